@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+//
+// FieldSync: an offline-first, peer-to-peer sync framework for field policing nodes.
+// Layers (see docs/design.md): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncStore
+// <- FieldSyncNode / FieldSim <- executables.
+import PackageDescription
+
+let package = Package(
+    name: "FieldSync",
+    products: [
+        .library(name: "FieldSyncCore", targets: ["FieldSyncCore"]),
+        .library(name: "FieldSyncCrypto", targets: ["FieldSyncCrypto"]),
+        .executable(name: "fieldsync", targets: ["fieldsync"]),
+        .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // libsodium from Debian (`libsodium-dev`), found through pkg-config.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+        // Pure data model: identifiers, HLC, CRDTs, records, canonical encoding. No I/O, no clock.
+        .target(name: "FieldSyncCore"),
+        // Safe Swift API over the libsodium primitives FieldSync uses, identity and sealed changes.
+        .target(name: "FieldSyncCrypto", dependencies: ["CSodium", "FieldSyncCore"]),
+        .executableTarget(
+            name: "fieldsync",
+            dependencies: [
+                "FieldSyncCore",
+                "FieldSyncCrypto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "fieldsync-bench",
+            dependencies: [
+                "FieldSyncCore",
+                "FieldSyncCrypto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], resources: [.copy("Vectors")]),
+        .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
+    ]
+)

@@ -1,0 +1,173 @@
+// Identifiers: record ids, device ids and jurisdiction scopes.
+
+/// A 128-bit identifier stored as 16 big-endian bytes. Base of `RecordID` and `DeviceID`.
+public struct ID128: Hashable, Comparable, Sendable, CanonicalCodable, CustomStringConvertible {
+    /// High 64 bits.
+    public var high: UInt64
+    /// Low 64 bits.
+    public var low: UInt64
+
+    /// Creates an id from two halves.
+    public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// Creates an id from exactly 16 bytes (big-endian); returns nil for any other length.
+    public init?<C: Collection>(bytes: C) where C.Element == UInt8 {
+        guard bytes.count == 16 else { return nil }
+        var h: UInt64 = 0
+        var l: UInt64 = 0
+        for (i, b) in bytes.enumerated() {
+            if i < 8 { h = h << 8 | UInt64(b) } else { l = l << 8 | UInt64(b) }
+        }
+        high = h
+        low = l
+    }
+
+    /// Parses 32 hex digits; returns nil otherwise.
+    public init?(hex: String) {
+        guard let b = Hex.decode(hex) else { return nil }
+        self.init(bytes: b)
+    }
+
+    /// Draws a random id from `rng` (the caller injects the generator; the core never reads entropy itself).
+    public static func random<G: RandomNumberGenerator>(using rng: inout G) -> ID128 {
+        ID128(high: rng.next(), low: rng.next())
+    }
+
+    /// The 16 big-endian bytes.
+    public var bytes: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            out[i] = UInt8(truncatingIfNeeded: high >> UInt64(56 - 8 * i))
+            out[8 + i] = UInt8(truncatingIfNeeded: low >> UInt64(56 - 8 * i))
+        }
+        return out
+    }
+
+    /// 32 lower-case hex digits.
+    public var hex: String { Hex.encode(bytes) }
+    public var description: String { hex }
+
+    public static func < (a: ID128, b: ID128) -> Bool { (a.high, a.low) < (b.high, b.low) }
+
+    public func encode(to writer: inout ByteWriter) {
+        writer.writeUInt64BE(high)
+        writer.writeUInt64BE(low)
+    }
+
+    public init(from reader: inout ByteReader) throws(DecodingError) {
+        high = try reader.readUInt64BE()
+        low = try reader.readUInt64BE()
+    }
+}
+
+/// Identifies a record (an incident, a visit, ...). Random 128 bits, chosen by its creator.
+public struct RecordID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStringConvertible {
+    /// The underlying 128 bits.
+    public var raw: ID128
+    /// Wraps raw bits.
+    public init(_ raw: ID128) { self.raw = raw }
+    /// Parses 32 hex digits.
+    public init?(hex: String) {
+        guard let r = ID128(hex: hex) else { return nil }
+        raw = r
+    }
+    /// A fresh random record id drawn from the injected generator.
+    public static func random<G: RandomNumberGenerator>(using rng: inout G) -> RecordID { RecordID(.random(using: &rng)) }
+    public var description: String { raw.hex }
+    public static func < (a: RecordID, b: RecordID) -> Bool { a.raw < b.raw }
+    public func encode(to writer: inout ByteWriter) { raw.encode(to: &writer) }
+    public init(from reader: inout ByteReader) throws(DecodingError) { raw = try ID128(from: &reader) }
+}
+
+/// Identifies a device (an author). Derived from the device's signing key by FieldSyncCrypto:
+/// the first 16 bytes of BLAKE2b-256 of the Ed25519 public key (see Protocols/identity.md).
+public struct DeviceID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStringConvertible {
+    /// The underlying 128 bits.
+    public var raw: ID128
+    /// Wraps raw bits.
+    public init(_ raw: ID128) { self.raw = raw }
+    /// Parses 32 hex digits.
+    public init?(hex: String) {
+        guard let r = ID128(hex: hex) else { return nil }
+        raw = r
+    }
+    public var description: String { raw.hex }
+    public static func < (a: DeviceID, b: DeviceID) -> Bool { a.raw < b.raw }
+    public func encode(to writer: inout ByteWriter) { raw.encode(to: &writer) }
+    public init(from reader: inout ByteReader) throws(DecodingError) { raw = try ID128(from: &reader) }
+}
+
+/// A jurisdiction path such as `longnan/wudu/station-017/village-0412`.
+///
+/// Segments are 1 to 64 characters of `a-z`, `0-9`, `-` and `_`; a path has 1 to 8 segments. A scope
+/// *contains* itself and every scope below it: a device entitled to `longnan/wudu` may read
+/// `longnan/wudu/station-017/village-0412`.
+public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStringConvertible {
+    /// Maximum number of segments.
+    public static let maxDepth = 8
+    /// Maximum characters per segment.
+    public static let maxSegmentLength = 64
+
+    /// The path segments, root first.
+    public let segments: [String]
+
+    /// Why a scope string is invalid.
+    public struct Invalid: Error, Equatable, Sendable, CustomStringConvertible {
+        /// The offending input.
+        public var input: String
+        /// What is wrong with it.
+        public var reason: String
+        public var description: String { "invalid scope \"\(input)\": \(reason)" }
+    }
+
+    /// Parses and validates a path.
+    /// - Throws: `Scope.Invalid` naming what is wrong.
+    public init(_ path: String) throws(Invalid) {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard !path.isEmpty else { throw Invalid(input: path, reason: "empty") }
+        guard parts.count <= Scope.maxDepth else {
+            throw Invalid(input: path, reason: "more than \(Scope.maxDepth) segments")
+        }
+        for p in parts {
+            guard !p.isEmpty else { throw Invalid(input: path, reason: "empty segment") }
+            guard p.utf8.count <= Scope.maxSegmentLength else {
+                throw Invalid(input: path, reason: "segment longer than \(Scope.maxSegmentLength)")
+            }
+            guard p.utf8.allSatisfy({ (97...122).contains($0) || (48...57).contains($0) || $0 == 45 || $0 == 95 })
+            else { throw Invalid(input: path, reason: "segment \"\(p)\" may only hold a-z, 0-9, '-' and '_'") }
+        }
+        segments = parts
+    }
+
+    /// The path as a string.
+    public var path: String { segments.joined(separator: "/") }
+    public var description: String { path }
+
+    /// The enclosing scope, or nil at the root.
+    public var parent: Scope? {
+        segments.count > 1 ? try? Scope(segments.dropLast().joined(separator: "/")) : nil
+    }
+
+    /// Whether `self` equals `other` or is one of its ancestors.
+    public func contains(_ other: Scope) -> Bool {
+        other.segments.count >= segments.count && Array(other.segments.prefix(segments.count)) == segments
+    }
+
+    /// Whether `self` is a strict ancestor of `other`.
+    public func isAncestor(of other: Scope) -> Bool {
+        other.segments.count > segments.count && contains(other)
+    }
+
+    public static func < (a: Scope, b: Scope) -> Bool { a.path.utf8.lexicographicallyPrecedes(b.path.utf8) }
+
+    public func encode(to writer: inout ByteWriter) { writer.writeString(path) }
+
+    public init(from reader: inout ByteReader) throws(DecodingError) {
+        let at = reader.offset
+        let s = try reader.readString()
+        do { self = try Scope(s) } catch { throw DecodingError(.invalidValue, at: at, error.description) }
+    }
+}

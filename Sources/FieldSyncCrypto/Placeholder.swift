@@ -1,0 +1,2 @@
+import CSodium
+import FieldSyncCore
