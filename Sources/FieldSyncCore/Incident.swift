@@ -1,0 +1,306 @@
+// Typed views over generic records: incidents (警情) and visits (走访).
+
+/// A note or timeline entry: its text and the op (author, time) that added it.
+public struct Note: Hashable, Sendable {
+    /// Who added it and when.
+    public var id: OpID
+    /// The text.
+    public var text: String
+}
+
+extension Record {
+    /// Makes an edit of this record by `author` at `hlc`.
+    public func edit(author: DeviceID, hlc: HLCTimestamp, _ actions: [Action]) -> RecordEdit {
+        RecordEdit(record: id, kind: kind, scope: scope, author: author, hlc: hlc, actions: actions)
+    }
+
+    /// Entries of a log field, in order.
+    public func notes(_ field: String = "notes") -> [Note] {
+        (logs[field]?.ordered ?? []).map { Note(id: $0.id, text: $0.entry) }
+    }
+
+    /// Elements of a set field, sorted.
+    public func elements(_ field: String) -> [String] { (sets[field]?.elements ?? []).map(\.string) }
+
+    /// The action that removes `element` from set field `field`, listing every tag this replica observed.
+    public func removeAction(_ field: String, element: String) -> Action {
+        let e = Token(element)
+        return .remove(field: field, element: e, observed: sets[field]?.observedTags(of: e) ?? [])
+    }
+
+    func required(_ field: String) throws(RecordError) -> FieldValue {
+        guard let v = value(field) else { throw RecordError(.missingRequiredField, field: field, "\(kind) \(id) has no \(field) yet") }
+        return v
+    }
+
+    func requiredSymbol<S: RawRepresentable<String>>(_ field: String, _: S.Type) throws(RecordError) -> S {
+        guard case let .symbol(s) = try required(field), let v = S(rawValue: s) else {
+            throw RecordError(.invalidValue, field: field, "not a \(S.self)")
+        }
+        return v
+    }
+
+    func string(_ field: String) -> String? {
+        if case let .string(s)? = value(field) { return s }
+        return nil
+    }
+
+    func time(_ field: String) -> Int64? {
+        if case let .time(t)? = value(field) { return t }
+        return nil
+    }
+}
+
+/// An incident (警情): a typed view over a `Record` of kind `incident`.
+///
+/// ```swift
+/// let edit = Incident.create(id: id, scope: scope, author: me, hlc: t, category: .dispute, priority: .high,
+///                            location: Location(latitude: 33.39, longitude: 104.93, placeName: "Wudu"),
+///                            summary: "Boundary dispute", reportedAt: 1_700_000_000_000, reporter: "caller")
+/// var record = Record(id: id, kind: .incident, scope: scope)
+/// try record.apply(edit)
+/// let incident = try Incident(record)
+/// ```
+public struct Incident: Sendable {
+    /// The 11 incident categories collected by the Longnan command centre.
+    public enum Category: String, CaseIterable, Sendable {
+        case criminal, publicOrder = "public-order", traffic, fire, dispute, helpRequest = "help-request"
+        case complaint, disasterOrAccident = "disaster-accident", groupEvent = "group-event"
+        case suspicious = "suspicious-situation", other
+    }
+
+    /// Priority, most urgent first.
+    public enum Priority: String, CaseIterable, Sendable, Comparable {
+        case urgent, high, normal, low
+        /// 0 for urgent ... 3 for low: the order changes are sent in.
+        public var rank: UInt8 {
+            switch self {
+            case .urgent: 0
+            case .high: 1
+            case .normal: 2
+            case .low: 3
+            }
+        }
+        public static func < (a: Priority, b: Priority) -> Bool { a.rank < b.rank }
+    }
+
+    /// Status levels of the lattice; a reopen starts a new generation at `.reported`.
+    public enum Status: UInt8, CaseIterable, Sendable, Comparable, CustomStringConvertible {
+        case reported = 0, dispatched, onScene, resolved, closed
+        /// Level names as in the schema.
+        public var name: String { Incident.statusLevels[Int(rawValue)] }
+        public var description: String { name }
+        public static func < (a: Status, b: Status) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// Status level names, lowest first.
+    public static let statusLevels = ["reported", "dispatched", "on-scene", "resolved", "closed"]
+
+    /// The incident schema.
+    public static let schema = RecordSchema(kind: .incident, fields: [
+        FieldSpec("category", .register(.symbol(Category.allCases.map(\.rawValue))), required: true),
+        FieldSpec("priority", .register(.symbol(Priority.allCases.map(\.rawValue))), required: true),
+        FieldSpec("location", .register(.location), required: true),
+        FieldSpec("summary", .register(.string(maxBytes: 512)), required: true),
+        FieldSpec("reportedAt", .register(.time), required: true),
+        FieldSpec("reporter", .register(.string(maxBytes: 128)), required: true),
+        FieldSpec("status", .lattice(levels: statusLevels), required: true),
+        FieldSpec("assignedUnits", .set(maxBytes: 64)),
+        FieldSpec("feedback", .register(.string(maxBytes: 4096))),
+        FieldSpec("feedbackDeadline", .register(.time)),
+        FieldSpec("duplicateOf", .register(.record)),
+        FieldSpec("notes", .log(maxBytes: 4096)),
+    ])
+
+    /// The underlying record.
+    public let record: Record
+    /// Category.
+    public let category: Category
+    /// Priority.
+    public let priority: Priority
+    /// Where it happened.
+    public let location: Location
+    /// One-line summary.
+    public let summary: String
+    /// When it was reported (ms since the Unix epoch).
+    public let reportedAt: Int64
+    /// Who reported it (caller, officer or system).
+    public let reporter: String
+    /// Current status.
+    public let status: Status
+    /// Reopen generation (0 until first reopened).
+    public let generation: UInt32
+
+    /// Reads a typed incident from a record.
+    /// - Throws: `RecordError` naming a required field that has not arrived yet or a wrong kind.
+    public init(_ record: Record) throws(RecordError) {
+        guard record.kind == .incident else { throw RecordError(.identityMismatch, "\(record.kind) is not an incident") }
+        self.record = record
+        category = try record.requiredSymbol("category", Category.self)
+        priority = try record.requiredSymbol("priority", Priority.self)
+        guard case let .location(l) = try record.required("location") else {
+            throw RecordError(.invalidValue, field: "location", "not a location")
+        }
+        location = l
+        guard case let .string(s) = try record.required("summary") else {
+            throw RecordError(.invalidValue, field: "summary", "not text")
+        }
+        summary = s
+        guard case let .time(t) = try record.required("reportedAt") else {
+            throw RecordError(.invalidValue, field: "reportedAt", "not a time")
+        }
+        reportedAt = t
+        guard case let .string(r) = try record.required("reporter") else {
+            throw RecordError(.invalidValue, field: "reporter", "not text")
+        }
+        reporter = r
+        guard let point = record.lattices["status"]?.point, let st = Status(rawValue: point.level) else {
+            throw RecordError(.missingRequiredField, field: "status", "incident has no status yet")
+        }
+        status = st
+        generation = point.generation
+    }
+
+    /// The record id.
+    public var id: RecordID { record.id }
+    /// The scope.
+    public var scope: Scope { record.scope }
+    /// Units assigned (OR-set).
+    public var assignedUnits: [String] { record.elements("assignedUnits") }
+    /// Feedback text, if given.
+    public var feedback: String? { record.string("feedback") }
+    /// Feedback deadline (ms since the Unix epoch), if set.
+    public var feedbackDeadline: Int64? { record.time("feedbackDeadline") }
+    /// The incident this one duplicates, if screened as a duplicate.
+    public var duplicateOf: RecordID? {
+        if case let .record(r)? = record.value("duplicateOf") { return r }
+        return nil
+    }
+    /// Notes, in order.
+    public var notes: [Note] { record.notes() }
+
+    /// The creating edit of a new incident, with status `reported`.
+    public static func create(
+        id: RecordID, scope: Scope, author: DeviceID, hlc: HLCTimestamp, category: Category, priority: Priority,
+        location: Location, summary: String, reportedAt: Int64, reporter: String, feedbackDeadline: Int64? = nil,
+        notes: [String] = []
+    ) -> RecordEdit {
+        var actions: [Action] = [
+            .set(field: "category", value: .symbol(category.rawValue)),
+            .set(field: "priority", value: .symbol(priority.rawValue)),
+            .set(field: "location", value: .location(location)),
+            .set(field: "summary", value: .string(summary)),
+            .set(field: "reportedAt", value: .time(reportedAt)),
+            .set(field: "reporter", value: .string(reporter)),
+            .raise(field: "status", to: LatticePoint(generation: 0, level: Status.reported.rawValue)),
+        ]
+        if let d = feedbackDeadline { actions.append(.set(field: "feedbackDeadline", value: .time(d))) }
+        actions += notes.map { .append(field: "notes", text: $0) }
+        return RecordEdit(record: id, kind: .incident, scope: scope, author: author, hlc: hlc, creates: true, actions: actions)
+    }
+
+    /// The action that moves the status forward within the current generation. Moving backwards has no
+    /// effect once merged (the lattice keeps the maximum).
+    public func advance(to status: Status) -> Action {
+        .raise(field: "status", to: LatticePoint(generation: generation, level: status.rawValue))
+    }
+
+    /// The action that reopens the incident: a new generation starting at `reported`.
+    public func reopen() -> Action {
+        .raise(field: "status", to: LatticePoint(generation: generation + 1, level: Status.reported.rawValue))
+    }
+}
+
+/// A visit (走访): a typed view over a `Record` of kind `visit`.
+public struct Visit: Sendable {
+    /// Why the visit was made.
+    public enum VisitType: String, CaseIterable, Sendable {
+        case returningMigrantWorker = "returning-migrant-worker", keyPerson = "key-person"
+        case disputeMediation = "dispute-mediation", vulnerableHousehold = "vulnerable-household", routine
+    }
+
+    /// The visit schema.
+    public static let schema = RecordSchema(kind: .visit, fields: [
+        FieldSpec("subject", .register(.string(maxBytes: 256)), required: true),
+        FieldSpec("visitor", .register(.string(maxBytes: 128)), required: true),
+        FieldSpec("visitType", .register(.symbol(VisitType.allCases.map(\.rawValue))), required: true),
+        FieldSpec("visitedAt", .register(.time), required: true),
+        FieldSpec("location", .register(.location)),
+        FieldSpec("outcome", .register(.string(maxBytes: 4096))),
+        FieldSpec("followUpNeeded", .register(.bool)),
+        FieldSpec("followUpBy", .register(.time)),
+        FieldSpec("tags", .set(maxBytes: 64)),
+        FieldSpec("notes", .log(maxBytes: 4096)),
+    ])
+
+    /// The underlying record.
+    public let record: Record
+    /// Household or person visited (a reference, not personal data in clear).
+    public let subject: String
+    /// The visiting officer.
+    public let visitor: String
+    /// The visit type.
+    public let visitType: VisitType
+    /// When (ms since the Unix epoch).
+    public let visitedAt: Int64
+
+    /// Reads a typed visit from a record.
+    /// - Throws: `RecordError` naming a required field that has not arrived yet or a wrong kind.
+    public init(_ record: Record) throws(RecordError) {
+        guard record.kind == .visit else { throw RecordError(.identityMismatch, "\(record.kind) is not a visit") }
+        self.record = record
+        guard case let .string(s) = try record.required("subject") else {
+            throw RecordError(.invalidValue, field: "subject", "not text")
+        }
+        subject = s
+        guard case let .string(v) = try record.required("visitor") else {
+            throw RecordError(.invalidValue, field: "visitor", "not text")
+        }
+        visitor = v
+        visitType = try record.requiredSymbol("visitType", VisitType.self)
+        guard case let .time(t) = try record.required("visitedAt") else {
+            throw RecordError(.invalidValue, field: "visitedAt", "not a time")
+        }
+        visitedAt = t
+    }
+
+    /// The record id.
+    public var id: RecordID { record.id }
+    /// The scope (village).
+    public var scope: Scope { record.scope }
+    /// Outcome text, if recorded.
+    public var outcome: String? { record.string("outcome") }
+    /// Whether a follow-up is needed.
+    public var followUpNeeded: Bool {
+        if case let .bool(b)? = record.value("followUpNeeded") { return b }
+        return false
+    }
+    /// Follow-up due date, if any.
+    public var followUpBy: Int64? { record.time("followUpBy") }
+    /// Tags (OR-set).
+    public var tags: [String] { record.elements("tags") }
+    /// Notes, in order.
+    public var notes: [Note] { record.notes() }
+
+    /// The creating edit of a new visit.
+    public static func create(
+        id: RecordID, scope: Scope, author: DeviceID, hlc: HLCTimestamp, subject: String, visitor: String,
+        visitType: VisitType, visitedAt: Int64, location: Location? = nil, outcome: String? = nil,
+        followUpBy: Int64? = nil, notes: [String] = []
+    ) -> RecordEdit {
+        var actions: [Action] = [
+            .set(field: "subject", value: .string(subject)),
+            .set(field: "visitor", value: .string(visitor)),
+            .set(field: "visitType", value: .symbol(visitType.rawValue)),
+            .set(field: "visitedAt", value: .time(visitedAt)),
+        ]
+        if let location { actions.append(.set(field: "location", value: .location(location))) }
+        if let outcome { actions.append(.set(field: "outcome", value: .string(outcome))) }
+        if let followUpBy {
+            actions.append(.set(field: "followUpNeeded", value: .bool(true)))
+            actions.append(.set(field: "followUpBy", value: .time(followUpBy)))
+        }
+        actions += notes.map { .append(field: "notes", text: $0) }
+        return RecordEdit(record: id, kind: .visit, scope: scope, author: author, hlc: hlc, creates: true, actions: actions)
+    }
+}

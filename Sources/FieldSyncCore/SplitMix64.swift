@@ -1,0 +1,23 @@
+/// A small, fast, seeded pseudo-random generator (Steele, Lea & Flood 2014), used wherever FieldSync
+/// needs reproducible randomness: tests, the simulator, benchmarks. Never use it for keys or nonces;
+/// FieldSyncCrypto draws those from libsodium.
+///
+/// ```swift
+/// var rng = SplitMix64(seed: 42)
+/// let id = RecordID.random(using: &rng)
+/// ```
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    /// Creates a generator from a seed; equal seeds give equal sequences on every platform.
+    public init(seed: UInt64) { state = seed }
+
+    /// The next 64 random bits.
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
