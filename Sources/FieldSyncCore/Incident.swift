@@ -205,6 +205,11 @@ public struct Incident: Sendable {
         .raise(field: "status", to: LatticePoint(generation: generation, level: status.rawValue))
     }
 
+    /// The action that raises the status to `status` in `generation` (for replaying a known write).
+    public static func statusAction(generation: UInt32, _ status: Status) -> Action {
+        .raise(field: "status", to: LatticePoint(generation: generation, level: status.rawValue))
+    }
+
     /// The action that reopens the incident: a new generation starting at `reported`.
     public func reopen() -> Action {
         .raise(field: "status", to: LatticePoint(generation: generation + 1, level: Status.reported.rawValue))

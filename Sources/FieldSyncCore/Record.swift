@@ -57,7 +57,8 @@ public enum Action: Hashable, Sendable, CanonicalCodable {
     case raise(field: String, to: LatticePoint)
     /// Adds an element to an observed-remove set field. Tag 3.
     case add(field: String, element: Token)
-    /// Removes the observed tags of an element from a set field. Tag 4.
+    /// Removes the observed tags of an element from a set field. Tag 4. `observed` is a set: it is
+    /// encoded sorted and without duplicates, so compare actions by `canonicalBytes`.
     case remove(field: String, element: Token, observed: [OpID])
     /// Appends an entry to an add-only log field (notes, timeline). Tag 5.
     case append(field: String, text: String)
@@ -90,7 +91,7 @@ public enum Action: Hashable, Sendable, CanonicalCodable {
             writer.writeByte(4)
             writer.writeString(f)
             e.encode(to: &writer)
-            writer.writeArray(observed.sorted())
+            writer.writeArray(Set(observed).sorted())  // a set: sorted, without duplicates
         case let .append(f, t):
             writer.writeByte(5)
             writer.writeString(f)
