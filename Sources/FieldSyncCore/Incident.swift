@@ -15,37 +15,42 @@ extension Record {
     }
 
     /// Entries of a log field, in order.
-    public func notes(_ field: String = "notes") -> [Note] {
+    public func notes(_ field: FieldID) -> [Note] {
         (logs[field]?.ordered ?? []).map { Note(id: $0.id, text: $0.entry) }
     }
 
     /// Elements of a set field, sorted.
-    public func elements(_ field: String) -> [String] { (sets[field]?.elements ?? []).map(\.string) }
+    public func elements(_ field: FieldID) -> [String] { (sets[field]?.elements ?? []).map(\.string) }
 
     /// The action that removes `element` from set field `field`, listing every tag this replica observed.
-    public func removeAction(_ field: String, element: String) -> Action {
+    public func removeAction(_ field: FieldID, element: String) -> Action {
         let e = Token(element)
         return .remove(field: field, element: e, observed: sets[field]?.observedTags(of: e) ?? [])
     }
 
-    func required(_ field: String) throws(RecordError) -> FieldValue {
-        guard let v = value(field) else { throw RecordError(.missingRequiredField, field: field, "\(kind) \(id) has no \(field) yet") }
-        return v
-    }
+    /// The schema name of `field` (or `#n`), for error messages.
+    func name(of field: FieldID) -> String { SchemaRegistry.standard.schemas[kind]?.name(of: field) ?? field.description }
 
-    func requiredSymbol<S: RawRepresentable<String>>(_ field: String, _: S.Type) throws(RecordError) -> S {
-        guard case let .symbol(s) = try required(field), let v = S(rawValue: s) else {
-            throw RecordError(.invalidValue, field: field, "not a \(S.self)")
+    func required(_ field: FieldID) throws(RecordError) -> FieldValue {
+        guard let v = value(field) else {
+            throw RecordError(.missingRequiredField, field: name(of: field), "\(kind) \(id) has no \(name(of: field)) yet")
         }
         return v
     }
 
-    func string(_ field: String) -> String? {
+    func requiredSymbol<S: RawRepresentable<String>>(_ field: FieldID, _: S.Type) throws(RecordError) -> S {
+        guard case let .symbol(s) = try required(field), let v = S(rawValue: s) else {
+            throw RecordError(.invalidValue, field: name(of: field), "not a \(S.self)")
+        }
+        return v
+    }
+
+    func string(_ field: FieldID) -> String? {
         if case let .string(s)? = value(field) { return s }
         return nil
     }
 
-    func time(_ field: String) -> Int64? {
+    func time(_ field: FieldID) -> Int64? {
         if case let .time(t)? = value(field) { return t }
         return nil
     }
@@ -96,20 +101,48 @@ public struct Incident: Sendable {
     /// Status level names, lowest first.
     public static let statusLevels = ["reported", "dispatched", "on-scene", "resolved", "closed"]
 
+    /// Field numbers (normative: Protocols/encoding.md). Never renumbered or reused.
+    public enum Field {
+        /// `category`
+        public static let category: FieldID = 1
+        /// `priority`
+        public static let priority: FieldID = 2
+        /// `location`
+        public static let location: FieldID = 3
+        /// `summary`
+        public static let summary: FieldID = 4
+        /// `reportedAt`
+        public static let reportedAt: FieldID = 5
+        /// `reporter`
+        public static let reporter: FieldID = 6
+        /// `status`
+        public static let status: FieldID = 7
+        /// `assignedUnits`
+        public static let assignedUnits: FieldID = 8
+        /// `feedback`
+        public static let feedback: FieldID = 9
+        /// `feedbackDeadline`
+        public static let feedbackDeadline: FieldID = 10
+        /// `duplicateOf`
+        public static let duplicateOf: FieldID = 11
+        /// `notes`
+        public static let notes: FieldID = 12
+    }
+
     /// The incident schema.
     public static let schema = RecordSchema(kind: .incident, fields: [
-        FieldSpec("category", .register(.symbol(Category.allCases.map(\.rawValue))), required: true),
-        FieldSpec("priority", .register(.symbol(Priority.allCases.map(\.rawValue))), required: true),
-        FieldSpec("location", .register(.location), required: true),
-        FieldSpec("summary", .register(.string(maxBytes: 512)), required: true),
-        FieldSpec("reportedAt", .register(.time), required: true),
-        FieldSpec("reporter", .register(.string(maxBytes: 128)), required: true),
-        FieldSpec("status", .lattice(levels: statusLevels), required: true),
-        FieldSpec("assignedUnits", .set(maxBytes: 64)),
-        FieldSpec("feedback", .register(.string(maxBytes: 4096))),
-        FieldSpec("feedbackDeadline", .register(.time)),
-        FieldSpec("duplicateOf", .register(.record)),
-        FieldSpec("notes", .log(maxBytes: 4096)),
+        FieldSpec(Field.category, "category", .register(.symbol(Category.allCases.map(\.rawValue))), required: true),
+        FieldSpec(Field.priority, "priority", .register(.symbol(Priority.allCases.map(\.rawValue))), required: true),
+        FieldSpec(Field.location, "location", .register(.location), required: true),
+        FieldSpec(Field.summary, "summary", .register(.string(maxBytes: 512)), required: true),
+        FieldSpec(Field.reportedAt, "reportedAt", .register(.time), required: true),
+        FieldSpec(Field.reporter, "reporter", .register(.string(maxBytes: 128)), required: true),
+        FieldSpec(Field.status, "status", .lattice(levels: statusLevels), required: true),
+        FieldSpec(Field.assignedUnits, "assignedUnits", .set(maxBytes: 64)),
+        FieldSpec(Field.feedback, "feedback", .register(.string(maxBytes: 4096))),
+        FieldSpec(Field.feedbackDeadline, "feedbackDeadline", .register(.time)),
+        FieldSpec(Field.duplicateOf, "duplicateOf", .register(.record)),
+        FieldSpec(Field.notes, "notes", .log(maxBytes: 4096)),
     ])
 
     /// The underlying record.
@@ -136,25 +169,25 @@ public struct Incident: Sendable {
     public init(_ record: Record) throws(RecordError) {
         guard record.kind == .incident else { throw RecordError(.identityMismatch, "\(record.kind) is not an incident") }
         self.record = record
-        category = try record.requiredSymbol("category", Category.self)
-        priority = try record.requiredSymbol("priority", Priority.self)
-        guard case let .location(l) = try record.required("location") else {
+        category = try record.requiredSymbol(Field.category, Category.self)
+        priority = try record.requiredSymbol(Field.priority, Priority.self)
+        guard case let .location(l) = try record.required(Field.location) else {
             throw RecordError(.invalidValue, field: "location", "not a location")
         }
         location = l
-        guard case let .string(s) = try record.required("summary") else {
+        guard case let .string(s) = try record.required(Field.summary) else {
             throw RecordError(.invalidValue, field: "summary", "not text")
         }
         summary = s
-        guard case let .time(t) = try record.required("reportedAt") else {
+        guard case let .time(t) = try record.required(Field.reportedAt) else {
             throw RecordError(.invalidValue, field: "reportedAt", "not a time")
         }
         reportedAt = t
-        guard case let .string(r) = try record.required("reporter") else {
+        guard case let .string(r) = try record.required(Field.reporter) else {
             throw RecordError(.invalidValue, field: "reporter", "not text")
         }
         reporter = r
-        guard let point = record.lattices["status"]?.point, let st = Status(rawValue: point.level) else {
+        guard let point = record.lattices[Field.status]?.point, let st = Status(rawValue: point.level) else {
             throw RecordError(.missingRequiredField, field: "status", "incident has no status yet")
         }
         status = st
@@ -166,18 +199,18 @@ public struct Incident: Sendable {
     /// The scope.
     public var scope: Scope { record.scope }
     /// Units assigned (OR-set).
-    public var assignedUnits: [String] { record.elements("assignedUnits") }
+    public var assignedUnits: [String] { record.elements(Field.assignedUnits) }
     /// Feedback text, if given.
-    public var feedback: String? { record.string("feedback") }
+    public var feedback: String? { record.string(Field.feedback) }
     /// Feedback deadline (ms since the Unix epoch), if set.
-    public var feedbackDeadline: Int64? { record.time("feedbackDeadline") }
+    public var feedbackDeadline: Int64? { record.time(Field.feedbackDeadline) }
     /// The incident this one duplicates, if screened as a duplicate.
     public var duplicateOf: RecordID? {
-        if case let .record(r)? = record.value("duplicateOf") { return r }
+        if case let .record(r)? = record.value(Field.duplicateOf) { return r }
         return nil
     }
     /// Notes, in order.
-    public var notes: [Note] { record.notes() }
+    public var notes: [Note] { record.notes(Field.notes) }
 
     /// The creating edit of a new incident, with status `reported`.
     public static func create(
@@ -186,33 +219,33 @@ public struct Incident: Sendable {
         notes: [String] = []
     ) -> RecordEdit {
         var actions: [Action] = [
-            .set(field: "category", value: .symbol(category.rawValue)),
-            .set(field: "priority", value: .symbol(priority.rawValue)),
-            .set(field: "location", value: .location(location)),
-            .set(field: "summary", value: .string(summary)),
-            .set(field: "reportedAt", value: .time(reportedAt)),
-            .set(field: "reporter", value: .string(reporter)),
-            .raise(field: "status", to: LatticePoint(generation: 0, level: Status.reported.rawValue)),
+            .set(field: Field.category, value: .symbol(category.rawValue)),
+            .set(field: Field.priority, value: .symbol(priority.rawValue)),
+            .set(field: Field.location, value: .location(location)),
+            .set(field: Field.summary, value: .string(summary)),
+            .set(field: Field.reportedAt, value: .time(reportedAt)),
+            .set(field: Field.reporter, value: .string(reporter)),
+            .raise(field: Field.status, to: LatticePoint(generation: 0, level: Status.reported.rawValue)),
         ]
-        if let d = feedbackDeadline { actions.append(.set(field: "feedbackDeadline", value: .time(d))) }
-        actions += notes.map { .append(field: "notes", text: $0) }
+        if let d = feedbackDeadline { actions.append(.set(field: Field.feedbackDeadline, value: .time(d))) }
+        actions += notes.map { .append(field: Field.notes, text: $0) }
         return RecordEdit(record: id, kind: .incident, scope: scope, author: author, hlc: hlc, creates: true, actions: actions)
     }
 
     /// The action that moves the status forward within the current generation. Moving backwards has no
     /// effect once merged (the lattice keeps the maximum).
     public func advance(to status: Status) -> Action {
-        .raise(field: "status", to: LatticePoint(generation: generation, level: status.rawValue))
+        .raise(field: Field.status, to: LatticePoint(generation: generation, level: status.rawValue))
     }
 
     /// The action that raises the status to `status` in `generation` (for replaying a known write).
     public static func statusAction(generation: UInt32, _ status: Status) -> Action {
-        .raise(field: "status", to: LatticePoint(generation: generation, level: status.rawValue))
+        .raise(field: Field.status, to: LatticePoint(generation: generation, level: status.rawValue))
     }
 
     /// The action that reopens the incident: a new generation starting at `reported`.
     public func reopen() -> Action {
-        .raise(field: "status", to: LatticePoint(generation: generation + 1, level: Status.reported.rawValue))
+        .raise(field: Field.status, to: LatticePoint(generation: generation + 1, level: Status.reported.rawValue))
     }
 }
 
@@ -224,18 +257,42 @@ public struct Visit: Sendable {
         case disputeMediation = "dispute-mediation", vulnerableHousehold = "vulnerable-household", routine
     }
 
+    /// Field numbers (normative: Protocols/encoding.md). Never renumbered or reused.
+    public enum Field {
+        /// `subject`
+        public static let subject: FieldID = 1
+        /// `visitor`
+        public static let visitor: FieldID = 2
+        /// `visitType`
+        public static let visitType: FieldID = 3
+        /// `visitedAt`
+        public static let visitedAt: FieldID = 4
+        /// `location`
+        public static let location: FieldID = 5
+        /// `outcome`
+        public static let outcome: FieldID = 6
+        /// `followUpNeeded`
+        public static let followUpNeeded: FieldID = 7
+        /// `followUpBy`
+        public static let followUpBy: FieldID = 8
+        /// `tags`
+        public static let tags: FieldID = 9
+        /// `notes`
+        public static let notes: FieldID = 10
+    }
+
     /// The visit schema.
     public static let schema = RecordSchema(kind: .visit, fields: [
-        FieldSpec("subject", .register(.string(maxBytes: 256)), required: true),
-        FieldSpec("visitor", .register(.string(maxBytes: 128)), required: true),
-        FieldSpec("visitType", .register(.symbol(VisitType.allCases.map(\.rawValue))), required: true),
-        FieldSpec("visitedAt", .register(.time), required: true),
-        FieldSpec("location", .register(.location)),
-        FieldSpec("outcome", .register(.string(maxBytes: 4096))),
-        FieldSpec("followUpNeeded", .register(.bool)),
-        FieldSpec("followUpBy", .register(.time)),
-        FieldSpec("tags", .set(maxBytes: 64)),
-        FieldSpec("notes", .log(maxBytes: 4096)),
+        FieldSpec(Field.subject, "subject", .register(.string(maxBytes: 256)), required: true),
+        FieldSpec(Field.visitor, "visitor", .register(.string(maxBytes: 128)), required: true),
+        FieldSpec(Field.visitType, "visitType", .register(.symbol(VisitType.allCases.map(\.rawValue))), required: true),
+        FieldSpec(Field.visitedAt, "visitedAt", .register(.time), required: true),
+        FieldSpec(Field.location, "location", .register(.location)),
+        FieldSpec(Field.outcome, "outcome", .register(.string(maxBytes: 4096))),
+        FieldSpec(Field.followUpNeeded, "followUpNeeded", .register(.bool)),
+        FieldSpec(Field.followUpBy, "followUpBy", .register(.time)),
+        FieldSpec(Field.tags, "tags", .set(maxBytes: 64)),
+        FieldSpec(Field.notes, "notes", .log(maxBytes: 4096)),
     ])
 
     /// The underlying record.
@@ -254,16 +311,16 @@ public struct Visit: Sendable {
     public init(_ record: Record) throws(RecordError) {
         guard record.kind == .visit else { throw RecordError(.identityMismatch, "\(record.kind) is not a visit") }
         self.record = record
-        guard case let .string(s) = try record.required("subject") else {
+        guard case let .string(s) = try record.required(Field.subject) else {
             throw RecordError(.invalidValue, field: "subject", "not text")
         }
         subject = s
-        guard case let .string(v) = try record.required("visitor") else {
+        guard case let .string(v) = try record.required(Field.visitor) else {
             throw RecordError(.invalidValue, field: "visitor", "not text")
         }
         visitor = v
-        visitType = try record.requiredSymbol("visitType", VisitType.self)
-        guard case let .time(t) = try record.required("visitedAt") else {
+        visitType = try record.requiredSymbol(Field.visitType, VisitType.self)
+        guard case let .time(t) = try record.required(Field.visitedAt) else {
             throw RecordError(.invalidValue, field: "visitedAt", "not a time")
         }
         visitedAt = t
@@ -274,18 +331,18 @@ public struct Visit: Sendable {
     /// The scope (village).
     public var scope: Scope { record.scope }
     /// Outcome text, if recorded.
-    public var outcome: String? { record.string("outcome") }
+    public var outcome: String? { record.string(Field.outcome) }
     /// Whether a follow-up is needed.
     public var followUpNeeded: Bool {
-        if case let .bool(b)? = record.value("followUpNeeded") { return b }
+        if case let .bool(b)? = record.value(Field.followUpNeeded) { return b }
         return false
     }
     /// Follow-up due date, if any.
-    public var followUpBy: Int64? { record.time("followUpBy") }
+    public var followUpBy: Int64? { record.time(Field.followUpBy) }
     /// Tags (OR-set).
-    public var tags: [String] { record.elements("tags") }
+    public var tags: [String] { record.elements(Field.tags) }
     /// Notes, in order.
-    public var notes: [Note] { record.notes() }
+    public var notes: [Note] { record.notes(Field.notes) }
 
     /// The creating edit of a new visit.
     public static func create(
@@ -294,18 +351,18 @@ public struct Visit: Sendable {
         followUpBy: Int64? = nil, notes: [String] = []
     ) -> RecordEdit {
         var actions: [Action] = [
-            .set(field: "subject", value: .string(subject)),
-            .set(field: "visitor", value: .string(visitor)),
-            .set(field: "visitType", value: .symbol(visitType.rawValue)),
-            .set(field: "visitedAt", value: .time(visitedAt)),
+            .set(field: Field.subject, value: .string(subject)),
+            .set(field: Field.visitor, value: .string(visitor)),
+            .set(field: Field.visitType, value: .symbol(visitType.rawValue)),
+            .set(field: Field.visitedAt, value: .time(visitedAt)),
         ]
-        if let location { actions.append(.set(field: "location", value: .location(location))) }
-        if let outcome { actions.append(.set(field: "outcome", value: .string(outcome))) }
+        if let location { actions.append(.set(field: Field.location, value: .location(location))) }
+        if let outcome { actions.append(.set(field: Field.outcome, value: .string(outcome))) }
         if let followUpBy {
-            actions.append(.set(field: "followUpNeeded", value: .bool(true)))
-            actions.append(.set(field: "followUpBy", value: .time(followUpBy)))
+            actions.append(.set(field: Field.followUpNeeded, value: .bool(true)))
+            actions.append(.set(field: Field.followUpBy, value: .time(followUpBy)))
         }
-        actions += notes.map { .append(field: "notes", text: $0) }
+        actions += notes.map { .append(field: Field.notes, text: $0) }
         return RecordEdit(record: id, kind: .visit, scope: scope, author: author, hlc: hlc, creates: true, actions: actions)
     }
 }

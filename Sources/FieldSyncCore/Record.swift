@@ -29,8 +29,7 @@ public struct RecordKind: Hashable, Comparable, Sendable, CanonicalCodable, Cust
     }
 }
 
-/// Field names are ASCII identifiers (`[a-zA-Z][a-zA-Z0-9_]{0,63}`), so their bytes and their Swift
-/// `String` identity agree and map keys sort the same everywhere.
+/// Field names (in schemas, exports and the CLI) are ASCII identifiers (`[a-zA-Z][a-zA-Z0-9_]{0,63}`).
 public enum FieldName {
     /// Whether `name` is a valid field name.
     public static func isValid(_ name: String) -> Bool {
@@ -39,34 +38,46 @@ public enum FieldName {
         return u.allSatisfy { (65...90).contains($0) || (97...122).contains($0) || (48...57).contains($0) || $0 == 95 }
     }
 
-    static func read(from reader: inout ByteReader) throws(DecodingError) -> String {
-        let at = reader.offset
-        let s = try reader.readString()
-        guard isValid(s) else { throw DecodingError(.invalidValue, at: at, "field name \"\(s)\"") }
-        return s
-    }
+}
 
-    static func less(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
+/// A field's number within its kind's schema. Edits and record state carry numbers, not names, on the
+/// wire; the schema maps numbers to names (Protocols/encoding.md).
+public struct FieldID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStringConvertible,
+    ExpressibleByIntegerLiteral
+{
+    /// The number (1 or more; 0 is reserved).
+    public let raw: UInt32
+    /// Creates a field id.
+    public init(_ raw: UInt32) { self.raw = raw }
+    public init(integerLiteral value: UInt32) { raw = value }
+    public var description: String { "#\(raw)" }
+    public static func < (a: FieldID, b: FieldID) -> Bool { a.raw < b.raw }
+    public func encode(to writer: inout ByteWriter) { writer.writeVarint(UInt64(raw)) }
+    public init(from reader: inout ByteReader) throws(DecodingError) {
+        let at = reader.offset
+        raw = try reader.readVarint(as: UInt32.self)
+        if raw == 0 { throw DecodingError(.invalidValue, at: at, "field id 0 is reserved") }
+    }
 }
 
 /// One action of an edit. Tag bytes are normative (Protocols/encoding.md).
 public enum Action: Hashable, Sendable, CanonicalCodable {
     /// Writes a last-writer-wins field (`.null` clears it). Tag 1.
-    case set(field: String, value: FieldValue)
+    case set(field: FieldID, value: FieldValue)
     /// Raises a lattice field (incident status) to a point. Tag 2.
-    case raise(field: String, to: LatticePoint)
+    case raise(field: FieldID, to: LatticePoint)
     /// Adds an element to an observed-remove set field. Tag 3.
-    case add(field: String, element: Token)
+    case add(field: FieldID, element: Token)
     /// Removes the observed tags of an element from a set field. Tag 4. `observed` is a set: it is
     /// encoded sorted and without duplicates, so compare actions by `canonicalBytes`.
-    case remove(field: String, element: Token, observed: [OpID])
+    case remove(field: FieldID, element: Token, observed: [OpID])
     /// Appends an entry to an add-only log field (notes, timeline). Tag 5.
-    case append(field: String, text: String)
+    case append(field: FieldID, text: String)
     /// Deletes the record (a permanent tombstone). Tag 6.
     case delete
 
     /// The field the action targets, if any.
-    public var field: String? {
+    public var field: FieldID? {
         switch self {
         case let .set(f, _), let .raise(f, _), let .add(f, _), let .remove(f, _, _), let .append(f, _): f
         case .delete: nil
@@ -77,24 +88,24 @@ public enum Action: Hashable, Sendable, CanonicalCodable {
         switch self {
         case let .set(f, v):
             writer.writeByte(1)
-            writer.writeString(f)
+            f.encode(to: &writer)
             v.encode(to: &writer)
         case let .raise(f, p):
             writer.writeByte(2)
-            writer.writeString(f)
+            f.encode(to: &writer)
             p.encode(to: &writer)
         case let .add(f, e):
             writer.writeByte(3)
-            writer.writeString(f)
+            f.encode(to: &writer)
             e.encode(to: &writer)
         case let .remove(f, e, observed):
             writer.writeByte(4)
-            writer.writeString(f)
+            f.encode(to: &writer)
             e.encode(to: &writer)
             writer.writeArray(Set(observed).sorted())  // a set: sorted, without duplicates
         case let .append(f, t):
             writer.writeByte(5)
-            writer.writeString(f)
+            f.encode(to: &writer)
             writer.writeString(t)
         case .delete:
             writer.writeByte(6)
@@ -104,15 +115,15 @@ public enum Action: Hashable, Sendable, CanonicalCodable {
     public init(from reader: inout ByteReader) throws(DecodingError) {
         let at = reader.offset
         switch try reader.readByte() {
-        case 1: self = .set(field: try FieldName.read(from: &reader), value: try FieldValue(from: &reader))
-        case 2: self = .raise(field: try FieldName.read(from: &reader), to: try LatticePoint(from: &reader))
-        case 3: self = .add(field: try FieldName.read(from: &reader), element: try Token(from: &reader))
+        case 1: self = .set(field: try FieldID(from: &reader), value: try FieldValue(from: &reader))
+        case 2: self = .raise(field: try FieldID(from: &reader), to: try LatticePoint(from: &reader))
+        case 3: self = .add(field: try FieldID(from: &reader), element: try Token(from: &reader))
         case 4:
-            let f = try FieldName.read(from: &reader)
+            let f = try FieldID(from: &reader)
             let e = try Token(from: &reader)
             let o = try reader.readArray(OpID.self, minElementSize: 18, strictlyIncreasingBy: <)
             self = .remove(field: f, element: e, observed: o)
-        case 5: self = .append(field: try FieldName.read(from: &reader), text: try reader.readString())
+        case 5: self = .append(field: try FieldID(from: &reader), text: try reader.readString())
         case 6: self = .delete
         case let t: throw DecodingError(.unknownTag, at: at, "action tag \(t)")
         }
@@ -231,13 +242,13 @@ public struct Record: CRDT, CustomStringConvertible {
     /// Its scope.
     public let scope: Scope
     /// Last-writer-wins fields.
-    public private(set) var registers: [String: LWWRegister<FieldValue>]
+    public private(set) var registers: [FieldID: LWWRegister<FieldValue>]
     /// Lattice fields.
-    public private(set) var lattices: [String: LatticeRegister]
+    public private(set) var lattices: [FieldID: LatticeRegister]
     /// Observed-remove set fields.
-    public private(set) var sets: [String: ORSet<Token>]
+    public private(set) var sets: [FieldID: ORSet<Token>]
     /// Add-only log fields.
-    public private(set) var logs: [String: AddOnlyLog<String>]
+    public private(set) var logs: [FieldID: AddOnlyLog<String>]
     /// The earliest creating edit seen (nil until one arrives: edits may arrive out of order).
     public private(set) var created: MinOpID
     /// The tombstone: set once any delete is seen; the greatest delete op is kept.
@@ -263,7 +274,7 @@ public struct Record: CRDT, CustomStringConvertible {
     public var isDeleted: Bool { tombstone.value != nil }
 
     /// The value of a register field (nil if never set or cleared).
-    public func value(_ field: String) -> FieldValue? {
+    public func value(_ field: FieldID) -> FieldValue? {
         guard let v = registers[field]?.value, v != .null else { return nil }
         return v
     }
@@ -348,23 +359,23 @@ public struct Record: CRDT, CustomStringConvertible {
         lastModified = try MaxOpID(from: &reader)
     }
 
-    private static func encodeMap<V: CanonicalEncodable>(_ map: [String: V], to writer: inout ByteWriter) {
-        let keys = map.keys.sorted(by: FieldName.less)
+    private static func encodeMap<V: CanonicalEncodable>(_ map: [FieldID: V], to writer: inout ByteWriter) {
+        let keys = map.keys.sorted()
         writer.writeVarint(UInt64(keys.count))
         for k in keys {
-            writer.writeString(k)
+            k.encode(to: &writer)
             map[k]!.encode(to: &writer)
         }
     }
 
-    private static func decodeMap<V: CanonicalDecodable>(from reader: inout ByteReader) throws(DecodingError) -> [String: V] {
+    private static func decodeMap<V: CanonicalDecodable>(from reader: inout ByteReader) throws(DecodingError) -> [FieldID: V] {
         let n = try reader.readCount(minElementSize: 2)
-        var out: [String: V] = [:]
-        var last: String?
+        var out: [FieldID: V] = [:]
+        var last: FieldID?
         for _ in 0..<n {
             let at = reader.offset
-            let k = try FieldName.read(from: &reader)
-            if let last, !FieldName.less(last, k) { throw DecodingError(.nonCanonicalOrder, at: at, "field names") }
+            let k = try FieldID(from: &reader)
+            if let last, !(last < k) { throw DecodingError(.nonCanonicalOrder, at: at, "field ids") }
             last = k
             out[k] = try V(from: &reader)
         }

@@ -66,7 +66,9 @@ public enum FieldKind: Hashable, Sendable {
 
 /// One field of a schema.
 public struct FieldSpec: Hashable, Sendable {
-    /// The field name (an ASCII identifier).
+    /// The field's number: what edits and record state carry on the wire. Never reused within a kind.
+    public var id: FieldID
+    /// The field name (an ASCII identifier), for people, exports and the CLI.
     public var name: String
     /// How it merges and what it holds.
     public var kind: FieldKind
@@ -74,8 +76,9 @@ public struct FieldSpec: Hashable, Sendable {
     public var required: Bool
 
     /// Creates a field spec.
-    public init(_ name: String, _ kind: FieldKind, required: Bool = false) {
-        precondition(FieldName.isValid(name), "invalid field name \(name)")
+    public init(_ id: FieldID, _ name: String, _ kind: FieldKind, required: Bool = false) {
+        precondition(id.raw > 0 && FieldName.isValid(name), "invalid field \(id) \(name)")
+        self.id = id
         self.name = name
         self.kind = kind
         self.required = required
@@ -86,20 +89,28 @@ public struct FieldSpec: Hashable, Sendable {
 public struct RecordSchema: Sendable {
     /// The kind.
     public var kind: RecordKind
-    /// The fields by name.
-    public private(set) var fields: [String: FieldSpec]
-    /// Field names in declaration order (for display and export).
-    public private(set) var fieldOrder: [String]
+    /// The fields in declaration order.
+    public let fields: [FieldSpec]
+    private let byID: [FieldID: Int]
+    private let byName: [String: Int]
 
-    /// Creates a schema.
+    /// Creates a schema. Field ids and names must be unique.
     public init(kind: RecordKind, fields: [FieldSpec]) {
         precondition(kind.isWellFormed, "invalid kind name \(kind)")
         self.kind = kind
-        self.fields = Dictionary(fields.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in
-            preconditionFailure("duplicate field \(a.name)")
-        })
-        fieldOrder = fields.map(\.name)
+        self.fields = fields
+        byID = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1.id, $0) })
+        byName = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1.name, $0) })
     }
+
+    /// The spec of field `id`, if the kind has it.
+    public func field(_ id: FieldID) -> FieldSpec? { byID[id].map { fields[$0] } }
+
+    /// The spec of the field named `name`, if the kind has it.
+    public func field(named name: String) -> FieldSpec? { byName[name].map { fields[$0] } }
+
+    /// A display name for `id`: its name, or `#n` for a field this schema does not know.
+    public func name(of id: FieldID) -> String { field(id)?.name ?? id.description }
 
     /// Checks an edit against the schema: known fields, matching CRDT kinds, valid values, and (for a
     /// creating edit) every required field set to a non-null value.
@@ -107,10 +118,11 @@ public struct RecordSchema: Sendable {
     public func validate(_ edit: RecordEdit) throws(RecordError) {
         guard edit.kind == kind else { throw RecordError(.identityMismatch, "edit of kind \(edit.kind) checked against \(kind)") }
         for action in edit.actions {
-            guard let name = action.field else { continue }
-            guard let spec = fields[name] else {
-                throw RecordError(.unknownField, field: name, "\(kind) has no field \"\(name)\"")
+            guard let id = action.field else { continue }
+            guard let spec = field(id) else {
+                throw RecordError(.unknownField, field: id.description, "\(kind) has no field \(id)")
             }
+            let name = spec.name
             switch (spec.kind, action) {
             case let (.register(type), .set(_, value)):
                 if let why = type.mismatch(value) { throw RecordError(.invalidValue, field: name, why) }
@@ -131,15 +143,15 @@ public struct RecordSchema: Sendable {
             }
         }
         guard edit.creates else { return }
-        for name in fieldOrder where fields[name]!.required {
+        for spec in fields where spec.required {
             let isSet = edit.actions.contains { a in
                 switch a {
-                case let .set(f, v): f == name && v != .null
-                case let .raise(f, _), let .add(f, _), let .append(f, _): f == name
+                case let .set(f, v): f == spec.id && v != .null
+                case let .raise(f, _), let .add(f, _), let .append(f, _): f == spec.id
                 default: false
                 }
             }
-            if !isSet { throw RecordError(.missingRequiredField, field: name, "a new \(kind) needs \"\(name)\"") }
+            if !isSet { throw RecordError(.missingRequiredField, field: spec.name, "a new \(kind) needs \"\(spec.name)\"") }
         }
     }
 }

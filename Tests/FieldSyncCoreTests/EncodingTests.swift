@@ -111,27 +111,27 @@ import Testing
     @Test func validIncidentPasses() { #expect(error(incident()) == nil) }
 
     @Test func unknownCategoryNamesTheField() {
-        let e = error(incident { $0.actions[0] = .set(field: "category", value: .symbol("arson")) })
+        let e = error(incident { $0.actions[0] = .set(field: Incident.Field.category, value: .symbol("arson")) })
         #expect(e?.code == .invalidValue && e?.field == "category")
         #expect(e?.description.contains("arson") == true)
     }
 
     @Test func latitude200NamesTheField() {
-        let e = error(incident { $0.actions[2] = .set(field: "location", value: .location(Location(latitude: 200, longitude: 0))) })
+        let e = error(incident { $0.actions[2] = .set(field: Incident.Field.location, value: .location(Location(latitude: 200, longitude: 0))) })
         #expect(e?.code == .invalidValue && e?.field == "location")
     }
 
     @Test func emptyRequiredFieldNamesTheField() {
         let e = error(incident { $0.actions.remove(at: 3) })
         #expect(e?.code == .missingRequiredField && e?.field == "summary")
-        let cleared = error(incident { $0.actions[3] = .set(field: "summary", value: .null) })
+        let cleared = error(incident { $0.actions[3] = .set(field: Incident.Field.summary, value: .null) })
         #expect(cleared?.code == .missingRequiredField && cleared?.field == "summary")
     }
 
     @Test func wrongCRDTAndUnknownField() {
-        #expect(error(incident { $0.actions.append(.add(field: "summary", element: "x")) })?.code == .wrongFieldKind)
-        #expect(error(incident { $0.actions.append(.set(field: "weather", value: .string("rain"))) })?.field == "weather")
-        #expect(error(incident { $0.actions.append(.raise(field: "status", to: LatticePoint(generation: 0, level: 9))) })?.code == .invalidValue)
+        #expect(error(incident { $0.actions.append(.add(field: Incident.Field.summary, element: "x")) })?.code == .wrongFieldKind)
+        #expect(error(incident { $0.actions.append(.set(field: 99, value: .string("rain"))) })?.field == "#99")
+        #expect(error(incident { $0.actions.append(.raise(field: Incident.Field.status, to: LatticePoint(generation: 0, level: 9))) })?.code == .invalidValue)
         #expect(error(incident { $0.kind = "patrol" })?.code == .unknownKind)
     }
 
@@ -141,7 +141,7 @@ import Testing
                              visitedAt: 1_700_000_000_000, followUpBy: 1_700_086_400_000)
         #expect(error(v) == nil)
         var bad = v
-        bad.actions[2] = .set(field: "visitType", value: .symbol("party"))
+        bad.actions[2] = .set(field: Visit.Field.visitType, value: .symbol("party"))
         #expect(error(bad)?.field == "visitType")
     }
 
@@ -167,7 +167,7 @@ import Testing
     @Test func typedViewReportsMissingFieldsOfPartialRecords() throws {
         var r = Record(id: RecordID(ID128(high: 1, low: 2)), kind: .incident, scope: Self.scope)
         // An update arrived before the creating edit (urgent-first delivery): the view names what is missing.
-        try r.apply(r.edit(author: Self.me, hlc: HLCTimestamp(raw: 9 << 16), [.append(field: "notes", text: "on my way")]))
+        try r.apply(r.edit(author: Self.me, hlc: HLCTimestamp(raw: 9 << 16), [.append(field: Incident.Field.notes, text: "on my way")]))
         #expect(throws: RecordError.self) { try Incident(r) }
         do { _ = try Incident(r) } catch { #expect(error.field == "category") }
         try r.apply(incident())

@@ -63,16 +63,14 @@ struct Gen {
         return l
     }
 
-    static let fields = ["category", "summary", "status", "assignedUnits", "notes", "priority"]
-
     mutating func action() -> Action {
         switch int(0...9) {
-        case 0...2: return .set(field: pick(["category", "summary", "priority"]), value: fieldValue())
-        case 3, 4: return .raise(field: "status", to: LatticePoint(generation: UInt32(int(0...2)), level: UInt8(int(0...4))))
-        case 5, 6: return .add(field: "assignedUnits", element: token())
-        case 7: return .remove(field: "assignedUnits", element: token(), observed: (0..<int(0...2)).map { _ in opID() })
-        case 8: return .append(field: "notes", text: string())
-        default: return int(0...3) == 0 ? .delete : .append(field: "notes", text: string())
+        case 0...2: return .set(field: pick([Incident.Field.category, Incident.Field.summary, Incident.Field.priority]), value: fieldValue())
+        case 3, 4: return .raise(field: Incident.Field.status, to: LatticePoint(generation: UInt32(int(0...2)), level: UInt8(int(0...4))))
+        case 5, 6: return .add(field: Incident.Field.assignedUnits, element: token())
+        case 7: return .remove(field: Incident.Field.assignedUnits, element: token(), observed: (0..<int(0...2)).map { _ in opID() })
+        case 8: return .append(field: Incident.Field.notes, text: string())
+        default: return int(0...3) == 0 ? .delete : .append(field: Incident.Field.notes, text: string())
         }
     }
 

@@ -60,13 +60,13 @@ import Testing
         add("value device", "fieldValue", "{\"device\":\"\(author)\"}", FieldValue.device(author).canonicalBytes)
         add("value symbol", "fieldValue", "{\"symbol\":\"urgent\"}", FieldValue.symbol("urgent").canonicalBytes)
         add("action set", "action", "set priority = symbol urgent",
-            Action.set(field: "priority", value: .symbol("urgent")).canonicalBytes)
+            Action.set(field: Incident.Field.priority, value: .symbol("urgent")).canonicalBytes)
         add("action raise", "action", "raise status to (generation 1, level 0)",
-            Action.raise(field: "status", to: LatticePoint(generation: 1, level: 0)).canonicalBytes)
-        add("action add", "action", "add assignedUnits \"unit-7\"", Action.add(field: "assignedUnits", element: "unit-7").canonicalBytes)
+            Action.raise(field: Incident.Field.status, to: LatticePoint(generation: 1, level: 0)).canonicalBytes)
+        add("action add", "action", "add assignedUnits \"unit-7\"", Action.add(field: Incident.Field.assignedUnits, element: "unit-7").canonicalBytes)
         add("action remove", "action", "remove assignedUnits \"unit-7\" observed [opid vector]",
-            Action.remove(field: "assignedUnits", element: "unit-7", observed: [op]).canonicalBytes)
-        add("action append", "action", "append notes \"到达现场\"", Action.append(field: "notes", text: "到达现场").canonicalBytes)
+            Action.remove(field: Incident.Field.assignedUnits, element: "unit-7", observed: [op]).canonicalBytes)
+        add("action append", "action", "append notes \"到达现场\"", Action.append(field: Incident.Field.notes, text: "到达现场").canonicalBytes)
         add("action delete", "action", "delete", Action.delete.canonicalBytes)
         let edit = Incident.create(
             id: record, scope: scope, author: author, hlc: hlc, category: .dispute, priority: .high, location: loc,
@@ -110,7 +110,7 @@ import Testing
         Invalid(name: "location latitude 200", type: "fieldValue",
                 hex: "06" + "4069000000000000" + "405a3b851eb851ec" + "00", error: .invalidValue),
         Invalid(name: "action unknown tag", type: "action", hex: "07", error: .unknownTag),
-        Invalid(name: "action bad field name", type: "action", hex: "0103312d78" + "00", error: .invalidValue),
+        Invalid(name: "action field id 0 (reserved)", type: "action", hex: "010000", error: .invalidValue),
         Invalid(name: "record unsupported version", type: "record", hex: "02", error: .unsupportedVersion),
         Invalid(name: "orset elements out of order", type: "orset",
                 hex: "02" + "0162" + "01" + "010000000000000000000000000000000000" + "0161" + "01"
