@@ -10,11 +10,14 @@ let package = Package(
     products: [
         .library(name: "FieldSyncCore", targets: ["FieldSyncCore"]),
         .library(name: "FieldSyncCrypto", targets: ["FieldSyncCrypto"]),
+        .library(name: "FieldSyncProtocol", targets: ["FieldSyncProtocol"]),
+        .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -27,6 +30,13 @@ let package = Package(
         .target(name: "FieldSyncCore"),
         // Safe Swift API over the libsodium primitives FieldSync uses, identity and sealed changes.
         .target(name: "FieldSyncCrypto", dependencies: ["CSodium", "FieldSyncCore"]),
+        // Sans-IO sync logic: the store contract, commit rules, in-memory store, sessions.
+        .target(name: "FieldSyncProtocol", dependencies: ["FieldSyncCore", "FieldSyncCrypto"]),
+        // The SQLite store (GRDB), encrypted at rest.
+        .target(
+            name: "FieldSyncStore",
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
@@ -45,5 +55,7 @@ let package = Package(
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
+        .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
+        .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
     ]
 )

@@ -171,3 +171,30 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
         do { self = try Scope(s) } catch { throw DecodingError(.invalidValue, at: at, error.description) }
     }
 }
+
+/// An append-only log: one per (author, scope). Every change belongs to exactly one log, numbered from
+/// seq 1 with a hash chain. Splitting an author's changes by scope means a peer entitled to only some
+/// scopes receives whole logs, never logs with holes (Protocols/sync.md).
+public struct LogID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStringConvertible {
+    /// The author's device.
+    public var author: DeviceID
+    /// The scope of every change in the log.
+    public var scope: Scope
+
+    /// Creates a log id.
+    public init(author: DeviceID, scope: Scope) {
+        self.author = author
+        self.scope = scope
+    }
+
+    public static func < (a: LogID, b: LogID) -> Bool { a.author != b.author ? a.author < b.author : a.scope < b.scope }
+    public var description: String { "\(author.raw.hex.prefix(8))/\(scope)" }
+    public func encode(to writer: inout ByteWriter) {
+        author.encode(to: &writer)
+        scope.encode(to: &writer)
+    }
+    public init(from reader: inout ByteReader) throws(DecodingError) {
+        author = try DeviceID(from: &reader)
+        scope = try Scope(from: &reader)
+    }
+}

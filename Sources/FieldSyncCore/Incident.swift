@@ -143,7 +143,7 @@ public struct Incident: Sendable {
         FieldSpec(Field.feedbackDeadline, "feedbackDeadline", .register(.time)),
         FieldSpec(Field.duplicateOf, "duplicateOf", .register(.record)),
         FieldSpec(Field.notes, "notes", .log(maxBytes: 4096)),
-    ])
+    ], statusField: Field.status, timeField: Field.reportedAt)
 
     /// The underlying record.
     public let record: Record
@@ -293,7 +293,7 @@ public struct Visit: Sendable {
         FieldSpec(Field.followUpBy, "followUpBy", .register(.time)),
         FieldSpec(Field.tags, "tags", .set(maxBytes: 64)),
         FieldSpec(Field.notes, "notes", .log(maxBytes: 4096)),
-    ])
+    ], timeField: Field.visitedAt)
 
     /// The underlying record.
     public let record: Record

@@ -94,11 +94,21 @@ public struct RecordSchema: Sendable {
     private let byID: [FieldID: Int]
     private let byName: [String: Int]
 
+    /// The lattice field stores index as the record's status (open/closed queries), if any.
+    public let statusField: FieldID?
+    /// The time field stores index as the record's event time (reported, visited), if any.
+    public let timeField: FieldID?
+
     /// Creates a schema. Field ids and names must be unique.
-    public init(kind: RecordKind, fields: [FieldSpec]) {
+    /// - Parameters:
+    ///   - statusField: a lattice field whose level stores may index in clear (see docs/threat-model.md).
+    ///   - timeField: a time register stores may index in clear.
+    public init(kind: RecordKind, fields: [FieldSpec], statusField: FieldID? = nil, timeField: FieldID? = nil) {
         precondition(kind.isWellFormed, "invalid kind name \(kind)")
         self.kind = kind
         self.fields = fields
+        self.statusField = statusField
+        self.timeField = timeField
         byID = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1.id, $0) })
         byName = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1.name, $0) })
     }

@@ -1,0 +1,145 @@
+import FieldSyncCore
+
+/// The primitive reads and writes a store offers inside one transaction. `CommitLogic` is written once
+/// against this, so `MemoryStore` and `SQLiteStore` apply batches by exactly the same rules.
+public protocol StoreTransaction {
+    /// The held change at a position, if any.
+    func existing(_ log: LogID, seq: UInt64) throws -> StoredChange?
+    /// Whether a change with this hash is held.
+    func holds(hash: [UInt8]) throws -> Bool
+    /// Held intervals of a log.
+    func intervals(_ log: LogID) throws -> HeldIntervals
+    /// Replaces a log's held intervals.
+    mutating func setIntervals(_ log: LogID, _ intervals: HeldIntervals) throws
+    /// Stores a change.
+    mutating func insert(_ change: StoredChange) throws
+    /// Total changes held back behind gaps.
+    func heldBackTotal() throws -> Int
+    /// Total bytes of held changes.
+    func bytesTotal() throws -> Int
+    /// Deletes the bytes of receipted changes (lowest priority, then oldest, first) until `bytes` are
+    /// freed or none is left; returns how many were evicted and the bytes freed. Evicted seqs stay in
+    /// the log's held intervals: the node has seen them and HQ holds them, so peers get them elsewhere.
+    mutating func evictReceipted(bytes: Int) throws -> (count: Int, freed: Int)
+    /// A materialized record.
+    func loadRecord(_ id: RecordID) throws -> Record?
+    /// Saves a record and notes that the change `hash` touched it.
+    mutating func saveRecord(_ record: Record, touchedBy hash: [UInt8]) throws
+    /// Marks a change's payload as opened and merged.
+    mutating func markOpened(_ hash: [UInt8]) throws
+    /// Records fork evidence.
+    mutating func addFork(_ fork: ForkEvidence) throws
+    /// Raises the receipt of a log (never lowers it).
+    mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws
+}
+
+/// Why a store refuses a batch outright (nothing of it is applied).
+public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public enum Code: String, Sendable {
+        /// An edit contradicts the record it targets (another kind or scope): a verifier let it through.
+        case inconsistentEdit
+        /// The database file is not a FieldSync store, is corrupted, or was written by a newer version.
+        case badDatabase
+        /// The storage key does not open this store's records.
+        case wrongKey
+        /// The disk is full or the database could not be written.
+        case ioError
+    }
+
+    /// The code.
+    public var code: Code
+    /// Detail for people: what to do.
+    public var detail: String
+
+    /// Creates a store error.
+    public init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+
+    public var description: String { "store: \(code.rawValue): \(detail)" }
+}
+
+/// The rules of applying a batch, shared by every store.
+public enum CommitLogic {
+    /// Applies `batch` inside `tx`. The caller runs it in one transaction and rolls back if it throws.
+    ///
+    /// Rules: a change already held (same hash) is a harmless duplicate; a different change at a held
+    /// position is a fork (the first is kept, both are recorded); changes are taken most urgent first
+    /// and, under a quota, receipted changes are evicted to make room and the least urgent incoming
+    /// changes are refused (and reported) when no room is left; changes beyond `maxHeldBack` waiting
+    /// behind gaps are refused (and reported); edits merge into their records.
+    public static func commit<T: StoreTransaction>(_ batch: CommitBatch, in tx: inout T, limits: StoreLimits) throws
+        -> CommitReport
+    {
+        var report = CommitReport()
+        var touchedLogs: [LogID: HeldIntervals] = [:]
+        var refused = Set<[UInt8]>()
+        var heldBack = try tx.heldBackTotal()
+        var bytes = try tx.bytesTotal()
+        // Most urgent first, then oldest: under pressure the least urgent are the ones refused.
+        let ordered = batch.changes.enumerated().sorted { a, b in
+            (a.element.priority, a.element.hlc, a.offset) < (b.element.priority, b.element.hlc, b.offset)
+        }.map(\.element)
+        for c in ordered {
+            if try tx.holds(hash: c.hash) {
+                report.duplicates += 1
+                continue
+            }
+            if let kept = try tx.existing(c.log, seq: c.seq) {
+                try tx.addFork(ForkEvidence(log: c.log, seq: c.seq, kept: kept, conflicting: c))
+                refused.insert(c.hash)
+                continue
+            }
+            var iv = try touchedLogs[c.log] ?? tx.intervals(c.log)
+            let wouldHoldBack = c.seq > iv.frontier + 1
+            if wouldHoldBack && heldBack >= limits.maxHeldBack {
+                report.refusedHeldBack.append(c.hash)
+                refused.insert(c.hash)
+                continue
+            }
+            if let quota = limits.quotaBytes, bytes + c.bytes.count > quota {
+                let freed = try tx.evictReceipted(bytes: bytes + c.bytes.count - quota)
+                report.evicted += freed.count
+                bytes -= freed.freed
+                if bytes + c.bytes.count > quota {
+                    report.refusedForQuota.append(c.hash)
+                    refused.insert(c.hash)
+                    continue
+                }
+            }
+            try tx.insert(c)
+            let heldBackBefore = iv.heldBack
+            iv.insert(c.seq)  // filling a gap can release held-back changes: the delta may be negative
+            heldBack += Int(iv.heldBack) - Int(heldBackBefore)
+            touchedLogs[c.log] = iv
+            bytes += c.bytes.count
+            report.inserted += 1
+        }
+        for (log, iv) in touchedLogs.sorted(by: { $0.key < $1.key }) { try tx.setIntervals(log, iv) }
+        // Merge edits of changes that are now held (refused changes' edits are dropped with them).
+        var changed = Set<RecordID>()
+        var records: [RecordID: Record] = [:]
+        var touchers: [RecordID: [[UInt8]]] = [:]
+        for (edit, hash) in batch.edits where !refused.contains(hash) {
+            var r = try records[edit.record] ?? tx.loadRecord(edit.record)
+                ?? Record(id: edit.record, kind: edit.kind, scope: edit.scope)
+            let before = r.canonicalBytes
+            do { try r.apply(edit) } catch {
+                throw StoreError(.inconsistentEdit, "\(error)")
+            }
+            records[edit.record] = r
+            touchers[edit.record, default: []].append(hash)
+            if r.canonicalBytes != before { changed.insert(edit.record) }
+        }
+        for id in records.keys.sorted() {
+            for h in touchers[id]! { try tx.saveRecord(records[id]!, touchedBy: h) }
+        }
+        report.recordsChanged = changed.count
+        for h in batch.opened where !refused.contains(h) { try tx.markOpened(h) }
+        for f in batch.forks { try tx.addFork(f) }
+        for (log, seq) in batch.receipts.sorted(by: { $0.key < $1.key }) { try tx.raiseReceipt(log, to: seq) }
+        return report
+    }
+}

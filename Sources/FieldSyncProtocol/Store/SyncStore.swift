@@ -1,0 +1,195 @@
+import FieldSyncCore
+
+/// A change as a store keeps it: exactly the bytes received (signed, payload still sealed), plus the
+/// clear header fields the store indexes. A relay box stores what it forwards and can read none of it.
+public struct StoredChange: Sendable, Equatable {
+    /// The log (author, scope) it belongs to.
+    public var log: LogID
+    /// Its sequence number in the log (from 1).
+    public var seq: UInt64
+    /// Its hash (the id the next change's `prevHash` names), 32 bytes.
+    public var hash: [UInt8]
+    /// The hash of the previous change in the log (32 zero bytes for seq 1).
+    public var prevHash: [UInt8]
+    /// The author's HLC.
+    public var hlc: HLCTimestamp
+    /// Content type code (records, key grant, revocation, receipt, ...), from the clear header.
+    public var contentType: UInt8
+    /// Priority (0 urgent ... 3 low; control changes 0), from the clear header.
+    public var priority: UInt8
+    /// The encoded change exactly as received.
+    public var bytes: [UInt8]
+
+    /// Creates a stored change.
+    public init(log: LogID, seq: UInt64, hash: [UInt8], prevHash: [UInt8], hlc: HLCTimestamp, contentType: UInt8,
+                priority: UInt8, bytes: [UInt8]) {
+        self.log = log
+        self.seq = seq
+        self.hash = hash
+        self.prevHash = prevHash
+        self.hlc = hlc
+        self.contentType = contentType
+        self.priority = priority
+        self.bytes = bytes
+    }
+}
+
+/// Proof that an author signed two different changes for the same log position (a fork, or
+/// equivocation). Both changes verify on their own; together they convict the author.
+public struct ForkEvidence: Sendable, Equatable {
+    /// The log.
+    public var log: LogID
+    /// The contested seq.
+    public var seq: UInt64
+    /// The change the store kept.
+    public var kept: StoredChange
+    /// The conflicting change, as received.
+    public var conflicting: StoredChange
+
+    /// Creates fork evidence.
+    public init(log: LogID, seq: UInt64, kept: StoredChange, conflicting: StoredChange) {
+        self.log = log
+        self.seq = seq
+        self.kept = kept
+        self.conflicting = conflicting
+    }
+}
+
+/// Everything one incoming batch changes, decided by the sync layer after verification, and applied by
+/// a store in one atomic step: either all of it is durable or none of it is.
+public struct CommitBatch: Sendable {
+    /// Verified changes to store (duplicates of held changes are ignored by the store).
+    public var changes: [StoredChange]
+    /// Decrypted, validated edits to merge into records, each with the hash of the change carrying it.
+    public var edits: [(edit: RecordEdit, change: [UInt8])]
+    /// Hashes of changes whose payload this node has now opened and merged (so it is not retried).
+    public var opened: [[UInt8]]
+    /// Forks detected while verifying the batch.
+    public var forks: [ForkEvidence]
+    /// HQ receipts learned: per log, HQ holds 1...seq.
+    public var receipts: [LogID: UInt64]
+
+    /// An empty batch.
+    public init(changes: [StoredChange] = [], edits: [(edit: RecordEdit, change: [UInt8])] = [], opened: [[UInt8]] = [],
+                forks: [ForkEvidence] = [], receipts: [LogID: UInt64] = [:]) {
+        self.changes = changes
+        self.edits = edits
+        self.opened = opened
+        self.forks = forks
+        self.receipts = receipts
+    }
+}
+
+/// What a store did with a batch.
+public struct CommitReport: Sendable, Equatable {
+    /// Changes newly stored.
+    public var inserted = 0
+    /// Changes already held (same hash): ignored, replays are harmless.
+    public var duplicates = 0
+    /// Changes refused because the relay quota is full of changes HQ has not receipted (never silent).
+    public var refusedForQuota: [[UInt8]] = []
+    /// Changes refused because too many changes are already held back behind gaps.
+    public var refusedHeldBack: [[UInt8]] = []
+    /// Receipted changes evicted to make room (HQ already holds them).
+    public var evicted = 0
+    /// Records whose state changed.
+    public var recordsChanged = 0
+
+    /// An empty report.
+    public init() {}
+}
+
+/// Limits a store enforces.
+public struct StoreLimits: Sendable, Equatable {
+    /// Maximum bytes of stored changes (relay boxes); nil for no quota.
+    public var quotaBytes: Int?
+    /// Maximum changes held back behind gaps, over all logs.
+    public var maxHeldBack: Int
+
+    /// Creates limits.
+    public init(quotaBytes: Int? = nil, maxHeldBack: Int = 100_000) {
+        self.quotaBytes = quotaBytes
+        self.maxHeldBack = maxHeldBack
+    }
+}
+
+/// A store's health, for `fieldsync status` and the simulator.
+public struct StoreStatus: Sendable, Equatable {
+    /// Number of logs held.
+    public var logs = 0
+    /// Number of changes held.
+    public var changes = 0
+    /// Bytes of changes held.
+    public var changeBytes = 0
+    /// Changes held back behind gaps.
+    public var heldBack = 0
+    /// Changes held whose payload this node has not opened (no key yet, or a relay).
+    public var unopened = 0
+    /// Materialized records.
+    public var records = 0
+    /// Fork proofs recorded.
+    public var forks = 0
+    /// Changes HQ has receipted.
+    public var receipted = 0
+    /// The limits in force.
+    public var limits = StoreLimits()
+
+    /// An empty status.
+    public init() {}
+}
+
+/// The contract the sync logic needs from storage, expressed in FieldSync's types. Two implementations
+/// pass one conformance suite: `MemoryStore` (tests, simulator) and `SQLiteStore` (nodes).
+///
+/// Stores are used from one place at a time (a node's store executor, the simulator's event loop);
+/// `commit` is atomic and durable when it returns.
+public protocol SyncStore: AnyObject {
+    /// What is held of every log.
+    func holdings() throws -> [LogID: HeldIntervals]
+    /// What is held of one log (empty if nothing).
+    func holdings(of log: LogID) throws -> HeldIntervals
+    /// One change, if held.
+    func change(_ log: LogID, seq: UInt64) throws -> StoredChange?
+    /// The held changes of `log` within `seqs`, in seq order.
+    func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange]
+    /// Applies a batch atomically (changes, record merges, forks, receipts).
+    func commit(_ batch: CommitBatch) throws -> CommitReport
+    /// One materialized record.
+    func record(_ id: RecordID) throws -> Record?
+    /// Records matching a query, newest event first.
+    func records(_ query: RecordQuery) throws -> [Record]
+    /// Every held change whose edits touched the record, in HLC order: its signed edit history.
+    func history(of id: RecordID) throws -> [StoredChange]
+    /// Held changes whose payload this node has not opened, in `scope` or below (nil: all).
+    func unopened(in scope: Scope?) throws -> [StoredChange]
+    /// Fork proofs recorded.
+    func forks() throws -> [ForkEvidence]
+    /// The highest seq of `log` HQ has receipted (0 if none).
+    func receipted(_ log: LogID) throws -> UInt64
+    /// Counters and limits.
+    func status() throws -> StoreStatus
+}
+
+extension StoredChange: CanonicalCodable {
+    public func encode(to writer: inout ByteWriter) {
+        log.encode(to: &writer)
+        writer.writeVarint(seq)
+        writer.writeBytes(hash)
+        writer.writeBytes(prevHash)
+        hlc.encode(to: &writer)
+        writer.writeByte(contentType)
+        writer.writeByte(priority)
+        writer.writeBytes(bytes)
+    }
+
+    public init(from reader: inout ByteReader) throws(DecodingError) {
+        log = try LogID(from: &reader)
+        seq = try reader.readVarint()
+        hash = try reader.readBytes()
+        prevHash = try reader.readBytes()
+        hlc = try HLCTimestamp(from: &reader)
+        contentType = try reader.readByte()
+        priority = try reader.readByte()
+        bytes = try reader.readBytes()
+    }
+}

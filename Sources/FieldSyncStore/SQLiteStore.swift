@@ -1,0 +1,475 @@
+import FieldSyncCore
+import FieldSyncProtocol
+import Foundation
+import GRDB
+
+/// Seals materialized records at rest. The SQLite store never writes a record's content in clear; only
+/// the index columns of `RecordIndexEntry` are (docs/threat-model.md lists them).
+public protocol RecordSealer: Sendable {
+    /// Encrypts a record's canonical bytes, binding `id` so sealed rows cannot be swapped.
+    func seal(_ plaintext: [UInt8], id: RecordID) throws -> [UInt8]
+    /// Decrypts what `seal` produced.
+    /// - Throws: if the key is wrong or the row was tampered with.
+    func open(_ sealed: [UInt8], id: RecordID) throws -> [UInt8]
+}
+
+/// How hard SQLite syncs to disk.
+public enum SyncMode: String, Sendable, CaseIterable {
+    /// `PRAGMA synchronous = FULL` (default): a committed batch survives power loss.
+    case full
+    /// `PRAGMA synchronous = NORMAL`: in WAL mode, survives a process crash but the last commits may
+    /// be lost on power loss. Faster; for relay boxes on a UPS.
+    case normal
+}
+
+/// The SQLite implementation of `SyncStore`, on GRDB.
+///
+/// - Changes are stored as received (header columns for indexing, the sealed bytes as they came).
+/// - Materialized records are sealed with the node's storage key (`RecordSealer`); only the index
+///   columns a query needs are clear.
+/// - Every `commit` is one transaction in WAL mode; `synchronous` is FULL unless configured otherwise.
+/// - The schema is versioned by named, append-only migrations; a store written by a newer version is
+///   refused with a clear error.
+///
+/// ```swift
+/// let store = try SQLiteStore(path: "/var/lib/fieldsync/store.sqlite", sealer: sealer)
+/// let report = try store.commit(batch)
+/// let open = try store.records(.openIncidents(in: try Scope("longnan/wudu/station-017")))
+/// ```
+public final class SQLiteStore: SyncStore, @unchecked Sendable {
+    // Sendable: all access goes through the DatabaseQueue, which serializes it.
+    private let db: DatabaseQueue
+    private let sealer: any RecordSealer
+    /// Limits in force.
+    public let limits: StoreLimits
+    /// Schemas used to index records.
+    public let schemas: SchemaRegistry
+    /// The file path.
+    public let path: String
+
+    /// Opens (creating if needed) a store.
+    /// - Parameters:
+    ///   - path: the database file.
+    ///   - sealer: seals records with the node's storage key.
+    ///   - limits: quota and held-back bound.
+    ///   - syncMode: durability (default `.full`).
+    /// - Throws: `StoreError` with `.badDatabase` (not a FieldSync store, corrupted, or newer version),
+    ///   `.wrongKey` (the sealer cannot open this store), or `.ioError`.
+    public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
+                schemas: SchemaRegistry = .standard) throws {
+        self.path = path
+        self.sealer = sealer
+        self.limits = limits
+        self.schemas = schemas
+        var config = Configuration()
+        config.label = "fieldsync.store"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(syncMode == .full ? "FULL" : "NORMAL")")
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.execute(sql: "PRAGMA temp_store = MEMORY")
+        }
+        do {
+            db = try DatabaseQueue(path: path, configuration: config)
+            try db.writeWithoutTransaction { db in
+                let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
+                if mode?.lowercased() != "wal" { throw StoreError(.ioError, "could not enable WAL (got \(mode ?? "nil"))") }
+            }
+            let migrator = Self.migrator
+            try db.read { db in
+                if try migrator.hasBeenSuperseded(db) {
+                    throw StoreError(.badDatabase, "\(path) was written by a newer FieldSync; upgrade this node before opening it")
+                }
+            }
+            try migrator.migrate(db)
+        } catch let e as StoreError {
+            throw e
+        } catch let e as DatabaseError {
+            throw Self.translate(e, path: path)
+        }
+        try checkKey()
+    }
+
+    static func translate(_ e: DatabaseError, path: String) -> StoreError {
+        switch e.resultCode {
+        case .SQLITE_NOTADB, .SQLITE_CORRUPT:
+            return StoreError(.badDatabase, "\(path) is not a FieldSync store or is corrupted (\(e.message ?? "")); restore it from a peer or a backup")
+        case .SQLITE_FULL:
+            return StoreError(.ioError, "disk full while writing \(path); free space and retry (nothing committed was lost)")
+        case .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM:
+            return StoreError(.ioError, "cannot write \(path): \(e.message ?? "\(e.resultCode)")")
+        default:
+            return StoreError(.ioError, "\(path): \(e)")
+        }
+    }
+
+    private func io<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as DatabaseError { throw Self.translate(e, path: path) }
+    }
+
+    /// Schema migrations, append-only: never edit a released one, add a new one.
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE store_meta(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
+                CREATE TABLE changes(
+                    hash BLOB PRIMARY KEY NOT NULL,
+                    author BLOB NOT NULL, scope TEXT NOT NULL, seq INTEGER NOT NULL,
+                    prev_hash BLOB NOT NULL, hlc INTEGER NOT NULL,
+                    content_type INTEGER NOT NULL, priority INTEGER NOT NULL,
+                    size INTEGER NOT NULL, opened INTEGER NOT NULL DEFAULT 0, evicted INTEGER NOT NULL DEFAULT 0,
+                    bytes BLOB NOT NULL
+                ) WITHOUT ROWID;
+                CREATE UNIQUE INDEX changes_position ON changes(author, scope, seq);
+                CREATE INDEX changes_unopened ON changes(scope) WHERE opened = 0 AND evicted = 0;
+                CREATE TABLE logs(
+                    author BLOB NOT NULL, scope TEXT NOT NULL,
+                    intervals BLOB NOT NULL, held_back INTEGER NOT NULL, receipted INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY(author, scope)
+                ) WITHOUT ROWID;
+                CREATE TABLE records(
+                    id BLOB PRIMARY KEY NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+                    status INTEGER, event_time INTEGER, deleted INTEGER NOT NULL, updated INTEGER NOT NULL,
+                    sealed BLOB NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX records_kind_status_scope ON records(kind, status, scope);
+                CREATE INDEX records_kind_time ON records(kind, event_time);
+                CREATE TABLE record_changes(
+                    record_id BLOB NOT NULL, change_hash BLOB NOT NULL, PRIMARY KEY(record_id, change_hash)
+                ) WITHOUT ROWID;
+                CREATE TABLE forks(
+                    conflicting_hash BLOB PRIMARY KEY NOT NULL, author BLOB NOT NULL, scope TEXT NOT NULL,
+                    seq INTEGER NOT NULL, kept BLOB NOT NULL, conflicting BLOB NOT NULL
+                ) WITHOUT ROWID;
+                INSERT INTO store_meta(key, value) VALUES ('bytes_total', 0), ('held_back_total', 0);
+                """)
+        }
+        return m
+    }
+
+    // MARK: key check
+
+    private static let keyCheckID = RecordID(ID128(high: 0, low: 0))
+    private static let keyCheckPlaintext = Array("fieldsync store key check v1".utf8)
+
+    private func checkKey() throws {
+        try io {
+            try db.write { db in
+                if let data = try Data.fetchOne(db, sql: "SELECT value FROM store_meta WHERE key = 'key_check'") {
+                    let sealed = [UInt8](data)
+                    guard (try? sealer.open(sealed, id: Self.keyCheckID)) == Self.keyCheckPlaintext else {
+                        throw StoreError(.wrongKey, "the storage key does not open \(path); use this node's keystore")
+                    }
+                } else {
+                    let sealed = try sealer.seal(Self.keyCheckPlaintext, id: Self.keyCheckID)
+                    try db.execute(sql: "INSERT INTO store_meta(key, value) VALUES ('key_check', ?)", arguments: [Data(sealed)])
+                }
+            }
+        }
+    }
+
+    // MARK: SyncStore
+
+    public func holdings() throws -> [LogID: HeldIntervals] {
+        try io {
+            try db.read { db in
+                var out: [LogID: HeldIntervals] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT author, scope, intervals FROM logs") {
+                    out[try Self.log(row)] = try HeldIntervals(canonicalBytes: [UInt8](row["intervals"] as Data))
+                }
+                return out
+            }
+        }
+    }
+
+    public func holdings(of log: LogID) throws -> HeldIntervals {
+        try io { try db.read { db in try Tx(db: db, store: self).intervals(log) } }
+    }
+
+    public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
+        try io { try db.read { db in try Tx(db: db, store: self).existing(log, seq: seq).flatMap { $0.bytes.isEmpty ? nil : $0 } } }
+    }
+
+    public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT * FROM changes WHERE author = ? AND scope = ? AND seq BETWEEN ? AND ? AND evicted = 0 ORDER BY seq
+                    """, arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(seqs.lowerBound), Int64(min(seqs.upperBound, UInt64(Int64.max)))])
+                    .map(Self.change)
+            }
+        }
+    }
+
+    public func commit(_ batch: CommitBatch) throws -> CommitReport {
+        try io {
+            try db.write { db in
+                var tx = Tx(db: db, store: self)
+                return try CommitLogic.commit(batch, in: &tx, limits: limits)
+            }
+        }
+    }
+
+    public func record(_ id: RecordID) throws -> FieldSyncCore.Record? {
+        try io { try db.read { db in try Tx(db: db, store: self).loadRecord(id) } }
+    }
+
+    public func records(_ query: RecordQuery) throws -> [FieldSyncCore.Record] {
+        let (sql, args) = Self.sql(for: query)
+        return try io {
+            try db.read { db in
+                var out: [FieldSyncCore.Record] = []
+                for row in try Row.fetchAll(db, sql: sql, arguments: args) {
+                    let r = try self.unseal(row)
+                    if query.text == nil || query.matches(r, index: RecordIndexEntry(r, schemas: schemas)) { out.append(r) }
+                    if let limit = query.limit, out.count >= limit { break }
+                }
+                return out
+            }
+        }
+    }
+
+    /// The SQL a query runs (exposed so tests and `docs/benchmarks.md` can show its plan).
+    public static func sql(for q: RecordQuery) -> (String, StatementArguments) {
+        var clauses: [String] = []
+        var args: [any DatabaseValueConvertible] = []
+        if let k = q.kind {
+            clauses.append("kind = ?")
+            args.append(k.name)
+        }
+        if let s = q.statusLevels {
+            clauses.append("status BETWEEN ? AND ?")
+            args += [Int(s.lowerBound), Int(s.upperBound)]
+        }
+        if let scope = q.scope {
+            // The scope itself or anything below it: a range on the index, no LIKE scan.
+            clauses.append("(scope = ? OR (scope >= ? AND scope < ?))")
+            args += [scope.path, scope.path + "/", scope.path + "0"]
+        }
+        if let since = q.since {
+            clauses.append("event_time >= ?")
+            args.append(since)
+        }
+        if let until = q.until {
+            clauses.append("event_time < ?")
+            args.append(until)
+        }
+        if !q.includeDeleted { clauses.append("deleted = 0") }
+        var sql = "SELECT * FROM records"
+        if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
+        sql += " ORDER BY event_time DESC, id DESC"
+        if let limit = q.limit, q.text == nil { sql += " LIMIT \(limit)" }
+        return (sql, StatementArguments(args))
+    }
+
+    /// SQLite's plan for a query (`EXPLAIN QUERY PLAN`), one line per step.
+    public func queryPlan(_ query: RecordQuery) throws -> [String] {
+        let (sql, args) = Self.sql(for: query)
+        return try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: args).map { $0["detail"] as String }
+            }
+        }
+    }
+
+    public func history(of id: RecordID) throws -> [StoredChange] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT c.* FROM record_changes rc JOIN changes c ON c.hash = rc.change_hash
+                    WHERE rc.record_id = ? ORDER BY c.hlc, c.author, c.scope, c.seq
+                    """, arguments: [Data(id.raw.bytes)]).map(Self.change)
+            }
+        }
+    }
+
+    public func unopened(in scope: Scope?) throws -> [StoredChange] {
+        try io {
+            try db.read { db in
+                var sql = "SELECT * FROM changes WHERE opened = 0 AND evicted = 0"
+                var args: [any DatabaseValueConvertible] = []
+                if let scope {
+                    sql += " AND (scope = ? OR (scope >= ? AND scope < ?))"
+                    args += [scope.path, scope.path + "/", scope.path + "0"]
+                }
+                sql += " ORDER BY author, scope, seq"
+                return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.change)
+            }
+        }
+    }
+
+    public func forks() throws -> [ForkEvidence] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT kept, conflicting FROM forks ORDER BY author, scope, seq").map { row in
+                    let kept = try StoredChange(canonicalBytes: [UInt8](row["kept"] as Data))
+                    let other = try StoredChange(canonicalBytes: [UInt8](row["conflicting"] as Data))
+                    return ForkEvidence(log: kept.log, seq: kept.seq, kept: kept, conflicting: other)
+                }
+            }
+        }
+    }
+
+    public func receipted(_ log: LogID) throws -> UInt64 {
+        try io {
+            try db.read { db in
+                UInt64(try Int64.fetchOne(db, sql: "SELECT receipted FROM logs WHERE author = ? AND scope = ?",
+                                          arguments: [Data(log.author.raw.bytes), log.scope.path]) ?? 0)
+            }
+        }
+    }
+
+    public func status() throws -> StoreStatus {
+        try io {
+            try db.read { db in
+                var s = StoreStatus()
+                s.logs = try Int.fetchOne(db, sql: "SELECT count(*) FROM logs") ?? 0
+                s.changes = try Int.fetchOne(db, sql: "SELECT count(*) FROM changes WHERE evicted = 0") ?? 0
+                s.changeBytes = try Tx(db: db, store: self).bytesTotal()
+                s.heldBack = try Tx(db: db, store: self).heldBackTotal()
+                s.unopened = try Int.fetchOne(db, sql: "SELECT count(*) FROM changes WHERE opened = 0 AND evicted = 0") ?? 0
+                s.records = try Int.fetchOne(db, sql: "SELECT count(*) FROM records") ?? 0
+                s.forks = try Int.fetchOne(db, sql: "SELECT count(*) FROM forks") ?? 0
+                s.receipted = try Int.fetchOne(db, sql: """
+                    SELECT count(*) FROM changes c JOIN logs l ON l.author = c.author AND l.scope = c.scope
+                    WHERE c.seq <= l.receipted
+                    """) ?? 0
+                s.limits = limits
+                return s
+            }
+        }
+    }
+
+    // MARK: rows
+
+    static func log(_ row: Row) throws -> LogID {
+        guard let author = ID128(bytes: [UInt8](row["author"] as Data)) else {
+            throw StoreError(.badDatabase, "author column is not 16 bytes")
+        }
+        return LogID(author: DeviceID(author), scope: try Scope(row["scope"] as String))
+    }
+
+    static func change(_ row: Row) throws -> StoredChange {
+        StoredChange(log: try log(row), seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
+                     prevHash: [UInt8](row["prev_hash"] as Data), hlc: HLCTimestamp(raw: UInt64(bitPattern: row["hlc"] as Int64)),
+                     contentType: UInt8(row["content_type"] as Int), priority: UInt8(row["priority"] as Int),
+                     bytes: [UInt8](row["bytes"] as Data))
+    }
+
+    func unseal(_ row: Row) throws -> FieldSyncCore.Record {
+        guard let id = ID128(bytes: [UInt8](row["id"] as Data)) else { throw StoreError(.badDatabase, "record id is not 16 bytes") }
+        let plain: [UInt8]
+        do { plain = try sealer.open([UInt8](row["sealed"] as Data), id: RecordID(id)) } catch {
+            throw StoreError(.wrongKey, "record \(id) does not open with this storage key (or was tampered with)")
+        }
+        do { return try FieldSyncCore.Record(canonicalBytes: plain) } catch {
+            throw StoreError(.badDatabase, "record \(id) does not decode: \(error)")
+        }
+    }
+
+    /// The transaction view `CommitLogic` works through.
+    struct Tx: StoreTransaction {
+        let db: Database
+        let store: SQLiteStore
+
+        private func logArgs(_ log: LogID) -> StatementArguments { [Data(log.author.raw.bytes), log.scope.path] }
+
+        func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? {
+            try Row.fetchOne(db, sql: "SELECT * FROM changes WHERE author = ? AND scope = ? AND seq = ?",
+                             arguments: logArgs(log) + [Int64(bitPattern: seq)]).map(SQLiteStore.change)
+        }
+
+        func holds(hash: [UInt8]) throws -> Bool {
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM changes WHERE hash = ?", arguments: [Data(hash)]) ?? false
+        }
+
+        func intervals(_ log: LogID) throws -> HeldIntervals {
+            guard let data = try Data.fetchOne(db, sql: "SELECT intervals FROM logs WHERE author = ? AND scope = ?",
+                                               arguments: logArgs(log)) else { return HeldIntervals() }
+            return try HeldIntervals(canonicalBytes: [UInt8](data))
+        }
+
+        mutating func setIntervals(_ log: LogID, _ new: HeldIntervals) throws {
+            let old = try self.intervals(log)
+            try db.execute(sql: """
+                INSERT INTO logs(author, scope, intervals, held_back) VALUES (?, ?, ?, ?)
+                ON CONFLICT(author, scope) DO UPDATE SET intervals = excluded.intervals, held_back = excluded.held_back
+                """, arguments: logArgs(log) + [Data(new.canonicalBytes), Int64(new.heldBack)])
+            try bumpMeta("held_back_total", by: Int64(new.heldBack) - Int64(old.heldBack))
+        }
+
+        mutating func insert(_ c: StoredChange) throws {
+            try db.execute(sql: """
+                INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, bytes)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
+                    Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, Data(c.bytes)])
+            try bumpMeta("bytes_total", by: Int64(c.bytes.count))
+        }
+
+        private func bumpMeta(_ key: String, by delta: Int64) throws {
+            if delta != 0 {
+                try db.execute(sql: "UPDATE store_meta SET value = value + ? WHERE key = ?", arguments: [delta, key])
+            }
+        }
+
+        func heldBackTotal() throws -> Int {
+            try Int.fetchOne(db, sql: "SELECT value FROM store_meta WHERE key = 'held_back_total'") ?? 0
+        }
+
+        func bytesTotal() throws -> Int {
+            try Int.fetchOne(db, sql: "SELECT value FROM store_meta WHERE key = 'bytes_total'") ?? 0
+        }
+
+        mutating func evictReceipted(bytes needed: Int) throws -> (count: Int, freed: Int) {
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT c.hash, c.size FROM changes c JOIN logs l ON l.author = c.author AND l.scope = c.scope
+                WHERE c.seq <= l.receipted AND c.evicted = 0
+                ORDER BY c.priority DESC, c.hlc ASC, c.author, c.scope, c.seq
+                """)
+            var count = 0, freed = 0
+            for row in rows where freed < needed {
+                try db.execute(sql: "UPDATE changes SET evicted = 1, bytes = x'' WHERE hash = ?", arguments: [row["hash"] as Data])
+                freed += row["size"] as Int
+                count += 1
+            }
+            try bumpMeta("bytes_total", by: -Int64(freed))
+            return (count, freed)
+        }
+
+        func loadRecord(_ id: RecordID) throws -> FieldSyncCore.Record? {
+            try Row.fetchOne(db, sql: "SELECT * FROM records WHERE id = ?", arguments: [Data(id.raw.bytes)]).map(store.unseal)
+        }
+
+        mutating func saveRecord(_ record: FieldSyncCore.Record, touchedBy hash: [UInt8]) throws {
+            let ix = RecordIndexEntry(record, schemas: store.schemas)
+            let sealed = try store.sealer.seal(record.canonicalBytes, id: record.id)
+            try db.execute(sql: """
+                INSERT INTO records(id, kind, scope, status, event_time, deleted, updated, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET status = excluded.status, event_time = excluded.event_time,
+                    deleted = excluded.deleted, updated = excluded.updated, sealed = excluded.sealed
+                """, arguments: [Data(record.id.raw.bytes), record.kind.name, record.scope.path, ix.statusLevel.map { Int($0) },
+                                 ix.eventTime, ix.deleted, Int64(bitPattern: ix.updated), Data(sealed)])
+            try db.execute(sql: "INSERT OR IGNORE INTO record_changes(record_id, change_hash) VALUES (?, ?)",
+                           arguments: [Data(record.id.raw.bytes), Data(hash)])
+        }
+
+        mutating func markOpened(_ hash: [UInt8]) throws {
+            try db.execute(sql: "UPDATE changes SET opened = 1 WHERE hash = ?", arguments: [Data(hash)])
+        }
+
+        mutating func addFork(_ f: ForkEvidence) throws {
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO forks(conflicting_hash, author, scope, seq, kept, conflicting) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [Data(f.conflicting.hash)] + logArgs(f.log) + [Int64(bitPattern: f.seq),
+                    Data(f.kept.canonicalBytes), Data(f.conflicting.canonicalBytes)])
+        }
+
+        mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws {
+            try db.execute(sql: """
+                INSERT INTO logs(author, scope, intervals, held_back, receipted) VALUES (?, ?, ?, 0, ?)
+                ON CONFLICT(author, scope) DO UPDATE SET receipted = max(receipted, excluded.receipted)
+                """, arguments: logArgs(log) + [Data(HeldIntervals().canonicalBytes), Int64(bitPattern: seq)])
+        }
+    }
+}
