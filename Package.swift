@@ -43,7 +43,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], resources: [.copy("Vectors")]),
+        .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
     ]
 )
