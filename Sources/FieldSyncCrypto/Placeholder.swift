@@ -1,2 +1,0 @@
-import CSodium
-import FieldSyncCore
