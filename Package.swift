@@ -42,6 +42,8 @@ let package = Package(
             dependencies: [
                 "FieldSyncCore",
                 "FieldSyncCrypto",
+                "FieldSyncProtocol",
+                "FieldSyncStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
