@@ -52,6 +52,8 @@ let package = Package(
             dependencies: [
                 "FieldSyncCore",
                 "FieldSyncCrypto",
+                "FieldSyncProtocol",
+                "FieldSyncStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -132,7 +132,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     status INTEGER, event_time INTEGER, deleted INTEGER NOT NULL, updated INTEGER NOT NULL,
                     sealed BLOB NOT NULL
                 ) WITHOUT ROWID;
-                CREATE INDEX records_kind_status_scope ON records(kind, status, scope);
+                CREATE INDEX records_kind_scope_status ON records(kind, scope, status);
                 CREATE INDEX records_kind_time ON records(kind, event_time);
                 CREATE TABLE record_changes(
                     record_id BLOB NOT NULL, change_hash BLOB NOT NULL, PRIMARY KEY(record_id, change_hash)
@@ -205,7 +205,9 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         try io {
             try db.write { db in
                 var tx = Tx(db: db, store: self)
-                return try CommitLogic.commit(batch, in: &tx, limits: limits)
+                let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
+                try tx.flush()
+                return report
             }
         }
     }
@@ -255,7 +257,9 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             args.append(until)
         }
         if !q.includeDeleted { clauses.append("deleted = 0") }
-        var sql = "SELECT * FROM records"
+        // A station's records are a narrow range of (kind, scope): pin that index rather than let the
+        // planner walk the time index for the ORDER BY on a store without statistics.
+        var sql = q.kind != nil && q.scope != nil ? "SELECT * FROM records INDEXED BY records_kind_scope_status" : "SELECT * FROM records"
         if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
         sql += " ORDER BY event_time DESC, id DESC"
         if let limit = q.limit, q.text == nil { sql += " LIMIT \(limit)" }
@@ -367,58 +371,70 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
-    /// The transaction view `CommitLogic` works through.
+    /// The transaction view `CommitLogic` works through. Statements are cached (prepared once per
+    /// connection); the byte and held-back counters are kept in memory and written once by `flush()`.
     struct Tx: StoreTransaction {
         let db: Database
         let store: SQLiteStore
+        private var bytesDelta: Int64 = 0
+        private var heldBackDelta: Int64 = 0
 
+        init(db: Database, store: SQLiteStore) {
+            self.db = db
+            self.store = store
+        }
+
+        private func statement(_ sql: String) throws -> Statement { try db.cachedStatement(sql: sql) }
         private func logArgs(_ log: LogID) -> StatementArguments { [Data(log.author.raw.bytes), log.scope.path] }
 
         func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? {
-            try Row.fetchOne(db, sql: "SELECT * FROM changes WHERE author = ? AND scope = ? AND seq = ?",
+            try Row.fetchOne(statement("SELECT * FROM changes WHERE author = ? AND scope = ? AND seq = ?"),
                              arguments: logArgs(log) + [Int64(bitPattern: seq)]).map(SQLiteStore.change)
         }
 
         func holds(hash: [UInt8]) throws -> Bool {
-            try Bool.fetchOne(db, sql: "SELECT 1 FROM changes WHERE hash = ?", arguments: [Data(hash)]) ?? false
+            try Bool.fetchOne(statement("SELECT 1 FROM changes WHERE hash = ?"), arguments: [Data(hash)]) ?? false
         }
 
         func intervals(_ log: LogID) throws -> HeldIntervals {
-            guard let data = try Data.fetchOne(db, sql: "SELECT intervals FROM logs WHERE author = ? AND scope = ?",
+            guard let data = try Data.fetchOne(statement("SELECT intervals FROM logs WHERE author = ? AND scope = ?"),
                                                arguments: logArgs(log)) else { return HeldIntervals() }
             return try HeldIntervals(canonicalBytes: [UInt8](data))
         }
 
         mutating func setIntervals(_ log: LogID, _ new: HeldIntervals) throws {
             let old = try self.intervals(log)
-            try db.execute(sql: """
+            try statement("""
                 INSERT INTO logs(author, scope, intervals, held_back) VALUES (?, ?, ?, ?)
                 ON CONFLICT(author, scope) DO UPDATE SET intervals = excluded.intervals, held_back = excluded.held_back
-                """, arguments: logArgs(log) + [Data(new.canonicalBytes), Int64(new.heldBack)])
-            try bumpMeta("held_back_total", by: Int64(new.heldBack) - Int64(old.heldBack))
+                """).execute(arguments: logArgs(log) + [Data(new.canonicalBytes), Int64(new.heldBack)])
+            heldBackDelta += Int64(new.heldBack) - Int64(old.heldBack)
         }
 
         mutating func insert(_ c: StoredChange) throws {
-            try db.execute(sql: """
+            try statement("""
                 INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, bytes)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
+                """).execute(arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
                     Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, Data(c.bytes)])
-            try bumpMeta("bytes_total", by: Int64(c.bytes.count))
+            bytesDelta += Int64(c.bytes.count)
         }
 
-        private func bumpMeta(_ key: String, by delta: Int64) throws {
-            if delta != 0 {
-                try db.execute(sql: "UPDATE store_meta SET value = value + ? WHERE key = ?", arguments: [delta, key])
-            }
+        /// Writes the counters accumulated during the transaction.
+        mutating func flush() throws {
+            let update = try statement("UPDATE store_meta SET value = value + ? WHERE key = ?")
+            if bytesDelta != 0 { try update.execute(arguments: [bytesDelta, "bytes_total"]) }
+            if heldBackDelta != 0 { try update.execute(arguments: [heldBackDelta, "held_back_total"]) }
+            bytesDelta = 0
+            heldBackDelta = 0
         }
 
         func heldBackTotal() throws -> Int {
-            try Int.fetchOne(db, sql: "SELECT value FROM store_meta WHERE key = 'held_back_total'") ?? 0
+            (try Int.fetchOne(statement("SELECT value FROM store_meta WHERE key = 'held_back_total'")) ?? 0) + Int(heldBackDelta)
         }
 
         func bytesTotal() throws -> Int {
-            try Int.fetchOne(db, sql: "SELECT value FROM store_meta WHERE key = 'bytes_total'") ?? 0
+            (try Int.fetchOne(statement("SELECT value FROM store_meta WHERE key = 'bytes_total'")) ?? 0) + Int(bytesDelta)
         }
 
         mutating func evictReceipted(bytes needed: Int) throws -> (count: Int, freed: Int) {
@@ -429,47 +445,47 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 """)
             var count = 0, freed = 0
             for row in rows where freed < needed {
-                try db.execute(sql: "UPDATE changes SET evicted = 1, bytes = x'' WHERE hash = ?", arguments: [row["hash"] as Data])
+                try statement("UPDATE changes SET evicted = 1, bytes = x'' WHERE hash = ?").execute(arguments: [row["hash"] as Data])
                 freed += row["size"] as Int
                 count += 1
             }
-            try bumpMeta("bytes_total", by: -Int64(freed))
+            bytesDelta -= Int64(freed)
             return (count, freed)
         }
 
         func loadRecord(_ id: RecordID) throws -> FieldSyncCore.Record? {
-            try Row.fetchOne(db, sql: "SELECT * FROM records WHERE id = ?", arguments: [Data(id.raw.bytes)]).map(store.unseal)
+            try Row.fetchOne(statement("SELECT * FROM records WHERE id = ?"), arguments: [Data(id.raw.bytes)]).map(store.unseal)
         }
 
-        mutating func saveRecord(_ record: FieldSyncCore.Record, touchedBy hash: [UInt8]) throws {
+        mutating func saveRecord(_ record: FieldSyncCore.Record, touchedBy hashes: [[UInt8]]) throws {
             let ix = RecordIndexEntry(record, schemas: store.schemas)
             let sealed = try store.sealer.seal(record.canonicalBytes, id: record.id)
-            try db.execute(sql: """
+            try statement("""
                 INSERT INTO records(id, kind, scope, status, event_time, deleted, updated, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, event_time = excluded.event_time,
                     deleted = excluded.deleted, updated = excluded.updated, sealed = excluded.sealed
-                """, arguments: [Data(record.id.raw.bytes), record.kind.name, record.scope.path, ix.statusLevel.map { Int($0) },
+                """).execute(arguments: [Data(record.id.raw.bytes), record.kind.name, record.scope.path, ix.statusLevel.map { Int($0) },
                                  ix.eventTime, ix.deleted, Int64(bitPattern: ix.updated), Data(sealed)])
-            try db.execute(sql: "INSERT OR IGNORE INTO record_changes(record_id, change_hash) VALUES (?, ?)",
-                           arguments: [Data(record.id.raw.bytes), Data(hash)])
+            let link = try statement("INSERT OR IGNORE INTO record_changes(record_id, change_hash) VALUES (?, ?)")
+            for h in hashes { try link.execute(arguments: [Data(record.id.raw.bytes), Data(h)]) }
         }
 
         mutating func markOpened(_ hash: [UInt8]) throws {
-            try db.execute(sql: "UPDATE changes SET opened = 1 WHERE hash = ?", arguments: [Data(hash)])
+            try statement("UPDATE changes SET opened = 1 WHERE hash = ?").execute(arguments: [Data(hash)])
         }
 
         mutating func addFork(_ f: ForkEvidence) throws {
-            try db.execute(sql: """
+            try statement("""
                 INSERT OR IGNORE INTO forks(conflicting_hash, author, scope, seq, kept, conflicting) VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [Data(f.conflicting.hash)] + logArgs(f.log) + [Int64(bitPattern: f.seq),
+                """).execute(arguments: [Data(f.conflicting.hash)] + logArgs(f.log) + [Int64(bitPattern: f.seq),
                     Data(f.kept.canonicalBytes), Data(f.conflicting.canonicalBytes)])
         }
 
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws {
-            try db.execute(sql: """
+            try statement("""
                 INSERT INTO logs(author, scope, intervals, held_back, receipted) VALUES (?, ?, ?, 0, ?)
                 ON CONFLICT(author, scope) DO UPDATE SET receipted = max(receipted, excluded.receipted)
-                """, arguments: logArgs(log) + [Data(HeldIntervals().canonicalBytes), Int64(bitPattern: seq)])
+                """).execute(arguments: logArgs(log) + [Data(HeldIntervals().canonicalBytes), Int64(bitPattern: seq)])
         }
     }
 }

@@ -64,7 +64,7 @@ enum TestKeys {
     @Test func openIncidentsQueryUsesTheIndex() throws {
         let s = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer)
         let plan = try s.queryPlan(.openIncidents(in: ChangeFactory.station)).joined(separator: "\n")
-        #expect(plan.contains("records_kind_status_scope"), "plan: \(plan)")
+        #expect(plan.contains("records_kind_scope_status"), "plan: \(plan)")
         #expect(!plan.contains("SCAN records"), "plan: \(plan)")
     }
 

@@ -23,8 +23,8 @@ public protocol StoreTransaction {
     mutating func evictReceipted(bytes: Int) throws -> (count: Int, freed: Int)
     /// A materialized record.
     func loadRecord(_ id: RecordID) throws -> Record?
-    /// Saves a record and notes that the change `hash` touched it.
-    mutating func saveRecord(_ record: Record, touchedBy hash: [UInt8]) throws
+    /// Saves a record and notes which changes touched it (for its history).
+    mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws
     /// Marks a change's payload as opened and merged.
     mutating func markOpened(_ hash: [UInt8]) throws
     /// Records fork evidence.
@@ -118,25 +118,21 @@ public enum CommitLogic {
             report.inserted += 1
         }
         for (log, iv) in touchedLogs.sorted(by: { $0.key < $1.key }) { try tx.setIntervals(log, iv) }
-        // Merge edits of changes that are now held (refused changes' edits are dropped with them).
-        var changed = Set<RecordID>()
+        // Merge edits of changes that are now held (refused changes' edits are dropped with them). Each
+        // record is loaded, merged and saved once per batch.
         var records: [RecordID: Record] = [:]
         var touchers: [RecordID: [[UInt8]]] = [:]
         for (edit, hash) in batch.edits where !refused.contains(hash) {
             var r = try records[edit.record] ?? tx.loadRecord(edit.record)
                 ?? Record(id: edit.record, kind: edit.kind, scope: edit.scope)
-            let before = r.canonicalBytes
             do { try r.apply(edit) } catch {
                 throw StoreError(.inconsistentEdit, "\(error)")
             }
             records[edit.record] = r
             touchers[edit.record, default: []].append(hash)
-            if r.canonicalBytes != before { changed.insert(edit.record) }
         }
-        for id in records.keys.sorted() {
-            for h in touchers[id]! { try tx.saveRecord(records[id]!, touchedBy: h) }
-        }
-        report.recordsChanged = changed.count
+        for id in records.keys.sorted() { try tx.saveRecord(records[id]!, touchedBy: touchers[id]!) }
+        report.recordsChanged = records.count
         for h in batch.opened where !refused.contains(h) { try tx.markOpened(h) }
         for f in batch.forks { try tx.addFork(f) }
         for (log, seq) in batch.receipts.sorted(by: { $0.key < $1.key }) { try tx.raiseReceipt(log, to: seq) }

@@ -56,9 +56,9 @@ public final class MemoryStore: SyncStore {
         }
 
         func loadRecord(_ id: RecordID) throws -> Record? { recordsByID[id] }
-        mutating func saveRecord(_ record: Record, touchedBy hash: [UInt8]) throws {
+        mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws {
             recordsByID[record.id] = record
-            if !(touched[record.id]?.contains(hash) ?? false) { touched[record.id, default: []].append(hash) }
+            for h in hashes where !(touched[record.id]?.contains(h) ?? false) { touched[record.id, default: []].append(h) }
         }
         mutating func markOpened(_ hash: [UInt8]) throws { openedHashes.insert(hash) }
         mutating func addFork(_ fork: ForkEvidence) throws {
