@@ -6,6 +6,6 @@ struct FieldSyncCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync",
         abstract: "FieldSync: offline-first, encrypted, peer-to-peer sync for field policing nodes.",
-        subcommands: [Demo.self, CrashWriter.self]
+        subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, CrashWriter.self]
     )
 }

@@ -1,0 +1,559 @@
+// Changes, the sync unit: a clear, signed header; a payload sealed once under a fresh data key; the data
+// key wrapped in one slot per reader group; fork proofs. Normative spec: Protocols/change.md.
+
+import FieldSyncCore
+
+/// What a change carries. Values below 0x80 are sealed content (payload encrypted, key slots); values
+/// from 0x80 are control content (payload in clear, signed, no slots), so a peer knows which form an
+/// unknown type has. Encoded as one byte.
+public struct ContentType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The type byte.
+    public let rawValue: UInt8
+    /// Wraps a type byte (any value is accepted; unknown ones are carried through).
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// CRDT record operations (sealed).
+    public static let records = ContentType(rawValue: 0x01)
+    /// A ``KeyGrant`` (control).
+    public static let keyGrant = ContentType(rawValue: 0x80)
+    /// A ``Revocation`` (control).
+    public static let revocation = ContentType(rawValue: 0x81)
+    /// A receipt ("HQ holds these changes") (control).
+    public static let receipt = ContentType(rawValue: 0x82)
+
+    /// Whether the payload is clear and there are no key slots.
+    public var isControl: Bool { rawValue >= 0x80 }
+
+    /// A name for known types, hex for others.
+    public var description: String {
+        switch rawValue {
+        case 0x01: "records"
+        case 0x80: "keyGrant"
+        case 0x81: "revocation"
+        case 0x82: "receipt"
+        default: "0x" + Hex.encode([rawValue])
+        }
+    }
+}
+
+/// Delivery priority, in clear so that relays can forward urgent changes first.
+public enum Priority: UInt8, Sendable, Hashable, CaseIterable, Comparable {
+    /// Officer safety, urgent dispatch.
+    case urgent = 0
+    /// High.
+    case high = 1
+    /// Normal.
+    case normal = 2
+    /// Low (bulk, attachments).
+    case low = 3
+
+    /// Lower raw value = more urgent = sorts first.
+    public static func < (a: Priority, b: Priority) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// A typed error of change sealing, verification and opening.
+public struct ChangeError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What failed. Raw values are stable.
+    public enum Code: String, Sendable, Equatable {
+        /// The author's signature does not verify (tampered header, slots or payload, or signed by
+        /// another key).
+        case badSignature
+        /// The certificate presented is not the author's (its subject differs from the header's author).
+        case impersonation
+        /// The author's certificate chain fails; see ``ChangeError/identityCode``.
+        case certificateInvalid
+        /// The author may not write in the change's scope.
+        case scopeEscalation
+        /// The author's role may not author this content (a relay authoring sealed records).
+        case roleNotAllowed
+        /// The author (or its issuing authority) was revoked before the change's HLC.
+        case revoked
+        /// The change's HLC is further in the future than the clock-skew tolerance allows.
+        case timestampInFuture
+        /// None of the keys given matches a key slot of the change.
+        case noMatchingSlot
+        /// A slot or the payload failed AEAD authentication (wrong key, moved payload, tampered bytes).
+        case authenticationFailed
+        /// The change is structurally invalid, or the operation does not apply (opening a control change).
+        case invalid
+        /// Two changes are not a fork (different logs, or the same change).
+        case notAFork
+    }
+
+    /// The error code.
+    public var code: Code
+    /// For `certificateInvalid`: the certificate check that failed.
+    public var identityCode: IdentityError.Code?
+    /// Human-readable detail.
+    public var detail: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ detail: String = "", identityCode: IdentityError.Code? = nil) {
+        self.code = code
+        self.detail = detail
+        self.identityCode = identityCode
+    }
+
+    /// Code, identity code and detail.
+    public var description: String {
+        let id = identityCode.map { " (\($0.rawValue))" } ?? ""
+        return detail.isEmpty ? code.rawValue + id : "\(code.rawValue)\(id): \(detail)"
+    }
+}
+
+/// The clear header of a change. Everything here is visible to relays (see docs/threat-model.md).
+public struct ChangeHeader: Hashable, Sendable, CanonicalCodable {
+    /// The author device.
+    public let author: DeviceID
+    /// The scope; the log is one per (author, scope).
+    public let scope: Scope
+    /// Position in the log, from 1.
+    public let seq: UInt64
+    /// Id (hash) of the previous change of the log; 32 zero bytes for seq 1.
+    public let prevHash: [UInt8]
+    /// The author's hybrid logical clock at writing.
+    public let hlc: HLCTimestamp
+    /// What the payload is.
+    public let contentType: ContentType
+    /// Delivery priority.
+    public let priority: Priority
+    /// Epoch of the first key slot (0 for control changes).
+    public let keyEpoch: UInt32
+    /// Length in bytes of the payload as stored (ciphertext including the 16-byte tag for sealed
+    /// changes, clear bytes for control changes).
+    public let payloadLength: UInt64
+
+    /// Creates a header, checking the invariants the decoder also checks.
+    /// - Throws: `ChangeError.invalid`.
+    public init(author: DeviceID, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp, contentType: ContentType,
+                priority: Priority, keyEpoch: UInt32, payloadLength: UInt64) throws(ChangeError) {
+        guard seq >= 1 else { throw ChangeError(.invalid, "seq starts at 1") }
+        guard prevHash.count == 32 else { throw ChangeError(.invalid, "prevHash must be 32 bytes") }
+        guard seq > 1 || prevHash.allSatisfy({ $0 == 0 }) else { throw ChangeError(.invalid, "prevHash of seq 1 must be zero") }
+        guard contentType.isControl == (keyEpoch == 0) else {
+            throw ChangeError(.invalid, "keyEpoch must be 0 exactly for control changes")
+        }
+        guard payloadLength <= UInt64(Change.maxPayloadLength) else { throw ChangeError(.invalid, "payload too large") }
+        self.author = author; self.scope = scope; self.seq = seq; self.prevHash = prevHash; self.hlc = hlc
+        self.contentType = contentType; self.priority = priority; self.keyEpoch = keyEpoch; self.payloadLength = payloadLength
+    }
+
+    /// `BLAKE2b-256("fieldsync/v1/change-header" || 0x00 || header)`: the associated data of the payload
+    /// and of every key slot.
+    public var hash: [UInt8] { BLAKE2b.domainHash(Domain.changeHeader, [canonicalBytes[...]], outputLength: 32) }
+
+    /// Writes the header fields in order.
+    public func encode(to w: inout ByteWriter) {
+        w.writeByte(fieldSyncFormatVersion)
+        w.writeByte(fieldSyncSuiteFPS1)
+        w.write(author)
+        w.write(scope)
+        w.writeVarint(seq)
+        w.writeRaw(prevHash)
+        w.write(hlc)
+        w.writeByte(contentType.rawValue)
+        w.writeByte(priority.rawValue)
+        w.writeVarint(UInt64(keyEpoch))
+        w.writeVarint(payloadLength)
+    }
+
+    /// Reads and validates a header.
+    public init(from r: inout ByteReader) throws(DecodingError) {
+        try readVersionAndSuite(&r)
+        let author = try r.read(DeviceID.self)
+        let scope = try r.read(Scope.self)
+        let at = r.offset
+        let seq = try r.readVarint()
+        let prev = try r.readRaw(32)
+        let hlc = try r.read(HLCTimestamp.self)
+        let ct = ContentType(rawValue: try r.readByte())
+        let pAt = r.offset
+        let pb = try r.readByte()
+        guard let priority = Priority(rawValue: pb) else { throw DecodingError(.invalidValue, at: pAt, "priority \(pb)") }
+        let epoch = try r.readVarint(as: UInt32.self)
+        let len = try r.readVarint()
+        do {
+            self = try ChangeHeader(author: author, scope: scope, seq: seq, prevHash: prev, hlc: hlc, contentType: ct,
+                                    priority: priority, keyEpoch: epoch, payloadLength: len)
+        } catch { throw DecodingError(.invalidValue, at: at, error.detail) }
+    }
+}
+
+/// One wrapping of a change's data key.
+public struct KeySlot: Hashable, Sendable {
+    /// Who can open the slot.
+    public enum Recipient: Hashable, Sendable, CanonicalEncodable {
+        /// Holders of the epoch key of `scope` at `epoch` (XChaCha20-Poly1305 under the epoch key).
+        case epoch(scope: Scope, epoch: UInt32)
+        /// The HQ archive X25519 key with this key id (`crypto_box_seal`).
+        case archive(keyID: DeviceID)
+
+        /// Tag byte, then the fields.
+        public func encode(to w: inout ByteWriter) {
+            switch self {
+            case let .epoch(scope, epoch):
+                w.writeByte(1)
+                w.write(scope)
+                w.writeVarint(UInt64(epoch))
+            case let .archive(keyID):
+                w.writeByte(2)
+                w.write(keyID)
+            }
+        }
+    }
+
+    /// Who can open it.
+    public let recipient: Recipient
+    /// 24-byte nonce for epoch slots; empty for archive slots.
+    public let nonce: [UInt8]
+    /// Epoch slot: 48 bytes (data key + tag). Archive slot: 112 bytes (sealed data key || header hash).
+    public let ciphertext: [UInt8]
+
+    /// The HQ archive key id of an X25519 public key: the first 16 bytes of BLAKE2b-256 of the key.
+    public static func archiveKeyID(_ key: X25519.PublicKey) -> DeviceID {
+        DeviceID(ID128(bytes: BLAKE2b.hash(parts: [key.bytes[...]], outputLength: 32)[0..<16])!)
+    }
+
+    func encode(to w: inout ByteWriter) {
+        w.write(recipient)
+        w.writeRaw(nonce)
+        w.writeRaw(ciphertext)
+    }
+
+    static func decode(from r: inout ByteReader) throws(DecodingError) -> KeySlot {
+        let at = r.offset
+        switch try r.readByte() {
+        case 1:
+            let scope = try r.read(Scope.self)
+            let epoch = try r.readVarint(as: UInt32.self)
+            guard epoch >= 1 else { throw DecodingError(.invalidValue, at: at, "slot epoch 0") }
+            return KeySlot(recipient: .epoch(scope: scope, epoch: epoch), nonce: try r.readRaw(24), ciphertext: try r.readRaw(48))
+        case 2:
+            let id = try r.read(DeviceID.self)
+            return KeySlot(recipient: .archive(keyID: id), nonce: [], ciphertext: try r.readRaw(64 + SealedBox.overhead))
+        case let t:
+            throw DecodingError(.unknownTag, at: at, "key slot kind \(t)")
+        }
+    }
+
+    /// Associated data of slot `index`: header hash || varint(index) || recipient encoding.
+    static func associatedData(headerHash: [UInt8], index: Int, recipient: Recipient) -> [UInt8] {
+        var w = ByteWriter(capacity: 80)
+        w.writeRaw(headerHash)
+        w.writeVarint(UInt64(index))
+        w.write(recipient)
+        return w.bytes
+    }
+}
+
+/// Injected randomness for deterministic sealing (test vectors). The normal API draws it from libsodium.
+struct SealingRandomness {
+    var dataKey: [UInt8]
+    var payloadNonce: [UInt8]
+    var slotNonces: [[UInt8]]
+    var archiveSeed: [UInt8]?
+
+    static func fresh(slots: Int, archive: Bool) -> SealingRandomness {
+        SealingRandomness(dataKey: SecureRandom.bytes(32), payloadNonce: SecureRandom.bytes(24),
+                          slotNonces: (0..<slots).map { _ in SecureRandom.bytes(24) }, archiveSeed: nil)
+    }
+}
+
+/// A change: clear header, payload nonce, key slots, payload, author signature.
+///
+/// ```swift
+/// let c = try Change.seal(author: me, scope: s, seq: 1, prevHash: Change.zeroHash, hlc: t, priority: .normal,
+///                         payload: ops, readers: [epochKey])
+/// try c.verify(authorCertificate: myCert, trust: trust, now: nowMs)   // what relays do
+/// let ops2 = try c.open(with: [epochKey])                             // what members do
+/// ```
+public struct Change: Hashable, Sendable, CanonicalCodable {
+    /// Largest payload (16 MiB); larger data goes to attachments.
+    public static let maxPayloadLength = 16 << 20
+    /// Largest number of key slots.
+    public static let maxSlots = 16
+    /// The prevHash of seq 1.
+    public static let zeroHash = [UInt8](repeating: 0, count: 32)
+
+    /// The clear header.
+    public let header: ChangeHeader
+    /// The 24-byte payload nonce (empty for control changes).
+    public let payloadNonce: [UInt8]
+    /// Key slots (none for control changes).
+    public let slots: [KeySlot]
+    /// Sealed payload (ciphertext || tag), or the clear payload of a control change.
+    public let payload: [UInt8]
+    /// The author's Ed25519 signature over `BLAKE2b-512("fieldsync/v1/change" || 0x00 || everything before it)`.
+    public let signature: [UInt8]
+
+    /// Memberwise, for the decoder and sealing code.
+    init(header: ChangeHeader, payloadNonce: [UInt8], slots: [KeySlot], payload: [UInt8], signature: [UInt8]) {
+        self.header = header; self.payloadNonce = payloadNonce; self.slots = slots; self.payload = payload
+        self.signature = signature
+    }
+
+    /// Seals a content change: encrypts `payload` once under a fresh data key and wraps the key for each
+    /// reader epoch key (the first must be for a scope containing `scope`; its epoch goes in the header)
+    /// and, optionally, for the HQ archive key. Then signs.
+    /// - Throws: `ChangeError.invalid` (no readers, control content type, first reader not covering the
+    ///   scope, too many slots, bad prevHash), or a wrapped crypto failure.
+    public static func seal(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,
+                            contentType: ContentType = .records, priority: Priority, payload: [UInt8], readers: [EpochKey],
+                            archive: X25519.PublicKey? = nil) throws(ChangeError) -> Change {
+        try seal(author: author, scope: scope, seq: seq, prevHash: prevHash, hlc: hlc, contentType: contentType,
+                 priority: priority, payload: payload, readers: readers, archive: archive,
+                 randomness: .fresh(slots: readers.count, archive: archive != nil))
+    }
+
+    static func seal(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,
+                     contentType: ContentType, priority: Priority, payload: [UInt8], readers: [EpochKey],
+                     archive: X25519.PublicKey?, randomness rnd: SealingRandomness) throws(ChangeError) -> Change {
+        guard !contentType.isControl else { throw ChangeError(.invalid, "control content is not sealed; use Change.control") }
+        guard let first = readers.first else { throw ChangeError(.invalid, "a sealed change needs at least one reader key") }
+        guard first.scope.contains(scope) else {
+            throw ChangeError(.invalid, "the first reader key (\(first.scope)) must cover the change scope \(scope)")
+        }
+        guard readers.count + (archive == nil ? 0 : 1) <= maxSlots else { throw ChangeError(.invalid, "too many key slots") }
+        precondition(rnd.slotNonces.count == readers.count, "one nonce per reader slot")
+        let header = try ChangeHeader(author: DeviceID(signingKey: author.publicKey), scope: scope, seq: seq, prevHash: prevHash,
+                                      hlc: hlc, contentType: contentType, priority: priority, keyEpoch: first.epoch,
+                                      payloadLength: UInt64(payload.count + XChaCha20Poly1305.tagLength))
+        let hh = header.hash
+        let dataKey = SecretBytes(copying: rnd.dataKey)
+        do {
+            let sealedPayload = try XChaCha20Poly1305.seal(payload, key: dataKey, nonce: rnd.payloadNonce, associatedData: hh)
+            var slots: [KeySlot] = []
+            slots.reserveCapacity(readers.count + 1)
+            var dk = rnd.dataKey
+            defer { wipe(&dk) }
+            for (i, r) in readers.enumerated() {
+                let recipient = KeySlot.Recipient.epoch(scope: r.scope, epoch: r.epoch)
+                let ad = KeySlot.associatedData(headerHash: hh, index: i, recipient: recipient)
+                let ct = try XChaCha20Poly1305.seal(dk, key: r.key, nonce: rnd.slotNonces[i], associatedData: ad)
+                slots.append(KeySlot(recipient: recipient, nonce: rnd.slotNonces[i], ciphertext: ct))
+            }
+            if let archive {
+                var plain = dk + hh
+                defer { wipe(&plain) }
+                let ct = try rnd.archiveSeed.map { seed throws(CryptoError) in try SealedBox.seal(plain, to: archive, ephemeralSeed: seed) }
+                    ?? SealedBox.seal(plain, to: archive)
+                slots.append(KeySlot(recipient: .archive(keyID: KeySlot.archiveKeyID(archive)), nonce: [], ciphertext: ct))
+            }
+            let unsigned = Change(header: header, payloadNonce: rnd.payloadNonce, slots: slots, payload: sealedPayload, signature: [])
+            return Change(header: header, payloadNonce: rnd.payloadNonce, slots: slots, payload: sealedPayload,
+                          signature: try author.sign(unsigned.signedDigest))
+        } catch { throw ChangeError(.invalid, "sealing failed: \(error)") }
+    }
+
+    /// Builds a signed control change (key grant, revocation, receipt): clear payload, no slots, key epoch 0.
+    /// - Throws: `ChangeError.invalid` for a non-control content type or bad header fields.
+    public static func control(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,
+                               contentType: ContentType, priority: Priority, payload: [UInt8]) throws(ChangeError) -> Change {
+        guard contentType.isControl else { throw ChangeError(.invalid, "\(contentType) is sealed content; use Change.seal") }
+        let header = try ChangeHeader(author: DeviceID(signingKey: author.publicKey), scope: scope, seq: seq, prevHash: prevHash,
+                                      hlc: hlc, contentType: contentType, priority: priority, keyEpoch: 0,
+                                      payloadLength: UInt64(payload.count))
+        let unsigned = Change(header: header, payloadNonce: [], slots: [], payload: payload, signature: [])
+        do {
+            return Change(header: header, payloadNonce: [], slots: [], payload: payload, signature: try author.sign(unsigned.signedDigest))
+        } catch { throw ChangeError(.invalid, "signing failed: \(error)") }
+    }
+
+    /// Everything before the signature.
+    var unsignedBytes: [UInt8] {
+        var w = ByteWriter(capacity: 128 + slots.count * 100 + payload.count)
+        encodeUnsigned(to: &w)
+        return w.bytes
+    }
+
+    private func encodeUnsigned(to w: inout ByteWriter) {
+        w.write(header)
+        w.writeRaw(payloadNonce)
+        w.writeVarint(UInt64(slots.count))
+        for s in slots { s.encode(to: &w) }
+        w.writeRaw(payload)
+    }
+
+    var signedDigest: [UInt8] { BLAKE2b.domainHash(Domain.changeSignature, [unsignedBytes[...]], outputLength: 64) }
+
+    /// The change id: BLAKE2b-256 of the complete encoding. The next change of the log uses it as prevHash.
+    public var id: [UInt8] { BLAKE2b.hash(parts: [canonicalBytes[...]], outputLength: 32) }
+
+    /// Writes the change.
+    public func encode(to w: inout ByteWriter) {
+        encodeUnsigned(to: &w)
+        w.writeRaw(signature)
+    }
+
+    /// Reads a change. Total: every malformed input throws a `DecodingError`; allocations are bounded by
+    /// the input size.
+    public init(from r: inout ByteReader) throws(DecodingError) {
+        let h = try r.read(ChangeHeader.self)
+        header = h
+        payloadNonce = h.contentType.isControl ? [] : try r.readRaw(24)
+        let at = r.offset
+        let n = try r.readCount(minElementSize: 40)
+        if h.contentType.isControl {
+            guard n == 0 else { throw DecodingError(.invalidValue, at: at, "control changes carry no key slots") }
+        } else {
+            guard (1...Change.maxSlots).contains(n) else { throw DecodingError(.invalidValue, at: at, "slot count \(n)") }
+        }
+        var s: [KeySlot] = []
+        s.reserveCapacity(n)
+        for i in 0..<n {
+            let sAt = r.offset
+            let slot = try KeySlot.decode(from: &r)
+            if i == 0 {
+                guard case let .epoch(scope, epoch) = slot.recipient, epoch == h.keyEpoch, scope.contains(h.scope) else {
+                    throw DecodingError(.invalidValue, at: sAt, "slot 0 must be the epoch slot of the header's key epoch and scope")
+                }
+            }
+            s.append(slot)
+        }
+        slots = s
+        guard h.payloadLength <= UInt64(r.remaining) else {
+            throw DecodingError(.truncated, at: r.offset, "payload of \(h.payloadLength) bytes, \(r.remaining) left")
+        }
+        if !h.contentType.isControl, h.payloadLength < UInt64(XChaCha20Poly1305.tagLength) {
+            throw DecodingError(.invalidValue, at: r.offset, "sealed payload shorter than its tag")
+        }
+        payload = try r.readRaw(Int(h.payloadLength))
+        signature = try r.readRaw(Ed25519.signatureLength)
+    }
+
+    // MARK: Verification (public material only)
+
+    /// Verifies the change with public material only (what a blind relay does): the certificate is the
+    /// author's, the signature, the chain (valid at the change's HLC time), the author's scopes and role,
+    /// the HLC against `now`, and revocation (refused if the HLC is after the author's `revokedAt`).
+    /// - Throws: ``ChangeError`` naming the failed check.
+    public func verify(authorCertificate cert: Certificate, trust: TrustStore, now: UInt64) throws(ChangeError) {
+        try verify(authorCertificate: cert, trust: trust, now: now, checkRevocation: true)
+    }
+
+    func verify(authorCertificate cert: Certificate, trust: TrustStore, now: UInt64, checkRevocation: Bool) throws(ChangeError) {
+        guard cert.subject == header.author else {
+            throw ChangeError(.impersonation, "certificate of \(cert.subject) presented for a change by \(header.author)")
+        }
+        do { try cert.signingKey.verify(signature: signature, message: signedDigest) } catch {
+            throw ChangeError(.badSignature, "change \(header.author)/\(header.scope)#\(header.seq) signature does not verify")
+        }
+        do { try trust.verifyChain(cert, at: header.hlc.milliseconds) } catch {
+            throw ChangeError(.certificateInvalid, error.detail, identityCode: error.code)
+        }
+        guard Scope.all([header.scope], within: cert.scopes) else {
+            throw ChangeError(.scopeEscalation, "\(header.author) may not write in \(header.scope)")
+        }
+        guard cert.role != .relay || header.contentType.isControl else {
+            throw ChangeError(.roleNotAllowed, "relays may not author sealed content")
+        }
+        guard header.hlc.milliseconds <= now &+ trust.clockSkewMilliseconds else {
+            throw ChangeError(.timestampInFuture, "HLC \(header.hlc) is ahead of now \(now)")
+        }
+        if checkRevocation {
+            for id in [header.author, cert.issuer] where trust.revocations.isRevoked(id, at: header.hlc) {
+                let r = trust.revocations.revocation(of: id)!
+                throw ChangeError(.revoked, "\(id) revoked at \(r.revokedAt); change HLC \(header.hlc)")
+            }
+        }
+    }
+
+    // MARK: Opening (needs an epoch key)
+
+    /// Opens the payload with whichever of `keys` matches a slot. Call ``verify(authorCertificate:trust:now:)``
+    /// first: opening proves the header was not altered (AEAD binding) but not who wrote it.
+    /// - Throws: `noMatchingSlot`, `authenticationFailed` (wrong key bytes, tampered or moved data),
+    ///   `invalid` for control changes.
+    public func open(with keys: [EpochKey]) throws(ChangeError) -> [UInt8] {
+        guard !header.contentType.isControl else { throw ChangeError(.invalid, "control changes are not sealed; read payload") }
+        let hh = header.hash
+        for (i, slot) in slots.enumerated() {
+            guard case let .epoch(scope, epoch) = slot.recipient,
+                  let key = keys.first(where: { $0.scope == scope && $0.epoch == epoch }) else { continue }
+            let ad = KeySlot.associatedData(headerHash: hh, index: i, recipient: slot.recipient)
+            do {
+                let dk = try XChaCha20Poly1305.open(slot.ciphertext, key: key.key, nonce: slot.nonce, associatedData: ad)
+                return try openPayload(dataKey: dk, headerHash: hh)
+            } catch { throw ChangeError(.authenticationFailed, "slot \(i) (\(scope)#\(epoch)): \(error)") }
+        }
+        throw ChangeError(.noMatchingSlot, "no key for any slot of \(header.author)/\(header.scope)#\(header.seq)")
+    }
+
+    /// Opens the payload through the HQ archive slot.
+    /// - Throws: `noMatchingSlot` if no archive slot names this key, `authenticationFailed` otherwise.
+    public func openArchive(with archiveKey: X25519.SecretKey) throws(ChangeError) -> [UInt8] {
+        let keyID = KeySlot.archiveKeyID(archiveKey.publicKey)
+        guard let slot = slots.first(where: { $0.recipient == .archive(keyID: keyID) }) else {
+            throw ChangeError(.noMatchingSlot, "no archive slot for key \(keyID)")
+        }
+        let hh = header.hash
+        do {
+            let plain = try SealedBox.open(slot.ciphertext, with: archiveKey)
+            var bytes = plain.unsafeCopy()
+            defer { wipe(&bytes) }
+            guard bytes.count == 64, Array(bytes[32...]) == hh else {
+                throw ChangeError(.authenticationFailed, "archive slot is bound to another header")
+            }
+            return try openPayload(dataKey: Array(bytes[0..<32]), headerHash: hh)
+        } catch let e as ChangeError { throw e } catch { throw ChangeError(.authenticationFailed, "archive slot: \(error)") }
+    }
+
+    private func openPayload(dataKey: [UInt8], headerHash: [UInt8]) throws(ChangeError) -> [UInt8] {
+        var dk = dataKey
+        defer { wipe(&dk) }
+        do {
+            return try XChaCha20Poly1305.open(payload, key: SecretBytes(copying: dk), nonce: payloadNonce, associatedData: headerHash)
+        } catch { throw ChangeError(.authenticationFailed, "payload: \(error)") }
+    }
+}
+
+/// Proof that an author signed two different changes at the same position of one log: same author,
+/// scope and seq, different ids. It verifies on its own (both signatures) and can be stored and shown.
+public struct ForkProof: Hashable, Sendable, CanonicalCodable, CustomStringConvertible {
+    /// The change with the smaller id (canonical order).
+    public let first: Change
+    /// The change with the larger id.
+    public let second: Change
+
+    /// Builds a proof from two changes of the same (author, scope, seq) with different ids.
+    /// - Throws: `ChangeError.notAFork` otherwise.
+    public init(_ a: Change, _ b: Change) throws(ChangeError) {
+        guard a.header.author == b.header.author, a.header.scope == b.header.scope, a.header.seq == b.header.seq else {
+            throw ChangeError(.notAFork, "the changes are in different logs or positions")
+        }
+        let ia = a.id, ib = b.id
+        guard ia != ib else { throw ChangeError(.notAFork, "the same change twice") }
+        (first, second) = ia.lexicographicallyPrecedes(ib) ? (a, b) : (b, a)
+    }
+
+    /// Checks both changes against the author's certificate (revocation is not applied: a fork stays
+    /// provable after the author is revoked).
+    /// - Throws: the first change's ``ChangeError``.
+    public func verify(authorCertificate: Certificate, trust: TrustStore, now: UInt64) throws(ChangeError) {
+        try first.verify(authorCertificate: authorCertificate, trust: trust, now: now, checkRevocation: false)
+        try second.verify(authorCertificate: authorCertificate, trust: trust, now: now, checkRevocation: false)
+    }
+
+    /// `fork by A in S at seq N: id1 vs id2`.
+    public var description: String {
+        "fork by \(first.header.author) in \(first.header.scope) at seq \(first.header.seq): \(Hex.encode(first.id)) vs \(Hex.encode(second.id))"
+    }
+
+    /// version, suite, then each change length-prefixed.
+    public func encode(to w: inout ByteWriter) {
+        w.writeByte(fieldSyncFormatVersion)
+        w.writeByte(fieldSyncSuiteFPS1)
+        w.writeBytes(first.canonicalBytes)
+        w.writeBytes(second.canonicalBytes)
+    }
+
+    /// Reads a proof and re-checks that it is a fork in canonical order.
+    public init(from r: inout ByteReader) throws(DecodingError) {
+        try readVersionAndSuite(&r)
+        let at = r.offset
+        let a = try Change(canonicalBytes: try r.readBytes())
+        let b = try Change(canonicalBytes: try r.readBytes())
+        do { self = try ForkProof(a, b) } catch { throw DecodingError(.invalidValue, at: at, error.detail) }
+        guard first == a else { throw DecodingError(.nonCanonicalOrder, at: at, "fork proof changes out of order") }
+    }
+}

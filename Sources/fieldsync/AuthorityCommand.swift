@@ -1,0 +1,182 @@
+// `fieldsync authority ...`: the HQ root and delegated county authorities.
+
+import ArgumentParser
+import FieldSyncCore
+import FieldSyncCrypto
+import Foundation
+
+/// The `authority` command group.
+struct AuthorityCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authority",
+        abstract: "Create certificate authorities, enroll devices, delegate county authorities, revoke devices.",
+        subcommands: [Init.self, Enroll.self, Delegate.self, Import.self, Revoke.self]
+    )
+
+    static let keystoreName = "authority.keystore"
+    static let rootName = "root.pub"
+    static let requestName = "authority.req"
+
+    static func load(dir: String, keystore: KeystoreOptions) throws -> (Authority, KeystoreContents) {
+        let contents = try Keystore.read(from: dir + "/" + keystoreName, unlock: try keystore.unlock())
+        if let cert = contents.certificate {
+            return (try Authority(delegated: contents.signingKey, certificate: cert), contents)
+        }
+        guard contents.root == contents.signingKey.publicKey else {
+            throw CLIError("\(dir) holds a county authority that has no certificate yet; run `fieldsync authority import CERT --dir \(dir)`")
+        }
+        return (Authority(root: contents.signingKey), contents)
+    }
+
+    /// `authority init`: a new HQ root, or (with --county) the keys and request of a county authority.
+    struct Init: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the HQ root authority (or, with --county, a county authority key and its delegation request).")
+
+        @Option(help: "Directory for the authority's files (created, mode 0700).") var dir: String
+        @OptionGroup var keystore: KeystoreOptions
+        @Flag(help: "Create a county authority: writes authority.req for `fieldsync authority delegate`.") var county = false
+        @Option(help: "Scope the county authority asks for (repeat); required with --county.") var scope: [String] = []
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func run() async throws {
+            try Files.ensureDirectory(dir)
+            let sk = Ed25519.SecretKey.generate()
+            let xk = X25519.SecretKey.generate()
+            let keyID = DeviceID(signingKey: sk.publicKey)
+            if county {
+                let scopes = try parseScopes(scope)
+                let req = try EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: .county,
+                                                requestedScopes: scopes, createdAt: wallClockMilliseconds(), label: "county authority")
+                try Keystore.write(KeystoreContents(signingKey: sk, agreementKey: xk), to: dir + "/" + AuthorityCommand.keystoreName,
+                                   protection: try keystore.protection(creatingKeyFile: true))
+                try Files.write(req.canonicalBytes, to: dir + "/" + AuthorityCommand.requestName, what: "delegation request")
+                if json {
+                    try printJSON(["kind": "county", "keyID": keyID.description, "request": dir + "/" + AuthorityCommand.requestName])
+                } else {
+                    print("county authority key \(keyID) created in \(dir)")
+                    print("next: take \(dir)/\(AuthorityCommand.requestName) to HQ: fieldsync authority delegate \(AuthorityCommand.requestName) --dir HQ_DIR --scope ... --out county.cert")
+                }
+                return
+            }
+            try Keystore.write(KeystoreContents(signingKey: sk, agreementKey: xk, root: sk.publicKey),
+                               to: dir + "/" + AuthorityCommand.keystoreName, protection: try keystore.protection(creatingKeyFile: true))
+            try Files.write(Array((sk.publicKey.description + "\n").utf8), to: dir + "/" + AuthorityCommand.rootName, what: "root public key")
+            if json {
+                try printJSON(["kind": "root", "keyID": keyID.description, "rootKey": sk.publicKey.description])
+            } else {
+                print("HQ root authority \(keyID) created in \(dir)")
+                print("root public key (pin it on every device): \(sk.publicKey)  [also in \(dir)/\(AuthorityCommand.rootName)]")
+            }
+        }
+    }
+
+    /// `authority enroll REQUEST`: sign a device certificate.
+    struct Enroll: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sign a device certificate for an enrollment request.")
+
+        @Argument(help: "The device's enrollment request file (from `fieldsync device init`).") var request: String
+        @Option(help: "The authority's directory.") var dir: String
+        @OptionGroup var keystore: KeystoreOptions
+        @Option(help: "Role to grant: backpack, command, station, county, relay or hq.") var role: String
+        @Option(help: "Scope to grant (repeat for several).") var scope: [String] = []
+        @Option(help: "Validity in days from now.") var days: Int = 7
+        @Option(help: "Where to write the certificate.") var out: String
+        @Flag(help: "Print the certificate as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...3650).contains(days) else { throw ValidationError("--days must be 1...3650") }
+        }
+
+        func run() async throws {
+            let role = try parseRole(role)
+            let scopes = try parseScopes(scope)
+            let req = try Files.decode(EnrollmentRequest.self, request, what: "enrollment request")
+            let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
+            let now = wallClockMilliseconds()
+            let cert = try authority.enroll(req, role: role, scopes: scopes, notBefore: now,
+                                            notAfter: now + UInt64(days) * 86_400_000, serial: SecureRandom.uint64() >> 1)
+            try Files.write(cert.canonicalBytes, to: out, what: "certificate")
+            if json { try printJSON(certificateJSON(cert)) } else {
+                print("enrolled \(cert.subject) (\(req.label)) as \(role) for \(scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter); certificate in \(out)")
+            }
+        }
+    }
+
+    /// `authority delegate REQUEST`: the root delegates scopes to a county authority.
+    struct Delegate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "HQ root only: sign a county authority certificate.")
+
+        @Argument(help: "The county authority's request file (from `fieldsync authority init --county`).") var request: String
+        @Option(help: "The HQ root authority's directory.") var dir: String
+        @OptionGroup var keystore: KeystoreOptions
+        @Option(help: "Scope to delegate (repeat for several).") var scope: [String] = []
+        @Option(help: "Validity in days from now.") var days: Int = 365
+        @Option(help: "Where to write the authority certificate.") var out: String
+        @Flag(help: "Print the certificate as JSON.") var json = false
+
+        func run() async throws {
+            let scopes = try parseScopes(scope)
+            let req = try Files.decode(EnrollmentRequest.self, request, what: "delegation request")
+            let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
+            let now = wallClockMilliseconds()
+            let cert = try authority.delegate(req, scopes: scopes, notBefore: now, notAfter: now + UInt64(days) * 86_400_000,
+                                              serial: SecureRandom.uint64() >> 1)
+            try Files.write(cert.canonicalBytes, to: out, what: "authority certificate")
+            if json { try printJSON(certificateJSON(cert)) } else { print("delegated \(scopes.map(\.path).joined(separator: ", ")) to county authority \(cert.subject); certificate in \(out)") }
+        }
+    }
+
+    /// `authority import CERT`: a county authority stores its delegation certificate.
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "County authority: store the delegation certificate signed by HQ.")
+
+        @Argument(help: "The authority certificate file.") var certificate: String
+        @Option(help: "The county authority's directory.") var dir: String
+        @OptionGroup var keystore: KeystoreOptions
+        @Option(help: "File with the HQ root public key (root.pub).") var root: String
+
+        func run() async throws {
+            let path = dir + "/" + AuthorityCommand.keystoreName
+            var contents = try Keystore.read(from: path, unlock: try keystore.unlock())
+            let cert = try Files.decode(Certificate.self, certificate, what: "authority certificate")
+            guard cert.signingKey == contents.signingKey.publicKey else { throw CLIError("\(certificate) is not for the key in \(dir)") }
+            var trust = TrustStore(root: try Files.readRoot(root))
+            try trust.addAuthority(cert, now: wallClockMilliseconds())
+            contents.certificate = cert
+            contents.root = trust.root
+            try Keystore.write(contents, to: path, protection: try keystore.protection(creatingKeyFile: false), overwrite: true)
+            print("county authority \(cert.subject) may now enroll devices in \(cert.scopes.map(\.path).joined(separator: ", "))")
+        }
+    }
+
+    /// `authority revoke DEVICE_ID`: sign a revocation.
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sign a revocation of a lost or compromised device.")
+
+        @Argument(help: "The device id (32 hex digits).") var deviceID: String
+        @Option(help: "The authority's directory.") var dir: String
+        @OptionGroup var keystore: KeystoreOptions
+        @Option(help: "Why: lost, stolen, compromised, decommissioned or other.") var reason: String
+        @Option(help: "Free-text note for the audit trail.") var note: String = ""
+        @Option(help: "Serial of the revoked certificate, if known.") var serial: UInt64 = 0
+        @Option(help: "Where to write the revocation.") var out: String
+        @Flag(help: "Print the revocation as JSON.") var json = false
+
+        func run() async throws {
+            guard let device = DeviceID(hex: deviceID) else { throw ValidationError("device id must be 32 hex digits") }
+            guard let why = RevocationReason(name: reason) else {
+                throw ValidationError("unknown reason \(reason); one of \(RevocationReason.allCases.map(\.description).joined(separator: ", "))")
+            }
+            let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
+            let at = HLCTimestamp(milliseconds: wallClockMilliseconds(), counter: 0)
+            let rev = try Revocation(device: device, serial: serial, revokedAt: at, reason: why, note: note, by: authority)
+            try Files.write(rev.canonicalBytes, to: out, what: "revocation")
+            if json {
+                try printJSON(["device": device.description, "revokedAt": at.raw, "reason": why.description, "issuer": rev.issuer.description])
+            } else {
+                print("revoked \(device) at \(at) (\(why)); spread \(out) to every node, then rotate the epoch keys of its scopes")
+            }
+        }
+    }
+}

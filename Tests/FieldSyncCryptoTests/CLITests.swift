@@ -1,0 +1,116 @@
+import FieldSyncCore
+import Foundation
+import Testing
+
+@testable import FieldSyncCrypto
+
+/// Runs the built `fieldsync` binary (it sits next to the test bundle in the build folder).
+struct CLI {
+    static let binary: String? = {
+        var candidates: [String] = []
+        if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
+        candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        for scratch in [".build-crypto", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+
+    let dir: String
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "fieldsync-cli-\(Hex.encode(SecureRandom.bytes(6)))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    @discardableResult
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary!)
+        p.arguments = args
+        p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o
+        p.standardError = e
+        try p.run()
+        let out = o.fileHandleForReading.readDataToEndOfFile()
+        let err = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    func json(_ args: [String]) throws -> [String: Any] {
+        let r = try run(args)
+        #expect(r.status == 0, "\(args): \(r.err)")
+        return try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any] ?? [:]
+    }
+}
+
+@Suite(.enabled(if: CLI.binary != nil, "the fieldsync binary is built next to the tests"))
+struct CLITests {
+    @Test func rootEnrollImportRevoke() throws {
+        let cli = try CLI()
+        let root = try cli.json(["authority", "init", "--dir", "hq", "--key-file", "hq.key", "--json"])
+        #expect((root["rootKey"] as? String)?.count == 64)
+        let dev = try cli.json(["device", "init", "--dir", "bp", "--key-file", "bp.key", "--scope", "longnan/wudu/station-017", "--label", "bp 17", "--json"])
+        let id = try #require(dev["deviceID"] as? String)
+        let cert = try cli.json(["authority", "enroll", "bp/enrollment.req", "--dir", "hq", "--key-file", "hq.key", "--role", "backpack",
+                                 "--scope", "longnan/wudu/station-017", "--days", "7", "--out", "bp.cert", "--json"])
+        #expect(cert["subject"] as? String == id && cert["role"] as? String == "backpack")
+        let imported = try cli.run(["device", "import", "bp.cert", "--dir", "bp", "--key-file", "bp.key", "--root", "hq/root.pub"])
+        #expect(imported.status == 0, "\(imported.err)")
+        let shown = try cli.json(["device", "show", "--dir", "bp", "--key-file", "bp.key", "--json"])
+        #expect((shown["certificate"] as? [String: Any])?["subject"] as? String == id)
+        let rev = try cli.json(["authority", "revoke", id, "--dir", "hq", "--key-file", "hq.key", "--reason", "lost", "--out", "bp.rev", "--json"])
+        #expect(rev["device"] as? String == id)
+        // The files decode with the library and verify against the root.
+        let certificate = try Certificate(canonicalBytes: [UInt8](FileManager.default.contents(atPath: cli.dir + "/bp.cert")!))
+        let rootKey = try Ed25519.PublicKey(bytes: Hex.decode(root["rootKey"] as! String)!)
+        var trust = TrustStore(root: rootKey)
+        try trust.verify(certificate, now: certificate.notBefore)
+        try trust.addRevocation(try Revocation(canonicalBytes: [UInt8](FileManager.default.contents(atPath: cli.dir + "/bp.rev")!)),
+                                now: certificate.notBefore)
+        #expect(identityCode { try trust.verify(certificate, now: certificate.notBefore) } == .revoked)
+    }
+
+    @Test func countyDelegationAndEscalationRefused() throws {
+        let cli = try CLI()
+        _ = try cli.json(["authority", "init", "--dir", "hq", "--key-file", "hq.key", "--json"])
+        _ = try cli.json(["authority", "init", "--county", "--dir", "wudu", "--key-file", "wudu.key", "--scope", "longnan/wudu", "--json"])
+        #expect(try cli.run(["authority", "delegate", "wudu/authority.req", "--dir", "hq", "--key-file", "hq.key", "--scope", "longnan/wudu",
+                             "--out", "wudu.cert"]).status == 0)
+        #expect(try cli.run(["authority", "import", "wudu.cert", "--dir", "wudu", "--key-file", "wudu.key", "--root", "hq/root.pub"]).status == 0)
+        _ = try cli.json(["device", "init", "--dir", "bp", "--key-file", "bp.key", "--scope", "longnan/wudu", "--json"])
+        let esc = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "wudu", "--key-file", "wudu.key", "--role", "hq",
+                               "--scope", "longnan/wudu", "--out", "x.cert"])
+        #expect(esc.status != 0 && esc.err.contains("roleEscalation"))
+        let scope = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "wudu", "--key-file", "wudu.key", "--role", "backpack",
+                                 "--scope", "longnan", "--out", "x.cert"])
+        #expect(scope.status != 0 && scope.err.contains("scopeEscalation"))
+        #expect(try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "wudu", "--key-file", "wudu.key", "--role", "backpack",
+                             "--scope", "longnan/wudu", "--out", "bp.cert"]).status == 0)
+        // Import needs the county certificate to chain to the root, and says so.
+        let missing = try cli.run(["device", "import", "bp.cert", "--dir", "bp", "--key-file", "bp.key", "--root", "hq/root.pub"])
+        #expect(missing.status != 0 && missing.err.contains("--authority"))
+        #expect(try cli.run(["device", "import", "bp.cert", "--dir", "bp", "--key-file", "bp.key", "--root", "hq/root.pub",
+                             "--authority", "wudu.cert"]).status == 0)
+    }
+
+    @Test func clearErrors() throws {
+        let cli = try CLI()
+        FileManager.default.createFile(atPath: cli.dir + "/pw", contents: Data("secret pass\n".utf8))
+        #expect(try cli.run(["authority", "init", "--dir", "hq", "--passphrase-file", "pw", "--kdf", "interactive"]).status == 0)
+        FileManager.default.createFile(atPath: cli.dir + "/bad", contents: Data("nope\n".utf8))
+        _ = try cli.json(["device", "init", "--dir", "bp", "--key-file", "bp.key", "--scope", "longnan", "--json"])
+        let wrong = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "hq", "--passphrase-file", "bad", "--role", "backpack",
+                                 "--scope", "longnan", "--out", "x"])
+        #expect(wrong.status != 0 && wrong.err.contains("wrongPassphraseOrKey"))
+        let both = try cli.run(["device", "show", "--dir", "bp"])
+        #expect(both.status != 0 && both.err.contains("exactly one of --passphrase-file or --key-file"))
+        chmod(cli.dir + "/bp.key", 0o644)
+        let perm = try cli.run(["device", "show", "--dir", "bp", "--key-file", "bp.key"])
+        #expect(perm.status != 0 && perm.err.contains("chmod 600"))
+        let role = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "hq", "--passphrase-file", "pw", "--role", "pilot",
+                                "--scope", "longnan", "--out", "x"])
+        #expect(role.status != 0 && role.err.contains("unknown role pilot"))
+    }
+}
