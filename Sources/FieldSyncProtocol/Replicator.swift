@@ -1,0 +1,332 @@
+import FieldSyncCore
+import FieldSyncCrypto
+
+/// A device's own identity: its keys and certificate.
+public struct DeviceIdentity: Sendable {
+    /// Ed25519 signing key (authors changes).
+    public let signingKey: Ed25519.SecretKey
+    /// X25519 key (Noise static key; epoch keys are sealed to it).
+    public let agreementKey: X25519.SecretKey
+    /// The certificate an authority issued for these keys.
+    public let certificate: Certificate
+
+    /// Bundles an identity.
+    public init(signingKey: Ed25519.SecretKey, agreementKey: X25519.SecretKey, certificate: Certificate) {
+        self.signingKey = signingKey
+        self.agreementKey = agreementKey
+        self.certificate = certificate
+    }
+
+    /// The device id.
+    public var id: DeviceID { certificate.subject }
+}
+
+/// What happened to one incoming change.
+public enum IngestOutcome: Equatable, Sendable {
+    /// Verified and handed to the store (which may still report it a duplicate or refuse it for quota).
+    case accepted
+    /// Failed verification; not stored. The peer that sent it is misbehaving or relaying junk.
+    case rejected(ChangeError.Code, String)
+    /// The author's certificate is unknown; not stored (the peer should send it with the change).
+    case unknownAuthor
+}
+
+/// The result of ingesting a batch.
+public struct IngestReport: Sendable, Equatable {
+    /// Per change, in input order.
+    public var outcomes: [IngestOutcome] = []
+    /// What the store did.
+    public var commit = CommitReport()
+    /// Edits merged (payloads this node could open).
+    public var editsMerged = 0
+    /// Changes held without being opened (no key: a relay, or a key not granted yet).
+    public var heldSealed = 0
+    /// Epoch keys newly learned from grants in the batch.
+    public var keysLearned = 0
+    /// Revocations newly learned.
+    public var revocationsLearned = 0
+
+    /// An empty report.
+    public init() {}
+
+    /// Number of changes rejected by verification.
+    public var rejected: Int { outcomes.filter { if case .rejected = $0 { true } else { false } }.count }
+}
+
+/// Why the replicator refused a local write.
+public struct WriteError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The reason, for people.
+    public var reason: String
+    /// Creates an error.
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// The pure heart of a node: it authors changes, verifies and ingests changes from peers into its
+/// store, keeps the certificates, epoch keys and revocations it has learned, and answers what it can
+/// send. No I/O, no clock: `now` (ms since the Unix epoch) is passed in. The node daemon, the simulator
+/// and the tests drive the same code.
+public final class Replicator {
+    /// This device.
+    public let identity: DeviceIdentity
+    /// Trust anchors and the revocations learned so far.
+    public private(set) var trust: TrustStore
+    /// The store.
+    public let store: any SyncStore
+    /// Schemas for validating decrypted edits.
+    public let schemas: SchemaRegistry
+    /// Known certificates by device (own, peers', authors of changes held).
+    public private(set) var certificates: [DeviceID: Certificate] = [:]
+    /// Epoch keys this device holds, by scope, newest last.
+    public private(set) var keys: [Scope: [EpochKey]] = [:]
+    /// The HQ archive public key, if changes should carry an archive slot.
+    public var archiveKey: X25519.PublicKey?
+    /// The hybrid logical clock.
+    public private(set) var clock: HybridLogicalClock
+
+    /// Creates a replicator.
+    public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,
+                clock: HybridLogicalClock = HybridLogicalClock()) {
+        self.identity = identity
+        self.trust = trust
+        self.store = store
+        self.schemas = schemas
+        self.clock = clock
+        certificates[identity.id] = identity.certificate
+    }
+
+    // MARK: Certificates and keys
+
+    /// Adds certificates received from a peer, keeping only those that verify now.
+    /// - Returns: how many were new.
+    @discardableResult
+    public func learn(certificates incoming: [Certificate], now: UInt64) -> Int {
+        var added = 0
+        for c in incoming where certificates[c.subject] == nil {
+            // Chains are checked at the time of each change too; here we only refuse forgeries.
+            if (try? trust.verifyChain(c, at: min(now, c.notAfter))) != nil {
+                certificates[c.subject] = c
+                added += 1
+            }
+        }
+        return added
+    }
+
+    /// Adds an epoch key this device holds (from its keystore, or opened from a grant).
+    public func addKey(_ key: EpochKey) {
+        if keys[key.scope]?.contains(where: { $0.epoch == key.epoch }) == true { return }
+        keys[key.scope, default: []].append(key)
+        keys[key.scope]!.sort { $0.epoch < $1.epoch }
+    }
+
+    /// All epoch keys held.
+    public var allKeys: [EpochKey] { keys.keys.sorted().flatMap { keys[$0]! } }
+
+    /// The key to seal a change in `scope` with: the newest epoch of the narrowest held scope containing it.
+    public func writingKey(for scope: Scope) -> EpochKey? {
+        var s: Scope? = scope
+        while let current = s {
+            if let k = keys[current]?.last { return k }
+            s = current.parent
+        }
+        return nil
+    }
+
+    // MARK: Writing
+
+    /// Authors one change carrying `edits` in `scope`, seals it for the scope's reader group, commits it
+    /// locally and returns it.
+    /// - Parameters:
+    ///   - edits: record edits; each must target `scope`, be authored by this device and pass the schema.
+    ///   - priority: delivery priority (urgent incidents first).
+    ///   - now: the wall clock, ms since the Unix epoch.
+    /// - Throws: `WriteError` (no key for the scope, scope outside the certificate), `RecordError`
+    ///   (schema), `ChangeError` (sealing).
+    @discardableResult
+    public func write(_ edits: [RecordEdit], scope: Scope, priority: Priority, now: UInt64) throws -> Change {
+        guard Scope.all([scope], within: identity.certificate.scopes) else {
+            throw WriteError("this device may not write in \(scope) (certificate scopes: \(identity.certificate.scopes.map(\.path)))")
+        }
+        for e in edits {
+            guard e.scope == scope, e.author == identity.id else {
+                throw WriteError("edit of \(e.record) must be in \(scope) and authored by \(identity.id)")
+            }
+            try schemas.validate(e)
+        }
+        guard let key = writingKey(for: scope) else { throw WriteError("no epoch key for \(scope); this device needs a key grant") }
+        let hlc = try clock.now(wall: now)
+        return try append(contentType: .records, scope: scope, priority: priority, hlc: hlc, now: now) { seq, prev in
+            try Change.seal(author: identity.signingKey, scope: scope, seq: seq, prevHash: prev, hlc: hlc,
+                            priority: priority, payload: ChangeBody(edits: edits).canonicalBytes, readers: [key],
+                            archive: archiveKey)
+        }
+    }
+
+    /// Authors a control change (key grant, revocation, receipt) with a clear payload.
+    @discardableResult
+    public func writeControl(_ contentType: ContentType, payload: [UInt8], scope: Scope, now: UInt64) throws -> Change {
+        let hlc = try clock.now(wall: now)
+        return try append(contentType: contentType, scope: scope, priority: .urgent, hlc: hlc, now: now) { seq, prev in
+            try Change.control(author: identity.signingKey, scope: scope, seq: seq, prevHash: prev, hlc: hlc,
+                               contentType: contentType, priority: .urgent, payload: payload)
+        }
+    }
+
+    private func append(contentType: ContentType, scope: Scope, priority: Priority, hlc: HLCTimestamp, now: UInt64,
+                        _ make: (UInt64, [UInt8]) throws -> Change) throws -> Change {
+        let log = LogID(author: identity.id, scope: scope)
+        let held = try store.holdings(of: log)
+        let seq = (held.ranges.last?.upperBound ?? 0) + 1
+        let prev = seq == 1 ? Change.zeroHash : try store.change(log, seq: seq - 1).map(\.hash) ?? Change.zeroHash
+        let change = try make(seq, prev)
+        let report = try ingest([change], now: now)
+        guard report.outcomes == [.accepted], report.commit.inserted == 1 else {
+            throw WriteError("own change not stored: \(report.outcomes), \(report.commit)")
+        }
+        return change
+    }
+
+    // MARK: Ingesting
+
+    /// Verifies `changes` (public material only), opens what this node may read, validates the edits,
+    /// and commits everything that verified in one atomic store commit. Changes that fail are reported,
+    /// never stored; nothing else of the batch is affected by them.
+    /// - Parameters:
+    ///   - changes: changes from a peer (or this device).
+    ///   - certificates: certificates the peer sent along (authors of the changes).
+    ///   - now: the wall clock, ms since the Unix epoch.
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(_ changes: [Change], certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestReport {
+        if !incoming.isEmpty { learn(certificates: incoming, now: now) }
+        var report = IngestReport()
+        var batch = CommitBatch()
+        var newKeys: [EpochKey] = []
+        for change in changes {
+            let h = change.header
+            guard let cert = certificates[h.author] else {
+                report.outcomes.append(.unknownAuthor)
+                continue
+            }
+            do { try change.verify(authorCertificate: cert, trust: trust, now: now) } catch {
+                report.outcomes.append(.rejected(error.code, error.description))
+                continue
+            }
+            let hash = change.id
+            let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
+                                      prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
+                                      priority: h.priority.rawValue, bytes: change.canonicalBytes)
+            batch.changes.append(stored)
+            report.outcomes.append(.accepted)
+            _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
+            switch h.contentType {
+            case .records:
+                if let edits = openEdits(change, allKeys + newKeys) {
+                    batch.edits += edits.map { ($0, hash) }
+                    batch.opened.append(hash)
+                    report.editsMerged += edits.count
+                } else {
+                    report.heldSealed += 1
+                }
+            case .keyGrant:
+                if let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
+                   let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) {
+                    newKeys.append(key)
+                }
+                batch.opened.append(hash)
+            case .revocation:
+                if let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
+                   (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil {
+                    report.revocationsLearned += 1
+                }
+                batch.opened.append(hash)
+            case .receipt:
+                if cert.role == .hq, let receipt = try? Receipt(canonicalBytes: change.payload) {
+                    for (log, seq) in receipt.heads { batch.receipts[log] = max(batch.receipts[log] ?? 0, seq) }
+                }
+                batch.opened.append(hash)
+            default:
+                report.heldSealed += 1  // unknown types are carried, not interpreted
+            }
+        }
+        report.commit = try store.commit(batch)
+        for k in newKeys where !(keys[k.scope]?.contains { $0.epoch == k.epoch } ?? false) {
+            addKey(k)
+            report.keysLearned += 1
+        }
+        if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
+        return report
+    }
+
+    /// Opens held changes that a newly learned key can read, and merges them.
+    /// - Returns: edits merged.
+    public func openHeldChanges(now: UInt64) throws -> Int {
+        var batch = CommitBatch()
+        var merged = 0
+        let keyList = allKeys
+        for stored in try store.unopened(in: nil) where stored.contentType == ContentType.records.rawValue {
+            guard let change = try? Change(canonicalBytes: stored.bytes), let edits = openEdits(change, keyList) else { continue }
+            batch.edits += edits.map { ($0, stored.hash) }
+            batch.opened.append(stored.hash)
+            merged += edits.count
+        }
+        if !batch.opened.isEmpty { _ = try store.commit(batch) }
+        return merged
+    }
+
+    /// The edits of a records change this node can open and that pass validation, or nil.
+    private func openEdits(_ change: Change, _ keyList: [EpochKey]) -> [RecordEdit]? {
+        guard !keyList.isEmpty, let plain = try? change.open(with: keyList),
+              let body = try? ChangeBody(canonicalBytes: plain) else { return nil }
+        let h = change.header
+        // An edit must belong to the change's scope and author, or a member could smuggle writes into
+        // another scope inside a validly signed change.
+        let valid = body.edits.filter { e in
+            e.scope == h.scope && e.author == h.author && (try? schemas.validate(e)) != nil
+        }
+        return valid.count == body.edits.count ? valid : nil
+    }
+
+    // MARK: Receipts
+
+    /// HQ only: a receipt for every log held, signed as a control change in the root scope.
+    @discardableResult
+    public func writeReceipt(scope: Scope, now: UInt64) throws -> Change {
+        let heads = try store.holdings().filter { $0.key.author != identity.id || $0.key.scope != scope }
+            .map { ($0.key, $0.value.frontier) }.filter { $0.1 > 0 }.sorted { $0.0 < $1.0 }
+        return try writeControl(.receipt, payload: Receipt(heads: heads).canonicalBytes, scope: scope, now: now)
+    }
+}
+
+/// HQ's statement "I hold these logs up to these seqs", carried in a receipt control change. Relays
+/// may drop receipted changes under quota; officers see "reached HQ".
+public struct Receipt: Sendable, Equatable, CanonicalCodable {
+    /// Per log, the frontier HQ holds.
+    public var heads: [(LogID, UInt64)]
+
+    /// Creates a receipt.
+    public init(heads: [(LogID, UInt64)]) { self.heads = heads }
+
+    public static func == (a: Receipt, b: Receipt) -> Bool { a.canonicalBytes == b.canonicalBytes }
+
+    public func encode(to writer: inout ByteWriter) {
+        writer.writeVarint(UInt64(heads.count))
+        for (log, seq) in heads {
+            log.encode(to: &writer)
+            writer.writeVarint(seq)
+        }
+    }
+
+    public init(from reader: inout ByteReader) throws(DecodingError) {
+        let n = try reader.readCount(minElementSize: 19)
+        var out: [(LogID, UInt64)] = []
+        var last: LogID?
+        for _ in 0..<n {
+            let at = reader.offset
+            let log = try LogID(from: &reader)
+            if let last, !(last < log) { throw DecodingError(.nonCanonicalOrder, at: at, "receipt logs") }
+            last = log
+            out.append((log, try reader.readVarint()))
+        }
+        heads = out
+    }
+}
