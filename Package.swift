@@ -55,6 +55,7 @@ let package = Package(
                 "FieldSyncProtocol",
                 "FieldSyncStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),

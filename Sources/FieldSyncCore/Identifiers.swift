@@ -18,8 +18,14 @@ public struct ID128: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
         guard bytes.count == 16 else { return nil }
         var h: UInt64 = 0
         var l: UInt64 = 0
-        for (i, b) in bytes.enumerated() {
-            if i < 8 { h = h << 8 | UInt64(b) } else { l = l << 8 | UInt64(b) }
+        var i = bytes.startIndex
+        for _ in 0..<8 {
+            h = h << 8 | UInt64(bytes[i])
+            i = bytes.index(after: i)
+        }
+        for _ in 0..<8 {
+            l = l << 8 | UInt64(bytes[i])
+            i = bytes.index(after: i)
         }
         high = h
         low = l

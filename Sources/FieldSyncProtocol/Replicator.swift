@@ -53,6 +53,25 @@ public struct IngestReport: Sendable, Equatable {
     public var rejected: Int { outcomes.filter { if case .rejected = $0 { true } else { false } }.count }
 }
 
+/// Verifies changes with public material only. A value snapshot: `Sendable`, usable from any thread.
+public struct ChangeVerifier: Sendable {
+    /// Trust anchors and revocations.
+    public let trust: TrustStore
+    /// Known certificates by device.
+    public let certificates: [DeviceID: Certificate]
+
+    /// The outcome of verifying `change` at `now` (ms since the Unix epoch).
+    public func verify(_ change: Change, now: UInt64) -> IngestOutcome {
+        guard let cert = certificates[change.header.author] else { return .unknownAuthor }
+        do {
+            try change.verify(authorCertificate: cert, trust: trust, now: now)
+            return .accepted
+        } catch {
+            return .rejected(error.code, error.description)
+        }
+    }
+}
+
 /// Why the replicator refused a local write.
 public struct WriteError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The reason, for people.
@@ -198,25 +217,31 @@ public final class Replicator {
     /// - Throws: only store errors (the batch is then not applied at all).
     public func ingest(_ changes: [Change], certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestReport {
         if !incoming.isEmpty { learn(certificates: incoming, now: now) }
+        let v = verifier()
+        return try ingest(changes, verified: changes.map { v.verify($0, now: now) }, now: now)
+    }
+
+    /// A snapshot of what verification needs (trust anchors, revocations, certificates), safe to use
+    /// from other threads: a driver may verify the next batch on another core while this replicator
+    /// commits the current one (`ingest(_:verified:now:)`).
+    public func verifier() -> ChangeVerifier { ChangeVerifier(trust: trust, certificates: certificates) }
+
+    /// Ingests changes already checked by a `ChangeVerifier` (one outcome per change, in order).
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(_ changes: [Change], verified: [IngestOutcome], now: UInt64) throws -> IngestReport {
+        precondition(verified.count == changes.count, "one verification outcome per change")
         var report = IngestReport()
         var batch = CommitBatch()
         var newKeys: [EpochKey] = []
-        for change in changes {
+        for (change, outcome) in zip(changes, verified) {
             let h = change.header
-            guard let cert = certificates[h.author] else {
-                report.outcomes.append(.unknownAuthor)
-                continue
-            }
-            do { try change.verify(authorCertificate: cert, trust: trust, now: now) } catch {
-                report.outcomes.append(.rejected(error.code, error.description))
-                continue
-            }
+            report.outcomes.append(outcome)
+            guard outcome == .accepted, let cert = certificates[h.author] else { continue }
             let hash = change.id
             let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
                                       priority: h.priority.rawValue, bytes: change.canonicalBytes)
             batch.changes.append(stored)
-            report.outcomes.append(.accepted)
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             switch h.contentType {
             case .records:

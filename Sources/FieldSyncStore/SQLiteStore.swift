@@ -67,6 +67,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             try db.execute(sql: "PRAGMA synchronous = \(syncMode == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA temp_store = MEMORY")
+            try db.execute(sql: "PRAGMA cache_size = -16384")  // 16 MiB
         }
         do {
             db = try DatabaseQueue(path: path, configuration: config)
@@ -113,13 +114,13 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             try db.execute(sql: """
                 CREATE TABLE store_meta(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
                 CREATE TABLE changes(
-                    hash BLOB PRIMARY KEY NOT NULL,
+                    hash BLOB NOT NULL UNIQUE,
                     author BLOB NOT NULL, scope TEXT NOT NULL, seq INTEGER NOT NULL,
                     prev_hash BLOB NOT NULL, hlc INTEGER NOT NULL,
                     content_type INTEGER NOT NULL, priority INTEGER NOT NULL,
                     size INTEGER NOT NULL, opened INTEGER NOT NULL DEFAULT 0, evicted INTEGER NOT NULL DEFAULT 0,
                     bytes BLOB NOT NULL
-                ) WITHOUT ROWID;
+                );
                 CREATE UNIQUE INDEX changes_position ON changes(author, scope, seq);
                 CREATE INDEX changes_unopened ON changes(scope) WHERE opened = 0 AND evicted = 0;
                 CREATE TABLE logs(
@@ -128,10 +129,10 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     PRIMARY KEY(author, scope)
                 ) WITHOUT ROWID;
                 CREATE TABLE records(
-                    id BLOB PRIMARY KEY NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+                    id BLOB NOT NULL UNIQUE, kind TEXT NOT NULL, scope TEXT NOT NULL,
                     status INTEGER, event_time INTEGER, deleted INTEGER NOT NULL, updated INTEGER NOT NULL,
                     sealed BLOB NOT NULL
-                ) WITHOUT ROWID;
+                );
                 CREATE INDEX records_kind_scope_status ON records(kind, scope, status);
                 CREATE INDEX records_kind_time ON records(kind, event_time);
                 CREATE TABLE record_changes(

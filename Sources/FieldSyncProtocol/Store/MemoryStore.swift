@@ -4,7 +4,7 @@ import FieldSyncCore
 /// batches through `CommitLogic`), no durability: a simulated crash drops it whole or keeps it whole,
 /// as a committed SQLite transaction would.
 public final class MemoryStore: SyncStore {
-    struct State: StoreTransaction {
+    struct State {
         var changes: [LogID: [UInt64: StoredChange]] = [:]
         var byHash: [[UInt8]: (LogID, UInt64)] = [:]
         var evicted: Set<[UInt8]> = []
@@ -15,25 +15,51 @@ public final class MemoryStore: SyncStore {
         var forkList: [ForkEvidence] = []
         var receipts: [LogID: UInt64] = [:]
         var totalBytes = 0
+        var heldBackTotal = 0
+    }
 
-        func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? { changes[log]?[seq] }
-        func holds(hash: [UInt8]) throws -> Bool { byHash[hash] != nil }
-        func intervals(_ log: LogID) throws -> HeldIntervals { intervalsByLog[log] ?? HeldIntervals() }
-        mutating func setIntervals(_ log: LogID, _ intervals: HeldIntervals) throws { intervalsByLog[log] = intervals }
+    /// A transaction: reads see the store's state overlaid with this transaction's writes; nothing
+    /// touches the state until `apply()`, so a failed commit leaves the store exactly as it was, and a
+    /// successful one costs only what it writes (no copy of the whole store).
+    struct Tx: StoreTransaction {
+        unowned let store: MemoryStore
+        var changes: [LogID: [UInt64: StoredChange]] = [:]
+        var byHash: [[UInt8]: (LogID, UInt64)] = [:]
+        var evicted: [[UInt8]] = []
+        var intervals: [LogID: HeldIntervals] = [:]
+        var records: [RecordID: (Record, [[UInt8]])] = [:]
+        var opened: [[UInt8]] = []
+        var forks: [ForkEvidence] = []
+        var receipts: [LogID: UInt64] = [:]
+        var bytesDelta = 0
+        var heldBackDelta = 0
+
+        private var base: State { store.state }
+
+        func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? { changes[log]?[seq] ?? base.changes[log]?[seq] }
+        func holds(hash: [UInt8]) throws -> Bool { byHash[hash] != nil || base.byHash[hash] != nil }
+        func intervals(_ log: LogID) throws -> HeldIntervals { intervals[log] ?? base.intervalsByLog[log] ?? HeldIntervals() }
+        mutating func setIntervals(_ log: LogID, _ new: HeldIntervals) throws {
+            heldBackDelta += Int(new.heldBack) - Int(try self.intervals(log).heldBack)
+            intervals[log] = new
+        }
 
         mutating func insert(_ change: StoredChange) throws {
             changes[change.log, default: [:]][change.seq] = change
             byHash[change.hash] = (change.log, change.seq)
-            totalBytes += change.bytes.count
+            bytesDelta += change.bytes.count
         }
 
-        func heldBackTotal() throws -> Int { intervalsByLog.values.reduce(0) { $0 + Int($1.heldBack) } }
-        func bytesTotal() throws -> Int { totalBytes }
+        func heldBackTotal() throws -> Int { base.heldBackTotal + heldBackDelta }
+        func bytesTotal() throws -> Int { base.totalBytes + bytesDelta }
 
         mutating func evictReceipted(bytes needed: Int) throws -> (count: Int, freed: Int) {
             var candidates: [StoredChange] = []
-            for (log, upTo) in receipts {
-                for (seq, c) in changes[log] ?? [:] where seq <= upTo && !evicted.contains(c.hash) && !c.bytes.isEmpty {
+            let receiptLogs = Set(base.receipts.keys).union(receipts.keys)
+            for log in receiptLogs.sorted() {
+                let upTo = max(base.receipts[log] ?? 0, receipts[log] ?? 0)
+                let held = (base.changes[log] ?? [:]).merging(changes[log] ?? [:]) { $1 }
+                for (seq, c) in held where seq <= upTo && !c.bytes.isEmpty && !evicted.contains(c.hash) {
                     candidates.append(c)
                 }
             }
@@ -46,25 +72,27 @@ public final class MemoryStore: SyncStore {
             for c in candidates where freed < needed {
                 var kept = c
                 kept.bytes = []
-                changes[c.log]![c.seq] = kept
-                evicted.insert(c.hash)
+                changes[c.log, default: [:]][c.seq] = kept
+                evicted.append(c.hash)
                 freed += c.bytes.count
                 count += 1
             }
-            totalBytes -= freed
+            bytesDelta -= freed
             return (count, freed)
         }
 
-        func loadRecord(_ id: RecordID) throws -> Record? { recordsByID[id] }
+        func loadRecord(_ id: RecordID) throws -> Record? { records[id]?.0 ?? base.recordsByID[id] }
         mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws {
-            recordsByID[record.id] = record
-            for h in hashes where !(touched[record.id]?.contains(h) ?? false) { touched[record.id, default: []].append(h) }
+            records[record.id] = (record, (records[record.id]?.1 ?? []) + hashes)
         }
-        mutating func markOpened(_ hash: [UInt8]) throws { openedHashes.insert(hash) }
-        mutating func addFork(_ fork: ForkEvidence) throws {
-            if !forkList.contains(where: { $0.conflicting.hash == fork.conflicting.hash }) { forkList.append(fork) }
-        }
+        mutating func markOpened(_ hash: [UInt8]) throws { opened.append(hash) }
+        mutating func addFork(_ fork: ForkEvidence) throws { forks.append(fork) }
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws { receipts[log] = max(receipts[log] ?? 0, seq) }
+
+        /// Writes the transaction into the store's state, in place.
+        func apply() {
+            store.state.apply(self)
+        }
     }
 
     private var state = State()
@@ -80,7 +108,7 @@ public final class MemoryStore: SyncStore {
     }
 
     public func holdings() throws -> [LogID: HeldIntervals] { state.intervalsByLog }
-    public func holdings(of log: LogID) throws -> HeldIntervals { try state.intervals(log) }
+    public func holdings(of log: LogID) throws -> HeldIntervals { state.intervalsByLog[log] ?? HeldIntervals() }
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
         guard let c = state.changes[log]?[seq], !c.bytes.isEmpty else { return nil }
         return c
@@ -95,9 +123,9 @@ public final class MemoryStore: SyncStore {
     }
 
     public func commit(_ batch: CommitBatch) throws -> CommitReport {
-        var tx = state  // copy-on-write: the commit is all or nothing
+        var tx = Tx(store: self)
         let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
-        state = tx
+        tx.apply()
         return report
     }
 
@@ -132,7 +160,7 @@ public final class MemoryStore: SyncStore {
         s.logs = state.intervalsByLog.count
         s.changes = state.byHash.count - state.evicted.count
         s.changeBytes = state.totalBytes
-        s.heldBack = try state.heldBackTotal()
+        s.heldBack = state.heldBackTotal
         s.unopened = try unopened(in: nil).count
         s.records = state.recordsByID.count
         s.forks = state.forkList.count
@@ -141,5 +169,23 @@ public final class MemoryStore: SyncStore {
         }
         s.limits = limits
         return s
+    }
+}
+
+extension MemoryStore.State {
+    mutating func apply(_ tx: MemoryStore.Tx) {
+        for (log, m) in tx.changes { for (seq, c) in m { changes[log, default: [:]][seq] = c } }
+        for (h, pos) in tx.byHash { byHash[h] = pos }
+        evicted.formUnion(tx.evicted)
+        for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
+        for (id, (r, hashes)) in tx.records {
+            recordsByID[id] = r
+            for h in hashes where !(touched[id]?.contains(h) ?? false) { touched[id, default: []].append(h) }
+        }
+        openedHashes.formUnion(tx.opened)
+        for f in tx.forks where !forkList.contains(where: { $0.conflicting.hash == f.conflicting.hash }) { forkList.append(f) }
+        for (log, seq) in tx.receipts { receipts[log] = max(receipts[log] ?? 0, seq) }
+        totalBytes += tx.bytesDelta
+        heldBackTotal += tx.heldBackDelta
     }
 }
