@@ -55,8 +55,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///   - syncMode: durability (default `.full`).
     /// - Throws: `StoreError` with `.badDatabase` (not a FieldSync store, corrupted, or newer version),
     ///   `.wrongKey` (the sealer cannot open this store), or `.ioError`.
+    ///   - maxFileBytes: a hard cap on the database file (SQLite `max_page_count`), for a node whose disk
+    ///     is small: reaching it fails the batch with a "disk full" `StoreError.ioError` and loses nothing
+    ///     committed before.
     public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
-                schemas: SchemaRegistry = .standard) throws {
+                maxFileBytes: Int? = nil, schemas: SchemaRegistry = .standard) throws {
         self.path = path
         self.sealer = sealer
         self.limits = limits
@@ -68,6 +71,10 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA temp_store = MEMORY")
             try db.execute(sql: "PRAGMA cache_size = -16384")  // 16 MiB
+            if let maxFileBytes {
+                let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+                _ = try Int.fetchOne(db, sql: "PRAGMA max_page_count = \(max(1, maxFileBytes / pageSize))")
+            }
         }
         do {
             db = try DatabaseQueue(path: path, configuration: config)

@@ -84,3 +84,58 @@ enum TestKeys {
         }
     }
 }
+
+@Suite struct SQLiteStoreFaultTests {
+    let log = ChangeFactory.log()
+
+    @Test func fullDiskIsAClearErrorAndLosesNothingCommitted() throws {
+        let path = TestFiles.tempPath()
+        var f = ChangeFactory()
+        let store = try SQLiteStore(path: path, sealer: TestKeys.sealer, maxFileBytes: 256 * 1024)
+        var committed = 0
+        var failure: StoreError?
+        for _ in 0..<400 {
+            let batch = CommitBatch(changes: (0..<10).map { _ in f.next(log, size: 2_000) })
+            do {
+                _ = try store.commit(batch)
+                committed += 10
+            } catch let e as StoreError {
+                failure = e
+                break
+            }
+        }
+        let e = try #require(failure, "the cap was never reached")
+        #expect(e.code == .ioError && e.detail.contains("disk full"))
+        #expect(committed > 0)
+        #expect(try store.holdings(of: log).frontier == UInt64(committed), "the failed batch left nothing behind")
+        // With room again, the same store carries on from where it was.
+        let roomy = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        #expect(try roomy.holdings(of: log).frontier == UInt64(committed))
+        var g = ChangeFactory(rng: SplitMix64(seed: 99))
+        g.nextSeq[log] = UInt64(committed)
+        g.lastHash[log] = try roomy.change(log, seq: UInt64(committed))?.hash
+        #expect(try roomy.commit(CommitBatch(changes: [g.next(log)])).inserted == 1)
+    }
+
+    @Test func truncatedWALOpensConsistent() throws {
+        let path = TestFiles.tempPath()
+        var f = ChangeFactory()
+        let store = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        for i in 0..<20 {
+            let c = f.next(log)
+            _ = try store.commit(CommitBatch(changes: [c], edits: [(StoreConformanceTests.incident(UInt64(i)), c.hash)]))
+        }
+        // Copy the database and its WAL while the store is open (the WAL is not checkpointed yet),
+        // then cut the WAL copy in the middle of a frame.
+        let copy = TestFiles.tempPath("copy")
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        let wal = try #require(FileManager.default.contents(atPath: path + "-wal"))
+        #expect(wal.count > 10_000)
+        try Data(wal.prefix(wal.count / 2 + 123)).write(to: URL(fileURLWithPath: copy + "-wal"))
+        let reopened = try SQLiteStore(path: copy, sealer: TestKeys.sealer)
+        let iv = try reopened.holdings(of: log)
+        #expect(iv.frontier <= 20)
+        #expect(try reopened.changes(log, in: 1...20).map(\.seq) == Array(1...iv.frontier).map { $0 }, "rows match intervals")
+        for r in try reopened.records(RecordQuery()) { _ = try Incident(r) }  // every record decrypts and decodes
+    }
+}
