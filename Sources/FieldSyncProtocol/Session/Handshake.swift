@@ -1,0 +1,179 @@
+import FieldSyncCore
+import FieldSyncCrypto
+
+/// Why a session ended abnormally. Every case closes the connection; nothing the peer sent is kept
+/// except changes that verified and were committed before the failure.
+public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What went wrong. Raw values are stable and appear in logs and the simulator's reports.
+    public enum Code: String, Sendable {
+        /// The peer speaks a protocol version this node does not.
+        case unsupportedVersion
+        /// Noise failed: wrong network id (prologue), tampering, replay, truncation, low-order key.
+        case handshakeFailed
+        /// The peer's certificate does not verify (unknown authority, expired, bad signature, ...).
+        case badCertificate
+        /// The peer's certificate is revoked.
+        case revoked
+        /// The certificate's X25519 key is not the key the peer proved in the handshake.
+        case keyMismatch
+        /// The peer is this device.
+        case selfConnection
+        /// A frame or message is malformed, oversized, out of turn or undecryptable.
+        case protocolViolation
+        /// The peer sent a change that failed verification.
+        case badChange
+        /// The peer exceeded a limit (too many frames, batches, symbols or bytes).
+        case limitExceeded
+        /// A store error on this side.
+        case storeFailed
+    }
+
+    /// The code.
+    public var code: Code
+    /// Detail for logs.
+    public var detail: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ detail: String = "") {
+        self.code = code
+        self.detail = detail
+    }
+
+    public var description: String { detail.isEmpty ? code.rawValue : "\(code.rawValue): \(detail)" }
+}
+
+/// Parameters both peers of a network share.
+public struct NetworkParameters: Sendable, Equatable {
+    /// The protocol version this implementation speaks.
+    public static let protocolVersion: UInt8 = 1
+    /// A network name (e.g. `longnan-police`): peers of different networks cannot complete a handshake.
+    public var networkID: String
+
+    /// Creates parameters.
+    public init(networkID: String) { self.networkID = networkID }
+
+    /// The Noise prologue: `"FieldSync" || u8 version || string networkID` (Protocols/handshake.md).
+    public var prologue: [UInt8] {
+        var w = ByteWriter()
+        w.writeRaw(Array("FieldSync".utf8))
+        w.writeByte(Self.protocolVersion)
+        w.writeString(networkID)
+        return w.bytes
+    }
+}
+
+/// The FieldSync handshake: Noise XX with certificates in the encrypted payloads of messages 2 and 3,
+/// checked against the trust store, the revocation list and the handshake's static key.
+///
+/// Message 1 (initiator → responder): Noise `e`, payload = `u8 version` (in clear, bound by the
+/// transcript). Message 2: `e, ee, s, es`, payload = the responder's certificate (encrypted).
+/// Message 3: `s, se`, payload = the initiator's certificate (encrypted).
+public struct SessionHandshake: Sendable {
+    private var noise: NoiseXX
+    private let identity: DeviceIdentity
+    private let trust: TrustStore
+    /// The peer's verified certificate, once known.
+    public private(set) var peer: Certificate?
+
+    /// Starts a handshake.
+    public init(initiator: Bool, identity: DeviceIdentity, trust: TrustStore, network: NetworkParameters,
+                ephemeral: X25519.SecretKey? = nil) {
+        noise = NoiseXX(initiator: initiator, staticKey: identity.agreementKey, prologue: network.prologue, ephemeral: ephemeral)
+        self.identity = identity
+        self.trust = trust
+    }
+
+    /// Whether the handshake is complete.
+    public var isComplete: Bool { noise.isComplete }
+    /// Whether this side starts.
+    public var isInitiator: Bool { noise.isInitiator }
+    /// The handshake hash (a session id both sides share).
+    public var handshakeHash: [UInt8] { noise.handshakeHash }
+
+    /// The next handshake message this side must send, if it is its turn.
+    public mutating func write() throws(SessionError) -> [UInt8] {
+        let payload: [UInt8]
+        switch noise.messageIndex {
+        case 0: payload = [NetworkParameters.protocolVersion]
+        default: payload = identity.certificate.canonicalBytes
+        }
+        do { return try noise.writeMessage(payload: payload) } catch {
+            throw SessionError(.handshakeFailed, error.description)
+        }
+    }
+
+    /// Whether it is this side's turn to write.
+    public var shouldWrite: Bool { !noise.isComplete && (noise.messageIndex % 2 == 0) == noise.isInitiator }
+
+    /// Reads a handshake message from the peer and checks what it carries.
+    /// - Parameter now: the wall clock (ms since the Unix epoch) for certificate validity.
+    public mutating func read(_ message: [UInt8], now: UInt64) throws(SessionError) {
+        let index = noise.messageIndex
+        let payload: [UInt8]
+        do { payload = try noise.readMessage(message) } catch {
+            throw SessionError(.handshakeFailed, error.description)
+        }
+        if index == 0 {
+            guard payload == [NetworkParameters.protocolVersion] else {
+                throw SessionError(.unsupportedVersion, "peer offers \(payload.map(String.init)), this node speaks \(NetworkParameters.protocolVersion)")
+            }
+            return
+        }
+        let cert: Certificate
+        do { cert = try Certificate(canonicalBytes: payload) } catch {
+            throw SessionError(.protocolViolation, "certificate does not decode: \(error)")
+        }
+        do { try trust.verify(cert, now: now) } catch {
+            throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
+        }
+        guard cert.agreementKey == noise.remoteStatic else {
+            throw SessionError(.keyMismatch, "certificate of \(cert.subject) names another X25519 key than the handshake's")
+        }
+        guard cert.subject != identity.id else { throw SessionError(.selfConnection, "connected to itself") }
+        peer = cert
+    }
+
+    /// After completion: the transport.
+    public func transport() throws(SessionError) -> NoiseTransport {
+        do {
+            let (s, r) = try noise.split()
+            return NoiseTransport(send: s, receive: r)
+        } catch { throw SessionError(.protocolViolation, error.description) }
+    }
+}
+
+/// Noise transport with FieldSync's rekey schedule: each direction rekeys after every
+/// `rekeyInterval` messages, long before the 64-bit nonce could run out (Protocols/handshake.md).
+public struct NoiseTransport: Sendable {
+    /// Messages per direction between rekeys.
+    public static let rekeyInterval: UInt64 = 1 << 20
+    /// Largest plaintext per transport message (65,535 minus the tag).
+    public static let maxPlaintext = Noise.maxMessageLength - Noise.tagLength
+
+    private var send: NoiseCipherState
+    private var receive: NoiseCipherState
+
+    init(send: NoiseCipherState, receive: NoiseCipherState) {
+        self.send = send
+        self.receive = receive
+    }
+
+    /// Encrypts one message (≤ `maxPlaintext` bytes).
+    public mutating func seal(_ plaintext: [UInt8]) throws(SessionError) -> [UInt8] {
+        precondition(plaintext.count <= Self.maxPlaintext, "transport message too large")
+        do {
+            let out = try send.encrypt(plaintext)
+            if send.nonce % Self.rekeyInterval == 0 { send.rekey() }
+            return out
+        } catch { throw SessionError(.protocolViolation, error.description) }
+    }
+
+    /// Decrypts one message.
+    public mutating func open(_ ciphertext: [UInt8]) throws(SessionError) -> [UInt8] {
+        do {
+            let out = try receive.decrypt(ciphertext)
+            if receive.nonce % Self.rekeyInterval == 0 { receive.rekey() }
+            return out
+        } catch { throw SessionError(.protocolViolation, "transport message does not decrypt: \(error)") }
+    }
+}
