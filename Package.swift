@@ -27,6 +27,8 @@ let package = Package(
         .target(name: "FieldSyncCore"),
         // Safe Swift API over the libsodium primitives FieldSync uses, identity and sealed changes.
         .target(name: "FieldSyncCrypto", dependencies: ["CSodium", "FieldSyncCore"]),
+        // Sans-IO sync protocol: reconciliation of log heads (rateless IBLT), wire messages.
+        .target(name: "FieldSyncProtocol", dependencies: ["FieldSyncCore"]),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
@@ -40,10 +42,12 @@ let package = Package(
             dependencies: [
                 "FieldSyncCore",
                 "FieldSyncCrypto",
+                "FieldSyncProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
+        .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore"]),
     ]
 )
