@@ -18,7 +18,7 @@ public struct ReconciliationConfiguration: Sendable, Equatable {
     /// Full head vector instead of symbols when both sides have at most this many elements.
     public var smallSetElements: UInt64 = 16
     /// Safety factor on the first batch over the expected symbol count.
-    public var firstBatchMargin: Double = 1.15
+    public var firstBatchMargin: Double = 1.25
     /// Each later batch makes the total grow by this factor.
     public var growth: Double = 1.5
     /// Smallest batch.
