@@ -19,6 +19,8 @@ public struct ReconciliationConfiguration: Sendable, Equatable {
     public var smallSetElements: UInt64 = 16
     /// Safety factor on the first batch over the expected symbol count.
     public var firstBatchMargin: Double = 1.25
+    /// Symbols added to the first batch on top of the margin (small differences vary most).
+    public var extraFirstBatchSymbols: Int = 4
     /// Each later batch makes the total grow by this factor.
     public var growth: Double = 1.5
     /// Smallest batch.
@@ -299,8 +301,16 @@ public struct Reconciler: Sendable {
         tags.map { HeadEntry(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map(\.summary)) }
     }
 
-    /// Approximate encoded size of our full head vector, the cost cap of the symbol stream.
-    private var fullHeadsBytes: Int { 3 + tags.count * 10 + elements.count * 8 }
+    /// Encoded size of our `fullHeads` message, the cost cap of the symbol stream.
+    private var fullHeadsBytes: Int {
+        var total = 1 + varintSize(UInt64(tags.count))
+        for t in tags {
+            let intervals = holdings.logs[t.index].intervals
+            total += 8 + varintSize(UInt64(intervals.count))
+            for i in intervals { total += varintSize(UInt64(i.start)) + varintSize(UInt64(i.end)) + 4 }
+        }
+        return total
+    }
 
     // MARK: - Phase 1, initiator
 
@@ -316,13 +326,15 @@ public struct Reconciler: Sendable {
             d = Double(elements.count) + peerCount
         }
         let target = Int((ReconciliationConfiguration.expectedOverhead(d) * d * configuration.firstBatchMargin).rounded(.up))
+            + configuration.extraFirstBatchSymbols
         return sendBatch(RatelessEncoder(elements: elements, hasher: h), count: max(target, configuration.minimumBatch))
     }
 
     private mutating func sendBatch(_ encoder: RatelessEncoder, count: Int) -> [ReconOutput] {
         var encoder = encoder
-        // Symbols cost at least 25 bytes; past the size of the full head vector, send that instead.
-        if (encoder.produced + count) * minimumSymbolSize > fullHeadsBytes * 3 / 2 {
+        // Symbols cost at least 25 bytes each: once the stream would outgrow our full head vector,
+        // send the vector instead (it always concludes in one message).
+        if (encoder.produced + count) * minimumSymbolSize > fullHeadsBytes {
             state = .awaitingDecoded(symbols: nil)
             return [.send(.fullHeads(myEntries()))]
         }
@@ -504,3 +516,6 @@ public struct Reconciler: Sendable {
         ReconciliationResult(differences: differences.sorted { $0.log < $1.log }, method: method)
     }
 }
+
+/// Bytes of the minimal LEB128 encoding of `v`.
+func varintSize(_ v: UInt64) -> Int { v == 0 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7 }
