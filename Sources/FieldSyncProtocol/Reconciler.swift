@@ -169,8 +169,10 @@ public struct Reconciler: Sendable {
         case streaming(RatelessEncoder)
         case awaitingDecoded(symbols: Int?)
         case awaitingSymbols(RatelessDecoder)
-        case awaitingNames(partial: [LogDifference], unnamed: [UInt64: [IntervalSummary]], local: [UInt64: [IntervalSummary]], method: ReconciliationMethod)
+        case awaitingNames(partial: [LogDifference], unnamed: [UInt64: [IntervalSummary]], method: ReconciliationMethod)
         case done
+        /// A peer error happened, or a transition is in progress.
+        case failed
     }
 
     /// This side's role.
@@ -213,6 +215,9 @@ public struct Reconciler: Sendable {
     /// Whether reconciliation has finished on this side.
     public var isFinished: Bool { if case .done = state { true } else { false } }
 
+    /// Whether a peer error ended the session (every later `receive` throws `unexpectedMessage`).
+    public var hasFailed: Bool { if case .failed = state { true } else { false } }
+
     /// Begins: returns the hello to send.
     public mutating func start() -> [ReconOutput] {
         guard case .idle = state else { preconditionFailure("start() called twice") }
@@ -225,7 +230,7 @@ public struct Reconciler: Sendable {
     /// - Throws: `ReconciliationError` when the peer breaks the protocol; the reconciler is then dead.
     public mutating func receive(_ message: ReconMessage) throws(ReconciliationError) -> [ReconOutput] {
         let current = state
-        state = .done  // poison until the transition completes
+        state = .failed  // poison until the transition completes
         switch (current, message) {
         case let (.awaitingHello, .hello(peer)):
             return try receiveHello(peer)
@@ -241,7 +246,7 @@ public struct Reconciler: Sendable {
             return try receiveSymbols(decoder, batch)
         case let (.awaitingSymbols(_), .fullHeads(entries)) where role == .responder:
             return try finishResponder(remote: Self.group(entries), differing: nil, method: .fullHeads)
-        case let (.awaitingNames(partial, unnamed, _, method), .names(names)):
+        case let (.awaitingNames(partial, unnamed, method), .names(names)):
             return try receiveNames(names, partial: partial, unnamed: unnamed, method: method)
         default:
             throw ReconciliationError(.unexpectedMessage, "type \(message.typeByte) in state \(current)")
@@ -383,7 +388,7 @@ public struct Reconciler: Sendable {
             state = .done
             out.append(.finished(Self.result(differences, method)))
         } else {
-            state = .awaitingNames(partial: differences, unnamed: unnamed, local: [:], method: method)
+            state = .awaitingNames(partial: differences, unnamed: unnamed, method: method)
         }
         return out
     }
@@ -466,7 +471,6 @@ public struct Reconciler: Sendable {
         var names: [LogName] = []
         var differences: [LogDifference] = []
         var unnamed: [UInt64: [IntervalSummary]] = [:]
-        var localOfUnnamed: [UInt64: [IntervalSummary]] = [:]
         for tag in tagsToReport {
             let theirs = remote[tag] ?? []
             if let i = index(ofTag: tag) {
@@ -478,7 +482,6 @@ public struct Reconciler: Sendable {
                 guard !theirs.isEmpty else { throw ReconciliationError(.inconsistentDifference, "tag \(tag) held by neither side") }
                 entries.append(HeadEntry(tag: tag, intervals: []))
                 unnamed[tag] = theirs
-                localOfUnnamed[tag] = []
             }
         }
         var out: [ReconOutput] = [.send(.decoded(entries))]
@@ -487,7 +490,7 @@ public struct Reconciler: Sendable {
             state = .done
             out.append(.finished(Self.result(differences, method)))
         } else {
-            state = .awaitingNames(partial: differences, unnamed: unnamed, local: localOfUnnamed, method: method)
+            state = .awaitingNames(partial: differences, unnamed: unnamed, method: method)
         }
         return out
     }

@@ -137,5 +137,21 @@ import Testing
         var r = Reconciler(role: .responder, holdings: Holdings(randomHoldings(logs: 30, changes: 300, seed: 1)), hashing: keys, salt: salt(1))
         _ = r.start()
         #expect(throws: ReconciliationError.self) { try r.receive(.more(received: 3)) }
+        #expect(r.hasFailed && !r.isFinished)
+        #expect(throws: ReconciliationError.self) { try r.receive(.hello(Hello(elementCount: 1, digest: Array(repeating: 0, count: 16), salt: salt(2)))) }
+    }
+
+    /// A names message that does not match the tag it claims is rejected.
+    @Test func forgedNamesAreRejected() throws {
+        let keys = SipHashReconciliationHashing(sessionKey: testSessionKey)
+        let mine = Holdings(randomHoldings(logs: 40, changes: 400, seed: 1))
+        var r = Reconciler(role: .responder, holdings: mine, hashing: keys, salt: salt(1))
+        _ = r.start()
+        // A peer that holds one extra log sends its full vector (fallback by counts is forced: 1 vs 40).
+        _ = try r.receive(.hello(Hello(elementCount: 1, digest: Array(repeating: 0, count: 16), salt: salt(2))))
+        let outs = try r.receive(.fullHeads([HeadEntry(tag: 42, intervals: [IntervalSummary(start: 1, end: 3, endHashPrefix: 9)])]))
+        #expect(outs.contains { if case .send(.decoded) = $0 { true } else { false } })
+        #expect(!r.isFinished)
+        #expect(throws: ReconciliationError.self) { try r.receive(.names([LogName(tag: 42, log: makeLog(999))])) }
     }
 }
