@@ -13,6 +13,8 @@ import FieldSyncCore
 public protocol ElementHasher: Sendable {
     /// The 64-bit keyed tag of a log.
     func tag(_ log: LogID) -> UInt64
+    /// The same tag from the log's canonical encoding (`log.canonicalBytes`), which callers may cache.
+    func tag(encodedLogID: [UInt8]) -> UInt64
     /// The 64-bit keyed checksum of an element. It is also the seed of the element's symbol mapping.
     func checksum(_ element: HeadElement) -> UInt64
 }
@@ -44,11 +46,15 @@ public struct SipHashElementHasher: ElementHasher, Equatable {
     public init(_ sip: SipHash24) { self.sip = sip }
 
     /// `SipHash24(key, 0x01 ‖ canonical(log))`.
-    public func tag(_ log: LogID) -> UInt64 {
-        var w = ByteWriter(capacity: 80)
-        w.writeByte(0x01)
-        log.encode(to: &w)
-        return sip.hash(w.bytes)
+    public func tag(_ log: LogID) -> UInt64 { tag(encodedLogID: log.canonicalBytes) }
+
+    /// `SipHash24(key, 0x01 ‖ encodedLogID)`.
+    public func tag(encodedLogID: [UInt8]) -> UInt64 {
+        var message = [UInt8]()
+        message.reserveCapacity(encodedLogID.count + 1)
+        message.append(0x01)
+        message.append(contentsOf: encodedLogID)
+        return sip.hash(message)
     }
 
     /// `SipHash24(key, 0x02 ‖ element bytes)`.
@@ -95,8 +101,13 @@ public struct SipHashReconciliationHashing: ReconciliationHashing {
     /// The 16-byte digest of the hello.
     public func holdingsDigest(_ canonicalHoldings: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
+        var message = [UInt8]()
+        message.reserveCapacity(canonicalHoldings.count + 1)
+        message.append(0x03)
+        message.append(contentsOf: canonicalHoldings)
         for prefix: UInt8 in [0x03, 0x04] {
-            let h = digestKey.hash([prefix] + canonicalHoldings)
+            message[0] = prefix
+            let h = digestKey.hash(message)
             for b in 0..<8 { out.append(UInt8(truncatingIfNeeded: h >> UInt64(8 * b))) }
         }
         return out

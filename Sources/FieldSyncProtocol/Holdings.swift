@@ -141,6 +141,8 @@ public struct LogHoldings: Hashable, Sendable {
 public struct Holdings: Sendable, Equatable {
     /// The logs, in increasing `LogID` order, each at most once.
     public private(set) var logs: [LogHoldings]
+    /// `logs[i].log.canonicalBytes`, computed once.
+    let encodedLogs: [[UInt8]]
 
     /// Creates holdings from logs in any order.
     /// - Precondition: no log appears twice.
@@ -150,6 +152,7 @@ public struct Holdings: Sendable, Equatable {
             precondition(sorted[i - 1].log != sorted[i].log, "log \(sorted[i].log) appears twice")
         }
         self.logs = sorted
+        encodedLogs = sorted.map(\.log.canonicalBytes)
     }
 
     /// The canonical encoding that the hello digest covers (Protocols/sync-reconciliation.md, 4.1):
@@ -158,8 +161,8 @@ public struct Holdings: Sendable, Equatable {
     public var canonicalDigestInput: [UInt8] {
         var w = ByteWriter(capacity: logs.count * 96 + 8)
         w.writeVarint(UInt64(logs.count))
-        for l in logs {
-            l.log.encode(to: &w)
+        for (l, encoded) in zip(logs, encodedLogs) {
+            w.writeRaw(encoded)
             w.writeVarint(UInt64(l.intervals.count))
             for i in l.intervals {
                 w.writeVarint(UInt64(i.start))

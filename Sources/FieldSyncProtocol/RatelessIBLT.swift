@@ -87,8 +87,14 @@ public struct RatelessEncoder: Sendable {
     /// Creates an encoder for a set. Duplicates are removed; order does not matter.
     public init(elements: [HeadElement], hasher: any ElementHasher) {
         let unique = Array(Set(elements)).sorted()
-        self.elements = unique
-        checksums = unique.map { hasher.checksum($0) }
+        self.init(sortedUniqueElements: unique, checksums: unique.map { hasher.checksum($0) })
+    }
+
+    /// Creates an encoder from strictly increasing elements and their checksums.
+    init(sortedUniqueElements: [HeadElement], checksums: [UInt64]) {
+        precondition(sortedUniqueElements.count == checksums.count)
+        elements = sortedUniqueElements
+        self.checksums = checksums
         mappings = checksums.map { SymbolIndexMapping(seed: $0) }
     }
 
@@ -141,7 +147,7 @@ public struct RatelessDecoder: Sendable {
 
     private var local: RatelessEncoder
     private let hasher: any ElementHasher
-    private let localSet: Set<HeadElement>
+    private let sortedLocal: [HeadElement]
     private var difference: [CodedSymbol] = []
     private var recovered: [Recovered] = []
     private var recoveredSet: Set<HeadElement> = []
@@ -149,9 +155,25 @@ public struct RatelessDecoder: Sendable {
 
     /// Creates a decoder holding the local set.
     public init(localElements: [HeadElement], hasher: any ElementHasher) {
-        local = RatelessEncoder(elements: localElements, hasher: hasher)
-        localSet = Set(localElements)
+        let unique = Array(Set(localElements)).sorted()
+        self.init(sortedUniqueElements: unique, checksums: unique.map { hasher.checksum($0) }, hasher: hasher)
+    }
+
+    /// Creates a decoder from strictly increasing local elements and their checksums.
+    init(sortedUniqueElements: [HeadElement], checksums: [UInt64], hasher: any ElementHasher) {
+        local = RatelessEncoder(sortedUniqueElements: sortedUniqueElements, checksums: checksums)
+        sortedLocal = sortedUniqueElements
         self.hasher = hasher
+    }
+
+    private func holdsLocally(_ e: HeadElement) -> Bool {
+        var lo = 0
+        var hi = sortedLocal.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sortedLocal[mid] < e { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < sortedLocal.count && sortedLocal[lo] == e
     }
 
     /// The number of peer symbols received so far.
@@ -211,7 +233,7 @@ public struct RatelessDecoder: Sendable {
             let element = s.sum
             let sign = s.count
             guard !recoveredSet.contains(element) else { throw .inconsistent }
-            guard (sign == 1) != localSet.contains(element) else { throw .inconsistent }
+            guard (sign == 1) != holdsLocally(element) else { throw .inconsistent }
             guard recovered.count < limit else { throw .tooManyElements }
             var m = SymbolIndexMapping(seed: s.checksum)
             while m.index < to {

@@ -189,6 +189,7 @@ public struct Reconciler: Sendable {
     // Our logs by tag, sorted by tag; our elements and their checksums, sorted.
     private var tags: [(tag: UInt64, index: Int)] = []
     private var elements: [HeadElement] = []
+    private var checksums: [UInt64] = []
 
     /// Creates a reconciler.
     /// - Parameters:
@@ -230,6 +231,9 @@ public struct Reconciler: Sendable {
     /// - Throws: `ReconciliationError` when the peer breaks the protocol; the reconciler is then dead.
     public mutating func receive(_ message: ReconMessage) throws(ReconciliationError) -> [ReconOutput] {
         let current = state
+        if case .done = current {
+            throw ReconciliationError(.unexpectedMessage, "type \(message.typeByte) after reconciliation finished")
+        }
         state = .failed  // poison until the transition completes
         switch (current, message) {
         case let (.awaitingHello, .hello(peer)):
@@ -266,11 +270,12 @@ public struct Reconciler: Sendable {
             ? hashing.elementHasher(initiatorSalt: salt, responderSalt: peer.salt)
             : hashing.elementHasher(initiatorSalt: peer.salt, responderSalt: salt)
         hasher = h
-        tags = holdings.logs.enumerated().map { (h.tag($0.element.log), $0.offset) }.sorted { $0.tag < $1.tag }
+        tags = holdings.encodedLogs.enumerated().map { (h.tag(encodedLogID: $0.element), $0.offset) }.sorted { $0.tag < $1.tag }
         for i in tags.indices.dropFirst() where tags[i - 1].tag == tags[i].tag {
             throw ReconciliationError(.tagCollision, "\(holdings.logs[tags[i - 1].index].log) and \(holdings.logs[tags[i].index].log)")
         }
         elements = tags.flatMap { HeadElement.elements(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map(\.summary)) }
+        checksums = elements.map { h.checksum($0) }  // elements are strictly increasing: tags are sorted and unique
         let fallback = useFullHeads(peer.elementCount)
         switch role {
         case .initiator:
@@ -281,10 +286,10 @@ public struct Reconciler: Sendable {
             state = .awaitingEstimate
             return []
         case .responder:
-            state = .awaitingSymbols(RatelessDecoder(localElements: elements, hasher: h))
+            state = .awaitingSymbols(RatelessDecoder(sortedUniqueElements: elements, checksums: checksums, hasher: h))
             if fallback { return [] }
             let l = log2Buckets(max(peer.elementCount, hello.elementCount))
-            let cells = Estimate.cells(of: elements, checksums: elements.map { h.checksum($0) }, log2Buckets: l)
+            let cells = Estimate.cells(of: elements, checksums: checksums, log2Buckets: l)
             return [.send(.estimate(Estimate(log2Buckets: l, cells: cells)))]
         }
     }
@@ -320,8 +325,7 @@ public struct Reconciler: Sendable {
     // MARK: - Phase 1, initiator
 
     private mutating func receiveEstimate(_ e: Estimate) throws(ReconciliationError) -> [ReconOutput] {
-        let h = hasher!
-        let mine = Estimate.cells(of: elements, checksums: elements.map { h.checksum($0) }, log2Buckets: e.log2Buckets)
+        let mine = Estimate.cells(of: elements, checksums: checksums, log2Buckets: e.log2Buckets)
         let differing = zip(mine, e.cells).reduce(0) { $0 + ($1.0 == $1.1 ? 0 : 1) }
         let peerCount = Double(peerHello!.elementCount)
         var d: Double
@@ -332,7 +336,7 @@ public struct Reconciler: Sendable {
         }
         let target = Int((ReconciliationConfiguration.expectedOverhead(d) * d * configuration.firstBatchMargin).rounded(.up))
             + configuration.extraFirstBatchSymbols
-        return sendBatch(RatelessEncoder(elements: elements, hasher: h), count: max(target, configuration.minimumBatch))
+        return sendBatch(RatelessEncoder(sortedUniqueElements: elements, checksums: checksums), count: max(target, configuration.minimumBatch))
     }
 
     private mutating func sendBatch(_ encoder: RatelessEncoder, count: Int) -> [ReconOutput] {

@@ -60,9 +60,9 @@ public struct SipHash24: Sendable, Equatable {
         let n = message.count
         let end = n - n % 8
         var i = 0
+        let raw = UnsafeRawBufferPointer(message)
         while i < end {
-            var m: UInt64 = 0
-            for j in 0..<8 { m |= UInt64(message[i + j]) << UInt64(8 * j) }
+            let m = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
             v3 ^= m
             round(); round()
             v0 ^= m
