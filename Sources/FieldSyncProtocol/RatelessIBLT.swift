@@ -86,7 +86,7 @@ public struct RatelessEncoder: Sendable {
 
     /// Creates an encoder for a set. Duplicates are removed; order does not matter.
     public init(elements: [HeadElement], hasher: any ElementHasher) {
-        let unique = Array(Set(elements)).sorted()
+        let unique = sortedUnique(elements)
         self.init(sortedUniqueElements: unique, checksums: unique.map { hasher.checksum($0) })
     }
 
@@ -108,13 +108,21 @@ public struct RatelessEncoder: Sendable {
         let from = UInt64(produced)
         let to = from + UInt64(count)
         out.withUnsafeMutableBufferPointer { buf in
-            for i in elements.indices {
-                var m = mappings[i]
-                while m.index < to {
-                    buf[Int(m.index - from)].apply(elements[i], checksum: checksums[i], sign: 1)
-                    _ = m.advance()
+            elements.withUnsafeBufferPointer { els in
+                checksums.withUnsafeBufferPointer { cks in
+                    mappings.withUnsafeMutableBufferPointer { maps in
+                        for i in 0..<els.count {
+                            var m = maps[i]
+                            guard m.index < to else { continue }
+                            let e = els[i], c = cks[i]
+                            repeat {
+                                buf[Int(m.index &- from)].apply(e, checksum: c, sign: 1)
+                                _ = m.advance()
+                            } while m.index < to
+                            maps[i] = m
+                        }
+                    }
                 }
-                mappings[i] = m
             }
         }
         produced += count
@@ -155,7 +163,7 @@ public struct RatelessDecoder: Sendable {
 
     /// Creates a decoder holding the local set.
     public init(localElements: [HeadElement], hasher: any ElementHasher) {
-        let unique = Array(Set(localElements)).sorted()
+        let unique = sortedUnique(localElements)
         self.init(sortedUniqueElements: unique, checksums: unique.map { hasher.checksum($0) }, hasher: hasher)
     }
 
@@ -250,4 +258,14 @@ public struct RatelessDecoder: Sendable {
             recoveredSet.insert(element)
         }
     }
+}
+
+/// The elements in increasing order, without duplicates.
+func sortedUnique(_ elements: [HeadElement]) -> [HeadElement] {
+    var sorted = elements
+    sorted.sort()
+    var out: [HeadElement] = []
+    out.reserveCapacity(sorted.count)
+    for e in sorted where out.last != e { out.append(e) }
+    return out
 }
