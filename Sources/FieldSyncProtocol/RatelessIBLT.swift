@@ -159,7 +159,13 @@ public struct RatelessDecoder: Sendable {
     private var difference: [CodedSymbol] = []
     private var recovered: [Recovered] = []
     private var recoveredSet: Set<HeadElement> = []
+    /// Local elements removed on inference (see `peel`), not yet confirmed by decoding completing.
+    private var inferred: Set<HeadElement> = []
+    /// Inferences that turned out wrong; never inferred again.
+    private var refuted: Set<HeadElement> = []
     private var nonEmpty = 0
+    /// Whether to infer a log's local element once the peer's element of the same log is recovered.
+    var infersPartners = true
 
     /// Creates a decoder holding the local set.
     public init(localElements: [HeadElement], hasher: any ElementHasher) {
@@ -231,31 +237,76 @@ public struct RatelessDecoder: Sendable {
         (s.count == 1 || s.count == -1) && hasher.checksum(s.sum) == s.checksum
     }
 
+    /// The only local element carrying `tag`, if there is exactly one.
+    private func soleLocalElement(tag: UInt64) -> HeadElement? {
+        var lo = 0
+        var hi = sortedLocal.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sortedLocal[mid].high < tag { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < sortedLocal.count, sortedLocal[lo].high == tag else { return nil }
+        if lo + 1 < sortedLocal.count && sortedLocal[lo + 1].high == tag { return nil }
+        return sortedLocal[lo]
+    }
+
+    /// Removes `element` (found with `sign`) from every received symbol it maps to, queueing symbols
+    /// that become pure; returns the mapping positioned after the received symbols.
+    private mutating func remove(_ element: HeadElement, checksum: UInt64, sign: Int64, queue: inout [Int]) -> SymbolIndexMapping {
+        let to = UInt64(difference.count)
+        var m = SymbolIndexMapping(seed: checksum)
+        while m.index < to {
+            let k = Int(m.index)
+            let wasEmpty = difference[k].isEmpty
+            difference[k].apply(element, checksum: checksum, sign: -sign)
+            let isEmpty = difference[k].isEmpty
+            if wasEmpty && !isEmpty { nonEmpty += 1 }
+            if !wasEmpty && isEmpty { nonEmpty -= 1 }
+            if !isEmpty && isPure(difference[k]) { queue.append(k) }
+            _ = m.advance()
+        }
+        return m
+    }
+
+    /// Peels pure symbols.
+    ///
+    /// Side information: head elements of one log share their tag, and a log usually has a single
+    /// element on each side. When a peer element of tag T is recovered and we hold exactly one element
+    /// of tag T, that element is almost surely ours alone, so it is removed at once, as if recovered.
+    /// If the guess is wrong (the peer holds it too), the removal leaves the element in the symbols
+    /// with count +1; it then peels like any other element and cancels the guess. The stream format
+    /// is unchanged; only fewer symbols are needed.
     private mutating func peel(_ initial: [Int]) throws(RatelessDecodingFailure) {
         var queue = initial
         let limit = 2 * difference.count + 8
-        let to = UInt64(difference.count)
         while let j = queue.popLast() {
             let s = difference[j]
             guard isPure(s) else { continue }
             let element = s.sum
             let sign = s.count
-            guard !recoveredSet.contains(element) else { throw .inconsistent }
+            if recoveredSet.contains(element) {
+                // Only a wrong inference may come back, and only as the peer's (+1).
+                guard sign == 1, inferred.contains(element) else { throw .inconsistent }
+                _ = remove(element, checksum: s.checksum, sign: sign, queue: &queue)
+                inferred.remove(element)
+                refuted.insert(element)
+                recoveredSet.remove(element)
+                recovered.removeAll { $0.element == element }
+                continue
+            }
             guard (sign == 1) != holdsLocally(element) else { throw .inconsistent }
             guard recovered.count < limit else { throw .tooManyElements }
-            var m = SymbolIndexMapping(seed: s.checksum)
-            while m.index < to {
-                let k = Int(m.index)
-                let wasEmpty = difference[k].isEmpty
-                difference[k].apply(element, checksum: s.checksum, sign: -sign)
-                let isEmpty = difference[k].isEmpty
-                if wasEmpty && !isEmpty { nonEmpty += 1 }
-                if !wasEmpty && isEmpty { nonEmpty -= 1 }
-                if !isEmpty && isPure(difference[k]) { queue.append(k) }
-                _ = m.advance()
-            }
+            let m = remove(element, checksum: s.checksum, sign: sign, queue: &queue)
             recovered.append(Recovered(element: element, checksum: s.checksum, sign: sign, mapping: m))
             recoveredSet.insert(element)
+            if infersPartners, sign == 1, let mine = soleLocalElement(tag: element.tag),
+               !recoveredSet.contains(mine), !refuted.contains(mine) {
+                let c = hasher.checksum(mine)
+                let mm = remove(mine, checksum: c, sign: -1, queue: &queue)
+                recovered.append(Recovered(element: mine, checksum: c, sign: -1, mapping: mm))
+                recoveredSet.insert(mine)
+                inferred.insert(mine)
+            }
         }
     }
 }

@@ -35,8 +35,9 @@ import Testing
 
     /// k = 60 differing logs of A = 1,000 (each 5 changes ahead on one side), 20 session keys.
     ///
-    /// What this design guarantees is asserted; the design-note goal of ≤ 5,000 bytes is not reached
-    /// (symbols alone need ≈ 1.45 × 120 × 25 B ≈ 4.4 KB) and is kept as a known issue so it stays visible.
+    /// What this design achieves is asserted; the design-note goal of ≤ 5,000 bytes is not reached
+    /// (with partner inference the symbols alone need ≈ 1.14 × 120 × 25 B ≈ 3.4 KB, plus the batch
+    /// margin, the 920-byte `decoded` list and the estimate) and is kept as a known issue.
     @Test func k60OfThousandBudget() throws {
         var bytes: [Int] = []
         var withinTwoRoundTrips = 0
@@ -51,9 +52,9 @@ import Testing
         }
         bytes.sort()
         print("k=60 of 1000 over 20 keys: median \(bytes[10]) B, max \(bytes[19]) B, \(withinTwoRoundTrips)/20 within 2 RTT")
-        #expect(bytes[10] <= 7_000)
-        #expect(bytes[19] <= 9_000)
-        #expect(withinTwoRoundTrips >= 18)
+        #expect(bytes[10] <= 6_200)
+        #expect(bytes[19] <= 7_500)
+        #expect(withinTwoRoundTrips >= 19)
         withKnownIssue("design-note goal of 5 KB for k = 60 is not met by 16-byte elements (see sync-reconciliation.md §8)") {
             #expect(bytes[10] <= 5_000)
         }
