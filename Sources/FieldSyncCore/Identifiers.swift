@@ -194,7 +194,7 @@ public struct LogID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
     }
 
     public static func < (a: LogID, b: LogID) -> Bool { a.author != b.author ? a.author < b.author : a.scope < b.scope }
-    public var description: String { "\(author.raw.hex.prefix(8))/\(scope)" }
+    public var description: String { "\(author)@\(scope)" }
     public func encode(to writer: inout ByteWriter) {
         author.encode(to: &writer)
         scope.encode(to: &writer)

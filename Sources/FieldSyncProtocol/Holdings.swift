@@ -1,0 +1,144 @@
+import FieldSyncCore
+
+// What a node holds, log by log: the input of reconciliation.
+
+// `LogID` (author, scope) is defined in FieldSyncCore (Identifiers.swift); same encoding and order.
+
+/// The largest height a head element can carry (heights are 31-bit; the top bit of the element's
+/// position word is the start-marker flag).
+public let maximumLogHeight: UInt32 = 0x7FFF_FFFF
+
+/// One interval of consecutive changes of a log that a node holds, with the hash of its last change.
+///
+/// Heights count from 1. A node that received changes in order holds exactly one interval `[1, h]`.
+public struct HeldInterval: Hashable, Sendable {
+    /// Height of the first held change of the interval (≥ 1).
+    public var start: UInt32
+    /// Height of the last held change of the interval (≥ `start`, ≤ `maximumLogHeight`).
+    public var end: UInt32
+    /// The 32-byte hash of the change at height `end`.
+    public var endHash: [UInt8]
+
+    /// Creates an interval.
+    /// - Precondition: `1 <= start <= end <= maximumLogHeight` and `endHash.count == 32`.
+    public init(start: UInt32 = 1, end: UInt32, endHash: [UInt8]) {
+        precondition(start >= 1 && start <= end && end <= maximumLogHeight, "invalid interval [\(start), \(end)]")
+        precondition(endHash.count == 32, "change hashes are 32 bytes")
+        self.start = start
+        self.end = end
+        self.endHash = endHash
+    }
+
+    /// The first four bytes of `endHash` as a big-endian integer (what head elements carry).
+    public var endHashPrefix: UInt32 {
+        UInt32(endHash[0]) << 24 | UInt32(endHash[1]) << 16 | UInt32(endHash[2]) << 8 | UInt32(endHash[3])
+    }
+
+    /// The summary of this interval that a peer learns through reconciliation.
+    public var summary: IntervalSummary { IntervalSummary(start: start, end: end, endHashPrefix: endHashPrefix) }
+}
+
+/// What reconciliation reveals of a held interval: its bounds and the first 4 bytes of its end hash.
+public struct IntervalSummary: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// Height of the first change of the interval (≥ 1).
+    public var start: UInt32
+    /// Height of the last change of the interval.
+    public var end: UInt32
+    /// First four bytes of the hash of the change at `end`, big-endian.
+    public var endHashPrefix: UInt32
+
+    /// Creates a summary.
+    public init(start: UInt32, end: UInt32, endHashPrefix: UInt32) {
+        self.start = start
+        self.end = end
+        self.endHashPrefix = endHashPrefix
+    }
+
+    /// `[start, end]#prefix`.
+    public var description: String {
+        let h = String(endHashPrefix, radix: 16)
+        return "[\(start), \(end)]#\(String(repeating: "0", count: 8 - h.count))\(h)"
+    }
+
+    /// Orders by start, then end, then hash prefix.
+    public static func < (a: IntervalSummary, b: IntervalSummary) -> Bool {
+        (a.start, a.end, a.endHashPrefix) < (b.start, b.end, b.endHashPrefix)
+    }
+
+    /// Whether a list of summaries is a valid holding: sorted, disjoint and not adjacent, within range.
+    static func isValidHolding(_ list: [IntervalSummary]) -> Bool {
+        var previousEnd: UInt32 = 0
+        for (i, s) in list.enumerated() {
+            guard s.start >= 1, s.start <= s.end, s.end <= maximumLogHeight else { return false }
+            if i > 0 && s.start <= previousEnd &+ 1 { return false }
+            previousEnd = s.end
+        }
+        return true
+    }
+}
+
+/// A node's holdings for one log: its held intervals, sorted, disjoint and not adjacent.
+public struct LogHoldings: Hashable, Sendable {
+    /// The log.
+    public var log: LogID
+    /// Held intervals in increasing order; never empty (a log with nothing held is simply absent).
+    public var intervals: [HeldInterval]
+
+    /// Creates holdings for one log.
+    /// - Precondition: `intervals` is non-empty, sorted, disjoint and not adjacent (adjacent intervals
+    ///   must be merged by the caller).
+    public init(log: LogID, intervals: [HeldInterval]) {
+        precondition(!intervals.isEmpty, "a held log has at least one interval")
+        precondition(IntervalSummary.isValidHolding(intervals.map(\.summary)), "intervals of \(log) are not canonical")
+        self.log = log
+        self.intervals = intervals
+    }
+
+    /// Holdings of the usual shape: the prefix `[1, height]` of the log.
+    public init(log: LogID, height: UInt32, headHash: [UInt8]) {
+        self.init(log: log, intervals: [HeldInterval(start: 1, end: height, endHash: headHash)])
+    }
+}
+
+/// Everything a node holds within the scopes being reconciled: one entry per log, sorted by `LogID`.
+public struct Holdings: Sendable, Equatable {
+    /// The logs, in increasing `LogID` order, each at most once.
+    public private(set) var logs: [LogHoldings]
+    /// `logs[i].log.canonicalBytes`, computed once.
+    let encodedLogs: [[UInt8]]
+
+    /// Creates holdings from logs in any order.
+    /// - Precondition: no log appears twice.
+    public init(_ logs: [LogHoldings]) {
+        let sorted = logs.sorted { $0.log < $1.log }
+        for i in sorted.indices.dropFirst() {
+            precondition(sorted[i - 1].log != sorted[i].log, "log \(sorted[i].log) appears twice")
+        }
+        self.logs = sorted
+        encodedLogs = sorted.map(\.log.canonicalBytes)
+    }
+
+    /// The canonical encoding that the hello digest covers (Protocols/sync-reconciliation.md, 4.1):
+    /// varint log count, then per log: LogID, varint interval count, then per interval varint start,
+    /// varint end and the 32-byte end hash.
+    public var canonicalDigestInput: [UInt8] {
+        var w = ByteWriter(capacity: logs.count * 96 + 8)
+        w.writeVarint(UInt64(logs.count))
+        for (l, encoded) in zip(logs, encodedLogs) {
+            w.writeRaw(encoded)
+            w.writeVarint(UInt64(l.intervals.count))
+            for i in l.intervals {
+                w.writeVarint(UInt64(i.start))
+                w.writeVarint(UInt64(i.end))
+                w.writeRaw(i.endHash)
+            }
+        }
+        return w.bytes
+    }
+
+    /// The number of head elements these holdings produce (one per interval, plus one start marker
+    /// per interval that does not start at height 1).
+    public var elementCount: Int {
+        logs.reduce(0) { acc, l in acc + l.intervals.reduce(0) { $0 + ($1.start > 1 ? 2 : 1) } }
+    }
+}

@@ -1,0 +1,56 @@
+import FieldSyncCore
+@testable import FieldSyncProtocol
+import Testing
+
+@Suite struct HeadElementTests {
+    @Test func layout() {
+        let e = HeadElement(tag: 0x0102_0304_0506_0708, position: 42, hashPrefix: 0xA0B0_C0D0)
+        #expect(Hex.encode(e.bytes) == "01020304050607080000002aa0b0c0d0")
+        #expect(e.tag == 0x0102_0304_0506_0708 && e.position == 42 && e.hashPrefix == 0xA0B0_C0D0)
+    }
+
+    @Test func intervalsRoundTripThroughElements() {
+        let cases: [[IntervalSummary]] = [
+            [IntervalSummary(start: 1, end: 10, endHashPrefix: 7)],
+            [IntervalSummary(start: 5, end: 10, endHashPrefix: 7)],
+            [IntervalSummary(start: 1, end: 3, endHashPrefix: 1), IntervalSummary(start: 9, end: 9, endHashPrefix: 2),
+             IntervalSummary(start: 20, end: 31, endHashPrefix: 3)],
+            [IntervalSummary(start: 2, end: 2, endHashPrefix: 0), IntervalSummary(start: 4, end: maximumLogHeight, endHashPrefix: 9)],
+        ]
+        for c in cases {
+            let els = HeadElement.elements(tag: 77, intervals: c)
+            #expect(els.count == c.count + c.filter { $0.start > 1 }.count)
+            #expect(HeadElement.intervals(from: els.shuffled()) == c)
+        }
+    }
+
+    @Test func invalidElementSetsAreRejected() {
+        let t: UInt64 = 5
+        // Two prefix ends, overlapping intervals, a marker at 1, a marker with a hash, adjacent intervals.
+        #expect(HeadElement.intervals(from: [HeadElement(tag: t, position: 3, hashPrefix: 0), HeadElement(tag: t, position: 5, hashPrefix: 0)]) == nil)
+        #expect(HeadElement.intervals(from: [HeadElement(tag: t, position: 5, hashPrefix: 0),
+                                             HeadElement(tag: t, position: 0x8000_0003, hashPrefix: 0),
+                                             HeadElement(tag: t, position: 9, hashPrefix: 0)]) == nil)
+        #expect(HeadElement.intervals(from: [HeadElement(tag: t, position: 0x8000_0001, hashPrefix: 0), HeadElement(tag: t, position: 5, hashPrefix: 0)]) == nil)
+        #expect(HeadElement.intervals(from: [HeadElement(tag: t, position: 0x8000_0003, hashPrefix: 1), HeadElement(tag: t, position: 5, hashPrefix: 0)]) == nil)
+        #expect(HeadElement.intervals(from: [HeadElement(tag: t, position: 4, hashPrefix: 0),
+                                             HeadElement(tag: t, position: 0x8000_0005, hashPrefix: 0),
+                                             HeadElement(tag: t, position: 9, hashPrefix: 0)]) == nil)
+        #expect(HeadElement.intervals(from: [HeadElement(tag: t, position: 0, hashPrefix: 0)]) == nil)
+    }
+
+    @Test func logIDCodecAndOrder() throws {
+        let a = makeLog(1), b = makeLog(2)
+        #expect(try LogID(canonicalBytes: a.canonicalBytes) == a)
+        #expect((a < b) != (b < a))
+    }
+
+    @Test func differenceRanges() {
+        let d = LogDifference(log: makeLog(0),
+                              local: [IntervalSummary(start: 1, end: 10, endHashPrefix: 1)],
+                              remote: [IntervalSummary(start: 1, end: 4, endHashPrefix: 2), IntervalSummary(start: 7, end: 12, endHashPrefix: 3)])
+        #expect(d.missingAtRemote == [5...6])
+        #expect(d.missingLocally == [11...12])
+        #expect(d.forkedHeights == [])
+    }
+}

@@ -1,0 +1,115 @@
+import FieldSyncCore
+@testable import FieldSyncProtocol
+import Testing
+
+/// Fixed 32-byte session key 00 01 ... 1f used by tests and vectors.
+let testSessionKey: [UInt8] = Array(0..<32)
+
+func hashOf(_ log: LogID, _ height: UInt32, variant: UInt64 = 0) -> [UInt8] {
+    // A deterministic stand-in for the change hash at `height` (variant > 0 models a fork).
+    var rng = SplitMix64(seed: UInt64(height) &* 0x9E37_79B9 ^ log.author.raw.low ^ variant &* 0x1234_5678_9ABC)
+    return (0..<4).flatMap { _ -> [UInt8] in
+        let v = rng.next()
+        return (0..<8).map { UInt8(truncatingIfNeeded: v >> UInt64(8 * $0)) }
+    }
+}
+
+let scopes: [Scope] = ["longnan/wudu/station-017", "longnan/wudu/station-018/village-0412", "longnan/cheng"].map { try! Scope($0) }
+
+func makeLog(_ i: Int) -> LogID {
+    LogID(author: DeviceID(ID128(high: 0xA1A2_0000_0000_0000 | UInt64(i / 3), low: UInt64(i) &* 0x9E37_79B9_7F4A_7C15)),
+          scope: scopes[i % 3])
+}
+
+func prefix(_ log: LogID, _ h: UInt32, fork: UInt64 = 0) -> LogHoldings {
+    LogHoldings(log: log, height: h, headHash: hashOf(log, h, variant: fork))
+}
+
+func salt(_ seed: UInt64) -> [UInt8] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<16).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+}
+
+/// The exact expected result for `mine` against `theirs`.
+func groundTruth(_ mine: Holdings, _ theirs: Holdings) -> [LogDifference] {
+    var a: [LogID: [IntervalSummary]] = [:]
+    var b: [LogID: [IntervalSummary]] = [:]
+    for l in mine.logs { a[l.log] = l.intervals.map(\.summary) }
+    for l in theirs.logs { b[l.log] = l.intervals.map(\.summary) }
+    let all = Set(a.keys).union(b.keys).sorted()
+    return all.compactMap { log in
+        let x = a[log] ?? [], y = b[log] ?? []
+        return x == y ? nil : LogDifference(log: log, local: x, remote: y)
+    }
+}
+
+/// Outcome of running two reconcilers against each other in memory.
+struct PairRun {
+    var initiator: ReconciliationResult?
+    var responder: ReconciliationResult?
+    /// Total encoded message bytes, both directions.
+    var bytes: Int
+    /// Half round trips until both sides finished (both hellos cross in the first).
+    var halfTrips: Int
+    var messages: [ReconMessage]
+    var roundTrips: Double { Double(halfTrips) / 2 }
+}
+
+/// Runs a session: every message goes through its canonical encoding and back. Messages sent in the
+/// same step travel together (one flight per direction per half round trip).
+func runPair(_ a: Holdings, _ b: Holdings, seed: UInt64 = 1,
+             configuration: ReconciliationConfiguration = ReconciliationConfiguration()) throws -> PairRun {
+    let keys = SipHashReconciliationHashing(sessionKey: testSessionKey)
+    var i = Reconciler(role: .initiator, holdings: a, hashing: keys, salt: salt(seed), configuration: configuration)
+    var r = Reconciler(role: .responder, holdings: b, hashing: keys, salt: salt(seed &+ 1), configuration: configuration)
+    var run = PairRun(bytes: 0, halfTrips: 0, messages: [])
+    func split(_ outs: [ReconOutput], _ finished: inout ReconciliationResult?) -> [ReconMessage] {
+        var msgs: [ReconMessage] = []
+        for o in outs {
+            switch o {
+            case let .send(m): msgs.append(m)
+            case let .finished(res):
+                precondition(finished == nil)
+                finished = res
+            }
+        }
+        return msgs
+    }
+    var toR = split(i.start(), &run.initiator)
+    var toI = split(r.start(), &run.responder)
+    while !toR.isEmpty || !toI.isEmpty {
+        run.halfTrips += 1
+        precondition(run.halfTrips < 200, "no progress")
+        var nextToR: [ReconMessage] = []
+        var nextToI: [ReconMessage] = []
+        for m in toR {
+            let wire = m.canonicalBytes
+            run.bytes += wire.count
+            run.messages.append(m)
+            let back = try ReconMessage(canonicalBytes: wire)
+            #expect(back == m)
+            nextToI += split(try r.receive(back), &run.responder)
+        }
+        for m in toI {
+            let wire = m.canonicalBytes
+            run.bytes += wire.count
+            run.messages.append(m)
+            let back = try ReconMessage(canonicalBytes: wire)
+            #expect(back == m)
+            nextToR += split(try i.receive(back), &run.initiator)
+        }
+        toR = nextToR
+        toI = nextToI
+    }
+    return run
+}
+
+/// Random holdings: `logs` logs with prefix heights summing to about `changes`.
+func randomHoldings(logs: Int, changes: Int, seed: UInt64) -> [LogHoldings] {
+    var rng = SplitMix64(seed: seed)
+    let mean = max(2, changes / max(logs, 1))
+    return (0..<logs).map { i in
+        let h = UInt32(1 + Int(rng.next() % UInt64(2 * mean - 1)))
+        return prefix(makeLog(i), h)
+    }
+}
