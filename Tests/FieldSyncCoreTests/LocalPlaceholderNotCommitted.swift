@@ -1,0 +1,1 @@
+// Local placeholder (not committed): the core tests live on main.
