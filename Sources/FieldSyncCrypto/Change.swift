@@ -136,14 +136,22 @@ public struct ChangeHeader: Hashable, Sendable, CanonicalCodable {
         guard payloadLength <= UInt64(Change.maxPayloadLength) else { throw ChangeError(.invalid, "payload too large") }
         self.author = author; self.scope = scope; self.seq = seq; self.prevHash = prevHash; self.hlc = hlc
         self.contentType = contentType; self.priority = priority; self.keyEpoch = keyEpoch; self.payloadLength = payloadLength
+        var w = ByteWriter(capacity: 96)
+        encodeFields(to: &w)
+        encoded = w.bytes
     }
+
+    /// The encoding, computed once.
+    private var encoded: [UInt8] = []
 
     /// `BLAKE2b-256("fieldsync/v1/change-header" || 0x00 || header)`: the associated data of the payload
     /// and of every key slot.
-    public var hash: [UInt8] { BLAKE2b.domainHash(Domain.changeHeader, [canonicalBytes[...]], outputLength: 32) }
+    public var hash: [UInt8] { BLAKE2b.domainHash(Domain.changeHeader, [encoded[...]], outputLength: 32) }
 
     /// Writes the header fields in order.
-    public func encode(to w: inout ByteWriter) {
+    public func encode(to w: inout ByteWriter) { w.writeRaw(encoded) }
+
+    private func encodeFields(to w: inout ByteWriter) {
         w.writeByte(fieldSyncFormatVersion)
         w.writeByte(fieldSyncSuiteFPS1)
         w.write(author)
@@ -333,7 +341,7 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         }
         guard readers.count + (archive == nil ? 0 : 1) <= maxSlots else { throw ChangeError(.invalid, "too many key slots") }
         precondition(rnd.slotNonces.count == readers.count, "one nonce per reader slot")
-        let header = try ChangeHeader(author: DeviceID(signingKey: author.publicKey), scope: scope, seq: seq, prevHash: prevHash,
+        let header = try ChangeHeader(author: author.keyID, scope: scope, seq: seq, prevHash: prevHash,
                                       hlc: hlc, contentType: contentType, priority: priority, keyEpoch: first.epoch,
                                       payloadLength: UInt64(payload.count + XChaCha20Poly1305.tagLength))
         let hh = header.hash
@@ -367,7 +375,7 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     public static func control(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,
                                contentType: ContentType, priority: Priority, payload: [UInt8]) throws(ChangeError) -> Change {
         guard contentType.isControl else { throw ChangeError(.invalid, "\(contentType) is sealed content; use Change.seal") }
-        let header = try ChangeHeader(author: DeviceID(signingKey: author.publicKey), scope: scope, seq: seq, prevHash: prevHash,
+        let header = try ChangeHeader(author: author.keyID, scope: scope, seq: seq, prevHash: prevHash,
                                       hlc: hlc, contentType: contentType, priority: priority, keyEpoch: 0,
                                       payloadLength: UInt64(payload.count))
         let unsigned = Change(header: header, payloadNonce: [], slots: [], payload: payload, signature: [])
