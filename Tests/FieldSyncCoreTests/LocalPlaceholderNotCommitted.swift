@@ -1,1 +1,0 @@
-// Local placeholder (not committed): the core tests live on main.
