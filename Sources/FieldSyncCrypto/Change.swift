@@ -136,14 +136,22 @@ public struct ChangeHeader: Hashable, Sendable, CanonicalCodable {
         guard payloadLength <= UInt64(Change.maxPayloadLength) else { throw ChangeError(.invalid, "payload too large") }
         self.author = author; self.scope = scope; self.seq = seq; self.prevHash = prevHash; self.hlc = hlc
         self.contentType = contentType; self.priority = priority; self.keyEpoch = keyEpoch; self.payloadLength = payloadLength
+        var w = ByteWriter(capacity: 96)
+        encodeFields(to: &w)
+        encoded = w.bytes
     }
+
+    /// The encoding, computed once.
+    private var encoded: [UInt8] = []
 
     /// `BLAKE2b-256("fieldsync/v1/change-header" || 0x00 || header)`: the associated data of the payload
     /// and of every key slot.
-    public var hash: [UInt8] { BLAKE2b.domainHash(Domain.changeHeader, [canonicalBytes[...]], outputLength: 32) }
+    public var hash: [UInt8] { BLAKE2b.domainHash(Domain.changeHeader, [encoded[...]], outputLength: 32) }
 
     /// Writes the header fields in order.
-    public func encode(to w: inout ByteWriter) {
+    public func encode(to w: inout ByteWriter) { w.writeRaw(encoded) }
+
+    private func encodeFields(to w: inout ByteWriter) {
         w.writeByte(fieldSyncFormatVersion)
         w.writeByte(fieldSyncSuiteFPS1)
         w.write(author)
@@ -211,7 +219,7 @@ public struct KeySlot: Hashable, Sendable {
 
     /// The HQ archive key id of an X25519 public key: the first 16 bytes of BLAKE2b-256 of the key.
     public static func archiveKeyID(_ key: X25519.PublicKey) -> DeviceID {
-        DeviceID(ID128(bytes: BLAKE2b.hash(parts: [key.bytes[...]], outputLength: 32)[0..<16])!)
+        DeviceID(keyIDOf: key.bytes)
     }
 
     func encode(to w: inout ByteWriter) {
@@ -284,12 +292,30 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     /// Sealed payload (ciphertext || tag), or the clear payload of a control change.
     public let payload: [UInt8]
     /// The author's Ed25519 signature over `BLAKE2b-512("fieldsync/v1/change" || 0x00 || everything before it)`.
-    public let signature: [UInt8]
+    public private(set) var signature: [UInt8]
 
-    /// Memberwise, for the decoder and sealing code.
+    /// The complete encoding, computed once: the signature digest, the id and the wire form all use
+    /// exactly these bytes.
+    private var encoded: [UInt8] = []
+
+    /// Memberwise, for the decoder and sealing code (an empty signature makes an unsigned change whose
+    /// ``signedDigest`` is what the author signs).
     init(header: ChangeHeader, payloadNonce: [UInt8], slots: [KeySlot], payload: [UInt8], signature: [UInt8]) {
         self.header = header; self.payloadNonce = payloadNonce; self.slots = slots; self.payload = payload
         self.signature = signature
+        var w = ByteWriter(capacity: 160 + slots.count * 120 + payload.count)
+        encodeUnsigned(to: &w)
+        w.writeRaw(signature)
+        encoded = w.bytes
+    }
+
+    /// The same change with `signature` (reuses the unsigned encoding).
+    private func signed(_ signature: [UInt8]) -> Change {
+        precondition(self.signature.isEmpty, "already signed")
+        var c = self
+        c.signature = signature
+        c.encoded.append(contentsOf: signature)
+        return c
     }
 
     /// Seals a content change: encrypts `payload` once under a fresh data key and wraps the key for each
@@ -315,7 +341,7 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         }
         guard readers.count + (archive == nil ? 0 : 1) <= maxSlots else { throw ChangeError(.invalid, "too many key slots") }
         precondition(rnd.slotNonces.count == readers.count, "one nonce per reader slot")
-        let header = try ChangeHeader(author: DeviceID(signingKey: author.publicKey), scope: scope, seq: seq, prevHash: prevHash,
+        let header = try ChangeHeader(author: author.keyID, scope: scope, seq: seq, prevHash: prevHash,
                                       hlc: hlc, contentType: contentType, priority: priority, keyEpoch: first.epoch,
                                       payloadLength: UInt64(payload.count + XChaCha20Poly1305.tagLength))
         let hh = header.hash
@@ -340,8 +366,7 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
                 slots.append(KeySlot(recipient: .archive(keyID: KeySlot.archiveKeyID(archive)), nonce: [], ciphertext: ct))
             }
             let unsigned = Change(header: header, payloadNonce: rnd.payloadNonce, slots: slots, payload: sealedPayload, signature: [])
-            return Change(header: header, payloadNonce: rnd.payloadNonce, slots: slots, payload: sealedPayload,
-                          signature: try author.sign(unsigned.signedDigest))
+            return unsigned.signed(try author.sign(unsigned.signedDigest))
         } catch { throw ChangeError(.invalid, "sealing failed: \(error)") }
     }
 
@@ -350,21 +375,17 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     public static func control(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,
                                contentType: ContentType, priority: Priority, payload: [UInt8]) throws(ChangeError) -> Change {
         guard contentType.isControl else { throw ChangeError(.invalid, "\(contentType) is sealed content; use Change.seal") }
-        let header = try ChangeHeader(author: DeviceID(signingKey: author.publicKey), scope: scope, seq: seq, prevHash: prevHash,
+        let header = try ChangeHeader(author: author.keyID, scope: scope, seq: seq, prevHash: prevHash,
                                       hlc: hlc, contentType: contentType, priority: priority, keyEpoch: 0,
                                       payloadLength: UInt64(payload.count))
         let unsigned = Change(header: header, payloadNonce: [], slots: [], payload: payload, signature: [])
         do {
-            return Change(header: header, payloadNonce: [], slots: [], payload: payload, signature: try author.sign(unsigned.signedDigest))
+            return unsigned.signed(try author.sign(unsigned.signedDigest))
         } catch { throw ChangeError(.invalid, "signing failed: \(error)") }
     }
 
     /// Everything before the signature.
-    var unsignedBytes: [UInt8] {
-        var w = ByteWriter(capacity: 128 + slots.count * 100 + payload.count)
-        encodeUnsigned(to: &w)
-        return w.bytes
-    }
+    var unsignedBytes: ArraySlice<UInt8> { encoded[0..<(encoded.count - signature.count)] }
 
     private func encodeUnsigned(to w: inout ByteWriter) {
         w.write(header)
@@ -374,23 +395,22 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         w.writeRaw(payload)
     }
 
-    var signedDigest: [UInt8] { BLAKE2b.domainHash(Domain.changeSignature, [unsignedBytes[...]], outputLength: 64) }
+    var signedDigest: [UInt8] { BLAKE2b.domainHash(Domain.changeSignature, [unsignedBytes], outputLength: 64) }
 
     /// The change id: BLAKE2b-256 of the complete encoding. The next change of the log uses it as prevHash.
-    public var id: [UInt8] { BLAKE2b.hash(parts: [canonicalBytes[...]], outputLength: 32) }
+    public var id: [UInt8] { BLAKE2b.hash(parts: [encoded[...]], outputLength: 32) }
+
+    /// The complete encoding (the same bytes as `canonicalBytes`, without re-encoding).
+    public var encodedBytes: [UInt8] { encoded }
 
     /// Writes the change.
-    public func encode(to w: inout ByteWriter) {
-        encodeUnsigned(to: &w)
-        w.writeRaw(signature)
-    }
+    public func encode(to w: inout ByteWriter) { w.writeRaw(encoded) }
 
     /// Reads a change. Total: every malformed input throws a `DecodingError`; allocations are bounded by
     /// the input size.
     public init(from r: inout ByteReader) throws(DecodingError) {
         let h = try r.read(ChangeHeader.self)
-        header = h
-        payloadNonce = h.contentType.isControl ? [] : try r.readRaw(24)
+        let payloadNonce = h.contentType.isControl ? [] : try r.readRaw(24)
         let at = r.offset
         let n = try r.readCount(minElementSize: 40)
         if h.contentType.isControl {
@@ -410,15 +430,14 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
             }
             s.append(slot)
         }
-        slots = s
         guard h.payloadLength <= UInt64(r.remaining) else {
             throw DecodingError(.truncated, at: r.offset, "payload of \(h.payloadLength) bytes, \(r.remaining) left")
         }
         if !h.contentType.isControl, h.payloadLength < UInt64(XChaCha20Poly1305.tagLength) {
             throw DecodingError(.invalidValue, at: r.offset, "sealed payload shorter than its tag")
         }
-        payload = try r.readRaw(Int(h.payloadLength))
-        signature = try r.readRaw(Ed25519.signatureLength)
+        let p = try r.readRaw(Int(h.payloadLength))
+        self.init(header: h, payloadNonce: payloadNonce, slots: s, payload: p, signature: try r.readRaw(Ed25519.signatureLength))
     }
 
     // MARK: Verification (public material only)
@@ -431,14 +450,33 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         try verify(authorCertificate: cert, trust: trust, now: now, checkRevocation: true)
     }
 
+    /// Same as ``verify(authorCertificate:trust:now:)`` with a certificate already checked by
+    /// ``TrustStore/certified(_:)`` (the fast path for a stream of changes from one author).
+    /// - Throws: ``ChangeError`` naming the failed check.
+    public func verify(author: VerifiedCertificate, trust: TrustStore, now: UInt64) throws(ChangeError) {
+        try verify(author: author, trust: trust, now: now, checkRevocation: true)
+    }
+
     func verify(authorCertificate cert: Certificate, trust: TrustStore, now: UInt64, checkRevocation: Bool) throws(ChangeError) {
+        guard cert.subject == header.author else {
+            throw ChangeError(.impersonation, "certificate of \(cert.subject) presented for a change by \(header.author)")
+        }
+        let verified: VerifiedCertificate
+        do { verified = try trust.certified(cert) } catch {
+            throw ChangeError(.certificateInvalid, error.detail, identityCode: error.code)
+        }
+        try verify(author: verified, trust: trust, now: now, checkRevocation: checkRevocation)
+    }
+
+    func verify(author: VerifiedCertificate, trust: TrustStore, now: UInt64, checkRevocation: Bool) throws(ChangeError) {
+        let cert = author.certificate
         guard cert.subject == header.author else {
             throw ChangeError(.impersonation, "certificate of \(cert.subject) presented for a change by \(header.author)")
         }
         do { try cert.signingKey.verify(signature: signature, message: signedDigest) } catch {
             throw ChangeError(.badSignature, "change \(header.author)/\(header.scope)#\(header.seq) signature does not verify")
         }
-        do { try trust.verifyChain(cert, at: header.hlc.milliseconds) } catch {
+        do { try author.checkValidity(at: header.hlc.milliseconds, skew: trust.clockSkewMilliseconds) } catch {
             throw ChangeError(.certificateInvalid, error.detail, identityCode: error.code)
         }
         guard Scope.all([header.scope], within: cert.scopes) else {

@@ -119,8 +119,18 @@ extension DeviceID {
     /// let id = DeviceID(signingKey: key.publicKey)
     /// ```
     public init(signingKey: Ed25519.PublicKey) {
-        let digest = BLAKE2b.hash(parts: [signingKey.bytes[...]], outputLength: 32)
-        self.init(ID128(bytes: digest[0..<16])!)
+        self.init(keyIDOf: signingKey.bytes)
+    }
+
+    /// First 16 bytes of BLAKE2b-256(`key`), as an id.
+    init(keyIDOf key: [UInt8]) {
+        let d = BLAKE2b.hash(parts: [key[...]], outputLength: 32)
+        var high: UInt64 = 0, low: UInt64 = 0
+        for i in 0..<8 {
+            high = high << 8 | UInt64(d[i])
+            low = low << 8 | UInt64(d[8 + i])
+        }
+        self.init(ID128(high: high, low: low))
     }
 }
 
@@ -462,7 +472,7 @@ public struct TrustStore: Sendable {
     /// The pinned HQ root public key.
     public let root: Ed25519.PublicKey
     /// Key id of the root.
-    public var rootID: DeviceID { DeviceID(signingKey: root) }
+    public let rootID: DeviceID
     /// Known delegated authority certificates by key id (verified on insertion, re-checked on use).
     public private(set) var authorities: [DeviceID: Certificate] = [:]
     /// Known revocations (grow-only).
@@ -473,6 +483,7 @@ public struct TrustStore: Sendable {
     /// Creates a store pinning `root`.
     public init(root: Ed25519.PublicKey, clockSkewMilliseconds: UInt64 = 5 * 60 * 1000) {
         self.root = root
+        rootID = DeviceID(signingKey: root)
         self.clockSkewMilliseconds = clockSkewMilliseconds
     }
 
@@ -485,6 +496,12 @@ public struct TrustStore: Sendable {
 
     /// Checks an authority certificate: kind, role county, issued by the root, id, signature, validity.
     func verifyAuthority(_ c: Certificate, at time: UInt64) throws(IdentityError) {
+        try verifyAuthorityStatic(c)
+        try c.checkValidity(at: time, skew: clockSkewMilliseconds)
+    }
+
+    /// The time-independent checks of an authority certificate.
+    func verifyAuthorityStatic(_ c: Certificate) throws(IdentityError) {
         guard c.kind == .authority else { throw IdentityError(.wrongKind, "\(c.subject) is not an authority certificate") }
         guard c.issuer == rootID else {
             if authorities[c.issuer] != nil { throw IdentityError(.chainTooDeep, "authority \(c.subject) is issued by another authority") }
@@ -495,7 +512,6 @@ public struct TrustStore: Sendable {
             throw IdentityError(.deviceIDMismatch, "authority \(c.subject) id does not match its key")
         }
         try c.verifySignature(issuerKey: root)
-        try c.checkValidity(at: time, skew: clockSkewMilliseconds)
     }
 
     /// The public key and scopes of issuer `keyID` (root: unbounded scopes), checked at `time`.
@@ -507,27 +523,38 @@ public struct TrustStore: Sendable {
         return (a.signingKey, a.scopes)
     }
 
-    /// Verifies a device certificate's chain at `time`, ignoring revocation (see ``verify(_:now:)``).
+    /// Checks everything about a device certificate that does not depend on time: kind, id, issuer,
+    /// the issuing authority's certificate and signature, the certificate's signature, and the role and
+    /// scope bounds of a county authority. Verify once per peer, then check each change against the
+    /// result (one Ed25519 verification per change instead of two or three).
     /// - Throws: the first ``IdentityError`` found.
-    public func verifyChain(_ c: Certificate, at time: UInt64) throws(IdentityError) {
+    public func certified(_ c: Certificate) throws(IdentityError) -> VerifiedCertificate {
         guard c.kind == .device else { throw IdentityError(.wrongKind, "\(c.subject) is not a device certificate") }
         guard DeviceID(signingKey: c.signingKey) == c.subject else {
             throw IdentityError(.deviceIDMismatch, "certificate subject \(c.subject) is not the id of its signing key")
         }
-        if c.issuer != rootID, authorities[c.issuer] == nil {
+        if c.issuer == rootID {
+            try c.verifySignature(issuerKey: root)
+            return VerifiedCertificate(certificate: c, authority: nil)
+        }
+        guard let a = authorities[c.issuer] else {
             throw IdentityError(.unknownAuthority, "issuer \(c.issuer) is not the root nor a known authority")
         }
-        let (key, bound) = try issuerKey(c.issuer, at: time)
-        try c.verifySignature(issuerKey: key)
-        if let bound {
-            guard c.role != .hq, c.role != .county else {
-                throw IdentityError(.roleEscalation, "county authority \(c.issuer) may not issue role \(c.role)")
-            }
-            guard Scope.all(c.scopes, within: bound) else {
-                throw IdentityError(.scopeEscalation, "scopes \(c.scopes.map(\.path)) exceed issuer's \(bound.map(\.path))")
-            }
+        try verifyAuthorityStatic(a)
+        try c.verifySignature(issuerKey: a.signingKey)
+        guard c.role != .hq, c.role != .county else {
+            throw IdentityError(.roleEscalation, "county authority \(c.issuer) may not issue role \(c.role)")
         }
-        try c.checkValidity(at: time, skew: clockSkewMilliseconds)
+        guard Scope.all(c.scopes, within: a.scopes) else {
+            throw IdentityError(.scopeEscalation, "scopes \(c.scopes.map(\.path)) exceed issuer's \(a.scopes.map(\.path))")
+        }
+        return VerifiedCertificate(certificate: c, authority: a)
+    }
+
+    /// Verifies a device certificate's chain at `time`, ignoring revocation (see ``verify(_:now:)``).
+    /// - Throws: the first ``IdentityError`` found.
+    public func verifyChain(_ c: Certificate, at time: UInt64) throws(IdentityError) {
+        try certified(c).checkValidity(at: time, skew: clockSkewMilliseconds)
     }
 
     /// Verifies a device certificate at `now` including revocation: a device (or its issuing authority)
@@ -540,5 +567,21 @@ public struct TrustStore: Sendable {
                 throw IdentityError(.revoked, "\(id) revoked at \(r.revokedAt) (\(r.reason))")
             }
         }
+    }
+}
+
+/// A device certificate whose signatures, issuer and bounds were checked by ``TrustStore/certified(_:)``.
+/// Validity windows and revocation depend on time and are checked on use.
+public struct VerifiedCertificate: Sendable, Hashable {
+    /// The device certificate.
+    public let certificate: Certificate
+    /// The issuing county authority's certificate, or nil when the root issued it.
+    public let authority: Certificate?
+
+    /// Checks the validity windows of the certificate and of its issuing authority at `time`.
+    /// - Throws: `IdentityError.notYetValid` or `.expired`.
+    public func checkValidity(at time: UInt64, skew: UInt64) throws(IdentityError) {
+        try authority?.checkValidity(at: time, skew: skew)
+        try certificate.checkValidity(at: time, skew: skew)
     }
 }

@@ -64,6 +64,8 @@ public enum Ed25519 {
         let secret: SecretBytes
         /// The matching public key.
         public let publicKey: PublicKey
+        /// The key id (`DeviceID`) of `publicKey`, computed once.
+        public let keyID: DeviceID
 
         /// Derives the key pair from a 32-byte seed (`crypto_sign_seed_keypair`).
         /// - Throws: `CryptoError.invalidLength` if the seed is not 32 bytes, `keyGenerationFailed` if
@@ -82,6 +84,7 @@ public enum Ed25519 {
                 guard rc == 0 else { throw CryptoError(.keyGenerationFailed, "crypto_sign_seed_keypair") }
             }
             publicKey = try PublicKey(bytes: pk)
+            keyID = DeviceID(keyIDOf: pk)
         }
 
         /// A fresh key pair from a random seed.
@@ -391,18 +394,28 @@ public enum BLAKE2b {
     static func hash(parts: [ArraySlice<UInt8>], outputLength: Int) -> [UInt8] {
         Sodium.ensureInitialized()
         precondition((minOutputLength...maxOutputLength).contains(outputLength), "bad BLAKE2b length")
-        let state = UnsafeMutableRawPointer.allocate(byteCount: crypto_generichash_statebytes(), alignment: 64)
-        defer { state.deallocate() }
-        let st = OpaquePointer(state)  // libsodium's 64-byte-aligned state is imported opaquely
-        Sodium.checked(crypto_generichash_init(st, nil, 0, outputLength), "crypto_generichash_init")
-        for part in parts {
-            part.withUnsafeBufferPointer { p in
-                Sodium.checked(crypto_generichash_update(st, p.baseAddress, UInt64(p.count)), "crypto_generichash_update")
-            }
-        }
         var out = [UInt8](repeating: 0, count: outputLength)
-        out.withUnsafeMutableBufferPointer { o in
-            Sodium.checked(crypto_generichash_final(st, o.baseAddress!, outputLength), "crypto_generichash_final")
+        if parts.count == 1 {
+            parts[0].withUnsafeBufferPointer { p in
+                out.withUnsafeMutableBufferPointer { o in
+                    Sodium.checked(crypto_generichash(o.baseAddress!, outputLength, p.baseAddress, UInt64(p.count), nil, 0),
+                                   "crypto_generichash")
+                }
+            }
+            return out
+        }
+        // libsodium's state is 64-byte aligned and imported opaquely: use an aligned stack buffer.
+        withUnsafeTemporaryAllocation(byteCount: crypto_generichash_statebytes(), alignment: 64) { buffer in
+            let st = OpaquePointer(buffer.baseAddress!)
+            Sodium.checked(crypto_generichash_init(st, nil, 0, outputLength), "crypto_generichash_init")
+            for part in parts {
+                part.withUnsafeBufferPointer { p in
+                    Sodium.checked(crypto_generichash_update(st, p.baseAddress, UInt64(p.count)), "crypto_generichash_update")
+                }
+            }
+            out.withUnsafeMutableBufferPointer { o in
+                Sodium.checked(crypto_generichash_final(st, o.baseAddress!, outputLength), "crypto_generichash_final")
+            }
         }
         return out
     }
@@ -410,9 +423,24 @@ public enum BLAKE2b {
     /// Domain-separated hash used for every FieldSync signature and hash:
     /// `BLAKE2b-n(label_utf8 || 0x00 || part_0 || part_1 || ...)`. Labels never contain a zero byte.
     static func domainHash(_ label: StaticString, _ parts: [ArraySlice<UInt8>], outputLength: Int) -> [UInt8] {
-        let l = label.withUTF8Buffer { ArraySlice($0) }
-        precondition(!l.contains(0), "domain labels must not contain NUL")
-        return hash(parts: [l, [0]] + parts, outputLength: outputLength)
+        Sodium.ensureInitialized()
+        precondition((minOutputLength...maxOutputLength).contains(outputLength), "bad BLAKE2b length")
+        // One contiguous input and one-shot hashing: cheaper than the multi-part API for these sizes.
+        var input: [UInt8] = []
+        input.reserveCapacity(label.utf8CodeUnitCount + 1 + parts.reduce(0) { $0 + $1.count })
+        label.withUTF8Buffer { l in
+            precondition(!l.contains(0), "domain labels must not contain NUL")
+            input.append(contentsOf: l)
+        }
+        input.append(0)
+        for p in parts { input.append(contentsOf: p) }
+        var out = [UInt8](repeating: 0, count: outputLength)
+        input.withUnsafeBufferPointer { i in
+            out.withUnsafeMutableBufferPointer { o in
+                Sodium.checked(crypto_generichash(o.baseAddress!, outputLength, i.baseAddress, UInt64(i.count), nil, 0), "crypto_generichash")
+            }
+        }
+        return out
     }
 }
 

@@ -197,4 +197,19 @@ import Testing
         let bad = try ForkProof(a, forged)
         #expect(changeError { try bad.verify(authorCertificate: author.certificate, trust: w.trust, now: World.t0) }?.code == .badSignature)
     }
+
+    @Test func verifiedCertificateFastPathMatchesFullCheck() throws {
+        let v = try w.trust.certified(author.certificate)
+        let c = try sealed()
+        try c.verify(author: v, trust: w.trust, now: World.t0)
+        // Wrong author, expired at the change's time, and revocation are still checked per change.
+        let o = try w.trust.certified(other.certificate)
+        #expect(changeError { try c.verify(author: o, trust: w.trust, now: World.t0) }?.code == .impersonation)
+        let late = try sealed(hlc: HLCTimestamp(milliseconds: World.t0 + 60 * World.day, counter: 0))
+        let e = changeError { try late.verify(author: v, trust: w.trust, now: World.t0 + 60 * World.day) }
+        #expect(e?.code == .certificateInvalid && e?.identityCode == .expired)
+        // The static checks refuse what the full check refuses.
+        let rogue = try Device(26, role: .backpack, scopes: ["longnan"], by: Authority(root: Ed25519.SecretKey.generate()))
+        #expect(identityCode { _ = try w.trust.certified(rogue.certificate) } == .unknownAuthority)
+    }
 }

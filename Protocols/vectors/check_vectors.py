@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Independent check of identity.json and change.json, written from Protocols/*.md only.
+
+Uses pyca/cryptography (OpenSSL) for Ed25519 and ChaCha20-Poly1305, hashlib for BLAKE2b, and a small
+HChaCha20 below for XChaCha20-Poly1305, so none of libsodium or the Swift code is involved.
+Run: python3 Protocols/vectors/check_vectors.py  (needs `pip install cryptography`). Not run by CI.
+"""
+import hashlib
+import json
+import struct
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+HERE = Path(__file__).parent
+
+
+def dh(label, data, n):
+    return hashlib.blake2b(label.encode() + b"\x00" + data, digest_size=n).digest()
+
+
+def hchacha20(key, nonce16):
+    def rotl(v, c):
+        return ((v << c) & 0xFFFFFFFF) | (v >> (32 - c))
+
+    def qr(s, a, b, c, d):
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 16)
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 12)
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 8)
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 7)
+
+    s = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574]
+    s += list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
+    for _ in range(10):
+        qr(s, 0, 4, 8, 12); qr(s, 1, 5, 9, 13); qr(s, 2, 6, 10, 14); qr(s, 3, 7, 11, 15)
+        qr(s, 0, 5, 10, 15); qr(s, 1, 6, 11, 12); qr(s, 2, 7, 8, 13); qr(s, 3, 4, 9, 14)
+    return struct.pack("<8I", *(s[0:4] + s[12:16]))
+
+
+def xchacha_open(key, nonce24, ct, ad):
+    sub = hchacha20(key, nonce24[:16])
+    return ChaCha20Poly1305(sub).decrypt(b"\x00" * 4 + nonce24[16:], ct, ad)
+
+
+class Reader:
+    def __init__(self, b):
+        self.b, self.o = b, 0
+
+    def raw(self, n):
+        assert self.o + n <= len(self.b), "truncated"
+        v = self.b[self.o:self.o + n]; self.o += n
+        return v
+
+    def u8(self):
+        return self.raw(1)[0]
+
+    def varint(self):
+        r = shift = 0
+        while True:
+            c = self.u8(); r |= (c & 0x7F) << shift; shift += 7
+            if not c & 0x80:
+                return r
+
+    def string(self):
+        return self.raw(self.varint()).decode()
+
+
+def parse_certificate(b):
+    r = Reader(b)
+    assert r.u8() == 1 and r.u8() == 1
+    kind = r.u8(); subject = r.raw(16); sk = r.raw(32); ak = r.raw(32); role = r.u8()
+    scopes = [r.string() for _ in range(r.varint())]
+    nb, na, serial = r.varint(), r.varint(), r.varint()
+    issuer = r.raw(16); tbs = b[:r.o]; sig = r.raw(64)
+    assert r.o == len(b)
+    assert hashlib.blake2b(sk, digest_size=32).digest()[:16] == subject, "device id"
+    return dict(kind=kind, subject=subject, sk=sk, role=role, scopes=scopes, issuer=issuer, tbs=tbs, sig=sig)
+
+
+def parse_change(b):
+    r = Reader(b)
+    assert r.u8() == 1 and r.u8() == 1
+    author = r.raw(16); scope = r.string(); seq = r.varint(); prev = r.raw(32); hlc = r.varint()
+    ctype = r.u8(); prio = r.u8(); epoch = r.varint(); plen = r.varint()
+    header = b[:r.o]
+    nonce = b"" if ctype >= 0x80 else r.raw(24)
+    slots = []
+    for _ in range(r.varint()):
+        start = r.o; kind = r.u8()
+        if kind == 1:
+            sscope = r.string(); sepoch = r.varint(); recipient = b[start:r.o]
+            slots.append(dict(kind=1, scope=sscope, epoch=sepoch, recipient=recipient, nonce=r.raw(24), ct=r.raw(48)))
+        else:
+            kid = r.raw(16); recipient = b[start:r.o]
+            slots.append(dict(kind=2, recipient=recipient, ct=r.raw(112)))
+    payload = r.raw(plen); unsigned = b[:r.o]; sig = r.raw(64)
+    assert r.o == len(b)
+    return dict(author=author, scope=scope, seq=seq, prev=prev, ctype=ctype, epoch=epoch, header=header,
+                nonce=nonce, slots=slots, payload=payload, unsigned=unsigned, sig=sig)
+
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80); n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def main():
+    ident = json.loads((HERE / "identity.json").read_text())
+    chg = json.loads((HERE / "change.json").read_text())
+    h = bytes.fromhex
+    root = Ed25519PublicKey.from_public_bytes(h(ident["root"]["publicKey"]))
+    county = parse_certificate(h(ident["countyAuthority"]["certificate"]))
+    root.verify(county["sig"], dh("fieldsync/v1/certificate", county["tbs"], 64))
+    device = parse_certificate(h(ident["device"]["certificate"]))
+    Ed25519PublicKey.from_public_bytes(county["sk"]).verify(device["sig"], dh("fieldsync/v1/certificate", device["tbs"], 64))
+    assert device["issuer"] == hashlib.blake2b(county["sk"], digest_size=32).digest()[:16]
+    grant = h(ident["keyGrant"]["grant"])
+    Ed25519PublicKey.from_public_bytes(county["sk"]).verify(grant[-64:], dh("fieldsync/v1/key-grant", grant[:-64], 64))
+    rev = h(ident["revocation"]["revocation"])
+    Ed25519PublicKey.from_public_bytes(county["sk"]).verify(rev[-64:], dh("fieldsync/v1/revocation", rev[:-64], 64))
+    req = h(ident["device"]["request"])
+    Ed25519PublicKey.from_public_bytes(device["sk"]).verify(req[-64:], dh("fieldsync/v1/enrollment-request", req[:-64], 64))
+
+    c = parse_change(h(chg["sealed"]["change"]))
+    author = Ed25519PublicKey.from_public_bytes(device["sk"])
+    author.verify(c["sig"], dh("fieldsync/v1/change", c["unsigned"], 64))
+    hh = dh("fieldsync/v1/change-header", c["header"], 32)
+    assert hh.hex() == chg["sealed"]["headerHash"]
+    slot = c["slots"][0]
+    ad = hh + varint(0) + slot["recipient"]
+    data_key = xchacha_open(h(chg["epochKey"]["key"]), slot["nonce"], slot["ct"], ad)
+    plain = xchacha_open(data_key, c["nonce"], c["payload"], hh)
+    assert plain.hex() == chg["sealed"]["payload"]
+    assert hashlib.blake2b(h(chg["sealed"]["change"]), digest_size=32).hexdigest() == chg["sealed"]["id"]
+    ctl = parse_change(h(chg["control"]["change"]))
+    author.verify(ctl["sig"], dh("fieldsync/v1/change", ctl["unsigned"], 64))
+    assert ctl["prev"].hex() == chg["sealed"]["id"] and ctl["payload"].hex() == chg["control"]["payloadIsRevocation"]
+    print("identity.json and change.json: all signatures, hashes and AEAD openings check out")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
