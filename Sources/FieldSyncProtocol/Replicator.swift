@@ -57,14 +57,14 @@ public struct IngestReport: Sendable, Equatable {
 public struct ChangeVerifier: Sendable {
     /// Trust anchors and revocations.
     public let trust: TrustStore
-    /// Known certificates by device.
-    public let certificates: [DeviceID: Certificate]
+    /// Known certificates by device, their signatures already checked.
+    public let certificates: [DeviceID: VerifiedCertificate]
 
     /// The outcome of verifying `change` at `now` (ms since the Unix epoch).
     public func verify(_ change: Change, now: UInt64) -> IngestOutcome {
         guard let cert = certificates[change.header.author] else { return .unknownAuthor }
         do {
-            try change.verify(authorCertificate: cert, trust: trust, now: now)
+            try change.verify(author: cert, trust: trust, now: now)
             return .accepted
         } catch {
             return .rejected(error.code, error.description)
@@ -94,8 +94,9 @@ public final class Replicator {
     public let store: any SyncStore
     /// Schemas for validating decrypted edits.
     public let schemas: SchemaRegistry
-    /// Known certificates by device (own, peers', authors of changes held).
-    public private(set) var certificates: [DeviceID: Certificate] = [:]
+    /// Known certificates by device (own, peers', authors of changes held), signatures checked once
+    /// when learned (`TrustStore.certified`); validity is checked per change at its HLC.
+    public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:]
     /// Epoch keys this device holds, by scope, newest last.
     public private(set) var keys: [Scope: [EpochKey]] = [:]
     /// The HQ archive public key, if changes should carry an archive slot.
@@ -111,7 +112,7 @@ public final class Replicator {
         self.store = store
         self.schemas = schemas
         self.clock = clock
-        certificates[identity.id] = identity.certificate
+        if let own = try? trust.certified(identity.certificate) { certificates[identity.id] = own }
     }
 
     // MARK: Certificates and keys
@@ -122,9 +123,9 @@ public final class Replicator {
     public func learn(certificates incoming: [Certificate], now: UInt64) -> Int {
         var added = 0
         for c in incoming where certificates[c.subject] == nil {
-            // Chains are checked at the time of each change too; here we only refuse forgeries.
-            if (try? trust.verifyChain(c, at: min(now, c.notAfter))) != nil {
-                certificates[c.subject] = c
+            // Signatures and issuer bounds are checked once here; validity is checked at each change's time.
+            if let verified = try? trust.certified(c) {
+                certificates[c.subject] = verified
                 added += 1
             }
         }
@@ -236,7 +237,7 @@ public final class Replicator {
         for (change, outcome) in zip(changes, verified) {
             let h = change.header
             report.outcomes.append(outcome)
-            guard outcome == .accepted, let cert = certificates[h.author] else { continue }
+            guard outcome == .accepted, let cert = certificates[h.author]?.certificate else { continue }
             let hash = change.id
             let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
