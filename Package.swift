@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "FieldSyncCrypto", targets: ["FieldSyncCrypto"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
+        .executable(name: "fieldsim", targets: ["fieldsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,15 +36,24 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Deterministic discrete-event simulator (Simulator/README.md): engine, scenarios, metrics, charts.
+        .target(name: "FieldSim", dependencies: ["FieldSyncCore"], path: "Simulator/Sources/FieldSim"),
+        .executableTarget(
+            name: "fieldsim",
+            dependencies: ["FieldSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Simulator/Sources/fieldsim"
+        ),
         .executableTarget(
             name: "fieldsync-bench",
             dependencies: [
                 "FieldSyncCore",
                 "FieldSyncCrypto",
+                "FieldSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
+        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore"], path: "Tests/FieldSimTests"),
     ]
 )
