@@ -37,7 +37,14 @@ let package = Package(
             ]
         ),
         // Deterministic discrete-event simulator (Simulator/README.md): engine, scenarios, metrics, charts.
-        .target(name: "FieldSim", dependencies: ["FieldSyncCore"], path: "Simulator/Sources/FieldSim"),
+        // Release builds drop the dynamic exclusivity checks (a third of the engine's time, measured in
+        // docs/simulator.md); debug builds and tests keep them.
+        .target(
+            name: "FieldSim",
+            dependencies: ["FieldSyncCore"],
+            path: "Simulator/Sources/FieldSim",
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
         .executableTarget(
             name: "fieldsim",
             dependencies: ["FieldSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],

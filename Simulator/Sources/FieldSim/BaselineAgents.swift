@@ -32,7 +32,10 @@ public enum BaselineKind: String, CaseIterable, Sendable {
 /// Per node it keeps one bitset per carried domain (bit `i` = holds the domain's `i`-th change) and a hop
 /// count per held change; per contact direction a small heap of pending change keys. No per-event
 /// allocation once arrays have grown.
-public struct BaselineAgent: SyncAgent {
+///
+/// A final class rather than a struct: the engine keeps its agent in a class property, and calling a
+/// method on a struct stored there copies it (retaining every array) in the hot path.
+public final class BaselineAgent: SyncAgent {
     /// Which baseline.
     public let kind: BaselineKind
     /// Modelled size of an epidemic summary (per direction per contact), bytes.
@@ -81,9 +84,9 @@ public struct BaselineAgent: SyncAgent {
         active = Array(repeating: [], count: w.count)
     }
 
-    public func wireSize(of message: BaselineMessage) -> Int { Int(message.bytes) }
-    public func messageType(of message: BaselineMessage) -> MessageType { message.type }
-    public func change(in message: BaselineMessage) -> ChangeIndex? { message.type == .change ? message.change : nil }
+    public static func wireSize(of message: BaselineMessage) -> Int { Int(message.bytes) }
+    public static func messageType(of message: BaselineMessage) -> MessageType { message.type }
+    public static func change(in message: BaselineMessage) -> ChangeIndex? { message.type == .change ? message.change : nil }
 
     // MARK: State
 
@@ -103,7 +106,7 @@ public struct BaselineAgent: SyncAgent {
     public func storedBytes(at node: NodeIndex) -> Int { stored[Int(node)] }
 
     /// Marks `change` held at `node` with `h` hops; returns false if it was already held.
-    private mutating func set(_ change: ChangeIndex, at node: NodeIndex, hops h: UInt8) -> Bool {
+    private func set(_ change: ChangeIndex, at node: NodeIndex, hops h: UInt8) -> Bool {
         guard let (b, i) = bitset(change, node) else { preconditionFailure("node does not carry the change's domain") }
         let w = i >> 6
         if w >= bits[b].count {
@@ -128,7 +131,7 @@ public struct BaselineAgent: SyncAgent {
         UInt64(ctx.changes.priority[Int(change)].rawValue) << 56 | UInt64(UInt32(bitPattern: change))
     }
 
-    private mutating func ensureSlot(_ slot: Int32) {
+    private func ensureSlot(_ slot: Int32) {
         let need = Int(slot) * 2 + 2
         while pending.count < need {
             pending.append([])
@@ -177,7 +180,7 @@ public struct BaselineAgent: SyncAgent {
 
     // MARK: Heap of pending keys per direction
 
-    private mutating func heapPush(_ dir: Int, _ k: UInt64) {
+    private func heapPush(_ dir: Int, _ k: UInt64) {
         pending[dir].append(k)
         var i = pending[dir].count - 1
         while i > 0 {
@@ -189,7 +192,7 @@ public struct BaselineAgent: SyncAgent {
         pending[dir][i] = k
     }
 
-    private mutating func heapPop(_ dir: Int) -> UInt64? {
+    private func heapPop(_ dir: Int) -> UInt64? {
         guard let top = pending[dir].first else { return nil }
         let last = pending[dir].removeLast()
         let n = pending[dir].count
@@ -210,14 +213,14 @@ public struct BaselineAgent: SyncAgent {
 
     // MARK: SyncAgent
 
-    public mutating func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+    public func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         guard !lost[Int(node)] else { return }
         _ = set(change, at: node, hops: 0)
         push(change, from: node, effects: &effects)
     }
 
     /// Offers a change a node just got to every peer it is in contact with that may carry it and lacks it.
-    private mutating func push(_ change: ChangeIndex, from node: NodeIndex, effects: inout AgentEffects) {
+    private func push(_ change: ChangeIndex, from node: NodeIndex, effects: inout AgentEffects) {
         let d = ctx.changes.domain[Int(change)]
         for packed in active[Int(node)] {
             let slot = packed >> 1
@@ -232,7 +235,7 @@ public struct BaselineAgent: SyncAgent {
         }
     }
 
-    public mutating func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+    public func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         ensureSlot(link.slot)
         links[Int(link.slot)] = link
         for side in [LinkSide.a, .b] {
@@ -251,7 +254,7 @@ public struct BaselineAgent: SyncAgent {
         }
     }
 
-    public mutating func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> BaselineMessage? {
+    public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> BaselineMessage? {
         let dir = Int(link.slot) * 2 + Int(side.rawValue)
         let me = link.node(side), peer = link.node(side.other)
         if summaryDue[dir] {
@@ -278,7 +281,7 @@ public struct BaselineAgent: SyncAgent {
         return nil
     }
 
-    public mutating func received(_ message: BaselineMessage, on link: LinkHandle, at side: LinkSide, now: SimTime,
+    public func received(_ message: BaselineMessage, on link: LinkHandle, at side: LinkSide, now: SimTime,
                                   effects: inout AgentEffects) {
         let me = link.node(side)
         guard !lost[Int(me)] else { return }
@@ -300,7 +303,7 @@ public struct BaselineAgent: SyncAgent {
         }
     }
 
-    private mutating func accept(_ c: ChangeIndex, at node: NodeIndex, hops h: UInt8, effects: inout AgentEffects) {
+    private func accept(_ c: ChangeIndex, at node: NodeIndex, hops h: UInt8, effects: inout AgentEffects) {
         if set(c, at: node, hops: h) {
             effects.accept(c, at: node, hops: h)
             push(c, from: node, effects: &effects)
@@ -309,7 +312,7 @@ public struct BaselineAgent: SyncAgent {
         }
     }
 
-    public mutating func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<BaselineMessage>],
+    public func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<BaselineMessage>],
                                       effects: inout AgentEffects) {
         for side in [LinkSide.a, .b] {
             let dir = Int32(link.slot) * 2 + side.rawValue
@@ -324,13 +327,13 @@ public struct BaselineAgent: SyncAgent {
         // Cut messages are simply lost: nothing was applied from them (a dump applies only when complete).
     }
 
-    public mutating func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+    public func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         // The model store is durable: a crash loses only what was on the link (already cut by the engine).
     }
 
-    public mutating func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
+    public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
 
-    public mutating func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+    public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         lost[Int(node)] = true
         let b = Int(base[Int(node)])
         var count = 0
@@ -342,4 +345,22 @@ public struct BaselineAgent: SyncAgent {
         stored[Int(node)] = 0
         effects.drop(count)
     }
+}
+
+/// Runs `scenario` with a baseline agent to the end and returns the finished simulation.
+///
+/// Use this rather than building `Simulation<BaselineAgent>` in another module: called here, the
+/// generic engine is specialised for the agent (cross-module generic code runs unspecialised, several
+/// times slower). A real protocol agent should get a wrapper like this in its own module.
+public func runBaseline(_ kind: BaselineKind, scenario: any Scenario, options: RunOptions = RunOptions(),
+                        progressEvery: UInt64 = 1 << 20, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<BaselineAgent> {
+    let sim = Simulation(scenario: scenario, options: options) { BaselineAgent(kind, context: $0) }
+    sim.run(progressEvery: progressEvery, progress: progress)
+    return sim
+}
+
+/// Builds the report of a finished baseline run (specialised here for speed; see `runBaseline`).
+public func baselineReport(_ sim: Simulation<BaselineAgent>, scenarioName: String, seed: UInt64,
+                           derived: [(String, String)]) -> RunReport {
+    sim.report(scenarioName: scenarioName, seed: seed, derived: derived)
 }

@@ -58,6 +58,13 @@ public final class Simulation<Agent: SyncAgent> {
     public var sampleEvery: Int { options.oracleSampleEvery }
 
     private var scenario: any Scenario
+    // Copied out of the existential once: reading a property of `any Scenario` copies the whole value.
+    /// The scenario's duration.
+    public let duration: SimTime
+    /// The scenario's end of workload.
+    public let workloadEnd: SimTime
+    /// The scenario's warm-up.
+    public let warmup: SimTime
     private let options: RunOptions
     private var queue = EventQueue()
     private var schedule = ScenarioSchedule()
@@ -105,6 +112,9 @@ public final class Simulation<Agent: SyncAgent> {
         agent = makeAgent(context)
         self.scenario = scenario
         self.options = options
+        duration = scenario.duration
+        workloadEnd = scenario.workloadEnd
+        warmup = scenario.warmup
         nodeUp = Array(repeating: true, count: world.count)
         nodeLost = Array(repeating: false, count: world.count)
         lostReaders = Array(repeating: 0, count: world.domainCount)
@@ -117,19 +127,11 @@ public final class Simulation<Agent: SyncAgent> {
     /// Number of pending events.
     public var pendingEvents: Int { queue.count }
 
-    /// The scenario's duration.
-    public var duration: SimTime { scenario.duration }
-
-    /// The scenario's end of workload.
-    public var workloadEnd: SimTime { scenario.workloadEnd }
-
-    /// The scenario's warm-up.
-    public var warmup: SimTime { scenario.warmup }
 
     /// Runs to the end of the scenario. `progress` is called every `progressEvery` events with the
     /// virtual time and the events processed (the CLI turns it into a progress line).
     public func run(progressEvery: UInt64 = 1 << 20, progress: ((SimTime, UInt64) -> Void)? = nil) {
-        let end = scenario.duration
+        let end = duration
         while let e = queue.pop() {
             if e.time > end { break }
             precondition(e.time >= now, "event in the past")
@@ -172,7 +174,7 @@ public final class Simulation<Agent: SyncAgent> {
         case .restart: restart(e.a)
         case .sample:
             sample()
-            if now + options.sampleInterval <= scenario.duration {
+            if now + options.sampleInterval <= duration {
                 queue.push(Event(time: now + options.sampleInterval, kind: .sample))
             }
         case .snapshot: snapshot()
@@ -211,7 +213,7 @@ public final class Simulation<Agent: SyncAgent> {
             queue.push(Event(time: t, kind: kind, a: node))
         }
         let next = SimTime(day + 1) * Duration.day
-        if next < scenario.duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(day + 1))) }
+        if next < duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(day + 1))) }
     }
 
     // MARK: Contacts
@@ -301,10 +303,10 @@ public final class Simulation<Agent: SyncAgent> {
                     // Still transmitting: only the bytes that left by now count.
                     sent = spec.bytesPerSecond == 0 ? f.size : Int(min(Int64(f.size), (now - f.txStart) * spec.bytesPerSecond / 1_000))
                     metrics.bytesByLink[Int(spec.linkClass.rawValue)] += Int64(sent)
-                    metrics.bytesByType[Int(agent.messageType(of: f.message).rawValue)] += Int64(sent)
+                    metrics.bytesByType[Int(Agent.messageType(of: f.message).rawValue)] += Int64(sent)
                 }
                 metrics.abortedBytes += Int64(sent)
-                if agent.change(in: f.message) != nil || agent.messageType(of: f.message) == .stateDump { metrics.aborted += 1 }
+                if Agent.change(in: f.message) != nil || Agent.messageType(of: f.message) == .stateDump { metrics.aborted += 1 }
                 cutBuffer.append(CutTransfer(message: f.message, from: side, bytesSent: sent))
                 cutHere = true
                 k += 1
@@ -326,13 +328,13 @@ public final class Simulation<Agent: SyncAgent> {
         guard slotEffective[i], !dirBusy[d] else { return }
         let h = handle(s)
         guard let m = agent.pollTransmit(h, from: side, now: now) else { return }
-        let size = agent.wireSize(of: m)
+        let size = Agent.wireSize(of: m)
         precondition(size >= 0, "negative message size")
         let bw = h.spec.bytesPerSecond
         let tx: SimTime = bw == 0 ? 0 : (Int64(size) * 1_000 + bw - 1) / bw
         dirQueue[d].append(InFlight(message: m, size: size, txStart: now, txEnd: now + tx))
         dirBusy[d] = true
-        if agent.change(in: m) != nil || agent.messageType(of: m) == .stateDump { metrics.started += 1 }
+        if Agent.change(in: m) != nil || Agent.messageType(of: m) == .stateDump { metrics.started += 1 }
         queue.push(Event(time: now + tx, kind: .txDone, a: s, b: Int32(bitPattern: h.generation), c: side.rawValue))
     }
 
@@ -343,7 +345,7 @@ public final class Simulation<Agent: SyncAgent> {
         let f = dirQueue[d][dirQueue[d].count - 1]
         let spec = slotSpec[i]
         metrics.bytesByLink[Int(spec.linkClass.rawValue)] += Int64(f.size)
-        metrics.bytesByType[Int(agent.messageType(of: f.message).rawValue)] += Int64(f.size)
+        metrics.bytesByType[Int(Agent.messageType(of: f.message).rawValue)] += Int64(f.size)
         dirBusy[d] = false
         queue.push(Event(time: now + spec.latency, kind: .arrival, a: s, b: Int32(bitPattern: gen), c: side.rawValue))
         poll(s, side)
@@ -397,7 +399,7 @@ public final class Simulation<Agent: SyncAgent> {
         metrics.reached.append(0)
         metrics.hqArrival.append(world.nodes[Int(spec.author)].nodeClass == .hq ? now : -1)
         metrics.lastArrival.append(-1)
-        if now >= scenario.warmup {
+        if now >= warmup {
             metrics.created += Int(max(t, 0))
             changesAfterWarmup += 1
             if world.nodes[Int(spec.author)].nodeClass == .hq { hqCount += 1 }
@@ -420,7 +422,7 @@ public final class Simulation<Agent: SyncAgent> {
         }
         metrics.reached[i] &+= 1
         metrics.lastArrival[i] = now
-        let post = ch.createdAt[i] >= scenario.warmup
+        let post = ch.createdAt[i] >= warmup
         let cls = Int(ch.changeClass[i].rawValue), pr = Int(ch.priority[i].rawValue)
         if post {
             metrics.delivered += 1
@@ -479,7 +481,7 @@ public final class Simulation<Agent: SyncAgent> {
         let ch = context.changes
         var i = ch.count - 1
         while i >= 0 {
-            if ch.createdAt[i] < scenario.warmup { break }
+            if ch.createdAt[i] < warmup { break }
             targets += Int(metrics.targets[i])
             reached += Int(metrics.reached[i])
             i -= 1
@@ -516,7 +518,7 @@ public final class Simulation<Agent: SyncAgent> {
         let world = context.world
         let ch = context.changes
         var missing = 0
-        var last: SimTime = scenario.workloadEnd
+        var last: SimTime = workloadEnd
         for i in 0..<ch.count {
             let d = ch.domain[i]
             for n in world.readers[Int(d)] where !nodeLost[Int(n)] {
@@ -524,7 +526,7 @@ public final class Simulation<Agent: SyncAgent> {
             }
             if metrics.lastArrival[i] > last { last = metrics.lastArrival[i] }
         }
-        return (missing, missing == 0 ? last - scenario.workloadEnd : nil)
+        return (missing, missing == 0 ? last - workloadEnd : nil)
     }
 
     /// Invariant check: no node holds a change of a domain it may not carry.

@@ -141,14 +141,14 @@ public protocol SyncAgent {
     var name: String { get }
 
     /// Bytes a message occupies on the link.
-    func wireSize(of message: Message) -> Int
+    static func wireSize(of message: Message) -> Int
 
     /// The type of a message for byte accounting.
-    func messageType(of message: Message) -> MessageType
+    static func messageType(of message: Message) -> MessageType
 
     /// The change carried by a message, if it carries exactly one (for ONE-style started/relayed/aborted
     /// counts); nil for control messages and dumps.
-    func change(in message: Message) -> ChangeIndex?
+    static func change(in message: Message) -> ChangeIndex?
 
     /// A node wrote `change`.
     mutating func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects)

@@ -81,11 +81,10 @@ struct FieldSimCommand: ParsableCommand {
             let options = RunOptions(sampleInterval: file.sampleIntervalMinutes.map { Int64($0 * 60_000) } ?? (file.days > 30 ? Duration.day : Duration.hour),
                                      snapshotAt: mapDay.map { SimTime($0 * Double(Duration.day)) }, recordContacts: true,
                                      oracleSampleEvery: every)
-            let sim = Simulation(scenario: scen, options: options) { BaselineAgent(kind, context: $0) }
             let clock = ContinuousClock()
             let started = clock.now
-            let total = Double(sim.duration)
-            sim.run { now, events in
+            let total = Double(scen.duration)
+            let sim = runBaseline(kind, scenario: scen, options: options) { now, events in
                 guard tty else { return }
                 let el = seconds(clock.now - started)
                 let rate = el > 0 ? Double(events) / el : 0
@@ -95,7 +94,7 @@ struct FieldSimCommand: ParsableCommand {
             }
             let wall = seconds(clock.now - started)
             if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-            let report = sim.report(scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+            let report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
             let dir = "\(outDir)/\(name)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try write(report.summary.render() + "\n", "\(dir)/summary.json")
