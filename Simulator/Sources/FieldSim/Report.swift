@@ -384,7 +384,7 @@ public enum SVG {
         let legend: [(String, String)] = [("#2ca02c", "up to date"), ("#bcbd22", "< 6 h stale"), ("#ff7f0e", "6-24 h"), ("#d62728", ">= 1 day"), ("#bbbbbb", "lost / relay")]
         for (i, (c, label)) in legend.enumerated() {
             let y = top + 20 + Double(i) * 18
-            s += "<circle cx=\"\(f(w - 140))\" cy=\"\(f(y))\" r=\"5\" fill=\"\(c)\"/><text x=\"\(f(w - 128))\" y=\"\(f(y + 4))\">\(label)</text>\n"
+            s += "<circle cx=\"\(f(w - 140))\" cy=\"\(f(y))\" r=\"5\" fill=\"\(c)\"/><text x=\"\(f(w - 128))\" y=\"\(f(y + 4))\">\(escape(label))</text>\n"
         }
         s += "<text x=\"\(f(w - 140))\" y=\"\(f(top + 130))\" font-size=\"10\">villages synthetic (seeded)</text>\n"
         return s + "</svg>\n"
