@@ -84,8 +84,11 @@ public final class BaselineAgent: SyncAgent {
         active = Array(repeating: [], count: w.count)
     }
 
+    /// The modelled size of the message.
     public static func wireSize(of message: BaselineMessage) -> Int { Int(message.bytes) }
+    /// The message type.
     public static func messageType(of message: BaselineMessage) -> MessageType { message.type }
+    /// The change a `.change` message carries.
     public static func change(in message: BaselineMessage) -> ChangeIndex? { message.type == .change ? message.change : nil }
 
     // MARK: State
@@ -97,12 +100,14 @@ public final class BaselineAgent: SyncAgent {
         return (Int(base[Int(node)] + s), Int(ctx.changes.localIndex[Int(change)]))
     }
 
+    /// Whether `node` holds `change` (its bit is set).
     public func holds(_ change: ChangeIndex, at node: NodeIndex) -> Bool {
         guard let (b, i) = bitset(change, node) else { return false }
         let w = i >> 6
         return w < bits[b].count && bits[b][w] & (1 << UInt64(i & 63)) != 0
     }
 
+    /// Bytes of changes held at `node`.
     public func storedBytes(at node: NodeIndex) -> Int { stored[Int(node)] }
 
     /// Marks `change` held at `node` with `h` hops; returns false if it was already held.
@@ -213,6 +218,7 @@ public final class BaselineAgent: SyncAgent {
 
     // MARK: SyncAgent
 
+    /// Marks the change held at its author and pushes it to the author's peers in contact.
     public func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         guard !lost[Int(node)] else { return }
         _ = set(change, at: node, hops: 0)
@@ -235,6 +241,7 @@ public final class BaselineAgent: SyncAgent {
         }
     }
 
+    /// Queues the summaries (or, for full state, snapshots the dumps) of both sides.
     public func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         ensureSlot(link.slot)
         links[Int(link.slot)] = link
@@ -254,6 +261,7 @@ public final class BaselineAgent: SyncAgent {
         }
     }
 
+    /// Summary or dump first, then the most urgent change the peer still lacks.
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> BaselineMessage? {
         let dir = Int(link.slot) * 2 + Int(side.rawValue)
         let me = link.node(side), peer = link.node(side.other)
@@ -281,6 +289,7 @@ public final class BaselineAgent: SyncAgent {
         return nil
     }
 
+    /// Applies what arrived; a summary makes this side queue what the peer lacks.
     public func received(_ message: BaselineMessage, on link: LinkHandle, at side: LinkSide, now: SimTime,
                                   effects: inout AgentEffects) {
         let me = link.node(side)
@@ -312,6 +321,7 @@ public final class BaselineAgent: SyncAgent {
         }
     }
 
+    /// Forgets the contact's pending work; cut messages are simply lost.
     public func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<BaselineMessage>],
                                       effects: inout AgentEffects) {
         for side in [LinkSide.a, .b] {
@@ -327,12 +337,15 @@ public final class BaselineAgent: SyncAgent {
         // Cut messages are simply lost: nothing was applied from them (a dump applies only when complete).
     }
 
+    /// Nothing: the model store is durable, and the engine already cut the contacts.
     public func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         // The model store is durable: a crash loses only what was on the link (already cut by the engine).
     }
 
+    /// Nothing to recover.
     public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
 
+    /// Discards the node's store and reports its changes as dropped.
     public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         lost[Int(node)] = true
         let b = Int(base[Int(node)])

@@ -5,12 +5,19 @@ import Foundation
 /// N nodes; every pair meets at the events of an independent Poisson process of rate λ; contacts have
 /// unlimited bandwidth and no latency. Every node reads every message (one domain).
 public struct RandomContactsScenario: Scenario {
+    /// Scenario name.
     public let name: String
+    /// Nodes and entitlement.
     public let world: World
+    /// Simulated duration.
     public let duration: SimTime
+    /// End of the workload.
     public let workloadEnd: SimTime
+    /// Warm-up.
     public let warmup: SimTime
+    /// Clock skew per node.
     public let clockSkew: [SimTime]
+    /// Parameters derived from the seed, printed at the start of the run.
     public private(set) var derivedParameters: [(String, String)] = []
 
     /// Pairwise contact rate per millisecond.
@@ -52,6 +59,7 @@ public struct RandomContactsScenario: Scenario {
         ]
     }
 
+    /// Writes the contacts, changes and faults of `day`.
     public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
         let start = SimTime(day) * Duration.day
         let end = start + Duration.day
@@ -159,12 +167,19 @@ public enum ONETrace {
 /// Replays a ONE connection trace; every node reads every message; messages are created at random
 /// nodes at a fixed rate.
 public struct TraceScenario: Scenario {
+    /// Scenario name.
     public let name: String
+    /// Nodes and entitlement.
     public let world: World
+    /// Simulated duration.
     public let duration: SimTime
+    /// End of the workload.
     public let workloadEnd: SimTime
+    /// Warm-up.
     public let warmup: SimTime
+    /// Clock skew per node.
     public let clockSkew: [SimTime]
+    /// Parameters derived from the seed, printed at the start of the run.
     public private(set) var derivedParameters: [(String, String)] = []
 
     private let contacts: [(SimTime, SimTime, NodeIndex, NodeIndex)]
@@ -199,6 +214,7 @@ public struct TraceScenario: Scenario {
         ]
     }
 
+    /// Writes the contacts, changes and faults of `day`.
     public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
         let start = SimTime(day) * Duration.day
         let end = start + Duration.day

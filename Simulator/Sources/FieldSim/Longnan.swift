@@ -92,12 +92,19 @@ struct PatrolPlan {
 
 /// The Longnan scenario generator.
 public struct LongnanScenario: Scenario {
+    /// Scenario name.
     public let name: String
+    /// Nodes and entitlement.
     public let world: World
+    /// Simulated duration.
     public let duration: SimTime
+    /// End of the workload.
     public let workloadEnd: SimTime
+    /// Warm-up.
     public let warmup: SimTime
+    /// Clock skew per node.
     public private(set) var clockSkew: [SimTime] = []
+    /// Parameters derived from the seed, printed at the start of the run.
     public private(set) var derivedParameters: [(String, String)] = []
 
     /// The seed.
@@ -439,6 +446,7 @@ public struct LongnanScenario: Scenario {
 
     // MARK: Days
 
+    /// Writes the contacts, changes and faults of `day`.
     public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
         let dayStart = SimTime(day) * Duration.day
         let dayEnd = dayStart + Duration.day
@@ -591,5 +599,6 @@ public struct LongnanScenario: Scenario {
 }
 
 extension SimPriority: Comparable {
+    /// Orders by raw value.
     public static func < (a: SimPriority, b: SimPriority) -> Bool { a.rawValue < b.rawValue }
 }

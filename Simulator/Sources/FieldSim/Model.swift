@@ -33,6 +33,7 @@ public enum NodeClass: UInt8, CaseIterable, Sendable, Comparable, CustomStringCo
         case .peer: "peer"
         }
     }
+    /// Orders by raw value.
     public static func < (a: NodeClass, b: NodeClass) -> Bool { a.rawValue < b.rawValue }
 }
 

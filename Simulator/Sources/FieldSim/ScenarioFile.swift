@@ -14,6 +14,7 @@ public struct ScenarioError: Error, Equatable, Sendable, CustomStringConvertible
         self.file = file
         self.problem = problem
     }
+    /// `file: problem`.
     public var description: String { "\(file): \(problem)" }
 }
 
