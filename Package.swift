@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
+        .executable(name: "fieldsim", targets: ["fieldsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,6 +48,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Deterministic discrete-event simulator (Simulator/README.md): engine, scenarios, metrics, charts.
+        // Release builds drop the dynamic exclusivity checks (a third of the engine's time, measured in
+        // docs/simulator.md); debug builds and tests keep them.
+        .target(
+            name: "FieldSim",
+            dependencies: ["FieldSyncCore"],
+            path: "Simulator/Sources/FieldSim",
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
+        .executableTarget(
+            name: "fieldsim",
+            dependencies: ["FieldSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Simulator/Sources/fieldsim"
+        ),
         .executableTarget(
             name: "fieldsync-bench",
             dependencies: [
@@ -54,6 +69,7 @@ let package = Package(
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
                 "FieldSyncStore",
+                "FieldSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
@@ -62,5 +78,6 @@ let package = Package(
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
         .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
+        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore"], path: "Tests/FieldSimTests"),
     ]
 )

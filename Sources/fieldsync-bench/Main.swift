@@ -55,5 +55,5 @@ struct FieldSyncBench: ParsableCommand {
 
 /// Every benchmark, in the order they run. Later issues append here.
 func allBenchmarks() -> [Benchmark] {
-    coreBenchmarks() + cryptoBenchmarks() + storeBenchmarks() + reconcileBenchmarks()
+    coreBenchmarks() + cryptoBenchmarks() + storeBenchmarks() + reconcileBenchmarks() + simBenchmarks()
 }

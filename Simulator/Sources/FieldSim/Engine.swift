@@ -1,0 +1,543 @@
+// The discrete-event engine: one queue, a virtual clock, contacts as links with bandwidth and latency.
+
+/// A closed contact, as recorded for the oracle and the ONE trace export.
+public struct ContactRecord: Sendable, Equatable {
+    /// When it came up.
+    public var start: SimTime
+    /// When it went down.
+    public var end: SimTime
+    /// Its spec.
+    public var spec: ContactSpec
+}
+
+/// Options of a run that are not part of the scenario.
+public struct RunOptions: Sendable {
+    /// Interval between time-series samples.
+    public var sampleInterval: SimTime
+    /// When to take the staleness snapshot for the map (nil: at the end of the workload).
+    public var snapshotAt: SimTime?
+    /// Keep every contact for the oracle and the trace export.
+    public var recordContacts: Bool
+    /// Keep per-replica arrival times of every change whose index is a multiple of this, for the
+    /// oracle comparison (0: none).
+    public var oracleSampleEvery: Int
+
+    /// Creates options.
+    public init(sampleInterval: SimTime = Duration.hour, snapshotAt: SimTime? = nil, recordContacts: Bool = true,
+                oracleSampleEvery: Int = 1) {
+        self.sampleInterval = sampleInterval
+        self.snapshotAt = snapshotAt
+        self.recordContacts = recordContacts
+        self.oracleSampleEvery = oracleSampleEvery
+    }
+}
+
+/// A deterministic simulation of `scenario` with `agent` on every node.
+///
+/// Single-threaded, no wall clock: the same scenario (same seed) and agent give the same `traceHash`
+/// and byte-identical outputs. Events due at the same millisecond run in insertion order, except that
+/// contact ends run after everything else due then.
+public final class Simulation<Agent: SyncAgent> {
+    /// What the agent may consult.
+    public let context: SimContext
+    /// The agent (its state is the nodes' state).
+    public private(set) var agent: Agent
+    /// Measurements.
+    public private(set) var metrics = Metrics()
+    /// Every contact that ran, in order of ending (if `recordContacts`).
+    public private(set) var contacts: [ContactRecord] = []
+    /// Events processed.
+    public private(set) var eventsProcessed: UInt64 = 0
+    /// FNV-1a hash over every processed event and every delivery: equal hashes mean equal runs.
+    public private(set) var traceHash: UInt64 = 0xCBF2_9CE4_8422_2325
+    /// Current virtual time.
+    public private(set) var now: SimTime = 0
+    /// Arrival time per (sampled change << 32 | replica), for the oracle comparison. Lookup only.
+    public private(set) var sampledArrivals: [UInt64: SimTime] = [:]
+    /// The oracle sampling modulus in use.
+    public var sampleEvery: Int { options.oracleSampleEvery }
+
+    private var scenario: any Scenario
+    // Copied out of the existential once: reading a property of `any Scenario` copies the whole value.
+    /// The scenario's duration.
+    public let duration: SimTime
+    /// The scenario's end of workload.
+    public let workloadEnd: SimTime
+    /// The scenario's warm-up.
+    public let warmup: SimTime
+    private let options: RunOptions
+    private var queue = EventQueue()
+    private var schedule = ScenarioSchedule()
+    private var effects = AgentEffects()
+
+    private var pendingContacts: [ContactSpec] = []
+    private var freePendingContacts: [Int32] = []
+    private var pendingChanges: [ChangeSpec] = []
+    private var freePendingChanges: [Int32] = []
+
+    // Contact slots.
+    private var slotSpec: [ContactSpec] = []
+    private var slotGen: [UInt32] = []
+    private var slotStart: [SimTime] = []
+    private var slotEffective: [Bool] = []
+    private var slotDesired: [Int32] = []
+    private var freeSlots: [Int32] = []
+    private var pairSlot: [UInt64: Int32] = [:]  // lookup only, never iterated
+    private var pairLastEnd: [UInt64: SimTime] = [:]  // lookup only, never iterated
+
+    // Link directions (slot * 2 + side): messages on the link, oldest first from `dirHead`.
+    private struct InFlight {
+        var message: Agent.Message
+        var size: Int
+        var txStart: SimTime
+        var txEnd: SimTime
+    }
+    private var dirQueue: [[InFlight]] = []
+    private var dirHead: [Int] = []
+    private var dirBusy: [Bool] = []
+
+    private var nodeUp: [Bool]
+    private var nodeLost: [Bool]
+    private var lostReaders: [Int32]
+    private var cutBuffer: [CutTransfer<Agent.Message>] = []
+
+    // Running counts for the time series.
+    private var changesAfterWarmup = 0
+    private var hqCount = 0
+
+    /// Creates a simulation; `makeAgent` builds the agent over the run's context.
+    public init(scenario: any Scenario, options: RunOptions = RunOptions(), makeAgent: (SimContext) -> Agent) {
+        let world = scenario.world
+        context = SimContext(world: world, changes: ChangeTable(domainCount: world.domainCount), clockSkew: scenario.clockSkew)
+        agent = makeAgent(context)
+        self.scenario = scenario
+        self.options = options
+        duration = scenario.duration
+        workloadEnd = scenario.workloadEnd
+        warmup = scenario.warmup
+        nodeUp = Array(repeating: true, count: world.count)
+        nodeLost = Array(repeating: false, count: world.count)
+        lostReaders = Array(repeating: 0, count: world.domainCount)
+        queue.push(Event(time: 0, kind: .dayTick, a: 0))
+        queue.push(Event(time: 0, kind: .sample))
+        let snap = options.snapshotAt ?? scenario.workloadEnd
+        if snap <= scenario.duration { queue.push(Event(time: snap, kind: .snapshot)) }
+    }
+
+    /// Number of pending events.
+    public var pendingEvents: Int { queue.count }
+
+
+    /// Runs to the end of the scenario. `progress` is called every `progressEvery` events with the
+    /// virtual time and the events processed (the CLI turns it into a progress line).
+    public func run(progressEvery: UInt64 = 1 << 20, progress: ((SimTime, UInt64) -> Void)? = nil) {
+        let end = duration
+        while let e = queue.pop() {
+            if e.time > end { break }
+            precondition(e.time >= now, "event in the past")
+            now = e.time
+            eventsProcessed &+= 1
+            mix(UInt64(bitPattern: e.time))
+            mix(UInt64(e.kind.rawValue) << 48 ^ UInt64(UInt32(bitPattern: e.a)) << 16 ^ UInt64(UInt32(bitPattern: e.b)))
+            dispatch(e)
+            if let progress, eventsProcessed % progressEvery == 0 { progress(now, eventsProcessed) }
+        }
+        now = end
+        // Close contacts still up (recorded, not cut: the run simply stops).
+        for s in 0..<slotEffective.count where slotEffective[s] {
+            recordContactEnd(Int32(s))
+        }
+        sample()
+        progress?(now, eventsProcessed)
+    }
+
+    @inline(__always) private func mix(_ x: UInt64) {
+        traceHash = (traceHash ^ x) &* 0x0000_0100_0000_01B3
+    }
+
+    private func dispatch(_ e: Event) {
+        switch e.kind {
+        case .dayTick: dayTick(Int(e.a))
+        case .contactUp:
+            let spec = pendingContacts[Int(e.a)]
+            freePendingContacts.append(e.a)
+            contactUp(spec)
+        case .contactDown: contactDown(e.a, e.b)
+        case .txDone: txDone(slot: e.a, gen: UInt32(bitPattern: e.b), side: LinkSide(rawValue: e.c)!)
+        case .arrival: arrival(slot: e.a, gen: UInt32(bitPattern: e.b), side: LinkSide(rawValue: e.c)!)
+        case .changeCreated:
+            let spec = pendingChanges[Int(e.a)]
+            freePendingChanges.append(e.a)
+            changeCreated(spec)
+        case .crash: crash(e.a, lose: false)
+        case .lose: crash(e.a, lose: true)
+        case .restart: restart(e.a)
+        case .sample:
+            sample()
+            if now + options.sampleInterval <= duration {
+                queue.push(Event(time: now + options.sampleInterval, kind: .sample))
+            }
+        case .snapshot: snapshot()
+        }
+    }
+
+    // MARK: Scenario days
+
+    private func dayTick(_ day: Int) {
+        schedule.clear()
+        scenario.generateDay(day, into: &schedule)
+        for (t, spec) in schedule.ups {
+            precondition(t >= now, "scenario scheduled a contact in the past")
+            let i: Int32
+            if let f = freePendingContacts.popLast() { i = f; pendingContacts[Int(f)] = spec.normalized() } else {
+                i = Int32(pendingContacts.count)
+                pendingContacts.append(spec.normalized())
+            }
+            queue.push(Event(time: t, kind: .contactUp, a: i))
+        }
+        for (t, a, b) in schedule.downs {
+            precondition(t >= now, "scenario scheduled a contact end in the past")
+            queue.push(Event(time: t, phase: 1, kind: .contactDown, a: min(a, b), b: max(a, b)))
+        }
+        for (t, spec) in schedule.changes {
+            precondition(t >= now, "scenario scheduled a change in the past")
+            let i: Int32
+            if let f = freePendingChanges.popLast() { i = f; pendingChanges[Int(f)] = spec } else {
+                i = Int32(pendingChanges.count)
+                pendingChanges.append(spec)
+            }
+            queue.push(Event(time: t, kind: .changeCreated, a: i))
+        }
+        for (t, kind, node) in schedule.faults {
+            precondition(t >= now, "scenario scheduled a fault in the past")
+            queue.push(Event(time: t, kind: kind, a: node))
+        }
+        let next = SimTime(day + 1) * Duration.day
+        if next < duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(day + 1))) }
+    }
+
+    // MARK: Contacts
+
+    private func contactUp(_ spec: ContactSpec) {
+        let key = ContactSpec.pairKey(spec.a, spec.b)
+        if let s = pairSlot[key] {
+            slotDesired[Int(s)] += 1  // overlapping windows of one pair merge into one contact
+            return
+        }
+        let s: Int32
+        if let f = freeSlots.popLast() { s = f } else {
+            s = Int32(slotSpec.count)
+            slotSpec.append(spec)
+            slotGen.append(0)
+            slotStart.append(0)
+            slotEffective.append(false)
+            slotDesired.append(0)
+            for _ in 0..<2 {
+                dirQueue.append([])
+                dirHead.append(0)
+                dirBusy.append(false)
+            }
+        }
+        slotSpec[Int(s)] = spec
+        slotDesired[Int(s)] = 1
+        pairSlot[key] = s
+        if nodeUp[Int(spec.a)] && nodeUp[Int(spec.b)] { startEffective(s) }
+    }
+
+    private func contactDown(_ a: NodeIndex, _ b: NodeIndex) {
+        let key = ContactSpec.pairKey(a, b)
+        guard let s = pairSlot[key] else { preconditionFailure("contact down without up") }
+        slotDesired[Int(s)] -= 1
+        if slotDesired[Int(s)] > 0 { return }
+        if slotEffective[Int(s)] { endEffective(s) }
+        pairSlot[key] = nil
+        freeSlots.append(s)
+    }
+
+    private func handle(_ s: Int32) -> LinkHandle {
+        LinkHandle(slot: s, generation: slotGen[Int(s)], spec: slotSpec[Int(s)], start: slotStart[Int(s)])
+    }
+
+    private func startEffective(_ s: Int32) {
+        let i = Int(s)
+        slotGen[i] &+= 1
+        slotStart[i] = now
+        slotEffective[i] = true
+        for d in [i * 2, i * 2 + 1] {
+            dirQueue[d].removeAll(keepingCapacity: true)
+            dirHead[d] = 0
+            dirBusy[d] = false
+        }
+        let spec = slotSpec[i]
+        let key = ContactSpec.pairKey(spec.a, spec.b)
+        if let last = pairLastEnd[key] { metrics.interContact.record(now - last) }
+        metrics.contactsByLink[Int(spec.linkClass.rawValue)] += 1
+        let h = handle(s)
+        agent.contactStarted(h, now: now, effects: &effects)
+        applyEffects()
+        poll(s, .a)
+        poll(s, .b)
+    }
+
+    private func recordContactEnd(_ s: Int32) {
+        let i = Int(s)
+        let spec = slotSpec[i]
+        metrics.contactDuration.record(now - slotStart[i])
+        pairLastEnd[ContactSpec.pairKey(spec.a, spec.b)] = now
+        if options.recordContacts { contacts.append(ContactRecord(start: slotStart[i], end: now, spec: spec)) }
+        slotEffective[i] = false
+    }
+
+    private func endEffective(_ s: Int32) {
+        let i = Int(s)
+        let spec = slotSpec[i]
+        cutBuffer.removeAll(keepingCapacity: true)
+        var cutHere = false
+        for side in [LinkSide.a, .b] {
+            let d = i * 2 + Int(side.rawValue)
+            var k = dirHead[d]
+            while k < dirQueue[d].count {
+                let f = dirQueue[d][k]
+                var sent = f.size
+                if f.txEnd > now {
+                    // Still transmitting: only the bytes that left by now count.
+                    sent = spec.bytesPerSecond == 0 ? f.size : Int(min(Int64(f.size), (now - f.txStart) * spec.bytesPerSecond / 1_000))
+                    metrics.bytesByLink[Int(spec.linkClass.rawValue)] += Int64(sent)
+                    metrics.bytesByType[Int(Agent.messageType(of: f.message).rawValue)] += Int64(sent)
+                }
+                metrics.abortedBytes += Int64(sent)
+                if Agent.change(in: f.message) != nil || Agent.messageType(of: f.message) == .stateDump { metrics.aborted += 1 }
+                cutBuffer.append(CutTransfer(message: f.message, from: side, bytesSent: sent))
+                cutHere = true
+                k += 1
+            }
+            dirQueue[d].removeAll(keepingCapacity: true)
+            dirHead[d] = 0
+            dirBusy[d] = false
+        }
+        if cutHere { metrics.contactsCut += 1 }
+        let h = handle(s)
+        recordContactEnd(s)
+        agent.contactEnded(h, now: now, cut: cutBuffer, effects: &effects)
+        applyEffects()
+    }
+
+    @inline(__always) private func poll(_ s: Int32, _ side: LinkSide) {
+        let i = Int(s)
+        let d = i * 2 + Int(side.rawValue)
+        guard slotEffective[i], !dirBusy[d] else { return }
+        let h = handle(s)
+        guard let m = agent.pollTransmit(h, from: side, now: now) else { return }
+        let size = Agent.wireSize(of: m)
+        precondition(size >= 0, "negative message size")
+        let bw = h.spec.bytesPerSecond
+        let tx: SimTime = bw == 0 ? 0 : (Int64(size) * 1_000 + bw - 1) / bw
+        dirQueue[d].append(InFlight(message: m, size: size, txStart: now, txEnd: now + tx))
+        dirBusy[d] = true
+        if Agent.change(in: m) != nil || Agent.messageType(of: m) == .stateDump { metrics.started += 1 }
+        queue.push(Event(time: now + tx, kind: .txDone, a: s, b: Int32(bitPattern: h.generation), c: side.rawValue))
+    }
+
+    private func txDone(slot s: Int32, gen: UInt32, side: LinkSide) {
+        let i = Int(s)
+        guard slotEffective[i], slotGen[i] == gen else { return }  // the contact ended meanwhile
+        let d = i * 2 + Int(side.rawValue)
+        let f = dirQueue[d][dirQueue[d].count - 1]
+        let spec = slotSpec[i]
+        metrics.bytesByLink[Int(spec.linkClass.rawValue)] += Int64(f.size)
+        metrics.bytesByType[Int(Agent.messageType(of: f.message).rawValue)] += Int64(f.size)
+        dirBusy[d] = false
+        queue.push(Event(time: now + spec.latency, kind: .arrival, a: s, b: Int32(bitPattern: gen), c: side.rawValue))
+        poll(s, side)
+    }
+
+    private func arrival(slot s: Int32, gen: UInt32, side: LinkSide) {
+        let i = Int(s)
+        guard slotEffective[i], slotGen[i] == gen else { return }
+        let d = i * 2 + Int(side.rawValue)
+        let f = dirQueue[d][dirHead[d]]
+        dirHead[d] += 1
+        if dirHead[d] == dirQueue[d].count {
+            dirQueue[d].removeAll(keepingCapacity: true)
+            dirHead[d] = 0
+        }
+        agent.received(f.message, on: handle(s), at: side.other, now: now, effects: &effects)
+        applyEffects()
+        poll(s, .a)
+        poll(s, .b)
+    }
+
+    private func applyEffects() {
+        if !effects.accepted.isEmpty {
+            for (node, change, hops) in effects.accepted { delivered(change, at: node, hops: hops) }
+            metrics.relayed += effects.accepted.count
+        }
+        metrics.relayed += effects.duplicates
+        metrics.duplicates += effects.duplicates
+        metrics.dropped += effects.dropped
+        if !effects.wakes.isEmpty {
+            let wakes = effects.wakes
+            effects.clear()
+            for (s, side) in wakes { poll(s, side) }
+        } else {
+            effects.clear()
+        }
+    }
+
+    // MARK: Changes and deliveries
+
+    private func changeCreated(_ spec: ChangeSpec) {
+        guard nodeUp[Int(spec.author)] else {
+            metrics.skippedWrites += 1
+            return
+        }
+        let c = context.changes.append(spec, at: now)
+        let world = context.world
+        var t = Int32(world.readers[Int(spec.domain)].count) - lostReaders[Int(spec.domain)]
+        if world.reads(spec.domain, at: spec.author) { t -= 1 }
+        metrics.targets.append(UInt8(clamping: max(t, 0)))
+        metrics.reached.append(0)
+        metrics.hqArrival.append(world.nodes[Int(spec.author)].nodeClass == .hq ? now : -1)
+        metrics.lastArrival.append(-1)
+        if now >= warmup {
+            metrics.created += Int(max(t, 0))
+            changesAfterWarmup += 1
+            if world.nodes[Int(spec.author)].nodeClass == .hq { hqCount += 1 }
+        }
+        mix(0xC4A9 ^ UInt64(c))
+        agent.changeCreated(c, at: spec.author, now: now, effects: &effects)
+        applyEffects()
+    }
+
+    private func delivered(_ c: ChangeIndex, at node: NodeIndex, hops: UInt8) {
+        mix(UInt64(UInt32(bitPattern: c)) << 32 | UInt64(UInt32(bitPattern: node)))
+        let ch = context.changes
+        let i = Int(c)
+        let d = ch.domain[i]
+        let world = context.world
+        guard world.reads(d, at: node), node != ch.author[i] else { return }
+        let lat = now - ch.createdAt[i]
+        if options.oracleSampleEvery > 0 && i % options.oracleSampleEvery == 0 {
+            sampledArrivals[UInt64(i) << 32 | UInt64(UInt32(bitPattern: node))] = now
+        }
+        metrics.reached[i] &+= 1
+        metrics.lastArrival[i] = now
+        let post = ch.createdAt[i] >= warmup
+        let cls = Int(ch.changeClass[i].rawValue), pr = Int(ch.priority[i].rawValue)
+        if post {
+            metrics.delivered += 1
+            metrics.latency.record(lat)
+            metrics.hops.record(Int64(hops))
+            metrics.latencyToAll[cls][pr].record(lat)
+        }
+        if world.nodes[Int(node)].nodeClass == .hq && metrics.hqArrival[i] < 0 {
+            metrics.hqArrival[i] = now
+            if post {
+                metrics.latencyToHQ[cls][pr].record(lat)
+                hqCount += 1
+            }
+        }
+    }
+
+    // MARK: Faults
+
+    private func crash(_ node: NodeIndex, lose: Bool) {
+        guard !nodeLost[Int(node)] else { return }
+        nodeUp[Int(node)] = false
+        for s in 0..<slotEffective.count where slotEffective[s] {
+            let spec = slotSpec[s]
+            if spec.a == node || spec.b == node { endEffective(Int32(s)) }
+        }
+        if lose {
+            nodeLost[Int(node)] = true
+            let world = context.world
+            for d in world.carried[Int(node)] where world.reads(d, at: node) { lostReaders[Int(d)] += 1 }
+            agent.nodeLost(node, now: now, effects: &effects)
+        } else {
+            agent.nodeCrashed(node, now: now, effects: &effects)
+        }
+        applyEffects()
+    }
+
+    private func restart(_ node: NodeIndex) {
+        guard !nodeLost[Int(node)], !nodeUp[Int(node)] else { return }
+        nodeUp[Int(node)] = true
+        agent.nodeRestarted(node, now: now, effects: &effects)
+        applyEffects()
+        for s in 0..<slotSpec.count where slotDesired[s] > 0 && !slotEffective[s] {
+            let spec = slotSpec[s]
+            if (spec.a == node || spec.b == node) && nodeUp[Int(spec.a)] && nodeUp[Int(spec.b)] { startEffective(Int32(s)) }
+        }
+    }
+
+    /// Whether `node` was lost during the run.
+    public func isLost(_ node: NodeIndex) -> Bool { nodeLost[Int(node)] }
+
+    // MARK: Sampling
+
+    private func sample() {
+        var targets = 0, reached = 0
+        // Running sums would be cheaper; samples are rare (hourly or daily), so recompute exactly.
+        let ch = context.changes
+        var i = ch.count - 1
+        while i >= 0 {
+            if ch.createdAt[i] < warmup { break }
+            targets += Int(metrics.targets[i])
+            reached += Int(metrics.reached[i])
+            i -= 1
+        }
+        metrics.series.append(SeriesRow(time: now, changes: changesAfterWarmup, targets: targets, delivered: reached,
+                                         atHQ: hqCount, bytesByLink: metrics.bytesByLink))
+    }
+
+    private func snapshot() {
+        let world = context.world
+        let ch = context.changes
+        var out = Array(repeating: SimTime(-1), count: world.count)
+        for n in 0..<world.count where !nodeLost[n] && world.nodes[n].nodeClass != .relay {
+            var oldest: SimTime = -1
+            for d in world.carried[n] {
+                for c in ch.byDomain[Int(d)] {
+                    let t = ch.createdAt[Int(c)]
+                    if oldest >= 0 && t >= oldest { break }
+                    if !agent.holds(c, at: NodeIndex(n)) { oldest = t; break }
+                }
+            }
+            out[n] = oldest < 0 ? 0 : now - oldest
+        }
+        metrics.staleness = out
+        metrics.stalenessAt = now
+    }
+
+    // MARK: End-of-run checks
+
+    /// Convergence at the end: (change, live entitled replica) pairs still missing, and the time after
+    /// the end of the workload at which the last entitled replica received its last change (nil if
+    /// some are missing).
+    public func convergence() -> (missing: Int, time: SimTime?) {
+        let world = context.world
+        let ch = context.changes
+        var missing = 0
+        var last: SimTime = workloadEnd
+        for i in 0..<ch.count {
+            let d = ch.domain[i]
+            for n in world.readers[Int(d)] where !nodeLost[Int(n)] {
+                if !agent.holds(ChangeIndex(i), at: n) { missing += 1 }
+            }
+            if metrics.lastArrival[i] > last { last = metrics.lastArrival[i] }
+        }
+        return (missing, missing == 0 ? last - workloadEnd : nil)
+    }
+
+    /// Invariant check: no node holds a change of a domain it may not carry.
+    public func checkEntitlement() -> Bool {
+        let world = context.world
+        let ch = context.changes
+        for i in stride(from: 0, to: ch.count, by: max(1, ch.count / 2_000)) {
+            for n in 0..<world.count where agent.holds(ChangeIndex(i), at: NodeIndex(n)) {
+                if !world.carries(ch.domain[i], at: NodeIndex(n)) { return false }
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,604 @@
+// The `longnan` scenario: 1 HQ, 9 counties, 202 stations, ~3,200 synthetic villages, patrols, vehicles,
+// relay boxes, wired links with outages, the article's yearly workload, and seeded faults.
+
+import FieldSyncCore
+import Foundation
+
+/// Connectivity class of a village.
+public enum Connectivity: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// 4G usable.
+    case usable4G = 0
+    /// Intermittent coverage.
+    case intermittent
+    /// No coverage.
+    case none
+    /// Key used in scenario files.
+    public var description: String { ["4g", "intermittent", "none"][rawValue] }
+}
+
+/// A synthetic village.
+public struct Village: Sendable {
+    /// Station index.
+    public var station: Int32
+    /// Latitude.
+    public var lat: Double
+    /// Longitude.
+    public var lon: Double
+    /// Connectivity.
+    public var connectivity: Connectivity
+    /// Relay box node at the village, or -1.
+    public var relay: NodeIndex
+}
+
+/// Wire sizes of the workload's changes, measured by encoding representative edits with FieldSyncCore's
+/// canonical encoding, plus a modelled envelope (header, key slot, nonce, tag, signature).
+public struct ChangeSizes: Sendable, Equatable {
+    /// Creating edit of an incident.
+    public var incidentCreate: Int32
+    /// Status change.
+    public var status: Int32
+    /// Feedback.
+    public var feedback: Int32
+    /// Creating edit of a visit.
+    public var visit: Int32
+    /// The envelope bytes included in each.
+    public var envelope: Int32
+
+    /// Measures the payloads. Text lengths are assumptions: a 60-character Chinese summary (180 bytes),
+    /// a 40-character note, a 50-character feedback, a 50-character visit outcome.
+    public static func measured(envelope: Int32) -> ChangeSizes {
+        var rng = SplitMix64(seed: 7)
+        let author = DeviceID(.random(using: &rng))
+        let scope = try! Scope("longnan/wudu/station-017/village-0412")
+        let hlc = HLCTimestamp(milliseconds: 1_717_200_000_000, counter: 0)
+        let zh = { (n: Int) in String(repeating: "警", count: n) }
+        let loc = Location(latitude: 33.412345, longitude: 104.951234, placeName: "village-0412")
+        func size(_ e: RecordEdit) -> Int32 {
+            var w = ByteWriter()
+            e.encode(to: &w)
+            return Int32(w.bytes.count)
+        }
+        let id = RecordID.random(using: &rng)
+        let create = Incident.create(id: id, scope: scope, author: author, hlc: hlc, category: .dispute, priority: .high,
+                                     location: loc, summary: zh(60), reportedAt: 1_717_200_000_000, reporter: zh(4),
+                                     feedbackDeadline: 1_717_286_400_000, notes: [zh(40)])
+        let status = RecordEdit(record: id, kind: .incident, scope: scope, author: author, hlc: hlc, creates: false,
+                                actions: [Incident.statusAction(generation: 0, .onScene)])
+        let feedback = RecordEdit(record: id, kind: .incident, scope: scope, author: author, hlc: hlc, creates: false,
+                                  actions: [.set(field: Incident.Field.feedback, value: .string(zh(50))),
+                                            Incident.statusAction(generation: 0, .closed)])
+        let visit = Visit.create(id: .random(using: &rng), scope: scope, author: author, hlc: hlc, subject: zh(3),
+                                 visitor: zh(3), visitType: .returningMigrantWorker, visitedAt: 1_717_200_000_000,
+                                 location: loc, outcome: zh(50))
+        return ChangeSizes(incidentCreate: size(create) + envelope, status: size(status) + envelope,
+                           feedback: size(feedback) + envelope, visit: size(visit) + envelope, envelope: envelope)
+    }
+}
+
+/// One stop of a patrol.
+struct PatrolStop {
+    var village: Int32
+    var arrive: SimTime
+    var leave: SimTime
+}
+
+/// A backpack unit's plan for one day: a pure function of (seed, unit, day).
+struct PatrolPlan {
+    var rest: Bool
+    var depart: SimTime
+    var stops: [PatrolStop]
+    var back: SimTime
+}
+
+/// The Longnan scenario generator.
+public struct LongnanScenario: Scenario {
+    /// Scenario name.
+    public let name: String
+    /// Nodes and entitlement.
+    public let world: World
+    /// Simulated duration.
+    public let duration: SimTime
+    /// End of the workload.
+    public let workloadEnd: SimTime
+    /// Warm-up.
+    public let warmup: SimTime
+    /// Clock skew per node.
+    public private(set) var clockSkew: [SimTime] = []
+    /// Parameters derived from the seed, printed at the start of the run.
+    public private(set) var derivedParameters: [(String, String)] = []
+
+    /// The seed.
+    public let seed: UInt64
+    /// Villages (synthetic).
+    public private(set) var villages: [Village] = []
+    /// Change sizes in use.
+    public let sizes: ChangeSizes
+
+    private let cfg: LongnanConfig
+    private var hq: NodeIndex = 0
+    private var countyNode: [NodeIndex] = []
+    private var stationNode: [NodeIndex] = []
+    private var stationCounty: [Int32] = []
+    private var stationVillages: [[Int32]] = []
+    private var backpacks: [[NodeIndex]] = []  // by station
+    private var vehicles: [[NodeIndex]] = []  // by county
+    private var vehicleFree: [SimTime] = []  // by vehicle ordinal
+    private var vehicleOrdinal: [NodeIndex: Int] = [:]  // lookup only
+    private var links: [LinkClass: ContactSpec] = [:]  // lookup only: template (a, b unset)
+    private var wiredSegments: [(SimTime, SimTime, ContactSpec)] = []  // sorted by start
+    private var wiredCursor = 0
+    private var faults: [(SimTime, EventKind, NodeIndex)] = []  // sorted
+    private var faultCursor = 0
+    private var visitMean = 0.0
+    private var plansToday: [PatrolPlan] = []  // by backpack ordinal
+    private var backpackList: [NodeIndex] = []
+    private var backpackOrdinal: [Int] = []  // by station: ordinal of its first backpack
+    private var incidentsByCategory = Array(repeating: 0, count: Incident.Category.allCases.count)
+
+    private func param(_ key: String, _ d: Double, _ v: Double?) -> Double { v ?? d }
+
+    /// Builds the world from the file and the seed.
+    /// - Throws: `ScenarioError` if the configuration cannot be realised.
+    public init(file: ScenarioFile, seed: UInt64, source: String = "<inline>") throws(ScenarioError) {
+        guard let cfg = file.longnan else { throw ScenarioError(file: source, "no \"longnan\" section") }
+        self.cfg = cfg
+        self.seed = seed
+        name = file.name
+        duration = SimTime(file.days * Double(Duration.day))
+        workloadEnd = SimTime((file.workloadStopDays ?? max(file.days - 2, file.days / 2)) * Double(Duration.day))
+        warmup = SimTime((file.warmupDays ?? 0) * Double(Duration.day))
+        sizes = ChangeSizes.measured(envelope: file.changeEnvelopeBytes ?? 228)
+
+        let counties = cfg.counties
+        let nStations = cfg.stations ?? 202
+        let nVillages = cfg.villages ?? 3_200
+        var r = SimRandom(seed: seed, 1)
+
+        // Stations: one per county first, the rest spread uniformly at random among counties.
+        var sc: [Int32] = (0..<counties.count).map { Int32($0) }
+        while sc.count < nStations { sc.append(Int32(r.int(counties.count))) }
+        sc.sort()
+        stationCounty = sc
+        var stationPos: [(Double, Double)] = []
+        let sR = cfg.stationRadiusKm ?? 35
+        for s in 0..<nStations {
+            let c = counties[Int(sc[s])]
+            stationPos.append(Self.offset(c.lat, c.lon, km: sR * sqrt(r.unit()), angle: r.uniform(0, 2 * .pi)))
+        }
+        let domainNames = (0..<nStations).map { s in
+            "longnan/\(counties[Int(sc[s])].name)/station-\(String(format: "%03d", s + 1))"
+        }
+        let w = World(domainCount: nStations, domainNames: domainNames)
+        world = w
+
+        // Villages: one per station first, the rest uniformly among stations; connectivity and relays by share.
+        let shares = cfg.connectivityShares ?? ["4g": 0.55, "intermittent": 0.30, "none": 0.15]
+        let shareW = Connectivity.allCases.map { shares[$0.description] ?? 0 }
+        let relayP = cfg.relayProbability ?? ["4g": 0, "intermittent": 0.25, "none": 0.5]
+        let vR = cfg.villageRadiusKm ?? [2, 12]
+        var vs: [Int32] = (0..<nStations).map { Int32($0) }
+        while vs.count < nVillages { vs.append(Int32(r.int(nStations))) }
+        vs.sort()
+        stationVillages = Array(repeating: [], count: nStations)
+        var villageList: [Village] = []
+        for (i, s) in vs.enumerated() {
+            let p = stationPos[Int(s)]
+            let (lat, lon) = Self.offset(p.0, p.1, km: r.uniform(vR[0], vR[1]), angle: r.uniform(0, 2 * .pi))
+            let conn = Connectivity(rawValue: r.weighted(shareW))!
+            let hasRelay = r.unit() < (relayP[conn.description] ?? 0)
+            villageList.append(Village(station: s, lat: lat, lon: lon, connectivity: conn, relay: hasRelay ? -2 : -1))
+            stationVillages[Int(s)].append(Int32(i))
+        }
+
+        // Nodes: HQ, counties, stations, backpacks, vehicles, relays.
+        let hqName = cfg.hqCounty ?? counties[0].name
+        let hqSeat = counties.first { $0.name == hqName }!
+        let all = (0..<nStations).map { Int32($0) }
+        hq = w.add(SimNode(nodeClass: .hq, name: "hq", scope: "longnan", latitude: hqSeat.lat, longitude: hqSeat.lon), domains: all)
+        for (c, seat) in counties.enumerated() {
+            let mine = all.filter { sc[Int($0)] == c }
+            countyNode.append(w.add(SimNode(nodeClass: .county, name: seat.name, scope: "longnan/\(seat.name)",
+                                            latitude: seat.lat, longitude: seat.lon, county: Int32(c)), domains: mine))
+        }
+        for s in 0..<nStations {
+            stationNode.append(w.add(SimNode(nodeClass: .station, name: "station-\(String(format: "%03d", s + 1))",
+                                             scope: domainNames[s], latitude: stationPos[s].0, longitude: stationPos[s].1,
+                                             county: sc[s], station: Int32(s)), domains: [Int32(s)]))
+        }
+        let perStation = cfg.backpacksPerStation ?? 3
+        backpacks = Array(repeating: [], count: nStations)
+        for s in 0..<nStations {
+            backpackOrdinal.append(backpackList.count)
+            for k in 0..<perStation {
+                let n = w.add(SimNode(nodeClass: .backpack, name: "station-\(String(format: "%03d", s + 1))-bp\(k + 1)",
+                                      scope: domainNames[s], latitude: stationPos[s].0, longitude: stationPos[s].1,
+                                      county: sc[s], station: Int32(s)), domains: [Int32(s)])
+                backpacks[s].append(n)
+                backpackList.append(n)
+            }
+        }
+        let perCounty = cfg.vehiclesPerCounty ?? 2
+        vehicles = Array(repeating: [], count: counties.count)
+        for (c, seat) in counties.enumerated() {
+            let mine = all.filter { sc[Int($0)] == c }
+            for k in 0..<perCounty {
+                let n = w.add(SimNode(nodeClass: .vehicle, name: "\(seat.name)-car\(k + 1)", scope: "longnan/\(seat.name)",
+                                      latitude: seat.lat, longitude: seat.lon, county: Int32(c)), domains: mine)
+                vehicleOrdinal[n] = vehicleFree.count
+                vehicleFree.append(0)
+                vehicles[c].append(n)
+            }
+        }
+        for i in 0..<villageList.count where villageList[i].relay == -2 {
+            let v = villageList[i]
+            villageList[i].relay = w.add(SimNode(nodeClass: .relay, name: "relay-v\(String(format: "%04d", i + 1))",
+                                                 scope: "\(domainNames[Int(v.station)])/village-\(String(format: "%04d", i + 1))",
+                                                 latitude: v.lat, longitude: v.lon, county: sc[Int(v.station)], station: v.station),
+                                         domains: [v.station])
+        }
+        villages = villageList
+
+        // Links.
+        let defaults: [LinkClass: LinkParameters] = [
+            .wiredStationCounty: .init(bytesPerSecond: 1_250_000, latencyMs: 15),
+            .wiredCountyHQ: .init(bytesPerSecond: 12_500_000, latencyMs: 10),
+            .cellular4G: .init(bytesPerSecond: 125_000, latencyMs: 100),
+            .cellularIntermittent: .init(bytesPerSecond: 32_000, latencyMs: 400),
+            .stationWiFi: .init(bytesPerSecond: 2_500_000, latencyMs: 5),
+            .relayWiFi: .init(bytesPerSecond: 2_500_000, latencyMs: 5),
+            .relayUplink: .init(bytesPerSecond: 64_000, latencyMs: 300),
+            .vehicleCellular: .init(bytesPerSecond: 125_000, latencyMs: 100),
+        ]
+        for (k, v) in defaults {
+            let p = cfg.links?[k.description] ?? v
+            links[k] = ContactSpec(a: 0, b: 0, linkClass: k, bytesPerSecond: p.bytesPerSecond, latency: p.latencyMs)
+        }
+
+        // Faults and wired outages, all derived from the seed.
+        let f = file.faults ?? FaultConfig()
+        let years = Double(duration) / Double(Duration.day) / 365
+        var fr = SimRandom(seed: seed, 2)
+        var wiredDown: [[(SimTime, SimTime)]] = []
+        var wiredSpecs: [ContactSpec] = []
+        for s in 0..<nStations { wiredSpecs.append(spec(.wiredStationCounty, stationNode[s], countyNode[Int(sc[s])])) }
+        for c in 0..<counties.count { wiredSpecs.append(spec(.wiredCountyHQ, countyNode[c], hq)) }
+        let outRate = (cfg.wiredOutagesPer30Days ?? 1) / (30 * Double(Duration.day))
+        let outMean = (cfg.wiredOutageMeanHours ?? 3) * Double(Duration.hour)
+        var outageCount = 0
+        for _ in wiredSpecs {
+            var list: [(SimTime, SimTime)] = []
+            var t = outRate > 0 ? fr.exponential(mean: 1 / outRate) : .infinity
+            while t < Double(duration) {
+                let d = fr.exponential(mean: outMean)
+                list.append((SimTime(t), SimTime(t + d)))
+                outageCount += 1
+                t += d + fr.exponential(mean: 1 / outRate)
+            }
+            wiredDown.append(list)
+        }
+        var partitionText = "off"
+        if f.partition ?? true {
+            let c = fr.int(counties.count)
+            let pd = f.partitionDays ?? [2, 4]
+            let len = min(fr.uniform(pd[0], pd[1]) * Double(Duration.day), 0.3 * Double(duration))
+            let start = fr.uniform(0.2, 0.5) * Double(duration)
+            wiredDown[nStations + c].append((SimTime(start), SimTime(start + len)))
+            partitionText = "county \(counties[c].name) cut off from HQ at day \(String(format: "%.2f", start / Double(Duration.day))) for \(String(format: "%.2f", len / Double(Duration.day))) days"
+        }
+        for (i, spec) in wiredSpecs.enumerated() {
+            // Up segments = complement of the merged outages within [0, duration].
+            let downs = wiredDown[i].sorted { $0.0 < $1.0 }
+            var t: SimTime = 0
+            for (a, b) in downs {
+                if a > t { wiredSegments.append((t, a, spec)) }
+                t = max(t, b)
+            }
+            if t < duration { wiredSegments.append((t, duration + 1, spec)) }
+        }
+        wiredSegments.sort { ($0.0, $0.2.a, $0.2.b) < ($1.0, $1.2.a, $1.2.b) }
+
+        let field: [NodeIndex] = (0..<w.count).map { NodeIndex($0) }.filter {
+            [.backpack, .vehicle, .relay].contains(w.nodes[Int($0)].nodeClass)
+        }
+        let crashRate = f.crashesPerDeviceYear ?? 2
+        let down = f.crashDowntimeMinutes ?? [10, 360]
+        var crashCount = 0
+        for n in field {
+            let k = fr.poisson(crashRate * years)
+            for _ in 0..<k {
+                let t = SimTime(fr.uniform(0, Double(duration)))
+                faults.append((t, .crash, n))
+                faults.append((t + SimTime(fr.uniform(down[0], down[1]) * Double(Duration.minute)), .restart, n))
+                crashCount += 1
+            }
+        }
+        let losses = min(fr.poisson((f.deviceLossPerYear ?? 6) * years), backpackList.count)
+        var lostNames: [String] = []
+        var lostSet = Set<NodeIndex>()
+        while lostSet.count < losses {
+            let n = backpackList[fr.int(backpackList.count)]
+            if lostSet.insert(n).inserted {
+                let t = SimTime(fr.uniform(0, Double(workloadEnd)))
+                faults.append((t, .lose, n))
+                lostNames.append("\(w.nodes[Int(n)].name)@day\(String(format: "%.2f", Double(t) / Double(Duration.day)))")
+            }
+        }
+        faults.sort { ($0.0, $0.1.rawValue, $0.2) < ($1.0, $1.1.rawValue, $1.2) }
+        clockSkew = Array(repeating: 0, count: w.count)
+        let skewShare = f.clockSkewShare ?? 0.05
+        let skewMax = (f.clockSkewMaxHours ?? 6) * Double(Duration.hour)
+        var skewed = 0
+        for n in field where w.nodes[Int(n)].nodeClass != .relay && fr.unit() < skewShare {
+            clockSkew[Int(n)] = SimTime(fr.uniform(-skewMax, skewMax))
+            skewed += 1
+        }
+
+        // Visits per stop, from the yearly rate and the expected number of stops per day.
+        let vpp = cfg.villagesPerPatrol ?? [3, 5]
+        let restShare = (cfg.restDaysPerWeek ?? 2) / 7
+        var stopsPerDay = 0.0
+        for s in 0..<nStations {
+            let nv = stationVillages[s].count
+            var e = 0.0
+            for k in vpp[0]...vpp[1] { e += Double(min(k, nv)) }
+            e /= Double(vpp[1] - vpp[0] + 1)
+            stopsPerDay += Double(backpacks[s].count) * (1 - restShare) * e
+        }
+        visitMean = stopsPerDay > 0 ? (cfg.visitsPerYear ?? 650_000) / 365 / stopsPerDay : 0
+
+        var byClass = [0, 0, 0]
+        for v in villages { byClass[v.connectivity.rawValue] += 1 }
+        var byNode = Array(repeating: 0, count: NodeClass.allCases.count)
+        for n in w.nodes { byNode[Int(n.nodeClass.rawValue)] += 1 }
+        derivedParameters = [
+            ("seed", "\(seed)"),
+            ("nodes", NodeClass.allCases.filter { byNode[Int($0.rawValue)] > 0 }.map { "\($0)=\(byNode[Int($0.rawValue)])" }.joined(separator: " ")),
+            ("villages (synthetic)", "\(villages.count): 4g=\(byClass[0]) intermittent=\(byClass[1]) none=\(byClass[2]) relays=\(byNode[Int(NodeClass.relay.rawValue)])"),
+            ("days", "\(file.days), workload stops at day \(Double(workloadEnd) / Double(Duration.day)), warm-up \(Double(warmup) / Double(Duration.day)) days"),
+            ("incidents/day", String(format: "%.1f", (cfg.incidentsPerYear ?? 190_000) / 365)),
+            ("visits/day", String(format: "%.1f (%.3f per village stop, %.0f stops/day expected)", (cfg.visitsPerYear ?? 650_000) / 365, visitMean, stopsPerDay)),
+            ("change sizes (bytes, incl. \(sizes.envelope) envelope)", "incident-create=\(sizes.incidentCreate) status=\(sizes.status) feedback=\(sizes.feedback) visit=\(sizes.visit)"),
+            ("wired outages", "\(outageCount) over \(wiredSpecs.count) links"),
+            ("partition", partitionText),
+            ("crashes", "\(crashCount) (field devices, downtime \(down[0])-\(down[1]) min)"),
+            ("devices lost", lostNames.isEmpty ? "none" : lostNames.joined(separator: " ")),
+            ("clock skew", "\(skewed) devices within ±\(skewMax / Double(Duration.hour)) h"),
+        ]
+    }
+
+    private func spec(_ k: LinkClass, _ x: NodeIndex, _ y: NodeIndex) -> ContactSpec {
+        var s = links[k]!
+        s.a = min(x, y)
+        s.b = max(x, y)
+        return s
+    }
+
+    static func offset(_ lat: Double, _ lon: Double, km: Double, angle: Double) -> (Double, Double) {
+        let dlat = km * cos(angle) / 111.0
+        let dlon = km * sin(angle) / (111.0 * cos(lat * .pi / 180))
+        return (lat + dlat, lon + dlon)
+    }
+
+    static func distanceKm(_ a: (Double, Double), _ b: (Double, Double)) -> Double {
+        let dy = (a.0 - b.0) * 111.0
+        let dx = (a.1 - b.1) * 111.0 * cos((a.0 + b.0) / 2 * .pi / 180)
+        return (dx * dx + dy * dy).squareRoot()
+    }
+
+    /// Node index of HQ.
+    public var hqNode: NodeIndex { hq }
+
+    /// Incidents generated so far by category (`Incident.Category.allCases` order).
+    public var incidentCategories: [Int] { incidentsByCategory }
+
+    // MARK: Patrols
+
+    func plan(_ ordinal: Int, day: Int) -> PatrolPlan {
+        let node = backpackList[ordinal]
+        let s = Int(world.nodes[Int(node)].station)
+        var r = SimRandom(seed: seed, 3, UInt64(ordinal), UInt64(day))
+        let dayStart = SimTime(day) * Duration.day
+        let rest = r.unit() < (cfg.restDaysPerWeek ?? 2) / 7
+        let depart = dayStart + SimTime(((cfg.departHour ?? 8) * 60 + r.uniform(0, cfg.departJitterMinutes ?? 60)) * Double(Duration.minute))
+        if rest { return PatrolPlan(rest: true, depart: depart, stops: [], back: depart) }
+        let vpp = cfg.villagesPerPatrol ?? [3, 5]
+        var pool = stationVillages[s]
+        let k = min(vpp[0] + r.int(vpp[1] - vpp[0] + 1), pool.count)
+        var chosen: [Int32] = []
+        for i in 0..<k {
+            let j = i + r.int(pool.count - i)
+            pool.swapAt(i, j)
+            chosen.append(pool[i])
+        }
+        let speed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
+        let dwell = cfg.dwellMinutes ?? [30, 90]
+        var here = (world.nodes[Int(node)].latitude, world.nodes[Int(node)].longitude)
+        let home = here
+        var t = depart
+        var stops: [PatrolStop] = []
+        while !chosen.isEmpty {
+            // Nearest village next (ties: lowest index).
+            var best = 0
+            var bestD = Double.infinity
+            for (i, v) in chosen.enumerated() {
+                let d = Self.distanceKm(here, (villages[Int(v)].lat, villages[Int(v)].lon))
+                if d < bestD { bestD = d; best = i }
+            }
+            let v = chosen.remove(at: best)
+            t += SimTime(bestD / speed * Double(Duration.hour))
+            let leave = t + SimTime(r.uniform(dwell[0], dwell[1]) * Double(Duration.minute))
+            stops.append(PatrolStop(village: v, arrive: t, leave: leave))
+            t = leave
+            here = (villages[Int(v)].lat, villages[Int(v)].lon)
+        }
+        t += SimTime(Self.distanceKm(here, home) / speed * Double(Duration.hour))
+        return PatrolPlan(rest: false, depart: depart, stops: stops, back: max(t, depart + 1))
+    }
+
+    /// First departure on a day after `day` (searching up to 30 days ahead).
+    func nextDeparture(_ ordinal: Int, after day: Int) -> SimTime {
+        for d in (day + 1)...(day + 30) {
+            let p = plan(ordinal, day: d)
+            if !p.rest { return p.depart }
+        }
+        return SimTime(day + 31) * Duration.day
+    }
+
+    // MARK: Days
+
+    /// Writes the contacts, changes and faults of `day`.
+    public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
+        let dayStart = SimTime(day) * Duration.day
+        let dayEnd = dayStart + Duration.day
+        // Wired link segments starting today.
+        while wiredCursor < wiredSegments.count && wiredSegments[wiredCursor].0 < dayEnd {
+            let (a, b, s) = wiredSegments[wiredCursor]
+            out.contact(s, from: a, to: b)
+            wiredCursor += 1
+        }
+        while faultCursor < faults.count && faults[faultCursor].0 < dayEnd {
+            out.faults.append(faults[faultCursor])
+            faultCursor += 1
+        }
+        if day == 0 {
+            for list in vehicles {
+                for v in list { out.ups.append((0, spec(.vehicleCellular, v, countyNode[Int(world.nodes[Int(v)].county)]))) }
+            }
+        }
+        // Patrols and their contacts.
+        plansToday.removeAll(keepingCapacity: true)
+        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
+        let iwp = cfg.intermittentWindowProbability ?? 0.5
+        for (o, node) in backpackList.enumerated() {
+            let p = plan(o, day: day)
+            plansToday.append(p)
+            let st = stationNode[Int(world.nodes[Int(node)].station)]
+            if day == 0 {
+                let end = p.rest ? nextDeparture(o, after: 0) : p.depart
+                out.contact(spec(.stationWiFi, node, st), from: 0, to: end)
+            }
+            if p.rest { continue }
+            var r = SimRandom(seed: seed, 4, UInt64(o), UInt64(day))
+            for stop in p.stops {
+                let v = villages[Int(stop.village)]
+                switch v.connectivity {
+                case .usable4G: out.contact(spec(.cellular4G, node, st), from: stop.arrive, to: stop.leave)
+                case .intermittent:
+                    if r.unit() < iwp {
+                        let len = min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), stop.leave - stop.arrive)
+                        let start = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive - len))
+                        out.contact(spec(.cellularIntermittent, node, st), from: start, to: start + len)
+                    }
+                case .none: break
+                }
+                if v.relay >= 0 { out.contact(spec(.relayWiFi, node, v.relay), from: stop.arrive, to: stop.leave) }
+            }
+            out.contact(spec(.stationWiFi, node, st), from: p.back, to: max(p.back, nextDeparture(o, after: day)))
+        }
+        // Relay uplinks at intermittent villages.
+        let windows = cfg.relayUplinkWindowsPerDay ?? 2
+        let wlen = SimTime((cfg.relayUplinkMinutes ?? 30) * Double(Duration.minute))
+        for (i, v) in villages.enumerated() where v.relay >= 0 && v.connectivity == .intermittent && windows > 0 {
+            var r = SimRandom(seed: seed, 5, UInt64(i), UInt64(day))
+            let slot = Duration.day / SimTime(windows)
+            for k in 0..<windows {
+                let start = dayStart + SimTime(k) * slot + SimTime(r.unit() * Double(max(slot - wlen, 0)))
+                out.contact(spec(.relayUplink, v.relay, stationNode[Int(v.station)]), from: start, to: start + min(wlen, slot))
+            }
+        }
+        guard dayStart < workloadEnd else { return }
+        generateWorkload(day: day, dayStart: dayStart, into: &out)
+    }
+
+    private mutating func generateWorkload(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
+        var r = SimRandom(seed: seed, 6, UInt64(day))
+        let limit = workloadEnd
+        func emit(_ t: SimTime, _ spec: ChangeSpec, _ out: inout ScenarioSchedule) {
+            if t < limit { out.changes.append((t, spec)) }
+        }
+        // Visits at every stop.
+        for (o, p) in plansToday.enumerated() where !p.rest {
+            let node = backpackList[o]
+            for stop in p.stops {
+                let n = r.poisson(visitMean)
+                for _ in 0..<n {
+                    let t = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive))
+                    emit(t, ChangeSpec(author: node, domain: villages[Int(stop.village)].station, place: stop.village,
+                                       changeClass: .visit, priority: .none, size: sizes.visit), &out)
+                }
+            }
+        }
+        // Incidents.
+        let catShares = Incident.Category.allCases.map { cfg.categoryShares?[$0.rawValue] ?? 1 }
+        let prShares = ["urgent", "high", "normal", "low"].enumerated().map { cfg.priorityShares?[$0.element] ?? [0.05, 0.15, 0.6, 0.2][$0.offset] }
+        let deadlineH = ["urgent", "high", "normal", "low"].enumerated().map { cfg.feedbackDeadlineHours?[$0.element] ?? [6, 12, 24, 72][$0.offset] }
+        let n = r.poisson((cfg.incidentsPerYear ?? 190_000) / 365)
+        var incidents: [(SimTime, Int32, Int, Int)] = []  // time, village, priority, ordinal
+        for i in 0..<n {
+            let t = dayStart + SimTime(r.unit() * Double(Duration.day))
+            let v = Int32(r.int(villages.count))
+            incidentsByCategory[r.weighted(catShares)] += 1
+            incidents.append((t, v, r.weighted(prShares), i))
+        }
+        incidents.sort { ($0.0, $0.3) < ($1.0, $1.3) }
+        let onScene = cfg.onSceneMinutes ?? [30, 120]
+        let driveSpeed = (cfg.driveKmPerHour ?? 40) / (cfg.roadFactor ?? 1.3)
+        let min = Duration.minute
+        for (t, v, pr, _) in incidents {
+            let village = villages[Int(v)]
+            let s = Int(village.station)
+            let st = stationNode[s]
+            let prio = SimPriority(rawValue: UInt8(pr))!
+            let deadline = t + SimTime(deadlineH[pr] * Double(Duration.hour))
+            func change(_ author: NodeIndex, _ cls: ChangeClass, _ size: Int32, deadline d: SimTime = -1) -> ChangeSpec {
+                ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size, deadline: d)
+            }
+            // Is one of the station's backpack units in that village right now?
+            var present: NodeIndex = -1
+            for (k, node) in backpacks[s].enumerated() {
+                let o = backpackOrdinal[s] + k
+                if plansToday[o].stops.contains(where: { $0.village == v && $0.arrive <= t && t < $0.leave }) { present = node; break }
+            }
+            if present >= 0 {
+                emit(t, change(present, .incidentCreate, sizes.incidentCreate), &out)
+                let on = t + SimTime(r.uniform(0, 5) * Double(min))
+                emit(on, change(present, .incidentStatus, sizes.status), &out)
+                let res = on + SimTime(r.uniform(20, 120) * Double(min))
+                emit(res, change(present, .incidentStatus, sizes.status), &out)
+                emit(res + SimTime(r.uniform(10, 60) * Double(min)), change(present, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+            } else if prio <= .high, let cars = Optional(vehicles[Int(stationCounty[s])]), !cars.isEmpty {
+                emit(t, change(st, .incidentCreate, sizes.incidentCreate), &out)
+                emit(t + SimTime(r.uniform(1, 5) * Double(min)), change(st, .incidentStatus, sizes.status), &out)
+                var car = cars[0]
+                for c in cars where vehicleFree[vehicleOrdinal[c]!] < vehicleFree[vehicleOrdinal[car]!] { car = c }
+                let ord = vehicleOrdinal[car]!
+                let seat = cfg.counties[Int(stationCounty[s])]
+                let drive = SimTime(Self.distanceKm((seat.lat, seat.lon), (village.lat, village.lon)) / driveSpeed * Double(Duration.hour))
+                let depart = Swift.max(t + 5 * min, vehicleFree[ord])
+                let arrive = depart + drive
+                let leave = arrive + SimTime(r.uniform(onScene[0], onScene[1]) * Double(min))
+                vehicleFree[ord] = leave + drive
+                emit(arrive, change(car, .incidentStatus, sizes.status), &out)
+                emit(leave, change(car, .incidentStatus, sizes.status), &out)
+                emit(leave + SimTime(r.uniform(10, 60) * Double(min)), change(car, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+                if village.connectivity != .usable4G {
+                    let county = countyNode[Int(stationCounty[s])]
+                    out.downs.append((arrive, car, county))
+                    out.ups.append((leave, spec(.vehicleCellular, car, county)))
+                }
+            } else {
+                emit(t, change(st, .incidentCreate, sizes.incidentCreate), &out)
+                let disp = t + SimTime(r.uniform(5, 30) * Double(min))
+                emit(disp, change(st, .incidentStatus, sizes.status), &out)
+                let res = disp + SimTime(r.uniform(60, 480) * Double(min))
+                emit(res, change(st, .incidentStatus, sizes.status), &out)
+                emit(res + SimTime(r.uniform(10, 120) * Double(min)), change(st, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+            }
+        }
+    }
+}
+
+extension SimPriority: Comparable {
+    /// Orders by raw value.
+    public static func < (a: SimPriority, b: SimPriority) -> Bool { a.rawValue < b.rawValue }
+}

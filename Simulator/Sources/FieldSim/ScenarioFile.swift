@@ -1,0 +1,335 @@
+// Scenario files: the JSON schema (documented in Simulator/README.md), loading and validation.
+
+import FieldSyncCore
+import Foundation
+
+/// A problem with a scenario or trace file: names the file and what is wrong.
+public struct ScenarioError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The file (or "<inline>").
+    public var file: String
+    /// What is wrong, naming the key or line.
+    public var problem: String
+    /// Creates an error.
+    public init(file: String, _ problem: String) {
+        self.file = file
+        self.problem = problem
+    }
+    /// `file: problem`.
+    public var description: String { "\(file): \(problem)" }
+}
+
+/// A link's speed in a scenario file.
+public struct LinkParameters: Codable, Sendable, Equatable {
+    /// Bytes per second each way (0 = unlimited).
+    public var bytesPerSecond: Int64
+    /// One-way latency in milliseconds.
+    public var latencyMs: Int64
+    /// Creates parameters.
+    public init(bytesPerSecond: Int64, latencyMs: Int64) {
+        self.bytesPerSecond = bytesPerSecond
+        self.latencyMs = latencyMs
+    }
+}
+
+/// A county seat.
+public struct CountySeat: Codable, Sendable, Equatable {
+    /// Scope segment (pinyin, lower case), e.g. `wudu`.
+    public var name: String
+    /// Latitude (degrees).
+    public var lat: Double
+    /// Longitude (degrees).
+    public var lon: Double
+}
+
+/// The `longnan` section. Every field is optional in the file; `nil` takes the default documented in
+/// Simulator/README.md.
+public struct LongnanConfig: Codable, Sendable {
+    /// The county seats (required).
+    public var counties: [CountySeat]
+    /// Which county's seat hosts HQ.
+    public var hqCounty: String?
+    /// Number of police stations.
+    public var stations: Int?
+    /// Number of villages (synthetic placement).
+    public var villages: Int?
+    /// Stations lie within this distance of their county seat (km).
+    public var stationRadiusKm: Double?
+    /// Villages lie between these distances of their station (km).
+    public var villageRadiusKm: [Double]?
+    /// Shares of villages by connectivity class: keys `4g`, `intermittent`, `none`.
+    public var connectivityShares: [String: Double]?
+    /// Probability that a village of a class has a relay box: keys `4g`, `intermittent`, `none`.
+    public var relayProbability: [String: Double]?
+    /// Backpack units per station.
+    public var backpacksPerStation: Int?
+    /// Mobile command vehicles per county.
+    public var vehiclesPerCounty: Int?
+    /// Villages visited per patrol day: [min, max].
+    public var villagesPerPatrol: [Int]?
+    /// Hour of departure from the station.
+    public var departHour: Double?
+    /// Random extra delay of departure, minutes.
+    public var departJitterMinutes: Double?
+    /// Time spent at each village: [min, max] minutes.
+    public var dwellMinutes: [Double]?
+    /// Walking speed on flat ground, km/h.
+    public var walkKmPerHour: Double?
+    /// Path length over straight-line distance (mountain paths).
+    public var terrainFactor: Double?
+    /// Days per week a backpack unit stays at its station.
+    public var restDaysPerWeek: Double?
+    /// Probability that an intermittent village gives a cellular window during a stop.
+    public var intermittentWindowProbability: Double?
+    /// Length of that window: [min, max] minutes.
+    public var intermittentWindowMinutes: [Double]?
+    /// Uplink windows per day of a relay box at an intermittent village.
+    public var relayUplinkWindowsPerDay: Int?
+    /// Length of a relay uplink window, minutes.
+    public var relayUplinkMinutes: Double?
+    /// Vehicle speed, km/h.
+    public var driveKmPerHour: Double?
+    /// Road length over straight-line distance.
+    public var roadFactor: Double?
+    /// Time a vehicle spends on scene: [min, max] minutes.
+    public var onSceneMinutes: [Double]?
+    /// Wired link outages per link per 30 days.
+    public var wiredOutagesPer30Days: Double?
+    /// Mean wired outage, hours.
+    public var wiredOutageMeanHours: Double?
+    /// Link speeds by link class name (see `LinkClass`).
+    public var links: [String: LinkParameters]?
+    /// Incidents per year, whole city.
+    public var incidentsPerYear: Double?
+    /// Visits per year, whole city.
+    public var visitsPerYear: Double?
+    /// Shares of the 11 incident categories (keys: `Incident.Category` raw values).
+    public var categoryShares: [String: Double]?
+    /// Shares of incident priorities (keys `urgent`, `high`, `normal`, `low`).
+    public var priorityShares: [String: Double]?
+    /// Feedback deadline after the report by priority, hours.
+    public var feedbackDeadlineHours: [String: Double]?
+}
+
+/// The `randomContacts` section.
+public struct RandomContactsConfig: Codable, Sendable {
+    /// Number of nodes.
+    public var nodes: Int
+    /// Contact rate per pair per hour (λ).
+    public var ratePerPairPerHour: Double
+    /// Duration of each contact, seconds.
+    public var contactSeconds: Double?
+    /// Messages to create; message `i` is created at node `i mod nodes` at `i * messageSpacingSeconds`.
+    public var messages: Int?
+    /// Spacing between messages, seconds.
+    public var messageSpacingSeconds: Double?
+    /// Message size, bytes.
+    public var messageBytes: Int32?
+}
+
+/// The `trace` section.
+public struct TraceConfig: Codable, Sendable {
+    /// Path of a ONE connection-event trace (`TIME CONN A B up|down`), relative to the scenario file.
+    public var file: String
+    /// Link speed of every contact.
+    public var link: LinkParameters?
+    /// Messages per node per day.
+    public var messagesPerNodePerDay: Double?
+    /// Message size, bytes.
+    public var messageBytes: Int32?
+}
+
+/// The `faults` section. Every concrete value is derived from the run's seed.
+public struct FaultConfig: Codable, Sendable {
+    /// Crashes per field device (backpack, vehicle, relay) per year.
+    public var crashesPerDeviceYear: Double?
+    /// Downtime after a crash: [min, max] minutes.
+    public var crashDowntimeMinutes: [Double]?
+    /// Backpack units lost for good per year.
+    public var deviceLossPerYear: Double?
+    /// Cut one county off from HQ for a while.
+    public var partition: Bool?
+    /// Length of the partition: [min, max] days (capped at 30% of the run).
+    public var partitionDays: [Double]?
+    /// Share of field devices with a skewed clock.
+    public var clockSkewShare: Double?
+    /// Largest skew, hours (either direction).
+    public var clockSkewMaxHours: Double?
+}
+
+/// A scenario file.
+public struct ScenarioFile: Codable, Sendable {
+    /// Name printed in outputs.
+    public var name: String
+    /// `longnan`, `random-contacts` or `trace`.
+    public var kind: String
+    /// Simulated days.
+    public var days: Double
+    /// Changes created before this many days are excluded from message statistics.
+    public var warmupDays: Double?
+    /// No changes are written after this many days (default: `days - 2` for longnan, `days` otherwise).
+    public var workloadStopDays: Double?
+    /// Time-series sampling interval, minutes.
+    public var sampleIntervalMinutes: Double?
+    /// Bytes of the signed, encrypted envelope around each change's payload.
+    public var changeEnvelopeBytes: Int32?
+    /// The longnan section.
+    public var longnan: LongnanConfig?
+    /// The random-contacts section.
+    public var randomContacts: RandomContactsConfig?
+    /// The trace section.
+    public var trace: TraceConfig?
+    /// Faults.
+    public var faults: FaultConfig?
+
+    /// Loads and validates a scenario file.
+    /// - Throws: `ScenarioError` naming the file and the problem.
+    public static func load(path: String) throws(ScenarioError) -> ScenarioFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ScenarioError(file: path, "cannot read the file")
+        }
+        return try parse(data, file: path)
+    }
+
+    /// Parses and validates scenario JSON.
+    /// - Throws: `ScenarioError` naming the key that is wrong.
+    public static func parse(_ data: Data, file: String = "<inline>") throws(ScenarioError) -> ScenarioFile {
+        let s: ScenarioFile
+        do { s = try JSONDecoder().decode(ScenarioFile.self, from: data) } catch let e as Swift.DecodingError {
+            throw ScenarioError(file: file, describe(e))
+        } catch { throw ScenarioError(file: file, "\(error)") }
+        try s.validate(file: file)
+        return s
+    }
+
+    private static func describe(_ e: Swift.DecodingError) -> String {
+        func path(_ c: [any CodingKey]) -> String { c.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+        switch e {
+        case let .keyNotFound(k, ctx): return "missing key \"\(path(ctx.codingPath + [k]))\""
+        case let .typeMismatch(t, ctx): return "\"\(path(ctx.codingPath))\" should be \(t)"
+        case let .valueNotFound(t, ctx): return "\"\(path(ctx.codingPath))\" is null, expected \(t)"
+        case let .dataCorrupted(ctx): return "invalid JSON at \"\(path(ctx.codingPath))\": \(ctx.debugDescription)"
+        @unknown default: return "\(e)"
+        }
+    }
+
+    func validate(file: String) throws(ScenarioError) {
+        func fail(_ m: String) -> ScenarioError { ScenarioError(file: file, m) }
+        guard days > 0, days <= 3_660 else { throw fail("\"days\" must be in (0, 3660], got \(days)") }
+        if let w = warmupDays, w < 0 || w >= days { throw fail("\"warmupDays\" must be in [0, days)") }
+        if let w = workloadStopDays, w <= 0 || w > days { throw fail("\"workloadStopDays\" must be in (0, days]") }
+        if let s = sampleIntervalMinutes, s <= 0 { throw fail("\"sampleIntervalMinutes\" must be positive") }
+        switch kind {
+        case "longnan":
+            guard let l = longnan else { throw fail("kind \"longnan\" needs a \"longnan\" section") }
+            guard !l.counties.isEmpty else { throw fail("\"longnan.counties\" is empty") }
+            for c in l.counties {
+                guard (try? Scope(c.name)) != nil, !c.name.contains("/") else { throw fail("county name \"\(c.name)\" is not a scope segment") }
+                guard (-90...90).contains(c.lat), (-180...180).contains(c.lon) else { throw fail("county \"\(c.name)\" has coordinates out of range") }
+            }
+            if let h = l.hqCounty, !l.counties.contains(where: { $0.name == h }) { throw fail("\"longnan.hqCounty\" \"\(h)\" is not a county") }
+            if let n = l.stations, n < l.counties.count { throw fail("\"longnan.stations\" must be at least the number of counties") }
+            if let n = l.villages, n < (l.stations ?? 202) { throw fail("\"longnan.villages\" must be at least the number of stations") }
+            if let sh = l.connectivityShares {
+                for k in sh.keys.sorted() where !["4g", "intermittent", "none"].contains(k) {
+                    throw fail("\"longnan.connectivityShares\" has unknown class \"\(k)\" (use 4g, intermittent, none)")
+                }
+                let total = sh.values.reduce(0, +)
+                guard abs(total - 1) < 0.001 else { throw fail("\"longnan.connectivityShares\" must sum to 1, got \(total)") }
+            }
+            if let sh = l.priorityShares {
+                for k in sh.keys.sorted() where !["urgent", "high", "normal", "low"].contains(k) {
+                    throw fail("\"longnan.priorityShares\" has unknown priority \"\(k)\"")
+                }
+                guard abs(sh.values.reduce(0, +) - 1) < 0.001 else { throw fail("\"longnan.priorityShares\" must sum to 1") }
+            }
+            if let sh = l.categoryShares {
+                for k in sh.keys.sorted() where Incident.Category(rawValue: k) == nil {
+                    throw fail("\"longnan.categoryShares\" has unknown category \"\(k)\"")
+                }
+            }
+            if let links = l.links {
+                for k in links.keys.sorted() where !LinkClass.allCases.contains(where: { $0.description == k }) {
+                    throw fail("\"longnan.links\" has unknown link class \"\(k)\"")
+                }
+                for (k, v) in links.sorted(by: { $0.key < $1.key }) where v.bytesPerSecond < 0 || v.latencyMs < 0 {
+                    throw fail("\"longnan.links.\(k)\" has a negative value")
+                }
+            }
+            for (key, r) in [("villagesPerPatrol", l.villagesPerPatrol.map { $0.map(Double.init) }), ("dwellMinutes", l.dwellMinutes),
+                             ("villageRadiusKm", l.villageRadiusKm), ("onSceneMinutes", l.onSceneMinutes),
+                             ("intermittentWindowMinutes", l.intermittentWindowMinutes)] {
+                if let r, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"longnan.\(key)\" must be [min, max] with 0 <= min <= max") }
+            }
+        case "random-contacts":
+            guard let r = randomContacts else { throw fail("kind \"random-contacts\" needs a \"randomContacts\" section") }
+            guard r.nodes >= 2 else { throw fail("\"randomContacts.nodes\" must be at least 2") }
+            guard r.ratePerPairPerHour > 0 else { throw fail("\"randomContacts.ratePerPairPerHour\" must be positive") }
+        case "trace":
+            guard trace != nil else { throw fail("kind \"trace\" needs a \"trace\" section") }
+        default:
+            throw fail("unknown kind \"\(kind)\" (use longnan, random-contacts or trace)")
+        }
+        if let f = faults {
+            if let r = f.crashDowntimeMinutes, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"faults.crashDowntimeMinutes\" must be [min, max]") }
+            if let r = f.partitionDays, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"faults.partitionDays\" must be [min, max]") }
+            if let s = f.clockSkewShare, !(0...1).contains(s) { throw fail("\"faults.clockSkewShare\" must be in [0, 1]") }
+        }
+    }
+}
+
+/// Seeded random helpers over `SplitMix64`. Independent streams are derived from (seed, tag, entity,
+/// day), so a scenario can generate any day of any entity lazily and still be reproducible.
+public struct SimRandom {
+    /// The generator.
+    public var rng: SplitMix64
+
+    /// A stream for `(seed, tags...)`.
+    public init(seed: UInt64, _ tags: UInt64...) {
+        var h = seed
+        for t in tags {
+            var m = SplitMix64(seed: h ^ (t &* 0x9E37_79B9_7F4A_7C15))
+            h = m.next()
+        }
+        rng = SplitMix64(seed: h)
+    }
+
+    /// A uniform double in [0, 1).
+    public mutating func unit() -> Double { Double(rng.next() >> 11) * 0x1.0p-53 }
+    /// A uniform double in [lo, hi).
+    public mutating func uniform(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * unit() }
+    /// A uniform integer in [0, n).
+    public mutating func int(_ n: Int) -> Int {
+        precondition(n > 0)
+        return Int(rng.next() % UInt64(n))
+    }
+    /// An exponential variate with `mean`.
+    public mutating func exponential(mean: Double) -> Double { -mean * log(1 - unit()) }
+    /// A Poisson variate with `mean` (Knuth's method, in chunks of at most 30 for large means).
+    public mutating func poisson(_ mean: Double) -> Int {
+        var remaining = mean
+        var total = 0
+        while remaining > 0 {
+            let m = min(remaining, 30)
+            remaining -= m
+            let l = exp(-m)
+            var k = 0
+            var p = 1.0
+            repeat {
+                k += 1
+                p *= unit()
+            } while p > l
+            total += k - 1
+        }
+        return total
+    }
+    /// An index drawn with the given weights.
+    public mutating func weighted(_ weights: [Double]) -> Int {
+        let total = weights.reduce(0, +)
+        var x = unit() * total
+        for (i, w) in weights.enumerated() {
+            if x < w { return i }
+            x -= w
+        }
+        return weights.count - 1
+    }
+}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import FieldSim
+import Foundation
+
+/// `fieldsim`: runs a scenario with one or more agents and writes a JSON summary, CSV series and SVG charts.
+@main
+struct FieldSimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fieldsim",
+        abstract: "Deterministic discrete-event simulator of FieldSync over a model of Longnan (see Simulator/README.md)."
+    )
+
+    @Option(name: .long, help: "Scenario name under Simulator/Scenarios (longnan, random-contacts, trace) or a path to a JSON file.")
+    var scenario: String = "longnan"
+
+    @Option(name: .long, help: "Seed from which every random choice of the run is derived.")
+    var seed: UInt64 = 1
+
+    @Option(name: .long, help: "Override the scenario's simulated days (the workload stops 2 days before the end for longnan).")
+    var days: Double?
+
+    @Option(name: .long, help: "Comma-separated agents: ideal-epidemic, full-state, full-version-vector.")
+    var agents: String = "ideal-epidemic"
+
+    @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
+    var out: String?
+
+    @Option(name: .long, help: "Also write the contacts of the run in the ONE connection-event format to this file.")
+    var exportContacts: String?
+
+    @Option(name: .long, help: "Compare with the oracle every n-th change (default: about 300 changes in the run; 0 = off).")
+    var oracleEvery: Int?
+
+    @Option(name: .long, help: "Day at which to take the staleness snapshot for the map (default: end of workload).")
+    var mapDay: Double?
+
+    @Flag(name: .long, help: "No progress line and no per-agent summary on stdout.")
+    var quiet = false
+
+    func validate() throws {
+        let known = Set(BaselineKind.allCases.map(\.rawValue))
+        for a in agentList where !known.contains(a) {
+            throw ValidationError("unknown agent \"\(a)\"; known: \(BaselineKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let d = days, d <= 0 { throw ValidationError("--days must be positive") }
+    }
+
+    var agentList: [String] { agents.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+
+    func scenarioPath() -> String {
+        if scenario.hasSuffix(".json") || scenario.contains("/") { return scenario }
+        return "Simulator/Scenarios/\(scenario).json"
+    }
+
+    func run() throws {
+        let path = scenarioPath()
+        var file: ScenarioFile
+        do { file = try ScenarioFile.load(path: path) } catch { throw CleanExit.message("error: \(error)") }
+        if let d = days {
+            let stopGap = file.days - (file.workloadStopDays ?? (file.kind == "longnan" ? file.days - 2 : file.days))
+            file.days = d
+            file.workloadStopDays = file.kind == "longnan" ? max(d - stopGap, d / 2) : d
+        }
+        let outDir = out ?? "out/\(file.name)-seed\(seed)"
+        var reproduce = "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim --scenario \(scenario) --seed \(seed) --agents \(agents)"
+        if let d = days { reproduce += " --days \(JSONFormat.number(d))" }
+        if let m = mapDay { reproduce += " --map-day \(JSONFormat.number(m))" }
+        let tty = isatty(STDERR_FILENO) == 1 && !quiet
+        for name in agentList {
+            let scen: any Scenario
+            do { scen = try makeScenario(file, seed: seed, path: path) } catch { throw CleanExit.message("error: \(error)") }
+            if name == agentList.first {
+                print("fieldsim: scenario \(file.name) (\(path)), seed \(seed)")
+                for (k, v) in scen.derivedParameters { print("  \(k): \(v)") }
+                let hashing = ProcessInfo.processInfo.environment["SWIFT_DETERMINISTIC_HASHING"] == "1" ? "on" : "off (outputs do not depend on it)"
+                print("  deterministic hashing: \(hashing)")
+                print("  reproduce: \(reproduce)")
+            }
+            let kind = BaselineKind(rawValue: name)!
+            let every = oracleEvery ?? estimatedOracleEvery(file)
+            let options = RunOptions(sampleInterval: file.sampleIntervalMinutes.map { Int64($0 * 60_000) } ?? (file.days > 30 ? Duration.day : Duration.hour),
+                                     snapshotAt: mapDay.map { SimTime($0 * Double(Duration.day)) }, recordContacts: true,
+                                     oracleSampleEvery: every)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let total = Double(scen.duration)
+            let sim = runBaseline(kind, scenario: scen, options: options) { now, events in
+                guard tty else { return }
+                let el = seconds(clock.now - started)
+                let rate = el > 0 ? Double(events) / el : 0
+                let frac = Double(now) / total
+                let eta = frac > 0 ? el / frac - el : 0
+                FileHandle.standardError.write(Data(String(format: "\r[%@] day %.1f/%.0f  %.2fM events/s  ETA %.0fs   ", name, Double(now) / Double(Duration.day), total / Double(Duration.day), rate / 1e6, eta).utf8))
+            }
+            let wall = seconds(clock.now - started)
+            if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            let report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+            let dir = "\(outDir)/\(name)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try write(report.summary.render() + "\n", "\(dir)/summary.json")
+            try write(report.seriesCSV, "\(dir)/timeseries.csv")
+            try write(report.latencyCSV, "\(dir)/latency_cdf.csv")
+            for (f, svg) in report.charts { try write(svg, "\(dir)/\(f)") }
+            if let e = exportContacts, name == agentList.first { try write(ONETrace.export(sim.contacts), e) }
+            let h = report.headline
+            let simDays = Double(sim.now) / Double(Duration.day)
+            if !quiet {
+                print("[\(name)] changes \(h.changes), contacts \(h.contacts), delivery_prob \(String(format: "%.4f", h.deliveryProb)), overhead_ratio \(String(format: "%.3f", h.overheadRatio)), bytes \(h.bytes)")
+                print("[\(name)] HQ latency p50 \(String(format: "%.1f", h.hqLatencyMedian / 1000)) s, feedback overdue \(String(format: "%.4f", h.overdueRate)), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
+                print("[\(name)] oracle: latency ratio \(String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
+                print("[\(name)] performance: \(sim.eventsProcessed) events in \(String(format: "%.2f", wall)) s wall = \(String(format: "%.2f", Double(sim.eventsProcessed) / wall / 1e6))M events/s, \(String(format: "%.1f", simDays / wall)) sim-days/s, peak RSS \(peakRSSMB()) MB")
+                print("[\(name)] wrote \(dir)/")
+            }
+            if !h.entitlementOK || h.oracle.violations > 0 {
+                throw CleanExit.message("invariant violated; reproduce: \(reproduce)")
+            }
+        }
+    }
+
+    func estimatedOracleEvery(_ f: ScenarioFile) -> Int {
+        switch f.kind {
+        case "longnan":
+            let perDay = ((f.longnan?.incidentsPerYear ?? 190_000) * 4 + (f.longnan?.visitsPerYear ?? 650_000)) / 365
+            return max(1, Int(perDay * f.days / 300))
+        default: return 1
+        }
+    }
+}
+
+func seconds(_ d: Swift.Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
+
+func write(_ s: String, _ path: String) throws {
+    try s.write(toFile: path, atomically: true, encoding: .utf8)
+}
+
+/// Peak resident set size from /proc (Linux), in MB, or "?".
+func peakRSSMB() -> String {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return "?" }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return String(kb / 1024)
+    }
+    return "?"
+}
+
+enum JSONFormat {
+    static func number(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
+}

@@ -1,0 +1,73 @@
+import FieldSim
+import FieldSyncCore
+import Foundation
+
+/// Benchmarks of the simulator engine.
+func simBenchmarks() -> [Benchmark] {
+    [
+        Benchmark(name: "sim-queue", summary: "event queue hold model (pop one, push one) at 10,000 pending: binary heap vs naive sorted list") { scale in
+            queueBenchmark(pending: max(100, Int(10_000 * scale)))
+        },
+        Benchmark(name: "sim-longnan", summary: "longnan with the ideal-epidemic agent: one simulated week vs one day (events/s; same run)") { scale in
+            try longnanBenchmark(days: max(2, 7 * scale))
+        },
+    ]
+}
+
+/// The classic hold model: a queue of `pending` events; each step pops the earliest and pushes one later.
+func queueBenchmark(pending: Int) -> [BenchResult] {
+    func hold<Q: EventQueueProtocol>(_ q: inout Q, steps: Int) {
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<steps {
+            let e = q.pop()!
+            q.push(Event(time: e.time + SimTime(rng.next() % 10_000), kind: .sample))
+        }
+    }
+    func filled<Q: EventQueueProtocol>(_ q: Q) -> Q {
+        var q = q
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<pending { q.push(Event(time: SimTime(rng.next() % 10_000), kind: .sample)) }
+        return q
+    }
+    let steps = 20_000
+    var heap = filled(EventQueue())
+    let tHeap = secondsPerIteration { hold(&heap, steps: steps) }
+    var naive = filled(NaiveEventList())
+    let tNaive = secondsPerIteration { hold(&naive, steps: steps) }
+    blackHole((heap.count, naive.count))
+    return [BenchResult(name: "hold operations/s at \(pending) pending", value: Double(steps) / tHeap, baseline: Double(steps) / tNaive,
+                        unit: "ops/s", baselineName: "naive sorted list", goal: nil)]
+}
+
+/// Runs `longnan` for `days` and for one day; reports events/s and simulated days per wall second.
+func longnanBenchmark(days: Double) throws -> [BenchResult] {
+    let path = "Simulator/Scenarios/longnan.json"
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw ValidationErrorMessage("run from the package root: \(path) not found")
+    }
+    func once(_ d: Double) throws -> (events: Double, wall: Double) {
+        var f = try ScenarioFile.load(path: path)
+        f.days = d
+        f.workloadStopDays = max(d - 2, d / 2)
+        let scen = try makeScenario(f, seed: 1, path: path)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let sim = runBaseline(.idealEpidemic, scenario: scen, options: RunOptions(sampleInterval: Duration.day, recordContacts: false, oracleSampleEvery: 0))
+        let d = clock.now - start
+        return (Double(sim.eventsProcessed), Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+    }
+    let day = try once(1)
+    let week = try once(days)
+    return [
+        BenchResult(name: "events/s over \(days) days", value: week.events / week.wall, baseline: day.events / day.wall,
+                    unit: "events/s", baselineName: "one day", goal: nil),
+        BenchResult(name: "simulated days per wall second over \(days) days", value: days / week.wall, baseline: 1 / day.wall,
+                    unit: "days/s", baselineName: "one day", goal: nil),
+    ]
+}
+
+/// A benchmark failure with a message.
+struct ValidationErrorMessage: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
