@@ -171,10 +171,14 @@ func hex(_ s: String) -> [UInt8] { Hex.decode(s)! }
         for text in ["\(s)", String(reflecting: s), "\(k)", String(reflecting: k), "\(x)", String(reflecting: x)] {
             #expect(text.contains("<redacted>"))
         }
-        var dumped = ""
-        dump(s, to: &dumped)
-        dump(k, to: &dumped)
-        #expect(!dumped.contains("abcdef") && !dumped.contains("171") && dumped.contains("<redacted>"))
+        var ds = ""
+        dump(s, to: &ds)
+        #expect(!ds.contains("abcdef") && !ds.contains("171") && ds.contains("<redacted>"))
+        // The key's dump shows its public key (any digits), never its seed.
+        var dk = ""
+        dump(k, to: &dk)
+        let seed = k.seed.unsafeCopy()
+        #expect(!dk.contains(Hex.encode(seed)) && !dk.contains(seed.map(String.init).joined(separator: "\n")) && dk.contains("<redacted>"))
         #expect(SecureRandom.bytes(32) != SecureRandom.bytes(32))
     }
 }
