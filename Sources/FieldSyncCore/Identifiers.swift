@@ -117,8 +117,10 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
     /// Maximum characters per segment.
     public static let maxSegmentLength = 64
 
-    /// The path segments, root first.
-    public let segments: [String]
+    /// The path, e.g. `longnan/wudu/station-017`.
+    public let path: String
+    /// Number of segments.
+    public let depth: Int
 
     /// Why a scope string is invalid.
     public struct Invalid: Error, Equatable, Sendable, CustomStringConvertible {
@@ -129,42 +131,53 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
         public var description: String { "invalid scope \"\(input)\": \(reason)" }
     }
 
-    /// Parses and validates a path.
+    /// Parses and validates a path (one pass over its bytes; scopes are checked on every decode).
     /// - Throws: `Scope.Invalid` naming what is wrong.
     public init(_ path: String) throws(Invalid) {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard !path.isEmpty else { throw Invalid(input: path, reason: "empty") }
-        guard parts.count <= Scope.maxDepth else {
-            throw Invalid(input: path, reason: "more than \(Scope.maxDepth) segments")
-        }
-        for p in parts {
-            guard !p.isEmpty else { throw Invalid(input: path, reason: "empty segment") }
-            guard p.utf8.count <= Scope.maxSegmentLength else {
+        var depth = 1
+        var segmentLength = 0
+        for c in path.utf8 {
+            if c == 47 {  // "/"
+                guard segmentLength > 0 else { throw Invalid(input: path, reason: "empty segment") }
+                depth += 1
+                segmentLength = 0
+                continue
+            }
+            guard (97...122).contains(c) || (48...57).contains(c) || c == 45 || c == 95 else {
+                throw Invalid(input: path, reason: "segments may only hold a-z, 0-9, '-' and '_'")
+            }
+            segmentLength += 1
+            guard segmentLength <= Scope.maxSegmentLength else {
                 throw Invalid(input: path, reason: "segment longer than \(Scope.maxSegmentLength)")
             }
-            guard p.utf8.allSatisfy({ (97...122).contains($0) || (48...57).contains($0) || $0 == 45 || $0 == 95 })
-            else { throw Invalid(input: path, reason: "segment \"\(p)\" may only hold a-z, 0-9, '-' and '_'") }
         }
-        segments = parts
+        guard segmentLength > 0 else { throw Invalid(input: path, reason: "empty segment") }
+        guard depth <= Scope.maxDepth else { throw Invalid(input: path, reason: "more than \(Scope.maxDepth) segments") }
+        self.path = path
+        self.depth = depth
     }
 
-    /// The path as a string.
-    public var path: String { segments.joined(separator: "/") }
+    /// The path segments, root first.
+    public var segments: [String] { path.split(separator: "/").map(String.init) }
     public var description: String { path }
 
     /// The enclosing scope, or nil at the root.
     public var parent: Scope? {
-        segments.count > 1 ? try? Scope(segments.dropLast().joined(separator: "/")) : nil
+        guard depth > 1, let slash = path.utf8.lastIndex(of: 47) else { return nil }
+        return try? Scope(String(path[..<slash]))
     }
 
     /// Whether `self` equals `other` or is one of its ancestors.
     public func contains(_ other: Scope) -> Bool {
-        other.segments.count >= segments.count && Array(other.segments.prefix(segments.count)) == segments
+        let a = path.utf8, b = other.path.utf8
+        guard b.count >= a.count, b.starts(with: a) else { return false }
+        return b.count == a.count || b[b.index(b.startIndex, offsetBy: a.count)] == 47
     }
 
     /// Whether `self` is a strict ancestor of `other`.
     public func isAncestor(of other: Scope) -> Bool {
-        other.segments.count > segments.count && contains(other)
+        other.depth > depth && contains(other)
     }
 
     public static func < (a: Scope, b: Scope) -> Bool { a.path.utf8.lexicographicallyPrecedes(b.path.utf8) }
