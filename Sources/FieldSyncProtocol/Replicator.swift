@@ -53,12 +53,32 @@ public struct IngestReport: Sendable, Equatable {
     public var rejected: Int { outcomes.filter { if case .rejected = $0 { true } else { false } }.count }
 }
 
-/// Verifies changes with public material only. A value snapshot: `Sendable`, usable from any thread.
+/// A change checked and, where this node may read it, opened: everything of ingestion that does not
+/// touch the store. Preparing is pure and `Sendable`, so a driver can prepare the next batch on another
+/// core while the replicator commits the current one.
+public struct PreparedChange: Sendable {
+    /// The change.
+    public let change: Change
+    /// The verification outcome.
+    public let outcome: IngestOutcome
+    /// The change id (hash), when accepted.
+    public let hash: [UInt8]
+    /// Its opened payload, when it is a records change this node could open. Decoding and validating
+    /// the edits is left to the committing thread, which balances the two cores (docs/benchmarks.md).
+    public let payload: [UInt8]?
+}
+
+/// Verifies changes with public material only and opens those its keys can read. A value snapshot of
+/// the replicator's trust, certificates, keys and schemas: `Sendable`, usable from any thread.
 public struct ChangeVerifier: Sendable {
     /// Trust anchors and revocations.
     public let trust: TrustStore
     /// Known certificates by device, their signatures already checked.
     public let certificates: [DeviceID: VerifiedCertificate]
+    /// Epoch keys to open payloads with (empty for a relay).
+    public let keys: [EpochKey]
+    /// Schemas to validate edits with.
+    public let schemas: SchemaRegistry
 
     /// The outcome of verifying `change` at `now` (ms since the Unix epoch).
     public func verify(_ change: Change, now: UInt64) -> IngestOutcome {
@@ -69,6 +89,32 @@ public struct ChangeVerifier: Sendable {
         } catch {
             return .rejected(error.code, error.description)
         }
+    }
+
+    /// Verifies `change` and, if accepted and readable, opens and validates its edits.
+    public func prepare(_ change: Change, now: UInt64) -> PreparedChange {
+        let outcome = verify(change, now: now)
+        guard outcome == .accepted else { return PreparedChange(change: change, outcome: outcome, hash: [], payload: nil) }
+        let payload = change.header.contentType == .records && !keys.isEmpty ? try? change.open(with: keys) : nil
+        return PreparedChange(change: change, outcome: outcome, hash: change.id, payload: payload)
+    }
+
+    /// The edits of a records change these keys can open and that pass validation, or nil.
+    func openEdits(_ change: Change) -> [RecordEdit]? {
+        guard !keys.isEmpty, let plain = try? change.open(with: keys) else { return nil }
+        return Self.edits(of: change, payload: plain, schemas: schemas)
+    }
+
+    /// The edits of an opened records payload, if every one is valid for the change's author and scope.
+    static func edits(of change: Change, payload: [UInt8], schemas: SchemaRegistry) -> [RecordEdit]? {
+        guard let body = try? ChangeBody(canonicalBytes: payload) else { return nil }
+        let h = change.header
+        // An edit must belong to the change's scope and author, or a member could smuggle writes into
+        // another scope inside a validly signed change.
+        for e in body.edits {
+            guard e.scope == h.scope, e.author == h.author, (try? schemas.validate(e)) != nil else { return nil }
+        }
+        return body.edits
     }
 }
 
@@ -219,34 +265,35 @@ public final class Replicator {
     public func ingest(_ changes: [Change], certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestReport {
         if !incoming.isEmpty { learn(certificates: incoming, now: now) }
         let v = verifier()
-        return try ingest(changes, verified: changes.map { v.verify($0, now: now) }, now: now)
+        return try ingest(prepared: changes.map { v.prepare($0, now: now) }, now: now)
     }
 
-    /// A snapshot of what verification needs (trust anchors, revocations, certificates), safe to use
-    /// from other threads: a driver may verify the next batch on another core while this replicator
-    /// commits the current one (`ingest(_:verified:now:)`).
-    public func verifier() -> ChangeVerifier { ChangeVerifier(trust: trust, certificates: certificates) }
+    /// A snapshot of what verification and opening need (trust anchors, revocations, certificates,
+    /// keys, schemas), safe to use from other threads.
+    public func verifier() -> ChangeVerifier {
+        ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas)
+    }
 
-    /// Ingests changes already checked by a `ChangeVerifier` (one outcome per change, in order).
+    /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.
     /// - Throws: only store errors (the batch is then not applied at all).
-    public func ingest(_ changes: [Change], verified: [IngestOutcome], now: UInt64) throws -> IngestReport {
-        precondition(verified.count == changes.count, "one verification outcome per change")
+    public func ingest(prepared: [PreparedChange], now: UInt64) throws -> IngestReport {
         var report = IngestReport()
         var batch = CommitBatch()
         var newKeys: [EpochKey] = []
-        for (change, outcome) in zip(changes, verified) {
+        for p in prepared {
+            let change = p.change
             let h = change.header
-            report.outcomes.append(outcome)
-            guard outcome == .accepted, let cert = certificates[h.author]?.certificate else { continue }
-            let hash = change.id
+            report.outcomes.append(p.outcome)
+            guard p.outcome == .accepted, let cert = certificates[h.author]?.certificate else { continue }
+            let hash = p.hash
             let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
-                                      priority: h.priority.rawValue, bytes: change.canonicalBytes)
+                                      priority: h.priority.rawValue, bytes: change.encodedBytes)
             batch.changes.append(stored)
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             switch h.contentType {
             case .records:
-                if let edits = openEdits(change, allKeys + newKeys) {
+                if let payload = p.payload, let edits = ChangeVerifier.edits(of: change, payload: payload, schemas: schemas) {
                     batch.edits += edits.map { ($0, hash) }
                     batch.opened.append(hash)
                     report.editsMerged += edits.count
@@ -288,28 +335,15 @@ public final class Replicator {
     public func openHeldChanges(now: UInt64) throws -> Int {
         var batch = CommitBatch()
         var merged = 0
-        let keyList = allKeys
+        let v = verifier()
         for stored in try store.unopened(in: nil) where stored.contentType == ContentType.records.rawValue {
-            guard let change = try? Change(canonicalBytes: stored.bytes), let edits = openEdits(change, keyList) else { continue }
+            guard let change = try? Change(canonicalBytes: stored.bytes), let edits = v.openEdits(change) else { continue }
             batch.edits += edits.map { ($0, stored.hash) }
             batch.opened.append(stored.hash)
             merged += edits.count
         }
         if !batch.opened.isEmpty { _ = try store.commit(batch) }
         return merged
-    }
-
-    /// The edits of a records change this node can open and that pass validation, or nil.
-    private func openEdits(_ change: Change, _ keyList: [EpochKey]) -> [RecordEdit]? {
-        guard !keyList.isEmpty, let plain = try? change.open(with: keyList),
-              let body = try? ChangeBody(canonicalBytes: plain) else { return nil }
-        let h = change.header
-        // An edit must belong to the change's scope and author, or a member could smuggle writes into
-        // another scope inside a validly signed change.
-        let valid = body.edits.filter { e in
-            e.scope == h.scope && e.author == h.author && (try? schemas.validate(e)) != nil
-        }
-        return valid.count == body.edits.count ? valid : nil
     }
 
     // MARK: Receipts

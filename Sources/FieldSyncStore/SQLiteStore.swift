@@ -400,6 +400,15 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                              arguments: logArgs(log) + [Int64(bitPattern: seq)]).map(SQLiteStore.change)
         }
 
+        func presence(of c: StoredChange) throws -> ChangePresence {
+            // One statement: the row with this hash or at this position (both indexed).
+            guard let row = try Row.fetchOne(statement("""
+                SELECT * FROM changes WHERE hash = ?1 OR (author = ?2 AND scope = ?3 AND seq = ?4) LIMIT 1
+                """), arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq)]) else { return .new }
+            let held = try SQLiteStore.change(row)
+            return held.hash == c.hash ? .duplicate : .conflicting(held)
+        }
+
         func holds(hash: [UInt8]) throws -> Bool {
             try Bool.fetchOne(statement("SELECT 1 FROM changes WHERE hash = ?"), arguments: [Data(hash)]) ?? false
         }
@@ -419,12 +428,12 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             heldBackDelta += Int64(new.heldBack) - Int64(old.heldBack)
         }
 
-        mutating func insert(_ c: StoredChange) throws {
+        mutating func insert(_ c: StoredChange, opened: Bool) throws {
             try statement("""
-                INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, bytes)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
-                    Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, Data(c.bytes)])
+                    Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, opened, Data(c.bytes)])
             bytesDelta += Int64(c.bytes.count)
         }
 
@@ -459,6 +468,20 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             }
             bytesDelta -= Int64(freed)
             return (count, freed)
+        }
+
+        func loadRecords(_ ids: [RecordID]) throws -> [RecordID: FieldSyncCore.Record] {
+            var out: [RecordID: FieldSyncCore.Record] = [:]
+            for start in stride(from: 0, to: ids.count, by: 256) {
+                let chunk = ids[start..<min(start + 256, ids.count)]
+                let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+                for row in try Row.fetchAll(statement("SELECT * FROM records WHERE id IN (\(marks))"),
+                                            arguments: StatementArguments(chunk.map { Data($0.raw.bytes) })) {
+                    let r = try store.unseal(row)
+                    out[r.id] = r
+                }
+            }
+            return out
         }
 
         func loadRecord(_ id: RecordID) throws -> FieldSyncCore.Record? {

@@ -1,5 +1,15 @@
 import FieldSyncCore
 
+/// How an incoming change relates to what a store holds.
+public enum ChangePresence: Sendable, Equatable {
+    /// Neither the change nor its position is held.
+    case new
+    /// The same change (same hash) is held.
+    case duplicate
+    /// Another change is held at its position: a fork.
+    case conflicting(StoredChange)
+}
+
 /// The primitive reads and writes a store offers inside one transaction. `CommitLogic` is written once
 /// against this, so `MemoryStore` and `SQLiteStore` apply batches by exactly the same rules.
 public protocol StoreTransaction {
@@ -7,12 +17,14 @@ public protocol StoreTransaction {
     func existing(_ log: LogID, seq: UInt64) throws -> StoredChange?
     /// Whether a change with this hash is held.
     func holds(hash: [UInt8]) throws -> Bool
+    /// Whether `change`, or another change at its position, is held (stores may answer in one lookup).
+    func presence(of change: StoredChange) throws -> ChangePresence
     /// Held intervals of a log.
     func intervals(_ log: LogID) throws -> HeldIntervals
     /// Replaces a log's held intervals.
     mutating func setIntervals(_ log: LogID, _ intervals: HeldIntervals) throws
-    /// Stores a change.
-    mutating func insert(_ change: StoredChange) throws
+    /// Stores a change; `opened` says whether its payload is opened and merged in this same batch.
+    mutating func insert(_ change: StoredChange, opened: Bool) throws
     /// Total changes held back behind gaps.
     func heldBackTotal() throws -> Int
     /// Total bytes of held changes.
@@ -23,6 +35,8 @@ public protocol StoreTransaction {
     mutating func evictReceipted(bytes: Int) throws -> (count: Int, freed: Int)
     /// A materialized record.
     func loadRecord(_ id: RecordID) throws -> Record?
+    /// Several materialized records at once (stores may answer in one query).
+    func loadRecords(_ ids: [RecordID]) throws -> [RecordID: Record]
     /// Saves a record and notes which changes touched it (for its history).
     mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws
     /// Marks a change's payload as opened and merged.
@@ -77,20 +91,23 @@ public enum CommitLogic {
         var touchedLogs: [LogID: HeldIntervals] = [:]
         var refused = Set<[UInt8]>()
         var heldBack = try tx.heldBackTotal()
+        let openedNow = Set(batch.opened)
+        var markedAtInsert = Set<[UInt8]>()
         var bytes = try tx.bytesTotal()
         // Most urgent first, then oldest: under pressure the least urgent are the ones refused.
         let ordered = batch.changes.enumerated().sorted { a, b in
             (a.element.priority, a.element.hlc, a.offset) < (b.element.priority, b.element.hlc, b.offset)
         }.map(\.element)
         for c in ordered {
-            if try tx.holds(hash: c.hash) {
+            switch try tx.presence(of: c) {
+            case .duplicate:
                 report.duplicates += 1
                 continue
-            }
-            if let kept = try tx.existing(c.log, seq: c.seq) {
+            case let .conflicting(kept):
                 try tx.addFork(ForkEvidence(log: c.log, seq: c.seq, kept: kept, conflicting: c))
                 refused.insert(c.hash)
                 continue
+            case .new: break
             }
             var iv = try touchedLogs[c.log] ?? tx.intervals(c.log)
             let wouldHoldBack = c.seq > iv.frontier + 1
@@ -109,7 +126,8 @@ public enum CommitLogic {
                     continue
                 }
             }
-            try tx.insert(c)
+            try tx.insert(c, opened: openedNow.contains(c.hash))
+            if openedNow.contains(c.hash) { markedAtInsert.insert(c.hash) }
             let heldBackBefore = iv.heldBack
             iv.insert(c.seq)  // filling a gap can release held-back changes: the delta may be negative
             heldBack += Int(iv.heldBack) - Int(heldBackBefore)
@@ -120,11 +138,11 @@ public enum CommitLogic {
         for (log, iv) in touchedLogs.sorted(by: { $0.key < $1.key }) { try tx.setIntervals(log, iv) }
         // Merge edits of changes that are now held (refused changes' edits are dropped with them). Each
         // record is loaded, merged and saved once per batch.
-        var records: [RecordID: Record] = [:]
+        let edits = batch.edits.filter { !refused.contains($0.change) }
+        var records = try tx.loadRecords(Array(Set(edits.map(\.edit.record))).sorted())
         var touchers: [RecordID: [[UInt8]]] = [:]
-        for (edit, hash) in batch.edits where !refused.contains(hash) {
-            var r = try records[edit.record] ?? tx.loadRecord(edit.record)
-                ?? Record(id: edit.record, kind: edit.kind, scope: edit.scope)
+        for (edit, hash) in edits {
+            var r = records[edit.record] ?? Record(id: edit.record, kind: edit.kind, scope: edit.scope)
             do { try r.apply(edit) } catch {
                 throw StoreError(.inconsistentEdit, "\(error)")
             }
@@ -133,9 +151,25 @@ public enum CommitLogic {
         }
         for id in records.keys.sorted() { try tx.saveRecord(records[id]!, touchedBy: touchers[id]!) }
         report.recordsChanged = records.count
-        for h in batch.opened where !refused.contains(h) { try tx.markOpened(h) }
+        for h in batch.opened where !refused.contains(h) && !markedAtInsert.contains(h) { try tx.markOpened(h) }
         for f in batch.forks { try tx.addFork(f) }
         for (log, seq) in batch.receipts.sorted(by: { $0.key < $1.key }) { try tx.raiseReceipt(log, to: seq) }
         return report
+    }
+}
+
+extension StoreTransaction {
+    /// Default: one lookup per record.
+    public func loadRecords(_ ids: [RecordID]) throws -> [RecordID: Record] {
+        var out: [RecordID: Record] = [:]
+        for id in ids { if let r = try loadRecord(id) { out[id] = r } }
+        return out
+    }
+
+    /// Default: two lookups.
+    public func presence(of change: StoredChange) throws -> ChangePresence {
+        if try holds(hash: change.hash) { return .duplicate }
+        if let kept = try existing(change.log, seq: change.seq) { return kept.hash == change.hash ? .duplicate : .conflicting(kept) }
+        return .new
     }
 }

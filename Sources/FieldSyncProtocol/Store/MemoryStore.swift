@@ -44,7 +44,8 @@ public final class MemoryStore: SyncStore {
             intervals[log] = new
         }
 
-        mutating func insert(_ change: StoredChange) throws {
+        mutating func insert(_ change: StoredChange, opened isOpened: Bool) throws {
+            if isOpened { opened.append(change.hash) }
             changes[change.log, default: [:]][change.seq] = change
             byHash[change.hash] = (change.log, change.seq)
             bytesDelta += change.bytes.count
