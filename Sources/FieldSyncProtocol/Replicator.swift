@@ -118,6 +118,26 @@ public struct ChangeVerifier: Sendable {
     }
 }
 
+/// One entry of a record's audit trail.
+public struct AuditEntry: Sendable {
+    /// The author's log.
+    public let log: LogID
+    /// Position in the log.
+    public let seq: UInt64
+    /// When the author wrote it (HLC).
+    public let hlc: HLCTimestamp
+    /// The change id.
+    public let changeHash: [UInt8]
+    /// The author's certificate, if known (role, scopes, issuer).
+    public let author: Certificate?
+    /// The signature and certificate check, done again now.
+    public let verification: IngestOutcome
+    /// What the change did to this record, if this node can open it.
+    public let actions: [Action]?
+    /// The change exactly as signed and received: the evidence.
+    public let signedChange: [UInt8]
+}
+
 /// Why the replicator refused a local write.
 public struct WriteError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The reason, for people.
@@ -344,6 +364,24 @@ public final class Replicator {
         }
         if !batch.opened.isEmpty { _ = try store.commit(batch) }
         return merged
+    }
+
+    // MARK: Audit
+
+    /// The signed edit history of one record: every held change that touched it, in HLC order, each
+    /// re-verified against its author's certificate and opened to show exactly what it did to this
+    /// record. What a court needs: who (device and certificate), when (HLC), what (actions), and proof
+    /// (the signed change bytes, verifiable by anyone holding the authority's public key).
+    /// - Throws: store errors.
+    public func auditTrail(of id: RecordID, now: UInt64) throws -> [AuditEntry] {
+        let v = verifier()
+        return try store.history(of: id).compactMap { stored in
+            guard let change = try? Change(canonicalBytes: stored.bytes) else { return nil }
+            let actions = v.openEdits(change)?.filter { $0.record == id }.flatMap(\.actions)
+            return AuditEntry(log: stored.log, seq: stored.seq, hlc: stored.hlc, changeHash: stored.hash,
+                              author: certificates[stored.log.author]?.certificate,
+                              verification: v.verify(change, now: now), actions: actions, signedChange: stored.bytes)
+        }
     }
 
     // MARK: Receipts

@@ -97,6 +97,27 @@ import Testing
         }
     }
 
+    @Test func auditTrailShowsWhoDidWhatWhenWithProof() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let station = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let c1 = try bp.write([try Self.incident(bp, 1)], scope: TestPKI.village, priority: .high, now: Self.now)
+        _ = try station.ingest([c1], certificates: [bp.identity.certificate], now: Self.now)
+        let id = RecordID(ID128(high: 9, low: 1))
+        let rec = try #require(try station.store.record(id))
+        let edit = rec.edit(author: station.identity.id, hlc: HLCTimestamp(milliseconds: Self.now + 60_000, counter: 0),
+                            [try Incident(rec).advance(to: .dispatched), .add(field: Incident.Field.assignedUnits, element: "car-2")])
+        _ = try station.write([edit], scope: TestPKI.village, priority: .high, now: Self.now + 60_000)
+        let trail = try station.auditTrail(of: id, now: Self.now + 70_000)
+        #expect(trail.map { $0.log.author } == [bp.identity.id, station.identity.id])
+        #expect(trail.allSatisfy { $0.verification == .accepted })
+        #expect(trail[0].author?.role == .backpack && trail[1].author?.role == .station)
+        #expect(trail[1].actions?.count == 2)
+        // The evidence verifies on its own, with public material only.
+        let evidence = try Change(canonicalBytes: trail[1].signedChange)
+        #expect(throws: Never.self) { try evidence.verify(authorCertificate: station.identity.certificate, trust: pki.trust, now: Self.now + 70_000) }
+    }
+
     @Test func outOfOrderAndDuplicateDeliveryConverges() throws {
         var pki = TestPKI()
         let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
