@@ -198,6 +198,15 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         try io { try db.read { db in try Tx(db: db, store: self).existing(log, seq: seq).flatMap { $0.bytes.isEmpty ? nil : $0 } } }
     }
 
+    public func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? {
+        try io {
+            try db.read { db in
+                try Data.fetchOne(db, sql: "SELECT hash FROM changes WHERE author = ? AND scope = ? AND seq = ?",
+                                  arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(bitPattern: seq)]).map { [UInt8]($0) }
+            }
+        }
+    }
+
     public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
         try io {
             try db.read { db in

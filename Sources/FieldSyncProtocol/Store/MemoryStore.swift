@@ -115,6 +115,8 @@ public final class MemoryStore: SyncStore {
         return c
     }
 
+    public func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? { state.changes[log]?[seq]?.hash }
+
     public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
         guard let m = state.changes[log] else { return [] }
         if UInt64(m.count) < seqs.upperBound - seqs.lowerBound {

@@ -150,6 +150,8 @@ public protocol SyncStore: AnyObject {
     func holdings(of log: LogID) throws -> HeldIntervals
     /// One change, if held.
     func change(_ log: LogID, seq: UInt64) throws -> StoredChange?
+    /// The hash of the change at a position, even if its bytes were evicted (reconciliation heads).
+    func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]?
     /// The held changes of `log` within `seqs`, in seq order.
     func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange]
     /// Applies a batch atomically (changes, record merges, forks, receipts).

@@ -1,0 +1,336 @@
+import FieldSyncCore
+import FieldSyncCrypto
+
+/// Who may hold which logs. Relay boxes and HQ carry everything (relays as ciphertext); every other
+/// device holds the logs on its jurisdiction path: scopes that contain one of its scopes (HQ and county
+/// control logs: revocations, grants, receipts) or lie within one (its station's and villages' records).
+public enum Entitlement {
+    /// Whether the holder of `certificate` may receive and store changes of `log`.
+    public static func mayHold(_ certificate: Certificate, _ log: LogID) -> Bool {
+        if certificate.role == .relay || certificate.role == .hq { return true }
+        return certificate.scopes.contains { $0.contains(log.scope) || log.scope.contains($0) }
+    }
+}
+
+/// Application messages inside the encrypted transport (Protocols/sync.md). Tag bytes are normative.
+public enum SessionMessage: Sendable {
+    /// A reconciliation message. Tag 1.
+    case recon(ReconMessage)
+    /// A batch of changes with the certificates of their authors the peer may lack. Tag 2.
+    case batch(id: UInt32, certificates: [Certificate], changes: [Change])
+    /// The receiver applied batch `id` atomically. Tag 3.
+    case ack(id: UInt32)
+    /// The sender has nothing more to send. Tag 4.
+    case done
+
+    func encode(to w: inout ByteWriter) {
+        switch self {
+        case let .recon(m):
+            w.writeByte(1)
+            m.encode(to: &w)
+        case let .batch(id, certs, changes):
+            w.writeByte(2)
+            w.writeVarint(UInt64(id))
+            w.writeArray(certs)
+            w.writeVarint(UInt64(changes.count))
+            for c in changes { w.writeBytes(c.encodedBytes) }
+        case let .ack(id):
+            w.writeByte(3)
+            w.writeVarint(UInt64(id))
+        case .done:
+            w.writeByte(4)
+        }
+    }
+
+    static func decode(_ bytes: [UInt8]) throws(DecodingError) -> SessionMessage {
+        var r = ByteReader(bytes)
+        let at = r.offset
+        let m: SessionMessage
+        switch try r.readByte() {
+        case 1: m = .recon(try ReconMessage(from: &r))
+        case 2:
+            let id = try r.readVarint(as: UInt32.self)
+            let certs = try r.readArray(Certificate.self, minElementSize: 100)
+            let n = try r.readCount(minElementSize: 100)
+            var changes: [Change] = []
+            changes.reserveCapacity(n)
+            for _ in 0..<n { changes.append(try Change(canonicalBytes: try r.readBytes())) }
+            m = .batch(id: id, certificates: certs, changes: changes)
+        case 3: m = .ack(id: try r.readVarint(as: UInt32.self))
+        case 4: m = .done
+        case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
+        }
+        try r.expectEnd()
+        return m
+    }
+}
+
+/// Tunables of a session.
+public struct SessionConfiguration: Sendable {
+    /// Network parameters (prologue).
+    public var network: NetworkParameters
+    /// Largest encoded batch (bytes), below the transport's 65,519-byte plaintext limit.
+    public var maxBatchBytes = 60_000
+    /// The first batch's size limit; each next batch doubles it up to `maxBatchBytes`. Small first
+    /// batches get the most urgent changes applied early on a slow link that may be cut at any moment.
+    public var firstBatchBytes = 4_000
+    /// Batches sent but not yet acknowledged.
+    public var window = 4
+    /// Most application messages accepted from a peer in one session (bounds work per session).
+    public var maxMessages = 1_000_000
+    /// 16 random bytes for reconciliation (drawn by the driver from its injected generator).
+    public var salt: [UInt8]
+
+    /// Creates a configuration.
+    public init(network: NetworkParameters, salt: [UInt8]) {
+        precondition(salt.count == 16, "salts are 16 bytes")
+        self.network = network
+        self.salt = salt
+    }
+}
+
+/// What a session reports to its driver.
+public enum SessionEvent: Sendable, Equatable {
+    /// The handshake completed with this peer.
+    case authenticated(DeviceID, Role)
+    /// Reconciliation finished: how many logs differed.
+    case reconciled(differingLogs: Int)
+    /// A batch from the peer was applied.
+    case applied(changes: Int, rejected: Int)
+    /// Both sides are done; the session can be closed.
+    case finished
+    /// The session failed; close the connection.
+    case failed(SessionError)
+}
+
+/// One sync session between two nodes: handshake, reconciliation of log heads, then streaming of the
+/// changes each side lacks, most urgent first, in batches the receiver applies atomically and
+/// acknowledges. A pure state machine: bytes and `now` in, bytes and events out. A cut at any byte
+/// loses at most the batches not yet acknowledged; the next session resends only what is missing.
+public final class SyncSession {
+    private enum Phase { case handshake, reconciling, streaming, finished, failed }
+
+    private let replicator: Replicator
+    private let config: SessionConfiguration
+    private var handshake: SessionHandshake
+    private var transport: NoiseTransport?
+    private var reconciler: Reconciler?
+    private var decoder = FrameDecoder()
+    private var phase = Phase.handshake
+    private var outbox: [[UInt8]] = []
+    private var events: [SessionEvent] = []
+    /// The peer's certificate, after the handshake.
+    public private(set) var peer: Certificate?
+
+    private var toSend: [StoredChange] = []  // ordered, most urgent first
+    private var nextBatchID: UInt32 = 1
+    private lazy var batchLimit = config.firstBatchBytes
+    private var inFlight: [UInt32: Int] = [:]  // batch id -> changes
+    private var certificatesSent: Set<DeviceID> = []
+    private var sentDone = false
+    private var peerDone = false
+    private var messagesReceived = 0
+
+    /// Changes sent and acknowledged by the peer, and received and applied, in this session.
+    public private(set) var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
+
+    /// Starts a session. The initiator's first message is queued at once.
+    public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64) {
+        self.replicator = replicator
+        config = configuration
+        handshake = SessionHandshake(initiator: initiator, identity: replicator.identity, trust: replicator.trust,
+                                     network: configuration.network)
+        if initiator { writeHandshake() }
+    }
+
+    /// Whether the session finished normally.
+    public var isFinished: Bool { phase == .finished }
+    /// Whether the session failed.
+    public var hasFailed: Bool { phase == .failed }
+
+    /// The next bytes to send, if any (already framed).
+    public func pollTransmit() -> [UInt8]? { outbox.isEmpty ? nil : outbox.removeFirst() }
+
+    /// The next event, if any.
+    public func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
+
+    /// Feeds bytes received from the peer.
+    public func receive(_ bytes: [UInt8], now: UInt64) {
+        guard phase != .failed, phase != .finished else { return }
+        decoder.append(bytes)
+        do {
+            while phase != .failed, let frame = try decoder.next() { try handle(frame, now: now) }
+        } catch let e as SessionError {
+            fail(e)
+        } catch let e as FrameError {
+            fail(SessionError(.protocolViolation, e.description))
+        } catch {
+            fail(SessionError(.storeFailed, "\(error)"))
+        }
+    }
+
+    /// The transport closed (cut or peer gone). Unacknowledged batches are simply offered again next time.
+    public func connectionClosed() {
+        if phase != .finished && phase != .failed { fail(SessionError(.protocolViolation, "connection closed mid-session")) }
+    }
+
+    private func fail(_ e: SessionError) {
+        phase = .failed
+        outbox.removeAll()
+        events.append(.failed(e))
+    }
+
+    private func writeHandshake() {
+        do { outbox.append(FrameDecoder.frame(try handshake.write())) } catch { fail(error) }
+    }
+
+    private func send(_ m: SessionMessage) throws(SessionError) {
+        var w = ByteWriter()
+        m.encode(to: &w)
+        guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
+        outbox.append(FrameDecoder.frame(try t.seal(w.bytes)))
+        transport = t
+    }
+
+    private func handle(_ frame: [UInt8], now: UInt64) throws {
+        if phase == .handshake {
+            try handshake.read(frame, now: now)
+            if handshake.shouldWrite { writeHandshake() }
+            if handshake.isComplete { try startReconciliation() }
+            return
+        }
+        messagesReceived += 1
+        guard messagesReceived <= config.maxMessages else { throw SessionError(.limitExceeded, "too many messages") }
+        guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
+        let plain = try t.open(frame)
+        transport = t
+        let message: SessionMessage
+        do { message = try SessionMessage.decode(plain) } catch {
+            throw SessionError(.protocolViolation, "message does not decode: \(error)")
+        }
+        switch (phase, message) {
+        case let (.reconciling, .recon(m)):
+            guard var rec = reconciler else { throw SessionError(.protocolViolation, "no reconciler") }
+            let outputs: [ReconOutput]
+            do { outputs = try rec.receive(m) } catch { throw SessionError(.protocolViolation, error.description) }
+            reconciler = rec
+            try process(outputs)
+        case let (.streaming, .batch(id, certs, changes)), let (.reconciling, .batch(id, certs, changes)):
+            let report = try replicator.ingest(changes, certificates: certs, now: now)
+            changesReceived += report.outcomes.filter { $0 == .accepted }.count
+            events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
+            if report.rejected > 0 {
+                // What verified is committed; a peer that sends forgeries is cut off.
+                throw SessionError(.badChange, "\(report.rejected) change(s) of batch \(id) failed verification")
+            }
+            try send(.ack(id: id))
+        case let (.streaming, .ack(id)):
+            guard let n = inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
+            changesAcknowledged += n
+            try pump()
+        case (.streaming, .done), (.reconciling, .done):
+            peerDone = true
+            checkFinished()
+        default:
+            throw SessionError(.protocolViolation, "unexpected message in phase \(phase)")
+        }
+    }
+
+    private func startReconciliation() throws {
+        transport = try handshake.transport()
+        guard let peerCert = handshake.peer else { throw SessionError(.protocolViolation, "no peer certificate") }
+        peer = peerCert
+        events.append(.authenticated(peerCert.subject, peerCert.role))
+        phase = .reconciling
+        let own = replicator.identity.certificate
+        var logs: [LogHoldings] = []
+        for (log, iv) in try replicator.store.holdings().sorted(by: { $0.key < $1.key })
+        where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
+            var intervals: [HeldInterval] = []
+            for r in iv.ranges {
+                guard r.upperBound <= UInt64(maximumLogHeight), let h = try replicator.store.hash(log, seq: r.upperBound) else { continue }
+                intervals.append(HeldInterval(start: UInt32(r.lowerBound), end: UInt32(r.upperBound), endHash: h))
+            }
+            if !intervals.isEmpty { logs.append(LogHoldings(log: log, intervals: intervals)) }
+        }
+        let key = Array(handshake.handshakeHash.prefix(32))
+        var rec = Reconciler(role: handshake.isInitiator ? .initiator : .responder, holdings: Holdings(logs),
+                             hashing: SipHashReconciliationHashing(sessionKey: key), salt: config.salt)
+        let outputs = rec.start()
+        reconciler = rec
+        try process(outputs)
+    }
+
+    private func process(_ outputs: [ReconOutput]) throws {
+        for o in outputs {
+            switch o {
+            case let .send(m): try send(.recon(m))
+            case let .finished(result): try planStreaming(result)
+            }
+        }
+    }
+
+    /// Orders what the peer lacks: control changes (revocations, grants, receipts) first, then by
+    /// priority, then oldest first.
+    private func planStreaming(_ result: ReconciliationResult) throws {
+        events.append(.reconciled(differingLogs: result.differences.count))
+        phase = .streaming
+        var plan: [StoredChange] = []
+        for d in result.differences {
+            for r in d.missingAtRemote {
+                plan += try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound))
+            }
+        }
+        plan.sort { a, b in
+            let ac = a.contentType >= 0x80, bc = b.contentType >= 0x80
+            if ac != bc { return ac }
+            if a.priority != b.priority { return a.priority < b.priority }
+            if a.hlc != b.hlc { return a.hlc < b.hlc }
+            return (a.log, a.seq) < (b.log, b.seq)
+        }
+        toSend = plan
+        try pump()
+    }
+
+    /// Sends batches while the window allows; `done` when everything was sent and acknowledged.
+    private func pump() throws {
+        while inFlight.count < config.window, !toSend.isEmpty {
+            var changes: [Change] = []
+            var certs: [Certificate] = []
+            var bytes = 16
+            while let next = toSend.first {
+                var extra = next.bytes.count + 4
+                let author = next.log.author
+                let needsCert = !certificatesSent.contains(author) && !certs.contains { $0.subject == author }
+                let cert = needsCert ? replicator.certificates[author]?.certificate : nil
+                if let cert { extra += cert.canonicalBytes.count }
+                if !changes.isEmpty && bytes + extra > batchLimit { break }
+                toSend.removeFirst()
+                guard let c = try? Change(canonicalBytes: next.bytes) else { continue }
+                if let cert { certs.append(cert) }
+                changes.append(c)
+                bytes += extra
+            }
+            if changes.isEmpty { break }
+            batchLimit = min(config.maxBatchBytes, batchLimit * 2)
+            let id = nextBatchID
+            nextBatchID += 1
+            inFlight[id] = changes.count
+            certs.forEach { certificatesSent.insert($0.subject) }
+            changesSent += changes.count
+            try send(.batch(id: id, certificates: certs, changes: changes))
+        }
+        if toSend.isEmpty && inFlight.isEmpty && !sentDone {
+            sentDone = true
+            try send(.done)
+        }
+        checkFinished()
+    }
+
+    private func checkFinished() {
+        if sentDone && peerDone && inFlight.isEmpty && phase == .streaming {
+            phase = .finished
+            events.append(.finished)
+        }
+    }
+}
