@@ -23,6 +23,44 @@ import Testing
         return Link(a: a, b: b)
     }
 
+    /// Link faults: flip a bit at a byte offset, deliver a frame twice, or swap two frames.
+    enum Fault {
+        case corrupt(at: Int)
+        case duplicate(at: Int)
+        case swap(at: Int)
+    }
+
+    /// Moves bytes with one fault injected; the sessions must fail cleanly (or not notice, if the fault
+    /// fell after the end) and keep only what verified.
+    @discardableResult
+    static func run(_ link: inout Link, fault: Fault) -> Bool {
+        var moved = 0, frames = 0
+        var held: (SyncSession, [UInt8])?
+        while true {
+            var progress = false
+            for dir in 0..<2 {
+                let (from, to) = dir == 0 ? (link.a, link.b) : (link.b, link.a)
+                while var bytes = from.pollTransmit() {
+                    progress = true
+                    switch fault {
+                    case let .corrupt(at) where at >= moved && at < moved + bytes.count: bytes[at - moved] ^= 0x10
+                    case let .duplicate(at) where at == frames: to.receive(bytes, now: now)
+                    case let .swap(at) where at == frames:
+                        held = (to, bytes)
+                        frames += 1
+                        continue
+                    default: break
+                    }
+                    moved += bytes.count
+                    frames += 1
+                    to.receive(bytes, now: now)
+                    if let (target, h) = held { target.receive(h, now: now); held = nil }
+                }
+            }
+            if !progress { return link.a.isFinished && link.b.isFinished }
+        }
+    }
+
     /// Moves bytes until both sides are quiet; optionally cuts after `cutAfter` bytes in total, in the
     /// middle of a frame (`split` cuts each delivery into pieces, as TCP may).
     @discardableResult
@@ -135,6 +173,43 @@ import Testing
         #expect(second.a.changesSent == 120 - Int(iv.count), "only what is missing is resent")
     }
 
+    /// Every pair of roles syncs; each side ends holding exactly the logs it is entitled to.
+    @Test(arguments: [Role.backpack, .command, .station, .county, .relay, .hq])
+    func everyRolePairSyncs(role: Role) throws {
+        var pki = TestPKI()
+        let county = try Scope("longnan/wudu")
+        let other = try Scope("longnan/cheng/station-101/village-1")
+        func scopes(_ r: Role) -> [Scope] {
+            switch r {
+            case .relay, .hq: [TestPKI.root]
+            case .county: [county]
+            default: [TestPKI.station]
+            }
+        }
+        for peerRole in [Role.backpack, .command, .station, .county, .relay, .hq] {
+            let a = pki.replicator(try pki.device(role, scopes: scopes(role)), withKey: role != .relay)
+            let b = pki.replicator(try pki.device(peerRole, scopes: scopes(peerRole)), withKey: peerRole != .relay)
+            // Each non-relay writes in the village; HQ also writes in another county.
+            for (r, base) in [(a, 0), (b, 100)] where r.identity.certificate.role != .relay {
+                _ = try Self.write(r, UInt64(base + 1))
+                if r.identity.certificate.role == .hq {
+                    r.addKey(EpochKey.generate(scope: try Scope("longnan/cheng/station-101"), epoch: 1))
+                    _ = try Self.write(r, UInt64(base + 2), scope: other)
+                }
+            }
+            var link = Self.connect(a, b)
+            #expect(Self.run(&link), "\(role) with \(peerRole)")
+            for r in [a, b] {
+                for log in try r.store.holdings().keys {
+                    #expect(Entitlement.mayHold(r.identity.certificate, log), "\(role)/\(peerRole): \(r.identity.certificate.role) holds \(log)")
+                }
+            }
+            // Both hold every village log that both may hold.
+            let villageLogs = Set(try a.store.holdings().keys.filter { $0.scope == TestPKI.village })
+            #expect(villageLogs == Set(try b.store.holdings().keys.filter { $0.scope == TestPKI.village }), "\(role)/\(peerRole)")
+        }
+    }
+
     @Test func urgentChangesTravelFirst() throws {
         var pki = TestPKI()
         let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
@@ -209,8 +284,13 @@ import Testing
             let i = Int.random(in: 0..<50, using: &g), j = Int.random(in: 0..<50, using: &g)
             if i == j { continue }
             var link = Self.connect(nodes[i], nodes[j], seed: UInt64(meeting))
-            let cut: Int? = Bool.random(using: &g) ? Int.random(in: 1...6_000, using: &g) : nil
-            _ = Self.run(&link, cutAfter: cut, split: Int.random(in: 1...2_000, using: &g))
+            switch Int.random(in: 0..<6, using: &g) {
+            case 0, 1: _ = Self.run(&link, cutAfter: Int.random(in: 1...6_000, using: &g), split: Int.random(in: 1...2_000, using: &g))
+            case 2: _ = Self.run(&link, fault: .corrupt(at: Int.random(in: 0...8_000, using: &g)))
+            case 3: _ = Self.run(&link, fault: .duplicate(at: Int.random(in: 0...20, using: &g)))
+            case 4: _ = Self.run(&link, fault: .swap(at: Int.random(in: 0...20, using: &g)))
+            default: _ = Self.run(&link, split: Int.random(in: 1...2_000, using: &g))
+            }
         }
         // Finish with a full round of uncut meetings through the relays.
         var failures: [String] = []
