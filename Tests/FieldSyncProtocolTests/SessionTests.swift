@@ -210,6 +210,41 @@ import Testing
         }
     }
 
+    /// HQ's receipt travels back through a relay: the backpack learns what reached HQ, and a relay
+    /// under quota may drop it.
+    @Test func receiptsFlowBackOutward() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let relay = pki.replicator(try pki.device(.relay, scopes: [TestPKI.root]), withKey: false)
+        let hq = pki.replicator(try pki.device(.hq, scopes: [TestPKI.root]))
+        for n in UInt64(1)...UInt64(5) { _ = try Self.write(bp, n) }
+        var l1 = Self.connect(bp, relay)
+        #expect(Self.run(&l1))
+        var l2 = Self.connect(relay, hq)
+        #expect(Self.run(&l2))
+        _ = try hq.writeReceipt(scope: TestPKI.root, now: Self.now + 1_000)
+        var l3 = Self.connect(hq, relay, seed: 4)
+        #expect(Self.run(&l3))
+        var l4 = Self.connect(relay, bp, seed: 5)
+        #expect(Self.run(&l4))
+        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
+        #expect(try relay.store.receipted(log) == 5)
+        #expect(try bp.store.receipted(log) == 5, "the officer sees: reached HQ")
+    }
+
+    @Test func authorityCertificateCannotActAsADevice() throws {
+        var pki = TestPKI()
+        let b = try pki.device(.station, scopes: [TestPKI.station])
+        // A county authority's own certificate (kind authority) presented in a handshake.
+        let sk = Ed25519.SecretKey.generate(), xk = X25519.SecretKey.generate()
+        let req = try EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: .county,
+                                        requestedScopes: [try Scope("longnan/wudu")], createdAt: Self.now, label: "wudu")
+        let authorityCert = try pki.hq.delegate(req, scopes: [try Scope("longnan/wudu")], notBefore: Self.now - TestPKI.day,
+                                                notAfter: Self.now + TestPKI.day, serial: 99)
+        let impostor = DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: authorityCert)
+        #expect(HandshakeTests.code { _ = try HandshakeTests.run(impostor, b, trustA: pki.trust, trustB: pki.trust) } == .badCertificate)
+    }
+
     @Test func urgentChangesTravelFirst() throws {
         var pki = TestPKI()
         let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
