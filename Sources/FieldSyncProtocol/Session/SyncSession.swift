@@ -16,8 +16,9 @@ public enum Entitlement {
 public enum SessionMessage: Sendable {
     /// A reconciliation message. Tag 1.
     case recon(ReconMessage)
-    /// A batch of changes with the certificates of their authors the peer may lack. Tag 2.
-    case batch(id: UInt32, certificates: [Certificate], changes: [Change])
+    /// A batch of changes (each an encoded `Change`, as stored) with the certificates of their authors
+    /// the peer may lack. Tag 2.
+    case batch(id: UInt32, certificates: [Certificate], changes: [[UInt8]])
     /// The receiver applied batch `id` atomically. Tag 3.
     case ack(id: UInt32)
     /// The sender has nothing more to send. Tag 4.
@@ -33,7 +34,7 @@ public enum SessionMessage: Sendable {
             w.writeVarint(UInt64(id))
             w.writeArray(certs)
             w.writeVarint(UInt64(changes.count))
-            for c in changes { w.writeBytes(c.encodedBytes) }
+            for c in changes { w.writeBytes(c) }
         case let .ack(id):
             w.writeByte(3)
             w.writeVarint(UInt64(id))
@@ -52,9 +53,9 @@ public enum SessionMessage: Sendable {
             let id = try r.readVarint(as: UInt32.self)
             let certs = try r.readArray(Certificate.self, minElementSize: 100)
             let n = try r.readCount(minElementSize: 100)
-            var changes: [Change] = []
+            var changes: [[UInt8]] = []
             changes.reserveCapacity(n)
-            for _ in 0..<n { changes.append(try Change(canonicalBytes: try r.readBytes())) }
+            for _ in 0..<n { changes.append(try r.readBytes()) }
             m = .batch(id: id, certificates: certs, changes: changes)
         case 3: m = .ack(id: try r.readVarint(as: UInt32.self))
         case 4: m = .done
@@ -123,6 +124,7 @@ public final class SyncSession {
     public private(set) var peer: Certificate?
 
     private var toSend: [StoredChange] = []  // ordered, most urgent first
+    private var cursor = 0  // next index of toSend
     private var nextBatchID: UInt32 = 1
     private lazy var batchLimit = config.firstBatchBytes
     private var inFlight: [UInt32: Int] = [:]  // batch id -> changes
@@ -215,7 +217,14 @@ public final class SyncSession {
             do { outputs = try rec.receive(m) } catch { throw SessionError(.protocolViolation, error.description) }
             reconciler = rec
             try process(outputs)
-        case let (.streaming, .batch(id, certs, changes)), let (.reconciling, .batch(id, certs, changes)):
+        case let (.streaming, .batch(id, certs, encoded)), let (.reconciling, .batch(id, certs, encoded)):
+            var changes: [Change] = []
+            changes.reserveCapacity(encoded.count)
+            for bytes in encoded {
+                do { changes.append(try Change(canonicalBytes: bytes)) } catch {
+                    throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
+                }
+            }
             let report = try replicator.ingest(changes, certificates: certs, now: now)
             changesReceived += report.outcomes.filter { $0 == .accepted }.count
             events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
@@ -294,21 +303,21 @@ public final class SyncSession {
 
     /// Sends batches while the window allows; `done` when everything was sent and acknowledged.
     private func pump() throws {
-        while inFlight.count < config.window, !toSend.isEmpty {
-            var changes: [Change] = []
+        while inFlight.count < config.window, cursor < toSend.count {
+            var changes: [[UInt8]] = []
             var certs: [Certificate] = []
             var bytes = 16
-            while let next = toSend.first {
+            while cursor < toSend.count {
+                let next = toSend[cursor]
                 var extra = next.bytes.count + 4
                 let author = next.log.author
                 let needsCert = !certificatesSent.contains(author) && !certs.contains { $0.subject == author }
                 let cert = needsCert ? replicator.certificates[author]?.certificate : nil
                 if let cert { extra += cert.canonicalBytes.count }
                 if !changes.isEmpty && bytes + extra > batchLimit { break }
-                toSend.removeFirst()
-                guard let c = try? Change(canonicalBytes: next.bytes) else { continue }
+                cursor += 1
                 if let cert { certs.append(cert) }
-                changes.append(c)
+                changes.append(next.bytes)  // sent exactly as stored and received
                 bytes += extra
             }
             if changes.isEmpty { break }
@@ -320,7 +329,7 @@ public final class SyncSession {
             changesSent += changes.count
             try send(.batch(id: id, certificates: certs, changes: changes))
         }
-        if toSend.isEmpty && inFlight.isEmpty && !sentDone {
+        if cursor == toSend.count && inFlight.isEmpty && !sentDone {
             sentDone = true
             try send(.done)
         }
