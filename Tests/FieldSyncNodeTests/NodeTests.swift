@@ -42,9 +42,10 @@ import Testing
     }
 
     static func node(_ id: DeviceIdentity, trust: TrustStore, dir: String, name: String,
-                     idle: TimeAmount = .seconds(10)) throws -> FieldSyncNode {
+                     idle: TimeAmount = .seconds(10), maxSessions: Int = 8) throws -> FieldSyncNode {
         var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
         config.idleTimeout = idle
+        config.maxConcurrentSessions = maxSessions
         return try FieldSyncNode(configuration: config) {
             let store = try SQLiteStore(path: "\(dir)/\(name).sqlite", sealer: try StorageKeySealer(key: SecretBytes.random(count: 32)))
             let r = Replicator(identity: id, trust: trust, store: store)
@@ -166,6 +167,31 @@ import Testing
         try await listener.close()
         try await group.shutdownGracefully()
         try await a.shutdown()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func sessionLimitRefusesExtraConnections() async throws {
+        var pki = PKI()
+        let dir = try Self.tempDir()
+        let a = try Self.node(try pki.device(.station, scopes: [Self.station]), trust: pki.trust, dir: dir, name: "a",
+                              idle: .seconds(3), maxSessions: 1)
+        let b = try Self.node(try pki.device(.backpack, scopes: [Self.station]), trust: pki.trust, dir: dir, name: "b")
+        try await Self.write(b, count: 2, tag: "backpack")
+        let listener = try await a.listen(host: "127.0.0.1", port: 0)
+        let port = try Self.port(listener)
+        // A silent connection holds the only session slot until the idle timeout cuts it.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+        try await Task.sleep(for: .milliseconds(200))
+        let refused = try await b.sync(host: "127.0.0.1", port: port)
+        #expect(!refused.isFinished && refused.peer == nil, "\(refused)")
+        try await silent.closeFuture.get()  // cut by the idle timeout
+        let later = try await b.sync(host: "127.0.0.1", port: port)
+        #expect(later.isFinished && later.changesSent == 2, "\(later)")
+        try await listener.close()
+        try await group.shutdownGracefully()
+        try await a.shutdown()
+        try await b.shutdown()
         try? FileManager.default.removeItem(atPath: dir)
     }
 }
