@@ -170,9 +170,14 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        if !completed {
-            failure = failure ?? "handler removed"
-            complete()
+        guard !completed else { return }
+        if started == 0 {
+            // The connection never became active (connect failed): no session ran, nothing to log.
+            completed = true
+            done.fail(NodeError("the connection was never established"))
+            return
         }
+        failure = failure ?? "handler removed"
+        complete()
     }
 }

@@ -227,7 +227,12 @@ struct IncidentCommand: AsyncParsableCommand {
             let edit = Incident.create(id: id, scope: scope, author: r.identity.id, hlc: try clock.now(wall: now), category: category,
                                        priority: priority, location: Location(latitude: lat, longitude: lon, placeName: place),
                                        summary: summary, reportedAt: Int64(now), reporter: reporter)
-            let change = try r.write([edit], scope: scope, priority: FieldSyncCrypto.Priority(rawValue: priority.rank) ?? .normal, now: now)
+            let change: Change
+            do {
+                change = try r.write([edit], scope: scope, priority: FieldSyncCrypto.Priority(rawValue: priority.rank) ?? .normal, now: now)
+            } catch let e as WriteError where r.writingKey(for: scope) == nil {
+                throw CLIError("\(e) (for now: pass --epoch-key-file FILE from `fieldsync epoch-key new`; see docs/node.md)")
+            }
             if json {
                 try printJSON(["id": id.description, "scope": scope.path, "seq": change.header.seq])
             } else {
