@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "FieldSyncCrypto", targets: ["FieldSyncCrypto"]),
         .library(name: "FieldSyncProtocol", targets: ["FieldSyncProtocol"]),
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
+        .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
@@ -19,6 +20,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -38,6 +40,15 @@ let package = Package(
             name: "FieldSyncStore",
             dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", .product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // The node: the only layer with sockets, timers and tasks (SwiftNIO TCP around the sans-IO session).
+        .target(
+            name: "FieldSyncNode",
+            dependencies: [
+                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
@@ -45,6 +56,7 @@ let package = Package(
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
                 "FieldSyncStore",
+                "FieldSyncNode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -78,6 +90,11 @@ let package = Package(
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
         .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
+        .testTarget(
+            name: "FieldSyncNodeTests",
+            dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore"], path: "Tests/FieldSimTests"),
     ]
 )

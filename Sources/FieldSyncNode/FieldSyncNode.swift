@@ -1,0 +1,173 @@
+// The node: one Replicator, one event loop, TCP listeners and outgoing syncs. The only layer of FieldSync
+// with sockets, timers and tasks.
+//
+// Threading rule: the Replicator and its store are not thread-safe. A node owns a
+// MultiThreadedEventLoopGroup of exactly ONE thread; every channel (listening, accepted, outgoing) lives
+// on it, so every session, and therefore every call into the Replicator, runs on that one thread. Code
+// outside the loop reaches the replicator only through `withReplicator`, which runs on the loop.
+
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncProtocol
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Tunables of a node.
+public struct NodeConfiguration: Sendable {
+    /// The network both peers must share (Noise prologue).
+    public var network: NetworkParameters
+    /// A session with no bytes in either direction for this long is cut (it resumes at the next contact).
+    public var idleTimeout: TimeAmount = .seconds(30)
+    /// Most sessions (incoming and outgoing together) at once; further connections are closed at accept.
+    public var maxConcurrentSessions = 8
+    /// Timeout for establishing an outgoing TCP connection.
+    public var connectTimeout: TimeAmount = .seconds(10)
+
+    /// Creates a configuration.
+    public init(network: NetworkParameters) { self.network = network }
+}
+
+/// A node error; the text says what to do.
+public struct NodeError: Error, Sendable, CustomStringConvertible {
+    /// What happened.
+    public var description: String
+    /// Creates an error.
+    public init(_ description: String) { self.description = description }
+}
+
+/// Runs sync sessions over TCP for one `Replicator`.
+///
+/// ```swift
+/// let node = FieldSyncNode(configuration: config) { try makeReplicator() }
+/// let server = try await node.listen(host: "127.0.0.1", port: 7000)
+/// let result = try await node.sync(host: "127.0.0.1", port: 7001)
+/// try await node.shutdown()
+/// ```
+public final class FieldSyncNode: Sendable {
+    /// The node's single event loop group (one thread).
+    public let group: MultiThreadedEventLoopGroup
+    /// The loop every channel and every replicator call runs on.
+    public let loop: any EventLoop
+    /// Tunables.
+    public let configuration: NodeConfiguration
+    private let replicator: NIOLoopBoundBox<Replicator?>
+    private let activeSessions: NIOLoopBoundBox<Int>
+    private let log: @Sendable (String) -> Void
+
+    /// Creates a node. `makeReplicator` runs on the node's loop, which then owns the replicator.
+    /// - Parameter log: receives one line per noteworthy event (session end with its reason, refusals).
+    public init(configuration: NodeConfiguration, log: @escaping @Sendable (String) -> Void = { _ in },
+                makeReplicator: @escaping @Sendable () throws -> Replicator) throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group
+        loop = group.next()
+        self.configuration = configuration
+        self.log = log
+        replicator = NIOLoopBoundBox.makeEmptyBox(valueType: Replicator.self, eventLoop: loop)
+        activeSessions = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
+        let box = replicator
+        do {
+            try loop.submit { box.value = try makeReplicator() }.wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Runs `body` with the replicator on the node's loop (the only place it may be used).
+    public func withReplicator<T: Sendable>(_ body: @escaping @Sendable (Replicator) throws -> T) async throws -> T {
+        let box = replicator
+        return try await loop.submit { () throws -> T in
+            guard let r = box.value else { throw NodeError("the node was shut down") }
+            return try body(r)
+        }.get()
+    }
+
+    /// Starts listening; each accepted connection runs one session as responder.
+    /// - Parameter onSession: called (on the loop) with each finished or failed session.
+    /// - Returns: the listening channel (its `localAddress` gives the bound port when `port` is 0).
+    public func listen(host: String, port: Int,
+                       onSession: @escaping @Sendable (SessionResult) -> Void = { _ in }) async throws -> any Channel {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let done = channel.eventLoop.makePromise(of: SessionResult.self)
+                    if try self.attachSession(to: channel, initiator: false, done: done) {
+                        done.futureResult.whenSuccess(onSession)
+                    } else {
+                        done.fail(NodeError("refused: session limit"))
+                    }
+                }
+            }
+        do {
+            return try await bootstrap.bind(host: host, port: port).get()
+        } catch {
+            throw NodeError("cannot listen on \(host):\(port): \(error)")
+        }
+    }
+
+    /// Connects to `host:port`, runs one session as initiator and returns how it ended.
+    /// - Throws: `NodeError` if the connection cannot be made or the node is at its session limit.
+    public func sync(host: String, port: Int) async throws -> SessionResult {
+        let done = loop.makePromise(of: SessionResult.self)
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard try self.attachSession(to: channel, initiator: true, done: done) else {
+                        throw NodeError("this node already runs \(self.configuration.maxConcurrentSessions) sessions; try again later")
+                    }
+                }
+            }
+        do {
+            _ = try await bootstrap.connect(host: host, port: port).get()
+        } catch {
+            let e = (error as? NodeError) ?? NodeError("cannot connect to \(host):\(port): \(error)")
+            done.fail(e)
+            throw e
+        }
+        return try await done.futureResult.get()
+    }
+
+    /// Closes the loop. Channels still open are closed; call after closing the listener.
+    public func shutdown() async throws {
+        let box = replicator
+        try await loop.submit { box.value = nil }.get()
+        try await group.shutdownGracefully()
+    }
+
+    /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
+    /// completes `done`. Returns false (and closes the channel) when the node already runs its maximum of
+    /// sessions.
+    private func attachSession(to channel: any Channel, initiator: Bool, done: EventLoopPromise<SessionResult>) throws -> Bool {
+        loop.preconditionInEventLoop()  // one loop: the replicator is never touched from another thread
+        guard let replicator = replicator.value else { throw NodeError("the node was shut down") }
+        let active = activeSessions
+        guard active.value < configuration.maxConcurrentSessions else {
+            log("refused a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(active.value) sessions running (limit \(configuration.maxConcurrentSessions))")
+            channel.close(promise: nil)
+            return false
+        }
+        active.value += 1
+        done.futureResult.whenComplete { _ in active.value -= 1 }
+        var salt = SecureRandom.bytes(16)
+        let session = SyncSession(initiator: initiator, replicator: replicator,
+                                  configuration: SessionConfiguration(network: configuration.network, salt: salt),
+                                  now: nodeClockMilliseconds())
+        salt.removeAll()
+        let handler = SessionChannelHandler(session: session, initiator: initiator, clock: nodeClockMilliseconds,
+                                            log: log, done: done)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))
+        try sync.addHandler(handler)
+        return true
+    }
+}
+
+/// The wall clock in ms since the Unix epoch (the node layer is where the clock is read).
+@Sendable func nodeClockMilliseconds() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }

@@ -1,0 +1,295 @@
+// `fieldsync serve`, `sync`, `incident new`, `list`, `epoch-key new`: a device's node over TCP and the
+// minimum a person needs to create and see records. Storage and key handling: docs/node.md.
+
+import ArgumentParser
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncNode
+import FieldSyncProtocol
+import FieldSyncStore
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What every node command needs: the device directory and its unlock, the store, epoch keys.
+struct NodeOptions: ParsableArguments {
+    @Option(help: "The device's directory (holds device.keystore from `fieldsync device init/import`).") var dir: String
+    @OptionGroup var keystore: KeystoreOptions
+    @Option(help: "The SQLite store file (created if missing).") var store: String
+    @Option(help: ArgumentHelp("Epoch key file (`SCOPE EPOCH HEX` per line, mode 0600), in addition to the keystore's keys; repeatable.",
+                               valueName: "file"))
+    var epochKeyFile: [String] = []
+
+    /// The plain values needed to open the replicator (Sendable, for the node's loop).
+    func spec() throws -> ReplicatorSpec {
+        ReplicatorSpec(dir: dir, unlock: try keystore.unlock(), store: store, epochKeyFiles: epochKeyFile)
+    }
+
+    /// Opens the keystore, the trust store and the store, and builds the replicator.
+    func openReplicator() throws -> Replicator { try spec().open() }
+}
+
+/// Where a device's keystore and store are, and how to unlock them.
+struct ReplicatorSpec: Sendable {
+    var dir: String
+    var unlock: KeystoreUnlock
+    var store: String
+    var epochKeyFiles: [String]
+
+    /// Opens the keystore, the trust store and the store, and builds the replicator.
+    func open() throws -> Replicator {
+        let contents = try Keystore.read(from: dir + "/" + DeviceCommand.keystoreName, unlock: unlock)
+        guard let certificate = contents.certificate, let root = contents.root else {
+            throw CLIError("\(dir) is not enrolled yet: run `fieldsync device import CERT --dir \(dir) --root root.pub`")
+        }
+        var trust = TrustStore(root: root)
+        for a in contents.chain { try trust.addAuthority(a, now: wallClockMilliseconds()) }
+        let identity = DeviceIdentity(signingKey: contents.signingKey, agreementKey: contents.agreementKey, certificate: certificate)
+        let sealer = try StorageKeySealer(key: try Self.storageKey(contents))
+        let sqlite = try SQLiteStore(path: store, sealer: sealer)
+        let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
+        for k in contents.epochKeys { replicator.addKey(k) }
+        for f in epochKeyFiles { for k in try EpochKeyFile.read(f) { replicator.addKey(k) } }
+        return replicator
+    }
+
+    /// The store's storage key, derived from the keystore's signing seed with keyed BLAKE2b under a
+    /// fixed label: the store opens only with the keystore (and so only with its passphrase or key
+    /// file), and no key sits next to the store. New device keys mean a new storage key: a re-enrolled
+    /// device starts a new store and fills it from its peers (docs/node.md).
+    static func storageKey(_ contents: KeystoreContents) throws -> SecretBytes {
+        var key = try BLAKE2b.hash(Array("fieldsync/v1/storage-key".utf8), outputLength: 32, key: contents.signingKey.seed)
+        defer { key.withUnsafeMutableBytes { p in for i in p.indices { p[i] = 0 } } }
+        return SecretBytes(copying: key)
+    }
+}
+
+/// Epoch key files for the demo, until key grants are distributed as changes: one key per line,
+/// `SCOPE EPOCH HEX64`; the file must be mode 0600.
+enum EpochKeyFile {
+    static func read(_ path: String) throws -> [EpochKey] {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CLIError("cannot read epoch key file \(path)") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw CLIError(String(format: "epoch key file %@ has mode %o; run `chmod 600 %@`", path, Int(st.st_mode & 0o777), path))
+        }
+        let text = String(decoding: try Files.read(path, what: "epoch key file"), as: UTF8.self)
+        var keys: [EpochKey] = []
+        for (n, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, let epoch = UInt32(parts[1]), let raw = Hex.decode(String(parts[2])), raw.count == 32,
+                  let scope = try? Scope(String(parts[0])) else {
+                throw CLIError("\(path) line \(n + 1): expected `SCOPE EPOCH HEX64`")
+            }
+            keys.append(try EpochKey(scope: scope, epoch: epoch, key: SecretBytes(copying: raw)))
+        }
+        return keys
+    }
+
+    static func write(_ key: EpochKey, to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw CLIError("cannot create \(path): \(String(cString: strerror(errno))) (it must not exist yet)") }
+        defer { close(fd) }
+        let hex = key.key.withUnsafeBytes { Hex.encode(Array($0)) }
+        let line = Array("\(key.scope) \(key.epoch) \(hex)\n".utf8)
+        guard line.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == line.count, fsync(fd) == 0 else {
+            throw CLIError("cannot write \(path)")
+        }
+    }
+}
+
+/// Parses `HOST:PORT`.
+func parseEndpoint(_ s: String) throws -> (host: String, port: Int) {
+    guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65_535).contains(port) else {
+        throw ValidationError("\(s) is not HOST:PORT")
+    }
+    return (String(s[..<colon]), port)
+}
+
+/// One log line on standard error, with the time.
+@Sendable func logLine(_ text: String) {
+    let stamp = ISO8601DateFormatter().string(from: Date())
+    FileHandle.standardError.write(Data("\(stamp) \(text)\n".utf8))
+}
+
+func resultJSON(_ r: SessionResult) -> [String: Any] {
+    var o: [String: Any] = [
+        "finished": r.isFinished, "initiator": r.initiator, "changesSent": r.changesSent,
+        "changesAcknowledged": r.changesAcknowledged, "changesReceived": r.changesReceived, "changesRejected": r.changesRejected,
+        "bytesIn": r.bytesIn, "bytesOut": r.bytesOut, "durationMs": r.durationMilliseconds,
+    ]
+    if let p = r.peer { o["peer"] = p.description }
+    if let role = r.peerRole { o["peerRole"] = role.description }
+    if case let .failed(why) = r.outcome { o["error"] = why }
+    return o
+}
+
+/// `fieldsync serve`: listen and answer sync sessions until SIGINT or SIGTERM.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run this device's node: accept sync sessions on HOST:PORT until SIGINT/SIGTERM.")
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: "Address to listen on, HOST:PORT.") var listen: String = "127.0.0.1:7000"
+    @Option(help: "Network name; peers of other networks cannot connect.") var network: String = "longnan-police"
+    @Option(help: "Most concurrent sessions.") var maxSessions: Int = 8
+    @Option(help: "Seconds without bytes before a session is cut.") var idleTimeout: Int64 = 30
+
+    func run() async throws {
+        let (host, port) = try parseEndpoint(listen)
+        var config = NodeConfiguration(network: NetworkParameters(networkID: network))
+        config.maxConcurrentSessions = maxSessions
+        config.idleTimeout = .seconds(idleTimeout)
+        let spec = try node.spec()
+        let n = try FieldSyncNode(configuration: config, log: logLine) { try spec.open() }
+        let id = try await n.withReplicator { "\($0.identity.id) (\($0.identity.certificate.role))" }
+        let listener = try await n.listen(host: host, port: port)
+        logLine("serving \(id) on \(listener.localAddress.map { "\($0)" } ?? listen), network \(network); store \(node.store)")
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                logLine("signal \(sig): closing the listener")
+                listener.close(promise: nil)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        try await listener.closeFuture.get()
+        sources.forEach { $0.cancel() }
+        try await n.shutdown()
+        logLine("stopped")
+    }
+}
+
+/// `fieldsync sync HOST:PORT`: one session as initiator.
+struct Sync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sync once with the node at HOST:PORT, then exit (status 1 if the session failed).")
+
+    @Argument(help: "The peer, HOST:PORT.") var peer: String
+    @OptionGroup var node: NodeOptions
+    @Option(help: "Network name.") var network: String = "longnan-police"
+    @Option(help: "Seconds without bytes before the session is cut.") var idleTimeout: Int64 = 30
+    @Flag(help: "Print the result as JSON.") var json = false
+
+    func run() async throws {
+        let (host, port) = try parseEndpoint(peer)
+        var config = NodeConfiguration(network: NetworkParameters(networkID: network))
+        config.idleTimeout = .seconds(idleTimeout)
+        let spec = try node.spec()
+        let quiet = json
+        let log: @Sendable (String) -> Void = { line in if !quiet { logLine(line) } }
+        let n = try FieldSyncNode(configuration: config, log: log) { try spec.open() }
+        let result: SessionResult
+        do { result = try await n.sync(host: host, port: port) } catch {
+            try? await n.shutdown()
+            throw error
+        }
+        try await n.shutdown()
+        if json { try printJSON(resultJSON(result)) } else { print("sync with \(peer): \(result)") }
+        if !result.isFinished { throw ExitCode.failure }
+    }
+}
+
+/// `fieldsync incident new`.
+struct IncidentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "incident", abstract: "Record incidents.", subcommands: [New.self])
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Record a new incident in the local store (it syncs at the next contact).")
+
+        @OptionGroup var node: NodeOptions
+        @Option(help: "Scope, e.g. longnan/wudu/station-017/village-0412.") var scope: String
+        @Option(help: "One of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", ")).") var category: String
+        @Option(help: "urgent, high, normal or low.") var priority: String = "normal"
+        @Option(help: "Short summary.") var summary: String
+        @Option(help: "Latitude (degrees).") var lat: Double
+        @Option(help: "Longitude (degrees).") var lon: Double
+        @Option(help: "Place name.") var place: String = ""
+        @Option(help: "Who reported it.") var reporter: String = "walk-in"
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func run() async throws {
+            let scope: Scope
+            do { scope = try Scope(self.scope) } catch { throw ValidationError("\(error)") }
+            guard let category = Incident.Category(rawValue: category) else {
+                throw ValidationError("unknown category \(category); one of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard let priority = Incident.Priority(rawValue: priority) else { throw ValidationError("priority must be urgent, high, normal or low") }
+            let r = try node.openReplicator()
+            let now = wallClockMilliseconds()
+            var clock = r.clock  // the change will carry the next HLC of this clock
+            var g = SystemRandomNumberGenerator()
+            let id = RecordID.random(using: &g)
+            let edit = Incident.create(id: id, scope: scope, author: r.identity.id, hlc: try clock.now(wall: now), category: category,
+                                       priority: priority, location: Location(latitude: lat, longitude: lon, placeName: place),
+                                       summary: summary, reportedAt: Int64(now), reporter: reporter)
+            let change: Change
+            do {
+                change = try r.write([edit], scope: scope, priority: FieldSyncCrypto.Priority(rawValue: priority.rank) ?? .normal, now: now)
+            } catch let e as WriteError where r.writingKey(for: scope) == nil {
+                throw CLIError("\(e) (for now: pass --epoch-key-file FILE from `fieldsync epoch-key new`; see docs/node.md)")
+            }
+            if json {
+                try printJSON(["id": id.description, "scope": scope.path, "seq": change.header.seq])
+            } else {
+                print("incident \(id) recorded in \(scope) (change \(change.header.seq) of this device's log)")
+            }
+        }
+    }
+}
+
+/// `fieldsync list`.
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the records in the local store.")
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: "Only this kind (incident, visit, ...).") var kind: String?
+    @Option(help: "Only records within this scope.") var scope: String?
+    @Flag(help: "Print one JSON object per record.") var json = false
+
+    func run() async throws {
+        let r = try node.openReplicator()
+        var query = RecordQuery()
+        if let kind { query.kind = RecordKind(kind) }
+        if let scope { do { query.scope = try Scope(scope) } catch { throw ValidationError("\(error)") } }
+        let records = try r.store.records(query)
+        for rec in records {
+            var line: [String: Any] = ["id": rec.id.description, "kind": rec.kind.name, "scope": rec.scope.path]
+            if rec.kind == .incident, let i = try? Incident(rec) {
+                line["category"] = i.category.rawValue
+                line["priority"] = i.priority.rawValue
+                line["status"] = "\(i.status)"
+                line["summary"] = i.summary
+            }
+            if json { try printJSON(line) } else {
+                let detail = ["status", "priority", "category", "summary"].compactMap { line[$0].map { "\($0)" } }.joined(separator: "  ")
+                print("\(rec.id)  \(rec.kind.name)  \(rec.scope.path)  \(detail)")
+            }
+        }
+        if !json { print("\(records.count) record(s)") }
+    }
+}
+
+/// `fieldsync epoch-key new`: a random epoch key file, for the demo until grants travel as changes.
+struct EpochKeyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "epoch-key", abstract: "Create epoch key files (demo; see docs/node.md).",
+                                                    subcommands: [New.self])
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a new random epoch key for SCOPE to a 0600 file.")
+        @Option(help: "The scope the key reads and writes.") var scope: String
+        @Option(help: "The epoch number.") var epoch: UInt32 = 1
+        @Option(help: "Output file (must not exist).") var out: String
+
+        func run() async throws {
+            let scope: Scope
+            do { scope = try Scope(self.scope) } catch { throw ValidationError("\(error)") }
+            try EpochKeyFile.write(EpochKey.generate(scope: scope, epoch: epoch), to: out)
+            print("epoch key \(scope)#\(epoch) written to \(out) (mode 0600); give the same file to every node that reads \(scope)")
+        }
+    }
+}
