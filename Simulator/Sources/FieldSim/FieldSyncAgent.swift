@@ -189,7 +189,7 @@ public final class FieldSyncAgent: SyncAgent {
             heldCount[Int(node)][log, default: 0] += 1
             writes += 1
             writtenBytes += c.encodedBytes.count
-            touched(node, except: -1, effects: &effects)
+            touched(node, except: -1, now: now, effects: &effects)
         } catch {
             writeErrors += 1
         }
@@ -249,7 +249,7 @@ public final class FieldSyncAgent: SyncAgent {
             if case let .applied(n, _) = e, n > 0 { applied = true }
         }
         if applied {
-            if scan(me, from: link.node(side.other), effects: &effects) { touched(me, except: link.slot, effects: &effects) }
+            if scan(me, from: link.node(side.other), effects: &effects) { touched(me, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
@@ -269,12 +269,12 @@ public final class FieldSyncAgent: SyncAgent {
     }
 
     /// Marks the other live contacts of `node` as having something new, restarting idle ones.
-    private func touched(_ node: NodeIndex, except: Int32, effects: inout AgentEffects) {
+    private func touched(_ node: NodeIndex, except: Int32, now: SimTime, effects: inout AgentEffects) {
         for slot in active[Int(node)] where slot != except {
             let s = Int(slot)
             dirty[s] = true
             if sessions[s][0] == nil, let link = links[s] {
-                startSessions(link, now: link.start, effects: &effects)
+                startSessions(link, now: now, effects: &effects)
             }
         }
     }
