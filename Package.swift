@@ -65,7 +65,7 @@ let package = Package(
         // docs/simulator.md); debug builds and tests keep them.
         .target(
             name: "FieldSim",
-            dependencies: ["FieldSyncCore"],
+            dependencies: ["CSodium", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"],
             path: "Simulator/Sources/FieldSim",
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),

@@ -544,14 +544,15 @@ public struct LongnanScenario: Scenario {
         let onScene = cfg.onSceneMinutes ?? [30, 120]
         let driveSpeed = (cfg.driveKmPerHour ?? 40) / (cfg.roadFactor ?? 1.3)
         let min = Duration.minute
-        for (t, v, pr, _) in incidents {
+        for (t, v, pr, ordinal) in incidents {
             let village = villages[Int(v)]
             let s = Int(village.station)
             let st = stationNode[s]
             let prio = SimPriority(rawValue: UInt8(pr))!
             let deadline = t + SimTime(deadlineH[pr] * Double(Duration.hour))
             func change(_ author: NodeIndex, _ cls: ChangeClass, _ size: Int32, deadline d: SimTime = -1) -> ChangeSpec {
-                ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size, deadline: d)
+                ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size, deadline: d,
+                           subject: Int64(day) << 24 | Int64(ordinal))
             }
             // Is one of the station's backpack units in that village right now?
             var present: NodeIndex = -1

@@ -237,10 +237,14 @@ public struct ChangeSpec: Sendable, Equatable {
     public var size: Int32
     /// Deadline for reaching HQ (feedback), or -1.
     public var deadline: SimTime
+    /// The incident a create, status or feedback change belongs to (unique per run), or -1. Lets a real
+    /// protocol agent write the follow-ups as edits of the same record.
+    public var subject: Int64
 
     /// Creates a spec.
     public init(author: NodeIndex, domain: Int32, place: Int32 = -1, changeClass: ChangeClass,
-                priority: SimPriority, size: Int32, deadline: SimTime = -1) {
+                priority: SimPriority, size: Int32, deadline: SimTime = -1, subject: Int64 = -1) {
+        self.subject = subject
         self.author = author
         self.domain = domain
         self.place = place
@@ -269,6 +273,8 @@ public final class ChangeTable {
     public private(set) var size: [Int32] = []
     /// Deadline for reaching HQ, or -1.
     public private(set) var deadline: [SimTime] = []
+    /// The incident each change belongs to, or -1 (`ChangeSpec.subject`).
+    public private(set) var subject: [Int64] = []
     /// Changes of each domain, in creation order (local index -> change).
     public private(set) var byDomain: [[ChangeIndex]]
     /// Number of distinct (author, place) logs per domain, for version-vector sizes.
@@ -296,6 +302,7 @@ public final class ChangeTable {
         priority.append(spec.priority)
         size.append(spec.size)
         deadline.append(spec.deadline)
+        subject.append(spec.subject)
         let logKey = UInt64(UInt32(bitPattern: spec.author)) << 32 | UInt64(UInt32(bitPattern: spec.place))
         if knownLogs.insert(logKey).inserted { logsPerDomain[Int(spec.domain)] += 1 }
         return index

@@ -132,7 +132,8 @@ public final class SimContext {
 /// sessions (one per side); `contactStarted` creates them with `context.localClock(node, at: now)`,
 /// `received` feeds the bytes to the far side's session, `pollTransmit` drains that side's
 /// `pollTransmit()`, and `contactEnded` feeds each session the prefix `bytes[0..<bytesSent]` of a cut
-/// frame (what the peer's socket would have read) followed by a close. See Simulator/README.md.
+/// frame (what the peer's socket would have read) followed by a close. `FieldSyncAgent` does exactly
+/// this. See Simulator/README.md.
 public protocol SyncAgent {
     /// What crosses a link: a frame of bytes for a real protocol, a small descriptor for a model.
     associatedtype Message

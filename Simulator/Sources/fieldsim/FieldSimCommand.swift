@@ -19,7 +19,7 @@ struct FieldSimCommand: ParsableCommand {
     @Option(name: .long, help: "Override the scenario's simulated days (the workload stops 2 days before the end for longnan).")
     var days: Double?
 
-    @Option(name: .long, help: "Comma-separated agents: ideal-epidemic, full-state, full-version-vector.")
+    @Option(name: .long, help: "Comma-separated agents: ideal-epidemic, full-state, full-version-vector, fieldsync (the real protocol; small scenarios only, e.g. --scenario longnan-small).")
     var agents: String = "ideal-epidemic"
 
     @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
@@ -38,9 +38,9 @@ struct FieldSimCommand: ParsableCommand {
     var quiet = false
 
     func validate() throws {
-        let known = Set(BaselineKind.allCases.map(\.rawValue))
-        for a in agentList where !known.contains(a) {
-            throw ValidationError("unknown agent \"\(a)\"; known: \(BaselineKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        let names = BaselineKind.allCases.map(\.rawValue) + ["fieldsync"]
+        for a in agentList where !names.contains(a) {
+            throw ValidationError("unknown agent \"\(a)\"; known: \(names.joined(separator: ", "))")
         }
         if let d = days, d <= 0 { throw ValidationError("--days must be positive") }
     }
@@ -76,7 +76,6 @@ struct FieldSimCommand: ParsableCommand {
                 print("  deterministic hashing: \(hashing)")
                 print("  reproduce: \(reproduce)")
             }
-            let kind = BaselineKind(rawValue: name)!
             let every = oracleEvery ?? estimatedOracleEvery(file)
             let options = RunOptions(sampleInterval: file.sampleIntervalMinutes.map { Int64($0 * 60_000) } ?? (file.days > 30 ? Duration.day : Duration.hour),
                                      snapshotAt: mapDay.map { SimTime($0 * Double(Duration.day)) }, recordContacts: true,
@@ -84,7 +83,7 @@ struct FieldSimCommand: ParsableCommand {
             let clock = ContinuousClock()
             let started = clock.now
             let total = Double(scen.duration)
-            let sim = runBaseline(kind, scenario: scen, options: options) { now, events in
+            let progress: (SimTime, UInt64) -> Void = { now, events in
                 guard tty else { return }
                 let el = seconds(clock.now - started)
                 let rate = el > 0 ? Double(events) / el : 0
@@ -92,23 +91,39 @@ struct FieldSimCommand: ParsableCommand {
                 let eta = frac > 0 ? el / frac - el : 0
                 FileHandle.standardError.write(Data(String(format: "\r[%@] day %.1f/%.0f  %.2fM events/s  ETA %.0fs   ", name, Double(now) / Double(Duration.day), total / Double(Duration.day), rate / 1e6, eta).utf8))
             }
+            let report: RunReport
+            let eventsProcessed: UInt64
+            let simNow: SimTime
+            var contacts: [ContactRecord] = []
+            if name == "fieldsync" {
+                let sim = runFieldSync(scenario: scen, seed: seed, options: options, progress: progress)
+                report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+                (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
+                let a = sim.agent
+                if !quiet {
+                    print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed")
+                }
+            } else {
+                let sim = runBaseline(BaselineKind(rawValue: name)!, scenario: scen, options: options, progress: progress)
+                report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+                (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
+            }
             let wall = seconds(clock.now - started)
             if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-            let report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
             let dir = "\(outDir)/\(name)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try write(report.summary.render() + "\n", "\(dir)/summary.json")
             try write(report.seriesCSV, "\(dir)/timeseries.csv")
             try write(report.latencyCSV, "\(dir)/latency_cdf.csv")
             for (f, svg) in report.charts { try write(svg, "\(dir)/\(f)") }
-            if let e = exportContacts, name == agentList.first { try write(ONETrace.export(sim.contacts), e) }
+            if let e = exportContacts, name == agentList.first { try write(ONETrace.export(contacts), e) }
             let h = report.headline
-            let simDays = Double(sim.now) / Double(Duration.day)
+            let simDays = Double(simNow) / Double(Duration.day)
             if !quiet {
                 print("[\(name)] changes \(h.changes), contacts \(h.contacts), delivery_prob \(String(format: "%.4f", h.deliveryProb)), overhead_ratio \(String(format: "%.3f", h.overheadRatio)), bytes \(h.bytes)")
                 print("[\(name)] HQ latency p50 \(String(format: "%.1f", h.hqLatencyMedian / 1000)) s, feedback overdue \(String(format: "%.4f", h.overdueRate)), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
                 print("[\(name)] oracle: latency ratio \(String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
-                print("[\(name)] performance: \(sim.eventsProcessed) events in \(String(format: "%.2f", wall)) s wall = \(String(format: "%.2f", Double(sim.eventsProcessed) / wall / 1e6))M events/s, \(String(format: "%.1f", simDays / wall)) sim-days/s, peak RSS \(peakRSSMB()) MB")
+                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", wall)) s wall = \(String(format: "%.2f", Double(eventsProcessed) / wall / 1e6))M events/s, \(String(format: "%.1f", simDays / wall)) sim-days/s, peak RSS \(peakRSSMB()) MB")
                 print("[\(name)] wrote \(dir)/")
             }
             if !h.entitlementOK || h.oracle.violations > 0 {

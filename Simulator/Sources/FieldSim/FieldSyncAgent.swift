@@ -1,0 +1,398 @@
+// The real FieldSync protocol as a simulator agent: one `Replicator` over a `MemoryStore` per node,
+// enrolled by a simulated HQ authority, and per contact a pair of sans-IO `SyncSession`s whose framed,
+// Noise-encrypted bytes the engine carries over the link. Nothing of the sync logic is reimplemented
+// here: what a node holds is whatever its store holds after the sessions ran.
+
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncProtocol
+
+/// A frame as a `SyncSession` emitted it, with the accounting the engine needs. The bytes are the
+/// session's own (length prefix + Noise ciphertext); `type` is `.summary` for handshake frames (sent
+/// before the sending side authenticated its peer) and `.control` for every later frame: the message
+/// type (reconciliation, batch, ack) is inside the ciphertext, so the simulator does not split it.
+public struct FieldSyncFrame {
+    /// The framed bytes, exactly as sent.
+    public var bytes: [UInt8]
+    /// Accounting type (see above).
+    public var type: MessageType
+}
+
+/// Runs the real `FieldSyncProtocol` (handshake, reconciliation, batches, verification, sealing) on
+/// every node. See Simulator/README.md, "The fieldsync agent".
+public final class FieldSyncAgent: SyncAgent {
+    public typealias Message = FieldSyncFrame
+
+    /// The wall clock at simulated time 0 (2024-06-01T00:00:00Z, ms since the Unix epoch). A session's
+    /// `now` is this plus the node's local clock (`SimContext.localClock`).
+    public static let epochMs: UInt64 = 1_717_200_000_000
+    /// The network id in the handshake prologue.
+    public static let network = NetworkParameters(networkID: "longnan-police")
+
+    /// Sessions started (pairs), finished normally on both sides, failed or cut on either side.
+    public private(set) var sessionsStarted = 0, sessionsFinished = 0, sessionsFailed = 0
+    /// Changes written through `Replicator.write`, and writes the replicator refused.
+    public private(set) var writes = 0, writeErrors = 0
+    /// Sum of the real encoded sizes of the changes written (bytes).
+    public private(set) var writtenBytes = 0
+
+    private let ctx: SimContext
+    private var rng: SimRandom
+    private var replicators: [Replicator?] = []
+    private var scopes: [Scope] = []  // node -> certificate scope
+    private var domainScopes: [Scope] = []
+    private var held: [[ChangeIndex: UInt8]] = []  // node -> change -> hops (lookup only, never iterated)
+    private var heldCount: [[LogID: UInt64]] = []  // node -> log -> changes held (cache, lookup only)
+    private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
+    private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
+    private var statusCount: [Int64: Int] = [:]  // incident -> status edits written (lookup only)
+    private var active: [[Int32]] = []  // node -> active slots
+    // Per slot.
+    private var sessions: [[SyncSession?]] = []
+    private var links: [LinkHandle?] = []
+    private var dirty: [Bool] = []
+
+    /// Name used in outputs.
+    public var name: String { "fieldsync" }
+
+    /// Enrols every node of `context.world` with a simulated HQ authority (keys derived from `seed`) and
+    /// gives each reader of a station scope that scope's epoch key directly (key-grant distribution is
+    /// not simulated). Roles: HQ `hq` on the root scope; county `county`; station `station`; backpack
+    /// `backpack` on its station; vehicle `command` on its county; relay `relay` on its village with no
+    /// keys; a generic peer `station` on the single domain.
+    public init(context: SimContext, seed: UInt64) {
+        ctx = context
+        rng = SimRandom(seed: seed, 0x5EED_F5A6)
+        let w = context.world
+        var keyRng = SimRandom(seed: seed, 0xC0FF_EE01)
+        func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(keyRng.int(256)) } }
+        let root = try! Ed25519.SecretKey(seed: SecretBytes(copying: bytes(32)))
+        let authority = Authority(root: root)
+        let trust = TrustStore(root: root.publicKey)
+        domainScopes = w.domainNames.map { try! Scope($0) }
+        let keys = domainScopes.map { try! EpochKey(scope: $0, epoch: 1, key: SecretBytes(copying: bytes(32))) }
+        domainLogs = Array(repeating: [], count: w.domainCount)
+        for n in 0..<w.count {
+            let node = w.nodes[n]
+            let role: Role = switch node.nodeClass {
+            case .hq: .hq
+            case .county: .county
+            case .station, .peer: .station
+            case .backpack: .backpack
+            case .vehicle: .command
+            case .relay: .relay
+            }
+            let scope = try! Scope(node.scope)
+            let sk = try! Ed25519.SecretKey(seed: SecretBytes(copying: bytes(32)))
+            let xk = try! X25519.SecretKey(secret: SecretBytes(copying: bytes(32)))
+            let req = try! EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: role,
+                                             requestedScopes: [scope], createdAt: Self.epochMs, label: node.name)
+            let cert = try! authority.enroll(req, role: role, scopes: [scope], notBefore: Self.epochMs - Duration.day.asMs,
+                                             notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
+            let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust,
+                               store: MemoryStore())
+            if node.nodeClass != .relay {
+                for d in w.carried[n] { r.addKey(keys[Int(d)]) }
+            }
+            replicators.append(r)
+            scopes.append(scope)
+        }
+        // Every node knows every certificate (as if exchanged at enrolment): sessions also send them.
+        let certs = replicators.map { $0!.identity.certificate }
+        for r in replicators { r!.learn(certificates: certs, now: Self.epochMs) }
+        held = Array(repeating: [:], count: w.count)
+        heldCount = Array(repeating: [:], count: w.count)
+        active = Array(repeating: [], count: w.count)
+    }
+
+    /// The frame's byte count.
+    public static func wireSize(of message: FieldSyncFrame) -> Int { message.bytes.count }
+    /// Handshake frames are `.summary`, the rest `.control` (the type is encrypted).
+    public static func messageType(of message: FieldSyncFrame) -> MessageType { message.type }
+    /// Batches are encrypted and may carry many changes: never one identifiable change.
+    public static func change(in message: FieldSyncFrame) -> ChangeIndex? { nil }
+
+    /// The replicator of `node` (nil once the node is lost).
+    public func replicator(at node: NodeIndex) -> Replicator? { replicators[Int(node)] }
+
+    private func wall(_ node: NodeIndex, _ now: SimTime) -> UInt64 {
+        UInt64(max(0, Int64(Self.epochMs) + ctx.localClock(node, at: now)))
+    }
+
+    // MARK: Writing
+
+    private func scope(of c: ChangeIndex) -> Scope {
+        // Written in the station (domain) scope: one log per author and station. The village is not kept
+        // in the change table, so village-level logs are not simulated.
+        domainScopes[Int(ctx.changes.domain[Int(c)])]
+    }
+
+    private func edit(for c: ChangeIndex, scope: Scope, author: DeviceID, wall: UInt64) -> (RecordEdit, Priority) {
+        let i = Int(c)
+        let ch = ctx.changes
+        let hlc = HLCTimestamp(milliseconds: wall, counter: 0)
+        let zh = { (n: Int) in String(repeating: "警", count: n) }
+        let loc = Location(latitude: 33.412345, longitude: 104.951234)
+        let sp = ch.priority[i]
+        let pr: Priority = switch sp {
+        case .urgent: .urgent
+        case .high: .high
+        case .normal: .normal
+        case .low, .none: .low
+        }
+        let ip: Incident.Priority = switch sp {
+        case .urgent: .urgent
+        case .high: .high
+        case .normal: .normal
+        case .low, .none: .low
+        }
+        let subject = ch.subject[i] >= 0 ? ch.subject[i] : Int64(i)
+        let incidentID = RecordID(ID128(high: 0x1C1D_0000_0000_0000, low: UInt64(bitPattern: subject)))
+        switch ch.changeClass[i] {
+        case .incidentCreate:
+            let deadline = ch.deadline[i] >= 0 ? Int64(Self.epochMs) + ch.deadline[i] : nil
+            return (Incident.create(id: incidentID, scope: scope, author: author, hlc: hlc, category: .dispute, priority: ip,
+                                    location: loc, summary: zh(60), reportedAt: Int64(wall), reporter: zh(4),
+                                    feedbackDeadline: deadline, notes: [zh(40)]), pr)
+        case .incidentStatus:
+            let k = statusCount[subject, default: 0]
+            statusCount[subject] = k + 1
+            let status: Incident.Status = k == 0 ? .dispatched : k == 1 ? .onScene : .resolved
+            return (RecordEdit(record: incidentID, kind: .incident, scope: scope, author: author, hlc: hlc, creates: false,
+                               actions: [Incident.statusAction(generation: 0, status)]), pr)
+        case .incidentFeedback:
+            return (RecordEdit(record: incidentID, kind: .incident, scope: scope, author: author, hlc: hlc, creates: false,
+                               actions: [.set(field: Incident.Field.feedback, value: .string(zh(50))),
+                                         Incident.statusAction(generation: 0, .closed)]), pr)
+        case .visit, .message:
+            let id = RecordID(ID128(high: 0x7151_7000_0000_0000, low: UInt64(i)))
+            return (Visit.create(id: id, scope: scope, author: author, hlc: hlc, subject: zh(3), visitor: zh(3),
+                                 visitType: .returningMigrantWorker, visitedAt: Int64(wall), location: loc,
+                                 outcome: zh(50)), .low)
+        }
+    }
+
+    /// Writes a real incident or visit edit through the author's `Replicator.write` (signed, sealed
+    /// with the station's epoch key, committed to its `MemoryStore`), then resyncs its live contacts.
+    public func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        guard let r = replicators[Int(node)] else { return }
+        let t = wall(node, now)
+        let sc = scope(of: change)
+        let (e, p) = edit(for: change, scope: sc, author: r.identity.id, wall: t)
+        do {
+            let c = try r.write([e], scope: sc, priority: p, now: t)
+            let log = LogID(author: r.identity.id, scope: sc)
+            if changeOf[log] == nil { domainLogs[Int(ctx.changes.domain[Int(change)])].append(log) }
+            changeOf[log, default: []].append(change)
+            precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
+            held[Int(node)][change] = 0
+            heldCount[Int(node)][log, default: 0] += 1
+            writes += 1
+            writtenBytes += c.encodedBytes.count
+            touched(node, except: -1, now: now, effects: &effects)
+        } catch {
+            writeErrors += 1
+        }
+    }
+
+    // MARK: Sessions
+
+    private func ensureSlot(_ slot: Int32) {
+        while sessions.count <= Int(slot) {
+            sessions.append([nil, nil])
+            links.append(nil)
+            dirty.append(false)
+        }
+    }
+
+    private func salt() -> [UInt8] { (0..<16).map { _ in UInt8(rng.int(256)) } }
+
+    private func startSessions(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard let ra = replicators[Int(link.spec.a)], let rb = replicators[Int(link.spec.b)] else { return }
+        sessions[s][0] = SyncSession(initiator: true, replicator: ra,
+                                     configuration: SessionConfiguration(network: Self.network, salt: salt()),
+                                     now: wall(link.spec.a, now))
+        sessions[s][1] = SyncSession(initiator: false, replicator: rb,
+                                     configuration: SessionConfiguration(network: Self.network, salt: salt()),
+                                     now: wall(link.spec.b, now))
+        dirty[s] = false
+        sessionsStarted += 1
+        effects.wake(link.slot, .a)
+        effects.wake(link.slot, .b)
+    }
+
+    /// Creates the session pair (side `a` initiates) with each node's local clock.
+    public func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        ensureSlot(link.slot)
+        links[Int(link.slot)] = link
+        active[Int(link.spec.a)].append(link.slot)
+        active[Int(link.spec.b)].append(link.slot)
+        startSessions(link, now: now, effects: &effects)
+    }
+
+    /// That side's next framed bytes from `SyncSession.pollTransmit()`.
+    public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
+        guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let bytes = sess.pollTransmit() else { return nil }
+        return FieldSyncFrame(bytes: bytes, type: sess.peer == nil ? .summary : .control)
+    }
+
+    /// Feeds the bytes to the receiving side's session; reports the changes its store applied.
+    public func received(_ message: FieldSyncFrame, on link: LinkHandle, at side: LinkSide, now: SimTime,
+                         effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard let sess = sessions[s][Int(side.rawValue)] else { return }
+        let me = link.node(side)
+        sess.receive(message.bytes, now: wall(me, now))
+        var applied = false
+        while let e = sess.pollEvent() {
+            if case let .applied(n, _) = e, n > 0 { applied = true }
+        }
+        if applied {
+            if scan(me, from: link.node(side.other), effects: &effects) { touched(me, except: link.slot, now: now, effects: &effects) }
+        }
+        effects.wake(link.slot, .a)
+        effects.wake(link.slot, .b)
+        settle(link, now: now, effects: &effects)
+    }
+
+    /// When both sessions are over and either node got something new meanwhile, a new session pair
+    /// starts on the same contact (a real node resyncs a live link when its store changes).
+    private func settle(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard let a = sessions[s][0], let b = sessions[s][1] else { return }
+        let over = { (x: SyncSession) in x.isFinished || x.hasFailed }
+        guard over(a), over(b) else { return }
+        if a.isFinished && b.isFinished { sessionsFinished += 1 } else { sessionsFailed += 1 }
+        sessions[s] = [nil, nil]
+        if dirty[s] { startSessions(link, now: now, effects: &effects) }
+    }
+
+    /// Marks the other live contacts of `node` as having something new, restarting idle ones.
+    private func touched(_ node: NodeIndex, except: Int32, now: SimTime, effects: inout AgentEffects) {
+        for slot in active[Int(node)] where slot != except {
+            let s = Int(slot)
+            dirty[s] = true
+            if sessions[s][0] == nil, let link = links[s] {
+                startSessions(link, now: now, effects: &effects)
+            }
+        }
+    }
+
+    /// Finds the changes `node`'s store holds that it did not before (from its per-log holdings) and
+    /// reports them to the engine. Returns whether there were any.
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, effects: inout AgentEffects) -> Bool {
+        guard let r = replicators[Int(node)] else { return false }
+        var any = false
+        for d in ctx.world.carried[Int(node)] {
+            for log in domainLogs[Int(d)] {
+                guard let h = try? r.store.holdings(of: log) else { continue }
+                let count = h.count
+                if count == heldCount[Int(node)][log, default: 0] { continue }
+                heldCount[Int(node)][log] = count
+                let list = changeOf[log]!
+                for range in h.ranges {
+                    for seq in range where seq >= 1 && Int(seq) <= list.count {
+                        let c = list[Int(seq) - 1]
+                        if held[Int(node)][c] != nil { continue }
+                        let hops = (held[Int(peer)][c] ?? 0) &+ 1
+                        held[Int(node)][c] = hops
+                        effects.accept(c, at: node, hops: hops)
+                        any = true
+                    }
+                }
+            }
+        }
+        return any
+    }
+
+    /// Feeds each receiving session the prefix of the first cut frame that had reached it (never the
+    /// whole frame: a frame that did not arrive is not read), then closes both sessions.
+    public func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<FieldSyncFrame>], effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        var fed: Set<Int32> = []
+        for c in cut where !fed.contains(c.from.rawValue) {
+            fed.insert(c.from.rawValue)
+            let side = c.from.other
+            guard let sess = sessions[s][Int(side.rawValue)] else { continue }
+            let n = min(c.bytesSent, c.message.bytes.count - 1)
+            if n > 0 { sess.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now)) }
+        }
+        if let a = sessions[s][0], let b = sessions[s][1] {
+            a.connectionClosed()
+            b.connectionClosed()
+            while a.pollEvent() != nil {}
+            while b.pollEvent() != nil {}
+            if a.isFinished && b.isFinished { sessionsFinished += 1 } else { sessionsFailed += 1 }
+        }
+        sessions[s] = [nil, nil]
+        links[s] = nil
+        dirty[s] = false
+        for n in [link.spec.a, link.spec.b] {
+            if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
+        }
+    }
+
+    /// Nothing: `MemoryStore` commits are atomic and the model treats them as durable; the engine
+    /// already cut the node's contacts.
+    public func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
+
+    /// Nothing to recover (see `nodeCrashed`).
+    public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
+
+    /// Discards the node's replicator and store.
+    public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        effects.drop(held[Int(node)].count)
+        replicators[Int(node)] = nil
+        held[Int(node)] = [:]
+        heldCount[Int(node)] = [:]
+    }
+
+    /// Whether the node's store holds the change (mirrored from its holdings after every applied batch).
+    public func holds(_ change: ChangeIndex, at node: NodeIndex) -> Bool { held[Int(node)][change] != nil }
+
+    /// Bytes of changes in the node's store (`StoreStatus.changeBytes`).
+    public func storedBytes(at node: NodeIndex) -> Int {
+        (try? replicators[Int(node)]?.store.status().changeBytes) ?? 0
+    }
+
+    /// The canonical bytes of every record in the node's store within domain `domain`'s scope (all
+    /// records when nil), sorted: equal arrays mean identical record state (for convergence checks).
+    public func recordState(at node: NodeIndex, domain: Int32? = nil) -> [[UInt8]] {
+        guard let r = replicators[Int(node)], let recs = try? r.store.records(RecordQuery(includeDeleted: true)) else { return [] }
+        let within = domain.map { domainScopes[Int($0)] }
+        return recs.filter { within?.contains($0.scope) ?? true }.map(\.canonicalBytes)
+            .sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    /// Changes held in the node's store (`StoreStatus.changes`).
+    public func storedChanges(at node: NodeIndex) -> Int { (try? replicators[Int(node)]?.store.status().changes) ?? 0 }
+
+    /// Whether every log the node's store holds is one `Entitlement.mayHold` allows its certificate.
+    public func holdsOnlyEntitledLogs(_ node: NodeIndex) -> Bool {
+        guard let r = replicators[Int(node)], let h = try? r.store.holdings() else { return true }
+        let cert = r.identity.certificate
+        return h.keys.allSatisfy { Entitlement.mayHold(cert, $0) }
+    }
+}
+
+extension SimTime {
+    fileprivate var asMs: UInt64 { UInt64(self) }
+}
+
+/// Runs `scenario` with the real FieldSync protocol to the end (specialised here, like `runBaseline`),
+/// with libsodium's randomness on this thread seeded from `seed` (`SeededSodium`): same seed, same bytes.
+public func runFieldSync(scenario: any Scenario, seed: UInt64, options: RunOptions = RunOptions(),
+                         progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
+    SeededSodium.run(seed: seed) {
+        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed) }
+        sim.run(progressEvery: progressEvery, progress: progress)
+        return sim
+    }
+}
+
+/// Builds the report of a finished FieldSync run.
+public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: String, seed: UInt64,
+                            derived: [(String, String)]) -> RunReport {
+    sim.report(scenarioName: scenarioName, seed: seed, derived: derived)
+}
