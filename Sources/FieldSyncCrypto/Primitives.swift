@@ -234,53 +234,16 @@ public enum XChaCha20Poly1305 {
     /// ```
     /// - Throws: `CryptoError.invalidLength` for a bad key or nonce size, `encryptionFailed` otherwise.
     public static func seal(_ plaintext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8]) throws(CryptoError) -> [UInt8] {
-        Sodium.ensureInitialized()
-        try requireLength(0..<key.count, keyLength, "XChaCha20-Poly1305 key")
-        try requireLength(nonce, nonceLength, "XChaCha20-Poly1305 nonce")
-        var out = [UInt8](repeating: 0, count: plaintext.count + tagLength)
-        var outLen: UInt64 = 0
-        let rc = out.withUnsafeMutableBufferPointer { o in
-            plaintext.withUnsafeBufferPointer { m in
-                associatedData.withUnsafeBufferPointer { a in
-                    nonce.withUnsafeBufferPointer { n in
-                        key.withUnsafeBytes { k in
-                            crypto_aead_xchacha20poly1305_ietf_encrypt(
-                                o.baseAddress!, &outLen, m.baseAddress, UInt64(m.count), a.baseAddress, UInt64(a.count),
-                                nil, n.baseAddress!, k.bindMemory(to: UInt8.self).baseAddress!)
-                        }
-                    }
-                }
-            }
-        }
-        guard rc == 0, outLen == UInt64(out.count) else { throw CryptoError(.encryptionFailed, "XChaCha20-Poly1305 encrypt") }
-        return out
+        try AEAD.seal(plaintext, key: key, nonce: nonce, associatedData: associatedData, nonceLength: nonceLength,
+                      name: "XChaCha20-Poly1305", crypto_aead_xchacha20poly1305_ietf_encrypt)
     }
 
     /// Decrypts and authenticates `ciphertext` (ciphertext || tag).
     /// - Throws: `CryptoError.authenticationFailed` for a wrong key, wrong associated data, tampered or
     ///   truncated input; `invalidLength` for bad key or nonce sizes.
     public static func open(_ ciphertext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8]) throws(CryptoError) -> [UInt8] {
-        Sodium.ensureInitialized()
-        try requireLength(0..<key.count, keyLength, "XChaCha20-Poly1305 key")
-        try requireLength(nonce, nonceLength, "XChaCha20-Poly1305 nonce")
-        guard ciphertext.count >= tagLength else { throw CryptoError(.authenticationFailed, "ciphertext shorter than the tag") }
-        var out = [UInt8](repeating: 0, count: ciphertext.count - tagLength)
-        var outLen: UInt64 = 0
-        let rc = out.withUnsafeMutableBufferPointer { o in
-            ciphertext.withUnsafeBufferPointer { c in
-                associatedData.withUnsafeBufferPointer { a in
-                    nonce.withUnsafeBufferPointer { n in
-                        key.withUnsafeBytes { k in
-                            crypto_aead_xchacha20poly1305_ietf_decrypt(
-                                o.baseAddress, &outLen, nil, c.baseAddress!, UInt64(c.count), a.baseAddress, UInt64(a.count),
-                                n.baseAddress!, k.bindMemory(to: UInt8.self).baseAddress!)
-                        }
-                    }
-                }
-            }
-        }
-        guard rc == 0 else { throw CryptoError(.authenticationFailed, "XChaCha20-Poly1305 authentication failed") }
-        return out
+        try AEAD.open(ciphertext, key: key, nonce: nonce, associatedData: associatedData, nonceLength: nonceLength,
+                      name: "XChaCha20-Poly1305", crypto_aead_xchacha20poly1305_ietf_decrypt)
     }
 }
 
@@ -297,9 +260,36 @@ public enum ChaCha20Poly1305 {
     /// Encrypts `plaintext`, authenticating `associatedData`; returns ciphertext || tag.
     /// - Throws: `CryptoError.invalidLength` for bad key or nonce sizes, `encryptionFailed` otherwise.
     public static func seal(_ plaintext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8]) throws(CryptoError) -> [UInt8] {
+        try AEAD.seal(plaintext, key: key, nonce: nonce, associatedData: associatedData, nonceLength: nonceLength,
+                      name: "ChaCha20-Poly1305", crypto_aead_chacha20poly1305_ietf_encrypt)
+    }
+
+    /// Decrypts and authenticates `ciphertext` (ciphertext || tag).
+    /// - Throws: `CryptoError.authenticationFailed` on any authentication failure, `invalidLength` for
+    ///   bad key or nonce sizes.
+    public static func open(_ ciphertext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8]) throws(CryptoError) -> [UInt8] {
+        try AEAD.open(ciphertext, key: key, nonce: nonce, associatedData: associatedData, nonceLength: nonceLength,
+                      name: "ChaCha20-Poly1305", crypto_aead_chacha20poly1305_ietf_decrypt)
+    }
+}
+
+/// The one implementation behind both AEADs: libsodium's IETF ChaCha20-Poly1305 encrypt and decrypt
+/// functions of both nonce sizes share a signature, so only the function and the nonce length differ.
+private enum AEAD {
+    typealias Encrypt = (UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt64>?, UnsafePointer<UInt8>?, UInt64,
+                         UnsafePointer<UInt8>?, UInt64, UnsafePointer<UInt8>?, UnsafePointer<UInt8>,
+                         UnsafePointer<UInt8>) -> Int32
+    typealias Decrypt = (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt64>?, UnsafeMutablePointer<UInt8>?,
+                         UnsafePointer<UInt8>, UInt64, UnsafePointer<UInt8>?, UInt64, UnsafePointer<UInt8>,
+                         UnsafePointer<UInt8>) -> Int32
+    static let keyLength = 32
+    static let tagLength = 16
+
+    static func seal(_ plaintext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8], nonceLength: Int,
+                     name: String, _ encrypt: Encrypt) throws(CryptoError) -> [UInt8] {
         Sodium.ensureInitialized()
-        try requireLength(0..<key.count, keyLength, "ChaCha20-Poly1305 key")
-        try requireLength(nonce, nonceLength, "ChaCha20-Poly1305 nonce")
+        try requireLength(0..<key.count, keyLength, "\(name) key")
+        try requireLength(nonce, nonceLength, "\(name) nonce")
         var out = [UInt8](repeating: 0, count: plaintext.count + tagLength)
         var outLen: UInt64 = 0
         let rc = out.withUnsafeMutableBufferPointer { o in
@@ -307,25 +297,22 @@ public enum ChaCha20Poly1305 {
                 associatedData.withUnsafeBufferPointer { a in
                     nonce.withUnsafeBufferPointer { n in
                         key.withUnsafeBytes { k in
-                            crypto_aead_chacha20poly1305_ietf_encrypt(
-                                o.baseAddress!, &outLen, m.baseAddress, UInt64(m.count), a.baseAddress, UInt64(a.count),
-                                nil, n.baseAddress!, k.bindMemory(to: UInt8.self).baseAddress!)
+                            encrypt(o.baseAddress!, &outLen, m.baseAddress, UInt64(m.count), a.baseAddress, UInt64(a.count),
+                                    nil, n.baseAddress!, k.bindMemory(to: UInt8.self).baseAddress!)
                         }
                     }
                 }
             }
         }
-        guard rc == 0, outLen == UInt64(out.count) else { throw CryptoError(.encryptionFailed, "ChaCha20-Poly1305 encrypt") }
+        guard rc == 0, outLen == UInt64(out.count) else { throw CryptoError(.encryptionFailed, "\(name) encrypt") }
         return out
     }
 
-    /// Decrypts and authenticates `ciphertext` (ciphertext || tag).
-    /// - Throws: `CryptoError.authenticationFailed` on any authentication failure, `invalidLength` for
-    ///   bad key or nonce sizes.
-    public static func open(_ ciphertext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8]) throws(CryptoError) -> [UInt8] {
+    static func open(_ ciphertext: [UInt8], key: SecretBytes, nonce: [UInt8], associatedData: [UInt8], nonceLength: Int,
+                     name: String, _ decrypt: Decrypt) throws(CryptoError) -> [UInt8] {
         Sodium.ensureInitialized()
-        try requireLength(0..<key.count, keyLength, "ChaCha20-Poly1305 key")
-        try requireLength(nonce, nonceLength, "ChaCha20-Poly1305 nonce")
+        try requireLength(0..<key.count, keyLength, "\(name) key")
+        try requireLength(nonce, nonceLength, "\(name) nonce")
         guard ciphertext.count >= tagLength else { throw CryptoError(.authenticationFailed, "ciphertext shorter than the tag") }
         var out = [UInt8](repeating: 0, count: ciphertext.count - tagLength)
         var outLen: UInt64 = 0
@@ -334,15 +321,14 @@ public enum ChaCha20Poly1305 {
                 associatedData.withUnsafeBufferPointer { a in
                     nonce.withUnsafeBufferPointer { n in
                         key.withUnsafeBytes { k in
-                            crypto_aead_chacha20poly1305_ietf_decrypt(
-                                o.baseAddress, &outLen, nil, c.baseAddress!, UInt64(c.count), a.baseAddress, UInt64(a.count),
-                                n.baseAddress!, k.bindMemory(to: UInt8.self).baseAddress!)
+                            decrypt(o.baseAddress, &outLen, nil, c.baseAddress!, UInt64(c.count), a.baseAddress, UInt64(a.count),
+                                    n.baseAddress!, k.bindMemory(to: UInt8.self).baseAddress!)
                         }
                     }
                 }
             }
         }
-        guard rc == 0 else { throw CryptoError(.authenticationFailed, "ChaCha20-Poly1305 authentication failed") }
+        guard rc == 0 else { throw CryptoError(.authenticationFailed, "\(name) authentication failed") }
         return out
     }
 }
