@@ -1,0 +1,101 @@
+import FieldSyncCrypto
+import FieldSyncNode
+import FieldSyncProtocol
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// LAN discovery over real UDP sockets on loopback: two nodes on the same beacon port find each other
+/// through the loopback broadcast address and never report themselves; a node of another network is not
+/// reported; garbage datagrams are counted and dropped.
+@Suite(.serialized) struct DiscoveryTests {
+    static let root = try! Ed25519.PublicKey(bytes: Array(repeating: 5, count: 32))
+
+    final class Found: @unchecked Sendable {
+        private let lock = NSLock()
+        private var peers: [DiscoveredPeer] = []
+        func add(_ p: DiscoveredPeer) { lock.withLock { peers.append(p) } }
+        var all: [DiscoveredPeer] { lock.withLock { peers } }
+    }
+
+    func config(port: Int) -> DiscoveryConfiguration {
+        var c = DiscoveryConfiguration()
+        c.port = port
+        c.destination = "127.255.255.255"
+        c.interval = .milliseconds(100)
+        return c
+    }
+
+    func freeUDPPort() -> Int { Int.random(in: 40_000...60_000) }
+
+    @Test func twoNodesFindEachOtherAndNotThemselves() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let codec = try BeaconCodec(networkID: "longnan-police", root: Self.root)
+        let stranger = try BeaconCodec(networkID: "other-network", root: Self.root)
+        let port = freeUDPPort()
+        let (foundA, foundB, foundC) = (Found(), Found(), Found())
+        let a = LANDiscovery(configuration: config(port: port), codec: codec, announcePort: 7001,
+                             eventLoop: group.next(), onPeer: foundA.add)
+        let b = LANDiscovery(configuration: config(port: port), codec: codec, announcePort: 7002,
+                             eventLoop: group.next(), onPeer: foundB.add)
+        let c = LANDiscovery(configuration: config(port: port), codec: stranger, announcePort: 7003,
+                             eventLoop: group.next(), onPeer: foundC.add)
+        try await a.start()
+        try await b.start()
+        try await c.start()
+        // Garbage on the beacon port is counted as rejected, never reported.
+        let raw = try await DatagramBootstrap(group: group).channelOption(.socketOption(.so_broadcast), value: 1)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let target = try SocketAddress(ipAddress: "127.255.255.255", port: port)
+        try await raw.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: raw.allocator.buffer(bytes: Array(repeating: UInt8(0x46), count: 40))))
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline, foundA.all.isEmpty || foundB.all.isEmpty {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(300))  // a few more beacons each
+        #expect(foundA.all == [DiscoveredPeer(host: "127.0.0.1", port: 7002)])
+        #expect(foundB.all == [DiscoveredPeer(host: "127.0.0.1", port: 7001)])
+        #expect(foundC.all.isEmpty)
+        #expect(try await a.peers() == [DiscoveredPeer(host: "127.0.0.1", port: 7002)])
+        let counters = try await a.counters()
+        #expect(counters.accepted >= 2)
+        #expect(counters.own >= 2)
+        #expect(counters.rejected >= 2)  // the stranger's beacons and the garbage
+        try await raw.close()
+        await a.stop()
+        await b.stop()
+        await c.stop()
+    }
+
+    @Test func aListenOnlyNodeHearsButSendsNothing() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let codec = try BeaconCodec(networkID: "longnan-police", root: Self.root)
+        let port = freeUDPPort()
+        let (foundRelay, foundBackpack) = (Found(), Found())
+        var listenOnly = config(port: port)
+        listenOnly.announce = false
+        let relay = LANDiscovery(configuration: config(port: port), codec: codec, announcePort: 7010,
+                                 eventLoop: group.next(), onPeer: foundRelay.add)
+        let backpack = LANDiscovery(configuration: listenOnly, codec: codec, announcePort: nil,
+                                    eventLoop: group.next(), onPeer: foundBackpack.add)
+        try await relay.start()
+        try await backpack.start()
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline, foundBackpack.all.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(foundBackpack.all == [DiscoveredPeer(host: "127.0.0.1", port: 7010)])
+        #expect(foundRelay.all.isEmpty)
+        await relay.stop()
+        await backpack.stop()
+    }
+
+    @Test func aBadDestinationIsAClearError() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        var c = config(port: freeUDPPort())
+        c.destination = "village-hall.local"
+        let d = LANDiscovery(configuration: c, codec: try BeaconCodec(networkID: "n", root: Self.root), announcePort: 7000,
+                             eventLoop: group.next(), onPeer: { _ in })
+        await #expect(throws: NodeError.self) { try await d.start() }
+    }
+}

@@ -1,0 +1,109 @@
+import FieldSyncCore
+import FieldSyncCrypto
+import Foundation
+import Testing
+
+@testable import FieldSyncProtocol
+
+/// LAN discovery beacons (Protocols/discovery.md) against `Protocols/vectors/discovery.json`, written by an
+/// independent Python script, and the discovery table's bookkeeping.
+@Suite struct BeaconTests {
+    struct Vectors: Decodable {
+        struct Valid: Decodable { var name, network, root, secret: String; var port: Int; var nonce, beaconKey, beacon: String }
+        struct Invalid: Decodable { var name, beacon, error: String }
+        var valid: [Valid]
+        var invalid: [Invalid]
+    }
+
+    static let vectors: Vectors = {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Protocols/vectors/discovery.json")
+        return try! JSONDecoder().decode(Vectors.self, from: Data(contentsOf: url))
+    }()
+
+    static let root = try! Ed25519.PublicKey(bytes: Array(0..<32))
+
+    static func codec(_ network: String = "longnan-police", secret: String = "") throws -> BeaconCodec {
+        let s = Hex.decode(secret)!
+        return try BeaconCodec(networkID: network, root: root, secret: s.isEmpty ? nil : SecretBytes(copying: s))
+    }
+
+    @Test func validVectorsEncodeAndDecode() throws {
+        #expect(Self.vectors.valid.count == 3)
+        for v in Self.vectors.valid {
+            #expect(Hex.decode(v.root)! == Self.root.bytes)
+            let codec = try Self.codec(v.network, secret: v.secret)
+            let beacon = Beacon(port: UInt16(v.port), nonce: Hex.decode(v.nonce)!)
+            #expect(Hex.encode(codec.encode(beacon)) == v.beacon, "\(v.name)")
+            #expect(try codec.decode(Hex.decode(v.beacon)!) == beacon, "\(v.name)")
+        }
+    }
+
+    @Test func invalidVectorsAreRejectedWithTheirError() throws {
+        #expect(Self.vectors.invalid.count == 7)
+        let codec = try Self.codec()
+        for v in Self.vectors.invalid {
+            var name = "accepted"
+            do { _ = try codec.decode(Hex.decode(v.beacon)!) } catch {
+                name = switch error {
+                case .wrongLength: "wrongLength"
+                case .notABeacon: "notABeacon"
+                case .zeroPort: "zeroPort"
+                case .badTag: "badTag"
+                }
+            }
+            #expect(name == v.error, "\(v.name)")
+        }
+    }
+
+    @Test func aSecretSeparatesNetworksThatShareARoot() throws {
+        let open = try Self.codec()
+        let closed = try Self.codec(secret: Hex.encode(Array("county secret".utf8)))
+        let beacon = closed.encode(Beacon(port: 7000, nonce: Array(repeating: 7, count: 16)))
+        #expect(throws: BeaconError.badTag) { try open.decode(beacon) }
+        #expect(try closed.decode(beacon).port == 7000)
+    }
+
+    @Test func everyBitFlipIsRejected() throws {
+        let codec = try Self.codec()
+        let good = codec.encode(Beacon(port: 7000, nonce: Array(repeating: 9, count: 16)))
+        for bit in 0..<(good.count * 8) {
+            var bad = good
+            bad[bit / 8] ^= 1 << (bit % 8)
+            #expect(throws: BeaconError.self, "bit \(bit)") { try codec.decode(bad) }
+        }
+    }
+
+    @Test func tableReportsNewPeersOnceIgnoresItsOwnAndExpires() throws {
+        let codec = try Self.codec()
+        var mine = DiscoveryTable(codec: codec, expiry: 30_000)
+        var theirs = DiscoveryTable(codec: codec, expiry: 30_000)
+        let own = mine.makeBeacon(port: 7000, nonce: Array(repeating: 1, count: 16))
+        #expect(mine.receive(own, from: "10.0.0.1", now: 0) == .own)
+        let peer = DiscoveredPeer(host: "10.0.0.2", port: 7001)
+        let b1 = theirs.makeBeacon(port: 7001, nonce: Array(repeating: 2, count: 16))
+        #expect(mine.receive(b1, from: "10.0.0.2", now: 1_000) == .new(peer))
+        let b2 = theirs.makeBeacon(port: 7001, nonce: Array(repeating: 3, count: 16))
+        #expect(mine.receive(b2, from: "10.0.0.2", now: 20_000) == .refreshed(peer))
+        #expect(mine.peers == [peer])
+        mine.expire(now: 50_001)
+        #expect(mine.peers.isEmpty)
+        #expect(mine.receive(b2, from: "10.0.0.2", now: 50_002) == .new(peer))
+        #expect(mine.receive(Array(b2.dropLast()), from: "10.0.0.3", now: 50_003) == .rejected(.wrongLength(39)))
+        #expect((mine.accepted, mine.rejected, mine.own) == (3, 1, 1))
+    }
+
+    @Test func aFloodOfForgedAddressesCostsBoundedMemory() throws {
+        let codec = try Self.codec()
+        var table = DiscoveryTable(codec: codec, expiry: 30_000, capacity: 4)
+        var sender = DiscoveryTable(codec: codec)
+        var outcomes: [DiscoveryTable.Outcome] = []
+        for i in 0..<10 {
+            let b = sender.makeBeacon(port: 7000, nonce: Array(repeating: UInt8(i), count: 16))
+            outcomes.append(table.receive(b, from: "10.0.0.\(i)", now: UInt64(i)))
+        }
+        #expect(outcomes.filter { if case .new = $0 { true } else { false } }.count == 4)
+        #expect(outcomes.filter { $0 == .full }.count == 6)
+        #expect(table.peers.count == 4)
+    }
+}
