@@ -183,6 +183,36 @@ public final class Replicator {
 
     // MARK: Certificates and keys
 
+    /// Re-learns, from the store, the epoch keys granted to this device and the revocations it holds. A
+    /// node calls this once after opening its store: keys and revocations learned from changes live in
+    /// memory, the changes that carried them live in the store, and a restart must not forget either
+    /// (a forgotten revocation would let a revoked device back in). Each grant and revocation is verified
+    /// again against the trust anchors, so a tampered store cannot add one.
+    /// - Returns: how many keys and revocations were restored.
+    @discardableResult
+    public func restoreControlState(now: UInt64) throws -> (keys: Int, revocations: Int) {
+        var restored = (keys: 0, revocations: 0)
+        for stored in try store.controlChanges() {
+            guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
+            switch change.header.contentType {
+            case .keyGrant:
+                guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
+                      grant.members.contains(where: { $0.device == identity.id }),
+                      let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey),
+                      !(keys[key.scope]?.contains { $0.epoch == key.epoch } ?? false) else { continue }
+                addKey(key)
+                restored.keys += 1
+            case .revocation:
+                guard let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
+                      (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil else { continue }
+                restored.revocations += 1
+            default:
+                continue
+            }
+        }
+        return restored
+    }
+
     /// Adds certificates received from a peer, keeping only those that verify now.
     /// - Returns: how many were new.
     @discardableResult

@@ -152,6 +152,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT INTO store_meta(key, value) VALUES ('bytes_total', 0), ('held_back_total', 0);
                 """)
         }
+        // Key grants and revocations are re-read on every start (`controlChanges`): a partial index keeps
+        // that a seek even in a store of millions of changes.
+        m.registerMigration("v2-control-index") { db in
+            try db.execute(sql: "CREATE INDEX changes_control ON changes(hlc) WHERE content_type >= 128")
+        }
         return m
     }
 
@@ -319,6 +324,17 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
+    public func controlChanges() throws -> [StoredChange] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT * FROM changes WHERE content_type >= 128 AND content_type IN (128, 129) AND evicted = 0
+                    ORDER BY hlc, author, scope, seq
+                    """).map(Self.change)
+            }
+        }
+    }
+
     public func forks() throws -> [ForkEvidence] {
         try io {
             try db.read { db in
@@ -466,7 +482,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         mutating func evictReceipted(bytes needed: Int) throws -> (count: Int, freed: Int) {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT c.hash, c.size FROM changes c JOIN logs l ON l.author = c.author AND l.scope = c.scope
-                WHERE c.seq <= l.receipted AND c.evicted = 0
+                WHERE c.seq <= l.receipted AND c.evicted = 0 AND c.content_type < 128
                 ORDER BY c.priority DESC, c.hlc ASC, c.author, c.scope, c.seq
                 """)
             var count = 0, freed = 0

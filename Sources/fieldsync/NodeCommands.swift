@@ -52,6 +52,8 @@ struct ReplicatorSpec: Sendable {
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
         for k in contents.epochKeys { replicator.addKey(k) }
         for f in epochKeyFiles { for k in try EpochKeyFile.read(f) { replicator.addKey(k) } }
+        // Keys granted and revocations learned through sync live in the store; a restart must not forget them.
+        try replicator.restoreControlState(now: wallClockMilliseconds())
         return replicator
     }
 

@@ -97,6 +97,38 @@ import Testing
         }
     }
 
+    @Test func aRestartRestoresGrantedKeysAndRevocationsFromTheStore() throws {
+        var pki = TestPKI()
+        let thiefID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let thief = pki.replicator(thiefID)
+        let stationID = try pki.device(.station, scopes: [TestPKI.station])
+        let store = MemoryStore()
+        let station = pki.replicator(stationID, withKey: false, store: store)
+        let hqNode = pki.replicator(try pki.device(.hq, scopes: [TestPKI.root]))
+        let grant = try KeyGrant.issue(epochKey: pki.stationKey, members: [stationID.certificate], issuedAt: Self.now, by: pki.hq)
+        let g = try hqNode.writeControl(.keyGrant, payload: grant.canonicalBytes, scope: TestPKI.root, now: Self.now)
+        let rev = try Revocation(device: thiefID.id, serial: thiefID.certificate.serial,
+                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 1_000, counter: 0), reason: .lost, note: "",
+                                 by: pki.hq)
+        let rc = try hqNode.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.root, now: Self.now + 2_000)
+        let learned = try station.ingest([g, rc], certificates: [hqNode.identity.certificate], now: Self.now + 2_000)
+        #expect(learned.keysLearned == 1 && learned.revocationsLearned == 1)
+        #expect(try store.controlChanges().map(\.hash) == [g.id, rc.id])
+
+        // The process restarts: a new replicator over the same store knows neither until it restores.
+        let restarted = pki.replicator(stationID, withKey: false, store: store)
+        #expect(restarted.writingKey(for: TestPKI.station) == nil)
+        #expect(try restarted.restoreControlState(now: Self.now + 3_000) == (keys: 1, revocations: 1))
+        #expect(restarted.writingKey(for: TestPKI.station)?.epoch == 1)
+        #expect(try restarted.restoreControlState(now: Self.now + 3_000) == (keys: 0, revocations: 0), "idempotent")
+        let after = try thief.write([try Self.incident(thief, 2)], scope: TestPKI.village, priority: .normal, now: Self.now + 5_000)
+        let r = try restarted.ingest([after], certificates: [thiefID.certificate], now: Self.now + 6_000)
+        guard case .rejected(.revoked, _) = r.outcomes[0] else {
+            Issue.record("a revoked device's change was accepted after a restart: \(r.outcomes[0])")
+            return
+        }
+    }
+
     @Test func auditTrailShowsWhoDidWhatWhenWithProof() throws {
         var pki = TestPKI()
         let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))

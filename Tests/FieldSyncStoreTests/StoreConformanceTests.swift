@@ -134,6 +134,24 @@ struct ChangeFactory {
         #expect(try store.status().changeBytes <= 1_000)
     }
 
+    @Test(arguments: StoreKind.allCases) func controlChangesAreListedAndNeverEvicted(kind: StoreKind) throws {
+        let store = try kind.make(limits: StoreLimits(quotaBytes: 700))
+        var f = ChangeFactory()
+        let hq = ChangeFactory.log(ChangeFactory.station, author: DeviceID(hex: "ffeeddccbbaa99887766554433221100")!)
+        let grant = f.next(hq, priority: 3, size: 100, contentType: 0x80)
+        let records = (0..<3).map { _ in f.next(hq, priority: 3) }
+        let revocation = f.next(hq, priority: 3, size: 100, contentType: 0x81)
+        let receipt = f.next(hq, priority: 3, size: 100, contentType: 0x82)
+        _ = try store.commit(CommitBatch(changes: [grant] + records + [revocation, receipt], receipts: [hq: 6]))
+        #expect(try store.controlChanges().map(\.hash) == [grant.hash, revocation.hash], "grants and revocations, in HLC order")
+        // Everything is receipted; a newcomer needs room: only the record changes may be evicted.
+        let newcomer = f.next(ChangeFactory.log(), priority: 0, size: 400)
+        let r = try store.commit(CommitBatch(changes: [newcomer]))
+        #expect(r.inserted == 1 && r.evicted == 3)
+        #expect(try store.controlChanges().count == 2)
+        #expect(try store.changes(hq, in: 1...6).map(\.contentType) == [0x80, 0x81, 0x82])
+    }
+
     static func incident(_ n: UInt64, scope: Scope = ChangeFactory.village, status: Incident.Status = .reported,
                          reportedAt: Int64 = 1_700_000_000_000, note: String = "") -> RecordEdit {
         var e = Incident.create(

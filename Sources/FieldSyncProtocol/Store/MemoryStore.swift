@@ -60,7 +60,9 @@ public final class MemoryStore: SyncStore {
             for log in receiptLogs.sorted() {
                 let upTo = max(base.receipts[log] ?? 0, receipts[log] ?? 0)
                 let held = (base.changes[log] ?? [:]).merging(changes[log] ?? [:]) { $1 }
-                for (seq, c) in held where seq <= upTo && !c.bytes.isEmpty && !evicted.contains(c.hash) {
+                // Control changes (grants, revocations, receipts: content type >= 0x80) are small and must
+                // outlive a restart, so they are never evicted.
+                for (seq, c) in held where seq <= upTo && c.contentType < 0x80 && !c.bytes.isEmpty && !evicted.contains(c.hash) {
                     candidates.append(c)
                 }
             }
@@ -153,6 +155,12 @@ public final class MemoryStore: SyncStore {
                 return state.openedHashes.contains(c.hash) || c.bytes.isEmpty ? nil : c
             }
         }
+    }
+
+    public func controlChanges() throws -> [StoredChange] {
+        state.changes.values.flatMap { $0.values }
+            .filter { ($0.contentType == 0x80 || $0.contentType == 0x81) && !$0.bytes.isEmpty }
+            .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 
     public func forks() throws -> [ForkEvidence] { state.forkList }
