@@ -10,7 +10,7 @@ struct AuthorityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authority",
         abstract: "Create certificate authorities, enroll devices, delegate county authorities, revoke devices.",
-        subcommands: [Init.self, Enroll.self, Delegate.self, Import.self, Revoke.self]
+        subcommands: [Init.self, Enroll.self, Delegate.self, Import.self, Revoke.self, Grant.self]
     )
 
     static let keystoreName = "authority.keystore"

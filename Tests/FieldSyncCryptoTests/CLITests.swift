@@ -72,6 +72,47 @@ struct CLITests {
         #expect(identityCode { try trust.verify(certificate, now: certificate.notBefore) } == .revoked)
     }
 
+    /// An epoch key granted by HQ and published into a member's store reaches the member's key ring, also
+    /// after the process restarts (every command is a new process), with no epoch key file; a relay is
+    /// refused as a member; a revocation publishes too.
+    @Test func grantPublishAndRevoke() throws {
+        let cli = try CLI()
+        let scope = "longnan/wudu/station-017"
+        _ = try cli.json(["authority", "init", "--dir", "hq", "--key-file", "hq.key", "--json"])
+        for (name, role) in [("bp", "backpack"), ("relay", "relay")] {
+            _ = try cli.json(["device", "init", "--dir", name, "--key-file", "\(name).key", "--scope", scope, "--json"])
+            _ = try cli.json(["authority", "enroll", "\(name)/enrollment.req", "--dir", "hq", "--key-file", "hq.key", "--role", role,
+                              "--scope", scope, "--out", "\(name).cert", "--json"])
+            #expect(try cli.run(["device", "import", "\(name).cert", "--dir", name, "--key-file", "\(name).key", "--root", "hq/root.pub"]).status == 0)
+        }
+        #expect(try cli.run(["epoch-key", "new", "--scope", scope, "--out", "k.epochkey"]).status == 0)
+        let relayGrant = try cli.run(["authority", "grant", "--dir", "hq", "--key-file", "hq.key", "--epoch-key-file", "k.epochkey",
+                                      "--member", "relay.cert", "--out", "bad.grant"])
+        #expect(relayGrant.status != 0 && relayGrant.err.contains("relayNotAllowed"))
+        let grant = try cli.json(["authority", "grant", "--dir", "hq", "--key-file", "hq.key", "--epoch-key-file", "k.epochkey",
+                                  "--member", "bp.cert", "--out", "k.grant", "--json"])
+        #expect((grant["members"] as? [String])?.count == 1)
+        let node = ["--dir", "bp", "--key-file", "bp.key", "--store", "bp.sqlite"]
+        let incident = ["incident", "new", "--scope", scope + "/village-0412", "--category", "dispute", "--summary", "fence",
+                        "--lat", "33.4", "--lon", "104.9"] + node
+        let before = try cli.run(incident)
+        #expect(before.status != 0, "no key yet: \(before.out)")
+        let published = try cli.json(["publish", "k.grant", "--json"] + node)
+        #expect(published["keysLearned"] as? Int == 1)
+        let after = try cli.run(incident)
+        #expect(after.status == 0, "the key was restored from the store in a new process: \(after.err)")
+        // The relay may carry the grant but is not a member.
+        let relayNode = ["--dir", "relay", "--key-file", "relay.key", "--store", "relay.sqlite"]
+        #expect(try cli.json(["publish", "k.grant", "--json"] + relayNode)["keysLearned"] as? Int == 0)
+        // A revocation, and garbage.
+        let relayID = try #require(try cli.json(["device", "show", "--dir", "relay", "--key-file", "relay.key", "--json"])["deviceID"] as? String)
+        _ = try cli.json(["authority", "revoke", relayID, "--dir", "hq", "--key-file", "hq.key", "--reason", "stolen", "--out", "relay.rev", "--json"])
+        #expect(try cli.json(["publish", "relay.rev", "--json"] + node)["revocationsLearned"] as? Int == 1)
+        FileManager.default.createFile(atPath: cli.dir + "/junk", contents: Data("junk".utf8))
+        let junk = try cli.run(["publish", "junk"] + node)
+        #expect(junk.status != 0 && junk.err.contains("neither a key grant nor a revocation"))
+    }
+
     @Test func countyDelegationAndEscalationRefused() throws {
         let cli = try CLI()
         _ = try cli.json(["authority", "init", "--dir", "hq", "--key-file", "hq.key", "--json"])
