@@ -232,6 +232,38 @@ import Testing
         #expect(try bp.store.receipted(log) == 5, "the officer sees: reached HQ")
     }
 
+    /// Attack tests E.32 and E.34 (research/security-notes.md): a revocation spreads through a relay alone,
+    /// with HQ unreachable, and every node that has it then refuses the revoked device's handshake.
+    @Test func revocationSpreadsThroughARelayAloneAndLocksTheDeviceOut() throws {
+        var pki = TestPKI()
+        let thiefID = try pki.device(.backpack, scopes: [TestPKI.station], label: "lost unit")
+        let thief = pki.replicator(thiefID)
+        let station = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let relay = pki.replicator(try pki.device(.relay, scopes: [TestPKI.root]), withKey: false)
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        // Before: the unit syncs with everyone.
+        var before = Self.connect(thief, bp)
+        #expect(Self.run(&before))
+        // The root signs offline; the station publishes it into its own log (HQ is not involved).
+        let rev = try Revocation(device: thiefID.id, serial: thiefID.certificate.serial,
+                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 500, counter: 0), reason: .stolen, note: "",
+                                 by: pki.hq)
+        _ = try station.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.station, now: Self.now + 1_000)
+        var l1 = Self.connect(station, relay, seed: 2)
+        #expect(Self.run(&l1, now: Self.now + 2_000))
+        var l2 = Self.connect(relay, bp, seed: 3)
+        #expect(Self.run(&l2, now: Self.now + 3_000))
+        for node in [relay, bp] {
+            #expect(node.trust.revocations.revocation(of: thiefID.id) != nil)
+            var attempt = Self.connect(thief, node, seed: 9)
+            #expect(!Self.run(&attempt, now: Self.now + 4_000), "the revoked unit's session must fail")
+            let refused = (Self.events(attempt.a) + Self.events(attempt.b)).contains {
+                if case let .failed(e) = $0 { e.code == .revoked } else { false }
+            }
+            #expect(refused, "refused as revoked")
+        }
+    }
+
     @Test func authorityCertificateCannotActAsADevice() throws {
         var pki = TestPKI()
         let b = try pki.device(.station, scopes: [TestPKI.station])
