@@ -102,7 +102,7 @@ let package = Package(
             name: "FieldSyncNodeTests",
             dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                           .product(name: "Logging", package: "swift-log")]
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore"], path: "Tests/FieldSimTests"),
     ]
