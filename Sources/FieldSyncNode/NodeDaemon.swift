@@ -107,6 +107,7 @@ public final class NodeDaemon: Sendable {
                 box.value.role = r.identity.certificate.role.description
             }
             for p in options.staticPeers { box.value.scheduler.addPeer(p, source: .static, now: now) }
+            metrics.peers.record(box.value.scheduler.allPeers.count)
             checkStore(except: nil)
             box.value.heads = box.value.heads ?? [:]
             box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(options.tick)) { [self] _ in
@@ -120,7 +121,7 @@ public final class NodeDaemon: Sendable {
                 writeStatusIfDirty()
             })
         }.get()
-        logger.info("serving", metadata: ["sync.listen": .string("\(listener.localAddress.map { "\($0)" } ?? "?")"),
+        logger.info("serving", metadata: ["sync.listen": .string(listener.localAddress.map(hostPort) ?? "?"),
                                           "sync.peers.static": .stringConvertible(options.staticPeers.count)])
     }
 
@@ -272,17 +273,29 @@ public final class NodeDaemon: Sendable {
         let s = box.value
         var peers: [DaemonStatus.Peer] = s.scheduler.allPeers.map { p in
             let t = s.totals[p.address]
-            return DaemonStatus.Peer(address: p.address.description, source: p.source.rawValue, device: p.device?.description,
-                                     role: t?.role, lastSeen: p.lastSeen, lastSyncAt: p.lastSessionEnd,
-                                     lastOutcome: p.lastSessionFinished.map { $0 ? "finished" : "failed" },
-                                     lastError: p.lastSessionFinished == false ? t?.error : nil,
-                                     changesSent: t?.sent ?? 0, changesReceived: t?.received ?? 0, failures: p.failures,
-                                     nextAttemptAt: p.due)
+            var out = DaemonStatus.Peer(address: p.address.description, source: p.source.rawValue, device: p.device?.description,
+                                        role: t?.role, lastSeen: p.lastSeen, lastSyncAt: p.lastSessionEnd,
+                                        lastOutcome: p.lastSessionFinished.map { $0 ? "finished" : "failed" },
+                                        lastError: p.lastSessionFinished == false ? t?.error : nil,
+                                        changesSent: t?.sent ?? 0, changesReceived: t?.received ?? 0, failures: p.failures,
+                                        nextAttemptAt: p.due)
+            // Sessions the peer opened to this node count too; the latest session of either kind is shown.
+            if let d = p.device, let inc = s.incomingPeers[d] {
+                out.changesSent += inc.changesSent
+                out.changesReceived += inc.changesReceived
+                out.lastSeen = max(out.lastSeen, inc.lastSeen)
+                if let at = inc.lastSyncAt, at > out.lastSyncAt ?? 0 {
+                    out.lastSyncAt = at
+                    out.lastOutcome = inc.lastOutcome
+                    out.lastError = inc.lastError
+                }
+            }
+            return out
         }
         let outgoingDevices = Set(s.scheduler.allPeers.compactMap(\.device))
         peers += s.incomingPeers.filter { !outgoingDevices.contains($0.key) }.sorted { $0.key < $1.key }.map(\.value)
         return DaemonStatus(pid: ProcessInfo.processInfo.processIdentifier, device: s.device, role: s.role,
-                            listen: s.listener?.localAddress.map { "\($0)" } ?? "\(options.listenHost):\(options.listenPort)",
+                            listen: s.listener?.localAddress.map(hostPort) ?? "\(options.listenHost):\(options.listenPort)",
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, peers: peers)
     }
@@ -299,4 +312,10 @@ public final class NodeDaemon: Sendable {
             logger.error("status file not written", metadata: ["sync.error": .string("\(error)")])
         }
     }
+}
+
+/// `HOST:PORT` of a socket address (`[v6]:port` for IPv6).
+func hostPort(_ a: SocketAddress) -> String {
+    let ip = a.ipAddress ?? "?"
+    return ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
 }

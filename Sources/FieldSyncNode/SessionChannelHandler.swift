@@ -89,7 +89,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelActive(context: ChannelHandlerContext) {
         started = clock()
-        result.remoteAddress = context.channel.remoteAddress.map { "\($0)" }
+        result.remoteAddress = context.channel.remoteAddress.map(hostPort)
         // The initiator's first handshake message was queued by the session's init.
         transmit(context: context)
         drainEvents(context: context)
