@@ -179,6 +179,13 @@ public final class FieldSyncNode: Sendable {
             if try await loop.submit({ active.value }).get() == 0 { return 0 }
             try await Task.sleep(for: .milliseconds(20))
         }
+        return try await cutSessions()
+    }
+
+    /// Closes every session's connection now (each loses at most its unacknowledged batches).
+    /// - Returns: how many were open.
+    @discardableResult
+    public func cutSessions() async throws -> Int {
         let channels = openChannels
         return try await loop.submit { () -> Int in
             let open = Array(channels.value.values)

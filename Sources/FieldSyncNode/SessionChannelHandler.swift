@@ -40,6 +40,12 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     /// Wall time from channel active to the end, in milliseconds.
     public var durationMilliseconds: UInt64 = 0
 
+    /// Creates a result (the handler fills it in; tests and hooks may build one).
+    public init(outcome: Outcome, initiator: Bool) {
+        self.outcome = outcome
+        self.initiator = initiator
+    }
+
     /// Whether the session finished normally.
     public var isFinished: Bool { outcome == .finished }
 

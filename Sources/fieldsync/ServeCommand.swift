@@ -131,12 +131,24 @@ struct Serve: AsyncParsableCommand {
         let id = try await node.withReplicator { "\($0.identity.id) (\($0.identity.certificate.role))" }
         logger.info("node up", metadata: ["sync.device": .string(id), "sync.network": .string(c.network),
                                           "sync.store": .string(c.store.path), "sync.status": .string(c.statusPath)])
-        var it = signals.makeAsyncIterator()
-        let sig = await it.next() ?? SIGTERM
-        logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
-                                                            "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
-        try? await metricsChannel?.close()
-        try await daemon.shutdown(grace: .seconds(Int64(c.sessions.shutdownGraceSeconds)))
+        // First signal: drain for the grace period. A second one during the drain cuts the sessions now.
+        var draining: Task<Void, any Error>?
+        for await sig in signals {
+            if draining == nil {
+                logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
+                                                                    "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
+                let grace = Int64(c.sessions.shutdownGraceSeconds), channel = metricsChannel
+                draining = Task {
+                    defer { cont.finish() }
+                    try? await channel?.close()
+                    try await daemon.shutdown(grace: .seconds(grace))
+                }
+            } else {
+                logger.warning("second signal: cutting the running sessions now", metadata: ["sync.signal": .stringConvertible(sig)])
+                _ = try? await node.cutSessions()
+            }
+        }
+        try await draining?.value
         sources.forEach { $0.cancel() }
     }
 }

@@ -4,6 +4,9 @@ import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import NIOCore
 import NIOPosix
 import Prometheus
@@ -164,6 +167,33 @@ import Testing
         let held = try await relay.node.withReplicator { try $0.store.status() }
         #expect(held.changes == 3 && held.unopened == 3 && held.records == 0, "the relay stores ciphertext only: \(held)")
         for d in [bp, relay, station] { try await d.daemon.shutdown(grace: .seconds(1)) }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func metricsEndpointServesPrometheusText() async throws {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = NodeMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        var r = SessionResult(outcome: .finished, initiator: true)
+        r.bytesIn = 100
+        r.bytesOut = 250
+        r.changesReceived = 5
+        r.changesRefused = 2
+        metrics.record(r)
+        metrics.pendingToHQ.record(7)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await MetricsEndpoint.start(registry: registry, host: "127.0.0.1", port: 0, group: group)
+        let port = try #require(channel.localAddress?.port)
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+        let text = String(decoding: data, as: UTF8.self)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        for line in [#"fieldsync_sessions_total{outcome="finished",direction="out"} 1"#, "fieldsync_bytes_in_total 100",
+                     "fieldsync_bytes_out_total 250", "fieldsync_changes_applied_total 3", "fieldsync_changes_refused_total 2",
+                     "fieldsync_pending_to_hq 7.0"] {
+            #expect(text.contains(line + "\n"), "\(line) missing from:\n\(text)")
+        }
+        let (_, other) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/")!)
+        #expect((other as? HTTPURLResponse)?.statusCode == 404)
+        try await channel.close()
+        try await group.shutdownGracefully()
     }
 
     @Test(.timeLimit(.minutes(1))) func shutdownDrainsThenCutsStalledSessions() async throws {

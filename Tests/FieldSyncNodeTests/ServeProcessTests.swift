@@ -1,5 +1,7 @@
 import FieldSyncNode
 import Foundation
+import NIOCore
+import NIOPosix
 import Testing
 
 /// The built `fieldsync` binary as a real process: `config check` errors, and `serve --config` stopping
@@ -51,9 +53,8 @@ struct ServeProcessTests {
         #expect(example.status == 0 && (try? NodeConfigFile.decode(Data(example.out.utf8))) != nil)
     }
 
-    @Test(.timeLimit(.minutes(1))) func serveStopsGracefullyOnSIGTERM() throws {
-        let dir = try NodeTests.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+    /// Enrolls a station `st` under a new HQ in `dir` with key files, and writes `st.json`.
+    static func enrollStation(in dir: String, grace: Int) throws {
         let scope = "longnan/wudu/station-017"
         for args in [["authority", "init", "--dir", "hq", "--key-file", "hq.key"],
                      ["device", "init", "--dir", "st", "--key-file", "st.key", "--role", "station", "--scope", scope, "--label", "st"],
@@ -65,8 +66,12 @@ struct ServeProcessTests {
         }
         try """
             {"device": {"dir": "st", "keyFile": "st.key"}, "store": {"path": "st.sqlite"}, "listen": "127.0.0.1:0",
-             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": 2}}
+             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": \(grace)}}
             """.write(toFile: dir + "/st.json", atomically: true, encoding: .utf8)
+    }
+
+    /// Starts `serve --config st.json` and waits until its status file says `running`.
+    static func serve(in dir: String) throws -> (Process, Pipe, DaemonStatus) {
         let serve = Self.process(["serve", "--config", "st.json"], in: dir)
         let err = Pipe()
         serve.standardError = err
@@ -76,7 +81,14 @@ struct ServeProcessTests {
         while Date() < deadline, (try? DaemonStatus.read(from: dir + "/st.status.json"))?.state != "running" {
             Thread.sleep(forTimeInterval: 0.05)
         }
-        let running = try DaemonStatus.read(from: dir + "/st.status.json")
+        return (serve, err, try DaemonStatus.read(from: dir + "/st.status.json"))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func serveStopsGracefullyOnSIGTERM() throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.enrollStation(in: dir, grace: 2)
+        let (serve, err, running) = try Self.serve(in: dir)
         #expect(running.state == "running" && running.role == "station" && running.pid == serve.processIdentifier)
         let signalled = Date()
         kill(serve.processIdentifier, SIGTERM)
@@ -89,7 +101,33 @@ struct ServeProcessTests {
         #expect(log.contains("signal received: draining") && log.contains("stopped"), "\(log)")
         print("serve: SIGTERM to exit 0 in \(Int(took * 1000)) ms")
         // The store is consistent: `status` opens it and reads it.
-        let status = try Self.run(["status", "--config", "st.json", "--json"], in: dir)
-        #expect(status.status == 0 && status.out.contains("\"state\":\"stopped\""), "\(status)")
+        let json = try Self.run(["status", "--config", "st.json", "--json"], in: dir)
+        #expect(json.status == 0 && json.out.contains("\"state\":\"stopped\""), "\(json)")
+        let human = try Self.run(["status", "--config", "st.json"], in: dir)
+        #expect(human.status == 0 && human.out.contains("daemon: stopped") && human.out.contains("own records: none"), "\(human)")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aSecondSignalCutsTheDrain() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.enrollStation(in: dir, grace: 30)
+        let (serve, err, running) = try Self.serve(in: dir)
+        let port = try #require(PeerAddress(running.listen)?.port)
+        // A silent client holds a session, so the drain would wait the whole 30 s grace.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+        try await Task.sleep(for: .milliseconds(200))
+        kill(serve.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(serve.isRunning, "still draining")
+        let second = Date()
+        kill(serve.processIdentifier, SIGTERM)
+        while serve.isRunning, Date().timeIntervalSince(second) < 10 { try await Task.sleep(for: .milliseconds(10)) }
+        let took = Date().timeIntervalSince(second)
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(!serve.isRunning && serve.terminationStatus == 0 && took < 3, "\(took) s; \(log)")
+        #expect(log.contains("second signal: cutting"), "\(log)")
+        try await silent.closeFuture.get()
+        try await group.shutdownGracefully()
     }
 }
