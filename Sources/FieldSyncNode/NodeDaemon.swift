@@ -70,6 +70,7 @@ public final class NodeDaemon: Sendable {
         var listener: (any Channel)?
         var tasks: [RepeatedTask] = []
         var heads: [LogID: HeldIntervals]?
+        var gaugesAt: UInt64 = 0
         var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
         var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
         var state = "starting"
@@ -109,7 +110,6 @@ public final class NodeDaemon: Sendable {
             for p in options.staticPeers { box.value.scheduler.addPeer(p, source: .static, now: now) }
             metrics.peers.record(box.value.scheduler.allPeers.count)
             checkStore(except: nil)
-            box.value.heads = box.value.heads ?? [:]
             box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(options.tick)) { [self] _ in
                 tick()
             })
@@ -241,32 +241,43 @@ public final class NodeDaemon: Sendable {
         if result.changesReceived > 0 { checkStore(except: result.peer) }
     }
 
-    /// Reads the store's heads; if they moved, schedules a push (debounced) to every peer but `except`.
+    /// Reads the store's heads (one row per log); if they moved, schedules a push (debounced) to every peer
+    /// but `except`, and refreshes the store gauges (also every 10 s: they count rows, which costs more).
     private func checkStore(except: DeviceID?) {
         let heads: [LogID: HeldIntervals]
-        let report: StoreReport
-        do {
-            (heads, report) = try node.withReplicatorOnLoop { r in (try r.store.holdings(), try StoreReport.read(r)) }
-        } catch {
+        do { heads = try node.withReplicatorOnLoop { try $0.store.holdings() } } catch {
             logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
             return
         }
-        metrics.heldBack.record(report.store.heldBack)
-        metrics.pendingToHQ.record(Int(report.pendingToHQ))
-        metrics.storeBytes.record(report.store.changeBytes)
-        guard let previous = box.value.heads else {
-            box.value.heads = heads
+        let now = nodeClockMilliseconds()
+        let moved = box.value.heads.map { $0 != heads } ?? false
+        if moved || box.value.heads == nil || now >= box.value.gaugesAt + 10_000 {
+            box.value.gaugesAt = now
+            refreshGauges()
+        }
+        guard moved else {
+            if box.value.heads == nil { box.value.heads = heads }
             return
         }
-        guard previous != heads else { return }
         box.value.heads = heads
         if let hook = hooks.storeChanged {
             do { try node.withReplicatorOnLoop { try hook($0) } } catch {
                 logger.error("storeChanged hook failed", metadata: ["sync.error": .string("\(error)")])
             }
         }
-        box.value.scheduler.storeChanged(now: nodeClockMilliseconds(), except: except)
+        box.value.scheduler.storeChanged(now: now, except: except)
         logger.debug("store changed; push scheduled", metadata: ["sync.except": .string(except?.description ?? "-")])
+    }
+
+    private func refreshGauges() {
+        do {
+            let report = try node.withReplicatorOnLoop { try StoreReport.read($0) }
+            metrics.heldBack.record(report.store.heldBack)
+            metrics.pendingToHQ.record(Int(report.pendingToHQ))
+            metrics.storeBytes.record(report.store.changeBytes)
+        } catch {
+            logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
+        }
     }
 
     private func makeStatus() -> DaemonStatus {
