@@ -107,6 +107,42 @@ public struct StoreReport: Sendable, Equatable {
     }
 }
 
+/// One record this node wrote to, and whether HQ holds all of this node's changes to it.
+public struct OwnRecordReceipt: Sendable, Equatable {
+    /// The record.
+    public var id: RecordID
+    /// Its kind and scope.
+    public var kind: RecordKind
+    public var scope: Scope
+    /// This node's changes that touched it, and how many of them HQ has receipted.
+    public var ownChanges: Int
+    public var receipted: Int
+
+    /// Whether HQ holds every change this node made to the record.
+    public var reachedHQ: Bool { receipted == ownChanges }
+
+    /// The records this node's own changes touched, newest event first, each with its receipt state.
+    /// One history query per record: meant for a device's own records (hundreds), not an archive.
+    /// - Throws: store errors.
+    public static func read(_ replicator: Replicator, limit: Int? = nil) throws -> [OwnRecordReceipt] {
+        let me = replicator.identity.id
+        var receiptedUpTo: [LogID: UInt64] = [:]
+        var out: [OwnRecordReceipt] = []
+        for record in try replicator.store.records(RecordQuery(includeDeleted: true)) {
+            let own = try replicator.store.history(of: record.id).filter { $0.log.author == me }
+            guard !own.isEmpty else { continue }
+            var done = 0
+            for c in own {
+                if receiptedUpTo[c.log] == nil { receiptedUpTo[c.log] = try replicator.store.receipted(c.log) }
+                if c.seq <= receiptedUpTo[c.log]! { done += 1 }
+            }
+            out.append(OwnRecordReceipt(id: record.id, kind: record.kind, scope: record.scope, ownChanges: own.count, receipted: done))
+            if let limit, out.count >= limit { break }
+        }
+        return out
+    }
+}
+
 /// Behaviour the certificate's role imposes on a node.
 public enum RolePolicy {
     /// Checks that a node of `role` may start with this many epoch keys and this relay quota.

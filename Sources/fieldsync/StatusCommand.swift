@@ -15,6 +15,7 @@ struct StatusCommand: AsyncParsableCommand {
         discussion: "Reads the status file the running daemon keeps (if any) and opens the store read-side (safe while the daemon runs).")
 
     @Option(help: ArgumentHelp("The node's JSON config file.", valueName: "file")) var config: String
+    @Flag(help: "Also list each record this device wrote to and whether HQ has receipted it.") var records = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
@@ -23,6 +24,7 @@ struct StatusCommand: AsyncParsableCommand {
         let daemon = try? DaemonStatus.read(from: c.statusPath)
         let r = try ReplicatorSpec.from(c).open()
         let report = try StoreReport.read(r)
+        let own = records ? try OwnRecordReceipt.read(r) : []
         let now = wallClockMilliseconds()
         if json {
             var o: [String: Any] = [
@@ -36,6 +38,10 @@ struct StatusCommand: AsyncParsableCommand {
                      "receipted": l.receipted, "own": l.own] as [String: Any]
                 },
             ]
+            if records {
+                o["ownRecords"] = own.map { ["id": $0.id.description, "kind": $0.kind.name, "scope": $0.scope.path,
+                                             "ownChanges": $0.ownChanges, "receipted": $0.receipted, "reachedHQ": $0.reachedHQ] as [String: Any] }
+            }
             if let d = daemon {
                 let data = try JSONEncoder().encode(d)
                 o["daemon"] = try JSONSerialization.jsonObject(with: data)
@@ -75,12 +81,18 @@ struct StatusCommand: AsyncParsableCommand {
             let held = l.heldBack > 0 ? ", \(l.heldBack) held back" : ""
             print("  \(l.own ? "*" : " ") \(l.log.author) \(l.log.scope.path): \(l.frontier)\(held), receipted \(l.receipted)")
         }
-        let own = report.logs.filter(\.own)
-        if own.isEmpty {
+        let ownLogs = report.logs.filter(\.own)
+        if ownLogs.isEmpty {
             print("own records: none written by this device")
         } else {
-            let total = own.reduce(0) { $0 + $1.frontier }
+            let total = ownLogs.reduce(0) { $0 + $1.frontier }
             print("own changes: \(total), receipted by HQ \(total - report.pendingToHQ), waiting for HQ \(report.pendingToHQ)")
+        }
+        if records {
+            print("own records (\(own.filter(\.reachedHQ).count) of \(own.count) reached HQ):")
+            for o in own {
+                print("  \(o.id)  \(o.kind.name)  \(o.scope.path)  \(o.reachedHQ ? "reached HQ" : "waiting (\(o.receipted)/\(o.ownChanges) changes receipted)")")
+            }
         }
     }
 

@@ -235,3 +235,34 @@ import Testing
         try await a.daemon.shutdown(grace: .seconds(1))
     }
 }
+
+/// What `fieldsync status` reports of this node's own records once HQ's receipt comes back.
+@Suite struct StatusReportTests {
+    @Test(.timeLimit(.minutes(1))) func ownRecordsReceiptedByHQ() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let root = try Scope("longnan")
+        let station = try NodeTests.node(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "st")
+        let hq = try NodeTests.node(try pki.device(.hq, scopes: [root]), trust: pki.trust, dir: dir, name: "hq")
+        let listener = try await hq.listen(host: "127.0.0.1", port: 0)
+        let port = try NodeTests.port(listener)
+        try await NodeTests.write(station, count: 2, tag: "before")
+        #expect(try await station.sync(host: "127.0.0.1", port: port).isFinished)
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        try await hq.withReplicator { _ = try $0.writeReceipt(scope: root, now: now) }
+        try await NodeTests.write(station, count: 1, tag: "after")  // written after HQ's receipt
+        #expect(try await station.sync(host: "127.0.0.1", port: port).isFinished)
+
+        let (report, own) = try await station.withReplicator { (try StoreReport.read($0), try OwnRecordReceipt.read($0)) }
+        let ownLog = try #require(report.logs.first { $0.own })
+        // The third change reached HQ in the second session, after the receipt was written.
+        #expect(ownLog.frontier == 3 && ownLog.receipted == 2 && report.pendingToHQ == 1, "\(report.logs)")
+        #expect(own.count == 3 && own.filter(\.reachedHQ).count == 2, "\(own)")
+        #expect(own.allSatisfy { $0.ownChanges == 1 && $0.kind == .incident })
+        #expect(report.logs.contains { $0.log.author != ownLog.log.author && $0.log.scope == root }, "HQ's receipt log is held")
+        try await listener.close()
+        try await station.shutdown()
+        try await hq.shutdown()
+    }
+}
