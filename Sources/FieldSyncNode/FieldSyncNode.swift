@@ -126,7 +126,7 @@ public final class FieldSyncNode: Sendable {
         do {
             return try await bootstrap.bind(host: host, port: port).get()
         } catch {
-            throw NodeError("cannot listen on \(host):\(port): \(error)")
+            throw NodeError("cannot listen on \(host):\(port): \(error); change `listen` (or --listen), or stop what holds the port")
         }
     }
 

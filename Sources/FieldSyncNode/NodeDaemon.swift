@@ -143,6 +143,16 @@ public final class NodeDaemon: Sendable {
         }
     }
 
+    /// Forgets a peer (discovery calls this when a peer's beacons stop; a running session still ends
+    /// normally). Safe from any thread.
+    public func removePeer(host: String, port: Int) {
+        node.loop.execute { [self] in
+            box.value.scheduler.removePeer(PeerAddress(host: host, port: port))
+            metrics.peers.record(box.value.scheduler.allPeers.count)
+            box.value.statusDirty = true
+        }
+    }
+
     /// The scheduler's view of every peer (a snapshot).
     public func peers() async throws -> [PeerState] {
         try await node.loop.submit { [box] in box.value.scheduler.allPeers }.get()

@@ -1,5 +1,6 @@
-// `fieldsync serve`, `sync`, `incident new`, `list`, `epoch-key new`: a device's node over TCP and the
-// minimum a person needs to create and see records. Storage and key handling: docs/node.md.
+// `fieldsync sync`, `incident new`, `list`, `epoch-key new`, and what every node command shares (the
+// device, its store, epoch key files): a device's node over TCP and the minimum a person needs to create
+// and see records (`serve` is in ServeCommand.swift). Storage and key handling: docs/node.md.
 
 import ArgumentParser
 import FieldSyncCore
