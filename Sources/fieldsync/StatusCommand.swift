@@ -12,7 +12,7 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show the node's peers, last sync with each, log frontiers, held-back changes and HQ receipts.",
-        discussion: "Reads the status file the running daemon keeps (if any) and opens the store read-side (safe while the daemon runs).")
+        discussion: "Reads the status file the running daemon keeps (if any) and opens the store (safe while the daemon runs: SQLite WAL, and a writer's transaction is waited for).")
 
     @Option(help: ArgumentHelp("The node's JSON config file.", valueName: "file")) var config: String
     @Flag(help: "Also list each record this device wrote to and whether HQ has receipted it.") var records = false

@@ -136,6 +136,15 @@ import Testing
         #expect(s.due(now: 20, incoming: 5).isEmpty)
     }
 
+    @Test func removedPeerIsForgottenEvenIfItsSessionRuns() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .discovered, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a])
+        s.removePeer(Self.a)
+        s.sessionEnded(Self.a, finished: true, device: nil, now: 10)  // the running session's end is ignored
+        #expect(s.allPeers.isEmpty && s.nextDue == nil && s.outgoing == 0)
+    }
+
     @Test func stopStartsNothing() {
         var s = SyncScheduler(policy: Self.policy(), seed: 1)
         s.addPeer(Self.a, source: .static, now: 0)
