@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -47,6 +50,10 @@ let package = Package(
                 "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
@@ -58,6 +65,7 @@ let package = Package(
                 "FieldSyncStore",
                 "FieldSyncNode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Deterministic discrete-event simulator (Simulator/README.md): engine, scenarios, metrics, charts.
@@ -93,7 +101,8 @@ let package = Package(
         .testTarget(
             name: "FieldSyncNodeTests",
             dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
-                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore"], path: "Tests/FieldSimTests"),
     ]

@@ -10,6 +10,7 @@ import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 
@@ -53,19 +54,31 @@ public final class FieldSyncNode: Sendable {
     public let configuration: NodeConfiguration
     private let replicator: NIOLoopBoundBox<Replicator?>
     private let activeSessions: NIOLoopBoundBox<Int>
+    private let activeIncoming: NIOLoopBoundBox<Int>
+    private let openChannels: NIOLoopBoundBox<[ObjectIdentifier: any Channel]>
+    private let draining: NIOLoopBoundBox<Bool>
     private let log: @Sendable (String) -> Void
+    /// Structured log of sessions and refusals (`sync.*` metadata keys).
+    public let logger: Logger
 
     /// Creates a node. `makeReplicator` runs on the node's loop, which then owns the replicator.
-    /// - Parameter log: receives one line per noteworthy event (session end with its reason, refusals).
-    public init(configuration: NodeConfiguration, log: @escaping @Sendable (String) -> Void = { _ in },
+    /// - Parameters:
+    ///   - logger: structured log (one entry per session end, refusals); discards everything by default.
+    ///   - log: receives one plain line per noteworthy event (session end with its reason, refusals).
+    public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "fieldsync.node", factory: { _ in SwiftLogNoOpLogHandler() }),
+                log: @escaping @Sendable (String) -> Void = { _ in },
                 makeReplicator: @escaping @Sendable () throws -> Replicator) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
         loop = group.next()
         self.configuration = configuration
         self.log = log
+        self.logger = logger
         replicator = NIOLoopBoundBox.makeEmptyBox(valueType: Replicator.self, eventLoop: loop)
         activeSessions = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
+        activeIncoming = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
+        openChannels = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: loop)
+        draining = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: loop)
         let box = replicator
         do {
             try loop.submit { box.value = try makeReplicator() }.wait()
@@ -82,6 +95,13 @@ public final class FieldSyncNode: Sendable {
             guard let r = box.value else { throw NodeError("the node was shut down") }
             return try body(r)
         }.get()
+    }
+
+    /// Runs `body` with the replicator; call on the node's loop (daemon code already running there).
+    public func withReplicatorOnLoop<T>(_ body: (Replicator) throws -> T) throws -> T {
+        loop.preconditionInEventLoop()
+        guard let r = replicator.value else { throw NodeError("the node was shut down") }
+        return try body(r)
     }
 
     /// Starts listening; each accepted connection runs one session as responder.
@@ -106,7 +126,7 @@ public final class FieldSyncNode: Sendable {
         do {
             return try await bootstrap.bind(host: host, port: port).get()
         } catch {
-            throw NodeError("cannot listen on \(host):\(port): \(error)")
+            throw NodeError("cannot listen on \(host):\(port): \(error); change `listen` (or --listen), or stop what holds the port")
         }
     }
 
@@ -120,7 +140,7 @@ public final class FieldSyncNode: Sendable {
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard try self.attachSession(to: channel, initiator: true, done: done) else {
-                        throw NodeError("this node already runs \(self.configuration.maxConcurrentSessions) sessions; try again later")
+                        throw NodeError("this node runs its limit of \(self.configuration.maxConcurrentSessions) sessions or is shutting down; try again later")
                     }
                 }
             }
@@ -132,6 +152,46 @@ public final class FieldSyncNode: Sendable {
             throw e
         }
         return try await done.futureResult.get()
+    }
+
+    /// Sessions running now (incoming and outgoing). Call on the loop.
+    public var runningSessions: Int {
+        loop.preconditionInEventLoop()
+        return activeSessions.value
+    }
+
+    /// Incoming sessions running now. Call on the loop.
+    public var incomingSessions: Int {
+        loop.preconditionInEventLoop()
+        return activeIncoming.value
+    }
+
+    /// Graceful stop of sessions: refuses new ones (incoming connections are closed at accept, `sync`
+    /// fails), waits up to `grace` for the running ones to finish, then closes what is left (each closed
+    /// session loses at most its unacknowledged batches, which the next session resends).
+    /// - Returns: how many sessions were cut when the grace period ran out.
+    @discardableResult
+    public func drain(grace: TimeAmount) async throws -> Int {
+        let active = activeSessions, stop = draining
+        try await loop.submit { stop.value = true }.get()
+        let deadline = NIODeadline.now() + grace
+        while NIODeadline.now() < deadline {
+            if try await loop.submit({ active.value }).get() == 0 { return 0 }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try await cutSessions()
+    }
+
+    /// Closes every session's connection now (each loses at most its unacknowledged batches).
+    /// - Returns: how many were open.
+    @discardableResult
+    public func cutSessions() async throws -> Int {
+        let channels = openChannels
+        return try await loop.submit { () -> Int in
+            let open = Array(channels.value.values)
+            for c in open { c.close(promise: nil) }
+            return open.count
+        }.get()
     }
 
     /// Closes the loop. Channels still open are closed; call after closing the listener.
@@ -148,20 +208,32 @@ public final class FieldSyncNode: Sendable {
         loop.preconditionInEventLoop()  // one loop: the replicator is never touched from another thread
         guard let replicator = replicator.value else { throw NodeError("the node was shut down") }
         let active = activeSessions
+        if draining.value {
+            channel.close(promise: nil)
+            return false
+        }
         guard active.value < configuration.maxConcurrentSessions else {
             log("refused a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(active.value) sessions running (limit \(configuration.maxConcurrentSessions))")
             channel.close(promise: nil)
             return false
         }
         active.value += 1
-        done.futureResult.whenComplete { _ in active.value -= 1 }
+        let incoming = activeIncoming
+        if !initiator { incoming.value += 1 }
+        let channels = openChannels, key = ObjectIdentifier(channel)
+        channels.value[key] = channel
+        done.futureResult.whenComplete { _ in
+            active.value -= 1
+            if !initiator { incoming.value -= 1 }
+            channels.value[key] = nil
+        }
         var salt = SecureRandom.bytes(16)
         let session = SyncSession(initiator: initiator, replicator: replicator,
                                   configuration: SessionConfiguration(network: configuration.network, salt: salt),
                                   now: nodeClockMilliseconds())
         salt.removeAll()
         let handler = SessionChannelHandler(session: session, initiator: initiator, clock: nodeClockMilliseconds,
-                                            log: log, done: done)
+                                            log: log, logger: logger, done: done)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))
         try sync.addHandler(handler)

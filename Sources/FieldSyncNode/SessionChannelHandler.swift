@@ -6,6 +6,7 @@
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
+import Logging
 import NIOCore
 
 /// How one session over one connection ended.
@@ -30,10 +31,20 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
     /// Changes the peer sent that were rejected here.
     public var changesRejected = 0
+    /// Changes the peer sent that verified but the store refused (relay quota full, too many held back).
+    public var changesRefused = 0
+    /// The peer's socket address as seen by this node (for an incoming session, its ephemeral port).
+    public var remoteAddress: String?
     /// Bytes read from and written to the socket.
     public var bytesIn = 0, bytesOut = 0
     /// Wall time from channel active to the end, in milliseconds.
     public var durationMilliseconds: UInt64 = 0
+
+    /// Creates a result (the handler fills it in; tests and hooks may build one).
+    public init(outcome: Outcome, initiator: Bool) {
+        self.outcome = outcome
+        self.initiator = initiator
+    }
 
     /// Whether the session finished normally.
     public var isFinished: Bool { outcome == .finished }
@@ -45,8 +56,9 @@ public struct SessionResult: Sendable, CustomStringConvertible {
         case .finished: how = "finished"
         case let .failed(why): how = "failed: \(why)"
         }
+        let refused = changesRefused > 0 ? ", refused \(changesRefused) (store full)" : ""
         return "\(initiator ? "to" : "from") \(who): \(how); sent \(changesSent) (acked \(changesAcknowledged)), "
-            + "received \(changesReceived), rejected \(changesRejected); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
+            + "received \(changesReceived), rejected \(changesRejected)\(refused); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
     }
 }
 
@@ -62,6 +74,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let session: SyncSession
     private let clock: @Sendable () -> UInt64
     private let log: @Sendable (String) -> Void
+    private let logger: Logger
     private let done: EventLoopPromise<SessionResult>
     private var result: SessionResult
     private var started: UInt64 = 0
@@ -71,16 +84,18 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var completed = false
 
     init(session: SyncSession, initiator: Bool, clock: @escaping @Sendable () -> UInt64,
-         log: @escaping @Sendable (String) -> Void, done: EventLoopPromise<SessionResult>) {
+         log: @escaping @Sendable (String) -> Void, logger: Logger, done: EventLoopPromise<SessionResult>) {
         self.session = session
         self.clock = clock
         self.log = log
+        self.logger = logger
         self.done = done
         result = SessionResult(outcome: .failed("not started"), initiator: initiator)
     }
 
     func channelActive(context: ChannelHandlerContext) {
         started = clock()
+        result.remoteAddress = context.channel.remoteAddress.map(hostPort)
         // The initiator's first handshake message was queued by the session's init.
         transmit(context: context)
         drainEvents(context: context)
@@ -163,9 +178,31 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         result.changesSent = session.changesSent
         result.changesAcknowledged = session.changesAcknowledged
         result.changesReceived = session.changesReceived
+        result.changesRefused = session.changesRefused
         result.durationMilliseconds = clock() &- started
         result.outcome = session.isFinished ? .finished : .failed(failure ?? "connection closed before the session finished")
         log("session \(result)")
+        var meta: Logger.Metadata = [
+            "sync.direction": .string(result.initiator ? "out" : "in"),
+            "sync.outcome": .string(result.isFinished ? "finished" : "failed"),
+            "sync.changes.sent": .stringConvertible(result.changesSent),
+            "sync.changes.acked": .stringConvertible(result.changesAcknowledged),
+            "sync.changes.received": .stringConvertible(result.changesReceived),
+            "sync.changes.rejected": .stringConvertible(result.changesRejected),
+            "sync.changes.refused": .stringConvertible(result.changesRefused),
+            "sync.bytes.in": .stringConvertible(result.bytesIn),
+            "sync.bytes.out": .stringConvertible(result.bytesOut),
+            "sync.duration_ms": .stringConvertible(result.durationMilliseconds),
+        ]
+        if let p = result.peer { meta["sync.peer"] = .string(p.description) }
+        if let r = result.peerRole { meta["sync.peer.role"] = .string(r.description) }
+        if let a = result.remoteAddress { meta["sync.remote"] = .string(a) }
+        if case let .failed(why) = result.outcome { meta["sync.error"] = .string(why) }
+        if result.changesRefused > 0 {
+            logger.warning("store refused changes: quota or held-back limit reached", metadata: meta)
+        } else {
+            logger.info(result.isFinished ? "session finished" : "session failed", metadata: meta)
+        }
         done.succeed(result)
     }
 

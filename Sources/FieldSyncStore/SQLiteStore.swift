@@ -66,6 +66,9 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         self.schemas = schemas
         var config = Configuration()
         config.label = "fieldsync.store"
+        // A node's daemon and a CLI command (another process) may write the same store: wait for the other
+        // writer's transaction (they are short) instead of failing at once with "database is locked".
+        config.busyMode = .timeout(10)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(syncMode == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA secure_delete = ON")

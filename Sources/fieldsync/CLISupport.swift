@@ -31,6 +31,11 @@ struct KeystoreOptions: ParsableArguments {
 
     func passphrase() throws -> [UInt8] {
         guard let passphraseFile else { return [] }
+        return try Self.readPassphrase(passphraseFile)
+    }
+
+    /// The first line of a passphrase file.
+    static func readPassphrase(_ passphraseFile: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: passphraseFile) else {
             throw CLIError("cannot read passphrase file \(passphraseFile)")
         }

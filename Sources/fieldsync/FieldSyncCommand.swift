@@ -6,7 +6,7 @@ struct FieldSyncCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync",
         abstract: "FieldSync: offline-first, encrypted, peer-to-peer sync for field policing nodes.",
-        subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, IncidentCommand.self, List.self,
-                      EpochKeyCommand.self, Publish.self, CrashWriter.self]
+        subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, ConfigCommand.self, StatusCommand.self,
+                      IncidentCommand.self, List.self, EpochKeyCommand.self, Publish.self, CrashWriter.self]
     )
 }

@@ -1,5 +1,6 @@
-// `fieldsync serve`, `sync`, `incident new`, `list`, `epoch-key new`: a device's node over TCP and the
-// minimum a person needs to create and see records. Storage and key handling: docs/node.md.
+// `fieldsync sync`, `incident new`, `list`, `epoch-key new`, and what every node command shares (the
+// device, its store, epoch key files): a device's node over TCP and the minimum a person needs to create
+// and see records (`serve` is in ServeCommand.swift). Storage and key handling: docs/node.md.
 
 import ArgumentParser
 import FieldSyncCore
@@ -37,6 +38,10 @@ struct ReplicatorSpec: Sendable {
     var unlock: KeystoreUnlock
     var store: String
     var epochKeyFiles: [String]
+    /// Relay quota (bytes of stored changes); only a relay may have one.
+    var quotaBytes: Int? = nil
+    var syncMode: SyncMode = .full
+    var maxFileBytes: Int? = nil
 
     /// Opens the keystore, the trust store and the store, and builds the replicator.
     func open() throws -> Replicator {
@@ -47,11 +52,15 @@ struct ReplicatorSpec: Sendable {
         var trust = TrustStore(root: root)
         for a in contents.chain { try trust.addAuthority(a, now: wallClockMilliseconds()) }
         let identity = DeviceIdentity(signingKey: contents.signingKey, agreementKey: contents.agreementKey, certificate: certificate)
+        var fileKeys: [EpochKey] = []
+        for f in epochKeyFiles { fileKeys += try EpochKeyFile.read(f) }
+        // A relay forwards ciphertext only: it must not start with keys; only a relay takes a quota.
+        try RolePolicy.check(role: certificate.role, epochKeys: contents.epochKeys.count + fileKeys.count, quotaBytes: quotaBytes)
         let sealer = try StorageKeySealer(key: try Self.storageKey(contents))
-        let sqlite = try SQLiteStore(path: store, sealer: sealer)
+        let sqlite = try SQLiteStore(path: store, sealer: sealer, limits: StoreLimits(quotaBytes: quotaBytes), syncMode: syncMode,
+                                     maxFileBytes: maxFileBytes)
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
-        for k in contents.epochKeys { replicator.addKey(k) }
-        for f in epochKeyFiles { for k in try EpochKeyFile.read(f) { replicator.addKey(k) } }
+        for k in contents.epochKeys + fileKeys { replicator.addKey(k) }
         // Keys granted and revocations learned through sync live in the store; a restart must not forget them.
         try replicator.restoreControlState(now: wallClockMilliseconds())
         return replicator
@@ -126,45 +135,6 @@ func resultJSON(_ r: SessionResult) -> [String: Any] {
     if let role = r.peerRole { o["peerRole"] = role.description }
     if case let .failed(why) = r.outcome { o["error"] = why }
     return o
-}
-
-/// `fieldsync serve`: listen and answer sync sessions until SIGINT or SIGTERM.
-struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run this device's node: accept sync sessions on HOST:PORT until SIGINT/SIGTERM.")
-
-    @OptionGroup var node: NodeOptions
-    @Option(help: "Address to listen on, HOST:PORT.") var listen: String = "127.0.0.1:7000"
-    @Option(help: "Network name; peers of other networks cannot connect.") var network: String = "longnan-police"
-    @Option(help: "Most concurrent sessions.") var maxSessions: Int = 8
-    @Option(help: "Seconds without bytes before a session is cut.") var idleTimeout: Int64 = 30
-
-    func run() async throws {
-        let (host, port) = try parseEndpoint(listen)
-        var config = NodeConfiguration(network: NetworkParameters(networkID: network))
-        config.maxConcurrentSessions = maxSessions
-        config.idleTimeout = .seconds(idleTimeout)
-        let spec = try node.spec()
-        let n = try FieldSyncNode(configuration: config, log: logLine) { try spec.open() }
-        let id = try await n.withReplicator { "\($0.identity.id) (\($0.identity.certificate.role))" }
-        let listener = try await n.listen(host: host, port: port)
-        logLine("serving \(id) on \(listener.localAddress.map { "\($0)" } ?? listen), network \(network); store \(node.store)")
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                logLine("signal \(sig): closing the listener")
-                listener.close(promise: nil)
-            }
-            source.resume()
-            sources.append(source)
-        }
-        try await listener.closeFuture.get()
-        sources.forEach { $0.cancel() }
-        try await n.shutdown()
-        logLine("stopped")
-    }
 }
 
 /// `fieldsync sync HOST:PORT`: one session as initiator.

@@ -135,6 +135,10 @@ public final class SyncSession {
 
     /// Changes sent and acknowledged by the peer, and received and applied, in this session.
     public private(set) var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
+    /// Changes received in this session that the store refused: relay quota full of unreceipted changes,
+    /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
+    /// and are offered again by the next session, when there may be room.
+    public private(set) var changesRefused = 0
 
     /// Starts a session. The initiator's first message is queued at once.
     public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64) {
@@ -227,6 +231,7 @@ public final class SyncSession {
             }
             let report = try replicator.ingest(changes, certificates: certs, now: now)
             changesReceived += report.outcomes.filter { $0 == .accepted }.count
+            changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
             events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
             if report.rejected > 0 {
                 // What verified is committed; a peer that sends forgeries is cut off.

@@ -1,0 +1,431 @@
+// The node's config file: one JSON object, every key optional except the device and the store, with the
+// defaults documented in docs/node.md ("Config reference"). Decoding rejects unknown keys (a typo must
+// not silently fall back to a default); `check` then validates values and files and names the key at
+// fault with what to do.
+
+import Foundation
+
+/// The daemon's configuration as read from a JSON file.
+///
+/// ```swift
+/// let config = try NodeConfigFile.load(path: "/etc/fieldsync/node.json")
+/// let problems = config.check()   // [] when ready to serve
+/// ```
+public struct NodeConfigFile: Sendable, Equatable, Decodable {
+    /// The device: its directory and how to unlock its keystore.
+    public struct Device: Sendable, Equatable, Decodable {
+        /// The device directory (holds `device.keystore`). Required.
+        public var dir: String
+        /// File whose first line is the keystore passphrase (exactly one of this and `keyFile`).
+        public var passphraseFile: String?
+        /// 32-byte key file that unlocks the keystore (exactly one of this and `passphraseFile`).
+        public var keyFile: String?
+
+        static let keys: Set<String> = ["dir", "passphraseFile", "keyFile"]
+        public init(dir: String, passphraseFile: String? = nil, keyFile: String? = nil) {
+            self.dir = dir
+            self.passphraseFile = passphraseFile
+            self.keyFile = keyFile
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "device")
+            dir = try c.decode(String.self, forKey: AnyKey("dir"))
+            passphraseFile = try c.decodeIfPresent(String.self, forKey: AnyKey("passphraseFile"))
+            keyFile = try c.decodeIfPresent(String.self, forKey: AnyKey("keyFile"))
+        }
+    }
+
+    /// The SQLite store.
+    public struct Store: Sendable, Equatable, Decodable {
+        /// The store file (created if missing). Required.
+        public var path: String
+        /// `full` (default: a committed batch survives power loss) or `normal` (WAL NORMAL; faster).
+        public var syncMode = "full"
+        /// Hard cap on the database file in bytes (SQLite `max_page_count`); null for none.
+        public var maxFileBytes: Int?
+
+        static let keys: Set<String> = ["path", "syncMode", "maxFileBytes"]
+        public init(path: String) { self.path = path }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "store")
+            path = try c.decode(String.self, forKey: AnyKey("path"))
+            syncMode = try c.decodeIfPresent(String.self, forKey: AnyKey("syncMode")) ?? "full"
+            maxFileBytes = try c.decodeIfPresent(Int.self, forKey: AnyKey("maxFileBytes"))
+        }
+    }
+
+    /// Session limits and timing.
+    public struct Sessions: Sendable, Equatable, Decodable {
+        /// Most concurrent sessions, incoming and outgoing together (default 8).
+        public var max = 8
+        /// Seconds without bytes in either direction before a session is cut (default 30).
+        public var idleTimeoutSeconds = 30
+        /// Seconds to establish an outgoing TCP connection (default 10).
+        public var connectTimeoutSeconds = 10
+        /// On SIGTERM, seconds running sessions get to finish before they are cut (default 10).
+        public var shutdownGraceSeconds = 10
+
+        static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds"]
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "sessions")
+            max = try c.decodeIfPresent(Int.self, forKey: AnyKey("max")) ?? 8
+            idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("idleTimeoutSeconds")) ?? 30
+            connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("connectTimeoutSeconds")) ?? 10
+            shutdownGraceSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("shutdownGraceSeconds")) ?? 10
+        }
+    }
+
+    /// When to sync.
+    public struct Schedule: Sendable, Equatable, Decodable {
+        /// Seconds between syncs with a peer when nothing changed (default 300).
+        public var resyncIntervalSeconds = 300
+        /// First retry delay after a failed session, ms (default 1000).
+        public var backoffMinMilliseconds = 1_000
+        /// Largest retry delay, ms (default 300000).
+        public var backoffMaxMilliseconds = 300_000
+        /// Delay between noticing a change and pushing it, ms (default 250); changes within it ride along.
+        public var pushDebounceMilliseconds = 250
+        /// How often the store's heads are read to notice writes by other processes, ms (default 500).
+        public var pollIntervalMilliseconds = 500
+
+        static let keys: Set<String> = ["resyncIntervalSeconds", "backoffMinMilliseconds", "backoffMaxMilliseconds",
+                                        "pushDebounceMilliseconds", "pollIntervalMilliseconds"]
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "schedule")
+            resyncIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("resyncIntervalSeconds")) ?? 300
+            backoffMinMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("backoffMinMilliseconds")) ?? 1_000
+            backoffMaxMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("backoffMaxMilliseconds")) ?? 300_000
+            pushDebounceMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("pushDebounceMilliseconds")) ?? 250
+            pollIntervalMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("pollIntervalMilliseconds")) ?? 500
+        }
+    }
+
+    /// Relay boxes only.
+    public struct Relay: Sendable, Equatable, Decodable {
+        /// Bytes of stored changes a relay keeps (null: no quota). Past it, receipted changes are evicted
+        /// first; unreceipted ones are refused and reported.
+        public var quotaBytes: Int?
+
+        static let keys: Set<String> = ["quotaBytes"]
+        public init(quotaBytes: Int? = nil) { self.quotaBytes = quotaBytes }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "relay")
+            quotaBytes = try c.decodeIfPresent(Int.self, forKey: AnyKey("quotaBytes"))
+        }
+    }
+
+    /// The Prometheus endpoint.
+    public struct Metrics: Sendable, Equatable, Decodable {
+        /// Whether to serve `GET /metrics` (default false).
+        public var enabled = false
+        /// Where, `HOST:PORT` (default `127.0.0.1:9464`).
+        public var listen = "127.0.0.1:9464"
+
+        static let keys: Set<String> = ["enabled", "listen"]
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "metrics")
+            enabled = try c.decodeIfPresent(Bool.self, forKey: AnyKey("enabled")) ?? false
+            listen = try c.decodeIfPresent(String.self, forKey: AnyKey("listen")) ?? "127.0.0.1:9464"
+        }
+    }
+
+    /// LAN discovery (wired by `Discovery.swift`).
+    public struct Discovery: Sendable, Equatable, Decodable {
+        /// Whether to send and listen for beacons (default false).
+        public var enabled = false
+        /// UDP port of the beacons (default 7001).
+        public var port = 7001
+        /// Seconds between beacons (default 5).
+        public var intervalSeconds = 5
+
+        static let keys: Set<String> = ["enabled", "port", "intervalSeconds"]
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "discovery")
+            enabled = try c.decodeIfPresent(Bool.self, forKey: AnyKey("enabled")) ?? false
+            port = try c.decodeIfPresent(Int.self, forKey: AnyKey("port")) ?? 7001
+            intervalSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("intervalSeconds")) ?? 5
+        }
+    }
+
+    /// The device. Required.
+    public var device: Device
+    /// The store. Required.
+    public var store: Store
+    /// Epoch key files (`SCOPE EPOCH HEX64` per line, mode 0600) besides the keystore's keys (default none;
+    /// a relay must have none).
+    public var epochKeyFiles: [String] = []
+    /// Where to accept sessions, `HOST:PORT` (default `0.0.0.0:7000`).
+    public var listen = "0.0.0.0:7000"
+    /// The network name; peers of other networks cannot connect (default `longnan-police`).
+    public var network = "longnan-police"
+    /// Static peers, `HOST:PORT` each (default none).
+    public var peers: [String] = []
+    /// Session limits.
+    public var sessions = Sessions()
+    /// Scheduling.
+    public var schedule = Schedule()
+    /// Relay quota.
+    public var relay = Relay()
+    /// Metrics endpoint.
+    public var metrics = Metrics()
+    /// Log level: trace, debug, info (default), notice, warning, error, critical.
+    public var logLevel = "info"
+    /// The status file `fieldsync status` reads (default: the store path + `.status.json`).
+    public var statusFile: String?
+    /// LAN discovery.
+    public var discovery = Discovery()
+
+    static let keys: Set<String> = ["device", "store", "epochKeyFiles", "listen", "network", "peers", "sessions", "schedule",
+                                    "relay", "metrics", "logLevel", "statusFile", "discovery"]
+    /// The accepted log levels.
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// A configuration with defaults for everything but the device and the store.
+    public init(device: Device, store: Store) {
+        self.device = device
+        self.store = store
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try strictContainer(decoder, allowed: Self.keys, section: nil)
+        device = try c.decode(Device.self, forKey: AnyKey("device"))
+        store = try c.decode(Store.self, forKey: AnyKey("store"))
+        epochKeyFiles = try c.decodeIfPresent([String].self, forKey: AnyKey("epochKeyFiles")) ?? []
+        listen = try c.decodeIfPresent(String.self, forKey: AnyKey("listen")) ?? "0.0.0.0:7000"
+        network = try c.decodeIfPresent(String.self, forKey: AnyKey("network")) ?? "longnan-police"
+        peers = try c.decodeIfPresent([String].self, forKey: AnyKey("peers")) ?? []
+        sessions = try c.decodeIfPresent(Sessions.self, forKey: AnyKey("sessions")) ?? Sessions()
+        schedule = try c.decodeIfPresent(Schedule.self, forKey: AnyKey("schedule")) ?? Schedule()
+        relay = try c.decodeIfPresent(Relay.self, forKey: AnyKey("relay")) ?? Relay()
+        metrics = try c.decodeIfPresent(Metrics.self, forKey: AnyKey("metrics")) ?? Metrics()
+        logLevel = try c.decodeIfPresent(String.self, forKey: AnyKey("logLevel")) ?? "info"
+        statusFile = try c.decodeIfPresent(String.self, forKey: AnyKey("statusFile"))
+        discovery = try c.decodeIfPresent(Discovery.self, forKey: AnyKey("discovery")) ?? Discovery()
+    }
+
+    /// The status file path in force.
+    public var statusPath: String { statusFile ?? store.path + ".status.json" }
+
+    /// Reads and decodes a config file. Relative paths inside it are taken relative to the file's folder.
+    /// - Throws: `ConfigError` naming the file, and the key at fault when the JSON is well formed.
+    public static func load(path: String) throws -> NodeConfigFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(key: nil, "cannot read config file \(path); check the path and its permissions")
+        }
+        var config = try decode(data, source: path)
+        let base = (path as NSString).deletingLastPathComponent
+        config.resolvePaths(relativeTo: base.isEmpty ? "." : base)
+        return config
+    }
+
+    /// Decodes config JSON (no path resolution).
+    /// - Throws: `ConfigError`.
+    public static func decode(_ data: Data, source: String = "config") throws -> NodeConfigFile {
+        do {
+            return try JSONDecoder().decode(NodeConfigFile.self, from: data)
+        } catch let e as ConfigError {
+            throw ConfigError(key: e.key, "\(source): \(e.description)")
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            let at = keyPath(ctx.codingPath + [key])
+            throw ConfigError(key: at, "\(source): `\(at)` is required; add it (see `fieldsync config example`)")
+        } catch let DecodingError.typeMismatch(type, ctx) {
+            let at = keyPath(ctx.codingPath)
+            throw ConfigError(key: at, "\(source): `\(at)` must be \(describe(type)); fix its value")
+        } catch let DecodingError.valueNotFound(type, ctx) {
+            let at = keyPath(ctx.codingPath)
+            throw ConfigError(key: at, "\(source): `\(at)` must be \(describe(type)), not null; give a value or remove the key")
+        } catch let DecodingError.dataCorrupted(ctx) {
+            let detail = (ctx.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? ctx.debugDescription
+            throw ConfigError(key: ctx.codingPath.isEmpty ? nil : keyPath(ctx.codingPath),
+                              "\(source) is not valid JSON (\(detail)); fix the syntax (comments are not allowed)")
+        } catch {
+            throw ConfigError(key: nil, "\(source): \(error)")
+        }
+    }
+
+    mutating func resolvePaths(relativeTo base: String) {
+        func abs(_ p: String) -> String { p.hasPrefix("/") ? p : base + "/" + p }
+        device.dir = abs(device.dir)
+        device.passphraseFile = device.passphraseFile.map(abs)
+        device.keyFile = device.keyFile.map(abs)
+        store.path = abs(store.path)
+        epochKeyFiles = epochKeyFiles.map(abs)
+        statusFile = statusFile.map(abs)
+    }
+
+    /// Validates values and files; an empty result means the config is ready to serve. Checks that need
+    /// the keystore unlocked (the certificate's role; a relay must not hold epoch keys) are made at start.
+    public func check() -> [ConfigError] {
+        var out: [ConfigError] = []
+        let fm = FileManager.default
+        func fail(_ key: String, _ text: String) { out.append(ConfigError(key: key, "`\(key)`: \(text)")) }
+        var isDir: ObjCBool = false
+        if !fm.fileExists(atPath: device.dir, isDirectory: &isDir) || !isDir.boolValue {
+            fail("device.dir", "\(device.dir) is not a directory; run `fieldsync device init --dir \(device.dir)` or fix the path")
+        } else if !fm.fileExists(atPath: device.dir + "/device.keystore") {
+            fail("device.dir", "\(device.dir) holds no device.keystore; run `fieldsync device init` and `device import` there")
+        }
+        switch (device.passphraseFile, device.keyFile) {
+        case (nil, nil), (.some, .some):
+            fail("device", "give exactly one of `passphraseFile` and `keyFile`")
+        case let (p?, nil):
+            if !fm.isReadableFile(atPath: p) { fail("device.passphraseFile", "cannot read \(p); create it or fix the path") }
+        case let (nil, k?):
+            if !fm.isReadableFile(atPath: k) { fail("device.keyFile", "cannot read \(k); fix the path") }
+        }
+        let storeDir = (store.path as NSString).deletingLastPathComponent
+        if !fm.fileExists(atPath: storeDir.isEmpty ? "." : storeDir, isDirectory: &isDir) || !isDir.boolValue {
+            fail("store.path", "the folder \(storeDir) does not exist; create it (the store file itself is created if missing)")
+        }
+        if !["full", "normal"].contains(store.syncMode) { fail("store.syncMode", "must be \"full\" or \"normal\", not \"\(store.syncMode)\"") }
+        if let m = store.maxFileBytes, m < 1 << 20 { fail("store.maxFileBytes", "must be at least 1048576 (1 MiB), or null for no cap") }
+        for (i, f) in epochKeyFiles.enumerated() where !fm.isReadableFile(atPath: f) {
+            fail("epochKeyFiles[\(i)]", "cannot read \(f); create it with `fieldsync epoch-key new` or remove the entry")
+        }
+        if PeerAddress(listen) == nil && !listen.hasSuffix(":0") {
+            fail("listen", "\"\(listen)\" is not HOST:PORT with a port 1-65535 (e.g. \"0.0.0.0:7000\")")
+        }
+        if network.isEmpty || network.utf8.count > 64 { fail("network", "must be 1 to 64 bytes (every peer must use the same name)") }
+        for (i, p) in peers.enumerated() where PeerAddress(p) == nil {
+            fail("peers[\(i)]", "\"\(p)\" is not HOST:PORT with a port 1-65535 (e.g. \"10.20.0.5:7000\")")
+        }
+        if !(1...1_024).contains(sessions.max) { fail("sessions.max", "must be 1 to 1024, not \(sessions.max)") }
+        if !(1...86_400).contains(sessions.idleTimeoutSeconds) { fail("sessions.idleTimeoutSeconds", "must be 1 to 86400") }
+        if !(1...600).contains(sessions.connectTimeoutSeconds) { fail("sessions.connectTimeoutSeconds", "must be 1 to 600") }
+        if !(0...3_600).contains(sessions.shutdownGraceSeconds) { fail("sessions.shutdownGraceSeconds", "must be 0 to 3600") }
+        if !(1...604_800).contains(schedule.resyncIntervalSeconds) { fail("schedule.resyncIntervalSeconds", "must be 1 to 604800") }
+        if schedule.backoffMinMilliseconds < 10 { fail("schedule.backoffMinMilliseconds", "must be at least 10") }
+        if schedule.backoffMaxMilliseconds < schedule.backoffMinMilliseconds {
+            fail("schedule.backoffMaxMilliseconds", "must be at least backoffMinMilliseconds (\(schedule.backoffMinMilliseconds))")
+        }
+        if !(0...60_000).contains(schedule.pushDebounceMilliseconds) { fail("schedule.pushDebounceMilliseconds", "must be 0 to 60000") }
+        if !(50...60_000).contains(schedule.pollIntervalMilliseconds) { fail("schedule.pollIntervalMilliseconds", "must be 50 to 60000") }
+        if let q = relay.quotaBytes, q < 1 << 20 { fail("relay.quotaBytes", "must be at least 1048576 (1 MiB), or null for no quota") }
+        if metrics.enabled, PeerAddress(metrics.listen) == nil {
+            fail("metrics.listen", "\"\(metrics.listen)\" is not HOST:PORT (e.g. \"127.0.0.1:9464\")")
+        }
+        if !Self.logLevels.contains(logLevel) { fail("logLevel", "must be one of \(Self.logLevels.joined(separator: ", ")), not \"\(logLevel)\"") }
+        let statusDir = (statusPath as NSString).deletingLastPathComponent
+        if !fm.fileExists(atPath: statusDir.isEmpty ? "." : statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
+        if !(1...65_535).contains(discovery.port) { fail("discovery.port", "must be 1 to 65535") }
+        if !(1...3_600).contains(discovery.intervalSeconds) { fail("discovery.intervalSeconds", "must be 1 to 3600") }
+        return out
+    }
+
+    /// The scheduler policy this config asks for.
+    public var schedulePolicy: SchedulePolicy {
+        var p = SchedulePolicy()
+        p.maxSessions = sessions.max
+        p.resyncInterval = UInt64(max(1, schedule.resyncIntervalSeconds)) * 1_000
+        p.backoffMin = UInt64(max(1, schedule.backoffMinMilliseconds))
+        p.backoffMax = UInt64(max(schedule.backoffMinMilliseconds, schedule.backoffMaxMilliseconds))
+        p.pushDebounce = UInt64(max(0, schedule.pushDebounceMilliseconds))
+        return p
+    }
+
+    /// A commented example with every key at its default (JSON has no comments: `//` lines must be
+    /// removed before use, which `fieldsync config example --plain` does).
+    public static let example = """
+        {
+          // The device directory (from `fieldsync device init`) and exactly one way to unlock its keystore.
+          "device": { "dir": "/var/lib/fieldsync/device", "passphraseFile": null, "keyFile": "/etc/fieldsync/keystore.key" },
+          // The SQLite store (created if missing). syncMode: "full" (survives power loss) or "normal" (faster).
+          // maxFileBytes: hard cap on the file (null: none).
+          "store": { "path": "/var/lib/fieldsync/store.sqlite", "syncMode": "full", "maxFileBytes": null },
+          // Epoch key files (`SCOPE EPOCH HEX64` per line, mode 0600). A relay must have none.
+          "epochKeyFiles": [],
+          // Where to accept sessions, and the network name every peer shares.
+          "listen": "0.0.0.0:7000",
+          "network": "longnan-police",
+          // Peers to sync with, HOST:PORT each (discovered peers are added at run time).
+          "peers": [],
+          // max: concurrent sessions (in + out); idle: cut a stalled session; grace: SIGTERM drain time.
+          "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10 },
+          // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
+          // push local changes pushDebounceMilliseconds after they are noticed (store polled every pollIntervalMilliseconds).
+          "schedule": { "resyncIntervalSeconds": 300, "backoffMinMilliseconds": 1000, "backoffMaxMilliseconds": 300000,
+                        "pushDebounceMilliseconds": 250, "pollIntervalMilliseconds": 500 },
+          // Relay boxes: bytes of ciphertext kept (null: no quota).
+          "relay": { "quotaBytes": null },
+          // Prometheus text endpoint (GET /metrics).
+          "metrics": { "enabled": false, "listen": "127.0.0.1:9464" },
+          // trace, debug, info, notice, warning, error, critical.
+          "logLevel": "info",
+          // Where the daemon keeps its status for `fieldsync status` (null: the store path + ".status.json").
+          "statusFile": null,
+          // LAN discovery beacons.
+          "discovery": { "enabled": false, "port": 7001, "intervalSeconds": 5 }
+        }
+        """
+
+    /// `example` without its comment lines: valid JSON.
+    public static var examplePlain: String {
+        example.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("//") }.joined(separator: "\n")
+    }
+}
+
+/// A config problem: the key at fault (dotted path, nil for the whole file) and what to do.
+public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The dotted key path, e.g. `sessions.max` or `peers[2]`.
+    public var key: String?
+    /// The message, naming the key and the fix.
+    public var description: String
+
+    /// Creates an error.
+    public init(key: String?, _ description: String) {
+        self.key = key
+        self.description = description
+    }
+}
+
+/// A coding key for any string (to list a JSON object's keys).
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(_ s: String) { stringValue = s }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) {
+        stringValue = "\(intValue)"
+        self.intValue = intValue
+    }
+}
+
+/// A keyed container that refuses keys outside `allowed`.
+private func strictContainer(_ decoder: any Decoder, allowed: Set<String>, section: String?) throws -> KeyedDecodingContainer<AnyKey> {
+    let c = try decoder.container(keyedBy: AnyKey.self)
+    if let unknown = c.allKeys.map(\.stringValue).filter({ !allowed.contains($0) }).sorted().first {
+        let at = section.map { "\($0).\(unknown)" } ?? unknown
+        throw ConfigError(key: at, "unknown key `\(at)`; allowed here: \(allowed.sorted().joined(separator: ", ")) (check the spelling)")
+    }
+    return c
+}
+
+private func keyPath(_ path: [any CodingKey]) -> String {
+    var out = ""
+    for k in path {
+        if let i = k.intValue { out += "[\(i)]" } else { out += out.isEmpty ? k.stringValue : "." + k.stringValue }
+    }
+    return out
+}
+
+private func describe(_ type: Any.Type) -> String {
+    switch type {
+    case is String.Type: return "a string"
+    case is Int.Type: return "an integer"
+    case is Bool.Type: return "true or false"
+    case is [String].Type: return "an array of strings"
+    default: return "an object"
+    }
+}

@@ -1,0 +1,342 @@
+// The running daemon: a `FieldSyncNode` listening, a `SyncScheduler` deciding when to open sessions to
+// which peer, a poll of the store's heads to notice writes (its own, another process's through the CLI,
+// or received), metrics, and the status file. Everything mutable lives on the node's one loop.
+
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncProtocol
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// How the daemon runs (the config file's scheduling part, in the units the daemon uses).
+public struct DaemonOptions: Sendable {
+    /// Where to listen (`port` 0: an ephemeral port, see `NodeDaemon.listeningPort`).
+    public var listenHost: String
+    public var listenPort: Int
+    /// Scheduling policy.
+    public var policy = SchedulePolicy()
+    /// Static peers, synced on start.
+    public var staticPeers: [PeerAddress] = []
+    /// How often the store's heads are read (ms).
+    public var pollInterval: Int64 = 500
+    /// How often the scheduler is asked what is due (ms); bounds the extra latency of a push.
+    public var tick: Int64 = 50
+    /// The status file to keep (nil: none).
+    public var statusPath: String?
+    /// Seed of the backoff jitter.
+    public var seed: UInt64 = UInt64.random(in: 0...UInt64.max)
+
+    /// Creates options.
+    public init(listenHost: String, listenPort: Int) {
+        self.listenHost = listenHost
+        self.listenPort = listenPort
+    }
+}
+
+/// Extension points run on the node's loop with the replicator (the only place it may be used).
+public struct DaemonHooks: Sendable {
+    /// After every session (incoming or outgoing), with its result. HQ's receipt writing belongs here:
+    /// a hook that writes a change makes the store's heads move, and the next poll pushes it to peers.
+    public var sessionEnded: (@Sendable (SessionResult, Replicator) throws -> Void)?
+    /// After the store's heads moved (any cause), before the push is scheduled.
+    public var storeChanged: (@Sendable (Replicator) throws -> Void)?
+
+    /// No hooks.
+    public init() {}
+}
+
+/// The node daemon: serve, schedule, push, report.
+///
+/// ```swift
+/// let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: factory))
+/// try await daemon.start()
+/// daemon.addPeer(host: "10.0.0.7", port: 7000, source: .discovered)   // from discovery, any thread
+/// try await daemon.shutdown(grace: .seconds(10))
+/// ```
+public final class NodeDaemon: Sendable {
+    /// The node (TCP sessions, the replicator).
+    public let node: FieldSyncNode
+    /// Options.
+    public let options: DaemonOptions
+    /// Metrics.
+    public let metrics: NodeMetrics
+    /// Extension points.
+    public let hooks: DaemonHooks
+
+    private struct State {
+        var scheduler: SyncScheduler
+        var listener: (any Channel)?
+        var tasks: [RepeatedTask] = []
+        var heads: [LogID: HeldIntervals]?
+        var gaugesAt: UInt64 = 0
+        var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
+        var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
+        var state = "starting"
+        var statusDirty = true
+        var startedAt: UInt64 = 0
+        var device = "", role = ""
+    }
+
+    private let box: NIOLoopBoundBox<State>
+    private var logger: Logger { node.logger }
+
+    /// Creates a daemon around a node (not started).
+    public init(node: FieldSyncNode, options: DaemonOptions, metrics: NodeMetrics, hooks: DaemonHooks = DaemonHooks()) {
+        self.node = node
+        self.options = options
+        self.metrics = metrics
+        self.hooks = hooks
+        box = NIOLoopBoundBox.makeBoxSendingValue(State(scheduler: SyncScheduler(policy: options.policy, seed: options.seed)),
+                                                  eventLoop: node.loop)
+    }
+
+    /// Listens, adds the static peers (each synced at once), and starts the scheduler and the store poll.
+    /// - Throws: `NodeError` if the address cannot be bound.
+    public func start() async throws {
+        let listener = try await node.listen(host: options.listenHost, port: options.listenPort) { [self] result in
+            sessionEnded(result, address: nil)
+        }
+        try await node.loop.submit { [self] in
+            let now = nodeClockMilliseconds()
+            box.value.listener = listener
+            box.value.startedAt = now
+            box.value.state = "running"
+            try node.withReplicatorOnLoop { r in
+                box.value.device = r.identity.id.description
+                box.value.role = r.identity.certificate.role.description
+            }
+            for p in options.staticPeers { box.value.scheduler.addPeer(p, source: .static, now: now) }
+            metrics.peers.record(box.value.scheduler.allPeers.count)
+            checkStore(except: nil)
+            box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(options.tick)) { [self] _ in
+                tick()
+            })
+            box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(options.pollInterval),
+                                                                  delay: .milliseconds(options.pollInterval)) { [self] _ in
+                checkStore(except: nil)
+            })
+            box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { [self] _ in
+                writeStatusIfDirty()
+            })
+        }.get()
+        logger.info("serving", metadata: ["sync.listen": .string(listener.localAddress.map(hostPort) ?? "?"),
+                                          "sync.peers.static": .stringConvertible(options.staticPeers.count)])
+    }
+
+    /// The bound listening port (after `start`).
+    public var listeningPort: Int? {
+        get async { try? await node.loop.submit { [box] in box.value.listener?.localAddress?.port }.get() }
+    }
+
+    /// Adds a peer at run time (LAN discovery calls this for every beacon; a known peer is only refreshed).
+    /// Safe from any thread.
+    public func addPeer(host: String, port: Int, source: PeerSource) {
+        node.loop.execute { [self] in
+            let address = PeerAddress(host: host, port: port)
+            if box.value.scheduler.addPeer(address, source: source, now: nodeClockMilliseconds()) {
+                logger.info("peer added", metadata: ["sync.remote": .string(address.description), "sync.peer.source": .string(source.rawValue)])
+                metrics.peers.record(box.value.scheduler.allPeers.count)
+            }
+            box.value.statusDirty = true
+        }
+    }
+
+    /// Forgets a peer (discovery calls this when a peer's beacons stop; a running session still ends
+    /// normally). Safe from any thread.
+    public func removePeer(host: String, port: Int) {
+        node.loop.execute { [self] in
+            box.value.scheduler.removePeer(PeerAddress(host: host, port: port))
+            metrics.peers.record(box.value.scheduler.allPeers.count)
+            box.value.statusDirty = true
+        }
+    }
+
+    /// The scheduler's view of every peer (a snapshot).
+    public func peers() async throws -> [PeerState] {
+        try await node.loop.submit { [box] in box.value.scheduler.allPeers }.get()
+    }
+
+    /// The status as it would be written now.
+    public func status() async throws -> DaemonStatus {
+        try await node.loop.submit { [self] in makeStatus() }.get()
+    }
+
+    /// Graceful stop: no new sessions are scheduled or accepted, running ones get `grace` to finish and are
+    /// then cut, the status file says `stopped`, and the loop and the store are closed.
+    /// - Returns: how many sessions were cut at the end of the grace period.
+    @discardableResult
+    public func shutdown(grace: TimeAmount) async throws -> Int {
+        let listener = try await node.loop.submit { [self] () -> (any Channel)? in
+            box.value.scheduler.stop()
+            box.value.state = "stopping"
+            for t in box.value.tasks { t.cancel() }
+            box.value.tasks = []
+            writeStatus()
+            return box.value.listener
+        }.get()
+        try? await listener?.close()
+        let cut = try await node.drain(grace: grace)
+        try await node.loop.submit { [self] in
+            box.value.state = "stopped"
+            writeStatus()
+        }.get()
+        logger.info("stopped", metadata: ["sync.sessions.cut": .stringConvertible(cut)])
+        try await node.shutdown()
+        return cut
+    }
+
+    // MARK: on the loop
+
+    private func tick() {
+        let now = nodeClockMilliseconds()
+        let start = box.value.scheduler.due(now: now, incoming: node.incomingSessions)
+        for address in start {
+            box.value.statusDirty = true
+            let node = self.node
+            let done = node.loop.makePromise(of: SessionResult.self)
+            done.completeWithTask { try await node.sync(host: address.host, port: address.port) }
+            done.futureResult.whenComplete { [self] outcome in
+                switch outcome {
+                case let .success(result): sessionEnded(result, address: address)
+                case let .failure(error): connectFailed(address, error: error)
+                }
+            }
+        }
+        metrics.sessionsActive.record(node.runningSessions)
+    }
+
+    private func connectFailed(_ address: PeerAddress, error: any Error) {
+        let now = nodeClockMilliseconds()
+        box.value.scheduler.sessionEnded(address, finished: false, device: nil, now: now)
+        box.value.totals[address, default: (0, 0, nil, nil)].error = "\(error)"
+        box.value.statusDirty = true
+        let next = box.value.scheduler.peer(address)?.due.map { $0 - now } ?? 0
+        logger.debug("connect failed", metadata: ["sync.remote": .string(address.description), "sync.error": .string("\(error)"),
+                                                  "sync.retry_ms": .stringConvertible(next)])
+    }
+
+    private func sessionEnded(_ result: SessionResult, address: PeerAddress?) {
+        let now = nodeClockMilliseconds()
+        metrics.record(result)
+        if let address {
+            box.value.scheduler.sessionEnded(address, finished: result.isFinished, device: result.peer, now: now)
+            var t = box.value.totals[address, default: (0, 0, nil, nil)]
+            t.sent += result.changesSent
+            t.received += result.changesReceived
+            t.role = result.peerRole?.description ?? t.role
+            if case let .failed(why) = result.outcome { t.error = why } else { t.error = nil }
+            box.value.totals[address] = t
+        } else if let device = result.peer {
+            var p = box.value.incomingPeers[device] ?? DaemonStatus.Peer(address: result.remoteAddress ?? "?", source: "incoming",
+                                                                         device: device.description, lastSeen: now)
+            p.address = result.remoteAddress ?? p.address
+            p.role = result.peerRole?.description
+            p.lastSeen = now
+            p.lastSyncAt = now
+            p.lastOutcome = result.isFinished ? "finished" : "failed"
+            if case let .failed(why) = result.outcome { p.lastError = why } else { p.lastError = nil }
+            p.changesSent += result.changesSent
+            p.changesReceived += result.changesReceived
+            box.value.incomingPeers[device] = p
+        }
+        box.value.statusDirty = true
+        if let hook = hooks.sessionEnded {
+            do { try node.withReplicatorOnLoop { try hook(result, $0) } } catch {
+                logger.error("sessionEnded hook failed", metadata: ["sync.error": .string("\(error)")])
+            }
+        }
+        // Changes from this peer: push them to the others now rather than at the next poll, and not back.
+        if result.changesReceived > 0 { checkStore(except: result.peer) }
+    }
+
+    /// Reads the store's heads (one row per log); if they moved, schedules a push (debounced) to every peer
+    /// but `except`, and refreshes the store gauges (also every 10 s: they count rows, which costs more).
+    private func checkStore(except: DeviceID?) {
+        let heads: [LogID: HeldIntervals]
+        do { heads = try node.withReplicatorOnLoop { try $0.store.holdings() } } catch {
+            logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
+            return
+        }
+        let now = nodeClockMilliseconds()
+        let moved = box.value.heads.map { $0 != heads } ?? false
+        if moved || box.value.heads == nil || now >= box.value.gaugesAt + 10_000 {
+            box.value.gaugesAt = now
+            refreshGauges()
+        }
+        guard moved else {
+            if box.value.heads == nil { box.value.heads = heads }
+            return
+        }
+        box.value.heads = heads
+        if let hook = hooks.storeChanged {
+            do { try node.withReplicatorOnLoop { try hook($0) } } catch {
+                logger.error("storeChanged hook failed", metadata: ["sync.error": .string("\(error)")])
+            }
+        }
+        box.value.scheduler.storeChanged(now: now, except: except)
+        logger.debug("store changed; push scheduled", metadata: ["sync.except": .string(except?.description ?? "-")])
+    }
+
+    private func refreshGauges() {
+        do {
+            let report = try node.withReplicatorOnLoop { try StoreReport.read($0) }
+            metrics.heldBack.record(report.store.heldBack)
+            metrics.pendingToHQ.record(Int(report.pendingToHQ))
+            metrics.storeBytes.record(report.store.changeBytes)
+        } catch {
+            logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
+        }
+    }
+
+    private func makeStatus() -> DaemonStatus {
+        let s = box.value
+        var peers: [DaemonStatus.Peer] = s.scheduler.allPeers.map { p in
+            let t = s.totals[p.address]
+            var out = DaemonStatus.Peer(address: p.address.description, source: p.source.rawValue, device: p.device?.description,
+                                        role: t?.role, lastSeen: p.lastSeen, lastSyncAt: p.lastSessionEnd,
+                                        lastOutcome: p.lastSessionFinished.map { $0 ? "finished" : "failed" },
+                                        lastError: p.lastSessionFinished == false ? t?.error : nil,
+                                        changesSent: t?.sent ?? 0, changesReceived: t?.received ?? 0, failures: p.failures,
+                                        nextAttemptAt: p.due)
+            // Sessions the peer opened to this node count too; the latest session of either kind is shown.
+            if let d = p.device, let inc = s.incomingPeers[d] {
+                out.changesSent += inc.changesSent
+                out.changesReceived += inc.changesReceived
+                out.lastSeen = max(out.lastSeen, inc.lastSeen)
+                if let at = inc.lastSyncAt, at > out.lastSyncAt ?? 0 {
+                    out.lastSyncAt = at
+                    out.lastOutcome = inc.lastOutcome
+                    out.lastError = inc.lastError
+                }
+            }
+            return out
+        }
+        let outgoingDevices = Set(s.scheduler.allPeers.compactMap(\.device))
+        peers += s.incomingPeers.filter { !outgoingDevices.contains($0.key) }.sorted { $0.key < $1.key }.map(\.value)
+        return DaemonStatus(pid: ProcessInfo.processInfo.processIdentifier, device: s.device, role: s.role,
+                            listen: s.listener?.localAddress.map(hostPort) ?? "\(options.listenHost):\(options.listenPort)",
+                            state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
+                            sessionsActive: node.runningSessions, peers: peers)
+    }
+
+    private func writeStatusIfDirty() {
+        guard box.value.statusDirty else { return }
+        writeStatus()
+    }
+
+    private func writeStatus() {
+        box.value.statusDirty = false
+        guard let path = options.statusPath else { return }
+        do { try makeStatus().write(to: path) } catch {
+            logger.error("status file not written", metadata: ["sync.error": .string("\(error)")])
+        }
+    }
+}
+
+/// `HOST:PORT` of a socket address (`[v6]:port` for IPv6).
+func hostPort(_ a: SocketAddress) -> String {
+    let ip = a.ipAddress ?? "?"
+    return ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
+}

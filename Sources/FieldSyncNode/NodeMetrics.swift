@@ -1,0 +1,118 @@
+// The node's swift-metrics counters and gauges, and a minimal Prometheus text endpoint (NIOHTTP1) over a
+// `PrometheusCollectorRegistry`. Names are listed in docs/node.md ("Metrics").
+
+import CoreMetrics
+import Metrics
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+
+/// The daemon's metrics, created through an injected factory (a Prometheus registry in the daemon, any
+/// `MetricsFactory` in tests), so two nodes in one process do not share counters.
+public final class NodeMetrics: Sendable {
+    /// The factory the metrics were made with.
+    public let factory: any MetricsFactory
+    private let sessionsFinishedIn, sessionsFinishedOut, sessionsFailedIn, sessionsFailedOut: CoreMetrics.Counter
+    /// Bytes read from and written to session sockets.
+    public let bytesIn, bytesOut: CoreMetrics.Counter
+    /// Changes received and stored (verified, not refused).
+    public let changesApplied: CoreMetrics.Counter
+    /// Changes refused by the store (relay quota, held-back limit).
+    public let changesRefused: CoreMetrics.Counter
+    /// Changes rejected by verification.
+    public let changesRejected: CoreMetrics.Counter
+    /// Sessions running now.
+    public let sessionsActive: CoreMetrics.Gauge
+    /// Changes held back behind gaps (store).
+    public let heldBack: CoreMetrics.Gauge
+    /// This node's own changes HQ has not receipted yet.
+    public let pendingToHQ: CoreMetrics.Gauge
+    /// Bytes of changes stored.
+    public let storeBytes: CoreMetrics.Gauge
+    /// Known peers.
+    public let peers: CoreMetrics.Gauge
+
+    /// Creates the metrics through `factory`.
+    public init(factory: any MetricsFactory) {
+        self.factory = factory
+        func sessions(_ outcome: String, _ direction: String) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(label: "fieldsync_sessions_total", dimensions: [("outcome", outcome), ("direction", direction)], factory: factory)
+        }
+        sessionsFinishedIn = sessions("finished", "in")
+        sessionsFinishedOut = sessions("finished", "out")
+        sessionsFailedIn = sessions("failed", "in")
+        sessionsFailedOut = sessions("failed", "out")
+        bytesIn = CoreMetrics.Counter(label: "fieldsync_bytes_in_total", factory: factory)
+        bytesOut = CoreMetrics.Counter(label: "fieldsync_bytes_out_total", factory: factory)
+        changesApplied = CoreMetrics.Counter(label: "fieldsync_changes_applied_total", factory: factory)
+        changesRefused = CoreMetrics.Counter(label: "fieldsync_changes_refused_total", factory: factory)
+        changesRejected = CoreMetrics.Counter(label: "fieldsync_changes_rejected_total", factory: factory)
+        sessionsActive = CoreMetrics.Gauge(label: "fieldsync_sessions_active", factory: factory)
+        heldBack = CoreMetrics.Gauge(label: "fieldsync_changes_held_back", factory: factory)
+        pendingToHQ = CoreMetrics.Gauge(label: "fieldsync_pending_to_hq", factory: factory)
+        storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
+        peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
+    }
+
+    /// Counts one ended session.
+    public func record(_ r: SessionResult) {
+        switch (r.isFinished, r.initiator) {
+        case (true, false): sessionsFinishedIn.increment()
+        case (true, true): sessionsFinishedOut.increment()
+        case (false, false): sessionsFailedIn.increment()
+        case (false, true): sessionsFailedOut.increment()
+        }
+        bytesIn.increment(by: r.bytesIn)
+        bytesOut.increment(by: r.bytesOut)
+        changesApplied.increment(by: max(0, r.changesReceived - r.changesRefused))
+        changesRefused.increment(by: r.changesRefused)
+        changesRejected.increment(by: r.changesRejected)
+    }
+}
+
+/// Serves `GET /metrics` in the Prometheus text format from a registry; anything else gets 404.
+public enum MetricsEndpoint {
+    /// Binds the endpoint on `group`.
+    /// - Returns: the listening channel (close it to stop).
+    /// - Throws: `NodeError` if the address cannot be bound.
+    public static func start(registry: PrometheusCollectorRegistry, host: String, port: Int,
+                             group: any EventLoopGroup) async throws -> any Channel {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(registry: registry))
+                }
+            }
+        do {
+            return try await bootstrap.bind(host: host, port: port).get()
+        } catch {
+            throw NodeError("cannot serve metrics on \(host):\(port): \(error); change `metrics.listen` or free the port")
+        }
+    }
+
+    final class Handler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let registry: PrometheusCollectorRegistry
+
+        init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case let .head(head) = unwrapInboundIn(data) else { return }
+            let ok = head.method == .GET && (head.uri == "/metrics" || head.uri.hasPrefix("/metrics?"))
+            let body: [UInt8] = ok ? registry.emitToBuffer() : Array("not found; try GET /metrics\n".utf8)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+            headers.add(name: "Content-Length", value: "\(body.count)")
+            headers.add(name: "Connection", value: "close")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: ok ? .ok : .notFound, headers: headers))),
+                          promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}

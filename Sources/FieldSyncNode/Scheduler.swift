@@ -1,0 +1,229 @@
+// When to sync with whom: a pure state machine (no sockets, no clock, no global randomness). The daemon
+// (`NodeDaemon`) feeds it events with the wall clock and a seeded generator and starts the sessions it
+// returns; the tests drive it with a fake clock (docs/node.md, "Scheduling").
+
+import FieldSyncCore
+
+/// A peer's network address, `host:port`.
+public struct PeerAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// Host name or IP literal.
+    public var host: String
+    /// TCP port.
+    public var port: Int
+
+    /// Creates an address.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `HOST:PORT` (IPv6 literals as `[::1]:7000`); nil if malformed or the port is out of range.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65_535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(" ") else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    public static func < (a: PeerAddress, b: PeerAddress) -> Bool { (a.host, a.port) < (b.host, b.port) }
+}
+
+/// How the node learned of a peer.
+public enum PeerSource: String, Sendable, Codable {
+    /// Listed in the config file (`peers`).
+    case `static`
+    /// Found by LAN discovery while running.
+    case discovered
+}
+
+/// The scheduler's tunables (milliseconds).
+public struct SchedulePolicy: Sendable, Equatable {
+    /// Most sessions at once, incoming and outgoing together.
+    public var maxSessions = 8
+    /// After a finished session, sync the same peer again after this long even if nothing changed.
+    public var resyncInterval: UInt64 = 300_000
+    /// First retry delay after a failure.
+    public var backoffMin: UInt64 = 1_000
+    /// Largest retry delay.
+    public var backoffMax: UInt64 = 300_000
+    /// A change is pushed this long after it is noticed; further changes within the window ride along.
+    public var pushDebounce: UInt64 = 250
+
+    /// The default policy.
+    public init() {}
+}
+
+/// What the scheduler knows of one peer.
+public struct PeerState: Sendable, Equatable {
+    /// Where it is.
+    public var address: PeerAddress
+    /// How it was learned.
+    public var source: PeerSource
+    /// Its device id, once a session authenticated it.
+    public var device: DeviceID?
+    /// When the next outgoing session is due (ms); nil while one runs.
+    public var due: UInt64?
+    /// Whether an outgoing session to it runs now.
+    public var running = false
+    /// Whether changes arrived while a session ran (the session's reconciliation may predate them).
+    public var dirty = false
+    /// Failures since the last finished session.
+    public var failures = 0
+    /// When it was added, last discovered, and last synced (finished or failed), ms.
+    public var firstSeen: UInt64, lastSeen: UInt64
+    /// The last session's end (ms) and whether it finished.
+    public var lastSessionEnd: UInt64?
+    /// Whether the last session finished.
+    public var lastSessionFinished: Bool?
+}
+
+/// Decides when to open a sync session to which peer:
+///
+/// - on contact: a newly added peer (static at start, or discovered) is due at once;
+/// - periodic resync: after a finished session, again after `resyncInterval`;
+/// - live push: when the local store changes (own write, a write by another process, or changes received
+///   from one peer), every other peer not in backoff is due after `pushDebounce` (the first change opens
+///   the window, later ones ride along); a peer with a session running is marked dirty and re-synced
+///   `pushDebounce` after that session ends, because its reconciliation may predate the change;
+/// - failure: retry with jittered exponential backoff, `base = min(backoffMax, backoffMin * 2^(failures-1))`
+///   and a delay drawn uniformly from `[max(backoffMin, base/2), base]`;
+/// - at most `maxSessions` sessions at once, counting the incoming ones the caller reports.
+///
+/// Pure: `now` and the generator are passed in; ties are broken by address, so a seed and a sequence of
+/// events give one schedule.
+///
+/// ```swift
+/// var s = SyncScheduler(policy: SchedulePolicy(), seed: 42)
+/// s.addPeer(PeerAddress(host: "10.0.0.2", port: 7000), source: .static, now: 0)
+/// let start = s.due(now: 0, incoming: 0)   // [10.0.0.2:7000]
+/// s.sessionEnded(start[0], finished: true, device: nil, now: 40)
+/// ```
+public struct SyncScheduler: Sendable {
+    /// Tunables.
+    public let policy: SchedulePolicy
+    private var rng: SplitMix64
+    private var peers: [PeerAddress: PeerState] = [:]
+    /// Whether `stop()` was called (nothing more is started).
+    public private(set) var stopped = false
+
+    /// Creates a scheduler with a seeded generator for the jitter.
+    public init(policy: SchedulePolicy, seed: UInt64) {
+        self.policy = policy
+        rng = SplitMix64(seed: seed)
+    }
+
+    /// Every known peer, sorted by address.
+    public var allPeers: [PeerState] { peers.keys.sorted().map { peers[$0]! } }
+
+    /// One peer's state.
+    public func peer(_ address: PeerAddress) -> PeerState? { peers[address] }
+
+    /// Adds a peer (or refreshes one seen again). A new peer is due at once (sync on contact); a known one
+    /// keeps its schedule, except that a discovered peer seen again after failures is retried at the
+    /// earlier of its backoff and `backoffMin` (it is back in range).
+    /// - Returns: whether the peer was new.
+    @discardableResult
+    public mutating func addPeer(_ address: PeerAddress, source: PeerSource, now: UInt64) -> Bool {
+        if var p = peers[address] {
+            p.lastSeen = now
+            if source == .static { p.source = .static }  // a configured peer stays configured
+            if source == .discovered, p.failures > 0, !p.running, let due = p.due {
+                p.due = min(due, now + policy.backoffMin)
+            }
+            peers[address] = p
+            return false
+        }
+        peers[address] = PeerState(address: address, source: source, due: now, firstSeen: now, lastSeen: now)
+        return true
+    }
+
+    /// Forgets a peer (a running session still reports its end, which is then ignored).
+    public mutating func removePeer(_ address: PeerAddress) { peers[address] = nil }
+
+    /// The local store changed at `now` (own write, another process's write, or changes received).
+    /// - Parameter except: the device the changes came from, if known; it is not pushed to.
+    public mutating func storeChanged(now: UInt64, except: DeviceID? = nil) {
+        let pushAt = now + policy.pushDebounce
+        for address in peers.keys {
+            var p = peers[address]!
+            if let except, p.device == except { continue }
+            if p.running {
+                p.dirty = true
+            } else if p.failures == 0, let due = p.due {
+                p.due = min(due, pushAt)
+            }
+            peers[address] = p
+        }
+    }
+
+    /// Outgoing sessions running now (peers marked running).
+    public var outgoing: Int { peers.values.filter(\.running).count }
+
+    /// The peers to connect to now, at most `maxSessions - incoming - outgoing` of them, earliest due first
+    /// (ties by address). They are marked running until `sessionEnded`.
+    /// - Parameter incoming: incoming sessions running now (the node counts them).
+    public mutating func due(now: UInt64, incoming: Int) -> [PeerAddress] {
+        guard !stopped else { return [] }
+        let free = policy.maxSessions - incoming - outgoing
+        guard free > 0 else { return [] }
+        let ready = peers.values.filter { !$0.running && ($0.due ?? .max) <= now }
+            .sorted { ($0.due!, $0.address) < ($1.due!, $1.address) }
+            .prefix(free)
+        var out: [PeerAddress] = []
+        for p in ready {
+            var q = p
+            q.running = true
+            q.dirty = false
+            q.due = nil
+            peers[p.address] = q
+            out.append(p.address)
+        }
+        return out
+    }
+
+    /// An outgoing session ended.
+    /// - Parameters:
+    ///   - finished: whether it finished (false: connect failure, refusal, stall, protocol error).
+    ///   - device: the peer's device id if the handshake completed.
+    public mutating func sessionEnded(_ address: PeerAddress, finished: Bool, device: DeviceID?, now: UInt64) {
+        guard var p = peers[address] else { return }
+        p.running = false
+        if let device { p.device = device }
+        p.lastSessionEnd = now
+        p.lastSessionFinished = finished
+        if finished {
+            p.failures = 0
+            p.due = now + (p.dirty ? policy.pushDebounce : policy.resyncInterval)
+        } else {
+            p.failures += 1
+            p.due = now + backoff(failures: p.failures)
+        }
+        p.dirty = false
+        peers[address] = p
+    }
+
+    /// The retry delay after `failures` consecutive failures (draws from the generator).
+    public mutating func backoff(failures: Int) -> UInt64 {
+        let base = Self.backoffBase(failures: failures, policy: policy)
+        let low = max(policy.backoffMin, base / 2)
+        guard base > low else { return base }
+        return low + rng.next() % (base - low + 1)
+    }
+
+    /// The upper bound of the retry delay after `failures` failures.
+    public static func backoffBase(failures: Int, policy: SchedulePolicy) -> UInt64 {
+        let shift = min(max(failures - 1, 0), 40)
+        let (grown, overflow) = policy.backoffMin.multipliedReportingOverflow(by: 1 << UInt64(shift))
+        return overflow ? policy.backoffMax : min(policy.backoffMax, grown)
+    }
+
+    /// When the next peer becomes due (ms), or nil if none is waiting.
+    public var nextDue: UInt64? { stopped ? nil : peers.values.compactMap(\.due).min() }
+
+    /// Stops scheduling: `due` returns nothing from now on (graceful shutdown).
+    public mutating func stop() { stopped = true }
+}

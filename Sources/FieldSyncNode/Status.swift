@@ -1,0 +1,161 @@
+// What `fieldsync status` shows: the daemon's status file (peers, last sync with each; written atomically
+// by the running daemon) and a report read from the store (frontiers, held back, what HQ has receipted).
+
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncProtocol
+import Foundation
+
+/// The daemon's status file (JSON), rewritten atomically (temporary file + rename) when something changes.
+public struct DaemonStatus: Codable, Sendable, Equatable {
+    /// One peer as the daemon sees it.
+    public struct Peer: Codable, Sendable, Equatable {
+        /// `HOST:PORT` for peers this node connects to; the socket address for incoming-only peers.
+        public var address: String
+        /// `static`, `discovered`, or `incoming` (a peer that connected to this node).
+        public var source: String
+        /// Its device id and role, once authenticated.
+        public var device: String?
+        public var role: String?
+        /// Last time it was added, discovered or connected (ms since the Unix epoch).
+        public var lastSeen: UInt64
+        /// End of the last session with it (ms), its outcome (`finished`/`failed`) and the error.
+        public var lastSyncAt: UInt64?
+        public var lastOutcome: String?
+        public var lastError: String?
+        /// Changes sent to and received from it over the daemon's lifetime.
+        public var changesSent = 0, changesReceived = 0
+        /// Consecutive failures and the next attempt (ms), for peers this node connects to.
+        public var failures = 0
+        public var nextAttemptAt: UInt64?
+    }
+
+    /// Process id of the daemon.
+    public var pid: Int32
+    /// This device, its role, and the listening address.
+    public var device: String
+    public var role: String
+    public var listen: String
+    /// `running`, `stopping` or `stopped`.
+    public var state: String
+    /// When the daemon started and when this file was written (ms since the Unix epoch).
+    public var startedAt: UInt64
+    public var updatedAt: UInt64
+    /// Sessions running when written.
+    public var sessionsActive: Int
+    /// Peers, sorted by address.
+    public var peers: [Peer]
+
+    /// Writes `status` to `path` atomically (a reader sees the old or the new file, never half of one).
+    /// - Throws: `NodeError` if the folder is not writable.
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(self)
+        do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw NodeError("cannot write the status file \(path): \(error.localizedDescription); check `statusFile`")
+        }
+    }
+
+    /// Reads a status file.
+    /// - Throws: `NodeError` if missing or malformed.
+    public static func read(from path: String) throws -> DaemonStatus {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw NodeError("no status file at \(path): is `fieldsync serve` running with this config?")
+        }
+        do { return try JSONDecoder().decode(DaemonStatus.self, from: data) } catch {
+            throw NodeError("\(path) is not a FieldSync status file: \(error)")
+        }
+    }
+}
+
+/// What the store says about sync progress: heads per log, changes held back, and this node's own logs
+/// with how far HQ has receipted them.
+public struct StoreReport: Sendable, Equatable {
+    /// One log's frontier.
+    public struct Log: Sendable, Equatable {
+        /// The log.
+        public var log: LogID
+        /// Highest seq held contiguously from 1.
+        public var frontier: UInt64
+        /// Changes held beyond a gap (waiting for the missing ones).
+        public var heldBack: UInt64
+        /// Highest seq HQ has receipted (0 if none).
+        public var receipted: UInt64
+        /// Whether this node authored it.
+        public var own: Bool
+    }
+
+    /// Every log, sorted.
+    public var logs: [Log]
+    /// Store counters (changes, bytes, held back, records, quota).
+    public var store: StoreStatus
+
+    /// This node's own changes HQ has not receipted yet.
+    public var pendingToHQ: UInt64 { logs.filter(\.own).reduce(0) { $0 + ($1.frontier > $1.receipted ? $1.frontier - $1.receipted : 0) } }
+
+    /// Reads the report from a replicator's store (on the thread that owns it).
+    /// - Throws: store errors.
+    public static func read(_ replicator: Replicator) throws -> StoreReport {
+        let me = replicator.identity.id
+        var logs: [Log] = []
+        for (log, iv) in try replicator.store.holdings().sorted(by: { $0.key < $1.key }) {
+            logs.append(Log(log: log, frontier: iv.frontier, heldBack: iv.heldBack, receipted: try replicator.store.receipted(log),
+                            own: log.author == me))
+        }
+        return StoreReport(logs: logs, store: try replicator.store.status())
+    }
+}
+
+/// One record this node wrote to, and whether HQ holds all of this node's changes to it.
+public struct OwnRecordReceipt: Sendable, Equatable {
+    /// The record.
+    public var id: RecordID
+    /// Its kind and scope.
+    public var kind: RecordKind
+    public var scope: Scope
+    /// This node's changes that touched it, and how many of them HQ has receipted.
+    public var ownChanges: Int
+    public var receipted: Int
+
+    /// Whether HQ holds every change this node made to the record.
+    public var reachedHQ: Bool { receipted == ownChanges }
+
+    /// The records this node's own changes touched, newest event first, each with its receipt state.
+    /// One history query per record: meant for a device's own records (hundreds), not an archive.
+    /// - Throws: store errors.
+    public static func read(_ replicator: Replicator, limit: Int? = nil) throws -> [OwnRecordReceipt] {
+        let me = replicator.identity.id
+        var receiptedUpTo: [LogID: UInt64] = [:]
+        var out: [OwnRecordReceipt] = []
+        for record in try replicator.store.records(RecordQuery(includeDeleted: true)) {
+            let own = try replicator.store.history(of: record.id).filter { $0.log.author == me }
+            guard !own.isEmpty else { continue }
+            var done = 0
+            for c in own {
+                if receiptedUpTo[c.log] == nil { receiptedUpTo[c.log] = try replicator.store.receipted(c.log) }
+                if c.seq <= receiptedUpTo[c.log]! { done += 1 }
+            }
+            out.append(OwnRecordReceipt(id: record.id, kind: record.kind, scope: record.scope, ownChanges: own.count, receipted: done))
+            if let limit, out.count >= limit { break }
+        }
+        return out
+    }
+}
+
+/// Behaviour the certificate's role imposes on a node.
+public enum RolePolicy {
+    /// Checks that a node of `role` may start with this many epoch keys and this relay quota.
+    /// - Throws: `NodeError` saying what to remove: a relay must hold no epoch keys (it forwards
+    ///   ciphertext it cannot read), and only a relay takes a quota.
+    public static func check(role: Role, epochKeys: Int, quotaBytes: Int?) throws {
+        if role == .relay, epochKeys > 0 {
+            throw NodeError("this device is a relay and must not hold epoch keys, but \(epochKeys) are configured; "
+                + "remove `epochKeyFiles` from the config (a relay stores and forwards ciphertext only)")
+        }
+        if role != .relay, quotaBytes != nil {
+            throw NodeError("`relay.quotaBytes` is set but this device is a \(role), not a relay; remove it "
+                + "(only relay boxes drop or refuse changes for quota)")
+        }
+    }
+}

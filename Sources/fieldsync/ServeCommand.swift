@@ -1,0 +1,171 @@
+// `fieldsync serve`: the node daemon (docs/node.md). Settings come from `--config FILE` (JSON, see
+// `fieldsync config example`); flags override the file; without a file, the flags alone describe the node.
+
+import ArgumentParser
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncNode
+import FieldSyncProtocol
+import FieldSyncStore
+import Foundation
+import Logging
+import NIOCore
+import Prometheus
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `fieldsync serve`.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run this device's node: accept sessions, sync with peers on contact, push changes, until SIGINT/SIGTERM.",
+        discussion: """
+            Settings come from --config FILE (`fieldsync config example` prints one with every default); each flag \
+            overrides the file. Without --config, --dir, --store and one of --passphrase-file/--key-file are required. \
+            On SIGTERM or SIGINT the node stops accepting and scheduling, lets running sessions finish for \
+            sessions.shutdownGraceSeconds, then exits 0.
+            """)
+
+    @Option(help: ArgumentHelp("JSON config file (see `fieldsync config example`).", valueName: "file")) var config: String?
+    @Option(help: "The device's directory (holds device.keystore).") var dir: String?
+    @Option(help: ArgumentHelp("File holding the keystore passphrase (first line).", valueName: "file")) var passphraseFile: String?
+    @Option(help: ArgumentHelp("32-byte key file that unlocks the keystore.", valueName: "file")) var keyFile: String?
+    @Option(help: "The SQLite store file (created if missing).") var store: String?
+    @Option(help: ArgumentHelp("Epoch key file (`SCOPE EPOCH HEX` per line, mode 0600); repeatable; replaces the config's list.",
+                               valueName: "file"))
+    var epochKeyFile: [String] = []
+    @Option(help: "Address to listen on, HOST:PORT (default 127.0.0.1:7000 without --config).") var listen: String?
+    @Option(help: "Network name; peers of other networks cannot connect.") var network: String?
+    @Option(help: ArgumentHelp("A peer to sync with, HOST:PORT; repeatable; added to the config's peers.", valueName: "host:port"))
+    var peer: [String] = []
+    @Option(help: "Most concurrent sessions.") var maxSessions: Int?
+    @Option(help: "Seconds without bytes before a session is cut.") var idleTimeout: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: ArgumentHelp("Serve Prometheus metrics on HOST:PORT (enables metrics).", valueName: "host:port")) var metricsListen: String?
+    @Option(help: ArgumentHelp("The status file `fieldsync status` reads.", valueName: "file")) var statusFile: String?
+
+    /// The config in force: the file (or the flags alone), then the flags on top.
+    func effectiveConfig() throws -> NodeConfigFile {
+        var c: NodeConfigFile
+        if let config {
+            do { c = try NodeConfigFile.load(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+        } else {
+            guard let dir, let store else {
+                throw ValidationError("give --config FILE, or --dir, --store and one of --passphrase-file/--key-file")
+            }
+            c = NodeConfigFile(device: .init(dir: dir), store: .init(path: store))
+            c.listen = "127.0.0.1:7000"
+        }
+        if let dir { c.device.dir = dir }
+        if passphraseFile != nil || keyFile != nil {
+            c.device.passphraseFile = passphraseFile
+            c.device.keyFile = keyFile
+        }
+        if let store { c.store.path = store }
+        if !epochKeyFile.isEmpty { c.epochKeyFiles = epochKeyFile }
+        if let listen { c.listen = listen }
+        if let network { c.network = network }
+        c.peers += peer
+        if let maxSessions { c.sessions.max = maxSessions }
+        if let idleTimeout { c.sessions.idleTimeoutSeconds = idleTimeout }
+        if let logLevel { c.logLevel = logLevel }
+        if let metricsListen {
+            c.metrics.enabled = true
+            c.metrics.listen = metricsListen
+        }
+        if let statusFile { c.statusFile = statusFile }
+        return c
+    }
+
+    func run() async throws {
+        let c = try effectiveConfig()
+        let problems = c.check()
+        guard problems.isEmpty else {
+            throw CLIError("the configuration has \(problems.count) problem(s):\n" + problems.map { "  - \($0)" }.joined(separator: "\n"))
+        }
+        let level = Logger.Level(rawValue: c.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "fieldsync.node")
+        let spec = try ReplicatorSpec.from(c)
+        let (host, port) = try parseEndpoint(c.listen)
+        var nodeConfig = NodeConfiguration(network: NetworkParameters(networkID: c.network))
+        nodeConfig.maxConcurrentSessions = c.sessions.max
+        nodeConfig.idleTimeout = .seconds(Int64(c.sessions.idleTimeoutSeconds))
+        nodeConfig.connectTimeout = .seconds(Int64(c.sessions.connectTimeoutSeconds))
+        let node = try FieldSyncNode(configuration: nodeConfig, logger: logger) { try spec.open() }
+        var options = DaemonOptions(listenHost: host, listenPort: port)
+        options.policy = c.schedulePolicy
+        options.staticPeers = c.peers.compactMap(PeerAddress.init)
+        options.pollInterval = Int64(c.schedule.pollIntervalMilliseconds)
+        options.statusPath = c.statusPath
+        let registry = PrometheusCollectorRegistry()
+        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)))
+        // Signals first, so a SIGTERM during start-up is not lost.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let (signals, cont) = AsyncStream.makeStream(of: Int32.self)
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { cont.yield(sig) }
+            source.resume()
+            sources.append(source)
+        }
+        var metricsChannel: (any Channel)?
+        do {
+            try await daemon.start()
+            if c.metrics.enabled {
+                let (mh, mp) = try parseEndpoint(c.metrics.listen)
+                metricsChannel = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp, group: node.group)
+                logger.info("metrics", metadata: ["sync.metrics": .string("http://\(c.metrics.listen)/metrics")])
+            }
+        } catch {
+            _ = try? await daemon.shutdown(grace: .zero)
+            throw error
+        }
+        let id = try await node.withReplicator { "\($0.identity.id) (\($0.identity.certificate.role))" }
+        logger.info("node up", metadata: ["sync.device": .string(id), "sync.network": .string(c.network),
+                                          "sync.store": .string(c.store.path), "sync.status": .string(c.statusPath)])
+        // First signal: drain for the grace period. A second one during the drain cuts the sessions now.
+        var draining: Task<Void, any Error>?
+        for await sig in signals {
+            if draining == nil {
+                logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
+                                                                    "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
+                let grace = Int64(c.sessions.shutdownGraceSeconds), channel = metricsChannel
+                draining = Task {
+                    defer { cont.finish() }
+                    try? await channel?.close()
+                    try await daemon.shutdown(grace: .seconds(grace))
+                }
+            } else {
+                logger.warning("second signal: cutting the running sessions now", metadata: ["sync.signal": .stringConvertible(sig)])
+                _ = try? await node.cutSessions()
+            }
+        }
+        try await draining?.value
+        sources.forEach { $0.cancel() }
+    }
+}
+
+extension ReplicatorSpec {
+    /// The replicator a config describes (role rules are checked when it is opened).
+    static func from(_ c: NodeConfigFile) throws -> ReplicatorSpec {
+        let unlock: KeystoreUnlock
+        if let k = c.device.keyFile {
+            unlock = .keyFile(path: k)
+        } else if let p = c.device.passphraseFile {
+            unlock = .passphrase(try KeystoreOptions.readPassphrase(p))
+        } else {
+            throw CLIError("`device`: give exactly one of `passphraseFile` and `keyFile`")
+        }
+        return ReplicatorSpec(dir: c.device.dir, unlock: unlock, store: c.store.path, epochKeyFiles: c.epochKeyFiles,
+                              quotaBytes: c.relay.quotaBytes, syncMode: SyncMode(rawValue: c.store.syncMode) ?? .full,
+                              maxFileBytes: c.store.maxFileBytes)
+    }
+}

@@ -1,0 +1,103 @@
+// `fieldsync status --config FILE`: what the daemon reports (peers, last sync with each) and what the store
+// says (frontiers, held back, what HQ has receipted of this node's own logs).
+
+import ArgumentParser
+import FieldSyncCore
+import FieldSyncNode
+import FieldSyncProtocol
+import Foundation
+
+/// `fieldsync status`.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the node's peers, last sync with each, log frontiers, held-back changes and HQ receipts.",
+        discussion: "Reads the status file the running daemon keeps (if any) and opens the store (safe while the daemon runs: SQLite WAL, and a writer's transaction is waited for).")
+
+    @Option(help: ArgumentHelp("The node's JSON config file.", valueName: "file")) var config: String
+    @Flag(help: "Also list each record this device wrote to and whether HQ has receipted it.") var records = false
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() async throws {
+        let c: NodeConfigFile
+        do { c = try NodeConfigFile.load(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+        let daemon = try? DaemonStatus.read(from: c.statusPath)
+        let r = try ReplicatorSpec.from(c).open()
+        let report = try StoreReport.read(r)
+        let own = records ? try OwnRecordReceipt.read(r) : []
+        let now = wallClockMilliseconds()
+        if json {
+            var o: [String: Any] = [
+                "device": r.identity.id.description, "role": r.identity.certificate.role.description,
+                "store": ["path": c.store.path, "changes": report.store.changes, "bytes": report.store.changeBytes,
+                          "heldBack": report.store.heldBack, "unopened": report.store.unopened, "records": report.store.records,
+                          "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted],
+                "pendingToHQ": report.pendingToHQ,
+                "logs": report.logs.map { l in
+                    ["author": l.log.author.description, "scope": l.log.scope.path, "frontier": l.frontier, "heldBack": l.heldBack,
+                     "receipted": l.receipted, "own": l.own] as [String: Any]
+                },
+            ]
+            if records {
+                o["ownRecords"] = own.map { ["id": $0.id.description, "kind": $0.kind.name, "scope": $0.scope.path,
+                                             "ownChanges": $0.ownChanges, "receipted": $0.receipted, "reachedHQ": $0.reachedHQ] as [String: Any] }
+            }
+            if let d = daemon {
+                let data = try JSONEncoder().encode(d)
+                o["daemon"] = try JSONSerialization.jsonObject(with: data)
+            } else {
+                o["daemon"] = NSNull()
+            }
+            try printJSON(o)
+            return
+        }
+        print("device \(r.identity.id) (\(r.identity.certificate.role)), store \(c.store.path)")
+        if let d = daemon {
+            let age = now > d.updatedAt ? (now - d.updatedAt) / 1000 : 0
+            print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running (status \(age) s old)")
+            if d.peers.isEmpty { print("peers: none yet") } else { print("peers:") }
+            for p in d.peers {
+                let who = p.device.map { "\($0)\(p.role.map { " \($0)" } ?? "")" } ?? "not yet authenticated"
+                var line = "  \(p.address) [\(p.source)] \(who)"
+                if let at = p.lastSyncAt {
+                    line += "; last sync \(ago(now, at)) \(p.lastOutcome ?? "?")"
+                    if let e = p.lastError { line += " (\(e))" }
+                } else {
+                    line += "; never synced"
+                }
+                line += "; sent \(p.changesSent), received \(p.changesReceived)"
+                if p.failures > 0 { line += "; \(p.failures) failure(s)" }
+                if let next = p.nextAttemptAt { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
+                print(line)
+            }
+        } else {
+            print("daemon: no status file at \(c.statusPath) (not running with this config, or not started yet)")
+        }
+        let s = report.store
+        print("store: \(s.changes) change(s), \(s.changeBytes) bytes\(s.limits.quotaBytes.map { " of quota \($0)" } ?? ""), "
+            + "\(s.records) record(s), \(s.unopened) unopened, \(s.heldBack) held back behind gaps")
+        print("logs (frontier = highest seq held from 1; HQ receipted):")
+        for l in report.logs {
+            let held = l.heldBack > 0 ? ", \(l.heldBack) held back" : ""
+            print("  \(l.own ? "*" : " ") \(l.log.author) \(l.log.scope.path): \(l.frontier)\(held), receipted \(l.receipted)")
+        }
+        let ownLogs = report.logs.filter(\.own)
+        if ownLogs.isEmpty {
+            print("own records: none written by this device")
+        } else {
+            let total = ownLogs.reduce(0) { $0 + $1.frontier }
+            print("own changes: \(total), receipted by HQ \(total - report.pendingToHQ), waiting for HQ \(report.pendingToHQ)")
+        }
+        if records {
+            print("own records (\(own.filter(\.reachedHQ).count) of \(own.count) reached HQ):")
+            for o in own {
+                print("  \(o.id)  \(o.kind.name)  \(o.scope.path)  \(o.reachedHQ ? "reached HQ" : "waiting (\(o.receipted)/\(o.ownChanges) changes receipted)")")
+            }
+        }
+    }
+
+    private func ago(_ now: UInt64, _ at: UInt64) -> String {
+        let s = now > at ? (now - at) / 1000 : 0
+        return s < 120 ? "\(s) s ago" : s < 7200 ? "\(s / 60) min ago" : "\(s / 3600) h ago"
+    }
+}

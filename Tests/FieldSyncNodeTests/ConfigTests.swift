@@ -1,0 +1,102 @@
+import FieldSyncCrypto
+import FieldSyncNode
+import Foundation
+import Testing
+
+@Suite struct ConfigTests {
+    static func decode(_ json: String) throws -> NodeConfigFile { try NodeConfigFile.decode(Data(json.utf8), source: "test.json") }
+
+    static func error(_ json: String) -> ConfigError? {
+        do {
+            _ = try decode(json)
+            return nil
+        } catch let e as ConfigError { return e } catch { return ConfigError(key: "?", "\(error)") }
+    }
+
+    static let minimal = #"{"device": {"dir": "dev", "keyFile": "k"}, "store": {"path": "s.sqlite"}}"#
+
+    @Test func minimalConfigTakesTheDocumentedDefaults() throws {
+        let c = try Self.decode(Self.minimal)
+        #expect(c.listen == "0.0.0.0:7000" && c.network == "longnan-police" && c.peers.isEmpty && c.epochKeyFiles.isEmpty)
+        #expect(c.sessions == NodeConfigFile.Sessions() && c.sessions.max == 8 && c.sessions.idleTimeoutSeconds == 30
+            && c.sessions.shutdownGraceSeconds == 10)
+        #expect(c.schedule.resyncIntervalSeconds == 300 && c.schedule.backoffMinMilliseconds == 1_000
+            && c.schedule.backoffMaxMilliseconds == 300_000 && c.schedule.pushDebounceMilliseconds == 250
+            && c.schedule.pollIntervalMilliseconds == 500)
+        #expect(c.relay.quotaBytes == nil && !c.metrics.enabled && c.metrics.listen == "127.0.0.1:9464" && c.logLevel == "info")
+        #expect(c.discovery == NodeConfigFile.Discovery() && c.discovery.port == 7001 && !c.discovery.enabled)
+        #expect(c.statusPath == "s.sqlite.status.json")
+        let p = c.schedulePolicy
+        #expect(p.maxSessions == 8 && p.resyncInterval == 300_000 && p.backoffMin == 1_000 && p.backoffMax == 300_000 && p.pushDebounce == 250)
+    }
+
+    @Test func theExampleIsTheDefaults() throws {
+        let c = try Self.decode(NodeConfigFile.examplePlain)
+        var d = try Self.decode(Self.minimal)
+        d.device = c.device
+        d.store = c.store
+        #expect(c == d)
+        #expect(NodeConfigFile.example.contains("//") && !NodeConfigFile.examplePlain.contains("//"))
+    }
+
+    @Test func unknownKeysAreErrorsNamingTheKey() {
+        #expect(Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "peer": []}"#)?.key == "peer")
+        let nested = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"maxSessions": 3}}"#)
+        #expect(nested?.key == "sessions.maxSessions")
+        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, idleTimeoutSeconds, max, shutdownGraceSeconds") == true,
+                "\(String(describing: nested))")
+    }
+
+    @Test func typeAndSyntaxErrorsNameTheKey() {
+        let type = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"max": "eight"}}"#)
+        #expect(type?.key == "sessions.max" && type?.description.contains("must be an integer") == true, "\(String(describing: type))")
+        let missing = Self.error(#"{"device": {"dir": "d"}}"#)
+        #expect(missing?.key == "store" && missing?.description.contains("is required") == true, "\(String(describing: missing))")
+        let peers = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "peers": ["a:1", 2]}"#)
+        #expect(peers?.key == "peers[1]", "\(String(describing: peers))")
+        let syntax = Self.error("{\"device\": {\"dir\": \"d\"}, // comment\n}")
+        #expect(syntax?.description.contains("not valid JSON") == true, "\(String(describing: syntax))")
+    }
+
+    @Test func checkNamesEveryBadValueAndMissingFile() throws {
+        let dir = NSTemporaryDirectory() + "fieldsync-config-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/dev", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/dev/device.keystore", contents: Data([1]))
+        FileManager.default.createFile(atPath: dir + "/k", contents: Data(repeating: 1, count: 32))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let good = """
+            {"device": {"dir": "dev", "keyFile": "k"}, "store": {"path": "s.sqlite"}, "peers": ["10.0.0.2:7000", "[::1]:7001"]}
+            """
+        try good.write(toFile: dir + "/good.json", atomically: true, encoding: .utf8)
+        let c = try NodeConfigFile.load(path: dir + "/good.json")
+        #expect(c.device.dir == dir + "/dev" && c.device.keyFile == dir + "/k" && c.store.path == dir + "/s.sqlite",
+                "relative paths are taken from the config's folder")
+        #expect(c.check().isEmpty, "\(c.check())")
+
+        let bad = """
+            {"device": {"dir": "nodev", "keyFile": "k", "passphraseFile": "p"}, "store": {"path": "nofolder/s.sqlite", "syncMode": "fast"},
+             "epochKeyFiles": ["missing.key"], "listen": "0.0.0.0", "network": "", "peers": ["ok:1", "bad"],
+             "sessions": {"max": 0, "idleTimeoutSeconds": 0},
+             "schedule": {"backoffMinMilliseconds": 5000, "backoffMaxMilliseconds": 1000, "pollIntervalMilliseconds": 1},
+             "relay": {"quotaBytes": 10}, "metrics": {"enabled": true, "listen": "nope"}, "logLevel": "loud",
+             "discovery": {"port": 0}}
+            """
+        try bad.write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+        let keys = Set(try NodeConfigFile.load(path: dir + "/bad.json").check().compactMap(\.key))
+        #expect(keys == ["device.dir", "device", "store.path", "store.syncMode", "epochKeyFiles[0]", "listen", "network", "peers[1]",
+                         "sessions.max", "sessions.idleTimeoutSeconds", "schedule.backoffMaxMilliseconds",
+                         "schedule.pollIntervalMilliseconds", "relay.quotaBytes", "metrics.listen", "logLevel", "statusFile", "discovery.port"],
+                "\(keys.sorted())")
+        #expect(throws: ConfigError.self) { try NodeConfigFile.load(path: dir + "/none.json") }
+    }
+
+    @Test func rolesDecideKeysAndQuota() throws {
+        #expect(throws: NodeError.self) { try RolePolicy.check(role: .relay, epochKeys: 1, quotaBytes: nil) }
+        #expect(throws: NodeError.self) { try RolePolicy.check(role: .station, epochKeys: 1, quotaBytes: 1 << 20) }
+        try RolePolicy.check(role: .relay, epochKeys: 0, quotaBytes: 1 << 30)
+        try RolePolicy.check(role: .backpack, epochKeys: 2, quotaBytes: nil)
+        do { try RolePolicy.check(role: .relay, epochKeys: 2, quotaBytes: nil) } catch {
+            #expect("\(error)".contains("remove `epochKeyFiles`"))
+        }
+    }
+}

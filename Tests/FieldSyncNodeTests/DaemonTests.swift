@@ -1,0 +1,268 @@
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncNode
+import FieldSyncProtocol
+import FieldSyncStore
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import NIOCore
+import NIOPosix
+import Prometheus
+import Testing
+
+/// Daemons on 127.0.0.1 in one process: live push, peers added at run time, relay quota, status, drain.
+@Suite struct DaemonTests {
+    /// A daemon with its store file and storage key (so a second "process" can open the same store).
+    struct Running {
+        let daemon: NodeDaemon
+        let registry: PrometheusCollectorRegistry
+        let storePath: String
+        let storageKey: [UInt8]
+        let identity: DeviceIdentity
+        var node: FieldSyncNode { daemon.node }
+    }
+
+    static func start(_ id: DeviceIdentity, trust: TrustStore, dir: String, name: String, keys: [EpochKey] = [NodeTests.stationKey],
+                      quota: Int? = nil, peers: [PeerAddress] = []) async throws -> Running {
+        var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
+        config.idleTimeout = .seconds(5)
+        let storePath = "\(dir)/\(name).sqlite"
+        let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        let node = try FieldSyncNode(configuration: config) {
+            let store = try SQLiteStore(path: storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: key)),
+                                        limits: StoreLimits(quotaBytes: quota))
+            let r = Replicator(identity: id, trust: trust, store: store)
+            keys.forEach(r.addKey)
+            return r
+        }
+        var options = DaemonOptions(listenHost: "127.0.0.1", listenPort: 0)
+        options.policy.resyncInterval = 600_000  // only pushes and contacts deliver within a test
+        options.policy.pushDebounce = 50
+        options.policy.backoffMin = 100
+        options.policy.backoffMax = 1_000
+        options.pollInterval = 100
+        options.tick = 20
+        options.staticPeers = peers
+        options.statusPath = "\(dir)/\(name).status.json"
+        options.seed = 1
+        let registry = PrometheusCollectorRegistry()
+        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)))
+        try await daemon.start()
+        return Running(daemon: daemon, registry: registry, storePath: storePath, storageKey: key, identity: id)
+    }
+
+    static func address(_ r: Running) async throws -> PeerAddress {
+        guard let port = await r.daemon.listeningPort else { throw NodeError("not listening") }
+        return PeerAddress(host: "127.0.0.1", port: port)
+    }
+
+    /// Polls `condition` every 20 ms until it holds or `seconds` pass.
+    static func eventually(_ seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try await condition()
+    }
+
+    static func metric(_ r: Running, _ line: String) -> Int? {
+        let text = r.registry.emitToString()
+        for l in text.split(separator: "\n") where l.hasPrefix(line + " ") {
+            return Int(Double(l.split(separator: " ").last ?? "") ?? -1)
+        }
+        return nil
+    }
+
+    @Test(.timeLimit(.minutes(1))) func writeInAnotherProcessIsPushedWithoutAManualSync() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let b = try await Self.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b")
+        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a")
+        // B is found at run time (as discovery would report it); the contact sync runs at once.
+        a.daemon.addPeer(host: "127.0.0.1", port: try await Self.address(b).port, source: .discovered)
+        #expect(try await Self.eventually(5) { try await a.daemon.peers().first?.lastSessionFinished == true })
+
+        // A write to A's store by another connection (the CLI is another process; same file, same key).
+        let other = try SQLiteStore(path: a.storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: a.storageKey)))
+        let writer = Replicator(identity: a.identity, trust: pki.trust, store: other)
+        writer.addKey(NodeTests.stationKey)
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        var clock = writer.clock
+        var g = SystemRandomNumberGenerator()
+        let edit = Incident.create(id: RecordID.random(using: &g), scope: NodeTests.village, author: a.identity.id,
+                                   hlc: try clock.now(wall: now), category: .dispute, priority: .urgent,
+                                   location: Location(latitude: 33.4, longitude: 104.9), summary: "pushed", reportedAt: Int64(now),
+                                   reporter: "walk-in")
+        let written = Date()
+        try writer.write([edit], scope: NodeTests.village, priority: .urgent, now: now)
+        let arrived = try await Self.eventually(5) { try await NodeTests.state(b.node).count == 1 }
+        let latency = Date().timeIntervalSince(written)
+        #expect(arrived, "B did not receive A's write")
+        print("live push: write in another connection to record at the peer in \(Int(latency * 1000)) ms")
+
+        // Status: the peer is listed as discovered, synced, with its device; the file says the same. (A
+        // records the session when its side closes, just after B applied the batch.)
+        #expect(try await Self.eventually(3) { try await a.daemon.status().peers.first?.changesSent == 1 })
+        let status = try await a.daemon.status()
+        #expect(status.state == "running" && status.role == "station" && status.device == a.identity.id.description)
+        let peer = try #require(status.peers.first)
+        #expect(status.peers.count == 1 && peer.source == "discovered" && peer.device == b.identity.id.description)
+        #expect(peer.lastOutcome == "finished" && peer.changesSent == 1 && peer.role == "backpack", "\(peer)")
+        #expect(try await Self.eventually(3) { (try? DaemonStatus.read(from: "\(dir)/a.status.json"))?.peers.first?.changesSent == 1 })
+        // B saw A only as an incoming peer.
+        #expect(try await Self.eventually(2) { try await b.daemon.status().peers.first?.changesReceived == 1 })
+        let bs = try await b.daemon.status()
+        #expect(bs.peers.map(\.source) == ["incoming"] && bs.peers.first?.device == a.identity.id.description, "\(bs.peers)")
+        // Store report: A's own log holds the change, unreceipted (no HQ here).
+        let report = try await a.node.withReplicator { try StoreReport.read($0) }
+        #expect(report.pendingToHQ == 1 && report.logs.filter(\.own).map(\.frontier) == [1])
+        #expect(Self.metric(a, #"fieldsync_sessions_total{outcome="finished",direction="out"}"#).map { $0 >= 2 } == true,
+                "\(a.registry.emitToString())")
+        #expect(try await Self.eventually(2) { Self.metric(b, "fieldsync_changes_applied_total") == 1 })
+        #expect(try await Self.eventually(2) { Self.metric(a, "fieldsync_pending_to_hq") == 1 })
+
+        #expect(try await a.daemon.shutdown(grace: .seconds(2)) == 0)
+        #expect(try DaemonStatus.read(from: "\(dir)/a.status.json").state == "stopped")
+        try await b.daemon.shutdown(grace: .seconds(2))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func relayQuotaRefusalIsReported() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let relay = try await Self.start(try pki.device(.relay, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "relay",
+                                         keys: [], quota: 4_000)
+        let bp = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp")
+        try await NodeTests.write(bp, count: 30, tag: "backpack")
+        let result = try await bp.sync(host: "127.0.0.1", port: try await Self.address(relay).port)
+        #expect(result.changesSent == 30, "\(result)")
+        let held = try await relay.node.withReplicator { try $0.store.status() }
+        #expect(held.changeBytes <= 4_000 && held.changes < 30, "\(held)")
+        #expect(try await Self.eventually(3) { (Self.metric(relay, "fieldsync_changes_refused_total") ?? 0) == 30 - held.changes },
+                "\(relay.registry.emitToString())")
+        #expect(Self.metric(relay, "fieldsync_changes_applied_total") == held.changes)
+        let status = try await relay.daemon.status()
+        #expect(status.role == "relay" && status.peers.first?.source == "incoming")
+        try await relay.daemon.shutdown(grace: .seconds(1))
+        try await bp.shutdown()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func relayForwardsWhatItCannotRead() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let station = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "st")
+        let relay = try await Self.start(try pki.device(.relay, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "relay",
+                                         keys: [], peers: [try await Self.address(station)])
+        let bp = try await Self.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp",
+                                      peers: [try await Self.address(relay)])
+        #expect(try await Self.eventually(5) { try await bp.daemon.peers().first?.lastSessionFinished == true })
+        // Written after start: backpack -> relay (push), relay -> station (push of what it just stored).
+        try await NodeTests.write(bp.node, count: 3, tag: "backpack")
+        #expect(try await Self.eventually(5) { try await NodeTests.state(station.node).count == 3 })
+        let held = try await relay.node.withReplicator { try $0.store.status() }
+        #expect(held.changes == 3 && held.unopened == 3 && held.records == 0, "the relay stores ciphertext only: \(held)")
+        for d in [bp, relay, station] { try await d.daemon.shutdown(grace: .seconds(1)) }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func metricsEndpointServesPrometheusText() async throws {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = NodeMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        var r = SessionResult(outcome: .finished, initiator: true)
+        r.bytesIn = 100
+        r.bytesOut = 250
+        r.changesReceived = 5
+        r.changesRefused = 2
+        metrics.record(r)
+        metrics.pendingToHQ.record(7)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await MetricsEndpoint.start(registry: registry, host: "127.0.0.1", port: 0, group: group)
+        let port = try #require(channel.localAddress?.port)
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+        let text = String(decoding: data, as: UTF8.self)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        for line in [#"fieldsync_sessions_total{outcome="finished",direction="out"} 1"#, "fieldsync_bytes_in_total 100",
+                     "fieldsync_bytes_out_total 250", "fieldsync_changes_applied_total 3", "fieldsync_changes_refused_total 2",
+                     "fieldsync_pending_to_hq 7.0"] {
+            #expect(text.contains(line + "\n"), "\(line) missing from:\n\(text)")
+        }
+        let (_, other) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/")!)
+        #expect((other as? HTTPURLResponse)?.statusCode == 404)
+        try await channel.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func shutdownDrainsThenCutsStalledSessions() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a")
+        let port = try await Self.address(a).port
+        // A silent client holds a session (its handshake never completes).
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+        #expect(try await Self.eventually(2) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
+        let started = Date()
+        let cut = try await a.daemon.shutdown(grace: .milliseconds(300))
+        let took = Date().timeIntervalSince(started)
+        #expect(cut == 1 && took >= 0.3 && took < 3, "cut \(cut) after \(took) s")
+        try await silent.closeFuture.get()
+        #expect(try DaemonStatus.read(from: "\(dir)/a.status.json").state == "stopped")
+        try await group.shutdownGracefully()
+    }
+
+    @Test(.timeLimit(.minutes(1))) func unreachablePeerIsRetriedWithBackoff() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A port nobody listens on (bound then closed).
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let tmp = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let dead = try #require(tmp.localAddress?.port)
+        try await tmp.close()
+        try await group.shutdownGracefully()
+        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                     peers: [PeerAddress(host: "127.0.0.1", port: dead)])
+        #expect(try await Self.eventually(5) { (try await a.daemon.peers().first?.failures ?? 0) >= 3 })
+        let p = try #require(try await a.daemon.peers().first)
+        #expect(p.source == .static && p.lastSessionFinished == false)
+        let status = try await a.daemon.status()
+        #expect(status.peers.first?.lastError?.contains("cannot connect") == true, "\(status.peers)")
+        try await a.daemon.shutdown(grace: .seconds(1))
+    }
+}
+
+/// What `fieldsync status` reports of this node's own records once HQ's receipt comes back.
+@Suite struct StatusReportTests {
+    @Test(.timeLimit(.minutes(1))) func ownRecordsReceiptedByHQ() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let root = try Scope("longnan")
+        let station = try NodeTests.node(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "st")
+        let hq = try NodeTests.node(try pki.device(.hq, scopes: [root]), trust: pki.trust, dir: dir, name: "hq")
+        let listener = try await hq.listen(host: "127.0.0.1", port: 0)
+        let port = try NodeTests.port(listener)
+        try await NodeTests.write(station, count: 2, tag: "before")
+        #expect(try await station.sync(host: "127.0.0.1", port: port).isFinished)
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        try await hq.withReplicator { _ = try $0.writeReceipt(scope: root, now: now) }
+        try await NodeTests.write(station, count: 1, tag: "after")  // written after HQ's receipt
+        #expect(try await station.sync(host: "127.0.0.1", port: port).isFinished)
+
+        let (report, own) = try await station.withReplicator { (try StoreReport.read($0), try OwnRecordReceipt.read($0)) }
+        let ownLog = try #require(report.logs.first { $0.own })
+        // The third change reached HQ in the second session, after the receipt was written.
+        #expect(ownLog.frontier == 3 && ownLog.receipted == 2 && report.pendingToHQ == 1, "\(report.logs)")
+        #expect(own.count == 3 && own.filter(\.reachedHQ).count == 2, "\(own)")
+        #expect(own.allSatisfy { $0.ownChanges == 1 && $0.kind == .incident })
+        #expect(report.logs.contains { $0.log.author != ownLog.log.author && $0.log.scope == root }, "HQ's receipt log is held")
+        try await listener.close()
+        try await station.shutdown()
+        try await hq.shutdown()
+    }
+}

@@ -1,0 +1,161 @@
+import FieldSyncCore
+import FieldSyncNode
+import Testing
+
+/// The scheduler as a pure state machine: a fake clock (plain numbers) and a seeded generator.
+@Suite struct SchedulerTests {
+    static let a = PeerAddress(host: "10.0.0.1", port: 7000)
+    static let b = PeerAddress(host: "10.0.0.2", port: 7000)
+    static let c = PeerAddress(host: "10.0.0.3", port: 7000)
+
+    static func policy() -> SchedulePolicy {
+        var p = SchedulePolicy()
+        p.maxSessions = 8
+        p.resyncInterval = 60_000
+        p.backoffMin = 1_000
+        p.backoffMax = 16_000
+        p.pushDebounce = 250
+        return p
+    }
+
+    @Test func newPeerIsDueAtOnceThenResyncs() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        let added = s.addPeer(Self.a, source: .static, now: 1_000)
+        let again = s.addPeer(Self.a, source: .discovered, now: 1_001)
+        #expect(added)
+        #expect(!again, "a known peer is only refreshed")
+        #expect(s.peer(Self.a)?.source == .static, "a configured peer stays static")
+        #expect(s.due(now: 1_000, incoming: 0) == [Self.a])
+        #expect(s.due(now: 1_000, incoming: 0).isEmpty, "running: not started twice")
+        s.sessionEnded(Self.a, finished: true, device: nil, now: 1_200)
+        #expect(s.due(now: 61_199, incoming: 0).isEmpty)
+        #expect(s.nextDue == 61_200)
+        #expect(s.due(now: 61_200, incoming: 0) == [Self.a])
+    }
+
+    @Test func backoffStaysWithinBoundsAndJitters() {
+        let p = Self.policy()
+        var s = SyncScheduler(policy: p, seed: 7)
+        for failures in 1...12 {
+            let base = SyncScheduler.backoffBase(failures: failures, policy: p)
+            #expect(base == min(16_000, 1_000 << UInt64(failures - 1)))
+            var seen = Set<UInt64>()
+            for _ in 0..<200 {
+                let d = s.backoff(failures: failures)
+                #expect(d >= max(p.backoffMin, base / 2) && d <= base, "failures \(failures): \(d) outside [\(base / 2), \(base)]")
+                seen.insert(d)
+            }
+            if failures >= 2 { #expect(seen.count > 50, "failures \(failures): only \(seen.count) distinct delays") }
+        }
+        #expect(SyncScheduler.backoffBase(failures: 1_000, policy: p) == 16_000, "no overflow for many failures")
+        // Same seed, same delays; another seed, other delays.
+        var x = SyncScheduler(policy: p, seed: 99), y = SyncScheduler(policy: p, seed: 99), z = SyncScheduler(policy: p, seed: 100)
+        let dx = (0..<20).map { _ in x.backoff(failures: 5) }, dy = (0..<20).map { _ in y.backoff(failures: 5) }
+        let dz = (0..<20).map { _ in z.backoff(failures: 5) }
+        #expect(dx == dy && dx != dz)
+    }
+
+    @Test func failuresBackOffAndSuccessResets() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 3)
+        s.addPeer(Self.a, source: .static, now: 0)
+        var now: UInt64 = 0
+        var delays: [UInt64] = []
+        for _ in 0..<6 {
+            #expect(s.due(now: now, incoming: 0) == [Self.a])
+            s.sessionEnded(Self.a, finished: false, device: nil, now: now)
+            let due = s.peer(Self.a)!.due!
+            delays.append(due - now)
+            // A store change does not hurry a peer in backoff.
+            s.storeChanged(now: now)
+            #expect(s.peer(Self.a)!.due == due)
+            now = due
+        }
+        #expect(s.peer(Self.a)!.failures == 6)
+        #expect(delays[0] == 1_000 && delays[5] >= 8_000 && delays[5] <= 16_000, "\(delays)")
+        #expect(s.due(now: now, incoming: 0) == [Self.a])
+        s.sessionEnded(Self.a, finished: true, device: nil, now: now)
+        #expect(s.peer(Self.a)!.failures == 0 && s.peer(Self.a)!.due == now + 60_000)
+    }
+
+    @Test func rediscoveredPeerInBackoffIsRetriedSoon() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 3)
+        s.addPeer(Self.a, source: .discovered, now: 0)
+        for _ in 0..<5 {
+            let now = s.nextDue!
+            _ = s.due(now: now, incoming: 0)
+            s.sessionEnded(Self.a, finished: false, device: nil, now: now)
+        }
+        let now = s.peer(Self.a)!.lastSessionEnd!
+        #expect(s.peer(Self.a)!.due! - now >= 8_000)
+        s.addPeer(Self.a, source: .discovered, now: now + 10)
+        #expect(s.peer(Self.a)!.due == now + 10 + 1_000)
+    }
+
+    @Test func storeChangesArePushedAfterTheDebounce() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        s.addPeer(Self.b, source: .static, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a, Self.b])
+        s.sessionEnded(Self.a, finished: true, device: DeviceID(ID128(high: 0, low: 1)), now: 100)
+        s.sessionEnded(Self.b, finished: true, device: DeviceID(ID128(high: 0, low: 2)), now: 100)
+        s.storeChanged(now: 1_000)
+        s.storeChanged(now: 1_200)  // rides along: the first change opened the window
+        #expect(s.peer(Self.a)!.due == 1_250 && s.peer(Self.b)!.due == 1_250)
+        #expect(s.due(now: 1_249, incoming: 0).isEmpty)
+        #expect(s.due(now: 1_250, incoming: 0) == [Self.a, Self.b])
+        s.sessionEnded(Self.a, finished: true, device: nil, now: 1_300)
+        s.sessionEnded(Self.b, finished: true, device: nil, now: 1_300)
+        // Changes that came from b's device are pushed to a only.
+        s.storeChanged(now: 2_000, except: DeviceID(ID128(high: 0, low: 2)))
+        #expect(s.peer(Self.a)!.due == 2_250)
+        #expect(s.peer(Self.b)!.due == 1_300 + 60_000)
+    }
+
+    @Test func changeDuringASessionSyncsAgainAfterIt() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a])
+        s.storeChanged(now: 50)  // the running session's reconciliation may predate this change
+        #expect(s.peer(Self.a)!.dirty)
+        s.sessionEnded(Self.a, finished: true, device: nil, now: 400)
+        #expect(s.peer(Self.a)!.due == 650)
+    }
+
+    @Test func neverMoreThanMaxSessions() {
+        var p = Self.policy()
+        p.maxSessions = 2
+        var s = SyncScheduler(policy: p, seed: 1)
+        for (i, addr) in [Self.c, Self.b, Self.a].enumerated() { s.addPeer(addr, source: .static, now: UInt64(i)) }
+        #expect(s.due(now: 10, incoming: 1) == [Self.c], "one slot left next to one incoming session; earliest due first")
+        #expect(s.due(now: 10, incoming: 1).isEmpty)
+        #expect(s.due(now: 10, incoming: 0) == [Self.b])
+        #expect(s.outgoing == 2)
+        #expect(s.due(now: 10, incoming: 0).isEmpty)
+        s.sessionEnded(Self.c, finished: true, device: nil, now: 20)
+        #expect(s.due(now: 20, incoming: 0) == [Self.a])
+        #expect(s.due(now: 20, incoming: 5).isEmpty)
+    }
+
+    @Test func removedPeerIsForgottenEvenIfItsSessionRuns() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .discovered, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a])
+        s.removePeer(Self.a)
+        s.sessionEnded(Self.a, finished: true, device: nil, now: 10)  // the running session's end is ignored
+        #expect(s.allPeers.isEmpty && s.nextDue == nil && s.outgoing == 0)
+    }
+
+    @Test func stopStartsNothing() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        s.stop()
+        #expect(s.due(now: 10, incoming: 0).isEmpty && s.nextDue == nil)
+    }
+
+    @Test func addressesParse() {
+        #expect(PeerAddress("10.0.0.1:7000") == PeerAddress(host: "10.0.0.1", port: 7000))
+        #expect(PeerAddress("[::1]:7000") == PeerAddress(host: "::1", port: 7000))
+        #expect(PeerAddress("[::1]:7000")?.description == "[::1]:7000")
+        for bad in ["10.0.0.1", "host:0", "host:70000", ":7000", "a b:1", "host:x"] { #expect(PeerAddress(bad) == nil, "\(bad)") }
+    }
+}

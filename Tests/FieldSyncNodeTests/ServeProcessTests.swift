@@ -1,0 +1,133 @@
+import FieldSyncNode
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The built `fieldsync` binary as a real process: `config check` errors, and `serve --config` stopping
+/// gracefully on SIGTERM with exit status 0.
+enum ServeBinary {
+    static let path: String? = {
+        var candidates: [String] = []
+        if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
+        candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        for scratch in [".build-daemon", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+}
+
+@Suite(.enabled(if: ServeBinary.path != nil, "the fieldsync binary is built next to the tests"))
+struct ServeProcessTests {
+    static var binary: String? { ServeBinary.path }
+
+    static func process(_ args: [String], in dir: String) -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary!)
+        p.arguments = args
+        p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        return p
+    }
+
+    @discardableResult
+    static func run(_ args: [String], in dir: String) throws -> (status: Int32, out: String, err: String) {
+        let p = process(args, in: dir)
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o
+        p.standardError = e
+        try p.run()
+        let out = o.fileHandleForReading.readDataToEndOfFile()
+        let err = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func configCheckNamesTheKey() throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try #"{"device": {"dir": "d", "keyFile": "k"}, "store": {"path": "s.sqlite"}, "schedule": {"resync": 5}}"#
+            .write(toFile: dir + "/c.json", atomically: true, encoding: .utf8)
+        let r = try Self.run(["config", "check", "c.json"], in: dir)
+        #expect(r.status == 1 && r.out.contains("unknown key `schedule.resync`"), "\(r)")
+        let example = try Self.run(["config", "example", "--plain"], in: dir)
+        #expect(example.status == 0 && (try? NodeConfigFile.decode(Data(example.out.utf8))) != nil)
+    }
+
+    /// Enrolls a station `st` under a new HQ in `dir` with key files, and writes `st.json`.
+    static func enrollStation(in dir: String, grace: Int) throws {
+        let scope = "longnan/wudu/station-017"
+        for args in [["authority", "init", "--dir", "hq", "--key-file", "hq.key"],
+                     ["device", "init", "--dir", "st", "--key-file", "st.key", "--role", "station", "--scope", scope, "--label", "st"],
+                     ["authority", "enroll", "st/enrollment.req", "--dir", "hq", "--key-file", "hq.key", "--role", "station",
+                      "--scope", scope, "--out", "st.cert"],
+                     ["device", "import", "st.cert", "--dir", "st", "--key-file", "st.key", "--root", "hq/root.pub"]] {
+            let r = try Self.run(args, in: dir)
+            try #require(r.status == 0, "\(args): \(r.err)")
+        }
+        try """
+            {"device": {"dir": "st", "keyFile": "st.key"}, "store": {"path": "st.sqlite"}, "listen": "127.0.0.1:0",
+             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": \(grace)}}
+            """.write(toFile: dir + "/st.json", atomically: true, encoding: .utf8)
+    }
+
+    /// Starts `serve --config st.json` and waits until its status file says `running`.
+    static func serve(in dir: String) throws -> (Process, Pipe, DaemonStatus) {
+        let serve = Self.process(["serve", "--config", "st.json"], in: dir)
+        let err = Pipe()
+        serve.standardError = err
+        serve.standardOutput = FileHandle.nullDevice
+        try serve.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, (try? DaemonStatus.read(from: dir + "/st.status.json"))?.state != "running" {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return (serve, err, try DaemonStatus.read(from: dir + "/st.status.json"))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func serveStopsGracefullyOnSIGTERM() throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.enrollStation(in: dir, grace: 2)
+        let (serve, err, running) = try Self.serve(in: dir)
+        #expect(running.state == "running" && running.role == "station" && running.pid == serve.processIdentifier)
+        let signalled = Date()
+        kill(serve.processIdentifier, SIGTERM)
+        serve.waitUntilExit()
+        let took = Date().timeIntervalSince(signalled)
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(serve.terminationReason == .exit && serve.terminationStatus == 0, "\(log)")
+        #expect(took < 2, "no session ran, so no grace period was needed: \(took) s")
+        #expect(try DaemonStatus.read(from: dir + "/st.status.json").state == "stopped")
+        #expect(log.contains("signal received: draining") && log.contains("stopped"), "\(log)")
+        print("serve: SIGTERM to exit 0 in \(Int(took * 1000)) ms")
+        // The store is consistent: `status` opens it and reads it.
+        let json = try Self.run(["status", "--config", "st.json", "--json"], in: dir)
+        #expect(json.status == 0 && json.out.contains("\"state\":\"stopped\""), "\(json)")
+        let human = try Self.run(["status", "--config", "st.json"], in: dir)
+        #expect(human.status == 0 && human.out.contains("daemon: stopped") && human.out.contains("own records: none"), "\(human)")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aSecondSignalCutsTheDrain() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.enrollStation(in: dir, grace: 30)
+        let (serve, err, running) = try Self.serve(in: dir)
+        let port = try #require(PeerAddress(running.listen)?.port)
+        // A silent client holds a session, so the drain would wait the whole 30 s grace.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+        try await Task.sleep(for: .milliseconds(200))
+        kill(serve.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(serve.isRunning, "still draining")
+        let second = Date()
+        kill(serve.processIdentifier, SIGTERM)
+        while serve.isRunning, Date().timeIntervalSince(second) < 10 { try await Task.sleep(for: .milliseconds(10)) }
+        let took = Date().timeIntervalSince(second)
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(!serve.isRunning && serve.terminationStatus == 0 && took < 3, "\(took) s; \(log)")
+        #expect(log.contains("second signal: cutting"), "\(log)")
+        try await silent.closeFuture.get()
+        try await group.shutdownGracefully()
+    }
+}
