@@ -138,23 +138,43 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
     }
 
-    /// LAN discovery (wired by `Discovery.swift`).
+    /// LAN discovery beacons (Protocols/discovery.md; `LANDiscovery` in Discovery.swift).
     public struct Discovery: Sendable, Equatable, Decodable {
         /// Whether to send and listen for beacons (default false).
         public var enabled = false
-        /// UDP port of the beacons (default 7001).
-        public var port = 7001
-        /// Seconds between beacons (default 5).
+        /// UDP port of the beacons, the same on every node of the network (default 7946).
+        public var port = 7946
+        /// Seconds between beacons, each jittered by ±25% (default 5).
         public var intervalSeconds = 5
+        /// Where beacons go: broadcast (default `255.255.255.255`), an IPv4 multicast group, or one address.
+        public var destination = "255.255.255.255"
+        /// Whether this node announces itself; false: it only listens (a backpack unit) (default true).
+        public var announce = true
+        /// A file (mode 0600) holding a shared discovery secret; beacons then verify only with it (default none).
+        public var secretFile: String?
 
-        static let keys: Set<String> = ["enabled", "port", "intervalSeconds"]
+        static let keys: Set<String> = ["enabled", "port", "intervalSeconds", "destination", "announce", "secretFile"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "discovery")
             enabled = try c.decodeIfPresent(Bool.self, forKey: AnyKey("enabled")) ?? false
-            port = try c.decodeIfPresent(Int.self, forKey: AnyKey("port")) ?? 7001
+            port = try c.decodeIfPresent(Int.self, forKey: AnyKey("port")) ?? 7946
             intervalSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("intervalSeconds")) ?? 5
+            destination = try c.decodeIfPresent(String.self, forKey: AnyKey("destination")) ?? "255.255.255.255"
+            announce = try c.decodeIfPresent(Bool.self, forKey: AnyKey("announce")) ?? true
+            secretFile = try c.decodeIfPresent(String.self, forKey: AnyKey("secretFile"))
+        }
+
+        /// The socket-level configuration.
+        public var configuration: DiscoveryConfiguration {
+            var d = DiscoveryConfiguration()
+            d.port = port
+            d.destination = destination
+            d.interval = .seconds(Int64(intervalSeconds))
+            d.expiry = .seconds(Int64(max(30, intervalSeconds * 6)))
+            d.announce = announce
+            return d
         }
     }
 
@@ -320,6 +340,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !fm.fileExists(atPath: statusDir.isEmpty ? "." : statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
         if !(1...65_535).contains(discovery.port) { fail("discovery.port", "must be 1 to 65535") }
         if !(1...3_600).contains(discovery.intervalSeconds) { fail("discovery.intervalSeconds", "must be 1 to 3600") }
+        let octets = discovery.destination.split(separator: ".", omittingEmptySubsequences: false)
+        if octets.count != 4 || octets.contains(where: { UInt8($0) == nil }) {
+            fail("discovery.destination", "\"\(discovery.destination)\" is not an IPv4 address (e.g. \"255.255.255.255\" or \"239.255.70.83\")")
+        }
+        if let f = discovery.secretFile, !fm.fileExists(atPath: f) { fail("discovery.secretFile", "\(f) does not exist") }
         return out
     }
 
@@ -364,8 +389,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           "logLevel": "info",
           // Where the daemon keeps its status for `fieldsync status` (null: the store path + ".status.json").
           "statusFile": null,
-          // LAN discovery beacons.
-          "discovery": { "enabled": false, "port": 7001, "intervalSeconds": 5 }
+          // LAN discovery beacons (Protocols/discovery.md): UDP port, seconds between beacons, where they go
+          // (broadcast, a multicast group or one address), whether to announce or only listen, and an
+          // optional shared secret file (mode 0600).
+          "discovery": { "enabled": false, "port": 7946, "intervalSeconds": 5, "destination": "255.255.255.255",
+                         "announce": true, "secretFile": null }
         }
         """
 

@@ -3,6 +3,7 @@
 // `DiscoveryTable`; this file only owns the socket and the timer. Spec: Protocols/discovery.md.
 
 import FieldSyncCrypto
+import Logging
 import FieldSyncProtocol
 import NIOCore
 import NIOPosix
@@ -54,12 +55,17 @@ public final class LANDiscovery: Sendable {
     private let channel: NIOLoopBoundBox<(any Channel)?>
     private let timer: NIOLoopBoundBox<Scheduled<Void>?>
     private let onPeer: @Sendable (DiscoveredPeer) -> Void
+    private let onPeerLost: @Sendable (DiscoveredPeer) -> Void
     private let log: @Sendable (String) -> Void
 
     /// Creates discovery for a node listening on `announcePort` (nil: listen for beacons only).
-    /// - Parameter onPeer: called on `eventLoop` with each peer heard that was not present before.
+    /// - Parameters:
+    ///   - onPeer: called on `eventLoop` with each peer heard that was not present before.
+    ///   - onPeerLost: called on `eventLoop` with each peer not heard within `expiry` (checked at every
+    ///     beacon interval).
     public init(configuration: DiscoveryConfiguration, codec: BeaconCodec, announcePort: Int?,
                 eventLoop: any EventLoop, log: @escaping @Sendable (String) -> Void = { _ in },
+                onPeerLost: @escaping @Sendable (DiscoveredPeer) -> Void = { _ in },
                 onPeer: @escaping @Sendable (DiscoveredPeer) -> Void) {
         self.configuration = configuration
         self.eventLoop = eventLoop
@@ -69,6 +75,7 @@ public final class LANDiscovery: Sendable {
         channel = NIOLoopBoundBox.makeBoxSendingValue(nil, eventLoop: eventLoop)
         timer = NIOLoopBoundBox.makeBoxSendingValue(nil, eventLoop: eventLoop)
         self.onPeer = onPeer
+        self.onPeerLost = onPeerLost
         self.log = log
     }
 
@@ -108,7 +115,7 @@ public final class LANDiscovery: Sendable {
         let box = channel
         try await eventLoop.submit { [self] in
             box.value = bound
-            if config.announce, announcePort != nil { sendBeacon(to: destination) }
+            tick(destination: destination)
         }.get()
     }
 
@@ -141,15 +148,22 @@ public final class LANDiscovery: Sendable {
 
     // MARK: - On the loop
 
-    private func sendBeacon(to destination: SocketAddress) {
+    /// Every (jittered) interval: send a beacon if announcing, and report peers that went quiet.
+    private func tick(destination: SocketAddress) {
         eventLoop.preconditionInEventLoop()
-        guard let channel = channel.value, let port = announcePort else { return }
-        let bytes = table.value.makeBeacon(port: port, nonce: SecureRandom.bytes(16))
-        let envelope = AddressedEnvelope(remoteAddress: destination, data: channel.allocator.buffer(bytes: bytes))
-        channel.writeAndFlush(envelope).whenFailure { [log] error in log("discovery: cannot send a beacon to \(destination): \(error)") }
+        guard let channel = channel.value else { return }
+        if configuration.announce, let port = announcePort {
+            let bytes = table.value.makeBeacon(port: port, nonce: SecureRandom.bytes(16))
+            let envelope = AddressedEnvelope(remoteAddress: destination, data: channel.allocator.buffer(bytes: bytes))
+            channel.writeAndFlush(envelope).whenFailure { [log] error in log("discovery: cannot send a beacon to \(destination): \(error)") }
+        }
+        for peer in table.value.expire(now: Self.milliseconds()) {
+            log("discovery: lost \(peer)")
+            onPeerLost(peer)
+        }
         let base = configuration.interval.nanoseconds
         let jittered = base * 3 / 4 + Int64.random(in: 0...max(1, base / 2))
-        timer.value = eventLoop.scheduleTask(in: .nanoseconds(jittered)) { [self] in sendBeacon(to: destination) }
+        timer.value = eventLoop.scheduleTask(in: .nanoseconds(jittered)) { [self] in tick(destination: destination) }
     }
 
     fileprivate func received(_ bytes: [UInt8], from host: String) {
@@ -183,5 +197,26 @@ private final class BeaconHandler: ChannelInboundHandler, Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A UDP read error (e.g. ICMP port unreachable on a unicast destination) is not fatal.
+    }
+}
+
+extension NodeDaemon {
+    /// Starts LAN discovery for this daemon: beacons announce `announcePort` (the listener's port; nil:
+    /// listen only), peers heard are added as `.discovered` (a contact sync starts at once), peers gone
+    /// quiet are removed (a configured peer never is). The beacon key binds the node's network and root.
+    /// Stop it with `LANDiscovery.stop()` before shutting the daemon down.
+    /// - Parameter secret: the optional shared discovery secret (1...64 bytes).
+    public func startDiscovery(_ configuration: DiscoveryConfiguration, secret: SecretBytes? = nil,
+                               announcePort: Int?) async throws -> LANDiscovery {
+        let root = try await node.withReplicator { $0.trust.root }
+        let codec = try BeaconCodec(networkID: node.configuration.network.networkID, root: root, secret: secret)
+        let logger = node.logger
+        let discovery = LANDiscovery(
+            configuration: configuration, codec: codec, announcePort: announcePort, eventLoop: node.loop,
+            log: { logger.info("\($0)") },
+            onPeerLost: { [self] peer in removePeer(host: peer.host, port: peer.port, onlyIf: .discovered) },
+            onPeer: { [self] peer in addPeer(host: peer.host, port: peer.port, source: .discovered) })
+        try await discovery.start()
+        return discovery
     }
 }

@@ -143,11 +143,11 @@ public final class NodeDaemon: Sendable {
         }
     }
 
-    /// Forgets a peer (discovery calls this when a peer's beacons stop; a running session still ends
-    /// normally). Safe from any thread.
-    public func removePeer(host: String, port: Int) {
+    /// Forgets a peer (discovery calls this with `onlyIf: .discovered` when a peer's beacons stop, which
+    /// never drops a configured peer; a running session still ends normally). Safe from any thread.
+    public func removePeer(host: String, port: Int, onlyIf source: PeerSource? = nil) {
         node.loop.execute { [self] in
-            box.value.scheduler.removePeer(PeerAddress(host: host, port: port))
+            box.value.scheduler.removePeer(PeerAddress(host: host, port: port), onlyIf: source)
             metrics.peers.record(box.value.scheduler.allPeers.count)
             box.value.statusDirty = true
         }

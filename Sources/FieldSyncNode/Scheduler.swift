@@ -141,8 +141,12 @@ public struct SyncScheduler: Sendable {
         return true
     }
 
-    /// Forgets a peer (a running session still reports its end, which is then ignored).
-    public mutating func removePeer(_ address: PeerAddress) { peers[address] = nil }
+    /// Forgets a peer (a running session still reports its end, which is then ignored). With `onlyIf`, only
+    /// a peer of that source is forgotten: discovery losing a beacon never drops a peer from the config.
+    public mutating func removePeer(_ address: PeerAddress, onlyIf source: PeerSource? = nil) {
+        guard let p = peers[address], source == nil || p.source == source else { return }
+        peers[address] = nil
+    }
 
     /// The local store changed at `now` (own write, another process's write, or changes received).
     /// - Parameter except: the device the changes came from, if known; it is not pushed to.

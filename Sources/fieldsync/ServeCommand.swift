@@ -44,6 +44,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: ArgumentHelp("Serve Prometheus metrics on HOST:PORT (enables metrics).", valueName: "host:port")) var metricsListen: String?
     @Option(help: ArgumentHelp("The status file `fieldsync status` reads.", valueName: "file")) var statusFile: String?
+    @Flag(help: "Enable LAN discovery (beacons on UDP; Protocols/discovery.md).") var discovery = false
+    @Option(help: ArgumentHelp("UDP port of the discovery beacons (enables discovery).", valueName: "port")) var discoveryPort: Int?
+    @Option(help: ArgumentHelp("Where beacons go: broadcast, multicast group or address (enables discovery).", valueName: "ipv4"))
+    var discoveryDestination: String?
 
     /// The config in force: the file (or the flags alone), then the flags on top.
     func effectiveConfig() throws -> NodeConfigFile {
@@ -75,6 +79,9 @@ struct Serve: AsyncParsableCommand {
             c.metrics.listen = metricsListen
         }
         if let statusFile { c.statusFile = statusFile }
+        if discovery || discoveryPort != nil || discoveryDestination != nil { c.discovery.enabled = true }
+        if let discoveryPort { c.discovery.port = discoveryPort }
+        if let discoveryDestination { c.discovery.destination = discoveryDestination }
         return c
     }
 
@@ -117,6 +124,7 @@ struct Serve: AsyncParsableCommand {
             sources.append(source)
         }
         var metricsChannel: (any Channel)?
+        var lan: LANDiscovery?
         do {
             try await daemon.start()
             if c.metrics.enabled {
@@ -124,7 +132,19 @@ struct Serve: AsyncParsableCommand {
                 metricsChannel = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp, group: node.group)
                 logger.info("metrics", metadata: ["sync.metrics": .string("http://\(c.metrics.listen)/metrics")])
             }
+            if c.discovery.enabled {
+                let secret = try c.discovery.secretFile.map(DiscoverySecretFile.read)
+                if host.hasPrefix("127."), !c.discovery.destination.hasPrefix("127."), c.discovery.announce {
+                    logger.warning("discovery announces a listener bound to \(host): peers on the LAN cannot reach it; listen on 0.0.0.0")
+                }
+                let announce = c.discovery.announce ? await daemon.listeningPort : nil
+                lan = try await daemon.startDiscovery(c.discovery.configuration, secret: secret, announcePort: announce)
+                logger.info("discovery on", metadata: ["sync.discovery.port": .stringConvertible(c.discovery.port),
+                                                       "sync.discovery.destination": .string(c.discovery.destination),
+                                                       "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
+            }
         } catch {
+            try? await metricsChannel?.close()
             _ = try? await daemon.shutdown(grace: .zero)
             throw error
         }
@@ -137,9 +157,10 @@ struct Serve: AsyncParsableCommand {
             if draining == nil {
                 logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
                                                                     "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
-                let grace = Int64(c.sessions.shutdownGraceSeconds), channel = metricsChannel
+                let grace = Int64(c.sessions.shutdownGraceSeconds), channel = metricsChannel, discovery = lan
                 draining = Task {
                     defer { cont.finish() }
+                    await discovery?.stop()
                     try? await channel?.close()
                     try await daemon.shutdown(grace: .seconds(grace))
                 }
@@ -150,6 +171,23 @@ struct Serve: AsyncParsableCommand {
         }
         try await draining?.value
         sources.forEach { $0.cancel() }
+    }
+}
+
+/// The shared discovery secret: the file's bytes (one trailing newline ignored), 1 to 64 of them, in a
+/// file of mode 0600.
+enum DiscoverySecretFile {
+    static func read(_ path: String) throws -> SecretBytes {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CLIError("cannot read discovery secret file \(path)") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw CLIError(String(format: "discovery secret file %@ has mode %o; run `chmod 600 %@`", path, Int(st.st_mode & 0o777), path))
+        }
+        var bytes = try Files.read(path, what: "discovery secret file")
+        if bytes.last == 0x0A { bytes.removeLast() }
+        guard (1...64).contains(bytes.count) else { throw CLIError("discovery secret file \(path) must hold 1 to 64 bytes, not \(bytes.count)") }
+        defer { for i in bytes.indices { bytes[i] = 0 } }
+        return SecretBytes(copying: bytes)
     }
 }
 

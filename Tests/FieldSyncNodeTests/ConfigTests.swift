@@ -24,7 +24,7 @@ import Testing
             && c.schedule.backoffMaxMilliseconds == 300_000 && c.schedule.pushDebounceMilliseconds == 250
             && c.schedule.pollIntervalMilliseconds == 500)
         #expect(c.relay.quotaBytes == nil && !c.metrics.enabled && c.metrics.listen == "127.0.0.1:9464" && c.logLevel == "info")
-        #expect(c.discovery == NodeConfigFile.Discovery() && c.discovery.port == 7001 && !c.discovery.enabled)
+        #expect(c.discovery == NodeConfigFile.Discovery() && c.discovery.port == 7946 && !c.discovery.enabled)
         #expect(c.statusPath == "s.sqlite.status.json")
         let p = c.schedulePolicy
         #expect(p.maxSessions == 8 && p.resyncInterval == 300_000 && p.backoffMin == 1_000 && p.backoffMax == 300_000 && p.pushDebounce == 250)

@@ -75,10 +75,12 @@ import Testing
         let (foundRelay, foundBackpack) = (Found(), Found())
         var listenOnly = config(port: port)
         listenOnly.announce = false
+        listenOnly.expiry = .milliseconds(500)
         let relay = LANDiscovery(configuration: config(port: port), codec: codec, announcePort: 7010,
                                  eventLoop: group.next(), onPeer: foundRelay.add)
+        let lost = Found()
         let backpack = LANDiscovery(configuration: listenOnly, codec: codec, announcePort: nil,
-                                    eventLoop: group.next(), onPeer: foundBackpack.add)
+                                    eventLoop: group.next(), onPeerLost: lost.add, onPeer: foundBackpack.add)
         try await relay.start()
         try await backpack.start()
         let deadline = Date().addingTimeInterval(5)
@@ -87,6 +89,10 @@ import Testing
         #expect(foundBackpack.all == [DiscoveredPeer(host: "127.0.0.1", port: 7010)])
         #expect(foundRelay.all.isEmpty)
         await relay.stop()
+        // The relay's beacons stop: the listener reports it lost after the expiry.
+        let deadline2 = Date().addingTimeInterval(5)
+        while Date() < deadline2, lost.all.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(lost.all == [DiscoveredPeer(host: "127.0.0.1", port: 7010)])
         await backpack.stop()
     }
 
@@ -97,5 +103,41 @@ import Testing
         let d = LANDiscovery(configuration: c, codec: try BeaconCodec(networkID: "n", root: Self.root), announcePort: 7000,
                              eventLoop: group.next(), onPeer: { _ in })
         await #expect(throws: NodeError.self) { try await d.start() }
+    }
+}
+
+/// The daemon with discovery: a backpack that only listens for beacons finds a relay box on the LAN
+/// (loopback broadcast here) with no peer configured, syncs with it at once, and forgets it when its
+/// beacons stop.
+@Suite struct DaemonDiscoveryTests {
+    @Test(.timeLimit(.minutes(1))) func aBackpackFindsTheRelayWithNoConfiguration() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let relay = try await DaemonTests.start(try pki.device(.relay, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                name: "relay", keys: [])
+        let backpack = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                   name: "bp")
+        try await NodeTests.write(backpack.node, count: 3, tag: "bp")
+        var config = DiscoveryConfiguration()
+        config.port = Int.random(in: 40_000...60_000)
+        config.destination = "127.255.255.255"
+        config.interval = .milliseconds(100)
+        config.expiry = .milliseconds(600)
+        let beacons = try await relay.daemon.startDiscovery(config, announcePort: try await DaemonTests.address(relay).port)
+        var listenOnly = config
+        listenOnly.announce = false
+        let ears = try await backpack.daemon.startDiscovery(listenOnly, announcePort: nil)
+        // Found, synced: the relay holds the backpack's three changes (sealed: it has no key).
+        #expect(try await DaemonTests.eventually(5) { try await backpack.daemon.peers().first?.lastSessionFinished == true })
+        let found = try await backpack.daemon.peers()
+        #expect(found.count == 1 && found.first?.source == .discovered && found.first?.device == relay.identity.id, "\(found)")
+        #expect(try await relay.node.withReplicator { try $0.store.status().changes } == 3)
+        // The relay goes away: its beacons stop and the backpack forgets it.
+        await beacons.stop()
+        #expect(try await DaemonTests.eventually(5) { try await backpack.daemon.peers().isEmpty })
+        await ears.stop()
+        _ = try await relay.daemon.shutdown(grace: .zero)
+        _ = try await backpack.daemon.shutdown(grace: .zero)
     }
 }

@@ -145,6 +145,15 @@ import Testing
         #expect(s.allPeers.isEmpty && s.nextDue == nil && s.outgoing == 0)
     }
 
+    @Test func losingABeaconNeverDropsAConfiguredPeer() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        s.removePeer(Self.a, onlyIf: .discovered)
+        #expect(s.allPeers.map(\.address) == [Self.a])
+        s.removePeer(Self.a, onlyIf: .static)
+        #expect(s.allPeers.isEmpty)
+    }
+
     @Test func stopStartsNothing() {
         var s = SyncScheduler(policy: Self.policy(), seed: 1)
         s.addPeer(Self.a, source: .static, now: 0)

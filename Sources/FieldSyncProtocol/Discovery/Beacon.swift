@@ -192,8 +192,12 @@ public struct DiscoveryTable: Sendable {
     }
 
     /// Forgets peers not heard from within `expiry` of `now`.
-    public mutating func expire(now: UInt64) {
-        lastHeard = lastHeard.filter { now < $0.value || now - $0.value <= expiry }
+    /// - Returns: the peers forgotten, sorted by address.
+    @discardableResult
+    public mutating func expire(now: UInt64) -> [DiscoveredPeer] {
+        let gone = lastHeard.filter { now >= $0.value && now - $0.value > expiry }.keys
+        for p in gone { lastHeard[p] = nil }
+        return gone.sorted { ($0.host, $0.port) < ($1.host, $1.port) }
     }
 
     /// The peers currently present, sorted by address.
