@@ -46,7 +46,7 @@ struct RecordContext {
             throw RecordCommandError(.notFound, "no \(kind?.name ?? "record") \(idText) in this device's store; `fieldsync list` shows what it holds (a record made elsewhere arrives with `fieldsync sync`)")
         }
         if let kind, record.kind != kind {
-            throw RecordCommandError(.usage, "\(record.id) is a \(record.kind), not a\(kind == .incident ? "n" : "") \(kind); use `fieldsync \(record.kind) ...`")
+            throw RecordCommandError(.usage, "\(record.id) is \(article(record.kind)) \(record.kind), not \(article(kind)) \(kind); use `fieldsync \(record.kind) ...`")
         }
         return record
     }
@@ -109,6 +109,9 @@ struct RecordContext {
     }
 }
 
+/// "a" or "an" before a kind's name.
+func article(_ kind: RecordKind) -> String { "aeiou".contains(kind.name.first ?? "x") ? "an" : "a" }
+
 /// The typed incident view, or an error saying which field has not arrived.
 func incidentView(_ record: Record) throws -> Incident {
     do { return try Incident(record) } catch {
@@ -155,8 +158,8 @@ func checkText(_ text: String?, option: String, max: Int, allowEmpty: Bool = tru
 
 /// `--lat`, `--lon`, `--place`: a new location, or changes to the current one.
 struct LocationOptions: ParsableArguments {
-    @Option(help: "Latitude in degrees (-90...90).") var lat: Double?
-    @Option(help: "Longitude in degrees (-180...180).") var lon: Double?
+    @Option(parsing: .unconditional, help: "Latitude in degrees (-90...90).") var lat: Double?
+    @Option(parsing: .unconditional, help: "Longitude in degrees (-180...180).") var lon: Double?
     @Option(help: "Place name (village, road, landmark).") var place: String?
 
     var isEmpty: Bool { lat == nil && lon == nil && place == nil }
@@ -189,12 +192,12 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "One of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", ")).") var category: String
         @Option(help: "urgent, high, normal or low.") var priority: String = "normal"
         @Option(help: "Short summary (at most 512 bytes).") var summary: String
-        @Option(help: "Latitude (degrees).") var lat: Double
-        @Option(help: "Longitude (degrees).") var lon: Double
+        @Option(parsing: .unconditional, help: "Latitude (degrees).") var lat: Double
+        @Option(parsing: .unconditional, help: "Longitude (degrees).") var lon: Double
         @Option(help: "Place name.") var place: String = ""
         @Option(help: "Who reported it (at most 128 bytes).") var reporter: String = "walk-in"
-        @Option(help: "When it was reported (default now; ISO 8601, +/-duration, ms).") var reportedAt: String?
-        @Option(help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
+        @Option(parsing: .unconditional, help: "When it was reported (default now; ISO 8601, +/-duration, ms).") var reportedAt: String?
+        @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
         @Option(help: "A first note; repeatable.") var note: [String] = []
         @Flag(help: "Print the result as JSON.") var json = false
 
@@ -237,9 +240,9 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "New summary.") var summary: String?
         @OptionGroup var location: LocationOptions
         @Option(help: "New reporter.") var reporter: String?
-        @Option(help: "New report time.") var reportedAt: String?
+        @Option(parsing: .unconditional, help: "New report time.") var reportedAt: String?
         @Option(help: "Feedback to the reporter (at most 4096 bytes).") var feedback: String?
-        @Option(help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
+        @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
         @Flag(help: "Remove the feedback deadline.") var clearDeadline = false
         @Option(help: "Mark as a duplicate of this incident id.") var duplicateOf: String?
         @Flag(help: "Print the result as JSON.") var json = false
@@ -447,10 +450,10 @@ struct VisitCommand: AsyncParsableCommand {
         @Option(help: "Household or person visited: a reference, not personal data (at most 256 bytes).") var subject: String
         @Option(help: "The visiting officer (at most 128 bytes).") var visitor: String
         @Option(help: "One of \(Visit.VisitType.allCases.map(\.rawValue).joined(separator: ", ")).") var type: String
-        @Option(help: "When (default now; ISO 8601, +/-duration, ms).") var visitedAt: String?
+        @Option(parsing: .unconditional, help: "When (default now; ISO 8601, +/-duration, ms).") var visitedAt: String?
         @OptionGroup var location: LocationOptions
         @Option(help: "Outcome (at most 4096 bytes).") var outcome: String?
-        @Option(help: "Follow-up due by (ISO 8601 or +7d); marks a follow-up as needed.") var followUpBy: String?
+        @Option(parsing: .unconditional, help: "Follow-up due by (ISO 8601 or +7d); marks a follow-up as needed.") var followUpBy: String?
         @Option(help: "A tag; repeatable.") var tag: [String] = []
         @Option(help: "A first note; repeatable.") var note: [String] = []
         @Flag(help: "Print the result as JSON.") var json = false
@@ -491,10 +494,10 @@ struct VisitCommand: AsyncParsableCommand {
         @Option(help: "New subject.") var subject: String?
         @Option(help: "New visitor.") var visitor: String?
         @Option(help: "New visit type.") var type: String?
-        @Option(help: "New visit time.") var visitedAt: String?
+        @Option(parsing: .unconditional, help: "New visit time.") var visitedAt: String?
         @OptionGroup var location: LocationOptions
         @Option(help: "Outcome.") var outcome: String?
-        @Option(help: "Follow-up due by (marks a follow-up as needed).") var followUpBy: String?
+        @Option(parsing: .unconditional, help: "Follow-up due by (marks a follow-up as needed).") var followUpBy: String?
         @Flag(help: "No follow-up needed (clears the due date).") var noFollowUp = false
         @Option(help: "A tag to add; repeatable.") var tag: [String] = []
         @Option(help: "A tag to remove; repeatable.") var untag: [String] = []
@@ -581,8 +584,8 @@ struct RecordFilters: ParsableArguments {
     @Option(help: "Only records in this scope or below it.") var scope: String?
     @Option(help: "Only incidents with this status: a level (dispatched), a range (reported..on-scene), open (reported..on-scene) or done (resolved..closed).")
     var status: String?
-    @Option(help: "Only records whose event time (reported, visited) is at or after this (ISO 8601, 2026-11-29, -24h, ms).") var since: String?
-    @Option(help: "Only records whose event time is before this.") var until: String?
+    @Option(parsing: .unconditional, help: "Only records whose event time (reported, visited) is at or after this (ISO 8601, 2026-11-29, -24h, ms).") var since: String?
+    @Option(parsing: .unconditional, help: "Only records whose event time is before this.") var until: String?
     @Option(help: "Only records whose text fields or notes contain this text.") var text: String?
     @Option(help: "At most this many records (newest event first).") var limit: Int?
 
@@ -879,7 +882,8 @@ struct Import: AsyncParsableCommand {
                                                                        newID: { RecordID.random(using: &g) })
                     if let first = seen[edit.record] { throw RowError("id", "\(edit.record) is also \(first); each record once per file") }
                     seen[edit.record] = row.label
-                    if try r.store.record(edit.record) != nil {
+                    // A new id (the row had none) cannot be in the store; a given one is looked up.
+                    if RecordForm.present(row.fields["id"]) != nil, try r.store.record(edit.record) != nil {
                         if skipExisting {
                             skipped += 1
                             continue
