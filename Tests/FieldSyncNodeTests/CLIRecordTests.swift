@@ -54,9 +54,9 @@ private struct RecordCLI {
     /// The options naming this device, its store and the epoch key.
     var node: [String] { ["--dir", device, "--key-file", "\(device).key", "--store", store, "--epoch-key-file", "station.epochkey"] }
 
-    static func run(_ args: [String], in dir: String) throws -> (status: Int32, out: String, err: String) {
+    static func run(_ args: [String], in dir: String, executable: String? = nil) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary!)
+        p.executableURL = URL(fileURLWithPath: executable ?? binary!)
         p.arguments = args
         p.currentDirectoryURL = URL(fileURLWithPath: dir)
         let o = Pipe(), e = Pipe()
@@ -300,4 +300,20 @@ struct CLIRecordTests {
         #expect(ok.status == 0 && ok.out.contains("imported 600 records") && ok.err.isEmpty)
         #expect(try cli.list(["--text", "\"quoted\""]).count == 600)
     }
+
+    /// A long import draws a progress line when standard error is a terminal (`script` gives it one)
+    /// and stays quiet in a pipe (the other tests).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "util-linux script provides a terminal"))
+    func progressOnlyOnATerminal() throws {
+        let cli = try RecordCLI("st")
+        var csv = "kind,scope,category,location.lat,location.lon,summary,reportedAt,reporter,status,priority\n"
+        for i in 0..<600 { csv += "incident,\(RecordCLI.village),fire,33.4,104.9,fire \(i),2026-11-01T10:00:00Z,caller,reported,normal\n" }
+        _ = FileManager.default.createFile(atPath: cli.path("\(cli.store).csv"), contents: Data(csv.utf8))
+        let command = ([RecordCLI.binary!, "import", "\(cli.store).csv"] + cli.node).joined(separator: " ")
+        let r = try RecordCLI.run(["-qfec", command, "/dev/null"], in: cli.dir, executable: "/usr/bin/script")
+        #expect(r.status == 0 && r.out.contains("checking rows 600/600 (100%)") && r.out.contains("imported 600 records"), "\(r.out)")
+        let piped = try cli.run(["export", "--format", "csv"])
+        #expect(piped.status == 0 && piped.err.isEmpty && piped.out.split(separator: "\r\n").count == 601)
+    }
 }
+
