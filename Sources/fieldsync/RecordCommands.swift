@@ -916,11 +916,10 @@ struct Import: AsyncParsableCommand {
             let ordered = groups.sorted { ($0.group.priority.rawValue, $0.group.scope) < ($1.group.priority.rawValue, $1.group.scope) }.map(\.group)
             var changes = 0
             if !dryRun && !ordered.isEmpty {
-                if ordered.count > 1 || valid >= 500, isatty(STDERR_FILENO) == 1 {
-                    FileHandle.standardError.write(Data("writing \(valid) records as \(ordered.count) changes...".utf8))
-                }
+                let announce = valid >= 500 && isatty(STDERR_FILENO) == 1  // the same rule as ProgressLine
+                if announce { FileHandle.standardError.write(Data("writing \(valid) records as \(ordered.count) changes...".utf8)) }
                 changes = try r.write(groups: ordered, now: ctx.now).count
-                if ordered.count > 1 || valid >= 500, isatty(STDERR_FILENO) == 1 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                if announce { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             }
             if json {
                 print(JSONValue.object([("imported", .int(Int64(dryRun ? 0 : valid))), ("valid", .int(Int64(valid))),
