@@ -329,7 +329,8 @@ public final class Replicator {
 
     /// Advances the clock past this device's own latest change in the store, so a restarted process
     /// (each CLI command is one) never writes a timestamp below one it wrote before, even if the wall
-    /// clock went backwards.
+    /// clock went backwards. (A wall clock more than the trust store's skew behind its own last write
+    /// cannot write at all: verification refuses a change from that far in its future.)
     /// - Throws: store errors.
     public func restoreClock() throws {
         for (log, held) in try store.holdings() where log.author == identity.id {
