@@ -838,11 +838,9 @@ struct Export: AsyncParsableCommand {
 struct Import: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Import records from a JSON or CSV export: every row is checked first, and nothing is written unless all are valid.",
-        discussion: """
-            Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few \
-            signed changes (one per scope and priority, each at most about 48 KB) committed in one transaction. \
-            Rows whose id is already in the store are an error, or skipped with --skip-existing.
-            """)
+        discussion: "Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few "
+            + "signed changes (one per scope and priority, each at most about 48 KB) committed in one transaction. "
+            + "Rows whose id is already in the store are an error, or skipped with --skip-existing.")
 
     @Argument(help: "The file (.json: an array or one object per line; .csv: a header row).") var file: String
     @OptionGroup var node: NodeOptions
