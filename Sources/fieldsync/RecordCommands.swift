@@ -98,8 +98,11 @@ struct RecordContext {
     /// Prints the outcome of a write: the record as JSON, or one line for people.
     func printWritten(_ verb: String, _ record: Record, change: Change?, json: Bool) {
         if json {
-            var o: [(String, JSONValue)] = [("record", .object(RecordForm.object(record, schemas: schemas))), ("written", .bool(change != nil))]
+            // `id`, `scope` and `seq` at the top, as `incident new --json` printed them before the other commands existed.
+            var o: [(String, JSONValue)] = [("id", .string(record.id.description)), ("scope", .string(record.scope.path)),
+                                            ("written", .bool(change != nil))]
             if let change { o += [("seq", .int(Int64(change.header.seq))), ("change", .string(Hex.encode(change.id)))] }
+            o.append(("record", .object(RecordForm.object(record, schemas: schemas))))
             print(JSONValue.object(o).serialized)
         } else if let change {
             print("\(record.kind) \(record.id) \(verb) (change \(change.header.seq) of this device's log for \(record.scope); it syncs at the next contact)")

@@ -83,8 +83,10 @@ private struct RecordCLI {
     /// The record a write command printed.
     func write(_ args: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
         let o = try json(args, sourceLocation: sourceLocation)
-        #expect(o["written"] as? Bool == true, "\(args)", sourceLocation: sourceLocation)
-        return o["record"] as? [String: Any] ?? [:]
+        let record = o["record"] as? [String: Any] ?? [:]
+        #expect(o["written"] as? Bool == true && o["seq"] is Int && o["id"] as? String == record["id"] as? String, "\(args)",
+                sourceLocation: sourceLocation)
+        return record
     }
 
     /// `list --json` lines, each parsed.
