@@ -30,7 +30,8 @@ struct RecordContext {
     func load(_ idText: String, kind: RecordKind? = nil) throws -> Record {
         let hex = idText.lowercased()
         guard hex.count >= 6, hex.count <= 32, hex.allSatisfy(\.isHexDigit) else {
-            throw RecordCommandError(.usage, "\"\(idText)\" is not a record id: give its 32 hex digits (or a unique prefix of 6 or more) as `fieldsync list` shows")
+            throw RecordCommandError(.usage, "\"\(idText)\" is not a record id: give its 32 hex digits "
+                                     + "(or a unique prefix of 6 or more) as `fieldsync list` shows")
         }
         var found: Record?
         if hex.count == 32, let id = RecordID(hex: hex) {
@@ -38,15 +39,18 @@ struct RecordContext {
         } else {
             let matches = try replicator.store.records(RecordQuery(includeDeleted: true)).filter { $0.id.description.hasPrefix(hex) }
             guard matches.count <= 1 else {
-                throw RecordCommandError(.usage, "\(idText) matches \(matches.count) records (\(matches.prefix(3).map(\.id.description).joined(separator: ", "))...); give more digits")
+                let some = matches.prefix(3).map(\.id.description).joined(separator: ", ")
+                throw RecordCommandError(.usage, "\(idText) matches \(matches.count) records (\(some), ...); give more digits")
             }
             found = matches.first
         }
         guard let record = found, !record.isDeleted else {
-            throw RecordCommandError(.notFound, "no \(kind?.name ?? "record") \(idText) in this device's store; `fieldsync list` shows what it holds (a record made elsewhere arrives with `fieldsync sync`)")
+            throw RecordCommandError(.notFound, "no \(kind?.name ?? "record") \(idText) in this device's store; `fieldsync list` shows "
+                                     + "what it holds (a record made elsewhere arrives with `fieldsync sync`)")
         }
         if let kind, record.kind != kind {
-            throw RecordCommandError(.usage, "\(record.id) is \(article(record.kind)) \(record.kind), not \(article(kind)) \(kind); use `fieldsync \(record.kind) ...`")
+            throw RecordCommandError(.usage, "\(record.id) is \(article(record.kind)) \(record.kind), not \(article(kind)) \(kind); "
+                                     + "use `fieldsync \(record.kind) ...`")
         }
         return record
     }
@@ -55,10 +59,13 @@ struct RecordContext {
     func checkWritable(_ scope: Scope) throws {
         let cert = replicator.identity.certificate
         guard Scope.all([scope], within: cert.scopes) else {
-            throw RecordCommandError(.permission, "this device (\(cert.role), scopes \(cert.scopes.map(\.path).joined(separator: ", "))) may not write in \(scope); use a scope within its certificate")
+            let scopes = cert.scopes.map(\.path).joined(separator: ", ")
+            throw RecordCommandError(.permission, "this device (\(cert.role), scopes \(scopes)) may not write in \(scope); "
+                                     + "use a scope within its certificate")
         }
         guard replicator.writingKey(for: scope) != nil else {
-            throw RecordCommandError(.permission, "no epoch key for \(scope) or a scope above it: pass --epoch-key-file FILE (from `fieldsync epoch-key new`; docs/node.md)")
+            throw RecordCommandError(.permission, "no epoch key for \(scope) or a scope above it: pass --epoch-key-file FILE "
+                                     + "(from `fieldsync epoch-key new`; docs/node.md)")
         }
     }
 
@@ -82,7 +89,9 @@ struct RecordContext {
     func create(_ edit: RecordEdit, priority: FieldSyncCrypto.Priority) throws -> (change: Change, record: Record) {
         try checkWritable(edit.scope)
         let change = try replicator.write([edit], scope: edit.scope, priority: priority, now: now)
-        guard let record = try replicator.store.record(edit.record) else { throw RecordCommandError(.failed, "record \(edit.record) not found after writing it") }
+        guard let record = try replicator.store.record(edit.record) else {
+            throw RecordCommandError(.failed, "record \(edit.record) not found after writing it")
+        }
         return (change, record)
     }
 
@@ -105,12 +114,16 @@ struct RecordContext {
             o.append(("record", .object(RecordForm.object(record, schemas: schemas))))
             print(JSONValue.object(o).serialized)
         } else if let change {
-            print("\(record.kind) \(record.id) \(verb) (change \(change.header.seq) of this device's log for \(record.scope); it syncs at the next contact)")
+            print("\(record.kind) \(record.id) \(verb) (change \(change.header.seq) of this device's log for \(record.scope); "
+                  + "it syncs at the next contact)")
         } else {
             print("\(record.kind) \(record.id): \(verb); nothing written")
         }
     }
 }
+
+/// `n thing` or `n things`.
+func plural(_ n: Int, _ thing: String) -> String { "\(n) \(thing)\(n == 1 ? "" : "s")" }
 
 /// "a" or "an" before a kind's name.
 func article(_ kind: RecordKind) -> String { "aeiou".contains(kind.name.first ?? "x") ? "an" : "a" }
@@ -118,7 +131,8 @@ func article(_ kind: RecordKind) -> String { "aeiou".contains(kind.name.first ??
 /// The typed incident view, or an error saying which field has not arrived.
 func incidentView(_ record: Record) throws -> Incident {
     do { return try Incident(record) } catch {
-        throw RecordCommandError(.data, "incident \(record.id) is incomplete on this device (\(error.detail)); sync with the device that recorded it", field: error.field)
+        throw RecordCommandError(.data, "incident \(record.id) is incomplete on this device (\(error.detail)); "
+                                 + "sync with the device that recorded it", field: error.field)
     }
 }
 
@@ -221,7 +235,8 @@ struct IncidentCommand: AsyncParsableCommand {
                 let reported = try reportedAt.map { try parseTimeOption($0, option: "--reported-at", now: ctx.now) } ?? Int64(ctx.now)
                 let due = try deadline.map { try parseTimeOption($0, option: "--deadline", now: ctx.now) }
                 var g = SystemRandomNumberGenerator()
-                let edit = Incident.create(id: .random(using: &g), scope: scope, author: ctx.replicator.identity.id, hlc: try ctx.timestamp(after: nil),
+                let edit = Incident.create(id: .random(using: &g), scope: scope, author: ctx.replicator.identity.id,
+                                           hlc: try ctx.timestamp(after: nil),
                                            category: try parseCategory(category), priority: p,
                                            location: Location(latitude: lat, longitude: lon, placeName: place), summary: summary,
                                            reportedAt: reported, reporter: reporter, feedbackDeadline: due, notes: note)
@@ -259,7 +274,8 @@ struct IncidentCommand: AsyncParsableCommand {
             if deadline != nil && clearDeadline { throw ValidationError("give --deadline or --clear-deadline, not both") }
             if category == nil, priority == nil, summary == nil, location.isEmpty, reporter == nil, reportedAt == nil, feedback == nil,
                deadline == nil, !clearDeadline, duplicateOf == nil {
-                throw ValidationError("nothing to update: give at least one of --category, --priority, --summary, --lat/--lon/--place, --reporter, --reported-at, --feedback, --deadline, --clear-deadline, --duplicate-of")
+                throw ValidationError("nothing to update: give at least one of --category, --priority, --summary, --lat/--lon/--place, "
+                                      + "--reporter, --reported-at, --feedback, --deadline, --clear-deadline, --duplicate-of")
             }
         }
 
@@ -279,7 +295,9 @@ struct IncidentCommand: AsyncParsableCommand {
                     actions.append(.set(field: F.reportedAt, value: .time(try parseTimeOption(reportedAt, option: "--reported-at", now: ctx.now))))
                 }
                 if let feedback { actions.append(.set(field: F.feedback, value: feedback.isEmpty ? .null : .string(feedback))) }
-                if let deadline { actions.append(.set(field: F.feedbackDeadline, value: .time(try parseTimeOption(deadline, option: "--deadline", now: ctx.now)))) }
+                if let deadline {
+                    actions.append(.set(field: F.feedbackDeadline, value: .time(try parseTimeOption(deadline, option: "--deadline", now: ctx.now))))
+                }
                 if clearDeadline { actions.append(.set(field: F.feedbackDeadline, value: .null)) }
                 if let duplicateOf {
                     let other = try ctx.load(duplicateOf, kind: .incident)
@@ -336,7 +354,8 @@ struct IncidentCommand: AsyncParsableCommand {
                 let incident = try incidentView(record)
                 let assigned = Set(incident.assignedUnits)
                 for u in remove where !assigned.contains(u) {
-                    throw RecordCommandError(.data, "\(u) is not assigned to \(record.id) (assigned: \(assigned.sorted().joined(separator: ", ")))", field: "assignedUnits")
+                    let now = assigned.sorted().joined(separator: ", ")
+                    throw RecordCommandError(.data, "\(u) is not assigned to \(record.id) (assigned: \(now))", field: "assignedUnits")
                 }
                 var actions: [Action] = units.filter { !assigned.contains($0) }.map { .add(field: Incident.Field.assignedUnits, element: Token($0)) }
                 actions += remove.map { record.removeAction(Incident.Field.assignedUnits, element: $0) }
@@ -346,7 +365,8 @@ struct IncidentCommand: AsyncParsableCommand {
                     return
                 }
                 let (change, updated) = try ctx.write(record, actions)
-                ctx.printWritten("units now \(updated.elements(Incident.Field.assignedUnits).joined(separator: ", "))", updated, change: change, json: json)
+                let units = updated.elements(Incident.Field.assignedUnits).joined(separator: ", ")
+                ctx.printWritten("units now \(units)", updated, change: change, json: json)
             }
         }
     }
@@ -409,7 +429,8 @@ struct IncidentCommand: AsyncParsableCommand {
                 let record = try ctx.load(id, kind: .incident)
                 let incident = try incidentView(record)
                 guard incident.status >= .resolved else {
-                    throw RecordCommandError(.data, "incident \(record.id) is open (\(incident.status)); only a resolved or closed incident can be reopened", field: "status")
+                    throw RecordCommandError(.data, "incident \(record.id) is open (\(incident.status)); "
+                                             + "only a resolved or closed incident can be reopened", field: "status")
                 }
                 var actions = [incident.reopen()]
                 if let note { actions.append(.append(field: Incident.Field.notes, text: note)) }
@@ -424,7 +445,9 @@ struct IncidentCommand: AsyncParsableCommand {
     static func advance(_ ctx: RecordContext, _ record: Record, to target: Incident.Status, extra: [Action], json: Bool) throws {
         let incident = try incidentView(record)
         if target < incident.status {
-            throw RecordCommandError(.data, "incident \(record.id) is already \(incident.status); status only moves forward (\(Incident.statusLevels.joined(separator: " → "))); to start over use `fieldsync incident reopen`", field: "status")
+            let order = Incident.statusLevels.joined(separator: " → ")
+            throw RecordCommandError(.data, "incident \(record.id) is already \(incident.status); status only moves forward (\(order)); "
+                                     + "to start over use `fieldsync incident reopen`", field: "status")
         }
         if target == incident.status && extra.isEmpty {
             ctx.printWritten("already \(target)", record, change: nil, json: json)
@@ -515,7 +538,8 @@ struct VisitCommand: AsyncParsableCommand {
             if followUpBy != nil && noFollowUp { throw ValidationError("give --follow-up-by or --no-follow-up, not both") }
             if subject == nil, visitor == nil, type == nil, visitedAt == nil, location.isEmpty, outcome == nil, followUpBy == nil, !noFollowUp,
                tag.isEmpty, untag.isEmpty {
-                throw ValidationError("nothing to update: give at least one of --subject, --visitor, --type, --visited-at, --lat/--lon/--place, --outcome, --follow-up-by, --no-follow-up, --tag, --untag")
+                throw ValidationError("nothing to update: give at least one of --subject, --visitor, --type, --visited-at, --lat/--lon/--place, "
+                                      + "--outcome, --follow-up-by, --no-follow-up, --tag, --untag")
             }
         }
 
@@ -528,7 +552,9 @@ struct VisitCommand: AsyncParsableCommand {
                 if let subject { actions.append(.set(field: F.subject, value: .string(subject))) }
                 if let visitor { actions.append(.set(field: F.visitor, value: .string(visitor))) }
                 if let type { actions.append(.set(field: F.visitType, value: .symbol(try parseVisitType(type).rawValue))) }
-                if let visitedAt { actions.append(.set(field: F.visitedAt, value: .time(try parseTimeOption(visitedAt, option: "--visited-at", now: ctx.now)))) }
+                if let visitedAt {
+                    actions.append(.set(field: F.visitedAt, value: .time(try parseTimeOption(visitedAt, option: "--visited-at", now: ctx.now))))
+                }
                 var current: Location?
                 if case let .location(l)? = record.value(F.location) { current = l }
                 if let l = try location.location(over: current) { actions.append(.set(field: F.location, value: .location(l))) }
@@ -543,7 +569,8 @@ struct VisitCommand: AsyncParsableCommand {
                 }
                 let tags = Set(record.elements(F.tags))
                 for t in untag where !tags.contains(t) {
-                    throw RecordCommandError(.data, "visit \(record.id) has no tag \(t) (tags: \(tags.sorted().joined(separator: ", ")))", field: "tags")
+                    let now = tags.sorted().joined(separator: ", ")
+                    throw RecordCommandError(.data, "visit \(record.id) has no tag \(t) (tags: \(now))", field: "tags")
                 }
                 actions += Set(tag).subtracting(tags).sorted().map { .add(field: F.tags, element: Token($0)) }
                 actions += untag.map { record.removeAction(F.tags, element: $0) }
@@ -585,9 +612,12 @@ struct VisitCommand: AsyncParsableCommand {
 struct RecordFilters: ParsableArguments {
     @Option(help: "Only this kind: incident or visit.") var kind: String?
     @Option(help: "Only records in this scope or below it.") var scope: String?
-    @Option(help: "Only incidents with this status: a level (dispatched), a range (reported..on-scene), open (reported..on-scene) or done (resolved..closed).")
+    @Option(help: ArgumentHelp("Only incidents with this status: a level (dispatched), a range (reported..on-scene), "
+                               + "open (reported..on-scene) or done (resolved..closed)."))
     var status: String?
-    @Option(parsing: .unconditional, help: "Only records whose event time (reported, visited) is at or after this (ISO 8601, 2026-11-29, -24h, ms).") var since: String?
+    @Option(parsing: .unconditional,
+            help: "Only records whose event time (reported, visited) is at or after this (ISO 8601, 2026-11-29, 24h, -24h, ms).")
+    var since: String?
     @Option(parsing: .unconditional, help: "Only records whose event time is before this.") var until: String?
     @Option(help: "Only records whose text fields or notes contain this text.") var text: String?
     @Option(help: "At most this many records (newest event first).") var limit: Int?
@@ -620,7 +650,11 @@ struct RecordFilters: ParsableArguments {
             q.statusLevels = try Self.levels(status)
             if q.kind == nil { q.kind = .incident }  // only incidents have a status
         }
-        q.since = try since.map { try parseTimeOption($0.first?.isNumber == true && $0.last.map { "smhd".contains($0) } == true ? "-" + $0 : $0, option: "--since", now: now) }
+        q.since = try since.map { text in
+            // A bare duration (`24h`) means that long ago.
+            let ago = text.first?.isNumber == true && text.last.map { "smhd".contains($0) } == true
+            return try parseTimeOption(ago ? "-" + text : text, option: "--since", now: now)
+        }
         q.until = try until.map { try parseTimeOption($0, option: "--until", now: now) }
         q.text = text.flatMap { $0.isEmpty ? nil : $0 }
         return q
@@ -713,7 +747,8 @@ struct Show: AsyncParsableCommand {
                     if let v = record.value(spec.id) { print("  \(name)\(RecordForm.display(v))") }
                 case let .lattice(levels):
                     if let p = record.lattices[spec.id]?.point {
-                        print("  \(name)\(Int(p.level) < levels.count ? levels[Int(p.level)] : "\(p.level)")\(p.generation > 0 ? " (generation \(p.generation), reopened)" : "")")
+                        let level = Int(p.level) < levels.count ? levels[Int(p.level)] : "\(p.level)"
+                        print("  \(name)\(level)\(p.generation > 0 ? " (generation \(p.generation), reopened)" : "")")
                     }
                 case .set:
                     let e = record.elements(spec.id)
@@ -722,13 +757,16 @@ struct Show: AsyncParsableCommand {
                     let notes = record.notes(spec.id)
                     if !notes.isEmpty {
                         print("  \(spec.name)")
-                        for n in notes { print("    \(TimeText.format(Int64(n.id.hlc.milliseconds)))  \(n.id.author.description.prefix(12))  \(n.text)") }
+                        for n in notes {
+                            print("    \(TimeText.format(Int64(n.id.hlc.milliseconds)))  \(n.id.author.description.prefix(12))  \(n.text)")
+                        }
                     }
                 }
             }
             print("history (\(trail.count) change\(trail.count == 1 ? "" : "s"), oldest first)")
             for e in trail {
-                let who = e.author.map { "\($0.subject.description.prefix(12)) (\($0.role))" } ?? "\(e.log.author.description.prefix(12)) (certificate unknown)"
+                let who = e.author.map { "\($0.subject.description.prefix(12)) (\($0.role))" }
+                    ?? "\(e.log.author.description.prefix(12)) (certificate unknown)"
                 print("  \(TimeText.format(Int64(e.hlc.milliseconds)))  \(who)  seq \(e.seq)  \(Self.verification(e.verification))")
                 if let actions = e.actions {
                     for a in actions { print("      \(Self.describe(a, schema: schema))") }
@@ -826,7 +864,8 @@ struct Export: AsyncParsableCommand {
                     throw RecordCommandError(.failed, "cannot write \(out); check the directory exists and is writable")
                 }
                 if json {
-                    print(JSONValue.object([("exported", .int(Int64(records.count))), ("format", .string(format)), ("file", .string(out))]).serialized)
+                    let o: [(String, JSONValue)] = [("exported", .int(Int64(records.count))), ("format", .string(format)), ("file", .string(out))]
+                    print(JSONValue.object(o).serialized)
                 } else {
                     FileHandle.standardError.write(Data("exported \(records.count) record\(records.count == 1 ? "" : "s") to \(out)\n".utf8))
                 }
@@ -894,7 +933,8 @@ struct Import: AsyncParsableCommand {
                     do { try ctx.checkWritable(edit.scope) } catch let e as RecordCommandError { throw RowError("scope", e.message) }
                     let size = edit.canonicalBytes.count
                     guard size <= Self.changePayloadBudget else {
-                        throw RowError("", "the record is \(size) bytes encoded, more than one change may carry (\(Self.changePayloadBudget)); shorten its notes")
+                        throw RowError("", "the record is \(size) bytes encoded, more than one change may carry "
+                                           + "(\(Self.changePayloadBudget)); shorten its notes")
                     }
                     let key = "\(edit.scope.path) \(priority.rawValue)"
                     if let i = groups.lastIndex(where: { $0.key == key }), groups[i].bytes + size <= Self.changePayloadBudget {
@@ -911,7 +951,9 @@ struct Import: AsyncParsableCommand {
             progress.finish()
             guard errors.isEmpty else {
                 let shown = errors.prefix(20).joined(separator: "\n  ")
-                throw RecordCommandError(.data, "\(file): \(errors.count) bad row\(errors.count == 1 ? "" : "s"); nothing was imported:\n  \(shown)\(errors.count > 20 ? "\n  ... and \(errors.count - 20) more" : "")\nFix the rows and import the file again.")
+                let more = errors.count > 20 ? "\n  ... and \(errors.count - 20) more" : ""
+                throw RecordCommandError(.data, "\(file): \(plural(errors.count, "bad row")); nothing was imported:\n  \(shown)\(more)\n"
+                                         + "Fix the rows and import the file again.")
             }
             // One change per scope and priority where the budget allows, all committed in one transaction.
             let ordered = groups.sorted { ($0.group.priority.rawValue, $0.group.scope) < ($1.group.priority.rawValue, $1.group.scope) }.map(\.group)
@@ -928,7 +970,8 @@ struct Import: AsyncParsableCommand {
             } else if dryRun {
                 print("\(file): all \(rows.count) rows are valid (\(valid) to import, \(skipped) already held); nothing written (--dry-run)")
             } else {
-                print("imported \(valid) record\(valid == 1 ? "" : "s") from \(file) as \(changes) change\(changes == 1 ? "" : "s")\(skipped > 0 ? "; \(skipped) already held, skipped" : "")")
+                let skip = skipped > 0 ? "; \(skipped) already held, skipped" : ""
+                print("imported \(plural(valid, "record")) from \(file) as \(plural(changes, "change"))\(skip)")
             }
         }
     }
@@ -942,7 +985,9 @@ struct Import: AsyncParsableCommand {
         guard let text = String(data: data, encoding: .utf8) else { throw RecordCommandError(.data, "the file is not UTF-8 text") }
         let parsed: [(line: Int, cells: [String])]
         do { parsed = try CSV.parse(text) } catch { throw RecordCommandError(.data, "\(error.column): \(error.reason)") }
-        guard let header = parsed.first else { throw RecordCommandError(.data, "the file is empty; a CSV import needs a header row (id,kind,scope,...)") }
+        guard let header = parsed.first else {
+            throw RecordCommandError(.data, "the file is empty; a CSV import needs a header row (id,kind,scope,...)")
+        }
         let names = header.cells.map { $0.trimmingCharacters(in: .whitespaces) }
         guard names.contains("kind"), names.contains("scope") else {
             throw RecordCommandError(.data, "line 1 is not a header with kind and scope columns (got \(names.prefix(5).joined(separator: ",")))")
@@ -975,7 +1020,8 @@ struct Import: AsyncParsableCommand {
         for (n, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
             guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { continue }
             guard let o = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-                throw RecordCommandError(.data, "line \(n + 1): not a JSON object; the file must be a JSON array or one object per line; nothing was imported")
+                throw RecordCommandError(.data, "line \(n + 1): not a JSON object; the file must be a JSON array or one object per line; "
+                                         + "nothing was imported")
             }
             rows.append(Row(label: "line \(n + 1)", fields: o))
         }

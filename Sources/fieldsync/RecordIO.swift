@@ -341,7 +341,9 @@ enum RecordForm {
         do { scope = try Scope(scopeText) } catch { throw RowError("scope", error.reason) }
         let id: RecordID
         if let idText = text(row["id"]), !idText.isEmpty {
-            guard let r = RecordID(hex: idText.lowercased()) else { throw RowError("id", "\"\(idText)\" is not 32 hex digits (leave it empty for a new id)") }
+            guard let r = RecordID(hex: idText.lowercased()) else {
+                throw RowError("id", "\"\(idText)\" is not 32 hex digits (leave it empty for a new id)")
+            }
             id = r
         } else {
             id = newID()
@@ -438,10 +440,14 @@ enum RecordForm {
             if let n = raw as? NSNumber, !(raw is Bool), let t = Int64(exactly: n.doubleValue) { return .time(t) }
             throw RowError(field, "\"\(raw)\" is not a time; use ISO 8601 like 2026-11-29T06:30:00.000Z or ms since 1970")
         case .record:
-            guard let s = raw as? String, let r = RecordID(hex: s.lowercased()) else { throw RowError(field, "\"\(raw)\" is not a record id (32 hex digits)") }
+            guard let s = raw as? String, let r = RecordID(hex: s.lowercased()) else {
+                throw RowError(field, "\"\(raw)\" is not a record id (32 hex digits)")
+            }
             return .record(r)
         case .device:
-            guard let s = raw as? String, let d = DeviceID(hex: s.lowercased()) else { throw RowError(field, "\"\(raw)\" is not a device id (32 hex digits)") }
+            guard let s = raw as? String, let d = DeviceID(hex: s.lowercased()) else {
+                throw RowError(field, "\"\(raw)\" is not a device id (32 hex digits)")
+            }
             return .device(d)
         case .location:
             throw RowError(field, "a location is an object {lat, lon, place}")
