@@ -64,8 +64,8 @@ struct RecordContext {
                                      + "use a scope within its certificate")
         }
         guard replicator.writingKey(for: scope) != nil else {
-            throw RecordCommandError(.permission, "no epoch key for \(scope) or a scope above it: pass --epoch-key-file FILE "
-                                     + "(from `fieldsync epoch-key new`; docs/node.md)")
+            throw RecordCommandError(.permission, "no epoch key for \(scope) or a scope above it: this device needs a key grant for it, "
+                                     + "or pass --epoch-key-file FILE (docs/node.md, \"Epoch keys\")")
         }
     }
 
