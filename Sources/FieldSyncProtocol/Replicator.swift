@@ -278,6 +278,98 @@ public final class Replicator {
         }
     }
 
+    /// One change's worth of edits for `write(groups:now:)`.
+    public struct WriteGroup: Sendable {
+        /// The scope every edit of the group is in.
+        public var scope: Scope
+        /// Delivery priority of the change.
+        public var priority: Priority
+        /// The edits.
+        public var edits: [RecordEdit]
+
+        /// Creates a group.
+        public init(scope: Scope, priority: Priority, edits: [RecordEdit]) {
+            self.scope = scope
+            self.priority = priority
+            self.edits = edits
+        }
+    }
+
+    /// Authors one change per group, in order, and commits all of them in one atomic store commit:
+    /// either every change is stored and merged, or none is (a bulk import).
+    /// - Parameters:
+    ///   - groups: the changes to author; each group's edits obey the rules of `write(_:scope:priority:now:)`.
+    ///   - now: the wall clock, ms since the Unix epoch.
+    /// - Returns: the changes, in group order.
+    /// - Throws: `WriteError`, `RecordError`, `ChangeError` before anything is stored; store errors
+    ///   (nothing stored).
+    @discardableResult
+    public func write(groups: [WriteGroup], now: UInt64) throws -> [Change] {
+        var keysByGroup: [EpochKey] = []
+        for g in groups {
+            guard Scope.all([g.scope], within: identity.certificate.scopes) else {
+                throw WriteError("this device may not write in \(g.scope) (certificate scopes: \(identity.certificate.scopes.map(\.path)))")
+            }
+            for e in g.edits {
+                guard e.scope == g.scope, e.author == identity.id else {
+                    throw WriteError("edit of \(e.record) must be in \(g.scope) and authored by \(identity.id)")
+                }
+                try schemas.validate(e)
+            }
+            guard let key = writingKey(for: g.scope) else { throw WriteError("no epoch key for \(g.scope); this device needs a key grant") }
+            keysByGroup.append(key)
+        }
+        let saved = clock
+        var heads: [LogID: (seq: UInt64, hash: [UInt8])] = [:]
+        var changes: [Change] = []
+        do {
+            for (g, key) in zip(groups, keysByGroup) {
+                let log = LogID(author: identity.id, scope: g.scope)
+                let head: (seq: UInt64, hash: [UInt8])
+                if let h = heads[log] { head = h } else {
+                    let seq = try store.holdings(of: log).ranges.last?.upperBound ?? 0
+                    head = (seq, seq == 0 ? Change.zeroHash : try store.change(log, seq: seq).map(\.hash) ?? Change.zeroHash)
+                }
+                let hlc = try clock.now(wall: now)
+                let change = try Change.seal(author: identity.signingKey, scope: g.scope, seq: head.seq + 1, prevHash: head.hash, hlc: hlc,
+                                             priority: g.priority, payload: ChangeBody(edits: g.edits).canonicalBytes, readers: [key],
+                                             archive: archiveKey)
+                heads[log] = (head.seq + 1, change.id)
+                changes.append(change)
+            }
+        } catch {
+            clock = saved
+            throw error
+        }
+        let report = try ingest(changes, now: now)
+        guard report.outcomes.allSatisfy({ $0 == .accepted }), report.commit.inserted == changes.count else {
+            throw WriteError("own changes not stored: \(report.outcomes), \(report.commit)")
+        }
+        return changes
+    }
+
+    /// Advances the clock to at least `timestamp` (a record's last edit read back from the store, or
+    /// this device's own last write after a restart), so the next local write orders after it. A
+    /// timestamp further ahead of `now` than the clock's drift bound is not adopted.
+    /// - Returns: whether the clock now reads at or above `timestamp`.
+    @discardableResult
+    public func observe(_ timestamp: HLCTimestamp, now: UInt64) -> Bool {
+        (try? clock.receive(remote: timestamp, wall: now)) != nil
+    }
+
+    /// Advances the clock past this device's own latest change in the store, so a restarted process
+    /// (each CLI command is one) never writes a timestamp below one it wrote before, even if the wall
+    /// clock went backwards. (A wall clock more than the trust store's skew behind its own last write
+    /// cannot write at all: verification refuses a change from that far in its future.)
+    /// - Throws: store errors.
+    public func restoreClock() throws {
+        for (log, held) in try store.holdings() where log.author == identity.id {
+            guard let last = held.ranges.last?.upperBound, let c = try store.change(log, seq: last), c.hlc > clock.last else { continue }
+            // Our own writes are adopted whatever the drift: going below them would reorder our own edits.
+            clock = HybridLogicalClock(maxDriftMilliseconds: clock.maxDriftMilliseconds, last: c.hlc)
+        }
+    }
+
     /// Authors a control change (key grant, revocation, receipt) with a clear payload.
     @discardableResult
     public func writeControl(_ contentType: ContentType, payload: [UInt8], scope: Scope, now: UInt64) throws -> Change {

@@ -1,6 +1,6 @@
-// `fieldsync sync`, `incident new`, `list`, `epoch-key new`, and what every node command shares (the
-// device, its store, epoch key files): a device's node over TCP and the minimum a person needs to create
-// and see records (`serve` is in ServeCommand.swift). Storage and key handling: docs/node.md.
+// `fieldsync sync`, `epoch-key new`, and what every node command shares (the device, its store, epoch key
+// files). `serve` is in ServeCommand.swift; the record commands (incident, visit, list, show, export,
+// import) are in RecordCommands.swift. Storage and key handling: docs/node.md.
 
 import ArgumentParser
 import FieldSyncCore
@@ -163,86 +163,6 @@ struct Sync: AsyncParsableCommand {
         try await n.shutdown()
         if json { try printJSON(resultJSON(result)) } else { print("sync with \(peer): \(result)") }
         if !result.isFinished { throw ExitCode.failure }
-    }
-}
-
-/// `fieldsync incident new`.
-struct IncidentCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "incident", abstract: "Record incidents.", subcommands: [New.self])
-
-    struct New: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Record a new incident in the local store (it syncs at the next contact).")
-
-        @OptionGroup var node: NodeOptions
-        @Option(help: "Scope, e.g. longnan/wudu/station-017/village-0412.") var scope: String
-        @Option(help: "One of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", ")).") var category: String
-        @Option(help: "urgent, high, normal or low.") var priority: String = "normal"
-        @Option(help: "Short summary.") var summary: String
-        @Option(help: "Latitude (degrees).") var lat: Double
-        @Option(help: "Longitude (degrees).") var lon: Double
-        @Option(help: "Place name.") var place: String = ""
-        @Option(help: "Who reported it.") var reporter: String = "walk-in"
-        @Flag(help: "Print the result as JSON.") var json = false
-
-        func run() async throws {
-            let scope: Scope
-            do { scope = try Scope(self.scope) } catch { throw ValidationError("\(error)") }
-            guard let category = Incident.Category(rawValue: category) else {
-                throw ValidationError("unknown category \(category); one of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            guard let priority = Incident.Priority(rawValue: priority) else { throw ValidationError("priority must be urgent, high, normal or low") }
-            let r = try node.openReplicator()
-            let now = wallClockMilliseconds()
-            var clock = r.clock  // the change will carry the next HLC of this clock
-            var g = SystemRandomNumberGenerator()
-            let id = RecordID.random(using: &g)
-            let edit = Incident.create(id: id, scope: scope, author: r.identity.id, hlc: try clock.now(wall: now), category: category,
-                                       priority: priority, location: Location(latitude: lat, longitude: lon, placeName: place),
-                                       summary: summary, reportedAt: Int64(now), reporter: reporter)
-            let change: Change
-            do {
-                change = try r.write([edit], scope: scope, priority: FieldSyncCrypto.Priority(rawValue: priority.rank) ?? .normal, now: now)
-            } catch let e as WriteError where r.writingKey(for: scope) == nil {
-                throw CLIError("\(e) (for now: pass --epoch-key-file FILE from `fieldsync epoch-key new`; see docs/node.md)")
-            }
-            if json {
-                try printJSON(["id": id.description, "scope": scope.path, "seq": change.header.seq])
-            } else {
-                print("incident \(id) recorded in \(scope) (change \(change.header.seq) of this device's log)")
-            }
-        }
-    }
-}
-
-/// `fieldsync list`.
-struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the records in the local store.")
-
-    @OptionGroup var node: NodeOptions
-    @Option(help: "Only this kind (incident, visit, ...).") var kind: String?
-    @Option(help: "Only records within this scope.") var scope: String?
-    @Flag(help: "Print one JSON object per record.") var json = false
-
-    func run() async throws {
-        let r = try node.openReplicator()
-        var query = RecordQuery()
-        if let kind { query.kind = RecordKind(kind) }
-        if let scope { do { query.scope = try Scope(scope) } catch { throw ValidationError("\(error)") } }
-        let records = try r.store.records(query)
-        for rec in records {
-            var line: [String: Any] = ["id": rec.id.description, "kind": rec.kind.name, "scope": rec.scope.path]
-            if rec.kind == .incident, let i = try? Incident(rec) {
-                line["category"] = i.category.rawValue
-                line["priority"] = i.priority.rawValue
-                line["status"] = "\(i.status)"
-                line["summary"] = i.summary
-            }
-            if json { try printJSON(line) } else {
-                let detail = ["status", "priority", "category", "summary"].compactMap { line[$0].map { "\($0)" } }.joined(separator: "  ")
-                print("\(rec.id)  \(rec.kind.name)  \(rec.scope.path)  \(detail)")
-            }
-        }
-        if !json { print("\(records.count) record(s)") }
     }
 }
 

@@ -11,7 +11,7 @@ struct CLI {
         if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
         candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        for scratch in [".build-crypto", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
+        for scratch in [".build-crypto", ".build-cli", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 

@@ -1,0 +1,1030 @@
+// The record commands: `incident new|update|status|assign|note|close|reopen`, `visit new|update|note`,
+// `list`, `show`, `export`, `import`. Every edit goes through `Replicator.write` as a signed, sealed
+// change, the CRDT way: status through the generational lattice, units and tags through the OR-set,
+// notes appended to the log. Usage, formats and exit codes: docs/cli.md.
+
+import ArgumentParser
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncProtocol
+import Foundation
+
+// MARK: - Shared plumbing
+
+/// A replicator opened for one record command, with the wall clock read once.
+struct RecordContext {
+    let replicator: Replicator
+    let now: UInt64
+
+    /// Opens the device's replicator and moves its clock past this device's own last write.
+    init(_ node: NodeOptions) throws {
+        replicator = try node.openReplicator()
+        now = wallClockMilliseconds()
+        try replicator.restoreClock()
+    }
+
+    var schemas: SchemaRegistry { replicator.schemas }
+
+    /// The record `idText` names: 32 hex digits, or a unique prefix of at least 6 (which scans the store).
+    /// - Throws: usage (malformed or ambiguous), not found, or wrong kind.
+    func load(_ idText: String, kind: RecordKind? = nil) throws -> Record {
+        let hex = idText.lowercased()
+        guard hex.count >= 6, hex.count <= 32, hex.allSatisfy(\.isHexDigit) else {
+            throw RecordCommandError(.usage, "\"\(idText)\" is not a record id: give its 32 hex digits "
+                                     + "(or a unique prefix of 6 or more) as `fieldsync list` shows")
+        }
+        var found: Record?
+        if hex.count == 32, let id = RecordID(hex: hex) {
+            found = try replicator.store.record(id)
+        } else {
+            let matches = try replicator.store.records(RecordQuery(includeDeleted: true)).filter { $0.id.description.hasPrefix(hex) }
+            guard matches.count <= 1 else {
+                let some = matches.prefix(3).map(\.id.description).joined(separator: ", ")
+                throw RecordCommandError(.usage, "\(idText) matches \(matches.count) records (\(some), ...); give more digits")
+            }
+            found = matches.first
+        }
+        guard let record = found, !record.isDeleted else {
+            throw RecordCommandError(.notFound, "no \(kind?.name ?? "record") \(idText) in this device's store; `fieldsync list` shows "
+                                     + "what it holds (a record made elsewhere arrives with `fieldsync sync`)")
+        }
+        if let kind, record.kind != kind {
+            throw RecordCommandError(.usage, "\(record.id) is \(article(record.kind)) \(record.kind), not \(article(kind)) \(kind); "
+                                     + "use `fieldsync \(record.kind) ...`")
+        }
+        return record
+    }
+
+    /// Checks that this device may write in `scope` and holds a key for it, with what to do if not.
+    func checkWritable(_ scope: Scope) throws {
+        let cert = replicator.identity.certificate
+        guard Scope.all([scope], within: cert.scopes) else {
+            let scopes = cert.scopes.map(\.path).joined(separator: ", ")
+            throw RecordCommandError(.permission, "this device (\(cert.role), scopes \(scopes)) may not write in \(scope); "
+                                     + "use a scope within its certificate")
+        }
+        guard replicator.writingKey(for: scope) != nil else {
+            throw RecordCommandError(.permission, "no epoch key for \(scope) or a scope above it: this device needs a key grant for it, "
+                                     + "or pass --epoch-key-file FILE (docs/node.md, \"Epoch keys\")")
+        }
+    }
+
+    /// A fresh timestamp for a local edit of `record`, ordered after every edit this device has
+    /// seen of it (so the new values win last-writer-wins against them).
+    func timestamp(after record: Record?) throws -> HLCTimestamp {
+        if let last = record?.lastModified.value?.hlc { replicator.observe(last, now: now) }
+        var clock = replicator.clock  // `write` reads the same next timestamp for the change
+        return try clock.now(wall: now)
+    }
+
+    /// Writes one edit of `record` as one change and returns the change and the merged record.
+    func write(_ record: Record, _ actions: [Action]) throws -> (change: Change, record: Record) {
+        try checkWritable(record.scope)
+        let edit = record.edit(author: replicator.identity.id, hlc: try timestamp(after: record), actions)
+        let change = try replicator.write([edit], scope: record.scope, priority: changePriority(record, actions), now: now)
+        return (change, try replicator.store.record(record.id) ?? record)
+    }
+
+    /// Writes a creating edit.
+    func create(_ edit: RecordEdit, priority: FieldSyncCrypto.Priority) throws -> (change: Change, record: Record) {
+        try checkWritable(edit.scope)
+        let change = try replicator.write([edit], scope: edit.scope, priority: priority, now: now)
+        guard let record = try replicator.store.record(edit.record) else {
+            throw RecordCommandError(.failed, "record \(edit.record) not found after writing it")
+        }
+        return (change, record)
+    }
+
+    /// Incidents travel at their (new) priority; everything else at normal.
+    func changePriority(_ record: Record, _ actions: [Action]) -> FieldSyncCrypto.Priority {
+        guard record.kind == .incident else { return .normal }
+        var name: String?
+        if case let .symbol(s)? = record.value(Incident.Field.priority) { name = s }
+        for case let .set(f, .symbol(s)) in actions where f == Incident.Field.priority { name = s }
+        return name.flatMap(Incident.Priority.init(rawValue:)).flatMap { FieldSyncCrypto.Priority(rawValue: $0.rank) } ?? .normal
+    }
+
+    /// Prints the outcome of a write: the record as JSON, or one line for people.
+    func printWritten(_ verb: String, _ record: Record, change: Change?, json: Bool) {
+        if json {
+            // `id`, `scope` and `seq` at the top, as `incident new --json` printed them before the other commands existed.
+            var o: [(String, JSONValue)] = [("id", .string(record.id.description)), ("scope", .string(record.scope.path)),
+                                            ("written", .bool(change != nil))]
+            if let change { o += [("seq", .int(Int64(change.header.seq))), ("change", .string(Hex.encode(change.id)))] }
+            o.append(("record", .object(RecordForm.object(record, schemas: schemas))))
+            print(JSONValue.object(o).serialized)
+        } else if let change {
+            print("\(record.kind) \(record.id) \(verb) (change \(change.header.seq) of this device's log for \(record.scope); "
+                  + "it syncs at the next contact)")
+        } else {
+            print("\(record.kind) \(record.id): \(verb); nothing written")
+        }
+    }
+}
+
+/// `n thing` or `n things`.
+func plural(_ n: Int, _ thing: String) -> String { "\(n) \(thing)\(n == 1 ? "" : "s")" }
+
+/// "a" or "an" before a kind's name.
+func article(_ kind: RecordKind) -> String { "aeiou".contains(kind.name.first ?? "x") ? "an" : "a" }
+
+/// The typed incident view, or an error saying which field has not arrived.
+func incidentView(_ record: Record) throws -> Incident {
+    do { return try Incident(record) } catch {
+        throw RecordCommandError(.data, "incident \(record.id) is incomplete on this device (\(error.detail)); "
+                                 + "sync with the device that recorded it", field: error.field)
+    }
+}
+
+func parseScopeOption(_ text: String) throws -> Scope {
+    do { return try Scope(text) } catch { throw ValidationError("\(error); e.g. longnan/wudu/station-017/village-0412") }
+}
+
+func parseCategory(_ text: String) throws -> Incident.Category {
+    guard let c = Incident.Category(rawValue: text) else {
+        throw ValidationError("unknown category \(text); one of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return c
+}
+
+func parsePriority(_ text: String) throws -> Incident.Priority {
+    guard let p = Incident.Priority(rawValue: text) else { throw ValidationError("unknown priority \(text); one of urgent, high, normal, low") }
+    return p
+}
+
+func parseStatus(_ text: String) throws -> Incident.Status {
+    guard let i = Incident.statusLevels.firstIndex(of: text), let s = Incident.Status(rawValue: UInt8(i)) else {
+        throw ValidationError("unknown status \(text); one of \(Incident.statusLevels.joined(separator: ", "))")
+    }
+    return s
+}
+
+func parseVisitType(_ text: String) throws -> Visit.VisitType {
+    guard let t = Visit.VisitType(rawValue: text) else {
+        throw ValidationError("unknown visit type \(text); one of \(Visit.VisitType.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return t
+}
+
+/// Checks a text option against the schema's byte limit before anything is opened.
+func checkText(_ text: String?, option: String, max: Int, allowEmpty: Bool = true) throws {
+    guard let text else { return }
+    if text.utf8.count > max { throw ValidationError("\(option) is \(text.utf8.count) bytes; at most \(max) allowed") }
+    if !allowEmpty, text.isEmpty { throw ValidationError("\(option) must not be empty") }
+}
+
+/// `--lat`, `--lon`, `--place`: a new location, or changes to the current one.
+struct LocationOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Latitude in degrees (-90...90).") var lat: Double?
+    @Option(parsing: .unconditional, help: "Longitude in degrees (-180...180).") var lon: Double?
+    @Option(help: "Place name (village, road, landmark).") var place: String?
+
+    var isEmpty: Bool { lat == nil && lon == nil && place == nil }
+
+    /// The location these options give on top of `current` (all of lat and lon needed without one).
+    func location(over current: Location?) throws -> Location? {
+        if isEmpty { return nil }
+        guard let la = lat ?? current?.latitude, let lo = lon ?? current?.longitude else {
+            throw ValidationError("give both --lat and --lon")
+        }
+        let l = Location(latitude: la, longitude: lo, placeName: place ?? current?.placeName ?? "")
+        if let why = l.invalidReason() { throw ValidationError(why) }
+        return l
+    }
+}
+
+// MARK: - incident
+
+/// `fieldsync incident ...`.
+struct IncidentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "incident", abstract: "Record and edit incidents (警情) in the local store; edits sync at the next contact.",
+        subcommands: [New.self, Update.self, Status.self, Assign.self, Note.self, Close.self, Reopen.self])
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Record a new incident (status reported).")
+
+        @OptionGroup var node: NodeOptions
+        @Option(help: "Scope, e.g. longnan/wudu/station-017/village-0412.") var scope: String
+        @Option(help: "One of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", ")).") var category: String
+        @Option(help: "urgent, high, normal or low.") var priority: String = "normal"
+        @Option(help: "Short summary (at most 512 bytes).") var summary: String
+        @Option(parsing: .unconditional, help: "Latitude (degrees).") var lat: Double
+        @Option(parsing: .unconditional, help: "Longitude (degrees).") var lon: Double
+        @Option(help: "Place name.") var place: String = ""
+        @Option(help: "Who reported it (at most 128 bytes).") var reporter: String = "walk-in"
+        @Option(parsing: .unconditional, help: "When it was reported (default now; ISO 8601, +/-duration, ms).") var reportedAt: String?
+        @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
+        @Option(help: "A first note; repeatable.") var note: [String] = []
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws {
+            _ = try parseScopeOption(scope)
+            _ = try parseCategory(category)
+            _ = try parsePriority(priority)
+            try checkText(summary, option: "--summary", max: 512, allowEmpty: false)
+            try checkText(reporter, option: "--reporter", max: 128)
+            for n in note { try checkText(n, option: "--note", max: 4096, allowEmpty: false) }
+            if let why = Location(latitude: lat, longitude: lon).invalidReason() { throw ValidationError(why) }
+        }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let scope = try parseScopeOption(scope), p = try parsePriority(priority)
+                let reported = try reportedAt.map { try parseTimeOption($0, option: "--reported-at", now: ctx.now) } ?? Int64(ctx.now)
+                let due = try deadline.map { try parseTimeOption($0, option: "--deadline", now: ctx.now) }
+                var g = SystemRandomNumberGenerator()
+                let edit = Incident.create(id: .random(using: &g), scope: scope, author: ctx.replicator.identity.id,
+                                           hlc: try ctx.timestamp(after: nil),
+                                           category: try parseCategory(category), priority: p,
+                                           location: Location(latitude: lat, longitude: lon, placeName: place), summary: summary,
+                                           reportedAt: reported, reporter: reporter, feedbackDeadline: due, notes: note)
+                let (change, record) = try ctx.create(edit, priority: FieldSyncCrypto.Priority(rawValue: p.rank) ?? .normal)
+                ctx.printWritten("recorded in \(scope)", record, change: change, json: json)
+            }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change an incident's fields (last writer wins per field).",
+            discussion: "Status, units and notes have their own subcommands: status, assign, note, close, reopen.")
+
+        @Argument(help: "The incident id (or a unique prefix).") var id: String
+        @OptionGroup var node: NodeOptions
+        @Option(help: "New category.") var category: String?
+        @Option(help: "New priority: urgent, high, normal or low.") var priority: String?
+        @Option(help: "New summary.") var summary: String?
+        @OptionGroup var location: LocationOptions
+        @Option(help: "New reporter.") var reporter: String?
+        @Option(parsing: .unconditional, help: "New report time.") var reportedAt: String?
+        @Option(help: "Feedback to the reporter (at most 4096 bytes).") var feedback: String?
+        @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
+        @Flag(help: "Remove the feedback deadline.") var clearDeadline = false
+        @Option(help: "Mark as a duplicate of this incident id.") var duplicateOf: String?
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws {
+            if let category { _ = try parseCategory(category) }
+            if let priority { _ = try parsePriority(priority) }
+            try checkText(summary, option: "--summary", max: 512, allowEmpty: false)
+            try checkText(reporter, option: "--reporter", max: 128)
+            try checkText(feedback, option: "--feedback", max: 4096)
+            if deadline != nil && clearDeadline { throw ValidationError("give --deadline or --clear-deadline, not both") }
+            if category == nil, priority == nil, summary == nil, location.isEmpty, reporter == nil, reportedAt == nil, feedback == nil,
+               deadline == nil, !clearDeadline, duplicateOf == nil {
+                throw ValidationError("nothing to update: give at least one of --category, --priority, --summary, --lat/--lon/--place, "
+                                      + "--reporter, --reported-at, --feedback, --deadline, --clear-deadline, --duplicate-of")
+            }
+        }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .incident)
+                let current = try incidentView(record)
+                var actions: [Action] = []
+                typealias F = Incident.Field
+                if let category { actions.append(.set(field: F.category, value: .symbol(try parseCategory(category).rawValue))) }
+                if let priority { actions.append(.set(field: F.priority, value: .symbol(try parsePriority(priority).rawValue))) }
+                if let summary { actions.append(.set(field: F.summary, value: .string(summary))) }
+                if let l = try location.location(over: current.location) { actions.append(.set(field: F.location, value: .location(l))) }
+                if let reporter { actions.append(.set(field: F.reporter, value: .string(reporter))) }
+                if let reportedAt {
+                    actions.append(.set(field: F.reportedAt, value: .time(try parseTimeOption(reportedAt, option: "--reported-at", now: ctx.now))))
+                }
+                if let feedback { actions.append(.set(field: F.feedback, value: feedback.isEmpty ? .null : .string(feedback))) }
+                if let deadline {
+                    actions.append(.set(field: F.feedbackDeadline, value: .time(try parseTimeOption(deadline, option: "--deadline", now: ctx.now))))
+                }
+                if clearDeadline { actions.append(.set(field: F.feedbackDeadline, value: .null)) }
+                if let duplicateOf {
+                    let other = try ctx.load(duplicateOf, kind: .incident)
+                    guard other.id != record.id else { throw RecordCommandError(.data, "an incident cannot duplicate itself", field: "duplicateOf") }
+                    actions.append(.set(field: F.duplicateOf, value: .record(other.id)))
+                }
+                let (change, updated) = try ctx.write(record, actions)
+                ctx.printWritten("updated", updated, change: change, json: json)
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move an incident's status forward: reported → dispatched → on-scene → resolved → closed.",
+            discussion: "Status only moves forward within a generation (concurrent updates keep the highest); `reopen` starts a new one.")
+
+        @Argument(help: "The incident id (or a unique prefix).") var id: String
+        @Argument(help: "The new status: \(Incident.statusLevels.joined(separator: ", ")).") var status: String
+        @OptionGroup var node: NodeOptions
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws { _ = try parseStatus(status) }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .incident)
+                try IncidentCommand.advance(ctx, record, to: try parseStatus(status), extra: [], json: json)
+            }
+        }
+    }
+
+    struct Assign: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Assign units to an incident (an add-wins set: concurrent assignments all stay).")
+
+        @Argument(help: "The incident id (or a unique prefix).") var id: String
+        @Argument(help: "Units to assign, e.g. station-017-car-2.") var units: [String] = []
+        @OptionGroup var node: NodeOptions
+        @Option(help: "A unit to take off the incident; repeatable.") var remove: [String] = []
+        @Flag(help: "Also move the status to dispatched if it is still reported.") var dispatch = false
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws {
+            if units.isEmpty && remove.isEmpty { throw ValidationError("give at least one unit to assign, or --remove UNIT") }
+            for u in units + remove { try checkText(u, option: "unit", max: 64, allowEmpty: false) }
+        }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .incident)
+                let incident = try incidentView(record)
+                let assigned = Set(incident.assignedUnits)
+                for u in remove where !assigned.contains(u) {
+                    let now = assigned.sorted().joined(separator: ", ")
+                    throw RecordCommandError(.data, "\(u) is not assigned to \(record.id) (assigned: \(now))", field: "assignedUnits")
+                }
+                var actions: [Action] = units.filter { !assigned.contains($0) }.map { .add(field: Incident.Field.assignedUnits, element: Token($0)) }
+                actions += remove.map { record.removeAction(Incident.Field.assignedUnits, element: $0) }
+                if dispatch, incident.status == .reported { actions.append(incident.advance(to: .dispatched)) }
+                if actions.isEmpty {
+                    ctx.printWritten("already assigned to \(units.joined(separator: ", "))", record, change: nil, json: json)
+                    return
+                }
+                let (change, updated) = try ctx.write(record, actions)
+                let units = updated.elements(Incident.Field.assignedUnits).joined(separator: ", ")
+                ctx.printWritten("units now \(units)", updated, change: change, json: json)
+            }
+        }
+    }
+
+    struct Note: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Append a note to an incident's log (notes are never edited or lost).")
+
+        @Argument(help: "The incident id (or a unique prefix).") var id: String
+        @Argument(help: "The note text (at most 4096 bytes).") var text: String
+        @OptionGroup var node: NodeOptions
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws { try checkText(text, option: "the note", max: 4096, allowEmpty: false) }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .incident)
+                let (change, updated) = try ctx.write(record, [.append(field: Incident.Field.notes, text: text)])
+                ctx.printWritten("note added", updated, change: change, json: json)
+            }
+        }
+    }
+
+    struct Close: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Close an incident (status closed in its current generation).")
+
+        @Argument(help: "The incident id (or a unique prefix).") var id: String
+        @OptionGroup var node: NodeOptions
+        @Option(help: "Feedback to record with the close.") var feedback: String?
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws { try checkText(feedback, option: "--feedback", max: 4096, allowEmpty: false) }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .incident)
+                let extra: [Action] = feedback.map { [.set(field: Incident.Field.feedback, value: .string($0))] } ?? []
+                try IncidentCommand.advance(ctx, record, to: .closed, extra: extra, json: json)
+            }
+        }
+    }
+
+    struct Reopen: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Reopen a resolved or closed incident: a new status generation starting at reported.",
+            discussion: "The new generation outranks every status of the old one, so a late 'closed' from another device cannot undo the reopen.")
+
+        @Argument(help: "The incident id (or a unique prefix).") var id: String
+        @OptionGroup var node: NodeOptions
+        @Option(help: "Why it is reopened (appended to the notes).") var note: String?
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws { try checkText(note, option: "--note", max: 4096, allowEmpty: false) }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .incident)
+                let incident = try incidentView(record)
+                guard incident.status >= .resolved else {
+                    throw RecordCommandError(.data, "incident \(record.id) is open (\(incident.status)); "
+                                             + "only a resolved or closed incident can be reopened", field: "status")
+                }
+                var actions = [incident.reopen()]
+                if let note { actions.append(.append(field: Incident.Field.notes, text: note)) }
+                let (change, updated) = try ctx.write(record, actions)
+                ctx.printWritten("reopened (generation \(incident.generation + 1), status reported)", updated, change: change, json: json)
+            }
+        }
+    }
+
+    /// Moves the status forward within the current generation; refuses to go back (the lattice would
+    /// ignore it) and writes nothing when the status is already there.
+    static func advance(_ ctx: RecordContext, _ record: Record, to target: Incident.Status, extra: [Action], json: Bool) throws {
+        let incident = try incidentView(record)
+        if target < incident.status {
+            let order = Incident.statusLevels.joined(separator: " → ")
+            throw RecordCommandError(.data, "incident \(record.id) is already \(incident.status); status only moves forward (\(order)); "
+                                     + "to start over use `fieldsync incident reopen`", field: "status")
+        }
+        if target == incident.status && extra.isEmpty {
+            ctx.printWritten("already \(target)", record, change: nil, json: json)
+            return
+        }
+        var actions = extra
+        if target > incident.status { actions.insert(incident.advance(to: target), at: 0) }
+        let (change, updated) = try ctx.write(record, actions)
+        ctx.printWritten("status \(incident.status) → \(target)", updated, change: change, json: json)
+    }
+}
+
+// MARK: - visit
+
+/// `fieldsync visit ...`.
+struct VisitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "visit", abstract: "Record and edit visits (走访) in the local store; edits sync at the next contact.",
+        subcommands: [New.self, Update.self, Note.self])
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Record a visit.")
+
+        @OptionGroup var node: NodeOptions
+        @Option(help: "Scope (the village), e.g. longnan/wudu/station-017/village-0412.") var scope: String
+        @Option(help: "Household or person visited: a reference, not personal data (at most 256 bytes).") var subject: String
+        @Option(help: "The visiting officer (at most 128 bytes).") var visitor: String
+        @Option(help: "One of \(Visit.VisitType.allCases.map(\.rawValue).joined(separator: ", ")).") var type: String
+        @Option(parsing: .unconditional, help: "When (default now; ISO 8601, +/-duration, ms).") var visitedAt: String?
+        @OptionGroup var location: LocationOptions
+        @Option(help: "Outcome (at most 4096 bytes).") var outcome: String?
+        @Option(parsing: .unconditional, help: "Follow-up due by (ISO 8601 or +7d); marks a follow-up as needed.") var followUpBy: String?
+        @Option(help: "A tag; repeatable.") var tag: [String] = []
+        @Option(help: "A first note; repeatable.") var note: [String] = []
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws {
+            _ = try parseScopeOption(scope)
+            _ = try parseVisitType(type)
+            try checkText(subject, option: "--subject", max: 256, allowEmpty: false)
+            try checkText(visitor, option: "--visitor", max: 128, allowEmpty: false)
+            try checkText(outcome, option: "--outcome", max: 4096)
+            for t in tag { try checkText(t, option: "--tag", max: 64, allowEmpty: false) }
+            for n in note { try checkText(n, option: "--note", max: 4096, allowEmpty: false) }
+            _ = try location.location(over: nil)
+        }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let scope = try parseScopeOption(scope)
+                let at = try visitedAt.map { try parseTimeOption($0, option: "--visited-at", now: ctx.now) } ?? Int64(ctx.now)
+                let due = try followUpBy.map { try parseTimeOption($0, option: "--follow-up-by", now: ctx.now) }
+                var g = SystemRandomNumberGenerator()
+                var edit = Visit.create(id: .random(using: &g), scope: scope, author: ctx.replicator.identity.id, hlc: try ctx.timestamp(after: nil),
+                                        subject: subject, visitor: visitor, visitType: try parseVisitType(type), visitedAt: at,
+                                        location: try location.location(over: nil), outcome: outcome, followUpBy: due, notes: note)
+                edit.actions += Set(tag).sorted().map { .add(field: Visit.Field.tags, element: Token($0)) }
+                let (change, record) = try ctx.create(edit, priority: .normal)
+                ctx.printWritten("recorded in \(scope)", record, change: change, json: json)
+            }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a visit's fields (last writer wins per field; tags are an add-wins set).")
+
+        @Argument(help: "The visit id (or a unique prefix).") var id: String
+        @OptionGroup var node: NodeOptions
+        @Option(help: "New subject.") var subject: String?
+        @Option(help: "New visitor.") var visitor: String?
+        @Option(help: "New visit type.") var type: String?
+        @Option(parsing: .unconditional, help: "New visit time.") var visitedAt: String?
+        @OptionGroup var location: LocationOptions
+        @Option(help: "Outcome.") var outcome: String?
+        @Option(parsing: .unconditional, help: "Follow-up due by (marks a follow-up as needed).") var followUpBy: String?
+        @Flag(help: "No follow-up needed (clears the due date).") var noFollowUp = false
+        @Option(help: "A tag to add; repeatable.") var tag: [String] = []
+        @Option(help: "A tag to remove; repeatable.") var untag: [String] = []
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws {
+            if let type { _ = try parseVisitType(type) }
+            try checkText(subject, option: "--subject", max: 256, allowEmpty: false)
+            try checkText(visitor, option: "--visitor", max: 128, allowEmpty: false)
+            try checkText(outcome, option: "--outcome", max: 4096)
+            for t in tag + untag { try checkText(t, option: "--tag", max: 64, allowEmpty: false) }
+            if followUpBy != nil && noFollowUp { throw ValidationError("give --follow-up-by or --no-follow-up, not both") }
+            if subject == nil, visitor == nil, type == nil, visitedAt == nil, location.isEmpty, outcome == nil, followUpBy == nil, !noFollowUp,
+               tag.isEmpty, untag.isEmpty {
+                throw ValidationError("nothing to update: give at least one of --subject, --visitor, --type, --visited-at, --lat/--lon/--place, "
+                                      + "--outcome, --follow-up-by, --no-follow-up, --tag, --untag")
+            }
+        }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .visit)
+                typealias F = Visit.Field
+                var actions: [Action] = []
+                if let subject { actions.append(.set(field: F.subject, value: .string(subject))) }
+                if let visitor { actions.append(.set(field: F.visitor, value: .string(visitor))) }
+                if let type { actions.append(.set(field: F.visitType, value: .symbol(try parseVisitType(type).rawValue))) }
+                if let visitedAt {
+                    actions.append(.set(field: F.visitedAt, value: .time(try parseTimeOption(visitedAt, option: "--visited-at", now: ctx.now))))
+                }
+                var current: Location?
+                if case let .location(l)? = record.value(F.location) { current = l }
+                if let l = try location.location(over: current) { actions.append(.set(field: F.location, value: .location(l))) }
+                if let outcome { actions.append(.set(field: F.outcome, value: outcome.isEmpty ? .null : .string(outcome))) }
+                if let followUpBy {
+                    actions.append(.set(field: F.followUpNeeded, value: .bool(true)))
+                    actions.append(.set(field: F.followUpBy, value: .time(try parseTimeOption(followUpBy, option: "--follow-up-by", now: ctx.now))))
+                }
+                if noFollowUp {
+                    actions.append(.set(field: F.followUpNeeded, value: .bool(false)))
+                    actions.append(.set(field: F.followUpBy, value: .null))
+                }
+                let tags = Set(record.elements(F.tags))
+                for t in untag where !tags.contains(t) {
+                    let now = tags.sorted().joined(separator: ", ")
+                    throw RecordCommandError(.data, "visit \(record.id) has no tag \(t) (tags: \(now))", field: "tags")
+                }
+                actions += Set(tag).subtracting(tags).sorted().map { .add(field: F.tags, element: Token($0)) }
+                actions += untag.map { record.removeAction(F.tags, element: $0) }
+                if actions.isEmpty {
+                    ctx.printWritten("already tagged \(tag.joined(separator: ", "))", record, change: nil, json: json)
+                    return
+                }
+                let (change, updated) = try ctx.write(record, actions)
+                ctx.printWritten("updated", updated, change: change, json: json)
+            }
+        }
+    }
+
+    struct Note: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Append a note to a visit's log.")
+
+        @Argument(help: "The visit id (or a unique prefix).") var id: String
+        @Argument(help: "The note text (at most 4096 bytes).") var text: String
+        @OptionGroup var node: NodeOptions
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws { try checkText(text, option: "the note", max: 4096, allowEmpty: false) }
+
+        func run() async throws {
+            try reportingErrors(json: json) {
+                let ctx = try RecordContext(node)
+                let record = try ctx.load(id, kind: .visit)
+                let (change, updated) = try ctx.write(record, [.append(field: Visit.Field.notes, text: text)])
+                ctx.printWritten("note added", updated, change: change, json: json)
+            }
+        }
+    }
+}
+
+// MARK: - list, show
+
+/// Filters shared by `list` and `export`, answered by `RecordQuery` (kind, scope, status, since and
+/// until from the store's clear index columns; text after decrypting).
+struct RecordFilters: ParsableArguments {
+    @Option(help: "Only this kind: incident or visit.") var kind: String?
+    @Option(help: "Only records in this scope or below it.") var scope: String?
+    @Option(help: ArgumentHelp("Only incidents with this status: a level (dispatched), a range (reported..on-scene), "
+                               + "open (reported..on-scene) or done (resolved..closed)."))
+    var status: String?
+    @Option(parsing: .unconditional,
+            help: "Only records whose event time (reported, visited) is at or after this (ISO 8601, 2026-11-29, 24h, -24h, ms).")
+    var since: String?
+    @Option(parsing: .unconditional, help: "Only records whose event time is before this.") var until: String?
+    @Option(help: "Only records whose text fields or notes contain this text.") var text: String?
+    @Option(help: "At most this many records (newest event first).") var limit: Int?
+
+    func validate() throws {
+        if let kind, SchemaRegistry.standard.schemas[RecordKind(kind)] == nil {
+            throw ValidationError("unknown kind \(kind); one of incident, visit")
+        }
+        if let scope { _ = try parseScopeOption(scope) }
+        if let status { _ = try Self.levels(status) }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    static func levels(_ text: String) throws -> ClosedRange<UInt8> {
+        switch text {
+        case "open": return Incident.Status.reported.rawValue...Incident.Status.onScene.rawValue
+        case "done": return Incident.Status.resolved.rawValue...Incident.Status.closed.rawValue
+        default:
+            let parts = text.components(separatedBy: "..")
+            guard parts.count <= 2 else { throw ValidationError("--status \(text): use NAME or FROM..TO") }
+            let lo = try parseStatus(parts[0]).rawValue, hi = try parseStatus(parts.last!).rawValue
+            guard lo <= hi else { throw ValidationError("--status \(text): \(parts[0]) comes after \(parts.last!)") }
+            return lo...hi
+        }
+    }
+
+    func query(now: UInt64) throws -> RecordQuery {
+        var q = RecordQuery(kind: kind.map { RecordKind($0) }, scope: try scope.map { try parseScopeOption($0) }, limit: limit)
+        if let status {
+            q.statusLevels = try Self.levels(status)
+            if q.kind == nil { q.kind = .incident }  // only incidents have a status
+        }
+        q.since = try since.map { text in
+            // A bare duration (`24h`) means that long ago.
+            let ago = text.first?.isNumber == true && text.last.map { "smhd".contains($0) } == true
+            return try parseTimeOption(ago ? "-" + text : text, option: "--since", now: now)
+        }
+        q.until = try until.map { try parseTimeOption($0, option: "--until", now: now) }
+        q.text = text.flatMap { $0.isEmpty ? nil : $0 }
+        return q
+    }
+}
+
+/// `fieldsync list`.
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the records in the local store, newest first.",
+        discussion: "A table for people; with --json, one JSON object per line (JSON Lines), in the export form (docs/cli.md).")
+
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var filters: RecordFilters
+    @Flag(help: "Print one JSON object per record, one per line.") var json = false
+
+    func run() async throws {
+        try reportingErrors(json: json) {
+            let ctx = try RecordContext(node)
+            let records = try ctx.replicator.store.records(try filters.query(now: ctx.now))
+            if json {
+                for r in records { print(JSONValue.object(RecordForm.object(r, schemas: ctx.schemas)).serialized) }
+                return
+            }
+            var rows = [["ID", "KIND", "STATUS", "PRIO", "WHEN (UTC)", "SCOPE", "SUMMARY"]]
+            for r in records { rows.append(Self.row(r)) }
+            let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
+            for row in rows {
+                print(row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+                    .joined(separator: "  "))
+            }
+            print("\(records.count) record\(records.count == 1 ? "" : "s")")
+        }
+    }
+
+    static func row(_ r: Record) -> [String] {
+        var status = "-", prio = "-", when = "-", summary = ""
+        if r.kind == .incident {
+            if let p = r.lattices[Incident.Field.status]?.point, let s = Incident.Status(rawValue: p.level) {
+                status = p.generation > 0 ? "\(s) (g\(p.generation))" : s.name
+            }
+            if case let .symbol(s)? = r.value(Incident.Field.priority) { prio = s }
+            if case let .time(t)? = r.value(Incident.Field.reportedAt) { when = TimeText.short(t) }
+            if case let .string(s)? = r.value(Incident.Field.summary) { summary = s }
+        } else if r.kind == .visit {
+            if case let .time(t)? = r.value(Visit.Field.visitedAt) { when = TimeText.short(t) }
+            var parts: [String] = []
+            if case let .symbol(s)? = r.value(Visit.Field.visitType) { parts.append(s) }
+            if case let .string(s)? = r.value(Visit.Field.subject) { parts.append(s) }
+            summary = parts.joined(separator: ": ")
+        }
+        if summary.count > 60 { summary = String(summary.prefix(59)) + "…" }
+        return [String(r.id.description.prefix(12)), r.kind.name, status, prio, when, r.scope.path, summary]
+    }
+}
+
+/// `fieldsync show ID`.
+struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show one record: its fields and its signed history (who, when, what, verified).")
+
+    @Argument(help: "The record id (or a unique prefix).") var id: String
+    @OptionGroup var node: NodeOptions
+    @Flag(help: "Print the record and its history as one JSON object.") var json = false
+
+    func run() async throws {
+        try reportingErrors(json: json) {
+            let ctx = try RecordContext(node)
+            let record = try ctx.load(id)
+            let trail = try ctx.replicator.auditTrail(of: record.id, now: ctx.now)
+            let schema = ctx.schemas.schemas[record.kind]
+            if json {
+                var o = RecordForm.object(record, schemas: ctx.schemas)
+                if let spec = schema?.fields.first(where: { if case .log = $0.kind { true } else { false } }) {
+                    o.append(("\(spec.name)Log", .array(record.notes(spec.id).map { n in
+                        .object([("text", .string(n.text)), ("author", .string(n.id.author.description)),
+                                 ("at", .string(TimeText.format(Int64(n.id.hlc.milliseconds))))])
+                    })))
+                }
+                o.append(("history", .array(trail.map { Self.entryJSON($0, schema: schema) })))
+                print(JSONValue.object(o).serialized)
+                return
+            }
+            print("\(record.kind) \(record.id)")
+            print("  \("scope".padding(toLength: 18, withPad: " ", startingAt: 0))\(record.scope)")
+            for spec in schema?.fields ?? [] {
+                let name = spec.name.padding(toLength: 18, withPad: " ", startingAt: 0)
+                switch spec.kind {
+                case .register:
+                    if let v = record.value(spec.id) { print("  \(name)\(RecordForm.display(v))") }
+                case let .lattice(levels):
+                    if let p = record.lattices[spec.id]?.point {
+                        let level = Int(p.level) < levels.count ? levels[Int(p.level)] : "\(p.level)"
+                        print("  \(name)\(level)\(p.generation > 0 ? " (generation \(p.generation), reopened)" : "")")
+                    }
+                case .set:
+                    let e = record.elements(spec.id)
+                    if !e.isEmpty { print("  \(name)\(e.joined(separator: ", "))") }
+                case .log:
+                    let notes = record.notes(spec.id)
+                    if !notes.isEmpty {
+                        print("  \(spec.name)")
+                        for n in notes {
+                            print("    \(TimeText.format(Int64(n.id.hlc.milliseconds)))  \(n.id.author.description.prefix(12))  \(n.text)")
+                        }
+                    }
+                }
+            }
+            print("history (\(trail.count) change\(trail.count == 1 ? "" : "s"), oldest first)")
+            for e in trail {
+                let who = e.author.map { "\($0.subject.description.prefix(12)) (\($0.role))" }
+                    ?? "\(e.log.author.description.prefix(12)) (certificate unknown)"
+                print("  \(TimeText.format(Int64(e.hlc.milliseconds)))  \(who)  seq \(e.seq)  \(Self.verification(e.verification))")
+                if let actions = e.actions {
+                    for a in actions { print("      \(Self.describe(a, schema: schema))") }
+                } else {
+                    print("      (sealed: this device holds no key that opens it)")
+                }
+            }
+        }
+    }
+
+    static func verification(_ v: IngestOutcome) -> String {
+        switch v {
+        case .accepted: "verified"
+        case let .rejected(code, why): "NOT VERIFIED (\(code): \(why))"
+        case .unknownAuthor: "NOT VERIFIED (author's certificate unknown)"
+        }
+    }
+
+    static func describe(_ a: Action, schema: RecordSchema?) -> String {
+        func name(_ f: FieldID) -> String { schema?.name(of: f) ?? f.description }
+        switch a {
+        case let .set(f, v): return v == .null ? "clear \(name(f))" : "set \(name(f)) = \(RecordForm.display(v))"
+        case let .raise(f, p):
+            var level = "\(p.level)"
+            if case let .lattice(levels)? = schema?.field(f)?.kind, Int(p.level) < levels.count { level = levels[Int(p.level)] }
+            return "\(name(f)) → \(level)\(p.generation > 0 ? " (generation \(p.generation))" : "")"
+        case let .add(f, e): return "add \(e) to \(name(f))"
+        case let .remove(f, e, _): return "remove \(e) from \(name(f))"
+        case let .append(f, t): return "append to \(name(f)): \(t)"
+        case .delete: return "delete the record"
+        }
+    }
+
+    static func entryJSON(_ e: AuditEntry, schema: RecordSchema?) -> JSONValue {
+        var o: [(String, JSONValue)] = [
+            ("at", .string(TimeText.format(Int64(e.hlc.milliseconds)))), ("hlc", .string(e.hlc.description)),
+            ("author", .string(e.log.author.description)), ("role", e.author.map { .string($0.role.description) } ?? .null),
+            ("log", .string(e.log.scope.path)), ("seq", .int(Int64(e.seq))), ("change", .string(Hex.encode(e.changeHash))),
+            ("verified", .bool(e.verification == .accepted)),
+        ]
+        if e.verification != .accepted { o.append(("verification", .string(verification(e.verification)))) }
+        o.append(("actions", e.actions.map { .array($0.map { .string(describe($0, schema: schema)) }) } ?? .null))
+        return .object(o)
+    }
+}
+
+// MARK: - export, import
+
+/// `fieldsync export`.
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Export records as JSON (an array) or CSV (a header row, then one row per record).",
+        discussion: "The export form is what `fieldsync import` reads back (docs/cli.md). Deleted records are not exported.")
+
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var filters: RecordFilters
+    @Option(help: "json or csv.") var format: String = "json"
+    @Option(help: "Write to this file (must not exist) instead of standard output.") var out: String?
+    @Flag(help: "Print a JSON summary (count, file) instead of a line for people; needs --out.") var json = false
+
+    func validate() throws {
+        guard ["json", "csv"].contains(format) else { throw ValidationError("--format must be json or csv") }
+        if json && out == nil { throw ValidationError("--json needs --out FILE (standard output carries the export)") }
+    }
+
+    func run() async throws {
+        try reportingErrors(json: json) {
+            let ctx = try RecordContext(node)
+            if let out, FileManager.default.fileExists(atPath: out) {
+                throw RecordCommandError(.failed, "\(out) already exists; remove it or choose another --out")
+            }
+            let records = try ctx.replicator.store.records(try filters.query(now: ctx.now))
+            var progress = ProgressLine("exporting", total: records.count)
+            var text = ""
+            if format == "json" {
+                text = "[\n"
+                for (i, r) in records.enumerated() {
+                    JSONValue.object(RecordForm.object(r, schemas: ctx.schemas)).write(to: &text)
+                    text += i == records.count - 1 ? "\n" : ",\n"
+                    progress.update(i + 1)
+                }
+                text += "]\n"
+            } else {
+                let kinds = Set(records.map(\.kind)).sorted()
+                let columns = CSV.columns(kinds: kinds.isEmpty ? [.incident, .visit] : kinds, schemas: ctx.schemas)
+                text = CSV.line(columns)
+                for (i, r) in records.enumerated() {
+                    text += CSV.line(CSV.cells(RecordForm.object(r, schemas: ctx.schemas), columns: columns))
+                    progress.update(i + 1)
+                }
+            }
+            progress.finish()
+            if let out {
+                guard FileManager.default.createFile(atPath: out, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+                    throw RecordCommandError(.failed, "cannot write \(out); check the directory exists and is writable")
+                }
+                if json {
+                    let o: [(String, JSONValue)] = [("exported", .int(Int64(records.count))), ("format", .string(format)), ("file", .string(out))]
+                    print(JSONValue.object(o).serialized)
+                } else {
+                    FileHandle.standardError.write(Data("exported \(records.count) record\(records.count == 1 ? "" : "s") to \(out)\n".utf8))
+                }
+            } else {
+                FileHandle.standardOutput.write(Data(text.utf8))
+            }
+        }
+    }
+}
+
+/// `fieldsync import FILE`.
+struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Import records from a JSON or CSV export: every row is checked first, and nothing is written unless all are valid.",
+        discussion: "Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few "
+            + "signed changes (one per scope and priority, each at most about 48 KB) committed in one transaction. "
+            + "Rows whose id is already in the store are an error, or skipped with --skip-existing.")
+
+    @Argument(help: "The file (.json: an array or one object per line; .csv: a header row).") var file: String
+    @OptionGroup var node: NodeOptions
+    @Option(help: "json or csv (default: from the file name, else json).") var format: String?
+    @Flag(help: "Leave rows whose id the store already holds as they are, instead of failing.") var skipExisting = false
+    @Flag(help: "Check every row and report, but write nothing.") var dryRun = false
+    @Flag(help: "Print the result (or the row errors) as JSON.") var json = false
+
+    /// The largest payload of one change an import writes: a change must fit one sync batch (60,000
+    /// bytes with its envelope and the author's certificate).
+    static let changePayloadBudget = 48_000
+
+    func validate() throws {
+        if let format, !["json", "csv"].contains(format) { throw ValidationError("--format must be json or csv") }
+    }
+
+    func run() async throws {
+        try reportingErrors(json: json) {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw RecordCommandError(.notFound, "cannot read \(file); check the path")
+            }
+            let fmt = format ?? (file.lowercased().hasSuffix(".csv") ? "csv" : "json")
+            let rows = try fmt == "csv" ? Self.csvRows(data) : Self.jsonRows(data)
+            let ctx = try RecordContext(node)
+            let r = ctx.replicator
+            let hlc = try ctx.timestamp(after: nil)
+            var g = SystemRandomNumberGenerator()
+            var errors: [String] = []
+            var seen: [RecordID: String] = [:]
+            var groups: [(key: String, group: Replicator.WriteGroup, bytes: Int)] = []
+            var skipped = 0, valid = 0
+            var progress = ProgressLine("checking rows", total: rows.count)
+            for (n, row) in rows.enumerated() {
+                progress.update(n + 1)
+                do {
+                    let (edit, priority) = try RecordForm.creatingEdit(row.fields, schemas: ctx.schemas, author: r.identity.id, hlc: hlc,
+                                                                       newID: { RecordID.random(using: &g) })
+                    if let first = seen[edit.record] { throw RowError("id", "\(edit.record) is also \(first); each record once per file") }
+                    seen[edit.record] = row.label
+                    // A new id (the row had none) cannot be in the store; a given one is looked up.
+                    if RecordForm.present(row.fields["id"]) != nil, try r.store.record(edit.record) != nil {
+                        if skipExisting {
+                            skipped += 1
+                            continue
+                        }
+                        throw RowError("id", "\(edit.record) is already in the store; leave it out, or pass --skip-existing")
+                    }
+                    do { try ctx.checkWritable(edit.scope) } catch let e as RecordCommandError { throw RowError("scope", e.message) }
+                    let size = edit.canonicalBytes.count
+                    guard size <= Self.changePayloadBudget else {
+                        throw RowError("", "the record is \(size) bytes encoded, more than one change may carry "
+                                           + "(\(Self.changePayloadBudget)); shorten its notes")
+                    }
+                    let key = "\(edit.scope.path) \(priority.rawValue)"
+                    if let i = groups.lastIndex(where: { $0.key == key }), groups[i].bytes + size <= Self.changePayloadBudget {
+                        groups[i].group.edits.append(edit)
+                        groups[i].bytes += size
+                    } else {
+                        groups.append((key, Replicator.WriteGroup(scope: edit.scope, priority: priority, edits: [edit]), size))
+                    }
+                    valid += 1
+                } catch let e as RowError {
+                    errors.append("\(row.label)\(e.column.isEmpty ? "" : ", column \(e.column)"): \(e.reason)")
+                }
+            }
+            progress.finish()
+            guard errors.isEmpty else {
+                let shown = errors.prefix(20).joined(separator: "\n  ")
+                let more = errors.count > 20 ? "\n  ... and \(errors.count - 20) more" : ""
+                throw RecordCommandError(.data, "\(file): \(plural(errors.count, "bad row")); nothing was imported:\n  \(shown)\(more)\n"
+                                         + "Fix the rows and import the file again.")
+            }
+            // One change per scope and priority where the budget allows, all committed in one transaction.
+            let ordered = groups.sorted { ($0.group.priority.rawValue, $0.group.scope) < ($1.group.priority.rawValue, $1.group.scope) }.map(\.group)
+            var changes = 0
+            if !dryRun && !ordered.isEmpty {
+                let announce = valid >= 500 && isatty(STDERR_FILENO) == 1  // the same rule as ProgressLine
+                if announce { FileHandle.standardError.write(Data("writing \(valid) records as \(ordered.count) changes...".utf8)) }
+                changes = try r.write(groups: ordered, now: ctx.now).count
+                if announce { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            }
+            if json {
+                print(JSONValue.object([("imported", .int(Int64(dryRun ? 0 : valid))), ("valid", .int(Int64(valid))),
+                                        ("skipped", .int(Int64(skipped))), ("changes", .int(Int64(changes))), ("dryRun", .bool(dryRun))]).serialized)
+            } else if dryRun {
+                print("\(file): all \(rows.count) rows are valid (\(valid) to import, \(skipped) already held); nothing written (--dry-run)")
+            } else {
+                let skip = skipped > 0 ? "; \(skipped) already held, skipped" : ""
+                print("imported \(plural(valid, "record")) from \(file) as \(plural(changes, "change"))\(skip)")
+            }
+        }
+    }
+
+    struct Row {
+        var label: String
+        var fields: [String: Any]
+    }
+
+    static func csvRows(_ data: Data) throws -> [Row] {
+        guard let text = String(data: data, encoding: .utf8) else { throw RecordCommandError(.data, "the file is not UTF-8 text") }
+        let parsed: [(line: Int, cells: [String])]
+        do { parsed = try CSV.parse(text) } catch { throw RecordCommandError(.data, "\(error.column): \(error.reason)") }
+        guard let header = parsed.first else {
+            throw RecordCommandError(.data, "the file is empty; a CSV import needs a header row (id,kind,scope,...)")
+        }
+        let names = header.cells.map { $0.trimmingCharacters(in: .whitespaces) }
+        guard names.contains("kind"), names.contains("scope") else {
+            throw RecordCommandError(.data, "line 1 is not a header with kind and scope columns (got \(names.prefix(5).joined(separator: ",")))")
+        }
+        if let dup = Dictionary(grouping: names, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
+            throw RecordCommandError(.data, "line 1: column \(dup) appears twice")
+        }
+        return try parsed.dropFirst().enumerated().map { n, row in
+            let label = "line \(row.line) (row \(n + 1))"
+            guard row.cells.count == names.count else {
+                throw RecordCommandError(.data, "\(label): \(row.cells.count) cells, the header has \(names.count); nothing was imported")
+            }
+            return Row(label: label, fields: Dictionary(uniqueKeysWithValues: zip(names, row.cells.map { $0 as Any })))
+        }
+    }
+
+    static func jsonRows(_ data: Data) throws -> [Row] {
+        let trimmed = data.drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+        if trimmed.first == UInt8(ascii: "[") {
+            guard let array = try? JSONSerialization.jsonObject(with: data) as? [Any] else {
+                throw RecordCommandError(.data, "the file starts with [ but is not a valid JSON array; nothing was imported")
+            }
+            return try array.enumerated().map { n, v in
+                guard let o = v as? [String: Any] else { throw RecordCommandError(.data, "record \(n + 1): not a JSON object; nothing was imported") }
+                return Row(label: "record \(n + 1)", fields: o)
+            }
+        }
+        // JSON Lines (what `list --json` prints): one object per non-empty line.
+        var rows: [Row] = []
+        for (n, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { continue }
+            guard let o = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+                throw RecordCommandError(.data, "line \(n + 1): not a JSON object; the file must be a JSON array or one object per line; "
+                                         + "nothing was imported")
+            }
+            rows.append(Row(label: "line \(n + 1)", fields: o))
+        }
+        return rows
+    }
+}
