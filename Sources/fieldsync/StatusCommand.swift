@@ -14,13 +14,26 @@ struct StatusCommand: AsyncParsableCommand {
         abstract: "Show the node's peers, last sync with each, log frontiers, held-back changes and HQ receipts.",
         discussion: "Reads the status file the running daemon keeps (if any) and opens the store (safe while the daemon runs: SQLite WAL, and a writer's transaction is waited for).")
 
-    @Option(help: ArgumentHelp("The node's JSON config file.", valueName: "file")) var config: String
+    @Option(help: ArgumentHelp("The node's JSON config file.", valueName: "file")) var config: String?
+    @Option(help: "Without --config: the device's directory.") var dir: String?
+    @Option(help: ArgumentHelp("Without --config: file holding the keystore passphrase.", valueName: "file")) var passphraseFile: String?
+    @Option(help: ArgumentHelp("Without --config: 32-byte key file that unlocks the keystore.", valueName: "file")) var keyFile: String?
+    @Option(help: "Without --config: the SQLite store (the daemon's status file is STORE.status.json).") var store: String?
     @Flag(help: "Also list each record this device wrote to and whether HQ has receipted it.") var records = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
-        let c: NodeConfigFile
-        do { c = try NodeConfigFile.load(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+        var c: NodeConfigFile
+        if let config {
+            do { c = try NodeConfigFile.load(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+        } else {
+            guard let dir, let store, (passphraseFile == nil) != (keyFile == nil) else {
+                throw ValidationError("give --config FILE, or --dir, --store and one of --passphrase-file/--key-file")
+            }
+            c = NodeConfigFile(device: .init(dir: dir), store: .init(path: store))
+            c.device.passphraseFile = passphraseFile
+            c.device.keyFile = keyFile
+        }
         let daemon = try? DaemonStatus.read(from: c.statusPath)
         let r = try ReplicatorSpec.from(c).open()
         let report = try StoreReport.read(r)
