@@ -141,6 +141,25 @@ public final class FieldSyncNode: Sendable {
         try await group.shutdownGracefully()
     }
 
+    /// What the node's role does once a session has ended (on the loop). HQ: after a session in which it
+    /// ingested changes, it writes a receipt (every log it holds, up to the frontier it holds) as a
+    /// control change in its widest scope; the receipt travels back to the authors with the next
+    /// sessions, through stations and relays, and tells each officer what reached HQ. A session cut
+    /// midway still committed its acknowledged batches, so it is receipted too.
+    private func afterSession(_ result: SessionResult) {
+        loop.preconditionInEventLoop()
+        guard let replicator = replicator.value else { return }
+        let cert = replicator.identity.certificate
+        guard cert.role == .hq, result.changesReceived > 0,
+              let scope = cert.scopes.min(by: { $0.path.count < $1.path.count }) else { return }
+        do {
+            let receipt = try replicator.writeReceipt(scope: scope, now: nodeClockMilliseconds())
+            log("receipt \(scope)#\(receipt.header.seq) written after receiving \(result.changesReceived) change(s)")
+        } catch {
+            log("could not write a receipt after a session: \(error)")
+        }
+    }
+
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
     /// completes `done`. Returns false (and closes the channel) when the node already runs its maximum of
     /// sessions.
@@ -155,6 +174,8 @@ public final class FieldSyncNode: Sendable {
         }
         active.value += 1
         done.futureResult.whenComplete { _ in active.value -= 1 }
+        // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
+        done.futureResult.whenSuccess { [self] result in afterSession(result) }
         var salt = SecureRandom.bytes(16)
         let session = SyncSession(initiator: initiator, replicator: replicator,
                                   configuration: SessionConfiguration(network: configuration.network, salt: salt),

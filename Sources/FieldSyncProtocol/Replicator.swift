@@ -169,6 +169,8 @@ public final class Replicator {
     public var archiveKey: X25519.PublicKey?
     /// The hybrid logical clock.
     public private(set) var clock: HybridLogicalClock
+    /// Authors whose certificate the store already keeps (so each is written once).
+    private var keptCertificates: Set<DeviceID> = []
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,
@@ -310,6 +312,9 @@ public final class Replicator {
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
                                       priority: h.priority.rawValue, bytes: change.encodedBytes)
             batch.changes.append(stored)
+            if !keptCertificates.contains(h.author), !batch.certificates.contains(where: { $0.subject == h.author }) {
+                batch.certificates.append(cert)
+            }
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             switch h.contentType {
             case .records:
@@ -342,12 +347,48 @@ public final class Replicator {
             }
         }
         report.commit = try store.commit(batch)
+        keptCertificates.formUnion(batch.certificates.map(\.subject))
         for k in newKeys where !(keys[k.scope]?.contains { $0.epoch == k.epoch } ?? false) {
             addKey(k)
             report.keysLearned += 1
         }
         if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
         return report
+    }
+
+    /// Restores what this node learned from peers before it last stopped: the certificates the store
+    /// keeps (authors of held changes) and the effect of every held control change (revocations into
+    /// the trust store, epoch keys opened from key grants addressed to this device). Call it once after
+    /// creating a replicator over a store that already holds changes (a node restarting).
+    /// - Returns: certificates, revocations and keys restored.
+    /// - Throws: store errors.
+    @discardableResult
+    public func restore(now: UInt64) throws -> (certificates: Int, revocations: Int, keys: Int) {
+        let kept = try store.certificates()
+        let certificatesLearned = learn(certificates: kept, now: now)
+        keptCertificates.formUnion(kept.map(\.subject))
+        var revocations = 0, newKeys = 0
+        for stored in try store.controlChanges() {
+            guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
+            switch change.header.contentType {
+            case .revocation:
+                if let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
+                   (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil {
+                    revocations += 1
+                }
+            case .keyGrant:
+                if let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
+                   let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey),
+                   !(keys[key.scope]?.contains { $0.epoch == key.epoch } ?? false) {
+                    addKey(key)
+                    newKeys += 1
+                }
+            default:
+                break  // receipts are already in the store's log table
+            }
+        }
+        if newKeys > 0 { _ = try openHeldChanges(now: now) }
+        return (certificatesLearned, revocations, newKeys)
     }
 
     /// Opens held changes that a newly learned key can read, and merges them.

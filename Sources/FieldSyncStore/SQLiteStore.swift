@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 import FieldSyncProtocol
 import Foundation
 import GRDB
@@ -150,6 +151,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     seq INTEGER NOT NULL, kept BLOB NOT NULL, conflicting BLOB NOT NULL
                 ) WITHOUT ROWID;
                 INSERT INTO store_meta(key, value) VALUES ('bytes_total', 0), ('held_back_total', 0);
+                """)
+        }
+        // Certificates of the authors of held changes (public material, kept in clear like the changes),
+        // so a restarted node still forwards each change with its author's certificate.
+        m.registerMigration("v2-certificates") { db in
+            try db.execute(sql: """
+                CREATE TABLE certificates(subject BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL) WITHOUT ROWID;
+                CREATE INDEX changes_control ON changes(content_type) WHERE content_type >= 128;
                 """)
         }
         return m
@@ -327,6 +336,28 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     let other = try StoredChange(canonicalBytes: [UInt8](row["conflicting"] as Data))
                     return ForkEvidence(log: kept.log, seq: kept.seq, kept: kept, conflicting: other)
                 }
+            }
+        }
+    }
+
+    public func certificates() throws -> [Certificate] {
+        try io {
+            try db.read { db in
+                try Data.fetchAll(db, sql: "SELECT bytes FROM certificates ORDER BY subject").map { data in
+                    do { return try Certificate(canonicalBytes: [UInt8](data)) } catch {
+                        throw StoreError(.badDatabase, "\(path) holds an undecodable certificate (\(error)); restore it from a peer or a backup")
+                    }
+                }
+            }
+        }
+    }
+
+    public func controlChanges() throws -> [StoredChange] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT * FROM changes WHERE content_type >= 128 AND evicted = 0 ORDER BY hlc, author, scope, seq
+                    """).map(Self.change)
             }
         }
     }
@@ -519,6 +550,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT OR IGNORE INTO forks(conflicting_hash, author, scope, seq, kept, conflicting) VALUES (?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [Data(f.conflicting.hash)] + logArgs(f.log) + [Int64(bitPattern: f.seq),
                     Data(f.kept.canonicalBytes), Data(f.conflicting.canonicalBytes)])
+        }
+
+        mutating func keepCertificate(_ certificate: Certificate) throws {
+            try statement("INSERT OR IGNORE INTO certificates(subject, bytes) VALUES (?, ?)")
+                .execute(arguments: [Data(certificate.subject.raw.bytes), Data(certificate.canonicalBytes)])
         }
 
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws {

@@ -52,6 +52,8 @@ struct ReplicatorSpec: Sendable {
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
         for k in contents.epochKeys { replicator.addKey(k) }
         for f in epochKeyFiles { for k in try EpochKeyFile.read(f) { replicator.addKey(k) } }
+        // What the node learned before it last stopped: authors' certificates, revocations, granted keys.
+        try replicator.restore(now: wallClockMilliseconds())
         return replicator
     }
 
