@@ -7,6 +7,6 @@ struct FieldSyncCommand: AsyncParsableCommand {
         commandName: "fieldsync",
         abstract: "FieldSync: offline-first, encrypted, peer-to-peer sync for field policing nodes.",
         subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, IncidentCommand.self, List.self,
-                      EpochKeyCommand.self, CrashWriter.self]
+                      EpochKeyCommand.self, RevocationCommand.self, CrashWriter.self]
     )
 }

@@ -47,7 +47,7 @@ struct ReplicatorSpec: Sendable {
         var trust = TrustStore(root: root)
         for a in contents.chain { try trust.addAuthority(a, now: wallClockMilliseconds()) }
         let identity = DeviceIdentity(signingKey: contents.signingKey, agreementKey: contents.agreementKey, certificate: certificate)
-        let sealer = try StorageKeySealer(key: try Self.storageKey(contents))
+        let sealer = try StorageKeySealer(deviceSigningKey: contents.signingKey)
         let sqlite = try SQLiteStore(path: store, sealer: sealer)
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
         for k in contents.epochKeys { replicator.addKey(k) }
@@ -55,16 +55,6 @@ struct ReplicatorSpec: Sendable {
         // What the node learned before it last stopped: authors' certificates, revocations, granted keys.
         try replicator.restore(now: wallClockMilliseconds())
         return replicator
-    }
-
-    /// The store's storage key, derived from the keystore's signing seed with keyed BLAKE2b under a
-    /// fixed label: the store opens only with the keystore (and so only with its passphrase or key
-    /// file), and no key sits next to the store. New device keys mean a new storage key: a re-enrolled
-    /// device starts a new store and fills it from its peers (docs/node.md).
-    static func storageKey(_ contents: KeystoreContents) throws -> SecretBytes {
-        var key = try BLAKE2b.hash(Array("fieldsync/v1/storage-key".utf8), outputLength: 32, key: contents.signingKey.seed)
-        defer { key.withUnsafeMutableBytes { p in for i in p.indices { p[i] = 0 } } }
-        return SecretBytes(copying: key)
     }
 }
 
