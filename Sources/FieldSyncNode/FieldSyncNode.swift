@@ -142,7 +142,7 @@ public final class FieldSyncNode: Sendable {
     }
 
     /// What the node's role does once a session has ended (on the loop). HQ: after a session in which it
-    /// ingested changes, it writes a receipt (every log it holds, up to the frontier it holds) as a
+    /// ingested changes that no HQ receipt covers yet, it writes a receipt (every log it holds, up to the frontier it holds) as a
     /// control change in its widest scope; the receipt travels back to the authors with the next
     /// sessions, through stations and relays, and tells each officer what reached HQ. A session cut
     /// midway still committed its acknowledged batches, so it is receipted too.
@@ -153,6 +153,14 @@ public final class FieldSyncNode: Sendable {
         guard cert.role == .hq, result.changesReceived > 0,
               let scope = cert.scopes.min(by: { $0.path.count < $1.path.count }) else { return }
         do {
+            // Only when some log of a non-HQ author is held beyond what HQ receipted: otherwise two HQ
+            // devices would answer each other's receipts with receipts forever.
+            let store = replicator.store
+            let behind = try store.holdings().contains { log, held in
+                guard replicator.certificates[log.author]?.certificate.role != .hq else { return false }
+                return held.frontier > (try store.receipted(log))
+            }
+            guard behind else { return }
             let receipt = try replicator.writeReceipt(scope: scope, now: nodeClockMilliseconds())
             log("receipt \(scope)#\(receipt.header.seq) written after receiving \(result.changesReceived) change(s)")
         } catch {

@@ -451,3 +451,107 @@ enum RawSocket {
         return false
     }
 }
+
+/// Behind FIELDSYNC_NETEM=1 (needs root): the backpack's catch-up and HQ's receipt across two Linux
+/// network namespaces joined by a veth pair shaped like a rural 4G link (300 ms, 5% loss, 256 kbit/s
+/// with `tc netem`). Where the kernel has no netem qdisc, only the rate is shaped (`tc tbf`), and the
+/// test says so. Prints bytes and time of each session across the link.
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["FIELDSYNC_NETEM"] == "1" && ProcessWorld.binary != nil,
+                             "set FIELDSYNC_NETEM=1 (root, ip netns and tc)"))
+struct NetemTests {
+    static func sh(_ args: [String]) -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        if args.first == "tc" { p.executableURL = URL(fileURLWithPath: "/usr/sbin/tc") }
+        p.arguments = args.first == "tc" ? Array(args.dropFirst()) : args
+        let e = Pipe()
+        p.standardError = e
+        p.standardOutput = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return (-1, "cannot run \(args)") }
+        let err = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: err, as: UTF8.self))
+    }
+
+    @Test(.timeLimit(.minutes(5))) func catchUpAndReceiptOverARural4GLink() throws {
+        let tag = String(getpid() % 100_000)
+        let field = "fsfield\(tag)", town = "fstown\(tag)"
+        defer {
+            _ = Self.sh(["netns", "del", field])
+            _ = Self.sh(["netns", "del", town])
+        }
+        for cmd in [["netns", "add", field], ["netns", "add", town],
+                    ["link", "add", "fsf\(tag)", "type", "veth", "peer", "name", "fst\(tag)"],
+                    ["link", "set", "fsf\(tag)", "netns", field], ["link", "set", "fst\(tag)", "netns", town],
+                    ["-n", field, "addr", "add", "10.77.0.1/24", "dev", "fsf\(tag)"], ["-n", town, "addr", "add", "10.77.0.2/24", "dev", "fst\(tag)"],
+                    ["-n", field, "link", "set", "fsf\(tag)", "up"], ["-n", town, "link", "set", "fst\(tag)", "up"],
+                    ["-n", field, "link", "set", "lo", "up"], ["-n", town, "link", "set", "lo", "up"]] {
+            let (status, err) = Self.sh(cmd)
+            try #require(status == 0, "ip \(cmd.joined(separator: " ")): \(err)")
+        }
+        var shaping = "netem delay 300ms loss 5% rate 256kbit"
+        for (ns, dev) in [(field, "fsf\(tag)"), (town, "fst\(tag)")] {
+            var (status, err) = Self.sh(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", "300ms", "loss", "5%", "rate", "256kbit"])
+            if status != 0 {
+                print("tc netem unavailable (\(err.trimmingCharacters(in: .whitespacesAndNewlines))): shaping the rate only with tbf")
+                shaping = "tbf rate 256kbit (no delay, no loss: this kernel has no netem)"
+                (status, err) = Self.sh(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", "256kbit", "burst", "4kb", "latency", "2s"])
+            }
+            try #require(status == 0, "tc on \(ns): \(err)")
+        }
+        let w = try ProcessWorld()
+        defer { w.cleanUp() }
+        let hq = try w.device("hq", .hq, ["longnan"])
+        let st = try w.device("station", .station, [ProcessTests.station.path])
+        let bp = try w.device("bp", .backpack, [ProcessTests.station.path])
+        let n = 100
+        try w.fill(bp, count: n)
+        // The station and HQ are in town; the backpack is in the field, across the shaped link.
+        func inNS(_ ns: String, _ args: [String]) -> [String] { ["netns", "exec", ns, ProcessWorld.binary!] + args }
+        func launch(_ ns: String, _ args: [String], log: String) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = inNS(ns, args)
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            p.standardOutput = h
+            p.standardError = h
+            try p.run()
+            return p
+        }
+        func syncAcross(_ ns: String, _ from: ProcessWorld.Device, _ host: String, _ to: ProcessWorld.Device) throws -> [String: Any] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = inNS(ns, ["sync", "\(host):\(to.port)"] + w.args(from) + ["--json", "--idle-timeout", "60"])
+            let o = Pipe()
+            p.standardOutput = o
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let out = o.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (try? JSONSerialization.jsonObject(with: out) as? [String: Any]) ?? ["finished": false]
+        }
+        let servers = [try launch(town, ["serve"] + w.args(st) + ["--listen", "10.77.0.2:\(st.port)"], log: st.dir + "/serve.log"),
+                       try launch(town, ["serve"] + w.args(hq) + ["--listen", "127.0.0.1:\(hq.port)"], log: hq.dir + "/serve.log")]
+        defer { for s in servers where s.isRunning { s.terminate(); s.waitUntilExit() } }
+        usleep(1_500_000)  // both listeners up (they cannot be probed from this namespace)
+        func report(_ what: String, _ r: [String: Any]) {
+            print("netem [\(shaping)] \(what): finished \(r["finished"] ?? "?"), sent \(r["changesSent"] ?? 0), received \(r["changesReceived"] ?? 0), "
+                  + "\(r["bytesOut"] ?? 0) B out, \(r["bytesIn"] ?? 0) B in, \(r["durationMs"] ?? 0) ms")
+        }
+        let up = try syncAcross(field, bp, "10.77.0.2", st)
+        report("backpack -> station, \(n) changes", up)
+        #expect(up["finished"] as? Bool == true && up["changesSent"] as? Int == n, "\(up)")
+        for round in 1...2 {  // the station brings them to HQ, then picks up HQ's receipt
+            let r = try syncAcross(town, st, "127.0.0.1", hq)
+            #expect(r["finished"] as? Bool == true, "station -> HQ \(round): \(r)")
+        }
+        let down = try syncAcross(field, bp, "10.77.0.2", st)
+        report("backpack <- station, HQ's receipt", down)
+        #expect(down["finished"] as? Bool == true && down["changesReceived"] as? Int == 1, "\(down)")
+        for s in servers { s.terminate(); s.waitUntilExit() }
+        let log = LogID(author: bp.id, scope: ProcessTests.village)
+        #expect(try w.open(bp).receipted(log) == UInt64(n))
+        #expect(try w.open(hq).records(RecordQuery()).count == n)
+    }
+}

@@ -67,8 +67,16 @@ import Testing
         let before = try await hq.withReplicator { try $0.store.holdings(of: hqLog).frontier }
         _ = try await st.sync(host: "127.0.0.1", port: hqPort)
         #expect(try await hq.withReplicator { try $0.store.holdings(of: hqLog).frontier } == before)
+        // A second HQ device catches up from the first: what it received is already receipted, so it
+        // writes no receipt of its own (two HQ devices do not answer receipts with receipts).
+        let hq2ID = try pki.device(.hq, scopes: [Self.root])
+        let hq2 = try Self.node(hq2ID, trust: pki.trust, path: "\(dir)/hq2.sqlite", storageKey: SecureRandom.bytes(32))
+        let caughtUp = try await hq2.sync(host: "127.0.0.1", port: hqPort)
+        #expect(caughtUp.isFinished && caughtUp.changesReceived == 4, "\(caughtUp)")
+        #expect(try await hq2.withReplicator { try $0.store.receipted(log) } == 3)
+        #expect(try await hq2.withReplicator { try $0.store.holdings(of: LogID(author: hq2ID.id, scope: Self.root)).frontier } == 0)
         try await stListener.close()
         try await hqListener.close()
-        for n in [bp, st, hq] { try await n.shutdown() }
+        for n in [bp, st, hq, hq2] { try await n.shutdown() }
     }
 }
