@@ -531,7 +531,7 @@ struct NetemTests {
             p.waitUntilExit()
             return (try? JSONSerialization.jsonObject(with: out) as? [String: Any]) ?? ["finished": false]
         }
-        let servers = [try launch(town, ["serve"] + w.args(st) + ["--listen", "10.77.0.2:\(st.port)"], log: st.dir + "/serve.log"),
+        var servers = [try launch(town, ["serve"] + w.args(st) + ["--listen", "10.77.0.2:\(st.port)"], log: st.dir + "/serve.log"),
                        try launch(town, ["serve"] + w.args(hq) + ["--listen", "127.0.0.1:\(hq.port)"], log: hq.dir + "/serve.log")]
         defer { for s in servers where s.isRunning { s.terminate(); s.waitUntilExit() } }
         usleep(1_500_000)  // both listeners up (they cannot be probed from this namespace)
@@ -542,14 +542,21 @@ struct NetemTests {
         let up = try syncAcross(field, bp, "10.77.0.2", st)
         report("backpack -> station, \(n) changes", up)
         #expect(up["finished"] as? Bool == true && up["changesSent"] as? Int == n, "\(up)")
-        for round in 1...2 {  // the station brings them to HQ, then picks up HQ's receipt
+        // One process per store: the station stops serving to connect out to HQ (twice: it brings the
+        // changes, then picks up HQ's receipt), then serves again.
+        servers[0].terminate()
+        servers[0].waitUntilExit()
+        for round in 1...2 {
             let r = try syncAcross(town, st, "127.0.0.1", hq)
             #expect(r["finished"] as? Bool == true, "station -> HQ \(round): \(r)")
         }
+        servers[0] = try launch(town, ["serve"] + w.args(st) + ["--listen", "10.77.0.2:\(st.port)"], log: st.dir + "/serve.log")
+        usleep(1_500_000)
         let down = try syncAcross(field, bp, "10.77.0.2", st)
         report("backpack <- station, HQ's receipt", down)
         #expect(down["finished"] as? Bool == true && down["changesReceived"] as? Int == 1, "\(down)")
         for s in servers { s.terminate(); s.waitUntilExit() }
+        if down["changesReceived"] as? Int != 1 { print("HQ log:\n\(try w.serverLog(hq))\nstation log:\n\(try w.serverLog(st))") }
         let log = LogID(author: bp.id, scope: ProcessTests.village)
         #expect(try w.open(bp).receipted(log) == UInt64(n))
         #expect(try w.open(hq).records(RecordQuery()).count == n)
