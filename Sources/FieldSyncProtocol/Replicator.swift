@@ -185,6 +185,36 @@ public final class Replicator {
 
     // MARK: Certificates and keys
 
+    /// Re-learns, from the store, the epoch keys granted to this device and the revocations it holds. A
+    /// node calls this once after opening its store: keys and revocations learned from changes live in
+    /// memory, the changes that carried them live in the store, and a restart must not forget either
+    /// (a forgotten revocation would let a revoked device back in). Each grant and revocation is verified
+    /// again against the trust anchors, so a tampered store cannot add one.
+    /// - Returns: how many keys and revocations were restored.
+    @discardableResult
+    public func restoreControlState(now: UInt64) throws -> (keys: Int, revocations: Int) {
+        var restored = (keys: 0, revocations: 0)
+        for stored in try store.controlChanges() {
+            guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
+            switch change.header.contentType {
+            case .keyGrant:
+                guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
+                      grant.members.contains(where: { $0.device == identity.id }),
+                      let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey),
+                      !(keys[key.scope]?.contains { $0.epoch == key.epoch } ?? false) else { continue }
+                addKey(key)
+                restored.keys += 1
+            case .revocation:
+                guard let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
+                      (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil else { continue }
+                restored.revocations += 1
+            default:
+                continue
+            }
+        }
+        return restored
+    }
+
     /// Adds certificates received from a peer, keeping only those that verify now.
     /// - Returns: how many were new.
     @discardableResult
@@ -356,39 +386,18 @@ public final class Replicator {
         return report
     }
 
-    /// Restores what this node learned from peers before it last stopped: the certificates the store
-    /// keeps (authors of held changes) and the effect of every held control change (revocations into
-    /// the trust store, epoch keys opened from key grants addressed to this device). Call it once after
-    /// creating a replicator over a store that already holds changes (a node restarting).
-    /// - Returns: certificates, revocations and keys restored.
+    /// Re-learns, from the store, the certificates of the authors of held changes (kept by `ingest`),
+    /// so that a restarted node still verifies what it holds and forwards each change with its author's
+    /// certificate: a relay box that reboots must not strand what it carries. Each certificate is
+    /// verified again against the trust anchors. Call once after opening a store that holds changes,
+    /// with `restoreControlState(now:)`.
+    /// - Returns: how many certificates were restored.
     /// - Throws: store errors.
     @discardableResult
-    public func restore(now: UInt64) throws -> (certificates: Int, revocations: Int, keys: Int) {
+    public func restoreCertificates(now: UInt64) throws -> Int {
         let kept = try store.certificates()
-        let certificatesLearned = learn(certificates: kept, now: now)
         keptCertificates.formUnion(kept.map(\.subject))
-        var revocations = 0, newKeys = 0
-        for stored in try store.controlChanges() {
-            guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
-            switch change.header.contentType {
-            case .revocation:
-                if let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
-                   (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil {
-                    revocations += 1
-                }
-            case .keyGrant:
-                if let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
-                   let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey),
-                   !(keys[key.scope]?.contains { $0.epoch == key.epoch } ?? false) {
-                    addKey(key)
-                    newKeys += 1
-                }
-            default:
-                break  // receipts are already in the store's log table
-            }
-        }
-        if newKeys > 0 { _ = try openHeldChanges(now: now) }
-        return (certificatesLearned, revocations, newKeys)
+        return learn(certificates: kept, now: now)
     }
 
     /// Opens held changes that a newly learned key can read, and merges them.

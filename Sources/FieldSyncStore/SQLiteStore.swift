@@ -153,13 +153,15 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT INTO store_meta(key, value) VALUES ('bytes_total', 0), ('held_back_total', 0);
                 """)
         }
+        // Key grants and revocations are re-read on every start (`controlChanges`): a partial index keeps
+        // that a seek even in a store of millions of changes.
+        m.registerMigration("v2-control-index") { db in
+            try db.execute(sql: "CREATE INDEX changes_control ON changes(hlc) WHERE content_type >= 128")
+        }
         // Certificates of the authors of held changes (public material, kept in clear like the changes),
         // so a restarted node still forwards each change with its author's certificate.
-        m.registerMigration("v2-certificates") { db in
-            try db.execute(sql: """
-                CREATE TABLE certificates(subject BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL) WITHOUT ROWID;
-                CREATE INDEX changes_control ON changes(content_type) WHERE content_type >= 128;
-                """)
+        m.registerMigration("v3-certificates") { db in
+            try db.execute(sql: "CREATE TABLE certificates(subject BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL) WITHOUT ROWID")
         }
         return m
     }
@@ -328,6 +330,17 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
+    public func controlChanges() throws -> [StoredChange] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT * FROM changes WHERE content_type >= 128 AND content_type IN (128, 129) AND evicted = 0
+                    ORDER BY hlc, author, scope, seq
+                    """).map(Self.change)
+            }
+        }
+    }
+
     public func forks() throws -> [ForkEvidence] {
         try io {
             try db.read { db in
@@ -348,16 +361,6 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                         throw StoreError(.badDatabase, "\(path) holds an undecodable certificate (\(error)); restore it from a peer or a backup")
                     }
                 }
-            }
-        }
-    }
-
-    public func controlChanges() throws -> [StoredChange] {
-        try io {
-            try db.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT * FROM changes WHERE content_type >= 128 AND evicted = 0 ORDER BY hlc, author, scope, seq
-                    """).map(Self.change)
             }
         }
     }

@@ -52,8 +52,10 @@ struct ReplicatorSpec: Sendable {
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
         for k in contents.epochKeys { replicator.addKey(k) }
         for f in epochKeyFiles { for k in try EpochKeyFile.read(f) { replicator.addKey(k) } }
-        // What the node learned before it last stopped: authors' certificates, revocations, granted keys.
-        try replicator.restore(now: wallClockMilliseconds())
+        // Keys granted and revocations learned through sync live in the store; a restart must not forget them.
+        try replicator.restoreControlState(now: wallClockMilliseconds())
+        // Nor the certificates of the authors of what it holds (it forwards them with their changes).
+        try replicator.restoreCertificates(now: wallClockMilliseconds())
         return replicator
     }
 }

@@ -275,7 +275,8 @@ final class ProcessWorld {
         let store = try SQLiteStore(path: d.store, sealer: try StorageKeySealer(deviceSigningKey: d.identity.signingKey))
         let r = Replicator(identity: d.identity, trust: TrustStore(root: rootKey.publicKey), store: store)
         if d.readsRecords { r.addKey(stationKey) }
-        try r.restore(now: Self.now())
+        try r.restoreControlState(now: Self.now())
+        try r.restoreCertificates(now: Self.now())
         return r
     }
 

@@ -21,7 +21,8 @@ import Testing
             let store = try SQLiteStore(path: path, sealer: try StorageKeySealer(key: SecretBytes(copying: storageKey)))
             let r = Replicator(identity: id, trust: trust, store: store)
             r.addKey(NodeTests.stationKey)
-            try r.restore(now: UInt64(Date().timeIntervalSince1970 * 1000))
+            try r.restoreControlState(now: UInt64(Date().timeIntervalSince1970 * 1000))
+            try r.restoreCertificates(now: UInt64(Date().timeIntervalSince1970 * 1000))
             return r
         }
     }

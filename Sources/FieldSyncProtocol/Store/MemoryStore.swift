@@ -159,14 +159,15 @@ public final class MemoryStore: SyncStore {
         }
     }
 
+    public func controlChanges() throws -> [StoredChange] {
+        state.changes.values.flatMap { $0.values }
+            .filter { ($0.contentType == 0x80 || $0.contentType == 0x81) && !$0.bytes.isEmpty }
+            .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
+    }
+
     public func forks() throws -> [ForkEvidence] { state.forkList }
     public func receipted(_ log: LogID) throws -> UInt64 { state.receipts[log] ?? 0 }
     public func certificates() throws -> [Certificate] { Array(state.certificates.values) }
-
-    public func controlChanges() throws -> [StoredChange] {
-        state.changes.values.flatMap(\.values).filter { $0.contentType >= 0x80 && !$0.bytes.isEmpty }
-            .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
-    }
 
     public func status() throws -> StoreStatus {
         var s = StoreStatus()

@@ -170,15 +170,17 @@ public protocol SyncStore: AnyObject {
     func history(of id: RecordID) throws -> [StoredChange]
     /// Held changes whose payload this node has not opened, in `scope` or below (nil: all).
     func unopened(in scope: Scope?) throws -> [StoredChange]
+    /// Held key grants and revocations (content types 0x80 and 0x81), in HLC order: what a node re-reads
+    /// on start to restore the keys and revocations it learned (`Replicator.restoreControlState`).
+    /// Control changes are never evicted under a relay quota.
+    func controlChanges() throws -> [StoredChange]
     /// Fork proofs recorded.
     func forks() throws -> [ForkEvidence]
     /// The highest seq of `log` HQ has receipted (0 if none).
     func receipted(_ log: LogID) throws -> UInt64
-    /// Every certificate kept by `commit` (authors of held changes), in no particular order.
+    /// Every certificate kept by `commit` (authors of held changes), in no particular order: what a
+    /// node re-reads on start (`Replicator.restoreCertificates`) to keep forwarding what it holds.
     func certificates() throws -> [Certificate]
-    /// Held control changes (revocations, key grants, receipts; content type 0x80 and above) whose
-    /// bytes are not evicted, in HLC order: what a node replays at start to restore what it learned.
-    func controlChanges() throws -> [StoredChange]
     /// Counters and limits.
     func status() throws -> StoreStatus
 }
