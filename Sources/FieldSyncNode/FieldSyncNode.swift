@@ -142,10 +142,11 @@ public final class FieldSyncNode: Sendable {
     }
 
     /// What the node's role does once a session has ended (on the loop). HQ: after a session in which it
-    /// ingested changes that no HQ receipt covers yet, it writes a receipt (every log it holds, up to the frontier it holds) as a
-    /// control change in its widest scope; the receipt travels back to the authors with the next
-    /// sessions, through stations and relays, and tells each officer what reached HQ. A session cut
-    /// midway still committed its acknowledged batches, so it is receipted too.
+    /// ingested changes that no HQ receipt covers yet, it writes receipts (`writeIncrementalReceipts`:
+    /// the logs held beyond what is receipted, up to the frontier held) as control changes in its widest
+    /// scope; they travel back to the authors with the next sessions, through stations and relays, and
+    /// tell each officer what reached HQ. A session cut midway still committed its acknowledged batches,
+    /// so it is receipted too.
     private func afterSession(_ result: SessionResult) {
         loop.preconditionInEventLoop()
         guard let replicator = replicator.value else { return }
@@ -161,8 +162,9 @@ public final class FieldSyncNode: Sendable {
                 return held.frontier > (try store.receipted(log))
             }
             guard behind else { return }
-            let receipt = try replicator.writeReceipt(scope: scope, now: nodeClockMilliseconds())
-            log("receipt \(scope)#\(receipt.header.seq) written after receiving \(result.changesReceived) change(s)")
+            let receipts = try replicator.writeIncrementalReceipts(scope: scope, now: nodeClockMilliseconds())
+            let seqs = receipts.map { "\($0.header.seq)" }.joined(separator: ", ")
+            log("receipt \(scope)#\(seqs) written after receiving \(result.changesReceived) change(s)")
         } catch {
             log("could not write a receipt after a session: \(error)")
         }

@@ -436,6 +436,26 @@ public final class Replicator {
 
     // MARK: Receipts
 
+    /// HQ only: receipts for the logs held beyond what HQ has receipted so far (its own receipts and
+    /// those of other HQ devices, as this store knows them), at most `maxLogsPerReceipt` logs per
+    /// receipt so that each fits a session batch (at about 57 bytes per log, a receipt of every log
+    /// outgrows the 60,000-byte batch and the transport's 65,519-byte message at about a thousand logs).
+    /// Receipts only raise what they state, so partial receipts are enough.
+    /// - Returns: the receipts written, in order (empty when nothing is behind).
+    /// - Throws: store errors.
+    @discardableResult
+    public func writeIncrementalReceipts(scope: Scope, now: UInt64, maxLogsPerReceipt: Int = 500) throws -> [Change] {
+        precondition(maxLogsPerReceipt > 0)
+        var behind: [(LogID, UInt64)] = []
+        for (log, held) in try store.holdings().sorted(by: { $0.key < $1.key }) where log.author != identity.id || log.scope != scope {
+            if held.frontier > (try store.receipted(log)) { behind.append((log, held.frontier)) }
+        }
+        return try stride(from: 0, to: behind.count, by: maxLogsPerReceipt).map { start in
+            let heads = Array(behind[start..<min(start + maxLogsPerReceipt, behind.count)])
+            return try writeControl(.receipt, payload: Receipt(heads: heads).canonicalBytes, scope: scope, now: now)
+        }
+    }
+
     /// HQ only: a receipt for every log held, signed as a control change in the root scope.
     @discardableResult
     public func writeReceipt(scope: Scope, now: UInt64) throws -> Change {
