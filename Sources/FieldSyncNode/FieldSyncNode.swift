@@ -201,6 +201,38 @@ public final class FieldSyncNode: Sendable {
         try await group.shutdownGracefully()
     }
 
+    /// What the node's role does once a session has ended (on the loop). HQ: after a session in which it
+    /// ingested changes that no HQ receipt covers yet, it writes receipts (`writeIncrementalReceipts`:
+    /// the logs held beyond what is receipted, up to the frontier held) as control changes in its widest
+    /// scope; they travel back to the authors with the next sessions, through stations and relays, and
+    /// tell each officer what reached HQ. A session cut midway still committed its acknowledged batches,
+    /// so it is receipted too.
+    private func afterSession(_ result: SessionResult) {
+        loop.preconditionInEventLoop()
+        guard let replicator = replicator.value else { return }
+        let cert = replicator.identity.certificate
+        guard cert.role == .hq, result.changesReceived > 0,
+              let scope = cert.scopes.min(by: { $0.path.count < $1.path.count }) else { return }
+        do {
+            // Only when some log of a non-HQ author is held beyond what HQ receipted: otherwise two HQ
+            // devices would answer each other's receipts with receipts forever.
+            let store = replicator.store
+            let behind = try store.holdings().contains { log, held in
+                guard replicator.certificates[log.author]?.certificate.role != .hq else { return false }
+                return held.frontier > (try store.receipted(log))
+            }
+            guard behind else { return }
+            let receipts = try replicator.writeIncrementalReceipts(scope: scope, now: nodeClockMilliseconds())
+            let seqs = receipts.map { "\($0.header.seq)" }.joined(separator: ", ")
+            let line = "receipt \(scope)#\(seqs) written after receiving \(result.changesReceived) change(s)"
+            log(line)
+            logger.info("\(line)", metadata: ["sync.receipts": .stringConvertible(receipts.count)])
+        } catch {
+            log("could not write a receipt after a session: \(error)")
+            logger.error("could not write a receipt after a session", metadata: ["sync.error": .string("\(error)")])
+        }
+    }
+
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
     /// completes `done`. Returns false (and closes the channel) when the node already runs its maximum of
     /// sessions.
@@ -227,6 +259,8 @@ public final class FieldSyncNode: Sendable {
             if !initiator { incoming.value -= 1 }
             channels.value[key] = nil
         }
+        // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
+        done.futureResult.whenSuccess { [self] result in afterSession(result) }
         var salt = SecureRandom.bytes(16)
         let session = SyncSession(initiator: initiator, replicator: replicator,
                                   configuration: SessionConfiguration(network: configuration.network, salt: salt),

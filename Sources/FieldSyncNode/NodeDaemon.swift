@@ -270,6 +270,23 @@ public final class NodeDaemon: Sendable {
             return
         }
         box.value.heads = heads
+        if except == nil {
+            // Another process may have written the store (`fieldsync publish`, a `sync` run against it): take in
+            // the certificates, revocations and granted keys it added, so they count here from now on.
+            do {
+                try node.withReplicatorOnLoop { r in
+                    let certificates = try r.restoreCertificates(now: now)
+                    let control = try r.restoreControlState(now: now)
+                    if certificates + control.keys + control.revocations > 0 {
+                        logger.info("learned from the store", metadata: [
+                            "sync.certificates": .stringConvertible(certificates), "sync.keys": .stringConvertible(control.keys),
+                            "sync.revocations": .stringConvertible(control.revocations)])
+                    }
+                }
+            } catch {
+                logger.error("cannot reload from the store", metadata: ["sync.error": .string("\(error)")])
+            }
+        }
         if let hook = hooks.storeChanged {
             do { try node.withReplicatorOnLoop { try hook($0) } } catch {
                 logger.error("storeChanged hook failed", metadata: ["sync.error": .string("\(error)")])

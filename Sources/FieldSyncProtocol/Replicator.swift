@@ -169,6 +169,8 @@ public final class Replicator {
     public var archiveKey: X25519.PublicKey?
     /// The hybrid logical clock.
     public private(set) var clock: HybridLogicalClock
+    /// Authors whose certificate the store already keeps (so each is written once).
+    private var keptCertificates: Set<DeviceID> = []
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,
@@ -432,6 +434,9 @@ public final class Replicator {
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
                                       priority: h.priority.rawValue, bytes: change.encodedBytes)
             batch.changes.append(stored)
+            if !keptCertificates.contains(h.author), !batch.certificates.contains(where: { $0.subject == h.author }) {
+                batch.certificates.append(cert)
+            }
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             switch h.contentType {
             case .records:
@@ -464,12 +469,27 @@ public final class Replicator {
             }
         }
         report.commit = try store.commit(batch)
+        keptCertificates.formUnion(batch.certificates.map(\.subject))
         for k in newKeys where !(keys[k.scope]?.contains { $0.epoch == k.epoch } ?? false) {
             addKey(k)
             report.keysLearned += 1
         }
         if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
         return report
+    }
+
+    /// Re-learns, from the store, the certificates of the authors of held changes (kept by `ingest`),
+    /// so that a restarted node still verifies what it holds and forwards each change with its author's
+    /// certificate: a relay box that reboots must not strand what it carries. Each certificate is
+    /// verified again against the trust anchors. Call once after opening a store that holds changes,
+    /// with `restoreControlState(now:)`.
+    /// - Returns: how many certificates were restored.
+    /// - Throws: store errors.
+    @discardableResult
+    public func restoreCertificates(now: UInt64) throws -> Int {
+        let kept = try store.certificates()
+        keptCertificates.formUnion(kept.map(\.subject))
+        return learn(certificates: kept, now: now)
     }
 
     /// Opens held changes that a newly learned key can read, and merges them.
@@ -507,6 +527,26 @@ public final class Replicator {
     }
 
     // MARK: Receipts
+
+    /// HQ only: receipts for the logs held beyond what HQ has receipted so far (its own receipts and
+    /// those of other HQ devices, as this store knows them), at most `maxLogsPerReceipt` logs per
+    /// receipt so that each fits a session batch (at about 57 bytes per log, a receipt of every log
+    /// outgrows the 60,000-byte batch and the transport's 65,519-byte message at about a thousand logs).
+    /// Receipts only raise what they state, so partial receipts are enough.
+    /// - Returns: the receipts written, in order (empty when nothing is behind).
+    /// - Throws: store errors.
+    @discardableResult
+    public func writeIncrementalReceipts(scope: Scope, now: UInt64, maxLogsPerReceipt: Int = 500) throws -> [Change] {
+        precondition(maxLogsPerReceipt > 0)
+        var behind: [(LogID, UInt64)] = []
+        for (log, held) in try store.holdings().sorted(by: { $0.key < $1.key }) where log.author != identity.id || log.scope != scope {
+            if held.frontier > (try store.receipted(log)) { behind.append((log, held.frontier)) }
+        }
+        return try stride(from: 0, to: behind.count, by: maxLogsPerReceipt).map { start in
+            let heads = Array(behind[start..<min(start + maxLogsPerReceipt, behind.count)])
+            return try writeControl(.receipt, payload: Receipt(heads: heads).canonicalBytes, scope: scope, now: now)
+        }
+    }
 
     /// HQ only: a receipt for every log held, signed as a control change in the root scope.
     @discardableResult

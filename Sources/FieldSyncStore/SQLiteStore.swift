@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 import FieldSyncProtocol
 import Foundation
 import GRDB
@@ -159,6 +160,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         // that a seek even in a store of millions of changes.
         m.registerMigration("v2-control-index") { db in
             try db.execute(sql: "CREATE INDEX changes_control ON changes(hlc) WHERE content_type >= 128")
+        }
+        // Certificates of the authors of held changes (public material, kept in clear like the changes),
+        // so a restarted node still forwards each change with its author's certificate.
+        m.registerMigration("v3-certificates") { db in
+            try db.execute(sql: "CREATE TABLE certificates(subject BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL) WITHOUT ROWID")
         }
         return m
     }
@@ -345,6 +351,18 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     let kept = try StoredChange(canonicalBytes: [UInt8](row["kept"] as Data))
                     let other = try StoredChange(canonicalBytes: [UInt8](row["conflicting"] as Data))
                     return ForkEvidence(log: kept.log, seq: kept.seq, kept: kept, conflicting: other)
+                }
+            }
+        }
+    }
+
+    public func certificates() throws -> [Certificate] {
+        try io {
+            try db.read { db in
+                try Data.fetchAll(db, sql: "SELECT bytes FROM certificates ORDER BY subject").map { data in
+                    do { return try Certificate(canonicalBytes: [UInt8](data)) } catch {
+                        throw StoreError(.badDatabase, "\(path) holds an undecodable certificate (\(error)); restore it from a peer or a backup")
+                    }
                 }
             }
         }
@@ -538,6 +556,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT OR IGNORE INTO forks(conflicting_hash, author, scope, seq, kept, conflicting) VALUES (?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [Data(f.conflicting.hash)] + logArgs(f.log) + [Int64(bitPattern: f.seq),
                     Data(f.kept.canonicalBytes), Data(f.conflicting.canonicalBytes)])
+        }
+
+        mutating func keepCertificate(_ certificate: Certificate) throws {
+            try statement("INSERT OR IGNORE INTO certificates(subject, bytes) VALUES (?, ?)")
+                .execute(arguments: [Data(certificate.subject.raw.bytes), Data(certificate.canonicalBytes)])
         }
 
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws {

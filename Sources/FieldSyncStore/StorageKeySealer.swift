@@ -19,6 +19,16 @@ public struct StorageKeySealer: RecordSealer {
         self.key = key
     }
 
+    /// A sealer whose key is derived from the device's signing key: `BLAKE2b-256(key = the Ed25519
+    /// seed, "fieldsync/v1/storage-key")` (docs/node.md, "Keys"). The store then opens only with the
+    /// device's keystore, and no key file sits next to it.
+    /// - Throws: `CryptoError` from the hash.
+    public init(deviceSigningKey: Ed25519.SecretKey) throws {
+        var raw = try BLAKE2b.hash(Array("fieldsync/v1/storage-key".utf8), outputLength: 32, key: deviceSigningKey.seed)
+        defer { raw.withUnsafeMutableBytes { p in for i in p.indices { p[i] = 0 } } }
+        try self.init(key: SecretBytes(copying: raw))
+    }
+
     public func seal(_ plaintext: [UInt8], id: RecordID) throws -> [UInt8] {
         let nonce = SecureRandom.bytes(XChaCha20Poly1305.nonceLength)
         return nonce + (try XChaCha20Poly1305.seal(plaintext, key: key, nonce: nonce, associatedData: Self.label + id.raw.bytes))

@@ -22,6 +22,9 @@ struct FieldSyncBench: ParsableCommand {
     @Flag(help: "Print results as JSON lines.")
     var json = false
 
+    @Option(help: "catchup only: number of changes (default 100,000, or 100,000 x --scale).")
+    var changes: Int?
+
     func run() throws {
         let all = allBenchmarks()
         if list {
@@ -33,8 +36,12 @@ struct FieldSyncBench: ParsableCommand {
             throw ValidationError("unknown benchmark(s): \(unknown.joined(separator: ", ")); see --list")
         }
         let selected = names.isEmpty ? all : all.filter { names.contains($0.name) }
+        if changes != nil, !selected.contains(where: { $0.name == "catchup" }) {
+            throw ValidationError("--changes applies to the catchup benchmark only: fieldsync-bench catchup --changes N")
+        }
         for b in selected {
             if !json { print("== \(b.name): \(b.summary)") }
+            let scale = b.name == "catchup" ? changes.map { Double($0) / 100_000 } ?? self.scale : self.scale
             for r in try b.run(scale) {
                 if json {
                     let obj: [String: Any] = [
@@ -55,5 +62,5 @@ struct FieldSyncBench: ParsableCommand {
 
 /// Every benchmark, in the order they run. Later issues append here.
 func allBenchmarks() -> [Benchmark] {
-    coreBenchmarks() + cryptoBenchmarks() + storeBenchmarks() + reconcileBenchmarks() + sessionBenchmarks() + simBenchmarks()
+    coreBenchmarks() + cryptoBenchmarks() + storeBenchmarks() + reconcileBenchmarks() + sessionBenchmarks() + simBenchmarks() + catchupBenchmarks()
 }

@@ -2,11 +2,12 @@ import ArgumentParser
 import FieldSyncCore
 import Foundation
 
-/// `fieldsync demo`: three in-memory replicas (a backpack unit, its station, HQ) record an incident
+/// `fieldsync demo crdt` (or `demo --crdt`): three in-memory replicas (a backpack unit, its station, HQ) record an incident
 /// and a visit, edit the incident concurrently while cut off from each other, then exchange their
 /// edits in different orders, with duplicates, and converge to byte-identical state.
-struct Demo: ParsableCommand {
+struct CRDTDemo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "crdt",
         abstract: "Show three replicas editing concurrently and converging (in memory).",
         discussion: "Deterministic for a given --seed; prints each step and the final state of every replica."
     )

@@ -68,6 +68,8 @@ struct Publish: AsyncParsableCommand {
 
     @Argument(help: "The grant or revocation file.") var file: String
     @OptionGroup var node: NodeOptions
+    @Option(help: "Scope of the control change (default: for a grant, this device's scope that covers it; for a revocation, its widest, to reach the most peers).")
+    var scope: String?
     @Flag(help: "Print the result as JSON.") var json = false
 
     func run() async throws {
@@ -75,29 +77,44 @@ struct Publish: AsyncParsableCommand {
         let r = try node.openReplicator()
         let now = wallClockMilliseconds()
         let own = r.identity.certificate
+        var chosen: Scope?
+        if let scope {
+            do { chosen = try Scope(scope) } catch { throw ValidationError("\(error)") }
+            guard Scope.all([chosen!], within: own.scopes) else {
+                throw ValidationError("this device writes only within \(own.scopes.map(\.path).joined(separator: ", ")); choose --scope there")
+            }
+        }
         let contentType: ContentType
         let scope: Scope
         let what: String
         if let grant = try? KeyGrant(canonicalBytes: bytes) {
             do { try grant.verify(trust: r.trust, now: now) } catch { throw CLIError("\(file): the grant does not verify against this node's root: \(error)") }
-            guard let s = own.scopes.first(where: { $0.contains(grant.scope) }) else {
+            guard let s = chosen ?? own.scopes.first(where: { $0.contains(grant.scope) }) else {
                 throw CLIError("this device's scopes (\(own.scopes.map(\.path).joined(separator: ", "))) do not cover \(grant.scope); publish it from HQ or a node of that scope")
             }
             (contentType, scope, what) = (.keyGrant, s, "key grant \(grant.scope)#\(grant.epoch) for \(grant.members.count) member(s)")
         } else if let revocation = try? Revocation(canonicalBytes: bytes) {
             do { try revocation.verify(trust: r.trust, now: now) } catch { throw CLIError("\(file): the revocation does not verify against this node's root: \(error)") }
             // The broadest scope this device writes: the revocation should reach as many nodes as possible.
-            guard let s = own.scopes.min(by: { $0.depth < $1.depth }) else { throw CLIError("this device's certificate has no scope") }
-            (contentType, scope, what) = (.revocation, s, "\(revocation)")
+            guard let s = chosen ?? own.scopes.min(by: { $0.depth < $1.depth }) else { throw CLIError("this device's certificate has no scope") }
+            (contentType, scope, what) = (.revocation, s, "revocation of \(revocation.device) (\(revocation.reason))")
         } else {
             throw CLIError("\(file) is neither a key grant nor a revocation (make one with `fieldsync authority grant` or `authority revoke`)")
+        }
+        // Publishing the same file twice writes nothing the second time.
+        let held = try r.store.controlChanges().contains { stored in
+            (try? Change(canonicalBytes: stored.bytes))?.payload == bytes
+        }
+        if held {
+            if json { try printJSON(["published": what, "new": false]) } else { print("\(what) is already held by this node; nothing written") }
+            return
         }
         let (keysBefore, revocationsBefore) = (r.allKeys.count, r.trust.revocations.count)
         // Writing ingests the change like any other: a member learns the key, the node learns the revocation.
         let change = try r.writeControl(contentType, payload: bytes, scope: scope, now: now)
         let applied = (keys: r.allKeys.count - keysBefore, revocations: r.trust.revocations.count - revocationsBefore)
         if json {
-            try printJSON(["published": what, "scope": scope.path, "seq": change.header.seq,
+            try printJSON(["published": what, "new": true, "scope": scope.path, "seq": change.header.seq,
                            "keysLearned": applied.keys, "revocationsLearned": applied.revocations])
         } else {
             print("published \(what) as change \(change.header.seq) of this device's \(scope) log")

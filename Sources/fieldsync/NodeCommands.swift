@@ -56,24 +56,16 @@ struct ReplicatorSpec: Sendable {
         for f in epochKeyFiles { fileKeys += try EpochKeyFile.read(f) }
         // A relay forwards ciphertext only: it must not start with keys; only a relay takes a quota.
         try RolePolicy.check(role: certificate.role, epochKeys: contents.epochKeys.count + fileKeys.count, quotaBytes: quotaBytes)
-        let sealer = try StorageKeySealer(key: try Self.storageKey(contents))
+        let sealer = try StorageKeySealer(deviceSigningKey: contents.signingKey)
         let sqlite = try SQLiteStore(path: store, sealer: sealer, limits: StoreLimits(quotaBytes: quotaBytes), syncMode: syncMode,
                                      maxFileBytes: maxFileBytes)
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
         for k in contents.epochKeys + fileKeys { replicator.addKey(k) }
-        // Keys granted and revocations learned through sync live in the store; a restart must not forget them.
+        // A restart must not forget what sync taught: the certificates of the authors of what the node
+        // holds (it forwards them with their changes), and the keys granted and revocations learned.
+        try replicator.restoreCertificates(now: wallClockMilliseconds())
         try replicator.restoreControlState(now: wallClockMilliseconds())
         return replicator
-    }
-
-    /// The store's storage key, derived from the keystore's signing seed with keyed BLAKE2b under a
-    /// fixed label: the store opens only with the keystore (and so only with its passphrase or key
-    /// file), and no key sits next to the store. New device keys mean a new storage key: a re-enrolled
-    /// device starts a new store and fills it from its peers (docs/node.md).
-    static func storageKey(_ contents: KeystoreContents) throws -> SecretBytes {
-        var key = try BLAKE2b.hash(Array("fieldsync/v1/storage-key".utf8), outputLength: 32, key: contents.signingKey.seed)
-        defer { key.withUnsafeMutableBytes { p in for i in p.indices { p[i] = 0 } } }
-        return SecretBytes(copying: key)
     }
 }
 

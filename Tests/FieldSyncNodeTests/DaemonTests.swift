@@ -266,3 +266,41 @@ import Testing
         try await hq.shutdown()
     }
 }
+
+/// What another process writes into a running daemon's store takes effect in the daemon: a revocation
+/// published through a second connection (as `fieldsync publish` does) locks the device out of the
+/// running station without a restart.
+@Suite struct DaemonReloadTests {
+    @Test(.timeLimit(.minutes(1))) func aRevocationPublishedByAnotherProcessTakesEffectWithoutARestart() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stationID = try pki.device(.station, scopes: [NodeTests.station])
+        let station = try await DaemonTests.start(stationID, trust: pki.trust, dir: dir, name: "st")
+        let thiefID = try pki.device(.backpack, scopes: [NodeTests.station])
+        let thief = try NodeTests.node(thiefID, trust: pki.trust, dir: dir, name: "thief")
+        let port = try await DaemonTests.address(station).port
+        try await NodeTests.write(thief, count: 1, tag: "before")
+        #expect(try await thief.sync(host: "127.0.0.1", port: port).isFinished, "before the revocation")
+
+        // `fieldsync publish` in another process: same file, same storage key, a revocation control change.
+        let other = try SQLiteStore(path: station.storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: station.storageKey)))
+        let writer = Replicator(identity: stationID, trust: pki.trust, store: other)
+        try writer.restoreClock()
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let revocation = try Revocation(device: thiefID.id, serial: thiefID.certificate.serial,
+                                        revokedAt: HLCTimestamp(milliseconds: now, counter: 0), reason: .stolen, note: "",
+                                        by: Authority(root: pki.rootKey))
+        _ = try writer.writeControl(.revocation, payload: revocation.canonicalBytes, scope: NodeTests.station, now: now)
+
+        #expect(try await DaemonTests.eventually(5) {
+            try await station.node.withReplicator { $0.trust.revocations.revocation(of: thiefID.id) != nil }
+        }, "the daemon learned the revocation from its store")
+        try await NodeTests.write(thief, count: 1, tag: "after")
+        let refused = try await thief.sync(host: "127.0.0.1", port: port)
+        #expect(!refused.isFinished && refused.changesAcknowledged == 0, "the revoked device synced: \(refused)")
+        #expect(try await station.node.withReplicator { try $0.store.status().changes } == 2, "its first change and the revocation only")
+        try await thief.shutdown()
+        _ = try await station.daemon.shutdown(grace: .zero)
+    }
+}

@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 
 /// How an incoming change relates to what a store holds.
 public enum ChangePresence: Sendable, Equatable {
@@ -45,6 +46,8 @@ public protocol StoreTransaction {
     mutating func addFork(_ fork: ForkEvidence) throws
     /// Raises the receipt of a log (never lowers it).
     mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws
+    /// Keeps a certificate (an author of held changes); one already kept is left as it is.
+    mutating func keepCertificate(_ certificate: Certificate) throws
 }
 
 /// Why a store refuses a batch outright (nothing of it is applied).
@@ -157,6 +160,7 @@ public enum CommitLogic {
         }
         for f in batch.forks { try tx.addFork(f) }
         for (log, seq) in batch.receipts.sorted(by: { $0.key < $1.key }) { try tx.raiseReceipt(log, to: seq) }
+        for c in batch.certificates { try tx.keepCertificate(c) }
         return report
     }
 }

@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 
 /// An in-memory `SyncStore` for the simulator and tests. Same rules as `SQLiteStore` (both apply
 /// batches through `CommitLogic`), no durability: a simulated crash drops it whole or keeps it whole,
@@ -14,6 +15,7 @@ public final class MemoryStore: SyncStore {
         var openedHashes: Set<[UInt8]> = []
         var forkList: [ForkEvidence] = []
         var receipts: [LogID: UInt64] = [:]
+        var certificates: [DeviceID: Certificate] = [:]
         var totalBytes = 0
         var heldBackTotal = 0
     }
@@ -31,6 +33,7 @@ public final class MemoryStore: SyncStore {
         var opened: [[UInt8]] = []
         var forks: [ForkEvidence] = []
         var receipts: [LogID: UInt64] = [:]
+        var certificates: [Certificate] = []
         var bytesDelta = 0
         var heldBackDelta = 0
 
@@ -91,6 +94,7 @@ public final class MemoryStore: SyncStore {
         mutating func markOpened(_ hash: [UInt8]) throws { opened.append(hash) }
         mutating func addFork(_ fork: ForkEvidence) throws { forks.append(fork) }
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws { receipts[log] = max(receipts[log] ?? 0, seq) }
+        mutating func keepCertificate(_ certificate: Certificate) throws { certificates.append(certificate) }
 
         /// Writes the transaction into the store's state, in place.
         func apply() {
@@ -165,6 +169,7 @@ public final class MemoryStore: SyncStore {
 
     public func forks() throws -> [ForkEvidence] { state.forkList }
     public func receipted(_ log: LogID) throws -> UInt64 { state.receipts[log] ?? 0 }
+    public func certificates() throws -> [Certificate] { Array(state.certificates.values) }
 
     public func status() throws -> StoreStatus {
         var s = StoreStatus()
@@ -196,6 +201,7 @@ extension MemoryStore.State {
         openedHashes.formUnion(tx.opened)
         for f in tx.forks where !forkList.contains(where: { $0.conflicting.hash == f.conflicting.hash }) { forkList.append(f) }
         for (log, seq) in tx.receipts { receipts[log] = max(receipts[log] ?? 0, seq) }
+        for c in tx.certificates where certificates[c.subject] == nil { certificates[c.subject] = c }
         totalBytes += tx.bytesDelta
         heldBackTotal += tx.heldBackDelta
     }

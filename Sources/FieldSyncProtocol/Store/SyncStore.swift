@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 
 /// A change as a store keeps it: exactly the bytes received (signed, payload still sealed), plus the
 /// clear header fields the store indexes. A relay box stores what it forwards and can read none of it.
@@ -68,15 +69,20 @@ public struct CommitBatch: Sendable {
     public var forks: [ForkEvidence]
     /// HQ receipts learned: per log, HQ holds 1...seq.
     public var receipts: [LogID: UInt64]
+    /// Certificates of the authors of the batch's changes, kept so that a restarted node can still
+    /// verify what it holds and forward each change with its author's certificate (a relay box that
+    /// reboots must not strand what it carries).
+    public var certificates: [Certificate]
 
     /// An empty batch.
     public init(changes: [StoredChange] = [], edits: [(edit: RecordEdit, change: [UInt8])] = [], opened: [[UInt8]] = [],
-                forks: [ForkEvidence] = [], receipts: [LogID: UInt64] = [:]) {
+                forks: [ForkEvidence] = [], receipts: [LogID: UInt64] = [:], certificates: [Certificate] = []) {
         self.changes = changes
         self.edits = edits
         self.opened = opened
         self.forks = forks
         self.receipts = receipts
+        self.certificates = certificates
     }
 }
 
@@ -172,6 +178,9 @@ public protocol SyncStore: AnyObject {
     func forks() throws -> [ForkEvidence]
     /// The highest seq of `log` HQ has receipted (0 if none).
     func receipted(_ log: LogID) throws -> UInt64
+    /// Every certificate kept by `commit` (authors of held changes), in no particular order: what a
+    /// node re-reads on start (`Replicator.restoreCertificates`) to keep forwarding what it holds.
+    func certificates() throws -> [Certificate]
     /// Counters and limits.
     func status() throws -> StoreStatus
 }
