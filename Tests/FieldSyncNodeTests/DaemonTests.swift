@@ -84,7 +84,7 @@ import Testing
         let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a")
         // B is found at run time (as discovery would report it); the contact sync runs at once.
         a.daemon.addPeer(host: "127.0.0.1", port: try await Self.address(b).port, source: .discovered)
-        #expect(try await Self.eventually(5) { try await a.daemon.peers().first?.lastSessionFinished == true })
+        #expect(try await Self.eventually(20) { try await a.daemon.peers().first?.lastSessionFinished == true })
 
         // A write to A's store by another connection (the CLI is another process; same file, same key).
         let other = try SQLiteStore(path: a.storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: a.storageKey)))
@@ -99,22 +99,22 @@ import Testing
                                    reporter: "walk-in")
         let written = Date()
         try writer.write([edit], scope: NodeTests.village, priority: .urgent, now: now)
-        let arrived = try await Self.eventually(5) { try await NodeTests.state(b.node).count == 1 }
+        let arrived = try await Self.eventually(20) { try await NodeTests.state(b.node).count == 1 }
         let latency = Date().timeIntervalSince(written)
         #expect(arrived, "B did not receive A's write")
         print("live push: write in another connection to record at the peer in \(Int(latency * 1000)) ms")
 
         // Status: the peer is listed as discovered, synced, with its device; the file says the same. (A
         // records the session when its side closes, just after B applied the batch.)
-        #expect(try await Self.eventually(3) { try await a.daemon.status().peers.first?.changesSent == 1 })
+        #expect(try await Self.eventually(20) { try await a.daemon.status().peers.first?.changesSent == 1 })
         let status = try await a.daemon.status()
         #expect(status.state == "running" && status.role == "station" && status.device == a.identity.id.description)
         let peer = try #require(status.peers.first)
         #expect(status.peers.count == 1 && peer.source == "discovered" && peer.device == b.identity.id.description)
         #expect(peer.lastOutcome == "finished" && peer.changesSent == 1 && peer.role == "backpack", "\(peer)")
-        #expect(try await Self.eventually(3) { (try? DaemonStatus.read(from: "\(dir)/a.status.json"))?.peers.first?.changesSent == 1 })
+        #expect(try await Self.eventually(20) { (try? DaemonStatus.read(from: "\(dir)/a.status.json"))?.peers.first?.changesSent == 1 })
         // B saw A only as an incoming peer.
-        #expect(try await Self.eventually(2) { try await b.daemon.status().peers.first?.changesReceived == 1 })
+        #expect(try await Self.eventually(20) { try await b.daemon.status().peers.first?.changesReceived == 1 })
         let bs = try await b.daemon.status()
         #expect(bs.peers.map(\.source) == ["incoming"] && bs.peers.first?.device == a.identity.id.description, "\(bs.peers)")
         // Store report: A's own log holds the change, unreceipted (no HQ here).
@@ -122,8 +122,8 @@ import Testing
         #expect(report.pendingToHQ == 1 && report.logs.filter(\.own).map(\.frontier) == [1])
         #expect(Self.metric(a, #"fieldsync_sessions_total{outcome="finished",direction="out"}"#).map { $0 >= 2 } == true,
                 "\(a.registry.emitToString())")
-        #expect(try await Self.eventually(2) { Self.metric(b, "fieldsync_changes_applied_total") == 1 })
-        #expect(try await Self.eventually(2) { Self.metric(a, "fieldsync_pending_to_hq") == 1 })
+        #expect(try await Self.eventually(20) { Self.metric(b, "fieldsync_changes_applied_total") == 1 })
+        #expect(try await Self.eventually(20) { Self.metric(a, "fieldsync_pending_to_hq") == 1 })
 
         #expect(try await a.daemon.shutdown(grace: .seconds(2)) == 0)
         #expect(try DaemonStatus.read(from: "\(dir)/a.status.json").state == "stopped")
@@ -142,7 +142,7 @@ import Testing
         #expect(result.changesSent == 30, "\(result)")
         let held = try await relay.node.withReplicator { try $0.store.status() }
         #expect(held.changeBytes <= 4_000 && held.changes < 30, "\(held)")
-        #expect(try await Self.eventually(3) { (Self.metric(relay, "fieldsync_changes_refused_total") ?? 0) == 30 - held.changes },
+        #expect(try await Self.eventually(20) { (Self.metric(relay, "fieldsync_changes_refused_total") ?? 0) == 30 - held.changes },
                 "\(relay.registry.emitToString())")
         #expect(Self.metric(relay, "fieldsync_changes_applied_total") == held.changes)
         let status = try await relay.daemon.status()
@@ -160,10 +160,10 @@ import Testing
                                          keys: [], peers: [try await Self.address(station)])
         let bp = try await Self.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp",
                                       peers: [try await Self.address(relay)])
-        #expect(try await Self.eventually(5) { try await bp.daemon.peers().first?.lastSessionFinished == true })
+        #expect(try await Self.eventually(20) { try await bp.daemon.peers().first?.lastSessionFinished == true })
         // Written after start: backpack -> relay (push), relay -> station (push of what it just stored).
         try await NodeTests.write(bp.node, count: 3, tag: "backpack")
-        #expect(try await Self.eventually(5) { try await NodeTests.state(station.node).count == 3 })
+        #expect(try await Self.eventually(20) { try await NodeTests.state(station.node).count == 3 })
         let held = try await relay.node.withReplicator { try $0.store.status() }
         #expect(held.changes == 3 && held.unopened == 3 && held.records == 0, "the relay stores ciphertext only: \(held)")
         for d in [bp, relay, station] { try await d.daemon.shutdown(grace: .seconds(1)) }
@@ -205,11 +205,11 @@ import Testing
         // A silent client holds a session (its handshake never completes).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
-        #expect(try await Self.eventually(2) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
+        #expect(try await Self.eventually(20) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
         let started = Date()
         let cut = try await a.daemon.shutdown(grace: .milliseconds(300))
         let took = Date().timeIntervalSince(started)
-        #expect(cut == 1 && took >= 0.3 && took < 3, "cut \(cut) after \(took) s")
+        #expect(cut == 1 && took >= 0.3 && took < 20, "cut \(cut) after \(took) s")
         try await silent.closeFuture.get()
         #expect(try DaemonStatus.read(from: "\(dir)/a.status.json").state == "stopped")
         try await group.shutdownGracefully()
@@ -227,7 +227,7 @@ import Testing
         try await group.shutdownGracefully()
         let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
                                      peers: [PeerAddress(host: "127.0.0.1", port: dead)])
-        #expect(try await Self.eventually(5) { (try await a.daemon.peers().first?.failures ?? 0) >= 3 })
+        #expect(try await Self.eventually(20) { (try await a.daemon.peers().first?.failures ?? 0) >= 3 })
         let p = try #require(try await a.daemon.peers().first)
         #expect(p.source == .static && p.lastSessionFinished == false)
         let status = try await a.daemon.status()
@@ -293,7 +293,7 @@ import Testing
                                         by: Authority(root: pki.rootKey))
         _ = try writer.writeControl(.revocation, payload: revocation.canonicalBytes, scope: NodeTests.station, now: now)
 
-        #expect(try await DaemonTests.eventually(5) {
+        #expect(try await DaemonTests.eventually(20) {
             try await station.node.withReplicator { $0.trust.revocations.revocation(of: thiefID.id) != nil }
         }, "the daemon learned the revocation from its store")
         try await NodeTests.write(thief, count: 1, tag: "after")

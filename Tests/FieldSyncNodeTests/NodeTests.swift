@@ -158,7 +158,7 @@ import Testing
             try await raw.writeAndFlush(raw.allocator.buffer(bytes: garbage))
             let started = Date()
             try await raw.closeFuture.get()  // closed by the node, not by us
-            #expect(Date().timeIntervalSince(started) < 8)
+            #expect(Date().timeIntervalSince(started) < 20)
             let server = await it.next()
             #expect(server?.isFinished == false && server?.peer == nil, "\(String(describing: server))")
         }

@@ -164,9 +164,9 @@ struct ProcessTests {
         ]
         for (what, bytes) in cases {
             let started = Date()
-            let closed = try RawSocket.sendAndAwaitClose(port: st.port, bytes: bytes, timeout: 8)
+            let closed = try RawSocket.sendAndAwaitClose(port: st.port, bytes: bytes, timeout: 20)
             #expect(closed, "\(what): the node closed the connection")
-            #expect(Date().timeIntervalSince(started) < 8, "\(what)")
+            #expect(Date().timeIntervalSince(started) < 20, "\(what)")
         }
         // The node still serves a real peer afterwards, and stored only that peer's changes.
         let r = try w.sync(bp, st)
