@@ -132,14 +132,16 @@ public final class FieldSyncNode: Sendable {
 
     /// Connects to `host:port`, runs one session as initiator and returns how it ended.
     /// - Throws: `NodeError` if the connection cannot be made or the node is at its session limit.
-    public func sync(host: String, port: Int) async throws -> SessionResult {
+    /// - Parameter progress: called on the node's loop after every read of the session with its counters
+    ///   so far (changes sent, acknowledged, received; bytes; elapsed time), for a progress display.
+    public func sync(host: String, port: Int, progress: (@Sendable (SessionResult) -> Void)? = nil) async throws -> SessionResult {
         let done = loop.makePromise(of: SessionResult.self)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard try self.attachSession(to: channel, initiator: true, done: done) else {
+                    guard try self.attachSession(to: channel, initiator: true, done: done, progress: progress) else {
                         throw NodeError("this node runs its limit of \(self.configuration.maxConcurrentSessions) sessions or is shutting down; try again later")
                     }
                 }
@@ -236,7 +238,8 @@ public final class FieldSyncNode: Sendable {
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
     /// completes `done`. Returns false (and closes the channel) when the node already runs its maximum of
     /// sessions.
-    private func attachSession(to channel: any Channel, initiator: Bool, done: EventLoopPromise<SessionResult>) throws -> Bool {
+    private func attachSession(to channel: any Channel, initiator: Bool, done: EventLoopPromise<SessionResult>,
+                               progress: (@Sendable (SessionResult) -> Void)? = nil) throws -> Bool {
         loop.preconditionInEventLoop()  // one loop: the replicator is never touched from another thread
         guard let replicator = replicator.value else { throw NodeError("the node was shut down") }
         let active = activeSessions
@@ -267,7 +270,7 @@ public final class FieldSyncNode: Sendable {
                                   now: nodeClockMilliseconds())
         salt.removeAll()
         let handler = SessionChannelHandler(session: session, initiator: initiator, clock: nodeClockMilliseconds,
-                                            log: log, logger: logger, done: done)
+                                            log: log, logger: logger, done: done, progress: progress)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))
         try sync.addHandler(handler)

@@ -82,10 +82,15 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var lastWrite: EventLoopFuture<Void>?
     private var closing = false
     private var completed = false
+    private let progress: (@Sendable (SessionResult) -> Void)?
 
+    /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
+    ///   is still "not finished"); for a progress display, which should throttle itself.
     init(session: SyncSession, initiator: Bool, clock: @escaping @Sendable () -> UInt64,
-         log: @escaping @Sendable (String) -> Void, logger: Logger, done: EventLoopPromise<SessionResult>) {
+         log: @escaping @Sendable (String) -> Void, logger: Logger, done: EventLoopPromise<SessionResult>,
+         progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.progress = progress
         self.clock = clock
         self.log = log
         self.logger = logger
@@ -109,6 +114,14 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         session.receive(bytes, now: clock())
         transmit(context: context)
         drainEvents(context: context)
+        if let progress, !completed {
+            var snapshot = result
+            snapshot.changesSent = session.changesSent
+            snapshot.changesAcknowledged = session.changesAcknowledged
+            snapshot.changesReceived = session.changesReceived
+            snapshot.durationMilliseconds = clock() &- started
+            progress(snapshot)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -145,16 +145,55 @@ struct Sync: AsyncParsableCommand {
         config.idleTimeout = .seconds(idleTimeout)
         let spec = try node.spec()
         let quiet = json
-        let log: @Sendable (String) -> Void = { line in if !quiet { logLine(line) } }
+        // On a terminal, a catch-up of thousands of changes shows a live line; piped, nothing.
+        let line = SyncProgressLine(enabled: !json && isatty(STDERR_FILENO) == 1)
+        let log: @Sendable (String) -> Void = { text in
+            line.clear()
+            if !quiet { logLine(text) }
+        }
         let n = try FieldSyncNode(configuration: config, log: log) { try spec.open() }
         let result: SessionResult
-        do { result = try await n.sync(host: host, port: port) } catch {
+        do { result = try await n.sync(host: host, port: port, progress: line.enabled ? line.draw : nil) } catch {
+            line.clear()
             try? await n.shutdown()
             throw error
         }
+        line.clear()
         try await n.shutdown()
         if json { try printJSON(resultJSON(result)) } else { print("sync with \(peer): \(result)") }
         if !result.isFinished { throw ExitCode.failure }
+    }
+}
+
+/// The live line of a long `sync` on a terminal: changes received, sent and acknowledged, bytes, rate;
+/// redrawn at most every 100 ms, cleared before anything else is printed.
+final class SyncProgressLine: @unchecked Sendable {
+    let enabled: Bool
+    private let lock = NSLock()
+    private var lastDraw: UInt64 = 0
+    private var drawn = false
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    @Sendable func draw(_ r: SessionResult) {
+        lock.withLock {
+            let now = wallClockMilliseconds()
+            guard now - lastDraw >= 100 else { return }
+            lastDraw = now
+            let seconds = max(Double(r.durationMilliseconds) / 1000, 0.001)
+            let rate = Int(Double(r.changesReceived + r.changesAcknowledged) / seconds)
+            let text = "\rsync: received \(r.changesReceived), sent \(r.changesSent) (acked \(r.changesAcknowledged)); "
+                + "\(r.bytesIn / 1024) KiB in, \(r.bytesOut / 1024) KiB out; \(rate) changes/s\u{1B}[K"
+            FileHandle.standardError.write(Data(text.utf8))
+            drawn = true
+        }
+    }
+
+    func clear() {
+        lock.withLock {
+            if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            drawn = false
+        }
     }
 }
 

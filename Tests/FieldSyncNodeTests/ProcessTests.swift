@@ -94,6 +94,33 @@ struct ProcessTests {
         #expect(try store.holdings(of: LogID(author: bp.id, scope: Self.village)).frontier == UInt64(n))
     }
 
+    /// A catch-up `sync` on a terminal (`script` gives it one) draws a live progress line; piped (every
+    /// other test) it prints only its result.
+    @Test(.timeLimit(.minutes(1)), .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script")))
+    func catchUpShowsProgressOnlyOnATerminal() throws {
+        let w = try ProcessWorld()
+        defer { w.cleanUp() }
+        let st = try w.device("station", .station, [Self.station.path])
+        let bp = try w.device("bp", .backpack, [Self.station.path])
+        try w.fill(bp, count: 3_000)
+        try w.serve(bp)
+        let command = ([ProcessWorld.binary!, "sync", "127.0.0.1:\(bp.port)"] + w.args(st)).joined(separator: " ")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        p.arguments = ["-qfec", command, "/dev/null"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0 && text.contains("sync: received ") && text.contains("received 3000"), "\(text)")
+        try w.stopAll()
+        try w.serve(bp)
+        let piped = try w.run(["sync", "127.0.0.1:\(bp.port)"] + w.args(st))
+        #expect(piped.status == 0 && !piped.err.contains("sync: received") && !piped.out.contains("sync: received"))
+        try w.stopAll()
+    }
+
     @Test(.timeLimit(.minutes(1))) func revokedDeviceIsRefusedAndTheRevocationSpreads() throws {
         let w = try ProcessWorld()
         defer { w.cleanUp() }
