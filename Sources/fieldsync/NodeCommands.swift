@@ -207,12 +207,18 @@ struct EpochKeyCommand: AsyncParsableCommand {
         @Option(help: "The scope the key reads and writes.") var scope: String
         @Option(help: "The epoch number.") var epoch: UInt32 = 1
         @Option(help: "Output file (must not exist).") var out: String
+        @Flag(help: "Print the result as JSON.") var json = false
 
         func run() async throws {
             let scope: Scope
             do { scope = try Scope(self.scope) } catch { throw ValidationError("\(error)") }
             try EpochKeyFile.write(EpochKey.generate(scope: scope, epoch: epoch), to: out)
-            print("epoch key \(scope)#\(epoch) written to \(out) (mode 0600); give the same file to every node that reads \(scope)")
+            if json {
+                try printJSON(["scope": scope.path, "epoch": epoch, "out": out])
+            } else {
+                print("epoch key \(scope)#\(epoch) written to \(out) (mode 0600); grant it to the devices that read \(scope) "
+                    + "(`fieldsync authority grant`), or for a test give them the file")
+            }
         }
     }
 }
