@@ -169,6 +169,9 @@ public final class Replicator {
     public var archiveKey: X25519.PublicKey?
     /// The hybrid logical clock.
     public private(set) var clock: HybridLogicalClock
+    /// A verification cache shared with other replicators in the same process (simulators only; nil,
+    /// the default, verifies everything here). Outcomes are the same either way (`VerificationCache`).
+    public var verificationCache: VerificationCache?
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,
@@ -190,7 +193,9 @@ public final class Replicator {
         var added = 0
         for c in incoming where certificates[c.subject] == nil {
             // Signatures and issuer bounds are checked once here; validity is checked at each change's time.
-            if let verified = try? trust.certified(c) {
+            let checked: VerifiedCertificate?
+            if let cache = verificationCache { checked = try? cache.certified(c, trust: trust) } else { checked = try? trust.certified(c) }
+            if let verified = checked {
                 certificates[c.subject] = verified
                 added += 1
             }
@@ -285,6 +290,9 @@ public final class Replicator {
     public func ingest(_ changes: [Change], certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestReport {
         if !incoming.isEmpty { learn(certificates: incoming, now: now) }
         let v = verifier()
+        if let cache = verificationCache {
+            return try ingest(prepared: changes.map { cache.prepare($0, verifier: v, now: now) }, now: now)
+        }
         return try ingest(prepared: changes.map { v.prepare($0, now: now) }, now: now)
     }
 

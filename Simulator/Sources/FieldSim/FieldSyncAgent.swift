@@ -8,14 +8,16 @@ import FieldSyncCrypto
 import FieldSyncProtocol
 
 /// A frame as a `SyncSession` emitted it, with the accounting the engine needs. The bytes are the
-/// session's own (length prefix + Noise ciphertext); `type` is `.summary` for handshake frames (sent
-/// before the sending side authenticated its peer) and `.control` for every later frame: the message
-/// type (reconciliation, batch, ack) is inside the ciphertext, so the simulator does not split it.
+/// session's own (length prefix + Noise ciphertext); `type` is `.summary` for handshake frames and
+/// `.control` for every later frame (the engine's coarse classes); `kind` is what the session says the
+/// frame carries (handshake, reconciliation, batch, ack, done), which the agent counts itself.
 public struct FieldSyncFrame {
     /// The framed bytes, exactly as sent.
     public var bytes: [UInt8]
     /// Accounting type (see above).
     public var type: MessageType
+    /// The session's message kind.
+    public var kind: SessionFrameKind
 }
 
 /// Runs the real `FieldSyncProtocol` (handshake, reconciliation, batches, verification, sealing) on
@@ -35,6 +37,18 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var writes = 0, writeErrors = 0
     /// Sum of the real encoded sizes of the changes written (bytes).
     public private(set) var writtenBytes = 0
+    /// Bytes that left a sender on a link, by `SessionFrameKind` raw value (a cut frame counts the bytes
+    /// that had left, as the engine's totals do).
+    public private(set) var bytesByKind = [Int64](repeating: 0, count: SessionFrameKind.allCases.count)
+    /// `bytesByKind` with the kinds' names, in kind order.
+    public var bytesByMessageType: [(String, Int64)] { SessionFrameKind.allCases.map { ($0.description, bytesByKind[$0.rawValue]) } }
+    /// Session pairs that failed by error code of either side (cuts are `cut`), in code order.
+    public private(set) var failures: [String: Int] = [:]
+    /// The crypto mode of this run.
+    public let crypto: CryptoMode
+    /// The verification cache shared by every node (`cached` and `stand-in` modes).
+    public let verificationCache: VerificationCache?
+    private let certificateCache = CertificateCache()
 
     private let ctx: SimContext
     private var rng: SimRandom
@@ -60,8 +74,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// not simulated). Roles: HQ `hq` on the root scope; county `county`; station `station`; backpack
     /// `backpack` on its station; vehicle `command` on its county; relay `relay` on its village with no
     /// keys; a generic peer `station` on the single domain.
-    public init(context: SimContext, seed: UInt64) {
+    public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real) {
         ctx = context
+        self.crypto = crypto
+        verificationCache = crypto == .real ? nil : VerificationCache()
         rng = SimRandom(seed: seed, 0x5EED_F5A6)
         let w = context.world
         var keyRng = SimRandom(seed: seed, 0xC0FF_EE01)
@@ -91,15 +107,15 @@ public final class FieldSyncAgent: SyncAgent {
                                              notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
             let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust,
                                store: MemoryStore())
+            r.verificationCache = verificationCache
             if node.nodeClass != .relay {
                 for d in w.carried[n] { r.addKey(keys[Int(d)]) }
             }
             replicators.append(r)
             scopes.append(scope)
         }
-        // Every node knows every certificate (as if exchanged at enrolment): sessions also send them.
-        let certs = replicators.map { $0!.identity.certificate }
-        for r in replicators { r!.learn(certificates: certs, now: Self.epochMs) }
+        // Nodes learn authors' certificates from the batches that carry their changes (a session sends
+        // the certificate of every author it sends changes of, whether or not the peer knows it).
         held = Array(repeating: [:], count: w.count)
         heldCount = Array(repeating: [:], count: w.count)
         active = Array(repeating: [], count: w.count)
@@ -207,15 +223,21 @@ public final class FieldSyncAgent: SyncAgent {
 
     private func salt() -> [UInt8] { (0..<16).map { _ in UInt8(rng.int(256)) } }
 
+    private func handshake(_ r: Replicator, initiator: Bool) -> (any SessionHandshaking)? {
+        guard crypto == .standIn else { return nil }
+        return StandInHandshake(initiator: initiator, identity: r.identity, trust: r.trust, network: Self.network,
+                                certificates: certificateCache)
+    }
+
     private func startSessions(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         guard let ra = replicators[Int(link.spec.a)], let rb = replicators[Int(link.spec.b)] else { return }
         sessions[s][0] = SyncSession(initiator: true, replicator: ra,
                                      configuration: SessionConfiguration(network: Self.network, salt: salt()),
-                                     now: wall(link.spec.a, now))
+                                     now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true))
         sessions[s][1] = SyncSession(initiator: false, replicator: rb,
                                      configuration: SessionConfiguration(network: Self.network, salt: salt()),
-                                     now: wall(link.spec.b, now))
+                                     now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false))
         dirty[s] = false
         sessionsStarted += 1
         effects.wake(link.slot, .a)
@@ -233,8 +255,9 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// That side's next framed bytes from `SyncSession.pollTransmit()`.
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
-        guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let bytes = sess.pollTransmit() else { return nil }
-        return FieldSyncFrame(bytes: bytes, type: sess.peer == nil ? .summary : .control)
+        guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let (bytes, kind) = sess.pollFrame() else { return nil }
+        bytesByKind[kind.rawValue] += Int64(bytes.count)
+        return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind)
     }
 
     /// Feeds the bytes to the receiving side's session; reports the changes its store applied.
@@ -263,9 +286,19 @@ public final class FieldSyncAgent: SyncAgent {
         guard let a = sessions[s][0], let b = sessions[s][1] else { return }
         let over = { (x: SyncSession) in x.isFinished || x.hasFailed }
         guard over(a), over(b) else { return }
-        if a.isFinished && b.isFinished { sessionsFinished += 1 } else { sessionsFailed += 1 }
+        tally(a, b, cut: false)
         sessions[s] = [nil, nil]
         if dirty[s] { startSessions(link, now: now, effects: &effects) }
+    }
+
+    private func tally(_ a: SyncSession, _ b: SyncSession, cut: Bool) {
+        if a.isFinished && b.isFinished {
+            sessionsFinished += 1
+            return
+        }
+        sessionsFailed += 1
+        let code = [a, b].compactMap(\.failure).first { $0.code.rawValue != "protocolViolation" || !$0.detail.hasPrefix("connection closed") }
+        failures[code.map { $0.code.rawValue } ?? "cut", default: 0] += 1
     }
 
     /// Marks the other live contacts of `node` as having something new, restarting idle ones.
@@ -311,6 +344,7 @@ public final class FieldSyncAgent: SyncAgent {
     public func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<FieldSyncFrame>], effects: inout AgentEffects) {
         let s = Int(link.slot)
         var fed: Set<Int32> = []
+        for c in cut { bytesByKind[c.message.kind.rawValue] -= Int64(c.message.bytes.count - c.bytesSent) }
         for c in cut where !fed.contains(c.from.rawValue) {
             fed.insert(c.from.rawValue)
             let side = c.from.other
@@ -323,7 +357,7 @@ public final class FieldSyncAgent: SyncAgent {
             b.connectionClosed()
             while a.pollEvent() != nil {}
             while b.pollEvent() != nil {}
-            if a.isFinished && b.isFinished { sessionsFinished += 1 } else { sessionsFailed += 1 }
+            tally(a, b, cut: true)
         }
         sessions[s] = [nil, nil]
         links[s] = nil
@@ -382,17 +416,43 @@ extension SimTime {
 
 /// Runs `scenario` with the real FieldSync protocol to the end (specialised here, like `runBaseline`),
 /// with libsodium's randomness on this thread seeded from `seed` (`SeededSodium`): same seed, same bytes.
-public func runFieldSync(scenario: any Scenario, seed: UInt64, options: RunOptions = RunOptions(),
+public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     SeededSodium.run(seed: seed) {
-        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed) }
+        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto) }
         sim.run(progressEvery: progressEvery, progress: progress)
         return sim
     }
 }
 
-/// Builds the report of a finished FieldSync run.
+/// Builds the report of a finished FieldSync run: the common report plus a `fieldsync` section (crypto
+/// mode, sessions, failures by code, bytes by message kind, verification cache) and a CSV of bytes by
+/// message kind (`bytes_by_message_type.csv`).
 public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: String, seed: UInt64,
                             derived: [(String, String)]) -> RunReport {
-    sim.report(scenarioName: scenarioName, seed: seed, derived: derived)
+    var r = sim.report(scenarioName: scenarioName, seed: seed, derived: derived)
+    let a = sim.agent
+    var section: [(String, JSON)] = [
+        ("crypto_mode", .string(a.crypto.rawValue)),
+        ("sessions", .object([("started", .int(Int64(a.sessionsStarted))), ("finished", .int(Int64(a.sessionsFinished))),
+                              ("failed_or_cut", .int(Int64(a.sessionsFailed)))])),
+        ("session_failures", .object(a.failures.keys.sorted().map { ($0, .int(Int64(a.failures[$0]!))) })),
+        ("bytes_by_message_type", .object(SessionFrameKind.allCases.map { ($0.description, .int(a.bytesByKind[$0.rawValue])) })),
+        ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
+        ("written_change_bytes", .int(Int64(a.writtenBytes))),
+    ]
+    if let c = a.verificationCache {
+        section.append(("verification_cache", .object([("changes", .int(Int64(c.count))), ("hits", .int(Int64(c.hits))),
+                                                        ("misses", .int(Int64(c.misses))), ("payloads_opened", .int(Int64(c.payloadsOpened))),
+                                                        ("payloads_reused", .int(Int64(c.payloadsReused)))])))
+    }
+    if case var .object(fields) = r.summary {
+        fields.append(("fieldsync", .object(section)))
+        r.summary = .object(fields)
+    }
+    let total = max(1, a.bytesByKind.reduce(0, +))
+    r.charts.append(("bytes_by_message_type.csv", "type,bytes,fraction\n" + SessionFrameKind.allCases.map {
+        "\($0),\(a.bytesByKind[$0.rawValue]),\(JSON.format(Double(a.bytesByKind[$0.rawValue]) / Double(total)))"
+    }.joined(separator: "\n") + "\n"))
+    return r
 }

@@ -22,6 +22,9 @@ struct FieldSimCommand: ParsableCommand {
     @Option(name: .long, help: "Comma-separated agents: ideal-epidemic, full-state, full-version-vector, fieldsync (the real protocol; small scenarios only, e.g. --scenario longnan-small).")
     var agents: String = "ideal-epidemic"
 
+    @Option(name: .long, help: "Crypto of the fieldsync agent: real (default), cached (each change verified and opened once per run, bodies shared between nodes), stand-in (cached plus a size-identical handshake without key exchange; for year-scale runs).")
+    var crypto: String = "real"
+
     @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
     var out: String?
 
@@ -43,6 +46,9 @@ struct FieldSimCommand: ParsableCommand {
             throw ValidationError("unknown agent \"\(a)\"; known: \(names.joined(separator: ", "))")
         }
         if let d = days, d <= 0 { throw ValidationError("--days must be positive") }
+        if CryptoMode(rawValue: crypto) == nil {
+            throw ValidationError("unknown --crypto \"\(crypto)\"; known: \(CryptoMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     var agentList: [String] { agents.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
@@ -64,6 +70,7 @@ struct FieldSimCommand: ParsableCommand {
         let outDir = out ?? "out/\(file.name)-seed\(seed)"
         var reproduce = "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim --scenario \(scenario) --seed \(seed) --agents \(agents)"
         if let d = days { reproduce += " --days \(JSONFormat.number(d))" }
+        if agentList.contains("fieldsync") { reproduce += " --crypto \(crypto)" }
         if let m = mapDay { reproduce += " --map-day \(JSONFormat.number(m))" }
         let tty = isatty(STDERR_FILENO) == 1 && !quiet
         for name in agentList {
@@ -96,11 +103,14 @@ struct FieldSimCommand: ParsableCommand {
             let simNow: SimTime
             var contacts: [ContactRecord] = []
             if name == "fieldsync" {
-                let sim = runFieldSync(scenario: scen, seed: seed, options: options, progress: progress)
+                let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!, options: options, progress: progress)
                 report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
                 let a = sim.agent
                 if !quiet {
+                    print("[fieldsync] crypto mode: \(a.crypto.rawValue); bytes by message type: \(a.bytesByMessageType.map { "\($0.0) \($0.1)" }.joined(separator: ", "))")
+                    if !a.failures.isEmpty { print("[fieldsync] failed session pairs by cause: \(a.failures.keys.sorted().map { "\($0) \(a.failures[$0]!)" }.joined(separator: ", "))") }
+                    if let c = a.verificationCache { print("[fieldsync] verification cache: \(c.count) changes, \(c.hits) hits, \(c.misses) misses, payloads opened \(c.payloadsOpened), reused \(c.payloadsReused)") }
                     print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed")
                 }
             } else {

@@ -66,6 +66,31 @@ public enum SessionMessage: Sendable {
     }
 }
 
+/// What a frame a session sends carries, for accounting (`SyncSession.bytesSent`).
+public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// A handshake message.
+    case handshake
+    /// A reconciliation message.
+    case reconciliation
+    /// A batch of changes.
+    case batch
+    /// A batch acknowledgement.
+    case ack
+    /// The final `done`.
+    case done
+
+    /// Name used in reports.
+    public var description: String {
+        switch self {
+        case .handshake: "handshake"
+        case .reconciliation: "reconciliation"
+        case .batch: "batch"
+        case .ack: "ack"
+        case .done: "done"
+        }
+    }
+}
+
 /// Tunables of a session.
 public struct SessionConfiguration: Sendable {
     /// Network parameters (prologue).
@@ -113,12 +138,12 @@ public final class SyncSession {
 
     private let replicator: Replicator
     private let config: SessionConfiguration
-    private var handshake: SessionHandshake
+    private var handshake: any SessionHandshaking
     private var transport: NoiseTransport?
     private var reconciler: Reconciler?
     private var decoder = FrameDecoder()
     private var phase = Phase.handshake
-    private var outbox: [[UInt8]] = []
+    private var outbox: [([UInt8], SessionFrameKind)] = []
     private var events: [SessionEvent] = []
     /// The peer's certificate, after the handshake.
     public private(set) var peer: Certificate?
@@ -135,13 +160,18 @@ public final class SyncSession {
 
     /// Changes sent and acknowledged by the peer, and received and applied, in this session.
     public private(set) var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
+    /// Framed bytes queued for sending, by `SessionFrameKind` (indexed by its raw value).
+    public private(set) var bytesSent = [Int](repeating: 0, count: SessionFrameKind.allCases.count)
 
     /// Starts a session. The initiator's first message is queued at once.
-    public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64) {
+    /// - Parameter handshake: a handshake to use instead of Noise XX (the simulator's stand-in; real
+    ///   nodes leave it nil).
+    public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64,
+                handshake: (any SessionHandshaking)? = nil) {
         self.replicator = replicator
         config = configuration
-        handshake = SessionHandshake(initiator: initiator, identity: replicator.identity, trust: replicator.trust,
-                                     network: configuration.network)
+        self.handshake = handshake ?? SessionHandshake(initiator: initiator, identity: replicator.identity,
+                                                       trust: replicator.trust, network: configuration.network)
         if initiator { writeHandshake() }
     }
 
@@ -149,9 +179,18 @@ public final class SyncSession {
     public var isFinished: Bool { phase == .finished }
     /// Whether the session failed.
     public var hasFailed: Bool { phase == .failed }
+    /// Why the session failed, once it has.
+    public private(set) var failure: SessionError?
 
     /// The next bytes to send, if any (already framed).
-    public func pollTransmit() -> [UInt8]? { outbox.isEmpty ? nil : outbox.removeFirst() }
+    public func pollTransmit() -> [UInt8]? { pollFrame()?.bytes }
+
+    /// The next bytes to send with what they carry, if any.
+    public func pollFrame() -> (bytes: [UInt8], kind: SessionFrameKind)? {
+        guard !outbox.isEmpty else { return nil }
+        let (b, k) = outbox.removeFirst()
+        return (b, k)
+    }
 
     /// The next event, if any.
     public func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
@@ -178,20 +217,32 @@ public final class SyncSession {
 
     private func fail(_ e: SessionError) {
         phase = .failed
+        failure = e
         outbox.removeAll()
         events.append(.failed(e))
     }
 
     private func writeHandshake() {
-        do { outbox.append(FrameDecoder.frame(try handshake.write())) } catch { fail(error) }
+        do { queue(FrameDecoder.frame(try handshake.write()), .handshake) } catch { fail(error) }
     }
 
     private func send(_ m: SessionMessage) throws(SessionError) {
         var w = ByteWriter()
         m.encode(to: &w)
         guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
-        outbox.append(FrameDecoder.frame(try t.seal(w.bytes)))
+        let kind: SessionFrameKind = switch m {
+        case .recon: .reconciliation
+        case .batch: .batch
+        case .ack: .ack
+        case .done: .done
+        }
+        queue(FrameDecoder.frame(try t.seal(w.bytes)), kind)
         transport = t
+    }
+
+    private func queue(_ frame: [UInt8], _ kind: SessionFrameKind) {
+        outbox.append((frame, kind))
+        bytesSent[kind.rawValue] += frame.count
     }
 
     private func handle(_ frame: [UInt8], now: UInt64) throws {
