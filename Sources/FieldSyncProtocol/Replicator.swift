@@ -164,7 +164,10 @@ public final class Replicator {
     /// when learned (`TrustStore.certified`); validity is checked per change at its HLC.
     public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:]
     /// Epoch keys this device holds, by scope, newest last.
-    public private(set) var keys: [Scope: [EpochKey]] = [:]
+    public private(set) var keys: [Scope: [EpochKey]] = [:] {
+        didSet { sortedKeys = nil }
+    }
+    private var sortedKeys: [EpochKey]?  // `allKeys`, computed once per change of `keys`
     /// The HQ archive public key, if changes should carry an archive slot.
     public var archiveKey: X25519.PublicKey?
     /// The hybrid logical clock.
@@ -211,7 +214,12 @@ public final class Replicator {
     }
 
     /// All epoch keys held.
-    public var allKeys: [EpochKey] { keys.keys.sorted().flatMap { keys[$0]! } }
+    public var allKeys: [EpochKey] {
+        if let k = sortedKeys { return k }
+        let k = keys.keys.sorted().flatMap { keys[$0]! }
+        sortedKeys = k
+        return k
+    }
 
     /// The key to seal a change in `scope` with: the newest epoch of the narrowest held scope containing it.
     public func writingKey(for scope: Scope) -> EpochKey? {

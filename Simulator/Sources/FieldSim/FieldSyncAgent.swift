@@ -56,7 +56,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var scopes: [Scope] = []  // node -> certificate scope
     private var domainScopes: [Scope] = []
     private var held: [[ChangeIndex: UInt8]] = []  // node -> change -> hops (lookup only, never iterated)
-    private var heldCount: [[LogID: UInt64]] = []  // node -> log -> changes held (cache, lookup only)
+    private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
     private var statusCount: [Int64: Int] = [:]  // incident -> status edits written (lookup only)
@@ -117,7 +117,7 @@ public final class FieldSyncAgent: SyncAgent {
         // Nodes learn authors' certificates from the batches that carry their changes (a session sends
         // the certificate of every author it sends changes of, whether or not the peer knows it).
         held = Array(repeating: [:], count: w.count)
-        heldCount = Array(repeating: [:], count: w.count)
+        seen = Array(repeating: [:], count: w.count)
         active = Array(repeating: [], count: w.count)
     }
 
@@ -202,10 +202,10 @@ public final class FieldSyncAgent: SyncAgent {
             changeOf[log, default: []].append(change)
             precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
             held[Int(node)][change] = 0
-            heldCount[Int(node)][log, default: 0] += 1
+            seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
             writtenBytes += c.encodedBytes.count
-            touched(node, except: -1, now: now, effects: &effects)
+            touched(node, domains: [ctx.changes.domain[Int(change)]], except: -1, now: now, effects: &effects)
         } catch {
             writeErrors += 1
         }
@@ -272,7 +272,8 @@ public final class FieldSyncAgent: SyncAgent {
             if case let .applied(n, _) = e, n > 0 { applied = true }
         }
         if applied {
-            if scan(me, from: link.node(side.other), effects: &effects) { touched(me, except: link.slot, now: now, effects: &effects) }
+            let domains = scan(me, from: link.node(side.other), effects: &effects)
+            if !domains.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
@@ -301,10 +302,17 @@ public final class FieldSyncAgent: SyncAgent {
         failures[code.map { $0.code.rawValue } ?? "cut", default: 0] += 1
     }
 
-    /// Marks the other live contacts of `node` as having something new, restarting idle ones.
-    private func touched(_ node: NodeIndex, except: Int32, now: SimTime, effects: inout AgentEffects) {
+    /// Marks the other live contacts of `node` whose peer may hold changes of one of `domains` as having
+    /// something new, restarting idle ones (a session with any other peer would exchange nothing new:
+    /// reconciliation covers only logs both sides may hold).
+    private func touched(_ node: NodeIndex, domains: [Int32], except: Int32, now: SimTime, effects: inout AgentEffects) {
+        let w = ctx.world
         for slot in active[Int(node)] where slot != except {
             let s = Int(slot)
+            guard let link = links[s] else { continue }
+            let peer = link.spec.a == node ? link.spec.b : link.spec.a
+            let cls = w.nodes[Int(peer)].nodeClass
+            guard cls == .hq || cls == .relay || domains.contains(where: { w.slot(of: $0, at: peer) >= 0 }) else { continue }
             dirty[s] = true
             if sessions[s][0] == nil, let link = links[s] {
                 startSessions(link, now: now, effects: &effects)
@@ -312,19 +320,23 @@ public final class FieldSyncAgent: SyncAgent {
         }
     }
 
-    /// Finds the changes `node`'s store holds that it did not before (from its per-log holdings) and
-    /// reports them to the engine. Returns whether there were any.
-    private func scan(_ node: NodeIndex, from peer: NodeIndex, effects: inout AgentEffects) -> Bool {
-        guard let r = replicators[Int(node)] else { return false }
-        var any = false
-        for d in ctx.world.carried[Int(node)] {
+    /// Finds the changes `node`'s store holds that it did not before (from its per-log holdings, in the
+    /// domains both it and the sending peer carry: a batch holds only logs the peer holds) and reports
+    /// them to the engine. Returns the domains that had any.
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, effects: inout AgentEffects) -> [Int32] {
+        guard let r = replicators[Int(node)] else { return [] }
+        let w = ctx.world
+        var found: [Int32] = []
+        let peerAll = w.nodes[Int(peer)].nodeClass == .hq || w.nodes[Int(peer)].nodeClass == .relay
+        for d in w.carried[Int(node)] where peerAll || w.slot(of: d, at: peer) >= 0 {
+            var any = false
             for log in domainLogs[Int(d)] {
                 guard let h = try? r.store.holdings(of: log) else { continue }
-                let count = h.count
-                if count == heldCount[Int(node)][log, default: 0] { continue }
-                heldCount[Int(node)][log] = count
+                let old = seen[Int(node)][log] ?? HeldIntervals()
+                if h == old { continue }
+                seen[Int(node)][log] = h
                 let list = changeOf[log]!
-                for range in h.ranges {
+                for range in Self.newSeqs(h, minus: old) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
                         if held[Int(node)][c] != nil { continue }
@@ -335,8 +347,32 @@ public final class FieldSyncAgent: SyncAgent {
                     }
                 }
             }
+            if any { found.append(d) }
         }
-        return any
+        return found
+    }
+
+    /// The seqs in `new` and not in `old` (both sorted, disjoint ranges), as ranges.
+    static func newSeqs(_ new: HeldIntervals, minus old: HeldIntervals) -> [ClosedRange<UInt64>] {
+        var out: [ClosedRange<UInt64>] = []
+        var j = 0
+        let o = old.ranges
+        for r in new.ranges {
+            var lo = r.lowerBound
+            while j < o.count, o[j].upperBound < lo { j += 1 }
+            var k = j
+            while lo <= r.upperBound {
+                guard k < o.count, o[k].lowerBound <= r.upperBound else {
+                    out.append(lo...r.upperBound)
+                    break
+                }
+                if o[k].lowerBound > lo { out.append(lo...(o[k].lowerBound - 1)) }
+                if o[k].upperBound >= r.upperBound { break }
+                lo = max(lo, o[k].upperBound + 1)
+                k += 1
+            }
+        }
+        return out
     }
 
     /// Feeds each receiving session the prefix of the first cut frame that had reached it (never the
@@ -379,7 +415,7 @@ public final class FieldSyncAgent: SyncAgent {
         effects.drop(held[Int(node)].count)
         replicators[Int(node)] = nil
         held[Int(node)] = [:]
-        heldCount[Int(node)] = [:]
+        seen[Int(node)] = [:]
     }
 
     /// Whether the node's store holds the change (mirrored from its holdings after every applied batch).

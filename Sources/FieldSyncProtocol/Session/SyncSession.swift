@@ -304,8 +304,8 @@ public final class SyncSession {
         phase = .reconciling
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
-        for (log, iv) in try replicator.store.holdings().sorted(by: { $0.key < $1.key })
-        where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
+        for log in try replicator.store.orderedLogs() where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
+            let iv = try replicator.store.holdings(of: log)
             var intervals: [HeldInterval] = []
             for r in iv.ranges {
                 guard r.upperBound <= UInt64(maximumLogHeight), let h = try replicator.store.hash(log, seq: r.upperBound) else { continue }

@@ -96,7 +96,10 @@ public final class MemoryStore: SyncStore {
         }
     }
 
-    private var state = State()
+    private var state = State() {
+        didSet { if state.intervalsByLog.count != sortedLogs?.count { sortedLogs = nil } }
+    }
+    private var sortedLogs: [LogID]?  // logs are never removed: the order changes only when one is added
     /// Limits in force.
     public var limits: StoreLimits
     /// Schemas used to index records.
@@ -110,6 +113,12 @@ public final class MemoryStore: SyncStore {
 
     public func holdings() throws -> [LogID: HeldIntervals] { state.intervalsByLog }
     public func holdings(of log: LogID) throws -> HeldIntervals { state.intervalsByLog[log] ?? HeldIntervals() }
+    public func orderedLogs() throws -> [LogID] {
+        if let l = sortedLogs { return l }
+        let l = state.intervalsByLog.keys.sorted()
+        sortedLogs = l
+        return l
+    }
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
         guard let c = state.changes[log]?[seq], !c.bytes.isEmpty else { return nil }
         return c
