@@ -93,3 +93,47 @@ import Testing
         }
     }
 }
+
+/// Device loss: HQ revokes the device, every live node learns the revocation, and a node that has
+/// learned it refuses the lost device in the handshake.
+@Suite struct RevocationTests {
+    @Test func lostDevicesAreRevokedEverywhereAndRefused() throws {
+        var (f, path) = try shippedScenario("longnan-small", days: 6)
+        f.faults?.deviceLossPerYear = 120
+        let (sim, r) = try CryptoModeTests.runFS(f, path: path, seed: 2, crypto: .standIn)
+        let a = sim.agent
+        #expect(!a.revocations.isEmpty)
+        #expect(r.summary.render().contains("\"devices_revoked\""))
+        let world = sim.context.world
+        // Every live device that reads records learns every revocation; relay boxes only when a backpack
+        // visits their village afterwards (with this seed one relay is not visited again).
+        var relaysInformed = 0
+        for t in a.revocations {
+            #expect(sim.isLost(t.node))
+            for n in 0..<world.count where !sim.isLost(NodeIndex(n)) {
+                if world.nodes[n].nodeClass == .relay {
+                    if t.learned[n] != nil { relaysInformed += 1 }
+                    continue
+                }
+                #expect(t.learned[n] != nil, "\(world.nodes[n].name) learned the revocation of \(world.nodes[Int(t.node)].name)")
+            }
+        }
+        #expect(relaysInformed > 0)
+        // The station of a lost device refuses it (`revoked`) when it shows up again.
+        let t = try #require(a.revocations.first)
+        let hq = try #require((0..<world.count).first { world.nodes[$0].nodeClass == .hq })
+        let peer = try #require(a.replicator(at: NodeIndex(hq)))
+        let net = FieldSyncAgent.network
+        let thief = SyncSession(initiator: true, replicator: t.lostDevice,
+                                configuration: SessionConfiguration(network: net, salt: Array(repeating: 1, count: 16)),
+                                now: FieldSyncAgent.epochMs + 7 * 86_400_000)
+        let honest = SyncSession(initiator: false, replicator: peer,
+                                 configuration: SessionConfiguration(network: net, salt: Array(repeating: 2, count: 16)),
+                                 now: FieldSyncAgent.epochMs + 7 * 86_400_000)
+        for _ in 0..<4 {
+            while let b = thief.pollTransmit() { honest.receive(b, now: FieldSyncAgent.epochMs + 7 * 86_400_000) }
+            while let b = honest.pollTransmit() { thief.receive(b, now: FieldSyncAgent.epochMs + 7 * 86_400_000) }
+        }
+        #expect(honest.failure?.code == .revoked)
+    }
+}

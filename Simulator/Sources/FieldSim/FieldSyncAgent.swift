@@ -50,6 +50,25 @@ public final class FieldSyncAgent: SyncAgent {
     public let verificationCache: VerificationCache?
     private let certificateCache = CertificateCache()
 
+    /// A revocation HQ wrote when a device was lost, and which nodes have learned it.
+    public struct RevocationTrack {
+        /// The lost node and device.
+        public let node: NodeIndex, device: DeviceID
+        /// When HQ wrote the revocation (the loss).
+        public let at: SimTime
+        /// Per node: when it learned the revocation (nil: not yet).
+        public var learned: [SimTime?]
+        /// The lost device's replicator as it was (a finder or thief holds it): for checking that
+        /// nodes that learned the revocation refuse it.
+        public let lostDevice: Replicator
+    }
+    /// Revocations of lost devices, in loss order.
+    public private(set) var revocations: [RevocationTrack] = []
+    private var pendingRevocations: [Int] = []  // indices into revocations not yet known everywhere
+    private let authority: Authority
+    private let hqNode: NodeIndex?
+    private let rootScope: Scope
+
     private let ctx: SimContext
     private var rng: SimRandom
     private var replicators: [Replicator?] = []
@@ -65,6 +84,12 @@ public final class FieldSyncAgent: SyncAgent {
     private var sessions: [[SyncSession?]] = []
     private var links: [LinkHandle?] = []
     private var dirty: [Bool] = []
+    private var deferred: [SimTime?] = []  // when changes a session on the slot refused as future-dated become acceptable
+    /// A node that refused changes dated ahead of its clock (`timestampInFuture`) on a live link resyncs
+    /// it when they become acceptable (`SyncSession.deferredUntil`), but not sooner than this.
+    public static let deferredRetry: SimTime = 30 * 60_000
+    /// Resyncs started by that retry.
+    public private(set) var deferredRetries = 0
 
     /// Name used in outputs.
     public var name: String { "fieldsync" }
@@ -84,6 +109,10 @@ public final class FieldSyncAgent: SyncAgent {
         func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(keyRng.int(256)) } }
         let root = try! Ed25519.SecretKey(seed: SecretBytes(copying: bytes(32)))
         let authority = Authority(root: root)
+        self.authority = authority
+        let hq = (0..<w.count).first { w.nodes[$0].nodeClass == .hq }
+        hqNode = hq.map { NodeIndex($0) }
+        rootScope = try! Scope(hq.map { w.nodes[$0].scope } ?? w.domainNames[0])
         let trust = TrustStore(root: root.publicKey)
         domainScopes = w.domainNames.map { try! Scope($0) }
         let keys = domainScopes.map { try! EpochKey(scope: $0, epoch: 1, key: SecretBytes(copying: bytes(32))) }
@@ -218,6 +247,7 @@ public final class FieldSyncAgent: SyncAgent {
             sessions.append([nil, nil])
             links.append(nil)
             dirty.append(false)
+            deferred.append(nil)
         }
     }
 
@@ -269,11 +299,17 @@ public final class FieldSyncAgent: SyncAgent {
         sess.receive(message.bytes, now: wall(me, now))
         var applied = false
         while let e = sess.pollEvent() {
-            if case let .applied(n, _) = e, n > 0 { applied = true }
+            if case let .applied(n, rejected) = e, n > rejected { applied = true }
         }
+        if let until = sess.deferredUntil {
+            // The sim time at which this node's clock reads `until`.
+            let t = Int64(until) - Int64(Self.epochMs) - ctx.clockSkew[Int(me)]
+            deferred[s] = min(deferred[s] ?? t, t)
+        }
+        if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied {
             let domains = scan(me, from: link.node(side.other), effects: &effects)
-            if !domains.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
+            if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
@@ -289,6 +325,10 @@ public final class FieldSyncAgent: SyncAgent {
         guard over(a), over(b) else { return }
         tally(a, b, cut: false)
         sessions[s] = [nil, nil]
+        if let t = deferred[s] {
+            deferred[s] = nil
+            effects.setTimer(link, at: max(t, now + Self.deferredRetry))
+        }
         if dirty[s] { startSessions(link, now: now, effects: &effects) }
     }
 
@@ -307,12 +347,14 @@ public final class FieldSyncAgent: SyncAgent {
     /// reconciliation covers only logs both sides may hold).
     private func touched(_ node: NodeIndex, domains: [Int32], except: Int32, now: SimTime, effects: inout AgentEffects) {
         let w = ctx.world
+        // A node that learned a revocation (HQ's root-scope control log) tells every peer.
+        let everyone = !pendingRevocations.isEmpty
         for slot in active[Int(node)] where slot != except {
             let s = Int(slot)
             guard let link = links[s] else { continue }
             let peer = link.spec.a == node ? link.spec.b : link.spec.a
             let cls = w.nodes[Int(peer)].nodeClass
-            guard cls == .hq || cls == .relay || domains.contains(where: { w.slot(of: $0, at: peer) >= 0 }) else { continue }
+            guard everyone || cls == .hq || cls == .relay || domains.contains(where: { w.slot(of: $0, at: peer) >= 0 }) else { continue }
             dirty[s] = true
             if sessions[s][0] == nil, let link = links[s] {
                 startSessions(link, now: now, effects: &effects)
@@ -398,9 +440,18 @@ public final class FieldSyncAgent: SyncAgent {
         sessions[s] = [nil, nil]
         links[s] = nil
         dirty[s] = false
+        deferred[s] = nil
         for n in [link.spec.a, link.spec.b] {
             if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
         }
+    }
+
+    /// The retry after deferred changes: resync the link now (or after the running session).
+    public func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard links[s] != nil else { return }
+        deferredRetries += 1
+        if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) } else { dirty[s] = true }
     }
 
     /// Nothing: `MemoryStore` commits are atomic and the model treats them as durable; the engine
@@ -410,8 +461,35 @@ public final class FieldSyncAgent: SyncAgent {
     /// Nothing to recover (see `nodeCrashed`).
     public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
 
-    /// Discards the node's replicator and store.
+    /// Records which pending revocations `node` has learned (its trust store holds them).
+    private func noteRevocations(at node: NodeIndex, now: SimTime) {
+        guard let r = replicators[Int(node)] else { return }
+        pendingRevocations.removeAll { i in
+            if revocations[i].learned[Int(node)] == nil, r.trust.revocations.revocation(of: revocations[i].device) != nil {
+                revocations[i].learned[Int(node)] = now
+            }
+            return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil }
+        }
+    }
+
+    /// Discards the node's replicator and store; HQ revokes the device at once (reason `lost`, a control
+    /// change in the root scope that every device may hold), and the run tracks when each node learns it.
     public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        if let hq = hqNode, hq != node, let hqr = replicators[Int(hq)], let lost = replicators[Int(node)] {
+            let cert = lost.identity.certificate
+            let t = wall(hq, now)
+            if let rev = try? Revocation(device: cert.subject, serial: cert.serial, revokedAt: HLCTimestamp(milliseconds: t, counter: 0),
+                                         reason: .lost, note: "device reported lost", by: authority),
+               (try? hqr.writeControl(.revocation, payload: rev.canonicalBytes, scope: rootScope, now: t)) != nil
+            {
+                var learned = [SimTime?](repeating: nil, count: replicators.count)
+                learned[Int(hq)] = now
+                revocations.append(RevocationTrack(node: node, device: cert.subject, at: now, learned: learned, lostDevice: lost))
+                pendingRevocations.append(revocations.count - 1)
+                replicators[Int(node)] = nil
+                touched(hq, domains: [], except: -1, now: now, effects: &effects)
+            }
+        }
         effects.drop(held[Int(node)].count)
         replicators[Int(node)] = nil
         held[Int(node)] = [:]
@@ -474,9 +552,25 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
                               ("failed_or_cut", .int(Int64(a.sessionsFailed)))])),
         ("session_failures", .object(a.failures.keys.sorted().map { ($0, .int(Int64(a.failures[$0]!))) })),
         ("bytes_by_message_type", .object(SessionFrameKind.allCases.map { ($0.description, .int(a.bytesByKind[$0.rawValue])) })),
+        ("deferred_retries", .int(Int64(a.deferredRetries))),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]
+    if !a.revocations.isEmpty {
+        var lat = Histogram()
+        var informed = 0, uninformed = 0
+        for t in a.revocations {
+            for (n, l) in t.learned.enumerated() where !sim.isLost(NodeIndex(n)) {
+                if let l { lat.record(l - t.at); informed += 1 } else { uninformed += 1 }
+            }
+        }
+        section.append(("revocations", .object([
+            ("devices_revoked", .int(Int64(a.revocations.count))), ("node_pairs_informed", .int(Int64(informed))),
+            ("node_pairs_never_informed", .int(Int64(uninformed))),
+            ("latency_p50_s", .number(lat.quantile(0.5) / 1000)), ("latency_p95_s", .number(lat.quantile(0.95) / 1000)),
+            ("latency_max_s", .number(lat.count > 0 ? lat.quantile(1) / 1000 : .nan)),
+        ])))
+    }
     if let c = a.verificationCache {
         section.append(("verification_cache", .object([("changes", .int(Int64(c.count))), ("hits", .int(Int64(c.hits))),
                                                         ("misses", .int(Int64(c.misses))), ("payloads_opened", .int(Int64(c.payloadsOpened))),

@@ -181,6 +181,10 @@ public final class SyncSession {
     public var hasFailed: Bool { phase == .failed }
     /// Why the session failed, once it has.
     public private(set) var failure: SessionError?
+    /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
+    /// acceptable: the earliest such HLC minus the clock-skew tolerance (ms since the Unix epoch, on
+    /// this node's clock). A driver resyncs after that time; nil if none was refused.
+    public private(set) var deferredUntil: UInt64?
 
     /// The next bytes to send, if any (already framed).
     public func pollTransmit() -> [UInt8]? { pollFrame()?.bytes }
@@ -282,7 +286,13 @@ public final class SyncSession {
             // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
             // is no evidence against the peer: honest devices' clocks differ. It travels again in a
             // later session, once this clock has caught up (Protocols/sync.md, Batches).
-            let early = report.outcomes.filter { if case .rejected(.timestampInFuture, _) = $0 { true } else { false } }.count
+            var early = 0
+            for (c, o) in zip(changes, report.outcomes) {
+                guard case .rejected(.timestampInFuture, _) = o else { continue }
+                early += 1
+                let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
+                deferredUntil = min(deferredUntil ?? at, at)
+            }
             if report.rejected > early {
                 // What verified is committed; a peer that sends forgeries is cut off.
                 throw SessionError(.badChange, "\(report.rejected - early) change(s) of batch \(id) failed verification")
