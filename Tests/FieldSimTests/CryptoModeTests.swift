@@ -137,3 +137,22 @@ import Testing
         #expect(honest.failure?.code == .revoked)
     }
 }
+
+/// HQ's receipts travel back to the authors.
+@Suite struct ReceiptTests {
+    @Test func authorsLearnThatHQHoldsTheirChanges() throws {
+        let (f, path) = try shippedScenario("longnan-small", days: 4)
+        let scen = try makeScenario(f, seed: 3, path: path)
+        let sim = runFieldSync(scenario: scen, seed: 3, crypto: .standIn, receiptInterval: Duration.hour,
+                               options: RunOptions(oracleSampleEvery: 1))
+        let r = fieldSyncReport(sim, scenarioName: f.name, seed: 3, derived: scen.derivedParameters)
+        let a = sim.agent
+        #expect(a.receiptsWritten > 0)
+        // Every change written by a device that had a contact afterwards is receipted at its author.
+        #expect(Double(a.changesReceiptedAtAuthor) >= 0.95 * Double(a.writes))
+        #expect(a.changesReceiptedAtAuthor <= a.writes)
+        #expect(a.receiptLatency.quantile(0.5) > 0)
+        #expect(r.headline.missing == 0 && r.headline.oracle.violations == 0)
+        #expect(r.summary.render().contains("\"changes_receipted_at_author\""))
+    }
+}

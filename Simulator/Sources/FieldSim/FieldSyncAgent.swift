@@ -66,6 +66,17 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var revocations: [RevocationTrack] = []
     private var pendingRevocations: [Int] = []  // indices into revocations not yet known everywhere
     private let authority: Authority
+    /// Minimum time between two receipts HQ writes for the same station (nil: no receipts).
+    public let receiptInterval: SimTime?
+    private var lastReceipt: [SimTime?] = []  // domain -> when HQ last wrote its receipt
+    private var receiptDue: [SimTime?] = []  // domain -> when the next receipt is due (new changes wait)
+    private var controlLogs: [[LogID]] = []  // domain -> HQ's receipt log in that station scope
+    private var authoredLogs: [[LogID]] = []  // node -> logs it writes
+    private var receiptedAt: [[LogID: UInt64]] = []  // node -> own log -> receipted seq seen
+    /// Receipts HQ wrote, and changes whose author learned from a receipt that HQ holds them.
+    public private(set) var receiptsWritten = 0, changesReceiptedAtAuthor = 0
+    /// Time from a change's creation until its author holds HQ's receipt for it (ms).
+    public private(set) var receiptLatency = Histogram()
     private let hqNode: NodeIndex?
     private let rootScope: Scope
 
@@ -84,6 +95,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var sessions: [[SyncSession?]] = []
     private var links: [LinkHandle?] = []
     private var dirty: [Bool] = []
+    private var timerAt: [SimTime?] = []  // the retry timer pending on the slot
     private var deferred: [SimTime?] = []  // when changes a session on the slot refused as future-dated become acceptable
     /// A node that refused changes dated ahead of its clock (`timestampInFuture`) on a live link resyncs
     /// it when they become acceptable (`SyncSession.deferredUntil`), but not sooner than this.
@@ -99,9 +111,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// not simulated). Roles: HQ `hq` on the root scope; county `county`; station `station`; backpack
     /// `backpack` on its station; vehicle `command` on its county; relay `relay` on its village with no
     /// keys; a generic peer `station` on the single domain.
-    public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real) {
+    public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil) {
         ctx = context
         self.crypto = crypto
+        self.receiptInterval = receiptInterval
         verificationCache = crypto == .real ? nil : VerificationCache()
         rng = SimRandom(seed: seed, 0x5EED_F5A6)
         let w = context.world
@@ -147,6 +160,11 @@ public final class FieldSyncAgent: SyncAgent {
         // the certificate of every author it sends changes of, whether or not the peer knows it).
         held = Array(repeating: [:], count: w.count)
         seen = Array(repeating: [:], count: w.count)
+        lastReceipt = Array(repeating: nil, count: w.domainCount)
+        receiptDue = Array(repeating: nil, count: w.domainCount)
+        controlLogs = Array(repeating: [], count: w.domainCount)
+        authoredLogs = Array(repeating: [], count: w.count)
+        receiptedAt = Array(repeating: [:], count: w.count)
         active = Array(repeating: [], count: w.count)
     }
 
@@ -227,7 +245,10 @@ public final class FieldSyncAgent: SyncAgent {
         do {
             let c = try r.write([e], scope: sc, priority: p, now: t)
             let log = LogID(author: r.identity.id, scope: sc)
-            if changeOf[log] == nil { domainLogs[Int(ctx.changes.domain[Int(change)])].append(log) }
+            if changeOf[log] == nil {
+                domainLogs[Int(ctx.changes.domain[Int(change)])].append(log)
+                authoredLogs[Int(node)].append(log)
+            }
             changeOf[log, default: []].append(change)
             precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
             held[Int(node)][change] = 0
@@ -248,6 +269,7 @@ public final class FieldSyncAgent: SyncAgent {
             links.append(nil)
             dirty.append(false)
             deferred.append(nil)
+            timerAt.append(nil)
         }
     }
 
@@ -307,8 +329,10 @@ public final class FieldSyncAgent: SyncAgent {
             deferred[s] = min(deferred[s] ?? t, t)
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
+        if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
             let domains = scan(me, from: link.node(side.other), effects: &effects)
+            if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, via: link, now: now, effects: &effects) }
             if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
@@ -327,7 +351,11 @@ public final class FieldSyncAgent: SyncAgent {
         sessions[s] = [nil, nil]
         if let t = deferred[s] {
             deferred[s] = nil
-            effects.setTimer(link, at: max(t, now + Self.deferredRetry))
+            let at = max(t, now + Self.deferredRetry)
+            if timerAt[s].map({ at < $0 }) ?? true {  // one retry pending per contact: the earliest
+                timerAt[s] = at
+                effects.setTimer(link, at: at)
+            }
         }
         if dirty[s] { startSessions(link, now: now, effects: &effects) }
     }
@@ -389,6 +417,12 @@ public final class FieldSyncAgent: SyncAgent {
                     }
                 }
             }
+            // HQ's receipts in this station's scope travel like changes: a node that got one tells its peers.
+            for log in controlLogs[Int(d)] {
+                guard let h = try? r.store.holdings(of: log), h != (seen[Int(node)][log] ?? HeldIntervals()) else { continue }
+                seen[Int(node)][log] = h
+                any = true
+            }
             if any { found.append(d) }
         }
         return found
@@ -441,15 +475,78 @@ public final class FieldSyncAgent: SyncAgent {
         links[s] = nil
         dirty[s] = false
         deferred[s] = nil
+        timerAt[s] = nil
         for n in [link.spec.a, link.spec.b] {
             if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
         }
     }
 
-    /// The retry after deferred changes: resync the link now (or after the running session).
+    /// HQ got new changes of `domains`: writes their receipts now, or sets a timer (on the link that
+    /// brought them) for when the next is due.
+    private func receiptsFor(_ domains: [Int32], via link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        guard let interval = receiptInterval else { return }
+        var written: [Int32] = []
+        for d in domains {
+            let due = lastReceipt[Int(d)].map { $0 + interval } ?? now
+            if due <= now {
+                if writeReceipt(d, now: now) { written.append(d) }
+            } else if receiptDue[Int(d)] == nil {
+                receiptDue[Int(d)] = due
+                effects.setTimer(link, at: due)
+            }
+        }
+        if !written.isEmpty, let hq = hqNode { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
+    }
+
+    /// HQ writes a receipt for station `d`: the frontier of every log of that station it holds, as a
+    /// control change in the station's scope (its readers, county, vehicles and relays hold it).
+    private func writeReceipt(_ d: Int32, now: SimTime) -> Bool {
+        guard let hq = hqNode, let r = replicators[Int(hq)] else { return false }
+        let heads = domainLogs[Int(d)].compactMap { log -> (LogID, UInt64)? in
+            guard let f = try? r.store.holdings(of: log).frontier, f > 0 else { return nil }
+            return (log, f)
+        }.sorted { $0.0 < $1.0 }
+        guard !heads.isEmpty,
+              let c = try? r.writeControl(.receipt, payload: Receipt(heads: heads).canonicalBytes, scope: domainScopes[Int(d)],
+                                          now: wall(hq, now))
+        else { return false }
+        let log = LogID(author: r.identity.id, scope: domainScopes[Int(d)])
+        if c.header.seq == 1 { controlLogs[Int(d)].append(log) }
+        seen[Int(hq)][log, default: HeldIntervals()].insert(c.header.seq)
+        lastReceipt[Int(d)] = now
+        receiptDue[Int(d)] = nil
+        receiptsWritten += 1
+        return true
+    }
+
+    /// Records the changes `node` authored that its store now knows HQ holds (`SyncStore.receipted`).
+    private func noteReceipts(at node: NodeIndex, now: SimTime) {
+        guard let r = replicators[Int(node)] else { return }
+        for log in authoredLogs[Int(node)] {
+            guard let upTo = try? r.store.receipted(log) else { continue }
+            let before = receiptedAt[Int(node)][log] ?? 0
+            guard upTo > before, let list = changeOf[log] else { continue }
+            receiptedAt[Int(node)][log] = upTo
+            for seq in (before + 1)...upTo where Int(seq) <= list.count {
+                receiptLatency.record(now - ctx.changes.createdAt[Int(list[Int(seq) - 1])])
+                changesReceiptedAtAuthor += 1
+            }
+        }
+    }
+
+    /// A timer: due receipts (on a link of HQ), then the retry after deferred changes (resync the link
+    /// now, or after the running session).
     public func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard links[s] != nil else { return }
+        if let hq = hqNode, link.spec.a == hq || link.spec.b == hq {
+            var written: [Int32] = []
+            for d in 0..<receiptDue.count where receiptDue[d].map({ $0 <= now }) ?? false {
+                if writeReceipt(Int32(d), now: now) { written.append(Int32(d)) }
+            }
+            if !written.isEmpty { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
+        }
+        guard links[s] != nil, timerAt[s] == now else { return }  // a later timer replaced this one
+        timerAt[s] = nil
         deferredRetries += 1
         if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) } else { dirty[s] = true }
     }
@@ -530,10 +627,11 @@ extension SimTime {
 
 /// Runs `scenario` with the real FieldSync protocol to the end (specialised here, like `runBaseline`),
 /// with libsodium's randomness on this thread seeded from `seed` (`SeededSodium`): same seed, same bytes.
-public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, options: RunOptions = RunOptions(),
+public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
+                         options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     SeededSodium.run(seed: seed) {
-        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto) }
+        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval) }
         sim.run(progressEvery: progressEvery, progress: progress)
         return sim
     }
@@ -556,6 +654,14 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]
+    if a.receiptInterval != nil {
+        section.append(("receipts", .object([
+            ("written_by_hq", .int(Int64(a.receiptsWritten))), ("changes_receipted_at_author", .int(Int64(a.changesReceiptedAtAuthor))),
+            ("latency_to_author_p50_s", .number(a.receiptLatency.quantile(0.5) / 1000)),
+            ("latency_to_author_p95_s", .number(a.receiptLatency.quantile(0.95) / 1000)),
+            ("latency_to_author_max_s", .number(a.receiptLatency.count > 0 ? Double(a.receiptLatency.max) / 1000 : .nan)),
+        ])))
+    }
     if !a.revocations.isEmpty {
         var lat = Histogram()
         var informed = 0, uninformed = 0
@@ -568,7 +674,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
             ("devices_revoked", .int(Int64(a.revocations.count))), ("node_pairs_informed", .int(Int64(informed))),
             ("node_pairs_never_informed", .int(Int64(uninformed))),
             ("latency_p50_s", .number(lat.quantile(0.5) / 1000)), ("latency_p95_s", .number(lat.quantile(0.95) / 1000)),
-            ("latency_max_s", .number(lat.count > 0 ? lat.quantile(1) / 1000 : .nan)),
+            ("latency_max_s", .number(lat.count > 0 ? Double(lat.max) / 1000 : .nan)),
         ])))
     }
     if let c = a.verificationCache {
