@@ -8,8 +8,8 @@ func simBenchmarks() -> [Benchmark] {
         Benchmark(name: "sim-queue", summary: "event queue hold model (pop one, push one) at 10,000 pending: binary heap vs naive sorted list") { scale in
             queueBenchmark(pending: max(100, Int(10_000 * scale)))
         },
-        Benchmark(name: "sim-longnan", summary: "longnan with the ideal-epidemic agent: one simulated week vs one day (events/s; same run)") { scale in
-            try longnanBenchmark(days: max(2, 7 * scale))
+        Benchmark(name: "sim-longnan", summary: "longnan: ideal-epidemic agent, one simulated week vs one day (events/s); then the real protocol (fieldsync agent, stand-in crypto) vs ideal-epidemic over one day (same run)") { scale in
+            try longnanBenchmark(days: max(2, 7 * scale)) + longnanFieldSyncBenchmark(days: max(0.5, scale))
         },
         Benchmark(name: "sim-longnan-fieldsync", summary: "longnan with the real protocol (stand-in crypto) vs the ideal-epidemic agent on the same contacts, one simulated day: wall time, bytes, HQ latency") { scale in
             try longnanFieldSyncBenchmark(days: max(0.5, scale))
