@@ -48,6 +48,8 @@ public final class FieldSyncAgent: SyncAgent {
     public let crypto: CryptoMode
     /// The verification cache shared by every node (`cached` and `stand-in` modes).
     public let verificationCache: VerificationCache?
+    /// Shares equal records between the nodes' stores (`cached` and `stand-in` modes).
+    public let recordInterner: RecordInterner?
     private let certificateCache = CertificateCache()
 
     /// A revocation HQ wrote when a device was lost, and which nodes have learned it.
@@ -116,6 +118,7 @@ public final class FieldSyncAgent: SyncAgent {
         self.crypto = crypto
         self.receiptInterval = receiptInterval
         verificationCache = crypto == .real ? nil : VerificationCache()
+        recordInterner = crypto == .real ? nil : RecordInterner()
         rng = SimRandom(seed: seed, 0x5EED_F5A6)
         let w = context.world
         var keyRng = SimRandom(seed: seed, 0xC0FF_EE01)
@@ -148,7 +151,7 @@ public final class FieldSyncAgent: SyncAgent {
             let cert = try! authority.enroll(req, role: role, scopes: [scope], notBefore: Self.epochMs - Duration.day.asMs,
                                              notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
             let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust,
-                               store: MemoryStore())
+                               store: MemoryStore(recordInterner: recordInterner))
             r.verificationCache = verificationCache
             if node.nodeClass != .relay {
                 for d in w.carried[n] { r.addKey(keys[Int(d)]) }
