@@ -88,7 +88,8 @@ public struct NoiseCipherState: Sendable {
     public private(set) var nonce: UInt64 = 0
 
     /// A cipher state holding `key` (nil: encryption is the identity, as before the first MixKey).
-    init(key: SecretBytes?) { self.key = key }
+    /// Public for handshake stand-ins (the simulator's); real sessions get theirs from `NoiseXX.split()`.
+    public init(key: SecretBytes?) { self.key = key }
 
     /// Whether a key is set.
     public var hasKey: Bool { key != nil }

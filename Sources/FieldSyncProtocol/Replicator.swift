@@ -164,13 +164,19 @@ public final class Replicator {
     /// when learned (`TrustStore.certified`); validity is checked per change at its HLC.
     public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:]
     /// Epoch keys this device holds, by scope, newest last.
-    public private(set) var keys: [Scope: [EpochKey]] = [:]
+    public private(set) var keys: [Scope: [EpochKey]] = [:] {
+        didSet { sortedKeys = nil }
+    }
+    private var sortedKeys: [EpochKey]?  // `allKeys`, computed once per change of `keys`
     /// The HQ archive public key, if changes should carry an archive slot.
     public var archiveKey: X25519.PublicKey?
     /// The hybrid logical clock.
     public private(set) var clock: HybridLogicalClock
     /// Authors whose certificate the store already keeps (so each is written once).
     private var keptCertificates: Set<DeviceID> = []
+    /// A verification cache shared with other replicators in the same process (simulators only; nil,
+    /// the default, verifies everything here). Outcomes are the same either way (`VerificationCache`).
+    public var verificationCache: VerificationCache?
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,
@@ -222,7 +228,9 @@ public final class Replicator {
         var added = 0
         for c in incoming where certificates[c.subject] == nil {
             // Signatures and issuer bounds are checked once here; validity is checked at each change's time.
-            if let verified = try? trust.certified(c) {
+            let checked: VerifiedCertificate?
+            if let cache = verificationCache { checked = try? cache.certified(c, trust: trust) } else { checked = try? trust.certified(c) }
+            if let verified = checked {
                 certificates[c.subject] = verified
                 added += 1
             }
@@ -238,7 +246,12 @@ public final class Replicator {
     }
 
     /// All epoch keys held.
-    public var allKeys: [EpochKey] { keys.keys.sorted().flatMap { keys[$0]! } }
+    public var allKeys: [EpochKey] {
+        if let k = sortedKeys { return k }
+        let k = keys.keys.sorted().flatMap { keys[$0]! }
+        sortedKeys = k
+        return k
+    }
 
     /// The key to seal a change in `scope` with: the newest epoch of the narrowest held scope containing it.
     public func writingKey(for scope: Scope) -> EpochKey? {
@@ -409,6 +422,9 @@ public final class Replicator {
     public func ingest(_ changes: [Change], certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestReport {
         if !incoming.isEmpty { learn(certificates: incoming, now: now) }
         let v = verifier()
+        if let cache = verificationCache {
+            return try ingest(prepared: changes.map { cache.prepare($0, verifier: v, now: now) }, now: now)
+        }
         return try ingest(prepared: changes.map { v.prepare($0, now: now) }, now: now)
     }
 

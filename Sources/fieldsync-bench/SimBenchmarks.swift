@@ -8,8 +8,11 @@ func simBenchmarks() -> [Benchmark] {
         Benchmark(name: "sim-queue", summary: "event queue hold model (pop one, push one) at 10,000 pending: binary heap vs naive sorted list") { scale in
             queueBenchmark(pending: max(100, Int(10_000 * scale)))
         },
-        Benchmark(name: "sim-longnan", summary: "longnan with the ideal-epidemic agent: one simulated week vs one day (events/s; same run)") { scale in
-            try longnanBenchmark(days: max(2, 7 * scale))
+        Benchmark(name: "sim-longnan", summary: "longnan: ideal-epidemic agent, one simulated week vs one day (events/s); then the real protocol (fieldsync agent, stand-in crypto) vs ideal-epidemic over one day (same run)") { scale in
+            try longnanBenchmark(days: max(2, 7 * scale)) + longnanFieldSyncBenchmark(days: max(0.5, scale))
+        },
+        Benchmark(name: "sim-longnan-fieldsync", summary: "longnan with the real protocol (stand-in crypto) vs the ideal-epidemic agent on the same contacts, one simulated day: wall time, bytes, HQ latency") { scale in
+            try longnanFieldSyncBenchmark(days: max(0.5, scale))
         },
     ]
 }
@@ -63,6 +66,39 @@ func longnanBenchmark(days: Double) throws -> [BenchResult] {
                     unit: "events/s", baselineName: "one day", goal: nil),
         BenchResult(name: "simulated days per wall second over \(days) days", value: days / week.wall, baseline: 1 / day.wall,
                     unit: "days/s", baselineName: "one day", goal: nil),
+    ]
+}
+
+/// Runs `longnan` for `days` with the `fieldsync` agent (stand-in crypto) and with the ideal-epidemic
+/// baseline on the same contacts; reports the protocol's cost against the ideal.
+func longnanFieldSyncBenchmark(days: Double) throws -> [BenchResult] {
+    let path = "Simulator/Scenarios/longnan.json"
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw ValidationErrorMessage("run from the package root: \(path) not found")
+    }
+    var f = try ScenarioFile.load(path: path)
+    f.days = days
+    f.workloadStopDays = max(days - 2, days / 2)
+    let options = RunOptions(sampleInterval: Duration.day, recordContacts: true, oracleSampleEvery: 0)
+    let clock = ContinuousClock()
+    func secs(_ d: Swift.Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
+    var start = clock.now
+    let fs = runFieldSync(scenario: try makeScenario(f, seed: 1, path: path), seed: 1, crypto: .standIn, options: options)
+    let fsWall = secs(clock.now - start)
+    let fsReport = fieldSyncReport(fs, scenarioName: f.name, seed: 1, derived: [])
+    start = clock.now
+    let ep = runBaseline(.idealEpidemic, scenario: try makeScenario(f, seed: 1, path: path), options: options)
+    let epWall = secs(clock.now - start)
+    let epReport = baselineReport(ep, scenarioName: f.name, seed: 1, derived: [])
+    return [
+        BenchResult(name: "simulated days per wall second over \(days) days", value: days / fsWall, baseline: days / epWall,
+                    unit: "days/s", baselineName: "ideal-epidemic", goal: nil),
+        BenchResult(name: "events/s over \(days) days", value: Double(fs.eventsProcessed) / fsWall,
+                    baseline: Double(ep.eventsProcessed) / epWall, unit: "events/s", baselineName: "ideal-epidemic", goal: nil),
+        BenchResult(name: "bytes on links over \(days) days", value: Double(fsReport.headline.bytes), baseline: Double(epReport.headline.bytes),
+                    unit: "bytes", baselineName: "ideal-epidemic", goal: nil),
+        BenchResult(name: "HQ latency median (s) over \(days) days", value: fsReport.headline.hqLatencyMedian / 1000,
+                    baseline: epReport.headline.hqLatencyMedian / 1000, unit: "s", baselineName: "ideal-epidemic", goal: nil),
     ]
 }
 

@@ -384,3 +384,33 @@ import Testing
         for r in nodes[0..<4] { #expect(try r.store.records(RecordQuery()).isEmpty, "relays read nothing") }
     }
 }
+
+/// Clock skew between honest devices (docs/simulator.md, "Clock skew").
+@Suite struct ClockSkewSessionTests {
+    /// A backpack whose clock runs 6 h ahead: the station refuses its future-dated change for now but
+    /// the session completes, everything else travels both ways, and the change is accepted once the
+    /// station's clock has caught up.
+    @Test func aChangeFromAClockAheadIsDeferredNotAFailure() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        _ = try SessionTests.write(bp, 1)
+        let ahead = SessionTests.now + 6 * 3_600_000
+        let e = Incident.create(id: RecordID(ID128(high: 9, low: 9)), scope: TestPKI.village, author: bp.identity.id,
+                                hlc: HLCTimestamp(milliseconds: ahead, counter: 0), category: .dispute, priority: .normal,
+                                location: Location(latitude: 33.4, longitude: 104.9), summary: "ahead", reportedAt: Int64(ahead),
+                                reporter: "r")
+        _ = try bp.write([e], scope: TestPKI.village, priority: .normal, now: ahead)
+        for n in UInt64(101)...UInt64(103) { _ = try SessionTests.write(st, n) }
+        var link = SessionTests.connect(bp, st)
+        #expect(SessionTests.run(&link), "the session completes")
+        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
+        #expect(try st.store.holdings(of: log).count == 1, "the future-dated change is not stored yet")
+        #expect(try bp.store.holdings(of: LogID(author: st.identity.id, scope: TestPKI.village)).count == 3, "the other direction is unaffected")
+        // Hours later, the station's clock is within the tolerance: the next session delivers it.
+        var later = SessionTests.connect(bp, st, seed: 2)
+        #expect(SessionTests.run(&later, now: ahead))
+        #expect(try st.store.holdings(of: log).count == 2)
+        #expect(try SessionTests.state(st) == SessionTests.state(bp))
+    }
+}

@@ -178,6 +178,11 @@ public final class Simulation<Agent: SyncAgent> {
                 queue.push(Event(time: now + options.sampleInterval, kind: .sample))
             }
         case .snapshot: snapshot()
+        case .agentTimer:
+            let i = Int(e.a)
+            guard slotEffective[i], slotGen[i] == UInt32(bitPattern: e.b) else { return }  // the contact ended meanwhile
+            agent.timerFired(handle(e.a), now: now, effects: &effects)
+            applyEffects()
         }
     }
 
@@ -375,6 +380,9 @@ public final class Simulation<Agent: SyncAgent> {
         metrics.relayed += effects.duplicates
         metrics.duplicates += effects.duplicates
         metrics.dropped += effects.dropped
+        for t in effects.timers where t.at <= duration {
+            queue.push(Event(time: max(now, t.at), kind: .agentTimer, a: t.slot, b: Int32(bitPattern: t.generation)))
+        }
         if !effects.wakes.isEmpty {
             let wakes = effects.wakes
             effects.clear()

@@ -39,6 +39,8 @@ public enum EventKind: UInt8, Sendable {
     case sample
     /// Staleness snapshot for the map chart.
     case snapshot
+    /// A timer an agent set on a live contact (`a` = slot, `b` = generation).
+    case agentTimer
 }
 
 /// One scheduled event: 32 bytes, no references, so the heap never allocates per event.

@@ -8,14 +8,16 @@ import FieldSyncCrypto
 import FieldSyncProtocol
 
 /// A frame as a `SyncSession` emitted it, with the accounting the engine needs. The bytes are the
-/// session's own (length prefix + Noise ciphertext); `type` is `.summary` for handshake frames (sent
-/// before the sending side authenticated its peer) and `.control` for every later frame: the message
-/// type (reconciliation, batch, ack) is inside the ciphertext, so the simulator does not split it.
+/// session's own (length prefix + Noise ciphertext); `type` is `.summary` for handshake frames and
+/// `.control` for every later frame (the engine's coarse classes); `kind` is what the session says the
+/// frame carries (handshake, reconciliation, batch, ack, done), which the agent counts itself.
 public struct FieldSyncFrame {
     /// The framed bytes, exactly as sent.
     public var bytes: [UInt8]
     /// Accounting type (see above).
     public var type: MessageType
+    /// The session's message kind.
+    public var kind: SessionFrameKind
 }
 
 /// Runs the real `FieldSyncProtocol` (handshake, reconciliation, batches, verification, sealing) on
@@ -35,6 +37,50 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var writes = 0, writeErrors = 0
     /// Sum of the real encoded sizes of the changes written (bytes).
     public private(set) var writtenBytes = 0
+    /// Bytes that left a sender on a link, by `SessionFrameKind` raw value (a cut frame counts the bytes
+    /// that had left, as the engine's totals do).
+    public private(set) var bytesByKind = [Int64](repeating: 0, count: SessionFrameKind.allCases.count)
+    /// `bytesByKind` with the kinds' names, in kind order.
+    public var bytesByMessageType: [(String, Int64)] { SessionFrameKind.allCases.map { ($0.description, bytesByKind[$0.rawValue]) } }
+    /// Session pairs that failed by error code of either side (cuts are `cut`), in code order.
+    public private(set) var failures: [String: Int] = [:]
+    /// The crypto mode of this run.
+    public let crypto: CryptoMode
+    /// The verification cache shared by every node (`cached` and `stand-in` modes).
+    public let verificationCache: VerificationCache?
+    /// Shares equal records between the nodes' stores (`cached` and `stand-in` modes).
+    public let recordInterner: RecordInterner?
+    private let certificateCache = CertificateCache()
+
+    /// A revocation HQ wrote when a device was lost, and which nodes have learned it.
+    public struct RevocationTrack {
+        /// The lost node and device.
+        public let node: NodeIndex, device: DeviceID
+        /// When HQ wrote the revocation (the loss).
+        public let at: SimTime
+        /// Per node: when it learned the revocation (nil: not yet).
+        public var learned: [SimTime?]
+        /// The lost device's replicator as it was (a finder or thief holds it): for checking that
+        /// nodes that learned the revocation refuse it.
+        public let lostDevice: Replicator
+    }
+    /// Revocations of lost devices, in loss order.
+    public private(set) var revocations: [RevocationTrack] = []
+    private var pendingRevocations: [Int] = []  // indices into revocations not yet known everywhere
+    private let authority: Authority
+    /// Minimum time between two receipts HQ writes for the same station (nil: no receipts).
+    public let receiptInterval: SimTime?
+    private var lastReceipt: [SimTime?] = []  // domain -> when HQ last wrote its receipt
+    private var receiptDue: [SimTime?] = []  // domain -> when the next receipt is due (new changes wait)
+    private var controlLogs: [[LogID]] = []  // domain -> HQ's receipt log in that station scope
+    private var authoredLogs: [[LogID]] = []  // node -> logs it writes
+    private var receiptedAt: [[LogID: UInt64]] = []  // node -> own log -> receipted seq seen
+    /// Receipts HQ wrote, and changes whose author learned from a receipt that HQ holds them.
+    public private(set) var receiptsWritten = 0, changesReceiptedAtAuthor = 0
+    /// Time from a change's creation until its author holds HQ's receipt for it (ms).
+    public private(set) var receiptLatency = Histogram()
+    private let hqNode: NodeIndex?
+    private let rootScope: Scope
 
     private let ctx: SimContext
     private var rng: SimRandom
@@ -42,7 +88,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var scopes: [Scope] = []  // node -> certificate scope
     private var domainScopes: [Scope] = []
     private var held: [[ChangeIndex: UInt8]] = []  // node -> change -> hops (lookup only, never iterated)
-    private var heldCount: [[LogID: UInt64]] = []  // node -> log -> changes held (cache, lookup only)
+    private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
     private var statusCount: [Int64: Int] = [:]  // incident -> status edits written (lookup only)
@@ -51,6 +97,13 @@ public final class FieldSyncAgent: SyncAgent {
     private var sessions: [[SyncSession?]] = []
     private var links: [LinkHandle?] = []
     private var dirty: [Bool] = []
+    private var timerAt: [SimTime?] = []  // the retry timer pending on the slot
+    private var deferred: [SimTime?] = []  // when changes a session on the slot refused as future-dated become acceptable
+    /// A node that refused changes dated ahead of its clock (`timestampInFuture`) on a live link resyncs
+    /// it when they become acceptable (`SyncSession.deferredUntil`), but not sooner than this.
+    public static let deferredRetry: SimTime = 30 * 60_000
+    /// Resyncs started by that retry.
+    public private(set) var deferredRetries = 0
 
     /// Name used in outputs.
     public var name: String { "fieldsync" }
@@ -60,14 +113,22 @@ public final class FieldSyncAgent: SyncAgent {
     /// not simulated). Roles: HQ `hq` on the root scope; county `county`; station `station`; backpack
     /// `backpack` on its station; vehicle `command` on its county; relay `relay` on its village with no
     /// keys; a generic peer `station` on the single domain.
-    public init(context: SimContext, seed: UInt64) {
+    public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil) {
         ctx = context
+        self.crypto = crypto
+        self.receiptInterval = receiptInterval
+        verificationCache = crypto == .real ? nil : VerificationCache()
+        recordInterner = crypto == .real ? nil : RecordInterner()
         rng = SimRandom(seed: seed, 0x5EED_F5A6)
         let w = context.world
         var keyRng = SimRandom(seed: seed, 0xC0FF_EE01)
         func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(keyRng.int(256)) } }
         let root = try! Ed25519.SecretKey(seed: SecretBytes(copying: bytes(32)))
         let authority = Authority(root: root)
+        self.authority = authority
+        let hq = (0..<w.count).first { w.nodes[$0].nodeClass == .hq }
+        hqNode = hq.map { NodeIndex($0) }
+        rootScope = try! Scope(hq.map { w.nodes[$0].scope } ?? w.domainNames[0])
         let trust = TrustStore(root: root.publicKey)
         domainScopes = w.domainNames.map { try! Scope($0) }
         let keys = domainScopes.map { try! EpochKey(scope: $0, epoch: 1, key: SecretBytes(copying: bytes(32))) }
@@ -90,18 +151,23 @@ public final class FieldSyncAgent: SyncAgent {
             let cert = try! authority.enroll(req, role: role, scopes: [scope], notBefore: Self.epochMs - Duration.day.asMs,
                                              notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
             let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust,
-                               store: MemoryStore())
+                               store: MemoryStore(recordInterner: recordInterner))
+            r.verificationCache = verificationCache
             if node.nodeClass != .relay {
                 for d in w.carried[n] { r.addKey(keys[Int(d)]) }
             }
             replicators.append(r)
             scopes.append(scope)
         }
-        // Every node knows every certificate (as if exchanged at enrolment): sessions also send them.
-        let certs = replicators.map { $0!.identity.certificate }
-        for r in replicators { r!.learn(certificates: certs, now: Self.epochMs) }
+        // Nodes learn authors' certificates from the batches that carry their changes (a session sends
+        // the certificate of every author it sends changes of, whether or not the peer knows it).
         held = Array(repeating: [:], count: w.count)
-        heldCount = Array(repeating: [:], count: w.count)
+        seen = Array(repeating: [:], count: w.count)
+        lastReceipt = Array(repeating: nil, count: w.domainCount)
+        receiptDue = Array(repeating: nil, count: w.domainCount)
+        controlLogs = Array(repeating: [], count: w.domainCount)
+        authoredLogs = Array(repeating: [], count: w.count)
+        receiptedAt = Array(repeating: [:], count: w.count)
         active = Array(repeating: [], count: w.count)
     }
 
@@ -182,14 +248,17 @@ public final class FieldSyncAgent: SyncAgent {
         do {
             let c = try r.write([e], scope: sc, priority: p, now: t)
             let log = LogID(author: r.identity.id, scope: sc)
-            if changeOf[log] == nil { domainLogs[Int(ctx.changes.domain[Int(change)])].append(log) }
+            if changeOf[log] == nil {
+                domainLogs[Int(ctx.changes.domain[Int(change)])].append(log)
+                authoredLogs[Int(node)].append(log)
+            }
             changeOf[log, default: []].append(change)
             precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
             held[Int(node)][change] = 0
-            heldCount[Int(node)][log, default: 0] += 1
+            seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
             writtenBytes += c.encodedBytes.count
-            touched(node, except: -1, now: now, effects: &effects)
+            touched(node, domains: [ctx.changes.domain[Int(change)]], except: -1, now: now, effects: &effects)
         } catch {
             writeErrors += 1
         }
@@ -202,20 +271,28 @@ public final class FieldSyncAgent: SyncAgent {
             sessions.append([nil, nil])
             links.append(nil)
             dirty.append(false)
+            deferred.append(nil)
+            timerAt.append(nil)
         }
     }
 
     private func salt() -> [UInt8] { (0..<16).map { _ in UInt8(rng.int(256)) } }
+
+    private func handshake(_ r: Replicator, initiator: Bool) -> (any SessionHandshaking)? {
+        guard crypto == .standIn else { return nil }
+        return StandInHandshake(initiator: initiator, identity: r.identity, trust: r.trust, network: Self.network,
+                                certificates: certificateCache)
+    }
 
     private func startSessions(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         guard let ra = replicators[Int(link.spec.a)], let rb = replicators[Int(link.spec.b)] else { return }
         sessions[s][0] = SyncSession(initiator: true, replicator: ra,
                                      configuration: SessionConfiguration(network: Self.network, salt: salt()),
-                                     now: wall(link.spec.a, now))
+                                     now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true))
         sessions[s][1] = SyncSession(initiator: false, replicator: rb,
                                      configuration: SessionConfiguration(network: Self.network, salt: salt()),
-                                     now: wall(link.spec.b, now))
+                                     now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false))
         dirty[s] = false
         sessionsStarted += 1
         effects.wake(link.slot, .a)
@@ -233,8 +310,9 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// That side's next framed bytes from `SyncSession.pollTransmit()`.
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
-        guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let bytes = sess.pollTransmit() else { return nil }
-        return FieldSyncFrame(bytes: bytes, type: sess.peer == nil ? .summary : .control)
+        guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let (bytes, kind) = sess.pollFrame() else { return nil }
+        bytesByKind[kind.rawValue] += Int64(bytes.count)
+        return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind)
     }
 
     /// Feeds the bytes to the receiving side's session; reports the changes its store applied.
@@ -246,10 +324,19 @@ public final class FieldSyncAgent: SyncAgent {
         sess.receive(message.bytes, now: wall(me, now))
         var applied = false
         while let e = sess.pollEvent() {
-            if case let .applied(n, _) = e, n > 0 { applied = true }
+            if case let .applied(n, rejected) = e, n > rejected { applied = true }
         }
+        if let until = sess.deferredUntil {
+            // The sim time at which this node's clock reads `until`.
+            let t = Int64(until) - Int64(Self.epochMs) - ctx.clockSkew[Int(me)]
+            deferred[s] = min(deferred[s] ?? t, t)
+        }
+        if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
+        if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
-            if scan(me, from: link.node(side.other), effects: &effects) { touched(me, except: link.slot, now: now, effects: &effects) }
+            let domains = scan(me, from: link.node(side.other), effects: &effects)
+            if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, via: link, now: now, effects: &effects) }
+            if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
@@ -263,15 +350,42 @@ public final class FieldSyncAgent: SyncAgent {
         guard let a = sessions[s][0], let b = sessions[s][1] else { return }
         let over = { (x: SyncSession) in x.isFinished || x.hasFailed }
         guard over(a), over(b) else { return }
-        if a.isFinished && b.isFinished { sessionsFinished += 1 } else { sessionsFailed += 1 }
+        tally(a, b, cut: false)
         sessions[s] = [nil, nil]
+        if let t = deferred[s] {
+            deferred[s] = nil
+            let at = max(t, now + Self.deferredRetry)
+            if timerAt[s].map({ at < $0 }) ?? true {  // one retry pending per contact: the earliest
+                timerAt[s] = at
+                effects.setTimer(link, at: at)
+            }
+        }
         if dirty[s] { startSessions(link, now: now, effects: &effects) }
     }
 
-    /// Marks the other live contacts of `node` as having something new, restarting idle ones.
-    private func touched(_ node: NodeIndex, except: Int32, now: SimTime, effects: inout AgentEffects) {
+    private func tally(_ a: SyncSession, _ b: SyncSession, cut: Bool) {
+        if a.isFinished && b.isFinished {
+            sessionsFinished += 1
+            return
+        }
+        sessionsFailed += 1
+        let code = [a, b].compactMap(\.failure).first { $0.code.rawValue != "protocolViolation" || !$0.detail.hasPrefix("connection closed") }
+        failures[code.map { $0.code.rawValue } ?? "cut", default: 0] += 1
+    }
+
+    /// Marks the other live contacts of `node` whose peer may hold changes of one of `domains` as having
+    /// something new, restarting idle ones (a session with any other peer would exchange nothing new:
+    /// reconciliation covers only logs both sides may hold).
+    private func touched(_ node: NodeIndex, domains: [Int32], except: Int32, now: SimTime, effects: inout AgentEffects) {
+        let w = ctx.world
+        // A node that learned a revocation (HQ's root-scope control log) tells every peer.
+        let everyone = !pendingRevocations.isEmpty
         for slot in active[Int(node)] where slot != except {
             let s = Int(slot)
+            guard let link = links[s] else { continue }
+            let peer = link.spec.a == node ? link.spec.b : link.spec.a
+            let cls = w.nodes[Int(peer)].nodeClass
+            guard everyone || cls == .hq || cls == .relay || domains.contains(where: { w.slot(of: $0, at: peer) >= 0 }) else { continue }
             dirty[s] = true
             if sessions[s][0] == nil, let link = links[s] {
                 startSessions(link, now: now, effects: &effects)
@@ -279,19 +393,23 @@ public final class FieldSyncAgent: SyncAgent {
         }
     }
 
-    /// Finds the changes `node`'s store holds that it did not before (from its per-log holdings) and
-    /// reports them to the engine. Returns whether there were any.
-    private func scan(_ node: NodeIndex, from peer: NodeIndex, effects: inout AgentEffects) -> Bool {
-        guard let r = replicators[Int(node)] else { return false }
-        var any = false
-        for d in ctx.world.carried[Int(node)] {
+    /// Finds the changes `node`'s store holds that it did not before (from its per-log holdings, in the
+    /// domains both it and the sending peer carry: a batch holds only logs the peer holds) and reports
+    /// them to the engine. Returns the domains that had any.
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, effects: inout AgentEffects) -> [Int32] {
+        guard let r = replicators[Int(node)] else { return [] }
+        let w = ctx.world
+        var found: [Int32] = []
+        let peerAll = w.nodes[Int(peer)].nodeClass == .hq || w.nodes[Int(peer)].nodeClass == .relay
+        for d in w.carried[Int(node)] where peerAll || w.slot(of: d, at: peer) >= 0 {
+            var any = false
             for log in domainLogs[Int(d)] {
                 guard let h = try? r.store.holdings(of: log) else { continue }
-                let count = h.count
-                if count == heldCount[Int(node)][log, default: 0] { continue }
-                heldCount[Int(node)][log] = count
+                let old = seen[Int(node)][log] ?? HeldIntervals()
+                if h == old { continue }
+                seen[Int(node)][log] = h
                 let list = changeOf[log]!
-                for range in h.ranges {
+                for range in Self.newSeqs(h, minus: old) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
                         if held[Int(node)][c] != nil { continue }
@@ -302,8 +420,38 @@ public final class FieldSyncAgent: SyncAgent {
                     }
                 }
             }
+            // HQ's receipts in this station's scope travel like changes: a node that got one tells its peers.
+            for log in controlLogs[Int(d)] {
+                guard let h = try? r.store.holdings(of: log), h != (seen[Int(node)][log] ?? HeldIntervals()) else { continue }
+                seen[Int(node)][log] = h
+                any = true
+            }
+            if any { found.append(d) }
         }
-        return any
+        return found
+    }
+
+    /// The seqs in `new` and not in `old` (both sorted, disjoint ranges), as ranges.
+    static func newSeqs(_ new: HeldIntervals, minus old: HeldIntervals) -> [ClosedRange<UInt64>] {
+        var out: [ClosedRange<UInt64>] = []
+        var j = 0
+        let o = old.ranges
+        for r in new.ranges {
+            var lo = r.lowerBound
+            while j < o.count, o[j].upperBound < lo { j += 1 }
+            var k = j
+            while lo <= r.upperBound {
+                guard k < o.count, o[k].lowerBound <= r.upperBound else {
+                    out.append(lo...r.upperBound)
+                    break
+                }
+                if o[k].lowerBound > lo { out.append(lo...(o[k].lowerBound - 1)) }
+                if o[k].upperBound >= r.upperBound { break }
+                lo = max(lo, o[k].upperBound + 1)
+                k += 1
+            }
+        }
+        return out
     }
 
     /// Feeds each receiving session the prefix of the first cut frame that had reached it (never the
@@ -311,6 +459,7 @@ public final class FieldSyncAgent: SyncAgent {
     public func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<FieldSyncFrame>], effects: inout AgentEffects) {
         let s = Int(link.slot)
         var fed: Set<Int32> = []
+        for c in cut { bytesByKind[c.message.kind.rawValue] -= Int64(c.message.bytes.count - c.bytesSent) }
         for c in cut where !fed.contains(c.from.rawValue) {
             fed.insert(c.from.rawValue)
             let side = c.from.other
@@ -323,14 +472,86 @@ public final class FieldSyncAgent: SyncAgent {
             b.connectionClosed()
             while a.pollEvent() != nil {}
             while b.pollEvent() != nil {}
-            if a.isFinished && b.isFinished { sessionsFinished += 1 } else { sessionsFailed += 1 }
+            tally(a, b, cut: true)
         }
         sessions[s] = [nil, nil]
         links[s] = nil
         dirty[s] = false
+        deferred[s] = nil
+        timerAt[s] = nil
         for n in [link.spec.a, link.spec.b] {
             if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
         }
+    }
+
+    /// HQ got new changes of `domains`: writes their receipts now, or sets a timer (on the link that
+    /// brought them) for when the next is due.
+    private func receiptsFor(_ domains: [Int32], via link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        guard let interval = receiptInterval else { return }
+        var written: [Int32] = []
+        for d in domains {
+            let due = lastReceipt[Int(d)].map { $0 + interval } ?? now
+            if due <= now {
+                if writeReceipt(d, now: now) { written.append(d) }
+            } else if receiptDue[Int(d)] == nil {
+                receiptDue[Int(d)] = due
+                effects.setTimer(link, at: due)
+            }
+        }
+        if !written.isEmpty, let hq = hqNode { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
+    }
+
+    /// HQ writes a receipt for station `d`: the frontier of every log of that station it holds, as a
+    /// control change in the station's scope (its readers, county, vehicles and relays hold it).
+    private func writeReceipt(_ d: Int32, now: SimTime) -> Bool {
+        guard let hq = hqNode, let r = replicators[Int(hq)] else { return false }
+        let heads = domainLogs[Int(d)].compactMap { log -> (LogID, UInt64)? in
+            guard let f = try? r.store.holdings(of: log).frontier, f > 0 else { return nil }
+            return (log, f)
+        }.sorted { $0.0 < $1.0 }
+        guard !heads.isEmpty,
+              let c = try? r.writeControl(.receipt, payload: Receipt(heads: heads).canonicalBytes, scope: domainScopes[Int(d)],
+                                          now: wall(hq, now))
+        else { return false }
+        let log = LogID(author: r.identity.id, scope: domainScopes[Int(d)])
+        if c.header.seq == 1 { controlLogs[Int(d)].append(log) }
+        seen[Int(hq)][log, default: HeldIntervals()].insert(c.header.seq)
+        lastReceipt[Int(d)] = now
+        receiptDue[Int(d)] = nil
+        receiptsWritten += 1
+        return true
+    }
+
+    /// Records the changes `node` authored that its store now knows HQ holds (`SyncStore.receipted`).
+    private func noteReceipts(at node: NodeIndex, now: SimTime) {
+        guard let r = replicators[Int(node)] else { return }
+        for log in authoredLogs[Int(node)] {
+            guard let upTo = try? r.store.receipted(log) else { continue }
+            let before = receiptedAt[Int(node)][log] ?? 0
+            guard upTo > before, let list = changeOf[log] else { continue }
+            receiptedAt[Int(node)][log] = upTo
+            for seq in (before + 1)...upTo where Int(seq) <= list.count {
+                receiptLatency.record(now - ctx.changes.createdAt[Int(list[Int(seq) - 1])])
+                changesReceiptedAtAuthor += 1
+            }
+        }
+    }
+
+    /// A timer: due receipts (on a link of HQ), then the retry after deferred changes (resync the link
+    /// now, or after the running session).
+    public func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        if let hq = hqNode, link.spec.a == hq || link.spec.b == hq {
+            var written: [Int32] = []
+            for d in 0..<receiptDue.count where receiptDue[d].map({ $0 <= now }) ?? false {
+                if writeReceipt(Int32(d), now: now) { written.append(Int32(d)) }
+            }
+            if !written.isEmpty { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
+        }
+        guard links[s] != nil, timerAt[s] == now else { return }  // a later timer replaced this one
+        timerAt[s] = nil
+        deferredRetries += 1
+        if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) } else { dirty[s] = true }
     }
 
     /// Nothing: `MemoryStore` commits are atomic and the model treats them as durable; the engine
@@ -340,12 +561,39 @@ public final class FieldSyncAgent: SyncAgent {
     /// Nothing to recover (see `nodeCrashed`).
     public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
 
-    /// Discards the node's replicator and store.
+    /// Records which pending revocations `node` has learned (its trust store holds them).
+    private func noteRevocations(at node: NodeIndex, now: SimTime) {
+        guard let r = replicators[Int(node)] else { return }
+        pendingRevocations.removeAll { i in
+            if revocations[i].learned[Int(node)] == nil, r.trust.revocations.revocation(of: revocations[i].device) != nil {
+                revocations[i].learned[Int(node)] = now
+            }
+            return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil }
+        }
+    }
+
+    /// Discards the node's replicator and store; HQ revokes the device at once (reason `lost`, a control
+    /// change in the root scope that every device may hold), and the run tracks when each node learns it.
     public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        if let hq = hqNode, hq != node, let hqr = replicators[Int(hq)], let lost = replicators[Int(node)] {
+            let cert = lost.identity.certificate
+            let t = wall(hq, now)
+            if let rev = try? Revocation(device: cert.subject, serial: cert.serial, revokedAt: HLCTimestamp(milliseconds: t, counter: 0),
+                                         reason: .lost, note: "device reported lost", by: authority),
+               (try? hqr.writeControl(.revocation, payload: rev.canonicalBytes, scope: rootScope, now: t)) != nil
+            {
+                var learned = [SimTime?](repeating: nil, count: replicators.count)
+                learned[Int(hq)] = now
+                revocations.append(RevocationTrack(node: node, device: cert.subject, at: now, learned: learned, lostDevice: lost))
+                pendingRevocations.append(revocations.count - 1)
+                replicators[Int(node)] = nil
+                touched(hq, domains: [], except: -1, now: now, effects: &effects)
+            }
+        }
         effects.drop(held[Int(node)].count)
         replicators[Int(node)] = nil
         held[Int(node)] = [:]
-        heldCount[Int(node)] = [:]
+        seen[Int(node)] = [:]
     }
 
     /// Whether the node's store holds the change (mirrored from its holdings after every applied batch).
@@ -382,17 +630,68 @@ extension SimTime {
 
 /// Runs `scenario` with the real FieldSync protocol to the end (specialised here, like `runBaseline`),
 /// with libsodium's randomness on this thread seeded from `seed` (`SeededSodium`): same seed, same bytes.
-public func runFieldSync(scenario: any Scenario, seed: UInt64, options: RunOptions = RunOptions(),
+public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
+                         options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     SeededSodium.run(seed: seed) {
-        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed) }
+        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval) }
         sim.run(progressEvery: progressEvery, progress: progress)
         return sim
     }
 }
 
-/// Builds the report of a finished FieldSync run.
+/// Builds the report of a finished FieldSync run: the common report plus a `fieldsync` section (crypto
+/// mode, sessions, failures by code, bytes by message kind, verification cache) and a CSV of bytes by
+/// message kind (`bytes_by_message_type.csv`).
 public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: String, seed: UInt64,
                             derived: [(String, String)]) -> RunReport {
-    sim.report(scenarioName: scenarioName, seed: seed, derived: derived)
+    var r = sim.report(scenarioName: scenarioName, seed: seed, derived: derived)
+    let a = sim.agent
+    var section: [(String, JSON)] = [
+        ("crypto_mode", .string(a.crypto.rawValue)),
+        ("sessions", .object([("started", .int(Int64(a.sessionsStarted))), ("finished", .int(Int64(a.sessionsFinished))),
+                              ("failed_or_cut", .int(Int64(a.sessionsFailed)))])),
+        ("session_failures", .object(a.failures.keys.sorted().map { ($0, .int(Int64(a.failures[$0]!))) })),
+        ("bytes_by_message_type", .object(SessionFrameKind.allCases.map { ($0.description, .int(a.bytesByKind[$0.rawValue])) })),
+        ("deferred_retries", .int(Int64(a.deferredRetries))),
+        ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
+        ("written_change_bytes", .int(Int64(a.writtenBytes))),
+    ]
+    if a.receiptInterval != nil {
+        section.append(("receipts", .object([
+            ("written_by_hq", .int(Int64(a.receiptsWritten))), ("changes_receipted_at_author", .int(Int64(a.changesReceiptedAtAuthor))),
+            ("latency_to_author_p50_s", .number(a.receiptLatency.quantile(0.5) / 1000)),
+            ("latency_to_author_p95_s", .number(a.receiptLatency.quantile(0.95) / 1000)),
+            ("latency_to_author_max_s", .number(a.receiptLatency.count > 0 ? Double(a.receiptLatency.max) / 1000 : .nan)),
+        ])))
+    }
+    if !a.revocations.isEmpty {
+        var lat = Histogram()
+        var informed = 0, uninformed = 0
+        for t in a.revocations {
+            for (n, l) in t.learned.enumerated() where !sim.isLost(NodeIndex(n)) {
+                if let l { lat.record(l - t.at); informed += 1 } else { uninformed += 1 }
+            }
+        }
+        section.append(("revocations", .object([
+            ("devices_revoked", .int(Int64(a.revocations.count))), ("node_pairs_informed", .int(Int64(informed))),
+            ("node_pairs_never_informed", .int(Int64(uninformed))),
+            ("latency_p50_s", .number(lat.quantile(0.5) / 1000)), ("latency_p95_s", .number(lat.quantile(0.95) / 1000)),
+            ("latency_max_s", .number(lat.count > 0 ? Double(lat.max) / 1000 : .nan)),
+        ])))
+    }
+    if let c = a.verificationCache {
+        section.append(("verification_cache", .object([("changes", .int(Int64(c.count))), ("hits", .int(Int64(c.hits))),
+                                                        ("misses", .int(Int64(c.misses))), ("payloads_opened", .int(Int64(c.payloadsOpened))),
+                                                        ("payloads_reused", .int(Int64(c.payloadsReused)))])))
+    }
+    if case var .object(fields) = r.summary {
+        fields.append(("fieldsync", .object(section)))
+        r.summary = .object(fields)
+    }
+    let total = max(1, a.bytesByKind.reduce(0, +))
+    r.charts.append(("bytes_by_message_type.csv", "type,bytes,fraction\n" + SessionFrameKind.allCases.map {
+        "\($0),\(a.bytesByKind[$0.rawValue]),\(JSON.format(Double(a.bytesByKind[$0.rawValue]) / Double(total)))"
+    }.joined(separator: "\n") + "\n"))
+    return r
 }

@@ -38,7 +38,7 @@ public indirect enum JSON: Sendable {
         }
     }
 
-    static func format(_ d: Double) -> String {
+    public static func format(_ d: Double) -> String {
         if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
         return String(format: "%.6g", d)
     }

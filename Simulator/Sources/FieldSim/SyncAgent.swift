@@ -70,6 +70,8 @@ public struct AgentEffects: Sendable {
     public private(set) var duplicates: Int = 0
     /// Changes dropped from a node (lost with the device, evicted).
     public private(set) var dropped: Int = 0
+    /// Timers on live contacts: (slot, generation, due time).
+    public private(set) var timers: [(slot: Int32, generation: UInt32, at: SimTime)] = []
 
     /// Creates an empty effects buffer.
     public init() {}
@@ -80,6 +82,8 @@ public struct AgentEffects: Sendable {
     public mutating func accept(_ change: ChangeIndex, at node: NodeIndex, hops: UInt8) {
         accepted.append((node, change, hops))
     }
+    /// Asks the engine to call `timerFired` for `link` at `at`, if the contact is still up then.
+    public mutating func setTimer(_ link: LinkHandle, at: SimTime) { timers.append((link.slot, link.generation, at)) }
     /// Reports a change received twice.
     public mutating func duplicate() { duplicates += 1 }
     /// Reports `count` changes dropped.
@@ -88,6 +92,7 @@ public struct AgentEffects: Sendable {
     mutating func clear() {
         wakes.removeAll(keepingCapacity: true)
         accepted.removeAll(keepingCapacity: true)
+        timers.removeAll(keepingCapacity: true)
         duplicates = 0
         dropped = 0
     }
@@ -176,9 +181,17 @@ public protocol SyncAgent {
     /// A node was lost for good (after its contacts were ended); its store is gone.
     mutating func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects)
 
+    /// A timer set with `AgentEffects.setTimer` is due and its contact is still up.
+    mutating func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects)
+
     /// Whether `node` holds `change` now (for convergence, staleness and divergence checks).
     func holds(_ change: ChangeIndex, at node: NodeIndex) -> Bool
 
     /// Bytes of changes stored at `node` now.
     func storedBytes(at node: NodeIndex) -> Int
+}
+
+extension SyncAgent {
+    /// Default: agents that set no timers ignore them.
+    public mutating func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {}
 }

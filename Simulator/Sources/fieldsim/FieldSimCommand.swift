@@ -22,6 +22,12 @@ struct FieldSimCommand: ParsableCommand {
     @Option(name: .long, help: "Comma-separated agents: ideal-epidemic, full-state, full-version-vector, fieldsync (the real protocol; small scenarios only, e.g. --scenario longnan-small).")
     var agents: String = "ideal-epidemic"
 
+    @Option(name: .long, help: "Crypto of the fieldsync agent: real (default), cached (each change verified and opened once per run, bodies shared between nodes), stand-in (cached plus a size-identical handshake without key exchange; for year-scale runs).")
+    var crypto: String = "real"
+
+    @Option(name: .long, help: "fieldsync agent: HQ writes a receipt per station at most every H simulated hours when it got new changes of that station (default: no receipts).")
+    var receiptsEveryHours: Double?
+
     @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
     var out: String?
 
@@ -43,6 +49,10 @@ struct FieldSimCommand: ParsableCommand {
             throw ValidationError("unknown agent \"\(a)\"; known: \(names.joined(separator: ", "))")
         }
         if let d = days, d <= 0 { throw ValidationError("--days must be positive") }
+        if let h = receiptsEveryHours, h <= 0 { throw ValidationError("--receipts-every-hours must be positive") }
+        if CryptoMode(rawValue: crypto) == nil {
+            throw ValidationError("unknown --crypto \"\(crypto)\"; known: \(CryptoMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     var agentList: [String] { agents.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
@@ -64,6 +74,8 @@ struct FieldSimCommand: ParsableCommand {
         let outDir = out ?? "out/\(file.name)-seed\(seed)"
         var reproduce = "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim --scenario \(scenario) --seed \(seed) --agents \(agents)"
         if let d = days { reproduce += " --days \(JSONFormat.number(d))" }
+        if agentList.contains("fieldsync") { reproduce += " --crypto \(crypto)" }
+        if let h = receiptsEveryHours { reproduce += " --receipts-every-hours \(JSONFormat.number(h))" }
         if let m = mapDay { reproduce += " --map-day \(JSONFormat.number(m))" }
         let tty = isatty(STDERR_FILENO) == 1 && !quiet
         for name in agentList {
@@ -96,11 +108,18 @@ struct FieldSimCommand: ParsableCommand {
             let simNow: SimTime
             var contacts: [ContactRecord] = []
             if name == "fieldsync" {
-                let sim = runFieldSync(scenario: scen, seed: seed, options: options, progress: progress)
+                let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
+                                       receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, options: options, progress: progress)
                 report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
                 let a = sim.agent
                 if !quiet {
+                    print("[fieldsync] crypto mode: \(a.crypto.rawValue); bytes by message type: \(a.bytesByMessageType.map { "\($0.0) \($0.1)" }.joined(separator: ", "))")
+                    if !a.failures.isEmpty { print("[fieldsync] failed session pairs by cause: \(a.failures.keys.sorted().map { "\($0) \(a.failures[$0]!)" }.joined(separator: ", "))") }
+                    if a.receiptInterval != nil {
+                        print("[fieldsync] receipts: \(a.receiptsWritten) written by HQ, \(a.changesReceiptedAtAuthor) changes receipted at their author, latency to author p50 \(String(format: "%.0f", a.receiptLatency.quantile(0.5) / 1000)) s, p95 \(String(format: "%.0f", a.receiptLatency.quantile(0.95) / 1000)) s")
+                    }
+                    if let c = a.verificationCache { print("[fieldsync] verification cache: \(c.count) changes, \(c.hits) hits, \(c.misses) misses, payloads opened \(c.payloadsOpened), reused \(c.payloadsReused)") }
                     print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed")
                 }
             } else {

@@ -62,13 +62,35 @@ public struct NetworkParameters: Sendable, Equatable {
     }
 }
 
+/// What `SyncSession` needs of a handshake. `SessionHandshake` (Noise XX) is the only one real nodes
+/// use; the simulator substitutes a stand-in with messages of identical sizes and the same checks but
+/// no X25519 work, for city-scale runs (docs/simulator.md).
+public protocol SessionHandshaking {
+    /// Whether the handshake is complete.
+    var isComplete: Bool { get }
+    /// Whether this side starts.
+    var isInitiator: Bool { get }
+    /// The handshake hash (a session id both sides share; keys reconciliation hashing).
+    var handshakeHash: [UInt8] { get }
+    /// The peer's verified certificate, once known.
+    var peer: Certificate? { get }
+    /// Whether it is this side's turn to write.
+    var shouldWrite: Bool { get }
+    /// The next handshake message this side must send.
+    mutating func write() throws(SessionError) -> [UInt8]
+    /// Reads a handshake message from the peer and checks what it carries.
+    mutating func read(_ message: [UInt8], now: UInt64) throws(SessionError)
+    /// After completion: the transport.
+    func transport() throws(SessionError) -> NoiseTransport
+}
+
 /// The FieldSync handshake: Noise XX with certificates in the encrypted payloads of messages 2 and 3,
 /// checked against the trust store, the revocation list and the handshake's static key.
 ///
 /// Message 1 (initiator → responder): Noise `e`, payload = `u8 version` (in clear, bound by the
 /// transcript). Message 2: `e, ee, s, es`, payload = the responder's certificate (encrypted).
 /// Message 3: `s, se`, payload = the initiator's certificate (encrypted).
-public struct SessionHandshake: Sendable {
+public struct SessionHandshake: SessionHandshaking, Sendable {
     private var noise: NoiseXX
     private let identity: DeviceIdentity
     private let trust: TrustStore
@@ -153,7 +175,8 @@ public struct NoiseTransport: Sendable {
     private var send: NoiseCipherState
     private var receive: NoiseCipherState
 
-    init(send: NoiseCipherState, receive: NoiseCipherState) {
+    /// A transport from the two cipher states of a completed handshake.
+    public init(send: NoiseCipherState, receive: NoiseCipherState) {
         self.send = send
         self.receive = receive
     }

@@ -66,6 +66,31 @@ public enum SessionMessage: Sendable {
     }
 }
 
+/// What a frame a session sends carries, for accounting (`SyncSession.bytesSent`).
+public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// A handshake message.
+    case handshake
+    /// A reconciliation message.
+    case reconciliation
+    /// A batch of changes.
+    case batch
+    /// A batch acknowledgement.
+    case ack
+    /// The final `done`.
+    case done
+
+    /// Name used in reports.
+    public var description: String {
+        switch self {
+        case .handshake: "handshake"
+        case .reconciliation: "reconciliation"
+        case .batch: "batch"
+        case .ack: "ack"
+        case .done: "done"
+        }
+    }
+}
+
 /// Tunables of a session.
 public struct SessionConfiguration: Sendable {
     /// Network parameters (prologue).
@@ -113,12 +138,12 @@ public final class SyncSession {
 
     private let replicator: Replicator
     private let config: SessionConfiguration
-    private var handshake: SessionHandshake
+    private var handshake: any SessionHandshaking
     private var transport: NoiseTransport?
     private var reconciler: Reconciler?
     private var decoder = FrameDecoder()
     private var phase = Phase.handshake
-    private var outbox: [[UInt8]] = []
+    private var outbox: [([UInt8], SessionFrameKind)] = []
     private var events: [SessionEvent] = []
     /// The peer's certificate, after the handshake.
     public private(set) var peer: Certificate?
@@ -139,13 +164,18 @@ public final class SyncSession {
     /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
     /// and are offered again by the next session, when there may be room.
     public private(set) var changesRefused = 0
+    /// Framed bytes queued for sending, by `SessionFrameKind` (indexed by its raw value).
+    public private(set) var bytesSent = [Int](repeating: 0, count: SessionFrameKind.allCases.count)
 
     /// Starts a session. The initiator's first message is queued at once.
-    public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64) {
+    /// - Parameter handshake: a handshake to use instead of Noise XX (the simulator's stand-in; real
+    ///   nodes leave it nil).
+    public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64,
+                handshake: (any SessionHandshaking)? = nil) {
         self.replicator = replicator
         config = configuration
-        handshake = SessionHandshake(initiator: initiator, identity: replicator.identity, trust: replicator.trust,
-                                     network: configuration.network)
+        self.handshake = handshake ?? SessionHandshake(initiator: initiator, identity: replicator.identity,
+                                                       trust: replicator.trust, network: configuration.network)
         if initiator { writeHandshake() }
     }
 
@@ -153,9 +183,22 @@ public final class SyncSession {
     public var isFinished: Bool { phase == .finished }
     /// Whether the session failed.
     public var hasFailed: Bool { phase == .failed }
+    /// Why the session failed, once it has.
+    public private(set) var failure: SessionError?
+    /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
+    /// acceptable: the earliest such HLC minus the clock-skew tolerance (ms since the Unix epoch, on
+    /// this node's clock). A driver resyncs after that time; nil if none was refused.
+    public private(set) var deferredUntil: UInt64?
 
     /// The next bytes to send, if any (already framed).
-    public func pollTransmit() -> [UInt8]? { outbox.isEmpty ? nil : outbox.removeFirst() }
+    public func pollTransmit() -> [UInt8]? { pollFrame()?.bytes }
+
+    /// The next bytes to send with what they carry, if any.
+    public func pollFrame() -> (bytes: [UInt8], kind: SessionFrameKind)? {
+        guard !outbox.isEmpty else { return nil }
+        let (b, k) = outbox.removeFirst()
+        return (b, k)
+    }
 
     /// The next event, if any.
     public func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
@@ -182,20 +225,32 @@ public final class SyncSession {
 
     private func fail(_ e: SessionError) {
         phase = .failed
+        failure = e
         outbox.removeAll()
         events.append(.failed(e))
     }
 
     private func writeHandshake() {
-        do { outbox.append(FrameDecoder.frame(try handshake.write())) } catch { fail(error) }
+        do { queue(FrameDecoder.frame(try handshake.write()), .handshake) } catch { fail(error) }
     }
 
     private func send(_ m: SessionMessage) throws(SessionError) {
         var w = ByteWriter()
         m.encode(to: &w)
         guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
-        outbox.append(FrameDecoder.frame(try t.seal(w.bytes)))
+        let kind: SessionFrameKind = switch m {
+        case .recon: .reconciliation
+        case .batch: .batch
+        case .ack: .ack
+        case .done: .done
+        }
+        queue(FrameDecoder.frame(try t.seal(w.bytes)), kind)
         transport = t
+    }
+
+    private func queue(_ frame: [UInt8], _ kind: SessionFrameKind) {
+        outbox.append((frame, kind))
+        bytesSent[kind.rawValue] += frame.count
     }
 
     private func handle(_ frame: [UInt8], now: UInt64) throws {
@@ -233,9 +288,19 @@ public final class SyncSession {
             changesReceived += report.outcomes.filter { $0 == .accepted }.count
             changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
             events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
-            if report.rejected > 0 {
+            // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
+            // is no evidence against the peer: honest devices' clocks differ. It travels again in a
+            // later session, once this clock has caught up (Protocols/sync.md, Batches).
+            var early = 0
+            for (c, o) in zip(changes, report.outcomes) {
+                guard case .rejected(.timestampInFuture, _) = o else { continue }
+                early += 1
+                let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
+                deferredUntil = min(deferredUntil ?? at, at)
+            }
+            if report.rejected > early {
                 // What verified is committed; a peer that sends forgeries is cut off.
-                throw SessionError(.badChange, "\(report.rejected) change(s) of batch \(id) failed verification")
+                throw SessionError(.badChange, "\(report.rejected - early) change(s) of batch \(id) failed verification")
             }
             try send(.ack(id: id))
         case let (.streaming, .ack(id)):
@@ -258,8 +323,8 @@ public final class SyncSession {
         phase = .reconciling
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
-        for (log, iv) in try replicator.store.holdings().sorted(by: { $0.key < $1.key })
-        where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
+        for log in try replicator.store.orderedLogs() where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
+            let iv = try replicator.store.holdings(of: log)
             var intervals: [HeldInterval] = []
             for r in iv.ranges {
                 guard r.upperBound <= UInt64(maximumLogHeight), let h = try replicator.store.hash(log, seq: r.upperBound) else { continue }

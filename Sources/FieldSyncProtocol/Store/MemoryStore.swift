@@ -1,6 +1,28 @@
 import FieldSyncCore
 import FieldSyncCrypto
 
+/// Shares equal record values between the `MemoryStore`s of one process (a simulator holding
+/// thousands of replicas of the same records): a saved record equal to the last version seen of it
+/// is replaced by that version, so converged replicas share one copy (copy-on-write). Values are
+/// unchanged; real nodes do not use it.
+public final class RecordInterner {
+    private var latest: [RecordID: Record] = [:]
+    /// Saves answered with an already held equal value.
+    public private(set) var shared = 0
+
+    /// An empty interner.
+    public init() {}
+
+    func intern(_ r: Record) -> Record {
+        if let l = latest[r.id], l == r {
+            shared += 1
+            return l
+        }
+        latest[r.id] = r
+        return r
+    }
+}
+
 /// An in-memory `SyncStore` for the simulator and tests. Same rules as `SQLiteStore` (both apply
 /// batches through `CommitLogic`), no durability: a simulated crash drops it whole or keeps it whole,
 /// as a committed SQLite transaction would.
@@ -98,24 +120,36 @@ public final class MemoryStore: SyncStore {
 
         /// Writes the transaction into the store's state, in place.
         func apply() {
-            store.state.apply(self)
+            store.state.apply(self, interner: store.recordInterner)
         }
     }
 
-    private var state = State()
+    private var state = State() {
+        didSet { if state.intervalsByLog.count != sortedLogs?.count { sortedLogs = nil } }
+    }
+    private var sortedLogs: [LogID]?  // logs are never removed: the order changes only when one is added
     /// Limits in force.
     public var limits: StoreLimits
     /// Schemas used to index records.
     public let schemas: SchemaRegistry
+    /// Shares equal records with other stores (simulator only; nil by default).
+    public let recordInterner: RecordInterner?
 
     /// An empty store.
-    public init(limits: StoreLimits = StoreLimits(), schemas: SchemaRegistry = .standard) {
+    public init(limits: StoreLimits = StoreLimits(), schemas: SchemaRegistry = .standard, recordInterner: RecordInterner? = nil) {
         self.limits = limits
         self.schemas = schemas
+        self.recordInterner = recordInterner
     }
 
     public func holdings() throws -> [LogID: HeldIntervals] { state.intervalsByLog }
     public func holdings(of log: LogID) throws -> HeldIntervals { state.intervalsByLog[log] ?? HeldIntervals() }
+    public func orderedLogs() throws -> [LogID] {
+        if let l = sortedLogs { return l }
+        let l = state.intervalsByLog.keys.sorted()
+        sortedLogs = l
+        return l
+    }
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
         guard let c = state.changes[log]?[seq], !c.bytes.isEmpty else { return nil }
         return c
@@ -189,13 +223,13 @@ public final class MemoryStore: SyncStore {
 }
 
 extension MemoryStore.State {
-    mutating func apply(_ tx: MemoryStore.Tx) {
+    mutating func apply(_ tx: MemoryStore.Tx, interner: RecordInterner?) {
         for (log, m) in tx.changes { for (seq, c) in m { changes[log, default: [:]][seq] = c } }
         for (h, pos) in tx.byHash { byHash[h] = pos }
         evicted.formUnion(tx.evicted)
         for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
         for (id, (r, hashes)) in tx.records {
-            recordsByID[id] = r
+            recordsByID[id] = interner?.intern(r) ?? r
             for h in hashes where !(touched[id]?.contains(h) ?? false) { touched[id, default: []].append(h) }
         }
         openedHashes.formUnion(tx.opened)

@@ -149,11 +149,18 @@ public struct StoreStatus: Sendable, Equatable {
 ///
 /// Stores are used from one place at a time (a node's store executor, the simulator's event loop);
 /// `commit` is atomic and durable when it returns.
+extension SyncStore {
+    /// Default: the keys of `holdings()`, sorted.
+    public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
+}
+
 public protocol SyncStore: AnyObject {
     /// What is held of every log.
     func holdings() throws -> [LogID: HeldIntervals]
     /// What is held of one log (empty if nothing).
     func holdings(of log: LogID) throws -> HeldIntervals
+    /// The logs held, in `LogID` order (what sessions reconcile; stores may keep the order).
+    func orderedLogs() throws -> [LogID]
     /// One change, if held.
     func change(_ log: LogID, seq: UInt64) throws -> StoredChange?
     /// The hash of the change at a position, even if its bytes were evicted (reconciliation heads).

@@ -1,0 +1,121 @@
+import FieldSyncCore
+import FieldSyncCrypto
+
+/// Shares the node-independent work of verifying changes among many replicators in one process: a
+/// simulator runs thousands of nodes that each receive the same change, and without this each of
+/// them repeats the same Ed25519 verification and payload decryption. Real nodes never use it (a
+/// `Replicator`'s `verificationCache` is nil unless a driver sets it).
+///
+/// What is cached, keyed by the change id (the BLAKE2b hash of the complete encoding, signature
+/// included, confirmed by comparing the bytes on a hit):
+/// - that the change passed the checks that depend only on the change and its author's certificate
+///   (signature, certificate validity at the change's HLC, scope, role), for that exact certificate;
+/// - the decoded change itself, so every replicator stores the same buffers (one copy of each change
+///   body per process, not one per replica);
+/// - its opened payload, with the key slot it was opened through.
+///
+/// What is still checked per replicator, as `ChangeVerifier.verify` does: that it knows the author's
+/// certificate (the same one), that the change's HLC is not ahead of its own clock beyond the
+/// tolerance, and revocation of the author and issuer. A payload is reused only for a replicator
+/// holding a key for the same slot; the cache assumes one key per (scope, epoch) in the process, as
+/// in the simulator. Certificates checked with `TrustStore.certified` are cached by their bytes for
+/// trust stores of the same root.
+public final class VerificationCache {
+    struct Entry {
+        let change: Change
+        let hash: [UInt8]
+        let certificateSignature: [UInt8]
+        var payload: [UInt8]?
+        var payloadSlot: KeySlot.Recipient?
+    }
+
+    private var entries: [ChangeHashKey: Entry] = [:]
+    private var certified: [[UInt8]: VerifiedCertificate] = [:]  // certificate signature -> checked
+    private var certifiedRoot: Ed25519.PublicKey?
+
+    /// Lookups answered from the cache, and changes verified for real (then cached if accepted).
+    public private(set) var hits = 0, misses = 0
+    /// Payloads opened for real, and reused.
+    public private(set) var payloadsOpened = 0, payloadsReused = 0
+
+    /// An empty cache.
+    public init() {}
+
+    /// Changes cached.
+    public var count: Int { entries.count }
+
+    /// `verifier.prepare(change, now:)`, with the node-independent part done once per process.
+    func prepare(_ change: Change, verifier v: ChangeVerifier, now: UInt64) -> PreparedChange {
+        let id = change.id
+        let key = ChangeHashKey(id)
+        let h = change.header
+        guard var e = entries[key], e.change.encodedBytes == change.encodedBytes else {
+            misses += 1
+            let p = v.prepare(change, now: now)
+            if p.outcome == .accepted, let cert = v.certificates[h.author] {
+                let slot = p.payload == nil ? nil : Self.slot(of: change, keys: v.keys)
+                entries[key] = Entry(change: change, hash: p.hash, certificateSignature: cert.certificate.signature,
+                                     payload: p.payload, payloadSlot: slot)
+                if p.payload != nil { payloadsOpened += 1 }
+            }
+            return p
+        }
+        hits += 1
+        let shared = e.change
+        guard let cert = v.certificates[h.author] else {
+            return PreparedChange(change: shared, outcome: .unknownAuthor, hash: [], payload: nil)
+        }
+        guard cert.certificate.signature == e.certificateSignature else {
+            // Another certificate for the same author: verify for real, do not cache.
+            return v.prepare(shared, now: now)
+        }
+        // The per-node checks of `Change.verify`, in its order (the cached ones come before them).
+        guard h.hlc.milliseconds <= now &+ v.trust.clockSkewMilliseconds else {
+            return PreparedChange(change: shared, outcome: .rejected(.timestampInFuture, "HLC \(h.hlc) is ahead of now \(now)"),
+                                  hash: [], payload: nil)
+        }
+        for dev in [h.author, cert.certificate.issuer] where v.trust.revocations.isRevoked(dev, at: h.hlc) {
+            let r = v.trust.revocations.revocation(of: dev)!
+            return PreparedChange(change: shared, outcome: .rejected(.revoked, "\(dev) revoked at \(r.revokedAt); change HLC \(h.hlc)"),
+                                  hash: [], payload: nil)
+        }
+        guard h.contentType == .records, !v.keys.isEmpty else {
+            return PreparedChange(change: shared, outcome: .accepted, hash: e.hash, payload: nil)
+        }
+        let slot = Self.slot(of: shared, keys: v.keys)
+        if let slot, slot == e.payloadSlot, let payload = e.payload {
+            payloadsReused += 1
+            return PreparedChange(change: shared, outcome: .accepted, hash: e.hash, payload: payload)
+        }
+        let payload = try? shared.open(with: v.keys)
+        if let payload {
+            payloadsOpened += 1
+            if e.payload == nil {
+                e.payload = payload
+                e.payloadSlot = slot
+                entries[key] = e
+            }
+        }
+        return PreparedChange(change: shared, outcome: .accepted, hash: e.hash, payload: payload)
+    }
+
+    /// The first epoch slot of `change` that one of `keys` matches (the slot `Change.open` uses).
+    private static func slot(of change: Change, keys: [EpochKey]) -> KeySlot.Recipient? {
+        for s in change.slots {
+            if case let .epoch(scope, epoch) = s.recipient, keys.contains(where: { $0.scope == scope && $0.epoch == epoch }) {
+                return s.recipient
+            }
+        }
+        return nil
+    }
+
+    /// `trust.certified(c)`, checked once per certificate for trust stores pinning the same root.
+    func certified(_ c: Certificate, trust: TrustStore) throws(IdentityError) -> VerifiedCertificate {
+        if certifiedRoot == nil { certifiedRoot = trust.root }
+        guard certifiedRoot == trust.root, trust.authorities.isEmpty else { return try trust.certified(c) }
+        if let v = certified[c.signature], v.certificate == c { return v }
+        let v = try trust.certified(c)
+        certified[c.signature] = v
+        return v
+    }
+}
