@@ -131,13 +131,11 @@ public final class LANDiscovery: Sendable {
         try? await open?.close()
     }
 
-    /// The peers currently present (heard within `expiry`), sorted.
+    /// The peers currently present (heard within `expiry`), sorted. Reading does not forget anyone:
+    /// forgetting is the timer's, which reports each lost peer through `onPeerLost`.
     public func peers() async throws -> [DiscoveredPeer] {
         let (box, now) = (table, Self.milliseconds)
-        return try await eventLoop.submit {
-            box.value.expire(now: now())
-            return box.value.peers
-        }.get()
+        return try await eventLoop.submit { box.value.present(now: now()) }.get()
     }
 
     /// Counters: beacons accepted from others, datagrams rejected, own beacons heard back.

@@ -86,6 +86,7 @@ import Testing
         let b2 = theirs.makeBeacon(port: 7001, nonce: Array(repeating: 3, count: 16))
         #expect(mine.receive(b2, from: "10.0.0.2", now: 20_000) == .refreshed(peer))
         #expect(mine.peers == [peer])
+        #expect(mine.present(now: 50_001).isEmpty && mine.peers == [peer], "reading forgets nobody")
         #expect(mine.expire(now: 50_000).isEmpty)
         #expect(mine.expire(now: 50_001) == [peer])
         #expect(mine.peers.isEmpty)

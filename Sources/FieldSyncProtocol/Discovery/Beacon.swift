@@ -200,7 +200,12 @@ public struct DiscoveryTable: Sendable {
         return gone.sorted { ($0.host, $0.port) < ($1.host, $1.port) }
     }
 
-    /// The peers currently present, sorted by address.
+    /// The peers heard within `expiry` of `now`, sorted by address (nothing is forgotten).
+    public func present(now: UInt64) -> [DiscoveredPeer] {
+        lastHeard.filter { now < $0.value || now - $0.value <= expiry }.keys.sorted { ($0.host, $0.port) < ($1.host, $1.port) }
+    }
+
+    /// The peers in the table, sorted by address.
     public var peers: [DiscoveredPeer] {
         lastHeard.keys.sorted { ($0.host, $0.port) < ($1.host, $1.port) }
     }
