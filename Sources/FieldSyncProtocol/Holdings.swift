@@ -89,7 +89,7 @@ public struct LogHoldings: Hashable, Sendable {
     ///   must be merged by the caller).
     public init(log: LogID, intervals: [HeldInterval]) {
         precondition(!intervals.isEmpty, "a held log has at least one interval")
-        precondition(IntervalSummary.isValidHolding(intervals.map(\.summary)), "intervals of \(log) are not canonical")
+        precondition(IntervalSummary.isValidHolding(intervals.map { $0.summary }), "intervals of \(log) are not canonical")
         self.log = log
         self.intervals = intervals
     }
@@ -110,12 +110,14 @@ public struct Holdings: Sendable, Equatable {
     /// Creates holdings from logs in any order.
     /// - Precondition: no log appears twice.
     public init(_ logs: [LogHoldings]) {
-        let sorted = logs.sorted { $0.log < $1.log }
+        // Sessions pass logs already in order (`SyncStore.orderedLogs`): check that in one pass, sort otherwise.
+        var sorted = logs
+        if zip(logs, logs.dropFirst()).contains(where: { !($0.log < $1.log) }) { sorted.sort { $0.log < $1.log } }
         for i in sorted.indices.dropFirst() {
             precondition(sorted[i - 1].log != sorted[i].log, "log \(sorted[i].log) appears twice")
         }
         self.logs = sorted
-        encodedLogs = sorted.map(\.log.canonicalBytes)
+        encodedLogs = sorted.map { $0.log.canonicalBytes }  // a closure, not a key path: this runs per session
     }
 
     /// The canonical encoding that the hello digest covers (Protocols/sync-reconciliation.md, 4.1):

@@ -197,10 +197,10 @@ public struct RatelessDecoder: Sendable {
     public var isDecoded: Bool { !difference.isEmpty && nonEmpty == 0 }
 
     /// Elements the peer holds and we do not, in increasing order (complete once `isDecoded`).
-    public var remoteOnly: [HeadElement] { recovered.filter { $0.sign == 1 }.map(\.element).sorted() }
+    public var remoteOnly: [HeadElement] { recovered.filter { $0.sign == 1 }.map { $0.element }.sorted() }
 
     /// Elements we hold and the peer does not, in increasing order (complete once `isDecoded`).
-    public var localOnly: [HeadElement] { recovered.filter { $0.sign == -1 }.map(\.element).sorted() }
+    public var localOnly: [HeadElement] { recovered.filter { $0.sign == -1 }.map { $0.element }.sorted() }
 
     /// Adds the peer's next symbols (continuing the stream where the previous batch ended) and peels.
     /// - Throws: `RatelessDecodingFailure` when the symbols cannot come from an honest peer's set.

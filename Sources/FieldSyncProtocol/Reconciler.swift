@@ -277,7 +277,7 @@ public struct Reconciler: Sendable {
         for i in tags.indices.dropFirst() where tags[i - 1].tag == tags[i].tag {
             throw ReconciliationError(.tagCollision, "\(holdings.logs[tags[i - 1].index].log) and \(holdings.logs[tags[i].index].log)")
         }
-        elements = tags.flatMap { HeadElement.elements(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map(\.summary)) }
+        elements = tags.flatMap { HeadElement.elements(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map { $0.summary }) }
         checksums = elements.map { h.checksum($0) }  // elements are strictly increasing: tags are sorted and unique
         let fallback = useFullHeads(peer.elementCount)
         switch role {
@@ -311,7 +311,7 @@ public struct Reconciler: Sendable {
     }
 
     private func myEntries() -> [HeadEntry] {
-        tags.map { HeadEntry(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map(\.summary)) }
+        tags.map { HeadEntry(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map { $0.summary }) }
     }
 
     /// Encoded size of our `fullHeads` message, the cost cap of the symbol stream.
@@ -377,7 +377,7 @@ public struct Reconciler: Sendable {
         for e in entries {
             if let i = index(ofTag: e.tag) {
                 let log = holdings.logs[i]
-                let local = log.intervals.map(\.summary)
+                let local = log.intervals.map { $0.summary }
                 guard local != e.intervals else {
                     throw ReconciliationError(.inconsistentDifference, "log \(log.log) reported as differing but equal")
                 }
@@ -435,7 +435,7 @@ public struct Reconciler: Sendable {
         for tag in differing {
             var set: [HeadElement] = []
             if let i = index(ofTag: tag) {
-                let ours = HeadElement.elements(tag: tag, intervals: holdings.logs[i].intervals.map(\.summary))
+                let ours = HeadElement.elements(tag: tag, intervals: holdings.logs[i].intervals.map { $0.summary })
                 set = ours.filter { !localOnly.contains($0) }
             }
             remote[tag] = set
@@ -470,7 +470,7 @@ public struct Reconciler: Sendable {
             var all = Set(remote.keys)
             for t in tags { all.insert(t.tag) }
             tagsToReport = all.sorted().filter { tag in
-                let mine = index(ofTag: tag).map { holdings.logs[$0].intervals.map(\.summary) } ?? []
+                let mine = index(ofTag: tag).map { holdings.logs[$0].intervals.map { $0.summary } } ?? []
                 return mine != (remote[tag] ?? [])
             }
         }
@@ -481,7 +481,7 @@ public struct Reconciler: Sendable {
         for tag in tagsToReport {
             let theirs = remote[tag] ?? []
             if let i = index(ofTag: tag) {
-                let mine = holdings.logs[i].intervals.map(\.summary)
+                let mine = holdings.logs[i].intervals.map { $0.summary }
                 entries.append(HeadEntry(tag: tag, intervals: mine))
                 if theirs.isEmpty { names.append(LogName(tag: tag, log: holdings.logs[i].log)) }
                 differences.append(LogDifference(log: holdings.logs[i].log, local: mine, remote: theirs))

@@ -324,13 +324,7 @@ public final class SyncSession {
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
         for log in try replicator.store.orderedLogs() where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
-            let iv = try replicator.store.holdings(of: log)
-            var intervals: [HeldInterval] = []
-            for r in iv.ranges {
-                guard r.upperBound <= UInt64(maximumLogHeight), let h = try replicator.store.hash(log, seq: r.upperBound) else { continue }
-                intervals.append(HeldInterval(start: UInt32(r.lowerBound), end: UInt32(r.upperBound), endHash: h))
-            }
-            if !intervals.isEmpty { logs.append(LogHoldings(log: log, intervals: intervals)) }
+            if let held = try replicator.store.logHoldings(log) { logs.append(held) }
         }
         let key = Array(handshake.handshakeHash.prefix(32))
         var rec = Reconciler(role: handshake.isInitiator ? .initiator : .responder, holdings: Holdings(logs),

@@ -124,10 +124,9 @@ public final class MemoryStore: SyncStore {
         }
     }
 
-    private var state = State() {
-        didSet { if state.intervalsByLog.count != sortedLogs?.count { sortedLogs = nil } }
-    }
-    private var sortedLogs: [LogID]?  // logs are never removed: the order changes only when one is added
+    private var state = State()
+    /// Every held log in order, kept by `commit` (logs are never removed; a new one is inserted in place).
+    private var sortedLogs: [LogID] = []
     /// Limits in force.
     public var limits: StoreLimits
     /// Schemas used to index records.
@@ -144,12 +143,7 @@ public final class MemoryStore: SyncStore {
 
     public func holdings() throws -> [LogID: HeldIntervals] { state.intervalsByLog }
     public func holdings(of log: LogID) throws -> HeldIntervals { state.intervalsByLog[log] ?? HeldIntervals() }
-    public func orderedLogs() throws -> [LogID] {
-        if let l = sortedLogs { return l }
-        let l = state.intervalsByLog.keys.sorted()
-        sortedLogs = l
-        return l
-    }
+    public func orderedLogs() throws -> [LogID] { sortedLogs }
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
         guard let c = state.changes[log]?[seq], !c.bytes.isEmpty else { return nil }
         return c
@@ -168,8 +162,28 @@ public final class MemoryStore: SyncStore {
     public func commit(_ batch: CommitBatch) throws -> CommitReport {
         var tx = Tx(store: self)
         let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
+        let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }
+        for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
         tx.apply()
+        for log in newLogs.sorted() {
+            var lo = 0, hi = sortedLogs.count  // first position whose log is not smaller
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if sortedLogs[mid] < log { lo = mid + 1 } else { hi = mid }
+            }
+            sortedLogs.insert(log, at: lo)
+        }
         return report
+    }
+
+    /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit).
+    private var logHoldingsCache: [LogID: LogHoldings?] = [:]
+
+    public func logHoldings(_ log: LogID) throws -> LogHoldings? {
+        if let cached = logHoldingsCache[log] { return cached }
+        let built = try Self.buildLogHoldings(log, in: self)
+        logHoldingsCache[log] = .some(built)
+        return built
     }
 
     public func record(_ id: RecordID) throws -> Record? { state.recordsByID[id] }

@@ -152,6 +152,20 @@ public struct StoreStatus: Sendable, Equatable {
 extension SyncStore {
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
+
+    /// Default: built from `holdings(of:)` and `hash(_:seq:)`.
+    public func logHoldings(_ log: LogID) throws -> LogHoldings? { try Self.buildLogHoldings(log, in: self) }
+
+    /// What one log offers to reconciliation: its held intervals (up to `maximumLogHeight`) with the
+    /// hash of the change at each interval's end; nil if nothing is held.
+    static func buildLogHoldings(_ log: LogID, in store: any SyncStore) throws -> LogHoldings? {
+        var intervals: [HeldInterval] = []
+        for r in try store.holdings(of: log).ranges {
+            guard r.upperBound <= UInt64(maximumLogHeight), let h = try store.hash(log, seq: r.upperBound) else { continue }
+            intervals.append(HeldInterval(start: UInt32(r.lowerBound), end: UInt32(r.upperBound), endHash: h))
+        }
+        return intervals.isEmpty ? nil : LogHoldings(log: log, intervals: intervals)
+    }
 }
 
 public protocol SyncStore: AnyObject {
@@ -161,6 +175,9 @@ public protocol SyncStore: AnyObject {
     func holdings(of log: LogID) throws -> HeldIntervals
     /// The logs held, in `LogID` order (what sessions reconcile; stores may keep the order).
     func orderedLogs() throws -> [LogID]
+    /// What one log offers to reconciliation (held intervals with their end hashes), nil if nothing is
+    /// held; a store may keep it between commits (every session asks for every log it reconciles).
+    func logHoldings(_ log: LogID) throws -> LogHoldings?
     /// One change, if held.
     func change(_ log: LogID, seq: UInt64) throws -> StoredChange?
     /// The hash of the change at a position, even if its bytes were evicted (reconciliation heads).
