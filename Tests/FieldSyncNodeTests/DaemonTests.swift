@@ -25,9 +25,9 @@ import Testing
     }
 
     static func start(_ id: DeviceIdentity, trust: TrustStore, dir: String, name: String, keys: [EpochKey] = [NodeTests.stationKey],
-                      quota: Int? = nil, peers: [PeerAddress] = []) async throws -> Running {
+                      quota: Int? = nil, peers: [PeerAddress] = [], idle: TimeAmount = .seconds(5)) async throws -> Running {
         var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
-        config.idleTimeout = .seconds(5)
+        config.idleTimeout = idle
         let storePath = "\(dir)/\(name).sqlite"
         let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
         let node = try FieldSyncNode(configuration: config) {
@@ -200,7 +200,9 @@ import Testing
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a")
+        // A long idle timeout: on a loaded machine the silent session must still be there when the drain starts.
+        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                     idle: .seconds(50))
         let port = try await Self.address(a).port
         // A silent client holds a session (its handshake never completes).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

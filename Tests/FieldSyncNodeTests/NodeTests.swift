@@ -174,7 +174,7 @@ import Testing
         var pki = PKI()
         let dir = try Self.tempDir()
         let a = try Self.node(try pki.device(.station, scopes: [Self.station]), trust: pki.trust, dir: dir, name: "a",
-                              idle: .seconds(3), maxSessions: 1)
+                              idle: .seconds(5), maxSessions: 1)
         let b = try Self.node(try pki.device(.backpack, scopes: [Self.station]), trust: pki.trust, dir: dir, name: "b")
         try await Self.write(b, count: 2, tag: "backpack")
         let listener = try await a.listen(host: "127.0.0.1", port: 0)
@@ -182,7 +182,11 @@ import Testing
         // A silent connection holds the only session slot until the idle timeout cuts it.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
-        try await Task.sleep(for: .milliseconds(200))
+        // Wait until the node has accepted it (on a loaded machine the accept can lag the connect).
+        let registered = Date().addingTimeInterval(20)
+        while try await a.loop.submit({ a.runningSessions }).get() == 0, Date() < registered {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let refused = try await b.sync(host: "127.0.0.1", port: port)
         #expect(!refused.isFinished && refused.peer == nil, "\(refused)")
         try await silent.closeFuture.get()  // cut by the idle timeout

