@@ -373,22 +373,8 @@ struct IncidentCommand: AsyncParsableCommand {
 
     struct Note: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Append a note to an incident's log (notes are never edited or lost).")
-
-        @Argument(help: "The incident id (or a unique prefix).") var id: String
-        @Argument(help: "The note text (at most 4096 bytes).") var text: String
-        @OptionGroup var node: NodeOptions
-        @Flag(help: "Print the result as JSON.") var json = false
-
-        func validate() throws { try checkText(text, option: "the note", max: 4096, allowEmpty: false) }
-
-        func run() async throws {
-            try reportingErrors(json: json) {
-                let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .incident)
-                let (change, updated) = try ctx.write(record, [.append(field: Incident.Field.notes, text: text)])
-                ctx.printWritten("note added", updated, change: change, json: json)
-            }
-        }
+        @OptionGroup var note: NoteArguments
+        func run() async throws { try note.append(kind: .incident, field: Incident.Field.notes) }
     }
 
     struct Close: AsyncParsableCommand {
@@ -585,22 +571,28 @@ struct VisitCommand: AsyncParsableCommand {
     }
 
     struct Note: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Append a note to a visit's log.")
+        static let configuration = CommandConfiguration(abstract: "Append a note to a visit's log (notes are never edited or lost).")
+        @OptionGroup var note: NoteArguments
+        func run() async throws { try note.append(kind: .visit, field: Visit.Field.notes) }
+    }
+}
 
-        @Argument(help: "The visit id (or a unique prefix).") var id: String
-        @Argument(help: "The note text (at most 4096 bytes).") var text: String
-        @OptionGroup var node: NodeOptions
-        @Flag(help: "Print the result as JSON.") var json = false
+/// What `incident note` and `visit note` share: the record, the text, and appending it to the record's
+/// add-only notes log.
+struct NoteArguments: ParsableArguments {
+    @Argument(help: "The record id (or a unique prefix).") var id: String
+    @Argument(help: "The note text (at most 4096 bytes).") var text: String
+    @OptionGroup var node: NodeOptions
+    @Flag(help: "Print the result as JSON.") var json = false
 
-        func validate() throws { try checkText(text, option: "the note", max: 4096, allowEmpty: false) }
+    func validate() throws { try checkText(text, option: "the note", max: 4096, allowEmpty: false) }
 
-        func run() async throws {
-            try reportingErrors(json: json) {
-                let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .visit)
-                let (change, updated) = try ctx.write(record, [.append(field: Visit.Field.notes, text: text)])
-                ctx.printWritten("note added", updated, change: change, json: json)
-            }
+    func append(kind: RecordKind, field: FieldID) throws {
+        try reportingErrors(json: json) {
+            let ctx = try RecordContext(node)
+            let record = try ctx.load(id, kind: kind)
+            let (change, updated) = try ctx.write(record, [.append(field: field, text: text)])
+            ctx.printWritten("note added", updated, change: change, json: json)
         }
     }
 }

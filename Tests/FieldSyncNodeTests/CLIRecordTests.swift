@@ -4,14 +4,7 @@ import Testing
 /// Runs the built `fieldsync` binary for the record commands (incident, visit, list, show, export,
 /// import): two devices enrolled once by one HQ, each test with its own store files.
 private struct RecordCLI {
-    static let binary: String? = {
-        var candidates: [String] = []
-        if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
-        candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        for scratch in [".build-cli", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+    static var binary: String? { FieldSyncBinary.path }
 
     static let station = "longnan/wudu/station-017"
     static let village = "longnan/wudu/station-017/village-0412"
@@ -55,18 +48,7 @@ private struct RecordCLI {
     var node: [String] { ["--dir", device, "--key-file", "\(device).key", "--store", store, "--epoch-key-file", "station.epochkey"] }
 
     static func run(_ args: [String], in dir: String, executable: String? = nil) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable ?? binary!)
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o
-        p.standardError = e
-        try p.run()
-        let out = o.fileHandleForReading.readDataToEndOfFile()
-        let err = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try FieldSyncBinary.run(args, in: dir, executable: executable)
     }
 
     /// Runs a record command with this device's options appended.

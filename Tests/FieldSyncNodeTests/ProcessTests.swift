@@ -217,14 +217,7 @@ struct ProcessTests {
 /// Enrolled devices in a temporary directory, and the `fieldsync` processes that run them.
 final class ProcessWorld {
     /// The built `fieldsync` binary (next to the tests, or in a known scratch folder).
-    static let binary: String? = {
-        var candidates: [String] = []
-        if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
-        candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        for scratch in [".build-realproc", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+    static var binary: String? { FieldSyncBinary.path }
 
     static func now() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
@@ -356,19 +349,7 @@ final class ProcessWorld {
     }
 
     @discardableResult
-    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary!)
-        p.arguments = args
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o
-        p.standardError = e
-        try p.run()
-        let out = o.fileHandleForReading.readDataToEndOfFile()
-        let err = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
-    }
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try FieldSyncBinary.run(args) }
 
     @discardableResult
     func expectOK(_ args: [String]) throws -> String {

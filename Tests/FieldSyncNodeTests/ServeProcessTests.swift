@@ -6,20 +6,9 @@ import Testing
 
 /// The built `fieldsync` binary as a real process: `config check` errors, and `serve --config` stopping
 /// gracefully on SIGTERM with exit status 0.
-enum ServeBinary {
-    static let path: String? = {
-        var candidates: [String] = []
-        if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
-        candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        for scratch in [".build-daemon", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
-}
-
-@Suite(.enabled(if: ServeBinary.path != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.enabled(if: FieldSyncBinary.path != nil, "the fieldsync binary is built next to the tests"))
 struct ServeProcessTests {
-    static var binary: String? { ServeBinary.path }
+    static var binary: String? { FieldSyncBinary.path }
 
     static func process(_ args: [String], in dir: String) -> Process {
         let p = Process()
@@ -31,15 +20,7 @@ struct ServeProcessTests {
 
     @discardableResult
     static func run(_ args: [String], in dir: String) throws -> (status: Int32, out: String, err: String) {
-        let p = process(args, in: dir)
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o
-        p.standardError = e
-        try p.run()
-        let out = o.fileHandleForReading.readDataToEndOfFile()
-        let err = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try FieldSyncBinary.run(args, in: dir)
     }
 
     @Test(.timeLimit(.minutes(1))) func configCheckNamesTheKey() throws {

@@ -105,32 +105,19 @@ struct StandInHandshake: SessionHandshaking {
         }
         mix(message)
         index += 1
-        if index == 1 {
-            guard payload == [NetworkParameters.protocolVersion] else {
-                throw SessionError(.unsupportedVersion, "peer offers \(payload.map(String.init)), this node speaks \(NetworkParameters.protocolVersion)")
-            }
-            return
-        }
-        let cert: Certificate
-        do { cert = try Certificate(canonicalBytes: payload) } catch {
-            throw SessionError(.protocolViolation, "certificate does not decode: \(error)")
-        }
         // `TrustStore.verify(_:now:)` with the signature check done once per run.
-        do throws(IdentityError) {
-            try certificates.certified(cert, trust: trust).checkValidity(at: now, skew: trust.clockSkewMilliseconds)
-            for id in [cert.subject, cert.issuer] {
+        let (certificates, trust) = (self.certificates, self.trust)
+        if let cert = try SessionHandshake.check(payload: payload, ofMessage: index - 1, remoteStatic: remoteStatic, own: identity.id,
+                                                 verify: { c throws(IdentityError) in
+            try certificates.certified(c, trust: trust).checkValidity(at: now, skew: trust.clockSkewMilliseconds)
+            for id in [c.subject, c.issuer] {
                 if let r = trust.revocations.revocation(of: id) {
                     throw IdentityError(.revoked, "\(id) revoked at \(r.revokedAt) (\(r.reason))")
                 }
             }
-        } catch {
-            throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
+        }) {
+            peer = cert
         }
-        guard cert.agreementKey.bytes == remoteStatic else {
-            throw SessionError(.keyMismatch, "certificate of \(cert.subject) names another X25519 key than the handshake's")
-        }
-        guard cert.subject != identity.id else { throw SessionError(.selfConnection, "connected to itself") }
-        peer = cert
     }
 
     func transport() throws(SessionError) -> NoiseTransport {

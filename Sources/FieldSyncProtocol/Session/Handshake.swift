@@ -135,24 +135,38 @@ public struct SessionHandshake: SessionHandshaking, Sendable {
         do { payload = try noise.readMessage(message) } catch {
             throw SessionError(.handshakeFailed, error.description)
         }
+        let trust = self.trust
+        if let cert = try Self.check(payload: payload, ofMessage: index, remoteStatic: noise.remoteStatic?.bytes, own: identity.id,
+                                     verify: { c throws(IdentityError) in try trust.verify(c, now: now) }) {
+            peer = cert
+        }
+    }
+
+    /// The checks on what a handshake message carries (Protocols/handshake.md): message 0 must offer this
+    /// version; messages 1 and 2 carry a certificate that must decode, pass `verify` (chain, validity,
+    /// revocation), name the handshake's static key, and not be this device's own. Shared with the
+    /// simulator's size-identical stand-in, which verifies certificates through its own cache.
+    /// - Returns: the peer's certificate, or nil for message 0.
+    public static func check(payload: [UInt8], ofMessage index: Int, remoteStatic: [UInt8]?, own: DeviceID,
+                             verify: (Certificate) throws(IdentityError) -> Void) throws(SessionError) -> Certificate? {
         if index == 0 {
             guard payload == [NetworkParameters.protocolVersion] else {
                 throw SessionError(.unsupportedVersion, "peer offers \(payload.map(String.init)), this node speaks \(NetworkParameters.protocolVersion)")
             }
-            return
+            return nil
         }
         let cert: Certificate
         do { cert = try Certificate(canonicalBytes: payload) } catch {
             throw SessionError(.protocolViolation, "certificate does not decode: \(error)")
         }
-        do { try trust.verify(cert, now: now) } catch {
+        do { try verify(cert) } catch {
             throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
         }
-        guard cert.agreementKey == noise.remoteStatic else {
+        guard cert.agreementKey.bytes == remoteStatic else {
             throw SessionError(.keyMismatch, "certificate of \(cert.subject) names another X25519 key than the handshake's")
         }
-        guard cert.subject != identity.id else { throw SessionError(.selfConnection, "connected to itself") }
-        peer = cert
+        guard cert.subject != own else { throw SessionError(.selfConnection, "connected to itself") }
+        return cert
     }
 
     /// After completion: the transport.
