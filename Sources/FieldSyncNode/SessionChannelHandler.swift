@@ -162,8 +162,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
                 result.peerRole = role
             case let .applied(_, rejected):
                 result.changesRejected += rejected
-            case .reconciled:
-                break
+            case .reconciled, .live:
+                break  // this handler does not ask for live mode (`SessionConfiguration.live` stays false)
             case .finished:
                 close(context: context, reason: nil)
             case let .failed(error):

@@ -43,6 +43,8 @@ import Testing
         let done = try ti.seal(w.bytes)
         var wa = ByteWriter()
         SessionMessage.ack(id: 7).encode(to: &wa)
+        var wl = ByteWriter()
+        SessionMessage.live.encode(to: &wl)
         return [
             "root_ed25519_seed": Hex.encode([UInt8](repeating: 0x01, count: 32)),
             "initiator_ed25519_seed": Hex.encode([UInt8](repeating: 0x10, count: 32)),
@@ -62,6 +64,7 @@ import Testing
             "first_transport_message_initiator_to_responder_done": Hex.encode(done),
             "plaintext_done": Hex.encode(w.bytes),
             "plaintext_ack_7": Hex.encode(wa.bytes),
+            "plaintext_live": Hex.encode(wl.bytes),
         ]
     }
 

@@ -104,6 +104,12 @@ public final class FieldSyncAgent: SyncAgent {
     public static let deferredRetry: SimTime = 30 * 60_000
     /// Resyncs started by that retry.
     public private(set) var deferredRetries = 0
+    /// Whether sessions stay open for the whole contact (live mode, `SessionConfiguration.live`): later
+    /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
+    /// on a contact starts a new session (handshake and reconciliation again).
+    public let liveSessions: Bool
+    /// Pushes of new changes on live sessions.
+    public private(set) var livePushes = 0
 
     /// Name used in outputs.
     public var name: String { "fieldsync" }
@@ -113,9 +119,11 @@ public final class FieldSyncAgent: SyncAgent {
     /// not simulated). Roles: HQ `hq` on the root scope; county `county`; station `station`; backpack
     /// `backpack` on its station; vehicle `command` on its county; relay `relay` on its village with no
     /// keys; a generic peer `station` on the single domain.
-    public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil) {
+    public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
+                liveSessions: Bool = true) {
         ctx = context
         self.crypto = crypto
+        self.liveSessions = liveSessions
         self.receiptInterval = receiptInterval
         verificationCache = crypto == .real ? nil : VerificationCache()
         recordInterner = crypto == .real ? nil : RecordInterner()
@@ -284,14 +292,18 @@ public final class FieldSyncAgent: SyncAgent {
                                 certificates: certificateCache)
     }
 
+    private func configuration() -> SessionConfiguration {
+        var c = SessionConfiguration(network: Self.network, salt: salt())
+        c.live = liveSessions
+        return c
+    }
+
     private func startSessions(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         guard let ra = replicators[Int(link.spec.a)], let rb = replicators[Int(link.spec.b)] else { return }
-        sessions[s][0] = SyncSession(initiator: true, replicator: ra,
-                                     configuration: SessionConfiguration(network: Self.network, salt: salt()),
+        sessions[s][0] = SyncSession(initiator: true, replicator: ra, configuration: configuration(),
                                      now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true))
-        sessions[s][1] = SyncSession(initiator: false, replicator: rb,
-                                     configuration: SessionConfiguration(network: Self.network, salt: salt()),
+        sessions[s][1] = SyncSession(initiator: false, replicator: rb, configuration: configuration(),
                                      now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false))
         dirty[s] = false
         sessionsStarted += 1
@@ -330,6 +342,7 @@ public final class FieldSyncAgent: SyncAgent {
             // The sim time at which this node's clock reads `until`.
             let t = Int64(until) - Int64(Self.epochMs) - ctx.clockSkew[Int(me)]
             deferred[s] = min(deferred[s] ?? t, t)
+            if sess.isLive { armRetry(link, now: now, effects: &effects) }  // a live session does not end by itself
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
@@ -352,15 +365,21 @@ public final class FieldSyncAgent: SyncAgent {
         guard over(a), over(b) else { return }
         tally(a, b, cut: false)
         sessions[s] = [nil, nil]
-        if let t = deferred[s] {
-            deferred[s] = nil
-            let at = max(t, now + Self.deferredRetry)
-            if timerAt[s].map({ at < $0 }) ?? true {  // one retry pending per contact: the earliest
-                timerAt[s] = at
-                effects.setTimer(link, at: at)
-            }
-        }
+        armRetry(link, now: now, effects: &effects)
         if dirty[s] { startSessions(link, now: now, effects: &effects) }
+    }
+
+    /// Sets the retry timer for changes refused as future-dated on this contact (one pending per contact:
+    /// the earliest).
+    private func armRetry(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard let t = deferred[s] else { return }
+        deferred[s] = nil
+        let at = max(t, now + Self.deferredRetry)
+        if timerAt[s].map({ at < $0 }) ?? true {
+            timerAt[s] = at
+            effects.setTimer(link, at: at)
+        }
     }
 
     private func tally(_ a: SyncSession, _ b: SyncSession, cut: Bool) {
@@ -387,8 +406,14 @@ public final class FieldSyncAgent: SyncAgent {
             let cls = w.nodes[Int(peer)].nodeClass
             guard everyone || cls == .hq || cls == .relay || domains.contains(where: { w.slot(of: $0, at: peer) >= 0 }) else { continue }
             dirty[s] = true
-            if sessions[s][0] == nil, let link = links[s] {
+            if sessions[s][0] == nil {
                 startSessions(link, now: now, effects: &effects)
+            } else if let sess = sessions[s][link.spec.a == node ? 0 : 1], sess.isLive {
+                // The open session carries the new changes; one not yet live pushes them when it is.
+                livePushes += 1
+                sess.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] })
+                effects.wake(link.slot, .a)
+                effects.wake(link.slot, .b)
             }
         }
     }
@@ -431,27 +456,9 @@ public final class FieldSyncAgent: SyncAgent {
         return found
     }
 
-    /// The seqs in `new` and not in `old` (both sorted, disjoint ranges), as ranges.
+    /// The seqs in `new` and not in `old` (`HeldIntervals.difference`).
     static func newSeqs(_ new: HeldIntervals, minus old: HeldIntervals) -> [ClosedRange<UInt64>] {
-        var out: [ClosedRange<UInt64>] = []
-        var j = 0
-        let o = old.ranges
-        for r in new.ranges {
-            var lo = r.lowerBound
-            while j < o.count, o[j].upperBound < lo { j += 1 }
-            var k = j
-            while lo <= r.upperBound {
-                guard k < o.count, o[k].lowerBound <= r.upperBound else {
-                    out.append(lo...r.upperBound)
-                    break
-                }
-                if o[k].lowerBound > lo { out.append(lo...(o[k].lowerBound - 1)) }
-                if o[k].upperBound >= r.upperBound { break }
-                lo = max(lo, o[k].upperBound + 1)
-                k += 1
-            }
-        }
-        return out
+        HeldIntervals.difference(new, old)
     }
 
     /// Feeds each receiving session the prefix of the first cut frame that had reached it (never the
@@ -550,6 +557,20 @@ public final class FieldSyncAgent: SyncAgent {
         }
         guard links[s] != nil, timerAt[s] == now else { return }  // a later timer replaced this one
         timerAt[s] = nil
+        if let a = sessions[s][0], let b = sessions[s][1], a.isLive || b.isLive {
+            // Refused changes are offered again by a new reconciliation: close the live pair once idle.
+            guard a.isIdle, b.isIdle else {
+                timerAt[s] = now + 1_000
+                effects.setTimer(link, at: now + 1_000)
+                return
+            }
+            a.connectionClosed()
+            b.connectionClosed()
+            while a.pollEvent() != nil {}
+            while b.pollEvent() != nil {}
+            tally(a, b, cut: false)
+            sessions[s] = [nil, nil]
+        }
         deferredRetries += 1
         if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) } else { dirty[s] = true }
     }
@@ -631,10 +652,12 @@ extension SimTime {
 /// Runs `scenario` with the real FieldSync protocol to the end (specialised here, like `runBaseline`),
 /// with libsodium's randomness on this thread seeded from `seed` (`SeededSodium`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
+                         liveSessions: Bool = true,
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     SeededSodium.run(seed: seed) {
-        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval) }
+        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
+                                                                                 liveSessions: liveSessions) }
         sim.run(progressEvery: progressEvery, progress: progress)
         return sim
     }
@@ -653,6 +676,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
                               ("failed_or_cut", .int(Int64(a.sessionsFailed)))])),
         ("session_failures", .object(a.failures.keys.sorted().map { ($0, .int(Int64(a.failures[$0]!))) })),
         ("bytes_by_message_type", .object(SessionFrameKind.allCases.map { ($0.description, .int(a.bytesByKind[$0.rawValue])) })),
+        ("live_sessions", .bool(a.liveSessions)), ("live_pushes", .int(Int64(a.livePushes))),
         ("deferred_retries", .int(Int64(a.deferredRetries))),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),

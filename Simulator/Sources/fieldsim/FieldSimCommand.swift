@@ -28,6 +28,9 @@ struct FieldSimCommand: ParsableCommand {
     @Option(name: .long, help: "fieldsync agent: HQ writes a receipt per station at most every H simulated hours when it got new changes of that station (default: no receipts).")
     var receiptsEveryHours: Double?
 
+    @Flag(inversion: .prefixedNo, help: "fieldsync agent: keep each contact's session open and push later changes on it (live mode); --no-live-sessions starts a new session (handshake and reconciliation) for each burst of new changes.")
+    var liveSessions = true
+
     @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
     var out: String?
 
@@ -74,7 +77,7 @@ struct FieldSimCommand: ParsableCommand {
         let outDir = out ?? "out/\(file.name)-seed\(seed)"
         var reproduce = "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim --scenario \(scenario) --seed \(seed) --agents \(agents)"
         if let d = days { reproduce += " --days \(JSONFormat.number(d))" }
-        if agentList.contains("fieldsync") { reproduce += " --crypto \(crypto)" }
+        if agentList.contains("fieldsync") { reproduce += " --crypto \(crypto)" + (liveSessions ? "" : " --no-live-sessions") }
         if let h = receiptsEveryHours { reproduce += " --receipts-every-hours \(JSONFormat.number(h))" }
         if let m = mapDay { reproduce += " --map-day \(JSONFormat.number(m))" }
         let tty = isatty(STDERR_FILENO) == 1 && !quiet
@@ -109,7 +112,8 @@ struct FieldSimCommand: ParsableCommand {
             var contacts: [ContactRecord] = []
             if name == "fieldsync" {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
-                                       receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, options: options, progress: progress)
+                                       receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
+                                       options: options, progress: progress)
                 report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
                 let a = sim.agent
@@ -120,7 +124,7 @@ struct FieldSimCommand: ParsableCommand {
                         print("[fieldsync] receipts: \(a.receiptsWritten) written by HQ, \(a.changesReceiptedAtAuthor) changes receipted at their author, latency to author p50 \(String(format: "%.0f", a.receiptLatency.quantile(0.5) / 1000)) s, p95 \(String(format: "%.0f", a.receiptLatency.quantile(0.95) / 1000)) s")
                     }
                     if let c = a.verificationCache { print("[fieldsync] verification cache: \(c.count) changes, \(c.hits) hits, \(c.misses) misses, payloads opened \(c.payloadsOpened), reused \(c.payloadsReused)") }
-                    print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed")
+                    print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed (\(a.liveSessions ? "live, \(a.livePushes) pushes" : "one per burst"))")
                 }
             } else {
                 let sim = runBaseline(BaselineKind(rawValue: name)!, scenario: scen, options: options, progress: progress)

@@ -23,6 +23,9 @@ public enum SessionMessage: Sendable {
     case ack(id: UInt32)
     /// The sender has nothing more to send. Tag 4.
     case done
+    /// The sender has nothing more to send now and keeps the session open: it will send batches of
+    /// changes it gets later (live mode, Protocols/sync.md §4.1). Tag 5.
+    case live
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -40,6 +43,8 @@ public enum SessionMessage: Sendable {
             w.writeVarint(UInt64(id))
         case .done:
             w.writeByte(4)
+        case .live:
+            w.writeByte(5)
         }
     }
 
@@ -59,6 +64,7 @@ public enum SessionMessage: Sendable {
             m = .batch(id: id, certificates: certs, changes: changes)
         case 3: m = .ack(id: try r.readVarint(as: UInt32.self))
         case 4: m = .done
+        case 5: m = .live
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
@@ -76,7 +82,7 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
     case batch
     /// A batch acknowledgement.
     case ack
-    /// The final `done`.
+    /// The final `done` (or `live`).
     case done
 
     /// Name used in reports.
@@ -106,6 +112,10 @@ public struct SessionConfiguration: Sendable {
     public var maxMessages = 1_000_000
     /// 16 random bytes for reconciliation (drawn by the driver from its injected generator).
     public var salt: [UInt8]
+    /// Keep the session open after the first exchange when the peer asks for it too (live mode,
+    /// Protocols/sync.md §4.1): later changes travel as batches on it through `push`, without a new
+    /// handshake or reconciliation. For links that stay up (wired links, a station's Wi-Fi).
+    public var live = false
 
     /// Creates a configuration.
     public init(network: NetworkParameters, salt: [UInt8]) {
@@ -125,6 +135,9 @@ public enum SessionEvent: Sendable, Equatable {
     case applied(changes: Int, rejected: Int)
     /// Both sides are done; the session can be closed.
     case finished
+    /// Both sides are done and asked to stay open (live mode): the session now carries later changes
+    /// (`SyncSession.push`) until the connection closes.
+    case live
     /// The session failed; close the connection.
     case failed(SessionError)
 }
@@ -134,7 +147,7 @@ public enum SessionEvent: Sendable, Equatable {
 /// acknowledges. A pure state machine: bytes and `now` in, bytes and events out. A cut at any byte
 /// loses at most the batches not yet acknowledged; the next session resends only what is missing.
 public final class SyncSession {
-    private enum Phase { case handshake, reconciling, streaming, finished, failed }
+    private enum Phase { case handshake, reconciling, streaming, live, finished, failed }
 
     private let replicator: Replicator
     private let config: SessionConfiguration
@@ -156,6 +169,11 @@ public final class SyncSession {
     private var certificatesSent: Set<DeviceID> = []
     private var sentDone = false
     private var peerDone = false
+    private var peerLive = false
+    /// Live mode: what the peer is known to hold of each log both may hold (its holdings as
+    /// reconciliation revealed them, plus what either side sent since). What `push` does not resend.
+    private var peerKnown: [LogID: HeldIntervals] = [:]
+    private var reconciled: Holdings?
     private var messagesReceived = 0
 
     /// Changes sent and acknowledged by the peer, and received and applied, in this session.
@@ -181,6 +199,10 @@ public final class SyncSession {
 
     /// Whether the session finished normally.
     public var isFinished: Bool { phase == .finished }
+    /// Whether the session is live (both sides asked to stay open and the first exchange is over).
+    public var isLive: Bool { phase == .live }
+    /// Whether the session is live with nothing queued or waiting for an acknowledgement on this side.
+    public var isIdle: Bool { phase == .live && inFlight.isEmpty && cursor == toSend.count && outbox.isEmpty }
     /// Whether the session failed.
     public var hasFailed: Bool { phase == .failed }
     /// Why the session failed, once it has.
@@ -219,8 +241,49 @@ public final class SyncSession {
     }
 
     /// The transport closed (cut or peer gone). Unacknowledged batches are simply offered again next time.
+    /// A live session closed with none of its batches in flight ends normally (`finished`).
     public func connectionClosed() {
-        if phase != .finished && phase != .failed { fail(SessionError(.protocolViolation, "connection closed mid-session")) }
+        if phase == .live && inFlight.isEmpty {
+            phase = .finished
+            events.append(.finished)
+        } else if phase != .finished && phase != .failed {
+            fail(SessionError(.protocolViolation, "connection closed mid-session"))
+        }
+    }
+
+    /// Live mode: sends the peer the changes of `logs` (every log when nil) it may hold and is not known
+    /// to hold: what this node got since the session began, from its own writes or other sessions. Call
+    /// it after the store changed; before the session is live it does nothing (the session pushes
+    /// everything new when it becomes live). Cost: one holdings lookup per log named.
+    public func push(logs: [LogID]? = nil) {
+        guard phase == .live, let peerCert = peer else { return }
+        do {
+            let store = replicator.store
+            let own = replicator.identity.certificate
+            var fresh: [StoredChange] = []
+            for log in try logs ?? store.orderedLogs() where Entitlement.mayHold(peerCert, log) && Entitlement.mayHold(own, log) {
+                let held = try store.holdings(of: log)
+                let known = peerKnown[log] ?? HeldIntervals()
+                if held == known { continue }
+                for r in HeldIntervals.difference(held, known) {
+                    let cs = try store.changes(log, in: r)
+                    fresh += cs
+                    for c in cs { peerKnown[log, default: HeldIntervals()].insert(c.seq) }
+                }
+            }
+            guard !fresh.isEmpty else { return }
+            if cursor == toSend.count {
+                toSend = []
+                cursor = 0
+            }
+            fresh.sort(by: Self.urgentFirst)
+            toSend += fresh
+            try pump()
+        } catch let e as SessionError {
+            fail(e)
+        } catch {
+            fail(SessionError(.storeFailed, "\(error)"))
+        }
     }
 
     private func fail(_ e: SessionError) {
@@ -242,7 +305,7 @@ public final class SyncSession {
         case .recon: .reconciliation
         case .batch: .batch
         case .ack: .ack
-        case .done: .done
+        case .done, .live: .done
         }
         queue(FrameDecoder.frame(try t.seal(w.bytes)), kind)
         transport = t
@@ -276,13 +339,17 @@ public final class SyncSession {
             do { outputs = try rec.receive(m) } catch { throw SessionError(.protocolViolation, error.description) }
             reconciler = rec
             try process(outputs)
-        case let (.streaming, .batch(id, certs, encoded)), let (.reconciling, .batch(id, certs, encoded)):
+        case let (.streaming, .batch(id, certs, encoded)), let (.reconciling, .batch(id, certs, encoded)),
+             let (.live, .batch(id, certs, encoded)):
             var changes: [Change] = []
             changes.reserveCapacity(encoded.count)
             for bytes in encoded {
                 do { changes.append(try Change(canonicalBytes: bytes)) } catch {
                     throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
                 }
+            }
+            if config.live {  // the peer holds what it sends
+                for c in changes { peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
             }
             let report = try replicator.ingest(changes, certificates: certs, now: now)
             changesReceived += report.outcomes.filter { $0 == .accepted }.count
@@ -303,13 +370,17 @@ public final class SyncSession {
                 throw SessionError(.badChange, "\(report.rejected - early) change(s) of batch \(id) failed verification")
             }
             try send(.ack(id: id))
-        case let (.streaming, .ack(id)):
+        case let (.streaming, .ack(id)), let (.live, .ack(id)):
             guard let n = inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
             changesAcknowledged += n
             try pump()
         case (.streaming, .done), (.reconciling, .done):
             peerDone = true
-            checkFinished()
+            try checkFinished()
+        case (.streaming, .live), (.reconciling, .live):
+            peerDone = true
+            peerLive = true
+            try checkFinished()
         default:
             throw SessionError(.protocolViolation, "unexpected message in phase \(phase)")
         }
@@ -327,7 +398,9 @@ public final class SyncSession {
             if let held = try replicator.store.logHoldings(log) { logs.append(held) }
         }
         let key = Array(handshake.handshakeHash.prefix(32))
-        var rec = Reconciler(role: handshake.isInitiator ? .initiator : .responder, holdings: Holdings(logs),
+        let holdings = Holdings(logs)
+        if config.live { reconciled = holdings }
+        var rec = Reconciler(role: handshake.isInitiator ? .initiator : .responder, holdings: holdings,
                              hashing: SipHashReconciliationHashing(sessionKey: key), salt: config.salt)
         let outputs = rec.start()
         reconciler = rec
@@ -354,15 +427,31 @@ public final class SyncSession {
                 plan += try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound))
             }
         }
-        plan.sort { a, b in
-            let ac = a.contentType >= 0x80, bc = b.contentType >= 0x80
-            if ac != bc { return ac }
-            if a.priority != b.priority { return a.priority < b.priority }
-            if a.hlc != b.hlc { return a.hlc < b.hlc }
-            return (a.log, a.seq) < (b.log, b.seq)
-        }
+        plan.sort(by: Self.urgentFirst)
         toSend = plan
+        if let own = reconciled {
+            // Live mode: the peer holds what reconciliation showed, plus everything planned here.
+            let diffs = Dictionary(uniqueKeysWithValues: result.differences.map { ($0.log, $0) })
+            for l in own.logs where diffs[l.log] == nil {
+                peerKnown[l.log] = HeldIntervals(sortedRanges: l.intervals.map { UInt64($0.start)...UInt64($0.end) })
+            }
+            for d in result.differences where !d.remote.isEmpty {
+                guard IntervalSummary.isValidHolding(d.remote) else { throw SessionError(.protocolViolation, "peer holdings of \(d.log) are not canonical") }
+                peerKnown[d.log] = HeldIntervals(sortedRanges: d.remote.map { UInt64($0.start)...UInt64($0.end) })
+            }
+            for c in plan { peerKnown[c.log, default: HeldIntervals()].insert(c.seq) }
+            reconciled = nil
+        }
         try pump()
+    }
+
+    /// Control changes first, then priority, then oldest, then log and seq.
+    private static func urgentFirst(_ a: StoredChange, _ b: StoredChange) -> Bool {
+        let ac = a.contentType >= 0x80, bc = b.contentType >= 0x80
+        if ac != bc { return ac }
+        if a.priority != b.priority { return a.priority < b.priority }
+        if a.hlc != b.hlc { return a.hlc < b.hlc }
+        return (a.log, a.seq) < (b.log, b.seq)
     }
 
     /// Sends batches while the window allows; `done` when everything was sent and acknowledged.
@@ -395,13 +484,20 @@ public final class SyncSession {
         }
         if cursor == toSend.count && inFlight.isEmpty && !sentDone {
             sentDone = true
-            try send(.done)
+            try send(config.live ? .live : .done)
         }
-        checkFinished()
+        try checkFinished()
     }
 
-    private func checkFinished() {
-        if sentDone && peerDone && inFlight.isEmpty && phase == .streaming {
+    /// The first exchange is over when `done` (or `live`) was sent and received and nothing is in
+    /// flight: the session finishes, or goes live when both sides sent `live`.
+    private func checkFinished() throws {
+        guard sentDone && peerDone && inFlight.isEmpty && phase == .streaming else { return }
+        if config.live && peerLive {
+            phase = .live
+            events.append(.live)
+            push()  // what this node got while the first exchange ran
+        } else {
             phase = .finished
             events.append(.finished)
         }

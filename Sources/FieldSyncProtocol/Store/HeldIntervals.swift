@@ -18,6 +18,49 @@ public struct HeldIntervals: Sendable, Equatable, CanonicalCodable {
         for r in ranges { for s in r { insert(s) } }
     }
 
+    /// Intervals from ranges sorted by lower bound and not overlapping, merging ranges that touch: linear
+    /// in the number of ranges (`init(_:)` inserts seq by seq).
+    /// - Precondition: every range starts at 1 or more, after the end of the previous one.
+    public init(sortedRanges: [ClosedRange<UInt64>]) {
+        var out: [ClosedRange<UInt64>] = []
+        out.reserveCapacity(sortedRanges.count)
+        for r in sortedRanges {
+            precondition(r.lowerBound >= 1, "seq numbers start at 1")
+            if let last = out.last {
+                precondition(r.lowerBound > last.upperBound, "ranges must be sorted and disjoint")
+                if r.lowerBound == last.upperBound + 1 {
+                    out[out.count - 1] = last.lowerBound...r.upperBound
+                    continue
+                }
+            }
+            out.append(r)
+        }
+        ranges = out
+    }
+
+    /// The seqs held in `a` and not in `b`, as sorted ranges (linear in the number of ranges).
+    public static func difference(_ a: HeldIntervals, _ b: HeldIntervals) -> [ClosedRange<UInt64>] {
+        var out: [ClosedRange<UInt64>] = []
+        var j = 0
+        let o = b.ranges
+        for r in a.ranges {
+            var lo = r.lowerBound
+            while j < o.count, o[j].upperBound < lo { j += 1 }
+            var k = j
+            while lo <= r.upperBound {
+                guard k < o.count, o[k].lowerBound <= r.upperBound else {
+                    out.append(lo...r.upperBound)
+                    break
+                }
+                if o[k].lowerBound > lo { out.append(lo...(o[k].lowerBound - 1)) }
+                if o[k].upperBound >= r.upperBound { break }
+                lo = max(lo, o[k].upperBound + 1)
+                k += 1
+            }
+        }
+        return out
+    }
+
     /// The highest seq `f` such that `1...f` are all held (0 if seq 1 is missing).
     public var frontier: UInt64 { ranges.first.map { $0.lowerBound == 1 ? $0.upperBound : 0 } ?? 0 }
 

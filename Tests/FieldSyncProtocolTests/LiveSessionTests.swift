@@ -1,0 +1,179 @@
+import FieldSyncCore
+import FieldSyncCrypto
+import Foundation
+import Testing
+@testable import FieldSyncProtocol
+
+/// Live mode (Protocols/sync.md §4.1): a session both sides asked to keep open carries later changes
+/// through `push`, without a new handshake or reconciliation.
+@Suite struct LiveSessionTests {
+    static func connect(_ x: Replicator, _ y: Replicator, liveA: Bool = true, liveB: Bool = true, seed: UInt64 = 1) -> SessionTests.Link {
+        var g = SplitMix64(seed: seed)
+        func config(_ live: Bool) -> SessionConfiguration {
+            var c = SessionConfiguration(network: SessionTests.net, salt: (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) })
+            c.live = live
+            return c
+        }
+        return SessionTests.Link(a: SyncSession(initiator: true, replicator: x, configuration: config(liveA), now: SessionTests.now),
+                                 b: SyncSession(initiator: false, replicator: y, configuration: config(liveB), now: SessionTests.now))
+    }
+
+    static func kinds(_ s: SyncSession) -> [Int] { s.bytesSent }
+
+    @Test func liveSessionCarriesLaterChangesBothWays() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...UInt64(4) { _ = try SessionTests.write(bp, n) }
+        var link = Self.connect(bp, st)
+        SessionTests.run(&link)
+        #expect(link.a.isLive && link.b.isLive && link.a.isIdle && link.b.isIdle)
+        #expect(SessionTests.events(link.a).contains(.live) && SessionTests.events(link.b).contains(.live))
+        #expect(try SessionTests.state(st).count == 4)
+        let setupA = link.a.bytesSent, setupB = link.b.bytesSent
+
+        // The backpack writes; one push carries it. No handshake or reconciliation bytes follow.
+        for n in UInt64(5)...UInt64(7) { _ = try SessionTests.write(bp, n) }
+        link.a.push(logs: [LogID(author: bp.identity.id, scope: TestPKI.village)])
+        SessionTests.run(&link)
+        #expect(try SessionTests.state(st).count == 7)
+        // The station writes and pushes every log (nil): the backpack gets it, nothing is echoed back.
+        _ = try SessionTests.write(st, 101)
+        link.b.push()
+        SessionTests.run(&link)
+        #expect(try SessionTests.state(bp) == SessionTests.state(st) && SessionTests.state(bp).count == 8)
+        for kind in [SessionFrameKind.handshake, .reconciliation, .done] {
+            #expect(link.a.bytesSent[kind.rawValue] == setupA[kind.rawValue], "\(kind) bytes after going live")
+            #expect(link.b.bytesSent[kind.rawValue] == setupB[kind.rawValue], "\(kind) bytes after going live")
+        }
+        #expect(link.a.changesSent == 7 && link.b.changesSent == 1, "nothing sent twice, nothing echoed")
+        // Nothing new: a push sends nothing.
+        let before = link.a.bytesSent.reduce(0, +)
+        link.a.push()
+        #expect(link.a.pollTransmit() == nil && link.a.bytesSent.reduce(0, +) == before)
+        // Closing an idle live session is a normal end.
+        link.a.connectionClosed()
+        link.b.connectionClosed()
+        #expect(link.a.isFinished && link.b.isFinished)
+        #expect(SessionTests.events(link.a).last == .finished)
+    }
+
+    @Test func pushRespectsEntitlement() throws {
+        var pki = TestPKI()
+        let other = try Scope("longnan/cheng/station-101")
+        let hq = pki.replicator(try pki.device(.hq, scopes: [TestPKI.root]))
+        hq.addKey(EpochKey.generate(scope: other, epoch: 1))
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        var link = Self.connect(hq, bp)
+        SessionTests.run(&link)
+        #expect(link.a.isLive && link.b.isLive)
+        for n in UInt64(1)...UInt64(3) { _ = try SessionTests.write(hq, n, scope: TestPKI.village) }
+        for n in UInt64(4)...UInt64(6) { _ = try SessionTests.write(hq, n, scope: other) }
+        link.a.push()  // every log: only those the backpack may hold travel
+        link.a.push(logs: [LogID(author: hq.identity.id, scope: other)])  // named outright: still not sent
+        SessionTests.run(&link)
+        #expect(try bp.store.status().changes == 3)
+        #expect(try bp.store.holdings().keys.allSatisfy { TestPKI.station.contains($0.scope) })
+        #expect(link.a.changesSent == 3)
+    }
+
+    @Test func liveNeedsBothSides() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...UInt64(3) { _ = try SessionTests.write(bp, n) }
+        for (liveA, liveB) in [(true, false), (false, true)] {
+            var link = Self.connect(bp, st, liveA: liveA, liveB: liveB)
+            #expect(SessionTests.run(&link), "a session with one side not asking for live mode finishes normally")
+            #expect(!SessionTests.events(link.a).contains(.live) && !SessionTests.events(link.b).contains(.live))
+        }
+        #expect(try SessionTests.state(st).count == 3)
+    }
+
+    /// Changes the node gets while the first exchange runs are pushed as soon as the session is live.
+    @Test func changesWrittenDuringTheFirstExchangeArePushedWhenLive() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...UInt64(2) { _ = try SessionTests.write(bp, n) }
+        var link = Self.connect(bp, st)
+        var wrote = false
+        while true {  // one frame at a time; write once the backpack's side has reconciled
+            var progress = false
+            for (from, to) in [(link.a, link.b), (link.b, link.a)] {
+                guard let bytes = from.pollTransmit() else { continue }
+                progress = true
+                to.receive(bytes, now: SessionTests.now)
+                if !wrote, SessionTests.events(link.a).contains(where: { if case .reconciled = $0 { true } else { false } }) {
+                    _ = try SessionTests.write(bp, 3)
+                    link.a.push()  // not live yet: does nothing now
+                    wrote = true
+                }
+            }
+            if !progress { break }
+        }
+        #expect(wrote && link.a.isLive && link.b.isLive)
+        #expect(try SessionTests.state(st) == SessionTests.state(bp) && SessionTests.state(st).count == 3)
+    }
+
+    /// A cut while a push is in flight loses only unacknowledged batches; a fresh session delivers them.
+    @Test(arguments: [40, 700, 3_000, 9_000] as [Int])
+    func cutWhileLiveResumes(cut: Int) throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        var link = Self.connect(bp, st)
+        SessionTests.run(&link)
+        #expect(link.a.isLive)
+        for n in UInt64(1)...UInt64(60) { _ = try SessionTests.write(bp, n) }
+        link.a.push()
+        #expect(!SessionTests.run(&link, cutAfter: cut))
+        #expect(link.a.hasFailed, "batches were in flight at the cut")
+        let got = try SessionTests.state(st).count
+        #expect(got < 60)
+        var again = SessionTests.connect(bp, st, seed: 9)
+        #expect(SessionTests.run(&again))
+        #expect(try SessionTests.state(st) == SessionTests.state(bp) && SessionTests.state(st).count == 60)
+        #expect(again.a.changesSent <= 60 - got + 16, "resends at most the batches in flight")
+    }
+
+    /// A station with live sessions to many backpacks relays each one's writes to the others as a driver
+    /// would: after applying a batch, push on every other live session. Everything converges without a
+    /// second session, and no change crosses any session twice.
+    @Test func hubRelaysPushesToEveryLiveSpoke() throws {
+        var pki = TestPKI()
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let spokes = try (0..<6).map { _ in pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station])) }
+        var links = spokes.enumerated().map { Self.connect($0.element, st, seed: UInt64($0.offset)) }
+        for i in links.indices { SessionTests.run(&links[i]) }
+        #expect(links.allSatisfy { $0.a.isLive && $0.b.isLive })
+        var g = SplitMix64(seed: 11)
+        var n: UInt64 = 0
+        for _ in 0..<40 {
+            let i = Int.random(in: 0..<spokes.count, using: &g)
+            n += 1
+            _ = try SessionTests.write(spokes[i], n)
+            links[i].a.push()
+            // Deliver; whenever the station applied something, it pushes on every other spoke's session.
+            var moved = true
+            while moved {
+                moved = false
+                for j in links.indices {
+                    let bytes = links[j].a.bytesSent.reduce(0, +) + links[j].b.bytesSent.reduce(0, +)
+                    let received = links[j].b.changesReceived
+                    SessionTests.run(&links[j])
+                    if links[j].b.changesReceived != received { for k in links.indices where k != j { links[k].b.push() } }
+                    if links[j].a.bytesSent.reduce(0, +) + links[j].b.bytesSent.reduce(0, +) != bytes { moved = true }
+                }
+            }
+        }
+        let states = try ([st] + spokes).map(SessionTests.state)
+        #expect(Set(states.map { $0.flatMap { $0 } }).count == 1 && states[0].count == 40)
+        #expect(links.allSatisfy { $0.a.isLive && $0.b.isLive && !$0.a.hasFailed })
+        for (i, l) in links.enumerated() {
+            let own = try spokes[i].store.holdings(of: LogID(author: spokes[i].identity.id, scope: TestPKI.village)).count
+            #expect(l.b.changesSent == 40 - Int(own), "spoke \(i): the station sent each change it lacked once")
+            #expect(l.a.changesSent == Int(own), "spoke \(i): sent only its own")
+        }
+    }
+}
