@@ -207,6 +207,13 @@ public struct LogID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
     }
 
     public static func < (a: LogID, b: LogID) -> Bool { a.author != b.author ? a.author < b.author : a.scope < b.scope }
+    /// Hashes the author's 128 bits and the scope's depth, not the scope's path: an author writes in
+    /// a few scopes, and hashing the path string was most of the cost of every log lookup (stores and
+    /// sessions look logs up per change and per session). Equality still compares the whole id.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(author)
+        hasher.combine(scope.depth)
+    }
     public var description: String { "\(author)@\(scope)" }
     public func encode(to writer: inout ByteWriter) {
         author.encode(to: &writer)

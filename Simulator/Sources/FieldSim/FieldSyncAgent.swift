@@ -91,6 +91,8 @@ public final class FieldSyncAgent: SyncAgent {
     private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
+    /// Log -> its domain and its place in `domainLogs` (index ≥ 0) or `controlLogs` (-1 - index).
+    private var logPlace: [LogID: (domain: Int32, index: Int32)] = [:]
     private var statusCount: [Int64: Int] = [:]  // incident -> status edits written (lookup only)
     private var active: [[Int32]] = []  // node -> active slots
     // Per slot.
@@ -257,7 +259,9 @@ public final class FieldSyncAgent: SyncAgent {
             let c = try r.write([e], scope: sc, priority: p, now: t)
             let log = LogID(author: r.identity.id, scope: sc)
             if changeOf[log] == nil {
-                domainLogs[Int(ctx.changes.domain[Int(change)])].append(log)
+                let d = ctx.changes.domain[Int(change)]
+                logPlace[log] = (d, Int32(domainLogs[Int(d)].count))
+                domainLogs[Int(d)].append(log)
                 authoredLogs[Int(node)].append(log)
             }
             changeOf[log, default: []].append(change)
@@ -347,7 +351,7 @@ public final class FieldSyncAgent: SyncAgent {
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
-            let domains = scan(me, from: link.node(side.other), effects: &effects)
+            let domains = scan(me, from: link.node(side.other), logs: sess.takeAppliedLogs(), effects: &effects)
             if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, via: link, now: now, effects: &effects) }
             if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
@@ -418,22 +422,28 @@ public final class FieldSyncAgent: SyncAgent {
         }
     }
 
-    /// Finds the changes `node`'s store holds that it did not before (from its per-log holdings, in the
-    /// domains both it and the sending peer carry: a batch holds only logs the peer holds) and reports
-    /// them to the engine. Returns the domains that had any.
-    private func scan(_ node: NodeIndex, from peer: NodeIndex, effects: inout AgentEffects) -> [Int32] {
+    /// Finds the changes `node`'s store holds that it did not before in `logs` (those a session just
+    /// stored changes in, `SyncSession.takeAppliedLogs`) and reports them to the engine, domain by domain
+    /// in the node's carried order, logs in creation order. Returns the domains that had any.
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], effects: inout AgentEffects) -> [Int32] {
         guard let r = replicators[Int(node)] else { return [] }
-        let w = ctx.world
+        var byDomain: [Int32: [(Int32, LogID)]] = [:]
+        for log in logs {
+            guard let p = logPlace[log] else { continue }  // HQ's root-scope revocations: tracked apart
+            byDomain[p.domain, default: []].append((p.index >= 0 ? p.index : Int32.max / 2 - p.index, log))
+        }
+        guard !byDomain.isEmpty else { return [] }
         var found: [Int32] = []
-        let peerAll = w.nodes[Int(peer)].nodeClass == .hq || w.nodes[Int(peer)].nodeClass == .relay
-        for d in w.carried[Int(node)] where peerAll || w.slot(of: d, at: peer) >= 0 {
+        for d in ctx.world.carried[Int(node)] {
+            guard let list = byDomain[d] else { continue }
             var any = false
-            for log in domainLogs[Int(d)] {
+            for (place, log) in list.sorted(by: { $0.0 < $1.0 }) {
                 guard let h = try? r.store.holdings(of: log) else { continue }
                 let old = seen[Int(node)][log] ?? HeldIntervals()
                 if h == old { continue }
                 seen[Int(node)][log] = h
-                let list = changeOf[log]!
+                any = true  // a receipt (HQ's control log in this station's scope) travels like a change
+                guard place < Int32.max / 2, let list = changeOf[log] else { continue }
                 for range in Self.newSeqs(h, minus: old) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
@@ -441,15 +451,8 @@ public final class FieldSyncAgent: SyncAgent {
                         let hops = (held[Int(peer)][c] ?? 0) &+ 1
                         held[Int(node)][c] = hops
                         effects.accept(c, at: node, hops: hops)
-                        any = true
                     }
                 }
-            }
-            // HQ's receipts in this station's scope travel like changes: a node that got one tells its peers.
-            for log in controlLogs[Int(d)] {
-                guard let h = try? r.store.holdings(of: log), h != (seen[Int(node)][log] ?? HeldIntervals()) else { continue }
-                seen[Int(node)][log] = h
-                any = true
             }
             if any { found.append(d) }
         }
@@ -521,7 +524,10 @@ public final class FieldSyncAgent: SyncAgent {
                                           now: wall(hq, now))
         else { return false }
         let log = LogID(author: r.identity.id, scope: domainScopes[Int(d)])
-        if c.header.seq == 1 { controlLogs[Int(d)].append(log) }
+        if c.header.seq == 1 {
+            logPlace[log] = (d, -1 - Int32(controlLogs[Int(d)].count))
+            controlLogs[Int(d)].append(log)
+        }
         seen[Int(hq)][log, default: HeldIntervals()].insert(c.header.seq)
         lastReceipt[Int(d)] = now
         receiptDue[Int(d)] = nil

@@ -182,6 +182,8 @@ public final class SyncSession {
     /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
     /// and are offered again by the next session, when there may be room.
     public private(set) var changesRefused = 0
+    /// Logs of the changes applied from the peer since the driver last took them (`takeAppliedLogs`).
+    private var appliedLogs: [LogID] = []
     /// Framed bytes queued for sending, by `SessionFrameKind` (indexed by its raw value).
     public private(set) var bytesSent = [Int](repeating: 0, count: SessionFrameKind.allCases.count)
 
@@ -220,6 +222,13 @@ public final class SyncSession {
         guard !outbox.isEmpty else { return nil }
         let (b, k) = outbox.removeFirst()
         return (b, k)
+    }
+
+    /// The logs in which batches from the peer stored changes since the last call, each once, in the
+    /// order first seen: what a driver passes to `push` on its other live sessions, or scans for news.
+    public func takeAppliedLogs() -> [LogID] {
+        defer { appliedLogs = [] }
+        return appliedLogs
     }
 
     /// The next event, if any.
@@ -353,6 +362,10 @@ public final class SyncSession {
             }
             let report = try replicator.ingest(changes, certificates: certs, now: now)
             changesReceived += report.outcomes.filter { $0 == .accepted }.count
+            for (c, o) in zip(changes, report.outcomes) where o == .accepted {
+                let log = LogID(author: c.header.author, scope: c.header.scope)
+                if appliedLogs.last != log && !appliedLogs.contains(log) { appliedLogs.append(log) }
+            }
             changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
             events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
             // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
