@@ -110,6 +110,9 @@ public final class FieldSyncAgent: SyncAgent {
     /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
     /// on a contact starts a new session (handshake and reconciliation again).
     public let liveSessions: Bool
+    /// Changes sessions delivered that the receiving store already held, and changes it refused (relay
+    /// quota, held-back limit).
+    public private(set) var duplicatesReceived = 0, refusedReceived = 0
     /// Pushes of new changes on live sessions.
     public private(set) var livePushes = 0
 
@@ -337,7 +340,10 @@ public final class FieldSyncAgent: SyncAgent {
         let s = Int(link.slot)
         guard let sess = sessions[s][Int(side.rawValue)] else { return }
         let me = link.node(side)
+        let (dup, refused) = (sess.changesDuplicate, sess.changesRefused)
         sess.receive(message.bytes, now: wall(me, now))
+        duplicatesReceived += sess.changesDuplicate - dup
+        refusedReceived += sess.changesRefused - refused
         var applied = false
         while let e = sess.pollEvent() {
             if case let .applied(n, rejected) = e, n > rejected { applied = true }
@@ -683,6 +689,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("session_failures", .object(a.failures.keys.sorted().map { ($0, .int(Int64(a.failures[$0]!))) })),
         ("bytes_by_message_type", .object(SessionFrameKind.allCases.map { ($0.description, .int(a.bytesByKind[$0.rawValue])) })),
         ("live_sessions", .bool(a.liveSessions)), ("live_pushes", .int(Int64(a.livePushes))),
+        ("duplicate_changes_received", .int(Int64(a.duplicatesReceived))), ("changes_refused_by_store", .int(Int64(a.refusedReceived))),
         ("deferred_retries", .int(Int64(a.deferredRetries))),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),

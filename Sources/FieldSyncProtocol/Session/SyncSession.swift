@@ -182,6 +182,9 @@ public final class SyncSession {
     /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
     /// and are offered again by the next session, when there may be room.
     public private(set) var changesRefused = 0
+    /// Changes received in this session that the store already held (sent twice: two peers raced, or a
+    /// batch was resent after a cut).
+    public private(set) var changesDuplicate = 0
     /// Logs of the changes applied from the peer since the driver last took them (`takeAppliedLogs`).
     private var appliedLogs: [LogID] = []
     /// Framed bytes queued for sending, by `SessionFrameKind` (indexed by its raw value).
@@ -367,6 +370,7 @@ public final class SyncSession {
                 if appliedLogs.last != log && !appliedLogs.contains(log) { appliedLogs.append(log) }
             }
             changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
+            changesDuplicate += report.commit.duplicates
             events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
             // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
             // is no evidence against the peer: honest devices' clocks differ. It travels again in a
