@@ -69,8 +69,9 @@ func longnanBenchmark(days: Double) throws -> [BenchResult] {
     ]
 }
 
-/// Runs `longnan` for `days` with the `fieldsync` agent (stand-in crypto) and with the ideal-epidemic
-/// baseline on the same contacts; reports the protocol's cost against the ideal.
+/// Runs `longnan` for `days` with the `fieldsync` agent (stand-in crypto, live sessions) and with the
+/// ideal-epidemic baseline on the same contacts, reporting the protocol's cost against the ideal; then
+/// the `fieldsync` agent with one session per burst (`liveSessions: false`) as the naive variant.
 func longnanFieldSyncBenchmark(days: Double) throws -> [BenchResult] {
     let path = "Simulator/Scenarios/longnan.json"
     guard FileManager.default.fileExists(atPath: path) else {
@@ -90,7 +91,18 @@ func longnanFieldSyncBenchmark(days: Double) throws -> [BenchResult] {
     let ep = runBaseline(.idealEpidemic, scenario: try makeScenario(f, seed: 1, path: path), options: options)
     let epWall = secs(clock.now - start)
     let epReport = baselineReport(ep, scenarioName: f.name, seed: 1, derived: [])
+    start = clock.now
+    let burst = runFieldSync(scenario: try makeScenario(f, seed: 1, path: path), seed: 1, crypto: .standIn, liveSessions: false,
+                             options: options)
+    let burstWall = secs(clock.now - start)
+    let burstReport = fieldSyncReport(burst, scenarioName: f.name, seed: 1, derived: [])
     return [
+        BenchResult(name: "live sessions: simulated days per wall second over \(days) days", value: days / fsWall,
+                    baseline: days / burstWall, unit: "days/s", baselineName: "one session per burst", goal: nil),
+        BenchResult(name: "live sessions: sessions over \(days) days", value: Double(fs.agent.sessionsStarted),
+                    baseline: Double(burst.agent.sessionsStarted), unit: "sessions", baselineName: "one session per burst", goal: nil),
+        BenchResult(name: "live sessions: bytes on links over \(days) days", value: Double(fsReport.headline.bytes),
+                    baseline: Double(burstReport.headline.bytes), unit: "bytes", baselineName: "one session per burst", goal: nil),
         BenchResult(name: "simulated days per wall second over \(days) days", value: days / fsWall, baseline: days / epWall,
                     unit: "days/s", baselineName: "ideal-epidemic", goal: nil),
         BenchResult(name: "events/s over \(days) days", value: Double(fs.eventsProcessed) / fsWall,
