@@ -107,6 +107,8 @@ import Testing
         #expect(problem(#"{"name":"a","kind":"random-contacts","days":"x"}"#)?.contains("\"days\"") == true)
         let shares = #"{"name":"a","kind":"longnan","days":1,"longnan":{"counties":[{"name":"wudu","lat":33,"lon":104}],"connectivityShares":{"4g":0.5}}}"#
         #expect(problem(shares)?.contains("must sum to 1") == true)
+        let corrupt = #"{"name":"a","kind":"random-contacts","days":1,"randomContacts":{"nodes":3,"ratePerPairPerHour":1},"faults":{"linkCorrupt":0.9}}"#
+        #expect(problem(corrupt)?.contains("\"faults.linkCorrupt\" must be a probability in [0, 0.5]") == true)
         #expect(throws: ScenarioError.self) { try ONETrace.parse("0 CONN 1 2 down\n") }
         do {
             _ = try ONETrace.parse("0 CONN 1 2 up\n5 CONN 1 2 sideways\n", file: "t.txt")

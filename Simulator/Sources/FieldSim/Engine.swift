@@ -11,6 +11,39 @@ public struct ContactRecord: Sendable, Equatable {
 }
 
 /// Options of a run that are not part of the scenario.
+/// Faults on every link, per frame that arrives: it is delivered twice, delivered behind the frame sent
+/// after it, or corrupted (one bit flipped for agents with real bytes; dropped for models). Draws come
+/// from their own stream (seeded from `seed`), so a run without link faults is unchanged by them.
+public struct LinkFaults: Sendable, Equatable {
+    /// Probability that a frame is delivered twice.
+    public var duplicate = 0.0
+    /// Probability that a frame is delivered after the next frame on the same link direction.
+    public var reorder = 0.0
+    /// Probability that a frame arrives with one bit flipped.
+    public var corrupt = 0.0
+    /// Seed of the fault draws (the run's seed).
+    public var seed: UInt64 = 0
+
+    /// No link faults.
+    public init() {}
+
+    /// The link faults of a scenario file's `faults` section, for a run with `seed`.
+    public init(_ config: FaultConfig?, seed: UInt64) {
+        duplicate = config?.linkDuplicate ?? 0
+        reorder = config?.linkReorder ?? 0
+        corrupt = config?.linkCorrupt ?? 0
+        self.seed = seed
+    }
+
+    /// Whether any fault is on.
+    public var isEmpty: Bool { duplicate == 0 && reorder == 0 && corrupt == 0 }
+
+    /// `duplicate 0.001, reorder 0, corrupt 0.0005 per frame`.
+    public var description: String {
+        "duplicate \(JSON.format(duplicate)), reorder \(JSON.format(reorder)), corrupt \(JSON.format(corrupt)) per frame"
+    }
+}
+
 public struct RunOptions: Sendable {
     /// Interval between time-series samples.
     public var sampleInterval: SimTime
@@ -21,6 +54,8 @@ public struct RunOptions: Sendable {
     /// Keep per-replica arrival times of every change whose index is a multiple of this, for the
     /// oracle comparison (0: none).
     public var oracleSampleEvery: Int
+    /// Per-frame faults on every link: duplication, reordering, corruption (none by default).
+    public var linkFaults = LinkFaults()
 
     /// Creates options.
     public init(sampleInterval: SimTime = Duration.hour, snapshotAt: SimTime? = nil, recordContacts: Bool = true,
@@ -97,6 +132,7 @@ public final class Simulation<Agent: SyncAgent> {
     private var dirBusy: [Bool] = []
 
     private var nodeUp: [Bool]
+    private var faultRandom: SimRandom
     private var nodeLost: [Bool]
     private var lostReaders: [Int32]
     private var cutBuffer: [CutTransfer<Agent.Message>] = []
@@ -116,6 +152,7 @@ public final class Simulation<Agent: SyncAgent> {
         workloadEnd = scenario.workloadEnd
         warmup = scenario.warmup
         nodeUp = Array(repeating: true, count: world.count)
+        faultRandom = SimRandom(seed: options.linkFaults.seed, 0x11F4_A017)
         nodeLost = Array(repeating: false, count: world.count)
         lostReaders = Array(repeating: 0, count: world.domainCount)
         queue.push(Event(time: 0, kind: .dayTick, a: 0))
@@ -360,14 +397,40 @@ public final class Simulation<Agent: SyncAgent> {
         let i = Int(s)
         guard slotEffective[i], slotGen[i] == gen else { return }
         let d = i * 2 + Int(side.rawValue)
+        let lf = options.linkFaults
+        // Reordering: this frame goes behind the next one, if that one has left the sender already (its
+        // arrival is scheduled); this event then delivers nothing and one more arrival follows the next's.
+        // Frames are only ever delayed, never delivered early.
+        if lf.reorder > 0, dirHead[d] + 1 < dirQueue[d].count, dirQueue[d][dirHead[d] + 1].txEnd <= now,
+           faultRandom.unit() < lf.reorder {
+            dirQueue[d].swapAt(dirHead[d], dirHead[d] + 1)
+            metrics.linkReordered += 1
+            let next = dirQueue[d][dirHead[d]].txEnd + slotSpec[i].latency
+            queue.push(Event(time: max(now, next), kind: .arrival, a: s, b: Int32(bitPattern: gen), c: side.rawValue))
+            return
+        }
         let f = dirQueue[d][dirHead[d]]
         dirHead[d] += 1
         if dirHead[d] == dirQueue[d].count {
             dirQueue[d].removeAll(keepingCapacity: true)
             dirHead[d] = 0
         }
-        agent.received(f.message, on: handle(s), at: side.other, now: now, effects: &effects)
-        applyEffects()
+        var message: Agent.Message? = f.message
+        var copies = 1
+        if lf.duplicate > 0, faultRandom.unit() < lf.duplicate {
+            copies = 2
+            metrics.linkDuplicated += 1
+        }
+        if lf.corrupt > 0, faultRandom.unit() < lf.corrupt {
+            metrics.linkCorrupted += 1
+            message = Agent.corrupted(f.message, random: &faultRandom)
+        }
+        if let message {
+            for _ in 0..<copies {
+                agent.received(message, on: handle(s), at: side.other, now: now, effects: &effects)
+                applyEffects()
+            }
+        }
         poll(s, .a)
         poll(s, .b)
     }

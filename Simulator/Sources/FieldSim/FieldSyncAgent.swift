@@ -18,6 +18,9 @@ public struct FieldSyncFrame {
     public var type: MessageType
     /// The session's message kind.
     public var kind: SessionFrameKind
+    /// Which session pair of the contact sent it (a new pair is a new connection: frames of a closed one
+    /// never reach it).
+    public var session: UInt32 = 0
 }
 
 /// Runs the real `FieldSyncProtocol` (handshake, reconciliation, batches, verification, sealing) on
@@ -100,6 +103,13 @@ public final class FieldSyncAgent: SyncAgent {
     private var links: [LinkHandle?] = []
     private var dirty: [Bool] = []
     private var timerAt: [SimTime?] = []  // the retry timer pending on the slot
+    private var sessionGen: [UInt32] = []  // per slot: the current session pair's number
+    private var failureRetry: [Bool] = []  // per slot: the pending timer reconnects after a failed session
+    /// A contact whose session failed (a corrupted, duplicated or reordered frame; a protocol error)
+    /// reconnects this long after, as a real node backs off before reconnecting.
+    public static let reconnectDelay: SimTime = 30_000
+    /// Session pairs started again after a failure on a contact that stayed up.
+    public private(set) var reconnects = 0
     private var deferred: [SimTime?] = []  // when changes a session on the slot refused as future-dated become acceptable
     /// A node that refused changes dated ahead of its clock (`timestampInFuture`) on a live link resyncs
     /// it when they become acceptable (`SyncSession.deferredUntil`), but not sooner than this.
@@ -288,6 +298,8 @@ public final class FieldSyncAgent: SyncAgent {
             dirty.append(false)
             deferred.append(nil)
             timerAt.append(nil)
+            sessionGen.append(0)
+            failureRetry.append(false)
         }
     }
 
@@ -313,6 +325,7 @@ public final class FieldSyncAgent: SyncAgent {
         sessions[s][1] = SyncSession(initiator: false, replicator: rb, configuration: configuration(),
                                      now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false))
         dirty[s] = false
+        sessionGen[s] &+= 1
         sessionsStarted += 1
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
@@ -331,19 +344,33 @@ public final class FieldSyncAgent: SyncAgent {
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
         guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let (bytes, kind) = sess.pollFrame() else { return nil }
         bytesByKind[kind.rawValue] += Int64(bytes.count)
-        return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind)
+        return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind,
+                              session: sessionGen[Int(link.slot)])
+    }
+
+    /// The frame with one bit flipped (`LinkFaults.corrupt`): the receiving session's AEAD or framing
+    /// must catch it.
+    public static func corrupted(_ message: FieldSyncFrame, random: inout SimRandom) -> FieldSyncFrame? {
+        guard !message.bytes.isEmpty else { return message }
+        var m = message
+        m.bytes[random.int(m.bytes.count)] ^= UInt8(1) << UInt8(random.int(8))
+        return m
     }
 
     /// Feeds the bytes to the receiving side's session; reports the changes its store applied.
     public func received(_ message: FieldSyncFrame, on link: LinkHandle, at side: LinkSide, now: SimTime,
                          effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard let sess = sessions[s][Int(side.rawValue)] else { return }
+        guard let sess = sessions[s][Int(side.rawValue)], message.session == sessionGen[s] else { return }
         let me = link.node(side)
         let (dup, refused) = (sess.changesDuplicate, sess.changesRefused)
         sess.receive(message.bytes, now: wall(me, now))
         duplicatesReceived += sess.changesDuplicate - dup
         refusedReceived += sess.changesRefused - refused
+        if sess.hasFailed, let peer = sessions[s][Int(side.other.rawValue)], !peer.isFinished, !peer.hasFailed {
+            peer.connectionClosed()  // the failing node closes the connection; the peer sees it closed
+            while peer.pollEvent() != nil {}
+        }
         var applied = false
         while let e = sess.pollEvent() {
             if case let .applied(n, rejected) = e, n > rejected { applied = true }
@@ -376,7 +403,17 @@ public final class FieldSyncAgent: SyncAgent {
         tally(a, b, cut: false)
         sessions[s] = [nil, nil]
         armRetry(link, now: now, effects: &effects)
-        if dirty[s] { startSessions(link, now: now, effects: &effects) }
+        if a.hasFailed || b.hasFailed {
+            // Reconnect after a pause (not at once: the same fault could fail it again in a tight loop).
+            let at = now + Self.reconnectDelay
+            failureRetry[s] = true
+            if timerAt[s].map({ at < $0 }) ?? true {
+                timerAt[s] = at
+                effects.setTimer(link, at: at)
+            }
+        } else if dirty[s] {
+            startSessions(link, now: now, effects: &effects)
+        }
     }
 
     /// Sets the retry timer for changes refused as future-dated on this contact (one pending per contact:
@@ -476,7 +513,7 @@ public final class FieldSyncAgent: SyncAgent {
         let s = Int(link.slot)
         var fed: Set<Int32> = []
         for c in cut { bytesByKind[c.message.kind.rawValue] -= Int64(c.message.bytes.count - c.bytesSent) }
-        for c in cut where !fed.contains(c.from.rawValue) {
+        for c in cut where !fed.contains(c.from.rawValue) && c.message.session == sessionGen[s] {
             fed.insert(c.from.rawValue)
             let side = c.from.other
             guard let sess = sessions[s][Int(side.rawValue)] else { continue }
@@ -495,6 +532,7 @@ public final class FieldSyncAgent: SyncAgent {
         dirty[s] = false
         deferred[s] = nil
         timerAt[s] = nil
+        failureRetry[s] = false
         for n in [link.spec.a, link.spec.b] {
             if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
         }
@@ -583,7 +621,12 @@ public final class FieldSyncAgent: SyncAgent {
             tally(a, b, cut: false)
             sessions[s] = [nil, nil]
         }
-        deferredRetries += 1
+        if failureRetry[s] {
+            failureRetry[s] = false
+            reconnects += 1
+        } else {
+            deferredRetries += 1
+        }
         if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) } else { dirty[s] = true }
     }
 
@@ -690,7 +733,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("bytes_by_message_type", .object(SessionFrameKind.allCases.map { ($0.description, .int(a.bytesByKind[$0.rawValue])) })),
         ("live_sessions", .bool(a.liveSessions)), ("live_pushes", .int(Int64(a.livePushes))),
         ("duplicate_changes_received", .int(Int64(a.duplicatesReceived))), ("changes_refused_by_store", .int(Int64(a.refusedReceived))),
-        ("deferred_retries", .int(Int64(a.deferredRetries))),
+        ("deferred_retries", .int(Int64(a.deferredRetries))), ("reconnects_after_failure", .int(Int64(a.reconnects))),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]

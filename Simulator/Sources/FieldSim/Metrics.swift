@@ -147,6 +147,8 @@ public struct Metrics: Sendable {
     public var interContact = Histogram()
     /// Contacts that ended with a transfer in progress.
     public var contactsCut = 0
+    /// Link faults applied: frames delivered twice, delivered behind the next frame, corrupted.
+    public var linkDuplicated = 0, linkReordered = 0, linkCorrupted = 0
 
     /// Per change: first arrival at HQ, or -1.
     public var hqArrival: [SimTime] = []

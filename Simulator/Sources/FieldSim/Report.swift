@@ -185,6 +185,8 @@ extension Simulation {
                 ("intercontact_avg_s", sec(m.interContact.mean)), ("intercontact_med_s", sec(m.interContact.quantile(0.5))),
                 ("intercontact_p95_s", sec(m.interContact.quantile(0.95))),
                 ("ended_mid_transfer", .int(Int64(m.contactsCut))),
+                ("frames_duplicated", .int(Int64(m.linkDuplicated))), ("frames_reordered", .int(Int64(m.linkReordered))),
+                ("frames_corrupted", .int(Int64(m.linkCorrupted))),
             ])),
         ]
         let part5: [(String, JSON)] = [

@@ -154,6 +154,12 @@ public struct FaultConfig: Codable, Sendable {
     public var clockSkewShare: Double?
     /// Largest skew, hours (either direction).
     public var clockSkewMaxHours: Double?
+    /// Probability that a frame arriving on any link is delivered twice (default 0).
+    public var linkDuplicate: Double?
+    /// Probability that a frame arrives after the frame sent after it (default 0).
+    public var linkReorder: Double?
+    /// Probability that a frame arrives with one bit flipped (default 0).
+    public var linkCorrupt: Double?
 }
 
 /// A scenario file.
@@ -273,6 +279,9 @@ public struct ScenarioFile: Codable, Sendable {
             if let r = f.crashDowntimeMinutes, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"faults.crashDowntimeMinutes\" must be [min, max]") }
             if let r = f.partitionDays, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"faults.partitionDays\" must be [min, max]") }
             if let s = f.clockSkewShare, !(0...1).contains(s) { throw fail("\"faults.clockSkewShare\" must be in [0, 1]") }
+            for (key, p) in [("linkDuplicate", f.linkDuplicate), ("linkReorder", f.linkReorder), ("linkCorrupt", f.linkCorrupt)] {
+                if let p, !(0...0.5).contains(p) { throw fail("\"faults.\(key)\" must be a probability in [0, 0.5]") }
+            }
         }
     }
 }

@@ -156,6 +156,11 @@ public protocol SyncAgent {
     /// counts); nil for control messages and dumps.
     static func change(in message: Message) -> ChangeIndex?
 
+    /// `message` with a bit flipped on the link (`LinkFaults.corrupt`), or nil to drop it. The default,
+    /// for models without real bytes, returns it unchanged (TCP's checksum would catch the flip and the
+    /// frame would be sent again); agents with real bytes flip a bit and let their protocol catch it.
+    static func corrupted(_ message: Message, random: inout SimRandom) -> Message?
+
     /// A node wrote `change`.
     mutating func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects)
 
@@ -192,6 +197,9 @@ public protocol SyncAgent {
 }
 
 extension SyncAgent {
+    /// Default: a corrupted frame is sent again intact (see the requirement).
+    public static func corrupted(_ message: Message, random: inout SimRandom) -> Message? { message }
+
     /// Default: agents that set no timers ignore them.
     public mutating func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {}
 }

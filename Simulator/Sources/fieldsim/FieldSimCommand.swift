@@ -84,17 +84,20 @@ struct FieldSimCommand: ParsableCommand {
         for name in agentList {
             let scen: any Scenario
             do { scen = try makeScenario(file, seed: seed, path: path) } catch { throw CleanExit.message("error: \(error)") }
+            let linkFaults = LinkFaults(file.faults, seed: seed)
+            let derived = scen.derivedParameters + [("link faults", linkFaults.description)]
             if name == agentList.first {
                 print("fieldsim: scenario \(file.name) (\(path)), seed \(seed)")
-                for (k, v) in scen.derivedParameters { print("  \(k): \(v)") }
+                for (k, v) in derived { print("  \(k): \(v)") }
                 let hashing = ProcessInfo.processInfo.environment["SWIFT_DETERMINISTIC_HASHING"] == "1" ? "on" : "off (outputs do not depend on it)"
                 print("  deterministic hashing: \(hashing)")
                 print("  reproduce: \(reproduce)")
             }
             let every = oracleEvery ?? estimatedOracleEvery(file)
-            let options = RunOptions(sampleInterval: file.sampleIntervalMinutes.map { Int64($0 * 60_000) } ?? (file.days > 30 ? Duration.day : Duration.hour),
+            var options = RunOptions(sampleInterval: file.sampleIntervalMinutes.map { Int64($0 * 60_000) } ?? (file.days > 30 ? Duration.day : Duration.hour),
                                      snapshotAt: mapDay.map { SimTime($0 * Double(Duration.day)) }, recordContacts: true,
                                      oracleSampleEvery: every)
+            options.linkFaults = linkFaults
             let clock = ContinuousClock()
             let started = clock.now
             let total = Double(scen.duration)
@@ -114,7 +117,7 @@ struct FieldSimCommand: ParsableCommand {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
                                        receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
                                        options: options, progress: progress)
-                report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+                report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
                 let a = sim.agent
                 if !quiet {
@@ -128,7 +131,7 @@ struct FieldSimCommand: ParsableCommand {
                 }
             } else {
                 let sim = runBaseline(BaselineKind(rawValue: name)!, scenario: scen, options: options, progress: progress)
-                report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+                report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
             }
             let wall = seconds(clock.now - started)
