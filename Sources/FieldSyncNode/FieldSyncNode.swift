@@ -101,6 +101,9 @@ public struct SessionObserver: Sendable {
     public var applied: (@Sendable (DeviceID?) -> Void)?
     /// A session's counters grew (bytes, changes), reported as they grow rather than at the session's end.
     public var traffic: (@Sendable (SessionTraffic) -> Void)?
+    /// A session ended (any session, incoming or outgoing, before the caller of `sync` or `listen`
+    /// hears of it); one that went live has `liveSince` set.
+    public var ended: (@Sendable (SessionResult) -> Void)?
 
     /// Reports nothing.
     public init() {}
@@ -424,12 +427,14 @@ public final class FieldSyncNode: Sendable {
             table.value.running -= 1
             if !initiator { table.value.incoming -= 1 }
             if asksLive { table.value.askingLive -= 1 }
-            if case let .success(r) = outcome, r.liveSince != nil {
+            table.value.channels[key] = nil
+            table.value.handlers[key] = nil
+            guard case let .success(r) = outcome else { return }
+            if r.liveSince != nil {
                 table.value.live -= 1
                 if !initiator { table.value.liveIncoming -= 1 }
             }
-            table.value.channels[key] = nil
-            table.value.handlers[key] = nil
+            table.value.observer.ended?(r)
         }
         // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
         done.futureResult.whenSuccess { [self] result in afterChanges(received: result.changesReceived) }

@@ -109,6 +109,11 @@ public final class NodeDaemon: Sendable {
             observer.live = { [self] s in sessionWentLive(s) }
             observer.applied = { [self] device in changesArrived(from: device) }
             observer.traffic = { [metrics] t in metrics.record(t) }
+            observer.ended = { [self] r in
+                if r.liveSince != nil, let device = r.peer {
+                    box.value.scheduler.liveSessionEnded(device: device, now: nodeClockMilliseconds())
+                }
+            }
             node.observe(observer)
             box.value.listener = listener
             box.value.startedAt = now
@@ -231,6 +236,7 @@ public final class NodeDaemon: Sendable {
 
     /// A session applied changes: read the heads soon (once for a burst) and push them on.
     private func changesArrived(from device: DeviceID?) {
+        guard box.value.state == "running" else { return }  // draining: sessions are closing, nothing is pushed
         if box.value.checkPending {
             if box.value.checkExcept != device { box.value.checkExcept = nil }
             return
@@ -278,7 +284,6 @@ public final class NodeDaemon: Sendable {
             p.changesReceived += result.changesReceived
             box.value.incomingPeers[device] = p
         }
-        if result.liveSince != nil, let device = result.peer { box.value.scheduler.liveSessionEnded(device: device, now: now) }
         box.value.statusDirty = true
         if let hook = hooks.sessionEnded {
             do { try node.withReplicatorOnLoop { try hook(result, $0) } } catch {
