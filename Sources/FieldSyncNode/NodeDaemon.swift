@@ -72,6 +72,7 @@ public final class NodeDaemon: Sendable {
         var tasks: [RepeatedTask] = []
         var heads: [LogID: HeldIntervals]?
         var gaugesAt: UInt64 = 0
+        var gaugesStale = false
         var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
         var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
         var state = "starting"
@@ -296,8 +297,8 @@ public final class NodeDaemon: Sendable {
 
     /// Reads the store's heads (one row per log); if they moved, pushes the logs that moved on every live
     /// session (the one the changes came from sends nothing: it knows its peer holds them), schedules a
-    /// new session (debounced) to every other peer but `except`, and refreshes the store gauges (also
-    /// every 10 s: they count rows, which costs more).
+    /// new session (debounced) to every other peer but `except`, and refreshes the store gauges (at most
+    /// every second when the heads moved, else every 10 s: they count rows, which costs more).
     private func checkStore(except: DeviceID?) {
         let heads: [LogID: HeldIntervals]
         do { heads = try node.withReplicatorOnLoop { try $0.store.holdings() } } catch {
@@ -306,8 +307,11 @@ public final class NodeDaemon: Sendable {
         }
         let now = nodeClockMilliseconds()
         let moved = box.value.heads.map { $0 != heads } ?? false
-        if moved || box.value.heads == nil || now >= box.value.gaugesAt + 10_000 {
+        if moved { box.value.gaugesStale = true }
+        // At most once a second while changes stream in (a catch-up checks the heads after every batch).
+        if box.value.heads == nil || now >= box.value.gaugesAt + (box.value.gaugesStale ? 1_000 : 10_000) {
             box.value.gaugesAt = now
+            box.value.gaugesStale = false
             refreshGauges()
         }
         guard moved, let before = box.value.heads else {

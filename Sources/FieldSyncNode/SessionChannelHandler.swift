@@ -230,11 +230,12 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Live mode: sends the peer the changes of `logs` (every log when nil) it is not known to hold
-    /// (`SyncSession.push`). Does nothing before the session is live or once it is closing.
+    /// (`SyncSession.push`). Does nothing before the session is live, once it is closing, or once it is
+    /// to close when idle (more pushes would only keep it busy; the peer gets them on another session).
     /// - Returns: whether changes were sent.
     @discardableResult
     func push(logs: [LogID]?) -> Bool {
-        guard let context, isLive else { return false }
+        guard let context, isLive, closeWhenIdleReason == nil else { return false }
         let before = session.changesSent
         session.push(logs: logs)
         transmit(context: context)
