@@ -3,7 +3,9 @@
 // not silently fall back to a default); `check` then validates values and files and names the key at
 // fault with what to do.
 
+import FieldSyncProtocol
 import Foundation
+import NIOCore
 
 /// The daemon's configuration as read from a JSON file.
 ///
@@ -66,8 +68,14 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var connectTimeoutSeconds = 10
         /// On SIGTERM, seconds running sessions get to finish before they are cut (default 10).
         public var shutdownGraceSeconds = 10
+        /// Keep sessions open after the first exchange and push later changes on them (live sessions,
+        /// Protocols/sync.md §4.1; default true); false: one session per burst of changes.
+        public var live = true
+        /// Most sessions asking for live mode at once; further ones run as one-shot sessions (default 64).
+        /// Live sessions do not count toward `max`.
+        public var maxLive = 64
 
-        static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds"]
+        static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -76,6 +84,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("idleTimeoutSeconds")) ?? 30
             connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("connectTimeoutSeconds")) ?? 10
             shutdownGraceSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("shutdownGraceSeconds")) ?? 10
+            live = try c.decodeIfPresent(Bool.self, forKey: AnyKey("live")) ?? true
+            maxLive = try c.decodeIfPresent(Int.self, forKey: AnyKey("maxLive")) ?? 64
         }
     }
 
@@ -324,6 +334,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(1...86_400).contains(sessions.idleTimeoutSeconds) { fail("sessions.idleTimeoutSeconds", "must be 1 to 86400") }
         if !(1...600).contains(sessions.connectTimeoutSeconds) { fail("sessions.connectTimeoutSeconds", "must be 1 to 600") }
         if !(0...3_600).contains(sessions.shutdownGraceSeconds) { fail("sessions.shutdownGraceSeconds", "must be 0 to 3600") }
+        if !(1...4_096).contains(sessions.maxLive) { fail("sessions.maxLive", "must be 1 to 4096, not \(sessions.maxLive) (set `live` to false for none)") }
         if !(1...604_800).contains(schedule.resyncIntervalSeconds) { fail("schedule.resyncIntervalSeconds", "must be 1 to 604800") }
         if schedule.backoffMinMilliseconds < 10 { fail("schedule.backoffMinMilliseconds", "must be at least 10") }
         if schedule.backoffMaxMilliseconds < schedule.backoffMinMilliseconds {
@@ -346,6 +357,17 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
         if let f = discovery.secretFile, !fm.fileExists(atPath: f) { fail("discovery.secretFile", "\(f) does not exist") }
         return out
+    }
+
+    /// The node settings this config asks for (network, session limits and timeouts, live sessions).
+    public var nodeConfiguration: NodeConfiguration {
+        var n = NodeConfiguration(network: NetworkParameters(networkID: network))
+        n.maxConcurrentSessions = sessions.max
+        n.idleTimeout = .seconds(Int64(sessions.idleTimeoutSeconds))
+        n.connectTimeout = .seconds(Int64(sessions.connectTimeoutSeconds))
+        n.liveSessions = sessions.live
+        n.maxLiveSessions = sessions.maxLive
+        return n
     }
 
     /// The scheduler policy this config asks for.
@@ -376,9 +398,13 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // Peers to sync with, HOST:PORT each (discovered peers are added at run time).
           "peers": [],
           // max: concurrent sessions (in + out); idle: cut a stalled session; grace: SIGTERM drain time.
-          "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10 },
+          // live: keep sessions open and push later changes on them (false: one session per burst);
+          // maxLive: most live sessions at once (they do not count toward max; an idle one is never cut).
+          "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
+                        "live": true, "maxLive": 64 },
           // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
-          // push local changes pushDebounceMilliseconds after they are noticed (store polled every pollIntervalMilliseconds).
+          // changes are noticed by polling the store every pollIntervalMilliseconds, pushed at once on live
+          // sessions and pushDebounceMilliseconds later to peers without one (a new session).
           "schedule": { "resyncIntervalSeconds": 300, "backoffMinMilliseconds": 1000, "backoffMaxMilliseconds": 300000,
                         "pushDebounceMilliseconds": 250, "pollIntervalMilliseconds": 500 },
           // Relay boxes: bytes of ciphertext kept (null: no quota).

@@ -14,6 +14,10 @@ import Logging
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Tunables of a node.
 public struct NodeConfiguration: Sendable {
     /// The network both peers must share (Noise prologue).
@@ -24,9 +28,85 @@ public struct NodeConfiguration: Sendable {
     public var maxConcurrentSessions = 8
     /// Timeout for establishing an outgoing TCP connection.
     public var connectTimeout: TimeAmount = .seconds(10)
+    /// Ask every peer, incoming and outgoing, to keep the session open after the first exchange (live
+    /// mode, Protocols/sync.md §4.1): later changes then travel on it through `pushLive`, without a new
+    /// handshake or reconciliation. Off by default (a one-shot `sync` must finish); the daemon turns it on
+    /// (`sessions.live`). A session in its live phase does not count toward `maxConcurrentSessions`.
+    public var liveSessions = false
+    /// Most sessions asking for live mode at once; sessions beyond it run as one-shot sessions.
+    public var maxLiveSessions = 64
+    /// TCP keepalive on every session socket, so that a peer gone without a word (power cut, link down)
+    /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, then every
+    /// 10 s, given up after 6 unanswered probes (about 2 minutes).
+    public var keepAlive: TCPKeepAlive? = TCPKeepAlive()
 
     /// Creates a configuration.
     public init(network: NetworkParameters) { self.network = network }
+}
+
+/// TCP keepalive timing (Linux `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`; elsewhere only
+/// `SO_KEEPALIVE` with the system's timing).
+public struct TCPKeepAlive: Sendable, Equatable {
+    /// Seconds of silence before the first probe.
+    public var idleSeconds = 60
+    /// Seconds between probes.
+    public var intervalSeconds = 10
+    /// Unanswered probes before the connection is dropped.
+    public var probes = 6
+
+    /// The default timing.
+    public init() {}
+
+    /// The socket options that set it.
+    var options: [(ChannelOptions.Types.SocketOption, SocketOptionValue)] {
+        var out: [(ChannelOptions.Types.SocketOption, SocketOptionValue)] = [(.socketOption(.so_keepalive), 1)]
+        #if os(Linux)
+        out.append((.tcpOption(.init(rawValue: TCP_KEEPIDLE)), SocketOptionValue(idleSeconds)))
+        out.append((.tcpOption(.init(rawValue: TCP_KEEPINTVL)), SocketOptionValue(intervalSeconds)))
+        out.append((.tcpOption(.init(rawValue: TCP_KEEPCNT)), SocketOptionValue(probes)))
+        #endif
+        return out
+    }
+}
+
+/// A session in its live phase, as the node reports it (`FieldSyncNode.liveSessions`).
+public struct LiveSession: Sendable, Equatable {
+    /// The peer's device and role.
+    public var peer: DeviceID
+    public var peerRole: Role?
+    /// Whether this node opened the connection.
+    public var initiator: Bool
+    /// For a session this node opened: the address it connected to.
+    public var target: PeerAddress?
+    /// The peer's socket address as seen by this node.
+    public var remoteAddress: String?
+    /// When the session went live (ms since the Unix epoch).
+    public var since: UInt64
+    /// Pushes that sent the peer changes on this session.
+    public var pushes: Int
+    /// Whether nothing is queued or waiting for an acknowledgement on this side.
+    public var idle: Bool
+    /// Socket bytes so far (the first exchange included).
+    public var bytesIn: Int, bytesOut: Int
+    /// Changes sent to the peer and received from it so far (the first exchange included).
+    public var changesSent: Int, changesReceived: Int
+}
+
+/// What a node reports to its owner about running sessions, on the node's loop (`FieldSyncNode.observe`).
+public struct SessionObserver: Sendable {
+    /// A session went live.
+    public var live: (@Sendable (LiveSession) -> Void)?
+    /// A session applied changes from the peer (the device, once authenticated), in any phase: the store
+    /// changed.
+    public var applied: (@Sendable (DeviceID?) -> Void)?
+    /// A session's counters grew (bytes, changes), reported as they grow rather than at the session's end.
+    public var traffic: (@Sendable (SessionTraffic) -> Void)?
+    /// A session ended (any session, incoming or outgoing, before the caller of `sync` or `listen`
+    /// hears of it); one that went live has `liveSince` set.
+    public var ended: (@Sendable (SessionResult) -> Void)?
+
+    /// Reports nothing.
+    public init() {}
 }
 
 /// A node error; the text says what to do.
@@ -53,10 +133,7 @@ public final class FieldSyncNode: Sendable {
     /// Tunables.
     public let configuration: NodeConfiguration
     private let replicator: NIOLoopBoundBox<Replicator?>
-    private let activeSessions: NIOLoopBoundBox<Int>
-    private let activeIncoming: NIOLoopBoundBox<Int>
-    private let openChannels: NIOLoopBoundBox<[ObjectIdentifier: any Channel]>
-    private let draining: NIOLoopBoundBox<Bool>
+    private let table: NIOLoopBoundBox<SessionTable>
     private let log: @Sendable (String) -> Void
     /// Structured log of sessions and refusals (`sync.*` metadata keys).
     public let logger: Logger
@@ -75,10 +152,7 @@ public final class FieldSyncNode: Sendable {
         self.log = log
         self.logger = logger
         replicator = NIOLoopBoundBox.makeEmptyBox(valueType: Replicator.self, eventLoop: loop)
-        activeSessions = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
-        activeIncoming = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
-        openChannels = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: loop)
-        draining = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: loop)
+        table = NIOLoopBoundBox.makeBoxSendingValue(SessionTable(), eventLoop: loop)
         let box = replicator
         do {
             try loop.submit { box.value = try makeReplicator() }.wait()
@@ -109,20 +183,21 @@ public final class FieldSyncNode: Sendable {
     /// - Returns: the listening channel (its `localAddress` gives the bound port when `port` is 0).
     public func listen(host: String, port: Int,
                        onSession: @escaping @Sendable (SessionResult) -> Void = { _ in }) async throws -> any Channel {
-        let bootstrap = ServerBootstrap(group: group)
+        var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let done = channel.eventLoop.makePromise(of: SessionResult.self)
-                    if try self.attachSession(to: channel, initiator: false, done: done) {
-                        done.futureResult.whenSuccess(onSession)
-                    } else {
-                        done.fail(NodeError("refused: session limit"))
-                    }
+        for (option, value) in configuration.keepAlive?.options ?? [] { bootstrap = bootstrap.childChannelOption(option, value: value) }
+        bootstrap = bootstrap.childChannelInitializer { [self] channel in
+            channel.eventLoop.makeCompletedFuture {
+                let done = channel.eventLoop.makePromise(of: SessionResult.self)
+                if try self.attachSession(to: channel, initiator: false, target: nil, done: done) {
+                    done.futureResult.whenSuccess(onSession)
+                } else {
+                    done.fail(NodeError("refused: session limit"))
                 }
             }
+        }
         do {
             return try await bootstrap.bind(host: host, port: port).get()
         } catch {
@@ -130,22 +205,26 @@ public final class FieldSyncNode: Sendable {
         }
     }
 
-    /// Connects to `host:port`, runs one session as initiator and returns how it ended.
+    /// Connects to `host:port`, runs one session as initiator and returns how it ended. With
+    /// `liveSessions` configured and the peer agreeing, the session stays open after its first exchange
+    /// and this returns only when its connection closes.
     /// - Throws: `NodeError` if the connection cannot be made or the node is at its session limit.
     /// - Parameter progress: called on the node's loop after every read of the session with its counters
     ///   so far (changes sent, acknowledged, received; bytes; elapsed time), for a progress display.
     public func sync(host: String, port: Int, progress: (@Sendable (SessionResult) -> Void)? = nil) async throws -> SessionResult {
         let done = loop.makePromise(of: SessionResult.self)
-        let bootstrap = ClientBootstrap(group: group)
+        let target = PeerAddress(host: host, port: port)
+        var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    guard try self.attachSession(to: channel, initiator: true, done: done, progress: progress) else {
-                        throw NodeError("this node runs its limit of \(self.configuration.maxConcurrentSessions) sessions or is shutting down; try again later")
-                    }
+        for (option, value) in configuration.keepAlive?.options ?? [] { bootstrap = bootstrap.channelOption(option, value: value) }
+        bootstrap = bootstrap.channelInitializer { [self] channel in
+            channel.eventLoop.makeCompletedFuture {
+                guard try self.attachSession(to: channel, initiator: true, target: target, done: done, progress: progress) else {
+                    throw NodeError("this node runs its limit of \(self.configuration.maxConcurrentSessions) sessions or is shutting down; try again later")
                 }
             }
+        }
         do {
             _ = try await bootstrap.connect(host: host, port: port).get()
         } catch {
@@ -156,29 +235,66 @@ public final class FieldSyncNode: Sendable {
         return try await done.futureResult.get()
     }
 
-    /// Sessions running now (incoming and outgoing). Call on the loop.
+    /// Sessions open now (incoming and outgoing, live ones included). Call on the loop.
     public var runningSessions: Int {
         loop.preconditionInEventLoop()
-        return activeSessions.value
+        return table.value.running
     }
 
-    /// Incoming sessions running now. Call on the loop.
+    /// Incoming sessions that count toward `maxConcurrentSessions` now: those not in their live phase.
+    /// Call on the loop.
     public var incomingSessions: Int {
         loop.preconditionInEventLoop()
-        return activeIncoming.value
+        return table.value.incoming - table.value.liveIncoming
+    }
+
+    /// How many sessions are in their live phase now. Call on the loop.
+    public var liveSessionCount: Int {
+        loop.preconditionInEventLoop()
+        return table.value.live
+    }
+
+    /// Sessions in their live phase now, oldest first. Call on the loop.
+    public var liveSessions: [LiveSession] {
+        loop.preconditionInEventLoop()
+        return table.value.handlers.values.sorted { $0.serial < $1.serial }.compactMap(\.liveSnapshot)
+    }
+
+    /// Sets what the node reports about running sessions (the daemon's scheduler and metrics). Call on the loop.
+    public func observe(_ observer: SessionObserver) {
+        loop.preconditionInEventLoop()
+        table.value.observer = observer
+    }
+
+    /// Live mode: every session in its live phase sends its peer what the peer may hold of `logs` (every
+    /// log when nil) and is not known to hold (`SyncSession.push`). Call on the loop after the store changed.
+    /// A session whose peer sent those changes sends nothing back: it knows the peer holds them.
+    /// - Returns: how many sessions sent changes.
+    @discardableResult
+    public func pushLive(logs: [LogID]? = nil) -> Int {
+        loop.preconditionInEventLoop()
+        var sent = 0
+        for h in table.value.handlers.values.sorted(by: { $0.serial < $1.serial }) where h.isLive {
+            if h.push(logs: logs) { sent += 1 }
+        }
+        return sent
     }
 
     /// Graceful stop of sessions: refuses new ones (incoming connections are closed at accept, `sync`
-    /// fails), waits up to `grace` for the running ones to finish, then closes what is left (each closed
-    /// session loses at most its unacknowledged batches, which the next session resends).
+    /// fails), closes idle live sessions at once (a normal end) and busy ones as soon as their batches are
+    /// acknowledged, waits up to `grace` for the other running ones to finish, then closes what is left
+    /// (each closed session loses at most its unacknowledged batches, which the next session resends).
     /// - Returns: how many sessions were cut when the grace period ran out.
     @discardableResult
     public func drain(grace: TimeAmount) async throws -> Int {
-        let active = activeSessions, stop = draining
-        try await loop.submit { stop.value = true }.get()
+        let table = self.table
+        try await loop.submit {
+            table.value.draining = true
+            for h in table.value.handlers.values.sorted(by: { $0.serial < $1.serial }) { h.closeWhenIdle("the node is shutting down") }
+        }.get()
         let deadline = NIODeadline.now() + grace
         while NIODeadline.now() < deadline {
-            if try await loop.submit({ active.value }).get() == 0 { return 0 }
+            if try await loop.submit({ table.value.running }).get() == 0 { return 0 }
             try await Task.sleep(for: .milliseconds(20))
         }
         return try await cutSessions()
@@ -188,9 +304,9 @@ public final class FieldSyncNode: Sendable {
     /// - Returns: how many were open.
     @discardableResult
     public func cutSessions() async throws -> Int {
-        let channels = openChannels
+        let table = self.table
         return try await loop.submit { () -> Int in
-            let open = Array(channels.value.values)
+            let open = Array(table.value.channels.values)
             for c in open { c.close(promise: nil) }
             return open.count
         }.get()
@@ -203,17 +319,17 @@ public final class FieldSyncNode: Sendable {
         try await group.shutdownGracefully()
     }
 
-    /// What the node's role does once a session has ended (on the loop). HQ: after a session in which it
-    /// ingested changes that no HQ receipt covers yet, it writes receipts (`writeIncrementalReceipts`:
-    /// the logs held beyond what is receipted, up to the frontier held) as control changes in its widest
-    /// scope; they travel back to the authors with the next sessions, through stations and relays, and
-    /// tell each officer what reached HQ. A session cut midway still committed its acknowledged batches,
-    /// so it is receipted too.
-    private func afterSession(_ result: SessionResult) {
+    /// What the node's role does once changes came in (on the loop): at a session's end, and shortly after
+    /// changes arrive on a live session (which may stay open for days). HQ: if it holds changes that no HQ
+    /// receipt covers yet, it writes receipts (`writeIncrementalReceipts`: the logs held beyond what is
+    /// receipted, up to the frontier held) as control changes in its widest scope; they travel back to the
+    /// authors with the next sessions or pushes, through stations and relays, and tell each officer what
+    /// reached HQ. A session cut midway still committed its acknowledged batches, so it is receipted too.
+    private func afterChanges(received: Int) {
         loop.preconditionInEventLoop()
         guard let replicator = replicator.value else { return }
         let cert = replicator.identity.certificate
-        guard cert.role == .hq, result.changesReceived > 0,
+        guard cert.role == .hq, received > 0,
               let scope = cert.scopes.min(by: { $0.path.count < $1.path.count }) else { return }
         do {
             // Only when some log of a non-HQ author is held beyond what HQ receipted: otherwise two HQ
@@ -226,7 +342,7 @@ public final class FieldSyncNode: Sendable {
             guard behind else { return }
             let receipts = try replicator.writeIncrementalReceipts(scope: scope, now: nodeClockMilliseconds())
             let seqs = receipts.map { "\($0.header.seq)" }.joined(separator: ", ")
-            let line = "receipt \(scope)#\(seqs) written after receiving \(result.changesReceived) change(s)"
+            let line = "receipt \(scope)#\(seqs) written after receiving \(received) change(s)"
             log(line)
             logger.info("\(line)", metadata: ["sync.receipts": .stringConvertible(receipts.count)])
         } catch {
@@ -235,47 +351,130 @@ public final class FieldSyncNode: Sendable {
         }
     }
 
+    /// Changes arrived on a live session: the role's behaviour runs once they stop arriving for a moment
+    /// (a burst of batches gives one receipt, not one per batch).
+    private func scheduleAfterLiveChanges(_ received: Int) {
+        table.value.liveReceived += received
+        guard !table.value.afterLiveScheduled else { return }
+        table.value.afterLiveScheduled = true
+        let table = self.table
+        loop.scheduleTask(in: .milliseconds(250)) { [self] in
+            table.value.afterLiveScheduled = false
+            let n = table.value.liveReceived
+            table.value.liveReceived = 0
+            afterChanges(received: n)
+        }
+    }
+
+    /// A session entered its live phase: count it, keep one live session per peer device, report it.
+    private func sessionWentLive(_ h: SessionChannelHandler) {
+        table.value.live += 1
+        if !h.initiator { table.value.liveIncoming += 1 }
+        settleDuplicates(of: h)
+        if h.changesReceived > 0 { scheduleAfterLiveChanges(h.changesReceived) }
+        if let snapshot = h.liveSnapshot { table.value.observer.live?(snapshot) }
+    }
+
+    /// Two nodes that connect to each other at the same moment (both list the other, or discovery and a
+    /// static entry) end up with two live sessions between them; pushes would then travel twice. Both
+    /// sides keep the same one, whatever the timing: when sessions in both directions exist, those opened
+    /// by the device with the larger id are closed (by both sides); several sessions opened by the same
+    /// device are settled by that device alone, which keeps its oldest. Closing waits until the session
+    /// is idle (a normal end).
+    private func settleDuplicates(of h: SessionChannelHandler) {
+        guard let peer = h.peer, let me = replicator.value?.identity.id, me != peer else { return }
+        let same = table.value.handlers.values.filter { $0.isLive && $0.peer == peer }.sorted { $0.serial < $1.serial }
+        guard same.count > 1 else { return }
+        let smallerOpens = me < peer  // sessions the smaller device opened are, on this side, the ones with initiator == (me < peer)
+        let preferred = same.filter { $0.initiator == smallerOpens }
+        var kept = same
+        if !preferred.isEmpty {
+            for x in same where x.initiator != smallerOpens { x.closeWhenIdle("another live session with \(peer) is kept (opened by the smaller device id)") }
+            kept = preferred
+        }
+        // Every kept session has the same opener; only the opener settles them.
+        guard kept.count > 1, kept[0].initiator else { return }
+        for x in kept.dropFirst() { x.closeWhenIdle("an older live session with \(peer) is kept") }
+    }
+
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
     /// completes `done`. Returns false (and closes the channel) when the node already runs its maximum of
-    /// sessions.
-    private func attachSession(to channel: any Channel, initiator: Bool, done: EventLoopPromise<SessionResult>,
+    /// sessions (live ones not counted) or is draining.
+    private func attachSession(to channel: any Channel, initiator: Bool, target: PeerAddress?, done: EventLoopPromise<SessionResult>,
                                progress: (@Sendable (SessionResult) -> Void)? = nil) throws -> Bool {
         loop.preconditionInEventLoop()  // one loop: the replicator is never touched from another thread
         guard let replicator = replicator.value else { throw NodeError("the node was shut down") }
-        let active = activeSessions
-        if draining.value {
+        let table = self.table
+        if table.value.draining {
             channel.close(promise: nil)
             return false
         }
-        guard active.value < configuration.maxConcurrentSessions else {
-            log("refused a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(active.value) sessions running (limit \(configuration.maxConcurrentSessions))")
+        let counted = table.value.running - table.value.live
+        guard counted < configuration.maxConcurrentSessions else {
+            log("refused a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(counted) sessions running (limit \(configuration.maxConcurrentSessions), live sessions not counted)")
             channel.close(promise: nil)
             return false
         }
-        active.value += 1
-        let incoming = activeIncoming
-        if !initiator { incoming.value += 1 }
-        let channels = openChannels, key = ObjectIdentifier(channel)
-        channels.value[key] = channel
-        done.futureResult.whenComplete { _ in
-            active.value -= 1
-            if !initiator { incoming.value -= 1 }
-            channels.value[key] = nil
+        let asksLive = configuration.liveSessions && table.value.askingLive < configuration.maxLiveSessions
+        table.value.running += 1
+        if !initiator { table.value.incoming += 1 }
+        if asksLive { table.value.askingLive += 1 }
+        table.value.nextSerial += 1
+        let serial = table.value.nextSerial
+        let key = ObjectIdentifier(channel)
+        table.value.channels[key] = channel
+        done.futureResult.whenComplete { outcome in
+            table.value.running -= 1
+            if !initiator { table.value.incoming -= 1 }
+            if asksLive { table.value.askingLive -= 1 }
+            table.value.channels[key] = nil
+            table.value.handlers[key] = nil
+            guard case let .success(r) = outcome else { return }
+            if r.liveSince != nil {
+                table.value.live -= 1
+                if !initiator { table.value.liveIncoming -= 1 }
+            }
+            table.value.observer.ended?(r)
         }
         // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
-        done.futureResult.whenSuccess { [self] result in afterSession(result) }
+        done.futureResult.whenSuccess { [self] result in afterChanges(received: result.changesReceived) }
         var salt = SecureRandom.bytes(16)
-        let session = SyncSession(initiator: initiator, replicator: replicator,
-                                  configuration: SessionConfiguration(network: configuration.network, salt: salt),
-                                  now: nodeClockMilliseconds())
+        var sessionConfig = SessionConfiguration(network: configuration.network, salt: salt)
+        sessionConfig.live = asksLive
+        let session = SyncSession(initiator: initiator, replicator: replicator, configuration: sessionConfig, now: nodeClockMilliseconds())
         salt.removeAll()
-        let handler = SessionChannelHandler(session: session, initiator: initiator, clock: nodeClockMilliseconds,
-                                            log: log, logger: logger, done: done, progress: progress)
+        var callbacks = SessionChannelHandler.Callbacks()
+        callbacks.live = { [self] h in sessionWentLive(h) }
+        callbacks.applied = { [self] h, changes, wasLive in
+            if wasLive { scheduleAfterLiveChanges(changes) }
+            table.value.observer.applied?(h.peer)
+        }
+        callbacks.traffic = { t in table.value.observer.traffic?(t) }
+        let handler = SessionChannelHandler(session: session, initiator: initiator, serial: serial, target: target,
+                                            clock: nodeClockMilliseconds, log: log, logger: logger, done: done,
+                                            callbacks: callbacks, progress: progress)
+        table.value.handlers[key] = handler
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))
         try sync.addHandler(handler)
         return true
     }
+}
+
+/// The node's sessions, on its loop.
+private struct SessionTable {
+    var handlers: [ObjectIdentifier: SessionChannelHandler] = [:]
+    var channels: [ObjectIdentifier: any Channel] = [:]
+    /// Open sessions, and of them incoming ones; in their live phase, and of them incoming ones.
+    var running = 0, incoming = 0, live = 0, liveIncoming = 0
+    /// Open sessions that asked for live mode (bounded by `maxLiveSessions`).
+    var askingLive = 0
+    var nextSerial: UInt64 = 0
+    var draining = false
+    var observer = SessionObserver()
+    /// Changes received on live sessions since the role's behaviour last ran, and whether a run is due.
+    var liveReceived = 0
+    var afterLiveScheduled = false
 }
 
 /// The wall clock in ms since the Unix epoch (the node layer is where the clock is read).

@@ -1,6 +1,7 @@
 // The running daemon: a `FieldSyncNode` listening, a `SyncScheduler` deciding when to open sessions to
 // which peer, a poll of the store's heads to notice writes (its own, another process's through the CLI,
-// or received), metrics, and the status file. Everything mutable lives on the node's one loop.
+// or received) and push them on the live sessions, metrics, and the status file. Everything mutable
+// lives on the node's one loop.
 
 import FieldSyncCore
 import FieldSyncCrypto
@@ -71,12 +72,17 @@ public final class NodeDaemon: Sendable {
         var tasks: [RepeatedTask] = []
         var heads: [LogID: HeldIntervals]?
         var gaugesAt: UInt64 = 0
+        var gaugesStale = false
         var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
         var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
         var state = "starting"
         var statusDirty = true
         var startedAt: UInt64 = 0
         var device = "", role = ""
+        /// A store check requested by a session that applied changes, and the device they came from (nil
+        /// once changes from two devices are pending).
+        var checkPending = false
+        var checkExcept: DeviceID?
     }
 
     private let box: NIOLoopBoundBox<State>
@@ -100,6 +106,16 @@ public final class NodeDaemon: Sendable {
         }
         try await node.loop.submit { [self] in
             let now = nodeClockMilliseconds()
+            var observer = SessionObserver()
+            observer.live = { [self] s in sessionWentLive(s) }
+            observer.applied = { [self] device in changesArrived(from: device) }
+            observer.traffic = { [metrics] t in metrics.record(t) }
+            observer.ended = { [self] r in
+                if r.liveSince != nil, let device = r.peer {
+                    box.value.scheduler.liveSessionEnded(device: device, now: nodeClockMilliseconds())
+                }
+            }
+            node.observe(observer)
             box.value.listener = listener
             box.value.startedAt = now
             box.value.state = "running"
@@ -205,6 +221,33 @@ public final class NodeDaemon: Sendable {
             }
         }
         metrics.sessionsActive.record(node.runningSessions)
+        metrics.sessionsLive.record(node.liveSessionCount)
+    }
+
+    private func sessionWentLive(_ s: LiveSession) {
+        let now = nodeClockMilliseconds()
+        box.value.scheduler.sessionLive(device: s.peer, address: s.initiator ? s.target : nil, now: now)
+        box.value.statusDirty = true
+        metrics.sessionsLive.record(node.liveSessionCount)
+        var meta: Logger.Metadata = ["sync.peer": .string(s.peer.description), "sync.direction": .string(s.initiator ? "out" : "in")]
+        if let r = s.peerRole { meta["sync.peer.role"] = .string(r.description) }
+        if let a = s.remoteAddress { meta["sync.remote"] = .string(a) }
+        logger.info("session live", metadata: meta)
+    }
+
+    /// A session applied changes: read the heads soon (once for a burst) and push them on.
+    private func changesArrived(from device: DeviceID?) {
+        guard box.value.state == "running" else { return }  // draining: sessions are closing, nothing is pushed
+        if box.value.checkPending {
+            if box.value.checkExcept != device { box.value.checkExcept = nil }
+            return
+        }
+        box.value.checkPending = true
+        box.value.checkExcept = device
+        node.loop.execute { [self] in
+            box.value.checkPending = false
+            checkStore(except: box.value.checkExcept)
+        }
     }
 
     private func connectFailed(_ address: PeerAddress, error: any Error) {
@@ -219,7 +262,8 @@ public final class NodeDaemon: Sendable {
 
     private func sessionEnded(_ result: SessionResult, address: PeerAddress?) {
         let now = nodeClockMilliseconds()
-        metrics.record(result)
+        metrics.recordEnd(result)  // its traffic was counted as it grew
+        metrics.sessionsLive.record(node.liveSessionCount)
         if let address {
             box.value.scheduler.sessionEnded(address, finished: result.isFinished, device: result.peer, now: now)
             var t = box.value.totals[address, default: (0, 0, nil, nil)]
@@ -251,8 +295,10 @@ public final class NodeDaemon: Sendable {
         if result.changesReceived > 0 { checkStore(except: result.peer) }
     }
 
-    /// Reads the store's heads (one row per log); if they moved, schedules a push (debounced) to every peer
-    /// but `except`, and refreshes the store gauges (also every 10 s: they count rows, which costs more).
+    /// Reads the store's heads (one row per log); if they moved, pushes the logs that moved on every live
+    /// session (the one the changes came from sends nothing: it knows its peer holds them), schedules a
+    /// new session (debounced) to every other peer but `except`, and refreshes the store gauges (at most
+    /// every second when the heads moved, else every 10 s: they count rows, which costs more).
     private func checkStore(except: DeviceID?) {
         let heads: [LogID: HeldIntervals]
         do { heads = try node.withReplicatorOnLoop { try $0.store.holdings() } } catch {
@@ -261,15 +307,19 @@ public final class NodeDaemon: Sendable {
         }
         let now = nodeClockMilliseconds()
         let moved = box.value.heads.map { $0 != heads } ?? false
-        if moved || box.value.heads == nil || now >= box.value.gaugesAt + 10_000 {
+        if moved { box.value.gaugesStale = true }
+        // At most once a second while changes stream in (a catch-up checks the heads after every batch).
+        if box.value.heads == nil || now >= box.value.gaugesAt + (box.value.gaugesStale ? 1_000 : 10_000) {
             box.value.gaugesAt = now
+            box.value.gaugesStale = false
             refreshGauges()
         }
-        guard moved else {
+        guard moved, let before = box.value.heads else {
             if box.value.heads == nil { box.value.heads = heads }
             return
         }
         box.value.heads = heads
+        box.value.statusDirty = true
         if except == nil {
             // Another process may have written the store (`fieldsync publish`, a `sync` run against it): take in
             // the certificates, revocations and granted keys it added, so they count here from now on.
@@ -292,8 +342,15 @@ public final class NodeDaemon: Sendable {
                 logger.error("storeChanged hook failed", metadata: ["sync.error": .string("\(error)")])
             }
         }
+        let logs = heads.filter { before[$0.key] != $0.value }.map(\.key).sorted()
+        let pushed = node.pushLive(logs: logs)
+        if pushed > 0 {
+            metrics.livePushes.increment(by: pushed)
+            box.value.statusDirty = true
+        }
         box.value.scheduler.storeChanged(now: now, except: except)
-        logger.debug("store changed; push scheduled", metadata: ["sync.except": .string(except?.description ?? "-")])
+        logger.debug("store changed; pushed on live sessions, push scheduled to the others",
+                     metadata: ["sync.except": .string(except?.description ?? "-"), "sync.live.pushes": .stringConvertible(pushed)])
     }
 
     private func refreshGauges() {
@@ -309,6 +366,24 @@ public final class NodeDaemon: Sendable {
 
     private func makeStatus() -> DaemonStatus {
         let s = box.value
+        // Open live sessions by device: since when (the oldest), pushes and counts so far (a live session's
+        // totals are otherwise added when it ends).
+        var live: [DeviceID: (since: UInt64, pushes: Int, sent: Int, received: Int, session: LiveSession)] = [:]
+        for l in node.liveSessions {
+            var e = live[l.peer] ?? (l.since, 0, 0, 0, l)
+            e.since = min(e.since, l.since)
+            e.pushes += l.pushes
+            e.sent += l.changesSent
+            e.received += l.changesReceived
+            live[l.peer] = e
+        }
+        func addLive(_ p: inout DaemonStatus.Peer, _ device: DeviceID?) {
+            guard let d = device, let l = live[d] else { return }
+            p.liveSince = l.since
+            p.livePushes = l.pushes
+            p.changesSent += l.sent
+            p.changesReceived += l.received
+        }
         var peers: [DaemonStatus.Peer] = s.scheduler.allPeers.map { p in
             let t = s.totals[p.address]
             var out = DaemonStatus.Peer(address: p.address.description, source: p.source.rawValue, device: p.device?.description,
@@ -316,7 +391,7 @@ public final class NodeDaemon: Sendable {
                                         lastOutcome: p.lastSessionFinished.map { $0 ? "finished" : "failed" },
                                         lastError: p.lastSessionFinished == false ? t?.error : nil,
                                         changesSent: t?.sent ?? 0, changesReceived: t?.received ?? 0, failures: p.failures,
-                                        nextAttemptAt: p.due)
+                                        nextAttemptAt: p.running || (p.device.map(s.scheduler.isLive) ?? false) ? nil : p.due)
             // Sessions the peer opened to this node count too; the latest session of either kind is shown.
             if let d = p.device, let inc = s.incomingPeers[d] {
                 out.changesSent += inc.changesSent
@@ -328,14 +403,26 @@ public final class NodeDaemon: Sendable {
                     out.lastError = inc.lastError
                 }
             }
+            if let l = p.device.flatMap({ live[$0] }), out.role == nil { out.role = l.session.peerRole?.description }
+            addLive(&out, p.device)
             return out
         }
         let outgoingDevices = Set(s.scheduler.allPeers.compactMap(\.device))
-        peers += s.incomingPeers.filter { !outgoingDevices.contains($0.key) }.sorted { $0.key < $1.key }.map(\.value)
+        var incoming = s.incomingPeers.filter { !outgoingDevices.contains($0.key) }
+        // A peer that connected to this node and is still live has not ended a session yet.
+        for (d, l) in live where !outgoingDevices.contains(d) && incoming[d] == nil {
+            incoming[d] = DaemonStatus.Peer(address: l.session.remoteAddress ?? "?", source: "incoming", device: d.description,
+                                            role: l.session.peerRole?.description, lastSeen: l.since)
+        }
+        peers += incoming.sorted { $0.key < $1.key }.map { d, p in
+            var p = p
+            addLive(&p, d)
+            return p
+        }
         return DaemonStatus(pid: ProcessInfo.processInfo.processIdentifier, device: s.device, role: s.role,
                             listen: s.listener?.localAddress.map(hostPort) ?? "\(options.listenHost):\(options.listenPort)",
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
-                            sessionsActive: node.runningSessions, peers: peers)
+                            sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount, peers: peers)
     }
 
     private func writeStatusIfDirty() {

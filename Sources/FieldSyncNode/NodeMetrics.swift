@@ -22,8 +22,12 @@ public final class NodeMetrics: Sendable {
     public let changesRefused: CoreMetrics.Counter
     /// Changes rejected by verification.
     public let changesRejected: CoreMetrics.Counter
-    /// Sessions running now.
+    /// Sessions running now (live ones included).
     public let sessionsActive: CoreMetrics.Gauge
+    /// Sessions in their live phase now (open, carrying pushes).
+    public let sessionsLive: CoreMetrics.Gauge
+    /// Pushes on live sessions that sent changes (one per session per store change).
+    public let livePushes: CoreMetrics.Counter
     /// Changes held back behind gaps (store).
     public let heldBack: CoreMetrics.Gauge
     /// This node's own changes HQ has not receipted yet.
@@ -49,25 +53,44 @@ public final class NodeMetrics: Sendable {
         changesRefused = CoreMetrics.Counter(label: "fieldsync_changes_refused_total", factory: factory)
         changesRejected = CoreMetrics.Counter(label: "fieldsync_changes_rejected_total", factory: factory)
         sessionsActive = CoreMetrics.Gauge(label: "fieldsync_sessions_active", factory: factory)
+        sessionsLive = CoreMetrics.Gauge(label: "fieldsync_sessions_live", factory: factory)
+        livePushes = CoreMetrics.Counter(label: "fieldsync_live_pushes_total", factory: factory)
         heldBack = CoreMetrics.Gauge(label: "fieldsync_changes_held_back", factory: factory)
         pendingToHQ = CoreMetrics.Gauge(label: "fieldsync_pending_to_hq", factory: factory)
         storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
         peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
     }
 
-    /// Counts one ended session.
+    /// Counts one ended session with its traffic (for a session whose traffic was not reported as it grew).
     public func record(_ r: SessionResult) {
+        recordEnd(r)
+        var t = SessionTraffic()
+        t.bytesIn = r.bytesIn
+        t.bytesOut = r.bytesOut
+        t.changesReceived = r.changesReceived
+        t.changesRefused = r.changesRefused
+        t.changesRejected = r.changesRejected
+        record(t)
+    }
+
+    /// Counts one ended session by outcome and direction (its traffic is counted by `record(_: SessionTraffic)`).
+    public func recordEnd(_ r: SessionResult) {
         switch (r.isFinished, r.initiator) {
         case (true, false): sessionsFinishedIn.increment()
         case (true, true): sessionsFinishedOut.increment()
         case (false, false): sessionsFailedIn.increment()
         case (false, true): sessionsFailedOut.increment()
         }
-        bytesIn.increment(by: r.bytesIn)
-        bytesOut.increment(by: r.bytesOut)
-        changesApplied.increment(by: max(0, r.changesReceived - r.changesRefused))
-        changesRefused.increment(by: r.changesRefused)
-        changesRejected.increment(by: r.changesRejected)
+    }
+
+    /// Counts traffic a session reported while it ran (`SessionObserver.traffic`).
+    public func record(_ t: SessionTraffic) {
+        if t.bytesIn > 0 { bytesIn.increment(by: t.bytesIn) }
+        if t.bytesOut > 0 { bytesOut.increment(by: t.bytesOut) }
+        let applied = t.changesReceived - t.changesRefused
+        if applied > 0 { changesApplied.increment(by: applied) }
+        if t.changesRefused > 0 { changesRefused.increment(by: t.changesRefused) }
+        if t.changesRejected > 0 { changesRejected.increment(by: t.changesRejected) }
     }
 }
 

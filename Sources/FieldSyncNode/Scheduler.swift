@@ -69,6 +69,9 @@ public struct PeerState: Sendable, Equatable {
     public var due: UInt64?
     /// Whether an outgoing session to it runs now.
     public var running = false
+    /// Whether that outgoing session is in its live phase (open, carrying pushes), and since when (ms).
+    public var live = false
+    public var liveSince: UInt64?
     /// Whether changes arrived while a session ran (the session's reconciliation may predate them).
     public var dirty = false
     /// Failures since the last finished session.
@@ -85,13 +88,19 @@ public struct PeerState: Sendable, Equatable {
 ///
 /// - on contact: a newly added peer (static at start, or discovered) is due at once;
 /// - periodic resync: after a finished session, again after `resyncInterval`;
-/// - live push: when the local store changes (own write, a write by another process, or changes received
-///   from one peer), every other peer not in backoff is due after `pushDebounce` (the first change opens
-///   the window, later ones ride along); a peer with a session running is marked dirty and re-synced
-///   `pushDebounce` after that session ends, because its reconciliation may predate the change;
+/// - live sessions: a peer whose device has a session in its live phase (`sessionLive`, either direction)
+///   gets no new session, neither on a store change (the daemon pushes on the live session) nor for the
+///   periodic resync; when its last live session ends, it is due again after `backoffMin` (and backs off
+///   as usual if that attempt fails);
+/// - push: when the local store changes (own write, a write by another process, or changes received
+///   from one peer), every other peer not in backoff and without a live session is due after
+///   `pushDebounce` (the first change opens the window, later ones ride along); a peer with a session
+///   running is marked dirty and re-synced `pushDebounce` after that session ends, because its
+///   reconciliation may predate the change;
 /// - failure: retry with jittered exponential backoff, `base = min(backoffMax, backoffMin * 2^(failures-1))`
 ///   and a delay drawn uniformly from `[max(backoffMin, base/2), base]`;
-/// - at most `maxSessions` sessions at once, counting the incoming ones the caller reports.
+/// - at most `maxSessions` sessions at once, counting the incoming ones the caller reports; sessions in
+///   their live phase do not count (they are idle but for short pushes, and must not starve new contacts).
 ///
 /// Pure: `now` and the generator are passed in; ties are broken by address, so a seed and a sequence of
 /// events give one schedule.
@@ -107,6 +116,8 @@ public struct SyncScheduler: Sendable {
     public let policy: SchedulePolicy
     private var rng: SplitMix64
     private var peers: [PeerAddress: PeerState] = [:]
+    /// Live sessions open per peer device (incoming and outgoing).
+    private var liveDevices: [DeviceID: Int] = [:]
     /// Whether `stop()` was called (nothing more is started).
     public private(set) var stopped = false
 
@@ -148,13 +159,55 @@ public struct SyncScheduler: Sendable {
         peers[address] = nil
     }
 
+    /// Whether `device` has a session in its live phase with this node (either direction).
+    public func isLive(_ device: DeviceID) -> Bool { liveDevices[device] != nil }
+
+    /// Whether a new session to `p` would duplicate a live one (its device is known and live).
+    private func covered(_ p: PeerState) -> Bool { p.device.map(isLive) ?? false }
+
+    /// A session with `device` entered its live phase.
+    /// - Parameter address: the peer this node connected to, for an outgoing session (nil: incoming). It
+    ///   is marked live: the contact worked (its failures are reset) and it stays running until
+    ///   `sessionEnded`, without counting toward `maxSessions`.
+    public mutating func sessionLive(device: DeviceID, address: PeerAddress?, now: UInt64) {
+        liveDevices[device, default: 0] += 1
+        guard let address, var p = peers[address], p.running else { return }
+        p.device = device
+        p.live = true
+        p.liveSince = now
+        p.failures = 0
+        p.dirty = false  // the live session pushes what changed from now on, and pushed what changed meanwhile
+        peers[address] = p
+    }
+
+    /// A session with `device` that was live ended (either direction; for an outgoing one, call
+    /// `sessionEnded` as well). When it was the device's last, each peer of that device not running and not
+    /// in backoff is due again after `backoffMin` at the latest: the link may be back at once (the peer
+    /// restarted, or closed the session to reconcile anew); if it is not, the attempt fails and backs off.
+    public mutating func liveSessionEnded(device: DeviceID, now: UInt64) {
+        guard let n = liveDevices[device] else { return }
+        if n > 1 {
+            liveDevices[device] = n - 1
+            return
+        }
+        liveDevices[device] = nil
+        for address in peers.keys {
+            var p = peers[address]!
+            guard p.device == device, !p.running, p.failures == 0 else { continue }
+            p.due = min(p.due ?? .max, now + policy.backoffMin)
+            peers[address] = p
+        }
+    }
+
     /// The local store changed at `now` (own write, another process's write, or changes received).
+    /// Peers with a live session are skipped: the daemon pushes to them on that session.
     /// - Parameter except: the device the changes came from, if known; it is not pushed to.
     public mutating func storeChanged(now: UInt64, except: DeviceID? = nil) {
         let pushAt = now + policy.pushDebounce
         for address in peers.keys {
             var p = peers[address]!
             if let except, p.device == except { continue }
+            if p.live || covered(p) { continue }
             if p.running {
                 p.dirty = true
             } else if p.failures == 0, let due = p.due {
@@ -164,17 +217,18 @@ public struct SyncScheduler: Sendable {
         }
     }
 
-    /// Outgoing sessions running now (peers marked running).
-    public var outgoing: Int { peers.values.filter(\.running).count }
+    /// Outgoing sessions running now that count toward `maxSessions` (peers marked running, not live).
+    public var outgoing: Int { peers.values.filter { $0.running && !$0.live }.count }
 
     /// The peers to connect to now, at most `maxSessions - incoming - outgoing` of them, earliest due first
-    /// (ties by address). They are marked running until `sessionEnded`.
-    /// - Parameter incoming: incoming sessions running now (the node counts them).
+    /// (ties by address). They are marked running until `sessionEnded`. A peer whose device has a live
+    /// session is not started (its due time waits until that session ends).
+    /// - Parameter incoming: incoming sessions running now that count (the node counts them; live ones not).
     public mutating func due(now: UInt64, incoming: Int) -> [PeerAddress] {
         guard !stopped else { return [] }
         let free = policy.maxSessions - incoming - outgoing
         guard free > 0 else { return [] }
-        let ready = peers.values.filter { !$0.running && ($0.due ?? .max) <= now }
+        let ready = peers.values.filter { !$0.running && ($0.due ?? .max) <= now && !covered($0) }
             .sorted { ($0.due!, $0.address) < ($1.due!, $1.address) }
             .prefix(free)
         var out: [PeerAddress] = []
@@ -189,19 +243,23 @@ public struct SyncScheduler: Sendable {
         return out
     }
 
-    /// An outgoing session ended.
+    /// An outgoing session ended. One that was live and finished (its connection closed while idle) is due
+    /// again after `backoffMin`: the link may be back at once; a failed one backs off as any failure.
     /// - Parameters:
     ///   - finished: whether it finished (false: connect failure, refusal, stall, protocol error).
     ///   - device: the peer's device id if the handshake completed.
     public mutating func sessionEnded(_ address: PeerAddress, finished: Bool, device: DeviceID?, now: UInt64) {
         guard var p = peers[address] else { return }
+        let wasLive = p.live
         p.running = false
+        p.live = false
+        p.liveSince = nil
         if let device { p.device = device }
         p.lastSessionEnd = now
         p.lastSessionFinished = finished
         if finished {
             p.failures = 0
-            p.due = now + (p.dirty ? policy.pushDebounce : policy.resyncInterval)
+            p.due = now + (wasLive ? policy.backoffMin : p.dirty ? policy.pushDebounce : policy.resyncInterval)
         } else {
             p.failures += 1
             p.due = now + backoff(failures: p.failures)
@@ -225,8 +283,8 @@ public struct SyncScheduler: Sendable {
         return overflow ? policy.backoffMax : min(policy.backoffMax, grown)
     }
 
-    /// When the next peer becomes due (ms), or nil if none is waiting.
-    public var nextDue: UInt64? { stopped ? nil : peers.values.compactMap(\.due).min() }
+    /// When the next peer becomes due (ms), or nil if none is waiting (peers with a live session wait).
+    public var nextDue: UInt64? { stopped ? nil : peers.values.filter { !covered($0) }.compactMap(\.due).min() }
 
     /// Stops scheduling: `due` returns nothing from now on (graceful shutdown).
     public mutating func stop() { stopped = true }

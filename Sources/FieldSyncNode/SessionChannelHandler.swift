@@ -1,7 +1,8 @@
 // The thin channel handler over the sans-IO `SyncSession` (STYLE.md section 2): bytes in with the wall
 // clock, bytes out, events drained. Every protocol decision (framing, handshake, what to send, when the
 // session is done or has failed) is the session's; the handler only moves bytes, keeps counters, closes
-// the channel when the session says so, and cuts a session that stalls.
+// the channel when the session says so, cuts a session that stalls, and in live mode calls `push` when
+// its node says the store changed.
 
 import FieldSyncCore
 import FieldSyncCrypto
@@ -39,6 +40,10 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var bytesIn = 0, bytesOut = 0
     /// Wall time from channel active to the end, in milliseconds.
     public var durationMilliseconds: UInt64 = 0
+    /// When the session went live (ms since the Unix epoch; Protocols/sync.md §4.1), nil if it never did.
+    public var liveSince: UInt64?
+    /// Pushes in the live phase that sent the peer something (`SyncSession.push` with changes to send).
+    public var pushes = 0
 
     /// Creates a result (the handler fills it in; tests and hooks may build one).
     public init(outcome: Outcome, initiator: Bool) {
@@ -57,8 +62,34 @@ public struct SessionResult: Sendable, CustomStringConvertible {
         case let .failed(why): how = "failed: \(why)"
         }
         let refused = changesRefused > 0 ? ", refused \(changesRefused) (store full)" : ""
-        return "\(initiator ? "to" : "from") \(who): \(how); sent \(changesSent) (acked \(changesAcknowledged)), "
+        let live = liveSince == nil ? "" : " (live, \(pushes) push(es))"
+        return "\(initiator ? "to" : "from") \(who): \(how)\(live); sent \(changesSent) (acked \(changesAcknowledged)), "
             + "received \(changesReceived), rejected \(changesRejected)\(refused); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
+    }
+}
+
+/// Counters a session adds to its node's totals, reported as they grow (after every read and push),
+/// so that a live session open for days shows its traffic in the metrics while it runs.
+public struct SessionTraffic: Sendable, Equatable {
+    /// Bytes read from and written to the socket.
+    public var bytesIn = 0, bytesOut = 0
+    /// Changes received and accepted; of those, refused by the store; changes rejected by verification.
+    public var changesReceived = 0, changesRefused = 0, changesRejected = 0
+
+    /// No traffic.
+    public init() {}
+
+    /// Whether every counter is zero.
+    public var isEmpty: Bool { self == SessionTraffic() }
+
+    fileprivate static func - (a: SessionTraffic, b: SessionTraffic) -> SessionTraffic {
+        var d = SessionTraffic()
+        d.bytesIn = a.bytesIn - b.bytesIn
+        d.bytesOut = a.bytesOut - b.bytesOut
+        d.changesReceived = a.changesReceived - b.changesReceived
+        d.changesRefused = a.changesRefused - b.changesRefused
+        d.changesRejected = a.changesRejected - b.changesRejected
+        return d
     }
 }
 
@@ -66,16 +97,35 @@ public struct SessionResult: Sendable, CustomStringConvertible {
 ///
 /// Threading: NIO calls a handler only on its channel's event loop. Every channel of a `FieldSyncNode`
 /// lives on the node's single event loop, so the session and the `Replicator` it drives are only ever
-/// touched from that one thread (the replicator and its store are not thread-safe).
+/// touched from that one thread (the replicator and its store are not thread-safe). The node calls
+/// `push` and `closeWhenIdle` on that loop too.
 final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// What the handler tells its node, on the loop.
+    struct Callbacks {
+        /// The session went live (its first exchange is over; it stays open).
+        var live: (SessionChannelHandler) -> Void = { _ in }
+        /// The session accepted this many changes from the peer; the flag says whether it was already in
+        /// its live phase before they came (the first exchange's changes are counted when it goes live).
+        var applied: (SessionChannelHandler, Int, Bool) -> Void = { _, _, _ in }
+        /// The session's counters grew by this much since the last report.
+        var traffic: (SessionTraffic) -> Void = { _ in }
+    }
+
+    /// Attach order within the node (the older of two sessions has the smaller number).
+    let serial: UInt64
+    /// Whether this node opened the connection.
+    let initiator: Bool
+    /// The address this node connected to (outgoing sessions only).
+    let target: PeerAddress?
     private let session: SyncSession
     private let clock: @Sendable () -> UInt64
     private let log: @Sendable (String) -> Void
     private let logger: Logger
     private let done: EventLoopPromise<SessionResult>
+    private let callbacks: Callbacks
     private var result: SessionResult
     private var started: UInt64 = 0
     private var failure: String?
@@ -83,19 +133,49 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closing = false
     private var completed = false
     private let progress: (@Sendable (SessionResult) -> Void)?
+    private var context: ChannelHandlerContext?
+    /// Why the live session is to be closed once idle (drain, duplicate, refused changes to offer again).
+    private var closeWhenIdleReason: String?
+    private var deferredTimer: Scheduled<Void>?
+    private var deferredTimerAt: UInt64?
+    private var reported = SessionTraffic()
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
-    init(session: SyncSession, initiator: Bool, clock: @escaping @Sendable () -> UInt64,
-         log: @escaping @Sendable (String) -> Void, logger: Logger, done: EventLoopPromise<SessionResult>,
+    init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
+         clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
+         done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(),
          progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.initiator = initiator
+        self.serial = serial
+        self.target = target
         self.progress = progress
         self.clock = clock
         self.log = log
         self.logger = logger
         self.done = done
+        self.callbacks = callbacks
         result = SessionResult(outcome: .failed("not started"), initiator: initiator)
+    }
+
+    /// The peer's device, once authenticated.
+    var peer: DeviceID? { result.peer }
+    /// Changes received and accepted so far.
+    var changesReceived: Int { session.changesReceived }
+    /// Whether the session is in its live phase and not closing.
+    var isLive: Bool { session.isLive && !closing }
+    /// What the node reports of this session while it is live (nil before).
+    var liveSnapshot: LiveSession? {
+        guard isLive, let peer = result.peer, let since = result.liveSince else { return nil }
+        return LiveSession(peer: peer, peerRole: result.peerRole, initiator: initiator, target: target,
+                           remoteAddress: result.remoteAddress, since: since, pushes: result.pushes, idle: session.isIdle,
+                           bytesIn: result.bytesIn, bytesOut: result.bytesOut, changesSent: session.changesSent,
+                           changesReceived: session.changesReceived)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -111,9 +191,12 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         var buffer = unwrapInboundIn(data)
         guard !closing, let bytes = buffer.readBytes(length: buffer.readableBytes), !bytes.isEmpty else { return }
         result.bytesIn += bytes.count
+        let received = session.changesReceived, wasLive = result.liveSince != nil
         session.receive(bytes, now: clock())
         transmit(context: context)
         drainEvents(context: context)
+        if session.changesReceived > received { callbacks.applied(self, session.changesReceived - received, wasLive) }
+        afterActivity(context: context)
         if let progress, !completed {
             var snapshot = result
             snapshot.changesSent = session.changesSent
@@ -133,6 +216,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
+            // An idle live session waits for changes, silently and for as long as it takes; TCP keepalive
+            // notices a peer that is gone. With a batch in flight or queued, silence is a stall.
+            if session.isIdle { return }
             close(context: context, reason: "stalled: no bytes in either direction within the idle timeout")
             return
         }
@@ -141,6 +227,77 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         close(context: context, reason: "connection error: \(error)")
+    }
+
+    /// Live mode: sends the peer the changes of `logs` (every log when nil) it is not known to hold
+    /// (`SyncSession.push`). Does nothing before the session is live, once it is closing, or once it is
+    /// to close when idle (more pushes would only keep it busy; the peer gets them on another session).
+    /// - Returns: whether changes were sent.
+    @discardableResult
+    func push(logs: [LogID]?) -> Bool {
+        guard let context, isLive, closeWhenIdleReason == nil else { return false }
+        let before = session.changesSent
+        session.push(logs: logs)
+        transmit(context: context)
+        drainEvents(context: context)
+        let sent = session.changesSent > before
+        if sent { result.pushes += 1 }
+        afterActivity(context: context)
+        return sent
+    }
+
+    /// Closes the session as soon as it is live with nothing in flight on this side (at once if it
+    /// already is): a normal end (`finished`). A session that never goes live ends as it would anyway.
+    /// - Parameter reason: logged with the session's end.
+    func closeWhenIdle(_ reason: String) {
+        if closeWhenIdleReason == nil { closeWhenIdleReason = reason }
+        if let context { closeIfIdleRequested(context: context) }
+    }
+
+    /// After bytes came in or a push went out: a requested close, refused changes to offer again, the
+    /// counters.
+    private func afterActivity(context: ChannelHandlerContext) {
+        watchDeferred(context: context)
+        closeIfIdleRequested(context: context)
+        reportTraffic()
+    }
+
+    private func closeIfIdleRequested(context: ChannelHandlerContext) {
+        guard closeWhenIdleReason != nil, session.isIdle, !closing else { return }
+        close(context: context, reason: nil)
+    }
+
+    /// Changes this session refused as dated ahead of this node's clock are not offered again on the same
+    /// live session (they were acknowledged): once they may be accepted (`deferredUntil`), the session is
+    /// closed when idle, and the next session's reconciliation offers them again (Protocols/sync.md §4.1).
+    private func watchDeferred(context: ChannelHandlerContext) {
+        guard session.isLive, closeWhenIdleReason == nil, let until = session.deferredUntil else { return }
+        let now = clock()
+        if now >= until {
+            closeWhenIdle("changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
+            return
+        }
+        if let at = deferredTimerAt, at <= until { return }
+        deferredTimer?.cancel()
+        deferredTimerAt = until
+        deferredTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(until - now))) { [self] in
+            deferredTimer = nil
+            deferredTimerAt = nil
+            if let context = self.context { afterActivity(context: context) }
+        }
+    }
+
+    private func reportTraffic() {
+        var now = SessionTraffic()
+        now.bytesIn = result.bytesIn
+        now.bytesOut = result.bytesOut
+        now.changesReceived = session.changesReceived
+        now.changesRefused = session.changesRefused
+        now.changesRejected = result.changesRejected
+        let delta = now - reported
+        guard !delta.isEmpty else { return }
+        reported = now
+        callbacks.traffic(delta)
     }
 
     /// Writes everything the session has queued, then flushes once.
@@ -162,8 +319,11 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
                 result.peerRole = role
             case let .applied(_, rejected):
                 result.changesRejected += rejected
-            case .reconciled, .live:
-                break  // this handler does not ask for live mode (`SessionConfiguration.live` stays false)
+            case .reconciled:
+                break
+            case .live:
+                result.liveSince = clock()
+                callbacks.live(self)
             case .finished:
                 close(context: context, reason: nil)
             case let .failed(error):
@@ -188,13 +348,16 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private func complete() {
         guard !completed else { return }
         completed = true
+        deferredTimer?.cancel()
+        deferredTimer = nil
         result.changesSent = session.changesSent
         result.changesAcknowledged = session.changesAcknowledged
         result.changesReceived = session.changesReceived
         result.changesRefused = session.changesRefused
         result.durationMilliseconds = clock() &- started
         result.outcome = session.isFinished ? .finished : .failed(failure ?? "connection closed before the session finished")
-        log("session \(result)")
+        reportTraffic()
+        log("session \(result)\(closeWhenIdleReason.map { "; closed: \($0)" } ?? "")")
         var meta: Logger.Metadata = [
             "sync.direction": .string(result.initiator ? "out" : "in"),
             "sync.outcome": .string(result.isFinished ? "finished" : "failed"),
@@ -211,6 +374,11 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         if let r = result.peerRole { meta["sync.peer.role"] = .string(r.description) }
         if let a = result.remoteAddress { meta["sync.remote"] = .string(a) }
         if case let .failed(why) = result.outcome { meta["sync.error"] = .string(why) }
+        if let since = result.liveSince {
+            meta["sync.live_ms"] = .stringConvertible(clock() &- since)
+            meta["sync.live.pushes"] = .stringConvertible(result.pushes)
+        }
+        if let why = closeWhenIdleReason, result.isFinished { meta["sync.closed"] = .string(why) }
         if result.changesRefused > 0 {
             logger.warning("store refused changes: quota or held-back limit reached", metadata: meta)
         } else {
@@ -220,6 +388,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
         guard !completed else { return }
         if started == 0 {
             // The connection never became active (connect failed): no session ran, nothing to log.

@@ -28,6 +28,10 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
         /// Consecutive failures and the next attempt (ms), for peers this node connects to.
         public var failures = 0
         public var nextAttemptAt: UInt64?
+        /// Since when a live session with it is open (ms since the Unix epoch), nil if none.
+        public var liveSince: UInt64?
+        /// Pushes that sent it changes on that live session.
+        public var livePushes: Int?
     }
 
     /// Process id of the daemon.
@@ -41,8 +45,10 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     /// When the daemon started and when this file was written (ms since the Unix epoch).
     public var startedAt: UInt64
     public var updatedAt: UInt64
-    /// Sessions running when written.
+    /// Sessions running when written (live ones included).
     public var sessionsActive: Int
+    /// Sessions in their live phase when written (nil in files of daemons before live sessions).
+    public var sessionsLive: Int?
     /// Peers, sorted by address.
     public var peers: [Peer]
 

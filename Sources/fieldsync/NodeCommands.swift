@@ -143,6 +143,7 @@ struct Sync: AsyncParsableCommand {
         let (host, port) = try parseEndpoint(peer)
         var config = NodeConfiguration(network: NetworkParameters(networkID: network))
         config.idleTimeout = .seconds(idleTimeout)
+        config.liveSessions = false  // one session: it finishes and the command exits, even against a daemon
         let spec = try node.spec()
         let quiet = json
         // On a terminal, a catch-up of thousands of changes shows a live line; piped, nothing.

@@ -40,7 +40,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A peer to sync with, HOST:PORT; repeatable; added to the config's peers.", valueName: "host:port"))
     var peer: [String] = []
     @Option(help: "Most concurrent sessions.") var maxSessions: Int?
-    @Option(help: "Seconds without bytes before a session is cut.") var idleTimeout: Int?
+    @Option(help: "Seconds without bytes before a session is cut (an idle live session is never cut).") var idleTimeout: Int?
+    @Flag(inversion: .prefixedNo, help: "Keep sessions open and push later changes on them (default: the config's sessions.live, true).")
+    var liveSessions: Bool?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: ArgumentHelp("Serve Prometheus metrics on HOST:PORT (enables metrics).", valueName: "host:port")) var metricsListen: String?
     @Option(help: ArgumentHelp("The status file `fieldsync status` reads.", valueName: "file")) var statusFile: String?
@@ -73,6 +75,7 @@ struct Serve: AsyncParsableCommand {
         c.peers += peer
         if let maxSessions { c.sessions.max = maxSessions }
         if let idleTimeout { c.sessions.idleTimeoutSeconds = idleTimeout }
+        if let liveSessions { c.sessions.live = liveSessions }
         if let logLevel { c.logLevel = logLevel }
         if let metricsListen {
             c.metrics.enabled = true
@@ -100,10 +103,7 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "fieldsync.node")
         let spec = try ReplicatorSpec.from(c)
         let (host, port) = try parseEndpoint(c.listen)
-        var nodeConfig = NodeConfiguration(network: NetworkParameters(networkID: c.network))
-        nodeConfig.maxConcurrentSessions = c.sessions.max
-        nodeConfig.idleTimeout = .seconds(Int64(c.sessions.idleTimeoutSeconds))
-        nodeConfig.connectTimeout = .seconds(Int64(c.sessions.connectTimeoutSeconds))
+        let nodeConfig = c.nodeConfiguration
         let node = try FieldSyncNode(configuration: nodeConfig, logger: logger) { try spec.open() }
         var options = DaemonOptions(listenHost: host, listenPort: port)
         options.policy = c.schedulePolicy

@@ -67,7 +67,8 @@ struct StatusCommand: AsyncParsableCommand {
         print("device \(r.identity.id) (\(r.identity.certificate.role)), store \(c.store.path)")
         if let d = daemon {
             let age = now > d.updatedAt ? (now - d.updatedAt) / 1000 : 0
-            print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running (status \(age) s old)")
+            let live = d.sessionsLive.map { ", \($0) live" } ?? ""
+            print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running\(live) (status \(age) s old)")
             if d.peers.isEmpty { print("peers: none yet") } else { print("peers:") }
             for p in d.peers {
                 let who = p.device.map { "\($0)\(p.role.map { " \($0)" } ?? "")" } ?? "not yet authenticated"
@@ -78,6 +79,7 @@ struct StatusCommand: AsyncParsableCommand {
                 } else {
                     line += "; never synced"
                 }
+                if let since = p.liveSince { line += "; live since \(ago(now, since)), \(p.livePushes ?? 0) push(es)" }
                 line += "; sent \(p.changesSent), received \(p.changesReceived)"
                 if p.failures > 0 { line += "; \(p.failures) failure(s)" }
                 if let next = p.nextAttemptAt { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }

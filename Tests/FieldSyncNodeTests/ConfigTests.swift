@@ -1,6 +1,8 @@
 import FieldSyncCrypto
 import FieldSyncNode
+import FieldSyncProtocol
 import Foundation
+import NIOCore
 import Testing
 
 @Suite struct ConfigTests {
@@ -19,7 +21,7 @@ import Testing
         let c = try Self.decode(Self.minimal)
         #expect(c.listen == "0.0.0.0:7000" && c.network == "longnan-police" && c.peers.isEmpty && c.epochKeyFiles.isEmpty)
         #expect(c.sessions == NodeConfigFile.Sessions() && c.sessions.max == 8 && c.sessions.idleTimeoutSeconds == 30
-            && c.sessions.shutdownGraceSeconds == 10)
+            && c.sessions.shutdownGraceSeconds == 10 && c.sessions.live && c.sessions.maxLive == 64)
         #expect(c.schedule.resyncIntervalSeconds == 300 && c.schedule.backoffMinMilliseconds == 1_000
             && c.schedule.backoffMaxMilliseconds == 300_000 && c.schedule.pushDebounceMilliseconds == 250
             && c.schedule.pollIntervalMilliseconds == 500)
@@ -28,6 +30,17 @@ import Testing
         #expect(c.statusPath == "s.sqlite.status.json")
         let p = c.schedulePolicy
         #expect(p.maxSessions == 8 && p.resyncInterval == 300_000 && p.backoffMin == 1_000 && p.backoffMax == 300_000 && p.pushDebounce == 250)
+        let n = c.nodeConfiguration
+        #expect(n.liveSessions && n.maxLiveSessions == 64 && n.maxConcurrentSessions == 8 && n.idleTimeout == .seconds(30)
+            && n.connectTimeout == .seconds(10) && n.network.networkID == "longnan-police" && n.keepAlive == TCPKeepAlive())
+    }
+
+    @Test func liveSessionsCanBeTurnedOff() throws {
+        let c = try Self.decode(#"{"device": {"dir": "d", "keyFile": "k"}, "store": {"path": "s"}, "sessions": {"live": false, "maxLive": 3}}"#)
+        #expect(!c.sessions.live && c.sessions.maxLive == 3 && !c.nodeConfiguration.liveSessions && c.nodeConfiguration.maxLiveSessions == 3)
+        #expect(NodeConfiguration(network: NetworkParameters(networkID: "n")).liveSessions == false, "a plain node (one-shot sync) is not live")
+        let type = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"live": "yes"}}"#)
+        #expect(type?.key == "sessions.live" && type?.description.contains("true or false") == true, "\(String(describing: type))")
     }
 
     @Test func theExampleIsTheDefaults() throws {
@@ -43,7 +56,7 @@ import Testing
         #expect(Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "peer": []}"#)?.key == "peer")
         let nested = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"maxSessions": 3}}"#)
         #expect(nested?.key == "sessions.maxSessions")
-        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, idleTimeoutSeconds, max, shutdownGraceSeconds") == true,
+        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, idleTimeoutSeconds, live, max, maxLive, shutdownGraceSeconds") == true,
                 "\(String(describing: nested))")
     }
 
@@ -61,8 +74,8 @@ import Testing
     @Test func checkNamesEveryBadValueAndMissingFile() throws {
         let dir = NSTemporaryDirectory() + "fieldsync-config-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/dev", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/dev/device.keystore", contents: Data([1]))
-        FileManager.default.createFile(atPath: dir + "/k", contents: Data(repeating: 1, count: 32))
+        _ = FileManager.default.createFile(atPath: dir + "/dev/device.keystore", contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: dir + "/k", contents: Data(repeating: 1, count: 32))
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let good = """
             {"device": {"dir": "dev", "keyFile": "k"}, "store": {"path": "s.sqlite"}, "peers": ["10.0.0.2:7000", "[::1]:7001"]}
@@ -76,7 +89,7 @@ import Testing
         let bad = """
             {"device": {"dir": "nodev", "keyFile": "k", "passphraseFile": "p"}, "store": {"path": "nofolder/s.sqlite", "syncMode": "fast"},
              "epochKeyFiles": ["missing.key"], "listen": "0.0.0.0", "network": "", "peers": ["ok:1", "bad"],
-             "sessions": {"max": 0, "idleTimeoutSeconds": 0},
+             "sessions": {"max": 0, "idleTimeoutSeconds": 0, "maxLive": 0},
              "schedule": {"backoffMinMilliseconds": 5000, "backoffMaxMilliseconds": 1000, "pollIntervalMilliseconds": 1},
              "relay": {"quotaBytes": 10}, "metrics": {"enabled": true, "listen": "nope"}, "logLevel": "loud",
              "discovery": {"port": 0}}
@@ -84,7 +97,7 @@ import Testing
         try bad.write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
         let keys = Set(try NodeConfigFile.load(path: dir + "/bad.json").check().compactMap(\.key))
         #expect(keys == ["device.dir", "device", "store.path", "store.syncMode", "epochKeyFiles[0]", "listen", "network", "peers[1]",
-                         "sessions.max", "sessions.idleTimeoutSeconds", "schedule.backoffMaxMilliseconds",
+                         "sessions.max", "sessions.idleTimeoutSeconds", "sessions.maxLive", "schedule.backoffMaxMilliseconds",
                          "schedule.pollIntervalMilliseconds", "relay.quotaBytes", "metrics.listen", "logLevel", "statusFile", "discovery.port"],
                 "\(keys.sorted())")
         #expect(throws: ConfigError.self) { try NodeConfigFile.load(path: dir + "/none.json") }

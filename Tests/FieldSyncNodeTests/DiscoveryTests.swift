@@ -129,7 +129,7 @@ import Testing
         listenOnly.announce = false
         let ears = try await backpack.daemon.startDiscovery(listenOnly, announcePort: nil)
         // Found, synced: the relay holds the backpack's three changes (sealed: it has no key).
-        #expect(try await DaemonTests.eventually(20) { try await backpack.daemon.peers().first?.lastSessionFinished == true })
+        #expect(try await DaemonTests.eventually(20) { DaemonTests.synced(try await backpack.daemon.peers().first) })
         let found = try await backpack.daemon.peers()
         #expect(found.count == 1 && found.first?.source == .discovered && found.first?.device == relay.identity.id, "\(found)")
         #expect(try await relay.node.withReplicator { try $0.store.status().changes } == 3)

@@ -136,6 +136,89 @@ import Testing
         #expect(s.due(now: 20, incoming: 5).isEmpty)
     }
 
+    static let d1 = DeviceID(ID128(high: 0, low: 1)), d2 = DeviceID(ID128(high: 0, low: 2))
+
+    @Test func aLivePeerGetsNoNewSessionAndIsRetriedSoonAfterItEnds() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        s.addPeer(Self.b, source: .static, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a, Self.b])
+        s.sessionLive(device: Self.d1, address: Self.a, now: 100)
+        #expect(s.peer(Self.a)!.live && s.peer(Self.a)!.running && s.peer(Self.a)!.device == Self.d1 && s.peer(Self.a)!.liveSince == 100)
+        #expect(s.isLive(Self.d1) && !s.isLive(Self.d2))
+        #expect(s.outgoing == 1, "the live session does not count; b's first exchange does")
+        s.sessionEnded(Self.b, finished: true, device: Self.d2, now: 200)
+        // A change: b gets a new session after the debounce; a is pushed to on its live session, not marked dirty.
+        s.storeChanged(now: 1_000)
+        #expect(s.peer(Self.b)!.due == 1_250 && !s.peer(Self.a)!.dirty && s.peer(Self.a)!.due == nil)
+        #expect(s.due(now: 1_000_000, incoming: 0) == [Self.b], "no resync or push session to a live peer")
+        s.sessionEnded(Self.b, finished: true, device: Self.d2, now: 1_000_010)
+        s.removePeer(Self.b)
+        // The live session closes (the peer went away or closed it): a is due again after backoffMin.
+        s.sessionEnded(Self.a, finished: true, device: Self.d1, now: 2_000_000)
+        s.liveSessionEnded(device: Self.d1, now: 2_000_000)
+        #expect(!s.isLive(Self.d1) && !s.peer(Self.a)!.live && s.peer(Self.a)!.failures == 0)
+        #expect(s.peer(Self.a)!.due == 2_001_000)
+        #expect(s.due(now: 2_001_000, incoming: 0) == [Self.a])
+        // That attempt fails (the peer is gone): ordinary backoff from there.
+        s.sessionEnded(Self.a, finished: false, device: nil, now: 2_001_010)
+        #expect(s.peer(Self.a)!.failures == 1 && s.peer(Self.a)!.due == 2_002_010)
+    }
+
+    @Test func aLiveSessionCutMidPushBacksOff() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        for _ in 0..<2 {  // failures before the contact worked
+            let now = s.nextDue!
+            _ = s.due(now: now, incoming: 0)
+            s.sessionEnded(Self.a, finished: false, device: nil, now: now)
+        }
+        #expect(s.peer(Self.a)!.failures == 2)
+        let now = s.nextDue!
+        #expect(s.due(now: now, incoming: 0) == [Self.a])
+        s.sessionLive(device: Self.d1, address: Self.a, now: now)
+        #expect(s.peer(Self.a)!.failures == 0, "the contact worked")
+        s.sessionEnded(Self.a, finished: false, device: Self.d1, now: now + 50_000)
+        s.liveSessionEnded(device: Self.d1, now: now + 50_000)
+        #expect(s.peer(Self.a)!.failures == 1 && s.peer(Self.a)!.due == now + 51_000)
+    }
+
+    @Test func anIncomingLiveSessionCoversThePeerUntilItsLastOneEnds() {
+        var s = SyncScheduler(policy: Self.policy(), seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a])
+        s.sessionEnded(Self.a, finished: true, device: Self.d1, now: 100)  // a one-shot session: device learned
+        // The peer opens two live sessions to this node (one is about to be closed as a duplicate).
+        s.sessionLive(device: Self.d1, address: nil, now: 200)
+        s.sessionLive(device: Self.d1, address: nil, now: 300)
+        s.storeChanged(now: 1_000)
+        #expect(s.peer(Self.a)!.due == 60_100, "not hurried: the change is pushed on the live session")
+        #expect(s.due(now: 60_100, incoming: 0).isEmpty && s.nextDue == nil, "no resync while live")
+        s.liveSessionEnded(device: Self.d1, now: 70_000)
+        #expect(s.isLive(Self.d1) && s.due(now: 70_000, incoming: 0).isEmpty, "one live session is left")
+        s.liveSessionEnded(device: Self.d1, now: 80_000)
+        #expect(!s.isLive(Self.d1) && s.peer(Self.a)!.due == 60_100, "an overdue peer stays due")
+        #expect(s.due(now: 80_000, incoming: 0) == [Self.a])
+        s.liveSessionEnded(device: Self.d1, now: 80_001)  // an extra end is ignored
+        #expect(!s.isLive(Self.d1))
+    }
+
+    @Test func liveSessionsDoNotStarveNewContacts() {
+        var p = Self.policy()
+        p.maxSessions = 1
+        var s = SyncScheduler(policy: p, seed: 1)
+        s.addPeer(Self.a, source: .static, now: 0)
+        s.addPeer(Self.b, source: .static, now: 0)
+        #expect(s.due(now: 0, incoming: 0) == [Self.a])
+        #expect(s.due(now: 0, incoming: 0).isEmpty, "a's first exchange holds the only slot")
+        s.sessionLive(device: Self.d1, address: Self.a, now: 10)
+        #expect(s.due(now: 10, incoming: 0) == [Self.b], "a live session frees its slot")
+        s.addPeer(Self.c, source: .discovered, now: 20)
+        #expect(s.due(now: 20, incoming: 0).isEmpty, "b's first exchange holds it now")
+        s.sessionLive(device: Self.d2, address: Self.b, now: 30)
+        #expect(s.due(now: 30, incoming: 0) == [Self.c] && s.outgoing == 1)
+    }
+
     @Test func removedPeerIsForgottenEvenIfItsSessionRuns() {
         var s = SyncScheduler(policy: Self.policy(), seed: 1)
         s.addPeer(Self.a, source: .discovered, now: 0)

@@ -1,0 +1,223 @@
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncNode
+import FieldSyncProtocol
+import FieldSyncStore
+import Foundation
+import NIOCore
+import Testing
+
+/// Live sessions in the daemon (Protocols/sync.md §4.1): the session a contact opens stays open, and
+/// later changes travel on it through `push`, without a new session. Daemons on 127.0.0.1 in one process.
+@Suite struct LiveDaemonTests {
+    typealias Running = DaemonTests.Running
+
+    static func live(_ r: Running) async throws -> [LiveSession] { try await r.node.loop.submit { r.node.liveSessions }.get() }
+    static func running(_ r: Running) async throws -> Int { try await r.node.loop.submit { r.node.runningSessions }.get() }
+
+    /// Writes one urgent incident into `r`'s store through a second SQLite connection, as the CLI does from
+    /// another process; `ahead` dates it that many ms after the wall clock.
+    static func writeAsAnotherProcess(_ r: Running, trust: TrustStore, summary: String, ahead: UInt64 = 0) throws {
+        let other = try SQLiteStore(path: r.storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: r.storageKey)))
+        let writer = Replicator(identity: r.identity, trust: trust, store: other)
+        writer.addKey(NodeTests.stationKey)
+        try writer.restoreClock()
+        let now = UInt64(Date().timeIntervalSince1970 * 1000) + ahead
+        var clock = writer.clock
+        var g = SystemRandomNumberGenerator()
+        let edit = Incident.create(id: RecordID.random(using: &g), scope: NodeTests.village, author: r.identity.id,
+                                   hlc: try clock.now(wall: now), category: .dispute, priority: .urgent,
+                                   location: Location(latitude: 33.4, longitude: 104.9), summary: summary, reportedAt: Int64(now),
+                                   reporter: "walk-in")
+        try writer.write([edit], scope: NodeTests.village, priority: .urgent, now: now)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aWriteTravelsOnTheOpenSessionWithoutANewOne() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b")
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [try await DaemonTests.address(b)])
+        // The contact session goes live on both sides and stays open.
+        #expect(try await DaemonTests.eventually(20) { try await a.daemon.peers().first?.live == true })
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(b).count == 1 })
+        let opened = try #require(try await Self.live(a).first)
+        #expect(opened.initiator && opened.peer == b.identity.id && opened.pushes == 0)
+        #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
+
+        // A write by another process into A's store reaches B on that session.
+        let written = Date()
+        try Self.writeAsAnotherProcess(a, trust: pki.trust, summary: "pushed live")
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 1 }, "B did not receive A's write")
+        print("live session: write in another connection to record at the peer in \(Int(Date().timeIntervalSince(written) * 1000)) ms")
+        // The same session carried it: still one session on each side, none ended, one push.
+        let after = try #require(try await Self.live(a).first)
+        #expect(after.since == opened.since && after.pushes == 1 && after.changesSent == 1, "\(after)")
+        let (runningA, runningB) = (try await Self.running(a), try await Self.running(b))
+        #expect(runningA == 1 && runningB == 1)
+        #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
+        #expect(DaemonTests.metric(a, "fieldsync_live_pushes_total") == 1 && DaemonTests.metric(a, "fieldsync_sessions_live") == 1)
+        // Traffic is counted while the session is open.
+        #expect(try await DaemonTests.eventually(20) { DaemonTests.metric(b, "fieldsync_changes_applied_total") == 1 })
+        #expect((DaemonTests.metric(a, "fieldsync_bytes_out_total") ?? 0) > 0)
+
+        // B writes: A gets it on the same session, and nothing is echoed back.
+        try await NodeTests.write(b.node, count: 1, tag: "from b")
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(a.node).count == 2 })
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(b).first?.pushes == 1 })
+        #expect(try await Self.live(a).first?.changesSent == 1)
+        #expect(try await Self.running(a) == 1)
+        #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
+
+        // Status: A shows B live with its push; B shows A as an incoming peer, live.
+        let status = try await a.daemon.status()
+        let peer = try #require(status.peers.first)
+        #expect(status.sessionsLive == 1 && peer.liveSince == opened.since && peer.livePushes == 1, "\(status)")
+        #expect(peer.changesSent == 1 && peer.changesReceived == 1 && peer.role == "backpack" && peer.nextAttemptAt == nil, "\(peer)")
+        let bs = try await b.daemon.status()
+        #expect(bs.peers.count == 1 && bs.peers.first?.source == "incoming" && bs.peers.first?.liveSince != nil, "\(bs.peers)")
+
+        // Drain: the idle live session closes at once, a normal end on both sides.
+        let stopping = Date()
+        #expect(try await a.daemon.shutdown(grace: .seconds(20)) == 0)
+        #expect(Date().timeIntervalSince(stopping) < 10, "an idle live session does not wait for the grace period")
+        #expect(try await DaemonTests.eventually(20) {
+            DaemonTests.metric(b, #"fieldsync_sessions_total{outcome="finished",direction="in"}"#) == 1
+        })
+        #expect(try await Self.running(b) == 0)
+        _ = try await b.daemon.shutdown(grace: .zero)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func anIdleLiveSessionOutlivesTheIdleTimeout() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
+                                            idle: .milliseconds(300))
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [try await DaemonTests.address(b)], idle: .milliseconds(300))
+        #expect(try await DaemonTests.eventually(20) {
+            let (la, lb) = (try await Self.live(a), try await Self.live(b))
+            return la.count == 1 && lb.count == 1
+        })
+        let opened = try #require(try await Self.live(a).first)
+        // Silence for five idle timeouts: a session in its first exchange would have been cut after one.
+        try await Task.sleep(for: .milliseconds(1_500))
+        #expect(try await Self.live(a).first?.since == opened.since)
+        #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
+        // And it still carries changes.
+        try await NodeTests.write(a.node, count: 2, tag: "after the silence")
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 2 })
+        #expect(try await Self.live(a).first?.since == opened.since && DaemonTests.sessionsEnded(a) == 0)
+        _ = try await a.daemon.shutdown(grace: .seconds(5))
+        _ = try await b.daemon.shutdown(grace: .seconds(5))
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aStoppedPeerEndsTheSessionAndIsReconnectedWhenBack() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bID = try pki.device(.backpack, scopes: [NodeTests.station])
+        var b = try await DaemonTests.start(bID, trust: pki.trust, dir: dir, name: "b")
+        let bAddress = try await DaemonTests.address(b)
+        // Only A knows B: whatever reconnects is A's scheduler.
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [bAddress])
+        #expect(try await DaemonTests.eventually(20) { try await a.daemon.peers().first?.live == true })
+        let first = try #require(try await Self.live(a).first)
+
+        // B stops: A's live session ends normally, and A's attempts to reconnect fail meanwhile.
+        _ = try await b.daemon.shutdown(grace: .seconds(5))
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(a).isEmpty })
+        #expect(DaemonTests.metric(a, #"fieldsync_sessions_total{outcome="finished",direction="out"}"#) == 1)
+        #expect(try await DaemonTests.eventually(20) { (try await a.daemon.peers().first?.failures ?? 0) >= 1 })
+        try await NodeTests.write(a.node, count: 3, tag: "while b was away")
+
+        // B comes back on the same port and store: A reconnects, goes live again, and B catches up.
+        b = try await DaemonTests.start(bID, trust: pki.trust, dir: dir, name: "b", port: bAddress.port, storageKey: b.storageKey)
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 3 })
+        #expect(try await DaemonTests.eventually(20) { try await a.daemon.peers().first?.live == true })
+        let second = try #require(try await Self.live(a).first)
+        #expect(second.since > first.since && second.peer == bID.id)
+        #expect(try await a.daemon.peers().first?.failures == 0)
+        _ = try await a.daemon.shutdown(grace: .seconds(5))
+        _ = try await b.daemon.shutdown(grace: .seconds(5))
+    }
+
+    /// A change refused as dated ahead of the receiver's clock is acknowledged, so the live session does
+    /// not offer it again; the receiver closes the session once the change may be accepted, and the next
+    /// session's reconciliation delivers it (Protocols/sync.md §4.1).
+    @Test(.timeLimit(.minutes(1))) func aChangeRefusedAsEarlyArrivesThroughANewSession() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // B tolerates 1 s of clock skew; A's change is dated 2.5 s ahead.
+        let strict = TrustStore(root: pki.rootKey.publicKey, clockSkewMilliseconds: 1_000)
+        // Idle timeouts far beyond the test: only the deferral may end the live session.
+        let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: strict, dir: dir, name: "b",
+                                            idle: .seconds(120))
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [try await DaemonTests.address(b)], idle: .seconds(120))
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(b).count == 1 })
+        let opened = try #require(try await Self.live(b).first)
+        try Self.writeAsAnotherProcess(a, trust: pki.trust, summary: "from a fast clock", ahead: 2_500)
+        // Pushed and refused on the live session (acknowledged, not stored).
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(a).first?.pushes == 1 })
+        #expect(try await NodeTests.state(b.node).isEmpty)
+        // B closes the live session once its clock allows the change; A reconnects; the change arrives.
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 1 })
+        #expect(DaemonTests.metric(b, #"fieldsync_sessions_total{outcome="finished",direction="in"}"#) == 1)
+        #expect(try await DaemonTests.eventually(20) { (try await Self.live(b).first?.since ?? 0) > opened.since })
+        _ = try await a.daemon.shutdown(grace: .seconds(5))
+        _ = try await b.daemon.shutdown(grace: .seconds(5))
+    }
+
+    /// Two nodes that open a session to each other keep one: the one the smaller device id opened.
+    @Test(.timeLimit(.minutes(1))) func twoLiveSessionsBetweenTheSamePairSettleOnOne() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let trust = pki.trust
+        func node(_ id: DeviceIdentity, _ name: String) throws -> FieldSyncNode {
+            var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
+            config.liveSessions = true
+            return try FieldSyncNode(configuration: config) {
+                let store = try SQLiteStore(path: "\(dir)/\(name).sqlite", sealer: try StorageKeySealer(key: SecretBytes.random(count: 32)))
+                let r = Replicator(identity: id, trust: trust, store: store)
+                r.addKey(NodeTests.stationKey)
+                return r
+            }
+        }
+        let xID = try pki.device(.station, scopes: [NodeTests.station]), yID = try pki.device(.backpack, scopes: [NodeTests.station])
+        let x = try node(xID, "x"), y = try node(yID, "y")
+        let lx = try await x.listen(host: "127.0.0.1", port: 0), ly = try await y.listen(host: "127.0.0.1", port: 0)
+        func live(_ n: FieldSyncNode) async throws -> [LiveSession] { try await n.loop.submit { n.liveSessions }.get() }
+        func bothLive() async throws -> Bool {
+            let (sx, sy) = (try await live(x), try await live(y))
+            return sx.count == 1 && sy.count == 1
+        }
+        // X opens a session to Y; it goes live. Then Y opens one to X.
+        let xToY = Task { try await x.sync(host: "127.0.0.1", port: try NodeTests.port(ly)) }
+        #expect(try await DaemonTests.eventually(20) { try await bothLive() })
+        let yToX = Task { try await y.sync(host: "127.0.0.1", port: try NodeTests.port(lx)) }
+        let xOpens = xID.id < yID.id
+        // The one the larger id opened ends normally (closed by both sides once idle); one stays on each side.
+        let closed = try await (xOpens ? yToX : xToY).value
+        #expect(closed.isFinished && closed.liveSince != nil, "\(closed)")
+        #expect(try await DaemonTests.eventually(20) { try await bothLive() })
+        #expect(try await live(x).first?.initiator == xOpens)
+        #expect(try await live(y).first?.initiator == !xOpens)
+        // The kept one still carries changes.
+        try await NodeTests.write(x, count: 1, tag: "x")
+        #expect(try await x.loop.submit { x.pushLive() }.get() == 1)
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(y).count == 1 })
+        _ = try await x.drain(grace: .seconds(5))
+        _ = try await y.drain(grace: .seconds(5))
+        _ = try await (xOpens ? xToY : yToX).value
+        try await lx.close()
+        try await ly.close()
+        try await x.shutdown()
+        try await y.shutdown()
+    }
+}
