@@ -250,7 +250,11 @@ private struct DemoWorld {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = ["serve"] + d.nodeArgs(epochKeyFile: epochKeyFile) + ["--listen", "127.0.0.1:\(d.port)"]
-        if !FileManager.default.fileExists(atPath: logPath(d)) { FileManager.default.createFile(atPath: logPath(d), contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath(d)) {
+            guard FileManager.default.createFile(atPath: logPath(d), contents: nil) else {
+                throw CLIError("cannot create \(logPath(d))")
+            }
+        }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(d)))
         log.seekToEndOfFile()
         p.standardError = log
