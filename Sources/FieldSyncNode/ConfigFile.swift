@@ -74,8 +74,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         /// Most sessions asking for live mode at once; further ones run as one-shot sessions (default 64).
         /// Live sessions do not count toward `max`.
         public var maxLive = 64
+        /// Seconds after the store first refused changes on a live session (relay quota full, too many
+        /// held back) before that session closes when idle, so that a new one offers them again (default 600).
+        public var refusedRetrySeconds = 600
 
-        static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive"]
+        static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive",
+                                        "refusedRetrySeconds"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -86,6 +90,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             shutdownGraceSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("shutdownGraceSeconds")) ?? 10
             live = try c.decodeIfPresent(Bool.self, forKey: AnyKey("live")) ?? true
             maxLive = try c.decodeIfPresent(Int.self, forKey: AnyKey("maxLive")) ?? 64
+            refusedRetrySeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("refusedRetrySeconds")) ?? 600
         }
     }
 
@@ -335,6 +340,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(1...600).contains(sessions.connectTimeoutSeconds) { fail("sessions.connectTimeoutSeconds", "must be 1 to 600") }
         if !(0...3_600).contains(sessions.shutdownGraceSeconds) { fail("sessions.shutdownGraceSeconds", "must be 0 to 3600") }
         if !(1...4_096).contains(sessions.maxLive) { fail("sessions.maxLive", "must be 1 to 4096, not \(sessions.maxLive) (set `live` to false for none)") }
+        if !(1...604_800).contains(sessions.refusedRetrySeconds) { fail("sessions.refusedRetrySeconds", "must be 1 to 604800") }
         if !(1...604_800).contains(schedule.resyncIntervalSeconds) { fail("schedule.resyncIntervalSeconds", "must be 1 to 604800") }
         if schedule.backoffMinMilliseconds < 10 { fail("schedule.backoffMinMilliseconds", "must be at least 10") }
         if schedule.backoffMaxMilliseconds < schedule.backoffMinMilliseconds {
@@ -367,6 +373,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         n.connectTimeout = .seconds(Int64(sessions.connectTimeoutSeconds))
         n.liveSessions = sessions.live
         n.maxLiveSessions = sessions.maxLive
+        n.refusedRetry = .seconds(Int64(sessions.refusedRetrySeconds))
         return n
     }
 
@@ -399,9 +406,10 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           "peers": [],
           // max: concurrent sessions (in + out); idle: cut a stalled session; grace: SIGTERM drain time.
           // live: keep sessions open and push later changes on them (false: one session per burst);
-          // maxLive: most live sessions at once (they do not count toward max; an idle one is never cut).
+          // maxLive: most live sessions at once (they do not count toward max; an idle one is never cut);
+          // refusedRetrySeconds: a live session on which the store refused changes (quota) reopens after it.
           "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
-                        "live": true, "maxLive": 64 },
+                        "live": true, "maxLive": 64, "refusedRetrySeconds": 600 },
           // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
           // changes are noticed by polling the store every pollIntervalMilliseconds, pushed at once on live
           // sessions and pushDebounceMilliseconds later to peers without one (a new session).

@@ -35,6 +35,11 @@ public struct NodeConfiguration: Sendable {
     public var liveSessions = false
     /// Most sessions asking for live mode at once; sessions beyond it run as one-shot sessions.
     public var maxLiveSessions = 64
+    /// A live session whose store refused changes (relay quota full, too many held back behind a gap)
+    /// closes once idle this long after the first refusal, so that a new session's reconciliation offers
+    /// them again (a live session does not: they were acknowledged). Changes refused as dated ahead of
+    /// this clock close it as soon as they may be accepted instead.
+    public var refusedRetry: TimeAmount = .minutes(10)
     /// TCP keepalive on every session socket, so that a peer gone without a word (power cut, link down)
     /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, then every
     /// 10 s, given up after 6 unanswered probes (about 2 minutes).
@@ -452,7 +457,9 @@ public final class FieldSyncNode: Sendable {
         callbacks.traffic = { t in table.value.observer.traffic?(t) }
         let handler = SessionChannelHandler(session: session, initiator: initiator, serial: serial, target: target,
                                             clock: nodeClockMilliseconds, log: log, logger: logger, done: done,
-                                            callbacks: callbacks, progress: progress)
+                                            callbacks: callbacks,
+                                            refusedRetryMilliseconds: UInt64(max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
+                                            progress: progress)
         table.value.handlers[key] = handler
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))

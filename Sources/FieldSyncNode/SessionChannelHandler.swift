@@ -138,6 +138,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closeWhenIdleReason: String?
     private var deferredTimer: Scheduled<Void>?
     private var deferredTimerAt: UInt64?
+    /// How long after the store first refused changes (quota, held back) a live session closes when idle.
+    private let refusedRetryMilliseconds: UInt64
+    private var refusedSince: UInt64?
     private var reported = SessionTraffic()
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
@@ -145,8 +148,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
          clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
          done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(),
-         progress: (@Sendable (SessionResult) -> Void)? = nil) {
+         refusedRetryMilliseconds: UInt64 = 600_000, progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.refusedRetryMilliseconds = refusedRetryMilliseconds
         self.initiator = initiator
         self.serial = serial
         self.target = target
@@ -267,14 +271,20 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         close(context: context, reason: nil)
     }
 
-    /// Changes this session refused as dated ahead of this node's clock are not offered again on the same
-    /// live session (they were acknowledged): once they may be accepted (`deferredUntil`), the session is
-    /// closed when idle, and the next session's reconciliation offers them again (Protocols/sync.md §4.1).
+    /// Changes this session refused are not offered again on the same live session (they were
+    /// acknowledged): once changes refused as dated ahead of this node's clock may be accepted
+    /// (`deferredUntil`), or `refusedRetryMilliseconds` after the store first refused changes (quota,
+    /// held back), the session is closed when idle, and the next session's reconciliation offers them
+    /// again (Protocols/sync.md §4.1).
     private func watchDeferred(context: ChannelHandlerContext) {
-        guard session.isLive, closeWhenIdleReason == nil, let until = session.deferredUntil else { return }
         let now = clock()
+        if session.changesRefused > 0, refusedSince == nil { refusedSince = now }
+        let retry = refusedSince.map { $0 &+ refusedRetryMilliseconds }
+        guard session.isLive, closeWhenIdleReason == nil, let until = [session.deferredUntil, retry].compactMap({ $0 }).min() else { return }
         if now >= until {
-            closeWhenIdle("changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
+            closeWhenIdle(until == retry
+                ? "the store refused changes (quota or held back); a new session offers them again"
+                : "changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
             return
         }
         if let at = deferredTimerAt, at <= until { return }

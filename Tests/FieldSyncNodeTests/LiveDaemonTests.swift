@@ -173,6 +173,33 @@ import Testing
         _ = try await b.daemon.shutdown(grace: .seconds(5))
     }
 
+    /// Changes a relay's store refused for its quota were acknowledged, so its live session does not offer
+    /// them again; the relay closes the session once idle `refusedRetry` after the refusal, and the next
+    /// session's reconciliation offers them again (refused again here: the quota is still full).
+    @Test(.timeLimit(.minutes(1))) func changesRefusedForQuotaAreOfferedAgainByANewSession() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let relay = try await DaemonTests.start(try pki.device(.relay, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                name: "relay", keys: [], quota: 4_000, idle: .seconds(120), refusedRetry: .seconds(1))
+        let bp = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp",
+                                             peers: [try await DaemonTests.address(relay)], idle: .seconds(120))
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(relay).count == 1 })
+        let opened = try #require(try await Self.live(relay).first)
+        try await NodeTests.write(bp.node, count: 30, tag: "backpack")  // pushed on the live session
+        let refused = "fieldsync_changes_refused_total"
+        #expect(try await DaemonTests.eventually(20) { (DaemonTests.metric(relay, refused) ?? 0) > 0 })
+        let first = DaemonTests.metric(relay, refused) ?? 0
+        #expect(try await DaemonTests.eventually(20) { (try await Self.live(relay).first?.since ?? 0) > opened.since },
+                "the relay closed the live session and a new one went live")
+        #expect(try await DaemonTests.eventually(20) { (DaemonTests.metric(relay, refused) ?? 0) > first },
+                "the new session offered the refused changes again")
+        let held = try await relay.node.withReplicator { try $0.store.status() }
+        #expect(held.changeBytes <= 4_000 && held.changes < 30)
+        _ = try await bp.daemon.shutdown(grace: .seconds(5))
+        _ = try await relay.daemon.shutdown(grace: .seconds(5))
+    }
+
     /// Two nodes that open a session to each other keep one: the one the smaller device id opened.
     @Test(.timeLimit(.minutes(1))) func twoLiveSessionsBetweenTheSamePairSettleOnOne() async throws {
         var pki = NodeTests.PKI()
