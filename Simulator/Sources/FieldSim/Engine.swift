@@ -163,6 +163,10 @@ public final class Simulation<Agent: SyncAgent> {
 
     /// Number of pending events.
     public var pendingEvents: Int { queue.count }
+    /// The first invariant found broken (checked after every event: no node holds a change of a station it
+    /// may not carry; what the agent checks, e.g. every held change is the one its author wrote). The run
+    /// stops at that event.
+    public private(set) var invariantViolation: String?
 
 
     /// Runs to the end of the scenario. `progress` is called every `progressEvery` events with the
@@ -178,6 +182,11 @@ public final class Simulation<Agent: SyncAgent> {
             mix(UInt64(e.kind.rawValue) << 48 ^ UInt64(UInt32(bitPattern: e.a)) << 16 ^ UInt64(UInt32(bitPattern: e.b)))
             dispatch(e)
             if let progress, eventsProcessed % progressEvery == 0 { progress(now, eventsProcessed) }
+            if invariantViolation != nil { break }
+        }
+        if invariantViolation != nil {
+            progress?(now, eventsProcessed)
+            return
         }
         now = end
         // Close contacts still up (recorded, not cut: the run simply stops).
@@ -436,6 +445,9 @@ public final class Simulation<Agent: SyncAgent> {
     }
 
     private func applyEffects() {
+        if let v = effects.violation, invariantViolation == nil {
+            invariantViolation = "at \(now) ms (event \(eventsProcessed)): \(v)"
+        }
         if !effects.accepted.isEmpty {
             for (node, change, hops) in effects.accepted { delivered(change, at: node, hops: hops) }
             metrics.relayed += effects.accepted.count
@@ -486,6 +498,9 @@ public final class Simulation<Agent: SyncAgent> {
         let i = Int(c)
         let d = ch.domain[i]
         let world = context.world
+        if !world.carries(d, at: node), invariantViolation == nil {
+            invariantViolation = "at \(now) ms (event \(eventsProcessed)): \(world.nodes[Int(node)].name) holds change \(c) of \(world.domainNames[Int(d)]), which it may not carry"
+        }
         guard world.reads(d, at: node), node != ch.author[i] else { return }
         let lat = now - ch.createdAt[i]
         if options.oracleSampleEvery > 0 && i % options.oracleSampleEvery == 0 {

@@ -93,6 +93,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var held: [[ChangeIndex: UInt8]] = []  // node -> change -> hops (lookup only, never iterated)
     private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
+    private var writtenTag: [UInt64] = []  // change -> first 8 bytes of the id its author's store gave it
     private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
     /// Log -> its domain and its place in `domainLogs` (index ≥ 0) or `controlLogs` (-1 - index).
     private var logPlace: [LogID: (domain: Int32, index: Int32)] = [:]
@@ -279,6 +280,8 @@ public final class FieldSyncAgent: SyncAgent {
             }
             changeOf[log, default: []].append(change)
             precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
+            if writtenTag.count <= Int(change) { writtenTag += repeatElement(0, count: Int(change) + 1 - writtenTag.count) }
+            writtenTag[Int(change)] = Self.tag(try r.store.hash(log, seq: c.header.seq))
             held[Int(node)][change] = 0
             seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
@@ -491,6 +494,10 @@ public final class FieldSyncAgent: SyncAgent {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
                         if held[Int(node)][c] != nil { continue }
+                        // Invariant: what a replica holds at (log, seq) is exactly what the author wrote.
+                        if Self.tag(try? r.store.hash(log, seq: seq)) != writtenTag[Int(c)] {
+                            effects.violate("\(ctx.world.nodes[Int(node)].name) holds a change at \(log)#\(seq) that is not the one its author wrote")
+                        }
                         let hops = (held[Int(peer)][c] ?? 0) &+ 1
                         held[Int(node)][c] = hops
                         effects.accept(c, at: node, hops: hops)
@@ -500,6 +507,12 @@ public final class FieldSyncAgent: SyncAgent {
             if any { found.append(d) }
         }
         return found
+    }
+
+    /// The first 8 bytes of a change id, big-endian (0 for none).
+    private static func tag(_ hash: [UInt8]?) -> UInt64 {
+        guard let h = hash, h.count >= 8 else { return 0 }
+        return h[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
     }
 
     /// The seqs in `new` and not in `old` (`HeldIntervals.difference`).

@@ -72,6 +72,8 @@ public struct AgentEffects: Sendable {
     public private(set) var dropped: Int = 0
     /// Timers on live contacts: (slot, generation, due time).
     public private(set) var timers: [(slot: Int32, generation: UInt32, at: SimTime)] = []
+    /// An invariant the agent found broken (the engine stops the run).
+    public private(set) var violation: String?
 
     /// Creates an empty effects buffer.
     public init() {}
@@ -88,6 +90,9 @@ public struct AgentEffects: Sendable {
     public mutating func duplicate() { duplicates += 1 }
     /// Reports `count` changes dropped.
     public mutating func drop(_ count: Int) { dropped += count }
+    /// Reports a broken invariant (for example a replica holding a change other than the one its author
+    /// wrote): the engine stops the run after this event and reports it.
+    public mutating func violate(_ what: String) { if violation == nil { violation = what } }
 
     mutating func clear() {
         wakes.removeAll(keepingCapacity: true)

@@ -68,7 +68,7 @@ struct FieldSimCommand: ParsableCommand {
     func run() throws {
         let path = scenarioPath()
         var file: ScenarioFile
-        do { file = try ScenarioFile.load(path: path) } catch { throw CleanExit.message("error: \(error)") }
+        do { file = try ScenarioFile.load(path: path) } catch { throw SimFailure("\(error)") }
         if let d = days {
             let stopGap = file.days - (file.workloadStopDays ?? (file.kind == "longnan" ? file.days - 2 : file.days))
             file.days = d
@@ -83,7 +83,7 @@ struct FieldSimCommand: ParsableCommand {
         let tty = isatty(STDERR_FILENO) == 1 && !quiet
         for name in agentList {
             let scen: any Scenario
-            do { scen = try makeScenario(file, seed: seed, path: path) } catch { throw CleanExit.message("error: \(error)") }
+            do { scen = try makeScenario(file, seed: seed, path: path) } catch { throw SimFailure("\(error)") }
             let linkFaults = LinkFaults(file.faults, seed: seed)
             let derived = scen.derivedParameters + [("link faults", linkFaults.description)]
             if name == agentList.first {
@@ -117,6 +117,7 @@ struct FieldSimCommand: ParsableCommand {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
                                        receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
                                        options: options, progress: progress)
+                if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
                 report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
                 let a = sim.agent
@@ -131,6 +132,7 @@ struct FieldSimCommand: ParsableCommand {
                 }
             } else {
                 let sim = runBaseline(BaselineKind(rawValue: name)!, scenario: scen, options: options, progress: progress)
+                if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
                 report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
             }
@@ -153,7 +155,7 @@ struct FieldSimCommand: ParsableCommand {
                 print("[\(name)] wrote \(dir)/")
             }
             if !h.entitlementOK || h.oracle.violations > 0 {
-                throw CleanExit.message("invariant violated; reproduce: \(reproduce)")
+                throw SimFailure("invariant violated (\(h.entitlementOK ? "the agent beat the oracle" : "a node holds a change it may not carry")); reproduce: \(reproduce)")
             }
         }
     }
@@ -186,4 +188,10 @@ func peakRSSMB() -> String {
 
 enum JSONFormat {
     static func number(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
+}
+
+/// A run that cannot start or that broke an invariant: printed as `Error: ...`, exit status 1.
+struct SimFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
 }
