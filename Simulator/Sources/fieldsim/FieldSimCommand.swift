@@ -180,7 +180,8 @@ func write(_ s: String, _ path: String) throws {
 func peakRSSMB() -> String {
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return "?" }
     for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        // "VmHWM:\t  229208 kB"; from 8 digits on there is no space after the tab.
+        let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
         return String(kb / 1024)
     }
     return "?"
