@@ -49,7 +49,9 @@ private func catchup(changes n: Int) throws -> [BenchResult] {
     let key = EpochKey.generate(scope: station, epoch: 1)
     let keyFile = base + "/station.epochkey"
     let hex = key.key.withUnsafeBytes { Hex.encode(Array($0)) }
-    FileManager.default.createFile(atPath: keyFile, contents: Data("\(station) 1 \(hex)\n".utf8), attributes: [.posixPermissions: 0o600])
+    guard FileManager.default.createFile(atPath: keyFile, contents: Data("\(station) 1 \(hex)\n".utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw ValidationErrorMessage("cannot write \(keyFile)")
+    }
 
     // The source store: authored through a memory replicator, ingested into SQLite in batches.
     let built = ContinuousClock.now

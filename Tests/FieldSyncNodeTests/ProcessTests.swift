@@ -132,14 +132,14 @@ struct ProcessTests {
         let revocation = try Revocation(device: lost.id, serial: 0, revokedAt: HLCTimestamp(milliseconds: ProcessWorld.now(), counter: 0),
                                         reason: .lost, note: "reported by radio", by: w.authority)
         let file = w.dir + "/lost.rev"
-        FileManager.default.createFile(atPath: file, contents: Data(revocation.canonicalBytes))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(revocation.canonicalBytes))
         let imported = try w.expectOK(["publish", file] + w.args(st))
         #expect(imported.contains("revocation of \(lost.id)") && imported.contains("refuses the revoked device"), "\(imported)")
         #expect(try w.expectOK(["publish", file] + w.args(st)).contains("already held"))
         // A revocation signed under another root is refused with a clear error.
         let forged = try Revocation(device: good.id, serial: 0, revokedAt: HLCTimestamp(milliseconds: ProcessWorld.now(), counter: 0),
                                     reason: .stolen, note: "", by: Authority(root: Ed25519.SecretKey.generate()))
-        FileManager.default.createFile(atPath: w.dir + "/forged.rev", contents: Data(forged.canonicalBytes))
+        _ = FileManager.default.createFile(atPath: w.dir + "/forged.rev", contents: Data(forged.canonicalBytes))
         let refused = try w.run(["publish", w.dir + "/forged.rev"] + w.args(st))
         #expect(refused.status != 0 && refused.err.contains("does not verify"), "\(refused.err)")
 
@@ -257,7 +257,7 @@ final class ProcessWorld {
         authority = Authority(root: rootKey)
         epochKeyFile = dir + "/station.epochkey"
         let hex = stationKey.key.withUnsafeBytes { Hex.encode(Array($0)) }
-        FileManager.default.createFile(atPath: epochKeyFile, contents: Data("\(stationKey.scope) 1 \(hex)\n".utf8),
+        _ = FileManager.default.createFile(atPath: epochKeyFile, contents: Data("\(stationKey.scope) 1 \(hex)\n".utf8),
                                        attributes: [.posixPermissions: 0o600])
     }
 
@@ -335,7 +335,7 @@ final class ProcessWorld {
         p.executableURL = URL(fileURLWithPath: Self.binary!)
         p.arguments = args
         if let log {
-            if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+            if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
             let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             h.seekToEndOfFile()
             p.standardOutput = h
@@ -521,7 +521,7 @@ struct NetemTests {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
             p.arguments = inNS(ns, args)
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             p.standardOutput = h
             p.standardError = h

@@ -96,7 +96,7 @@ import Testing
         let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
         let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
         for n in UInt64(1)...UInt64(2) { _ = try SessionTests.write(bp, n) }
-        var link = Self.connect(bp, st)
+        let link = Self.connect(bp, st)
         var wrote = false
         while true {  // one frame at a time; write once the backpack's side has reconciled
             var progress = false

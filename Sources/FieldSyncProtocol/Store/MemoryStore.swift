@@ -1,25 +1,35 @@
 import FieldSyncCore
 import FieldSyncCrypto
 
-/// Shares equal record values between the `MemoryStore`s of one process (a simulator holding
-/// thousands of replicas of the same records): a saved record equal to the last version seen of it
-/// is replaced by that version, so converged replicas share one copy (copy-on-write). Values are
-/// unchanged; real nodes do not use it.
+/// Shares equal values between the `MemoryStore`s of one process (a simulator holding thousands of
+/// replicas of the same records and changes): a saved record equal to the last version seen of it is
+/// replaced by that version, and a stored change by the one other stores hold under the same id, so
+/// converged replicas share one copy. Values are unchanged; real nodes do not use it.
 public final class RecordInterner {
-    private var latest: [RecordID: Record] = [:]
+    private var latest: [RecordID: MemoryStore.RecordBox] = [:]
+    private var changes: [[UInt8]: MemoryStore.ChangeBox] = [:]
     /// Saves answered with an already held equal value.
     public private(set) var shared = 0
 
     /// An empty interner.
     public init() {}
 
-    func intern(_ r: Record) -> Record {
-        if let l = latest[r.id], l == r {
+    func intern(_ r: Record) -> MemoryStore.RecordBox {
+        if let l = latest[r.id], l.value == r {
             shared += 1
             return l
         }
-        latest[r.id] = r
-        return r
+        let box = MemoryStore.RecordBox(r)
+        latest[r.id] = box
+        return box
+    }
+
+    func intern(_ c: StoredChange) -> MemoryStore.ChangeBox {
+        guard !c.bytes.isEmpty else { return MemoryStore.ChangeBox(c) }  // an evicted copy is this store's own
+        if let held = changes[c.hash], held.value.bytes == c.bytes { return held }
+        let box = MemoryStore.ChangeBox(c)
+        changes[c.hash] = box
+        return box
     }
 }
 
@@ -27,12 +37,25 @@ public final class RecordInterner {
 /// batches through `CommitLogic`), no durability: a simulated crash drops it whole or keeps it whole,
 /// as a committed SQLite transaction would.
 public final class MemoryStore: SyncStore {
+    /// A stored change, referenced from the store's indices (one reference per index entry instead of a
+    /// copy of the whole value; shared between stores through a `RecordInterner`).
+    final class ChangeBox {
+        let value: StoredChange
+        init(_ value: StoredChange) { self.value = value }
+    }
+
+    /// A record, referenced from the store's table (shared between stores through a `RecordInterner`).
+    final class RecordBox {
+        let value: Record
+        init(_ value: Record) { self.value = value }
+    }
+
     struct State {
-        var changes: [LogID: [UInt64: StoredChange]] = [:]
-        var byHash: [[UInt8]: (LogID, UInt64)] = [:]
+        var changes: [LogID: [UInt64: ChangeBox]] = [:]
+        var byHash: [[UInt8]: ChangeBox] = [:]
         var evicted: Set<[UInt8]> = []
         var intervalsByLog: [LogID: HeldIntervals] = [:]
-        var recordsByID: [RecordID: Record] = [:]
+        var recordsByID: [RecordID: RecordBox] = [:]
         var touched: [RecordID: [[UInt8]]] = [:]
         var openedHashes: Set<[UInt8]> = []
         var forkList: [ForkEvidence] = []
@@ -61,7 +84,7 @@ public final class MemoryStore: SyncStore {
 
         private var base: State { store.state }
 
-        func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? { changes[log]?[seq] ?? base.changes[log]?[seq] }
+        func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? { changes[log]?[seq] ?? base.changes[log]?[seq]?.value }
         func holds(hash: [UInt8]) throws -> Bool { byHash[hash] != nil || base.byHash[hash] != nil }
         func intervals(_ log: LogID) throws -> HeldIntervals { intervals[log] ?? base.intervalsByLog[log] ?? HeldIntervals() }
         mutating func setIntervals(_ log: LogID, _ new: HeldIntervals) throws {
@@ -84,7 +107,7 @@ public final class MemoryStore: SyncStore {
             let receiptLogs = Set(base.receipts.keys).union(receipts.keys)
             for log in receiptLogs.sorted() {
                 let upTo = max(base.receipts[log] ?? 0, receipts[log] ?? 0)
-                let held = (base.changes[log] ?? [:]).merging(changes[log] ?? [:]) { $1 }
+                let held = (base.changes[log] ?? [:]).mapValues(\.value).merging(changes[log] ?? [:]) { $1 }
                 // Control changes (grants, revocations, receipts: content type >= 0x80) are small and must
                 // outlive a restart, so they are never evicted.
                 for (seq, c) in held where seq <= upTo && c.contentType < 0x80 && !c.bytes.isEmpty && !evicted.contains(c.hash) {
@@ -109,7 +132,7 @@ public final class MemoryStore: SyncStore {
             return (count, freed)
         }
 
-        func loadRecord(_ id: RecordID) throws -> Record? { records[id]?.0 ?? base.recordsByID[id] }
+        func loadRecord(_ id: RecordID) throws -> Record? { records[id]?.0 ?? base.recordsByID[id]?.value }
         mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws {
             records[record.id] = (record, (records[record.id]?.1 ?? []) + hashes)
         }
@@ -145,18 +168,18 @@ public final class MemoryStore: SyncStore {
     public func holdings(of log: LogID) throws -> HeldIntervals { state.intervalsByLog[log] ?? HeldIntervals() }
     public func orderedLogs() throws -> [LogID] { sortedLogs }
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
-        guard let c = state.changes[log]?[seq], !c.bytes.isEmpty else { return nil }
+        guard let c = state.changes[log]?[seq]?.value, !c.bytes.isEmpty else { return nil }
         return c
     }
 
-    public func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? { state.changes[log]?[seq]?.hash }
+    public func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? { state.changes[log]?[seq]?.value.hash }
 
     public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
         guard let m = state.changes[log] else { return [] }
         if UInt64(m.count) < seqs.upperBound - seqs.lowerBound {
-            return m.filter { seqs.contains($0.key) && !$0.value.bytes.isEmpty }.sorted { $0.key < $1.key }.map(\.value)
+            return m.filter { seqs.contains($0.key) && !$0.value.value.bytes.isEmpty }.sorted { $0.key < $1.key }.map(\.value.value)
         }
-        return seqs.compactMap { m[$0] }.filter { !$0.bytes.isEmpty }
+        return seqs.compactMap { m[$0]?.value }.filter { !$0.bytes.isEmpty }
     }
 
     public func commit(_ batch: CommitBatch) throws -> CommitReport {
@@ -186,31 +209,31 @@ public final class MemoryStore: SyncStore {
         return built
     }
 
-    public func record(_ id: RecordID) throws -> Record? { state.recordsByID[id] }
+    public func record(_ id: RecordID) throws -> Record? { state.recordsByID[id]?.value }
 
     public func records(_ query: RecordQuery) throws -> [Record] {
-        var hits = state.recordsByID.values.map { ($0, RecordIndexEntry($0, schemas: schemas)) }
+        var hits = state.recordsByID.values.map { ($0.value, RecordIndexEntry($0.value, schemas: schemas)) }
             .filter { query.matches($0.0, index: $0.1) }
         hits.sort { ($0.1.eventTime ?? .min, $0.0.id) > ($1.1.eventTime ?? .min, $1.0.id) }
         return hits.prefix(query.limit ?? Int.max).map(\.0)
     }
 
     public func history(of id: RecordID) throws -> [StoredChange] {
-        (state.touched[id] ?? []).compactMap { h in state.byHash[h].flatMap { state.changes[$0.0]?[$0.1] } }
+        (state.touched[id] ?? []).compactMap { h in state.byHash[h].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 
     public func unopened(in scope: Scope?) throws -> [StoredChange] {
         state.changes.keys.sorted().filter { scope?.contains($0.scope) ?? true }.flatMap { log in
             state.changes[log]!.keys.sorted().compactMap { seq -> StoredChange? in
-                let c = state.changes[log]![seq]!
+                let c = state.changes[log]![seq]!.value
                 return state.openedHashes.contains(c.hash) || c.bytes.isEmpty ? nil : c
             }
         }
     }
 
     public func controlChanges() throws -> [StoredChange] {
-        state.changes.values.flatMap { $0.values }
+        state.changes.values.flatMap { $0.values.map(\.value) }
             .filter { ($0.contentType == 0x80 || $0.contentType == 0x81) && !$0.bytes.isEmpty }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
@@ -238,12 +261,17 @@ public final class MemoryStore: SyncStore {
 
 extension MemoryStore.State {
     mutating func apply(_ tx: MemoryStore.Tx, interner: RecordInterner?) {
-        for (log, m) in tx.changes { for (seq, c) in m { changes[log, default: [:]][seq] = c } }
-        for (h, pos) in tx.byHash { byHash[h] = pos }
+        for (log, m) in tx.changes {
+            for (seq, c) in m {
+                let box = interner?.intern(c) ?? MemoryStore.ChangeBox(c)
+                changes[log, default: [:]][seq] = box
+                if tx.byHash[c.hash] != nil || byHash[c.hash] != nil { byHash[c.hash] = box }  // new, or evicted in place
+            }
+        }
         evicted.formUnion(tx.evicted)
         for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
         for (id, (r, hashes)) in tx.records {
-            recordsByID[id] = interner?.intern(r) ?? r
+            recordsByID[id] = interner?.intern(r) ?? MemoryStore.RecordBox(r)
             for h in hashes where !(touched[id]?.contains(h) ?? false) { touched[id, default: []].append(h) }
         }
         openedHashes.formUnion(tx.opened)
