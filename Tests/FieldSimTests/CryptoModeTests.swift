@@ -1,3 +1,4 @@
+import FieldSyncCore
 import FieldSyncProtocol
 import Foundation
 import Testing
@@ -180,12 +181,36 @@ import Testing
         #expect(h.entitlementOK)
         #expect(h.hqLatencyMedian < 1_000, "a change reaches HQ within a second at the median (wired links, live sessions)")
         #expect(sim.agent.sessionsStarted < 10_000 && sim.agent.duplicatesReceived == 0)
+        #expect(r.headline.divergedStations == 0 && divergence(sim).domainsChecked == 202)
         let world = sim.context.world
         for d in 0..<world.domainCount {
             let readers = world.readers[d]
             let reference = sim.agent.recordState(at: readers[0], domain: Int32(d))
             for n in readers { #expect(sim.agent.recordState(at: n, domain: Int32(d)) == reference) }
         }
+    }
+}
+
+/// The end-of-run divergence check compares the record state of every station's complete replicas.
+@Suite struct DivergenceTests {
+    @Test func divergenceCheckFindsAReplicaThatDiffers() throws {
+        let (f, path) = try shippedScenario("longnan-small", days: 2)
+        let (sim, r) = try CryptoModeTests.runFS(f, path: path, seed: 1, crypto: .standIn, oracleEvery: 0)
+        let before = divergence(sim)
+        #expect(before.domainsChecked == sim.context.world.domainCount && before.replicasCompared > before.domainsChecked)
+        #expect(before.diverged.isEmpty && r.headline.divergedStations == 0)
+        // One reader of station 0 records a visit that never travels: its state now differs.
+        let world = sim.context.world
+        let n = world.readers[0][0]
+        let rep = try #require(sim.agent.replicator(at: n))
+        let scope = try Scope(world.domainNames[0])
+        let now = FieldSyncAgent.epochMs + UInt64(sim.now)
+        let visit = Visit.create(id: RecordID(ID128(high: 0xD1, low: 1)), scope: scope, author: rep.identity.id,
+                                 hlc: HLCTimestamp(milliseconds: now, counter: 0), subject: "s", visitor: "v",
+                                 visitType: .returningMigrantWorker, visitedAt: Int64(now),
+                                 location: Location(latitude: 33.4, longitude: 104.9), outcome: "o")
+        _ = try rep.write([visit], scope: scope, priority: .low, now: now)
+        #expect(divergence(sim).diverged == [0])
     }
 }
 

@@ -702,6 +702,25 @@ public final class FieldSyncAgent: SyncAgent {
             .sorted { $0.lexicographicallyPrecedes($1) }
     }
 
+    /// Per station (domain), a digest of the node's record state in that station's scope: the number of
+    /// records and a sum of 64-bit hashes of their canonical encodings (order-independent; compared
+    /// within one run only). Equal digests mean identical record state (up to hash collisions).
+    public func recordDigests(at node: NodeIndex) -> [Int32: (count: Int, sum: UInt64)] {
+        guard let r = replicators[Int(node)], let recs = try? r.store.records(RecordQuery(includeDeleted: true)) else { return [:] }
+        if domainOfScope.isEmpty { for (d, sc) in domainScopes.enumerated() { domainOfScope[sc] = Int32(d) } }
+        var out: [Int32: (count: Int, sum: UInt64)] = [:]
+        for rec in recs {
+            guard let d = domainOfScope[rec.scope] else { continue }
+            var h = Hasher()
+            rec.canonicalBytes.withUnsafeBytes { h.combine(bytes: $0) }
+            let v = UInt64(bitPattern: Int64(h.finalize()))
+            let old = out[d] ?? (0, 0)
+            out[d] = (old.count + 1, old.sum &+ v)
+        }
+        return out
+    }
+    private var domainOfScope: [Scope: Int32] = [:]
+
     /// Changes held in the node's store (`StoreStatus.changes`).
     public func storedChanges(at node: NodeIndex) -> Int { (try? replicators[Int(node)]?.store.status().changes) ?? 0 }
 
@@ -750,6 +769,11 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]
+    let div = divergence(sim)
+    r.headline.divergedStations = div.diverged.count
+    section.append(("divergence", .object([("stations_checked", .int(Int64(div.domainsChecked))),
+                                           ("replicas_compared", .int(Int64(div.replicasCompared))),
+                                           ("stations_diverged", .int(Int64(div.diverged.count)))])))
     if a.receiptInterval != nil {
         section.append(("receipts", .object([
             ("written_by_hq", .int(Int64(a.receiptsWritten))), ("changes_receipted_at_author", .int(Int64(a.changesReceiptedAtAuthor))),
@@ -787,4 +811,41 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         "\($0),\(a.bytesByKind[$0.rawValue]),\(JSON.format(Double(a.bytesByKind[$0.rawValue]) / Double(total)))"
     }.joined(separator: "\n") + "\n"))
     return r
+}
+
+
+/// The end-of-run divergence check of a `fieldsync` run: for every station, the live readers that hold
+/// every change of that station any live reader holds must hold identical record state (compared by
+/// `FieldSyncAgent.recordDigests`). Returns the stations checked, the replicas compared and the
+/// stations whose complete replicas disagree (the CLI fails the run on any).
+public func divergence(_ sim: Simulation<FieldSyncAgent>) -> (domainsChecked: Int, replicasCompared: Int, diverged: [Int32]) {
+    let world = sim.context.world
+    let a = sim.agent
+    var digests: [NodeIndex: [Int32: (count: Int, sum: UInt64)]] = [:]
+    var checked = 0, compared = 0
+    var diverged: [Int32] = []
+    for d in 0..<world.domainCount {
+        let readers = world.readers[d].filter { !sim.isLost($0) }
+        guard readers.count > 1 else { continue }
+        var complete = Array(repeating: true, count: readers.count)
+        for c in sim.context.changes.byDomain[d] {
+            let held = readers.map { a.holds(c, at: $0) }
+            if held.contains(true) { for (i, h) in held.enumerated() where !h { complete[i] = false } }
+        }
+        let nodes = zip(readers, complete).filter(\.1).map(\.0)
+        guard nodes.count > 1 else { continue }
+        checked += 1
+        compared += nodes.count
+        var first: (count: Int, sum: UInt64)?
+        for n in nodes {
+            if digests[n] == nil { digests[n] = a.recordDigests(at: n) }
+            let v = digests[n]![Int32(d)] ?? (0, 0)
+            if let f = first {
+                if f != v { diverged.append(Int32(d)); break }
+            } else {
+                first = v
+            }
+        }
+    }
+    return (checked, compared, diverged)
 }

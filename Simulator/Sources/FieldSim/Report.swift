@@ -96,6 +96,9 @@ public struct RunReport {
         public var changes: Int
         /// Contacts that ran.
         public var contacts: Int
+        /// Stations whose complete replicas hold different record state at the end (agents with
+        /// record state only: the `fieldsync` agent; 0 otherwise).
+        public var divergedStations = 0
     }
 }
 

@@ -154,6 +154,9 @@ struct FieldSimCommand: ParsableCommand {
                 print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", wall)) s wall = \(String(format: "%.2f", Double(eventsProcessed) / wall / 1e6))M events/s, \(String(format: "%.1f", simDays / wall)) sim-days/s, peak RSS \(peakRSSMB()) MB")
                 print("[\(name)] wrote \(dir)/")
             }
+            if h.divergedStations > 0 {
+                throw SimFailure("[\(name)] replicas diverged: \(h.divergedStations) station(s) whose complete replicas hold different record state; reproduce: \(reproduce)")
+            }
             if !h.entitlementOK || h.oracle.violations > 0 {
                 throw SimFailure("invariant violated (\(h.entitlementOK ? "the agent beat the oracle" : "a node holds a change it may not carry")); reproduce: \(reproduce)")
             }
