@@ -7,7 +7,7 @@ import FieldSyncCrypto
 /// converged replicas share one copy. Values are unchanged; real nodes do not use it.
 public final class RecordInterner {
     private var latest: [RecordID: MemoryStore.RecordBox] = [:]
-    private var changes: [[UInt8]: MemoryStore.ChangeBox] = [:]
+    private var changes: [ChangeHashKey: MemoryStore.ChangeBox] = [:]
     /// Saves answered with an already held equal value.
     public private(set) var shared = 0
 
@@ -26,9 +26,10 @@ public final class RecordInterner {
 
     func intern(_ c: StoredChange) -> MemoryStore.ChangeBox {
         guard !c.bytes.isEmpty else { return MemoryStore.ChangeBox(c) }  // an evicted copy is this store's own
-        if let held = changes[c.hash], held.value.bytes == c.bytes { return held }
+        let key = ChangeHashKey(c.hash)
+        if let held = changes[key], held.value.bytes == c.bytes { return held }
         let box = MemoryStore.ChangeBox(c)
-        changes[c.hash] = box
+        changes[key] = box
         return box
     }
 }
@@ -52,12 +53,13 @@ public final class MemoryStore: SyncStore {
 
     struct State {
         var changes: [LogID: [UInt64: ChangeBox]] = [:]
-        var byHash: [[UInt8]: ChangeBox] = [:]
-        var evicted: Set<[UInt8]> = []
+        // Keyed by `ChangeHashKey` (hashes 8 bytes of the id; hashing a [UInt8] goes byte by byte).
+        var byHash: [ChangeHashKey: ChangeBox] = [:]
+        var evicted: Set<ChangeHashKey> = []
         var intervalsByLog: [LogID: HeldIntervals] = [:]
         var recordsByID: [RecordID: RecordBox] = [:]
         var touched: [RecordID: [[UInt8]]] = [:]
-        var openedHashes: Set<[UInt8]> = []
+        var openedHashes: Set<ChangeHashKey> = []
         var forkList: [ForkEvidence] = []
         var receipts: [LogID: UInt64] = [:]
         var certificates: [DeviceID: Certificate] = [:]
@@ -71,7 +73,7 @@ public final class MemoryStore: SyncStore {
     struct Tx: StoreTransaction {
         unowned let store: MemoryStore
         var changes: [LogID: [UInt64: StoredChange]] = [:]
-        var byHash: [[UInt8]: (LogID, UInt64)] = [:]
+        var byHash: [ChangeHashKey: (LogID, UInt64)] = [:]
         var evicted: [[UInt8]] = []
         var intervals: [LogID: HeldIntervals] = [:]
         var records: [RecordID: (Record, [[UInt8]])] = [:]
@@ -85,7 +87,10 @@ public final class MemoryStore: SyncStore {
         private var base: State { store.state }
 
         func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? { changes[log]?[seq] ?? base.changes[log]?[seq]?.value }
-        func holds(hash: [UInt8]) throws -> Bool { byHash[hash] != nil || base.byHash[hash] != nil }
+        func holds(hash: [UInt8]) throws -> Bool {
+            let key = ChangeHashKey(hash)
+            return byHash[key] != nil || base.byHash[key] != nil
+        }
         func intervals(_ log: LogID) throws -> HeldIntervals { intervals[log] ?? base.intervalsByLog[log] ?? HeldIntervals() }
         mutating func setIntervals(_ log: LogID, _ new: HeldIntervals) throws {
             heldBackDelta += Int(new.heldBack) - Int(try self.intervals(log).heldBack)
@@ -95,7 +100,7 @@ public final class MemoryStore: SyncStore {
         mutating func insert(_ change: StoredChange, opened isOpened: Bool) throws {
             if isOpened { opened.append(change.hash) }
             changes[change.log, default: [:]][change.seq] = change
-            byHash[change.hash] = (change.log, change.seq)
+            byHash[ChangeHashKey(change.hash)] = (change.log, change.seq)
             bytesDelta += change.bytes.count
         }
 
@@ -219,7 +224,7 @@ public final class MemoryStore: SyncStore {
     }
 
     public func history(of id: RecordID) throws -> [StoredChange] {
-        (state.touched[id] ?? []).compactMap { h in state.byHash[h].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
+        (state.touched[id] ?? []).compactMap { h in state.byHash[ChangeHashKey(h)].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 
@@ -227,7 +232,7 @@ public final class MemoryStore: SyncStore {
         state.changes.keys.sorted().filter { scope?.contains($0.scope) ?? true }.flatMap { log in
             state.changes[log]!.keys.sorted().compactMap { seq -> StoredChange? in
                 let c = state.changes[log]![seq]!.value
-                return state.openedHashes.contains(c.hash) || c.bytes.isEmpty ? nil : c
+                return state.openedHashes.contains(ChangeHashKey(c.hash)) || c.bytes.isEmpty ? nil : c
             }
         }
     }
@@ -265,16 +270,17 @@ extension MemoryStore.State {
             for (seq, c) in m {
                 let box = interner?.intern(c) ?? MemoryStore.ChangeBox(c)
                 changes[log, default: [:]][seq] = box
-                if tx.byHash[c.hash] != nil || byHash[c.hash] != nil { byHash[c.hash] = box }  // new, or evicted in place
+                let key = ChangeHashKey(c.hash)
+                if tx.byHash[key] != nil || byHash[key] != nil { byHash[key] = box }  // new, or evicted in place
             }
         }
-        evicted.formUnion(tx.evicted)
+        evicted.formUnion(tx.evicted.map(ChangeHashKey.init))
         for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
         for (id, (r, hashes)) in tx.records {
             recordsByID[id] = interner?.intern(r) ?? MemoryStore.RecordBox(r)
             for h in hashes where !(touched[id]?.contains(h) ?? false) { touched[id, default: []].append(h) }
         }
-        openedHashes.formUnion(tx.opened)
+        openedHashes.formUnion(tx.opened.map(ChangeHashKey.init))
         for f in tx.forks where !forkList.contains(where: { $0.conflicting.hash == f.conflicting.hash }) { forkList.append(f) }
         for (log, seq) in tx.receipts { receipts[log] = max(receipts[log] ?? 0, seq) }
         for c in tx.certificates where certificates[c.subject] == nil { certificates[c.subject] = c }
