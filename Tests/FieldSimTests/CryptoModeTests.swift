@@ -17,6 +17,18 @@ import Testing
 
     static func bytes(_ a: FieldSyncAgent, _ k: SessionFrameKind) -> Int64 { a.bytesByKind[k.rawValue] }
 
+    /// Every reader of every station holds the same record state for that station's scope.
+    static func expectIdenticalReaders(_ sim: Simulation<FieldSyncAgent>, sourceLocation: SourceLocation = #_sourceLocation) {
+        let world = sim.context.world
+        for d in 0..<world.domainCount {
+            let readers = world.readers[d]
+            let reference = sim.agent.recordState(at: readers[0], domain: Int32(d))
+            for n in readers {
+                #expect(sim.agent.recordState(at: n, domain: Int32(d)) == reference, "station \(d), node \(n)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
     /// Real, cached and stand-in crypto on the same small scenario: the same sessions, deliveries and
     /// latencies, byte-identical handshake, batch, ack and done traffic. Reconciliation bytes may differ
     /// by a few bytes in the stand-in: its sizes depend on SipHash keyed by the handshake hash, which
@@ -147,12 +159,7 @@ import Testing
         #expect(a.failures["badChange"] == nil, "a flipped bit never gets past the transport into a change")
         #expect(r.headline.missing == 0 && r.headline.deliveryProb == 1 && r.headline.convergence != nil)
         #expect(r.headline.oracle.violations == 0 && r.headline.entitlementOK)
-        let world = sim.context.world
-        for d in 0..<world.domainCount {
-            let readers = world.readers[d]
-            let reference = a.recordState(at: readers[0], domain: Int32(d))
-            for n in readers { #expect(a.recordState(at: n, domain: Int32(d)) == reference) }
-        }
+        CryptoModeTests.expectIdenticalReaders(sim)
         // Same seed, same faults, same outputs.
         let (again, _) = try Self.run(f, path: path, crypto: crypto)
         #expect(again.summary.render() == r.summary.render())
@@ -182,12 +189,7 @@ import Testing
         #expect(h.hqLatencyMedian < 1_000, "a change reaches HQ within a second at the median (wired links, live sessions)")
         #expect(sim.agent.sessionsStarted < 10_000 && sim.agent.duplicatesReceived == 0)
         #expect(r.headline.divergedStations == 0 && divergence(sim).domainsChecked == 202)
-        let world = sim.context.world
-        for d in 0..<world.domainCount {
-            let readers = world.readers[d]
-            let reference = sim.agent.recordState(at: readers[0], domain: Int32(d))
-            for n in readers { #expect(sim.agent.recordState(at: n, domain: Int32(d)) == reference) }
-        }
+        CryptoModeTests.expectIdenticalReaders(sim)
     }
 }
 
@@ -229,12 +231,7 @@ import Testing
         #expect(h.oracle.violations == 0 && h.bytes >= h.oracle.minimalBytes)
         #expect(h.entitlementOK)
         #expect(sim.agent.failures["badChange"] == nil)
-        let world = sim.context.world
-        for d in 0..<world.domainCount {
-            let readers = world.readers[d]
-            let reference = sim.agent.recordState(at: readers[0], domain: Int32(d))
-            for n in readers { #expect(sim.agent.recordState(at: n, domain: Int32(d)) == reference) }
-        }
+        CryptoModeTests.expectIdenticalReaders(sim)
     }
 }
 
