@@ -64,13 +64,8 @@ public final class NodeMetrics: Sendable {
     /// Counts one ended session with its traffic (for a session whose traffic was not reported as it grew).
     public func record(_ r: SessionResult) {
         recordEnd(r)
-        var t = SessionTraffic()
-        t.bytesIn = r.bytesIn
-        t.bytesOut = r.bytesOut
-        t.changesReceived = r.changesReceived
-        t.changesRefused = r.changesRefused
-        t.changesRejected = r.changesRejected
-        record(t)
+        record(SessionTraffic(bytesIn: r.bytesIn, bytesOut: r.bytesOut, changesReceived: r.changesReceived,
+                              changesRefused: r.changesRefused, changesRejected: r.changesRejected))
     }
 
     /// Counts one ended session by outcome and direction (its traffic is counted by `record(_: SessionTraffic)`).

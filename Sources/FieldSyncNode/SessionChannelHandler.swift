@@ -79,6 +79,15 @@ public struct SessionTraffic: Sendable, Equatable {
     /// No traffic.
     public init() {}
 
+    /// Traffic with these counters.
+    public init(bytesIn: Int, bytesOut: Int, changesReceived: Int, changesRefused: Int, changesRejected: Int) {
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
+        self.changesReceived = changesReceived
+        self.changesRefused = changesRefused
+        self.changesRejected = changesRejected
+    }
+
     /// Whether every counter is zero.
     public var isEmpty: Bool { self == SessionTraffic() }
 
@@ -298,12 +307,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func reportTraffic() {
-        var now = SessionTraffic()
-        now.bytesIn = result.bytesIn
-        now.bytesOut = result.bytesOut
-        now.changesReceived = session.changesReceived
-        now.changesRefused = session.changesRefused
-        now.changesRejected = result.changesRejected
+        let now = SessionTraffic(bytesIn: result.bytesIn, bytesOut: result.bytesOut, changesReceived: session.changesReceived,
+                                 changesRefused: session.changesRefused, changesRejected: result.changesRejected)
         let delta = now - reported
         guard !delta.isEmpty else { return }
         reported = now
