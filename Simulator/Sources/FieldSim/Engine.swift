@@ -407,10 +407,10 @@ public final class Simulation<Agent: SyncAgent> {
         guard slotEffective[i], slotGen[i] == gen else { return }
         let d = i * 2 + Int(side.rawValue)
         let lf = options.linkFaults
-        // Reordering: this frame goes behind the next one, if that one has left the sender already (its
-        // arrival is scheduled); this event then delivers nothing and one more arrival follows the next's.
-        // Frames are only ever delayed, never delivered early.
-        if lf.reorder > 0, dirHead[d] + 1 < dirQueue[d].count, dirQueue[d][dirHead[d] + 1].txEnd <= now,
+        // Reordering: this frame goes behind the next one, if that one has left the sender already (strictly
+        // before now, so its `txDone` ran and its arrival is scheduled); this event then delivers nothing
+        // and one more arrival follows the next's. Frames are only ever delayed, never delivered early.
+        if lf.reorder > 0, dirHead[d] + 1 < dirQueue[d].count, dirQueue[d][dirHead[d] + 1].txEnd < now,
            faultRandom.unit() < lf.reorder {
             dirQueue[d].swapAt(dirHead[d], dirHead[d] + 1)
             metrics.linkReordered += 1
