@@ -12,8 +12,9 @@ public struct ContactRecord: Sendable, Equatable {
 
 /// Options of a run that are not part of the scenario.
 /// Faults on every link, per frame that arrives: it is delivered twice, delivered behind the frame sent
-/// after it, or corrupted (one bit flipped for agents with real bytes; dropped for models). Draws come
-/// from their own stream (seeded from `seed`), so a run without link faults is unchanged by them.
+/// after it, or corrupted (`SyncAgent.corrupted`: one bit flipped for agents with real bytes; models
+/// get it intact, as TCP would resend it). Draws come from their own stream (seeded from `seed`), so a
+/// run without link faults is unchanged by them.
 public struct LinkFaults: Sendable, Equatable {
     /// Probability that a frame is delivered twice.
     public var duplicate = 0.0
