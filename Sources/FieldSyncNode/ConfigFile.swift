@@ -53,7 +53,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "store")
             path = try c.decode(String.self, forKey: AnyKey("path"))
-            syncMode = try c.decodeIfPresent(String.self, forKey: AnyKey("syncMode")) ?? "full"
+            syncMode = try c.value("syncMode", or: syncMode)
             maxFileBytes = try c.decodeIfPresent(Int.self, forKey: AnyKey("maxFileBytes"))
         }
     }
@@ -84,13 +84,13 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "sessions")
-            max = try c.decodeIfPresent(Int.self, forKey: AnyKey("max")) ?? 8
-            idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("idleTimeoutSeconds")) ?? 30
-            connectTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("connectTimeoutSeconds")) ?? 10
-            shutdownGraceSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("shutdownGraceSeconds")) ?? 10
-            live = try c.decodeIfPresent(Bool.self, forKey: AnyKey("live")) ?? true
-            maxLive = try c.decodeIfPresent(Int.self, forKey: AnyKey("maxLive")) ?? 64
-            refusedRetrySeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("refusedRetrySeconds")) ?? 600
+            max = try c.value("max", or: max)
+            idleTimeoutSeconds = try c.value("idleTimeoutSeconds", or: idleTimeoutSeconds)
+            connectTimeoutSeconds = try c.value("connectTimeoutSeconds", or: connectTimeoutSeconds)
+            shutdownGraceSeconds = try c.value("shutdownGraceSeconds", or: shutdownGraceSeconds)
+            live = try c.value("live", or: live)
+            maxLive = try c.value("maxLive", or: maxLive)
+            refusedRetrySeconds = try c.value("refusedRetrySeconds", or: refusedRetrySeconds)
         }
     }
 
@@ -113,11 +113,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "schedule")
-            resyncIntervalSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("resyncIntervalSeconds")) ?? 300
-            backoffMinMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("backoffMinMilliseconds")) ?? 1_000
-            backoffMaxMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("backoffMaxMilliseconds")) ?? 300_000
-            pushDebounceMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("pushDebounceMilliseconds")) ?? 250
-            pollIntervalMilliseconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("pollIntervalMilliseconds")) ?? 500
+            resyncIntervalSeconds = try c.value("resyncIntervalSeconds", or: resyncIntervalSeconds)
+            backoffMinMilliseconds = try c.value("backoffMinMilliseconds", or: backoffMinMilliseconds)
+            backoffMaxMilliseconds = try c.value("backoffMaxMilliseconds", or: backoffMaxMilliseconds)
+            pushDebounceMilliseconds = try c.value("pushDebounceMilliseconds", or: pushDebounceMilliseconds)
+            pollIntervalMilliseconds = try c.value("pollIntervalMilliseconds", or: pollIntervalMilliseconds)
         }
     }
 
@@ -148,8 +148,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "metrics")
-            enabled = try c.decodeIfPresent(Bool.self, forKey: AnyKey("enabled")) ?? false
-            listen = try c.decodeIfPresent(String.self, forKey: AnyKey("listen")) ?? "127.0.0.1:9464"
+            enabled = try c.value("enabled", or: enabled)
+            listen = try c.value("listen", or: listen)
         }
     }
 
@@ -173,11 +173,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "discovery")
-            enabled = try c.decodeIfPresent(Bool.self, forKey: AnyKey("enabled")) ?? false
-            port = try c.decodeIfPresent(Int.self, forKey: AnyKey("port")) ?? 7946
-            intervalSeconds = try c.decodeIfPresent(Int.self, forKey: AnyKey("intervalSeconds")) ?? 5
-            destination = try c.decodeIfPresent(String.self, forKey: AnyKey("destination")) ?? "255.255.255.255"
-            announce = try c.decodeIfPresent(Bool.self, forKey: AnyKey("announce")) ?? true
+            enabled = try c.value("enabled", or: enabled)
+            port = try c.value("port", or: port)
+            intervalSeconds = try c.value("intervalSeconds", or: intervalSeconds)
+            destination = try c.value("destination", or: destination)
+            announce = try c.value("announce", or: announce)
             secretFile = try c.decodeIfPresent(String.self, forKey: AnyKey("secretFile"))
         }
 
@@ -236,17 +236,17 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         let c = try strictContainer(decoder, allowed: Self.keys, section: nil)
         device = try c.decode(Device.self, forKey: AnyKey("device"))
         store = try c.decode(Store.self, forKey: AnyKey("store"))
-        epochKeyFiles = try c.decodeIfPresent([String].self, forKey: AnyKey("epochKeyFiles")) ?? []
-        listen = try c.decodeIfPresent(String.self, forKey: AnyKey("listen")) ?? "0.0.0.0:7000"
-        network = try c.decodeIfPresent(String.self, forKey: AnyKey("network")) ?? "longnan-police"
-        peers = try c.decodeIfPresent([String].self, forKey: AnyKey("peers")) ?? []
-        sessions = try c.decodeIfPresent(Sessions.self, forKey: AnyKey("sessions")) ?? Sessions()
-        schedule = try c.decodeIfPresent(Schedule.self, forKey: AnyKey("schedule")) ?? Schedule()
-        relay = try c.decodeIfPresent(Relay.self, forKey: AnyKey("relay")) ?? Relay()
-        metrics = try c.decodeIfPresent(Metrics.self, forKey: AnyKey("metrics")) ?? Metrics()
-        logLevel = try c.decodeIfPresent(String.self, forKey: AnyKey("logLevel")) ?? "info"
+        epochKeyFiles = try c.value("epochKeyFiles", or: epochKeyFiles)
+        listen = try c.value("listen", or: listen)
+        network = try c.value("network", or: network)
+        peers = try c.value("peers", or: peers)
+        sessions = try c.value("sessions", or: sessions)
+        schedule = try c.value("schedule", or: schedule)
+        relay = try c.value("relay", or: relay)
+        metrics = try c.value("metrics", or: metrics)
+        logLevel = try c.value("logLevel", or: logLevel)
         statusFile = try c.decodeIfPresent(String.self, forKey: AnyKey("statusFile"))
-        discovery = try c.decodeIfPresent(Discovery.self, forKey: AnyKey("discovery")) ?? Discovery()
+        discovery = try c.value("discovery", or: discovery)
     }
 
     /// The status file path in force.
@@ -465,6 +465,14 @@ struct AnyKey: CodingKey {
 }
 
 /// A keyed container that refuses keys outside `allowed`.
+extension KeyedDecodingContainer where Key == AnyKey {
+    /// The value at `key`, or `current` when the key is absent: call it with the property itself, whose
+    /// declaration holds the documented default (one place for each default).
+    fileprivate func value<T: Decodable>(_ key: String, or current: T) throws -> T {
+        try decodeIfPresent(T.self, forKey: AnyKey(key)) ?? current
+    }
+}
+
 private func strictContainer(_ decoder: any Decoder, allowed: Set<String>, section: String?) throws -> KeyedDecodingContainer<AnyKey> {
     let c = try decoder.container(keyedBy: AnyKey.self)
     if let unknown = c.allKeys.map(\.stringValue).filter({ !allowed.contains($0) }).sorted().first {

@@ -7,18 +7,10 @@ import Testing
 /// Live mode (Protocols/sync.md §4.1): a session both sides asked to keep open carries later changes
 /// through `push`, without a new handshake or reconciliation.
 @Suite struct LiveSessionTests {
+    /// A session pair asking for live mode on both sides unless told otherwise.
     static func connect(_ x: Replicator, _ y: Replicator, liveA: Bool = true, liveB: Bool = true, seed: UInt64 = 1) -> SessionTests.Link {
-        var g = SplitMix64(seed: seed)
-        func config(_ live: Bool) -> SessionConfiguration {
-            var c = SessionConfiguration(network: SessionTests.net, salt: (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) })
-            c.live = live
-            return c
-        }
-        return SessionTests.Link(a: SyncSession(initiator: true, replicator: x, configuration: config(liveA), now: SessionTests.now),
-                                 b: SyncSession(initiator: false, replicator: y, configuration: config(liveB), now: SessionTests.now))
+        SessionTests.connect(x, y, seed: seed, live: (liveA, liveB))
     }
-
-    static func kinds(_ s: SyncSession) -> [Int] { s.bytesSent }
 
     @Test func liveSessionCarriesLaterChangesBothWays() throws {
         var pki = TestPKI()

@@ -15,11 +15,16 @@ import Testing
         var bytesAB = 0, bytesBA = 0
     }
 
-    static func connect(_ x: Replicator, _ y: Replicator, seed: UInt64 = 1) -> Link {
+    /// A session pair, `x` initiating; `live` asks for live mode on either side (Protocols/sync.md 4.1).
+    static func connect(_ x: Replicator, _ y: Replicator, seed: UInt64 = 1, live: (a: Bool, b: Bool) = (false, false)) -> Link {
         var g = SplitMix64(seed: seed)
-        let salt = { (g: inout SplitMix64) in (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) } }
-        let a = SyncSession(initiator: true, replicator: x, configuration: SessionConfiguration(network: net, salt: salt(&g)), now: now)
-        let b = SyncSession(initiator: false, replicator: y, configuration: SessionConfiguration(network: net, salt: salt(&g)), now: now)
+        func config(_ live: Bool) -> SessionConfiguration {
+            var c = SessionConfiguration(network: net, salt: (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) })
+            c.live = live
+            return c
+        }
+        let a = SyncSession(initiator: true, replicator: x, configuration: config(live.a), now: now)
+        let b = SyncSession(initiator: false, replicator: y, configuration: config(live.b), now: now)
         return Link(a: a, b: b)
     }
 

@@ -403,17 +403,13 @@ public final class FieldSyncAgent: SyncAgent {
         guard let a = sessions[s][0], let b = sessions[s][1] else { return }
         let over = { (x: SyncSession) in x.isFinished || x.hasFailed }
         guard over(a), over(b) else { return }
-        tally(a, b, cut: false)
+        tally(a, b)
         sessions[s] = [nil, nil]
         armRetry(link, now: now, effects: &effects)
         if a.hasFailed || b.hasFailed {
             // Reconnect after a pause (not at once: the same fault could fail it again in a tight loop).
-            let at = now + Self.reconnectDelay
             failureRetry[s] = true
-            if timerAt[s].map({ at < $0 }) ?? true {
-                timerAt[s] = at
-                effects.setTimer(link, at: at)
-            }
+            setRetryTimer(link, at: now + Self.reconnectDelay, effects: &effects)
         } else if dirty[s] {
             startSessions(link, now: now, effects: &effects)
         }
@@ -425,14 +421,29 @@ public final class FieldSyncAgent: SyncAgent {
         let s = Int(link.slot)
         guard let t = deferred[s] else { return }
         deferred[s] = nil
-        let at = max(t, now + Self.deferredRetry)
-        if timerAt[s].map({ at < $0 }) ?? true {
-            timerAt[s] = at
-            effects.setTimer(link, at: at)
-        }
+        setRetryTimer(link, at: max(t, now + Self.deferredRetry), effects: &effects)
     }
 
-    private func tally(_ a: SyncSession, _ b: SyncSession, cut: Bool) {
+    /// Sets the contact's retry timer for `at` unless an earlier one is pending (one per contact).
+    private func setRetryTimer(_ link: LinkHandle, at: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard timerAt[s].map({ at < $0 }) ?? true else { return }
+        timerAt[s] = at
+        effects.setTimer(link, at: at)
+    }
+
+    /// Closes both sessions on slot `s` (each side sees its connection close) and counts the pair.
+    private func closePair(_ s: Int) {
+        guard let a = sessions[s][0], let b = sessions[s][1] else { return }
+        a.connectionClosed()
+        b.connectionClosed()
+        while a.pollEvent() != nil {}
+        while b.pollEvent() != nil {}
+        tally(a, b)
+        sessions[s] = [nil, nil]
+    }
+
+    private func tally(_ a: SyncSession, _ b: SyncSession) {
         if a.isFinished && b.isFinished {
             sessionsFinished += 1
             return
@@ -533,14 +544,7 @@ public final class FieldSyncAgent: SyncAgent {
             let n = min(c.bytesSent, c.message.bytes.count - 1)
             if n > 0 { sess.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now)) }
         }
-        if let a = sessions[s][0], let b = sessions[s][1] {
-            a.connectionClosed()
-            b.connectionClosed()
-            while a.pollEvent() != nil {}
-            while b.pollEvent() != nil {}
-            tally(a, b, cut: true)
-        }
-        sessions[s] = [nil, nil]
+        closePair(s)
         links[s] = nil
         dirty[s] = false
         deferred[s] = nil
@@ -623,16 +627,10 @@ public final class FieldSyncAgent: SyncAgent {
         if let a = sessions[s][0], let b = sessions[s][1], a.isLive || b.isLive {
             // Refused changes are offered again by a new reconciliation: close the live pair once idle.
             guard a.isIdle, b.isIdle else {
-                timerAt[s] = now + 1_000
-                effects.setTimer(link, at: now + 1_000)
+                setRetryTimer(link, at: now + 1_000, effects: &effects)
                 return
             }
-            a.connectionClosed()
-            b.connectionClosed()
-            while a.pollEvent() != nil {}
-            while b.pollEvent() != nil {}
-            tally(a, b, cut: false)
-            sessions[s] = [nil, nil]
+            closePair(s)
         }
         if failureRetry[s] {
             failureRetry[s] = false
