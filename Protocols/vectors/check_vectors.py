@@ -140,6 +140,30 @@ def main():
     ctl = parse_change(h(chg["control"]["change"]))
     author.verify(ctl["sig"], dh("fieldsync/v1/change", ctl["unsigned"], 64))
     assert ctl["prev"].hex() == chg["sealed"]["id"] and ctl["payload"].hex() == chg["control"]["payloadIsRevocation"]
+
+    # Fork proofs (change.md section 6): two length-prefixed changes by one author, both signed.
+    def fork_proof(b):
+        r = Reader(b)
+        assert r.u8() == 1 and r.u8() == 1
+        first = r.raw(r.varint()); second = r.raw(r.varint())
+        assert r.o == len(b)
+        return first, second
+
+    def change_id(b):
+        return hashlib.blake2b(b, digest_size=32).digest()
+
+    a, b = fork_proof(h(chg["fork"]["proof"]))
+    pa, pb = parse_change(a), parse_change(b)
+    for p in (pa, pb):
+        author.verify(p["sig"], dh("fieldsync/v1/change", p["unsigned"], 64))
+    assert pa["author"] == pb["author"] and pa["scope"] == pb["scope"] and pa["seq"] == pb["seq"]
+    assert change_id(a) < change_id(b), "position proof: smaller id first"
+    a, b = fork_proof(h(chg["chainFork"]["proof"]))
+    pa, pb = parse_change(a), parse_change(b)
+    for p in (pa, pb):
+        author.verify(p["sig"], dh("fieldsync/v1/change", p["unsigned"], 64))
+    assert pa["author"] == pb["author"] and pa["scope"] == pb["scope"] and pb["seq"] == pa["seq"] + 1
+    assert pb["prev"] != change_id(a), "chain proof: the second does not follow the first"
     print("identity.json and change.json: all signatures, hashes and AEAD openings check out")
 
 

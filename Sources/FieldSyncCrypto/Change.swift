@@ -545,23 +545,55 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     }
 }
 
-/// Proof that an author signed two different changes at the same position of one log: same author,
-/// scope and seq, different ids. It verifies on its own (both signatures) and can be stored and shown.
+/// Proof that an author equivocated in one log: two changes it signed that no single append-only log
+/// can hold. Two shapes (Protocols/change.md §6):
+/// - **position**: same author, scope and seq, different ids;
+/// - **chain**: same author and scope, seqs `n` and `n + 1`, and the second's `prevHash` is not the
+///   first's id (the author signed another change at `n`, or a successor of nothing it wrote).
+/// It verifies on its own (both signatures) and can be stored, shown and sent to peers.
 public struct ForkProof: Hashable, Sendable, CanonicalCodable, CustomStringConvertible {
-    /// The change with the smaller id (canonical order).
+    /// The shape of a proof.
+    public enum Kind: String, Sendable, Hashable {
+        /// Two changes at one position.
+        case position
+        /// A change and a successor that names another predecessor.
+        case chain
+    }
+
+    /// Position proofs: the change with the smaller id (canonical order). Chain proofs: the change at `n`.
     public let first: Change
-    /// The change with the larger id.
+    /// Position proofs: the change with the larger id. Chain proofs: the change at `n + 1`.
     public let second: Change
 
-    /// Builds a proof from two changes of the same (author, scope, seq) with different ids.
+    /// Which shape the proof has.
+    public var kind: Kind { first.header.seq == second.header.seq ? .position : .chain }
+    /// The author.
+    public var author: DeviceID { first.header.author }
+    /// The scope of the forked log.
+    public var scope: Scope { first.header.scope }
+    /// The lowest seq at which the two branches provably differ (`first`'s seq).
+    public var seq: UInt64 { first.header.seq }
+
+    /// Builds a proof from two changes of one log that no single chain can hold: the same seq with
+    /// different ids, or seqs `n` and `n + 1` where the later one's `prevHash` is not the earlier one's id.
+    /// Either order of the arguments is accepted.
     /// - Throws: `ChangeError.notAFork` otherwise.
     public init(_ a: Change, _ b: Change) throws(ChangeError) {
-        guard a.header.author == b.header.author, a.header.scope == b.header.scope, a.header.seq == b.header.seq else {
-            throw ChangeError(.notAFork, "the changes are in different logs or positions")
+        guard a.header.author == b.header.author, a.header.scope == b.header.scope else {
+            throw ChangeError(.notAFork, "the changes are in different logs")
         }
-        let ia = a.id, ib = b.id
-        guard ia != ib else { throw ChangeError(.notAFork, "the same change twice") }
-        (first, second) = ia.lexicographicallyPrecedes(ib) ? (a, b) : (b, a)
+        let sa = a.header.seq, sb = b.header.seq
+        if sa == sb {
+            let ia = a.id, ib = b.id
+            guard ia != ib else { throw ChangeError(.notAFork, "the same change twice") }
+            (first, second) = ia.lexicographicallyPrecedes(ib) ? (a, b) : (b, a)
+        } else if sa &+ 1 == sb || sb &+ 1 == sa {
+            let (lo, hi) = sa < sb ? (a, b) : (b, a)
+            guard hi.header.prevHash != lo.id else { throw ChangeError(.notAFork, "seq \(hi.header.seq) follows seq \(lo.header.seq)") }
+            (first, second) = (lo, hi)
+        } else {
+            throw ChangeError(.notAFork, "seqs \(sa) and \(sb) are neither equal nor adjacent")
+        }
     }
 
     /// Checks both changes against the author's certificate (revocation is not applied: a fork stays
@@ -572,9 +604,15 @@ public struct ForkProof: Hashable, Sendable, CanonicalCodable, CustomStringConve
         try second.verify(authorCertificate: authorCertificate, trust: trust, now: now, checkRevocation: false)
     }
 
-    /// `fork by A in S at seq N: id1 vs id2`.
+    /// `fork by A in S at seq N: id1 vs id2` (position) or `fork by A in S after seq N: id1 not
+    /// followed by id2` (chain).
     public var description: String {
-        "fork by \(first.header.author) in \(first.header.scope) at seq \(first.header.seq): \(Hex.encode(first.id)) vs \(Hex.encode(second.id))"
+        switch kind {
+        case .position:
+            "fork by \(author) in \(scope) at seq \(seq): \(Hex.encode(first.id)) vs \(Hex.encode(second.id))"
+        case .chain:
+            "fork by \(author) in \(scope) after seq \(seq): \(Hex.encode(first.id)) is not the predecessor of \(Hex.encode(second.id))"
+        }
     }
 
     /// version, suite, then each change length-prefixed.
@@ -585,7 +623,8 @@ public struct ForkProof: Hashable, Sendable, CanonicalCodable, CustomStringConve
         w.writeBytes(second.canonicalBytes)
     }
 
-    /// Reads a proof and re-checks that it is a fork in canonical order.
+    /// Reads a proof and re-checks that it is a fork in canonical order (position proofs: smaller id
+    /// first; chain proofs: lower seq first).
     public init(from r: inout ByteReader) throws(DecodingError) {
         try readVersionAndSuite(&r)
         let at = r.offset

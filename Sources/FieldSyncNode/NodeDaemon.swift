@@ -359,6 +359,7 @@ public final class NodeDaemon: Sendable {
             metrics.heldBack.record(report.store.heldBack)
             metrics.pendingToHQ.record(Int(report.pendingToHQ))
             metrics.storeBytes.record(report.store.changeBytes)
+            metrics.forks.record(report.store.forks)
         } catch {
             logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
         }

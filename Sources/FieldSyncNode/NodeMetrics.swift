@@ -34,6 +34,8 @@ public final class NodeMetrics: Sendable {
     public let pendingToHQ: CoreMetrics.Gauge
     /// Bytes of changes stored.
     public let storeBytes: CoreMetrics.Gauge
+    /// Fork proofs the store holds (`fieldsync forks` lists them).
+    public let forks: CoreMetrics.Gauge
     /// Known peers.
     public let peers: CoreMetrics.Gauge
 
@@ -58,6 +60,7 @@ public final class NodeMetrics: Sendable {
         heldBack = CoreMetrics.Gauge(label: "fieldsync_changes_held_back", factory: factory)
         pendingToHQ = CoreMetrics.Gauge(label: "fieldsync_pending_to_hq", factory: factory)
         storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
+        forks = CoreMetrics.Gauge(label: "fieldsync_forks", factory: factory)
         peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
     }
 

@@ -34,6 +34,9 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var changesRejected = 0
     /// Changes the peer sent that verified but the store refused (relay quota full, too many held back).
     public var changesRefused = 0
+    /// Fork evidence this node recorded in the session (`SyncSession.forksDetected`), and changes it
+    /// refused as contradicting a log it holds (`SyncSession.changesForked`).
+    public var forksDetected = 0, changesForked = 0
     /// The peer's socket address as seen by this node (for an incoming session, its ephemeral port).
     public var remoteAddress: String?
     /// Bytes read from and written to the socket.
@@ -62,9 +65,10 @@ public struct SessionResult: Sendable, CustomStringConvertible {
         case let .failed(why): how = "failed: \(why)"
         }
         let refused = changesRefused > 0 ? ", refused \(changesRefused) (store full)" : ""
+        let forks = forksDetected > 0 || changesForked > 0 ? ", FORK: \(forksDetected) new proof(s), \(changesForked) change(s) of another branch refused" : ""
         let live = liveSince == nil ? "" : " (live, \(pushes) push(es))"
         return "\(initiator ? "to" : "from") \(who): \(how)\(live); sent \(changesSent) (acked \(changesAcknowledged)), "
-            + "received \(changesReceived), rejected \(changesRejected)\(refused); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
+            + "received \(changesReceived), rejected \(changesRejected)\(refused)\(forks); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
     }
 }
 
@@ -369,6 +373,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         result.changesAcknowledged = session.changesAcknowledged
         result.changesReceived = session.changesReceived
         result.changesRefused = session.changesRefused
+        result.forksDetected = session.forksDetected
+        result.changesForked = session.changesForked
         result.durationMilliseconds = clock() &- started
         result.outcome = session.isFinished ? .finished : .failed(failure ?? "connection closed before the session finished")
         reportTraffic()
@@ -394,7 +400,11 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             meta["sync.live.pushes"] = .stringConvertible(result.pushes)
         }
         if let why = closeWhenIdleReason, result.isFinished { meta["sync.closed"] = .string(why) }
-        if result.changesRefused > 0 {
+        if result.forksDetected > 0 || result.changesForked > 0 {
+            meta["sync.forks.detected"] = .stringConvertible(result.forksDetected)
+            meta["sync.changes.forked"] = .stringConvertible(result.changesForked)
+            logger.warning("fork: an author signed two branches of one log (fieldsync forks lists the proofs)", metadata: meta)
+        } else if result.changesRefused > 0 {
             logger.warning("store refused changes: quota or held-back limit reached", metadata: meta)
         } else {
             logger.info(result.isFinished ? "session finished" : "session failed", metadata: meta)

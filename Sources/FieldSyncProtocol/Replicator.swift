@@ -177,6 +177,12 @@ public final class Replicator {
     /// A verification cache shared with other replicators in the same process (simulators only; nil,
     /// the default, verifies everything here). Outcomes are the same either way (`VerificationCache`).
     public var verificationCache: VerificationCache?
+    /// Where this device's own log heads are kept outside the store, so that a store restored from an
+    /// older copy never makes it reuse a seq (attack case 48; `OwnHeadGuard`). Nil: the store alone.
+    public var headGuard: (any OwnHeadGuard)?
+    /// Fork evidence this replicator's commits recorded since it was created (from changes or proofs):
+    /// a session compares it to know when to send newly learned proofs on a live session.
+    public private(set) var forksRecorded = 0
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,
@@ -341,10 +347,7 @@ public final class Replicator {
             for (g, key) in zip(groups, keysByGroup) {
                 let log = LogID(author: identity.id, scope: g.scope)
                 let head: (seq: UInt64, hash: [UInt8])
-                if let h = heads[log] { head = h } else {
-                    let seq = try store.holdings(of: log).ranges.last?.upperBound ?? 0
-                    head = (seq, seq == 0 ? Change.zeroHash : try store.change(log, seq: seq).map(\.hash) ?? Change.zeroHash)
-                }
+                if let h = heads[log] { head = h } else { head = try ownHead(log, now: now) }
                 let hlc = try clock.now(wall: now)
                 let change = try Change.seal(author: identity.signingKey, scope: g.scope, seq: head.seq + 1, prevHash: head.hash, hlc: hlc,
                                              priority: g.priority, payload: ChangeBody(edits: g.edits).canonicalBytes, readers: [key],
@@ -360,6 +363,7 @@ public final class Replicator {
         guard report.outcomes.allSatisfy({ $0 == .accepted }), report.commit.inserted == changes.count else {
             throw WriteError("own changes not stored: \(report.outcomes), \(report.commit)")
         }
+        try advanceGuard(changes)
         return changes
     }
 
@@ -383,6 +387,10 @@ public final class Replicator {
             // Our own writes are adopted whatever the drift: going below them would reorder our own edits.
             clock = HybridLogicalClock(maxDriftMilliseconds: clock.maxDriftMilliseconds, last: c.hlc)
         }
+        // So are those the guard remembers beyond an older store copy.
+        for head in try headGuard?.heads() ?? [:] where head.key.author == identity.id && head.value.hlc > clock.last {
+            clock = HybridLogicalClock(maxDriftMilliseconds: clock.maxDriftMilliseconds, last: head.value.hlc)
+        }
     }
 
     /// Authors a control change (key grant, revocation, receipt) with a clear payload.
@@ -397,16 +405,67 @@ public final class Replicator {
 
     private func append(contentType: ContentType, scope: Scope, priority: Priority, hlc: HLCTimestamp, now: UInt64,
                         _ make: (UInt64, [UInt8]) throws -> Change) throws -> Change {
-        let log = LogID(author: identity.id, scope: scope)
-        let held = try store.holdings(of: log)
-        let seq = (held.ranges.last?.upperBound ?? 0) + 1
-        let prev = seq == 1 ? Change.zeroHash : try store.change(log, seq: seq - 1).map(\.hash) ?? Change.zeroHash
-        let change = try make(seq, prev)
+        let head = try ownHead(LogID(author: identity.id, scope: scope), now: now)
+        let change = try make(head.seq + 1, head.hash)
         let report = try ingest([change], now: now)
         guard report.outcomes == [.accepted], report.commit.inserted == 1 else {
             throw WriteError("own change not stored: \(report.outcomes), \(report.commit)")
         }
+        try advanceGuard([change])
         return change
+    }
+
+    /// The head the next own change of `log` follows: the store's highest held change, or the guard's
+    /// when the guard is ahead (the store is an older copy: the next change continues the chain after
+    /// the guard's head, and the seqs in between come back from peers).
+    /// - Throws: `WriteError` when the store and the guard disagree on a change at the same seq (this
+    ///   device's log is already forked, or the store or guard belongs to another history).
+    private func ownHead(_ log: LogID, now: UInt64) throws -> (seq: UInt64, hash: [UInt8]) {
+        let seq = try store.holdings(of: log).ranges.last?.upperBound ?? 0
+        let hash = seq == 0 ? Change.zeroHash : try store.hash(log, seq: seq) ?? Change.zeroHash
+        guard let guardHead = try headGuard?.head(of: log) else { return (seq, hash) }
+        if guardHead.seq > seq {
+            observe(guardHead.hlc, now: now)  // never write a timestamp below one written before the restore
+            return (guardHead.seq, guardHead.hash)
+        }
+        if let held = try store.hash(log, seq: guardHead.seq), held != guardHead.hash {
+            throw WriteError("""
+                this store's change \(log.scope)#\(guardHead.seq) is not the one this device wrote there (seq guard); \
+                writing would fork this device's log. The store or the guard was replaced: see docs/node.md, "Restoring a device"
+                """)
+        }
+        return (seq, hash)
+    }
+
+    /// Records the new heads in the guard. Runs after the store commit: if the process dies in
+    /// between, the guard is one change behind a store that is ahead of it, which `ownHead` handles.
+    private func advanceGuard(_ changes: [Change]) throws {
+        guard let headGuard else { return }
+        var heads: [LogID: OwnHead] = [:]
+        for c in changes {
+            let log = LogID(author: c.header.author, scope: c.header.scope)
+            if (heads[log]?.seq ?? 0) < c.header.seq { heads[log] = OwnHead(seq: c.header.seq, hash: c.id, hlc: c.header.hlc) }
+        }
+        do { try headGuard.advance(heads) } catch {
+            throw WriteError("the change is stored but the seq guard could not be updated (\(error)); fix the guard file before writing again")
+        }
+    }
+
+    /// Brings the guard up to the store's own heads where the store is ahead of it (a guard created after
+    /// the store, or a process that died between a commit and the guard update). Call once after
+    /// opening a store, with the restore calls; the write path does the same check per log.
+    /// - Returns: how many log heads were raised.
+    /// - Throws: store errors, the guard's errors.
+    @discardableResult
+    public func syncHeadGuard() throws -> Int {
+        guard let headGuard else { return 0 }
+        var heads: [LogID: OwnHead] = [:]
+        for (log, held) in try store.holdings() where log.author == identity.id {
+            guard let top = held.ranges.last?.upperBound, let c = try store.change(log, seq: top) else { continue }
+            if (try headGuard.head(of: log)?.seq ?? 0) < top { heads[log] = OwnHead(seq: top, hash: c.hash, hlc: c.hlc) }
+        }
+        if !heads.isEmpty { try headGuard.advance(heads) }
+        return heads.count
     }
 
     // MARK: Ingesting
@@ -485,6 +544,7 @@ public final class Replicator {
             }
         }
         report.commit = try store.commit(batch)
+        forksRecorded += report.commit.forksRecorded
         keptCertificates.formUnion(batch.certificates.map(\.subject))
         for k in newKeys where !(keys[k.scope]?.contains { $0.epoch == k.epoch } ?? false) {
             addKey(k)
@@ -522,6 +582,35 @@ public final class Replicator {
         }
         if !batch.opened.isEmpty { _ = try store.commit(batch) }
         return merged
+    }
+
+    // MARK: Forks
+
+    /// Verifies a fork proof a peer sent (both changes against the author's certificate; revocation is
+    /// not applied, a fork stays provable) and records it. The evidence names the change this store
+    /// holds, if it holds one of the two, as kept.
+    /// - Parameters:
+    ///   - proof: the proof.
+    ///   - certificates: certificates the peer sent along (the author's).
+    ///   - now: the wall clock, ms since the Unix epoch.
+    /// - Returns: `.accepted` if it verified (recorded, or already known or over the per-log bound: see
+    ///   `forksRecorded`), `.unknownAuthor`, or `.rejected`.
+    /// - Throws: only store errors.
+    public func ingest(forkProof proof: ForkProof, certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestOutcome {
+        if !incoming.isEmpty { learn(certificates: incoming, now: now) }
+        guard let cert = certificates[proof.author]?.certificate else { return .unknownAuthor }
+        do { try proof.verify(authorCertificate: cert, trust: trust, now: now) } catch {
+            return .rejected(error.code, error.description)
+        }
+        let a = StoredChange(proof.first), b = StoredChange(proof.second)
+        let heldB = try store.hash(b.log, seq: b.seq) == b.hash
+        let evidence = heldB ? ForkEvidence(kept: b, conflicting: a) : ForkEvidence(kept: a, conflicting: b)
+        var batch = CommitBatch(forks: [evidence])
+        if !keptCertificates.contains(cert.subject) { batch.certificates = [cert] }
+        let report = try store.commit(batch)
+        keptCertificates.insert(cert.subject)
+        forksRecorded += report.forksRecorded
+        return .accepted
     }
 
     // MARK: Audit

@@ -166,6 +166,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         m.registerMigration("v3-certificates") { db in
             try db.execute(sql: "CREATE TABLE certificates(subject BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL) WITHOUT ROWID")
         }
+        // Fork proofs are looked up per log on ingest (is this log forked?) and by the CLI: index them by
+        // position. The table itself is unchanged: a chain fork's two changes fit its columns too.
+        m.registerMigration("v4-fork-index") { db in
+            try db.execute(sql: "CREATE INDEX forks_log ON forks(author, scope, seq)")
+        }
         return m
     }
 
@@ -347,12 +352,23 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     public func forks() throws -> [ForkEvidence] {
         try io {
             try db.read { db in
-                try Row.fetchAll(db, sql: "SELECT kept, conflicting FROM forks ORDER BY author, scope, seq").map { row in
-                    let kept = try StoredChange(canonicalBytes: [UInt8](row["kept"] as Data))
-                    let other = try StoredChange(canonicalBytes: [UInt8](row["conflicting"] as Data))
-                    return ForkEvidence(log: kept.log, seq: kept.seq, kept: kept, conflicting: other)
-                }
+                try Row.fetchAll(db, sql: "SELECT seq, kept, conflicting FROM forks ORDER BY author, scope, seq, conflicting_hash")
+                    .map(Self.fork)
             }
+        }
+    }
+
+    public func forks(of log: LogID) throws -> [ForkEvidence] {
+        try io { try db.read { db in try Tx(db: db, store: self).forks(of: log) } }
+    }
+
+    static func fork(_ row: Row) throws -> ForkEvidence {
+        do {
+            let kept = try StoredChange(canonicalBytes: [UInt8](row["kept"] as Data))
+            let other = try StoredChange(canonicalBytes: [UInt8](row["conflicting"] as Data))
+            return ForkEvidence(log: kept.log, seq: UInt64(row["seq"] as Int64), kept: kept, conflicting: other)
+        } catch {
+            throw StoreError(.badDatabase, "a fork proof does not decode (\(error)); restore the store from a peer or a backup")
         }
     }
 
@@ -556,6 +572,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT OR IGNORE INTO forks(conflicting_hash, author, scope, seq, kept, conflicting) VALUES (?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [Data(f.conflicting.hash)] + logArgs(f.log) + [Int64(bitPattern: f.seq),
                     Data(f.kept.canonicalBytes), Data(f.conflicting.canonicalBytes)])
+        }
+
+        func forks(of log: LogID) throws -> [ForkEvidence] {
+            try Row.fetchAll(statement("SELECT seq, kept, conflicting FROM forks WHERE author = ? AND scope = ? ORDER BY seq, conflicting_hash"),
+                             arguments: logArgs(log)).map(SQLiteStore.fork)
         }
 
         mutating func keepCertificate(_ certificate: Certificate) throws {

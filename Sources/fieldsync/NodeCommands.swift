@@ -65,6 +65,10 @@ struct ReplicatorSpec: Sendable {
         // holds (it forwards them with their changes), and the keys granted and revocations learned.
         try replicator.restoreCertificates(now: wallClockMilliseconds())
         try replicator.restoreControlState(now: wallClockMilliseconds())
+        // The seq guard (attack case 48) lives with the keystore, apart from the store: a store restored
+        // from an older copy then continues this device's logs instead of reusing seqs.
+        replicator.headGuard = SeqGuardFile(path: dir + "/" + SeqGuardFile.defaultName, device: identity.id)
+        try replicator.syncHeadGuard()
         return replicator
     }
 }

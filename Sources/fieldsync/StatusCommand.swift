@@ -44,7 +44,8 @@ struct StatusCommand: AsyncParsableCommand {
                 "device": r.identity.id.description, "role": r.identity.certificate.role.description,
                 "store": ["path": c.store.path, "changes": report.store.changes, "bytes": report.store.changeBytes,
                           "heldBack": report.store.heldBack, "unopened": report.store.unopened, "records": report.store.records,
-                          "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted],
+                          "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted,
+                          "forks": report.store.forks],
                 "pendingToHQ": report.pendingToHQ,
                 "logs": report.logs.map { l in
                     ["author": l.log.author.description, "scope": l.log.scope.path, "frontier": l.frontier, "heldBack": l.heldBack,
@@ -91,6 +92,7 @@ struct StatusCommand: AsyncParsableCommand {
         let s = report.store
         print("store: \(s.changes) change(s), \(s.changeBytes) bytes\(s.limits.quotaBytes.map { " of quota \($0)" } ?? ""), "
             + "\(s.records) record(s), \(s.unopened) unopened, \(s.heldBack) held back behind gaps")
+        if s.forks > 0 { print("FORKS: \(s.forks) fork proof(s): `fieldsync forks` lists the flagged authors (docs/node.md, \"Forks\")") }
         print("logs (frontier = highest seq held from 1; HQ receipted):")
         for l in report.logs {
             let held = l.heldBack > 0 ? ", \(l.heldBack) held back" : ""

@@ -118,6 +118,7 @@ enum Vectors {
                                   priority: .normal, payload: Array("a different first change".utf8), readers: [epochKey], archive: nil,
                                   randomness: SealingRandomness(dataKey: dataKey, payloadNonce: payloadNonce, slotNonces: [slotNonce], archiveSeed: nil))
         let fork = try ForkProof(c1, c1b)
+        let chainFork = try ForkProof(c2, c1b)  // c2 follows c1, not c1b: a chain proof
         let hh = c1.header.hash
         return [
             "description": "FieldSync change vectors (Protocols/change.md). Keys and certificates come from identity.json.",
@@ -133,6 +134,7 @@ enum Vectors {
             ],
             "control": ["change": h(c2.canonicalBytes), "id": h(c2.id), "prevHash": h(c1.id), "payloadIsRevocation": h(rev.canonicalBytes)],
             "fork": ["second": h(c1b.canonicalBytes), "proof": h(fork.canonicalBytes)],
+            "chainFork": ["proof": h(chainFork.canonicalBytes), "note": "control change (seq 2, prevHash = id of sealed.change) after fork.second (seq 1)"],
             "verifyAt": notBefore + 200_000,
         ]
     }
@@ -196,5 +198,9 @@ enum Vectors {
         #expect(c2.header.prevHash == c1.id)
         let fork = try ForkProof(canonicalBytes: bytes(ch, "fork", "proof"))
         try fork.verify(authorCertificate: device, trust: trust, now: at)
+        #expect(fork.kind == .position)
+        let chainFork = try ForkProof(canonicalBytes: bytes(ch, "chainFork", "proof"))
+        try chainFork.verify(authorCertificate: device, trust: trust, now: at)
+        #expect(chainFork.kind == .chain && chainFork.first.header.seq == 1 && chainFork.second == c2)
     }
 }

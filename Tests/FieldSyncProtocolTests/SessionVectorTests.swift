@@ -45,6 +45,16 @@ import Testing
         SessionMessage.ack(id: 7).encode(to: &wa)
         var wl = ByteWriter()
         SessionMessage.live.encode(to: &wl)
+        // A fork proof (Protocols/sync.md §2, tag 6): the initiator signed two control changes at seq 1.
+        let forkScope = try Scope("longnan/wudu/station-017")
+        let f1 = try Change.control(author: initiator.signingKey, scope: forkScope, seq: 1, prevHash: Change.zeroHash,
+                                    hlc: HLCTimestamp(milliseconds: now, counter: 0), contentType: ContentType(rawValue: 0x8F),
+                                    priority: .urgent, payload: [0x01])
+        let f2 = try Change.control(author: initiator.signingKey, scope: forkScope, seq: 1, prevHash: Change.zeroHash,
+                                    hlc: HLCTimestamp(milliseconds: now, counter: 0), contentType: ContentType(rawValue: 0x8F),
+                                    priority: .urgent, payload: [0x02])
+        var wf = ByteWriter()
+        SessionMessage.fork(certificates: [initiator.certificate], proof: try ForkProof(f1, f2)).encode(to: &wf)
         return [
             "root_ed25519_seed": Hex.encode([UInt8](repeating: 0x01, count: 32)),
             "initiator_ed25519_seed": Hex.encode([UInt8](repeating: 0x10, count: 32)),
@@ -65,6 +75,7 @@ import Testing
             "plaintext_done": Hex.encode(w.bytes),
             "plaintext_ack_7": Hex.encode(wa.bytes),
             "plaintext_live": Hex.encode(wl.bytes),
+            "plaintext_fork": Hex.encode(wf.bytes),
         ]
     }
 
@@ -82,5 +93,10 @@ import Testing
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.url)) as? [String: Any])
         let stored = try #require(json["vector"] as? [String: String])
         #expect(stored == fresh)
+        // The fork message decodes from the committed bytes alone and its proof verifies.
+        let fork = try SessionMessage.decode(Hex.decode(try #require(stored["plaintext_fork"]))!)
+        guard case let .fork(certs, proof) = fork else { Issue.record("not a fork message"); return }
+        let rootKey = try Ed25519.SecretKey(seed: Self.key(0x01))
+        try proof.verify(authorCertificate: try #require(certs.first), trust: TrustStore(root: rootKey.publicKey), now: 1_717_200_000_000)
     }
 }

@@ -210,3 +210,80 @@ struct ChangeFactory {
         #expect(try store.change(log, seq: 2) == nil)
     }
 }
+
+/// The hash chain and fork evidence at commit (Protocols/sync.md, Batches; issue 12 item 3), both stores.
+@Suite struct StoreChainTests {
+    let log = ChangeFactory.log()
+
+    @Test(arguments: StoreKind.allCases) func prevHashMismatchIsRefusedAndRecorded(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let cs = (0..<3).map { _ in f.next(log) }
+        _ = try store.commit(CommitBatch(changes: Array(cs[0...1])))
+        var bad = cs[2]
+        bad.prevHash = f.hash()  // names a predecessor this store does not hold at seq 2
+        let r = try store.commit(CommitBatch(changes: [bad]))
+        #expect(r.inserted == 0 && r.refusedForked == [bad.hash] && r.forksRecorded == 1)
+        #expect(try store.change(log, seq: 3) == nil && store.holdings(of: log).frontier == 2)
+        let forks = try store.forks()
+        #expect(forks.count == 1 && forks[0].kept == cs[1] && forks[0].conflicting == bad && forks[0].seq == 2)
+        #expect(try store.status().forks == 1 && store.forks(of: log) == forks)
+        // The right change still goes in.
+        #expect(try store.commit(CommitBatch(changes: [cs[2]])).inserted == 1)
+    }
+
+    @Test(arguments: StoreKind.allCases) func successorMismatchIsRefusedAndRecorded(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let cs = (0..<3).map { _ in f.next(log) }
+        _ = try store.commit(CommitBatch(changes: [cs[0], cs[2]]))  // a gap at 2
+        var other = cs[1]
+        other.hash = f.hash()  // a change at 2 that seq 3 does not follow
+        let r = try store.commit(CommitBatch(changes: [other]))
+        #expect(r.inserted == 0 && r.refusedForked == [other.hash])
+        #expect(try store.forks().map(\.conflicting) == [other])
+        #expect(try store.commit(CommitBatch(changes: [cs[1]])).inserted == 1)
+        #expect(try store.holdings(of: log).frontier == 3)
+    }
+
+    @Test(arguments: StoreKind.allCases) func aRefusedBranchTakesItsDescendantsAndForkedLogsTakeNothingUnlinked(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let main = (0..<3).map { _ in f.next(log) }
+        _ = try store.commit(CommitBatch(changes: main))
+        // Another branch from seq 2: 2', 3', 4', and 6' behind a gap.
+        var g = ChangeFactory(rng: SplitMix64(seed: 99))
+        g.lastHash[log] = main[0].hash
+        g.nextSeq[log] = 1
+        let branch = (0..<5).map { _ in g.next(log) }
+        let r = try store.commit(CommitBatch(changes: [branch[0], branch[1], branch[2], branch[4]]))
+        #expect(r.inserted == 0 && r.refusedForked.count == 4)
+        #expect(r.forksRecorded == 1, "one proof (2 vs 2'); the descendants are refused without more evidence")
+        #expect(try store.holdings(of: log) == HeldIntervals([1...3]))
+        // In the forked log, a change whose predecessor is not held is refused until it is.
+        let more = (0..<2).map { _ in f.next(log) }
+        #expect(try store.commit(CommitBatch(changes: [more[1]])).refusedForked == [more[1].hash])
+        #expect(try store.commit(CommitBatch(changes: more)).inserted == 2)
+    }
+
+    @Test(arguments: StoreKind.allCases) func forkEvidenceIsRecordedOnceAndBoundedPerLog(kind: StoreKind) throws {
+        let store = try kind.make(limits: StoreLimits(maxForkProofsPerLog: 2))
+        var f = ChangeFactory()
+        let c1 = f.next(log)
+        _ = try store.commit(CommitBatch(changes: [c1]))
+        var others: [StoredChange] = []
+        for i in 0..<4 {
+            var o = c1
+            o.hash = f.hash()
+            o.bytes = [UInt8(i)]
+            others.append(o)
+        }
+        #expect(try store.commit(CommitBatch(changes: [others[0]])).forksRecorded == 1)
+        #expect(try store.commit(CommitBatch(changes: [others[0]])).forksRecorded == 0, "the same fork again")
+        // The same pair from a peer's proof, roles swapped: still one.
+        #expect(try store.commit(CommitBatch(forks: [ForkEvidence(kept: others[0], conflicting: c1)])).forksRecorded == 0)
+        #expect(try store.commit(CommitBatch(changes: [others[1], others[2], others[3]])).forksRecorded == 1)
+        #expect(try store.forks().count == 2 && store.status().forks == 2)
+        #expect(try store.change(log, seq: 1) == c1, "the first change held is kept")
+    }
+}

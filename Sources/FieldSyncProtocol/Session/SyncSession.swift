@@ -26,6 +26,9 @@ public enum SessionMessage: Sendable {
     /// The sender has nothing more to send now and keeps the session open: it will send batches of
     /// changes it gets later (live mode, Protocols/sync.md §4.1). Tag 5.
     case live
+    /// A fork proof (Protocols/change.md §6) the receiver may lack, with the author's certificate if
+    /// this session has not sent it yet. Not acknowledged. Tag 6.
+    case fork(certificates: [Certificate], proof: ForkProof)
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -45,6 +48,10 @@ public enum SessionMessage: Sendable {
             w.writeByte(4)
         case .live:
             w.writeByte(5)
+        case let .fork(certs, proof):
+            w.writeByte(6)
+            w.writeArray(certs)
+            w.writeBytes(proof.canonicalBytes)
         }
     }
 
@@ -65,6 +72,13 @@ public enum SessionMessage: Sendable {
         case 3: m = .ack(id: try r.readVarint(as: UInt32.self))
         case 4: m = .done
         case 5: m = .live
+        case 6:
+            let certs = try r.readArray(Certificate.self, minElementSize: 100)
+            let pAt = r.offset
+            let bytes = try r.readBytes()
+            do { m = .fork(certificates: certs, proof: try ForkProof(canonicalBytes: bytes)) } catch {
+                throw DecodingError(.invalidValue, at: pAt, "fork proof: \(error)")
+            }
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
@@ -78,7 +92,7 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
     case handshake
     /// A reconciliation message.
     case reconciliation
-    /// A batch of changes.
+    /// A batch of changes (or a fork proof: two changes).
     case batch
     /// A batch acknowledgement.
     case ack
@@ -185,6 +199,18 @@ public final class SyncSession {
     /// Changes received in this session that the store already held (sent twice: two peers raced, or a
     /// batch was resent after a cut).
     public private(set) var changesDuplicate = 0
+    /// Changes received in this session that the store refused as contradicting a log it holds (a fork:
+    /// `CommitReport.refusedForked`). They are acknowledged and not offered again by this peer's
+    /// reconciliation plan above the fork.
+    public private(set) var changesForked = 0
+    /// Fork evidence recorded by this node during the session (from the peer's changes or proofs).
+    public private(set) var forksDetected = 0
+    /// Fork proofs sent to and received (verified) from the peer.
+    public private(set) var forkProofsSent = 0, forkProofsReceived = 0
+    /// Proofs this session sent or received (by their two change ids), so none travels twice.
+    private var proofsExchanged: Set<[UInt8]> = []
+    /// `Replicator.forksRecorded` when this session last sent proofs (live mode sends new ones on push).
+    private var forksSeen = -1
     /// Logs of the changes applied from the peer since the driver last took them (`takeAppliedLogs`).
     private var appliedLogs: [LogID] = []
     /// Framed bytes queued for sending, by `SessionFrameKind` (indexed by its raw value).
@@ -270,6 +296,7 @@ public final class SyncSession {
     public func push(logs: [LogID]? = nil) {
         guard phase == .live, let peerCert = peer else { return }
         do {
+            if replicator.forksRecorded != forksSeen { try sendForkProofs() }
             let store = replicator.store
             let own = replicator.identity.certificate
             var fresh: [StoredChange] = []
@@ -318,6 +345,7 @@ public final class SyncSession {
         case .batch: .batch
         case .ack: .ack
         case .done, .live: .done
+        case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
         queue(FrameDecoder.frame(try t.seal(w.bytes)), kind)
         transport = t
@@ -370,6 +398,8 @@ public final class SyncSession {
                 if appliedLogs.last != log && !appliedLogs.contains(log) { appliedLogs.append(log) }
             }
             changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
+            changesForked += report.commit.refusedForked.count
+            forksDetected += report.commit.forksRecorded
             changesDuplicate += report.commit.duplicates
             events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
             // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
@@ -386,11 +416,16 @@ public final class SyncSession {
                 // What verified is committed; a peer that sends forgeries is cut off.
                 throw SessionError(.badChange, "\(report.rejected - early) change(s) of batch \(id) failed verification")
             }
+            // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
+            // while the peer's side of the session is still open).
+            if report.commit.forksRecorded > 0 { try sendForkProofs() }
             try send(.ack(id: id))
         case let (.streaming, .ack(id)), let (.live, .ack(id)):
             guard let n = inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
             changesAcknowledged += n
             try pump()
+        case let (.reconciling, .fork(certs, proof)), let (.streaming, .fork(certs, proof)), let (.live, .fork(certs, proof)):
+            try receiveForkProof(proof, certificates: certs, now: now)
         case (.streaming, .done), (.reconciling, .done):
             peerDone = true
             try checkFinished()
@@ -434,12 +469,23 @@ public final class SyncSession {
     }
 
     /// Orders what the peer lacks: control changes (revocations, grants, receipts) first, then by
-    /// priority, then oldest first.
+    /// priority, then oldest first. In a log where the peer's holdings show another branch (a fork), it
+    /// sends the changes at the forked heights (the peer gets two changes at one position: a fork
+    /// proof) and only what lies below them; first it sends the fork proofs it holds.
     private func planStreaming(_ result: ReconciliationResult) throws {
         events.append(.reconciled(differingLogs: result.differences.count))
         phase = .streaming
+        try sendForkProofs()
         var plan: [StoredChange] = []
         for d in result.differences {
+            let forked = try forkedHeights(d)
+            if let lowest = forked.first {
+                for h in forked { if let c = try replicator.store.change(d.log, seq: h) { plan.append(c) } }
+                for r in d.missingAtRemote where UInt64(r.lowerBound) < lowest {
+                    plan += try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...min(UInt64(r.upperBound), lowest - 1))
+                }
+                continue
+            }
             for r in d.missingAtRemote {
                 plan += try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound))
             }
@@ -461,6 +507,73 @@ public final class SyncSession {
         }
         try pump()
     }
+
+    /// Heights at which the peer holds another change than this node (ascending): the ends of the peer's
+    /// intervals that this node holds, where the 4-byte hash prefixes differ (Protocols/sync.md,
+    /// Forks). Equal ends are `LogDifference.forkedHeights`; an end inside one of our intervals costs one
+    /// hash lookup. A prefix collision (2^-32) hides a fork from this check, not from the chain check
+    /// at commit.
+    private func forkedHeights(_ d: LogDifference) throws -> [UInt64] {
+        guard !d.local.isEmpty, !d.remote.isEmpty else { return [] }
+        var out: [UInt64] = []
+        for r in d.remote {
+            guard let mine = d.local.first(where: { $0.start <= r.end && r.end <= $0.end }) else { continue }
+            let prefix: UInt32
+            if mine.end == r.end {
+                prefix = mine.endHashPrefix
+            } else {
+                guard let h = try replicator.store.hash(d.log, seq: UInt64(r.end)), h.count >= 4 else { continue }
+                prefix = UInt32(h[0]) << 24 | UInt32(h[1]) << 16 | UInt32(h[2]) << 8 | UInt32(h[3])
+            }
+            if prefix != r.endHashPrefix { out.append(UInt64(r.end)) }
+        }
+        return out.sorted()
+    }
+
+    /// Sends the fork proofs held for logs both sides may hold that did not travel in this session yet.
+    private func sendForkProofs() throws {
+        guard let peerCert = peer else { return }
+        forksSeen = replicator.forksRecorded
+        let own = replicator.identity.certificate
+        for f in try replicator.store.forks() where Entitlement.mayHold(peerCert, f.log) && Entitlement.mayHold(own, f.log) {
+            let key = Self.proofKey(f.kept.hash, f.conflicting.hash)
+            guard !proofsExchanged.contains(key), let proof = try? f.proof() else { continue }  // evicted bytes: nothing to prove with
+            proofsExchanged.insert(key)
+            let author = proof.author
+            var certs: [Certificate] = []
+            if !certificatesSent.contains(author), let c = replicator.certificates[author]?.certificate {
+                certs.append(c)
+                certificatesSent.insert(author)
+            }
+            forkProofsSent += 1
+            try send(.fork(certificates: certs, proof: proof))
+        }
+    }
+
+    /// Verifies and records a proof from the peer. A proof of a log this node may not hold breaks the
+    /// entitlement rule; a proof that does not verify is a forgery: both end the session.
+    private func receiveForkProof(_ proof: ForkProof, certificates: [Certificate], now: UInt64) throws {
+        let log = LogID(author: proof.author, scope: proof.scope)
+        guard Entitlement.mayHold(replicator.identity.certificate, log) else {
+            throw SessionError(.protocolViolation, "fork proof of \(log), which this node may not hold")
+        }
+        proofsExchanged.insert(Self.proofKey(proof.first.id, proof.second.id))
+        let before = replicator.forksRecorded
+        switch try replicator.ingest(forkProof: proof, certificates: certificates, now: now) {
+        case .accepted:
+            forkProofsReceived += 1
+            forksDetected += replicator.forksRecorded - before
+        case .rejected(.timestampInFuture, _):
+            break  // no evidence against the peer; the proof travels again later
+        case let .rejected(code, detail):
+            throw SessionError(.badChange, "fork proof of \(log) does not verify: \(code.rawValue): \(detail)")
+        case .unknownAuthor:
+            throw SessionError(.badChange, "fork proof of \(log) without its author's certificate")
+        }
+    }
+
+    /// The two change ids in order: one key per proof whichever change a store keeps.
+    private static func proofKey(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] { a.lexicographicallyPrecedes(b) ? a + b : b + a }
 
     /// Control changes first, then priority, then oldest, then log and seq.
     private static func urgentFirst(_ a: StoredChange, _ b: StoredChange) -> Bool {

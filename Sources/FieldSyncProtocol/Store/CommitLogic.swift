@@ -42,8 +42,10 @@ public protocol StoreTransaction {
     mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws
     /// Marks a change's payload as opened and merged.
     mutating func markOpened(_ hash: [UInt8]) throws
-    /// Records fork evidence.
+    /// Records fork evidence (`CommitLogic` has checked it is new and within the per-log bound).
     mutating func addFork(_ fork: ForkEvidence) throws
+    /// Fork evidence recorded for a log, including what this transaction added.
+    func forks(of log: LogID) throws -> [ForkEvidence]
     /// Raises the receipt of a log (never lowers it).
     mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws
     /// Keeps a certificate (an author of held changes); one already kept is left as it is.
@@ -82,37 +84,90 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
 public enum CommitLogic {
     /// Applies `batch` inside `tx`. The caller runs it in one transaction and rolls back if it throws.
     ///
-    /// Rules: a change already held (same hash) is a harmless duplicate; a different change at a held
-    /// position is a fork (the first is kept, both are recorded); changes are taken most urgent first
-    /// and, under a quota, receipted changes are evicted to make room and the least urgent incoming
-    /// changes are refused (and reported) when no room is left; changes beyond `maxHeldBack` waiting
-    /// behind gaps are refused (and reported); edits merge into their records.
+    /// Rules: a change already held (same hash) is a harmless duplicate; a change that contradicts the
+    /// held log is a fork, is refused and recorded as evidence (the first branch held is kept): another
+    /// change at its position, a `prevHash` that is not the held predecessor's hash, or a hash that is
+    /// not the held successor's `prevHash`; a descendant of a change refused so in the same batch is
+    /// refused with it, and in a log with a recorded fork a change whose predecessor is not held is
+    /// refused (it could not be checked, and would let the other branch in behind a gap; it is offered
+    /// again once its predecessor is held). Changes are taken most urgent first and, under a quota,
+    /// receipted changes are evicted to make room and the least urgent incoming changes are refused (and
+    /// reported) when no room is left; changes beyond `maxHeldBack` waiting behind gaps are refused (and
+    /// reported); edits merge into their records.
     public static func commit<T: StoreTransaction>(_ batch: CommitBatch, in tx: inout T, limits: StoreLimits) throws
         -> CommitReport
     {
         var report = CommitReport()
         var touchedLogs: [LogID: HeldIntervals] = [:]
         var refused = Set<ChangeHashKey>()
+        var forkRefused = Set<ChangeHashKey>()  // refused as contradicting the held log: their descendants follow
         var heldBack = try tx.heldBackTotal()
         let openedNow = Set(batch.opened.map(ChangeHashKey.init))
         var markedAtInsert = Set<ChangeHashKey>()
         var bytes = try tx.bytesTotal()
+        var lastInserted: [LogID: (seq: UInt64, hash: [UInt8])] = [:]
+        var forkedLogs: [LogID: Bool] = [:]  // whether a log has fork evidence (asked only when it matters)
+        func isForked(_ log: LogID) throws -> Bool {
+            if let known = forkedLogs[log] { return known }
+            let f = try !tx.forks(of: log).isEmpty
+            forkedLogs[log] = f
+            return f
+        }
+        func record(_ evidence: ForkEvidence) throws {
+            forkedLogs[evidence.log] = true
+            let known = try tx.forks(of: evidence.log)
+            guard !known.contains(where: { $0.names(evidence.kept.hash, evidence.conflicting.hash) }),
+                  known.count < limits.maxForkProofsPerLog else { return }
+            try tx.addFork(evidence)
+            report.forksRecorded += 1
+        }
+        func refuseForked(_ c: StoredChange) {
+            report.refusedForked.append(c.hash)
+            refused.insert(ChangeHashKey(c.hash))
+            forkRefused.insert(ChangeHashKey(c.hash))
+        }
         // Most urgent first, then oldest: under pressure the least urgent are the ones refused.
         let ordered = batch.changes.enumerated().sorted { a, b in
             (a.element.priority, a.element.hlc, a.offset) < (b.element.priority, b.element.hlc, b.offset)
         }.map(\.element)
         for c in ordered {
+            if c.seq > 1, forkRefused.contains(ChangeHashKey(c.prevHash)) {  // continues a branch refused above
+                refuseForked(c)
+                continue
+            }
             switch try tx.presence(of: c) {
             case .duplicate:
                 report.duplicates += 1
                 continue
             case let .conflicting(kept):
-                try tx.addFork(ForkEvidence(log: c.log, seq: c.seq, kept: kept, conflicting: c))
-                refused.insert(ChangeHashKey(c.hash))
+                try record(ForkEvidence(log: c.log, seq: c.seq, kept: kept, conflicting: c))
+                refuseForked(c)
                 continue
             case .new: break
             }
             var iv = try touchedLogs[c.log] ?? tx.intervals(c.log)
+            // The hash chain, checked against the held neighbours (Protocols/sync.md, Batches).
+            // In-order batches find the predecessor among the changes just inserted, without a lookup.
+            let predecessorHash: [UInt8]?
+            if c.seq > 1, let last = lastInserted[c.log], last.seq == c.seq - 1 {
+                predecessorHash = last.hash
+            } else {
+                predecessorHash = c.seq > 1 && iv.contains(c.seq - 1) ? try tx.existing(c.log, seq: c.seq - 1)?.hash : nil
+            }
+            if let ph = predecessorHash, ph != c.prevHash, let p = try tx.existing(c.log, seq: c.seq - 1) {
+                try record(ForkEvidence(kept: p, conflicting: c))
+                refuseForked(c)
+                continue
+            }
+            if iv.contains(c.seq + 1), let s = try tx.existing(c.log, seq: c.seq + 1), s.prevHash != c.hash {
+                try record(ForkEvidence(kept: s, conflicting: c))
+                refuseForked(c)
+                continue
+            }
+            if c.seq > 1, predecessorHash == nil, try isForked(c.log) {
+                refuseForked(c)
+                continue
+            }
             let wouldHoldBack = c.seq > iv.frontier + 1
             if wouldHoldBack && heldBack >= limits.maxHeldBack {
                 report.refusedHeldBack.append(c.hash)
@@ -136,6 +191,7 @@ public enum CommitLogic {
             iv.insert(c.seq)  // filling a gap can release held-back changes: the delta may be negative
             heldBack += Int(iv.heldBack) - Int(heldBackBefore)
             touchedLogs[c.log] = iv
+            lastInserted[c.log] = (c.seq, c.hash)
             bytes += c.bytes.count
             report.inserted += 1
         }
@@ -158,7 +214,7 @@ public enum CommitLogic {
         for h in batch.opened where !refused.contains(ChangeHashKey(h)) && !markedAtInsert.contains(ChangeHashKey(h)) {
             try tx.markOpened(h)
         }
-        for f in batch.forks { try tx.addFork(f) }
+        for f in batch.forks { try record(f) }
         for (log, seq) in batch.receipts.sorted(by: { $0.key < $1.key }) { try tx.raiseReceipt(log, to: seq) }
         for c in batch.certificates { try tx.keepCertificate(c) }
         return report

@@ -60,7 +60,8 @@ public final class MemoryStore: SyncStore {
         var recordsByID: [RecordID: RecordBox] = [:]
         var touched: [RecordID: [[UInt8]]] = [:]
         var openedHashes: Set<ChangeHashKey> = []
-        var forkList: [ForkEvidence] = []
+        var forksByLog: [LogID: [ForkEvidence]] = [:]
+        var forkCount = 0
         var receipts: [LogID: UInt64] = [:]
         var certificates: [DeviceID: Certificate] = [:]
         var totalBytes = 0
@@ -143,6 +144,7 @@ public final class MemoryStore: SyncStore {
         }
         mutating func markOpened(_ hash: [UInt8]) throws { opened.append(hash) }
         mutating func addFork(_ fork: ForkEvidence) throws { forks.append(fork) }
+        func forks(of log: LogID) throws -> [ForkEvidence] { (base.forksByLog[log] ?? []) + forks.filter { $0.log == log } }
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws { receipts[log] = max(receipts[log] ?? 0, seq) }
         mutating func keepCertificate(_ certificate: Certificate) throws { certificates.append(certificate) }
 
@@ -243,7 +245,8 @@ public final class MemoryStore: SyncStore {
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 
-    public func forks() throws -> [ForkEvidence] { state.forkList }
+    public func forks() throws -> [ForkEvidence] { state.forksByLog.keys.sorted().flatMap { state.forksByLog[$0]! } }
+    public func forks(of log: LogID) throws -> [ForkEvidence] { state.forksByLog[log] ?? [] }
     public func receipted(_ log: LogID) throws -> UInt64 { state.receipts[log] ?? 0 }
     public func certificates() throws -> [Certificate] { Array(state.certificates.values) }
 
@@ -255,7 +258,7 @@ public final class MemoryStore: SyncStore {
         s.heldBack = state.heldBackTotal
         s.unopened = try unopened(in: nil).count
         s.records = state.recordsByID.count
-        s.forks = state.forkList.count
+        s.forks = state.forkCount
         s.receipted = state.receipts.reduce(0) { acc, kv in
             acc + (state.changes[kv.key]?.keys.filter { $0 <= kv.value }.count ?? 0)
         }
@@ -281,7 +284,11 @@ extension MemoryStore.State {
             for h in hashes where !(touched[id]?.contains(h) ?? false) { touched[id, default: []].append(h) }
         }
         openedHashes.formUnion(tx.opened.map(ChangeHashKey.init))
-        for f in tx.forks where !forkList.contains(where: { $0.conflicting.hash == f.conflicting.hash }) { forkList.append(f) }
+        for f in tx.forks {  // CommitLogic recorded each once
+            forksByLog[f.log, default: []].append(f)
+            forksByLog[f.log]!.sort { $0.seq != $1.seq ? $0.seq < $1.seq : $0.conflicting.hash.lexicographicallyPrecedes($1.conflicting.hash) }
+            forkCount += 1
+        }
         for (log, seq) in tx.receipts { receipts[log] = max(receipts[log] ?? 0, seq) }
         for c in tx.certificates where certificates[c.subject] == nil { certificates[c.subject] = c }
         totalBytes += tx.bytesDelta

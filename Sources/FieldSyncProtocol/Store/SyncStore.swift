@@ -35,16 +35,20 @@ public struct StoredChange: Sendable, Equatable {
     }
 }
 
-/// Proof that an author signed two different changes for the same log position (a fork, or
-/// equivocation). Both changes verify on their own; together they convict the author.
+/// Evidence that an author equivocated in one log: two changes it signed that no single chain can hold,
+/// either at the same position (same seq, different hashes) or across one link (a change at `n + 1`
+/// whose `prevHash` is not the hash of the change at `n`). Both changes verify on their own; together
+/// they convict the author (`ForkProof`, Protocols/change.md §6).
 public struct ForkEvidence: Sendable, Equatable {
     /// The log.
     public var log: LogID
-    /// The contested seq.
+    /// The lowest seq at which the two branches provably differ (the contested seq of a position fork,
+    /// the predecessor's seq of a chain fork).
     public var seq: UInt64
-    /// The change the store kept.
+    /// The change the store holds (kept), or for a proof learned from a peer about changes this store
+    /// holds neither of, the proof's first change.
     public var kept: StoredChange
-    /// The conflicting change, as received.
+    /// The other change: refused when it arrived, or the proof's second change.
     public var conflicting: StoredChange
 
     /// Creates fork evidence.
@@ -53,6 +57,32 @@ public struct ForkEvidence: Sendable, Equatable {
         self.seq = seq
         self.kept = kept
         self.conflicting = conflicting
+    }
+
+    /// Evidence of two stored changes (either order), with `seq` the lower of their seqs.
+    public init(kept: StoredChange, conflicting: StoredChange) {
+        self.init(log: kept.log, seq: min(kept.seq, conflicting.seq), kept: kept, conflicting: conflicting)
+    }
+
+    /// Whether the evidence names exactly these two changes (in either role).
+    public func names(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        (kept.hash == a && conflicting.hash == b) || (kept.hash == b && conflicting.hash == a)
+    }
+
+    /// The signed proof, decoded from the two changes' bytes.
+    /// - Throws: `DecodingError` if either change's bytes are gone (evicted) or do not decode,
+    ///   `ChangeError.notAFork` if they do not form a fork.
+    public func proof() throws -> ForkProof {
+        try ForkProof(try Change(canonicalBytes: kept.bytes), try Change(canonicalBytes: conflicting.bytes))
+    }
+}
+
+extension StoredChange {
+    /// The stored form of a verified change (its header fields, its id and its bytes as received).
+    public init(_ change: Change) {
+        let h = change.header
+        self.init(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: change.id, prevHash: h.prevHash, hlc: h.hlc,
+                  contentType: h.contentType.rawValue, priority: h.priority.rawValue, bytes: change.encodedBytes)
     }
 }
 
@@ -65,7 +95,8 @@ public struct CommitBatch: Sendable {
     public var edits: [(edit: RecordEdit, change: [UInt8])]
     /// Hashes of changes whose payload this node has now opened and merged (so it is not retried).
     public var opened: [[UInt8]]
-    /// Forks detected while verifying the batch.
+    /// Fork evidence learned outside the batch's changes (proofs a peer sent). The store records each
+    /// once (whatever the roles of its two changes), at most `StoreLimits.maxForkProofsPerLog` per log.
     public var forks: [ForkEvidence]
     /// HQ receipts learned: per log, HQ holds 1...seq.
     public var receipts: [LogID: UInt64]
@@ -100,6 +131,13 @@ public struct CommitReport: Sendable, Equatable {
     public var evicted = 0
     /// Records whose state changed.
     public var recordsChanged = 0
+    /// Changes refused because they contradict the held log (a fork: another change at their position,
+    /// a `prevHash` that is not the held predecessor's hash, a hash that is not the held successor's
+    /// `prevHash`, a descendant of such a change in the same batch, or a change of a forked log that
+    /// cannot be linked to a held predecessor). Never stored; the first branch held is kept.
+    public var refusedForked: [[UInt8]] = []
+    /// Fork evidence newly recorded (from the batch's changes or its `forks`).
+    public var forksRecorded = 0
 
     /// An empty report.
     public init() {}
@@ -111,11 +149,15 @@ public struct StoreLimits: Sendable, Equatable {
     public var quotaBytes: Int?
     /// Maximum changes held back behind gaps, over all logs.
     public var maxHeldBack: Int
+    /// Most fork proofs kept per log: one convicts the author; a few more show how far the branches go.
+    /// Bounds what an equivocating author can make every node store.
+    public var maxForkProofsPerLog: Int
 
     /// Creates limits.
-    public init(quotaBytes: Int? = nil, maxHeldBack: Int = 100_000) {
+    public init(quotaBytes: Int? = nil, maxHeldBack: Int = 100_000, maxForkProofsPerLog: Int = 4) {
         self.quotaBytes = quotaBytes
         self.maxHeldBack = maxHeldBack
+        self.maxForkProofsPerLog = maxForkProofsPerLog
     }
 }
 
@@ -150,6 +192,9 @@ public struct StoreStatus: Sendable, Equatable {
 /// Stores are used from one place at a time (a node's store executor, the simulator's event loop);
 /// `commit` is atomic and durable when it returns.
 extension SyncStore {
+    /// Default: `forks()` filtered.
+    public func forks(of log: LogID) throws -> [ForkEvidence] { try forks().filter { $0.log == log } }
+
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
 
@@ -198,8 +243,10 @@ public protocol SyncStore: AnyObject {
     /// on start to restore the keys and revocations it learned (`Replicator.restoreControlState`).
     /// Control changes are never evicted under a relay quota.
     func controlChanges() throws -> [StoredChange]
-    /// Fork proofs recorded.
+    /// Fork proofs recorded, by log then seq.
     func forks() throws -> [ForkEvidence]
+    /// Fork proofs recorded for one log, by seq (empty for a log with no fork).
+    func forks(of log: LogID) throws -> [ForkEvidence]
     /// The highest seq of `log` HQ has receipted (0 if none).
     func receipted(_ log: LogID) throws -> UInt64
     /// Every certificate kept by `commit` (authors of held changes), in no particular order: what a
