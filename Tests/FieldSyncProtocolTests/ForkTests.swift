@@ -144,6 +144,33 @@ import Testing
         #expect(try st.store.forks().isEmpty)
     }
 
+    /// A proof learned from another session while a live session is open goes out at the next push.
+    @Test func aLiveSessionPushesNewProofs() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let county = pki.replicator(try pki.device(.county, scopes: [try Scope("longnan/wudu")]))
+        for n in UInt64(1)...3 { _ = try S.write(bp, n) }
+        for (x, y) in [(bp, st), (st, county)] {
+            var l = S.connect(x, y)
+            #expect(S.run(&l))
+        }
+        var live = S.connect(st, county, seed: 12, live: (true, true))
+        S.run(&live)
+        #expect(live.a.isLive && live.b.isLive)
+        let restored = try Self.restored(pki, bp, upTo: 2)
+        _ = try S.write(restored, 55)
+        var l = S.connect(restored, st, seed: 13)
+        #expect(S.run(&l))
+        #expect(try county.store.forks().isEmpty)
+        live.a.push()
+        S.run(&live)
+        #expect(live.a.forkProofsSent == 1 && live.b.forkProofsReceived == 1 && live.a.isLive && live.b.isLive)
+        #expect(try county.store.forks().count == 1)
+        live.a.push()
+        #expect(live.a.pollTransmit() == nil, "sent once")
+    }
+
     @Test func restoreGuardContinuesTheChainInsteadOfReusingSeqs() throws {
         var pki = TestPKI()
         let guardFile = MemoryHeadGuard()
