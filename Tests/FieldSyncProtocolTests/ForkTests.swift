@@ -75,7 +75,7 @@ import Testing
         #expect(S.run(&link), "a fork is no reason to fail the session")
         #expect(try st.store.forks().count == 1 && restored.store.forks().count == 1)
         #expect(link.a.forksDetected == 1 && link.b.forksDetected == 1)
-        let proof = try st.store.forks()[0].proof()
+        let proof = try #require(try st.store.forks().first).proof()
         #expect(proof.kind == .position && proof.seq == 3)
         // The station keeps its branch; nothing of the other branch got in.
         #expect(try st.store.hash(Self.log(bp), seq: 3) == bp.store.hash(Self.log(bp), seq: 3))
@@ -112,7 +112,7 @@ import Testing
         #expect(S.run(&l3))
         let atHQ = try hq.store.forks()
         #expect(atHQ.count == 1)
-        let proof = try atHQ[0].proof()
+        let proof = try #require(atHQ.first).proof()
         try proof.verify(authorCertificate: bp.identity.certificate, trust: pki.trust, now: TestPKI.now + 1_000)
         #expect(proof.author == bp.identity.id && proof.seq == 4)
         // HQ kept its branch and holds the other change only inside the proof.
