@@ -561,8 +561,17 @@ public struct TrustStore: Sendable {
     /// with any known revocation is refused for new sessions.
     /// - Throws: the first ``IdentityError`` found (`revoked` last).
     public func verify(_ c: Certificate, now: UInt64) throws(IdentityError) {
-        try verifyChain(c, at: now)
-        for id in [c.subject, c.issuer] {
+        try checkStanding(certified(c), now: now)
+    }
+
+    /// The time- and revocation-dependent part of ``verify(_:now:)`` for a certificate already checked by
+    /// ``certified(_:)``: the validity windows of the certificate and its issuing authority at `now`, and
+    /// no known revocation of the device or its issuer. What a session re-checks about its peer before
+    /// every push and on every message it receives (Protocols/sync.md §4.2), without a signature check.
+    /// - Throws: `expired` or `notYetValid`, then `revoked`.
+    public func checkStanding(_ v: VerifiedCertificate, now: UInt64) throws(IdentityError) {
+        try v.checkValidity(at: now, skew: clockSkewMilliseconds)
+        for id in [v.certificate.subject, v.certificate.issuer] {
             if let r = revocations.revocation(of: id) {
                 throw IdentityError(.revoked, "\(id) revoked at \(r.revokedAt) (\(r.reason))")
             }

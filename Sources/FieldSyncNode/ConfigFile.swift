@@ -77,9 +77,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         /// Seconds after the store first refused changes on a live session (relay quota full, too many
         /// held back) before that session closes when idle, so that a new one offers them again (default 600).
         public var refusedRetrySeconds = 600
+        /// Seconds without bytes in either direction after which a live session is closed (a normal end;
+        /// the next session handshakes and reconciles anew, re-checking the peer); 0: never (default 600).
+        public var liveIdleTimeoutSeconds = 600
 
         static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive",
-                                        "refusedRetrySeconds"]
+                                        "refusedRetrySeconds", "liveIdleTimeoutSeconds"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -91,6 +94,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             live = try c.value("live", or: live)
             maxLive = try c.value("maxLive", or: maxLive)
             refusedRetrySeconds = try c.value("refusedRetrySeconds", or: refusedRetrySeconds)
+            liveIdleTimeoutSeconds = try c.value("liveIdleTimeoutSeconds", or: liveIdleTimeoutSeconds)
         }
     }
 
@@ -341,6 +345,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(0...3_600).contains(sessions.shutdownGraceSeconds) { fail("sessions.shutdownGraceSeconds", "must be 0 to 3600") }
         if !(1...4_096).contains(sessions.maxLive) { fail("sessions.maxLive", "must be 1 to 4096, not \(sessions.maxLive) (set `live` to false for none)") }
         if !(1...604_800).contains(sessions.refusedRetrySeconds) { fail("sessions.refusedRetrySeconds", "must be 1 to 604800") }
+        if !(0...604_800).contains(sessions.liveIdleTimeoutSeconds) {
+            fail("sessions.liveIdleTimeoutSeconds", "must be 0 (never) to 604800")
+        }
         if !(1...604_800).contains(schedule.resyncIntervalSeconds) { fail("schedule.resyncIntervalSeconds", "must be 1 to 604800") }
         if schedule.backoffMinMilliseconds < 10 { fail("schedule.backoffMinMilliseconds", "must be at least 10") }
         if schedule.backoffMaxMilliseconds < schedule.backoffMinMilliseconds {
@@ -374,6 +381,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         n.liveSessions = sessions.live
         n.maxLiveSessions = sessions.maxLive
         n.refusedRetry = .seconds(Int64(sessions.refusedRetrySeconds))
+        n.liveIdleTimeout = sessions.liveIdleTimeoutSeconds == 0 ? nil : .seconds(Int64(sessions.liveIdleTimeoutSeconds))
         return n
     }
 
@@ -406,10 +414,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           "peers": [],
           // max: concurrent sessions (in + out); idle: cut a stalled session; grace: SIGTERM drain time.
           // live: keep sessions open and push later changes on them (false: one session per burst);
-          // maxLive: most live sessions at once (they do not count toward max; an idle one is never cut);
-          // refusedRetrySeconds: a live session on which the store refused changes (quota) reopens after it.
+          // maxLive: most live sessions at once (they do not count toward max; the stall timeout does not cut
+          // an idle one); refusedRetrySeconds: a live session on which the store refused changes (quota) reopens
+          // after it; liveIdleTimeoutSeconds: an idle live session closes after it and reconnects (0: never).
           "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
-                        "live": true, "maxLive": 64, "refusedRetrySeconds": 600 },
+                        "live": true, "maxLive": 64, "refusedRetrySeconds": 600, "liveIdleTimeoutSeconds": 600 },
           // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
           // changes are noticed by polling the store every pollIntervalMilliseconds, pushed at once on live
           // sessions and pushDebounceMilliseconds later to peers without one (a new session).

@@ -35,6 +35,10 @@ public struct NodeConfiguration: Sendable {
     public var liveSessions = false
     /// Most sessions asking for live mode at once; sessions beyond it run as one-shot sessions.
     public var maxLiveSessions = 64
+    /// A session in its live phase with no bytes in either direction for this long is closed (a normal
+    /// end; nil: never). The next session handshakes and reconciles anew, re-checking the peer from
+    /// scratch: a backstop behind the standing checks on every push and message (Protocols/sync.md §4.2).
+    public var liveIdleTimeout: TimeAmount? = .minutes(10)
     /// A live session whose store refused changes (relay quota full, too many held back behind a gap)
     /// closes once idle this long after the first refusal, so that a new session's reconciliation offers
     /// them again (a live session does not: they were acknowledged). Changes refused as dated ahead of
@@ -168,10 +172,13 @@ public final class FieldSyncNode: Sendable {
     }
 
     /// Runs `body` with the replicator on the node's loop (the only place it may be used).
+    /// Sessions whose peer the body's writes revoked (a revocation written here) are cut at once
+    /// (`recheckPeers`).
     public func withReplicator<T: Sendable>(_ body: @escaping @Sendable (Replicator) throws -> T) async throws -> T {
         let box = replicator
-        return try await loop.submit { () throws -> T in
+        return try await loop.submit { [self] () throws -> T in
             guard let r = box.value else { throw NodeError("the node was shut down") }
+            defer { recheckPeers() }
             return try body(r)
         }.get()
     }
@@ -283,6 +290,26 @@ public final class FieldSyncNode: Sendable {
             if h.push(logs: logs) { sent += 1 }
         }
         return sent
+    }
+
+    /// Re-checks the standing of every session's peer against the trust store as it is now
+    /// (`SyncSession.checkStanding`): a peer whose certificate, or its issuer's, is revoked or no longer
+    /// valid is told why and its connection closed at once. The node calls this itself after a session
+    /// applied changes (a revocation may have come in) and after `withReplicator`; call it (on the loop)
+    /// after anything else that may have changed the trust store, such as reloading control state
+    /// written by another process.
+    /// - Returns: how many sessions were cut.
+    @discardableResult
+    public func recheckPeers() -> Int {
+        loop.preconditionInEventLoop()
+        var cut = 0
+        for h in table.value.handlers.values.sorted(by: { $0.serial < $1.serial }) where h.recheckStanding() { cut += 1 }
+        if cut > 0 {
+            let line = "cut \(cut) session(s) whose peer is revoked or whose certificate is no longer valid"
+            log(line)
+            logger.warning("\(line)", metadata: ["sync.sessions.cut": .stringConvertible(cut)])
+        }
+        return cut
     }
 
     /// Graceful stop of sessions: refuses new ones (incoming connections are closed at accept, `sync`
@@ -452,6 +479,7 @@ public final class FieldSyncNode: Sendable {
         callbacks.live = { [self] h in sessionWentLive(h) }
         callbacks.applied = { [self] h, changes, wasLive in
             if wasLive { scheduleAfterLiveChanges(changes) }
+            recheckPeers()  // the changes may include a revocation of another session's peer
             table.value.observer.applied?(h.peer)
         }
         callbacks.traffic = { t in table.value.observer.traffic?(t) }
@@ -459,6 +487,7 @@ public final class FieldSyncNode: Sendable {
                                             clock: nodeClockMilliseconds, log: log, logger: logger, done: done,
                                             callbacks: callbacks,
                                             refusedRetryMilliseconds: UInt64(max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
+                                            liveIdleMilliseconds: configuration.liveIdleTimeout.map { UInt64(max(1, $0.nanoseconds / 1_000_000)) },
                                             progress: progress)
         table.value.handlers[key] = handler
         let sync = channel.pipeline.syncOperations

@@ -132,6 +132,9 @@ public final class NodeDaemon: Sendable {
             box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(options.pollInterval),
                                                                   delay: .milliseconds(options.pollInterval)) { [self] _ in
                 checkStore(except: nil)
+                // Sessions re-check at their peer's expiry on their own timers; this also catches a wall
+                // clock that jumped forward (cheap: no signature check).
+                node.recheckPeers()
             })
             box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { [self] _ in
                 writeStatusIfDirty()
@@ -320,9 +323,13 @@ public final class NodeDaemon: Sendable {
         }
         box.value.heads = heads
         box.value.statusDirty = true
-        if except == nil {
-            // Another process may have written the store (`fieldsync publish`, a `sync` run against it): take in
-            // the certificates, revocations and granted keys it added, so they count here from now on.
+        let me = try? node.withReplicatorOnLoop { $0.identity.id }
+        let movedLogs = heads.filter { before[$0.key] != $0.value }.map(\.key).sorted()
+        if except == nil || movedLogs.contains(where: { $0.author == me }) {
+            // Another process may have written the store (`fieldsync publish` or `revoke` under this device's
+            // identity, a `sync` run against it): take in the certificates, revocations and granted keys it
+            // added, so they count here from now on. A session brings no changes of this device's own logs,
+            // so a store check after a session still reloads when the CLI wrote meanwhile.
             do {
                 try node.withReplicatorOnLoop { r in
                     let certificates = try r.restoreCertificates(now: now)
@@ -336,14 +343,15 @@ public final class NodeDaemon: Sendable {
             } catch {
                 logger.error("cannot reload from the store", metadata: ["sync.error": .string("\(error)")])
             }
+            // Before anything is pushed: a peer revoked by what was just loaded gets nothing more.
+            node.recheckPeers()
         }
         if let hook = hooks.storeChanged {
             do { try node.withReplicatorOnLoop { try hook($0) } } catch {
                 logger.error("storeChanged hook failed", metadata: ["sync.error": .string("\(error)")])
             }
         }
-        let logs = heads.filter { before[$0.key] != $0.value }.map(\.key).sorted()
-        let pushed = node.pushLive(logs: logs)
+        let pushed = node.pushLive(logs: movedLogs)
         if pushed > 0 {
             metrics.livePushes.increment(by: pushed)
             box.value.statusDirty = true

@@ -155,14 +155,23 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let refusedRetryMilliseconds: UInt64
     private var refusedSince: UInt64?
     private var reported = SessionTraffic()
+    /// A live session with no bytes in either direction for this long is closed normally (nil: never);
+    /// the next session handshakes and reconciles anew.
+    private let liveIdleMilliseconds: UInt64?
+    private var lastTraffic: UInt64 = 0
+    private var liveIdleTimer: Scheduled<Void>?
+    /// Fires when the peer's certificate (or its issuer's) lapses, to re-check its standing.
+    private var standingTimer: Scheduled<Void>?
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
     init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
          clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
          done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(),
-         refusedRetryMilliseconds: UInt64 = 600_000, progress: (@Sendable (SessionResult) -> Void)? = nil) {
+         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil,
+         progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.liveIdleMilliseconds = liveIdleMilliseconds
         self.refusedRetryMilliseconds = refusedRetryMilliseconds
         self.initiator = initiator
         self.serial = serial
@@ -208,6 +217,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         var buffer = unwrapInboundIn(data)
         guard !closing, let bytes = buffer.readBytes(length: buffer.readableBytes), !bytes.isEmpty else { return }
         result.bytesIn += bytes.count
+        lastTraffic = clock()
         let received = session.changesReceived, wasLive = result.liveSince != nil
         session.receive(bytes, now: clock())
         transmit(context: context)
@@ -254,13 +264,58 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     func push(logs: [LogID]?) -> Bool {
         guard let context, isLive, closeWhenIdleReason == nil else { return false }
         let before = session.changesSent
-        session.push(logs: logs)
+        session.push(logs: logs, now: clock())
         transmit(context: context)
         drainEvents(context: context)
         let sent = session.changesSent > before
         if sent { result.pushes += 1 }
         afterActivity(context: context)
         return sent
+    }
+
+    /// Re-checks the peer's standing now (`SyncSession.checkStanding`): a peer revoked or expired is told
+    /// why and the connection is closed at once. The node calls this when its trust store changed; the
+    /// handler itself when the peer's certificate lapses.
+    /// - Returns: whether the session was cut now.
+    @discardableResult
+    func recheckStanding() -> Bool {
+        guard let context, !closing, !completed else { return false }
+        if session.checkStanding(now: clock()) { return false }
+        transmit(context: context)
+        drainEvents(context: context)
+        reportTraffic()
+        return true
+    }
+
+    /// Schedules `recheckStanding` for when the peer's certificate, or its issuer's, lapses.
+    private func watchStanding(context: ChannelHandlerContext) {
+        guard standingTimer == nil, let at = session.peerStandingLapsesAt else { return }
+        let now = clock()
+        let delay = at > now ? Int64(min(at - now, UInt64(Int64.max / 1_000_000))) : 0
+        standingTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
+            standingTimer = nil
+            if !recheckStanding(), let context = self.context, !closing {
+                watchStanding(context: context)  // not lapsed yet by the wall clock (it moved back): look again
+            }
+        }
+    }
+
+    /// Closes an idle live session once no bytes moved for `liveIdleMilliseconds`: a normal end; the node's
+    /// scheduler opens a new session, whose handshake and reconciliation check everything anew.
+    private func watchLiveIdle(context: ChannelHandlerContext) {
+        guard let limit = liveIdleMilliseconds, liveIdleTimer == nil, !closing else { return }
+        let now = clock()
+        let due = lastTraffic &+ limit
+        let delay = due > now ? Int64(min(due - now, UInt64(Int64.max / 1_000_000))) : 0
+        liveIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
+            liveIdleTimer = nil
+            guard let context = self.context, !closing else { return }
+            if session.isIdle && clock() &- lastTraffic >= limit {
+                closeWhenIdle("idle live session: no traffic for \(limit / 1_000) s")
+            } else {
+                watchLiveIdle(context: context)
+            }
+        }
     }
 
     /// Closes the session as soon as it is live with nothing in flight on this side (at once if it
@@ -324,6 +379,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         var wrote = false
         while let bytes = session.pollTransmit() {
             result.bytesOut += bytes.count
+            lastTraffic = clock()
             lastWrite = context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)))
             wrote = true
         }
@@ -336,12 +392,14 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             case let .authenticated(id, role):
                 result.peer = id
                 result.peerRole = role
+                watchStanding(context: context)
             case let .applied(_, rejected):
                 result.changesRejected += rejected
             case .reconciled:
                 break
             case .live:
                 result.liveSince = clock()
+                watchLiveIdle(context: context)
                 callbacks.live(self)
             case .finished:
                 close(context: context, reason: nil)
@@ -369,6 +427,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         completed = true
         deferredTimer?.cancel()
         deferredTimer = nil
+        standingTimer?.cancel()
+        standingTimer = nil
+        liveIdleTimer?.cancel()
+        liveIdleTimer = nil
         result.changesSent = session.changesSent
         result.changesAcknowledged = session.changesAcknowledged
         result.changesReceived = session.changesReceived

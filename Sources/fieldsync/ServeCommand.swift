@@ -40,7 +40,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A peer to sync with, HOST:PORT; repeatable; added to the config's peers.", valueName: "host:port"))
     var peer: [String] = []
     @Option(help: "Most concurrent sessions.") var maxSessions: Int?
-    @Option(help: "Seconds without bytes before a session is cut (an idle live session is never cut).") var idleTimeout: Int?
+    @Option(help: "Seconds without bytes before a session is cut (not an idle live session: see --live-idle-timeout).") var idleTimeout: Int?
+    @Option(help: "Seconds without bytes before an idle live session is closed and reopened (0: never; default 600).")
+    var liveIdleTimeout: Int?
     @Flag(inversion: .prefixedNo, help: "Keep sessions open and push later changes on them (default: the config's sessions.live, true).")
     var liveSessions: Bool?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
@@ -75,6 +77,7 @@ struct Serve: AsyncParsableCommand {
         c.peers += peer
         if let maxSessions { c.sessions.max = maxSessions }
         if let idleTimeout { c.sessions.idleTimeoutSeconds = idleTimeout }
+        if let liveIdleTimeout { c.sessions.liveIdleTimeoutSeconds = liveIdleTimeout }
         if let liveSessions { c.sessions.live = liveSessions }
         if let logLevel { c.logLevel = logLevel }
         if let metricsListen {

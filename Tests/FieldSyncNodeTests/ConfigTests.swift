@@ -56,7 +56,7 @@ import Testing
         #expect(Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "peer": []}"#)?.key == "peer")
         let nested = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"maxSessions": 3}}"#)
         #expect(nested?.key == "sessions.maxSessions")
-        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, idleTimeoutSeconds, live, max, maxLive, refusedRetrySeconds, shutdownGraceSeconds") == true,
+        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, idleTimeoutSeconds, live, liveIdleTimeoutSeconds, max, maxLive, refusedRetrySeconds, shutdownGraceSeconds") == true,
                 "\(String(describing: nested))")
     }
 

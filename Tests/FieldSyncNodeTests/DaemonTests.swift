@@ -28,9 +28,11 @@ import Testing
     /// `storageKey` reopens the store of an earlier run of the same device.
     static func start(_ id: DeviceIdentity, trust: TrustStore, dir: String, name: String, keys: [EpochKey] = [NodeTests.stationKey],
                       quota: Int? = nil, peers: [PeerAddress] = [], idle: TimeAmount = .seconds(5), live: Bool = true,
-                      port: Int = 0, storageKey: [UInt8]? = nil, refusedRetry: TimeAmount = .minutes(10)) async throws -> Running {
+                      port: Int = 0, storageKey: [UInt8]? = nil, refusedRetry: TimeAmount = .minutes(10),
+                      liveIdle: TimeAmount? = .minutes(10)) async throws -> Running {
         var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
         config.idleTimeout = idle
+        config.liveIdleTimeout = liveIdle
         config.refusedRetry = refusedRetry
         config.liveSessions = live
         let storePath = "\(dir)/\(name).sqlite"

@@ -158,6 +158,54 @@ struct ProcessTests {
         #expect(goodReplicator.trust.revocations.revocation(of: lost.id) != nil)
     }
 
+    /// Issue 12 item 1, attack case 34 on a live session, with real processes: a backpack's `serve` holds a
+    /// live session with the station's `serve`; the operator publishes the backpack's revocation into the
+    /// station's store with the CLI and writes a record at once: the record never reaches the backpack,
+    /// the session is cut, and the backpack is told it was refused as revoked.
+    @Test(.timeLimit(.minutes(1))) func revocationPublishedDuringALiveSessionCutsItAndNothingLaterArrives() throws {
+        let w = try ProcessWorld()
+        defer { w.cleanUp() }
+        let st = try w.device("station", .station, [Self.station.path])
+        let bp = try w.device("bp", .backpack, [Self.station.path])
+        try w.serve(st)
+        try w.serve(bp, extra: ["--peer", "127.0.0.1:\(st.port)"])
+        func eventually(_ what: String, _ condition: () throws -> Bool) throws {
+            let deadline = Date().addingTimeInterval(20)
+            while try !condition() {
+                guard Date() < deadline else { throw NodeTestError("timed out waiting for \(what)") }
+                usleep(50_000)
+            }
+        }
+        try eventually("live sessions") { try w.serverLog(st).contains("session live") && w.serverLog(bp).contains("session live") }
+        func incident(_ summary: String) throws {
+            try w.expectOK(["incident", "new"] + w.args(st) + ["--scope", Self.village.path, "--category", "dispute", "--summary", summary,
+                                                              "--lat", "33.4", "--lon", "104.9"])
+        }
+        try incident("before the revocation")
+        try eventually("the first record at the backpack") {
+            try w.run(["list"] + w.args(bp) + ["--json"]).out.contains("before the revocation")
+        }
+        let revocation = try Revocation(device: bp.id, serial: bp.identity.certificate.serial,
+                                        revokedAt: HLCTimestamp(milliseconds: ProcessWorld.now(), counter: 0), reason: .stolen,
+                                        note: "stolen from a vehicle", by: w.authority)
+        let file = w.dir + "/bp.rev"
+        _ = FileManager.default.createFile(atPath: file, contents: Data(revocation.canonicalBytes))
+        try w.expectOK(["publish", file] + w.args(st))
+        try incident("after the revocation")
+        let cut = (try? eventually("the station to cut the session") { try w.serverLog(st).contains("revoked") }) != nil
+        let told = (try? eventually("the backpack to hear why") { try w.serverLog(bp).contains("refused this device") }) != nil
+        #expect(cut, "the station's log says why it cut the session")
+        #expect(told, "the backpack's log says it was refused as revoked")
+        usleep(1_500_000)  // any push would have arrived by now (the station polls its store every 500 ms)
+        try w.stopAll()
+        let held = try w.open(bp).records(RecordQuery()).count
+        #expect(held == 1, "the backpack holds \(held) records; only the one written before the revocation may reach it")
+        var after = RecordQuery()
+        after.text = "after the revocation"
+        #expect(try w.open(bp).records(after).isEmpty, "a record written after the revocation reached the revoked device")
+        #expect(try w.open(st).records(after).count == 1)
+    }
+
     @Test(.timeLimit(.minutes(1))) func deviceOfAnotherAuthorityIsRefused() throws {
         let w = try ProcessWorld()
         defer { w.cleanUp() }

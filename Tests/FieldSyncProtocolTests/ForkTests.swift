@@ -163,11 +163,11 @@ import Testing
         var l = S.connect(restored, st, seed: 13)
         #expect(S.run(&l))
         #expect(try county.store.forks().isEmpty)
-        live.a.push()
+        live.a.push(now: S.now)
         S.run(&live)
         #expect(live.a.forkProofsSent == 1 && live.b.forkProofsReceived == 1 && live.a.isLive && live.b.isLive)
         #expect(try county.store.forks().count == 1)
-        live.a.push()
+        live.a.push(now: S.now)
         #expect(live.a.pollTransmit() == nil, "sent once")
     }
 

@@ -26,12 +26,12 @@ import Testing
 
         // The backpack writes; one push carries it. No handshake or reconciliation bytes follow.
         for n in UInt64(5)...UInt64(7) { _ = try SessionTests.write(bp, n) }
-        link.a.push(logs: [LogID(author: bp.identity.id, scope: TestPKI.village)])
+        link.a.push(logs: [LogID(author: bp.identity.id, scope: TestPKI.village)], now: SessionTests.now)
         SessionTests.run(&link)
         #expect(try SessionTests.state(st).count == 7)
         // The station writes and pushes every log (nil): the backpack gets it, nothing is echoed back.
         _ = try SessionTests.write(st, 101)
-        link.b.push()
+        link.b.push(now: SessionTests.now)
         SessionTests.run(&link)
         #expect(try SessionTests.state(bp) == SessionTests.state(st) && SessionTests.state(bp).count == 8)
         for kind in [SessionFrameKind.handshake, .reconciliation, .done] {
@@ -41,7 +41,7 @@ import Testing
         #expect(link.a.changesSent == 7 && link.b.changesSent == 1, "nothing sent twice, nothing echoed")
         // Nothing new: a push sends nothing.
         let before = link.a.bytesSent.reduce(0, +)
-        link.a.push()
+        link.a.push(now: SessionTests.now)
         #expect(link.a.pollTransmit() == nil && link.a.bytesSent.reduce(0, +) == before)
         // Closing an idle live session is a normal end.
         link.a.connectionClosed()
@@ -61,8 +61,8 @@ import Testing
         #expect(link.a.isLive && link.b.isLive)
         for n in UInt64(1)...UInt64(3) { _ = try SessionTests.write(hq, n, scope: TestPKI.village) }
         for n in UInt64(4)...UInt64(6) { _ = try SessionTests.write(hq, n, scope: other) }
-        link.a.push()  // every log: only those the backpack may hold travel
-        link.a.push(logs: [LogID(author: hq.identity.id, scope: other)])  // named outright: still not sent
+        link.a.push(now: SessionTests.now)  // every log: only those the backpack may hold travel
+        link.a.push(logs: [LogID(author: hq.identity.id, scope: other)], now: SessionTests.now)  // named outright: still not sent
         SessionTests.run(&link)
         #expect(try bp.store.status().changes == 3)
         #expect(try bp.store.holdings().keys.allSatisfy { TestPKI.station.contains($0.scope) })
@@ -98,7 +98,7 @@ import Testing
                 to.receive(bytes, now: SessionTests.now)
                 if !wrote, SessionTests.events(link.a).contains(where: { if case .reconciled = $0 { true } else { false } }) {
                     _ = try SessionTests.write(bp, 3)
-                    link.a.push()  // not live yet: does nothing now
+                    link.a.push(now: SessionTests.now)  // not live yet: does nothing now
                     wrote = true
                 }
             }
@@ -118,7 +118,7 @@ import Testing
         SessionTests.run(&link)
         #expect(link.a.isLive)
         for n in UInt64(1)...UInt64(60) { _ = try SessionTests.write(bp, n) }
-        link.a.push()
+        link.a.push(now: SessionTests.now)
         #expect(!SessionTests.run(&link, cutAfter: cut))
         #expect(link.a.hasFailed, "batches were in flight at the cut")
         let got = try SessionTests.state(st).count
@@ -145,7 +145,7 @@ import Testing
             let i = Int.random(in: 0..<spokes.count, using: &g)
             n += 1
             _ = try SessionTests.write(spokes[i], n)
-            links[i].a.push()
+            links[i].a.push(now: SessionTests.now)
             // Deliver; whenever the station applied something, it pushes on every other spoke's session.
             var moved = true
             while moved {
@@ -154,7 +154,7 @@ import Testing
                     let bytes = links[j].a.bytesSent.reduce(0, +) + links[j].b.bytesSent.reduce(0, +)
                     let received = links[j].b.changesReceived
                     SessionTests.run(&links[j])
-                    if links[j].b.changesReceived != received { for k in links.indices where k != j { links[k].b.push() } }
+                    if links[j].b.changesReceived != received { for k in links.indices where k != j { links[k].b.push(now: SessionTests.now) } }
                     if links[j].a.bytesSent.reduce(0, +) + links[j].b.bytesSent.reduce(0, +) != bytes { moved = true }
                 }
             }
@@ -207,7 +207,7 @@ import Testing
             let writer = [i, j].filter { $0 >= 3 }.randomElement(using: &g)
             if let w = writer {
                 try write(w)
-                (w == i ? link.a : link.b).push()
+                (w == i ? link.a : link.b).push(now: SessionTests.now)
             }
             switch Int.random(in: 0..<5, using: &g) {
             case 0: _ = SessionTests.run(&link, cutAfter: Int.random(in: 1...3_000, using: &g))

@@ -55,6 +55,9 @@ import Testing
                                     priority: .urgent, payload: [0x02])
         var wf = ByteWriter()
         SessionMessage.fork(certificates: [initiator.certificate], proof: try ForkProof(f1, f2)).encode(to: &wf)
+        var wr = ByteWriter(), wc = ByteWriter()
+        SessionMessage.refuse(.revoked).encode(to: &wr)
+        SessionMessage.refuse(.certificateInvalid).encode(to: &wc)
         return [
             "root_ed25519_seed": Hex.encode([UInt8](repeating: 0x01, count: 32)),
             "initiator_ed25519_seed": Hex.encode([UInt8](repeating: 0x10, count: 32)),
@@ -76,6 +79,8 @@ import Testing
             "plaintext_ack_7": Hex.encode(wa.bytes),
             "plaintext_live": Hex.encode(wl.bytes),
             "plaintext_fork": Hex.encode(wf.bytes),
+            "plaintext_refuse_revoked": Hex.encode(wr.bytes),
+            "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
         ]
     }
 

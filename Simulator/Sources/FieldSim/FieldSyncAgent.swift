@@ -472,7 +472,7 @@ public final class FieldSyncAgent: SyncAgent {
             } else if let sess = sessions[s][link.spec.a == node ? 0 : 1], sess.isLive {
                 // The open session carries the new changes; one not yet live pushes them when it is.
                 livePushes += 1
-                sess.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] })
+                sess.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] }, now: wall(node, now))
                 effects.wake(link.slot, .a)
                 effects.wake(link.slot, .b)
             }

@@ -10,9 +10,10 @@ public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible 
         case unsupportedVersion
         /// Noise failed: wrong network id (prologue), tampering, replay, truncation, low-order key.
         case handshakeFailed
-        /// The peer's certificate does not verify (unknown authority, expired, bad signature, ...).
+        /// The peer's certificate does not verify (unknown authority, expired, bad signature, ...), also
+        /// when it expires during a session; or the peer refused this device's certificate as expired.
         case badCertificate
-        /// The peer's certificate is revoked.
+        /// The peer's certificate (or its issuer) is revoked; or the peer refused this device as revoked.
         case revoked
         /// The certificate's X25519 key is not the key the peer proved in the handshake.
         case keyMismatch
@@ -20,8 +21,11 @@ public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible 
         case selfConnection
         /// A frame or message is malformed, oversized, out of turn or undecryptable.
         case protocolViolation
-        /// The peer sent a change that failed verification.
+        /// The peer sent a change that failed verification, or one by an author whose certificate it did
+        /// not send and this node does not know.
         case badChange
+        /// The peer sent changes of a log this node, or the peer itself, may not hold (`Entitlement`).
+        case notEntitled
         /// The peer exceeded a limit (too many frames, batches, symbols or bytes).
         case limitExceeded
         /// A store error on this side.

@@ -29,6 +29,10 @@ public enum SessionMessage: Sendable {
     /// A fork proof (Protocols/change.md §6) the receiver may lack, with the author's certificate if
     /// this session has not sent it yet. Not acknowledged. Tag 6.
     case fork(certificates: [Certificate], proof: ForkProof)
+    /// The sender no longer accepts the receiver (its certificate, or its issuer's, is revoked or no
+    /// longer valid) and closes the session: sent last, then the connection is closed
+    /// (Protocols/sync.md §4.2). Tag 7.
+    case refuse(SessionRefusal)
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -52,6 +56,9 @@ public enum SessionMessage: Sendable {
             w.writeByte(6)
             w.writeArray(certs)
             w.writeBytes(proof.canonicalBytes)
+        case let .refuse(reason):
+            w.writeByte(7)
+            w.writeByte(reason.rawValue)
         }
     }
 
@@ -79,10 +86,31 @@ public enum SessionMessage: Sendable {
             do { m = .fork(certificates: certs, proof: try ForkProof(canonicalBytes: bytes)) } catch {
                 throw DecodingError(.invalidValue, at: pAt, "fork proof: \(error)")
             }
+        case 7:
+            let at = r.offset
+            let b = try r.readByte()
+            guard let reason = SessionRefusal(rawValue: b) else { throw DecodingError(.unknownTag, at: at, "refusal reason \(b)") }
+            m = .refuse(reason)
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
         return m
+    }
+}
+
+/// Why a session refuses its peer after the handshake (`SessionMessage.refuse`). Raw values are normative.
+public enum SessionRefusal: UInt8, Sendable, Equatable {
+    /// The receiver's certificate, or its issuer's, is revoked (as the sender knows it).
+    case revoked = 1
+    /// The receiver's certificate, or its issuer's, is outside its validity window (expired).
+    case certificateInvalid = 2
+
+    /// The error the refused side reports.
+    var error: SessionError {
+        switch self {
+        case .revoked: SessionError(.revoked, "the peer refused this device: it (or its issuer) is revoked")
+        case .certificateInvalid: SessionError(.badCertificate, "the peer refused this device: its certificate (or its issuer's) is not valid now")
+        }
     }
 }
 
@@ -96,7 +124,7 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
     case batch
     /// A batch acknowledgement.
     case ack
-    /// The final `done` (or `live`).
+    /// The final `done` (or `live`), or a `refuse`.
     case done
 
     /// Name used in reports.
@@ -174,6 +202,9 @@ public final class SyncSession {
     private var events: [SessionEvent] = []
     /// The peer's certificate, after the handshake.
     public private(set) var peer: Certificate?
+    /// The peer's certificate as the trust store certified it (signatures, issuer): what `checkStanding`
+    /// re-checks at each time against the replicator's current trust store (validity, revocation).
+    private var peerVerified: VerifiedCertificate?
 
     private var toSend: [StoredChange] = []  // ordered, most urgent first
     private var cursor = 0  // next index of toSend
@@ -189,6 +220,8 @@ public final class SyncSession {
     private var peerKnown: [LogID: HeldIntervals] = [:]
     private var reconciled: Holdings?
     private var messagesReceived = 0
+    /// The latest `now` a driver passed in (ms since the Unix epoch).
+    private var lastNow: UInt64
 
     /// Changes sent and acknowledged by the peer, and received and applied, in this session.
     public private(set) var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
@@ -196,6 +229,10 @@ public final class SyncSession {
     /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
     /// and are offered again by the next session, when there may be room.
     public private(set) var changesRefused = 0
+    /// Changes of the plan not sent because this node does not hold their author's certificate (verified):
+    /// the peer could not verify them, and a batch with such a change would fail (Protocols/sync.md,
+    /// Batches). They stay where they are; a peer that knows the author gets them from another node.
+    public private(set) var changesWithheld = 0
     /// Changes received in this session that the store already held (sent twice: two peers raced, or a
     /// batch was resent after a cut).
     public private(set) var changesDuplicate = 0
@@ -223,6 +260,7 @@ public final class SyncSession {
                 handshake: (any SessionHandshaking)? = nil) {
         self.replicator = replicator
         config = configuration
+        lastNow = now
         self.handshake = handshake ?? SessionHandshake(initiator: initiator, identity: replicator.identity,
                                                        trust: replicator.trust, network: configuration.network)
         if initiator { writeHandshake() }
@@ -266,6 +304,7 @@ public final class SyncSession {
     /// Feeds bytes received from the peer.
     public func receive(_ bytes: [UInt8], now: UInt64) {
         guard phase != .failed, phase != .finished else { return }
+        lastNow = now
         decoder.append(bytes)
         do {
             while phase != .failed, let frame = try decoder.next() { try handle(frame, now: now) }
@@ -276,6 +315,45 @@ public final class SyncSession {
         } catch {
             fail(SessionError(.storeFailed, "\(error)"))
         }
+    }
+
+    /// Re-checks the peer's standing against the replicator's trust store as it is now: the peer's
+    /// certificate and its issuer's must be valid at `now` and neither revoked. A driver calls this
+    /// whenever its trust store may have changed (a revocation learned from any session, from the store,
+    /// or written locally) and when the peer's certificate lapses (`peerStandingLapsesAt`); the session
+    /// also checks before every push and on every message it receives. A peer that fails is refused at
+    /// once: nothing more is sent or accepted, the peer is told why (`SessionMessage.refuse`, the only
+    /// frame queued), and the session fails with `revoked` or `badCertificate`; the driver then closes
+    /// the connection. Before the handshake completes it does nothing (the handshake checks the same).
+    /// - Returns: whether the session is still usable (false once it failed, for this or another reason).
+    @discardableResult
+    public func checkStanding(now: UInt64) -> Bool {
+        guard phase != .failed else { return false }
+        guard phase != .handshake, phase != .finished, let v = peerVerified else { return true }
+        do {
+            try replicator.trust.checkStanding(v, now: now)
+            return true
+        } catch {
+            let refused = error.code == .revoked
+            // The last handshake message, if still queued, goes first: the peer needs it to read the refusal.
+            let handshakeFrames = outbox.filter { $0.1 == .handshake }
+            fail(SessionError(refused ? .revoked : .badCertificate, "peer \(v.certificate.subject): \(error.description)"))
+            outbox = handshakeFrames
+            if var t = transport, let frame = try? t.seal(Self.encoded(.refuse(refused ? .revoked : .certificateInvalid))) {
+                transport = t
+                queue(FrameDecoder.frame(frame), .done)
+            }
+            return false
+        }
+    }
+
+    /// When the peer's standing lapses by time alone (ms since the Unix epoch, on this node's clock): the
+    /// first instant after the end of its certificate's validity, or its issuing authority's, widened by
+    /// the clock-skew tolerance. A driver calls `checkStanding` then. Nil before the handshake.
+    public var peerStandingLapsesAt: UInt64? {
+        guard let v = peerVerified else { return nil }
+        let end = min(v.certificate.notAfter, v.authority?.notAfter ?? .max)
+        return end &+ replicator.trust.clockSkewMilliseconds &+ 1
     }
 
     /// The transport closed (cut or peer gone). Unacknowledged batches are simply offered again next time.
@@ -292,9 +370,12 @@ public final class SyncSession {
     /// Live mode: sends the peer the changes of `logs` (every log when nil) it may hold and is not known
     /// to hold: what this node got since the session began, from its own writes or other sessions. Call
     /// it after the store changed; before the session is live it does nothing (the session pushes
-    /// everything new when it becomes live). Cost: one holdings lookup per log named.
-    public func push(logs: [LogID]? = nil) {
+    /// everything new when it becomes live). The peer's standing is checked first (`checkStanding`): a
+    /// peer revoked or expired by `now` gets nothing. Cost: one holdings lookup per log named.
+    public func push(logs: [LogID]? = nil, now: UInt64) {
         guard phase == .live, let peerCert = peer else { return }
+        lastNow = now
+        guard checkStanding(now: now) else { return }
         do {
             if replicator.forksRecorded != forksSeen { try sendForkProofs() }
             let store = replicator.store
@@ -336,18 +417,22 @@ public final class SyncSession {
         do { queue(FrameDecoder.frame(try handshake.write()), .handshake) } catch { fail(error) }
     }
 
-    private func send(_ m: SessionMessage) throws(SessionError) {
+    private static func encoded(_ m: SessionMessage) -> [UInt8] {
         var w = ByteWriter()
         m.encode(to: &w)
+        return w.bytes
+    }
+
+    private func send(_ m: SessionMessage) throws(SessionError) {
         guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
         let kind: SessionFrameKind = switch m {
         case .recon: .reconciliation
         case .batch: .batch
         case .ack: .ack
-        case .done, .live: .done
+        case .done, .live, .refuse: .done
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
-        queue(FrameDecoder.frame(try t.seal(w.bytes)), kind)
+        queue(FrameDecoder.frame(try t.seal(Self.encoded(m))), kind)
         transport = t
     }
 
@@ -360,7 +445,7 @@ public final class SyncSession {
         if phase == .handshake {
             try handshake.read(frame, now: now)
             if handshake.shouldWrite { writeHandshake() }
-            if handshake.isComplete { try startReconciliation() }
+            if handshake.isComplete { try startReconciliation(now: now) }
             return
         }
         messagesReceived += 1
@@ -372,6 +457,9 @@ public final class SyncSession {
         do { message = try SessionMessage.decode(plain) } catch {
             throw SessionError(.protocolViolation, "message does not decode: \(error)")
         }
+        if case let .refuse(reason) = message { throw reason.error }
+        // Nothing is accepted from a peer that lost its standing since the last message (§4.2).
+        guard checkStanding(now: now) else { return }
         switch (phase, message) {
         case let (.reconciling, .recon(m)):
             guard var rec = reconciler else { throw SessionError(.protocolViolation, "no reconciler") }
@@ -388,6 +476,18 @@ public final class SyncSession {
                     throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
                 }
             }
+            // Only logs both sides may hold travel (§3): a batch with any other log is refused whole,
+            // before anything of it is stored.
+            let own = replicator.identity.certificate
+            for c in changes {
+                let log = LogID(author: c.header.author, scope: c.header.scope)
+                guard Entitlement.mayHold(own, log) else {
+                    throw SessionError(.notEntitled, "batch \(id) carries log \(log), which this node (\(own.role), \(own.scopes.map(\.path))) may not hold")
+                }
+                guard let p = peer, Entitlement.mayHold(p, log) else {
+                    throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
+                }
+            }
             if config.live {  // the peer holds what it sends
                 for c in changes { peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
             }
@@ -401,7 +501,8 @@ public final class SyncSession {
             changesForked += report.commit.refusedForked.count
             forksDetected += report.commit.forksRecorded
             changesDuplicate += report.commit.duplicates
-            events.append(.applied(changes: changes.count, rejected: report.rejected + report.outcomes.filter { $0 == .unknownAuthor }.count))
+            let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
+            events.append(.applied(changes: changes.count, rejected: report.rejected + unknown))
             // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
             // is no evidence against the peer: honest devices' clocks differ. It travels again in a
             // later session, once this clock has caught up (Protocols/sync.md, Batches).
@@ -416,6 +517,14 @@ public final class SyncSession {
                 // What verified is committed; a peer that sends forgeries is cut off.
                 throw SessionError(.badChange, "\(report.rejected - early) change(s) of batch \(id) failed verification")
             }
+            if unknown > 0 {
+                // Not stored, so not acknowledged: the sender must not believe they were delivered.
+                let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
+                throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
+                                   + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
+            }
+            // A revocation in this very batch may concern the peer: it gets no acknowledgement then.
+            if report.revocationsLearned > 0, !checkStanding(now: now) { return }
             // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
             // while the peer's side of the session is still open).
             if report.commit.forksRecorded > 0 { try sendForkProofs() }
@@ -438,12 +547,18 @@ public final class SyncSession {
         }
     }
 
-    private func startReconciliation() throws {
+    private func startReconciliation(now: UInt64) throws {
         transport = try handshake.transport()
         guard let peerCert = handshake.peer else { throw SessionError(.protocolViolation, "no peer certificate") }
         peer = peerCert
+        do { peerVerified = try certify(peerCert) } catch {
+            throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
+        }
         events.append(.authenticated(peerCert.subject, peerCert.role))
         phase = .reconciling
+        // The handshake checked the trust store as it was when the session began; a revocation learned
+        // since (another session, the store) counts from here on.
+        guard checkStanding(now: now) else { return }
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
         for log in try replicator.store.orderedLogs() where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
@@ -457,6 +572,14 @@ public final class SyncSession {
         let outputs = rec.start()
         reconciler = rec
         try process(outputs)
+    }
+
+    /// `TrustStore.certified` for the peer's certificate, reusing the replicator's own check of the same
+    /// certificate or the process's verification cache (the simulator) when there is one.
+    private func certify(_ c: Certificate) throws(IdentityError) -> VerifiedCertificate {
+        if let known = replicator.certificates[c.subject], known.certificate == c { return known }
+        if let cache = replicator.verificationCache { return try cache.certified(c, trust: replicator.trust) }
+        return try replicator.trust.certified(c)
     }
 
     private func process(_ outputs: [ReconOutput]) throws {
@@ -596,6 +719,12 @@ public final class SyncSession {
                 let author = next.log.author
                 let needsCert = !certificatesSent.contains(author) && !certs.contains { $0.subject == author }
                 let cert = needsCert ? replicator.certificates[author]?.certificate : nil
+                if needsCert && cert == nil {
+                    // No verified certificate of its author here: the peer could not verify it either.
+                    cursor += 1
+                    changesWithheld += 1
+                    continue
+                }
                 if let cert { extra += cert.canonicalBytes.count }
                 if !changes.isEmpty && bytes + extra > batchLimit { break }
                 cursor += 1
@@ -626,7 +755,7 @@ public final class SyncSession {
         if config.live && peerLive {
             phase = .live
             events.append(.live)
-            push()  // what this node got while the first exchange ran
+            push(now: lastNow)  // what this node got while the first exchange ran
         } else {
             phase = .finished
             events.append(.finished)
