@@ -191,8 +191,10 @@ struct ProcessTests {
         let file = w.dir + "/bp.rev"
         _ = FileManager.default.createFile(atPath: file, contents: Data(revocation.canonicalBytes))
         try w.expectOK(["publish", file] + w.args(st))
+        let published = Date()
         try incident("after the revocation")
         let cut = (try? eventually("the station to cut the session") { try w.serverLog(st).contains("revoked") }) != nil
+        print("live revocation: publish returned to the station's log showing the cut in \(Int(Date().timeIntervalSince(published) * 1000)) ms")
         let told = (try? eventually("the backpack to hear why") { try w.serverLog(bp).contains("refused this device") }) != nil
         #expect(cut, "the station's log says why it cut the session")
         #expect(told, "the backpack's log says it was refused as revoked")
