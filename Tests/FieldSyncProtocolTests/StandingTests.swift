@@ -276,6 +276,27 @@ import Testing
         #expect(try receiver.store.change(LogID(author: c.header.author, scope: TestPKI.village), seq: 1) != nil)
     }
 
+    /// Live mode: a change withheld for want of its author's certificate is not counted as known to the
+    /// peer; once the certificate is known, a push sends it on the same session.
+    @Test func aWithheldChangeIsPushedOnceItsAuthorCertificateIsKnown() throws {
+        var pki = TestPKI()
+        let author = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        _ = try SessionTests.write(author, 1)
+        let log = LogID(author: author.identity.id, scope: TestPKI.village)
+        let sender = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        _ = try sender.store.commit(CommitBatch(changes: [try #require(try author.store.change(log, seq: 1))]))
+        let receiver = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        var link = LiveSessionTests.connect(sender, receiver)
+        SessionTests.run(&link)
+        #expect(link.a.isLive && link.b.isLive && link.a.changesWithheld >= 1)
+        #expect(try receiver.store.change(log, seq: 1) == nil)
+        sender.learn(certificates: [author.identity.certificate], now: Self.now)
+        link.a.push(logs: [log], now: Self.now)
+        SessionTests.run(&link)
+        #expect(try receiver.store.change(log, seq: 1) != nil, "pushed once the certificate is known")
+        #expect(link.a.isLive && link.b.isLive)
+    }
+
     // MARK: item 9: entitlement of incoming logs
 
     /// A handshake that reports another peer certificate than the peer's: it makes the session's owner

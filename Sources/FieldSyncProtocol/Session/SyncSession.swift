@@ -229,7 +229,8 @@ public final class SyncSession {
     /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
     /// and are offered again by the next session, when there may be room.
     public private(set) var changesRefused = 0
-    /// Changes of the plan not sent because this node does not hold their author's certificate (verified):
+    /// Changes of the plan not sent because this node does not hold their author's certificate (verified),
+    /// counted each time one is passed over (a live session offers it again on every push of its log):
     /// the peer could not verify them, and a batch with such a change would fail (Protocols/sync.md,
     /// Batches). They stay where they are; a peer that knows the author gets them from another node.
     public private(set) var changesWithheld = 0
@@ -721,8 +722,13 @@ public final class SyncSession {
                 let cert = needsCert ? replicator.certificates[author]?.certificate : nil
                 if needsCert && cert == nil {
                     // No verified certificate of its author here: the peer could not verify it either.
+                    // Live mode: the peer is not known to hold it, so a push offers it again once the
+                    // certificate is known here.
                     cursor += 1
                     changesWithheld += 1
+                    if let known = peerKnown[next.log], known.contains(next.seq) {
+                        peerKnown[next.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq])))
+                    }
                     continue
                 }
                 if let cert { extra += cert.canonicalBytes.count }
