@@ -80,9 +80,23 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         /// Seconds without bytes in either direction after which a live session is closed (a normal end;
         /// the next session handshakes and reconciles anew, re-checking the peer); 0: never (default 600).
         public var liveIdleTimeoutSeconds = 600
+        /// Seconds a connection (either direction) may take to complete its handshake before it is cut
+        /// (default 5).
+        public var handshakeTimeoutSeconds = 5
+        /// Most incoming connections in their handshake at once (the unauthenticated pool; they never
+        /// take one of the `max` session slots) (default 16).
+        public var maxHandshakes = 16
+        /// Most incoming connections in their handshake from one source address (default 4).
+        public var maxHandshakesPerSource = 4
+        /// A session with work to do that moves fewer bytes than this (both directions) in
+        /// `progressIntervalSeconds` is cut (default 1024; 0: no progress check).
+        public var minProgressBytes = 1_024
+        /// The interval of the progress check, seconds (default 10).
+        public var progressIntervalSeconds = 10
 
         static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive",
-                                        "refusedRetrySeconds", "liveIdleTimeoutSeconds"]
+                                        "refusedRetrySeconds", "liveIdleTimeoutSeconds", "handshakeTimeoutSeconds", "maxHandshakes",
+                                        "maxHandshakesPerSource", "minProgressBytes", "progressIntervalSeconds"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -95,6 +109,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             maxLive = try c.value("maxLive", or: maxLive)
             refusedRetrySeconds = try c.value("refusedRetrySeconds", or: refusedRetrySeconds)
             liveIdleTimeoutSeconds = try c.value("liveIdleTimeoutSeconds", or: liveIdleTimeoutSeconds)
+            handshakeTimeoutSeconds = try c.value("handshakeTimeoutSeconds", or: handshakeTimeoutSeconds)
+            maxHandshakes = try c.value("maxHandshakes", or: maxHandshakes)
+            maxHandshakesPerSource = try c.value("maxHandshakesPerSource", or: maxHandshakesPerSource)
+            minProgressBytes = try c.value("minProgressBytes", or: minProgressBytes)
+            progressIntervalSeconds = try c.value("progressIntervalSeconds", or: progressIntervalSeconds)
         }
     }
 
@@ -110,9 +129,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var pushDebounceMilliseconds = 250
         /// How often the store's heads are read to notice writes by other processes, ms (default 500).
         public var pollIntervalMilliseconds = 500
+        /// Most sessions at once to discovered peers that never completed a handshake with this node
+        /// (on top of `sessions.max`, which they never take) (default 2).
+        public var maxDiscoveryProbes = 2
 
         static let keys: Set<String> = ["resyncIntervalSeconds", "backoffMinMilliseconds", "backoffMaxMilliseconds",
-                                        "pushDebounceMilliseconds", "pollIntervalMilliseconds"]
+                                        "pushDebounceMilliseconds", "pollIntervalMilliseconds", "maxDiscoveryProbes"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -122,6 +144,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             backoffMaxMilliseconds = try c.value("backoffMaxMilliseconds", or: backoffMaxMilliseconds)
             pushDebounceMilliseconds = try c.value("pushDebounceMilliseconds", or: pushDebounceMilliseconds)
             pollIntervalMilliseconds = try c.value("pollIntervalMilliseconds", or: pollIntervalMilliseconds)
+            maxDiscoveryProbes = try c.value("maxDiscoveryProbes", or: maxDiscoveryProbes)
         }
     }
 
@@ -146,14 +169,20 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var enabled = false
         /// Where, `HOST:PORT` (default `127.0.0.1:9464`).
         public var listen = "127.0.0.1:9464"
+        /// Most connections to the endpoint at once; further ones are closed at accept (default 8).
+        public var maxConnections = 8
+        /// Seconds a connection may stay without a complete request before it is closed (default 5).
+        public var idleTimeoutSeconds = 5
 
-        static let keys: Set<String> = ["enabled", "listen"]
+        static let keys: Set<String> = ["enabled", "listen", "maxConnections", "idleTimeoutSeconds"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, allowed: Self.keys, section: "metrics")
             enabled = try c.value("enabled", or: enabled)
             listen = try c.value("listen", or: listen)
+            maxConnections = try c.value("maxConnections", or: maxConnections)
+            idleTimeoutSeconds = try c.value("idleTimeoutSeconds", or: idleTimeoutSeconds)
         }
     }
 
@@ -348,6 +377,13 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(0...604_800).contains(sessions.liveIdleTimeoutSeconds) {
             fail("sessions.liveIdleTimeoutSeconds", "must be 0 (never) to 604800")
         }
+        if !(1...300).contains(sessions.handshakeTimeoutSeconds) { fail("sessions.handshakeTimeoutSeconds", "must be 1 to 300") }
+        if !(1...4_096).contains(sessions.maxHandshakes) { fail("sessions.maxHandshakes", "must be 1 to 4096, not \(sessions.maxHandshakes)") }
+        if !(1...sessions.maxHandshakes).contains(sessions.maxHandshakesPerSource) {
+            fail("sessions.maxHandshakesPerSource", "must be 1 to sessions.maxHandshakes (\(sessions.maxHandshakes)), not \(sessions.maxHandshakesPerSource)")
+        }
+        if !(0...(1 << 30)).contains(sessions.minProgressBytes) { fail("sessions.minProgressBytes", "must be 0 (no check) to 1073741824") }
+        if !(1...3_600).contains(sessions.progressIntervalSeconds) { fail("sessions.progressIntervalSeconds", "must be 1 to 3600") }
         if !(1...604_800).contains(schedule.resyncIntervalSeconds) { fail("schedule.resyncIntervalSeconds", "must be 1 to 604800") }
         if schedule.backoffMinMilliseconds < 10 { fail("schedule.backoffMinMilliseconds", "must be at least 10") }
         if schedule.backoffMaxMilliseconds < schedule.backoffMinMilliseconds {
@@ -355,10 +391,13 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
         if !(0...60_000).contains(schedule.pushDebounceMilliseconds) { fail("schedule.pushDebounceMilliseconds", "must be 0 to 60000") }
         if !(50...60_000).contains(schedule.pollIntervalMilliseconds) { fail("schedule.pollIntervalMilliseconds", "must be 50 to 60000") }
+        if !(0...64).contains(schedule.maxDiscoveryProbes) { fail("schedule.maxDiscoveryProbes", "must be 0 to 64") }
         if let q = relay.quotaBytes, q < 1 << 20 { fail("relay.quotaBytes", "must be at least 1048576 (1 MiB), or null for no quota") }
         if metrics.enabled, PeerAddress(metrics.listen) == nil {
             fail("metrics.listen", "\"\(metrics.listen)\" is not HOST:PORT (e.g. \"127.0.0.1:9464\")")
         }
+        if !(1...1_024).contains(metrics.maxConnections) { fail("metrics.maxConnections", "must be 1 to 1024") }
+        if !(1...3_600).contains(metrics.idleTimeoutSeconds) { fail("metrics.idleTimeoutSeconds", "must be 1 to 3600") }
         if !Self.logLevels.contains(logLevel) { fail("logLevel", "must be one of \(Self.logLevels.joined(separator: ", ")), not \"\(logLevel)\"") }
         let statusDir = (statusPath as NSString).deletingLastPathComponent
         if !fm.fileExists(atPath: statusDir.isEmpty ? "." : statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
@@ -382,6 +421,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         n.maxLiveSessions = sessions.maxLive
         n.refusedRetry = .seconds(Int64(sessions.refusedRetrySeconds))
         n.liveIdleTimeout = sessions.liveIdleTimeoutSeconds == 0 ? nil : .seconds(Int64(sessions.liveIdleTimeoutSeconds))
+        n.handshakeTimeout = .seconds(Int64(sessions.handshakeTimeoutSeconds))
+        n.maxPendingHandshakes = sessions.maxHandshakes
+        n.maxHandshakesPerSource = sessions.maxHandshakesPerSource
+        n.minProgressBytes = sessions.minProgressBytes
+        n.progressInterval = .seconds(Int64(sessions.progressIntervalSeconds))
         return n
     }
 
@@ -393,6 +437,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         p.backoffMin = UInt64(max(1, schedule.backoffMinMilliseconds))
         p.backoffMax = UInt64(max(schedule.backoffMinMilliseconds, schedule.backoffMaxMilliseconds))
         p.pushDebounce = UInt64(max(0, schedule.pushDebounceMilliseconds))
+        p.maxProbes = max(0, schedule.maxDiscoveryProbes)
         return p
     }
 
@@ -417,17 +462,24 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // maxLive: most live sessions at once (they do not count toward max; the stall timeout does not cut
           // an idle one); refusedRetrySeconds: a live session on which the store refused changes (quota) reopens
           // after it; liveIdleTimeoutSeconds: an idle live session closes after it and reconnects (0: never).
+          // handshakeTimeoutSeconds: cut a connection that has not authenticated by then; maxHandshakes and
+          // maxHandshakesPerSource: the unauthenticated pool (it never takes a `max` slot); a session with work
+          // to do that moves fewer than minProgressBytes per progressIntervalSeconds is cut (0: no check).
           "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
-                        "live": true, "maxLive": 64, "refusedRetrySeconds": 600, "liveIdleTimeoutSeconds": 600 },
+                        "live": true, "maxLive": 64, "refusedRetrySeconds": 600, "liveIdleTimeoutSeconds": 600,
+                        "handshakeTimeoutSeconds": 5, "maxHandshakes": 16, "maxHandshakesPerSource": 4, "minProgressBytes": 1024,
+                        "progressIntervalSeconds": 10 },
           // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
           // changes are noticed by polling the store every pollIntervalMilliseconds, pushed at once on live
           // sessions and pushDebounceMilliseconds later to peers without one (a new session).
+          // maxDiscoveryProbes: sessions at once to discovered peers never authenticated (beyond sessions.max).
           "schedule": { "resyncIntervalSeconds": 300, "backoffMinMilliseconds": 1000, "backoffMaxMilliseconds": 300000,
-                        "pushDebounceMilliseconds": 250, "pollIntervalMilliseconds": 500 },
+                        "pushDebounceMilliseconds": 250, "pollIntervalMilliseconds": 500, "maxDiscoveryProbes": 2 },
           // Relay boxes: bytes of ciphertext kept (null: no quota).
           "relay": { "quotaBytes": null },
-          // Prometheus text endpoint (GET /metrics).
-          "metrics": { "enabled": false, "listen": "127.0.0.1:9464" },
+          // Prometheus text endpoint (GET /metrics) on its own thread: at most maxConnections at once, each
+          // closed after idleTimeoutSeconds without a complete request.
+          "metrics": { "enabled": false, "listen": "127.0.0.1:9464", "maxConnections": 8, "idleTimeoutSeconds": 5 },
           // trace, debug, info, notice, warning, error, critical.
           "logLevel": "info",
           // Where the daemon keeps its status for `fieldsync status` (null: the store path + ".status.json").

@@ -54,6 +54,7 @@ public final class LANDiscovery: Sendable {
     private let table: NIOLoopBoundBox<DiscoveryTable>
     private let channel: NIOLoopBoundBox<(any Channel)?>
     private let timer: NIOLoopBoundBox<Scheduled<Void>?>
+    private let logLimiter: NIOLoopBoundBox<LogRateLimiter>
     private let onPeer: @Sendable (DiscoveredPeer) -> Void
     private let onPeerLost: @Sendable (DiscoveredPeer) -> Void
     private let log: @Sendable (String) -> Void
@@ -74,6 +75,7 @@ public final class LANDiscovery: Sendable {
         table = NIOLoopBoundBox.makeBoxSendingValue(DiscoveryTable(codec: codec, expiry: expiry), eventLoop: eventLoop)
         channel = NIOLoopBoundBox.makeBoxSendingValue(nil, eventLoop: eventLoop)
         timer = NIOLoopBoundBox.makeBoxSendingValue(nil, eventLoop: eventLoop)
+        logLimiter = NIOLoopBoundBox.makeBoxSendingValue(LogRateLimiter(), eventLoop: eventLoop)
         self.onPeer = onPeer
         self.onPeerLost = onPeerLost
         self.log = log
@@ -155,8 +157,9 @@ public final class LANDiscovery: Sendable {
             let envelope = AddressedEnvelope(remoteAddress: destination, data: channel.allocator.buffer(bytes: bytes))
             channel.writeAndFlush(envelope).whenFailure { [log] error in log("discovery: cannot send a beacon to \(destination): \(error)") }
         }
-        for peer in table.value.expire(now: Self.milliseconds()) {
-            log("discovery: lost \(peer)")
+        let now = Self.milliseconds()
+        for peer in table.value.expire(now: now) {
+            limitedLog(peer.host, now: now, "discovery: lost \(peer)")
             onPeerLost(peer)
         }
         let base = configuration.interval.nanoseconds
@@ -164,17 +167,37 @@ public final class LANDiscovery: Sendable {
         timer.value = eventLoop.scheduleTask(in: .nanoseconds(jittered)) { [self] in tick(destination: destination) }
     }
 
+    /// Records that a session to `peer` authenticated: its beacons keep precedence over unproven ones
+    /// (`DiscoveryTable.markProven`). Safe from any thread.
+    public func markProven(_ peer: DiscoveredPeer) {
+        let box = table
+        eventLoop.execute { box.value.markProven(peer, now: Self.milliseconds()) }
+    }
+
     fileprivate func received(_ bytes: [UInt8], from host: String) {
         eventLoop.preconditionInEventLoop()
-        switch table.value.receive(bytes, from: host, now: Self.milliseconds()) {
+        let now = Self.milliseconds()
+        switch table.value.receive(bytes, from: host, now: now) {
         case let .new(peer):
-            log("discovery: found \(peer)")
+            limitedLog(host, now: now, "discovery: found \(peer)")
+            onPeer(peer)
+        case let .replaced(peer, evicted):
+            limitedLog(host, now: now, "discovery: found \(peer) again (proven); forgetting \(evicted) to make room")
+            onPeerLost(evicted)
             onPeer(peer)
         case .full:
-            log("discovery: table full, ignoring a beacon from \(host)")
+            limitedLog(host, now: now, "discovery: table full, ignoring a beacon from \(host)")
+        case .sourceFull:
+            limitedLog(host, now: now, "discovery: \(host) already announces \(table.value.perSource) peers, ignoring another")
         case .refreshed, .own, .rejected:
             break
         }
+    }
+
+    /// Logs a line caused by a beacon from `host`, at most a few per minute per source address.
+    private func limitedLog(_ host: String, now: UInt64, _ line: String) {
+        guard case let .log(suppressed) = logLimiter.value.check(host, now: now) else { return }
+        log(suppressed > 0 ? "\(line) (\(suppressed) similar line(s) from \(host) suppressed)" : line)
     }
 
     private static func milliseconds() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }
@@ -215,6 +238,7 @@ extension NodeDaemon {
             onPeerLost: { [self] peer in removePeer(host: peer.host, port: peer.port, onlyIf: .discovered) },
             onPeer: { [self] peer in addPeer(host: peer.host, port: peer.port, source: .discovered) })
         try await discovery.start()
+        watchProven(discovery)
         return discovery
     }
 }

@@ -24,8 +24,28 @@ public struct NodeConfiguration: Sendable {
     public var network: NetworkParameters
     /// A session with no bytes in either direction for this long is cut (it resumes at the next contact).
     public var idleTimeout: TimeAmount = .seconds(30)
-    /// Most sessions (incoming and outgoing together) at once; further connections are closed at accept.
+    /// Most authenticated sessions (incoming and outgoing together) at once, live ones not counted;
+    /// further connections are closed at accept, and a handshake that completes beyond it is closed.
+    /// Connections still in their handshake do not count (they are bounded by `maxPendingHandshakes`,
+    /// `maxHandshakesPerSource` and `handshakeTimeout`), so hosts that never authenticate cannot take
+    /// a session slot.
     public var maxConcurrentSessions = 8
+    /// A connection (incoming or outgoing) whose handshake has not completed this long after it opened is
+    /// cut (`CutReason.handshakeTimeout`). An honest handshake is three small messages.
+    public var handshakeTimeout: TimeAmount = .seconds(5)
+    /// Most incoming connections in their handshake at once (the unauthenticated pool, `HandshakeAdmission`).
+    public var maxPendingHandshakes = 16
+    /// Most incoming connections in their handshake from one source address at once.
+    public var maxHandshakesPerSource = 4
+    /// A session that has work to do (anything but an idle live session) and moves fewer than
+    /// `minProgressBytes` bytes, both directions together (bytes written count once the socket took
+    /// them), in a `progressInterval` is cut (`CutReason.tooSlow`): a trickle of bytes does not keep it.
+    public var minProgressBytes = 1_024
+    /// The interval of the progress check.
+    public var progressInterval: TimeAmount = .seconds(10)
+    /// Failed sessions and refusals logged per source address per minute; further ones are counted and
+    /// summarised in the next line logged for that source (`LogRateLimiter`).
+    public var logLinesPerSourcePerMinute = 5
     /// Timeout for establishing an outgoing TCP connection.
     public var connectTimeout: TimeAmount = .seconds(10)
     /// Ask every peer, incoming and outgoing, to keep the session open after the first exchange (live
@@ -113,6 +133,9 @@ public struct SessionObserver: Sendable {
     /// A session ended (any session, incoming or outgoing, before the caller of `sync` or `listen`
     /// hears of it); one that went live has `liveSince` set.
     public var ended: (@Sendable (SessionResult) -> Void)?
+    /// A connection was refused (at accept, or at authentication when the session slots were full).
+    /// Cut connections end as sessions: see `SessionResult.cut`.
+    public var refused: (@Sendable (RefusalReason) -> Void)?
 
     /// Reports nothing.
     public init() {}
@@ -161,7 +184,11 @@ public final class FieldSyncNode: Sendable {
         self.log = log
         self.logger = logger
         replicator = NIOLoopBoundBox.makeEmptyBox(valueType: Replicator.self, eventLoop: loop)
-        table = NIOLoopBoundBox.makeBoxSendingValue(SessionTable(), eventLoop: loop)
+        table = NIOLoopBoundBox.makeBoxSendingValue(
+            SessionTable(admission: HandshakeAdmission(capacity: max(1, configuration.maxPendingHandshakes),
+                                                       perSource: max(1, configuration.maxHandshakesPerSource)),
+                         logLimiter: LogRateLimiter(burst: max(1, configuration.logLinesPerSourcePerMinute))),
+            eventLoop: loop)
         let box = replicator
         do {
             try loop.submit { box.value = try makeReplicator() }.wait()
@@ -206,7 +233,7 @@ public final class FieldSyncNode: Sendable {
                 if try self.attachSession(to: channel, initiator: false, target: nil, done: done) {
                     done.futureResult.whenSuccess(onSession)
                 } else {
-                    done.fail(NodeError("refused: session limit"))
+                    done.fail(NodeError("refused"))
                 }
             }
         }
@@ -233,7 +260,7 @@ public final class FieldSyncNode: Sendable {
         bootstrap = bootstrap.channelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
                 guard try self.attachSession(to: channel, initiator: true, target: target, done: done, progress: progress) else {
-                    throw NodeError("this node runs its limit of \(self.configuration.maxConcurrentSessions) sessions or is shutting down; try again later")
+                    throw NodeError("this node runs its limit of \(self.configuration.maxConcurrentSessions) sessions (outgoing handshakes included) or is shutting down; try again later")
                 }
             }
         }
@@ -247,17 +274,17 @@ public final class FieldSyncNode: Sendable {
         return try await done.futureResult.get()
     }
 
-    /// Sessions open now (incoming and outgoing, live ones included). Call on the loop.
+    /// Connections open now (incoming and outgoing, in their handshake or live included). Call on the loop.
     public var runningSessions: Int {
         loop.preconditionInEventLoop()
         return table.value.running
     }
 
-    /// Incoming sessions that count toward `maxConcurrentSessions` now: those not in their live phase.
-    /// Call on the loop.
+    /// Incoming sessions that count toward `maxConcurrentSessions` now: authenticated ones not in their
+    /// live phase (connections still in their handshake do not count). Call on the loop.
     public var incomingSessions: Int {
         loop.preconditionInEventLoop()
-        return table.value.incoming - table.value.liveIncoming
+        return table.value.sessionsIn - table.value.liveIncoming
     }
 
     /// How many sessions are in their live phase now. Call on the loop.
@@ -430,44 +457,74 @@ public final class FieldSyncNode: Sendable {
     }
 
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
-    /// completes `done`. Returns false (and closes the channel) when the node already runs its maximum of
-    /// sessions (live ones not counted) or is draining.
+    /// completes `done`. Returns false (and closes the channel) when the connection is refused: the node
+    /// is draining; it already runs its maximum of authenticated sessions (live ones not counted); for an
+    /// incoming connection, the unauthenticated pool refuses it (`HandshakeAdmission`); for an outgoing
+    /// one, as many outgoing handshakes and sessions as `maxConcurrentSessions` already run.
     private func attachSession(to channel: any Channel, initiator: Bool, target: PeerAddress?, done: EventLoopPromise<SessionResult>,
                                progress: (@Sendable (SessionResult) -> Void)? = nil) throws -> Bool {
         loop.preconditionInEventLoop()  // one loop: the replicator is never touched from another thread
         guard let replicator = replicator.value else { throw NodeError("the node was shut down") }
         let table = self.table
+        let source = channel.remoteAddress?.ipAddress ?? "?"
+        let max = configuration.maxConcurrentSessions
         if table.value.draining {
-            channel.close(promise: nil)
+            refuse(channel, .draining, source: source, initiator: initiator, detail: "the node is shutting down")
             return false
         }
-        let counted = table.value.running - table.value.live
-        guard counted < configuration.maxConcurrentSessions else {
-            log("refused a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(counted) sessions running (limit \(configuration.maxConcurrentSessions), live sessions not counted)")
-            channel.close(promise: nil)
-            return false
+        let counted = table.value.sessions - table.value.live
+        table.value.nextSerial += 1
+        let serial = table.value.nextSerial
+        if initiator {
+            guard counted + table.value.pendingOut < max else {
+                refuse(channel, .sessionLimit, source: source, initiator: true,
+                       detail: "\(counted) sessions and \(table.value.pendingOut) outgoing handshakes running (limit \(max))")
+                return false
+            }
+            table.value.pendingOut += 1
+        } else {
+            guard counted < max else {
+                refuse(channel, .sessionLimit, source: source, initiator: false,
+                       detail: "\(counted) sessions running (limit \(max), live sessions not counted)")
+                return false
+            }
+            switch table.value.admission.admit(serial, source: source, now: nodeClockMilliseconds()) {
+            case .admit:
+                break
+            case let .admitEvicting(victim):
+                table.value.handlers.values.first { $0.serial == victim }?.cut(.evicted, "evicted from the full handshake pool by a connection from a less busy source")
+            case let .refuse(reason):
+                refuse(channel, reason, source: source, initiator: false,
+                       detail: "\(table.value.admission.count) handshakes pending (limit \(configuration.maxPendingHandshakes), "
+                           + "\(configuration.maxHandshakesPerSource) per source; this source has \(table.value.admission.count(from: source)))")
+                return false
+            }
         }
         let asksLive = configuration.liveSessions && table.value.askingLive < configuration.maxLiveSessions
         table.value.running += 1
-        if !initiator { table.value.incoming += 1 }
         if asksLive { table.value.askingLive += 1 }
-        table.value.nextSerial += 1
-        let serial = table.value.nextSerial
         let key = ObjectIdentifier(channel)
         table.value.channels[key] = channel
         done.futureResult.whenComplete { outcome in
             table.value.running -= 1
-            if !initiator { table.value.incoming -= 1 }
             if asksLive { table.value.askingLive -= 1 }
+            if table.value.counted.remove(key) != nil {
+                table.value.sessions -= 1
+                if !initiator { table.value.sessionsIn -= 1 }
+            } else if table.value.pending.remove(key) != nil {
+                if initiator { table.value.pendingOut -= 1 } else { table.value.admission.release(serial) }
+            }
             table.value.channels[key] = nil
             table.value.handlers[key] = nil
             guard case let .success(r) = outcome else { return }
+            if let cut = r.cut { table.value.counters.cut[cut.rawValue, default: 0] += 1 }
             if r.liveSince != nil {
                 table.value.live -= 1
                 if !initiator { table.value.liveIncoming -= 1 }
             }
             table.value.observer.ended?(r)
         }
+        table.value.pending.insert(key)
         // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
         done.futureResult.whenSuccess { [self] result in afterChanges(received: result.changesReceived) }
         var salt = SecureRandom.bytes(16)
@@ -476,6 +533,21 @@ public final class FieldSyncNode: Sendable {
         let session = SyncSession(initiator: initiator, replicator: replicator, configuration: sessionConfig, now: nodeClockMilliseconds())
         salt.removeAll()
         var callbacks = SessionChannelHandler.Callbacks()
+        callbacks.authenticated = { _ in
+            // Out of the handshake pool; into a session slot if one is free.
+            table.value.pending.remove(key)
+            if initiator { table.value.pendingOut -= 1 } else { table.value.admission.release(serial) }
+            let now = table.value.sessions - table.value.live
+            guard now < max else {
+                table.value.counters.refused[RefusalReason.sessionLimit.rawValue, default: 0] += 1
+                table.value.observer.refused?(.sessionLimit)
+                return "refused: \(now) authenticated sessions running (limit \(max))"
+            }
+            table.value.counted.insert(key)
+            table.value.sessions += 1
+            if !initiator { table.value.sessionsIn += 1 }
+            return nil
+        }
         callbacks.live = { [self] h in sessionWentLive(h) }
         callbacks.applied = { [self] h, changes, wasLive in
             if wasLive { scheduleAfterLiveChanges(changes) }
@@ -483,11 +555,19 @@ public final class FieldSyncNode: Sendable {
             table.value.observer.applied?(h.peer)
         }
         callbacks.traffic = { t in table.value.observer.traffic?(t) }
+        callbacks.logGate = { r in
+            // Finished sessions are always logged; failures are limited per source address.
+            guard !r.isFinished else { return .log(suppressed: 0) }
+            return table.value.logLimiter.check(source, now: nodeClockMilliseconds())
+        }
+        let limits = SessionChannelHandler.Limits(
+            handshakeTimeout: configuration.handshakeTimeout, minProgressBytes: configuration.minProgressBytes,
+            progressInterval: configuration.progressInterval)
         let handler = SessionChannelHandler(session: session, initiator: initiator, serial: serial, target: target,
                                             clock: nodeClockMilliseconds, log: log, logger: logger, done: done,
-                                            callbacks: callbacks,
-                                            refusedRetryMilliseconds: UInt64(max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
-                                            liveIdleMilliseconds: configuration.liveIdleTimeout.map { UInt64(max(1, $0.nanoseconds / 1_000_000)) },
+                                            callbacks: callbacks, limits: limits,
+                                            refusedRetryMilliseconds: UInt64(Swift.max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
+                                            liveIdleMilliseconds: configuration.liveIdleTimeout.map { UInt64(Swift.max(1, $0.nanoseconds / 1_000_000)) },
                                             progress: progress)
         table.value.handlers[key] = handler
         let sync = channel.pipeline.syncOperations
@@ -495,14 +575,53 @@ public final class FieldSyncNode: Sendable {
         try sync.addHandler(handler)
         return true
     }
+
+    /// Closes a connection refused at accept (or, outgoing, before it ran), counts it, and logs it within
+    /// the per-source limit.
+    private func refuse(_ channel: any Channel, _ reason: RefusalReason, source: String, initiator: Bool, detail: String) {
+        table.value.counters.refused[reason.rawValue, default: 0] += 1
+        table.value.observer.refused?(reason)
+        channel.close(promise: nil)
+        guard !initiator else { return }
+        guard case let .log(suppressed) = table.value.logLimiter.check(source, now: nodeClockMilliseconds()) else { return }
+        let more = suppressed > 0 ? "; \(suppressed) similar line(s) from this source suppressed" : ""
+        let line = "refused a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(reason.rawValue): \(detail)\(more)"
+        log(line)
+        logger.notice("connection refused", metadata: ["sync.remote": .string(source), "sync.refused": .string(reason.rawValue),
+                                                       "sync.suppressed": .stringConvertible(suppressed)])
+    }
+
+    /// Connections refused and cut so far, by reason. Call on the loop.
+    public var connectionCounters: ConnectionCounters {
+        loop.preconditionInEventLoop()
+        return table.value.counters
+    }
+
+    /// Incoming connections in their handshake now (the unauthenticated pool). Call on the loop.
+    public var pendingHandshakes: Int {
+        loop.preconditionInEventLoop()
+        return table.value.admission.count
+    }
 }
 
 /// The node's sessions, on its loop.
 private struct SessionTable {
     var handlers: [ObjectIdentifier: SessionChannelHandler] = [:]
     var channels: [ObjectIdentifier: any Channel] = [:]
-    /// Open sessions, and of them incoming ones; in their live phase, and of them incoming ones.
-    var running = 0, incoming = 0, live = 0, liveIncoming = 0
+    /// Open connections (any phase); authenticated sessions, and of them incoming ones; in their live
+    /// phase, and of them incoming ones.
+    var running = 0, sessions = 0, sessionsIn = 0, live = 0, liveIncoming = 0
+    /// Connections in their handshake (`pending`), of them outgoing ones; authenticated ones holding a
+    /// session slot (`counted`).
+    var pending: Set<ObjectIdentifier> = []
+    var counted: Set<ObjectIdentifier> = []
+    var pendingOut = 0
+    /// Incoming connections in their handshake.
+    var admission: HandshakeAdmission
+    /// Refusals and cuts so far.
+    var counters = ConnectionCounters()
+    /// Log lines caused by each source address.
+    var logLimiter: LogRateLimiter
     /// Open sessions that asked for live mode (bounded by `maxLiveSessions`).
     var askingLive = 0
     var nextSerial: UInt64 = 0

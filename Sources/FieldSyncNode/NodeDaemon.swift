@@ -83,6 +83,8 @@ public final class NodeDaemon: Sendable {
         /// once changes from two devices are pending).
         var checkPending = false
         var checkExcept: DeviceID?
+        /// LAN discovery running for this daemon (told which discovered peers proved themselves).
+        var discoveries: [LANDiscovery] = []
     }
 
     private let box: NIOLoopBoundBox<State>
@@ -110,6 +112,7 @@ public final class NodeDaemon: Sendable {
             observer.live = { [self] s in sessionWentLive(s) }
             observer.applied = { [self] device in changesArrived(from: device) }
             observer.traffic = { [metrics] t in metrics.record(t) }
+            observer.refused = { [metrics] reason in metrics.recordRefused(reason) }
             observer.ended = { [self] r in
                 if r.liveSince != nil, let device = r.peer {
                     box.value.scheduler.liveSessionEnded(device: device, now: nodeClockMilliseconds())
@@ -160,6 +163,11 @@ public final class NodeDaemon: Sendable {
             }
             box.value.statusDirty = true
         }
+    }
+
+    /// Tells `discovery` which discovered peers authenticate (`LANDiscovery.markProven`). Safe from any thread.
+    public func watchProven(_ discovery: LANDiscovery) {
+        node.loop.execute { [box] in box.value.discoveries.append(discovery) }
     }
 
     /// Forgets a peer (discovery calls this with `onlyIf: .discovered` when a peer's beacons stop, which
@@ -225,6 +233,7 @@ public final class NodeDaemon: Sendable {
         }
         metrics.sessionsActive.record(node.runningSessions)
         metrics.sessionsLive.record(node.liveSessionCount)
+        metrics.handshakesPending.record(node.pendingHandshakes)
     }
 
     private func sessionWentLive(_ s: LiveSession) {
@@ -267,6 +276,11 @@ public final class NodeDaemon: Sendable {
         let now = nodeClockMilliseconds()
         metrics.recordEnd(result)  // its traffic was counted as it grew
         metrics.sessionsLive.record(node.liveSessionCount)
+        if let cut = result.cut { metrics.recordCut(cut) }
+        if let address, result.peer != nil, box.value.scheduler.peer(address)?.source == .discovered {
+            // A discovered peer that authenticated keeps precedence over unproven beacons.
+            for d in box.value.discoveries { d.markProven(DiscoveredPeer(host: address.host, port: address.port)) }
+        }
         if let address {
             box.value.scheduler.sessionEnded(address, finished: result.isFinished, device: result.peer, now: now)
             var t = box.value.totals[address, default: (0, 0, nil, nil)]
@@ -431,7 +445,8 @@ public final class NodeDaemon: Sendable {
         return DaemonStatus(pid: ProcessInfo.processInfo.processIdentifier, device: s.device, role: s.role,
                             listen: s.listener?.localAddress.map(hostPort) ?? "\(options.listenHost):\(options.listenPort)",
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
-                            sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount, peers: peers)
+                            sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
+                            handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers)
     }
 
     private func writeStatusIfDirty() {

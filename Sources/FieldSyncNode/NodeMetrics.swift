@@ -38,6 +38,10 @@ public final class NodeMetrics: Sendable {
     public let forks: CoreMetrics.Gauge
     /// Known peers.
     public let peers: CoreMetrics.Gauge
+    /// Incoming connections in their handshake now (the unauthenticated pool).
+    public let handshakesPending: CoreMetrics.Gauge
+    private let refused: [RefusalReason: CoreMetrics.Counter]
+    private let cut: [CutReason: CoreMetrics.Counter]
 
     /// Creates the metrics through `factory`.
     public init(factory: any MetricsFactory) {
@@ -62,7 +66,20 @@ public final class NodeMetrics: Sendable {
         storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
         forks = CoreMetrics.Gauge(label: "fieldsync_forks", factory: factory)
         peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
+        handshakesPending = CoreMetrics.Gauge(label: "fieldsync_handshakes_pending", factory: factory)
+        refused = Dictionary(uniqueKeysWithValues: RefusalReason.allCases.map {
+            ($0, CoreMetrics.Counter(label: "fieldsync_connections_refused_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+        })
+        cut = Dictionary(uniqueKeysWithValues: CutReason.allCases.map {
+            ($0, CoreMetrics.Counter(label: "fieldsync_connections_cut_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+        })
     }
+
+    /// Counts a connection refused (at accept, or at authentication when the session slots were full).
+    public func recordRefused(_ reason: RefusalReason) { refused[reason]?.increment() }
+
+    /// Counts a connection cut (handshake deadline, too slow, idle, evicted).
+    public func recordCut(_ reason: CutReason) { cut[reason]?.increment() }
 
     /// Counts one ended session with its traffic (for a session whose traffic was not reported as it grew).
     public func record(_ r: SessionResult) {
@@ -93,25 +110,70 @@ public final class NodeMetrics: Sendable {
 }
 
 /// Serves `GET /metrics` in the Prometheus text format from a registry; anything else gets 404.
-public enum MetricsEndpoint {
-    /// Binds the endpoint on `group`.
-    /// - Returns: the listening channel (close it to stop).
+///
+/// It runs on its own event loop group (one thread), never on the node's loop, so that scrapers, slow or
+/// hostile, cannot delay a sync session; it keeps at most `maxConnections` connections (further ones are
+/// closed at accept) and closes every connection `idleTimeout` after it opened (a scrape takes
+/// milliseconds; the response closes the connection anyway).
+public final class MetricsEndpoint: Sendable {
+    /// The listening channel.
+    public let channel: any Channel
+    private let group: MultiThreadedEventLoopGroup
+    private let open: NIOLockedValueBox<Int>
+
+    private init(channel: any Channel, group: MultiThreadedEventLoopGroup, open: NIOLockedValueBox<Int>) {
+        self.channel = channel
+        self.group = group
+        self.open = open
+    }
+
+    /// Connections open now.
+    public var connections: Int { open.withLockedValue { $0 } }
+
+    /// Binds the endpoint on a thread of its own.
     /// - Throws: `NodeError` if the address cannot be bound.
-    public static func start(registry: PrometheusCollectorRegistry, host: String, port: Int,
-                             group: any EventLoopGroup) async throws -> any Channel {
+    public static func start(registry: PrometheusCollectorRegistry, host: String, port: Int, maxConnections: Int = 8,
+                             idleTimeout: TimeAmount = .seconds(5)) async throws -> MetricsEndpoint {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let open = NIOLockedValueBox(0)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(registry: registry))
+                    let admitted = open.withLockedValue { n -> Bool in
+                        guard n < maxConnections else { return false }
+                        n += 1
+                        return true
+                    }
+                    guard admitted else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    // One deadline per connection, however slowly its bytes come: a scrape takes milliseconds.
+                    let deadline = channel.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
+                    channel.closeFuture.whenComplete { _ in
+                        deadline.cancel()
+                        open.withLockedValue { $0 -= 1 }
+                    }
+                    let sync = channel.pipeline.syncOperations
+                    try sync.configureHTTPServerPipeline()
+                    try sync.addHandler(Handler(registry: registry))
                 }
             }
         do {
-            return try await bootstrap.bind(host: host, port: port).get()
+            let channel = try await bootstrap.bind(host: host, port: port).get()
+            return MetricsEndpoint(channel: channel, group: group, open: open)
         } catch {
+            try? await group.shutdownGracefully()
             throw NodeError("cannot serve metrics on \(host):\(port): \(error); change `metrics.listen` or free the port")
         }
+    }
+
+    /// Closes the listener and every connection, and stops the endpoint's thread.
+    public func stop() async {
+        try? await channel.close()
+        try? await group.shutdownGracefully()
     }
 
     final class Handler: ChannelInboundHandler, Sendable {

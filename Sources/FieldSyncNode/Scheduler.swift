@@ -52,6 +52,10 @@ public struct SchedulePolicy: Sendable, Equatable {
     public var backoffMax: UInt64 = 300_000
     /// A change is pushed this long after it is noticed; further changes within the window ride along.
     public var pushDebounce: UInt64 = 250
+    /// Most sessions at once to *unproven* peers: discovered peers that never completed a handshake with
+    /// this node. They do not count toward `maxSessions` (a forged beacon cannot take a slot of a
+    /// configured or proven peer), and only this many run at once.
+    public var maxProbes = 2
 
     /// The default policy.
     public init() {}
@@ -99,8 +103,12 @@ public struct PeerState: Sendable, Equatable {
 ///   reconciliation may predate the change;
 /// - failure: retry with jittered exponential backoff, `base = min(backoffMax, backoffMin * 2^(failures-1))`
 ///   and a delay drawn uniformly from `[max(backoffMin, base/2), base]`;
-/// - at most `maxSessions` sessions at once, counting the incoming ones the caller reports; sessions in
-///   their live phase do not count (they are idle but for short pushes, and must not starve new contacts).
+/// - at most `maxSessions` sessions at once to configured and proven peers (a peer is proven once a
+///   session authenticated it), counting the incoming ones the caller reports; sessions in their live
+///   phase do not count (they are idle but for short pushes, and must not starve new contacts);
+/// - discovered peers not proven yet (a beacon is only a hint; it may be forged) get at most `maxProbes`
+///   sessions at once, outside `maxSessions`, and back off on failure like any peer: hearing their beacon
+///   again does not shorten the backoff (only a proven peer seen again is retried at once).
 ///
 /// Pure: `now` and the generator are passed in; ties are broken by address, so a seed and a sequence of
 /// events give one schedule.
@@ -134,15 +142,16 @@ public struct SyncScheduler: Sendable {
     public func peer(_ address: PeerAddress) -> PeerState? { peers[address] }
 
     /// Adds a peer (or refreshes one seen again). A new peer is due at once (sync on contact); a known one
-    /// keeps its schedule, except that a discovered peer seen again after failures is retried at the
-    /// earlier of its backoff and `backoffMin` (it is back in range).
+    /// keeps its schedule, except that a proven discovered peer (one a session authenticated before) seen
+    /// again after failures is retried at the earlier of its backoff and `backoffMin` (it is back in
+    /// range). An unproven one keeps its backoff: a forged beacon repeated cannot make the node hammer it.
     /// - Returns: whether the peer was new.
     @discardableResult
     public mutating func addPeer(_ address: PeerAddress, source: PeerSource, now: UInt64) -> Bool {
         if var p = peers[address] {
             p.lastSeen = now
             if source == .static { p.source = .static }  // a configured peer stays configured
-            if source == .discovered, p.failures > 0, !p.running, let due = p.due {
+            if source == .discovered, p.device != nil, p.failures > 0, !p.running, let due = p.due {
                 p.due = min(due, now + policy.backoffMin)
             }
             peers[address] = p
@@ -217,20 +226,38 @@ public struct SyncScheduler: Sendable {
         }
     }
 
-    /// Outgoing sessions running now that count toward `maxSessions` (peers marked running, not live).
-    public var outgoing: Int { peers.values.filter { $0.running && !$0.live }.count }
+    /// Whether `p` is configured or was authenticated by a session (not only heard of in a beacon).
+    public static func isProven(_ p: PeerState) -> Bool { p.source == .static || p.device != nil }
 
-    /// The peers to connect to now, at most `maxSessions - incoming - outgoing` of them, earliest due first
-    /// (ties by address). They are marked running until `sessionEnded`. A peer whose device has a live
-    /// session is not started (its due time waits until that session ends).
+    /// Outgoing sessions running now that count toward `maxSessions` (proven peers marked running, not live).
+    public var outgoing: Int { peers.values.filter { $0.running && !$0.live && Self.isProven($0) }.count }
+
+    /// Outgoing sessions running now to unproven peers (bounded by `maxProbes`).
+    public var probing: Int { peers.values.filter { $0.running && !Self.isProven($0) }.count }
+
+    /// The peers to connect to now, earliest due first (ties by address): at most
+    /// `maxSessions - incoming - outgoing` proven peers and `maxProbes - probing` unproven ones. They are
+    /// marked running until `sessionEnded`. A peer whose device has a live session is not started (its due
+    /// time waits until that session ends).
     /// - Parameter incoming: incoming sessions running now that count (the node counts them; live ones not).
     public mutating func due(now: UInt64, incoming: Int) -> [PeerAddress] {
         guard !stopped else { return [] }
-        let free = policy.maxSessions - incoming - outgoing
-        guard free > 0 else { return [] }
-        let ready = peers.values.filter { !$0.running && ($0.due ?? .max) <= now && !covered($0) }
+        var free = policy.maxSessions - incoming - outgoing
+        var probes = policy.maxProbes - probing
+        guard free > 0 || probes > 0 else { return [] }
+        let candidates = peers.values.filter { !$0.running && ($0.due ?? .max) <= now && !covered($0) }
             .sorted { ($0.due!, $0.address) < ($1.due!, $1.address) }
-            .prefix(free)
+        var ready: [PeerState] = []
+        for p in candidates {
+            if Self.isProven(p) {
+                guard free > 0 else { continue }
+                free -= 1
+            } else {
+                guard probes > 0 else { continue }
+                probes -= 1
+            }
+            ready.append(p)
+        }
         var out: [PeerAddress] = []
         for p in ready {
             var q = p

@@ -47,6 +47,8 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var liveSince: UInt64?
     /// Pushes in the live phase that sent the peer something (`SyncSession.push` with changes to send).
     public var pushes = 0
+    /// Why this node cut the connection (handshake deadline, too slow, idle, evicted), nil if it did not.
+    public var cut: CutReason?
 
     /// Creates a result (the handler fills it in; tests and hooks may build one).
     public init(outcome: Outcome, initiator: Bool) {
@@ -125,6 +127,20 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         var applied: (SessionChannelHandler, Int, Bool) -> Void = { _, _, _ in }
         /// The session's counters grew by this much since the last report.
         var traffic: (SessionTraffic) -> Void = { _ in }
+        /// The handshake completed: the node moves the connection from its handshake pool to a session
+        /// slot, or returns why it refuses (the session is then closed).
+        var authenticated: (SessionChannelHandler) -> String? = { _ in nil }
+        /// Whether the end of this session may be logged (failures are limited per source address).
+        var logGate: (SessionResult) -> LogRateLimiter.Decision = { _ in .log(suppressed: 0) }
+    }
+
+    /// Deadlines that keep a connection from holding its place without doing its part.
+    struct Limits {
+        /// The handshake must complete this long after the connection opened (nil: no deadline).
+        var handshakeTimeout: TimeAmount?
+        /// At least this many bytes (in and out together) per `progressInterval` while there is work to do.
+        var minProgressBytes = 0
+        var progressInterval: TimeAmount = .seconds(10)
     }
 
     /// Attach order within the node (the older of two sessions has the smaller number).
@@ -162,16 +178,23 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var liveIdleTimer: Scheduled<Void>?
     /// Fires when the peer's certificate (or its issuer's) lapses, to re-check its standing.
     private var standingTimer: Scheduled<Void>?
+    private let limits: Limits
+    private var handshakeTimer: Scheduled<Void>?
+    private var progressTimer: RepeatedTask?
+    /// Bytes the socket took (writes completed) and bytes read, counted at the last progress check.
+    private var bytesWritten = 0
+    private var progressMark = 0
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
     init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
          clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
-         done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(),
+         done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(), limits: Limits = Limits(),
          refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil,
          progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
         self.liveIdleMilliseconds = liveIdleMilliseconds
+        self.limits = limits
         self.refusedRetryMilliseconds = refusedRetryMilliseconds
         self.initiator = initiator
         self.serial = serial
@@ -207,6 +230,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelActive(context: ChannelHandlerContext) {
         started = clock()
         result.remoteAddress = context.channel.remoteAddress.map(hostPort)
+        startTimers(context: context)
         // The initiator's first handshake message was queued by the session's init.
         transmit(context: context)
         drainEvents(context: context)
@@ -246,10 +270,46 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             // An idle live session waits for changes, silently and for as long as it takes; TCP keepalive
             // notices a peer that is gone. With a batch in flight or queued, silence is a stall.
             if session.isIdle { return }
-            close(context: context, reason: "stalled: no bytes in either direction within the idle timeout")
+            cut(.idle, "stalled: no bytes in either direction within the idle timeout")
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The handshake deadline and the progress check (Limits). An idle live session is exempt from the
+    /// progress check: it waits for changes, silently, for as long as it takes.
+    private func startTimers(context: ChannelHandlerContext) {
+        let loop = context.eventLoop.assumeIsolated()
+        if let deadline = limits.handshakeTimeout {
+            handshakeTimer = loop.scheduleTask(in: deadline) { [self] in
+                handshakeTimer = nil
+                guard result.peer == nil, !completed else { return }
+                cut(.handshakeTimeout, "handshake not completed within \(Self.seconds(deadline)) (\(result.bytesIn) B received)")
+            }
+        }
+        guard limits.minProgressBytes > 0 else { return }
+        let interval = limits.progressInterval
+        progressTimer = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+            let moved = result.bytesIn + bytesWritten
+            defer { progressMark = moved }
+            guard !completed, !closing, !session.isIdle else { return }
+            let delta = moved - progressMark
+            if delta < limits.minProgressBytes {
+                cut(.tooSlow, "too slow: \(delta) B moved in \(Self.seconds(interval)) (minimum \(limits.minProgressBytes))")
+            }
+        }
+    }
+
+    private static func seconds(_ t: TimeAmount) -> String {
+        let ms = t.nanoseconds / 1_000_000
+        return ms % 1_000 == 0 ? "\(ms / 1_000) s" : "\(ms) ms"
+    }
+
+    /// Cuts the connection for `reason` (counted by the node; logged with the session's end).
+    func cut(_ reason: CutReason, _ detail: String) {
+        guard let context, !closing else { return }
+        result.cut = reason
+        close(context: context, reason: detail)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -380,7 +440,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         while let bytes = session.pollTransmit() {
             result.bytesOut += bytes.count
             lastTraffic = clock()
-            lastWrite = context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)))
+            let write = context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)))
+            let n = bytes.count
+            write.assumeIsolated().whenSuccess { [self] _ in bytesWritten += n }
+            lastWrite = write
             wrote = true
         }
         if wrote { context.flush() }
@@ -392,6 +455,12 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             case let .authenticated(id, role):
                 result.peer = id
                 result.peerRole = role
+                handshakeTimer?.cancel()
+                handshakeTimer = nil
+                if let refused = callbacks.authenticated(self) {
+                    close(context: context, reason: refused)
+                    return
+                }
                 watchStanding(context: context)
             case let .applied(_, rejected):
                 result.changesRejected += rejected
@@ -431,6 +500,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         standingTimer = nil
         liveIdleTimer?.cancel()
         liveIdleTimer = nil
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+        progressTimer?.cancel()
+        progressTimer = nil
         result.changesSent = session.changesSent
         result.changesAcknowledged = session.changesAcknowledged
         result.changesReceived = session.changesReceived
@@ -440,7 +513,12 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         result.durationMilliseconds = clock() &- started
         result.outcome = session.isFinished ? .finished : .failed(failure ?? "connection closed before the session finished")
         reportTraffic()
-        log("session \(result)\(closeWhenIdleReason.map { "; closed: \($0)" } ?? "")")
+        guard case let .log(suppressed) = callbacks.logGate(result) else {
+            done.succeed(result)
+            return
+        }
+        let more = suppressed > 0 ? "; \(suppressed) similar line(s) from this source suppressed" : ""
+        log("session \(result)\(closeWhenIdleReason.map { "; closed: \($0)" } ?? "")\(more)")
         var meta: Logger.Metadata = [
             "sync.direction": .string(result.initiator ? "out" : "in"),
             "sync.outcome": .string(result.isFinished ? "finished" : "failed"),
@@ -462,6 +540,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             meta["sync.live.pushes"] = .stringConvertible(result.pushes)
         }
         if let why = closeWhenIdleReason, result.isFinished { meta["sync.closed"] = .string(why) }
+        if let cut = result.cut { meta["sync.cut"] = .string(cut.rawValue) }
+        if suppressed > 0 { meta["sync.suppressed"] = .stringConvertible(suppressed) }
         if result.forksDetected > 0 || result.changesForked > 0 {
             meta["sync.forks.detected"] = .stringConvertible(result.forksDetected)
             meta["sync.changes.forked"] = .stringConvertible(result.changesForked)

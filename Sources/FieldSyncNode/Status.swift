@@ -49,6 +49,10 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     public var sessionsActive: Int
     /// Sessions in their live phase when written (nil in files of daemons before live sessions).
     public var sessionsLive: Int?
+    /// Incoming connections in their handshake when written (the unauthenticated pool).
+    public var handshakesPending: Int?
+    /// Connections refused and cut since the daemon started, by reason.
+    public var connections: ConnectionCounters?
     /// Peers, sorted by address.
     public var peers: [Peer]
 

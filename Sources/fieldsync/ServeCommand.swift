@@ -126,13 +126,15 @@ struct Serve: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
-        var metricsChannel: (any Channel)?
+        var metricsEndpoint: MetricsEndpoint?
         var lan: LANDiscovery?
         do {
             try await daemon.start()
             if c.metrics.enabled {
                 let (mh, mp) = try parseEndpoint(c.metrics.listen)
-                metricsChannel = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp, group: node.group)
+                metricsEndpoint = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp,
+                                                                  maxConnections: c.metrics.maxConnections,
+                                                                  idleTimeout: .seconds(Int64(c.metrics.idleTimeoutSeconds)))
                 logger.info("metrics", metadata: ["sync.metrics": .string("http://\(c.metrics.listen)/metrics")])
             }
             if c.discovery.enabled {
@@ -147,7 +149,7 @@ struct Serve: AsyncParsableCommand {
                                                        "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
             }
         } catch {
-            try? await metricsChannel?.close()
+            await metricsEndpoint?.stop()
             _ = try? await daemon.shutdown(grace: .zero)
             throw error
         }
@@ -160,11 +162,11 @@ struct Serve: AsyncParsableCommand {
             if draining == nil {
                 logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
                                                                     "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
-                let grace = Int64(c.sessions.shutdownGraceSeconds), channel = metricsChannel, discovery = lan
+                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint, discovery = lan
                 draining = Task {
                     defer { cont.finish() }
                     await discovery?.stop()
-                    try? await channel?.close()
+                    await endpoint?.stop()
                     try await daemon.shutdown(grace: .seconds(grace))
                 }
             } else {

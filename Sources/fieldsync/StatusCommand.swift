@@ -70,6 +70,11 @@ struct StatusCommand: AsyncParsableCommand {
             let age = now > d.updatedAt ? (now - d.updatedAt) / 1000 : 0
             let live = d.sessionsLive.map { ", \($0) live" } ?? ""
             print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running\(live) (status \(age) s old)")
+            if let c = d.connections, c.refusedTotal + c.cutTotal + (d.handshakesPending ?? 0) > 0 {
+                func list(_ m: [String: Int]) -> String { m.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") }
+                print("connections: \(d.handshakesPending ?? 0) handshake(s) pending; refused \(c.refusedTotal)"
+                      + (c.refused.isEmpty ? "" : " (\(list(c.refused)))") + "; cut \(c.cutTotal)" + (c.cut.isEmpty ? "" : " (\(list(c.cut)))"))
+            }
             if d.peers.isEmpty { print("peers: none yet") } else { print("peers:") }
             for p in d.peers {
                 let who = p.device.map { "\($0)\(p.role.map { " \($0)" } ?? "")" } ?? "not yet authenticated"

@@ -29,7 +29,8 @@ import Testing
     static func start(_ id: DeviceIdentity, trust: TrustStore, dir: String, name: String, keys: [EpochKey] = [NodeTests.stationKey],
                       quota: Int? = nil, peers: [PeerAddress] = [], idle: TimeAmount = .seconds(5), live: Bool = true,
                       port: Int = 0, storageKey: [UInt8]? = nil, refusedRetry: TimeAmount = .minutes(10),
-                      liveIdle: TimeAmount? = .minutes(10)) async throws -> Running {
+                      liveIdle: TimeAmount? = .minutes(10),
+                      tune: (inout NodeConfiguration, inout DaemonOptions) -> Void = { _, _ in }) async throws -> Running {
         var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
         config.idleTimeout = idle
         config.liveIdleTimeout = liveIdle
@@ -37,13 +38,6 @@ import Testing
         config.liveSessions = live
         let storePath = "\(dir)/\(name).sqlite"
         let key = storageKey ?? (0..<32).map { _ in UInt8.random(in: 0...255) }
-        let node = try FieldSyncNode(configuration: config) {
-            let store = try SQLiteStore(path: storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: key)),
-                                        limits: StoreLimits(quotaBytes: quota))
-            let r = Replicator(identity: id, trust: trust, store: store)
-            keys.forEach(r.addKey)
-            return r
-        }
         var options = DaemonOptions(listenHost: "127.0.0.1", listenPort: port)
         options.policy.resyncInterval = 600_000  // only pushes and contacts deliver within a test
         options.policy.pushDebounce = 50
@@ -54,6 +48,14 @@ import Testing
         options.staticPeers = peers
         options.statusPath = "\(dir)/\(name).status.json"
         options.seed = 1
+        tune(&config, &options)
+        let node = try FieldSyncNode(configuration: config) {
+            let store = try SQLiteStore(path: storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: key)),
+                                        limits: StoreLimits(quotaBytes: quota))
+            let r = Replicator(identity: id, trust: trust, store: store)
+            keys.forEach(r.addKey)
+            return r
+        }
         let registry = PrometheusCollectorRegistry()
         let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)))
         try await daemon.start()
@@ -203,9 +205,8 @@ import Testing
         r.changesRefused = 2
         metrics.record(r)
         metrics.pendingToHQ.record(7)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let channel = try await MetricsEndpoint.start(registry: registry, host: "127.0.0.1", port: 0, group: group)
-        let port = try #require(channel.localAddress?.port)
+        let endpoint = try await MetricsEndpoint.start(registry: registry, host: "127.0.0.1", port: 0)
+        let port = try #require(endpoint.channel.localAddress?.port)
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
         let text = String(decoding: data, as: UTF8.self)
         #expect((response as? HTTPURLResponse)?.statusCode == 200)
@@ -216,8 +217,7 @@ import Testing
         }
         let (_, other) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/")!)
         #expect((other as? HTTPURLResponse)?.statusCode == 404)
-        try await channel.close()
-        try await group.shutdownGracefully()
+        await endpoint.stop()
     }
 
     @Test(.timeLimit(.minutes(1))) func shutdownDrainsThenCutsStalledSessions() async throws {

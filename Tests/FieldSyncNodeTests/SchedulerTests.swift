@@ -80,7 +80,10 @@ import Testing
     @Test func rediscoveredPeerInBackoffIsRetriedSoon() {
         var s = SyncScheduler(policy: Self.policy(), seed: 3)
         s.addPeer(Self.a, source: .discovered, now: 0)
-        for _ in 0..<5 {
+        _ = s.due(now: 0, incoming: 0)
+        s.sessionEnded(Self.a, finished: true, device: Self.d1, now: 10)  // proven: a session authenticated it
+        s.sessionEnded(Self.a, finished: false, device: nil, now: 20)
+        for _ in 0..<4 {
             let now = s.nextDue!
             _ = s.due(now: now, incoming: 0)
             s.sessionEnded(Self.a, finished: false, device: nil, now: now)
@@ -213,10 +216,41 @@ import Testing
         #expect(s.due(now: 0, incoming: 0).isEmpty, "a's first exchange holds the only slot")
         s.sessionLive(device: Self.d1, address: Self.a, now: 10)
         #expect(s.due(now: 10, incoming: 0) == [Self.b], "a live session frees its slot")
-        s.addPeer(Self.c, source: .discovered, now: 20)
+        s.addPeer(Self.c, source: .static, now: 20)
         #expect(s.due(now: 20, incoming: 0).isEmpty, "b's first exchange holds it now")
         s.sessionLive(device: Self.d2, address: Self.b, now: 30)
         #expect(s.due(now: 30, incoming: 0) == [Self.c] && s.outgoing == 1)
+    }
+
+    /// Issue 13 item 2: forged beacons add discovered peers that never authenticate. They get at most
+    /// `maxProbes` sessions at once, outside `maxSessions`, so configured peers are still started; and
+    /// hearing a forged beacon again does not cut its backoff short.
+    @Test func unprovenDiscoveredPeersGetOnlyProbes() {
+        var p = Self.policy()
+        p.maxSessions = 2
+        p.maxProbes = 2
+        var s = SyncScheduler(policy: p, seed: 1)
+        let forged = (1...10).map { PeerAddress(host: "10.9.0.\($0)", port: 7000) }
+        for f in forged { s.addPeer(f, source: .discovered, now: 0) }
+        s.addPeer(Self.a, source: .static, now: 1)
+        s.addPeer(Self.b, source: .static, now: 1)
+        let started = s.due(now: 1, incoming: 0)
+        #expect(started.filter { forged.contains($0) }.count == 2, "two probes: \(started)")
+        #expect(started.contains(Self.a) && started.contains(Self.b), "configured peers keep their slots: \(started)")
+        #expect(s.outgoing == 2 && s.probing == 2)
+        #expect(s.due(now: 2, incoming: 0).isEmpty)
+        // The probes fail (handshake deadline): they back off; the next two forged peers are probed.
+        for f in started where forged.contains(f) { s.sessionEnded(f, finished: false, device: nil, now: 5_000) }
+        let next = s.due(now: 5_000, incoming: 0)
+        #expect(next.count == 2 && next.allSatisfy { forged.contains($0) && !started.contains($0) }, "\(next)")
+        // A failed forged peer's beacon heard again does not shorten its backoff.
+        let failed = started.first { forged.contains($0) }!
+        let due = s.peer(failed)!.due!
+        s.addPeer(failed, source: .discovered, now: 5_001)
+        #expect(s.peer(failed)!.due == due)
+        // A discovered peer that authenticated is proven: it uses the session slots, not the probes.
+        s.sessionEnded(next[0], finished: true, device: Self.d1, now: 5_100)
+        #expect(SyncScheduler.isProven(s.peer(next[0])!) && s.probing == 1)
     }
 
     @Test func removedPeerIsForgottenEvenIfItsSessionRuns() {

@@ -108,4 +108,40 @@ import Testing
         #expect(outcomes.filter { $0 == .full }.count == 6)
         #expect(table.peers.count == 4)
     }
+
+    /// Issue 13 item 2: 256 beacons from one host on different ports used to fill the table, so the real
+    /// relay's beacon was ignored. One source now gets at most `perSource` (4) entries.
+    @Test func oneHostCannotFillTheTable() throws {
+        let codec = try Self.codec()
+        var table = DiscoveryTable(codec: codec, expiry: 30_000)
+        var sender = DiscoveryTable(codec: codec)
+        var admitted = 0
+        for port in 1...256 {
+            let b = sender.makeBeacon(port: UInt16(port), nonce: Array(repeating: UInt8(port % 256), count: 16))
+            if case .new = table.receive(b, from: "10.0.0.66", now: UInt64(port)) { admitted += 1 }
+        }
+        #expect(admitted == 4 && table.peers.count == 4)
+        let relay = sender.makeBeacon(port: 7000, nonce: Array(repeating: 0xAA, count: 16))
+        #expect(table.receive(relay, from: "10.0.0.7", now: 300) == .new(DiscoveredPeer(host: "10.0.0.7", port: 7000)))
+    }
+
+    /// A relay this node synced with (proven) is admitted even when beacons from many forged addresses
+    /// filled the table: it takes the place of the least recently heard unproven entry.
+    @Test func aProvenPeerIsNotCrowdedOut() throws {
+        let codec = try Self.codec()
+        var table = DiscoveryTable(codec: codec, expiry: 30_000, capacity: 8)
+        var sender = DiscoveryTable(codec: codec)
+        let relay = DiscoveredPeer(host: "10.0.0.7", port: 7000)
+        table.markProven(relay, now: 0)
+        for i in 0..<8 {
+            let b = sender.makeBeacon(port: 7000, nonce: Array(repeating: UInt8(i), count: 16))
+            #expect(table.receive(b, from: "10.1.0.\(i)", now: UInt64(10 + i)) == .new(DiscoveredPeer(host: "10.1.0.\(i)", port: 7000)))
+        }
+        let stranger = sender.makeBeacon(port: 7000, nonce: Array(repeating: 0xBB, count: 16))
+        #expect(table.receive(stranger, from: "10.2.0.1", now: 100) == .full)
+        let b = sender.makeBeacon(port: 7000, nonce: Array(repeating: 0xAA, count: 16))
+        #expect(table.receive(b, from: "10.0.0.7", now: 200) == .replaced(relay, evicted: DiscoveredPeer(host: "10.1.0.0", port: 7000)))
+        #expect(table.peers.count == 8 && table.peers.contains(relay))
+        #expect(!table.isProven(relay, now: 200 + 86_400_001), "precedence lasts provenRetention")
+    }
 }

@@ -125,15 +125,28 @@ public struct DiscoveredPeer: Hashable, Sendable, CustomStringConvertible {
 
 /// The bookkeeping of discovery, fed with datagrams and the time: which peers are present, which are new,
 /// which have gone quiet. No sockets, no clock (times are milliseconds from any fixed origin).
+///
+/// Beacons can be forged (Protocols/discovery.md §2), so the table bounds what one source can claim: at
+/// most `perSource` peers per source address, at most `capacity` in all; and a peer that proved itself
+/// (`markProven`: a session to it authenticated) within `provenRetention` is admitted even when the table
+/// is full, in place of the least recently heard unproven peer. A flood of forged beacons can therefore
+/// not keep out the real relay it once synced with.
 public struct DiscoveryTable: Sendable {
     /// A peer not heard from for this long is forgotten (and reported as new when heard again).
     public var expiry: UInt64
     /// Most peers remembered at once; beacons from further addresses are ignored until some expire, so a
     /// flood of forged beacons costs bounded memory.
     public var capacity: Int
+    /// Most peers (ports) remembered per source address.
+    public var perSource: Int
+    /// How long a proven peer keeps its precedence after its last authenticated session.
+    public var provenRetention: UInt64
     /// Nonces of this node's own recent beacons (a node hears its own broadcasts).
     private var ownNonces: [[UInt8]] = []
     private var lastHeard: [DiscoveredPeer: UInt64] = [:]
+    private var perHost: [String: Int] = [:]
+    /// Peers a session authenticated, with when (at most `capacity`, oldest dropped first).
+    private var proven: [DiscoveredPeer: UInt64] = [:]
     private let codec: BeaconCodec
 
     /// Counters, for metrics and `status`.
@@ -144,10 +157,28 @@ public struct DiscoveryTable: Sendable {
     public private(set) var own = 0
 
     /// Creates a table.
-    public init(codec: BeaconCodec, expiry: UInt64 = 30_000, capacity: Int = 256) {
+    public init(codec: BeaconCodec, expiry: UInt64 = 30_000, capacity: Int = 256, perSource: Int = 4,
+                provenRetention: UInt64 = 86_400_000) {
         self.codec = codec
         self.expiry = expiry
         self.capacity = capacity
+        self.perSource = perSource
+        self.provenRetention = provenRetention
+    }
+
+    /// Records that a session to `peer` authenticated at `now`: from then on, for `provenRetention`, its
+    /// beacons are admitted even when the table is full or its source has `perSource` peers.
+    public mutating func markProven(_ peer: DiscoveredPeer, now: UInt64) {
+        proven[peer] = now
+        if proven.count > capacity, let oldest = proven.min(by: { ($0.value, $0.key.host, $0.key.port) < ($1.value, $1.key.host, $1.key.port) }) {
+            proven[oldest.key] = nil
+        }
+    }
+
+    /// Whether `peer` proved itself within `provenRetention` of `now`.
+    public func isProven(_ peer: DiscoveredPeer, now: UInt64) -> Bool {
+        guard let at = proven[peer] else { return false }
+        return now < at || now - at <= provenRetention
     }
 
     /// The beacon to send now, announcing `port`; remembers its nonce to ignore it when it comes back.
@@ -169,6 +200,11 @@ public struct DiscoveryTable: Sendable {
         case rejected(BeaconError)
         /// A valid beacon from a new address while the table is full.
         case full
+        /// A valid beacon from a source address that already has `perSource` peers in the table.
+        case sourceFull
+        /// A proven peer heard again while the table was full: it took the place of `evicted` (the least
+        /// recently heard unproven peer), which is forgotten.
+        case replaced(DiscoveredPeer, evicted: DiscoveredPeer)
     }
 
     /// Records a datagram received from `host` at `now`.
@@ -184,11 +220,30 @@ public struct DiscoveryTable: Sendable {
         }
         let peer = DiscoveredPeer(host: host, port: Int(beacon.port))
         expire(now: now)
-        let known = lastHeard[peer] != nil
-        guard known || lastHeard.count < capacity else { return .full }
+        if lastHeard[peer] != nil {
+            lastHeard[peer] = now
+            accepted += 1
+            return .refreshed(peer)
+        }
+        let trusted = isProven(peer, now: now)
+        guard trusted || perHost[host, default: 0] < perSource else { return .sourceFull }
+        var evicted: DiscoveredPeer?
+        if lastHeard.count >= capacity {
+            guard trusted, let victim = lastHeard.filter({ !isProven($0.key, now: now) })
+                .min(by: { ($0.value, $0.key.host, $0.key.port) < ($1.value, $1.key.host, $1.key.port) })?.key else { return .full }
+            forget(victim)
+            evicted = victim
+        }
         lastHeard[peer] = now
+        perHost[host, default: 0] += 1
         accepted += 1
-        return known ? .refreshed(peer) : .new(peer)
+        return evicted.map { .replaced(peer, evicted: $0) } ?? .new(peer)
+    }
+
+    private mutating func forget(_ peer: DiscoveredPeer) {
+        guard lastHeard.removeValue(forKey: peer) != nil else { return }
+        let left = perHost[peer.host, default: 1] - 1
+        perHost[peer.host] = left > 0 ? left : nil
     }
 
     /// Forgets peers not heard from within `expiry` of `now`.
@@ -196,7 +251,7 @@ public struct DiscoveryTable: Sendable {
     @discardableResult
     public mutating func expire(now: UInt64) -> [DiscoveredPeer] {
         let gone = lastHeard.filter { now >= $0.value && now - $0.value > expiry }.keys
-        for p in gone { lastHeard[p] = nil }
+        for p in gone { forget(p) }
         return gone.sorted { ($0.host, $0.port) < ($1.host, $1.port) }
     }
 

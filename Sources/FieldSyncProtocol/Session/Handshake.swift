@@ -34,13 +34,16 @@ public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible 
 
     /// The code.
     public var code: Code
-    /// Detail for logs.
+    /// Detail for logs: at most `maxDetail` characters, control characters escaped (`LogText.bounded`),
+    /// because details are often built from what an unauthenticated peer sent and end up in log lines.
     public var detail: String
+    /// Most characters of `detail`.
+    public static let maxDetail = 240
 
-    /// Creates an error.
+    /// Creates an error; `detail` is bounded and escaped (`LogText.bounded`).
     public init(_ code: Code, _ detail: String = "") {
         self.code = code
-        self.detail = detail
+        self.detail = LogText.bounded(detail, max: Self.maxDetail)
     }
 
     public var description: String { detail.isEmpty ? code.rawValue : "\(code.rawValue): \(detail)" }
@@ -155,7 +158,7 @@ public struct SessionHandshake: SessionHandshaking, Sendable {
                              verify: (Certificate) throws(IdentityError) -> Void) throws(SessionError) -> Certificate? {
         if index == 0 {
             guard payload == [NetworkParameters.protocolVersion] else {
-                throw SessionError(.unsupportedVersion, "peer offers \(payload.map(String.init)), this node speaks \(NetworkParameters.protocolVersion)")
+                throw SessionError(.unsupportedVersion, "peer offers \(LogText.hexPrefix(payload)), this node speaks \(NetworkParameters.protocolVersion)")
             }
             return nil
         }
@@ -216,5 +219,35 @@ public struct NoiseTransport: Sendable {
             if receive.nonce % Self.rekeyInterval == 0 { receive.rekey() }
             return out
         } catch { throw SessionError(.protocolViolation, "transport message does not decrypt: \(error)") }
+    }
+}
+
+/// Text built from what a peer sent, made safe for one log line: bounded in length, with control
+/// characters (newlines, escape sequences) escaped so a peer cannot forge or garble log lines.
+public enum LogText {
+    /// `text` with control characters escaped as `\u{XX}`, cut to at most `max`
+    /// characters (a cut text ends with `…(N more)`).
+    public static func bounded(_ text: String, max: Int) -> String {
+        var out = ""
+        var taken = 0
+        var total = 0
+        for ch in text.unicodeScalars {
+            total += 1
+            guard taken < max else { continue }
+            taken += 1
+            if ch.value < 0x20 || ch.value == 0x7F || (0x80..<0xA0).contains(ch.value) {
+                out += "\\u{\(String(ch.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(ch)
+            }
+        }
+        if total > taken { out += "…(\(total - taken) more)" }
+        return out
+    }
+
+    /// At most the first `limit` bytes of `bytes` in hex with the total length, e.g. `ffff00… (65503 B)`.
+    public static func hexPrefix(_ bytes: [UInt8], limit: Int = 8) -> String {
+        let shown = Hex.encode(Array(bytes.prefix(limit)))
+        return "\(shown)\(bytes.count > limit ? "…" : "") (\(bytes.count) B)"
     }
 }

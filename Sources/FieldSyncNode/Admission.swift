@@ -1,0 +1,188 @@
+// Who may hold a connection before it has proven anything, and how much a source may make the node log:
+// pure bookkeeping (no sockets, no clock; `now` is passed in), used by `FieldSyncNode` on its loop.
+// docs/node.md ("Admission and limits") describes the policy; issue 13 items 1 and 3 are why it exists.
+
+/// Why the node closed a connection at accept (or at authentication), without running a session.
+public enum RefusalReason: String, Sendable, CaseIterable, Codable {
+    /// Every place of the unauthenticated pool is taken by sources with no more pending handshakes than
+    /// this one's.
+    case handshakePoolFull = "handshake_pool_full"
+    /// This source address already has its maximum of handshakes in progress.
+    case perSource = "per_source"
+    /// The node already runs its maximum of authenticated sessions (live ones not counted).
+    case sessionLimit = "session_limit"
+    /// The node is shutting down.
+    case draining
+}
+
+/// Why the node cut a connection it had accepted or opened.
+public enum CutReason: String, Sendable, CaseIterable, Codable {
+    /// The handshake did not complete within the handshake deadline.
+    case handshakeTimeout = "handshake_timeout"
+    /// Fewer bytes than the minimum moved in a progress interval while the session had work to do.
+    case tooSlow = "too_slow"
+    /// No bytes in either direction within the idle timeout while the session had work to do.
+    case idle
+    /// An unauthenticated connection closed to make room for one from a source with fewer pending
+    /// handshakes (the pool was full).
+    case evicted
+}
+
+/// Refused and cut connections by reason since the node started (`FieldSyncNode.connectionCounters`).
+public struct ConnectionCounters: Sendable, Equatable, Codable {
+    /// Connections refused, by `RefusalReason.rawValue`.
+    public var refused: [String: Int] = [:]
+    /// Connections cut, by `CutReason.rawValue`.
+    public var cut: [String: Int] = [:]
+
+    /// No connections refused or cut.
+    public init() {}
+
+    /// All refusals.
+    public var refusedTotal: Int { refused.values.reduce(0, +) }
+    /// All cuts.
+    public var cutTotal: Int { cut.values.reduce(0, +) }
+}
+
+/// The pool of incoming connections whose handshake has not completed: at most `capacity` at once and
+/// at most `perSource` from one source address. They never take a session slot: a host that opens
+/// connections and never authenticates can only fill this pool, and only its fair share of it.
+///
+/// When the pool is full, a newcomer from a source with fewer pending handshakes than the busiest source
+/// takes the place of that source's oldest pending handshake (which is cut, `CutReason.evicted`); a
+/// newcomer from a source already among the busiest is refused. So a host with many connections cannot
+/// keep a host with none out, and every pending handshake is bounded in time by the handshake deadline.
+///
+/// ```swift
+/// var pool = HandshakeAdmission(capacity: 16, perSource: 4)
+/// switch pool.admit(7, source: "10.0.0.9", now: now) {
+/// case .admit: break
+/// case let .admitEvicting(victim): cut(victim)
+/// case let .refuse(reason): close(reason)
+/// }
+/// pool.release(7)   // authenticated, failed or closed
+/// ```
+public struct HandshakeAdmission: Sendable {
+    /// Most pending handshakes at once.
+    public let capacity: Int
+    /// Most pending handshakes from one source address.
+    public let perSource: Int
+    private var pending: [UInt64: (source: String, since: UInt64)] = [:]
+    private var bySource: [String: Int] = [:]
+
+    /// What to do with a new connection.
+    public enum Decision: Sendable, Equatable {
+        /// Take it.
+        case admit
+        /// Take it and cut the pending connection with this id.
+        case admitEvicting(UInt64)
+        /// Close it.
+        case refuse(RefusalReason)
+    }
+
+    /// An empty pool.
+    /// - Precondition: `capacity >= 1`, `perSource >= 1`.
+    public init(capacity: Int, perSource: Int) {
+        precondition(capacity >= 1 && perSource >= 1, "pool sizes must be positive")
+        self.capacity = capacity
+        self.perSource = perSource
+    }
+
+    /// Pending handshakes now.
+    public var count: Int { pending.count }
+
+    /// Pending handshakes from `source` now.
+    public func count(from source: String) -> Int { bySource[source] ?? 0 }
+
+    /// Decides on connection `id` from `source` arriving at `now`; an admitted one is pending until
+    /// `release`. An evicted one is removed from the pool here.
+    public mutating func admit(_ id: UInt64, source: String, now: UInt64) -> Decision {
+        precondition(pending[id] == nil, "connection \(id) admitted twice")
+        let mine = bySource[source] ?? 0
+        guard mine < perSource else { return .refuse(.perSource) }
+        if pending.count < capacity {
+            insert(id, source: source, now: now)
+            return .admit
+        }
+        // Full: the busiest source (ties: the one holding the oldest entry) gives up its oldest entry, if
+        // it holds more than the newcomer's source.
+        var victim: (id: UInt64, count: Int, since: UInt64)?
+        for (pid, entry) in pending {
+            let c = bySource[entry.source] ?? 0
+            if let v = victim, c < v.count || (c == v.count && (entry.since, pid) > (v.since, v.id)) { continue }
+            victim = (pid, c, entry.since)
+        }
+        guard let v = victim, v.count > mine else { return .refuse(.handshakePoolFull) }
+        release(v.id)
+        insert(id, source: source, now: now)
+        return .admitEvicting(v.id)
+    }
+
+    /// Removes connection `id` (authenticated, failed or closed); unknown ids are ignored.
+    public mutating func release(_ id: UInt64) {
+        guard let entry = pending.removeValue(forKey: id) else { return }
+        let left = (bySource[entry.source] ?? 1) - 1
+        bySource[entry.source] = left > 0 ? left : nil
+    }
+
+    private mutating func insert(_ id: UInt64, source: String, now: UInt64) {
+        pending[id] = (source, now)
+        bySource[source, default: 0] += 1
+    }
+}
+
+/// Limits how many log lines one source can cause: at most `burst` lines per `window` per source; the
+/// rest are counted, and the next line let through says how many were suppressed. Tracks at most
+/// `maxSources` sources (further sources share one budget), so a flood from many addresses costs
+/// bounded memory and bounded log.
+public struct LogRateLimiter: Sendable {
+    /// Lines per source per window.
+    public let burst: Int
+    /// The window, in milliseconds.
+    public let window: UInt64
+    /// Sources tracked separately.
+    public let maxSources: Int
+    private var sources: [String: (start: UInt64, lines: Int, suppressed: Int)] = [:]
+    /// The key shared by sources beyond `maxSources`.
+    static let overflow = "(other sources)"
+
+    /// What to do with a line.
+    public enum Decision: Sendable, Equatable {
+        /// Log it; `suppressed` lines of this source were dropped since the last one logged.
+        case log(suppressed: Int)
+        /// Drop it.
+        case suppress
+    }
+
+    /// A limiter.
+    public init(burst: Int = 5, window: UInt64 = 60_000, maxSources: Int = 1_024) {
+        precondition(burst >= 1 && maxSources >= 1, "limits must be positive")
+        self.burst = burst
+        self.window = window
+        self.maxSources = maxSources
+    }
+
+    /// Whether a line caused by `source` at `now` may be logged.
+    public mutating func check(_ source: String, now: UInt64) -> Decision {
+        var key = source
+        if sources[key] == nil, sources.count >= maxSources {
+            sources = sources.filter { now < $0.value.start || now - $0.value.start < window || $0.value.suppressed > 0 }
+            if sources.count >= maxSources { key = Self.overflow }
+        }
+        var s = sources[key] ?? (now, 0, 0)
+        if now >= s.start, now - s.start >= window {
+            s.start = now
+            s.lines = 0
+        }
+        guard s.lines < burst else {
+            s.suppressed += 1
+            sources[key] = s
+            return .suppress
+        }
+        let suppressed = s.suppressed
+        s.lines += 1
+        s.suppressed = 0
+        sources[key] = s
+        return .log(suppressed: suppressed)
+    }
+}

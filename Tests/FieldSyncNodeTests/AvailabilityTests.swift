@@ -1,0 +1,555 @@
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncNode
+import FieldSyncProtocol
+import FieldSyncStore
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 13 items 1, 2, 3 and the metrics endpoint: no host can stall a node. Real sockets on loopback;
+/// attackers connect from other loopback addresses (127.0.0.2 and up: all of 127/8 is local on Linux),
+/// honest peers from 127.0.0.1, as on a LAN where the attacker has an address of its own.
+@Suite(.serialized) struct AvailabilityTests {
+    static func now() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    /// A station node listening on 127.0.0.1 and a backpack with `count` changes to send it.
+    static func pair(_ dir: String, count: Int = 2, configure: (inout NodeConfiguration) -> Void = { _ in },
+                     log: @escaping @Sendable (String) -> Void = { _ in }, logger: Logger? = nil)
+        async throws -> (station: FieldSyncNode, backpack: FieldSyncNode, listener: any Channel, port: Int) {
+        var pki = NodeTests.PKI()
+        var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
+        configure(&config)
+        let stationID = try pki.device(.station, scopes: [NodeTests.station])
+        let trust = pki.trust
+        let station = try FieldSyncNode(configuration: config,
+                                        logger: logger ?? Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }), log: log) {
+            let store = try SQLiteStore(path: "\(dir)/st.sqlite", sealer: try StorageKeySealer(key: SecretBytes.random(count: 32)))
+            let r = Replicator(identity: stationID, trust: trust, store: store)
+            r.addKey(NodeTests.stationKey)
+            return r
+        }
+        let backpack = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp")
+        try await NodeTests.write(backpack, count: count, tag: "bp")
+        let listener = try await station.listen(host: "127.0.0.1", port: 0)
+        return (station, backpack, listener, try NodeTests.port(listener))
+    }
+
+    /// A connection from `source` (a loopback address) to 127.0.0.1:`port`, or nil if refused.
+    static func connect(_ port: Int, from source: String) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        local.sin_port = 0
+        var remote = RawSocket.loopback(port: port)
+        let ok = withUnsafePointer(to: &local) { l in
+            l.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        } && withUnsafePointer(to: &remote) { r in
+            r.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        if !ok { close(fd) }
+        return ok ? fd : nil
+    }
+
+    static func send(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return false }
+            sent += n
+        }
+        return true
+    }
+
+    /// Whether the peer closed `fd` (reads and discards what it sent); waits at most `timeout` seconds.
+    static func closedByPeer(_ fd: Int32, within timeout: Double) -> Bool {
+        var tv = timeval(tv_sec: 0, tv_usec: 50_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let deadline = Date().addingTimeInterval(timeout)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        repeat {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n == 0 { return true }
+            if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { return true }
+        } while Date() < deadline
+        return false
+    }
+
+    /// Slow-loris connections: each sends `ff ff` (a frame promising 65,535 bytes) and then one byte
+    /// every `every` until stopped.
+    final class Slowloris: @unchecked Sendable {
+        private let lock = NSLock()
+        private var fds: [Int32] = []
+        private var running = true
+        private var thread: Thread?
+
+        init(port: Int, sources: [String], every: Double) {
+            for s in sources { if let fd = AvailabilityTests.connect(port, from: s), AvailabilityTests.send(fd, [0xFF, 0xFF]) { fds.append(fd) } }
+            let t = Thread { [self] in
+                while lock.withLock({ running }) {
+                    Thread.sleep(forTimeInterval: every)
+                    lock.withLock { for fd in fds { _ = AvailabilityTests.send(fd, [0x42]) } }
+                }
+            }
+            t.start()
+            thread = t
+        }
+
+        var opened: Int { lock.withLock { fds.count } }
+
+        /// How many of the connections the node has closed (a send fails or a read sees the end).
+        func closedCount() -> Int {
+            lock.withLock {
+                fds.filter { fd in
+                    var b: UInt8 = 0
+                    let n = recv(fd, &b, 1, Int32(MSG_DONTWAIT) | Int32(MSG_PEEK))
+                    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                }.count
+            }
+        }
+
+        func stop() {
+            lock.withLock {
+                running = false
+                for fd in fds { close(fd) }
+                fds = []
+            }
+        }
+    }
+
+    // MARK: item 1
+
+    /// Issue 13 item 1: eight slow connections used to take all eight session slots, so every honest sync
+    /// (incoming, and the node's own outgoing) failed while they lasted. Now they sit in the
+    /// unauthenticated pool and honest sessions in both directions finish at once.
+    @Test(.timeLimit(.minutes(1))) func slowConnectionsDoNotBlockHonestSessions() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (station, backpack, listener, port) = try await Self.pair(dir)
+        let loris = Slowloris(port: port, sources: (2...9).map { "127.0.0.\($0)" }, every: 0.3)
+        defer { loris.stop() }
+        #expect(loris.opened == 8)
+        try await Task.sleep(for: .milliseconds(300))  // the node has accepted them
+        let started = Date()
+        let incoming = try await backpack.sync(host: "127.0.0.1", port: port)
+        #expect(incoming.isFinished && incoming.changesSent == 2, "\(incoming)")
+        // The station's own outgoing session is not starved either.
+        let bpListener = try await backpack.listen(host: "127.0.0.1", port: 0)
+        let outgoing = try await station.sync(host: "127.0.0.1", port: try NodeTests.port(bpListener))
+        #expect(outgoing.isFinished, "\(outgoing)")
+        let took = Date().timeIntervalSince(started)
+        #expect(took < 3, "both honest sessions within 3 s while 8 slow connections are open: \(took) s")
+        #expect(loris.closedCount() == 0, "still within the handshake deadline")
+        print("availability: 2 honest sessions in \(Int(took * 1000)) ms alongside 8 slow-loris connections")
+        loris.stop()
+        try await bpListener.close()
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
+    }
+
+    /// Issue 13 item 1: a connection that sends a byte every 300 ms used to keep its place forever (any
+    /// byte reset the idle timer); now the handshake deadline (default 5 s) cuts it, and the node counts it.
+    @Test(.timeLimit(.minutes(1))) func theHandshakeDeadlineCutsATrickle() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (station, backpack, listener, port) = try await Self.pair(dir)
+        let loris = Slowloris(port: port, sources: ["127.0.0.2", "127.0.0.3"], every: 0.3)
+        defer { loris.stop() }
+        let started = Date()
+        while loris.closedCount() < 2, Date().timeIntervalSince(started) < 9 { try await Task.sleep(for: .milliseconds(100)) }
+        let took = Date().timeIntervalSince(started)
+        #expect(loris.closedCount() == 2 && took < 8, "cut by the 5 s handshake deadline: \(took) s")
+        let counters = try await station.loop.submit { station.connectionCounters }.get()
+        #expect(counters.cut[CutReason.handshakeTimeout.rawValue] == 2, "\(counters)")
+        loris.stop()
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
+    }
+
+    /// Issue 13 item 1: at most `maxHandshakesPerSource` (4) pending handshakes per source address; the
+    /// rest are refused at accept, while another source still gets in.
+    @Test(.timeLimit(.minutes(1))) func oneSourceGetsOnlyItsShareOfThePool() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (station, backpack, listener, port) = try await Self.pair(dir)
+        let fds = (0..<6).compactMap { _ in Self.connect(port, from: "127.0.0.5") }
+        defer { fds.forEach { close($0) } }
+        #expect(fds.count == 6)
+        try await Task.sleep(for: .milliseconds(500))
+        let closed = fds.filter { Self.closedByPeer($0, within: 0.1) }.count
+        #expect(closed == 2, "6 connections from one source, 4 admitted: \(closed) closed")
+        let other = try #require(Self.connect(port, from: "127.0.0.6"))
+        defer { close(other) }
+        #expect(!Self.closedByPeer(other, within: 0.5), "another source is admitted")
+        let counters = try await station.loop.submit { (station.connectionCounters, station.pendingHandshakes) }.get()
+        #expect(counters.0.refused[RefusalReason.perSource.rawValue] == 2 && counters.1 == 5, "\(counters)")
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
+    }
+
+    /// The pool is shared fairly: when it is full, a newcomer from a quiet source takes the place of the
+    /// busiest source's oldest handshake, so an honest peer gets in even while the pool is full.
+    @Test(.timeLimit(.minutes(1))) func aFullPoolStillAdmitsAnHonestPeer() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (station, backpack, listener, port) = try await Self.pair(dir) { c in
+            c.maxPendingHandshakes = 4
+            c.maxHandshakesPerSource = 2
+            c.handshakeTimeout = .seconds(30)
+        }
+        let fds = ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"].compactMap { Self.connect(port, from: $0) }
+        defer { fds.forEach { close($0) } }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await station.loop.submit { station.pendingHandshakes }.get() == 4)
+        let r = try await backpack.sync(host: "127.0.0.1", port: port)
+        #expect(r.isFinished && r.changesSent == 2, "\(r)")
+        let counters = try await station.loop.submit { station.connectionCounters }.get()
+        #expect(counters.cut[CutReason.evicted.rawValue] == 1, "\(counters)")
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
+    }
+
+    /// Issue 13 item 1: an authenticated peer that trickles a message (a byte every 250 ms) used to keep its
+    /// session forever; the progress check (here at least 1,024 bytes per second) cuts it.
+    @Test(.timeLimit(.minutes(1))) func anAuthenticatedTrickleIsCutAsTooSlow() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var pki = NodeTests.PKI()
+        var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
+        config.minProgressBytes = 1_024
+        config.progressInterval = .seconds(1)
+        let stationID = try pki.device(.station, scopes: [NodeTests.station])
+        let trust = pki.trust
+        let station = try FieldSyncNode(configuration: config) {
+            Replicator(identity: stationID, trust: trust, store: MemoryStore())
+        }
+        let listener = try await station.listen(host: "127.0.0.1", port: 0)
+        let (fd, frames) = try Self.handshake(port: try NodeTests.port(listener), as: try pki.device(.backpack, scopes: [NodeTests.station]),
+                                              trust: pki.trust)
+        defer { close(fd) }
+        // Message 3 whole (the station authenticates us), then the first reconciliation message a byte at a time.
+        #expect(Self.send(fd, frames[0]))
+        let trickle = frames.dropFirst().flatMap { $0 }
+        let started = Date()
+        var cut = false
+        for b in trickle {
+            guard Self.send(fd, [b]) else { cut = true; break }
+            if Self.closedByPeer(fd, within: 0.25) { cut = true; break }
+            if Date().timeIntervalSince(started) > 6 { break }
+        }
+        let took = Date().timeIntervalSince(started)
+        #expect(cut && took < 4, "cut as too slow after \(took) s")
+        let counters = try await station.loop.submit { station.connectionCounters }.get()
+        #expect(counters.cut[CutReason.tooSlow.rawValue] == 1, "\(counters)")
+        try await listener.close()
+        try await station.shutdown()
+    }
+
+    /// Runs the initiator's side of a real handshake with `port` over a blocking socket; returns the
+    /// socket and the frames the session queued after it authenticated the responder (message 3 first).
+    static func handshake(port: Int, as identity: DeviceIdentity, trust: TrustStore) throws -> (Int32, [[UInt8]]) {
+        let replicator = Replicator(identity: identity, trust: trust, store: MemoryStore())
+        let session = SyncSession(initiator: true, replicator: replicator,
+                                  configuration: SessionConfiguration(network: NetworkParameters(networkID: "longnan-police"),
+                                                                      salt: Array(repeating: 7, count: 16)), now: now())
+        guard let fd = connect(port, from: "127.0.0.1") else { throw NodeTestError("cannot connect") }
+        while let b = session.pollTransmit() { _ = send(fd, b) }
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = Date().addingTimeInterval(10)
+        while session.peer == nil, Date() < deadline {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n > 0 { session.receive(Array(buffer[0..<n]), now: now()) }
+            if n == 0 { break }
+        }
+        guard session.peer != nil else { throw NodeTestError("handshake did not complete") }
+        var frames: [[UInt8]] = []
+        while let f = session.pollTransmit() { frames.append(f) }
+        return (fd, frames)
+    }
+
+    // MARK: item 3
+
+    final class Lines: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        func add(_ l: String) { lock.withLock { lines.append(l) } }
+        var all: [String] { lock.withLock { lines } }
+    }
+
+    /// Captures every log record (message and metadata) as one line.
+    struct Capture: LogHandler {
+        let lines: Lines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
+                 function: String, line: UInt) {
+            lines.add("\(message) \(metadata ?? [:])")
+        }
+    }
+
+    /// Issue 13 item 3: a 65 KB handshake message 1 with a bad version payload used to be logged as a
+    /// decimal array (328 KB of log per connection). Now what a peer sent is bounded in every line and
+    /// repeated failures from one source are rate-limited.
+    @Test(.timeLimit(.minutes(1))) func peerBytesCannotAmplifyTheLog() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let plain = Lines(), structured = Lines()
+        let logger = Logger(label: "t", factory: { _ in Capture(lines: structured) })
+        let (station, backpack, listener, port) = try await Self.pair(dir, log: plain.add, logger: logger)
+        let message1 = [0xFF, 0xFF] + [UInt8](repeating: 0x09, count: 32) + [UInt8](repeating: 0xFE, count: 65_503)
+        let connections = 20
+        var sent = 0
+        for _ in 0..<connections {
+            guard let fd = Self.connect(port, from: "127.0.0.2") else { continue }
+            if Self.send(fd, message1) { sent += message1.count }
+            _ = Self.closedByPeer(fd, within: 5)
+            close(fd)
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let bytes = (plain.all + structured.all).map(\.utf8.count)
+        let longest = bytes.max() ?? 0
+        let total = bytes.reduce(0, +)
+        print("availability: \(connections) bad version messages (\(sent) B sent) wrote \(plain.all.count + structured.all.count) log lines, "
+              + "\(total) B, longest \(longest) B")
+        #expect(longest < 1_500, "a line is bounded: \(longest) B")
+        #expect(plain.all.count <= 6, "at most 5 lines per source per minute and a summary: \(plain.all)")
+        #expect(total < 20_000, "\(total) B of log for \(sent) B sent")
+        #expect(plain.all.first?.contains("unsupportedVersion") == true, "\(plain.all.first ?? "")")
+        // An honest peer from another address is still logged.
+        let r = try await backpack.sync(host: "127.0.0.1", port: port)
+        #expect(r.isFinished)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(plain.all.last?.contains("finished") == true, "\(plain.all.last ?? "")")
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
+    }
+
+    // MARK: item 2
+
+    /// Beacons sent from `source` (a loopback address) to the discovery port.
+    static func beacon(_ codec: BeaconCodec, port: Int, to discoveryPort: Int, from source: String) {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        var remote = RawSocket.loopback(port: discoveryPort)
+        _ = withUnsafePointer(to: &local) { l in
+            l.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        let bytes = codec.encode(Beacon(port: UInt16(port), nonce: SecureRandom.bytes(16)))
+        _ = withUnsafePointer(to: &remote) { r in
+            r.withMemoryRebound(to: sockaddr.self, capacity: 1) { to in
+                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, to, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+    }
+
+    /// A tarpit: accepts connections on `host:0` and never answers; counts connections open at once.
+    final class Tarpit: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        private let lock = NSLock()
+        private var open = 0
+        private(set) var maxOpen = 0
+        private(set) var total = 0
+        func channelActive(context: ChannelHandlerContext) {
+            lock.withLock {
+                open += 1
+                total += 1
+                maxOpen = max(maxOpen, open)
+            }
+        }
+        func channelInactive(context: ChannelHandlerContext) { lock.withLock { open -= 1 } }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+        var counts: (open: Int, maxOpen: Int, total: Int) { lock.withLock { (open, maxOpen, total) } }
+    }
+
+    /// Issue 13 item 2: ten forged beacons pointing at a tarpit used to make a station open its eight
+    /// sessions to it, and honest incoming syncs were refused. Now unproven discovered peers get at most
+    /// two probes at once outside the session slots, a peer that fails its handshake backs off, and honest
+    /// syncs in both directions go on.
+    @Test(.timeLimit(.minutes(1))) func forgedBeaconsToATarpitDoNotBlockTheStation() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let configured = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                     name: "other", live: false)
+        let station = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                  name: "st", peers: [try await DaemonTests.address(configured)], live: false)
+        let backpack = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp")
+        try await NodeTests.write(backpack, count: 2, tag: "bp")
+        var discovery = DiscoveryConfiguration()
+        discovery.port = Int.random(in: 40_000...60_000)
+        discovery.bindHost = "127.0.0.1"
+        discovery.destination = "127.0.0.1"
+        discovery.announce = false
+        discovery.interval = .milliseconds(200)
+        let ears = try await station.daemon.startDiscovery(discovery, announcePort: nil)
+        // Ten tarpits, each announced by forged beacons from its own address.
+        let tarpit = Tarpit()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var pits: [(String, Int, any Channel)] = []
+        for i in 10..<20 {
+            let host = "127.0.0.\(i)"
+            let ch = try await ServerBootstrap(group: group).childChannelInitializer { c in
+                c.eventLoop.makeCompletedFuture { try c.pipeline.syncOperations.addHandler(tarpit) }
+            }.bind(host: host, port: 0).get()
+            pits.append((host, try NodeTests.port(ch), ch))
+        }
+        let codec = try BeaconCodec(networkID: "longnan-police", root: pki.rootKey.publicKey)
+        let port = try await DaemonTests.address(station).port
+        let forging = Task.detached {
+            while !Task.isCancelled {
+                for (host, p, _) in pits { Self.beacon(codec, port: p, to: discovery.port, from: host) }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        defer { forging.cancel() }
+        #expect(try await DaemonTests.eventually(10) { tarpit.counts.total >= 2 }, "the station probes the forged peers")
+        // Honest incoming syncs succeed, again and again, while the beacons keep coming.
+        let started = Date()
+        for round in 0..<3 {
+            let r = try await backpack.sync(host: "127.0.0.1", port: port)
+            #expect(r.isFinished, "round \(round): \(r)")
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(tarpit.counts.maxOpen <= 2, "at most two probes at once: \(tarpit.counts)")
+        // The configured peer was synced (its slot was never taken by a forged one).
+        let peers = try await station.daemon.peers()
+        let other = try #require(peers.first { $0.source == .static })
+        #expect(other.lastSessionFinished == true, "\(other)")
+        print("availability: forged beacons for 10 tarpits: \(tarpit.counts.total) probe connection(s), at most "
+              + "\(tarpit.counts.maxOpen) at once; 3 honest syncs in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+        forging.cancel()
+        await ears.stop()
+        for (_, _, ch) in pits { try await ch.close() }
+        try await group.shutdownGracefully()
+        _ = try await station.daemon.shutdown(grace: .zero)
+        _ = try await configured.daemon.shutdown(grace: .zero)
+        try await backpack.shutdown()
+    }
+
+    // MARK: item 6 (metrics endpoint)
+
+    /// Issue 13 item 6: 200 idle connections to the metrics endpoint used to stay open, on the node's own
+    /// loop. Now the endpoint runs on its own thread, keeps at most 8 connections and closes each within
+    /// its idle timeout; syncs are unaffected.
+    @Test(.timeLimit(.minutes(1))) func metricsEndpointBoundsItsConnections() async throws {
+        let w = try ProcessWorld()
+        defer { w.cleanUp() }
+        let st = try w.device("station", .station, [ProcessTests.station.path])
+        let bp = try w.device("bp", .backpack, [ProcessTests.station.path])
+        try w.fill(bp, count: 2)
+        let metricsPort = try ProcessWorld.freePort()
+        try w.serve(st, extra: ["--metrics-listen", "127.0.0.1:\(metricsPort)"])
+        var fds: [Int32] = []
+        let deadline = Date().addingTimeInterval(10)
+        while !RawSocket.canConnect(metricsPort), Date() < deadline { usleep(20_000) }
+        for _ in 0..<200 { if let fd = Self.connect(metricsPort, from: "127.0.0.2") { fds.append(fd) } }
+        defer { fds.forEach { close($0) } }
+        #expect(fds.count == 200)
+        // A sync while they are open.
+        let r = try w.sync(bp, st)
+        #expect(r["finished"] as? Bool == true, "\(r)")
+        usleep(500_000)
+        let closedEarly = fds.filter { Self.closedByPeer($0, within: 0.01) }.count
+        #expect(closedEarly >= 190, "beyond the cap, closed at accept: \(closedEarly) of 200")
+        let started = Date()
+        var open = fds.count - closedEarly
+        while open > 0, Date().timeIntervalSince(started) < 9 {
+            usleep(200_000)
+            open = fds.filter { !Self.closedByPeer($0, within: 0.01) }.count
+        }
+        #expect(open == 0, "every idle connection closed by the idle timeout: \(open) still open")
+        // A scrape still works.
+        let get = try #require(Self.connect(metricsPort, from: "127.0.0.1"))
+        defer { close(get) }
+        #expect(Self.send(get, Array("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".utf8)))
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(get, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var text = ""
+        while true {
+            let n = recv(get, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            text += String(decoding: buffer[0..<n], as: UTF8.self)
+        }
+        #expect(text.hasPrefix("HTTP/1.1 200") && text.contains("fieldsync_sessions_total"), "\(text.prefix(200))")
+        try w.stopAll()
+    }
+}
+
+/// The pure bookkeeping behind the limits: the unauthenticated pool and the per-source log limiter.
+@Suite struct AdmissionTests {
+    @Test func thePoolIsSharedFairly() {
+        var pool = HandshakeAdmission(capacity: 4, perSource: 3)
+        #expect(pool.admit(1, source: "a", now: 0) == .admit)
+        #expect(pool.admit(2, source: "a", now: 1) == .admit)
+        #expect(pool.admit(3, source: "a", now: 2) == .admit)
+        #expect(pool.admit(4, source: "a", now: 3) == .refuse(.perSource))
+        #expect(pool.admit(5, source: "b", now: 4) == .admit)
+        // Full: b (1 pending) takes the place of a's oldest; a is refused (it is the busiest).
+        #expect(pool.admit(6, source: "b", now: 5) == .admitEvicting(1))
+        #expect(pool.count(from: "a") == 2 && pool.count(from: "b") == 2)
+        #expect(pool.admit(7, source: "a", now: 6) == .refuse(.handshakePoolFull))
+        // A quiet source always gets in while another holds more than one place.
+        #expect(pool.admit(8, source: "c", now: 7) == .admitEvicting(2))
+        pool.release(3)
+        pool.release(3)  // twice: ignored
+        #expect(pool.count == 3 && pool.count(from: "a") == 0)
+    }
+
+    @Test func repeatedLinesFromOneSourceAreLimited() {
+        var limiter = LogRateLimiter(burst: 2, window: 1_000, maxSources: 2)
+        #expect(limiter.check("x", now: 0) == .log(suppressed: 0))
+        #expect(limiter.check("x", now: 1) == .log(suppressed: 0))
+        #expect(limiter.check("x", now: 2) == .suppress)
+        #expect(limiter.check("x", now: 3) == .suppress)
+        #expect(limiter.check("y", now: 4) == .log(suppressed: 0), "another source has its own budget")
+        #expect(limiter.check("x", now: 1_000) == .log(suppressed: 2), "the next window says what was dropped")
+        // Beyond maxSources, new sources share one budget.
+        #expect(limiter.check("z1", now: 1_001) == .log(suppressed: 0))
+        #expect(limiter.check("z2", now: 1_002) == .log(suppressed: 0))
+        #expect(limiter.check("z3", now: 1_003) == .suppress)
+    }
+
+    /// Issue 13 item 3: what a peer sent is bounded and escaped in every session error.
+    @Test func sessionErrorsBoundWhatAPeerSent() {
+        let payload = [UInt8](repeating: 0xFE, count: 65_503)
+        #expect(throws: SessionError.self) {
+            _ = try SessionHandshake.check(payload: payload, ofMessage: 0, remoteStatic: nil, own: DeviceID(ID128(high: 0, low: 1)),
+                                           verify: { _ in })
+        }
+        do {
+            _ = try SessionHandshake.check(payload: payload, ofMessage: 0, remoteStatic: nil, own: DeviceID(ID128(high: 0, low: 1)),
+                                           verify: { _ in })
+        } catch {
+            #expect(error.code == .unsupportedVersion)
+            #expect(error.description.count < 120 && error.description.contains("fefefefefefefefe… (65503 B)"), "\(error)")
+        }
+        let long = SessionError(.protocolViolation, String(repeating: "x", count: 100_000) + "\n\u{1B}[31mforged line")
+        #expect(long.detail.count <= SessionError.maxDetail + 20 && long.detail.hasSuffix("more)"), "\(long.detail.suffix(40))")
+        let escaped = SessionError(.protocolViolation, "a\nb\u{1B}c")
+        #expect(escaped.detail == "a\\u{a}b\\u{1b}c")
+    }
+}
