@@ -119,42 +119,34 @@ public final class MetricsEndpoint: Sendable {
     /// The listening channel.
     public let channel: any Channel
     private let group: MultiThreadedEventLoopGroup
-    private let open: NIOLockedValueBox<Int>
 
-    private init(channel: any Channel, group: MultiThreadedEventLoopGroup, open: NIOLockedValueBox<Int>) {
+    private init(channel: any Channel, group: MultiThreadedEventLoopGroup) {
         self.channel = channel
         self.group = group
-        self.open = open
     }
-
-    /// Connections open now.
-    public var connections: Int { open.withLockedValue { $0 } }
 
     /// Binds the endpoint on a thread of its own.
     /// - Throws: `NodeError` if the address cannot be bound.
     public static func start(registry: PrometheusCollectorRegistry, host: String, port: Int, maxConnections: Int = 8,
                              idleTimeout: TimeAmount = .seconds(5)) async throws -> MetricsEndpoint {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let open = NIOLockedValueBox(0)
+        // One thread: every connection lives on this loop, so the count needs no lock.
+        let open = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: group.next())
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let admitted = open.withLockedValue { n -> Bool in
-                        guard n < maxConnections else { return false }
-                        n += 1
-                        return true
-                    }
-                    guard admitted else {
+                    guard open.value < maxConnections else {
                         channel.close(promise: nil)
                         return
                     }
+                    open.value += 1
                     // One deadline per connection, however slowly its bytes come: a scrape takes milliseconds.
                     let deadline = channel.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
                     channel.closeFuture.whenComplete { _ in
                         deadline.cancel()
-                        open.withLockedValue { $0 -= 1 }
+                        open.value -= 1
                     }
                     let sync = channel.pipeline.syncOperations
                     try sync.configureHTTPServerPipeline()
@@ -163,7 +155,7 @@ public final class MetricsEndpoint: Sendable {
             }
         do {
             let channel = try await bootstrap.bind(host: host, port: port).get()
-            return MetricsEndpoint(channel: channel, group: group, open: open)
+            return MetricsEndpoint(channel: channel, group: group)
         } catch {
             try? await group.shutdownGracefully()
             throw NodeError("cannot serve metrics on \(host):\(port): \(error); change `metrics.listen` or free the port")

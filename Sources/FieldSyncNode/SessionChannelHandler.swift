@@ -180,10 +180,14 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var standingTimer: Scheduled<Void>?
     private let limits: Limits
     private var handshakeTimer: Scheduled<Void>?
-    private var progressTimer: RepeatedTask?
+    private var progressTimer: Scheduled<Void>?
     /// Bytes the socket took (writes completed) and bytes read, counted at the last progress check.
     private var bytesWritten = 0
     private var progressMark = 0
+    /// Whether the session was seen idle (live, nothing in flight) since the last progress check: the
+    /// check then only restarts its window (a live session that just got work is not judged on the quiet
+    /// before).
+    private var idleSinceCheck = false
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
@@ -287,16 +291,24 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
                 cut(.handshakeTimeout, "handshake not completed within \(Self.seconds(deadline)) (\(result.bytesIn) B received)")
             }
         }
-        guard limits.minProgressBytes > 0 else { return }
+        if limits.minProgressBytes > 0 { scheduleProgressCheck(loop) }
+    }
+
+    private func scheduleProgressCheck(_ loop: NIOIsolatedEventLoop) {
         let interval = limits.progressInterval
-        progressTimer = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+        progressTimer = loop.scheduleTask(in: interval) { [self] in
+            progressTimer = nil
+            guard !completed, !closing else { return }
             let moved = result.bytesIn + bytesWritten
-            defer { progressMark = moved }
-            guard !completed, !closing, !session.isIdle else { return }
+            let wasIdle = idleSinceCheck
+            idleSinceCheck = session.isIdle
             let delta = moved - progressMark
-            if delta < limits.minProgressBytes {
+            progressMark = moved
+            if !session.isIdle, !wasIdle, delta < limits.minProgressBytes {
                 cut(.tooSlow, "too slow: \(delta) B moved in \(Self.seconds(interval)) (minimum \(limits.minProgressBytes))")
+                return
             }
+            scheduleProgressCheck(loop)
         }
     }
 
@@ -389,6 +401,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// After bytes came in or a push went out: a requested close, refused changes to offer again, the
     /// counters.
     private func afterActivity(context: ChannelHandlerContext) {
+        if session.isIdle { idleSinceCheck = true }
         watchDeferred(context: context)
         closeIfIdleRequested(context: context)
         reportTraffic()

@@ -33,6 +33,15 @@ import Testing
         let n = c.nodeConfiguration
         #expect(n.liveSessions && n.maxLiveSessions == 64 && n.maxConcurrentSessions == 8 && n.idleTimeout == .seconds(30)
             && n.connectTimeout == .seconds(10) && n.network.networkID == "longnan-police" && n.keepAlive == TCPKeepAlive())
+        // Availability limits (issue 13): the documented defaults, and the node's own defaults agree.
+        #expect(n.handshakeTimeout == .seconds(5) && n.maxPendingHandshakes == 16 && n.maxHandshakesPerSource == 4
+            && n.minProgressBytes == 1_024 && n.progressInterval == .seconds(10))
+        let plain = NodeConfiguration(network: NetworkParameters(networkID: "n"))
+        #expect(plain.handshakeTimeout == n.handshakeTimeout && plain.maxPendingHandshakes == n.maxPendingHandshakes
+            && plain.maxHandshakesPerSource == n.maxHandshakesPerSource && plain.minProgressBytes == n.minProgressBytes
+            && plain.progressInterval == n.progressInterval)
+        #expect(p.maxProbes == 2 && SchedulePolicy().maxProbes == 2)
+        #expect(c.metrics.maxConnections == 8 && c.metrics.idleTimeoutSeconds == 5)
     }
 
     @Test func liveSessionsCanBeTurnedOff() throws {
@@ -56,7 +65,9 @@ import Testing
         #expect(Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "peer": []}"#)?.key == "peer")
         let nested = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"maxSessions": 3}}"#)
         #expect(nested?.key == "sessions.maxSessions")
-        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, idleTimeoutSeconds, live, liveIdleTimeoutSeconds, max, maxLive, refusedRetrySeconds, shutdownGraceSeconds") == true,
+        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, handshakeTimeoutSeconds, idleTimeoutSeconds, live, "
+                                                + "liveIdleTimeoutSeconds, max, maxHandshakes, maxHandshakesPerSource, maxLive, minProgressBytes, "
+                                                + "progressIntervalSeconds, refusedRetrySeconds, shutdownGraceSeconds") == true,
                 "\(String(describing: nested))")
     }
 
