@@ -89,9 +89,11 @@ let package = Package(
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
                 "FieldSyncStore",
+                "FieldSyncNode",
                 "FieldSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),

@@ -481,6 +481,8 @@ import Glibc
             open = fds.filter { !Self.closedByPeer($0, within: 0.01) }.count
         }
         #expect(open == 0, "every idle connection closed by the idle timeout: \(open) still open")
+        print("availability: 200 idle connections to the metrics endpoint: \(closedEarly) closed at accept, the other "
+              + "\(fds.count - closedEarly) within \(String(format: "%.1f", Date().timeIntervalSince(started) + 0.5)) s of the sync's end")
         // A scrape still works.
         let get = try #require(Self.connect(metricsPort, from: "127.0.0.1"))
         defer { close(get) }
