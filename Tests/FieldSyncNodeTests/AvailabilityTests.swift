@@ -146,7 +146,7 @@ import Glibc
         let outgoing = try await station.sync(host: "127.0.0.1", port: try NodeTests.port(bpListener))
         #expect(outgoing.isFinished, "\(outgoing)")
         let took = Date().timeIntervalSince(started)
-        #expect(took < 3, "both honest sessions within 3 s while 8 slow connections are open: \(took) s")
+        #expect(took < 4, "both honest sessions within 4 s while 8 slow connections are open: \(took) s")
         #expect(loris.closedCount() == 0, "still within the handshake deadline")
         print("availability: 2 honest sessions in \(Int(took * 1000)) ms alongside 8 slow-loris connections")
         loris.stop()
