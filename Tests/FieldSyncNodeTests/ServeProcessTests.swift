@@ -47,7 +47,7 @@ struct ServeProcessTests {
         }
         try """
             {"device": {"dir": "st", "keyFile": "st.key"}, "store": {"path": "st.sqlite"}, "listen": "127.0.0.1:0",
-             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": \(grace)}}
+             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": \(grace), "handshakeTimeoutSeconds": 60}}
             """.write(toFile: dir + "/st.json", atomically: true, encoding: .utf8)
     }
 
@@ -94,7 +94,8 @@ struct ServeProcessTests {
         try Self.enrollStation(in: dir, grace: 30)
         let (serve, err, running) = try Self.serve(in: dir)
         let port = try #require(PeerAddress(running.listen)?.port)
-        // A silent client holds a session, so the drain would wait the whole 30 s grace.
+        // A silent client holds a connection (its handshake deadline is 60 s here), so the drain would wait
+        // the whole 30 s grace.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
         try await Task.sleep(for: .milliseconds(200))
