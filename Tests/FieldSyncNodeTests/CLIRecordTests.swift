@@ -36,16 +36,22 @@ private struct RecordCLI {
     let dir: String
     let device: String
     let store: String
+    /// A copy of the device's directory for this store: one device directory (its seq guard) belongs to
+    /// one store, or writes from two stores would fork the device's logs (docs/node.md, "Restoring a device").
+    let deviceDir: String
 
     /// A CLI for `device` ("bp" or "st") on a store file of its own.
     init(_ device: String = "bp", store: String = #function) throws {
         dir = try Self.pki.get()
         self.device = device
-        self.store = "\(store.filter { $0.isLetter || $0.isNumber })-\(device)-\(UUID().uuidString.prefix(6)).sqlite"
+        let tag = UUID().uuidString.prefix(6)
+        self.store = "\(store.filter { $0.isLetter || $0.isNumber })-\(device)-\(tag).sqlite"
+        deviceDir = "\(device)-\(tag)"
+        try FileManager.default.copyItem(atPath: dir + "/" + device, toPath: dir + "/" + deviceDir)
     }
 
     /// The options naming this device, its store and the epoch key.
-    var node: [String] { ["--dir", device, "--key-file", "\(device).key", "--store", store, "--epoch-key-file", "station.epochkey"] }
+    var node: [String] { ["--dir", deviceDir, "--key-file", "\(device).key", "--store", store, "--epoch-key-file", "station.epochkey"] }
 
     static func run(_ args: [String], in dir: String, executable: String? = nil) throws -> (status: Int32, out: String, err: String) {
         try FieldSyncBinary.run(args, in: dir, executable: executable)
@@ -168,7 +174,7 @@ struct CLIRecordTests {
         let outside = try cli.run(["incident", "new", "--scope", "longnan/wudu/station-018", "--category", "fire", "--summary", "s",
                                    "--lat", "1", "--lon", "1"])
         #expect(outside.status == 77 && outside.err.contains("may not write in longnan/wudu/station-018"))
-        let noKey = try RecordCLI.run(["incident", "note", id, "x", "--dir", "bp", "--key-file", "bp.key", "--store", cli.store], in: cli.dir)
+        let noKey = try RecordCLI.run(["incident", "note", id, "x", "--dir", cli.deviceDir, "--key-file", "bp.key", "--store", cli.store], in: cli.dir)
         #expect(noKey.status == 77 && noKey.err.contains("--epoch-key-file"))
         let tooLong = try cli.run(["incident", "update", id, "--summary", String(repeating: "x", count: 600)])
         #expect(tooLong.status == 64 && tooLong.err.contains("--summary is 600 bytes; at most 512 allowed"))
