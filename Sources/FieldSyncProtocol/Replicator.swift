@@ -451,6 +451,21 @@ public final class Replicator {
         }
     }
 
+    /// This device's own logs whose store head is below the guard's: the store lost changes this device
+    /// wrote (it was restored from an older copy, attack cases 43 and 48). The next write continues after
+    /// the guard's head; the lost changes come back from peers.
+    /// - Returns: per such log, the store's head and the guard's.
+    /// - Throws: store errors, the guard's errors.
+    public func logsBehindGuard() throws -> [LogID: (store: UInt64, guard: UInt64)] {
+        guard let headGuard else { return [:] }
+        var out: [LogID: (store: UInt64, guard: UInt64)] = [:]
+        for (log, head) in try headGuard.heads() where log.author == identity.id {
+            let held = try store.holdings(of: log).ranges.last?.upperBound ?? 0
+            if held < head.seq { out[log] = (held, head.seq) }
+        }
+        return out
+    }
+
     /// Brings the guard up to the store's own heads where the store is ahead of it (a guard created after
     /// the store, or a process that died between a commit and the guard update). Call once after
     /// opening a store, with the restore calls; the write path does the same check per log.

@@ -69,6 +69,11 @@ struct ReplicatorSpec: Sendable {
         // from an older copy then continues this device's logs instead of reusing seqs.
         replicator.headGuard = SeqGuardFile(path: dir + "/" + SeqGuardFile.defaultName, device: identity.id)
         try replicator.syncHeadGuard()
+        for (log, heads) in try replicator.logsBehindGuard().sorted(by: { $0.key < $1.key }) {
+            FileHandle.standardError.write(Data(("warning: this store holds this device's \(log.scope) log up to seq \(heads.store), "
+                + "but the device wrote up to seq \(heads.guard) (seq guard): the store was restored from an older copy; "
+                + "new changes continue after seq \(heads.guard) and a sync brings the rest back (docs/node.md, \"Restoring a device\")\n").utf8))
+        }
         return replicator
     }
 }

@@ -59,6 +59,8 @@ import Testing
         // 1. Only the store is restored (the seq guard next to the keystore survives): the next write
         //    continues after seq 4 instead of reusing seq 3, and nothing forks.
         try restoreStore(from: backup, into: bp.dir)
+        let warned = try w.run(["list"] + w.args(bp))
+        #expect(warned.status == 0 && warned.err.contains("restored from an older copy"), "restore detected: \(warned.err)")
         try incident(w, bp, "five, after the store was restored")
         let afterStoreRestore = try w.replicator(bp)
         #expect(try afterStoreRestore.store.holdings(of: log) == HeldIntervals([1...2, 5...5]), "seq 5 follows the guard's seq 4")

@@ -182,6 +182,8 @@ import Testing
         #expect(S.run(&l1))
         // Restored from a copy holding 1...3; the guard (kept apart from the store) remembers seq 5.
         let restored = try Self.restored(pki, bp, upTo: 3, guard: guardFile)
+        let behind = try restored.logsBehindGuard()
+        #expect(behind.count == 1 && behind[Self.log(bp)]?.store == 3 && behind[Self.log(bp)]?.guard == 5, "the restore is detected")
         let next = try S.write(restored, 66)
         #expect(try next.header.seq == 6 && next.header.prevHash == bp.store.hash(Self.log(bp), seq: 5))
         var l2 = S.connect(restored, st, seed: 11)
