@@ -198,6 +198,26 @@ import Testing
         #expect(changeError { try bad.verify(authorCertificate: author.certificate, trust: w.trust, now: World.t0) }?.code == .badSignature)
     }
 
+    /// Chain proofs (Protocols/change.md §6): seq n and a seq n + 1 that does not follow it.
+    @Test func chainForkProof() throws {
+        let a = try sealed(payload: Array("one".utf8))
+        let b = try sealed(payload: Array("two".utf8))
+        let afterB = try sealed(seq: 2, prev: b.id)
+        let proof = try ForkProof(afterB, a)  // either argument order
+        #expect(proof.kind == .chain && proof.first == a && proof.second == afterB && proof.seq == 1)
+        try proof.verify(authorCertificate: author.certificate, trust: w.trust, now: World.t0)
+        #expect(try ForkProof(canonicalBytes: proof.canonicalBytes) == proof)
+        #expect(proof.description.contains("after seq 1"))
+        // Wrong order on the wire, a real successor, and seqs two apart are refused.
+        var wrong = ByteWriter()
+        wrong.writeByte(1); wrong.writeByte(1)
+        wrong.writeBytes(afterB.canonicalBytes); wrong.writeBytes(a.canonicalBytes)
+        #expect(throws: DecodingError.self) { _ = try ForkProof(canonicalBytes: wrong.bytes) }
+        #expect(changeError { _ = try ForkProof(b, afterB) }?.code == .notAFork)
+        let third = try sealed(seq: 3, prev: afterB.id)
+        #expect(changeError { _ = try ForkProof(a, third) }?.code == .notAFork)
+    }
+
     @Test func verifiedCertificateFastPathMatchesFullCheck() throws {
         let v = try w.trust.certified(author.certificate)
         let c = try sealed()

@@ -171,6 +171,23 @@ import Testing
         #expect(live.a.pollTransmit() == nil, "sent once")
     }
 
+    /// Malformed fork messages are typed decoding errors (the session then fails with protocolViolation).
+    @Test func malformedForkMessagesDoNotDecode() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let a = try S.write(bp, 1)
+        #expect(throws: DecodingError.self) { _ = try SessionMessage.decode([6, 0, 3, 1, 2, 3]) }
+        // Two copies of one change are no proof.
+        var w = ByteWriter()
+        w.writeByte(6)
+        w.writeVarint(0)
+        var p = ByteWriter()
+        p.writeByte(1); p.writeByte(1)
+        p.writeBytes(a.canonicalBytes); p.writeBytes(a.canonicalBytes)
+        w.writeBytes(p.bytes)
+        #expect(throws: DecodingError.self) { _ = try SessionMessage.decode(w.bytes) }
+    }
+
     @Test func restoreGuardContinuesTheChainInsteadOfReusingSeqs() throws {
         var pki = TestPKI()
         let guardFile = MemoryHeadGuard()
