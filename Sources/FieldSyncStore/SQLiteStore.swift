@@ -362,6 +362,16 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         try io { try db.read { db in try Tx(db: db, store: self).forks(of: log) } }
     }
 
+    /// SQLite's plan for the per-log fork lookup of `forks(of:)` (tests check it uses the index).
+    public func queryPlanForksOfLog() throws -> [String] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT seq, kept, conflicting FROM forks WHERE author = ? AND scope = ? ORDER BY seq, conflicting_hash",
+                                 arguments: [Data(count: 16), "x"]).map { $0["detail"] as String }
+            }
+        }
+    }
+
     static func fork(_ row: Row) throws -> ForkEvidence {
         do {
             let kept = try StoredChange(canonicalBytes: [UInt8](row["kept"] as Data))

@@ -266,6 +266,25 @@ struct ChangeFactory {
         #expect(try store.commit(CommitBatch(changes: more)).inserted == 2)
     }
 
+    /// Proofs survive a restart, and the v4 migration's index serves the per-log lookup.
+    @Test func sqliteForkProofsSurviveReopen() throws {
+        let path = TestFiles.tempPath()
+        var f = ChangeFactory()
+        let cs = (0..<2).map { _ in f.next(log) }
+        var bad = cs[1]
+        bad.prevHash = f.hash()
+        do {
+            let store = try StoreKind.sqlite.make(path: path)
+            _ = try store.commit(CommitBatch(changes: [cs[0]]))
+            #expect(try store.commit(CommitBatch(changes: [bad])).forksRecorded == 1)
+        }
+        let reopened = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        #expect(try reopened.forks(of: log).map(\.conflicting) == [bad] && reopened.status().forks == 1)
+        #expect(try reopened.queryPlanForksOfLog().contains { $0.contains("forks_log") })
+        // The forked log now takes no change it cannot link to a held predecessor.
+        #expect(try reopened.commit(CommitBatch(changes: [f.next(log)])).refusedForked.count == 1)
+    }
+
     @Test(arguments: StoreKind.allCases) func forkEvidenceIsRecordedOnceAndBoundedPerLog(kind: StoreKind) throws {
         let store = try kind.make(limits: StoreLimits(maxForkProofsPerLog: 2))
         var f = ChangeFactory()
