@@ -85,6 +85,8 @@ public final class NodeDaemon: Sendable {
         var checkExcept: DeviceID?
         /// LAN discovery running for this daemon (told which discovered peers proved themselves).
         var discoveries: [LANDiscovery] = []
+        /// Changes in quarantine (corrupt on disk, waiting for a peer to send them again).
+        var quarantined = 0
     }
 
     private let box: NIOLoopBoundBox<State>
@@ -382,6 +384,11 @@ public final class NodeDaemon: Sendable {
             metrics.pendingToHQ.record(Int(report.pendingToHQ))
             metrics.storeBytes.record(report.store.changeBytes)
             metrics.forks.record(report.store.forks)
+            metrics.quarantined.record(report.store.quarantined)
+            if box.value.quarantined != report.store.quarantined {
+                box.value.quarantined = report.store.quarantined
+                box.value.statusDirty = true
+            }
         } catch {
             logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
         }
@@ -446,7 +453,8 @@ public final class NodeDaemon: Sendable {
                             listen: s.listener?.localAddress.map(hostPort) ?? "\(options.listenHost):\(options.listenPort)",
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
-                            handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers)
+                            handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers,
+                            quarantinedChanges: s.quarantined)
     }
 
     private func writeStatusIfDirty() {

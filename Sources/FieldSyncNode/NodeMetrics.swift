@@ -42,6 +42,8 @@ public final class NodeMetrics: Sendable {
     public let handshakesPending: CoreMetrics.Gauge
     private let refused: [RefusalReason: CoreMetrics.Counter]
     private let cut: [CutReason: CoreMetrics.Counter]
+    /// Changes found corrupt on disk and quarantined, not yet received again from a peer.
+    public let quarantined: CoreMetrics.Gauge
 
     /// Creates the metrics through `factory`.
     public init(factory: any MetricsFactory) {
@@ -73,6 +75,7 @@ public final class NodeMetrics: Sendable {
         cut = Dictionary(uniqueKeysWithValues: CutReason.allCases.map {
             ($0, CoreMetrics.Counter(label: "fieldsync_connections_cut_total", dimensions: [("reason", $0.rawValue)], factory: factory))
         })
+        quarantined = CoreMetrics.Gauge(label: "fieldsync_store_quarantined_changes", factory: factory)
     }
 
     /// Counts a connection refused (at accept, or at authentication when the session slots were full).

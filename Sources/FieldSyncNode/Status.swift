@@ -55,6 +55,9 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     public var connections: ConnectionCounters?
     /// Peers, sorted by address.
     public var peers: [Peer]
+    /// Changes of the store found corrupt on disk and quarantined, not yet received again from a peer
+    /// (nil in files of daemons before quarantine; `fieldsync doctor` lists them).
+    public var quarantinedChanges: Int?
 
     /// Writes `status` to `path` atomically (a reader sees the old or the new file, never half of one).
     /// - Throws: `NodeError` if the folder is not writable.

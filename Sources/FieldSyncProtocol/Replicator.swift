@@ -405,7 +405,15 @@ public final class Replicator {
 
     private func append(contentType: ContentType, scope: Scope, priority: Priority, hlc: HLCTimestamp, now: UInt64,
                         _ make: (UInt64, [UInt8]) throws -> Change) throws -> Change {
-        let head = try ownHead(LogID(author: identity.id, scope: scope), now: now)
+        let log = LogID(author: identity.id, scope: scope)
+        let head = try ownHead(log, now: now)
+        // One of this device's own changes found corrupt on disk is quarantined (out of the holdings) until
+        // a peer returns it. Its seq stays used: if the seq guard does not vouch for a head at or beyond it,
+        // writing would reuse that seq (a fork) or chain onto a hash this node cannot vouch for.
+        if let top = try store.quarantined().filter({ $0.log == log && !$0.repaired }).map(\.seq).max(), top > head.seq {
+            throw WriteError("this device's own change \(log.scope)#\(top) is quarantined (corrupt on disk, `fieldsync doctor` "
+                             + "shows it); sync with a peer that holds it before writing in \(log.scope) again")
+        }
         let change = try make(head.seq + 1, head.hash)
         let report = try ingest([change], now: now)
         guard report.outcomes == [.accepted], report.commit.inserted == 1 else {
@@ -581,6 +589,22 @@ public final class Replicator {
         let kept = try store.certificates()
         keptCertificates.formUnion(kept.map(\.subject))
         return learn(certificates: kept, now: now)
+    }
+
+    /// Folds a record again from its signed history (every held change that touched it, opened with this
+    /// node's keys and merged in HLC order): what `fieldsync doctor --repair` writes over a sealed row
+    /// damaged on disk. The CRDT merge makes the result the record the store had.
+    /// - Returns: the rebuilt record, or nil if a change of its history is not held (evicted), does not
+    ///   decode, or cannot be opened with this node's keys.
+    /// - Throws: store errors, or a `RecordError` if a held edit no longer applies.
+    public func rebuildRecord(_ id: RecordID, kind: RecordKind, scope: Scope) throws -> Record? {
+        let v = verifier()
+        var record = Record(id: id, kind: kind, scope: scope)
+        for stored in try store.history(of: id) where stored.contentType == ContentType.records.rawValue {
+            guard let change = try? Change(canonicalBytes: stored.bytes), let edits = v.openEdits(change) else { return nil }
+            for e in edits where e.record == id { try record.apply(e) }
+        }
+        return record
     }
 
     /// Opens held changes that a newly learned key can read, and merges them.

@@ -3,6 +3,7 @@ import FieldSyncCrypto
 import FieldSyncProtocol
 import Foundation
 import GRDB
+import Synchronization
 
 /// Seals materialized records at rest. The SQLite store never writes a record's content in clear; only
 /// the index columns of `RecordIndexEntry` are (docs/threat-model.md lists them).
@@ -39,14 +40,24 @@ public enum SyncMode: String, Sendable, CaseIterable {
 /// ```
 public final class SQLiteStore: SyncStore, @unchecked Sendable {
     // Sendable: all access goes through the DatabaseQueue, which serializes it.
-    private let db: DatabaseQueue
-    private let sealer: any RecordSealer
+    let db: DatabaseQueue
+    let sealer: any RecordSealer
     /// Limits in force.
     public let limits: StoreLimits
     /// Schemas used to index records.
     public let schemas: SchemaRegistry
     /// The file path.
     public let path: String
+    /// Told about every damaged row found on read (a change quarantined, a record that does not open),
+    /// for the node's log, status and metrics. Set it before the store is shared; it is called on the
+    /// thread that read the row.
+    public var damageHandler: (@Sendable (StoreDamage) -> Void)?
+    /// Whether changes read are checked against their hash (see `init`).
+    public let checksChanges: Bool
+    /// Where the rollback checkpoint is kept (nil: none).
+    public let checkpointDirectory: String?
+    /// The store id, read once (`storeID()`).
+    let storeIDCache = Mutex<[UInt8]?>(nil)
 
     /// Opens (creating if needed) a store.
     /// - Parameters:
@@ -59,9 +70,18 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///   - maxFileBytes: a hard cap on the database file (SQLite `max_page_count`), for a node whose disk
     ///     is small: reaching it fails the batch with a "disk full" `StoreError.ioError` and loses nothing
     ///     committed before.
+    ///   - checksChanges: check every change read against its hash and quarantine the damaged ones
+    ///     (default; off only for stores of synthetic changes that are not real signed changes: the store
+    ///     conformance tests, the crash writer, benchmarks).
+    ///   - checkpointDirectory: where to keep the rollback checkpoint (outside the store file: the device
+    ///     directory, beside the keystore); nil for none. With it, opening a store older than the last
+    ///     commit checkpointed throws `StoreError.rolledBack` (docs/store.md, "Rollback").
     public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
-                maxFileBytes: Int? = nil, schemas: SchemaRegistry = .standard) throws {
+                maxFileBytes: Int? = nil, schemas: SchemaRegistry = .standard, checksChanges: Bool = true,
+                checkpointDirectory: String? = nil) throws {
         self.path = path
+        self.checksChanges = checksChanges
+        self.checkpointDirectory = checkpointDirectory
         self.sealer = sealer
         self.limits = limits
         self.schemas = schemas
@@ -99,6 +119,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             throw Self.translate(e, path: path)
         }
         try checkKey()
+        if checkpointDirectory != nil { try checkCheckpoint() }
     }
 
     static func translate(_ e: DatabaseError, path: String) -> StoreError {
@@ -114,7 +135,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
-    private func io<T>(_ body: () throws -> T) throws -> T {
+    func io<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as DatabaseError { throw Self.translate(e, path: path) }
     }
 
@@ -171,6 +192,20 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         m.registerMigration("v4-fork-index") { db in
             try db.execute(sql: "CREATE INDEX forks_log ON forks(author, scope, seq)")
         }
+        // Changes found corrupt on disk, taken out of `changes` (and of their log's intervals, so a peer
+        // sends them again), with the damaged bytes kept for forensics. `repaired` is set when an intact
+        // copy is stored again.
+        m.registerMigration("v5-quarantine") { db in
+            try db.execute(sql: """
+                CREATE TABLE quarantine(
+                    author BLOB NOT NULL, scope TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+                    reason TEXT NOT NULL, detected INTEGER NOT NULL, repaired INTEGER NOT NULL DEFAULT 0, bytes BLOB NOT NULL
+                );
+                CREATE INDEX quarantine_pending ON quarantine(author, scope, seq) WHERE repaired = 0;
+                INSERT OR IGNORE INTO store_meta(key, value) VALUES ('commits', 0);
+                INSERT OR IGNORE INTO store_meta(key, value) VALUES ('store_id', randomblob(16));
+                """)
+        }
         return m
     }
 
@@ -214,7 +249,10 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
-        try io { try db.read { db in try Tx(db: db, store: self).existing(log, seq: seq).flatMap { $0.bytes.isEmpty ? nil : $0 } } }
+        try checkedChanges { db in
+            try Row.fetchAll(db, sql: "SELECT rowid, * FROM changes WHERE author = ? AND scope = ? AND seq = ? AND evicted = 0",
+                             arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(bitPattern: seq)])
+        }.first
     }
 
     public func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? {
@@ -227,40 +265,59 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
-        try io {
-            try db.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT * FROM changes WHERE author = ? AND scope = ? AND seq BETWEEN ? AND ? AND evicted = 0 ORDER BY seq
-                    """, arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(seqs.lowerBound), Int64(min(seqs.upperBound, UInt64(Int64.max)))])
-                    .map(Self.change)
-            }
+        try checkedChanges { db in
+            try Row.fetchAll(db, sql: """
+                SELECT rowid, * FROM changes WHERE author = ? AND scope = ? AND seq BETWEEN ? AND ? AND evicted = 0 ORDER BY seq
+                """, arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(seqs.lowerBound), Int64(min(seqs.upperBound, UInt64(Int64.max)))])
         }
     }
 
     public func commit(_ batch: CommitBatch) throws -> CommitReport {
-        try io {
+        let (report, commits) = try io {
             try db.write { db in
                 var tx = Tx(db: db, store: self)
                 let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
                 try tx.flush()
-                return report
+                let commits = try Int64.fetchOne(db, sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'commits' RETURNING value") ?? 0
+                return (report, commits)
             }
         }
+        if checkpointDirectory != nil { try writeCheckpoint(commits) }
+        return report
     }
 
+    /// One materialized record.
+    /// - Throws: `StoreError` `.damaged` naming the record if its sealed row does not open or decode
+    ///   (the storage key was checked when the store opened, so this is damage, not a wrong key).
     public func record(_ id: RecordID) throws -> FieldSyncCore.Record? {
         try io { try db.read { db in try Tx(db: db, store: self).loadRecord(id) } }
     }
 
+    /// Records matching a query, newest event first. A damaged record (its sealed row does not open)
+    /// does not hide the others: it is left out here and reported to `damageHandler`; `recordScan(_:)`
+    /// returns it by name.
     public func records(_ query: RecordQuery) throws -> [FieldSyncCore.Record] {
+        let scan = try recordScan(query)
+        for d in scan.damaged { damageHandler?(.record(d)) }
+        return scan.records
+    }
+
+    /// Records matching a query, newest event first, and the matching rows that are damaged (by the clear
+    /// index columns; a text filter cannot be applied to a record that does not open, so with a text
+    /// filter every damaged row the other filters select is reported).
+    public func recordScan(_ query: RecordQuery) throws -> RecordScan {
         let (sql, args) = Self.sql(for: query)
         return try io {
             try db.read { db in
-                var out: [FieldSyncCore.Record] = []
+                var out = RecordScan()
                 for row in try Row.fetchAll(db, sql: sql, arguments: args) {
-                    let r = try self.unseal(row)
-                    if query.text == nil || query.matches(r, index: RecordIndexEntry(r, schemas: schemas)) { out.append(r) }
-                    if let limit = query.limit, out.count >= limit { break }
+                    let r: FieldSyncCore.Record
+                    do { r = try self.unseal(row) } catch let e as StoreError where e.code == .damaged {
+                        out.damaged.append(Self.damagedRecord(row, reason: e.detail))
+                        continue
+                    }
+                    if query.text == nil || query.matches(r, index: RecordIndexEntry(r, schemas: schemas)) { out.records.append(r) }
+                    if let limit = query.limit, out.records.count >= limit { break }
                 }
                 return out
             }
@@ -313,39 +370,33 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     public func history(of id: RecordID) throws -> [StoredChange] {
-        try io {
-            try db.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT c.* FROM record_changes rc JOIN changes c ON c.hash = rc.change_hash
-                    WHERE rc.record_id = ? ORDER BY c.hlc, c.author, c.scope, c.seq
-                    """, arguments: [Data(id.raw.bytes)]).map(Self.change)
-            }
+        try checkedChanges { db in
+            try Row.fetchAll(db, sql: """
+                SELECT c.rowid, c.* FROM record_changes rc JOIN changes c ON c.hash = rc.change_hash
+                WHERE rc.record_id = ? ORDER BY c.hlc, c.author, c.scope, c.seq
+                """, arguments: [Data(id.raw.bytes)])
         }
     }
 
     public func unopened(in scope: Scope?) throws -> [StoredChange] {
-        try io {
-            try db.read { db in
-                var sql = "SELECT * FROM changes WHERE opened = 0 AND evicted = 0"
-                var args: [any DatabaseValueConvertible] = []
-                if let scope {
-                    sql += " AND (scope = ? OR (scope >= ? AND scope < ?))"
-                    args += [scope.path, scope.path + "/", scope.path + "0"]
-                }
-                sql += " ORDER BY author, scope, seq"
-                return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.change)
+        try checkedChanges { db in
+            var sql = "SELECT rowid, * FROM changes WHERE opened = 0 AND evicted = 0"
+            var args: [any DatabaseValueConvertible] = []
+            if let scope {
+                sql += " AND (scope = ? OR (scope >= ? AND scope < ?))"
+                args += [scope.path, scope.path + "/", scope.path + "0"]
             }
+            sql += " ORDER BY author, scope, seq"
+            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
         }
     }
 
     public func controlChanges() throws -> [StoredChange] {
-        try io {
-            try db.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT * FROM changes WHERE content_type >= 128 AND content_type IN (128, 129) AND evicted = 0
-                    ORDER BY hlc, author, scope, seq
-                    """).map(Self.change)
-            }
+        try checkedChanges { db in
+            try Row.fetchAll(db, sql: """
+                SELECT rowid, * FROM changes WHERE content_type >= 128 AND content_type IN (128, 129) AND evicted = 0
+                ORDER BY hlc, author, scope, seq
+                """)
         }
     }
 
@@ -414,6 +465,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 s.unopened = try Int.fetchOne(db, sql: "SELECT count(*) FROM changes WHERE opened = 0 AND evicted = 0") ?? 0
                 s.records = try Int.fetchOne(db, sql: "SELECT count(*) FROM records") ?? 0
                 s.forks = try Int.fetchOne(db, sql: "SELECT count(*) FROM forks") ?? 0
+                s.quarantined = try Int.fetchOne(db, sql: "SELECT count(*) FROM quarantine WHERE repaired = 0") ?? 0
                 s.receipted = try Int.fetchOne(db, sql: """
                     SELECT count(*) FROM changes c JOIN logs l ON l.author = c.author AND l.scope = c.scope
                     WHERE c.seq <= l.receipted
@@ -441,14 +493,32 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     func unseal(_ row: Row) throws -> FieldSyncCore.Record {
-        guard let id = ID128(bytes: [UInt8](row["id"] as Data)) else { throw StoreError(.badDatabase, "record id is not 16 bytes") }
+        let rawID = [UInt8](row["id"] as Data)
+        guard let id = ID128(bytes: rawID) else {
+            throw StoreError(.damaged, "record row \(Hex.encode(rawID)) is damaged: its id is not 16 bytes; \(Self.damageAdvice)")
+        }
         let plain: [UInt8]
+        // The storage key was verified when the store opened (`checkKey`): a row that does not open was
+        // altered on disk (or moved onto another id), not read with a wrong key.
         do { plain = try sealer.open([UInt8](row["sealed"] as Data), id: RecordID(id)) } catch {
-            throw StoreError(.wrongKey, "record \(id) does not open with this storage key (or was tampered with)")
+            throw StoreError(.damaged, "record \(id) is damaged: its sealed row does not open (altered on disk); \(Self.damageAdvice)")
         }
-        do { return try FieldSyncCore.Record(canonicalBytes: plain) } catch {
-            throw StoreError(.badDatabase, "record \(id) does not decode: \(error)")
+        let record: FieldSyncCore.Record
+        do { record = try FieldSyncCore.Record(canonicalBytes: plain) } catch {
+            throw StoreError(.damaged, "record \(id) is damaged: it opens but does not decode (\(error)); \(Self.damageAdvice)")
         }
+        guard record.id == RecordID(id) else {
+            throw StoreError(.damaged, "record \(id) is damaged: its sealed content is record \(record.id); \(Self.damageAdvice)")
+        }
+        return record
+    }
+
+    static let damageAdvice = "`fieldsync doctor --repair` rebuilds it from its signed changes"
+
+    static func damagedRecord(_ row: Row, reason: String) -> DamagedRecord {
+        let raw = [UInt8](row["id"] as Data)
+        return DamagedRecord(id: ID128(bytes: raw).map(RecordID.init), rawID: raw, kind: row["kind"] as String, scope: row["scope"] as String,
+                             reason: reason)
     }
 
     /// The transaction view `CommitLogic` works through. Statements are cached (prepared once per
@@ -458,6 +528,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         let store: SQLiteStore
         private var bytesDelta: Int64 = 0
         private var heldBackDelta: Int64 = 0
+        /// Records found damaged while loading in this transaction (their rows are not overwritten).
+        private let damaged = DamagedIDs()
+
+        final class DamagedIDs {
+            private var ids = Set<RecordID>()
+            func insert(_ id: RecordID) { ids.insert(id) }
+            func contains(_ id: RecordID) -> Bool { ids.contains(id) }
+        }
 
         init(db: Database, store: SQLiteStore) {
             self.db = db
@@ -475,8 +553,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         func presence(of c: StoredChange) throws -> ChangePresence {
             // One statement: the row with this hash or at this position (both indexed).
             guard let row = try Row.fetchOne(statement("""
-                SELECT * FROM changes WHERE hash = ?1 OR (author = ?2 AND scope = ?3 AND seq = ?4) LIMIT 1
+                SELECT rowid, * FROM changes WHERE hash = ?1 OR (author = ?2 AND scope = ?3 AND seq = ?4) LIMIT 1
                 """), arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq)]) else { return .new }
+            // A held copy damaged on disk is neither a duplicate (the intact copy must replace it) nor fork
+            // evidence (it no longer verifies): it is quarantined and the incoming change stored instead.
+            if store.checksChanges, let damage = SQLiteStore.damage(of: row) {
+                if let q = try store.quarantine(rowid: row["rowid"] as Int64, reason: damage, in: db) { store.damageHandler?(.change(q)) }
+                return .new
+            }
             let held = try SQLiteStore.change(row)
             return held.hash == c.hash ? .duplicate : .conflicting(held)
         }
@@ -507,6 +591,9 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 """).execute(arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
                     Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, opened, Data(c.bytes)])
             bytesDelta += Int64(c.bytes.count)
+            // An intact copy of a quarantined change is back: the quarantine entry is repaired.
+            try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0")
+                .execute(arguments: logArgs(c.log) + [Int64(bitPattern: c.seq)])
         }
 
         /// Writes the counters accumulated during the transaction.
@@ -549,8 +636,17 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
                 for row in try Row.fetchAll(statement("SELECT * FROM records WHERE id IN (\(marks))"),
                                             arguments: StatementArguments(chunk.map { Data($0.raw.bytes) })) {
-                    let r = try store.unseal(row)
-                    out[r.id] = r
+                    // A damaged record does not fail the batch (the peer and every other record would pay):
+                    // its edits are not merged, its history links are kept, and `doctor --repair` rebuilds it
+                    // from that history, the new changes included.
+                    do {
+                        let r = try store.unseal(row)
+                        out[r.id] = r
+                    } catch let e as StoreError where e.code == .damaged {
+                        let d = SQLiteStore.damagedRecord(row, reason: e.detail)
+                        if let id = d.id { damaged.insert(id) }
+                        store.damageHandler?(.record(d))
+                    }
                 }
             }
             return out
@@ -561,6 +657,9 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
 
         mutating func saveRecord(_ record: FieldSyncCore.Record, touchedBy hashes: [[UInt8]]) throws {
+            let link = try statement("INSERT OR IGNORE INTO record_changes(record_id, change_hash) VALUES (?, ?)")
+            for h in hashes { try link.execute(arguments: [Data(record.id.raw.bytes), Data(h)]) }
+            if damaged.contains(record.id) { return }  // left for `doctor --repair`: never overwritten with a partial fold
             let ix = RecordIndexEntry(record, schemas: store.schemas)
             let sealed = try store.sealer.seal(record.canonicalBytes, id: record.id)
             try statement("""
@@ -569,8 +668,6 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     deleted = excluded.deleted, updated = excluded.updated, sealed = excluded.sealed
                 """).execute(arguments: [Data(record.id.raw.bytes), record.kind.name, record.scope.path, ix.statusLevel.map { Int($0) },
                                  ix.eventTime, ix.deleted, Int64(bitPattern: ix.updated), Data(sealed)])
-            let link = try statement("INSERT OR IGNORE INTO record_changes(record_id, change_hash) VALUES (?, ?)")
-            for h in hashes { try link.execute(arguments: [Data(record.id.raw.bytes), Data(h)]) }
         }
 
         mutating func markOpened(_ hash: [UInt8]) throws {

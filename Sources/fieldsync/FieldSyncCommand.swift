@@ -11,6 +11,6 @@ struct FieldSyncCommand: AsyncParsableCommand {
             + "77 when this device may not write there. docs/cli.md has the details.",
         subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, ConfigCommand.self, StatusCommand.self,
                       IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, Import.self,
-                      EpochKeyCommand.self, Publish.self, Forks.self, CrashWriter.self]
+                      EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CrashWriter.self]
     )
 }

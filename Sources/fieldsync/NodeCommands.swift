@@ -57,8 +57,20 @@ struct ReplicatorSpec: Sendable {
         // A relay forwards ciphertext only: it must not start with keys; only a relay takes a quota.
         try RolePolicy.check(role: certificate.role, epochKeys: contents.epochKeys.count + fileKeys.count, quotaBytes: quotaBytes)
         let sealer = try StorageKeySealer(deviceSigningKey: contents.signingKey)
+        // The rollback checkpoint lives in the device directory, beside the keystore, not beside the store
+        // (docs/store.md, "Rollback").
         let sqlite = try SQLiteStore(path: store, sealer: sealer, limits: StoreLimits(quotaBytes: quotaBytes), syncMode: syncMode,
-                                     maxFileBytes: maxFileBytes)
+                                     maxFileBytes: maxFileBytes, checkpointDirectory: dir)
+        // Damage found while a command reads the store is never silent (`serve` logs it instead).
+        sqlite.damageHandler = { damage in
+            switch damage {
+            case let .change(q):
+                logLine("warning: stored change \(q.log.author)/\(q.log.scope)#\(q.seq) is damaged on disk (\(q.reason)): quarantined, "
+                        + "the next sync with a peer that holds it fetches it again")
+            case let .record(d):
+                logLine("warning: record \(d.idText) (\(d.kind) in \(d.scope)) is damaged on disk and left out: \(d.reason)")
+            }
+        }
         let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
         for k in contents.epochKeys + fileKeys { replicator.addKey(k) }
         // A restart must not forget what sync taught: the certificates of the authors of what the node

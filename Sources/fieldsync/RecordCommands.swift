@@ -7,6 +7,7 @@ import ArgumentParser
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
+import FieldSyncStore
 import Foundation
 
 // MARK: - Shared plumbing
@@ -43,6 +44,10 @@ struct RecordContext {
                 throw RecordCommandError(.usage, "\(idText) matches \(matches.count) records (\(some), ...); give more digits")
             }
             found = matches.first
+        }
+        if found == nil, let sqlite = replicator.store as? SQLiteStore,
+           let d = try sqlite.recordScan(RecordQuery(includeDeleted: true)).damaged.first(where: { $0.idText.hasPrefix(hex) }) {
+            throw StoreError(.damaged, d.reason)
         }
         guard let record = found, !record.isDeleted else {
             throw RecordCommandError(.notFound, "no \(kind?.name ?? "record") \(idText) in this device's store; `fieldsync list` shows "
@@ -664,9 +669,20 @@ struct List: AsyncParsableCommand {
     @Flag(help: "Print one JSON object per record, one per line.") var json = false
 
     func run() async throws {
+        var damaged: [DamagedRecord] = []
         try reportingErrors(json: json) {
             let ctx = try RecordContext(node)
-            let records = try ctx.replicator.store.records(try filters.query(now: ctx.now))
+            let query = try filters.query(now: ctx.now)
+            // A damaged record (its sealed row no longer opens) does not hide the others: they are listed,
+            // it is named on standard error, and the exit code is 65.
+            let records: [Record]
+            if let sqlite = ctx.replicator.store as? SQLiteStore {
+                let scan = try sqlite.recordScan(query)
+                records = scan.records
+                damaged = scan.damaged
+            } else {
+                records = try ctx.replicator.store.records(query)
+            }
             if json {
                 for r in records { print(JSONValue.object(RecordForm.object(r, schemas: ctx.schemas)).serialized) }
                 return
@@ -678,8 +694,16 @@ struct List: AsyncParsableCommand {
                 print(row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
                     .joined(separator: "  "))
             }
-            print("\(records.count) record\(records.count == 1 ? "" : "s")")
+            print("\(records.count) record\(records.count == 1 ? "" : "s")" + (damaged.isEmpty ? "" : ", \(damaged.count) damaged (see below)"))
         }
+        guard !damaged.isEmpty else { return }
+        for d in damaged {
+            let line = json ? JSONValue.object([("damaged", .string(d.idText)), ("kind", .string(d.kind)), ("scope", .string(d.scope)),
+                                                ("error", .string(d.reason)), ("exitCode", .int(65))]).serialized
+                : "damaged: \(d.kind) \(d.idText) in \(d.scope): \(d.reason)"
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        throw ExitCode(65)
     }
 
     static func row(_ r: Record) -> [String] {

@@ -107,7 +107,11 @@ struct Serve: AsyncParsableCommand {
         let spec = try ReplicatorSpec.from(c)
         let (host, port) = try parseEndpoint(c.listen)
         let nodeConfig = c.nodeConfiguration
-        let node = try FieldSyncNode(configuration: nodeConfig, logger: logger) { try spec.open() }
+        let node = try FieldSyncNode(configuration: nodeConfig, logger: logger) {
+            let replicator = try spec.open()
+            if let store = replicator.store as? SQLiteStore { try Self.watchForDamage(store, logger: logger) }
+            return replicator
+        }
         var options = DaemonOptions(listenHost: host, listenPort: port)
         options.policy = c.schedulePolicy
         options.staticPeers = c.peers.compactMap(PeerAddress.init)
@@ -193,6 +197,30 @@ enum DiscoverySecretFile {
         guard (1...64).contains(bytes.count) else { throw CLIError("discovery secret file \(path) must hold 1 to 64 bytes, not \(bytes.count)") }
         defer { for i in bytes.indices { bytes[i] = 0 } }
         return SecretBytes(copying: bytes)
+    }
+}
+
+extension Serve {
+    /// Logs every damaged row the store finds on read, and checks every held change once at start
+    /// (chunked): a change damaged while the node was down is quarantined now, so the first peer that
+    /// holds it sends it again, instead of waiting for someone to ask this node for it.
+    static func watchForDamage(_ store: SQLiteStore, logger: Logger) throws {
+        store.damageHandler = { damage in
+            switch damage {
+            case let .change(q):
+                logger.error("stored change damaged on disk: quarantined, a peer will send it again", metadata: [
+                    "sync.log": .string("\(q.log.author)/\(q.log.scope)"), "sync.seq": .stringConvertible(q.seq),
+                    "sync.error": .string(q.reason)])
+            case let .record(d):
+                logger.error("stored record damaged on disk: run `fieldsync doctor --repair`", metadata: [
+                    "sync.record": .string(d.idText), "sync.error": .string(d.reason)])
+            }
+        }
+        let scrub = try store.scrubChanges()
+        let pending = try store.status().quarantined
+        logger.info("store checked", metadata: ["sync.store.changes": .stringConvertible(scrub.checked),
+                                                "sync.store.quarantined": .stringConvertible(scrub.quarantined.count),
+                                                "sync.store.quarantinePending": .stringConvertible(pending)])
     }
 }
 

@@ -45,7 +45,7 @@ struct StatusCommand: AsyncParsableCommand {
                 "store": ["path": c.store.path, "changes": report.store.changes, "bytes": report.store.changeBytes,
                           "heldBack": report.store.heldBack, "unopened": report.store.unopened, "records": report.store.records,
                           "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted,
-                          "forks": report.store.forks],
+                          "forks": report.store.forks, "quarantined": report.store.quarantined],
                 "pendingToHQ": report.pendingToHQ,
                 "logs": report.logs.map { l in
                     ["author": l.log.author.description, "scope": l.log.scope.path, "frontier": l.frontier, "heldBack": l.heldBack,
@@ -98,6 +98,10 @@ struct StatusCommand: AsyncParsableCommand {
         print("store: \(s.changes) change(s), \(s.changeBytes) bytes\(s.limits.quotaBytes.map { " of quota \($0)" } ?? ""), "
             + "\(s.records) record(s), \(s.unopened) unopened, \(s.heldBack) held back behind gaps")
         if s.forks > 0 { print("FORKS: \(s.forks) fork proof(s): `fieldsync forks` lists the flagged authors (docs/node.md, \"Forks\")") }
+        if s.quarantined > 0 {
+            print("store damage: \(s.quarantined) change(s) corrupt on disk, quarantined until a peer sends them again "
+                  + "(`fieldsync doctor` lists them)")
+        }
         print("logs (frontier = highest seq held from 1; HQ receipted):")
         for l in report.logs {
             let held = l.heldBack > 0 ? ", \(l.heldBack) held back" : ""

@@ -12,7 +12,7 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
     func make(limits: StoreLimits = StoreLimits(), path: String? = nil) throws -> any SyncStore {
         switch self {
         case .memory: return MemoryStore(limits: limits)
-        case .sqlite: return try SQLiteStore(path: path ?? TestFiles.tempPath(), sealer: TestKeys.sealer, limits: limits)
+        case .sqlite: return try SQLiteStore(path: path ?? TestFiles.tempPath(), sealer: TestKeys.sealer, limits: limits, checksChanges: false)
         }
     }
 }

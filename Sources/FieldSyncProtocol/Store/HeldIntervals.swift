@@ -93,6 +93,22 @@ public struct HeldIntervals: Sendable, Equatable, CanonicalCodable {
         return out
     }
 
+    /// Removes one seq (a held change found corrupt on disk and quarantined): the range holding it
+    /// splits, so reconciliation shows the seq as missing and a peer sends it again.
+    public mutating func remove(_ seq: UInt64) {
+        var lo = 0, hi = ranges.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ranges[mid].upperBound < seq { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < ranges.count, ranges[lo].contains(seq) else { return }
+        let r = ranges[lo]
+        var parts: [ClosedRange<UInt64>] = []
+        if r.lowerBound < seq { parts.append(r.lowerBound...(seq - 1)) }
+        if seq < r.upperBound { parts.append((seq + 1)...r.upperBound) }
+        ranges.replaceSubrange(lo...lo, with: parts)
+    }
+
     /// Adds one seq, merging with neighbours.
     public mutating func insert(_ seq: UInt64) {
         precondition(seq >= 1, "seq numbers start at 1")

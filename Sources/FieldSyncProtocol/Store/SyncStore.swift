@@ -179,11 +179,43 @@ public struct StoreStatus: Sendable, Equatable {
     public var forks = 0
     /// Changes HQ has receipted.
     public var receipted = 0
+    /// Changes found corrupt on disk and quarantined, not yet received again intact from a peer
+    /// (`SyncStore.quarantined()`).
+    public var quarantined = 0
     /// The limits in force.
     public var limits = StoreLimits()
 
     /// An empty status.
     public init() {}
+}
+
+/// A held change found corrupt on disk (its bytes no longer hash to its recorded hash, do not decode,
+/// or disagree with its indexed header columns) and taken out of what the store holds: it is no
+/// longer served to peers nor counted in `holdings`, so reconciliation fetches it again from a peer.
+/// The damaged bytes are kept beside it for forensics.
+public struct QuarantinedChange: Sendable, Equatable {
+    /// The log it was held in.
+    public var log: LogID
+    /// Its seq.
+    public var seq: UInt64
+    /// The hash the store had recorded for it (itself possibly the damaged part).
+    public var hash: [UInt8]
+    /// What the check found.
+    public var reason: String
+    /// When it was found (wall clock, ms since the Unix epoch).
+    public var detectedAt: Int64
+    /// Whether an intact copy has since been received from a peer and stored again.
+    public var repaired: Bool
+
+    /// Creates a quarantine entry.
+    public init(log: LogID, seq: UInt64, hash: [UInt8], reason: String, detectedAt: Int64, repaired: Bool) {
+        self.log = log
+        self.seq = seq
+        self.hash = hash
+        self.reason = reason
+        self.detectedAt = detectedAt
+        self.repaired = repaired
+    }
 }
 
 /// The contract the sync logic needs from storage, expressed in FieldSync's types. Two implementations
@@ -194,6 +226,9 @@ public struct StoreStatus: Sendable, Equatable {
 extension SyncStore {
     /// Default: `forks()` filtered.
     public func forks(of log: LogID) throws -> [ForkEvidence] { try forks().filter { $0.log == log } }
+
+    /// Default: nothing (a store that cannot be damaged on disk, like `MemoryStore`).
+    public func quarantined() throws -> [QuarantinedChange] { [] }
 
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
@@ -254,6 +289,9 @@ public protocol SyncStore: AnyObject {
     func certificates() throws -> [Certificate]
     /// Counters and limits.
     func status() throws -> StoreStatus
+    /// Changes found corrupt on disk and quarantined (pending and repaired), oldest first. Stores that
+    /// check what they read (`SQLiteStore`) quarantine a damaged change instead of serving it.
+    func quarantined() throws -> [QuarantinedChange]
 }
 
 extension StoredChange: CanonicalCodable {
