@@ -151,8 +151,20 @@ final class DamageLog: @unchecked Sendable {
         let store = try SQLiteStore(path: path, sealer: TestKeys.sealer)
         let good = SignedLog(), broken = SignedLog()
         let cs = try good.changes(3)
-        _ = try store.commit(CommitBatch(changes: cs + broken.changes(3, brokenAt: 2),
-                                         edits: [(StoreConformanceTests.incident(9), cs[0].hash)]))
+        // Commit refuses a change that does not chain onto its held neighbours (fork detection), so the
+        // broken link is written straight into the file, as by a buggy older version or a tool.
+        let bad = try broken.changes(3, brokenAt: 2)
+        _ = try store.commit(CommitBatch(changes: cs + [bad[0], bad[2]], edits: [(StoreConformanceTests.incident(9), cs[0].hash)]))
+        try DatabaseQueue(path: path).write { db in
+            let c = bad[1]
+            try db.execute(sql: """
+                INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+                """, arguments: [Data(c.hash), Data(c.log.author.raw.bytes), c.log.scope.path, Int64(c.seq), Data(c.prevHash),
+                                 Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, Data(c.bytes)])
+            try db.execute(sql: "UPDATE logs SET intervals = ?, held_back = 0 WHERE author = ? AND scope = ?",
+                           arguments: [Data(HeldIntervals([1...3]).canonicalBytes), Data(c.log.author.raw.bytes), c.log.scope.path])
+        }
         #expect(try store.check().problems.map(\.kind) == [.chain], "only the broken chain before any damage")
         try Disk.flipChange(path, good.log, seq: 2)
         try Disk.flipRecord(path, RecordID(ID128(high: 7, low: 9)))
