@@ -75,7 +75,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///     conformance tests, the crash writer, benchmarks).
     ///   - checkpointDirectory: where to keep the rollback checkpoint (outside the store file: the device
     ///     directory, beside the keystore); nil for none. With it, opening a store older than the last
-    ///     commit checkpointed throws `StoreError.rolledBack` (docs/store.md, "Rollback").
+    ///     commit checkpointed is noticed and kept for `rollbackReport()` (docs/store.md, "Rollback").
     public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
                 maxFileBytes: Int? = nil, schemas: SchemaRegistry = .standard, checksChanges: Bool = true,
                 checkpointDirectory: String? = nil) throws {

@@ -349,6 +349,9 @@ extension SQLiteStore {
             report.quarantinedNow = done.count
             for q in done { damageHandler?(.change(q)) }
         }
+        if let r = try rollbackReport() {
+            report.problems.append(StoreProblem(.rollback, "store", r + "; after checking the device: `fieldsync doctor --accept-rollback`"))
+        }
         for q in try quarantined() where !q.repaired {
             report.problems.append(StoreProblem(.quarantined, "\(q.log.author)/\(q.log.scope)#\(q.seq)",
                                                 "quarantined since \(q.detectedAt) ms (\(q.reason)); not yet received again from a peer"))
@@ -420,48 +423,79 @@ extension SQLiteStore {
     }
 
     /// The commit counter the checkpoint file holds (nil if there is none).
-    /// - Throws: `StoreError.rolledBack` if the file does not open with the storage key.
-    func readCheckpoint() throws -> UInt64? {
+    /// - Throws: a description if the file does not open with the storage key.
+    func readCheckpoint() throws -> Result<UInt64, RollbackFinding>? {
         guard let file = try checkpointFile(), FileManager.default.fileExists(atPath: file) else { return nil }
         let id = try storeID()
         guard let data = FileManager.default.contents(atPath: file),
               let plain = try? sealer.open([UInt8](data), id: Self.checkpointID), plain.count == id.count + 8,
               Array(plain.prefix(id.count)) == id else {
-            throw StoreError(.rolledBack, "the store checkpoint \(file) does not open with this node's storage key (altered or not "
-                             + "this store's); check the device, then `fieldsync doctor --accept-rollback` to start a new checkpoint")
+            return .failure(RollbackFinding("the store checkpoint \(file) does not open with this node's storage key (altered or not this store's)"))
         }
-        return plain.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return .success(plain.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
     }
 
-    /// On open: the store must be at least as new as its checkpoint.
+    /// What the rollback check found (a description for people).
+    struct RollbackFinding: Error {
+        let text: String
+        init(_ text: String) { self.text = text }
+    }
+
+    /// On open: the store must be at least as new as its checkpoint. A store older than its checkpoint (or
+    /// whose checkpoint is missing although it was checkpointed, or altered) is not refused: the seq guard
+    /// keeps this device's own logs from forking and peers return what the older copy lacks. The finding
+    /// is kept in the store (`rollbackReport()`: doctor, status, logs) until an operator accepts it, and the
+    /// checkpoint starts again from the store's state, so a second rollback is detected too.
     func checkCheckpoint() throws {
         let commits = try commitState().commits
-        if let checkpointed = try readCheckpoint() {
-            guard commits >= checkpointed else {
-                throw StoreError(.rolledBack, "\(path) is at commit \(commits) but this node checkpointed commit \(checkpointed): an older "
-                                 + "copy of the store was restored, so changes it had (and acknowledged) are missing and its own "
-                                 + "logs could be written twice; check the device, then `fieldsync doctor --accept-rollback`")
+        var finding: String?
+        let existing = try readCheckpoint()
+        switch existing {
+        case let .success(checkpointed)?:
+            if commits < checkpointed {
+                finding = "\(path) is at commit \(commits) but this node had checkpointed commit \(checkpointed): an older copy of the "
+                    + "store was put back; what it lacks comes back from peers"
             }
-        } else {
+        case let .failure(f)?:
+            finding = f.text
+        case nil:
             // No checkpoint: either this store was never opened with one (start now, and mark the store so
             // that a later missing checkpoint is noticed), or the checkpoint was deleted.
             let marked = try io { try db.read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM store_meta WHERE key = 'checkpointed'") } }
             if marked == true {
-                throw StoreError(.rolledBack, "the checkpoint of \(path) (\(try checkpointFile() ?? "")) is missing although this store "
-                                 + "was checkpointed: the store may be a restored copy; check the device, then "
-                                 + "`fieldsync doctor --accept-rollback`")
+                finding = "the checkpoint of \(path) (\(try checkpointFile() ?? "")) is missing although this store was checkpointed: "
+                    + "the store may be an older copy"
             }
-            try io { try db.write { db in try db.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('checkpointed', 1)") } }
-            try writeCheckpoint(Int64(commits))
         }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        try io {
+            try db.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('checkpointed', 1)")
+                if let finding {
+                    try db.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('rollback', ?)",
+                                   arguments: ["\(finding) (found at \(now) ms)"])
+                }
+            }
+        }
+        if finding != nil || existing == nil { try writeCheckpoint(Int64(commits)) }
     }
 
-    /// Opens a store that failed the rollback check and starts a new checkpoint at its current state (an
-    /// operator's decision after checking the device: `fieldsync doctor --accept-rollback`).
+    /// The rollback found when this store was opened (or earlier) and not yet accepted, or nil.
+    public func rollbackReport() throws -> String? {
+        try io { try db.read { db in try String.fetchOne(db, sql: "SELECT CAST(value AS TEXT) FROM store_meta WHERE key = 'rollback'") } }
+    }
+
+    /// Accepts a reported rollback (an operator's decision after checking the device: `fieldsync doctor
+    /// --accept-rollback`): forgets the finding and starts a new checkpoint at the store's state.
     /// - Returns: the commit counter the new checkpoint holds.
     public static func acceptRollback(path: String, sealer: any RecordSealer, checkpointDirectory: String) throws -> UInt64 {
         let store = try SQLiteStore(path: path, sealer: sealer)  // no checkpoint: not checked
-        try store.io { try store.db.write { db in try db.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('checkpointed', 1)") } }
+        try store.io {
+            try store.db.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('checkpointed', 1)")
+                try db.execute(sql: "DELETE FROM store_meta WHERE key = 'rollback'")
+            }
+        }
         let commits = try store.commitState().commits
         try store.writeCheckpoint(Int64(commits), in: checkpointDirectory)
         return commits

@@ -61,6 +61,9 @@ struct ReplicatorSpec: Sendable {
         // (docs/store.md, "Rollback").
         let sqlite = try SQLiteStore(path: store, sealer: sealer, limits: StoreLimits(quotaBytes: quotaBytes), syncMode: syncMode,
                                      maxFileBytes: maxFileBytes, checkpointDirectory: dir)
+        if let rollback = try sqlite.rollbackReport() {
+            logLine("warning: \(rollback); after checking the device run `fieldsync doctor --accept-rollback`")
+        }
         // Damage found while a command reads the store is never silent (`serve` logs it instead).
         sqlite.damageHandler = { damage in
             switch damage {

@@ -216,6 +216,9 @@ extension Serve {
                     "sync.record": .string(d.idText), "sync.error": .string(d.reason)])
             }
         }
+        if let rollback = try store.rollbackReport() {
+            logger.error("store rolled back: \(rollback); after checking the device run `fieldsync doctor --accept-rollback`")
+        }
         let scrub = try store.scrubChanges()
         let pending = try store.status().quarantined
         logger.info("store checked", metadata: ["sync.store.changes": .stringConvertible(scrub.checked),

@@ -67,9 +67,6 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         /// A stored row fails its integrity check (a sealed record that does not open although the
         /// storage key is right, a change whose bytes do not match its hash): damaged on disk.
         case damaged
-        /// The store file is older than the last state this node checkpointed: an older copy was
-        /// restored (docs/store.md, "Rollback").
-        case rolledBack
     }
 
     /// The code.
