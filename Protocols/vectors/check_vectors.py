@@ -3,7 +3,8 @@
 
 Uses pyca/cryptography (OpenSSL) for Ed25519 and ChaCha20-Poly1305, hashlib for BLAKE2b, and a small
 HChaCha20 below for XChaCha20-Poly1305, so none of libsodium or the Swift code is involved.
-Run: python3 Protocols/vectors/check_vectors.py  (needs `pip install cryptography`). Not run by CI.
+Run: python3 Protocols/vectors/check_vectors.py  (needs `pip install cryptography`). The Swift test
+VectorTests.independentCheckerAgrees runs it when python3 and cryptography are installed.
 """
 import hashlib
 import json
@@ -67,16 +68,88 @@ class Reader:
         return self.raw(self.varint()).decode()
 
 
-def parse_certificate(b):
-    r = Reader(b)
+def read_certificate(r):
+    start = r.o
     assert r.u8() == 1 and r.u8() == 1
     kind = r.u8(); subject = r.raw(16); sk = r.raw(32); ak = r.raw(32); role = r.u8()
     scopes = [r.string() for _ in range(r.varint())]
     nb, na, serial = r.varint(), r.varint(), r.varint()
-    issuer = r.raw(16); tbs = b[:r.o]; sig = r.raw(64)
-    assert r.o == len(b)
+    issuer = r.raw(16); tbs = r.b[start:r.o]; sig = r.raw(64)
     assert hashlib.blake2b(sk, digest_size=32).digest()[:16] == subject, "device id"
-    return dict(kind=kind, subject=subject, sk=sk, role=role, scopes=scopes, issuer=issuer, tbs=tbs, sig=sig)
+    return dict(kind=kind, subject=subject, sk=sk, role=role, scopes=scopes, nb=nb, na=na, serial=serial,
+                issuer=issuer, tbs=tbs, sig=sig)
+
+
+def parse_certificate(b):
+    r = Reader(b)
+    c = read_certificate(r)
+    assert r.o == len(b)
+    return c
+
+
+def verifies(pk, sig, label, tbs):
+    try:
+        Ed25519PublicKey.from_public_bytes(pk).verify(sig, dh(label, tbs, 64))
+        return True
+    except Exception:
+        return False
+
+
+def scope_contains(outer, inner):
+    o, i = outer.split("/"), inner.split("/")
+    return i[:len(o)] == o
+
+
+def check_revocation(b, root_pk, skew=300_000):
+    """identity.md section 5.1, from the root key alone: "accept" or the error code."""
+    r = Reader(b)
+    assert r.u8() == 1 and r.u8() == 1
+    device = r.raw(16); serial = r.varint(); hlc = r.varint(); r.u8(); r.string(); issuer = r.raw(16)
+    options = []
+    for _ in range(2):
+        flag = r.u8()
+        assert flag in (0, 1)
+        options.append(read_certificate(r) if flag else None)
+    a, c = options
+    tbs = b[:r.o]; sig = r.raw(64)
+    assert r.o == len(b)
+    root_id = hashlib.blake2b(root_pk, digest_size=32).digest()[:16]
+    ms = hlc >> 16
+    if device == root_id:
+        return "outsideDelegation"
+    if issuer == root_id:
+        if a or c:
+            return "invalid"
+        return "accept" if verifies(root_pk, sig, "fieldsync/v1/revocation", tbs) else "badSignature"
+    if a is None:
+        return "unknownAuthority"
+    if c is None:
+        return "outsideDelegation"
+    if a["subject"] != issuer:
+        return "invalid"
+    if a["kind"] != 2:
+        return "wrongKind"
+    if a["issuer"] != root_id:
+        return "unknownAuthority"
+    if a["role"] != 4:
+        return "roleEscalation"
+    if not verifies(root_pk, a["sig"], "fieldsync/v1/certificate", a["tbs"]):
+        return "badSignature"
+    if ms + skew < a["nb"]:
+        return "notYetValid"
+    if ms > a["na"] + skew:
+        return "expired"
+    if c["subject"] != device or c["serial"] != serial:
+        return "invalid"
+    if c["kind"] != 1 or c["issuer"] != a["subject"]:
+        return "outsideDelegation"
+    if not verifies(a["sk"], c["sig"], "fieldsync/v1/certificate", c["tbs"]):
+        return "badSignature"
+    if c["role"] in (4, 6):
+        return "roleEscalation"
+    if not all(any(scope_contains(o, i) for o in a["scopes"]) for i in c["scopes"]):
+        return "scopeEscalation"
+    return "accept" if verifies(a["sk"], sig, "fieldsync/v1/revocation", tbs) else "badSignature"
 
 
 def parse_change(b):
@@ -123,6 +196,10 @@ def main():
     Ed25519PublicKey.from_public_bytes(county["sk"]).verify(grant[-64:], dh("fieldsync/v1/key-grant", grant[:-64], 64))
     rev = h(ident["revocation"]["revocation"])
     Ed25519PublicKey.from_public_bytes(county["sk"]).verify(rev[-64:], dh("fieldsync/v1/revocation", rev[:-64], 64))
+    assert check_revocation(rev, h(ident["root"]["publicKey"])) == "accept"
+    for row in ident["revocationBounds"]:
+        got = check_revocation(h(row["revocation"]), h(ident["root"]["publicKey"]))
+        assert got == row["expect"], f'{row["case"]}: {got}, expected {row["expect"]}'
     req = h(ident["device"]["request"])
     Ed25519PublicKey.from_public_bytes(device["sk"]).verify(req[-64:], dh("fieldsync/v1/enrollment-request", req[:-64], 64))
 
@@ -164,7 +241,9 @@ def main():
         author.verify(p["sig"], dh("fieldsync/v1/change", p["unsigned"], 64))
     assert pa["author"] == pb["author"] and pa["scope"] == pb["scope"] and pb["seq"] == pa["seq"] + 1
     assert pb["prev"] != change_id(a), "chain proof: the second does not follow the first"
-    print("identity.json and change.json: all signatures, hashes and AEAD openings check out")
+    ctl_rev = h(chg["control"]["payloadIsRevocation"])
+    assert check_revocation(ctl_rev, h(ident["root"]["publicKey"])) == "accept"
+    print("identity.json and change.json: all signatures, hashes, AEAD openings, fork proofs and revocation bounds check out")
 
 
 if __name__ == "__main__":

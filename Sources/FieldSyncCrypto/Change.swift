@@ -78,6 +78,10 @@ public struct ChangeError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalid
         /// Two changes are not a fork (different logs, or the same change).
         case notAFork
+        /// A control change's payload (a key grant or a revocation) does not decode or does not verify,
+        /// for example a revocation outside its signer's delegation; see ``ChangeError/identityCode``.
+        /// Such a change is refused as a whole, so it is neither stored nor forwarded.
+        case unauthorizedControl
     }
 
     /// The error code.
@@ -488,11 +492,34 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         guard header.hlc.milliseconds <= now &+ trust.clockSkewMilliseconds else {
             throw ChangeError(.timestampInFuture, "HLC \(header.hlc) is ahead of now \(now)")
         }
-        if checkRevocation {
-            for id in [header.author, cert.issuer] where trust.revocations.isRevoked(id, at: header.hlc) {
-                let r = trust.revocations.revocation(of: id)!
-                throw ChangeError(.revoked, "\(id) revoked at \(r.revokedAt); change HLC \(header.hlc)")
+        if checkRevocation, let r = trust.revocation(of: cert), header.hlc > r.revokedAt {
+            throw ChangeError(.revoked, "\(r.device) revoked at \(r.revokedAt) by \(r.issuer); change HLC \(header.hlc)")
+        }
+        try verifyControlPayload(trust: trust)
+    }
+
+    /// For a key grant or revocation change: the payload decodes and verifies on its own
+    /// (``KeyGrant/verify(trust:)``, ``Revocation/verify(trust:)``: signer, signing-time validity,
+    /// bounds). Other content types pass. Part of ``verify(authorCertificate:trust:now:)``, so that a
+    /// forged or out-of-bounds grant or revocation is refused with the change that carries it.
+    /// - Throws: `ChangeError.unauthorizedControl` with the payload's ``IdentityError/Code``
+    ///   (`invalid` for a payload that does not decode).
+    public func verifyControlPayload(trust: TrustStore) throws(ChangeError) {
+        do {
+            switch header.contentType {
+            case .revocation:
+                try Revocation(canonicalBytes: payload).verify(trust: trust)
+            case .keyGrant:
+                try KeyGrant(canonicalBytes: payload).verify(trust: trust)
+            default:
+                return
             }
+        } catch let e as IdentityError {
+            throw ChangeError(.unauthorizedControl, "\(header.contentType) in \(header.author)/\(header.scope)#\(header.seq): \(e.detail)",
+                              identityCode: e.code)
+        } catch {
+            throw ChangeError(.unauthorizedControl, "\(header.contentType) in \(header.author)/\(header.scope)#\(header.seq) does not decode: \(error)",
+                              identityCode: .invalid)
         }
     }
 

@@ -147,11 +147,13 @@ public struct KeyGrant: Hashable, Sendable, CanonicalCodable {
 
     var signedDigest: [UInt8] { BLAKE2b.domainHash(Domain.keyGrant, [tbsBytes[...]], outputLength: 64) }
 
-    /// Verifies the issuer's signature and authority for the scope, at `now`.
+    /// Verifies the issuer's signature and authority for the scope. The issuer's validity is judged at
+    /// signing time, `issuedAt` (not now): a grant stays valid after its county authority's certificate
+    /// expires, so a restart never forgets a key it granted (Protocols/identity.md §4).
     /// - Throws: `unknownAuthority`, `badSignature`, `scopeEscalation` (county authority outside its
-    ///   scopes), and the authority's own checks.
-    public func verify(trust: TrustStore, now: UInt64) throws(IdentityError) {
-        let (key, bound) = try trust.issuerKey(issuer, at: now)
+    ///   scopes), and the authority's own checks (`expired`, `notYetValid` at `issuedAt`).
+    public func verify(trust: TrustStore) throws(IdentityError) {
+        let (key, bound) = try trust.issuerKey(issuer, at: issuedAt)
         if let bound, !Scope.all([scope], within: bound) {
             throw IdentityError(.scopeEscalation, "grant issuer \(issuer) is not responsible for \(scope)")
         }
@@ -228,17 +230,30 @@ public enum RevocationReason: UInt8, Sendable, Hashable, CaseIterable, CustomStr
     }
 }
 
-/// A signed revocation of a device: its changes with an HLC after `revokedAt` are refused, and peers
-/// refuse its sessions. Signed by the HQ root or a delegated county authority.
+/// A signed revocation: changes by the revoked device with an HLC after `revokedAt` are refused, and
+/// peers refuse its sessions. Who may revoke whom (Protocols/identity.md §5):
+///
+/// - the HQ root may revoke any device or county authority, never itself (the root is replaced only by
+///   the offline root rotation of docs/enrollment.md); its revocation applies to the device id, and a
+///   revoked county authority takes the devices it issued with it;
+/// - a county authority may revoke only device certificates it issued itself, within its scopes; its
+///   revocation carries its own authority certificate and the revoked certificate, so that any node
+///   holding only the pinned root key can check the bound, and it applies only to certificates of the
+///   device issued by that authority.
+///
+/// A revocation outside these bounds does not verify (`outsideDelegation`), so it is never applied,
+/// stored or forwarded.
 public struct Revocation: Hashable, Sendable, CanonicalCodable, CustomStringConvertible {
     /// Largest note length in UTF-8 bytes.
     public static let maxNoteLength = 256
 
-    /// The revoked device.
+    /// The revoked device (or, for the root, a county authority's key id).
     public let device: DeviceID
-    /// Serial of the revoked certificate (for the audit trail; revocation applies to the device id).
+    /// Serial of the revoked certificate (for the audit trail; equal to `revokedCertificate.serial`
+    /// when that is carried).
     public let serial: UInt64
-    /// Changes by the device with an HLC strictly after this are refused.
+    /// Changes by the device with an HLC strictly after this are refused. Also the signing time the
+    /// issuer's validity is judged at.
     public let revokedAt: HLCTimestamp
     /// Why.
     public let reason: RevocationReason
@@ -246,21 +261,84 @@ public struct Revocation: Hashable, Sendable, CanonicalCodable, CustomStringConv
     public let note: String
     /// Key id of the issuing authority.
     public let issuer: DeviceID
+    /// A county issuer's authority certificate (signed by the root); nil for the root.
+    public let issuerCertificate: Certificate?
+    /// The revoked device certificate, issued by the county issuer; nil for the root.
+    public let revokedCertificate: Certificate?
     /// Ed25519 signature over `BLAKE2b-512("fieldsync/v1/revocation" || 0x00 || tbs)`.
     public private(set) var signature: [UInt8]
 
-    /// Creates and signs a revocation.
-    /// - Throws: `IdentityError.invalid` for a note over 256 bytes.
+    /// The HQ root revokes a device or a county authority by id.
+    /// - Throws: `IdentityError.outsideDelegation` if `authority` is a county authority (it must name the
+    ///   certificate: ``init(certificate:revokedAt:reason:note:by:)``) or `device` is the root itself;
+    ///   `invalid` for a note over 256 bytes.
     public init(device: DeviceID, serial: UInt64, revokedAt: HLCTimestamp, reason: RevocationReason, note: String,
                 by authority: Authority) throws(IdentityError) {
+        guard device != (authority.certificate?.issuer ?? authority.keyID) else {
+            throw IdentityError(.outsideDelegation, "the HQ root cannot be revoked from inside the system; see root rotation in docs/enrollment.md")
+        }
+        guard authority.isRoot else {
+            throw IdentityError(.outsideDelegation, "a county authority revokes only a certificate it issued: name the certificate")
+        }
+        try self.init(unchecked: device, serial: serial, revokedAt: revokedAt, reason: reason, note: note, by: authority,
+                      issuerCertificate: nil, revokedCertificate: nil)
+    }
+
+    /// Revokes `certificate`: the root may revoke any device or authority certificate (the revocation
+    /// then names its subject and serial only); a county authority only a device certificate it issued
+    /// within its scopes (the revocation then carries both certificates).
+    /// - Throws: `IdentityError.outsideDelegation` (the root itself, an authority certificate or a
+    ///   certificate of another issuer for a county), `roleEscalation`/`scopeEscalation` (a certificate
+    ///   outside the county's bounds), `badSignature`, `invalid` for a note over 256 bytes.
+    public init(certificate: Certificate, revokedAt: HLCTimestamp, reason: RevocationReason, note: String,
+                by authority: Authority) throws(IdentityError) {
+        guard let own = authority.certificate else {
+            try self.init(device: certificate.subject, serial: certificate.serial, revokedAt: revokedAt, reason: reason, note: note,
+                          by: authority)
+            return
+        }
+        guard certificate.subject != own.issuer else {
+            throw IdentityError(.outsideDelegation, "the HQ root cannot be revoked from inside the system; see root rotation in docs/enrollment.md")
+        }
+        try Self.checkBound(certificate, issuer: own)
+        try self.init(unchecked: certificate.subject, serial: certificate.serial, revokedAt: revokedAt, reason: reason, note: note,
+                      by: authority, issuerCertificate: own, revokedCertificate: certificate)
+    }
+
+    /// Signs whatever it is given (tests and vectors build out-of-bounds revocations with it).
+    init(unchecked device: DeviceID, serial: UInt64, revokedAt: HLCTimestamp, reason: RevocationReason, note: String,
+         by authority: Authority, issuerCertificate: Certificate?, revokedCertificate: Certificate?) throws(IdentityError) {
         guard note.utf8.count <= Self.maxNoteLength else { throw IdentityError(.invalid, "note longer than \(Self.maxNoteLength) bytes") }
         self.device = device; self.serial = serial; self.revokedAt = revokedAt; self.reason = reason; self.note = note
         issuer = authority.keyID
+        self.issuerCertificate = issuerCertificate
+        self.revokedCertificate = revokedCertificate
         signature = []
         do {
             let sig = try authority.signingKey.sign(signedDigest)
             signature = sig
         } catch { throw IdentityError(.invalid, "signing failed: \(error)") }
+    }
+
+    /// The bound of a county authority `a`: `c` is a device certificate that `a` issued and signed,
+    /// with a role and scopes `a` may issue.
+    static func checkBound(_ c: Certificate, issuer a: Certificate) throws(IdentityError) {
+        guard c.kind == .device else {
+            throw IdentityError(.outsideDelegation, "a county authority may not revoke authority \(c.subject); only the HQ root may")
+        }
+        guard c.issuer == a.subject else {
+            throw IdentityError(.outsideDelegation, "\(c.subject) was certified by \(c.issuer), not by county authority \(a.subject)")
+        }
+        guard DeviceID(signingKey: c.signingKey) == c.subject else {
+            throw IdentityError(.deviceIDMismatch, "revoked certificate subject \(c.subject) is not the id of its key")
+        }
+        try c.verifySignature(issuerKey: a.signingKey)
+        guard c.role != .hq, c.role != .county else {
+            throw IdentityError(.roleEscalation, "county authority \(a.subject) may not hold a certificate of role \(c.role)")
+        }
+        guard Scope.all(c.scopes, within: a.scopes) else {
+            throw IdentityError(.scopeEscalation, "scopes \(c.scopes.map(\.path)) exceed county authority \(a.subject)'s \(a.scopes.map(\.path))")
+        }
     }
 
     /// The signed part of the encoding.
@@ -274,15 +352,48 @@ public struct Revocation: Hashable, Sendable, CanonicalCodable, CustomStringConv
         w.writeByte(reason.rawValue)
         w.writeString(note)
         w.write(issuer)
+        for c in [issuerCertificate, revokedCertificate] {
+            w.writeBool(c != nil)
+            if let c { w.write(c) }
+        }
         return w.bytes
     }
 
     var signedDigest: [UInt8] { BLAKE2b.domainHash(Domain.revocation, [tbsBytes[...]], outputLength: 64) }
 
-    /// Checks the signature against the root or a known authority at `now`.
-    /// - Throws: `unknownAuthority`, `badSignature`, and the authority's own checks.
-    public func verify(trust: TrustStore, now: UInt64) throws(IdentityError) {
-        let (key, _) = try trust.issuerKey(issuer, at: now)
+    /// Checks the revocation with the pinned root alone (plus the certificates it carries): the signer
+    /// is the root or a county authority certified by it and valid at `revokedAt` (signing time, not now:
+    /// a stored revocation stays valid after its issuer expires), the signature, and the bounds of
+    /// ``Revocation``. The result depends on nothing else, so every node decides the same.
+    /// - Throws: `outsideDelegation` (the root as target, a county without the revoked certificate or
+    ///   beyond its delegation), `unknownAuthority` (neither the root nor a carried authority
+    ///   certificate), `invalid` (root revocations carry no certificates; subject or serial mismatch),
+    ///   `badSignature`, and the authority and certificate checks (`unknownAuthority`, `expired`, ...).
+    public func verify(trust: TrustStore) throws(IdentityError) {
+        guard device != trust.rootID else {
+            throw IdentityError(.outsideDelegation, "the HQ root cannot be revoked from inside the system (revocation by \(issuer))")
+        }
+        let key: Ed25519.PublicKey
+        if issuer == trust.rootID {
+            guard issuerCertificate == nil, revokedCertificate == nil else {
+                throw IdentityError(.invalid, "a revocation by the root carries no certificates")
+            }
+            key = trust.root
+        } else {
+            guard let a = issuerCertificate else {
+                throw IdentityError(.unknownAuthority, "revocation issuer \(issuer) is not the root and carries no authority certificate")
+            }
+            guard let c = revokedCertificate else {
+                throw IdentityError(.outsideDelegation, "a revocation by county authority \(issuer) must carry the certificate it revokes")
+            }
+            guard a.subject == issuer else { throw IdentityError(.invalid, "the carried authority certificate is for \(a.subject), not the issuer \(issuer)") }
+            try trust.verifyAuthorityStatic(a)
+            try a.checkValidity(at: revokedAt.milliseconds, skew: trust.clockSkewMilliseconds)
+            guard c.subject == device else { throw IdentityError(.invalid, "the carried certificate is for \(c.subject), not \(device)") }
+            guard c.serial == serial else { throw IdentityError(.invalid, "serial \(serial) is not the carried certificate's \(c.serial)") }
+            try Self.checkBound(c, issuer: a)
+            key = a.signingKey
+        }
         do { try key.verify(signature: signature, message: signedDigest) } catch {
             throw IdentityError(.badSignature, "revocation of \(device) does not verify")
         }
@@ -297,7 +408,7 @@ public struct Revocation: Hashable, Sendable, CanonicalCodable, CustomStringConv
         writer.writeRaw(signature)
     }
 
-    /// Reads a revocation (call ``verify(trust:now:)`` before trusting it).
+    /// Reads a revocation (call ``verify(trust:)`` before trusting it).
     public init(from reader: inout ByteReader) throws(DecodingError) {
         try readVersionAndSuite(&reader)
         device = try reader.read()
@@ -311,12 +422,15 @@ public struct Revocation: Hashable, Sendable, CanonicalCodable, CustomStringConv
         note = try reader.readString()
         guard note.utf8.count <= Self.maxNoteLength else { throw DecodingError(.invalidValue, at: nAt, "note too long") }
         issuer = try reader.read()
+        issuerCertificate = try reader.readBool() ? try reader.read(Certificate.self) : nil
+        revokedCertificate = try reader.readBool() ? try reader.read(Certificate.self) : nil
         signature = try reader.readRaw(Ed25519.signatureLength)
     }
 }
 
 /// A grow-only set of verified revocations. Merge is set union, so replicas converge whatever order
-/// revocations arrive in. A device's effective cut-off is the earliest `revokedAt` among its revocations.
+/// revocations arrive in; the cut-off in force against a certificate is the earliest `revokedAt` among
+/// the revocations that reach it (a join: ``TrustStore/revocation(of:)``).
 public struct RevocationList: Sendable, Equatable {
     private var byDevice: [DeviceID: Set<Revocation>] = [:]
 
@@ -324,22 +438,26 @@ public struct RevocationList: Sendable, Equatable {
     public init() {}
 
     /// Every revocation, sorted by device id then `revokedAt` (a stable order for encoding and display).
-    public var all: [Revocation] {
-        byDevice.keys.sorted().flatMap { id in
-            byDevice[id]!.sorted { a, b in
-                a.revokedAt != b.revokedAt ? a.revokedAt < b.revokedAt : a.canonicalBytes.lexicographicallyPrecedes(b.canonicalBytes)
-            }
-        }
-    }
+    public var all: [Revocation] { byDevice.keys.sorted().flatMap { revocations(of: $0) } }
 
     /// Number of revocations held.
     public var count: Int { byDevice.values.reduce(0) { $0 + $1.count } }
 
-    /// Verifies `revocation` against `trust` at `now`, then adds it.
+    /// Every revocation naming `device`, earliest cut-off first, whoever signed it (for display: which
+    /// of them is in force against a certificate is ``TrustStore/revocation(of:)``'s question).
+    public func revocations(of device: DeviceID) -> [Revocation] {
+        (byDevice[device] ?? []).sorted { a, b in
+            a.revokedAt != b.revokedAt ? a.revokedAt < b.revokedAt : a.canonicalBytes.lexicographicallyPrecedes(b.canonicalBytes)
+        }
+    }
+
+    /// Verifies `revocation` against `trust`, then adds it.
+    /// - Returns: whether it was new.
     /// - Throws: the verification's ``IdentityError``; the list is unchanged then.
-    public mutating func insert(_ revocation: Revocation, verifiedBy trust: TrustStore, now: UInt64) throws(IdentityError) {
-        try revocation.verify(trust: trust, now: now)
-        byDevice[revocation.device, default: []].insert(revocation)
+    @discardableResult
+    public mutating func insert(_ revocation: Revocation, verifiedBy trust: TrustStore) throws(IdentityError) -> Bool {
+        try revocation.verify(trust: trust)
+        return byDevice[revocation.device, default: []].insert(revocation).inserted
     }
 
     /// Union with another list (whose entries were verified when they were inserted there).
@@ -347,25 +465,23 @@ public struct RevocationList: Sendable, Equatable {
         for (id, set) in other.byDevice { byDevice[id, default: []].formUnion(set) }
     }
 
-    /// The revocation with the earliest cut-off for `device`, if any.
-    public func revocation(of device: DeviceID) -> Revocation? {
-        byDevice[device]?.min { $0.revokedAt < $1.revokedAt }
-    }
-
-    /// Whether an action by `device` stamped `time` falls after its revocation.
-    public func isRevoked(_ device: DeviceID, at time: HLCTimestamp) -> Bool {
-        guard let r = revocation(of: device) else { return false }
-        return time > r.revokedAt
+    /// The revocation with the earliest cut-off among those of `device` that reach a certificate issued
+    /// by `issuer`: signed by `root`, or by `issuer` itself. Ties go to the smaller encoding.
+    public func revocation(of device: DeviceID, certifiedBy issuer: DeviceID, root: DeviceID) -> Revocation? {
+        revocations(of: device).first { $0.issuer == root || $0.issuer == issuer }
     }
 }
 
 extension TrustStore {
     /// Verifies and records a revocation.
+    /// - Returns: whether it was new.
     /// - Throws: the verification's ``IdentityError``; the store is unchanged then.
-    public mutating func addRevocation(_ revocation: Revocation, now: UInt64) throws(IdentityError) {
+    @discardableResult
+    public mutating func addRevocation(_ revocation: Revocation) throws(IdentityError) -> Bool {
         var list = revocations
-        try list.insert(revocation, verifiedBy: self, now: now)
+        let new = try list.insert(revocation, verifiedBy: self)
         revocations = list
+        return new
     }
 }
 

@@ -88,6 +88,9 @@ public struct IdentityError: Error, Equatable, Sendable, CustomStringConvertible
         case chainTooDeep
         /// The device (or its issuing authority) is revoked.
         case revoked
+        /// A revocation (or other authority act) targets something outside its signer's delegation: the
+        /// HQ root itself, an authority (for a county signer), or a certificate the signer did not issue.
+        case outsideDelegation
         /// A certificate of the wrong kind was used (e.g. a device certificate as an issuer).
         case wrongKind
         /// A relay was given a role it may not have (e.g. made a member of an epoch key grant).
@@ -494,6 +497,16 @@ public struct TrustStore: Sendable {
         authorities[certificate.subject] = certificate
     }
 
+    /// Adds a delegated authority certificate after the checks that do not depend on time (kind, role,
+    /// issued by the root, id, signature). Its validity window is checked on each use, at the time of
+    /// the act being verified (a change's HLC, a grant's `issuedAt`, a revocation's `revokedAt`, or
+    /// now for a session), so a device whose issuer has expired can still read what it holds.
+    /// - Throws: any ``IdentityError`` of the check.
+    public mutating func addAuthority(_ certificate: Certificate) throws(IdentityError) {
+        try verifyAuthorityStatic(certificate)
+        authorities[certificate.subject] = certificate
+    }
+
     /// Checks an authority certificate: kind, role county, issued by the root, id, signature, validity.
     func verifyAuthority(_ c: Certificate, at time: UInt64) throws(IdentityError) {
         try verifyAuthorityStatic(c)
@@ -557,8 +570,8 @@ public struct TrustStore: Sendable {
         try certified(c).checkValidity(at: time, skew: clockSkewMilliseconds)
     }
 
-    /// Verifies a device certificate at `now` including revocation: a device (or its issuing authority)
-    /// with any known revocation is refused for new sessions.
+    /// Verifies a device certificate at `now` including revocation: a certificate with a revocation in
+    /// force against it (``revocation(of:)``) is refused for new sessions.
     /// - Throws: the first ``IdentityError`` found (`revoked` last).
     public func verify(_ c: Certificate, now: UInt64) throws(IdentityError) {
         try checkStanding(certified(c), now: now)
@@ -566,16 +579,36 @@ public struct TrustStore: Sendable {
 
     /// The time- and revocation-dependent part of ``verify(_:now:)`` for a certificate already checked by
     /// ``certified(_:)``: the validity windows of the certificate and its issuing authority at `now`, and
-    /// no known revocation of the device or its issuer. What a session re-checks about its peer before
-    /// every push and on every message it receives (Protocols/sync.md §4.2), without a signature check.
+    /// no revocation in force against it (``revocation(of:)``). What a session re-checks about its peer
+    /// before every push and on every message it receives (Protocols/sync.md §4.2), without a signature
+    /// check.
     /// - Throws: `expired` or `notYetValid`, then `revoked`.
     public func checkStanding(_ v: VerifiedCertificate, now: UInt64) throws(IdentityError) {
         try v.checkValidity(at: now, skew: clockSkewMilliseconds)
-        for id in [v.certificate.subject, v.certificate.issuer] {
-            if let r = revocations.revocation(of: id) {
-                throw IdentityError(.revoked, "\(id) revoked at \(r.revokedAt) (\(r.reason))")
-            }
+        if let r = revocation(of: v.certificate) {
+            throw IdentityError(.revoked, "\(r.device) revoked at \(r.revokedAt) (\(r.reason)) by \(r.issuer)")
         }
+    }
+
+    /// The revocation in force against certificate `c`: the one with the earliest cut-off among the
+    /// known revocations of `c.subject` signed by the root or by `c.issuer` (a county authority's
+    /// revocation reaches only certificates it issued), and of `c.issuer` signed by the root (a revoked
+    /// county authority takes its devices with it). Nil if none. The cut-off is a join: it depends on
+    /// the set of revocations known, never on the order they arrived in (Protocols/identity.md §5).
+    public func revocation(of c: Certificate) -> Revocation? {
+        let own = revocations.revocation(of: c.subject, certifiedBy: c.issuer, root: rootID)
+        let issuer = c.issuer == rootID ? nil : revocations.revocation(of: c.issuer, certifiedBy: rootID, root: rootID)
+        switch (own, issuer) {
+        case let (a?, b?): return b.revokedAt < a.revokedAt ? b : a
+        case let (a, b): return a ?? b
+        }
+    }
+
+    /// Whether an act stamped `time` by the holder of certificate `c` falls after the cut-off of the
+    /// revocation in force against it (``revocation(of:)``).
+    public func isRevoked(_ c: Certificate, at time: HLCTimestamp) -> Bool {
+        guard let r = revocation(of: c) else { return false }
+        return time > r.revokedAt
     }
 }
 

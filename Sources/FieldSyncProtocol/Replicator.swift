@@ -87,8 +87,18 @@ public struct ChangeVerifier: Sendable {
             try change.verify(author: cert, trust: trust, now: now)
             return .accepted
         } catch {
-            return .rejected(error.code, error.description)
+            return Self.outcome(of: error, change)
         }
+    }
+
+    /// The outcome for a verification failure. A key grant signed by a county authority this node does
+    /// not know yet is not evidence of forgery (authority certificates travel separately): it is not
+    /// stored, like a change whose author is unknown, and may come again once the authority is known.
+    static func outcome(of error: ChangeError, _ change: Change) -> IngestOutcome {
+        if error.code == .unauthorizedControl, error.identityCode == .unknownAuthority, change.header.contentType == .keyGrant {
+            return .unknownAuthor
+        }
+        return .rejected(error.code, error.description)
     }
 
     /// Verifies `change` and, if accepted and readable, opens and validates its edits.
@@ -132,6 +142,10 @@ public struct AuditEntry: Sendable {
     public let author: Certificate?
     /// The signature and certificate check, done again now.
     public let verification: IngestOutcome
+    /// The revocation in force against the author's certificate, if any (`TrustStore.revocation(of:)`).
+    /// A change that still verifies was written at or before its cut-off: it is kept, and flagged with
+    /// this so that a reader knows its author was later revoked (attack case 35).
+    public let authorRevocation: Revocation?
     /// What the change did to this record, if this node can open it.
     public let actions: [Action]?
     /// The change exactly as signed and received: the evidence.
@@ -201,7 +215,10 @@ public final class Replicator {
     /// node calls this once after opening its store: keys and revocations learned from changes live in
     /// memory, the changes that carried them live in the store, and a restart must not forget either
     /// (a forgotten revocation would let a revoked device back in). Each grant and revocation is verified
-    /// again against the trust anchors, so a tampered store cannot add one.
+    /// again against the trust anchors, so a tampered store cannot add one, and judged at its signing
+    /// time (a grant's `issuedAt`, a revocation's `revokedAt`), never at `now`: what was valid when
+    /// stored stays valid after its county authority's certificate expires, so a restart restores the
+    /// same state as the node had before it (`now` does not change the result).
     /// - Returns: how many keys and revocations were restored.
     @discardableResult
     public func restoreControlState(now: UInt64) throws -> (keys: Int, revocations: Int) {
@@ -210,15 +227,17 @@ public final class Replicator {
             guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
             switch change.header.contentType {
             case .keyGrant:
-                guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
+                // Grants and revocations are judged at their signing time, so one stays valid after its
+                // county authority's certificate expires (Protocols/identity.md §4, §5).
+                guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
                       grant.members.contains(where: { $0.device == identity.id }),
                       let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey),
                       !(keys[key.scope]?.contains { $0.epoch == key.epoch } ?? false) else { continue }
                 addKey(key)
                 restored.keys += 1
             case .revocation:
-                guard let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
-                      (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil else { continue }
+                // Every revocation is kept (a set): the cut-off in force is the earliest, whatever the order.
+                guard let r = try? Revocation(canonicalBytes: change.payload), (try? trust.addRevocation(r)) == true else { continue }
                 restored.revocations += 1
             default:
                 continue
@@ -546,14 +565,14 @@ public final class Replicator {
                     report.heldSealed += 1
                 }
             case .keyGrant:
-                if let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust, now: now)) != nil,
+                if let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
                    let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) {
                     newKeys.append(key)
                 }
                 batch.opened.append(hash)
             case .revocation:
-                if let r = try? Revocation(canonicalBytes: change.payload), trust.revocations.revocation(of: r.device) == nil,
-                   (try? trust.revocations.insert(r, verifiedBy: trust, now: now)) != nil {
+                // Verified with the change (`verifyControlPayload`); every new one joins the set.
+                if let r = try? Revocation(canonicalBytes: change.payload), (try? trust.addRevocation(r)) == true {
                     report.revocationsLearned += 1
                 }
                 batch.opened.append(hash)
@@ -664,9 +683,10 @@ public final class Replicator {
         return try store.history(of: id).compactMap { stored in
             guard let change = try? Change(canonicalBytes: stored.bytes) else { return nil }
             let actions = v.openEdits(change)?.filter { $0.record == id }.flatMap(\.actions)
-            return AuditEntry(log: stored.log, seq: stored.seq, hlc: stored.hlc, changeHash: stored.hash,
-                              author: certificates[stored.log.author]?.certificate,
-                              verification: v.verify(change, now: now), actions: actions, signedChange: stored.bytes)
+            let author = certificates[stored.log.author]?.certificate
+            return AuditEntry(log: stored.log, seq: stored.seq, hlc: stored.hlc, changeHash: stored.hash, author: author,
+                              verification: v.verify(change, now: now), authorRevocation: author.flatMap { trust.revocation(of: $0) },
+                              actions: actions, signedChange: stored.bytes)
         }
     }
 

@@ -16,10 +16,10 @@ import FieldSyncCrypto
 ///
 /// What is still checked per replicator, as `ChangeVerifier.verify` does: that it knows the author's
 /// certificate (the same one), that the change's HLC is not ahead of its own clock beyond the
-/// tolerance, and revocation of the author and issuer. A payload is reused only for a replicator
-/// holding a key for the same slot; the cache assumes one key per (scope, epoch) in the process, as
-/// in the simulator. Certificates checked with `TrustStore.certified` are cached by their bytes for
-/// trust stores of the same root.
+/// tolerance, revocation of the author and issuer, and the payload of a grant or revocation change.
+/// A payload is reused only for a replicator holding a key for the same slot; the cache assumes one
+/// key per (scope, epoch) in the process, as in the simulator. Certificates checked with
+/// `TrustStore.certified` are cached by their bytes for trust stores of the same root.
 public final class VerificationCache {
     struct Entry {
         let change: Change
@@ -74,10 +74,12 @@ public final class VerificationCache {
             return PreparedChange(change: shared, outcome: .rejected(.timestampInFuture, "HLC \(h.hlc) is ahead of now \(now)"),
                                   hash: [], payload: nil)
         }
-        for dev in [h.author, cert.certificate.issuer] where v.trust.revocations.isRevoked(dev, at: h.hlc) {
-            let r = v.trust.revocations.revocation(of: dev)!
-            return PreparedChange(change: shared, outcome: .rejected(.revoked, "\(dev) revoked at \(r.revokedAt); change HLC \(h.hlc)"),
+        if let r = v.trust.revocation(of: cert.certificate), h.hlc > r.revokedAt {
+            return PreparedChange(change: shared, outcome: .rejected(.revoked, "\(r.device) revoked at \(r.revokedAt) by \(r.issuer); change HLC \(h.hlc)"),
                                   hash: [], payload: nil)
+        }
+        do { try shared.verifyControlPayload(trust: v.trust) } catch {
+            return PreparedChange(change: shared, outcome: ChangeVerifier.outcome(of: error, shared), hash: [], payload: nil)
         }
         guard h.contentType == .records, !v.keys.isEmpty else {
             return PreparedChange(change: shared, outcome: .accepted, hash: e.hash, payload: nil)

@@ -150,32 +150,57 @@ struct AuthorityCommand: AsyncParsableCommand {
         }
     }
 
-    /// `authority revoke DEVICE_ID`: sign a revocation.
+    /// `authority revoke [DEVICE_ID] [--certificate CERT]`: sign a revocation.
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Sign a revocation of a lost or compromised device.")
+        static let configuration = CommandConfiguration(
+            abstract: "Sign a revocation of a lost or compromised device.",
+            discussion: """
+                The HQ root may revoke any device or county authority (by id or certificate), never itself. A county \
+                authority may revoke only a device certificate it issued: name it with --certificate (the revocation \
+                carries it, so every node can check the bound). Anything else is refused and nothing is written.
+                """)
 
-        @Argument(help: "The device id (32 hex digits).") var deviceID: String
+        @Argument(help: "The device id (32 hex digits); optional with --certificate.") var deviceID: String?
+        @Option(help: "The revoked device's certificate file (required for a county authority).") var certificate: String?
         @Option(help: "The authority's directory.") var dir: String
         @OptionGroup var keystore: KeystoreOptions
         @Option(help: "Why: lost, stolen, compromised, decommissioned or other.") var reason: String
         @Option(help: "Free-text note for the audit trail.") var note: String = ""
-        @Option(help: "Serial of the revoked certificate, if known.") var serial: UInt64 = 0
+        @Option(help: "Serial of the revoked certificate, if known (root without --certificate).") var serial: UInt64 = 0
         @Option(help: "Where to write the revocation.") var out: String
         @Flag(help: "Print the revocation as JSON.") var json = false
 
         func run() async throws {
-            guard let device = DeviceID(hex: deviceID) else { throw ValidationError("device id must be 32 hex digits") }
+            let named = try deviceID.map { text throws -> DeviceID in
+                guard let id = DeviceID(hex: text) else { throw ValidationError("device id must be 32 hex digits") }
+                return id
+            }
             guard let why = RevocationReason(name: reason) else {
                 throw ValidationError("unknown reason \(reason); one of \(RevocationReason.allCases.map(\.description).joined(separator: ", "))")
             }
+            let cert = try certificate.map { try Files.decode(Certificate.self, $0, what: "certificate") }
+            if let cert, let named, cert.subject != named {
+                throw ValidationError("\(certificate!) is the certificate of \(cert.subject), not of \(named)")
+            }
+            guard cert != nil || named != nil else { throw ValidationError("name the device: DEVICE_ID or --certificate CERT") }
             let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
             let at = HLCTimestamp(milliseconds: wallClockMilliseconds(), counter: 0)
-            let rev = try Revocation(device: device, serial: serial, revokedAt: at, reason: why, note: note, by: authority)
+            let rev: Revocation
+            do {
+                if let cert {
+                    rev = try Revocation(certificate: cert, revokedAt: at, reason: why, note: note, by: authority)
+                } else {
+                    rev = try Revocation(device: named!, serial: serial, revokedAt: at, reason: why, note: note, by: authority)
+                }
+            } catch {
+                let hint = !authority.isRoot && cert == nil ? " (a county authority names the certificate it issued: --certificate CERT)" : ""
+                throw CLIError("refused: \(error)\(hint); nothing written")
+            }
             try Files.write(rev.canonicalBytes, to: out, what: "revocation")
             if json {
-                try printJSON(["device": device.description, "revokedAt": at.raw, "reason": why.description, "issuer": rev.issuer.description])
+                try printJSON(["device": rev.device.description, "revokedAt": at.raw, "reason": why.description, "issuer": rev.issuer.description])
             } else {
-                print("revoked \(device) at \(at) (\(why)); spread \(out) to every node, then rotate the epoch keys of its scopes")
+                print("revoked \(rev.device) at \(at) (\(why)); spread \(out) to every node, then rotate the epoch keys of its scopes")
             }
         }
     }

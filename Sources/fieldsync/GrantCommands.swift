@@ -88,13 +88,16 @@ struct Publish: AsyncParsableCommand {
         let scope: Scope
         let what: String
         if let grant = try? KeyGrant(canonicalBytes: bytes) {
-            do { try grant.verify(trust: r.trust, now: now) } catch { throw CLIError("\(file): the grant does not verify against this node's root: \(error)") }
+            do { try grant.verify(trust: r.trust) } catch { throw CLIError("\(file): the grant does not verify against this node's root: \(error)") }
             guard let s = chosen ?? own.scopes.first(where: { $0.contains(grant.scope) }) else {
                 throw CLIError("this device's scopes (\(own.scopes.map(\.path).joined(separator: ", "))) do not cover \(grant.scope); publish it from HQ or a node of that scope")
             }
             (contentType, scope, what) = (.keyGrant, s, "key grant \(grant.scope)#\(grant.epoch) for \(grant.members.count) member(s)")
         } else if let revocation = try? Revocation(canonicalBytes: bytes) {
-            do { try revocation.verify(trust: r.trust, now: now) } catch { throw CLIError("\(file): the revocation does not verify against this node's root: \(error)") }
+            do { try revocation.verify(trust: r.trust) } catch {
+                throw CLIError("\(file): the revocation does not verify against this node's root: \(error)"
+                               + (error.code == .outsideDelegation ? " (its signer may not revoke that; nothing written)" : ""))
+            }
             // The broadest scope this device writes: the revocation should reach as many nodes as possible.
             guard let s = chosen ?? own.scopes.min(by: { $0.depth < $1.depth }) else { throw CLIError("this device's certificate has no scope") }
             (contentType, scope, what) = (.revocation, s, "revocation of \(revocation.device) (\(revocation.reason))")

@@ -784,6 +784,9 @@ struct Show: AsyncParsableCommand {
                 let who = e.author.map { "\($0.subject.description.prefix(12)) (\($0.role))" }
                     ?? "\(e.log.author.description.prefix(12)) (certificate unknown)"
                 print("  \(TimeText.format(Int64(e.hlc.milliseconds)))  \(who)  seq \(e.seq)  \(Self.verification(e.verification))")
+                if let r = e.authorRevocation, e.verification == .accepted {
+                    print("      FLAGGED: author revoked from \(TimeText.format(Int64(r.revokedAt.milliseconds))) (\(r.reason)); written before the cut-off, kept")
+                }
                 if let actions = e.actions {
                     for a in actions { print("      \(Self.describe(a, schema: schema))") }
                 } else {
@@ -824,6 +827,11 @@ struct Show: AsyncParsableCommand {
             ("verified", .bool(e.verification == .accepted)),
         ]
         if e.verification != .accepted { o.append(("verification", .string(verification(e.verification)))) }
+        if let r = e.authorRevocation {
+            o.append(("authorRevoked", .object([("at", .string(TimeText.format(Int64(r.revokedAt.milliseconds)))),
+                                                 ("hlc", .string(r.revokedAt.description)), ("reason", .string(r.reason.description)),
+                                                 ("issuer", .string(r.issuer.description))])))
+        }
         o.append(("actions", e.actions.map { .array($0.map { .string(describe($0, schema: schema)) }) } ?? .null))
         return .object(o)
     }

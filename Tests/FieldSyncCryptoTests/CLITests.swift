@@ -67,8 +67,7 @@ struct CLITests {
         let rootKey = try Ed25519.PublicKey(bytes: Hex.decode(root["rootKey"] as! String)!)
         var trust = TrustStore(root: rootKey)
         try trust.verify(certificate, now: certificate.notBefore)
-        try trust.addRevocation(try Revocation(canonicalBytes: [UInt8](FileManager.default.contents(atPath: cli.dir + "/bp.rev")!)),
-                                now: certificate.notBefore)
+        try trust.addRevocation(try Revocation(canonicalBytes: [UInt8](FileManager.default.contents(atPath: cli.dir + "/bp.rev")!)))
         #expect(identityCode { try trust.verify(certificate, now: certificate.notBefore) } == .revoked)
     }
 

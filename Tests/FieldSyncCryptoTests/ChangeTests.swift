@@ -157,7 +157,7 @@ import Testing
         let after = try sealed(seq: 2, prev: before.id, hlc: HLCTimestamp(milliseconds: World.t0 + 1000, counter: 0))
         let rev = try Revocation(device: author.id, serial: 20, revokedAt: HLCTimestamp(milliseconds: World.t0, counter: 0),
                                  reason: .stolen, note: "", by: w.root)
-        try trust.addRevocation(rev, now: World.t0)
+        try trust.addRevocation(rev)
         try before.verify(authorCertificate: author.certificate, trust: trust, now: World.t0 + 2000)
         #expect(changeError { try after.verify(authorCertificate: author.certificate, trust: trust, now: World.t0 + 2000) }?.code == .revoked)
     }
@@ -169,7 +169,7 @@ import Testing
     }
 
     @Test func controlChangesAreClearAndSigned() throws {
-        let rev = try Revocation(device: other.id, serial: 21, revokedAt: hlc, reason: .lost, note: "", by: w.county)
+        let rev = try Revocation(certificate: other.certificate, revokedAt: hlc, reason: .lost, note: "", by: w.county)
         let c = try Change.control(author: author.signing, scope: scope, seq: 1, prevHash: Change.zeroHash, hlc: hlc,
                                    contentType: .revocation, priority: .urgent, payload: rev.canonicalBytes)
         try c.verify(authorCertificate: author.certificate, trust: w.trust, now: World.t0)

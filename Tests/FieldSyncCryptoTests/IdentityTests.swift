@@ -105,9 +105,9 @@ import Testing
     @Test func revokedDeviceRefused() throws {
         var w = try World()
         let d = try Device(18, role: .backpack, scopes: ["longnan/wudu"], by: w.county)
-        let rev = try Revocation(device: d.id, serial: 18, revokedAt: HLCTimestamp(milliseconds: World.t0, counter: 0),
+        let rev = try Revocation(certificate: d.certificate, revokedAt: HLCTimestamp(milliseconds: World.t0, counter: 0),
                                  reason: .lost, note: "lost on patrol", by: w.county)
-        try w.trust.addRevocation(rev, now: World.t0)
+        try w.trust.addRevocation(rev)
         #expect(identityCode { try w.trust.verify(d.certificate, now: World.t0) } == .revoked)
     }
 

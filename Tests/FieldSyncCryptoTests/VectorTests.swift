@@ -65,7 +65,7 @@ enum Vectors {
         let epochKey = try EpochKey(scope: Scope("longnan/wudu/station-017"), epoch: 5, key: SecretBytes(copying: epochKeyBytes))
         let grant = try KeyGrant.issue(epochKey: epochKey, members: [k.deviceCert, k.memberCert], issuedAt: notBefore + 60_000,
                                        by: k.county, ephemeralSeeds: grantSeeds)
-        let rev = try Revocation(device: k.deviceCert.subject, serial: 4242, revokedAt: HLCTimestamp(milliseconds: notBefore + 3_600_000, counter: 2),
+        let rev = try Revocation(certificate: k.deviceCert, revokedAt: HLCTimestamp(milliseconds: notBefore + 3_600_000, counter: 2),
                                  reason: .stolen, note: "reported by radio", by: k.county)
         return [
             "description": "FieldSync identity vectors (Protocols/identity.md). Seeds are 32 bytes; all other values are derived.",
@@ -89,8 +89,47 @@ enum Vectors {
                 "ephemeralSeeds": grantSeeds.map(h), "grant": h(grant.canonicalBytes), "signedDigest": h(grant.signedDigest),
             ],
             "revocation": ["revocation": h(rev.canonicalBytes), "signedDigest": h(rev.signedDigest)],
+            "revocationBounds": try revocationBounds(k),
             "verifyAt": notBefore + 1000,
         ]
+    }
+
+    static let rogueSeed = seq32(0xF0)
+
+    /// One revocation per row of the table of Protocols/identity.md §5, each with the outcome every
+    /// verifier must reach from the root key alone: "accept" or the error code. The out-of-bounds ones
+    /// are signed with the unchecked initializer, as a rogue county would.
+    static func revocationBounds(_ k: Keys) throws -> [[String: Any]] {
+        let at = HLCTimestamp(milliseconds: notBefore + 7_200_000, counter: 0)
+        func county(_ device: DeviceID, serial: UInt64, revoked: Certificate?, at t: HLCTimestamp = at) throws -> Revocation {
+            try Revocation(unchecked: device, serial: serial, revokedAt: t, reason: .compromised, note: "", by: k.county,
+                           issuerCertificate: k.countyCert, revokedCertificate: revoked)
+        }
+        // A device certificate the county signs for the root's own key (subject = the root's id).
+        let forgedRootCert = try Certificate(kind: .device, signingKey: k.root.signingKey.publicKey, agreementKey: k.deviceAgreement.publicKey,
+                                             role: .backpack, scopes: [Scope("longnan/wudu")], notBefore: notBefore, notAfter: notAfter,
+                                             serial: 99, issuer: k.county.signingKey)
+        let rogue = Authority(root: try Ed25519.SecretKey(seed: SecretBytes(copying: rogueSeed)))
+        let rows: [(String, Revocation, String)] = [
+            ("root revokes a county-issued device", try Revocation(device: k.deviceCert.subject, serial: 4242, revokedAt: at, reason: .lost,
+                                                                   note: "", by: k.root), "accept"),
+            ("root revokes a county authority", try Revocation(certificate: k.countyCert, revokedAt: at, reason: .compromised, note: "",
+                                                               by: k.root), "accept"),
+            ("county revokes a device it issued", try Revocation(certificate: k.deviceCert, revokedAt: at, reason: .lost, note: "", by: k.county),
+             "accept"),
+            ("root revokes itself", try Revocation(unchecked: k.root.keyID, serial: 0, revokedAt: at, reason: .other, note: "", by: k.root,
+                                                   issuerCertificate: nil, revokedCertificate: nil), "outsideDelegation"),
+            ("county revokes the root", try county(k.root.keyID, serial: 99, revoked: forgedRootCert), "outsideDelegation"),
+            ("county revokes a root-issued device", try county(k.memberCert.subject, serial: 3, revoked: k.memberCert), "outsideDelegation"),
+            ("county revokes its own authority certificate", try county(k.countyCert.subject, serial: 7, revoked: k.countyCert), "outsideDelegation"),
+            ("county revokes without carrying the certificate", try county(k.deviceCert.subject, serial: 4242, revoked: nil), "outsideDelegation"),
+            ("county signs after its certificate expired", try county(k.deviceCert.subject, serial: 4242, revoked: k.deviceCert,
+                                                                     at: HLCTimestamp(milliseconds: k.countyCert.notAfter + 86_400_000, counter: 0)),
+             "expired"),
+            ("another root's revocation", try Revocation(device: k.deviceCert.subject, serial: 4242, revokedAt: at, reason: .lost, note: "",
+                                                        by: rogue), "unknownAuthority"),
+        ]
+        return rows.map { ["case": $0.0, "revocation": h($0.1.canonicalBytes), "expect": $0.2] }
     }
 
     static let dataKey = seq32(0x50)
@@ -167,6 +206,30 @@ enum Vectors {
         return Hex.decode(o as! String)!
     }
 
+    /// Runs `python3 args`, returning the exit status and the output (nil if python3 cannot start).
+    static func python(_ args: [String]) -> (status: Int32, output: String)? {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3"] + args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        do { try p.run() } catch { return nil }
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+    }
+
+    static let pythonWithCryptography = python(["-c", "import cryptography"])?.status == 0
+
+    /// The independent checker (written from the specs, OpenSSL instead of libsodium) agrees with the
+    /// committed vectors, including the revocation bounds table.
+    @Test(.enabled(if: pythonWithCryptography, "python3 with pyca/cryptography is installed"))
+    func independentCheckerAgrees() throws {
+        let r = try #require(Self.python([Vectors.url("check_vectors.py").path]))
+        #expect(r.status == 0, "\(r.output)")
+    }
+
     @Test func identityVectorsMatch() throws { try check("identity.json", Vectors.identity) }
     @Test func changeVectorsMatch() throws { try check("change.json", Vectors.change) }
 
@@ -180,11 +243,18 @@ enum Vectors {
         try trust.verify(device, now: now)
         try EnrollmentRequest(canonicalBytes: bytes(id, "device", "request")).verify()
         let grant = try KeyGrant(canonicalBytes: bytes(id, "keyGrant", "grant"))
-        try grant.verify(trust: trust, now: now)
+        try grant.verify(trust: trust)
         let x = try X25519.SecretKey(secret: SecretBytes(copying: bytes(id, "device", "x25519Secret")))
         let epochKey = try grant.open(as: device.subject, agreementKey: x)
         #expect(epochKey.key.unsafeCopy() == bytes(ch, "epochKey", "key"))
-        try Revocation(canonicalBytes: bytes(id, "revocation", "revocation")).verify(trust: trust, now: now)
+        try Revocation(canonicalBytes: bytes(id, "revocation", "revocation")).verify(trust: trust)
+        // The bounds table, from the root key alone (no authority known: revocations carry what they need).
+        let rootOnly = TrustStore(root: trust.root)
+        for row in id["revocationBounds"] as! [[String: Any]] {
+            let r = try Revocation(canonicalBytes: Hex.decode(row["revocation"] as! String)!)
+            let code = identityCode { try r.verify(trust: rootOnly) }
+            #expect((code?.rawValue ?? "accept") == row["expect"] as! String, "\(row["case"]!)")
+        }
 
         let at = (ch["verifyAt"] as! NSNumber).uint64Value
         let c1 = try Change(canonicalBytes: bytes(ch, "sealed", "change"))

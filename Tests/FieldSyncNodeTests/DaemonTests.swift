@@ -320,7 +320,7 @@ import Testing
         _ = try writer.writeControl(.revocation, payload: revocation.canonicalBytes, scope: NodeTests.station, now: now)
 
         #expect(try await DaemonTests.eventually(20) {
-            try await station.node.withReplicator { $0.trust.revocations.revocation(of: thiefID.id) != nil }
+            try await station.node.withReplicator { $0.trust.revocation(of: thiefID.certificate) != nil }
         }, "the daemon learned the revocation from its store")
         try await NodeTests.write(thief, count: 1, tag: "after")
         let refused = try await thief.sync(host: "127.0.0.1", port: port)

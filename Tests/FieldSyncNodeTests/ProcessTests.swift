@@ -155,7 +155,7 @@ struct ProcessTests {
         #expect(try store.records(RecordQuery()).count == 2)
         // The good backpack now refuses the lost device too (restored from its store at open).
         let goodReplicator = try w.replicator(good)
-        #expect(goodReplicator.trust.revocations.revocation(of: lost.id) != nil)
+        #expect(goodReplicator.trust.revocation(of: lost.identity.certificate) != nil)
     }
 
     /// Issue 12 item 1, attack case 34 on a live session, with real processes: a backpack's `serve` holds a

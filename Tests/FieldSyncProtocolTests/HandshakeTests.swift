@@ -81,7 +81,7 @@ import Testing
         var trustB = pki.trust
         let rev = try Revocation(device: a.id, serial: a.certificate.serial, revokedAt: HLCTimestamp(milliseconds: Self.now, counter: 0),
                                  reason: .lost, note: "", by: pki.hq)
-        try trustB.revocations.insert(rev, verifiedBy: trustB, now: Self.now)
+        try trustB.revocations.insert(rev, verifiedBy: trustB)
         #expect(Self.code { _ = try Self.run(a, b, trustA: pki.trust, trustB: trustB) } == .revoked)
     }
 

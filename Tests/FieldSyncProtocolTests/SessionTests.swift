@@ -259,7 +259,7 @@ import Testing
         var l2 = Self.connect(relay, bp, seed: 3)
         #expect(Self.run(&l2, now: Self.now + 3_000))
         for node in [relay, bp] {
-            #expect(node.trust.revocations.revocation(of: thiefID.id) != nil)
+            #expect(node.trust.revocation(of: thiefID.certificate) != nil)
             var attempt = Self.connect(thief, node, seed: 9)
             #expect(!Self.run(&attempt, now: Self.now + 4_000), "the revoked unit's session must fail")
             let refused = (Self.events(attempt.a) + Self.events(attempt.b)).contains {

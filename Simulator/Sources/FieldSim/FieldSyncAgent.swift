@@ -652,7 +652,7 @@ public final class FieldSyncAgent: SyncAgent {
     private func noteRevocations(at node: NodeIndex, now: SimTime) {
         guard let r = replicators[Int(node)] else { return }
         pendingRevocations.removeAll { i in
-            if revocations[i].learned[Int(node)] == nil, r.trust.revocations.revocation(of: revocations[i].device) != nil {
+            if revocations[i].learned[Int(node)] == nil, !r.trust.revocations.revocations(of: revocations[i].device).isEmpty {
                 revocations[i].learned[Int(node)] = now
             }
             return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil }

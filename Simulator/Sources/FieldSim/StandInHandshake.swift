@@ -110,10 +110,8 @@ struct StandInHandshake: SessionHandshaking {
         if let cert = try SessionHandshake.check(payload: payload, ofMessage: index - 1, remoteStatic: remoteStatic, own: identity.id,
                                                  verify: { c throws(IdentityError) in
             try certificates.certified(c, trust: trust).checkValidity(at: now, skew: trust.clockSkewMilliseconds)
-            for id in [c.subject, c.issuer] {
-                if let r = trust.revocations.revocation(of: id) {
-                    throw IdentityError(.revoked, "\(id) revoked at \(r.revokedAt) (\(r.reason))")
-                }
+            if let r = trust.revocation(of: c) {
+                throw IdentityError(.revoked, "\(r.device) revoked at \(r.revokedAt) (\(r.reason)) by \(r.issuer)")
             }
         }) {
             peer = cert
