@@ -249,3 +249,36 @@ struct CountyPKI {
         #expect(clean.count == 1 && clean[0].authorRevocation == nil)
     }
 }
+
+/// A change a node stored before it learned a back-dated revocation of its author is refused by a peer
+/// that knows the revocation, without cutting their sessions (attack case 35: post-cut-off changes are
+/// not accepted, and honest nodes that carried one keep syncing).
+@Suite struct RevokedBacklogTests {
+    @Test func aChangeStoredBeforeItsRevocationDoesNotBreakSessions() throws {
+        let now = TestPKI.now
+        var pki = TestPKI()
+        let thiefID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let thief = pki.replicator(thiefID)
+        let station = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let hq = pki.replicator(try pki.device(.hq, scopes: [TestPKI.root]))
+        // The thief writes at now + 5 s; the station stores it before any revocation is known.
+        let x = try thief.write([try RevocationConvergenceTests.incident(thief, 7, at: 5_000)], scope: TestPKI.village, priority: .normal,
+                                now: now + 5_000)
+        #expect(try station.ingest([x], certificates: [thiefID.certificate], now: now + 6_000).outcomes == [.accepted])
+        // HQ revokes it with a cut-off back-dated to now + 1 s.
+        let rev = try Revocation(device: thiefID.id, serial: thiefID.certificate.serial, revokedAt: HLCTimestamp(milliseconds: now + 1_000, counter: 0),
+                                 reason: .stolen, note: "last check-in", by: pki.hq)
+        _ = try hq.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.root, now: now + 7_000)
+        var link = SessionTests.connect(station, hq)
+        #expect(SessionTests.run(&link, now: now + 8_000), "the session finishes")
+        #expect(try hq.store.change(LogID(author: thiefID.id, scope: TestPKI.village), seq: 1) == nil, "HQ did not store it")
+        #expect(station.trust.revocation(of: thiefID.certificate) == rev, "the station learned the revocation")
+        let trail = try station.auditTrail(of: RecordID(ID128(high: 35, low: 7)), now: now + 9_000)
+        guard case .rejected(.revoked, _) = trail.first?.verification else {
+            Issue.record("the station's copy is not flagged: \(String(describing: trail.first?.verification))")
+            return
+        }
+        var again = SessionTests.connect(hq, station, seed: 2)
+        #expect(SessionTests.run(&again, now: now + 10_000), "and the next session too")
+    }
+}

@@ -506,17 +506,25 @@ public final class SyncSession {
             events.append(.applied(changes: changes.count, rejected: report.rejected + unknown))
             // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
             // is no evidence against the peer: honest devices' clocks differ. It travels again in a
-            // later session, once this clock has caught up (Protocols/sync.md, Batches).
-            var early = 0
+            // later session, once this clock has caught up (Protocols/sync.md, Batches). Likewise a
+            // change refused as `revoked`: the peer may have stored it before it learned the revocation
+            // (a back-dated cut-off), so it is refused without cutting the session.
+            var excused = 0
             for (c, o) in zip(changes, report.outcomes) {
-                guard case .rejected(.timestampInFuture, _) = o else { continue }
-                early += 1
-                let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
-                deferredUntil = min(deferredUntil ?? at, at)
+                switch o {
+                case .rejected(.revoked, _):
+                    excused += 1
+                case .rejected(.timestampInFuture, _):
+                    excused += 1
+                    let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
+                    deferredUntil = min(deferredUntil ?? at, at)
+                default:
+                    continue
+                }
             }
-            if report.rejected > early {
+            if report.rejected > excused {
                 // What verified is committed; a peer that sends forgeries is cut off.
-                throw SessionError(.badChange, "\(report.rejected - early) change(s) of batch \(id) failed verification")
+                throw SessionError(.badChange, "\(report.rejected - excused) change(s) of batch \(id) failed verification")
             }
             if unknown > 0 {
                 // Not stored, so not acknowledged: the sender must not believe they were delivered.
