@@ -128,7 +128,7 @@ import Testing
             _ = try r.writeControl(.revocation, payload: rev.canonicalBytes, scope: try Scope("longnan"), now: Self.nowMilliseconds())
         }
         #expect(try await DaemonTests.eventually(20) {
-            try await a.node.withReplicator { $0.trust.revocations.revocation(of: bID.id) != nil }
+            try await a.node.withReplicator { $0.trust.revocation(of: bID.certificate) != nil }
         })
         #expect(try await LiveDaemonTests.live(a).map(\.peer) == [hq.identity.id], "only the session with HQ is left")
         try await NodeTests.write(a.node, count: 1, tag: "after")

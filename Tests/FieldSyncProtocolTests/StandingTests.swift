@@ -84,7 +84,7 @@ import Testing
         _ = try hq.writeControl(.revocation, payload: try Self.revocation(of: bpID, pki).canonicalBytes, scope: TestPKI.root, now: Self.now + 20)
         toHQ.a.push(now: Self.now + 30)
         SessionTests.run(&toHQ, now: Self.now + 30)
-        #expect(st.trust.revocations.revocation(of: bpID.id) != nil && !toHQ.b.hasFailed)
+        #expect(st.trust.revocation(of: bpID.certificate) != nil && !toHQ.b.hasFailed)
         if driverRechecks {
             #expect(!toBP.b.checkStanding(now: Self.now + 31))
             SessionTests.run(&toBP, now: Self.now + 31)
