@@ -45,12 +45,13 @@ import Testing
             #expect(try reader.readMessage(ct) == m.payload)
             if n % 2 == 0 { (i, r) = (writer, reader) } else { (r, i) = (writer, reader) }
         }
-        // Every ciphertext above matches, and each encrypted handshake message is sealed with the running
-        // handshake hash as associated data, so `h` is right through message 3. The vector's final
-        // `handshake_hash` field is not asserted: an independent Python implementation (cryptography +
-        // hashlib) reproduces all ciphertexts and also disagrees with that field, for this and other
-        // suites of the file, and snow's own tests never read it. Both sides must agree, though.
-        #expect(i.handshakeHash == r.handshakeHash && i.handshakeHash.count == 64)
+        // The final handshake hash (the session id that keys reconciliation, Protocols/sync.md §4) is
+        // asserted against the vector: the committed value is the current upstream one (snow commit
+        // aabed31), which the Python `noiseprotocol` package reproduces independently. The older snow
+        // copy this file first came from carried handshake_hash values nobody checked.
+        #expect(Hex.encode(i.handshakeHash) == Hex.encode(v.handshakeHash), "initiator handshake hash")
+        #expect(Hex.encode(r.handshakeHash) == Hex.encode(v.handshakeHash), "responder handshake hash")
+        #expect(v.handshakeHash.count == Noise.hashLength)
         var (iSend, iRecv) = try i.split()
         var (rSend, rRecv) = try r.split()
         for (n, m) in v.messages.enumerated().dropFirst(3) {

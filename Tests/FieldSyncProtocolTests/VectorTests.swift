@@ -43,7 +43,9 @@ import Testing
             "digestKey": Hex.encode(keys.derive(label: "fieldsync/recon/v1/digest", extra: [])),
             "elementKey": Hex.encode(keys.derive(label: "fieldsync/recon/v1/element", extra: saltI + saltR)),
             "sipHashPaperVector": ["key": Hex.encode(Array(0..<16) as [UInt8]), "message": Hex.encode(Array(0..<15) as [UInt8]),
-                                   "output": hex(SipHash24(key: Array(0..<16)).hash(Array(0..<15)))],
+                                   "output": hex(SipHash24(key: Array(0..<16)).hash(Array(0..<15))),
+                                   // The same value as the 8 bytes the reference code writes (little-endian).
+                                   "outputBytes": Hex.encode(withUnsafeBytes(of: SipHash24(key: Array(0..<16)).hash(Array(0..<15)).littleEndian) { Array($0) })],
         ]
         out["logs"] = logs.map { ["author": $0.author.description, "scope": $0.scope.path,
                                   "canonical": Hex.encode($0.canonicalBytes), "tag": hex(hasher.tag($0))] }
