@@ -174,6 +174,35 @@ def parse_change(b):
                 nonce=nonce, slots=slots, payload=payload, unsigned=unsigned, sig=sig)
 
 
+class DecodeError(Exception):
+    pass
+
+
+def parse_receipt(b):
+    """change.md §2.1: count, then (author[16], scope string, seq varint), LogIDs strictly increasing."""
+    r = Reader(b)
+    try:
+        count = r.varint()
+    except AssertionError:
+        raise DecodeError("truncated")
+    if count > (len(b) - r.o) // 19:
+        raise DecodeError("lengthTooLarge")
+    heads, last = [], None
+    for _ in range(count):
+        try:
+            author = r.raw(16); scope = r.raw(r.varint()); seq = r.varint()
+        except AssertionError:
+            raise DecodeError("truncated")
+        key = (author, scope)
+        if last is not None and not last < key:
+            raise DecodeError("nonCanonicalOrder")
+        last = key
+        heads.append((author.hex(), scope.decode(), seq))
+    if r.o != len(b):
+        raise DecodeError("trailingBytes")
+    return heads
+
+
 def varint(n):
     out = bytearray()
     while n >= 0x80:
@@ -243,7 +272,23 @@ def main():
     assert pb["prev"] != change_id(a), "chain proof: the second does not follow the first"
     ctl_rev = h(chg["control"]["payloadIsRevocation"])
     assert check_revocation(ctl_rev, h(ident["root"]["publicKey"])) == "accept"
-    print("identity.json and change.json: all signatures, hashes, AEAD openings, fork proofs and revocation bounds check out")
+    rc = chg["receipt"]
+    hq = parse_certificate(h(rc["hqCertificate"]))
+    assert hq["role"] == 6 and hq["issuer"] == hashlib.blake2b(h(ident["root"]["publicKey"]), digest_size=32).digest()[:16]
+    root.verify(hq["sig"], dh("fieldsync/v1/certificate", hq["tbs"], 64))
+    rch = parse_change(h(rc["change"]))
+    Ed25519PublicKey.from_public_bytes(hq["sk"]).verify(rch["sig"], dh("fieldsync/v1/change", rch["unsigned"], 64))
+    assert rch["ctype"] == 0x82 and rch["epoch"] == 0 and not rch["slots"] and rch["author"] == hq["subject"]
+    assert rch["payload"].hex() == rc["payload"]
+    assert hashlib.blake2b(h(rc["change"]), digest_size=32).hexdigest() == rc["id"]
+    assert parse_receipt(rch["payload"]) == [(x["author"], x["scope"], x["seq"]) for x in rc["heads"]]
+    for bad in rc["invalidPayloads"]:
+        try:
+            parse_receipt(h(bad["payload"]))
+            raise AssertionError(bad["name"] + " decoded")
+        except DecodeError as e:
+            assert str(e) == bad["error"], (bad["name"], str(e))
+    print("identity.json and change.json (fork proofs, revocation bounds and the receipt included): all signatures, hashes, AEAD openings and decodings check out")
 
 
 if __name__ == "__main__":

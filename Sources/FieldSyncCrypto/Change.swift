@@ -532,15 +532,23 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     public func open(with keys: [EpochKey]) throws(ChangeError) -> [UInt8] {
         guard !header.contentType.isControl else { throw ChangeError(.invalid, "control changes are not sealed; read payload") }
         let hh = header.hash
+        // Several keys may carry one (scope, epoch): authorities that issued the same epoch concurrently
+        // (security-notes §11 case 28). Every held key of a slot's (scope, epoch) is tried on it.
+        var failure: ChangeError?
         for (i, slot) in slots.enumerated() {
-            guard case let .epoch(scope, epoch) = slot.recipient,
-                  let key = keys.first(where: { $0.scope == scope && $0.epoch == epoch }) else { continue }
+            guard case let .epoch(scope, epoch) = slot.recipient else { continue }
             let ad = KeySlot.associatedData(headerHash: hh, index: i, recipient: slot.recipient)
-            do {
-                let dk = try XChaCha20Poly1305.open(slot.ciphertext, key: key.key, nonce: slot.nonce, associatedData: ad)
+            for key in keys where key.scope == scope && key.epoch == epoch {
+                let dk: [UInt8]
+                do { dk = try XChaCha20Poly1305.open(slot.ciphertext, key: key.key, nonce: slot.nonce, associatedData: ad) } catch {
+                    failure = ChangeError(.authenticationFailed, "slot \(i) (\(scope)#\(epoch)): \(error)")
+                    continue
+                }
+                // The slot opened, so the data key is the author's: a payload that fails now is tampered.
                 return try openPayload(dataKey: dk, headerHash: hh)
-            } catch { throw ChangeError(.authenticationFailed, "slot \(i) (\(scope)#\(epoch)): \(error)") }
+            }
         }
+        if let failure { throw failure }
         throw ChangeError(.noMatchingSlot, "no key for any slot of \(header.author)/\(header.scope)#\(header.seq)")
     }
 

@@ -1,6 +1,7 @@
 // Group keys (scope epoch keys), key grants, revocations and epoch rotation.
 // Normative spec: Protocols/identity.md (grants and revocations) and Protocols/change.md (slots).
 
+import CSodium
 import FieldSyncCore
 
 /// The symmetric key of one scope epoch: whoever holds it can open every change of that scope (and
@@ -29,6 +30,25 @@ public struct EpochKey: Sendable, CustomStringConvertible {
 
     /// Scope and epoch only; the key is redacted.
     public var description: String { "EpochKey(\(scope)#\(epoch), <redacted>)" }
+
+    /// Whether `other` is the same key: same scope and epoch and the same 32 bytes (compared in
+    /// constant time). Two authorities may issue the same epoch number concurrently with different keys
+    /// (security-notes §11 case 28); those are different keys and are both kept.
+    public func isSameKey(as other: EpochKey) -> Bool {
+        guard scope == other.scope, epoch == other.epoch else { return false }
+        return key.withUnsafeBytes { a in
+            other.key.withUnsafeBytes { b in sodium_memcmp(a.baseAddress!, b.baseAddress!, 32) == 0 }
+        }
+    }
+
+    /// An order for concurrent keys of one epoch that does not depend on arrival order: BLAKE2b-256 of
+    /// the key bytes (never sent anywhere; it only orders slots).
+    var orderingDigest: [UInt8] {
+        key.withUnsafeBytes { (k: UnsafeRawBufferPointer) in
+            // BLAKE2b with a valid output length cannot fail.
+            try! BLAKE2b.hash(Array(k), outputLength: 32)
+        }
+    }
 
     /// Keystore encoding: scope, epoch (varint), 32 key bytes.
     func encode(to w: inout ByteWriter) {

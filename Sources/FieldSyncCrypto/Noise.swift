@@ -94,6 +94,14 @@ public struct NoiseCipherState: Sendable {
     /// Whether a key is set.
     public var hasKey: Bool { key != nil }
 
+    /// A copy of this cipher state whose next nonce is `nonce`: for tests that exercise the rekey
+    /// boundary (2^20 messages) and nonce exhaustion without sending a million messages first.
+    func settingNonce(_ nonce: UInt64) -> NoiseCipherState {
+        var copy = self
+        copy.nonce = nonce
+        return copy
+    }
+
     private static func nonceBytes(_ n: UInt64) -> [UInt8] {
         [0, 0, 0, 0] + (0..<8).map { UInt8(truncatingIfNeeded: n >> (8 * UInt64($0))) }
     }

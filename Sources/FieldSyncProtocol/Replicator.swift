@@ -232,7 +232,7 @@ public final class Replicator {
                 guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
                       grant.members.contains(where: { $0.device == identity.id }),
                       let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey),
-                      !(keys[key.scope]?.contains { $0.epoch == key.epoch } ?? false) else { continue }
+                      !(keys[key.scope]?.contains { $0.isSameKey(as: key) } ?? false) else { continue }
                 addKey(key)
                 restored.keys += 1
             case .revocation:
@@ -263,11 +263,13 @@ public final class Replicator {
         return added
     }
 
-    /// Adds an epoch key this device holds (from its keystore, or opened from a grant).
+    /// Adds an epoch key this device holds (from its keystore, or opened from a grant). Two different
+    /// keys with the same scope and epoch (authorities that rotated concurrently) are both kept, in an
+    /// order that does not depend on which arrived first.
     public func addKey(_ key: EpochKey) {
-        if keys[key.scope]?.contains(where: { $0.epoch == key.epoch }) == true { return }
+        if keys[key.scope]?.contains(where: { $0.isSameKey(as: key) }) == true { return }
         keys[key.scope, default: []].append(key)
-        keys[key.scope]!.sort { $0.epoch < $1.epoch }
+        keys[key.scope]!.sort { $0.epoch != $1.epoch ? $0.epoch < $1.epoch : $0.orderingDigest.lexicographicallyPrecedes($1.orderingDigest) }
     }
 
     /// All epoch keys held.
@@ -278,14 +280,24 @@ public final class Replicator {
         return k
     }
 
-    /// The key to seal a change in `scope` with: the newest epoch of the narrowest held scope containing it.
-    public func writingKey(for scope: Scope) -> EpochKey? {
+    /// The key to seal a change in `scope` with: the newest epoch of the narrowest held scope containing
+    /// it (the first of `writingKeys(for:)`).
+    public func writingKey(for scope: Scope) -> EpochKey? { writingKeys(for: scope).first }
+
+    /// The keys to seal a change in `scope` with: every held key of the newest epoch of the narrowest held
+    /// scope containing it. Usually one; several when authorities issued that epoch concurrently with
+    /// different keys (security-notes §11 case 28). A change then carries one slot per key, so each
+    /// member reads it whichever grant it got, and no tie-break exists that a key grinder could win.
+    /// At most 15 (a change has at most 16 slots, one kept for the archive).
+    public func writingKeys(for scope: Scope) -> [EpochKey] {
         var s: Scope? = scope
         while let current = s {
-            if let k = keys[current]?.last { return k }
+            if let held = keys[current], let newest = held.last?.epoch {
+                return Array(held.filter { $0.epoch == newest }.prefix(Change.maxSlots - 1))
+            }
             s = current.parent
         }
-        return nil
+        return []
     }
 
     // MARK: Writing
@@ -309,11 +321,12 @@ public final class Replicator {
             }
             try schemas.validate(e)
         }
-        guard let key = writingKey(for: scope) else { throw WriteError("no epoch key for \(scope); this device needs a key grant") }
+        let readers = writingKeys(for: scope)
+        guard !readers.isEmpty else { throw WriteError("no epoch key for \(scope); this device needs a key grant") }
         let hlc = try clock.now(wall: now)
         return try append(contentType: .records, scope: scope, priority: priority, hlc: hlc, now: now) { seq, prev in
             try Change.seal(author: identity.signingKey, scope: scope, seq: seq, prevHash: prev, hlc: hlc,
-                            priority: priority, payload: ChangeBody(edits: edits).canonicalBytes, readers: [key],
+                            priority: priority, payload: ChangeBody(edits: edits).canonicalBytes, readers: readers,
                             archive: archiveKey)
         }
     }
@@ -345,7 +358,7 @@ public final class Replicator {
     ///   (nothing stored).
     @discardableResult
     public func write(groups: [WriteGroup], now: UInt64) throws -> [Change] {
-        var keysByGroup: [EpochKey] = []
+        var keysByGroup: [[EpochKey]] = []
         for g in groups {
             guard Scope.all([g.scope], within: identity.certificate.scopes) else {
                 throw WriteError("this device may not write in \(g.scope) (certificate scopes: \(identity.certificate.scopes.map(\.path)))")
@@ -356,20 +369,21 @@ public final class Replicator {
                 }
                 try schemas.validate(e)
             }
-            guard let key = writingKey(for: g.scope) else { throw WriteError("no epoch key for \(g.scope); this device needs a key grant") }
-            keysByGroup.append(key)
+            let readers = writingKeys(for: g.scope)
+            guard !readers.isEmpty else { throw WriteError("no epoch key for \(g.scope); this device needs a key grant") }
+            keysByGroup.append(readers)
         }
         let saved = clock
         var heads: [LogID: (seq: UInt64, hash: [UInt8])] = [:]
         var changes: [Change] = []
         do {
-            for (g, key) in zip(groups, keysByGroup) {
+            for (g, readers) in zip(groups, keysByGroup) {
                 let log = LogID(author: identity.id, scope: g.scope)
                 let head: (seq: UInt64, hash: [UInt8])
                 if let h = heads[log] { head = h } else { head = try ownHead(log, now: now) }
                 let hlc = try clock.now(wall: now)
                 let change = try Change.seal(author: identity.signingKey, scope: g.scope, seq: head.seq + 1, prevHash: head.hash, hlc: hlc,
-                                             priority: g.priority, payload: ChangeBody(edits: g.edits).canonicalBytes, readers: [key],
+                                             priority: g.priority, payload: ChangeBody(edits: g.edits).canonicalBytes, readers: readers,
                                              archive: archiveKey)
                 heads[log] = (head.seq + 1, change.id)
                 changes.append(change)
@@ -588,7 +602,7 @@ public final class Replicator {
         report.commit = try store.commit(batch)
         forksRecorded += report.commit.forksRecorded
         keptCertificates.formUnion(batch.certificates.map(\.subject))
-        for k in newKeys where !(keys[k.scope]?.contains { $0.epoch == k.epoch } ?? false) {
+        for k in newKeys where !(keys[k.scope]?.contains { $0.isSameKey(as: k) } ?? false) {
             addKey(k)
             report.keysLearned += 1
         }

@@ -159,6 +159,7 @@ enum Vectors {
         let fork = try ForkProof(c1, c1b)
         let chainFork = try ForkProof(c2, c1b)  // c2 follows c1, not c1b: a chain proof
         let hh = c1.header.hash
+        let receipt = try receiptVector(k, device: scope, deviceLogHead: c2)
         return [
             "description": "FieldSync change vectors (Protocols/change.md). Keys and certificates come from identity.json.",
             "epochKey": ["scope": "longnan/wudu/station-017", "epoch": 5, "key": h(epochKeyBytes)],
@@ -174,7 +175,55 @@ enum Vectors {
             "control": ["change": h(c2.canonicalBytes), "id": h(c2.id), "prevHash": h(c1.id), "payloadIsRevocation": h(rev.canonicalBytes)],
             "fork": ["second": h(c1b.canonicalBytes), "proof": h(fork.canonicalBytes)],
             "chainFork": ["proof": h(chainFork.canonicalBytes), "note": "control change (seq 2, prevHash = id of sealed.change) after fork.second (seq 1)"],
+            "receipt": receipt,
             "verifyAt": notBefore + 200_000,
+        ]
+    }
+
+    static let hqSeed = seq32(0x10)
+    static let hqX = seq32(0x30)
+
+    /// The receipt payload (Protocols/change.md §2.1), encoded here field by field from the spec rather
+    /// than through the protocol layer's `Receipt` (which `FieldSyncProtocolTests` checks against these bytes).
+    static func receiptPayload(_ heads: [(author: DeviceID, scope: Scope, seq: UInt64)]) -> [UInt8] {
+        var w = ByteWriter()
+        w.writeVarint(UInt64(heads.count))
+        for head in heads {
+            w.writeRaw(head.author.canonicalBytes)  // DeviceID: 16 raw bytes
+            w.writeString(head.scope.path)          // Scope: string
+            w.writeVarint(head.seq)
+        }
+        return w.bytes
+    }
+
+    /// An HQ device (enrolled by the root) receipts the device's log up to seq 2 and the member's log
+    /// in `longnan/wudu` up to seq 7, in one control change of type 0x82 in its own `longnan` log.
+    static func receiptVector(_ k: Keys, device deviceScope: Scope, deviceLogHead: Change) throws -> [String: Any] {
+        let hq = try Ed25519.SecretKey(seed: SecretBytes(copying: hqSeed))
+        let hqAgreement = try X25519.SecretKey(secret: SecretBytes(copying: hqX))
+        let longnan = try Scope("longnan"), wudu = try Scope("longnan/wudu")
+        let req = try EnrollmentRequest(signingKey: hq, agreementKey: hqAgreement.publicKey, requestedRole: .hq,
+                                        requestedScopes: [longnan], createdAt: notBefore, label: "hq 1")
+        let cert = try k.root.enroll(req, role: .hq, scopes: [longnan], notBefore: notBefore, notAfter: notAfter, serial: 1)
+        var heads: [(author: DeviceID, scope: Scope, seq: UInt64)] = [
+            (k.deviceCert.subject, deviceScope, deviceLogHead.header.seq), (k.memberCert.subject, wudu, 7),
+        ]
+        heads.sort { $0.author != $1.author ? $0.author < $1.author : $0.scope < $1.scope }
+        let payload = receiptPayload(heads)
+        let change = try Change.control(author: hq, scope: longnan, seq: 1, prevHash: Change.zeroHash,
+                                        hlc: HLCTimestamp(milliseconds: notBefore + 140_000, counter: 0),
+                                        contentType: .receipt, priority: .urgent, payload: payload)
+        return [
+            "hqSeed": h(hqSeed), "hqX25519Secret": h(hqX), "hqCertificate": h(cert.canonicalBytes),
+            "heads": heads.map { ["author": $0.author.description, "scope": $0.scope.path, "seq": $0.seq] },
+            "payload": h(payload), "change": h(change.canonicalBytes), "id": h(change.id),
+            "invalidPayloads": [
+                ["name": "logs out of order", "payload": h(receiptPayload(heads.reversed())), "error": "nonCanonicalOrder"],
+                ["name": "same log twice", "payload": h(receiptPayload([heads[0], heads[0]])), "error": "nonCanonicalOrder"],
+                ["name": "trailing byte", "payload": h(payload + [0]), "error": "trailingBytes"],
+                ["name": "count larger than the input", "payload": h([0x05] + Array(payload.dropFirst())), "error": "lengthTooLarge"],
+                ["name": "truncated seq", "payload": h(Array(payload.dropLast())), "error": "truncated"],
+            ] as [[String: Any]],
         ]
     }
 
@@ -272,5 +321,14 @@ enum Vectors {
         let chainFork = try ForkProof(canonicalBytes: bytes(ch, "chainFork", "proof"))
         try chainFork.verify(authorCertificate: device, trust: trust, now: at)
         #expect(chainFork.kind == .chain && chainFork.first.header.seq == 1 && chainFork.second == c2)
+        // The receipt: an HQ-role certificate from the root, and a control change of type 0x82 whose
+        // clear payload is the receipt (decoded in FieldSyncProtocolTests.VectorTests).
+        let hq = try Certificate(canonicalBytes: bytes(ch, "receipt", "hqCertificate"))
+        try trust.verify(hq, now: at)
+        #expect(hq.role == .hq)
+        let rc = try Change(canonicalBytes: bytes(ch, "receipt", "change"))
+        try rc.verify(authorCertificate: hq, trust: trust, now: at)
+        #expect(rc.header.contentType == .receipt && rc.header.keyEpoch == 0 && rc.slots.isEmpty)
+        #expect(rc.payload == bytes(ch, "receipt", "payload") && rc.id == bytes(ch, "receipt", "id"))
     }
 }

@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 import Foundation
 @testable import FieldSyncProtocol
 import Testing
@@ -128,6 +129,46 @@ import Testing
                 Issue.record("\(v["name"]!) decoded")
             } catch {
                 #expect(error.code.rawValue == v["error"], "\(v["name"]!): \(error)")
+            }
+        }
+    }
+}
+
+/// The receipt vector of `Protocols/vectors/change.json` (`receipt`), built by
+/// `FieldSyncCryptoTests.VectorTests` from the spec's field list (Protocols/change.md §2.1): `Receipt`
+/// must decode those bytes to the listed heads, encode the heads to the same bytes, and refuse each
+/// invalid payload with the named error.
+@Suite struct ReceiptVectorTests {
+    static var url: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Protocols/vectors/change.json")
+    }
+
+    @Test func receiptPayloadMatchesTheSpecVector() throws {
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.url)) as? [String: Any])
+        let v = try #require(json["receipt"] as? [String: Any])
+        let payloadHex = try #require(v["payload"] as? String), changeHex = try #require(v["change"] as? String)
+        let payload = try #require(Hex.decode(payloadHex))
+        let listed = try #require(v["heads"] as? [[String: Any]])
+        let heads = listed.map { h in
+            (LogID(author: DeviceID(hex: h["author"] as! String)!, scope: try! Scope(h["scope"] as! String)),
+             (h["seq"] as! NSNumber).uint64Value)
+        }
+        #expect(heads.count == 2)
+        let decoded = try Receipt(canonicalBytes: payload)
+        #expect(decoded.heads.map(\.0) == heads.map(\.0) && decoded.heads.map(\.1) == heads.map(\.1))
+        #expect(Receipt(heads: heads).canonicalBytes == payload)
+        let change = try Change(canonicalBytes: try #require(Hex.decode(changeHex)))
+        #expect(change.header.contentType == .receipt && change.payload == payload)
+        let invalid = try #require(v["invalidPayloads"] as? [[String: String]])
+        #expect(invalid.count == 5)
+        for bad in invalid {
+            let bytes = try #require(Hex.decode(bad["payload"]!))
+            do {
+                _ = try Receipt(canonicalBytes: bytes)
+                Issue.record("\(bad["name"]!) decoded")
+            } catch {
+                #expect(error.code.rawValue == bad["error"], "\(bad["name"]!): \(error)")
             }
         }
     }
