@@ -43,7 +43,7 @@ public struct EpochKey: Sendable, CustomStringConvertible {
 
     /// An order for concurrent keys of one epoch that does not depend on arrival order: BLAKE2b-256 of
     /// the key bytes (never sent anywhere; it only orders slots).
-    var orderingDigest: [UInt8] {
+    public var orderingDigest: [UInt8] {
         key.withUnsafeBytes { (k: UnsafeRawBufferPointer) in
             // BLAKE2b with a valid output length cannot fail.
             try! BLAKE2b.hash(Array(k), outputLength: 32)

@@ -218,7 +218,7 @@ enum Vectors {
             "heads": heads.map { ["author": $0.author.description, "scope": $0.scope.path, "seq": $0.seq] },
             "payload": h(payload), "change": h(change.canonicalBytes), "id": h(change.id),
             "invalidPayloads": [
-                ["name": "logs out of order", "payload": h(receiptPayload(heads.reversed())), "error": "nonCanonicalOrder"],
+                ["name": "logs out of order", "payload": h(receiptPayload(Array(heads.reversed()))), "error": "nonCanonicalOrder"],
                 ["name": "same log twice", "payload": h(receiptPayload([heads[0], heads[0]])), "error": "nonCanonicalOrder"],
                 ["name": "trailing byte", "payload": h(payload + [0]), "error": "trailingBytes"],
                 ["name": "count larger than the input", "payload": h([0x05] + Array(payload.dropFirst())), "error": "lengthTooLarge"],
