@@ -736,7 +736,9 @@ public final class Replicator {
 }
 
 /// HQ's statement "I hold these logs up to these seqs", carried in a receipt control change. Relays
-/// may drop receipted changes under quota; officers see "reached HQ".
+/// may drop receipted changes under quota; officers see "reached HQ". Wire format (normative, with
+/// vectors in `Protocols/vectors/change.json`): Protocols/change.md §2.1 — `varint count`, then per log
+/// `LogID ‖ varint seq`, logs strictly increasing.
 public struct Receipt: Sendable, Equatable, CanonicalCodable {
     /// Per log, the frontier HQ holds.
     public var heads: [(LogID, UInt64)]
