@@ -6,6 +6,10 @@ import FieldSyncCrypto
 import FieldSyncProtocol
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The daemon's status file (JSON), rewritten atomically (temporary file + rename) when something changes.
 public struct DaemonStatus: Codable, Sendable, Equatable {
     /// One peer as the daemon sees it.
@@ -65,8 +69,17 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(self)
-        do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw NodeError("cannot write the status file \(path): \(error.localizedDescription); check `statusFile`")
+        // Mode 0600 like the store it describes (peers' addresses and ids), written to a temporary file
+        // and renamed over the old one.
+        let tmp = path + ".tmp-\(getpid())"
+        unlink(tmp)
+        guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]) else {
+            throw NodeError("cannot write the status file \(path): cannot create \(tmp); check `statusFile`")
+        }
+        guard rename(tmp, path) == 0 else {
+            let why = String(cString: strerror(errno))
+            unlink(tmp)
+            throw NodeError("cannot write the status file \(path): \(why); check `statusFile`")
         }
     }
 

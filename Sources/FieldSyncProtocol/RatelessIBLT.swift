@@ -158,7 +158,9 @@ public struct RatelessDecoder: Sendable {
     private let sortedLocal: [HeadElement]
     private var difference: [CodedSymbol] = []
     private var recovered: [Recovered] = []
-    private var recoveredSet: Set<HeadElement> = []
+    /// Position of each recovered element in `recovered` (so that a refuted inference is dropped in
+    /// O(1), not by a scan: a crafted stream could refute many).
+    private var recoveredIndex: [HeadElement: Int] = [:]
     /// Local elements removed on inference (see `peel`), not yet confirmed by decoding completing.
     private var inferred: Set<HeadElement> = []
     /// Inferences that turned out wrong; never inferred again.
@@ -284,27 +286,31 @@ public struct RatelessDecoder: Sendable {
             guard isPure(s) else { continue }
             let element = s.sum
             let sign = s.count
-            if recoveredSet.contains(element) {
+            if let at = recoveredIndex[element] {
                 // Only a wrong inference may come back, and only as the peer's (+1).
                 guard sign == 1, inferred.contains(element) else { throw .inconsistent }
                 _ = remove(element, checksum: s.checksum, sign: sign, queue: &queue)
                 inferred.remove(element)
                 refuted.insert(element)
-                recoveredSet.remove(element)
-                recovered.removeAll { $0.element == element }
+                recoveredIndex[element] = nil
+                let last = recovered.removeLast()
+                if at < recovered.count {
+                    recovered[at] = last
+                    recoveredIndex[last.element] = at
+                }
                 continue
             }
             guard (sign == 1) != holdsLocally(element) else { throw .inconsistent }
             guard recovered.count < limit else { throw .tooManyElements }
             let m = remove(element, checksum: s.checksum, sign: sign, queue: &queue)
+            recoveredIndex[element] = recovered.count
             recovered.append(Recovered(element: element, checksum: s.checksum, sign: sign, mapping: m))
-            recoveredSet.insert(element)
             if infersPartners, sign == 1, let mine = soleLocalElement(tag: element.tag),
-               !recoveredSet.contains(mine), !refuted.contains(mine) {
+               recoveredIndex[mine] == nil, !refuted.contains(mine) {
                 let c = hasher.checksum(mine)
                 let mm = remove(mine, checksum: c, sign: -1, queue: &queue)
+                recoveredIndex[mine] = recovered.count
                 recovered.append(Recovered(element: mine, checksum: c, sign: -1, mapping: mm))
-                recoveredSet.insert(mine)
                 inferred.insert(mine)
             }
         }

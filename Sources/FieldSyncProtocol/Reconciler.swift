@@ -132,6 +132,9 @@ public struct ReconciliationError: Error, Equatable, Sendable, CustomStringConve
         case inconsistentDifference
         /// Two of our own logs got the same tag under this session's key.
         case tagCollision
+        /// The peer sent more symbols or symbol messages than the two sides' sizes allow
+        /// (`Reconciler.symbolLimit`, `Reconciler.symbolMessageLimit`); its resource use is cut here.
+        case limitExceeded
     }
 
     /// The code.
@@ -193,6 +196,29 @@ public struct Reconciler: Sendable {
     private var tags: [(tag: UInt64, index: Int)] = []
     private var elements: [HeadElement] = []
     private var checksums: [UInt64] = []
+    // Responder: the most symbols and symbol messages the initiator may send (0 after the fallback by
+    // counts), and the symbol messages received so far.
+    private var symbolCap = 0
+    private var symbolMessageCap = 0
+    private var symbolMessages = 0
+
+    /// The most coded symbols a responder accepts from an initiator that announced `initiatorCount`
+    /// elements when it holds `responderCount` itself (Protocols/sync-reconciliation.md 6.3):
+    /// `min(n_I, 2 × n_R) + 16`. An honest initiator never sends more than `(19 n_I + 6) / 25`
+    /// (it switches to `fullHeads` first, and its head vector costs at most 19 bytes per element),
+    /// and without the fallback by counts `n_I ≤ n_R / 0.75`; the responder's own size bounds the
+    /// stream whatever count the peer announces.
+    public static func symbolLimit(initiatorCount: UInt64, responderCount: UInt64) -> Int {
+        Int(min(initiatorCount, 2 * min(responderCount, 1 << 40))) + 16
+    }
+
+    /// The most `symbols` messages a responder accepts for a stream of at most `symbolLimit` symbols:
+    /// `64 + ⌈symbolLimit / 65,536⌉`. Each message costs the responder a pass over its own elements,
+    /// so their number is bounded separately from the symbols they carry. An honest initiator's
+    /// batches grow ×1.5 from at least 4 symbols, so it needs at most 41 rounds below 2^25 symbols.
+    public static func symbolMessageLimit(symbolLimit: Int) -> Int {
+        64 + (symbolLimit + maximumSymbolsPerMessage - 1) / maximumSymbolsPerMessage
+    }
 
     /// Creates a reconciler.
     /// - Parameters:
@@ -290,6 +316,9 @@ public struct Reconciler: Sendable {
             return []
         case .responder:
             state = .awaitingSymbols(RatelessDecoder(sortedUniqueElements: elements, checksums: checksums, hasher: h))
+            // After the fallback by counts an honest initiator sends `fullHeads` and no symbol at all.
+            symbolCap = fallback ? 0 : Self.symbolLimit(initiatorCount: peer.elementCount, responderCount: hello.elementCount)
+            symbolMessageCap = fallback ? 0 : Self.symbolMessageLimit(symbolLimit: symbolCap)
             if fallback { return [] }
             let l = log2Buckets(max(peer.elementCount, hello.elementCount))
             let cells = Estimate.cells(of: elements, checksums: checksums, log2Buckets: l)
@@ -417,9 +446,15 @@ public struct Reconciler: Sendable {
         guard batch.firstIndex == UInt64(decoder.symbolCount) else {
             throw ReconciliationError(.badSymbolStream, "batch starts at \(batch.firstIndex), expected \(decoder.symbolCount)")
         }
-        let cap = 4 * (Int(min(peerHello!.elementCount, 1 << 24)) + elements.count) + 256
-        guard decoder.symbolCount + batch.symbols.count <= cap else {
-            throw ReconciliationError(.badSymbolStream, "more than \(cap) symbols")
+        guard !batch.symbols.isEmpty else { throw ReconciliationError(.badSymbolStream, "empty symbol batch") }
+        symbolMessages += 1
+        guard symbolMessages <= symbolMessageCap else {
+            throw ReconciliationError(.limitExceeded, "more than \(symbolMessageCap) symbol messages")
+        }
+        guard decoder.symbolCount + batch.symbols.count <= symbolCap else {
+            throw ReconciliationError(
+                .limitExceeded,
+                "more than \(symbolCap) symbols (peer announced \(peerHello!.elementCount) elements, this side holds \(elements.count))")
         }
         do { try decoder.add(batch.symbols) } catch { throw ReconciliationError(.undecodable, "\(error)") }
         guard decoder.isDecoded else {

@@ -5,6 +5,10 @@ import Foundation
 import GRDB
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Seals materialized records at rest. The SQLite store never writes a record's content in clear; only
 /// the index columns of `RecordIndexEntry` are (docs/threat-model.md lists them).
 public protocol RecordSealer: Sendable {
@@ -76,9 +80,18 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///   - checkpointDirectory: where to keep the rollback checkpoint (outside the store file: the device
     ///     directory, beside the keystore); nil for none. With it, opening a store older than the last
     ///     commit checkpointed is noticed and kept for `rollbackReport()` (docs/store.md, "Rollback").
+    ///   - create: whether a missing file may be created (a new, empty store). Commands that only read
+    ///     pass false, so that a mistyped path is an error instead of a new store.
+    ///
+    /// The file (and its `-wal`, `-shm` and `-journal` companions) must not be a symbolic link: SQLite
+    /// would follow it, and a dangling link would create its target. A new store is created with mode
+    /// 0600 (SQLite gives its companions the same mode); group and other permissions found on an
+    /// existing store's files are removed. An existing file that is empty or an SQLite database without
+    /// FieldSync's schema is refused (`.badDatabase`) and left untouched: it is never initialised.
     public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
                 maxFileBytes: Int? = nil, schemas: SchemaRegistry = .standard, checksChanges: Bool = true,
-                checkpointDirectory: String? = nil) throws {
+                checkpointDirectory: String? = nil, create: Bool = true) throws {
+        let created = try Self.prepareFile(path, create: create)
         self.path = path
         self.checksChanges = checksChanges
         self.checkpointDirectory = checkpointDirectory
@@ -102,6 +115,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
         do {
             db = try DatabaseQueue(path: path, configuration: config)
+            if !created {
+                // Before anything writes to it: a database of another program is not turned into a store.
+                let ours = try db.read { db in try Bool.fetchOne(db, sql: "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'grdb_migrations'") }
+                guard ours == true else {
+                    throw StoreError(.badDatabase, "\(path) is an SQLite database but not a FieldSync store; it was left untouched: "
+                                     + "give the path of a store, or a path where none exists yet")
+                }
+            }
             try db.writeWithoutTransaction { db in
                 let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
                 if mode?.lowercased() != "wal" { throw StoreError(.ioError, "could not enable WAL (got \(mode ?? "nil"))") }
@@ -120,6 +141,53 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
         try checkKey()
         if checkpointDirectory != nil { try checkCheckpoint() }
+    }
+
+    /// Checks the store's files before SQLite opens them (see `init`); creates a missing store file
+    /// with mode 0600 when `create`.
+    /// - Returns: whether the file was created now.
+    static func prepareFile(_ path: String, create: Bool) throws -> Bool {
+        for suffix in ["-wal", "-shm", "-journal"] {
+            var st = stat()
+            guard lstat(path + suffix, &st) == 0 else { continue }
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
+                throw StoreError(.ioError, "\(path + suffix) is \(kind(st.st_mode)), not a file; FieldSync does not follow links "
+                                 + "for its store: remove it (the store's own companion files are plain files)")
+            }
+            if st.st_mode & 0o077 != 0 { _ = chmod(path + suffix, st.st_mode & 0o700) }
+        }
+        var st = stat()
+        guard lstat(path, &st) == 0 else {
+            guard errno == ENOENT else { throw StoreError(.ioError, "cannot open \(path): \(String(cString: strerror(errno)))") }
+            guard create else {
+                throw StoreError(.ioError, "no store at \(path); this command only reads a store and does not create one: check --store")
+            }
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw StoreError(.ioError, "cannot create \(path): \(String(cString: strerror(errno)))") }
+            close(fd)
+            return true
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw StoreError(.ioError, "\(path) is \(kind(st.st_mode)), not a store file; FieldSync does not follow symbolic links "
+                             + "for its store: give the real path")
+        }
+        var wal = stat()
+        // A store whose content is still all in its write-ahead log (a running daemon) has an empty main file.
+        guard st.st_size > 0 || (lstat(path + "-wal", &wal) == 0 && wal.st_size > 0) else {
+            throw StoreError(.badDatabase, "\(path) is an empty file, not a FieldSync store; it was left untouched: remove it, "
+                             + "or give the path of a store")
+        }
+        if st.st_mode & 0o077 != 0 { _ = chmod(path, st.st_mode & 0o700) }
+        return false
+    }
+
+    private static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFLNK: "a symbolic link"
+        case S_IFDIR: "a directory"
+        case S_IFREG: "a file"
+        default: "a special file"
+        }
     }
 
     static func translate(_ e: DatabaseError, path: String) -> StoreError {

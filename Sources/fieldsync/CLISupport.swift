@@ -5,6 +5,10 @@ import FieldSyncCore
 import FieldSyncCrypto
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A runtime error of the CLI; its text says what to do.
 struct CLIError: Error, CustomStringConvertible {
     var description: String
@@ -34,8 +38,15 @@ struct KeystoreOptions: ParsableArguments {
         return try Self.readPassphrase(passphraseFile)
     }
 
-    /// The first line of a passphrase file.
+    /// The first line of a passphrase file. Like a key file, a passphrase file that group or others may
+    /// access is refused (a pipe, such as `<(pass show fieldsync)`, is accepted: nothing stores it).
     static func readPassphrase(_ passphraseFile: String) throws -> [UInt8] {
+        var st = stat()
+        guard stat(passphraseFile, &st) == 0 else { throw CLIError("cannot read passphrase file \(passphraseFile)") }
+        if (st.st_mode & S_IFMT) == S_IFREG, st.st_mode & 0o077 != 0 {
+            throw CLIError(String(format: "passphrase file %@ has mode %o; it must not be accessible by group or others: run `chmod 600 %@`",
+                                  passphraseFile, Int(st.st_mode & 0o777), passphraseFile))
+        }
         guard let data = FileManager.default.contents(atPath: passphraseFile) else {
             throw CLIError("cannot read passphrase file \(passphraseFile)")
         }

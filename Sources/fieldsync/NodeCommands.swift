@@ -18,7 +18,7 @@ import Glibc
 struct NodeOptions: ParsableArguments {
     @Option(help: "The device's directory (holds device.keystore from `fieldsync device init/import`).") var dir: String
     @OptionGroup var keystore: KeystoreOptions
-    @Option(help: "The SQLite store file (created if missing).") var store: String
+    @Option(help: "The SQLite store file (created, mode 0600, if missing by a command that writes; never a symbolic link).") var store: String
     @Option(help: ArgumentHelp("Epoch key file (`SCOPE EPOCH HEX` per line, mode 0600), in addition to the keystore's keys; repeatable.",
                                valueName: "file"))
     var epochKeyFile: [String] = []
@@ -29,7 +29,12 @@ struct NodeOptions: ParsableArguments {
     }
 
     /// Opens the keystore, the trust store and the store, and builds the replicator.
-    func openReplicator() throws -> Replicator { try spec().open() }
+    /// - Parameter create: whether a missing store file may be created; false for commands that only read.
+    func openReplicator(create: Bool = true) throws -> Replicator {
+        var s = try spec()
+        s.createStore = create
+        return try s.open()
+    }
 }
 
 /// Where a device's keystore and store are, and how to unlock them.
@@ -42,6 +47,8 @@ struct ReplicatorSpec: Sendable {
     var quotaBytes: Int? = nil
     var syncMode: SyncMode = .full
     var maxFileBytes: Int? = nil
+    /// Whether a missing store file may be created (false for commands that only read).
+    var createStore = true
 
     /// Opens the keystore, the trust store and the store, and builds the replicator.
     func open() throws -> Replicator {
@@ -62,7 +69,7 @@ struct ReplicatorSpec: Sendable {
         // The rollback checkpoint lives in the device directory, beside the keystore, not beside the store
         // (docs/store.md, "Rollback").
         let sqlite = try SQLiteStore(path: store, sealer: sealer, limits: StoreLimits(quotaBytes: quotaBytes), syncMode: syncMode,
-                                     maxFileBytes: maxFileBytes, checkpointDirectory: dir)
+                                     maxFileBytes: maxFileBytes, checkpointDirectory: dir, create: createStore)
         if let rollback = try sqlite.rollbackReport() {
             logLine("warning: \(rollback); after checking the device run `fieldsync doctor --accept-rollback`")
         }

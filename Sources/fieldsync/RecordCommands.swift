@@ -18,8 +18,9 @@ struct RecordContext {
     let now: UInt64
 
     /// Opens the device's replicator and moves its clock past this device's own last write.
-    init(_ node: NodeOptions) throws {
-        replicator = try node.openReplicator()
+    /// - Parameter readOnly: the command only reads: a missing store is an error, not a new store.
+    init(_ node: NodeOptions, readOnly: Bool = false) throws {
+        replicator = try node.openReplicator(create: !readOnly)
         now = wallClockMilliseconds()
         try replicator.restoreClock()
     }
@@ -671,7 +672,7 @@ struct List: AsyncParsableCommand {
     func run() async throws {
         var damaged: [DamagedRecord] = []
         try reportingErrors(json: json) {
-            let ctx = try RecordContext(node)
+            let ctx = try RecordContext(node, readOnly: true)
             let query = try filters.query(now: ctx.now)
             // A damaged record (its sealed row no longer opens) does not hide the others: they are listed,
             // it is named on standard error, and the exit code is 65.
@@ -738,7 +739,7 @@ struct Show: AsyncParsableCommand {
 
     func run() async throws {
         try reportingErrors(json: json) {
-            let ctx = try RecordContext(node)
+            let ctx = try RecordContext(node, readOnly: true)
             let record = try ctx.load(id)
             let trail = try ctx.replicator.auditTrail(of: record.id, now: ctx.now)
             let schema = ctx.schemas.schemas[record.kind]
@@ -858,7 +859,7 @@ struct Export: AsyncParsableCommand {
 
     func run() async throws {
         try reportingErrors(json: json) {
-            let ctx = try RecordContext(node)
+            let ctx = try RecordContext(node, readOnly: true)
             if let out, FileManager.default.fileExists(atPath: out) {
                 throw RecordCommandError(.failed, "\(out) already exists; remove it or choose another --out")
             }
@@ -905,7 +906,10 @@ struct Import: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Import records from a JSON or CSV export: every row is checked first, and nothing is written unless all are valid.",
         discussion: "Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few "
-            + "signed changes (one per scope and priority, each at most about 48 KB) committed in one transaction. "
+            + "signed changes (one per scope and priority, each at most about 48 KB). A CSV file is read twice, row by row "
+            + "(memory does not grow with the file), and written in transactions of up to 32 changes; a row without an id "
+            + "gets one derived from its content, so an import cut short is completed by running it again with "
+            + "--skip-existing. A JSON file is read whole and written in one transaction. "
             + "Rows whose id is already in the store are an error, or skipped with --skip-existing.")
 
     @Argument(help: "The file (.json: an array or one object per line; .csv: a header row).") var file: String
@@ -918,98 +922,235 @@ struct Import: AsyncParsableCommand {
     /// The largest payload of one change an import writes: a change must fit one sync batch (60,000
     /// bytes with its envelope and the author's certificate).
     static let changePayloadBudget = 48_000
+    /// Full changes written per transaction by a CSV import (about 1.5 MB of edits).
+    static let changesPerTransaction = 32
 
     func validate() throws {
         if let format, !["json", "csv"].contains(format) { throw ValidationError("--format must be json or csv") }
     }
 
+    /// What the rows of one file come to, as the checks go.
+    struct Tally {
+        var errors: [String] = []
+        var errorCount = 0
+        var skipped = 0, valid = 0, rows = 0
+        /// Ids of the file's rows so far (row number), to find a record given twice.
+        var seen: [RecordID: Int] = [:]
+
+        mutating func error(_ label: String, _ e: RowError) {
+            errorCount += 1
+            if errors.count < 20 { errors.append("\(label)\(e.column.isEmpty ? "" : ", column \(e.column)"): \(e.reason)") }
+        }
+    }
+
+    /// Groups edits into changes of one scope and priority within the payload budget; a group that
+    /// cannot take the next edit is complete.
+    struct Grouper {
+        private var open: [String: (group: Replicator.WriteGroup, bytes: Int)] = [:]
+        private var order: [String] = []
+        /// Complete groups not yet written.
+        var complete: [Replicator.WriteGroup] = []
+
+        mutating func add(_ edit: RecordEdit, priority: Priority, size: Int) {
+            let key = "\(edit.scope.path) \(priority.rawValue)"
+            if var g = open[key], g.bytes + size <= Import.changePayloadBudget {
+                g.group.edits.append(edit)
+                g.bytes += size
+                open[key] = g
+                return
+            }
+            if let g = open[key] { complete.append(g.group) } else { order.append(key) }
+            open[key] = (Replicator.WriteGroup(scope: edit.scope, priority: priority, edits: [edit]), size)
+        }
+
+        /// Every group, complete or not (at the end of the file).
+        mutating func flushAll() -> [Replicator.WriteGroup] {
+            defer { complete = []; open = [:]; order = [] }
+            return complete + order.compactMap { open[$0]?.group }
+        }
+    }
+
+    /// Checks one row and builds its creating edit.
+    /// - Returns: nil when the record is already held and `--skip-existing` leaves it.
+    func check(_ fields: [String: Any], row: Int, ctx: RecordContext, hlc: HLCTimestamp, tally: inout Tally,
+               newID: () -> RecordID) throws(RowError) -> (edit: RecordEdit, priority: Priority, size: Int)? {
+        let r = ctx.replicator
+        let (edit, priority) = try RecordForm.creatingEdit(fields, schemas: ctx.schemas, author: r.identity.id, hlc: hlc, newID: newID)
+        if let first = tally.seen[edit.record] { throw RowError("id", "\(edit.record) is also row \(first); each record once per file") }
+        tally.seen[edit.record] = row
+        let held: Bool
+        do { held = try r.store.record(edit.record) != nil } catch { throw RowError("id", "cannot read the store: \(error)") }
+        if held {
+            if skipExisting { return nil }
+            throw RowError("id", "\(edit.record) is already in the store; leave it out, or pass --skip-existing")
+        }
+        do { try ctx.checkWritable(edit.scope) } catch let e as RecordCommandError { throw RowError("scope", e.message) } catch {
+            throw RowError("scope", "\(error)")
+        }
+        let size = edit.canonicalBytes.count
+        guard size <= Self.changePayloadBudget else {
+            throw RowError("", "the record is \(size) bytes encoded, more than one change may carry "
+                               + "(\(Self.changePayloadBudget)); shorten its notes")
+        }
+        return (edit, priority, size)
+    }
+
     func run() async throws {
         try reportingErrors(json: json) {
-            guard let data = FileManager.default.contents(atPath: file) else {
+            let fmt = format ?? (file.lowercased().hasSuffix(".csv") ? "csv" : "json")
+            guard FileManager.default.isReadableFile(atPath: file) else {
                 throw RecordCommandError(.notFound, "cannot read \(file); check the path")
             }
-            let fmt = format ?? (file.lowercased().hasSuffix(".csv") ? "csv" : "json")
-            let rows = try fmt == "csv" ? Self.csvRows(data) : Self.jsonRows(data)
-            let ctx = try RecordContext(node)
-            let r = ctx.replicator
-            let hlc = try ctx.timestamp(after: nil)
-            var g = SystemRandomNumberGenerator()
-            var errors: [String] = []
-            var seen: [RecordID: String] = [:]
-            var groups: [(key: String, group: Replicator.WriteGroup, bytes: Int)] = []
-            var skipped = 0, valid = 0
-            var progress = ProgressLine("checking rows", total: rows.count)
-            for (n, row) in rows.enumerated() {
-                progress.update(n + 1)
-                do {
-                    let (edit, priority) = try RecordForm.creatingEdit(row.fields, schemas: ctx.schemas, author: r.identity.id, hlc: hlc,
-                                                                       newID: { RecordID.random(using: &g) })
-                    if let first = seen[edit.record] { throw RowError("id", "\(edit.record) is also \(first); each record once per file") }
-                    seen[edit.record] = row.label
-                    // A new id (the row had none) cannot be in the store; a given one is looked up.
-                    if RecordForm.present(row.fields["id"]) != nil, try r.store.record(edit.record) != nil {
-                        if skipExisting {
-                            skipped += 1
-                            continue
-                        }
-                        throw RowError("id", "\(edit.record) is already in the store; leave it out, or pass --skip-existing")
-                    }
-                    do { try ctx.checkWritable(edit.scope) } catch let e as RecordCommandError { throw RowError("scope", e.message) }
-                    let size = edit.canonicalBytes.count
-                    guard size <= Self.changePayloadBudget else {
-                        throw RowError("", "the record is \(size) bytes encoded, more than one change may carry "
-                                           + "(\(Self.changePayloadBudget)); shorten its notes")
-                    }
-                    let key = "\(edit.scope.path) \(priority.rawValue)"
-                    if let i = groups.lastIndex(where: { $0.key == key }), groups[i].bytes + size <= Self.changePayloadBudget {
-                        groups[i].group.edits.append(edit)
-                        groups[i].bytes += size
-                    } else {
-                        groups.append((key, Replicator.WriteGroup(scope: edit.scope, priority: priority, edits: [edit]), size))
-                    }
-                    valid += 1
-                } catch let e as RowError {
-                    errors.append("\(row.label)\(e.column.isEmpty ? "" : ", column \(e.column)"): \(e.reason)")
-                }
-            }
-            progress.finish()
-            guard errors.isEmpty else {
-                let shown = errors.prefix(20).joined(separator: "\n  ")
-                let more = errors.count > 20 ? "\n  ... and \(errors.count - 20) more" : ""
-                throw RecordCommandError(.data, "\(file): \(plural(errors.count, "bad row")); nothing was imported:\n  \(shown)\(more)\n"
-                                         + "Fix the rows and import the file again.")
-            }
-            // One change per scope and priority where the budget allows, all committed in one transaction.
-            let ordered = groups.sorted { ($0.group.priority.rawValue, $0.group.scope) < ($1.group.priority.rawValue, $1.group.scope) }.map(\.group)
-            var changes = 0
-            if !dryRun && !ordered.isEmpty {
-                let announce = valid >= 500 && isatty(STDERR_FILENO) == 1  // the same rule as ProgressLine
-                if announce { FileHandle.standardError.write(Data("writing \(valid) records as \(ordered.count) changes...".utf8)) }
-                changes = try r.write(groups: ordered, now: ctx.now).count
-                if announce { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-            }
+            let (tally, changes) = fmt == "csv" ? try importCSV() : try importJSON()
             if json {
-                print(JSONValue.object([("imported", .int(Int64(dryRun ? 0 : valid))), ("valid", .int(Int64(valid))),
-                                        ("skipped", .int(Int64(skipped))), ("changes", .int(Int64(changes))), ("dryRun", .bool(dryRun))]).serialized)
+                print(JSONValue.object([("imported", .int(Int64(dryRun ? 0 : tally.valid))), ("valid", .int(Int64(tally.valid))),
+                                        ("skipped", .int(Int64(tally.skipped))), ("changes", .int(Int64(changes))), ("dryRun", .bool(dryRun))]).serialized)
             } else if dryRun {
-                print("\(file): all \(rows.count) rows are valid (\(valid) to import, \(skipped) already held); nothing written (--dry-run)")
+                print("\(file): all \(tally.rows) rows are valid (\(tally.valid) to import, \(tally.skipped) already held); nothing written (--dry-run)")
             } else {
-                let skip = skipped > 0 ? "; \(skipped) already held, skipped" : ""
-                print("imported \(plural(valid, "record")) from \(file) as \(plural(changes, "change"))\(skip)")
+                let skip = tally.skipped > 0 ? "; \(tally.skipped) already held, skipped" : ""
+                print("imported \(plural(tally.valid, "record")) from \(file) as \(plural(changes, "change"))\(skip)")
             }
         }
     }
 
-    struct Row {
-        var label: String
-        var fields: [String: Any]
+    static func rowErrors(_ file: String, _ tally: Tally) -> RecordCommandError {
+        let shown = tally.errors.joined(separator: "\n  ")
+        let more = tally.errorCount > tally.errors.count ? "\n  ... and \(tally.errorCount - tally.errors.count) more" : ""
+        return RecordCommandError(.data, "\(file): \(plural(tally.errorCount, "bad row")); nothing was imported:\n  \(shown)\(more)\n"
+                                  + "Fix the rows and import the file again.")
     }
 
-    static func csvRows(_ data: Data) throws -> [Row] {
-        guard let text = String(data: data, encoding: .utf8) else { throw RecordCommandError(.data, "the file is not UTF-8 text") }
-        let parsed: [(line: Int, cells: [String])]
-        do { parsed = try CSV.parse(text) } catch { throw RecordCommandError(.data, "\(error.column): \(error.reason)") }
-        guard let header = parsed.first else {
+    /// Writes `groups` in one transaction, most urgent first.
+    static func write(_ groups: [Replicator.WriteGroup], _ ctx: RecordContext) throws -> Int {
+        guard !groups.isEmpty else { return 0 }
+        let ordered = groups.sorted { ($0.priority.rawValue, $0.scope) < ($1.priority.rawValue, $1.scope) }
+        return try ctx.replicator.write(groups: ordered, now: ctx.now).count
+    }
+
+    /// JSON: the whole file is read, checked, and written in one transaction.
+    func importJSON() throws -> (Tally, Int) {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw RecordCommandError(.notFound, "cannot read \(file); check the path")
+        }
+        let rows = try Self.jsonRows(data)
+        let ctx = try RecordContext(node)
+        let hlc = try ctx.timestamp(after: nil)
+        var g = SystemRandomNumberGenerator()
+        var tally = Tally()
+        var grouper = Grouper()
+        var progress = ProgressLine("checking rows", total: rows.count)
+        for (n, row) in rows.enumerated() {
+            progress.update(n + 1)
+            tally.rows += 1
+            do {
+                guard let e = try check(row.fields, row: n + 1, ctx: ctx, hlc: hlc, tally: &tally, newID: { RecordID.random(using: &g) }) else {
+                    tally.skipped += 1
+                    continue
+                }
+                grouper.add(e.edit, priority: e.priority, size: e.size)
+                tally.valid += 1
+            } catch { tally.error(row.label, error) }
+        }
+        progress.finish()
+        guard tally.errorCount == 0 else { throw Self.rowErrors(file, tally) }
+        var changes = 0
+        if !dryRun {
+            let groups = grouper.flushAll()
+            let announce = tally.valid >= 500 && isatty(STDERR_FILENO) == 1  // the same rule as ProgressLine
+            if announce { FileHandle.standardError.write(Data("writing \(tally.valid) records as \(groups.count) changes...".utf8)) }
+            changes = try Self.write(groups, ctx)
+            if announce { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        }
+        return (tally, changes)
+    }
+
+    /// CSV: the file is read row by row twice, checking every row first and writing nothing if one is
+    /// bad, then writing changes as they fill, `changesPerTransaction` per transaction. Memory holds
+    /// one row, the open changes and the ids seen, not the file.
+    func importCSV() throws -> (Tally, Int) {
+        let ctx = try RecordContext(node)
+        let hlc = try ctx.timestamp(after: nil)
+        let author = ctx.replicator.identity.id
+        var tally = Tally()
+        // Pass 1: check. A progress line needs the number of rows: counted first, only for a terminal.
+        var rowCount = 0
+        if isatty(STDERR_FILENO) == 1 { try Self.forEachCSVRow(file) { _, _, _, _ in rowCount += 1 } }
+        var progress = ProgressLine("checking rows", total: rowCount)
+        try Self.forEachCSVRow(file) { fields, cells, row, label in
+            progress.update(row)
+            tally.rows += 1
+            do throws(RowError) {
+                guard try check(fields, row: row, ctx: ctx, hlc: hlc, tally: &tally, newID: { Self.derivedID(author: author, row: row, cells: cells) }) != nil else {
+                    tally.skipped += 1
+                    return
+                }
+                tally.valid += 1
+            } catch { tally.error(label, error) }
+        }
+        progress.finish()
+        guard tally.errorCount == 0 else { throw Self.rowErrors(file, tally) }
+        guard !dryRun else { return (tally, 0) }
+        // Pass 2: write. The checks run again (the store may have changed since), without the ids seen.
+        var again = Tally()
+        var grouper = Grouper()
+        var changes = 0, written = 0
+        var writing = ProgressLine("writing records", total: tally.valid)
+        do {
+            try Self.forEachCSVRow(file) { fields, cells, row, label in
+                do throws(RowError) {
+                    guard let e = try check(fields, row: row, ctx: ctx, hlc: hlc, tally: &again, newID: { Self.derivedID(author: author, row: row, cells: cells) }) else {
+                        return
+                    }
+                    grouper.add(e.edit, priority: e.priority, size: e.size)
+                    written += 1
+                    writing.update(written)
+                } catch {
+                    throw RecordCommandError(.data, "\(label)\(error.column.isEmpty ? "" : ", column \(error.column)"): \(error.reason) (the file or the store changed while importing)")
+                }
+                if grouper.complete.count >= Self.changesPerTransaction {
+                    changes += try Self.write(grouper.complete, ctx)
+                    grouper.complete = []
+                }
+            }
+            changes += try Self.write(grouper.flushAll(), ctx)
+        } catch {
+            writing.finish()
+            guard changes > 0 else { throw error }
+            let why = (error as? RecordCommandError)?.message ?? "\(error)"
+            throw RecordCommandError(.failed, "\(file): the import stopped after \(plural(changes, "change")) were written: \(why)\n"
+                                     + "Run the same import again with --skip-existing to write the rest (rows keep their ids).")
+        }
+        writing.finish()
+        return (tally, changes)
+    }
+
+    /// The id of a CSV row that has none: derived from the importing device, the row number and the
+    /// row's cells, so that importing the same file again gives the same ids (`--skip-existing` then
+    /// completes an import cut short instead of duplicating it).
+    static func derivedID(author: DeviceID, row: Int, cells: [String]) -> RecordID {
+        var w = ByteWriter()
+        w.writeBytes(Array("fieldsync/import/csv-row/v1".utf8))
+        author.encode(to: &w)
+        w.writeVarint(UInt64(row))
+        for c in cells { w.writeString(c) }
+        guard let digest = try? BLAKE2b.hash(w.bytes, outputLength: 16), let id = ID128(bytes: digest) else {
+            preconditionFailure("BLAKE2b-128 gives 16 bytes")
+        }
+        return RecordID(id)
+    }
+
+    /// Calls `body` with each data row of a CSV file: its fields by column name (cells restored from
+    /// the export's formula neutralisation), its raw cells, its row number from 1 and a label.
+    static func forEachCSVRow(_ file: String, _ body: ([String: Any], [String], Int, String) throws -> Void) throws {
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RecordCommandError(.notFound, "cannot read \(file); check the path") }
+        defer { close(fd) }
+        var reader = CSVReader(fileDescriptor: fd)
+        func next() throws -> (line: Int, cells: [String])? {
+            do { return try reader.next() } catch { throw RecordCommandError(.data, "\(error.column): \(error.reason)") }
+        }
+        guard let header = try next() else {
             throw RecordCommandError(.data, "the file is empty; a CSV import needs a header row (id,kind,scope,...)")
         }
         let names = header.cells.map { $0.trimmingCharacters(in: .whitespaces) }
@@ -1019,13 +1160,23 @@ struct Import: AsyncParsableCommand {
         if let dup = Dictionary(grouping: names, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
             throw RecordCommandError(.data, "line 1: column \(dup) appears twice")
         }
-        return try parsed.dropFirst().enumerated().map { n, row in
-            let label = "line \(row.line) (row \(n + 1))"
+        var n = 0
+        while let row = try next() {
+            n += 1
+            let label = "line \(row.line) (row \(n))"
             guard row.cells.count == names.count else {
                 throw RecordCommandError(.data, "\(label): \(row.cells.count) cells, the header has \(names.count); nothing was imported")
             }
-            return Row(label: label, fields: Dictionary(uniqueKeysWithValues: zip(names, row.cells.map { $0 as Any })))
+            let cells = row.cells.map(CSV.restored)
+            var fields: [String: Any] = [:]
+            for (k, v) in zip(names, cells) { fields[k] = v }
+            try body(fields, cells, n, label)
         }
+    }
+
+    struct Row {
+        var label: String
+        var fields: [String: Any]
     }
 
     static func jsonRows(_ data: Data) throws -> [Row] {

@@ -528,7 +528,54 @@ enum CSV {
             default: flat[k] = cellText(v)
             }
         }
-        return columns.map { flat[$0] ?? "" }
+        return columns.map { neutralized(flat[$0] ?? "") }
+    }
+
+    /// Characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection"): `=`, `+`,
+    /// `-`, `@`, tab and carriage return.
+    static let formulaStarts: Set<Unicode.Scalar> = ["=", "+", "-", "@", "\t", "\r"]
+
+    /// Whether `cell` is a plain decimal number (`-12`, `-0.5`, `1.5e-07`): a spreadsheet reads it as a
+    /// number, never as a formula, so numeric cells keep their sign as is.
+    static func isPlainNumber(_ cell: Substring) -> Bool {
+        var u = cell.unicodeScalars[...]
+        if u.first == "-" { u = u.dropFirst() }
+        func digits() -> Int {
+            let n = u.prefix { ("0"..."9").contains($0) }.count
+            u = u.dropFirst(n)
+            return n
+        }
+        guard digits() > 0 else { return false }
+        if u.first == "." {
+            u = u.dropFirst()
+            guard digits() > 0 else { return false }
+        }
+        if u.first == "e" || u.first == "E" {
+            u = u.dropFirst()
+            if u.first == "-" || u.first == "+" { u = u.dropFirst() }
+            guard digits() > 0 else { return false }
+        }
+        return u.isEmpty
+    }
+
+    /// Whether the cell, after any leading single quotes, starts like a formula (and is not a number).
+    static func startsLikeFormula(_ cell: Substring) -> Bool {
+        let rest = cell.drop { $0 == "'" }
+        guard let first = rest.unicodeScalars.first, formulaStarts.contains(first) else { return false }
+        return !isPlainNumber(rest)
+    }
+
+    /// An exported cell, safe to open in a spreadsheet: a cell that would start a formula gets a single
+    /// quote in front (OWASP's advice), and so does one that already starts with quotes before such a
+    /// character, so that `restored` gives back the original exactly. Numbers are left as they are.
+    static func neutralized(_ cell: String) -> String {
+        startsLikeFormula(cell[...]) ? "'" + cell : cell
+    }
+
+    /// The inverse of `neutralized`, applied to every imported cell: one leading single quote is removed
+    /// from a cell that starts with quotes and then a formula character. Other cells are unchanged.
+    static func restored(_ cell: String) -> String {
+        cell.first == "'" && startsLikeFormula(cell[...]) ? String(cell.dropFirst()) : cell
     }
 
     static func cellText(_ v: JSONValue) -> String {
@@ -550,23 +597,76 @@ enum CSV {
     /// Parses CSV text into rows of cells, each with the line number it starts on.
     /// - Throws: `RowError` for an unterminated quote or text after a closing quote.
     static func parse(_ text: String) throws(RowError) -> [(line: Int, cells: [String])] {
-        var rows: [(Int, [String])] = []
+        var reader = CSVReader(bytes: Array(text.utf8))
+        var rows: [(line: Int, cells: [String])] = []
+        while let row = try reader.next() { rows.append(row) }
+        return rows
+    }
+}
+
+/// Reads RFC 4180 CSV one row at a time from a file (64 KiB at a time) or from bytes in memory: the
+/// memory it holds is one row and one read buffer, whatever the size of the file.
+struct CSVReader {
+    private let fd: Int32?
+    private var buffer: [UInt8]
+    private var i = 0
+    private var atEnd: Bool
+    private var started = false
+    private var line = 1
+
+    /// A reader of bytes in memory.
+    init(bytes: [UInt8]) {
+        fd = nil
+        buffer = bytes
+        atEnd = true
+    }
+
+    /// A reader of the open file `fd` (not closed by the reader).
+    init(fileDescriptor: Int32) {
+        fd = fileDescriptor
+        buffer = []
+        atEnd = false
+    }
+
+    /// The next byte without consuming it, refilling the buffer from the file when needed.
+    private mutating func peek() throws(RowError) -> UInt8? {
+        if i < buffer.count { return buffer[i] }
+        guard !atEnd, let fd else { return nil }
+        buffer = [UInt8](repeating: 0, count: 65_536)
+        var n: Int
+        repeat {
+            n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        } while n < 0 && errno == EINTR
+        guard n >= 0 else { throw RowError("line \(line)", "cannot read the file: \(String(cString: strerror(errno)))") }
+        buffer.removeSubrange(n...)
+        i = 0
+        if n == 0 { atEnd = true; return nil }
+        return buffer[0]
+    }
+
+    /// The next row and the line it starts on; nil at the end of the input.
+    /// - Throws: `RowError` for an unterminated quote or text after a closing quote.
+    mutating func next() throws(RowError) -> (line: Int, cells: [String])? {
+        if !started {
+            started = true
+            // A byte-order mark from a spreadsheet (the first read holds the whole mark unless the file is shorter).
+            _ = try peek()
+            if buffer[i...].starts(with: [0xEF, 0xBB, 0xBF]) { i += 3 }
+        }
         var row: [String] = []
         var cell: [UInt8] = []
-        var line = 1, rowLine = 1
+        var rowLine = line
         var inQuotes = false, afterQuote = false, rowHasContent = false
-        let u = Array(text.utf8)
-        var i = u.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0  // a byte-order mark from a spreadsheet
         func endCell() {
             row.append(String(decoding: cell, as: UTF8.self))
             cell.removeAll(keepingCapacity: true)
             afterQuote = false
         }
-        while i < u.count {
-            let c = u[i]
+        while let c = try peek() {
+            i += 1
             if inQuotes {
                 if c == 34 {
-                    if i + 1 < u.count, u[i + 1] == 34 {
+                    if try peek() == 34 {
                         cell.append(34)
                         i += 1
                     } else {
@@ -581,14 +681,13 @@ enum CSV {
                 endCell()
                 rowHasContent = true
             } else if c == 10 || c == 13 {
-                if c == 13, i + 1 < u.count, u[i + 1] == 10 { i += 1 }
+                if c == 13, try peek() == 10 { i += 1 }
+                line += 1
                 if rowHasContent || !cell.isEmpty || afterQuote {
                     endCell()
-                    rows.append((rowLine, row))
+                    return (rowLine, row)
                 }
                 row = []
-                rowHasContent = false
-                line += 1
                 rowLine = line
             } else if c == 34, cell.isEmpty, !afterQuote {
                 inQuotes = true
@@ -598,14 +697,13 @@ enum CSV {
                 cell.append(c)
                 rowHasContent = true
             }
-            i += 1
         }
         if inQuotes { throw RowError("line \(rowLine)", "a quoted cell is never closed") }
         if rowHasContent || !cell.isEmpty || afterQuote {
             endCell()
-            rows.append((rowLine, row))
+            return (rowLine, row)
         }
-        return rows
+        return nil
     }
 }
 

@@ -35,7 +35,9 @@ struct StatusCommand: AsyncParsableCommand {
             c.device.keyFile = keyFile
         }
         let daemon = try? DaemonStatus.read(from: c.statusPath)
-        let r = try ReplicatorSpec.from(c).open()
+        var spec = try ReplicatorSpec.from(c)
+        spec.createStore = false  // status only reads: a wrong path is an error, not a new store
+        let r = try spec.open()
         let report = try StoreReport.read(r)
         let own = records ? try OwnRecordReceipt.read(r) : []
         let now = wallClockMilliseconds()

@@ -137,9 +137,9 @@ struct CLITests {
 
     @Test func clearErrors() throws {
         let cli = try CLI()
-        FileManager.default.createFile(atPath: cli.dir + "/pw", contents: Data("secret pass\n".utf8))
+        FileManager.default.createFile(atPath: cli.dir + "/pw", contents: Data("secret pass\n".utf8), attributes: [.posixPermissions: 0o600])
         #expect(try cli.run(["authority", "init", "--dir", "hq", "--passphrase-file", "pw", "--kdf", "interactive"]).status == 0)
-        FileManager.default.createFile(atPath: cli.dir + "/bad", contents: Data("nope\n".utf8))
+        FileManager.default.createFile(atPath: cli.dir + "/bad", contents: Data("nope\n".utf8), attributes: [.posixPermissions: 0o600])
         _ = try cli.json(["device", "init", "--dir", "bp", "--key-file", "bp.key", "--scope", "longnan", "--json"])
         let wrong = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "hq", "--passphrase-file", "bad", "--role", "backpack",
                                  "--scope", "longnan", "--out", "x"])
@@ -149,6 +149,13 @@ struct CLITests {
         chmod(cli.dir + "/bp.key", 0o644)
         let perm = try cli.run(["device", "show", "--dir", "bp", "--key-file", "bp.key"])
         #expect(perm.status != 0 && perm.err.contains("chmod 600"))
+        // A passphrase file readable by others is refused like a key file (before: accepted).
+        chmod(cli.dir + "/pw", 0o644)
+        let loose = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "hq", "--passphrase-file", "pw", "--role", "backpack",
+                                 "--scope", "longnan", "--out", "x"])
+        #expect(loose.status != 0 && loose.err.contains("passphrase file pw has mode 644") && loose.err.contains("chmod 600"), "\(loose.err)")
+        #expect(!FileManager.default.fileExists(atPath: cli.dir + "/x"))
+        chmod(cli.dir + "/pw", 0o600)
         let role = try cli.run(["authority", "enroll", "bp/enrollment.req", "--dir", "hq", "--passphrase-file", "pw", "--role", "pilot",
                                 "--scope", "longnan", "--out", "x"])
         #expect(role.status != 0 && role.err.contains("unknown role pilot"))

@@ -307,3 +307,140 @@ struct CLIRecordTests {
     }
 }
 
+
+/// Issue 13 items 5 and 6 through the binary: CSV formula neutralisation, hostile store paths, a CSV
+/// import whose memory does not grow with the file.
+@Suite(.enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
+struct CLIHostileInputTests {
+    /// The cells of RFC 4180 CSV text (quoted cells, doubled quotes, CRLF rows).
+    static func cells(_ csv: String) -> [[String]] {
+        var rows: [[String]] = [], row: [String] = [], cell = "", quoted = false
+        var it = Array(csv).makeIterator()
+        var pending: Character?
+        while let c = pending ?? it.next() {
+            pending = nil
+            if quoted {
+                if c == "\"" {
+                    if let n = it.next() { if n == "\"" { cell.append("\"") } else { quoted = false; pending = n } } else { quoted = false }
+                } else { cell.append(c) }
+            } else if c == "\"" { quoted = true } else if c == "," { row.append(cell); cell = "" } else if c == "\r\n" || c == "\n" {
+                row.append(cell); rows.append(row); row = []; cell = ""
+            } else { cell.append(c) }
+        }
+        return rows
+    }
+
+    /// OWASP CSV injection: a cell starting with = + - @ tab or CR is a formula to a spreadsheet. The
+    /// export puts a single quote in front (numbers excepted); the import takes it off again.
+    @Test func csvExportNeutralisesFormulasAndImportRestoresThem() throws {
+        let bp = try RecordCLI("bp")
+        let hostile = ["=HYPERLINK(\"http://evil.example\",\"click\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\tTab first",
+                       "'=already quoted", "''@two quotes", "'plain apostrophe", "-5", "12.5e-3"]
+        for (i, s) in hostile.enumerated() {
+            _ = try bp.write(["incident", "new", "--scope", RecordCLI.village, "--category", "dispute", "--priority", "high", "--summary=\(s)",
+                              "--lat", "33.4", "--lon", "104.9", "--place=\(i.isMultiple(of: 2) ? "=place" : "-3 km north")", "--note=-note \(i)"])
+        }
+        _ = try bp.write(["visit", "new", "--scope", RecordCLI.village, "--subject", "@h-9", "--visitor", "li", "--type", "key-person",
+                          "--outcome", "=ok", "--lat", "-33.5", "--lon", "-151.25"])
+        let csvFile = "\(bp.store).csv"
+        #expect(try bp.run(["export", "--format", "csv", "--out", csvFile]).status == 0)
+        let rows = Self.cells(try String(contentsOfFile: bp.path(csvFile), encoding: .utf8))
+        #expect(rows.count == hostile.count + 2)
+        for row in rows {
+            for c in row {
+                guard let f = c.unicodeScalars.first, "=+-@\t\r".unicodeScalars.contains(f) else { continue }
+                #expect(Double(c) != nil, "a formula-like cell left as is: \(c)")
+            }
+        }
+        #expect(rows.contains { $0.contains("'=HYPERLINK(\"http://evil.example\",\"click\")") })
+        #expect(rows.contains { $0.contains("''=already quoted") } && rows.contains { $0.contains("'''@two quotes") })
+        #expect(rows.contains { $0.contains("'plain apostrophe") } && rows.contains { $0.contains("-5") })
+        #expect(rows.contains { $0.contains("-33.5") && $0.contains("-151.25") }, "negative numbers stay numbers")
+        // Import restores every value: the station's JSON export equals the backpack's.
+        #expect(try bp.run(["export", "--format", "json", "--out", "\(bp.store).json"]).status == 0)
+        let st = try RecordCLI("st", store: "formulas")
+        let result = try st.json(["import", csvFile])
+        #expect(result["imported"] as? Int == hostile.count + 1, "\(result)")
+        #expect(try st.run(["export", "--format", "json", "--out", "\(st.store).json"]).status == 0)
+        #expect(try String(contentsOfFile: st.path("\(st.store).json"), encoding: .utf8)
+                == String(contentsOfFile: bp.path("\(bp.store).json"), encoding: .utf8))
+    }
+
+    /// A symbolic link as the store is refused (before: a dangling link created its target); `list`
+    /// on an empty file or a missing path does not make a store (before: it did); new stores are 0600.
+    @Test func hostileStorePaths() throws {
+        let cli = try RecordCLI("bp")
+        let fm = FileManager.default
+        // Dangling link: refused, target not created.
+        try fm.createSymbolicLink(atPath: cli.path("dangling.sqlite"), withDestinationPath: cli.path("\(cli.store).target"))
+        var r = try RecordCLI.run(["incident", "new", "--scope", RecordCLI.village, "--category", "fire", "--summary", "s",
+                                   "--dir", "bp", "--key-file", "bp.key", "--store", "dangling.sqlite", "--epoch-key-file", "station.epochkey"],
+                                  in: cli.dir)
+        #expect(r.status != 0 && r.err.contains("symbolic link"), "\(r.err)")
+        #expect(!fm.fileExists(atPath: cli.path("\(cli.store).target")))
+        // Empty file: list refuses it and leaves it empty.
+        #expect(fm.createFile(atPath: cli.path("empty.sqlite"), contents: Data()))
+        r = try RecordCLI.run(["list", "--dir", "bp", "--key-file", "bp.key", "--store", "empty.sqlite"], in: cli.dir)
+        #expect(r.status != 0 && r.err.contains("empty file"), "\(r.err)")
+        #expect((try fm.attributesOfItem(atPath: cli.path("empty.sqlite"))[.size] as? Int) == 0)
+        // Missing store: a read-only command does not create it.
+        r = try RecordCLI.run(["list", "--dir", "bp", "--key-file", "bp.key", "--store", "missing.sqlite"], in: cli.dir)
+        #expect(r.status != 0 && r.err.contains("no store"), "\(r.err)")
+        #expect(!fm.fileExists(atPath: cli.path("missing.sqlite")))
+        // A store made by a writing command is 0600.
+        _ = try cli.newIncident()
+        let mode = try fm.attributesOfItem(atPath: cli.path(cli.store))[.posixPermissions] as? Int
+        #expect(mode == 0o600, "mode \(String(mode ?? 0, radix: 8))")
+    }
+
+    /// Runs the binary and returns its exit status and peak resident memory (KiB), measured by
+    /// `wait4` for that process alone.
+    static func peakMemory(_ args: [String], in dir: String) throws -> (status: Int32, maxRSSKiB: Int) {
+        var pid: pid_t = 0
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let full = [RecordCLI.binary!] + args
+        var argv: [UnsafeMutablePointer<CChar>?] = full.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        let cwd = FileManager.default.currentDirectoryPath
+        #expect(FileManager.default.changeCurrentDirectoryPath(dir))
+        let rc = posix_spawn(&pid, RecordCLI.binary!, &actions, nil, &argv, environ)
+        _ = FileManager.default.changeCurrentDirectoryPath(cwd)
+        guard rc == 0 else { throw SetupFailed(step: full, stderr: "posix_spawn: \(rc)") }
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        return ((status >> 8) & 0xff, usage.ru_maxrss)
+    }
+
+    /// Before the fix the import held every row, every edit and every change at once (100,000 rows:
+    /// 605 MB). Now the CSV is read row by row and written as changes fill: importing ten times the
+    /// rows takes about the same memory.
+    @Test func csvImportMemoryDoesNotGrowWithTheFile() throws {
+        let cli = try RecordCLI("st")
+        func file(_ n: Int) -> String {
+            var csv = "kind,scope,category,priority,location.lat,location.lon,summary,reportedAt,reporter,status\r\n"
+            let priorities = ["low", "normal", "high", "urgent"]
+            for i in 0..<n {
+                csv += "incident,\(RecordCLI.village),fire,\(priorities[i % 4]),33.\(i % 1000),104.9,\"report \(i), text\",2026-11-01T10:00:00Z,caller,reported\r\n"
+            }
+            let name = "\(cli.store)-\(n).csv"
+            _ = FileManager.default.createFile(atPath: cli.path(name), contents: Data(csv.utf8))
+            return name
+        }
+        let small = file(2_000), large = file(20_000)
+        let a = try Self.peakMemory(["import", small] + cli.node, in: cli.dir)
+        let b = try Self.peakMemory(["import", large] + cli.node, in: cli.dir)
+        #expect(a.status == 0 && b.status == 0)
+        print("csv import peak RSS: 2,000 rows \(a.maxRSSKiB) KiB, 20,000 rows \(b.maxRSSKiB) KiB")
+        #expect(b.maxRSSKiB - a.maxRSSKiB < 16 * 1024, "2,000 rows: \(a.maxRSSKiB) KiB, 20,000 rows: \(b.maxRSSKiB) KiB")
+        #expect(try cli.list().count == 22_000)
+        // Rows without an id get ids derived from the row: the same file again is already imported.
+        let again = try cli.run(["import", small])
+        #expect(again.status == 65 && again.err.contains("already in the store"), "\(again.err)")
+        #expect(try cli.json(["import", small, "--skip-existing"])["skipped"] as? Int == 2_000)
+    }
+}

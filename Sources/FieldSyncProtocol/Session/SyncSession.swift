@@ -465,7 +465,9 @@ public final class SyncSession {
         case let (.reconciling, .recon(m)):
             guard var rec = reconciler else { throw SessionError(.protocolViolation, "no reconciler") }
             let outputs: [ReconOutput]
-            do { outputs = try rec.receive(m) } catch { throw SessionError(.protocolViolation, error.description) }
+            do { outputs = try rec.receive(m) } catch {
+                throw SessionError(error.code == .limitExceeded ? .limitExceeded : .protocolViolation, error.description)
+            }
             reconciler = rec
             try process(outputs)
         case let (.streaming, .batch(id, certs, encoded)), let (.reconciling, .batch(id, certs, encoded)),
