@@ -361,6 +361,25 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         try io { try db.read { db in try Tx(db: db, store: self).loadRecord(id) } }
     }
 
+    /// Which of `ids` have a row in `records`: one read transaction, 256 ids per statement, nothing
+    /// unsealed.
+    public func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID> {
+        try io {
+            try db.read { db in
+                var out = Set<RecordID>()
+                for start in stride(from: 0, to: ids.count, by: 256) {
+                    let chunk = ids[start..<min(start + 256, ids.count)]
+                    let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+                    for data in try Data.fetchAll(db, sql: "SELECT id FROM records WHERE id IN (\(marks))",
+                                                  arguments: StatementArguments(chunk.map { Data($0.raw.bytes) })) {
+                        if let raw = ID128(bytes: [UInt8](data)) { out.insert(RecordID(raw)) }
+                    }
+                }
+                return out
+            }
+        }
+    }
+
     /// Records matching a query, newest event first. A damaged record (its sealed row does not open)
     /// does not hide the others: it is left out here and reported to `damageHandler`; `recordScan(_:)`
     /// returns it by name.

@@ -907,7 +907,7 @@ struct Import: AsyncParsableCommand {
         abstract: "Import records from a JSON or CSV export: every row is checked first, and nothing is written unless all are valid.",
         discussion: "Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few "
             + "signed changes (one per scope and priority, each at most about 48 KB). A CSV file is read twice, row by row "
-            + "(memory does not grow with the file), and written in transactions of up to 32 changes; a row without an id "
+            + "(memory does not grow with the file), and written in transactions of up to 8 changes; a row without an id "
             + "gets one derived from its content, so an import cut short is completed by running it again with "
             + "--skip-existing. A JSON file is read whole and written in one transaction. "
             + "Rows whose id is already in the store are an error, or skipped with --skip-existing.")
@@ -922,8 +922,9 @@ struct Import: AsyncParsableCommand {
     /// The largest payload of one change an import writes: a change must fit one sync batch (60,000
     /// bytes with its envelope and the author's certificate).
     static let changePayloadBudget = 48_000
-    /// Full changes written per transaction by a CSV import (about 1.5 MB of edits).
-    static let changesPerTransaction = 32
+    /// Full changes written per transaction by a CSV import (about 380 KB of edits): what a
+    /// transaction materialises is held in memory until it commits.
+    static let changesPerTransaction = 8
 
     func validate() throws {
         if let format, !["json", "csv"].contains(format) { throw ValidationError("--format must be json or csv") }
@@ -970,20 +971,24 @@ struct Import: AsyncParsableCommand {
         }
     }
 
-    /// Checks one row and builds its creating edit.
-    /// - Returns: nil when the record is already held and `--skip-existing` leaves it.
-    func check(_ fields: [String: Any], row: Int, ctx: RecordContext, hlc: HLCTimestamp, tally: inout Tally,
-               newID: () -> RecordID) throws(RowError) -> (edit: RecordEdit, priority: Priority, size: Int)? {
-        let r = ctx.replicator
-        let (edit, priority) = try RecordForm.creatingEdit(fields, schemas: ctx.schemas, author: r.identity.id, hlc: hlc, newID: newID)
+    /// A row whose values are checked, waiting for the store's answer on its id.
+    struct Checked {
+        var edit: RecordEdit
+        var priority: Priority
+        var size: Int
+        var label: String
+    }
+
+    /// Rows checked against the store per query.
+    static let rowsPerLookup = 1_000
+
+    /// Checks one row's values and builds its creating edit (the store is asked later, per chunk).
+    func check(_ fields: [String: Any], row: Int, label: String, ctx: RecordContext, hlc: HLCTimestamp, tally: inout Tally,
+               newID: () -> RecordID) throws(RowError) -> Checked {
+        let (edit, priority) = try RecordForm.creatingEdit(fields, schemas: ctx.schemas, author: ctx.replicator.identity.id, hlc: hlc,
+                                                           newID: newID)
         if let first = tally.seen[edit.record] { throw RowError("id", "\(edit.record) is also row \(first); each record once per file") }
         tally.seen[edit.record] = row
-        let held: Bool
-        do { held = try r.store.record(edit.record) != nil } catch { throw RowError("id", "cannot read the store: \(error)") }
-        if held {
-            if skipExisting { return nil }
-            throw RowError("id", "\(edit.record) is already in the store; leave it out, or pass --skip-existing")
-        }
         do { try ctx.checkWritable(edit.scope) } catch let e as RecordCommandError { throw RowError("scope", e.message) } catch {
             throw RowError("scope", "\(error)")
         }
@@ -992,7 +997,27 @@ struct Import: AsyncParsableCommand {
             throw RowError("", "the record is \(size) bytes encoded, more than one change may carry "
                                + "(\(Self.changePayloadBudget)); shorten its notes")
         }
-        return (edit, priority, size)
+        return Checked(edit: edit, priority: priority, size: size, label: label)
+    }
+
+    /// Asks the store in one query which of `chunk`'s ids it holds: those rows are skipped
+    /// (`--skip-existing`) or errors; `accept` gets the others. Empties `chunk`.
+    func settle(_ chunk: inout [Checked], ctx: RecordContext, tally: inout Tally, accept: (Checked) throws -> Void) throws {
+        guard !chunk.isEmpty else { return }
+        let held = try ctx.replicator.store.heldRecordIDs(chunk.map(\.edit.record))
+        for c in chunk {
+            if held.contains(c.edit.record) {
+                if skipExisting {
+                    tally.skipped += 1
+                } else {
+                    tally.error(c.label, RowError("id", "\(c.edit.record) is already in the store; leave it out, or pass --skip-existing"))
+                }
+            } else {
+                tally.valid += 1
+                try accept(c)
+            }
+        }
+        chunk.removeAll(keepingCapacity: true)
     }
 
     func run() async throws {
@@ -1039,19 +1064,18 @@ struct Import: AsyncParsableCommand {
         var g = SystemRandomNumberGenerator()
         var tally = Tally()
         var grouper = Grouper()
+        var chunk: [Checked] = []
         var progress = ProgressLine("checking rows", total: rows.count)
         for (n, row) in rows.enumerated() {
             progress.update(n + 1)
             tally.rows += 1
-            do {
-                guard let e = try check(row.fields, row: n + 1, ctx: ctx, hlc: hlc, tally: &tally, newID: { RecordID.random(using: &g) }) else {
-                    tally.skipped += 1
-                    continue
-                }
-                grouper.add(e.edit, priority: e.priority, size: e.size)
-                tally.valid += 1
+            do throws(RowError) {
+                chunk.append(try check(row.fields, row: n + 1, label: row.label, ctx: ctx, hlc: hlc, tally: &tally,
+                                       newID: { RecordID.random(using: &g) }))
             } catch { tally.error(row.label, error) }
+            if chunk.count >= Self.rowsPerLookup { try settle(&chunk, ctx: ctx, tally: &tally) { grouper.add($0.edit, priority: $0.priority, size: $0.size) } }
         }
+        try settle(&chunk, ctx: ctx, tally: &tally) { grouper.add($0.edit, priority: $0.priority, size: $0.size) }
         progress.finish()
         guard tally.errorCount == 0 else { throw Self.rowErrors(file, tally) }
         var changes = 0
@@ -1067,12 +1091,13 @@ struct Import: AsyncParsableCommand {
 
     /// CSV: the file is read row by row twice, checking every row first and writing nothing if one is
     /// bad, then writing changes as they fill, `changesPerTransaction` per transaction. Memory holds
-    /// one row, the open changes and the ids seen, not the file.
+    /// one chunk of rows, the open changes and the ids seen, not the file.
     func importCSV() throws -> (Tally, Int) {
         let ctx = try RecordContext(node)
         let hlc = try ctx.timestamp(after: nil)
         let author = ctx.replicator.identity.id
         var tally = Tally()
+        var chunk: [Checked] = []
         // Pass 1: check. A progress line needs the number of rows: counted first, only for a terminal.
         var rowCount = 0
         if isatty(STDERR_FILENO) == 1 { try Self.forEachCSVRow(file) { _, _, _, _ in rowCount += 1 } }
@@ -1081,39 +1106,43 @@ struct Import: AsyncParsableCommand {
             progress.update(row)
             tally.rows += 1
             do throws(RowError) {
-                guard try check(fields, row: row, ctx: ctx, hlc: hlc, tally: &tally, newID: { Self.derivedID(author: author, row: row, cells: cells) }) != nil else {
-                    tally.skipped += 1
-                    return
-                }
-                tally.valid += 1
+                chunk.append(try check(fields, row: row, label: label, ctx: ctx, hlc: hlc, tally: &tally,
+                                       newID: { Self.derivedID(author: author, row: row, cells: cells) }))
             } catch { tally.error(label, error) }
+            if chunk.count >= Self.rowsPerLookup { try settle(&chunk, ctx: ctx, tally: &tally) { _ in } }
         }
+        try settle(&chunk, ctx: ctx, tally: &tally) { _ in }
         progress.finish()
         guard tally.errorCount == 0 else { throw Self.rowErrors(file, tally) }
         guard !dryRun else { return (tally, 0) }
-        // Pass 2: write. The checks run again (the store may have changed since), without the ids seen.
+        // Pass 2: write. The checks run again (the store may have changed since).
+        tally.seen = [:]
         var again = Tally()
         var grouper = Grouper()
-        var changes = 0, written = 0
+        var changes = 0
         var writing = ProgressLine("writing records", total: tally.valid)
+        func flush(_ final: Bool) throws {
+            try settle(&chunk, ctx: ctx, tally: &again) { grouper.add($0.edit, priority: $0.priority, size: $0.size) }
+            if let first = again.errors.first {
+                throw RecordCommandError(.data, "\(first) (the file or the store changed while importing)")
+            }
+            writing.update(again.valid + again.skipped)
+            if final {
+                changes += try Self.write(grouper.flushAll(), ctx)
+            } else if grouper.complete.count >= Self.changesPerTransaction {
+                changes += try Self.write(grouper.complete, ctx)
+                grouper.complete = []
+            }
+        }
         do {
             try Self.forEachCSVRow(file) { fields, cells, row, label in
                 do throws(RowError) {
-                    guard let e = try check(fields, row: row, ctx: ctx, hlc: hlc, tally: &again, newID: { Self.derivedID(author: author, row: row, cells: cells) }) else {
-                        return
-                    }
-                    grouper.add(e.edit, priority: e.priority, size: e.size)
-                    written += 1
-                    writing.update(written)
-                } catch {
-                    throw RecordCommandError(.data, "\(label)\(error.column.isEmpty ? "" : ", column \(error.column)"): \(error.reason) (the file or the store changed while importing)")
-                }
-                if grouper.complete.count >= Self.changesPerTransaction {
-                    changes += try Self.write(grouper.complete, ctx)
-                    grouper.complete = []
-                }
+                    chunk.append(try check(fields, row: row, label: label, ctx: ctx, hlc: hlc, tally: &again,
+                                           newID: { Self.derivedID(author: author, row: row, cells: cells) }))
+                } catch { again.error(label, error) }
+                if chunk.count >= Self.rowsPerLookup || again.errorCount > 0 { try flush(false) }
             }
-            changes += try Self.write(grouper.flushAll(), ctx)
+            try flush(true)
         } catch {
             writing.finish()
             guard changes > 0 else { throw error }

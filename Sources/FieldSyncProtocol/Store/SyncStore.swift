@@ -268,6 +268,9 @@ public protocol SyncStore: AnyObject {
     func commit(_ batch: CommitBatch) throws -> CommitReport
     /// One materialized record.
     func record(_ id: RecordID) throws -> Record?
+    /// Which of `ids` the store holds a record of (deleted ones included): one query for many ids,
+    /// for checks that would otherwise look records up one by one (`fieldsync import`).
+    func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID>
     /// Records matching a query, newest event first.
     func records(_ query: RecordQuery) throws -> [Record]
     /// Every held change whose edits touched the record, in HLC order: its signed edit history.
@@ -315,5 +318,14 @@ extension StoredChange: CanonicalCodable {
         contentType = try reader.readByte()
         priority = try reader.readByte()
         bytes = try reader.readBytes()
+    }
+}
+
+extension SyncStore {
+    /// Default: one `record(_:)` lookup per id.
+    public func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID> {
+        var out = Set<RecordID>()
+        for id in ids where try record(id) != nil { out.insert(id) }
+        return out
     }
 }
