@@ -85,7 +85,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///
     /// The file (and its `-wal`, `-shm` and `-journal` companions) must not be a symbolic link: SQLite
     /// would follow it, and a dangling link would create its target. A new store is created with mode
-    /// 0600 (SQLite gives its companions the same mode); group and other permissions found on an
+    /// 0600 (SQLite gives its companions the same mode), schema included, under a temporary name and
+    /// then linked into place, so that a crash never leaves an empty file at `path`; group and other permissions found on an
     /// existing store's files are removed. An existing file that is empty or an SQLite database without
     /// FieldSync's schema is refused (`.badDatabase`) and left untouched: it is never initialised.
     public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
@@ -143,9 +144,10 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         if checkpointDirectory != nil { try checkCheckpoint() }
     }
 
-    /// Checks the store's files before SQLite opens them (see `init`); creates a missing store file
-    /// with mode 0600 when `create`.
-    /// - Returns: whether the file was created now.
+    /// Checks the store's files before SQLite opens them (see `init`); creates a missing store (mode
+    /// 0600, schema in place) when `create`.
+    /// - Returns: whether SQLite may skip the check that the file holds FieldSync's schema (never, now:
+    ///   a store created here has it).
     static func prepareFile(_ path: String, create: Bool) throws -> Bool {
         for suffix in ["-wal", "-shm", "-journal"] {
             var st = stat()
@@ -162,10 +164,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             guard create else {
                 throw StoreError(.ioError, "no store at \(path); this command only reads a store and does not create one: check --store")
             }
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw StoreError(.ioError, "cannot create \(path): \(String(cString: strerror(errno)))") }
-            close(fd)
-            return true
+            try createAtomically(path)
+            return try prepareFile(path, create: false)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
             throw StoreError(.ioError, "\(path) is \(kind(st.st_mode)), not a store file; FieldSync does not follow symbolic links "
@@ -179,6 +179,35 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
         if st.st_mode & 0o077 != 0 { _ = chmod(path, st.st_mode & 0o700) }
         return false
+    }
+
+    /// Creates an empty store at `path` all at once: the schema is written to a 0600 file beside it,
+    /// which is then linked to `path` (never replacing a file that appeared meanwhile). A crash leaves
+    /// either no store or a complete one, never an empty file at `path` (which would be refused), at
+    /// worst a `PATH.new-PID` file to delete.
+    private static func createAtomically(_ path: String) throws {
+        let tmp = "\(path).new-\(getpid())"
+        func removeTemporary() { for suffix in ["", "-wal", "-shm", "-journal"] { unlink(tmp + suffix) } }
+        removeTemporary()
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError(.ioError, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        close(fd)
+        do {
+            let q = try DatabaseQueue(path: tmp)
+            try q.writeWithoutTransaction { db in _ = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL") }
+            try migrator.migrate(q)
+            try q.close()
+        } catch let e as DatabaseError {
+            removeTemporary()
+            throw translate(e, path: path)
+        } catch {
+            removeTemporary()
+            throw error
+        }
+        defer { removeTemporary() }
+        guard link(tmp, path) == 0 || errno == EEXIST else {
+            throw StoreError(.ioError, "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     private static func kind(_ mode: mode_t) -> String {
