@@ -393,8 +393,9 @@ struct CLIHostileInputTests {
         #expect(mode == 0o600, "mode \(String(mode ?? 0, radix: 8))")
     }
 
-    /// Runs the binary and returns its exit status and peak resident memory (KiB), measured by
-    /// `wait4` for that process alone.
+    /// Runs the binary and returns its exit status and peak resident memory (KiB): the child's own
+    /// `VmHWM` (/proc/PID/status), read every 10 ms until it exits. (`wait4`'s `ru_maxrss` is no good
+    /// here: Linux carries the spawning process's high-water mark into the child at exec.)
     static func peakMemory(_ args: [String], in dir: String) throws -> (status: Int32, maxRSSKiB: Int) {
         var pid: pid_t = 0
         var actions = posix_spawn_file_actions_t()
@@ -411,9 +412,19 @@ struct CLIHostileInputTests {
         _ = FileManager.default.changeCurrentDirectoryPath(cwd)
         guard rc == 0 else { throw SetupFailed(step: full, stderr: "posix_spawn: \(rc)") }
         var status: Int32 = 0
-        var usage = rusage()
-        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
-        return ((status >> 8) & 0xff, usage.ru_maxrss)
+        var peak = 0
+        while true {
+            if let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+               let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") {
+                peak = max(peak, kib)
+            }
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { break }
+            usleep(10_000)
+        }
+        return ((status >> 8) & 0xff, peak)
     }
 
     /// Before the fix the import held every row, every edit and every change at once (100,000 rows:
