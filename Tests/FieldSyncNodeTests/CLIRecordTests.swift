@@ -396,7 +396,7 @@ struct CLIHostileInputTests {
     /// Runs the binary and returns its exit status and peak resident memory (KiB): the child's own
     /// `VmHWM` (/proc/PID/status), read every 10 ms until it exits. (`wait4`'s `ru_maxrss` is no good
     /// here: Linux carries the spawning process's high-water mark into the child at exec.)
-    static func peakMemory(_ args: [String], in dir: String) throws -> (status: Int32, maxRSSKiB: Int) {
+    static func peakMemory(_ args: [String]) throws -> (status: Int32, maxRSSKiB: Int) {
         var pid: pid_t = 0
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -406,10 +406,8 @@ struct CLIHostileInputTests {
         let full = [RecordCLI.binary!] + args
         var argv: [UnsafeMutablePointer<CChar>?] = full.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
-        let cwd = FileManager.default.currentDirectoryPath
-        #expect(FileManager.default.changeCurrentDirectoryPath(dir))
+        // Absolute paths only: changing this process's directory would race with the other tests.
         let rc = posix_spawn(&pid, RecordCLI.binary!, &actions, nil, &argv, environ)
-        _ = FileManager.default.changeCurrentDirectoryPath(cwd)
         guard rc == 0 else { throw SetupFailed(step: full, stderr: "posix_spawn: \(rc)") }
         var status: Int32 = 0
         var peak = 0
@@ -445,8 +443,10 @@ struct CLIHostileInputTests {
         // Both files are larger than one transaction (8 changes of about 265 of these rows each), so the
         // difference is what grows with the file.
         let small = file(3_000), large = file(15_000)
-        let a = try Self.peakMemory(["import", small] + cli.node, in: cli.dir)
-        let b = try Self.peakMemory(["import", large] + cli.node, in: cli.dir)
+        let node = ["--dir", cli.path(cli.device), "--key-file", cli.path("\(cli.device).key"), "--store", cli.path(cli.store),
+                    "--epoch-key-file", cli.path("station.epochkey")]
+        let a = try Self.peakMemory(["import", cli.path(small)] + node)
+        let b = try Self.peakMemory(["import", cli.path(large)] + node)
         #expect(a.status == 0 && b.status == 0)
         print("csv import peak RSS: 3,000 rows \(a.maxRSSKiB) KiB, 15,000 rows \(b.maxRSSKiB) KiB")
         // Before: about 5.5 KB a row (12,000 more rows: +64 MB). Now: SQLite's page cache (at most 16 MiB) and the ids seen.
