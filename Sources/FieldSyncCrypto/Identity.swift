@@ -266,6 +266,13 @@ public struct Certificate: Hashable, Sendable, CanonicalCodable, CustomStringCon
         if time > notAfter &+ skew { throw IdentityError(.expired, "certificate \(subject) expired at \(notAfter), now \(time)") }
     }
 
+    /// Whether this certificate was issued later than `other` (a renewal or re-enrollment of the same key):
+    /// later `notBefore`, then later `notAfter`, then higher serial. The newest valid certificate of a
+    /// device is the one it presents.
+    public func isNewer(than other: Certificate) -> Bool {
+        (notBefore, notAfter, serial) > (other.notBefore, other.notAfter, other.serial)
+    }
+
     /// A short summary (kind, subject, role, scopes, issuer); no key material beyond the public ids.
     public var description: String {
         "\(kind == .device ? "device" : "authority") \(subject) role=\(role) scopes=\(scopes.map(\.path).joined(separator: ",")) valid=\(notBefore)...\(notAfter) serial=\(serial) issuer=\(issuer)"
@@ -464,6 +471,47 @@ public struct Authority: Sendable {
     }
 }
 
+extension Authority {
+    /// Renews (or re-enrolls) a certificate this authority issued: the same keys, a new validity window,
+    /// and the same role and scopes unless new ones are given, within the authority's bounds exactly as
+    /// for ``enroll(_:role:scopes:notBefore:notAfter:serial:)`` (device certificates) or
+    /// ``delegate(_:scopes:notBefore:notAfter:serial:)`` (authority certificates, root only). The old
+    /// certificate may have expired (that is when renewals are usually needed); it proves the binding of
+    /// the keys because this authority's own signature on it is checked.
+    ///
+    /// ```swift
+    /// let renewed = try hq.renew(old, notBefore: now, notAfter: now + 30 * day, serial: 2)
+    /// ```
+    /// - Throws: `unknownAuthority` if another authority issued `certificate`, `badSignature` if this
+    ///   authority's signature on it does not verify, `roleEscalation`/`scopeEscalation` outside the
+    ///   authority's bounds, `invalid` for an inverted window.
+    public func renew(_ certificate: Certificate, role: Role? = nil, scopes: [Scope]? = nil, notBefore: UInt64, notAfter: UInt64,
+                      serial: UInt64) throws(IdentityError) -> Certificate {
+        guard certificate.issuer == keyID else {
+            throw IdentityError(.unknownAuthority, "certificate \(certificate.subject) was issued by \(certificate.issuer), not by this authority \(keyID)")
+        }
+        try certificate.verifySignature(issuerKey: signingKey.publicKey)
+        let role = role ?? certificate.role
+        let scopes = scopes ?? certificate.scopes
+        switch certificate.kind {
+        case .device:
+            if let own = self.certificate {
+                guard role != .hq, role != .county else {
+                    throw IdentityError(.roleEscalation, "a county authority may not issue role \(role)")
+                }
+                guard Scope.all(scopes, within: own.scopes) else {
+                    throw IdentityError(.scopeEscalation, "scopes \(scopes.map(\.path)) exceed the authority's \(own.scopes.map(\.path))")
+                }
+            }
+        case .authority:
+            guard isRoot else { throw IdentityError(.roleEscalation, "only the HQ root may renew authority certificates") }
+            guard role == .county else { throw IdentityError(.roleEscalation, "delegated authorities must have role county") }
+        }
+        return try Certificate(kind: certificate.kind, signingKey: certificate.signingKey, agreementKey: certificate.agreementKey,
+                               role: role, scopes: scopes, notBefore: notBefore, notAfter: notAfter, serial: serial, issuer: signingKey)
+    }
+}
+
 extension Scope {
     /// Whether each of `child` lies within some scope of `parent`.
     public static func all(_ child: [Scope], within parent: [Scope]) -> Bool { scopes(child, within: parent) }
@@ -476,12 +524,18 @@ public struct TrustStore: Sendable {
     public let root: Ed25519.PublicKey
     /// Key id of the root.
     public let rootID: DeviceID
-    /// Known delegated authority certificates by key id (verified on insertion, re-checked on use).
+    /// Known delegated authority certificates by key id: the newest of each key (see ``Certificate/isNewer(than:)``),
+    /// verified on insertion, validity re-checked on use.
     public private(set) var authorities: [DeviceID: Certificate] = [:]
+    /// Every delegated authority certificate learned, by key id, in the order learned: a renewed authority
+    /// keeps its key, and what its devices signed while an older certificate was valid is judged against that one.
+    public private(set) var authorityCertificates: [DeviceID: [Certificate]] = [:]
     /// Known revocations (grow-only).
     public var revocations = RevocationList()
     /// Tolerance for clock skew when checking validity windows, in ms (default 5 minutes).
     public var clockSkewMilliseconds: UInt64
+    /// Most certificates kept per authority key (renewals); further ones are refused as `invalid`.
+    public static let maxCertificatesPerAuthority = 16
 
     /// Creates a store pinning `root`.
     public init(root: Ed25519.PublicKey, clockSkewMilliseconds: UInt64 = 5 * 60 * 1000) {
@@ -490,21 +544,38 @@ public struct TrustStore: Sendable {
         self.clockSkewMilliseconds = clockSkewMilliseconds
     }
 
-    /// Adds a delegated authority certificate after checking it against the root at `now`.
+    /// Adds a delegated authority certificate after checking it against the root at `now` (what an operator
+    /// imports: it must be valid today).
     /// - Throws: any ``IdentityError`` of the check.
     public mutating func addAuthority(_ certificate: Certificate, now: UInt64) throws(IdentityError) {
         try verifyAuthority(certificate, at: now)
-        authorities[certificate.subject] = certificate
+        try insertAuthority(certificate)
     }
 
-    /// Adds a delegated authority certificate after the checks that do not depend on time (kind, role,
-    /// issued by the root, id, signature). Its validity window is checked on each use, at the time of
-    /// the act being verified (a change's HLC, a grant's `issuedAt`, a revocation's `revokedAt`, or
-    /// now for a session), so a device whose issuer has expired can still read what it holds.
-    /// - Throws: any ``IdentityError`` of the check.
-    public mutating func addAuthority(_ certificate: Certificate) throws(IdentityError) {
+    /// Learns a delegated authority certificate that travelled in a certificate chain (a handshake, a batch, a
+    /// store, a keystore): only the checks that do not depend on time are made here (kind, role, issued by
+    /// the root, id, signature); validity is checked where the certificate is used, at the time that matters
+    /// (now for a handshake, the change's HLC for a change). An expired authority certificate is still
+    /// learned: changes its devices signed while it was valid stay verifiable.
+    /// - Returns: whether it was new.
+    /// - Throws: any ``IdentityError`` of the static checks (a forged or foreign authority certificate).
+    @discardableResult
+    public mutating func learnAuthority(_ certificate: Certificate) throws(IdentityError) -> Bool {
+        if authorityCertificates[certificate.subject]?.contains(certificate) == true { return false }  // checked when learned
         try verifyAuthorityStatic(certificate)
-        authorities[certificate.subject] = certificate
+        return try insertAuthority(certificate)
+    }
+
+    @discardableResult
+    private mutating func insertAuthority(_ c: Certificate) throws(IdentityError) -> Bool {
+        if authorityCertificates[c.subject]?.contains(c) == true { return false }
+        guard (authorityCertificates[c.subject]?.count ?? 0) < Self.maxCertificatesPerAuthority else {
+            throw IdentityError(.invalid, "authority \(c.subject) already has \(Self.maxCertificatesPerAuthority) certificates")
+        }
+        authorityCertificates[c.subject, default: []].append(c)
+        if let current = authorities[c.subject], !c.isNewer(than: current) { return true }
+        authorities[c.subject] = c
+        return true
     }
 
     /// Checks an authority certificate: kind, role county, issued by the root, id, signature, validity.
@@ -539,13 +610,11 @@ public struct TrustStore: Sendable {
     /// Checks everything about a device certificate that does not depend on time: kind, id, issuer,
     /// the issuing authority's certificate and signature, the certificate's signature, and the role and
     /// scope bounds of a county authority. Verify once per peer, then check each change against the
-    /// result (one Ed25519 verification per change instead of two or three).
+    /// result (one Ed25519 verification per change instead of two or three). The issuing authority's
+    /// newest certificate is used; ``certifiedAll(_:)`` gives one result per known authority certificate.
     /// - Throws: the first ``IdentityError`` found.
     public func certified(_ c: Certificate) throws(IdentityError) -> VerifiedCertificate {
-        guard c.kind == .device else { throw IdentityError(.wrongKind, "\(c.subject) is not a device certificate") }
-        guard DeviceID(signingKey: c.signingKey) == c.subject else {
-            throw IdentityError(.deviceIDMismatch, "certificate subject \(c.subject) is not the id of its signing key")
-        }
+        try checkDeviceStatic(c)
         if c.issuer == rootID {
             try c.verifySignature(issuerKey: root)
             return VerifiedCertificate(certificate: c, authority: nil)
@@ -553,6 +622,30 @@ public struct TrustStore: Sendable {
         guard let a = authorities[c.issuer] else {
             throw IdentityError(.unknownAuthority, "issuer \(c.issuer) is not the root nor a known authority")
         }
+        return try certified(c, under: a)
+    }
+
+    /// ``certified(_:)`` once per known certificate of the issuing authority (a renewed authority has
+    /// several; each bounds the device certificate in its own validity window), newest authority first.
+    /// - Throws: the error of the newest authority certificate when none of them certifies `c`.
+    public func certifiedAll(_ c: Certificate) throws(IdentityError) -> [VerifiedCertificate] {
+        let newest = try certified(c)
+        guard c.issuer != rootID, let all = authorityCertificates[c.issuer], all.count > 1 else { return [newest] }
+        var out = [newest]
+        for a in all where a != newest.authority {
+            if let v = try? certified(c, under: a) { out.append(v) }
+        }
+        return out
+    }
+
+    private func checkDeviceStatic(_ c: Certificate) throws(IdentityError) {
+        guard c.kind == .device else { throw IdentityError(.wrongKind, "\(c.subject) is not a device certificate") }
+        guard DeviceID(signingKey: c.signingKey) == c.subject else {
+            throw IdentityError(.deviceIDMismatch, "certificate subject \(c.subject) is not the id of its signing key")
+        }
+    }
+
+    private func certified(_ c: Certificate, under a: Certificate) throws(IdentityError) -> VerifiedCertificate {
         try verifyAuthorityStatic(a)
         try c.verifySignature(issuerKey: a.signingKey)
         guard c.role != .hq, c.role != .county else {
@@ -564,10 +657,13 @@ public struct TrustStore: Sendable {
         return VerifiedCertificate(certificate: c, authority: a)
     }
 
-    /// Verifies a device certificate's chain at `time`, ignoring revocation (see ``verify(_:now:)``).
-    /// - Throws: the first ``IdentityError`` found.
+    /// Verifies a device certificate's chain at `time`, ignoring revocation (see ``verify(_:now:)``): it
+    /// passes if one known certificate of its issuing authority certifies it and both are valid at `time`.
+    /// - Throws: the first ``IdentityError`` found (for the newest authority certificate).
     public func verifyChain(_ c: Certificate, at time: UInt64) throws(IdentityError) {
-        try certified(c).checkValidity(at: time, skew: clockSkewMilliseconds)
+        let all = try certifiedAll(c)
+        for v in all.dropFirst() where (try? v.checkValidity(at: time, skew: clockSkewMilliseconds)) != nil { return }
+        try all[0].checkValidity(at: time, skew: clockSkewMilliseconds)
     }
 
     /// Verifies a device certificate at `now` including revocation: a certificate with a revocation in
@@ -609,6 +705,27 @@ public struct TrustStore: Sendable {
     public func isRevoked(_ c: Certificate, at time: HLCTimestamp) -> Bool {
         guard let r = revocation(of: c) else { return false }
         return time > r.revokedAt
+    }
+
+    /// Verifies a device certificate presented with its chain (Protocols/handshake.md §3): the issuing
+    /// authority's certificate, when the issuer is not the root. The chain is checked against the root
+    /// (``learnAuthority(_:)``) before the device certificate is checked against it at `now`; a chain that
+    /// does not verify, names another issuer, or is longer than one certificate is refused.
+    /// - Returns: this trust store with the chain's authority learned (for the caller to keep or drop).
+    /// - Throws: the first ``IdentityError`` found.
+    @discardableResult
+    public func verify(_ c: Certificate, chain: [Certificate], now: UInt64) throws(IdentityError) -> TrustStore {
+        var t = self
+        if !chain.isEmpty {
+            guard chain.count == 1 else { throw IdentityError(.chainTooDeep, "a chain carries at most the issuing authority's certificate") }
+            guard c.issuer != rootID else { throw IdentityError(.invalid, "certificate \(c.subject) is issued by the root; its chain must be empty") }
+            guard chain[0].subject == c.issuer else {
+                throw IdentityError(.unknownAuthority, "chain certificate \(chain[0].subject) is not the issuer \(c.issuer) of \(c.subject)")
+            }
+            try t.learnAuthority(chain[0])
+        }
+        try t.verify(c, now: now)
+        return t
     }
 }
 

@@ -7,14 +7,28 @@ public struct DeviceIdentity: Sendable {
     public let signingKey: Ed25519.SecretKey
     /// X25519 key (Noise static key; epoch keys are sealed to it).
     public let agreementKey: X25519.SecretKey
-    /// The certificate an authority issued for these keys.
+    /// The certificate an authority issued for these keys: the newest one (after a renewal, the renewed
+    /// one). It is the certificate presented in handshakes.
     public let certificate: Certificate
+    /// The issuing county authority's certificate(s) when the issuer is not the root (the keystore's
+    /// chain, Protocols/identity.md §6); empty for a root-issued device. The handshake presents the
+    /// newest one whose key issued `certificate`.
+    public let chain: [Certificate]
 
     /// Bundles an identity.
-    public init(signingKey: Ed25519.SecretKey, agreementKey: X25519.SecretKey, certificate: Certificate) {
+    public init(signingKey: Ed25519.SecretKey, agreementKey: X25519.SecretKey, certificate: Certificate, chain: [Certificate] = []) {
         self.signingKey = signingKey
         self.agreementKey = agreementKey
         self.certificate = certificate
+        self.chain = chain
+    }
+
+    /// The chain presented with `certificate` in a handshake: the newest authority certificate of its
+    /// issuer, or nothing for a root-issued certificate.
+    public var presentedChain: [Certificate] {
+        let issuers = chain.filter { $0.kind == .authority && $0.subject == certificate.issuer }
+        guard let newest = issuers.max(by: { $1.isNewer(than: $0) }) else { return [] }
+        return [newest]
     }
 
     /// The device id.
@@ -73,22 +87,41 @@ public struct PreparedChange: Sendable {
 public struct ChangeVerifier: Sendable {
     /// Trust anchors and revocations.
     public let trust: TrustStore
-    /// Known certificates by device, their signatures already checked.
+    /// Known certificates by device, their signatures already checked: the newest of each device.
     public let certificates: [DeviceID: VerifiedCertificate]
     /// Epoch keys to open payloads with (empty for a relay).
     public let keys: [EpochKey]
     /// Schemas to validate edits with.
     public let schemas: SchemaRegistry
+    /// Every known certificate of the devices that have more than one (renewed or re-enrolled: same key,
+    /// other validity, role or scopes), each with its issuing authority's certificate.
+    public var renewals: [DeviceID: [VerifiedCertificate]] = [:]
 
-    /// The outcome of verifying `change` at `now` (ms since the Unix epoch).
+    /// The outcome of verifying `change` at `now` (ms since the Unix epoch). A change is checked against
+    /// a certificate of its author valid at its write time (HLC): with several, those valid then are tried
+    /// first (newest first), and it is accepted if one passes every check.
     public func verify(_ change: Change, now: UInt64) -> IngestOutcome {
         guard let cert = certificates[change.header.author] else { return .unknownAuthor }
-        do {
-            try change.verify(author: cert, trust: trust, now: now)
-            return .accepted
-        } catch {
-            return Self.outcome(of: error, change)
+        guard let all = renewals[change.header.author], all.count > 1 else {
+            do {
+                try change.verify(author: cert, trust: trust, now: now)
+                return .accepted
+            } catch {
+                return Self.outcome(of: error, change)
+            }
         }
+        let at = change.header.hlc.milliseconds, skew = trust.clockSkewMilliseconds
+        let validThen = all.filter { (try? $0.checkValidity(at: at, skew: skew)) != nil }
+        var firstError: ChangeError?
+        for candidate in validThen.isEmpty ? [cert] : validThen {
+            do {
+                try change.verify(author: candidate, trust: trust, now: now)
+                return .accepted
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+        }
+        return Self.outcome(of: firstError!, change)
     }
 
     /// The outcome for a verification failure. A key grant signed by a county authority this node does
@@ -175,8 +208,16 @@ public final class Replicator {
     /// Schemas for validating decrypted edits.
     public let schemas: SchemaRegistry
     /// Known certificates by device (own, peers', authors of changes held), signatures checked once
-    /// when learned (`TrustStore.certified`); validity is checked per change at its HLC.
+    /// when learned (`TrustStore.certified`); validity is checked per change at its HLC. The newest
+    /// certificate of each device (``Certificate/isNewer(than:)``); all of them are in `allCertificates`.
     public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:]
+    /// Every known certificate of each device (renewals and re-enrollments of the same key), each with
+    /// its issuing authority's certificate (one entry per known authority certificate).
+    public private(set) var allCertificates: [DeviceID: [VerifiedCertificate]] = [:]
+    /// The device certificates learned, by device, in the order learned.
+    private var deviceCertificates: [DeviceID: [Certificate]] = [:]
+    /// Most certificates kept per device (renewals); further ones are not learned.
+    public static let maxCertificatesPerDevice = 32
     /// Epoch keys this device holds, by scope, newest last.
     public private(set) var keys: [Scope: [EpochKey]] = [:] {
         didSet { sortedKeys = nil }
@@ -186,8 +227,14 @@ public final class Replicator {
     public var archiveKey: X25519.PublicKey?
     /// The hybrid logical clock.
     public private(set) var clock: HybridLogicalClock
-    /// Authors whose certificate the store already keeps (so each is written once).
-    private var keptCertificates: Set<DeviceID> = []
+    /// Certificates the store already keeps (so each is written once).
+    private var keptCertificates: Set<Certificate> = []
+    /// How many authority certificates the store keeps (compared with the trust store's per ingest).
+    private var keptAuthorityCount = 0
+    /// Authors whose every known certificate (and issuing authority's) the store keeps.
+    private var fullyKept: Set<DeviceID> = []
+    /// `allCertificates` of the devices with more than one (what `ChangeVerifier.renewals` needs).
+    private var renewed: [DeviceID: [VerifiedCertificate]] = [:]
     /// A verification cache shared with other replicators in the same process (simulators only; nil,
     /// the default, verifies everything here). Outcomes are the same either way (`VerificationCache`).
     public var verificationCache: VerificationCache?
@@ -206,7 +253,7 @@ public final class Replicator {
         self.store = store
         self.schemas = schemas
         self.clock = clock
-        if let own = try? trust.certified(identity.certificate) { certificates[identity.id] = own }
+        learn(certificates: identity.chain + [identity.certificate], now: 0)
     }
 
     // MARK: Certificates and keys
@@ -246,21 +293,76 @@ public final class Replicator {
         return restored
     }
 
-    /// Adds certificates received from a peer, keeping only those that verify now.
-    /// - Returns: how many were new.
+    /// Adds certificates received from a peer (or read back from the store): delegated authority
+    /// certificates first (checked against the root, `TrustStore.learnAuthority`), then device
+    /// certificates, keeping those whose signatures and issuer bounds check. Validity is not judged here:
+    /// a change is checked against a certificate of its author valid at its write time, so an expired
+    /// certificate is kept for the changes signed under it, and a renewal of a known device is added next
+    /// to the certificates it already has.
+    /// - Parameter now: unused (validity is checked per change); kept for source compatibility.
+    /// - Returns: how many device certificates were new.
     @discardableResult
     public func learn(certificates incoming: [Certificate], now: UInt64) -> Int {
-        var added = 0
-        for c in incoming where certificates[c.subject] == nil {
-            // Signatures and issuer bounds are checked once here; validity is checked at each change's time.
-            let checked: VerifiedCertificate?
-            if let cache = verificationCache { checked = try? cache.certified(c, trust: trust) } else { checked = try? trust.certified(c) }
-            if let verified = checked {
-                certificates[c.subject] = verified
-                added += 1
+        var newIssuers: Set<DeviceID> = []
+        for a in incoming where a.kind == .authority {
+            if (try? trust.learnAuthority(a)) == true { newIssuers.insert(a.subject) }
+        }
+        if !newIssuers.isEmpty {
+            // A newly learned authority certificate may certify devices already known (or refused before).
+            for (subject, certs) in deviceCertificates where certs.contains(where: { newIssuers.contains($0.issuer) }) {
+                recertify(subject)
             }
         }
+        var added = 0
+        for c in incoming where c.kind == .device {
+            if deviceCertificates[c.subject]?.contains(c) == true { continue }
+            guard (deviceCertificates[c.subject]?.count ?? 0) < Self.maxCertificatesPerDevice else { continue }
+            // Signatures and issuer bounds are checked once here; validity is checked at each change's time.
+            let checked: [VerifiedCertificate]
+            if let cache = verificationCache, c.issuer == trust.rootID {
+                checked = (try? cache.certified(c, trust: trust)).map { [$0] } ?? []
+            } else {
+                checked = (try? trust.certifiedAll(c)) ?? []
+            }
+            guard !checked.isEmpty else { continue }
+            deviceCertificates[c.subject, default: []].append(c)
+            if allCertificates[c.subject] == nil && checked.count == 1 {
+                allCertificates[c.subject] = checked
+                certificates[c.subject] = checked[0]
+            } else {
+                recertify(c.subject)
+            }
+            fullyKept.remove(c.subject)
+            added += 1
+        }
         return added
+    }
+
+    /// Recomputes the verified certificates of `subject` from its device certificates and the authority
+    /// certificates known now.
+    private func recertify(_ subject: DeviceID) {
+        var all: [VerifiedCertificate] = []
+        for c in deviceCertificates[subject] ?? [] { all += (try? trust.certifiedAll(c)) ?? [] }
+        guard !all.isEmpty else { return }
+        all.sort { a, b in
+            if a.certificate != b.certificate { return a.certificate.isNewer(than: b.certificate) }
+            if let x = a.authority, let y = b.authority { return x.isNewer(than: y) }
+            return false
+        }
+        allCertificates[subject] = all
+        certificates[subject] = all[0]
+        renewed[subject] = all.count > 1 ? all : nil
+        fullyKept.remove(subject)
+    }
+
+    /// The certificates a peer needs to verify changes of `author`: the authority certificates of their
+    /// issuers (first), then every known certificate of the author, newest first.
+    public func certificateChain(of author: DeviceID) -> [Certificate] {
+        guard let all = allCertificates[author] else { return [] }
+        var out: [Certificate] = []
+        for v in all { if let a = v.authority, !out.contains(a) { out.append(a) } }
+        for v in all where !out.contains(v.certificate) { out.append(v.certificate) }
+        return out
     }
 
     /// Adds an epoch key this device holds (from its keystore, or opened from a grant). Two different
@@ -546,7 +648,8 @@ public final class Replicator {
     /// A snapshot of what verification and opening need (trust anchors, revocations, certificates,
     /// keys, schemas), safe to use from other threads.
     public func verifier() -> ChangeVerifier {
-        ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas)
+        ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas,
+                       renewals: renewed)
     }
 
     /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.
@@ -554,6 +657,7 @@ public final class Replicator {
     public func ingest(prepared: [PreparedChange], now: UInt64) throws -> IngestReport {
         var report = IngestReport()
         var batch = CommitBatch()
+        var keptAuthors: Set<DeviceID> = []
         var newKeys: [EpochKey] = []
         for p in prepared {
             let change = p.change
@@ -565,8 +669,11 @@ public final class Replicator {
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType.rawValue,
                                       priority: h.priority.rawValue, bytes: change.encodedBytes)
             batch.changes.append(stored)
-            if !keptCertificates.contains(h.author), !batch.certificates.contains(where: { $0.subject == h.author }) {
-                batch.certificates.append(cert)
+            if !fullyKept.contains(h.author) {
+                for c in certificateChain(of: h.author) where !keptCertificates.contains(c) && !batch.certificates.contains(c) {
+                    batch.certificates.append(c)
+                }
+                keptAuthors.insert(h.author)
             }
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             switch h.contentType {
@@ -599,9 +706,19 @@ public final class Replicator {
                 report.heldSealed += 1  // unknown types are carried, not interpreted
             }
         }
+        // Authority certificates learned (from chains, batches or control changes) are kept too, so that
+        // a restarted node still verifies county-signed grants and revocations and forwards them.
+        let authorityCount = trust.authorityCertificates.values.reduce(0) { $0 + $1.count }
+        if authorityCount > keptAuthorityCount {
+            for a in trust.authorityCertificates.values.joined() where !keptCertificates.contains(a) && !batch.certificates.contains(a) {
+                batch.certificates.append(a)
+            }
+        }
         report.commit = try store.commit(batch)
         forksRecorded += report.commit.forksRecorded
-        keptCertificates.formUnion(batch.certificates.map(\.subject))
+        keptAuthorityCount = authorityCount
+        keptCertificates.formUnion(batch.certificates)
+        fullyKept.formUnion(keptAuthors)
         for k in newKeys where !(keys[k.scope]?.contains { $0.isSameKey(as: k) } ?? false) {
             addKey(k)
             report.keysLearned += 1
@@ -620,7 +737,7 @@ public final class Replicator {
     @discardableResult
     public func restoreCertificates(now: UInt64) throws -> Int {
         let kept = try store.certificates()
-        keptCertificates.formUnion(kept.map(\.subject))
+        keptCertificates.formUnion(kept)
         return learn(certificates: kept, now: now)
     }
 
@@ -670,17 +787,28 @@ public final class Replicator {
     /// - Throws: only store errors.
     public func ingest(forkProof proof: ForkProof, certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestOutcome {
         if !incoming.isEmpty { learn(certificates: incoming, now: now) }
-        guard let cert = certificates[proof.author]?.certificate else { return .unknownAuthor }
-        do { try proof.verify(authorCertificate: cert, trust: trust, now: now) } catch {
-            return .rejected(error.code, error.description)
+        guard let newest = certificates[proof.author]?.certificate else { return .unknownAuthor }
+        // A renewed author: the proof verifies if both changes verify under one of its certificates.
+        var candidates = [newest]
+        for v in allCertificates[proof.author] ?? [] where !candidates.contains(v.certificate) { candidates.append(v.certificate) }
+        var firstError: ChangeError?
+        for cert in candidates {
+            do {
+                try proof.verify(authorCertificate: cert, trust: trust, now: now)
+                firstError = nil
+                break
+            } catch {
+                if firstError == nil { firstError = error }
+            }
         }
+        if let firstError { return .rejected(firstError.code, firstError.description) }
         let a = StoredChange(proof.first), b = StoredChange(proof.second)
         let heldB = try store.hash(b.log, seq: b.seq) == b.hash
         let evidence = heldB ? ForkEvidence(kept: b, conflicting: a) : ForkEvidence(kept: a, conflicting: b)
         var batch = CommitBatch(forks: [evidence])
-        if !keptCertificates.contains(cert.subject) { batch.certificates = [cert] }
+        batch.certificates = certificateChain(of: proof.author).filter { !keptCertificates.contains($0) }
         let report = try store.commit(batch)
-        keptCertificates.insert(cert.subject)
+        keptCertificates.formUnion(batch.certificates)
         forksRecorded += report.forksRecorded
         return .accepted
     }

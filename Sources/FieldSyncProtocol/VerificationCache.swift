@@ -49,6 +49,9 @@ public final class VerificationCache {
         let id = change.id
         let key = ChangeHashKey(id)
         let h = change.header
+        // An author with several certificates (a renewal) is checked against the one valid at the change's
+        // time: not cached.
+        if v.renewals[h.author] != nil { return v.prepare(change, now: now) }
         guard var e = entries[key], e.change.encodedBytes == change.encodedBytes else {
             misses += 1
             let p = v.prepare(change, now: now)

@@ -303,6 +303,16 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT OR IGNORE INTO store_meta(key, value) VALUES ('store_id', randomblob(16));
                 """)
         }
+        // Several certificates per subject: a renewed device keeps the certificate its older changes were
+        // signed under, and county authority certificates are kept next to the devices they issued.
+        m.registerMigration("v6-certificate-renewals") { db in
+            try db.execute(sql: """
+                CREATE TABLE certificates_v6(subject BLOB NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY(subject, bytes)) WITHOUT ROWID;
+                INSERT INTO certificates_v6(subject, bytes) SELECT subject, bytes FROM certificates;
+                DROP TABLE certificates;
+                ALTER TABLE certificates_v6 RENAME TO certificates;
+                """)
+        }
         return m
     }
 
@@ -552,7 +562,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     public func certificates() throws -> [Certificate] {
         try io {
             try db.read { db in
-                try Data.fetchAll(db, sql: "SELECT bytes FROM certificates ORDER BY subject").map { data in
+                try Data.fetchAll(db, sql: "SELECT bytes FROM certificates ORDER BY subject, bytes").map { data in
                     do { return try Certificate(canonicalBytes: [UInt8](data)) } catch {
                         throw StoreError(.badDatabase, "\(path) holds an undecodable certificate (\(error)); restore it from a peer or a backup")
                     }

@@ -9,8 +9,8 @@ import Foundation
 struct AuthorityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authority",
-        abstract: "Create certificate authorities, enroll devices, delegate county authorities, revoke devices.",
-        subcommands: [Init.self, Enroll.self, Delegate.self, Import.self, Revoke.self, Grant.self]
+        abstract: "Create certificate authorities, enroll devices, delegate county authorities, renew certificates, revoke devices.",
+        subcommands: [Init.self, Enroll.self, Delegate.self, Renew.self, Import.self, Revoke.self, Grant.self]
     )
 
     static let keystoreName = "authority.keystore"
@@ -124,6 +124,48 @@ struct AuthorityCommand: AsyncParsableCommand {
                                               serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "authority certificate")
             if json { try printJSON(certificateJSON(cert)) } else { print("delegated \(scopes.map(\.path).joined(separator: ", ")) to county authority \(cert.subject); certificate in \(out)") }
+        }
+    }
+
+    /// `authority renew CERT`: a new certificate for the same keys (renewal before or after expiry, or
+    /// re-enrollment with another role or scopes within the authority's bounds).
+    struct Renew: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Renew a certificate this authority issued: same keys, new validity (and optionally a new role or scopes).",
+            discussion: """
+                Takes the existing certificate (it may have expired) and writes a new one for the same keys. The device \
+                imports it with `fieldsync device import NEW_CERT` (a county authority with `fieldsync authority import`); \
+                its older changes stay valid under the old certificate, which every node keeps. See docs/enrollment.md.
+                """)
+
+        @Argument(help: "The certificate to renew (device or county authority certificate).") var certificate: String
+        @Option(help: "The issuing authority's directory (the authority that signed CERT).") var dir: String
+        @OptionGroup var keystore: KeystoreOptions
+        @Option(help: "New role (default: the old certificate's).") var role: String?
+        @Option(help: "New scope (repeat for several; default: the old certificate's scopes).") var scope: [String] = []
+        @Option(help: "Validity in days from now.") var days: Int = 7
+        @Option(help: "Where to write the new certificate.") var out: String
+        @Flag(help: "Print the certificate as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...3650).contains(days) else { throw ValidationError("--days must be 1...3650") }
+        }
+
+        func run() async throws {
+            let old = try Files.decode(Certificate.self, certificate, what: "certificate")
+            let newRole = try role.map(parseRole)
+            let newScopes = scope.isEmpty ? nil : try parseScopes(scope)
+            let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
+            let now = wallClockMilliseconds()
+            let cert: Certificate
+            do {
+                cert = try authority.renew(old, role: newRole, scopes: newScopes, notBefore: now,
+                                           notAfter: now + UInt64(days) * 86_400_000, serial: SecureRandom.uint64() >> 1)
+            } catch { throw CLIError("cannot renew \(certificate): \(error)") }
+            try Files.write(cert.canonicalBytes, to: out, what: "certificate")
+            if json { try printJSON(certificateJSON(cert)) } else {
+                print("renewed \(cert.kind == .device ? "device" : "county authority") \(cert.subject) as \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter) (was until \(old.notAfter)); certificate in \(out)")
+            }
         }
     }
 

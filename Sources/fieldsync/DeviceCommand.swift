@@ -73,16 +73,25 @@ struct DeviceCommand: AsyncParsableCommand {
                 let a = try Files.decode(Certificate.self, authority, what: "authority certificate")
                 try trust.addAuthority(a, now: now)
                 chain.append(a)
+            } else if contents.root == trust.root {
+                // A renewal by the same county authority: keep its certificate from the keystore.
+                for a in contents.chain where a.subject == cert.issuer && (try? trust.addAuthority(a, now: now)) != nil { chain.append(a) }
             }
             do { try trust.verify(cert, now: now) } catch {
                 throw CLIError("certificate refused: \(error)\(error.code == .unknownAuthority ? " (pass the county authority certificate with --authority, or check --root)" : "")")
             }
+            // A renewal or re-enrollment replaces the current certificate only if it is newer: importing an
+            // older one again would make the device present a certificate it had already replaced.
+            if let current = contents.certificate, current != cert, !cert.isNewer(than: current) {
+                throw CLIError("\(certificate) (valid from \(cert.notBefore)) is older than the imported certificate (valid from \(current.notBefore)); nothing changed")
+            }
+            let previous = contents.certificate
             contents.certificate = cert
             contents.chain = chain
             contents.root = trust.root
             try Keystore.write(contents, to: path, protection: try keystore.protection(creatingKeyFile: false), overwrite: true)
             if json { try printJSON(certificateJSON(cert)) } else {
-                print("device \(cert.subject) enrolled as \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter)")
+                print("device \(cert.subject) \(previous == nil ? "enrolled" : "certificate renewed"): \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter)")
             }
         }
     }

@@ -57,10 +57,11 @@ struct ReplicatorSpec: Sendable {
             throw CLIError("\(dir) is not enrolled yet: run `fieldsync device import CERT --dir \(dir) --root root.pub`")
         }
         var trust = TrustStore(root: root)
-        // Time-independent checks only: validity is judged at the time of each act (a session checks
-        // the chain at now; a stored change at its HLC), so a device whose issuer expired still reads.
-        for a in contents.chain { try trust.addAuthority(a) }
-        let identity = DeviceIdentity(signingKey: contents.signingKey, agreementKey: contents.agreementKey, certificate: certificate)
+        // Time-independent checks only: validity is judged at the time of each act (a session checks the
+        // chain at now; a stored change at its HLC), so a device whose issuer expired still reads.
+        for a in contents.chain { try trust.learnAuthority(a) }
+        let identity = DeviceIdentity(signingKey: contents.signingKey, agreementKey: contents.agreementKey, certificate: certificate,
+                                      chain: contents.chain)
         var fileKeys: [EpochKey] = []
         for f in epochKeyFiles { fileKeys += try EpochKeyFile.read(f) }
         // A relay forwards ciphertext only: it must not start with keys; only a relay takes a quota.

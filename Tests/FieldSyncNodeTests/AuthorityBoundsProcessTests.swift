@@ -143,7 +143,7 @@ struct AuthorityBoundsProcessTests {
                            to: bp.dir + "/device.keystore", protection: .keyFile(path: bp.keyFile), overwrite: true)
         // An incident it wrote ten days ago, while the county was valid.
         var trust = TrustStore(root: w.rootKey.publicKey)
-        try trust.addAuthority(countyCert)
+        try trust.learnAuthority(countyCert)
         let writer = Replicator(identity: bp.identity, trust: trust, store: MemoryStore())
         writer.addKey(w.stationKey)
         let then = now - 10 * day

@@ -19,7 +19,7 @@ struct CountyPKI {
                                        notAfter: validity.upperBound, serial: 500)
         county = try Authority(delegated: key, certificate: cert)
         var t = pki.trust
-        try t.addAuthority(cert)
+        try t.learnAuthority(cert)
         trust = t
     }
 

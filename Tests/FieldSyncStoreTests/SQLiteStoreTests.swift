@@ -139,3 +139,70 @@ enum TestKeys {
         for r in try reopened.records(RecordQuery()) { _ = try Incident(r) }  // every record decrypts and decodes
     }
 }
+
+/// Issue 12 item 4: a store keeps every certificate of a device (a renewal next to the certificate its
+/// older changes were signed under) and county authority certificates, across a reopen.
+@Suite struct CertificateRenewalStoreTests {
+    static func certificates() throws -> (Certificate, Certificate, Certificate) {
+        let root = Authority(root: Ed25519.SecretKey.generate())
+        let sk = Ed25519.SecretKey.generate(), xk = X25519.SecretKey.generate()
+        let scope = try Scope("longnan/wudu")
+        let req = try EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: .backpack, requestedScopes: [scope],
+                                        createdAt: 1, label: "bp")
+        let first = try root.enroll(req, role: .backpack, scopes: [scope], notBefore: 1_000, notAfter: 2_000, serial: 1)
+        let renewed = try root.enroll(req, role: .backpack, scopes: [scope], notBefore: 3_000, notAfter: 9_000, serial: 2)
+        let ck = Ed25519.SecretKey.generate()
+        let countyReq = try EnrollmentRequest(signingKey: ck, agreementKey: X25519.SecretKey.generate().publicKey, requestedRole: .county,
+                                              requestedScopes: [scope], createdAt: 1, label: "county")
+        let county = try root.delegate(countyReq, scopes: [scope], notBefore: 1_000, notAfter: 9_000, serial: 3)
+        return (first, renewed, county)
+    }
+
+    @Test(arguments: StoreKind.allCases) func everyCertificateOfADeviceIsKept(kind: StoreKind) throws {
+        let (first, renewed, county) = try Self.certificates()
+        let path = TestFiles.tempPath()
+        let store = try kind.make(path: path)
+        _ = try store.commit(CommitBatch(certificates: [first]))
+        _ = try store.commit(CommitBatch(certificates: [renewed, county, first]))
+        func kept(_ s: any SyncStore) throws -> Set<Certificate> { Set(try s.certificates()) }
+        #expect(try kept(store) == [first, renewed, county])
+        #expect(try store.certificates().count == 3)
+        if kind == .sqlite {
+            let reopened = try kind.make(path: path)
+            #expect(try kept(reopened) == [first, renewed, county])
+        }
+    }
+
+    /// A store created before certificate renewals (migration v3: one certificate per subject) keeps its
+    /// certificate after the upgrade and then takes a second one for the same device.
+    @Test func storeFromBeforeRenewalsIsMigrated() throws {
+        let (first, renewed, _) = try Self.certificates()
+        let path = TestFiles.tempPath()
+        do {
+            let q = try DatabaseQueue(path: path)
+            var m = DatabaseMigrator()
+            m.registerMigration("v3-only") { db in
+                try db.execute(sql: "CREATE TABLE certificates(subject BLOB PRIMARY KEY NOT NULL, bytes BLOB NOT NULL) WITHOUT ROWID")
+                try db.execute(sql: "INSERT INTO certificates(subject, bytes) VALUES (?, ?)",
+                               arguments: [Data(first.subject.raw.bytes), Data(first.canonicalBytes)])
+            }
+            try m.migrate(q)
+        }
+        // Rebuild the store's migration history as v1...v3 with that table in place.
+        let q = try DatabaseQueue(path: path)
+        try q.write { db in
+            try db.execute(sql: "DROP TABLE grdb_migrations")
+            try db.execute(sql: "ALTER TABLE certificates RENAME TO saved_certificates")
+        }
+        try SQLiteStore.migrator.migrate(q, upTo: "v3-certificates")
+        try q.write { db in
+            try db.execute(sql: "INSERT INTO certificates SELECT * FROM saved_certificates")
+            try db.execute(sql: "DROP TABLE saved_certificates")
+        }
+        try q.close()
+        let store = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        #expect(try store.certificates() == [first])
+        _ = try store.commit(CommitBatch(certificates: [renewed]))
+        #expect(Set(try store.certificates()) == [first, renewed])
+    }
+}

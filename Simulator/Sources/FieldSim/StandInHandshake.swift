@@ -74,10 +74,10 @@ struct StandInHandshake: SessionHandshaking {
         case 1:
             out = SecureRandom.bytes(32)
             block(identity.agreementKey.publicKey.bytes)
-            block(identity.certificate.canonicalBytes)
+            block(SessionHandshake.certificatePayload(identity.certificate, chain: identity.presentedChain))
         default:
             block(identity.agreementKey.publicKey.bytes)
-            block(identity.certificate.canonicalBytes)
+            block(SessionHandshake.certificatePayload(identity.certificate, chain: identity.presentedChain))
         }
         mix(out)
         index += 1
@@ -108,7 +108,8 @@ struct StandInHandshake: SessionHandshaking {
         // `TrustStore.verify(_:now:)` with the signature check done once per run.
         let (certificates, trust) = (self.certificates, self.trust)
         if let cert = try SessionHandshake.check(payload: payload, ofMessage: index - 1, remoteStatic: remoteStatic, own: identity.id,
-                                                 verify: { c throws(IdentityError) in
+                                                 verify: { c, chain throws(IdentityError) in
+            guard chain.isEmpty else { try trust.verify(c, chain: chain, now: now); return }
             try certificates.certified(c, trust: trust).checkValidity(at: now, skew: trust.clockSkewMilliseconds)
             if let r = trust.revocation(of: c) {
                 throw IdentityError(.revoked, "\(r.device) revoked at \(r.revokedAt) (\(r.reason)) by \(r.issuer)")

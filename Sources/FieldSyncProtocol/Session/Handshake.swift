@@ -81,6 +81,9 @@ public protocol SessionHandshaking {
     var handshakeHash: [UInt8] { get }
     /// The peer's verified certificate, once known.
     var peer: Certificate? { get }
+    /// The chain the peer presented with its certificate (its issuing county authority's certificate,
+    /// verified against the root), empty for a root-issued peer.
+    var peerChain: [Certificate] { get }
     /// Whether it is this side's turn to write.
     var shouldWrite: Bool { get }
     /// The next handshake message this side must send.
@@ -91,18 +94,27 @@ public protocol SessionHandshaking {
     func transport() throws(SessionError) -> NoiseTransport
 }
 
+extension SessionHandshaking {
+    /// No chain unless the handshake keeps one.
+    public var peerChain: [Certificate] { [] }
+}
+
 /// The FieldSync handshake: Noise XX with certificates in the encrypted payloads of messages 2 and 3,
 /// checked against the trust store, the revocation list and the handshake's static key.
 ///
 /// Message 1 (initiator → responder): Noise `e`, payload = `u8 version` (in clear, bound by the
-/// transcript). Message 2: `e, ee, s, es`, payload = the responder's certificate (encrypted).
-/// Message 3: `s, se`, payload = the initiator's certificate (encrypted).
+/// transcript). Message 2: `e, ee, s, es`, payload = the responder's certificate followed by its chain
+/// (encrypted). Message 3: `s, se`, payload = the initiator's certificate and chain (encrypted). The
+/// chain is the issuing county authority's certificate, or nothing for a root-issued device
+/// (Protocols/handshake.md §3).
 public struct SessionHandshake: SessionHandshaking, Sendable {
     private var noise: NoiseXX
     private let identity: DeviceIdentity
     private let trust: TrustStore
     /// The peer's verified certificate, once known.
     public private(set) var peer: Certificate?
+    /// The chain the peer presented (verified), empty for a root-issued peer.
+    public private(set) var peerChain: [Certificate] = []
 
     /// Starts a handshake.
     public init(initiator: Bool, identity: DeviceIdentity, trust: TrustStore, network: NetworkParameters,
@@ -124,11 +136,19 @@ public struct SessionHandshake: SessionHandshaking, Sendable {
         let payload: [UInt8]
         switch noise.messageIndex {
         case 0: payload = [NetworkParameters.protocolVersion]
-        default: payload = identity.certificate.canonicalBytes
+        default: payload = Self.certificatePayload(identity.certificate, chain: presentedChain)
         }
         do { return try noise.writeMessage(payload: payload) } catch {
             throw SessionError(.handshakeFailed, error.description)
         }
+    }
+
+    /// The chain this side presents: the identity's (its keystore's), or else the issuing authority's
+    /// certificate as the trust store knows it.
+    private var presentedChain: [Certificate] {
+        let own = identity.presentedChain
+        guard own.isEmpty, identity.certificate.issuer != trust.rootID, let a = trust.authorities[identity.certificate.issuer] else { return own }
+        return [a]
     }
 
     /// Whether it is this side's turn to write.
@@ -143,19 +163,36 @@ public struct SessionHandshake: SessionHandshaking, Sendable {
             throw SessionError(.handshakeFailed, error.description)
         }
         let trust = self.trust
+        var chain: [Certificate] = []
         if let cert = try Self.check(payload: payload, ofMessage: index, remoteStatic: noise.remoteStatic?.bytes, own: identity.id,
-                                     verify: { c throws(IdentityError) in try trust.verify(c, now: now) }) {
+                                     verify: { c, presented throws(IdentityError) in
+                                         try trust.verify(c, chain: presented, now: now)
+                                         chain = presented
+                                     }) {
             peer = cert
+            peerChain = chain
         }
     }
 
+    /// The payload of handshake messages 2 and 3: the certificate, then its chain (at most one authority
+    /// certificate), each self-delimiting, concatenated.
+    public static func certificatePayload(_ certificate: Certificate, chain: [Certificate]) -> [UInt8] {
+        var w = ByteWriter()
+        certificate.encode(to: &w)
+        for c in chain { c.encode(to: &w) }
+        return w.bytes
+    }
+
+    /// Most chain certificates a handshake payload may carry (the issuing authority's).
+    public static let maxChainLength = 1
+
     /// The checks on what a handshake message carries (Protocols/handshake.md): message 0 must offer this
-    /// version; messages 1 and 2 carry a certificate that must decode, pass `verify` (chain, validity,
-    /// revocation), name the handshake's static key, and not be this device's own. Shared with the
-    /// simulator's size-identical stand-in, which verifies certificates through its own cache.
+    /// version; messages 1 and 2 carry a certificate and its chain that must decode, pass `verify` (chain,
+    /// validity, revocation), name the handshake's static key, and not be this device's own. Shared with
+    /// the simulator's size-identical stand-in, which verifies certificates through its own cache.
     /// - Returns: the peer's certificate, or nil for message 0.
     public static func check(payload: [UInt8], ofMessage index: Int, remoteStatic: [UInt8]?, own: DeviceID,
-                             verify: (Certificate) throws(IdentityError) -> Void) throws(SessionError) -> Certificate? {
+                             verify: (Certificate, [Certificate]) throws(IdentityError) -> Void) throws(SessionError) -> Certificate? {
         if index == 0 {
             guard payload == [NetworkParameters.protocolVersion] else {
                 throw SessionError(.unsupportedVersion, "peer offers \(LogText.hexPrefix(payload)), this node speaks \(NetworkParameters.protocolVersion)")
@@ -163,10 +200,20 @@ public struct SessionHandshake: SessionHandshaking, Sendable {
             return nil
         }
         let cert: Certificate
-        do { cert = try Certificate(canonicalBytes: payload) } catch {
+        var chain: [Certificate] = []
+        do {
+            var r = ByteReader(payload)
+            cert = try Certificate(from: &r)
+            while !r.isAtEnd {
+                guard chain.count < maxChainLength else {
+                    throw DecodingError(.invalidValue, at: r.offset, "more than \(maxChainLength) chain certificate(s)")
+                }
+                chain.append(try Certificate(from: &r))
+            }
+        } catch {
             throw SessionError(.protocolViolation, "certificate does not decode: \(error)")
         }
-        do { try verify(cert) } catch {
+        do { try verify(cert, chain) } catch {
             throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
         }
         guard cert.agreementKey.bytes == remoteStatic else {

@@ -211,7 +211,9 @@ public final class SyncSession {
     private var nextBatchID: UInt32 = 1
     private lazy var batchLimit = config.firstBatchBytes
     private var inFlight: [UInt32: Int] = [:]  // batch id -> changes
-    private var certificatesSent: Set<DeviceID> = []
+    private var certificatesSent: Set<Certificate> = []  // device and authority certificates sent in batches
+    private var authorsCovered: Set<DeviceID> = []  // authors whose every known certificate was sent
+    private var authoritiesSent = false  // every known authority certificate went with the first control change
     private var sentDone = false
     private var peerDone = false
     private var peerLive = false
@@ -393,6 +395,7 @@ public final class SyncSession {
                 }
             }
             guard !fresh.isEmpty else { return }
+            authorsCovered = []  // certificates learned since (a renewal) are sent with the next batches
             if cursor == toSend.count {
                 toSend = []
                 cursor = 0
@@ -562,6 +565,9 @@ public final class SyncSession {
         transport = try handshake.transport()
         guard let peerCert = handshake.peer else { throw SessionError(.protocolViolation, "no peer certificate") }
         peer = peerCert
+        // The peer's certificate and chain verified at now: learned so that its changes (and those of
+        // devices its county authority issued) verify even before a batch brings them.
+        replicator.learn(certificates: handshake.peerChain + [peerCert], now: now)
         do { peerVerified = try certify(peerCert) } catch {
             throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
         }
@@ -674,11 +680,9 @@ public final class SyncSession {
             guard !proofsExchanged.contains(key), let proof = try? f.proof() else { continue }  // evicted bytes: nothing to prove with
             proofsExchanged.insert(key)
             let author = proof.author
-            var certs: [Certificate] = []
-            if !certificatesSent.contains(author), let c = replicator.certificates[author]?.certificate {
-                certs.append(c)
-                certificatesSent.insert(author)
-            }
+            // Every certificate of the author (renewals) and its issuing authority's, once per session.
+            let certs = replicator.certificateChain(of: author).filter { !certificatesSent.contains($0) }
+            certificatesSent.formUnion(certs)
             forkProofsSent += 1
             try send(.fork(certificates: certs, proof: proof))
         }
@@ -728,9 +732,7 @@ public final class SyncSession {
                 let next = toSend[cursor]
                 var extra = next.bytes.count + 4
                 let author = next.log.author
-                let needsCert = !certificatesSent.contains(author) && !certs.contains { $0.subject == author }
-                let cert = needsCert ? replicator.certificates[author]?.certificate : nil
-                if needsCert && cert == nil {
+                if replicator.certificates[author] == nil {
                     // No verified certificate of its author here: the peer could not verify it either.
                     // Live mode: the peer is not known to hold it, so a push offers it again once the
                     // certificate is known here.
@@ -741,10 +743,22 @@ public final class SyncSession {
                     }
                     continue
                 }
-                if let cert { extra += cert.canonicalBytes.count }
+                // Every known certificate of the author (renewals: the one valid at each change's write
+                // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
+                var needed = authorsCovered.contains(author) ? []
+                    : replicator.certificateChain(of: author).filter { !certificatesSent.contains($0) && !certs.contains($0) }
+                if (next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue) && !authoritiesSent {
+                    // Key grants and revocations may be signed by a county authority the peer never met
+                    // (published through HQ's log): every known authority certificate travels once, first.
+                    needed = replicator.trust.authorities.values.sorted { $0.subject < $1.subject }
+                        .filter { !certificatesSent.contains($0) && !certs.contains($0) && !needed.contains($0) } + needed
+                }
+                for c in needed { extra += c.canonicalBytes.count }
                 if !changes.isEmpty && bytes + extra > batchLimit { break }
                 cursor += 1
-                if let cert { certs.append(cert) }
+                certs += needed
+                authorsCovered.insert(author)
+                if next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue { authoritiesSent = true }
                 changes.append(next.bytes)  // sent exactly as stored and received
                 bytes += extra
             }
@@ -753,7 +767,7 @@ public final class SyncSession {
             let id = nextBatchID
             nextBatchID += 1
             inFlight[id] = changes.count
-            certs.forEach { certificatesSent.insert($0.subject) }
+            certificatesSent.formUnion(certs)
             changesSent += changes.count
             try send(.batch(id: id, certificates: certs, changes: changes))
         }

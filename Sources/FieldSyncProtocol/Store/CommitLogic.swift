@@ -48,7 +48,8 @@ public protocol StoreTransaction {
     func forks(of log: LogID) throws -> [ForkEvidence]
     /// Raises the receipt of a log (never lowers it).
     mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws
-    /// Keeps a certificate (an author of held changes); one already kept is left as it is.
+    /// Keeps a certificate (of an author of held changes, or of its issuing authority); several per
+    /// subject are kept (renewals); the same certificate twice is kept once.
     mutating func keepCertificate(_ certificate: Certificate) throws
 }
 

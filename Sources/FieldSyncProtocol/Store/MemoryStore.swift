@@ -63,7 +63,7 @@ public final class MemoryStore: SyncStore {
         var forksByLog: [LogID: [ForkEvidence]] = [:]
         var forkCount = 0
         var receipts: [LogID: UInt64] = [:]
-        var certificates: [DeviceID: Certificate] = [:]
+        var certificates: [DeviceID: [Certificate]] = [:]  // every one kept, by subject (renewals)
         var totalBytes = 0
         var heldBackTotal = 0
     }
@@ -248,7 +248,7 @@ public final class MemoryStore: SyncStore {
     public func forks() throws -> [ForkEvidence] { state.forksByLog.keys.sorted().flatMap { state.forksByLog[$0]! } }
     public func forks(of log: LogID) throws -> [ForkEvidence] { state.forksByLog[log] ?? [] }
     public func receipted(_ log: LogID) throws -> UInt64 { state.receipts[log] ?? 0 }
-    public func certificates() throws -> [Certificate] { Array(state.certificates.values) }
+    public func certificates() throws -> [Certificate] { state.certificates.values.flatMap { $0 } }
 
     public func status() throws -> StoreStatus {
         var s = StoreStatus()
@@ -290,7 +290,7 @@ extension MemoryStore.State {
             forkCount += 1
         }
         for (log, seq) in tx.receipts { receipts[log] = max(receipts[log] ?? 0, seq) }
-        for c in tx.certificates where certificates[c.subject] == nil { certificates[c.subject] = c }
+        for c in tx.certificates where !(certificates[c.subject]?.contains(c) ?? false) { certificates[c.subject, default: []].append(c) }
         totalBytes += tx.bytesDelta
         heldBackTotal += tx.heldBackDelta
     }

@@ -100,9 +100,10 @@ public struct CommitBatch: Sendable {
     public var forks: [ForkEvidence]
     /// HQ receipts learned: per log, HQ holds 1...seq.
     public var receipts: [LogID: UInt64]
-    /// Certificates of the authors of the batch's changes, kept so that a restarted node can still
-    /// verify what it holds and forward each change with its author's certificate (a relay box that
-    /// reboots must not strand what it carries).
+    /// Certificates of the authors of the batch's changes (every known one: renewals) and of their
+    /// issuing county authorities, kept so that a restarted node can still verify what it holds and
+    /// forward each change with its author's certificates (a relay box that reboots must not strand what
+    /// it carries).
     public var certificates: [Certificate]
 
     /// An empty batch.
