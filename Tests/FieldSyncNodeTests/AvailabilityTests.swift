@@ -540,11 +540,11 @@ import Glibc
         let payload = [UInt8](repeating: 0xFE, count: 65_503)
         #expect(throws: SessionError.self) {
             _ = try SessionHandshake.check(payload: payload, ofMessage: 0, remoteStatic: nil, own: DeviceID(ID128(high: 0, low: 1)),
-                                           verify: { _ in })
+                                           verify: { _, _ in })
         }
         do {
             _ = try SessionHandshake.check(payload: payload, ofMessage: 0, remoteStatic: nil, own: DeviceID(ID128(high: 0, low: 1)),
-                                           verify: { _ in })
+                                           verify: { _, _ in })
         } catch {
             #expect(error.code == .unsupportedVersion)
             #expect(error.description.count < 120 && error.description.contains("fefefefefefefefe… (65503 B)"), "\(error)")
