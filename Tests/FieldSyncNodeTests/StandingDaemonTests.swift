@@ -136,6 +136,10 @@ import Testing
         for r in [hq, a, b] { _ = try await r.daemon.shutdown(grace: .seconds(5)) }
     }
 
+    /// How long the short certificate is valid: long enough for two daemons to start, go live and carry a
+    /// record on a loaded 2-core machine running the suite in parallel (8 s was not).
+    static let shortValidity: UInt64 = 20_000
+
     /// The backpack's certificate expires while its live session is open (the station allows no clock
     /// skew here): the station cuts the session when it lapses and tells the backpack why.
     @Test(.timeLimit(.minutes(1))) func aPeerCertificateExpiringCutsTheLiveSession() async throws {
@@ -147,13 +151,13 @@ import Testing
         let req = try EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: .backpack, requestedScopes: [NodeTests.station],
                                         createdAt: now, label: "short")
         let cert = try Authority(root: pki.rootKey).enroll(req, role: .backpack, scopes: [NodeTests.station], notBefore: now - NodeTests.day,
-                                                           notAfter: now + 8_000, serial: 99)
+                                                           notAfter: now + Self.shortValidity, serial: 99)
         let strict = TrustStore(root: pki.rootKey.publicKey, clockSkewMilliseconds: 0)
         let (a, b, _) = try await Self.liveStationAndBackpack(&pki, dir: dir, stationTrust: strict,
                                                               backpack: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert))
-        #expect(Self.nowMilliseconds() < now + 8_000, "the session went live before the expiry")
-        #expect(try await DaemonTests.eventually(20) { try await LiveDaemonTests.live(a).isEmpty })
-        #expect(Self.nowMilliseconds() > now + 8_000, "not before the expiry")
+        #expect(Self.nowMilliseconds() < now + Self.shortValidity, "the session went live before the expiry")
+        #expect(try await DaemonTests.eventually(40) { try await LiveDaemonTests.live(a).isEmpty })
+        #expect(Self.nowMilliseconds() > now + Self.shortValidity, "not before the expiry")
         try await NodeTests.write(a.node, count: 1, tag: "after")
         try await Self.expectNothingMoreReaches(b, refusedFor: "not valid")
         _ = try await a.daemon.shutdown(grace: .seconds(5))

@@ -250,8 +250,13 @@ public struct NoiseTransport: Sendable {
     }
 
     /// Encrypts one message (≤ `maxPlaintext` bytes).
+    /// - Throws: `limitExceeded` for a longer message (a session fails; the process does not stop: the
+    ///   size of some reconciliation replies depends on how many logs a node holds, see
+    ///   Protocols/sync-reconciliation.md §9), `protocolViolation` if encryption fails.
     public mutating func seal(_ plaintext: [UInt8]) throws(SessionError) -> [UInt8] {
-        precondition(plaintext.count <= Self.maxPlaintext, "transport message too large")
+        guard plaintext.count <= Self.maxPlaintext else {
+            throw SessionError(.limitExceeded, "message of \(plaintext.count) bytes exceeds the transport's \(Self.maxPlaintext)")
+        }
         do {
             let out = try send.encrypt(plaintext)
             if send.nonce % Self.rekeyInterval == 0 { send.rekey() }

@@ -194,7 +194,7 @@ public final class SyncSession {
     private let replicator: Replicator
     private let config: SessionConfiguration
     private var handshake: any SessionHandshaking
-    private var transport: NoiseTransport?
+    private(set) var transport: NoiseTransport?  // internal read for tests
     private var reconciler: Reconciler?
     private var decoder = FrameDecoder()
     private var phase = Phase.handshake
