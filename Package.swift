@@ -96,16 +96,18 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool.
+        .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
-        .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore"]),
+        .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore", "FieldSyncTestSupport"]),
         .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
-        .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
+        .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport"]),
         .testTarget(
             name: "FieldSyncNodeTests",
-            dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
+            dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
-        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore"], path: "Tests/FieldSimTests"),
+        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
     ]
 )

@@ -251,6 +251,13 @@ public final class FieldSyncNode: Sendable {
     /// - Parameter progress: called on the node's loop after every read of the session with its counters
     ///   so far (changes sent, acknowledged, received; bytes; elapsed time), for a progress display.
     public func sync(host: String, port: Int, progress: (@Sendable (SessionResult) -> Void)? = nil) async throws -> SessionResult {
+        try await startSync(host: host, port: port, progress: progress).get()
+    }
+
+    /// `sync(host:port:progress:)` without Swift concurrency: the session runs on the node's loop and the
+    /// future completes there. The daemon uses this, so its sessions never wait for a thread of the
+    /// cooperative pool (which an embedding app, or a test process, may keep busy).
+    public func startSync(host: String, port: Int, progress: (@Sendable (SessionResult) -> Void)? = nil) -> EventLoopFuture<SessionResult> {
         let done = loop.makePromise(of: SessionResult.self)
         let target = PeerAddress(host: host, port: port)
         var bootstrap = ClientBootstrap(group: group)
@@ -264,14 +271,10 @@ public final class FieldSyncNode: Sendable {
                 }
             }
         }
-        do {
-            _ = try await bootstrap.connect(host: host, port: port).get()
-        } catch {
-            let e = (error as? NodeError) ?? NodeError("cannot connect to \(host):\(port): \(error)")
-            done.fail(e)
-            throw e
+        bootstrap.connect(host: host, port: port).whenFailure { error in
+            done.fail((error as? NodeError) ?? NodeError("cannot connect to \(host):\(port): \(error)"))
         }
-        return try await done.futureResult.get()
+        return done.futureResult
     }
 
     /// Connections open now (incoming and outgoing, in their handshake or live included). Call on the loop.

@@ -77,6 +77,8 @@ public final class NodeDaemon: Sendable {
         var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
         var state = "starting"
         var statusDirty = true
+        /// The session counts the status file last showed (running, live, handshakes pending).
+        var writtenCounts: [Int] = []
         var startedAt: UInt64 = 0
         var device = "", role = ""
         /// A store check requested by a session that applied changes, and the device they came from (nil
@@ -224,9 +226,7 @@ public final class NodeDaemon: Sendable {
         for address in start {
             box.value.statusDirty = true
             let node = self.node
-            let done = node.loop.makePromise(of: SessionResult.self)
-            done.completeWithTask { try await node.sync(host: address.host, port: address.port) }
-            done.futureResult.whenComplete { [self] outcome in
+            node.startSync(host: address.host, port: address.port).whenComplete { [self] outcome in
                 switch outcome {
                 case let .success(result): sessionEnded(result, address: address)
                 case let .failure(error): connectFailed(address, error: error)
@@ -457,13 +457,19 @@ public final class NodeDaemon: Sendable {
                             quarantinedChanges: s.quarantined)
     }
 
+    /// The session counts the status file shows.
+    private var sessionCounts: [Int] { [node.runningSessions, node.liveSessionCount, node.pendingHandshakes] }
+
+    /// Writes the status file if anything it shows changed, session counts included (a connection still
+    /// in its handshake shows within a second).
     private func writeStatusIfDirty() {
-        guard box.value.statusDirty else { return }
+        guard box.value.statusDirty || sessionCounts != box.value.writtenCounts else { return }
         writeStatus()
     }
 
     private func writeStatus() {
         box.value.statusDirty = false
+        box.value.writtenCounts = sessionCounts
         guard let path = options.statusPath else { return }
         do { try makeStatus().write(to: path) } catch {
             logger.error("status file not written", metadata: ["sync.error": .string("\(error)")])

@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import Foundation
 import Testing
@@ -45,7 +46,7 @@ struct CLI {
     }
 }
 
-@Suite(.enabled(if: CLI.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .enabled(if: CLI.binary != nil, "the fieldsync binary is built next to the tests"))
 struct CLITests {
     @Test func rootEnrollImportRevoke() throws {
         let cli = try CLI()

@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import Foundation
 import Testing
@@ -234,7 +235,7 @@ enum Vectors {
     }
 }
 
-@Suite struct VectorTests {
+@Suite(.ownThread) struct VectorTests {
     func check(_ name: String, _ build: () throws -> [String: Any]) throws {
         let generated = try Vectors.json(build())
         if ProcessInfo.processInfo.environment["FIELDSYNC_WRITE_VECTORS"] == "1" {

@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import Foundation
 import Testing
 
@@ -98,7 +99,7 @@ private struct SetupFailed: Error {
     var stderr: String
 }
 
-@Suite(.enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
 struct CLIRecordTests {
     @Test func incidentLifecycle() throws {
         let cli = try RecordCLI()
@@ -310,7 +311,7 @@ struct CLIRecordTests {
 
 /// Issue 13 items 5 and 6 through the binary: CSV formula neutralisation, hostile store paths, a CSV
 /// import whose memory does not grow with the file.
-@Suite(.enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
 struct CLIHostileInputTests {
     /// The cells of RFC 4180 CSV text (quoted cells, doubled quotes, CRLF rows).
     static func cells(_ csv: String) -> [[String]] {

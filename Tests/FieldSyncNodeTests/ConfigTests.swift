@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCrypto
 import FieldSyncNode
 import FieldSyncProtocol
@@ -5,7 +6,7 @@ import Foundation
 import NIOCore
 import Testing
 
-@Suite struct ConfigTests {
+@Suite(.ownThread) struct ConfigTests {
     static func decode(_ json: String) throws -> NodeConfigFile { try NodeConfigFile.decode(Data(json.utf8), source: "test.json") }
 
     static func error(_ json: String) -> ConfigError? {

@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -13,7 +14,7 @@ import Prometheus
 import Testing
 
 /// Daemons on 127.0.0.1 in one process: live push, peers added at run time, relay quota, status, drain.
-@Suite struct DaemonTests {
+@Suite(.ownThread) struct DaemonTests {
     /// A daemon with its store file and storage key (so a second "process" can open the same store).
     struct Running {
         let daemon: NodeDaemon
@@ -225,8 +226,9 @@ import Testing
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A long idle timeout: on a loaded machine the silent session must still be there when the drain starts.
+        // And a handshake deadline longer than the test, so the silent connection is certainly there.
         let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                     idle: .seconds(50))
+                                     idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120) })
         let port = try await Self.address(a).port
         // A silent client holds a session (its handshake never completes).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -263,7 +265,7 @@ import Testing
 }
 
 /// What `fieldsync status` reports of this node's own records once HQ's receipt comes back.
-@Suite struct StatusReportTests {
+@Suite(.ownThread) struct StatusReportTests {
     @Test(.timeLimit(.minutes(1))) func ownRecordsReceiptedByHQ() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
@@ -296,7 +298,7 @@ import Testing
 /// What another process writes into a running daemon's store takes effect in the daemon: a revocation
 /// published through a second connection (as `fieldsync publish` does) locks the device out of the
 /// running station without a restart.
-@Suite struct DaemonReloadTests {
+@Suite(.ownThread) struct DaemonReloadTests {
     @Test(.timeLimit(.minutes(1))) func aRevocationPublishedByAnotherProcessTakesEffectWithoutARestart() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()

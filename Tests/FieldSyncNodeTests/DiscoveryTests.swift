@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCrypto
 import FieldSyncNode
 import FieldSyncProtocol
@@ -9,7 +10,7 @@ import Testing
 /// LAN discovery over real UDP sockets on loopback: two nodes on the same beacon port find each other
 /// through the loopback broadcast address and never report themselves; a node of another network is not
 /// reported; garbage datagrams are counted and dropped.
-@Suite(.serialized) struct DiscoveryTests {
+@Suite(.ownThread, .serialized) struct DiscoveryTests {
     static let root = try! Ed25519.PublicKey(bytes: Array(repeating: 5, count: 32))
 
     final class Found: @unchecked Sendable {
@@ -109,7 +110,7 @@ import Testing
 /// The daemon with discovery: a backpack that only listens for beacons finds a relay box on the LAN
 /// (loopback broadcast here) with no peer configured, syncs with it at once, and forgets it when its
 /// beacons stop.
-@Suite struct DaemonDiscoveryTests {
+@Suite(.ownThread) struct DaemonDiscoveryTests {
     @Test(.timeLimit(.minutes(1))) func aBackpackFindsTheRelayWithNoConfiguration() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()

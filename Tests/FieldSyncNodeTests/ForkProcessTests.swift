@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
@@ -7,7 +8,7 @@ import Testing
 
 /// A backpack restored from an older copy, with real `fieldsync` processes on 127.0.0.1 (issue 12
 /// item 3, attack cases 22 and 48). The binary is required: a missing binary fails, it does not skip.
-@Suite(.serialized) struct ForkProcessTests {
+@Suite(.ownThread, .serialized) struct ForkProcessTests {
     static let village = ProcessTests.village.path
 
     func incident(_ w: ProcessWorld, _ d: ProcessWorld.Device, _ summary: String) throws {

@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -9,7 +10,7 @@ import Testing
 
 /// Live sessions in the daemon (Protocols/sync.md §4.1): the session a contact opens stays open, and
 /// later changes travel on it through `push`, without a new session. Daemons on 127.0.0.1 in one process.
-@Suite struct LiveDaemonTests {
+@Suite(.ownThread) struct LiveDaemonTests {
     typealias Running = DaemonTests.Running
 
     static func live(_ r: Running) async throws -> [LiveSession] { try await r.node.loop.submit { r.node.liveSessions }.get() }

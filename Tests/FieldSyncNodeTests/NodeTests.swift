@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -10,7 +11,7 @@ import Testing
 
 /// Real TCP on 127.0.0.1 (ephemeral ports), two nodes in one process, SQLite stores in a temporary
 /// directory. Certificates are valid around the real wall clock, because the node reads it.
-@Suite struct NodeTests {
+@Suite(.ownThread) struct NodeTests {
     static let station = try! Scope("longnan/wudu/station-017")
     static let village = try! Scope("longnan/wudu/station-017/village-0412")
     static let stationKey = EpochKey.generate(scope: station, epoch: 1)

@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
@@ -13,12 +14,12 @@ import Glibc
 /// (`serve` or `sync`), every store a SQLite file, every contact a TCP session. Devices are enrolled
 /// in-process (keystores with key files, as `fieldsync device import` writes them); stores are read
 /// in-process only while their node's process is stopped.
-@Suite(.serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
 struct ProcessTests {
     static let station = try! Scope("longnan/wudu/station-017")
     static let village = try! Scope("longnan/wudu/station-017/village-0412")
 
-    @Test(.timeLimit(.minutes(1))) func sixNodesConvergeThroughRelayAndStation() throws {
+    @Test(.timeLimit(.minutes(3))) func sixNodesConvergeThroughRelayAndStation() throws {
         let w = try ProcessWorld()
         defer { w.cleanUp() }
         let hq = try w.device("hq", .hq, ["longnan"])
@@ -58,7 +59,7 @@ struct ProcessTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(1))) func killedPeerMidTransferResumesWithNothingLost() throws {
+    @Test(.timeLimit(.minutes(3))) func killedPeerMidTransferResumesWithNothingLost() throws {
         let w = try ProcessWorld()
         defer { w.cleanUp() }
         let bp = try w.device("bp", .backpack, [Self.station.path])
@@ -515,7 +516,7 @@ enum RawSocket {
 /// network namespaces joined by a veth pair shaped like a rural 4G link (300 ms, 5% loss, 256 kbit/s
 /// with `tc netem`). Where the kernel has no netem qdisc, only the rate is shaped (`tc tbf`), and the
 /// test says so. Prints bytes and time of each session across the link.
-@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["FIELDSYNC_NETEM"] == "1" && ProcessWorld.binary != nil,
+@Suite(.ownThread, .serialized, .enabled(if: ProcessInfo.processInfo.environment["FIELDSYNC_NETEM"] == "1" && ProcessWorld.binary != nil,
                              "set FIELDSYNC_NETEM=1 (root, ip netns and tc)"))
 struct NetemTests {
     static func sh(_ args: [String]) -> (Int32, String) {

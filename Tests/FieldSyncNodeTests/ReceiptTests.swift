@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -11,7 +12,7 @@ import Testing
 /// ingested changes, and the receipt travels back to the author through a station. The station is
 /// restarted (a new node over the same SQLite file) between its sessions, so it must restore the
 /// backpack's certificate from its store to forward the backpack's changes.
-@Suite struct ReceiptTests {
+@Suite(.ownThread) struct ReceiptTests {
     static let root = try! Scope("longnan")
 
     /// A node over a SQLite file with a fixed storage key (so it can be reopened), restoring what the

@@ -1,9 +1,10 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncNode
 import Testing
 
 /// The scheduler as a pure state machine: a fake clock (plain numbers) and a seeded generator.
-@Suite struct SchedulerTests {
+@Suite(.ownThread) struct SchedulerTests {
     static let a = PeerAddress(host: "10.0.0.1", port: 7000)
     static let b = PeerAddress(host: "10.0.0.2", port: 7000)
     static let c = PeerAddress(host: "10.0.0.3", port: 7000)

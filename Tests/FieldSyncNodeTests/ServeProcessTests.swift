@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncNode
 import Foundation
 import NIOCore
@@ -6,7 +7,7 @@ import Testing
 
 /// The built `fieldsync` binary as a real process: `config check` errors, and `serve --config` stopping
 /// gracefully on SIGTERM with exit status 0.
-@Suite(.enabled(if: FieldSyncBinary.path != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .enabled(if: FieldSyncBinary.path != nil, "the fieldsync binary is built next to the tests"))
 struct ServeProcessTests {
     static var binary: String? { FieldSyncBinary.path }
 
@@ -47,7 +48,7 @@ struct ServeProcessTests {
         }
         try """
             {"device": {"dir": "st", "keyFile": "st.key"}, "store": {"path": "st.sqlite"}, "listen": "127.0.0.1:0",
-             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": \(grace), "handshakeTimeoutSeconds": 60}}
+             "statusFile": "st.status.json", "sessions": {"shutdownGraceSeconds": \(grace), "handshakeTimeoutSeconds": 60, "minProgressBytes": 0}}
             """.write(toFile: dir + "/st.json", atomically: true, encoding: .utf8)
     }
 
@@ -94,11 +95,15 @@ struct ServeProcessTests {
         try Self.enrollStation(in: dir, grace: 30)
         let (serve, err, running) = try Self.serve(in: dir)
         let port = try #require(PeerAddress(running.listen)?.port)
-        // A silent client holds a connection (its handshake deadline is 60 s here), so the drain would wait
+        // A silent client holds a connection (its handshake deadline is 60 s here, no progress check), so the drain would wait
         // the whole 30 s grace.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
-        try await Task.sleep(for: .milliseconds(200))
+        // The node has taken the connection (on a loaded machine, later than the connect returns).
+        #expect(try await DaemonTests.eventually(20) {
+            let st = try? DaemonStatus.read(from: dir + "/st.status.json")
+            return (st?.handshakesPending ?? 0) + (st?.sessionsActive ?? 0) >= 1
+        })
         kill(serve.processIdentifier, SIGTERM)
         try await Task.sleep(for: .milliseconds(500))
         #expect(serve.isRunning, "still draining")

@@ -1,9 +1,10 @@
+import FieldSyncTestSupport
 import FieldSyncNode
 import Foundation
 import Testing
 
 /// Issue 13 item 6: the daemon's status file is mode 0600 like the store (before: 0644 under umask 022).
-@Suite struct StatusFileTests {
+@Suite(.ownThread) struct StatusFileTests {
     @Test func statusFileIsMode0600() throws {
         let old = umask(0o022)
         defer { umask(old) }

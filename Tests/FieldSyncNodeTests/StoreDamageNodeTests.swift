@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -36,7 +37,7 @@ enum DiskDamage {
 
 /// Issue 12 item 7 over real TCP in one process: a change damaged in one node's store does not harm the
 /// peer that lacks it; it is quarantined, fetched again from a peer that holds it, and passed on.
-@Suite struct StoreDamageNodeTests {
+@Suite(.ownThread) struct StoreDamageNodeTests {
     @Test(.timeLimit(.minutes(1))) func damagedChangeDoesNotHarmThePeerAndIsFetchedAgain() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()

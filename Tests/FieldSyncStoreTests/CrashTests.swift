@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncProtocol
 import FieldSyncCrypto
@@ -8,7 +9,7 @@ import Testing
 /// Durability: a child process (`fieldsync crash-writer`) commits batches while this test kills it with
 /// SIGKILL at random moments; after every kill the store reopens and its invariants hold.
 /// 20 kills by default; `FIELDSYNC_CRASH_KILLS=500` for the long run.
-@Suite(.serialized) struct CrashTests {
+@Suite(.ownThread, .serialized) struct CrashTests {
     static var fieldsyncBinary: URL {
         // The test runner lives in the build products folder, next to the `fieldsync` executable.
         let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -22,7 +23,7 @@ import Testing
 
     static let sealer = try! StorageKeySealer(key: SecretBytes(copying: [UInt8](repeating: 0x5a, count: 32)))
 
-    @Test func killAtRandomMomentsLosesNothingAcknowledged() throws {
+    @Test(.timeLimit(.minutes(5))) func killAtRandomMomentsLosesNothingAcknowledged() throws {
         let kills = Int(ProcessInfo.processInfo.environment["FIELDSYNC_CRASH_KILLS"] ?? "") ?? 20
         let binary = Self.fieldsyncBinary
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build fieldsync first: \(binary.path)")
@@ -39,11 +40,17 @@ import Testing
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
             try p.run()
+            // Every other kill comes at a random moment after the writer's first commit; the others at a
+            // random moment after its start, which on a loaded machine may still be while it opens the
+            // store (a moment worth killing at too).
+            var output = Data()
+            if killsDone % 2 == 1 { output = out.fileHandleForReading.availableData }
             usleep(UInt32.random(in: 30_000...250_000, using: &rng))
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             killsDone += 1
-            let acks = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            output += out.fileHandleForReading.readDataToEndOfFile()
+            let acks = String(decoding: output, as: UTF8.self)
                 .split(separator: "\n").compactMap { $0.hasPrefix("ack ") ? Int($0.dropFirst(4)) : nil }
             if let last = acks.last {
                 highestAck = max(highestAck, last)
@@ -51,7 +58,7 @@ import Testing
             }
             try Self.checkInvariants(path: path, acknowledged: highestAck, kill: killsDone)
         }
-        #expect(sawProgress > kills / 2, "the writer made progress between most kills")
+        #expect(sawProgress >= kills / 2, "the writer made progress between at least half the kills")
         #expect(highestAck > 10)
     }
 
