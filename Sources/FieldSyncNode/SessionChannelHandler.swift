@@ -1,8 +1,9 @@
 // The thin channel handler over the sans-IO `SyncSession` (STYLE.md section 2): bytes in with the wall
-// clock, bytes out, events drained. Every protocol decision (framing, handshake, what to send, when the
-// session is done or has failed) is the session's; the handler only moves bytes, keeps counters, closes
-// the channel when the session says so, cuts a session that stalls, and in live mode calls `push` when
-// its node says the store changed.
+// clock; each input's `SessionOutput` acted on (frames written, events handled, the session's timer
+// kept). Every protocol decision (framing, handshake, what to send, when the session is done or has
+// failed) is the session's; the handler only moves bytes, keeps counters, closes the channel when the
+// session says so, cuts a session that stalls, and in live mode calls `push` when its node says the
+// store changed.
 
 import FieldSyncCore
 import FieldSyncCrypto
@@ -49,6 +50,9 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var pushes = 0
     /// Why this node cut the connection (handshake deadline, too slow, idle, evicted), nil if it did not.
     public var cut: CutReason?
+    /// The session's own typed reason when it failed (`SyncSession`'s close reason), nil when it finished
+    /// or the handler closed the connection for a reason of its own (`cut`, a refused peer, an error).
+    public var error: SessionError?
 
     /// Creates a result (the handler fills it in; tests and hooks may build one).
     public init(outcome: Outcome, initiator: Bool) {
@@ -167,6 +171,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closeWhenIdleReason: String?
     private var deferredTimer: Scheduled<Void>?
     private var deferredTimerAt: UInt64?
+    /// Changes the session refused as dated ahead may be accepted now (`SessionEvent.deferredDue`).
+    private var deferredDue = false
     /// How long after the store first refused changes (quota, held back) a live session closes when idle.
     private let refusedRetryMilliseconds: UInt64
     private var refusedSince: UInt64?
@@ -176,8 +182,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let liveIdleMilliseconds: UInt64?
     private var lastTraffic: UInt64 = 0
     private var liveIdleTimer: Scheduled<Void>?
-    /// Fires when the peer's certificate (or its issuer's) lapses, to re-check its standing.
-    private var standingTimer: Scheduled<Void>?
+    /// The session's timer (`SessionEvent.needsTimer`): the peer's standing lapsing, deferred changes due.
+    private var sessionTimer: Scheduled<Void>?
     private let limits: Limits
     private var handshakeTimer: Scheduled<Void>?
     private var progressTimer: Scheduled<Void>?
@@ -235,9 +241,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         started = clock()
         result.remoteAddress = context.channel.remoteAddress.map(hostPort)
         startTimers(context: context)
-        // The initiator's first handshake message was queued by the session's init.
-        transmit(context: context)
-        drainEvents(context: context)
+        // The initiator's first handshake message.
+        act(on: session.start(), context: context)
         context.fireChannelActive()
     }
 
@@ -246,11 +251,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !closing, let bytes = buffer.readBytes(length: buffer.readableBytes), !bytes.isEmpty else { return }
         result.bytesIn += bytes.count
         lastTraffic = clock()
-        let received = session.changesReceived, wasLive = result.liveSince != nil
-        session.receive(bytes, now: clock())
-        transmit(context: context)
-        drainEvents(context: context)
-        if session.changesReceived > received { callbacks.applied(self, session.changesReceived - received, wasLive) }
+        let wasLive = result.liveSince != nil
+        let out = session.receive(bytes, now: clock())
+        act(on: out, context: context)
+        if out.changesAccepted > 0 { callbacks.applied(self, out.changesAccepted, wasLive) }
         afterActivity(context: context)
         if let progress, !completed {
             var snapshot = result
@@ -263,8 +267,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        session.connectionClosed()
-        drainEvents(context: context)
+        act(on: session.connectionClosed(), context: context)
         complete()
         context.fireChannelInactive()
     }
@@ -335,11 +338,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     @discardableResult
     func push(logs: [LogID]?) -> Bool {
         guard let context, isLive, closeWhenIdleReason == nil else { return false }
-        let before = session.changesSent
-        session.push(logs: logs, now: clock())
-        transmit(context: context)
-        drainEvents(context: context)
-        let sent = session.changesSent > before
+        let out = session.push(logs: logs, now: clock())
+        act(on: out, context: context)
+        let sent = out.changesSent > 0
         if sent { result.pushes += 1 }
         afterActivity(context: context)
         return sent
@@ -347,28 +348,28 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// Re-checks the peer's standing now (`SyncSession.checkStanding`): a peer revoked or expired is told
     /// why and the connection is closed at once. The node calls this when its trust store changed; the
-    /// handler itself when the peer's certificate lapses.
+    /// session's own timer covers the peer's certificate lapsing.
     /// - Returns: whether the session was cut now.
     @discardableResult
     func recheckStanding() -> Bool {
         guard let context, !closing, !completed else { return false }
-        if session.checkStanding(now: clock()) { return false }
-        transmit(context: context)
-        drainEvents(context: context)
+        let out = session.checkStanding(now: clock())
+        act(on: out, context: context)
         reportTraffic()
-        return true
+        return out.closeReason != nil
     }
 
-    /// Schedules `recheckStanding` for when the peer's certificate, or its issuer's, lapses.
-    private func watchStanding(context: ChannelHandlerContext) {
-        guard standingTimer == nil, let at = session.peerStandingLapsesAt else { return }
+    /// Keeps the session's one timer (`SessionEvent.needsTimer`, replacing any earlier one); when it fires,
+    /// `SyncSession.timerFired` (which asks again if the wall clock moved back).
+    private func setSessionTimer(at: UInt64, context: ChannelHandlerContext) {
+        sessionTimer?.cancel()
         let now = clock()
         let delay = at > now ? Int64(min(at - now, UInt64(Int64.max / 1_000_000))) : 0
-        standingTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
-            standingTimer = nil
-            if !recheckStanding(), let context = self.context, !closing {
-                watchStanding(context: context)  // not lapsed yet by the wall clock (it moved back): look again
-            }
+        sessionTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
+            sessionTimer = nil
+            guard let context = self.context, !closing, !completed else { return }
+            act(on: session.timerFired(now: clock()), context: context)
+            afterActivity(context: context)
         }
     }
 
@@ -418,14 +419,15 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// held back), the session is closed when idle, and the next session's reconciliation offers them
     /// again (Protocols/sync.md §4.1).
     private func watchDeferred(context: ChannelHandlerContext) {
+        guard session.isLive, closeWhenIdleReason == nil else { return }
+        if deferredDue {
+            closeWhenIdle("changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
+            return
+        }
         let now = clock()
-        if session.changesRefused > 0, refusedSince == nil { refusedSince = now }
-        let retry = refusedSince.map { $0 &+ refusedRetryMilliseconds }
-        guard session.isLive, closeWhenIdleReason == nil, let until = [session.deferredUntil, retry].compactMap({ $0 }).min() else { return }
+        guard let until = refusedSince.map({ $0 &+ refusedRetryMilliseconds }) else { return }
         if now >= until {
-            closeWhenIdle(until == retry
-                ? "the store refused changes (quota or held back); a new session offers them again"
-                : "changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
+            closeWhenIdle("the store refused changes (quota or held back); a new session offers them again")
             return
         }
         if let at = deferredTimerAt, at <= until { return }
@@ -447,10 +449,16 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         callbacks.traffic(delta)
     }
 
-    /// Writes everything the session has queued, then flushes once.
-    private func transmit(context: ChannelHandlerContext) {
+    /// Writes the output's frames (then flushes once) and acts on its events.
+    private func act(on out: SessionOutput, context: ChannelHandlerContext) {
+        transmit(out.frames, context: context)
+        handle(out.events, context: context)
+    }
+
+    private func transmit(_ frames: [SessionFrame], context: ChannelHandlerContext) {
         var wrote = false
-        while let bytes = session.pollTransmit() {
+        for frame in frames {
+            let bytes = frame.bytes
             result.bytesOut += bytes.count
             lastTraffic = clock()
             let write = context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)))
@@ -462,8 +470,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         if wrote { context.flush() }
     }
 
-    private func drainEvents(context: ChannelHandlerContext) {
-        while let event = session.pollEvent() {
+    private func handle(_ events: [SessionEvent], context: ChannelHandlerContext) {
+        for event in events {
             switch event {
             case let .authenticated(id, role):
                 result.peer = id
@@ -474,18 +482,25 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
                     close(context: context, reason: refused)
                     return
                 }
-                watchStanding(context: context)
-            case let .applied(_, rejected):
-                result.changesRejected += rejected
-            case .reconciled:
+            case let .applied(batch):
+                result.changesRejected += batch.rejected
+            case let .refused(change):
+                // Quota or held back: offered again by a new session after `refusedRetryMilliseconds`.
+                if change.reason == .quota || change.reason == .heldBack, refusedSince == nil { refusedSince = clock() }
+            case let .needsTimer(at):
+                setSessionTimer(at: at, context: context)
+            case .deferredDue:
+                deferredDue = true
+            case .reconciled, .sent, .deferred:
                 break
             case .live:
                 result.liveSince = clock()
                 watchLiveIdle(context: context)
                 callbacks.live(self)
-            case .finished:
+            case .closed(.finished):
                 close(context: context, reason: nil)
-            case let .failed(error):
+            case let .closed(.failed(error)):
+                result.error = error
                 close(context: context, reason: "\(error)")
             }
         }
@@ -509,8 +524,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         completed = true
         deferredTimer?.cancel()
         deferredTimer = nil
-        standingTimer?.cancel()
-        standingTimer = nil
+        sessionTimer?.cancel()
+        sessionTimer = nil
         liveIdleTimer?.cancel()
         liveIdleTimer = nil
         handshakeTimer?.cancel()
@@ -548,6 +563,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         if let r = result.peerRole { meta["sync.peer.role"] = .string(r.description) }
         if let a = result.remoteAddress { meta["sync.remote"] = .string(a) }
         if case let .failed(why) = result.outcome { meta["sync.error"] = .string(why) }
+        if let code = result.error?.code { meta["sync.error.code"] = .string(code.rawValue) }
         if let since = result.liveSince {
             meta["sync.live_ms"] = .stringConvertible(clock() &- since)
             meta["sync.live.pushes"] = .stringConvertible(result.pushes)

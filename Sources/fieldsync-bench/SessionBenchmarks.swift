@@ -69,12 +69,14 @@ private struct Pair {
 /// Runs two sessions to completion; returns the bytes each way.
 private func drive(_ x: SyncSession, _ y: SyncSession) -> (Int, Int) {
     var ab = 0, ba = 0
-    while true {
-        var progress = false
-        while let b = x.pollTransmit() { ab += b.count; y.receive(b, now: Pair.now); progress = true }
-        while let b = y.pollTransmit() { ba += b.count; x.receive(b, now: Pair.now); progress = true }
-        if !progress { return (ab, ba) }
+    var toY = x.start().frames, toX = y.start().frames
+    while !toY.isEmpty || !toX.isEmpty {
+        let (forY, forX) = (toY, toX)
+        (toY, toX) = ([], [])
+        for f in forY { ab += f.bytes.count; toX += y.receive(f.bytes, now: Pair.now).frames }
+        for f in forX { ba += f.bytes.count; toY += x.receive(f.bytes, now: Pair.now).frames }
     }
+    return (ab, ba)
 }
 
 private func sessionOverhead(m: Int) throws -> [BenchResult] {
@@ -105,23 +107,22 @@ private func sessionCut(trials: Int) throws -> [BenchResult] {
         var clock = [0.0, 0.0]  // when each direction's link is next free
         var queue: [(arrival: Double, to: Int, bytes: [UInt8])] = []
         var now = 0.0
-        func flush(_ s: SyncSession, _ dir: Int) {
-            while let b = s.pollTransmit() {
+        func flush(_ out: SessionOutput, _ dir: Int) {
+            for b in out.frames.map(\.bytes) {
                 let start = max(clock[dir], now)
                 let end = start + Double(b.count) / bytesPerSecond
                 clock[dir] = end
                 queue.append((end + latency, 1 - dir, b))
             }
         }
-        flush(x, 0)
+        flush(x.start(), 0)
+        flush(y.start(), 1)
         while !queue.isEmpty {
             queue.sort { $0.arrival < $1.arrival }
             let next = queue.removeFirst()
             if next.arrival > cutAt { break }
             now = next.arrival
-            (next.to == 1 ? y : x).receive(next.bytes, now: Pair.now)
-            flush(x, 0)
-            flush(y, 1)
+            flush((next.to == 1 ? y : x).receive(next.bytes, now: Pair.now), next.to == 1 ? 1 : 0)
         }
         delivered += Double(try pair.b.store.status().changes)
         capacity += min(300, max(0, (cutAt - 3 * latency) * bytesPerSecond / perChange))  // minus handshake and reconciliation; at most all

@@ -271,9 +271,13 @@ import Testing
         let honest = SyncSession(initiator: false, replicator: peer,
                                  configuration: SessionConfiguration(network: net, salt: Array(repeating: 2, count: 16)),
                                  now: FieldSyncAgent.epochMs + 7 * 86_400_000)
+        let at = FieldSyncAgent.epochMs + 7 * 86_400_000
+        var toHonest = thief.start().frames, toThief = honest.start().frames
         for _ in 0..<4 {
-            while let b = thief.pollTransmit() { honest.receive(b, now: FieldSyncAgent.epochMs + 7 * 86_400_000) }
-            while let b = honest.pollTransmit() { thief.receive(b, now: FieldSyncAgent.epochMs + 7 * 86_400_000) }
+            for f in toHonest { toThief += honest.receive(f.bytes, now: at).frames }
+            toHonest = []
+            for f in toThief { toHonest += thief.receive(f.bytes, now: at).frames }
+            toThief = []
         }
         #expect(honest.failure?.code == .revoked)
     }

@@ -271,19 +271,18 @@ import Glibc
                                   configuration: SessionConfiguration(network: NetworkParameters(networkID: "longnan-police"),
                                                                       salt: Array(repeating: 7, count: 16)), now: now())
         guard let fd = connect(port, from: "127.0.0.1") else { throw NodeTestError("cannot connect") }
-        while let b = session.pollTransmit() { _ = send(fd, b) }
+        for f in session.start().frames { _ = send(fd, f.bytes) }
         var tv = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let deadline = Date().addingTimeInterval(10)
+        var frames: [[UInt8]] = []
         while session.peer == nil, Date() < deadline {
             let n = recv(fd, &buffer, buffer.count, 0)
-            if n > 0 { session.receive(Array(buffer[0..<n]), now: now()) }
+            if n > 0 { frames += session.receive(Array(buffer[0..<n]), now: now()).frames.map(\.bytes) }
             if n == 0 { break }
         }
         guard session.peer != nil else { throw NodeTestError("handshake did not complete") }
-        var frames: [[UInt8]] = []
-        while let f = session.pollTransmit() { frames.append(f) }
         return (fd, frames)
     }
 

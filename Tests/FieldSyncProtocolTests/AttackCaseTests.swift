@@ -10,8 +10,8 @@ import Testing
     static let now = TestPKI.now
     static let net = NetworkParameters(networkID: "longnan-police")
 
-    static func failure(_ s: SyncSession) -> SessionError? {
-        while let e = s.pollEvent() { if case let .failed(err) = e { return err } }
+    static func failure(_ s: TestSession) -> SessionError? {
+        while let e = s.pollEvent() { if case let .closed(.failed(err)) = e { return err } }
         return nil
     }
 
@@ -24,13 +24,13 @@ import Testing
         let a = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
         let b = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
         let cfg = SessionConfiguration(network: Self.net, salt: Array(repeating: 1, count: 16))
-        let i = SyncSession(initiator: true, replicator: a, configuration: cfg, now: Self.now)
+        let i = TestSession(initiator: true, replicator: a, configuration: cfg, now: Self.now)
         let m1 = try #require(i.pollTransmit())
         i.receive(m1, now: Self.now)
         #expect(Self.failure(i)?.code == .handshakeFailed, "message 1 echoed to the initiator")
 
-        let i2 = SyncSession(initiator: true, replicator: a, configuration: cfg, now: Self.now)
-        let r = SyncSession(initiator: false, replicator: b, configuration: cfg, now: Self.now)
+        let i2 = TestSession(initiator: true, replicator: a, configuration: cfg, now: Self.now)
+        let r = TestSession(initiator: false, replicator: b, configuration: cfg, now: Self.now)
         r.receive(try #require(i2.pollTransmit()), now: Self.now)
         let m2 = try #require(r.pollTransmit())
         r.receive(m2, now: Self.now)

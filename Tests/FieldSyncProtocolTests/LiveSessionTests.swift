@@ -47,7 +47,7 @@ import Testing
         link.a.connectionClosed()
         link.b.connectionClosed()
         #expect(link.a.isFinished && link.b.isFinished)
-        #expect(SessionTests.events(link.a).last == .finished)
+        #expect(SessionTests.events(link.a).last == .closed(.finished))
     }
 
     @Test func pushRespectsEntitlement() throws {

@@ -130,7 +130,7 @@ import Testing
         _ = try SessionTests.write(station, 1)
         let evil = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
         let now = TestPKI.now
-        let session = SyncSession(initiator: false, replicator: station,
+        let session = TestSession(initiator: false, replicator: station,
                                   configuration: SessionConfiguration(network: SessionTests.net, salt: salt(4)), now: now)
         var hs = SessionHandshake(initiator: true, identity: evil.identity, trust: evil.trust, network: SessionTests.net)
         var frames = FrameDecoder()

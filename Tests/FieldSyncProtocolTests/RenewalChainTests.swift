@@ -36,8 +36,8 @@ import Testing
         func config() -> SessionConfiguration {
             SessionConfiguration(network: net, salt: (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) })
         }
-        var link = SessionTests.Link(a: SyncSession(initiator: true, replicator: x, configuration: config(), now: at),
-                                     b: SyncSession(initiator: false, replicator: y, configuration: config(), now: at))
+        var link = SessionTests.Link(a: TestSession(initiator: true, replicator: x, configuration: config(), now: at),
+                                     b: TestSession(initiator: false, replicator: y, configuration: config(), now: at))
         let ok = SessionTests.run(&link, now: at)
         return (ok, link)
     }

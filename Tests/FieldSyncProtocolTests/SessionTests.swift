@@ -10,8 +10,8 @@ import Testing
     static let now = TestPKI.now
 
     struct Link {
-        var a: SyncSession
-        var b: SyncSession
+        var a: TestSession
+        var b: TestSession
         var bytesAB = 0, bytesBA = 0
     }
 
@@ -23,8 +23,8 @@ import Testing
             c.live = live
             return c
         }
-        let a = SyncSession(initiator: true, replicator: x, configuration: config(live.a), now: now)
-        let b = SyncSession(initiator: false, replicator: y, configuration: config(live.b), now: now)
+        let a = TestSession(initiator: true, replicator: x, configuration: config(live.a), now: now)
+        let b = TestSession(initiator: false, replicator: y, configuration: config(live.b), now: now)
         return Link(a: a, b: b)
     }
 
@@ -40,7 +40,7 @@ import Testing
     @discardableResult
     static func run(_ link: inout Link, fault: Fault) -> Bool {
         var moved = 0, frames = 0
-        var held: (SyncSession, [UInt8])?
+        var held: (TestSession, [UInt8])?
         while true {
             var progress = false
             for dir in 0..<2 {
@@ -95,7 +95,7 @@ import Testing
         }
     }
 
-    static func events(_ s: SyncSession) -> [SessionEvent] {
+    static func events(_ s: TestSession) -> [SessionEvent] {
         var out: [SessionEvent] = []
         while let e = s.pollEvent() { out.append(e) }
         return out
@@ -263,7 +263,7 @@ import Testing
             var attempt = Self.connect(thief, node, seed: 9)
             #expect(!Self.run(&attempt, now: Self.now + 4_000), "the revoked unit's session must fail")
             let refused = (Self.events(attempt.a) + Self.events(attempt.b)).contains {
-                if case let .failed(e) = $0 { e.code == .revoked } else { false }
+                if case let .closed(.failed(e)) = $0 { e.code == .revoked } else { false }
             }
             #expect(refused, "refused as revoked")
         }
@@ -313,7 +313,7 @@ import Testing
         evil.learn(certificates: [bp.identity.certificate], now: Self.now)
         var link = Self.connect(evil, st)
         #expect(!Self.run(&link))
-        #expect(Self.events(link.b).contains { if case .failed(let e) = $0 { e.code == .badChange } else { false } })
+        #expect(Self.events(link.b).contains { if case .closed(.failed(let e)) = $0 { e.code == .badChange } else { false } })
         #expect(try st.store.change(log, seq: 2) == nil, "the forgery is not stored")
         #expect(try st.store.change(log, seq: 1) != nil, "what verified in the same batch is kept")
     }

@@ -28,8 +28,8 @@ import Testing
         return DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert)
     }
 
-    static func failure(_ s: SyncSession) -> SessionError? {
-        SessionTests.events(s).compactMap { if case let .failed(e) = $0 { e } else { nil } }.first ?? s.failure
+    static func failure(_ s: TestSession) -> SessionError? {
+        SessionTests.events(s).compactMap { if case let .closed(.failed(e)) = $0 { e } else { nil } }.first ?? s.failure
     }
 
     // MARK: item 1, case 34 on live sessions
@@ -195,7 +195,7 @@ import Testing
         }
 
         /// Completes the handshake with `s` (a responder).
-        mutating func connect(to s: SyncSession, now: UInt64) throws {
+        mutating func connect(to s: TestSession, now: UInt64) throws {
             s.receive(FrameDecoder.frame(try handshake.write()), now: now)
             while let bytes = s.pollTransmit() { decoder.append(bytes) }
             guard let m2 = try decoder.next() else { throw SessionError(.protocolViolation, "no handshake message 2") }
@@ -204,14 +204,14 @@ import Testing
             transport = try handshake.transport()
         }
 
-        mutating func send(_ m: SessionMessage, to s: SyncSession, now: UInt64) throws {
+        mutating func send(_ m: SessionMessage, to s: TestSession, now: UInt64) throws {
             var w = ByteWriter()
             m.encode(to: &w)
             s.receive(FrameDecoder.frame(try transport!.seal(w.bytes)), now: now)
         }
 
         /// Every message `s` sent since the last call.
-        mutating func received(from s: SyncSession) throws -> [SessionMessage] {
+        mutating func received(from s: TestSession) throws -> [SessionMessage] {
             while let bytes = s.pollTransmit() { decoder.append(bytes) }
             var out: [SessionMessage] = []
             while let frame = try decoder.next() { out.append(try SessionMessage.decode(try transport!.open(frame))) }
@@ -228,7 +228,7 @@ import Testing
         let author = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
         let c = try SessionTests.write(author, 1)
         let senderID = try pki.device(.backpack, scopes: [TestPKI.station])
-        let s = SyncSession(initiator: false, replicator: st, configuration: SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 7, count: 16)),
+        let s = TestSession(initiator: false, replicator: st, configuration: SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 7, count: 16)),
                             now: Self.now)
         var peer = RawPeer(senderID, trust: pki.trust)
         try peer.connect(to: s, now: Self.now)
@@ -241,7 +241,7 @@ import Testing
         #expect(e?.code == .badChange && e?.detail.contains("certificate") == true, "\(String(describing: e))")
         #expect(try st.store.status().changes == 0)
         // With the certificate in the batch, the same change is stored and acknowledged.
-        let s2 = SyncSession(initiator: false, replicator: st, configuration: SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 8, count: 16)),
+        let s2 = TestSession(initiator: false, replicator: st, configuration: SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 8, count: 16)),
                              now: Self.now)
         var peer2 = RawPeer(senderID, trust: pki.trust)
         try peer2.connect(to: s2, now: Self.now)
@@ -334,8 +334,8 @@ import Testing
         cb.live = live
         let lying = LyingHandshake(inner: SessionHandshake(initiator: true, identity: hqID, trust: pki.trust, network: SessionTests.net),
                                    claimed: relayCert)
-        var link = SessionTests.Link(a: SyncSession(initiator: true, replicator: hq, configuration: ca, now: Self.now, handshake: lying),
-                                     b: SyncSession(initiator: false, replicator: bp, configuration: cb, now: Self.now))
+        var link = SessionTests.Link(a: TestSession(initiator: true, replicator: hq, configuration: ca, now: Self.now, handshake: lying),
+                                     b: TestSession(initiator: false, replicator: bp, configuration: cb, now: Self.now))
         SessionTests.run(&link)
         if live {
             #expect(link.a.isLive && link.b.isLive)

@@ -113,3 +113,50 @@ func randomHoldings(logs: Int, changes: Int, seed: UInt64) -> [LogHoldings] {
         return prefix(makeLog(i), h)
     }
 }
+
+/// A `SyncSession` driven the way the tests drive it: every input's output is queued, frames are pulled
+/// one at a time (`pollTransmit`) and events drained (`pollEvent`), as a driver that reads a socket
+/// would. Everything else reads through to the session.
+@dynamicMemberLookup
+final class TestSession {
+    let session: SyncSession
+    private var frames: [SessionFrame] = []
+    private var events: [SessionEvent] = []
+    /// Every output, in order (for tests of the outputs themselves).
+    private(set) var outputs: [SessionOutput] = []
+
+    init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64,
+         handshake: (any SessionHandshaking)? = nil) {
+        session = SyncSession(initiator: initiator, replicator: replicator, configuration: configuration, now: now, handshake: handshake)
+        take(session.start())
+    }
+
+    subscript<T>(dynamicMember path: KeyPath<SyncSession, T>) -> T { session[keyPath: path] }
+
+    @discardableResult
+    func take(_ out: SessionOutput) -> SessionOutput {
+        outputs.append(out)
+        frames += out.frames
+        events += out.events
+        return out
+    }
+
+    @discardableResult
+    func receive(_ bytes: [UInt8], now: UInt64) -> SessionOutput { take(session.receive(bytes, now: now)) }
+    @discardableResult
+    func push(logs: [LogID]? = nil, now: UInt64) -> SessionOutput { take(session.push(logs: logs, now: now)) }
+    /// Whether the session is still open afterwards.
+    @discardableResult
+    func checkStanding(now: UInt64) -> Bool {
+        take(session.checkStanding(now: now))
+        return !session.isClosed
+    }
+    @discardableResult
+    func timerFired(now: UInt64) -> SessionOutput { take(session.timerFired(now: now)) }
+    @discardableResult
+    func connectionClosed() -> SessionOutput { take(session.connectionClosed()) }
+
+    func pollFrame() -> SessionFrame? { frames.isEmpty ? nil : frames.removeFirst() }
+    func pollTransmit() -> [UInt8]? { pollFrame()?.bytes }
+    func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
+}

@@ -7,6 +7,41 @@ import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
 
+/// One side of a contact: its session, the frames its outputs asked to send that the engine has not
+/// taken yet (the engine pulls one frame at a time, at the link's pace), and what its events reported.
+private final class SimSide {
+    let session: SyncSession
+    private var frames: [SessionFrame] = []
+    private var head = 0
+    /// The latest `SessionEvent.deferred` time (the earliest future-dated refusal of the session).
+    private(set) var deferredUntil: UInt64?
+
+    init(_ session: SyncSession) {
+        self.session = session
+        _ = take(session.start())
+    }
+
+    /// Queues the output's frames; returns its events.
+    func take(_ out: SessionOutput) -> [SessionEvent] {
+        frames += out.frames
+        for case let .deferred(until) in out.events { deferredUntil = until }
+        return out.events
+    }
+
+    /// The next frame to send, if any.
+    func next() -> SessionFrame? {
+        guard head < frames.count else { return nil }
+        defer {
+            head += 1
+            if head == frames.count {
+                frames.removeAll(keepingCapacity: true)
+                head = 0
+            }
+        }
+        return frames[head]
+    }
+}
+
 /// A frame as a `SyncSession` emitted it, with the accounting the engine needs. The bytes are the
 /// session's own (length prefix + Noise ciphertext); `type` is `.summary` for handshake frames and
 /// `.control` for every later frame (the engine's coarse classes); `kind` is what the session says the
@@ -100,7 +135,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var statusCount: [Int64: Int] = [:]  // incident -> status edits written (lookup only)
     private var active: [[Int32]] = []  // node -> active slots
     // Per slot.
-    private var sessions: [[SyncSession?]] = []
+    private var sessions: [[SimSide?]] = []
     private var links: [LinkHandle?] = []
     private var dirty: [Bool] = []
     private var timerAt: [SimTime?] = []  // the retry timer pending on the slot
@@ -113,7 +148,7 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var reconnects = 0
     private var deferred: [SimTime?] = []  // when changes a session on the slot refused as future-dated become acceptable
     /// A node that refused changes dated ahead of its clock (`timestampInFuture`) on a live link resyncs
-    /// it when they become acceptable (`SyncSession.deferredUntil`), but not sooner than this.
+    /// it when they become acceptable (`SessionEvent.deferred`), but not sooner than this.
     public static let deferredRetry: SimTime = 30 * 60_000
     /// Resyncs started by that retry.
     public private(set) var deferredRetries = 0
@@ -323,10 +358,10 @@ public final class FieldSyncAgent: SyncAgent {
     private func startSessions(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         guard let ra = replicators[Int(link.spec.a)], let rb = replicators[Int(link.spec.b)] else { return }
-        sessions[s][0] = SyncSession(initiator: true, replicator: ra, configuration: configuration(),
-                                     now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true))
-        sessions[s][1] = SyncSession(initiator: false, replicator: rb, configuration: configuration(),
-                                     now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false))
+        sessions[s][0] = SimSide(SyncSession(initiator: true, replicator: ra, configuration: configuration(),
+                                             now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true)))
+        sessions[s][1] = SimSide(SyncSession(initiator: false, replicator: rb, configuration: configuration(),
+                                             now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false)))
         dirty[s] = false
         sessionGen[s] &+= 1
         sessionsStarted += 1
@@ -343,9 +378,10 @@ public final class FieldSyncAgent: SyncAgent {
         startSessions(link, now: now, effects: &effects)
     }
 
-    /// That side's next framed bytes from `SyncSession.pollTransmit()`.
+    /// That side's next frame of its session's outputs.
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
-        guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let (bytes, kind) = sess.pollFrame() else { return nil }
+        guard let frame = sessions[Int(link.slot)][Int(side.rawValue)]?.next() else { return nil }
+        let (bytes, kind) = (frame.bytes, frame.kind)
         bytesByKind[kind.rawValue] += Int64(bytes.count)
         return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind,
                               session: sessionGen[Int(link.slot)])
@@ -364,21 +400,27 @@ public final class FieldSyncAgent: SyncAgent {
     public func received(_ message: FieldSyncFrame, on link: LinkHandle, at side: LinkSide, now: SimTime,
                          effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard let sess = sessions[s][Int(side.rawValue)], message.session == sessionGen[s] else { return }
+        guard let here = sessions[s][Int(side.rawValue)], message.session == sessionGen[s] else { return }
+        let sess = here.session
         let me = link.node(side)
-        let (dup, refused) = (sess.changesDuplicate, sess.changesRefused)
-        sess.receive(message.bytes, now: wall(me, now))
-        duplicatesReceived += sess.changesDuplicate - dup
-        refusedReceived += sess.changesRefused - refused
-        if sess.hasFailed, let peer = sessions[s][Int(side.other.rawValue)], !peer.isFinished, !peer.hasFailed {
-            peer.connectionClosed()  // the failing node closes the connection; the peer sees it closed
-            while peer.pollEvent() != nil {}
-        }
         var applied = false
-        while let e = sess.pollEvent() {
-            if case let .applied(n, rejected) = e, n > rejected { applied = true }
+        var appliedLogs: [LogID] = []
+        for e in here.take(sess.receive(message.bytes, now: wall(me, now))) {
+            switch e {
+            case let .applied(batch):
+                duplicatesReceived += batch.duplicates
+                if batch.changes > batch.rejected { applied = true }
+                for log in batch.logs where !appliedLogs.contains(log) { appliedLogs.append(log) }
+            case let .refused(change) where change.reason == .quota || change.reason == .heldBack:
+                refusedReceived += 1
+            default:
+                break
+            }
         }
-        if let until = sess.deferredUntil {
+        if sess.hasFailed, let peer = sessions[s][Int(side.other.rawValue)], !peer.session.isClosed {
+            _ = peer.take(peer.session.connectionClosed())  // the failing node closes the connection; the peer sees it closed
+        }
+        if let until = here.deferredUntil {
             // The sim time at which this node's clock reads `until`.
             let t = Int64(until) - Int64(Self.epochMs) - ctx.clockSkew[Int(me)]
             deferred[s] = min(deferred[s] ?? t, t)
@@ -387,7 +429,7 @@ public final class FieldSyncAgent: SyncAgent {
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
-            let domains = scan(me, from: link.node(side.other), logs: sess.takeAppliedLogs(), effects: &effects)
+            let domains = scan(me, from: link.node(side.other), logs: appliedLogs, effects: &effects)
             if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, via: link, now: now, effects: &effects) }
             if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
@@ -400,9 +442,8 @@ public final class FieldSyncAgent: SyncAgent {
     /// starts on the same contact (a real node resyncs a live link when its store changes).
     private func settle(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard let a = sessions[s][0], let b = sessions[s][1] else { return }
-        let over = { (x: SyncSession) in x.isFinished || x.hasFailed }
-        guard over(a), over(b) else { return }
+        guard let a = sessions[s][0]?.session, let b = sessions[s][1]?.session else { return }
+        guard a.isClosed, b.isClosed else { return }
         tally(a, b)
         sessions[s] = [nil, nil]
         armRetry(link, now: now, effects: &effects)
@@ -434,11 +475,9 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// Closes both sessions on slot `s` (each side sees its connection close) and counts the pair.
     private func closePair(_ s: Int) {
-        guard let a = sessions[s][0], let b = sessions[s][1] else { return }
-        a.connectionClosed()
-        b.connectionClosed()
-        while a.pollEvent() != nil {}
-        while b.pollEvent() != nil {}
+        guard let a = sessions[s][0]?.session, let b = sessions[s][1]?.session else { return }
+        _ = a.connectionClosed()
+        _ = b.connectionClosed()
         tally(a, b)
         sessions[s] = [nil, nil]
     }
@@ -449,7 +488,8 @@ public final class FieldSyncAgent: SyncAgent {
             return
         }
         sessionsFailed += 1
-        let code = [a, b].compactMap(\.failure).first { $0.code.rawValue != "protocolViolation" || !$0.detail.hasPrefix("connection closed") }
+        // The side that saw only the connection close did not fail for a reason of its own.
+        let code = [a, b].compactMap(\.failure).first { $0.code != .connectionClosed }
         failures[code.map { $0.code.rawValue } ?? "cut", default: 0] += 1
     }
 
@@ -469,10 +509,11 @@ public final class FieldSyncAgent: SyncAgent {
             dirty[s] = true
             if sessions[s][0] == nil {
                 startSessions(link, now: now, effects: &effects)
-            } else if let sess = sessions[s][link.spec.a == node ? 0 : 1], sess.isLive {
+            } else if let side = sessions[s][link.spec.a == node ? 0 : 1], side.session.isLive {
                 // The open session carries the new changes; one not yet live pushes them when it is.
                 livePushes += 1
-                sess.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] }, now: wall(node, now))
+                _ = side.take(side.session.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] },
+                                                now: wall(node, now)))
                 effects.wake(link.slot, .a)
                 effects.wake(link.slot, .b)
             }
@@ -480,7 +521,7 @@ public final class FieldSyncAgent: SyncAgent {
     }
 
     /// Finds the changes `node`'s store holds that it did not before in `logs` (those a session just
-    /// stored changes in, `SyncSession.takeAppliedLogs`) and reports them to the engine, domain by domain
+    /// stored changes in, `AppliedBatch.logs`) and reports them to the engine, domain by domain
     /// in the node's carried order, logs in creation order. Returns the domains that had any.
     private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], effects: inout AgentEffects) -> [Int32] {
         guard let r = replicators[Int(node)] else { return [] }
@@ -540,9 +581,9 @@ public final class FieldSyncAgent: SyncAgent {
         for c in cut where !fed.contains(c.from.rawValue) && c.message.session == sessionGen[s] {
             fed.insert(c.from.rawValue)
             let side = c.from.other
-            guard let sess = sessions[s][Int(side.rawValue)] else { continue }
+            guard let receiver = sessions[s][Int(side.rawValue)] else { continue }
             let n = min(c.bytesSent, c.message.bytes.count - 1)
-            if n > 0 { sess.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now)) }
+            if n > 0 { _ = receiver.take(receiver.session.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now))) }
         }
         closePair(s)
         links[s] = nil
@@ -624,7 +665,7 @@ public final class FieldSyncAgent: SyncAgent {
         }
         guard links[s] != nil, timerAt[s] == now else { return }  // a later timer replaced this one
         timerAt[s] = nil
-        if let a = sessions[s][0], let b = sessions[s][1], a.isLive || b.isLive {
+        if let a = sessions[s][0]?.session, let b = sessions[s][1]?.session, a.isLive || b.isLive {
             // Refused changes are offered again by a new reconciliation: close the live pair once idle.
             guard a.isIdle, b.isIdle else {
                 setRetryTimer(link, at: now + 1_000, effects: &effects)

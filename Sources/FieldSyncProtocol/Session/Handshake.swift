@@ -28,8 +28,12 @@ public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible 
         case notEntitled
         /// The peer exceeded a limit (too many frames, batches, symbols or bytes).
         case limitExceeded
-        /// A store error on this side.
+        /// A store error on this side (`SessionError.store` holds it).
         case storeFailed
+        /// The connection closed before the session finished (a cut, the peer gone), or while a batch of
+        /// a live session was in flight. Not the peer's fault as far as this side can tell; what was not
+        /// acknowledged is offered again by the next session.
+        case connectionClosed
     }
 
     /// The code.
@@ -40,10 +44,19 @@ public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible 
     /// Most characters of `detail`.
     public static let maxDetail = 240
 
+    /// The store's error behind a `storeFailed` (with its own code), nil otherwise.
+    public var store: StoreError?
+
     /// Creates an error; `detail` is bounded and escaped (`LogText.bounded`).
     public init(_ code: Code, _ detail: String = "") {
         self.code = code
         self.detail = LogText.bounded(detail, max: Self.maxDetail)
+    }
+
+    /// A `storeFailed` error that keeps the store's typed error.
+    public init(store error: StoreError) {
+        self.init(.storeFailed, error.description)
+        store = error
     }
 
     public var description: String { detail.isEmpty ? code.rawValue : "\(code.rawValue): \(detail)" }

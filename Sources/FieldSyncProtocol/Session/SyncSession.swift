@@ -1,144 +1,6 @@
 import FieldSyncCore
 import FieldSyncCrypto
 
-/// Who may hold which logs. Relay boxes and HQ carry everything (relays as ciphertext); every other
-/// device holds the logs on its jurisdiction path: scopes that contain one of its scopes (HQ and county
-/// control logs: revocations, grants, receipts) or lie within one (its station's and villages' records).
-public enum Entitlement {
-    /// Whether the holder of `certificate` may receive and store changes of `log`.
-    public static func mayHold(_ certificate: Certificate, _ log: LogID) -> Bool {
-        if certificate.role == .relay || certificate.role == .hq { return true }
-        return certificate.scopes.contains { $0.contains(log.scope) || log.scope.contains($0) }
-    }
-}
-
-/// Application messages inside the encrypted transport (Protocols/sync.md). Tag bytes are normative.
-public enum SessionMessage: Sendable {
-    /// A reconciliation message. Tag 1.
-    case recon(ReconMessage)
-    /// A batch of changes (each an encoded `Change`, as stored) with the certificates of their authors
-    /// the peer may lack. Tag 2.
-    case batch(id: UInt32, certificates: [Certificate], changes: [[UInt8]])
-    /// The receiver applied batch `id` atomically. Tag 3.
-    case ack(id: UInt32)
-    /// The sender has nothing more to send. Tag 4.
-    case done
-    /// The sender has nothing more to send now and keeps the session open: it will send batches of
-    /// changes it gets later (live mode, Protocols/sync.md §4.1). Tag 5.
-    case live
-    /// A fork proof (Protocols/change.md §6) the receiver may lack, with the author's certificate if
-    /// this session has not sent it yet. Not acknowledged. Tag 6.
-    case fork(certificates: [Certificate], proof: ForkProof)
-    /// The sender no longer accepts the receiver (its certificate, or its issuer's, is revoked or no
-    /// longer valid) and closes the session: sent last, then the connection is closed
-    /// (Protocols/sync.md §4.2). Tag 7.
-    case refuse(SessionRefusal)
-
-    func encode(to w: inout ByteWriter) {
-        switch self {
-        case let .recon(m):
-            w.writeByte(1)
-            m.encode(to: &w)
-        case let .batch(id, certs, changes):
-            w.writeByte(2)
-            w.writeVarint(UInt64(id))
-            w.writeArray(certs)
-            w.writeVarint(UInt64(changes.count))
-            for c in changes { w.writeBytes(c) }
-        case let .ack(id):
-            w.writeByte(3)
-            w.writeVarint(UInt64(id))
-        case .done:
-            w.writeByte(4)
-        case .live:
-            w.writeByte(5)
-        case let .fork(certs, proof):
-            w.writeByte(6)
-            w.writeArray(certs)
-            w.writeBytes(proof.canonicalBytes)
-        case let .refuse(reason):
-            w.writeByte(7)
-            w.writeByte(reason.rawValue)
-        }
-    }
-
-    static func decode(_ bytes: [UInt8]) throws(DecodingError) -> SessionMessage {
-        var r = ByteReader(bytes)
-        let at = r.offset
-        let m: SessionMessage
-        switch try r.readByte() {
-        case 1: m = .recon(try ReconMessage(from: &r))
-        case 2:
-            let id = try r.readVarint(as: UInt32.self)
-            let certs = try r.readArray(Certificate.self, minElementSize: 100)
-            let n = try r.readCount(minElementSize: 100)
-            var changes: [[UInt8]] = []
-            changes.reserveCapacity(n)
-            for _ in 0..<n { changes.append(try r.readBytes()) }
-            m = .batch(id: id, certificates: certs, changes: changes)
-        case 3: m = .ack(id: try r.readVarint(as: UInt32.self))
-        case 4: m = .done
-        case 5: m = .live
-        case 6:
-            let certs = try r.readArray(Certificate.self, minElementSize: 100)
-            let pAt = r.offset
-            let bytes = try r.readBytes()
-            do { m = .fork(certificates: certs, proof: try ForkProof(canonicalBytes: bytes)) } catch {
-                throw DecodingError(.invalidValue, at: pAt, "fork proof: \(error)")
-            }
-        case 7:
-            let at = r.offset
-            let b = try r.readByte()
-            guard let reason = SessionRefusal(rawValue: b) else { throw DecodingError(.unknownTag, at: at, "refusal reason \(b)") }
-            m = .refuse(reason)
-        case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
-        }
-        try r.expectEnd()
-        return m
-    }
-}
-
-/// Why a session refuses its peer after the handshake (`SessionMessage.refuse`). Raw values are normative.
-public enum SessionRefusal: UInt8, Sendable, Equatable {
-    /// The receiver's certificate, or its issuer's, is revoked (as the sender knows it).
-    case revoked = 1
-    /// The receiver's certificate, or its issuer's, is outside its validity window (expired).
-    case certificateInvalid = 2
-
-    /// The error the refused side reports.
-    var error: SessionError {
-        switch self {
-        case .revoked: SessionError(.revoked, "the peer refused this device: it (or its issuer) is revoked")
-        case .certificateInvalid: SessionError(.badCertificate, "the peer refused this device: its certificate (or its issuer's) is not valid now")
-        }
-    }
-}
-
-/// What a frame a session sends carries, for accounting (`SyncSession.bytesSent`).
-public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertible {
-    /// A handshake message.
-    case handshake
-    /// A reconciliation message.
-    case reconciliation
-    /// A batch of changes (or a fork proof: two changes).
-    case batch
-    /// A batch acknowledgement.
-    case ack
-    /// The final `done` (or `live`), or a `refuse`.
-    case done
-
-    /// Name used in reports.
-    public var description: String {
-        switch self {
-        case .handshake: "handshake"
-        case .reconciliation: "reconciliation"
-        case .batch: "batch"
-        case .ack: "ack"
-        case .done: "done"
-        }
-    }
-}
-
 /// Tunables of a session.
 public struct SessionConfiguration: Sendable {
     /// Network parameters (prologue).
@@ -167,63 +29,109 @@ public struct SessionConfiguration: Sendable {
     }
 }
 
-/// What a session reports to its driver.
-public enum SessionEvent: Sendable, Equatable {
-    /// The handshake completed with this peer.
-    case authenticated(DeviceID, Role)
-    /// Reconciliation finished: how many logs differed.
-    case reconciled(differingLogs: Int)
-    /// A batch from the peer was applied.
-    case applied(changes: Int, rejected: Int)
-    /// Both sides are done; the session can be closed.
-    case finished
-    /// Both sides are done and asked to stay open (live mode): the session now carries later changes
-    /// (`SyncSession.push`) until the connection closes.
-    case live
-    /// The session failed; close the connection.
-    case failed(SessionError)
-}
-
 /// One sync session between two nodes: handshake, reconciliation of log heads, then streaming of the
 /// changes each side lacks, most urgent first, in batches the receiver applies atomically and
-/// acknowledges. A pure state machine: bytes and `now` in, bytes and events out. A cut at any byte
-/// loses at most the batches not yet acknowledged; the next session resends only what is missing.
+/// acknowledges. A cut at any byte loses at most the batches not yet acknowledged; the next session
+/// resends only what is missing.
+///
+/// A state machine in the manner of swift-nio-ssh's `SSHConnectionStateMachine`: every input (`start`,
+/// `receive`, `push`, `checkStanding`, `timerFired`, `connectionClosed`) takes the time from the driver
+/// and returns a `SessionOutput`: the frames to send and the events that happened (`SessionEvent`:
+/// authenticated, reconciled, sent, applied, refused, deferred, needs-timer, live, closed with a typed
+/// `SessionCloseReason`). The states carry their own data:
+///
+/// ```
+/// created --start--> handshaking(handshake)
+/// handshaking --message 3 read/written--> reconciling(link, reconciler)      [authenticated]
+/// reconciling --reconciler finished--> streaming(link, outbound)             [reconciled]
+/// streaming --done/live sent and received, nothing in flight--> closed(.finished)  [closed]
+///                                                          or live(link, outbound) [live]
+/// live --connection closed, nothing of this side in flight--> closed(.finished)
+/// any --bad frame or message, message out of state, limit, standing lost--> closed(.failed(code))
+/// ```
+///
+/// `link` (the transport, the verified peer, what was exchanged) exists from `reconciling` on;
+/// `outbound` (the plan, the window, batches in flight) from `streaming` on. Inputs after `closed` do
+/// nothing and return an empty output. Receiving applies the peer's batches through the `Replicator`
+/// (commits to its store) before acknowledging them.
 public final class SyncSession {
-    private enum Phase { case handshake, reconciling, streaming, live, finished, failed }
+    /// What the peer said at the end of its first exchange.
+    private enum PeerEnd { case done, live }
+
+    /// What exists once the handshake is over, in every later state.
+    private struct Link {
+        var transport: NoiseTransport
+        /// The peer's certificate as the handshake presented it.
+        let peer: Certificate
+        /// The peer's certificate as the trust store certified it (signatures, issuer): what
+        /// `checkStanding` re-checks against the replicator's current trust store (validity, revocation).
+        let peerVerified: VerifiedCertificate
+        var messagesReceived = 0
+        /// `done` or `live` received.
+        var peerEnd: PeerEnd?
+        /// Live mode: what the peer is known to hold of each log both may hold (its holdings as
+        /// reconciliation revealed them, plus what either side sent since). What `push` does not resend.
+        var peerKnown: [LogID: HeldIntervals] = [:]
+        /// Proofs this session sent or received (by their two change ids), so none travels twice.
+        var proofsExchanged: Set<[UInt8]> = []
+        /// `Replicator.forksRecorded` when this session last sent proofs (live mode sends new ones on push).
+        var forksSeen = -1
+        /// Device and authority certificates sent in batches and proofs.
+        var certificatesSent: Set<Certificate> = []
+        /// Authors whose every known certificate was sent.
+        var authorsCovered: Set<DeviceID> = []
+        /// Every known authority certificate went with the first control change.
+        var authoritiesSent = false
+    }
+
+    /// What this side sends, from `streaming` on.
+    private struct Outbound {
+        /// Ordered, most urgent first.
+        var toSend: [StoredChange] = []
+        /// Next index of `toSend`.
+        var cursor = 0
+        var nextBatchID: UInt32 = 1
+        var batchLimit: Int
+        /// Batch id -> changes.
+        var inFlight: [UInt32: Int] = [:]
+        /// `done` or `live` sent.
+        var sentEnd = false
+
+        var isIdle: Bool { inFlight.isEmpty && cursor == toSend.count }
+    }
+
+    private enum State {
+        /// Not started (`start` not called yet).
+        case created(any SessionHandshaking)
+        case handshaking(any SessionHandshaking)
+        /// `ownHoldings`: this side's holdings at reconciliation, kept in live mode to learn what the
+        /// peer holds.
+        case reconciling(Link, Reconciler, ownHoldings: Holdings?)
+        case streaming(Link, Outbound)
+        case live(Link, Outbound)
+        case closed(SessionCloseReason)
+        /// Transient while an input mutates the state's data in place (no copy of its arrays).
+        case modifying
+    }
+
+    /// Ends an input early: a typed failure, or the peer refused for its standing (the `refuse` frame,
+    /// sealed, goes last).
+    private enum Stop: Error {
+        case fail(SessionError)
+        case refuse(SessionError, frame: SessionFrame)
+    }
 
     private let replicator: Replicator
     private let config: SessionConfiguration
-    private var handshake: any SessionHandshaking
-    private(set) var transport: NoiseTransport?  // internal read for tests
-    private var reconciler: Reconciler?
+    private let isInitiator: Bool
+    private var state: State
     private var decoder = FrameDecoder()
-    private var phase = Phase.handshake
-    private var outbox: [([UInt8], SessionFrameKind)] = []
-    private var events: [SessionEvent] = []
-    /// The peer's certificate, after the handshake.
-    public private(set) var peer: Certificate?
-    /// The peer's certificate as the trust store certified it (signatures, issuer): what `checkStanding`
-    /// re-checks at each time against the replicator's current trust store (validity, revocation).
-    private var peerVerified: VerifiedCertificate?
-
-    private var toSend: [StoredChange] = []  // ordered, most urgent first
-    private var cursor = 0  // next index of toSend
-    private var nextBatchID: UInt32 = 1
-    private lazy var batchLimit = config.firstBatchBytes
-    private var inFlight: [UInt32: Int] = [:]  // batch id -> changes
-    private var certificatesSent: Set<Certificate> = []  // device and authority certificates sent in batches
-    private var authorsCovered: Set<DeviceID> = []  // authors whose every known certificate was sent
-    private var authoritiesSent = false  // every known authority certificate went with the first control change
-    private var sentDone = false
-    private var peerDone = false
-    private var peerLive = false
-    /// Live mode: what the peer is known to hold of each log both may hold (its holdings as
-    /// reconciliation revealed them, plus what either side sent since). What `push` does not resend.
-    private var peerKnown: [LogID: HeldIntervals] = [:]
-    private var reconciled: Holdings?
-    private var messagesReceived = 0
     /// The latest `now` a driver passed in (ms since the Unix epoch).
     private var lastNow: UInt64
+    /// The timer last requested (`SessionEvent.needsTimer`), nil if none is pending.
+    private var timerAt: UInt64?
+    /// Whether `deferredDue` was reported for the current `deferredUntil`.
+    private var deferredReported = false
 
     /// Changes sent and acknowledged by the peer, and received and applied, in this session.
     public private(set) var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
@@ -236,8 +144,7 @@ public final class SyncSession {
     /// the peer could not verify them, and a batch with such a change would fail (Protocols/sync.md,
     /// Batches). They stay where they are; a peer that knows the author gets them from another node.
     public private(set) var changesWithheld = 0
-    /// Changes received in this session that the store already held (sent twice: two peers raced, or a
-    /// batch was resent after a cut).
+    /// Changes received in this session that the store already held.
     public private(set) var changesDuplicate = 0
     /// Changes received in this session that the store refused as contradicting a log it holds (a fork:
     /// `CommitReport.refusedForked`). They are acknowledged and not offered again by this peer's
@@ -247,127 +154,91 @@ public final class SyncSession {
     public private(set) var forksDetected = 0
     /// Fork proofs sent to and received (verified) from the peer.
     public private(set) var forkProofsSent = 0, forkProofsReceived = 0
-    /// Proofs this session sent or received (by their two change ids), so none travels twice.
-    private var proofsExchanged: Set<[UInt8]> = []
-    /// `Replicator.forksRecorded` when this session last sent proofs (live mode sends new ones on push).
-    private var forksSeen = -1
-    /// Logs of the changes applied from the peer since the driver last took them (`takeAppliedLogs`).
-    private var appliedLogs: [LogID] = []
-    /// Framed bytes queued for sending, by `SessionFrameKind` (indexed by its raw value).
+    /// Framed bytes sent, by `SessionFrameKind` (indexed by its raw value).
     public private(set) var bytesSent = [Int](repeating: 0, count: SessionFrameKind.allCases.count)
+    /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
+    /// acceptable (`SessionEvent.deferred`); nil if none was refused.
+    public private(set) var deferredUntil: UInt64?
 
-    /// Starts a session. The initiator's first message is queued at once.
+    /// Creates a session in its `created` state; `start` begins it.
     /// - Parameter handshake: a handshake to use instead of Noise XX (the simulator's stand-in; real
     ///   nodes leave it nil).
     public init(initiator: Bool, replicator: Replicator, configuration: SessionConfiguration, now: UInt64,
                 handshake: (any SessionHandshaking)? = nil) {
         self.replicator = replicator
         config = configuration
+        isInitiator = initiator
         lastNow = now
-        self.handshake = handshake ?? SessionHandshake(initiator: initiator, identity: replicator.identity,
-                                                       trust: replicator.trust, network: configuration.network)
-        if initiator { writeHandshake() }
+        state = .created(handshake ?? SessionHandshake(initiator: initiator, identity: replicator.identity,
+                                                       trust: replicator.trust, network: configuration.network))
     }
+
+    // MARK: State queries
 
     /// Whether the session finished normally.
-    public var isFinished: Bool { phase == .finished }
-    /// Whether the session is live (both sides asked to stay open and the first exchange is over).
-    public var isLive: Bool { phase == .live }
-    /// Whether the session is live with nothing queued or waiting for an acknowledgement on this side.
-    public var isIdle: Bool { phase == .live && inFlight.isEmpty && cursor == toSend.count && outbox.isEmpty }
+    public var isFinished: Bool { if case .closed(.finished) = state { true } else { false } }
     /// Whether the session failed.
-    public var hasFailed: Bool { phase == .failed }
+    public var hasFailed: Bool { failure != nil }
+    /// Whether the session is over (finished or failed).
+    public var isClosed: Bool { if case .closed = state { true } else { false } }
     /// Why the session failed, once it has.
-    public private(set) var failure: SessionError?
-    /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
-    /// acceptable: the earliest such HLC minus the clock-skew tolerance (ms since the Unix epoch, on
-    /// this node's clock). A driver resyncs after that time; nil if none was refused.
-    public private(set) var deferredUntil: UInt64?
+    public var failure: SessionError? { if case let .closed(r) = state { r.error } else { nil } }
+    /// How the session ended, once it has.
+    public var closeReason: SessionCloseReason? { if case let .closed(r) = state { r } else { nil } }
+    /// Whether the session is live (both sides asked to stay open and the first exchange is over).
+    public var isLive: Bool { if case .live = state { true } else { false } }
+    /// Whether the session is live with nothing queued or waiting for an acknowledgement on this side.
+    public var isIdle: Bool { if case let .live(_, o) = state { o.isIdle } else { false } }
+    /// The peer's certificate, from the handshake's completion until the session closes.
+    public var peer: Certificate? { link?.peer }
+    /// The transport (tests seal their own messages with it).
+    var transport: NoiseTransport? { link?.transport }
 
-    /// The next bytes to send, if any (already framed).
-    public func pollTransmit() -> [UInt8]? { pollFrame()?.bytes }
-
-    /// The next bytes to send with what they carry, if any.
-    public func pollFrame() -> (bytes: [UInt8], kind: SessionFrameKind)? {
-        guard !outbox.isEmpty else { return nil }
-        let (b, k) = outbox.removeFirst()
-        return (b, k)
-    }
-
-    /// The logs in which batches from the peer stored changes since the last call, each once, in the
-    /// order first seen: what a driver passes to `push` on its other live sessions, or scans for news.
-    public func takeAppliedLogs() -> [LogID] {
-        defer { appliedLogs = [] }
-        return appliedLogs
-    }
-
-    /// The next event, if any.
-    public func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
-
-    /// Feeds bytes received from the peer.
-    public func receive(_ bytes: [UInt8], now: UInt64) {
-        guard phase != .failed, phase != .finished else { return }
-        lastNow = now
-        decoder.append(bytes)
-        do {
-            while phase != .failed, let frame = try decoder.next() { try handle(frame, now: now) }
-        } catch let e as SessionError {
-            fail(e)
-        } catch let e as FrameError {
-            fail(SessionError(.protocolViolation, e.description))
-        } catch {
-            fail(SessionError(.storeFailed, "\(error)"))
-        }
-    }
-
-    /// Re-checks the peer's standing against the replicator's trust store as it is now: the peer's
-    /// certificate and its issuer's must be valid at `now` and neither revoked. A driver calls this
-    /// whenever its trust store may have changed (a revocation learned from any session, from the store,
-    /// or written locally) and when the peer's certificate lapses (`peerStandingLapsesAt`); the session
-    /// also checks before every push and on every message it receives. A peer that fails is refused at
-    /// once: nothing more is sent or accepted, the peer is told why (`SessionMessage.refuse`, the only
-    /// frame queued), and the session fails with `revoked` or `badCertificate`; the driver then closes
-    /// the connection. Before the handshake completes it does nothing (the handshake checks the same).
-    /// - Returns: whether the session is still usable (false once it failed, for this or another reason).
-    @discardableResult
-    public func checkStanding(now: UInt64) -> Bool {
-        guard phase != .failed else { return false }
-        guard phase != .handshake, phase != .finished, let v = peerVerified else { return true }
-        do {
-            try replicator.trust.checkStanding(v, now: now)
-            return true
-        } catch {
-            let refused = error.code == .revoked
-            // The last handshake message, if still queued, goes first: the peer needs it to read the refusal.
-            let handshakeFrames = outbox.filter { $0.1 == .handshake }
-            fail(SessionError(refused ? .revoked : .badCertificate, "peer \(v.certificate.subject): \(error.description)"))
-            outbox = handshakeFrames
-            if var t = transport, let frame = try? t.seal(Self.encoded(.refuse(refused ? .revoked : .certificateInvalid))) {
-                transport = t
-                queue(FrameDecoder.frame(frame), .done)
-            }
-            return false
+    private var link: Link? {
+        switch state {
+        case let .reconciling(l, _, _), let .streaming(l, _), let .live(l, _): l
+        case .created, .handshaking, .closed, .modifying: nil
         }
     }
 
     /// When the peer's standing lapses by time alone (ms since the Unix epoch, on this node's clock): the
     /// first instant after the end of its certificate's validity, or its issuing authority's, widened by
-    /// the clock-skew tolerance. A driver calls `checkStanding` then. Nil before the handshake.
-    public var peerStandingLapsesAt: UInt64? {
-        guard let v = peerVerified else { return nil }
+    /// the clock-skew tolerance. Nil before the handshake completes and after the session closed.
+    public var peerStandingLapsesAt: UInt64? { link.map { lapse(of: $0.peerVerified) } }
+
+    private func lapse(of v: VerifiedCertificate) -> UInt64 {
         let end = min(v.certificate.notAfter, v.authority?.notAfter ?? .max)
         return end &+ replicator.trust.clockSkewMilliseconds &+ 1
     }
 
-    /// The transport closed (cut or peer gone). Unacknowledged batches are simply offered again next time.
-    /// A live session closed with none of its batches in flight ends normally (`finished`).
-    public func connectionClosed() {
-        if phase == .live && inFlight.isEmpty {
-            phase = .finished
-            events.append(.finished)
-        } else if phase != .finished && phase != .failed {
-            fail(SessionError(.protocolViolation, "connection closed mid-session"))
+    // MARK: Inputs
+
+    /// Starts the session: the initiator's first handshake message. Call once, first.
+    public func start() -> SessionOutput {
+        guard case var .created(hs) = state else { preconditionFailure("SyncSession.start called twice") }
+        var out = SessionOutput()
+        guard isInitiator else {
+            state = .handshaking(hs)
+            return out
         }
+        do {
+            emit(FrameDecoder.frame(try hs.write()), .handshake, &out)
+            state = .handshaking(hs)
+        } catch { close(.failed(error), &out) }
+        return out
+    }
+
+    /// Feeds bytes received from the peer (any cut of the stream).
+    public func receive(_ bytes: [UInt8], now: UInt64) -> SessionOutput {
+        var out = SessionOutput()
+        if case .created = state { preconditionFailure("SyncSession.receive before start") }
+        guard !isClosed else { return out }
+        lastNow = now
+        decoder.append(bytes)
+        run(&out) { out in
+            while !isClosed, let frame = try decoder.next() { try handle(frame, now: now, &out) }
+        }
+        return out
     }
 
     /// Live mode: sends the peer the changes of `logs` (every log when nil) it may hold and is not known
@@ -375,50 +246,130 @@ public final class SyncSession {
     /// it after the store changed; before the session is live it does nothing (the session pushes
     /// everything new when it becomes live). The peer's standing is checked first (`checkStanding`): a
     /// peer revoked or expired by `now` gets nothing. Cost: one holdings lookup per log named.
-    public func push(logs: [LogID]? = nil, now: UInt64) {
-        guard phase == .live, let peerCert = peer else { return }
+    public func push(logs: [LogID]? = nil, now: UInt64) -> SessionOutput {
+        var out = SessionOutput()
+        guard case .live(var link, var outbound) = state else { return out }
         lastNow = now
-        guard checkStanding(now: now) else { return }
-        do {
-            if replicator.forksRecorded != forksSeen { try sendForkProofs() }
-            let store = replicator.store
-            let own = replicator.identity.certificate
-            var fresh: [StoredChange] = []
-            for log in try logs ?? store.orderedLogs() where Entitlement.mayHold(peerCert, log) && Entitlement.mayHold(own, log) {
-                let held = try store.holdings(of: log)
-                let known = peerKnown[log] ?? HeldIntervals()
-                if held == known { continue }
-                for r in HeldIntervals.difference(held, known) {
-                    let cs = try store.changes(log, in: r)
-                    fresh += cs
-                    for c in cs { peerKnown[log, default: HeldIntervals()].insert(c.seq) }
-                }
-            }
-            guard !fresh.isEmpty else { return }
-            authorsCovered = []  // certificates learned since (a renewal) are sent with the next batches
-            if cursor == toSend.count {
-                toSend = []
-                cursor = 0
-            }
-            fresh.sort(by: Self.urgentFirst)
-            toSend += fresh
-            try pump()
+        state = .modifying
+        run(&out) { out in
+            try checkStanding(&link, now: now)
+            try pushFresh(logs, &link, &outbound, &out)
+            state = .live(link, outbound)
+        }
+        return out
+    }
+
+    /// Re-checks the peer's standing against the replicator's trust store as it is now: the peer's
+    /// certificate and its issuer's must be valid at `now` and neither revoked. A driver calls this
+    /// whenever its trust store may have changed (a revocation learned from any session, from the store,
+    /// or written locally); the session checks it on its own timer (`needsTimer`, `timerFired`) when the
+    /// peer's certificate lapses, before every push and on every message it receives. A peer that fails
+    /// is refused at once: nothing more is sent or accepted, the peer is told why (`SessionMessage.refuse`,
+    /// the last frame), and the session closes failed with `revoked` or `badCertificate`. Before the
+    /// handshake completes it does nothing (the handshake checks the same).
+    public func checkStanding(now: UInt64) -> SessionOutput {
+        var out = SessionOutput()
+        lastNow = max(lastNow, now)
+        modifyLink(&out) { link throws in try checkStanding(&link, now: now) }
+        return out
+    }
+
+    /// The time a `needsTimer` event asked for has come (or later; earlier does no harm: the session asks
+    /// again). Re-checks the peer's standing and reports `deferredDue` once its time has come.
+    public func timerFired(now: UInt64) -> SessionOutput {
+        var out = SessionOutput()
+        timerAt = nil
+        guard link != nil else { return out }
+        lastNow = max(lastNow, now)
+        modifyLink(&out) { link throws in try checkStanding(&link, now: now) }
+        guard let link else { return out }
+        if let until = deferredUntil, !deferredReported, now >= until {
+            deferredReported = true
+            out.events.append(.deferredDue)
+        }
+        requestTimer(link, &out)
+        return out
+    }
+
+    /// The transport closed (cut or peer gone). Unacknowledged batches are simply offered again next time.
+    /// A live session closed with none of its batches in flight ends normally (`finished`); any other open
+    /// session fails with `connectionClosed`.
+    public func connectionClosed() -> SessionOutput {
+        var out = SessionOutput()
+        switch state {
+        case let .live(_, o) where o.inFlight.isEmpty:
+            close(.finished, &out)
+        case .closed:
+            break
+        default:
+            close(.failed(SessionError(.connectionClosed, "connection closed mid-session")), &out)
+        }
+        return out
+    }
+
+    // MARK: Running inputs
+
+    /// Runs `body`; a typed stop or error closes the session failed.
+    private func run(_ out: inout SessionOutput, _ body: (inout SessionOutput) throws -> Void) {
+        do { try body(&out) } catch let Stop.fail(e) {
+            fail(e, &out)
+        } catch let Stop.refuse(e, frame) {
+            // Nothing more goes to a refused peer but the last handshake message, if it is in this output
+            // (the peer needs it to read the refusal), and the refusal.
+            let handshake = out.frames.filter { $0.kind == .handshake }
+            fail(e, &out)
+            out.frames = handshake + [frame]
         } catch let e as SessionError {
-            fail(e)
+            fail(e, &out)
+        } catch let e as FrameError {
+            fail(SessionError(.protocolViolation, e.description), &out)
+        } catch let e as StoreError {
+            fail(SessionError(store: e), &out)
         } catch {
-            fail(SessionError(.storeFailed, "\(error)"))
+            fail(SessionError(.storeFailed, "\(error)"), &out)
         }
     }
 
-    private func fail(_ e: SessionError) {
-        phase = .failed
-        failure = e
-        outbox.removeAll()
-        events.append(.failed(e))
+    /// Runs `body` on the link of the current state, in place.
+    private func modifyLink(_ out: inout SessionOutput, _ body: (inout Link) throws -> Void) {
+        switch state {
+        case .reconciling(var l, let r, let h):
+            state = .modifying
+            run(&out) { _ in try body(&l); state = .reconciling(l, r, ownHoldings: h) }
+        case .streaming(var l, let o):
+            state = .modifying
+            run(&out) { _ in try body(&l); state = .streaming(l, o) }
+        case .live(var l, let o):
+            state = .modifying
+            run(&out) { _ in try body(&l); state = .live(l, o) }
+        case .created, .handshaking, .closed, .modifying:
+            break
+        }
     }
 
-    private func writeHandshake() {
-        do { queue(FrameDecoder.frame(try handshake.write()), .handshake) } catch { fail(error) }
+    private func fail(_ e: SessionError, _ out: inout SessionOutput) {
+        out.frames.removeAll()
+        close(.failed(e), &out)
+    }
+
+    private func close(_ reason: SessionCloseReason, _ out: inout SessionOutput) {
+        state = .closed(reason)
+        timerAt = nil
+        out.events.append(.closed(reason))
+    }
+
+    /// Asks for a timer at the earliest of the peer's standing lapse and the deferred time not yet
+    /// reported, if that differs from the pending request.
+    private func requestTimer(_ link: Link, _ out: inout SessionOutput) {
+        let deferred = deferredReported ? nil : deferredUntil
+        guard let at = [lapse(of: link.peerVerified), deferred].compactMap({ $0 }).min(), at != timerAt else { return }
+        timerAt = at
+        out.events.append(.needsTimer(at: at))
+    }
+
+    private func emit(_ frame: [UInt8], _ kind: SessionFrameKind, _ out: inout SessionOutput) {
+        out.frames.append(SessionFrame(bytes: frame, kind: kind))
+        bytesSent[kind.rawValue] += frame.count
     }
 
     private static func encoded(_ m: SessionMessage) -> [UInt8] {
@@ -427,8 +378,7 @@ public final class SyncSession {
         return w.bytes
     }
 
-    private func send(_ m: SessionMessage) throws(SessionError) {
-        guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
+    private func send(_ m: SessionMessage, _ link: inout Link, _ out: inout SessionOutput) throws(SessionError) {
         let kind: SessionFrameKind = switch m {
         case .recon: .reconciliation
         case .batch: .batch
@@ -436,159 +386,168 @@ public final class SyncSession {
         case .done, .live, .refuse: .done
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
-        queue(FrameDecoder.frame(try t.seal(Self.encoded(m))), kind)
-        transport = t
+        emit(FrameDecoder.frame(try link.transport.seal(Self.encoded(m))), kind, &out)
     }
 
-    private func queue(_ frame: [UInt8], _ kind: SessionFrameKind) {
-        outbox.append((frame, kind))
-        bytesSent[kind.rawValue] += frame.count
-    }
-
-    private func handle(_ frame: [UInt8], now: UInt64) throws {
-        if phase == .handshake {
-            try handshake.read(frame, now: now)
-            if handshake.shouldWrite { writeHandshake() }
-            if handshake.isComplete { try startReconciliation(now: now) }
-            return
+    /// Throws `Stop.refuse` (with the sealed refusal) if the peer lost its standing at `now`.
+    private func checkStanding(_ link: inout Link, now: UInt64) throws(Stop) {
+        do { try replicator.trust.checkStanding(link.peerVerified, now: now) } catch {
+            let code: SessionError.Code = error.code == .revoked ? .revoked : .badCertificate
+            let e = SessionError(code, "peer \(link.peer.subject): \(error.description)")
+            guard let frame = try? link.transport.seal(Self.encoded(.refuse(SessionRefusal(refusing: code)!))) else { throw .fail(e) }
+            let framed = FrameDecoder.frame(frame)
+            bytesSent[SessionFrameKind.done.rawValue] += framed.count
+            throw .refuse(e, frame: SessionFrame(bytes: framed, kind: .done))
         }
-        messagesReceived += 1
-        guard messagesReceived <= config.maxMessages else { throw SessionError(.limitExceeded, "too many messages") }
-        guard var t = transport else { throw SessionError(.protocolViolation, "no transport") }
-        let plain = try t.open(frame)
-        transport = t
+    }
+
+    // MARK: Receiving
+
+    private func handle(_ frame: [UInt8], now: UInt64, _ out: inout SessionOutput) throws {
+        let current = state
+        state = .modifying
+        switch current {
+        case var .handshaking(hs):
+            try hs.read(frame, now: now)
+            if hs.shouldWrite { emit(FrameDecoder.frame(try hs.write()), .handshake, &out) }
+            if hs.isComplete {
+                try startReconciliation(hs, now: now, &out)
+            } else {
+                state = .handshaking(hs)
+            }
+        case .reconciling(var link, var rec, let own):
+            switch try open(frame, &link, now: now) {
+            case let .recon(m):
+                let outputs: [ReconOutput]
+                do { outputs = try rec.receive(m) } catch {
+                    throw SessionError(error.code == .limitExceeded ? .limitExceeded : .protocolViolation, error.description)
+                }
+                var finished: ReconciliationResult?
+                for o in outputs {
+                    switch o {
+                    case let .send(m): try send(.recon(m), &link, &out)
+                    case let .finished(result): finished = result
+                    }
+                }
+                if let result = finished {
+                    try planStreaming(result, &link, own: own, now: now, &out)
+                } else {
+                    state = .reconciling(link, rec, ownHoldings: own)
+                }
+            case let .batch(id, certs, changes):
+                try receiveBatch(id, certs, changes, &link, now: now, &out)
+                state = .reconciling(link, rec, ownHoldings: own)
+            case let .fork(certs, proof):
+                try receiveForkProof(proof, certificates: certs, &link, now: now)
+                state = .reconciling(link, rec, ownHoldings: own)
+            case .done:
+                try peerEnded(.done, &link)
+                state = .reconciling(link, rec, ownHoldings: own)
+            case .live:
+                try peerEnded(.live, &link)
+                state = .reconciling(link, rec, ownHoldings: own)
+            case .ack, .refuse:
+                throw SessionError(.protocolViolation, "unexpected message while reconciling")
+            }
+        case .streaming(var link, var outbound):
+            switch try open(frame, &link, now: now) {
+            case let .batch(id, certs, changes):
+                try receiveBatch(id, certs, changes, &link, now: now, &out)
+            case let .ack(id):
+                try acknowledge(id, &outbound)
+            case let .fork(certs, proof):
+                try receiveForkProof(proof, certificates: certs, &link, now: now)
+            case .done:
+                try peerEnded(.done, &link)
+            case .live:
+                try peerEnded(.live, &link)
+            case .recon, .refuse:
+                throw SessionError(.protocolViolation, "unexpected message while streaming")
+            }
+            try pump(&link, &outbound, &out)
+            try settleFirstExchange(link, outbound, now: now, &out)
+        case .live(var link, var outbound):
+            switch try open(frame, &link, now: now) {
+            case let .batch(id, certs, changes):
+                try receiveBatch(id, certs, changes, &link, now: now, &out)
+            case let .ack(id):
+                try acknowledge(id, &outbound)
+                try pump(&link, &outbound, &out)
+            case let .fork(certs, proof):
+                try receiveForkProof(proof, certificates: certs, &link, now: now)
+            case .recon, .done, .live, .refuse:
+                throw SessionError(.protocolViolation, "unexpected message in a live session")
+            }
+            state = .live(link, outbound)
+        case .created, .closed, .modifying:
+            preconditionFailure("SyncSession.handle in state \(current)")
+        }
+    }
+
+    /// `done` or `live` from the peer: once per session.
+    private func peerEnded(_ end: PeerEnd, _ link: inout Link) throws(SessionError) {
+        guard link.peerEnd == nil else { throw SessionError(.protocolViolation, "a second done or live") }
+        link.peerEnd = end
+    }
+
+    /// Decrypts and decodes one message, counts it and re-checks the peer's standing before anything
+    /// acts on it (§4.2). A `refuse` from the peer ends the session with its reason.
+    private func open(_ frame: [UInt8], _ link: inout Link, now: UInt64) throws -> SessionMessage {
+        link.messagesReceived += 1
+        guard link.messagesReceived <= config.maxMessages else { throw SessionError(.limitExceeded, "too many messages") }
+        let plain = try link.transport.open(frame)
         let message: SessionMessage
         do { message = try SessionMessage.decode(plain) } catch {
             throw SessionError(.protocolViolation, "message does not decode: \(error)")
         }
         if case let .refuse(reason) = message { throw reason.error }
-        // Nothing is accepted from a peer that lost its standing since the last message (§4.2).
-        guard checkStanding(now: now) else { return }
-        switch (phase, message) {
-        case let (.reconciling, .recon(m)):
-            guard var rec = reconciler else { throw SessionError(.protocolViolation, "no reconciler") }
-            let outputs: [ReconOutput]
-            do { outputs = try rec.receive(m) } catch {
-                throw SessionError(error.code == .limitExceeded ? .limitExceeded : .protocolViolation, error.description)
-            }
-            reconciler = rec
-            try process(outputs)
-        case let (.streaming, .batch(id, certs, encoded)), let (.reconciling, .batch(id, certs, encoded)),
-             let (.live, .batch(id, certs, encoded)):
-            var changes: [Change] = []
-            changes.reserveCapacity(encoded.count)
-            for bytes in encoded {
-                do { changes.append(try Change(canonicalBytes: bytes)) } catch {
-                    throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
-                }
-            }
-            // Only logs both sides may hold travel (§3): a batch with any other log is refused whole,
-            // before anything of it is stored.
-            let own = replicator.identity.certificate
-            for c in changes {
-                let log = LogID(author: c.header.author, scope: c.header.scope)
-                guard Entitlement.mayHold(own, log) else {
-                    throw SessionError(.notEntitled, "batch \(id) carries log \(log), which this node (\(own.role), \(own.scopes.map(\.path))) may not hold")
-                }
-                guard let p = peer, Entitlement.mayHold(p, log) else {
-                    throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
-                }
-            }
-            if config.live {  // the peer holds what it sends
-                for c in changes { peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
-            }
-            let report = try replicator.ingest(changes, certificates: certs, now: now)
-            changesReceived += report.outcomes.filter { $0 == .accepted }.count
-            for (c, o) in zip(changes, report.outcomes) where o == .accepted {
-                let log = LogID(author: c.header.author, scope: c.header.scope)
-                if appliedLogs.last != log && !appliedLogs.contains(log) { appliedLogs.append(log) }
-            }
-            changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
-            changesForked += report.commit.refusedForked.count
-            forksDetected += report.commit.forksRecorded
-            changesDuplicate += report.commit.duplicates
-            let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
-            events.append(.applied(changes: changes.count, rejected: report.rejected + unknown))
-            // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
-            // is no evidence against the peer: honest devices' clocks differ. It travels again in a
-            // later session, once this clock has caught up (Protocols/sync.md, Batches). Likewise a
-            // change refused as `revoked`: the peer may have stored it before it learned the revocation
-            // (a back-dated cut-off), so it is refused without cutting the session.
-            var excused = 0
-            for (c, o) in zip(changes, report.outcomes) {
-                switch o {
-                case .rejected(.revoked, _):
-                    excused += 1
-                case .rejected(.timestampInFuture, _):
-                    excused += 1
-                    let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
-                    deferredUntil = min(deferredUntil ?? at, at)
-                default:
-                    continue
-                }
-            }
-            if report.rejected > excused {
-                // What verified is committed; a peer that sends forgeries is cut off.
-                throw SessionError(.badChange, "\(report.rejected - excused) change(s) of batch \(id) failed verification")
-            }
-            if unknown > 0 {
-                // Not stored, so not acknowledged: the sender must not believe they were delivered.
-                let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
-                throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
-                                   + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
-            }
-            // A revocation in this very batch may concern the peer: it gets no acknowledgement then.
-            if report.revocationsLearned > 0, !checkStanding(now: now) { return }
-            // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
-            // while the peer's side of the session is still open).
-            if report.commit.forksRecorded > 0 { try sendForkProofs() }
-            try send(.ack(id: id))
-        case let (.streaming, .ack(id)), let (.live, .ack(id)):
-            guard let n = inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
-            changesAcknowledged += n
-            try pump()
-        case let (.reconciling, .fork(certs, proof)), let (.streaming, .fork(certs, proof)), let (.live, .fork(certs, proof)):
-            try receiveForkProof(proof, certificates: certs, now: now)
-        case (.streaming, .done), (.reconciling, .done):
-            peerDone = true
-            try checkFinished()
-        case (.streaming, .live), (.reconciling, .live):
-            peerDone = true
-            peerLive = true
-            try checkFinished()
-        default:
-            throw SessionError(.protocolViolation, "unexpected message in phase \(phase)")
-        }
+        try checkStanding(&link, now: now)
+        return message
     }
 
-    private func startReconciliation(now: UInt64) throws {
-        transport = try handshake.transport()
-        guard let peerCert = handshake.peer else { throw SessionError(.protocolViolation, "no peer certificate") }
-        peer = peerCert
+    private func acknowledge(_ id: UInt32, _ outbound: inout Outbound) throws {
+        guard let n = outbound.inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
+        changesAcknowledged += n
+    }
+
+    private func startReconciliation(_ hs: any SessionHandshaking, now: UInt64, _ out: inout SessionOutput) throws {
+        let transport = try hs.transport()
+        guard let peerCert = hs.peer else { throw SessionError(.protocolViolation, "no peer certificate") }
         // The peer's certificate and chain verified at now: learned so that its changes (and those of
         // devices its county authority issued) verify even before a batch brings them.
-        replicator.learn(certificates: handshake.peerChain + [peerCert], now: now)
-        do { peerVerified = try certify(peerCert) } catch {
+        replicator.learn(certificates: hs.peerChain + [peerCert], now: now)
+        let verified: VerifiedCertificate
+        do { verified = try certify(peerCert) } catch {
             throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
         }
-        events.append(.authenticated(peerCert.subject, peerCert.role))
-        phase = .reconciling
+        var link = Link(transport: transport, peer: peerCert, peerVerified: verified)
+        out.events.append(.authenticated(peerCert.subject, peerCert.role))
         // The handshake checked the trust store as it was when the session began; a revocation learned
         // since (another session, the store) counts from here on.
-        guard checkStanding(now: now) else { return }
+        try checkStanding(&link, now: now)
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
         for log in try replicator.store.orderedLogs() where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
             if let held = try replicator.store.logHoldings(log) { logs.append(held) }
         }
-        let key = Array(handshake.handshakeHash.prefix(32))
+        let key = Array(hs.handshakeHash.prefix(32))
         let holdings = Holdings(logs)
-        if config.live { reconciled = holdings }
-        var rec = Reconciler(role: handshake.isInitiator ? .initiator : .responder, holdings: holdings,
+        var rec = Reconciler(role: hs.isInitiator ? .initiator : .responder, holdings: holdings,
                              hashing: SipHashReconciliationHashing(sessionKey: key), salt: config.salt)
-        let outputs = rec.start()
-        reconciler = rec
-        try process(outputs)
+        requestTimer(link, &out)
+        var finished: ReconciliationResult?
+        for o in rec.start() {
+            switch o {
+            case let .send(m): try send(.recon(m), &link, &out)
+            case let .finished(result): finished = result
+            }
+        }
+        let ownHoldings = config.live ? holdings : nil
+        if let result = finished {
+            try planStreaming(result, &link, own: ownHoldings, now: now, &out)
+        } else {
+            state = .reconciling(link, rec, ownHoldings: ownHoldings)
+        }
     }
 
     /// `TrustStore.certified` for the peer's certificate, reusing the replicator's own check of the same
@@ -599,23 +558,120 @@ public final class SyncSession {
         return try replicator.trust.certified(c)
     }
 
-    private func process(_ outputs: [ReconOutput]) throws {
-        for o in outputs {
-            switch o {
-            case let .send(m): try send(.recon(m))
-            case let .finished(result): try planStreaming(result)
+    /// Applies a batch from the peer and acknowledges it (Protocols/sync.md, Batches).
+    private func receiveBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], _ link: inout Link, now: UInt64,
+                              _ out: inout SessionOutput) throws {
+        var changes: [Change] = []
+        changes.reserveCapacity(encoded.count)
+        for bytes in encoded {
+            do { changes.append(try Change(canonicalBytes: bytes)) } catch {
+                throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
             }
         }
+        // Only logs both sides may hold travel (§3): a batch with any other log is refused whole,
+        // before anything of it is stored.
+        let own = replicator.identity.certificate
+        for c in changes {
+            let log = LogID(author: c.header.author, scope: c.header.scope)
+            guard Entitlement.mayHold(own, log) else {
+                throw SessionError(.notEntitled, "batch \(id) carries log \(log), which this node (\(own.role), \(own.scopes.map(\.path))) may not hold")
+            }
+            guard Entitlement.mayHold(link.peer, log) else {
+                throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
+            }
+        }
+        if config.live {  // the peer holds what it sends
+            for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
+        }
+        let report = try replicator.ingest(changes, certificates: certs, now: now)
+        var applied = AppliedBatch()
+        applied.changes = changes.count
+        for (c, o) in zip(changes, report.outcomes) where o == .accepted {
+            let log = LogID(author: c.header.author, scope: c.header.scope)
+            if applied.logs.last != log && !applied.logs.contains(log) { applied.logs.append(log) }
+        }
+        let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
+        // Accepted by verification and stored: not refused by the store nor already held.
+        let storeRefused = report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count + report.commit.refusedForked.count
+        applied.accepted = report.outcomes.filter { $0 == .accepted }.count
+        applied.duplicates = report.commit.duplicates
+        applied.rejected = report.rejected + unknown
+        applied.forksRecorded = report.commit.forksRecorded
+        changesReceived += applied.accepted
+        changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
+        changesForked += report.commit.refusedForked.count
+        forksDetected += report.commit.forksRecorded
+        changesDuplicate += report.commit.duplicates
+        // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
+        // is no evidence against the peer: honest devices' clocks differ. It travels again in a
+        // later session, once this clock has caught up (Protocols/sync.md, Batches). Likewise a
+        // change refused as `revoked`: the peer may have stored it before it learned the revocation
+        // (a back-dated cut-off), so it is refused without cutting the session.
+        var refused: [RefusedChange] = []
+        var excused = 0
+        let deferredBefore = deferredUntil
+        for (c, o) in zip(changes, report.outcomes) {
+            let log = LogID(author: c.header.author, scope: c.header.scope)
+            switch o {
+            case .rejected(.revoked, _):
+                excused += 1
+                refused.append(RefusedChange(log: log, seq: c.header.seq, reason: .revoked))
+            case .rejected(.timestampInFuture, _):
+                excused += 1
+                refused.append(RefusedChange(log: log, seq: c.header.seq, reason: .timestampInFuture))
+                let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
+                deferredUntil = min(deferredUntil ?? at, at)
+            default:
+                continue
+            }
+        }
+        if storeRefused > 0 {
+            let byID = Dictionary(changes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            for (ids, reason) in [(report.commit.refusedForQuota, ChangeRefusal.quota), (report.commit.refusedHeldBack, .heldBack),
+                                  (report.commit.refusedForked, .forked)] {
+                for h in ids {
+                    guard let c = byID[h] else { continue }
+                    refused.append(RefusedChange(log: LogID(author: c.header.author, scope: c.header.scope), seq: c.header.seq, reason: reason))
+                }
+            }
+        }
+        // What verified is committed: reported even if the session now fails.
+        out.events.append(.applied(applied))
+        for r in refused { out.events.append(.refused(r)) }
+        if deferredUntil != deferredBefore, let until = deferredUntil {
+            deferredReported = false
+            out.events.append(.deferred(until: until))
+            requestTimer(link, &out)
+        }
+        if report.rejected > excused {
+            // A peer that sends forgeries is cut off.
+            throw SessionError(.badChange, "\(report.rejected - excused) change(s) of batch \(id) failed verification")
+        }
+        if unknown > 0 {
+            // Not stored, so not acknowledged: the sender must not believe they were delivered.
+            let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
+            throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
+                               + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
+        }
+        // A revocation in this very batch may concern the peer: it gets no acknowledgement then.
+        if report.revocationsLearned > 0 { try checkStanding(&link, now: now) }
+        // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
+        // while the peer's side of the session is still open).
+        if report.commit.forksRecorded > 0 { try sendForkProofs(&link, &out) }
+        try send(.ack(id: id), &link, &out)
     }
+
+    // MARK: Streaming
 
     /// Orders what the peer lacks: control changes (revocations, grants, receipts) first, then by
     /// priority, then oldest first. In a log where the peer's holdings show another branch (a fork), it
     /// sends the changes at the forked heights (the peer gets two changes at one position: a fork
-    /// proof) and only what lies below them; first it sends the fork proofs it holds.
-    private func planStreaming(_ result: ReconciliationResult) throws {
-        events.append(.reconciled(differingLogs: result.differences.count))
-        phase = .streaming
-        try sendForkProofs()
+    /// proof) and only what lies below them; first it sends the fork proofs it holds. Leaves the session
+    /// streaming (or past it).
+    private func planStreaming(_ result: ReconciliationResult, _ link: inout Link, own: Holdings?, now: UInt64,
+                               _ out: inout SessionOutput) throws {
+        out.events.append(.reconciled(differingLogs: result.differences.count))
+        try sendForkProofs(&link, &out)
         var plan: [StoredChange] = []
         for d in result.differences {
             let forked = try forkedHeights(d)
@@ -631,21 +687,68 @@ public final class SyncSession {
             }
         }
         plan.sort(by: Self.urgentFirst)
-        toSend = plan
-        if let own = reconciled {
+        if let own {
             // Live mode: the peer holds what reconciliation showed, plus everything planned here.
             let diffs = Dictionary(uniqueKeysWithValues: result.differences.map { ($0.log, $0) })
             for l in own.logs where diffs[l.log] == nil {
-                peerKnown[l.log] = HeldIntervals(sortedRanges: l.intervals.map { UInt64($0.start)...UInt64($0.end) })
+                link.peerKnown[l.log] = HeldIntervals(sortedRanges: l.intervals.map { UInt64($0.start)...UInt64($0.end) })
             }
             for d in result.differences where !d.remote.isEmpty {
                 guard IntervalSummary.isValidHolding(d.remote) else { throw SessionError(.protocolViolation, "peer holdings of \(d.log) are not canonical") }
-                peerKnown[d.log] = HeldIntervals(sortedRanges: d.remote.map { UInt64($0.start)...UInt64($0.end) })
+                link.peerKnown[d.log] = HeldIntervals(sortedRanges: d.remote.map { UInt64($0.start)...UInt64($0.end) })
             }
-            for c in plan { peerKnown[c.log, default: HeldIntervals()].insert(c.seq) }
-            reconciled = nil
+            for c in plan { link.peerKnown[c.log, default: HeldIntervals()].insert(c.seq) }
         }
-        try pump()
+        var outbound = Outbound(toSend: plan, batchLimit: config.firstBatchBytes)
+        try pump(&link, &outbound, &out)
+        try settleFirstExchange(link, outbound, now: now, &out)
+    }
+
+    /// Leaves `streaming` once `done` (or `live`) was sent and received and nothing is in flight: the
+    /// session finishes, or goes live when both sides sent `live`; else it stays streaming.
+    private func settleFirstExchange(_ link: Link, _ outbound: Outbound, now: UInt64, _ out: inout SessionOutput) throws {
+        guard outbound.sentEnd, let end = link.peerEnd, outbound.inFlight.isEmpty else {
+            state = .streaming(link, outbound)
+            return
+        }
+        guard config.live && end == .live else {
+            close(.finished, &out)
+            return
+        }
+        var (l, o) = (link, outbound)
+        out.events.append(.live)
+        // What this node got while the first exchange ran.
+        try checkStanding(&l, now: now)
+        try pushFresh(nil, &l, &o, &out)
+        state = .live(l, o)
+    }
+
+    /// Queues the changes of `logs` (all when nil) the peer may hold and is not known to hold, and sends
+    /// what the window allows (live mode).
+    private func pushFresh(_ logs: [LogID]?, _ link: inout Link, _ outbound: inout Outbound, _ out: inout SessionOutput) throws {
+        if replicator.forksRecorded != link.forksSeen { try sendForkProofs(&link, &out) }
+        let store = replicator.store
+        let own = replicator.identity.certificate
+        var fresh: [StoredChange] = []
+        for log in try logs ?? store.orderedLogs() where Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(own, log) {
+            let held = try store.holdings(of: log)
+            let known = link.peerKnown[log] ?? HeldIntervals()
+            if held == known { continue }
+            for r in HeldIntervals.difference(held, known) {
+                let cs = try store.changes(log, in: r)
+                fresh += cs
+                for c in cs { link.peerKnown[log, default: HeldIntervals()].insert(c.seq) }
+            }
+        }
+        guard !fresh.isEmpty else { return }
+        link.authorsCovered = []  // certificates learned since (a renewal) are sent with the next batches
+        if outbound.cursor == outbound.toSend.count {
+            outbound.toSend = []
+            outbound.cursor = 0
+        }
+        fresh.sort(by: Self.urgentFirst)
+        outbound.toSend += fresh
+        try pump(&link, &outbound, &out)
     }
 
     /// Heights at which the peer holds another change than this node (ascending): the ends of the peer's
@@ -671,31 +774,29 @@ public final class SyncSession {
     }
 
     /// Sends the fork proofs held for logs both sides may hold that did not travel in this session yet.
-    private func sendForkProofs() throws {
-        guard let peerCert = peer else { return }
-        forksSeen = replicator.forksRecorded
+    private func sendForkProofs(_ link: inout Link, _ out: inout SessionOutput) throws {
+        link.forksSeen = replicator.forksRecorded
         let own = replicator.identity.certificate
-        for f in try replicator.store.forks() where Entitlement.mayHold(peerCert, f.log) && Entitlement.mayHold(own, f.log) {
+        for f in try replicator.store.forks() where Entitlement.mayHold(link.peer, f.log) && Entitlement.mayHold(own, f.log) {
             let key = Self.proofKey(f.kept.hash, f.conflicting.hash)
-            guard !proofsExchanged.contains(key), let proof = try? f.proof() else { continue }  // evicted bytes: nothing to prove with
-            proofsExchanged.insert(key)
-            let author = proof.author
+            guard !link.proofsExchanged.contains(key), let proof = try? f.proof() else { continue }  // evicted bytes: nothing to prove with
+            link.proofsExchanged.insert(key)
             // Every certificate of the author (renewals) and its issuing authority's, once per session.
-            let certs = replicator.certificateChain(of: author).filter { !certificatesSent.contains($0) }
-            certificatesSent.formUnion(certs)
+            let certs = replicator.certificateChain(of: proof.author).filter { !link.certificatesSent.contains($0) }
+            link.certificatesSent.formUnion(certs)
             forkProofsSent += 1
-            try send(.fork(certificates: certs, proof: proof))
+            try send(.fork(certificates: certs, proof: proof), &link, &out)
         }
     }
 
     /// Verifies and records a proof from the peer. A proof of a log this node may not hold breaks the
     /// entitlement rule; a proof that does not verify is a forgery: both end the session.
-    private func receiveForkProof(_ proof: ForkProof, certificates: [Certificate], now: UInt64) throws {
+    private func receiveForkProof(_ proof: ForkProof, certificates: [Certificate], _ link: inout Link, now: UInt64) throws {
         let log = LogID(author: proof.author, scope: proof.scope)
         guard Entitlement.mayHold(replicator.identity.certificate, log) else {
             throw SessionError(.protocolViolation, "fork proof of \(log), which this node may not hold")
         }
-        proofsExchanged.insert(Self.proofKey(proof.first.id, proof.second.id))
+        link.proofsExchanged.insert(Self.proofKey(proof.first.id, proof.second.id))
         let before = replicator.forksRecorded
         switch try replicator.ingest(forkProof: proof, certificates: certificates, now: now) {
         case .accepted:
@@ -722,73 +823,61 @@ public final class SyncSession {
         return (a.log, a.seq) < (b.log, b.seq)
     }
 
-    /// Sends batches while the window allows; `done` when everything was sent and acknowledged.
-    private func pump() throws {
-        while inFlight.count < config.window, cursor < toSend.count {
+    /// Sends batches while the window allows; `done` (or `live`) once everything of the first exchange
+    /// was sent and acknowledged.
+    private func pump(_ link: inout Link, _ o: inout Outbound, _ out: inout SessionOutput) throws {
+        while o.inFlight.count < config.window, o.cursor < o.toSend.count {
             var changes: [[UInt8]] = []
             var certs: [Certificate] = []
             var bytes = 16
-            while cursor < toSend.count {
-                let next = toSend[cursor]
+            while o.cursor < o.toSend.count {
+                let next = o.toSend[o.cursor]
                 var extra = next.bytes.count + 4
                 let author = next.log.author
                 if replicator.certificates[author] == nil {
                     // No verified certificate of its author here: the peer could not verify it either.
                     // Live mode: the peer is not known to hold it, so a push offers it again once the
                     // certificate is known here.
-                    cursor += 1
+                    o.cursor += 1
                     changesWithheld += 1
-                    if let known = peerKnown[next.log], known.contains(next.seq) {
-                        peerKnown[next.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq])))
+                    if let known = link.peerKnown[next.log], known.contains(next.seq) {
+                        link.peerKnown[next.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq])))
                     }
                     continue
                 }
                 // Every known certificate of the author (renewals: the one valid at each change's write
                 // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
-                var needed = authorsCovered.contains(author) ? []
-                    : replicator.certificateChain(of: author).filter { !certificatesSent.contains($0) && !certs.contains($0) }
-                if (next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue) && !authoritiesSent {
+                var needed = link.authorsCovered.contains(author) ? []
+                    : replicator.certificateChain(of: author).filter { !link.certificatesSent.contains($0) && !certs.contains($0) }
+                let control = next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue
+                if control && !link.authoritiesSent {
                     // Key grants and revocations may be signed by a county authority the peer never met
                     // (published through HQ's log): every known authority certificate travels once, first.
                     needed = replicator.trust.authorities.values.sorted { $0.subject < $1.subject }
-                        .filter { !certificatesSent.contains($0) && !certs.contains($0) && !needed.contains($0) } + needed
+                        .filter { !link.certificatesSent.contains($0) && !certs.contains($0) && !needed.contains($0) } + needed
                 }
                 for c in needed { extra += c.canonicalBytes.count }
-                if !changes.isEmpty && bytes + extra > batchLimit { break }
-                cursor += 1
+                if !changes.isEmpty && bytes + extra > o.batchLimit { break }
+                o.cursor += 1
                 certs += needed
-                authorsCovered.insert(author)
-                if next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue { authoritiesSent = true }
+                link.authorsCovered.insert(author)
+                if control { link.authoritiesSent = true }
                 changes.append(next.bytes)  // sent exactly as stored and received
                 bytes += extra
             }
             if changes.isEmpty { break }
-            batchLimit = min(config.maxBatchBytes, batchLimit * 2)
-            let id = nextBatchID
-            nextBatchID += 1
-            inFlight[id] = changes.count
-            certificatesSent.formUnion(certs)
+            o.batchLimit = min(config.maxBatchBytes, o.batchLimit * 2)
+            let id = o.nextBatchID
+            o.nextBatchID += 1
+            o.inFlight[id] = changes.count
+            link.certificatesSent.formUnion(certs)
             changesSent += changes.count
-            try send(.batch(id: id, certificates: certs, changes: changes))
+            try send(.batch(id: id, certificates: certs, changes: changes), &link, &out)
+            out.events.append(.sent(changes: changes.count))
         }
-        if cursor == toSend.count && inFlight.isEmpty && !sentDone {
-            sentDone = true
-            try send(config.live ? .live : .done)
-        }
-        try checkFinished()
-    }
-
-    /// The first exchange is over when `done` (or `live`) was sent and received and nothing is in
-    /// flight: the session finishes, or goes live when both sides sent `live`.
-    private func checkFinished() throws {
-        guard sentDone && peerDone && inFlight.isEmpty && phase == .streaming else { return }
-        if config.live && peerLive {
-            phase = .live
-            events.append(.live)
-            push(now: lastNow)  // what this node got while the first exchange ran
-        } else {
-            phase = .finished
-            events.append(.finished)
+        if o.isIdle && !o.sentEnd {
+            o.sentEnd = true
+            try send(config.live ? .live : .done, &link, &out)
         }
     }
 }
