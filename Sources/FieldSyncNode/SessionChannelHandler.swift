@@ -220,8 +220,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// The peer's device, once authenticated.
     var peer: DeviceID? { result.peer }
-    /// Changes received and accepted so far.
-    var changesReceived: Int { session.changesReceived }
+    /// Changes received and accepted so far (from the session's `applied` events).
+    var changesReceived: Int { result.changesReceived }
     /// Whether the session is in its live phase and not closing.
     var isLive: Bool { session.isLive && !closing }
     /// What the node reports of this session while it is live (nil before).
@@ -260,7 +260,6 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             var snapshot = result
             snapshot.changesSent = session.changesSent
             snapshot.changesAcknowledged = session.changesAcknowledged
-            snapshot.changesReceived = session.changesReceived
             snapshot.durationMilliseconds = clock() &- started
             progress(snapshot)
         }
@@ -441,8 +440,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func reportTraffic() {
-        let now = SessionTraffic(bytesIn: result.bytesIn, bytesOut: result.bytesOut, changesReceived: session.changesReceived,
-                                 changesRefused: session.changesRefused, changesRejected: result.changesRejected)
+        let now = SessionTraffic(bytesIn: result.bytesIn, bytesOut: result.bytesOut, changesReceived: result.changesReceived,
+                                 changesRefused: result.changesRefused, changesRejected: result.changesRejected)
         let delta = now - reported
         guard !delta.isEmpty else { return }
         reported = now
@@ -483,10 +482,13 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
                     return
                 }
             case let .applied(batch):
+                result.changesReceived += batch.accepted
                 result.changesRejected += batch.rejected
             case let .refused(change):
                 // Quota or held back: offered again by a new session after `refusedRetryMilliseconds`.
-                if change.reason == .quota || change.reason == .heldBack, refusedSince == nil { refusedSince = clock() }
+                guard change.reason == .quota || change.reason == .heldBack else { break }
+                result.changesRefused += 1
+                if refusedSince == nil { refusedSince = clock() }
             case let .needsTimer(at):
                 setSessionTimer(at: at, context: context)
             case .deferredDue:
@@ -534,8 +536,6 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         progressTimer = nil
         result.changesSent = session.changesSent
         result.changesAcknowledged = session.changesAcknowledged
-        result.changesReceived = session.changesReceived
-        result.changesRefused = session.changesRefused
         result.forksDetected = session.forksDetected
         result.changesForked = session.changesForked
         result.durationMilliseconds = clock() &- started

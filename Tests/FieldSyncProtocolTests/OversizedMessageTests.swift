@@ -10,12 +10,9 @@ import Testing
 @Suite struct OversizedMessageTests {
     @Test func transportRefusesAnOversizedMessageWithATypedError() throws {
         var pki = TestPKI()
-        let a = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
-        let b = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
-        var link = SessionTests.connect(a, b)
-        SessionTests.run(&link)
-        #expect(link.a.isFinished && link.b.isFinished)
-        var t = try #require(link.a.transport)
+        let a = try pki.device(.station, scopes: [TestPKI.station]), b = try pki.device(.station, scopes: [TestPKI.station])
+        let (i, _) = try HandshakeTests.run(a, b, trustA: pki.trust, trustB: pki.trust)
+        var t = try i.transport()
         #expect(throws: SessionError.self) { _ = try t.seal([UInt8](repeating: 0, count: NoiseTransport.maxPlaintext + 1) ) }
         let ok = try t.seal([UInt8](repeating: 0, count: NoiseTransport.maxPlaintext))
         #expect(ok.count == NoiseTransport.maxPlaintext + Noise.tagLength)

@@ -324,7 +324,7 @@ import Testing
         let b = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
         let link = Self.connect(a, b)
         link.b.receive([0x00, 0x05, 1, 2, 3, 4, 5], now: Self.now)  // a frame that is not a handshake message
-        #expect(Self.events(link.b).contains { if case .failed = $0 { true } else { false } })
+        #expect(Self.events(link.b).contains { if case .closed(.failed) = $0 { true } else { false } })
         link.a.receive([0x00, 0x00], now: Self.now)  // empty frame
         #expect(link.a.hasFailed)
     }

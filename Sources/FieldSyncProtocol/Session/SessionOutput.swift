@@ -78,7 +78,9 @@ public struct RefusedChange: Sendable, Equatable {
 public struct AppliedBatch: Sendable, Equatable {
     /// Changes in the batch.
     public var changes = 0
-    /// Changes verified and newly stored.
+    /// Changes that verified and went to the store (`SyncSession.changesReceived` counts the same); of
+    /// those, the store may have held some already (`duplicates`) or refused some (`refused` events:
+    /// quota, held back, forked).
     public var accepted = 0
     /// Changes the store already held (sent twice: two peers raced, or a batch was resent after a cut).
     public var duplicates = 0
@@ -151,7 +153,7 @@ public struct SessionOutput: Sendable, Equatable {
         events.reduce(0) { if case let .sent(n) = $1 { $0 + n } else { $0 } }
     }
 
-    /// Changes of the peer newly stored in this output.
+    /// Changes of the peer that verified and went to the store in this output (`AppliedBatch.accepted`).
     public var changesAccepted: Int {
         events.reduce(0) { if case let .applied(b) = $1 { $0 + b.accepted } else { $0 } }
     }

@@ -191,8 +191,6 @@ public final class SyncSession {
     public var isIdle: Bool { if case let .live(_, o) = state { o.isIdle } else { false } }
     /// The peer's certificate, from the handshake's completion until the session closes.
     public var peer: Certificate? { link?.peer }
-    /// The transport (tests seal their own messages with it).
-    var transport: NoiseTransport? { link?.transport }
 
     private var link: Link? {
         switch state {
@@ -404,10 +402,11 @@ public final class SyncSession {
     // MARK: Receiving
 
     private func handle(_ frame: [UInt8], now: UInt64, _ out: inout SessionOutput) throws {
-        let current = state
-        state = .modifying
-        switch current {
+        // Each case binds its data and sets `.modifying` before mutating it, so that the bound copies are
+        // the only references to the data's arrays (no copy on write).
+        switch state {
         case var .handshaking(hs):
+            state = .modifying
             try hs.read(frame, now: now)
             if hs.shouldWrite { emit(FrameDecoder.frame(try hs.write()), .handshake, &out) }
             if hs.isComplete {
@@ -416,6 +415,7 @@ public final class SyncSession {
                 state = .handshaking(hs)
             }
         case .reconciling(var link, var rec, let own):
+            state = .modifying
             switch try open(frame, &link, now: now) {
             case let .recon(m):
                 let outputs: [ReconOutput]
@@ -450,6 +450,7 @@ public final class SyncSession {
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
         case .streaming(var link, var outbound):
+            state = .modifying
             switch try open(frame, &link, now: now) {
             case let .batch(id, certs, changes):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
@@ -467,6 +468,7 @@ public final class SyncSession {
             try pump(&link, &outbound, &out)
             try settleFirstExchange(link, outbound, now: now, &out)
         case .live(var link, var outbound):
+            state = .modifying
             switch try open(frame, &link, now: now) {
             case let .batch(id, certs, changes):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
@@ -480,7 +482,7 @@ public final class SyncSession {
             }
             state = .live(link, outbound)
         case .created, .closed, .modifying:
-            preconditionFailure("SyncSession.handle in state \(current)")
+            preconditionFailure("SyncSession.handle in state \(state)")
         }
     }
 
