@@ -347,19 +347,31 @@ public final class FieldSyncNode: Sendable {
     /// acknowledged, waits up to `grace` for the other running ones to finish, then closes what is left
     /// (each closed session loses at most its unacknowledged batches, which the next session resends).
     /// - Returns: how many sessions were cut when the grace period ran out.
+    ///
+    /// The wait runs on the node's event loop (a check every 20 ms), not on Swift's cooperative pool: an
+    /// app whose pool is busy still gets its drain ended on time.
     @discardableResult
     public func drain(grace: TimeAmount) async throws -> Int {
-        let table = self.table
-        try await loop.submit {
+        let table = self.table, loop = self.loop
+        let done = loop.makePromise(of: Int.self)
+        loop.execute {
             table.value.draining = true
             for h in table.value.handlers.values.sorted(by: { $0.serial < $1.serial }) { h.closeWhenIdle("the node is shutting down") }
-        }.get()
-        let deadline = NIODeadline.now() + grace
-        while NIODeadline.now() < deadline {
-            if try await loop.submit({ table.value.running }).get() == 0 { return 0 }
-            try await Task.sleep(for: .milliseconds(20))
+            let deadline = NIODeadline.now() + grace
+            func check() {
+                if table.value.running == 0 {
+                    done.succeed(0)
+                } else if NIODeadline.now() >= deadline {
+                    let open = Array(table.value.channels.values)
+                    for c in open { c.close(promise: nil) }
+                    done.succeed(open.count)
+                } else {
+                    loop.scheduleTask(in: .milliseconds(20)) { check() }
+                }
+            }
+            check()
         }
-        return try await cutSessions()
+        return try await done.futureResult.get()
     }
 
     /// Closes every session's connection now (each loses at most its unacknowledged batches).
