@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
 //
 // FieldSync: an offline-first, peer-to-peer sync framework for field policing nodes.
-// Layers (see docs/design.md): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncStore
-// <- FieldSyncNode / FieldSim <- executables.
+// Layers (see docs/overview.md, "Layers"): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncDriver
+// (the node's sans-IO driver policy) and FieldSyncStore <- FieldSyncNode / FieldSim <- executables.
 import PackageDescription
 
 let package = Package(
@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "FieldSyncCrypto", targets: ["FieldSyncCrypto"]),
         .library(name: "FieldSyncProtocol", targets: ["FieldSyncProtocol"]),
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
+        .library(name: "FieldSyncDriver", targets: ["FieldSyncDriver"]),
         .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
@@ -38,6 +39,9 @@ let package = Package(
         .target(name: "FieldSyncCrypto", dependencies: ["CSodium", "FieldSyncCore"]),
         // Sans-IO sync logic: the store contract, commit rules, in-memory store, sessions.
         .target(name: "FieldSyncProtocol", dependencies: ["FieldSyncCore", "FieldSyncCrypto"]),
+        // Sans-IO driver policy shared by the node and the simulator: when to contact which peer, backoff,
+        // live-session rules, HQ receipt timing, refused-change retry, the store-heads trigger. No clock, no I/O.
+        .target(name: "FieldSyncDriver", dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"]),
         // The SQLite store (GRDB), encrypted at rest.
         .target(
             name: "FieldSyncStore",
@@ -47,7 +51,7 @@ let package = Package(
         .target(
             name: "FieldSyncNode",
             dependencies: [
-                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore",
+                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver", "FieldSyncStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -73,7 +77,7 @@ let package = Package(
         // docs/simulator.md); debug builds and tests keep them.
         .target(
             name: "FieldSim",
-            dependencies: ["CSodium", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"],
+            dependencies: ["CSodium", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver"],
             path: "Simulator/Sources/FieldSim",
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
@@ -107,6 +111,11 @@ let package = Package(
             dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
+        ),
+        .testTarget(
+            name: "FieldSyncDriverTests",
+            dependencies: ["FieldSyncDriver", "FieldSyncNode", "FieldSim", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
+                           "FieldSyncTestSupport"]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
     ]

@@ -3,6 +3,7 @@
 // not silently fall back to a default); `check` then validates values and files and names the key at
 // fault with what to do.
 
+import FieldSyncDriver
 import FieldSyncProtocol
 import Foundation
 import NIOCore

@@ -8,6 +8,7 @@
 
 import FieldSyncCore
 import FieldSyncCrypto
+@_exported import FieldSyncDriver
 import FieldSyncProtocol
 import Foundation
 import Logging
@@ -382,26 +383,32 @@ public final class FieldSyncNode: Sendable {
     }
 
     /// What the node's role does once changes came in (on the loop): at a session's end, and shortly after
-    /// changes arrive on a live session (which may stay open for days). HQ: if it holds changes that no HQ
-    /// receipt covers yet, it writes receipts (`writeIncrementalReceipts`: the logs held beyond what is
-    /// receipted, up to the frontier held) as control changes in its widest scope; they travel back to the
-    /// authors with the next sessions or pushes, through stations and relays, and tell each officer what
-    /// reached HQ. A session cut midway still committed its acknowledged batches, so it is receipted too.
-    private func afterChanges(received: Int) {
+    /// changes arrive on a live session (which may stay open for days); when is the driver's
+    /// `ReceiptScheduler`. HQ: if it holds changes that no HQ receipt covers yet
+    /// (`ReceiptScheduler.scopeToReceipt`), it writes receipts (`writeIncrementalReceipts`: the logs held
+    /// beyond what is receipted, up to the frontier held) as control changes in its widest scope; they
+    /// travel back to the authors with the next sessions or pushes, through stations and relays, and tell
+    /// each officer what reached HQ. A session cut midway still committed its acknowledged batches, so it
+    /// is receipted too.
+    private func receipt(_ decision: ReceiptDecision) {
         loop.preconditionInEventLoop()
-        guard let replicator = replicator.value else { return }
-        let cert = replicator.identity.certificate
-        guard cert.role == .hq, received > 0,
-              let scope = cert.scopes.min(by: { $0.path.count < $1.path.count }) else { return }
-        do {
-            // Only when some log of a non-HQ author is held beyond what HQ receipted: otherwise two HQ
-            // devices would answer each other's receipts with receipts forever.
-            let store = replicator.store
-            let behind = try store.holdings().contains { log, held in
-                guard replicator.certificates[log.author]?.certificate.role != .hq else { return false }
-                return held.frontier > (try store.receipted(log))
+        switch decision {
+        case .none:
+            return
+        case let .armTimer(at):
+            let now = nodeClockMilliseconds()
+            loop.scheduleTask(in: .milliseconds(Int64(at > now ? at - now : 0))) { [self] in
+                receipt(table.value.receipts.timerFired(0, now: Swift.max(at, nodeClockMilliseconds())))
             }
-            guard behind else { return }
+        case let .write(received):
+            writeReceipts(received: received)
+        }
+    }
+
+    private func writeReceipts(received: Int) {
+        guard let replicator = replicator.value else { return }
+        do {
+            guard let scope = try ReceiptScheduler<Int>.scopeToReceipt(replicator) else { return }
             let receipts = try replicator.writeIncrementalReceipts(scope: scope, now: nodeClockMilliseconds())
             let seqs = receipts.map { "\($0.header.seq)" }.joined(separator: ", ")
             let line = "receipt \(scope)#\(seqs) written after receiving \(received) change(s)"
@@ -413,50 +420,27 @@ public final class FieldSyncNode: Sendable {
         }
     }
 
-    /// Changes arrived on a live session: the role's behaviour runs once they stop arriving for a moment
-    /// (a burst of batches gives one receipt, not one per batch).
-    private func scheduleAfterLiveChanges(_ received: Int) {
-        table.value.liveReceived += received
-        guard !table.value.afterLiveScheduled else { return }
-        table.value.afterLiveScheduled = true
-        let table = self.table
-        loop.scheduleTask(in: .milliseconds(250)) { [self] in
-            table.value.afterLiveScheduled = false
-            let n = table.value.liveReceived
-            table.value.liveReceived = 0
-            afterChanges(received: n)
-        }
-    }
+    /// Whether this node writes receipts (its certificate's role is HQ).
+    private var isHQ: Bool { replicator.value?.identity.certificate.role == .hq }
 
     /// A session entered its live phase: count it, keep one live session per peer device, report it.
     private func sessionWentLive(_ h: SessionChannelHandler) {
         table.value.live += 1
         if !h.initiator { table.value.liveIncoming += 1 }
         settleDuplicates(of: h)
-        if h.changesReceived > 0 { scheduleAfterLiveChanges(h.changesReceived) }
+        if h.changesReceived > 0, isHQ { receipt(table.value.receipts.liveChanges(0, received: h.changesReceived, now: nodeClockMilliseconds())) }
         if let snapshot = h.liveSnapshot { table.value.observer.live?(snapshot) }
     }
 
-    /// Two nodes that connect to each other at the same moment (both list the other, or discovery and a
-    /// static entry) end up with two live sessions between them; pushes would then travel twice. Both
-    /// sides keep the same one, whatever the timing: when sessions in both directions exist, those opened
-    /// by the device with the larger id are closed (by both sides); several sessions opened by the same
-    /// device are settled by that device alone, which keeps its oldest. Closing waits until the session
-    /// is idle (a normal end).
+    /// Two live sessions between the same pair are settled on one (`LiveSessionRules.settle`): both sides
+    /// keep the same one, whatever the timing. Closing waits until the session is idle (a normal end).
     private func settleDuplicates(of h: SessionChannelHandler) {
-        guard let peer = h.peer, let me = replicator.value?.identity.id, me != peer else { return }
+        guard let peer = h.peer, let me = replicator.value?.identity.id else { return }
         let same = table.value.handlers.values.filter { $0.isLive && $0.peer == peer }.sorted { $0.serial < $1.serial }
-        guard same.count > 1 else { return }
-        let smallerOpens = me < peer  // sessions the smaller device opened are, on this side, the ones with initiator == (me < peer)
-        let preferred = same.filter { $0.initiator == smallerOpens }
-        var kept = same
-        if !preferred.isEmpty {
-            for x in same where x.initiator != smallerOpens { x.closeWhenIdle("another live session with \(peer) is kept (opened by the smaller device id)") }
-            kept = preferred
+        let close = LiveSessionRules.settle(me: me, peer: peer, live: same.map { .init(id: $0.serial, initiator: $0.initiator) })
+        for (serial, reason) in close {
+            same.first { $0.serial == serial }?.closeWhenIdle(reason.description)
         }
-        // Every kept session has the same opener; only the opener settles them.
-        guard kept.count > 1, kept[0].initiator else { return }
-        for x in kept.dropFirst() { x.closeWhenIdle("an older live session with \(peer) is kept") }
     }
 
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
@@ -529,7 +513,10 @@ public final class FieldSyncNode: Sendable {
         }
         table.value.pending.insert(key)
         // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
-        done.futureResult.whenSuccess { [self] result in afterChanges(received: result.changesReceived) }
+        done.futureResult.whenSuccess { [self] result in
+            guard isHQ else { return }
+            receipt(table.value.receipts.sessionEnded(0, received: result.changesReceived, now: nodeClockMilliseconds()))
+        }
         var salt = SecureRandom.bytes(16)
         var sessionConfig = SessionConfiguration(network: configuration.network, salt: salt)
         sessionConfig.live = asksLive
@@ -553,7 +540,7 @@ public final class FieldSyncNode: Sendable {
         }
         callbacks.live = { [self] h in sessionWentLive(h) }
         callbacks.applied = { [self] h, changes, wasLive in
-            if wasLive { scheduleAfterLiveChanges(changes) }
+            if wasLive, isHQ { receipt(table.value.receipts.liveChanges(0, received: changes, now: nodeClockMilliseconds())) }
             recheckPeers()  // the changes may include a revocation of another session's peer
             table.value.observer.applied?(h.peer)
         }
@@ -630,9 +617,8 @@ private struct SessionTable {
     var nextSerial: UInt64 = 0
     var draining = false
     var observer = SessionObserver()
-    /// Changes received on live sessions since the role's behaviour last ran, and whether a run is due.
-    var liveReceived = 0
-    var afterLiveScheduled = false
+    /// When HQ writes receipts (one key: its widest scope).
+    var receipts = ReceiptScheduler<Int>(policy: ReceiptPolicy())
 }
 
 /// The wall clock in ms since the Unix epoch (the node layer is where the clock is read).

@@ -6,6 +6,7 @@
 
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncProtocol
 import Logging
 import NIOCore
@@ -167,9 +168,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closeWhenIdleReason: String?
     private var deferredTimer: Scheduled<Void>?
     private var deferredTimerAt: UInt64?
-    /// How long after the store first refused changes (quota, held back) a live session closes when idle.
-    private let refusedRetryMilliseconds: UInt64
-    private var refusedSince: UInt64?
+    /// When a live session that refused changes closes (the driver's rule; its `retryAfter` is how long
+    /// after the store first refused changes, quota or held back, a live session closes when idle).
+    private var refusedRetry: RefusedRetry
     private var reported = SessionTraffic()
     /// A live session with no bytes in either direction for this long is closed normally (nil: never);
     /// the next session handshakes and reconciles anew.
@@ -199,7 +200,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         self.session = session
         self.liveIdleMilliseconds = liveIdleMilliseconds
         self.limits = limits
-        self.refusedRetryMilliseconds = refusedRetryMilliseconds
+        refusedRetry = RefusedRetry(retryAfter: refusedRetryMilliseconds)
         self.initiator = initiator
         self.serial = serial
         self.target = target
@@ -372,8 +373,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    /// Closes an idle live session once no bytes moved for `liveIdleMilliseconds`: a normal end; the node's
-    /// scheduler opens a new session, whose handshake and reconciliation check everything anew.
+    /// Closes an idle live session once no bytes moved for `liveIdleMilliseconds` (`LiveSessionRules.idle`):
+    /// a normal end; the node's scheduler opens a new session, whose handshake and reconciliation check
+    /// everything anew.
     private func watchLiveIdle(context: ChannelHandlerContext) {
         guard let limit = liveIdleMilliseconds, liveIdleTimer == nil, !closing else { return }
         let now = clock()
@@ -382,10 +384,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         liveIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
             liveIdleTimer = nil
             guard let context = self.context, !closing else { return }
-            if session.isIdle && clock() &- lastTraffic >= limit {
-                closeWhenIdle("idle live session: no traffic for \(limit / 1_000) s")
-            } else {
-                watchLiveIdle(context: context)
+            switch LiveSessionRules.idle(now: clock(), lastTraffic: lastTraffic, isIdle: session.isIdle, limit: limit) {
+            case let .close(reason): closeWhenIdle(reason.description)
+            case .recheck, .keep: watchLiveIdle(context: context)
             }
         }
     }
@@ -413,28 +414,27 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Changes this session refused are not offered again on the same live session (they were
-    /// acknowledged): once changes refused as dated ahead of this node's clock may be accepted
-    /// (`deferredUntil`), or `refusedRetryMilliseconds` after the store first refused changes (quota,
-    /// held back), the session is closed when idle, and the next session's reconciliation offers them
-    /// again (Protocols/sync.md §4.1).
+    /// acknowledged): the driver's `RefusedRetry` says when the session closes (when idle) so that the
+    /// next session's reconciliation offers them again (Protocols/sync.md §4.1); this arms the timer.
     private func watchDeferred(context: ChannelHandlerContext) {
         let now = clock()
-        if session.changesRefused > 0, refusedSince == nil { refusedSince = now }
-        let retry = refusedSince.map { $0 &+ refusedRetryMilliseconds }
-        guard session.isLive, closeWhenIdleReason == nil, let until = [session.deferredUntil, retry].compactMap({ $0 }).min() else { return }
-        if now >= until {
-            closeWhenIdle(until == retry
-                ? "the store refused changes (quota or held back); a new session offers them again"
-                : "changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
+        let decision = refusedRetry.check(now: now, refused: session.changesRefused, deferredUntil: session.deferredUntil,
+                                          live: session.isLive)
+        guard closeWhenIdleReason == nil else { return }
+        switch decision {
+        case .keep:
             return
-        }
-        if let at = deferredTimerAt, at <= until { return }
-        deferredTimer?.cancel()
-        deferredTimerAt = until
-        deferredTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(until - now))) { [self] in
-            deferredTimer = nil
-            deferredTimerAt = nil
-            if let context = self.context { afterActivity(context: context) }
+        case let .close(reason):
+            closeWhenIdle(reason.description)
+        case let .recheck(until):
+            if let at = deferredTimerAt, at <= until { return }
+            deferredTimer?.cancel()
+            deferredTimerAt = until
+            deferredTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(until - now))) { [self] in
+                deferredTimer = nil
+                deferredTimerAt = nil
+                if let context = self.context { afterActivity(context: context) }
+            }
         }
     }
 
