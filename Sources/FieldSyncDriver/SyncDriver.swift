@@ -113,3 +113,19 @@ public struct SyncDriver<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// Clears the trace (a long run keeps only what a comparison needs).
     public mutating func clearTrace() { trace.removeAll(keepingCapacity: true) }
 }
+
+/// Every tunable of the driver policy, with the node's defaults (`NodeConfiguration` and the config file
+/// map onto it; the simulator runs it as it is, with its scenario's receipt interval).
+public struct DriverPolicy: Sendable, Equatable {
+    /// When to contact whom.
+    public var schedule = SchedulePolicy()
+    /// A live session silent this long closes when idle (ms; nil: never). Node default 10 minutes.
+    public var liveIdle: UInt64? = 600_000
+    /// A live session whose store refused changes closes when idle this long after the first refusal (ms).
+    public var refusedRetry: UInt64 = 600_000
+    /// HQ's receipt timing.
+    public var receipts = ReceiptPolicy()
+
+    /// The node's defaults.
+    public init() {}
+}

@@ -59,12 +59,12 @@ public struct NodeConfiguration: Sendable {
     /// A session in its live phase with no bytes in either direction for this long is closed (a normal
     /// end; nil: never). The next session handshakes and reconciles anew, re-checking the peer from
     /// scratch: a backstop behind the standing checks on every push and message (Protocols/sync.md §4.2).
-    public var liveIdleTimeout: TimeAmount? = .minutes(10)
+    public var liveIdleTimeout: TimeAmount? = DriverPolicy().liveIdle.map { .milliseconds(Int64($0)) }
     /// A live session whose store refused changes (relay quota full, too many held back behind a gap)
     /// closes once idle this long after the first refusal, so that a new session's reconciliation offers
     /// them again (a live session does not: they were acknowledged). Changes refused as dated ahead of
     /// this clock close it as soon as they may be accepted instead.
-    public var refusedRetry: TimeAmount = .minutes(10)
+    public var refusedRetry: TimeAmount = .milliseconds(Int64(DriverPolicy().refusedRetry))
     /// TCP keepalive on every session socket, so that a peer gone without a word (power cut, link down)
     /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, then every
     /// 10 s, given up after 6 unanswered probes (about 2 minutes).

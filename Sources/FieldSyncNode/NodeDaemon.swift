@@ -98,13 +98,18 @@ public final class NodeDaemon: Sendable {
     private let box: NIOLoopBoundBox<State>
     private var logger: Logger { node.logger }
 
+    /// The driver a daemon with `options` runs (the policy and jitter seed of its options).
+    public static func makeDriver(options: DaemonOptions, tracing: Bool = false) -> SyncDriver<PeerAddress> {
+        SyncDriver(policy: options.policy, seed: options.seed, tracing: tracing)
+    }
+
     /// Creates a daemon around a node (not started).
     public init(node: FieldSyncNode, options: DaemonOptions, metrics: NodeMetrics, hooks: DaemonHooks = DaemonHooks()) {
         self.node = node
         self.options = options
         self.metrics = metrics
         self.hooks = hooks
-        box = NIOLoopBoundBox.makeBoxSendingValue(State(driver: SyncDriver(policy: options.policy, seed: options.seed)),
+        box = NIOLoopBoundBox.makeBoxSendingValue(State(driver: Self.makeDriver(options: options)),
                                                   eventLoop: node.loop)
     }
 
