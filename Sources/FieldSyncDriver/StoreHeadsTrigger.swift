@@ -16,6 +16,13 @@ public struct StoreHeadsChange: Sendable, Equatable {
     public var reload: Bool
     /// The device the changes came from (not pushed to, not scheduled).
     public var except: DeviceID?
+
+    /// Creates one.
+    public init(moved: [LogID], reload: Bool, except: DeviceID?) {
+        self.moved = moved
+        self.reload = reload
+        self.except = except
+    }
 }
 
 /// Remembers the store's heads and says what a new reading calls for.

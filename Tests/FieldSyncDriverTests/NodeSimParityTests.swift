@@ -58,7 +58,7 @@ import Testing
         var f = try ScenarioFile.load(path: path)
         f.days = 2
         f.workloadStopDays = 1
-        f.faults = f.faults ?? FaultConfig()
+        #expect(f.faults != nil, "longnan-small has a faults section")
         f.faults?.clockSkewShare = 0.3  // changes dated ahead of their receivers' clocks: refused, retried
         f.faults?.linkCorrupt = 0.002  // failed sessions: backoff and reconnect
         let seed: UInt64 = 4
