@@ -3,6 +3,7 @@ import FieldSyncCore
 import FieldSyncDriver
 import FieldSyncNode
 import FieldSyncProtocol
+import FieldSyncTestSupport
 import Foundation
 import Testing
 
@@ -11,7 +12,8 @@ import Testing
 /// the simulator's `fieldsync` agent met them on a small Longnan run with link faults and clock skew,
 /// are fed to the driver exactly as a node daemon builds it from its default config file
 /// (`NodeDaemon.makeDriver`), and every decision must be the one the agent's driver made and acted on.
-@Suite struct NodeSimParityTests {
+/// On its own thread: the simulation is CPU work of several seconds.
+@Suite(.ownThread) struct NodeSimParityTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// A node index as the node's peer address: order-preserving (ties in the schedule break by address).
