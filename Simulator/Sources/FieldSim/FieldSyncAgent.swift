@@ -122,6 +122,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var closing: [LiveCloseReason?] = []  // per slot: the live pair closes once idle, for this reason
     private var lastTraffic: [SimTime] = []  // per slot: when a frame last left or arrived
     private var pairFailed: [Bool] = []  // per slot: the last pair failed (the next start is a reconnect)
+    private var pairWentLive: [Bool] = []  // per slot: the `a` side's session went live (its driver was told)
     /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
     public private(set) var reconnects = 0
     /// Live pairs closed so that changes refused on them (dated ahead of the receiver's clock, or refused by
@@ -324,6 +325,7 @@ public final class FieldSyncAgent: SyncAgent {
             closing.append(nil)
             lastTraffic.append(0)
             pairFailed.append(false)
+            pairWentLive.append(false)
         }
     }
 
@@ -351,6 +353,7 @@ public final class FieldSyncAgent: SyncAgent {
         refused[s] = [RefusedRetry(retryAfter: policy.refusedRetry), RefusedRetry(retryAfter: policy.refusedRetry)]
         closing[s] = nil
         lastTraffic[s] = now
+        pairWentLive[s] = false
         if pairFailed[s] {
             pairFailed[s] = false
             reconnects += 1
@@ -439,6 +442,7 @@ public final class FieldSyncAgent: SyncAgent {
             if case .live = e { wentLive = true }
         }
         if wentLive, side == .a, let peer = sess.peer?.subject {
+            pairWentLive[s] = true
             drivers[Int(me)].handle(.sessionLive(device: peer, outgoing: link.spec.b), now: wall(me, now))
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
@@ -480,7 +484,8 @@ public final class FieldSyncAgent: SyncAgent {
             }
         }
         if let reason = closing[s] {
-            guard a.isIdle && b.isIdle else {
+            // A side no longer live (finished or failed) has closed its end already.
+            guard a.isIdle || !a.isLive, b.isIdle || !b.isLive else {
                 // Closed once nothing is in flight either way (over TCP the last acknowledgements arrive
                 // before the close): look again shortly.
                 setTimer(link, at: now + 1_000, effects: &effects)
@@ -514,7 +519,8 @@ public final class FieldSyncAgent: SyncAgent {
         let node = link.spec.a
         let t = wall(node, now)
         let device = a.peer?.subject
-        if let device, drivers[Int(node)].scheduler.peer(link.spec.b)?.live == true {
+        if pairWentLive[s], let device {  // as a node: a session that went live reports its live end
+            pairWentLive[s] = false
             drivers[Int(node)].handle(.liveSessionEnded(device: device), now: t)
         }
         let finished = a.isFinished && b.isFinished
