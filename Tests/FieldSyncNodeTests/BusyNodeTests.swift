@@ -44,7 +44,7 @@ import Testing
         let station = try NodeTests.node(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "station")
         let backpack = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "backpack")
         let other = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "other")
-        let backlog = 3_000
+        let backlog = 2_000
         try await Self.bulkWrite(backpack, count: backlog)
         try await NodeTests.write(other, count: 3, tag: "other")
         let listener = try await station.listen(host: "127.0.0.1", port: 0) { _ in }
