@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -11,7 +12,7 @@ import Testing
 /// event loop (`NodeConfiguration.prepareBatchesOffLoop`), so a catch-up leaves the loop free for other
 /// sessions and status, and what fails verification in the pipeline is refused as before. Real TCP on
 /// 127.0.0.1, SQLite stores.
-@Suite struct BusyNodeTests {
+@Suite(.ownThread) struct BusyNodeTests {
     /// Writes `count` changes in one atomic commit per 500 (bulk: a catch-up's worth, quickly), on the
     /// node's loop.
     static func bulkWrite(_ node: FieldSyncNode, count: Int) async throws {
