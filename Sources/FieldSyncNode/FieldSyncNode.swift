@@ -69,6 +69,11 @@ public struct NodeConfiguration: Sendable {
     /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, then every
     /// 10 s, given up after 6 unanswered probes (about 2 minutes).
     public var keepAlive: TCPKeepAlive? = TCPKeepAlive()
+    /// Verify and open the peers' batches on worker threads (`BatchPreparer`, one thread fewer than the
+    /// cores, at least one) while the event loop commits earlier ones, instead of on the loop as they
+    /// arrive: catch-up uses a second core and the loop stays free for other sessions (docs/node.md,
+    /// "Threading"). The outcome is the same either way.
+    public var prepareBatchesOffLoop = true
 
     /// Creates a configuration.
     public init(network: NetworkParameters) { self.network = network }
@@ -520,6 +525,7 @@ public final class FieldSyncNode: Sendable {
         var salt = SecureRandom.bytes(16)
         var sessionConfig = SessionConfiguration(network: configuration.network, salt: salt)
         sessionConfig.live = asksLive
+        sessionConfig.preparesBatchesElsewhere = configuration.prepareBatchesOffLoop
         let session = SyncSession(initiator: initiator, replicator: replicator, configuration: sessionConfig, now: nodeClockMilliseconds())
         salt.removeAll()
         var callbacks = SessionChannelHandler.Callbacks()
@@ -558,6 +564,7 @@ public final class FieldSyncNode: Sendable {
                                             callbacks: callbacks, limits: limits,
                                             refusedRetryMilliseconds: UInt64(Swift.max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
                                             liveIdleMilliseconds: configuration.liveIdleTimeout.map { UInt64(Swift.max(1, $0.nanoseconds / 1_000_000)) },
+                                            preparer: configuration.prepareBatchesOffLoop ? BatchPreparer.shared : nil,
                                             progress: progress)
         table.value.handlers[key] = handler
         let sync = channel.pipeline.syncOperations

@@ -114,7 +114,9 @@ public struct SessionTraffic: Sendable, Equatable {
 /// Threading: NIO calls a handler only on its channel's event loop. Every channel of a `FieldSyncNode`
 /// lives on the node's single event loop, so the session and the `Replicator` it drives are only ever
 /// touched from that one thread (the replicator and its store are not thread-safe). The node calls
-/// `push` and `closeWhenIdle` on that loop too.
+/// `push` and `closeWhenIdle` on that loop too. With a `preparer`, the peer's batches are verified and
+/// opened on its worker threads (values only: `BatchPreparation`) and handed back to the session on the
+/// loop; while the session holds its maximum of batches in preparation, the handler stops reading.
 final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -189,15 +191,20 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// check then only restarts its window (a live session that just got work is not judged on the quiet
     /// before).
     private var idleSinceCheck = false
+    /// Verifies and opens the peer's batches off the loop (nil: the session does it as they arrive).
+    private let preparer: BatchPreparer?
+    /// Whether reading is paused because the session holds its maximum of batches in preparation.
+    private var readingPaused = false
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
     init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
          clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
          done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(), limits: Limits = Limits(),
-         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil,
+         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil, preparer: BatchPreparer? = nil,
          progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.preparer = preparer
         self.liveIdleMilliseconds = liveIdleMilliseconds
         self.limits = limits
         refusedRetry = RefusedRetry(retryAfter: refusedRetryMilliseconds)
@@ -249,10 +256,18 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         lastTraffic = clock()
         let received = session.changesReceived, wasLive = result.liveSince != nil
         session.receive(bytes, now: clock())
+        afterInput(context: context, received: received, wasLive: wasLive)
+    }
+
+    /// After the session took input (bytes, or a batch prepared elsewhere): batches to prepare, bytes to
+    /// send, events, the node's callbacks, reading paused or resumed.
+    private func afterInput(context: ChannelHandlerContext, received: Int, wasLive: Bool) {
+        startPreparations(context: context)
         transmit(context: context)
         drainEvents(context: context)
         if session.changesReceived > received { callbacks.applied(self, session.changesReceived - received, wasLive) }
         afterActivity(context: context)
+        pauseReadingIfBacklogged(context: context)
         if let progress, !completed {
             var snapshot = result
             snapshot.changesSent = session.changesSent
@@ -261,6 +276,34 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             snapshot.durationMilliseconds = clock() &- started
             progress(snapshot)
         }
+    }
+
+    /// Hands the session's batches to the preparer; each comes back to the session on the loop. If the
+    /// preparer cannot take work (its pool stopped), the batch is prepared here.
+    private func startPreparations(context: ChannelHandlerContext) {
+        guard let preparer else {
+            // A session configured to prepare elsewhere with no preparer here: prepared on the loop.
+            while let batch = session.pollBatchPreparation() { session.completeBatchPreparation(ticket: batch.ticket, batch.prepare(), now: clock()) }
+            return
+        }
+        while let batch = session.pollBatchPreparation() {
+            preparer.prepare(batch, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+                guard !completed, !closing, let context = self.context else { return }
+                let prepared = (try? outcome.get()) ?? batch.prepare()
+                let received = session.changesReceived, wasLive = result.liveSince != nil
+                session.completeBatchPreparation(ticket: batch.ticket, prepared, now: clock())
+                afterInput(context: context, received: received, wasLive: wasLive)
+            }
+        }
+    }
+
+    /// Stops reading from the peer while the session holds its maximum of batches in preparation (the
+    /// frames already read wait in the session), and reads again once one is applied.
+    private func pauseReadingIfBacklogged(context: ChannelHandlerContext) {
+        let full = session.preparationBacklogFull && !closing && !completed
+        guard full != readingPaused else { return }
+        readingPaused = full
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: !full)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
