@@ -20,7 +20,12 @@ import Glibc
 func attackBenchmarks() -> [Benchmark] {
     [
         Benchmark(name: "attack", summary: "a fieldsync serve process under slowloris (200 conns), handshake flood, garbage, forged beacons, symbol flood, maximal frames, all together: honest syncs vs quiet") { scale in
-            try attackHarness(rounds: max(10, Int(60 * scale)))
+            try attackHarness(rounds: max(10, Int(60 * scale)), limitUnprovenHandshakes: true,
+                              phases: Attack.allCases.map { ($0.rawValue, [$0]) } + [("all together", Attack.allCases)])
+        },
+        Benchmark(name: "attack-unlimited", summary: "the handshake flood and all attacks together against a node with no handshake rate limit for unproven sources (before that fix)") { scale in
+            try attackHarness(rounds: max(10, Int(60 * scale)), limitUnprovenHandshakes: false,
+                              phases: [(Attack.handshakeFlood.rawValue, [.handshakeFlood]), ("all together", Attack.allCases)])
         },
     ]
 }
@@ -411,7 +416,11 @@ private func scrape(_ port: Int) -> String {
     return String(decoding: text, as: UTF8.self)
 }
 
-private func attackHarness(rounds: Int) throws -> [BenchResult] {
+/// - Parameters:
+///   - limitUnprovenHandshakes: false: the node runs with `sessions.unprovenHandshakesPerSource` 0 (no
+///     rate limit for sources that never authenticated), as before that limit existed.
+///   - phases: the attack phases, run after a quiet one and followed by "quiet again".
+private func attackHarness(rounds: Int, limitUnprovenHandshakes: Bool, phases attackPhases: [(String, [Attack])]) throws -> [BenchResult] {
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("fieldsync").path
     guard FileManager.default.isExecutableFile(atPath: exe) else {
         throw AttackError("attack needs the fieldsync binary next to fieldsync-bench (\(exe)); build it: swift build -c release --product fieldsync")
@@ -453,7 +462,14 @@ private func attackHarness(rounds: Int) throws -> [BenchResult] {
     _ = FileManager.default.createFile(atPath: logFile, contents: nil)
     let serve = Process()
     serve.executableURL = URL(fileURLWithPath: exe)
-    serve.arguments = ["serve", "--dir", dir, "--key-file", dir + "/device.key", "--store", dir + "/store.sqlite", "--epoch-key-file", keyFile,
+    var configArgs: [String] = []
+    if !limitUnprovenHandshakes {
+        let config = base + "/serve.json"
+        let json = #"{ "device": { "dir": "\#(dir)" }, "store": { "path": "\#(dir)/store.sqlite" }, "sessions": { "unprovenHandshakesPerSource": 0 } }"#
+        guard FileManager.default.createFile(atPath: config, contents: Data(json.utf8)) else { throw AttackError("cannot write \(config)") }
+        configArgs = ["--config", config]
+    }
+    serve.arguments = ["serve"] + configArgs + ["--dir", dir, "--key-file", dir + "/device.key", "--store", dir + "/store.sqlite", "--epoch-key-file", keyFile,
                        "--listen", "127.0.0.1:\(port)", "--discovery-port", "\(discoveryPort)", "--discovery-destination", "127.0.0.1",
                        "--metrics-listen", "127.0.0.1:\(metricsPort)"]
     let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
@@ -547,7 +563,7 @@ private func attackHarness(rounds: Int) throws -> [BenchResult] {
     let quietFDs = node.openDescriptors
     let quiet = try run("quiet", [])
     var phases = [quiet]
-    for (name, attacks) in Attack.allCases.map({ ($0.rawValue, [$0]) }) + [("all together", Attack.allCases), ("quiet again", [])] {
+    for (name, attacks) in attackPhases + [("quiet again", [])] {
         settle(to: quietFDs)
         phases.append(try run(name, attacks))
     }

@@ -1,5 +1,6 @@
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncNode
 import FieldSyncProtocol
 import Foundation
 import Testing
@@ -284,5 +285,57 @@ final class CombinedAttack: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// The handshake rate limit for sources that have not authenticated recently (issue 13, found with the
+/// attack harness: a handshake flood made honest syncs several times slower, each flood connection
+/// costing the node's loop a key agreement and a certificate message).
+@Suite(.serialized) struct HandshakeRateTests {
+    @Test func unprovenSourcesGetABurstPerWindowProvenOnesAreNotLimited() {
+        var rate = HandshakeRateLimiter(burst: 3, window: 1_000, provenFor: 10_000, maxSources: 2)
+        #expect((0..<3).allSatisfy { rate.allows("a", now: UInt64($0)) })
+        #expect(!rate.allows("a", now: 3), "the fourth in the window is refused")
+        #expect(rate.allows("b", now: 4), "another source has its own budget")
+        #expect(rate.allows("a", now: 1_000), "the next window")
+        rate.authenticated("a", now: 1_001)
+        #expect((0..<100).allSatisfy { rate.allows("a", now: 1_002 + UInt64($0)) }, "a proven source is not limited")
+        #expect(rate.isProven("a", now: 11_000) && !rate.isProven("a", now: 11_001))
+        // Proven sources are bounded: the least recently proven is forgotten.
+        rate.authenticated("b", now: 2_000)
+        rate.authenticated("c", now: 3_000)
+        #expect(!rate.isProven("a", now: 3_001) && rate.isProven("b", now: 3_001) && rate.isProven("c", now: 3_001))
+    }
+
+    /// A source that keeps opening connections with a valid-looking handshake message 1 and never
+    /// completes a handshake is answered 8 times per 10 s, then refused at accept; an honest peer that
+    /// already synced from its own address is not limited however often it connects. Before the limit
+    /// every one of the 40 got a key agreement and a message 2.
+    @Test(.timeLimit(.minutes(1))) func aHandshakeFloodFromOneSourceIsRefusedAtAcceptAndHonestPeersAreNot() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (station, backpack, listener, port) = try await AvailabilityTests.pair(dir)
+        let first = try await backpack.sync(host: "127.0.0.1", port: port)
+        #expect(first.isFinished)
+        var answered = 0
+        for _ in 0..<40 {
+            guard let fd = AvailabilityTests.connect(port, from: "127.0.0.7") else { continue }
+            _ = AvailabilityTests.send(fd, FrameDecoder.frame(X25519.SecretKey.generate().publicKey.bytes + [NetworkParameters.protocolVersion]))
+            var tv = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 4_096)
+            if recv(fd, &buffer, buffer.count, 0) > 2 { answered += 1 }  // message 2 came back
+            close(fd)
+        }
+        #expect(answered == 8, "8 message 2s for 40 message 1s from one unproven source: \(answered)")
+        for _ in 0..<12 {
+            let r = try await backpack.sync(host: "127.0.0.1", port: port)
+            #expect(r.isFinished, "\(r)")
+        }
+        let counters = try await station.loop.submit { station.connectionCounters }.get()
+        #expect(counters.refused[RefusalReason.handshakeRate.rawValue] == 32, "\(counters)")
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
     }
 }
