@@ -1,3 +1,4 @@
+import FieldSyncTestSupport
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -14,7 +15,7 @@ import Glibc
 /// while an honest backpack syncs with it by `fieldsync sync` processes. The attackers run in the test
 /// process on threads of their own, from other loopback addresses; the node's memory and descriptors are
 /// read from `/proc/<pid>`. Blocking: real processes, blocking sockets and sleeps on threads.
-@Suite(.serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
 struct CombinedAttackTests {
     /// Every attack together for the length of 6 honest syncs: each sync finishes and brings its one new
     /// change; the node's descriptors stay within its limits (handshake pool, sessions, probes) and its
@@ -291,7 +292,7 @@ final class CombinedAttack: @unchecked Sendable {
 /// The handshake rate limit for sources that have not authenticated recently (issue 13, found with the
 /// attack harness: a handshake flood made honest syncs several times slower, each flood connection
 /// costing the node's loop a key agreement and a certificate message).
-@Suite(.serialized) struct HandshakeRateTests {
+@Suite(.ownThread, .serialized) struct HandshakeRateTests {
     @Test func unprovenSourcesGetABurstPerWindowProvenOnesAreNotLimited() {
         var rate = HandshakeRateLimiter(burst: 3, window: 1_000, provenFor: 10_000, maxSources: 2)
         #expect((0..<3).allSatisfy { rate.allows("a", now: UInt64($0)) })
