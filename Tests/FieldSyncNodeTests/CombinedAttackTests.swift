@@ -295,12 +295,17 @@ final class CombinedAttack: @unchecked Sendable {
 @Suite(.ownThread, .serialized) struct HandshakeRateTests {
     @Test func unprovenSourcesGetABurstPerWindowProvenOnesAreNotLimited() {
         var rate = HandshakeRateLimiter(burst: 3, window: 1_000, provenFor: 10_000, maxSources: 2)
-        #expect((0..<3).allSatisfy { rate.allows("a", now: UInt64($0)) })
-        #expect(!rate.allows("a", now: 3), "the fourth in the window is refused")
-        #expect(rate.allows("b", now: 4), "another source has its own budget")
-        #expect(rate.allows("a", now: 1_000), "the next window")
+        var allowed = 0
+        for t in 0..<3 where rate.allows("a", now: UInt64(t)) { allowed += 1 }
+        #expect(allowed == 3)
+        let fourth = rate.allows("a", now: 3), other = rate.allows("b", now: 4), next = rate.allows("a", now: 1_000)
+        #expect(!fourth, "the fourth in the window is refused")
+        #expect(other, "another source has its own budget")
+        #expect(next, "the next window")
         rate.authenticated("a", now: 1_001)
-        #expect((0..<100).allSatisfy { rate.allows("a", now: 1_002 + UInt64($0)) }, "a proven source is not limited")
+        allowed = 0
+        for t in 0..<100 where rate.allows("a", now: 1_002 + UInt64(t)) { allowed += 1 }
+        #expect(allowed == 100, "a proven source is not limited")
         #expect(rate.isProven("a", now: 11_000) && !rate.isProven("a", now: 11_001))
         // Proven sources are bounded: the least recently proven is forgotten.
         rate.authenticated("b", now: 2_000)
