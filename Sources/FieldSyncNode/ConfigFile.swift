@@ -89,6 +89,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var maxHandshakes = 16
         /// Most incoming connections in their handshake from one source address (default 4).
         public var maxHandshakesPerSource = 4
+        /// Most handshakes per 10 s from a source address with no authenticated session in the last hour;
+        /// further connections from it are refused at accept (default 8; 0: no limit).
+        public var unprovenHandshakesPerSource = 8
         /// A session with work to do that moves fewer bytes than this (both directions) in
         /// `progressIntervalSeconds` is cut (default 1024; 0: no progress check).
         public var minProgressBytes = 1_024
@@ -97,7 +100,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
         static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive",
                                         "refusedRetrySeconds", "liveIdleTimeoutSeconds", "handshakeTimeoutSeconds", "maxHandshakes",
-                                        "maxHandshakesPerSource", "minProgressBytes", "progressIntervalSeconds"]
+                                        "maxHandshakesPerSource", "unprovenHandshakesPerSource", "minProgressBytes", "progressIntervalSeconds"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -113,6 +116,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             handshakeTimeoutSeconds = try c.value("handshakeTimeoutSeconds", or: handshakeTimeoutSeconds)
             maxHandshakes = try c.value("maxHandshakes", or: maxHandshakes)
             maxHandshakesPerSource = try c.value("maxHandshakesPerSource", or: maxHandshakesPerSource)
+            unprovenHandshakesPerSource = try c.value("unprovenHandshakesPerSource", or: unprovenHandshakesPerSource)
             minProgressBytes = try c.value("minProgressBytes", or: minProgressBytes)
             progressIntervalSeconds = try c.value("progressIntervalSeconds", or: progressIntervalSeconds)
         }
@@ -380,6 +384,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
         if !(1...300).contains(sessions.handshakeTimeoutSeconds) { fail("sessions.handshakeTimeoutSeconds", "must be 1 to 300") }
         if !(1...4_096).contains(sessions.maxHandshakes) { fail("sessions.maxHandshakes", "must be 1 to 4096, not \(sessions.maxHandshakes)") }
+        if !(0...4_096).contains(sessions.unprovenHandshakesPerSource) {
+            fail("sessions.unprovenHandshakesPerSource", "must be 0 (no limit) to 4096, not \(sessions.unprovenHandshakesPerSource)")
+        }
         if !(1...sessions.maxHandshakes).contains(sessions.maxHandshakesPerSource) {
             fail("sessions.maxHandshakesPerSource", "must be 1 to sessions.maxHandshakes (\(sessions.maxHandshakes)), not \(sessions.maxHandshakesPerSource)")
         }
@@ -425,6 +432,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         n.handshakeTimeout = .seconds(Int64(sessions.handshakeTimeoutSeconds))
         n.maxPendingHandshakes = sessions.maxHandshakes
         n.maxHandshakesPerSource = sessions.maxHandshakesPerSource
+        n.unprovenHandshakesPerSource = sessions.unprovenHandshakesPerSource
         n.minProgressBytes = sessions.minProgressBytes
         n.progressInterval = .seconds(Int64(sessions.progressIntervalSeconds))
         return n
@@ -464,11 +472,13 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // an idle one); refusedRetrySeconds: a live session on which the store refused changes (quota) reopens
           // after it; liveIdleTimeoutSeconds: an idle live session closes after it and reconnects (0: never).
           // handshakeTimeoutSeconds: cut a connection that has not authenticated by then; maxHandshakes and
-          // maxHandshakesPerSource: the unauthenticated pool (it never takes a `max` slot); a session with work
+          // maxHandshakesPerSource: the unauthenticated pool (it never takes a `max` slot); unprovenHandshakesPerSource:
+          // handshakes per 10 s from an address with no authenticated session in the last hour (0: no limit); a session with work
           // to do that moves fewer than minProgressBytes per progressIntervalSeconds is cut (0: no check).
           "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
                         "live": true, "maxLive": 64, "refusedRetrySeconds": 600, "liveIdleTimeoutSeconds": 600,
-                        "handshakeTimeoutSeconds": 5, "maxHandshakes": 16, "maxHandshakesPerSource": 4, "minProgressBytes": 1024,
+                        "handshakeTimeoutSeconds": 5, "maxHandshakes": 16, "maxHandshakesPerSource": 4,
+                        "unprovenHandshakesPerSource": 8, "minProgressBytes": 1024,
                         "progressIntervalSeconds": 10 },
           // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
           // changes are noticed by polling the store every pollIntervalMilliseconds, pushed at once on live

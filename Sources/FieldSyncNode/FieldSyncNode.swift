@@ -38,6 +38,15 @@ public struct NodeConfiguration: Sendable {
     public var maxPendingHandshakes = 16
     /// Most incoming connections in their handshake from one source address at once.
     public var maxHandshakesPerSource = 4
+    /// Most handshakes a source address that has not authenticated within `provenSourceMemory` may start
+    /// per `unprovenHandshakeWindow`; further connections from it are refused at accept
+    /// (`RefusalReason.handshakeRate`, `HandshakeRateLimiter`). 0: no limit.
+    public var unprovenHandshakesPerSource = 8
+    /// The window of `unprovenHandshakesPerSource`.
+    public var unprovenHandshakeWindow: TimeAmount = .seconds(10)
+    /// How long a source address from which a handshake completed is exempt from
+    /// `unprovenHandshakesPerSource`.
+    public var provenSourceMemory: TimeAmount = .hours(1)
     /// A session that has work to do (anything but an idle live session) and moves fewer than
     /// `minProgressBytes` bytes, both directions together (bytes written count once the socket took
     /// them), in a `progressInterval` is cut (`CutReason.tooSlow`): a trickle of bytes does not keep it.
@@ -193,7 +202,12 @@ public final class FieldSyncNode: Sendable {
         table = NIOLoopBoundBox.makeBoxSendingValue(
             SessionTable(admission: HandshakeAdmission(capacity: max(1, configuration.maxPendingHandshakes),
                                                        perSource: max(1, configuration.maxHandshakesPerSource)),
-                         logLimiter: LogRateLimiter(burst: max(1, configuration.logLinesPerSourcePerMinute))),
+                         logLimiter: LogRateLimiter(burst: max(1, configuration.logLinesPerSourcePerMinute)),
+                         handshakeRate: configuration.unprovenHandshakesPerSource > 0
+                             ? HandshakeRateLimiter(burst: configuration.unprovenHandshakesPerSource,
+                                                    window: UInt64(max(1, configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000)),
+                                                    provenFor: UInt64(max(0, configuration.provenSourceMemory.nanoseconds / 1_000_000)))
+                             : nil),
             eventLoop: loop)
         let box = replicator
         do {
@@ -480,6 +494,14 @@ public final class FieldSyncNode: Sendable {
                        detail: "\(counted) sessions running (limit \(max), live sessions not counted)")
                 return false
             }
+            // Before any work: a source that keeps starting handshakes and never completes one is refused
+            // here, where a refusal costs almost nothing, rather than answered with a key agreement.
+            if table.value.handshakeRate?.allows(source, now: nodeClockMilliseconds()) == false {
+                refuse(channel, .handshakeRate, source: source, initiator: false,
+                       detail: "more than \(configuration.unprovenHandshakesPerSource) handshakes in \(configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000) ms "
+                           + "from a source with no recent authenticated session")
+                return false
+            }
             switch table.value.admission.admit(serial, source: source, now: nodeClockMilliseconds()) {
             case .admit:
                 break
@@ -532,7 +554,12 @@ public final class FieldSyncNode: Sendable {
         callbacks.authenticated = { _ in
             // Out of the handshake pool; into a session slot if one is free.
             table.value.pending.remove(key)
-            if initiator { table.value.pendingOut -= 1 } else { table.value.admission.release(serial) }
+            if initiator {
+                table.value.pendingOut -= 1
+            } else {
+                table.value.admission.release(serial)
+                table.value.handshakeRate?.authenticated(source, now: nodeClockMilliseconds())
+            }
             let now = table.value.sessions - table.value.live
             guard now < max else {
                 table.value.counters.refused[RefusalReason.sessionLimit.rawValue, default: 0] += 1
@@ -619,6 +646,8 @@ private struct SessionTable {
     var counters = ConnectionCounters()
     /// Log lines caused by each source address.
     var logLimiter: LogRateLimiter
+    /// Handshakes started by sources that have not authenticated recently (nil: no limit).
+    var handshakeRate: HandshakeRateLimiter?
     /// Open sessions that asked for live mode (bounded by `maxLiveSessions`).
     var askingLive = 0
     var nextSerial: UInt64 = 0
