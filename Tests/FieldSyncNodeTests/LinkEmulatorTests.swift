@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncTestSupport
 import Foundation
 import Testing
 
@@ -7,7 +8,7 @@ import Glibc
 #endif
 
 /// The link emulator itself: its seeded decisions, and bytes through it (plain sockets and threads).
-@Suite(.serialized)
+@Suite(.ownThread, .serialized)
 struct LinkEmulatorTests {
     static let lossy = LinkProfile(delayMilliseconds: 30, jitterMilliseconds: 10, lossRate: 0.05, retransmitMilliseconds: 100,
                                    bytesPerSecond: 512 * 1_024, duplicateRate: 0.03, cutRate: 0.25, cutWithinBytes: 20_000)
