@@ -45,7 +45,7 @@ struct LossyLinkProcessTests {
     /// The short version, in the suite: the relay chain (nine impaired hops) converges with nothing lost.
     @Test(.timeLimit(.minutes(3))) func tenProcessesInARelayChainConvergeOverLossyLinks() throws {
         let lossy = try Self.run(.chain, profile: Self.impaired, seed: 1)
-        print("lossy links, relay chain (backpack, 8 relays, station), \(changesPerWriter) changes per writer: \(lossy)")
+        print("lossy links, relay chain (backpack, 8 relays, station), \(Self.changesPerWriter) changes per writer: \(lossy)")
         #expect(lossy.links.cuts > 0 && lossy.links.losses > 0, "the impaired run cut connections mid-transfer and lost segments: \(lossy)")
     }
 
