@@ -49,8 +49,8 @@ for t in "${targets[@]}"; do
         status=1
     fi
     # One summary line per target: executions, speed, coverage (the last status line libFuzzer printed).
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/logs/$t.log" | awk '{print $2}' | tail -1)
-    speed=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$work/logs/$t.log" | awk '{print $2}' | tail -1)
+    execs=$(awk '/stat::number_of_executed_units:/ {n = $2} END {print n}' "$work/logs/$t.log")
+    speed=$(awk '/stat::average_exec_per_sec:/ {n = $2} END {print n}' "$work/logs/$t.log")
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$work/logs/$t.log" | tail -1)
     echo "$t: $result, ${execs:-?} executions, ${speed:-?} exec/s, ${cov:-no coverage line} (log: $work/logs/$t.log)"
 done
