@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
+        .executable(name: "fieldsync-fuzz", targets: ["fieldsync-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -98,10 +99,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            exclude: ["fuzz.sh"]
         ),
         // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool.
         .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
+        // Fuzz entry points for every decoder of peer bytes and the session after a handshake
+        // (docs/fuzzing.md); compiled in every build so the suite replays their corpora.
+        .target(
+            name: "FieldSyncFuzz",
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode"]
+        ),
+        // The fuzz targets as one program: seeds, replay, and (built by Sources/fieldsync-bench/fuzz.sh
+        // with -sanitize=fuzzer) libFuzzer runs.
+        .executableTarget(name: "fieldsync-fuzz", dependencies: ["FieldSyncFuzz"]),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore", "FieldSyncTestSupport"]),
         .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
@@ -118,5 +129,6 @@ let package = Package(
                            "FieldSyncTestSupport"]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
+        .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),
     ]
 )

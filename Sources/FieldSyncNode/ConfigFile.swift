@@ -3,6 +3,7 @@
 // not silently fall back to a default); `check` then validates values and files and names the key at
 // fault with what to do.
 
+import FieldSyncCrypto
 import FieldSyncDriver
 import FieldSyncProtocol
 import Foundation
@@ -297,8 +298,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             throw ConfigError(key: nil, "cannot read config file \(path); check the path and its permissions")
         }
         var config = try decode(data, source: path)
-        let base = (path as NSString).deletingLastPathComponent
-        config.resolvePaths(relativeTo: base.isEmpty ? "." : base)
+        config.resolvePaths(relativeTo: PathText.folder(of: path))
         return config
     }
 
@@ -357,8 +357,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         case let (nil, k?):
             if !fm.isReadableFile(atPath: k) { fail("device.keyFile", "cannot read \(k); fix the path") }
         }
-        let storeDir = (store.path as NSString).deletingLastPathComponent
-        if !fm.fileExists(atPath: storeDir.isEmpty ? "." : storeDir, isDirectory: &isDir) || !isDir.boolValue {
+        let storeDir = PathText.folder(of: store.path)
+        if !fm.fileExists(atPath: storeDir, isDirectory: &isDir) || !isDir.boolValue {
             fail("store.path", "the folder \(storeDir) does not exist; create it (the store file itself is created if missing)")
         }
         if !["full", "normal"].contains(store.syncMode) { fail("store.syncMode", "must be \"full\" or \"normal\", not \"\(store.syncMode)\"") }
@@ -407,8 +407,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(1...1_024).contains(metrics.maxConnections) { fail("metrics.maxConnections", "must be 1 to 1024") }
         if !(1...3_600).contains(metrics.idleTimeoutSeconds) { fail("metrics.idleTimeoutSeconds", "must be 1 to 3600") }
         if !Self.logLevels.contains(logLevel) { fail("logLevel", "must be one of \(Self.logLevels.joined(separator: ", ")), not \"\(logLevel)\"") }
-        let statusDir = (statusPath as NSString).deletingLastPathComponent
-        if !fm.fileExists(atPath: statusDir.isEmpty ? "." : statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
+        let statusDir = PathText.folder(of: statusPath)
+        if !fm.fileExists(atPath: statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
         if !(1...65_535).contains(discovery.port) { fail("discovery.port", "must be 1 to 65535") }
         if !(1...3_600).contains(discovery.intervalSeconds) { fail("discovery.intervalSeconds", "must be 1 to 3600") }
         let octets = discovery.destination.split(separator: ".", omittingEmptySubsequences: false)
