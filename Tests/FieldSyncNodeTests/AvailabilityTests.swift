@@ -423,9 +423,12 @@ import Glibc
         }
         let codec = try BeaconCodec(networkID: "longnan-police", root: pki.rootKey.publicKey)
         let port = try await DaemonTests.address(station).port
+        // Immutable copies for the task (`pits` and `discovery` are mutable locals: the compiler
+        // refuses them under -sanitize=thread, where region-based isolation sees the later use).
+        let forged = pits.map { ($0.0, $0.1) }, beaconPort = discovery.port
         let forging = Task.onOwnThread {
             while !Task.isCancelled {
-                for (host, p, _) in pits { Self.beacon(codec, port: p, to: discovery.port, from: host) }
+                for (host, p) in forged { Self.beacon(codec, port: p, to: beaconPort, from: host) }
                 try? await TestClock.sleep(for: .milliseconds(200))
             }
         }
