@@ -96,6 +96,10 @@ public struct ChangeVerifier: Sendable {
     /// Every known certificate of the devices that have more than one (renewed or re-enrolled: same key,
     /// other validity, role or scopes), each with its issuing authority's certificate.
     public var renewals: [DeviceID: [VerifiedCertificate]] = [:]
+    /// The replicator this snapshot was taken from and what it knew then (`Replicator.verifierGeneration`);
+    /// nil for a verifier built by hand. `Replicator.ingest(prepared:by:now:)` compares it with what the
+    /// replicator knows at commit time.
+    public var origin: (replicator: ObjectIdentifier, generation: UInt64)?
 
     /// The outcome of verifying `change` at `now` (ms since the Unix epoch). A change is checked against
     /// a certificate of its author valid at its write time (HLC): with several, those valid then are tried
@@ -132,6 +136,11 @@ public struct ChangeVerifier: Sendable {
             return .unknownAuthor
         }
         return .rejected(error.code, error.description)
+    }
+
+    /// `prepare(_:now:)` for every change of a batch, in order: what a driver runs on another thread.
+    public func prepare(_ changes: [Change], now: UInt64) -> [PreparedChange] {
+        changes.map { prepare($0, now: now) }
     }
 
     /// Verifies `change` and, if accepted and readable, opens and validates its edits.
@@ -202,7 +211,9 @@ public final class Replicator {
     /// This device.
     public let identity: DeviceIdentity
     /// Trust anchors and the revocations learned so far.
-    public private(set) var trust: TrustStore
+    public private(set) var trust: TrustStore {
+        didSet { verifierGeneration &+= 1 }
+    }
     /// The store.
     public let store: any SyncStore
     /// Schemas for validating decrypted edits.
@@ -210,7 +221,9 @@ public final class Replicator {
     /// Known certificates by device (own, peers', authors of changes held), signatures checked once
     /// when learned (`TrustStore.certified`); validity is checked per change at its HLC. The newest
     /// certificate of each device (``Certificate/isNewer(than:)``); all of them are in `allCertificates`.
-    public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:]
+    public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:] {
+        didSet { verifierGeneration &+= 1 }
+    }
     /// Every known certificate of each device (renewals and re-enrollments of the same key), each with
     /// its issuing authority's certificate (one entry per known authority certificate).
     public private(set) var allCertificates: [DeviceID: [VerifiedCertificate]] = [:]
@@ -220,7 +233,10 @@ public final class Replicator {
     public static let maxCertificatesPerDevice = 32
     /// Epoch keys this device holds, by scope, newest last.
     public private(set) var keys: [Scope: [EpochKey]] = [:] {
-        didSet { sortedKeys = nil }
+        didSet {
+            sortedKeys = nil
+            verifierGeneration &+= 1
+        }
     }
     private var sortedKeys: [EpochKey]?  // `allKeys`, computed once per change of `keys`
     /// The HQ archive public key, if changes should carry an archive slot.
@@ -234,7 +250,13 @@ public final class Replicator {
     /// Authors whose every known certificate (and issuing authority's) the store keeps.
     private var fullyKept: Set<DeviceID> = []
     /// `allCertificates` of the devices with more than one (what `ChangeVerifier.renewals` needs).
-    private var renewed: [DeviceID: [VerifiedCertificate]] = [:]
+    private var renewed: [DeviceID: [VerifiedCertificate]] = [:] {
+        didSet { verifierGeneration &+= 1 }
+    }
+    /// Counts the changes to what a `ChangeVerifier` snapshots (trust anchors and revocations, certificates,
+    /// keys; it may count a mutation that changed nothing): a snapshot taken at the same count verifies
+    /// exactly as this replicator does now.
+    public private(set) var verifierGeneration: UInt64 = 0
     /// A verification cache shared with other replicators in the same process (simulators only; nil,
     /// the default, verifies everything here). Outcomes are the same either way (`VerificationCache`).
     public var verificationCache: VerificationCache?
@@ -648,8 +670,26 @@ public final class Replicator {
     /// A snapshot of what verification and opening need (trust anchors, revocations, certificates,
     /// keys, schemas), safe to use from other threads.
     public func verifier() -> ChangeVerifier {
-        ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas,
-                       renewals: renewed)
+        var v = ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas,
+                               renewals: renewed)
+        v.origin = (ObjectIdentifier(self), verifierGeneration)
+        return v
+    }
+
+    /// Commits changes that `verifier` (a snapshot of this replicator, `verifier()`) prepared, maybe on
+    /// another thread while this one committed earlier batches. If this replicator learned anything since
+    /// the snapshot (a certificate, a key, a revocation, an authority), the changes are prepared again
+    /// here with what it knows now, so that the outcome is always that of `ingest(_:now:)` at commit
+    /// time: nothing verified against a stale trust store (a revocation learned in the meantime) is
+    /// stored. A verifier that is not a snapshot of this replicator is never trusted.
+    /// - Returns: the report, and whether the snapshot was stale (the changes were prepared again here).
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(prepared: [PreparedChange], by verifier: ChangeVerifier, now: UInt64) throws -> (report: IngestReport, reprepared: Bool) {
+        if let origin = verifier.origin, origin.replicator == ObjectIdentifier(self), origin.generation == verifierGeneration {
+            return (try ingest(prepared: prepared, now: now), false)
+        }
+        let current = self.verifier()
+        return (try ingest(prepared: prepared.map { current.prepare($0.change, now: now) }, now: now), true)
     }
 
     /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.

@@ -290,4 +290,55 @@ import Testing
             #expect(SessionRefusal(refusing: code) == nil)
         }
     }
+
+    // MARK: store errors
+
+    /// A station whose store can fail, and a backpack with `changes` changes for it.
+    static func storeRig(changes: Int) throws -> (TestPKI, FailingStore, Replicator, Replicator) {
+        var pki = TestPKI()
+        let store = FailingStore()
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]), store: store)
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        for n in 0..<changes { _ = try SessionTests.write(bp, UInt64(n + 1)) }
+        return (pki, store, st, bp)
+    }
+
+    static func closeReason(_ s: TestSession) -> SessionCloseReason? {
+        s.outputs.lazy.compactMap(\.closeReason).first
+    }
+
+    /// A commit that fails (disk full) closes the session with `storeFailed` carrying the store's own
+    /// typed error, code and detail, inline and when batches are prepared elsewhere; nothing is stored
+    /// or acknowledged.
+    @Test(arguments: [false, true]) func aFailedCommitClosesWithTheStoresTypedError(elsewhere: Bool) throws {
+        let (_, store, st, bp) = try Self.storeRig(changes: 3)
+        let full = StoreError(.ioError, "disk full while writing the store; free space and retry")
+        store.commitError = full
+        var link = elsewhere ? PreparedBatchTests.connect(bp, st) : SessionTests.connect(bp, st)
+        let finished = elsewhere ? try PreparedBatchTests.run(&link).finished : SessionTests.run(&link)
+        #expect(!finished)
+        let reason = try #require(Self.closeReason(link.b))
+        guard case let .failed(e) = reason else { Issue.record("closed \(reason)"); return }
+        #expect(e.code == .storeFailed)
+        #expect(e.store == full, "the store's error itself, not a string of it")
+        #expect(link.b.outputs.filter { $0.closeReason != nil }.count == 1, "one close")
+        #expect(try store.inner.holdings().isEmpty)
+        #expect(link.a.changesAcknowledged == 0)
+    }
+
+    /// A store that throws an error of another type than `StoreError` (the protocol promises
+    /// `StoreError`) still closes the session with a typed store error (`ioError` naming the type), not
+    /// a bare string.
+    @Test func aForeignStoreErrorIsTyped() throws {
+        struct Odd: Error {}
+        let (_, store, st, bp) = try Self.storeRig(changes: 1)
+        store.readError = Odd()
+        var link = SessionTests.connect(bp, st)
+        #expect(!SessionTests.run(&link))
+        let reason = try #require(Self.closeReason(link.b))
+        guard case let .failed(e) = reason else { Issue.record("closed \(reason)"); return }
+        #expect(e.code == .storeFailed)
+        #expect(e.store?.code == .ioError)
+        #expect(e.store?.detail.hasPrefix("Odd") == true, "\(String(describing: e.store))")
+    }
 }

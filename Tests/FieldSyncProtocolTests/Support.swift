@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 @testable import FieldSyncProtocol
 import Testing
 
@@ -122,6 +123,7 @@ final class TestSession {
     let session: SyncSession
     private var frames: [SessionFrame] = []
     private var events: [SessionEvent] = []
+    private var preparations: [BatchPreparation] = []
     /// Every output, in order (for tests of the outputs themselves).
     private(set) var outputs: [SessionOutput] = []
 
@@ -138,6 +140,7 @@ final class TestSession {
         outputs.append(out)
         frames += out.frames
         events += out.events
+        preparations += out.preparations
         return out
     }
 
@@ -156,7 +159,50 @@ final class TestSession {
     @discardableResult
     func connectionClosed() -> SessionOutput { take(session.connectionClosed()) }
 
+    @discardableResult
+    func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) -> SessionOutput {
+        take(session.completeBatchPreparation(ticket: ticket, changes, now: now))
+    }
+
+    func pollBatchPreparation() -> BatchPreparation? { preparations.isEmpty ? nil : preparations.removeFirst() }
     func pollFrame() -> SessionFrame? { frames.isEmpty ? nil : frames.removeFirst() }
     func pollTransmit() -> [UInt8]? { pollFrame()?.bytes }
     func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
+}
+
+/// A `MemoryStore` whose commits or reads can be made to fail: `commitError` is thrown by `commit`,
+/// `readError` by every read a session makes (holdings, changes, forks).
+final class FailingStore: SyncStore {
+    let inner = MemoryStore()
+    var commitError: (any Error)?
+    var readError: (any Error)?
+
+    private func read<T>(_ body: () throws -> T) throws -> T {
+        if let readError { throw readError }
+        return try body()
+    }
+
+    func holdings() throws -> [LogID: HeldIntervals] { try read { try inner.holdings() } }
+    func holdings(of log: LogID) throws -> HeldIntervals { try read { try inner.holdings(of: log) } }
+    func orderedLogs() throws -> [LogID] { try read { try inner.orderedLogs() } }
+    func logHoldings(_ log: LogID) throws -> LogHoldings? { try read { try inner.logHoldings(log) } }
+    func change(_ log: LogID, seq: UInt64) throws -> StoredChange? { try read { try inner.change(log, seq: seq) } }
+    func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? { try read { try inner.hash(log, seq: seq) } }
+    func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] { try read { try inner.changes(log, in: seqs) } }
+    func commit(_ batch: CommitBatch) throws -> CommitReport {
+        if let commitError { throw commitError }
+        return try inner.commit(batch)
+    }
+    func record(_ id: RecordID) throws -> Record? { try inner.record(id) }
+    func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID> { try inner.heldRecordIDs(ids) }
+    func records(_ query: RecordQuery) throws -> [Record] { try inner.records(query) }
+    func history(of id: RecordID) throws -> [StoredChange] { try inner.history(of: id) }
+    func unopened(in scope: Scope?) throws -> [StoredChange] { try inner.unopened(in: scope) }
+    func controlChanges() throws -> [StoredChange] { try inner.controlChanges() }
+    func forks() throws -> [ForkEvidence] { try read { try inner.forks() } }
+    func forks(of log: LogID) throws -> [ForkEvidence] { try read { try inner.forks(of: log) } }
+    func receipted(_ log: LogID) throws -> UInt64 { try inner.receipted(log) }
+    func certificates() throws -> [Certificate] { try inner.certificates() }
+    func status() throws -> StoreStatus { try inner.status() }
+    func quarantined() throws -> [QuarantinedChange] { try inner.quarantined() }
 }

@@ -129,18 +129,28 @@ public enum SessionEvent: Sendable, Equatable {
     case closed(SessionCloseReason)
 }
 
-/// What a session input produced: frames to send, in order, and what happened.
+/// What a session input produced: frames to send, in order, what happened, and batches of the peer to
+/// prepare elsewhere.
 public struct SessionOutput: Sendable, Equatable {
     /// Frames to write, in order.
     public var frames: [SessionFrame] = []
     /// What happened, in order.
     public var events: [SessionEvent] = []
+    /// Batches of the peer to verify and open on another thread (`BatchPreparation.prepare()`) and return
+    /// with `SyncSession.completeBatchPreparation` (`SessionConfiguration.preparesBatchesElsewhere`;
+    /// always empty otherwise).
+    public var preparations: [BatchPreparation] = []
 
     /// Nothing.
     public init() {}
 
-    /// Whether there is nothing to send and nothing happened.
-    public var isEmpty: Bool { frames.isEmpty && events.isEmpty }
+    /// Whether there is nothing to send, nothing to prepare and nothing happened.
+    public var isEmpty: Bool { frames.isEmpty && events.isEmpty && preparations.isEmpty }
+
+    /// Same frames, events, and preparations (by ticket).
+    public static func == (a: SessionOutput, b: SessionOutput) -> Bool {
+        a.frames == b.frames && a.events == b.events && a.preparations.map(\.ticket) == b.preparations.map(\.ticket)
+    }
 
     /// The close reason, if the session closed in this output.
     public var closeReason: SessionCloseReason? {
@@ -162,5 +172,6 @@ public struct SessionOutput: Sendable, Equatable {
     public mutating func append(_ other: SessionOutput) {
         frames += other.frames
         events += other.events
+        preparations += other.preparations
     }
 }

@@ -20,6 +20,11 @@ public struct SessionConfiguration: Sendable {
     /// Protocols/sync.md §4.1): later changes travel as batches on it through `push`, without a new
     /// handshake or reconciliation. For links that stay up (wired links, a station's Wi-Fi).
     public var live = false
+    /// Let the driver verify and open the peer's batches elsewhere (another thread): a batch is decoded and
+    /// its certificates learned as it arrives, then handed out (`SessionOutput.preparations`) and applied
+    /// when the driver returns it prepared (`completeBatchPreparation`), in arrival order; messages that
+    /// come after it wait for it. False (the default): batches are verified and applied as they arrive.
+    public var preparesBatchesElsewhere = false
 
     /// Creates a configuration.
     public init(network: NetworkParameters, salt: [UInt8]) {
@@ -27,6 +32,23 @@ public struct SessionConfiguration: Sendable {
         self.network = network
         self.salt = salt
     }
+}
+
+/// A batch of the peer's changes for a driver to verify and open on another thread
+/// (`SessionConfiguration.preparesBatchesElsewhere`): pure work on values, `Sendable`.
+public struct BatchPreparation: Sendable {
+    /// Identifies the batch to `SyncSession.completeBatchPreparation`.
+    public let ticket: UInt64
+    /// The batch's changes, decoded, in order.
+    public let changes: [Change]
+    /// A snapshot of the replicator's trust, certificates and keys, taken after the batch's certificates
+    /// were learned.
+    public let verifier: ChangeVerifier
+    /// When the batch arrived (ms since the Unix epoch).
+    public let now: UInt64
+
+    /// Verifies and opens the changes (`ChangeVerifier.prepare`): what the other thread runs.
+    public func prepare() -> [PreparedChange] { verifier.prepare(changes, now: now) }
 }
 
 /// One sync session between two nodes: handshake, reconciliation of log heads, then streaming of the
@@ -82,6 +104,35 @@ public final class SyncSession {
         var authorsCovered: Set<DeviceID> = []
         /// Every known authority certificate went with the first control change.
         var authoritiesSent = false
+        /// The peer's batches being prepared elsewhere and what came after them (`preparesBatchesElsewhere`).
+        var inbound = Inbound()
+    }
+
+    /// `preparesBatchesElsewhere`: the peer's batches handed out for preparation, and the messages that
+    /// came after the first of them, in arrival order; applied in that order as preparations come back.
+    private struct Inbound {
+        enum Held {
+            case message(SessionMessage)
+            /// A decoded batch and the snapshot its preparation runs against.
+            case batch(id: UInt32, changes: [Change], ticket: UInt64, verifier: ChangeVerifier)
+        }
+        var held: [Held] = []
+        /// Preparations returned and not applied yet (a later batch's, while an earlier one is out).
+        var prepared: [UInt64: [PreparedChange]] = [:]
+        var nextTicket: UInt64 = 1
+        /// Batches in `held`.
+        var batches = 0
+
+        func holds(ticket: UInt64) -> Bool {
+            held.contains { if case let .batch(_, _, t, _) = $0 { t == ticket } else { false } }
+        }
+    }
+
+    /// What the session acts on after the handshake: a message from the peer, or one of its batches
+    /// prepared elsewhere.
+    private enum Incoming {
+        case message(SessionMessage)
+        case prepared(id: UInt32, changes: [Change], prepared: [PreparedChange], verifier: ChangeVerifier)
     }
 
     /// What this side sends, from `streaming` on.
@@ -188,7 +239,17 @@ public final class SyncSession {
     /// Whether the session is live (both sides asked to stay open and the first exchange is over).
     public var isLive: Bool { if case .live = state { true } else { false } }
     /// Whether the session is live with nothing queued or waiting for an acknowledgement on this side.
-    public var isIdle: Bool { if case let .live(_, o) = state { o.isIdle } else { false } }
+    public var isIdle: Bool { if case let .live(l, o) = state { o.isIdle && l.inbound.held.isEmpty } else { false } }
+    /// Batches of the peer received and not applied yet because they are being prepared elsewhere
+    /// (`SessionConfiguration.preparesBatchesElsewhere`). A driver stops reading from the peer while this
+    /// is at its bound.
+    public var batchesPreparing: Int { link?.inbound.batches ?? 0 }
+    /// Most batches held for preparation at once: further frames stay in the frame decoder (unread)
+    /// until one is applied, and a driver stops reading from the socket (`preparationBacklogFull`).
+    public static let maxBatchesPreparing = 4
+    /// Whether `maxBatchesPreparing` batches are held: the driver should stop reading from the peer
+    /// until a preparation completes.
+    public var preparationBacklogFull: Bool { batchesPreparing >= Self.maxBatchesPreparing }
     /// The peer's certificate, from the handshake's completion until the session closes.
     public var peer: Certificate? { link?.peer }
 
@@ -234,7 +295,46 @@ public final class SyncSession {
         lastNow = now
         decoder.append(bytes)
         run(&out) { out in
-            while !isClosed, let frame = try decoder.next() { try handle(frame, now: now, &out) }
+            while !isClosed, !preparationBacklogFull, let frame = try decoder.next() { try handle(frame, now: now, &out) }
+        }
+        return out
+    }
+
+    /// Returns a batch prepared elsewhere (`BatchPreparation.prepare()`, handed out in
+    /// `SessionOutput.preparations`). Batches are applied in the order they arrived, so this applies it
+    /// (and then the messages held behind it) only once every batch before it is back; then it reads the
+    /// frames left unread while `maxBatchesPreparing` were held. Applying commits through
+    /// `Replicator.ingest(prepared:by:now:)`, which prepares the batch again on this thread if the
+    /// replicator learned anything since the snapshot (a revocation, a key), and re-checks the peer's
+    /// standing first: the result is the same as if the batch had been verified and applied when it
+    /// arrived, at the time it is applied. An unknown ticket (or a closed session) does nothing.
+    public func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) -> SessionOutput {
+        var out = SessionOutput()
+        guard let link, link.inbound.holds(ticket: ticket) else { return out }
+        lastNow = now
+        run(&out) { out in
+            try withLink { $0.inbound.prepared[ticket] = changes }
+            drain: while !isClosed, let first = self.link?.inbound.held.first {
+                let next: Incoming
+                switch first {
+                case let .message(m):
+                    next = .message(m)
+                case let .batch(id, changes, ticket, verifier):
+                    guard let result = self.link?.inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
+                    next = .prepared(id: id, changes: changes, prepared: result, verifier: verifier)
+                }
+                try withLink { link in
+                    let held = link.inbound.held.removeFirst()
+                    if case let .batch(_, _, t, _) = held {
+                        link.inbound.prepared[t] = nil
+                        link.inbound.batches -= 1
+                    }
+                    try checkStanding(&link, now: now)
+                }
+                try dispatch(next, now: now, &out)
+            }
+            // Frames left in the decoder while the bound was reached.
+            while !isClosed, !preparationBacklogFull, let frame = try decoder.next() { try handle(frame, now: now, &out) }
         }
         return out
     }
@@ -321,11 +421,23 @@ public final class SyncSession {
             fail(e, &out)
         } catch let e as FrameError {
             fail(SessionError(.protocolViolation, e.description), &out)
-        } catch let e as StoreError {
-            fail(SessionError(store: e), &out)
         } catch {
-            fail(SessionError(.storeFailed, "\(error)"), &out)
+            // Every other throw in the session is typed: what is left came from the store.
+            fail(Self.storeFailure(error), &out)
         }
+    }
+
+    /// Runs a call into the store or the replicator's commit (the only untyped throws the session
+    /// makes) and types its error: `storeFailed` carrying the `StoreError` (`SessionError.store`).
+    private func stored<T>(_ body: () throws -> T) throws(SessionError) -> T {
+        do { return try body() } catch { throw Self.storeFailure(error) }
+    }
+
+    /// `storeFailed` with the store's typed error; an error of another type from a store (the
+    /// `SyncStore` protocol promises `StoreError`) is kept as an `ioError` naming its type.
+    private static func storeFailure(_ error: any Error) -> SessionError {
+        if let e = error as? StoreError { return SessionError(store: e) }
+        return SessionError(store: StoreError(.ioError, "\(type(of: error)): \(error)"))
     }
 
     /// Runs `body` on the link of the current state, in place.
@@ -414,10 +526,57 @@ public final class SyncSession {
             } else {
                 state = .handshaking(hs)
             }
+        case .reconciling, .streaming, .live:
+            let message = try withLink { link in try open(frame, &link, now: now) }
+            if config.preparesBatchesElsewhere {
+                if case let .batch(id, certs, encoded) = message {
+                    try holdBatch(id, certs, encoded, now: now, &out)
+                    return
+                }
+                if self.link?.inbound.held.isEmpty == false {
+                    // After a batch being prepared: handled in order, after it.
+                    try withLink { $0.inbound.held.append(.message(message)) }
+                    return
+                }
+            }
+            try dispatch(.message(message), now: now, &out)
+        case .created, .closed, .modifying:
+            preconditionFailure("SyncSession.handle in state \(state)")
+        }
+    }
+
+    /// Runs `body` on the link of the current state (reconciling, streaming or live), in place. A throw
+    /// leaves the state `.modifying`: every throw closes the session (`run`).
+    private func withLink<T>(_ body: (inout Link) throws -> T) throws -> T {
+        switch state {
+        case .reconciling(var l, let r, let h):
+            state = .modifying
+            let v = try body(&l)
+            state = .reconciling(l, r, ownHoldings: h)
+            return v
+        case .streaming(var l, let o):
+            state = .modifying
+            let v = try body(&l)
+            state = .streaming(l, o)
+            return v
+        case .live(var l, let o):
+            state = .modifying
+            let v = try body(&l)
+            state = .live(l, o)
+            return v
+        case .created, .handshaking, .closed, .modifying:
+            preconditionFailure("SyncSession.withLink in state \(state)")
+        }
+    }
+
+    /// Acts on a message from the peer (opened and its standing checked) or a batch prepared elsewhere,
+    /// in the current state.
+    private func dispatch(_ incoming: Incoming, now: UInt64, _ out: inout SessionOutput) throws {
+        switch state {
         case .reconciling(var link, var rec, let own):
             state = .modifying
-            switch try open(frame, &link, now: now) {
-            case let .recon(m):
+            switch incoming {
+            case let .message(.recon(m)):
                 let outputs: [ReconOutput]
                 do { outputs = try rec.receive(m) } catch {
                     throw SessionError(error.code == .limitExceeded ? .limitExceeded : .protocolViolation, error.description)
@@ -434,55 +593,62 @@ public final class SyncSession {
                 } else {
                     state = .reconciling(link, rec, ownHoldings: own)
                 }
-            case let .batch(id, certs, changes):
+            case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case let .fork(certs, proof):
+            case let .prepared(id, changes, prepared, verifier):
+                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
+                state = .reconciling(link, rec, ownHoldings: own)
+            case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case .done:
+            case .message(.done):
                 try peerEnded(.done, &link)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case .live:
+            case .message(.live):
                 try peerEnded(.live, &link)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case .ack, .refuse:
+            case .message(.ack), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
         case .streaming(var link, var outbound):
             state = .modifying
-            switch try open(frame, &link, now: now) {
-            case let .batch(id, certs, changes):
+            switch incoming {
+            case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-            case let .ack(id):
+            case let .prepared(id, changes, prepared, verifier):
+                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
+            case let .message(.ack(id)):
                 try acknowledge(id, &outbound)
-            case let .fork(certs, proof):
+            case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
-            case .done:
+            case .message(.done):
                 try peerEnded(.done, &link)
-            case .live:
+            case .message(.live):
                 try peerEnded(.live, &link)
-            case .recon, .refuse:
+            case .message(.recon), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message while streaming")
             }
             try pump(&link, &outbound, &out)
             try settleFirstExchange(link, outbound, now: now, &out)
         case .live(var link, var outbound):
             state = .modifying
-            switch try open(frame, &link, now: now) {
-            case let .batch(id, certs, changes):
+            switch incoming {
+            case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-            case let .ack(id):
+            case let .prepared(id, changes, prepared, verifier):
+                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
+            case let .message(.ack(id)):
                 try acknowledge(id, &outbound)
                 try pump(&link, &outbound, &out)
-            case let .fork(certs, proof):
+            case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
-            case .recon, .done, .live, .refuse:
+            case .message(.recon), .message(.done), .message(.live), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message in a live session")
             }
             state = .live(link, outbound)
-        case .created, .closed, .modifying:
-            preconditionFailure("SyncSession.handle in state \(state)")
+        case .created, .handshaking, .closed, .modifying:
+            preconditionFailure("SyncSession.dispatch in state \(state)")
         }
     }
 
@@ -529,8 +695,8 @@ public final class SyncSession {
         try checkStanding(&link, now: now)
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
-        for log in try replicator.store.orderedLogs() where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
-            if let held = try replicator.store.logHoldings(log) { logs.append(held) }
+        for log in try stored({ try replicator.store.orderedLogs() }) where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
+            if let held = try stored({ try replicator.store.logHoldings(log) }) { logs.append(held) }
         }
         let key = Array(hs.handshakeHash.prefix(32))
         let holdings = Holdings(logs)
@@ -563,6 +729,14 @@ public final class SyncSession {
     /// Applies a batch from the peer and acknowledges it (Protocols/sync.md, Batches).
     private func receiveBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], _ link: inout Link, now: UInt64,
                               _ out: inout SessionOutput) throws {
+        let changes = try decodeBatch(id, encoded, link)
+        if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+        try applyBatch(id, changes, prepared: nil, &link, now: now, &out)
+    }
+
+    /// The changes of a batch, decoded, once the session checked that both sides may hold every log in
+    /// it (§3): a batch with any other log is refused whole, before anything of it is stored.
+    private func decodeBatch(_ id: UInt32, _ encoded: [[UInt8]], _ link: Link) throws(SessionError) -> [Change] {
         var changes: [Change] = []
         changes.reserveCapacity(encoded.count)
         for bytes in encoded {
@@ -570,8 +744,6 @@ public final class SyncSession {
                 throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
             }
         }
-        // Only logs both sides may hold travel (§3): a batch with any other log is refused whole,
-        // before anything of it is stored.
         let own = replicator.identity.certificate
         for c in changes {
             let log = LogID(author: c.header.author, scope: c.header.scope)
@@ -582,10 +754,37 @@ public final class SyncSession {
                 throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
             }
         }
+        return changes
+    }
+
+    /// `preparesBatchesElsewhere`: decodes a batch, learns its certificates and hands it out for
+    /// preparation (`SessionOutput.preparations`); it is applied when it comes back
+    /// (`completeBatchPreparation`), after every batch before it.
+    private func holdBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], now: UInt64, _ out: inout SessionOutput) throws {
+        let preparation = try withLink { link throws(SessionError) -> BatchPreparation in
+            let changes = try decodeBatch(id, encoded, link)
+            if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+            let ticket = link.inbound.nextTicket
+            link.inbound.nextTicket += 1
+            let verifier = replicator.verifier()
+            link.inbound.held.append(.batch(id: id, changes: changes, ticket: ticket, verifier: verifier))
+            link.inbound.batches += 1
+            return BatchPreparation(ticket: ticket, changes: changes, verifier: verifier, now: now)
+        }
+        out.preparations.append(preparation)
+    }
+
+    /// Applies a batch of decoded changes, verified and opened here, or prepared elsewhere (`prepared`,
+    /// with the snapshot that prepared it); then reports it, judges the rejections and acknowledges.
+    private func applyBatch(_ id: UInt32, _ changes: [Change], prepared: (changes: [PreparedChange], verifier: ChangeVerifier)?,
+                            _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
         if config.live {  // the peer holds what it sends
             for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
         }
-        let report = try replicator.ingest(changes, certificates: certs, now: now)
+        let report = try stored {
+            if let prepared { try replicator.ingest(prepared: prepared.changes, by: prepared.verifier, now: now).report }
+            else { try replicator.ingest(changes, now: now) }
+        }
         var applied = AppliedBatch()
         applied.changes = changes.count
         for (c, o) in zip(changes, report.outcomes) where o == .accepted {
@@ -678,14 +877,14 @@ public final class SyncSession {
         for d in result.differences {
             let forked = try forkedHeights(d)
             if let lowest = forked.first {
-                for h in forked { if let c = try replicator.store.change(d.log, seq: h) { plan.append(c) } }
+                for h in forked { if let c = try stored({ try replicator.store.change(d.log, seq: h) }) { plan.append(c) } }
                 for r in d.missingAtRemote where UInt64(r.lowerBound) < lowest {
-                    plan += try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...min(UInt64(r.upperBound), lowest - 1))
+                    plan += try stored { try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...min(UInt64(r.upperBound), lowest - 1)) }
                 }
                 continue
             }
             for r in d.missingAtRemote {
-                plan += try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound))
+                plan += try stored { try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound)) }
             }
         }
         plan.sort(by: Self.urgentFirst)
@@ -732,12 +931,12 @@ public final class SyncSession {
         let store = replicator.store
         let own = replicator.identity.certificate
         var fresh: [StoredChange] = []
-        for log in try logs ?? store.orderedLogs() where Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(own, log) {
-            let held = try store.holdings(of: log)
+        for log in try logs ?? stored({ try store.orderedLogs() }) where Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(own, log) {
+            let held = try stored { try store.holdings(of: log) }
             let known = link.peerKnown[log] ?? HeldIntervals()
             if held == known { continue }
             for r in HeldIntervals.difference(held, known) {
-                let cs = try store.changes(log, in: r)
+                let cs = try stored { try store.changes(log, in: r) }
                 fresh += cs
                 for c in cs { link.peerKnown[log, default: HeldIntervals()].insert(c.seq) }
             }
@@ -767,7 +966,7 @@ public final class SyncSession {
             if mine.end == r.end {
                 prefix = mine.endHashPrefix
             } else {
-                guard let h = try replicator.store.hash(d.log, seq: UInt64(r.end)), h.count >= 4 else { continue }
+                guard let h = try stored({ try replicator.store.hash(d.log, seq: UInt64(r.end)) }), h.count >= 4 else { continue }
                 prefix = UInt32(h[0]) << 24 | UInt32(h[1]) << 16 | UInt32(h[2]) << 8 | UInt32(h[3])
             }
             if prefix != r.endHashPrefix { out.append(UInt64(r.end)) }
@@ -779,7 +978,7 @@ public final class SyncSession {
     private func sendForkProofs(_ link: inout Link, _ out: inout SessionOutput) throws {
         link.forksSeen = replicator.forksRecorded
         let own = replicator.identity.certificate
-        for f in try replicator.store.forks() where Entitlement.mayHold(link.peer, f.log) && Entitlement.mayHold(own, f.log) {
+        for f in try stored({ try replicator.store.forks() }) where Entitlement.mayHold(link.peer, f.log) && Entitlement.mayHold(own, f.log) {
             let key = Self.proofKey(f.kept.hash, f.conflicting.hash)
             guard !link.proofsExchanged.contains(key), let proof = try? f.proof() else { continue }  // evicted bytes: nothing to prove with
             link.proofsExchanged.insert(key)
@@ -800,7 +999,7 @@ public final class SyncSession {
         }
         link.proofsExchanged.insert(Self.proofKey(proof.first.id, proof.second.id))
         let before = replicator.forksRecorded
-        switch try replicator.ingest(forkProof: proof, certificates: certificates, now: now) {
+        switch try stored({ try replicator.ingest(forkProof: proof, certificates: certificates, now: now) }) {
         case .accepted:
             forkProofsReceived += 1
             forksDetected += replicator.forksRecorded - before
