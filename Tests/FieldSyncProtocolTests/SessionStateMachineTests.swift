@@ -324,6 +324,7 @@ import Testing
         #expect(link.b.outputs.filter { $0.closeReason != nil }.count == 1, "one close")
         #expect(try store.inner.holdings().isEmpty)
         #expect(link.a.changesAcknowledged == 0)
+        #expect(link.b.peer?.subject == bp.identity.id, "whom the session was with, kept once it closed")
     }
 
     /// A store that throws an error of another type than `StoreError` (the protocol promises

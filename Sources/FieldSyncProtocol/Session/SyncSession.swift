@@ -250,8 +250,9 @@ public final class SyncSession {
     /// Whether `maxBatchesPreparing` batches are held: the driver should stop reading from the peer
     /// until a preparation completes.
     public var preparationBacklogFull: Bool { batchesPreparing >= Self.maxBatchesPreparing }
-    /// The peer's certificate, from the handshake's completion until the session closes.
-    public var peer: Certificate? { link?.peer }
+    /// The peer's certificate, from the handshake's completion on (kept once the session closed: a driver
+    /// reports whom a session that ended was with).
+    public private(set) var peer: Certificate?
 
     private var link: Link? {
         switch state {
@@ -681,6 +682,7 @@ public final class SyncSession {
     private func startReconciliation(_ hs: any SessionHandshaking, now: UInt64, _ out: inout SessionOutput) throws {
         let transport = try hs.transport()
         guard let peerCert = hs.peer else { throw SessionError(.protocolViolation, "no peer certificate") }
+        peer = peerCert
         // The peer's certificate and chain verified at now: learned so that its changes (and those of
         // devices its county authority issued) verify even before a batch brings them.
         replicator.learn(certificates: hs.peerChain + [peerCert], now: now)
