@@ -114,6 +114,7 @@ import Testing
         let result = try #require(await it.next())
         guard case let .failed(why) = result.outcome else { Issue.record("the session did not fail: \(result)"); return }
         #expect(why.hasPrefix("badChange"), "\(why)")
+        #expect(result.error?.code == .badChange, "the session's typed reason, from its closed event")
         let (kept, forgery) = try await station.withReplicator { r in (try r.store.change(log, seq: 1), try r.store.change(log, seq: 2)) }
         #expect(kept != nil, "what verified in the same batch is kept")
         #expect(forgery == nil, "the forgery is not stored")
