@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 //
 // FieldSync: an offline-first, peer-to-peer sync framework for field policing nodes.
-// Layers (see docs/design.md): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncStore
+// Layers (see docs/overview.md): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncStore
 // <- FieldSyncNode / FieldSim <- executables.
 import PackageDescription
 
@@ -73,7 +73,7 @@ let package = Package(
         // docs/simulator.md); debug builds and tests keep them.
         .target(
             name: "FieldSim",
-            dependencies: ["CSodium", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"],
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"],
             path: "Simulator/Sources/FieldSim",
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
@@ -96,7 +96,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
-        // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool.
+        // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool, and the
+        // built `fieldsync` binary with one way to run it.
         .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore", "FieldSyncTestSupport"]),

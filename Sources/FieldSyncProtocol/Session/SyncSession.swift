@@ -715,7 +715,7 @@ public final class SyncSession {
 
     /// Control changes first, then priority, then oldest, then log and seq.
     private static func urgentFirst(_ a: StoredChange, _ b: StoredChange) -> Bool {
-        let ac = a.contentType >= 0x80, bc = b.contentType >= 0x80
+        let ac = a.contentType.isControl, bc = b.contentType.isControl
         if ac != bc { return ac }
         if a.priority != b.priority { return a.priority < b.priority }
         if a.hlc != b.hlc { return a.hlc < b.hlc }
@@ -747,7 +747,7 @@ public final class SyncSession {
                 // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
                 var needed = authorsCovered.contains(author) ? []
                     : replicator.certificateChain(of: author).filter { !certificatesSent.contains($0) && !certs.contains($0) }
-                if (next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue) && !authoritiesSent {
+                if next.contentType.carriesTrust && !authoritiesSent {
                     // Key grants and revocations may be signed by a county authority the peer never met
                     // (published through HQ's log): every known authority certificate travels once, first.
                     needed = replicator.trust.authorities.values.sorted { $0.subject < $1.subject }
@@ -758,7 +758,7 @@ public final class SyncSession {
                 cursor += 1
                 certs += needed
                 authorsCovered.insert(author)
-                if next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue { authoritiesSent = true }
+                if next.contentType.carriesTrust { authoritiesSent = true }
                 changes.append(next.bytes)  // sent exactly as stored and received
                 bytes += extra
             }
