@@ -905,8 +905,9 @@ struct Export: AsyncParsableCommand {
 }
 
 /// `fieldsync import FILE`.
-struct Import: AsyncParsableCommand {
+struct ImportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "import",
         abstract: "Import records from a JSON or CSV export: every row is checked first, and nothing is written unless all are valid.",
         discussion: "Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few "
             + "signed changes (one per scope and priority, each at most about 48 KB). A CSV file is read twice, row by row "
@@ -957,7 +958,7 @@ struct Import: AsyncParsableCommand {
 
         mutating func add(_ edit: RecordEdit, priority: Priority, size: Int) {
             let key = "\(edit.scope.path) \(priority.rawValue)"
-            if var g = open[key], g.bytes + size <= Import.changePayloadBudget {
+            if var g = open[key], g.bytes + size <= ImportCommand.changePayloadBudget {
                 g.group.edits.append(edit)
                 g.bytes += size
                 open[key] = g

@@ -1,6 +1,7 @@
 import FieldSyncCore
 import FieldSyncProtocol
 import Foundation
+import FieldSyncTestSupport
 import GRDB
 import FieldSyncCrypto
 import Testing
@@ -85,7 +86,7 @@ enum TestKeys {
     }
 }
 
-@Suite struct SQLiteStoreFaultTests {
+@Suite(.ownThread) struct SQLiteStoreFaultTests {
     let log = ChangeFactory.log()
 
     /// Another connection holding the write lock (as another fieldsync process would) makes a commit
