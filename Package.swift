@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
 //
 // FieldSync: an offline-first, peer-to-peer sync framework for field policing nodes.
-// Layers (see docs/overview.md): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncStore
-// <- FieldSyncNode / FieldSim <- executables.
+// Layers (see docs/overview.md, "Layers"): FieldSyncCore <- FieldSyncCrypto <- FieldSyncProtocol <- FieldSyncDriver
+// (the node's sans-IO driver policy) and FieldSyncStore <- FieldSyncNode / FieldSim <- executables.
 import PackageDescription
 
 let package = Package(
@@ -12,10 +12,12 @@ let package = Package(
         .library(name: "FieldSyncCrypto", targets: ["FieldSyncCrypto"]),
         .library(name: "FieldSyncProtocol", targets: ["FieldSyncProtocol"]),
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
+        .library(name: "FieldSyncDriver", targets: ["FieldSyncDriver"]),
         .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
+        .executable(name: "fieldsync-fuzz", targets: ["fieldsync-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,6 +40,9 @@ let package = Package(
         .target(name: "FieldSyncCrypto", dependencies: ["CSodium", "FieldSyncCore"]),
         // Sans-IO sync logic: the store contract, commit rules, in-memory store, sessions.
         .target(name: "FieldSyncProtocol", dependencies: ["FieldSyncCore", "FieldSyncCrypto"]),
+        // Sans-IO driver policy shared by the node and the simulator: when to contact which peer, backoff,
+        // live-session rules, HQ receipt timing, refused-change retry, the store-heads trigger. No clock, no I/O.
+        .target(name: "FieldSyncDriver", dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"]),
         // The SQLite store (GRDB), encrypted at rest.
         .target(
             name: "FieldSyncStore",
@@ -47,7 +52,7 @@ let package = Package(
         .target(
             name: "FieldSyncNode",
             dependencies: [
-                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore",
+                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver", "FieldSyncStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -73,7 +78,7 @@ let package = Package(
         // docs/simulator.md); debug builds and tests keep them.
         .target(
             name: "FieldSim",
-            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol"],
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver"],
             path: "Simulator/Sources/FieldSim",
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
@@ -94,11 +99,21 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            exclude: ["fuzz.sh"]
         ),
         // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool, and the
         // built `fieldsync` binary with one way to run it.
         .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
+        // Fuzz entry points for every decoder of peer bytes and the session after a handshake
+        // (docs/fuzzing.md); compiled in every build so the suite replays their corpora.
+        .target(
+            name: "FieldSyncFuzz",
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode"]
+        ),
+        // The fuzz targets as one program: seeds, replay, and (built by Sources/fieldsync-bench/fuzz.sh
+        // with -sanitize=fuzzer) libFuzzer runs.
+        .executableTarget(name: "fieldsync-fuzz", dependencies: ["FieldSyncFuzz"]),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"]),
         .testTarget(name: "FieldSyncCryptoTests", dependencies: ["FieldSyncCrypto", "FieldSyncCore", "FieldSyncTestSupport"]),
         .testTarget(name: "FieldSyncProtocolTests", dependencies: ["FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto"]),
@@ -109,6 +124,12 @@ let package = Package(
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
+        .testTarget(
+            name: "FieldSyncDriverTests",
+            dependencies: ["FieldSyncDriver", "FieldSyncNode", "FieldSim", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
+                           "FieldSyncTestSupport"]
+        ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
+        .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),
     ]
 )

@@ -281,7 +281,7 @@ public enum Keystore {
     /// Writes `bytes` to `path` atomically: a 0600 temporary file in the same directory, fsync, rename,
     /// fsync of the directory.
     static func atomicWrite(_ bytes: [UInt8], to path: String) throws(KeystoreError) {
-        let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        let dir = PathText.folder(of: path)
         let tmp = "\(path).tmp-\(Hex.encode(SecureRandom.bytes(6)))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else { throw KeystoreError(.io, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
@@ -300,5 +300,22 @@ public enum Keystore {
             _ = fsync(dfd)  // best effort: some file systems refuse fsync on directories
             close(dfd)
         }
+    }
+}
+
+/// File path text, without Foundation's `NSString` path methods: `deletingLastPathComponent` of
+/// swift-corelibs-foundation traps on a one-character path with no slash (`"c"`), which a user can
+/// name as a config, store or key file (found by fuzzing the config file, docs/fuzzing.md).
+public enum PathText {
+    /// The folder part of `path`, as `NSString.deletingLastPathComponent` gives it (`"/a/b"` → `"/a"`,
+    /// `"/a"` → `"/"`, `"a/b/"` → `"a"`), and `"."` for a path with no folder part (`"c"`, `""`).
+    public static func folder(of path: String) -> String {
+        var p = Substring(path)
+        while p.count > 1, p.hasSuffix("/") { p = p.dropLast() }
+        guard let slash = p.lastIndex(of: "/") else { return "." }
+        if slash == p.startIndex { return "/" }
+        var folder = p[..<slash]
+        while folder.count > 1, folder.hasSuffix("/") { folder = folder.dropLast() }
+        return String(folder)
     }
 }

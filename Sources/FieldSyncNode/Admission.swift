@@ -9,6 +9,9 @@ public enum RefusalReason: String, Sendable, CaseIterable, Codable {
     case handshakePoolFull = "handshake_pool_full"
     /// This source address already has its maximum of handshakes in progress.
     case perSource = "per_source"
+    /// This source address, which has not authenticated recently, started its maximum of handshakes in
+    /// the current window (`HandshakeRateLimiter`).
+    case handshakeRate = "handshake_rate"
     /// The node already runs its maximum of authenticated sessions (live ones not counted).
     case sessionLimit = "session_limit"
     /// The node is shutting down.
@@ -128,6 +131,66 @@ public struct HandshakeAdmission: Sendable {
     private mutating func insert(_ id: UInt64, source: String, now: UInt64) {
         pending[id] = (source, now)
         bySource[source, default: 0] += 1
+    }
+}
+
+/// How many handshakes a source address that has not authenticated recently may start: at most `burst`
+/// per `window` per source; a source from which a handshake completed within `provenFor` is not limited,
+/// so an honest peer that syncs often, or reconnects after a cut, is never slowed by it. Each handshake
+/// the node answers costs its one loop a key agreement and a certificate message; refusing a connection
+/// at accept costs almost nothing. So a flood of handshakes from hosts that never authenticate takes a
+/// bounded share of the loop (issue 13: honest sessions' latency under a handshake flood).
+///
+/// At most `maxSources` unproven sources are tracked separately (further ones share one budget, as in
+/// `LogRateLimiter`), and at most `maxSources` proven ones (the least recently proven is forgotten first),
+/// so a flood from many addresses costs bounded memory.
+///
+/// ```swift
+/// var rate = HandshakeRateLimiter(burst: 8, window: 10_000)
+/// guard rate.allows("10.0.0.9", now: now) else { return close(.handshakeRate) }
+/// rate.authenticated("10.0.0.9", now: later)   // from now on not limited for `provenFor`
+/// ```
+public struct HandshakeRateLimiter: Sendable {
+    /// Handshakes an unproven source may start per window.
+    public let burst: Int
+    /// The window, in milliseconds.
+    public let window: UInt64
+    /// How long a source stays proven after a handshake from it completed, in milliseconds.
+    public let provenFor: UInt64
+    /// Sources tracked separately, unproven and proven each.
+    public let maxSources: Int
+    private var starts: LogRateLimiter
+    private var proven: [String: UInt64] = [:]
+
+    /// A limiter.
+    /// - Precondition: `burst >= 1`, `maxSources >= 1`.
+    public init(burst: Int = 8, window: UInt64 = 10_000, provenFor: UInt64 = 3_600_000, maxSources: Int = 1_024) {
+        precondition(burst >= 1 && maxSources >= 1, "limits must be positive")
+        self.burst = burst
+        self.window = window
+        self.provenFor = provenFor
+        self.maxSources = maxSources
+        starts = LogRateLimiter(burst: burst, window: window, maxSources: maxSources)
+    }
+
+    /// Whether `source` may start a handshake at `now` (counts it if so).
+    public mutating func allows(_ source: String, now: UInt64) -> Bool {
+        if let at = proven[source], now >= at, now - at < provenFor { return true }
+        return starts.check(source, now: now) != .suppress
+    }
+
+    /// A handshake from `source` completed at `now`: the source is proven for `provenFor`.
+    public mutating func authenticated(_ source: String, now: UInt64) {
+        if proven[source] == nil, proven.count >= maxSources, let oldest = proven.min(by: { $0.value < $1.value })?.key {
+            proven[oldest] = nil
+        }
+        proven[source] = now
+    }
+
+    /// Whether `source` is proven at `now`.
+    public func isProven(_ source: String, now: UInt64) -> Bool {
+        guard let at = proven[source] else { return false }
+        return now >= at && now - at < provenFor
     }
 }
 

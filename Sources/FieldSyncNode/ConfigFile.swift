@@ -3,6 +3,8 @@
 // not silently fall back to a default); `check` then validates values and files and names the key at
 // fault with what to do.
 
+import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncProtocol
 import Foundation
 import NIOCore
@@ -88,6 +90,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var maxHandshakes = 16
         /// Most incoming connections in their handshake from one source address (default 4).
         public var maxHandshakesPerSource = 4
+        /// Most handshakes per 10 s from a source address with no authenticated session in the last hour;
+        /// further connections from it are refused at accept (default 8; 0: no limit).
+        public var unprovenHandshakesPerSource = 8
         /// A session with work to do that moves fewer bytes than this (both directions) in
         /// `progressIntervalSeconds` is cut (default 1024; 0: no progress check).
         public var minProgressBytes = 1_024
@@ -96,7 +101,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
         static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive",
                                         "refusedRetrySeconds", "liveIdleTimeoutSeconds", "handshakeTimeoutSeconds", "maxHandshakes",
-                                        "maxHandshakesPerSource", "minProgressBytes", "progressIntervalSeconds"]
+                                        "maxHandshakesPerSource", "unprovenHandshakesPerSource", "minProgressBytes", "progressIntervalSeconds"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -112,6 +117,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             handshakeTimeoutSeconds = try c.value("handshakeTimeoutSeconds", or: handshakeTimeoutSeconds)
             maxHandshakes = try c.value("maxHandshakes", or: maxHandshakes)
             maxHandshakesPerSource = try c.value("maxHandshakesPerSource", or: maxHandshakesPerSource)
+            unprovenHandshakesPerSource = try c.value("unprovenHandshakesPerSource", or: unprovenHandshakesPerSource)
             minProgressBytes = try c.value("minProgressBytes", or: minProgressBytes)
             progressIntervalSeconds = try c.value("progressIntervalSeconds", or: progressIntervalSeconds)
         }
@@ -292,8 +298,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             throw ConfigError(key: nil, "cannot read config file \(path); check the path and its permissions")
         }
         var config = try decode(data, source: path)
-        let base = (path as NSString).deletingLastPathComponent
-        config.resolvePaths(relativeTo: base.isEmpty ? "." : base)
+        config.resolvePaths(relativeTo: PathText.folder(of: path))
         return config
     }
 
@@ -352,8 +357,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         case let (nil, k?):
             if !fm.isReadableFile(atPath: k) { fail("device.keyFile", "cannot read \(k); fix the path") }
         }
-        let storeDir = (store.path as NSString).deletingLastPathComponent
-        if !fm.fileExists(atPath: storeDir.isEmpty ? "." : storeDir, isDirectory: &isDir) || !isDir.boolValue {
+        let storeDir = PathText.folder(of: store.path)
+        if !fm.fileExists(atPath: storeDir, isDirectory: &isDir) || !isDir.boolValue {
             fail("store.path", "the folder \(storeDir) does not exist; create it (the store file itself is created if missing)")
         }
         if !["full", "normal"].contains(store.syncMode) { fail("store.syncMode", "must be \"full\" or \"normal\", not \"\(store.syncMode)\"") }
@@ -379,6 +384,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
         if !(1...300).contains(sessions.handshakeTimeoutSeconds) { fail("sessions.handshakeTimeoutSeconds", "must be 1 to 300") }
         if !(1...4_096).contains(sessions.maxHandshakes) { fail("sessions.maxHandshakes", "must be 1 to 4096, not \(sessions.maxHandshakes)") }
+        if !(0...4_096).contains(sessions.unprovenHandshakesPerSource) {
+            fail("sessions.unprovenHandshakesPerSource", "must be 0 (no limit) to 4096, not \(sessions.unprovenHandshakesPerSource)")
+        }
         if !(1...sessions.maxHandshakes).contains(sessions.maxHandshakesPerSource) {
             fail("sessions.maxHandshakesPerSource", "must be 1 to sessions.maxHandshakes (\(sessions.maxHandshakes)), not \(sessions.maxHandshakesPerSource)")
         }
@@ -399,8 +407,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(1...1_024).contains(metrics.maxConnections) { fail("metrics.maxConnections", "must be 1 to 1024") }
         if !(1...3_600).contains(metrics.idleTimeoutSeconds) { fail("metrics.idleTimeoutSeconds", "must be 1 to 3600") }
         if !Self.logLevels.contains(logLevel) { fail("logLevel", "must be one of \(Self.logLevels.joined(separator: ", ")), not \"\(logLevel)\"") }
-        let statusDir = (statusPath as NSString).deletingLastPathComponent
-        if !fm.fileExists(atPath: statusDir.isEmpty ? "." : statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
+        let statusDir = PathText.folder(of: statusPath)
+        if !fm.fileExists(atPath: statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
         if !(1...65_535).contains(discovery.port) { fail("discovery.port", "must be 1 to 65535") }
         if !(1...3_600).contains(discovery.intervalSeconds) { fail("discovery.intervalSeconds", "must be 1 to 3600") }
         let octets = discovery.destination.split(separator: ".", omittingEmptySubsequences: false)
@@ -424,6 +432,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         n.handshakeTimeout = .seconds(Int64(sessions.handshakeTimeoutSeconds))
         n.maxPendingHandshakes = sessions.maxHandshakes
         n.maxHandshakesPerSource = sessions.maxHandshakesPerSource
+        n.unprovenHandshakesPerSource = sessions.unprovenHandshakesPerSource
         n.minProgressBytes = sessions.minProgressBytes
         n.progressInterval = .seconds(Int64(sessions.progressIntervalSeconds))
         return n
@@ -463,11 +472,13 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // an idle one); refusedRetrySeconds: a live session on which the store refused changes (quota) reopens
           // after it; liveIdleTimeoutSeconds: an idle live session closes after it and reconnects (0: never).
           // handshakeTimeoutSeconds: cut a connection that has not authenticated by then; maxHandshakes and
-          // maxHandshakesPerSource: the unauthenticated pool (it never takes a `max` slot); a session with work
+          // maxHandshakesPerSource: the unauthenticated pool (it never takes a `max` slot); unprovenHandshakesPerSource:
+          // handshakes per 10 s from an address with no authenticated session in the last hour (0: no limit); a session with work
           // to do that moves fewer than minProgressBytes per progressIntervalSeconds is cut (0: no check).
           "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
                         "live": true, "maxLive": 64, "refusedRetrySeconds": 600, "liveIdleTimeoutSeconds": 600,
-                        "handshakeTimeoutSeconds": 5, "maxHandshakes": 16, "maxHandshakesPerSource": 4, "minProgressBytes": 1024,
+                        "handshakeTimeoutSeconds": 5, "maxHandshakes": 16, "maxHandshakesPerSource": 4,
+                        "unprovenHandshakesPerSource": 8, "minProgressBytes": 1024,
                         "progressIntervalSeconds": 10 },
           // Resync each peer every resyncIntervalSeconds; retry failures with jittered exponential backoff;
           // changes are noticed by polling the store every pollIntervalMilliseconds, pushed at once on live

@@ -8,6 +8,7 @@
 
 import FieldSyncCore
 import FieldSyncCrypto
+@_exported import FieldSyncDriver
 import FieldSyncProtocol
 import Foundation
 import Logging
@@ -37,6 +38,15 @@ public struct NodeConfiguration: Sendable {
     public var maxPendingHandshakes = 16
     /// Most incoming connections in their handshake from one source address at once.
     public var maxHandshakesPerSource = 4
+    /// Most handshakes a source address that has not authenticated within `provenSourceMemory` may start
+    /// per `unprovenHandshakeWindow`; further connections from it are refused at accept
+    /// (`RefusalReason.handshakeRate`, `HandshakeRateLimiter`). 0: no limit.
+    public var unprovenHandshakesPerSource = 8
+    /// The window of `unprovenHandshakesPerSource`.
+    public var unprovenHandshakeWindow: TimeAmount = .seconds(10)
+    /// How long a source address from which a handshake completed is exempt from
+    /// `unprovenHandshakesPerSource`.
+    public var provenSourceMemory: TimeAmount = .hours(1)
     /// A session that has work to do (anything but an idle live session) and moves fewer than
     /// `minProgressBytes` bytes, both directions together (bytes written count once the socket took
     /// them), in a `progressInterval` is cut (`CutReason.tooSlow`): a trickle of bytes does not keep it.
@@ -58,16 +68,21 @@ public struct NodeConfiguration: Sendable {
     /// A session in its live phase with no bytes in either direction for this long is closed (a normal
     /// end; nil: never). The next session handshakes and reconciles anew, re-checking the peer from
     /// scratch: a backstop behind the standing checks on every push and message (Protocols/sync.md §4.2).
-    public var liveIdleTimeout: TimeAmount? = .minutes(10)
+    public var liveIdleTimeout: TimeAmount? = DriverPolicy().liveIdle.map { .milliseconds(Int64($0)) }
     /// A live session whose store refused changes (relay quota full, too many held back behind a gap)
     /// closes once idle this long after the first refusal, so that a new session's reconciliation offers
     /// them again (a live session does not: they were acknowledged). Changes refused as dated ahead of
     /// this clock close it as soon as they may be accepted instead.
-    public var refusedRetry: TimeAmount = .minutes(10)
+    public var refusedRetry: TimeAmount = .milliseconds(Int64(DriverPolicy().refusedRetry))
     /// TCP keepalive on every session socket, so that a peer gone without a word (power cut, link down)
     /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, then every
     /// 10 s, given up after 6 unanswered probes (about 2 minutes).
     public var keepAlive: TCPKeepAlive? = TCPKeepAlive()
+    /// Verify and open the peers' batches on worker threads (`BatchPreparer`, one thread fewer than the
+    /// cores, at least one) while the event loop commits earlier ones, instead of on the loop as they
+    /// arrive: catch-up uses a second core and the loop stays free for other sessions (docs/node.md,
+    /// "Threading"). The outcome is the same either way.
+    public var prepareBatchesOffLoop = true
 
     /// Creates a configuration.
     public init(network: NetworkParameters) { self.network = network }
@@ -187,7 +202,12 @@ public final class FieldSyncNode: Sendable {
         table = NIOLoopBoundBox.makeBoxSendingValue(
             SessionTable(admission: HandshakeAdmission(capacity: max(1, configuration.maxPendingHandshakes),
                                                        perSource: max(1, configuration.maxHandshakesPerSource)),
-                         logLimiter: LogRateLimiter(burst: max(1, configuration.logLinesPerSourcePerMinute))),
+                         logLimiter: LogRateLimiter(burst: max(1, configuration.logLinesPerSourcePerMinute)),
+                         handshakeRate: configuration.unprovenHandshakesPerSource > 0
+                             ? HandshakeRateLimiter(burst: configuration.unprovenHandshakesPerSource,
+                                                    window: UInt64(max(1, configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000)),
+                                                    provenFor: UInt64(max(0, configuration.provenSourceMemory.nanoseconds / 1_000_000)))
+                             : nil),
             eventLoop: loop)
         let box = replicator
         do {
@@ -347,19 +367,31 @@ public final class FieldSyncNode: Sendable {
     /// acknowledged, waits up to `grace` for the other running ones to finish, then closes what is left
     /// (each closed session loses at most its unacknowledged batches, which the next session resends).
     /// - Returns: how many sessions were cut when the grace period ran out.
+    ///
+    /// The wait runs on the node's event loop (a check every 20 ms), not on Swift's cooperative pool: an
+    /// app whose pool is busy still gets its drain ended on time.
     @discardableResult
     public func drain(grace: TimeAmount) async throws -> Int {
-        let table = self.table
-        try await loop.submit {
+        let table = self.table, loop = self.loop
+        let done = loop.makePromise(of: Int.self)
+        loop.execute {
             table.value.draining = true
             for h in table.value.handlers.values.sorted(by: { $0.serial < $1.serial }) { h.closeWhenIdle("the node is shutting down") }
-        }.get()
-        let deadline = NIODeadline.now() + grace
-        while NIODeadline.now() < deadline {
-            if try await loop.submit({ table.value.running }).get() == 0 { return 0 }
-            try await Task.sleep(for: .milliseconds(20))
+            let deadline = NIODeadline.now() + grace
+            func check() {
+                if table.value.running == 0 {
+                    done.succeed(0)
+                } else if NIODeadline.now() >= deadline {
+                    let open = Array(table.value.channels.values)
+                    for c in open { c.close(promise: nil) }
+                    done.succeed(open.count)
+                } else {
+                    loop.scheduleTask(in: .milliseconds(20)) { check() }
+                }
+            }
+            check()
         }
-        return try await cutSessions()
+        return try await done.futureResult.get()
     }
 
     /// Closes every session's connection now (each loses at most its unacknowledged batches).
@@ -382,26 +414,32 @@ public final class FieldSyncNode: Sendable {
     }
 
     /// What the node's role does once changes came in (on the loop): at a session's end, and shortly after
-    /// changes arrive on a live session (which may stay open for days). HQ: if it holds changes that no HQ
-    /// receipt covers yet, it writes receipts (`writeIncrementalReceipts`: the logs held beyond what is
-    /// receipted, up to the frontier held) as control changes in its widest scope; they travel back to the
-    /// authors with the next sessions or pushes, through stations and relays, and tell each officer what
-    /// reached HQ. A session cut midway still committed its acknowledged batches, so it is receipted too.
-    private func afterChanges(received: Int) {
+    /// changes arrive on a live session (which may stay open for days); when is the driver's
+    /// `ReceiptScheduler`. HQ: if it holds changes that no HQ receipt covers yet
+    /// (`ReceiptScheduler.scopeToReceipt`), it writes receipts (`writeIncrementalReceipts`: the logs held
+    /// beyond what is receipted, up to the frontier held) as control changes in its widest scope; they
+    /// travel back to the authors with the next sessions or pushes, through stations and relays, and tell
+    /// each officer what reached HQ. A session cut midway still committed its acknowledged batches, so it
+    /// is receipted too.
+    private func receipt(_ decision: ReceiptDecision) {
         loop.preconditionInEventLoop()
-        guard let replicator = replicator.value else { return }
-        let cert = replicator.identity.certificate
-        guard cert.role == .hq, received > 0,
-              let scope = cert.scopes.min(by: { $0.path.count < $1.path.count }) else { return }
-        do {
-            // Only when some log of a non-HQ author is held beyond what HQ receipted: otherwise two HQ
-            // devices would answer each other's receipts with receipts forever.
-            let store = replicator.store
-            let behind = try store.holdings().contains { log, held in
-                guard replicator.certificates[log.author]?.certificate.role != .hq else { return false }
-                return held.frontier > (try store.receipted(log))
+        switch decision {
+        case .none:
+            return
+        case let .armTimer(at):
+            let now = nodeClockMilliseconds()
+            loop.scheduleTask(in: .milliseconds(Int64(at > now ? at - now : 0))) { [self] in
+                receipt(table.value.receipts.timerFired(0, now: Swift.max(at, nodeClockMilliseconds())))
             }
-            guard behind else { return }
+        case let .write(received):
+            writeReceipts(received: received)
+        }
+    }
+
+    private func writeReceipts(received: Int) {
+        guard let replicator = replicator.value else { return }
+        do {
+            guard let scope = try ReceiptScheduler<Int>.scopeToReceipt(replicator) else { return }
             let receipts = try replicator.writeIncrementalReceipts(scope: scope, now: nodeClockMilliseconds())
             let seqs = receipts.map { "\($0.header.seq)" }.joined(separator: ", ")
             let line = "receipt \(scope)#\(seqs) written after receiving \(received) change(s)"
@@ -413,50 +451,27 @@ public final class FieldSyncNode: Sendable {
         }
     }
 
-    /// Changes arrived on a live session: the role's behaviour runs once they stop arriving for a moment
-    /// (a burst of batches gives one receipt, not one per batch).
-    private func scheduleAfterLiveChanges(_ received: Int) {
-        table.value.liveReceived += received
-        guard !table.value.afterLiveScheduled else { return }
-        table.value.afterLiveScheduled = true
-        let table = self.table
-        loop.scheduleTask(in: .milliseconds(250)) { [self] in
-            table.value.afterLiveScheduled = false
-            let n = table.value.liveReceived
-            table.value.liveReceived = 0
-            afterChanges(received: n)
-        }
-    }
+    /// Whether this node writes receipts (its certificate's role is HQ).
+    private var isHQ: Bool { replicator.value?.identity.certificate.role == .hq }
 
     /// A session entered its live phase: count it, keep one live session per peer device, report it.
     private func sessionWentLive(_ h: SessionChannelHandler) {
         table.value.live += 1
         if !h.initiator { table.value.liveIncoming += 1 }
         settleDuplicates(of: h)
-        if h.changesReceived > 0 { scheduleAfterLiveChanges(h.changesReceived) }
+        if h.changesReceived > 0, isHQ { receipt(table.value.receipts.liveChanges(0, received: h.changesReceived, now: nodeClockMilliseconds())) }
         if let snapshot = h.liveSnapshot { table.value.observer.live?(snapshot) }
     }
 
-    /// Two nodes that connect to each other at the same moment (both list the other, or discovery and a
-    /// static entry) end up with two live sessions between them; pushes would then travel twice. Both
-    /// sides keep the same one, whatever the timing: when sessions in both directions exist, those opened
-    /// by the device with the larger id are closed (by both sides); several sessions opened by the same
-    /// device are settled by that device alone, which keeps its oldest. Closing waits until the session
-    /// is idle (a normal end).
+    /// Two live sessions between the same pair are settled on one (`LiveSessionRules.settle`): both sides
+    /// keep the same one, whatever the timing. Closing waits until the session is idle (a normal end).
     private func settleDuplicates(of h: SessionChannelHandler) {
-        guard let peer = h.peer, let me = replicator.value?.identity.id, me != peer else { return }
+        guard let peer = h.peer, let me = replicator.value?.identity.id else { return }
         let same = table.value.handlers.values.filter { $0.isLive && $0.peer == peer }.sorted { $0.serial < $1.serial }
-        guard same.count > 1 else { return }
-        let smallerOpens = me < peer  // sessions the smaller device opened are, on this side, the ones with initiator == (me < peer)
-        let preferred = same.filter { $0.initiator == smallerOpens }
-        var kept = same
-        if !preferred.isEmpty {
-            for x in same where x.initiator != smallerOpens { x.closeWhenIdle("another live session with \(peer) is kept (opened by the smaller device id)") }
-            kept = preferred
+        let close = LiveSessionRules.settle(me: me, peer: peer, live: same.map { .init(id: $0.serial, initiator: $0.initiator) })
+        for (serial, reason) in close {
+            same.first { $0.serial == serial }?.closeWhenIdle(reason.description)
         }
-        // Every kept session has the same opener; only the opener settles them.
-        guard kept.count > 1, kept[0].initiator else { return }
-        for x in kept.dropFirst() { x.closeWhenIdle("an older live session with \(peer) is kept") }
     }
 
     /// Adds the idle-state handler and a session handler to `channel` (on the loop); the session's result
@@ -489,6 +504,14 @@ public final class FieldSyncNode: Sendable {
             guard counted < max else {
                 refuse(channel, .sessionLimit, source: source, initiator: false,
                        detail: "\(counted) sessions running (limit \(max), live sessions not counted)")
+                return false
+            }
+            // Before any work: a source that keeps starting handshakes and never completes one is refused
+            // here, where a refusal costs almost nothing, rather than answered with a key agreement.
+            if table.value.handshakeRate?.allows(source, now: nodeClockMilliseconds()) == false {
+                refuse(channel, .handshakeRate, source: source, initiator: false,
+                       detail: "more than \(configuration.unprovenHandshakesPerSource) handshakes in \(configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000) ms "
+                           + "from a source with no recent authenticated session")
                 return false
             }
             switch table.value.admission.admit(serial, source: source, now: nodeClockMilliseconds()) {
@@ -529,17 +552,26 @@ public final class FieldSyncNode: Sendable {
         }
         table.value.pending.insert(key)
         // Registered before the caller's own callbacks, so the role's behaviour is done when they run.
-        done.futureResult.whenSuccess { [self] result in afterChanges(received: result.changesReceived) }
+        done.futureResult.whenSuccess { [self] result in
+            guard isHQ else { return }
+            receipt(table.value.receipts.sessionEnded(0, received: result.changesReceived, now: nodeClockMilliseconds()))
+        }
         var salt = SecureRandom.bytes(16)
         var sessionConfig = SessionConfiguration(network: configuration.network, salt: salt)
         sessionConfig.live = asksLive
+        sessionConfig.preparesBatchesElsewhere = configuration.prepareBatchesOffLoop
         let session = SyncSession(initiator: initiator, replicator: replicator, configuration: sessionConfig, now: nodeClockMilliseconds())
         salt.removeAll()
         var callbacks = SessionChannelHandler.Callbacks()
         callbacks.authenticated = { _ in
             // Out of the handshake pool; into a session slot if one is free.
             table.value.pending.remove(key)
-            if initiator { table.value.pendingOut -= 1 } else { table.value.admission.release(serial) }
+            if initiator {
+                table.value.pendingOut -= 1
+            } else {
+                table.value.admission.release(serial)
+                table.value.handshakeRate?.authenticated(source, now: nodeClockMilliseconds())
+            }
             let now = table.value.sessions - table.value.live
             guard now < max else {
                 table.value.counters.refused[RefusalReason.sessionLimit.rawValue, default: 0] += 1
@@ -553,7 +585,7 @@ public final class FieldSyncNode: Sendable {
         }
         callbacks.live = { [self] h in sessionWentLive(h) }
         callbacks.applied = { [self] h, changes, wasLive in
-            if wasLive { scheduleAfterLiveChanges(changes) }
+            if wasLive, isHQ { receipt(table.value.receipts.liveChanges(0, received: changes, now: nodeClockMilliseconds())) }
             recheckPeers()  // the changes may include a revocation of another session's peer
             table.value.observer.applied?(h.peer)
         }
@@ -571,6 +603,7 @@ public final class FieldSyncNode: Sendable {
                                             callbacks: callbacks, limits: limits,
                                             refusedRetryMilliseconds: UInt64(Swift.max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
                                             liveIdleMilliseconds: configuration.liveIdleTimeout.map { UInt64(Swift.max(1, $0.nanoseconds / 1_000_000)) },
+                                            preparer: configuration.prepareBatchesOffLoop ? BatchPreparer.shared : nil,
                                             progress: progress)
         table.value.handlers[key] = handler
         let sync = channel.pipeline.syncOperations
@@ -625,14 +658,15 @@ private struct SessionTable {
     var counters = ConnectionCounters()
     /// Log lines caused by each source address.
     var logLimiter: LogRateLimiter
+    /// Handshakes started by sources that have not authenticated recently (nil: no limit).
+    var handshakeRate: HandshakeRateLimiter?
     /// Open sessions that asked for live mode (bounded by `maxLiveSessions`).
     var askingLive = 0
     var nextSerial: UInt64 = 0
     var draining = false
     var observer = SessionObserver()
-    /// Changes received on live sessions since the role's behaviour last ran, and whether a run is due.
-    var liveReceived = 0
-    var afterLiveScheduled = false
+    /// When HQ writes receipts (one key: its widest scope).
+    var receipts = ReceiptScheduler<Int>(policy: ReceiptPolicy())
 }
 
 /// The wall clock in ms since the Unix epoch (the node layer is where the clock is read).

@@ -1,10 +1,13 @@
-// The running daemon: a `FieldSyncNode` listening, a `SyncScheduler` deciding when to open sessions to
-// which peer, a poll of the store's heads to notice writes (its own, another process's through the CLI,
-// or received) and push them on the live sessions, metrics, and the status file. Everything mutable
-// lives on the node's one loop.
+// The running daemon: a `FieldSyncNode` listening, the driver policy (`SyncDriver`, FieldSyncDriver)
+// deciding when to open sessions to which peer, a poll of the store's heads to notice writes (its own,
+// another process's through the CLI, or received; `StoreHeadsTrigger` says what a move calls for) and
+// push them on the live sessions, metrics, and the status file. This file is the I/O around the policy:
+// it turns sockets, timers and the wall clock into driver events and carries out the decisions.
+// Everything mutable lives on the node's one loop.
 
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncProtocol
 import Foundation
 import Logging
@@ -67,10 +70,11 @@ public final class NodeDaemon: Sendable {
     public let hooks: DaemonHooks
 
     private struct State {
-        var scheduler: SyncScheduler
+        var driver: SyncDriver<PeerAddress>
+        var scheduler: SyncScheduler { driver.scheduler }
         var listener: (any Channel)?
         var tasks: [RepeatedTask] = []
-        var heads: [LogID: HeldIntervals]?
+        var heads = StoreHeadsTrigger()
         var gaugesAt: UInt64 = 0
         var gaugesStale = false
         var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
@@ -94,13 +98,18 @@ public final class NodeDaemon: Sendable {
     private let box: NIOLoopBoundBox<State>
     private var logger: Logger { node.logger }
 
+    /// The driver a daemon with `options` runs (the policy and jitter seed of its options).
+    public static func makeDriver(options: DaemonOptions, tracing: Bool = false) -> SyncDriver<PeerAddress> {
+        SyncDriver(policy: options.policy, seed: options.seed, tracing: tracing)
+    }
+
     /// Creates a daemon around a node (not started).
     public init(node: FieldSyncNode, options: DaemonOptions, metrics: NodeMetrics, hooks: DaemonHooks = DaemonHooks()) {
         self.node = node
         self.options = options
         self.metrics = metrics
         self.hooks = hooks
-        box = NIOLoopBoundBox.makeBoxSendingValue(State(scheduler: SyncScheduler(policy: options.policy, seed: options.seed)),
+        box = NIOLoopBoundBox.makeBoxSendingValue(State(driver: Self.makeDriver(options: options)),
                                                   eventLoop: node.loop)
     }
 
@@ -119,7 +128,7 @@ public final class NodeDaemon: Sendable {
             observer.refused = { [metrics] reason in metrics.recordRefused(reason) }
             observer.ended = { [self] r in
                 if r.liveSince != nil, let device = r.peer {
-                    box.value.scheduler.liveSessionEnded(device: device, now: nodeClockMilliseconds())
+                    box.value.driver.handle(.liveSessionEnded(device: device), now: nodeClockMilliseconds())
                 }
             }
             node.observe(observer)
@@ -130,7 +139,7 @@ public final class NodeDaemon: Sendable {
                 box.value.device = r.identity.id.description
                 box.value.role = r.identity.certificate.role.description
             }
-            for p in options.staticPeers { box.value.scheduler.addPeer(p, source: .static, now: now) }
+            for p in options.staticPeers { box.value.driver.handle(.peerAdded(p, .static), now: now) }
             metrics.peers.record(box.value.scheduler.allPeers.count)
             checkStore(except: nil)
             box.value.tasks.append(node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(options.tick)) { [self] _ in
@@ -161,7 +170,7 @@ public final class NodeDaemon: Sendable {
     public func addPeer(host: String, port: Int, source: PeerSource) {
         node.loop.execute { [self] in
             let address = PeerAddress(host: host, port: port)
-            if box.value.scheduler.addPeer(address, source: source, now: nodeClockMilliseconds()) {
+            if !box.value.driver.handle(.peerAdded(address, source), now: nodeClockMilliseconds()).isEmpty {
                 logger.info("peer added", metadata: ["sync.remote": .string(address.description), "sync.peer.source": .string(source.rawValue)])
                 metrics.peers.record(box.value.scheduler.allPeers.count)
             }
@@ -178,7 +187,7 @@ public final class NodeDaemon: Sendable {
     /// never drops a configured peer; a running session still ends normally). Safe from any thread.
     public func removePeer(host: String, port: Int, onlyIf source: PeerSource? = nil) {
         node.loop.execute { [self] in
-            box.value.scheduler.removePeer(PeerAddress(host: host, port: port), onlyIf: source)
+            box.value.driver.handle(.peerRemoved(PeerAddress(host: host, port: port), onlyIf: source), now: nodeClockMilliseconds())
             metrics.peers.record(box.value.scheduler.allPeers.count)
             box.value.statusDirty = true
         }
@@ -200,7 +209,7 @@ public final class NodeDaemon: Sendable {
     @discardableResult
     public func shutdown(grace: TimeAmount) async throws -> Int {
         let listener = try await node.loop.submit { [self] () -> (any Channel)? in
-            box.value.scheduler.stop()
+            box.value.driver.handle(.stop, now: nodeClockMilliseconds())
             box.value.state = "stopping"
             for t in box.value.tasks { t.cancel() }
             box.value.tasks = []
@@ -222,8 +231,7 @@ public final class NodeDaemon: Sendable {
 
     private func tick() {
         let now = nodeClockMilliseconds()
-        let start = box.value.scheduler.due(now: now, incoming: node.incomingSessions)
-        for address in start {
+        for case let .connect(address) in box.value.driver.handle(.tick(incoming: node.incomingSessions), now: now) {
             box.value.statusDirty = true
             let node = self.node
             node.startSync(host: address.host, port: address.port).whenComplete { [self] outcome in
@@ -240,7 +248,7 @@ public final class NodeDaemon: Sendable {
 
     private func sessionWentLive(_ s: LiveSession) {
         let now = nodeClockMilliseconds()
-        box.value.scheduler.sessionLive(device: s.peer, address: s.initiator ? s.target : nil, now: now)
+        box.value.driver.handle(.sessionLive(device: s.peer, outgoing: s.initiator ? s.target : nil), now: now)
         box.value.statusDirty = true
         metrics.sessionsLive.record(node.liveSessionCount)
         var meta: Logger.Metadata = ["sync.peer": .string(s.peer.description), "sync.direction": .string(s.initiator ? "out" : "in")]
@@ -266,7 +274,7 @@ public final class NodeDaemon: Sendable {
 
     private func connectFailed(_ address: PeerAddress, error: any Error) {
         let now = nodeClockMilliseconds()
-        box.value.scheduler.sessionEnded(address, finished: false, device: nil, now: now)
+        box.value.driver.handle(.sessionEnded(address, finished: false, device: nil), now: now)
         box.value.totals[address, default: (0, 0, nil, nil)].error = "\(error)"
         box.value.statusDirty = true
         let next = box.value.scheduler.peer(address)?.due.map { $0 - now } ?? 0
@@ -284,7 +292,7 @@ public final class NodeDaemon: Sendable {
             for d in box.value.discoveries { d.markProven(DiscoveredPeer(host: address.host, port: address.port)) }
         }
         if let address {
-            box.value.scheduler.sessionEnded(address, finished: result.isFinished, device: result.peer, now: now)
+            box.value.driver.handle(.sessionEnded(address, finished: result.isFinished, device: result.peer), now: now)
             var t = box.value.totals[address, default: (0, 0, nil, nil)]
             t.sent += result.changesSent
             t.received += result.changesReceived
@@ -325,27 +333,22 @@ public final class NodeDaemon: Sendable {
             return
         }
         let now = nodeClockMilliseconds()
-        let moved = box.value.heads.map { $0 != heads } ?? false
-        if moved { box.value.gaugesStale = true }
+        let me = try? node.withReplicatorOnLoop { $0.identity.id }
+        let first = box.value.heads.heads == nil
+        let change = box.value.heads.observe(heads, except: except, me: me)
+        if change != nil { box.value.gaugesStale = true }
         // At most once a second while changes stream in (a catch-up checks the heads after every batch).
-        if box.value.heads == nil || now >= box.value.gaugesAt + (box.value.gaugesStale ? 1_000 : 10_000) {
+        if first || now >= box.value.gaugesAt + (box.value.gaugesStale ? 1_000 : 10_000) {
             box.value.gaugesAt = now
             box.value.gaugesStale = false
             refreshGauges()
         }
-        guard moved, let before = box.value.heads else {
-            if box.value.heads == nil { box.value.heads = heads }
-            return
-        }
-        box.value.heads = heads
+        guard let change else { return }
         box.value.statusDirty = true
-        let me = try? node.withReplicatorOnLoop { $0.identity.id }
-        let movedLogs = heads.filter { before[$0.key] != $0.value }.map(\.key).sorted()
-        if except == nil || movedLogs.contains(where: { $0.author == me }) {
+        if change.reload {
             // Another process may have written the store (`fieldsync publish` or `revoke` under this device's
             // identity, a `sync` run against it): take in the certificates, revocations and granted keys it
-            // added, so they count here from now on. A session brings no changes of this device's own logs,
-            // so a store check after a session still reloads when the CLI wrote meanwhile.
+            // added, so they count here from now on.
             do {
                 try node.withReplicatorOnLoop { r in
                     let certificates = try r.restoreCertificates(now: now)
@@ -367,12 +370,12 @@ public final class NodeDaemon: Sendable {
                 logger.error("storeChanged hook failed", metadata: ["sync.error": .string("\(error)")])
             }
         }
-        let pushed = node.pushLive(logs: movedLogs)
+        let pushed = node.pushLive(logs: change.moved)
         if pushed > 0 {
             metrics.livePushes.increment(by: pushed)
             box.value.statusDirty = true
         }
-        box.value.scheduler.storeChanged(now: now, except: except)
+        box.value.driver.handle(.storeChanged(except: except), now: now)
         logger.debug("store changed; pushed on live sessions, push scheduled to the others",
                      metadata: ["sync.except": .string(except?.description ?? "-"), "sync.live.pushes": .stringConvertible(pushed)])
     }

@@ -85,7 +85,7 @@ public final class SeqGuardFile: OwnHeadGuard, @unchecked Sendable {
     }
 
     private func write(_ bytes: [UInt8]) throws {
-        let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        let dir = PathText.folder(of: path)
         let tmp = "\(path).tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw SeqGuardError("cannot create \(tmp): \(String(cString: strerror(errno)))") }

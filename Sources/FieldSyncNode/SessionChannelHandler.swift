@@ -6,6 +6,7 @@
 
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncProtocol
 import Logging
 import NIOCore
@@ -113,7 +114,9 @@ public struct SessionTraffic: Sendable, Equatable {
 /// Threading: NIO calls a handler only on its channel's event loop. Every channel of a `FieldSyncNode`
 /// lives on the node's single event loop, so the session and the `Replicator` it drives are only ever
 /// touched from that one thread (the replicator and its store are not thread-safe). The node calls
-/// `push` and `closeWhenIdle` on that loop too.
+/// `push` and `closeWhenIdle` on that loop too. With a `preparer`, the peer's batches are verified and
+/// opened on its worker threads (values only: `BatchPreparation`) and handed back to the session on the
+/// loop; while the session holds its maximum of batches in preparation, the handler stops reading.
 final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -167,9 +170,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closeWhenIdleReason: String?
     private var deferredTimer: Scheduled<Void>?
     private var deferredTimerAt: UInt64?
-    /// How long after the store first refused changes (quota, held back) a live session closes when idle.
-    private let refusedRetryMilliseconds: UInt64
-    private var refusedSince: UInt64?
+    /// When a live session that refused changes closes (the driver's rule; its `retryAfter` is how long
+    /// after the store first refused changes, quota or held back, a live session closes when idle).
+    private var refusedRetry: RefusedRetry
     private var reported = SessionTraffic()
     /// A live session with no bytes in either direction for this long is closed normally (nil: never);
     /// the next session handshakes and reconciles anew.
@@ -188,18 +191,23 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// check then only restarts its window (a live session that just got work is not judged on the quiet
     /// before).
     private var idleSinceCheck = false
+    /// Verifies and opens the peer's batches off the loop (nil: the session does it as they arrive).
+    private let preparer: BatchPreparer?
+    /// Whether reading is paused because the session holds its maximum of batches in preparation.
+    private var readingPaused = false
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
     init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
          clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
          done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(), limits: Limits = Limits(),
-         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil,
+         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil, preparer: BatchPreparer? = nil,
          progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.preparer = preparer
         self.liveIdleMilliseconds = liveIdleMilliseconds
         self.limits = limits
-        self.refusedRetryMilliseconds = refusedRetryMilliseconds
+        refusedRetry = RefusedRetry(retryAfter: refusedRetryMilliseconds)
         self.initiator = initiator
         self.serial = serial
         self.target = target
@@ -248,10 +256,18 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         lastTraffic = clock()
         let received = session.changesReceived, wasLive = result.liveSince != nil
         session.receive(bytes, now: clock())
+        afterInput(context: context, received: received, wasLive: wasLive)
+    }
+
+    /// After the session took input (bytes, or a batch prepared elsewhere): batches to prepare, bytes to
+    /// send, events, the node's callbacks, reading paused or resumed.
+    private func afterInput(context: ChannelHandlerContext, received: Int, wasLive: Bool) {
+        startPreparations(context: context)
         transmit(context: context)
         drainEvents(context: context)
         if session.changesReceived > received { callbacks.applied(self, session.changesReceived - received, wasLive) }
         afterActivity(context: context)
+        pauseReadingIfBacklogged(context: context)
         if let progress, !completed {
             var snapshot = result
             snapshot.changesSent = session.changesSent
@@ -260,6 +276,34 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             snapshot.durationMilliseconds = clock() &- started
             progress(snapshot)
         }
+    }
+
+    /// Hands the session's batches to the preparer; each comes back to the session on the loop. If the
+    /// preparer cannot take work (its pool stopped), the batch is prepared here.
+    private func startPreparations(context: ChannelHandlerContext) {
+        guard let preparer else {
+            // A session configured to prepare elsewhere with no preparer here: prepared on the loop.
+            while let batch = session.pollBatchPreparation() { session.completeBatchPreparation(ticket: batch.ticket, batch.prepare(), now: clock()) }
+            return
+        }
+        while let batch = session.pollBatchPreparation() {
+            preparer.prepare(batch, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+                guard !completed, !closing, let context = self.context else { return }
+                let prepared = (try? outcome.get()) ?? batch.prepare()
+                let received = session.changesReceived, wasLive = result.liveSince != nil
+                session.completeBatchPreparation(ticket: batch.ticket, prepared, now: clock())
+                afterInput(context: context, received: received, wasLive: wasLive)
+            }
+        }
+    }
+
+    /// Stops reading from the peer while the session holds its maximum of batches in preparation (the
+    /// frames already read wait in the session), and reads again once one is applied.
+    private func pauseReadingIfBacklogged(context: ChannelHandlerContext) {
+        let full = session.preparationBacklogFull && !closing && !completed
+        guard full != readingPaused else { return }
+        readingPaused = full
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: !full)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -372,8 +416,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    /// Closes an idle live session once no bytes moved for `liveIdleMilliseconds`: a normal end; the node's
-    /// scheduler opens a new session, whose handshake and reconciliation check everything anew.
+    /// Closes an idle live session once no bytes moved for `liveIdleMilliseconds` (`LiveSessionRules.idle`):
+    /// a normal end; the node's scheduler opens a new session, whose handshake and reconciliation check
+    /// everything anew.
     private func watchLiveIdle(context: ChannelHandlerContext) {
         guard let limit = liveIdleMilliseconds, liveIdleTimer == nil, !closing else { return }
         let now = clock()
@@ -382,10 +427,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         liveIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
             liveIdleTimer = nil
             guard let context = self.context, !closing else { return }
-            if session.isIdle && clock() &- lastTraffic >= limit {
-                closeWhenIdle("idle live session: no traffic for \(limit / 1_000) s")
-            } else {
-                watchLiveIdle(context: context)
+            switch LiveSessionRules.idle(now: clock(), lastTraffic: lastTraffic, isIdle: session.isIdle, limit: limit) {
+            case let .close(reason): closeWhenIdle(reason.description)
+            case .recheck, .keep: watchLiveIdle(context: context)
             }
         }
     }
@@ -413,28 +457,27 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Changes this session refused are not offered again on the same live session (they were
-    /// acknowledged): once changes refused as dated ahead of this node's clock may be accepted
-    /// (`deferredUntil`), or `refusedRetryMilliseconds` after the store first refused changes (quota,
-    /// held back), the session is closed when idle, and the next session's reconciliation offers them
-    /// again (Protocols/sync.md §4.1).
+    /// acknowledged): the driver's `RefusedRetry` says when the session closes (when idle) so that the
+    /// next session's reconciliation offers them again (Protocols/sync.md §4.1); this arms the timer.
     private func watchDeferred(context: ChannelHandlerContext) {
         let now = clock()
-        if session.changesRefused > 0, refusedSince == nil { refusedSince = now }
-        let retry = refusedSince.map { $0 &+ refusedRetryMilliseconds }
-        guard session.isLive, closeWhenIdleReason == nil, let until = [session.deferredUntil, retry].compactMap({ $0 }).min() else { return }
-        if now >= until {
-            closeWhenIdle(until == retry
-                ? "the store refused changes (quota or held back); a new session offers them again"
-                : "changes refused as dated ahead of this clock may be accepted now; a new session offers them again")
+        let decision = refusedRetry.check(now: now, refused: session.changesRefused, deferredUntil: session.deferredUntil,
+                                          live: session.isLive)
+        guard closeWhenIdleReason == nil else { return }
+        switch decision {
+        case .keep:
             return
-        }
-        if let at = deferredTimerAt, at <= until { return }
-        deferredTimer?.cancel()
-        deferredTimerAt = until
-        deferredTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(until - now))) { [self] in
-            deferredTimer = nil
-            deferredTimerAt = nil
-            if let context = self.context { afterActivity(context: context) }
+        case let .close(reason):
+            closeWhenIdle(reason.description)
+        case let .recheck(until):
+            if let at = deferredTimerAt, at <= until { return }
+            deferredTimer?.cancel()
+            deferredTimerAt = until
+            deferredTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(until - now))) { [self] in
+                deferredTimer = nil
+                deferredTimerAt = nil
+                if let context = self.context { afterActivity(context: context) }
+            }
         }
     }
 

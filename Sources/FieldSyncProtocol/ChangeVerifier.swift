@@ -62,6 +62,10 @@ public struct ChangeVerifier: Sendable {
     /// Every known certificate of the devices that have more than one (renewed or re-enrolled: same key,
     /// other validity, role or scopes), each with its issuing authority's certificate.
     public var renewals: [DeviceID: [VerifiedCertificate]] = [:]
+    /// The replicator this snapshot was taken from and what it knew then (`Replicator.verifierGeneration`);
+    /// nil for a verifier built by hand. `Replicator.ingest(prepared:by:now:)` compares it with what the
+    /// replicator knows at commit time.
+    public var origin: (replicator: ObjectIdentifier, generation: UInt64)?
 
     /// The outcome of verifying `change` at `now` (ms since the Unix epoch). A change is checked against
     /// a certificate of its author valid at its write time (HLC): with several, those valid then are tried
@@ -98,6 +102,11 @@ public struct ChangeVerifier: Sendable {
             return .unknownAuthor
         }
         return .rejected(error.code, error.description)
+    }
+
+    /// `prepare(_:now:)` for every change of a batch, in order: what a driver runs on another thread.
+    public func prepare(_ changes: [Change], now: UInt64) -> [PreparedChange] {
+        changes.map { prepare($0, now: now) }
     }
 
     /// Verifies `change` and, if accepted and readable, opens and validates its edits.

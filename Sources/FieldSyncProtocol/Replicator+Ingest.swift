@@ -24,8 +24,26 @@ extension Replicator {
     /// A snapshot of what verification and opening need (trust anchors, revocations, certificates,
     /// keys, schemas), safe to use from other threads.
     public func verifier() -> ChangeVerifier {
-        ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas,
-                       renewals: renewed)
+        var v = ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas,
+                               renewals: renewed)
+        v.origin = (ObjectIdentifier(self), verifierGeneration)
+        return v
+    }
+
+    /// Commits changes that `verifier` (a snapshot of this replicator, `verifier()`) prepared, maybe on
+    /// another thread while this one committed earlier batches. If this replicator learned anything since
+    /// the snapshot (a certificate, a key, a revocation, an authority), the changes are prepared again
+    /// here with what it knows now, so that the outcome is always that of `ingest(_:now:)` at commit
+    /// time: nothing verified against a stale trust store (a revocation learned in the meantime) is
+    /// stored. A verifier that is not a snapshot of this replicator is never trusted.
+    /// - Returns: the report, and whether the snapshot was stale (the changes were prepared again here).
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(prepared: [PreparedChange], by verifier: ChangeVerifier, now: UInt64) throws -> (report: IngestReport, reprepared: Bool) {
+        if let origin = verifier.origin, origin.replicator == ObjectIdentifier(self), origin.generation == verifierGeneration {
+            return (try ingest(prepared: prepared, now: now), false)
+        }
+        let current = self.verifier()
+        return (try ingest(prepared: prepared.map { current.prepare($0.change, now: now) }, now: now), true)
     }
 
     /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.

@@ -13,7 +13,9 @@ public final class Replicator {
     /// This device.
     public let identity: DeviceIdentity
     /// Trust anchors and the revocations learned so far.
-    public internal(set) var trust: TrustStore
+    public internal(set) var trust: TrustStore {
+        didSet { verifierGeneration &+= 1 }
+    }
     /// The store.
     public let store: any SyncStore
     /// Schemas for validating decrypted edits.
@@ -21,7 +23,9 @@ public final class Replicator {
     /// Known certificates by device (own, peers', authors of changes held), signatures checked once
     /// when learned (`TrustStore.certified`); validity is checked per change at its HLC. The newest
     /// certificate of each device (``Certificate/isNewer(than:)``); all of them are in `allCertificates`.
-    public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:]
+    public private(set) var certificates: [DeviceID: VerifiedCertificate] = [:] {
+        didSet { verifierGeneration &+= 1 }
+    }
     /// Every known certificate of each device (renewals and re-enrollments of the same key), each with
     /// its issuing authority's certificate (one entry per known authority certificate).
     public private(set) var allCertificates: [DeviceID: [VerifiedCertificate]] = [:]
@@ -31,7 +35,10 @@ public final class Replicator {
     public static let maxCertificatesPerDevice = 32
     /// Epoch keys this device holds, by scope, newest last.
     public private(set) var keys: [Scope: [EpochKey]] = [:] {
-        didSet { sortedKeys = nil }
+        didSet {
+            sortedKeys = nil
+            verifierGeneration &+= 1
+        }
     }
     private var sortedKeys: [EpochKey]?  // `allKeys`, computed once per change of `keys`
     /// The HQ archive public key, if changes should carry an archive slot.
@@ -49,7 +56,13 @@ public final class Replicator {
     /// Authors whose every known certificate (and issuing authority's) the store keeps.
     var fullyKept: Set<DeviceID> = []
     /// `allCertificates` of the devices with more than one (what `ChangeVerifier.renewals` needs).
-    var renewed: [DeviceID: [VerifiedCertificate]] = [:]
+    var renewed: [DeviceID: [VerifiedCertificate]] = [:] {
+        didSet { verifierGeneration &+= 1 }
+    }
+    /// Counts the changes to what a `ChangeVerifier` snapshots (trust anchors and revocations, certificates,
+    /// keys; it may count a mutation that changed nothing): a snapshot taken at the same count verifies
+    /// exactly as this replicator does now.
+    public private(set) var verifierGeneration: UInt64 = 0
     /// A verification cache shared with other replicators in the same process (simulators only; nil,
     /// the default, verifies everything here). Outcomes are the same either way (`VerificationCache`).
     public var verificationCache: VerificationCache?

@@ -9,28 +9,39 @@ import NIOCore
 import Glibc
 #endif
 
-/// The attack harness (issue 13, "Prove it"): an in-process station node on 127.0.0.1 serves an honest
-/// backpack node that syncs again and again (one new change each time), first with no attacker, then
-/// under each attack and all together. Attackers connect from other loopback addresses (127.0.1.x and
-/// up, as hosts of their own on a LAN) with plain sockets. Figures: honest success rate, and p95 latency
-/// against the quiet phase of the same run; the process's resident memory.
+/// The attack harness (issue 13, "Prove it"). The node under test is a real `fieldsync serve` process (a
+/// station with a SQLite store, discovery on, default limits) on 127.0.0.1; an honest backpack node in
+/// this process syncs with it again and again (one new change each time), first with no attacker, then
+/// under each attack alone, all together, and with no attacker again. The attackers run in this process
+/// too, never in the node's: they connect from other loopback addresses (127.0.1.x and up, as hosts of
+/// their own on a LAN) with plain sockets. Figures: honest success rate, p50 and p95 latency against the
+/// quiet phase of the same run, and the node process's CPU time, resident memory and open descriptors
+/// (read from `/proc/<pid>`).
 func attackBenchmarks() -> [Benchmark] {
     [
-        Benchmark(name: "attack", summary: "honest syncs under slowloris (200 conns), handshake flood, garbage, maximal frames, all together vs quiet") { scale in
-            try attackHarness(rounds: max(5, Int(30 * scale)))
+        Benchmark(name: "attack", summary: "a fieldsync serve process under slowloris (200 conns), handshake flood, garbage, forged beacons, symbol flood, maximal frames, all together: honest syncs vs quiet") { scale in
+            try attackHarness(rounds: max(10, Int(60 * scale)), limitUnprovenHandshakes: true,
+                              phases: Attack.allCases.map { ($0.rawValue, [$0]) } + [("all together", Attack.allCases)])
+        },
+        Benchmark(name: "attack-unlimited", summary: "the handshake flood and all attacks together against a node with no handshake rate limit for unproven sources (before that fix)") { scale in
+            try attackHarness(rounds: max(10, Int(60 * scale)), limitUnprovenHandshakes: false,
+                              phases: [(Attack.handshakeFlood.rawValue, [.handshakeFlood]), ("all together", Attack.allCases)])
         },
     ]
 }
 
-/// One attacker: a loop on its own thread until stopped.
+/// One attacker: loops on threads of its own until stopped, counting what it did.
 private final class Attacker: @unchecked Sendable {
     private let lock = NSLock()
     private var running = true
     private var threads: [Thread] = []
-    private(set) var connections = 0
+    private var counts: [String: Int] = [:]
 
     var isRunning: Bool { lock.withLock { running } }
-    func count() { lock.withLock { connections += 1 } }
+    /// Counts one `what` (e.g. a connection opened).
+    func count(_ what: String = "connections", _ n: Int = 1) { lock.withLock { counts[what, default: 0] += n } }
+    subscript(what: String) -> Int { lock.withLock { counts[what] ?? 0 } }
+    var all: [String: Int] { lock.withLock { counts } }
 
     func spawn(_ body: @escaping @Sendable (Attacker) -> Void) {
         let t = Thread { body(self) }
@@ -45,22 +56,34 @@ private final class Attacker: @unchecked Sendable {
     }
 }
 
+/// Plain POSIX sockets: what an attacker on the LAN uses.
 private enum Raw {
+    static func address(_ host: String, _ port: Int) -> sockaddr_in {
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr(host)
+        a.sin_port = UInt16(port).bigEndian
+        return a
+    }
+
+    static func bind(_ fd: Int32, _ host: String, _ port: Int = 0) -> Bool {
+        var local = address(host, port)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        return withUnsafePointer(to: &local) { l in
+            l.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    /// A TCP connection from `source` to 127.0.0.1:`port` (sends and receives time out after 1 s).
     static func connect(_ port: Int, from source: String) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
-        var local = sockaddr_in()
-        local.sin_family = sa_family_t(AF_INET)
-        local.sin_addr.s_addr = inet_addr(source)
-        var remote = sockaddr_in()
-        remote.sin_family = sa_family_t(AF_INET)
-        remote.sin_addr.s_addr = inet_addr("127.0.0.1")
-        remote.sin_port = UInt16(port).bigEndian
+        var remote = address("127.0.0.1", port)
         var tv = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let ok = withUnsafePointer(to: &local) { l in
-            l.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        } && withUnsafePointer(to: &remote) { r in
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let ok = bind(fd, source) && withUnsafePointer(to: &remote) { r in
             r.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
         if !ok { close(fd) }
@@ -78,21 +101,56 @@ private enum Raw {
         return true
     }
 
+    /// The next frame from `fd` (nil if the peer closed or nothing came within the receive timeout).
+    static func frame(_ fd: Int32, _ decoder: inout FrameDecoder) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            if let f = try? decoder.next() { return f }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { return nil }
+            decoder.append(buffer[0..<n])
+        }
+    }
+
     static func closed(_ fd: Int32) -> Bool {
         var b: UInt8 = 0
         let n = recv(fd, &b, 1, Int32(MSG_DONTWAIT) | Int32(MSG_PEEK))
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     }
 
+    /// A UDP datagram from `source` to 127.0.0.1:`port`.
+    static func datagram(_ bytes: [UInt8], to port: Int, from fd: Int32) {
+        var remote = address("127.0.0.1", port)
+        _ = withUnsafePointer(to: &remote) { r in
+            r.withMemoryRebound(to: sockaddr.self, capacity: 1) { to in
+                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, to, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+    }
+
     static func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255) } }
 }
 
-/// The attacks, each started on threads of its own against `port`.
-private enum Attack: String, CaseIterable {
-    case slowloris, handshakeFlood = "handshake flood", garbage, maximalFrames = "maximal frames"
+/// What the attackers know: the node's address and discovery port, the network's public parameters (its
+/// name and root public key: enough to forge beacons, as without a discovery secret), and, for the
+/// symbol flood, an enrolled device gone hostile.
+private struct Target: @unchecked Sendable {
+    var port: Int
+    var discoveryPort: Int
+    var beacons: BeaconCodec
+    var insider: DeviceIdentity
+    var trust: TrustStore
+    var network: NetworkParameters
+}
 
-    func start(port: Int) -> Attacker {
+/// The attacks, each started on threads of its own against the node.
+private enum Attack: String, CaseIterable {
+    case slowloris, handshakeFlood = "handshake flood", garbage, forgedBeacons = "forged beacons", symbolFlood = "symbol flood"
+    case maximalFrames = "maximal frames"
+
+    func start(_ t: Target) -> Attacker {
         let a = Attacker()
+        let port = t.port
         switch self {
         case .slowloris:
             // 200 connections from 50 addresses (4 each): `ff ff`, then a byte a second; reopened when cut.
@@ -116,19 +174,19 @@ private enum Attack: String, CaseIterable {
                             }
                         }
                     }
-                    usleep(1_000_000)
+                    for _ in 0..<10 where a.isRunning { usleep(100_000) }
                 }
                 fds.forEach { close($0.0) }
             }
         case .handshakeFlood:
             // Valid-looking handshake message 1 (an ephemeral key, version 1) from 50 addresses, as fast as
             // the node takes them: each costs the node a key agreement and a message 2.
-            for t in 0..<2 {
+            for th in 0..<2 {
                 a.spawn { a in
                     var i = 0
                     while a.isRunning {
                         i += 1
-                        guard let fd = Raw.connect(port, from: "127.0.2.\(1 + (i * 2 + t) % 50)") else { continue }
+                        guard let fd = Raw.connect(port, from: "127.0.2.\(1 + (i * 2 + th) % 50)") else { continue }
                         a.count()
                         let e = X25519.SecretKey.generate().publicKey.bytes
                         Raw.send(fd, FrameDecoder.frame(e + [NetworkParameters.protocolVersion]))
@@ -145,6 +203,101 @@ private enum Attack: String, CaseIterable {
                     a.count()
                     Raw.send(fd, [0x01, 0x00] + Raw.random(256))
                     close(fd)
+                }
+            }
+        case .forgedBeacons:
+            // Ten tarpits (listeners that accept and never answer), each announced every 200 ms by forged
+            // beacons from its own address; and every second 256 beacons from one more host, each naming
+            // another port, to fill the node's peer table.
+            a.spawn { a in
+                var pits: [(listener: Int32, udp: Int32, port: Int)] = []
+                for i in 0..<10 {
+                    let host = "127.0.5.\(10 + i)"
+                    let l = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0), u = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+                    var addr = Raw.address(host, 0)
+                    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+                    guard Raw.bind(l, host), Raw.bind(u, host), listen(l, 64) == 0,
+                          withUnsafeMutablePointer(to: &addr, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(l, $0, &len) } }) == 0
+                    else { close(l); close(u); continue }
+                    _ = fcntl(l, F_SETFL, fcntl(l, F_GETFL) | O_NONBLOCK)
+                    pits.append((l, u, Int(UInt16(bigEndian: addr.sin_port))))
+                }
+                let spam = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+                _ = Raw.bind(spam, "127.0.5.200")
+                var held: [Int32] = []
+                var tick = 0
+                while a.isRunning {
+                    for pit in pits {
+                        Raw.datagram(t.beacons.encode(Beacon(port: UInt16(pit.port), nonce: SecureRandom.bytes(16))), to: t.discoveryPort, from: pit.udp)
+                        a.count("beacons")
+                    }
+                    if tick % 5 == 0 {
+                        for p in 0..<256 {
+                            Raw.datagram(t.beacons.encode(Beacon(port: UInt16(20_000 + p), nonce: SecureRandom.bytes(16))), to: t.discoveryPort, from: spam)
+                        }
+                        a.count("beacons", 256)
+                    }
+                    tick += 1
+                    for pit in pits {
+                        while true {
+                            let fd = accept(pit.listener, nil, nil)
+                            guard fd >= 0 else { break }
+                            held.append(fd)
+                            a.count("probes")
+                        }
+                    }
+                    held.removeAll { fd in
+                        guard Raw.closed(fd) else { return false }
+                        close(fd)
+                        return true
+                    }
+                    usleep(200_000)
+                }
+                held.forEach { close($0) }
+                pits.forEach { close($0.listener); close($0.udp) }
+                close(spam)
+            }
+        case .symbolFlood:
+            // An enrolled backpack gone hostile: a real handshake, a hello announcing 100,000 elements, then
+            // batches of 2,000 random coded symbols until the node cuts it; again and again.
+            a.spawn { a in
+                var i = 0
+                var rng = SystemRandomNumberGenerator()
+                while a.isRunning {
+                    i += 1
+                    guard let fd = Raw.connect(port, from: "127.0.6.\(1 + i % 50)") else { continue }
+                    defer { close(fd) }
+                    a.count()
+                    do {
+                        var hs = SessionHandshake(initiator: true, identity: t.insider, trust: t.trust, network: t.network)
+                        guard Raw.send(fd, FrameDecoder.frame(try hs.write())) else { continue }
+                        var frames = FrameDecoder()
+                        guard let m2 = Raw.frame(fd, &frames) else { continue }
+                        try hs.read(m2, now: UInt64(Date().timeIntervalSince1970 * 1000))
+                        guard Raw.send(fd, FrameDecoder.frame(try hs.write())) else { continue }
+                        var transport = try hs.transport()
+                        a.count("handshakes")
+                        func message(_ m: ReconMessage) throws -> [UInt8] {
+                            var w = ByteWriter()
+                            w.writeByte(1)  // SessionMessage.recon (Protocols/sync.md)
+                            m.encode(to: &w)
+                            return FrameDecoder.frame(try transport.seal(w.bytes))
+                        }
+                        let salt = SecureRandom.bytes(16)
+                        guard Raw.send(fd, try message(.hello(Hello(elementCount: 100_000, digest: Array(repeating: 0, count: 16), salt: salt))))
+                        else { continue }
+                        var index: UInt64 = 0
+                        while a.isRunning, !Raw.closed(fd) {
+                            let symbols = (0..<2_000).map { _ in
+                                CodedSymbol(sum: HeadElement(high: rng.next(), low: rng.next()), checksum: rng.next(), count: 7)
+                            }
+                            guard Raw.send(fd, try message(.symbols(SymbolBatch(firstIndex: index, symbols: symbols)))) else { break }
+                            a.count("symbols", 2_000)
+                            index += 2_000
+                        }
+                    } catch {
+                        a.count("handshake errors")
+                    }
                 }
             }
         case .maximalFrames:
@@ -165,12 +318,58 @@ private enum Attack: String, CaseIterable {
     }
 }
 
-/// Resident memory of this process (VmRSS), bytes.
-private func residentBytes() -> Double {
-    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
-    return kb * 1024
+/// The node process seen from outside: CPU time, resident memory and open descriptors, from `/proc`.
+private final class NodeProcess: @unchecked Sendable {
+    let pid: Int32
+    private let lock = NSLock()
+    private var peak = (rss: 0.0, fds: 0)
+    private var sampling = true
+    private var thread: Thread?
+
+    init(pid: Int32) {
+        self.pid = pid
+        let t = Thread { [self] in
+            while lock.withLock({ sampling }) {
+                let (rss, fds) = (self.statusBytes("VmRSS"), self.openDescriptors)
+                lock.withLock { peak = (max(peak.rss, rss), max(peak.fds, fds)) }
+                usleep(50_000)
+            }
+        }
+        t.start()
+        thread = t
+    }
+
+    /// The peaks since the last call (and resets them).
+    func takePeaks() -> (rss: Double, fds: Int) {
+        lock.withLock {
+            defer { peak = (0, 0) }
+            return peak
+        }
+    }
+
+    func stop() {
+        lock.withLock { sampling = false }
+        while thread?.isFinished == false { usleep(10_000) }
+    }
+
+    /// A `/proc/<pid>/status` field in kB, as bytes (`VmRSS`, `VmHWM`).
+    func statusBytes(_ field: String) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb * 1024
+    }
+
+    var openDescriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0 }
+
+    /// User and system CPU seconds of the process so far.
+    var cpuSeconds: Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
 }
 
 /// Runs `body` (async) to completion from synchronous code.
@@ -185,7 +384,50 @@ private func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -
     return try result!.get()
 }
 
-private func attackHarness(rounds: Int) throws -> [BenchResult] {
+private struct AttackError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+private func freeLoopbackPort(udp: Bool = false) throws -> Int {
+    let fd = socket(AF_INET, Int32((udp ? SOCK_DGRAM : SOCK_STREAM).rawValue), 0)
+    defer { close(fd) }
+    var addr = Raw.address("127.0.0.1", 0)
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw AttackError("cannot bind a loopback port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// The node's Prometheus text, or "" if the endpoint does not answer.
+private func scrape(_ port: Int) -> String {
+    guard let fd = Raw.connect(port, from: "127.0.0.1") else { return "" }
+    defer { close(fd) }
+    guard Raw.send(fd, Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)) else { return "" }
+    var text = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        text += buffer[0..<n]
+    }
+    return String(decoding: text, as: UTF8.self)
+}
+
+/// - Parameters:
+///   - limitUnprovenHandshakes: false: the node runs with `sessions.unprovenHandshakesPerSource` 0 (no
+///     rate limit for sources that never authenticated), as before that limit existed.
+///   - phases: the attack phases, run after a quiet one and followed by "quiet again".
+private func attackHarness(rounds: Int, limitUnprovenHandshakes: Bool, phases attackPhases: [(String, [Attack])]) throws -> [BenchResult] {
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("fieldsync").path
+    guard FileManager.default.isExecutableFile(atPath: exe) else {
+        throw AttackError("attack needs the fieldsync binary next to fieldsync-bench (\(exe)); build it: swift build -c release --product fieldsync")
+    }
+    let base = NSTemporaryDirectory() + "fieldsync-attack-\(Hex.encode(SecureRandom.bytes(4)))"
+    defer { try? FileManager.default.removeItem(atPath: base) }
+    try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
     let station = try Scope("longnan/wudu/station-017"), village = try Scope("longnan/wudu/station-017/village-0412")
     let root = Ed25519.SecretKey.generate()
     let authority = Authority(root: root)
@@ -201,26 +443,63 @@ private func attackHarness(rounds: Int) throws -> [BenchResult] {
         return DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert)
     }
     let key = EpochKey.generate(scope: station, epoch: 1)
-    let stationID = try device(.station), backpackID = try device(.backpack)
-    let config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
-    let node = try FieldSyncNode(configuration: config) {
-        let r = Replicator(identity: stationID, trust: trust, store: MemoryStore())
-        r.addKey(key)
-        return r
+    let stationID = try device(.station), backpackID = try device(.backpack), insider = try device(.backpack)
+
+    // The node under test: `fieldsync serve` with its keystore, an epoch key file and discovery on loopback.
+    let dir = base + "/station"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    try Keystore.createKeyFile(at: dir + "/device.key")
+    try Keystore.write(KeystoreContents(signingKey: stationID.signingKey, agreementKey: stationID.agreementKey,
+                                        certificate: stationID.certificate, root: root.publicKey),
+                       to: dir + "/device.keystore", protection: .keyFile(path: dir + "/device.key"))
+    let keyFile = base + "/station.epochkey"
+    let hex = key.key.withUnsafeBytes { Hex.encode(Array($0)) }
+    guard FileManager.default.createFile(atPath: keyFile, contents: Data("\(station) 1 \(hex)\n".utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw AttackError("cannot write \(keyFile)")
     }
-    let backpack = try FieldSyncNode(configuration: config) {
+    let port = try freeLoopbackPort(), discoveryPort = try freeLoopbackPort(udp: true), metricsPort = try freeLoopbackPort()
+    let logFile = base + "/serve.log"
+    _ = FileManager.default.createFile(atPath: logFile, contents: nil)
+    let serve = Process()
+    serve.executableURL = URL(fileURLWithPath: exe)
+    var configArgs: [String] = []
+    if !limitUnprovenHandshakes {
+        let config = base + "/serve.json"
+        let json = #"{ "device": { "dir": "\#(dir)" }, "store": { "path": "\#(dir)/store.sqlite" }, "sessions": { "unprovenHandshakesPerSource": 0 } }"#
+        guard FileManager.default.createFile(atPath: config, contents: Data(json.utf8)) else { throw AttackError("cannot write \(config)") }
+        configArgs = ["--config", config]
+    }
+    serve.arguments = ["serve"] + configArgs + ["--dir", dir, "--key-file", dir + "/device.key", "--store", dir + "/store.sqlite", "--epoch-key-file", keyFile,
+                       "--listen", "127.0.0.1:\(port)", "--discovery-port", "\(discoveryPort)", "--discovery-destination", "127.0.0.1",
+                       "--metrics-listen", "127.0.0.1:\(metricsPort)"]
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
+    serve.standardOutput = log
+    serve.standardError = log
+    try serve.run()
+    defer { if serve.isRunning { serve.terminate(); serve.waitUntilExit() } }
+    let started = Date()
+    while !(Raw.connect(port, from: "127.0.0.1").map { close($0); return true } ?? false) {
+        guard serve.isRunning, Date().timeIntervalSince(started) < 60 else { throw AttackError("fieldsync serve did not start (\(logFile))") }
+        usleep(20_000)
+    }
+    let node = NodeProcess(pid: serve.processIdentifier)
+    defer { node.stop() }
+
+    let network = NetworkParameters(networkID: "longnan-police")
+    let backpack = try FieldSyncNode(configuration: NodeConfiguration(network: network)) {
         let r = Replicator(identity: backpackID, trust: trust, store: MemoryStore())
         r.addKey(key)
         return r
     }
-    let listener = try blocking { try await node.listen(host: "127.0.0.1", port: 0) }
-    guard let port = listener.localAddress?.port else { throw ValidationErrorMessage("the station node has no listening port") }
-    let rssBefore = residentBytes()
+    defer { try? blocking { try await backpack.shutdown() } }
+    let target = Target(port: port, discoveryPort: discoveryPort, beacons: try BeaconCodec(networkID: network.networkID, root: root.publicKey),
+                        insider: insider, trust: trust, network: network)
 
     /// `rounds` honest syncs, each bringing one new change; latencies in ms of those that finished.
-    func honest() throws -> (ok: Int, latencies: [Double]) {
+    func honest() throws -> (ok: Int, latencies: [Double], failures: [String]) {
         var ok = 0
         var latencies: [Double] = []
+        var failures: [String] = []
         for i in 0..<rounds {
             try blocking {
                 try await backpack.withReplicator { r in
@@ -234,49 +513,90 @@ private func attackHarness(rounds: Int) throws -> [BenchResult] {
                 }
             }
             let start = ContinuousClock.now
-            let result = try? blocking { try await backpack.sync(host: "127.0.0.1", port: port) }
+            let result = Result { try blocking { try await backpack.sync(host: "127.0.0.1", port: port) } }
             let d = ContinuousClock.now - start
-            if result?.isFinished == true {
+            if case let .success(r) = result, r.isFinished, r.changesSent == 1 {
                 ok += 1
                 latencies.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15)
+            } else {
+                failures.append("\(result)")
             }
             usleep(50_000)
         }
-        return (ok, latencies)
+        return (ok, latencies, failures)
     }
-    func p95(_ xs: [Double]) -> Double {
+    func percentile(_ xs: [Double], _ p: Double) -> Double {
         guard !xs.isEmpty else { return .infinity }
         let s = xs.sorted()
-        return s[min(s.count - 1, Int((Double(s.count) * 0.95).rounded(.up)) - 1)]
+        return s[min(s.count - 1, max(0, Int((Double(s.count) * p).rounded(.up)) - 1))]
+    }
+    /// Waits (at most 10 s) until the node holds no more descriptors than it did when quiet.
+    func settle(to quietFDs: Int) {
+        let deadline = Date().addingTimeInterval(10)
+        while node.openDescriptors > quietFDs, Date() < deadline { usleep(100_000) }
     }
 
-    let quiet = try honest()
-    let quietP95 = p95(quiet.latencies)
-    var results = [BenchResult(name: "quiet: honest syncs finished", value: Double(quiet.ok), baseline: Double(rounds), unit: "syncs",
-                               baselineName: "attempted", goal: ">= 1")]
-    var peakRSS = residentBytes()
-    let phases: [(String, [Attack])] = Attack.allCases.map { ($0.rawValue, [$0]) } + [("all together", Attack.allCases)]
-    for (name, attacks) in phases {
-        let attackers = attacks.map { $0.start(port: port) }
-        usleep(1_000_000)  // let the attack settle
-        let run = try honest()
-        peakRSS = max(peakRSS, residentBytes())
+    struct Phase {
+        var name: String
+        var ok: Int, p50: Double, p95: Double
+        var cpu: Double, rss: Double, fds: Int
+        var seconds: Double
+        var attackers: [String: Int]
+    }
+    func run(_ name: String, _ attacks: [Attack]) throws -> Phase {
+        let attackers = attacks.map { $0.start(target) }
+        if !attacks.isEmpty { usleep(1_000_000) }  // let the attack settle
+        _ = node.takePeaks()
+        let cpu0 = node.cpuSeconds, t0 = Date()
+        let h = try honest()
+        let cpu = node.cpuSeconds - cpu0, seconds = Date().timeIntervalSince(t0)
+        let peaks = node.takePeaks()
         attackers.forEach { $0.stop() }
-        let opened = attackers.map(\.connections).reduce(0, +)
-        results.append(BenchResult(name: "\(name): honest syncs finished (\(opened) attacker connections)", value: Double(run.ok),
-                                   baseline: Double(rounds), unit: "syncs", baselineName: "attempted", goal: ">= 1"))
-        results.append(BenchResult(name: "\(name): honest sync p95 latency", value: p95(run.latencies), baseline: quietP95, unit: "ms",
+        var counts: [String: Int] = [:]
+        for a in attackers { for (k, v) in a.all { counts[k, default: 0] += v } }
+        if !h.failures.isEmpty { print("  \(name): \(h.failures.count) honest sync(s) failed: \(h.failures.prefix(3))") }
+        return Phase(name: name, ok: h.ok, p50: percentile(h.latencies, 0.5), p95: percentile(h.latencies, 0.95), cpu: cpu,
+                     rss: peaks.rss, fds: peaks.fds, seconds: seconds, attackers: counts)
+    }
+
+    _ = try run("warm-up", [])
+    let quietFDs = node.openDescriptors
+    let quiet = try run("quiet", [])
+    var phases = [quiet]
+    for (name, attacks) in attackPhases + [("quiet again", [])] {
+        settle(to: quietFDs)
+        phases.append(try run(name, attacks))
+    }
+    let hwm = node.statusBytes("VmHWM")
+    let metrics = scrape(metricsPort).split(separator: "\n").filter {
+        ($0.hasPrefix("fieldsync_connections_refused_total") || $0.hasPrefix("fieldsync_connections_cut_total")) && !$0.hasSuffix(" 0")
+    }
+    node.stop()
+    serve.terminate()
+    serve.waitUntilExit()
+    let logBytes = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? Int) ?? 0
+
+    print("  | phase | attacker activity | honest syncs | p50 | p95 | p95 vs quiet | node CPU | node peak RSS | node peak fds |")
+    print("  |---|---|---|---|---|---|---|---|---|")
+    for p in phases {
+        let activity = p.attackers.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        print(String(format: "  | %@ | %@ | %d/%d | %.1f ms | %.1f ms | %.2f | %.2f s in %.1f s | %.1f MiB | %d |", p.name, activity.isEmpty ? "none" : activity,
+                     p.ok, rounds, p.p50, p.p95, p.p95 / quiet.p95, p.cpu, p.seconds, p.rss / 1_048_576, p.fds))
+    }
+    print(String(format: "  node: peak resident memory (VmHWM) %.1f MiB; %d B of log; descriptors when quiet %d", hwm / 1_048_576, logBytes, quietFDs))
+    for line in metrics { print("  node metric: \(line)") }
+
+    var results: [BenchResult] = []
+    for p in phases.dropFirst() {
+        results.append(BenchResult(name: "\(p.name): honest syncs finished", value: Double(p.ok), baseline: Double(rounds), unit: "syncs",
+                                   baselineName: "attempted", goal: ">= 1"))
+        results.append(BenchResult(name: "\(p.name): honest sync p50 latency", value: p.p50, baseline: quiet.p50, unit: "ms", baselineName: "quiet p50"))
+        results.append(BenchResult(name: "\(p.name): honest sync p95 latency", value: p.p95, baseline: quiet.p95, unit: "ms",
                                    baselineName: "quiet p95", goal: "<= 2"))
-        usleep(500_000)
+        results.append(BenchResult(name: "\(p.name): node peak resident memory", value: p.rss / 1_048_576, baseline: quiet.rss / 1_048_576,
+                                   unit: "MiB", baselineName: "quiet"))
     }
-    let counters = try blocking { try await node.loop.submit { node.connectionCounters }.get() }
-    print("  node counters: refused \(counters.refused.sorted { $0.key < $1.key }), cut \(counters.cut.sorted { $0.key < $1.key })")
-    results.append(BenchResult(name: "resident memory, peak during the attacks (node, honest peer and attackers in one process)",
-                               value: peakRSS / 1_048_576, baseline: rssBefore / 1_048_576, unit: "MiB", baselineName: "before the attacks"))
-    try blocking {
-        try await listener.close()
-        try await node.shutdown()
-        try await backpack.shutdown()
-    }
+    results.append(BenchResult(name: "node peak resident memory over the run (VmHWM)", value: hwm / 1_048_576, baseline: quiet.rss / 1_048_576,
+                               unit: "MiB", baselineName: "quiet phase peak"))
     return results
 }

@@ -6,6 +6,7 @@
 import ArgumentParser
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
 import Foundation
@@ -989,7 +990,7 @@ struct ImportCommand: AsyncParsableCommand {
     /// Checks one row's values and builds its creating edit (the store is asked later, per chunk).
     func check(_ fields: [String: Any], row: Int, label: String, ctx: RecordContext, hlc: HLCTimestamp, tally: inout Tally,
                newID: () -> RecordID) throws(RowError) -> Checked {
-        let (edit, priority) = try RecordForm.creatingEdit(fields, schemas: ctx.schemas, author: ctx.replicator.identity.id, hlc: hlc,
+        let (edit, priority) = try RecordImport.creatingEdit(fields, schemas: ctx.schemas, author: ctx.replicator.identity.id, hlc: hlc,
                                                            newID: newID)
         if let first = tally.seen[edit.record] { throw RowError("id", "\(edit.record) is also row \(first); each record once per file") }
         tally.seen[edit.record] = row

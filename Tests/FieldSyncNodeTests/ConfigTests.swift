@@ -45,6 +45,20 @@ import Testing
         #expect(c.metrics.maxConnections == 8 && c.metrics.idleTimeoutSeconds == 5)
     }
 
+    /// Found by fuzzing the config file (docs/fuzzing.md): a one-character store path or status file
+    /// (`"s"`) made `check()` trap inside Foundation's `deletingLastPathComponent`, and so did
+    /// `fieldsync config check c` (a config file named `c`). Now such a path's folder is `.`.
+    @Test func oneCharacterPathsAreChecked() throws {
+        var c = try Self.decode(#"{"device": {"dir": "d", "keyFile": "k"}, "store": {"path": "s"}, "statusFile": "t"}"#)
+        let problems = c.check().compactMap(\.key)
+        #expect(!problems.contains("store.path") && !problems.contains("statusFile"))
+        c.store.path = "/no/such/folder/s"
+        #expect(c.check().contains { $0.key == "store.path" })
+        #expect(PathText.folder(of: "c") == "." && PathText.folder(of: "") == "." && PathText.folder(of: "é") == ".")
+        #expect(PathText.folder(of: "/a/b") == "/a" && PathText.folder(of: "/a") == "/" && PathText.folder(of: "a/b/") == "a")
+        #expect(PathText.folder(of: "/") == "/" && PathText.folder(of: "a//b") == "a" && PathText.folder(of: "./c") == ".")
+    }
+
     @Test func liveSessionsCanBeTurnedOff() throws {
         let c = try Self.decode(#"{"device": {"dir": "d", "keyFile": "k"}, "store": {"path": "s"}, "sessions": {"live": false, "maxLive": 3}}"#)
         #expect(!c.sessions.live && c.sessions.maxLive == 3 && !c.nodeConfiguration.liveSessions && c.nodeConfiguration.maxLiveSessions == 3)

@@ -73,7 +73,7 @@ import Testing
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(20))
+            try await TestClock.sleep(for: .milliseconds(20))
         }
         return try await condition()
     }
@@ -228,7 +228,7 @@ import Testing
         // A long idle timeout: on a loaded machine the silent session must still be there when the drain starts.
         // And a handshake deadline longer than the test, so the silent connection is certainly there.
         let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                     idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120) })
+                                     idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120); config.minProgressBytes = 0 })
         let port = try await Self.address(a).port
         // A silent client holds a session (its handshake never completes).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -240,6 +240,30 @@ import Testing
         #expect(cut == 1 && took >= 0.3 && took < 20, "cut \(cut) after \(took) s")
         try await silent.closeFuture.get()
         #expect(try DaemonStatus.read(from: "\(dir)/a.status.json").state == "stopped")
+        try await group.shutdownGracefully()
+    }
+
+    /// The drain waits on the node's event loop: with every thread of Swift's cooperative pool busy (an
+    /// app's own work, or the other tests of a parallel run), a 300 ms grace still ends in about 300 ms.
+    /// It used to poll with `Task.sleep`, whose wake-ups wait for a free pool thread: seconds here.
+    @Test(.timeLimit(.minutes(1))) func theDrainEndsOnTimeWhileThePoolIsBusy() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                     idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120); config.minProgressBytes = 0 })
+        let port = try await Self.address(a).port
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+        #expect(try await Self.eventually(20) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
+        CooperativePool.occupy(for: .seconds(10))
+        try await TestClock.sleep(for: .milliseconds(100))  // the busy tasks have started
+        let started = Date()
+        let cut = try await a.node.drain(grace: .milliseconds(300))
+        let took = Date().timeIntervalSince(started)
+        #expect(cut == 1 && took >= 0.3 && took < 5, "cut \(cut) after \(took) s")
+        try await silent.closeFuture.get()
+        _ = try await a.daemon.shutdown(grace: .zero)
         try await group.shutdownGracefully()
     }
 

@@ -52,9 +52,9 @@ import Testing
         try await raw.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: raw.allocator.buffer(bytes: Array(repeating: UInt8(0x46), count: 40))))
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline, foundA.all.isEmpty || foundB.all.isEmpty {
-            try await Task.sleep(for: .milliseconds(50))
+            try await TestClock.sleep(for: .milliseconds(50))
         }
-        try await Task.sleep(for: .milliseconds(300))  // a few more beacons each
+        try await TestClock.sleep(for: .milliseconds(300))  // a few more beacons each
         #expect(foundA.all == [DiscoveredPeer(host: "127.0.0.1", port: 7002)])
         #expect(foundB.all == [DiscoveredPeer(host: "127.0.0.1", port: 7001)])
         #expect(foundC.all.isEmpty)
@@ -85,14 +85,14 @@ import Testing
         try await relay.start()
         try await backpack.start()
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, foundBackpack.all.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
-        try await Task.sleep(for: .milliseconds(300))
+        while Date() < deadline, foundBackpack.all.isEmpty { try await TestClock.sleep(for: .milliseconds(50)) }
+        try await TestClock.sleep(for: .milliseconds(300))
         #expect(foundBackpack.all == [DiscoveredPeer(host: "127.0.0.1", port: 7010)])
         #expect(foundRelay.all.isEmpty)
         await relay.stop()
         // The relay's beacons stop: the listener reports it lost after the expiry.
         let deadline2 = Date().addingTimeInterval(20)
-        while Date() < deadline2, lost.all.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        while Date() < deadline2, lost.all.isEmpty { try await TestClock.sleep(for: .milliseconds(50)) }
         #expect(lost.all == [DiscoveredPeer(host: "127.0.0.1", port: 7010)])
         await backpack.stop()
     }

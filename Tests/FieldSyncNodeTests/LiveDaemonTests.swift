@@ -104,7 +104,7 @@ import Testing
         })
         let opened = try #require(try await Self.live(a).first)
         // Silence for five idle timeouts: a session in its first exchange would have been cut after one.
-        try await Task.sleep(for: .milliseconds(1_500))
+        try await TestClock.sleep(for: .milliseconds(1_500))
         #expect(try await Self.live(a).first?.since == opened.since)
         #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
         // And it still carries changes.
@@ -226,9 +226,9 @@ import Testing
             return sx.count == 1 && sy.count == 1
         }
         // X opens a session to Y; it goes live. Then Y opens one to X.
-        let xToY = Task { try await x.sync(host: "127.0.0.1", port: try NodeTests.port(ly)) }
+        let xToY = Task.onOwnThread { try await x.sync(host: "127.0.0.1", port: try NodeTests.port(ly)) }
         #expect(try await DaemonTests.eventually(20) { try await bothLive() })
-        let yToX = Task { try await y.sync(host: "127.0.0.1", port: try NodeTests.port(lx)) }
+        let yToX = Task.onOwnThread { try await y.sync(host: "127.0.0.1", port: try NodeTests.port(lx)) }
         let xOpens = xID.id < yID.id
         // The one the larger id opened ends normally (closed by both sides once idle); one stays on each side.
         let closed = try await (xOpens ? yToX : xToY).value

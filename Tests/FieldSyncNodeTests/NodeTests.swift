@@ -188,7 +188,7 @@ import Testing
         // Wait until the node has accepted it (on a loaded machine the accept can lag the connect).
         let registered = Date().addingTimeInterval(20)
         while try await a.loop.submit({ a.runningSessions }).get() == 0, Date() < registered {
-            try await Task.sleep(for: .milliseconds(20))
+            try await TestClock.sleep(for: .milliseconds(20))
         }
         let synced = try await b.sync(host: "127.0.0.1", port: port)
         #expect(synced.isFinished && synced.changesSent == 2, "\(synced)")

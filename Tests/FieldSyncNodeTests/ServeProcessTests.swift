@@ -105,11 +105,11 @@ struct ServeProcessTests {
             return (st?.handshakesPending ?? 0) + (st?.sessionsActive ?? 0) >= 1
         })
         kill(serve.processIdentifier, SIGTERM)
-        try await Task.sleep(for: .milliseconds(500))
+        try await TestClock.sleep(for: .milliseconds(500))
         #expect(serve.isRunning, "still draining")
         let second = Date()
         kill(serve.processIdentifier, SIGTERM)
-        while serve.isRunning, Date().timeIntervalSince(second) < 25 { try await Task.sleep(for: .milliseconds(10)) }
+        while serve.isRunning, Date().timeIntervalSince(second) < 25 { try await TestClock.sleep(for: .milliseconds(10)) }
         let took = Date().timeIntervalSince(second)
         let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(!serve.isRunning && serve.terminationStatus == 0 && took < 20, "\(took) s; \(log)")

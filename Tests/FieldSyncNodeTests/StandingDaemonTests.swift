@@ -68,7 +68,7 @@ import Testing
         let told = try await DaemonTests.eventually(20) { try await Self.lastError(b).contains(reason) }
         let said = try await Self.lastError(b)
         #expect(told, "the backpack is told why: \(said)")
-        try await Task.sleep(for: .milliseconds(1_000))
+        try await TestClock.sleep(for: .milliseconds(1_000))
         let held = try await Self.records(b, mentioning: "after")
         #expect(held.all == 1 && held.matching == 0, "written after the cut, yet received: \(held)")
     }

@@ -23,4 +23,16 @@ import Testing
         }
         #expect(ContinuousClock.now - start < .milliseconds(1_800))
     }
+
+    /// `TestClock.sleep` wakes its test on time while CPU-bound tests hold every pool thread; `Task.sleep`
+    /// does not (a 50 ms `Task.sleep` took 2.9 to 5.9 s here, which failed the daemon tests' polls in CI).
+    @Test func theTestClockWakesOnTimeWhileThePoolIsBusy() async throws {
+        CooperativePool.occupy(for: .seconds(6))
+        try await TestClock.sleep(for: .milliseconds(100))  // the busy tasks have started
+        let start = ContinuousClock.now
+        try await TestClock.sleep(for: .milliseconds(50))
+        let slept = ContinuousClock.now - start
+        #expect(OwnThreadExecutor.isCurrentThread)
+        #expect(slept < .milliseconds(2_000), "\(slept)")
+    }
 }

@@ -42,6 +42,18 @@ extension Trait where Self == OwnThreadTrait {
     public static var ownThread: Self { Self() }
 }
 
+extension Task where Failure == any Error {
+    /// Starts an unstructured task on threads of its own (``OwnThreadExecutor/shared``).
+    ///
+    /// A plain `Task { ... }` does not inherit the test's task executor preference: it runs on the
+    /// cooperative pool, and waits there for as long as CPU-bound tests hold the pool's two threads
+    /// (in CI, a session started that way did not begin for over 20 s). Use this one in tests instead.
+    @discardableResult
+    public static func onOwnThread(operation: sending @escaping () async throws -> Success) -> Task<Success, Failure> {
+        Task(executorPreference: OwnThreadExecutor.shared, operation: operation)
+    }
+}
+
 /// A task executor backed by dedicated threads (never the cooperative pool): one to start with, and
 /// one more whenever a job is queued while every thread is running one.
 public final class OwnThreadExecutor: TaskExecutor, @unchecked Sendable {
@@ -51,6 +63,9 @@ public final class OwnThreadExecutor: TaskExecutor, @unchecked Sendable {
     private var finishing = false
     private var idle = 0
     private let name: String
+
+    /// An executor for the unstructured tasks tests start (``Task/onOwnThread(operation:)``); it never finishes.
+    public static let shared = OwnThreadExecutor(name: "unstructured test tasks")
 
     /// Whether the calling thread belongs to an `OwnThreadExecutor`.
     public static var isCurrentThread: Bool { Thread.current.threadDictionary[marker] != nil }
@@ -102,6 +117,47 @@ public final class OwnThreadExecutor: TaskExecutor, @unchecked Sendable {
             let job = jobs.removeFirst()
             condition.unlock()
             job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+}
+
+/// Sleeps that do not need the cooperative pool.
+///
+/// `Task.sleep` wakes its task through the cooperative pool, even a task that prefers another executor:
+/// with the pool's threads held by CPU-bound tests, a 50 ms `Task.sleep` in an `.ownThread` test took
+/// 5.9 s (four 3 s busy tasks on two pool threads). Polling loops and pauses in timing-sensitive tests
+/// use ``TestClock/sleep(for:)`` instead: its timer runs on a dispatch queue of its own, and the task
+/// resumes on its preferred executor.
+public enum TestClock {
+    private static let timers = DispatchQueue(label: "fieldsync.test.timers")
+
+    /// Suspends for `duration`, then throws `CancellationError` if the task was cancelled meanwhile.
+    public static func sleep(for duration: Duration) async throws {
+        try Task.checkCancellation()
+        let nanoseconds = Int(duration / .nanoseconds(1))
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            timers.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { c.resume() }
+        }
+        try Task.checkCancellation()
+    }
+}
+
+/// The cooperative pool, made busy on purpose.
+public enum CooperativePool {
+    /// Occupies every thread of the cooperative pool (twice over) with CPU-bound work that never
+    /// suspends, for `duration`, as the simulator's tests do in a parallel run: for testing that
+    /// something does not wait for the pool. Do not await the tasks: in a parallel run they may start
+    /// only once other tests free the pool; each ends by itself when `duration` is over (at once if it
+    /// starts later).
+    @discardableResult
+    public static func occupy(for duration: Duration) -> [Task<Int, Never>] {
+        let end = ContinuousClock.now + duration
+        return (0..<(2 * ProcessInfo.processInfo.activeProcessorCount)).map { _ in
+            Task.detached {
+                var spins = 0
+                while ContinuousClock.now < end { spins &+= 1 }
+                return spins
+            }
         }
     }
 }

@@ -1,10 +1,13 @@
 // The real FieldSync protocol as a simulator agent: one `Replicator` over a `MemoryStore` per node,
 // enrolled by a simulated HQ authority, and per contact a pair of sans-IO `SyncSession`s whose framed,
 // Noise-encrypted bytes the engine carries over the link. Nothing of the sync logic is reimplemented
-// here: what a node holds is whatever its store holds after the sessions ran.
+// here: what a node holds is whatever its store holds after the sessions ran, and when sessions start,
+// reconnect, close and receipt is decided by the node's own driver policy (FieldSyncDriver: one
+// `SyncDriver` per node, `LiveSessionRules`, `RefusedRetry`, `ReceiptScheduler`).
 
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncProtocol
 
 /// A frame as a `SyncSession` emitted it, with the accounting the engine needs. The bytes are the
@@ -73,8 +76,7 @@ public final class FieldSyncAgent: SyncAgent {
     private let authority: Authority
     /// Minimum time between two receipts HQ writes for the same station (nil: no receipts).
     public let receiptInterval: SimTime?
-    private var lastReceipt: [SimTime?] = []  // domain -> when HQ last wrote its receipt
-    private var receiptDue: [SimTime?] = []  // domain -> when the next receipt is due (new changes wait)
+    private var receipts: ReceiptScheduler<Int32>  // when HQ writes each station's receipt (the node's timing)
     private var controlLogs: [[LogID]] = []  // domain -> HQ's receipt log in that station scope
     private var authoredLogs: [[LogID]] = []  // node -> logs it writes
     private var receiptedAt: [[LogID: UInt64]] = []  // node -> own log -> receipted seq seen
@@ -102,21 +104,32 @@ public final class FieldSyncAgent: SyncAgent {
     // Per slot.
     private var sessions: [[SyncSession?]] = []
     private var links: [LinkHandle?] = []
-    private var dirty: [Bool] = []
-    private var timerAt: [SimTime?] = []  // the retry timer pending on the slot
+    private var timerAt: [SimTime?] = []  // the earliest timer pending on the slot
     private var sessionGen: [UInt32] = []  // per slot: the current session pair's number
-    private var failureRetry: [Bool] = []  // per slot: the pending timer reconnects after a failed session
-    /// A contact whose session failed (a corrupted, duplicated or reordered frame; a protocol error)
-    /// reconnects this long after, as a real node backs off before reconnecting.
-    public static let reconnectDelay: SimTime = 30_000
-    /// Session pairs started again after a failure on a contact that stayed up.
+    /// The driver policy every node runs (the node's defaults; HQ's receipt interval from the scenario).
+    public let policy: DriverPolicy
+    /// Per node: the node's driver (`SyncDriver`), its peers keyed by node index. A contact's session
+    /// pair is opened by its `a` side, so the `a` node's driver decides when (sync on contact, push
+    /// debounce, resync, jittered backoff after a failure, reconnect after a live session ends).
+    private var drivers: [SyncDriver<NodeIndex>] = []
+    /// Per node: the seed of its driver's backoff jitter.
+    public let driverSeeds: [UInt64]
+    /// Node `node`'s driver inputs and decisions so far (empty unless created with `traceDrivers`); its
+    /// clock is the node's local clock in ms since the Unix epoch.
+    public func driverTrace(of node: NodeIndex) -> [SyncDriver<NodeIndex>.Step] { drivers[Int(node)].trace }
+    private var peerSlot: [[NodeIndex: Int32]] = []  // node -> peer it drives a contact to -> slot (lookup only)
+    private var refused: [[RefusedRetry]] = []  // per slot and side: when a live session that refused changes closes
+    private var closing: [LiveCloseReason?] = []  // per slot: the live pair closes once idle, for this reason
+    private var lastTraffic: [SimTime] = []  // per slot: when a frame last left or arrived
+    private var pairFailed: [Bool] = []  // per slot: the last pair failed (the next start is a reconnect)
+    private var pairWentLive: [Bool] = []  // per slot: the `a` side's session went live (its driver was told)
+    /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
     public private(set) var reconnects = 0
-    private var deferred: [SimTime?] = []  // when changes a session on the slot refused as future-dated become acceptable
-    /// A node that refused changes dated ahead of its clock (`timestampInFuture`) on a live link resyncs
-    /// it when they become acceptable (`SyncSession.deferredUntil`), but not sooner than this.
-    public static let deferredRetry: SimTime = 30 * 60_000
-    /// Resyncs started by that retry.
+    /// Live pairs closed so that changes refused on them (dated ahead of the receiver's clock, or refused by
+    /// its store) are offered again by a new reconciliation (`RefusedRetry`).
     public private(set) var deferredRetries = 0
+    /// Live pairs closed after `DriverPolicy.liveIdle` without traffic (the next session reconciles anew).
+    public private(set) var idleCloses = 0
     /// Whether sessions stay open for the whole contact (live mode, `SessionConfiguration.live`): later
     /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
     /// on a contact starts a new session (handshake and reconciliation again).
@@ -135,8 +148,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// not simulated). Roles: HQ `hq` on the root scope; county `county`; station `station`; backpack
     /// `backpack` on its station; vehicle `command` on its county; relay `relay` on its village with no
     /// keys; a generic peer `station` on the single domain.
+    /// - Parameter traceDrivers: keep every node driver's inputs and decisions (`driverTrace(of:)`), for
+    ///   comparing them with the node daemon's driver fed the same inputs.
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                liveSessions: Bool = true) {
+                liveSessions: Bool = true, traceDrivers: Bool = false) {
         ctx = context
         self.crypto = crypto
         self.liveSessions = liveSessions
@@ -144,7 +159,15 @@ public final class FieldSyncAgent: SyncAgent {
         verificationCache = crypto == .real ? nil : VerificationCache()
         recordInterner = crypto == .real ? nil : RecordInterner()
         rng = SimRandom(seed: seed, 0x5EED_F5A6)
+        var policy = DriverPolicy()
+        policy.receipts.minInterval = receiptInterval.map { UInt64(max(0, $0)) } ?? 0
+        self.policy = policy
+        receipts = ReceiptScheduler(policy: policy.receipts)
         let w = context.world
+        var seeds = SimRandom(seed: seed, 0xD21F_E500)
+        driverSeeds = (0..<w.count).map { _ in UInt64(seeds.int(Int.max)) }
+        drivers = driverSeeds.map { SyncDriver(policy: policy.schedule, seed: $0, tracing: traceDrivers) }
+        peerSlot = Array(repeating: [:], count: w.count)
         var keyRng = SimRandom(seed: seed, 0xC0FF_EE01)
         func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(keyRng.int(256)) } }
         let root = try! Ed25519.SecretKey(seed: SecretBytes(copying: bytes(32)))
@@ -188,8 +211,6 @@ public final class FieldSyncAgent: SyncAgent {
         // the certificate of every author it sends changes of, whether or not the peer knows it).
         held = Array(repeating: [:], count: w.count)
         seen = Array(repeating: [:], count: w.count)
-        lastReceipt = Array(repeating: nil, count: w.domainCount)
-        receiptDue = Array(repeating: nil, count: w.domainCount)
         controlLogs = Array(repeating: [], count: w.domainCount)
         authoredLogs = Array(repeating: [], count: w.count)
         receiptedAt = Array(repeating: [:], count: w.count)
@@ -293,11 +314,13 @@ public final class FieldSyncAgent: SyncAgent {
         while sessions.count <= Int(slot) {
             sessions.append([nil, nil])
             links.append(nil)
-            dirty.append(false)
-            deferred.append(nil)
             timerAt.append(nil)
             sessionGen.append(0)
-            failureRetry.append(false)
+            refused.append([])
+            closing.append(nil)
+            lastTraffic.append(0)
+            pairFailed.append(false)
+            pairWentLive.append(false)
         }
     }
 
@@ -327,26 +350,64 @@ public final class FieldSyncAgent: SyncAgent {
                                      now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true))
         sessions[s][1] = SyncSession(initiator: false, replicator: rb, configuration: configuration(),
                                      now: wall(link.spec.b, now), handshake: handshake(rb, initiator: false))
-        dirty[s] = false
+        refused[s] = [RefusedRetry(retryAfter: policy.refusedRetry), RefusedRetry(retryAfter: policy.refusedRetry)]
+        closing[s] = nil
+        lastTraffic[s] = now
+        pairWentLive[s] = false
+        if pairFailed[s] {
+            pairFailed[s] = false
+            reconnects += 1
+        }
         sessionGen[s] &+= 1
         sessionsStarted += 1
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
     }
 
-    /// Creates the session pair (side `a` initiates) with each node's local clock.
+    /// The contact's peer is added to the `a` node's driver (a new peer is due at once: sync on contact),
+    /// which opens the session pair (side `a` initiates) with each node's local clock.
     public func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         ensureSlot(link.slot)
         links[Int(link.slot)] = link
         active[Int(link.spec.a)].append(link.slot)
         active[Int(link.spec.b)].append(link.slot)
-        startSessions(link, now: now, effects: &effects)
+        pairFailed[Int(link.slot)] = false
+        let a = link.spec.a
+        peerSlot[Int(a)][link.spec.b] = link.slot
+        drivers[Int(a)].handle(.peerAdded(link.spec.b, .static), now: wall(a, now))
+        drive(a, now: now, effects: &effects)
+    }
+
+    /// The sim time at which `node`'s clock reads `wall` (ms since the Unix epoch).
+    private func simTime(_ node: NodeIndex, wall: UInt64) -> SimTime {
+        Int64(wall) - Int64(Self.epochMs) - ctx.clockSkew[Int(node)]
+    }
+
+    /// Ticks `node`'s driver: opens the session pairs it says are due and sets each of its contacts' timer
+    /// for when its peer is due next.
+    private func drive(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        let t = wall(node, now)
+        // Incoming sessions that take a slot: pairs the other side opened to this node, not live.
+        var incoming = 0
+        for slot in active[Int(node)] {
+            if let l = links[Int(slot)], l.spec.b == node, let sb = sessions[Int(slot)][1], !sb.isLive { incoming += 1 }
+        }
+        for d in drivers[Int(node)].handle(.tick(incoming: incoming), now: t) {
+            guard case let .connect(peer) = d, let slot = peerSlot[Int(node)][peer], let link = links[Int(slot)] else { continue }
+            startSessions(link, now: now, effects: &effects)
+        }
+        for slot in active[Int(node)] {  // in contact order (never a dictionary's: outputs must not depend on hashing)
+            guard let link = links[Int(slot)], link.spec.a == node, let p = drivers[Int(node)].scheduler.peer(link.spec.b),
+                  !p.running, let due = p.due, !(p.device.map(drivers[Int(node)].scheduler.isLive) ?? false) else { continue }
+            setTimer(link, at: max(now, simTime(node, wall: due)), effects: &effects)
+        }
     }
 
     /// That side's next framed bytes from `SyncSession.pollTransmit()`.
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
         guard let sess = sessions[Int(link.slot)][Int(side.rawValue)], let (bytes, kind) = sess.pollFrame() else { return nil }
         bytesByKind[kind.rawValue] += Int64(bytes.count)
+        lastTraffic[Int(link.slot)] = now
         return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind,
                               session: sessionGen[Int(link.slot)])
     }
@@ -366,38 +427,82 @@ public final class FieldSyncAgent: SyncAgent {
         let s = Int(link.slot)
         guard let sess = sessions[s][Int(side.rawValue)], message.session == sessionGen[s] else { return }
         let me = link.node(side)
-        let (dup, refused) = (sess.changesDuplicate, sess.changesRefused)
+        lastTraffic[s] = now
+        let (dup, refusedBefore) = (sess.changesDuplicate, sess.changesRefused)
         sess.receive(message.bytes, now: wall(me, now))
         duplicatesReceived += sess.changesDuplicate - dup
-        refusedReceived += sess.changesRefused - refused
+        refusedReceived += sess.changesRefused - refusedBefore
         if sess.hasFailed, let peer = sessions[s][Int(side.other.rawValue)], !peer.isFinished, !peer.hasFailed {
             peer.connectionClosed()  // the failing node closes the connection; the peer sees it closed
             while peer.pollEvent() != nil {}
         }
-        var applied = false
+        var applied = false, wentLive = false
         while let e = sess.pollEvent() {
             if case let .applied(n, rejected) = e, n > rejected { applied = true }
+            if case .live = e { wentLive = true }
         }
-        if let until = sess.deferredUntil {
-            // The sim time at which this node's clock reads `until`.
-            let t = Int64(until) - Int64(Self.epochMs) - ctx.clockSkew[Int(me)]
-            deferred[s] = min(deferred[s] ?? t, t)
-            if sess.isLive { armRetry(link, now: now, effects: &effects) }  // a live session does not end by itself
+        if wentLive, side == .a, let peer = sess.peer?.subject {
+            pairWentLive[s] = true
+            drivers[Int(me)].handle(.sessionLive(device: peer, outgoing: link.spec.b), now: wall(me, now))
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
             let domains = scan(me, from: link.node(side.other), logs: sess.takeAppliedLogs(), effects: &effects)
-            if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, via: link, now: now, effects: &effects) }
+            if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, now: now, effects: &effects) }
             if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
+        service(link, now: now, effects: &effects)
         settle(link, now: now, effects: &effects)
     }
 
-    /// When both sessions are over and either node got something new meanwhile, a new session pair
-    /// starts on the same contact (a real node resyncs a live link when its store changes).
+    /// The live-session rules of both sides (`RefusedRetry`, `LiveSessionRules.idle`): a pair either side
+    /// decided to close is closed once that side is idle (a normal end); otherwise the slot's timer is set
+    /// for the next time a rule must look again.
+    private func service(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        let s = Int(link.slot)
+        guard let a = sessions[s][0], let b = sessions[s][1], a.isLive || b.isLive else { return }
+        var next: SimTime?
+        for side in [LinkSide.a, .b] {
+            let sess = side == .a ? a : b
+            let node = link.node(side)
+            let t = wall(node, now)
+            var decisions = [refused[s][Int(side.rawValue)].check(now: t, refused: sess.changesRefused,
+                                                                 deferredUntil: sess.deferredUntil, live: sess.isLive)]
+            if sess.isLive {
+                decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: sess.isIdle,
+                                                       limit: policy.liveIdle))
+            }
+            for d in decisions {
+                switch d {
+                case .keep: break
+                case let .close(reason): if closing[s] == nil { closing[s] = reason }
+                case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
+                }
+            }
+        }
+        if let reason = closing[s] {
+            // A side no longer live (finished or failed) has closed its end already.
+            guard a.isIdle || !a.isLive, b.isIdle || !b.isLive else {
+                // Closed once nothing is in flight either way (over TCP the last acknowledgements arrive
+                // before the close): look again shortly.
+                setTimer(link, at: now + 1_000, effects: &effects)
+                return
+            }
+            if case .idle = reason { idleCloses += 1 } else { deferredRetries += 1 }
+            closePair(s)
+            pairEnded(link, a, b, now: now, effects: &effects)
+            return
+        }
+        if let next { setTimer(link, at: next, effects: &effects) }
+    }
+
+    /// When both sessions are over, the pair is counted and the `a` node's driver told how it ended: it
+    /// decides when the next pair starts (the node's policy: `pushDebounce` if either node got something
+    /// new meanwhile, `backoffMin` after a live pair, `resyncInterval` after a one-shot pair, jittered
+    /// backoff from `backoffMin` to `backoffMax` after a failure).
     private func settle(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         guard let a = sessions[s][0], let b = sessions[s][1] else { return }
@@ -405,27 +510,28 @@ public final class FieldSyncAgent: SyncAgent {
         guard over(a), over(b) else { return }
         tally(a, b)
         sessions[s] = [nil, nil]
-        armRetry(link, now: now, effects: &effects)
-        if a.hasFailed || b.hasFailed {
-            // Reconnect after a pause (not at once: the same fault could fail it again in a tight loop).
-            failureRetry[s] = true
-            setRetryTimer(link, at: now + Self.reconnectDelay, effects: &effects)
-        } else if dirty[s] {
-            startSessions(link, now: now, effects: &effects)
-        }
+        pairEnded(link, a, b, now: now, effects: &effects)
     }
 
-    /// Sets the retry timer for changes refused as future-dated on this contact (one pending per contact:
-    /// the earliest).
-    private func armRetry(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+    /// Tells the `a` node's driver that the pair on `link` ended (after `tally`), then drives that node.
+    private func pairEnded(_ link: LinkHandle, _ a: SyncSession, _ b: SyncSession, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard let t = deferred[s] else { return }
-        deferred[s] = nil
-        setRetryTimer(link, at: max(t, now + Self.deferredRetry), effects: &effects)
+        let node = link.spec.a
+        let t = wall(node, now)
+        let device = a.peer?.subject
+        if pairWentLive[s], let device {  // as a node: a session that went live reports its live end
+            pairWentLive[s] = false
+            drivers[Int(node)].handle(.liveSessionEnded(device: device), now: t)
+        }
+        let finished = a.isFinished && b.isFinished
+        pairFailed[s] = !finished
+        closing[s] = nil
+        drivers[Int(node)].handle(.sessionEnded(link.spec.b, finished: finished, device: device), now: t)
+        drive(node, now: now, effects: &effects)
     }
 
-    /// Sets the contact's retry timer for `at` unless an earlier one is pending (one per contact).
-    private func setRetryTimer(_ link: LinkHandle, at: SimTime, effects: inout AgentEffects) {
+    /// Sets the contact's timer for `at` unless an earlier one is pending (one per contact).
+    private func setTimer(_ link: LinkHandle, at: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         guard timerAt[s].map({ at < $0 }) ?? true else { return }
         timerAt[s] = at
@@ -466,15 +572,18 @@ public final class FieldSyncAgent: SyncAgent {
             let peer = link.spec.a == node ? link.spec.b : link.spec.a
             let cls = w.nodes[Int(peer)].nodeClass
             guard everyone || cls == .hq || cls == .relay || domains.contains(where: { w.slot(of: $0, at: peer) >= 0 }) else { continue }
-            dirty[s] = true
-            if sessions[s][0] == nil {
-                startSessions(link, now: now, effects: &effects)
-            } else if let sess = sessions[s][link.spec.a == node ? 0 : 1], sess.isLive {
+            if let sess = sessions[s][link.spec.a == node ? 0 : 1], sess.isLive {
                 // The open session carries the new changes; one not yet live pushes them when it is.
                 livePushes += 1
                 sess.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] }, now: wall(node, now))
                 effects.wake(link.slot, .a)
                 effects.wake(link.slot, .b)
+            } else {
+                // No live session: the driver schedules one (`pushDebounce`), or marks the running one dirty.
+                // Simulator shortcut: only contacts whose peer may hold what changed (a node schedules every
+                // peer, and reconciliation finds nothing new with the others).
+                drivers[Int(link.spec.a)].handle(.peerChanged(link.spec.b), now: wall(link.spec.a, now))
+                drive(link.spec.a, now: now, effects: &effects)
             }
         }
     }
@@ -544,32 +653,40 @@ public final class FieldSyncAgent: SyncAgent {
             let n = min(c.bytesSent, c.message.bytes.count - 1)
             if n > 0 { sess.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now)) }
         }
+        let pair = (sessions[s][0], sessions[s][1])
         closePair(s)
+        if let a = pair.0, let b = pair.1 { pairEnded(link, a, b, now: now, effects: &effects) }
+        // The peer is out of reach: forgotten by the driver until the next contact.
+        drivers[Int(link.spec.a)].handle(.peerRemoved(link.spec.b, onlyIf: nil), now: wall(link.spec.a, now))
+        peerSlot[Int(link.spec.a)][link.spec.b] = nil
         links[s] = nil
-        dirty[s] = false
-        deferred[s] = nil
         timerAt[s] = nil
-        failureRetry[s] = false
+        closing[s] = nil
+        pairFailed[s] = false
         for n in [link.spec.a, link.spec.b] {
             if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
         }
     }
 
-    /// HQ got new changes of `domains`: writes their receipts now, or sets a timer (on the link that
-    /// brought them) for when the next is due.
-    private func receiptsFor(_ domains: [Int32], via link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
-        guard let interval = receiptInterval else { return }
+    /// HQ got new changes of `domains`: the driver's `ReceiptScheduler` (the node's timing: `debounce` after
+    /// the first of a burst, and at most one receipt per station per `receiptInterval`) says when to write
+    /// each station's receipt; its timer is set on every contact of HQ (any of them that is still up
+    /// fires it).
+    private func receiptsFor(_ domains: [Int32], now: SimTime, effects: inout AgentEffects) {
+        guard let hq = hqNode else { return }
+        let t = wall(hq, now)
         var written: [Int32] = []
         for d in domains {
-            let due = lastReceipt[Int(d)].map { $0 + interval } ?? now
-            if due <= now {
-                if writeReceipt(d, now: now) { written.append(d) }
-            } else if receiptDue[Int(d)] == nil {
-                receiptDue[Int(d)] = due
-                effects.setTimer(link, at: due)
+            switch receipts.liveChanges(d, received: 1, now: t) {
+            case .none: break
+            case .write: if writeReceipt(d, now: now) { written.append(d) }
+            case let .armTimer(at):
+                for slot in active[Int(hq)] {
+                    if let link = links[Int(slot)] { effects.setTimer(link, at: max(now, simTime(hq, wall: at))) }
+                }
             }
         }
-        if !written.isEmpty, let hq = hqNode { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
+        if !written.isEmpty { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
     }
 
     /// HQ writes a receipt for station `d`: the frontier of every log of that station it holds, as a
@@ -590,8 +707,6 @@ public final class FieldSyncAgent: SyncAgent {
             controlLogs[Int(d)].append(log)
         }
         seen[Int(hq)][log, default: HeldIntervals()].insert(c.header.seq)
-        lastReceipt[Int(d)] = now
-        receiptDue[Int(d)] = nil
         receiptsWritten += 1
         return true
     }
@@ -611,34 +726,22 @@ public final class FieldSyncAgent: SyncAgent {
         }
     }
 
-    /// A timer: due receipts (on a link of HQ), then the retry after deferred changes (resync the link
-    /// now, or after the running session).
+    /// A timer: due receipts (on a link of HQ), the live-session rules of the contact's pair, then the
+    /// `a` node's driver (a peer due: start the pair).
     public func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
         if let hq = hqNode, link.spec.a == hq || link.spec.b == hq {
             var written: [Int32] = []
-            for d in 0..<receiptDue.count where receiptDue[d].map({ $0 <= now }) ?? false {
-                if writeReceipt(Int32(d), now: now) { written.append(Int32(d)) }
+            let t = wall(hq, now)
+            for d in 0..<Int32(ctx.world.domainCount) where receipts.isWaiting(d) {
+                if case .write = receipts.timerFired(d, now: t), writeReceipt(d, now: now) { written.append(d) }
             }
             if !written.isEmpty { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
         }
-        guard links[s] != nil, timerAt[s] == now else { return }  // a later timer replaced this one
+        guard links[s] != nil, timerAt[s] == now else { return }  // an earlier timer replaced this one
         timerAt[s] = nil
-        if let a = sessions[s][0], let b = sessions[s][1], a.isLive || b.isLive {
-            // Refused changes are offered again by a new reconciliation: close the live pair once idle.
-            guard a.isIdle, b.isIdle else {
-                setRetryTimer(link, at: now + 1_000, effects: &effects)
-                return
-            }
-            closePair(s)
-        }
-        if failureRetry[s] {
-            failureRetry[s] = false
-            reconnects += 1
-        } else {
-            deferredRetries += 1
-        }
-        if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) } else { dirty[s] = true }
+        service(link, now: now, effects: &effects)
+        if links[s] != nil { drive(link.spec.a, now: now, effects: &effects) }
     }
 
     /// Nothing: `MemoryStore` commits are atomic and the model treats them as durable; the engine
@@ -738,11 +841,11 @@ extension SimTime {
 /// with every random draw of the protocol (sealing, handshake ephemeral keys) taken from generators
 /// seeded from `seed` (`Replicator.sealingRandomness`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                         liveSessions: Bool = true,
+                         liveSessions: Bool = true, traceDrivers: Bool = false,
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
-                                                                             liveSessions: liveSessions) }
+                                                                             liveSessions: liveSessions, traceDrivers: traceDrivers) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }
@@ -763,6 +866,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("live_sessions", .bool(a.liveSessions)), ("live_pushes", .int(Int64(a.livePushes))),
         ("duplicate_changes_received", .int(Int64(a.duplicatesReceived))), ("changes_refused_by_store", .int(Int64(a.refusedReceived))),
         ("deferred_retries", .int(Int64(a.deferredRetries))), ("reconnects_after_failure", .int(Int64(a.reconnects))),
+        ("live_idle_closes", .int(Int64(a.idleCloses))),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]

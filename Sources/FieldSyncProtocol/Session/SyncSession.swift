@@ -158,6 +158,11 @@ public struct SessionConfiguration: Sendable {
     /// Protocols/sync.md §4.1): later changes travel as batches on it through `push`, without a new
     /// handshake or reconciliation. For links that stay up (wired links, a station's Wi-Fi).
     public var live = false
+    /// Let the driver verify and open the peer's batches elsewhere (another thread): a batch is decoded and
+    /// its certificates learned as it arrives, then handed out (`pollBatchPreparation`) and applied when the
+    /// driver returns it prepared (`completeBatchPreparation`), in arrival order; messages that come
+    /// after it wait for it. False (the default): batches are verified and applied as they arrive.
+    public var preparesBatchesElsewhere = false
 
     /// Creates a configuration.
     public init(network: NetworkParameters, salt: [UInt8]) {
@@ -182,6 +187,23 @@ public enum SessionEvent: Sendable, Equatable {
     case live
     /// The session failed; close the connection.
     case failed(SessionError)
+}
+
+/// A batch of the peer's changes for a driver to verify and open on another thread
+/// (`SessionConfiguration.preparesBatchesElsewhere`): pure work on values, `Sendable`.
+public struct BatchPreparation: Sendable {
+    /// Identifies the batch to `SyncSession.completeBatchPreparation`.
+    public let ticket: UInt64
+    /// The batch's changes, decoded, in order.
+    public let changes: [Change]
+    /// A snapshot of the replicator's trust, certificates and keys, taken after the batch's certificates
+    /// were learned.
+    public let verifier: ChangeVerifier
+    /// When the batch arrived (ms since the Unix epoch).
+    public let now: UInt64
+
+    /// Verifies and opens the changes (`ChangeVerifier.prepare`): what the other thread runs.
+    public func prepare() -> [PreparedChange] { verifier.prepare(changes, now: now) }
 }
 
 /// One sync session between two nodes: handshake, reconciliation of log heads, then streaming of the
@@ -222,6 +244,16 @@ public final class SyncSession {
     private var peerKnown: [LogID: HeldIntervals] = [:]
     private var reconciled: Holdings?
     private var messagesReceived = 0
+    /// Batches being prepared elsewhere, and the messages that came after the first of them, in arrival
+    /// order (`SessionConfiguration.preparesBatchesElsewhere`).
+    private enum Held {
+        case message(SessionMessage)
+        case batch(id: UInt32, changes: [Change], preparation: BatchPreparation)
+    }
+    private var held: [Held] = []
+    private var preparationsOut: [BatchPreparation] = []  // handed out by `pollBatchPreparation`
+    private var prepared: [UInt64: [PreparedChange]] = [:]  // returned, not yet applied
+    private var nextTicket: UInt64 = 1
     /// The latest `now` a driver passed in (ms since the Unix epoch).
     private var lastNow: UInt64
 
@@ -274,7 +306,17 @@ public final class SyncSession {
     /// Whether the session is live (both sides asked to stay open and the first exchange is over).
     public var isLive: Bool { phase == .live }
     /// Whether the session is live with nothing queued or waiting for an acknowledgement on this side.
-    public var isIdle: Bool { phase == .live && inFlight.isEmpty && cursor == toSend.count && outbox.isEmpty }
+    public var isIdle: Bool { phase == .live && inFlight.isEmpty && cursor == toSend.count && outbox.isEmpty && held.isEmpty }
+    /// Batches of the peer received and not applied yet because they are being prepared elsewhere
+    /// (`SessionConfiguration.preparesBatchesElsewhere`). A driver stops reading from the peer while this
+    /// is at its bound.
+    public var batchesPreparing: Int { held.reduce(0) { if case .batch = $1 { $0 + 1 } else { $0 } } }
+    /// Most batches held for preparation at once: further frames stay in the frame decoder (unread)
+    /// until one is applied, and a driver stops reading from the socket (`preparationBacklogFull`).
+    public static let maxBatchesPreparing = 4
+    /// Whether `maxBatchesPreparing` batches are held: the driver should stop reading from the peer
+    /// until a preparation completes.
+    public var preparationBacklogFull: Bool { batchesPreparing >= Self.maxBatchesPreparing }
     /// Whether the session failed.
     public var hasFailed: Bool { phase == .failed }
     /// Why the session failed, once it has.
@@ -304,13 +346,55 @@ public final class SyncSession {
     /// The next event, if any.
     public func pollEvent() -> SessionEvent? { events.isEmpty ? nil : events.removeFirst() }
 
+    /// The next batch to prepare elsewhere, if any (`SessionConfiguration.preparesBatchesElsewhere`):
+    /// the driver runs `prepare()` (on any thread) and returns the result with `completeBatchPreparation`.
+    public func pollBatchPreparation() -> BatchPreparation? {
+        preparationsOut.isEmpty ? nil : preparationsOut.removeFirst()
+    }
+
+    /// Returns a batch prepared elsewhere (`BatchPreparation.prepare()`). Batches are applied in the order
+    /// they arrived, so this applies it (and then the messages held behind it) only once every batch
+    /// before it is back. Applying commits through `Replicator.ingest(prepared:by:now:)`, which prepares
+    /// the batch again on this thread if the replicator learned anything since the snapshot (a
+    /// revocation, a key), and re-checks the peer's standing first: the result is the same as if the
+    /// batch had been verified and applied when it arrived, at the time it is applied.
+    public func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) {
+        guard phase != .failed, phase != .finished else { return }
+        guard held.contains(where: { if case let .batch(_, _, p) = $0 { p.ticket == ticket } else { false } }) else { return }
+        lastNow = now
+        prepared[ticket] = changes
+        do {
+            while phase != .failed, phase != .finished, let first = held.first {
+                switch first {
+                case let .message(m):
+                    held.removeFirst()
+                    guard checkStanding(now: now) else { return }
+                    try dispatch(m, now: now)
+                case let .batch(id, changes, preparation):
+                    guard let result = prepared.removeValue(forKey: preparation.ticket) else { return }
+                    held.removeFirst()
+                    guard checkStanding(now: now) else { return }
+                    try applyBatch(id: id, changes: changes, prepared: (result, preparation.verifier), now: now)
+                }
+            }
+            // Frames left in the decoder while the bound was reached.
+            while phase != .failed, phase != .finished, !preparationBacklogFull, let frame = try decoder.next() { try handle(frame, now: now) }
+        } catch let e as SessionError {
+            fail(e)
+        } catch let e as FrameError {
+            fail(SessionError(.protocolViolation, e.description))
+        } catch {
+            fail(SessionError(.storeFailed, "\(error)"))
+        }
+    }
+
     /// Feeds bytes received from the peer.
     public func receive(_ bytes: [UInt8], now: UInt64) {
         guard phase != .failed, phase != .finished else { return }
         lastNow = now
         decoder.append(bytes)
         do {
-            while phase != .failed, let frame = try decoder.next() { try handle(frame, now: now) }
+            while phase != .failed, !preparationBacklogFull, let frame = try decoder.next() { try handle(frame, now: now) }
         } catch let e as SessionError {
             fail(e)
         } catch let e as FrameError {
@@ -414,6 +498,9 @@ public final class SyncSession {
         phase = .failed
         failure = e
         outbox.removeAll()
+        held.removeAll()
+        preparationsOut.removeAll()
+        prepared.removeAll()
         events.append(.failed(e))
     }
 
@@ -464,6 +551,58 @@ public final class SyncSession {
         if case let .refuse(reason) = message { throw reason.error }
         // Nothing is accepted from a peer that lost its standing since the last message (§4.2).
         guard checkStanding(now: now) else { return }
+        if config.preparesBatchesElsewhere {
+            if case let .batch(id, certs, encoded) = message {
+                try holdBatch(id: id, certificates: certs, encoded: encoded, now: now)
+                return
+            }
+            if !held.isEmpty {
+                held.append(.message(message))  // after a batch being prepared: handled in order, after it
+                return
+            }
+        }
+        try dispatch(message, now: now)
+    }
+
+    /// The changes of a batch, decoded, once the session checked that both sides may hold every log in
+    /// it (§3): a batch with any other log is refused whole, before anything of it is stored.
+    private func decodeBatch(id: UInt32, _ encoded: [[UInt8]]) throws -> [Change] {
+        var changes: [Change] = []
+        changes.reserveCapacity(encoded.count)
+        for bytes in encoded {
+            do { changes.append(try Change(canonicalBytes: bytes)) } catch {
+                throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
+            }
+        }
+        let own = replicator.identity.certificate
+        for c in changes {
+            let log = LogID(author: c.header.author, scope: c.header.scope)
+            guard Entitlement.mayHold(own, log) else {
+                throw SessionError(.notEntitled, "batch \(id) carries log \(log), which this node (\(own.role), \(own.scopes.map(\.path))) may not hold")
+            }
+            guard let p = peer, Entitlement.mayHold(p, log) else {
+                throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
+            }
+        }
+        return changes
+    }
+
+    /// `preparesBatchesElsewhere`: decodes a batch, learns its certificates and hands it out for
+    /// preparation; it is applied when it comes back (`completeBatchPreparation`).
+    private func holdBatch(id: UInt32, certificates certs: [Certificate], encoded: [[UInt8]], now: UInt64) throws {
+        switch phase {
+        case .streaming, .reconciling, .live: break
+        default: throw SessionError(.protocolViolation, "unexpected message in phase \(phase)")
+        }
+        let changes = try decodeBatch(id: id, encoded)
+        if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+        let preparation = BatchPreparation(ticket: nextTicket, changes: changes, verifier: replicator.verifier(), now: now)
+        nextTicket += 1
+        held.append(.batch(id: id, changes: changes, preparation: preparation))
+        preparationsOut.append(preparation)
+    }
+
+    private func dispatch(_ message: SessionMessage, now: UInt64) throws {
         switch (phase, message) {
         case let (.reconciling, .recon(m)):
             guard var rec = reconciler else { throw SessionError(.protocolViolation, "no reconciler") }
@@ -475,74 +614,9 @@ public final class SyncSession {
             try process(outputs)
         case let (.streaming, .batch(id, certs, encoded)), let (.reconciling, .batch(id, certs, encoded)),
              let (.live, .batch(id, certs, encoded)):
-            var changes: [Change] = []
-            changes.reserveCapacity(encoded.count)
-            for bytes in encoded {
-                do { changes.append(try Change(canonicalBytes: bytes)) } catch {
-                    throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
-                }
-            }
-            // Only logs both sides may hold travel (§3): a batch with any other log is refused whole,
-            // before anything of it is stored.
-            let own = replicator.identity.certificate
-            for c in changes {
-                let log = LogID(author: c.header.author, scope: c.header.scope)
-                guard Entitlement.mayHold(own, log) else {
-                    throw SessionError(.notEntitled, "batch \(id) carries log \(log), which this node (\(own.role), \(own.scopes.map(\.path))) may not hold")
-                }
-                guard let p = peer, Entitlement.mayHold(p, log) else {
-                    throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
-                }
-            }
-            if config.live {  // the peer holds what it sends
-                for c in changes { peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
-            }
-            let report = try replicator.ingest(changes, certificates: certs, now: now)
-            changesReceived += report.outcomes.filter { $0 == .accepted }.count
-            for (c, o) in zip(changes, report.outcomes) where o == .accepted {
-                let log = LogID(author: c.header.author, scope: c.header.scope)
-                if appliedLogs.last != log && !appliedLogs.contains(log) { appliedLogs.append(log) }
-            }
-            changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
-            changesForked += report.commit.refusedForked.count
-            forksDetected += report.commit.forksRecorded
-            changesDuplicate += report.commit.duplicates
-            let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
-            events.append(.applied(changes: changes.count, rejected: report.rejected + unknown))
-            // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
-            // is no evidence against the peer: honest devices' clocks differ. It travels again in a
-            // later session, once this clock has caught up (Protocols/sync.md, Batches). Likewise a
-            // change refused as `revoked`: the peer may have stored it before it learned the revocation
-            // (a back-dated cut-off), so it is refused without cutting the session.
-            var excused = 0
-            for (c, o) in zip(changes, report.outcomes) {
-                switch o {
-                case .rejected(.revoked, _):
-                    excused += 1
-                case .rejected(.timestampInFuture, _):
-                    excused += 1
-                    let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
-                    deferredUntil = min(deferredUntil ?? at, at)
-                default:
-                    continue
-                }
-            }
-            if report.rejected > excused {
-                // What verified is committed; a peer that sends forgeries is cut off.
-                throw SessionError(.badChange, "\(report.rejected - excused) change(s) of batch \(id) failed verification")
-            }
-            if unknown > 0 {
-                // Not stored, so not acknowledged: the sender must not believe they were delivered.
-                let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
-                throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
-                                   + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
-            }
-            // A revocation in this very batch may concern the peer: it gets no acknowledgement then.
-            if report.revocationsLearned > 0, !checkStanding(now: now) { return }
-            // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
-            // while the peer's side of the session is still open).
-            if report.commit.forksRecorded > 0 { try sendForkProofs() }
-            try send(.ack(id: id))
+            let changes = try decodeBatch(id: id, encoded)
+            if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+            try applyBatch(id: id, changes: changes, prepared: nil, now: now)
         case let (.streaming, .ack(id)), let (.live, .ack(id)):
             guard let n = inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
             changesAcknowledged += n
@@ -559,6 +633,66 @@ public final class SyncSession {
         default:
             throw SessionError(.protocolViolation, "unexpected message in phase \(phase)")
         }
+    }
+
+    /// Applies a batch of decoded changes: verified and opened here, or prepared elsewhere (`prepared`,
+    /// with the snapshot that prepared it); then counts, judges the rejections and acknowledges.
+    private func applyBatch(id: UInt32, changes: [Change], prepared: (changes: [PreparedChange], verifier: ChangeVerifier)?,
+                            now: UInt64) throws {
+        if config.live {  // the peer holds what it sends
+            for c in changes { peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
+        }
+        let report: IngestReport
+        if let prepared {
+            report = try replicator.ingest(prepared: prepared.changes, by: prepared.verifier, now: now).report
+        } else {
+            report = try replicator.ingest(changes, now: now)
+        }
+        changesReceived += report.outcomes.filter { $0 == .accepted }.count
+        for (c, o) in zip(changes, report.outcomes) where o == .accepted {
+            let log = LogID(author: c.header.author, scope: c.header.scope)
+            if appliedLogs.last != log && !appliedLogs.contains(log) { appliedLogs.append(log) }
+        }
+        changesRefused += report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count
+        changesForked += report.commit.refusedForked.count
+        forksDetected += report.commit.forksRecorded
+        changesDuplicate += report.commit.duplicates
+        let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
+        events.append(.applied(changes: changes.count, rejected: report.rejected + unknown))
+        // A change dated ahead of this node's clock beyond the tolerance is refused (not stored) but
+        // is no evidence against the peer: honest devices' clocks differ. It travels again in a
+        // later session, once this clock has caught up (Protocols/sync.md, Batches). Likewise a
+        // change refused as `revoked`: the peer may have stored it before it learned the revocation
+        // (a back-dated cut-off), so it is refused without cutting the session.
+        var excused = 0
+        for (c, o) in zip(changes, report.outcomes) {
+            switch o {
+            case .rejected(.revoked, _):
+                excused += 1
+            case .rejected(.timestampInFuture, _):
+                excused += 1
+                let at = c.header.hlc.milliseconds &- replicator.trust.clockSkewMilliseconds
+                deferredUntil = min(deferredUntil ?? at, at)
+            default:
+                continue
+            }
+        }
+        if report.rejected > excused {
+            // What verified is committed; a peer that sends forgeries is cut off.
+            throw SessionError(.badChange, "\(report.rejected - excused) change(s) of batch \(id) failed verification")
+        }
+        if unknown > 0 {
+            // Not stored, so not acknowledged: the sender must not believe they were delivered.
+            let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
+            throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
+                               + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
+        }
+        // A revocation in this very batch may concern the peer: it gets no acknowledgement then.
+        if report.revocationsLearned > 0, !checkStanding(now: now) { return }
+        // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
+        // while the peer's side of the session is still open).
+        if report.commit.forksRecorded > 0 { try sendForkProofs() }
+        try send(.ack(id: id))
     }
 
     private func startReconciliation(now: UInt64) throws {

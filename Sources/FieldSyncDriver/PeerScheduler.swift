@@ -1,6 +1,7 @@
 // When to sync with whom: a pure state machine (no sockets, no clock, no global randomness). The daemon
 // (`NodeDaemon`) feeds it events with the wall clock and a seeded generator and starts the sessions it
-// returns; the tests drive it with a fake clock (docs/node.md, "Scheduling").
+// returns; the simulator's `FieldSyncAgent` feeds it the same events with simulated time, one scheduler per
+// node keyed by node index; the tests drive it with a fake clock (docs/node.md, "Scheduling").
 
 import FieldSyncCore
 
@@ -61,10 +62,10 @@ public struct SchedulePolicy: Sendable, Equatable {
     public init() {}
 }
 
-/// What the scheduler knows of one peer.
-public struct PeerState: Sendable, Equatable {
-    /// Where it is.
-    public var address: PeerAddress
+/// What the scheduler knows of one peer (`PeerState` for the node's peers, keyed by address).
+public struct ScheduledPeer<Peer: Hashable & Comparable & Sendable>: Sendable, Equatable {
+    /// Where it is (the node: its address; the simulator: its node index).
+    public var address: Peer
     /// How it was learned.
     public var source: PeerSource
     /// Its device id, once a session authenticated it.
@@ -113,17 +114,21 @@ public struct PeerState: Sendable, Equatable {
 /// Pure: `now` and the generator are passed in; ties are broken by address, so a seed and a sequence of
 /// events give one schedule.
 ///
+/// The node's scheduler is `SyncScheduler` (peers keyed by `PeerAddress`); the simulator keys peers by node.
+///
 /// ```swift
 /// var s = SyncScheduler(policy: SchedulePolicy(), seed: 42)
 /// s.addPeer(PeerAddress(host: "10.0.0.2", port: 7000), source: .static, now: 0)
 /// let start = s.due(now: 0, incoming: 0)   // [10.0.0.2:7000]
 /// s.sessionEnded(start[0], finished: true, device: nil, now: 40)
 /// ```
-public struct SyncScheduler: Sendable {
+public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
+    /// What the scheduler knows of one peer.
+    public typealias State = ScheduledPeer<Peer>
     /// Tunables.
     public let policy: SchedulePolicy
     private var rng: SplitMix64
-    private var peers: [PeerAddress: PeerState] = [:]
+    private var peers: [Peer: State] = [:]
     /// Live sessions open per peer device (incoming and outgoing).
     private var liveDevices: [DeviceID: Int] = [:]
     /// Whether `stop()` was called (nothing more is started).
@@ -131,15 +136,20 @@ public struct SyncScheduler: Sendable {
 
     /// Creates a scheduler with a seeded generator for the jitter.
     public init(policy: SchedulePolicy, seed: UInt64) {
+        self.init(policy: policy, random: SplitMix64(seed: seed))
+    }
+
+    /// Creates a scheduler drawing the jitter from `random` (the caller's seeded stream).
+    public init(policy: SchedulePolicy, random: SplitMix64) {
         self.policy = policy
-        rng = SplitMix64(seed: seed)
+        rng = random
     }
 
     /// Every known peer, sorted by address.
-    public var allPeers: [PeerState] { peers.keys.sorted().map { peers[$0]! } }
+    public var allPeers: [State] { peers.keys.sorted().map { peers[$0]! } }
 
     /// One peer's state.
-    public func peer(_ address: PeerAddress) -> PeerState? { peers[address] }
+    public func peer(_ address: Peer) -> State? { peers[address] }
 
     /// Adds a peer (or refreshes one seen again). A new peer is due at once (sync on contact); a known one
     /// keeps its schedule, except that a proven discovered peer (one a session authenticated before) seen
@@ -147,7 +157,7 @@ public struct SyncScheduler: Sendable {
     /// range). An unproven one keeps its backoff: a forged beacon repeated cannot make the node hammer it.
     /// - Returns: whether the peer was new.
     @discardableResult
-    public mutating func addPeer(_ address: PeerAddress, source: PeerSource, now: UInt64) -> Bool {
+    public mutating func addPeer(_ address: Peer, source: PeerSource, now: UInt64) -> Bool {
         if var p = peers[address] {
             p.lastSeen = now
             if source == .static { p.source = .static }  // a configured peer stays configured
@@ -157,13 +167,13 @@ public struct SyncScheduler: Sendable {
             peers[address] = p
             return false
         }
-        peers[address] = PeerState(address: address, source: source, due: now, firstSeen: now, lastSeen: now)
+        peers[address] = State(address: address, source: source, due: now, firstSeen: now, lastSeen: now)
         return true
     }
 
     /// Forgets a peer (a running session still reports its end, which is then ignored). With `onlyIf`, only
     /// a peer of that source is forgotten: discovery losing a beacon never drops a peer from the config.
-    public mutating func removePeer(_ address: PeerAddress, onlyIf source: PeerSource? = nil) {
+    public mutating func removePeer(_ address: Peer, onlyIf source: PeerSource? = nil) {
         guard let p = peers[address], source == nil || p.source == source else { return }
         peers[address] = nil
     }
@@ -172,13 +182,13 @@ public struct SyncScheduler: Sendable {
     public func isLive(_ device: DeviceID) -> Bool { liveDevices[device] != nil }
 
     /// Whether a new session to `p` would duplicate a live one (its device is known and live).
-    private func covered(_ p: PeerState) -> Bool { p.device.map(isLive) ?? false }
+    private func covered(_ p: State) -> Bool { p.device.map(isLive) ?? false }
 
     /// A session with `device` entered its live phase.
     /// - Parameter address: the peer this node connected to, for an outgoing session (nil: incoming). It
     ///   is marked live: the contact worked (its failures are reset) and it stays running until
     ///   `sessionEnded`, without counting toward `maxSessions`.
-    public mutating func sessionLive(device: DeviceID, address: PeerAddress?, now: UInt64) {
+    public mutating func sessionLive(device: DeviceID, address: Peer?, now: UInt64) {
         liveDevices[device, default: 0] += 1
         guard let address, var p = peers[address], p.running else { return }
         p.device = device
@@ -212,22 +222,28 @@ public struct SyncScheduler: Sendable {
     /// Peers with a live session are skipped: the daemon pushes to them on that session.
     /// - Parameter except: the device the changes came from, if known; it is not pushed to.
     public mutating func storeChanged(now: UInt64, except: DeviceID? = nil) {
-        let pushAt = now + policy.pushDebounce
         for address in peers.keys {
-            var p = peers[address]!
-            if let except, p.device == except { continue }
-            if p.live || covered(p) { continue }
-            if p.running {
-                p.dirty = true
-            } else if p.failures == 0, let due = p.due {
-                p.due = min(due, pushAt)
-            }
-            peers[address] = p
+            if let except, peers[address]!.device == except { continue }
+            peerChanged(address, now: now)
         }
     }
 
+    /// The local store changed in a way that concerns `address` (`storeChanged` for one peer): unless it has
+    /// a live session or is in backoff, it is due after `pushDebounce` at the latest; a peer with a session
+    /// running is marked dirty (re-synced `pushDebounce` after that session ends). The simulator calls this
+    /// for the contacts whose peer may hold what changed (a node calls `storeChanged`: every peer).
+    public mutating func peerChanged(_ address: Peer, now: UInt64) {
+        guard var p = peers[address], !p.live, !covered(p) else { return }
+        if p.running {
+            p.dirty = true
+        } else if p.failures == 0, let due = p.due {
+            p.due = min(due, now + policy.pushDebounce)
+        }
+        peers[address] = p
+    }
+
     /// Whether `p` is configured or was authenticated by a session (not only heard of in a beacon).
-    public static func isProven(_ p: PeerState) -> Bool { p.source == .static || p.device != nil }
+    public static func isProven(_ p: State) -> Bool { p.source == .static || p.device != nil }
 
     /// Outgoing sessions running now that count toward `maxSessions` (proven peers marked running, not live).
     public var outgoing: Int { peers.values.filter { $0.running && !$0.live && Self.isProven($0) }.count }
@@ -240,14 +256,14 @@ public struct SyncScheduler: Sendable {
     /// marked running until `sessionEnded`. A peer whose device has a live session is not started (its due
     /// time waits until that session ends).
     /// - Parameter incoming: incoming sessions running now that count (the node counts them; live ones not).
-    public mutating func due(now: UInt64, incoming: Int) -> [PeerAddress] {
+    public mutating func due(now: UInt64, incoming: Int) -> [Peer] {
         guard !stopped else { return [] }
         var free = policy.maxSessions - incoming - outgoing
         var probes = policy.maxProbes - probing
         guard free > 0 || probes > 0 else { return [] }
         let candidates = peers.values.filter { !$0.running && ($0.due ?? .max) <= now && !covered($0) }
             .sorted { ($0.due!, $0.address) < ($1.due!, $1.address) }
-        var ready: [PeerState] = []
+        var ready: [State] = []
         for p in candidates {
             if Self.isProven(p) {
                 guard free > 0 else { continue }
@@ -258,7 +274,7 @@ public struct SyncScheduler: Sendable {
             }
             ready.append(p)
         }
-        var out: [PeerAddress] = []
+        var out: [Peer] = []
         for p in ready {
             var q = p
             q.running = true
@@ -275,7 +291,7 @@ public struct SyncScheduler: Sendable {
     /// - Parameters:
     ///   - finished: whether it finished (false: connect failure, refusal, stall, protocol error).
     ///   - device: the peer's device id if the handshake completed.
-    public mutating func sessionEnded(_ address: PeerAddress, finished: Bool, device: DeviceID?, now: UInt64) {
+    public mutating func sessionEnded(_ address: Peer, finished: Bool, device: DeviceID?, now: UInt64) {
         guard var p = peers[address] else { return }
         let wasLive = p.live
         p.running = false
@@ -316,3 +332,9 @@ public struct SyncScheduler: Sendable {
     /// Stops scheduling: `due` returns nothing from now on (graceful shutdown).
     public mutating func stop() { stopped = true }
 }
+
+/// The node's scheduler: peers keyed by network address.
+public typealias SyncScheduler = PeerScheduler<PeerAddress>
+
+/// What the node's scheduler knows of one peer.
+public typealias PeerState = ScheduledPeer<PeerAddress>

@@ -1,0 +1,117 @@
+// The live-session rules of the driver policy (Protocols/sync.md §4.1, docs/node.md "Live sessions"):
+// which of two live sessions between the same pair of devices is kept, and when a live session closes
+// by itself (changes it refused may be offered again; no traffic for a long time). Pure functions and
+// one small state value; the node's channel handler and the simulator's agent own the timers.
+
+import FieldSyncCore
+
+/// Why the driver closes a live session (a normal end, once nothing is in flight on this side).
+public enum LiveCloseReason: Sendable, Equatable, CustomStringConvertible {
+    /// Sessions in both directions exist between the pair: the one opened by the larger device id goes.
+    case duplicateOpenedByLarger(DeviceID)
+    /// The same device opened several: it keeps its oldest.
+    case duplicateNewer(DeviceID)
+    /// The store refused changes (quota, held back) and the retry delay passed: a new session's
+    /// reconciliation offers them again.
+    case refusedByStore
+    /// Changes refused as dated ahead of this clock may be accepted now: a new session offers them again.
+    case deferredAcceptable
+    /// No bytes in either direction for this long (ms): the next session checks everything anew.
+    case idle(UInt64)
+
+    public var description: String {
+        switch self {
+        case let .duplicateOpenedByLarger(peer): "another live session with \(peer) is kept (opened by the smaller device id)"
+        case let .duplicateNewer(peer): "an older live session with \(peer) is kept"
+        case .refusedByStore: "the store refused changes (quota or held back); a new session offers them again"
+        case .deferredAcceptable: "changes refused as dated ahead of this clock may be accepted now; a new session offers them again"
+        case let .idle(ms): "idle live session: no traffic for \(ms / 1_000) s"
+        }
+    }
+}
+
+/// What to do about one live session now.
+public enum LiveDecision: Sendable, Equatable {
+    /// Nothing, and nothing to wait for.
+    case keep
+    /// Close it when idle, for this reason.
+    case close(LiveCloseReason)
+    /// Look again at this time (ms).
+    case recheck(at: UInt64)
+}
+
+/// The live-session rules.
+public enum LiveSessionRules {
+    /// A live session between this device and one peer, as `settle` sees it.
+    public struct Session<ID: Sendable & Equatable>: Sendable, Equatable {
+        /// The caller's handle.
+        public var id: ID
+        /// Whether this device opened it.
+        public var initiator: Bool
+        /// Creates one.
+        public init(id: ID, initiator: Bool) {
+            self.id = id
+            self.initiator = initiator
+        }
+    }
+
+    /// Two nodes that connect to each other at the same moment end up with two live sessions between
+    /// them; pushes would then travel twice. Both sides keep the same one, whatever the timing: when
+    /// sessions in both directions exist, those opened by the device with the larger id are closed (by
+    /// both sides); several sessions opened by the same device are settled by that device alone, which
+    /// keeps its oldest.
+    /// - Parameter live: the live sessions with `peer`, oldest first.
+    /// - Returns: the sessions to close when idle, and why (none for fewer than two, or `me == peer`).
+    public static func settle<ID>(me: DeviceID, peer: DeviceID, live: [Session<ID>]) -> [(id: ID, reason: LiveCloseReason)] {
+        guard me != peer, live.count > 1 else { return [] }
+        let smallerOpens = me < peer  // on this side, sessions the smaller device opened have initiator == (me < peer)
+        let preferred = live.filter { $0.initiator == smallerOpens }
+        var out: [(ID, LiveCloseReason)] = []
+        var kept = live
+        if !preferred.isEmpty {
+            out = live.filter { $0.initiator != smallerOpens }.map { ($0.id, .duplicateOpenedByLarger(peer)) }
+            kept = preferred
+        }
+        // Every kept session has the same opener; only the opener settles them.
+        guard kept.count > 1, kept[0].initiator else { return out }
+        return out + kept.dropFirst().map { ($0.id, .duplicateNewer(peer)) }
+    }
+
+    /// Whether a live session that stayed silent closes: once idle (nothing in flight) and no bytes moved
+    /// in either direction for `limit` ms (nil: never), it closes (a normal end; the next session
+    /// handshakes and reconciles anew, re-checking the peer from scratch). Otherwise look again when the
+    /// limit would be reached.
+    public static func idle(now: UInt64, lastTraffic: UInt64, isIdle: Bool, limit: UInt64?) -> LiveDecision {
+        guard let limit else { return .keep }
+        if isIdle && now &- lastTraffic >= limit { return .close(.idle(limit)) }
+        return .recheck(at: lastTraffic &+ limit)
+    }
+}
+
+/// Changes a live session refused are not offered again on it (they were acknowledged): once changes
+/// refused as dated ahead of this node's clock may be accepted (`SyncSession.deferredUntil`), or
+/// `retryAfter` ms after the store first refused changes (quota, held back), the session closes when
+/// idle and the next session's reconciliation offers them again (Protocols/sync.md §4.1). One value per
+/// session; `check` after every input of the session and when the `recheck` time comes.
+public struct RefusedRetry: Sendable, Equatable {
+    /// How long after the first refusal by the store (quota, held back) a live session closes (ms).
+    public let retryAfter: UInt64
+    /// When the store first refused changes on this session (ms), nil if it did not.
+    public private(set) var refusedSince: UInt64?
+
+    /// Creates the rule for one session.
+    public init(retryAfter: UInt64) { self.retryAfter = retryAfter }
+
+    /// The decision now.
+    /// - Parameters:
+    ///   - refused: changes the store refused on this session so far.
+    ///   - deferredUntil: the session's `deferredUntil` (when refused future-dated changes become acceptable).
+    ///   - live: whether the session is in its live phase (a one-shot session ends by itself).
+    public mutating func check(now: UInt64, refused: Int, deferredUntil: UInt64?, live: Bool) -> LiveDecision {
+        if refused > 0, refusedSince == nil { refusedSince = now }
+        let retry = refusedSince.map { $0 &+ retryAfter }
+        guard live, let until = [deferredUntil, retry].compactMap({ $0 }).min() else { return .keep }
+        if now >= until { return .close(until == retry ? .refusedByStore : .deferredAcceptable) }
+        return .recheck(at: until)
+    }
+}

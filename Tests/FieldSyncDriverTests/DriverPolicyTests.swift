@@ -1,0 +1,157 @@
+import FieldSyncCore
+import FieldSyncDriver
+import FieldSyncProtocol
+import Testing
+
+/// Unit tests of the driver policy (FieldSyncDriver): backoff bounds and jitter, the retry of refused
+/// and future-dated changes, HQ receipt timing, settling duplicate live sessions, the live idle close,
+/// the store-heads trigger, and the driver's events and decisions.
+@Suite struct DriverPolicyTests {
+    static let peer = PeerAddress(host: "10.0.0.2", port: 7000)
+
+    static func device(_ byte: UInt8) -> DeviceID { DeviceID(ID128(high: UInt64(byte), low: UInt64(byte))) }
+
+    @Test func backoffStaysWithinOneToThreeHundredSecondsWithJitter() {
+        let policy = DriverPolicy().schedule
+        #expect(policy.backoffMin == 1_000 && policy.backoffMax == 300_000)
+        var d = SyncDriver<PeerAddress>(policy: policy, seed: 11)
+        d.handle(.peerAdded(Self.peer, .static), now: 0)
+        var now: UInt64 = 0
+        var delays: [UInt64] = []
+        for failures in 1...30 {
+            let start = d.handle(.tick(incoming: 0), now: now)
+            #expect(start.first == .connect(Self.peer), "due after its backoff (failure \(failures))")
+            d.handle(.sessionEnded(Self.peer, finished: false, device: nil), now: now)
+            let due = d.scheduler.peer(Self.peer)!.due!
+            let delay = due - now
+            let base = min(300_000, 1_000 << UInt64(min(failures - 1, 20)))
+            #expect(delay >= max(1_000, base / 2) && delay <= base, "failure \(failures): \(delay) ms outside [\(max(1_000, base / 2)), \(base)]")
+            #expect(d.handle(.tick(incoming: 0), now: due - 1).first == .nextTick(due), "not before its time")
+            delays.append(delay)
+            now = due
+        }
+        #expect(delays[0] == 1_000, "the first retry after 1 s")
+        #expect(delays.suffix(10).allSatisfy { $0 >= 150_000 && $0 <= 300_000 })
+        #expect(Set(delays.suffix(10)).count > 5, "jittered: the capped delays differ")
+        // A finished session resets the failures: the next failure waits 1 s again.
+        _ = d.handle(.tick(incoming: 0), now: now)
+        d.handle(.sessionEnded(Self.peer, finished: true, device: nil), now: now)
+        #expect(d.scheduler.peer(Self.peer)!.due == now + policy.resyncInterval)
+    }
+
+    @Test func aFutureDatedChangeClosesTheLiveSessionWhenItBecomesAcceptable() {
+        var r = RefusedRetry(retryAfter: DriverPolicy().refusedRetry)
+        // One-shot (not live): the session ends by itself; the next reconciliation offers the change again.
+        #expect(r.check(now: 1_000, refused: 0, deferredUntil: 50_000, live: false) == .keep)
+        // Live: look again when the change may be accepted, close then.
+        #expect(r.check(now: 2_000, refused: 0, deferredUntil: 50_000, live: true) == .recheck(at: 50_000))
+        #expect(r.check(now: 49_999, refused: 0, deferredUntil: 50_000, live: true) == .recheck(at: 50_000))
+        #expect(r.check(now: 50_000, refused: 0, deferredUntil: 50_000, live: true) == .close(.deferredAcceptable))
+    }
+
+    @Test func changesTheStoreRefusedAreOfferedAgainAfterTheRetryDelay() {
+        var r = RefusedRetry(retryAfter: 600_000)
+        #expect(r.check(now: 10_000, refused: 0, deferredUntil: nil, live: true) == .keep)
+        #expect(r.check(now: 20_000, refused: 3, deferredUntil: nil, live: true) == .recheck(at: 620_000))
+        #expect(r.refusedSince == 20_000)
+        // Later refusals do not push the retry back; a future-dated change due earlier comes first.
+        #expect(r.check(now: 30_000, refused: 5, deferredUntil: 100_000, live: true) == .recheck(at: 100_000))
+        #expect(r.check(now: 100_000, refused: 5, deferredUntil: 100_000, live: true) == .close(.deferredAcceptable))
+        #expect(r.check(now: 620_000, refused: 5, deferredUntil: nil, live: true) == .close(.refusedByStore))
+    }
+
+    @Test func hqReceiptsAtSessionEndAndAfterALiveBurst() {
+        var r = ReceiptScheduler<Int>(policy: ReceiptPolicy())
+        #expect(r.sessionEnded(0, received: 0, now: 1_000) == .none, "nothing received, no receipt")
+        #expect(r.sessionEnded(0, received: 3, now: 1_000) == .write(received: 3))
+        // A burst on a live session: one receipt 250 ms after its first change.
+        #expect(r.liveChanges(0, received: 1, now: 2_000) == .armTimer(at: 2_250))
+        #expect(r.liveChanges(0, received: 4, now: 2_100) == .none)
+        #expect(r.timerFired(0, now: 2_200) == .none, "not due yet")
+        #expect(r.timerFired(0, now: 2_250) == .write(received: 5))
+        #expect(r.timerFired(0, now: 2_300) == .none, "written once")
+        // The node writes at a session's end even with a burst's timer pending.
+        #expect(r.liveChanges(0, received: 1, now: 3_000) == .armTimer(at: 3_250))
+        #expect(r.sessionEnded(0, received: 2, now: 3_010) == .write(received: 2))
+        // A minimum interval per key (the simulator's per-station receipt interval).
+        var p = ReceiptPolicy()
+        p.minInterval = 60_000
+        var m = ReceiptScheduler<Int32>(policy: p)
+        #expect(m.sessionEnded(7, received: 1, now: 0) == .write(received: 1))
+        #expect(m.sessionEnded(7, received: 1, now: 10_000) == .armTimer(at: 60_000))
+        #expect(m.liveChanges(7, received: 2, now: 20_000) == .none)
+        #expect(m.liveChanges(8, received: 1, now: 20_000) == .armTimer(at: 20_250), "keys are independent")
+        #expect(m.timerFired(7, now: 60_000) == .write(received: 3))
+    }
+
+    @Test func twoLiveSessionsBetweenAPairSettleOnTheSameOneOnBothSides() {
+        let small = Self.device(1), large = Self.device(2)
+        typealias S = LiveSessionRules.Session<Int>
+        // Both directions: the session the larger device opened goes, on both sides.
+        let atSmall = LiveSessionRules.settle(me: small, peer: large, live: [S(id: 1, initiator: false), S(id: 2, initiator: true)])
+        #expect(atSmall.map(\.id) == [1] && atSmall.first?.reason == .duplicateOpenedByLarger(large))
+        let atLarge = LiveSessionRules.settle(me: large, peer: small, live: [S(id: 5, initiator: true), S(id: 6, initiator: false)])
+        #expect(atLarge.map(\.id) == [5], "the larger side closes the one it opened")
+        // Several opened by the same device: the opener keeps its oldest; the other side leaves it to the opener.
+        let opener = LiveSessionRules.settle(me: small, peer: large, live: [S(id: 1, initiator: true), S(id: 2, initiator: true), S(id: 3, initiator: true)])
+        #expect(opener.map(\.id) == [2, 3] && opener.allSatisfy { $0.reason == .duplicateNewer(large) })
+        #expect(LiveSessionRules.settle(me: large, peer: small, live: [S(id: 1, initiator: false), S(id: 2, initiator: false)]).isEmpty)
+        #expect(LiveSessionRules.settle(me: small, peer: large, live: [S(id: 1, initiator: true)]).isEmpty)
+        #expect(LiveSessionRules.settle(me: small, peer: small, live: [S(id: 1, initiator: true), S(id: 2, initiator: false)]).isEmpty)
+    }
+
+    @Test func aSilentLiveSessionClosesAfterTheIdleLimit() {
+        let limit = DriverPolicy().liveIdle
+        #expect(limit == 600_000)
+        #expect(LiveSessionRules.idle(now: 100_000, lastTraffic: 0, isIdle: true, limit: limit) == .recheck(at: 600_000))
+        #expect(LiveSessionRules.idle(now: 600_000, lastTraffic: 0, isIdle: true, limit: limit) == .close(.idle(600_000)))
+        #expect(LiveSessionRules.idle(now: 600_000, lastTraffic: 0, isIdle: false, limit: limit) == .recheck(at: 600_000),
+                "something in flight: not closed")
+        #expect(LiveSessionRules.idle(now: .max / 2, lastTraffic: 0, isIdle: true, limit: nil) == .keep)
+    }
+
+    @Test func newStoreHeadsPushTheLogsThatMoved() throws {
+        let me = Self.device(1), other = Self.device(2)
+        let mine = LogID(author: me, scope: try Scope("longnan")), theirs = LogID(author: other, scope: try Scope("longnan"))
+        func held(_ n: UInt64) -> HeldIntervals {
+            var h = HeldIntervals()
+            for s in 1...n { h.insert(s) }
+            return h
+        }
+        var t = StoreHeadsTrigger()
+        #expect(t.observe([mine: held(1)], except: nil, me: me) == nil, "the first reading is the baseline")
+        #expect(t.observe([mine: held(1)], except: nil, me: me) == nil, "nothing moved")
+        // Changes from a session: pushed on, not back; no reload (a session brings no changes of our logs).
+        #expect(t.observe([mine: held(1), theirs: held(2)], except: other, me: me)
+            == StoreHeadsChange(moved: [theirs], reload: false, except: other))
+        // Our own log moved after a session: another process wrote it, reload.
+        #expect(t.observe([mine: held(2), theirs: held(2)], except: other, me: me)?.reload == true)
+        // A poll (no session): reload.
+        #expect(t.observe([mine: held(2), theirs: held(3)], except: nil, me: me)?.reload == true)
+    }
+
+    @Test func theDriverStartsOnContactPushesAfterTheDebounceAndWaitsForLiveSessions() {
+        let policy = SchedulePolicy()
+        var d = SyncDriver<PeerAddress>(policy: policy, seed: 1, tracing: true)
+        let dev = Self.device(9)
+        #expect(d.handle(.peerAdded(Self.peer, .discovered), now: 0) == [.nextTick(0)], "sync on contact")
+        #expect(d.handle(.peerAdded(Self.peer, .discovered), now: 5).isEmpty, "seen again: nothing new")
+        #expect(d.handle(.tick(incoming: 0), now: 10) == [.connect(Self.peer), .nextTick(nil)])
+        d.handle(.sessionLive(device: dev, outgoing: Self.peer), now: 50)
+        d.handle(.storeChanged(except: nil), now: 60)
+        #expect(d.handle(.tick(incoming: 0), now: 1_000) == [.nextTick(nil)], "a live session carries the change")
+        d.handle(.liveSessionEnded(device: dev), now: 2_000)
+        d.handle(.sessionEnded(Self.peer, finished: true, device: dev), now: 2_000)
+        #expect(d.handle(.tick(incoming: 0), now: 2_000) == [.nextTick(2_000 + policy.backoffMin)], "reconnect after backoffMin")
+        #expect(d.handle(.tick(incoming: 0), now: 3_000) == [.connect(Self.peer), .nextTick(nil)])
+        d.handle(.sessionEnded(Self.peer, finished: true, device: dev), now: 3_100)  // one-shot this time
+        #expect(d.scheduler.peer(Self.peer)?.due == 3_100 + policy.resyncInterval)
+        d.handle(.storeChanged(except: nil), now: 4_000)
+        #expect(d.handle(.tick(incoming: 0), now: 4_000) == [.nextTick(4_000 + policy.pushDebounce)], "push debounce")
+        d.handle(.storeChanged(except: dev), now: 4_100)
+        #expect(d.scheduler.peer(Self.peer)?.due == 4_000 + policy.pushDebounce, "changes from the peer are not pushed back")
+        d.handle(.stop, now: 5_000)
+        #expect(d.handle(.tick(incoming: 0), now: 5_000) == [.nextTick(nil)])
+        #expect(d.trace.count == 16)
+    }
+}

@@ -1,0 +1,194 @@
+import FieldSyncCore
+import FieldSyncCrypto
+import Testing
+@testable import FieldSyncProtocol
+
+/// Batches verified and opened elsewhere (`SessionConfiguration.preparesBatchesElsewhere`, the node's
+/// pipeline off its event loop): the outcome is that of verifying at commit time, in arrival order,
+/// whatever order the preparations come back in and whatever the replicator learned meanwhile.
+@Suite struct PreparedBatchTests {
+    static let now = TestPKI.now
+
+    /// A session pair, `x` initiating; `y` prepares its batches elsewhere (and `x` too if `both`).
+    static func connect(_ x: Replicator, _ y: Replicator, both: Bool = false) -> SessionTests.Link {
+        func config(_ seed: UInt8, elsewhere: Bool) -> SessionConfiguration {
+            var c = SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: seed, count: 16))
+            c.preparesBatchesElsewhere = elsewhere
+            return c
+        }
+        return SessionTests.Link(a: SyncSession(initiator: true, replicator: x, configuration: config(1, elsewhere: both), now: now),
+                                 b: SyncSession(initiator: false, replicator: y, configuration: config(2, elsewhere: true), now: now))
+    }
+
+    /// Moves bytes until both sides are quiet. Whenever the pipes are empty, each side's handed-out
+    /// batches are prepared (as a worker would), then `meanwhile` runs (what the loop does while the
+    /// worker works), then the results are returned newest first (workers finish in any order).
+    /// - Returns: whether both sessions finished; the most batches one side held at once.
+    @discardableResult
+    static func run(_ link: inout SessionTests.Link, now: UInt64 = now, meanwhile: () throws -> Void = {}) throws -> (finished: Bool, mostHeld: Int) {
+        var mostHeld = 0
+        while true {
+            var progress = false
+            for dir in 0..<2 {
+                let (from, to) = dir == 0 ? (link.a, link.b) : (link.b, link.a)
+                while let bytes = from.pollTransmit() {
+                    progress = true
+                    to.receive(bytes, now: now)
+                    mostHeld = max(mostHeld, to.batchesPreparing)
+                }
+            }
+            for s in [link.a, link.b] {
+                var handed: [BatchPreparation] = []
+                while let p = s.pollBatchPreparation() { handed.append(p) }
+                guard !handed.isEmpty else { continue }
+                progress = true
+                let results = handed.map { ($0.ticket, $0.prepare()) }
+                try meanwhile()
+                for (ticket, prepared) in results.reversed() { s.completeBatchPreparation(ticket: ticket, prepared, now: now) }
+            }
+            if !progress { return (link.a.isFinished && link.b.isFinished, mostHeld) }
+        }
+    }
+
+    static func failure(_ s: SyncSession) -> SessionError.Code? {
+        SessionTests.events(s).lazy.compactMap { if case let .failed(e) = $0 { e.code } else { nil } }.first
+    }
+
+    @Test func batchesPreparedElsewhereConvergeLikeBatchesVerifiedInline() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let inline = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let piped = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...400 { _ = try SessionTests.write(bp, n) }
+        for n in UInt64(1)...30 { _ = try SessionTests.write(piped, 1_000 + n) }  // the other direction too
+        var a = SessionTests.connect(bp, inline)
+        #expect(SessionTests.run(&a))
+        var b = Self.connect(bp, piped, both: true)
+        let (finished, mostHeld) = try Self.run(&b)
+        #expect(finished)
+        #expect(mostHeld > 1, "several batches were held at once (a pipeline, not a round trip per batch)")
+        #expect(mostHeld <= SyncSession.maxBatchesPreparing)
+        #expect(b.b.changesReceived == 400)
+        #expect(b.a.changesReceived == 30)
+        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
+        #expect(try piped.store.holdings(of: log) == inline.store.holdings(of: log))
+        #expect(Set(try SessionTests.state(inline)).isSubset(of: Set(try SessionTests.state(piped))))
+        #expect(try SessionTests.state(piped).count == 430)
+        #expect(try SessionTests.state(bp).count == 430)
+    }
+
+    /// A broken signature found by the worker ends the session with the same typed error as inline
+    /// verification, and nothing of it is stored.
+    @Test func forgedChangePreparedElsewhereEndsTheSessionAndIsNotStored() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        _ = try SessionTests.write(bp, 1)
+        let c2 = try SessionTests.write(bp, 2)
+        let evil = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        var bytes = c2.encodedBytes
+        bytes[bytes.count - 1] ^= 1
+        let forged = try Change(canonicalBytes: bytes)
+        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
+        let honest = try #require(try bp.store.change(log, seq: 1))
+        _ = try evil.store.commit(CommitBatch(changes: [honest, StoredChange(log: log, seq: 2, hash: forged.id, prevHash: honest.hash,
+                                                                             hlc: forged.header.hlc, contentType: .records, priority: .normal, bytes: bytes)]))
+        evil.learn(certificates: [bp.identity.certificate], now: Self.now)
+        var link = Self.connect(evil, st)
+        #expect(try !Self.run(&link).finished)
+        #expect(Self.failure(link.b) == .badChange)
+        #expect(try st.store.change(log, seq: 2) == nil, "the forgery is not stored")
+        #expect(try st.store.change(log, seq: 1) != nil, "what verified in the same batch is kept, as inline")
+    }
+
+    /// The author's revocation is learned while its changes are being verified elsewhere (they verified
+    /// against the snapshot): at commit they are judged again, refused as revoked, and not stored.
+    @Test func revocationLearnedDuringPreparationIsAppliedBeforeCommit() throws {
+        var pki = TestPKI()
+        let authorID = try pki.device(.backpack, scopes: [TestPKI.station], label: "lost unit")
+        let author = pki.replicator(authorID)
+        let carrier = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...5 { _ = try SessionTests.write(author, 10 + n) }
+        var first = SessionTests.connect(author, carrier)
+        #expect(SessionTests.run(&first))
+        let rev = try Revocation(device: authorID.id, serial: authorID.certificate.serial,
+                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 1, counter: 0), reason: .stolen, note: "", by: pki.hq)
+        var link = Self.connect(carrier, st)
+        var revoked = false
+        let (finished, _) = try Self.run(&link) {
+            guard !revoked else { return }
+            revoked = true
+            _ = try st.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.station, now: Self.now + 2)
+        }
+        #expect(revoked)
+        #expect(finished, "changes refused as revoked are excused: the carrier may have stored them before the revocation")
+        #expect(link.b.changesReceived == 0)
+        #expect(try st.store.holdings(of: LogID(author: authorID.id, scope: TestPKI.village)).frontier == 0,
+                "nothing the snapshot accepted is stored once its author is revoked")
+    }
+
+    /// The peer itself is revoked while its batch is being verified elsewhere: its standing is checked
+    /// before the batch is applied, so the session is refused and nothing of the batch is stored.
+    @Test func peerRevokedDuringPreparationIsRefusedBeforeCommit() throws {
+        var pki = TestPKI()
+        let peerID = try pki.device(.backpack, scopes: [TestPKI.station], label: "lost unit")
+        let peer = pki.replicator(peerID)
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...5 { _ = try SessionTests.write(peer, 10 + n) }
+        let rev = try Revocation(device: peerID.id, serial: peerID.certificate.serial,
+                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 1, counter: 0), reason: .stolen, note: "", by: pki.hq)
+        var link = Self.connect(peer, st)
+        var revoked = false
+        let (finished, _) = try Self.run(&link) {
+            guard !revoked else { return }
+            revoked = true
+            _ = try st.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.station, now: Self.now + 2)
+        }
+        #expect(revoked && !finished)
+        #expect(Self.failure(link.b) == .revoked)
+        #expect(try st.store.holdings(of: LogID(author: peerID.id, scope: TestPKI.village)).frontier == 0)
+    }
+
+    /// `Replicator.ingest(prepared:by:now:)` uses a snapshot's outcomes only while the replicator knows
+    /// exactly what the snapshot knew; otherwise it prepares the changes again.
+    @Test func staleOrForeignSnapshotsArePreparedAgain() throws {
+        var pki = TestPKI()
+        let authorID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let author = pki.replicator(authorID)
+        let changes = try (UInt64(1)...3).map { try SessionTests.write(author, 10 + $0) }
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        st.learn(certificates: [authorID.certificate], now: Self.now)
+
+        // Current snapshot: used as is.
+        let v = st.verifier()
+        let fresh = try st.ingest(prepared: v.prepare(Array(changes.prefix(1)), now: Self.now + 20), by: v, now: Self.now + 20)
+        #expect(!fresh.reprepared && fresh.report.outcomes == [.accepted] && fresh.report.commit.inserted == 1)
+
+        // A snapshot of another replicator (which accepts anything it was told to): prepared again.
+        let other = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        other.learn(certificates: [authorID.certificate], now: Self.now)
+        let foreign = other.verifier()
+        var bytes = changes[1].encodedBytes
+        bytes[bytes.count - 1] ^= 1
+        let forged = try Change(canonicalBytes: bytes)
+        let lie = PreparedChange(change: forged, outcome: .accepted, hash: forged.id, payload: nil)
+        let r1 = try st.ingest(prepared: [lie], by: foreign, now: Self.now + 20)
+        #expect(r1.reprepared)
+        #expect(r1.report.commit.inserted == 0)
+        if case .rejected(.badSignature, _) = r1.report.outcomes[0] {} else { Issue.record("forgery judged \(r1.report.outcomes[0])") }
+
+        // A snapshot taken before a revocation: prepared again, refused.
+        let before = st.verifier()
+        let prepared = before.prepare(Array(changes.dropFirst()), now: Self.now + 20)
+        #expect(prepared.allSatisfy { $0.outcome == .accepted })
+        let rev = try Revocation(device: authorID.id, serial: authorID.certificate.serial,
+                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 1, counter: 0), reason: .stolen, note: "", by: pki.hq)
+        _ = try st.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.station, now: Self.now + 20)
+        let r2 = try st.ingest(prepared: prepared, by: before, now: Self.now + 20)
+        #expect(r2.reprepared)
+        #expect(r2.report.commit.inserted == 0)
+        #expect(r2.report.outcomes.allSatisfy { if case .rejected(.revoked, _) = $0 { true } else { false } })
+        #expect(try st.store.holdings(of: LogID(author: authorID.id, scope: TestPKI.village)).frontier == 1)
+    }
+}
