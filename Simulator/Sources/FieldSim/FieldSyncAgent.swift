@@ -396,10 +396,21 @@ public final class FieldSyncAgent: SyncAgent {
             guard case let .connect(peer) = d, let slot = peerSlot[Int(node)][peer], let link = links[Int(slot)] else { continue }
             startSessions(link, now: now, effects: &effects)
         }
+        // A peer still due after the tick waits for a free slot: the node tries again at its next tick
+        // (`SchedulePolicy.tick`), so one contact's timer is set for then. Setting every waiting contact's
+        // timer for `now` instead fired them again and again at the same instant, and the run never ended
+        // once a node had more peers due than slots (HQ and the counties in `longnan`, at time 0).
+        var retryArmed = false
         for slot in active[Int(node)] {  // in contact order (never a dictionary's: outputs must not depend on hashing)
             guard let link = links[Int(slot)], link.spec.a == node, let p = drivers[Int(node)].scheduler.peer(link.spec.b),
                   !p.running, let due = p.due, !(p.device.map(drivers[Int(node)].scheduler.isLive) ?? false) else { continue }
-            setTimer(link, at: max(now, simTime(node, wall: due)), effects: &effects)
+            let at = simTime(node, wall: due)
+            if at > now {
+                setTimer(link, at: at, effects: &effects)
+            } else if !retryArmed {
+                retryArmed = true
+                setTimer(link, at: now + SimTime(policy.schedule.tick), effects: &effects)
+            }
         }
     }
 
