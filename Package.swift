@@ -78,7 +78,7 @@ let package = Package(
         // docs/simulator.md); debug builds and tests keep them.
         .target(
             name: "FieldSim",
-            dependencies: ["CSodium", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver"],
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver"],
             path: "Simulator/Sources/FieldSim",
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
@@ -102,7 +102,8 @@ let package = Package(
             ],
             exclude: ["fuzz.sh"]
         ),
-        // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool.
+        // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool, and the
+        // built `fieldsync` binary with one way to run it.
         .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
         // Fuzz entry points for every decoder of peer bytes and the session after a handshake
         // (docs/fuzzing.md); compiled in every build so the suite replays their corpora.

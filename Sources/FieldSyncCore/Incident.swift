@@ -74,20 +74,9 @@ public struct Incident: Sendable {
         case suspicious = "suspicious-situation", other
     }
 
-    /// Priority, most urgent first.
-    public enum Priority: String, CaseIterable, Sendable, Comparable {
-        case urgent, high, normal, low
-        /// 0 for urgent ... 3 for low: the order changes are sent in.
-        public var rank: UInt8 {
-            switch self {
-            case .urgent: 0
-            case .high: 1
-            case .normal: 2
-            case .low: 3
-            }
-        }
-        public static func < (a: Priority, b: Priority) -> Bool { a.rank < b.rank }
-    }
+    /// Priority, most urgent first: the change priority (an incident's changes travel at it), stored as
+    /// its `name`.
+    public typealias Priority = FieldSyncCore.Priority
 
     /// Status levels of the lattice; a reopen starts a new generation at `.reported`.
     public enum Status: UInt8, CaseIterable, Sendable, Comparable, CustomStringConvertible {
@@ -129,20 +118,34 @@ public struct Incident: Sendable {
         public static let notes: FieldID = 12
     }
 
+    /// The byte limits of the incident's text fields: the schema's, which the CLI checks its options against.
+    public enum MaxBytes {
+        /// `summary`.
+        public static let summary = 512
+        /// `reporter`.
+        public static let reporter = 128
+        /// One element of `assignedUnits`.
+        public static let assignedUnit = 64
+        /// `feedback`.
+        public static let feedback = 4096
+        /// One entry of `notes`.
+        public static let note = 4096
+    }
+
     /// The incident schema.
     public static let schema = RecordSchema(kind: .incident, fields: [
         FieldSpec(Field.category, "category", .register(.symbol(Category.allCases.map(\.rawValue))), required: true),
-        FieldSpec(Field.priority, "priority", .register(.symbol(Priority.allCases.map(\.rawValue))), required: true),
+        FieldSpec(Field.priority, "priority", .register(.symbol(Priority.allCases.map(\.name))), required: true),
         FieldSpec(Field.location, "location", .register(.location), required: true),
-        FieldSpec(Field.summary, "summary", .register(.string(maxBytes: 512)), required: true),
+        FieldSpec(Field.summary, "summary", .register(.string(maxBytes: MaxBytes.summary)), required: true),
         FieldSpec(Field.reportedAt, "reportedAt", .register(.time), required: true),
-        FieldSpec(Field.reporter, "reporter", .register(.string(maxBytes: 128)), required: true),
+        FieldSpec(Field.reporter, "reporter", .register(.string(maxBytes: MaxBytes.reporter)), required: true),
         FieldSpec(Field.status, "status", .lattice(levels: statusLevels), required: true),
-        FieldSpec(Field.assignedUnits, "assignedUnits", .set(maxBytes: 64)),
-        FieldSpec(Field.feedback, "feedback", .register(.string(maxBytes: 4096))),
+        FieldSpec(Field.assignedUnits, "assignedUnits", .set(maxBytes: MaxBytes.assignedUnit)),
+        FieldSpec(Field.feedback, "feedback", .register(.string(maxBytes: MaxBytes.feedback))),
         FieldSpec(Field.feedbackDeadline, "feedbackDeadline", .register(.time)),
         FieldSpec(Field.duplicateOf, "duplicateOf", .register(.record)),
-        FieldSpec(Field.notes, "notes", .log(maxBytes: 4096)),
+        FieldSpec(Field.notes, "notes", .log(maxBytes: MaxBytes.note)),
     ], statusField: Field.status, timeField: Field.reportedAt)
 
     /// The underlying record.
@@ -170,7 +173,10 @@ public struct Incident: Sendable {
         guard record.kind == .incident else { throw RecordError(.identityMismatch, "\(record.kind) is not an incident") }
         self.record = record
         category = try record.requiredSymbol(Field.category, Category.self)
-        priority = try record.requiredSymbol(Field.priority, Priority.self)
+        guard case let .symbol(p) = try record.required(Field.priority), let priority = Priority(name: p) else {
+            throw RecordError(.invalidValue, field: "priority", "not a Priority")
+        }
+        self.priority = priority
         guard case let .location(l) = try record.required(Field.location) else {
             throw RecordError(.invalidValue, field: "location", "not a location")
         }
@@ -220,7 +226,7 @@ public struct Incident: Sendable {
     ) -> RecordEdit {
         var actions: [Action] = [
             .set(field: Field.category, value: .symbol(category.rawValue)),
-            .set(field: Field.priority, value: .symbol(priority.rawValue)),
+            .set(field: Field.priority, value: .symbol(priority.name)),
             .set(field: Field.location, value: .location(location)),
             .set(field: Field.summary, value: .string(summary)),
             .set(field: Field.reportedAt, value: .time(reportedAt)),
@@ -281,18 +287,32 @@ public struct Visit: Sendable {
         public static let notes: FieldID = 10
     }
 
+    /// The byte limits of the visit's text fields: the schema's, which the CLI checks its options against.
+    public enum MaxBytes {
+        /// `subject`.
+        public static let subject = 256
+        /// `visitor`.
+        public static let visitor = 128
+        /// `outcome`.
+        public static let outcome = 4096
+        /// One element of `tags`.
+        public static let tag = 64
+        /// One entry of `notes`.
+        public static let note = 4096
+    }
+
     /// The visit schema.
     public static let schema = RecordSchema(kind: .visit, fields: [
-        FieldSpec(Field.subject, "subject", .register(.string(maxBytes: 256)), required: true),
-        FieldSpec(Field.visitor, "visitor", .register(.string(maxBytes: 128)), required: true),
+        FieldSpec(Field.subject, "subject", .register(.string(maxBytes: MaxBytes.subject)), required: true),
+        FieldSpec(Field.visitor, "visitor", .register(.string(maxBytes: MaxBytes.visitor)), required: true),
         FieldSpec(Field.visitType, "visitType", .register(.symbol(VisitType.allCases.map(\.rawValue))), required: true),
         FieldSpec(Field.visitedAt, "visitedAt", .register(.time), required: true),
         FieldSpec(Field.location, "location", .register(.location)),
-        FieldSpec(Field.outcome, "outcome", .register(.string(maxBytes: 4096))),
+        FieldSpec(Field.outcome, "outcome", .register(.string(maxBytes: MaxBytes.outcome))),
         FieldSpec(Field.followUpNeeded, "followUpNeeded", .register(.bool)),
         FieldSpec(Field.followUpBy, "followUpBy", .register(.time)),
-        FieldSpec(Field.tags, "tags", .set(maxBytes: 64)),
-        FieldSpec(Field.notes, "notes", .log(maxBytes: 4096)),
+        FieldSpec(Field.tags, "tags", .set(maxBytes: MaxBytes.tag)),
+        FieldSpec(Field.notes, "notes", .log(maxBytes: MaxBytes.note)),
     ], timeField: Field.visitedAt)
 
     /// The underlying record.

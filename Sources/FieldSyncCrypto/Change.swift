@@ -21,8 +21,14 @@ public struct ContentType: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// A receipt ("HQ holds these changes") (control).
     public static let receipt = ContentType(rawValue: 0x82)
 
+    /// The first control type: values from it on are control content (clear payload, no key slots).
+    public static let firstControl: UInt8 = 0x80
     /// Whether the payload is clear and there are no key slots.
-    public var isControl: Bool { rawValue >= 0x80 }
+    public var isControl: Bool { rawValue >= Self.firstControl }
+    /// Whether it is a key grant or a revocation: the control changes that change what a node trusts
+    /// and reads, kept for start-up (`SyncStore.controlChanges()`) and sent with the authority
+    /// certificates that verify them.
+    public var carriesTrust: Bool { self == .keyGrant || self == .revocation }
 
     /// A name for known types, hex for others.
     public var description: String {
@@ -34,21 +40,6 @@ public struct ContentType: RawRepresentable, Hashable, Sendable, CustomStringCon
         default: "0x" + Hex.encode([rawValue])
         }
     }
-}
-
-/// Delivery priority, in clear so that relays can forward urgent changes first.
-public enum Priority: UInt8, Sendable, Hashable, CaseIterable, Comparable {
-    /// Officer safety, urgent dispatch.
-    case urgent = 0
-    /// High.
-    case high = 1
-    /// Normal.
-    case normal = 2
-    /// Low (bulk, attachments).
-    case low = 3
-
-    /// Lower raw value = more urgent = sorts first.
-    public static func < (a: Priority, b: Priority) -> Bool { a.rawValue < b.rawValue }
 }
 
 /// A typed error of change sealing, verification and opening.
@@ -258,7 +249,8 @@ public struct KeySlot: Hashable, Sendable {
     }
 }
 
-/// Injected randomness for deterministic sealing (test vectors). The normal API draws it from libsodium.
+/// The random bytes one sealing uses: fixed ones for test vectors, drawn from an injected generator
+/// (`Change.seal(...using:)`), or from libsodium (the default).
 struct SealingRandomness {
     var dataKey: [UInt8]
     var payloadNonce: [UInt8]
@@ -268,6 +260,20 @@ struct SealingRandomness {
     static func fresh(slots: Int, archive: Bool) -> SealingRandomness {
         SealingRandomness(dataKey: SecureRandom.bytes(32), payloadNonce: SecureRandom.bytes(24),
                           slotNonces: (0..<slots).map { _ in SecureRandom.bytes(24) }, archiveSeed: nil)
+    }
+
+    /// Everything drawn from `generator`, the archive slot's ephemeral key included.
+    static func drawn(slots: Int, archive: Bool, using generator: inout some RandomNumberGenerator) -> SealingRandomness {
+        func bytes(_ n: Int) -> [UInt8] {
+            var out: [UInt8] = []
+            out.reserveCapacity(n)
+            while out.count < n { withUnsafeBytes(of: generator.next().littleEndian) { out += $0.prefix(n - out.count) } }
+            return out
+        }
+        let dataKey = bytes(32), payloadNonce = bytes(24)
+        let slotNonces = (0..<slots).map { _ in bytes(24) }
+        return SealingRandomness(dataKey: dataKey, payloadNonce: payloadNonce, slotNonces: slotNonces,
+                                 archiveSeed: archive ? bytes(32) : nil)
     }
 }
 
@@ -333,6 +339,18 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         try seal(author: author, scope: scope, seq: seq, prevHash: prevHash, hlc: hlc, contentType: contentType,
                  priority: priority, payload: payload, readers: readers, archive: archive,
                  randomness: .fresh(slots: readers.count, archive: archive != nil))
+    }
+
+    /// Seals a content change like `seal(author:scope:seq:prevHash:hlc:contentType:priority:payload:readers:archive:)`,
+    /// drawing the data key, the nonces and the archive slot's ephemeral key from `generator` instead of
+    /// libsodium. For simulations and tests that must be reproducible (the same generator state seals the
+    /// same bytes); a node uses the libsodium form, since seeded randomness is not secret.
+    public static func seal(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,
+                            contentType: ContentType = .records, priority: Priority, payload: [UInt8], readers: [EpochKey],
+                            archive: X25519.PublicKey? = nil, using generator: inout some RandomNumberGenerator) throws(ChangeError) -> Change {
+        try seal(author: author, scope: scope, seq: seq, prevHash: prevHash, hlc: hlc, contentType: contentType,
+                 priority: priority, payload: payload, readers: readers, archive: archive,
+                 randomness: .drawn(slots: readers.count, archive: archive != nil, using: &generator))
     }
 
     static func seal(author: Ed25519.SecretKey, scope: Scope, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp,

@@ -57,6 +57,9 @@ public struct SchedulePolicy: Sendable, Equatable {
     /// this node. They do not count toward `maxSessions` (a forged beacon cannot take a slot of a
     /// configured or proven peer), and only this many run at once.
     public var maxProbes = 2
+    /// How often the node asks what is due (ms). A peer that is due while every slot is taken waits for
+    /// the next tick after one frees; the simulator re-checks it at the same period.
+    public var tick: UInt64 = 50
 
     /// The default policy.
     public init() {}

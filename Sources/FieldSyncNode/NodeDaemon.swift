@@ -26,7 +26,7 @@ public struct DaemonOptions: Sendable {
     /// How often the store's heads are read (ms).
     public var pollInterval: Int64 = 500
     /// How often the scheduler is asked what is due (ms); bounds the extra latency of a push.
-    public var tick: Int64 = 50
+    public var tick = Int64(SchedulePolicy().tick)
     /// The status file to keep (nil: none).
     public var statusPath: String?
     /// Seed of the backoff jitter.

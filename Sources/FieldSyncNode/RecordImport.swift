@@ -68,7 +68,7 @@ public enum RecordImport {
                 let v = try value(raw, type: type, field: spec.name)
                 if let why = type.mismatch(v) { throw ImportRowError(spec.name, why) }
                 if spec.id == Incident.Field.priority, kind == .incident, case let .symbol(s) = v,
-                   let p = Incident.Priority(rawValue: s) { priority = Priority(rawValue: p.rank) ?? .normal }
+                   let p = Priority(name: s) { priority = p }
                 actions.append(.set(field: spec.id, value: v))
             case let .lattice(levels):
                 let genKey = spec.name + "Generation"

@@ -70,7 +70,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///   - limits: quota and held-back bound.
     ///   - syncMode: durability (default `.full`).
     /// - Throws: `StoreError` with `.badDatabase` (not a FieldSync store, corrupted, or newer version),
-    ///   `.wrongKey` (the sealer cannot open this store), or `.ioError`.
+    ///   `.wrongKey` (the sealer cannot open this store), `.busy` (another writer holds the lock), or
+    ///   `.ioError`.
     ///   - maxFileBytes: a hard cap on the database file (SQLite `max_page_count`), for a node whose disk
     ///     is small: reaching it fails the batch with a "disk full" `StoreError.ioError` and loses nothing
     ///     committed before.
@@ -82,6 +83,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     ///     commit checkpointed is noticed and kept for `rollbackReport()` (docs/store.md, "Rollback").
     ///   - create: whether a missing file may be created (a new, empty store). Commands that only read
     ///     pass false, so that a mistyped path is an error instead of a new store.
+    ///   - busyTimeout: how long, in seconds, to wait for another connection's write lock before failing
+    ///     with `StoreError.busy` (default 10).
     ///
     /// The file (and its `-wal`, `-shm` and `-journal` companions) must not be a symbolic link: SQLite
     /// would follow it, and a dangling link would create its target. A new store is created with mode
@@ -91,7 +94,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     /// FieldSync's schema is refused (`.badDatabase`) and left untouched: it is never initialised.
     public init(path: String, sealer: any RecordSealer, limits: StoreLimits = StoreLimits(), syncMode: SyncMode = .full,
                 maxFileBytes: Int? = nil, schemas: SchemaRegistry = .standard, checksChanges: Bool = true,
-                checkpointDirectory: String? = nil, create: Bool = true) throws {
+                checkpointDirectory: String? = nil, create: Bool = true, busyTimeout: Double = 10) throws {
         let created = try Self.prepareFile(path, create: create)
         self.path = path
         self.checksChanges = checksChanges
@@ -103,7 +106,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         config.label = "fieldsync.store"
         // A node's daemon and a CLI command (another process) may write the same store: wait for the other
         // writer's transaction (they are short) instead of failing at once with "database is locked".
-        config.busyMode = .timeout(10)
+        config.busyMode = .timeout(busyTimeout)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(syncMode == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA secure_delete = ON")
@@ -219,16 +222,22 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
+    /// The `StoreError` for an SQLite error, keeping SQLite's (extended) result code.
     static func translate(_ e: DatabaseError, path: String) -> StoreError {
+        let code = e.extendedResultCode.rawValue
         switch e.resultCode {
         case .SQLITE_NOTADB, .SQLITE_CORRUPT:
-            return StoreError(.badDatabase, "\(path) is not a FieldSync store or is corrupted (\(e.message ?? "")); restore it from a peer or a backup")
+            return StoreError(.badDatabase, "\(path) is not a FieldSync store or is corrupted (\(e.message ?? "")); restore it from a peer or a backup",
+                              resultCode: code)
         case .SQLITE_FULL:
-            return StoreError(.ioError, "disk full while writing \(path); free space and retry (nothing committed was lost)")
+            return StoreError(.ioError, "disk full while writing \(path); free space and retry (nothing committed was lost)", resultCode: code)
+        case .SQLITE_BUSY, .SQLITE_LOCKED:
+            return StoreError(.busy, "\(path) is locked by another writer (another fieldsync process on the same store?) "
+                              + "for longer than the wait; nothing was applied: retry (\(e.message ?? "\(e.resultCode)"))", resultCode: code)
         case .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM:
-            return StoreError(.ioError, "cannot write \(path): \(e.message ?? "\(e.resultCode)")")
+            return StoreError(.ioError, "cannot write \(path): \(e.message ?? "\(e.resultCode)")", resultCode: code)
         default:
-            return StoreError(.ioError, "\(path): \(e)")
+            return StoreError(.ioError, "\(path): \(e)", resultCode: code)
         }
     }
 
@@ -277,7 +286,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         // Key grants and revocations are re-read on every start (`controlChanges`): a partial index keeps
         // that a seek even in a store of millions of changes.
         m.registerMigration("v2-control-index") { db in
-            try db.execute(sql: "CREATE INDEX changes_control ON changes(hlc) WHERE content_type >= 128")
+            try db.execute(sql: "CREATE INDEX changes_control ON changes(hlc) WHERE content_type >= 128")  // ContentType.firstControl; a released migration, never edited
         }
         // Certificates of the authors of held changes (public material, kept in clear like the changes),
         // so a restarted node still forwards each change with its author's certificate.
@@ -520,7 +529,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     public func controlChanges() throws -> [StoredChange] {
         try checkedChanges { db in
             try Row.fetchAll(db, sql: """
-                SELECT rowid, * FROM changes WHERE content_type >= 128 AND content_type IN (128, 129) AND evicted = 0
+                SELECT rowid, * FROM changes WHERE content_type >= \(ContentType.firstControl) AND content_type IN (\(ContentType.keyGrant.rawValue), \(ContentType.revocation.rawValue)) AND evicted = 0
                 ORDER BY hlc, author, scope, seq
                 """)
         }
@@ -612,10 +621,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     static func change(_ row: Row) throws -> StoredChange {
-        StoredChange(log: try log(row), seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
-                     prevHash: [UInt8](row["prev_hash"] as Data), hlc: HLCTimestamp(raw: UInt64(bitPattern: row["hlc"] as Int64)),
-                     contentType: UInt8(row["content_type"] as Int), priority: UInt8(row["priority"] as Int),
-                     bytes: [UInt8](row["bytes"] as Data))
+        let rawPriority = row["priority"] as Int
+        guard let priority = UInt8(exactly: rawPriority).flatMap(Priority.init(rawValue:)) else {
+            throw StoreError(.badDatabase, "priority column \(rawPriority) is not a priority")
+        }
+        return StoredChange(log: try log(row), seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
+                            prevHash: [UInt8](row["prev_hash"] as Data), hlc: HLCTimestamp(raw: UInt64(bitPattern: row["hlc"] as Int64)),
+                            contentType: ContentType(rawValue: UInt8(row["content_type"] as Int)), priority: priority,
+                            bytes: [UInt8](row["bytes"] as Data))
     }
 
     func unseal(_ row: Row) throws -> FieldSyncCore.Record {
@@ -715,7 +728,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
-                    Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, opened, Data(c.bytes)])
+                    Int64(bitPattern: c.hlc.raw), Int(c.contentType.rawValue), Int(c.priority.rawValue), c.bytes.count, opened, Data(c.bytes)])
             bytesDelta += Int64(c.bytes.count)
             // An intact copy of a quarantined change is back: the quarantine entry is repaired.
             try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0")
@@ -742,7 +755,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         mutating func evictReceipted(bytes needed: Int) throws -> (count: Int, freed: Int) {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT c.hash, c.size FROM changes c JOIN logs l ON l.author = c.author AND l.scope = c.scope
-                WHERE c.seq <= l.receipted AND c.evicted = 0 AND c.content_type < 128
+                WHERE c.seq <= l.receipted AND c.evicted = 0 AND c.content_type < \(ContentType.firstControl)
                 ORDER BY c.priority DESC, c.hlc ASC, c.author, c.scope, c.seq
                 """)
             var count = 0, freed = 0

@@ -136,7 +136,7 @@ extension SQLiteStore {
         var reader = ByteReader(stored.bytes)
         guard let h = try? ChangeHeader(from: &reader) else { return "its header does not decode" }
         guard h.author == stored.log.author, h.scope == stored.log.scope, h.seq == stored.seq, h.prevHash == stored.prevHash,
-              h.hlc == stored.hlc, h.contentType.rawValue == stored.contentType, h.priority.rawValue == stored.priority else {
+              h.hlc == stored.hlc, h.contentType == stored.contentType, h.priority == stored.priority else {
             return "its index columns disagree with the change's signed header"
         }
         return nil

@@ -50,7 +50,7 @@ private func buildStore(changes: Int, path: String, sealer: StorageKeySealer) th
         let hash = (0..<32).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let bytes = ChangeBody(edits: [edit]).canonicalBytes + [UInt8](repeating: 0, count: 120)  // ~ sealed size
         batch.changes.append(StoredChange(log: log, seq: seq, hash: hash, prevHash: [UInt8](repeating: 0, count: 32),
-                                          hlc: hlc, contentType: 1, priority: 2, bytes: bytes))
+                                          hlc: hlc, contentType: .records, priority: .normal, bytes: bytes))
         batch.edits.append((edit, hash))
         if batch.changes.count == 5_000 {
             _ = try store.commit(batch)

@@ -84,9 +84,7 @@ struct AuthorityCommand: AsyncParsableCommand {
         @Option(help: "Where to write the certificate.") var out: String
         @Flag(help: "Print the certificate as JSON.") var json = false
 
-        func validate() throws {
-            guard (1...3650).contains(days) else { throw ValidationError("--days must be 1...3650") }
-        }
+        func validate() throws { try CertificateValidity.check(days: days) }
 
         func run() async throws {
             let role = try parseRole(role)
@@ -95,7 +93,7 @@ struct AuthorityCommand: AsyncParsableCommand {
             let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
             let now = wallClockMilliseconds()
             let cert = try authority.enroll(req, role: role, scopes: scopes, notBefore: now,
-                                            notAfter: now + UInt64(days) * 86_400_000, serial: SecureRandom.uint64() >> 1)
+                                            notAfter: CertificateValidity.notAfter(now, days: days), serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "certificate")
             if json { try printJSON(certificateJSON(cert)) } else {
                 print("enrolled \(cert.subject) (\(req.label)) as \(role) for \(scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter); certificate in \(out)")
@@ -115,12 +113,14 @@ struct AuthorityCommand: AsyncParsableCommand {
         @Option(help: "Where to write the authority certificate.") var out: String
         @Flag(help: "Print the certificate as JSON.") var json = false
 
+        func validate() throws { try CertificateValidity.check(days: days) }
+
         func run() async throws {
             let scopes = try parseScopes(scope)
             let req = try Files.decode(EnrollmentRequest.self, request, what: "delegation request")
             let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
             let now = wallClockMilliseconds()
-            let cert = try authority.delegate(req, scopes: scopes, notBefore: now, notAfter: now + UInt64(days) * 86_400_000,
+            let cert = try authority.delegate(req, scopes: scopes, notBefore: now, notAfter: CertificateValidity.notAfter(now, days: days),
                                               serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "authority certificate")
             if json { try printJSON(certificateJSON(cert)) } else { print("delegated \(scopes.map(\.path).joined(separator: ", ")) to county authority \(cert.subject); certificate in \(out)") }
@@ -147,9 +147,7 @@ struct AuthorityCommand: AsyncParsableCommand {
         @Option(help: "Where to write the new certificate.") var out: String
         @Flag(help: "Print the certificate as JSON.") var json = false
 
-        func validate() throws {
-            guard (1...3650).contains(days) else { throw ValidationError("--days must be 1...3650") }
-        }
+        func validate() throws { try CertificateValidity.check(days: days) }
 
         func run() async throws {
             let old = try Files.decode(Certificate.self, certificate, what: "certificate")
@@ -160,7 +158,7 @@ struct AuthorityCommand: AsyncParsableCommand {
             let cert: Certificate
             do {
                 cert = try authority.renew(old, role: newRole, scopes: newScopes, notBefore: now,
-                                           notAfter: now + UInt64(days) * 86_400_000, serial: SecureRandom.uint64() >> 1)
+                                           notAfter: CertificateValidity.notAfter(now, days: days), serial: SecureRandom.uint64() >> 1)
             } catch { throw CLIError("cannot renew \(certificate): \(error)") }
             try Files.write(cert.canonicalBytes, to: out, what: "certificate")
             if json { try printJSON(certificateJSON(cert)) } else {
@@ -246,4 +244,18 @@ struct AuthorityCommand: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// The `--days` rule of every command that signs a certificate (`authority enroll`, `delegate`, `renew`).
+enum CertificateValidity {
+    /// The longest validity, in days (about ten years).
+    static let maxDays = 3650
+
+    /// Refuses a validity outside 1...`maxDays` days.
+    static func check(days: Int) throws {
+        guard (1...maxDays).contains(days) else { throw ValidationError("--days must be 1...\(maxDays)") }
+    }
+
+    /// The end of a validity of `days` days from `now` (ms since the Unix epoch).
+    static func notAfter(_ now: UInt64, days: Int) -> UInt64 { now + UInt64(days) * 86_400_000 }
 }

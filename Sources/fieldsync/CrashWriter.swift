@@ -63,7 +63,7 @@ enum CrashWorkload {
                                   creates: i % 7 == i, actions: actions)
             let h = hash(log: l, seq: seq, seed: seed)
             let c = StoredChange(log: log, seq: seq, hash: h, prevHash: seq == 1 ? [UInt8](repeating: 0, count: 32) : hash(log: l, seq: seq - 1, seed: seed),
-                                 hlc: hlc, contentType: 1, priority: 2, bytes: ChangeBody(edits: [edit]).canonicalBytes)
+                                 hlc: hlc, contentType: .records, priority: .normal, bytes: ChangeBody(edits: [edit]).canonicalBytes)
             b.changes.append(c)
             b.edits.append((edit, h))
             b.opened.append(h)

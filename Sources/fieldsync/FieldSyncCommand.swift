@@ -10,7 +10,7 @@ struct FieldSyncCommand: AsyncParsableCommand {
             + "64 for a usage error, 65 for data the schema or record refuses, 66 when the record or file is not found, "
             + "77 when this device may not write there. docs/cli.md has the details.",
         subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, ConfigCommand.self, StatusCommand.self,
-                      IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, Import.self,
+                      IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, ImportCommand.self,
                       EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CrashWriter.self]
     )
 }

@@ -93,7 +93,7 @@ struct RecordContext {
     }
 
     /// Writes a creating edit.
-    func create(_ edit: RecordEdit, priority: FieldSyncCrypto.Priority) throws -> (change: Change, record: Record) {
+    func create(_ edit: RecordEdit, priority: Priority) throws -> (change: Change, record: Record) {
         try checkWritable(edit.scope)
         let change = try replicator.write([edit], scope: edit.scope, priority: priority, now: now)
         guard let record = try replicator.store.record(edit.record) else {
@@ -103,12 +103,12 @@ struct RecordContext {
     }
 
     /// Incidents travel at their (new) priority; everything else at normal.
-    func changePriority(_ record: Record, _ actions: [Action]) -> FieldSyncCrypto.Priority {
+    func changePriority(_ record: Record, _ actions: [Action]) -> Priority {
         guard record.kind == .incident else { return .normal }
         var name: String?
         if case let .symbol(s)? = record.value(Incident.Field.priority) { name = s }
         for case let .set(f, .symbol(s)) in actions where f == Incident.Field.priority { name = s }
-        return name.flatMap(Incident.Priority.init(rawValue:)).flatMap { FieldSyncCrypto.Priority(rawValue: $0.rank) } ?? .normal
+        return name.flatMap(Priority.init(name:)) ?? .normal
     }
 
     /// Prints the outcome of a write: the record as JSON, or one line for people.
@@ -154,8 +154,8 @@ func parseCategory(_ text: String) throws -> Incident.Category {
     return c
 }
 
-func parsePriority(_ text: String) throws -> Incident.Priority {
-    guard let p = Incident.Priority(rawValue: text) else { throw ValidationError("unknown priority \(text); one of urgent, high, normal, low") }
+func parsePriority(_ text: String) throws -> Priority {
+    guard let p = Priority(name: text) else { throw ValidationError("unknown priority \(text); one of urgent, high, normal, low") }
     return p
 }
 
@@ -215,11 +215,11 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "Scope, e.g. longnan/wudu/station-017/village-0412.") var scope: String
         @Option(help: "One of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", ")).") var category: String
         @Option(help: "urgent, high, normal or low.") var priority: String = "normal"
-        @Option(help: "Short summary (at most 512 bytes).") var summary: String
+        @Option(help: "Short summary (at most \(Incident.MaxBytes.summary) bytes).") var summary: String
         @Option(parsing: .unconditional, help: "Latitude (degrees).") var lat: Double
         @Option(parsing: .unconditional, help: "Longitude (degrees).") var lon: Double
         @Option(help: "Place name.") var place: String = ""
-        @Option(help: "Who reported it (at most 128 bytes).") var reporter: String = "walk-in"
+        @Option(help: "Who reported it (at most \(Incident.MaxBytes.reporter) bytes).") var reporter: String = "walk-in"
         @Option(parsing: .unconditional, help: "When it was reported (default now; ISO 8601, +/-duration, ms).") var reportedAt: String?
         @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
         @Option(help: "A first note; repeatable.") var note: [String] = []
@@ -229,9 +229,9 @@ struct IncidentCommand: AsyncParsableCommand {
             _ = try parseScopeOption(scope)
             _ = try parseCategory(category)
             _ = try parsePriority(priority)
-            try checkText(summary, option: "--summary", max: 512, allowEmpty: false)
-            try checkText(reporter, option: "--reporter", max: 128)
-            for n in note { try checkText(n, option: "--note", max: 4096, allowEmpty: false) }
+            try checkText(summary, option: "--summary", max: Incident.MaxBytes.summary, allowEmpty: false)
+            try checkText(reporter, option: "--reporter", max: Incident.MaxBytes.reporter)
+            for n in note { try checkText(n, option: "--note", max: Incident.MaxBytes.note, allowEmpty: false) }
             if let why = Location(latitude: lat, longitude: lon).invalidReason() { throw ValidationError(why) }
         }
 
@@ -247,7 +247,7 @@ struct IncidentCommand: AsyncParsableCommand {
                                            category: try parseCategory(category), priority: p,
                                            location: Location(latitude: lat, longitude: lon, placeName: place), summary: summary,
                                            reportedAt: reported, reporter: reporter, feedbackDeadline: due, notes: note)
-                let (change, record) = try ctx.create(edit, priority: FieldSyncCrypto.Priority(rawValue: p.rank) ?? .normal)
+                let (change, record) = try ctx.create(edit, priority: p)
                 ctx.printWritten("recorded in \(scope)", record, change: change, json: json)
             }
         }
@@ -266,7 +266,7 @@ struct IncidentCommand: AsyncParsableCommand {
         @OptionGroup var location: LocationOptions
         @Option(help: "New reporter.") var reporter: String?
         @Option(parsing: .unconditional, help: "New report time.") var reportedAt: String?
-        @Option(help: "Feedback to the reporter (at most 4096 bytes).") var feedback: String?
+        @Option(help: "Feedback to the reporter (at most \(Incident.MaxBytes.feedback) bytes).") var feedback: String?
         @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
         @Flag(help: "Remove the feedback deadline.") var clearDeadline = false
         @Option(help: "Mark as a duplicate of this incident id.") var duplicateOf: String?
@@ -275,9 +275,9 @@ struct IncidentCommand: AsyncParsableCommand {
         func validate() throws {
             if let category { _ = try parseCategory(category) }
             if let priority { _ = try parsePriority(priority) }
-            try checkText(summary, option: "--summary", max: 512, allowEmpty: false)
-            try checkText(reporter, option: "--reporter", max: 128)
-            try checkText(feedback, option: "--feedback", max: 4096)
+            try checkText(summary, option: "--summary", max: Incident.MaxBytes.summary, allowEmpty: false)
+            try checkText(reporter, option: "--reporter", max: Incident.MaxBytes.reporter)
+            try checkText(feedback, option: "--feedback", max: Incident.MaxBytes.feedback)
             if deadline != nil && clearDeadline { throw ValidationError("give --deadline or --clear-deadline, not both") }
             if category == nil, priority == nil, summary == nil, location.isEmpty, reporter == nil, reportedAt == nil, feedback == nil,
                deadline == nil, !clearDeadline, duplicateOf == nil {
@@ -294,7 +294,7 @@ struct IncidentCommand: AsyncParsableCommand {
                 var actions: [Action] = []
                 typealias F = Incident.Field
                 if let category { actions.append(.set(field: F.category, value: .symbol(try parseCategory(category).rawValue))) }
-                if let priority { actions.append(.set(field: F.priority, value: .symbol(try parsePriority(priority).rawValue))) }
+                if let priority { actions.append(.set(field: F.priority, value: .symbol(try parsePriority(priority).name))) }
                 if let summary { actions.append(.set(field: F.summary, value: .string(summary))) }
                 if let l = try location.location(over: current.location) { actions.append(.set(field: F.location, value: .location(l))) }
                 if let reporter { actions.append(.set(field: F.reporter, value: .string(reporter))) }
@@ -351,7 +351,7 @@ struct IncidentCommand: AsyncParsableCommand {
 
         func validate() throws {
             if units.isEmpty && remove.isEmpty { throw ValidationError("give at least one unit to assign, or --remove UNIT") }
-            for u in units + remove { try checkText(u, option: "unit", max: 64, allowEmpty: false) }
+            for u in units + remove { try checkText(u, option: "unit", max: Incident.MaxBytes.assignedUnit, allowEmpty: false) }
         }
 
         func run() async throws {
@@ -392,7 +392,7 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "Feedback to record with the close.") var feedback: String?
         @Flag(help: "Print the result as JSON.") var json = false
 
-        func validate() throws { try checkText(feedback, option: "--feedback", max: 4096, allowEmpty: false) }
+        func validate() throws { try checkText(feedback, option: "--feedback", max: Incident.MaxBytes.feedback, allowEmpty: false) }
 
         func run() async throws {
             try reportingErrors(json: json) {
@@ -414,7 +414,7 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "Why it is reopened (appended to the notes).") var note: String?
         @Flag(help: "Print the result as JSON.") var json = false
 
-        func validate() throws { try checkText(note, option: "--note", max: 4096, allowEmpty: false) }
+        func validate() throws { try checkText(note, option: "--note", max: Incident.MaxBytes.note, allowEmpty: false) }
 
         func run() async throws {
             try reportingErrors(json: json) {
@@ -466,12 +466,12 @@ struct VisitCommand: AsyncParsableCommand {
 
         @OptionGroup var node: NodeOptions
         @Option(help: "Scope (the village), e.g. longnan/wudu/station-017/village-0412.") var scope: String
-        @Option(help: "Household or person visited: a reference, not personal data (at most 256 bytes).") var subject: String
-        @Option(help: "The visiting officer (at most 128 bytes).") var visitor: String
+        @Option(help: "Household or person visited: a reference, not personal data (at most \(Visit.MaxBytes.subject) bytes).") var subject: String
+        @Option(help: "The visiting officer (at most \(Visit.MaxBytes.visitor) bytes).") var visitor: String
         @Option(help: "One of \(Visit.VisitType.allCases.map(\.rawValue).joined(separator: ", ")).") var type: String
         @Option(parsing: .unconditional, help: "When (default now; ISO 8601, +/-duration, ms).") var visitedAt: String?
         @OptionGroup var location: LocationOptions
-        @Option(help: "Outcome (at most 4096 bytes).") var outcome: String?
+        @Option(help: "Outcome (at most \(Visit.MaxBytes.outcome) bytes).") var outcome: String?
         @Option(parsing: .unconditional, help: "Follow-up due by (ISO 8601 or +7d); marks a follow-up as needed.") var followUpBy: String?
         @Option(help: "A tag; repeatable.") var tag: [String] = []
         @Option(help: "A first note; repeatable.") var note: [String] = []
@@ -480,11 +480,11 @@ struct VisitCommand: AsyncParsableCommand {
         func validate() throws {
             _ = try parseScopeOption(scope)
             _ = try parseVisitType(type)
-            try checkText(subject, option: "--subject", max: 256, allowEmpty: false)
-            try checkText(visitor, option: "--visitor", max: 128, allowEmpty: false)
-            try checkText(outcome, option: "--outcome", max: 4096)
-            for t in tag { try checkText(t, option: "--tag", max: 64, allowEmpty: false) }
-            for n in note { try checkText(n, option: "--note", max: 4096, allowEmpty: false) }
+            try checkText(subject, option: "--subject", max: Visit.MaxBytes.subject, allowEmpty: false)
+            try checkText(visitor, option: "--visitor", max: Visit.MaxBytes.visitor, allowEmpty: false)
+            try checkText(outcome, option: "--outcome", max: Visit.MaxBytes.outcome)
+            for t in tag { try checkText(t, option: "--tag", max: Visit.MaxBytes.tag, allowEmpty: false) }
+            for n in note { try checkText(n, option: "--note", max: Visit.MaxBytes.note, allowEmpty: false) }
             _ = try location.location(over: nil)
         }
 
@@ -524,10 +524,10 @@ struct VisitCommand: AsyncParsableCommand {
 
         func validate() throws {
             if let type { _ = try parseVisitType(type) }
-            try checkText(subject, option: "--subject", max: 256, allowEmpty: false)
-            try checkText(visitor, option: "--visitor", max: 128, allowEmpty: false)
-            try checkText(outcome, option: "--outcome", max: 4096)
-            for t in tag + untag { try checkText(t, option: "--tag", max: 64, allowEmpty: false) }
+            try checkText(subject, option: "--subject", max: Visit.MaxBytes.subject, allowEmpty: false)
+            try checkText(visitor, option: "--visitor", max: Visit.MaxBytes.visitor, allowEmpty: false)
+            try checkText(outcome, option: "--outcome", max: Visit.MaxBytes.outcome)
+            for t in tag + untag { try checkText(t, option: "--tag", max: Visit.MaxBytes.tag, allowEmpty: false) }
             if followUpBy != nil && noFollowUp { throw ValidationError("give --follow-up-by or --no-follow-up, not both") }
             if subject == nil, visitor == nil, type == nil, visitedAt == nil, location.isEmpty, outcome == nil, followUpBy == nil, !noFollowUp,
                tag.isEmpty, untag.isEmpty {
@@ -588,11 +588,14 @@ struct VisitCommand: AsyncParsableCommand {
 /// add-only notes log.
 struct NoteArguments: ParsableArguments {
     @Argument(help: "The record id (or a unique prefix).") var id: String
-    @Argument(help: "The note text (at most 4096 bytes).") var text: String
+    @Argument(help: "The note text (at most \(NoteArguments.maxBytes) bytes).") var text: String
     @OptionGroup var node: NodeOptions
     @Flag(help: "Print the result as JSON.") var json = false
 
-    func validate() throws { try checkText(text, option: "the note", max: 4096, allowEmpty: false) }
+    /// The longest note: incidents' and visits' notes have the same limit.
+    static let maxBytes = min(Incident.MaxBytes.note, Visit.MaxBytes.note)
+
+    func validate() throws { try checkText(text, option: "the note", max: Self.maxBytes, allowEmpty: false) }
 
     func append(kind: RecordKind, field: FieldID) throws {
         try reportingErrors(json: json) {
@@ -903,8 +906,9 @@ struct Export: AsyncParsableCommand {
 }
 
 /// `fieldsync import FILE`.
-struct Import: AsyncParsableCommand {
+struct ImportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "import",
         abstract: "Import records from a JSON or CSV export: every row is checked first, and nothing is written unless all are valid.",
         discussion: "Each row creates a record (its id is kept; an empty id gets a new one). The rows are written as a few "
             + "signed changes (one per scope and priority, each at most about 48 KB). A CSV file is read twice, row by row "
@@ -955,7 +959,7 @@ struct Import: AsyncParsableCommand {
 
         mutating func add(_ edit: RecordEdit, priority: Priority, size: Int) {
             let key = "\(edit.scope.path) \(priority.rawValue)"
-            if var g = open[key], g.bytes + size <= Import.changePayloadBudget {
+            if var g = open[key], g.bytes + size <= ImportCommand.changePayloadBudget {
                 g.group.edits.append(edit)
                 g.bytes += size
                 open[key] = g

@@ -174,20 +174,24 @@ import Testing
     }
 }
 
-/// The full `longnan` city (1,317 nodes) for two simulated days with the real protocol, in the suite:
-/// the week below takes about 5 minutes in a debug build, 18 s in release (docs/simulator.md).
+/// The full `longnan` city (1,317 nodes) for half a simulated day with the real protocol, in the suite
+/// (workload for the first quarter day). It was two days before the simulator ran the node's own driver
+/// (issue 18 §1): the node closes a live session idle for 10 minutes and reconnects a second later, so
+/// every quiet link now re-handshakes every 10 minutes and two days took about 4 minutes of debug CPU
+/// (docs/simulator.md, "Driver parity"). The week below stays behind `FIELDSIM_LONG`.
 @Suite struct LongnanCityTests {
-    @Test func twoDaysOfFullLongnanWithTheRealProtocol() throws {
-        let (f, path) = try shippedScenario("longnan", days: 2)
+    @Test func halfADayOfFullLongnanWithTheRealProtocol() throws {
+        let (f, path) = try shippedScenario("longnan", days: 0.5)
         let (sim, r) = try CryptoModeTests.runFS(f, path: path, seed: 1, crypto: .standIn, oracleEvery: 12)
         let h = r.headline
         #expect(sim.context.world.count > 1_300)
-        #expect(h.changes > 3_000)  // 3,606 with seed 1
+        #expect(h.changes > 250)  // 330 with seed 1
         #expect(h.missing == 0 && h.deliveryProb == 1 && h.convergence != nil)
-        #expect(h.oracle.violations == 0 && h.oracle.pairs > 500 && h.bytes >= h.oracle.minimalBytes)
+        #expect(h.oracle.violations == 0 && h.oracle.pairs > 20 && h.bytes >= h.oracle.minimalBytes)
         #expect(h.entitlementOK)
         #expect(h.hqLatencyMedian < 1_000, "a change reaches HQ within a second at the median (wired links, live sessions)")
-        #expect(sim.agent.sessionsStarted < 10_000 && sim.agent.duplicatesReceived == 0)
+        // 52,717 session pairs with seed 1: the 10-minute live-idle close and reconnect on 1,542 contacts.
+        #expect(sim.agent.sessionsStarted < 80_000 && sim.agent.duplicatesReceived == 0)
         #expect(r.headline.divergedStations == 0 && divergence(sim).domainsChecked == 202)
         CryptoModeTests.expectIdenticalReaders(sim)
     }

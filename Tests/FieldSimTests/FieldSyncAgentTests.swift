@@ -11,6 +11,25 @@ import Testing
         return (sim, fieldSyncReport(sim, scenarioName: f.name, seed: seed, derived: scen.derivedParameters))
     }
 
+    /// A node with more peers due than session slots (HQ and the counties of `longnan`, at time 0) had
+    /// every waiting contact's timer set again for the same instant, so the run never left time 0 (it
+    /// hung; 190,000 timer firings at 0 within a minute). The waiting contacts are now tried again at
+    /// the node's next tick (`SchedulePolicy.tick`), as the node does.
+    @Test(.timeLimit(.minutes(3))) func morePeersDueThanSlotsDoNotStopTheClock() throws {
+        let (f, path) = try shippedScenario("longnan", days: 0.01)
+        let scen = try makeScenario(f, seed: 1, path: path)
+        nonisolated(unsafe) var atZero: UInt64 = 0, last: SimTime = 0
+        let sim = runFieldSync(scenario: scen, seed: 1, crypto: .standIn, options: RunOptions(oracleSampleEvery: 0),
+                               progressEvery: 1_000) { now, events in
+            if now == 0 { atZero = events }
+            last = now
+        }
+        #expect(atZero < 50_000, "events processed at time 0: \(atZero)")
+        #expect(last >= SimTime(0.01 * 86_400_000) - 60_000, "the run reached its end: \(last) ms")
+        #expect(sim.agent.sessionsStarted > 100)
+        print("fieldsim: longnan 0.01 day: \(atZero) events at time 0, \(sim.agent.sessionsStarted) session pairs")
+    }
+
     @Test func smallLongnanConvergesWithEntitledStateOnly() throws {
         let (sim, report) = try Self.runFS("longnan-small")
         let agent = sim.agent

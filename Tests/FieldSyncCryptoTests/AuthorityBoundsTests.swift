@@ -3,7 +3,7 @@ import Testing
 
 @testable import FieldSyncCrypto
 
-/// Issue 12 item 2 and attack cases 26 and 33 (research/security-notes.md §11): who may revoke whom
+/// Issue 12 item 2 and attack cases 26 and 33 (docs/threat-model.md, attack-case table): who may revoke whom
 /// (Protocols/identity.md §5), checked from the revocation and the root key alone, and grants by an
 /// issuer outside its delegation.
 @Suite struct AuthorityBoundsTests {

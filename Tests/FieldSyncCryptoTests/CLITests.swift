@@ -1,21 +1,12 @@
-import FieldSyncTestSupport
 import FieldSyncCore
+import FieldSyncTestSupport
 import Foundation
 import Testing
 
 @testable import FieldSyncCrypto
 
-/// Runs the built `fieldsync` binary (it sits next to the test bundle in the build folder).
+/// Runs the built `fieldsync` binary (`FieldSyncBinary`) in a fresh directory.
 struct CLI {
-    static let binary: String? = {
-        var candidates: [String] = []
-        if let exe = Bundle.main.executablePath { candidates.append((exe as NSString).deletingLastPathComponent + "/fieldsync") }
-        candidates.append((CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/fieldsync")
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        for scratch in [".build-crypto", ".build-cli", ".build"] { candidates.append("\(root)/\(scratch)/debug/fieldsync") }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
-
     let dir: String
 
     init() throws {
@@ -24,20 +15,7 @@ struct CLI {
     }
 
     @discardableResult
-    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLI.binary!)
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o
-        p.standardError = e
-        try p.run()
-        let out = o.fileHandleForReading.readDataToEndOfFile()
-        let err = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
-    }
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try FieldSyncBinary.run(args, in: dir) }
 
     func json(_ args: [String]) throws -> [String: Any] {
         let r = try run(args)
@@ -46,7 +24,7 @@ struct CLI {
     }
 }
 
-@Suite(.ownThread, .enabled(if: CLI.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread)
 struct CLITests {
     @Test func rootEnrollImportRevoke() throws {
         let cli = try CLI()
@@ -111,6 +89,27 @@ struct CLITests {
         FileManager.default.createFile(atPath: cli.dir + "/junk", contents: Data("junk".utf8))
         let junk = try cli.run(["publish", "junk"] + node)
         #expect(junk.status != 0 && junk.err.contains("neither a key grant nor a revocation"))
+    }
+
+    /// `authority delegate` checks `--days` like `enroll` and `renew` (1...3650 days): it used to take any
+    /// value (0 signed a certificate that expires at once; a negative one stopped the process).
+    @Test func delegateChecksDaysLikeEnroll() throws {
+        let cli = try CLI()
+        _ = try cli.json(["authority", "init", "--dir", "hq", "--key-file", "hq.key", "--json"])
+        _ = try cli.json(["authority", "init", "--county", "--dir", "wudu", "--key-file", "wudu.key", "--scope", "longnan/wudu", "--json"])
+        func delegate(_ days: String) throws -> (status: Int32, out: String, err: String) {
+            try cli.run(["authority", "delegate", "wudu/authority.req", "--dir", "hq", "--key-file", "hq.key", "--scope", "longnan/wudu",
+                         "--days=\(days)", "--out", "wudu.cert"])
+        }
+        for days in ["0", "-1", "3651"] {
+            let r = try delegate(days)
+            #expect(r.status == 64 && r.err.contains("--days must be 1...3650"), "--days \(days): \(r.status) \(r.err)")
+            #expect(!FileManager.default.fileExists(atPath: cli.dir + "/wudu.cert"), "--days \(days) wrote a certificate")
+        }
+        let enroll = try cli.run(["authority", "enroll", "wudu/authority.req", "--dir", "hq", "--key-file", "hq.key", "--role", "backpack",
+                                  "--scope", "longnan/wudu", "--days=0", "--out", "x.cert"])
+        #expect(enroll.status == 64 && enroll.err.contains("--days must be 1...3650"), "\(enroll.err)")
+        #expect(try delegate("3650").status == 0)
     }
 
     @Test func countyDelegationAndEscalationRefused() throws {

@@ -98,7 +98,7 @@ struct AuthorityBoundsProcessTests {
                                         priority: .urgent, payload: forged.canonicalBytes)
             let h = ch.header
             batch.changes.append(StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: ch.id, prevHash: h.prevHash,
-                                              hlc: h.hlc, contentType: h.contentType.rawValue, priority: h.priority.rawValue,
+                                              hlc: h.hlc, contentType: h.contentType, priority: h.priority,
                                               bytes: ch.encodedBytes))
         }
         batch.certificates = [courier.identity.certificate]

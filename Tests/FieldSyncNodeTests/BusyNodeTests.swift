@@ -45,7 +45,9 @@ import Testing
         let station = try NodeTests.node(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "station")
         let backpack = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "backpack")
         let other = try NodeTests.node(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "other")
-        let backlog = 2_000
+        // Large enough that the other session (a handshake and 3 changes) ends well before the catch-up
+        // does, even on a loaded machine: with 2,000 the catch-up sometimes finished first.
+        let backlog = 6_000
         try await Self.bulkWrite(backpack, count: backlog)
         try await NodeTests.write(other, count: 3, tag: "other")
         let listener = try await station.listen(host: "127.0.0.1", port: 0) { _ in }

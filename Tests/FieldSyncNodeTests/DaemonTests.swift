@@ -54,7 +54,7 @@ import Testing
             let store = try SQLiteStore(path: storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: key)),
                                         limits: StoreLimits(quotaBytes: quota))
             let r = Replicator(identity: id, trust: trust, store: store)
-            keys.forEach(r.addKey)
+            for k in keys { r.addKey(k) }
             return r
         }
         let registry = PrometheusCollectorRegistry()

@@ -95,16 +95,18 @@ import Testing
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
-                                            idle: .milliseconds(300))
+                                            idle: .seconds(2))
         let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                            peers: [try await DaemonTests.address(b)], idle: .milliseconds(300))
+                                            peers: [try await DaemonTests.address(b)], idle: .seconds(2))
         #expect(try await DaemonTests.eventually(20) {
             let (la, lb) = (try await Self.live(a), try await Self.live(b))
             return la.count == 1 && lb.count == 1
         })
         let opened = try #require(try await Self.live(a).first)
-        // Silence for five idle timeouts: a session in its first exchange would have been cut after one.
-        try await TestClock.sleep(for: .milliseconds(1_500))
+        // Silence for two and a half idle timeouts: a session in its first exchange would have been cut
+        // after one. (2 s, not less: the push below must get its acknowledgement within one timeout,
+        // which a 300 ms timeout did not always allow in a loaded parallel run.)
+        try await TestClock.sleep(for: .seconds(5))
         #expect(try await Self.live(a).first?.since == opened.since)
         #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
         // And it still carries changes.

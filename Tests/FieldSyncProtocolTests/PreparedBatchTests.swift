@@ -92,7 +92,7 @@ import Testing
         let log = LogID(author: bp.identity.id, scope: TestPKI.village)
         let honest = try #require(try bp.store.change(log, seq: 1))
         _ = try evil.store.commit(CommitBatch(changes: [honest, StoredChange(log: log, seq: 2, hash: forged.id, prevHash: honest.hash,
-                                                                             hlc: forged.header.hlc, contentType: 1, priority: 2, bytes: bytes)]))
+                                                                             hlc: forged.header.hlc, contentType: .records, priority: .normal, bytes: bytes)]))
         evil.learn(certificates: [bp.identity.certificate], now: Self.now)
         var link = Self.connect(evil, st)
         #expect(try !Self.run(&link).finished)

@@ -204,7 +204,7 @@ import Testing
             var trust = TrustStore(root: pki.rootKey.publicKey)
             if let a = by.certificate { try trust.addAuthority(a, now: Self.now) }
             let r = Replicator(identity: id.identity(cert), trust: trust, store: MemoryStore())
-            keys.forEach(r.addKey)
+            for k in keys { r.addKey(k) }
             return r
         }
         let bpWudu = try node(wuduCA, .backpack, [TestPKI.station], keys: [pki.stationKey])

@@ -237,7 +237,7 @@ import Testing
         #expect(try bp.store.receipted(log) == 5, "the officer sees: reached HQ")
     }
 
-    /// Attack tests E.32 and E.34 (research/security-notes.md): a revocation spreads through a relay alone,
+    /// Attack cases 32 and 34 (docs/threat-model.md, attack-case table): a revocation spreads through a relay alone,
     /// with HQ unreachable, and every node that has it then refuses the revoked device's handshake.
     @Test func revocationSpreadsThroughARelayAloneAndLocksTheDeviceOut() throws {
         var pki = TestPKI()
@@ -309,7 +309,7 @@ import Testing
         let log = LogID(author: bp.identity.id, scope: TestPKI.village)
         let honest = try #require(try bp.store.change(log, seq: 1))
         _ = try evil.store.commit(CommitBatch(changes: [honest, StoredChange(log: log, seq: 2, hash: forged.id, prevHash: honest.hash,
-                                                                             hlc: forged.header.hlc, contentType: 1, priority: 2, bytes: bytes)]))
+                                                                             hlc: forged.header.hlc, contentType: .records, priority: .normal, bytes: bytes)]))
         evil.learn(certificates: [bp.identity.certificate], now: Self.now)
         var link = Self.connect(evil, st)
         #expect(!Self.run(&link))

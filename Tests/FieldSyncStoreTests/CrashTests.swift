@@ -10,23 +10,11 @@ import Testing
 /// SIGKILL at random moments; after every kill the store reopens and its invariants hold.
 /// 20 kills by default; `FIELDSYNC_CRASH_KILLS=500` for the long run.
 @Suite(.ownThread, .serialized) struct CrashTests {
-    static var fieldsyncBinary: URL {
-        // The test runner lives in the build products folder, next to the `fieldsync` executable.
-        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for candidate in [dir, dir.deletingLastPathComponent()] {
-            let url = candidate.appendingPathComponent("fieldsync")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".build/debug/fieldsync")
-    }
-
     static let sealer = try! StorageKeySealer(key: SecretBytes(copying: [UInt8](repeating: 0x5a, count: 32)))
 
     @Test(.timeLimit(.minutes(5))) func killAtRandomMomentsLosesNothingAcknowledged() throws {
         let kills = Int(ProcessInfo.processInfo.environment["FIELDSYNC_CRASH_KILLS"] ?? "") ?? 20
-        let binary = Self.fieldsyncBinary
-        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build fieldsync first: \(binary.path)")
+        let binary = URL(fileURLWithPath: try FieldSyncBinary.required())
         let path = TestFiles.tempPath("crash")
         var rng = SplitMix64(seed: 2024)
         var highestAck = -1

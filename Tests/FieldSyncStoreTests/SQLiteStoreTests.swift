@@ -1,6 +1,7 @@
 import FieldSyncCore
 import FieldSyncProtocol
 import Foundation
+import FieldSyncTestSupport
 import GRDB
 import FieldSyncCrypto
 import Testing
@@ -85,8 +86,34 @@ enum TestKeys {
     }
 }
 
-@Suite struct SQLiteStoreFaultTests {
+@Suite(.ownThread) struct SQLiteStoreFaultTests {
     let log = ChangeFactory.log()
+
+    /// Another connection holding the write lock (as another fieldsync process would) makes a commit
+    /// fail, after the store's wait, with `.busy` and SQLite's `SQLITE_BUSY` code, not an I/O error
+    /// reported as a full disk; nothing of the batch is applied, and it goes through once the lock is
+    /// released.
+    @Test func aLockedDatabaseIsBusyNotAnIOError() throws {
+        let path = TestFiles.tempPath()
+        var f = ChangeFactory()
+        let store = try SQLiteStore(path: path, sealer: TestKeys.sealer, busyTimeout: 0.2)
+        _ = try store.commit(CommitBatch(changes: [f.next(log)]))
+        let other = try DatabaseQueue(path: path)
+        let batch = CommitBatch(changes: [f.next(log)])
+        var failure: StoreError?
+        try other.inTransaction(.immediate) { db in
+            try db.execute(sql: "UPDATE changes SET priority = priority WHERE 0")  // holds the write lock
+            do { _ = try store.commit(batch) } catch let e as StoreError { failure = e }
+            return .rollback
+        }
+        let e = try #require(failure, "the commit went through although another connection held the write lock")
+        #expect(e.code == .busy, "\(e)")
+        #expect(e.resultCode.map { $0 & 0xFF } == ResultCode.SQLITE_BUSY.rawValue)
+        #expect(!e.detail.contains("disk full"))
+        #expect(try store.holdings(of: log).frontier == 1, "the refused batch left nothing behind")
+        _ = try store.commit(batch)
+        #expect(try store.holdings(of: log).frontier == 2)
+    }
 
     @Test func fullDiskIsAClearErrorAndLosesNothingCommitted() throws {
         let path = TestFiles.tempPath()
@@ -106,6 +133,7 @@ enum TestKeys {
         }
         let e = try #require(failure, "the cap was never reached")
         #expect(e.code == .ioError && e.detail.contains("disk full"))
+        #expect(e.resultCode == ResultCode.SQLITE_FULL.rawValue, "SQLite's result code is kept")
         #expect(committed > 0)
         #expect(try store.holdings(of: log).frontier == UInt64(committed), "the failed batch left nothing behind")
         // With room again, the same store carries on from where it was.

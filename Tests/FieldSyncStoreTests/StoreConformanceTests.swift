@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncCrypto
 import FieldSyncProtocol
 import Foundation
 import Testing
@@ -37,7 +38,7 @@ struct ChangeFactory {
 
     mutating func hash() -> [UInt8] { (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) } }
 
-    mutating func next(_ log: LogID, priority: UInt8 = 2, size: Int = 100, contentType: UInt8 = 1) -> StoredChange {
+    mutating func next(_ log: LogID, priority: Priority = .normal, size: Int = 100, contentType: ContentType = .records) -> StoredChange {
         let seq = (nextSeq[log] ?? 0) + 1
         nextSeq[log] = seq
         let h = hash()
@@ -113,12 +114,12 @@ struct ChangeFactory {
         let store = try kind.make(limits: StoreLimits(quotaBytes: 1_000))
         var f = ChangeFactory()
         let other = ChangeFactory.log(ChangeFactory.station)
-        let old = (0..<8).map { _ in f.next(log, priority: 3) }  // 800 bytes, low priority
+        let old = (0..<8).map { _ in f.next(log, priority: .low) }  // 800 bytes, low priority
         _ = try store.commit(CommitBatch(changes: old))
         // HQ receipts the first 5: those may go.
         _ = try store.commit(CommitBatch(receipts: [log: 5]))
         #expect(try store.receipted(log) == 5)
-        let urgent = (0..<4).map { _ in f.next(other, priority: 0) }  // 400 bytes
+        let urgent = (0..<4).map { _ in f.next(other, priority: .urgent) }  // 400 bytes
         let r = try store.commit(CommitBatch(changes: urgent))
         #expect(r.inserted == 4 && r.evicted == 2 && r.refusedForQuota.isEmpty)
         #expect(try store.status().changeBytes <= 1_000)
@@ -126,7 +127,7 @@ struct ChangeFactory {
         #expect(try store.holdings(of: log).frontier == 8)
         #expect(try store.changes(log, in: 1...8).count == 6)
         // Three receipted changes are left to evict; four newcomers need room for four.
-        let more = [f.next(other, priority: 0), f.next(log, priority: 3), f.next(log, priority: 3), f.next(log, priority: 3)]
+        let more = [f.next(other, priority: .urgent), f.next(log, priority: .low), f.next(log, priority: .low), f.next(log, priority: .low)]
         let r2 = try store.commit(CommitBatch(changes: more))
         #expect(r2.evicted == 3 && r2.inserted == 3)
         #expect(r2.refusedForQuota == [more[3].hash], "the least urgent, newest change is refused, and reported")
@@ -138,18 +139,18 @@ struct ChangeFactory {
         let store = try kind.make(limits: StoreLimits(quotaBytes: 700))
         var f = ChangeFactory()
         let hq = ChangeFactory.log(ChangeFactory.station, author: DeviceID(hex: "ffeeddccbbaa99887766554433221100")!)
-        let grant = f.next(hq, priority: 3, size: 100, contentType: 0x80)
-        let records = (0..<3).map { _ in f.next(hq, priority: 3) }
-        let revocation = f.next(hq, priority: 3, size: 100, contentType: 0x81)
-        let receipt = f.next(hq, priority: 3, size: 100, contentType: 0x82)
+        let grant = f.next(hq, priority: .low, size: 100, contentType: .keyGrant)
+        let records = (0..<3).map { _ in f.next(hq, priority: .low) }
+        let revocation = f.next(hq, priority: .low, size: 100, contentType: .revocation)
+        let receipt = f.next(hq, priority: .low, size: 100, contentType: .receipt)
         _ = try store.commit(CommitBatch(changes: [grant] + records + [revocation, receipt], receipts: [hq: 6]))
         #expect(try store.controlChanges().map(\.hash) == [grant.hash, revocation.hash], "grants and revocations, in HLC order")
         // Everything is receipted; a newcomer needs room: only the record changes may be evicted.
-        let newcomer = f.next(ChangeFactory.log(), priority: 0, size: 400)
+        let newcomer = f.next(ChangeFactory.log(), priority: .urgent, size: 400)
         let r = try store.commit(CommitBatch(changes: [newcomer]))
         #expect(r.inserted == 1 && r.evicted == 3)
         #expect(try store.controlChanges().count == 2)
-        #expect(try store.changes(hq, in: 1...6).map(\.contentType) == [0x80, 0x81, 0x82])
+        #expect(try store.changes(hq, in: 1...6).map(\.contentType) == [.keyGrant, .revocation, .receipt])
     }
 
     static func incident(_ n: UInt64, scope: Scope = ChangeFactory.village, status: Incident.Status = .reported,

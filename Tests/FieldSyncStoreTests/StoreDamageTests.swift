@@ -21,8 +21,8 @@ struct SignedLog {
             let p = seq == brokenAt ? [UInt8](repeating: 0xab, count: 32) : prev
             let c = try Change.control(author: key, scope: scope, seq: seq, prevHash: p, hlc: HLCTimestamp(milliseconds: 1_000 + seq, counter: 0),
                                        contentType: .receipt, priority: .urgent, payload: Array("receipt \(seq) with some padding text".utf8))
-            out.append(StoredChange(log: log, seq: seq, hash: c.id, prevHash: p, hlc: c.header.hlc, contentType: ContentType.receipt.rawValue,
-                                    priority: Priority.urgent.rawValue, bytes: c.encodedBytes))
+            out.append(StoredChange(log: log, seq: seq, hash: c.id, prevHash: p, hlc: c.header.hlc, contentType: .receipt,
+                                    priority: .urgent, bytes: c.encodedBytes))
             prev = c.id
         }
         return out
@@ -98,6 +98,42 @@ final class DamageLog: @unchecked Sendable {
         #expect(try store.status().changeBytes == cs.reduce(0) { $0 + $1.bytes.count }, "byte counter stays exact")
     }
 
+    /// Bulk writes (`write(groups:)`, what `fieldsync import` uses) refuse to write after one of this
+    /// device's own changes that is quarantined, as single writes do: before, only single writes checked,
+    /// so an import reused the quarantined change's seq (a fork of the device's own log).
+    @Test func bulkWriteAfterAQuarantinedOwnChangeIsRefusedLikeASingleWrite() throws {
+        let now: UInt64 = 1_717_200_000_000
+        let root = Authority(root: .generate())
+        let station = try Scope("longnan/wudu/station-017"), village = try Scope("longnan/wudu/station-017/village-0412")
+        let sk = Ed25519.SecretKey.generate(), xk = X25519.SecretKey.generate()
+        let req = try EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: .station, requestedScopes: [station],
+                                        createdAt: now, label: "st")
+        let cert = try root.enroll(req, role: .station, scopes: [station], notBefore: now - 86_400_000, notAfter: now + 86_400_000, serial: 1)
+        let path = TestFiles.tempPath()
+        let store = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert),
+                           trust: TrustStore(root: root.signingKey.publicKey), store: store)
+        r.addKey(EpochKey.generate(scope: station, epoch: 1))
+        func edit(_ n: UInt64) -> RecordEdit {
+            Visit.create(id: RecordID(ID128(high: 77, low: n)), scope: village, author: r.identity.id,
+                         hlc: HLCTimestamp(milliseconds: now + n, counter: 0), subject: "household-\(n)", visitor: "officer",
+                         visitType: .returningMigrantWorker, visitedAt: Int64(now))
+        }
+        for n in 1...3 as ClosedRange<UInt64> { try r.write([edit(n)], scope: village, priority: .normal, now: now + n) }
+        let log = LogID(author: r.identity.id, scope: village)
+        try Disk.flipChange(path, log, seq: 3)
+        #expect(try store.changes(log, in: 1...3).map(\.seq) == [1, 2], "seq 3 is quarantined on read")
+
+        let single = #expect(throws: WriteError.self) { try r.write([edit(4)], scope: village, priority: .normal, now: now + 4) }
+        #expect(single?.reason.contains("quarantined") == true, "\(String(describing: single))")
+        let bulk = #expect(throws: WriteError.self) {
+            try r.write(groups: [Replicator.WriteGroup(scope: village, priority: .normal, edits: [edit(5)])], now: now + 5)
+        }
+        #expect(bulk?.reason.contains("quarantined") == true, "\(String(describing: bulk))")
+        #expect(try store.holdings(of: log).ranges == [1...2], "nothing was written at the quarantined seq")
+        #expect(try store.quarantined().map(\.seq) == [3])
+    }
+
     /// A damaged held copy is neither a duplicate of the intact change arriving nor fork evidence: the
     /// intact one replaces it.
     @Test func damagedHeldCopyIsReplacedByTheIntactOne() throws {
@@ -161,7 +197,7 @@ final class DamageLog: @unchecked Sendable {
                 INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
                 """, arguments: [Data(c.hash), Data(c.log.author.raw.bytes), c.log.scope.path, Int64(c.seq), Data(c.prevHash),
-                                 Int64(bitPattern: c.hlc.raw), Int(c.contentType), Int(c.priority), c.bytes.count, Data(c.bytes)])
+                                 Int64(bitPattern: c.hlc.raw), Int(c.contentType.rawValue), Int(c.priority.rawValue), c.bytes.count, Data(c.bytes)])
             try db.execute(sql: "UPDATE logs SET intervals = ?, held_back = 0 WHERE author = ? AND scope = ?",
                            arguments: [Data(HeldIntervals([1...3]).canonicalBytes), Data(c.log.author.raw.bytes), c.log.scope.path])
         }

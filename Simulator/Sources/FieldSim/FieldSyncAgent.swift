@@ -249,6 +249,7 @@ public final class FieldSyncAgent: SyncAgent {
             let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust,
                                store: MemoryStore(recordInterner: recordInterner))
             r.verificationCache = verificationCache
+            r.sealingRandomness = SimRandom(seed: seed, 0x50D1_0000, UInt64(n)).rng  // same seed, same sealed bytes
             if node.nodeClass != .relay {
                 for d in w.carried[n] { r.addKey(keys[Int(d)]) }
             }
@@ -300,18 +301,12 @@ public final class FieldSyncAgent: SyncAgent {
         case .normal: .normal
         case .low, .none: .low
         }
-        let ip: Incident.Priority = switch sp {
-        case .urgent: .urgent
-        case .high: .high
-        case .normal: .normal
-        case .low, .none: .low
-        }
         let subject = ch.subject[i] >= 0 ? ch.subject[i] : Int64(i)
         let incidentID = RecordID(ID128(high: 0x1C1D_0000_0000_0000, low: UInt64(bitPattern: subject)))
         switch ch.changeClass[i] {
         case .incidentCreate:
             let deadline = ch.deadline[i] >= 0 ? Int64(Self.epochMs) + ch.deadline[i] : nil
-            return (Incident.create(id: incidentID, scope: scope, author: author, hlc: hlc, category: .dispute, priority: ip,
+            return (Incident.create(id: incidentID, scope: scope, author: author, hlc: hlc, category: .dispute, priority: pr,
                                     location: loc, summary: zh(60), reportedAt: Int64(wall), reporter: zh(4),
                                     feedbackDeadline: deadline, notes: [zh(40)]), pr)
         case .incidentStatus:
@@ -380,10 +375,15 @@ public final class FieldSyncAgent: SyncAgent {
 
     private func salt() -> [UInt8] { (0..<16).map { _ in UInt8(rng.int(256)) } }
 
-    private func handshake(_ r: Replicator, initiator: Bool) -> (any SessionHandshaking)? {
-        guard crypto == .standIn else { return nil }
+    /// The session's handshake, its ephemeral key drawn from the seeded generator (same seed, same bytes).
+    private func handshake(_ r: Replicator, initiator: Bool) -> any SessionHandshaking {
+        let ephemeral = (0..<32).map { _ in UInt8(rng.int(256)) }
+        guard crypto == .standIn else {
+            return SessionHandshake(initiator: initiator, identity: r.identity, trust: r.trust, network: Self.network,
+                                    ephemeral: try! X25519.SecretKey(secret: SecretBytes(copying: ephemeral)))
+        }
         return StandInHandshake(initiator: initiator, identity: r.identity, trust: r.trust, network: Self.network,
-                                certificates: certificateCache)
+                                certificates: certificateCache, ephemeral: ephemeral)
     }
 
     private func configuration() -> SessionConfiguration {
@@ -445,10 +445,21 @@ public final class FieldSyncAgent: SyncAgent {
             guard case let .connect(peer) = d, let slot = peerSlot[Int(node)][peer], let link = links[Int(slot)] else { continue }
             startSessions(link, now: now, effects: &effects)
         }
+        // A peer still due after the tick waits for a free slot: the node tries again at its next tick
+        // (`SchedulePolicy.tick`), so one contact's timer is set for then. Setting every waiting contact's
+        // timer for `now` instead fired them again and again at the same instant, and the run never ended
+        // once a node had more peers due than slots (HQ and the counties in `longnan`, at time 0).
+        var retryArmed = false
         for slot in active[Int(node)] {  // in contact order (never a dictionary's: outputs must not depend on hashing)
             guard let link = links[Int(slot)], link.spec.a == node, let p = drivers[Int(node)].scheduler.peer(link.spec.b),
                   !p.running, let due = p.due, !(p.device.map(drivers[Int(node)].scheduler.isLive) ?? false) else { continue }
-            setTimer(link, at: max(now, simTime(node, wall: due)), effects: &effects)
+            let at = simTime(node, wall: due)
+            if at > now {
+                setTimer(link, at: at, effects: &effects)
+            } else if !retryArmed {
+                retryArmed = true
+                setTimer(link, at: now + SimTime(policy.schedule.tick), effects: &effects)
+            }
         }
     }
 
@@ -896,17 +907,16 @@ extension SimTime {
 }
 
 /// Runs `scenario` with the real FieldSync protocol to the end (specialised here, like `runBaseline`),
-/// with libsodium's randomness on this thread seeded from `seed` (`SeededSodium`): same seed, same bytes.
+/// with every random draw of the protocol (sealing, handshake ephemeral keys) taken from generators
+/// seeded from `seed` (`Replicator.sealingRandomness`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                          liveSessions: Bool = true, traceDrivers: Bool = false,
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
-    SeededSodium.run(seed: seed) {
-        let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
-                                                                                 liveSessions: liveSessions, traceDrivers: traceDrivers) }
-        sim.run(progressEvery: progressEvery, progress: progress)
-        return sim
-    }
+    let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
+                                                                             liveSessions: liveSessions, traceDrivers: traceDrivers) }
+    sim.run(progressEvery: progressEvery, progress: progress)
+    return sim
 }
 
 /// Builds the report of a finished FieldSync run: the common report plus a `fieldsync` section (crypto

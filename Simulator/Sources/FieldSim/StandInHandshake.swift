@@ -43,9 +43,15 @@ struct StandInHandshake: SessionHandshaking {
     private var h: [UInt8]
     private var index = 0
     private var remoteStatic: [UInt8]?
+    private let ephemeral: [UInt8]
     private(set) var peer: Certificate?
 
-    init(initiator: Bool, identity: DeviceIdentity, trust: TrustStore, network: NetworkParameters, certificates: CertificateCache) {
+    /// - Parameter ephemeral: the 32 bytes that stand in for this side's ephemeral key (drawn from the
+    ///   simulation's seeded generator, so same-seed runs send the same bytes).
+    init(initiator: Bool, identity: DeviceIdentity, trust: TrustStore, network: NetworkParameters, certificates: CertificateCache,
+         ephemeral: [UInt8]) {
+        precondition(ephemeral.count == 32)
+        self.ephemeral = ephemeral
         self.initiator = initiator
         self.identity = identity
         self.trust = trust
@@ -70,9 +76,9 @@ struct StandInHandshake: SessionHandshaking {
         }
         switch index {
         case 0:
-            out = SecureRandom.bytes(32) + [NetworkParameters.protocolVersion]  // the real one draws its ephemeral key here
+            out = ephemeral + [NetworkParameters.protocolVersion]  // the real one sends its ephemeral key here
         case 1:
-            out = SecureRandom.bytes(32)
+            out = ephemeral
             block(identity.agreementKey.publicKey.bytes)
             block(SessionHandshake.certificatePayload(identity.certificate, chain: identity.presentedChain))
         default:

@@ -1019,7 +1019,7 @@ public final class SyncSession {
 
     /// Control changes first, then priority, then oldest, then log and seq.
     private static func urgentFirst(_ a: StoredChange, _ b: StoredChange) -> Bool {
-        let ac = a.contentType >= 0x80, bc = b.contentType >= 0x80
+        let ac = a.contentType.isControl, bc = b.contentType.isControl
         if ac != bc { return ac }
         if a.priority != b.priority { return a.priority < b.priority }
         if a.hlc != b.hlc { return a.hlc < b.hlc }
@@ -1052,8 +1052,7 @@ public final class SyncSession {
                 // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
                 var needed = link.authorsCovered.contains(author) ? []
                     : replicator.certificateChain(of: author).filter { !link.certificatesSent.contains($0) && !certs.contains($0) }
-                let control = next.contentType == ContentType.keyGrant.rawValue || next.contentType == ContentType.revocation.rawValue
-                if control && !link.authoritiesSent {
+                if next.contentType.carriesTrust && !link.authoritiesSent {
                     // Key grants and revocations may be signed by a county authority the peer never met
                     // (published through HQ's log): every known authority certificate travels once, first.
                     needed = replicator.trust.authorities.values.sorted { $0.subject < $1.subject }
@@ -1064,7 +1063,7 @@ public final class SyncSession {
                 o.cursor += 1
                 certs += needed
                 link.authorsCovered.insert(author)
-                if control { link.authoritiesSent = true }
+                if next.contentType.carriesTrust { link.authoritiesSent = true }
                 changes.append(next.bytes)  // sent exactly as stored and received
                 bytes += extra
             }

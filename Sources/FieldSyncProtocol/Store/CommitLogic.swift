@@ -63,8 +63,14 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case badDatabase
         /// The storage key does not open this store's records.
         case wrongKey
-        /// The disk is full or the database could not be written.
+        /// The database could not be read or written: the disk is full, the file cannot be opened or
+        /// written (permissions, read-only), or an I/O failure. `resultCode` says which, when SQLite
+        /// reported it.
         case ioError
+        /// Another connection (usually another process: a node's daemon and a CLI command on the same
+        /// store) held the database's write lock for longer than the store waits (`SQLITE_BUSY`).
+        /// Nothing of the batch was applied; retrying later is safe.
+        case busy
         /// A stored row fails its integrity check (a sealed record that does not open although the
         /// storage key is right, a change whose bytes do not match its hash): damaged on disk.
         case damaged
@@ -74,11 +80,15 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     public var code: Code
     /// Detail for people: what to do.
     public var detail: String
+    /// The SQLite result code behind the error (extended code, as GRDB's `ResultCode` raw value: 5 is
+    /// `SQLITE_BUSY`, 13 `SQLITE_FULL`), or nil when the error did not come from SQLite.
+    public var resultCode: Int32?
 
     /// Creates a store error.
-    public init(_ code: Code, _ detail: String) {
+    public init(_ code: Code, _ detail: String, resultCode: Int32? = nil) {
         self.code = code
         self.detail = detail
+        self.resultCode = resultCode
     }
 
     public var description: String { "store: \(code.rawValue): \(detail)" }

@@ -116,7 +116,7 @@ public final class MemoryStore: SyncStore {
                 let held = (base.changes[log] ?? [:]).mapValues(\.value).merging(changes[log] ?? [:]) { $1 }
                 // Control changes (grants, revocations, receipts: content type >= 0x80) are small and must
                 // outlive a restart, so they are never evicted.
-                for (seq, c) in held where seq <= upTo && c.contentType < 0x80 && !c.bytes.isEmpty && !evicted.contains(c.hash) {
+                for (seq, c) in held where seq <= upTo && !c.contentType.isControl && !c.bytes.isEmpty && !evicted.contains(c.hash) {
                     candidates.append(c)
                 }
             }
@@ -241,7 +241,7 @@ public final class MemoryStore: SyncStore {
 
     public func controlChanges() throws -> [StoredChange] {
         state.changes.values.flatMap { $0.values.map(\.value) }
-            .filter { ($0.contentType == 0x80 || $0.contentType == 0x81) && !$0.bytes.isEmpty }
+            .filter { $0.contentType.carriesTrust && !$0.bytes.isEmpty }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 

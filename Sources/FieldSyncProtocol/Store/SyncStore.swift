@@ -14,16 +14,17 @@ public struct StoredChange: Sendable, Equatable {
     public var prevHash: [UInt8]
     /// The author's HLC.
     public var hlc: HLCTimestamp
-    /// Content type code (records, key grant, revocation, receipt, ...), from the clear header.
-    public var contentType: UInt8
-    /// Priority (0 urgent ... 3 low; control changes 0), from the clear header.
-    public var priority: UInt8
+    /// Content type (records, key grant, revocation, receipt, or one this version does not know), from
+    /// the clear header.
+    public var contentType: ContentType
+    /// Priority (control changes are urgent), from the clear header.
+    public var priority: Priority
     /// The encoded change exactly as received.
     public var bytes: [UInt8]
 
     /// Creates a stored change.
-    public init(log: LogID, seq: UInt64, hash: [UInt8], prevHash: [UInt8], hlc: HLCTimestamp, contentType: UInt8,
-                priority: UInt8, bytes: [UInt8]) {
+    public init(log: LogID, seq: UInt64, hash: [UInt8], prevHash: [UInt8], hlc: HLCTimestamp, contentType: ContentType,
+                priority: Priority, bytes: [UInt8]) {
         self.log = log
         self.seq = seq
         self.hash = hash
@@ -82,7 +83,7 @@ extension StoredChange {
     public init(_ change: Change) {
         let h = change.header
         self.init(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: change.id, prevHash: h.prevHash, hlc: h.hlc,
-                  contentType: h.contentType.rawValue, priority: h.priority.rawValue, bytes: change.encodedBytes)
+                  contentType: h.contentType, priority: h.priority, bytes: change.encodedBytes)
     }
 }
 
@@ -305,8 +306,8 @@ extension StoredChange: CanonicalCodable {
         writer.writeBytes(hash)
         writer.writeBytes(prevHash)
         hlc.encode(to: &writer)
-        writer.writeByte(contentType)
-        writer.writeByte(priority)
+        writer.writeByte(contentType.rawValue)
+        writer.writeByte(priority.rawValue)
         writer.writeBytes(bytes)
     }
 
@@ -316,8 +317,11 @@ extension StoredChange: CanonicalCodable {
         hash = try reader.readBytes()
         prevHash = try reader.readBytes()
         hlc = try HLCTimestamp(from: &reader)
-        contentType = try reader.readByte()
-        priority = try reader.readByte()
+        contentType = ContentType(rawValue: try reader.readByte())
+        let at = reader.offset
+        let p = try reader.readByte()
+        guard let priority = Priority(rawValue: p) else { throw DecodingError(.invalidValue, at: at, "priority \(p)") }
+        self.priority = priority
         bytes = try reader.readBytes()
     }
 }

@@ -93,7 +93,7 @@ struct CRDTDemo: ParsableCommand {
         let v = try Visit(nodes[2].replica.records[visitID]!)
         print("""
            HQ sees the visit: \(v.visitType.rawValue) to \(v.subject), follow-up needed: \(v.followUpNeeded)
-           HQ sees the incident: \(inc.category.rawValue), \(inc.priority.rawValue), \(inc.status), units \(inc.assignedUnits)
+           HQ sees the incident: \(inc.category.rawValue), \(inc.priority.name), \(inc.status), units \(inc.assignedUnits)
            notes: \(inc.notes.map(\.text))
            The stale 'dispatched' writes did not move the closed incident backwards (status lattice).
         """)
@@ -141,7 +141,7 @@ private struct Node {
 
     func summary(_ id: RecordID) throws -> String {
         let i = try Incident(replica.records[id]!)
-        return "\(i.status) (gen \(i.generation)), \(i.priority.rawValue), units \(i.assignedUnits), \(i.notes.count) notes"
+        return "\(i.status) (gen \(i.generation)), \(i.priority.name), units \(i.assignedUnits), \(i.notes.count) notes"
     }
 
     /// FNV-1a 64 of the canonical encoding: equal digests, equal state (for display only).

@@ -7,9 +7,10 @@ import FieldSyncCore
 /// whose tags or checksums collide with someone else's: collisions would stall or mislead decoding, as
 /// crafted false positives poisoned Automerge's Bloom-filter sync.
 ///
-/// Production uses keyed BLAKE2b over the session key (FieldSyncCrypto, once available);
-/// `SipHashElementHasher` is the self-contained default used by tests and benchmarks. Both ends of a
-/// session must use the same construction: the hello's version byte names it.
+/// Version 1 (Protocols/sync-reconciliation.md §3) is `SipHashElementHasher`, keyed per session by
+/// `SipHashReconciliationHashing.elementHasher` from the session key and both hello salts; nodes, the simulator,
+/// tests and benchmarks all use it. Both ends of a session must use the same construction: the hello's
+/// version byte names it.
 public protocol ElementHasher: Sendable {
     /// The 64-bit keyed tag of a log.
     func tag(_ log: LogID) -> UInt64

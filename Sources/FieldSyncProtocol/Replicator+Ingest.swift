@@ -1,0 +1,253 @@
+import FieldSyncCore
+import FieldSyncCrypto
+
+extension Replicator {
+    // MARK: Ingesting
+
+    /// Verifies `changes` (public material only), opens what this node may read, validates the edits,
+    /// and commits everything that verified in one atomic store commit. Changes that fail are reported,
+    /// never stored; nothing else of the batch is affected by them.
+    /// - Parameters:
+    ///   - changes: changes from a peer (or this device).
+    ///   - certificates: certificates the peer sent along (authors of the changes).
+    ///   - now: the wall clock, ms since the Unix epoch.
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(_ changes: [Change], certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestReport {
+        if !incoming.isEmpty { learn(certificates: incoming, now: now) }
+        let v = verifier()
+        if let cache = verificationCache {
+            return try ingest(prepared: changes.map { cache.prepare($0, verifier: v, now: now) }, now: now)
+        }
+        return try ingest(prepared: changes.map { v.prepare($0, now: now) }, now: now)
+    }
+
+    /// A snapshot of what verification and opening need (trust anchors, revocations, certificates,
+    /// keys, schemas), safe to use from other threads.
+    public func verifier() -> ChangeVerifier {
+        var v = ChangeVerifier(trust: trust, certificates: certificates, keys: allKeys, schemas: schemas,
+                               renewals: renewed)
+        v.origin = (ObjectIdentifier(self), verifierGeneration)
+        return v
+    }
+
+    /// Commits changes that `verifier` (a snapshot of this replicator, `verifier()`) prepared, maybe on
+    /// another thread while this one committed earlier batches. If this replicator learned anything since
+    /// the snapshot (a certificate, a key, a revocation, an authority), the changes are prepared again
+    /// here with what it knows now, so that the outcome is always that of `ingest(_:now:)` at commit
+    /// time: nothing verified against a stale trust store (a revocation learned in the meantime) is
+    /// stored. A verifier that is not a snapshot of this replicator is never trusted.
+    /// - Returns: the report, and whether the snapshot was stale (the changes were prepared again here).
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(prepared: [PreparedChange], by verifier: ChangeVerifier, now: UInt64) throws -> (report: IngestReport, reprepared: Bool) {
+        if let origin = verifier.origin, origin.replicator == ObjectIdentifier(self), origin.generation == verifierGeneration {
+            return (try ingest(prepared: prepared, now: now), false)
+        }
+        let current = self.verifier()
+        return (try ingest(prepared: prepared.map { current.prepare($0.change, now: now) }, now: now), true)
+    }
+
+    /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.
+    /// - Throws: only store errors (the batch is then not applied at all).
+    public func ingest(prepared: [PreparedChange], now: UInt64) throws -> IngestReport {
+        var report = IngestReport()
+        var batch = CommitBatch()
+        var keptAuthors: Set<DeviceID> = []
+        var newKeys: [EpochKey] = []
+        for p in prepared {
+            let change = p.change
+            let h = change.header
+            report.outcomes.append(p.outcome)
+            guard p.outcome == .accepted, let cert = certificates[h.author]?.certificate else { continue }
+            let hash = p.hash
+            let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
+                                      prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType,
+                                      priority: h.priority, bytes: change.encodedBytes)
+            batch.changes.append(stored)
+            if !fullyKept.contains(h.author) {
+                for c in certificateChain(of: h.author) where !keptCertificates.contains(c) && !batch.certificates.contains(c) {
+                    batch.certificates.append(c)
+                }
+                keptAuthors.insert(h.author)
+            }
+            _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
+            if h.contentType == .records {
+                if let payload = p.payload, let edits = ChangeVerifier.edits(of: change, payload: payload, schemas: schemas) {
+                    batch.edits += edits.map { ($0, hash) }
+                    batch.opened.append(hash)
+                    report.editsMerged += edits.count
+                } else {
+                    report.heldSealed += 1
+                }
+                continue
+            }
+            switch applyControl(change, author: cert) {
+            case .key(let key):
+                newKeys.append(key)  // learned once the batch is committed
+            case .revocation(let new):
+                if new { report.revocationsLearned += 1 }
+            case .receipt(let heads):
+                for (log, seq) in heads { batch.receipts[log] = max(batch.receipts[log] ?? 0, seq) }
+            case .none:
+                break
+            case .notControl:
+                report.heldSealed += 1  // unknown types are carried, not interpreted
+                continue
+            }
+            batch.opened.append(hash)
+        }
+        // Authority certificates learned (from chains, batches or control changes) are kept too, so that
+        // a restarted node still verifies county-signed grants and revocations and forwards them.
+        let authorityCount = trust.authorityCertificates.values.reduce(0) { $0 + $1.count }
+        if authorityCount > keptAuthorityCount {
+            for a in trust.authorityCertificates.values.joined() where !keptCertificates.contains(a) && !batch.certificates.contains(a) {
+                batch.certificates.append(a)
+            }
+        }
+        report.commit = try store.commit(batch)
+        forksRecorded += report.commit.forksRecorded
+        keptAuthorityCount = authorityCount
+        keptCertificates.formUnion(batch.certificates)
+        fullyKept.formUnion(keptAuthors)
+        for k in newKeys where addKey(k) { report.keysLearned += 1 }
+        if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
+        return report
+    }
+
+    /// Re-learns, from the store, the certificates of the authors of held changes (kept by `ingest`),
+    /// so that a restarted node still verifies what it holds and forwards each change with its author's
+    /// certificate: a relay box that reboots must not strand what it carries. Each certificate is
+    /// verified again against the trust anchors. Call once after opening a store that holds changes,
+    /// with `restoreControlState(now:)`.
+    /// - Returns: how many certificates were restored.
+    /// - Throws: store errors.
+    @discardableResult
+    public func restoreCertificates(now: UInt64) throws -> Int {
+        let kept = try store.certificates()
+        keptCertificates.formUnion(kept)
+        return learn(certificates: kept, now: now)
+    }
+
+    /// Opens held changes that a newly learned key can read, and merges them.
+    /// - Returns: edits merged.
+    public func openHeldChanges(now: UInt64) throws -> Int {
+        var batch = CommitBatch()
+        var merged = 0
+        let v = verifier()
+        for stored in try store.unopened(in: nil) where stored.contentType == .records {
+            guard let change = try? Change(canonicalBytes: stored.bytes), let edits = v.openEdits(change) else { continue }
+            batch.edits += edits.map { ($0, stored.hash) }
+            batch.opened.append(stored.hash)
+            merged += edits.count
+        }
+        if !batch.opened.isEmpty { _ = try store.commit(batch) }
+        return merged
+    }
+
+    /// Re-learns, from the store, the epoch keys granted to this device and the revocations it holds. A
+    /// node calls this once after opening its store: keys and revocations learned from changes live in
+    /// memory, the changes that carried them live in the store, and a restart must not forget either
+    /// (a forgotten revocation would let a revoked device back in). Each grant and revocation is verified
+    /// again against the trust anchors, so a tampered store cannot add one, and judged at its signing
+    /// time (a grant's `issuedAt`, a revocation's `revokedAt`), never at `now`: what was valid when
+    /// stored stays valid after its county authority's certificate expires, so a restart restores the
+    /// same state as the node had before it (`now` does not change the result).
+    /// - Returns: how many keys and revocations were restored.
+    @discardableResult
+    public func restoreControlState(now: UInt64) throws -> (keys: Int, revocations: Int) {
+        var restored = (keys: 0, revocations: 0)
+        for stored in try store.controlChanges() {
+            guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
+            switch applyControl(change, author: nil) {
+            case .key(let key):
+                if addKey(key) { restored.keys += 1 }
+            case .revocation(let new):
+                if new { restored.revocations += 1 }
+            case .receipt, .none, .notControl:
+                continue
+            }
+        }
+        return restored
+    }
+
+    /// What one control change taught this node (`applyControl`).
+    enum ControlEffect {
+        /// A key grant this device is a member of, verified and opened: the epoch key (not added yet).
+        case key(EpochKey)
+        /// A revocation, verified and added to the trust store; `new` if it was not held before.
+        case revocation(new: Bool)
+        /// An HQ receipt: per log, the seq HQ holds.
+        case receipt([(LogID, UInt64)])
+        /// A control change that teaches nothing here (a grant for others, a receipt not from HQ, a
+        /// payload that does not decode or verify).
+        case none
+        /// Not a known control type (records, or a type this version does not interpret).
+        case notControl
+    }
+
+    /// The one place a key grant, revocation or receipt takes effect, for changes ingested from peers
+    /// and for those read back from the store at start-up. A revocation is added to the trust store
+    /// here; an opened grant's key is returned for the caller to add (ingest adds it after the store
+    /// commit). Grants and revocations are judged at their signing time, so one stays valid after its
+    /// county authority's certificate expires (Protocols/identity.md §4, §5); every revocation is kept (a
+    /// set): the cut-off in force is the earliest, whatever the order.
+    /// - Parameters:
+    ///   - change: a change that verified (or was verified when stored).
+    ///   - author: the author's certificate, which receipts need (only HQ's count); nil ignores receipts.
+    func applyControl(_ change: Change, author: Certificate?) -> ControlEffect {
+        switch change.header.contentType {
+        case .keyGrant:
+            guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
+                  grant.members.contains(where: { $0.device == identity.id }),
+                  let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) else { return .none }
+            return .key(key)
+        case .revocation:
+            guard let r = try? Revocation(canonicalBytes: change.payload), let new = try? trust.addRevocation(r) else { return .none }
+            return .revocation(new: new)
+        case .receipt:
+            guard author?.role == .hq, let receipt = try? Receipt(canonicalBytes: change.payload) else { return .none }
+            return .receipt(receipt.heads)
+        default:
+            return .notControl
+        }
+    }
+
+    // MARK: Forks
+
+    /// Verifies a fork proof a peer sent (both changes against the author's certificate; revocation is
+    /// not applied, a fork stays provable) and records it. The evidence names the change this store
+    /// holds, if it holds one of the two, as kept.
+    /// - Parameters:
+    ///   - proof: the proof.
+    ///   - certificates: certificates the peer sent along (the author's).
+    ///   - now: the wall clock, ms since the Unix epoch.
+    /// - Returns: `.accepted` if it verified (recorded, or already known or over the per-log bound: see
+    ///   `forksRecorded`), `.unknownAuthor`, or `.rejected`.
+    /// - Throws: only store errors.
+    public func ingest(forkProof proof: ForkProof, certificates incoming: [Certificate] = [], now: UInt64) throws -> IngestOutcome {
+        if !incoming.isEmpty { learn(certificates: incoming, now: now) }
+        guard let newest = certificates[proof.author]?.certificate else { return .unknownAuthor }
+        // A renewed author: the proof verifies if both changes verify under one of its certificates.
+        var candidates = [newest]
+        for v in allCertificates[proof.author] ?? [] where !candidates.contains(v.certificate) { candidates.append(v.certificate) }
+        var firstError: ChangeError?
+        for cert in candidates {
+            do {
+                try proof.verify(authorCertificate: cert, trust: trust, now: now)
+                firstError = nil
+                break
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+        }
+        if let firstError { return .rejected(firstError.code, firstError.description) }
+        let a = StoredChange(proof.first), b = StoredChange(proof.second)
+        let heldB = try store.hash(b.log, seq: b.seq) == b.hash
+        let evidence = heldB ? ForkEvidence(kept: b, conflicting: a) : ForkEvidence(kept: a, conflicting: b)
+        var batch = CommitBatch(forks: [evidence])
+        batch.certificates = certificateChain(of: proof.author).filter { !keptCertificates.contains($0) }
+        let report = try store.commit(batch)
+        keptCertificates.formUnion(batch.certificates)
+        forksRecorded += report.forksRecorded
+        return .accepted
+    }
+}
