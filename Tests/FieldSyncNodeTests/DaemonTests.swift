@@ -221,19 +221,23 @@ import Testing
         await endpoint.stop()
     }
 
-    @Test(.timeLimit(.minutes(1))) func shutdownDrainsThenCutsStalledSessions() async throws {
+    /// A station daemon holding one session that never progresses: a silent client whose handshake never
+    /// completes. A long idle timeout and handshake deadline, and no progress check, so that on a loaded
+    /// machine the session is certainly still there when the test drains. Shut `group` down at the end.
+    static func stalledSession(dir: String) async throws -> (Running, any Channel, MultiThreadedEventLoopGroup) {
         var pki = NodeTests.PKI()
+        let a = try await start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120); config.minProgressBytes = 0 })
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: try await address(a).port).get()
+        #expect(try await eventually(20) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
+        return (a, silent, group)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func shutdownDrainsThenCutsStalledSessions() async throws {
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A long idle timeout: on a loaded machine the silent session must still be there when the drain starts.
-        // And a handshake deadline longer than the test, so the silent connection is certainly there.
-        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                     idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120); config.minProgressBytes = 0 })
-        let port = try await Self.address(a).port
-        // A silent client holds a session (its handshake never completes).
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
-        #expect(try await Self.eventually(20) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
+        let (a, silent, group) = try await Self.stalledSession(dir: dir)
         let started = Date()
         let cut = try await a.daemon.shutdown(grace: .milliseconds(300))
         let took = Date().timeIntervalSince(started)
@@ -247,15 +251,9 @@ import Testing
     /// app's own work, or the other tests of a parallel run), a 300 ms grace still ends in about 300 ms.
     /// It used to poll with `Task.sleep`, whose wake-ups wait for a free pool thread: seconds here.
     @Test(.timeLimit(.minutes(1))) func theDrainEndsOnTimeWhileThePoolIsBusy() async throws {
-        var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                     idle: .seconds(50), tune: { config, _ in config.handshakeTimeout = .seconds(120); config.minProgressBytes = 0 })
-        let port = try await Self.address(a).port
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
-        #expect(try await Self.eventually(20) { try await a.node.loop.submit { a.node.runningSessions }.get() == 1 })
+        let (a, silent, group) = try await Self.stalledSession(dir: dir)
         CooperativePool.occupy(for: .seconds(10))
         try await TestClock.sleep(for: .milliseconds(100))  // the busy tasks have started
         let started = Date()
