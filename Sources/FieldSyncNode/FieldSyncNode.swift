@@ -410,7 +410,7 @@ public final class FieldSyncNode: Sendable {
     public func shutdown() async throws {
         let box = replicator
         try await loop.submit { box.value = nil }.get()
-        try await group.shutdownGracefully()
+        try await group.shutdownOffThePool()
     }
 
     /// What the node's role does once changes came in (on the loop): at a session's end, and shortly after

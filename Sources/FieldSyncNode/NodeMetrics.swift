@@ -160,7 +160,7 @@ public final class MetricsEndpoint: Sendable {
             let channel = try await bootstrap.bind(host: host, port: port).get()
             return MetricsEndpoint(channel: channel, group: group)
         } catch {
-            try? await group.shutdownGracefully()
+            try? await group.shutdownOffThePool()
             throw NodeError("cannot serve metrics on \(host):\(port): \(error); change `metrics.listen` or free the port")
         }
     }
@@ -168,7 +168,7 @@ public final class MetricsEndpoint: Sendable {
     /// Closes the listener and every connection, and stops the endpoint's thread.
     public func stop() async {
         try? await channel.close()
-        try? await group.shutdownGracefully()
+        try? await group.shutdownOffThePool()
     }
 
     final class Handler: ChannelInboundHandler, Sendable {

@@ -124,8 +124,10 @@ struct Serve: AsyncParsableCommand {
         signal(SIGTERM, SIG_IGN)
         let (signals, cont) = AsyncStream.makeStream(of: Int32.self)
         var sources: [any DispatchSourceSignal] = []
+        // A queue of its own, not `.global()`, whose threads are Swift's cooperative pool on Linux.
+        let signalQueue = DispatchQueue(label: "fieldsync.serve.signals")
         for sig in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
             source.setEventHandler { cont.yield(sig) }
             source.resume()
             sources.append(source)

@@ -451,7 +451,7 @@ import Glibc
         forging.cancel()
         await ears.stop()
         for (_, _, ch) in pits { try await ch.close() }
-        try await group.shutdownGracefully()
+        try await group.shutdownOffThePool()
         _ = try await station.daemon.shutdown(grace: .zero)
         _ = try await configured.daemon.shutdown(grace: .zero)
         try await backpack.shutdown()

@@ -166,7 +166,7 @@ import Testing
         #expect(try await Self.state(a).isEmpty)
         #expect(try await a.withReplicator { try $0.store.holdings().isEmpty })
         try await listener.close()
-        try await group.shutdownGracefully()
+        try await group.shutdownOffThePool()
         try await a.shutdown()
         try? FileManager.default.removeItem(atPath: dir)
     }
@@ -195,7 +195,7 @@ import Testing
         try await silent.closeFuture.get()  // cut by the handshake deadline (or the idle timeout: both are 5 s here)
         #expect(try await DaemonTests.eventually(5) { try await a.loop.submit { a.connectionCounters.cutTotal }.get() == 1 })
         try await listener.close()
-        try await group.shutdownGracefully()
+        try await group.shutdownOffThePool()
         try await a.shutdown()
         try await b.shutdown()
         try? FileManager.default.removeItem(atPath: dir)

@@ -115,6 +115,6 @@ struct ServeProcessTests {
         #expect(!serve.isRunning && serve.terminationStatus == 0 && took < 20, "\(took) s; \(log)")
         #expect(log.contains("second signal: cutting"), "\(log)")
         try await silent.closeFuture.get()
-        try await group.shutdownGracefully()
+        try await group.shutdownOffThePool()
     }
 }
