@@ -93,6 +93,8 @@ public final class NodeDaemon: Sendable {
         var discoveries: [LANDiscovery] = []
         /// Changes in quarantine (corrupt on disk, waiting for a peer to send them again).
         var quarantined = 0
+        /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
+        var revokedQuarantined = 0
     }
 
     private let box: NIOLoopBoundBox<State>
@@ -388,6 +390,13 @@ public final class NodeDaemon: Sendable {
             metrics.storeBytes.record(report.store.changeBytes)
             metrics.forks.record(report.store.forks)
             metrics.quarantined.record(report.store.quarantined)
+            metrics.revokedQuarantined.record(report.store.revokedQuarantined)
+            if report.store.revokedQuarantined > box.value.revokedQuarantined {
+                logger.warning("changes by revoked devices dated after their revocation's cut-off quarantined: out of the records, kept for audit, no longer offered to peers", metadata: [
+                                   "sync.store.revokedQuarantined": .stringConvertible(report.store.revokedQuarantined),
+                                   "sync.store.revokedQuarantinedNew": .stringConvertible(report.store.revokedQuarantined - box.value.revokedQuarantined)])
+            }
+            box.value.revokedQuarantined = report.store.revokedQuarantined
             if box.value.quarantined != report.store.quarantined {
                 box.value.quarantined = report.store.quarantined
                 box.value.statusDirty = true

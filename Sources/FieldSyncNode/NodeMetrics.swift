@@ -44,6 +44,8 @@ public final class NodeMetrics: Sendable {
     private let cut: [CutReason: CoreMetrics.Counter]
     /// Changes found corrupt on disk and quarantined, not yet received again from a peer.
     public let quarantined: CoreMetrics.Gauge
+    /// Changes by revoked devices dated after their revocation's cut-off, quarantined (attack case 35).
+    public let revokedQuarantined: CoreMetrics.Gauge
 
     /// Creates the metrics through `factory`.
     public init(factory: any MetricsFactory) {
@@ -76,6 +78,7 @@ public final class NodeMetrics: Sendable {
             ($0, CoreMetrics.Counter(label: "fieldsync_connections_cut_total", dimensions: [("reason", $0.rawValue)], factory: factory))
         })
         quarantined = CoreMetrics.Gauge(label: "fieldsync_store_quarantined_changes", factory: factory)
+        revokedQuarantined = CoreMetrics.Gauge(label: "fieldsync_store_revoked_quarantined_changes", factory: factory)
     }
 
     /// Counts a connection refused (at accept, or at authentication when the session slots were full).

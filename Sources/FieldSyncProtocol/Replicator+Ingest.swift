@@ -110,7 +110,77 @@ extension Replicator {
         fullyKept.formUnion(keptAuthors)
         for k in newKeys where addKey(k) { report.keysLearned += 1 }
         if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
+        // A revocation learned here may date changes this node stored earlier after their author's cut-off.
+        if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
         return report
+    }
+
+    /// Quarantines every held change that the revocations known now date after its author's cut-off
+    /// (attack case 35): changes stored before the revocation arrived (a back-dated cut-off, or a
+    /// revocation that travelled slower than the thief's changes). A change is quarantined exactly when
+    /// ingesting it now would refuse it as `revoked` (it is judged at its own HLC, so the wall clock
+    /// plays no part): it leaves the held changes and its log's intervals (not served, not offered), its
+    /// bytes are kept in the store's quarantine for audit (`SyncStore.quarantined()`, cause `.revoked`),
+    /// and every record it touched is folded again from its remaining signed history, all in one
+    /// commit. A node that learned the revocation first never stored those changes; both end with the
+    /// same records and holdings. Changes before the cut-off stay merged (the audit trail flags them,
+    /// `AuditEntry.authorRevocation`). Idempotent; cheap when nothing is revoked.
+    ///
+    /// A record whose remaining history this node cannot open in full (a change evicted under a relay
+    /// quota, or sealed to a key it lacks) cannot be folded again: it is left as it is and counted in
+    /// `recordsNotRebuilt`.
+    /// - Parameter now: the wall clock (ms since the Unix epoch), recorded as when the change was found.
+    /// - Returns: what was quarantined and rebuilt.
+    /// - Throws: store errors (nothing is applied then).
+    @discardableResult
+    public func quarantineRevokedChanges(now: UInt64) throws -> RevokedQuarantineReport {
+        var out = RevokedQuarantineReport()
+        guard trust.revocations.count > 0 else { return out }
+        // The earliest cut-off in force against any certificate of each known device (its own revocations
+        // and its issuer's): changes after it are the candidates, judged one by one below.
+        var earliest: [DeviceID: HLCTimestamp] = [:]
+        for (device, all) in allCertificates {
+            for v in all {
+                guard let r = trust.revocation(of: v.certificate) else { continue }
+                earliest[device] = min(earliest[device] ?? r.revokedAt, r.revokedAt)
+            }
+        }
+        guard !earliest.isEmpty else { return out }
+        let v = verifier()
+        var batch = CommitBatch()
+        var quarantined = Set<[UInt8]>()
+        var touched = Set<RecordID>()
+        for (device, cutoff) in earliest.sorted(by: { $0.key < $1.key }) {
+            for stored in try store.changes(by: device, after: cutoff) {
+                guard let change = try? Change(canonicalBytes: stored.bytes),
+                      case .rejected(.revoked, let why) = v.verify(change, now: change.header.hlc.milliseconds) else { continue }
+                batch.revoked.append(RevokedQuarantine(change: stored, reason: why, detectedAt: Int64(clamping: now)))
+                quarantined.insert(stored.hash)
+                if stored.contentType == .records, let edits = v.openEdits(change) { touched.formUnion(edits.map(\.record)) }
+            }
+        }
+        guard !batch.revoked.isEmpty else { return out }
+        for id in touched.sorted() {
+            guard let held = try store.record(id) else { continue }
+            var record = Record(id: id, kind: held.kind, scope: held.scope)
+            var any = false, complete = true
+            for stored in try store.history(of: id) where stored.contentType == .records && !quarantined.contains(stored.hash) {
+                guard let change = try? Change(canonicalBytes: stored.bytes), let edits = v.openEdits(change) else {
+                    complete = false
+                    break
+                }
+                for e in edits where e.record == id { try record.apply(e) }
+                any = true
+            }
+            guard complete else {
+                out.recordsNotRebuilt.append(id)
+                continue
+            }
+            batch.rebuilt.updateValue(any ? record : nil, forKey: id)  // nil: removed (a subscript set of nil would drop the entry)
+            if any { out.recordsRebuilt += 1 } else { out.recordsRemoved += 1 }
+        }
+        out.changes = try store.commit(batch).quarantinedRevoked
+        return out
     }
 
     /// Re-learns, from the store, the certificates of the authors of held changes (kept by `ingest`),
@@ -124,7 +194,10 @@ extension Replicator {
     public func restoreCertificates(now: UInt64) throws -> Int {
         let kept = try store.certificates()
         keptCertificates.formUnion(kept)
-        return learn(certificates: kept, now: now)
+        let learned = learn(certificates: kept, now: now)
+        // Authors now known may have held changes dated after a revocation already restored.
+        if learned > 0 && trust.revocations.count > 0 { lastRestoreQuarantine = try quarantineRevokedChanges(now: now) }
+        return learned
     }
 
     /// Opens held changes that a newly learned key can read, and merges them.
@@ -146,7 +219,10 @@ extension Replicator {
     /// Re-learns, from the store, the epoch keys granted to this device and the revocations it holds. A
     /// node calls this once after opening its store: keys and revocations learned from changes live in
     /// memory, the changes that carried them live in the store, and a restart must not forget either
-    /// (a forgotten revocation would let a revoked device back in). Each grant and revocation is verified
+    /// (a forgotten revocation would let a revoked device back in). Then quarantines the held changes the
+    /// revocations date after their author's cut-off (`quarantineRevokedChanges`: a store written by
+    /// another process or an older version, or a crash between a revocation's commit and the quarantine,
+    /// is caught up here); call `restoreCertificates(now:)` first. Each grant and revocation is verified
     /// again against the trust anchors, so a tampered store cannot add one, and judged at its signing
     /// time (a grant's `issuedAt`, a revocation's `revokedAt`), never at `now`: what was valid when
     /// stored stays valid after its county authority's certificate expires, so a restart restores the
@@ -166,6 +242,7 @@ extension Replicator {
                 continue
             }
         }
+        lastRestoreQuarantine = try quarantineRevokedChanges(now: now)
         return restored
     }
 

@@ -1,6 +1,22 @@
 import FieldSyncCore
 import FieldSyncCrypto
 
+/// What `Replicator.quarantineRevokedChanges` did (attack case 35).
+public struct RevokedQuarantineReport: Sendable, Equatable {
+    /// Held changes newly quarantined.
+    public var changes = 0
+    /// Records folded again without them.
+    public var recordsRebuilt = 0
+    /// Records removed: only quarantined changes had touched them.
+    public var recordsRemoved = 0
+    /// Records left as they were because their remaining history could not be opened in full (evicted
+    /// changes, or changes sealed to a key this node lacks).
+    public var recordsNotRebuilt: [RecordID] = []
+
+    /// Nothing done.
+    public init() {}
+}
+
 /// The pure heart of a node: it authors changes, verifies and ingests changes from peers into its
 /// store, keeps the certificates, epoch keys and revocations it has learned, and answers what it can
 /// send. No I/O, no clock: `now` (ms since the Unix epoch) is passed in. The node daemon, the simulator
@@ -69,6 +85,8 @@ public final class Replicator {
     /// Where this device's own log heads are kept outside the store, so that a store restored from an
     /// older copy never makes it reuse a seq (attack case 48; `OwnHeadGuard`). Nil: the store alone.
     public var headGuard: (any OwnHeadGuard)?
+    /// What the last `restoreControlState(now:)` quarantined (changes by revoked devices after their cut-off).
+    public internal(set) var lastRestoreQuarantine = RevokedQuarantineReport()
     /// Fork evidence this replicator's commits recorded since it was created (from changes or proofs):
     /// a session compares it to know when to send newly learned proofs on a live session.
     public internal(set) var forksRecorded = 0

@@ -91,11 +91,19 @@ struct Doctor: AsyncParsableCommand {
             report = try store.check(verify: verify)
         }
         problems += report.problems
+        // Changes by revoked devices dated after their cut-off (attack case 35): not damage, reported for audit.
+        let revoked = try store.quarantined().filter { $0.cause == .revoked }
+        if !revoked.isEmpty {
+            notes.append("\(revoked.count) change(s) by revoked devices, dated after their revocation's cut-off, are quarantined "
+                         + "(out of the records, kept for audit, not offered to peers):")
+            for q in revoked.prefix(20) { notes.append("  \(q.log.author)/\(q.log.scope)#\(q.seq): \(q.reason)") }
+            if revoked.count > 20 { notes.append("  ... and \(revoked.count - 20) more") }
+        }
         if json {
             let o: [String: Any] = [
                 "store": spec.store, "healthy": problems.isEmpty, "changesChecked": report.changesChecked,
                 "signaturesChecked": report.signaturesChecked, "recordsChecked": report.recordsChecked, "logsChecked": report.logsChecked,
-                "recordsRebuilt": rebuilt, "notes": notes,
+                "recordsRebuilt": rebuilt, "notes": notes, "revokedQuarantined": revoked.count,
                 "problems": problems.map { ["kind": $0.kind.rawValue, "subject": $0.subject, "detail": $0.detail] },
             ]
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])

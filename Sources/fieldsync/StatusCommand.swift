@@ -47,7 +47,8 @@ struct StatusCommand: AsyncParsableCommand {
                 "store": ["path": c.store.path, "changes": report.store.changes, "bytes": report.store.changeBytes,
                           "heldBack": report.store.heldBack, "unopened": report.store.unopened, "records": report.store.records,
                           "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted,
-                          "forks": report.store.forks, "quarantined": report.store.quarantined],
+                          "forks": report.store.forks, "quarantined": report.store.quarantined,
+                          "revokedQuarantined": report.store.revokedQuarantined],
                 "pendingToHQ": report.pendingToHQ,
                 "logs": report.logs.map { l in
                     ["author": l.log.author.description, "scope": l.log.scope.path, "frontier": l.frontier, "heldBack": l.heldBack,
@@ -103,6 +104,10 @@ struct StatusCommand: AsyncParsableCommand {
         if s.quarantined > 0 {
             print("store damage: \(s.quarantined) change(s) corrupt on disk, quarantined until a peer sends them again "
                   + "(`fieldsync doctor` lists them)")
+        }
+        if s.revokedQuarantined > 0 {
+            print("revoked authors: \(s.revokedQuarantined) change(s) by revoked devices, dated after their revocation's cut-off, "
+                  + "quarantined (out of the records, kept for audit, not offered to peers; `fieldsync doctor` lists them)")
         }
         print("logs (frontier = highest seq held from 1; HQ receipted):")
         for l in report.logs {
