@@ -81,8 +81,9 @@ extension Replicator {
                 continue
             }
             switch applyControl(change, author: cert) {
-            case .key(let key):
+            case .key(let key, let issuedAt):
                 newKeys.append(key)  // learned once the batch is committed
+                noteIssued(key, at: issuedAt)
             case .revocation(let new):
                 if new { report.revocationsLearned += 1 }
             case .receipt(let heads):
@@ -234,7 +235,8 @@ extension Replicator {
         for stored in try store.controlChanges() {
             guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
             switch applyControl(change, author: nil) {
-            case .key(let key):
+            case .key(let key, let issuedAt):
+                noteIssued(key, at: issuedAt)
                 if addKey(key) { restored.keys += 1 }
             case .revocation(let new):
                 if new { restored.revocations += 1 }
@@ -248,8 +250,9 @@ extension Replicator {
 
     /// What one control change taught this node (`applyControl`).
     enum ControlEffect {
-        /// A key grant this device is a member of, verified and opened: the epoch key (not added yet).
-        case key(EpochKey)
+        /// A key grant this device is a member of, verified and opened: the epoch key (not added yet) and
+        /// the grant's signing time.
+        case key(EpochKey, issuedAt: UInt64)
         /// A revocation, verified and added to the trust store; `new` if it was not held before.
         case revocation(new: Bool)
         /// An HQ receipt: per log, the seq HQ holds.
@@ -276,7 +279,7 @@ extension Replicator {
             guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
                   grant.members.contains(where: { $0.device == identity.id }),
                   let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) else { return .none }
-            return .key(key)
+            return .key(key, issuedAt: grant.issuedAt)
         case .revocation:
             guard let r = try? Revocation(canonicalBytes: change.payload), let new = try? trust.addRevocation(r) else { return .none }
             return .revocation(new: new)

@@ -73,6 +73,9 @@ public struct StoreProblem: Sendable, Equatable, CustomStringConvertible {
         case quarantined
         /// The store is older than its rollback checkpoint (or the checkpoint is missing or altered).
         case rollback
+        /// The newest epoch key held of a scope is older than the staleness threshold (no rotation has
+        /// reached the node: attack case 27). Found by `fieldsync doctor`, not by the store check.
+        case epochKey
     }
 
     /// The kind.

@@ -5,6 +5,7 @@
 import ArgumentParser
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
 import Foundation
@@ -23,6 +24,8 @@ struct Doctor: AsyncParsableCommand {
     @Flag(help: "After a rollback was reported and the device checked: start a new checkpoint at the store's current state.")
     var acceptRollback = false
     @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "Days after which the newest epoch key of a scope counts as stale (a warning; default 14, twice the default rotation period; the node config's `epochs.staleAfterDays`).")
+    var epochStaleDays: Int = NodeConfigFile.Epochs().staleDays
 
     func run() async throws {
         let spec = try node.spec()
@@ -91,6 +94,13 @@ struct Doctor: AsyncParsableCommand {
             report = try store.check(verify: verify)
         }
         problems += report.problems
+        // Freeze (attack case 27): no rotation has reached this node for longer than the threshold.
+        let keyHolder = try spec.open()
+        for k in keyHolder.staleEpochKeys(now: now, threshold: UInt64(max(0, epochStaleDays)) * 86_400_000) {
+            problems.append(StoreProblem(.epochKey, "\(k.scope.path)#\(k.epoch)",
+                                         "the newest epoch key held of this scope was granted \(k.ageDays(now: now) ?? 0) days ago (threshold "
+                                         + "\(epochStaleDays) days): no rotation has reached this node; sync with HQ or a peer that has the newer grant"))
+        }
         // Changes by revoked devices dated after their cut-off (attack case 35): not damage, reported for audit.
         let revoked = try store.quarantined().filter { $0.cause == .revoked }
         if !revoked.isEmpty {

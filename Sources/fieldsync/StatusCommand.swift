@@ -41,6 +41,8 @@ struct StatusCommand: AsyncParsableCommand {
         let report = try StoreReport.read(r)
         let own = records ? try OwnRecordReceipt.read(r) : []
         let now = wallClockMilliseconds()
+        // Freeze (attack case 27): the newest epoch key of a scope is older than the threshold.
+        let stale = r.staleEpochKeys(now: now, threshold: c.epochs.staleAfterMilliseconds)
         if json {
             var o: [String: Any] = [
                 "device": r.identity.id.description, "role": r.identity.certificate.role.description,
@@ -50,6 +52,11 @@ struct StatusCommand: AsyncParsableCommand {
                           "forks": report.store.forks, "quarantined": report.store.quarantined,
                           "revokedQuarantined": report.store.revokedQuarantined],
                 "pendingToHQ": report.pendingToHQ,
+                "epochKeys": r.newestEpochKeys().map { k in
+                    ["scope": k.scope.path, "epoch": k.epoch, "issuedAt": k.issuedAt as Any,
+                     "stale": stale.contains(k)] as [String: Any]
+                },
+                "epochStaleAfterDays": c.epochs.staleDays,
                 "logs": report.logs.map { l in
                     ["author": l.log.author.description, "scope": l.log.scope.path, "frontier": l.frontier, "heldBack": l.heldBack,
                      "receipted": l.receipted, "own": l.own] as [String: Any]
@@ -104,6 +111,11 @@ struct StatusCommand: AsyncParsableCommand {
         if s.quarantined > 0 {
             print("store damage: \(s.quarantined) change(s) corrupt on disk, quarantined until a peer sends them again "
                   + "(`fieldsync doctor` lists them)")
+        }
+        for k in stale {
+            print("STALE EPOCH KEY: \(k.scope.path)#\(k.epoch) was granted \(k.ageDays(now: now) ?? 0) days ago (threshold "
+                  + "\(c.epochs.staleDays) days): no rotation has reached this node; it still seals under a key that devices removed "
+                  + "since may hold. Sync with HQ or a peer that has the newer grant (docs/enrollment.md, \"Scheduled rotation\")")
         }
         if s.revokedQuarantined > 0 {
             print("revoked authors: \(s.revokedQuarantined) change(s) by revoked devices, dated after their revocation's cut-off, "
