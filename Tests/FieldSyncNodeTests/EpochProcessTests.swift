@@ -49,4 +49,63 @@ import Testing
         let healthy = try w.run(["doctor"] + w.args(st))
         #expect(healthy.status == 0, "\(healthy.out) \(healthy.err)")
     }
+
+    /// Case 31, scheduled rotation with no membership change, with real processes: HQ's node holds the
+    /// epoch-1 grant (8 days old) of a station and two members; `epoch-key rotate --if-older-than 30`
+    /// does nothing, `--if-older-than 7` (the default period) issues epoch 2 to the same members and
+    /// publishes it into HQ's log while HQ serves; the members learn it by ordinary sync, a change
+    /// written next is sealed under epoch 2, and the other member reads it. A second run is not due.
+    @Test(.timeLimit(.minutes(2))) func scheduledRotationKeepsEveryMemberReading() throws {
+        let w = try ProcessWorld()
+        defer { w.cleanUp() }
+        let hq = try w.device("hq", .hq, ["longnan"], readsRecords: false)
+        let st = try w.device("station", .station, [ProcessTests.station.path], readsRecords: false)
+        let bp = try w.device("bp", .backpack, [ProcessTests.station.path], readsRecords: false)
+        // The HQ authority's keystore, as `authority init` leaves it.
+        let authorityDir = w.dir + "/hq-authority"
+        try FileManager.default.createDirectory(atPath: authorityDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try Keystore.createKeyFile(at: authorityDir + "/hq.key")
+        try Keystore.write(KeystoreContents(signingKey: w.rootKey, agreementKey: X25519.SecretKey.generate(), root: w.rootKey.publicKey),
+                           to: authorityDir + "/authority.keystore", protection: .keyFile(path: authorityDir + "/hq.key"))
+        let g1 = try KeyGrant.issue(epochKey: w.stationKey, members: [st.identity.certificate, bp.identity.certificate],
+                                    issuedAt: ProcessWorld.now() - 8 * Self.day, by: w.authority)
+        try Self.publish(g1, "epoch1", into: hq, w)
+        try w.serve(hq)
+        func incident(_ d: ProcessWorld.Device, _ summary: String) throws {
+            try w.expectOK(["incident", "new"] + w.args(d) + ["--scope", ProcessTests.village.path, "--category", "dispute",
+                                                              "--summary", summary, "--lat", "33.4", "--lon", "104.9"])
+        }
+        func syncBoth() throws {
+            for d in [st, bp] {
+                let r = try w.sync(d, hq)
+                #expect(r["finished"] as? Bool == true, "\(d.name): \(r)")
+            }
+        }
+        try syncBoth()  // both learn epoch 1
+        try incident(st, "station before the rotation")
+        try incident(bp, "backpack before the rotation")
+        try syncBoth()  // HQ now holds both members' certificates (authors of held changes)
+        let rotate = ["epoch-key", "rotate", "--scope", ProcessTests.station.path, "--authority-dir", authorityDir,
+                      "--authority-key-file", authorityDir + "/hq.key"] + w.args(hq)
+        let notDue = try w.expectOK(rotate + ["--if-older-than", "30"])
+        #expect(notDue.contains("not due"), "\(notDue)")
+        let rotated = try w.expectOK(rotate + ["--if-older-than", "7", "--out-key", w.dir + "/epoch2.key"])
+        #expect(rotated.contains("rotated \(ProcessTests.station.path) to epoch 2") && rotated.contains("2 member(s)"), "\(rotated)")
+        #expect(try w.expectOK(rotate + ["--if-older-than", "7"]).contains("not due"), "a second run right after is not due")
+        usleep(1_000_000)  // HQ's serve picks the grant up from the store (polls every 500 ms)
+        try syncBoth()  // both learn epoch 2
+        try incident(st, "station after the rotation")
+        _ = try w.sync(st, hq)
+        _ = try w.sync(bp, hq)
+        let listed = try w.expectOK(["list"] + w.args(bp) + ["--json"])
+        #expect(listed.contains("station after the rotation") && listed.contains("station before the rotation"), "\(listed)")
+        try w.stopAll()
+        let station = try w.replicator(st)
+        #expect(station.writingKey(for: ProcessTests.village)?.epoch == 2)
+        let log = LogID(author: st.id, scope: ProcessTests.village)
+        let newest = try #require(try station.store.change(log, seq: try station.store.holdings(of: log).frontier))
+        #expect(try Change(canonicalBytes: newest.bytes).header.keyEpoch == 2, "the change written after the rotation is sealed under epoch 2")
+        let backpack = try w.replicator(bp)
+        #expect(backpack.writingKey(for: ProcessTests.village)?.epoch == 2)
+    }
 }
