@@ -215,7 +215,7 @@ import Testing
 
     /// A sealed change written by hand, as an insider would (`Change.seal` refuses to): header scope
     /// `scope`, slot 0 sealed under `slotKey` (correctly: its AD binds this header), signed by `author`.
-    static func handSealed(author: Ed25519.SecretKey, scope: Scope, slotKey: EpochKey) throws -> Change {
+    static func handSealed(author: Ed25519.SecretKey, scope: Scope, slotKey: EpochKey, withSlot: Bool = true) throws -> Change {
         let payload = Array("insider note".utf8)
         let header = try ChangeHeader(author: author.keyID, scope: scope, seq: 1, prevHash: Change.zeroHash,
                                       hlc: HLCTimestamp(milliseconds: World.t0, counter: 0), contentType: .records, priority: .normal,
@@ -225,7 +225,7 @@ import Testing
         let recipient = KeySlot.Recipient.epoch(scope: slotKey.scope, epoch: slotKey.epoch)
         let ct = try XChaCha20Poly1305.seal(dataKey, key: slotKey.key, nonce: slotNonce,
                                             associatedData: KeySlot.associatedData(headerHash: header.hash, index: 0, recipient: recipient))
-        let slots = [KeySlot(recipient: recipient, nonce: slotNonce, ciphertext: ct)]
+        let slots = withSlot ? [KeySlot(recipient: recipient, nonce: slotNonce, ciphertext: ct)] : []
         let unsigned = Change(header: header, payloadNonce: payloadNonce, slots: slots, payload: sealed, signature: [])
         return Change(header: header, payloadNonce: payloadNonce, slots: slots, payload: sealed, signature: try author.sign(unsigned.signedDigest))
     }
@@ -235,7 +235,8 @@ import Testing
     /// station 018 (so that 018 reads 017's record and 017's members cannot), or one whose slot names a
     /// narrower scope than the header (a village key for a station-wide change): the decoder refuses
     /// both bytes outright. The same hand-made change with a slot for a scope containing the header's
-    /// decodes, verifies and opens, so only the scope rule refuses the others.
+    /// decodes and verifies, so only the scope rule refuses the others. A sealed change with no slot is
+    /// refused as well (missing slot).
     @Test func case21SlotWhoseScopeDoesNotContainTheHeadersIsRefused() throws {
         let w = try World()
         let insider = try Device(40, role: .backpack, scopes: ["longnan/wudu/station-017"], by: w.county)
@@ -254,6 +255,10 @@ import Testing
                 #expect(error.code == .invalidValue && error.detail.contains("slot 0"), "\(what): \(error)")
             }
         }
+        // A sealed change with no slot at all (nobody could open it) is refused too.
+        let slotless = try Self.handSealed(author: insider.signing, scope: village, slotKey: EpochKey.generate(scope: station017, epoch: 1),
+                                           withSlot: false)
+        #expect(throws: DecodingError.self, "a sealed change without a slot") { try Change(canonicalBytes: slotless.encodedBytes) }
         let honest = try Self.handSealed(author: insider.signing, scope: village, slotKey: EpochKey.generate(scope: station017, epoch: 1))
         let decoded = try Change(canonicalBytes: honest.encodedBytes)
         try decoded.verify(authorCertificate: insider.certificate, trust: w.trust, now: World.t0)
