@@ -150,20 +150,22 @@ extension Replicator {
         let v = verifier()
         var batch = CommitBatch()
         var quarantined = Set<[UInt8]>()
-        var touched = Set<RecordID>()
+        var touched: [RecordID: (kind: RecordKind, scope: Scope)] = [:]
         for (device, cutoff) in earliest.sorted(by: { $0.key < $1.key }) {
             for stored in try store.changes(by: device, after: cutoff) {
                 guard let change = try? Change(canonicalBytes: stored.bytes),
                       case .rejected(.revoked, let why) = v.verify(change, now: change.header.hlc.milliseconds) else { continue }
                 batch.revoked.append(RevokedQuarantine(change: stored, reason: why, detectedAt: Int64(clamping: now)))
                 quarantined.insert(stored.hash)
-                if stored.contentType == .records, let edits = v.openEdits(change) { touched.formUnion(edits.map(\.record)) }
+                if stored.contentType == .records, let edits = v.openEdits(change) {
+                    for e in edits { touched[e.record] = (e.kind, e.scope) }
+                }
             }
         }
         guard !batch.revoked.isEmpty else { return out }
-        for id in touched.sorted() {
-            guard let held = try store.record(id) else { continue }
-            var record = Record(id: id, kind: held.kind, scope: held.scope)
+        // Records are folded again from their signed history (not read: a row damaged on disk is rebuilt too).
+        for (id, what) in touched.sorted(by: { $0.key < $1.key }) {
+            var record = Record(id: id, kind: what.kind, scope: what.scope)
             var any = false, complete = true
             for stored in try store.history(of: id) where stored.contentType == .records && !quarantined.contains(stored.hash) {
                 guard let change = try? Change(canonicalBytes: stored.bytes), let edits = v.openEdits(change) else {
