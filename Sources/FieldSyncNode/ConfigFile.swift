@@ -232,6 +232,31 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
     }
 
+    /// Epoch key rotation and freshness (attack cases 27 and 31; docs/enrollment.md, "Scheduled rotation").
+    public struct Epochs: Sendable, Equatable, Decodable {
+        /// Days between scheduled rotations of each scope's epoch key (the period the rotation timer uses,
+        /// `fieldsync epoch rotate --if-older-than`; default 7).
+        public var rotationEveryDays = 7
+        /// Days after which the newest epoch key a node holds of a scope counts as stale: no rotation has
+        /// reached the node for that long (default: twice `rotationEveryDays`, so one missed rotation is
+        /// tolerated and a second one is not).
+        public var staleAfterDays: Int?
+
+        static let keys: Set<String> = ["rotationEveryDays", "staleAfterDays"]
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "epochs")
+            rotationEveryDays = try c.value("rotationEveryDays", or: rotationEveryDays)
+            staleAfterDays = try c.decodeIfPresent(Int.self, forKey: AnyKey("staleAfterDays"))
+        }
+
+        /// The staleness threshold in force, in days.
+        public var staleDays: Int { staleAfterDays ?? 2 * rotationEveryDays }
+        /// The staleness threshold in force, in ms.
+        public var staleAfterMilliseconds: UInt64 { UInt64(max(0, staleDays)) * 86_400_000 }
+    }
+
     /// The device. Required.
     public var device: Device
     /// The store. Required.
@@ -259,9 +284,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     public var statusFile: String?
     /// LAN discovery.
     public var discovery = Discovery()
+    /// Epoch key rotation period and staleness threshold.
+    public var epochs = Epochs()
 
     static let keys: Set<String> = ["device", "store", "epochKeyFiles", "listen", "network", "peers", "sessions", "schedule",
-                                    "relay", "metrics", "logLevel", "statusFile", "discovery"]
+                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs"]
     /// The accepted log levels.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -286,6 +313,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         logLevel = try c.value("logLevel", or: logLevel)
         statusFile = try c.decodeIfPresent(String.self, forKey: AnyKey("statusFile"))
         discovery = try c.value("discovery", or: discovery)
+        epochs = try c.value("epochs", or: epochs)
     }
 
     /// The status file path in force.
@@ -357,6 +385,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         case let (nil, k?):
             if !fm.isReadableFile(atPath: k) { fail("device.keyFile", "cannot read \(k); fix the path") }
         }
+        if epochs.rotationEveryDays < 1 { fail("epochs.rotationEveryDays", "must be at least 1 (days)") }
+        if epochs.staleDays < 1 { fail("epochs.staleAfterDays", "must be at least 1 (days)") }
         let storeDir = PathText.folder(of: store.path)
         if !fm.fileExists(atPath: storeDir, isDirectory: &isDir) || !isDir.boolValue {
             fail("store.path", "the folder \(storeDir) does not exist; create it (the store file itself is created if missing)")
@@ -499,7 +529,10 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // (broadcast, a multicast group or one address), whether to announce or only listen, and an
           // optional shared secret file (mode 0600).
           "discovery": { "enabled": false, "port": 7946, "intervalSeconds": 5, "destination": "255.255.255.255",
-                         "announce": true, "secretFile": null }
+                         "announce": true, "secretFile": null },
+          // Epoch keys: the rotation period (days) of `fieldsync epoch rotate --if-older-than`, and after how many
+          // days the newest key held of a scope is warned about as stale (null: twice rotationEveryDays).
+          "epochs": { "rotationEveryDays": 7, "staleAfterDays": null }
         }
         """
 

@@ -29,6 +29,9 @@ public struct DaemonOptions: Sendable {
     public var tick = Int64(SchedulePolicy().tick)
     /// The status file to keep (nil: none).
     public var statusPath: String?
+    /// Age (ms) past which the newest epoch key of a scope counts as stale and is warned about (attack
+    /// case 27; `NodeConfigFile.Epochs`, default 14 days).
+    public var epochStaleAfter: UInt64 = 14 * 86_400_000
     /// Seed of the backoff jitter.
     public var seed: UInt64 = UInt64.random(in: 0...UInt64.max)
 
@@ -93,6 +96,10 @@ public final class NodeDaemon: Sendable {
         var discoveries: [LANDiscovery] = []
         /// Changes in quarantine (corrupt on disk, waiting for a peer to send them again).
         var quarantined = 0
+        /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
+        var revokedQuarantined = 0
+        /// The stale epoch keys last logged (scope#epoch).
+        var staleKeys: [String] = []
     }
 
     private let box: NIOLoopBoundBox<State>
@@ -381,6 +388,7 @@ public final class NodeDaemon: Sendable {
     }
 
     private func refreshGauges() {
+        let now = nodeClockMilliseconds()
         do {
             let report = try node.withReplicatorOnLoop { try StoreReport.read($0) }
             metrics.heldBack.record(report.store.heldBack)
@@ -388,6 +396,29 @@ public final class NodeDaemon: Sendable {
             metrics.storeBytes.record(report.store.changeBytes)
             metrics.forks.record(report.store.forks)
             metrics.quarantined.record(report.store.quarantined)
+            metrics.revokedQuarantined.record(report.store.revokedQuarantined)
+            if report.store.revokedQuarantined > box.value.revokedQuarantined {
+                logger.warning("changes by revoked devices dated after their revocation's cut-off quarantined: out of the records, kept for audit, no longer offered to peers", metadata: [
+                                   "sync.store.revokedQuarantined": .stringConvertible(report.store.revokedQuarantined),
+                                   "sync.store.revokedQuarantinedNew": .stringConvertible(report.store.revokedQuarantined - box.value.revokedQuarantined)])
+            }
+            box.value.revokedQuarantined = report.store.revokedQuarantined
+            // Freeze (attack case 27): the newest epoch key of a scope is older than the threshold.
+            let (stale, oldest) = try node.withReplicatorOnLoop { r -> ([EpochKeyAge], UInt64) in
+                let newest = r.newestEpochKeys().compactMap(\.issuedAt)
+                return (r.staleEpochKeys(now: now, threshold: options.epochStaleAfter), newest.map { now > $0 ? now - $0 : 0 }.max() ?? 0)
+            }
+            metrics.staleEpochKeys.record(stale.count)
+            metrics.newestEpochKeyAge.record(Int(oldest / 1000))
+            let names = stale.map { "\($0.scope)#\($0.epoch)" }
+            if names != box.value.staleKeys {
+                box.value.staleKeys = names
+                if !stale.isEmpty {
+                    logger.warning("stale epoch keys: no rotation has reached this node; changes are still sealed under keys devices removed since may hold", metadata: [
+                        "sync.epochs.stale": .string(stale.map { "\($0.scope)#\($0.epoch) granted \($0.ageDays(now: now) ?? 0) days ago" }.joined(separator: ", ")),
+                        "sync.epochs.staleAfterDays": .stringConvertible(options.epochStaleAfter / 86_400_000)])
+                }
+            }
             if box.value.quarantined != report.store.quarantined {
                 box.value.quarantined = report.store.quarantined
                 box.value.statusDirty = true

@@ -44,6 +44,12 @@ public final class NodeMetrics: Sendable {
     private let cut: [CutReason: CoreMetrics.Counter]
     /// Changes found corrupt on disk and quarantined, not yet received again from a peer.
     public let quarantined: CoreMetrics.Gauge
+    /// Changes by revoked devices dated after their revocation's cut-off, quarantined (attack case 35).
+    public let revokedQuarantined: CoreMetrics.Gauge
+    /// Scopes whose newest epoch key held is older than the staleness threshold (attack case 27).
+    public let staleEpochKeys: CoreMetrics.Gauge
+    /// Age in seconds of the oldest among the newest epoch keys held per scope (granted keys only).
+    public let newestEpochKeyAge: CoreMetrics.Gauge
 
     /// Creates the metrics through `factory`.
     public init(factory: any MetricsFactory) {
@@ -76,6 +82,9 @@ public final class NodeMetrics: Sendable {
             ($0, CoreMetrics.Counter(label: "fieldsync_connections_cut_total", dimensions: [("reason", $0.rawValue)], factory: factory))
         })
         quarantined = CoreMetrics.Gauge(label: "fieldsync_store_quarantined_changes", factory: factory)
+        revokedQuarantined = CoreMetrics.Gauge(label: "fieldsync_store_revoked_quarantined_changes", factory: factory)
+        staleEpochKeys = CoreMetrics.Gauge(label: "fieldsync_epoch_keys_stale", factory: factory)
+        newestEpochKeyAge = CoreMetrics.Gauge(label: "fieldsync_epoch_key_age_seconds", factory: factory)
     }
 
     /// Counts a connection refused (at accept, or at authentication when the session slots were full).

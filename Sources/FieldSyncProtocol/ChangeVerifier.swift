@@ -25,6 +25,9 @@ public struct IngestReport: Sendable, Equatable {
     public var keysLearned = 0
     /// Revocations newly learned.
     public var revocationsLearned = 0
+    /// Held changes quarantined because a revocation learned in this batch dates them after their
+    /// author's cut-off (`Replicator.quarantineRevokedChanges`).
+    public var quarantinedRevoked = RevokedQuarantineReport()
 
     /// An empty report.
     public init() {}

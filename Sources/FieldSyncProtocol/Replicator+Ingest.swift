@@ -81,8 +81,9 @@ extension Replicator {
                 continue
             }
             switch applyControl(change, author: cert) {
-            case .key(let key):
+            case .key(let key, let issuedAt):
                 newKeys.append(key)  // learned once the batch is committed
+                noteIssued(key, at: issuedAt)
             case .revocation(let new):
                 if new { report.revocationsLearned += 1 }
             case .receipt(let heads):
@@ -110,7 +111,79 @@ extension Replicator {
         fullyKept.formUnion(keptAuthors)
         for k in newKeys where addKey(k) { report.keysLearned += 1 }
         if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
+        // A revocation learned here may date changes this node stored earlier after their author's cut-off.
+        if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
         return report
+    }
+
+    /// Quarantines every held change that the revocations known now date after its author's cut-off
+    /// (attack case 35): changes stored before the revocation arrived (a back-dated cut-off, or a
+    /// revocation that travelled slower than the thief's changes). A change is quarantined exactly when
+    /// ingesting it now would refuse it as `revoked` (it is judged at its own HLC, so the wall clock
+    /// plays no part): it leaves the held changes and its log's intervals (not served, not offered), its
+    /// bytes are kept in the store's quarantine for audit (`SyncStore.quarantined()`, cause `.revoked`),
+    /// and every record it touched is folded again from its remaining signed history, all in one
+    /// commit. A node that learned the revocation first never stored those changes; both end with the
+    /// same records and holdings. Changes before the cut-off stay merged (the audit trail flags them,
+    /// `AuditEntry.authorRevocation`). Idempotent; cheap when nothing is revoked.
+    ///
+    /// A record whose remaining history this node cannot open in full (a change evicted under a relay
+    /// quota, or sealed to a key it lacks) cannot be folded again: it is left as it is and counted in
+    /// `recordsNotRebuilt`.
+    /// - Parameter now: the wall clock (ms since the Unix epoch), recorded as when the change was found.
+    /// - Returns: what was quarantined and rebuilt.
+    /// - Throws: store errors (nothing is applied then).
+    @discardableResult
+    public func quarantineRevokedChanges(now: UInt64) throws -> RevokedQuarantineReport {
+        var out = RevokedQuarantineReport()
+        guard trust.revocations.count > 0 else { return out }
+        // The earliest cut-off in force against any certificate of each known device (its own revocations
+        // and its issuer's): changes after it are the candidates, judged one by one below.
+        var earliest: [DeviceID: HLCTimestamp] = [:]
+        for (device, all) in allCertificates {
+            for v in all {
+                guard let r = trust.revocation(of: v.certificate) else { continue }
+                earliest[device] = min(earliest[device] ?? r.revokedAt, r.revokedAt)
+            }
+        }
+        guard !earliest.isEmpty else { return out }
+        let v = verifier()
+        var batch = CommitBatch()
+        var quarantined = Set<[UInt8]>()
+        var touched: [RecordID: (kind: RecordKind, scope: Scope)] = [:]
+        for (device, cutoff) in earliest.sorted(by: { $0.key < $1.key }) {
+            for stored in try store.changes(by: device, after: cutoff) {
+                guard let change = try? Change(canonicalBytes: stored.bytes),
+                      case .rejected(.revoked, let why) = v.verify(change, now: change.header.hlc.milliseconds) else { continue }
+                batch.revoked.append(RevokedQuarantine(change: stored, reason: why, detectedAt: Int64(clamping: now)))
+                quarantined.insert(stored.hash)
+                if stored.contentType == .records, let edits = v.openEdits(change) {
+                    for e in edits { touched[e.record] = (e.kind, e.scope) }
+                }
+            }
+        }
+        guard !batch.revoked.isEmpty else { return out }
+        // Records are folded again from their signed history (not read: a row damaged on disk is rebuilt too).
+        for (id, what) in touched.sorted(by: { $0.key < $1.key }) {
+            var record = Record(id: id, kind: what.kind, scope: what.scope)
+            var any = false, complete = true
+            for stored in try store.history(of: id) where stored.contentType == .records && !quarantined.contains(stored.hash) {
+                guard let change = try? Change(canonicalBytes: stored.bytes), let edits = v.openEdits(change) else {
+                    complete = false
+                    break
+                }
+                for e in edits where e.record == id { try record.apply(e) }
+                any = true
+            }
+            guard complete else {
+                out.recordsNotRebuilt.append(id)
+                continue
+            }
+            batch.rebuilt.updateValue(any ? record : nil, forKey: id)  // nil: removed (a subscript set of nil would drop the entry)
+            if any { out.recordsRebuilt += 1 } else { out.recordsRemoved += 1 }
+        }
+        out.changes = try store.commit(batch).quarantinedRevoked
+        return out
     }
 
     /// Re-learns, from the store, the certificates of the authors of held changes (kept by `ingest`),
@@ -124,7 +197,10 @@ extension Replicator {
     public func restoreCertificates(now: UInt64) throws -> Int {
         let kept = try store.certificates()
         keptCertificates.formUnion(kept)
-        return learn(certificates: kept, now: now)
+        let learned = learn(certificates: kept, now: now)
+        // Authors now known may have held changes dated after a revocation already restored.
+        if learned > 0 && trust.revocations.count > 0 { lastRestoreQuarantine = try quarantineRevokedChanges(now: now) }
+        return learned
     }
 
     /// Opens held changes that a newly learned key can read, and merges them.
@@ -146,7 +222,10 @@ extension Replicator {
     /// Re-learns, from the store, the epoch keys granted to this device and the revocations it holds. A
     /// node calls this once after opening its store: keys and revocations learned from changes live in
     /// memory, the changes that carried them live in the store, and a restart must not forget either
-    /// (a forgotten revocation would let a revoked device back in). Each grant and revocation is verified
+    /// (a forgotten revocation would let a revoked device back in). Then quarantines the held changes the
+    /// revocations date after their author's cut-off (`quarantineRevokedChanges`: a store written by
+    /// another process or an older version, or a crash between a revocation's commit and the quarantine,
+    /// is caught up here); call `restoreCertificates(now:)` first. Each grant and revocation is verified
     /// again against the trust anchors, so a tampered store cannot add one, and judged at its signing
     /// time (a grant's `issuedAt`, a revocation's `revokedAt`), never at `now`: what was valid when
     /// stored stays valid after its county authority's certificate expires, so a restart restores the
@@ -158,7 +237,8 @@ extension Replicator {
         for stored in try store.controlChanges() {
             guard let change = try? Change(canonicalBytes: stored.bytes) else { continue }
             switch applyControl(change, author: nil) {
-            case .key(let key):
+            case .key(let key, let issuedAt):
+                noteIssued(key, at: issuedAt)
                 if addKey(key) { restored.keys += 1 }
             case .revocation(let new):
                 if new { restored.revocations += 1 }
@@ -166,13 +246,15 @@ extension Replicator {
                 continue
             }
         }
+        lastRestoreQuarantine = try quarantineRevokedChanges(now: now)
         return restored
     }
 
     /// What one control change taught this node (`applyControl`).
     enum ControlEffect {
-        /// A key grant this device is a member of, verified and opened: the epoch key (not added yet).
-        case key(EpochKey)
+        /// A key grant this device is a member of, verified and opened: the epoch key (not added yet) and
+        /// the grant's signing time.
+        case key(EpochKey, issuedAt: UInt64)
         /// A revocation, verified and added to the trust store; `new` if it was not held before.
         case revocation(new: Bool)
         /// An HQ receipt: per log, the seq HQ holds.
@@ -199,7 +281,7 @@ extension Replicator {
             guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
                   grant.members.contains(where: { $0.device == identity.id }),
                   let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) else { return .none }
-            return .key(key)
+            return .key(key, issuedAt: grant.issuedAt)
         case .revocation:
             guard let r = try? Revocation(canonicalBytes: change.payload), let new = try? trust.addRevocation(r) else { return .none }
             return .revocation(new: new)

@@ -180,7 +180,7 @@ extension Replicator {
         // a peer returns it. Its seq stays used: if the seq guard does not vouch for a head at or beyond it,
         // writing would reuse that seq (a fork) or chain onto a hash this node cannot vouch for. Checked
         // here so that single and bulk writes both refuse.
-        if let top = try store.quarantined().filter({ $0.log == log && !$0.repaired }).map(\.seq).max(), top > head.seq {
+        if let top = try store.quarantined().filter({ $0.log == log && !$0.repaired && $0.cause == .damaged }).map(\.seq).max(), top > head.seq {
             throw WriteError("this device's own change \(log.scope)#\(top) is quarantined (corrupt on disk, `fieldsync doctor` "
                              + "shows it); sync with a peer that holds it before writing in \(log.scope) again")
         }

@@ -1,6 +1,42 @@
 import FieldSyncCore
 import FieldSyncCrypto
 
+/// The newest epoch key held of one scope and when its grant was signed (`Replicator.newestEpochKeys`).
+public struct EpochKeyAge: Sendable, Equatable {
+    /// The scope.
+    public var scope: Scope
+    /// The newest epoch held.
+    public var epoch: UInt32
+    /// When its grant was signed (ms since the Unix epoch); nil if the key did not come from a grant.
+    public var issuedAt: UInt64?
+
+    /// Creates a value.
+    public init(scope: Scope, epoch: UInt32, issuedAt: UInt64?) {
+        self.scope = scope
+        self.epoch = epoch
+        self.issuedAt = issuedAt
+    }
+
+    /// Its age at `now` in whole days (nil if unknown).
+    public func ageDays(now: UInt64) -> UInt64? { issuedAt.map { now > $0 ? (now - $0) / 86_400_000 : 0 } }
+}
+
+/// What `Replicator.quarantineRevokedChanges` did (attack case 35).
+public struct RevokedQuarantineReport: Sendable, Equatable {
+    /// Held changes newly quarantined.
+    public var changes = 0
+    /// Records folded again without them.
+    public var recordsRebuilt = 0
+    /// Records removed: only quarantined changes had touched them.
+    public var recordsRemoved = 0
+    /// Records left as they were because their remaining history could not be opened in full (evicted
+    /// changes, or changes sealed to a key this node lacks).
+    public var recordsNotRebuilt: [RecordID] = []
+
+    /// Nothing done.
+    public init() {}
+}
+
 /// The pure heart of a node: it authors changes, verifies and ingests changes from peers into its
 /// store, keeps the certificates, epoch keys and revocations it has learned, and answers what it can
 /// send. No I/O, no clock: `now` (ms since the Unix epoch) is passed in. The node daemon, the simulator
@@ -69,6 +105,8 @@ public final class Replicator {
     /// Where this device's own log heads are kept outside the store, so that a store restored from an
     /// older copy never makes it reuse a seq (attack case 48; `OwnHeadGuard`). Nil: the store alone.
     public var headGuard: (any OwnHeadGuard)?
+    /// What the last `restoreControlState(now:)` quarantined (changes by revoked devices after their cut-off).
+    public internal(set) var lastRestoreQuarantine = RevokedQuarantineReport()
     /// Fork evidence this replicator's commits recorded since it was created (from changes or proofs):
     /// a session compares it to know when to send newly learned proofs on a live session.
     public internal(set) var forksRecorded = 0
@@ -177,6 +215,32 @@ public final class Replicator {
         let k = keys.keys.sorted().flatMap { keys[$0]! }
         sortedKeys = k
         return k
+    }
+
+    /// When the grant of each held key was signed (`KeyGrant.issuedAt`, ms since the Unix epoch), by
+    /// scope and epoch: the earliest grant of that key this node holds. Keys from the keystore or a key
+    /// file, never granted through a control change, have no entry (their age is unknown).
+    public private(set) var keyIssuedAt: [Scope: [UInt32: UInt64]] = [:]
+
+    /// Notes the signing time of a grant of `key` (the earliest grant of a key is its issue time).
+    func noteIssued(_ key: EpochKey, at issuedAt: UInt64) {
+        keyIssuedAt[key.scope, default: [:]][key.epoch] = min(keyIssuedAt[key.scope]?[key.epoch] ?? issuedAt, issuedAt)
+    }
+
+    /// The newest epoch key held of every scope, with the time its grant was signed (nil if unknown: a
+    /// key from the keystore or a key file), in scope order.
+    public func newestEpochKeys() -> [EpochKeyAge] {
+        keys.keys.sorted().compactMap { scope in
+            guard let newest = keys[scope]?.last?.epoch else { return nil }
+            return EpochKeyAge(scope: scope, epoch: newest, issuedAt: keyIssuedAt[scope]?[newest])
+        }
+    }
+
+    /// The scopes whose newest held epoch key was granted more than `threshold` ms before `now` (attack
+    /// case 27, freeze): a node cut off from rotations keeps sealing under a key that devices removed
+    /// since may hold. Keys of unknown age are not judged. Pure: `now` is passed in.
+    public func staleEpochKeys(now: UInt64, threshold: UInt64) -> [EpochKeyAge] {
+        newestEpochKeys().filter { k in k.issuedAt.map { now > $0 && now - $0 > threshold } ?? false }
     }
 
     /// The key to seal a change in `scope` with: the newest epoch of the narrowest held scope containing

@@ -322,6 +322,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 ALTER TABLE certificates_v6 RENAME TO certificates;
                 """)
         }
+        // Changes by revoked devices dated after their cut-off (attack case 35) share the quarantine with
+        // damaged ones; `cause` tells them apart (damaged rows wait for a peer; revoked ones are kept for audit).
+        m.registerMigration("v7-quarantine-cause") { db in
+            try db.execute(sql: "ALTER TABLE quarantine ADD COLUMN cause TEXT NOT NULL DEFAULT 'damaged'")
+        }
         return m
     }
 
@@ -535,6 +540,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
+    public func changes(by author: DeviceID, after hlc: HLCTimestamp) throws -> [StoredChange] {
+        try checkedChanges { db in
+            try Row.fetchAll(db, sql: """
+                SELECT rowid, * FROM changes WHERE author = ? AND hlc > ? AND evicted = 0 ORDER BY scope, seq
+                """, arguments: [Data(author.raw.bytes), Int64(bitPattern: hlc.raw)])
+        }
+    }
+
     public func forks() throws -> [ForkEvidence] {
         try io {
             try db.read { db in
@@ -600,7 +613,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 s.unopened = try Int.fetchOne(db, sql: "SELECT count(*) FROM changes WHERE opened = 0 AND evicted = 0") ?? 0
                 s.records = try Int.fetchOne(db, sql: "SELECT count(*) FROM records") ?? 0
                 s.forks = try Int.fetchOne(db, sql: "SELECT count(*) FROM forks") ?? 0
-                s.quarantined = try Int.fetchOne(db, sql: "SELECT count(*) FROM quarantine WHERE repaired = 0") ?? 0
+                s.quarantined = try Int.fetchOne(db, sql: "SELECT count(*) FROM quarantine WHERE repaired = 0 AND cause = 'damaged'") ?? 0
+                s.revokedQuarantined = try Int.fetchOne(db, sql: "SELECT count(*) FROM quarantine WHERE cause = 'revoked'") ?? 0
                 s.receipted = try Int.fetchOne(db, sql: """
                     SELECT count(*) FROM changes c JOIN logs l ON l.author = c.author AND l.scope = c.scope
                     WHERE c.seq <= l.receipted
@@ -731,7 +745,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     Int64(bitPattern: c.hlc.raw), Int(c.contentType.rawValue), Int(c.priority.rawValue), c.bytes.count, opened, Data(c.bytes)])
             bytesDelta += Int64(c.bytes.count)
             // An intact copy of a quarantined change is back: the quarantine entry is repaired.
-            try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0")
+            try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0 AND cause = 'damaged'")
                 .execute(arguments: logArgs(c.log) + [Int64(bitPattern: c.seq)])
         }
 
@@ -828,6 +842,22 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         mutating func keepCertificate(_ certificate: Certificate) throws {
             try statement("INSERT OR IGNORE INTO certificates(subject, bytes) VALUES (?, ?)")
                 .execute(arguments: [Data(certificate.subject.raw.bytes), Data(certificate.canonicalBytes)])
+        }
+
+        mutating func quarantineRevoked(_ entry: RevokedQuarantine) throws -> Bool {
+            guard let row = try Row.fetchOne(statement("SELECT rowid, * FROM changes WHERE hash = ? AND evicted = 0"),
+                                             arguments: [Data(entry.change.hash)]) else { return false }
+            try statement("DELETE FROM changes WHERE rowid = ?").execute(arguments: [row["rowid"] as Int64])
+            try statement("""
+                INSERT INTO quarantine(author, scope, seq, hash, reason, detected, bytes, cause) VALUES (?, ?, ?, ?, ?, ?, ?, 'revoked')
+                """).execute(arguments: [row["author"] as Data, row["scope"] as String, row["seq"] as Int64, row["hash"] as Data,
+                                        entry.reason, entry.detectedAt, row["bytes"] as Data])
+            bytesDelta -= row["size"] as Int64
+            return true
+        }
+
+        mutating func removeRecord(_ id: RecordID) throws {
+            try statement("DELETE FROM records WHERE id = ?").execute(arguments: [Data(id.raw.bytes)])
         }
 
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws {

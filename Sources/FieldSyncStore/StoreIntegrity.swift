@@ -73,6 +73,9 @@ public struct StoreProblem: Sendable, Equatable, CustomStringConvertible {
         case quarantined
         /// The store is older than its rollback checkpoint (or the checkpoint is missing or altered).
         case rollback
+        /// The newest epoch key held of a scope is older than the staleness threshold (no rotation has
+        /// reached the node: attack case 27). Found by `fieldsync doctor`, not by the store check.
+        case epochKey
     }
 
     /// The kind.
@@ -205,7 +208,9 @@ extension SQLiteStore {
                     guard let log = try? Self.log(row) else { return nil }
                     return QuarantinedChange(log: log, seq: UInt64(bitPattern: row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
                                              reason: row["reason"] as String, detectedAt: row["detected"] as Int64,
-                                             repaired: (row["repaired"] as Int) != 0)
+                                             repaired: (row["repaired"] as Int) != 0,
+                                             cause: QuarantinedChange.Cause(rawValue: row["cause"] as String) ?? .damaged,
+                                             bytes: [UInt8](row["bytes"] as Data))
                 }
             }
         }
@@ -352,7 +357,7 @@ extension SQLiteStore {
         if let r = try rollbackReport() {
             report.problems.append(StoreProblem(.rollback, "store", r + "; after checking the device: `fieldsync doctor --accept-rollback`"))
         }
-        for q in try quarantined() where !q.repaired {
+        for q in try quarantined() where !q.repaired && q.cause == .damaged {
             report.problems.append(StoreProblem(.quarantined, "\(q.log.author)/\(q.log.scope)#\(q.seq)",
                                                 "quarantined since \(q.detectedAt) ms (\(q.reason)); not yet received again from a peer"))
         }

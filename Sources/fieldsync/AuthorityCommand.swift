@@ -18,7 +18,12 @@ struct AuthorityCommand: AsyncParsableCommand {
     static let requestName = "authority.req"
 
     static func load(dir: String, keystore: KeystoreOptions) throws -> (Authority, KeystoreContents) {
-        let contents = try Keystore.read(from: dir + "/" + keystoreName, unlock: try keystore.unlock())
+        try load(dir: dir, unlock: try keystore.unlock())
+    }
+
+    /// Loads the authority in `dir` with an unlock already chosen.
+    static func load(dir: String, unlock: KeystoreUnlock) throws -> (Authority, KeystoreContents) {
+        let contents = try Keystore.read(from: dir + "/" + keystoreName, unlock: unlock)
         if let cert = contents.certificate {
             return (try Authority(delegated: contents.signingKey, certificate: cert), contents)
         }

@@ -5,6 +5,7 @@
 import ArgumentParser
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
 import Foundation
@@ -23,6 +24,8 @@ struct Doctor: AsyncParsableCommand {
     @Flag(help: "After a rollback was reported and the device checked: start a new checkpoint at the store's current state.")
     var acceptRollback = false
     @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "Days after which the newest epoch key of a scope counts as stale (a warning; default 14, twice the default rotation period; the node config's `epochs.staleAfterDays`).")
+    var epochStaleDays: Int = NodeConfigFile.Epochs().staleDays
 
     func run() async throws {
         let spec = try node.spec()
@@ -91,11 +94,30 @@ struct Doctor: AsyncParsableCommand {
             report = try store.check(verify: verify)
         }
         problems += report.problems
+        // Freeze (attack case 27): no rotation has reached this node for longer than the threshold.
+        do {
+            let keyHolder = try spec.open()
+            for k in keyHolder.staleEpochKeys(now: now, threshold: UInt64(max(0, epochStaleDays)) * 86_400_000) {
+                problems.append(StoreProblem(.epochKey, "\(k.scope.path)#\(k.epoch)",
+                                             "the newest epoch key held of this scope was granted \(k.ageDays(now: now) ?? 0) days ago (threshold "
+                                             + "\(epochStaleDays) days): no rotation has reached this node; sync with HQ or a peer that has the newer grant"))
+            }
+        } catch {
+            notes.append("epoch keys not checked for staleness: \(error)")
+        }
+        // Changes by revoked devices dated after their cut-off (attack case 35): not damage, reported for audit.
+        let revoked = try store.quarantined().filter { $0.cause == .revoked }
+        if !revoked.isEmpty {
+            notes.append("\(revoked.count) change(s) by revoked devices, dated after their revocation's cut-off, are quarantined "
+                         + "(out of the records, kept for audit, not offered to peers):")
+            for q in revoked.prefix(20) { notes.append("  \(q.log.author)/\(q.log.scope)#\(q.seq): \(q.reason)") }
+            if revoked.count > 20 { notes.append("  ... and \(revoked.count - 20) more") }
+        }
         if json {
             let o: [String: Any] = [
                 "store": spec.store, "healthy": problems.isEmpty, "changesChecked": report.changesChecked,
                 "signaturesChecked": report.signaturesChecked, "recordsChecked": report.recordsChecked, "logsChecked": report.logsChecked,
-                "recordsRebuilt": rebuilt, "notes": notes,
+                "recordsRebuilt": rebuilt, "notes": notes, "revokedQuarantined": revoked.count,
                 "problems": problems.map { ["kind": $0.kind.rawValue, "subject": $0.subject, "detail": $0.detail] },
             ]
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])

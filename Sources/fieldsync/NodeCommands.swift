@@ -235,7 +235,91 @@ final class SyncProgressLine: @unchecked Sendable {
 /// `fieldsync epoch-key new`: a random epoch key file, for the demo until grants travel as changes.
 struct EpochKeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "epoch-key", abstract: "Create epoch key files (demo; see docs/node.md).",
-                                                    subcommands: [New.self])
+                                                    subcommands: [New.self, Rotate.self])
+
+    /// `epoch-key rotate`: the scheduled rotation of one scope's epoch key (attack case 31), meant for a
+    /// systemd timer on the HQ machine that holds the authority keystore and an HQ node's store
+    /// (docs/enrollment.md, "Scheduled rotation"; docs/systemd/fieldsync-rotate.timer).
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rotate SCOPE's epoch key: a new key of the next epoch, granted to the current members and published into this node's log.",
+            discussion: """
+                Members are those of the grants of the current epoch held in this node's store, by their certificates held                 here (add or complete with --member); revoked, expired and relay members are left out. With                 --if-older-than DAYS nothing happens (exit 0) unless the current epoch's grant is at least that old, so a                 timer may run it often. The authority's keystore is opened only while the command runs.
+                """)
+
+        @OptionGroup var node: NodeOptions
+        @Option(help: "The scope whose epoch key to rotate.") var scope: String
+        @Option(help: "The authority's directory (holds authority.keystore).") var authorityDir: String
+        @Option(help: ArgumentHelp("File holding the authority keystore's passphrase.", valueName: "file")) var authorityPassphraseFile: String?
+        @Option(help: ArgumentHelp("Key file of the authority keystore.", valueName: "file")) var authorityKeyFile: String?
+        @Option(help: "Rotate only if the current epoch's grant is at least this many days old (the node config's epochs.rotationEveryDays).")
+        var ifOlderThan: Double?
+        @Option(help: ArgumentHelp("A member's certificate file (repeat): added to, or replacing, the members found in the store.", valueName: "cert"))
+        var member: [String] = []
+        @Option(help: "Also write the new key to this epoch key file (mode 0600; HQ's archive).") var outKey: String?
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func validate() throws {
+            guard (authorityPassphraseFile == nil) != (authorityKeyFile == nil) else {
+                throw ValidationError("give exactly one of --authority-passphrase-file or --authority-key-file")
+            }
+            if let d = ifOlderThan, !(d >= 0) { throw ValidationError("--if-older-than must be a number of days, 0 or more") }
+        }
+
+        func run() async throws {
+            let scope: Scope
+            do { scope = try Scope(self.scope) } catch { throw ValidationError("\(error)") }
+            let r = try node.openReplicator()
+            let now = wallClockMilliseconds()
+            let limit = ifOlderThan.map { UInt64($0 * 86_400_000) }
+            let plan = try r.rotationPlan(for: scope, now: now, olderThan: limit)
+            let age = plan.lastIssuedAt.map { now > $0 ? Double(now - $0) / 86_400_000 : 0 }
+            guard plan.due else {
+                let text = "not due: \(scope)#\(plan.currentEpoch) was granted \(String(format: "%.1f", age ?? 0)) days ago (rotation every \(ifOlderThan ?? 0) days)"
+                if json { try printJSON(["rotated": false, "scope": scope.path, "epoch": plan.currentEpoch, "ageDays": age ?? 0]) } else { print(text) }
+                return
+            }
+            let unlock: KeystoreUnlock = try authorityKeyFile.map { .keyFile(path: $0) }
+                ?? .passphrase(try KeystoreOptions.readPassphrase(authorityPassphraseFile!))
+            let (authority, _) = try AuthorityCommand.load(dir: authorityDir, unlock: unlock)
+            var members = plan.members
+            for path in member {
+                let c: Certificate
+                do { c = try Certificate(canonicalBytes: try Files.read(path, what: "certificate")) } catch let e as CLIError { throw e } catch {
+                    throw CLIError("\(path) is not a FieldSync certificate: \(error)")
+                }
+                members.removeAll { $0.subject == c.subject }
+                members.append(c)
+            }
+            let given = Set(members.map(\.subject))
+            let leftOut = plan.leftOut.filter { !given.contains($0.device) }
+            guard !members.isEmpty else {
+                throw CLIError("no member to grant \(scope)#\(plan.currentEpoch + 1) to: this node holds no grant of \(scope) with a member it "
+                               + "can place\(leftOut.isEmpty ? "" : " (" + leftOut.map { "\($0.device): \($0.reason)" }.joined(separator: "; ") + ")"); give --member CERT")
+            }
+            guard plan.currentEpoch < UInt32.max else { throw CLIError("\(scope): epoch counter exhausted") }
+            let key = EpochKey.generate(scope: scope, epoch: plan.currentEpoch + 1)
+            let grant: KeyGrant
+            do { grant = try KeyGrant.issue(epochKey: key, members: members, issuedAt: now, by: authority) } catch {
+                throw CLIError("cannot grant \(scope)#\(key.epoch): \(error)")
+            }
+            let own = r.identity.certificate
+            guard let logScope = own.scopes.first(where: { $0.contains(scope) }) else {
+                throw CLIError("this node's scopes (\(own.scopes.map(\.path).joined(separator: ", "))) do not cover \(scope); run it on an HQ node or one of that scope")
+            }
+            if let outKey { try EpochKeyFile.write(key, to: outKey) }
+            let change = try r.writeControl(.keyGrant, payload: grant.canonicalBytes, scope: logScope, now: now)
+            let names = grant.members.map(\.device.description)
+            if json {
+                try printJSON(["rotated": true, "scope": scope.path, "epoch": key.epoch, "members": names, "seq": change.header.seq,
+                               "leftOut": leftOut.map { ["device": $0.device.description, "reason": $0.reason] }])
+            } else {
+                print("rotated \(scope) to epoch \(key.epoch): granted to \(names.count) member(s) (\(names.joined(separator: ", "))), "
+                      + "published as \(logScope)#\(change.header.seq); sync carries it to them")
+                for l in leftOut { print("left out \(l.device): \(l.reason)") }
+            }
+        }
+    }
 
     struct New: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a new random epoch key for SCOPE to a 0600 file.")

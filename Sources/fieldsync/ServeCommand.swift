@@ -117,6 +117,7 @@ struct Serve: AsyncParsableCommand {
         options.staticPeers = c.peers.compactMap(PeerAddress.init)
         options.pollInterval = Int64(c.schedule.pollIntervalMilliseconds)
         options.statusPath = c.statusPath
+        options.epochStaleAfter = c.epochs.staleAfterMilliseconds
         let registry = PrometheusCollectorRegistry()
         let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)))
         // Signals first, so a SIGTERM during start-up is not lost.

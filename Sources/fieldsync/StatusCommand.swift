@@ -41,14 +41,22 @@ struct StatusCommand: AsyncParsableCommand {
         let report = try StoreReport.read(r)
         let own = records ? try OwnRecordReceipt.read(r) : []
         let now = wallClockMilliseconds()
+        // Freeze (attack case 27): the newest epoch key of a scope is older than the threshold.
+        let stale = r.staleEpochKeys(now: now, threshold: c.epochs.staleAfterMilliseconds)
         if json {
             var o: [String: Any] = [
                 "device": r.identity.id.description, "role": r.identity.certificate.role.description,
                 "store": ["path": c.store.path, "changes": report.store.changes, "bytes": report.store.changeBytes,
                           "heldBack": report.store.heldBack, "unopened": report.store.unopened, "records": report.store.records,
                           "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted,
-                          "forks": report.store.forks, "quarantined": report.store.quarantined],
+                          "forks": report.store.forks, "quarantined": report.store.quarantined,
+                          "revokedQuarantined": report.store.revokedQuarantined],
                 "pendingToHQ": report.pendingToHQ,
+                "epochKeys": r.newestEpochKeys().map { k in
+                    ["scope": k.scope.path, "epoch": k.epoch, "issuedAt": k.issuedAt as Any,
+                     "stale": stale.contains(k)] as [String: Any]
+                },
+                "epochStaleAfterDays": c.epochs.staleDays,
                 "logs": report.logs.map { l in
                     ["author": l.log.author.description, "scope": l.log.scope.path, "frontier": l.frontier, "heldBack": l.heldBack,
                      "receipted": l.receipted, "own": l.own] as [String: Any]
@@ -103,6 +111,15 @@ struct StatusCommand: AsyncParsableCommand {
         if s.quarantined > 0 {
             print("store damage: \(s.quarantined) change(s) corrupt on disk, quarantined until a peer sends them again "
                   + "(`fieldsync doctor` lists them)")
+        }
+        for k in stale {
+            print("STALE EPOCH KEY: \(k.scope.path)#\(k.epoch) was granted \(k.ageDays(now: now) ?? 0) days ago (threshold "
+                  + "\(c.epochs.staleDays) days): no rotation has reached this node; it still seals under a key that devices removed "
+                  + "since may hold. Sync with HQ or a peer that has the newer grant (docs/enrollment.md, \"Scheduled rotation\")")
+        }
+        if s.revokedQuarantined > 0 {
+            print("revoked authors: \(s.revokedQuarantined) change(s) by revoked devices, dated after their revocation's cut-off, "
+                  + "quarantined (out of the records, kept for audit, not offered to peers; `fieldsync doctor` lists them)")
         }
         print("logs (frontier = highest seq held from 1; HQ receipted):")
         for l in report.logs {

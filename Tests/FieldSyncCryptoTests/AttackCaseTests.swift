@@ -211,6 +211,59 @@ import Testing
         #expect(responder.remoteStatic?.bytes == s3.publicKey.bytes)
     }
 
+    // MARK: Case 21: a key slot for the wrong jurisdiction
+
+    /// A sealed change written by hand, as an insider would (`Change.seal` refuses to): header scope
+    /// `scope`, slot 0 sealed under `slotKey` (correctly: its AD binds this header), signed by `author`.
+    static func handSealed(author: Ed25519.SecretKey, scope: Scope, slotKey: EpochKey, withSlot: Bool = true) throws -> Change {
+        let payload = Array("insider note".utf8)
+        let header = try ChangeHeader(author: author.keyID, scope: scope, seq: 1, prevHash: Change.zeroHash,
+                                      hlc: HLCTimestamp(milliseconds: World.t0, counter: 0), contentType: .records, priority: .normal,
+                                      keyEpoch: slotKey.epoch, payloadLength: UInt64(payload.count + XChaCha20Poly1305.tagLength))
+        let dataKey = SecureRandom.bytes(32), payloadNonce = SecureRandom.bytes(24), slotNonce = SecureRandom.bytes(24)
+        let sealed = try XChaCha20Poly1305.seal(payload, key: SecretBytes(copying: dataKey), nonce: payloadNonce, associatedData: header.hash)
+        let recipient = KeySlot.Recipient.epoch(scope: slotKey.scope, epoch: slotKey.epoch)
+        let ct = try XChaCha20Poly1305.seal(dataKey, key: slotKey.key, nonce: slotNonce,
+                                            associatedData: KeySlot.associatedData(headerHash: header.hash, index: 0, recipient: recipient))
+        let slots = withSlot ? [KeySlot(recipient: recipient, nonce: slotNonce, ciphertext: ct)] : []
+        let unsigned = Change(header: header, payloadNonce: payloadNonce, slots: slots, payload: sealed, signature: [])
+        return Change(header: header, payloadNonce: payloadNonce, slots: slots, payload: sealed, signature: try author.sign(unsigned.signedDigest))
+    }
+
+    /// Protocols/change.md §3: slot 0 must be an epoch slot whose scope contains the header's scope. An
+    /// insider holding another station's key writes a change in station 017 whose only slot is for
+    /// station 018 (so that 018 reads 017's record and 017's members cannot), or one whose slot names a
+    /// narrower scope than the header (a village key for a station-wide change): the decoder refuses
+    /// both bytes outright. The same hand-made change with a slot for a scope containing the header's
+    /// decodes and verifies, so only the scope rule refuses the others. A sealed change with no slot is
+    /// refused as well (missing slot).
+    @Test func case21SlotWhoseScopeDoesNotContainTheHeadersIsRefused() throws {
+        let w = try World()
+        let insider = try Device(40, role: .backpack, scopes: ["longnan/wudu/station-017"], by: w.county)
+        let station017 = World.scope("longnan/wudu/station-017"), village = World.scope("longnan/wudu/station-017/village-0412")
+        let station018 = World.scope("longnan/wudu/station-018")
+        let forged = [
+            (village, EpochKey.generate(scope: station018, epoch: 1), "another station's key"),
+            (station017, EpochKey.generate(scope: village, epoch: 1), "a narrower scope's key"),
+        ]
+        for (scope, key, what) in forged {
+            let c = try Self.handSealed(author: insider.signing, scope: scope, slotKey: key)
+            do {
+                _ = try Change(canonicalBytes: c.encodedBytes)
+                Issue.record("a change in \(scope) whose slot 0 is for \(key.scope) (\(what)) decoded")
+            } catch {
+                #expect(error.code == .invalidValue && error.detail.contains("slot 0"), "\(what): \(error)")
+            }
+        }
+        // A sealed change with no slot at all (nobody could open it) is refused too.
+        let slotless = try Self.handSealed(author: insider.signing, scope: village, slotKey: EpochKey.generate(scope: station017, epoch: 1),
+                                           withSlot: false)
+        #expect(throws: DecodingError.self, "a sealed change without a slot") { try Change(canonicalBytes: slotless.encodedBytes) }
+        let honest = try Self.handSealed(author: insider.signing, scope: village, slotKey: EpochKey.generate(scope: station017, epoch: 1))
+        let decoded = try Change(canonicalBytes: honest.encodedBytes)
+        try decoded.verify(authorCertificate: insider.certificate, trust: w.trust, now: World.t0)
+    }
+
     // MARK: Case 11: reflection
 
     /// Echoing a side's own handshake message back to it fails, and so does echoing its own transport

@@ -222,6 +222,34 @@ import Testing
         #expect(restarted.writingKey(for: TestPKI.village)?.epoch == 2)
     }
 
+    /// Freeze: a node cut off from rotations keeps the epoch-1 key it was granted 20 days ago; with a
+    /// 14-day threshold it is reported stale (also after a restart, which re-reads the grant's signing
+    /// time), and no longer once the rotation's grant arrives. A key from the keystore (never granted) has
+    /// no known age and is not judged.
+    @Test func case27FreezeIsReportedWhenTheNewestEpochKeyIsOld() throws {
+        var pki = TestPKI()
+        let hq = pki.replicator(try pki.device(.hq, scopes: [TestPKI.root]))
+        let memberID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let member = pki.replicator(memberID, withKey: false)
+        let threshold = 14 * TestPKI.day
+        let issued = Self.now - 20 * TestPKI.day
+        let g1 = try KeyGrant.issue(epochKey: pki.stationKey, members: [memberID.certificate], issuedAt: issued, by: pki.hq)
+        _ = try member.ingest([try Self.grantChange(g1, hq, at: Self.now)], certificates: [hq.identity.certificate], now: Self.now)
+        #expect(member.newestEpochKeys() == [EpochKeyAge(scope: TestPKI.station, epoch: 1, issuedAt: issued)])
+        #expect(member.staleEpochKeys(now: Self.now, threshold: threshold).map(\.epoch) == [1])
+        #expect(member.staleEpochKeys(now: Self.now, threshold: 21 * TestPKI.day).isEmpty, "not past a longer threshold")
+        let restarted = Replicator(identity: memberID, trust: pki.trust, store: member.store)
+        try restarted.restoreControlState(now: Self.now)
+        #expect(restarted.staleEpochKeys(now: Self.now, threshold: threshold).map(\.epoch) == [1], "after a restart too")
+        let (_, g2) = try EpochRotation.rotate(current: pki.stationKey, members: [memberID.certificate], removing: [], issuedAt: Self.now,
+                                               by: pki.hq)
+        _ = try restarted.ingest([try Self.grantChange(g2, hq, at: Self.now + 1_000)], certificates: [hq.identity.certificate], now: Self.now + 1_000)
+        #expect(restarted.staleEpochKeys(now: Self.now + 1_000, threshold: threshold).isEmpty, "the rotation reached it")
+        let keystoreOnly = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        #expect(keystoreOnly.newestEpochKeys().map(\.issuedAt) == [nil])
+        #expect(keystoreOnly.staleEpochKeys(now: Self.now + 400 * TestPKI.day, threshold: threshold).isEmpty)
+    }
+
     /// Two county authorities delegated for the same scope each issue epoch 2 of a station at the same
     /// time, with different keys. Members that learn the two grants in opposite orders must still read
     /// each other's changes, and what a writer seals must not depend on arrival order (nothing to win by

@@ -205,4 +205,5 @@ final class FailingStore: SyncStore {
     func certificates() throws -> [Certificate] { try inner.certificates() }
     func status() throws -> StoreStatus { try inner.status() }
     func quarantined() throws -> [QuarantinedChange] { try inner.quarantined() }
+    func changes(by author: DeviceID, after hlc: HLCTimestamp) throws -> [StoredChange] { try inner.changes(by: author, after: hlc) }
 }

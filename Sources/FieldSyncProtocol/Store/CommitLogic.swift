@@ -51,6 +51,12 @@ public protocol StoreTransaction {
     /// Keeps a certificate (of an author of held changes, or of its issuing authority); several per
     /// subject are kept (renewals); the same certificate twice is kept once.
     mutating func keepCertificate(_ certificate: Certificate) throws
+    /// Moves a held change (found by hash) to the quarantine with cause `.revoked`, bytes kept; its
+    /// record links stay (audit). `CommitLogic` takes its seq out of the log's intervals.
+    /// - Returns: false if the change is not held (already quarantined, or never stored).
+    mutating func quarantineRevoked(_ entry: RevokedQuarantine) throws -> Bool
+    /// Removes a materialized record (no held change touches it any more); its history links stay.
+    mutating func removeRecord(_ id: RecordID) throws
 }
 
 /// Why a store refuses a batch outright (nothing of it is applied).
@@ -229,6 +235,19 @@ public enum CommitLogic {
             try tx.markOpened(h)
         }
         for f in batch.forks { try record(f) }
+        // Changes by revoked devices dated after the cut-off (attack case 35): out of the held changes and
+        // intervals, into the quarantine; then the records they touched, folded again without them.
+        for q in batch.revoked {
+            guard try tx.quarantineRevoked(q) else { continue }
+            var iv = try tx.intervals(q.change.log)
+            iv.remove(q.change.seq)
+            try tx.setIntervals(q.change.log, iv)
+            report.quarantinedRevoked += 1
+        }
+        for (id, rebuilt) in batch.rebuilt.sorted(by: { $0.key < $1.key }) {
+            if let r = rebuilt { try tx.saveRecord(r, touchedBy: []) } else { try tx.removeRecord(id) }
+        }
+        report.recordsChanged += batch.rebuilt.count
         for (log, seq) in batch.receipts.sorted(by: { $0.key < $1.key }) { try tx.raiseReceipt(log, to: seq) }
         for c in batch.certificates { try tx.keepCertificate(c) }
         return report

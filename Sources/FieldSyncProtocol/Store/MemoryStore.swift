@@ -66,6 +66,8 @@ public final class MemoryStore: SyncStore {
         var certificates: [DeviceID: [Certificate]] = [:]  // every one kept, by subject (renewals)
         var totalBytes = 0
         var heldBackTotal = 0
+        /// Changes quarantined because their author was revoked before their HLC, oldest first, with their bytes.
+        var quarantine: [QuarantinedChange] = []
     }
 
     /// A transaction: reads see the store's state overlaid with this transaction's writes; nothing
@@ -82,6 +84,8 @@ public final class MemoryStore: SyncStore {
         var forks: [ForkEvidence] = []
         var receipts: [LogID: UInt64] = [:]
         var certificates: [Certificate] = []
+        var revoked: [RevokedQuarantine] = []
+        var removedRecords: Set<RecordID> = []
         var bytesDelta = 0
         var heldBackDelta = 0
 
@@ -147,6 +151,19 @@ public final class MemoryStore: SyncStore {
         func forks(of log: LogID) throws -> [ForkEvidence] { (base.forksByLog[log] ?? []) + forks.filter { $0.log == log } }
         mutating func raiseReceipt(_ log: LogID, to seq: UInt64) throws { receipts[log] = max(receipts[log] ?? 0, seq) }
         mutating func keepCertificate(_ certificate: Certificate) throws { certificates.append(certificate) }
+        mutating func quarantineRevoked(_ entry: RevokedQuarantine) throws -> Bool {
+            let key = ChangeHashKey(entry.change.hash)
+            guard let held = base.byHash[key]?.value, !held.bytes.isEmpty, !revoked.contains(where: { $0.change.hash == held.hash }) else {
+                return false
+            }
+            revoked.append(RevokedQuarantine(change: held, reason: entry.reason, detectedAt: entry.detectedAt))
+            bytesDelta -= held.bytes.count
+            return true
+        }
+        mutating func removeRecord(_ id: RecordID) throws {
+            records[id] = nil
+            removedRecords.insert(id)
+        }
 
         /// Writes the transaction into the store's state, in place.
         func apply() {
@@ -250,8 +267,17 @@ public final class MemoryStore: SyncStore {
     public func receipted(_ log: LogID) throws -> UInt64 { state.receipts[log] ?? 0 }
     public func certificates() throws -> [Certificate] { state.certificates.values.flatMap { $0 } }
 
+    public func quarantined() throws -> [QuarantinedChange] { state.quarantine }
+
+    public func changes(by author: DeviceID, after hlc: HLCTimestamp) throws -> [StoredChange] {
+        state.changes.keys.filter { $0.author == author }.sorted().flatMap { log in
+            state.changes[log]!.values.map(\.value).filter { $0.hlc > hlc && !$0.bytes.isEmpty }.sorted { $0.seq < $1.seq }
+        }
+    }
+
     public func status() throws -> StoreStatus {
         var s = StoreStatus()
+        s.revokedQuarantined = state.quarantine.filter { $0.cause == .revoked }.count
         s.logs = state.intervalsByLog.count
         s.changes = state.byHash.count - state.evicted.count
         s.changeBytes = state.totalBytes
@@ -291,6 +317,15 @@ extension MemoryStore.State {
         }
         for (log, seq) in tx.receipts { receipts[log] = max(receipts[log] ?? 0, seq) }
         for c in tx.certificates where !(certificates[c.subject]?.contains(c) ?? false) { certificates[c.subject, default: []].append(c) }
+        for q in tx.revoked {
+            let c = q.change, key = ChangeHashKey(c.hash)
+            changes[c.log]?[c.seq] = nil
+            byHash[key] = nil
+            openedHashes.remove(key)
+            quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
+                                                repaired: false, cause: .revoked, bytes: c.bytes))
+        }
+        for id in tx.removedRecords where tx.records[id] == nil { recordsByID[id] = nil }
         totalBytes += tx.bytesDelta
         heldBackTotal += tx.heldBackDelta
     }

@@ -106,6 +106,14 @@ public struct CommitBatch: Sendable {
     /// forward each change with its author's certificates (a relay box that reboots must not strand what
     /// it carries).
     public var certificates: [Certificate]
+    /// Held changes to quarantine because their author was revoked with a cut-off before their HLC
+    /// (attack case 35, `Replicator.quarantineRevokedChanges`): each is taken out of the held changes
+    /// and its log's intervals (so it is neither served nor offered), and kept with its bytes in the
+    /// quarantine for audit (`SyncStore.quarantined()`, cause `.revoked`).
+    public var revoked: [RevokedQuarantine] = []
+    /// Records folded again without the changes of `revoked`, written over the held ones in the same
+    /// step; nil for a record that no remaining change touches (it is removed).
+    public var rebuilt: [RecordID: Record?] = [:]
 
     /// An empty batch.
     public init(changes: [StoredChange] = [], edits: [(edit: RecordEdit, change: [UInt8])] = [], opened: [[UInt8]] = [],
@@ -140,6 +148,8 @@ public struct CommitReport: Sendable, Equatable {
     public var refusedForked: [[UInt8]] = []
     /// Fork evidence newly recorded (from the batch's changes or its `forks`).
     public var forksRecorded = 0
+    /// Changes of the batch's `revoked` newly quarantined (already quarantined ones are not counted).
+    public var quarantinedRevoked = 0
 
     /// An empty report.
     public init() {}
@@ -184,6 +194,9 @@ public struct StoreStatus: Sendable, Equatable {
     /// Changes found corrupt on disk and quarantined, not yet received again intact from a peer
     /// (`SyncStore.quarantined()`).
     public var quarantined = 0
+    /// Changes by revoked devices dated after their revocation's cut-off, stored before the revocation
+    /// was known and quarantined when it arrived (kept for audit, out of the records; attack case 35).
+    public var revokedQuarantined = 0
     /// The limits in force.
     public var limits = StoreLimits()
 
@@ -191,11 +204,25 @@ public struct StoreStatus: Sendable, Equatable {
     public init() {}
 }
 
-/// A held change found corrupt on disk (its bytes no longer hash to its recorded hash, do not decode,
-/// or disagree with its indexed header columns) and taken out of what the store holds: it is no
-/// longer served to peers nor counted in `holdings`, so reconciliation fetches it again from a peer.
-/// The damaged bytes are kept beside it for forensics.
+/// A held change taken out of what the store holds: it is no longer served to peers nor counted in
+/// `holdings`. Two causes:
+/// - `.damaged`: found corrupt on disk (its bytes no longer hash to its recorded hash, do not decode,
+///   or disagree with its indexed header columns); reconciliation fetches it again from a peer, and the
+///   damaged bytes are kept beside it for forensics.
+/// - `.revoked`: signed by a device whose revocation (learned after the change was stored) has a cut-off
+///   before the change's HLC (attack case 35). Its edits are taken out of the records; its bytes are
+///   kept, intact, for audit. Peers that know the revocation refuse it, so it never comes back.
 public struct QuarantinedChange: Sendable, Equatable {
+    /// Why a change is in quarantine.
+    public enum Cause: String, Sendable {
+        /// Corrupt on disk; waiting for an intact copy from a peer (`repaired` once received).
+        case damaged
+        /// Dated after its author's revocation cut-off; kept for audit, never repaired.
+        case revoked
+    }
+
+    /// Why it is in quarantine.
+    public var cause: Cause = .damaged
     /// The log it was held in.
     public var log: LogID
     /// Its seq.
@@ -208,15 +235,38 @@ public struct QuarantinedChange: Sendable, Equatable {
     public var detectedAt: Int64
     /// Whether an intact copy has since been received from a peer and stored again.
     public var repaired: Bool
+    /// The change's bytes as they were held (damaged ones as found; revoked ones intact, the evidence).
+    public var bytes: [UInt8] = []
 
     /// Creates a quarantine entry.
-    public init(log: LogID, seq: UInt64, hash: [UInt8], reason: String, detectedAt: Int64, repaired: Bool) {
+    public init(log: LogID, seq: UInt64, hash: [UInt8], reason: String, detectedAt: Int64, repaired: Bool, cause: Cause = .damaged,
+                bytes: [UInt8] = []) {
+        self.cause = cause
+        self.bytes = bytes
         self.log = log
         self.seq = seq
         self.hash = hash
         self.reason = reason
         self.detectedAt = detectedAt
         self.repaired = repaired
+    }
+}
+
+/// A held change to quarantine because its author's revocation cut-off precedes its HLC (a
+/// `CommitBatch.revoked` entry, decided by `Replicator.quarantineRevokedChanges`).
+public struct RevokedQuarantine: Sendable, Equatable {
+    /// The change as held.
+    public var change: StoredChange
+    /// Which revocation, for people (issuer, cut-off).
+    public var reason: String
+    /// When the node found it (wall clock, ms since the Unix epoch; passed in, not read here).
+    public var detectedAt: Int64
+
+    /// Creates an entry.
+    public init(change: StoredChange, reason: String, detectedAt: Int64) {
+        self.change = change
+        self.reason = reason
+        self.detectedAt = detectedAt
     }
 }
 
@@ -228,9 +278,6 @@ public struct QuarantinedChange: Sendable, Equatable {
 extension SyncStore {
     /// Default: `forks()` filtered.
     public func forks(of log: LogID) throws -> [ForkEvidence] { try forks().filter { $0.log == log } }
-
-    /// Default: nothing (a store that cannot be damaged on disk, like `MemoryStore`).
-    public func quarantined() throws -> [QuarantinedChange] { [] }
 
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
@@ -294,9 +341,13 @@ public protocol SyncStore: AnyObject {
     func certificates() throws -> [Certificate]
     /// Counters and limits.
     func status() throws -> StoreStatus
-    /// Changes found corrupt on disk and quarantined (pending and repaired), oldest first. Stores that
-    /// check what they read (`SQLiteStore`) quarantine a damaged change instead of serving it.
+    /// Changes in quarantine, oldest first: found corrupt on disk (pending and repaired; stores that
+    /// check what they read, `SQLiteStore`, quarantine a damaged change instead of serving it), and
+    /// changes by revoked devices dated after their cut-off (cause `.revoked`).
     func quarantined() throws -> [QuarantinedChange]
+    /// The held changes (not evicted) of `author`, in every scope, whose HLC is after `hlc`: the
+    /// candidates for quarantine when a revocation of `author` with that cut-off is learned.
+    func changes(by author: DeviceID, after hlc: HLCTimestamp) throws -> [StoredChange]
 }
 
 extension StoredChange: CanonicalCodable {
