@@ -182,8 +182,10 @@ import Testing
         let before = st.verifier()
         let prepared = before.prepare(Array(changes.dropFirst()), now: Self.now + 20)
         #expect(prepared.allSatisfy { $0.outcome == .accepted })
+        // The cut-off falls between change 1 (HLC now + 11) and changes 2 and 3: change 1 stays held (a
+        // change after the cut-off would be quarantined when the revocation arrives, attack case 35).
         let rev = try Revocation(device: authorID.id, serial: authorID.certificate.serial,
-                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 1, counter: 0), reason: .stolen, note: "", by: pki.hq)
+                                 revokedAt: HLCTimestamp(milliseconds: Self.now + 11, counter: 1), reason: .stolen, note: "", by: pki.hq)
         _ = try st.writeControl(.revocation, payload: rev.canonicalBytes, scope: TestPKI.station, now: Self.now + 20)
         let r2 = try st.ingest(prepared: prepared, by: before, now: Self.now + 20)
         #expect(r2.reprepared)
