@@ -443,16 +443,29 @@ final class ProcessWorld {
         }
     }
 
+    /// A loopback port that was free a moment ago, for a `fieldsync serve` started next. Picked below
+    /// Linux's ephemeral range (32768-60999): a port the kernel handed out for port 0 could be given again
+    /// to another test's outgoing connection before the server binds it. (A relay of the lossy chain test
+    /// exited 1 once in a parallel run; its log was gone, and this race is the likely cause.) Falls back
+    /// to a kernel-chosen port.
     static func freePort() throws -> Int {
+        for _ in 0..<64 {
+            if let port = bound(Int.random(in: 20_000..<32_000)) { return port }
+        }
+        guard let port = bound(0) else { throw NodeTestError("cannot bind a loopback port") }
+        return port
+    }
+
+    /// Binds `port` (0: any) on 127.0.0.1 and closes it again: the port bound, or nil if it was taken.
+    private static func bound(_ port: Int) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var addr = RawSocket.loopback(port: 0)
+        var addr = RawSocket.loopback(port: port)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
         }
-        guard ok else { throw NodeTestError("cannot bind a loopback port") }
-        return Int(UInt16(bigEndian: addr.sin_port))
+        return ok ? Int(UInt16(bigEndian: addr.sin_port)) : nil
     }
 }
 
