@@ -10,7 +10,7 @@ import Testing
 /// Issue 12 items 2 and 5 with real `fieldsync` processes on 127.0.0.1: a county authority made with
 /// the CLI cannot revoke the HQ root or an HQ-enrolled station, a forged revocation never spreads, and
 /// a device whose county authority has expired still reads its store.
-@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized)
 struct AuthorityBoundsProcessTests {
     static let wudu = try! Scope("longnan/wudu")
 

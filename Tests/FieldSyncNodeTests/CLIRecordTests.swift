@@ -5,7 +5,8 @@ import Testing
 /// Runs the built `fieldsync` binary for the record commands (incident, visit, list, show, export,
 /// import): two devices enrolled once by one HQ, each test with its own store files.
 private struct RecordCLI {
-    static var binary: String? { FieldSyncBinary.path }
+    /// The built executable; a test that needs it fails (never skips) when it is not built.
+    static var binary: String { get throws { try FieldSyncBinary.required() } }
 
     static let station = "longnan/wudu/station-017"
     static let village = "longnan/wudu/station-017/village-0412"
@@ -99,7 +100,7 @@ private struct SetupFailed: Error {
     var stderr: String
 }
 
-@Suite(.ownThread, .enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread)
 struct CLIRecordTests {
     @Test func incidentLifecycle() throws {
         let cli = try RecordCLI()
@@ -300,7 +301,7 @@ struct CLIRecordTests {
         var csv = "kind,scope,category,location.lat,location.lon,summary,reportedAt,reporter,status,priority\n"
         for i in 0..<600 { csv += "incident,\(RecordCLI.village),fire,33.4,104.9,fire \(i),2026-11-01T10:00:00Z,caller,reported,normal\n" }
         _ = FileManager.default.createFile(atPath: cli.path("\(cli.store).csv"), contents: Data(csv.utf8))
-        let command = ([RecordCLI.binary!, "import", "\(cli.store).csv"] + cli.node).joined(separator: " ")
+        let command = ([try RecordCLI.binary, "import", "\(cli.store).csv"] + cli.node).joined(separator: " ")
         let r = try RecordCLI.run(["-qfec", command, "/dev/null"], in: cli.dir, executable: "/usr/bin/script")
         #expect(r.status == 0 && r.out.contains("checking rows 600/600 (100%)") && r.out.contains("imported 600 records"), "\(r.out)")
         let piped = try cli.run(["export", "--format", "csv"])
@@ -311,7 +312,7 @@ struct CLIRecordTests {
 
 /// Issue 13 items 5 and 6 through the binary: CSV formula neutralisation, hostile store paths, a CSV
 /// import whose memory does not grow with the file.
-@Suite(.ownThread, .enabled(if: RecordCLI.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread)
 struct CLIHostileInputTests {
     /// The cells of RFC 4180 CSV text (quoted cells, doubled quotes, CRLF rows).
     static func cells(_ csv: String) -> [[String]] {
@@ -404,11 +405,11 @@ struct CLIHostileInputTests {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let full = [RecordCLI.binary!] + args
+        let full = [try RecordCLI.binary] + args
         var argv: [UnsafeMutablePointer<CChar>?] = full.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         // Absolute paths only: changing this process's directory would race with the other tests.
-        let rc = posix_spawn(&pid, RecordCLI.binary!, &actions, nil, &argv, environ)
+        let rc = posix_spawn(&pid, try RecordCLI.binary, &actions, nil, &argv, environ)
         guard rc == 0 else { throw SetupFailed(step: full, stderr: "posix_spawn: \(rc)") }
         var status: Int32 = 0
         var peak = 0

@@ -15,7 +15,7 @@ import Glibc
 /// while an honest backpack syncs with it by `fieldsync sync` processes. The attackers run in the test
 /// process on threads of their own, from other loopback addresses; the node's memory and descriptors are
 /// read from `/proc/<pid>`. Blocking: real processes, blocking sockets and sleeps on threads.
-@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized)
 struct CombinedAttackTests {
     /// Every attack together for the length of 6 honest syncs: each sync finishes and brings its one new
     /// change; the node's descriptors stay within its limits (handshake pool, sessions, probes) and its

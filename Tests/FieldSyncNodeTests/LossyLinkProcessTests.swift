@@ -18,7 +18,7 @@ import Glibc
 /// The short version (the chain over impaired links, 30 changes at each end) runs in the suite;
 /// `FIELDSYNC_LOSSY_FULL=1` runs the full version (both topologies, clean and impaired, 400 changes per
 /// writer or `FIELDSYNC_LOSSY_CHANGES`, a slower link and cuts spread over more bytes).
-@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized)
 struct LossyLinkProcessTests {
     static let full = ProcessInfo.processInfo.environment["FIELDSYNC_LOSSY_FULL"] == "1"
     /// Changes written by each writing node before the links open.

@@ -14,7 +14,7 @@ import Glibc
 /// (`serve` or `sync`), every store a SQLite file, every contact a TCP session. Devices are enrolled
 /// in-process (keystores with key files, as `fieldsync device import` writes them); stores are read
 /// in-process only while their node's process is stopped.
-@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized)
 struct ProcessTests {
     static let station = try! Scope("longnan/wudu/station-017")
     static let village = try! Scope("longnan/wudu/station-017/village-0412")
@@ -105,7 +105,7 @@ struct ProcessTests {
         let bp = try w.device("bp", .backpack, [Self.station.path])
         try w.fill(bp, count: 3_000)
         try w.serve(bp)
-        let command = ([ProcessWorld.binary!, "sync", "127.0.0.1:\(bp.port)"] + w.args(st)).joined(separator: " ")
+        let command = ([try ProcessWorld.binary, "sync", "127.0.0.1:\(bp.port)"] + w.args(st)).joined(separator: " ")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/script")
         p.arguments = ["-qfec", command, "/dev/null"]
@@ -268,7 +268,8 @@ struct ProcessTests {
 /// Enrolled devices in a temporary directory, and the `fieldsync` processes that run them.
 final class ProcessWorld {
     /// The built `fieldsync` binary (next to the tests, or in a known scratch folder).
-    static var binary: String? { FieldSyncBinary.path }
+    /// The built executable; a test that needs it fails (never skips) when it is not built.
+    static var binary: String { get throws { try FieldSyncBinary.required() } }
 
     static func now() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
@@ -383,7 +384,7 @@ final class ProcessWorld {
 
     func start(_ args: [String], log: String? = nil) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary!)
+        p.executableURL = URL(fileURLWithPath: try Self.binary)
         p.arguments = args
         if let log {
             if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
@@ -529,7 +530,7 @@ enum RawSocket {
 /// network namespaces joined by a veth pair shaped like a rural 4G link (300 ms, 5% loss, 256 kbit/s
 /// with `tc netem`). Where the kernel has no netem qdisc, only the rate is shaped (`tc tbf`), and the
 /// test says so. Prints bytes and time of each session across the link.
-@Suite(.ownThread, .serialized, .enabled(if: ProcessInfo.processInfo.environment["FIELDSYNC_NETEM"] == "1" && ProcessWorld.binary != nil,
+@Suite(.ownThread, .serialized, .enabled(if: ProcessInfo.processInfo.environment["FIELDSYNC_NETEM"] == "1",
                              "set FIELDSYNC_NETEM=1 (root, ip netns and tc)"))
 struct NetemTests {
     static func sh(_ args: [String]) -> (Int32, String) {
@@ -580,11 +581,11 @@ struct NetemTests {
         let n = 100
         try w.fill(bp, count: n)
         // The station and HQ are in town; the backpack is in the field, across the shaped link.
-        func inNS(_ ns: String, _ args: [String]) -> [String] { ["netns", "exec", ns, ProcessWorld.binary!] + args }
+        func inNS(_ ns: String, _ args: [String]) throws -> [String] { ["netns", "exec", ns, try ProcessWorld.binary] + args }
         func launch(_ ns: String, _ args: [String], log: String) throws -> Process {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            p.arguments = inNS(ns, args)
+            p.arguments = try inNS(ns, args)
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             p.standardOutput = h
@@ -595,7 +596,7 @@ struct NetemTests {
         func syncAcross(_ ns: String, _ from: ProcessWorld.Device, _ host: String, _ to: ProcessWorld.Device) throws -> [String: Any] {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            p.arguments = inNS(ns, ["sync", "\(host):\(to.port)"] + w.args(from) + ["--json", "--idle-timeout", "60"])
+            p.arguments = try inNS(ns, ["sync", "\(host):\(to.port)"] + w.args(from) + ["--json", "--idle-timeout", "60"])
             let o = Pipe()
             p.standardOutput = o
             p.standardError = FileHandle.nullDevice

@@ -9,7 +9,7 @@ import Testing
 /// Issue 12 items 4 and 6 with real `fieldsync` processes on 127.0.0.1: a device renewed after its first
 /// certificate expired keeps syncing (CLI `authority renew` and `device import`), and devices enrolled by
 /// two county authorities and by the root sync with each other directly and through a relay.
-@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized)
 struct RenewalChainProcessTests {
     static let station = ProcessTests.station
     static let village = ProcessTests.village

@@ -7,13 +7,14 @@ import Testing
 
 /// The built `fieldsync` binary as a real process: `config check` errors, and `serve --config` stopping
 /// gracefully on SIGTERM with exit status 0.
-@Suite(.ownThread, .enabled(if: FieldSyncBinary.path != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread)
 struct ServeProcessTests {
-    static var binary: String? { FieldSyncBinary.path }
+    /// The built executable; a test that needs it fails (never skips) when it is not built.
+    static var binary: String { get throws { try FieldSyncBinary.required() } }
 
-    static func process(_ args: [String], in dir: String) -> Process {
+    static func process(_ args: [String], in dir: String) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary!)
+        p.executableURL = URL(fileURLWithPath: try binary)
         p.arguments = args
         p.currentDirectoryURL = URL(fileURLWithPath: dir)
         return p
@@ -54,7 +55,7 @@ struct ServeProcessTests {
 
     /// Starts `serve --config st.json` and waits until its status file says `running`.
     static func serve(in dir: String) throws -> (Process, Pipe, DaemonStatus) {
-        let serve = Self.process(["serve", "--config", "st.json"], in: dir)
+        let serve = try Self.process(["serve", "--config", "st.json"], in: dir)
         let err = Pipe()
         serve.standardError = err
         serve.standardOutput = FileHandle.nullDevice

@@ -11,7 +11,7 @@ import Testing
 /// the damaged one, `serve` quarantines the change at start and keeps serving, a peer that lacks the
 /// change is not harmed, the change comes back from a peer that holds it, and `doctor --repair`
 /// rebuilds the record from its signed changes.
-@Suite(.ownThread, .serialized, .enabled(if: ProcessWorld.binary != nil, "the fieldsync binary is built next to the tests"))
+@Suite(.ownThread, .serialized)
 struct StoreDamageProcessTests {
     @Test(.timeLimit(.minutes(2))) func damagedStoreIsFoundQuarantinedRefetchedAndRepaired() throws {
         let w = try ProcessWorld()
