@@ -5,7 +5,7 @@ Recomputes every vector of the file whose protocol FieldSync speaks (or whose su
 supports) with the Python `noiseprotocol` package (github.com/plizonczyk/noiseprotocol; `pip install
 noiseprotocol`, checked with 0.3.1): all handshake and transport ciphertexts, and the final handshake
 hash, which FieldSync uses as its session id (Protocols/sync.md §4). None of the Swift code or of
-libsodium's Noise-free primitives is involved. Not run by CI. Run:
+libsodium's Noise-free primitives is involved. The suite runs it (VectorTests.secondNoiseImplementationReproducesTheVectors; .ci/run installs the package). Run:
 python3 Protocols/vectors/check_noise_vector.py
 """
 import json
