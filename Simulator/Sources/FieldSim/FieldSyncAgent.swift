@@ -141,7 +141,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var replicators: [Replicator?] = []
     private var scopes: [Scope] = []  // node -> certificate scope
     private var domainScopes: [Scope] = []
-    private var held: [[ChangeIndex: UInt8]] = []  // node -> change -> hops (lookup only, never iterated)
+    private var held: [[ChangeIndex: HopCount]] = []  // node -> change -> hops (lookup only, never iterated)
     private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var writtenTag: [UInt64] = []  // change -> first 8 bytes of the id its author's store gave it
@@ -687,7 +687,7 @@ public final class FieldSyncAgent: SyncAgent {
                         if Self.tag(try? r.store.hash(log, seq: seq)) != writtenTag[Int(c)] {
                             effects.violate("\(ctx.world.nodes[Int(node)].name) holds a change at \(log)#\(seq) that is not the one its author wrote")
                         }
-                        let hops = (held[Int(peer)][c] ?? 0) &+ 1
+                        let hops = (held[Int(peer)][c] ?? 0).nextHop
                         held[Int(node)][c] = hops
                         effects.accept(c, at: node, hops: hops)
                     }
