@@ -148,6 +148,7 @@ import Testing
         let labels = Self.texts(svg)
         let xTicks = labels.filter { $0.anchor == "middle" && $0.y > 390 && $0.y < 420 }.map(\.text)
         #expect(xTicks.count >= 3 && Set(xTicks).count == xTicks.count, "x ticks \(xTicks)")
+        #expect(xTicks.first.flatMap(Double.init) == 0 && !xTicks.contains { $0.hasPrefix("-") }, "x ticks \(xTicks)")
         let yTicks = labels.filter { $0.anchor == "end" }.compactMap { Double($0.text) }
         #expect(yTicks.min() ?? 0 >= 0.85 && yTicks.min() ?? 1 <= 0.93, "y ticks \(yTicks)")
         #expect(yTicks.max() == 1)

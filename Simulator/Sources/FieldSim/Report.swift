@@ -323,7 +323,7 @@ public enum SVG {
         var ticks: [Double] = []
         var k = ceil(lo / step - 1e-9)
         while k * step <= hi + step * 1e-9 {
-            ticks.append(k * step)
+            ticks.append(k * step + 0)  // + 0 turns -0 (k = ceil(-tiny)) into 0, which prints without a sign
             k += 1
         }
         return (ticks, max(0, Int(-floor(log10(step) + 1e-9))))
