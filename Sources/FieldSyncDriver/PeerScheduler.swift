@@ -185,7 +185,10 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     public func isLive(_ device: DeviceID) -> Bool { liveDevices[device] != nil }
 
     /// Whether a new session to `p` would duplicate a live one (its device is known and live).
-    private func covered(_ p: State) -> Bool { p.device.map(isLive) ?? false }
+    private func covered(_ p: State) -> Bool {
+        guard let d = p.device else { return false }
+        return liveDevices[d] != nil
+    }
 
     /// A session with `device` entered its live phase.
     /// - Parameter address: the peer this node connected to, for an outgoing session (nil: incoming). It
@@ -249,10 +252,20 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     public static func isProven(_ p: State) -> Bool { p.source == .static || p.device != nil }
 
     /// Outgoing sessions running now that count toward `maxSessions` (proven peers marked running, not live).
-    public var outgoing: Int { peers.values.filter { $0.running && !$0.live && Self.isProven($0) }.count }
+    public var outgoing: Int {
+        // Plain loops here and below: these run on every driver input (a simulator's hot path); `filter`
+        // and a key path over the generic peer table cost an array and a key-path instantiation each time.
+        var n = 0
+        for p in peers.values where p.running && !p.live && Self.isProven(p) { n += 1 }
+        return n
+    }
 
     /// Outgoing sessions running now to unproven peers (bounded by `maxProbes`).
-    public var probing: Int { peers.values.filter { $0.running && !Self.isProven($0) }.count }
+    public var probing: Int {
+        var n = 0
+        for p in peers.values where p.running && !Self.isProven(p) { n += 1 }
+        return n
+    }
 
     /// The peers to connect to now, earliest due first (ties by address): at most
     /// `maxSessions - incoming - outgoing` proven peers and `maxProbes - probing` unproven ones. They are
@@ -264,8 +277,10 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
         var free = policy.maxSessions - incoming - outgoing
         var probes = policy.maxProbes - probing
         guard free > 0 || probes > 0 else { return [] }
-        let candidates = peers.values.filter { !$0.running && ($0.due ?? .max) <= now && !covered($0) }
-            .sorted { ($0.due!, $0.address) < ($1.due!, $1.address) }
+        var candidates: [State] = []
+        for p in peers.values where !p.running && (p.due ?? .max) <= now && !covered(p) { candidates.append(p) }
+        guard !candidates.isEmpty else { return [] }
+        candidates.sort { ($0.due!, $0.address) < ($1.due!, $1.address) }
         var ready: [State] = []
         for p in candidates {
             if Self.isProven(p) {
@@ -330,7 +345,14 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// When the next peer becomes due (ms), or nil if none is waiting (peers with a live session wait).
-    public var nextDue: UInt64? { stopped ? nil : peers.values.filter { !covered($0) }.compactMap(\.due).min() }
+    public var nextDue: UInt64? {
+        guard !stopped else { return nil }
+        var next: UInt64?
+        for p in peers.values where !covered(p) {
+            if let d = p.due, next.map({ d < $0 }) ?? true { next = d }
+        }
+        return next
+    }
 
     /// Stops scheduling: `due` returns nothing from now on (graceful shutdown).
     public mutating func stop() { stopped = true }

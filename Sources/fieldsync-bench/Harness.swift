@@ -22,6 +22,8 @@ struct BenchResult {
 struct Benchmark {
     var name: String
     var summary: String
+    /// Run only when named (it needs something from outside, e.g. a previous build to compare with).
+    var byNameOnly = false
     var run: (_ scale: Double) throws -> [BenchResult]
 }
 

@@ -28,14 +28,14 @@ struct FieldSyncBench: ParsableCommand {
     func run() throws {
         let all = allBenchmarks()
         if list {
-            for b in all { print("\(b.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(b.summary)") }
+            for b in all { print("\(b.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(b.summary)\(b.byNameOnly ? " (run by name only)" : "")") }
             return
         }
         let unknown = names.filter { n in !all.contains { $0.name == n } }
         if !unknown.isEmpty {
             throw ValidationError("unknown benchmark(s): \(unknown.joined(separator: ", ")); see --list")
         }
-        let selected = names.isEmpty ? all : all.filter { names.contains($0.name) }
+        let selected = names.isEmpty ? all.filter { !$0.byNameOnly } : all.filter { names.contains($0.name) }
         if changes != nil, !selected.contains(where: { $0.name == "catchup" }) {
             throw ValidationError("--changes applies to the catchup benchmark only: fieldsync-bench catchup --changes N")
         }

@@ -14,6 +14,74 @@ func simBenchmarks() -> [Benchmark] {
         Benchmark(name: "sim-longnan-fieldsync", summary: "longnan with the real protocol (stand-in crypto) vs the ideal-epidemic agent on the same contacts, one simulated day: wall time, bytes, HQ latency") { scale in
             try longnanFieldSyncBenchmark(days: max(0.5, scale))
         },
+        Benchmark(name: "sim-engines", summary: "longnan with the real protocol (stand-in crypto), one simulated day: this engine in process vs a previous fieldsim binary ($FIELDSIM_PREVIOUS) on the same scenario and seed: CPU time, events, trace hash", byNameOnly: true) { scale in
+            try enginesBenchmark(days: max(0.1, scale))
+        },
+    ]
+}
+
+/// Runs `longnan` for `days` with the `fieldsync` agent (stand-in crypto, seed 1, the CLI's options) in this
+/// process, then the previous engine (`FIELDSIM_PREVIOUS`: a release `fieldsim` built from an earlier
+/// commit) as a child process on the same scenario; compares CPU time (user + system, `getrusage`: the
+/// machine is shared, so wall time would measure the neighbours), events and trace hash.
+func enginesBenchmark(days: Double) throws -> [BenchResult] {
+    let path = "Simulator/Scenarios/longnan.json"
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw ValidationErrorMessage("run from the package root: \(path) not found")
+    }
+    guard let previous = ProcessInfo.processInfo.environment["FIELDSIM_PREVIOUS"],
+          FileManager.default.isExecutableFile(atPath: previous) else {
+        throw ValidationErrorMessage("sim-engines needs FIELDSIM_PREVIOUS=<a fieldsim binary built from an earlier commit>, e.g. "
+            + "git archive <commit> | tar -x -C /tmp/prev && (cd /tmp/prev && swift build -c release --product fieldsim), "
+            + "then FIELDSIM_PREVIOUS=/tmp/prev/.build/release/fieldsim")
+    }
+    func cpu(children: Bool) -> Double {
+        var u = rusage()
+        getrusage(Int32(truncatingIfNeeded: (children ? RUSAGE_CHILDREN : RUSAGE_SELF).rawValue), &u)
+        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+    }
+    // This engine, with the options `fieldsim --days D` uses (its sample interval: samples are events).
+    var f = try ScenarioFile.load(path: path)
+    f.days = days
+    f.workloadStopDays = max(days - 2, days / 2)
+    let interval = f.sampleIntervalMinutes.map { SimTime($0 * 60_000) } ?? (days > 30 ? Duration.day : Duration.hour)
+    let options = RunOptions(sampleInterval: interval, recordContacts: true, oracleSampleEvery: 0)
+    var start = cpu(children: false)
+    let sim = runFieldSync(scenario: try makeScenario(f, seed: 1, path: path), seed: 1, crypto: .standIn, options: options)
+    let current = cpu(children: false) - start
+    let hash = String(sim.traceHash, radix: 16)
+    // The previous engine.
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("sim-engines-\(getpid())").path
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: previous)
+    p.arguments = ["--days", "\(days)", "--agents", "fieldsync", "--crypto", "stand-in", "--seed", "1", "--oracle-every", "0", "--quiet", "--out", out]
+    p.standardOutput = FileHandle.nullDevice  // its parameter lines
+    start = cpu(children: true)
+    try p.run()
+    p.waitUntilExit()
+    let before = cpu(children: true) - start
+    guard p.terminationStatus == 0, let data = FileManager.default.contents(atPath: out + "/fieldsync/summary.json"),
+          let summary = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        throw ValidationErrorMessage("the previous engine failed (status \(p.terminationStatus)) or wrote no summary")
+    }
+    func find(_ key: String, in v: Any) -> Any? {
+        if let d = v as? [String: Any] {
+            if let x = d[key] { return x }
+            for (_, x) in d { if let y = find(key, in: x) { return y } }
+        }
+        return nil
+    }
+    let prevHash = find("trace_hash", in: summary) as? String ?? "?"
+    let prevEvents = (find("events", in: summary) as? NSNumber)?.doubleValue ?? .nan
+    return [
+        BenchResult(name: "CPU seconds for \(days) days", value: current, baseline: before, unit: "s", baselineName: "previous engine", goal: nil),
+        BenchResult(name: "simulated days per CPU second", value: days / current, baseline: days / before, unit: "days/s",
+                    baselineName: "previous engine", goal: nil),
+        BenchResult(name: "events processed", value: Double(sim.eventsProcessed), baseline: prevEvents, unit: "events",
+                    baselineName: "previous engine", goal: nil),
+        BenchResult(name: "trace hash \(hash) vs \(prevHash) (1 = same run)", value: hash == prevHash ? 1 : 0, baseline: 1, unit: "",
+                    baselineName: "same", goal: nil),
     ]
 }
 

@@ -1,16 +1,16 @@
 // Baseline agents: model protocols with exact byte accounting by a simple model. They are baselines,
 // not FieldSync: they know what the peer holds (global knowledge) and charge a modelled size for it.
 
-/// A message of a baseline agent: 12 bytes, no references.
+/// A message of a baseline agent: 16 bytes, no references.
 public struct BaselineMessage: Sendable, Equatable {
     /// Type.
     public var type: MessageType
     /// Hops of the carried change from its author (the receiver's hop count is this + 1).
-    public var hops: UInt8
+    public var hops: HopCount
     /// The change carried (for `.change`), else -1.
     public var change: ChangeIndex
-    /// Modelled size in bytes.
-    public var bytes: Int32
+    /// Modelled size in bytes (64 bits: a full-state dump of a long run can pass 2 GiB).
+    public var bytes: Int64
 }
 
 /// Which baseline a `BaselineAgent` runs.
@@ -48,7 +48,7 @@ public final class BaselineAgent: SyncAgent {
     private let ctx: SimContext
     private var base: [Int32] = []  // node -> first bitset index
     private var bits: [[UInt64]] = []
-    private var hops: [[UInt8]] = []
+    private var hops: [[HopCount]] = []
     private var stored: [Int] = []
     private var lost: [Bool] = []
     private var active: [[Int32]] = []  // node -> [slot * 2 + side]
@@ -111,7 +111,7 @@ public final class BaselineAgent: SyncAgent {
     public func storedBytes(at node: NodeIndex) -> Int { stored[Int(node)] }
 
     /// Marks `change` held at `node` with `h` hops; returns false if it was already held.
-    private func set(_ change: ChangeIndex, at node: NodeIndex, hops h: UInt8) -> Bool {
+    private func set(_ change: ChangeIndex, at node: NodeIndex, hops h: HopCount) -> Bool {
         guard let (b, i) = bitset(change, node) else { preconditionFailure("node does not carry the change's domain") }
         let w = i >> 6
         if w >= bits[b].count {
@@ -127,7 +127,7 @@ public final class BaselineAgent: SyncAgent {
         return true
     }
 
-    private func hopCount(_ change: ChangeIndex, at node: NodeIndex) -> UInt8 {
+    private func hopCount(_ change: ChangeIndex, at node: NodeIndex) -> HopCount {
         guard let (b, i) = bitset(change, node), i < hops[b].count else { return 0 }
         return hops[b][i]
     }
@@ -267,11 +267,11 @@ public final class BaselineAgent: SyncAgent {
         let me = link.node(side), peer = link.node(side.other)
         if summaryDue[dir] {
             summaryDue[dir] = false
-            var size = summaryBytes
+            var size = Int64(summaryBytes)
             if kind == .fullVersionVector {
-                var logs: Int32 = 0
-                for d in commonDomains(me, peer) { logs += ctx.changes.logsPerDomain[Int(d)] }
-                size = headerBytes + vectorEntryBytes * logs
+                var logs: Int64 = 0
+                for d in commonDomains(me, peer) { logs += Int64(ctx.changes.logsPerDomain[Int(d)]) }
+                size = Int64(headerBytes) + Int64(vectorEntryBytes) * logs
             }
             return BaselineMessage(type: .summary, hops: 0, change: -1, bytes: size)
         }
@@ -279,12 +279,12 @@ public final class BaselineAgent: SyncAgent {
             dumpDue[dir] = false
             var size = Int64(headerBytes)
             for c in dump[dir] { size += Int64(ctx.changes.size[Int(c)]) }
-            return BaselineMessage(type: .stateDump, hops: 0, change: -1, bytes: Int32(clamping: size))
+            return BaselineMessage(type: .stateDump, hops: 0, change: -1, bytes: size)
         }
         while let k = heapPop(dir) {
             let c = ChangeIndex(truncatingIfNeeded: k & 0xFFFF_FFFF)
             if holds(c, at: peer) { continue }  // the peer got it meanwhile through another contact
-            return BaselineMessage(type: .change, hops: hopCount(c, at: me), change: c, bytes: ctx.changes.size[Int(c)])
+            return BaselineMessage(type: .change, hops: hopCount(c, at: me), change: c, bytes: Int64(ctx.changes.size[Int(c)]))
         }
         return nil
     }
@@ -302,17 +302,17 @@ public final class BaselineAgent: SyncAgent {
             for k in difference(from: me, to: link.node(side.other), all: false) { heapPush(dir, k) }
             effects.wake(link.slot, side)
         case .change:
-            accept(message.change, at: me, hops: message.hops &+ 1, effects: &effects)
+            accept(message.change, at: me, hops: message.hops.nextHop, effects: &effects)
         case .stateDump:
             let fromDir = Int(link.slot) * 2 + Int(side.other.rawValue)
             let list = dump[fromDir]
             let senderHops = link.node(side.other)
-            for c in list { accept(c, at: me, hops: hopCount(c, at: senderHops) &+ 1, effects: &effects) }
+            for c in list { accept(c, at: me, hops: hopCount(c, at: senderHops).nextHop, effects: &effects) }
             dump[fromDir].removeAll(keepingCapacity: true)
         }
     }
 
-    private func accept(_ c: ChangeIndex, at node: NodeIndex, hops h: UInt8, effects: inout AgentEffects) {
+    private func accept(_ c: ChangeIndex, at node: NodeIndex, hops h: HopCount, effects: inout AgentEffects) {
         if set(c, at: node, hops: h) {
             effects.accept(c, at: node, hops: h)
             push(c, from: node, effects: &effects)
@@ -366,7 +366,7 @@ public final class BaselineAgent: SyncAgent {
 /// generic engine is specialised for the agent (cross-module generic code runs unspecialised, several
 /// times slower). A real protocol agent should get a wrapper like this in its own module.
 public func runBaseline(_ kind: BaselineKind, scenario: any Scenario, options: RunOptions = RunOptions(),
-                        progressEvery: UInt64 = 1 << 20, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<BaselineAgent> {
+                        progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<BaselineAgent> {
     let sim = Simulation(scenario: scenario, options: options) { BaselineAgent(kind, context: $0) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim

@@ -8,6 +8,13 @@ public struct ContactRecord: Sendable, Equatable {
     public var end: SimTime
     /// Its spec.
     public var spec: ContactSpec
+
+    /// A contact of `spec` from `start` to `end`.
+    public init(start: SimTime, end: SimTime, spec: ContactSpec) {
+        self.start = start
+        self.end = end
+        self.spec = spec
+    }
 }
 
 /// Options of a run that are not part of the scenario.
@@ -101,6 +108,7 @@ public final class Simulation<Agent: SyncAgent> {
     public let workloadEnd: SimTime
     /// The scenario's warm-up.
     public let warmup: SimTime
+    private let generationStep: SimTime
     private let options: RunOptions
     private var queue = EventQueue()
     private var schedule = ScenarioSchedule()
@@ -156,6 +164,8 @@ public final class Simulation<Agent: SyncAgent> {
         faultRandom = SimRandom(seed: options.linkFaults.seed, 0x11F4_A017)
         nodeLost = Array(repeating: false, count: world.count)
         lostReaders = Array(repeating: 0, count: world.domainCount)
+        generationStep = scenario.generationStep
+        precondition(generationStep > 0, "generation step must be positive")
         queue.push(Event(time: 0, kind: .dayTick, a: 0))
         queue.push(Event(time: 0, kind: .sample))
         let snap = options.snapshotAt ?? scenario.workloadEnd
@@ -172,7 +182,7 @@ public final class Simulation<Agent: SyncAgent> {
 
     /// Runs to the end of the scenario. `progress` is called every `progressEvery` events with the
     /// virtual time and the events processed (the CLI turns it into a progress line).
-    public func run(progressEvery: UInt64 = 1 << 20, progress: ((SimTime, UInt64) -> Void)? = nil) {
+    public func run(progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) {
         let end = duration
         while let e = queue.pop() {
             if e.time > end { break }
@@ -235,9 +245,9 @@ public final class Simulation<Agent: SyncAgent> {
 
     // MARK: Scenario days
 
-    private func dayTick(_ day: Int) {
+    private func dayTick(_ step: Int) {
         schedule.clear()
-        scenario.generateDay(day, into: &schedule)
+        scenario.generate(step: step, into: &schedule)
         for (t, spec) in schedule.ups {
             precondition(t >= now, "scenario scheduled a contact in the past")
             let i: Int32
@@ -264,8 +274,8 @@ public final class Simulation<Agent: SyncAgent> {
             precondition(t >= now, "scenario scheduled a fault in the past")
             queue.push(Event(time: t, kind: kind, a: node))
         }
-        let next = SimTime(day + 1) * Duration.day
-        if next < duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(day + 1))) }
+        let next = SimTime(step + 1) * generationStep
+        if next < duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(step + 1))) }
     }
 
     // MARK: Contacts
@@ -479,7 +489,7 @@ public final class Simulation<Agent: SyncAgent> {
         let world = context.world
         var t = Int32(world.readers[Int(spec.domain)].count) - lostReaders[Int(spec.domain)]
         if world.reads(spec.domain, at: spec.author) { t -= 1 }
-        metrics.targets.append(UInt8(clamping: max(t, 0)))
+        metrics.targets.append(max(t, 0))
         metrics.reached.append(0)
         metrics.hqArrival.append(world.nodes[Int(spec.author)].nodeClass == .hq ? now : -1)
         metrics.lastArrival.append(-1)
@@ -493,7 +503,7 @@ public final class Simulation<Agent: SyncAgent> {
         applyEffects()
     }
 
-    private func delivered(_ c: ChangeIndex, at node: NodeIndex, hops: UInt8) {
+    private func delivered(_ c: ChangeIndex, at node: NodeIndex, hops: HopCount) {
         mix(UInt64(UInt32(bitPattern: c)) << 32 | UInt64(UInt32(bitPattern: node)))
         let ch = context.changes
         let i = Int(c)
@@ -507,7 +517,7 @@ public final class Simulation<Agent: SyncAgent> {
         if options.oracleSampleEvery > 0 && i % options.oracleSampleEvery == 0 {
             sampledArrivals[UInt64(i) << 32 | UInt64(UInt32(bitPattern: node))] = now
         }
-        metrics.reached[i] &+= 1
+        metrics.reached[i] += 1
         metrics.lastArrival[i] = now
         let post = ch.createdAt[i] >= warmup
         let cls = Int(ch.changeClass[i].rawValue), pr = Int(ch.priority[i].rawValue)

@@ -13,11 +13,19 @@ public enum Duration {
     public static let hour: SimTime = 3_600_000
     /// One day in milliseconds.
     public static let day: SimTime = 86_400_000
+
+    /// The unit in which to show a span of `length`: the largest of day, hour, minute, second that it
+    /// lasts at least once (so a sub-day run is not shown as "day 0.0/0").
+    public static func displayUnit(for length: SimTime) -> (name: String, ms: SimTime) {
+        for (name, ms) in [("day", day), ("hour", hour), ("min", minute)] where length >= ms { return (name, ms) }
+        return ("s", second)
+    }
 }
 
 /// What an event does. Raw values are stable; they feed the trace hash.
 public enum EventKind: UInt8, Sendable {
-    /// A scenario day begins: the scenario generates that day's contacts and workload.
+    /// A scenario slice begins (`a` = its number; a day unless `Scenario.generationStep` says otherwise):
+    /// the scenario generates that slice's contacts and workload.
     case dayTick = 0
     /// A contact comes up (`a` = index of the pending contact spec).
     case contactUp

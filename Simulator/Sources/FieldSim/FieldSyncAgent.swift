@@ -141,7 +141,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var replicators: [Replicator?] = []
     private var scopes: [Scope] = []  // node -> certificate scope
     private var domainScopes: [Scope] = []
-    private var held: [[ChangeIndex: UInt8]] = []  // node -> change -> hops (lookup only, never iterated)
+    private var held: [[ChangeIndex: HopCount]] = []  // node -> change -> hops (lookup only, never iterated)
     private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var writtenTag: [UInt64] = []  // change -> first 8 bytes of the id its author's store gave it
@@ -531,18 +531,23 @@ public final class FieldSyncAgent: SyncAgent {
     /// for the next time a rule must look again.
     private func service(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard let sa = sessions[s][0], let sb = sessions[s][1], sa.session.isLive || sb.session.isLive else { return }
+        guard let sa = sessions[s][0], let sb = sessions[s][1] else { return }
         let (a, b) = (sa.session, sb.session)
+        // Each of `isLive` and `isIdle` copies the session's whole state: asked once per side here (nothing
+        // below changes either session before `closePair`). An idle session is a live one.
+        let (liveA, liveB) = (a.isLive, b.isLive)
+        guard liveA || liveB else { return }
+        let (idleA, idleB) = (liveA && a.isIdle, liveB && b.isIdle)
         var next: SimTime?
         for side in [LinkSide.a, .b] {
             let here = side == .a ? sa : sb
-            let sess = here.session
+            let k = Int(side.rawValue)
+            let (live, idle) = k == 0 ? (liveA, idleA) : (liveB, idleB)
             let node = link.node(side)
             let t = wall(node, now)
-            var decisions = [refused[s][Int(side.rawValue)].check(now: t, refused: here.refused,
-                                                                 deferredUntil: here.deferredUntil, live: sess.isLive)]
-            if sess.isLive {
-                decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: sess.isIdle,
+            var decisions = [refused[s][k].check(now: t, refused: here.refused, deferredUntil: here.deferredUntil, live: live)]
+            if live {
+                decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: idle,
                                                        limit: policy.liveIdle))
             }
             for d in decisions {
@@ -555,7 +560,7 @@ public final class FieldSyncAgent: SyncAgent {
         }
         if let reason = closing[s] {
             // A side no longer live (finished or failed) has closed its end already.
-            guard a.isIdle || !a.isLive, b.isIdle || !b.isLive else {
+            guard idleA || !liveA, idleB || !liveB else {
                 // Closed once nothing is in flight either way (over TCP the last acknowledgements arrive
                 // before the close): look again shortly.
                 setTimer(link, at: now + 1_000, effects: &effects)
@@ -687,7 +692,7 @@ public final class FieldSyncAgent: SyncAgent {
                         if Self.tag(try? r.store.hash(log, seq: seq)) != writtenTag[Int(c)] {
                             effects.violate("\(ctx.world.nodes[Int(node)].name) holds a change at \(log)#\(seq) that is not the one its author wrote")
                         }
-                        let hops = (held[Int(peer)][c] ?? 0) &+ 1
+                        let hops = (held[Int(peer)][c] ?? 0).nextHop
                         held[Int(node)][c] = hops
                         effects.accept(c, at: node, hops: hops)
                     }

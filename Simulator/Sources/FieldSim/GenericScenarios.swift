@@ -27,8 +27,11 @@ public struct RandomContactsScenario: Scenario {
     private let spacing: SimTime
     private let messageBytes: Int32
     private var nextContact: [Double]  // by pair index
-    private var rng: SimRandom
+    private var pairRandom: [SimRandom]  // by pair index: one stream per pair, so slicing never changes the draws
     private let seed: UInt64
+    /// Slices of about one contact per pair (the mean gap of a pair), between a second and a day: a run
+    /// holds at most about one slice of contacts, whatever its length and rate.
+    public let generationStep: SimTime
 
     /// Builds the scenario.
     /// - Throws: `ScenarioError` if the section is missing.
@@ -48,10 +51,17 @@ public struct RandomContactsScenario: Scenario {
         messages = c.messages ?? 1
         spacing = SimTime((c.messageSpacingSeconds ?? 0) * 1_000)
         messageBytes = c.messageBytes ?? 1_000
-        rng = SimRandom(seed: seed, 10)
         let pairs = c.nodes * (c.nodes - 1) / 2
         nextContact = []
-        for _ in 0..<pairs { nextContact.append(rng.exponential(mean: 1 / ratePerMs)) }
+        pairRandom = []
+        nextContact.reserveCapacity(pairs)
+        pairRandom.reserveCapacity(pairs)
+        for p in 0..<pairs {
+            var r = SimRandom(seed: seed, 10, UInt64(p))
+            nextContact.append(r.exponential(mean: 1 / ratePerMs))
+            pairRandom.append(r)
+        }
+        generationStep = ratePerMs > 0 ? min(max(SimTime(1 / ratePerMs), 1_000), Duration.day) : Duration.day
         derivedParameters = [
             ("seed", "\(seed)"), ("nodes", "\(c.nodes)"), ("rate per pair", "\(c.ratePerPairPerHour)/h"),
             ("contact length", "\(contactLength) ms, unlimited bandwidth, no latency"),
@@ -59,10 +69,10 @@ public struct RandomContactsScenario: Scenario {
         ]
     }
 
-    /// Writes the contacts, changes and faults of `day`.
-    public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
-        let start = SimTime(day) * Duration.day
-        let end = start + Duration.day
+    /// Writes the contacts and changes of slice `step` (`generationStep` long).
+    public mutating func generate(step: Int, into out: inout ScenarioSchedule) {
+        let start = SimTime(step) * generationStep
+        let end = min(start + generationStep, duration + 1)
         let n = world.count
         var p = 0
         for a in 0..<n {
@@ -71,13 +81,16 @@ public struct RandomContactsScenario: Scenario {
                     let t = max(SimTime(nextContact[p]), start)
                     out.contact(ContactSpec(a: NodeIndex(a), b: NodeIndex(b), linkClass: .random, bytesPerSecond: 0, latency: 0),
                                 from: t, to: t + contactLength)
-                    nextContact[p] += rng.exponential(mean: 1 / ratePerMs)
+                    nextContact[p] += pairRandom[p].exponential(mean: 1 / ratePerMs)
                 }
                 p += 1
             }
         }
-        for i in 0..<messages {
+        // Messages i with start <= i × spacing < end only (all at 0 when the spacing is 0).
+        let first = spacing == 0 ? (step == 0 ? 0 : messages) : Int((start + spacing - 1) / spacing)
+        for i in min(first, messages)..<messages {
             let t = SimTime(i) * spacing
+            if t >= end { break }
             if t >= start && t < end && t < workloadEnd {
                 out.changes.append((t, ChangeSpec(author: NodeIndex(i % n), domain: 0, place: -1, changeClass: .message,
                                                   priority: .none, size: messageBytes)))
@@ -145,20 +158,27 @@ public enum ONETrace {
         return (out, Int(maxNode) + 1)
     }
 
-    /// Writes contacts in the ONE format, events sorted by time (downs before ups at equal times), with
-    /// millisecond precision.
+    /// Writes contacts in the ONE format, events sorted by time, with millisecond precision. At equal
+    /// times the downs of contacts that lasted come first, then zero-length contacts (each `up` directly
+    /// followed by its `down`, so `parse` reads them back), then the ups.
     public static func export(_ contacts: [ContactRecord]) -> String {
-        var events: [(SimTime, Int, NodeIndex, NodeIndex)] = []
+        // (time, order: 0 down, 1 zero-length up, 2 zero-length down, 3 up, a, b, contact index)
+        var events: [(SimTime, Int, NodeIndex, NodeIndex, Int)] = []
         events.reserveCapacity(contacts.count * 2)
-        for c in contacts {
-            events.append((c.start, 1, c.spec.a, c.spec.b))
-            events.append((c.end, 0, c.spec.a, c.spec.b))
+        for (i, c) in contacts.enumerated() {
+            let zero = c.start == c.end
+            events.append((c.start, zero ? 1 : 3, c.spec.a, c.spec.b, i))
+            events.append((c.end, zero ? 2 : 0, c.spec.a, c.spec.b, i))
         }
-        events.sort { ($0.0, $0.1, $0.2, $0.3) < ($1.0, $1.1, $1.2, $1.3) }
+        // A zero-length contact's up and down sort next to each other (the contact index before the order).
+        func key(_ e: (SimTime, Int, NodeIndex, NodeIndex, Int)) -> (SimTime, Int, NodeIndex, NodeIndex, Int, Int) {
+            e.1 == 1 || e.1 == 2 ? (e.0, 1, e.2, e.3, e.4, e.1) : (e.0, e.1, e.2, e.3, 0, 0)
+        }
+        events.sort { key($0) < key($1) }
         var s = ""
         s.reserveCapacity(events.count * 24)
-        for (t, up, a, b) in events {
-            s += "\(t / 1_000).\(String(format: "%03d", Int(t % 1_000))) CONN \(a) \(b) \(up == 1 ? "up" : "down")\n"
+        for (t, order, a, b, _) in events {
+            s += "\(t / 1_000).\(String(format: "%03d", Int(t % 1_000))) CONN \(a) \(b) \(order == 1 || order == 3 ? "up" : "down")\n"
         }
         return s
     }
@@ -214,8 +234,8 @@ public struct TraceScenario: Scenario {
         ]
     }
 
-    /// Writes the contacts, changes and faults of `day`.
-    public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
+    /// Writes the contacts, changes and faults of `day` (the generation step is a day).
+    public mutating func generate(step day: Int, into out: inout ScenarioSchedule) {
         let start = SimTime(day) * Duration.day
         let end = start + Duration.day
         while cursor < contacts.count && contacts[cursor].0 < end {

@@ -237,6 +237,7 @@ public struct LongnanScenario: Scenario {
                                          domains: [v.station])
         }
         villages = villageList
+        w.places = villageList.map { ($0.lat, $0.lon) }
 
         // Links.
         let defaults: [LinkClass: LinkParameters] = [
@@ -446,8 +447,8 @@ public struct LongnanScenario: Scenario {
 
     // MARK: Days
 
-    /// Writes the contacts, changes and faults of `day`.
-    public mutating func generateDay(_ day: Int, into out: inout ScenarioSchedule) {
+    /// Writes the contacts, changes and faults of `day` (the generation step is a day).
+    public mutating func generate(step day: Int, into out: inout ScenarioSchedule) {
         let dayStart = SimTime(day) * Duration.day
         let dayEnd = dayStart + Duration.day
         // Wired link segments starting today.

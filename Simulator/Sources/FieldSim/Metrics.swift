@@ -154,10 +154,11 @@ public struct Metrics: Sendable {
     public var hqArrival: [SimTime] = []
     /// Per change: last first-arrival at an entitled replica, or -1.
     public var lastArrival: [SimTime] = []
-    /// Per change: entitled replicas reached.
-    public var reached: [UInt8] = []
+    /// Per change: entitled replicas reached. 32 bits: a run may have any number of nodes (8-bit counters
+    /// wrapped at 256 and miscounted runs of 257 nodes or more).
+    public var reached: [Int32] = []
     /// Per change: entitled replicas (excluding its author) alive at creation.
-    public var targets: [UInt8] = []
+    public var targets: [Int32] = []
 
     /// Time series.
     public var series: [SeriesRow] = []

@@ -4,6 +4,14 @@
 public typealias NodeIndex = Int32
 /// Index of a change in `ChangeTable` (assigned in creation order).
 public typealias ChangeIndex = Int32
+/// Links a change crossed from its author to a replica. 16 bits (a chain of more than 255 nodes is
+/// possible in a 300-node run); `nextHop` saturates at 65,535 rather than wrapping.
+public typealias HopCount = UInt16
+
+extension HopCount {
+    /// One more hop, saturating at `max`.
+    @inline(__always) public var nextHop: HopCount { self == .max ? self : self + 1 }
+}
 
 /// The kind of a node (device role), as in the certificate roles of ARCHITECTURE.md.
 public enum NodeClass: UInt8, CaseIterable, Sendable, Comparable, CustomStringConvertible {
@@ -175,6 +183,8 @@ public final class World {
     /// Nodes that carry each domain (readers and relay boxes), sorted.
     public private(set) var carriers: [[NodeIndex]]
     private var slotTable: [Int32] = []  // node * domainCount + domain -> slot in carried[node], or -1
+    /// Places drawn on the staleness map that are not nodes (longnan: the synthetic villages).
+    public var places: [(latitude: Double, longitude: Double)] = []
 
     /// Creates an empty world with `domainCount` domains.
     public init(domainCount: Int, domainNames: [String]) {
@@ -389,6 +399,15 @@ public protocol Scenario {
     var clockSkew: [SimTime] { get }
     /// Derived parameters, as (name, value) lines, printed at the start of every run.
     var derivedParameters: [(String, String)] { get }
-    /// Writes the events of day `day` (times in `[day, day+1)` days for ups and changes; downs may be later).
-    mutating func generateDay(_ day: Int, into schedule: inout ScenarioSchedule)
+    /// Length of the slices in which the engine asks for events (`generate(step:into:)`): a day unless the
+    /// scenario's event rate makes a day too much to hold at once (random-contacts).
+    var generationStep: SimTime { get }
+    /// Writes the events of slice `step`: ups and changes with times in `[step, step + 1) × generationStep`
+    /// (downs may be later).
+    mutating func generate(step: Int, into schedule: inout ScenarioSchedule)
+}
+
+extension Scenario {
+    /// A day.
+    public var generationStep: SimTime { Duration.day }
 }

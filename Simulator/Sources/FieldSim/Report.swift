@@ -250,11 +250,12 @@ extension Simulation {
             curves.append((c.description, pts))
             for (x, y) in pts { lcsv += "\(c),\(String(format: "%.3f", x)),\(String(format: "%.6f", y))\n" }
         }
+        let xUnit = Duration.displayUnit(for: now)
         let charts: [(String, String)] = [
             ("latency_cdf.svg", SVG.cdfChart(title: "Latency to entitled replicas by class (\(agent.name))", curves: curves)),
             ("delivered_fraction.svg", SVG.lineChart(title: "Delivered fraction of (change, entitled replica) targets (\(agent.name))",
-                                                     points: m.series.map { (Double($0.time) / Double(Duration.day), $0.targets > 0 ? Double($0.delivered) / Double($0.targets) : 1) },
-                                                     xLabel: "day", yLabel: "delivered fraction")),
+                                                     points: m.series.map { (Double($0.time) / Double(xUnit.ms), $0.targets > 0 ? Double($0.delivered) / Double($0.targets) : 1) },
+                                                     xLabel: xUnit.name, yLabel: "delivered fraction")),
             ("bytes_by_link.svg", SVG.barChart(title: "Bytes by link class (\(agent.name))",
                                                bars: LinkClass.allCases.filter { m.bytesByLink[Int($0.rawValue)] > 0 }.map { ($0.description, Double(m.bytesByLink[Int($0.rawValue)])) })),
             ("staleness_map.svg", SVG.stalenessMap(world: world, staleness: m.staleness, at: m.stalenessAt, title: mapTitle.isEmpty ? "Staleness (\(agent.name))" : mapTitle)),
@@ -312,19 +313,46 @@ public enum SVG {
         return s + "</svg>\n"
     }
 
-    /// One line over a linear x axis; y in [0, 1].
+    /// Ticks at multiples of a round step (1, 2 or 5 × 10^k) covering `[lo, hi]` with about `count`
+    /// intervals, and the decimals that tell them apart.
+    static func niceTicks(_ lo: Double, _ hi: Double, count: Int = 4) -> (ticks: [Double], decimals: Int) {
+        let span = max(hi - lo, 1e-12)
+        let raw = span / Double(count)
+        let mag = pow(10, floor(log10(raw)))
+        let step = [1.0, 2, 5, 10].map { $0 * mag }.first { $0 >= raw * (1 - 1e-9) } ?? 10 * mag
+        var ticks: [Double] = []
+        var k = ceil(lo / step - 1e-9)
+        while k * step <= hi + step * 1e-9 {
+            ticks.append(k * step + 0)  // + 0 turns -0 (k = ceil(-tiny)) into 0, which prints without a sign
+            k += 1
+        }
+        return (ticks, max(0, Int(-floor(log10(step) + 1e-9))))
+    }
+
+    /// The y range of a fraction chart: up to 1, and from 0 unless every value is above one half, then
+    /// from a round value just below the smallest (0.93 to 1 is drawn from 0.9, not from 0).
+    static func fractionRange(_ ys: [Double]) -> (Double, Double) {
+        guard let lo = ys.min(), lo > 0.5, lo < 1 else { return (0, 1) }
+        let (ticks, _) = niceTicks(lo, 1)
+        let step = ticks.count > 1 ? ticks[1] - ticks[0] : 0.1
+        return (max(0, floor(lo / step - 1e-9) * step), 1)
+    }
+
+    /// One line over a linear x axis; y is a fraction (at most 1), the axis spans `fractionRange`.
     public static func lineChart(title: String, points: [(Double, Double)], xLabel: String, yLabel: String) -> String {
         var s = header(title) + axes(xLabel: xLabel, yLabel: yLabel)
         let xmax = max(points.map(\.0).max() ?? 1, 1e-9)
+        let (ylo, yhi) = fractionRange(points.map(\.1))
         let px = { (x: Double) in left + x / xmax * (w - left - right) }
-        let py = { (y: Double) in h - bottom - y * (h - top - bottom) }
-        for q in [0.0, 0.25, 0.5, 0.75, 1.0] {
-            s += "<text x=\"\(f(left - 6))\" y=\"\(f(py(q) + 4))\" text-anchor=\"end\">\(String(format: "%.2f", q))</text>\n"
+        let py = { (y: Double) in h - bottom - (y - ylo) / (yhi - ylo) * (h - top - bottom) }
+        let (yt, yd) = niceTicks(ylo, yhi)
+        for q in yt {
+            s += "<text x=\"\(f(left - 6))\" y=\"\(f(py(q) + 4))\" text-anchor=\"end\">\(String(format: "%.\(max(yd, 2))f", q))</text>\n"
             s += "<line x1=\"\(f(left))\" y1=\"\(f(py(q)))\" x2=\"\(f(w - right))\" y2=\"\(f(py(q)))\" stroke=\"#eee\"/>\n"
         }
-        for k in 0...4 {
-            let x = xmax * Double(k) / 4
-            s += "<text x=\"\(f(px(x)))\" y=\"\(f(h - bottom + 16))\" text-anchor=\"middle\">\(String(format: "%.1f", x))</text>\n"
+        let (xt, xd) = niceTicks(0, xmax)
+        for x in xt where x <= xmax * (1 + 1e-9) {
+            s += "<text x=\"\(f(px(x)))\" y=\"\(f(h - bottom + 16))\" text-anchor=\"middle\">\(String(format: "%.\(xd)f", x))</text>\n"
         }
         let d = points.enumerated().map { "\($0.offset == 0 ? "M" : "L")\(f(px($0.element.0))),\(f(py($0.element.1)))" }.joined(separator: " ")
         if !d.isEmpty { s += "<path d=\"\(d)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n" }
@@ -354,19 +382,49 @@ public enum SVG {
         return String(format: "%.1f %@", x, units[u])
     }
 
+    /// Km per degree of latitude, and of longitude at the equator (equirectangular projection).
+    static let kmPerDegreeLatitude = 110.57, kmPerDegreeLongitude = 111.32
+
+    /// Clips the convex polygon `poly` to the half-plane of points nearer `p` than `q`.
+    static func clip(_ poly: [(Double, Double)], nearer p: (Double, Double), than q: (Double, Double)) -> [(Double, Double)] {
+        // Kept where (x - m) · (q - p) <= 0, m the midpoint.
+        let (dx, dy) = (q.0 - p.0, q.1 - p.1)
+        let (mx, my) = ((p.0 + q.0) / 2, (p.1 + q.1) / 2)
+        let side = { (v: (Double, Double)) in (v.0 - mx) * dx + (v.1 - my) * dy }
+        var out: [(Double, Double)] = []
+        for i in 0..<poly.count {
+            let a = poly[i], b = poly[(i + 1) % poly.count]
+            let sa = side(a), sb = side(b)
+            if sa <= 0 { out.append(a) }
+            if (sa < 0 && sb > 0) || (sa > 0 && sb < 0) {
+                let t = sa / (sa - sb)
+                out.append((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)))
+            }
+        }
+        return out
+    }
+
     /// Nodes at their coordinates, coloured by staleness: green = up to date, yellow = hours, red >= 1
-    /// day, grey = lost or not applicable (relay boxes).
+    /// day, grey = lost or not applicable (relay boxes). Longitude is scaled by the cosine of the mean
+    /// latitude (equirectangular), so distances are true in both directions and the scale bar holds.
+    /// When the world has stations, approximate county areas are drawn under them (the Voronoi cells of
+    /// the stations, coloured by county), and the world's `places` (villages) as small dots.
     public static func stalenessMap(world: World, staleness: [SimTime], at time: SimTime, title: String) -> String {
         let fullTitle = time >= 0 ? "\(title) at day \(String(format: "%.2f", Double(time) / Double(Duration.day)))" : title
         var s = header(fullTitle)
-        let pts = world.nodes.filter { $0.latitude != 0 || $0.longitude != 0 }
-        guard !pts.isEmpty else { return s + "<text x=\"360\" y=\"220\" text-anchor=\"middle\">no coordinates in this scenario</text>\n</svg>\n" }
-        let minLat = pts.map(\.latitude).min()!, maxLat = pts.map(\.latitude).max()!
-        let minLon = pts.map(\.longitude).min()!, maxLon = pts.map(\.longitude).max()!
-        let sx = (w - left - 160) / max(maxLon - minLon, 1e-6), sy = (h - top - bottom) / max(maxLat - minLat, 1e-6)
-        let scale = min(sx, sy)
-        let px = { (lon: Double) in left + (lon - minLon) * scale }
-        let py = { (lat: Double) in h - bottom - (lat - minLat) * scale }
+        let located = world.nodes.filter { $0.latitude != 0 || $0.longitude != 0 }
+        guard !located.isEmpty else { return s + "<text x=\"360\" y=\"220\" text-anchor=\"middle\">no coordinates in this scenario</text>\n</svg>\n" }
+        let lats = located.map(\.latitude) + world.places.map(\.latitude)
+        let lons = located.map(\.longitude) + world.places.map(\.longitude)
+        let minLat = lats.min()!, maxLat = lats.max()!, minLon = lons.min()!, maxLon = lons.max()!
+        let cosLat = cos((minLat + maxLat) / 2 * .pi / 180)
+        // Kilometres east and north of the south-west corner.
+        let kx = { (lon: Double) in (lon - minLon) * kmPerDegreeLongitude * cosLat }
+        let ky = { (lat: Double) in (lat - minLat) * kmPerDegreeLatitude }
+        let widthKm = max(kx(maxLon), 1e-6), heightKm = max(ky(maxLat), 1e-6)
+        let scale = min((w - left - 160) / widthKm, (h - top - bottom) / heightKm)  // pixels per km
+        let px = { (lon: Double) in left + kx(lon) * scale }
+        let py = { (lat: Double) in h - bottom - ky(lat) * scale }
         func color(_ st: SimTime) -> String {
             if st < 0 { return "#bbbbbb" }
             let hours = Double(st) / Double(Duration.hour)
@@ -375,23 +433,62 @@ public enum SVG {
             if hours < 24 { return "#ff7f0e" }
             return "#d62728"
         }
-        let order: [NodeClass] = [.relay, .backpack, .vehicle, .station, .county, .hq]
+        // Approximate county areas: each station's Voronoi cell (within the map's box plus a margin),
+        // filled with its county's tint; neighbouring cells of one county merge visually.
+        let stations = world.nodes.filter { $0.nodeClass == .station && ($0.latitude != 0 || $0.longitude != 0) }
+        if stations.count >= 2 {
+            let tints = ["#e8eef7", "#f7ebe8", "#eaf5e8", "#f7f2e3", "#efe9f5", "#f2ece8", "#f7eaf3", "#eeeeee", "#f3f5e3", "#e6f4f6"]
+            let margin = 5.0
+            let box = [(-margin, -margin), (widthKm + margin, -margin), (widthKm + margin, heightKm + margin), (-margin, heightKm + margin)]
+            let pts = stations.map { (kx($0.longitude), ky($0.latitude)) }
+            for (i, st) in stations.enumerated() {
+                var cell = box
+                for j in pts.indices where j != i && !cell.isEmpty { cell = clip(cell, nearer: pts[i], than: pts[j]) }
+                guard cell.count >= 3 else { continue }
+                let tint = tints[Int(max(st.county, 0)) % tints.count]
+                let d = cell.map { "\(f(left + $0.0 * scale)),\(f(h - bottom - $0.1 * scale))" }.joined(separator: " ")
+                s += "<polygon class=\"county-area\" points=\"\(d)\" fill=\"\(tint)\" stroke=\"\(tint)\"/>\n"
+            }
+        }
+        for p in world.places {
+            s += "<circle class=\"village\" cx=\"\(f(px(p.longitude)))\" cy=\"\(f(py(p.latitude)))\" r=\"0.8\" fill=\"#999999\"/>\n"
+        }
+        let order: [NodeClass] = [.relay, .backpack, .vehicle, .station, .county, .hq, .peer]
         let radius: [NodeClass: Double] = [.relay: 1.5, .backpack: 2, .vehicle: 3, .station: 3, .county: 6, .hq: 8, .peer: 3]
+        var labels: [(String, Double, Double, NodeClass)] = []
         for cls in order {
             for (i, n) in world.nodes.enumerated() where n.nodeClass == cls && (n.latitude != 0 || n.longitude != 0) {
                 let st = i < staleness.count ? staleness[i] : -1
                 s += "<circle cx=\"\(f(px(n.longitude)))\" cy=\"\(f(py(n.latitude)))\" r=\"\(f(radius[cls]!))\" fill=\"\(color(cls == .relay ? -1 : st))\" stroke=\"\(cls == .county || cls == .hq ? "black" : "none")\"/>\n"
-                if cls == .county || cls == .hq {
-                    s += "<text x=\"\(f(px(n.longitude) + 9))\" y=\"\(f(py(n.latitude) - 6))\">\(escape(n.name))</text>\n"
-                }
+                if cls == .county || cls == .hq { labels.append((n.name, px(n.longitude), py(n.latitude), cls)) }
             }
+        }
+        // Labels last, on top: counties above right of their seat, HQ below right (it sits at a county's
+        // seat, so the two would print over each other).
+        for (name, x, y, cls) in labels {
+            s += "<text x=\"\(f(x + 9))\" y=\"\(f(cls == .hq ? y + 18 : y - 6))\" font-weight=\"\(cls == .hq ? "bold" : "normal")\">\(escape(name))</text>\n"
         }
         let legend: [(String, String)] = [("#2ca02c", "up to date"), ("#bcbd22", "< 6 h stale"), ("#ff7f0e", "6-24 h"), ("#d62728", ">= 1 day"), ("#bbbbbb", "lost / relay")]
         for (i, (c, label)) in legend.enumerated() {
             let y = top + 20 + Double(i) * 18
             s += "<circle cx=\"\(f(w - 140))\" cy=\"\(f(y))\" r=\"5\" fill=\"\(c)\"/><text x=\"\(f(w - 128))\" y=\"\(f(y + 4))\">\(escape(label))</text>\n"
         }
-        s += "<text x=\"\(f(w - 140))\" y=\"\(f(top + 130))\" font-size=\"10\">villages synthetic (seeded)</text>\n"
+        var note = top + 130
+        if !world.places.isEmpty {
+            s += "<circle cx=\"\(f(w - 140))\" cy=\"\(f(note - 4))\" r=\"1.5\" fill=\"#999999\"/><text x=\"\(f(w - 128))\" y=\"\(f(note))\" font-size=\"10\">village (synthetic, seeded)</text>\n"
+            note += 14
+        }
+        if stations.count >= 2 {
+            s += "<text x=\"\(f(w - 140))\" y=\"\(f(note))\" font-size=\"10\">county areas approximate:</text>\n"
+            s += "<text x=\"\(f(w - 140))\" y=\"\(f(note + 12))\" font-size=\"10\">stations' Voronoi cells</text>\n"
+        }
+        // Scale bar: a round length near a fifth of the map's width.
+        let target = widthKm / 5
+        let mag = pow(10, floor(log10(max(target, 1e-6))))
+        let barKm = [1.0, 2, 5, 10].map { $0 * mag }.last { $0 <= target } ?? mag
+        let bx = left, by = h - bottom + 30
+        s += "<line class=\"scale-bar\" x1=\"\(f(bx))\" y1=\"\(f(by))\" x2=\"\(f(bx + barKm * scale))\" y2=\"\(f(by))\" stroke=\"black\" stroke-width=\"2\"/>\n"
+        s += "<text x=\"\(f(bx + barKm * scale + 6))\" y=\"\(f(by + 4))\">\(JSON.format(barKm)) km</text>\n"
         return s + "</svg>\n"
     }
 }

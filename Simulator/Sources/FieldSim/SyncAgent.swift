@@ -65,7 +65,7 @@ public struct AgentEffects: Sendable {
     /// Link directions that may now have something to send: the engine polls them if idle.
     public private(set) var wakes: [(slot: Int32, side: LinkSide)] = []
     /// Changes newly applied at a node: (node, change, hops from the author).
-    public private(set) var accepted: [(node: NodeIndex, change: ChangeIndex, hops: UInt8)] = []
+    public private(set) var accepted: [(node: NodeIndex, change: ChangeIndex, hops: HopCount)] = []
     /// Changes received that the node already held (wasted transfers).
     public private(set) var duplicates: Int = 0
     /// Changes dropped from a node (lost with the device, evicted).
@@ -81,7 +81,7 @@ public struct AgentEffects: Sendable {
     /// Asks the engine to poll `side` of `slot` for a message if that direction is idle.
     public mutating func wake(_ slot: Int32, _ side: LinkSide) { wakes.append((slot, side)) }
     /// Reports that `node` applied `change` for the first time, `hops` links away from its author.
-    public mutating func accept(_ change: ChangeIndex, at node: NodeIndex, hops: UInt8) {
+    public mutating func accept(_ change: ChangeIndex, at node: NodeIndex, hops: HopCount) {
         accepted.append((node, change, hops))
     }
     /// Asks the engine to call `timerFired` for `link` at `at`, if the contact is still up then.

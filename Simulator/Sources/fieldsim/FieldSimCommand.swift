@@ -16,7 +16,7 @@ struct FieldSimCommand: ParsableCommand {
     @Option(name: .long, help: "Seed from which every random choice of the run is derived.")
     var seed: UInt64 = 1
 
-    @Option(name: .long, help: "Override the scenario's simulated days (the workload stops 2 days before the end for longnan).")
+    @Option(name: .long, help: "Override the scenario's simulated days. For longnan scenarios the workload then stops at max(days - g, days/2), g being the file's days minus workloadStopDays (2 for longnan, 1 for longnan-small); other kinds write until the end.")
     var days: Double?
 
     @Option(name: .long, help: "Comma-separated agents: ideal-epidemic, full-state, full-version-vector, fieldsync (the real protocol; small scenarios only, e.g. --scenario longnan-small).")
@@ -100,16 +100,19 @@ struct FieldSimCommand: ParsableCommand {
             options.linkFaults = linkFaults
             let clock = ContinuousClock()
             let started = clock.now
-            let total = Double(scen.duration)
+            let total = scen.duration
+            var lastDrawn: Double = -1
+            // Called every 2^14 events; drawn at most 4 times a second (and once at the start).
             let progress: (SimTime, UInt64) -> Void = { now, events in
                 guard tty else { return }
                 let el = seconds(clock.now - started)
-                let rate = el > 0 ? Double(events) / el : 0
-                let frac = Double(now) / total
-                let eta = frac > 0 ? el / frac - el : 0
-                FileHandle.standardError.write(Data(String(format: "\r[%@] day %.1f/%.0f  %.2fM events/s  ETA %.0fs   ", name, Double(now) / Double(Duration.day), total / Double(Duration.day), rate / 1e6, eta).utf8))
+                guard lastDrawn < 0 || el - lastDrawn >= 0.25 else { return }
+                lastDrawn = el
+                let line = ProgressLine.text(agent: name, now: now, duration: total, events: events, elapsed: el)
+                FileHandle.standardError.write(Data((ProgressLine.erase + line).utf8))
             }
             let report: RunReport
+            var engineWall = 0.0  // the run itself, without the report and the oracle
             let eventsProcessed: UInt64
             let simNow: SimTime
             var contacts: [ContactRecord] = []
@@ -117,6 +120,8 @@ struct FieldSimCommand: ParsableCommand {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
                                        receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
                                        options: options, progress: progress)
+                engineWall = seconds(clock.now - started)
+                if tty { FileHandle.standardError.write(Data(ProgressLine.erase.utf8)) }  // before anything is printed
                 if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
                 report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
@@ -132,12 +137,13 @@ struct FieldSimCommand: ParsableCommand {
                 }
             } else {
                 let sim = runBaseline(BaselineKind(rawValue: name)!, scenario: scen, options: options, progress: progress)
+                engineWall = seconds(clock.now - started)
+                if tty { FileHandle.standardError.write(Data(ProgressLine.erase.utf8)) }
                 if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
                 report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
             }
             let wall = seconds(clock.now - started)
-            if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             let dir = "\(outDir)/\(name)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try write(report.summary.render() + "\n", "\(dir)/summary.json")
@@ -151,7 +157,7 @@ struct FieldSimCommand: ParsableCommand {
                 print("[\(name)] changes \(h.changes), contacts \(h.contacts), delivery_prob \(String(format: "%.4f", h.deliveryProb)), overhead_ratio \(String(format: "%.3f", h.overheadRatio)), bytes \(h.bytes)")
                 print("[\(name)] HQ latency p50 \(String(format: "%.1f", h.hqLatencyMedian / 1000)) s, feedback overdue \(String(format: "%.4f", h.overdueRate)), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
                 print("[\(name)] oracle: latency ratio \(String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
-                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", wall)) s wall = \(String(format: "%.2f", Double(eventsProcessed) / wall / 1e6))M events/s, \(String(format: "%.1f", simDays / wall)) sim-days/s, peak RSS \(peakRSSMB()) MB")
+                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", engineWall)) s wall = \(String(format: "%.2f", Double(eventsProcessed) / engineWall / 1e6))M events/s, \(String(format: "%.1f", simDays / engineWall)) sim-days/s (the run; report and oracle \(String(format: "%.2f", wall - engineWall)) s more), peak RSS \(peakRSSMB()) MB")
                 print("[\(name)] wrote \(dir)/")
             }
             if h.divergedStations > 0 {
