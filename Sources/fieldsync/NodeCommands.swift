@@ -232,9 +232,9 @@ final class SyncProgressLine: @unchecked Sendable {
     }
 }
 
-/// `fieldsync epoch-key new`: a random epoch key file, for the demo until grants travel as changes.
+/// `fieldsync epoch-key new` (a random epoch key file, granted with `authority grant`) and `epoch-key rotate`.
 struct EpochKeyCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "epoch-key", abstract: "Create epoch key files (demo; see docs/node.md).",
+    static let configuration = CommandConfiguration(commandName: "epoch-key", abstract: "Make an epoch key (new) or rotate a scope's key (rotate); keys reach members as grants (docs/enrollment.md).",
                                                     subcommands: [New.self, Rotate.self])
 
     /// `epoch-key rotate`: the scheduled rotation of one scope's epoch key (attack case 31), meant for a
