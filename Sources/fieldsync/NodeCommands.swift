@@ -182,9 +182,11 @@ struct Sync: AsyncParsableCommand {
         let quiet = json
         // On a terminal, a catch-up of thousands of changes shows a live line; piped, nothing.
         let line = SyncProgressLine(enabled: !json && isatty(STDERR_FILENO) == 1)
+        // The session's own line is the result printed below on standard output; the node's other lines
+        // (receipts, a peer cut for its revocation) go to standard error as they happen.
         let log: @Sendable (String) -> Void = { text in
             line.clear()
-            if !quiet { logLine(text) }
+            if !quiet, !text.hasPrefix("session ") { logLine(text) }
         }
         let n = try FieldSyncNode(configuration: config, log: log) { try spec.open() }
         let result: SessionResult

@@ -35,8 +35,8 @@ import Glibc
 
     @Test(arguments: pages.map(\.0))
     func pageRunsAsWritten(_ page: String) throws {
-        // FIELDSYNC_DOCTEST_BINARY runs the docs against another build (an older one, to see what they catch).
-        let binary = try ProcessInfo.processInfo.environment["FIELDSYNC_DOCTEST_BINARY"] ?? FieldSyncBinary.required()
+        // FIELDSYNC_TEST_BINARY runs the docs against another build (an older one, to see what they catch).
+        let binary = try FieldSyncBinary.required()
         let text = try String(contentsOfFile: Self.root + "/" + page, encoding: .utf8)
         let doc = try DocPage(parsing: text, name: page)
         let minimum = Self.pages.first { $0.0 == page }?.1 ?? 1
