@@ -144,6 +144,14 @@ import Glibc
                                               "--reason", "lost", "--at", "+2h", "--out", "bp2.rev"], in: dir)
         #expect(future.status == 64 && future.err.contains("in the future"), "\(future.err)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/bp2.rev"))
+        // cert show: the certificate in words and dates, checked against a root.
+        let certShow = try FieldSyncBinary.run(["cert", "show", "st.cert", "--root", "hq/root.pub"], in: dir)
+        #expect(certShow.status == 0 && certShow.out.contains("role      station") && certShow.out.contains("valid now under the root")
+                && (certShow.out.contains("(365 days left)") || certShow.out.contains("(364 days left)")), "\(certShow.out)\(certShow.err)")
+        let other = try FieldSyncBinary.run(["authority", "init", "--dir", "hq2", "--key-file", "hq2.key"], in: dir)
+        #expect(other.status == 0)
+        let foreign = try FieldSyncBinary.run(["cert", "show", "st.cert", "--root", "hq2/root.pub"], in: dir)
+        #expect(foreign.status == 1 && foreign.out.contains("NOT valid now"), "\(foreign.out)\(foreign.err)")
         // The published revocation cuts off at that time: the station's store holds it.
         let published = try FieldSyncBinary.run(["publish", "bp.rev"] + Self.st.prefix(6), in: dir)
         #expect(published.status == 0, "\(published.err)")
