@@ -96,6 +96,8 @@ public final class NodeDaemon: Sendable {
         var discoveries: [LANDiscovery] = []
         /// Changes in quarantine (corrupt on disk, waiting for a peer to send them again).
         var quarantined = 0
+        /// Changes the store refused since start (quota, held-back limit), for the status file.
+        var changesRefused = 0
         /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
         var revokedQuarantined = 0
         /// The stale epoch keys last logged (scope#epoch).
@@ -131,7 +133,13 @@ public final class NodeDaemon: Sendable {
             var observer = SessionObserver()
             observer.live = { [self] s in sessionWentLive(s) }
             observer.applied = { [self] device in changesArrived(from: device) }
-            observer.traffic = { [metrics] t in metrics.record(t) }
+            observer.traffic = { [self] t in
+                metrics.record(t)
+                if t.changesRefused > 0 {
+                    box.value.changesRefused += t.changesRefused
+                    box.value.statusDirty = true
+                }
+            }
             observer.refused = { [metrics] reason in metrics.recordRefused(reason) }
             observer.ended = { [self] r in
                 if r.liveSince != nil, let device = r.peer {
@@ -488,7 +496,7 @@ public final class NodeDaemon: Sendable {
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
                             handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers,
-                            quarantinedChanges: s.quarantined)
+                            quarantinedChanges: s.quarantined, changesRefused: s.changesRefused)
     }
 
     /// The session counts the status file shows.

@@ -104,13 +104,18 @@ struct StatusCommand: AsyncParsableCommand {
             for p in d.peers {
                 let who = p.device.map { "\($0)\(p.role.map { " \($0)" } ?? "")" } ?? "not yet authenticated"
                 var line = "  \(p.address) [\(p.source)] \(who)"
-                if let at = p.lastSyncAt {
+                if let since = p.liveSince {
+                    // A live session is the peer's state now; a failure before it is history, not a second state.
+                    line += "; live since \(ago(now, since)), \(p.livePushes ?? 0) push(es)"
+                    if p.lastOutcome == "failed", let at = p.lastSyncAt, at < since {
+                        line += " (a session before it failed \(ago(now, at))\(p.lastError.map { ": \($0)" } ?? ""))"
+                    }
+                } else if let at = p.lastSyncAt {
                     line += "; last sync \(ago(now, at)) \(p.lastOutcome ?? "?")"
                     if let e = p.lastError { line += " (\(e))" }
                 } else {
                     line += "; never synced"
                 }
-                if let since = p.liveSince { line += "; live since \(ago(now, since)), \(p.livePushes ?? 0) push(es)" }
                 line += "; sent \(p.changesSent), received \(p.changesReceived)"
                 if p.failures > 0 { line += "; \(p.failures) failure(s)" }
                 if let next = p.nextAttemptAt, DaemonLiveness.alive(d) { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
@@ -121,6 +126,10 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let s = report.store
         let quota = s.limits.quotaBytes.map { q in " of quota \(q) (\(q > 0 ? Int((Double(s.changeBytes) * 100 / Double(q)).rounded(.down)) : 100) % used)" } ?? ""
+        if let refused = daemon?.changesRefused, refused > 0 {
+            print("REFUSED: the store turned away \(refused) change(s) since the daemon started (quota full or held-back limit); "
+                  + "the senders keep them and offer them again (docs/relay-ops.md, \"Quota\")")
+        }
         print("store: \(s.changes) change(s), \(s.changeBytes) bytes\(quota), "
             + "\(s.records) record(s), \(s.unopened) unopened, \(s.heldBack) held back behind gaps")
         if s.forks > 0 { print("FORKS: \(s.forks) fork proof(s): `fieldsync forks` lists the flagged authors (docs/node.md, \"Forks\")") }

@@ -174,6 +174,8 @@ import Testing
         #expect(try await Self.eventually(20) { try await relay.daemon.status().peers.first?.source == "incoming" })
         let status = try await relay.daemon.status()
         #expect(status.role == "relay" && status.peers.first?.source == "incoming")
+        // The status file counts the refusals too (issue 19: `fieldsync status` shows them, not only the metric).
+        #expect(status.changesRefused == 30 - held.changes, "\(String(describing: status.changesRefused))")
         try await relay.daemon.shutdown(grace: .seconds(1))
         try await bp.shutdown()
     }
