@@ -86,6 +86,13 @@ struct StatusCommand: AsyncParsableCommand {
         let cert = r.identity.certificate
         print("certificate: valid until \(TimeText.format(Int64(cert.notAfter))) (\(CertificateLifetime.daysLeft(cert.notAfter, now: now)) days left)")
         if let warning = CertificateLifetime.warning(cert.notAfter, now: now) { print("WARNING: \(warning)") }
+        var slots: [String: Int] = [:]
+        for k in r.allKeys { slots["\(k.scope.path)#\(k.epoch)", default: 0] += 1 }
+        let conflicts = slots.filter { $0.value > 1 }.keys.sorted()
+        if !conflicts.isEmpty {
+            print("WARNING: two different keys under one scope and epoch: \(conflicts.joined(separator: ", ")); records sealed under one "
+                  + "cannot be opened with the other (`fieldsync keys list` shows where each came from)")
+        }
         if let d = daemon {
             let age = now > d.updatedAt ? (now - d.updatedAt) / 1000 : 0
             let live = d.sessionsLive.map { ", \($0) live" } ?? ""

@@ -120,6 +120,32 @@ import Glibc
         #expect(daemon?["alive"] as? Bool == false, "\(json.out)")
     }
 
+    /// Issue 19 ("Epoch keys"; item 1's README made a second key under `station-017#1`): `keys list` shows every key
+    /// a device holds with where it came from, and two different keys under one scope and epoch are flagged (exit 65),
+    /// in `status` too.
+    @Test func keysListFlagsTwoKeysUnderOneScopeAndEpoch() throws {
+        let dir = try Self.world()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for step in [["authority", "grant", "--dir", "hq", "--key-file", "hq.key", "--epoch-key-file", "s.epochkey", "--member", "bp.cert",
+                      "--out", "s.grant"],
+                     ["publish", "s.grant", "--dir", "bp", "--key-file", "bp.key", "--store", "bp.sqlite"],
+                     ["epoch-key", "new", "--scope", Self.scope, "--out", "other.epochkey"]] {
+            let r = try FieldSyncBinary.run(step, in: dir)
+            #expect(r.status == 0, "\(step): \(r.err)")
+        }
+        let device = ["--dir", "bp", "--key-file", "bp.key", "--store", "bp.sqlite"]
+        let one = try FieldSyncBinary.run(["keys", "list"] + device, in: dir)
+        #expect(one.status == 0 && one.out.contains("\(Self.scope)  epoch 1  key ") && one.out.contains("grant signed")
+                && one.out.contains("1 key(s)"), "\(one.out)\(one.err)")
+        let two = try FieldSyncBinary.run(["keys", "list"] + device + ["--epoch-key-file", "other.epochkey"], in: dir)
+        #expect(two.status == 65 && two.out.contains("--epoch-key-file  CONFLICT") && two.err.contains("two different keys under one scope and epoch"),
+                "\(two.out)\(two.err)")
+        try #"{"device": {"dir": "bp", "keyFile": "bp.key"}, "store": {"path": "bp.sqlite"}, "epochKeyFiles": ["other.epochkey"]}"#
+            .write(toFile: dir + "/bp.json", atomically: true, encoding: .utf8)
+        let status = try FieldSyncBinary.run(["status", "--config", "bp.json"], in: dir)
+        #expect(status.out.contains("WARNING: two different keys under one scope and epoch"), "\(status.out)\(status.err)")
+    }
+
     /// Issue 19, items 2 and 3: `authority revoke` had no way to set the cut-off the docs ask to choose; relays and
     /// stations got the backpack's 7-day certificate when `--days` was left out (an unattended relay stopped
     /// after a week); dates were printed as raw milliseconds.
