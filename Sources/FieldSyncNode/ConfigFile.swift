@@ -521,7 +521,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     public static let example = """
         {
           // The device directory (from `fieldsync device init`) and exactly one way to unlock its keystore.
-          "device": { "dir": "/var/lib/fieldsync/device", "passphraseFile": null, "keyFile": "/etc/fieldsync/keystore.key" },
+          "device": { "dir": "/var/lib/fieldsync/device", "passphraseFile": null, "keyFile": "/var/lib/fieldsync/keystore.key" },
           // The SQLite store (created if missing). syncMode: "full" (survives power loss) or "normal" (faster).
           // maxFileBytes: hard cap on the file (null: none).
           "store": { "path": "/var/lib/fieldsync/store.sqlite", "syncMode": "full", "maxFileBytes": null },
@@ -566,7 +566,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // optional shared secret file (mode 0600).
           "discovery": { "enabled": false, "port": 7946, "intervalSeconds": 5, "destination": "255.255.255.255",
                          "announce": true, "secretFile": null },
-          // Epoch keys: the rotation period (days) of `fieldsync epoch rotate --if-older-than`, and after how many
+          // Epoch keys: the rotation period (days) of `fieldsync epoch-key rotate --if-older-than`, and after how many
           // days the newest key held of a scope is warned about as stale (null: twice rotationEveryDays).
           "epochs": { "rotationEveryDays": 7, "staleAfterDays": null }
         }

@@ -1,3 +1,4 @@
+import FieldSyncNode
 import FieldSyncTestSupport
 import Foundation
 import Testing
@@ -187,5 +188,22 @@ import Glibc
                 #expect(installs, "\(unit): nothing in relay-ops.md installs \(path)")
             }
         }
+    }
+
+    /// Issue 19 ("Paths"): the example config put the key file in /etc/fieldsync and the guides in
+    /// /var/lib/fieldsync. The example's device, key file and store paths are the ones the guides' configs and the
+    /// units use.
+    @Test func theExampleConfigTheGuidesAndTheUnitsAgreeOnPaths() throws {
+        let example = try JSONSerialization.jsonObject(with: Data(NodeConfigFile.examplePlain.utf8)) as? [String: Any]
+        let device = example?["device"] as? [String: Any]
+        let paths = [device?["dir"] as? String, device?["keyFile"] as? String, (example?["store"] as? [String: Any])?["path"] as? String].compactMap { $0 }
+        #expect(paths.count == 3, "\(String(describing: example))")
+        for page in ["docs/relay-ops.md", "docs/hq-ops.md"] {
+            let text = try String(contentsOfFile: Self.root + "/" + page, encoding: .utf8)
+            for p in paths { #expect(text.contains("\"\(p)\""), "\(page) does not use \(p) in its config") }
+        }
+        let rotate = try Self.text("fieldsync-rotate.service")
+        for p in paths { #expect(rotate.contains(" \(p)"), "fieldsync-rotate.service does not use \(p)") }
+        #expect(try Self.text("fieldsync.service").contains("/etc/fieldsync/node.json"))
     }
 }
