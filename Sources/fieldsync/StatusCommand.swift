@@ -96,7 +96,7 @@ struct StatusCommand: AsyncParsableCommand {
         if let d = daemon {
             let age = now > d.updatedAt ? (now - d.updatedAt) / 1000 : 0
             let live = d.sessionsLive.map { ", \($0) live" } ?? ""
-            if DaemonLiveness.alive(d) {
+            if d.state == "stopped" || DaemonLiveness.alive(d) {
                 print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running\(live) (status \(age) s old)")
             } else {
                 print("daemon: not running (its status file, \(age) s old, says \(d.state), pid \(d.pid), but no such process runs: "

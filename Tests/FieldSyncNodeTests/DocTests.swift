@@ -23,7 +23,9 @@ import Glibc
 ///   `serving`; at the end of the page it gets SIGTERM and must exit 0.
 /// - A failing command fails the page, with its line in the doc, unless the doc shows its exit code
 ///   with a trailing comment `# exit N` (then it must exit exactly N).
-@Suite(.ownThread) struct DocTests {
+// Serialized: the pages' passphrase keystores cost 256 MiB and a CPU-second of Argon2id at every unlock; six pages
+// at once loaded the 2-core machine enough to fail timing tests elsewhere in the suite (handshake timeouts).
+@Suite(.ownThread, .serialized) struct DocTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
     /// The pages an operator follows, and for each the number of blocks it must run at least (so that a page
