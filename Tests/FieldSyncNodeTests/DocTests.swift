@@ -70,6 +70,11 @@ import Glibc
         // An indented command block is not run: it must be fenced (or it would drift unseen).
         #expect(throws: DocPage.Problem.self) { try DocPage(parsing: "text\n\n    fieldsync status --config x\n", name: "t") }
         #expect(throws: DocPage.Problem.self) { try DocPage(parsing: "```sh\nls\n", name: "t") }
+        // A system path the page does not map would be written on the test machine.
+        #expect(throws: DocPage.Problem.self) { try DocPage(parsing: "```sh\nfieldsync device init --dir /var/lib/fieldsync/device\n```\n", name: "t") }
+        #expect(throws: Never.self) {
+            try DocPage(parsing: "<!-- doctest-page: map /var/lib/fieldsync -->\n```sh\nfieldsync x --dir /var/lib/fieldsync/device\n```\n", name: "t")
+        }
     }
 
     @Test func aFailingCommandFailsThePageWithItsLine() throws {
@@ -180,6 +185,24 @@ struct DocPage {
             i += 1
         }
         if let directive { throw Problem(description: "\(name):\(directive.line): doctest directive not followed by a fenced block") }
+        // A system path that is not mapped would be written on the machine running the tests.
+        let system = try NSRegularExpression(pattern: #"(?<![\w.~-])/(var|etc|usr|opt|srv|home|root|media|mnt)/[^\s'"`]*"#)
+        for step in steps {
+            let (line, lines): (Int, [String])
+            switch step {
+            case let .shell(l, ls): (line, lines) = (l, ls)
+            case let .file(l, path, ls): (line, lines) = (l, [path] + ls)
+            }
+            for (k, text) in lines.enumerated() {
+                for m in system.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+                    let path = (text as NSString).substring(with: m.range)
+                    if !mapped.contains(where: { path.hasPrefix($0) }) {
+                        throw Problem(description: "\(name):\(line + k): \(path) is not mapped into the test's directory; add "
+                                      + "<!-- doctest-page: map \((path as NSString).pathComponents.prefix(4).joined(separator: "/").replacingOccurrences(of: "//", with: "/")) --> or skip the block")
+                    }
+                }
+            }
+        }
     }
 
     private static func directive(_ line: String, prefix: String) -> String? {
