@@ -10,7 +10,7 @@ struct AuthorityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authority",
         abstract: "Create certificate authorities, enroll devices, delegate county authorities, renew certificates, revoke devices.",
-        subcommands: [Init.self, Enroll.self, Delegate.self, Renew.self, Import.self, Revoke.self, Grant.self]
+        subcommands: [Init.self, Enroll.self, Delegate.self, Renew.self, Import.self, Revoke.self, Grant.self, List.self]
     )
 
     static let keystoreName = "authority.keystore"
@@ -102,6 +102,7 @@ struct AuthorityCommand: AsyncParsableCommand {
             let cert = try authority.enroll(req, role: role, scopes: scopes, notBefore: now,
                                             notAfter: CertificateValidity.notAfter(now, days: days), serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "certificate")
+            AuthorityLedger.record(dir: dir, AuthorityLedger.certificate("enrolled", cert, file: out))
             if json { try printJSON(certificateJSON(cert)) } else {
                 print("enrolled \(cert.subject) (\(req.label)) as \(role) for \(scopes.map(\.path).joined(separator: ", ")) "
                       + "until \(TimeText.format(Int64(cert.notAfter))) (\(days) days); certificate in \(out)")
@@ -131,6 +132,7 @@ struct AuthorityCommand: AsyncParsableCommand {
             let cert = try authority.delegate(req, scopes: scopes, notBefore: now, notAfter: CertificateValidity.notAfter(now, days: days),
                                               serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "authority certificate")
+            AuthorityLedger.record(dir: dir, AuthorityLedger.certificate("delegated", cert, file: out))
             if json { try printJSON(certificateJSON(cert)) } else {
                 print("delegated \(scopes.map(\.path).joined(separator: ", ")) to county authority \(cert.subject) until \(TimeText.format(Int64(cert.notAfter))); certificate in \(out)")
             }
@@ -173,6 +175,7 @@ struct AuthorityCommand: AsyncParsableCommand {
                                            notAfter: CertificateValidity.notAfter(now, days: days), serial: SecureRandom.uint64() >> 1)
             } catch { throw CLIError("cannot renew \(certificate): \(error)") }
             try Files.write(cert.canonicalBytes, to: out, what: "certificate")
+            AuthorityLedger.record(dir: dir, AuthorityLedger.certificate("renewed", cert, file: out))
             if json { try printJSON(certificateJSON(cert)) } else {
                 print("renewed \(cert.kind == .device ? "device" : "county authority") \(cert.subject) as \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(TimeText.format(Int64(cert.notAfter))) (was until \(TimeText.format(Int64(old.notAfter)))); certificate in \(out)")
             }
@@ -262,6 +265,8 @@ struct AuthorityCommand: AsyncParsableCommand {
                 throw CLIError("refused: \(error)\(hint); nothing written")
             }
             try Files.write(rev.canonicalBytes, to: out, what: "revocation")
+            AuthorityLedger.record(dir: dir, ["action": "revoked", "subject": rev.device.description, "cutoff": TimeText.format(Int64(cutoff)),
+                                              "reason": why.description, "file": out])
             if json {
                 try printJSON(["device": rev.device.description, "revokedAt": at.raw, "revokedAtTime": TimeText.format(Int64(cutoff)),
                                "reason": why.description, "issuer": rev.issuer.description])

@@ -45,6 +45,7 @@ extension AuthorityCommand {
             }
             try Files.write(grant.canonicalBytes, to: out, what: "key grant")
             let members = grant.members.map(\.device.description)
+            AuthorityLedger.record(dir: dir, ["action": "granted", "key": "\(key.scope.path)#\(key.epoch)", "members": members, "file": out])
             if json {
                 try printJSON(["scope": key.scope.path, "epoch": key.epoch, "members": members, "issuer": grant.issuer.description, "out": out])
             } else {

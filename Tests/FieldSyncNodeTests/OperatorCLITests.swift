@@ -178,6 +178,13 @@ import Glibc
         #expect(other.status == 0)
         let foreign = try FieldSyncBinary.run(["cert", "show", "st.cert", "--root", "hq2/root.pub"], in: dir)
         #expect(foreign.status == 1 && foreign.out.contains("NOT valid now"), "\(foreign.out)\(foreign.err)")
+        // The authority's list of what it signed.
+        let list = try FieldSyncBinary.run(["authority", "list", "--dir", "hq"], in: dir)
+        let lines = list.out.split(separator: "\n")
+        #expect(list.status == 0 && lines.count == 4, "\(list.out)\(list.err)")
+        #expect(lines.count == 4 && lines[0].contains("enrolled") && lines[0].contains("backpack") && lines[1].contains("station")
+                && lines[2].contains("revoked") && lines[2].contains("from 2026-12-01T06:00:00.000Z (lost)") && lines[3].contains("3 entries"),
+                "\(list.out)")
         // The published revocation cuts off at that time: the station's store holds it.
         let published = try FieldSyncBinary.run(["publish", "bp.rev"] + Self.st.prefix(6), in: dir)
         #expect(published.status == 0, "\(published.err)")
