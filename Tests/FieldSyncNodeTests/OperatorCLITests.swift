@@ -104,6 +104,22 @@ import Glibc
         #expect(usage.status == 64 && usage.err.contains("Error:"), "\(usage.err)")
     }
 
+    /// Issue 19 ("Honest outcomes"): a revoked device syncing to a node that knows the revocation saw
+    /// `connectionClosed: connection closed mid-session`; it is told `revoked` in a sealed refusal after the handshake.
+    @Test func aRevokedDeviceIsToldItIsRevoked() throws {
+        let dir = try Self.world()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for step in [["authority", "revoke", "--certificate", "bp.cert", "--dir", "hq", "--key-file", "hq.key", "--reason", "lost", "--out", "bp.rev"],
+                     ["publish", "bp.rev"] + Array(Self.st.prefix(6))] {
+            let r = try FieldSyncBinary.run(step, in: dir)
+            #expect(r.status == 0, "\(step): \(r.err)")
+        }
+        let station = try Station(in: dir)
+        let sync = try FieldSyncBinary.run(["sync", "127.0.0.1:\(station.port)"] + Self.bp, in: dir)
+        station.stop()
+        #expect(sync.status == 1 && sync.out.contains("failed: revoked: the peer refused this device"), "\(sync.out)\(sync.err)")
+    }
+
     /// Issue 19, item 7: after `kill -9`, `status` said "daemon: running, pid N" from the file the dead daemon left.
     @Test func statusAfterKill9SaysNotRunning() throws {
         let dir = try Self.world()
