@@ -300,8 +300,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
 
     public init(from decoder: any Decoder) throws {
         let c = try strictContainer(decoder, allowed: Self.keys, section: nil)
-        device = try c.decode(Device.self, forKey: AnyKey("device"))
-        store = try c.decode(Store.self, forKey: AnyKey("store"))
+        device = try c.required("device", or: Device(dir: ""))
+        store = try c.required("store", or: Store(path: ""))
         epochKeyFiles = try c.value("epochKeyFiles", or: epochKeyFiles)
         listen = try c.value("listen", or: listen)
         network = try c.value("network", or: network)
@@ -331,27 +331,63 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     }
 
     /// Decodes config JSON (no path resolution).
-    /// - Throws: `ConfigError`.
+    /// - Throws: `ConfigError`: the first problem (`problems(path:)` lists them all).
     public static func decode(_ data: Data, source: String = "config") throws -> NodeConfigFile {
+        if let first = StrictJSON.problems(in: data).first {
+            throw ConfigError(key: nil, "\(source) is not valid JSON: \(first)")
+        }
         do {
             return try JSONDecoder().decode(NodeConfigFile.self, from: data)
-        } catch let e as ConfigError {
-            throw ConfigError(key: e.key, "\(source): \(e.description)")
-        } catch let DecodingError.keyNotFound(key, ctx) {
-            let at = keyPath(ctx.codingPath + [key])
-            throw ConfigError(key: at, "\(source): `\(at)` is required; add it (see `fieldsync config example`)")
-        } catch let DecodingError.typeMismatch(type, ctx) {
-            let at = keyPath(ctx.codingPath)
-            throw ConfigError(key: at, "\(source): `\(at)` must be \(describe(type)); fix its value")
-        } catch let DecodingError.valueNotFound(type, ctx) {
-            let at = keyPath(ctx.codingPath)
-            throw ConfigError(key: at, "\(source): `\(at)` must be \(describe(type)), not null; give a value or remove the key")
-        } catch let DecodingError.dataCorrupted(ctx) {
-            let detail = (ctx.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? ctx.debugDescription
-            throw ConfigError(key: ctx.codingPath.isEmpty ? nil : keyPath(ctx.codingPath),
-                              "\(source) is not valid JSON (\(detail)); fix the syntax (comments are not allowed)")
         } catch {
-            throw ConfigError(key: nil, "\(source): \(error)")
+            throw configError(error, source: source)
+        }
+    }
+
+    /// Every problem of the config file at `path`, in one pass: its JSON syntax (strict: no trailing comma, no
+    /// key given twice, no comment), then each unknown key, missing key and wrong type, then the values and
+    /// files (`check()`). Empty when the config is ready to serve.
+    public static func problems(path: String) -> [ConfigError] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return [ConfigError(key: nil, "cannot read config file \(path); check the path and its permissions")]
+        }
+        var out = StrictJSON.problems(in: data).map { ConfigError(key: nil, "\(path) is not valid JSON: \($0)") }
+        let sink = ConfigProblems()
+        let decoded: NodeConfigFile?
+        do {
+            decoded = try ConfigProblems.$current.withValue(sink) { try JSONDecoder().decode(NodeConfigFile.self, from: data) }
+        } catch {
+            decoded = nil
+            // The strict check already said why the syntax is wrong; Foundation's wording would repeat it.
+            if out.isEmpty || !(error is DecodingError) { sink.errors.append(error) }
+        }
+        out += sink.errors.map { configError($0, source: path) }
+        if var config = decoded, sink.errors.isEmpty, out.isEmpty {
+            config.resolvePaths(relativeTo: PathText.folder(of: path))
+            out += config.check()
+        }
+        return out
+    }
+
+    /// A decoding error as a `ConfigError` naming the key at fault and what to do.
+    static func configError(_ error: any Error, source: String) -> ConfigError {
+        switch error {
+        case let e as ConfigError:
+            return ConfigError(key: e.key, "\(source): \(e.description)")
+        case let DecodingError.keyNotFound(key, ctx):
+            let at = keyPath(ctx.codingPath + [key])
+            return ConfigError(key: at, "\(source): `\(at)` is required; add it (see `fieldsync config example`)")
+        case let DecodingError.typeMismatch(type, ctx):
+            let at = keyPath(ctx.codingPath)
+            return ConfigError(key: at, "\(source): `\(at)` must be \(describe(type)); fix its value")
+        case let DecodingError.valueNotFound(type, ctx):
+            let at = keyPath(ctx.codingPath)
+            return ConfigError(key: at, "\(source): `\(at)` must be \(describe(type)), not null; give a value or remove the key")
+        case let DecodingError.dataCorrupted(ctx):
+            let detail = (ctx.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? ctx.debugDescription
+            return ConfigError(key: ctx.codingPath.isEmpty ? nil : keyPath(ctx.codingPath),
+                               "\(source) is not valid JSON (\(detail)); fix the syntax (comments are not allowed)")
+        default:
+            return ConfigError(key: nil, "\(source): \(error)")
         }
     }
 
@@ -485,7 +521,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     public static let example = """
         {
           // The device directory (from `fieldsync device init`) and exactly one way to unlock its keystore.
-          "device": { "dir": "/var/lib/fieldsync/device", "passphraseFile": null, "keyFile": "/etc/fieldsync/keystore.key" },
+          "device": { "dir": "/var/lib/fieldsync/device", "passphraseFile": null, "keyFile": "/var/lib/fieldsync/keystore.key" },
           // The SQLite store (created if missing). syncMode: "full" (survives power loss) or "normal" (faster).
           // maxFileBytes: hard cap on the file (null: none).
           "store": { "path": "/var/lib/fieldsync/store.sqlite", "syncMode": "full", "maxFileBytes": null },
@@ -530,7 +566,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // optional shared secret file (mode 0600).
           "discovery": { "enabled": false, "port": 7946, "intervalSeconds": 5, "destination": "255.255.255.255",
                          "announce": true, "secretFile": null },
-          // Epoch keys: the rotation period (days) of `fieldsync epoch rotate --if-older-than`, and after how many
+          // Epoch keys: the rotation period (days) of `fieldsync epoch-key rotate --if-older-than`, and after how many
           // days the newest key held of a scope is warned about as stale (null: twice rotationEveryDays).
           "epochs": { "rotationEveryDays": 7, "staleAfterDays": null }
         }
@@ -569,20 +605,49 @@ struct AnyKey: CodingKey {
     }
 }
 
+/// Where `NodeConfigFile.problems(path:)` collects every decoding problem instead of stopping at the first:
+/// while it is set, a key that fails to decode is recorded and keeps its default, and every unknown key is
+/// recorded, so that one `config check` lists them all.
+final class ConfigProblems: @unchecked Sendable {
+    /// The collector of the decoding running on this task, if any.
+    @TaskLocal static var current: ConfigProblems?
+    var errors: [any Error] = []
+}
+
 /// A keyed container that refuses keys outside `allowed`.
 extension KeyedDecodingContainer where Key == AnyKey {
     /// The value at `key`, or `current` when the key is absent: call it with the property itself, whose
     /// declaration holds the documented default (one place for each default).
     fileprivate func value<T: Decodable>(_ key: String, or current: T) throws -> T {
-        try decodeIfPresent(T.self, forKey: AnyKey(key)) ?? current
+        do {
+            return try decodeIfPresent(T.self, forKey: AnyKey(key)) ?? current
+        } catch {
+            guard let sink = ConfigProblems.current else { throw error }
+            sink.errors.append(error)
+            return current
+        }
+    }
+
+    /// The value at `key`, which must be present; while problems are collected, `placeholder` stands in for
+    /// a missing or wrong one (the config is refused anyway).
+    fileprivate func required<T: Decodable>(_ key: String, or placeholder: @autoclosure () -> T) throws -> T {
+        do {
+            return try decode(T.self, forKey: AnyKey(key))
+        } catch {
+            guard let sink = ConfigProblems.current else { throw error }
+            sink.errors.append(error)
+            return placeholder()
+        }
     }
 }
 
 private func strictContainer(_ decoder: any Decoder, allowed: Set<String>, section: String?) throws -> KeyedDecodingContainer<AnyKey> {
     let c = try decoder.container(keyedBy: AnyKey.self)
-    if let unknown = c.allKeys.map(\.stringValue).filter({ !allowed.contains($0) }).sorted().first {
+    for unknown in c.allKeys.map(\.stringValue).filter({ !allowed.contains($0) }).sorted() {
         let at = section.map { "\($0).\(unknown)" } ?? unknown
-        throw ConfigError(key: at, "unknown key `\(at)`; allowed here: \(allowed.sorted().joined(separator: ", ")) (check the spelling)")
+        let e = ConfigError(key: at, "unknown key `\(at)`; allowed here: \(allowed.sorted().joined(separator: ", ")) (check the spelling)")
+        guard let sink = ConfigProblems.current else { throw e }
+        sink.errors.append(e)
     }
     return c
 }

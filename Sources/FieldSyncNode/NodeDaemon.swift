@@ -96,6 +96,10 @@ public final class NodeDaemon: Sendable {
         var discoveries: [LANDiscovery] = []
         /// Changes in quarantine (corrupt on disk, waiting for a peer to send them again).
         var quarantined = 0
+        /// Changes the store refused since start (quota, held-back limit), for the status file.
+        var changesRefused = 0
+        /// The days left when the certificate's expiry was last warned about (one line a day in its last month).
+        var certificateWarnedDays: Int64?
         /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
         var revokedQuarantined = 0
         /// The stale epoch keys last logged (scope#epoch).
@@ -131,7 +135,13 @@ public final class NodeDaemon: Sendable {
             var observer = SessionObserver()
             observer.live = { [self] s in sessionWentLive(s) }
             observer.applied = { [self] device in changesArrived(from: device) }
-            observer.traffic = { [metrics] t in metrics.record(t) }
+            observer.traffic = { [self] t in
+                metrics.record(t)
+                if t.changesRefused > 0 {
+                    box.value.changesRefused += t.changesRefused
+                    box.value.statusDirty = true
+                }
+            }
             observer.refused = { [metrics] reason in metrics.recordRefused(reason) }
             observer.ended = { [self] r in
                 if r.liveSince != nil, let device = r.peer {
@@ -394,6 +404,17 @@ public final class NodeDaemon: Sendable {
             metrics.heldBack.record(report.store.heldBack)
             metrics.pendingToHQ.record(Int(report.pendingToHQ))
             metrics.storeBytes.record(report.store.changeBytes)
+            metrics.storeQuotaBytes.record(report.store.limits.quotaBytes ?? 0)
+            // A certificate that runs out stops every session: say so for a month before, once a day.
+            let notAfter = try node.withReplicatorOnLoop { $0.identity.certificate.notAfter }
+            metrics.certificateExpirySeconds.record((Int64(notAfter) - Int64(now)) / 1000)
+            let daysLeft = (Int64(notAfter) - Int64(now)) / 86_400_000
+            if daysLeft < 30, box.value.certificateWarnedDays != daysLeft {
+                box.value.certificateWarnedDays = daysLeft
+                logger.warning(notAfter <= now ? "this device's certificate has expired: peers refuse its sessions; renew it (docs/enrollment.md)"
+                                   : "this device's certificate expires soon: renew it (docs/enrollment.md)", metadata: [
+                                   "sync.certificate.notAfter": .stringConvertible(notAfter), "sync.certificate.daysLeft": .stringConvertible(daysLeft)])
+            }
             metrics.forks.record(report.store.forks)
             metrics.quarantined.record(report.store.quarantined)
             metrics.revokedQuarantined.record(report.store.revokedQuarantined)
@@ -488,7 +509,7 @@ public final class NodeDaemon: Sendable {
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
                             handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers,
-                            quarantinedChanges: s.quarantined)
+                            quarantinedChanges: s.quarantined, changesRefused: s.changesRefused)
     }
 
     /// The session counts the status file shows.

@@ -34,6 +34,10 @@ public final class NodeMetrics: Sendable {
     public let pendingToHQ: CoreMetrics.Gauge
     /// Bytes of changes stored.
     public let storeBytes: CoreMetrics.Gauge
+    /// The relay quota in bytes (0: none), so that an alert can compare `fieldsync_store_bytes` with it.
+    public let storeQuotaBytes: CoreMetrics.Gauge
+    /// Seconds until this device's certificate expires (negative once expired): alert well before 0.
+    public let certificateExpirySeconds: CoreMetrics.Gauge
     /// Fork proofs the store holds (`fieldsync forks` lists them).
     public let forks: CoreMetrics.Gauge
     /// Known peers.
@@ -72,6 +76,8 @@ public final class NodeMetrics: Sendable {
         heldBack = CoreMetrics.Gauge(label: "fieldsync_changes_held_back", factory: factory)
         pendingToHQ = CoreMetrics.Gauge(label: "fieldsync_pending_to_hq", factory: factory)
         storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
+        storeQuotaBytes = CoreMetrics.Gauge(label: "fieldsync_store_quota_bytes", factory: factory)
+        certificateExpirySeconds = CoreMetrics.Gauge(label: "fieldsync_certificate_expiry_seconds", factory: factory)
         forks = CoreMetrics.Gauge(label: "fieldsync_forks", factory: factory)
         peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
         handshakesPending = CoreMetrics.Gauge(label: "fieldsync_handshakes_pending", factory: factory)

@@ -62,6 +62,9 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     /// Changes of the store found corrupt on disk and quarantined, not yet received again from a peer
     /// (nil in files of daemons before quarantine; `fieldsync doctor` lists them).
     public var quarantinedChanges: Int?
+    /// Changes the store refused since the daemon started (relay quota full, held-back limit): the senders keep
+    /// them and offer them again (nil in files of daemons before the count).
+    public var changesRefused: Int? = nil
 
     /// Writes `status` to `path` atomically (a reader sees the old or the new file, never half of one).
     /// - Throws: `NodeError` if the folder is not writable.

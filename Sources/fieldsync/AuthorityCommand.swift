@@ -10,7 +10,7 @@ struct AuthorityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authority",
         abstract: "Create certificate authorities, enroll devices, delegate county authorities, renew certificates, revoke devices.",
-        subcommands: [Init.self, Enroll.self, Delegate.self, Renew.self, Import.self, Revoke.self, Grant.self]
+        subcommands: [Init.self, Enroll.self, Delegate.self, Renew.self, Import.self, Revoke.self, Grant.self, List.self]
     )
 
     static let keystoreName = "authority.keystore"
@@ -85,11 +85,12 @@ struct AuthorityCommand: AsyncParsableCommand {
         @OptionGroup var keystore: KeystoreOptions
         @Option(help: "Role to grant: backpack, command, station, county, relay or hq.") var role: String
         @Option(help: "Scope to grant (repeat for several).") var scope: [String] = []
-        @Option(help: "Validity in days from now.") var days: Int = 7
+        @Option(help: ArgumentHelp("Validity in days from now. (default: \(CertificateValidity.defaultsText))", valueName: "days"))
+        var days: Int?
         @Option(help: "Where to write the certificate.") var out: String
         @Flag(help: "Print the certificate as JSON.") var json = false
 
-        func validate() throws { try CertificateValidity.check(days: days) }
+        func validate() throws { if let days { try CertificateValidity.check(days: days) } }
 
         func run() async throws {
             let role = try parseRole(role)
@@ -97,11 +98,14 @@ struct AuthorityCommand: AsyncParsableCommand {
             let req = try Files.decode(EnrollmentRequest.self, request, what: "enrollment request")
             let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
             let now = wallClockMilliseconds()
+            let days = self.days ?? CertificateValidity.defaultDays(for: role)
             let cert = try authority.enroll(req, role: role, scopes: scopes, notBefore: now,
                                             notAfter: CertificateValidity.notAfter(now, days: days), serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "certificate")
+            AuthorityLedger.record(dir: dir, AuthorityLedger.certificate("enrolled", cert, file: out))
             if json { try printJSON(certificateJSON(cert)) } else {
-                print("enrolled \(cert.subject) (\(req.label)) as \(role) for \(scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter); certificate in \(out)")
+                print("enrolled \(cert.subject) (\(req.label)) as \(role) for \(scopes.map(\.path).joined(separator: ", ")) "
+                      + "until \(TimeText.format(Int64(cert.notAfter))) (\(days) days); certificate in \(out)")
             }
         }
     }
@@ -128,7 +132,10 @@ struct AuthorityCommand: AsyncParsableCommand {
             let cert = try authority.delegate(req, scopes: scopes, notBefore: now, notAfter: CertificateValidity.notAfter(now, days: days),
                                               serial: SecureRandom.uint64() >> 1)
             try Files.write(cert.canonicalBytes, to: out, what: "authority certificate")
-            if json { try printJSON(certificateJSON(cert)) } else { print("delegated \(scopes.map(\.path).joined(separator: ", ")) to county authority \(cert.subject); certificate in \(out)") }
+            AuthorityLedger.record(dir: dir, AuthorityLedger.certificate("delegated", cert, file: out))
+            if json { try printJSON(certificateJSON(cert)) } else {
+                print("delegated \(scopes.map(\.path).joined(separator: ", ")) to county authority \(cert.subject) until \(TimeText.format(Int64(cert.notAfter))); certificate in \(out)")
+            }
         }
     }
 
@@ -148,11 +155,12 @@ struct AuthorityCommand: AsyncParsableCommand {
         @OptionGroup var keystore: KeystoreOptions
         @Option(help: "New role (default: the old certificate's).") var role: String?
         @Option(help: "New scope (repeat for several; default: the old certificate's scopes).") var scope: [String] = []
-        @Option(help: "Validity in days from now.") var days: Int = 7
+        @Option(help: ArgumentHelp("Validity in days from now. (default: by the new role, \(CertificateValidity.defaultsText))", valueName: "days"))
+        var days: Int?
         @Option(help: "Where to write the new certificate.") var out: String
         @Flag(help: "Print the certificate as JSON.") var json = false
 
-        func validate() throws { try CertificateValidity.check(days: days) }
+        func validate() throws { if let days { try CertificateValidity.check(days: days) } }
 
         func run() async throws {
             let old = try Files.decode(Certificate.self, certificate, what: "certificate")
@@ -160,14 +168,16 @@ struct AuthorityCommand: AsyncParsableCommand {
             let newScopes = scope.isEmpty ? nil : try parseScopes(scope)
             let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
             let now = wallClockMilliseconds()
+            let days = self.days ?? CertificateValidity.defaultDays(for: newRole ?? old.role)
             let cert: Certificate
             do {
                 cert = try authority.renew(old, role: newRole, scopes: newScopes, notBefore: now,
                                            notAfter: CertificateValidity.notAfter(now, days: days), serial: SecureRandom.uint64() >> 1)
             } catch { throw CLIError("cannot renew \(certificate): \(error)") }
             try Files.write(cert.canonicalBytes, to: out, what: "certificate")
+            AuthorityLedger.record(dir: dir, AuthorityLedger.certificate("renewed", cert, file: out))
             if json { try printJSON(certificateJSON(cert)) } else {
-                print("renewed \(cert.kind == .device ? "device" : "county authority") \(cert.subject) as \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter) (was until \(old.notAfter)); certificate in \(out)")
+                print("renewed \(cert.kind == .device ? "device" : "county authority") \(cert.subject) as \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(TimeText.format(Int64(cert.notAfter))) (was until \(TimeText.format(Int64(old.notAfter)))); certificate in \(out)")
             }
         }
     }
@@ -212,6 +222,10 @@ struct AuthorityCommand: AsyncParsableCommand {
         @Option(help: "Why: lost, stolen, compromised, decommissioned or other.") var reason: String
         @Option(help: "Free-text note for the audit trail.") var note: String = ""
         @Option(help: "Serial of the revoked certificate, if known (root without --certificate).") var serial: UInt64 = 0
+        @Option(help: ArgumentHelp(
+            "The revocation time (cut-off): changes the device signed before it stay valid, later ones are refused. "
+                + "2026-11-29T06:30:00Z, 2026-11-29, -2h, now or ms since 1970; not in the future. (default: now)",
+            valueName: "time")) var at: String?
         @Option(help: "Where to write the revocation.") var out: String
         @Flag(help: "Print the revocation as JSON.") var json = false
 
@@ -228,8 +242,17 @@ struct AuthorityCommand: AsyncParsableCommand {
                 throw ValidationError("\(certificate!) is the certificate of \(cert.subject), not of \(named)")
             }
             guard cert != nil || named != nil else { throw ValidationError("name the device: DEVICE_ID or --certificate CERT") }
+            let now = wallClockMilliseconds()
+            var cutoff = now
+            if let text = self.at {
+                let ms = try parseTimeOption(text, option: "--at", now: now)
+                guard ms >= 0, UInt64(ms) <= now else {
+                    throw ValidationError("--at \(text) is in the future (\(TimeText.format(ms))); a revocation cuts off from a time that has passed, or now")
+                }
+                cutoff = UInt64(ms)
+            }
             let (authority, _) = try AuthorityCommand.load(dir: dir, keystore: keystore)
-            let at = HLCTimestamp(milliseconds: wallClockMilliseconds(), counter: 0)
+            let at = HLCTimestamp(milliseconds: cutoff, counter: 0)
             let rev: Revocation
             do {
                 if let cert {
@@ -242,10 +265,14 @@ struct AuthorityCommand: AsyncParsableCommand {
                 throw CLIError("refused: \(error)\(hint); nothing written")
             }
             try Files.write(rev.canonicalBytes, to: out, what: "revocation")
+            AuthorityLedger.record(dir: dir, ["action": "revoked", "subject": rev.device.description, "cutoff": TimeText.format(Int64(cutoff)),
+                                              "reason": why.description, "file": out])
             if json {
-                try printJSON(["device": rev.device.description, "revokedAt": at.raw, "reason": why.description, "issuer": rev.issuer.description])
+                try printJSON(["device": rev.device.description, "revokedAt": at.raw, "revokedAtTime": TimeText.format(Int64(cutoff)),
+                               "reason": why.description, "issuer": rev.issuer.description])
             } else {
-                print("revoked \(rev.device) at \(at) (\(why)); spread \(out) to every node, then rotate the epoch keys of its scopes")
+                print("revoked \(rev.device) from \(TimeText.format(Int64(cutoff))) (\(why)): changes it signed before then stay valid; "
+                      + "spread \(out) to every node, then rotate the epoch keys of its scopes")
             }
         }
     }
@@ -255,6 +282,19 @@ struct AuthorityCommand: AsyncParsableCommand {
 enum CertificateValidity {
     /// The longest validity, in days (about ten years).
     static let maxDays = 3650
+
+    /// The validity a certificate gets when `--days` is not given: 7 days for the devices officers carry
+    /// (a lost one stops working within a week even if its revocation never reaches a node), 365 days for
+    /// fixed, unattended nodes (a relay box in a village hall must not stop after a week; renew it yearly).
+    static func defaultDays(for role: Role) -> Int {
+        switch role {
+        case .backpack, .command: 7
+        case .station, .county, .relay, .hq: 365
+        }
+    }
+
+    /// The defaults, for `--help`.
+    static let defaultsText = "7 for backpack and command, 365 for station, county, relay and hq"
 
     /// Refuses a validity outside 1...`maxDays` days.
     static func check(days: Int) throws {

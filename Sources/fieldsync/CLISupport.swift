@@ -128,5 +128,6 @@ func parseRole(_ raw: String) throws -> Role {
 func certificateJSON(_ c: Certificate) -> [String: Any] {
     ["kind": c.kind == .device ? "device" : "authority", "subject": c.subject.description, "role": c.role.description,
      "scopes": c.scopes.map(\.path), "notBefore": c.notBefore, "notAfter": c.notAfter, "serial": String(c.serial),
+     "notBeforeTime": TimeText.format(Int64(c.notBefore)), "notAfterTime": TimeText.format(Int64(c.notAfter)),
      "issuer": c.issuer.description, "signingKey": c.signingKey.description, "agreementKey": c.agreementKey.description]
 }

@@ -12,14 +12,13 @@ struct ConfigCommand: AsyncParsableCommand {
     /// `fieldsync config check FILE`: exit 0 if the config is ready to serve, 1 with one line per problem.
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Validate a config file: syntax, unknown keys, values, files and addresses (exit 1 on any problem).")
+            abstract: "Validate a config file: strict JSON syntax, unknown keys, types, values, files and addresses; lists every problem (exit 1 on any).")
 
         @Argument(help: "The JSON config file.") var file: String
         @Flag(help: "Print the result as JSON.") var json = false
 
         func run() async throws {
-            var problems: [ConfigError] = []
-            do { problems = try NodeConfigFile.load(path: file).check() } catch let e as ConfigError { problems = [e] }
+            let problems = NodeConfigFile.problems(path: file)
             if json {
                 try printJSON(["file": file, "ok": problems.isEmpty,
                                "problems": problems.map { ["key": $0.key ?? "", "message": $0.description] }])

@@ -91,7 +91,7 @@ struct DeviceCommand: AsyncParsableCommand {
             contents.root = trust.root
             try Keystore.write(contents, to: path, protection: try keystore.protection(creatingKeyFile: false), overwrite: true)
             if json { try printJSON(certificateJSON(cert)) } else {
-                print("device \(cert.subject) \(previous == nil ? "enrolled" : "certificate renewed"): \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(cert.notAfter)")
+                print("device \(cert.subject) \(previous == nil ? "enrolled" : "certificate renewed"): \(cert.role) for \(cert.scopes.map(\.path).joined(separator: ", ")) until \(TimeText.format(Int64(cert.notAfter)))")
             }
         }
     }
@@ -113,7 +113,17 @@ struct DeviceCommand: AsyncParsableCommand {
             if let c = contents.certificate { obj["certificate"] = certificateJSON(c) }
             if json { try printJSON(obj) } else {
                 print("device \(id)")
-                print(contents.certificate.map { "certificate: \($0)" } ?? "not enrolled yet: run `fieldsync device import CERT --dir \(dir) --root root.pub`")
+                if let c = contents.certificate {
+                    let now = wallClockMilliseconds()
+                    print("certificate: \(c.role) for \(c.scopes.map(\.path).joined(separator: ", ")), issued by \(c.issuer), serial \(c.serial), "
+                          + "valid \(TimeText.format(Int64(c.notBefore))) to \(TimeText.format(Int64(c.notAfter))) "
+                          + "(\(CertificateLifetime.daysLeft(c.notAfter, now: now)) days left)")
+                    if let warning = CertificateLifetime.warning(c.notAfter, now: now) { print("WARNING: \(warning)") }
+                } else {
+                    print("not enrolled yet: run `fieldsync device import CERT --dir \(dir) --root root.pub`")
+                }
+                print("epoch keys in the keystore: " + (contents.epochKeys.isEmpty ? "none (keys granted through sync are in the store: fieldsync status)"
+                                                        : contents.epochKeys.map { "\($0.scope)#\($0.epoch)" }.joined(separator: ", ")))
             }
         }
     }

@@ -17,7 +17,7 @@ extension AuthorityCommand {
         @Option(help: "The authority's directory.") var dir: String
         @OptionGroup var keystore: KeystoreOptions
         @Option(help: "Epoch key file (from `fieldsync epoch-key new`) holding the key to grant.") var epochKeyFile: String
-        @Option(help: "Scope of the key to grant, if the file holds several.") var scope: String?
+        @Option(help: "Scope of the key to grant, if the file holds several. (default: the file's only key)") var scope: String?
         @Option(help: "Epoch of the key to grant, if the file holds several.") var epoch: UInt32?
         @Option(help: ArgumentHelp("A member device's certificate file (repeat). Relays are refused: they never hold keys.",
                                    valueName: "cert"))
@@ -45,6 +45,7 @@ extension AuthorityCommand {
             }
             try Files.write(grant.canonicalBytes, to: out, what: "key grant")
             let members = grant.members.map(\.device.description)
+            AuthorityLedger.record(dir: dir, ["action": "granted", "key": "\(key.scope.path)#\(key.epoch)", "members": members, "file": out])
             if json {
                 try printJSON(["scope": key.scope.path, "epoch": key.epoch, "members": members, "issuer": grant.issuer.description, "out": out])
             } else {

@@ -182,9 +182,11 @@ struct Sync: AsyncParsableCommand {
         let quiet = json
         // On a terminal, a catch-up of thousands of changes shows a live line; piped, nothing.
         let line = SyncProgressLine(enabled: !json && isatty(STDERR_FILENO) == 1)
+        // The session's own line is the result printed below on standard output; the node's other lines
+        // (receipts, a peer cut for its revocation) go to standard error as they happen.
         let log: @Sendable (String) -> Void = { text in
             line.clear()
-            if !quiet { logLine(text) }
+            if !quiet, !text.hasPrefix("session ") { logLine(text) }
         }
         let n = try FieldSyncNode(configuration: config, log: log) { try spec.open() }
         let result: SessionResult
@@ -232,9 +234,9 @@ final class SyncProgressLine: @unchecked Sendable {
     }
 }
 
-/// `fieldsync epoch-key new`: a random epoch key file, for the demo until grants travel as changes.
+/// `fieldsync epoch-key new` (a random epoch key file, granted with `authority grant`) and `epoch-key rotate`.
 struct EpochKeyCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "epoch-key", abstract: "Create epoch key files (demo; see docs/node.md).",
+    static let configuration = CommandConfiguration(commandName: "epoch-key", abstract: "Make an epoch key (new) or rotate a scope's key (rotate); keys reach members as grants (docs/enrollment.md).",
                                                     subcommands: [New.self, Rotate.self])
 
     /// `epoch-key rotate`: the scheduled rotation of one scope's epoch key (attack case 31), meant for a

@@ -896,7 +896,7 @@ struct Export: AsyncParsableCommand {
                     let o: [(String, JSONValue)] = [("exported", .int(Int64(records.count))), ("format", .string(format)), ("file", .string(out))]
                     print(JSONValue.object(o).serialized)
                 } else {
-                    FileHandle.standardError.write(Data("exported \(records.count) record\(records.count == 1 ? "" : "s") to \(out)\n".utf8))
+                    print("exported \(records.count) record\(records.count == 1 ? "" : "s") to \(out)")
                 }
             } else {
                 FileHandle.standardOutput.write(Data(text.utf8))

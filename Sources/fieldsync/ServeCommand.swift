@@ -36,21 +36,21 @@ struct Serve: AsyncParsableCommand {
                                valueName: "file"))
     var epochKeyFile: [String] = []
     @Option(help: "Address to listen on, HOST:PORT (default 127.0.0.1:7000 without --config).") var listen: String?
-    @Option(help: "Network name; peers of other networks cannot connect.") var network: String?
+    @Option(help: "Network name; peers of other networks cannot connect. (default: the config's network, else longnan-police)") var network: String?
     @Option(help: ArgumentHelp("A peer to sync with, HOST:PORT; repeatable; added to the config's peers.", valueName: "host:port"))
     var peer: [String] = []
-    @Option(help: "Most concurrent sessions.") var maxSessions: Int?
-    @Option(help: "Seconds without bytes before a session is cut (not an idle live session: see --live-idle-timeout).") var idleTimeout: Int?
+    @Option(help: "Most concurrent sessions. (default: the config's sessions.max, else 8)") var maxSessions: Int?
+    @Option(help: "Seconds without bytes before a session is cut (not an idle live session: see --live-idle-timeout). (default: the config's sessions.idleTimeoutSeconds, else 30)") var idleTimeout: Int?
     @Option(help: "Seconds without bytes before an idle live session is closed and reopened (0: never; default 600).")
     var liveIdleTimeout: Int?
     @Flag(inversion: .prefixedNo, help: "Keep sessions open and push later changes on them (default: the config's sessions.live, true).")
     var liveSessions: Bool?
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. (default: the config's logLevel, else info)") var logLevel: String?
     @Option(help: ArgumentHelp("Serve Prometheus metrics on HOST:PORT (enables metrics).", valueName: "host:port")) var metricsListen: String?
-    @Option(help: ArgumentHelp("The status file `fieldsync status` reads.", valueName: "file")) var statusFile: String?
+    @Option(help: ArgumentHelp("The status file `fieldsync status` reads. (default: the config's statusFile, else STORE.status.json)", valueName: "file")) var statusFile: String?
     @Flag(help: "Enable LAN discovery (beacons on UDP; Protocols/discovery.md).") var discovery = false
-    @Option(help: ArgumentHelp("UDP port of the discovery beacons (enables discovery).", valueName: "port")) var discoveryPort: Int?
-    @Option(help: ArgumentHelp("Where beacons go: broadcast, multicast group or address (enables discovery).", valueName: "ipv4"))
+    @Option(help: ArgumentHelp("UDP port of the discovery beacons (enables discovery). (default: the config's discovery.port, else 7946)", valueName: "port")) var discoveryPort: Int?
+    @Option(help: ArgumentHelp("Where beacons go: broadcast, multicast group or address (enables discovery). (default: the config's, else 255.255.255.255)", valueName: "ipv4"))
     var discoveryDestination: String?
 
     /// The config in force: the file (or the flags alone), then the flags on top.

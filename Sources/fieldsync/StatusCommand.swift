@@ -66,9 +66,16 @@ struct StatusCommand: AsyncParsableCommand {
                 o["ownRecords"] = own.map { ["id": $0.id.description, "kind": $0.kind.name, "scope": $0.scope.path,
                                              "ownChanges": $0.ownChanges, "receipted": $0.receipted, "reachedHQ": $0.reachedHQ] as [String: Any] }
             }
+            let cert = r.identity.certificate
+            o["certificate"] = ["notBefore": TimeText.format(Int64(cert.notBefore)), "notAfter": TimeText.format(Int64(cert.notAfter)),
+                                "daysLeft": CertificateLifetime.daysLeft(cert.notAfter, now: now),
+                                "expiresSoon": CertificateLifetime.warning(cert.notAfter, now: now) != nil]
             if let d = daemon {
                 let data = try JSONEncoder().encode(d)
-                o["daemon"] = try JSONSerialization.jsonObject(with: data)
+                var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+                // The file says what the daemon last wrote; `alive` says whether that process still exists.
+                object["alive"] = DaemonLiveness.alive(d)
+                o["daemon"] = object
             } else {
                 o["daemon"] = NSNull()
             }
@@ -76,10 +83,25 @@ struct StatusCommand: AsyncParsableCommand {
             return
         }
         print("device \(r.identity.id) (\(r.identity.certificate.role)), store \(c.store.path)")
+        let cert = r.identity.certificate
+        print("certificate: valid until \(TimeText.format(Int64(cert.notAfter))) (\(CertificateLifetime.daysLeft(cert.notAfter, now: now)) days left)")
+        if let warning = CertificateLifetime.warning(cert.notAfter, now: now) { print("WARNING: \(warning)") }
+        var slots: [String: Int] = [:]
+        for k in r.allKeys { slots["\(k.scope.path)#\(k.epoch)", default: 0] += 1 }
+        let conflicts = slots.filter { $0.value > 1 }.keys.sorted()
+        if !conflicts.isEmpty {
+            print("WARNING: two different keys under one scope and epoch: \(conflicts.joined(separator: ", ")); records sealed under one "
+                  + "cannot be opened with the other (`fieldsync keys list` shows where each came from)")
+        }
         if let d = daemon {
             let age = now > d.updatedAt ? (now - d.updatedAt) / 1000 : 0
             let live = d.sessionsLive.map { ", \($0) live" } ?? ""
-            print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running\(live) (status \(age) s old)")
+            if d.state == "stopped" || DaemonLiveness.alive(d) {
+                print("daemon: \(d.state), pid \(d.pid), listening on \(d.listen), \(d.sessionsActive) session(s) running\(live) (status \(age) s old)")
+            } else {
+                print("daemon: not running (its status file, \(age) s old, says \(d.state), pid \(d.pid), but no such process runs: "
+                      + "it ended without stopping cleanly, killed or crashed; the peers below are as it last saw them)")
+            }
             if let c = d.connections, c.refusedTotal + c.cutTotal + (d.handshakesPending ?? 0) > 0 {
                 func list(_ m: [String: Int]) -> String { m.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") }
                 print("connections: \(d.handshakesPending ?? 0) handshake(s) pending; refused \(c.refusedTotal)"
@@ -89,23 +111,33 @@ struct StatusCommand: AsyncParsableCommand {
             for p in d.peers {
                 let who = p.device.map { "\($0)\(p.role.map { " \($0)" } ?? "")" } ?? "not yet authenticated"
                 var line = "  \(p.address) [\(p.source)] \(who)"
-                if let at = p.lastSyncAt {
+                if let since = p.liveSince {
+                    // A live session is the peer's state now; a failure before it is history, not a second state.
+                    line += "; live since \(ago(now, since)), \(p.livePushes ?? 0) push(es)"
+                    if p.lastOutcome == "failed", let at = p.lastSyncAt, at < since {
+                        line += " (a session before it failed \(ago(now, at))\(p.lastError.map { ": \($0)" } ?? ""))"
+                    }
+                } else if let at = p.lastSyncAt {
                     line += "; last sync \(ago(now, at)) \(p.lastOutcome ?? "?")"
                     if let e = p.lastError { line += " (\(e))" }
                 } else {
                     line += "; never synced"
                 }
-                if let since = p.liveSince { line += "; live since \(ago(now, since)), \(p.livePushes ?? 0) push(es)" }
                 line += "; sent \(p.changesSent), received \(p.changesReceived)"
                 if p.failures > 0 { line += "; \(p.failures) failure(s)" }
-                if let next = p.nextAttemptAt { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
+                if let next = p.nextAttemptAt, DaemonLiveness.alive(d) { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
                 print(line)
             }
         } else {
             print("daemon: no status file at \(c.statusPath) (not running with this config, or not started yet)")
         }
         let s = report.store
-        print("store: \(s.changes) change(s), \(s.changeBytes) bytes\(s.limits.quotaBytes.map { " of quota \($0)" } ?? ""), "
+        let quota = s.limits.quotaBytes.map { q in " of quota \(q) (\(q > 0 ? Int((Double(s.changeBytes) * 100 / Double(q)).rounded(.down)) : 100) % used)" } ?? ""
+        if let refused = daemon?.changesRefused, refused > 0 {
+            print("REFUSED: the store turned away \(refused) change(s) since the daemon started (quota full or held-back limit); "
+                  + "the senders keep them and offer them again (docs/relay-ops.md, \"Quota\")")
+        }
+        print("store: \(s.changes) change(s), \(s.changeBytes) bytes\(quota), "
             + "\(s.records) record(s), \(s.unopened) unopened, \(s.heldBack) held back behind gaps")
         if s.forks > 0 { print("FORKS: \(s.forks) fork proof(s): `fieldsync forks` lists the flagged authors (docs/node.md, \"Forks\")") }
         if s.quarantined > 0 {
@@ -144,5 +176,39 @@ struct StatusCommand: AsyncParsableCommand {
     private func ago(_ now: UInt64, _ at: UInt64) -> String {
         let s = now > at ? (now - at) / 1000 : 0
         return s < 120 ? "\(s) s ago" : s < 7200 ? "\(s / 60) min ago" : "\(s / 3600) h ago"
+    }
+}
+
+/// Whether the daemon a status file describes still runs. A daemon killed with SIGKILL (or crashed) leaves
+/// its last `running` behind; `status` must not repeat it.
+enum DaemonLiveness {
+    /// True when the file says `stopped` is false and a process with its pid exists and runs `fieldsync`
+    /// (a pid reused by another program after a reboot does not count).
+    static func alive(_ d: DaemonStatus) -> Bool {
+        guard d.state != "stopped", d.pid > 0 else { return false }
+        if kill(d.pid, 0) != 0, errno == ESRCH { return false }
+        guard let cmdline = FileManager.default.contents(atPath: "/proc/\(d.pid)/cmdline") else { return true }
+        return String(decoding: cmdline, as: UTF8.self).contains("fieldsync")
+    }
+}
+
+/// A certificate's remaining lifetime, for `status` and the commands that print certificates.
+enum CertificateLifetime {
+    /// Warn this many days before a certificate runs out (a relay box renewed yearly gets a month's notice).
+    static let warnDays: Int64 = 30
+
+    /// Whole days from `now` to `notAfter` (negative once expired).
+    static func daysLeft(_ notAfter: UInt64, now: UInt64) -> Int64 { (Int64(notAfter) - Int64(now)) / 86_400_000 }
+
+    /// The warning to show, or nil when more than `warnDays` days are left.
+    static func warning(_ notAfter: UInt64, now: UInt64) -> String? {
+        let days = daysLeft(notAfter, now: now)
+        if notAfter <= now {
+            return "this device's certificate expired at \(TimeText.format(Int64(notAfter))); peers refuse its sessions: renew it "
+                + "(fieldsync authority renew, then device import; docs/enrollment.md)"
+        }
+        guard days < warnDays else { return nil }
+        return "this device's certificate expires at \(TimeText.format(Int64(notAfter))), in \(days) day(s): renew it "
+            + "(fieldsync authority renew, then device import; docs/enrollment.md)"
     }
 }

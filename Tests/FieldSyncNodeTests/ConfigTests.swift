@@ -97,6 +97,49 @@ import Testing
         #expect(syntax?.description.contains("not valid JSON") == true, "\(String(describing: syntax))")
     }
 
+    /// Issue 19, item 6: Foundation's decoder took a trailing comma and kept the last of two `listen` keys, so
+    /// `config check` said OK to a file whose meaning depends on the reader.
+    @Test func trailingCommasAndDuplicateKeysAreRefusedWithTheirPlace() throws {
+        let comma = Self.error(#"{"device": {"dir": "d", "keyFile": "k"}, "store": {"path": "s"},}"#)
+        #expect(comma?.description.contains("trailing comma") == true && comma?.description.contains("line 1, column 64") == true,
+                "\(String(describing: comma))")
+        let twice = Self.error("{\"device\": {\"dir\": \"d\", \"keyFile\": \"k\"}, \"store\": {\"path\": \"s\"},\n \"listen\": \"0.0.0.0:7000\",\n \"listen\": \"127.0.0.1:7001\"}")
+        #expect(twice?.description.contains("`listen` is given twice (the first at line 2, column 2)") == true, "\(String(describing: twice))")
+        let inArray = Self.error(#"{"device": {"dir": "d", "keyFile": "k"}, "store": {"path": "s"}, "peers": ["a:1",]}"#)
+        #expect(inArray?.description.contains("trailing comma before `]`") == true, "\(String(describing: inArray))")
+        let nested = Self.error(#"{"device": {"dir": "d", "dir": "e", "keyFile": "k"}, "store": {"path": "s"}}"#)
+        #expect(nested?.description.contains("`device.dir` is given twice") == true, "\(String(describing: nested))")
+        #expect(StrictJSON.problems(in: Data(Self.minimal.utf8)).isEmpty)
+        #expect(StrictJSON.problems(in: Data(NodeConfigFile.examplePlain.utf8)).isEmpty)
+        #expect(StrictJSON.problems(in: Data(#"{"a": [1, -2.5e3, true, null, "x\"\u00e9"], "b": {}}"#.utf8)).isEmpty)
+    }
+
+    /// Issue 19, item 6: `config check` stopped at the first unknown key or wrong type; it lists them all now,
+    /// with the syntax problems, in one run.
+    @Test func checkListsEveryProblemAtOnce() throws {
+        let dir = NSTemporaryDirectory() + "fieldsync-config-all-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = """
+            {"device": {"dir": "d", "keyFile": "k", "colour": 1}, "store": {"path": "s", "syncMode": 3},
+             "listen": "0.0.0.0:7000", "listen": "0.0.0.0:7001", "peer": [], "sessions": {"max": "eight", "maxSessions": 2},
+             "schedule": {"resyncIntervalSeconds": "soon"},}
+            """
+        try text.write(toFile: dir + "/all.json", atomically: true, encoding: .utf8)
+        let problems = NodeConfigFile.problems(path: dir + "/all.json")
+        let text2 = problems.map(\.description).joined(separator: "\n")
+        #expect(problems.count == 8, "\(text2)")
+        for expected in ["`listen` is given twice", "trailing comma", "unknown key `device.colour`", "`store.syncMode` must be",
+                         "unknown key `peer`", "`sessions.max` must be an integer", "unknown key `sessions.maxSessions`",
+                         "`schedule.resyncIntervalSeconds` must be an integer"] {
+            #expect(text2.contains(expected), "missing \(expected) in:\n\(text2)")
+        }
+        // A file that is not JSON at all says so once, not once per reader.
+        try "{\"device\": ".write(toFile: dir + "/cut.json", atomically: true, encoding: .utf8)
+        let cut = NodeConfigFile.problems(path: dir + "/cut.json")
+        #expect(cut.count == 1 && cut[0].description.contains("ends where a value was expected"), "\(cut)")
+    }
+
     @Test func checkNamesEveryBadValueAndMissingFile() throws {
         let dir = NSTemporaryDirectory() + "fieldsync-config-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/dev", withIntermediateDirectories: true)

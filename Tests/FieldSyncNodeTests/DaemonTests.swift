@@ -174,6 +174,11 @@ import Testing
         #expect(try await Self.eventually(20) { try await relay.daemon.status().peers.first?.source == "incoming" })
         let status = try await relay.daemon.status()
         #expect(status.role == "relay" && status.peers.first?.source == "incoming")
+        // The status file counts the refusals too (issue 19: `fieldsync status` shows them, not only the metric).
+        #expect(status.changesRefused == 30 - held.changes, "\(String(describing: status.changesRefused))")
+        // The quota and the certificate's remaining life are metrics, for the alerts relay-ops.md suggests.
+        #expect(try await Self.eventually(20) { Self.metric(relay, "fieldsync_store_quota_bytes") == 4_000 }, "\(relay.registry.emitToString())")
+        #expect((Self.metric(relay, "fieldsync_certificate_expiry_seconds") ?? 0) > 0, "\(relay.registry.emitToString())")
         try await relay.daemon.shutdown(grace: .seconds(1))
         try await bp.shutdown()
     }

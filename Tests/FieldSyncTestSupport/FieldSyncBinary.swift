@@ -18,8 +18,10 @@ public enum FieldSyncBinary {
         return out.filter { seen.insert($0).inserted }
     }()
 
-    /// The executable's path, or nil if it is not built.
-    public static let path: String? = candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    /// The executable's path, or nil if it is not built. `FIELDSYNC_TEST_BINARY` names another build to test
+    /// instead (an older one, to check that a test fails on the old code).
+    public static let path: String? = ProcessInfo.processInfo.environment["FIELDSYNC_TEST_BINARY"]
+        ?? candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 
     /// Why a test that needs the executable cannot run: it is not built. A test fails with it rather
     /// than being skipped, so that a CI run without the binary does not pass silently.

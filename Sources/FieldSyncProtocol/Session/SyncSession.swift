@@ -500,6 +500,13 @@ public final class SyncSession {
         emit(FrameDecoder.frame(try link.transport.seal(Self.encoded(m))), kind, &out)
     }
 
+    /// The sealed `refuse` frame for `error`, under the transport of a completed handshake (nil if there is none).
+    private static func refusal(_ error: SessionError, after hs: any SessionHandshaking) -> SessionFrame? {
+        guard var transport = try? hs.transport(), let code = SessionRefusal(refusing: error.code),
+              let sealed = try? transport.seal(encoded(.refuse(code))) else { return nil }
+        return SessionFrame(bytes: FrameDecoder.frame(sealed), kind: .done)
+    }
+
     /// Throws `Stop.refuse` (with the sealed refusal) if the peer lost its standing at `now`.
     private func checkStanding(_ link: inout Link, now: UInt64) throws(Stop) {
         do { try replicator.trust.checkStanding(link.peerVerified, now: now) } catch {
@@ -520,7 +527,17 @@ public final class SyncSession {
         switch state {
         case var .handshaking(hs):
             state = .modifying
-            try hs.read(frame, now: now)
+            do { try hs.read(frame, now: now) } catch {
+                // Message 3 was read, so the Noise handshake is complete although its certificate is refused:
+                // the initiator is told why in a sealed `refuse` (its session ends `revoked`, not with a bare
+                // closed connection). Nothing else is sent to it.
+                let e: SessionError = error
+                if e.code == .revoked, !hs.isInitiator, hs.isComplete, let refusal = Self.refusal(e, after: hs) {
+                    bytesSent[SessionFrameKind.done.rawValue] += refusal.bytes.count
+                    throw Stop.refuse(e, frame: refusal)
+                }
+                throw e
+            }
             if hs.shouldWrite { emit(FrameDecoder.frame(try hs.write()), .handshake, &out) }
             if hs.isComplete {
                 try startReconciliation(hs, now: now, &out)
