@@ -30,9 +30,14 @@ public enum StrictJSON {
         return p.problems
     }
 
+    /// Deepest nesting of arrays and objects accepted. A config needs three or four levels; the bound
+    /// keeps a hostile file of a million `[` from overflowing the stack of this recursive parser.
+    public static let maxDepth = 64
+
     private struct Parser {
         let bytes: [UInt8]
         var i = 0
+        var depth = 0
         var problems: [String] = []
 
         init(bytes: [UInt8]) {
@@ -81,9 +86,16 @@ public enum StrictJSON {
                 report("the file ends where a value was expected")
                 return false
             }
+            if b == UInt8(ascii: "{") || b == UInt8(ascii: "[") {
+                guard depth < StrictJSON.maxDepth else {
+                    report("arrays and objects nested more than \(StrictJSON.maxDepth) deep")
+                    return false
+                }
+                depth += 1
+                defer { depth -= 1 }
+                return b == UInt8(ascii: "{") ? parseObject(path: path) : parseArray(path: path)
+            }
             switch b {
-            case UInt8(ascii: "{"): return parseObject(path: path)
-            case UInt8(ascii: "["): return parseArray(path: path)
             case UInt8(ascii: "\""): return parseString() != nil
             case UInt8(ascii: "t"): return literal("true")
             case UInt8(ascii: "f"): return literal("false")

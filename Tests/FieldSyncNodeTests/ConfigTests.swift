@@ -112,6 +112,11 @@ import Testing
         #expect(StrictJSON.problems(in: Data(Self.minimal.utf8)).isEmpty)
         #expect(StrictJSON.problems(in: Data(NodeConfigFile.examplePlain.utf8)).isEmpty)
         #expect(StrictJSON.problems(in: Data(#"{"a": [1, -2.5e3, true, null, "x\"\u00e9"], "b": {}}"#.utf8)).isEmpty)
+        // A hostile file nested a million deep is refused with one problem, not a stack overflow.
+        let deep = Data((String(repeating: "[", count: 1_000_000) + String(repeating: "]", count: 1_000_000)).utf8)
+        #expect(StrictJSON.problems(in: deep) == ["line 1, column \(StrictJSON.maxDepth + 1): arrays and objects nested more than \(StrictJSON.maxDepth) deep"])
+        let fine = Data((String(repeating: "[", count: StrictJSON.maxDepth) + String(repeating: "]", count: StrictJSON.maxDepth)).utf8)
+        #expect(StrictJSON.problems(in: fine).isEmpty)
     }
 
     /// Issue 19, item 6: `config check` stopped at the first unknown key or wrong type; it lists them all now,
