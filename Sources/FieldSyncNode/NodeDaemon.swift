@@ -81,7 +81,7 @@ public final class NodeDaemon: Sendable {
         var gaugesAt: UInt64 = 0
         var gaugesStale = false
         var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
-        var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
+        var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?, refusedByPeer: [String: Int])] = [:]
         var state = "starting"
         var statusDirty = true
         /// The session counts the status file last showed (running, live, handshakes pending).
@@ -98,6 +98,8 @@ public final class NodeDaemon: Sendable {
         var quarantined = 0
         /// Changes the store refused since start (quota, held-back limit), for the status file.
         var changesRefused = 0
+        /// This node's changes its peers refused since start (`ack-refused`), by reason, for the status file.
+        var refusedByPeers: [String: Int] = [:]
         /// The days left when the certificate's expiry was last warned about (one line a day in its last month).
         var certificateWarnedDays: Int64?
         /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
@@ -292,7 +294,7 @@ public final class NodeDaemon: Sendable {
     private func connectFailed(_ address: PeerAddress, error: any Error) {
         let now = nodeClockMilliseconds()
         box.value.driver.handle(.sessionEnded(address, finished: false, device: nil), now: now)
-        box.value.totals[address, default: (0, 0, nil, nil)].error = "\(error)"
+        box.value.totals[address, default: (0, 0, nil, nil, [:])].error = "\(error)"
         box.value.statusDirty = true
         let next = box.value.scheduler.peer(address)?.due.map { $0 - now } ?? 0
         logger.debug("connect failed", metadata: ["sync.remote": .string(address.description), "sync.error": .string("\(error)"),
@@ -310,9 +312,10 @@ public final class NodeDaemon: Sendable {
         }
         if let address {
             box.value.driver.handle(.sessionEnded(address, finished: result.isFinished, device: result.peer), now: now)
-            var t = box.value.totals[address, default: (0, 0, nil, nil)]
+            var t = box.value.totals[address, default: (0, 0, nil, nil, [:])]
             t.sent += result.changesSent
             t.received += result.changesReceived
+            t.refusedByPeer.merge(result.refusedByPeer, uniquingKeysWith: +)
             t.role = result.peerRole?.description ?? t.role
             if case let .failed(why) = result.outcome { t.error = why } else { t.error = nil }
             box.value.totals[address] = t
@@ -327,8 +330,10 @@ public final class NodeDaemon: Sendable {
             if case let .failed(why) = result.outcome { p.lastError = why } else { p.lastError = nil }
             p.changesSent += result.changesSent
             p.changesReceived += result.changesReceived
+            if result.changesRefusedByPeer > 0 { p.refusedByPeer = (p.refusedByPeer ?? [:]).merging(result.refusedByPeer, uniquingKeysWith: +) }
             box.value.incomingPeers[device] = p
         }
+        if result.changesRefusedByPeer > 0 { box.value.refusedByPeers.merge(result.refusedByPeer, uniquingKeysWith: +) }
         box.value.statusDirty = true
         if let hook = hooks.sessionEnded {
             do { try node.withReplicatorOnLoop { try hook(result, $0) } } catch {
@@ -477,10 +482,12 @@ public final class NodeDaemon: Sendable {
                                         lastError: p.lastSessionFinished == false ? t?.error : nil,
                                         changesSent: t?.sent ?? 0, changesReceived: t?.received ?? 0, failures: p.failures,
                                         nextAttemptAt: p.running || (p.device.map(s.scheduler.isLive) ?? false) ? nil : p.due)
+            if let r = t?.refusedByPeer, !r.isEmpty { out.refusedByPeer = r }
             // Sessions the peer opened to this node count too; the latest session of either kind is shown.
             if let d = p.device, let inc = s.incomingPeers[d] {
                 out.changesSent += inc.changesSent
                 out.changesReceived += inc.changesReceived
+                if let r = inc.refusedByPeer { out.refusedByPeer = (out.refusedByPeer ?? [:]).merging(r, uniquingKeysWith: +) }
                 out.lastSeen = max(out.lastSeen, inc.lastSeen)
                 if let at = inc.lastSyncAt, at > out.lastSyncAt ?? 0 {
                     out.lastSyncAt = at
@@ -509,7 +516,8 @@ public final class NodeDaemon: Sendable {
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
                             handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers,
-                            quarantinedChanges: s.quarantined, changesRefused: s.changesRefused)
+                            quarantinedChanges: s.quarantined, changesRefused: s.changesRefused,
+                            refusedByPeers: s.refusedByPeers.isEmpty ? nil : s.refusedByPeers)
     }
 
     /// The session counts the status file shows.

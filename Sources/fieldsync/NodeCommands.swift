@@ -156,6 +156,8 @@ func resultJSON(_ r: SessionResult) -> [String: Any] {
         "finished": r.isFinished, "initiator": r.initiator, "changesSent": r.changesSent,
         "changesAcknowledged": r.changesAcknowledged, "changesReceived": r.changesReceived, "changesRejected": r.changesRejected,
         "bytesIn": r.bytesIn, "bytesOut": r.bytesOut, "durationMs": r.durationMilliseconds,
+        // Sent changes the peer applied but did not store (a full relay: "quota"); not in changesAcknowledged.
+        "changesRefusedByPeer": r.changesRefusedByPeer, "refusedByPeer": r.refusedByPeer,
     ]
     if let p = r.peer { o["peer"] = p.description }
     if let role = r.peerRole { o["peerRole"] = role.description }

@@ -123,7 +123,9 @@ struct StatusCommand: AsyncParsableCommand {
                 } else {
                     line += "; never synced"
                 }
-                line += "; sent \(p.changesSent), received \(p.changesReceived)"
+                line += "; sent \(p.changesSent)"
+                if let r = p.refusedByPeer, !r.isEmpty { line += " (refused \(r.values.reduce(0, +)) by the peer: \(SessionResult.reasons(r)))" }
+                line += ", received \(p.changesReceived)"
                 if p.failures > 0 { line += "; \(p.failures) failure(s)" }
                 if let next = p.nextAttemptAt, DaemonLiveness.alive(d) { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
                 print(line)
@@ -133,6 +135,10 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let s = report.store
         let quota = s.limits.quotaBytes.map { q in " of quota \(q) (\(q > 0 ? Int((Double(s.changeBytes) * 100 / Double(q)).rounded(.down)) : 100) % used)" } ?? ""
+        if let r = daemon?.refusedByPeers, !r.isEmpty {
+            print("REFUSED BY PEERS: peers turned away \(r.values.reduce(0, +)) of this node's changes since the daemon started "
+                  + "(\(SessionResult.reasons(r))); this node keeps them and offers them again (docs/relay-ops.md, \"Quota\")")
+        }
         if let refused = daemon?.changesRefused, refused > 0 {
             print("REFUSED: the store turned away \(refused) change(s) since the daemon started (quota full or held-back limit); "
                   + "the senders keep them and offer them again (docs/relay-ops.md, \"Quota\")")

@@ -58,6 +58,9 @@ import Testing
         var wr = ByteWriter(), wc = ByteWriter()
         SessionMessage.refuse(.revoked).encode(to: &wr)
         SessionMessage.refuse(.certificateInvalid).encode(to: &wc)
+        // Batch 7 applied, its changes 0 and 3 not stored: relay quota full, held back (Protocols/sync.md §2, tag 8).
+        var wq = ByteWriter()
+        SessionMessage.ackRefused(id: 7, refused: [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)]).encode(to: &wq)
         return [
             "root_ed25519_seed": Hex.encode([UInt8](repeating: 0x01, count: 32)),
             "initiator_ed25519_seed": Hex.encode([UInt8](repeating: 0x10, count: 32)),
@@ -81,6 +84,7 @@ import Testing
             "plaintext_fork": Hex.encode(wf.bytes),
             "plaintext_refuse_revoked": Hex.encode(wr.bytes),
             "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
+            "plaintext_ack_refused_7_quota_0_held_back_3": Hex.encode(wq.bytes),
         ]
     }
 
