@@ -536,10 +536,13 @@ public final class SyncSession {
             state = .modifying
             do { try hs.read(frame, now: now) } catch {
                 // Message 3 was read, so the Noise handshake is complete although its certificate is refused:
-                // the initiator is told why in a sealed `refuse` (its session ends `revoked`, not with a bare
-                // closed connection). Nothing else is sent to it.
+                // an initiator refused as revoked, or outside its (or its issuer's) validity window, is told
+                // why in a sealed `refuse` (its session ends `revoked` or `badCertificate`, not with a bare
+                // closed connection; Protocols/handshake.md §4.1). Nothing else is sent to it, and no other
+                // failure is told (a forged or foreign certificate learns nothing).
                 let e: SessionError = error
-                if e.code == .revoked, !hs.isInitiator, hs.isComplete, let refusal = Self.refusal(e, after: hs) {
+                let told = e.code == .revoked || e.certificate == .expired || e.certificate == .notYetValid
+                if told, !hs.isInitiator, hs.isComplete, let refusal = Self.refusal(e, after: hs) {
                     bytesSent[SessionFrameKind.done.rawValue] += refusal.bytes.count
                     throw Stop.refuse(e, frame: refusal)
                 }
