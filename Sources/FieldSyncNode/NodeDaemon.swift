@@ -100,8 +100,9 @@ public final class NodeDaemon: Sendable {
         var changesRefused = 0
         /// This node's changes its peers refused since start (`ack-refused`), by reason, for the status file.
         var refusedByPeers: [String: Int] = [:]
-        /// The days left when the certificate's expiry was last warned about (one line a day in its last month).
-        var certificateWarnedDays: Int64?
+        /// The days left when each certificate of the chain (`device`, `issuer`) was last warned about (one line
+        /// a day in its last month).
+        var certificateWarnedDays: [String: Int64] = [:]
         /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
         var revokedQuarantined = 0
         /// The stale epoch keys last logged (scope#epoch).
@@ -410,15 +411,23 @@ public final class NodeDaemon: Sendable {
             metrics.pendingToHQ.record(Int(report.pendingToHQ))
             metrics.storeBytes.record(report.store.changeBytes)
             metrics.storeQuotaBytes.record(report.store.limits.quotaBytes ?? 0)
-            // A certificate that runs out stops every session: say so for a month before, once a day.
-            let notAfter = try node.withReplicatorOnLoop { $0.identity.certificate.notAfter }
+            // A certificate that runs out stops every session, this device's or its county authority's (peers
+            // check both): say so for a month before, once a day for each.
+            let chain = try node.withReplicatorOnLoop { CertificateChainLifetime(identity: $0.identity, trust: $0.trust) }
+            let notAfter = chain.links[0].notAfter
             metrics.certificateExpirySeconds.record((Int64(notAfter) - Int64(now)) / 1000)
-            let daysLeft = (Int64(notAfter) - Int64(now)) / 86_400_000
-            if daysLeft < 30, box.value.certificateWarnedDays != daysLeft {
-                box.value.certificateWarnedDays = daysLeft
-                logger.warning(notAfter <= now ? "this device's certificate has expired: peers refuse its sessions; renew it (docs/enrollment.md)"
-                                   : "this device's certificate expires soon: renew it (docs/enrollment.md)", metadata: [
-                                   "sync.certificate.notAfter": .stringConvertible(notAfter), "sync.certificate.daysLeft": .stringConvertible(daysLeft)])
+            metrics.certificateChainExpirySeconds.record((Int64(chain.earliest.notAfter) - Int64(now)) / 1000)
+            for link in chain.links {
+                let daysLeft = CertificateChainLifetime.daysLeft(link.notAfter, now: now)
+                guard daysLeft < CertificateChainLifetime.warnDays, box.value.certificateWarnedDays[link.role] != daysLeft,
+                      let text = CertificateChainLifetime.warning(link, now: now, format: { ms in
+                    let f = ISO8601DateFormatter()
+                    return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+                }) else { continue }
+                box.value.certificateWarnedDays[link.role] = daysLeft
+                logger.warning("\(text)", metadata: [
+                    "sync.certificate": .string(link.role), "sync.certificate.subject": .string(link.subject.description),
+                    "sync.certificate.notAfter": .stringConvertible(link.notAfter), "sync.certificate.daysLeft": .stringConvertible(daysLeft)])
             }
             metrics.forks.record(report.store.forks)
             metrics.quarantined.record(report.store.quarantined)

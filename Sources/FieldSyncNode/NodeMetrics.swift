@@ -42,6 +42,9 @@ public final class NodeMetrics: Sendable {
     public let storeQuotaBytes: CoreMetrics.Gauge
     /// Seconds until this device's certificate expires (negative once expired): alert well before 0.
     public let certificateExpirySeconds: CoreMetrics.Gauge
+    /// Seconds until the first certificate of this device's chain expires: its own, or its issuing county
+    /// authority's (negative once expired). Peers refuse the device when either has; alert on this one.
+    public let certificateChainExpirySeconds: CoreMetrics.Gauge
     /// Fork proofs the store holds (`fieldsync forks` lists them).
     public let forks: CoreMetrics.Gauge
     /// Known peers.
@@ -85,6 +88,7 @@ public final class NodeMetrics: Sendable {
         storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
         storeQuotaBytes = CoreMetrics.Gauge(label: "fieldsync_store_quota_bytes", factory: factory)
         certificateExpirySeconds = CoreMetrics.Gauge(label: "fieldsync_certificate_expiry_seconds", factory: factory)
+        certificateChainExpirySeconds = CoreMetrics.Gauge(label: "fieldsync_certificate_chain_expiry_seconds", factory: factory)
         forks = CoreMetrics.Gauge(label: "fieldsync_forks", factory: factory)
         peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
         handshakesPending = CoreMetrics.Gauge(label: "fieldsync_handshakes_pending", factory: factory)

@@ -70,6 +70,14 @@ struct StatusCommand: AsyncParsableCommand {
             o["certificate"] = ["notBefore": TimeText.format(Int64(cert.notBefore)), "notAfter": TimeText.format(Int64(cert.notAfter)),
                                 "daysLeft": CertificateLifetime.daysLeft(cert.notAfter, now: now),
                                 "expiresSoon": CertificateLifetime.warning(cert.notAfter, now: now) != nil]
+            // A county-issued device stops when its authority's certificate ends too (peers check both).
+            let chain = CertificateChainLifetime(identity: r.identity, trust: r.trust)
+            if let issuer = chain.issuer {
+                o["issuerCertificate"] = ["authority": issuer.subject.description, "notAfter": TimeText.format(Int64(issuer.notAfter)),
+                                          "daysLeft": CertificateChainLifetime.daysLeft(issuer.notAfter, now: now),
+                                          "expiresSoon": CertificateChainLifetime.warning(issuer, now: now, format: { TimeText.format(Int64($0)) }) != nil]
+            }
+            o["warnings"] = chain.warnings(now: now, format: { TimeText.format(Int64($0)) })
             if let d = daemon {
                 let data = try JSONEncoder().encode(d)
                 var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
@@ -85,7 +93,12 @@ struct StatusCommand: AsyncParsableCommand {
         print("device \(r.identity.id) (\(r.identity.certificate.role)), store \(c.store.path)")
         let cert = r.identity.certificate
         print("certificate: valid until \(TimeText.format(Int64(cert.notAfter))) (\(CertificateLifetime.daysLeft(cert.notAfter, now: now)) days left)")
-        if let warning = CertificateLifetime.warning(cert.notAfter, now: now) { print("WARNING: \(warning)") }
+        let chain = CertificateChainLifetime(identity: r.identity, trust: r.trust)
+        if let issuer = chain.issuer {
+            print("issuer: county authority \(issuer.subject), certificate valid until \(TimeText.format(Int64(issuer.notAfter))) "
+                  + "(\(CertificateChainLifetime.daysLeft(issuer.notAfter, now: now)) days left)")
+        }
+        for warning in chain.warnings(now: now, format: { TimeText.format(Int64($0)) }) { print("WARNING: \(warning)") }
         var slots: [String: Int] = [:]
         for k in r.allKeys { slots["\(k.scope.path)#\(k.epoch)", default: 0] += 1 }
         let conflicts = slots.filter { $0.value > 1 }.keys.sorted()
