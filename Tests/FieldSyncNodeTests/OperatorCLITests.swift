@@ -174,6 +174,43 @@ import Glibc
         #expect((object?["warnings"] as? [String])?.count == 1, "\(json.out)")
     }
 
+    /// Issue 19 ("Honest outcomes"): a sender whose changes a full relay refused saw `sent 34 (acked 34)`. Two
+    /// processes: a relay `serve` with a 1 MiB quota, a backpack with 2,500 records (34 changes, 1.6 MB);
+    /// `sync` prints what the relay refused and why, and `--json` carries it (the second sync offers the
+    /// refused changes again and they are refused again).
+    @Test func syncShowsWhatAFullRelayRefused() throws {
+        let dir = try Self.world()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for step in [["device", "init", "--dir", "rl", "--key-file", "rl.key", "--role", "relay", "--scope", "longnan/wudu", "--label", "rl"],
+                     ["authority", "enroll", "rl/enrollment.req", "--dir", "hq", "--key-file", "hq.key", "--role", "relay", "--scope", "longnan/wudu",
+                      "--out", "rl.cert"],
+                     ["device", "import", "rl.cert", "--dir", "rl", "--key-file", "rl.key", "--root", "hq/root.pub"]] {
+            let r = try FieldSyncBinary.run(step, in: dir)
+            #expect(r.status == 0, "\(step): \(r.err)")
+        }
+        let records: [[String: Any]] = (0..<2_500).map { i in
+            ["kind": "incident", "status": "reported", "scope": Self.scope, "category": "fire", "priority": "normal",
+             "location": ["lat": 33.39, "lon": 104.93], "summary": String(repeating: "x", count: 480) + "\(i)", "reportedAt": "2026-11-29",
+             "reporter": "r"]
+        }
+        try JSONSerialization.data(withJSONObject: records).write(to: URL(fileURLWithPath: dir + "/recs.json"))
+        let imported = try FieldSyncBinary.run(["import", "recs.json"] + Self.bp, in: dir)
+        #expect(imported.status == 0, "\(imported.err)")
+        try Data(#"{ "device": { "dir": "rl", "keyFile": "rl.key" }, "store": { "path": "rl.sqlite" }, "relay": { "quotaBytes": 1048576 } }"#.utf8)
+            .write(to: URL(fileURLWithPath: dir + "/relay.json"))
+        let relay = try Station(in: dir, device: ["--config", "relay.json"])
+        defer { relay.stop() }
+        let sync = try FieldSyncBinary.run(["sync", "127.0.0.1:\(relay.port)"] + Self.bp, in: dir)
+        #expect(sync.status == 0, "a refusal for room is no failure: \(sync.out)\(sync.err)")
+        let shown = sync.out.range(of: #"sent (\d+) \(acked (\d+), refused (\d+) by the peer: relay full\)"#, options: .regularExpression)
+        #expect(shown != nil, "\(sync.out)")
+        let json = try FieldSyncBinary.run(["sync", "127.0.0.1:\(relay.port)", "--json"] + Self.bp, in: dir)
+        let object = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any]
+        let refused = object?["changesRefusedByPeer"] as? Int ?? 0
+        #expect(refused > 0 && object?["changesAcknowledged"] as? Int == 0 && object?["changesSent"] as? Int == refused, "\(json.out)")
+        #expect((object?["refusedByPeer"] as? [String: Int]) == ["quota": refused], "\(json.out)")
+    }
+
     /// Issue 19, item 7: after `kill -9`, `status` said "daemon: running, pid N" from the file the dead daemon left.
     @Test func statusAfterKill9SaysNotRunning() throws {
         let dir = try Self.world()
