@@ -14,6 +14,9 @@ public enum LiveCloseReason: Sendable, Equatable, CustomStringConvertible {
     /// The store refused changes (quota, held back) and the retry delay passed: a new session's
     /// reconciliation offers them again.
     case refusedByStore
+    /// The peer refused changes of this node (it said so in `ack-refused`: its quota is full, ...) and
+    /// the retry delay passed: a new session's reconciliation offers them again.
+    case refusedByPeer
     /// Changes refused as dated ahead of this clock may be accepted now: a new session offers them again.
     case deferredAcceptable
     /// No bytes in either direction for this long (ms): the next session checks everything anew.
@@ -24,6 +27,7 @@ public enum LiveCloseReason: Sendable, Equatable, CustomStringConvertible {
         case let .duplicateOpenedByLarger(peer): "another live session with \(peer) is kept (opened by the smaller device id)"
         case let .duplicateNewer(peer): "an older live session with \(peer) is kept"
         case .refusedByStore: "the store refused changes (quota or held back); a new session offers them again"
+        case .refusedByPeer: "the peer refused changes of this node (its quota full or held back); a new session offers them again"
         case .deferredAcceptable: "changes refused as dated ahead of this clock may be accepted now; a new session offers them again"
         case let .idle(ms): "idle live session: no traffic for \(ms / 1_000) s"
         }
@@ -91,13 +95,19 @@ public enum LiveSessionRules {
 /// Changes a live session refused are not offered again on it (they were acknowledged): once changes
 /// refused as dated ahead of this node's clock may be accepted (`SyncSession.deferredUntil`), or
 /// `retryAfter` ms after the store first refused changes (quota, held back), the session closes when
-/// idle and the next session's reconciliation offers them again (Protocols/sync.md §4.1). One value per
-/// session; `check` after every input of the session and when the `recheck` time comes.
+/// idle and the next session's reconciliation offers them again (Protocols/sync.md §4.1). The sending
+/// side applies the same delay to changes its peer refused for room (quota, held back; the peer says so
+/// in `ack-refused`), so that its own driver re-offers them even when the peer's runs another delay or
+/// none; changes a peer refused as revoked or forked are never offered to it again, and those it refused
+/// as dated ahead are the peer's `deferred` to retry. One value per session; `check` after every input of
+/// the session and when the `recheck` time comes.
 public struct RefusedRetry: Sendable, Equatable {
     /// How long after the first refusal by the store (quota, held back) a live session closes (ms).
     public let retryAfter: UInt64
     /// When the store first refused changes on this session (ms), nil if it did not.
     public private(set) var refusedSince: UInt64?
+    /// When the peer first refused changes of this node for room on this session (ms), nil if it did not.
+    public private(set) var refusedByPeerSince: UInt64?
 
     /// Creates the rule for one session.
     public init(retryAfter: UInt64) { self.retryAfter = retryAfter }
@@ -105,13 +115,16 @@ public struct RefusedRetry: Sendable, Equatable {
     /// The decision now.
     /// - Parameters:
     ///   - refused: changes the store refused on this session so far.
+    ///   - refusedByPeer: changes of this node the peer refused for room (quota, held back) so far.
     ///   - deferredUntil: the session's `deferredUntil` (when refused future-dated changes become acceptable).
     ///   - live: whether the session is in its live phase (a one-shot session ends by itself).
-    public mutating func check(now: UInt64, refused: Int, deferredUntil: UInt64?, live: Bool) -> LiveDecision {
+    public mutating func check(now: UInt64, refused: Int, refusedByPeer: Int = 0, deferredUntil: UInt64?, live: Bool) -> LiveDecision {
         if refused > 0, refusedSince == nil { refusedSince = now }
+        if refusedByPeer > 0, refusedByPeerSince == nil { refusedByPeerSince = now }
         let retry = refusedSince.map { $0 &+ retryAfter }
-        guard live, let until = [deferredUntil, retry].compactMap({ $0 }).min() else { return .keep }
-        if now >= until { return .close(until == retry ? .refusedByStore : .deferredAcceptable) }
+        let peerRetry = refusedByPeerSince.map { $0 &+ retryAfter }
+        guard live, let until = [deferredUntil, retry, peerRetry].compactMap({ $0 }).min() else { return .keep }
+        if now >= until { return .close(until == retry ? .refusedByStore : until == peerRetry ? .refusedByPeer : .deferredAcceptable) }
         return .recheck(at: until)
     }
 }

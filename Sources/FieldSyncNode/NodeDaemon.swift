@@ -81,7 +81,7 @@ public final class NodeDaemon: Sendable {
         var gaugesAt: UInt64 = 0
         var gaugesStale = false
         var incomingPeers: [DeviceID: DaemonStatus.Peer] = [:]
-        var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?)] = [:]
+        var totals: [PeerAddress: (sent: Int, received: Int, error: String?, role: String?, refusedByPeer: [String: Int])] = [:]
         var state = "starting"
         var statusDirty = true
         /// The session counts the status file last showed (running, live, handshakes pending).
@@ -98,8 +98,11 @@ public final class NodeDaemon: Sendable {
         var quarantined = 0
         /// Changes the store refused since start (quota, held-back limit), for the status file.
         var changesRefused = 0
-        /// The days left when the certificate's expiry was last warned about (one line a day in its last month).
-        var certificateWarnedDays: Int64?
+        /// This node's changes its peers refused since start (`ack-refused`), by reason, for the status file.
+        var refusedByPeers: [String: Int] = [:]
+        /// The days left when each certificate of the chain (`device`, `issuer`) was last warned about (one line
+        /// a day in its last month).
+        var certificateWarnedDays: [String: Int64] = [:]
         /// Changes by revoked devices quarantined (dated after the cut-off), as last logged.
         var revokedQuarantined = 0
         /// The stale epoch keys last logged (scope#epoch).
@@ -292,7 +295,7 @@ public final class NodeDaemon: Sendable {
     private func connectFailed(_ address: PeerAddress, error: any Error) {
         let now = nodeClockMilliseconds()
         box.value.driver.handle(.sessionEnded(address, finished: false, device: nil), now: now)
-        box.value.totals[address, default: (0, 0, nil, nil)].error = "\(error)"
+        box.value.totals[address, default: (0, 0, nil, nil, [:])].error = "\(error)"
         box.value.statusDirty = true
         let next = box.value.scheduler.peer(address)?.due.map { $0 - now } ?? 0
         logger.debug("connect failed", metadata: ["sync.remote": .string(address.description), "sync.error": .string("\(error)"),
@@ -310,9 +313,10 @@ public final class NodeDaemon: Sendable {
         }
         if let address {
             box.value.driver.handle(.sessionEnded(address, finished: result.isFinished, device: result.peer), now: now)
-            var t = box.value.totals[address, default: (0, 0, nil, nil)]
+            var t = box.value.totals[address, default: (0, 0, nil, nil, [:])]
             t.sent += result.changesSent
             t.received += result.changesReceived
+            t.refusedByPeer.merge(result.refusedByPeer, uniquingKeysWith: +)
             t.role = result.peerRole?.description ?? t.role
             if case let .failed(why) = result.outcome { t.error = why } else { t.error = nil }
             box.value.totals[address] = t
@@ -327,8 +331,10 @@ public final class NodeDaemon: Sendable {
             if case let .failed(why) = result.outcome { p.lastError = why } else { p.lastError = nil }
             p.changesSent += result.changesSent
             p.changesReceived += result.changesReceived
+            if result.changesRefusedByPeer > 0 { p.refusedByPeer = (p.refusedByPeer ?? [:]).merging(result.refusedByPeer, uniquingKeysWith: +) }
             box.value.incomingPeers[device] = p
         }
+        if result.changesRefusedByPeer > 0 { box.value.refusedByPeers.merge(result.refusedByPeer, uniquingKeysWith: +) }
         box.value.statusDirty = true
         if let hook = hooks.sessionEnded {
             do { try node.withReplicatorOnLoop { try hook(result, $0) } } catch {
@@ -405,15 +411,23 @@ public final class NodeDaemon: Sendable {
             metrics.pendingToHQ.record(Int(report.pendingToHQ))
             metrics.storeBytes.record(report.store.changeBytes)
             metrics.storeQuotaBytes.record(report.store.limits.quotaBytes ?? 0)
-            // A certificate that runs out stops every session: say so for a month before, once a day.
-            let notAfter = try node.withReplicatorOnLoop { $0.identity.certificate.notAfter }
+            // A certificate that runs out stops every session, this device's or its county authority's (peers
+            // check both): say so for a month before, once a day for each.
+            let chain = try node.withReplicatorOnLoop { CertificateChainLifetime(identity: $0.identity, trust: $0.trust) }
+            let notAfter = chain.links[0].notAfter
             metrics.certificateExpirySeconds.record((Int64(notAfter) - Int64(now)) / 1000)
-            let daysLeft = (Int64(notAfter) - Int64(now)) / 86_400_000
-            if daysLeft < 30, box.value.certificateWarnedDays != daysLeft {
-                box.value.certificateWarnedDays = daysLeft
-                logger.warning(notAfter <= now ? "this device's certificate has expired: peers refuse its sessions; renew it (docs/enrollment.md)"
-                                   : "this device's certificate expires soon: renew it (docs/enrollment.md)", metadata: [
-                                   "sync.certificate.notAfter": .stringConvertible(notAfter), "sync.certificate.daysLeft": .stringConvertible(daysLeft)])
+            metrics.certificateChainExpirySeconds.record((Int64(chain.earliest.notAfter) - Int64(now)) / 1000)
+            for link in chain.links {
+                let daysLeft = CertificateChainLifetime.daysLeft(link.notAfter, now: now)
+                guard daysLeft < CertificateChainLifetime.warnDays, box.value.certificateWarnedDays[link.role] != daysLeft,
+                      let text = CertificateChainLifetime.warning(link, now: now, format: { ms in
+                    let f = ISO8601DateFormatter()
+                    return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+                }) else { continue }
+                box.value.certificateWarnedDays[link.role] = daysLeft
+                logger.warning("\(text)", metadata: [
+                    "sync.certificate": .string(link.role), "sync.certificate.subject": .string(link.subject.description),
+                    "sync.certificate.notAfter": .stringConvertible(link.notAfter), "sync.certificate.daysLeft": .stringConvertible(daysLeft)])
             }
             metrics.forks.record(report.store.forks)
             metrics.quarantined.record(report.store.quarantined)
@@ -477,10 +491,12 @@ public final class NodeDaemon: Sendable {
                                         lastError: p.lastSessionFinished == false ? t?.error : nil,
                                         changesSent: t?.sent ?? 0, changesReceived: t?.received ?? 0, failures: p.failures,
                                         nextAttemptAt: p.running || (p.device.map(s.scheduler.isLive) ?? false) ? nil : p.due)
+            if let r = t?.refusedByPeer, !r.isEmpty { out.refusedByPeer = r }
             // Sessions the peer opened to this node count too; the latest session of either kind is shown.
             if let d = p.device, let inc = s.incomingPeers[d] {
                 out.changesSent += inc.changesSent
                 out.changesReceived += inc.changesReceived
+                if let r = inc.refusedByPeer { out.refusedByPeer = (out.refusedByPeer ?? [:]).merging(r, uniquingKeysWith: +) }
                 out.lastSeen = max(out.lastSeen, inc.lastSeen)
                 if let at = inc.lastSyncAt, at > out.lastSyncAt ?? 0 {
                     out.lastSyncAt = at
@@ -509,7 +525,8 @@ public final class NodeDaemon: Sendable {
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
                             handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers,
-                            quarantinedChanges: s.quarantined, changesRefused: s.changesRefused)
+                            quarantinedChanges: s.quarantined, changesRefused: s.changesRefused,
+                            refusedByPeers: s.refusedByPeers.isEmpty ? nil : s.refusedByPeers)
     }
 
     /// The session counts the status file shows.

@@ -2,6 +2,7 @@
 // `PrometheusCollectorRegistry`. Names are listed in docs/node.md ("Metrics").
 
 import CoreMetrics
+import FieldSyncProtocol
 import Metrics
 import NIOCore
 import NIOHTTP1
@@ -22,6 +23,9 @@ public final class NodeMetrics: Sendable {
     public let changesRefused: CoreMetrics.Counter
     /// Changes rejected by verification.
     public let changesRejected: CoreMetrics.Counter
+    /// This node's changes its peers applied but did not store (`ack-refused`), by reason
+    /// (`fieldsync_changes_refused_by_peer_total{reason="quota"}`: a full relay turned them away).
+    private let refusedByPeer: [ChangeRefusal: CoreMetrics.Counter]
     /// Sessions running now (live ones included).
     public let sessionsActive: CoreMetrics.Gauge
     /// Sessions in their live phase now (open, carrying pushes).
@@ -38,6 +42,9 @@ public final class NodeMetrics: Sendable {
     public let storeQuotaBytes: CoreMetrics.Gauge
     /// Seconds until this device's certificate expires (negative once expired): alert well before 0.
     public let certificateExpirySeconds: CoreMetrics.Gauge
+    /// Seconds until the first certificate of this device's chain expires: its own, or its issuing county
+    /// authority's (negative once expired). Peers refuse the device when either has; alert on this one.
+    public let certificateChainExpirySeconds: CoreMetrics.Gauge
     /// Fork proofs the store holds (`fieldsync forks` lists them).
     public let forks: CoreMetrics.Gauge
     /// Known peers.
@@ -70,6 +77,9 @@ public final class NodeMetrics: Sendable {
         changesApplied = CoreMetrics.Counter(label: "fieldsync_changes_applied_total", factory: factory)
         changesRefused = CoreMetrics.Counter(label: "fieldsync_changes_refused_total", factory: factory)
         changesRejected = CoreMetrics.Counter(label: "fieldsync_changes_rejected_total", factory: factory)
+        refusedByPeer = Dictionary(uniqueKeysWithValues: [ChangeRefusal.quota, .heldBack, .timestampInFuture, .revoked, .forked].map {
+            ($0, CoreMetrics.Counter(label: "fieldsync_changes_refused_by_peer_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+        })
         sessionsActive = CoreMetrics.Gauge(label: "fieldsync_sessions_active", factory: factory)
         sessionsLive = CoreMetrics.Gauge(label: "fieldsync_sessions_live", factory: factory)
         livePushes = CoreMetrics.Counter(label: "fieldsync_live_pushes_total", factory: factory)
@@ -78,6 +88,7 @@ public final class NodeMetrics: Sendable {
         storeBytes = CoreMetrics.Gauge(label: "fieldsync_store_bytes", factory: factory)
         storeQuotaBytes = CoreMetrics.Gauge(label: "fieldsync_store_quota_bytes", factory: factory)
         certificateExpirySeconds = CoreMetrics.Gauge(label: "fieldsync_certificate_expiry_seconds", factory: factory)
+        certificateChainExpirySeconds = CoreMetrics.Gauge(label: "fieldsync_certificate_chain_expiry_seconds", factory: factory)
         forks = CoreMetrics.Gauge(label: "fieldsync_forks", factory: factory)
         peers = CoreMetrics.Gauge(label: "fieldsync_peers", factory: factory)
         handshakesPending = CoreMetrics.Gauge(label: "fieldsync_handshakes_pending", factory: factory)
@@ -102,8 +113,10 @@ public final class NodeMetrics: Sendable {
     /// Counts one ended session with its traffic (for a session whose traffic was not reported as it grew).
     public func record(_ r: SessionResult) {
         recordEnd(r)
-        record(SessionTraffic(bytesIn: r.bytesIn, bytesOut: r.bytesOut, changesReceived: r.changesReceived,
-                              changesRefused: r.changesRefused, changesRejected: r.changesRejected))
+        var t = SessionTraffic(bytesIn: r.bytesIn, bytesOut: r.bytesOut, changesReceived: r.changesReceived,
+                               changesRefused: r.changesRefused, changesRejected: r.changesRejected)
+        t.refusedByPeer = r.refusedByPeer
+        record(t)
     }
 
     /// Counts one ended session by outcome and direction (its traffic is counted by `record(_: SessionTraffic)`).
@@ -124,6 +137,9 @@ public final class NodeMetrics: Sendable {
         if applied > 0 { changesApplied.increment(by: applied) }
         if t.changesRefused > 0 { changesRefused.increment(by: t.changesRefused) }
         if t.changesRejected > 0 { changesRejected.increment(by: t.changesRejected) }
+        for (reason, n) in t.refusedByPeer where n > 0 {
+            if let r = ChangeRefusal(rawValue: reason) { refusedByPeer[r]?.increment(by: n) }
+        }
     }
 }
 

@@ -30,8 +30,14 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var peer: DeviceID?
     /// The peer's role, once the handshake completed.
     public var peerRole: Role?
-    /// Changes sent to the peer / acknowledged by it / received from it and applied here.
+    /// Changes sent to the peer / acknowledged by it (applied there and not refused) / received from it and
+    /// applied here.
     public var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
+    /// Changes sent that the peer applied in their batch but did not store, as it said (`ack-refused`,
+    /// Protocols/sync.md): a relay whose quota is full, ... They stay here and are offered again later.
+    public var changesRefusedByPeer = 0
+    /// `changesRefusedByPeer` by reason (`ChangeRefusal.rawValue`: quota, heldBack, timestampInFuture, revoked, forked).
+    public var refusedByPeer: [String: Int] = [:]
     /// Changes the peer sent that were rejected here.
     public var changesRejected = 0
     /// Changes the peer sent that verified but the store refused (relay quota full, too many held back).
@@ -64,6 +70,20 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     /// Whether the session finished normally.
     public var isFinished: Bool { outcome == .finished }
 
+    /// `, refused N by the peer: relay full` (each reason with its count when several), or empty.
+    public var refusedByPeerText: String {
+        changesRefusedByPeer > 0 ? ", refused \(changesRefusedByPeer) by the peer: \(Self.reasons(refusedByPeer))" : ""
+    }
+
+    /// Counts by reason (`ChangeRefusal.rawValue`) as an operator reads them: `relay full` for one reason,
+    /// `3 relay full, 1 dated ahead of the peer's clock` for several.
+    public static func reasons(_ byReason: [String: Int]) -> String {
+        byReason.sorted { $0.key < $1.key }.map { key, n in
+            let why = ChangeRefusal(rawValue: key)?.explanation ?? key
+            return byReason.count > 1 ? "\(n) \(why)" : why
+        }.joined(separator: ", ")
+    }
+
     public var description: String {
         let who = peer.map { "\($0)\(peerRole.map { " (\($0))" } ?? "")" } ?? "unauthenticated peer"
         let how: String
@@ -74,7 +94,7 @@ public struct SessionResult: Sendable, CustomStringConvertible {
         let refused = changesRefused > 0 ? ", refused \(changesRefused) (store full)" : ""
         let forks = forksDetected > 0 || changesForked > 0 ? ", FORK: \(forksDetected) new proof(s), \(changesForked) change(s) of another branch refused" : ""
         let live = liveSince == nil ? "" : " (live, \(pushes) push(es))"
-        return "\(initiator ? "to" : "from") \(who): \(how)\(live); sent \(changesSent) (acked \(changesAcknowledged)), "
+        return "\(initiator ? "to" : "from") \(who): \(how)\(live); sent \(changesSent) (acked \(changesAcknowledged)\(refusedByPeerText)), "
             + "received \(changesReceived), rejected \(changesRejected)\(refused)\(forks); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
     }
 }
@@ -86,6 +106,8 @@ public struct SessionTraffic: Sendable, Equatable {
     public var bytesIn = 0, bytesOut = 0
     /// Changes received and accepted; of those, refused by the store; changes rejected by verification.
     public var changesReceived = 0, changesRefused = 0, changesRejected = 0
+    /// Changes sent that the peer applied but did not store (`ack-refused`), by reason (`ChangeRefusal.rawValue`).
+    public var refusedByPeer: [String: Int] = [:]
 
     /// No traffic.
     public init() {}
@@ -109,6 +131,7 @@ public struct SessionTraffic: Sendable, Equatable {
         d.changesReceived = a.changesReceived - b.changesReceived
         d.changesRefused = a.changesRefused - b.changesRefused
         d.changesRejected = a.changesRejected - b.changesRejected
+        for (k, n) in a.refusedByPeer where n != b.refusedByPeer[k, default: 0] { d.refusedByPeer[k] = n - b.refusedByPeer[k, default: 0] }
         return d
     }
 }
@@ -459,8 +482,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// next session's reconciliation offers them again (Protocols/sync.md §4.1); this arms the timer.
     private func watchDeferred(context: ChannelHandlerContext) {
         let now = clock()
-        let decision = refusedRetry.check(now: now, refused: result.changesRefused, deferredUntil: deferredUntil,
-                                          live: session.isLive)
+        let roomRefusedByPeer = result.refusedByPeer[ChangeRefusal.quota.rawValue, default: 0]
+            + result.refusedByPeer[ChangeRefusal.heldBack.rawValue, default: 0]
+        let decision = refusedRetry.check(now: now, refused: result.changesRefused, refusedByPeer: roomRefusedByPeer,
+                                          deferredUntil: deferredUntil, live: session.isLive)
         guard closeWhenIdleReason == nil else { return }
         switch decision {
         case .keep:
@@ -480,8 +505,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func reportTraffic() {
-        let now = SessionTraffic(bytesIn: result.bytesIn, bytesOut: result.bytesOut, changesReceived: result.changesReceived,
+        var now = SessionTraffic(bytesIn: result.bytesIn, bytesOut: result.bytesOut, changesReceived: result.changesReceived,
                                  changesRefused: result.changesRefused, changesRejected: result.changesRejected)
+        now.refusedByPeer = result.refusedByPeer
         let delta = now - reported
         guard !delta.isEmpty else { return }
         reported = now
@@ -529,6 +555,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             case let .refused(change):
                 // Quota or held back: offered again by a new session (`RefusedRetry`).
                 if change.reason == .quota || change.reason == .heldBack { result.changesRefused += 1 }
+            case let .refusedByPeer(change):
+                result.changesRefusedByPeer += 1
+                result.refusedByPeer[change.reason.rawValue, default: 0] += 1
             case let .deferred(until):
                 deferredUntil = until
             case let .needsTimer(at):
@@ -595,6 +624,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             "sync.changes.received": .stringConvertible(result.changesReceived),
             "sync.changes.rejected": .stringConvertible(result.changesRejected),
             "sync.changes.refused": .stringConvertible(result.changesRefused),
+            "sync.changes.refusedByPeer": .stringConvertible(result.changesRefusedByPeer),
             "sync.bytes.in": .stringConvertible(result.bytesIn),
             "sync.bytes.out": .stringConvertible(result.bytesOut),
             "sync.duration_ms": .stringConvertible(result.durationMilliseconds),
@@ -617,6 +647,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             logger.warning("fork: an author signed two branches of one log (fieldsync forks lists the proofs)", metadata: meta)
         } else if result.changesRefused > 0 {
             logger.warning("store refused changes: quota or held-back limit reached", metadata: meta)
+        } else if result.changesRefusedByPeer > 0 {
+            meta["sync.changes.refusedByPeer.reasons"] = .string(result.refusedByPeer.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))
+            logger.warning("the peer refused changes of this node (\(result.refusedByPeerText.dropFirst(2))); they stay here and are offered again later", metadata: meta)
         } else {
             logger.info(result.isFinished ? "session finished" : "session failed", metadata: meta)
         }

@@ -36,6 +36,9 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
         public var liveSince: UInt64?
         /// Pushes that sent it changes on that live session.
         public var livePushes: Int?
+        /// This node's changes it applied but did not store (`ack-refused`: a full relay, ...) over the
+        /// daemon's lifetime, by reason (`quota`, `heldBack`, `timestampInFuture`, `revoked`, `forked`); nil if none.
+        public var refusedByPeer: [String: Int]?
     }
 
     /// Process id of the daemon.
@@ -65,6 +68,9 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     /// Changes the store refused since the daemon started (relay quota full, held-back limit): the senders keep
     /// them and offer them again (nil in files of daemons before the count).
     public var changesRefused: Int? = nil
+    /// This node's changes that peers applied but did not store since the daemon started, by reason (a full
+    /// relay: `quota`); this node keeps them and offers them again. Nil if none (or a daemon before the count).
+    public var refusedByPeers: [String: Int]? = nil
 
     /// Writes `status` to `path` atomically (a reader sees the old or the new file, never half of one).
     /// - Throws: `NodeError` if the folder is not writable.

@@ -18,7 +18,7 @@ extension AuthorityCommand {
         @OptionGroup var keystore: KeystoreOptions
         @Option(help: "Epoch key file (from `fieldsync epoch-key new`) holding the key to grant.") var epochKeyFile: String
         @Option(help: "Scope of the key to grant, if the file holds several. (default: the file's only key)") var scope: String?
-        @Option(help: "Epoch of the key to grant, if the file holds several.") var epoch: UInt32?
+        @Option(help: "Epoch of the key to grant, if the file holds several. (default: the file's only key of the scope)") var epoch: UInt32?
         @Option(help: ArgumentHelp("A member device's certificate file (repeat). Relays are refused: they never hold keys.",
                                    valueName: "cert"))
         var member: [String] = []

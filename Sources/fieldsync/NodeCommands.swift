@@ -156,6 +156,8 @@ func resultJSON(_ r: SessionResult) -> [String: Any] {
         "finished": r.isFinished, "initiator": r.initiator, "changesSent": r.changesSent,
         "changesAcknowledged": r.changesAcknowledged, "changesReceived": r.changesReceived, "changesRejected": r.changesRejected,
         "bytesIn": r.bytesIn, "bytesOut": r.bytesOut, "durationMs": r.durationMilliseconds,
+        // Sent changes the peer applied but did not store (a full relay: "quota"); not in changesAcknowledged.
+        "changesRefusedByPeer": r.changesRefusedByPeer, "refusedByPeer": r.refusedByPeer,
     ]
     if let p = r.peer { o["peer"] = p.description }
     if let role = r.peerRole { o["peerRole"] = role.description }
@@ -254,7 +256,7 @@ struct EpochKeyCommand: AsyncParsableCommand {
         @Option(help: "The authority's directory (holds authority.keystore).") var authorityDir: String
         @Option(help: ArgumentHelp("File holding the authority keystore's passphrase.", valueName: "file")) var authorityPassphraseFile: String?
         @Option(help: ArgumentHelp("Key file of the authority keystore.", valueName: "file")) var authorityKeyFile: String?
-        @Option(help: "Rotate only if the current epoch's grant is at least this many days old (the node config's epochs.rotationEveryDays).")
+        @Option(help: "Rotate only if the current epoch's grant is at least this many days old (the node config's epochs.rotationEveryDays). (default: rotate now, whatever its age)")
         var ifOlderThan: Double?
         @Option(help: ArgumentHelp("A member's certificate file (repeat): added to, or replacing, the members found in the store.", valueName: "cert"))
         var member: [String] = []

@@ -220,7 +220,7 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: "Longitude (degrees).") var lon: Double
         @Option(help: "Place name.") var place: String = ""
         @Option(help: "Who reported it (at most \(Incident.MaxBytes.reporter) bytes).") var reporter: String = "walk-in"
-        @Option(parsing: .unconditional, help: "When it was reported (default now; ISO 8601, +/-duration, ms).") var reportedAt: String?
+        @Option(parsing: .unconditional, help: "When it was reported: ISO 8601, +/-duration, ms. (default: now)") var reportedAt: String?
         @Option(parsing: .unconditional, help: "Feedback deadline (ISO 8601 or +24h).") var deadline: String?
         @Option(help: "A first note; repeatable.") var note: [String] = []
         @Flag(help: "Print the result as JSON.") var json = false
@@ -469,7 +469,7 @@ struct VisitCommand: AsyncParsableCommand {
         @Option(help: "Household or person visited: a reference, not personal data (at most \(Visit.MaxBytes.subject) bytes).") var subject: String
         @Option(help: "The visiting officer (at most \(Visit.MaxBytes.visitor) bytes).") var visitor: String
         @Option(help: "One of \(Visit.VisitType.allCases.map(\.rawValue).joined(separator: ", ")).") var type: String
-        @Option(parsing: .unconditional, help: "When (default now; ISO 8601, +/-duration, ms).") var visitedAt: String?
+        @Option(parsing: .unconditional, help: "When: ISO 8601, +/-duration, ms. (default: now)") var visitedAt: String?
         @OptionGroup var location: LocationOptions
         @Option(help: "Outcome (at most \(Visit.MaxBytes.outcome) bytes).") var outcome: String?
         @Option(parsing: .unconditional, help: "Follow-up due by (ISO 8601 or +7d); marks a follow-up as needed.") var followUpBy: String?
@@ -622,7 +622,7 @@ struct RecordFilters: ParsableArguments {
     var since: String?
     @Option(parsing: .unconditional, help: "Only records whose event time is before this.") var until: String?
     @Option(help: "Only records whose text fields or notes contain this text.") var text: String?
-    @Option(help: "At most this many records (newest event first).") var limit: Int?
+    @Option(help: "At most this many records (newest event first). (default: all)") var limit: Int?
 
     func validate() throws {
         if let kind, SchemaRegistry.standard.schemas[RecordKind(kind)] == nil {

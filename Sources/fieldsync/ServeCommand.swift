@@ -35,13 +35,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Epoch key file (`SCOPE EPOCH HEX` per line, mode 0600); repeatable; replaces the config's list.",
                                valueName: "file"))
     var epochKeyFile: [String] = []
-    @Option(help: "Address to listen on, HOST:PORT (default 127.0.0.1:7000 without --config).") var listen: String?
+    @Option(help: "Address to listen on, HOST:PORT. (default: the config's listen, else 127.0.0.1:7000)") var listen: String?
     @Option(help: "Network name; peers of other networks cannot connect. (default: the config's network, else longnan-police)") var network: String?
     @Option(help: ArgumentHelp("A peer to sync with, HOST:PORT; repeatable; added to the config's peers.", valueName: "host:port"))
     var peer: [String] = []
     @Option(help: "Most concurrent sessions. (default: the config's sessions.max, else 8)") var maxSessions: Int?
     @Option(help: "Seconds without bytes before a session is cut (not an idle live session: see --live-idle-timeout). (default: the config's sessions.idleTimeoutSeconds, else 30)") var idleTimeout: Int?
-    @Option(help: "Seconds without bytes before an idle live session is closed and reopened (0: never; default 600).")
+    @Option(help: "Seconds without bytes before an idle live session is closed and reopened (0: never). (default: the config's sessions.liveIdleTimeoutSeconds, else 600)")
     var liveIdleTimeout: Int?
     @Flag(inversion: .prefixedNo, help: "Keep sessions open and push later changes on them (default: the config's sessions.live, true).")
     var liveSessions: Bool?

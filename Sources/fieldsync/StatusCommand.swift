@@ -70,6 +70,14 @@ struct StatusCommand: AsyncParsableCommand {
             o["certificate"] = ["notBefore": TimeText.format(Int64(cert.notBefore)), "notAfter": TimeText.format(Int64(cert.notAfter)),
                                 "daysLeft": CertificateLifetime.daysLeft(cert.notAfter, now: now),
                                 "expiresSoon": CertificateLifetime.warning(cert.notAfter, now: now) != nil]
+            // A county-issued device stops when its authority's certificate ends too (peers check both).
+            let chain = CertificateChainLifetime(identity: r.identity, trust: r.trust)
+            if let issuer = chain.issuer {
+                o["issuerCertificate"] = ["authority": issuer.subject.description, "notAfter": TimeText.format(Int64(issuer.notAfter)),
+                                          "daysLeft": CertificateChainLifetime.daysLeft(issuer.notAfter, now: now),
+                                          "expiresSoon": CertificateChainLifetime.warning(issuer, now: now, format: { TimeText.format(Int64($0)) }) != nil]
+            }
+            o["warnings"] = chain.warnings(now: now, format: { TimeText.format(Int64($0)) })
             if let d = daemon {
                 let data = try JSONEncoder().encode(d)
                 var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
@@ -85,7 +93,12 @@ struct StatusCommand: AsyncParsableCommand {
         print("device \(r.identity.id) (\(r.identity.certificate.role)), store \(c.store.path)")
         let cert = r.identity.certificate
         print("certificate: valid until \(TimeText.format(Int64(cert.notAfter))) (\(CertificateLifetime.daysLeft(cert.notAfter, now: now)) days left)")
-        if let warning = CertificateLifetime.warning(cert.notAfter, now: now) { print("WARNING: \(warning)") }
+        let chain = CertificateChainLifetime(identity: r.identity, trust: r.trust)
+        if let issuer = chain.issuer {
+            print("issuer: county authority \(issuer.subject), certificate valid until \(TimeText.format(Int64(issuer.notAfter))) "
+                  + "(\(CertificateChainLifetime.daysLeft(issuer.notAfter, now: now)) days left)")
+        }
+        for warning in chain.warnings(now: now, format: { TimeText.format(Int64($0)) }) { print("WARNING: \(warning)") }
         var slots: [String: Int] = [:]
         for k in r.allKeys { slots["\(k.scope.path)#\(k.epoch)", default: 0] += 1 }
         let conflicts = slots.filter { $0.value > 1 }.keys.sorted()
@@ -123,7 +136,9 @@ struct StatusCommand: AsyncParsableCommand {
                 } else {
                     line += "; never synced"
                 }
-                line += "; sent \(p.changesSent), received \(p.changesReceived)"
+                line += "; sent \(p.changesSent)"
+                if let r = p.refusedByPeer, !r.isEmpty { line += " (refused \(r.values.reduce(0, +)) by the peer: \(SessionResult.reasons(r)))" }
+                line += ", received \(p.changesReceived)"
                 if p.failures > 0 { line += "; \(p.failures) failure(s)" }
                 if let next = p.nextAttemptAt, DaemonLiveness.alive(d) { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
                 print(line)
@@ -133,6 +148,10 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let s = report.store
         let quota = s.limits.quotaBytes.map { q in " of quota \(q) (\(q > 0 ? Int((Double(s.changeBytes) * 100 / Double(q)).rounded(.down)) : 100) % used)" } ?? ""
+        if let r = daemon?.refusedByPeers, !r.isEmpty {
+            print("REFUSED BY PEERS: peers turned away \(r.values.reduce(0, +)) of this node's changes since the daemon started "
+                  + "(\(SessionResult.reasons(r))); this node keeps them and offers them again (docs/relay-ops.md, \"Quota\")")
+        }
         if let refused = daemon?.changesRefused, refused > 0 {
             print("REFUSED: the store turned away \(refused) change(s) since the daemon started (quota full or held-back limit); "
                   + "the senders keep them and offer them again (docs/relay-ops.md, \"Quota\")")

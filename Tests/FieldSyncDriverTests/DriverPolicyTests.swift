@@ -60,6 +60,17 @@ import Testing
         #expect(r.check(now: 620_000, refused: 5, deferredUntil: nil, live: true) == .close(.refusedByStore))
     }
 
+    /// Issue 19: the sender learns what its peer refused for room (`ack-refused`); its own driver re-offers
+    /// those changes after the same delay, on a new session (the peer's driver may run another delay).
+    @Test func changesThePeerRefusedAreOfferedAgainAfterTheRetryDelay() {
+        var r = RefusedRetry(retryAfter: 600_000)
+        #expect(r.check(now: 10_000, refused: 0, refusedByPeer: 0, deferredUntil: nil, live: true) == .keep)
+        #expect(r.check(now: 20_000, refused: 0, refusedByPeer: 4, deferredUntil: nil, live: true) == .recheck(at: 620_000))
+        #expect(r.refusedByPeerSince == 20_000 && r.refusedSince == nil)
+        #expect(r.check(now: 20_000, refused: 0, refusedByPeer: 4, deferredUntil: nil, live: false) == .keep, "a one-shot session ends by itself")
+        #expect(r.check(now: 620_000, refused: 0, refusedByPeer: 6, deferredUntil: nil, live: true) == .close(.refusedByPeer))
+    }
+
     @Test func hqReceiptsAtSessionEndAndAfterALiveBurst() {
         var r = ReceiptScheduler<Int>(policy: ReceiptPolicy())
         #expect(r.sessionEnded(0, received: 0, now: 1_000) == .none, "nothing received, no receipt")

@@ -167,6 +167,11 @@ import Testing
         #expect(result.changesSent == 30, "\(result)")
         let held = try await relay.node.withReplicator { try $0.store.status() }
         #expect(held.changeBytes <= 4_000 && held.changes < 30, "\(held)")
+        // Issue 19: the sender is told (`ack-refused`): not `sent 30 (acked 30)`.
+        #expect(result.isFinished && result.changesAcknowledged == held.changes && result.changesRefusedByPeer == 30 - held.changes,
+                "\(result)")
+        #expect(result.refusedByPeer == ["quota": 30 - held.changes])
+        #expect(result.description.contains("sent 30 (acked \(held.changes), refused \(30 - held.changes) by the peer: relay full)"), "\(result)")
         #expect(try await Self.eventually(20) { (Self.metric(relay, "fieldsync_changes_refused_total") ?? 0) == 30 - held.changes },
                 "\(relay.registry.emitToString())")
         #expect(Self.metric(relay, "fieldsync_changes_applied_total") == held.changes)
@@ -181,6 +186,35 @@ import Testing
         #expect((Self.metric(relay, "fieldsync_certificate_expiry_seconds") ?? 0) > 0, "\(relay.registry.emitToString())")
         try await relay.daemon.shutdown(grace: .seconds(1))
         try await bp.shutdown()
+    }
+
+    /// Issue 19: a sender daemon whose changes a full relay refused shows it in its status file (per peer
+    /// and in total), its metrics (`fieldsync_changes_refused_by_peer_total{reason="quota"}`) and its
+    /// session log line, instead of counting them as acknowledged.
+    @Test(.timeLimit(.minutes(1))) func aSenderDaemonSeesWhatAFullRelayRefused() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let relay = try await Self.start(try pki.device(.relay, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "relay",
+                                         keys: [], quota: 4_000)
+        let bp = try await Self.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "bp",
+                                      live: false)
+        // Written before the relay becomes a peer: one session carries all 30.
+        try await NodeTests.write(bp.node, count: 30, tag: "backpack")
+        bp.daemon.addPeer(host: "127.0.0.1", port: try await Self.address(relay).port, source: .static)
+        #expect(try await Self.eventually(20) { (try await bp.daemon.status().refusedByPeers?["quota"] ?? 0) > 0 })
+        let held = try await relay.node.withReplicator { try $0.store.status() }
+        let refused = 30 - held.changes
+        #expect(held.changes < 30 && refused > 0, "\(held)")
+        let status = try await bp.daemon.status()
+        #expect(status.refusedByPeers == ["quota": refused], "\(String(describing: status.refusedByPeers))")
+        #expect(status.peers.first?.refusedByPeer == ["quota": refused], "\(status.peers)")
+        #expect(try await Self.eventually(20) { try DaemonStatus.read(from: "\(dir)/bp.status.json").refusedByPeers == ["quota": refused] },
+                "the status file says it too")
+        #expect(try await Self.eventually(20) { Self.metric(bp, #"fieldsync_changes_refused_by_peer_total{reason="quota"}"#) == refused },
+                "\(bp.registry.emitToString())")
+        try await bp.daemon.shutdown(grace: .seconds(1))
+        try await relay.daemon.shutdown(grace: .seconds(1))
     }
 
     @Test(.timeLimit(.minutes(1))) func relayForwardsWhatItCannotRead() async throws {

@@ -1,5 +1,8 @@
 import FieldSyncTestSupport
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 
 #if canImport(Glibc)
@@ -41,12 +44,12 @@ import Glibc
         let port: UInt16
         let log: String
 
-        init(in dir: String) throws {
+        init(in dir: String, device: [String] = OperatorCLITests.st, extra: [String] = []) throws {
             port = try FreePort.pick()
             log = dir + "/serve.log"
             FileManager.default.createFile(atPath: log, contents: nil)
             process.executableURL = URL(fileURLWithPath: try FieldSyncBinary.required())
-            process.arguments = ["serve"] + OperatorCLITests.st + ["--listen", "127.0.0.1:\(port)"]
+            process.arguments = ["serve"] + device + ["--listen", "127.0.0.1:\(port)"] + extra
             process.currentDirectoryURL = URL(fileURLWithPath: dir)
             process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             process.standardOutput = FileHandle.nullDevice
@@ -118,6 +121,94 @@ import Glibc
         let sync = try FieldSyncBinary.run(["sync", "127.0.0.1:\(station.port)"] + Self.bp, in: dir)
         station.stop()
         #expect(sync.status == 1 && sync.out.contains("failed: revoked: the peer refused this device"), "\(sync.out)\(sync.err)")
+    }
+
+    /// Issue 19 ("Certificates": a warning before a certificate *or its issuer* expires): a device enrolled by a
+    /// county authority whose own certificate ends in 10 days (the device's in 100) is warned about the
+    /// authority's, in `status` (text and `--json`), in the daemon's log and in the metric
+    /// `fieldsync_certificate_chain_expiry_seconds`. Before, only the device's own certificate was watched.
+    @Test func theIssuersExpiryIsWarnedAbout() throws {
+        let dir = try Self.world()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for step in [["authority", "init", "--county", "--dir", "wudu", "--key-file", "wudu.key", "--scope", "longnan/wudu"],
+                     ["authority", "delegate", "wudu/authority.req", "--dir", "hq", "--key-file", "hq.key", "--scope", "longnan/wudu",
+                      "--days", "10", "--out", "wudu.cert"],
+                     ["authority", "import", "wudu.cert", "--dir", "wudu", "--key-file", "wudu.key", "--root", "hq/root.pub"],
+                     ["device", "init", "--dir", "cb", "--key-file", "cb.key", "--role", "station", "--scope", Self.scope, "--label", "cb"],
+                     ["authority", "enroll", "cb/enrollment.req", "--dir", "wudu", "--key-file", "wudu.key", "--role", "station",
+                      "--scope", Self.scope, "--days", "100", "--out", "cb.cert"],
+                     ["device", "import", "cb.cert", "--dir", "cb", "--key-file", "cb.key", "--root", "hq/root.pub", "--authority", "wudu.cert"]] {
+            let r = try FieldSyncBinary.run(step, in: dir)
+            #expect(r.status == 0, "\(step): \(r.err)")
+        }
+        let cb = ["--dir", "cb", "--key-file", "cb.key", "--store", "cb.sqlite"]
+        // The daemon (which creates the store `status` reads): one log line, and the metric an alert watches.
+        let metricsPort = try FreePort.pick()
+        let daemon = try Station(in: dir, device: cb, extra: ["--metrics-listen", "127.0.0.1:\(metricsPort)"])
+        defer { daemon.stop() }
+        var metrics = ""
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !metrics.contains("fieldsync_certificate_chain_expiry_seconds ") {
+            metrics = (try? String(contentsOf: URL(string: "http://127.0.0.1:\(metricsPort)/metrics")!, encoding: .utf8)) ?? ""
+            usleep(100_000)
+        }
+        let seconds = metrics.split(separator: "\n").first { $0.hasPrefix("fieldsync_certificate_chain_expiry_seconds ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") }
+        #expect(seconds.map { $0 > 9 * 86_400 && $0 <= 10 * 86_400 } == true, "\(metrics)")
+        let own = metrics.split(separator: "\n").first { $0.hasPrefix("fieldsync_certificate_expiry_seconds ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") }
+        #expect(own.map { $0 > 99 * 86_400 } == true, "the device's own is still there: \(metrics)")
+        let log = (try? String(contentsOfFile: daemon.log, encoding: .utf8)) ?? ""
+        #expect(log.contains("the certificate of this device's issuer (county authority"), "\(log)")
+        let status = try FieldSyncBinary.run(["status"] + cb, in: dir)
+        #expect(status.status == 0, "\(status.err)")
+        #expect(status.out.contains("(99 days left)") || status.out.contains("(100 days left)"), "\(status.out)")
+        #expect(status.out.contains("issuer: county authority"), "\(status.out)")
+        #expect(status.out.contains("WARNING: the certificate of this device's issuer (county authority ")
+                && (status.out.contains("in 9 day(s)") || status.out.contains("in 10 day(s)")), "\(status.out)")
+        #expect(!status.out.contains("WARNING: this device's certificate"), "its own has 100 days: \(status.out)")
+        let json = try FieldSyncBinary.run(["status", "--json"] + cb, in: dir)
+        let object = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any]
+        let issuer = object?["issuerCertificate"] as? [String: Any]
+        #expect(issuer?["expiresSoon"] as? Bool == true && (issuer?["daysLeft"] as? Int ?? 0) >= 9, "\(json.out)")
+        #expect((object?["warnings"] as? [String])?.count == 1, "\(json.out)")
+    }
+
+    /// Issue 19 ("Honest outcomes"): a sender whose changes a full relay refused saw `sent 34 (acked 34)`. Two
+    /// processes: a relay `serve` with a 1 MiB quota, a backpack with 2,500 records (34 changes, 1.6 MB);
+    /// `sync` prints what the relay refused and why, and `--json` carries it (the second sync offers the
+    /// refused changes again and they are refused again).
+    @Test func syncShowsWhatAFullRelayRefused() throws {
+        let dir = try Self.world()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for step in [["device", "init", "--dir", "rl", "--key-file", "rl.key", "--role", "relay", "--scope", "longnan/wudu", "--label", "rl"],
+                     ["authority", "enroll", "rl/enrollment.req", "--dir", "hq", "--key-file", "hq.key", "--role", "relay", "--scope", "longnan/wudu",
+                      "--out", "rl.cert"],
+                     ["device", "import", "rl.cert", "--dir", "rl", "--key-file", "rl.key", "--root", "hq/root.pub"]] {
+            let r = try FieldSyncBinary.run(step, in: dir)
+            #expect(r.status == 0, "\(step): \(r.err)")
+        }
+        let records: [[String: Any]] = (0..<2_500).map { i in
+            ["kind": "incident", "status": "reported", "scope": Self.scope, "category": "fire", "priority": "normal",
+             "location": ["lat": 33.39, "lon": 104.93], "summary": String(repeating: "x", count: 480) + "\(i)", "reportedAt": "2026-11-29",
+             "reporter": "r"]
+        }
+        try JSONSerialization.data(withJSONObject: records).write(to: URL(fileURLWithPath: dir + "/recs.json"))
+        let imported = try FieldSyncBinary.run(["import", "recs.json"] + Self.bp, in: dir)
+        #expect(imported.status == 0, "\(imported.err)")
+        try Data(#"{ "device": { "dir": "rl", "keyFile": "rl.key" }, "store": { "path": "rl.sqlite" }, "relay": { "quotaBytes": 1048576 } }"#.utf8)
+            .write(to: URL(fileURLWithPath: dir + "/relay.json"))
+        let relay = try Station(in: dir, device: ["--config", "relay.json"])
+        defer { relay.stop() }
+        let sync = try FieldSyncBinary.run(["sync", "127.0.0.1:\(relay.port)"] + Self.bp, in: dir)
+        #expect(sync.status == 0, "a refusal for room is no failure: \(sync.out)\(sync.err)")
+        let shown = sync.out.range(of: #"sent (\d+) \(acked (\d+), refused (\d+) by the peer: relay full\)"#, options: .regularExpression)
+        #expect(shown != nil, "\(sync.out)")
+        let json = try FieldSyncBinary.run(["sync", "127.0.0.1:\(relay.port)", "--json"] + Self.bp, in: dir)
+        let object = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any]
+        let refused = object?["changesRefusedByPeer"] as? Int ?? 0
+        #expect(refused > 0 && object?["changesAcknowledged"] as? Int == 0 && object?["changesSent"] as? Int == refused, "\(json.out)")
+        #expect((object?["refusedByPeer"] as? [String: Int]) == ["quota": refused], "\(json.out)")
     }
 
     /// Issue 19, item 7: after `kill -9`, `status` said "daemon: running, pid N" from the file the dead daemon left.

@@ -273,7 +273,9 @@ import Testing
         applied.rejected = 1
         #expect(out.events == [.applied(applied), .refused(RefusedChange(log: log, seq: 1, reason: .timestampInFuture)),
                                .deferred(until: until), .needsTimer(at: until)], "\(out.events)")
-        guard case .ack(1)? = try rig.messages(out).last else { Issue.record("acknowledged"); return }
+        // Acknowledged, naming the change it did not store and why (`ack-refused`, Protocols/sync.md §2).
+        guard case let .ackRefused(1, refused)? = try rig.messages(out).last,
+              refused == [BatchRefusal(index: 0, reason: .timestampInFuture)] else { Issue.record("acknowledged, refusal named"); return }
         #expect(rig.session.timerFired(now: until - 1).events == [.needsTimer(at: until)])
         let lapse = try #require(rig.session.peerStandingLapsesAt)
         #expect(rig.session.timerFired(now: until).events == [.deferredDue, .needsTimer(at: lapse)])

@@ -215,6 +215,47 @@ import Testing
         }
     }
 
+    /// Issue 19, "honest outcomes": a relay whose quota is full of unreceipted changes tells the sender
+    /// which changes it did not store and why (`ack-refused`): the sender counts them as refused by the
+    /// peer, not as acknowledged, with one `refusedByPeer` event each naming the change. Before
+    /// `ack-refused`, the sender saw every change acknowledged (`sent 4 (acked 4)`).
+    @Test func aFullRelayTellsTheSenderWhatItRefused() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let relay = pki.replicator(try pki.device(.relay, scopes: [TestPKI.root]), withKey: false,
+                                   store: MemoryStore(limits: StoreLimits(quotaBytes: 1)))
+        for n in UInt64(1)...UInt64(4) { _ = try Self.write(bp, n) }
+        var link = Self.connect(bp, relay)
+        #expect(Self.run(&link), "the session finishes: refusing for room is no failure")
+        #expect(try relay.store.status().changes == 0, "a quota of 1 byte stores nothing unreceipted")
+        #expect(link.a.changesSent == 4)
+        #expect(link.a.changesAcknowledged == 0, "refused changes are not acknowledged")
+        #expect(link.a.changesRefusedByPeer == 4 && link.a.refusedByPeer == [.quota: 4])
+        #expect(link.b.changesRefused == 4)
+        var told: [RefusedChange] = []
+        while let e = link.a.pollEvent() { if case let .refusedByPeer(r) = e { told.append(r) } }
+        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
+        #expect(told == (1...4).map { RefusedChange(log: log, seq: UInt64($0), reason: .quota) }, "\(told)")
+        // With room, the next session delivers them, and everything is acknowledged.
+        (relay.store as! MemoryStore).limits = StoreLimits()
+        var again = Self.connect(bp, relay, seed: 2)
+        #expect(Self.run(&again))
+        #expect(again.a.changesSent == 4 && again.a.changesAcknowledged == 4 && again.a.changesRefusedByPeer == 0)
+    }
+
+    /// `ack-refused` decodes as it was encoded; a count of 0, positions not strictly increasing, and an
+    /// unknown reason are decoding errors (Protocols/sync.md §2).
+    @Test func ackRefusedIsCanonical() throws {
+        var w = ByteWriter()
+        SessionMessage.ackRefused(id: 7, refused: [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)]).encode(to: &w)
+        #expect(w.bytes == [8, 7, 2, 0, 1, 3, 2])
+        guard case let .ackRefused(id, refused) = try SessionMessage.decode(w.bytes) else { Issue.record("not ack-refused"); return }
+        #expect(id == 7 && refused == [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)])
+        for bad: [UInt8] in [[8, 7, 0], [8, 7, 2, 3, 1, 3, 1], [8, 7, 2, 3, 1, 2, 1], [8, 7, 1, 0, 6], [8, 7, 1, 0, 0], [8, 7, 1, 0]] {
+            #expect(throws: DecodingError.self, "\(bad)") { _ = try SessionMessage.decode(bad) }
+        }
+    }
+
     /// HQ's receipt travels back through a relay: the backpack learns what reached HQ, and a relay
     /// under quota may drop it.
     @Test func receiptsFlowBackOutward() throws {

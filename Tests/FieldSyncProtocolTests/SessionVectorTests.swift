@@ -58,6 +58,13 @@ import Testing
         var wr = ByteWriter(), wc = ByteWriter()
         SessionMessage.refuse(.revoked).encode(to: &wr)
         SessionMessage.refuse(.certificateInvalid).encode(to: &wc)
+        // The responder refusing the initiator after message 3 (Protocols/handshake.md §4.1): its first
+        // transport message, under the second cipher state of Split(), nonce 0.
+        var tr = try r.transport()
+        let refuseSealed = try tr.seal(wr.bytes)
+        // Batch 7 applied, its changes 0 and 3 not stored: relay quota full, held back (Protocols/sync.md §2, tag 8).
+        var wq = ByteWriter()
+        SessionMessage.ackRefused(id: 7, refused: [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)]).encode(to: &wq)
         return [
             "root_ed25519_seed": Hex.encode([UInt8](repeating: 0x01, count: 32)),
             "initiator_ed25519_seed": Hex.encode([UInt8](repeating: 0x10, count: 32)),
@@ -75,12 +82,14 @@ import Testing
             "message3": Hex.encode(m3),
             "handshake_hash": Hex.encode(i.handshakeHash),
             "first_transport_message_initiator_to_responder_done": Hex.encode(done),
+            "first_transport_message_responder_to_initiator_refuse_revoked": Hex.encode(refuseSealed),
             "plaintext_done": Hex.encode(w.bytes),
             "plaintext_ack_7": Hex.encode(wa.bytes),
             "plaintext_live": Hex.encode(wl.bytes),
             "plaintext_fork": Hex.encode(wf.bytes),
             "plaintext_refuse_revoked": Hex.encode(wr.bytes),
             "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
+            "plaintext_ack_refused_7_quota_0_held_back_3": Hex.encode(wq.bytes),
         ]
     }
 

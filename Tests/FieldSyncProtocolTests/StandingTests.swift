@@ -32,6 +32,31 @@ import Testing
         SessionTests.events(s).compactMap { if case let .closed(.failed(e)) = $0 { e } else { nil } }.first ?? s.failure
     }
 
+    /// Issue 19 (Protocols/handshake.md §4.1): an initiator whose certificate has expired is refused at
+    /// message 3 with a sealed `refuse` (`certificateInvalid`): its session ends `badCertificate` with the
+    /// peer's reason, not with a bare closed connection. An initiator with a certificate of a foreign root
+    /// is told nothing (the responder closes).
+    @Test func anExpiredInitiatorIsToldWhyAtMessage3() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try Self.device(&pki, .backpack, notAfter: Self.now - TestPKI.day / 2))  // 12 h ago: past the 5 min tolerance
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        var link = SessionTests.connect(bp, st)
+        #expect(!SessionTests.run(&link))
+        #expect(Self.failure(link.b)?.code == .badCertificate && Self.failure(link.b)?.certificate == .expired)
+        #expect(Self.failure(link.a)?.code == .badCertificate, "\(String(describing: Self.failure(link.a)))")
+        #expect(Self.failure(link.a)?.detail.contains("the peer refused this device") == true, "\(String(describing: Self.failure(link.a)))")
+
+        // Enrolled by another root, trusting the station's: it accepts message 2, the station refuses message 3.
+        var foreign = TestPKI()
+        let stranger = Replicator(identity: try foreign.device(.backpack, scopes: [TestPKI.station]), trust: pki.trust, store: MemoryStore())
+        var other = SessionTests.connect(stranger, st, seed: 2)
+        #expect(!SessionTests.run(&other))
+        #expect(Self.failure(other.b)?.code == .badCertificate && Self.failure(other.b)?.certificate == .unknownAuthority)
+        #expect(other.a.failure == nil, "no refusal reached it: \(String(describing: other.a.failure))")
+        other.a.connectionClosed()
+        #expect(other.a.failure?.code == .connectionClosed)
+    }
+
     // MARK: item 1, case 34 on live sessions
 
     /// The station learns (writes) the revocation of a backpack it has a live session with, then writes a

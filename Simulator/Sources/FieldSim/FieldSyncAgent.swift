@@ -20,6 +20,8 @@ private final class SimSide {
     private(set) var deferredUntil: UInt64?
     /// Changes the store refused on this session (`refused` events: quota, held back).
     private(set) var refused = 0
+    /// Changes of this side the peer refused for room (`refusedByPeer` events: quota, held back).
+    private(set) var refusedByPeer = 0
 
     init(_ session: SyncSession) {
         self.session = session
@@ -39,6 +41,7 @@ private final class SimSide {
             switch e {
             case let .deferred(until): deferredUntil = until
             case let .refused(change) where change.reason == .quota || change.reason == .heldBack: refused += 1
+            case let .refusedByPeer(change) where change.reason == .quota || change.reason == .heldBack: refusedByPeer += 1
             default: break
             }
         }
@@ -545,7 +548,8 @@ public final class FieldSyncAgent: SyncAgent {
             let (live, idle) = k == 0 ? (liveA, idleA) : (liveB, idleB)
             let node = link.node(side)
             let t = wall(node, now)
-            var decisions = [refused[s][k].check(now: t, refused: here.refused, deferredUntil: here.deferredUntil, live: live)]
+            var decisions = [refused[s][k].check(now: t, refused: here.refused, refusedByPeer: here.refusedByPeer,
+                                                  deferredUntil: here.deferredUntil, live: live)]
             if live {
                 decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: idle,
                                                        limit: policy.liveIdle))

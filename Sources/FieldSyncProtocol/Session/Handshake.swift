@@ -46,6 +46,11 @@ public struct SessionError: Error, Equatable, Sendable, CustomStringConvertible 
 
     /// The store's error behind a `storeFailed` (with its own code), nil otherwise.
     public var store: StoreError?
+    /// The certificate check's own code behind a `badCertificate` or `revoked` that a check of the peer's
+    /// certificate raised (`expired`, `notYetValid`, `unknownAuthority`, ...), nil otherwise: a responder
+    /// tells an initiator refused at message 3 why only when it is revoked or outside its validity window
+    /// (Protocols/handshake.md §4.1).
+    public var certificate: IdentityError.Code?
 
     /// Creates an error; `detail` is bounded and escaped (`LogText.bounded`).
     public init(_ code: Code, _ detail: String = "") {
@@ -227,7 +232,9 @@ public struct SessionHandshake: SessionHandshaking, Sendable {
             throw SessionError(.protocolViolation, "certificate does not decode: \(error)")
         }
         do { try verify(cert, chain) } catch {
-            throw SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
+            var e = SessionError(error.code == .revoked ? .revoked : .badCertificate, error.description)
+            e.certificate = error.code
+            throw e
         }
         guard cert.agreementKey.bytes == remoteStatic else {
             throw SessionError(.keyMismatch, "certificate of \(cert.subject) names another X25519 key than the handshake's")

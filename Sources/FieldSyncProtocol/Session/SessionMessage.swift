@@ -22,6 +22,11 @@ public enum SessionMessage: Sendable {
     /// longer valid) and closes the session: sent last, then the connection is closed
     /// (Protocols/sync.md §4.2). Tag 7.
     case refuse(SessionRefusal)
+    /// The receiver applied batch `id` atomically but did not store some of its changes: each by its
+    /// position in the batch (ascending) and why (relay quota full, held back, dated ahead, author
+    /// revoked, forked). Sent instead of `ack` for such a batch, so that the sender does not count those
+    /// changes as delivered (Protocols/sync.md §2, Batches). Tag 8.
+    case ackRefused(id: UInt32, refused: [BatchRefusal])
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -48,6 +53,14 @@ public enum SessionMessage: Sendable {
         case let .refuse(reason):
             w.writeByte(7)
             w.writeByte(reason.rawValue)
+        case let .ackRefused(id, refused):
+            w.writeByte(8)
+            w.writeVarint(UInt64(id))
+            w.writeVarint(UInt64(refused.count))
+            for r in refused {
+                w.writeVarint(UInt64(r.index))
+                w.writeByte(r.reason.wireCode)
+            }
         }
     }
 
@@ -80,6 +93,25 @@ public enum SessionMessage: Sendable {
             let b = try r.readByte()
             guard let reason = SessionRefusal(rawValue: b) else { throw DecodingError(.unknownTag, at: at, "refusal reason \(b)") }
             m = .refuse(reason)
+        case 8:
+            let id = try r.readVarint(as: UInt32.self)
+            let countAt = r.offset
+            let n = try r.readCount(minElementSize: 2)
+            guard n > 0 else { throw DecodingError(.invalidValue, at: countAt, "ack-refused with no refused change (that is an ack)") }
+            var refused: [BatchRefusal] = []
+            refused.reserveCapacity(n)
+            for _ in 0..<n {
+                let at = r.offset
+                let index = try r.readVarint(as: UInt32.self)
+                if let last = refused.last, UInt32(last.index) >= index {
+                    throw DecodingError(.invalidValue, at: at, "ack-refused positions must be strictly increasing")
+                }
+                let codeAt = r.offset
+                let code = try r.readByte()
+                guard let reason = ChangeRefusal(wireCode: code) else { throw DecodingError(.unknownTag, at: codeAt, "change refusal reason \(code)") }
+                refused.append(BatchRefusal(index: Int(index), reason: reason))
+            }
+            m = .ackRefused(id: id, refused: refused)
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
@@ -119,6 +151,20 @@ public enum SessionRefusal: UInt8, Sendable, Equatable {
         case .revoked: SessionError(code, "the peer refused this device: it (or its issuer) is revoked")
         case .certificateInvalid: SessionError(code, "the peer refused this device: its certificate (or its issuer's) is not valid now")
         }
+    }
+}
+
+/// A change of a batch the receiver applied but did not store (`SessionMessage.ackRefused`).
+public struct BatchRefusal: Sendable, Equatable {
+    /// Its position in the batch (0 for the first change).
+    public var index: Int
+    /// Why it was not stored.
+    public var reason: ChangeRefusal
+
+    /// Creates a value.
+    public init(index: Int, reason: ChangeRefusal) {
+        self.index = index
+        self.reason = reason
     }
 }
 

@@ -55,6 +55,41 @@ public enum ChangeRefusal: String, Sendable, Equatable {
     /// It contradicts a log this node holds (a fork, `CommitReport.refusedForked`); not offered again
     /// above the fork by this peer.
     case forked
+
+    /// The reason's byte in `ack-refused` (Protocols/sync.md §2): 1 quota, 2 heldBack,
+    /// 3 timestampInFuture, 4 revoked, 5 forked. Normative.
+    public var wireCode: UInt8 {
+        switch self {
+        case .quota: 1
+        case .heldBack: 2
+        case .timestampInFuture: 3
+        case .revoked: 4
+        case .forked: 5
+        }
+    }
+
+    /// The reason for a wire byte; nil for any other value (a decoding error).
+    public init?(wireCode: UInt8) {
+        switch wireCode {
+        case 1: self = .quota
+        case 2: self = .heldBack
+        case 3: self = .timestampInFuture
+        case 4: self = .revoked
+        case 5: self = .forked
+        default: return nil
+        }
+    }
+
+    /// What an operator reads: the sender's view of why its peer did not store its changes.
+    public var explanation: String {
+        switch self {
+        case .quota: "relay full"
+        case .heldBack: "too many changes held back behind gaps"
+        case .timestampInFuture: "dated ahead of the peer's clock"
+        case .revoked: "author revoked"
+        case .forked: "fork: the peer holds another branch"
+        }
+    }
 }
 
 /// A change of the peer's batch that was not stored.
@@ -110,6 +145,10 @@ public enum SessionEvent: Sendable, Equatable {
     case applied(AppliedBatch)
     /// A change of the peer's batch was not stored, and why. Reported after the batch's `applied`.
     case refused(RefusedChange)
+    /// The peer applied a batch of this side's but did not store this change of it, and why (it said so in
+    /// `ack-refused`): the change is not counted as acknowledged (`SyncSession.changesRefusedByPeer`).
+    /// Reported when the acknowledgement arrives.
+    case refusedByPeer(RefusedChange)
     /// Changes were refused as dated in the future (`timestampInFuture`); they start to be acceptable at
     /// `until` (ms since the Unix epoch on this node's clock: the earliest such HLC minus the clock-skew
     /// tolerance, the earliest over the session). A driver resyncs after that time; a live session

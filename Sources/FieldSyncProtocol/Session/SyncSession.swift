@@ -143,8 +143,8 @@ public final class SyncSession {
         var cursor = 0
         var nextBatchID: UInt32 = 1
         var batchLimit: Int
-        /// Batch id -> changes.
-        var inFlight: [UInt32: Int] = [:]
+        /// Batch id -> its changes (log and seq, in batch order): what an `ack-refused` names by position.
+        var inFlight: [UInt32: [(log: LogID, seq: UInt64)]] = [:]
         /// `done` or `live` sent.
         var sentEnd = false
 
@@ -184,8 +184,15 @@ public final class SyncSession {
     /// Whether `deferredDue` was reported for the current `deferredUntil`.
     private var deferredReported = false
 
-    /// Changes sent and acknowledged by the peer, and received and applied, in this session.
+    /// Changes sent, acknowledged by the peer (applied there, not refused), and received and applied, in
+    /// this session.
     public private(set) var changesSent = 0, changesAcknowledged = 0, changesReceived = 0
+    /// Changes sent in this session that the peer applied in their batch but did not store, as it said in
+    /// `ack-refused` (a relay whose quota is full of unreceipted changes, ...): not acknowledged, still
+    /// held here, offered again by a later session (`refusedByPeer` says why, by reason).
+    public private(set) var changesRefusedByPeer = 0
+    /// `changesRefusedByPeer` by reason.
+    public private(set) var refusedByPeer: [ChangeRefusal: Int] = [:]
     /// Changes received in this session that the store refused: relay quota full of unreceipted changes,
     /// or too many changes held back behind gaps. They are acknowledged (the batch was applied atomically)
     /// and are offered again by the next session, when there may be room.
@@ -493,7 +500,7 @@ public final class SyncSession {
         let kind: SessionFrameKind = switch m {
         case .recon: .reconciliation
         case .batch: .batch
-        case .ack: .ack
+        case .ack, .ackRefused: .ack
         case .done, .live, .refuse: .done
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
@@ -529,10 +536,13 @@ public final class SyncSession {
             state = .modifying
             do { try hs.read(frame, now: now) } catch {
                 // Message 3 was read, so the Noise handshake is complete although its certificate is refused:
-                // the initiator is told why in a sealed `refuse` (its session ends `revoked`, not with a bare
-                // closed connection). Nothing else is sent to it.
+                // an initiator refused as revoked, or outside its (or its issuer's) validity window, is told
+                // why in a sealed `refuse` (its session ends `revoked` or `badCertificate`, not with a bare
+                // closed connection; Protocols/handshake.md §4.1). Nothing else is sent to it, and no other
+                // failure is told (a forged or foreign certificate learns nothing).
                 let e: SessionError = error
-                if e.code == .revoked, !hs.isInitiator, hs.isComplete, let refusal = Self.refusal(e, after: hs) {
+                let told = e.code == .revoked || e.certificate == .expired || e.certificate == .notYetValid
+                if told, !hs.isInitiator, hs.isComplete, let refusal = Self.refusal(e, after: hs) {
                     bytesSent[SessionFrameKind.done.rawValue] += refusal.bytes.count
                     throw Stop.refuse(e, frame: refusal)
                 }
@@ -626,7 +636,7 @@ public final class SyncSession {
             case .message(.live):
                 try peerEnded(.live, &link)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case .message(.ack), .message(.refuse):
+            case .message(.ack), .message(.ackRefused), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
         case .streaming(var link, var outbound):
@@ -637,7 +647,9 @@ public final class SyncSession {
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
-                try acknowledge(id, &outbound)
+                try acknowledge(id, refused: [], &outbound, &out)
+            case let .message(.ackRefused(id, refused)):
+                try acknowledge(id, refused: refused, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
             case .message(.done):
@@ -657,7 +669,10 @@ public final class SyncSession {
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
-                try acknowledge(id, &outbound)
+                try acknowledge(id, refused: [], &outbound, &out)
+                try pump(&link, &outbound, &out)
+            case let .message(.ackRefused(id, refused)):
+                try acknowledge(id, refused: refused, &outbound, &out)
                 try pump(&link, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
@@ -691,9 +706,21 @@ public final class SyncSession {
         return message
     }
 
-    private func acknowledge(_ id: UInt32, _ outbound: inout Outbound) throws {
-        guard let n = outbound.inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
-        changesAcknowledged += n
+    /// `ack` or `ack-refused` of a batch in flight: its changes count as acknowledged, except those the
+    /// peer says it refused (reported as `refusedByPeer`, counted in `changesRefusedByPeer`).
+    private func acknowledge(_ id: UInt32, refused: [BatchRefusal], _ outbound: inout Outbound, _ out: inout SessionOutput) throws {
+        guard let sent = outbound.inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
+        // Positions are strictly increasing (the decoder checks it), so the last is the largest.
+        if let last = refused.last, last.index >= sent.count {
+            throw SessionError(.protocolViolation, "ack-refused of batch \(id) names change \(last.index) of \(sent.count)")
+        }
+        changesAcknowledged += sent.count - refused.count
+        changesRefusedByPeer += refused.count
+        for r in refused {
+            refusedByPeer[r.reason, default: 0] += 1
+            let c = sent[r.index]
+            out.events.append(.refusedByPeer(RefusedChange(log: c.log, seq: c.seq, reason: r.reason)))
+        }
     }
 
     private func startReconciliation(_ hs: any SessionHandshaking, now: UInt64, _ out: inout SessionOutput) throws {
@@ -845,13 +872,25 @@ public final class SyncSession {
                 continue
             }
         }
+        // What the sender is told (`ack-refused`): each change not stored, by its position in the batch.
+        var told: [BatchRefusal] = []
+        for (i, o) in report.outcomes.enumerated() {
+            switch o {
+            case .rejected(.revoked, _): told.append(BatchRefusal(index: i, reason: .revoked))
+            case .rejected(.timestampInFuture, _): told.append(BatchRefusal(index: i, reason: .timestampInFuture))
+            default: continue
+            }
+        }
         if storeRefused > 0 {
-            let byID = Dictionary(changes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            var byID: [[UInt8]: Int] = [:]
+            for (i, c) in changes.enumerated() where byID[c.id] == nil { byID[c.id] = i }
             for (ids, reason) in [(report.commit.refusedForQuota, ChangeRefusal.quota), (report.commit.refusedHeldBack, .heldBack),
                                   (report.commit.refusedForked, .forked)] {
                 for h in ids {
-                    guard let c = byID[h] else { continue }
+                    guard let i = byID[h] else { continue }
+                    let c = changes[i]
                     refused.append(RefusedChange(log: LogID(author: c.header.author, scope: c.header.scope), seq: c.header.seq, reason: reason))
+                    told.append(BatchRefusal(index: i, reason: reason))
                 }
             }
         }
@@ -878,7 +917,8 @@ public final class SyncSession {
         // A fork found in this batch is proven to the peer at once (before the ack, so it arrives
         // while the peer's side of the session is still open).
         if report.commit.forksRecorded > 0 { try sendForkProofs(&link, &out) }
-        try send(.ack(id: id), &link, &out)
+        told.sort { $0.index < $1.index }
+        try send(told.isEmpty ? .ack(id: id) : .ackRefused(id: id, refused: told), &link, &out)
     }
 
     // MARK: Streaming
@@ -1048,6 +1088,7 @@ public final class SyncSession {
     private func pump(_ link: inout Link, _ o: inout Outbound, _ out: inout SessionOutput) throws {
         while o.inFlight.count < config.window, o.cursor < o.toSend.count {
             var changes: [[UInt8]] = []
+            var sent: [(log: LogID, seq: UInt64)] = []
             var certs: [Certificate] = []
             var bytes = 16
             while o.cursor < o.toSend.count {
@@ -1082,13 +1123,14 @@ public final class SyncSession {
                 link.authorsCovered.insert(author)
                 if next.contentType.carriesTrust { link.authoritiesSent = true }
                 changes.append(next.bytes)  // sent exactly as stored and received
+                sent.append((next.log, next.seq))
                 bytes += extra
             }
             if changes.isEmpty { break }
             o.batchLimit = min(config.maxBatchBytes, o.batchLimit * 2)
             let id = o.nextBatchID
             o.nextBatchID += 1
-            o.inFlight[id] = changes.count
+            o.inFlight[id] = sent
             link.certificatesSent.formUnion(certs)
             changesSent += changes.count
             try send(.batch(id: id, certificates: certs, changes: changes), &link, &out)
