@@ -179,6 +179,35 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var deferredRetries = 0
     /// Live pairs closed after `DriverPolicy.liveIdle` without traffic (the next session reconciles anew).
     public private(set) var idleCloses = 0
+    /// How a session pair ended (`pairEnds`).
+    public enum PairEnd: Int, CaseIterable, Sendable, CustomStringConvertible {
+        /// Both sessions ended by themselves, normally (a one-shot pair's `done`).
+        case finished
+        /// Both sessions ended by themselves and one failed (its code is in `failures`).
+        case failed
+        /// The driver closed the live pair after `DriverPolicy.liveIdle` without traffic.
+        case idle
+        /// The driver closed the live pair to offer refused changes again (`RefusedRetry`).
+        case refusedRetry
+        /// The contact ended (the engine cut the link: out of range, outage, crash, loss) with the pair open.
+        case contactEnded
+
+        /// Name used in outputs.
+        public var description: String {
+            switch self {
+            case .finished: "finished"
+            case .failed: "failed"
+            case .idle: "idle_close"
+            case .refusedRetry: "refused_retry_close"
+            case .contactEnded: "contact_ended"
+            }
+        }
+    }
+    /// Session pairs started, per link class (`LinkClass` raw value).
+    public private(set) var pairsStartedByLink = [Int](repeating: 0, count: LinkClass.allCases.count)
+    /// Session pairs ended, per link class and `PairEnd` raw value.
+    public private(set) var pairEnds = [[Int]](repeating: [Int](repeating: 0, count: PairEnd.allCases.count),
+                                               count: LinkClass.allCases.count)
     /// Whether sessions stay open for the whole contact (live mode, `SessionConfiguration.live`): later
     /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
     /// on a contact starts a new session (handshake and reconciliation again).
@@ -409,6 +438,7 @@ public final class FieldSyncAgent: SyncAgent {
         }
         sessionGen[s] &+= 1
         sessionsStarted += 1
+        pairsStartedByLink[Int(link.spec.linkClass.rawValue)] += 1
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
     }
@@ -567,6 +597,7 @@ public final class FieldSyncAgent: SyncAgent {
                 return
             }
             if case .idle = reason { idleCloses += 1 } else { deferredRetries += 1 }
+            if case .idle = reason { countEnd(link, .idle) } else { countEnd(link, .refusedRetry) }
             closePair(s)
             pairEnded(link, a, b, now: now, effects: &effects)
             return
@@ -583,6 +614,7 @@ public final class FieldSyncAgent: SyncAgent {
         guard let a = sessions[s][0]?.session, let b = sessions[s][1]?.session else { return }
         guard a.isClosed, b.isClosed else { return }
         tally(a, b)
+        countEnd(link, a.isFinished && b.isFinished ? .finished : .failed)
         sessions[s] = [nil, nil]
         pairEnded(link, a, b, now: now, effects: &effects)
     }
@@ -610,6 +642,10 @@ public final class FieldSyncAgent: SyncAgent {
         guard timerAt[s].map({ at < $0 }) ?? true else { return }
         timerAt[s] = at
         effects.setTimer(link, at: at)
+    }
+
+    private func countEnd(_ link: LinkHandle, _ end: PairEnd) {
+        pairEnds[Int(link.spec.linkClass.rawValue)][end.rawValue] += 1
     }
 
     /// Closes both sessions on slot `s` (each side sees its connection close) and counts the pair.
@@ -728,6 +764,7 @@ public final class FieldSyncAgent: SyncAgent {
             if n > 0 { _ = receiver.take(receiver.session.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now))) }
         }
         let pair = (sessions[s][0]?.session, sessions[s][1]?.session)
+        if pair.0 != nil, pair.1 != nil { countEnd(link, .contactEnded) }
         closePair(s)
         if let a = pair.0, let b = pair.1 { pairEnded(link, a, b, now: now, effects: &effects) }
         // The peer is out of reach: forgotten by the driver until the next contact.
@@ -941,6 +978,10 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("duplicate_changes_received", .int(Int64(a.duplicatesReceived))), ("changes_refused_by_store", .int(Int64(a.refusedReceived))),
         ("deferred_retries", .int(Int64(a.deferredRetries))), ("reconnects_after_failure", .int(Int64(a.reconnects))),
         ("live_idle_closes", .int(Int64(a.idleCloses))),
+        ("session_pairs_by_link", .object(LinkClass.allCases.filter { a.pairsStartedByLink[Int($0.rawValue)] > 0 }.map { c in
+            (c.description, .object([("started", .int(Int64(a.pairsStartedByLink[Int(c.rawValue)])))]
+                + FieldSyncAgent.PairEnd.allCases.map { ($0.description, .int(Int64(a.pairEnds[Int(c.rawValue)][$0.rawValue]))) }))
+        })),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]
