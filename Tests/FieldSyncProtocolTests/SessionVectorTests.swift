@@ -55,6 +55,8 @@ import Testing
                                     priority: .urgent, payload: [0x02])
         var wf = ByteWriter()
         SessionMessage.fork(certificates: [initiator.certificate], proof: try ForkProof(f1, f2)).encode(to: &wf)
+        var wk = ByteWriter()
+        SessionMessage.keepAlive.encode(to: &wk)
         var wr = ByteWriter(), wc = ByteWriter()
         SessionMessage.refuse(.revoked).encode(to: &wr)
         SessionMessage.refuse(.certificateInvalid).encode(to: &wc)
@@ -81,6 +83,7 @@ import Testing
             "plaintext_fork": Hex.encode(wf.bytes),
             "plaintext_refuse_revoked": Hex.encode(wr.bytes),
             "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
+            "plaintext_keep_alive": Hex.encode(wk.bytes),
         ]
     }
 

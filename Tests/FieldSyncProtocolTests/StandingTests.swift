@@ -65,6 +65,32 @@ import Testing
         #expect(Self.failure(again.b)?.code == .revoked)
     }
 
+    /// A live session kept open by keep-alives (issue 14) is still cut by a revocation: the keep-alive
+    /// re-checks the peer's standing before it is sent (as a push does), and the receiver re-checks the
+    /// sender's when it arrives (as for every message). Either way the revoked device is told why.
+    @Test func aKeptAliveSessionIsCutByARevocationOnEitherSide() throws {
+        var pki = TestPKI()
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for sender in ["station", "backpack"] {
+            let bpID = try pki.device(.backpack, scopes: [TestPKI.station])
+            let bp = pki.replicator(bpID)
+            var link = LiveSessionTests.connect(bp, st)
+            SessionTests.run(&link)
+            let kept = Self.now + 600_000
+            link.a.keepAlive(now: kept)
+            link.b.keepAlive(now: kept)
+            SessionTests.run(&link, now: kept)
+            #expect(link.a.isLive && link.b.isLive, "kept alive")
+            _ = try st.writeControl(.revocation, payload: try Self.revocation(of: bpID, pki, at: kept + 10).canonicalBytes, scope: TestPKI.station,
+                                    now: kept + 20)
+            let out = sender == "station" ? link.b.keepAlive(now: kept + 600_000) : link.a.keepAlive(now: kept + 600_000)
+            #expect(!out.frames.contains { $0.kind == .keepAlive } || sender == "backpack", "no keep-alive goes to a revoked peer")
+            SessionTests.run(&link, now: kept + 600_000)
+            #expect(Self.failure(link.b)?.code == .revoked, "\(sender) sent: the station cut the session")
+            #expect(Self.failure(link.a)?.code == .revoked, "\(sender) sent: the backpack is told why: \(String(describing: link.a.failure))")
+        }
+    }
+
     /// The revocation reaches the station through another live session (from HQ). The station's driver
     /// re-checks its sessions (`checkStanding`): the backpack's session is cut. Without the driver's call,
     /// the next batch the backpack sends is refused and not stored, and no push of the station reaches it.

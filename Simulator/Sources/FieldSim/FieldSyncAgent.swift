@@ -170,6 +170,8 @@ public final class FieldSyncAgent: SyncAgent {
     private var refused: [[RefusedRetry]] = []  // per slot and side: when a live session that refused changes closes
     private var closing: [LiveCloseReason?] = []  // per slot: the live pair closes once idle, for this reason
     private var lastTraffic: [SimTime] = []  // per slot: when a frame last left or arrived
+    private var lastSent: [SimTime] = []  // per slot and side (2 * slot + side): when that side's last frame left
+    private var lastHeard: [SimTime] = []  // per slot and side: when a frame last arrived at that side
     private var pairFailed: [Bool] = []  // per slot: the last pair failed (the next start is a reconnect)
     private var pairWentLive: [Bool] = []  // per slot: the `a` side's session went live (its driver was told)
     /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
@@ -179,6 +181,8 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var deferredRetries = 0
     /// Live pairs closed after `DriverPolicy.liveIdle` without traffic (the next session reconciles anew).
     public private(set) var idleCloses = 0
+    /// Keep-alives sent on live sessions (`DriverPolicy.liveKeepAlive`), both sides together.
+    public private(set) var keepAlivesSent = 0
     /// How a session pair ended (`pairEnds`).
     public enum PairEnd: Int, CaseIterable, Sendable, CustomStringConvertible {
         /// Both sessions ended by themselves, normally (a one-shot pair's `done`).
@@ -191,6 +195,8 @@ public final class FieldSyncAgent: SyncAgent {
         case refusedRetry
         /// The contact ended (the engine cut the link: out of range, outage, crash, loss) with the pair open.
         case contactEnded
+        /// A side heard nothing from its peer for `KeepAlivePolicy.deadAfter` and cut the connection.
+        case peerGone
 
         /// Name used in outputs.
         public var description: String {
@@ -200,6 +206,7 @@ public final class FieldSyncAgent: SyncAgent {
             case .idle: "idle_close"
             case .refusedRetry: "refused_retry_close"
             case .contactEnded: "contact_ended"
+            case .peerGone: "peer_gone_cut"
             }
         }
     }
@@ -397,6 +404,8 @@ public final class FieldSyncAgent: SyncAgent {
             refused.append([])
             closing.append(nil)
             lastTraffic.append(0)
+            lastSent += [0, 0]
+            lastHeard += [0, 0]
             pairFailed.append(false)
             pairWentLive.append(false)
         }
@@ -431,6 +440,10 @@ public final class FieldSyncAgent: SyncAgent {
         refused[s] = [RefusedRetry(retryAfter: policy.refusedRetry), RefusedRetry(retryAfter: policy.refusedRetry)]
         closing[s] = nil
         lastTraffic[s] = now
+        for k in 2 * s...2 * s + 1 {
+            lastSent[k] = now
+            lastHeard[k] = now
+        }
         pairWentLive[s] = false
         if pairFailed[s] {
             pairFailed[s] = false
@@ -499,6 +512,7 @@ public final class FieldSyncAgent: SyncAgent {
         let (bytes, kind) = (frame.bytes, frame.kind)
         bytesByKind[kind.rawValue] += Int64(bytes.count)
         lastTraffic[Int(link.slot)] = now
+        lastSent[2 * Int(link.slot) + Int(side.rawValue)] = now
         return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind,
                               session: sessionGen[Int(link.slot)])
     }
@@ -520,6 +534,7 @@ public final class FieldSyncAgent: SyncAgent {
         let sess = here.session
         let me = link.node(side)
         lastTraffic[s] = now
+        lastHeard[2 * s + Int(side.rawValue)] = now
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
         for e in here.take(sess.receive(message.bytes, now: wall(me, now))) {
@@ -569,6 +584,7 @@ public final class FieldSyncAgent: SyncAgent {
         guard liveA || liveB else { return }
         let (idleA, idleB) = (liveA && a.isIdle, liveB && b.isIdle)
         var next: SimTime?
+        var gone = false
         for side in [LinkSide.a, .b] {
             let here = side == .a ? sa : sb
             let k = Int(side.rawValue)
@@ -578,7 +594,27 @@ public final class FieldSyncAgent: SyncAgent {
             var decisions = [refused[s][k].check(now: t, refused: here.refused, deferredUntil: here.deferredUntil, live: live)]
             if live {
                 decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: idle,
-                                                       limit: policy.liveIdle))
+                                                       limit: LiveSessionRules.idleLimit(liveIdle: policy.liveIdle,
+                                                                                         keepAlive: policy.liveKeepAlive)))
+                if let keep = policy.liveKeepAlive {
+                    // The node's keep-alive (SessionChannelHandler): a keep-alive after `interval` without
+                    // sending; the connection cut after `deadAfter` without hearing from the peer.
+                    let k2 = 2 * s + k
+                    var d = LiveSessionRules.keepAlive(now: t, lastSent: wall(node, lastSent[k2]), lastReceived: wall(node, lastHeard[k2]),
+                                                       policy: keep)
+                    if d == .send {
+                        keepAlivesSent += 1
+                        _ = here.take(here.session.keepAlive(now: t))
+                        effects.wake(link.slot, side)
+                        lastSent[k2] = now  // queued now; the frame leaves at the link's pace
+                        d = LiveSessionRules.keepAlive(now: t, lastSent: t, lastReceived: wall(node, lastHeard[k2]), policy: keep)
+                    }
+                    switch d {
+                    case .send: break
+                    case .peerGone: gone = true
+                    case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
+                    }
+                }
             }
             for d in decisions {
                 switch d {
@@ -587,6 +623,13 @@ public final class FieldSyncAgent: SyncAgent {
                 case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
                 }
             }
+        }
+        if gone {
+            // A side took its peer for gone: it cuts the connection at once (the peer sees it closed).
+            countEnd(link, .peerGone)
+            closePair(s)
+            pairEnded(link, a, b, now: now, effects: &effects)
+            return
         }
         if let reason = closing[s] {
             // A side no longer live (finished or failed) has closed its end already.
@@ -977,7 +1020,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("live_sessions", .bool(a.liveSessions)), ("live_pushes", .int(Int64(a.livePushes))),
         ("duplicate_changes_received", .int(Int64(a.duplicatesReceived))), ("changes_refused_by_store", .int(Int64(a.refusedReceived))),
         ("deferred_retries", .int(Int64(a.deferredRetries))), ("reconnects_after_failure", .int(Int64(a.reconnects))),
-        ("live_idle_closes", .int(Int64(a.idleCloses))),
+        ("live_idle_closes", .int(Int64(a.idleCloses))), ("keep_alives_sent", .int(Int64(a.keepAlivesSent))),
         ("session_pairs_by_link", .object(LinkClass.allCases.filter { a.pairsStartedByLink[Int($0.rawValue)] > 0 }.map { c in
             (c.description, .object([("started", .int(Int64(a.pairsStartedByLink[Int(c.rawValue)])))]
                 + FieldSyncAgent.PairEnd.allCases.map { ($0.description, .int(Int64(a.pairEnds[Int(c.rawValue)][$0.rawValue]))) }))

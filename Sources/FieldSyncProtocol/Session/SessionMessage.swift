@@ -22,6 +22,10 @@ public enum SessionMessage: Sendable {
     /// longer valid) and closes the session: sent last, then the connection is closed
     /// (Protocols/sync.md §4.2). Tag 7.
     case refuse(SessionRefusal)
+    /// Nothing to carry: the sender is still there and keeps the live session open (Protocols/sync.md
+    /// §4.1). A live side sends it when it sent nothing for its driver's keep-alive interval; the receiver
+    /// counts it as traffic (and re-checks the sender's standing, as on every message). Tag 8.
+    case keepAlive
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -48,6 +52,8 @@ public enum SessionMessage: Sendable {
         case let .refuse(reason):
             w.writeByte(7)
             w.writeByte(reason.rawValue)
+        case .keepAlive:
+            w.writeByte(8)
         }
     }
 
@@ -80,6 +86,7 @@ public enum SessionMessage: Sendable {
             let b = try r.readByte()
             guard let reason = SessionRefusal(rawValue: b) else { throw DecodingError(.unknownTag, at: at, "refusal reason \(b)") }
             m = .refuse(reason)
+        case 8: m = .keepAlive
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
@@ -134,6 +141,8 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
     case ack
     /// The final `done` (or `live`), or a `refuse`.
     case done
+    /// A live session's `keepAlive`.
+    case keepAlive
 
     /// Name used in reports.
     public var description: String {
@@ -143,6 +152,7 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
         case .batch: "batch"
         case .ack: "ack"
         case .done: "done"
+        case .keepAlive: "keep_alive"
         }
     }
 }
