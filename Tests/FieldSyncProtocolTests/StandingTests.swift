@@ -91,6 +91,24 @@ import Testing
         }
     }
 
+    /// And by the peer's certificate expiring: a keep-alive due after the expiry (plus the clock-skew
+    /// tolerance) refuses the peer instead of keeping the session open; the peer is told why.
+    @Test func aKeepAliveAfterThePeersCertificateExpiredRefusesIt() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try Self.device(&pki, .backpack, notAfter: Self.now + 1_000_000))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        var link = LiveSessionTests.connect(bp, st)
+        SessionTests.run(&link)
+        #expect(link.a.isLive && link.b.isLive)
+        let before = Self.now + 900_000
+        #expect(link.b.keepAlive(now: before).frames.first?.kind == .keepAlive, "valid: kept alive")
+        SessionTests.run(&link, now: before)
+        let after = Self.now + 1_000_000 + st.trust.clockSkewMilliseconds + 1
+        #expect(!link.b.keepAlive(now: after).frames.contains { $0.kind == .keepAlive }, "expired: refused instead")
+        SessionTests.run(&link, now: after)
+        #expect(Self.failure(link.b)?.code == .badCertificate && Self.failure(link.a)?.code == .badCertificate)
+    }
+
     /// The revocation reaches the station through another live session (from HQ). The station's driver
     /// re-checks its sessions (`checkStanding`): the backpack's session is cut. Without the driver's call,
     /// the next batch the backpack sends is refused and not stored, and no push of the station reaches it.
