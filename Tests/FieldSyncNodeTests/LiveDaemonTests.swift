@@ -141,9 +141,9 @@ import Testing
         let now = try #require(try await Self.live(a).first)
         #expect(now.since == opened.since, "the same session, not closed when idle and replaced")
         #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
-        // At least 8 keep-alives of 19 bytes each way in 2.8 s at one per 200 ms without sending (allowing
-        // for timer slack on a loaded machine).
-        #expect(now.bytesIn - opened.bytesIn >= 8 * 19 && now.bytesOut - opened.bytesOut >= 8 * 19, "\(opened) -> \(now)")
+        // Nothing was written, yet bytes crossed both ways: keep-alives of 19 bytes (one per 200 ms without
+        // sending, about 14 in 2.8 s; at least 2 asked for, as timers slip on a loaded machine).
+        #expect(now.bytesIn - opened.bytesIn >= 2 * 19 && now.bytesOut - opened.bytesOut >= 2 * 19, "\(opened) -> \(now)")
         try await NodeTests.write(a.node, count: 1, tag: "after the silence")
         #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 1 })
         #expect(try await Self.live(a).first?.since == opened.since)
@@ -160,7 +160,7 @@ import Testing
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let keep: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in
-            c.liveKeepAlive = KeepAlivePolicy(interval: 200, deadAfter: 1_000)
+            c.liveKeepAlive = KeepAlivePolicy(interval: 200, deadAfter: 3_000)  // 15 intervals: no false cut under load
         }
         let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
                                             tune: keep)
@@ -169,19 +169,21 @@ import Testing
         defer { link.stop() }
         let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
                                             peers: [PeerAddress(host: "127.0.0.1", port: link.port)], tune: keep)
+        var live: LiveSession?
         #expect(try await DaemonTests.eventually(20) {
             let (la, lb) = (try await Self.live(a), try await Self.live(b))
+            live = la.first
             return la.count == 1 && lb.count == 1
         })
-        let first = try #require(try await Self.live(a).first)
+        let first = try #require(live)
         link.blackhole(true)
         let silent = Date()
-        #expect(try await DaemonTests.eventually(10) {
+        #expect(try await DaemonTests.eventually(20) {
             let (la, lb) = (try await Self.live(a), try await Self.live(b))
             return la.isEmpty && lb.isEmpty
         })
         let took = Date().timeIntervalSince(silent)
-        #expect(took < 4, "cut \(took) s after the path went silent (deadAfter 1 s)")
+        #expect(took < 8, "cut \(took) s after the path went silent (deadAfter 3 s)")
         let (ca, cb) = (try await a.node.loop.submit { a.node.connectionCounters }.get(), try await b.node.loop.submit { b.node.connectionCounters }.get())
         #expect(ca.cut[CutReason.peerGone.rawValue] ?? 0 >= 1 && cb.cut[CutReason.peerGone.rawValue] ?? 0 >= 1, "\(ca) \(cb)")
         link.blackhole(false)
