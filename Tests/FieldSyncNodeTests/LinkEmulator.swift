@@ -205,8 +205,9 @@ final class LinkEmulator: @unchecked Sendable {
     }
 
     /// Drops every byte in both directions from now on (or forwards again, with `false`), without closing
-    /// or resetting anything: a half-open path, as when a peer vanishes behind a partition or a middlebox
-    /// forgets the connection. Each node's TCP peer is the emulator, so TCP keepalive sees nothing wrong.
+    /// or resetting anything, and loses a close that arrives meanwhile: a half-open path, as when a peer
+    /// vanishes behind a partition or a middlebox forgets the connection. Each node's TCP peer is the
+    /// emulator, so TCP keepalive sees nothing wrong. Connections blackholed this way end at `stop()`.
     func blackhole(_ on: Bool) {
         lock.lock()
         dropping = on
@@ -407,6 +408,7 @@ private final class Connection: @unchecked Sendable {
             if stop { return }
             let n = buffer.withUnsafeMutableBytes { recv(lane.from, $0.baseAddress, $0.count, 0) }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { continue }
+            if n == 0, link.isDropping { return }  // blackholed: the close is lost too (the other side never sees it)
             if n <= 0 {
                 // The sender closed its side (0) or the socket failed: pass the close on after the data.
                 lock.lock()
