@@ -128,3 +128,61 @@ public struct RefusedRetry: Sendable, Equatable {
         return .recheck(at: until)
     }
 }
+
+/// The keep-alive of live sessions (Protocols/sync.md §4.1, `SessionMessage.keepAlive`): a live side
+/// that sent nothing for `interval` sends a keep-alive (a small sealed frame), so an idle link stays open
+/// instead of being closed and handshaked again, and a side that heard nothing from its peer for
+/// `deadAfter` takes the peer for gone (powered off, out of range, hung, a half-open TCP connection) and
+/// cuts the connection. With both sides sending, a healthy peer is heard at least every `interval` plus
+/// the link's delay.
+public struct KeepAlivePolicy: Sendable, Equatable {
+    /// A live side that sent nothing for this long sends a keep-alive (ms).
+    public var interval: UInt64
+    /// A live side that received nothing for this long cuts the connection (ms); more than `interval`.
+    public var deadAfter: UInt64
+
+    /// Creates a policy; `deadAfter` must exceed `interval` (a healthy peer's keep-alives would be late).
+    public init(interval: UInt64, deadAfter: UInt64) {
+        precondition(interval > 0 && deadAfter > interval, "keep-alive: deadAfter (\(deadAfter)) must exceed interval (\(interval)) > 0")
+        self.interval = interval
+        self.deadAfter = deadAfter
+    }
+
+    /// The node's default: a keep-alive after 10 minutes without sending (the old idle-close limit: no live
+    /// session stays silent longer than it used to), the peer taken for gone after 25 minutes without a
+    /// byte from it (two and a half intervals: one keep-alive late behind a slow link is not a death).
+    /// Chosen by measurement (docs/simulator.md, "Keep-alive"): each halving of the interval doubles the
+    /// keep-alive bytes (5 minutes: 6.5 MB a simulated day of `longnan`, more than the changes' own
+    /// minimum), while TCP keepalive already notices a host that is gone within about 2 minutes.
+    public static let `default` = KeepAlivePolicy(interval: 600_000, deadAfter: 1_500_000)
+}
+
+/// What the keep-alive rule says about one live session now.
+public enum KeepAliveDecision: Sendable, Equatable {
+    /// Send a keep-alive now (`SyncSession.keepAlive`), then ask again.
+    case send
+    /// Nothing came from the peer for this long (ms): cut the connection, the peer is gone.
+    case peerGone(silentFor: UInt64)
+    /// Ask again at this time (ms).
+    case recheck(at: UInt64)
+}
+
+extension LiveSessionRules {
+    /// The idle-close limit that applies to a live session (`idle`'s `limit`): `liveIdle` without
+    /// keep-alive, none with it. A kept-alive session is never silent, and silence from its peer is the
+    /// keep-alive's `deadAfter` (a cut) rather than a normal close to be reopened at once.
+    public static func idleLimit(liveIdle: UInt64?, keepAlive: KeepAlivePolicy?) -> UInt64? {
+        keepAlive == nil ? liveIdle : nil
+    }
+
+    /// The keep-alive rule of a live session (`KeepAlivePolicy`). `lastSent` and `lastReceived` are when
+    /// this side last wrote and last read bytes of the session (ms, the caller's clock); a clock that went
+    /// back counts as no time passed.
+    public static func keepAlive(now: UInt64, lastSent: UInt64, lastReceived: UInt64, policy: KeepAlivePolicy) -> KeepAliveDecision {
+        let heard = now > lastReceived ? now - lastReceived : 0
+        if heard >= policy.deadAfter { return .peerGone(silentFor: heard) }
+        let said = now > lastSent ? now - lastSent : 0
+        if said >= policy.interval { return .send }
+        return .recheck(at: min(now + (policy.interval - said), now + (policy.deadAfter - heard)))
+    }
+}

@@ -119,8 +119,13 @@ public struct SyncDriver<Peer: Hashable & Comparable & Sendable>: Sendable {
 public struct DriverPolicy: Sendable, Equatable {
     /// When to contact whom.
     public var schedule = SchedulePolicy()
-    /// A live session silent this long closes when idle (ms; nil: never). Node default 10 minutes.
+    /// A live session silent this long closes when idle (ms; nil: never). Node default 10 minutes. Only
+    /// without `liveKeepAlive` (`LiveSessionRules.idleLimit`): a kept-alive session is never silent.
     public var liveIdle: UInt64? = 600_000
+    /// The keep-alive of live sessions (nil: off): a keep-alive frame after `interval` without sending,
+    /// the connection cut after `deadAfter` without hearing from the peer. Node default: 10 and 25 minutes
+    /// (`KeepAlivePolicy.default`).
+    public var liveKeepAlive: KeepAlivePolicy? = .default
     /// A live session whose store refused changes closes when idle this long after the first refusal (ms).
     public var refusedRetry: UInt64 = 600_000
     /// HQ's receipt timing.

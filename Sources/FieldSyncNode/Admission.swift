@@ -29,6 +29,9 @@ public enum CutReason: String, Sendable, CaseIterable, Codable {
     /// An unauthenticated connection closed to make room for one from a source with fewer pending
     /// handshakes (the pool was full).
     case evicted
+    /// A live session heard nothing from its peer (not even a keep-alive) for the keep-alive's
+    /// `deadAfter`: the peer is gone or hung, or the connection is half-open.
+    case peerGone = "peer_gone"
 }
 
 /// Refused and cut connections by reason since the node started (`FieldSyncNode.connectionCounters`).

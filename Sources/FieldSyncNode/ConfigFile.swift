@@ -82,6 +82,14 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         /// Seconds without bytes in either direction after which a live session is closed (a normal end;
         /// the next session handshakes and reconciles anew, re-checking the peer); 0: never (default 600).
         public var liveIdleTimeoutSeconds = 600
+        /// Seconds without sending after which a live session sends a keep-alive (a 19-byte sealed frame,
+        /// Protocols/sync.md §4.1), so that an idle link stays open instead of being closed and handshaked
+        /// again; 0: no keep-alive (then `liveIdleTimeoutSeconds` applies). Default 600.
+        public var keepAliveSeconds = Int(KeepAlivePolicy.default.interval / 1_000)
+        /// With keep-alive on: seconds without a byte from the peer after which a live session is cut as
+        /// gone (`peer_gone`: powered off, hung, or a half-open connection). More than `keepAliveSeconds`.
+        /// Default 1500.
+        public var deadPeerSeconds = Int(KeepAlivePolicy.default.deadAfter / 1_000)
         /// Seconds a connection (either direction) may take to complete its handshake before it is cut
         /// (default 5).
         public var handshakeTimeoutSeconds = 5
@@ -100,7 +108,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var progressIntervalSeconds = 10
 
         static let keys: Set<String> = ["max", "idleTimeoutSeconds", "connectTimeoutSeconds", "shutdownGraceSeconds", "live", "maxLive",
-                                        "refusedRetrySeconds", "liveIdleTimeoutSeconds", "handshakeTimeoutSeconds", "maxHandshakes",
+                                        "refusedRetrySeconds", "liveIdleTimeoutSeconds", "keepAliveSeconds", "deadPeerSeconds",
+                                        "handshakeTimeoutSeconds", "maxHandshakes",
                                         "maxHandshakesPerSource", "unprovenHandshakesPerSource", "minProgressBytes", "progressIntervalSeconds"]
         public init() {}
 
@@ -114,6 +123,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             maxLive = try c.value("maxLive", or: maxLive)
             refusedRetrySeconds = try c.value("refusedRetrySeconds", or: refusedRetrySeconds)
             liveIdleTimeoutSeconds = try c.value("liveIdleTimeoutSeconds", or: liveIdleTimeoutSeconds)
+            keepAliveSeconds = try c.value("keepAliveSeconds", or: keepAliveSeconds)
+            deadPeerSeconds = try c.value("deadPeerSeconds", or: deadPeerSeconds)
             handshakeTimeoutSeconds = try c.value("handshakeTimeoutSeconds", or: handshakeTimeoutSeconds)
             maxHandshakes = try c.value("maxHandshakes", or: maxHandshakes)
             maxHandshakesPerSource = try c.value("maxHandshakesPerSource", or: maxHandshakesPerSource)
@@ -448,6 +459,10 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         if !(0...604_800).contains(sessions.liveIdleTimeoutSeconds) {
             fail("sessions.liveIdleTimeoutSeconds", "must be 0 (never) to 604800")
         }
+        if !(0...86_400).contains(sessions.keepAliveSeconds) { fail("sessions.keepAliveSeconds", "must be 0 (no keep-alive) to 86400") }
+        if sessions.keepAliveSeconds > 0, !((sessions.keepAliveSeconds + 1)...604_800).contains(sessions.deadPeerSeconds) {
+            fail("sessions.deadPeerSeconds", "must be more than sessions.keepAliveSeconds (\(sessions.keepAliveSeconds)) and at most 604800")
+        }
         if !(1...300).contains(sessions.handshakeTimeoutSeconds) { fail("sessions.handshakeTimeoutSeconds", "must be 1 to 300") }
         if !(1...4_096).contains(sessions.maxHandshakes) { fail("sessions.maxHandshakes", "must be 1 to 4096, not \(sessions.maxHandshakes)") }
         if !(0...4_096).contains(sessions.unprovenHandshakesPerSource) {
@@ -495,6 +510,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         n.maxLiveSessions = sessions.maxLive
         n.refusedRetry = .seconds(Int64(sessions.refusedRetrySeconds))
         n.liveIdleTimeout = sessions.liveIdleTimeoutSeconds == 0 ? nil : .seconds(Int64(sessions.liveIdleTimeoutSeconds))
+        n.liveKeepAlive = sessions.keepAliveSeconds <= 0 || sessions.deadPeerSeconds <= sessions.keepAliveSeconds ? nil
+            : KeepAlivePolicy(interval: UInt64(sessions.keepAliveSeconds) * 1_000, deadAfter: UInt64(sessions.deadPeerSeconds) * 1_000)
         n.handshakeTimeout = .seconds(Int64(sessions.handshakeTimeoutSeconds))
         n.maxPendingHandshakes = sessions.maxHandshakes
         n.maxHandshakesPerSource = sessions.maxHandshakesPerSource
@@ -536,13 +553,16 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // live: keep sessions open and push later changes on them (false: one session per burst);
           // maxLive: most live sessions at once (they do not count toward max; the stall timeout does not cut
           // an idle one); refusedRetrySeconds: a live session on which the store refused changes (quota) reopens
-          // after it; liveIdleTimeoutSeconds: an idle live session closes after it and reconnects (0: never).
+          // after it; keepAliveSeconds: a live session that sent nothing for this long sends a keep-alive (0: none),
+          // and one that heard nothing from its peer for deadPeerSeconds is cut as gone; liveIdleTimeoutSeconds
+          // (only without keep-alive): an idle live session closes after it and reconnects (0: never).
           // handshakeTimeoutSeconds: cut a connection that has not authenticated by then; maxHandshakes and
           // maxHandshakesPerSource: the unauthenticated pool (it never takes a `max` slot); unprovenHandshakesPerSource:
           // handshakes per 10 s from an address with no authenticated session in the last hour (0: no limit); a session with work
           // to do that moves fewer than minProgressBytes per progressIntervalSeconds is cut (0: no check).
           "sessions": { "max": 8, "idleTimeoutSeconds": 30, "connectTimeoutSeconds": 10, "shutdownGraceSeconds": 10,
                         "live": true, "maxLive": 64, "refusedRetrySeconds": 600, "liveIdleTimeoutSeconds": 600,
+                        "keepAliveSeconds": 600, "deadPeerSeconds": 1500,
                         "handshakeTimeoutSeconds": 5, "maxHandshakes": 16, "maxHandshakesPerSource": 4,
                         "unprovenHandshakesPerSource": 8, "minProgressBytes": 1024,
                         "progressIntervalSeconds": 10 },

@@ -69,6 +69,13 @@ public struct NodeConfiguration: Sendable {
     /// end; nil: never). The next session handshakes and reconciles anew, re-checking the peer from
     /// scratch: a backstop behind the standing checks on every push and message (Protocols/sync.md §4.2).
     public var liveIdleTimeout: TimeAmount? = DriverPolicy().liveIdle.map { .milliseconds(Int64($0)) }
+    /// The keep-alive of live sessions (Protocols/sync.md §4.1; nil: off): a live session that sent
+    /// nothing for `interval` sends a keep-alive frame, and one that heard nothing from its peer for
+    /// `deadAfter` is cut (`CutReason.peerGone`): a peer gone without a word, hung, or behind a half-open
+    /// connection is noticed within `deadAfter` (plus one timer tick). With it on, `liveIdleTimeout` does
+    /// not apply (`LiveSessionRules.idleLimit`): an idle link stays open instead of being closed and
+    /// handshaked again. Default `KeepAlivePolicy.default` (10 and 25 minutes).
+    public var liveKeepAlive: KeepAlivePolicy? = DriverPolicy().liveKeepAlive
     /// A live session whose store refused changes (relay quota full, too many held back behind a gap)
     /// closes once idle this long after the first refusal, so that a new session's reconciliation offers
     /// them again (a live session does not: they were acknowledged). Changes refused as dated ahead of
@@ -602,7 +609,10 @@ public final class FieldSyncNode: Sendable {
                                             clock: nodeClockMilliseconds, log: log, logger: logger, done: done,
                                             callbacks: callbacks, limits: limits,
                                             refusedRetryMilliseconds: UInt64(Swift.max(0, configuration.refusedRetry.nanoseconds / 1_000_000)),
-                                            liveIdleMilliseconds: configuration.liveIdleTimeout.map { UInt64(Swift.max(1, $0.nanoseconds / 1_000_000)) },
+                                            liveIdleMilliseconds: LiveSessionRules.idleLimit(
+                                                liveIdle: configuration.liveIdleTimeout.map { UInt64(Swift.max(1, $0.nanoseconds / 1_000_000)) },
+                                                keepAlive: configuration.liveKeepAlive),
+                                            keepAlive: configuration.liveKeepAlive,
                                             preparer: configuration.prepareBatchesOffLoop ? BatchPreparer.shared : nil,
                                             progress: progress)
         table.value.handlers[key] = handler

@@ -55,6 +55,8 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     public var liveSince: UInt64?
     /// Pushes in the live phase that sent the peer something (`SyncSession.push` with changes to send).
     public var pushes = 0
+    /// Keep-alives this node sent in the live phase (`NodeConfiguration.liveKeepAlive`).
+    public var keepAlivesSent = 0
     /// Why this node cut the connection (handshake deadline, too slow, idle, evicted), nil if it did not.
     public var cut: CutReason?
     /// The session's own typed reason when it failed (`SyncSession`'s close reason), nil when it finished
@@ -206,6 +208,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let liveIdleMilliseconds: UInt64?
     private var lastTraffic: UInt64 = 0
     private var liveIdleTimer: Scheduled<Void>?
+    /// The keep-alive of the live phase (nil: off), when bytes last left and last arrived, and its timer.
+    private let keepAlive: KeepAlivePolicy?
+    private var lastSent: UInt64 = 0, lastReceived: UInt64 = 0
+    private var keepAliveTimer: Scheduled<Void>?
     /// The session's timer (`SessionEvent.needsTimer`): the peer's standing lapsing, deferred changes due.
     private var sessionTimer: Scheduled<Void>?
     /// The latest `SessionEvent.deferred` time: when changes refused as dated ahead become acceptable.
@@ -230,9 +236,10 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     init(session: SyncSession, initiator: Bool, serial: UInt64 = 0, target: PeerAddress? = nil,
          clock: @escaping @Sendable () -> UInt64, log: @escaping @Sendable (String) -> Void, logger: Logger,
          done: EventLoopPromise<SessionResult>, callbacks: Callbacks = Callbacks(), limits: Limits = Limits(),
-         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil, preparer: BatchPreparer? = nil,
-         progress: (@Sendable (SessionResult) -> Void)? = nil) {
+         refusedRetryMilliseconds: UInt64 = 600_000, liveIdleMilliseconds: UInt64? = nil, keepAlive: KeepAlivePolicy? = nil,
+         preparer: BatchPreparer? = nil, progress: (@Sendable (SessionResult) -> Void)? = nil) {
         self.session = session
+        self.keepAlive = keepAlive
         self.preparer = preparer
         self.liveIdleMilliseconds = liveIdleMilliseconds
         self.limits = limits
@@ -282,6 +289,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !closing, let bytes = buffer.readBytes(length: buffer.readableBytes), !bytes.isEmpty else { return }
         result.bytesIn += bytes.count
         lastTraffic = clock()
+        lastReceived = lastTraffic
         let wasLive = result.liveSince != nil
         afterInput(session.receive(bytes, now: clock()), context: context, wasLive: wasLive)
     }
@@ -455,6 +463,32 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// The keep-alive of the live phase (`LiveSessionRules.keepAlive`, the same rule the simulator's agent
+    /// runs): a keep-alive frame after `interval` without writing (`SyncSession.keepAlive`, which
+    /// re-checks the peer's standing first), and a cut (`CutReason.peerGone`) after `deadAfter` without
+    /// reading a byte. TCP keepalive notices a host that is gone; this also notices a peer process that
+    /// hangs and a connection left half-open behind a middlebox, and keeps an idle link from being closed.
+    private func watchKeepAlive(context: ChannelHandlerContext) {
+        guard let policy = keepAlive, keepAliveTimer == nil, !closing, !completed, session.isLive else { return }
+        let now = clock()
+        switch LiveSessionRules.keepAlive(now: now, lastSent: lastSent, lastReceived: lastReceived, policy: policy) {
+        case .send:
+            result.keepAlivesSent += 1
+            act(on: session.keepAlive(now: now), context: context)
+            afterActivity(context: context)
+            watchKeepAlive(context: context)  // sent now: the rule says when to look again
+        case let .peerGone(silent):
+            cut(.peerGone, "no bytes from the peer for \(silent / 1_000) s (keep-alive): it is gone, hung or the connection is half-open")
+        case let .recheck(at):
+            let delay = Int64(min(at > now ? at - now : 0, UInt64(Int64.max / 1_000_000)))
+            keepAliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
+                keepAliveTimer = nil
+                guard let context = self.context else { return }
+                watchKeepAlive(context: context)
+            }
+        }
+    }
+
     /// Closes the session as soon as it is live with nothing in flight on this side (at once if it
     /// already is): a normal end (`finished`). A session that never goes live ends as it would anyway.
     /// - Parameter reason: logged with the session's end.
@@ -528,6 +562,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             let bytes = frame.bytes
             result.bytesOut += bytes.count
             lastTraffic = clock()
+            lastSent = lastTraffic
             let write = context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)))
             let n = bytes.count
             write.assumeIsolated().whenSuccess { [self] _ in bytesWritten += n }
@@ -567,6 +602,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             case .live:
                 result.liveSince = clock()
                 watchLiveIdle(context: context)
+                watchKeepAlive(context: context)
                 callbacks.live(self)
             case .closed(.finished):
                 close(context: context, reason: nil)
@@ -599,6 +635,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         sessionTimer = nil
         liveIdleTimer?.cancel()
         liveIdleTimer = nil
+        keepAliveTimer?.cancel()
+        keepAliveTimer = nil
         handshakeTimer?.cancel()
         handshakeTimer = nil
         progressTimer?.cancel()

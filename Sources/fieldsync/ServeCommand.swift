@@ -41,7 +41,7 @@ struct Serve: AsyncParsableCommand {
     var peer: [String] = []
     @Option(help: "Most concurrent sessions. (default: the config's sessions.max, else 8)") var maxSessions: Int?
     @Option(help: "Seconds without bytes before a session is cut (not an idle live session: see --live-idle-timeout). (default: the config's sessions.idleTimeoutSeconds, else 30)") var idleTimeout: Int?
-    @Option(help: "Seconds without bytes before an idle live session is closed and reopened (0: never). (default: the config's sessions.liveIdleTimeoutSeconds, else 600)")
+    @Option(help: "Seconds without bytes before an idle live session is closed and reopened, only with keep-alive off (sessions.keepAliveSeconds 0; 0: never). (default: the config's sessions.liveIdleTimeoutSeconds, else 600)")
     var liveIdleTimeout: Int?
     @Flag(inversion: .prefixedNo, help: "Keep sessions open and push later changes on them (default: the config's sessions.live, true).")
     var liveSessions: Bool?

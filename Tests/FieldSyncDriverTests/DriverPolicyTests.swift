@@ -121,6 +121,26 @@ import Testing
         #expect(LiveSessionRules.idle(now: .max / 2, lastTraffic: 0, isIdle: true, limit: nil) == .keep)
     }
 
+    /// The keep-alive (issue 14: idle links were closed and handshaked again every 10 minutes): a side that
+    /// sent nothing for `interval` sends one; a side that heard nothing for `deadAfter` takes the peer for
+    /// gone; otherwise it looks again at the earlier of the two; a clock that went back is no time passed.
+    @Test func aLiveSessionSendsKeepAlivesAndCutsAPeerItNoLongerHears() {
+        let p = KeepAlivePolicy(interval: 600_000, deadAfter: 1_500_000)
+        #expect(DriverPolicy().liveKeepAlive == p, "the node's default")
+        #expect(LiveSessionRules.keepAlive(now: 100_000, lastSent: 0, lastReceived: 0, policy: p) == .recheck(at: 600_000))
+        #expect(LiveSessionRules.keepAlive(now: 600_000, lastSent: 0, lastReceived: 0, policy: p) == .send)
+        // Sent at 600 s, the peer's keep-alive arrived at 610 s: next at 1,200 s (sending), not the deadline.
+        #expect(LiveSessionRules.keepAlive(now: 600_000, lastSent: 600_000, lastReceived: 10_000, policy: p) == .recheck(at: 1_200_000))
+        #expect(LiveSessionRules.keepAlive(now: 1_400_000, lastSent: 1_200_000, lastReceived: 10_000, policy: p) == .recheck(at: 1_510_000),
+                "the deadline comes before the next keep-alive")
+        #expect(LiveSessionRules.keepAlive(now: 1_510_000, lastSent: 1_200_000, lastReceived: 10_000, policy: p) == .peerGone(silentFor: 1_500_000))
+        #expect(LiveSessionRules.keepAlive(now: 5_000, lastSent: 9_000, lastReceived: 9_000, policy: p) == .recheck(at: 605_000),
+                "the clock went back 4 s: a full interval from now")
+        // With keep-alive on, the idle close does not apply; without it, the configured limit does.
+        #expect(LiveSessionRules.idleLimit(liveIdle: 600_000, keepAlive: p) == nil)
+        #expect(LiveSessionRules.idleLimit(liveIdle: 600_000, keepAlive: nil) == 600_000)
+    }
+
     @Test func newStoreHeadsPushTheLogsThatMoved() throws {
         let me = Self.device(1), other = Self.device(2)
         let mine = LogID(author: me, scope: try Scope("longnan")), theirs = LogID(author: other, scope: try Scope("longnan"))

@@ -51,6 +51,7 @@ import Testing
         let agentPolicy = DriverPolicy()  // what `FieldSyncAgent` runs (its `policy`, receipts aside)
         #expect(config.schedulePolicy == agentPolicy.schedule)
         #expect(node.liveIdleTimeout.map { UInt64($0.nanoseconds / 1_000_000) } == agentPolicy.liveIdle)
+        #expect(node.liveKeepAlive == agentPolicy.liveKeepAlive && node.liveKeepAlive == .default, "the same keep-alive, from the config file's defaults")
         #expect(UInt64(node.refusedRetry.nanoseconds / 1_000_000) == agentPolicy.refusedRetry)
         #expect(ReceiptPolicy() == agentPolicy.receipts)
     }

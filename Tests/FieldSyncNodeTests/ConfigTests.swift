@@ -45,6 +45,26 @@ import Testing
         #expect(c.metrics.maxConnections == 8 && c.metrics.idleTimeoutSeconds == 5)
     }
 
+    /// Keep-alive of live sessions (issue 14): on by default with the driver's policy (the simulator's);
+    /// 0 turns it off (the live idle close then applies); a dead-peer time not above the interval is refused.
+    @Test func keepAliveKeysMapOntoTheDriversPolicy() throws {
+        let c = try Self.decode(Self.minimal)
+        #expect(c.sessions.keepAliveSeconds == 600 && c.sessions.deadPeerSeconds == 1_500)
+        #expect(c.nodeConfiguration.liveKeepAlive == KeepAlivePolicy.default && KeepAlivePolicy.default == DriverPolicy().liveKeepAlive)
+        #expect(NodeConfiguration(network: NetworkParameters(networkID: "n")).liveKeepAlive == .default)
+        var off = try Self.decode(#"{"device": {"dir": "dev", "keyFile": "k"}, "store": {"path": "s.sqlite"}, "sessions": {"keepAliveSeconds": 0}}"#)
+        #expect(off.nodeConfiguration.liveKeepAlive == nil && off.nodeConfiguration.liveIdleTimeout == .seconds(600))
+        #expect(!off.check().contains { $0.key?.hasPrefix("sessions.") == true })
+        var set = try Self.decode(#"{"device": {"dir": "dev", "keyFile": "k"}, "store": {"path": "s.sqlite"}, "sessions": {"keepAliveSeconds": 60, "deadPeerSeconds": 200}}"#)
+        #expect(set.nodeConfiguration.liveKeepAlive == KeepAlivePolicy(interval: 60_000, deadAfter: 200_000))
+        #expect(!set.check().contains { $0.key?.hasPrefix("sessions.") == true })
+        set.sessions.deadPeerSeconds = 60
+        #expect(set.check().contains { $0.key == "sessions.deadPeerSeconds" })
+        #expect(set.nodeConfiguration.liveKeepAlive == nil, "an invalid pair never reaches the node as a policy that traps")
+        off.sessions.keepAliveSeconds = -1
+        #expect(off.check().contains { $0.key == "sessions.keepAliveSeconds" })
+    }
+
     /// Found by fuzzing the config file (docs/fuzzing.md): a one-character store path or status file
     /// (`"s"`) made `check()` trap inside Foundation's `deletingLastPathComponent`, and so did
     /// `fieldsync config check c` (a config file named `c`). Now such a path's folder is `.`.
@@ -80,8 +100,8 @@ import Testing
         #expect(Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "peer": []}"#)?.key == "peer")
         let nested = Self.error(#"{"device": {"dir": "d"}, "store": {"path": "s"}, "sessions": {"maxSessions": 3}}"#)
         #expect(nested?.key == "sessions.maxSessions")
-        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, handshakeTimeoutSeconds, idleTimeoutSeconds, live, "
-                                                + "liveIdleTimeoutSeconds, max, maxHandshakes, maxHandshakesPerSource, maxLive, minProgressBytes, "
+        #expect(nested?.description.contains("allowed here: connectTimeoutSeconds, deadPeerSeconds, handshakeTimeoutSeconds, idleTimeoutSeconds, "
+                                                + "keepAliveSeconds, live, liveIdleTimeoutSeconds, max, maxHandshakes, maxHandshakesPerSource, maxLive, minProgressBytes, "
                                                 + "progressIntervalSeconds, refusedRetrySeconds, shutdownGraceSeconds") == true,
                 "\(String(describing: nested))")
     }

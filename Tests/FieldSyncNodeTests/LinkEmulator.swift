@@ -151,6 +151,7 @@ final class LinkEmulator: @unchecked Sendable {
     private var nextConnection = 0
     private var counters = LinkStats()
     private var connections: [Int: Connection] = [:]
+    private var dropping = false
 
     /// Starts listening on an ephemeral loopback port. A link created closed (`open: false`) leaves
     /// connections waiting in the listen backlog (connected, their first bytes unread) until `open()`.
@@ -201,6 +202,22 @@ final class LinkEmulator: @unchecked Sendable {
         while threads > 0, lock.wait(until: deadline) {}
         lock.unlock()
         if first { close(listener) }
+    }
+
+    /// Drops every byte in both directions from now on (or forwards again, with `false`), without closing
+    /// or resetting anything, and loses a close that arrives meanwhile: a half-open path, as when a peer
+    /// vanishes behind a partition or a middlebox forgets the connection. Each node's TCP peer is the
+    /// emulator, so TCP keepalive sees nothing wrong. Connections blackholed this way end at `stop()`.
+    func blackhole(_ on: Bool) {
+        lock.lock()
+        dropping = on
+        lock.unlock()
+    }
+
+    fileprivate var isDropping: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return dropping
     }
 
     /// Starts forwarding the connections waiting in the backlog and every later one.
@@ -391,6 +408,7 @@ private final class Connection: @unchecked Sendable {
             if stop { return }
             let n = buffer.withUnsafeMutableBytes { recv(lane.from, $0.baseAddress, $0.count, 0) }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { continue }
+            if n == 0, link.isDropping { return }  // blackholed: the close is lost too (the other side never sees it)
             if n <= 0 {
                 // The sender closed its side (0) or the socket failed: pass the close on after the data.
                 lock.lock()
@@ -399,6 +417,7 @@ private final class Connection: @unchecked Sendable {
                 lock.unlock()
                 return
             }
+            if link.isDropping { continue }  // blackholed: read and lost
             let now = monotonicNanoseconds()
             var pieces: [Piece] = []
             var wire = 0, losses = 0, duplicates = 0

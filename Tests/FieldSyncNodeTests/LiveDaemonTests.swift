@@ -117,6 +117,81 @@ import Testing
         _ = try await b.daemon.shutdown(grace: .seconds(5))
     }
 
+    /// Keep-alive (issue 14): with keep-alives, an idle live session outlives the live idle limit (before:
+    /// closed after it and handshaked again) and keep-alive frames cross it both ways while nothing is written.
+    @Test(.timeLimit(.minutes(1))) func keepAlivesKeepAnIdleLiveSessionOpenPastTheLiveIdleLimit() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keep: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in
+            c.liveKeepAlive = KeepAlivePolicy(interval: 200, deadAfter: 1_500)
+        }
+        let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
+                                            liveIdle: .milliseconds(700), tune: keep)
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [try await DaemonTests.address(b)], liveIdle: .milliseconds(700), tune: keep)
+        var first: LiveSession?
+        #expect(try await DaemonTests.eventually(20) {
+            first = try await Self.live(a).first
+            return first != nil
+        })
+        let opened = try #require(first)
+        // Four live idle limits of silence but for the keep-alives.
+        try await TestClock.sleep(for: .milliseconds(2_800))
+        let now = try #require(try await Self.live(a).first)
+        #expect(now.since == opened.since, "the same session, not closed when idle and replaced")
+        #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
+        // Nothing was written, yet bytes crossed both ways: keep-alives of 19 bytes (one per 200 ms without
+        // sending, about 14 in 2.8 s; at least 2 asked for, as timers slip on a loaded machine).
+        #expect(now.bytesIn - opened.bytesIn >= 2 * 19 && now.bytesOut - opened.bytesOut >= 2 * 19, "\(opened) -> \(now)")
+        try await NodeTests.write(a.node, count: 1, tag: "after the silence")
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 1 })
+        #expect(try await Self.live(a).first?.since == opened.since)
+        _ = try await a.daemon.shutdown(grace: .seconds(5))
+        _ = try await b.daemon.shutdown(grace: .seconds(5))
+    }
+
+    /// Keep-alive (issue 14): a live session whose path goes silent without a close or a reset (a half-open
+    /// connection: here a link that drops every byte) is cut `peer_gone` within the keep-alive's `deadAfter`
+    /// (before: it stayed open for ever, TCP keepalive cannot see it), and the node reconnects once the
+    /// path is back.
+    @Test(.timeLimit(.minutes(1))) func aHalfOpenLiveSessionIsCutWithinDeadAfter() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keep: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in
+            c.liveKeepAlive = KeepAlivePolicy(interval: 200, deadAfter: 3_000)  // 15 intervals: no false cut under load
+        }
+        let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
+                                            tune: keep)
+        let bPort = try #require(await b.daemon.listeningPort)
+        let link = try LinkEmulator(targetPort: bPort, profile: .clean, seed: 1)
+        defer { link.stop() }
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [PeerAddress(host: "127.0.0.1", port: link.port)], tune: keep)
+        var live: LiveSession?
+        #expect(try await DaemonTests.eventually(20) {
+            let (la, lb) = (try await Self.live(a), try await Self.live(b))
+            live = la.first
+            return la.count == 1 && lb.count == 1
+        })
+        let first = try #require(live)
+        link.blackhole(true)
+        let silent = Date()
+        #expect(try await DaemonTests.eventually(20) {
+            let (la, lb) = (try await Self.live(a), try await Self.live(b))
+            return la.isEmpty && lb.isEmpty
+        })
+        let took = Date().timeIntervalSince(silent)
+        #expect(took < 8, "cut \(took) s after the path went silent (deadAfter 3 s)")
+        let (ca, cb) = (try await a.node.loop.submit { a.node.connectionCounters }.get(), try await b.node.loop.submit { b.node.connectionCounters }.get())
+        #expect(ca.cut[CutReason.peerGone.rawValue] ?? 0 >= 1 && cb.cut[CutReason.peerGone.rawValue] ?? 0 >= 1, "\(ca) \(cb)")
+        link.blackhole(false)
+        #expect(try await DaemonTests.eventually(20) { (try await Self.live(a).first?.since ?? 0) > first.since }, "reconnected")
+        _ = try await a.daemon.shutdown(grace: .seconds(5))
+        _ = try await b.daemon.shutdown(grace: .seconds(5))
+    }
+
     @Test(.timeLimit(.minutes(1))) func aStoppedPeerEndsTheSessionAndIsReconnectedWhenBack() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()

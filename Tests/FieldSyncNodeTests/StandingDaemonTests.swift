@@ -12,7 +12,7 @@ import Testing
 /// cases 34 and 36): whatever way a revocation reaches a node (its own write, another session, another
 /// process writing its store), and when a peer's certificate expires, the live session with that peer is
 /// cut before anything else is pushed, and nothing written afterwards reaches the peer. Idle live
-/// sessions close after `liveIdleTimeout`. Daemons on 127.0.0.1 in one process.
+/// sessions without keep-alive close after `liveIdleTimeout`. Daemons on 127.0.0.1 in one process.
 @Suite(.ownThread) struct StandingDaemonTests {
     typealias Running = DaemonTests.Running
 
@@ -166,15 +166,18 @@ import Testing
         _ = try await b.daemon.shutdown(grace: .seconds(5))
     }
 
-    /// A live session without traffic for `liveIdleTimeout` closes normally and a new one replaces it.
+    /// Without keep-alive (`liveKeepAlive` nil), a live session without traffic for `liveIdleTimeout`
+    /// closes normally and a new one replaces it (with keep-alive it stays open:
+    /// `LiveDaemonTests.keepAlivesKeepAnIdleLiveSessionOpenPastTheLiveIdleLimit`).
     @Test(.timeLimit(.minutes(1))) func anIdleLiveSessionClosesAfterTheLiveIdleTimeoutAndIsReopened() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        let noKeepAlive: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in c.liveKeepAlive = nil }
         let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
-                                            liveIdle: .milliseconds(700))
+                                            liveIdle: .milliseconds(700), tune: noKeepAlive)
         let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                            peers: [try await DaemonTests.address(b)], liveIdle: .milliseconds(700))
+                                            peers: [try await DaemonTests.address(b)], liveIdle: .milliseconds(700), tune: noKeepAlive)
         // Taken in one look: with a 700 ms idle timeout, a second look may come after it closed.
         var first: LiveSession?
         #expect(try await DaemonTests.eventually(20) {

@@ -50,6 +50,37 @@ import Testing
         #expect(SessionTests.events(link.a).last == .closed(.finished))
     }
 
+    /// Keep-alive (Protocols/sync.md §4.1, issue 14): a live side with nothing to send sends `keepAlive`
+    /// (tag 9, one sealed frame of 19 bytes); the peer takes it as traffic only (no event, no state
+    /// change) and the session goes on carrying changes. Before the session is live it sends nothing.
+    @Test func aKeepAliveIsTrafficOnlyAndKeepsTheSessionLive() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        _ = try SessionTests.write(bp, 1)
+        var link = Self.connect(bp, st)
+        SessionTests.run(&link)
+        #expect(link.a.isLive && link.b.isLive)
+        _ = SessionTests.events(link.b)  // drained: what the keep-alive causes is what comes after
+        let later = SessionTests.now + 600_000
+        let out = link.a.keepAlive(now: later)
+        #expect(out.frames.count == 1 && out.frames.first?.kind == .keepAlive && out.frames.first?.bytes.count == 19, "\(out.frames)")
+        #expect(out.events.isEmpty && link.a.bytesSent[SessionFrameKind.keepAlive.rawValue] == 19)
+        SessionTests.run(&link, now: later)
+        #expect(link.a.isLive && link.b.isLive && link.a.isIdle && link.b.isIdle && !link.b.hasFailed)
+        #expect(SessionTests.events(link.b).isEmpty, "nothing happened at the peer but traffic")
+        _ = try SessionTests.write(bp, 2)
+        link.a.push(now: later + 1)
+        SessionTests.run(&link, now: later + 1)
+        #expect(try SessionTests.state(st).count == 2, "the kept-alive session still carries changes")
+
+        // Not live yet: nothing to send. The message is the tag alone; a body after it does not decode.
+        let early = Self.connect(bp, st, seed: 2)
+        #expect(early.a.keepAlive(now: later).frames.isEmpty)
+        guard case .keepAlive = try SessionMessage.decode([9]) else { Issue.record("tag 9 is not keepAlive"); return }
+        #expect(throws: DecodingError.self) { _ = try SessionMessage.decode([8, 0]) }
+    }
+
     @Test func pushRespectsEntitlement() throws {
         var pki = TestPKI()
         let other = try Scope("longnan/cheng/station-101")

@@ -55,6 +55,8 @@ import Testing
                                     priority: .urgent, payload: [0x02])
         var wf = ByteWriter()
         SessionMessage.fork(certificates: [initiator.certificate], proof: try ForkProof(f1, f2)).encode(to: &wf)
+        var wk = ByteWriter()
+        SessionMessage.keepAlive.encode(to: &wk)
         var wr = ByteWriter(), wc = ByteWriter()
         SessionMessage.refuse(.revoked).encode(to: &wr)
         SessionMessage.refuse(.certificateInvalid).encode(to: &wc)
@@ -90,6 +92,7 @@ import Testing
             "plaintext_refuse_revoked": Hex.encode(wr.bytes),
             "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
             "plaintext_ack_refused_7_quota_0_held_back_3": Hex.encode(wq.bytes),
+            "plaintext_keep_alive": Hex.encode(wk.bytes),
         ]
     }
 

@@ -90,6 +90,50 @@ import Testing
         #expect(Self.failure(again.b)?.code == .revoked)
     }
 
+    /// A live session kept open by keep-alives (issue 14) is still cut by a revocation: the keep-alive
+    /// re-checks the peer's standing before it is sent (as a push does), and the receiver re-checks the
+    /// sender's when it arrives (as for every message). Either way the revoked device is told why.
+    @Test func aKeptAliveSessionIsCutByARevocationOnEitherSide() throws {
+        var pki = TestPKI()
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for sender in ["station", "backpack"] {
+            let bpID = try pki.device(.backpack, scopes: [TestPKI.station])
+            let bp = pki.replicator(bpID)
+            var link = LiveSessionTests.connect(bp, st)
+            SessionTests.run(&link)
+            let kept = Self.now + 600_000
+            link.a.keepAlive(now: kept)
+            link.b.keepAlive(now: kept)
+            SessionTests.run(&link, now: kept)
+            #expect(link.a.isLive && link.b.isLive, "kept alive")
+            _ = try st.writeControl(.revocation, payload: try Self.revocation(of: bpID, pki, at: kept + 10).canonicalBytes, scope: TestPKI.station,
+                                    now: kept + 20)
+            let out = sender == "station" ? link.b.keepAlive(now: kept + 600_000) : link.a.keepAlive(now: kept + 600_000)
+            #expect(!out.frames.contains { $0.kind == .keepAlive } || sender == "backpack", "no keep-alive goes to a revoked peer")
+            SessionTests.run(&link, now: kept + 600_000)
+            #expect(Self.failure(link.b)?.code == .revoked, "\(sender) sent: the station cut the session")
+            #expect(Self.failure(link.a)?.code == .revoked, "\(sender) sent: the backpack is told why: \(String(describing: link.a.failure))")
+        }
+    }
+
+    /// And by the peer's certificate expiring: a keep-alive due after the expiry (plus the clock-skew
+    /// tolerance) refuses the peer instead of keeping the session open; the peer is told why.
+    @Test func aKeepAliveAfterThePeersCertificateExpiredRefusesIt() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try Self.device(&pki, .backpack, notAfter: Self.now + 1_000_000))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        var link = LiveSessionTests.connect(bp, st)
+        SessionTests.run(&link)
+        #expect(link.a.isLive && link.b.isLive)
+        let before = Self.now + 900_000
+        #expect(link.b.keepAlive(now: before).frames.first?.kind == .keepAlive, "valid: kept alive")
+        SessionTests.run(&link, now: before)
+        let after = Self.now + 1_000_000 + st.trust.clockSkewMilliseconds + 1
+        #expect(!link.b.keepAlive(now: after).frames.contains { $0.kind == .keepAlive }, "expired: refused instead")
+        SessionTests.run(&link, now: after)
+        #expect(Self.failure(link.b)?.code == .badCertificate && Self.failure(link.a)?.code == .badCertificate)
+    }
+
     /// The revocation reaches the station through another live session (from HQ). The station's driver
     /// re-checks its sessions (`checkStanding`): the backpack's session is cut. Without the driver's call,
     /// the next batch the backpack sends is refused and not stored, and no push of the station reaches it.

@@ -157,6 +157,8 @@ final class TestSession {
     @discardableResult
     func timerFired(now: UInt64) -> SessionOutput { take(session.timerFired(now: now)) }
     @discardableResult
+    func keepAlive(now: UInt64) -> SessionOutput { take(session.keepAlive(now: now)) }
+    @discardableResult
     func connectionClosed() -> SessionOutput { take(session.connectionClosed()) }
 
     @discardableResult

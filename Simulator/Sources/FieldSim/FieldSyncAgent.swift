@@ -173,6 +173,8 @@ public final class FieldSyncAgent: SyncAgent {
     private var refused: [[RefusedRetry]] = []  // per slot and side: when a live session that refused changes closes
     private var closing: [LiveCloseReason?] = []  // per slot: the live pair closes once idle, for this reason
     private var lastTraffic: [SimTime] = []  // per slot: when a frame last left or arrived
+    private var lastSent: [SimTime] = []  // per slot and side (2 * slot + side): when that side's last frame left
+    private var lastHeard: [SimTime] = []  // per slot and side: when a frame last arrived at that side
     private var pairFailed: [Bool] = []  // per slot: the last pair failed (the next start is a reconnect)
     private var pairWentLive: [Bool] = []  // per slot: the `a` side's session went live (its driver was told)
     /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
@@ -182,6 +184,40 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var deferredRetries = 0
     /// Live pairs closed after `DriverPolicy.liveIdle` without traffic (the next session reconciles anew).
     public private(set) var idleCloses = 0
+    /// Keep-alives sent on live sessions (`DriverPolicy.liveKeepAlive`), both sides together.
+    public private(set) var keepAlivesSent = 0
+    /// How a session pair ended (`pairEnds`).
+    public enum PairEnd: Int, CaseIterable, Sendable, CustomStringConvertible {
+        /// Both sessions ended by themselves, normally (a one-shot pair's `done`).
+        case finished
+        /// Both sessions ended by themselves and one failed (its code is in `failures`).
+        case failed
+        /// The driver closed the live pair after `DriverPolicy.liveIdle` without traffic.
+        case idle
+        /// The driver closed the live pair to offer refused changes again (`RefusedRetry`).
+        case refusedRetry
+        /// The contact ended (the engine cut the link: out of range, outage, crash, loss) with the pair open.
+        case contactEnded
+        /// A side heard nothing from its peer for `KeepAlivePolicy.deadAfter` and cut the connection.
+        case peerGone
+
+        /// Name used in outputs.
+        public var description: String {
+            switch self {
+            case .finished: "finished"
+            case .failed: "failed"
+            case .idle: "idle_close"
+            case .refusedRetry: "refused_retry_close"
+            case .contactEnded: "contact_ended"
+            case .peerGone: "peer_gone_cut"
+            }
+        }
+    }
+    /// Session pairs started, per link class (`LinkClass` raw value).
+    public private(set) var pairsStartedByLink = [Int](repeating: 0, count: LinkClass.allCases.count)
+    /// Session pairs ended, per link class and `PairEnd` raw value.
+    public private(set) var pairEnds = [[Int]](repeating: [Int](repeating: 0, count: PairEnd.allCases.count),
+                                               count: LinkClass.allCases.count)
     /// Whether sessions stay open for the whole contact (live mode, `SessionConfiguration.live`): later
     /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
     /// on a contact starts a new session (handshake and reconciliation again).
@@ -371,6 +407,8 @@ public final class FieldSyncAgent: SyncAgent {
             refused.append([])
             closing.append(nil)
             lastTraffic.append(0)
+            lastSent += [0, 0]
+            lastHeard += [0, 0]
             pairFailed.append(false)
             pairWentLive.append(false)
         }
@@ -405,6 +443,10 @@ public final class FieldSyncAgent: SyncAgent {
         refused[s] = [RefusedRetry(retryAfter: policy.refusedRetry), RefusedRetry(retryAfter: policy.refusedRetry)]
         closing[s] = nil
         lastTraffic[s] = now
+        for k in 2 * s...2 * s + 1 {
+            lastSent[k] = now
+            lastHeard[k] = now
+        }
         pairWentLive[s] = false
         if pairFailed[s] {
             pairFailed[s] = false
@@ -412,6 +454,7 @@ public final class FieldSyncAgent: SyncAgent {
         }
         sessionGen[s] &+= 1
         sessionsStarted += 1
+        pairsStartedByLink[Int(link.spec.linkClass.rawValue)] += 1
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
     }
@@ -472,6 +515,7 @@ public final class FieldSyncAgent: SyncAgent {
         let (bytes, kind) = (frame.bytes, frame.kind)
         bytesByKind[kind.rawValue] += Int64(bytes.count)
         lastTraffic[Int(link.slot)] = now
+        lastSent[2 * Int(link.slot) + Int(side.rawValue)] = now
         return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind,
                               session: sessionGen[Int(link.slot)])
     }
@@ -493,6 +537,7 @@ public final class FieldSyncAgent: SyncAgent {
         let sess = here.session
         let me = link.node(side)
         lastTraffic[s] = now
+        lastHeard[2 * s + Int(side.rawValue)] = now
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
         for e in here.take(sess.receive(message.bytes, now: wall(me, now))) {
@@ -542,6 +587,7 @@ public final class FieldSyncAgent: SyncAgent {
         guard liveA || liveB else { return }
         let (idleA, idleB) = (liveA && a.isIdle, liveB && b.isIdle)
         var next: SimTime?
+        var gone = false
         for side in [LinkSide.a, .b] {
             let here = side == .a ? sa : sb
             let k = Int(side.rawValue)
@@ -552,7 +598,27 @@ public final class FieldSyncAgent: SyncAgent {
                                                   deferredUntil: here.deferredUntil, live: live)]
             if live {
                 decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: idle,
-                                                       limit: policy.liveIdle))
+                                                       limit: LiveSessionRules.idleLimit(liveIdle: policy.liveIdle,
+                                                                                         keepAlive: policy.liveKeepAlive)))
+                if let keep = policy.liveKeepAlive {
+                    // The node's keep-alive (SessionChannelHandler): a keep-alive after `interval` without
+                    // sending; the connection cut after `deadAfter` without hearing from the peer.
+                    let k2 = 2 * s + k
+                    var d = LiveSessionRules.keepAlive(now: t, lastSent: wall(node, lastSent[k2]), lastReceived: wall(node, lastHeard[k2]),
+                                                       policy: keep)
+                    if d == .send {
+                        keepAlivesSent += 1
+                        _ = here.take(here.session.keepAlive(now: t))
+                        effects.wake(link.slot, side)
+                        lastSent[k2] = now  // queued now; the frame leaves at the link's pace
+                        d = LiveSessionRules.keepAlive(now: t, lastSent: t, lastReceived: wall(node, lastHeard[k2]), policy: keep)
+                    }
+                    switch d {
+                    case .send: break
+                    case .peerGone: gone = true
+                    case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
+                    }
+                }
             }
             for d in decisions {
                 switch d {
@@ -561,6 +627,13 @@ public final class FieldSyncAgent: SyncAgent {
                 case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
                 }
             }
+        }
+        if gone {
+            // A side took its peer for gone: it cuts the connection at once (the peer sees it closed).
+            countEnd(link, .peerGone)
+            closePair(s)
+            pairEnded(link, a, b, now: now, effects: &effects)
+            return
         }
         if let reason = closing[s] {
             // A side no longer live (finished or failed) has closed its end already.
@@ -571,6 +644,7 @@ public final class FieldSyncAgent: SyncAgent {
                 return
             }
             if case .idle = reason { idleCloses += 1 } else { deferredRetries += 1 }
+            if case .idle = reason { countEnd(link, .idle) } else { countEnd(link, .refusedRetry) }
             closePair(s)
             pairEnded(link, a, b, now: now, effects: &effects)
             return
@@ -587,6 +661,7 @@ public final class FieldSyncAgent: SyncAgent {
         guard let a = sessions[s][0]?.session, let b = sessions[s][1]?.session else { return }
         guard a.isClosed, b.isClosed else { return }
         tally(a, b)
+        countEnd(link, a.isFinished && b.isFinished ? .finished : .failed)
         sessions[s] = [nil, nil]
         pairEnded(link, a, b, now: now, effects: &effects)
     }
@@ -614,6 +689,10 @@ public final class FieldSyncAgent: SyncAgent {
         guard timerAt[s].map({ at < $0 }) ?? true else { return }
         timerAt[s] = at
         effects.setTimer(link, at: at)
+    }
+
+    private func countEnd(_ link: LinkHandle, _ end: PairEnd) {
+        pairEnds[Int(link.spec.linkClass.rawValue)][end.rawValue] += 1
     }
 
     /// Closes both sessions on slot `s` (each side sees its connection close) and counts the pair.
@@ -732,6 +811,7 @@ public final class FieldSyncAgent: SyncAgent {
             if n > 0 { _ = receiver.take(receiver.session.receive(Array(c.message.bytes[0..<n]), now: wall(link.node(side), now))) }
         }
         let pair = (sessions[s][0]?.session, sessions[s][1]?.session)
+        if pair.0 != nil, pair.1 != nil { countEnd(link, .contactEnded) }
         closePair(s)
         if let a = pair.0, let b = pair.1 { pairEnded(link, a, b, now: now, effects: &effects) }
         // The peer is out of reach: forgotten by the driver until the next contact.
@@ -944,7 +1024,11 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("live_sessions", .bool(a.liveSessions)), ("live_pushes", .int(Int64(a.livePushes))),
         ("duplicate_changes_received", .int(Int64(a.duplicatesReceived))), ("changes_refused_by_store", .int(Int64(a.refusedReceived))),
         ("deferred_retries", .int(Int64(a.deferredRetries))), ("reconnects_after_failure", .int(Int64(a.reconnects))),
-        ("live_idle_closes", .int(Int64(a.idleCloses))),
+        ("live_idle_closes", .int(Int64(a.idleCloses))), ("keep_alives_sent", .int(Int64(a.keepAlivesSent))),
+        ("session_pairs_by_link", .object(LinkClass.allCases.filter { a.pairsStartedByLink[Int($0.rawValue)] > 0 }.map { c in
+            (c.description, .object([("started", .int(Int64(a.pairsStartedByLink[Int(c.rawValue)])))]
+                + FieldSyncAgent.PairEnd.allCases.map { ($0.description, .int(Int64(a.pairEnds[Int(c.rawValue)][$0.rawValue]))) }))
+        })),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
     ]

@@ -27,6 +27,10 @@ public enum SessionMessage: Sendable {
     /// revoked, forked). Sent instead of `ack` for such a batch, so that the sender does not count those
     /// changes as delivered (Protocols/sync.md §2, Batches). Tag 8.
     case ackRefused(id: UInt32, refused: [BatchRefusal])
+    /// Nothing to carry: the sender is still there and keeps the live session open (Protocols/sync.md
+    /// §4.1). A live side sends it when it sent nothing for its driver's keep-alive interval; the receiver
+    /// counts it as traffic (and re-checks the sender's standing, as on every message). Tag 9.
+    case keepAlive
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -61,6 +65,8 @@ public enum SessionMessage: Sendable {
                 w.writeVarint(UInt64(r.index))
                 w.writeByte(r.reason.wireCode)
             }
+        case .keepAlive:
+            w.writeByte(9)
         }
     }
 
@@ -112,6 +118,7 @@ public enum SessionMessage: Sendable {
                 refused.append(BatchRefusal(index: Int(index), reason: reason))
             }
             m = .ackRefused(id: id, refused: refused)
+        case 9: m = .keepAlive
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
@@ -180,6 +187,8 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
     case ack
     /// The final `done` (or `live`), or a `refuse`.
     case done
+    /// A live session's `keepAlive`.
+    case keepAlive
 
     /// Name used in reports.
     public var description: String {
@@ -189,6 +198,7 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
         case .batch: "batch"
         case .ack: "ack"
         case .done: "done"
+        case .keepAlive: "keep_alive"
         }
     }
 }

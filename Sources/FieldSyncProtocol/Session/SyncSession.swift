@@ -365,6 +365,24 @@ public final class SyncSession {
         return out
     }
 
+    /// Live mode: sends the peer a `keepAlive` (Protocols/sync.md §4.1), so that an idle live session
+    /// keeps showing traffic both ways instead of being closed. A driver calls it when this side sent
+    /// nothing for its keep-alive interval (`LiveSessionRules.keepAlive` in FieldSyncDriver). The peer's
+    /// standing is checked first, as before a push: a peer revoked or expired by `now` is refused instead.
+    /// Does nothing unless the session is live.
+    public func keepAlive(now: UInt64) -> SessionOutput {
+        var out = SessionOutput()
+        guard case .live(var link, let outbound) = state else { return out }
+        lastNow = now
+        state = .modifying
+        run(&out) { out in
+            try checkStanding(&link, now: now)
+            try send(.keepAlive, &link, &out)
+            state = .live(link, outbound)
+        }
+        return out
+    }
+
     /// Re-checks the peer's standing against the replicator's trust store as it is now: the peer's
     /// certificate and its issuer's must be valid at `now` and neither revoked. A driver calls this
     /// whenever its trust store may have changed (a revocation learned from any session, from the store,
@@ -502,6 +520,7 @@ public final class SyncSession {
         case .batch: .batch
         case .ack, .ackRefused: .ack
         case .done, .live, .refuse: .done
+        case .keepAlive: .keepAlive
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
         emit(FrameDecoder.frame(try link.transport.seal(Self.encoded(m))), kind, &out)
@@ -636,7 +655,7 @@ public final class SyncSession {
             case .message(.live):
                 try peerEnded(.live, &link)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case .message(.ack), .message(.ackRefused), .message(.refuse):
+            case .message(.ack), .message(.ackRefused), .message(.refuse), .message(.keepAlive):
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
         case .streaming(var link, var outbound):
@@ -656,7 +675,9 @@ public final class SyncSession {
                 try peerEnded(.done, &link)
             case .message(.live):
                 try peerEnded(.live, &link)
-            case .message(.recon), .message(.refuse):
+            case .message(.keepAlive) where link.peerEnd == .live:
+                break  // the peer is live already (this side still waits for an ack): traffic, nothing to do
+            case .message(.recon), .message(.refuse), .message(.keepAlive):
                 throw SessionError(.protocolViolation, "unexpected message while streaming")
             }
             try pump(&link, &outbound, &out)
@@ -676,6 +697,8 @@ public final class SyncSession {
                 try pump(&link, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
+            case .message(.keepAlive):
+                break  // traffic; its standing was checked when it was opened
             case .message(.recon), .message(.done), .message(.live), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message in a live session")
             }
