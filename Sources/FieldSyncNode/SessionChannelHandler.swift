@@ -201,11 +201,6 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let preparer: BatchPreparer?
     /// Whether reading is paused because the session holds its maximum of batches in preparation.
     private var readingPaused = false
-    /// Preparations that came back from the preparer and are not handed to the session yet: they are
-    /// handed over together, one loop task after the first came back, so that batches the workers
-    /// finished while the loop was busy reach the session at once and are committed in one transaction
-    /// (`SyncSession.completeBatchPreparations`).
-    private var preparedBack: [(ticket: UInt64, changes: [PreparedChange])] = []
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
@@ -296,17 +291,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             preparer.prepare(batch, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
                 guard !completed, !closing, let context = self.context else { return }
-                preparedBack.append((batch.ticket, (try? outcome.get()) ?? batch.prepare()))
-                guard preparedBack.count == 1 else { return }
-                // Handed over after the loop's tasks already queued, among them other preparations that
-                // came back meanwhile.
-                context.eventLoop.assumeIsolated().execute { [self] in
-                    let back = preparedBack
-                    preparedBack = []
-                    guard !completed, !closing, let context = self.context else { return }
-                    let wasLive = result.liveSince != nil
-                    afterInput(session.completeBatchPreparations(back, now: clock()), context: context, wasLive: wasLive)
-                }
+                let prepared = (try? outcome.get()) ?? batch.prepare()
+                let wasLive = result.liveSince != nil
+                afterInput(session.completeBatchPreparation(ticket: batch.ticket, prepared, now: clock()), context: context, wasLive: wasLive)
             }
         }
     }

@@ -49,136 +49,71 @@ extension Replicator {
     /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.
     /// - Throws: only store errors (the batch is then not applied at all).
     public func ingest(prepared: [PreparedChange], now: UInt64) throws -> IngestReport {
-        var staging = Staging()
-        var staged = stage(prepared, now: now, &staging)
-        staged.report.commit = try store.commit(staged.batch)
-        return try finish([staged], staging, now: now)[0]
-    }
-
-    /// Whether a batch prepared by `verifier` can be committed together with others
-    /// (`ingest(preparedTogether:now:)`): `verifier` is a snapshot of this replicator as it is now, every
-    /// change verified, and none is a control change. Committing such a batch changes nothing a
-    /// snapshot holds (no key, revocation or certificate is learned from it), so the batches after it
-    /// are judged exactly as if it had been committed on its own first.
-    public func canCommitTogether(_ prepared: [PreparedChange], by verifier: ChangeVerifier) -> Bool {
-        guard let origin = verifier.origin, origin.replicator == ObjectIdentifier(self), origin.generation == verifierGeneration else {
-            return false
-        }
-        return prepared.allSatisfy { $0.outcome == .accepted && $0.change.header.contentType == .records }
-    }
-
-    /// Commits several batches, each prepared by a snapshot of this replicator, in one store transaction
-    /// (`SyncStore.commit(_: [CommitBatch])`): what a node does when several verified batches are ready
-    /// at once, so that it pays for one transaction instead of one per batch. Each batch's report is the
-    /// one `ingest(prepared:by:now:)` would give committing them one after the other.
-    /// - Precondition: `canCommitTogether` holds for every batch.
-    /// - Throws: only store errors (none of the batches is applied then, in a store with transactions).
-    public func ingest(preparedTogether batches: [(prepared: [PreparedChange], verifier: ChangeVerifier)], now: UInt64) throws -> [IngestReport] {
-        var staging = Staging()
-        var staged: [Staged] = []
-        staged.reserveCapacity(batches.count)
-        for b in batches {
-            precondition(canCommitTogether(b.prepared, by: b.verifier), "ingest(preparedTogether:) with a batch that canCommitTogether refuses")
-            staged.append(stage(b.prepared, now: now, &staging))
-        }
-        let reports = try store.commit(staged.map(\.batch))
-        for i in staged.indices { staged[i].report.commit = reports[i] }
-        return try finish(staged, staging, now: now)
-    }
-
-    /// One batch made ready for the store, and what to learn once it is committed.
-    private struct Staged {
-        var batch = CommitBatch()
         var report = IngestReport()
+        var batch = CommitBatch()
+        var keptAuthors: Set<DeviceID> = []
         var newKeys: [EpochKey] = []
-    }
-
-    /// What the batches staged for one store commit add to what the store keeps, learned once it is
-    /// committed (so that a commit that fails changes nothing here).
-    private struct Staging {
-        var certificates: Set<Certificate> = []
-        var authors: Set<DeviceID> = []
-        var authorityCount: Int?
-    }
-
-    /// Builds the store batch of `prepared`: changes, edits of what opened, the certificates the store
-    /// does not keep yet (none twice in one commit), control changes applied.
-    private func stage(_ prepared: [PreparedChange], now: UInt64, _ staging: inout Staging) -> Staged {
-        var out = Staged()
         for p in prepared {
             let change = p.change
             let h = change.header
-            out.report.outcomes.append(p.outcome)
+            report.outcomes.append(p.outcome)
             guard p.outcome == .accepted, let cert = certificates[h.author]?.certificate else { continue }
             let hash = p.hash
             let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType,
                                       priority: h.priority, bytes: change.encodedBytes)
-            out.batch.changes.append(stored)
-            if !fullyKept.contains(h.author) && !staging.authors.contains(h.author) {
-                for c in certificateChain(of: h.author) where !keptCertificates.contains(c) && !staging.certificates.contains(c) {
-                    out.batch.certificates.append(c)
-                    staging.certificates.insert(c)
+            batch.changes.append(stored)
+            if !fullyKept.contains(h.author) {
+                for c in certificateChain(of: h.author) where !keptCertificates.contains(c) && !batch.certificates.contains(c) {
+                    batch.certificates.append(c)
                 }
-                staging.authors.insert(h.author)
+                keptAuthors.insert(h.author)
             }
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             if h.contentType == .records {
                 if let payload = p.payload, let edits = ChangeVerifier.edits(of: change, payload: payload, schemas: schemas) {
-                    out.batch.edits += edits.map { ($0, hash) }
-                    out.batch.opened.append(hash)
-                    out.report.editsMerged += edits.count
+                    batch.edits += edits.map { ($0, hash) }
+                    batch.opened.append(hash)
+                    report.editsMerged += edits.count
                 } else {
-                    out.report.heldSealed += 1
+                    report.heldSealed += 1
                 }
                 continue
             }
             switch applyControl(change, author: cert) {
             case .key(let key, let issuedAt):
-                out.newKeys.append(key)  // learned once the batch is committed
+                newKeys.append(key)  // learned once the batch is committed
                 noteIssued(key, at: issuedAt)
             case .revocation(let new):
-                if new { out.report.revocationsLearned += 1 }
+                if new { report.revocationsLearned += 1 }
             case .receipt(let heads):
-                for (log, seq) in heads { out.batch.receipts[log] = max(out.batch.receipts[log] ?? 0, seq) }
+                for (log, seq) in heads { batch.receipts[log] = max(batch.receipts[log] ?? 0, seq) }
             case .none:
                 break
             case .notControl:
-                out.report.heldSealed += 1  // unknown types are carried, not interpreted
+                report.heldSealed += 1  // unknown types are carried, not interpreted
                 continue
             }
-            out.batch.opened.append(hash)
+            batch.opened.append(hash)
         }
         // Authority certificates learned (from chains, batches or control changes) are kept too, so that
         // a restarted node still verifies county-signed grants and revocations and forwards them.
         let authorityCount = trust.authorityCertificates.values.reduce(0) { $0 + $1.count }
         if authorityCount > keptAuthorityCount {
-            for a in trust.authorityCertificates.values.joined() where !keptCertificates.contains(a) && !staging.certificates.contains(a) {
-                out.batch.certificates.append(a)
-                staging.certificates.insert(a)
+            for a in trust.authorityCertificates.values.joined() where !keptCertificates.contains(a) && !batch.certificates.contains(a) {
+                batch.certificates.append(a)
             }
         }
-        staging.authorityCount = authorityCount
-        return out
-    }
-
-    /// After the store committed the staged batches: what they taught this replicator (certificates
-    /// kept, forks, keys, revocations), batch by batch; returns their reports.
-    private func finish(_ staged: [Staged], _ staging: Staging, now: UInt64) throws -> [IngestReport] {
-        if let count = staging.authorityCount { keptAuthorityCount = count }
-        keptCertificates.formUnion(staging.certificates)
-        fullyKept.formUnion(staging.authors)
-        var reports: [IngestReport] = []
-        for s in staged {
-            var report = s.report
-            forksRecorded += report.commit.forksRecorded
-            for k in s.newKeys where addKey(k) { report.keysLearned += 1 }
-            if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
-            // A revocation learned here may date changes this node stored earlier after their author's cut-off.
-            if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
-            reports.append(report)
-        }
-        return reports
+        report.commit = try store.commit(batch)
+        forksRecorded += report.commit.forksRecorded
+        keptAuthorityCount = authorityCount
+        keptCertificates.formUnion(batch.certificates)
+        fullyKept.formUnion(keptAuthors)
+        for k in newKeys where addKey(k) { report.keysLearned += 1 }
+        if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
+        // A revocation learned here may date changes this node stored earlier after their author's cut-off.
+        if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
+        return report
     }
 
     /// Quarantines every held change that the revocations known now date after its author's cut-off

@@ -407,26 +407,6 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         return report
     }
 
-    /// Applies the batches in order in one write transaction (one sync to disk, one commit counted): all
-    /// of them or, if any throws, none. Each is applied exactly as `commit(_:)` would after the ones
-    /// before it (`CommitLogic.commit` sees their rows), with its own report.
-    public func commit(_ batches: [CommitBatch]) throws -> [CommitReport] {
-        if batches.count <= 1 { return try batches.map { try commit($0) } }
-        let (reports, commits) = try io {
-            try db.write { db in
-                var tx = Tx(db: db, store: self)
-                var reports: [CommitReport] = []
-                reports.reserveCapacity(batches.count)
-                for batch in batches { reports.append(try CommitLogic.commit(batch, in: &tx, limits: limits)) }
-                try tx.flush()
-                let commits = try Int64.fetchOne(db, sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'commits' RETURNING value") ?? 0
-                return (reports, commits)
-            }
-        }
-        if checkpointDirectory != nil { try writeCheckpoint(commits) }
-        return reports
-    }
-
     /// One materialized record.
     /// - Throws: `StoreError` `.damaged` naming the record if its sealed row does not open or decode
     ///   (the storage key was checked when the store opened, so this is damage, not a wrong key).

@@ -6,9 +6,8 @@ import FieldSyncStore
 import Foundation
 
 /// `fieldsync crash-writer`: a hidden helper for the durability test. It commits deterministic batches
-/// to a store forever (every third step two in one transaction) and prints `ack N` for each after its
-/// commit returns; the test kills it with SIGKILL at random moments and checks the store's invariants
-/// after each kill (Tests/FieldSyncStoreTests).
+/// to a store forever and prints `ack N` after each commit returns; the test kills it with SIGKILL at
+/// random moments and checks the store's invariants after each kill (Tests/FieldSyncStoreTests).
 struct CrashWriter: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crash-writer", abstract: "Durability test helper (not for operators).", shouldDisplay: false)
@@ -21,15 +20,9 @@ struct CrashWriter: ParsableCommand {
         let store = try SQLiteStore(path: path, sealer: CrashWorkload.sealer, checksChanges: false)  // synthetic changes
         var next = try store.status().changes / CrashWorkload.changesPerBatch
         while batches == 0 || next < batches {
-            // Every third step commits two batches in one transaction (`commit(_: [CommitBatch])`, what a
-            // node does with verified batches that are ready together); each is acknowledged only after
-            // the commit returns.
-            let n = next % 3 == 1 && (batches == 0 || next + 1 < batches) ? 2 : 1
-            _ = try store.commit((next..<next + n).map { CrashWorkload.batch($0, seed: seed) })
-            for i in next..<next + n {
-                FileHandle.standardOutput.write(Data("ack \(i)\n".utf8))  // unbuffered: the ack is out once written
-            }
-            next += n
+            _ = try store.commit(CrashWorkload.batch(next, seed: seed))
+            FileHandle.standardOutput.write(Data("ack \(next)\n".utf8))  // unbuffered: the ack is out once written
+            next += 1
         }
     }
 }

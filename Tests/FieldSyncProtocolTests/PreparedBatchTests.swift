@@ -77,30 +77,6 @@ import Testing
         #expect(try SessionTests.state(bp).count == 430)
     }
 
-    /// Batches that come back prepared together (here the harness returns them newest first, so the
-    /// oldest unblocks several) are committed in one store transaction, then acknowledged one by one:
-    /// the same store, records and acknowledgements as one commit per batch, in fewer transactions.
-    @Test func batchesReadyTogetherAreCommittedInOneTransaction() throws {
-        var pki = TestPKI()
-        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
-        let inlineStore = FailingStore(), pipedStore = FailingStore()
-        let inline = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]), store: inlineStore)
-        let piped = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]), store: pipedStore)
-        for n in UInt64(1)...400 { _ = try SessionTests.write(bp, n) }
-        var a = SessionTests.connect(bp, inline)
-        #expect(SessionTests.run(&a))
-        var b = Self.connect(bp, piped)
-        let (finished, mostHeld) = try Self.run(&b)
-        #expect(finished && mostHeld > 1)
-        #expect(b.b.changesReceived == 400 && b.a.changesAcknowledged == 400, "every change committed and acknowledged")
-        let batches = inlineStore.transactions  // inline: one transaction per batch
-        #expect(batches > 4)
-        #expect(pipedStore.transactions < batches, "\(pipedStore.transactions) transactions for \(batches) batches")
-        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
-        #expect(try piped.store.holdings(of: log) == inline.store.holdings(of: log))
-        #expect(try SessionTests.state(piped) == SessionTests.state(inline))
-    }
-
     /// A broken signature found by the worker ends the session with the same typed error as inline
     /// verification, and nothing of it is stored.
     @Test func forgedChangePreparedElsewhereEndsTheSessionAndIsNotStored() throws {

@@ -189,18 +189,9 @@ final class FailingStore: SyncStore {
     func change(_ log: LogID, seq: UInt64) throws -> StoredChange? { try read { try inner.change(log, seq: seq) } }
     func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? { try read { try inner.hash(log, seq: seq) } }
     func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] { try read { try inner.changes(log, in: seqs) } }
-    /// Store transactions: one per `commit` call, of one batch or several.
-    private(set) var transactions = 0
     func commit(_ batch: CommitBatch) throws -> CommitReport {
         if let commitError { throw commitError }
-        transactions += 1
         return try inner.commit(batch)
-    }
-    /// Several batches in one transaction (counted once), as `SQLiteStore` does.
-    func commit(_ batches: [CommitBatch]) throws -> [CommitReport] {
-        if let commitError { throw commitError }
-        transactions += 1
-        return try batches.map { try inner.commit($0) }
     }
     func record(_ id: RecordID) throws -> Record? { try inner.record(id) }
     func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID> { try inner.heldRecordIDs(ids) }

@@ -145,51 +145,6 @@ enum TestKeys {
         #expect(try roomy.commit(CommitBatch(changes: [g.next(log)])).inserted == 1)
     }
 
-    /// `commit(_: [CommitBatch])` (a node's verified batches that are ready together): each batch is
-    /// applied as one commit after another would apply it (same reports, same store), in one transaction
-    /// (the commit counter moves by one), and all or nothing: a group that does not fit leaves nothing.
-    @Test func severalBatchesCommitInOneTransaction() throws {
-        var f = ChangeFactory()
-        let a = f.next(log), b = f.next(log), c = f.next(log)
-        let gap = f.next(log)
-        _ = f.next(log)
-        let after = f.next(log)  // seq 6: held back behind the missing 5
-        let batches = [CommitBatch(changes: [a, b], edits: [(StoreConformanceTests.incident(1), a.hash)]),
-                       CommitBatch(changes: [b, c]),  // b again: a duplicate of the batch before
-                       CommitBatch(changes: [gap, after], edits: [(StoreConformanceTests.incident(2), gap.hash)])]
-        let one = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, checksChanges: false)  // synthetic changes
-        let each = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, checksChanges: false)
-        let before = try one.commitState().commits
-        let together = try one.commit(batches)
-        #expect(try one.commitState().commits == before + 1, "one transaction")
-        let separately = try batches.map { try each.commit($0) }
-        #expect(together == separately)
-        #expect(together.map(\.inserted) == [2, 1, 2] && together[1].duplicates == 1)
-        #expect(try one.holdings(of: log) == each.holdings(of: log))
-        #expect(try one.holdings(of: log).ranges == [1...4, 6...6])
-        #expect(try one.records(RecordQuery(includeDeleted: true)).map(\.canonicalBytes)
-                == each.records(RecordQuery(includeDeleted: true)).map(\.canonicalBytes))
-
-        // All or nothing: groups of three batches until one does not fit on the disk.
-        let small = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, maxFileBytes: 256 * 1024)
-        var g = ChangeFactory(rng: SplitMix64(seed: 7))
-        var committed = 0
-        var failure: StoreError?
-        for _ in 0..<200 {
-            let group = (0..<3).map { _ in CommitBatch(changes: (0..<10).map { _ in g.next(log, size: 2_000) }) }
-            do {
-                _ = try small.commit(group)
-                committed += 30
-            } catch let e as StoreError {
-                failure = e
-                break
-            }
-        }
-        #expect(failure?.detail.contains("disk full") == true, "the cap was reached")
-        #expect(committed > 0)
-        #expect(try small.holdings(of: log).frontier == UInt64(committed), "the group that failed left nothing behind")
-    }
-
     @Test func truncatedWALOpensConsistent() throws {
         let path = TestFiles.tempPath()
         var f = ChangeFactory()

@@ -137,7 +137,7 @@ public struct SessionOutput: Sendable, Equatable {
     /// What happened, in order.
     public var events: [SessionEvent] = []
     /// Batches of the peer to verify and open on another thread (`BatchPreparation.prepare()`) and return
-    /// with `SyncSession.completeBatchPreparations` (`SessionConfiguration.preparesBatchesElsewhere`;
+    /// with `SyncSession.completeBatchPreparation` (`SessionConfiguration.preparesBatchesElsewhere`;
     /// always empty otherwise).
     public var preparations: [BatchPreparation] = []
 

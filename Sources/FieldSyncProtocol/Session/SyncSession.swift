@@ -132,18 +132,7 @@ public final class SyncSession {
     /// prepared elsewhere.
     private enum Incoming {
         case message(SessionMessage)
-        case prepared(ReadyBatch)
-        /// Consecutive batches, all ready, that the replicator can commit in one store transaction
-        /// (`Replicator.canCommitTogether`).
-        case preparedTogether([ReadyBatch])
-    }
-
-    /// A batch of the peer prepared elsewhere, back and next in order to be applied.
-    private struct ReadyBatch {
-        let id: UInt32
-        let changes: [Change]
-        let prepared: [PreparedChange]
-        let verifier: ChangeVerifier
+        case prepared(id: UInt32, changes: [Change], prepared: [PreparedChange], verifier: ChangeVerifier)
     }
 
     /// What this side sends, from `streaming` on.
@@ -264,12 +253,6 @@ public final class SyncSession {
     /// The peer's certificate, from the handshake's completion on (kept once the session closed: a driver
     /// reports whom a session that ended was with).
     public private(set) var peer: Certificate?
-    /// Batches of the peer committed in one store transaction with at least one other
-    /// (`preparesBatchesElsewhere`: batches that came back prepared together, `Replicator.canCommitTogether`).
-    public private(set) var batchesCommittedTogether = 0
-    /// Store commits this session made for the peer's batches (one per batch, or one per group committed
-    /// together).
-    public private(set) var batchCommits = 0
 
     private var link: Link? {
         switch state {
@@ -319,59 +302,33 @@ public final class SyncSession {
     }
 
     /// Returns a batch prepared elsewhere (`BatchPreparation.prepare()`, handed out in
-    /// `SessionOutput.preparations`): `completeBatchPreparations` with one result.
-    public func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) -> SessionOutput {
-        completeBatchPreparations([(ticket, changes)], now: now)
-    }
-
-    /// Returns batches prepared elsewhere (`BatchPreparation.prepare()`, handed out in
-    /// `SessionOutput.preparations`), in any order; a driver passes every result that came back since it
-    /// last called this. Batches are applied in the order they arrived, so a batch is applied (and then
-    /// the messages held behind it) only once every batch before it is back; then the frames left unread
-    /// while `maxBatchesPreparing` were held are read. Applying commits through
+    /// `SessionOutput.preparations`). Batches are applied in the order they arrived, so this applies it
+    /// (and then the messages held behind it) only once every batch before it is back; then it reads the
+    /// frames left unread while `maxBatchesPreparing` were held. Applying commits through
     /// `Replicator.ingest(prepared:by:now:)`, which prepares the batch again on this thread if the
     /// replicator learned anything since the snapshot (a revocation, a key), and re-checks the peer's
     /// standing first: the result is the same as if the batch had been verified and applied when it
-    /// arrived, at the time it is applied. Consecutive batches that are ready together and that
-    /// `Replicator.canCommitTogether` accepts (every change verified, records only, snapshot current) are
-    /// committed in one store transaction (`Replicator.ingest(preparedTogether:now:)`), then each is
-    /// reported and acknowledged in order, as if committed one by one: an acknowledgement still follows
-    /// its batch's commit. Unknown tickets (or a closed session) do nothing.
-    public func completeBatchPreparations(_ results: [(ticket: UInt64, changes: [PreparedChange])], now: UInt64) -> SessionOutput {
+    /// arrived, at the time it is applied. An unknown ticket (or a closed session) does nothing.
+    public func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) -> SessionOutput {
         var out = SessionOutput()
-        guard let link else { return out }
-        let known = results.filter { link.inbound.holds(ticket: $0.ticket) }
-        guard !known.isEmpty else { return out }
+        guard let link, link.inbound.holds(ticket: ticket) else { return out }
         lastNow = now
         run(&out) { out in
-            try withLink { link in for r in known { link.inbound.prepared[r.ticket] = r.changes } }
-            drain: while !isClosed, let inbound = self.link?.inbound, let first = inbound.held.first {
+            try withLink { $0.inbound.prepared[ticket] = changes }
+            drain: while !isClosed, let first = self.link?.inbound.held.first {
                 let next: Incoming
-                var taken = 1
                 switch first {
                 case let .message(m):
                     next = .message(m)
                 case let .batch(id, changes, ticket, verifier):
-                    guard let result = inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
-                    let ready = ReadyBatch(id: id, changes: changes, prepared: result, verifier: verifier)
-                    var group = [ready]
-                    if replicator.canCommitTogether(result, by: verifier) {
-                        for held in inbound.held.dropFirst() {
-                            guard case let .batch(id, changes, ticket, verifier) = held, let result = inbound.prepared[ticket],
-                                  replicator.canCommitTogether(result, by: verifier) else { break }
-                            group.append(ReadyBatch(id: id, changes: changes, prepared: result, verifier: verifier))
-                        }
-                    }
-                    taken = group.count
-                    next = group.count == 1 ? .prepared(ready) : .preparedTogether(group)
+                    guard let result = self.link?.inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
+                    next = .prepared(id: id, changes: changes, prepared: result, verifier: verifier)
                 }
                 try withLink { link in
-                    for _ in 0..<taken {
-                        let held = link.inbound.held.removeFirst()
-                        if case let .batch(_, _, t, _) = held {
-                            link.inbound.prepared[t] = nil
-                            link.inbound.batches -= 1
-                        }
+                    let held = link.inbound.held.removeFirst()
+                    if case let .batch(_, _, t, _) = held {
+                        link.inbound.prepared[t] = nil
+                        link.inbound.batches -= 1
                     }
                     try checkStanding(&link, now: now)
                 }
@@ -657,11 +614,8 @@ public final class SyncSession {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
                 state = .reconciling(link, rec, ownHoldings: own)
-            case let .prepared(b):
-                try applyBatch(b.id, b.changes, prepared: (b.prepared, b.verifier), &link, now: now, &out)
-                state = .reconciling(link, rec, ownHoldings: own)
-            case let .preparedTogether(group):
-                try applyBatchesTogether(group, &link, now: now, &out)
+            case let .prepared(id, changes, prepared, verifier):
+                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
                 state = .reconciling(link, rec, ownHoldings: own)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
@@ -680,10 +634,8 @@ public final class SyncSession {
             switch incoming {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-            case let .prepared(b):
-                try applyBatch(b.id, b.changes, prepared: (b.prepared, b.verifier), &link, now: now, &out)
-            case let .preparedTogether(group):
-                try applyBatchesTogether(group, &link, now: now, &out)
+            case let .prepared(id, changes, prepared, verifier):
+                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, &outbound)
             case let .message(.fork(certs, proof)):
@@ -702,10 +654,8 @@ public final class SyncSession {
             switch incoming {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-            case let .prepared(b):
-                try applyBatch(b.id, b.changes, prepared: (b.prepared, b.verifier), &link, now: now, &out)
-            case let .preparedTogether(group):
-                try applyBatchesTogether(group, &link, now: now, &out)
+            case let .prepared(id, changes, prepared, verifier):
+                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, &outbound)
                 try pump(&link, &outbound, &out)
@@ -847,37 +797,13 @@ public final class SyncSession {
     /// with the snapshot that prepared it); then reports it, judges the rejections and acknowledges.
     private func applyBatch(_ id: UInt32, _ changes: [Change], prepared: (changes: [PreparedChange], verifier: ChangeVerifier)?,
                             _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
-        notePeerHolds(changes, &link)
+        if config.live {  // the peer holds what it sends
+            for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
+        }
         let report = try stored {
             if let prepared { try replicator.ingest(prepared: prepared.changes, by: prepared.verifier, now: now).report }
             else { try replicator.ingest(changes, now: now) }
         }
-        batchCommits += 1
-        try settleBatch(id, changes, report, &link, now: now, &out)
-    }
-
-    /// Applies batches prepared elsewhere that the replicator commits in one store transaction
-    /// (`Replicator.ingest(preparedTogether:now:)`), then reports, judges and acknowledges each in order,
-    /// exactly as `applyBatch` would one after the other (every change of them verified, so none of
-    /// them can fail the session by its own content).
-    private func applyBatchesTogether(_ group: [ReadyBatch], _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
-        for b in group { notePeerHolds(b.changes, &link) }
-        let reports = try stored { try replicator.ingest(preparedTogether: group.map { ($0.prepared, $0.verifier) }, now: now) }
-        batchCommits += 1
-        batchesCommittedTogether += group.count
-        for (b, report) in zip(group, reports) { try settleBatch(b.id, b.changes, report, &link, now: now, &out) }
-    }
-
-    /// Live mode: the peer holds what it sends.
-    private func notePeerHolds(_ changes: [Change], _ link: inout Link) {
-        guard config.live else { return }
-        for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
-    }
-
-    /// After a batch was committed: reports it, judges its rejections (a forgery fails the session, after
-    /// what verified was committed) and acknowledges it.
-    private func settleBatch(_ id: UInt32, _ changes: [Change], _ report: IngestReport, _ link: inout Link, now: UInt64,
-                             _ out: inout SessionOutput) throws {
         var applied = AppliedBatch()
         applied.changes = changes.count
         for (c, o) in zip(changes, report.outcomes) where o == .accepted {
