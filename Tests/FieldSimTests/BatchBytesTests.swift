@@ -34,4 +34,18 @@ import Testing
         #expect(json.contains("\"batch_bytes_breakdown\""))
         #expect(json.contains("\"changes_to_relays\": \(b.changesToRelays)") || json.contains("\"changes_to_relays\":\(b.changesToRelays)"))
     }
+
+    /// With devices hours ahead, receivers refuse changes dated ahead of their clock and later sessions send
+    /// them again: those copies move to `changesRefused`, so the reader copies left are the deliveries, and
+    /// the parts still sum to the batch total.
+    @Test func refusedChangesAreTheirOwnPart() throws {
+        var (f, path) = try shippedScenario("longnan-small", days: 4)
+        f.faults?.clockSkewShare = 0.3
+        let scen = try makeScenario(f, seed: 1, path: path)
+        let sim = runFieldSync(scenario: scen, seed: 1, crypto: .standIn, options: RunOptions(oracleSampleEvery: 0))
+        let b = sim.agent.batchBytes
+        #expect(b.refusedChanges > 0 && b.changesRefused > 0 && b.refusedDatedAhead == b.refusedChanges)
+        #expect(b.readerChanges == sim.metrics.delivered, "reader copies \(b.readerChanges), delivered \(sim.metrics.delivered)")
+        #expect(b.total == sim.agent.bytesByKind[SessionFrameKind.batch.rawValue])
+    }
 }
