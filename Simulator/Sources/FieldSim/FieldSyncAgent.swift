@@ -76,6 +76,86 @@ public struct FieldSyncFrame {
     /// Which session pair of the contact sent it (a new pair is a new connection: frames of a closed one
     /// never reach it).
     public var session: UInt32 = 0
+    /// For a batch (or fork proof) frame: its bytes split as `FieldSyncAgent.batchBytes` counts them, so
+    /// that a cut frame can be taken out of the parts again (accounting only, not sent).
+    public var batchParts: BatchBytes?
+}
+
+/// The bytes of batch frames (`SessionFrameKind.batch`: batches of changes and fork proofs) split by what
+/// they carry (`fieldsync.batch_bytes_breakdown` in `summary.json`; docs/simulator.md, "Issue 14: what the
+/// batch bytes are"). Every byte of a batch frame that left its sender is in exactly one part, so the parts
+/// sum to `bytesByKind[batch]`; each change is classed when its frame leaves the sender.
+public struct BatchBytes: Equatable, Sendable {
+    /// Workload changes (the scenario's writes) to a node that reads their station and did not hold them:
+    /// what the ideal epidemic also sends, at the change's real encoded size.
+    public var changesToReaders: Int64 = 0
+    /// Workload changes to a relay box that carries the station and did not hold them (sealed copies: the
+    /// ideal epidemic sends these too).
+    public var changesToRelays: Int64 = 0
+    /// Workload changes to a node that does not carry their station (the ideal epidemic never sends these).
+    public var changesToNonCarriers: Int64 = 0
+    /// Workload changes to a node that already held them when the frame left (another path was faster).
+    public var changesPeerHeld: Int64 = 0
+    /// Workload changes the receiver did not store (`SessionEvent.refused`: dated ahead of its clock, relay
+    /// quota, held back, revoked, forked): sent, and sent again by a later session. Moved here from
+    /// `changesToReaders` or `changesToRelays` when the refusal is reported.
+    public var changesRefused: Int64 = 0
+    /// Control changes (HQ's receipts, revocations): not part of the workload, so the ideal epidemic has none.
+    public var controlChanges: Int64 = 0
+    /// Certificates carried (authors' chains and county authorities, once per session).
+    public var certificates: Int64 = 0
+    /// Fork proofs' canonical bytes.
+    public var forkProofs: Int64 = 0
+    /// Message encoding inside the plaintext: tag byte, batch id, counts, a length prefix per change.
+    public var encoding: Int64 = 0
+    /// Frame overhead outside the plaintext: 2-byte length prefix and 16-byte AEAD tag.
+    public var framing: Int64 = 0
+    /// Bytes of frames cut by the end of their contact that had left the sender (their parts are not counted
+    /// above: the receiver read none of them).
+    public var cutFrames: Int64 = 0
+    /// Counts: batch frames (fork proofs included) that left whole, changes in them by class as above,
+    /// certificates.
+    public var frames = 0, readerChanges = 0, relayChanges = 0, nonCarrierChanges = 0, peerHeldChanges = 0,
+               controlChangeCount = 0, certificateCount = 0, refusedChanges = 0
+    /// Of `refusedChanges`: refused as dated ahead of the receiver's clock (`timestampInFuture`).
+    public var refusedDatedAhead = 0
+    /// Of `certificates` (not a part of its own): certificates the receiver had already verified when the
+    /// frame left (from an earlier session with any peer), and their bytes.
+    public var certificatesPeerHeld = 0, certificatesPeerHeldBytes: Int64 = 0
+    /// Modelled sizes (`ChangeLog.size`, what the ideal epidemic charges) of the workload changes counted in
+    /// `changesToReaders` and `changesToRelays`.
+    public var modelBytesToReaders: Int64 = 0, modelBytesToRelays: Int64 = 0
+
+    /// Creates an empty value.
+    public init() {}
+
+    /// The parts, named as in reports, in order; their sum is every batch byte that left a sender.
+    public var parts: [(String, Int64)] {
+        [("changes_to_readers", changesToReaders), ("changes_to_relays", changesToRelays),
+         ("changes_to_non_carriers", changesToNonCarriers), ("changes_peer_already_held", changesPeerHeld),
+         ("changes_refused_by_receiver", changesRefused),
+         ("control_changes", controlChanges), ("certificates", certificates), ("fork_proofs", forkProofs),
+         ("message_encoding", encoding), ("framing_length_and_aead", framing), ("cut_frames", cutFrames)]
+    }
+
+    /// The sum of `parts`.
+    public var total: Int64 { parts.reduce(0) { $0 + $1.1 } }
+
+    /// Adds (`sign` 1) or removes (`sign` -1) every part and count of `o`.
+    mutating func add(_ o: BatchBytes, sign: Int64 = 1) {
+        changesToReaders += sign * o.changesToReaders; changesToRelays += sign * o.changesToRelays
+        changesToNonCarriers += sign * o.changesToNonCarriers; changesPeerHeld += sign * o.changesPeerHeld
+        changesRefused += sign * o.changesRefused; refusedChanges += Int(sign) * o.refusedChanges
+        refusedDatedAhead += Int(sign) * o.refusedDatedAhead
+        controlChanges += sign * o.controlChanges; certificates += sign * o.certificates; forkProofs += sign * o.forkProofs
+        encoding += sign * o.encoding; framing += sign * o.framing; cutFrames += sign * o.cutFrames
+        let n = Int(sign)
+        frames += n * o.frames; readerChanges += n * o.readerChanges; relayChanges += n * o.relayChanges
+        nonCarrierChanges += n * o.nonCarrierChanges; peerHeldChanges += n * o.peerHeldChanges
+        controlChangeCount += n * o.controlChangeCount; certificateCount += n * o.certificateCount
+        certificatesPeerHeld += n * o.certificatesPeerHeld; certificatesPeerHeldBytes += sign * o.certificatesPeerHeldBytes
+        modelBytesToReaders += sign * o.modelBytesToReaders; modelBytesToRelays += sign * o.modelBytesToRelays
+    }
 }
 
 /// Runs the real `FieldSyncProtocol` (handshake, reconciliation, batches, verification, sealing) on
@@ -98,6 +178,8 @@ public final class FieldSyncAgent: SyncAgent {
     /// Bytes that left a sender on a link, by `SessionFrameKind` raw value (a cut frame counts the bytes
     /// that had left, as the engine's totals do).
     public private(set) var bytesByKind = [Int64](repeating: 0, count: SessionFrameKind.allCases.count)
+    /// The bytes of `bytesByKind[batch]` split by what they carry (`BatchBytes`).
+    public private(set) var batchBytes = BatchBytes()
     /// `bytesByKind` with the kinds' names, in kind order.
     public var bytesByMessageType: [(String, Int64)] { SessionFrameKind.allCases.map { ($0.description, bytesByKind[$0.rawValue]) } }
     /// Session pairs that failed by error code of either side (cuts are `cut`), in code order.
@@ -148,6 +230,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var writtenTag: [UInt64] = []  // change -> first 8 bytes of the id its author's store gave it
+    private var writtenSize: [Int32] = []  // change -> its encoded size (bytes; accounting of refusals)
     private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
     /// Log -> its domain and its place in `domainLogs` (index ≥ 0) or `controlLogs` (-1 - index).
     private var logPlace: [LogID: (domain: Int32, index: Int32)] = [:]
@@ -386,6 +469,8 @@ public final class FieldSyncAgent: SyncAgent {
             precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
             if writtenTag.count <= Int(change) { writtenTag += repeatElement(0, count: Int(change) + 1 - writtenTag.count) }
             writtenTag[Int(change)] = Self.tag(try r.store.hash(log, seq: c.header.seq))
+            if writtenSize.count <= Int(change) { writtenSize += repeatElement(0, count: Int(change) + 1 - writtenSize.count) }
+            writtenSize[Int(change)] = Int32(c.encodedBytes.count)
             held[Int(node)][change] = 0
             seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
@@ -516,8 +601,71 @@ public final class FieldSyncAgent: SyncAgent {
         bytesByKind[kind.rawValue] += Int64(bytes.count)
         lastTraffic[Int(link.slot)] = now
         lastSent[2 * Int(link.slot) + Int(side.rawValue)] = now
+        var parts: BatchBytes?
+        if let contents = frame.contents {
+            let p = batchParts(bytes.count, contents, to: link.node(side.other))
+            batchBytes.add(p)
+            parts = p
+        }
         return FieldSyncFrame(bytes: bytes, type: kind == .handshake ? .summary : .control, kind: kind,
-                              session: sessionGen[Int(link.slot)])
+                              session: sessionGen[Int(link.slot)], batchParts: parts)
+    }
+
+    /// Moves a workload change the receiver `node` did not store from the part it was counted in when its
+    /// frame left (readers or relays) to `changesRefused`.
+    private func batchChangeRefused(_ r: RefusedChange, at node: NodeIndex) {
+        guard let list = changeOf[r.log], r.seq >= 1, Int(r.seq) <= list.count else { return }  // control: stays there
+        let change = list[Int(r.seq) - 1]
+        let n = Int64(writtenSize[Int(change)]), model = Int64(ctx.changes.size[Int(change)])
+        if ctx.world.reads(ctx.changes.domain[Int(change)], at: node) {
+            batchBytes.changesToReaders -= n; batchBytes.readerChanges -= 1; batchBytes.modelBytesToReaders -= model
+        } else {
+            batchBytes.changesToRelays -= n; batchBytes.relayChanges -= 1; batchBytes.modelBytesToRelays -= model
+        }
+        batchBytes.changesRefused += n
+        batchBytes.refusedChanges += 1
+        if r.reason == .timestampInFuture { batchBytes.refusedDatedAhead += 1 }
+    }
+
+    /// A batch frame's bytes split by what it carries, each change classed by whether it belongs to the
+    /// workload, whether `peer` held it already, and whether `peer` reads or only carries its station.
+    private func batchParts(_ frameBytes: Int, _ c: BatchFrameContents, to peer: NodeIndex) -> BatchBytes {
+        var p = BatchBytes()
+        p.frames = 1
+        p.framing = Int64(frameBytes - c.plaintextBytes)
+        p.certificates = Int64(c.certificateBytes)
+        p.certificateCount = c.certificates.count
+        if let peerReplicator = replicators[Int(peer)] {  // which of them the receiver had already verified
+            for cert in c.certificates {
+                let had = cert.kind == .authority ? peerReplicator.trust.authorities[cert.subject] == cert
+                    : peerReplicator.certificateChain(of: cert.subject).contains(cert)
+                if had { p.certificatesPeerHeldBytes += Int64(cert.canonicalBytes.count); p.certificatesPeerHeld += 1 }
+            }
+        }
+        p.forkProofs = Int64(c.forkProofBytes)
+        var carried = Int64(c.certificateBytes + c.forkProofBytes)
+        let world = ctx.world
+        for ch in c.changes {
+            let n = Int64(ch.bytes)
+            carried += n
+            guard let list = changeOf[ch.log], ch.seq >= 1, Int(ch.seq) <= list.count else {
+                p.controlChanges += n; p.controlChangeCount += 1
+                continue
+            }
+            let change = list[Int(ch.seq) - 1]
+            let d = ctx.changes.domain[Int(change)]
+            if held[Int(peer)][change] != nil {
+                p.changesPeerHeld += n; p.peerHeldChanges += 1
+            } else if world.reads(d, at: peer) {
+                p.changesToReaders += n; p.readerChanges += 1; p.modelBytesToReaders += Int64(ctx.changes.size[Int(change)])
+            } else if world.carries(d, at: peer) {
+                p.changesToRelays += n; p.relayChanges += 1; p.modelBytesToRelays += Int64(ctx.changes.size[Int(change)])
+            } else {
+                p.changesToNonCarriers += n; p.nonCarrierChanges += 1
+            }
+        }
+        p.encoding = Int64(c.plaintextBytes) - carried
+        return p
     }
 
     /// The frame with one bit flipped (`LinkFaults.corrupt`): the receiving session's AEAD or framing
@@ -541,6 +689,7 @@ public final class FieldSyncAgent: SyncAgent {
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
         for e in here.take(sess.receive(message.bytes, now: wall(me, now))) {
+            if case let .refused(r) = e { batchChangeRefused(r, at: me) }
             switch e {
             case let .applied(batch):
                 duplicatesReceived += batch.duplicates
@@ -802,7 +951,13 @@ public final class FieldSyncAgent: SyncAgent {
     public func contactEnded(_ link: LinkHandle, now: SimTime, cut: [CutTransfer<FieldSyncFrame>], effects: inout AgentEffects) {
         let s = Int(link.slot)
         var fed: Set<Int32> = []
-        for c in cut { bytesByKind[c.message.kind.rawValue] -= Int64(c.message.bytes.count - c.bytesSent) }
+        for c in cut {
+            bytesByKind[c.message.kind.rawValue] -= Int64(c.message.bytes.count - c.bytesSent)
+            if let p = c.message.batchParts {  // the receiver reads none of it: only the bytes that left count
+                batchBytes.add(p, sign: -1)
+                batchBytes.cutFrames += Int64(c.bytesSent)
+            }
+        }
         for c in cut where !fed.contains(c.from.rawValue) && c.message.session == sessionGen[s] {
             fed.insert(c.from.rawValue)
             let side = c.from.other
@@ -1031,6 +1186,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         })),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
+        ("batch_bytes_breakdown", batchBreakdownJSON(a.batchBytes, total: a.bytesByKind[SessionFrameKind.batch.rawValue])),
     ]
     let div = divergence(sim)
     r.headline.divergedStations = div.diverged.count
@@ -1076,6 +1232,24 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
     return r
 }
 
+
+/// `fieldsync.batch_bytes_breakdown`: the parts of the batch bytes (summing to `total`), the counts behind
+/// them, and the modelled sizes the ideal epidemic would charge for the same deliveries.
+func batchBreakdownJSON(_ b: BatchBytes, total: Int64) -> JSON {
+    .object([("total", .int(total))] + b.parts.map { ($0.0, .int($0.1)) } + [
+        ("frames", .int(Int64(b.frames))), ("certificates_sent", .int(Int64(b.certificateCount))),
+        ("certificates_receiver_already_held", .int(Int64(b.certificatesPeerHeld))),
+        ("certificate_bytes_receiver_already_held", .int(b.certificatesPeerHeldBytes)),
+        ("change_copies", .object([("to_readers", .int(Int64(b.readerChanges))), ("to_relays", .int(Int64(b.relayChanges))),
+                                   ("to_non_carriers", .int(Int64(b.nonCarrierChanges))),
+                                   ("peer_already_held", .int(Int64(b.peerHeldChanges))),
+                                   ("refused_by_receiver", .int(Int64(b.refusedChanges))),
+                                   ("of_which_dated_ahead", .int(Int64(b.refusedDatedAhead))),
+                                   ("control", .int(Int64(b.controlChangeCount)))])),
+        ("modelled_size_of_changes_to_readers", .int(b.modelBytesToReaders)),
+        ("modelled_size_of_changes_to_relays", .int(b.modelBytesToRelays)),
+    ])
+}
 
 /// The end-of-run divergence check of a `fieldsync` run: for every station, the live readers that hold
 /// every change of that station any live reader holds must hold identical record state (compared by

@@ -7,11 +7,48 @@ public struct SessionFrame: Sendable, Equatable {
     public var bytes: [UInt8]
     /// What the frame carries.
     public var kind: SessionFrameKind
+    /// For a `batch` (or `fork`) frame: what is inside it, for byte accounting (nil for other frames).
+    /// Not sent: the wire bytes are `bytes` alone.
+    public var contents: BatchFrameContents?
 
     /// Creates a frame.
-    public init(bytes: [UInt8], kind: SessionFrameKind) {
+    public init(bytes: [UInt8], kind: SessionFrameKind, contents: BatchFrameContents? = nil) {
         self.bytes = bytes
         self.kind = kind
+        self.contents = contents
+    }
+}
+
+/// What a `batch` or `fork` frame carries (`SessionFrame.contents`), for accounting only: a simulator or
+/// a node splits a batch frame's bytes into the changes, the certificates and the rest (message encoding,
+/// then the frame's length prefix and AEAD tag: `SessionFrame.bytes.count - plaintextBytes`).
+public struct BatchFrameContents: Sendable, Equatable {
+    /// The changes, in batch order: log, seq and encoded size (bytes, as stored and sent). Empty for a
+    /// fork proof.
+    public var changes: [(log: LogID, seq: UInt64, bytes: Int)]
+    /// Certificates carried (authors' chains and authorities, once per session), and their canonical bytes.
+    public var certificates: [Certificate]
+    /// The sum of the certificates' canonical sizes.
+    public var certificateBytes: Int
+    /// Canonical bytes of a fork proof (0 for a batch).
+    public var forkProofBytes: Int
+    /// Size of the encoded message before sealing (tag, id, counts, length prefixes, certificates, changes).
+    public var plaintextBytes: Int
+
+    /// Creates a value.
+    public init(changes: [(log: LogID, seq: UInt64, bytes: Int)], certificates: [Certificate], certificateBytes: Int,
+                forkProofBytes: Int, plaintextBytes: Int) {
+        self.changes = changes
+        self.certificates = certificates
+        self.certificateBytes = certificateBytes
+        self.forkProofBytes = forkProofBytes
+        self.plaintextBytes = plaintextBytes
+    }
+
+    /// Equal contents: the same changes (log, seq, size) in order and the same counts and sizes.
+    public static func == (a: Self, b: Self) -> Bool {
+        a.certificates == b.certificates && a.certificateBytes == b.certificateBytes && a.forkProofBytes == b.forkProofBytes
+            && a.plaintextBytes == b.plaintextBytes && a.changes.elementsEqual(b.changes) { $0.log == $1.log && $0.seq == $1.seq && $0.bytes == $1.bytes }
     }
 }
 

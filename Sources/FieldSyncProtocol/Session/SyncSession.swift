@@ -503,8 +503,9 @@ public final class SyncSession {
         out.events.append(.needsTimer(at: at))
     }
 
-    private func emit(_ frame: [UInt8], _ kind: SessionFrameKind, _ out: inout SessionOutput) {
-        out.frames.append(SessionFrame(bytes: frame, kind: kind))
+    private func emit(_ frame: [UInt8], _ kind: SessionFrameKind, _ out: inout SessionOutput,
+                      contents: BatchFrameContents? = nil) {
+        out.frames.append(SessionFrame(bytes: frame, kind: kind, contents: contents))
         bytesSent[kind.rawValue] += frame.count
     }
 
@@ -523,7 +524,17 @@ public final class SyncSession {
         case .keepAlive: .keepAlive
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
-        emit(FrameDecoder.frame(try link.transport.seal(Self.encoded(m))), kind, &out)
+        let plain = Self.encoded(m)
+        let contents: BatchFrameContents? = switch m {
+        case let .batch(_, certs, _):  // the changes' logs, seqs and sizes: set by `pump`, which knows them
+            BatchFrameContents(changes: [], certificates: certs, certificateBytes: certs.reduce(0) { $0 + $1.canonicalBytes.count },
+                               forkProofBytes: 0, plaintextBytes: plain.count)
+        case let .fork(certs, proof):
+            BatchFrameContents(changes: [], certificates: certs, certificateBytes: certs.reduce(0) { $0 + $1.canonicalBytes.count },
+                               forkProofBytes: proof.canonicalBytes.count, plaintextBytes: plain.count)
+        default: nil
+        }
+        emit(FrameDecoder.frame(try link.transport.seal(plain)), kind, &out, contents: contents)
     }
 
     /// The sealed `refuse` frame for `error`, under the transport of a completed handshake (nil if there is none).
@@ -1112,6 +1123,7 @@ public final class SyncSession {
         while o.inFlight.count < config.window, o.cursor < o.toSend.count {
             var changes: [[UInt8]] = []
             var sent: [(log: LogID, seq: UInt64)] = []
+            var sizes: [(log: LogID, seq: UInt64, bytes: Int)] = []
             var certs: [Certificate] = []
             var bytes = 16
             while o.cursor < o.toSend.count {
@@ -1147,6 +1159,7 @@ public final class SyncSession {
                 if next.contentType.carriesTrust { link.authoritiesSent = true }
                 changes.append(next.bytes)  // sent exactly as stored and received
                 sent.append((next.log, next.seq))
+                sizes.append((next.log, next.seq, next.bytes.count))
                 bytes += extra
             }
             if changes.isEmpty { break }
@@ -1157,6 +1170,7 @@ public final class SyncSession {
             link.certificatesSent.formUnion(certs)
             changesSent += changes.count
             try send(.batch(id: id, certificates: certs, changes: changes), &link, &out)
+            out.frames[out.frames.count - 1].contents?.changes = sizes  // accounting: which changes, how big
             out.events.append(.sent(changes: changes.count))
         }
         if o.isIdle && !o.sentEnd {
