@@ -211,22 +211,20 @@ enum DaemonLiveness {
     }
 }
 
-/// A certificate's remaining lifetime, for `status` and the commands that print certificates.
+/// A certificate's remaining lifetime, for `status` and the commands that print certificates (the days and
+/// the warning threshold are `CertificateChainLifetime`'s, which the daemon's log and metrics use).
 enum CertificateLifetime {
-    /// Warn this many days before a certificate runs out (a relay box renewed yearly gets a month's notice).
-    static let warnDays: Int64 = 30
-
     /// Whole days from `now` to `notAfter` (negative once expired).
-    static func daysLeft(_ notAfter: UInt64, now: UInt64) -> Int64 { (Int64(notAfter) - Int64(now)) / 86_400_000 }
+    static func daysLeft(_ notAfter: UInt64, now: UInt64) -> Int64 { CertificateChainLifetime.daysLeft(notAfter, now: now) }
 
-    /// The warning to show, or nil when more than `warnDays` days are left.
+    /// The warning to show, or nil when more than `CertificateChainLifetime.warnDays` days are left.
     static func warning(_ notAfter: UInt64, now: UInt64) -> String? {
         let days = daysLeft(notAfter, now: now)
         if notAfter <= now {
             return "this device's certificate expired at \(TimeText.format(Int64(notAfter))); peers refuse its sessions: renew it "
                 + "(fieldsync authority renew, then device import; docs/enrollment.md)"
         }
-        guard days < warnDays else { return nil }
+        guard days < CertificateChainLifetime.warnDays else { return nil }
         return "this device's certificate expires at \(TimeText.format(Int64(notAfter))), in \(days) day(s): renew it "
             + "(fieldsync authority renew, then device import; docs/enrollment.md)"
     }
