@@ -78,7 +78,7 @@ import Testing
         let early = Self.connect(bp, st, seed: 2)
         #expect(early.a.keepAlive(now: later).frames.isEmpty)
         guard case .keepAlive = try SessionMessage.decode([9]) else { Issue.record("tag 9 is not keepAlive"); return }
-        #expect(throws: DecodingError.self) { _ = try SessionMessage.decode([8, 0]) }
+        #expect(throws: DecodingError.self) { _ = try SessionMessage.decode([9, 0]) }
     }
 
     @Test func pushRespectsEntitlement() throws {

@@ -180,11 +180,14 @@ import Testing
 
     // MARK: streaming, finished
 
-    /// Streaming: a reconciliation message or an ack of an unknown batch is illegal; the ack of the
-    /// batch in flight brings `done`, the peer's `done` the typed `finished`.
+    /// Streaming: a reconciliation message, an ack or ack-refused of an unknown batch, an ack-refused naming
+    /// a position past the batch's changes (batch 1 holds one), or a keep-alive before the peer's `live` is
+    /// illegal; the ack of the batch in flight brings `done`, the peer's `done` the typed `finished`.
     @Test func streamingLegalAndIllegalInputsAndFinish() throws {
         for illegal in [SessionMessage.recon(.hello(Hello(elementCount: 0, digest: Array(repeating: 0, count: 16), salt: salt(3)))),
-                        .ack(id: 77), .refuse(.certificateInvalid)] {
+                        .ack(id: 77), .refuse(.certificateInvalid),
+                        .ackRefused(id: 77, refused: [BatchRefusal(index: 0, reason: .quota)]),
+                        .ackRefused(id: 1, refused: [BatchRefusal(index: 1, reason: .quota)]), .keepAlive] {
             var rig = try Rig()
             _ = try rig.handshake()
             let outs = try rig.reconcileAsEmptyPeer()
