@@ -59,9 +59,17 @@ public struct ConnectionCounters: Sendable, Equatable, Codable {
 /// newcomer from a source already among the busiest is refused. So a host with many connections cannot
 /// keep a host with none out, and every pending handshake is bounded in time by the handshake deadline.
 ///
+/// A handshake from a *proven* source (one from which a handshake completed recently,
+/// `HandshakeRateLimiter.isProven`) is never evicted by a newcomer from an unproven source. Without that,
+/// a flood from more sources than the pool has places turns the pool over faster than a slow honest
+/// handshake completes (each newcomer from a fresh source evicts the oldest entry, and a handshake over a
+/// slow link or to a busy node is the oldest), so a peer that syncs every day would lose every handshake
+/// for as long as the flood lasts. A proven newcomer takes the place of an unproven entry first (the
+/// busiest unproven source's oldest, whatever its count), then of a proven one by the rule above.
+///
 /// ```swift
 /// var pool = HandshakeAdmission(capacity: 16, perSource: 4)
-/// switch pool.admit(7, source: "10.0.0.9", now: now) {
+/// switch pool.admit(7, source: "10.0.0.9", now: now, proven: rate.isProven("10.0.0.9", now: now)) {
 /// case .admit: break
 /// case let .admitEvicting(victim): cut(victim)
 /// case let .refuse(reason): close(reason)
@@ -73,7 +81,7 @@ public struct HandshakeAdmission: Sendable {
     public let capacity: Int
     /// Most pending handshakes from one source address.
     public let perSource: Int
-    private var pending: [UInt64: (source: String, since: UInt64)] = [:]
+    private var pending: [UInt64: (source: String, since: UInt64, proven: Bool)] = [:]
     private var bySource: [String: Int] = [:]
 
     /// What to do with a new connection.
@@ -102,26 +110,40 @@ public struct HandshakeAdmission: Sendable {
 
     /// Decides on connection `id` from `source` arriving at `now`; an admitted one is pending until
     /// `release`. An evicted one is removed from the pool here.
-    public mutating func admit(_ id: UInt64, source: String, now: UInt64) -> Decision {
+    /// - Parameter proven: whether a handshake from `source` completed recently (its pending handshakes
+    ///   are then protected from unproven newcomers).
+    public mutating func admit(_ id: UInt64, source: String, now: UInt64, proven: Bool = false) -> Decision {
         precondition(pending[id] == nil, "connection \(id) admitted twice")
         let mine = bySource[source] ?? 0
         guard mine < perSource else { return .refuse(.perSource) }
         if pending.count < capacity {
-            insert(id, source: source, now: now)
+            insert(id, source: source, now: now, proven: proven)
             return .admit
         }
-        // Full: the busiest source (ties: the one holding the oldest entry) gives up its oldest entry, if
-        // it holds more than the newcomer's source.
-        var victim: (id: UInt64, count: Int, since: UInt64)?
-        for (pid, entry) in pending {
-            let c = bySource[entry.source] ?? 0
-            if let v = victim, c < v.count || (c == v.count && (entry.since, pid) > (v.since, v.id)) { continue }
-            victim = (pid, c, entry.since)
+        // Full. Candidates: unproven entries, and proven ones only for a proven newcomer. Among them the
+        // busiest source (ties: the one holding the oldest entry) gives up its oldest entry if it holds more
+        // than the newcomer's source; a proven newcomer takes an unproven entry whatever its count.
+        func victim(proven candidates: Bool) -> (id: UInt64, count: Int, since: UInt64)? {
+            var v: (id: UInt64, count: Int, since: UInt64)?
+            for (pid, entry) in pending where entry.proven == candidates {
+                let c = bySource[entry.source] ?? 0
+                if let w = v, c < w.count || (c == w.count && (entry.since, pid) > (w.since, w.id)) { continue }
+                v = (pid, c, entry.since)
+            }
+            return v
         }
-        guard let v = victim, v.count > mine else { return .refuse(.handshakePoolFull) }
-        release(v.id)
-        insert(id, source: source, now: now)
-        return .admitEvicting(v.id)
+        let chosen: UInt64?
+        if let v = victim(proven: false), proven || v.count > mine {
+            chosen = v.id
+        } else if proven, let v = victim(proven: true), v.count > mine {
+            chosen = v.id
+        } else {
+            chosen = nil
+        }
+        guard let evict = chosen else { return .refuse(.handshakePoolFull) }
+        release(evict)
+        insert(id, source: source, now: now, proven: proven)
+        return .admitEvicting(evict)
     }
 
     /// Removes connection `id` (authenticated, failed or closed); unknown ids are ignored.
@@ -131,8 +153,8 @@ public struct HandshakeAdmission: Sendable {
         bySource[entry.source] = left > 0 ? left : nil
     }
 
-    private mutating func insert(_ id: UInt64, source: String, now: UInt64) {
-        pending[id] = (source, now)
+    private mutating func insert(_ id: UInt64, source: String, now: UInt64, proven: Bool) {
+        pending[id] = (source, now, proven)
         bySource[source, default: 0] += 1
     }
 }

@@ -210,11 +210,11 @@ public final class FieldSyncNode: Sendable {
             SessionTable(admission: HandshakeAdmission(capacity: max(1, configuration.maxPendingHandshakes),
                                                        perSource: max(1, configuration.maxHandshakesPerSource)),
                          logLimiter: LogRateLimiter(burst: max(1, configuration.logLinesPerSourcePerMinute)),
-                         handshakeRate: configuration.unprovenHandshakesPerSource > 0
-                             ? HandshakeRateLimiter(burst: configuration.unprovenHandshakesPerSource,
-                                                    window: UInt64(max(1, configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000)),
-                                                    provenFor: UInt64(max(0, configuration.provenSourceMemory.nanoseconds / 1_000_000)))
-                             : nil),
+                         // Without a rate limit it still remembers proven sources (the handshake pool protects them).
+                         handshakeRate: HandshakeRateLimiter(burst: configuration.unprovenHandshakesPerSource > 0
+                                                                 ? configuration.unprovenHandshakesPerSource : Int.max,
+                                                             window: UInt64(max(1, configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000)),
+                                                             provenFor: UInt64(max(0, configuration.provenSourceMemory.nanoseconds / 1_000_000)))),
             eventLoop: loop)
         let box = replicator
         do {
@@ -515,13 +515,15 @@ public final class FieldSyncNode: Sendable {
             }
             // Before any work: a source that keeps starting handshakes and never completes one is refused
             // here, where a refusal costs almost nothing, rather than answered with a key agreement.
-            if table.value.handshakeRate?.allows(source, now: nodeClockMilliseconds()) == false {
+            if !table.value.handshakeRate.allows(source, now: nodeClockMilliseconds()) {
                 refuse(channel, .handshakeRate, source: source, initiator: false,
                        detail: "more than \(configuration.unprovenHandshakesPerSource) handshakes in \(configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000) ms "
                            + "from a source with no recent authenticated session")
                 return false
             }
-            switch table.value.admission.admit(serial, source: source, now: nodeClockMilliseconds()) {
+            let now = nodeClockMilliseconds()
+            let proven = table.value.handshakeRate.isProven(source, now: now)
+            switch table.value.admission.admit(serial, source: source, now: now, proven: proven) {
             case .admit:
                 break
             case let .admitEvicting(victim):
@@ -577,7 +579,7 @@ public final class FieldSyncNode: Sendable {
                 table.value.pendingOut -= 1
             } else {
                 table.value.admission.release(serial)
-                table.value.handshakeRate?.authenticated(source, now: nodeClockMilliseconds())
+                table.value.handshakeRate.authenticated(source, now: nodeClockMilliseconds())
             }
             let now = table.value.sessions - table.value.live
             guard now < max else {
@@ -668,8 +670,9 @@ private struct SessionTable {
     var counters = ConnectionCounters()
     /// Log lines caused by each source address.
     var logLimiter: LogRateLimiter
-    /// Handshakes started by sources that have not authenticated recently (nil: no limit).
-    var handshakeRate: HandshakeRateLimiter?
+    /// Handshakes started by sources that have not authenticated recently (burst `Int.max`: no limit), and
+    /// the sources that have (their pending handshakes are protected in `admission`).
+    var handshakeRate: HandshakeRateLimiter
     /// Open sessions that asked for live mode (bounded by `maxLiveSessions`).
     var askingLive = 0
     var nextSerial: UInt64 = 0

@@ -697,12 +697,15 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         guard !completed else { return }
-        if started == 0 {
+        if started == 0, result.cut == nil {
             // The connection never became active (connect failed): no session ran, nothing to log.
             completed = true
             done.fail(NodeError("the connection was never established"))
             return
         }
+        // Cut before it became active (an accepted connection evicted from the handshake pool by one
+        // accepted in the same burst): it ends as a cut, so the node counts it with the others.
+        if started == 0 { started = clock() }
         failure = failure ?? "handler removed"
         complete()
     }

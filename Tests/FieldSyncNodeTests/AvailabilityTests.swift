@@ -225,6 +225,37 @@ import Glibc
         try await backpack.shutdown()
     }
 
+    /// A flood of connections from more sources than the pool has places evicts the oldest pending
+    /// handshakes in turn; a pending handshake from a source that authenticated before (here a connection
+    /// from the backpack's address that says nothing yet, standing for a slow handshake) keeps its place.
+    /// Before the rule it was evicted by the second newcomer (the CI failure of the combined-attack test).
+    @Test(.timeLimit(.minutes(1))) func aProvenSourceKeepsItsPlaceInAFloodedPool() async throws {
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (station, backpack, listener, port) = try await Self.pair(dir) { c in
+            c.maxPendingHandshakes = 2
+            c.maxHandshakesPerSource = 2
+            c.handshakeTimeout = .seconds(30)
+        }
+        let first = try await backpack.sync(host: "127.0.0.1", port: port)  // 127.0.0.1 is proven from now on
+        #expect(first.isFinished, "\(first)")
+        let slow = try #require(Self.connect(port, from: "127.0.0.1"))
+        defer { close(slow) }
+        try await TestClock.sleep(for: .milliseconds(300))
+        let flood = (2...11).compactMap { Self.connect(port, from: "127.0.0.\($0)") }
+        defer { flood.forEach { close($0) } }
+        #expect(flood.count == 10)
+        try await TestClock.sleep(for: .milliseconds(500))
+        #expect(!Self.closedByPeer(slow, within: 0.2), "the proven source's pending handshake was evicted")
+        let (counters, pending) = try await station.loop.submit { (station.connectionCounters, station.pendingHandshakes) }.get()
+        let closedFlood = flood.filter { Self.closedByPeer($0, within: 0.05) }.count
+        #expect(counters.cut[CutReason.evicted.rawValue] == 9 && pending == 2 && closedFlood == 9,
+                "each flood connection after the first evicts the one before: \(counters), \(pending) pending, \(closedFlood) closed")
+        try await listener.close()
+        try await station.shutdown()
+        try await backpack.shutdown()
+    }
+
     /// Issue 13 item 1: an authenticated peer that trickles a message (a byte every 250 ms) used to keep its
     /// session forever; the progress check (here at least 1,024 bytes per second) cuts it.
     @Test(.timeLimit(.minutes(1))) func anAuthenticatedTrickleIsCutAsTooSlow() async throws {
@@ -527,6 +558,38 @@ import Glibc
         pool.release(3)
         pool.release(3)  // twice: ignored
         #expect(pool.count == 3 && pool.count(from: "a") == 0)
+    }
+
+    /// A flood from more sources than the pool has places turns the pool over: every newcomer from a fresh
+    /// source evicts the oldest pending handshake. A slow handshake from a peer that authenticated before
+    /// (over a slow link, or to a busy node) is the oldest, and before this rule it was evicted 2 s into a
+    /// sync in the combined-attack test (CombinedAttackTests, CI run of 324896d). A proven source's
+    /// pending handshake is never evicted by an unproven newcomer; a proven newcomer takes an unproven place.
+    @Test func aProvenSourcesHandshakeIsNotEvictedByAnUnprovenFlood() {
+        var pool = HandshakeAdmission(capacity: 3, perSource: 2)
+        #expect(pool.admit(1, source: "honest", now: 0, proven: true) == .admit)
+        #expect(pool.admit(2, source: "f1", now: 1) == .admit)
+        #expect(pool.admit(3, source: "f2", now: 2) == .admit)
+        // Fresh flood sources (0 pending) evict the oldest unproven entry, never the older proven one.
+        for (i, id) in (4...40).map({ UInt64($0) }).enumerated() {
+            guard case .admitEvicting(let victim) = pool.admit(id, source: "f\(3 + i)", now: 3 + UInt64(i)) else {
+                Issue.record("flood connection \(id) was not admitted")
+                continue
+            }
+            #expect(victim != 1, "the proven handshake was evicted by flood connection \(id)")
+        }
+        #expect(pool.count(from: "honest") == 1)
+        // The pool all proven: an unproven newcomer is refused, a proven one from a quieter source gets in.
+        var full = HandshakeAdmission(capacity: 2, perSource: 2)
+        #expect(full.admit(1, source: "p", now: 0, proven: true) == .admit)
+        #expect(full.admit(2, source: "p", now: 1, proven: true) == .admit)
+        #expect(full.admit(3, source: "x", now: 2) == .refuse(.handshakePoolFull))
+        #expect(full.admit(4, source: "q", now: 3, proven: true) == .admitEvicting(1))
+        // A proven newcomer takes an unproven place even from a source holding no more than its own.
+        var mixed = HandshakeAdmission(capacity: 2, perSource: 2)
+        #expect(mixed.admit(1, source: "p", now: 0, proven: true) == .admit)
+        #expect(mixed.admit(2, source: "u", now: 1) == .admit)
+        #expect(mixed.admit(3, source: "p", now: 2, proven: true) == .admitEvicting(2))
     }
 
     @Test func repeatedLinesFromOneSourceAreLimited() {
