@@ -54,7 +54,11 @@ struct CombinedAttackTests {
             let r = try w.sync(bp, st)
             let took = Date().timeIntervalSince(started)
             slowest = max(slowest, took)
-            #expect(r["finished"] as? Bool == true && r["changesSent"] as? Int == 1, "round \(i) under attack: \(r)")
+            let ok = r["finished"] as? Bool == true && r["changesSent"] as? Int == 1
+            // On failure, what the station said about connections from the honest backpack (127.0.0.1).
+            let said = ok ? "" : ((try? String(contentsOfFile: st.dir + "/serve.log", encoding: .utf8)) ?? "")
+                .split(separator: "\n").filter { $0.contains("127.0.0.1") }.suffix(8).joined(separator: "\n")
+            #expect(ok, "round \(i) under attack: \(r)\nthe station's log:\n\(said)")
             #expect(took < 20, "round \(i) took \(took) s")
             if r["finished"] as? Bool == true { finished += 1 }
         }
