@@ -82,8 +82,11 @@ public struct NodeConfiguration: Sendable {
     /// this clock close it as soon as they may be accepted instead.
     public var refusedRetry: TimeAmount = .milliseconds(Int64(DriverPolicy().refusedRetry))
     /// TCP keepalive on every session socket, so that a peer gone without a word (power cut, link down)
-    /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, then every
-    /// 10 s, given up after 6 unanswered probes (about 2 minutes).
+    /// is noticed on an idle live session (nil: off). Default: first probe after 60 s of silence, or after
+    /// the live keep-alive's interval and a minute when that is longer (so that probes never run on a
+    /// healthy live session: they would cost more bytes than the keep-alive), then every 10 s, given up
+    /// after 6 unanswered probes; data unacknowledged for 2 minutes drops the connection
+    /// (`TCPKeepAlive.options(live:)`).
     public var keepAlive: TCPKeepAlive? = TCPKeepAlive()
     /// Verify and open the peers' batches on worker threads (`BatchPreparer`, one thread fewer than the
     /// cores, at least one) while the event loop commits earlier ones, instead of on the loop as they
@@ -95,26 +98,50 @@ public struct NodeConfiguration: Sendable {
     public init(network: NetworkParameters) { self.network = network }
 }
 
-/// TCP keepalive timing (Linux `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`; elsewhere only
-/// `SO_KEEPALIVE` with the system's timing).
+/// TCP keepalive timing (Linux `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`, and `TCP_USER_TIMEOUT`;
+/// elsewhere only `SO_KEEPALIVE` with the system's timing).
+///
+/// A probe and its answer are two 52-byte segments (IP and TCP headers with timestamps), sent after every
+/// `idleSeconds` of silence. On a live session kept open by the node's own keep-alive (a 19-byte frame
+/// every 10 minutes each way, `KeepAlivePolicy`), probes after 60 s of silence would cost about 150 KB
+/// a day per idle connection, against about 36 KB for the keep-alive with its headers and answers:
+/// about 580 idle live connections are open at once in the `longnan` model, so some 87 MB a day of
+/// probes, more than six times every byte the simulated protocol sends in the day (docs/node.md,
+/// "Stalls and dead peers"). So on a node with keep-alive the first probe waits for the keep-alive's
+/// interval and a minute (never, while the peer's keep-alives arrive), and a peer that vanished is
+/// found by the unanswered keep-alive: `userTimeoutSeconds` after it (`TCP_USER_TIMEOUT`) the kernel
+/// drops the connection.
 public struct TCPKeepAlive: Sendable, Equatable {
-    /// Seconds of silence before the first probe.
+    /// Seconds of silence before the first probe (at least the live keep-alive's interval and a minute,
+    /// `options(live:)`).
     public var idleSeconds = 60
     /// Seconds between probes.
     public var intervalSeconds = 10
     /// Unanswered probes before the connection is dropped.
     public var probes = 6
+    /// Seconds sent data may stay unacknowledged before the connection is dropped (0: the system's,
+    /// about 15 minutes of retransmissions).
+    public var userTimeoutSeconds = 120
 
     /// The default timing.
     public init() {}
 
-    /// The socket options that set it.
-    var options: [(ChannelOptions.Types.SocketOption, SocketOptionValue)] {
+    /// Seconds of silence before the first probe on a node whose live sessions follow `live`.
+    public func idleSeconds(live: KeepAlivePolicy?) -> Int {
+        guard let live else { return idleSeconds }
+        return Swift.max(idleSeconds, Int(live.interval / 1_000) + 60)
+    }
+
+    /// The socket options that set it, on a node whose live sessions follow `live`.
+    func options(live: KeepAlivePolicy?) -> [(ChannelOptions.Types.SocketOption, SocketOptionValue)] {
         var out: [(ChannelOptions.Types.SocketOption, SocketOptionValue)] = [(.socketOption(.so_keepalive), 1)]
         #if os(Linux)
-        out.append((.tcpOption(.init(rawValue: TCP_KEEPIDLE)), SocketOptionValue(idleSeconds)))
+        out.append((.tcpOption(.init(rawValue: TCP_KEEPIDLE)), SocketOptionValue(idleSeconds(live: live))))
         out.append((.tcpOption(.init(rawValue: TCP_KEEPINTVL)), SocketOptionValue(intervalSeconds)))
         out.append((.tcpOption(.init(rawValue: TCP_KEEPCNT)), SocketOptionValue(probes)))
+        if userTimeoutSeconds > 0 {
+            out.append((.tcpOption(.init(rawValue: TCP_USER_TIMEOUT)), SocketOptionValue(userTimeoutSeconds * 1_000)))
+        }
         #endif
         return out
     }
@@ -253,7 +280,7 @@ public final class FieldSyncNode: Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        for (option, value) in configuration.keepAlive?.options ?? [] { bootstrap = bootstrap.childChannelOption(option, value: value) }
+        for (option, value) in configuration.keepAlive?.options(live: configuration.liveKeepAlive) ?? [] { bootstrap = bootstrap.childChannelOption(option, value: value) }
         bootstrap = bootstrap.childChannelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
                 let done = channel.eventLoop.makePromise(of: SessionResult.self)
@@ -290,7 +317,7 @@ public final class FieldSyncNode: Sendable {
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        for (option, value) in configuration.keepAlive?.options ?? [] { bootstrap = bootstrap.channelOption(option, value: value) }
+        for (option, value) in configuration.keepAlive?.options(live: configuration.liveKeepAlive) ?? [] { bootstrap = bootstrap.channelOption(option, value: value) }
         bootstrap = bootstrap.channelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
                 guard try self.attachSession(to: channel, initiator: true, target: target, done: done, progress: progress) else {
