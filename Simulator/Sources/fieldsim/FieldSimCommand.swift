@@ -102,7 +102,7 @@ struct FieldSimCommand: ParsableCommand {
             let started = clock.now
             let total = scen.duration
             var lastDrawn: Double = -1
-            // Called every 2^14 events; drawn at most 4 times a second (and once at the start).
+            // Called every 2^8 events; drawn by the wall clock, at most 4 times a second (and once at the start).
             let progress: (SimTime, UInt64) -> Void = { now, events in
                 guard tty else { return }
                 let el = seconds(clock.now - started)
@@ -157,7 +157,7 @@ struct FieldSimCommand: ParsableCommand {
                 print("[\(name)] changes \(h.changes), contacts \(h.contacts), delivery_prob \(String(format: "%.4f", h.deliveryProb)), overhead_ratio \(String(format: "%.3f", h.overheadRatio)), bytes \(h.bytes)")
                 print("[\(name)] HQ latency p50 \(String(format: "%.1f", h.hqLatencyMedian / 1000)) s, feedback overdue \(String(format: "%.4f", h.overdueRate)), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
                 print("[\(name)] oracle: latency ratio \(String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
-                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", engineWall)) s wall = \(String(format: "%.2f", Double(eventsProcessed) / engineWall / 1e6))M events/s, \(String(format: "%.1f", simDays / engineWall)) sim-days/s (the run; report and oracle \(String(format: "%.2f", wall - engineWall)) s more), peak RSS \(peakRSSMB()) MB")
+                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", engineWall)) s wall = \(ProgressLine.rate(Double(eventsProcessed) / engineWall)) events/s, \(ProgressLine.simDaysPerSecond(simDays / engineWall)) sim-days/s (the run; report and oracle \(String(format: "%.2f", wall - engineWall)) s more), peak RSS \(peakRSSMB()) MB")
                 print("[\(name)] wrote \(dir)/")
             }
             if h.divergedStations > 0 {
