@@ -10,7 +10,7 @@ struct FieldSimCommand: ParsableCommand {
         abstract: "Deterministic discrete-event simulator of FieldSync over a model of Longnan (see Simulator/README.md)."
     )
 
-    @Option(name: .long, help: "Scenario name under Simulator/Scenarios (longnan, random-contacts, trace) or a path to a JSON file.")
+    @Option(name: .long, help: "A shipped scenario (longnan, longnan-small, random-contacts, trace: the files of Simulator/Scenarios, built into fieldsim, so a name works from any directory) or a path to a JSON file (it contains / or ends in .json).")
     var scenario: String = "longnan"
 
     @Option(name: .long, help: "Seed from which every random choice of the run is derived.")
@@ -60,15 +60,13 @@ struct FieldSimCommand: ParsableCommand {
 
     var agentList: [String] { agents.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
-    func scenarioPath() -> String {
-        if scenario.hasSuffix(".json") || scenario.contains("/") { return scenario }
-        return "Simulator/Scenarios/\(scenario).json"
-    }
-
     func run() throws {
-        let path = scenarioPath()
+        let path: String
         var file: ScenarioFile
-        do { file = try ScenarioFile.load(path: path) } catch { throw SimFailure("\(error)") }
+        do {
+            path = try ShippedScenarios.resolve(scenario)
+            file = try ScenarioFile.load(path: path)
+        } catch { throw SimFailure("\(error)") }
         if let d = days {
             let stopGap = file.days - (file.workloadStopDays ?? (file.kind == "longnan" ? file.days - 2 : file.days))
             file.days = d
@@ -88,6 +86,7 @@ struct FieldSimCommand: ParsableCommand {
             let derived = scen.derivedParameters + [("link faults", linkFaults.description)]
             if name == agentList.first {
                 print("fieldsim: scenario \(file.name) (\(path)), seed \(seed)")
+                for note in file.notes ?? [] { print("  note: \(note)") }
                 for (k, v) in derived { print("  \(k): \(v)") }
                 let hashing = ProcessInfo.processInfo.environment["SWIFT_DETERMINISTIC_HASHING"] == "1" ? "on" : "off (outputs do not depend on it)"
                 print("  deterministic hashing: \(hashing)")
