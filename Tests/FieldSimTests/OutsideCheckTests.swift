@@ -218,7 +218,7 @@ import Testing
     /// Bug 5, as seen in the drawn map: the legend's village line ran past the right edge (clipped at
     /// "seeded"), and the county areas had no borders (neighbouring tints hard to tell apart). Every legend
     /// line now fits (at 0.6 em a character) and a border is drawn where cells of two counties meet, and
-    /// only there: none on one county.
+    /// only there: none on one county (nor its legend line).
     @Test func mapLegendFitsAndCountyBordersAreDrawn() throws {
         let (f, path) = try shippedScenario("longnan", days: 1)
         let scen = try makeScenario(f, seed: 1, path: path) as! LongnanScenario
@@ -231,7 +231,15 @@ import Testing
         let (g, gpath) = try shippedScenario("longnan-small", days: 1)
         let small = try makeScenario(g, seed: 1, path: gpath)
         let one = SVG.stalenessMap(world: small.world, staleness: Array(repeating: 0, count: small.world.count), at: 0, title: "t")
-        #expect(one.contains("class=\"county-area\"") && !one.contains("class=\"county-border\""))
+        #expect(one.contains("class=\"county-area\"") && !one.contains("class=\"county-border\"") && !one.contains("county border"))
+        // The cells stay within a few pixels of the data: on the small map a 5 km margin (32 px there) covered
+        // the title.
+        for map in [svg, one] {
+            let ys = map.components(separatedBy: "class=\"county-area\" points=\"").dropFirst().flatMap { part in
+                part.prefix { $0 != "\"" }.split(separator: " ").compactMap { Double($0.split(separator: ",")[1]) }
+            }
+            #expect((ys.min() ?? 0) >= 30, "county areas reach y = \(ys.min() ?? 0), the title is at 22")
+        }
     }
 
     /// Bug 5: the map stretched east-west by about 1.2× (no correction of longitude for latitude).

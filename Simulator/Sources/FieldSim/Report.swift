@@ -447,9 +447,10 @@ public enum SVG {
         // Approximate county areas: each station's Voronoi cell (within the map's box plus a margin),
         // filled with its county's tint; neighbouring cells of one county merge visually.
         let stations = world.nodes.filter { $0.nodeClass == .station && ($0.latitude != 0 || $0.longitude != 0) }
+        var hasBorders = false
         if stations.count >= 2 {
             let tints = ["#dce6f4", "#f6e0da", "#dcf0d8", "#f5ecd2", "#e6ddf2", "#eadfd6", "#f4dcec", "#e4e4e4", "#ecf0d2", "#d6eef2"]
-            let margin = 5.0
+            let margin = 6 / scale  // 6 pixels around the data (in km), whatever the map's scale: the cells stay off the title
             let box = [(-margin, -margin), (widthKm + margin, -margin), (widthKm + margin, heightKm + margin), (-margin, heightKm + margin)]
             let pts = stations.map { (kx($0.longitude), ky($0.latitude)) }
             var borders = ""
@@ -476,6 +477,7 @@ public enum SVG {
                 }
             }
             s += borders
+            hasBorders = !borders.isEmpty
         }
         for p in world.places {
             s += "<circle class=\"village\" cx=\"\(f(px(p.longitude)))\" cy=\"\(f(py(p.latitude)))\" r=\"0.8\" fill=\"#999999\"/>\n"
@@ -508,8 +510,8 @@ public enum SVG {
         }
         if stations.count >= 2 {  // lines of at most 25 characters: they end inside the picture
             s += "<text x=\"\(f(w - 150))\" y=\"\(f(note))\" font-size=\"10\">county areas approximate:</text>\n"
-            s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 12))\" font-size=\"10\">stations' Voronoi cells,</text>\n"
-            s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 24))\" font-size=\"10\">grey line: county border</text>\n"
+            s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 12))\" font-size=\"10\">stations' Voronoi cells\(hasBorders ? "," : "")</text>\n"
+            if hasBorders { s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 24))\" font-size=\"10\">grey line: county border</text>\n" }
         }
         // Scale bar: a round length near a fifth of the map's width.
         let target = widthKm / 5
