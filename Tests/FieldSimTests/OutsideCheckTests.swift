@@ -168,6 +168,7 @@ import Testing
         #expect(ProgressLine.rate(950) == "950")
         #expect(ProgressLine.simDaysPerSecond(0.25 / 170.61) == "0.00147")
         #expect(ProgressLine.simDaysPerSecond(14.8) == "14.8")
+        #expect(ProgressLine.simDaysPerSecond(1_328.4) == "1328")
         let line = ProgressLine.text(agent: "x", now: Duration.hour, duration: 2 * Duration.hour, events: 4_734, elapsed: 1)
         #expect(line.contains(" 4.7k events/s"), "\(line)")
     }

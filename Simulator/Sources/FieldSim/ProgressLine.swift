@@ -30,8 +30,8 @@ public enum ProgressLine {
     }
 
     /// Simulated days per wall second with three significant digits (`14.8`, `0.105`, `0.00123`; a short
-    /// or slow run printed `0.0`).
-    public static func simDaysPerSecond(_ x: Double) -> String { String(format: "%.3g", x) }
+    /// or slow run printed `0.0`), whole from 1,000 on (`1328`, not `1.33e+03`).
+    public static func simDaysPerSecond(_ x: Double) -> String { x >= 999.5 ? String(format: "%.0f", x) : String(format: "%.3g", x) }
 
     /// The run's length with at most two decimals and no trailing zeros: `365`, `2.5`, `1.44`.
     static func total(_ x: Double) -> String {
