@@ -76,10 +76,15 @@ let package = Package(
         // Deterministic discrete-event simulator (Simulator/README.md): engine, scenarios, metrics, charts.
         // Release builds drop the dynamic exclusivity checks (a third of the engine's time, measured in
         // docs/simulator.md); debug builds and tests keep them.
+        // The shipped scenarios (Simulator/Scenarios, with the traces they name) are its resources, so `fieldsim
+        // --scenario NAME` runs from any directory (ShippedScenarios, Bundle.module).
         .target(
             name: "FieldSim",
             dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver"],
-            path: "Simulator/Sources/FieldSim",
+            path: "Simulator",
+            exclude: ["README.md", "Sources/fieldsim"],
+            sources: ["Sources/FieldSim"],
+            resources: [.copy("Scenarios")],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .executableTarget(

@@ -108,6 +108,21 @@ import Testing
         #expect(parsed.nodes == 4)
     }
 
+    /// Bug 3, the reader: traces exported before the fix wrote a zero-length contact `down` first. The reader
+    /// now takes a `down` of a pair that is not up, followed by its `up` at the same instant, as a zero-length
+    /// contact; a `down` with no such `up` is still an error, naming its line.
+    @Test func zeroLengthContactsWrittenDownFirstAreRead() throws {
+        let old = "10.000 CONN 0 1 up\n30.000 CONN 0 1 down\n30.000 CONN 2 3 down\n30.000 CONN 0 1 up\n30.000 CONN 2 3 up\n45.500 CONN 0 1 down\n"
+        let parsed = try ONETrace.parse(old)
+        let expected: [(SimTime, SimTime, NodeIndex, NodeIndex)] = [(10_000, 30_000, 0, 1), (30_000, 45_500, 0, 1), (30_000, 30_000, 2, 3)]
+        #expect(parsed.contacts.count == expected.count)
+        for (x, y) in zip(parsed.contacts, expected) { #expect(x == y) }
+        #expect(throws: ScenarioError(file: "t", "line 2: 2-3 goes down without being up")) {
+            try ONETrace.parse("10 CONN 0 1 up\n30 CONN 2 3 down\n31 CONN 2 3 up\n", file: "t")
+        }
+        #expect(throws: ScenarioError(file: "t", "line 1: 2-3 goes down without being up")) { try ONETrace.parse("30 CONN 3 2 down\n", file: "t") }
+    }
+
     /// Bug 3 from a run: random contacts of zero length (`contactSeconds` 0) exported and replayed.
     @Test func aRunWithZeroLengthContactsExportsATraceThatReplays() throws {
         var (f, path) = try Self.randomContacts(nodes: 6, ratePerHour: 6, days: 0.1)
@@ -127,6 +142,35 @@ import Testing
                               options: RunOptions(oracleSampleEvery: 0)) { _, _ in calls += 1 }
         #expect(sim.eventsProcessed > 60_000)
         #expect(UInt64(calls) >= sim.eventsProcessed / (1 << 14), "\(calls) progress calls for \(sim.eventsProcessed) events")
+    }
+
+    /// Bug 4, made time-based: the engine calls the hook every 256 events and the CLI decides by the wall
+    /// clock. With the hook every 2^14 events, a debug run of the `fieldsync` agent (13.7k events a wall
+    /// second on longnan-small with stand-in crypto; slower with real crypto) could redraw at best every
+    /// 1.2 s; this 0.05-day run (1,136 events) got 1 call, at the end; 5 now.
+    @Test func fieldSyncRunsCallTheProgressHookEvery256Events() throws {
+        let (f, path) = try shippedScenario("longnan-small", days: 0.05)
+        nonisolated(unsafe) var calls: [UInt64] = []
+        let sim = runFieldSync(scenario: try makeScenario(f, seed: 1, path: path), seed: 1, crypto: .standIn,
+                               options: RunOptions(oracleSampleEvery: 0)) { _, events in calls.append(events) }
+        #expect(sim.eventsProcessed > 1_000)
+        let gaps = zip(calls.dropFirst(), calls).map { $0 - $1 }
+        #expect((gaps.max() ?? .max) <= 256, "\(calls.count) calls for \(sim.eventsProcessed) events")
+        #expect(UInt64(calls.count) >= sim.eventsProcessed / 256, "\(calls.count) calls for \(sim.eventsProcessed) events")
+        print("fieldsim: progress hook: \(calls.count) calls for \(sim.eventsProcessed) events")
+    }
+
+    /// Bug 6, the performance and progress lines of a slow run: a debug run of 300 nodes at 4,734 events a
+    /// second printed "0.00M events/s, 0.0 sim-days/s".
+    @Test func slowRunsShowTheirRates() {
+        #expect(ProgressLine.rate(4_734) == "4.7k")
+        #expect(ProgressLine.rate(1_520_000) == "1.52M")
+        #expect(ProgressLine.rate(950) == "950")
+        #expect(ProgressLine.simDaysPerSecond(0.25 / 170.61) == "0.00147")
+        #expect(ProgressLine.simDaysPerSecond(14.8) == "14.8")
+        #expect(ProgressLine.simDaysPerSecond(1_328.4) == "1328")
+        let line = ProgressLine.text(agent: "x", now: Duration.hour, duration: 2 * Duration.hour, events: 4_734, elapsed: 1)
+        #expect(line.contains(" 4.7k events/s"), "\(line)")
     }
 
     /// Bug 4: a sub-day run's progress line read "day 0.0/0".
@@ -155,6 +199,48 @@ import Testing
         // A run that delivers nothing yet keeps the full 0 to 1 range.
         let flat = Self.texts(SVG.lineChart(title: "t", points: [(0, 0), (1, 0.2)], xLabel: "day", yLabel: "f"))
         #expect(flat.filter { $0.anchor == "end" }.compactMap { Double($0.text) }.min() == 0)
+    }
+
+    /// Bug 5: the fitted y axis is said on the chart (it was fitted silently), and a chart from 0 says nothing.
+    @Test func aFittedFractionAxisIsSaidOnTheChart() throws {
+        let points = (0...10).map { (Double($0) * 0.1, 0.93 + 0.007 * Double($0)) }
+        let labels = Self.texts(SVG.lineChart(title: "t", points: points, xLabel: "day", yLabel: "f"))
+        let lowest = try #require(labels.filter { $0.anchor == "end" }.min { Double($0.text)! < Double($1.text)! }?.text)
+        #expect(Double(lowest)! > 0.5 && Double(lowest)! <= 0.93)
+        let notes = labels.filter { $0.text.hasPrefix("y axis from ") }
+        #expect(notes.map(\.text) == ["y axis from \(lowest), fitted to the data (not from 0)"])
+        // Few samples are marked (a one-day run of longnan, sampled daily, drew one straight segment).
+        let svg = SVG.lineChart(title: "t", points: [(0, 1), (1, 0.9926)], xLabel: "day", yLabel: "f")
+        #expect(svg.components(separatedBy: "class=\"sample\"").count - 1 == 2)
+        let full = SVG.lineChart(title: "t", points: [(0, 0), (1, 0.2)], xLabel: "day", yLabel: "f")
+        #expect(!full.contains("y axis from"))
+    }
+
+    /// Bug 5, as seen in the drawn map: the legend's village line ran past the right edge (clipped at
+    /// "seeded"), and the county areas had no borders (neighbouring tints hard to tell apart). Every legend
+    /// line now fits (at 0.6 em a character) and a border is drawn where cells of two counties meet, and
+    /// only there: none on one county (nor its legend line).
+    @Test func mapLegendFitsAndCountyBordersAreDrawn() throws {
+        let (f, path) = try shippedScenario("longnan", days: 1)
+        let scen = try makeScenario(f, seed: 1, path: path) as! LongnanScenario
+        let svg = SVG.stalenessMap(world: scen.world, staleness: Array(repeating: 0, count: scen.world.count), at: 0, title: "t")
+        for l in Self.texts(svg) where l.anchor == "start" {
+            #expect(l.x + Double(l.text.count) * 0.6 * l.size <= 720, "\"\(l.text)\" runs past the edge")
+        }
+        let borders = svg.components(separatedBy: "class=\"county-border\"").count - 1
+        #expect(borders >= 20, "\(borders) county border segments")
+        let (g, gpath) = try shippedScenario("longnan-small", days: 1)
+        let small = try makeScenario(g, seed: 1, path: gpath)
+        let one = SVG.stalenessMap(world: small.world, staleness: Array(repeating: 0, count: small.world.count), at: 0, title: "t")
+        #expect(one.contains("class=\"county-area\"") && !one.contains("class=\"county-border\"") && !one.contains("county border"))
+        // The cells stay within a few pixels of the data: on the small map a 5 km margin (32 px there) covered
+        // the title.
+        for map in [svg, one] {
+            let ys = map.components(separatedBy: "class=\"county-area\" points=\"").dropFirst().flatMap { part in
+                part.prefix { $0 != "\"" }.split(separator: " ").compactMap { Double($0.split(separator: ",")[1]) }
+            }
+            #expect((ys.min() ?? 0) >= 30, "county areas reach y = \(ys.min() ?? 0), the title is at 22")
+        }
     }
 
     /// Bug 5: the map stretched east-west by about 1.2× (no correction of longitude for latitude).
@@ -216,7 +302,7 @@ import Testing
 
     // MARK: SVG reading
 
-    struct Label { var text: String; var x: Double; var y: Double; var anchor: String }
+    struct Label { var text: String; var x: Double; var y: Double; var anchor: String; var size = 12.0 }
 
     /// The `<text>` elements of an SVG: content, x, y, anchor.
     static func texts(_ svg: String) -> [Label] {
@@ -224,7 +310,7 @@ import Testing
             guard let close = part.range(of: ">"), let end = part.range(of: "</text>") else { return nil }
             let attrs = String(part[..<close.lowerBound])
             return Label(text: String(part[close.upperBound..<end.lowerBound]), x: attr(attrs, "x") ?? 0, y: attr(attrs, "y") ?? 0,
-                         anchor: attrString(attrs, "text-anchor") ?? "start")
+                         anchor: attrString(attrs, "text-anchor") ?? "start", size: attr(attrs, "font-size") ?? 12)
         }
     }
 

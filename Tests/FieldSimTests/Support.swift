@@ -1,4 +1,5 @@
 import FieldSim
+import FieldSyncTestSupport
 import Foundation
 
 /// The package root, found from this file's path.
@@ -23,3 +24,10 @@ func run(_ name: String, days: Double? = nil, seed: UInt64 = 1, agent: BaselineK
     let sim = runBaseline(agent, scenario: scen, options: options)
     return (sim, baselineReport(sim, scenarioName: f.name, seed: seed, derived: scen.derivedParameters))
 }
+
+/// The built `fieldsim` executable: `FIELDSIM_TEST_BINARY` (another build, e.g. an older one, to check that a
+/// test fails on the old code), else next to the test bundle or the `fieldsync` binary (where `swift build
+/// --build-tests` puts them), else the package's `.build/debug`. Nil if none is built.
+let fieldsimBinary: String? = ProcessInfo.processInfo.environment["FIELDSIM_TEST_BINARY"]
+    ?? (FieldSyncBinary.candidates.map { ($0 as NSString).deletingLastPathComponent + "/fieldsim" })
+    .first { FileManager.default.isExecutableFile(atPath: $0) }

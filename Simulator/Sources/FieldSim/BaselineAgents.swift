@@ -366,7 +366,7 @@ public final class BaselineAgent: SyncAgent {
 /// generic engine is specialised for the agent (cross-module generic code runs unspecialised, several
 /// times slower). A real protocol agent should get a wrapper like this in its own module.
 public func runBaseline(_ kind: BaselineKind, scenario: any Scenario, options: RunOptions = RunOptions(),
-                        progressEvery: UInt64 = 1 << 14, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<BaselineAgent> {
+                        progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<BaselineAgent> {
     let sim = Simulation(scenario: scenario, options: options) { BaselineAgent(kind, context: $0) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim

@@ -116,14 +116,21 @@ public struct RandomContactsScenario: Scenario {
 /// lines starting with `#` are ignored.
 public enum ONETrace {
     /// Parses a trace into closed contacts (sorted by start, then nodes). Contacts still up at the end
-    /// close at the last event's time.
+    /// close at the last event's time. A zero-length contact may be written either way round: `up` then
+    /// `down` at one instant (as `export` writes it), or `down` then `up` (as `export` wrote it before
+    /// issue 14): a `down` of a pair that is not up waits for an `up` of that pair at the same instant.
     /// - Throws: `ScenarioError` naming the line.
     public static func parse(_ text: String, file: String = "<trace>") throws(ScenarioError) -> (contacts: [(SimTime, SimTime, NodeIndex, NodeIndex)], nodes: Int) {
         var open: [UInt64: SimTime] = [:]  // lookup only
+        var downFirst: [UInt64: Int] = [:]  // pair -> line of a `down` at `last` before its `up`; lookup only
         var out: [(SimTime, SimTime, NodeIndex, NodeIndex)] = []
         var maxNode: Int32 = -1
         var last: SimTime = 0
         var lineNo = 0
+        func unmatchedDown() -> ScenarioError? {
+            guard let (key, line) = downFirst.min(by: { $0.value < $1.value }) else { return nil }
+            return ScenarioError(file: file, "line \(line): \(key >> 32)-\(key & 0xFFFF_FFFF) goes down without being up")
+        }
         for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNo += 1
             let line = raw.trimmingCharacters(in: .whitespaces)
@@ -137,20 +144,30 @@ public enum ONETrace {
             }
             let t = SimTime((secs * 1_000).rounded())
             guard t >= last else { throw ScenarioError(file: file, "line \(lineNo): time goes backwards") }
+            if t > last, let e = unmatchedDown() { throw e }
             last = t
             maxNode = max(maxNode, a, b)
             let key = ContactSpec.pairKey(a, b)
             switch f[4] {
             case "up":
                 guard open[key] == nil else { throw ScenarioError(file: file, "line \(lineNo): \(a)-\(b) is already up") }
-                open[key] = t
+                if downFirst.removeValue(forKey: key) != nil {
+                    out.append((t, t, min(a, b), max(a, b)))  // a zero-length contact written down first
+                } else {
+                    open[key] = t
+                }
             case "down":
-                guard let s = open.removeValue(forKey: key) else { throw ScenarioError(file: file, "line \(lineNo): \(a)-\(b) goes down without being up") }
-                out.append((s, t, min(a, b), max(a, b)))
+                if let s = open.removeValue(forKey: key) {
+                    out.append((s, t, min(a, b), max(a, b)))
+                } else {
+                    guard downFirst[key] == nil else { throw ScenarioError(file: file, "line \(lineNo): \(a)-\(b) goes down without being up") }
+                    downFirst[key] = lineNo
+                }
             default:
                 throw ScenarioError(file: file, "line \(lineNo): expected up or down, got \"\(f[4])\"")
             }
         }
+        if let e = unmatchedDown() { throw e }
         for (key, s) in open.sorted(by: { $0.key < $1.key }) {
             out.append((s, last, NodeIndex(truncatingIfNeeded: key >> 32), NodeIndex(truncatingIfNeeded: key & 0xFFFF_FFFF)))
         }

@@ -338,7 +338,8 @@ public enum SVG {
         return (max(0, floor(lo / step - 1e-9) * step), 1)
     }
 
-    /// One line over a linear x axis; y is a fraction (at most 1), the axis spans `fractionRange`.
+    /// One line over a linear x axis; y is a fraction (at most 1), the axis spans `fractionRange`; when that
+    /// does not start at 0 the chart says so above the plot ("y axis from 0.90, fitted to the data").
     public static func lineChart(title: String, points: [(Double, Double)], xLabel: String, yLabel: String) -> String {
         var s = header(title) + axes(xLabel: xLabel, yLabel: yLabel)
         let xmax = max(points.map(\.0).max() ?? 1, 1e-9)
@@ -346,6 +347,10 @@ public enum SVG {
         let px = { (x: Double) in left + x / xmax * (w - left - right) }
         let py = { (y: Double) in h - bottom - (y - ylo) / (yhi - ylo) * (h - top - bottom) }
         let (yt, yd) = niceTicks(ylo, yhi)
+        if ylo > 0 {
+            // Said on the chart: the axis is fitted to the data, not drawn from 0.
+            s += "<text class=\"axis-note\" x=\"\(f(left + 8))\" y=\"\(f(top - 6))\" font-size=\"10\">y axis from \(String(format: "%.\(max(yd, 2))f", ylo)), fitted to the data (not from 0)</text>\n"
+        }
         for q in yt {
             s += "<text x=\"\(f(left - 6))\" y=\"\(f(py(q) + 4))\" text-anchor=\"end\">\(String(format: "%.\(max(yd, 2))f", q))</text>\n"
             s += "<line x1=\"\(f(left))\" y1=\"\(f(py(q)))\" x2=\"\(f(w - right))\" y2=\"\(f(py(q)))\" stroke=\"#eee\"/>\n"
@@ -356,6 +361,11 @@ public enum SVG {
         }
         let d = points.enumerated().map { "\($0.offset == 0 ? "M" : "L")\(f(px($0.element.0))),\(f(py($0.element.1)))" }.joined(separator: " ")
         if !d.isEmpty { s += "<path d=\"\(d)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n" }
+        // Few samples (a short run of a file sampled daily has two): mark them, so a straight segment is not
+        // read as measured in between.
+        if points.count <= 60 {
+            for (x, y) in points { s += "<circle class=\"sample\" cx=\"\(f(px(x)))\" cy=\"\(f(py(y)))\" r=\"3\" fill=\"#1f77b4\"/>\n" }
+        }
         return s + "</svg>\n"
     }
 
@@ -408,7 +418,8 @@ public enum SVG {
     /// day, grey = lost or not applicable (relay boxes). Longitude is scaled by the cosine of the mean
     /// latitude (equirectangular), so distances are true in both directions and the scale bar holds.
     /// When the world has stations, approximate county areas are drawn under them (the Voronoi cells of
-    /// the stations, coloured by county), and the world's `places` (villages) as small dots.
+    /// the stations, coloured by county, with a grey line where cells of two counties meet), and the
+    /// world's `places` (villages) as small dots.
     public static func stalenessMap(world: World, staleness: [SimTime], at time: SimTime, title: String) -> String {
         let fullTitle = time >= 0 ? "\(title) at day \(String(format: "%.2f", Double(time) / Double(Duration.day)))" : title
         var s = header(fullTitle)
@@ -436,11 +447,13 @@ public enum SVG {
         // Approximate county areas: each station's Voronoi cell (within the map's box plus a margin),
         // filled with its county's tint; neighbouring cells of one county merge visually.
         let stations = world.nodes.filter { $0.nodeClass == .station && ($0.latitude != 0 || $0.longitude != 0) }
+        var hasBorders = false
         if stations.count >= 2 {
-            let tints = ["#e8eef7", "#f7ebe8", "#eaf5e8", "#f7f2e3", "#efe9f5", "#f2ece8", "#f7eaf3", "#eeeeee", "#f3f5e3", "#e6f4f6"]
-            let margin = 5.0
+            let tints = ["#dce6f4", "#f6e0da", "#dcf0d8", "#f5ecd2", "#e6ddf2", "#eadfd6", "#f4dcec", "#e4e4e4", "#ecf0d2", "#d6eef2"]
+            let margin = 6 / scale  // 6 pixels around the data (in km), whatever the map's scale: the cells stay off the title
             let box = [(-margin, -margin), (widthKm + margin, -margin), (widthKm + margin, heightKm + margin), (-margin, heightKm + margin)]
             let pts = stations.map { (kx($0.longitude), ky($0.latitude)) }
+            var borders = ""
             for (i, st) in stations.enumerated() {
                 var cell = box
                 for j in pts.indices where j != i && !cell.isEmpty { cell = clip(cell, nearer: pts[i], than: pts[j]) }
@@ -448,7 +461,23 @@ public enum SVG {
                 let tint = tints[Int(max(st.county, 0)) % tints.count]
                 let d = cell.map { "\(f(left + $0.0 * scale)),\(f(h - bottom - $0.1 * scale))" }.joined(separator: " ")
                 s += "<polygon class=\"county-area\" points=\"\(d)\" fill=\"\(tint)\" stroke=\"\(tint)\"/>\n"
+                // A county border: an edge of the cell shared with a station of another county (the edge lies on
+                // the bisector of the two; drawn once, from the lower index).
+                for k in cell.indices {
+                    let a = cell[k], b = cell[(k + 1) % cell.count]
+                    let m = ((a.0 + b.0) / 2, (a.1 + b.1) / 2)
+                    let di = hypot(m.0 - pts[i].0, m.1 - pts[i].1)
+                    var near = -1, dn = Double.infinity
+                    for j in pts.indices where j != i {
+                        let dj = hypot(m.0 - pts[j].0, m.1 - pts[j].1)
+                        if dj < dn { (near, dn) = (j, dj) }
+                    }
+                    guard near > i, abs(dn - di) < 1e-6 * max(1, di), stations[near].county != st.county else { continue }
+                    borders += "<line class=\"county-border\" x1=\"\(f(left + a.0 * scale))\" y1=\"\(f(h - bottom - a.1 * scale))\" x2=\"\(f(left + b.0 * scale))\" y2=\"\(f(h - bottom - b.1 * scale))\" stroke=\"#8c8c8c\" stroke-width=\"0.8\"/>\n"
+                }
             }
+            s += borders
+            hasBorders = !borders.isEmpty
         }
         for p in world.places {
             s += "<circle class=\"village\" cx=\"\(f(px(p.longitude)))\" cy=\"\(f(py(p.latitude)))\" r=\"0.8\" fill=\"#999999\"/>\n"
@@ -475,12 +504,14 @@ public enum SVG {
         }
         var note = top + 130
         if !world.places.isEmpty {
-            s += "<circle cx=\"\(f(w - 140))\" cy=\"\(f(note - 4))\" r=\"1.5\" fill=\"#999999\"/><text x=\"\(f(w - 128))\" y=\"\(f(note))\" font-size=\"10\">village (synthetic, seeded)</text>\n"
-            note += 14
+            s += "<circle cx=\"\(f(w - 140))\" cy=\"\(f(note - 4))\" r=\"1.5\" fill=\"#999999\"/><text x=\"\(f(w - 128))\" y=\"\(f(note))\" font-size=\"10\">village (synthetic</text>\n"
+            s += "<text x=\"\(f(w - 128))\" y=\"\(f(note + 12))\" font-size=\"10\">positions, seeded)</text>\n"
+            note += 28
         }
-        if stations.count >= 2 {
-            s += "<text x=\"\(f(w - 140))\" y=\"\(f(note))\" font-size=\"10\">county areas approximate:</text>\n"
-            s += "<text x=\"\(f(w - 140))\" y=\"\(f(note + 12))\" font-size=\"10\">stations' Voronoi cells</text>\n"
+        if stations.count >= 2 {  // lines of at most 25 characters: they end inside the picture
+            s += "<text x=\"\(f(w - 150))\" y=\"\(f(note))\" font-size=\"10\">county areas approximate:</text>\n"
+            s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 12))\" font-size=\"10\">stations' Voronoi cells\(hasBorders ? "," : "")</text>\n"
+            if hasBorders { s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 24))\" font-size=\"10\">grey line: county border</text>\n" }
         }
         // Scale bar: a round length near a fifth of the map's width.
         let target = widthKm / 5

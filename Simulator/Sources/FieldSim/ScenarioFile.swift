@@ -100,7 +100,10 @@ public struct LongnanConfig: Codable, Sendable {
     public var links: [String: LinkParameters]?
     /// Incidents per year, whole city.
     public var incidentsPerYear: Double?
-    /// Visits per year, whole city.
+    /// Visits written in a year, whole city (default 650,000). An assumption, not a figure of the source: the
+    /// article's about 650,000 visits to returning migrant workers are counted "to date" (cumulative, start
+    /// not given), and reading them as one year's visits (about 1,780 a day) is this model's choice
+    /// (`shared/seed/FACTS.md`; the shipped scenarios say so in their `notes`).
     public var visitsPerYear: Double?
     /// Shares of the 11 incident categories (keys: `Incident.Category` raw values).
     public var categoryShares: [String: Double]?
@@ -168,6 +171,9 @@ public struct ScenarioFile: Codable, Sendable {
     public var name: String
     /// `longnan`, `random-contacts` or `trace`.
     public var kind: String
+    /// Free text for the reader (JSON has no comments): assumptions and sources of the file's figures.
+    /// `fieldsim` prints each at the start of a run; nothing else reads them.
+    public var notes: [String]?
     /// Simulated days.
     public var days: Double
     /// Changes created before this many days are excluded from message statistics.

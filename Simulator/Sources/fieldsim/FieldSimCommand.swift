@@ -10,7 +10,7 @@ struct FieldSimCommand: ParsableCommand {
         abstract: "Deterministic discrete-event simulator of FieldSync over a model of Longnan (see Simulator/README.md)."
     )
 
-    @Option(name: .long, help: "Scenario name under Simulator/Scenarios (longnan, random-contacts, trace) or a path to a JSON file.")
+    @Option(name: .long, help: "A shipped scenario (longnan, longnan-small, random-contacts, trace: the files of Simulator/Scenarios, built into fieldsim, so a name works from any directory) or a path to a JSON file (it contains / or ends in .json).")
     var scenario: String = "longnan"
 
     @Option(name: .long, help: "Seed from which every random choice of the run is derived.")
@@ -60,15 +60,13 @@ struct FieldSimCommand: ParsableCommand {
 
     var agentList: [String] { agents.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
-    func scenarioPath() -> String {
-        if scenario.hasSuffix(".json") || scenario.contains("/") { return scenario }
-        return "Simulator/Scenarios/\(scenario).json"
-    }
-
     func run() throws {
-        let path = scenarioPath()
+        let path: String
         var file: ScenarioFile
-        do { file = try ScenarioFile.load(path: path) } catch { throw SimFailure("\(error)") }
+        do {
+            path = try ShippedScenarios.resolve(scenario)
+            file = try ScenarioFile.load(path: path)
+        } catch { throw SimFailure("\(error)") }
         if let d = days {
             let stopGap = file.days - (file.workloadStopDays ?? (file.kind == "longnan" ? file.days - 2 : file.days))
             file.days = d
@@ -88,6 +86,7 @@ struct FieldSimCommand: ParsableCommand {
             let derived = scen.derivedParameters + [("link faults", linkFaults.description)]
             if name == agentList.first {
                 print("fieldsim: scenario \(file.name) (\(path)), seed \(seed)")
+                for note in file.notes ?? [] { print("  note: \(note)") }
                 for (k, v) in derived { print("  \(k): \(v)") }
                 let hashing = ProcessInfo.processInfo.environment["SWIFT_DETERMINISTIC_HASHING"] == "1" ? "on" : "off (outputs do not depend on it)"
                 print("  deterministic hashing: \(hashing)")
@@ -102,7 +101,7 @@ struct FieldSimCommand: ParsableCommand {
             let started = clock.now
             let total = scen.duration
             var lastDrawn: Double = -1
-            // Called every 2^14 events; drawn at most 4 times a second (and once at the start).
+            // Called every 2^8 events; drawn by the wall clock, at most 4 times a second (and once at the start).
             let progress: (SimTime, UInt64) -> Void = { now, events in
                 guard tty else { return }
                 let el = seconds(clock.now - started)
@@ -157,7 +156,7 @@ struct FieldSimCommand: ParsableCommand {
                 print("[\(name)] changes \(h.changes), contacts \(h.contacts), delivery_prob \(String(format: "%.4f", h.deliveryProb)), overhead_ratio \(String(format: "%.3f", h.overheadRatio)), bytes \(h.bytes)")
                 print("[\(name)] HQ latency p50 \(String(format: "%.1f", h.hqLatencyMedian / 1000)) s, feedback overdue \(String(format: "%.4f", h.overdueRate)), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
                 print("[\(name)] oracle: latency ratio \(String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
-                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", engineWall)) s wall = \(String(format: "%.2f", Double(eventsProcessed) / engineWall / 1e6))M events/s, \(String(format: "%.1f", simDays / engineWall)) sim-days/s (the run; report and oracle \(String(format: "%.2f", wall - engineWall)) s more), peak RSS \(peakRSSMB()) MB")
+                print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", engineWall)) s wall = \(ProgressLine.rate(Double(eventsProcessed) / engineWall)) events/s, \(ProgressLine.simDaysPerSecond(simDays / engineWall)) sim-days/s (the run; report and oracle \(String(format: "%.2f", wall - engineWall)) s more), peak RSS \(peakRSSMB()) MB")
                 print("[\(name)] wrote \(dir)/")
             }
             if h.divergedStations > 0 {
