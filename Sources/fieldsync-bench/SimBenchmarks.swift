@@ -25,10 +25,7 @@ func simBenchmarks() -> [Benchmark] {
 /// commit) as a child process on the same scenario; compares CPU time (user + system, `getrusage`: the
 /// machine is shared, so wall time would measure the neighbours), events and trace hash.
 func enginesBenchmark(days: Double) throws -> [BenchResult] {
-    let path = "Simulator/Scenarios/longnan.json"
-    guard FileManager.default.fileExists(atPath: path) else {
-        throw ValidationErrorMessage("run from the package root: \(path) not found")
-    }
+    let path = try shippedLongnan()
     guard let previous = ProcessInfo.processInfo.environment["FIELDSIM_PREVIOUS"],
           FileManager.default.isExecutableFile(atPath: previous) else {
         throw ValidationErrorMessage("sim-engines needs FIELDSIM_PREVIOUS=<a fieldsim binary built from an earlier commit>, e.g. "
@@ -112,10 +109,7 @@ func queueBenchmark(pending: Int) -> [BenchResult] {
 
 /// Runs `longnan` for `days` and for one day; reports events/s and simulated days per wall second.
 func longnanBenchmark(days: Double) throws -> [BenchResult] {
-    let path = "Simulator/Scenarios/longnan.json"
-    guard FileManager.default.fileExists(atPath: path) else {
-        throw ValidationErrorMessage("run from the package root: \(path) not found")
-    }
+    let path = try shippedLongnan()
     func once(_ d: Double) throws -> (events: Double, wall: Double) {
         var f = try ScenarioFile.load(path: path)
         f.days = d
@@ -141,10 +135,7 @@ func longnanBenchmark(days: Double) throws -> [BenchResult] {
 /// ideal-epidemic baseline on the same contacts, reporting the protocol's cost against the ideal; then
 /// the `fieldsync` agent with one session per burst (`liveSessions: false`) as the naive variant.
 func longnanFieldSyncBenchmark(days: Double) throws -> [BenchResult] {
-    let path = "Simulator/Scenarios/longnan.json"
-    guard FileManager.default.fileExists(atPath: path) else {
-        throw ValidationErrorMessage("run from the package root: \(path) not found")
-    }
+    let path = try shippedLongnan()
     var f = try ScenarioFile.load(path: path)
     f.days = days
     f.workloadStopDays = max(days - 2, days / 2)
@@ -186,4 +177,10 @@ func longnanFieldSyncBenchmark(days: Double) throws -> [BenchResult] {
 struct ValidationErrorMessage: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
+}
+
+/// The `longnan` scenario shipped with FieldSim (its resources), so the benchmarks run from any directory.
+func shippedLongnan() throws -> String {
+    guard let path = ShippedScenarios.path(named: "longnan") else { throw ValidationErrorMessage("the shipped scenario longnan is missing") }
+    return path
 }
