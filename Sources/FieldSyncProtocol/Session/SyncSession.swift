@@ -270,7 +270,10 @@ public final class SyncSession {
     public var batchesPreparing: Int { link?.inbound.batches ?? 0 }
     /// Most batches held for preparation at once: further frames stay in the frame decoder (unread)
     /// until one is applied, and a driver stops reading from the socket (`preparationBacklogFull`).
-    public static let maxBatchesPreparing = 4
+    /// Eight (about 520 KB of a hostile peer's frames per session): a node sends that many batches ahead
+    /// (its `SessionConfiguration.window`), so that while its loop commits what was verified its worker
+    /// still has batches to verify (with four the pipeline ran dry every four batches; issue 13).
+    public static let maxBatchesPreparing = 8
     /// Whether `maxBatchesPreparing` batches are held: the driver should stop reading from the peer
     /// until a preparation completes.
     public var preparationBacklogFull: Bool { batchesPreparing >= Self.maxBatchesPreparing }
