@@ -596,6 +596,12 @@ public final class FieldSyncNode: Sendable {
         var sessionConfig = SessionConfiguration(network: configuration.network, salt: salt)
         sessionConfig.live = asksLive
         sessionConfig.preparesBatchesElsewhere = configuration.prepareBatchesOffLoop
+        // As many batches ahead as a receiving node prepares ahead (`SyncSession.maxBatchesPreparing`), so
+        // that its verification worker still has batches queued when its loop has committed what was
+        // verified: with 4, the receiver's pipeline ran dry every four batches and its loop waited a
+        // batch's verification (issue 13, docs/benchmarks.md "Catch-up near 0.7"). The simulator keeps the
+        // protocol default (4): it verifies on the spot.
+        sessionConfig.window = SyncSession.maxBatchesPreparing
         let session = SyncSession(initiator: initiator, replicator: replicator, configuration: sessionConfig, now: nodeClockMilliseconds())
         salt.removeAll()
         var callbacks = SessionChannelHandler.Callbacks()

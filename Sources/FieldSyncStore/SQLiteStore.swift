@@ -370,7 +370,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     public func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
-        try checkedChanges { db in
+        try checkedChanges(of: log) { db in
             try Row.fetchAll(db, sql: "SELECT rowid, * FROM changes WHERE author = ? AND scope = ? AND seq = ? AND evicted = 0",
                              arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(bitPattern: seq)])
         }.first
@@ -386,10 +386,33 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
-        try checkedChanges { db in
+        try checkedChanges(of: log) { db in
             try Row.fetchAll(db, sql: """
                 SELECT rowid, * FROM changes WHERE author = ? AND scope = ? AND seq BETWEEN ? AND ? AND evicted = 0 ORDER BY seq
                 """, arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(seqs.lowerBound), Int64(min(seqs.upperBound, UInt64(Int64.max)))])
+        }
+    }
+
+    /// One indexed read of the position and header columns (no bytes, no scope parsing: the log is given).
+    public func changeKeys(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChangeKey] {
+        try io {
+            try db.read { db in
+                var keys: [StoredChangeKey] = []
+                let rows = try Row.fetchCursor(db, sql: """
+                    SELECT seq, hlc, content_type, priority FROM changes
+                    WHERE author = ? AND scope = ? AND seq BETWEEN ? AND ? AND evicted = 0 ORDER BY seq
+                    """, arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(seqs.lowerBound),
+                                     Int64(min(seqs.upperBound, UInt64(Int64.max)))])
+                while let row = try rows.next() {
+                    let rawPriority: Int = row[3]
+                    guard let priority = UInt8(exactly: rawPriority).flatMap(Priority.init(rawValue:)) else {
+                        throw StoreError(.badDatabase, "priority column \(rawPriority) is not a priority")
+                    }
+                    keys.append(StoredChangeKey(log: log, seq: UInt64(row[0] as Int64), hlc: HLCTimestamp(raw: UInt64(bitPattern: row[1] as Int64)),
+                                                contentType: ContentType(rawValue: UInt8(row[2] as Int)), priority: priority))
+                }
+                return keys
+            }
         }
     }
 
@@ -634,12 +657,14 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         return LogID(author: DeviceID(author), scope: try Scope(row["scope"] as String))
     }
 
-    static func change(_ row: Row) throws -> StoredChange {
+    /// - Parameter known: the row's log when the query selected it by author and scope (spares parsing
+    ///   the scope of every row).
+    static func change(_ row: Row, log known: LogID? = nil) throws -> StoredChange {
         let rawPriority = row["priority"] as Int
         guard let priority = UInt8(exactly: rawPriority).flatMap(Priority.init(rawValue:)) else {
             throw StoreError(.badDatabase, "priority column \(rawPriority) is not a priority")
         }
-        return StoredChange(log: try log(row), seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
+        return StoredChange(log: try known ?? log(row), seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
                             prevHash: [UInt8](row["prev_hash"] as Data), hlc: HLCTimestamp(raw: UInt64(bitPattern: row["hlc"] as Int64)),
                             contentType: ContentType(rawValue: UInt8(row["content_type"] as Int)), priority: priority,
                             bytes: [UInt8](row["bytes"] as Data))
@@ -700,7 +725,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
 
         func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? {
             try Row.fetchOne(statement("SELECT * FROM changes WHERE author = ? AND scope = ? AND seq = ?"),
-                             arguments: logArgs(log) + [Int64(bitPattern: seq)]).map(SQLiteStore.change)
+                             arguments: logArgs(log) + [Int64(bitPattern: seq)]).map { try SQLiteStore.change($0, log: log) }
         }
 
         func presence(of c: StoredChange) throws -> ChangePresence {

@@ -147,13 +147,14 @@ extension SQLiteStore {
 
     /// Runs a read of change rows (each selected as `rowid, *`), returns the intact ones and quarantines
     /// the damaged ones (in a write transaction after the read), telling `damageHandler`.
-    func checkedChanges(_ fetch: (Database) throws -> [Row]) throws -> [StoredChange] {
+    /// - Parameter log: the log of every row, when the query selects by author and scope.
+    func checkedChanges(of log: LogID? = nil, _ fetch: (Database) throws -> [Row]) throws -> [StoredChange] {
         let (good, bad) = try io {
             try db.read { db -> ([StoredChange], [(Int64, String)]) in
                 var good: [StoredChange] = [], bad: [(Int64, String)] = []
                 for row in try fetch(db) {
                     let stored: StoredChange
-                    do { stored = try Self.change(row) } catch {
+                    do { stored = try Self.change(row, log: log) } catch {
                         guard checksChanges else { throw error }
                         bad.append((row["rowid"] as Int64, "its index columns do not decode (\(error))"))
                         continue

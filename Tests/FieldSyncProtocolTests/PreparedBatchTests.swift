@@ -77,6 +77,39 @@ import Testing
         #expect(try SessionTests.state(bp).count == 430)
     }
 
+    /// A node sends as many batches ahead as a receiving node prepares ahead (FieldSyncNode sets its
+    /// window to `maxBatchesPreparing`), and the receiver holds that many while its worker is busy: eight,
+    /// so that its worker still has batches queued while the loop commits (issue 13: with four the
+    /// receiver's pipeline ran dry every four batches and its loop waited a batch's verification).
+    @Test func receiverHoldsAWindowOfEightWhileItsWorkerIsBusy() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        for n in UInt64(1)...1_200 { _ = try SessionTests.write(bp, n) }
+        var sender = SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 1, count: 16))
+        sender.window = SyncSession.maxBatchesPreparing
+        var receiver = SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 2, count: 16))
+        receiver.preparesBatchesElsewhere = true
+        var link = SessionTests.Link(a: TestSession(initiator: true, replicator: bp, configuration: sender, now: Self.now),
+                                     b: TestSession(initiator: false, replicator: st, configuration: receiver, now: Self.now))
+        // Nothing is prepared yet (the worker is busy elsewhere): move bytes until the pipes are quiet.
+        var handed: [BatchPreparation] = []
+        var moved = true
+        while moved {
+            moved = false
+            for (from, to) in [(link.a, link.b), (link.b, link.a)] {
+                while let bytes = from.pollTransmit() { moved = true; to.receive(bytes, now: Self.now) }
+            }
+            while let p = link.b.pollBatchPreparation() { handed.append(p) }
+        }
+        #expect(SyncSession.maxBatchesPreparing == 8)
+        #expect(link.b.batchesPreparing == 8 && handed.count == 8, "held \(link.b.batchesPreparing), handed out \(handed.count)")
+        for p in handed { link.b.completeBatchPreparation(ticket: p.ticket, p.prepare(), now: Self.now) }
+        let (finished, mostHeld) = try Self.run(&link)
+        #expect(finished && mostHeld <= SyncSession.maxBatchesPreparing)
+        #expect(link.b.changesReceived == 1_200)
+    }
+
     /// A broken signature found by the worker ends the session with the same typed error as inline
     /// verification, and nothing of it is stored.
     @Test func forgedChangePreparedElsewhereEndsTheSessionAndIsNotStored() throws {

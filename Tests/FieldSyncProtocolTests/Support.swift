@@ -178,6 +178,10 @@ final class FailingStore: SyncStore {
     let inner = MemoryStore()
     var commitError: (any Error)?
     var readError: (any Error)?
+    /// Changes returned by `change` and `changes(_:in:)` (bytes read), counted.
+    private(set) var changesRead = 0
+    /// Seqs (of any log) that `change` and `changes(_:in:)` no longer return, as if evicted or quarantined.
+    var vanished: Set<UInt64> = []
 
     private func read<T>(_ body: () throws -> T) throws -> T {
         if let readError { throw readError }
@@ -188,9 +192,20 @@ final class FailingStore: SyncStore {
     func holdings(of log: LogID) throws -> HeldIntervals { try read { try inner.holdings(of: log) } }
     func orderedLogs() throws -> [LogID] { try read { try inner.orderedLogs() } }
     func logHoldings(_ log: LogID) throws -> LogHoldings? { try read { try inner.logHoldings(log) } }
-    func change(_ log: LogID, seq: UInt64) throws -> StoredChange? { try read { try inner.change(log, seq: seq) } }
+    func change(_ log: LogID, seq: UInt64) throws -> StoredChange? {
+        guard !vanished.contains(seq), let c = try read({ try inner.change(log, seq: seq) }) else { return nil }
+        changesRead += 1
+        return c
+    }
     func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]? { try read { try inner.hash(log, seq: seq) } }
-    func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] { try read { try inner.changes(log, in: seqs) } }
+    func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
+        let cs = try read { try inner.changes(log, in: seqs) }.filter { !vanished.contains($0.seq) }
+        changesRead += cs.count
+        return cs
+    }
+    func changeKeys(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChangeKey] {
+        try read { try inner.changeKeys(log, in: seqs) }.filter { !vanished.contains($0.seq) }
+    }
     func commit(_ batch: CommitBatch) throws -> CommitReport {
         if let commitError { throw commitError }
         return try inner.commit(batch)

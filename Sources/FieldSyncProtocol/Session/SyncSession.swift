@@ -135,10 +135,27 @@ public final class SyncSession {
         case prepared(id: UInt32, changes: [Change], prepared: [PreparedChange], verifier: ChangeVerifier)
     }
 
+    /// A change of the sending plan: its key (what the order sorts by) and, once read, its bytes. The plan
+    /// is sorted on keys alone; `pump` reads the bytes a page (`planPage` changes) ahead of the cursor.
+    private struct Planned {
+        enum Bytes {
+            /// Not read yet.
+            case unread
+            /// Read, not sent yet.
+            case read([UInt8])
+            /// No longer held when its page was read (evicted, quarantined as damaged): not sent.
+            case gone
+            /// Sent (the bytes are let go).
+            case sent
+        }
+        var key: StoredChangeKey
+        var bytes: Bytes
+    }
+
     /// What this side sends, from `streaming` on.
     private struct Outbound {
         /// Ordered, most urgent first.
-        var toSend: [StoredChange] = []
+        var toSend: [Planned] = []
         /// Next index of `toSend`.
         var cursor = 0
         var nextBatchID: UInt32 = 1
@@ -253,7 +270,10 @@ public final class SyncSession {
     public var batchesPreparing: Int { link?.inbound.batches ?? 0 }
     /// Most batches held for preparation at once: further frames stay in the frame decoder (unread)
     /// until one is applied, and a driver stops reading from the socket (`preparationBacklogFull`).
-    public static let maxBatchesPreparing = 4
+    /// Eight (about 520 KB of a hostile peer's frames per session): a node sends that many batches ahead
+    /// (its `SessionConfiguration.window`), so that while its loop commits what was verified its worker
+    /// still has batches to verify (with four the pipeline ran dry every four batches; issue 13).
+    public static let maxBatchesPreparing = 8
     /// Whether `maxBatchesPreparing` batches are held: the driver should stop reading from the peer
     /// until a preparation completes.
     public var preparationBacklogFull: Bool { batchesPreparing >= Self.maxBatchesPreparing }
@@ -966,18 +986,21 @@ public final class SyncSession {
                                _ out: inout SessionOutput) throws {
         out.events.append(.reconciled(differingLogs: result.differences.count))
         try sendForkProofs(&link, &out)
-        var plan: [StoredChange] = []
+        // Keys only (no bytes): the order is decided on them, and `pump` reads the changes a page at a
+        // time as the batches go out, so the first batch leaves after one page of reading, not after the
+        // whole backlog.
+        var plan: [StoredChangeKey] = []
         for d in result.differences {
             let forked = try forkedHeights(d)
             if let lowest = forked.first {
-                for h in forked { if let c = try stored({ try replicator.store.change(d.log, seq: h) }) { plan.append(c) } }
+                for h in forked { plan += try stored { try replicator.store.changeKeys(d.log, in: h...h) } }
                 for r in d.missingAtRemote where UInt64(r.lowerBound) < lowest {
-                    plan += try stored { try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...min(UInt64(r.upperBound), lowest - 1)) }
+                    plan += try stored { try replicator.store.changeKeys(d.log, in: UInt64(r.lowerBound)...min(UInt64(r.upperBound), lowest - 1)) }
                 }
                 continue
             }
             for r in d.missingAtRemote {
-                plan += try stored { try replicator.store.changes(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound)) }
+                plan += try stored { try replicator.store.changeKeys(d.log, in: UInt64(r.lowerBound)...UInt64(r.upperBound)) }
             }
         }
         plan.sort(by: Self.urgentFirst)
@@ -993,7 +1016,7 @@ public final class SyncSession {
             }
             for c in plan { link.peerKnown[c.log, default: HeldIntervals()].insert(c.seq) }
         }
-        var outbound = Outbound(toSend: plan, batchLimit: config.firstBatchBytes)
+        var outbound = Outbound(toSend: plan.map { Planned(key: $0, bytes: .unread) }, batchLimit: config.firstBatchBytes)
         try pump(&link, &outbound, &out)
         try settleFirstExchange(link, outbound, now: now, &out)
     }
@@ -1040,8 +1063,8 @@ public final class SyncSession {
             outbound.toSend = []
             outbound.cursor = 0
         }
-        fresh.sort(by: Self.urgentFirst)
-        outbound.toSend += fresh
+        fresh.sort { Self.urgentFirst(StoredChangeKey($0), StoredChangeKey($1)) }
+        outbound.toSend += fresh.map { Planned(key: StoredChangeKey($0), bytes: .read($0.bytes)) }
         try pump(&link, &outbound, &out)
     }
 
@@ -1109,7 +1132,7 @@ public final class SyncSession {
     private static func proofKey(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] { a.lexicographicallyPrecedes(b) ? a + b : b + a }
 
     /// Control changes first, then priority, then oldest, then log and seq.
-    private static func urgentFirst(_ a: StoredChange, _ b: StoredChange) -> Bool {
+    private static func urgentFirst(_ a: StoredChangeKey, _ b: StoredChangeKey) -> Bool {
         let ac = a.contentType.isControl, bc = b.contentType.isControl
         if ac != bc { return ac }
         if a.priority != b.priority { return a.priority < b.priority }
@@ -1127,20 +1150,22 @@ public final class SyncSession {
             var certs: [Certificate] = []
             var bytes = 16
             while o.cursor < o.toSend.count {
-                let next = o.toSend[o.cursor]
-                var extra = next.bytes.count + 4
+                if case .unread = o.toSend[o.cursor].bytes { try readPage(&o) }
+                let next = o.toSend[o.cursor].key
                 let author = next.log.author
-                if replicator.certificates[author] == nil {
-                    // No verified certificate of its author here: the peer could not verify it either.
-                    // Live mode: the peer is not known to hold it, so a push offers it again once the
-                    // certificate is known here.
+                guard replicator.certificates[author] != nil, case let .read(nextBytes) = o.toSend[o.cursor].bytes else {
+                    // No verified certificate of its author here: the peer could not verify it either. Or
+                    // no longer held (evicted or quarantined since the plan): nothing to send. Live mode:
+                    // the peer is not known to hold it, so a push offers it again once the certificate is
+                    // known (or the change is held again) here.
+                    if replicator.certificates[author] == nil { changesWithheld += 1 }
                     o.cursor += 1
-                    changesWithheld += 1
                     if let known = link.peerKnown[next.log], known.contains(next.seq) {
                         link.peerKnown[next.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq])))
                     }
                     continue
                 }
+                var extra = nextBytes.count + 4
                 // Every known certificate of the author (renewals: the one valid at each change's write
                 // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
                 var needed = link.authorsCovered.contains(author) ? []
@@ -1153,13 +1178,14 @@ public final class SyncSession {
                 }
                 for c in needed { extra += c.canonicalBytes.count }
                 if !changes.isEmpty && bytes + extra > o.batchLimit { break }
+                o.toSend[o.cursor].bytes = .sent
                 o.cursor += 1
                 certs += needed
                 link.authorsCovered.insert(author)
                 if next.contentType.carriesTrust { link.authoritiesSent = true }
-                changes.append(next.bytes)  // sent exactly as stored and received
+                changes.append(nextBytes)  // sent exactly as stored and received
                 sent.append((next.log, next.seq))
-                sizes.append((next.log, next.seq, next.bytes.count))
+                sizes.append((next.log, next.seq, nextBytes.count))
                 bytes += extra
             }
             if changes.isEmpty { break }
@@ -1176,6 +1202,43 @@ public final class SyncSession {
         if o.isIdle && !o.sentEnd {
             o.sentEnd = true
             try send(config.live ? .live : .done, &link, &out)
+        }
+    }
+
+    /// Changes of the plan read at a time (about 180 KB of typical changes, three batches of the largest
+    /// size): what the sender reads before its first batch leaves.
+    static let planPage = 256
+
+    /// Reads the bytes of the unread changes among the next `planPage` of the plan, from the cursor: one
+    /// range read per run of consecutive seqs of a log. A change the store no longer holds is `gone`.
+    private func readPage(_ o: inout Outbound) throws {
+        let end = min(o.toSend.count, o.cursor + Self.planPage)
+        var logs: [LogID] = []  // in order of first appearance: the reads' order does not depend on hashing
+        var wanted: [LogID: [(seq: UInt64, index: Int)]] = [:]
+        for i in o.cursor..<end {
+            guard case .unread = o.toSend[i].bytes else { continue }
+            let k = o.toSend[i].key
+            if wanted[k.log] == nil { logs.append(k.log) }
+            wanted[k.log, default: []].append((k.seq, i))
+        }
+        for log in logs {
+            let entries = wanted[log]!.sorted { $0.seq < $1.seq }
+            var start = 0
+            while start < entries.count {
+                var stop = start + 1
+                while stop < entries.count, entries[stop].seq == entries[stop - 1].seq + 1 { stop += 1 }
+                let got = try stored { try replicator.store.changes(log, in: entries[start].seq...entries[stop - 1].seq) }
+                var g = 0
+                for e in entries[start..<stop] {
+                    while g < got.count, got[g].seq < e.seq { g += 1 }
+                    if g < got.count, got[g].seq == e.seq {
+                        o.toSend[e.index].bytes = .read(got[g].bytes)
+                    } else {
+                        o.toSend[e.index].bytes = .gone
+                    }
+                }
+                start = stop
+            }
         }
     }
 }

@@ -36,6 +36,37 @@ public struct StoredChange: Sendable, Equatable {
     }
 }
 
+/// What a session's sending order needs of a held change, without its bytes: its position and the clear
+/// header fields the order sorts by (`SyncStore.changeKeys`). A sender sorts these and reads the bytes a
+/// page at a time as its batches go out, so its first batch leaves after one page of reading, not after
+/// the whole backlog (Protocols/sync.md, "Sending order").
+public struct StoredChangeKey: Sendable, Equatable {
+    /// The log (author, scope).
+    public var log: LogID
+    /// Its sequence number in the log.
+    public var seq: UInt64
+    /// The author's HLC.
+    public var hlc: HLCTimestamp
+    /// Content type, from the clear header.
+    public var contentType: ContentType
+    /// Priority, from the clear header.
+    public var priority: Priority
+
+    /// Creates a key.
+    public init(log: LogID, seq: UInt64, hlc: HLCTimestamp, contentType: ContentType, priority: Priority) {
+        self.log = log
+        self.seq = seq
+        self.hlc = hlc
+        self.contentType = contentType
+        self.priority = priority
+    }
+
+    /// The key of a stored change.
+    public init(_ c: StoredChange) {
+        self.init(log: c.log, seq: c.seq, hlc: c.hlc, contentType: c.contentType, priority: c.priority)
+    }
+}
+
 /// Evidence that an author equivocated in one log: two changes it signed that no single chain can hold,
 /// either at the same position (same seq, different hashes) or across one link (a change at `n + 1`
 /// whose `prevHash` is not the hash of the change at `n`). Both changes verify on their own; together
@@ -279,6 +310,11 @@ extension SyncStore {
     /// Default: `forks()` filtered.
     public func forks(of log: LogID) throws -> [ForkEvidence] { try forks().filter { $0.log == log } }
 
+    /// Default: the keys of `changes(_:in:)` (which reads the bytes; stores that can skip them override it).
+    public func changeKeys(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChangeKey] {
+        try changes(log, in: seqs).map(StoredChangeKey.init)
+    }
+
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
 
@@ -313,6 +349,10 @@ public protocol SyncStore: AnyObject {
     func hash(_ log: LogID, seq: UInt64) throws -> [UInt8]?
     /// The held changes of `log` within `seqs`, in seq order.
     func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange]
+    /// The keys of the held changes of `log` within `seqs` (those `changes(_:in:)` returns), in seq order,
+    /// without reading their bytes: what a session sorts into its sending order before it reads the
+    /// changes a page at a time. Not checked for damage (that happens when the bytes are read).
+    func changeKeys(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChangeKey]
     /// Applies a batch atomically (changes, record merges, forks, receipts).
     func commit(_ batch: CommitBatch) throws -> CommitReport
     /// One materialized record.
