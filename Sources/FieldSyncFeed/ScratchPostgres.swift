@@ -83,30 +83,38 @@ public final class ScratchPostgres: @unchecked Sendable {
         return 25_432
     }
 
-    /// Runs a server program (as `postgres` when root).
+    /// Runs a server program (as `postgres` when root) and waits for it.
+    ///
+    /// Spawned with `posix_spawn` and reaped with `waitpid`, not with Foundation's `Process`: on Linux `Process`
+    /// learns that a child ended from a descriptor the child inherits, and the server `pg_ctl start` leaves
+    /// running inherits it too, so `waitUntilExit` would wait for the server to stop. Output goes to a file
+    /// (a pipe would be held open by the server the same way).
     @discardableResult
     func run(_ program: String, _ args: [String], allowFailure: Bool = false) throws -> (status: Int32, out: String) {
-        let p = Process()
-        if asPostgres {
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            p.arguments = ["-u", "postgres", "--", program] + args
-        } else {
-            p.executableURL = URL(fileURLWithPath: program)
-            p.arguments = args
-        }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        if p.terminationStatus != 0 && !allowFailure {
+        let argv = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", program] + args : [program] + args
+        let outPath = dir + "/cmd-\(UInt32.random(in: 0...UInt32.max)).out"
+        defer { try? FileManager.default.removeItem(atPath: outPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o666)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let cArgs = argv.map { strdup($0) } + [nil]
+        defer { for a in cArgs { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
+        guard rc == 0 else { throw Unavailable(description: "cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
+        let code: Int32 = exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let text = String(decoding: FileManager.default.contents(atPath: outPath) ?? Data(), as: UTF8.self)
+        if code != 0 && !allowFailure {
             let log = (try? String(contentsOfFile: dir + "/server.log", encoding: .utf8)) ?? ""
-            throw Unavailable(description: "\((program as NSString).lastPathComponent) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(text)\n\(log)")
+            throw Unavailable(description: "\((program as NSString).lastPathComponent) \(args.joined(separator: " ")) exited \(code): \(text)\n\(log)")
         }
-        return (p.terminationStatus, text)
+        return (code, text)
     }
 
     private func initialize(durable: Bool) throws {
