@@ -348,7 +348,9 @@ public actor PostgresFeedSink {
     /// `COPY table(columns) FROM STDIN` of text-format lines (the benchmark's baseline).
     public func copy(table: String, columns: [String], lines: [String]) async throws {
         let c = try await conn()
-        try await c.copyFrom(table: "\(s).\(table)", columns: columns, logger: logger) { writer in
+        // postgres-nio quotes the table name whole: name the schema through the search path.
+        try await c.query(PostgresQuery(unsafeSQL: "SET search_path TO \(s)"), logger: logger)
+        try await c.copyFrom(table: table, columns: columns, logger: logger) { writer in
             var buffer = ByteBuffer()
             for line in lines {
                 buffer.writeString(line)

@@ -124,7 +124,12 @@ private func feedBenchmark(changes: Int) throws -> [BenchResult] {
     let feedSink = PostgresFeedSink(configuration: feedConfig, logger: logger)
     let runner = try FeedRunner(store: store, sink: feedSink, device: device, role: "hq", logger: logger)
     let feedStart = clock.now
-    let fed = try blocking { try await runner.catchUp(verifier: verifier) }
+    let fed = try blocking { () -> Int64 in
+        do { return try await runner.catchUp(verifier: verifier) } catch {
+            await feedSink.close()
+            throw BenchError("feed: \(FeedError.describe(error))")
+        }
+    }
     let feedSeconds = seconds(clock.now - feedStart)
     runner.stop()
     try blocking { await runner.run() }
@@ -153,6 +158,7 @@ private func feedBenchmark(changes: Int) throws -> [BenchResult] {
     }
     let copyStart = clock.now
     try blocking {
+      do {
         try await copySink.copy(table: "incidents", columns: ["record_id", "scope", "county", "station", "category", "priority", "status",
                                                              "status_generation", "summary", "reporter", "reported_at", "latitude", "longitude",
                                                              "place_name", "assigned_units", "feedback", "feedback_at", "feedback_deadline",
@@ -160,6 +166,10 @@ private func feedBenchmark(changes: Int) throws -> [BenchResult] {
         try await copySink.copy(table: "record_history", columns: ["change_hash", "record_id", "ordinal", "kind", "value", "generation",
                                                                   "author_device", "hlc", "at", "signature_verified"], lines: historyLines)
         await copySink.close()
+      } catch {
+        await copySink.close()
+        throw BenchError("COPY: \(FeedError.describe(error))")
+      }
     }
     let copySeconds = seconds(clock.now - copyStart)
     let copied = try pg.psql("bench", "SELECT (SELECT count(*) FROM copied.incidents) || '|' || (SELECT count(*) FROM copied.record_history)")
