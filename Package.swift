@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
         .library(name: "FieldSyncDriver", targets: ["FieldSyncDriver"]),
         .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
+        .library(name: "FieldSyncFeed", targets: ["FieldSyncFeed"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -61,6 +63,21 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The HQ feed into PostgreSQL (docs/postgres-feed.md): reads the store in its own order, opens changes with
+        // the replicator's keys, writes rows and the cursor in one PostgreSQL transaction. Only nodes that run a
+        // feed use it; the store pays nothing for it.
+        .target(
+            name: "FieldSyncFeed",
+            dependencies: [
+                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
@@ -69,8 +86,10 @@ let package = Package(
                 "FieldSyncProtocol",
                 "FieldSyncStore",
                 "FieldSyncNode",
+                "FieldSyncFeed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // Deterministic discrete-event simulator (Simulator/README.md): engine, scenarios, metrics, charts.
@@ -100,6 +119,7 @@ let package = Package(
                 "FieldSyncProtocol",
                 "FieldSyncStore",
                 "FieldSyncNode",
+                "FieldSyncFeed",
                 "FieldSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -126,6 +146,7 @@ let package = Package(
         .testTarget(
             name: "FieldSyncNodeTests",
             dependencies: ["FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
+                           "FieldSyncFeed",
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),

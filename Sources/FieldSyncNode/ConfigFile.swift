@@ -180,6 +180,44 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
     }
 
+    /// The HQ feed into PostgreSQL (docs/postgres-feed.md): off unless `postgres` is given; refused at start
+    /// on relay and backpack roles (what it writes is plaintext).
+    public struct Feed: Sendable, Equatable, Decodable {
+        /// The database.
+        public struct Postgres: Sendable, Equatable, Decodable {
+            /// `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=require][&host=/socket/dir]` (no password in it).
+            public var url: String
+            /// The schema the feed's tables live in (default `fieldsync`).
+            public var schema = "fieldsync"
+            /// File whose first line is the database password (mode 0600), or null.
+            public var passwordFile: String?
+            /// Changes per PostgreSQL transaction (default 1000).
+            public var batchSize = 1000
+
+            static let keys: Set<String> = ["url", "schema", "passwordFile", "batchSize"]
+            public init(url: String) { self.url = url }
+
+            public init(from decoder: any Decoder) throws {
+                let c = try strictContainer(decoder, allowed: Self.keys, section: "feed.postgres")
+                url = try c.required("url", or: "")
+                schema = try c.value("schema", or: schema)
+                passwordFile = try c.decodeIfPresent(String.self, forKey: AnyKey("passwordFile"))
+                batchSize = try c.value("batchSize", or: batchSize)
+            }
+        }
+
+        /// The PostgreSQL feed, or nil (no feed).
+        public var postgres: Postgres?
+
+        static let keys: Set<String> = ["postgres"]
+        public init(postgres: Postgres? = nil) { self.postgres = postgres }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "feed")
+            postgres = try c.decodeIfPresent(Postgres.self, forKey: AnyKey("postgres"))
+        }
+    }
+
     /// The Prometheus endpoint.
     public struct Metrics: Sendable, Equatable, Decodable {
         /// Whether to serve `GET /metrics` (default false).
@@ -297,9 +335,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     public var discovery = Discovery()
     /// Epoch key rotation period and staleness threshold.
     public var epochs = Epochs()
+    /// The PostgreSQL feed (HQ).
+    public var feed = Feed()
 
     static let keys: Set<String> = ["device", "store", "epochKeyFiles", "listen", "network", "peers", "sessions", "schedule",
-                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs"]
+                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs", "feed"]
     /// The accepted log levels.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -325,6 +365,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         statusFile = try c.decodeIfPresent(String.self, forKey: AnyKey("statusFile"))
         discovery = try c.value("discovery", or: discovery)
         epochs = try c.value("epochs", or: epochs)
+        feed = try c.value("feed", or: feed)
     }
 
     /// The status file path in force.
@@ -410,6 +451,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         store.path = abs(store.path)
         epochKeyFiles = epochKeyFiles.map(abs)
         statusFile = statusFile.map(abs)
+        if let p = feed.postgres?.passwordFile { feed.postgres?.passwordFile = abs(p) }
     }
 
     /// Validates values and files; an empty result means the config is ready to serve. Checks that need
@@ -588,7 +630,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
                          "announce": true, "secretFile": null },
           // Epoch keys: the rotation period (days) of `fieldsync epoch-key rotate --if-older-than`, and after how many
           // days the newest key held of a scope is warned about as stale (null: twice rotationEveryDays).
-          "epochs": { "rotationEveryDays": 7, "staleAfterDays": null }
+          "epochs": { "rotationEveryDays": 7, "staleAfterDays": null },
+          // HQ only: mirror the records this node decrypts into PostgreSQL (docs/postgres-feed.md), e.g.
+          // "postgres": { "url": "postgres://fieldsync@db.hq:5432/police?sslmode=require", "schema": "fieldsync",
+          //               "passwordFile": "/etc/fieldsync/pg.pass", "batchSize": 1000 }
+          // (null: no feed). Refused on relay and backpack roles: what it writes is plaintext.
+          "feed": { "postgres": null }
         }
         """
 

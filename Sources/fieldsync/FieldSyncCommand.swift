@@ -12,7 +12,8 @@ struct FieldSyncCommand: AsyncParsableCommand {
             + "77 when this device may not write there. docs/cli.md has the details.",
         subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, ConfigCommand.self, StatusCommand.self,
                       IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, ImportCommand.self,
-                      EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CertCommand.self, KeysCommand.self, CrashWriter.self]
+                      EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CertCommand.self, KeysCommand.self, CrashWriter.self,
+                      FeedCommand.self]
     )
 
     /// Parses and runs the command. With `--json`, an error raised while running (not a usage error, which keeps

@@ -119,7 +119,9 @@ struct Serve: AsyncParsableCommand {
         options.statusPath = c.statusPath
         options.epochStaleAfter = c.epochs.staleAfterMilliseconds
         let registry = PrometheusCollectorRegistry()
-        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)))
+        let feed = try await FeedService.start(c, node: node, factory: PrometheusMetricsFactory(registry: registry), logger: logger)
+        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)),
+                                hooks: feed?.hooks ?? DaemonHooks())
         // Signals first, so a SIGTERM during start-up is not lost.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -156,6 +158,7 @@ struct Serve: AsyncParsableCommand {
                                                        "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
             }
         } catch {
+            await feed?.stop()
             await metricsEndpoint?.stop()
             _ = try? await daemon.shutdown(grace: .zero)
             throw error
@@ -175,6 +178,7 @@ struct Serve: AsyncParsableCommand {
                     await discovery?.stop()
                     await endpoint?.stop()
                     try await daemon.shutdown(grace: .seconds(grace))
+                    await feed?.stop()
                 }
             } else {
                 logger.warning("second signal: cutting the running sessions now", metadata: ["sync.signal": .stringConvertible(sig)])
