@@ -183,7 +183,12 @@ struct RestoreCommand: ParsableCommand {
             throw CLIError("cannot create a work folder in \(base): \(String(cString: strerror(errno)))")
         }
         let newDir = work + "/device"
-        let storeTmp = checkOnly ? work + "/store.sqlite" : "\(store).restore-\(getpid())"
+        // A store inside the device directory is written there under its name and moves with the directory;
+        // one elsewhere is written beside its target (same file system) and linked into place.
+        func standard(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
+        let storeInDir = standard(PathText.folder(of: store)) == standard(dir)
+        let storeName = (store as NSString).lastPathComponent
+        let storeTmp = checkOnly ? work + "/store.sqlite" : storeInDir ? newDir + "/" + storeName : "\(store).restore-\(getpid())"
         var moved = false
         defer {
             if !moved {
@@ -220,11 +225,13 @@ struct RestoreCommand: ParsableCommand {
             try Self.refuseExisting(dir: dir, store: store)
             guard rename(newDir, dir) == 0 else { throw CLIError("cannot move the restored directory to \(dir): \(String(cString: strerror(errno)))") }
             moved = true
-            guard link(storeTmp, store) == 0 else {
-                throw CLIError("cannot create \(store): \(String(cString: strerror(errno))); the device directory is restored at \(dir), "
-                               + "the store copy is at \(storeTmp): move it to \(store) by hand")
+            if !storeInDir {
+                guard link(storeTmp, store) == 0 else {
+                    throw CLIError("cannot create \(store): \(String(cString: strerror(errno))); the device directory is restored at \(dir), "
+                                   + "the store copy is at \(storeTmp): move it to \(store) by hand")
+                }
+                unlink(storeTmp)
             }
-            unlink(storeTmp)
             for d in [PathText.folder(of: dir), PathText.folder(of: store)] {
                 let dfd = open(d, O_RDONLY)
                 if dfd >= 0 { _ = fsync(dfd); close(dfd) }
