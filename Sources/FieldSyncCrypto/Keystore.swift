@@ -246,8 +246,9 @@ public enum Keystore {
         guard writeAll(fd, key), fsync(fd) == 0 else { throw KeystoreError(.io, "cannot write \(path)") }
     }
 
-    /// Reads a key file after checking it is a regular file of 32 bytes with no group/other permissions.
-    static func readKeyFile(_ path: String) throws(KeystoreError) -> SecretBytes {
+    /// Reads a key file after checking it is a regular file of 32 bytes with no group/other permissions
+    /// (also the key file of a backup, docs/backup.md).
+    public static func readKeyFile(_ path: String) throws(KeystoreError) -> SecretBytes {
         var st = stat()
         guard stat(path, &st) == 0 else { throw KeystoreError(.io, "cannot read key file \(path): \(String(cString: strerror(errno)))") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeystoreError(.keyFileInvalid, "key file \(path) is not a regular file") }

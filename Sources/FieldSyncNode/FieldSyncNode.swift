@@ -279,7 +279,9 @@ public final class FieldSyncNode: Sendable {
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP_NODELAY is a TCP-level option: `.socketOption(.tcp_nodelay)` set SO_DEBUG (SOL_SOCKET, 1), which
+            // an unprivileged node may not set, so it refused every connection (DebianPackageTests, NonRootServeTests).
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
         for (option, value) in configuration.keepAlive?.options(live: configuration.liveKeepAlive) ?? [] { bootstrap = bootstrap.childChannelOption(option, value: value) }
         bootstrap = bootstrap.childChannelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
@@ -316,7 +318,7 @@ public final class FieldSyncNode: Sendable {
         let target = PeerAddress(host: host, port: port)
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         for (option, value) in configuration.keepAlive?.options(live: configuration.liveKeepAlive) ?? [] { bootstrap = bootstrap.channelOption(option, value: value) }
         bootstrap = bootstrap.channelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {

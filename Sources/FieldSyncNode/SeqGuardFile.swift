@@ -64,6 +64,54 @@ public final class SeqGuardFile: OwnHeadGuard, @unchecked Sendable {
         try write(Array(text.utf8))
     }
 
+    /// The restore fence's file (`RestoreFence`), beside the guard: `restore-fence` in the device directory.
+    public var fencePath: String { PathText.folder(of: path) + "/" + Self.fenceName }
+    /// The fence file's name in a device directory.
+    public static let fenceName = "restore-fence"
+
+    /// The fence in force: the file `restore-fence` (three lines: `fieldsync restore-fence v1`,
+    /// `backup MS`, `restored MS`), written by `fieldsync restore`. A file that does not parse is an
+    /// error (writes stay refused), never read as no fence.
+    public func fence() throws -> RestoreFence? { try Self.readFence(inDirectory: PathText.folder(of: path)) }
+
+    /// Removes the fence file (and syncs the directory).
+    public func liftFence() throws { try Self.liftFence(inDirectory: PathText.folder(of: path)) }
+
+    /// The fence of the device directory `directory` (`fence()`).
+    public static func readFence(inDirectory directory: String) throws -> RestoreFence? {
+        let file = directory + "/" + fenceName
+        guard let data = FileManager.default.contents(atPath: file) else {
+            if FileManager.default.fileExists(atPath: file) { throw SeqGuardError("cannot read \(file)") }
+            return nil
+        }
+        return try parseFence(String(decoding: data, as: UTF8.self), path: file)
+    }
+
+    /// Removes the fence of the device directory `directory` (`liftFence()`).
+    public static func liftFence(inDirectory directory: String) throws {
+        let file = directory + "/" + fenceName
+        guard unlink(file) == 0 || errno == ENOENT else {
+            throw SeqGuardError("cannot remove \(file): \(String(cString: strerror(errno)))")
+        }
+        syncDirectory(directory)
+    }
+
+    /// Writes a fence file into `directory` (a device directory being restored), mode 0600, synced.
+    public static func writeFence(_ fence: RestoreFence, inDirectory directory: String) throws {
+        let text = "fieldsync restore-fence v1\nbackup \(fence.backupTime)\nrestored \(fence.restoredTime)\n"
+        try writeSynced(Array(text.utf8), to: directory + "/" + fenceName)
+    }
+
+    static func parseFence(_ text: String, path: String) throws -> RestoreFence {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map { $0.split(separator: " ") }
+        guard lines.count == 3, lines[0].joined(separator: " ") == "fieldsync restore-fence v1",
+              lines[1].count == 2, lines[1][0] == "backup", let backup = UInt64(lines[1][1]),
+              lines[2].count == 2, lines[2][0] == "restored", let restored = UInt64(lines[2][1]) else {
+            throw SeqGuardError("\(path) does not parse; this device stays fenced: see docs/backup.md, \"The restore fence\"")
+        }
+        return RestoreFence(backupTime: backup, restoredTime: restored)
+    }
+
     private func parse(_ text: String) throws -> [LogID: OwnHead] {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: true).makeIterator()
         guard let header = lines.next(), header == "fieldsync seq-guard v1 device \(device)" else {
@@ -84,7 +132,18 @@ public final class SeqGuardFile: OwnHeadGuard, @unchecked Sendable {
         return out
     }
 
-    private func write(_ bytes: [UInt8]) throws {
+    private func write(_ bytes: [UInt8]) throws { try Self.writeSynced(bytes, to: path) }
+
+    private static func syncDirectory(_ dir: String) {
+        let dfd = open(dir, O_RDONLY)
+        if dfd >= 0 {
+            _ = fsync(dfd)
+            close(dfd)
+        }
+    }
+
+    /// Replaces `path` atomically: temporary file (0600), fsync, rename, fsync of the directory.
+    static func writeSynced(_ bytes: [UInt8], to path: String) throws {
         let dir = PathText.folder(of: path)
         let tmp = "\(path).tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)

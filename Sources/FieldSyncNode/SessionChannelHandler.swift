@@ -45,6 +45,8 @@ public struct SessionResult: Sendable, CustomStringConvertible {
     /// Fork evidence this node recorded in the session (`SyncSession.forksDetected`), and changes it
     /// refused as contradicting a log it holds (`SyncSession.changesForked`).
     public var forksDetected = 0, changesForked = 0
+    /// Whether this session lifted this node's restore fence (`SyncSession.liftedRestoreFence`, docs/backup.md).
+    public var liftedRestoreFence = false
     /// The peer's socket address as seen by this node (for an incoming session, its ephemeral port).
     public var remoteAddress: String?
     /// Bytes read from and written to the socket.
@@ -95,7 +97,7 @@ public struct SessionResult: Sendable, CustomStringConvertible {
         }
         let refused = changesRefused > 0 ? ", refused \(changesRefused) (store full)" : ""
         let forks = forksDetected > 0 || changesForked > 0 ? ", FORK: \(forksDetected) new proof(s), \(changesForked) change(s) of another branch refused" : ""
-        let live = liveSince == nil ? "" : " (live, \(pushes) push(es))"
+        let live = (liveSince == nil ? "" : " (live, \(pushes) push(es))") + (liftedRestoreFence ? " (restore fence lifted)" : "")
         return "\(initiator ? "to" : "from") \(who): \(how)\(live); sent \(changesSent) (acked \(changesAcknowledged)\(refusedByPeerText)), "
             + "received \(changesReceived), rejected \(changesRejected)\(refused)\(forks); \(bytesOut) B out, \(bytesIn) B in, \(durationMilliseconds) ms"
     }
@@ -645,6 +647,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         result.changesAcknowledged = session.changesAcknowledged
         result.forksDetected = session.forksDetected
         result.changesForked = session.changesForked
+        result.liftedRestoreFence = session.liftedRestoreFence
         result.durationMilliseconds = clock() &- started
         result.outcome = session.isFinished ? .finished : .failed(failure ?? "connection closed before the session finished")
         reportTraffic()

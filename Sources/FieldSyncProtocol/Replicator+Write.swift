@@ -175,6 +175,8 @@ extension Replicator {
     ///   device's log is already forked, or the store or guard belongs to another history).
     ///   Also when one of this device's own changes of `log` beyond that head is quarantined.
     private func ownHead(_ log: LogID, now: UInt64) throws -> (seq: UInt64, hash: [UInt8]) {
+        // A restored device writes nothing until a sync has shown it its own logs' heads (`RestoreFence`).
+        if let fence = try headGuard?.fence() { throw WriteError(Self.fencedMessage(fence)) }
         let head = try unguardedOwnHead(log, now: now)
         // One of this device's own changes found corrupt on disk is quarantined (out of the holdings) until
         // a peer returns it. Its seq stays used: if the seq guard does not vouch for a head at or beyond it,
@@ -251,6 +253,48 @@ extension Replicator {
         return heads.count
     }
 
+    /// What a fenced device says when asked to write.
+    static func fencedMessage(_ fence: RestoreFence) -> String {
+        """
+        this device was restored from a backup taken \(UTCText.format(fence.backupTime)) and writes nothing until it has synced \
+        with a peer that holds its own logs (its station, relay box or HQ: `fieldsync sync HOST:PORT`, or let `fieldsync serve` \
+        meet one): anything it wrote after the backup comes back first and its next change follows it. If every such peer \
+        is gone: `fieldsync fence --lift --accept-fork-risk` (docs/backup.md)
+        """
+    }
+
+    /// Whether a restore fence is in force (`RestoreFence`): own writes are refused until a sync
+    /// confirms this device's own logs' heads (`confirmOwnHeads`).
+    /// - Throws: the guard's errors (a fence file that does not parse).
+    public func restoreFence() throws -> RestoreFence? { try headGuard?.fence() }
+
+    /// After a session's first exchange (`SyncSession`): lifts the restore fence when the peer vouched
+    /// for this device's own logs. For each own log both sides may hold, `peer` is the highest seq the
+    /// peer held when reconciliation ran and `own` the highest this store held then. The fence is lifted
+    /// when the peer held at least one own change, was behind this store on none of these logs (it is
+    /// at least as current as the backup), this store now holds each log at least as far as the peer did
+    /// (what the peer had, the session brought back), and no HQ receipt this store holds names an own
+    /// seq beyond what it holds (HQ saw a later change no peer has returned yet). The guard is then
+    /// raised to the store's heads, so the next write follows the highest change seen.
+    /// - Returns: whether the fence was lifted by this call.
+    /// - Throws: store errors, the guard's errors.
+    @discardableResult
+    public func confirmOwnHeads(_ seen: [LogID: (peer: UInt64, own: UInt64)]) throws -> Bool {
+        guard let headGuard, try headGuard.fence() != nil else { return false }
+        guard seen.values.contains(where: { $0.peer >= 1 }) else { return false }
+        for (log, heads) in seen {
+            guard log.author == identity.id, heads.peer >= heads.own else { return false }
+            let held = try store.holdings(of: log).ranges.last?.upperBound ?? 0
+            guard held >= heads.peer else { return false }
+        }
+        for (log, held) in try store.holdings() where log.author == identity.id {
+            if try store.receipted(log) > (held.ranges.last?.upperBound ?? 0) { return false }
+        }
+        try syncHeadGuard()
+        try headGuard.liftFence()
+        return true
+    }
+
     // MARK: Receipts
 
     /// HQ only: receipts for the logs held beyond what HQ has receipted so far (its own receipts and
@@ -287,4 +331,25 @@ extension Replicator {
 private struct ErasedGenerator: RandomNumberGenerator {
     var base: any RandomNumberGenerator
     mutating func next() -> UInt64 { base.next() }
+}
+
+/// A UTC time for messages, without the C library (this module reads no clock and calls no libc).
+enum UTCText {
+    /// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian, H. Hinnant's civil_from_days).
+    static func format(_ ms: UInt64) -> String {
+        let secs = Int64(ms / 1000)
+        let days = secs / 86_400
+        let rest = secs % 86_400
+        let z = days + 719_468
+        let era = z / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(year)-\(two(month))-\(two(day)) \(two(rest / 3600)):\(two(rest % 3600 / 60)):\(two(rest % 60)) UTC"
+    }
 }

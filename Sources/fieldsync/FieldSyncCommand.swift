@@ -1,4 +1,5 @@
 import ArgumentParser
+import FieldSyncNode
 import Foundation
 
 /// The `fieldsync` command line: demo, identity and enrollment, the node (serve, sync), records (incident, visit, list, show, export, import).
@@ -10,10 +11,11 @@ struct FieldSyncCommand: AsyncParsableCommand {
         discussion: "Record commands (incident, visit, list, show, export, import) exit 0 when done, 1 when the operation failed, "
             + "64 for a usage error, 65 for data the schema or record refuses, 66 when the record or file is not found, "
             + "77 when this device may not write there. docs/cli.md has the details.",
+        version: FieldSyncVersion.text,
         subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, ConfigCommand.self, StatusCommand.self,
                       IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, ImportCommand.self,
                       EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CertCommand.self, KeysCommand.self, CrashWriter.self,
-                      FeedCommand.self]
+                      FeedCommand.self, BackupCommand.self, RestoreCommand.self, FenceCommand.self]
     )
 
     /// Parses and runs the command. With `--json`, an error raised while running (not a usage error, which keeps

@@ -99,6 +99,10 @@ struct ReplicatorSpec: Sendable {
                 + "but the device wrote up to seq \(heads.guard) (seq guard): the store was restored from an older copy; "
                 + "new changes continue after seq \(heads.guard) and a sync brings the rest back (docs/node.md, \"Restoring a device\")\n").utf8))
         }
+        if let fence = try replicator.restoreFence() {  // docs/backup.md
+            logLine("warning: this device was restored from a backup taken \(TimeText.format(Int64(fence.backupTime))) and is fenced: "
+                    + "it writes nothing until a sync with a peer that holds its own logs (`fieldsync fence --dir \(dir)`)")
+        }
         return replicator
     }
 }

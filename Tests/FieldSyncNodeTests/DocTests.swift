@@ -32,7 +32,7 @@ import Glibc
     /// whose blocks all became skipped or unfenced does not pass by running nothing).
     static let pages: [(String, Int)] = [
         ("README.md", 5), ("docs/enrollment.md", 6), ("docs/relay-ops.md", 3), ("docs/hq-ops.md", 3),
-        ("docs/cli.md", 5), ("docs/node.md", 3),
+        ("docs/cli.md", 5), ("docs/node.md", 3), ("docs/backup.md", 6),
     ]
 
     @Test(arguments: pages.map(\.0))

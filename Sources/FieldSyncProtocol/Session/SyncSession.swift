@@ -280,6 +280,12 @@ public final class SyncSession {
     /// The peer's certificate, from the handshake's completion on (kept once the session closed: a driver
     /// reports whom a session that ended was with).
     public private(set) var peer: Certificate?
+    /// Whether this session lifted this node's restore fence (`RestoreFence`, `Replicator.confirmOwnHeads`):
+    /// its first exchange showed this device's own logs' heads.
+    public private(set) var liftedRestoreFence = false
+    /// Only while this node is fenced after a restore: per own log both sides may hold, the highest seq
+    /// the peer held and the highest held here, when reconciliation ran (`Replicator.confirmOwnHeads`).
+    private var fenceWitness: [LogID: (peer: UInt64, own: UInt64)]?
 
     private var link: Link? {
         switch state {
@@ -798,6 +804,11 @@ public final class SyncSession {
         for log in try stored({ try replicator.store.orderedLogs() }) where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
             if let held = try stored({ try replicator.store.logHoldings(log) }) { logs.append(held) }
         }
+        if (try? replicator.restoreFence()) ?? nil != nil {
+            var witness: [LogID: (peer: UInt64, own: UInt64)] = [:]
+            for l in logs where l.log.author == replicator.identity.id { witness[l.log] = (peer: 0, own: UInt64(l.intervals.last?.end ?? 0)) }
+            fenceWitness = witness
+        }
         let key = Array(hs.handshakeHash.prefix(32))
         let holdings = Holdings(logs)
         var rec = Reconciler(role: hs.isInitiator ? .initiator : .responder, holdings: holdings,
@@ -985,6 +996,14 @@ public final class SyncSession {
     private func planStreaming(_ result: ReconciliationResult, _ link: inout Link, own: Holdings?, now: UInt64,
                                _ out: inout SessionOutput) throws {
         out.events.append(.reconciled(differingLogs: result.differences.count))
+        if var witness = fenceWitness {
+            // A log that does not differ is held alike on both sides.
+            for (log, heads) in witness { witness[log] = (peer: heads.own, own: heads.own) }
+            for d in result.differences where d.log.author == replicator.identity.id {
+                witness[d.log] = (peer: UInt64(d.remote.last?.end ?? 0), own: UInt64(d.local.last?.end ?? 0))
+            }
+            fenceWitness = witness
+        }
         try sendForkProofs(&link, &out)
         // Keys only (no bytes): the order is decided on them, and `pump` reads the changes a page at a
         // time as the batches go out, so the first batch leaves after one page of reading, not after the
@@ -1027,6 +1046,11 @@ public final class SyncSession {
         guard outbound.sentEnd, let end = link.peerEnd, outbound.inFlight.isEmpty else {
             state = .streaming(link, outbound)
             return
+        }
+        if let witness = fenceWitness {
+            // Every batch of the peer's first exchange is applied: what it held of this device's logs is here.
+            fenceWitness = nil
+            liftedRestoreFence = (try? replicator.confirmOwnHeads(witness)) ?? false
         }
         guard config.live && end == .live else {
             close(.finished, &out)

@@ -37,11 +37,44 @@ public protocol OwnHeadGuard: AnyObject {
     func heads() throws -> [LogID: OwnHead]
     /// Raises the recorded heads (a head at or below the recorded seq is ignored).
     func advance(_ heads: [LogID: OwnHead]) throws
+    /// The restore fence in force, if any (`RestoreFence`): while there is one, `Replicator` refuses
+    /// every own write. Guards that are never restored return nil (the default).
+    func fence() throws -> RestoreFence?
+    /// Removes the fence, durably before returning (the default does nothing).
+    func liftFence() throws
+}
+
+extension OwnHeadGuard {
+    public func fence() throws -> RestoreFence? { nil }
+    public func liftFence() throws {}
+}
+
+/// A device restored from a backup (docs/backup.md) brings back its store *and* its guard as they were
+/// when the backup was taken: if it wrote after that, both are behind its own logs, and writing would
+/// sign a second change at a seq it already used (a fork, attack case 48). So a restore leaves a fence
+/// in the guard, and the device writes nothing until a sync has shown it its own logs' heads: a
+/// session's first exchange with a peer that held at least one of this device's own changes and was
+/// not behind this store on any own log both may hold, after which this store holds everything that
+/// peer held of them (`Replicator.confirmOwnHeads`), and no HQ receipt names an own seq this store
+/// lacks. The operator may lift it by hand for a device whose peers are all gone, at the risk of a fork.
+public struct RestoreFence: Sendable, Equatable {
+    /// When the backup was taken, ms since the Unix epoch.
+    public var backupTime: UInt64
+    /// When it was restored, ms since the Unix epoch.
+    public var restoredTime: UInt64
+
+    /// Creates a fence.
+    public init(backupTime: UInt64, restoredTime: UInt64) {
+        self.backupTime = backupTime
+        self.restoredTime = restoredTime
+    }
 }
 
 /// An in-memory guard (tests, the simulator): it survives what the test keeps it across.
 public final class MemoryHeadGuard: OwnHeadGuard {
     private var recorded: [LogID: OwnHead] = [:]
+    /// The restore fence (set it to fence the device, as a restore does).
+    public var restoreFence: RestoreFence?
 
     /// An empty guard.
     public init() {}
@@ -51,4 +84,6 @@ public final class MemoryHeadGuard: OwnHeadGuard {
     public func advance(_ heads: [LogID: OwnHead]) throws {
         for (log, h) in heads where (recorded[log]?.seq ?? 0) < h.seq { recorded[log] = h }
     }
+    public func fence() throws -> RestoreFence? { restoreFence }
+    public func liftFence() throws { restoreFence = nil }
 }
