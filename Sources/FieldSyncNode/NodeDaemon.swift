@@ -49,6 +49,8 @@ public struct DaemonHooks: Sendable {
     public var sessionEnded: (@Sendable (SessionResult, Replicator) throws -> Void)?
     /// After the store's heads moved (any cause), before the push is scheduled.
     public var storeChanged: (@Sendable (Replicator) throws -> Void)?
+    /// When a session went live (after the daemon's own bookkeeping).
+    public var sessionWentLive: (@Sendable (LiveSession) -> Void)?
 
     /// No hooks.
     public init() {}
@@ -136,7 +138,10 @@ public final class NodeDaemon: Sendable {
         try await node.loop.submit { [self] in
             let now = nodeClockMilliseconds()
             var observer = SessionObserver()
-            observer.live = { [self] s in sessionWentLive(s) }
+            observer.live = { [self] s in
+                sessionWentLive(s)
+                hooks.sessionWentLive?(s)
+            }
             observer.applied = { [self] device in changesArrived(from: device) }
             observer.traffic = { [self] t in
                 metrics.record(t)
