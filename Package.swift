@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "FieldSync",
             dependencies: [
-                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore", "FieldSyncNode",
+                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver", "FieldSyncStore", "FieldSyncNode",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -103,6 +103,7 @@ let package = Package(
         .executableTarget(
             name: "fieldsync-bench",
             dependencies: [
+                "FieldSync",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -144,8 +145,8 @@ let package = Package(
         ),
         .testTarget(
             name: "FieldSyncTests",
-            dependencies: ["FieldSync", "FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
-                           "FieldSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["FieldSync", "FieldSyncNode", "FieldSyncDriver", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore",
+                           "FieldSyncCrypto", "FieldSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),

@@ -4,6 +4,7 @@
 
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
@@ -31,6 +32,10 @@ public struct RecordChange: Sendable {
 
 /// What the node's sync does, as an observer sees it.
 public enum SyncEvent: Sendable {
+    /// Background sync learned a peer: LAN discovery found it (`.discovered`), or the app added it.
+    case peerAdded(PeerAddress, PeerSource)
+    /// A session authenticated its peer and started.
+    case sessionStarted(SessionStart)
     /// A session went live (it stays open and pushes changes as they are written).
     case liveSessionStarted(LiveSession)
     /// A session ended, with its figures (changes and bytes each way, duration, why it ended).
@@ -293,7 +298,7 @@ public final class FieldSyncApp: Sendable {
         return stream
     }
 
-    /// Sync events (sessions, live sessions, receipts, pending-to-HQ count, revocations).
+    /// Sync events (peers found, sessions, live sessions, receipts, pending-to-HQ count, revocations).
     /// The stream ends when the app closes; cancelling its task unregisters it.
     public func syncEvents(bufferingNewest: Int = 1_024) -> AsyncStream<SyncEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: SyncEvent.self, bufferingPolicy: .bufferingNewest(bufferingNewest))
@@ -333,7 +338,9 @@ public final class FieldSyncApp: Sendable {
         guard claimed else { throw FieldSyncError(.usage, "background sync already runs, or the app is closed") }
         var hooks = DaemonHooks()
         hooks.sessionEnded = { [hub] result, _ in hub.emit(.sessionEnded(result)) }
+        hooks.sessionStarted = { [hub] start in hub.emit(.sessionStarted(start)) }
         hooks.sessionWentLive = { [hub] session in hub.emit(.liveSessionStarted(session)) }
+        hooks.peerAdded = { [hub] address, source in hub.emit(.peerAdded(address, source)) }
         let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())),
                                 hooks: hooks)
         running.withLockedValue { $0.daemon = daemon }

@@ -1,6 +1,7 @@
 import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
+import FieldSyncDriver
 import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncTestSupport
@@ -45,6 +46,15 @@ import Testing
         let port = try #require(await station.listeningPort)
         try await backpack.startSync(AppFixtures.syncOptions(peers: [PeerAddress(host: "127.0.0.1", port: port)]))
 
+        // A peer the app adds at run time (as discovery would) is a sync event.
+        let peers = backpack.syncEvents()
+        backpack.addPeer(host: "127.0.0.1", port: 1)
+        let added = await Self.first(peers, within: 10) { e in
+            if case let .peerAdded(address, source) = e { return address.port == 1 && source == .static }
+            return false
+        }
+        #expect(added != nil)
+
         let written = try await backpack.createIncident(AppFixtures.draft("Landslide on the village road", priority: .urgent))
         let id = written.record.id
         // The writer's own observer sees its local write.
@@ -57,10 +67,10 @@ import Testing
         #expect(remote?.origin == .remote(backpack.identity.id))
         #expect(remote.map { try? Incident($0.record).summary } == "Landslide on the village road")
         print("remote edit observed after \(took)")
-        // A session went live or ended between them.
+        // The station saw the backpack's session start (authenticated, with its role).
+        let backpackID = backpack.identity.id
         let session = await Self.first(events, within: 10) { e in
-            if case .liveSessionStarted = e { return true }
-            if case .sessionEnded = e { return true }
+            if case let .sessionStarted(s) = e { return s.peer == backpackID && s.peerRole == .backpack && !s.initiator }
             return false
         }
         #expect(session != nil)
