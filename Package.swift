@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "FieldSyncDriver", targets: ["FieldSyncDriver"]),
         .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
         .library(name: "FieldSyncFeed", targets: ["FieldSyncFeed"]),
+        .library(name: "FieldSync", targets: ["FieldSync"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
@@ -78,9 +79,21 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // The app API (docs/app-api.md): typed writes, queries and history, observation, background sync.
+        .target(
+            name: "FieldSync",
+            dependencies: [
+                "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver", "FieldSyncStore", "FieldSyncNode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
+                "FieldSync",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -114,6 +127,7 @@ let package = Package(
         .executableTarget(
             name: "fieldsync-bench",
             dependencies: [
+                "FieldSync",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -154,6 +168,11 @@ let package = Package(
             name: "FieldSyncDriverTests",
             dependencies: ["FieldSyncDriver", "FieldSyncNode", "FieldSim", "FieldSyncProtocol", "FieldSyncCore", "FieldSyncCrypto",
                            "FieldSyncTestSupport"]
+        ),
+        .testTarget(
+            name: "FieldSyncTests",
+            dependencies: ["FieldSync", "FieldSyncNode", "FieldSyncDriver", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore",
+                           "FieldSyncCrypto", "FieldSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),

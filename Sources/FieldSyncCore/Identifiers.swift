@@ -84,6 +84,16 @@ public struct RecordID: Hashable, Comparable, Sendable, CanonicalCodable, Custom
     public static func random<G: RandomNumberGenerator>(using rng: inout G) -> RecordID { RecordID(.random(using: &rng)) }
     public var description: String { raw.hex }
     public static func < (a: RecordID, b: RecordID) -> Bool { a.raw < b.raw }
+    /// The ids whose hex form starts with `prefix` (1 to 32 hex digits, either case): the prefix padded
+    /// with `0`s up to the prefix padded with `f`s. Nil if `prefix` is empty, longer than 32 digits or not hex.
+    public static func prefixRange(_ prefix: String) -> ClosedRange<RecordID>? {
+        let p = prefix.lowercased()
+        guard !p.isEmpty, p.count <= 32, p.allSatisfy(\.isHexDigit), p.unicodeScalars.allSatisfy(\.isASCII) else { return nil }
+        let pad = 32 - p.count
+        guard let lo = RecordID(hex: p + String(repeating: "0", count: pad)),
+              let hi = RecordID(hex: p + String(repeating: "f", count: pad)) else { return nil }
+        return lo...hi
+    }
     public func encode(to writer: inout ByteWriter) { raw.encode(to: &writer) }
     public init(from reader: inout ByteReader) throws(DecodingError) { raw = try ID128(from: &reader) }
 }

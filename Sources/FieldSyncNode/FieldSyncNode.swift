@@ -170,8 +170,21 @@ public struct LiveSession: Sendable, Equatable {
     public var changesSent: Int, changesReceived: Int
 }
 
+/// A session that authenticated its peer and took a session slot: it runs until it ends
+/// (`SessionObserver.ended`).
+public struct SessionStart: Sendable, Equatable {
+    /// The peer's device.
+    public var peer: DeviceID
+    /// The peer's role, from its certificate.
+    public var peerRole: Role?
+    /// Whether this node opened the connection.
+    public var initiator: Bool
+}
+
 /// What a node reports to its owner about running sessions, on the node's loop (`FieldSyncNode.observe`).
 public struct SessionObserver: Sendable {
+    /// A session authenticated its peer and started (refused ones are reported to `refused` instead).
+    public var started: (@Sendable (SessionStart) -> Void)?
     /// A session went live.
     public var live: (@Sendable (LiveSession) -> Void)?
     /// A session applied changes from the peer (the device, once authenticated), in any phase: the store
@@ -607,7 +620,7 @@ public final class FieldSyncNode: Sendable {
         let session = SyncSession(initiator: initiator, replicator: replicator, configuration: sessionConfig, now: nodeClockMilliseconds())
         salt.removeAll()
         var callbacks = SessionChannelHandler.Callbacks()
-        callbacks.authenticated = { _ in
+        callbacks.authenticated = { h in
             // Out of the handshake pool; into a session slot if one is free.
             table.value.pending.remove(key)
             if initiator {
@@ -625,6 +638,7 @@ public final class FieldSyncNode: Sendable {
             table.value.counted.insert(key)
             table.value.sessions += 1
             if !initiator { table.value.sessionsIn += 1 }
+            if let peer = h.peer { table.value.observer.started?(SessionStart(peer: peer, peerRole: h.peerRole, initiator: initiator)) }
             return nil
         }
         callbacks.live = { [self] h in sessionWentLive(h) }

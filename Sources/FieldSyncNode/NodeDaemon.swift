@@ -49,6 +49,12 @@ public struct DaemonHooks: Sendable {
     public var sessionEnded: (@Sendable (SessionResult, Replicator) throws -> Void)?
     /// After the store's heads moved (any cause), before the push is scheduled.
     public var storeChanged: (@Sendable (Replicator) throws -> Void)?
+    /// When a session authenticated its peer and started.
+    public var sessionStarted: (@Sendable (SessionStart) -> Void)?
+    /// When a session went live (after the daemon's own bookkeeping).
+    public var sessionWentLive: (@Sendable (LiveSession) -> Void)?
+    /// When `addPeer` added a peer the daemon did not know (LAN discovery finding one, or the owner).
+    public var peerAdded: (@Sendable (PeerAddress, PeerSource) -> Void)?
 
     /// No hooks.
     public init() {}
@@ -136,7 +142,11 @@ public final class NodeDaemon: Sendable {
         try await node.loop.submit { [self] in
             let now = nodeClockMilliseconds()
             var observer = SessionObserver()
-            observer.live = { [self] s in sessionWentLive(s) }
+            observer.live = { [self] s in
+                sessionWentLive(s)
+                hooks.sessionWentLive?(s)
+            }
+            observer.started = hooks.sessionStarted
             observer.applied = { [self] device in changesArrived(from: device) }
             observer.traffic = { [self] t in
                 metrics.record(t)
@@ -193,6 +203,7 @@ public final class NodeDaemon: Sendable {
             if !box.value.driver.handle(.peerAdded(address, source), now: nodeClockMilliseconds()).isEmpty {
                 logger.info("peer added", metadata: ["sync.remote": .string(address.description), "sync.peer.source": .string(source.rawValue)])
                 metrics.peers.record(box.value.scheduler.allPeers.count)
+                hooks.peerAdded?(address, source)
             }
             box.value.statusDirty = true
         }

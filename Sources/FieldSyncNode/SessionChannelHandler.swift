@@ -260,6 +260,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// The peer's device, once authenticated.
     var peer: DeviceID? { result.peer }
+    /// The peer's role, once authenticated.
+    var peerRole: Role? { result.peerRole }
     /// Changes received and accepted so far (from the session's `applied` events).
     var changesReceived: Int { result.changesReceived }
     /// Whether the session is in its live phase and not closing.

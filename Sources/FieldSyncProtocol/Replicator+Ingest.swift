@@ -113,7 +113,24 @@ extension Replicator {
         if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
         // A revocation learned here may date changes this node stored earlier after their author's cut-off.
         if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
+        notifyCommit(batch, revocationsLearned: report.revocationsLearned)
         return report
+    }
+
+    /// Tells `commitObserver` what a commit changed (nothing when no one observes or nothing changed).
+    func notifyCommit(_ batch: CommitBatch, revocationsLearned: Int = 0) {
+        guard let observer = commitObserver else { return }
+        var notice = CommitNotice()
+        var seen = Set<RecordID>()
+        for (edit, _) in batch.edits.reversed() where seen.insert(edit.record).inserted {
+            notice.records.append((edit.record, edit.author))
+        }
+        notice.records.reverse()
+        for id in batch.rebuilt.keys.sorted() where seen.insert(id).inserted { notice.records.append((id, nil)) }
+        notice.receipts = batch.receipts
+        notice.revocationsLearned = revocationsLearned
+        guard !notice.isEmpty else { return }
+        observer(notice)
     }
 
     /// Quarantines every held change that the revocations known now date after its author's cut-off
@@ -183,6 +200,7 @@ extension Replicator {
             if any { out.recordsRebuilt += 1 } else { out.recordsRemoved += 1 }
         }
         out.changes = try store.commit(batch).quarantinedRevoked
+        notifyCommit(batch)
         return out
     }
 
@@ -215,7 +233,10 @@ extension Replicator {
             batch.opened.append(stored.hash)
             merged += edits.count
         }
-        if !batch.opened.isEmpty { _ = try store.commit(batch) }
+        if !batch.opened.isEmpty {
+            _ = try store.commit(batch)
+            notifyCommit(batch)
+        }
         return merged
     }
 

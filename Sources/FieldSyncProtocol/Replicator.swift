@@ -110,6 +110,11 @@ public final class Replicator {
     /// Fork evidence this replicator's commits recorded since it was created (from changes or proofs):
     /// a session compares it to know when to send newly learned proofs on a live session.
     public internal(set) var forksRecorded = 0
+    /// Called after every store commit that merged edits, rebuilt records or learned receipts or
+    /// revocations (local writes and changes ingested from peers alike), on the thread that owns the
+    /// replicator, before the call that committed returns. The app library (`FieldSync`) builds its
+    /// observers on it; nil (the default) costs nothing.
+    public var commitObserver: ((CommitNotice) -> Void)?
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,

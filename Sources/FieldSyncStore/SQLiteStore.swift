@@ -456,6 +456,31 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
+    /// The ids of the records in `range` (deleted and damaged ones included), in id order: a range search
+    /// on the index of `records.id` (the column is UNIQUE); no record is read or unsealed.
+    public func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID] {
+        try io {
+            try db.read { db in
+                try Data.fetchAll(db, sql: Self.recordIDRangeSQL,
+                                  arguments: [Data(range.lowerBound.raw.bytes), Data(range.upperBound.raw.bytes)])
+                    .compactMap { ID128(bytes: [UInt8]($0)).map(RecordID.init) }
+            }
+        }
+    }
+
+    /// The statement of `recordIDs(in:)`.
+    static let recordIDRangeSQL = "SELECT id FROM records WHERE id BETWEEN ? AND ? ORDER BY id"
+
+    /// SQLite's plan for `recordIDs(in:)` (tests check that it searches the id index).
+    public func queryPlanRecordIDRange() throws -> [String] {
+        try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + Self.recordIDRangeSQL, arguments: [Data(), Data()])
+                    .map { $0["detail"] as String }
+            }
+        }
+    }
+
     /// Records matching a query, newest event first. A damaged record (its sealed row does not open)
     /// does not hide the others: it is left out here and reported to `damageHandler`; `recordScan(_:)`
     /// returns it by name.

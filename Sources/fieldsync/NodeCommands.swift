@@ -3,6 +3,7 @@
 // import) are in RecordCommands.swift. Storage and key handling: docs/node.md.
 
 import ArgumentParser
+@_spi(CLI) import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -50,54 +51,14 @@ struct ReplicatorSpec: Sendable {
     /// Whether a missing store file may be created (false for commands that only read).
     var createStore = true
 
-    /// Opens the keystore, the trust store and the store, and builds the replicator.
+    /// Opens the keystore, the trust store and the store, and builds the replicator (the app API's
+    /// `FieldSyncDevice`, with its warnings on standard error).
     func open() throws -> Replicator {
-        let contents = try Keystore.read(from: dir + "/" + DeviceCommand.keystoreName, unlock: unlock)
-        guard let certificate = contents.certificate, let root = contents.root else {
-            throw CLIError("\(dir) is not enrolled yet: run `fieldsync device import CERT --dir \(dir) --root root.pub`")
-        }
-        var trust = TrustStore(root: root)
-        // Time-independent checks only: validity is judged at the time of each act (a session checks the
-        // chain at now; a stored change at its HLC), so a device whose issuer expired still reads.
-        for a in contents.chain { try trust.learnAuthority(a) }
-        let identity = DeviceIdentity(signingKey: contents.signingKey, agreementKey: contents.agreementKey, certificate: certificate,
-                                      chain: contents.chain)
-        var fileKeys: [EpochKey] = []
-        for f in epochKeyFiles { fileKeys += try EpochKeyFile.read(f) }
-        // A relay forwards ciphertext only: it must not start with keys; only a relay takes a quota.
-        try RolePolicy.check(role: certificate.role, epochKeys: contents.epochKeys.count + fileKeys.count, quotaBytes: quotaBytes)
-        let sealer = try StorageKeySealer(deviceSigningKey: contents.signingKey)
-        // The rollback checkpoint lives in the device directory, beside the keystore, not beside the store
-        // (docs/store.md, "Rollback").
-        let sqlite = try SQLiteStore(path: store, sealer: sealer, limits: StoreLimits(quotaBytes: quotaBytes), syncMode: syncMode,
-                                     maxFileBytes: maxFileBytes, checkpointDirectory: dir, create: createStore)
-        if let rollback = try sqlite.rollbackReport() {
-            logLine("warning: \(rollback); after checking the device run `fieldsync doctor --accept-rollback`")
-        }
-        // Damage found while a command reads the store is never silent (`serve` logs it instead).
-        sqlite.damageHandler = { damage in
-            switch damage {
-            case let .change(q):
-                logLine("warning: stored change \(q.log.author)/\(q.log.scope)#\(q.seq) is damaged on disk (\(q.reason)): quarantined, "
-                        + "the next sync with a peer that holds it fetches it again")
-            case let .record(d):
-                logLine("warning: record \(d.idText) (\(d.kind) in \(d.scope)) is damaged on disk and left out: \(d.reason)")
-            }
-        }
-        let replicator = Replicator(identity: identity, trust: trust, store: sqlite)
-        for k in contents.epochKeys + fileKeys { replicator.addKey(k) }
-        // A restart must not forget what sync taught: the certificates of the authors of what the node
-        // holds (it forwards them with their changes), and the keys granted and revocations learned.
-        try replicator.restoreCertificates(now: wallClockMilliseconds())
-        try replicator.restoreControlState(now: wallClockMilliseconds())
-        // The seq guard (attack case 48) lives with the keystore, apart from the store: a store restored
-        // from an older copy then continues this device's logs instead of reusing seqs.
-        replicator.headGuard = SeqGuardFile(path: dir + "/" + SeqGuardFile.defaultName, device: identity.id)
-        try replicator.syncHeadGuard()
-        for (log, heads) in try replicator.logsBehindGuard().sorted(by: { $0.key < $1.key }) {
-            FileHandle.standardError.write(Data(("warning: this store holds this device's \(log.scope) log up to seq \(heads.store), "
-                + "but the device wrote up to seq \(heads.guard) (seq guard): the store was restored from an older copy; "
-                + "new changes continue after seq \(heads.guard) and a sync brings the rest back (docs/node.md, \"Restoring a device\")\n").utf8))
+        let device = FieldSyncDevice(directory: dir, key: unlock, storePath: store, epochKeyFiles: epochKeyFiles, quotaBytes: quotaBytes,
+                                     syncMode: syncMode, maxFileBytes: maxFileBytes, createStore: createStore)
+        let replicator = try device.openRaw(now: wallClockMilliseconds(), warn: logLine)
+        for line in try FieldSyncDevice.behindGuardWarnings(replicator) {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         if let fence = try replicator.restoreFence() {  // docs/backup.md
             logLine("warning: this device was restored from a backup taken \(TimeText.format(Int64(fence.backupTime))) and is fenced: "
@@ -107,39 +68,8 @@ struct ReplicatorSpec: Sendable {
     }
 }
 
-/// Epoch key files for the demo, until key grants are distributed as changes: one key per line,
-/// `SCOPE EPOCH HEX64`; the file must be mode 0600.
-enum EpochKeyFile {
-    static func read(_ path: String) throws -> [EpochKey] {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw CLIError("cannot read epoch key file \(path)") }
-        guard st.st_mode & 0o077 == 0 else {
-            throw CLIError(String(format: "epoch key file %@ has mode %o; run `chmod 600 %@`", path, Int(st.st_mode & 0o777), path))
-        }
-        let text = String(decoding: try Files.read(path, what: "epoch key file"), as: UTF8.self)
-        var keys: [EpochKey] = []
-        for (n, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-            let parts = line.split(separator: " ")
-            guard parts.count == 3, let epoch = UInt32(parts[1]), let raw = Hex.decode(String(parts[2])), raw.count == 32,
-                  let scope = try? Scope(String(parts[0])) else {
-                throw CLIError("\(path) line \(n + 1): expected `SCOPE EPOCH HEX64`")
-            }
-            keys.append(try EpochKey(scope: scope, epoch: epoch, key: SecretBytes(copying: raw)))
-        }
-        return keys
-    }
-
-    static func write(_ key: EpochKey, to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else { throw CLIError("cannot create \(path): \(String(cString: strerror(errno))) (it must not exist yet)") }
-        defer { close(fd) }
-        let hex = key.key.withUnsafeBytes { Hex.encode(Array($0)) }
-        let line = Array("\(key.scope) \(key.epoch) \(hex)\n".utf8)
-        guard line.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == line.count, fsync(fd) == 0 else {
-            throw CLIError("cannot write \(path)")
-        }
-    }
-}
+/// Epoch key files (`SCOPE EPOCH HEX` per line, mode 0600): the app API's.
+typealias EpochKeyFile = FieldSync.EpochKeyFile
 
 /// Parses `HOST:PORT`.
 func parseEndpoint(_ s: String) throws -> (host: String, port: Int) {

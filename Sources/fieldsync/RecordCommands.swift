@@ -4,6 +4,7 @@
 // notes appended to the log. Usage, formats and exit codes: docs/cli.md.
 
 import ArgumentParser
+import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -13,102 +14,26 @@ import Foundation
 
 // MARK: - Shared plumbing
 
-/// A replicator opened for one record command, with the wall clock read once.
+/// A record command's client of the app API: the device's `RecordBook` (the domain logic: checks,
+/// lookups, typed writes, queries, history; Sources/FieldSync/RecordBook.swift), with the wall clock
+/// read once, and how the outcome of a write is printed.
 struct RecordContext {
-    let replicator: Replicator
-    let now: UInt64
+    let book: RecordBook
 
     /// Opens the device's replicator and moves its clock past this device's own last write.
     /// - Parameter readOnly: the command only reads: a missing store is an error, not a new store.
     init(_ node: NodeOptions, readOnly: Bool = false) throws {
-        replicator = try node.openReplicator(create: !readOnly)
-        now = wallClockMilliseconds()
-        try replicator.restoreClock()
+        let replicator = try node.openReplicator(create: !readOnly)
+        book = try RecordBook(replicator: replicator, now: wallClockMilliseconds())
     }
 
-    var schemas: SchemaRegistry { replicator.schemas }
+    var replicator: Replicator { book.replicator }
+    var now: UInt64 { book.now }
+    var schemas: SchemaRegistry { book.schemas }
 
-    /// The record `idText` names: 32 hex digits, or a unique prefix of at least 6 (which scans the store).
-    /// - Throws: usage (malformed or ambiguous), not found, or wrong kind.
-    func load(_ idText: String, kind: RecordKind? = nil) throws -> Record {
-        let hex = idText.lowercased()
-        guard hex.count >= 6, hex.count <= 32, hex.allSatisfy(\.isHexDigit) else {
-            throw RecordCommandError(.usage, "\"\(idText)\" is not a record id: give its 32 hex digits "
-                                     + "(or a unique prefix of 6 or more) as `fieldsync list` shows")
-        }
-        var found: Record?
-        if hex.count == 32, let id = RecordID(hex: hex) {
-            found = try replicator.store.record(id)
-        } else {
-            let matches = try replicator.store.records(RecordQuery(includeDeleted: true)).filter { $0.id.description.hasPrefix(hex) }
-            guard matches.count <= 1 else {
-                let some = matches.prefix(3).map(\.id.description).joined(separator: ", ")
-                throw RecordCommandError(.usage, "\(idText) matches \(matches.count) records (\(some), ...); give more digits")
-            }
-            found = matches.first
-        }
-        if found == nil, let sqlite = replicator.store as? SQLiteStore,
-           let d = try sqlite.recordScan(RecordQuery(includeDeleted: true)).damaged.first(where: { $0.idText.hasPrefix(hex) }) {
-            throw StoreError(.damaged, d.reason)
-        }
-        guard let record = found, !record.isDeleted else {
-            throw RecordCommandError(.notFound, "no \(kind?.name ?? "record") \(idText) in this device's store; `fieldsync list` shows "
-                                     + "what it holds (a record made elsewhere arrives with `fieldsync sync`)")
-        }
-        if let kind, record.kind != kind {
-            throw RecordCommandError(.usage, "\(record.id) is \(article(record.kind)) \(record.kind), not \(article(kind)) \(kind); "
-                                     + "use `fieldsync \(record.kind) ...`")
-        }
-        return record
-    }
-
-    /// Checks that this device may write in `scope` and holds a key for it, with what to do if not.
-    func checkWritable(_ scope: Scope) throws {
-        let cert = replicator.identity.certificate
-        guard Scope.all([scope], within: cert.scopes) else {
-            let scopes = cert.scopes.map(\.path).joined(separator: ", ")
-            throw RecordCommandError(.permission, "this device (\(cert.role), scopes \(scopes)) may not write in \(scope); "
-                                     + "use a scope within its certificate")
-        }
-        guard replicator.writingKey(for: scope) != nil else {
-            throw RecordCommandError(.permission, "no epoch key for \(scope) or a scope above it: this device needs a key grant for it, "
-                                     + "or pass --epoch-key-file FILE (docs/node.md, \"Epoch keys\")")
-        }
-    }
-
-    /// A fresh timestamp for a local edit of `record`, ordered after every edit this device has
-    /// seen of it (so the new values win last-writer-wins against them).
-    func timestamp(after record: Record?) throws -> HLCTimestamp {
-        if let last = record?.lastModified.value?.hlc { replicator.observe(last, now: now) }
-        var clock = replicator.clock  // `write` reads the same next timestamp for the change
-        return try clock.now(wall: now)
-    }
-
-    /// Writes one edit of `record` as one change and returns the change and the merged record.
-    func write(_ record: Record, _ actions: [Action]) throws -> (change: Change, record: Record) {
-        try checkWritable(record.scope)
-        let edit = record.edit(author: replicator.identity.id, hlc: try timestamp(after: record), actions)
-        let change = try replicator.write([edit], scope: record.scope, priority: changePriority(record, actions), now: now)
-        return (change, try replicator.store.record(record.id) ?? record)
-    }
-
-    /// Writes a creating edit.
-    func create(_ edit: RecordEdit, priority: Priority) throws -> (change: Change, record: Record) {
-        try checkWritable(edit.scope)
-        let change = try replicator.write([edit], scope: edit.scope, priority: priority, now: now)
-        guard let record = try replicator.store.record(edit.record) else {
-            throw RecordCommandError(.failed, "record \(edit.record) not found after writing it")
-        }
-        return (change, record)
-    }
-
-    /// Incidents travel at their (new) priority; everything else at normal.
-    func changePriority(_ record: Record, _ actions: [Action]) -> Priority {
-        guard record.kind == .incident else { return .normal }
-        var name: String?
-        if case let .symbol(s)? = record.value(Incident.Field.priority) { name = s }
-        for case let .set(f, .symbol(s)) in actions where f == Incident.Field.priority { name = s }
-        return name.flatMap(Priority.init(name:)) ?? .normal
+    /// Prints the outcome of a write: the record as JSON, or one line for people.
+    func printWritten(_ verb: String, _ written: RecordWrite, json: Bool) {
+        printWritten(verb, written.record, change: written.change, json: json)
     }
 
     /// Prints the outcome of a write: the record as JSON, or one line for people.
@@ -132,52 +57,23 @@ struct RecordContext {
 /// `n thing` or `n things`.
 func plural(_ n: Int, _ thing: String) -> String { "\(n) \(thing)\(n == 1 ? "" : "s")" }
 
-/// "a" or "an" before a kind's name.
-func article(_ kind: RecordKind) -> String { "aeiou".contains(kind.name.first ?? "x") ? "an" : "a" }
-
-/// The typed incident view, or an error saying which field has not arrived.
-func incidentView(_ record: Record) throws -> Incident {
-    do { return try Incident(record) } catch {
-        throw RecordCommandError(.data, "incident \(record.id) is incomplete on this device (\(error.detail)); "
-                                 + "sync with the device that recorded it", field: error.field)
-    }
-}
-
-func parseScopeOption(_ text: String) throws -> Scope {
-    do { return try Scope(text) } catch { throw ValidationError("\(error); e.g. longnan/wudu/station-017/village-0412") }
-}
+func parseScopeOption(_ text: String) throws -> Scope { try checkingArgument { () throws(FieldSyncError) in try RecordText.scope(text) } }
 
 func parseCategory(_ text: String) throws -> Incident.Category {
-    guard let c = Incident.Category(rawValue: text) else {
-        throw ValidationError("unknown category \(text); one of \(Incident.Category.allCases.map(\.rawValue).joined(separator: ", "))")
-    }
-    return c
+    try checkingArgument { () throws(FieldSyncError) in try RecordText.category(text) }
 }
 
-func parsePriority(_ text: String) throws -> Priority {
-    guard let p = Priority(name: text) else { throw ValidationError("unknown priority \(text); one of urgent, high, normal, low") }
-    return p
-}
+func parsePriority(_ text: String) throws -> Priority { try checkingArgument { () throws(FieldSyncError) in try RecordText.priority(text) } }
 
-func parseStatus(_ text: String) throws -> Incident.Status {
-    guard let i = Incident.statusLevels.firstIndex(of: text), let s = Incident.Status(rawValue: UInt8(i)) else {
-        throw ValidationError("unknown status \(text); one of \(Incident.statusLevels.joined(separator: ", "))")
-    }
-    return s
-}
+func parseStatus(_ text: String) throws -> Incident.Status { try checkingArgument { () throws(FieldSyncError) in try RecordText.status(text) } }
 
 func parseVisitType(_ text: String) throws -> Visit.VisitType {
-    guard let t = Visit.VisitType(rawValue: text) else {
-        throw ValidationError("unknown visit type \(text); one of \(Visit.VisitType.allCases.map(\.rawValue).joined(separator: ", "))")
-    }
-    return t
+    try checkingArgument { () throws(FieldSyncError) in try RecordText.visitType(text) }
 }
 
 /// Checks a text option against the schema's byte limit before anything is opened.
 func checkText(_ text: String?, option: String, max: Int, allowEmpty: Bool = true) throws {
-    guard let text else { return }
-    if text.utf8.count > max { throw ValidationError("\(option) is \(text.utf8.count) bytes; at most \(max) allowed") }
-    if !allowEmpty, text.isEmpty { throw ValidationError("\(option) must not be empty") }
+    try checkingArgument { () throws(FieldSyncError) in try RecordText.checkText(text, option: option, max: max, allowEmpty: allowEmpty) }
 }
 
 /// `--lat`, `--lon`, `--place`: a new location, or changes to the current one.
@@ -188,16 +84,8 @@ struct LocationOptions: ParsableArguments {
 
     var isEmpty: Bool { lat == nil && lon == nil && place == nil }
 
-    /// The location these options give on top of `current` (all of lat and lon needed without one).
-    func location(over current: Location?) throws -> Location? {
-        if isEmpty { return nil }
-        guard let la = lat ?? current?.latitude, let lo = lon ?? current?.longitude else {
-            throw ValidationError("give both --lat and --lon")
-        }
-        let l = Location(latitude: la, longitude: lo, placeName: place ?? current?.placeName ?? "")
-        if let why = l.invalidReason() { throw ValidationError(why) }
-        return l
-    }
+    /// The change these options give (`LocationChange` applies it over the current location).
+    var change: LocationChange { LocationChange(latitude: lat, longitude: lon, place: place) }
 }
 
 // MARK: - incident
@@ -225,30 +113,25 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "A first note; repeatable.") var note: [String] = []
         @Flag(help: "Print the result as JSON.") var json = false
 
+        /// The draft these options give (times relative to `now`).
+        func draft(now: UInt64) throws -> IncidentDraft {
+            IncidentDraft(scope: try parseScopeOption(scope), category: try parseCategory(category), priority: try parsePriority(priority),
+                          summary: summary, location: Location(latitude: lat, longitude: lon, placeName: place), reporter: reporter,
+                          reportedAt: try reportedAt.map { try parseTimeOption($0, option: "--reported-at", now: now) },
+                          feedbackDeadline: try deadline.map { try parseTimeOption($0, option: "--deadline", now: now) }, notes: note)
+        }
+
         func validate() throws {
-            _ = try parseScopeOption(scope)
-            _ = try parseCategory(category)
-            _ = try parsePriority(priority)
-            try checkText(summary, option: "--summary", max: Incident.MaxBytes.summary, allowEmpty: false)
-            try checkText(reporter, option: "--reporter", max: Incident.MaxBytes.reporter)
-            for n in note { try checkText(n, option: "--note", max: Incident.MaxBytes.note, allowEmpty: false) }
-            if let why = Location(latitude: lat, longitude: lon).invalidReason() { throw ValidationError(why) }
+            let d = IncidentDraft(scope: try parseScopeOption(scope), category: try parseCategory(category), priority: try parsePriority(priority),
+                                  summary: summary, location: Location(latitude: lat, longitude: lon), reporter: reporter, notes: note)
+            try checkingArgument { () throws(FieldSyncError) in try d.validate() }
         }
 
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let scope = try parseScopeOption(scope), p = try parsePriority(priority)
-                let reported = try reportedAt.map { try parseTimeOption($0, option: "--reported-at", now: ctx.now) } ?? Int64(ctx.now)
-                let due = try deadline.map { try parseTimeOption($0, option: "--deadline", now: ctx.now) }
-                var g = SystemRandomNumberGenerator()
-                let edit = Incident.create(id: .random(using: &g), scope: scope, author: ctx.replicator.identity.id,
-                                           hlc: try ctx.timestamp(after: nil),
-                                           category: try parseCategory(category), priority: p,
-                                           location: Location(latitude: lat, longitude: lon, placeName: place), summary: summary,
-                                           reportedAt: reported, reporter: reporter, feedbackDeadline: due, notes: note)
-                let (change, record) = try ctx.create(edit, priority: p)
-                ctx.printWritten("recorded in \(scope)", record, change: change, json: json)
+                let written = try ctx.book.createIncident(try draft(now: ctx.now))
+                ctx.printWritten("recorded in \(written.record.scope)", written, json: json)
             }
         }
     }
@@ -272,47 +155,36 @@ struct IncidentCommand: AsyncParsableCommand {
         @Option(help: "Mark as a duplicate of this incident id.") var duplicateOf: String?
         @Flag(help: "Print the result as JSON.") var json = false
 
-        func validate() throws {
-            if let category { _ = try parseCategory(category) }
-            if let priority { _ = try parsePriority(priority) }
-            try checkText(summary, option: "--summary", max: Incident.MaxBytes.summary, allowEmpty: false)
-            try checkText(reporter, option: "--reporter", max: Incident.MaxBytes.reporter)
-            try checkText(feedback, option: "--feedback", max: Incident.MaxBytes.feedback)
-            if deadline != nil && clearDeadline { throw ValidationError("give --deadline or --clear-deadline, not both") }
-            if category == nil, priority == nil, summary == nil, location.isEmpty, reporter == nil, reportedAt == nil, feedback == nil,
-               deadline == nil, !clearDeadline, duplicateOf == nil {
-                throw ValidationError("nothing to update: give at least one of --category, --priority, --summary, --lat/--lon/--place, "
-                                      + "--reporter, --reported-at, --feedback, --deadline, --clear-deadline, --duplicate-of")
+        /// The update these options give (times relative to `now`; a placeholder time when only validating).
+        func update(now: UInt64?) throws -> IncidentUpdate {
+            var u = IncidentUpdate()
+            u.category = try category.map(parseCategory)
+            u.priority = try priority.map(parsePriority)
+            u.summary = summary
+            u.location = location.change
+            u.reporter = reporter
+            u.reportedAt = try reportedAt.map { text in try now.map { try parseTimeOption(text, option: "--reported-at", now: $0) } ?? 0 }
+            u.feedback = feedback
+            if let deadline {
+                u.deadline = .at(try now.map { try parseTimeOption(deadline, option: "--deadline", now: $0) } ?? 0)
+            } else if clearDeadline {
+                u.deadline = .clear
             }
+            u.duplicateOf = duplicateOf
+            return u
+        }
+
+        func validate() throws {
+            let u = try update(now: nil)
+            try checkingArgument { () throws(FieldSyncError) in try u.validate() }
+            if deadline != nil && clearDeadline { throw ValidationError("give --deadline or --clear-deadline, not both") }
         }
 
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .incident)
-                let current = try incidentView(record)
-                var actions: [Action] = []
-                typealias F = Incident.Field
-                if let category { actions.append(.set(field: F.category, value: .symbol(try parseCategory(category).rawValue))) }
-                if let priority { actions.append(.set(field: F.priority, value: .symbol(try parsePriority(priority).name))) }
-                if let summary { actions.append(.set(field: F.summary, value: .string(summary))) }
-                if let l = try location.location(over: current.location) { actions.append(.set(field: F.location, value: .location(l))) }
-                if let reporter { actions.append(.set(field: F.reporter, value: .string(reporter))) }
-                if let reportedAt {
-                    actions.append(.set(field: F.reportedAt, value: .time(try parseTimeOption(reportedAt, option: "--reported-at", now: ctx.now))))
-                }
-                if let feedback { actions.append(.set(field: F.feedback, value: feedback.isEmpty ? .null : .string(feedback))) }
-                if let deadline {
-                    actions.append(.set(field: F.feedbackDeadline, value: .time(try parseTimeOption(deadline, option: "--deadline", now: ctx.now))))
-                }
-                if clearDeadline { actions.append(.set(field: F.feedbackDeadline, value: .null)) }
-                if let duplicateOf {
-                    let other = try ctx.load(duplicateOf, kind: .incident)
-                    guard other.id != record.id else { throw RecordCommandError(.data, "an incident cannot duplicate itself", field: "duplicateOf") }
-                    actions.append(.set(field: F.duplicateOf, value: .record(other.id)))
-                }
-                let (change, updated) = try ctx.write(record, actions)
-                ctx.printWritten("updated", updated, change: change, json: json)
+                let written = try ctx.book.updateIncident(id, try update(now: ctx.now))
+                ctx.printWritten("updated", written, json: json)
             }
         }
     }
@@ -332,8 +204,7 @@ struct IncidentCommand: AsyncParsableCommand {
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .incident)
-                try IncidentCommand.advance(ctx, record, to: try parseStatus(status), extra: [], json: json)
+                IncidentCommand.printAdvanced(ctx, try ctx.book.setStatus(id, to: try parseStatus(status)), json: json)
             }
         }
     }
@@ -357,23 +228,13 @@ struct IncidentCommand: AsyncParsableCommand {
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .incident)
-                let incident = try incidentView(record)
-                let assigned = Set(incident.assignedUnits)
-                for u in remove where !assigned.contains(u) {
-                    let now = assigned.sorted().joined(separator: ", ")
-                    throw RecordCommandError(.data, "\(u) is not assigned to \(record.id) (assigned: \(now))", field: "assignedUnits")
-                }
-                var actions: [Action] = units.filter { !assigned.contains($0) }.map { .add(field: Incident.Field.assignedUnits, element: Token($0)) }
-                actions += remove.map { record.removeAction(Incident.Field.assignedUnits, element: $0) }
-                if dispatch, incident.status == .reported { actions.append(incident.advance(to: .dispatched)) }
-                if actions.isEmpty {
-                    ctx.printWritten("already assigned to \(units.joined(separator: ", "))", record, change: nil, json: json)
+                let written = try ctx.book.assign(id, units: units, remove: remove, dispatch: dispatch)
+                if written.change == nil {
+                    ctx.printWritten("already assigned to \(units.joined(separator: ", "))", written, json: json)
                     return
                 }
-                let (change, updated) = try ctx.write(record, actions)
-                let units = updated.elements(Incident.Field.assignedUnits).joined(separator: ", ")
-                ctx.printWritten("units now \(units)", updated, change: change, json: json)
+                let units = written.record.elements(Incident.Field.assignedUnits).joined(separator: ", ")
+                ctx.printWritten("units now \(units)", written, json: json)
             }
         }
     }
@@ -381,7 +242,7 @@ struct IncidentCommand: AsyncParsableCommand {
     struct Note: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Append a note to an incident's log (notes are never edited or lost).")
         @OptionGroup var note: NoteArguments
-        func run() async throws { try note.append(kind: .incident, field: Incident.Field.notes) }
+        func run() async throws { try note.append(kind: .incident) }
     }
 
     struct Close: AsyncParsableCommand {
@@ -397,9 +258,7 @@ struct IncidentCommand: AsyncParsableCommand {
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .incident)
-                let extra: [Action] = feedback.map { [.set(field: Incident.Field.feedback, value: .string($0))] } ?? []
-                try IncidentCommand.advance(ctx, record, to: .closed, extra: extra, json: json)
+                IncidentCommand.printAdvanced(ctx, try ctx.book.close(id, feedback: feedback), json: json)
             }
         }
     }
@@ -419,37 +278,23 @@ struct IncidentCommand: AsyncParsableCommand {
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .incident)
-                let incident = try incidentView(record)
-                guard incident.status >= .resolved else {
-                    throw RecordCommandError(.data, "incident \(record.id) is open (\(incident.status)); "
-                                             + "only a resolved or closed incident can be reopened", field: "status")
-                }
-                var actions = [incident.reopen()]
-                if let note { actions.append(.append(field: Incident.Field.notes, text: note)) }
-                let (change, updated) = try ctx.write(record, actions)
-                ctx.printWritten("reopened (generation \(incident.generation + 1), status reported)", updated, change: change, json: json)
+                let written = try ctx.book.reopen(id, note: note)
+                let generation = try written.previous.map { try RecordBook.incident($0).generation } ?? 0
+                ctx.printWritten("reopened (generation \(generation + 1), status reported)", written, json: json)
             }
         }
     }
 
-    /// Moves the status forward within the current generation; refuses to go back (the lattice would
-    /// ignore it) and writes nothing when the status is already there.
-    static func advance(_ ctx: RecordContext, _ record: Record, to target: Incident.Status, extra: [Action], json: Bool) throws {
-        let incident = try incidentView(record)
-        if target < incident.status {
-            let order = Incident.statusLevels.joined(separator: " → ")
-            throw RecordCommandError(.data, "incident \(record.id) is already \(incident.status); status only moves forward (\(order)); "
-                                     + "to start over use `fieldsync incident reopen`", field: "status")
-        }
-        if target == incident.status && extra.isEmpty {
-            ctx.printWritten("already \(target)", record, change: nil, json: json)
+    /// Prints the outcome of a status move (`status`, `close`): from the status before to the one after,
+    /// or that it already was there.
+    static func printAdvanced(_ ctx: RecordContext, _ written: RecordWrite, json: Bool) {
+        let after = (try? RecordBook.incident(written.record).status).map { "\($0)" } ?? "?"
+        guard written.change != nil, let previous = written.previous else {
+            ctx.printWritten("already \(after)", written, json: json)
             return
         }
-        var actions = extra
-        if target > incident.status { actions.insert(incident.advance(to: target), at: 0) }
-        let (change, updated) = try ctx.write(record, actions)
-        ctx.printWritten("status \(incident.status) → \(target)", updated, change: change, json: json)
+        let before = (try? RecordBook.incident(previous).status).map { "\($0)" } ?? "?"
+        ctx.printWritten("status \(before) → \(after)", written, json: json)
     }
 }
 
@@ -477,30 +322,31 @@ struct VisitCommand: AsyncParsableCommand {
         @Option(help: "A first note; repeatable.") var note: [String] = []
         @Flag(help: "Print the result as JSON.") var json = false
 
+        /// The draft these options give (times relative to `now`; none when only validating).
+        func draft(now: UInt64?) throws -> VisitDraft {
+            var d = VisitDraft(scope: try parseScopeOption(scope), subject: subject, visitor: visitor, visitType: try parseVisitType(type),
+                               outcome: outcome, tags: tag, notes: note)
+            if let now {
+                d.visitedAt = try visitedAt.map { try parseTimeOption($0, option: "--visited-at", now: now) }
+                d.followUpBy = try followUpBy.map { try parseTimeOption($0, option: "--follow-up-by", now: now) }
+                d.location = try checkingArgument { () throws(FieldSyncError) in try location.change.location(over: nil) }
+            }
+            return d
+        }
+
         func validate() throws {
-            _ = try parseScopeOption(scope)
-            _ = try parseVisitType(type)
-            try checkText(subject, option: "--subject", max: Visit.MaxBytes.subject, allowEmpty: false)
-            try checkText(visitor, option: "--visitor", max: Visit.MaxBytes.visitor, allowEmpty: false)
-            try checkText(outcome, option: "--outcome", max: Visit.MaxBytes.outcome)
-            for t in tag { try checkText(t, option: "--tag", max: Visit.MaxBytes.tag, allowEmpty: false) }
-            for n in note { try checkText(n, option: "--note", max: Visit.MaxBytes.note, allowEmpty: false) }
-            _ = try location.location(over: nil)
+            let d = try draft(now: nil)
+            try checkingArgument { () throws(FieldSyncError) in
+                try d.validate()
+                _ = try location.change.location(over: nil)
+            }
         }
 
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let scope = try parseScopeOption(scope)
-                let at = try visitedAt.map { try parseTimeOption($0, option: "--visited-at", now: ctx.now) } ?? Int64(ctx.now)
-                let due = try followUpBy.map { try parseTimeOption($0, option: "--follow-up-by", now: ctx.now) }
-                var g = SystemRandomNumberGenerator()
-                var edit = Visit.create(id: .random(using: &g), scope: scope, author: ctx.replicator.identity.id, hlc: try ctx.timestamp(after: nil),
-                                        subject: subject, visitor: visitor, visitType: try parseVisitType(type), visitedAt: at,
-                                        location: try location.location(over: nil), outcome: outcome, followUpBy: due, notes: note)
-                edit.actions += Set(tag).sorted().map { .add(field: Visit.Field.tags, element: Token($0)) }
-                let (change, record) = try ctx.create(edit, priority: .normal)
-                ctx.printWritten("recorded in \(scope)", record, change: change, json: json)
+                let written = try ctx.book.createVisit(try draft(now: ctx.now))
+                ctx.printWritten("recorded in \(written.record.scope)", written, json: json)
             }
         }
     }
@@ -522,57 +368,36 @@ struct VisitCommand: AsyncParsableCommand {
         @Option(help: "A tag to remove; repeatable.") var untag: [String] = []
         @Flag(help: "Print the result as JSON.") var json = false
 
+        /// The update these options give (times relative to `now`; a placeholder time when only validating).
+        func update(now: UInt64?) throws -> VisitUpdate {
+            var u = VisitUpdate()
+            u.subject = subject
+            u.visitor = visitor
+            u.visitType = try type.map(parseVisitType)
+            u.visitedAt = try visitedAt.map { text in try now.map { try parseTimeOption(text, option: "--visited-at", now: $0) } ?? 0 }
+            u.location = location.change
+            u.outcome = outcome
+            u.followUpBy = try followUpBy.map { text in try now.map { try parseTimeOption(text, option: "--follow-up-by", now: $0) } ?? 0 }
+            u.noFollowUp = noFollowUp
+            u.addTags = tag
+            u.removeTags = untag
+            return u
+        }
+
         func validate() throws {
-            if let type { _ = try parseVisitType(type) }
-            try checkText(subject, option: "--subject", max: Visit.MaxBytes.subject, allowEmpty: false)
-            try checkText(visitor, option: "--visitor", max: Visit.MaxBytes.visitor, allowEmpty: false)
-            try checkText(outcome, option: "--outcome", max: Visit.MaxBytes.outcome)
-            for t in tag + untag { try checkText(t, option: "--tag", max: Visit.MaxBytes.tag, allowEmpty: false) }
-            if followUpBy != nil && noFollowUp { throw ValidationError("give --follow-up-by or --no-follow-up, not both") }
-            if subject == nil, visitor == nil, type == nil, visitedAt == nil, location.isEmpty, outcome == nil, followUpBy == nil, !noFollowUp,
-               tag.isEmpty, untag.isEmpty {
-                throw ValidationError("nothing to update: give at least one of --subject, --visitor, --type, --visited-at, --lat/--lon/--place, "
-                                      + "--outcome, --follow-up-by, --no-follow-up, --tag, --untag")
-            }
+            let u = try update(now: nil)
+            try checkingArgument { () throws(FieldSyncError) in try u.validate() }
         }
 
         func run() async throws {
             try reportingErrors(json: json) {
                 let ctx = try RecordContext(node)
-                let record = try ctx.load(id, kind: .visit)
-                typealias F = Visit.Field
-                var actions: [Action] = []
-                if let subject { actions.append(.set(field: F.subject, value: .string(subject))) }
-                if let visitor { actions.append(.set(field: F.visitor, value: .string(visitor))) }
-                if let type { actions.append(.set(field: F.visitType, value: .symbol(try parseVisitType(type).rawValue))) }
-                if let visitedAt {
-                    actions.append(.set(field: F.visitedAt, value: .time(try parseTimeOption(visitedAt, option: "--visited-at", now: ctx.now))))
-                }
-                var current: Location?
-                if case let .location(l)? = record.value(F.location) { current = l }
-                if let l = try location.location(over: current) { actions.append(.set(field: F.location, value: .location(l))) }
-                if let outcome { actions.append(.set(field: F.outcome, value: outcome.isEmpty ? .null : .string(outcome))) }
-                if let followUpBy {
-                    actions.append(.set(field: F.followUpNeeded, value: .bool(true)))
-                    actions.append(.set(field: F.followUpBy, value: .time(try parseTimeOption(followUpBy, option: "--follow-up-by", now: ctx.now))))
-                }
-                if noFollowUp {
-                    actions.append(.set(field: F.followUpNeeded, value: .bool(false)))
-                    actions.append(.set(field: F.followUpBy, value: .null))
-                }
-                let tags = Set(record.elements(F.tags))
-                for t in untag where !tags.contains(t) {
-                    let now = tags.sorted().joined(separator: ", ")
-                    throw RecordCommandError(.data, "visit \(record.id) has no tag \(t) (tags: \(now))", field: "tags")
-                }
-                actions += Set(tag).subtracting(tags).sorted().map { .add(field: F.tags, element: Token($0)) }
-                actions += untag.map { record.removeAction(F.tags, element: $0) }
-                if actions.isEmpty {
-                    ctx.printWritten("already tagged \(tag.joined(separator: ", "))", record, change: nil, json: json)
+                let written = try ctx.book.updateVisit(id, try update(now: ctx.now))
+                if written.change == nil {
+                    ctx.printWritten("already tagged \(tag.joined(separator: ", "))", written, json: json)
                     return
                 }
-                let (change, updated) = try ctx.write(record, actions)
-                ctx.printWritten("updated", updated, change: change, json: json)
+                ctx.printWritten("updated", written, json: json)
             }
         }
     }
@@ -580,7 +405,7 @@ struct VisitCommand: AsyncParsableCommand {
     struct Note: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Append a note to a visit's log (notes are never edited or lost).")
         @OptionGroup var note: NoteArguments
-        func run() async throws { try note.append(kind: .visit, field: Visit.Field.notes) }
+        func run() async throws { try note.append(kind: .visit) }
     }
 }
 
@@ -593,16 +418,14 @@ struct NoteArguments: ParsableArguments {
     @Flag(help: "Print the result as JSON.") var json = false
 
     /// The longest note: incidents' and visits' notes have the same limit.
-    static let maxBytes = min(Incident.MaxBytes.note, Visit.MaxBytes.note)
+    static let maxBytes = RecordBook.maxNoteBytes
 
     func validate() throws { try checkText(text, option: "the note", max: Self.maxBytes, allowEmpty: false) }
 
-    func append(kind: RecordKind, field: FieldID) throws {
+    func append(kind: RecordKind) throws {
         try reportingErrors(json: json) {
             let ctx = try RecordContext(node)
-            let record = try ctx.load(id, kind: kind)
-            let (change, updated) = try ctx.write(record, [.append(field: field, text: text)])
-            ctx.printWritten("note added", updated, change: change, json: json)
+            ctx.printWritten("note added", try ctx.book.addNote(id, text, kind: kind), json: json)
         }
     }
 }
@@ -634,16 +457,7 @@ struct RecordFilters: ParsableArguments {
     }
 
     static func levels(_ text: String) throws -> ClosedRange<UInt8> {
-        switch text {
-        case "open": return Incident.Status.reported.rawValue...Incident.Status.onScene.rawValue
-        case "done": return Incident.Status.resolved.rawValue...Incident.Status.closed.rawValue
-        default:
-            let parts = text.components(separatedBy: "..")
-            guard parts.count <= 2 else { throw ValidationError("--status \(text): use NAME or FROM..TO") }
-            let lo = try parseStatus(parts[0]).rawValue, hi = try parseStatus(parts.last!).rawValue
-            guard lo <= hi else { throw ValidationError("--status \(text): \(parts[0]) comes after \(parts.last!)") }
-            return lo...hi
-        }
+        try checkingArgument { () throws(FieldSyncError) in try RecordText.statusLevels(text) }
     }
 
     func query(now: UInt64) throws -> RecordQuery {
@@ -680,14 +494,9 @@ struct List: AsyncParsableCommand {
             let query = try filters.query(now: ctx.now)
             // A damaged record (its sealed row no longer opens) does not hide the others: they are listed,
             // it is named on standard error, and the exit code is 65.
-            let records: [Record]
-            if let sqlite = ctx.replicator.store as? SQLiteStore {
-                let scan = try sqlite.recordScan(query)
-                records = scan.records
-                damaged = scan.damaged
-            } else {
-                records = try ctx.replicator.store.records(query)
-            }
+            let scan = try ctx.book.scan(query)
+            let records = scan.records
+            damaged = scan.damaged
             if json {
                 for r in records { print(JSONValue.object(RecordForm.object(r, schemas: ctx.schemas)).serialized) }
                 return
@@ -744,8 +553,8 @@ struct Show: AsyncParsableCommand {
     func run() async throws {
         try reportingErrors(json: json) {
             let ctx = try RecordContext(node, readOnly: true)
-            let record = try ctx.load(id)
-            let trail = try ctx.replicator.auditTrail(of: record.id, now: ctx.now)
+            let record = try ctx.book.record(id)
+            let trail = try ctx.book.history(of: record.id)
             let schema = ctx.schemas.schemas[record.kind]
             if json {
                 var o = RecordForm.object(record, schemas: ctx.schemas)
@@ -867,7 +676,7 @@ struct Export: AsyncParsableCommand {
             if let out, FileManager.default.fileExists(atPath: out) {
                 throw RecordCommandError(.failed, "\(out) already exists; remove it or choose another --out")
             }
-            let records = try ctx.replicator.store.records(try filters.query(now: ctx.now))
+            let records = try ctx.book.records(try filters.query(now: ctx.now))
             var progress = ProgressLine("exporting", total: records.count)
             var text = ""
             if format == "json" {
@@ -994,9 +803,7 @@ struct ImportCommand: AsyncParsableCommand {
                                                            newID: newID)
         if let first = tally.seen[edit.record] { throw RowError("id", "\(edit.record) is also row \(first); each record once per file") }
         tally.seen[edit.record] = row
-        do { try ctx.checkWritable(edit.scope) } catch let e as RecordCommandError { throw RowError("scope", e.message) } catch {
-            throw RowError("scope", "\(error)")
-        }
+        do { try ctx.book.checkWritable(edit.scope) } catch { throw RowError("scope", error.message) }
         let size = edit.canonicalBytes.count
         guard size <= Self.changePayloadBudget else {
             throw RowError("", "the record is \(size) bytes encoded, more than one change may carry "
@@ -1009,7 +816,7 @@ struct ImportCommand: AsyncParsableCommand {
     /// (`--skip-existing`) or errors; `accept` gets the others. Empties `chunk`.
     func settle(_ chunk: inout [Checked], ctx: RecordContext, tally: inout Tally, accept: (Checked) throws -> Void) throws {
         guard !chunk.isEmpty else { return }
-        let held = try ctx.replicator.store.heldRecordIDs(chunk.map(\.edit.record))
+        let held = try ctx.book.heldRecordIDs(chunk.map(\.edit.record))
         for c in chunk {
             if held.contains(c.edit.record) {
                 if skipExisting {
@@ -1053,9 +860,7 @@ struct ImportCommand: AsyncParsableCommand {
 
     /// Writes `groups` in one transaction, most urgent first.
     static func write(_ groups: [Replicator.WriteGroup], _ ctx: RecordContext) throws -> Int {
-        guard !groups.isEmpty else { return 0 }
-        let ordered = groups.sorted { ($0.priority.rawValue, $0.scope) < ($1.priority.rawValue, $1.scope) }
-        return try ctx.replicator.write(groups: ordered, now: ctx.now).count
+        try ctx.book.create(groups: groups)
     }
 
     /// JSON: the whole file is read, checked, and written in one transaction.
@@ -1065,7 +870,7 @@ struct ImportCommand: AsyncParsableCommand {
         }
         let rows = try Self.jsonRows(data)
         let ctx = try RecordContext(node)
-        let hlc = try ctx.timestamp(after: nil)
+        let hlc = try ctx.book.timestamp(after: nil)
         var g = SystemRandomNumberGenerator()
         var tally = Tally()
         var grouper = Grouper()
@@ -1099,7 +904,7 @@ struct ImportCommand: AsyncParsableCommand {
     /// one chunk of rows, the open changes and the ids seen, not the file.
     func importCSV() throws -> (Tally, Int) {
         let ctx = try RecordContext(node)
-        let hlc = try ctx.timestamp(after: nil)
+        let hlc = try ctx.book.timestamp(after: nil)
         let author = ctx.replicator.identity.id
         var tally = Tally()
         var chunk: [Checked] = []

@@ -2,6 +2,7 @@
 // record (export, import, `--json`), and a progress line for long operations. Formats: docs/cli.md.
 
 import ArgumentParser
+import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -14,41 +15,16 @@ import Glibc
 
 // MARK: - Exit codes and errors
 
-/// The exit codes of the record commands (docs/cli.md, "Exit codes"). The values follow BSD sysexits.
-enum RecordExit: Int32 {
-    /// Done.
-    case ok = 0
-    /// The operation failed: the store, the keystore, or the disk refused it.
-    case failed = 1
-    /// The command line is wrong: an unknown option, a malformed value, an edit that means nothing.
-    case usage = 64
-    /// The data is wrong: the schema refuses a value, an import row is bad, a status cannot move that way.
-    case data = 65
-    /// The record (or the input file) does not exist.
-    case notFound = 66
-    /// This device may not do it: the scope is outside its certificate, or it holds no key for it.
-    case permission = 77
-}
+/// The exit codes of the record commands (docs/cli.md, "Exit codes"): the classes of the app API's
+/// errors (`FieldSyncError.Code`, BSD sysexits).
+typealias RecordExit = FieldSyncError.Code
 
-/// An error of a record command: what was wrong, what to do, and the exit code.
-struct RecordCommandError: Error, CustomStringConvertible {
-    var exit: RecordExit
-    var message: String
-    /// The schema field concerned, if any.
-    var field: String?
-
-    init(_ exit: RecordExit, _ message: String, field: String? = nil) {
-        self.exit = exit
-        self.message = message
-        self.field = field
-    }
-
-    var description: String { message }
-}
+/// An error of a record command: the app API's error (what was wrong, what to do, and its class).
+typealias RecordCommandError = FieldSyncError
 
 /// Runs a record command's body and turns every error into one message on standard error (a JSON
 /// object with `--json`) and the exit code of `RecordExit`. Usage errors found by the parser
-/// (`ValidationError`) keep ArgumentParser's text and exit 64.
+/// (`ValidationError`, and the library's `.invalidArgument`) keep ArgumentParser's text and exit 64.
 func reportingErrors(json: Bool, _ body: () throws -> Void) throws {
     do {
         try body()
@@ -56,38 +32,32 @@ func reportingErrors(json: Bool, _ body: () throws -> Void) throws {
         throw e
     } catch let e as ExitCode {
         throw e
+    } catch let e as FieldSyncError where e.code == .invalidArgument {
+        throw ValidationError(e.message)
     } catch {
         let e = classify(error)
         if json {
-            var o: [(String, JSONValue)] = [("error", .string(e.message)), ("exitCode", .int(Int64(e.exit.rawValue)))]
+            var o: [(String, JSONValue)] = [("error", .string(e.message)), ("exitCode", .int(Int64(e.code.exitCode)))]
             if let f = e.field { o.append(("field", .string(f))) }
             FileHandle.standardError.write(Data((JSONValue.object(o).serialized + "\n").utf8))
         } else {
             FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
         }
-        throw ExitCode(e.exit.rawValue)
+        throw ExitCode(e.code.exitCode)
     }
 }
 
-/// Maps library errors to a message that says what to do and an exit code.
+/// Maps library errors to a message that says what to do and an exit code (`FieldSyncError.init(_:)`
+/// holds the mapping of the layers below).
 func classify(_ error: any Error) -> RecordCommandError {
-    switch error {
-    case let e as RecordCommandError:
-        return e
-    case let e as RecordError:
-        let what = e.field.map { "field \"\($0)\": \(e.detail)" } ?? e.detail
-        return RecordCommandError(.data, "the schema refuses the edit: \(what); fix the value and retry", field: e.field)
-    case let e as WriteError:
-        return RecordCommandError(.failed, "write refused: \(e.reason)")
-    case let e as StoreError:
-        return RecordCommandError(.failed, "store: \(e)")
-    case let e as Scope.Invalid:
-        return RecordCommandError(.usage, "\(e)")
-    case let e as CLIError:
-        return RecordCommandError(.failed, e.description)
-    default:
-        return RecordCommandError(.failed, "\(error)")
-    }
+    if let e = error as? CLIError { return RecordCommandError(.failed, e.description) }
+    return FieldSyncError(error)
+}
+
+/// Runs a check of the app API while parsing the command line: its error becomes a `ValidationError`
+/// (ArgumentParser prints it with the usage, exit 64).
+func checkingArgument<T>(_ body: () throws(FieldSyncError) -> T) throws -> T {
+    do { return try body() } catch { throw ValidationError(error.message) }
 }
 
 // MARK: - Time

@@ -235,6 +235,10 @@ public final class MemoryStore: SyncStore {
 
     public func record(_ id: RecordID) throws -> Record? { state.recordsByID[id]?.value }
 
+    public func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID] {
+        state.recordsByID.keys.filter(range.contains).sorted()
+    }
+
     public func records(_ query: RecordQuery) throws -> [Record] {
         var hits = state.recordsByID.values.map { ($0.value, RecordIndexEntry($0.value, schemas: schemas)) }
             .filter { query.matches($0.0, index: $0.1) }

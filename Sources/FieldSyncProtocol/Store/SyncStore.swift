@@ -362,6 +362,10 @@ public protocol SyncStore: AnyObject {
     func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID>
     /// Records matching a query, newest event first.
     func records(_ query: RecordQuery) throws -> [Record]
+    /// The ids of the records (deleted and damaged ones included) whose id lies in `range`, in id order:
+    /// what a lookup by id prefix asks (`RecordID.prefixRange(_:)`). A store answers it from an index on
+    /// the id, not by reading records.
+    func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID]
     /// Every held change whose edits touched the record, in HLC order: its signed edit history.
     func history(of id: RecordID) throws -> [StoredChange]
     /// Held changes whose payload this node has not opened, in `scope` or below (nil: all).
@@ -417,7 +421,29 @@ extension StoredChange: CanonicalCodable {
     }
 }
 
+/// What one commit changed, as `Replicator.commitObserver` reports it.
+public struct CommitNotice: Sendable {
+    /// The records the commit merged edits into or rebuilt, each once, with the author of the last
+    /// edit merged (nil for a record rebuilt after a revocation).
+    public var records: [(id: RecordID, author: DeviceID?)] = []
+    /// HQ receipts learned: per log, HQ holds 1...seq.
+    public var receipts: [LogID: UInt64] = [:]
+    /// Revocations newly learned.
+    public var revocationsLearned = 0
+
+    /// An empty notice.
+    public init() {}
+
+    /// Whether the commit changed nothing an observer is told about.
+    public var isEmpty: Bool { records.isEmpty && receipts.isEmpty && revocationsLearned == 0 }
+}
+
 extension SyncStore {
+    /// Default: a scan of every record (deleted ones included); stores with an id index answer it there.
+    public func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID] {
+        try records(RecordQuery(includeDeleted: true)).map(\.id).filter(range.contains).sorted()
+    }
+
     /// Default: one `record(_:)` lookup per id.
     public func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID> {
         var out = Set<RecordID>()

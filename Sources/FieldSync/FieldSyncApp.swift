@@ -1,0 +1,390 @@
+// The app API: one object an app opens with its device, writes and queries through (on the node's
+// loop, where the replicator lives), observes (record changes, local and arriving by sync; sync events),
+// and runs background sync with (the node daemon: serve, discovery, peers, live sessions).
+
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncDriver
+import FieldSyncNode
+import FieldSyncProtocol
+import FieldSyncStore
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Prometheus
+
+/// A change of a record, as an observer sees it.
+public struct RecordChange: Sendable {
+    /// Where the edit came from.
+    public enum Origin: Sendable, Equatable {
+        /// This device wrote it.
+        case local
+        /// It arrived by sync, authored by this device (nil: a record rebuilt after a revocation).
+        case remote(DeviceID?)
+    }
+
+    /// The record after the change.
+    public var record: Record
+    /// Where the last edit merged came from.
+    public var origin: Origin
+}
+
+/// What the node's sync does, as an observer sees it.
+public enum SyncEvent: Sendable {
+    /// Background sync learned a peer: LAN discovery found it (`.discovered`), or the app added it.
+    case peerAdded(PeerAddress, PeerSource)
+    /// A session authenticated its peer and started.
+    case sessionStarted(SessionStart)
+    /// A session went live (it stays open and pushes changes as they are written).
+    case liveSessionStarted(LiveSession)
+    /// A session ended, with its figures (changes and bytes each way, duration, why it ended).
+    case sessionEnded(SessionResult)
+    /// This device's own changes HQ has not receipted yet, after a write or a receipt.
+    case pendingToHQ(UInt64)
+    /// HQ receipts arrived: per log, HQ holds 1...seq.
+    case receipts([LogID: UInt64])
+    /// Revocations were learned (the number new in one commit).
+    case revocationsLearned(Int)
+}
+
+/// The observers of one app: continuations by token, under a lock (yielded to from the node's loop).
+final class ObserverHub: Sendable {
+    private struct State {
+        var next = 0
+        var records: [Int: (query: RecordQuery?, continuation: AsyncStream<RecordChange>.Continuation)] = [:]
+        var events: [Int: AsyncStream<SyncEvent>.Continuation] = [:]
+        var finished = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Observers registered now (record changes, sync events).
+    var counts: (records: Int, events: Int) { state.withLockedValue { ($0.records.count, $0.events.count) } }
+
+    func addRecords(_ query: RecordQuery?, _ continuation: AsyncStream<RecordChange>.Continuation) {
+        let token: Int? = state.withLockedValue { s in
+            guard !s.finished else { return nil }
+            s.next += 1
+            s.records[s.next] = (query, continuation)
+            return s.next
+        }
+        guard let token else { return continuation.finish() }
+        continuation.onTermination = { [weak self] _ in self?.state.withLockedValue { _ = $0.records.removeValue(forKey: token) } }
+    }
+
+    func addEvents(_ continuation: AsyncStream<SyncEvent>.Continuation) {
+        let token: Int? = state.withLockedValue { s in
+            guard !s.finished else { return nil }
+            s.next += 1
+            s.events[s.next] = continuation
+            return s.next
+        }
+        guard let token else { return continuation.finish() }
+        continuation.onTermination = { [weak self] _ in self?.state.withLockedValue { _ = $0.events.removeValue(forKey: token) } }
+    }
+
+    func emit(_ event: SyncEvent) {
+        for c in state.withLockedValue({ Array($0.events.values) }) { c.yield(event) }
+    }
+
+    /// On the node's loop, after a commit of `replicator`.
+    func committed(_ notice: CommitNotice, replicator: Replicator) {
+        let (records, events) = state.withLockedValue { s in (Array(s.records.values), Array(s.events.values)) }
+        if !records.isEmpty {
+            let me = replicator.identity.id
+            for (id, author) in notice.records {
+                guard let record = try? replicator.store.record(id) else { continue }
+                let index = RecordIndexEntry(record, schemas: replicator.schemas)
+                let change = RecordChange(record: record, origin: author == me ? .local : .remote(author))
+                for (query, c) in records where query?.matches(record, index: index) ?? true { c.yield(change) }
+            }
+        }
+        guard !events.isEmpty else { return }
+        if !notice.receipts.isEmpty { for c in events { c.yield(.receipts(notice.receipts)) } }
+        if notice.revocationsLearned > 0 { for c in events { c.yield(.revocationsLearned(notice.revocationsLearned)) } }
+        let me = replicator.identity.id
+        if !notice.receipts.isEmpty || notice.records.contains(where: { $0.author == me }),
+           let pending = try? StoreReport.read(replicator).pendingToHQ {
+            for c in events { c.yield(.pendingToHQ(pending)) }
+        }
+    }
+
+    /// Ends every stream (the app closed); later registrations end at once.
+    func finishAll() {
+        let (records, events) = state.withLockedValue { s -> ([AsyncStream<RecordChange>.Continuation], [AsyncStream<SyncEvent>.Continuation]) in
+            s.finished = true
+            defer { s.records = [:]; s.events = [:] }
+            return (s.records.values.map(\.continuation), Array(s.events.values))
+        }
+        for c in records { c.finish() }
+        for c in events { c.finish() }
+    }
+}
+
+/// A FieldSync device inside an app: typed writes and queries, observation, and background sync.
+///
+/// ```swift
+/// let app = try await FieldSyncApp.open(device: FieldSyncDevice(directory: "bp17", key: .keyFile(path: "bp17.key"),
+///                                                                storePath: "bp17.sqlite"),
+///                                       configuration: NodeConfiguration(network: NetworkParameters(networkID: "longnan-police")))
+/// let written = try await app.createIncident(draft)
+/// for await change in app.recordChanges(matching: .openIncidents(in: station)) { show(change.record) }
+/// try await app.startSync(DaemonOptions(listenHost: "0.0.0.0", listenPort: 7000))
+/// await app.close()
+/// ```
+///
+/// Every call that touches the store runs on the node's event loop (the replicator's only thread), so
+/// the app may call from any task. Errors are `FieldSyncError`, with the messages of the `fieldsync` CLI.
+public final class FieldSyncApp: Sendable {
+    /// The node (TCP sessions; the replicator lives on its loop).
+    public let node: FieldSyncNode
+    /// This device's identity.
+    public let identity: DeviceIdentity
+    private let hub: ObserverHub
+    private let clock: @Sendable () -> UInt64
+    private struct Running {
+        var daemon: NodeDaemon?
+        var discovery: LANDiscovery?
+        var closed = false
+    }
+    private let running = NIOLockedValueBox(Running())
+
+    private init(node: FieldSyncNode, identity: DeviceIdentity, hub: ObserverHub, clock: @escaping @Sendable () -> UInt64) {
+        self.node = node
+        self.identity = identity
+        self.hub = hub
+        self.clock = clock
+    }
+
+    /// The wall clock in ms since the Unix epoch (the default clock of an app).
+    public static func wallClock() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Opens a device: its keystore, trust, keys and store, on a new node (one event loop thread).
+    /// - Parameters:
+    ///   - device: where the keystore and the store are, and how to unlock them.
+    ///   - configuration: the node's configuration (network id, timeouts, live sessions).
+    ///   - clock: the wall clock (ms since the Unix epoch) edits are stamped with.
+    ///   - logger: the node's structured log.
+    ///   - warn: receives warnings found while opening and reading (a rolled-back store, damage).
+    /// - Throws: `FieldSyncError`.
+    public static func open(device: FieldSyncDevice, configuration: NodeConfiguration,
+                            clock: @escaping @Sendable () -> UInt64 = FieldSyncApp.wallClock,
+                            logger: Logger = Logger(label: "fieldsync.app", factory: { _ in SwiftLogNoOpLogHandler() }),
+                            warn: @escaping @Sendable (String) -> Void = { _ in }) async throws(FieldSyncError) -> FieldSyncApp {
+        let hub = ObserverHub()
+        let identityBox = NIOLockedValueBox<DeviceIdentity?>(nil)
+        let node = try mappingErrors {
+            try FieldSyncNode(configuration: configuration, logger: logger) {
+                let r = try device.openReplicator(now: clock(), warn: warn)
+                for w in try FieldSyncDevice.behindGuardWarnings(r) { warn(w) }
+                try r.restoreClock()
+                r.commitObserver = { [unowned r] notice in hub.committed(notice, replicator: r) }
+                identityBox.withLockedValue { $0 = r.identity }
+                return r
+            }
+        }
+        guard let identity = identityBox.withLockedValue({ $0 }) else { preconditionFailure("the node opened without a replicator") }
+        return FieldSyncApp(node: node, identity: identity, hub: hub, clock: clock)
+    }
+
+    /// Runs `body` with a `RecordBook` on the node's loop (the replicator's thread), stamped with the
+    /// app's clock now. Every typed call below is one `perform`.
+    /// - Throws: `FieldSyncError` (the app was closed: `.failed`).
+    public func perform<T: Sendable>(_ body: @escaping @Sendable (RecordBook) throws -> T) async throws(FieldSyncError) -> T {
+        try checkOpen()
+        let now = clock()
+        do {
+            return try await node.withReplicator { r in try body(try RecordBook(replicator: r, now: now, restoringClock: false)) }
+        } catch {
+            throw FieldSyncError(error)
+        }
+    }
+
+    /// Refuses a call on a closed app (its loop is gone: a task submitted to it would never run).
+    private func checkOpen() throws(FieldSyncError) {
+        if running.withLockedValue({ $0.closed }) { throw FieldSyncError(.failed, "the app is closed; open the device again") }
+    }
+
+    // MARK: Writes
+
+    /// Records a new incident (status reported). See `RecordBook.createIncident(_:)`.
+    public func createIncident(_ draft: IncidentDraft) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.createIncident(draft) }
+    }
+
+    /// Changes an incident's fields. See `RecordBook.updateIncident(_:_:)`.
+    public func updateIncident(_ id: String, _ update: IncidentUpdate) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.updateIncident(id, update) }
+    }
+
+    /// Moves an incident's status forward. See `RecordBook.setStatus(_:to:)`.
+    public func setStatus(_ id: String, to status: Incident.Status) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.setStatus(id, to: status) }
+    }
+
+    /// Assigns units to an incident. See `RecordBook.assign(_:units:remove:dispatch:)`.
+    public func assign(_ id: String, units: [String], remove: [String] = [], dispatch: Bool = false) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.assign(id, units: units, remove: remove, dispatch: dispatch) }
+    }
+
+    /// Appends a note to an incident or a visit. See `RecordBook.addNote(_:_:kind:)`.
+    public func addNote(_ id: String, _ text: String, kind: RecordKind? = nil) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.addNote(id, text, kind: kind) }
+    }
+
+    /// Records feedback to the reporter of an incident. See `RecordBook.giveFeedback(_:_:)`.
+    public func giveFeedback(_ id: String, _ feedback: String) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.giveFeedback(id, feedback) }
+    }
+
+    /// Closes an incident. See `RecordBook.close(_:feedback:)`.
+    public func close(_ id: String, feedback: String? = nil) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.close(id, feedback: feedback) }
+    }
+
+    /// Reopens a resolved or closed incident. See `RecordBook.reopen(_:note:)`.
+    public func reopen(_ id: String, note: String? = nil) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.reopen(id, note: note) }
+    }
+
+    /// Marks an incident as a duplicate of another. See `RecordBook.markDuplicate(_:of:)`.
+    public func markDuplicate(_ id: String, of original: String) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.markDuplicate(id, of: original) }
+    }
+
+    /// Records a visit. See `RecordBook.createVisit(_:)`.
+    public func createVisit(_ draft: VisitDraft) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.createVisit(draft) }
+    }
+
+    /// Changes a visit's fields. See `RecordBook.updateVisit(_:_:)`.
+    public func updateVisit(_ id: String, _ update: VisitUpdate) async throws(FieldSyncError) -> RecordWrite {
+        try await perform { try $0.updateVisit(id, update) }
+    }
+
+    // MARK: Queries
+
+    /// The record an id or unique prefix (6 or more hex digits) names, found through the store's id index.
+    public func record(_ id: String, kind: RecordKind? = nil) async throws(FieldSyncError) -> Record {
+        try await perform { try $0.record(id, kind: kind) }
+    }
+
+    /// Records matching `query`, newest event first.
+    public func records(_ query: RecordQuery) async throws(FieldSyncError) -> [Record] {
+        try await perform { try $0.records(query) }
+    }
+
+    /// The signed history of a record, oldest first, each entry verified now.
+    public func history(of id: RecordID) async throws(FieldSyncError) -> [AuditEntry] {
+        try await perform { try $0.history(of: id) }
+    }
+
+    /// This device's own changes HQ has not receipted yet.
+    public func pendingToHQ() async throws(FieldSyncError) -> UInt64 {
+        try await perform { try StoreReport.read($0.replicator).pendingToHQ }
+    }
+
+    // MARK: Observation
+
+    /// Record changes as they are committed, local writes and changes arriving by sync, in commit order:
+    /// each record after the change, with where its last edit came from. With a query, only records
+    /// that match it after the change (its `limit` is ignored). The stream ends when the app closes;
+    /// cancelling the task iterating it (or dropping it) unregisters the observer.
+    /// - Parameter bufferingNewest: changes kept for a slow consumer (older ones are dropped).
+    public func recordChanges(matching query: RecordQuery? = nil, bufferingNewest: Int = 1_024) -> AsyncStream<RecordChange> {
+        let (stream, continuation) = AsyncStream.makeStream(of: RecordChange.self, bufferingPolicy: .bufferingNewest(bufferingNewest))
+        hub.addRecords(query, continuation)
+        return stream
+    }
+
+    /// Sync events (peers found, sessions, live sessions, receipts, pending-to-HQ count, revocations).
+    /// The stream ends when the app closes; cancelling its task unregisters it.
+    public func syncEvents(bufferingNewest: Int = 1_024) -> AsyncStream<SyncEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SyncEvent.self, bufferingPolicy: .bufferingNewest(bufferingNewest))
+        hub.addEvents(continuation)
+        return stream
+    }
+
+    /// How many observers are registered (record changes, sync events): 0 once every stream ended.
+    public var observerCounts: (records: Int, events: Int) { hub.counts }
+
+    // MARK: Sync
+
+    /// One sync session with a peer now (the `fieldsync sync` of the app); its result is also a sync event.
+    public func sync(host: String, port: Int) async throws(FieldSyncError) -> SessionResult {
+        try checkOpen()
+        do {
+            let result = try await node.sync(host: host, port: port)
+            hub.emit(.sessionEnded(result))
+            return result
+        } catch {
+            throw FieldSyncError(error)
+        }
+    }
+
+    /// Starts background sync: the node daemon listens, syncs with its static peers and the ones
+    /// discovery finds, keeps live sessions, and pushes every write (docs/node.md).
+    /// - Parameters:
+    ///   - options: where to listen, the peers and the scheduling policy.
+    ///   - discovery: LAN discovery, if wanted (beacons carry the listening port when `announce`).
+    /// - Throws: `FieldSyncError` (`.usage` if sync already runs or the app is closed).
+    public func startSync(_ options: DaemonOptions, discovery: DiscoveryConfiguration? = nil, discoverySecret: SecretBytes? = nil,
+                          announce: Bool = true) async throws(FieldSyncError) {
+        let claimed = running.withLockedValue { r in
+            guard !r.closed, r.daemon == nil else { return false }
+            return true
+        }
+        guard claimed else { throw FieldSyncError(.usage, "background sync already runs, or the app is closed") }
+        var hooks = DaemonHooks()
+        hooks.sessionEnded = { [hub] result, _ in hub.emit(.sessionEnded(result)) }
+        hooks.sessionStarted = { [hub] start in hub.emit(.sessionStarted(start)) }
+        hooks.sessionWentLive = { [hub] session in hub.emit(.liveSessionStarted(session)) }
+        hooks.peerAdded = { [hub] address, source in hub.emit(.peerAdded(address, source)) }
+        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())),
+                                hooks: hooks)
+        running.withLockedValue { $0.daemon = daemon }
+        do {
+            try await daemon.start()
+            if let discovery {
+                let port = announce ? await daemon.listeningPort : nil
+                let lan = try await daemon.startDiscovery(discovery, secret: discoverySecret, announcePort: port)
+                running.withLockedValue { $0.discovery = lan }
+            }
+        } catch {
+            throw FieldSyncError(error)
+        }
+    }
+
+    /// The bound port of background sync (nil when it does not run).
+    public var listeningPort: Int? {
+        get async {
+            guard let daemon = running.withLockedValue({ $0.daemon }) else { return nil }
+            return await daemon.listeningPort
+        }
+    }
+
+    /// Adds a peer to background sync (synced at once, then on the schedule).
+    public func addPeer(host: String, port: Int) {
+        running.withLockedValue { $0.daemon }?.addPeer(host: host, port: port, source: .static)
+    }
+
+    /// Closes the app: background sync stops (no new sessions; running ones get `grace` to finish,
+    /// then are cut), discovery stops, the node's loop and the store are closed, and every observation
+    /// stream ends. Idempotent. A closed app refuses every call (`FieldSyncError` `.failed`); open the
+    /// device again to go on.
+    public func close(grace: TimeAmount = .seconds(5)) async {
+        let (first, daemon, discovery) = running.withLockedValue { r in
+            defer { r.closed = true; r.daemon = nil; r.discovery = nil }
+            return (!r.closed, r.daemon, r.discovery)
+        }
+        guard first else { return }
+        await discovery?.stop()
+        if let daemon {
+            _ = try? await daemon.shutdown(grace: grace)
+        } else {
+            try? await node.shutdown()
+        }
+        hub.finishAll()
+    }
+}
