@@ -314,12 +314,18 @@ import Testing
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A port nobody listens on (bound then closed).
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let tmp = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        let dead = try #require(tmp.localAddress?.port)
-        try await tmp.close()
-        try await group.shutdownOffThePool()
+        // A port nobody listens on, held for the whole test: a socket bound to it without `listen`, so a
+        // connection is refused and no other test's listener can take the port (bound then closed, it was
+        // taken by another test's server in a CI run, and the sessions "stalled" instead).
+        let held = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(held) }
+        var address = RawSocket.loopback(port: 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, length) == 0 && getsockname(held, $0, &length) == 0 }
+        }
+        #expect(held >= 0 && bound)
+        let dead = Int(UInt16(bigEndian: address.sin_port))
         let a = try await Self.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
                                      peers: [PeerAddress(host: "127.0.0.1", port: dead)])
         #expect(try await Self.eventually(20) { (try await a.daemon.peers().first?.failures ?? 0) >= 3 })
