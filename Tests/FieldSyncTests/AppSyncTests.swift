@@ -94,11 +94,11 @@ import Testing
         let device = try f.device("bp17")
         let app = try await FieldSyncApp.open(device: device, configuration: AppFixtures.configuration)
         let stream = app.recordChanges()
-        let watcher = Task { for await _ in stream {} }
+        let watcher = Task.onOwnThread { for await _ in stream {} }
         _ = app.syncEvents()  // dropped at once: unregistered
         #expect(app.observerCounts.records == 1)
         watcher.cancel()
-        await watcher.value
+        try await watcher.value
         var gone = false
         for _ in 0..<100 where !gone {
             gone = app.observerCounts == (0, 0)
@@ -107,14 +107,14 @@ import Testing
         #expect(gone, "\(app.observerCounts)")
 
         let kept = app.recordChanges()
-        let ended = Task { () -> Int in
+        let ended = Task.onOwnThread { () -> Int in
             var n = 0
             for await _ in kept { n += 1 }
             return n
         }
         _ = try await app.createIncident(AppFixtures.draft("one"))
         await app.close()
-        #expect(await ended.value == 1, "the stream ends when the app closes, after the change it saw")
+        #expect(try await ended.value == 1, "the stream ends when the app closes, after the change it saw")
         do {
             _ = try await app.records(RecordQuery())
             Issue.record("a closed app must refuse calls")
@@ -129,12 +129,12 @@ import Testing
         for n in 0..<cycles {
             let a = try await FieldSyncApp.open(device: device, configuration: AppFixtures.configuration)
             let s = a.recordChanges()
-            let t = Task { for await _ in s {} }
+            let t = Task.onOwnThread { for await _ in s {} }
             if n % 10 == 0 { try await a.startSync(AppFixtures.syncOptions()) }
             _ = try await a.records(RecordQuery(limit: 1))
             openWhileOpen = max(openWhileOpen, AppFixtures.openFileDescriptors(under: f.dir))
             await a.close(grace: .zero)
-            await t.value
+            try await t.value
             #expect(a.observerCounts == (0, 0))
         }
         let after = AppFixtures.openFileDescriptors(under: f.dir)

@@ -17,14 +17,16 @@ import Testing
 
         // Observe: the open incidents of the station, whoever writes them (this app or a peer by sync).
         let openIncidents = app.recordChanges(matching: .openIncidents(in: station))
-        let watcher = Task {
+        // A child task (`async let`): it runs beside the code below on the caller's executor, and ends
+        // when the stream does.
+        async let watched: Int = {
             var seen = 0
             for await change in openIncidents {
                 seen += 1
                 print("\(change.origin == .local ? "written here" : "arrived"): \(change.record.id)")
             }
             return seen
-        }
+        }()
 
         // Write: a new incident, then dispatch a unit (the same checks as `fieldsync incident ...`).
         let written = try await app.createIncident(IncidentDraft(
@@ -45,7 +47,7 @@ import Testing
 
         // Close: sessions drain, the store closes, every observation stream ends.
         await app.close(grace: .seconds(1))
-        return await watcher.value
+        return await watched
     }
     // docs/app-api.md: end
 
