@@ -64,8 +64,10 @@ public struct ConnectionCounters: Sendable, Equatable, Codable {
 /// a flood from more sources than the pool has places turns the pool over faster than a slow honest
 /// handshake completes (each newcomer from a fresh source evicts the oldest entry, and a handshake over a
 /// slow link or to a busy node is the oldest), so a peer that syncs every day would lose every handshake
-/// for as long as the flood lasts. A proven newcomer takes the place of an unproven entry first (the
-/// busiest unproven source's oldest, whatever its count), then of a proven one by the rule above.
+/// for as long as the flood lasts. A proven newcomer from a source with nothing pending takes the place
+/// of an unproven entry first (the busiest unproven source's oldest, whatever its count); otherwise the
+/// rule above applies, unproven entries first. So an enrolled insider gains no more than any fresh
+/// source had: one place at a time from its address.
 ///
 /// ```swift
 /// var pool = HandshakeAdmission(capacity: 16, perSource: 4)
@@ -122,7 +124,8 @@ public struct HandshakeAdmission: Sendable {
         }
         // Full. Candidates: unproven entries, and proven ones only for a proven newcomer. Among them the
         // busiest source (ties: the one holding the oldest entry) gives up its oldest entry if it holds more
-        // than the newcomer's source; a proven newcomer takes an unproven entry whatever its count.
+        // than the newcomer's source; a proven newcomer with nothing pending takes an unproven entry
+        // whatever its count.
         func victim(proven candidates: Bool) -> (id: UInt64, count: Int, since: UInt64)? {
             var v: (id: UInt64, count: Int, since: UInt64)?
             for (pid, entry) in pending where entry.proven == candidates {
@@ -133,7 +136,7 @@ public struct HandshakeAdmission: Sendable {
             return v
         }
         let chosen: UInt64?
-        if let v = victim(proven: false), proven || v.count > mine {
+        if let v = victim(proven: false), (proven && mine == 0) || v.count > mine {
             chosen = v.id
         } else if proven, let v = victim(proven: true), v.count > mine {
             chosen = v.id

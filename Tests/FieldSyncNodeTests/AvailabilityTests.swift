@@ -585,11 +585,13 @@ import Glibc
         #expect(full.admit(2, source: "p", now: 1, proven: true) == .admit)
         #expect(full.admit(3, source: "x", now: 2) == .refuse(.handshakePoolFull))
         #expect(full.admit(4, source: "q", now: 3, proven: true) == .admitEvicting(1))
-        // A proven newcomer takes an unproven place even from a source holding no more than its own.
+        // A proven newcomer with nothing pending takes an unproven place even from a source holding one; a
+        // proven source that already holds a place follows the fair rule (an insider gets no more than one).
         var mixed = HandshakeAdmission(capacity: 2, perSource: 2)
         #expect(mixed.admit(1, source: "p", now: 0, proven: true) == .admit)
         #expect(mixed.admit(2, source: "u", now: 1) == .admit)
-        #expect(mixed.admit(3, source: "p", now: 2, proven: true) == .admitEvicting(2))
+        #expect(mixed.admit(3, source: "p", now: 2, proven: true) == .refuse(.handshakePoolFull))
+        #expect(mixed.admit(4, source: "q", now: 3, proven: true) == .admitEvicting(2))
     }
 
     @Test func repeatedLinesFromOneSourceAreLimited() {
