@@ -45,21 +45,12 @@ public struct BackupError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { "\(code.rawValue): \(detail)" }
 }
 
-/// How a backup is protected: Argon2id of a passphrase, or a 32-byte key file (mode 0600).
-public enum BackupProtection: Sendable {
-    /// A passphrase and the Argon2id cost for a new backup.
-    case passphrase([UInt8], Argon2id.Parameters)
-    /// A key file (`Keystore.createKeyFile` makes one).
-    case keyFile(path: String)
-}
+/// How a backup is protected: Argon2id of a passphrase (with the cost for a new backup), or a 32-byte
+/// key file (mode 0600; `Keystore.createKeyFile` makes one). The keystore's own choice, reused.
+public typealias BackupProtection = KeystoreProtection
 
 /// How a backup is opened (the Argon2id parameters come from the file).
-public enum BackupUnlock: Sendable {
-    /// A passphrase.
-    case passphrase([UInt8])
-    /// A key file.
-    case keyFile(path: String)
-}
+public typealias BackupUnlock = KeystoreUnlock
 
 /// What a backup holds, listed before the contents (Protocols/backup.md §3).
 public struct BackupManifest: Sendable, Equatable {
