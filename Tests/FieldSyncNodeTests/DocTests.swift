@@ -47,7 +47,6 @@ import Glibc
         try FileManager.default.createDirectory(atPath: dir + "/.doctest/bin", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createSymbolicLink(atPath: dir + "/.doctest/bin/fieldsync", withDestinationPath: binary)
-        try DocPage.writeShims(in: dir + "/.doctest/bin")
         var portMap: [UInt16: UInt16] = [:]
         for p in doc.ports { portMap[p] = try FreePort.pick() }
         let script = doc.script(root: dir, portMap: portMap)
@@ -213,18 +212,20 @@ struct DocPage {
     /// `swift run fieldsync ARGS` runs the built binary; `sudo -u USER CMD` runs CMD as the test's user. Both are
     /// scripts that `exec`, not shell functions: a function run in the background is a subshell, and a
     /// SIGTERM to its pid (`kill %1`) would never reach the `serve` inside it.
-    static func writeShims(in bin: String) throws {
+    ///
+    /// The page's own bash writes them, not the test process: a file this multi-threaded process wrote could be
+    /// held open for writing by a child another test forks at that instant, and executing it then fails with
+    /// ETXTBSY ("Text file busy", a CI failure of 2026-12-04). Bash closes its redirection before the next command.
+    static let shimLines: [String] = {
         let shims = [
-            "swift": "if [ \"$1\" = run ] && [ \"$2\" = fieldsync ]; then shift 2; exec fieldsync \"$@\"; fi\n"
-                + "echo \"doctest: only 'swift run fieldsync' runs in a doc-test (got: swift $*)\" >&2; exit 127",
-            "sudo": "if [ \"$1\" = -u ]; then shift 2; fi\nexec \"$@\"",
+            ("swift", "if [ \"$1\" = run ] && [ \"$2\" = fieldsync ]; then shift 2; exec fieldsync \"$@\"; fi\n"
+                + "echo \"doctest: only 'swift run fieldsync' runs in a doc-test (got: swift $*)\" >&2; exit 127"),
+            ("sudo", "if [ \"$1\" = -u ]; then shift 2; fi\nexec \"$@\""),
         ]
-        for (name, body) in shims {
-            let path = bin + "/" + name
-            try ("#!/bin/bash\n" + body + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+        return ["mkdir -p .doctest/bin"] + shims.flatMap { name, body in
+            ["printf '%s\\n' \(quote("#!/bin/bash\n" + body)) > .doctest/bin/\(name)", "chmod 755 .doctest/bin/\(name)"]
         }
-    }
+    }()
 
     static func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
@@ -246,6 +247,7 @@ struct DocPage {
             "#!/usr/bin/env bash",
             "set -Eeo pipefail",
             "echo $$ > .doctest/pid",
+        ] + Self.shimLines + [
             "export DOCTEST_ROOT=\"$PWD\" PATH=\"$PWD/.doctest/bin:$PATH\" NO_COLOR=1",
             "DOCTEST_AT=start; DOCTEST_BG=(); DOCTEST_BG_AT=()",
             "doctest_failed() { echo \"doctest: \(name):$DOCTEST_AT failed (exit $1): $DOCTEST_CMD\" >&2; }",
