@@ -37,7 +37,7 @@ extension SQLiteStore {
             try db.read { db in
                 try Row.fetchAll(db, sql: "SELECT rowid, * FROM changes WHERE rowid > ? AND evicted = 0 ORDER BY rowid LIMIT ?",
                                  arguments: [rowid, limit]).map { row in
-                    FeedChange(rowid: row["rowid"], change: try Self.change(row), opened: (row["opened"] as Int64) != 0)
+                    FeedChange(rowid: try row.decode(Int64.self, forColumn: "rowid"), change: try Self.change(row), opened: (try row.decode(Int64.self, forColumn: "opened")) != 0)
                 }
             }
         }
@@ -95,7 +95,7 @@ extension SQLiteStore {
                             let r = try unseal(row)
                             out[r.id] = r
                         } catch {
-                            if let id = ID128(bytes: [UInt8](row["id"] as Data)) { damaged.append(RecordID(id)) }
+                            if let id = ID128(bytes: [UInt8](try row.decode(Data.self, forColumn: "id"))) { damaged.append(RecordID(id)) }
                         }
                     }
                 }

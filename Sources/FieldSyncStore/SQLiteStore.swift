@@ -242,7 +242,13 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     func io<T>(_ body: () throws -> T) throws -> T {
-        do { return try body() } catch let e as DatabaseError { throw Self.translate(e, path: path) }
+        do { return try body() } catch let e as DatabaseError {
+            throw Self.translate(e, path: path)
+        } catch let e as RowDecodingError {
+            // A stored value of the wrong type (a damaged or hostile file): a typed error, never a trap.
+            throw StoreError(.badDatabase, "\(path) holds a value that does not decode (\(String(describing: e).prefix(300))); "
+                             + "run `fieldsync doctor` or restore the store from a peer or a backup")
+        }
     }
 
     /// Schema migrations, append-only: never edit a released one, add a new one.
@@ -358,7 +364,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             try db.read { db in
                 var out: [LogID: HeldIntervals] = [:]
                 for row in try Row.fetchAll(db, sql: "SELECT author, scope, intervals FROM logs") {
-                    out[try Self.log(row)] = try HeldIntervals(canonicalBytes: [UInt8](row["intervals"] as Data))
+                    out[try Self.log(row)] = try HeldIntervals(canonicalBytes: [UInt8](try row.decode(Data.self, forColumn: "intervals")))
                 }
                 return out
             }
@@ -404,12 +410,12 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                     """, arguments: [Data(log.author.raw.bytes), log.scope.path, Int64(seqs.lowerBound),
                                      Int64(min(seqs.upperBound, UInt64(Int64.max)))])
                 while let row = try rows.next() {
-                    let rawPriority: Int = row[3]
+                    let rawPriority = try row.decode(Int.self, atIndex: 3)
                     guard let priority = UInt8(exactly: rawPriority).flatMap(Priority.init(rawValue:)) else {
                         throw StoreError(.badDatabase, "priority column \(rawPriority) is not a priority")
                     }
-                    keys.append(StoredChangeKey(log: log, seq: UInt64(row[0] as Int64), hlc: HLCTimestamp(raw: UInt64(bitPattern: row[1] as Int64)),
-                                                contentType: ContentType(rawValue: UInt8(row[2] as Int)), priority: priority))
+                    keys.append(StoredChangeKey(log: log, seq: UInt64(try row.decode(Int64.self, atIndex: 0)), hlc: HLCTimestamp(raw: UInt64(bitPattern: (try row.decode(Int64.self, atIndex: 1)))),
+                                                contentType: ContentType(rawValue: UInt8(try row.decode(Int.self, atIndex: 2))), priority: priority))
                 }
                 return keys
             }
@@ -621,9 +627,9 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
 
     static func fork(_ row: Row) throws -> ForkEvidence {
         do {
-            let kept = try StoredChange(canonicalBytes: [UInt8](row["kept"] as Data))
-            let other = try StoredChange(canonicalBytes: [UInt8](row["conflicting"] as Data))
-            return ForkEvidence(log: kept.log, seq: UInt64(row["seq"] as Int64), kept: kept, conflicting: other)
+            let kept = try StoredChange(canonicalBytes: [UInt8](try row.decode(Data.self, forColumn: "kept")))
+            let other = try StoredChange(canonicalBytes: [UInt8](try row.decode(Data.self, forColumn: "conflicting")))
+            return ForkEvidence(log: kept.log, seq: UInt64(try row.decode(Int64.self, forColumn: "seq")), kept: kept, conflicting: other)
         } catch {
             throw StoreError(.badDatabase, "a fork proof does not decode (\(error)); restore the store from a peer or a backup")
         }
@@ -676,34 +682,34 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     // MARK: rows
 
     static func log(_ row: Row) throws -> LogID {
-        guard let author = ID128(bytes: [UInt8](row["author"] as Data)) else {
+        guard let author = ID128(bytes: [UInt8](try row.decode(Data.self, forColumn: "author"))) else {
             throw StoreError(.badDatabase, "author column is not 16 bytes")
         }
-        return LogID(author: DeviceID(author), scope: try Scope(row["scope"] as String))
+        return LogID(author: DeviceID(author), scope: try Scope(try row.decode(String.self, forColumn: "scope")))
     }
 
     /// - Parameter known: the row's log when the query selected it by author and scope (spares parsing
     ///   the scope of every row).
     static func change(_ row: Row, log known: LogID? = nil) throws -> StoredChange {
-        let rawPriority = row["priority"] as Int
+        let rawPriority = (try row.decode(Int.self, forColumn: "priority"))
         guard let priority = UInt8(exactly: rawPriority).flatMap(Priority.init(rawValue:)) else {
             throw StoreError(.badDatabase, "priority column \(rawPriority) is not a priority")
         }
-        return StoredChange(log: try known ?? log(row), seq: UInt64(row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
-                            prevHash: [UInt8](row["prev_hash"] as Data), hlc: HLCTimestamp(raw: UInt64(bitPattern: row["hlc"] as Int64)),
-                            contentType: ContentType(rawValue: UInt8(row["content_type"] as Int)), priority: priority,
-                            bytes: [UInt8](row["bytes"] as Data))
+        return StoredChange(log: try known ?? log(row), seq: UInt64(try row.decode(Int64.self, forColumn: "seq")), hash: [UInt8](try row.decode(Data.self, forColumn: "hash")),
+                            prevHash: [UInt8](try row.decode(Data.self, forColumn: "prev_hash")), hlc: HLCTimestamp(raw: UInt64(bitPattern: (try row.decode(Int64.self, forColumn: "hlc")))),
+                            contentType: ContentType(rawValue: UInt8(try row.decode(Int.self, forColumn: "content_type"))), priority: priority,
+                            bytes: [UInt8](try row.decode(Data.self, forColumn: "bytes")))
     }
 
     func unseal(_ row: Row) throws -> FieldSyncCore.Record {
-        let rawID = [UInt8](row["id"] as Data)
+        let rawID = [UInt8](try row.decode(Data.self, forColumn: "id"))
         guard let id = ID128(bytes: rawID) else {
             throw StoreError(.damaged, "record row \(Hex.encode(rawID)) is damaged: its id is not 16 bytes; \(Self.damageAdvice)")
         }
         let plain: [UInt8]
         // The storage key was verified when the store opened (`checkKey`): a row that does not open was
         // altered on disk (or moved onto another id), not read with a wrong key.
-        do { plain = try sealer.open([UInt8](row["sealed"] as Data), id: RecordID(id)) } catch {
+        do { plain = try sealer.open([UInt8](try row.decode(Data.self, forColumn: "sealed")), id: RecordID(id)) } catch {
             throw StoreError(.damaged, "record \(id) is damaged: its sealed row does not open (altered on disk); \(Self.damageAdvice)")
         }
         let record: FieldSyncCore.Record
@@ -719,8 +725,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     static let damageAdvice = "`fieldsync doctor --repair` rebuilds it from its signed changes"
 
     static func damagedRecord(_ row: Row, reason: String) -> DamagedRecord {
-        let raw = [UInt8](row["id"] as Data)
-        return DamagedRecord(id: ID128(bytes: raw).map(RecordID.init), rawID: raw, kind: row["kind"] as String, scope: row["scope"] as String,
+        // The row is damaged already: what does not decode is reported as such, never trapped on.
+        let raw = [UInt8]((try? row.decode(Data.self, forColumn: "id")) ?? Data())
+        return DamagedRecord(id: ID128(bytes: raw).map(RecordID.init), rawID: raw,
+                             kind: (try? row.decode(String.self, forColumn: "kind")) ?? "(undecodable)",
+                             scope: (try? row.decode(String.self, forColumn: "scope")) ?? "(undecodable)",
                              reason: reason)
     }
 
@@ -761,7 +770,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             // A held copy damaged on disk is neither a duplicate (the intact copy must replace it) nor fork
             // evidence (it no longer verifies): it is quarantined and the incoming change stored instead.
             if store.checksChanges, let damage = SQLiteStore.damage(of: row) {
-                if let q = try store.quarantine(rowid: row["rowid"] as Int64, reason: damage, in: db) { store.damageHandler?(.change(q)) }
+                if let q = try store.quarantine(rowid: (try row.decode(Int64.self, forColumn: "rowid")), reason: damage, in: db) { store.damageHandler?(.change(q)) }
                 return .new
             }
             let held = try SQLiteStore.change(row)
@@ -824,8 +833,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 """)
             var count = 0, freed = 0
             for row in rows where freed < needed {
-                try statement("UPDATE changes SET evicted = 1, bytes = x'' WHERE hash = ?").execute(arguments: [row["hash"] as Data])
-                freed += row["size"] as Int
+                try statement("UPDATE changes SET evicted = 1, bytes = x'' WHERE hash = ?").execute(arguments: [(try row.decode(Data.self, forColumn: "hash"))])
+                freed += (try row.decode(Int.self, forColumn: "size"))
                 count += 1
             }
             bytesDelta -= Int64(freed)
@@ -897,12 +906,12 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         mutating func quarantineRevoked(_ entry: RevokedQuarantine) throws -> Bool {
             guard let row = try Row.fetchOne(statement("SELECT rowid, * FROM changes WHERE hash = ? AND evicted = 0"),
                                              arguments: [Data(entry.change.hash)]) else { return false }
-            try statement("DELETE FROM changes WHERE rowid = ?").execute(arguments: [row["rowid"] as Int64])
+            try statement("DELETE FROM changes WHERE rowid = ?").execute(arguments: [(try row.decode(Int64.self, forColumn: "rowid"))])
             try statement("""
                 INSERT INTO quarantine(author, scope, seq, hash, reason, detected, bytes, cause) VALUES (?, ?, ?, ?, ?, ?, ?, 'revoked')
-                """).execute(arguments: [row["author"] as Data, row["scope"] as String, row["seq"] as Int64, row["hash"] as Data,
-                                        entry.reason, entry.detectedAt, row["bytes"] as Data])
-            bytesDelta -= row["size"] as Int64
+                """).execute(arguments: [(try row.decode(Data.self, forColumn: "author")), (try row.decode(String.self, forColumn: "scope")), (try row.decode(Int64.self, forColumn: "seq")), (try row.decode(Data.self, forColumn: "hash")),
+                                        entry.reason, entry.detectedAt, (try row.decode(Data.self, forColumn: "bytes"))])
+            bytesDelta -= (try row.decode(Int64.self, forColumn: "size"))
             return true
         }
 

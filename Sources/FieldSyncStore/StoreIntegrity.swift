@@ -127,7 +127,9 @@ extension SQLiteStore {
     /// index columns say. Bytes that hash to the id verified at ingest are those bytes, so the rest of the
     /// change is not decoded again. Evicted rows (bytes deleted on purpose) are not checked.
     static func damage(of row: Row) -> String? {
-        if (row["evicted"] as Int? ?? 0) != 0 { return nil }
+        let evicted: Int?
+        do { evicted = try row.decode(Int?.self, forColumn: "evicted") } catch { return "its evicted flag does not decode" }
+        if (evicted ?? 0) != 0 { return nil }
         let stored: StoredChange
         do { stored = try change(row) } catch { return "its index columns do not decode (\(error))" }
         return damage(of: stored)
@@ -156,11 +158,11 @@ extension SQLiteStore {
                     let stored: StoredChange
                     do { stored = try Self.change(row, log: log) } catch {
                         guard checksChanges else { throw error }
-                        bad.append((row["rowid"] as Int64, "its index columns do not decode (\(error))"))
+                        bad.append((try row.decode(Int64.self, forColumn: "rowid"), "its index columns do not decode (\(error))"))
                         continue
                     }
                     if checksChanges, !stored.bytes.isEmpty, let why = Self.damage(of: stored) {
-                        bad.append((row["rowid"] as Int64, why))
+                        bad.append((try row.decode(Int64.self, forColumn: "rowid"), why))
                     } else {
                         good.append(stored)
                     }
@@ -184,14 +186,24 @@ extension SQLiteStore {
     func quarantine(rowid: Int64, reason: String, in db: Database) throws -> QuarantinedChange? {
         guard let row = try Row.fetchOne(db, sql: "SELECT rowid, * FROM changes WHERE rowid = ?", arguments: [rowid]),
               Self.damage(of: row) != nil else { return nil }
-        let author = row["author"] as Data, scope = row["scope"] as String, seq = row["seq"] as Int64
-        let hash = row["hash"] as Data, bytes = row["bytes"] as Data
+        // The row is damaged: its columns are copied to the quarantine as stored (DatabaseValue never fails to
+        // decode), whatever their type; only what decodes is used to update the log's intervals.
+        let copy = { (column: String) -> DatabaseValue in row[column] }
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try db.execute(sql: "DELETE FROM changes WHERE rowid = ?", arguments: [rowid])
-        try db.execute(sql: "UPDATE store_meta SET value = value - ? WHERE key = 'bytes_total'", arguments: [row["size"] as Int64])
+        try db.execute(sql: "UPDATE store_meta SET value = value - ? WHERE key = 'bytes_total'",
+                       arguments: [(try? row.decode(Int64.self, forColumn: "size")) ?? 0])
         try db.execute(sql: """
             INSERT INTO quarantine(author, scope, seq, hash, reason, detected, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [author, scope, seq, hash, reason, now, bytes])
+            """, arguments: [copy("author"), copy("scope"), copy("seq"), copy("hash"), reason, now, copy("bytes")])
+        // A seq column that does not decode: the seq is taken from the change's own header if its bytes still
+        // decode, so the log's intervals stop claiming it and peers send it again.
+        let header: ChangeHeader? = (try? row.decode(Data.self, forColumn: "bytes")).flatMap { data in
+            var reader = ByteReader([UInt8](data))
+            return try? ChangeHeader(from: &reader)
+        }
+        guard let seq = (try? row.decode(Int64.self, forColumn: "seq")) ?? header.map({ Int64(bitPattern: $0.seq) }),
+              let hash = try? row.decode(Data.self, forColumn: "hash") else { return nil }
         guard let log = try? Self.log(row) else { return nil }
         var tx = Tx(db: db, store: self)
         var iv = try tx.intervals(log)
@@ -206,12 +218,14 @@ extension SQLiteStore {
         try io {
             try db.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM quarantine ORDER BY detected, rowid").compactMap { row in
-                    guard let log = try? Self.log(row) else { return nil }
-                    return QuarantinedChange(log: log, seq: UInt64(bitPattern: row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
-                                             reason: row["reason"] as String, detectedAt: row["detected"] as Int64,
-                                             repaired: (row["repaired"] as Int) != 0,
-                                             cause: QuarantinedChange.Cause(rawValue: row["cause"] as String) ?? .damaged,
-                                             bytes: [UInt8](row["bytes"] as Data))
+                    // A quarantined row is a copy of a damaged one: what does not decode is left out, never trapped on.
+                    guard let log = try? Self.log(row), let seq = try? row.decode(Int64.self, forColumn: "seq") else { return nil }
+                    return QuarantinedChange(log: log, seq: UInt64(bitPattern: seq), hash: [UInt8]((try? row.decode(Data.self, forColumn: "hash")) ?? Data()),
+                                             reason: (try? row.decode(String.self, forColumn: "reason")) ?? "(undecodable)",
+                                             detectedAt: (try? row.decode(Int64.self, forColumn: "detected")) ?? 0,
+                                             repaired: ((try? row.decode(Int.self, forColumn: "repaired")) ?? 0) != 0,
+                                             cause: QuarantinedChange.Cause(rawValue: (try? row.decode(String.self, forColumn: "cause")) ?? "") ?? .damaged,
+                                             bytes: [UInt8]((try? row.decode(Data.self, forColumn: "bytes")) ?? Data()))
                 }
             }
         }
@@ -234,9 +248,9 @@ extension SQLiteStore {
                 }
             }
             guard let end = rows.last else { break }
-            last = end["rowid"] as Int64
+            last = try end.decode(Int64.self, forColumn: "rowid")
             checked += rows.count
-            let bad = rows.compactMap { row in Self.damage(of: row).map { (row["rowid"] as Int64, $0) } }
+            let bad = try rows.compactMap { row in try Self.damage(of: row).map { (try row.decode(Int64.self, forColumn: "rowid"), $0) } }
             if !bad.isEmpty {
                 let done = try io {
                     try db.write { db in try bad.compactMap { try self.quarantine(rowid: $0.0, reason: $0.1, in: db) } }
@@ -254,12 +268,16 @@ extension SQLiteStore {
     func indexDisagreement(_ row: Row, _ r: FieldSyncCore.Record) -> String? {
         let ix = RecordIndexEntry(r, schemas: schemas)
         var diffs: [String] = []
-        if (row["kind"] as String) != r.kind.name { diffs.append("kind") }
-        if (row["scope"] as String) != r.scope.path { diffs.append("scope") }
-        if (row["status"] as Int?) != ix.statusLevel.map(Int.init) { diffs.append("status") }
-        if (row["event_time"] as Int64?) != ix.eventTime { diffs.append("event time") }
-        if (row["deleted"] as Bool) != ix.deleted { diffs.append("deleted") }
-        if (row["updated"] as Int64) != Int64(bitPattern: ix.updated) { diffs.append("updated") }
+        // A column that does not decode (a hostile or damaged byte) differs from whatever the record says.
+        func column<T: DatabaseValueConvertible & Equatable>(_ name: String, _ expected: T) -> Bool {
+            do { return try row.decode(T.self, forColumn: name) == expected } catch { return false }
+        }
+        if !column("kind", r.kind.name) { diffs.append("kind") }
+        if !column("scope", r.scope.path) { diffs.append("scope") }
+        if !column("status", ix.statusLevel.map(Int.init)) { diffs.append("status") }
+        if !column("event_time", ix.eventTime) { diffs.append("event time") }
+        if !column("deleted", ix.deleted) { diffs.append("deleted") }
+        if !column("updated", Int64(bitPattern: ix.updated)) { diffs.append("updated") }
         return diffs.isEmpty ? nil : diffs.joined(separator: ", ")
     }
 
@@ -293,13 +311,23 @@ extension SQLiteStore {
             var rowSeqs = HeldIntervals()
             var previous: (seq: UInt64, hash: [UInt8])?
             for row in rows {
-                let seq = UInt64(bitPattern: row["seq"] as Int64)
+                let rowid = try row.decode(Int64.self, forColumn: "rowid")  // SQLite's own: always an integer
+                let seq: UInt64, evicted: Bool
+                do {
+                    seq = UInt64(bitPattern: try row.decode(Int64.self, forColumn: "seq"))
+                    evicted = try row.decode(Int.self, forColumn: "evicted") != 0
+                } catch {
+                    let why = "its index columns do not decode (\(error))"
+                    report.problems.append(StoreProblem(.change, "\(subject) row \(rowid)", why))
+                    damagedRows.append((rowid, why))
+                    previous = nil
+                    continue
+                }
                 rowSeqs.insert(seq)
-                let evicted = (row["evicted"] as Int) != 0
                 if !evicted { report.changesChecked += 1 }
                 if checksChanges, let why = Self.damage(of: row) {
                     report.problems.append(StoreProblem(.change, "\(subject)#\(seq)", why))
-                    damagedRows.append((row["rowid"] as Int64, why))
+                    damagedRows.append((rowid, why))
                     previous = nil
                     continue
                 }
@@ -327,7 +355,7 @@ extension SQLiteStore {
                 }
             }
             guard let end = rows.last else { break }
-            lastRecord = end["rowid"] as Int64
+            lastRecord = try end.decode(Int64.self, forColumn: "rowid")
             for row in rows {
                 report.recordsChecked += 1
                 let r: FieldSyncCore.Record

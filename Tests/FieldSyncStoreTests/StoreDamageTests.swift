@@ -339,3 +339,41 @@ extension StoreDamageTests {
         #expect(try store.records(.openIncidents(in: ChangeFactory.station)).count == 1)
     }
 }
+
+extension StoreDamageTests {
+    /// A stored value of the wrong type (a hostile or failing disk: SQLite keeps any type in any column) is a
+    /// typed error, a problem the check reports, or a quarantined change: never a trap. Before, GRDB's
+    /// non-throwing row subscripts (`row["seq"] as Int64`) were a `try!`, and `fieldsync doctor` (the tool
+    /// meant for a damaged store) crashed on a text `seq`.
+    @Test(arguments: ["seq = 'abc'", "hlc = 'zz'", "content_type = 'q'", "priority = 'p'", "evicted = 'x'",
+                      "prev_hash = 5", "hash = 7", "bytes = 'text'", "size = 'big'", "author = 'zz'", "scope = x'00ff'"])
+    func wrongTypedChangeColumnIsAnErrorOrAProblemNeverATrap(_ assignment: String) throws {
+        let path = TestFiles.tempPath()
+        let store = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        let chain = SignedLog()
+        let cs = try chain.changes(4)
+        _ = try store.commit(CommitBatch(changes: cs))
+        let q = try DatabaseQueue(path: path)
+        try q.write { db in
+            try db.execute(sql: "UPDATE changes SET \(assignment) WHERE author = ? AND scope = ? AND seq = 3",
+                           arguments: [Data(chain.log.author.raw.bytes), chain.log.scope.path])
+        }
+        // Every read a node makes answers with values or a typed error.
+        func typed<T>(_ what: String, _ body: () throws -> T) {
+            do { _ = try body() } catch is StoreError {} catch { Issue.record("\(assignment): \(what) threw an untyped \(type(of: error)): \(error)") }
+        }
+        typed("changes") { try store.changes(chain.log, in: 1...4) }
+        typed("change keys") { try store.changeKeys(chain.log, in: 1...4) }
+        typed("holdings") { try store.holdings() }
+        typed("status") { try store.status() }
+        typed("quarantined") { try store.quarantined() }
+        // The check reports it (or finds the store healthy when the column is never read, as `size`).
+        let found = try store.check()
+        if assignment.hasPrefix("size") { #expect(found.healthy) } else { #expect(!found.problems.isEmpty, "\(assignment): nothing found") }
+        typed("repair") { try store.check(quarantine: true) }
+        typed("scrub") { try store.scrubChanges() }
+        // What decodes is still served.
+        let served = try store.changes(chain.log, in: 1...4).map(\.seq)
+        #expect(served.starts(with: [1, 2]), "\(assignment): \(served)")
+    }
+}
