@@ -44,6 +44,11 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: "\(dir)/out-\(name)/ideal-epidemic/summary.json"), "\(name): \(r.out)\(r.err)")
             if name.hasPrefix("longnan") { #expect(r.out.contains("  note: visitsPerYear"), "\(name): \(r.out)") }
         }
+        // A scenario without an HQ says so instead of printing "HQ latency p50 nan s, feedback overdue nan".
+        let noHQ = try FieldSyncBinary.run(["--scenario", "random-contacts", "--days", "0.01", "--oracle-every", "0", "--out", "out-nohq"],
+                                           in: dir, executable: fieldsim)
+        #expect(noHQ.status == 0 && !noHQ.out.lowercased().contains("nan"), "\(noHQ.out)")
+        #expect(noHQ.out.contains("HQ latency p50 none reached an HQ"), "\(noHQ.out)")
         let bad = try FieldSyncBinary.run(["--scenario", "no-such-scenario", "--quiet"], in: dir, executable: fieldsim)
         #expect(bad.status != 0)
         #expect(bad.err.contains("shipped: longnan, longnan-small, random-contacts, trace"), "\(bad.err)")

@@ -154,8 +154,12 @@ struct FieldSimCommand: ParsableCommand {
             let simDays = Double(simNow) / Double(Duration.day)
             if !quiet {
                 print("[\(name)] changes \(h.changes), contacts \(h.contacts), delivery_prob \(String(format: "%.4f", h.deliveryProb)), overhead_ratio \(String(format: "%.3f", h.overheadRatio)), bytes \(h.bytes)")
-                print("[\(name)] HQ latency p50 \(String(format: "%.1f", h.hqLatencyMedian / 1000)) s, feedback overdue \(String(format: "%.4f", h.overdueRate)), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
-                print("[\(name)] oracle: latency ratio \(String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
+                // A scenario without an HQ (random-contacts, a trace) or without incident feedback has no such figure:
+                // say so rather than print "nan" (summary.json writes null).
+                let hq = h.hqLatencyMedian.isNaN ? "none reached an HQ (no HQ in this scenario?)" : String(format: "%.1f s", h.hqLatencyMedian / 1000)
+                let overdue = h.overdueRate.isNaN ? "none (no feedback deadlines)" : String(format: "%.4f", h.overdueRate)
+                print("[\(name)] HQ latency p50 \(hq), feedback overdue \(overdue), missing \(h.missing), converged \(h.convergence.map { String(format: "%.0f s after workload", Double($0) / 1000) } ?? "no")")
+                print("[\(name)] oracle: latency ratio \(h.oracle.latencyRatio.isNaN ? "none" : String(format: "%.2f", h.oracle.latencyRatio)) on \(h.oracle.pairs) pairs (violations \(h.oracle.violations)), bytes ratio \(String(format: "%.2f", h.oracle.bytesRatio)); entitlement \(h.entitlementOK ? "ok" : "VIOLATED")")
                 print("[\(name)] performance: \(eventsProcessed) events in \(String(format: "%.2f", engineWall)) s wall = \(ProgressLine.rate(Double(eventsProcessed) / engineWall)) events/s, \(ProgressLine.simDaysPerSecond(simDays / engineWall)) sim-days/s (the run; report and oracle \(String(format: "%.2f", wall - engineWall)) s more), peak RSS \(peakRSSMB()) MB")
                 print("[\(name)] wrote \(dir)/")
             }
