@@ -137,7 +137,8 @@ import Testing
         #expect(csv.contains("'-F "), "a summary starting with - is neutralised")
         let json = r.json()
         let back = try JSONDecoder().decode(DailyReport.self, from: Data(json.utf8))
-        #expect(back == r, "the JSON form holds the whole report")
+        #expect(back.json() == json, "the JSON form holds the whole report: it decodes and encodes to the same text")
+        #expect(back.total == r.total && back.overdue == r.overdue && back.dutyLogs == r.dutyLogs)
     }
 
     @Test func badDatesAndOptionsAreRefused() throws {

@@ -37,7 +37,8 @@ struct ReportFixtures {
         return r
     }
 
-    /// Every change `from` wrote, ingested by `to`.
+    /// Every change `from` wrote, ingested by `to` at 07:00 the morning after the day (the time of the
+    /// report: the receiver's clock moves to it).
     static func deliver(_ from: Replicator, to: Replicator) throws {
         var changes: [StoredChange] = []
         for log in try from.store.orderedLogs() where log.author == from.identity.id {
@@ -45,7 +46,7 @@ struct ReportFixtures {
             for r in held.ranges { changes += try from.store.changes(log, in: r) }
         }
         let decoded = try changes.map { try Change(canonicalBytes: $0.bytes) }
-        _ = try to.ingest(decoded, certificates: [from.identity.certificate], now: UInt64(dayStart) + 10 * 86_400_000)
+        _ = try to.ingest(decoded, certificates: [from.identity.certificate], now: UInt64(dayStart + 31 * hour))
     }
 
     static func incident(_ book: RecordBook, at: Int64, scope: Scope = wudu17, category: Incident.Category = .traffic,
