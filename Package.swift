@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
         .library(name: "FieldSyncFeed", targets: ["FieldSyncFeed"]),
         .library(name: "FieldSync", targets: ["FieldSync"]),
+        .library(name: "FieldSyncGeo", targets: ["FieldSyncGeo"]),
+        .library(name: "FieldSyncReports", targets: ["FieldSyncReports"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
@@ -90,10 +92,20 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // Geometry shared by the simulator's staleness map and the reports' map: haversine, projection, Voronoi
+        // cells, the seeded generator and the synthetic station layout. Pure.
+        .target(name: "FieldSyncGeo", dependencies: ["FieldSyncCore"]),
+        // The command center's reports (docs/reports.md): daily report, suspected duplicates, units, map of
+        // Longnan; pure functions over the app API's queries, rendered as HTML, CSV, JSON and SVG. No HTTP.
+        .target(
+            name: "FieldSyncReports",
+            dependencies: ["FieldSync", "FieldSyncGeo", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore", "FieldSyncNode"]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
                 "FieldSync",
+                "FieldSyncReports",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -112,7 +124,7 @@ let package = Package(
         // --scenario NAME` runs from any directory (ShippedScenarios, Bundle.module).
         .target(
             name: "FieldSim",
-            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver"],
+            dependencies: ["FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncDriver", "FieldSyncGeo"],
             path: "Simulator",
             exclude: ["README.md", "Sources/fieldsim"],
             sources: ["Sources/FieldSim"],
@@ -128,6 +140,7 @@ let package = Package(
             name: "fieldsync-bench",
             dependencies: [
                 "FieldSync",
+                "FieldSyncReports",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -174,7 +187,12 @@ let package = Package(
             dependencies: ["FieldSync", "FieldSyncNode", "FieldSyncDriver", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore",
                            "FieldSyncCrypto", "FieldSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
-        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
+        .testTarget(
+            name: "FieldSyncReportsTests",
+            dependencies: ["FieldSyncReports", "FieldSyncGeo", "FieldSync", "FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore",
+                           "FieldSyncCrypto", "FieldSyncTestSupport"]
+        ),
+        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncGeo", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),
     ]
 )

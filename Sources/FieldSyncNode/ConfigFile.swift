@@ -218,6 +218,51 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
     }
 
+    /// Reports the node writes by itself (docs/reports.md): off unless `daily` is given.
+    public struct Reports: Sendable, Equatable, Decodable {
+        /// The daily report (situation report and duty logs), written every morning for the day before.
+        public struct Daily: Sendable, Equatable, Decodable {
+            /// The folder the reports are written to (`daily-YYYY-MM-DD.html`, `.csv`, `.json`; mode 0600).
+            public var dir: String
+            /// When, `HH:MM` in China Standard Time (UTC+8) (default `07:00`).
+            public var at = "07:00"
+            /// The forms written (default all three: `html`, `csv`, `json`).
+            public var formats = ["html", "csv", "json"]
+            /// Only this county (its scope segment), or null for every county.
+            public var county: String?
+
+            static let keys: Set<String> = ["dir", "at", "formats", "county"]
+            public init(dir: String) { self.dir = dir }
+
+            public init(from decoder: any Decoder) throws {
+                let c = try strictContainer(decoder, allowed: Self.keys, section: "reports.daily")
+                dir = try c.required("dir", or: "")
+                at = try c.value("at", or: at)
+                formats = try c.value("formats", or: formats)
+                county = try c.decodeIfPresent(String.self, forKey: AnyKey("county"))
+            }
+
+            /// Minutes after midnight (UTC+8) of `at`, nil if it is not `HH:MM`.
+            public var atMinutes: Int? {
+                let p = at.split(separator: ":", omittingEmptySubsequences: false)
+                guard p.count == 2, p[0].count == 2, p[1].count == 2, let h = Int(p[0]), let m = Int(p[1]),
+                      (0...23).contains(h), (0...59).contains(m) else { return nil }
+                return h * 60 + m
+            }
+        }
+
+        /// The daily report, or nil (none).
+        public var daily: Daily?
+
+        static let keys: Set<String> = ["daily"]
+        public init(daily: Daily? = nil) { self.daily = daily }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "reports")
+            daily = try c.decodeIfPresent(Daily.self, forKey: AnyKey("daily"))
+        }
+    }
+
     /// The Prometheus endpoint.
     public struct Metrics: Sendable, Equatable, Decodable {
         /// Whether to serve `GET /metrics` (default false).
@@ -337,9 +382,11 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     public var epochs = Epochs()
     /// The PostgreSQL feed (HQ).
     public var feed = Feed()
+    /// Reports written by the node (the daily report).
+    public var reports = Reports()
 
     static let keys: Set<String> = ["device", "store", "epochKeyFiles", "listen", "network", "peers", "sessions", "schedule",
-                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs", "feed"]
+                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs", "feed", "reports"]
     /// The accepted log levels.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -366,6 +413,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         discovery = try c.value("discovery", or: discovery)
         epochs = try c.value("epochs", or: epochs)
         feed = try c.value("feed", or: feed)
+        reports = try c.value("reports", or: reports)
     }
 
     /// The status file path in force.
@@ -452,6 +500,7 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         epochKeyFiles = epochKeyFiles.map(abs)
         statusFile = statusFile.map(abs)
         if let p = feed.postgres?.passwordFile { feed.postgres?.passwordFile = abs(p) }
+        if let d = reports.daily?.dir { reports.daily?.dir = abs(d) }
     }
 
     /// Validates values and files; an empty result means the config is ready to serve. Checks that need
@@ -539,6 +588,17 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             fail("discovery.destination", "\"\(discovery.destination)\" is not an IPv4 address (e.g. \"255.255.255.255\" or \"239.255.70.83\")")
         }
         if let f = discovery.secretFile, !fm.fileExists(atPath: f) { fail("discovery.secretFile", "\(f) does not exist") }
+        if let d = reports.daily {
+            var isDir: ObjCBool = false
+            if !fm.fileExists(atPath: d.dir, isDirectory: &isDir) || !isDir.boolValue {
+                fail("reports.daily.dir", "\(d.dir) is not a directory; create it (mode 0700: the reports hold record text in clear)")
+            }
+            if d.atMinutes == nil { fail("reports.daily.at", "\"\(d.at)\" is not HH:MM (24-hour, China Standard Time, UTC+8), e.g. \"07:00\"") }
+            let forms = ["html", "csv", "json"]
+            if d.formats.isEmpty || d.formats.contains(where: { !forms.contains($0) }) {
+                fail("reports.daily.formats", "must list one or more of html, csv, json, not \(d.formats)")
+            }
+        }
         return out
     }
 
@@ -635,7 +695,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // "postgres": { "url": "postgres://fieldsync@db.hq:5432/police?sslmode=require", "schema": "fieldsync",
           //               "passwordFile": "/etc/fieldsync/pg.pass", "batchSize": 1000 }
           // (null: no feed). Refused on relay and backpack roles: what it writes is plaintext.
-          "feed": { "postgres": null }
+          "feed": { "postgres": null },
+          // The daily report (docs/reports.md): every day at `at` (HH:MM, China Standard Time, UTC+8) `serve` writes the
+          // report of the day before into dir as daily-YYYY-MM-DD.html/.csv/.json (mode 0600: record text in clear), e.g.
+          // "daily": { "dir": "/var/lib/fieldsync/reports", "at": "07:00", "formats": ["html", "csv", "json"], "county": null }
+          // (null: no daily report).
+          "reports": { "daily": null }
         }
         """
 

@@ -280,52 +280,9 @@ enum CSV {
         return columns.map { neutralized(flat[$0] ?? "") }
     }
 
-    /// Characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection"): `=`, `+`,
-    /// `-`, `@`, tab and carriage return.
-    static let formulaStarts: Set<Unicode.Scalar> = ["=", "+", "-", "@", "\t", "\r"]
-
-    /// Whether `cell` is a plain decimal number (`-12`, `-0.5`, `1.5e-07`): a spreadsheet reads it as a
-    /// number, never as a formula, so numeric cells keep their sign as is.
-    static func isPlainNumber(_ cell: Substring) -> Bool {
-        var u = cell.unicodeScalars[...]
-        if u.first == "-" { u = u.dropFirst() }
-        func digits() -> Int {
-            let n = u.prefix { ("0"..."9").contains($0) }.count
-            u = u.dropFirst(n)
-            return n
-        }
-        guard digits() > 0 else { return false }
-        if u.first == "." {
-            u = u.dropFirst()
-            guard digits() > 0 else { return false }
-        }
-        if u.first == "e" || u.first == "E" {
-            u = u.dropFirst()
-            if u.first == "-" || u.first == "+" { u = u.dropFirst() }
-            guard digits() > 0 else { return false }
-        }
-        return u.isEmpty
-    }
-
-    /// Whether the cell, after any leading single quotes, starts like a formula (and is not a number).
-    static func startsLikeFormula(_ cell: Substring) -> Bool {
-        let rest = cell.drop { $0 == "'" }
-        guard let first = rest.unicodeScalars.first, formulaStarts.contains(first) else { return false }
-        return !isPlainNumber(rest)
-    }
-
-    /// An exported cell, safe to open in a spreadsheet: a cell that would start a formula gets a single
-    /// quote in front (OWASP's advice), and so does one that already starts with quotes before such a
-    /// character, so that `restored` gives back the original exactly. Numbers are left as they are.
-    static func neutralized(_ cell: String) -> String {
-        startsLikeFormula(cell[...]) ? "'" + cell : cell
-    }
-
-    /// The inverse of `neutralized`, applied to every imported cell: one leading single quote is removed
-    /// from a cell that starts with quotes and then a formula character. Other cells are unchanged.
-    static func restored(_ cell: String) -> String {
-        cell.first == "'" && startsLikeFormula(cell[...]) ? String(cell.dropFirst()) : cell
-    }
+    /// The formula neutralisation and its inverse are `CSVText`'s (FieldSyncNode), shared with the reports.
+    static func neutralized(_ cell: String) -> String { CSVText.neutralized(cell) }
+    static func restored(_ cell: String) -> String { CSVText.restored(cell) }
 
     static func cellText(_ v: JSONValue) -> String {
         switch v {
@@ -336,12 +293,7 @@ enum CSV {
         }
     }
 
-    static func line(_ cells: [String]) -> String {
-        cells.map { c in
-            guard c.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) || c.first == " " || c.last == " " else { return c }
-            return "\"" + c.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-        }.joined(separator: ",") + "\r\n"
-    }
+    static func line(_ cells: [String]) -> String { CSVText.line(cells) }
 
     /// Parses CSV text into rows of cells, each with the line number it starts on.
     /// - Throws: `RowError` for an unterminated quote or text after a closing quote.

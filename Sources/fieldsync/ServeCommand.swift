@@ -166,6 +166,7 @@ struct Serve: AsyncParsableCommand {
         let id = try await node.withReplicator { "\($0.identity.id) (\($0.identity.certificate.role))" }
         logger.info("node up", metadata: ["sync.device": .string(id), "sync.network": .string(c.network),
                                           "sync.store": .string(c.store.path), "sync.status": .string(c.statusPath)])
+        let dailyReports = DailyReportService.start(c, node: node, logger: logger)  // docs/reports.md; nil unless configured
         // First signal: drain for the grace period. A second one during the drain cuts the sessions now.
         var draining: Task<Void, any Error>?
         for await sig in signals {
@@ -175,6 +176,7 @@ struct Serve: AsyncParsableCommand {
                 let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint, discovery = lan
                 draining = Task {
                     defer { cont.finish() }
+                    dailyReports?.cancel()
                     await discovery?.stop()
                     await endpoint?.stop()
                     try await daemon.shutdown(grace: .seconds(grace))

@@ -2,6 +2,7 @@
 // relay boxes, wired links with outages, the article's yearly workload, and seeded faults.
 
 import FieldSyncCore
+import FieldSyncGeo
 import Foundation
 
 /// Connectivity class of a village.
@@ -154,20 +155,14 @@ public struct LongnanScenario: Scenario {
         let nVillages = cfg.villages ?? 3_200
         var r = SimRandom(seed: seed, 1)
 
-        // Stations: one per county first, the rest spread uniformly at random among counties.
-        var sc: [Int32] = (0..<counties.count).map { Int32($0) }
-        while sc.count < nStations { sc.append(Int32(r.int(counties.count))) }
-        sc.sort()
+        // Stations: one per county first, the rest spread uniformly at random among counties (FieldSyncGeo's
+        // `StationLayout`, which the reports' map of Longnan draws with seed 1).
+        let placed = StationLayout.place(counties: counties.map { ($0.name, $0.lat, $0.lon) }, count: nStations,
+                                         radiusKm: cfg.stationRadiusKm ?? 35, using: &r)
+        let sc = placed.map { $0.county }
         stationCounty = sc
-        var stationPos: [(Double, Double)] = []
-        let sR = cfg.stationRadiusKm ?? 35
-        for s in 0..<nStations {
-            let c = counties[Int(sc[s])]
-            stationPos.append(Self.offset(c.lat, c.lon, km: sR * sqrt(r.unit()), angle: r.uniform(0, 2 * .pi)))
-        }
-        let domainNames = (0..<nStations).map { s in
-            "longnan/\(counties[Int(sc[s])].name)/station-\(String(format: "%03d", s + 1))"
-        }
+        let stationPos = placed.map { $0.position }
+        let domainNames = (0..<nStations).map { s in StationLayout.scope(county: counties[Int(sc[s])].name, index: s) }
         let w = World(domainCount: nStations, domainNames: domainNames)
         world = w
 
@@ -374,17 +369,9 @@ public struct LongnanScenario: Scenario {
         return s
     }
 
-    static func offset(_ lat: Double, _ lon: Double, km: Double, angle: Double) -> (Double, Double) {
-        let dlat = km * cos(angle) / 111.0
-        let dlon = km * sin(angle) / (111.0 * cos(lat * .pi / 180))
-        return (lat + dlat, lon + dlon)
-    }
+    static func offset(_ lat: Double, _ lon: Double, km: Double, angle: Double) -> (Double, Double) { Geo.offset(lat, lon, km: km, angle: angle) }
 
-    static func distanceKm(_ a: (Double, Double), _ b: (Double, Double)) -> Double {
-        let dy = (a.0 - b.0) * 111.0
-        let dx = (a.1 - b.1) * 111.0 * cos((a.0 + b.0) / 2 * .pi / 180)
-        return (dx * dx + dy * dy).squareRoot()
-    }
+    static func distanceKm(_ a: (Double, Double), _ b: (Double, Double)) -> Double { Geo.flatDistanceKm(a, b) }
 
     /// Node index of HQ.
     public var hqNode: NodeIndex { hq }

@@ -1,5 +1,6 @@
 // Reports: a deterministic JSON summary, CSV series and SVG charts written by the simulator itself.
 
+import FieldSyncGeo
 import Foundation
 
 /// A JSON value with ordered keys, rendered deterministically (NaN and infinities become null).
@@ -392,26 +393,9 @@ public enum SVG {
         return String(format: "%.1f %@", x, units[u])
     }
 
-    /// Km per degree of latitude, and of longitude at the equator (equirectangular projection).
-    static let kmPerDegreeLatitude = 110.57, kmPerDegreeLongitude = 111.32
-
-    /// Clips the convex polygon `poly` to the half-plane of points nearer `p` than `q`.
+    /// Clips the convex polygon `poly` to the half-plane of points nearer `p` than `q` (FieldSyncGeo's `Voronoi.clip`).
     static func clip(_ poly: [(Double, Double)], nearer p: (Double, Double), than q: (Double, Double)) -> [(Double, Double)] {
-        // Kept where (x - m) · (q - p) <= 0, m the midpoint.
-        let (dx, dy) = (q.0 - p.0, q.1 - p.1)
-        let (mx, my) = ((p.0 + q.0) / 2, (p.1 + q.1) / 2)
-        let side = { (v: (Double, Double)) in (v.0 - mx) * dx + (v.1 - my) * dy }
-        var out: [(Double, Double)] = []
-        for i in 0..<poly.count {
-            let a = poly[i], b = poly[(i + 1) % poly.count]
-            let sa = side(a), sb = side(b)
-            if sa <= 0 { out.append(a) }
-            if (sa < 0 && sb > 0) || (sa > 0 && sb < 0) {
-                let t = sa / (sa - sb)
-                out.append((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)))
-            }
-        }
-        return out
+        Voronoi.clip(poly, nearer: p, than: q)
     }
 
     /// Nodes at their coordinates, coloured by staleness: green = up to date, yellow = hours, red >= 1
@@ -425,14 +409,12 @@ public enum SVG {
         var s = header(fullTitle)
         let located = world.nodes.filter { $0.latitude != 0 || $0.longitude != 0 }
         guard !located.isEmpty else { return s + "<text x=\"360\" y=\"220\" text-anchor=\"middle\">no coordinates in this scenario</text>\n</svg>\n" }
-        let lats = located.map(\.latitude) + world.places.map(\.latitude)
-        let lons = located.map(\.longitude) + world.places.map(\.longitude)
-        let minLat = lats.min()!, maxLat = lats.max()!, minLon = lons.min()!, maxLon = lons.max()!
-        let cosLat = cos((minLat + maxLat) / 2 * .pi / 180)
-        // Kilometres east and north of the south-west corner.
-        let kx = { (lon: Double) in (lon - minLon) * kmPerDegreeLongitude * cosLat }
-        let ky = { (lat: Double) in (lat - minLat) * kmPerDegreeLatitude }
-        let widthKm = max(kx(maxLon), 1e-6), heightKm = max(ky(maxLat), 1e-6)
+        // Kilometres east and north of the south-west corner (FieldSyncGeo's projection, shared with the reports' map).
+        let projection = MapProjection(latitudes: located.map(\.latitude) + world.places.map(\.latitude),
+                                       longitudes: located.map(\.longitude) + world.places.map(\.longitude))
+        let kx = { (lon: Double) in projection.x(lon) }
+        let ky = { (lat: Double) in projection.y(lat) }
+        let widthKm = projection.widthKm, heightKm = projection.heightKm
         let scale = min((w - left - 160) / widthKm, (h - top - bottom) / heightKm)  // pixels per km
         let px = { (lon: Double) in left + kx(lon) * scale }
         let py = { (lat: Double) in h - bottom - ky(lat) * scale }
@@ -455,8 +437,7 @@ public enum SVG {
             let pts = stations.map { (kx($0.longitude), ky($0.latitude)) }
             var borders = ""
             for (i, st) in stations.enumerated() {
-                var cell = box
-                for j in pts.indices where j != i && !cell.isEmpty { cell = clip(cell, nearer: pts[i], than: pts[j]) }
+                let cell = Voronoi.cell(of: i, sites: pts, box: box)
                 guard cell.count >= 3 else { continue }
                 let tint = tints[Int(max(st.county, 0)) % tints.count]
                 let d = cell.map { "\(f(left + $0.0 * scale)),\(f(h - bottom - $0.1 * scale))" }.joined(separator: " ")
@@ -465,14 +446,7 @@ public enum SVG {
                 // the bisector of the two; drawn once, from the lower index).
                 for k in cell.indices {
                     let a = cell[k], b = cell[(k + 1) % cell.count]
-                    let m = ((a.0 + b.0) / 2, (a.1 + b.1) / 2)
-                    let di = hypot(m.0 - pts[i].0, m.1 - pts[i].1)
-                    var near = -1, dn = Double.infinity
-                    for j in pts.indices where j != i {
-                        let dj = hypot(m.0 - pts[j].0, m.1 - pts[j].1)
-                        if dj < dn { (near, dn) = (j, dj) }
-                    }
-                    guard near > i, abs(dn - di) < 1e-6 * max(1, di), stations[near].county != st.county else { continue }
+                    guard let near = Voronoi.neighbour(across: a, b, of: i, sites: pts), near > i, stations[near].county != st.county else { continue }
                     borders += "<line class=\"county-border\" x1=\"\(f(left + a.0 * scale))\" y1=\"\(f(h - bottom - a.1 * scale))\" x2=\"\(f(left + b.0 * scale))\" y2=\"\(f(h - bottom - b.1 * scale))\" stroke=\"#8c8c8c\" stroke-width=\"0.8\"/>\n"
                 }
             }
@@ -514,9 +488,7 @@ public enum SVG {
             if hasBorders { s += "<text x=\"\(f(w - 150))\" y=\"\(f(note + 24))\" font-size=\"10\">grey line: county border</text>\n" }
         }
         // Scale bar: a round length near a fifth of the map's width.
-        let target = widthKm / 5
-        let mag = pow(10, floor(log10(max(target, 1e-6))))
-        let barKm = [1.0, 2, 5, 10].map { $0 * mag }.last { $0 <= target } ?? mag
+        let barKm = projection.scaleBarKm
         let bx = left, by = h - bottom + 30
         s += "<line class=\"scale-bar\" x1=\"\(f(bx))\" y1=\"\(f(by))\" x2=\"\(f(bx + barKm * scale))\" y2=\"\(f(by))\" stroke=\"black\" stroke-width=\"2\"/>\n"
         s += "<text x=\"\(f(bx + barKm * scale + 6))\" y=\"\(f(by + 4))\">\(JSON.format(barKm)) km</text>\n"

@@ -1,6 +1,7 @@
 // Scenario files: the JSON schema (documented in Simulator/README.md), loading and validation.
 
 import FieldSyncCore
+import FieldSyncGeo
 import Foundation
 
 /// A problem with a scenario or trace file: names the file and what is wrong.
@@ -292,59 +293,7 @@ public struct ScenarioFile: Codable, Sendable {
     }
 }
 
-/// Seeded random helpers over `SplitMix64`. Independent streams are derived from (seed, tag, entity,
+/// Seeded random helpers over `SplitMix64` (FieldSyncGeo's `SeededRandom`, shared with the reports' map, which
+/// places Longnan's stations from the same stream). Independent streams are derived from (seed, tag, entity,
 /// day), so a scenario can generate any day of any entity lazily and still be reproducible.
-public struct SimRandom {
-    /// The generator.
-    public var rng: SplitMix64
-
-    /// A stream for `(seed, tags...)`.
-    public init(seed: UInt64, _ tags: UInt64...) {
-        var h = seed
-        for t in tags {
-            var m = SplitMix64(seed: h ^ (t &* 0x9E37_79B9_7F4A_7C15))
-            h = m.next()
-        }
-        rng = SplitMix64(seed: h)
-    }
-
-    /// A uniform double in [0, 1).
-    public mutating func unit() -> Double { Double(rng.next() >> 11) * 0x1.0p-53 }
-    /// A uniform double in [lo, hi).
-    public mutating func uniform(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * unit() }
-    /// A uniform integer in [0, n).
-    public mutating func int(_ n: Int) -> Int {
-        precondition(n > 0)
-        return Int(rng.next() % UInt64(n))
-    }
-    /// An exponential variate with `mean`.
-    public mutating func exponential(mean: Double) -> Double { -mean * log(1 - unit()) }
-    /// A Poisson variate with `mean` (Knuth's method, in chunks of at most 30 for large means).
-    public mutating func poisson(_ mean: Double) -> Int {
-        var remaining = mean
-        var total = 0
-        while remaining > 0 {
-            let m = min(remaining, 30)
-            remaining -= m
-            let l = exp(-m)
-            var k = 0
-            var p = 1.0
-            repeat {
-                k += 1
-                p *= unit()
-            } while p > l
-            total += k - 1
-        }
-        return total
-    }
-    /// An index drawn with the given weights.
-    public mutating func weighted(_ weights: [Double]) -> Int {
-        let total = weights.reduce(0, +)
-        var x = unit() * total
-        for (i, w) in weights.enumerated() {
-            if x < w { return i }
-            x -= w
-        }
-        return weights.count - 1
-    }
-}
+public typealias SimRandom = SeededRandom
