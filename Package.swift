@@ -143,6 +143,13 @@ let package = Package(
             ],
             exclude: ["fuzz.sh"]
         ),
+        // The example app (docs/examples/command-app, its own package depending on this one by path), built here
+        // too from the same source, so that CommandAppTests drive it without a second build of every dependency.
+        .executableTarget(
+            name: "command-app",
+            dependencies: ["FieldSync", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "FieldSyncDriver"],
+            path: "docs/examples/command-app/Sources/command-app"
+        ),
         // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool, and the
         // built `fieldsync` binary with one way to run it.
         .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
