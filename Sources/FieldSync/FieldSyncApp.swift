@@ -372,7 +372,9 @@ public final class FieldSyncApp: Sendable {
     /// each record after the change, with where its last edit came from. With a query, only records
     /// that match it after the change (its `limit` is ignored). The stream ends when the app closes;
     /// cancelling the task iterating it (or dropping it) unregisters the observer.
-    /// - Parameter bufferingNewest: changes kept for a slow consumer (older ones are dropped).
+    /// - Parameters:
+    ///   - query: only records that match it after the change (nil: every record).
+    ///   - bufferingNewest: changes kept for a slow consumer (older ones are dropped).
     public func recordChanges(matching query: RecordQuery? = nil, bufferingNewest: Int = 1_024) -> AsyncStream<RecordChange> {
         let (stream, continuation) = AsyncStream.makeStream(of: RecordChange.self, bufferingPolicy: .bufferingNewest(bufferingNewest))
         hub.addRecords(query, continuation)
@@ -419,7 +421,7 @@ public final class FieldSyncApp: Sendable {
     ///   - discovery: LAN discovery, if wanted (beacons carry the listening port when `announce`).
     ///   - discoverySecret: the network's shared discovery secret (beacons of other secrets are ignored).
     ///   - announce: whether this device's beacons announce its listening port.
-    ///   - hooks: the owner's own daemon hooks (an HQ feed's `storeChanged`), run beside the app's sync events.
+    ///   - owner: the owner's own daemon hooks (an HQ feed's `storeChanged`), run beside the app's sync events.
     ///   - metrics: where the daemon's metrics go (default: a registry of their own, read by no one).
     /// - Throws: `FieldSyncError` (`.usage` if sync already runs or the app is closed; `.failed` if the
     ///   address cannot be bound or discovery cannot start, and background sync is then stopped again).
