@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // `swift package generate-documentation --target FieldSync` (the DocC catalog, Sources/FieldSync/FieldSync.docc).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -153,6 +155,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             exclude: ["fuzz.sh"]
+        ),
+        // The example app (docs/examples/command-app, its own package depending on this one by path), built here
+        // too from the same source, so that CommandAppTests drive it without a second build of every dependency.
+        .executableTarget(
+            name: "command-app",
+            dependencies: ["FieldSync", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "FieldSyncDriver"],
+            path: "docs/examples/command-app/Sources/command-app"
         ),
         // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool, and the
         // built `fieldsync` binary with one way to run it.

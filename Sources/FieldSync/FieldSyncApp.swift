@@ -147,6 +147,8 @@ public final class FieldSyncApp: Sendable {
         var daemon: NodeDaemon?
         var discovery: LANDiscovery?
         var closed = false
+        /// `startSync` or `stopSync` is under way (a second call is refused, or does nothing).
+        var changing = false
     }
     private let running = NIOLockedValueBox(Running())
 
@@ -161,28 +163,49 @@ public final class FieldSyncApp: Sendable {
     public static func wallClock() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
     /// Opens a device: its keystore, trust, keys and store, on a new node (one event loop thread).
+    ///
+    /// The keystore is unlocked and the store opened on the node's own thread while the calling task is
+    /// suspended: a passphrase keystore's Argon2id derivation (hundreds of milliseconds) holds neither
+    /// the caller's thread nor Swift's cooperative pool, so the app's other tasks go on meanwhile.
     /// - Parameters:
     ///   - device: where the keystore and the store are, and how to unlock them.
     ///   - configuration: the node's configuration (network id, timeouts, live sessions).
     ///   - clock: the wall clock (ms since the Unix epoch) edits are stamped with.
     ///   - logger: the node's structured log.
-    ///   - warn: receives warnings found while opening and reading (a rolled-back store, damage).
+    ///   - log: receives one plain line per noteworthy node event (a session's end, a refusal, a receipt written).
+    ///   - warn: receives warnings found while opening and reading (a rolled-back store, damage, a store
+    ///     behind the seq guard).
+    /// - Returns: the open app.
     /// - Throws: `FieldSyncError`.
     public static func open(device: FieldSyncDevice, configuration: NodeConfiguration,
                             clock: @escaping @Sendable () -> UInt64 = FieldSyncApp.wallClock,
                             logger: Logger = Logger(label: "fieldsync.app", factory: { _ in SwiftLogNoOpLogHandler() }),
+                            log: @escaping @Sendable (String) -> Void = { _ in },
                             warn: @escaping @Sendable (String) -> Void = { _ in }) async throws(FieldSyncError) -> FieldSyncApp {
+        do {
+            return try await openRaw(device: device, configuration: configuration, clock: clock, logger: logger, log: log, warn: warn)
+        } catch {
+            throw FieldSyncError(error)
+        }
+    }
+
+    /// `open(device:configuration:clock:logger:log:warn:)` throwing the errors of the layers below as
+    /// they are (the `fieldsync` commands print them unchanged).
+    @_spi(CLI)
+    public static func openRaw(device: FieldSyncDevice, configuration: NodeConfiguration,
+                               clock: @escaping @Sendable () -> UInt64 = FieldSyncApp.wallClock,
+                               logger: Logger = Logger(label: "fieldsync.app", factory: { _ in SwiftLogNoOpLogHandler() }),
+                               log: @escaping @Sendable (String) -> Void = { _ in },
+                               warn: @escaping @Sendable (String) -> Void = { _ in }) async throws -> FieldSyncApp {
         let hub = ObserverHub()
         let identityBox = NIOLockedValueBox<DeviceIdentity?>(nil)
-        let node = try mappingErrors {
-            try FieldSyncNode(configuration: configuration, logger: logger) {
-                let r = try device.openReplicator(now: clock(), warn: warn)
-                for w in try FieldSyncDevice.behindGuardWarnings(r) { warn(w) }
-                try r.restoreClock()
-                r.commitObserver = { [unowned r] notice in hub.committed(notice, replicator: r) }
-                identityBox.withLockedValue { $0 = r.identity }
-                return r
-            }
+        let node = try await FieldSyncNode.open(configuration: configuration, logger: logger, log: log) {
+            let r = try device.openRaw(now: clock(), warn: warn)
+            for w in try FieldSyncDevice.behindGuardWarnings(r) { warn(w) }
+            try r.restoreClock()
+            r.commitObserver = { [unowned r] notice in hub.committed(notice, replicator: r) }
+            identityBox.withLockedValue { $0 = r.identity }
+            return r
         }
         guard let identity = identityBox.withLockedValue({ $0 }) else { preconditionFailure("the node opened without a replicator") }
         return FieldSyncApp(node: node, identity: identity, hub: hub, clock: clock)
@@ -192,13 +215,16 @@ public final class FieldSyncApp: Sendable {
     /// app's clock now. Every typed call below is one `perform`.
     /// - Throws: `FieldSyncError` (the app was closed: `.failed`).
     public func perform<T: Sendable>(_ body: @escaping @Sendable (RecordBook) throws -> T) async throws(FieldSyncError) -> T {
+        do { return try await performRaw(body) } catch { throw FieldSyncError(error) }
+    }
+
+    /// `perform(_:)` throwing the errors of the layers below as they are (the `fieldsync` commands print
+    /// them unchanged).
+    @_spi(CLI)
+    public func performRaw<T: Sendable>(_ body: @escaping @Sendable (RecordBook) throws -> T) async throws -> T {
         try checkOpen()
         let now = clock()
-        do {
-            return try await node.withReplicator { r in try body(try RecordBook(replicator: r, now: now, restoringClock: false)) }
-        } catch {
-            throw FieldSyncError(error)
-        }
+        return try await node.withReplicator { r in try body(try RecordBook(replicator: r, now: now, restoringClock: false)) }
     }
 
     /// Refuses a call on a closed app (its loop is gone: a task submitted to it would never run).
@@ -285,13 +311,70 @@ public final class FieldSyncApp: Sendable {
         try await perform { try StoreReport.read($0.replicator).pendingToHQ }
     }
 
+    /// The records this device wrote to, newest event first, each with how many of its changes to it HQ
+    /// has receipted (`reachedHQ` once all of them). One history query per record: meant for a device's
+    /// own records (hundreds), not an archive.
+    /// - Parameter limit: the most records to return.
+    /// - Returns: the records and their receipt state.
+    /// - Throws: `FieldSyncError` (the store, or a closed app).
+    public func ownRecordReceipts(limit: Int? = nil) async throws(FieldSyncError) -> [OwnRecordReceipt] {
+        try await perform { try OwnRecordReceipt.read($0.replicator, limit: limit) }
+    }
+
+    /// A snapshot of the device (what `fieldsync status` prints): its certificate chain, its logs and HQ
+    /// receipts, its epoch keys, and with `ownRecords` its records and whether they reached HQ.
+    /// - Parameters:
+    ///   - staleAfter: age (ms) past which a scope's newest epoch key counts as stale (default 14 days).
+    ///   - ownRecords: whether to list this device's own records with their receipt state.
+    /// - Returns: the snapshot, taken now by the app's clock.
+    /// - Throws: `FieldSyncError` (the store, or a closed app).
+    public func status(staleAfter: UInt64 = 14 * 86_400_000, ownRecords: Bool = false) async throws(FieldSyncError) -> DeviceStatus {
+        let now = clock()
+        return try await perform { try DeviceStatus.read($0.replicator, now: now, staleAfter: staleAfter, ownRecords: ownRecords) }
+    }
+
+    /// The restore fence, if this device was restored from a backup and writes nothing until a sync with
+    /// a peer that holds its own logs (docs/backup.md).
+    /// - Returns: the fence, or nil when the device is not fenced.
+    /// - Throws: `FieldSyncError` (the seq guard file, or a closed app).
+    public func restoreFence() async throws(FieldSyncError) -> RestoreFence? {
+        try await perform { try $0.replicator.restoreFence() }
+    }
+
+    /// Checks every change the store holds (chunked) and quarantines the ones damaged on disk, so the
+    /// first peer that holds one sends it again; `fieldsync serve` does this at start.
+    /// - Parameter damage: from now on receives every damaged row the store finds on read (replacing
+    ///   the `warn` lines of `open`); nil leaves the handler as it is.
+    /// - Returns: the changes checked, those quarantined now, and all in quarantine, and the store's
+    ///   rollback report if it was rolled back.
+    /// - Throws: `FieldSyncError` (the store, or a closed app).
+    public func checkStore(damage: (@Sendable (StoreDamage) -> Void)? = nil) async throws(FieldSyncError) -> StoreCheck {
+        do { return try await checkStoreRaw(damage: damage) } catch { throw FieldSyncError(error) }
+    }
+
+    /// `checkStore(damage:)` throwing the errors of the layers below as they are (`fieldsync serve`
+    /// prints them unchanged).
+    @_spi(CLI)
+    public func checkStoreRaw(damage: (@Sendable (StoreDamage) -> Void)? = nil) async throws -> StoreCheck {
+        try await performRaw { book in
+            guard let store = book.replicator.store as? SQLiteStore else { return StoreCheck(checked: 0, quarantinedNow: 0, quarantined: 0) }
+            if let damage { store.damageHandler = damage }
+            let rollback = try store.rollbackReport().map { "\($0)" }
+            let scrub = try store.scrubChanges()
+            return StoreCheck(checked: scrub.checked, quarantinedNow: scrub.quarantined.count, quarantined: try store.status().quarantined,
+                              rollback: rollback)
+        }
+    }
+
     // MARK: Observation
 
     /// Record changes as they are committed, local writes and changes arriving by sync, in commit order:
     /// each record after the change, with where its last edit came from. With a query, only records
     /// that match it after the change (its `limit` is ignored). The stream ends when the app closes;
     /// cancelling the task iterating it (or dropping it) unregisters the observer.
-    /// - Parameter bufferingNewest: changes kept for a slow consumer (older ones are dropped).
+    /// - Parameters:
+    ///   - query: only records that match it after the change (nil: every record).
+    ///   - bufferingNewest: changes kept for a slow consumer (older ones are dropped).
     public func recordChanges(matching query: RecordQuery? = nil, bufferingNewest: Int = 1_024) -> AsyncStream<RecordChange> {
         let (stream, continuation) = AsyncStream.makeStream(of: RecordChange.self, bufferingPolicy: .bufferingNewest(bufferingNewest))
         hub.addRecords(query, continuation)
@@ -312,10 +395,17 @@ public final class FieldSyncApp: Sendable {
     // MARK: Sync
 
     /// One sync session with a peer now (the `fieldsync sync` of the app); its result is also a sync event.
-    public func sync(host: String, port: Int) async throws(FieldSyncError) -> SessionResult {
+    /// - Parameters:
+    ///   - host: the peer's address.
+    ///   - port: the peer's port.
+    ///   - progress: called on the node's loop after every read of the session with its counters so far.
+    /// - Returns: how the session ended (with the node configured for live sessions and the peer agreeing,
+    ///   only when its connection closes).
+    /// - Throws: `FieldSyncError` (no connection, the node at its session limit, a closed app).
+    public func sync(host: String, port: Int, progress: (@Sendable (SessionResult) -> Void)? = nil) async throws(FieldSyncError) -> SessionResult {
         try checkOpen()
         do {
-            let result = try await node.sync(host: host, port: port)
+            let result = try await node.sync(host: host, port: port, progress: progress)
             hub.emit(.sessionEnded(result))
             return result
         } catch {
@@ -324,36 +414,94 @@ public final class FieldSyncApp: Sendable {
     }
 
     /// Starts background sync: the node daemon listens, syncs with its static peers and the ones
-    /// discovery finds, keeps live sessions, and pushes every write (docs/node.md).
+    /// discovery finds, keeps live sessions, and pushes every write (docs/node.md). ``stopSync(grace:)``
+    /// stops it and leaves the app open; it may then start again.
     /// - Parameters:
     ///   - options: where to listen, the peers and the scheduling policy.
     ///   - discovery: LAN discovery, if wanted (beacons carry the listening port when `announce`).
-    /// - Throws: `FieldSyncError` (`.usage` if sync already runs or the app is closed).
+    ///   - discoverySecret: the network's shared discovery secret (beacons of other secrets are ignored).
+    ///   - announce: whether this device's beacons announce its listening port.
+    ///   - owner: the owner's own daemon hooks (an HQ feed's `storeChanged`), run beside the app's sync events.
+    ///   - metrics: where the daemon's metrics go (default: a registry of their own, read by no one).
+    /// - Throws: `FieldSyncError` (`.usage` if sync already runs or the app is closed; `.failed` if the
+    ///   address cannot be bound or discovery cannot start, and background sync is then stopped again).
     public func startSync(_ options: DaemonOptions, discovery: DiscoveryConfiguration? = nil, discoverySecret: SecretBytes? = nil,
-                          announce: Bool = true) async throws(FieldSyncError) {
+                          announce: Bool = true, hooks owner: DaemonHooks = DaemonHooks(), metrics: NodeMetrics? = nil) async throws(FieldSyncError) {
         let claimed = running.withLockedValue { r in
-            guard !r.closed, r.daemon == nil else { return false }
+            guard !r.closed, r.daemon == nil, !r.changing else { return false }
+            r.changing = true
             return true
         }
         guard claimed else { throw FieldSyncError(.usage, "background sync already runs, or the app is closed") }
-        var hooks = DaemonHooks()
-        hooks.sessionEnded = { [hub] result, _ in hub.emit(.sessionEnded(result)) }
-        hooks.sessionStarted = { [hub] start in hub.emit(.sessionStarted(start)) }
-        hooks.sessionWentLive = { [hub] session in hub.emit(.liveSessionStarted(session)) }
-        hooks.peerAdded = { [hub] address, source in hub.emit(.peerAdded(address, source)) }
-        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())),
+        defer { running.withLockedValue { $0.changing = false } }
+        var hooks = owner
+        hooks.sessionEnded = { [hub] result, r in
+            hub.emit(.sessionEnded(result))
+            try owner.sessionEnded?(result, r)
+        }
+        hooks.sessionStarted = { [hub] start in
+            hub.emit(.sessionStarted(start))
+            owner.sessionStarted?(start)
+        }
+        hooks.sessionWentLive = { [hub] session in
+            hub.emit(.liveSessionStarted(session))
+            owner.sessionWentLive?(session)
+        }
+        hooks.peerAdded = { [hub] address, source in
+            hub.emit(.peerAdded(address, source))
+            owner.peerAdded?(address, source)
+        }
+        let daemon = NodeDaemon(node: node, options: options,
+                                metrics: metrics ?? NodeMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())),
                                 hooks: hooks)
-        running.withLockedValue { $0.daemon = daemon }
         do {
             try await daemon.start()
+            running.withLockedValue { $0.daemon = daemon }
             if let discovery {
                 let port = announce ? await daemon.listeningPort : nil
                 let lan = try await daemon.startDiscovery(discovery, secret: discoverySecret, announcePort: port)
                 running.withLockedValue { $0.discovery = lan }
             }
         } catch {
+            let lan = running.withLockedValue { r in
+                defer { r.daemon = nil; r.discovery = nil }
+                return r.discovery
+            }
+            await lan?.stop()
+            _ = try? await daemon.stop(grace: .zero)
             throw FieldSyncError(error)
         }
+    }
+
+    /// Stops background sync and leaves the app open: no new sessions are scheduled or accepted, running
+    /// ones get `grace` to finish and are then cut, discovery stops. Writes, queries and observation go
+    /// on; ``startSync(_:discovery:discoverySecret:announce:hooks:metrics:)`` starts it again. Does
+    /// nothing when background sync does not run.
+    /// - Parameter grace: how long running sessions may take to finish.
+    /// - Returns: how many sessions were cut when the grace period ran out.
+    @discardableResult
+    public func stopSync(grace: TimeAmount = .seconds(5)) async -> Int {
+        let taken = running.withLockedValue { r -> (NodeDaemon?, LANDiscovery?)? in
+            guard !r.closed, !r.changing, r.daemon != nil else { return nil }
+            r.changing = true
+            defer { r.daemon = nil; r.discovery = nil }
+            return (r.daemon, r.discovery)
+        }
+        guard let (daemon, discovery) = taken else { return 0 }
+        defer { running.withLockedValue { $0.changing = false } }
+        await discovery?.stop()
+        return (try? await daemon?.stop(grace: grace)) ?? 0
+    }
+
+    /// Whether background sync runs.
+    public var isSyncing: Bool { running.withLockedValue { $0.daemon != nil } }
+
+    /// Closes every session's connection now, background sync's and `sync`'s (each loses at most its
+    /// unacknowledged batches, which the next session resends); a second signal during `serve`'s drain.
+    /// - Returns: how many sessions were open.
+    @discardableResult
+    public func cutSessions() async -> Int {
+        (try? await node.cutSessions()) ?? 0
     }
 
     /// The bound port of background sync (nil when it does not run).
@@ -372,7 +520,8 @@ public final class FieldSyncApp: Sendable {
     /// Closes the app: background sync stops (no new sessions; running ones get `grace` to finish,
     /// then are cut), discovery stops, the node's loop and the store are closed, and every observation
     /// stream ends. Idempotent. A closed app refuses every call (`FieldSyncError` `.failed`); open the
-    /// device again to go on.
+    /// device again to go on. To stop syncing and keep the app, use ``stopSync(grace:)``.
+    /// - Parameter grace: how long running sessions may take to finish.
     public func close(grace: TimeAmount = .seconds(5)) async {
         let (first, daemon, discovery) = running.withLockedValue { r in
             defer { r.closed = true; r.daemon = nil; r.discovery = nil }

@@ -55,6 +55,7 @@ public final class RecordBook {
 
     /// Wraps a replicator.
     /// - Parameters:
+    ///   - replicator: the device's replicator (used on the thread that owns it).
     ///   - now: the wall clock (ms since the Unix epoch) for the writes that follow.
     ///   - restoringClock: moves the replicator's clock past this device's own last write (once per
     ///     opened replicator; `FieldSyncApp` does it when it opens).
@@ -72,7 +73,9 @@ public final class RecordBook {
 
     /// The record `idText` names: 32 hex digits, or a unique prefix of at least 6, found through the
     /// store's id index (`SyncStore.recordIDs(in:)`), not by reading records.
-    /// - Parameter kind: the kind it must be, if any.
+    /// - Parameters:
+    ///   - idText: 32 hex digits, or a unique prefix of at least 6 (either case).
+    ///   - kind: the kind it must be, if any.
     /// - Throws: `FieldSyncError`: `.usage` (malformed or ambiguous, or of another kind), `.notFound`,
     ///   `.failed` (a damaged record, a store error).
     public func record(_ idText: String, kind: RecordKind? = nil) throws(FieldSyncError) -> Record {
@@ -237,7 +240,9 @@ public final class RecordBook {
     }
 
     /// Changes an incident's fields (last writer wins per field).
-    /// - Parameter id: its id or a unique prefix.
+    /// - Parameters:
+    ///   - id: its id or a unique prefix.
+    ///   - update: the fields to change (the others stay as they are).
     public func updateIncident(_ id: String, _ update: IncidentUpdate) throws(FieldSyncError) -> RecordWrite {
         try update.validate()
         let record = try self.record(id, kind: .incident)
@@ -346,7 +351,10 @@ public final class RecordBook {
     public static let maxNoteBytes = min(Incident.MaxBytes.note, Visit.MaxBytes.note)
 
     /// Appends a note to a record's add-only notes log (an incident's or a visit's).
-    /// - Parameter kind: the kind the record must be (nil: any kind with notes).
+    /// - Parameters:
+    ///   - id: its id or a unique prefix.
+    ///   - text: the note (not empty).
+    ///   - kind: the kind the record must be (nil: any kind with notes).
     public func addNote(_ id: String, _ text: String, kind: RecordKind? = nil) throws(FieldSyncError) -> RecordWrite {
         try RecordText.checkText(text, option: "the note", max: Self.maxNoteBytes, allowEmpty: false)
         let record = try self.record(id, kind: kind)

@@ -232,13 +232,54 @@ public final class FieldSyncNode: Sendable {
     /// Structured log of sessions and refusals (`sync.*` metadata keys).
     public let logger: Logger
 
-    /// Creates a node. `makeReplicator` runs on the node's loop, which then owns the replicator.
+    /// Creates a node. `makeReplicator` runs on the node's loop, which then owns the replicator; the
+    /// calling thread waits for it (use ``open(configuration:logger:log:makeReplicator:)`` from async code).
     /// - Parameters:
     ///   - logger: structured log (one entry per session end, refusals); discards everything by default.
     ///   - log: receives one plain line per noteworthy event (session end with its reason, refusals).
-    public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "fieldsync.node", factory: { _ in SwiftLogNoOpLogHandler() }),
-                log: @escaping @Sendable (String) -> Void = { _ in },
-                makeReplicator: @escaping @Sendable () throws -> Replicator) throws {
+    ///   - makeReplicator: opens the replicator (on the node's loop).
+    /// - Throws: what `makeReplicator` throws (the loop is then shut down).
+    public convenience init(configuration: NodeConfiguration,
+                            logger: Logger = Logger(label: "fieldsync.node", factory: { _ in SwiftLogNoOpLogHandler() }),
+                            log: @escaping @Sendable (String) -> Void = { _ in },
+                            makeReplicator: @escaping @Sendable () throws -> Replicator) throws {
+        self.init(unopened: configuration, logger: logger, log: log)
+        let box = replicator
+        do {
+            try loop.submit { box.value = try makeReplicator() }.wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Creates a node without blocking the caller: `makeReplicator` runs on the node's loop (its own
+    /// thread, not Swift's cooperative pool) while the calling task is suspended. Opening a passphrase
+    /// keystore derives its key with Argon2id (hundreds of milliseconds): an app's other tasks go on meanwhile.
+    /// - Parameters:
+    ///   - configuration: tunables.
+    ///   - logger: structured log (one entry per session end, refusals); discards everything by default.
+    ///   - log: receives one plain line per noteworthy event (session end with its reason, refusals).
+    ///   - makeReplicator: opens the replicator (on the node's loop).
+    /// - Returns: the node, owning the replicator.
+    /// - Throws: what `makeReplicator` throws (the loop is then shut down).
+    public static func open(configuration: NodeConfiguration,
+                            logger: Logger = Logger(label: "fieldsync.node", factory: { _ in SwiftLogNoOpLogHandler() }),
+                            log: @escaping @Sendable (String) -> Void = { _ in },
+                            makeReplicator: @escaping @Sendable () throws -> Replicator) async throws -> FieldSyncNode {
+        let node = FieldSyncNode(unopened: configuration, logger: logger, log: log)
+        let box = node.replicator
+        do {
+            try await node.loop.submit { box.value = try makeReplicator() }.get()
+        } catch {
+            try? await node.group.shutdownOffThePool()
+            throw error
+        }
+        return node
+    }
+
+    /// The node's loop and tables, without a replicator yet.
+    private init(unopened configuration: NodeConfiguration, logger: Logger, log: @escaping @Sendable (String) -> Void) {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
         loop = group.next()
@@ -256,13 +297,6 @@ public final class FieldSyncNode: Sendable {
                                                              window: UInt64(max(1, configuration.unprovenHandshakeWindow.nanoseconds / 1_000_000)),
                                                              provenFor: UInt64(max(0, configuration.provenSourceMemory.nanoseconds / 1_000_000)))),
             eventLoop: loop)
-        let box = replicator
-        do {
-            try loop.submit { box.value = try makeReplicator() }.wait()
-        } catch {
-            try? group.syncShutdownGracefully()
-            throw error
-        }
     }
 
     /// Runs `body` with the replicator on the node's loop (the only place it may be used).
@@ -441,6 +475,13 @@ public final class FieldSyncNode: Sendable {
             check()
         }
         return try await done.futureResult.get()
+    }
+
+    /// Accepts sessions again after ``drain(grace:)``: background sync stopped and starts again on the same
+    /// node (the app API's `stopSync` then `startSync`).
+    public func resume() async throws {
+        let table = self.table
+        try await loop.submit { table.value.draining = false }.get()
     }
 
     /// Closes every session's connection now (each loses at most its unacknowledged batches).

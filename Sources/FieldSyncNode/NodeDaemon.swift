@@ -239,6 +239,19 @@ public final class NodeDaemon: Sendable {
     /// - Returns: how many sessions were cut at the end of the grace period.
     @discardableResult
     public func shutdown(grace: TimeAmount) async throws -> Int {
+        let cut = try await stop(grace: grace)
+        try await node.shutdown()
+        return cut
+    }
+
+    /// Graceful stop that leaves the node open: as ``shutdown(grace:)`` (no new sessions are scheduled or
+    /// accepted, running ones get `grace` to finish and are then cut, the status file says `stopped`), but
+    /// the loop and the store stay open for the app's writes and queries. The node then no longer reports
+    /// sessions to this daemon and accepts sessions again (``FieldSyncNode/resume()``): a new daemon may
+    /// start on it. A stopped daemon does not start again.
+    /// - Returns: how many sessions were cut at the end of the grace period.
+    @discardableResult
+    public func stop(grace: TimeAmount) async throws -> Int {
         let listener = try await node.loop.submit { [self] () -> (any Channel)? in
             box.value.driver.handle(.stop, now: nodeClockMilliseconds())
             box.value.state = "stopping"
@@ -252,9 +265,12 @@ public final class NodeDaemon: Sendable {
         try await node.loop.submit { [self] in
             box.value.state = "stopped"
             writeStatus()
+            box.value.listener = nil
+            box.value.discoveries = []
+            node.observe(SessionObserver())
         }.get()
         logger.info("stopped", metadata: ["sync.sessions.cut": .stringConvertible(cut)])
-        try await node.shutdown()
+        try await node.resume()
         return cut
     }
 

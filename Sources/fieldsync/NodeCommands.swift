@@ -10,6 +10,7 @@ import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
 import Foundation
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -65,6 +66,33 @@ struct ReplicatorSpec: Sendable {
                     + "it writes nothing until a sync with a peer that holds its own logs (`fieldsync fence --dir \(dir)`)")
         }
         return replicator
+    }
+}
+
+extension FieldSyncApp {
+    /// Opens the app a `serve`, `sync` or `status` runs on: the device's warnings go to standard error as
+    /// `ReplicatorSpec.open` prints them, and errors are thrown as they are.
+    static func openForCLI(_ spec: ReplicatorSpec, configuration: NodeConfiguration, logger: Logger? = nil,
+                           log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> FieldSyncApp {
+        let device = FieldSyncDevice(directory: spec.dir, key: spec.unlock, storePath: spec.store, epochKeyFiles: spec.epochKeyFiles,
+                                     quotaBytes: spec.quotaBytes, syncMode: spec.syncMode, maxFileBytes: spec.maxFileBytes,
+                                     createStore: spec.createStore)
+        let app: FieldSyncApp
+        if let logger {
+            app = try await openRaw(device: device, configuration: configuration, clock: { wallClockMilliseconds() }, logger: logger, log: log, warn: logLine)
+        } else {
+            app = try await openRaw(device: device, configuration: configuration, clock: { wallClockMilliseconds() }, log: log, warn: logLine)
+        }
+        do {
+            if let fence = try await app.performRaw({ try $0.replicator.restoreFence() }) {  // docs/backup.md
+                logLine("warning: this device was restored from a backup taken \(TimeText.format(Int64(fence.backupTime))) and is fenced: "
+                        + "it writes nothing until a sync with a peer that holds its own logs (`fieldsync fence --dir \(spec.dir)`)")
+            }
+        } catch {
+            await app.close(grace: .zero)
+            throw error
+        }
+        return app
     }
 }
 
@@ -124,15 +152,15 @@ struct Sync: AsyncParsableCommand {
             line.clear()
             if !quiet, !text.hasPrefix("session ") { logLine(text) }
         }
-        let n = try FieldSyncNode(configuration: config, log: log) { try spec.open() }
+        let app = try await FieldSyncApp.openForCLI(spec, configuration: config, log: log)
         let result: SessionResult
-        do { result = try await n.sync(host: host, port: port, progress: line.enabled ? line.draw : nil) } catch {
+        do { result = try await app.sync(host: host, port: port, progress: line.enabled ? line.draw : nil) } catch {
             line.clear()
-            try? await n.shutdown()
+            await app.close(grace: .zero)
             throw error
         }
         line.clear()
-        try await n.shutdown()
+        await app.close(grace: .zero)
         if json { try printJSON(resultJSON(result)) } else { print("sync with \(peer): \(result)") }
         if !result.isFinished { throw ExitCode.failure }
     }

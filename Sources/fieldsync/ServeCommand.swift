@@ -2,6 +2,7 @@
 // `fieldsync config example`); flags override the file; without a file, the flags alone describe the node.
 
 import ArgumentParser
+@_spi(CLI) import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
@@ -104,24 +105,21 @@ struct Serve: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "fieldsync.node")
-        let spec = try ReplicatorSpec.from(c)
-        let (host, port) = try parseEndpoint(c.listen)
-        let nodeConfig = c.nodeConfiguration
-        let node = try FieldSyncNode(configuration: nodeConfig, logger: logger) {
-            let replicator = try spec.open()
-            if let store = replicator.store as? SQLiteStore { try Self.watchForDamage(store, logger: logger) }
-            return replicator
+        let (host, _) = try parseEndpoint(c.listen)
+        let options = try DaemonOptions(configuration: c)
+        let app = try await FieldSyncApp.openForCLI(try ReplicatorSpec.from(c), configuration: c.nodeConfiguration, logger: logger)
+        do {
+            try await Self.checkStore(app, logger: logger)
+        } catch {
+            await app.close(grace: .zero)
+            throw error
         }
-        var options = DaemonOptions(listenHost: host, listenPort: port)
-        options.policy = c.schedulePolicy
-        options.staticPeers = c.peers.compactMap(PeerAddress.init)
-        options.pollInterval = Int64(c.schedule.pollIntervalMilliseconds)
-        options.statusPath = c.statusPath
-        options.epochStaleAfter = c.epochs.staleAfterMilliseconds
         let registry = PrometheusCollectorRegistry()
-        let feed = try await FeedService.start(c, node: node, factory: PrometheusMetricsFactory(registry: registry), logger: logger)
-        let daemon = NodeDaemon(node: node, options: options, metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)),
-                                hooks: feed?.hooks ?? DaemonHooks())
+        let feed: FeedService.Handle?
+        do { feed = try await FeedService.start(c, node: app.node, factory: PrometheusMetricsFactory(registry: registry), logger: logger) } catch {
+            await app.close(grace: .zero)
+            throw error
+        }
         // Signals first, so a SIGTERM during start-up is not lost.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -136,9 +134,23 @@ struct Serve: AsyncParsableCommand {
             sources.append(source)
         }
         var metricsEndpoint: MetricsEndpoint?
-        var lan: LANDiscovery?
         do {
-            try await daemon.start()
+            var discovery: DiscoveryConfiguration?
+            var secret: SecretBytes?
+            if c.discovery.enabled {
+                secret = try c.discovery.secretFile.map(DiscoverySecretFile.read)
+                if host.hasPrefix("127."), !c.discovery.destination.hasPrefix("127."), c.discovery.announce {
+                    logger.warning("discovery announces a listener bound to \(host): peers on the LAN cannot reach it; listen on 0.0.0.0")
+                }
+                discovery = c.discovery.configuration
+            }
+            try await app.startSync(options, discovery: discovery, discoverySecret: secret, announce: c.discovery.announce,
+                                    hooks: feed?.hooks ?? DaemonHooks(), metrics: NodeMetrics(factory: PrometheusMetricsFactory(registry: registry)))
+            if c.discovery.enabled {
+                logger.info("discovery on", metadata: ["sync.discovery.port": .stringConvertible(c.discovery.port),
+                                                       "sync.discovery.destination": .string(c.discovery.destination),
+                                                       "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
+            }
             if c.metrics.enabled {
                 let (mh, mp) = try parseEndpoint(c.metrics.listen)
                 metricsEndpoint = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp,
@@ -146,75 +158,46 @@ struct Serve: AsyncParsableCommand {
                                                                   idleTimeout: .seconds(Int64(c.metrics.idleTimeoutSeconds)))
                 logger.info("metrics", metadata: ["sync.metrics": .string("http://\(c.metrics.listen)/metrics")])
             }
-            if c.discovery.enabled {
-                let secret = try c.discovery.secretFile.map(DiscoverySecretFile.read)
-                if host.hasPrefix("127."), !c.discovery.destination.hasPrefix("127."), c.discovery.announce {
-                    logger.warning("discovery announces a listener bound to \(host): peers on the LAN cannot reach it; listen on 0.0.0.0")
-                }
-                let announce = c.discovery.announce ? await daemon.listeningPort : nil
-                lan = try await daemon.startDiscovery(c.discovery.configuration, secret: secret, announcePort: announce)
-                logger.info("discovery on", metadata: ["sync.discovery.port": .stringConvertible(c.discovery.port),
-                                                       "sync.discovery.destination": .string(c.discovery.destination),
-                                                       "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
-            }
         } catch {
             await feed?.stop()
             await metricsEndpoint?.stop()
-            _ = try? await daemon.shutdown(grace: .zero)
+            await app.close(grace: .zero)
             throw error
         }
-        let id = try await node.withReplicator { "\($0.identity.id) (\($0.identity.certificate.role))" }
+        let id = "\(app.identity.id) (\(app.identity.certificate.role))"
         logger.info("node up", metadata: ["sync.device": .string(id), "sync.network": .string(c.network),
                                           "sync.store": .string(c.store.path), "sync.status": .string(c.statusPath)])
-        let dailyReports = DailyReportService.start(c, node: node, logger: logger)  // docs/reports.md; nil unless configured
+        let dailyReports = DailyReportService.start(c, node: app.node, logger: logger)  // docs/reports.md; nil unless configured
         // First signal: drain for the grace period. A second one during the drain cuts the sessions now.
-        var draining: Task<Void, any Error>?
+        var draining: Task<Void, Never>?
         for await sig in signals {
             if draining == nil {
                 logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
                                                                     "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
-                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint, discovery = lan
+                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint
                 draining = Task {
                     defer { cont.finish() }
                     dailyReports?.cancel()
-                    await discovery?.stop()
                     await endpoint?.stop()
-                    try await daemon.shutdown(grace: .seconds(grace))
+                    await app.close(grace: .seconds(grace))
                     await feed?.stop()
                 }
             } else {
                 logger.warning("second signal: cutting the running sessions now", metadata: ["sync.signal": .stringConvertible(sig)])
-                _ = try? await node.cutSessions()
+                await app.cutSessions()
             }
         }
-        try await draining?.value
+        await draining?.value
         sources.forEach { $0.cancel() }
     }
 }
 
-/// The shared discovery secret: the file's bytes (one trailing newline ignored), 1 to 64 of them, in a
-/// file of mode 0600.
-enum DiscoverySecretFile {
-    static func read(_ path: String) throws -> SecretBytes {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw CLIError("cannot read discovery secret file \(path)") }
-        guard st.st_mode & 0o077 == 0 else {
-            throw CLIError(String(format: "discovery secret file %@ has mode %o; run `chmod 600 %@`", path, Int(st.st_mode & 0o777), path))
-        }
-        var bytes = try Files.read(path, what: "discovery secret file")
-        if bytes.last == 0x0A { bytes.removeLast() }
-        guard (1...64).contains(bytes.count) else { throw CLIError("discovery secret file \(path) must hold 1 to 64 bytes, not \(bytes.count)") }
-        defer { for i in bytes.indices { bytes[i] = 0 } }
-        return SecretBytes(copying: bytes)
-    }
-}
-
 extension Serve {
-    /// Logs every damaged row the store finds on read, and checks every held change once at start
-    /// (chunked): a change damaged while the node was down is quarantined now, so the first peer that
-    /// holds it sends it again, instead of waiting for someone to ask this node for it.
-    static func watchForDamage(_ store: SQLiteStore, logger: Logger) throws {
-        store.damageHandler = { damage in
+    /// Checks every held change once at start (chunked): a change damaged while the node was down is
+    /// quarantined now, so the first peer that holds it sends it again, instead of waiting for someone to
+    /// ask this node for it. Every damaged row the store finds on read from now on is logged.
+    static func checkStore(_ app: FieldSyncApp, logger: Logger) async throws {
+        let check = try await app.checkStoreRaw { damage in
             switch damage {
             case let .change(q):
                 logger.error("stored change damaged on disk: quarantined, a peer will send it again", metadata: [
@@ -225,30 +208,20 @@ extension Serve {
                     "sync.record": .string(d.idText), "sync.error": .string(d.reason)])
             }
         }
-        if let rollback = try store.rollbackReport() {
+        if let rollback = check.rollback {
             logger.error("store rolled back: \(rollback); after checking the device run `fieldsync doctor --accept-rollback`")
         }
-        let scrub = try store.scrubChanges()
-        let pending = try store.status().quarantined
-        logger.info("store checked", metadata: ["sync.store.changes": .stringConvertible(scrub.checked),
-                                                "sync.store.quarantined": .stringConvertible(scrub.quarantined.count),
-                                                "sync.store.quarantinePending": .stringConvertible(pending)])
+        logger.info("store checked", metadata: ["sync.store.changes": .stringConvertible(check.checked),
+                                                "sync.store.quarantined": .stringConvertible(check.quarantinedNow),
+                                                "sync.store.quarantinePending": .stringConvertible(check.quarantined)])
     }
 }
 
 extension ReplicatorSpec {
     /// The replicator a config describes (role rules are checked when it is opened).
     static func from(_ c: NodeConfigFile) throws -> ReplicatorSpec {
-        let unlock: KeystoreUnlock
-        if let k = c.device.keyFile {
-            unlock = .keyFile(path: k)
-        } else if let p = c.device.passphraseFile {
-            unlock = .passphrase(try KeystoreOptions.readPassphrase(p))
-        } else {
-            throw CLIError("`device`: give exactly one of `passphraseFile` and `keyFile`")
-        }
-        return ReplicatorSpec(dir: c.device.dir, unlock: unlock, store: c.store.path, epochKeyFiles: c.epochKeyFiles,
-                              quotaBytes: c.relay.quotaBytes, syncMode: SyncMode(rawValue: c.store.syncMode) ?? .full,
-                              maxFileBytes: c.store.maxFileBytes)
+        let d = try FieldSyncDevice(configuration: c)
+        return ReplicatorSpec(dir: d.directory, unlock: d.key, store: d.storePath, epochKeyFiles: d.epochKeyFiles,
+                              quotaBytes: d.quotaBytes, syncMode: d.syncMode, maxFileBytes: d.maxFileBytes)
     }
 }

@@ -2,6 +2,7 @@
 // says (frontiers, held back, what HQ has receipted of this node's own logs).
 
 import ArgumentParser
+@_spi(CLI) import FieldSync
 import FieldSyncCore
 import FieldSyncNode
 import FieldSyncProtocol
@@ -37,24 +38,41 @@ struct StatusCommand: AsyncParsableCommand {
         let daemon = try? DaemonStatus.read(from: c.statusPath)
         var spec = try ReplicatorSpec.from(c)
         spec.createStore = false  // status only reads: a wrong path is an error, not a new store
-        let r = try spec.open()
-        let report = try StoreReport.read(r)
-        let own = records ? try OwnRecordReceipt.read(r) : []
-        let now = wallClockMilliseconds()
-        // Freeze (attack case 27): the newest epoch key of a scope is older than the threshold.
-        let stale = r.staleEpochKeys(now: now, threshold: c.epochs.staleAfterMilliseconds)
+        var nodeConfiguration = c.nodeConfiguration
+        nodeConfiguration.liveSessions = false
+        let app = try await FieldSyncApp.openForCLI(spec, configuration: nodeConfiguration)
+        let status: DeviceStatus
+        do {
+            // Freeze (attack case 27): the newest epoch key of a scope is older than the threshold.
+            let staleAfter = c.epochs.staleAfterMilliseconds, records = self.records
+            status = try await app.performRaw { book in
+                try DeviceStatus.read(book.replicator, now: wallClockMilliseconds(), staleAfter: staleAfter, ownRecords: records)
+            }
+        } catch {
+            await app.close(grace: .zero)
+            throw error
+        }
+        await app.close(grace: .zero)
+        try show(status, daemon: daemon, config: c)
+    }
+
+    /// Prints the status (text, or one JSON object with `--json`).
+    private func show(_ status: DeviceStatus, daemon: DaemonStatus?, config c: NodeConfigFile) throws {
+        let report = status.report, identity = status.identity, now = status.now
+        let own = status.ownRecords ?? []
+        let stale = status.staleKeys
         if json {
             var o: [String: Any] = [
-                "device": r.identity.id.description, "role": r.identity.certificate.role.description,
+                "device": identity.id.description, "role": identity.certificate.role.description,
                 "store": ["path": c.store.path, "changes": report.store.changes, "bytes": report.store.changeBytes,
                           "heldBack": report.store.heldBack, "unopened": report.store.unopened, "records": report.store.records,
                           "quotaBytes": report.store.limits.quotaBytes as Any, "receiptedChanges": report.store.receipted,
                           "forks": report.store.forks, "quarantined": report.store.quarantined,
                           "revokedQuarantined": report.store.revokedQuarantined],
                 "pendingToHQ": report.pendingToHQ,
-                "epochKeys": r.newestEpochKeys().map { k in
-                    ["scope": k.scope.path, "epoch": k.epoch, "issuedAt": k.issuedAt as Any,
-                     "stale": stale.contains(k)] as [String: Any]
+                "epochKeys": status.epochKeys.map { k in
+                    ["scope": k.age.scope.path, "epoch": k.age.epoch, "issuedAt": k.age.issuedAt as Any,
+                     "stale": k.stale] as [String: Any]
                 },
                 "epochStaleAfterDays": c.epochs.staleDays,
                 "logs": report.logs.map { l in
@@ -66,12 +84,12 @@ struct StatusCommand: AsyncParsableCommand {
                 o["ownRecords"] = own.map { ["id": $0.id.description, "kind": $0.kind.name, "scope": $0.scope.path,
                                              "ownChanges": $0.ownChanges, "receipted": $0.receipted, "reachedHQ": $0.reachedHQ] as [String: Any] }
             }
-            let cert = r.identity.certificate
+            let cert = identity.certificate
             o["certificate"] = ["notBefore": TimeText.format(Int64(cert.notBefore)), "notAfter": TimeText.format(Int64(cert.notAfter)),
                                 "daysLeft": CertificateLifetime.daysLeft(cert.notAfter, now: now),
                                 "expiresSoon": CertificateLifetime.warning(cert.notAfter, now: now) != nil]
             // A county-issued device stops when its authority's certificate ends too (peers check both).
-            let chain = CertificateChainLifetime(identity: r.identity, trust: r.trust)
+            let chain = status.chain
             if let issuer = chain.issuer {
                 o["issuerCertificate"] = ["authority": issuer.subject.description, "notAfter": TimeText.format(Int64(issuer.notAfter)),
                                           "daysLeft": CertificateChainLifetime.daysLeft(issuer.notAfter, now: now),
@@ -90,18 +108,16 @@ struct StatusCommand: AsyncParsableCommand {
             try printJSON(o)
             return
         }
-        print("device \(r.identity.id) (\(r.identity.certificate.role)), store \(c.store.path)")
-        let cert = r.identity.certificate
+        print("device \(identity.id) (\(identity.certificate.role)), store \(c.store.path)")
+        let cert = identity.certificate
         print("certificate: valid until \(TimeText.format(Int64(cert.notAfter))) (\(CertificateLifetime.daysLeft(cert.notAfter, now: now)) days left)")
-        let chain = CertificateChainLifetime(identity: r.identity, trust: r.trust)
+        let chain = status.chain
         if let issuer = chain.issuer {
             print("issuer: county authority \(issuer.subject), certificate valid until \(TimeText.format(Int64(issuer.notAfter))) "
                   + "(\(CertificateChainLifetime.daysLeft(issuer.notAfter, now: now)) days left)")
         }
         for warning in chain.warnings(now: now, format: { TimeText.format(Int64($0)) }) { print("WARNING: \(warning)") }
-        var slots: [String: Int] = [:]
-        for k in r.allKeys { slots["\(k.scope.path)#\(k.epoch)", default: 0] += 1 }
-        let conflicts = slots.filter { $0.value > 1 }.keys.sorted()
+        let conflicts = status.keyConflicts
         if !conflicts.isEmpty {
             print("WARNING: two different keys under one scope and epoch: \(conflicts.joined(separator: ", ")); records sealed under one "
                   + "cannot be opened with the other (`fieldsync keys list` shows where each came from)")

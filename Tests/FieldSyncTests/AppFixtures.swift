@@ -25,8 +25,10 @@ struct AppFixtures {
     func remove() { try? FileManager.default.removeItem(atPath: dir) }
 
     /// A device directory `name` with an enrolled keystore (and the station's epoch key unless `keys` says otherwise).
+    /// With `passphrase`, the keystore is protected by Argon2id (`kdf` cost) instead of a key file.
     mutating func device(_ name: String, role: Role = .backpack, scopes: [Scope] = [station],
-                         keys: [EpochKey] = [stationKey]) throws -> FieldSyncDevice {
+                         keys: [EpochKey] = [stationKey], passphrase: [UInt8]? = nil,
+                         kdf: Argon2id.Parameters = .interactive) throws -> FieldSyncDevice {
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         let sk = Ed25519.SecretKey.generate()
         let xk = X25519.SecretKey.generate()
@@ -37,10 +39,14 @@ struct AppFixtures {
                                                        notAfter: now + 30 * Self.day, serial: serial)
         let deviceDir = "\(dir)/\(name)"
         try FileManager.default.createDirectory(atPath: deviceDir, withIntermediateDirectories: true)
+        let contents = KeystoreContents(signingKey: sk, agreementKey: xk, certificate: cert, root: rootKey.publicKey, epochKeys: keys)
+        if let passphrase {
+            try Keystore.write(contents, to: "\(deviceDir)/\(FieldSyncDevice.keystoreName)", protection: .passphrase(passphrase, kdf))
+            return FieldSyncDevice(directory: deviceDir, key: .passphrase(passphrase), storePath: "\(dir)/\(name).sqlite")
+        }
         let keyFile = "\(dir)/\(name).key"
         try Keystore.createKeyFile(at: keyFile)
-        try Keystore.write(KeystoreContents(signingKey: sk, agreementKey: xk, certificate: cert, root: rootKey.publicKey, epochKeys: keys),
-                           to: "\(deviceDir)/\(FieldSyncDevice.keystoreName)", protection: .keyFile(path: keyFile))
+        try Keystore.write(contents, to: "\(deviceDir)/\(FieldSyncDevice.keystoreName)", protection: .keyFile(path: keyFile))
         return FieldSyncDevice(directory: deviceDir, key: .keyFile(path: keyFile), storePath: "\(dir)/\(name).sqlite")
     }
 
