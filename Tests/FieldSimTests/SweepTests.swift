@@ -130,7 +130,11 @@ import Testing
         }
         let m = try FieldSyncBinary.run(["merge", "shards/shard-1-of-2.json", "shards/shard-0-of-2.json", "--out", "merged"], in: dir, executable: fieldsim)
         #expect(m.status == 0, "\(m.out)\(m.err)")
-        for f in ["sweep.json", "sweep.csv", "runs.csv", "feedback_overdue_rate-vs-relayShare.svg"] {
+        // The chart defaults to feedback_overdue_rate against the first parameter (sets' keys sorted: days).
+        let files = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/whole").sorted()
+        #expect(files == ["feedback_overdue_rate-vs-days.svg", "runs.csv", "sweep.csv", "sweep.json"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/merged").sorted() == files)
+        for f in files {
             let a = FileManager.default.contents(atPath: "\(dir)/whole/\(f)")
             #expect(a != nil && a == FileManager.default.contents(atPath: "\(dir)/merged/\(f)"), "\(f)")
         }
