@@ -79,6 +79,9 @@ public struct FieldSyncFrame {
     /// For a batch (or fork proof) frame: its bytes split as `FieldSyncAgent.batchBytes` counts them, so
     /// that a cut frame can be taken out of the parts again (accounting only, not sent).
     public var batchParts: BatchBytes?
+    /// The link flipped a bit of it (`LinkFaults.corrupt`): a flipped length prefix can leave the receiver
+    /// waiting for bytes that never come (see `FieldSyncAgent.sessionIdleTimeout`).
+    public var corrupted = false
 }
 
 /// The bytes of batch frames (`SessionFrameKind.batch`: batches of changes and fork proofs) split by what
@@ -260,6 +263,14 @@ public final class FieldSyncAgent: SyncAgent {
     private var lastHeard: [SimTime] = []  // per slot and side: when a frame last arrived at that side
     private var pairFailed: [Bool] = []  // per slot: the last pair failed (the next start is a reconnect)
     private var pairWentLive: [Bool] = []  // per slot: the `a` side's session went live (its driver was told)
+    private var stallWatch: [Bool] = []  // per slot: a corrupted frame reached the pair (it may stall)
+    /// A node cuts a session after this long without bytes either way (`FieldSyncNode`'s `idleTimeout`,
+    /// config `sessions.idleTimeoutSeconds`, default 30 s). The agent applies it to pairs that are not live
+    /// and received a corrupted frame: a bit flipped in a length prefix that makes the frame longer leaves
+    /// the receiver waiting for bytes its peer never sends, and the peer waiting for an answer. Without
+    /// it such a pair stayed open for the rest of the contact, which on an always-up wired link is the
+    /// rest of the run (found by the fault swarm: `SwarmTests.corruptedLengthPrefixDoesNotStallALink`).
+    public static let sessionIdleTimeout: SimTime = 30_000
     /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
     public private(set) var reconnects = 0
     /// Live pairs closed so that changes refused on them (dated ahead of the receiver's clock, or refused by
@@ -283,6 +294,9 @@ public final class FieldSyncAgent: SyncAgent {
         case contactEnded
         /// A side heard nothing from its peer for `KeepAlivePolicy.deadAfter` and cut the connection.
         case peerGone
+        /// A pair that was not live had no traffic either way for `sessionIdleTimeout` and was cut (the
+        /// node's idle timeout; only after a corrupted frame, the one way a pair stalls in the model).
+        case idleTimeout
 
         /// Name used in outputs.
         public var description: String {
@@ -293,6 +307,7 @@ public final class FieldSyncAgent: SyncAgent {
             case .refusedRetry: "refused_retry_close"
             case .contactEnded: "contact_ended"
             case .peerGone: "peer_gone_cut"
+            case .idleTimeout: "idle_timeout_cut"
             }
         }
     }
@@ -496,6 +511,7 @@ public final class FieldSyncAgent: SyncAgent {
             lastHeard += [0, 0]
             pairFailed.append(false)
             pairWentLive.append(false)
+            stallWatch.append(false)
         }
     }
 
@@ -533,6 +549,7 @@ public final class FieldSyncAgent: SyncAgent {
             lastHeard[k] = now
         }
         pairWentLive[s] = false
+        stallWatch[s] = false
         if pairFailed[s] {
             pairFailed[s] = false
             reconnects += 1
@@ -674,6 +691,7 @@ public final class FieldSyncAgent: SyncAgent {
         guard !message.bytes.isEmpty else { return message }
         var m = message
         m.bytes[random.int(m.bytes.count)] ^= UInt8(1) << UInt8(random.int(8))
+        m.corrupted = true
         return m
     }
 
@@ -702,6 +720,10 @@ public final class FieldSyncAgent: SyncAgent {
             default:
                 break
             }
+        }
+        if message.corrupted, !sess.isClosed {
+            stallWatch[s] = true
+            setTimer(link, at: now + Self.sessionIdleTimeout, effects: &effects)
         }
         if sess.hasFailed, let peer = sessions[s][Int(side.other.rawValue)], !peer.session.isClosed {
             _ = peer.take(peer.session.connectionClosed())  // the failing node closes the connection; the peer sees it closed
@@ -733,6 +755,17 @@ public final class FieldSyncAgent: SyncAgent {
         // Each of `isLive` and `isIdle` copies the session's whole state: asked once per side here (nothing
         // below changes either session before `closePair`). An idle session is a live one.
         let (liveA, liveB) = (a.isLive, b.isLive)
+        if stallWatch[s], !liveA, !liveB, !a.isClosed || !b.isClosed {
+            // The node's idle timeout (`sessionIdleTimeout`): cut once nothing moved either way for that long.
+            if now - lastTraffic[s] >= Self.sessionIdleTimeout {
+                countEnd(link, .idleTimeout)
+                closePair(s)
+                pairEnded(link, a, b, now: now, effects: &effects)
+            } else {
+                setTimer(link, at: lastTraffic[s] + Self.sessionIdleTimeout, effects: &effects)
+            }
+            return
+        }
         guard liveA || liveB else { return }
         let (idleA, idleB) = (liveA && a.isIdle, liveB && b.isIdle)
         var next: SimTime?

@@ -2,11 +2,11 @@ import ArgumentParser
 import FieldSim
 import Foundation
 
-/// `fieldsim`: runs a scenario with one or more agents and writes a JSON summary, CSV series and SVG charts.
-@main
+/// `fieldsim run` (the default subcommand, so `fieldsim --days 1 ...` runs it): runs a scenario with one or
+/// more agents and writes a JSON summary, CSV series and SVG charts.
 struct FieldSimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fieldsim",
+        commandName: "run",
         abstract: "Deterministic discrete-event simulator of FieldSync over a model of Longnan (see Simulator/README.md)."
     )
 

@@ -1,0 +1,233 @@
+// The fault swarm (issue 14): `longnan-small` with the real protocol under a random fault mix drawn
+// from each seed, and the safety and convergence invariants checked at the end of every run.
+
+import FieldSyncCore
+import FieldSyncCrypto
+import FieldSyncProtocol
+import Foundation
+
+/// The fault mix of one swarm seed: every fault knob the engine has, each switched on with probability
+/// one half and its rate drawn from the seed (`SimRandom(seed: seed, 0x5A4A_12D0)`).
+public struct SwarmMix: Sendable {
+    /// The scenario's fault section as drawn.
+    public var faults: FaultConfig
+    /// Wired outages per link per 30 days, and their mean length in hours (scenario knobs of `longnan`).
+    public var wiredOutagesPer30Days: Double, wiredOutageMeanHours: Double
+    /// HQ receipts every this many hours (nil: none).
+    public var receiptsEveryHours: Double?
+
+    /// Draws the mix of `seed`.
+    public init(seed: UInt64) {
+        var r = SimRandom(seed: seed, 0x5A4A_12D0)
+        func maybe(_ lo: Double, _ hi: Double) -> Double { r.unit() < 0.5 ? 0 : r.uniform(lo, hi) }
+        var f = FaultConfig()
+        f.crashesPerDeviceYear = maybe(20, 300)
+        f.crashDowntimeMinutes = [1, r.uniform(5, 360)]
+        f.deviceLossPerYear = maybe(30, 300)
+        f.partition = r.unit() < 0.5
+        f.partitionDays = [0.1, r.uniform(0.2, 1.5)]
+        f.clockSkewShare = maybe(0.05, 0.5)
+        f.clockSkewMaxHours = r.uniform(0.05, 6)
+        f.linkDuplicate = maybe(0.001, 0.05)
+        f.linkReorder = maybe(0.001, 0.05)
+        f.linkCorrupt = maybe(0.001, 0.05)
+        faults = f
+        wiredOutagesPer30Days = maybe(1, 30)
+        wiredOutageMeanHours = r.uniform(0.2, 6)
+        receiptsEveryHours = r.unit() < 0.5 ? nil : r.uniform(0.5, 6)
+    }
+
+    /// The scenario with this mix.
+    public func apply(to file: ScenarioFile) -> ScenarioFile {
+        var f = file
+        f.faults = faults
+        f.longnan?.wiredOutagesPer30Days = wiredOutagesPer30Days
+        f.longnan?.wiredOutageMeanHours = wiredOutageMeanHours
+        return f
+    }
+
+    /// One line: the knobs that are on.
+    public var description: String {
+        let f = faults
+        var on: [String] = []
+        let g = { (d: Double) in String(format: "%.3g", d) }
+        if let c = f.crashesPerDeviceYear, c > 0 { on.append("crashes \(g(c))/device-year (down 1-\(g(f.crashDowntimeMinutes![1])) min)") }
+        if let l = f.deviceLossPerYear, l > 0 { on.append("device loss \(g(l))/year") }
+        if f.partition == true { on.append("partition 0.1-\(g(f.partitionDays![1])) days") }
+        if let s = f.clockSkewShare, s > 0 { on.append("clock skew \(g(s)) of devices within ±\(g(f.clockSkewMaxHours!)) h") }
+        if let p = f.linkDuplicate, p > 0 { on.append("duplicate \(g(p))") }
+        if let p = f.linkReorder, p > 0 { on.append("reorder \(g(p))") }
+        if let p = f.linkCorrupt, p > 0 { on.append("corrupt \(g(p))") }
+        if wiredOutagesPer30Days > 0 { on.append("wired outages \(g(wiredOutagesPer30Days))/30 days (mean \(g(wiredOutageMeanHours)) h)") }
+        if let h = receiptsEveryHours { on.append("receipts every \(g(h)) h") }
+        return on.isEmpty ? "no faults" : on.joined(separator: ", ")
+    }
+}
+
+/// What one swarm seed found.
+public struct SwarmResult: Sendable {
+    /// The seed.
+    public var seed: UInt64
+    /// The mix.
+    public var mix: SwarmMix
+    /// Invariant breaches (empty: the seed passed).
+    public var failures: [String]
+    /// The run's trace hash.
+    public var traceHash: UInt64
+    /// Counts of what the run exercised (name, value), in a fixed order.
+    public var counts: [(String, Int)]
+    /// The failures that breach a safety invariant (all but "not delivered", which is liveness).
+    public var safetyFailures: [String] { failures.filter { !$0.hasPrefix("not delivered") } }
+    /// The run's files (`summary.json`, `timeseries.csv`, ...), when asked for (`fieldsim swarm --seed N --out DIR`).
+    public var files: [(String, String)] = []
+}
+
+/// Running the swarm.
+public enum Swarm {
+    /// The command that reproduces seed `seed` (`--days` only when not the default).
+    public static func reproduce(_ seed: UInt64, days: Double?) -> String {
+        "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim swarm --seed \(seed)" + (days.map { " --days \(JSON.format($0))" } ?? "")
+    }
+
+    /// Runs seed `seed` of the swarm on `base` (normally `longnan-small`) with the `fieldsync` agent and
+    /// stand-in crypto, and checks at the end:
+    /// 1. the engine's per-event invariant (every replica holds at (log, seq) exactly what its author wrote);
+    /// 2. no divergence: the live readers of a station that hold all of its changes hold identical records;
+    /// 3. nothing lost that was acknowledged, and delivery: a change any live node holds is held by every
+    ///    live reader of its station (a change only a lost device held was never acknowledged), unless the
+    ///    run's contacts (`Oracle`) reached that reader less than `slack` before the end (1 h, plus twice the
+    ///    largest clock skew when skew is on: a change dated ahead waits until the receiver's clock passes it);
+    /// 4. entitlement: no node holds a log its certificate may not hold; the oracle is never beaten;
+    /// 5. no relay reads plaintext: relay boxes hold no records (they cannot open what they carry);
+    /// 6. trust: each lost (revoked) device then writes a change dated after its revocation; every live
+    ///    node that learned the revocation refuses the device's session (`revoked`) and refuses to store
+    ///    that change when it is handed over directly (as a node that had not learned it would forward it).
+    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false) throws -> SwarmResult {
+        let mix = SwarmMix(seed: seed)
+        let file = mix.apply(to: base)
+        try file.validate(file: "\(base.name) (swarm seed \(seed))")
+        let scen = try makeScenario(file, seed: seed, path: path)
+        var options = RunOptions(sampleInterval: Duration.hour, snapshotAt: nil, recordContacts: true, oracleSampleEvery: file.defaultOracleEvery)
+        options.linkFaults = LinkFaults(file.faults, seed: seed)
+        let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
+                               receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, options: options)
+        var failures: [String] = []
+        if let v = sim.invariantViolation { failures.append("engine invariant: \(v)") }
+        let report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+        let h = report.headline
+        let world = sim.context.world
+        let a = sim.agent
+        let ch = sim.context.changes
+        let live = (0..<world.count).map { !sim.isLost(NodeIndex($0)) }
+        if h.divergedStations > 0 { failures.append("divergence: \(h.divergedStations) station(s) whose complete replicas hold different records") }
+        if h.oracle.violations > 0 { failures.append("oracle beaten on \(h.oracle.violations) sampled pairs") }
+        // 3. Held by a live node => held by every live reader, unless the run's own contacts gave no path
+        //    that arrived `slack` before the end (the oracle: earliest arrival over the contacts that ran).
+        let skew = (file.faults?.clockSkewShare ?? 0) > 0 ? 2 * (file.faults?.clockSkewMaxHours ?? 0) : 0
+        let slack = SimTime((1 + skew) * Double(Duration.hour))
+        let oracle = Oracle(contacts: sim.contacts, nodes: world.count)
+        var missing = 0, beyondReach = 0
+        var examples: [String] = []
+        for c in 0..<ch.count {
+            let ci = ChangeIndex(c)
+            guard (0..<world.count).contains(where: { live[$0] && a.holds(ci, at: NodeIndex($0)) }) else { continue }
+            var reach: [SimTime]?
+            for n in world.readers[Int(ch.domain[c])] where live[Int(n)] && !a.holds(ci, at: n) {
+                if reach == nil { reach = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c]) }
+                let at = reach![Int(n)]
+                guard at != SimTime.max, at + slack <= sim.now else {
+                    beyondReach += 1
+                    continue
+                }
+                missing += 1
+                if examples.count < 3 {
+                    examples.append("change \(c) (by \(world.nodes[Int(ch.author[c])].name), day \(String(format: "%.3f", Double(ch.createdAt[c]) / Double(Duration.day)))) not at \(world.nodes[Int(n)].name), which the contacts reached by day \(String(format: "%.3f", Double(at) / Double(Duration.day)))")
+                }
+            }
+        }
+        if missing > 0 { failures.append("not delivered: \(missing) (change, live reader) pairs missing a change a live node holds, though the run's contacts reached the reader at least \(JSON.format(Double(slack) / 3_600_000)) h before the end, e.g. \(examples.joined(separator: "; "))") }
+        // 4. Entitlement, every node and every log.
+        for n in 0..<world.count where live[n] && !a.holdsOnlyEntitledLogs(NodeIndex(n)) {
+            failures.append("entitlement: \(world.nodes[n].name) holds a log its certificate may not hold")
+        }
+        // 5. Relays hold no plaintext.
+        var relayChanges = 0
+        for n in 0..<world.count where live[n] && world.nodes[n].nodeClass == .relay {
+            relayChanges += a.storedChanges(at: NodeIndex(n))
+            let records = a.recordState(at: NodeIndex(n))
+            if !records.isEmpty { failures.append("relay \(world.nodes[n].name) holds \(records.count) readable records") }
+        }
+        // 6. Revoked devices.
+        var refusedSessions = 0, refusedChanges = 0, uninformed = 0
+        let at = FieldSyncAgent.epochMs + UInt64(sim.now) + 60_000
+        for (k, t) in a.revocations.enumerated() {
+            let thief = t.lostDevice
+            guard let scope = thief.identity.certificate.scopes.first else { continue }
+            let id = RecordID(ID128(high: 0x7417_EF00_0000_0000, low: UInt64(k)))
+            let edit = Visit.create(id: id, scope: scope, author: thief.identity.id, hlc: HLCTimestamp(milliseconds: at, counter: 0),
+                                    subject: "after revocation", visitor: "thief", visitType: .returningMigrantWorker, visitedAt: Int64(at),
+                                    location: Location(latitude: 33.4, longitude: 104.9), outcome: "written after the device was revoked")
+            let change: Change
+            do { change = try thief.write([edit], scope: scope, priority: .low, now: at) } catch {
+                failures.append("revoked device \(world.nodes[Int(t.node)].name) could not write its test change: \(error)")
+                continue
+            }
+            let log = LogID(author: thief.identity.id, scope: scope)
+            for n in 0..<world.count where live[n] {
+                guard t.learned[n] != nil, let honest = a.replicator(at: NodeIndex(n)) else {
+                    uninformed += 1
+                    continue
+                }
+                let name = world.nodes[n].name
+                let s1 = SyncSession(initiator: true, replicator: thief,
+                                     configuration: SessionConfiguration(network: FieldSyncAgent.network, salt: Array(repeating: 1, count: 16)), now: at)
+                let s2 = SyncSession(initiator: false, replicator: honest,
+                                     configuration: SessionConfiguration(network: FieldSyncAgent.network, salt: Array(repeating: 2, count: 16)), now: at)
+                var toHonest = s1.start().frames, toThief = s2.start().frames
+                for _ in 0..<8 where !(toHonest.isEmpty && toThief.isEmpty) {
+                    for f in toHonest { toThief += s2.receive(f.bytes, now: at).frames }
+                    toHonest = []
+                    for f in toThief { toHonest += s1.receive(f.bytes, now: at).frames }
+                    toThief = []
+                }
+                if s2.failure?.code == .revoked { refusedSessions += 1 } else {
+                    failures.append("trust: \(name) learned the revocation of \(world.nodes[Int(t.node)].name) but did not refuse its session (\(s2.failure.map { "\($0.code)" } ?? "no failure"))")
+                }
+                _ = try? honest.ingest([change], certificates: [thief.identity.certificate], now: at)
+                if (try? honest.store.holdings(of: log).contains(change.header.seq)) == true {
+                    failures.append("trust: \(name) stored a change the revoked \(world.nodes[Int(t.node)].name) wrote after its revocation")
+                } else {
+                    refusedChanges += 1
+                }
+            }
+        }
+        let m = sim.metrics
+        let counts: [(String, Int)] = [
+            ("changes", ch.count), ("contacts", h.contacts), ("session_pairs", a.sessionsStarted), ("session_pairs_failed_or_cut", a.sessionsFailed),
+            ("contacts_cut_mid_transfer", m.contactsCut), ("frames_duplicated", m.linkDuplicated), ("frames_reordered", m.linkReordered),
+            ("frames_corrupted", m.linkCorrupted), ("devices_revoked", a.revocations.count), ("revoked_sessions_refused", refusedSessions),
+            ("post_revocation_changes_refused", refusedChanges), ("live_nodes_not_informed_of_a_revocation", uninformed),
+            ("changes_held_by_relays", relayChanges), ("pairs_missing_no_path_in_time", beyondReach), ("receipts_written", a.receiptsWritten), ("deferred_retries", a.deferredRetries),
+        ]
+        var result = SwarmResult(seed: seed, mix: mix, failures: failures, traceHash: sim.traceHash, counts: counts)
+        if keepFiles {
+            result.files = [("summary.json", report.summary.render() + "\n"), ("timeseries.csv", report.seriesCSV)]
+                + report.charts.filter { $0.0.hasSuffix(".csv") }
+        }
+        return result
+    }
+
+    /// Runs seeds `first ..< first + count` on `threads` threads; results in seed order (independent of
+    /// the thread count). `done` is called after each seed, under a lock.
+    public static func run(first: UInt64, count: Int, days: Double?, threads: Int, keepFiles: Bool = false,
+                           done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
+        var base = try ScenarioFile.load(path: ShippedScenarios.resolve("longnan-small"))
+        if let d = days { base = base.withDays(d) }
+        let path = try ShippedScenarios.resolve("longnan-small")
+        let file = base
+        return try parallelMap(count, threads: threads) { i in
+            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles)
+            return r
+        } done: { r in done?(r) }
+    }
+}
