@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "FieldSyncNode", targets: ["FieldSyncNode"]),
         .library(name: "FieldSyncFeed", targets: ["FieldSyncFeed"]),
         .library(name: "FieldSync", targets: ["FieldSync"]),
+        .library(name: "FieldSyncWeb", targets: ["FieldSyncWeb"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
@@ -29,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -90,10 +93,24 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The command center (docs/command-center.md): a Hummingbird web UI served by a reading node, over the
+        // FieldSync library's queries and observation; operator accounts, sessions, CSRF, scopes, access log.
+        .target(
+            name: "FieldSyncWeb",
+            dependencies: [
+                "FieldSync", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "CSodium",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
                 "FieldSync",
+                "FieldSyncWeb",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -173,6 +190,11 @@ let package = Package(
             name: "FieldSyncTests",
             dependencies: ["FieldSync", "FieldSyncNode", "FieldSyncDriver", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore",
                            "FieldSyncCrypto", "FieldSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "FieldSyncWebTests",
+            dependencies: ["FieldSyncWeb", "FieldSync", "FieldSyncNode", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
+                           .product(name: "Hummingbird", package: "hummingbird")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),

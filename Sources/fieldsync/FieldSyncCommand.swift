@@ -15,7 +15,7 @@ struct FieldSyncCommand: AsyncParsableCommand {
         subcommands: [Demo.self, AuthorityCommand.self, DeviceCommand.self, Serve.self, Sync.self, ConfigCommand.self, StatusCommand.self,
                       IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, ImportCommand.self,
                       EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CertCommand.self, KeysCommand.self, CrashWriter.self,
-                      FeedCommand.self, BackupCommand.self, RestoreCommand.self, FenceCommand.self]
+                      FeedCommand.self, BackupCommand.self, RestoreCommand.self, FenceCommand.self, WebCommand.self]
     )
 
     /// Parses and runs the command. With `--json`, an error raised while running (not a usage error, which keeps

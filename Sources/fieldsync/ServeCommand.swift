@@ -7,6 +7,7 @@ import FieldSyncCrypto
 import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
+import FieldSyncWeb
 import Foundation
 import Logging
 import NIOCore
@@ -137,8 +138,10 @@ struct Serve: AsyncParsableCommand {
         }
         var metricsEndpoint: MetricsEndpoint?
         var lan: LANDiscovery?
+        var web: CommandCenter?
         do {
             try await daemon.start()
+            web = try await WebService.start(c, node: node, logger: logger)  // the command center (docs/command-center.md)
             if c.metrics.enabled {
                 let (mh, mp) = try parseEndpoint(c.metrics.listen)
                 metricsEndpoint = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp,
@@ -158,6 +161,7 @@ struct Serve: AsyncParsableCommand {
                                                        "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
             }
         } catch {
+            await web?.stop()
             await feed?.stop()
             await metricsEndpoint?.stop()
             _ = try? await daemon.shutdown(grace: .zero)
@@ -172,9 +176,10 @@ struct Serve: AsyncParsableCommand {
             if draining == nil {
                 logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
                                                                     "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
-                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint, discovery = lan
+                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint, discovery = lan, center = web
                 draining = Task {
                     defer { cont.finish() }
+                    await center?.stop()
                     await discovery?.stop()
                     await endpoint?.stop()
                     try await daemon.shutdown(grace: .seconds(grace))
