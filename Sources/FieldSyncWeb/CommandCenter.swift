@@ -125,7 +125,10 @@ public final class CommandCenter: Sendable {
         let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port)),
                               onServerRunning: { channel in cont.yield(channel.localAddress?.port ?? 0); cont.finish() },
                               logger: logger)
-        let task = Task { try await app.run() }
+        let task = Task {
+            defer { cont.finish() }  // a failed bind ends the wait below
+            try await app.run()
+        }
         running.withLockedValue { $0.task = task }
         var port: Int?
         for await p in bound { port = p }

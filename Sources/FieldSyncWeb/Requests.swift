@@ -6,7 +6,7 @@ import HTTPTypes
 import Hummingbird
 
 /// A refusal with a status and a message shown to the operator (escaped).
-struct WebFailure: Error {
+struct WebFailure: Error, Sendable {
     var status: HTTPResponse.Status
     var message: String
     init(_ status: HTTPResponse.Status, _ message: String) {

@@ -99,6 +99,15 @@ extension CommandCenter {
 
     struct Redirect: Error { var to: String }
 
+    /// Runs `body` with the `RecordBook` on the node's loop; a `WebFailure` it throws comes back as itself
+    /// (the app would wrap it in a `FieldSyncError`).
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable (RecordBook) throws -> T) async throws -> T {
+        let result: Result<T, WebFailure> = try await app.perform { book in
+            do { return .success(try body(book)) } catch let f as WebFailure { return .failure(f) }
+        }
+        return try result.get()
+    }
+
     func buildRouter() -> Router<WebContext> {
         let router = Router(context: WebContext.self)
         router.add(middleware: SecurityMiddleware(center: self))
@@ -154,14 +163,14 @@ extension CommandCenter {
             let op = try self.requireOperator(request)
             _ = try request.queryPairs()
             let now = Int64(self.options.clock())
-            let model = try await self.app.perform { try OverviewModel.read($0, op: op, now: now, offsetMinutes: offset) }
+            let model = try await self.onLoop { try OverviewModel.read($0, op: op, now: now, offsetMinutes: offset) }
             return self.html(Pages.layout(title: "Overview", op: op, role: self.role, live: "/events",
                                           body: Pages.overview(model, now: now, offset: offset)))
         }
         router.get("/incidents") { request, _ in
             let op = try self.requireOperator(request)
             let f = try ListFilter(try request.queryPairs(), utcOffsetMinutes: offset)
-            let page = try await self.app.perform {
+            let page = try await self.onLoop {
                 try Reads.incidents($0, f, op: op, root: root, offset: (f.page - 1) * ListFilter.pageSize, limit: ListFilter.pageSize)
             }
             let live = f.page == 1 ? "/events" + HTML.query(f.pairs) : nil
@@ -170,7 +179,7 @@ extension CommandCenter {
         router.get("/incidents.csv") { request, _ in
             let op = try self.requireOperator(request)
             let f = try ListFilter(try request.queryPairs(), utcOffsetMinutes: offset)
-            let page = try await self.app.perform { try Reads.incidents($0, f, op: op, root: root, offset: 0, limit: ListFilter.scanCap) }
+            let page = try await self.onLoop { try Reads.incidents($0, f, op: op, root: root, offset: 0, limit: ListFilter.scanCap) }
             var csv = "id,reportedAt,county,station,scope,category,priority,status,summary,reporter,assignedUnits,feedback,feedbackDeadline,duplicateOf\r\n"
             for r in page.rows {
                 let cells = [r.id, TimeText.format(r.reportedAt, offsetMinutes: offset), r.county, r.station, r.scope, r.category, r.priority, r.status,
@@ -187,7 +196,7 @@ extension CommandCenter {
             let q = try request.queryPairs()
             let id = context.parameters.get("id") ?? ""
             let now = self.options.clock()
-            let model = try await self.app.perform { try DetailReads.detail($0, id: id, op: op, now: now) }
+            let model = try await self.onLoop { try DetailReads.detail($0, id: id, op: op, now: now) }
             let flash = q["done"].flatMap { ["assign": "Unit assigned.", "route": "Routed.", "status": "Status set.", "note": "Note added.",
                                              "duplicate": "Marked as duplicate."][$0] }
             return self.html(Pages.layout(title: "Incident \(id.prefix(8))", op: op, role: self.role,
@@ -202,7 +211,7 @@ extension CommandCenter {
             }
             let id = context.parameters.get("id") ?? ""
             let action = try WebAction(context.parameters.get("action") ?? "", form: form)
-            let written = try await self.app.perform { try DetailReads.perform($0, id: id, action: action, op: op) }
+            let written = try await self.onLoop { try DetailReads.perform($0, id: id, action: action, op: op) }
             return self.redirect("/incidents/\(HTML.urlComponent(written.record.id.description))?done=\(action.name)")
         }
         router.get("/events") { request, _ in
