@@ -65,12 +65,19 @@ struct WebUserAdd: AsyncParsableCommand {
             raw = readLine(strippingNewline: true) ?? ""
         }
         let password = String(raw.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
-        do {
-            var accounts = try OperatorAccounts.load(path: path)
-            try accounts.add(name: name, password: password, scopes: scope, replace: replace, now: Int64(FieldSyncApp.wallClock()))
-            try accounts.save(path: path)
-        } catch let e as WebAccountError { throw CLIError(e.description) }
+        let now = Int64(FieldSyncApp.wallClock())
+        try Self.edit(path) { try $0.add(name: name, password: password, scopes: scope, replace: replace, now: now) }
         print("operator \(name) \(replace ? "set" : "added") (\(scope.isEmpty ? "all scopes" : scope.joined(separator: ", "))) in \(path)")
+    }
+}
+
+extension WebUserAdd {
+    /// Loads the accounts file, applies `change`, saves it (0600); account errors become CLI errors.
+    static func edit(_ path: String, _ change: (inout OperatorAccounts) throws -> Void) throws {
+        var accounts: OperatorAccounts
+        do { accounts = try OperatorAccounts.load(path: path) } catch { throw CLIError(error.description) }
+        do { try change(&accounts) } catch { throw CLIError("\(error)") }
+        do { try accounts.save(path: path) } catch { throw CLIError(error.description) }
     }
 }
 
@@ -83,11 +90,7 @@ struct WebUserRemove: AsyncParsableCommand {
 
     func run() async throws {
         let path = try location.path()
-        do {
-            var accounts = try OperatorAccounts.load(path: path)
-            try accounts.remove(name: name)
-            try accounts.save(path: path)
-        } catch let e as WebAccountError { throw CLIError(e.description) }
+        try WebUserAdd.edit(path) { try $0.remove(name: name) }
         print("operator \(name) removed from \(path)")
     }
 }
@@ -100,7 +103,7 @@ struct WebUserList: AsyncParsableCommand {
     func run() async throws {
         let path = try location.path()
         let accounts: OperatorAccounts
-        do { accounts = try OperatorAccounts.load(path: path) } catch let e as WebAccountError { throw CLIError(e.description) }
+        do { accounts = try OperatorAccounts.load(path: path) } catch { throw CLIError(error.description) }
         for u in accounts.users {
             print("\(u.name)\t\(u.scopes.isEmpty ? "all scopes" : u.scopes.joined(separator: ","))")
         }
@@ -121,7 +124,7 @@ enum WebService {
         options.sessionLifetime = UInt64(web.sessionMinutes) * 60_000
         options.secureCookies = web.secureCookies
         let center: CommandCenter
-        do { center = try await CommandCenter(app: app, options: options) } catch let e as CommandCenterError { throw CLIError(e.description) }
+        do { center = try await CommandCenter(app: app, options: options) } catch { throw CLIError("\(error)") }
         let port = try await center.start(logger: Logger(label: "fieldsync.web"))
         logger.info("command center on", metadata: ["web.url": .string("http://\(address.host):\(port)/"), "web.users": .string(users)])
         return center
