@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "FieldSync", targets: ["FieldSync"]),
         .library(name: "FieldSyncGeo", targets: ["FieldSyncGeo"]),
         .library(name: "FieldSyncReports", targets: ["FieldSyncReports"]),
+        .library(name: "FieldSyncWeb", targets: ["FieldSyncWeb"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
         .executable(name: "fieldsync-bench", targets: ["fieldsync-bench"]),
         .executable(name: "fieldsim", targets: ["fieldsim"]),
@@ -33,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         // `swift package generate-documentation --target FieldSync` (the DocC catalog, Sources/FieldSync/FieldSync.docc).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -103,11 +106,25 @@ let package = Package(
             name: "FieldSyncReports",
             dependencies: ["FieldSync", "FieldSyncGeo", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncStore", "FieldSyncNode"]
         ),
+        // The command center (docs/command-center.md): a Hummingbird web UI served by a reading node, over the
+        // FieldSync library's queries and observation; operator accounts, sessions, CSRF, scopes, access log.
+        .target(
+            name: "FieldSyncWeb",
+            dependencies: [
+                "FieldSync", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "CSodium",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "fieldsync",
             dependencies: [
                 "FieldSync",
                 "FieldSyncReports",
+                "FieldSyncWeb",
                 "FieldSyncCore",
                 "FieldSyncCrypto",
                 "FieldSyncProtocol",
@@ -200,6 +217,11 @@ let package = Package(
             name: "FieldSyncReportsTests",
             dependencies: ["FieldSyncReports", "FieldSyncGeo", "FieldSync", "FieldSyncNode", "FieldSyncStore", "FieldSyncProtocol", "FieldSyncCore",
                            "FieldSyncCrypto", "FieldSyncTestSupport"]
+        ),
+        .testTarget(
+            name: "FieldSyncWebTests",
+            dependencies: ["FieldSyncWeb", "FieldSync", "FieldSyncNode", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
+                           .product(name: "Hummingbird", package: "hummingbird")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncGeo", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),

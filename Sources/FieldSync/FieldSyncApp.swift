@@ -149,6 +149,8 @@ public final class FieldSyncApp: Sendable {
         var closed = false
         /// `startSync` or `stopSync` is under way (a second call is refused, or does nothing).
         var changing = false
+        /// Attached to a node someone else runs (`attach(to:)`): closing ends the streams only.
+        var attached = false
     }
     private let running = NIOLockedValueBox(Running())
 
@@ -209,6 +211,32 @@ public final class FieldSyncApp: Sendable {
         }
         guard let identity = identityBox.withLockedValue({ $0 }) else { preconditionFailure("the node opened without a replicator") }
         return FieldSyncApp(node: node, identity: identity, hub: hub, clock: clock)
+    }
+
+    /// An app over a node that is already open and run by someone else (`fieldsync serve` runs the daemon;
+    /// the command center reads and writes through the app): observation is installed on the node's
+    /// replicator (chained after any commit observer already there). Closing the app ends its streams and
+    /// refuses further calls; the node keeps running.
+    /// - Throws: `FieldSyncError` (the node's loop is gone).
+    public static func attach(to node: FieldSyncNode, clock: @escaping @Sendable () -> UInt64 = FieldSyncApp.wallClock)
+        async throws(FieldSyncError) -> FieldSyncApp {
+        let hub = ObserverHub()
+        let identity: DeviceIdentity
+        do {
+            identity = try await node.withReplicator { r in
+                let previous = r.commitObserver
+                r.commitObserver = { [unowned r] notice in
+                    previous?(notice)
+                    hub.committed(notice, replicator: r)
+                }
+                return r.identity
+            }
+        } catch {
+            throw FieldSyncError(error)
+        }
+        let app = FieldSyncApp(node: node, identity: identity, hub: hub, clock: clock)
+        app.running.withLockedValue { $0.attached = true }
+        return app
     }
 
     /// Runs `body` with a `RecordBook` on the node's loop (the replicator's thread), stamped with the
@@ -523,11 +551,12 @@ public final class FieldSyncApp: Sendable {
     /// device again to go on. To stop syncing and keep the app, use ``stopSync(grace:)``.
     /// - Parameter grace: how long running sessions may take to finish.
     public func close(grace: TimeAmount = .seconds(5)) async {
-        let (first, daemon, discovery) = running.withLockedValue { r in
+        let (first, daemon, discovery, attached) = running.withLockedValue { r in
             defer { r.closed = true; r.daemon = nil; r.discovery = nil }
-            return (!r.closed, r.daemon, r.discovery)
+            return (!r.closed, r.daemon, r.discovery, r.attached)
         }
         guard first else { return }
+        if attached { return hub.finishAll() }
         await discovery?.stop()
         if let daemon {
             _ = try? await daemon.shutdown(grace: grace)

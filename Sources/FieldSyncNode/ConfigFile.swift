@@ -263,6 +263,35 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
     }
 
+    /// The command center web UI (docs/command-center.md): off unless the section is given; refused at
+    /// start on relay roles (they cannot read) and on a non-loopback listen address (put a TLS reverse proxy
+    /// in front instead).
+    public struct Web: Sendable, Equatable, Decodable {
+        /// Where, `HOST:PORT` (default `127.0.0.1:8080`); only loopback addresses are accepted.
+        public var listen = "127.0.0.1:8080"
+        /// The operator accounts file (`fieldsync web user add`; mode 0600). Default: `web-users.json`
+        /// beside the config file.
+        public var usersFile: String?
+        /// The access log (one JSON line per page view and action). Default: the store path + `.web-access.log`.
+        public var accessLog: String?
+        /// Minutes a login lasts (default 480: an 8-hour duty shift).
+        public var sessionMinutes = 480
+        /// Set `Secure` on the session cookie: the pages are reached over HTTPS through a reverse proxy.
+        public var secureCookies = false
+
+        static let keys: Set<String> = ["listen", "usersFile", "accessLog", "sessionMinutes", "secureCookies"]
+        public init() {}
+
+        public init(from decoder: any Decoder) throws {
+            let c = try strictContainer(decoder, allowed: Self.keys, section: "web")
+            listen = try c.value("listen", or: listen)
+            usersFile = try c.decodeIfPresent(String.self, forKey: AnyKey("usersFile"))
+            accessLog = try c.decodeIfPresent(String.self, forKey: AnyKey("accessLog"))
+            sessionMinutes = try c.value("sessionMinutes", or: sessionMinutes)
+            secureCookies = try c.value("secureCookies", or: secureCookies)
+        }
+    }
+
     /// The Prometheus endpoint.
     public struct Metrics: Sendable, Equatable, Decodable {
         /// Whether to serve `GET /metrics` (default false).
@@ -382,11 +411,16 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
     public var epochs = Epochs()
     /// The PostgreSQL feed (HQ).
     public var feed = Feed()
+    /// The command center web UI (nil: off).
+    public var web: Web?
+    /// The directory of the config file this was loaded from (nil: built from flags).
+    public var configDirectory: String?
+
     /// Reports written by the node (the daily report).
     public var reports = Reports()
 
     static let keys: Set<String> = ["device", "store", "epochKeyFiles", "listen", "network", "peers", "sessions", "schedule",
-                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs", "feed", "reports"]
+                                    "relay", "metrics", "logLevel", "statusFile", "discovery", "epochs", "feed", "reports", "web"]
     /// The accepted log levels.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -414,6 +448,25 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         epochs = try c.value("epochs", or: epochs)
         feed = try c.value("feed", or: feed)
         reports = try c.value("reports", or: reports)
+        web = try c.decodeIfPresent(Web.self, forKey: AnyKey("web"))
+    }
+
+    /// Whether `host` names the loopback interface (127.0.0.0/8, ::1, localhost).
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4
+            && host.split(separator: ".").allSatisfy { UInt8($0) != nil })
+    }
+
+    /// The operator accounts file in force (nil: no web section).
+    public var webUsersPath: String? {
+        guard let web else { return nil }
+        return web.usersFile ?? (configDirectory ?? ".") + "/web-users.json"
+    }
+
+    /// The web access log in force (nil: no web section).
+    public var webAccessLogPath: String? {
+        guard let web else { return nil }
+        return web.accessLog ?? store.path + ".web-access.log"
     }
 
     /// The status file path in force.
@@ -501,6 +554,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         statusFile = statusFile.map(abs)
         if let p = feed.postgres?.passwordFile { feed.postgres?.passwordFile = abs(p) }
         if let d = reports.daily?.dir { reports.daily?.dir = abs(d) }
+        configDirectory = base
+        if var w = web {
+            w.usersFile = w.usersFile.map(abs)
+            w.accessLog = w.accessLog.map(abs)
+            web = w
+        }
     }
 
     /// Validates values and files; an empty result means the config is ready to serve. Checks that need
@@ -578,6 +637,17 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         }
         if !(1...1_024).contains(metrics.maxConnections) { fail("metrics.maxConnections", "must be 1 to 1024") }
         if !(1...3_600).contains(metrics.idleTimeoutSeconds) { fail("metrics.idleTimeoutSeconds", "must be 1 to 3600") }
+        if let web {
+            if let address = PeerAddress(web.listen) {
+                if !Self.isLoopback(address.host) {
+                    fail("web.listen", "\(web.listen) is not a loopback address: the command center listens on 127.0.0.1 or ::1 only; "
+                         + "serve it to other machines through a TLS reverse proxy (docs/command-center.md, \"Reverse proxy\")")
+                }
+            } else {
+                fail("web.listen", "\"\(web.listen)\" is not HOST:PORT (e.g. \"127.0.0.1:8080\")")
+            }
+            if !(1...10_080).contains(web.sessionMinutes) { fail("web.sessionMinutes", "must be 1 to 10080 (a week)") }
+        }
         if !Self.logLevels.contains(logLevel) { fail("logLevel", "must be one of \(Self.logLevels.joined(separator: ", ")), not \"\(logLevel)\"") }
         let statusDir = PathText.folder(of: statusPath)
         if !fm.fileExists(atPath: statusDir) { fail("statusFile", "the folder \(statusDir) does not exist") }
@@ -700,7 +770,12 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // report of the day before into dir as daily-YYYY-MM-DD.html/.csv/.json (mode 0600: record text in clear), e.g.
           // "daily": { "dir": "/var/lib/fieldsync/reports", "at": "07:00", "formats": ["html", "csv", "json"], "county": null }
           // (null: no daily report).
-          "reports": { "daily": null }
+          "reports": { "daily": null },
+          // The command center web UI (docs/command-center.md), e.g. "web": { "listen": "127.0.0.1:8080",
+          // "usersFile": null, "accessLog": null, "sessionMinutes": 480, "secureCookies": false } (null: off).
+          // Loopback only (reach it through a TLS reverse proxy); refused on relays. usersFile defaults to
+          // web-users.json beside this file, accessLog to the store path + ".web-access.log".
+          "web": null
         }
         """
 

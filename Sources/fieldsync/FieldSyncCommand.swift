@@ -16,7 +16,7 @@ struct FieldSyncCommand: AsyncParsableCommand {
                       IncidentCommand.self, VisitCommand.self, List.self, Show.self, Export.self, ImportCommand.self,
                       EpochKeyCommand.self, Publish.self, Forks.self, Doctor.self, CertCommand.self, KeysCommand.self, CrashWriter.self,
                       FeedCommand.self, BackupCommand.self, RestoreCommand.self, FenceCommand.self,
-                      ReportCommand.self]
+                      ReportCommand.self, WebCommand.self]
     )
 
     /// Parses and runs the command. With `--json`, an error raised while running (not a usage error, which keeps

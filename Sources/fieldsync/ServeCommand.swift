@@ -8,6 +8,7 @@ import FieldSyncCrypto
 import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
+import FieldSyncWeb
 import Foundation
 import Logging
 import NIOCore
@@ -134,6 +135,7 @@ struct Serve: AsyncParsableCommand {
             sources.append(source)
         }
         var metricsEndpoint: MetricsEndpoint?
+        var web: CommandCenter?
         do {
             var discovery: DiscoveryConfiguration?
             var secret: SecretBytes?
@@ -151,6 +153,7 @@ struct Serve: AsyncParsableCommand {
                                                        "sync.discovery.destination": .string(c.discovery.destination),
                                                        "sync.discovery.announce": .stringConvertible(c.discovery.announce)])
             }
+            web = try await WebService.start(c, node: app.node, logger: logger)  // the command center (docs/command-center.md)
             if c.metrics.enabled {
                 let (mh, mp) = try parseEndpoint(c.metrics.listen)
                 metricsEndpoint = try await MetricsEndpoint.start(registry: registry, host: mh, port: mp,
@@ -159,6 +162,7 @@ struct Serve: AsyncParsableCommand {
                 logger.info("metrics", metadata: ["sync.metrics": .string("http://\(c.metrics.listen)/metrics")])
             }
         } catch {
+            await web?.stop()
             await feed?.stop()
             await metricsEndpoint?.stop()
             await app.close(grace: .zero)
@@ -174,10 +178,11 @@ struct Serve: AsyncParsableCommand {
             if draining == nil {
                 logger.info("signal received: draining", metadata: ["sync.signal": .stringConvertible(sig),
                                                                     "sync.grace_s": .stringConvertible(c.sessions.shutdownGraceSeconds)])
-                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint
+                let grace = Int64(c.sessions.shutdownGraceSeconds), endpoint = metricsEndpoint, center = web
                 draining = Task {
                     defer { cont.finish() }
                     dailyReports?.cancel()
+                    await center?.stop()
                     await endpoint?.stop()
                     await app.close(grace: .seconds(grace))
                     await feed?.stop()
