@@ -109,6 +109,9 @@ public struct FeedBatch: Sendable {
     public var unopened: [Int64] = []
     /// Records the store holds sealed but cannot unseal (damage): named in the log, fed once repaired.
     public var damagedRecords: [RecordID] = []
+    /// Rowids of changes damaged on disk (their bytes no longer hash to their id): left out and named in
+    /// the log; the store quarantines them on its next read and the intact copy a peer sends is a new row.
+    public var damagedChanges: [Int64] = []
 
     public init() {}
 
@@ -116,12 +119,21 @@ public struct FeedBatch: Sendable {
     public var rows: Int { incidents.count + visits.count + history.count + devices.count + receipts.count }
 }
 
-/// Turns stored changes into rows: opens each with the verifier's keys (the replicator's snapshot), checks
-/// its signature again (the `signature_verified` column), and reads the current state of every record it
-/// touched from the store.
+/// Turns stored changes into rows: opens each with the verifier's keys (the replicator's snapshot) and reads
+/// the current state of every record it touched from the store.
+///
+/// The signature is not checked again by default: the store holds only changes `Replicator.ingest` verified
+/// (signature, certificate chain, scope, revocation) or this device wrote, and every change the feed reads is
+/// checked to be those bytes (`FeedChange.intact`: they hash to the id verified at ingest). `signature_verified`
+/// then says "verified at ingest, bytes unchanged since". With `recheckSignatures` (`fieldsync feed rebuild
+/// --recheck-signatures`) each change is verified again against the verifier's trust, as `fieldsync show`
+/// does: defence in depth against a store file rewritten consistently (bytes and hash) by someone who can
+/// write it, or an ingest bug (its cost: `fieldsync-bench feed`, docs/postgres-feed.md, "Figures").
 public enum FeedRows {
     /// The batch for `changes` (in rowid order), with `records(ids)` reading the materialized records.
-    public static func batch(_ changes: [FeedChange], verifier: ChangeVerifier, now: UInt64,
+    /// - Parameter recheckSignatures: verify each change's signature and its author's certificate chain again
+    ///   (`signature_verified` is then that check's outcome) instead of trusting the store's ingest check.
+    public static func batch(_ changes: [FeedChange], verifier: ChangeVerifier, now: UInt64, recheckSignatures: Bool = false,
                              records: ([RecordID]) throws -> (records: [RecordID: Record], damaged: [RecordID])) rethrows -> FeedBatch {
         var out = FeedBatch()
         var touched: [RecordID] = [], seenRecords = Set<RecordID>(), seenDevices = Set<DeviceID>()
@@ -130,6 +142,10 @@ public enum FeedRows {
             out.changes += 1
             out.lastRowid = fc.rowid
             out.lastHash = fc.change.hash
+            guard fc.intact else {
+                out.damagedChanges.append(fc.rowid)
+                continue
+            }
             guard let change = try? Change(canonicalBytes: fc.change.bytes) else { continue }
             let h = change.header
             if seenDevices.insert(h.author).inserted, let cert = verifier.certificates[h.author]?.certificate {
@@ -143,7 +159,7 @@ public enum FeedRows {
                 }
                 guard let plain = try? change.open(with: verifier.keys),
                       let body = try? ChangeBody(canonicalBytes: plain) else { continue }
-                let verified = verifier.verify(change, now: now) == .accepted
+                let verified = recheckSignatures ? verifier.verify(change, now: now) == .accepted : true
                 for edit in body.edits {
                     if seenRecords.insert(edit.record).inserted { touched.append(edit.record) }
                     out.history += historyRows(edit, change: fc.change.hash, verified: verified)

@@ -33,6 +33,19 @@ public struct FeedState: Sendable, Equatable, Codable {
     public var retryAt: Int64?
     /// When this state was taken (Unix ms).
     public var updatedAt: Int64
+    /// `up` (the last batch or check went through), `down` (the last attempt failed), `unknown` (no attempt
+    /// yet); nil in files of feeds before the field.
+    public var database: String? = nil
+    /// Whether `lagChanges` is known: false until the database, which holds the cursor, first answered.
+    public var lagKnown: Bool? = nil
+    /// While behind: since when (the feed was last caught up, or this process started), Unix ms.
+    public var behindSince: Int64? = nil
+
+    /// The lag in seconds at `now` (Unix ms): it grows while the feed is behind, between the runner's updates.
+    public func lagSeconds(at now: Int64) -> Int64 {
+        guard lagChanges > 0 || lagKnown == false, let since = behindSince else { return lagSeconds }
+        return max(0, (now - since) / 1000)
+    }
 }
 
 /// Drives a `PostgresFeedSink` from a `SQLiteStore`.
@@ -55,6 +68,10 @@ public final class FeedRunner: Sendable {
     public let backoffMin: Int64, backoffMax: Int64
     /// Where the state is written after each step (nil: nowhere).
     public let statePath: String?
+    /// Verify each change's signature again when fed instead of trusting the store's check at ingest
+    /// (`FeedRows`; `fieldsync feed rebuild --recheck-signatures`).
+    public let recheckSignatures: Bool
+    private let startedAt: Int64
     private let logger: Logger
     private let pool: NIOThreadPool
     private let loop: any EventLoop
@@ -68,14 +85,21 @@ public final class FeedRunner: Sendable {
         var waiterWakeable = true
         var stopped = false
         var state: FeedState
+        /// The cursor's rowid as last read or moved by this process (nil before the database first answered),
+        /// and when the feed was last caught up (Unix ms): the lag while the database is down.
+        var knownRowid: Int64?
+        var caughtUpAt: Int64?
     }
     private let shared: NIOLockedValueBox<Shared>
 
     /// A runner (not started).
     /// - Parameters:
     ///   - factory: the metrics factory (the node's Prometheus registry); nil: the global one.
+    ///   - recheckSignatures: verify every change's signature again when fed (see `FeedRows`).
     public init(store: SQLiteStore, sink: PostgresFeedSink, device: String, role: String, logger: Logger,
-                factory: (any MetricsFactory)? = nil, statePath: String? = nil, backoffMin: Int64 = 1_000, backoffMax: Int64 = 60_000) throws {
+                factory: (any MetricsFactory)? = nil, statePath: String? = nil, recheckSignatures: Bool = false,
+                backoffMin: Int64 = 1_000, backoffMax: Int64 = 60_000) throws {
+        self.recheckSignatures = recheckSignatures
         self.store = store
         self.sink = sink
         self.device = device
@@ -94,8 +118,11 @@ public final class FeedRunner: Sendable {
         lagChanges = Gauge(label: "fieldsync_feed_lag_changes", factory: f)
         lagSeconds = Gauge(label: "fieldsync_feed_lag_seconds", factory: f)
         batchSeconds = Metrics.Timer(label: "fieldsync_feed_batch_seconds", factory: f)
+        let now = wallMilliseconds()
+        startedAt = now
         shared = NIOLockedValueBox(Shared(state: FeedState(state: "starting", fedRowid: 0, storeRowid: 0, lagChanges: 0, lagSeconds: 0,
-                                                           changesFed: 0, lastError: nil, retryAt: nil, updatedAt: wallMilliseconds())))
+                                                           changesFed: 0, lastError: nil, retryAt: nil, updatedAt: now,
+                                                           database: "unknown", lagKnown: false, behindSince: now)))
     }
 
     /// The state now.
@@ -140,7 +167,19 @@ public final class FeedRunner: Sendable {
                 failures.increment()
                 let text = FeedError.describe(error)
                 let retryAt = wallMilliseconds() + backoff
-                update { $0.state = "retrying"; $0.lastError = text; $0.retryAt = retryAt }
+                // The store keeps moving while the database is down: the lag from the cursor last known.
+                let last = try? await onPool { [store] in try store.feedLastRowid() }
+                let (known, caughtUpAt) = shared.withLockedValue { ($0.knownRowid, $0.caughtUpAt) }
+                update { s in
+                    s.state = "retrying"; s.database = "down"; s.lastError = text; s.retryAt = retryAt
+                    if let last { s.storeRowid = last }
+                    if let known, let last {
+                        s.lagChanges = max(0, last - known)
+                        s.lagKnown = true
+                    }
+                    s.behindSince = caughtUpAt ?? startedAt
+                    s.lagSeconds = s.lagSeconds(at: wallMilliseconds())
+                }
                 logger.error("feed: the database did not take the batch; the node keeps syncing, the feed retries",
                              metadata: ["feed.error": .string(text), "feed.retry_ms": .stringConvertible(backoff),
                                         "feed.target": .string(sink.configuration.target)])
@@ -153,11 +192,18 @@ public final class FeedRunner: Sendable {
         try? await pool.shutdownGracefully()
     }
 
-    /// Feeds everything past the cursor, batch after batch, and returns the changes fed. `rebuild` and
-    /// tests call it directly.
+    /// Feeds everything past the cursor, batch after batch, and returns the changes fed (stopping early, after
+    /// the batch in flight, once `stop()` is called). `rebuild` and tests call it directly, then `shutdown()`.
+    ///
+    /// Pipelined: while batch k is written to PostgreSQL (one transaction: rows and cursor), batch k+1 is read
+    /// from the store, opened and turned into rows on the runner's thread, so the two halves overlap on two
+    /// cores (docs/postgres-feed.md, "Figures"). Batch k+1 is read from where batch k ends, whatever becomes of
+    /// batch k: if its write fails, the prepared batch is dropped and the next catch-up starts again from the
+    /// cursor in the database.
     @discardableResult
     public func catchUp(verifier: ChangeVerifier, batchSize: Int? = nil) async throws -> Int64 {
         let size = batchSize ?? sink.configuration.batchSize
+        let recheck = recheckSignatures
         try await sink.ensureMigrated()
         var cursor = try await sink.cursor(source: source)
         // A quarantine deleted the last row fed and SQLite gave its rowid to a later change: rescan (every
@@ -171,47 +217,65 @@ public final class FeedRunner: Sendable {
                 cursor = try await sink.cursor(source: source)
             }
         }
+        shared.withLockedValue { $0.knownRowid = cursor.lastRowid }
         var fed: Int64 = 0
         // Changes passed while sealed that the store has opened since.
         if !cursor.unopened.isEmpty {
             let pending = cursor
             let opened = try await onPool { [store] in try store.feedOpened(pending.unopened) }
             if !opened.isEmpty {
-                let (batch, head) = try await onPool { [store] () -> (FeedBatch, FeedHead) in
+                let (batch, lastRowid) = try await onPool { [store] () -> (FeedBatch, Int64) in
                     let rows = try opened.flatMap { rowid in try store.feedChanges(after: rowid - 1, limit: 1).filter { $0.rowid == rowid } }
-                    var b = try FeedRows.batch(rows, verifier: verifier, now: UInt64(wallMilliseconds()), records: store.feedRecords)
+                    var b = try FeedRows.batch(rows, verifier: verifier, now: UInt64(wallMilliseconds()), recheckSignatures: recheck,
+                                               records: store.feedRecords)
                     b.lastRowid = pending.lastRowid
                     b.lastHash = pending.lastHash ?? []
                     b.changes = 0
-                    return (b, try store.feedHead())
+                    return (b, try store.feedLastRowid())
                 }
-                try await sink.apply(batch, source: source, device: device, role: role, from: cursor, reopened: opened, storeLastRowid: head.lastRowid)
+                try await sink.apply(batch, source: source, device: device, role: role, from: cursor, reopened: opened, storeLastRowid: lastRowid)
                 cursor = try await sink.cursor(source: source)
             }
         }
+        // Reads, opens and turns into rows the batch after `rowid`, on the pool thread; with the store's last
+        // rowid then (one step down the b-tree: a count of the changes left would read the rest of the table
+        // for every batch, quadratic over a rebuild).
+        let prepare = { [store, pool, loop] (after: Int64) -> EventLoopFuture<(FeedBatch, Int64)> in
+            pool.runIfActive(eventLoop: loop) {
+                let rows = try store.feedChanges(after: after, limit: size)
+                let b = try FeedRows.batch(rows, verifier: verifier, now: UInt64(wallMilliseconds()), recheckSignatures: recheck,
+                                           records: store.feedRecords)
+                return (b, try store.feedLastRowid())
+            }
+        }
+        var next = prepare(cursor.lastRowid)
         while true {
             let start = wallMilliseconds()
             let from = cursor
-            let (batch, head) = try await onPool { [store] () -> (FeedBatch, FeedHead) in
-                let rows = try store.feedChanges(after: from.lastRowid, limit: size)
-                let b = try FeedRows.batch(rows, verifier: verifier, now: UInt64(wallMilliseconds()), records: store.feedRecords)
-                return (b, try store.feedHead())
-            }
+            let (batch, lastRowid) = try await next.get()
             if batch.changes == 0 {
-                try await sink.markCaughtUp(source: source, storeLastRowid: head.lastRowid)
+                try await sink.markCaughtUp(source: source, storeLastRowid: lastRowid)
+                let now = wallMilliseconds()
+                shared.withLockedValue { $0.caughtUpAt = now }
                 update { s in
-                    s.state = "caught-up"; s.storeRowid = head.lastRowid; s.fedRowid = from.lastRowid; s.lagChanges = 0; s.lagSeconds = 0
-                    s.lastError = nil; s.retryAt = nil
+                    s.state = "caught-up"; s.storeRowid = lastRowid; s.fedRowid = from.lastRowid; s.lagChanges = 0; s.lagSeconds = 0
+                    s.lastError = nil; s.retryAt = nil; s.database = "up"; s.lagKnown = true; s.behindSince = nil
                 }
                 lagChanges.record(0)
                 lagSeconds.record(0)
                 return fed
             }
+            // The next batch is read while this one is written.
+            next = prepare(batch.lastRowid)
             if !batch.damagedRecords.isEmpty {
                 logger.error("feed: records damaged in the store are left out until `fieldsync doctor --repair`",
                              metadata: ["feed.records": .string(batch.damagedRecords.map(\.description).joined(separator: ","))])
             }
-            try await sink.apply(batch, source: source, device: device, role: role, from: from, reopened: [], storeLastRowid: head.lastRowid)
+            if !batch.damagedChanges.isEmpty {
+                logger.error("feed: changes damaged on disk are left out; the store quarantines them and a peer sends them again",
+                             metadata: ["feed.rowids": .string(batch.damagedChanges.map(\.description).joined(separator: ","))])
+            }
+            try await sink.apply(batch, source: source, device: device, role: role, from: from, reopened: [], storeLastRowid: lastRowid)
             cursor.lastRowid = batch.lastRowid
             cursor.lastHash = batch.lastHash
             cursor.unopened = (from.unopened + batch.unopened).sorted()
@@ -219,16 +283,34 @@ public final class FeedRunner: Sendable {
             fed += Int64(batch.changes)
             changesFed.increment(by: batch.changes)
             batchSeconds.recordMilliseconds(wallMilliseconds() - start)
-            let lag = try await onPool { [store] in try store.feedCount(after: batch.lastRowid) }
-            let caughtUpAt = from.caughtUpAt ?? start
+            // Rowids past the cursor: the changes left, exact unless a quarantine left a hole there (then an
+            // upper bound); 0 when caught up. `fieldsync feed status` counts them exactly.
+            let lag = max(0, lastRowid - batch.lastRowid)
+            let caughtUpAt = shared.withLockedValue { s -> Int64 in
+                s.knownRowid = batch.lastRowid
+                return s.caughtUpAt ?? from.caughtUpAt ?? start
+            }
             update { s in
-                s.state = "feeding"; s.fedRowid = batch.lastRowid; s.storeRowid = head.lastRowid; s.lagChanges = lag
+                s.state = "feeding"; s.fedRowid = batch.lastRowid; s.storeRowid = lastRowid; s.lagChanges = lag
                 s.lagSeconds = lag == 0 ? 0 : max(0, (wallMilliseconds() - caughtUpAt) / 1000); s.changesFed += Int64(batch.changes)
-                s.lastError = nil; s.retryAt = nil
+                s.lastError = nil; s.retryAt = nil; s.database = "up"; s.lagKnown = true; s.behindSince = lag == 0 ? nil : caughtUpAt
             }
             lagChanges.record(lag)
             lagSeconds.record(state.lagSeconds)
+            if shared.withLockedValue({ $0.stopped }) {
+                // Shutting down: the batch in flight is written (with its cursor), the prepared one is dropped.
+                _ = try? await next.get()
+                return fed
+            }
         }
+    }
+
+    /// Closes the database connection and the runner's thread: for callers of `catchUp` that do not `run()`
+    /// (`run()` does it itself once stopped). Call once, after `catchUp` returned or threw.
+    public func shutdown() async {
+        stop()
+        await sink.close()
+        try? await pool.shutdownGracefully()
     }
 
     private func update(_ body: (inout FeedState) -> Void) {

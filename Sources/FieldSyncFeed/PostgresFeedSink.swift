@@ -41,6 +41,17 @@ public actor PostgresFeedSink {
         self.logger = logger
     }
 
+    /// A sink let go with its connection open (its owner never called `close()`: a `catchUp` without `run()`
+    /// or `shutdown()`, a task that ended on an error) closes it here. postgres-nio asserts, in a debug build,
+    /// that a connection is closed before it is released ("PostgresConnection deinitialized before being
+    /// closed"); the close completes on the connection's event loop, and the callback keeps the connection
+    /// until then.
+    deinit {
+        if let c = connection, !c.isClosed {
+            c.close().whenComplete { _ in withExtendedLifetime(c) {} }
+        }
+    }
+
     /// The migrations, in order: never edited once released, only appended (docs/postgres-feed.md lists the
     /// tables they make).
     public static func migrations(schema s: String) -> [(version: Int32, name: String, sql: [String])] {

@@ -55,6 +55,9 @@ public struct DaemonHooks: Sendable {
     public var sessionWentLive: (@Sendable (LiveSession) -> Void)?
     /// When `addPeer` added a peer the daemon did not know (LAN discovery finding one, or the owner).
     public var peerAdded: (@Sendable (PeerAddress, PeerSource) -> Void)?
+    /// The feed's section of the status file (`DaemonStatus.feed`), asked each second and whenever the file is
+    /// written (off any lock of the daemon's; cheap). Nil: no section.
+    public var feedStatus: (@Sendable () -> DaemonStatus.Feed?)?
 
     /// No hooks.
     public init() {}
@@ -92,6 +95,8 @@ public final class NodeDaemon: Sendable {
         var statusDirty = true
         /// The session counts the status file last showed (running, live, handshakes pending).
         var writtenCounts: [Int] = []
+        /// The feed section the status file last showed.
+        var writtenFeed: DaemonStatus.Feed?
         var startedAt: UInt64 = 0
         var device = "", role = ""
         /// A store check requested by a session that applied changes, and the device they came from (nil
@@ -547,13 +552,15 @@ public final class NodeDaemon: Sendable {
             addLive(&p, d)
             return p
         }
-        return DaemonStatus(pid: ProcessInfo.processInfo.processIdentifier, device: s.device, role: s.role,
+        var status = DaemonStatus(pid: ProcessInfo.processInfo.processIdentifier, device: s.device, role: s.role,
                             listen: s.listener?.localAddress.map(hostPort) ?? "\(options.listenHost):\(options.listenPort)",
                             state: s.state, startedAt: s.startedAt, updatedAt: nodeClockMilliseconds(),
                             sessionsActive: node.runningSessions, sessionsLive: node.liveSessionCount,
                             handshakesPending: node.pendingHandshakes, connections: node.connectionCounters, peers: peers,
                             quarantinedChanges: s.quarantined, changesRefused: s.changesRefused,
                             refusedByPeers: s.refusedByPeers.isEmpty ? nil : s.refusedByPeers)
+        status.feed = hooks.feedStatus?()
+        return status
     }
 
     /// The session counts the status file shows.
@@ -562,15 +569,18 @@ public final class NodeDaemon: Sendable {
     /// Writes the status file if anything it shows changed, session counts included (a connection still
     /// in its handshake shows within a second).
     private func writeStatusIfDirty() {
-        guard box.value.statusDirty || sessionCounts != box.value.writtenCounts else { return }
+        let feed = hooks.feedStatus?()
+        guard box.value.statusDirty || sessionCounts != box.value.writtenCounts || feed != box.value.writtenFeed else { return }
         writeStatus()
     }
 
     private func writeStatus() {
         box.value.statusDirty = false
         box.value.writtenCounts = sessionCounts
+        let status = makeStatus()
+        box.value.writtenFeed = status.feed
         guard let path = options.statusPath else { return }
-        do { try makeStatus().write(to: path) } catch {
+        do { try status.write(to: path) } catch {
             logger.error("status file not written", metadata: ["sync.error": .string("\(error)")])
         }
     }

@@ -71,6 +71,38 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     /// This node's changes that peers applied but did not store since the daemon started, by reason (a full
     /// relay: `quota`); this node keeps them and offers them again. Nil if none (or a daemon before the count).
     public var refusedByPeers: [String: Int]? = nil
+    /// The PostgreSQL feed of this node (`docs/postgres-feed.md`), nil on a node without one (and in files of
+    /// daemons before the section).
+    public var feed: Feed? = nil
+
+    /// The feed as the status file shows it: what `fieldsync feed status` says of the running feed, without
+    /// asking the database.
+    public struct Feed: Codable, Sendable, Equatable {
+        /// Where it writes: `URL schema NAME` (the URL holds no password).
+        public var target: String
+        /// `starting`, `feeding`, `caught-up`, `retrying` (the database did not take the last batch) or `stopped`.
+        public var state: String
+        /// `up` (the last batch or check went through), `down` (the last attempt failed: `lastError`), or
+        /// `unknown` (no attempt yet).
+        public var database: String
+        /// Changes in the store not fed yet; nil while unknown (the database, which holds the cursor, has not
+        /// answered since the daemon started).
+        public var lagChanges: Int64?
+        /// Seconds since the feed was last caught up (0 when it is).
+        public var lagSeconds: Int64
+        /// The last failure, and when the next attempt is (ms since the Unix epoch); nil after a success.
+        public var lastError: String?
+        public var retryAt: UInt64?
+        /// Changes fed since the daemon started.
+        public var changesFed: Int64
+
+        /// A section.
+        public init(target: String, state: String, database: String, lagChanges: Int64?, lagSeconds: Int64, lastError: String?,
+                    retryAt: UInt64?, changesFed: Int64) {
+            self.target = target; self.state = state; self.database = database; self.lagChanges = lagChanges
+            self.lagSeconds = lagSeconds; self.lastError = lastError; self.retryAt = retryAt; self.changesFed = changesFed
+        }
+    }
 
     /// Writes `status` to `path` atomically (a reader sees the old or the new file, never half of one).
     /// - Throws: `NodeError` if the folder is not writable.

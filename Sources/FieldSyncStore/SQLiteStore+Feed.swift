@@ -19,6 +19,18 @@ public struct FeedChange: Sendable, Equatable {
     /// Whether this node opened it (its edits are in the records). A change held sealed (no key yet) is
     /// opened later without a new row.
     public var opened: Bool
+    /// Whether its bytes are the ones verified at ingest: they hash to the recorded hash and their header is
+    /// the one the index columns say (the check every read of a change makes, docs/store.md "Damage on
+    /// disk"). False for a row damaged on disk; always true in a store opened with `checksChanges: false`.
+    public var intact: Bool
+
+    /// A change read for a feed.
+    public init(rowid: Int64, change: StoredChange, opened: Bool, intact: Bool = true) {
+        self.rowid = rowid
+        self.change = change
+        self.opened = opened
+        self.intact = intact
+    }
 }
 
 /// Where the store stands for a feed.
@@ -37,7 +49,10 @@ extension SQLiteStore {
             try db.read { db in
                 try Row.fetchAll(db, sql: "SELECT rowid, * FROM changes WHERE rowid > ? AND evicted = 0 ORDER BY rowid LIMIT ?",
                                  arguments: [rowid, limit]).map { row in
-                    FeedChange(rowid: try row.decode(Int64.self, forColumn: "rowid"), change: try Self.change(row), opened: (try row.decode(Int64.self, forColumn: "opened")) != 0)
+                    let stored = try Self.change(row)
+                    return FeedChange(rowid: try row.decode(Int64.self, forColumn: "rowid"), change: stored,
+                                      opened: try row.decode(Int64.self, forColumn: "opened") != 0,
+                                      intact: !checksChanges || Self.damage(of: stored) == nil)
                 }
             }
         }
@@ -73,6 +88,12 @@ extension SQLiteStore {
                          changes: try Int64.fetchOne(db, sql: "SELECT count(*) FROM changes WHERE evicted = 0") ?? 0)
             }
         }
+    }
+
+    /// The highest rowid of `changes` (0: empty): one step down the rowid b-tree, unlike `feedHead()`,
+    /// whose count reads the whole table.
+    public func feedLastRowid() throws -> Int64 {
+        try io { try db.read { db in try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM changes") ?? 0 } }
     }
 
     /// Changes with a rowid above `rowid` (a range of the rowid b-tree).

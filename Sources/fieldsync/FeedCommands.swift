@@ -40,13 +40,23 @@ enum FeedService {
     /// Where a running feed keeps its state (beside the daemon's status file).
     static func statePath(_ c: NodeConfigFile) -> String { c.statusPath + ".feed.json" }
 
+    /// The feed's section of the daemon's status file, from the runner's state at `now` (Unix ms).
+    static func section(_ s: FeedState, target: String, now: Int64) -> DaemonStatus.Feed {
+        DaemonStatus.Feed(target: target, state: s.state, database: s.database ?? "unknown", lagChanges: s.lagKnown == false ? nil : s.lagChanges,
+                          lagSeconds: s.lagSeconds(at: now), lastError: s.lastError, retryAt: s.retryAt.map { UInt64(clamping: $0) },
+                          changesFed: s.changesFed)
+    }
+
     /// A running feed: the runner, its task, and the daemon hook that wakes it after each commit.
     struct Handle: Sendable {
         let runner: FeedRunner
         let task: Task<Void, Never>
+        /// Where it writes (`FeedConfiguration.target`), for the status file.
+        let target: String
         var hooks: DaemonHooks {
             var h = DaemonHooks()
             h.storeChanged = { [runner] r in runner.wake(verifier: r.verifier()) }
+            h.feedStatus = { [runner, target] in FeedService.section(runner.state, target: target, now: Int64(wallClockMilliseconds())) }
             return h
         }
 
@@ -73,7 +83,7 @@ enum FeedService {
         runner.wake(verifier: verifier)
         let task = Task.detached { await runner.run() }
         log.info("feed on", metadata: ["feed.target": .string(fc.target)])
-        return Handle(runner: runner, task: task)
+        return Handle(runner: runner, task: task, target: fc.target)
     }
 }
 
@@ -167,6 +177,8 @@ struct FeedRebuild: AsyncParsableCommand {
             + "or give another one. The running node may keep serving meanwhile; point its config at the new schema afterwards.")
 
     @OptionGroup var options: FeedOptions
+    @Flag(help: ArgumentHelp("Verify every change's signature and its author's certificate chain again instead of trusting the store's check at ingest (slower; docs/postgres-feed.md)."))
+    var recheckSignatures = false
 
     func run() async throws {
         let (c, fc) = try options.load()
@@ -183,12 +195,16 @@ struct FeedRebuild: AsyncParsableCommand {
                                + "drop it (`DROP SCHEMA \(fc.schema) CASCADE`) or give --schema NEW")
             }
             let runner = try FeedRunner(store: store, sink: sink, device: replicator.identity.id.description,
-                                        role: replicator.identity.certificate.role.description, logger: Logger(label: "fieldsync.feed"))
+                                        role: replicator.identity.certificate.role.description, logger: Logger(label: "fieldsync.feed"),
+                                        recheckSignatures: recheckSignatures)
             let start = Date()
-            let fed = try await runner.catchUp(verifier: replicator.verifier())
+            let fed: Int64
+            do { fed = try await runner.catchUp(verifier: replicator.verifier()) } catch {
+                await runner.shutdown()
+                throw error
+            }
             let seconds = Date().timeIntervalSince(start)
-            runner.stop()
-            await runner.run()  // stops at once: closes the connection and the thread pool
+            await runner.shutdown()  // the connection and the thread
             print(String(format: "rebuilt schema %@: %lld changes fed in %.1f s (%.0f changes/s)", fc.schema, fed, seconds,
                          seconds > 0 ? Double(fed) / seconds : 0))
         } catch let e as CLIError {
