@@ -103,7 +103,9 @@ public struct NoiseCipherState: Sendable {
     }
 
     private static func nonceBytes(_ n: UInt64) -> [UInt8] {
-        [0, 0, 0, 0] + (0..<8).map { UInt8(truncatingIfNeeded: n >> (8 * UInt64($0))) }
+        var b = [UInt8](repeating: 0, count: 12)  // one array per frame (not three)
+        for i in 0..<8 { b[4 + i] = UInt8(truncatingIfNeeded: n >> (8 * UInt64(i))) }
+        return b
     }
 
     /// EncryptWithAd: seals `plaintext` with the current nonce, then increments it.

@@ -191,8 +191,8 @@ func wipe(_ bytes: inout [UInt8]) {
 
 /// Checks that `bytes` has exactly `expected` elements, or throws `invalidLength` naming `what`.
 @inline(__always)
-func requireLength<C: Collection>(_ bytes: C, _ expected: Int, _ what: String) throws(CryptoError) {
+func requireLength<C: Collection>(_ bytes: C, _ expected: Int, _ what: @autoclosure () -> String) throws(CryptoError) {
     guard bytes.count == expected else {
-        throw CryptoError(.invalidLength, "\(what) must be \(expected) bytes, got \(bytes.count)")
+        throw CryptoError(.invalidLength, "\(what()) must be \(expected) bytes, got \(bytes.count)")
     }
 }

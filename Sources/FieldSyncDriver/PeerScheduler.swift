@@ -130,10 +130,13 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     public typealias State = ScheduledPeer<Peer>
     /// Tunables.
     public let policy: SchedulePolicy
-    private var rng: SplitMix64
-    private var peers: [Peer: State] = [:]
+    // `@usableFromInline` with the `@inlinable` queries below: a driver in another module (the simulator's
+    // agent, `SyncDriver<Int32>`) then runs them specialized for its peer type instead of through generic
+    // metadata and value witnesses on every tick (a sixth of a simulated week's time).
+    @usableFromInline var rng: SplitMix64
+    @usableFromInline var peers: [Peer: State] = [:]
     /// Live sessions open per peer device (incoming and outgoing).
-    private var liveDevices: [DeviceID: Int] = [:]
+    @usableFromInline var liveDevices: [DeviceID: Int] = [:]
     /// Whether `stop()` was called (nothing more is started).
     public private(set) var stopped = false
 
@@ -152,7 +155,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     public var allPeers: [State] { peers.keys.sorted().map { peers[$0]! } }
 
     /// One peer's state.
-    public func peer(_ address: Peer) -> State? { peers[address] }
+    @inlinable public func peer(_ address: Peer) -> State? { peers[address] }
 
     /// Adds a peer (or refreshes one seen again). A new peer is due at once (sync on contact); a known one
     /// keeps its schedule, except that a proven discovered peer (one a session authenticated before) seen
@@ -182,10 +185,10 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// Whether `device` has a session in its live phase with this node (either direction).
-    public func isLive(_ device: DeviceID) -> Bool { liveDevices[device] != nil }
+    @inlinable public func isLive(_ device: DeviceID) -> Bool { liveDevices[device] != nil }
 
     /// Whether a new session to `p` would duplicate a live one (its device is known and live).
-    private func covered(_ p: State) -> Bool {
+    @inlinable func covered(_ p: State) -> Bool {
         guard let d = p.device else { return false }
         return liveDevices[d] != nil
     }
@@ -194,7 +197,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// - Parameter address: the peer this node connected to, for an outgoing session (nil: incoming). It
     ///   is marked live: the contact worked (its failures are reset) and it stays running until
     ///   `sessionEnded`, without counting toward `maxSessions`.
-    public mutating func sessionLive(device: DeviceID, address: Peer?, now: UInt64) {
+    @inlinable public mutating func sessionLive(device: DeviceID, address: Peer?, now: UInt64) {
         liveDevices[device, default: 0] += 1
         guard let address, var p = peers[address], p.running else { return }
         p.device = device
@@ -209,7 +212,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// `sessionEnded` as well). When it was the device's last, each peer of that device not running and not
     /// in backoff is due again after `backoffMin` at the latest: the link may be back at once (the peer
     /// restarted, or closed the session to reconcile anew); if it is not, the attempt fails and backs off.
-    public mutating func liveSessionEnded(device: DeviceID, now: UInt64) {
+    @inlinable public mutating func liveSessionEnded(device: DeviceID, now: UInt64) {
         guard let n = liveDevices[device] else { return }
         if n > 1 {
             liveDevices[device] = n - 1
@@ -227,7 +230,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// The local store changed at `now` (own write, another process's write, or changes received).
     /// Peers with a live session are skipped: the daemon pushes to them on that session.
     /// - Parameter except: the device the changes came from, if known; it is not pushed to.
-    public mutating func storeChanged(now: UInt64, except: DeviceID? = nil) {
+    @inlinable public mutating func storeChanged(now: UInt64, except: DeviceID? = nil) {
         for address in peers.keys {
             if let except, peers[address]!.device == except { continue }
             peerChanged(address, now: now)
@@ -238,7 +241,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// a live session or is in backoff, it is due after `pushDebounce` at the latest; a peer with a session
     /// running is marked dirty (re-synced `pushDebounce` after that session ends). The simulator calls this
     /// for the contacts whose peer may hold what changed (a node calls `storeChanged`: every peer).
-    public mutating func peerChanged(_ address: Peer, now: UInt64) {
+    @inlinable public mutating func peerChanged(_ address: Peer, now: UInt64) {
         guard var p = peers[address], !p.live, !covered(p) else { return }
         if p.running {
             p.dirty = true
@@ -249,10 +252,10 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// Whether `p` is configured or was authenticated by a session (not only heard of in a beacon).
-    public static func isProven(_ p: State) -> Bool { p.source == .static || p.device != nil }
+    @inlinable public static func isProven(_ p: State) -> Bool { p.source == .static || p.device != nil }
 
     /// Outgoing sessions running now that count toward `maxSessions` (proven peers marked running, not live).
-    public var outgoing: Int {
+    @inlinable public var outgoing: Int {
         // Plain loops here and below: these run on every driver input (a simulator's hot path); `filter`
         // and a key path over the generic peer table cost an array and a key-path instantiation each time.
         var n = 0
@@ -261,7 +264,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// Outgoing sessions running now to unproven peers (bounded by `maxProbes`).
-    public var probing: Int {
+    @inlinable public var probing: Int {
         var n = 0
         for p in peers.values where p.running && !Self.isProven(p) { n += 1 }
         return n
@@ -272,7 +275,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// marked running until `sessionEnded`. A peer whose device has a live session is not started (its due
     /// time waits until that session ends).
     /// - Parameter incoming: incoming sessions running now that count (the node counts them; live ones not).
-    public mutating func due(now: UInt64, incoming: Int) -> [Peer] {
+    @inlinable public mutating func due(now: UInt64, incoming: Int) -> [Peer] {
         guard !stopped else { return [] }
         var free = policy.maxSessions - incoming - outgoing
         var probes = policy.maxProbes - probing
@@ -309,7 +312,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// - Parameters:
     ///   - finished: whether it finished (false: connect failure, refusal, stall, protocol error).
     ///   - device: the peer's device id if the handshake completed.
-    public mutating func sessionEnded(_ address: Peer, finished: Bool, device: DeviceID?, now: UInt64) {
+    @inlinable public mutating func sessionEnded(_ address: Peer, finished: Bool, device: DeviceID?, now: UInt64) {
         guard var p = peers[address] else { return }
         let wasLive = p.live
         p.running = false
@@ -330,7 +333,7 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// The retry delay after `failures` consecutive failures (draws from the generator).
-    public mutating func backoff(failures: Int) -> UInt64 {
+    @inlinable public mutating func backoff(failures: Int) -> UInt64 {
         let base = Self.backoffBase(failures: failures, policy: policy)
         let low = max(policy.backoffMin, base / 2)
         guard base > low else { return base }
@@ -338,14 +341,14 @@ public struct PeerScheduler<Peer: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// The upper bound of the retry delay after `failures` failures.
-    public static func backoffBase(failures: Int, policy: SchedulePolicy) -> UInt64 {
+    @inlinable public static func backoffBase(failures: Int, policy: SchedulePolicy) -> UInt64 {
         let shift = min(max(failures - 1, 0), 40)
         let (grown, overflow) = policy.backoffMin.multipliedReportingOverflow(by: 1 << UInt64(shift))
         return overflow ? policy.backoffMax : min(policy.backoffMax, grown)
     }
 
     /// When the next peer becomes due (ms), or nil if none is waiting (peers with a live session wait).
-    public var nextDue: UInt64? {
+    @inlinable public var nextDue: UInt64? {
         guard !stopped else { return nil }
         var next: UInt64?
         for p in peers.values where !covered(p) {

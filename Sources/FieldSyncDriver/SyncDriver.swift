@@ -65,17 +65,27 @@ public struct SyncDriver<Peer: Hashable & Comparable & Sendable>: Sendable {
         public var event: DriverEvent<Peer>
         /// The decisions it returned.
         public var decisions: [DriverDecision<Peer>]
+
+        @usableFromInline init(now: UInt64, event: DriverEvent<Peer>, decisions: [DriverDecision<Peer>]) {
+            self.now = now
+            self.event = event
+            self.decisions = decisions
+        }
     }
 
     /// The scheduler (read it for status; feed it only through `handle`).
-    public private(set) var scheduler: PeerScheduler<Peer>
+    @inlinable public var scheduler: PeerScheduler<Peer> { _scheduler }
+    // Stored under other names so that `handle` can be `@inlinable` (a driver in another module runs it
+    // specialized for its peer type; `private(set)` setters cannot be used from inlinable code).
+    @usableFromInline var _scheduler: PeerScheduler<Peer>
     /// Every step so far, when created with `tracing` (empty otherwise).
-    public private(set) var trace: [Step] = []
-    private let tracing: Bool
+    @inlinable public var trace: [Step] { _trace }
+    @usableFromInline var _trace: [Step] = []
+    @usableFromInline let tracing: Bool
 
     /// Creates a driver with the node's scheduling policy and a seeded generator for the jitter.
     public init(policy: SchedulePolicy, seed: UInt64, tracing: Bool = false) {
-        scheduler = PeerScheduler(policy: policy, seed: seed)
+        _scheduler = PeerScheduler(policy: policy, seed: seed)
         self.tracing = tracing
     }
 
@@ -83,35 +93,35 @@ public struct SyncDriver<Peer: Hashable & Comparable & Sendable>: Sendable {
     /// connect to, then when to tick next); the other inputs update the state and return nothing, except
     /// `peerAdded` of a new peer, which returns `nextTick(now)` (sync on contact).
     @discardableResult
-    public mutating func handle(_ event: DriverEvent<Peer>, now: UInt64) -> [DriverDecision<Peer>] {
+    @inlinable public mutating func handle(_ event: DriverEvent<Peer>, now: UInt64) -> [DriverDecision<Peer>] {
         var out: [DriverDecision<Peer>] = []
         switch event {
         case let .peerAdded(peer, source):
-            if scheduler.addPeer(peer, source: source, now: now) { out.append(.nextTick(now)) }
+            if _scheduler.addPeer(peer, source: source, now: now) { out.append(.nextTick(now)) }
         case let .peerRemoved(peer, source):
-            scheduler.removePeer(peer, onlyIf: source)
+            _scheduler.removePeer(peer, onlyIf: source)
         case let .sessionLive(device, outgoing):
-            scheduler.sessionLive(device: device, address: outgoing, now: now)
+            _scheduler.sessionLive(device: device, address: outgoing, now: now)
         case let .liveSessionEnded(device):
-            scheduler.liveSessionEnded(device: device, now: now)
+            _scheduler.liveSessionEnded(device: device, now: now)
         case let .sessionEnded(peer, finished, device):
-            scheduler.sessionEnded(peer, finished: finished, device: device, now: now)
+            _scheduler.sessionEnded(peer, finished: finished, device: device, now: now)
         case let .storeChanged(except):
-            scheduler.storeChanged(now: now, except: except)
+            _scheduler.storeChanged(now: now, except: except)
         case let .peerChanged(peer):
-            scheduler.peerChanged(peer, now: now)
+            _scheduler.peerChanged(peer, now: now)
         case let .tick(incoming):
-            out = scheduler.due(now: now, incoming: incoming).map { .connect($0) }
-            out.append(.nextTick(scheduler.nextDue))
+            out = _scheduler.due(now: now, incoming: incoming).map { .connect($0) }
+            out.append(.nextTick(_scheduler.nextDue))
         case .stop:
-            scheduler.stop()
+            _scheduler.stop()
         }
-        if tracing { trace.append(Step(now: now, event: event, decisions: out)) }
+        if tracing { _trace.append(Step(now: now, event: event, decisions: out)) }
         return out
     }
 
     /// Clears the trace (a long run keeps only what a comparison needs).
-    public mutating func clearTrace() { trace.removeAll(keepingCapacity: true) }
+    public mutating func clearTrace() { _trace.removeAll(keepingCapacity: true) }
 }
 
 /// Every tunable of the driver policy, with the node's defaults (`NodeConfiguration` and the config file

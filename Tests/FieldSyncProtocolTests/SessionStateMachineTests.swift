@@ -243,6 +243,54 @@ import Testing
         }
     }
 
+    /// The state queries (`isLive`, `isIdle`, `isClosed`, `isFinished`, `hasFailed`, `failure`,
+    /// `closeReason`) after every transition of a live session, from `created` to a failed close. Since
+    /// issue 14 they read a case tag and flags kept next to every assignment of the state instead of
+    /// matching the state (which copied it whole, a tenth of a simulated week): this pins them to the
+    /// states they describe, so that an assignment that forgets the tag fails here.
+    @Test func stateQueriesFollowEveryTransition() throws {
+        struct Seen: Equatable {
+            var live, idle, closed, finished, failed: Bool
+            var code: SessionError.Code?
+        }
+        func seen(_ s: SyncSession) -> Seen {
+            Seen(live: s.isLive, idle: s.isIdle, closed: s.isClosed, finished: s.isFinished, failed: s.hasFailed,
+                 code: s.closeReason?.error?.code)
+        }
+        let open = Seen(live: false, idle: false, closed: false, finished: false, failed: false, code: nil)
+        let liveIdle = Seen(live: true, idle: true, closed: false, finished: false, failed: false, code: nil)
+        var rig = try Rig(live: true)
+        #expect(seen(rig.session) == open, "created")
+        _ = try rig.handshake()
+        #expect(seen(rig.session) == open, "reconciling")
+        _ = try rig.reconcileAsEmptyPeer()
+        #expect(seen(rig.session) == open, "streaming, a batch in flight")
+        #expect(try rig.send(.live).isEmpty)
+        #expect(seen(rig.session) == open, "streaming, the peer's live received, the batch still in flight")
+        #expect(try rig.send(.ack(id: 1)).events == [.live])
+        #expect(seen(rig.session) == liveIdle, "live")
+        _ = try SessionTests.write(rig.station, 60)
+        #expect(rig.session.push(now: Self.now + 60).events == [.sent(changes: 1)])
+        var busy = liveIdle
+        busy.idle = false
+        #expect(seen(rig.session) == busy, "live, a pushed batch in flight")
+        #expect(rig.session.keepAlive(now: Self.now + 61).frames.count == 1)
+        #expect(seen(rig.session) == busy, "a keep-alive changes nothing")
+        #expect(try rig.send(.ack(id: 2), now: Self.now + 62).events.isEmpty)
+        #expect(seen(rig.session) == liveIdle, "live and idle again once acknowledged")
+        #expect(Self.closeCode(try rig.send(.done, now: Self.now + 63)) == .protocolViolation)
+        #expect(seen(rig.session) == Seen(live: false, idle: false, closed: true, finished: false, failed: true,
+                                          code: .protocolViolation), "failed")
+        #expect(rig.session.failure?.code == .protocolViolation)
+
+        let early = try Rig(live: false, changes: 0)
+        _ = early.session.start()
+        #expect(seen(early.session) == open, "handshaking")
+        _ = early.session.connectionClosed()
+        #expect(seen(early.session) == Seen(live: false, idle: false, closed: true, finished: false, failed: true,
+                                               code: .connectionClosed), "closed while handshaking")
+    }
+
     // MARK: timers
 
     /// The standing timer: fired early, it only asks again; fired at the lapse, the peer is refused

@@ -752,8 +752,8 @@ public final class FieldSyncAgent: SyncAgent {
         let s = Int(link.slot)
         guard let sa = sessions[s][0], let sb = sessions[s][1] else { return }
         let (a, b) = (sa.session, sb.session)
-        // Each of `isLive` and `isIdle` copies the session's whole state: asked once per side here (nothing
-        // below changes either session before `closePair`). An idle session is a live one.
+        // Asked once per side (nothing below changes either session before `closePair`). An idle session is
+        // a live one.
         let (liveA, liveB) = (a.isLive, b.isLive)
         if stallWatch[s], !liveA, !liveB, !a.isClosed || !b.isClosed {
             // The node's idle timeout (`sessionIdleTimeout`): cut once nothing moved either way for that long.
@@ -770,18 +770,27 @@ public final class FieldSyncAgent: SyncAgent {
         let (idleA, idleB) = (liveA && a.isIdle, liveB && b.isIdle)
         var next: SimTime?
         var gone = false
-        for side in [LinkSide.a, .b] {
-            let here = side == .a ? sa : sb
-            let k = Int(side.rawValue)
+        // Each side's decisions in order (the refused-change retry, then the idle rule), acted on at once
+        // (no arrays: this runs on every frame and timer of a live contact).
+        func act(_ d: LiveDecision, _ node: NodeIndex) {
+            switch d {
+            case .keep: break
+            case let .close(reason): if closing[s] == nil { closing[s] = reason }
+            case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
+            }
+        }
+        for k in 0..<2 {
+            let side: LinkSide = k == 0 ? .a : .b
+            let here = k == 0 ? sa : sb
             let (live, idle) = k == 0 ? (liveA, idleA) : (liveB, idleB)
             let node = link.node(side)
             let t = wall(node, now)
-            var decisions = [refused[s][k].check(now: t, refused: here.refused, refusedByPeer: here.refusedByPeer,
-                                                  deferredUntil: here.deferredUntil, live: live)]
+            act(refused[s][k].check(now: t, refused: here.refused, refusedByPeer: here.refusedByPeer,
+                                    deferredUntil: here.deferredUntil, live: live), node)
             if live {
-                decisions.append(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: idle,
-                                                       limit: LiveSessionRules.idleLimit(liveIdle: policy.liveIdle,
-                                                                                         keepAlive: policy.liveKeepAlive)))
+                act(LiveSessionRules.idle(now: t, lastTraffic: wall(node, lastTraffic[s]), isIdle: idle,
+                                          limit: LiveSessionRules.idleLimit(liveIdle: policy.liveIdle,
+                                                                            keepAlive: policy.liveKeepAlive)), node)
                 if let keep = policy.liveKeepAlive {
                     // The node's keep-alive (SessionChannelHandler): a keep-alive after `interval` without
                     // sending; the connection cut after `deadAfter` without hearing from the peer.
@@ -800,13 +809,6 @@ public final class FieldSyncAgent: SyncAgent {
                     case .peerGone: gone = true
                     case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
                     }
-                }
-            }
-            for d in decisions {
-                switch d {
-                case .keep: break
-                case let .close(reason): if closing[s] == nil { closing[s] = reason }
-                case let .recheck(at): next = min(next ?? .max, max(now, simTime(node, wall: at)))
                 }
             }
         }
@@ -1076,7 +1078,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// `a` node's driver (a peer due: start the pair).
     public func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
-        if let hq = hqNode, link.spec.a == hq || link.spec.b == hq {
+        if receiptInterval != nil, let hq = hqNode, link.spec.a == hq || link.spec.b == hq {  // no receipts: none waits
             var written: [Int32] = []
             let t = wall(hq, now)
             for d in 0..<Int32(ctx.world.domainCount) where receipts.isWaiting(d) {

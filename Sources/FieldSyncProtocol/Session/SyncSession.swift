@@ -182,6 +182,12 @@ public final class SyncSession {
         case modifying
     }
 
+    /// `State`'s case without its data. The state holds an existential handshake, so it is address-only
+    /// and every pattern match on the stored property copied it whole (the link's and the plan's every
+    /// buffer retained and released): the queries below (`isLive`, `isIdle`, `isClosed`, ...) read this
+    /// and `liveIdle` instead, set next to every assignment of `state` (and in `setLive`).
+    private enum Stage { case created, handshaking, reconciling, streaming, live, closed, modifying }
+
     /// Ends an input early: a typed failure, or the peer refused for its standing (the `refuse` frame,
     /// sealed, goes last).
     private enum Stop: Error {
@@ -193,6 +199,14 @@ public final class SyncSession {
     private let config: SessionConfiguration
     private let isInitiator: Bool
     private var state: State
+    /// `state.stage`, set with every assignment of `state` (an observer on `state` cost a copy per
+    /// assignment: reading the new value's case copies it too).
+    private var stage: Stage = .created
+    /// In `live`: nothing queued or in flight on this side and nothing of the peer held (`isIdle`), as of
+    /// the last `setLive`, the only way the state becomes `live`.
+    private var liveIdle = false
+    /// The reason given to `close`, the only way the state becomes `closed`.
+    private var closedWith: SessionCloseReason?
     private var decoder = FrameDecoder()
     /// The latest `now` a driver passed in (ms since the Unix epoch).
     private var lastNow: UInt64
@@ -251,23 +265,23 @@ public final class SyncSession {
     // MARK: State queries
 
     /// Whether the session finished normally.
-    public var isFinished: Bool { if case .closed(.finished) = state { true } else { false } }
+    public var isFinished: Bool { closeReason == .finished }
     /// Whether the session failed.
     public var hasFailed: Bool { failure != nil }
     /// Whether the session is over (finished or failed).
-    public var isClosed: Bool { if case .closed = state { true } else { false } }
+    public var isClosed: Bool { stage == .closed }
     /// Why the session failed, once it has.
-    public var failure: SessionError? { if case let .closed(r) = state { r.error } else { nil } }
+    public var failure: SessionError? { closeReason?.error }
     /// How the session ended, once it has.
-    public var closeReason: SessionCloseReason? { if case let .closed(r) = state { r } else { nil } }
+    public var closeReason: SessionCloseReason? { stage == .closed ? closedWith : nil }
     /// Whether the session is live (both sides asked to stay open and the first exchange is over).
-    public var isLive: Bool { if case .live = state { true } else { false } }
+    public var isLive: Bool { stage == .live }
     /// Whether the session is live with nothing queued or waiting for an acknowledgement on this side.
-    public var isIdle: Bool { if case let .live(l, o) = state { o.isIdle && l.inbound.held.isEmpty } else { false } }
+    public var isIdle: Bool { stage == .live && liveIdle }
     /// Batches of the peer received and not applied yet because they are being prepared elsewhere
     /// (`SessionConfiguration.preparesBatchesElsewhere`). A driver stops reading from the peer while this
     /// is at its bound.
-    public var batchesPreparing: Int { link?.inbound.batches ?? 0 }
+    public var batchesPreparing: Int { config.preparesBatchesElsewhere ? link?.inbound.batches ?? 0 : 0 }  // only then held
     /// Most batches held for preparation at once: further frames stay in the frame decoder (unread)
     /// until one is applied, and a driver stops reading from the socket (`preparationBacklogFull`).
     /// Eight (about 520 KB of a hostile peer's frames per session): a node sends that many batches ahead
@@ -311,12 +325,12 @@ public final class SyncSession {
         guard case var .created(hs) = state else { preconditionFailure("SyncSession.start called twice") }
         var out = SessionOutput()
         guard isInitiator else {
-            state = .handshaking(hs)
+            stage = .handshaking; state = .handshaking(hs)
             return out
         }
         do {
             emit(FrameDecoder.frame(try hs.write()), .handshake, &out)
-            state = .handshaking(hs)
+            stage = .handshaking; state = .handshaking(hs)
         } catch { close(.failed(error), &out) }
         return out
     }
@@ -324,7 +338,7 @@ public final class SyncSession {
     /// Feeds bytes received from the peer (any cut of the stream).
     public func receive(_ bytes: [UInt8], now: UInt64) -> SessionOutput {
         var out = SessionOutput()
-        if case .created = state { preconditionFailure("SyncSession.receive before start") }
+        if stage == .created { preconditionFailure("SyncSession.receive before start") }
         guard !isClosed else { return out }
         lastNow = now
         decoder.append(bytes)
@@ -382,11 +396,11 @@ public final class SyncSession {
         var out = SessionOutput()
         guard case .live(var link, var outbound) = state else { return out }
         lastNow = now
-        state = .modifying
+        stage = .modifying; state = .modifying
         run(&out) { out in
             try checkStanding(&link, now: now)
             try pushFresh(logs, &link, &outbound, &out)
-            state = .live(link, outbound)
+            setLive(link, outbound)
         }
         return out
     }
@@ -400,11 +414,11 @@ public final class SyncSession {
         var out = SessionOutput()
         guard case .live(var link, let outbound) = state else { return out }
         lastNow = now
-        state = .modifying
+        stage = .modifying; state = .modifying
         run(&out) { out in
             try checkStanding(&link, now: now)
             try send(.keepAlive, &link, &out)
-            state = .live(link, outbound)
+            setLive(link, outbound)
         }
         return out
     }
@@ -496,17 +510,23 @@ public final class SyncSession {
     private func modifyLink(_ out: inout SessionOutput, _ body: (inout Link) throws -> Void) {
         switch state {
         case .reconciling(var l, let r, let h):
-            state = .modifying
-            run(&out) { _ in try body(&l); state = .reconciling(l, r, ownHoldings: h) }
+            stage = .modifying; state = .modifying
+            run(&out) { _ in try body(&l); stage = .reconciling; state = .reconciling(l, r, ownHoldings: h) }
         case .streaming(var l, let o):
-            state = .modifying
-            run(&out) { _ in try body(&l); state = .streaming(l, o) }
+            stage = .modifying; state = .modifying
+            run(&out) { _ in try body(&l); stage = .streaming; state = .streaming(l, o) }
         case .live(var l, let o):
-            state = .modifying
-            run(&out) { _ in try body(&l); state = .live(l, o) }
+            stage = .modifying; state = .modifying
+            run(&out) { _ in try body(&l); setLive(l, o) }
         case .created, .handshaking, .closed, .modifying:
             break
         }
+    }
+
+    /// Enters (or stays in) `live` with `l` and `o`, noting whether this side is idle (`isIdle`).
+    private func setLive(_ l: consuming Link, _ o: consuming Outbound) {
+        liveIdle = o.isIdle && l.inbound.held.isEmpty
+        stage = .live; state = .live(l, o)
     }
 
     private func fail(_ e: SessionError, _ out: inout SessionOutput) {
@@ -515,7 +535,8 @@ public final class SyncSession {
     }
 
     private func close(_ reason: SessionCloseReason, _ out: inout SessionOutput) {
-        state = .closed(reason)
+        closedWith = reason
+        stage = .closed; state = .closed(reason)
         timerAt = nil
         out.events.append(.closed(reason))
     }
@@ -589,7 +610,7 @@ public final class SyncSession {
         // the only references to the data's arrays (no copy on write).
         switch state {
         case var .handshaking(hs):
-            state = .modifying
+            stage = .modifying; state = .modifying
             do { try hs.read(frame, now: now) } catch {
                 // Message 3 was read, so the Noise handshake is complete although its certificate is refused:
                 // an initiator refused as revoked, or outside its (or its issuer's) validity window, is told
@@ -608,7 +629,7 @@ public final class SyncSession {
             if hs.isComplete {
                 try startReconciliation(hs, now: now, &out)
             } else {
-                state = .handshaking(hs)
+                stage = .handshaking; state = .handshaking(hs)
             }
         case .reconciling, .streaming, .live:
             let message = try withLink { link in try open(frame, &link, now: now) }
@@ -634,19 +655,19 @@ public final class SyncSession {
     private func withLink<T>(_ body: (inout Link) throws -> T) throws -> T {
         switch state {
         case .reconciling(var l, let r, let h):
-            state = .modifying
+            stage = .modifying; state = .modifying
             let v = try body(&l)
-            state = .reconciling(l, r, ownHoldings: h)
+            stage = .reconciling; state = .reconciling(l, r, ownHoldings: h)
             return v
         case .streaming(var l, let o):
-            state = .modifying
+            stage = .modifying; state = .modifying
             let v = try body(&l)
-            state = .streaming(l, o)
+            stage = .streaming; state = .streaming(l, o)
             return v
         case .live(var l, let o):
-            state = .modifying
+            stage = .modifying; state = .modifying
             let v = try body(&l)
-            state = .live(l, o)
+            setLive(l, o)
             return v
         case .created, .handshaking, .closed, .modifying:
             preconditionFailure("SyncSession.withLink in state \(state)")
@@ -658,7 +679,7 @@ public final class SyncSession {
     private func dispatch(_ incoming: Incoming, now: UInt64, _ out: inout SessionOutput) throws {
         switch state {
         case .reconciling(var link, var rec, let own):
-            state = .modifying
+            stage = .modifying; state = .modifying
             switch incoming {
             case let .message(.recon(m)):
                 let outputs: [ReconOutput]
@@ -675,28 +696,28 @@ public final class SyncSession {
                 if let result = finished {
                     try planStreaming(result, &link, own: own, now: now, &out)
                 } else {
-                    state = .reconciling(link, rec, ownHoldings: own)
+                    stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
                 }
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-                state = .reconciling(link, rec, ownHoldings: own)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
-                state = .reconciling(link, rec, ownHoldings: own)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
-                state = .reconciling(link, rec, ownHoldings: own)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case .message(.done):
                 try peerEnded(.done, &link)
-                state = .reconciling(link, rec, ownHoldings: own)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case .message(.live):
                 try peerEnded(.live, &link)
-                state = .reconciling(link, rec, ownHoldings: own)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case .message(.ack), .message(.ackRefused), .message(.refuse), .message(.keepAlive):
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
         case .streaming(var link, var outbound):
-            state = .modifying
+            stage = .modifying; state = .modifying
             switch incoming {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
@@ -720,7 +741,7 @@ public final class SyncSession {
             try pump(&link, &outbound, &out)
             try settleFirstExchange(link, outbound, now: now, &out)
         case .live(var link, var outbound):
-            state = .modifying
+            stage = .modifying; state = .modifying
             switch incoming {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
@@ -739,7 +760,7 @@ public final class SyncSession {
             case .message(.recon), .message(.done), .message(.live), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message in a live session")
             }
-            state = .live(link, outbound)
+            setLive(link, outbound)
         case .created, .handshaking, .closed, .modifying:
             preconditionFailure("SyncSession.dispatch in state \(state)")
         }
@@ -825,7 +846,7 @@ public final class SyncSession {
         if let result = finished {
             try planStreaming(result, &link, own: ownHoldings, now: now, &out)
         } else {
-            state = .reconciling(link, rec, ownHoldings: ownHoldings)
+            stage = .reconciling; state = .reconciling(link, rec, ownHoldings: ownHoldings)
         }
     }
 
@@ -1044,7 +1065,7 @@ public final class SyncSession {
     /// session finishes, or goes live when both sides sent `live`; else it stays streaming.
     private func settleFirstExchange(_ link: Link, _ outbound: Outbound, now: UInt64, _ out: inout SessionOutput) throws {
         guard outbound.sentEnd, let end = link.peerEnd, outbound.inFlight.isEmpty else {
-            state = .streaming(link, outbound)
+            stage = .streaming; state = .streaming(link, outbound)
             return
         }
         if let witness = fenceWitness {
@@ -1061,7 +1082,7 @@ public final class SyncSession {
         // What this node got while the first exchange ran.
         try checkStanding(&l, now: now)
         try pushFresh(nil, &l, &o, &out)
-        state = .live(l, o)
+        setLive(l, o)
     }
 
     /// Queues the changes of `logs` (all when nil) the peer may hold and is not known to hold, and sends
