@@ -37,6 +37,10 @@ public struct CommandCenterOptions: Sendable {
     public var limits = WebSecurity.Limits()
     /// The clock (ms since the Unix epoch): sessions, "today", overdue feedback.
     public var clock: @Sendable () -> UInt64 = FieldSyncApp.wallClock
+    /// The task executor the server's tasks prefer (SE-0417), nil for Swift's default pool. The server's
+    /// connection handlers are child tasks of its run task and inherit it; so do the live streams' tasks.
+    /// A process whose cooperative pool may be held by blocking work (a test run) gives it threads of its own.
+    public var executor: (any TaskExecutor)?
 
     /// Options with the files the server needs.
     public init(usersPath: String, accessLogPath: String) {
@@ -125,7 +129,7 @@ public final class CommandCenter: Sendable {
         let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port)),
                               onServerRunning: { channel in cont.yield(channel.localAddress?.port ?? 0); cont.finish() },
                               logger: logger)
-        let task = Task {
+        let task = Task(executorPreference: options.executor) {
             defer { cont.finish() }  // a failed bind ends the wait below
             try await app.run()
         }

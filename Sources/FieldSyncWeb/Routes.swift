@@ -233,7 +233,7 @@ extension CommandCenter {
             self.streamOpened()
             defer { self.streamClosed() }
             let (merged, cont) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(512))
-            let feeder = Task {
+            let feeder = Task(executorPreference: self.options.executor) {
                 let encoder = JSONEncoder()
                 for await change in changes {
                     guard op.mayRead(change.record.scope), let row = IncidentRow(change.record), filter.matchesLive(row, root: root),
@@ -242,9 +242,9 @@ extension CommandCenter {
                 }
                 cont.finish()
             }
-            let ticker = Task {
+            let ticker = Task(executorPreference: self.options.executor) {
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
+                    await Self.heartbeatPause()
                     cont.yield(": heartbeat\n\n")
                 }
             }
@@ -275,6 +275,20 @@ struct RedirectMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let r as CommandCenter.Redirect {
             return center.redirect(r.to)
+        }
+    }
+}
+
+extension CommandCenter {
+    private static let heartbeatTimers = DispatchQueue(label: "fieldsync.web.heartbeat")
+
+    /// One second between a live stream's heartbeats (which also end an expired session's stream). A dispatch
+    /// timer, not `Task.sleep`, whose wake-up goes through Swift's cooperative pool even for a task that prefers
+    /// another executor: with that pool's threads held by blocking work, an expired session's stream was not
+    /// ended within 5 s. A cancelled stream notices at the next beat.
+    static func heartbeatPause() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            heartbeatTimers.asyncAfter(deadline: .now() + .seconds(1)) { c.resume() }
         }
     }
 }

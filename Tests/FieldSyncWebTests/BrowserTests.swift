@@ -214,7 +214,7 @@ final class WebDriver: @unchecked Sendable {
         var reached = false
         for _ in 0..<200 {
             if let r = try? await backpack.record(id), (try? Incident(r))?.assignedUnits == ["station-017-car-2"] { reached = true; break }
-            try await Task.sleep(for: .milliseconds(100))
+            try await TestClock.sleep(for: .milliseconds(100))
         }
         #expect(reached, "the assignment did not reach the backpack node")
 

@@ -291,7 +291,7 @@ import Glibc
             let ended = WebClient.read(stream, seconds: 3) { $0.contains("event: end") }
             #expect(ended.contains("event: end"))
             #expect(try c.send("GET", "/").status == 303)
-            try await Task.sleep(for: .milliseconds(300))
+            try await TestClock.sleep(for: .milliseconds(300))
             #expect(center.openStreams == 0)
         }
     }

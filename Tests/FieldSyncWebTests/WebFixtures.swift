@@ -3,6 +3,7 @@ import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
 import FieldSyncProtocol
+import FieldSyncTestSupport
 import FieldSyncWeb
 import Foundation
 import NIOConcurrencyHelpers
@@ -91,6 +92,7 @@ struct WebFixtures {
         var o = CommandCenterOptions(usersPath: usersPath, accessLogPath: accessLogPath)
         o.port = 0
         o.sessionLifetime = lifetime
+        o.executor = OwnThreadExecutor.shared  // not the cooperative pool, which blocking tests hold in a full run
         if let clock { o.clock = clock }
         let c = try await CommandCenter(app: app, options: o)
         try await c.start()
