@@ -14,7 +14,7 @@ import Testing
     /// Every seed passes every invariant; the mixes exercise every fault kind and the trust and relay
     /// checks have something to check.
     @Test(.timeLimit(.minutes(10))) func hundredSeedsPassTheInvariants() throws {
-        let results = try Swarm.run(first: 1, count: Self.seeds, days: Self.days, threads: 2)
+        let results = try Swarm.run(first: 1, count: Self.seeds, days: Self.days, threads: 1)  // one core: the node suites beside it measure time
         #expect(results.map(\.seed) == (1...UInt64(Self.seeds)).map { $0 })
         for r in results where !r.safetyFailures.isEmpty {
             Issue.record("seed \(r.seed) [\(r.mix.description)]: \(r.safetyFailures.joined(separator: "; ")); reproduce: \(Swarm.reproduce(r.seed, days: Self.days))")
