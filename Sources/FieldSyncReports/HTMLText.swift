@@ -23,7 +23,8 @@ public enum HTMLText {
             case "\"": out += "&quot;"
             case "'": out += "&#39;"
             case "\t", "\n", "\r": out.unicodeScalars.append(u)
-            case _ where u.value < 0x20 || (0x7F...0x9F).contains(u.value) || u.value == 0xFFFE || u.value == 0xFFFF:
+            case _ where u.value < 0x20 || (0x7F...0x9F).contains(u.value) || u.value == 0xFFFE || u.value == 0xFFFF
+                || u.value == 0x2028 || u.value == 0x2029:  // line and paragraph separators end a line in script
                 out += "\u{FFFD}"
             default: out.unicodeScalars.append(u)
             }

@@ -203,8 +203,8 @@ extension SQLiteStore {
             return try? ChangeHeader(from: &reader)
         }
         guard let seq = (try? row.decode(Int64.self, forColumn: "seq")) ?? header.map({ Int64(bitPattern: $0.seq) }),
-              let hash = try? row.decode(Data.self, forColumn: "hash") else { return nil }
-        guard let log = try? Self.log(row) else { return nil }
+              let log = try? Self.log(row) else { return nil }
+        let hash = (try? row.decode(Data.self, forColumn: "hash")) ?? Data()  // the report only; the intervals need seq and log
         var tx = Tx(db: db, store: self)
         var iv = try tx.intervals(log)
         iv.remove(UInt64(bitPattern: seq))

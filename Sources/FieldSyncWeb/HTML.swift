@@ -1,34 +1,15 @@
 // Escaping for everything the command center renders. Record text comes from field devices and is hostile:
 // every value goes through one of these before it reaches a page, an attribute, a URL or a CSV cell.
+import FieldSyncReports
 import Foundation
 
 
 /// HTML escaping and small builders.
 public enum HTML {
-    /// Text for an element's content or a quoted attribute: `& < > " '` become entities, and control
-    /// characters other than tab and newline become U+FFFD (a NUL or an escape sequence never reaches the page).
-    public static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            case "\t", "\n": out.unicodeScalars.append(scalar)
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value)
-                    || scalar.value == 0x2028 || scalar.value == 0x2029 {
-                    out += "\u{FFFD}"
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out
-    }
+    /// Text for an element's content or a quoted attribute: the reports' escaping (`HTMLText.escape`), one rule
+    /// for every page and report: `& < > " '` become entities, control characters other than tab, line feed
+    /// and carriage return become U+FFFD.
+    public static func escape(_ text: String) -> String { HTMLText.escape(text) }
 
     /// A query-string component: everything but unreserved characters percent-encoded (RFC 3986), so
     /// a value cannot end the parameter, start a fragment or smuggle a `javascript:` scheme.
