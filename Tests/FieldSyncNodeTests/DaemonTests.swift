@@ -50,7 +50,9 @@ import Testing
         options.statusPath = "\(dir)/\(name).status.json"
         options.seed = 1
         tune(&config, &options)
-        let node = try FieldSyncNode(configuration: config) {
+        let trace = ProcessInfo.processInfo.environment["FIELDSYNC_TEST_NODE_LOG"] != nil
+        let tag = "\((dir as NSString).lastPathComponent)/\(name)"
+        let node = try FieldSyncNode(configuration: config, log: { line in if trace { print("NODE \(tag) \(Date().timeIntervalSince1970) \(line)") } }) {
             let store = try SQLiteStore(path: storePath, sealer: try StorageKeySealer(key: SecretBytes(copying: key)),
                                         limits: StoreLimits(quotaBytes: quota))
             let r = Replicator(identity: id, trust: trust, store: store)

@@ -65,10 +65,12 @@ import Testing
                 opened.set()
                 return a
             }()
-            // Another task on the same single thread: it runs only while `open` is suspended.
+            // Another task on the same single thread: it runs only while `open` is suspended. It sleeps
+            // on `TestClock`: a `Task.sleep` wakes through the cooperative pool, and in a CI run, with the
+            // pool held by CPU-bound tests, its first 5 ms sleep ended after the keystore was open.
             var ticks = 0
             while !opened.isSet {
-                try await Task.sleep(for: .milliseconds(5))
+                try await TestClock.sleep(for: .milliseconds(5))
                 if !opened.isSet { ticks += 1 }
             }
             return (ticks, try await app)

@@ -52,13 +52,17 @@ import Testing
 
         /// The first line from `after` on that `match` accepts, within `seconds`.
         func wait(from after: Int = 0, within seconds: Double = 30, _ match: (String) -> Bool) async throws -> (index: Int, line: String)? {
+            // `TestClock`, not `Task.sleep`, whose wake-up waits for a free thread of the cooperative pool:
+            // in a CI run, with the pool held by CPU-bound tests, one 20 ms sleep outlasted the whole
+            // 30 s and the wait gave up with the line it waited for already printed. A last look after
+            // the deadline, for the same reason.
             let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
+            while true {
                 let now = all
                 if after < now.count, let i = now[after...].firstIndex(where: match) { return (i, now[i]) }
-                try await Task.sleep(for: .milliseconds(20))
+                if Date() >= deadline { return nil }
+                try await TestClock.sleep(for: .milliseconds(20))
             }
-            return nil
         }
 
         func stop() {
@@ -136,7 +140,7 @@ import Testing
             app.type("receipts")
             _ = try await app.wait(from: from) { $0 == "end: receipts" }
             reached = app.all[from...].contains { $0.hasPrefix("receipt: \(id) reached HQ") }
-            if !reached { try await Task.sleep(for: .milliseconds(300)) }
+            if !reached { try await TestClock.sleep(for: .milliseconds(300)) }
         }
         #expect(reached, "\(app.all.suffix(12))")
         #expect(app.all.contains { $0.hasPrefix("pending: 0 ") }, "the pending count went down to 0 as the receipts arrived")
