@@ -83,9 +83,11 @@ import Testing
         let stopping = Date()
         #expect(try await a.daemon.shutdown(grace: .seconds(20)) == 0)
         #expect(Date().timeIntervalSince(stopping) < 10, "an idle live session does not wait for the grace period")
-        #expect(try await DaemonTests.eventually(20) {
+        let ended = try await DaemonTests.eventually(20) {
             DaemonTests.metric(b, #"fieldsync_sessions_total{outcome="finished",direction="in"}"#) == 1
-        })
+        }
+        let (bLive, bPeers) = (try await Self.live(b), try await b.daemon.status().peers)
+        #expect(ended, "B: \(bLive); \(bPeers)")
         #expect(try await Self.running(b) == 0)
         _ = try await b.daemon.shutdown(grace: .zero)
     }
@@ -124,25 +126,27 @@ import Testing
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let keep: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in
-            c.liveKeepAlive = KeepAlivePolicy(interval: 200, deadAfter: 1_500)
+            // Margins of 8 and 20 intervals: with 200 ms, a 700 ms live idle limit and 1.5 s, a full parallel
+            // run on 2 cores let 700 ms pass without a keep-alive, and the session closed as idle.
+            c.liveKeepAlive = KeepAlivePolicy(interval: 500, deadAfter: 10_000)
         }
         let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
-                                            liveIdle: .milliseconds(700), tune: keep)
+                                            liveIdle: .seconds(4), tune: keep)
         let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
-                                            peers: [try await DaemonTests.address(b)], liveIdle: .milliseconds(700), tune: keep)
+                                            peers: [try await DaemonTests.address(b)], liveIdle: .seconds(4), tune: keep)
         var first: LiveSession?
         #expect(try await DaemonTests.eventually(20) {
             first = try await Self.live(a).first
             return first != nil
         })
         let opened = try #require(first)
-        // Four live idle limits of silence but for the keep-alives.
-        try await TestClock.sleep(for: .milliseconds(2_800))
+        // Three live idle limits of silence but for the keep-alives.
+        try await TestClock.sleep(for: .seconds(12))
         let now = try #require(try await Self.live(a).first)
         #expect(now.since == opened.since, "the same session, not closed when idle and replaced")
         #expect(DaemonTests.sessionsEnded(a) == 0 && DaemonTests.sessionsEnded(b) == 0)
-        // Nothing was written, yet bytes crossed both ways: keep-alives of 19 bytes (one per 200 ms without
-        // sending, about 14 in 2.8 s; at least 2 asked for, as timers slip on a loaded machine).
+        // Nothing was written, yet bytes crossed both ways: keep-alives of 19 bytes (one per 500 ms without
+        // sending, about 24 in 12 s; at least 2 asked for, as timers slip on a loaded machine).
         #expect(now.bytesIn - opened.bytesIn >= 2 * 19 && now.bytesOut - opened.bytesOut >= 2 * 19, "\(opened) -> \(now)")
         try await NodeTests.write(a.node, count: 1, tag: "after the silence")
         #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(b.node).count == 1 })
@@ -230,7 +234,9 @@ import Testing
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // B tolerates 1 s of clock skew; A's change is dated 2.5 s ahead.
+        // B tolerates 1 s of clock skew; A's change is dated 8 s ahead: the push must reach B within 7 s to
+        // be refused (at 2.5 s ahead, a full parallel run on 2 cores delivered it after B's clock allowed it,
+        // on the live session, and nothing was left to test).
         let strict = TrustStore(root: pki.rootKey.publicKey, clockSkewMilliseconds: 1_000)
         // Idle timeouts far beyond the test: only the deferral may end the live session.
         let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: strict, dir: dir, name: "b",
@@ -239,7 +245,7 @@ import Testing
                                             peers: [try await DaemonTests.address(b)], idle: .seconds(120))
         #expect(try await DaemonTests.eventually(20) { try await Self.live(b).count == 1 })
         let opened = try #require(try await Self.live(b).first)
-        try Self.writeAsAnotherProcess(a, trust: pki.trust, summary: "from a fast clock", ahead: 2_500)
+        try Self.writeAsAnotherProcess(a, trust: pki.trust, summary: "from a fast clock", ahead: 8_000)
         // Pushed and refused on the live session (acknowledged, not stored).
         #expect(try await DaemonTests.eventually(20) { try await Self.live(a).first?.pushes == 1 })
         #expect(try await NodeTests.state(b.node).isEmpty)
