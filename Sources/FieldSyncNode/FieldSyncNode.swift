@@ -696,7 +696,7 @@ public final class FieldSyncNode: Sendable {
         }
         let limits = SessionChannelHandler.Limits(
             handshakeTimeout: configuration.handshakeTimeout, minProgressBytes: configuration.minProgressBytes,
-            progressInterval: configuration.progressInterval)
+            progressInterval: configuration.progressInterval, closeFlushLimit: configuration.idleTimeout)
         let handler = SessionChannelHandler(session: session, initiator: initiator, serial: serial, target: target,
                                             clock: nodeClockMilliseconds, log: log, logger: logger, done: done,
                                             callbacks: callbacks, limits: limits,

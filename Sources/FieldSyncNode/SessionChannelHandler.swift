@@ -175,7 +175,12 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         /// At least this many bytes (in and out together) per `progressInterval` while there is work to do.
         var minProgressBytes = 0
         var progressInterval: TimeAmount = .seconds(10)
+        /// A normal end waits this long at most for its last write to leave (the node's idle timeout).
+        var closeFlushLimit: TimeAmount = .seconds(30)
     }
+
+    /// How long a failed session's close waits for its last write (the error frame) to leave.
+    static let failureFlushLimit: TimeAmount = .seconds(1)
 
     /// Attach order within the node (the older of two sessions has the smaller number).
     let serial: UInt64
@@ -617,15 +622,26 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    /// Closes once the last write has left (so a final `done` or `ack` is not lost to the close).
+    /// Closes the connection; input is ignored from here on. A cut (``cut(_:_:)``: handshake deadline, too
+    /// slow, idle, evicted, peer gone) closes at once. A failure (a protocol error, a peer found revoked or
+    /// expired) waits at most ``failureFlushLimit`` for its last write, the error frame that tells the peer
+    /// why. A normal end waits for its last write (so that a final `done` or `ack` is not lost to the
+    /// close) for at most `limits.closeFlushLimit`, the idle timeout. Before, every close waited for the
+    /// last write with no bound: a peer that stops reading (a zero TCP window) kept a cut session, its
+    /// slot and its connection open for ever, a revoked peer's included.
     private func close(context: ChannelHandlerContext, reason: String?) {
         if let reason, failure == nil, !session.isFinished { failure = reason }
         guard !closing else { return }
         closing = true
         let channel = context.channel
-        if let lastWrite {
-            lastWrite.whenComplete { _ in channel.close(promise: nil) }
-        } else {
+        guard result.cut == nil, let lastWrite else {
+            channel.close(promise: nil)
+            return
+        }
+        let bound = reason == nil ? limits.closeFlushLimit : Swift.min(limits.closeFlushLimit, Self.failureFlushLimit)
+        let limit = context.eventLoop.scheduleTask(in: bound) { channel.close(promise: nil) }
+        lastWrite.whenComplete { _ in
+            limit.cancel()
             channel.close(promise: nil)
         }
     }

@@ -106,13 +106,17 @@ import Glibc
 
         var opened: Int { lock.withLock { fds.count } }
 
-        /// How many of the connections the node has closed (a send fails or a read sees the end).
+        /// How many of the connections the node has closed (a read sees the end or an error). Whatever the
+        /// node sent first is read and dropped: a peek at one byte of it would say "open" for ever.
         func closedCount() -> Int {
             lock.withLock {
                 fds.filter { fd in
-                    var b: UInt8 = 0
-                    let n = recv(fd, &b, 1, Int32(MSG_DONTWAIT) | Int32(MSG_PEEK))
-                    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                    var b = [UInt8](repeating: 0, count: 4096)
+                    while true {
+                        let n = recv(fd, &b, b.count, Int32(MSG_DONTWAIT))
+                        if n > 0 { continue }
+                        return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
+                    }
                 }.count
             }
         }

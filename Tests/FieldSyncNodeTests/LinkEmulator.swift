@@ -152,11 +152,14 @@ final class LinkEmulator: @unchecked Sendable {
     private var counters = LinkStats()
     private var connections: [Int: Connection] = [:]
     private var dropping = false
+    private var frozen = false
 
     /// Starts listening on an ephemeral loopback port. A link created closed (`open: false`) leaves
     /// connections waiting in the listen backlog (connected, their first bytes unread) until `open()`.
     /// - Throws: `NodeTestError` if no port can be bound.
-    init(targetPort: Int, profile: LinkProfile, seed: UInt64, open: Bool = true) throws {
+    /// - Parameter receiveBuffer: the kernel receive buffer of the link's sockets toward the nodes
+    ///   (`SO_RCVBUF`; nil: the kernel's default), small for a link that should hold little when `freeze`d.
+    init(targetPort: Int, profile: LinkProfile, seed: UInt64, open: Bool = true, receiveBuffer: Int32? = nil) throws {
         self.targetPort = targetPort
         accepting = open
         plan = LinkPlan(profile: profile, seed: seed)
@@ -164,6 +167,9 @@ final class LinkEmulator: @unchecked Sendable {
         guard fd >= 0 else { throw NodeTestError("link emulator: socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if var size = receiveBuffer {  // set before listen: accepted sockets inherit it
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = RawSocket.loopback(port: 0)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) { p in
@@ -212,6 +218,21 @@ final class LinkEmulator: @unchecked Sendable {
         lock.lock()
         dropping = on
         lock.unlock()
+    }
+
+    /// Stops reading from both nodes (or reads again, with `false`), without closing anything: a peer
+    /// that stops reading, as a hung process or a hostile one does. Each node's writes then fill the
+    /// emulator's queue and the kernel's buffers, and stay pending.
+    func freeze(_ on: Bool) {
+        lock.lock()
+        frozen = on
+        lock.unlock()
+    }
+
+    fileprivate var isFrozen: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return frozen
     }
 
     fileprivate var isDropping: Bool {
@@ -406,6 +427,10 @@ private final class Connection: @unchecked Sendable {
             let stop = aborted
             lock.unlock()
             if stop { return }
+            if link.isFrozen {
+                Thread.sleep(forTimeInterval: 0.02)
+                continue
+            }
             let n = buffer.withUnsafeMutableBytes { recv(lane.from, $0.baseAddress, $0.count, 0) }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { continue }
             if n == 0, link.isDropping { return }  // blackholed: the close is lost too (the other side never sees it)

@@ -196,6 +196,82 @@ import Testing
         _ = try await b.daemon.shutdown(grace: .seconds(5))
     }
 
+    /// A peer that stops reading (a hung process, or a hostile one: a zero TCP window) while this node
+    /// pushes to it: the session is cut (peer gone: nothing heard for `deadAfter`; or too slow) and its
+    /// connection closes at once, although writes are still pending. Before, every close waited for the
+    /// last write to leave, with no bound: the cut session kept its connection and its slot for ever (and
+    /// so would a revoked peer's: the revocation's close waited the same way).
+    @Test(.timeLimit(.minutes(1))) func aCutSessionClosesAtOnceWhenThePeerStopsReading() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keep: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in
+            c.liveKeepAlive = KeepAlivePolicy(interval: 500, deadAfter: 4_000)
+        }
+        let b = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "b",
+                                            tune: keep)
+        let link = try LinkEmulator(targetPort: try #require(await b.daemon.listeningPort), profile: .clean, seed: 1, receiveBuffer: 4_096)
+        defer { link.stop() }
+        let a = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "a",
+                                            peers: [PeerAddress(host: "127.0.0.1", port: link.port)], tune: keep)
+        #expect(try await DaemonTests.eventually(20) {
+            let (la, lb) = (try await Self.live(a), try await Self.live(b))
+            return la.count == 1 && lb.count == 1
+        })
+        // A's socket toward the link gets a small send buffer, as behind a slow radio link (on loopback
+        // the kernel would otherwise take A's whole window of batches, and no write would stay pending).
+        #expect(Self.shrinkSendBuffers(towardPort: link.port) == 1, "A's connection to the link, found by its peer's port")
+        link.freeze(true)
+        // About 1 MB of changes: the live push sends eight batches ahead (about 400 KB), more than the
+        // kernel's buffers take, so A's last writes stay pending.
+        try await a.node.withReplicator { r in
+            var g = SystemRandomNumberGenerator()
+            for chunk in 0..<35 {
+                let now = UInt64(Date().timeIntervalSince1970 * 1000)
+                var clock = r.clock
+                let edits = try (0..<45).map { n in
+                    Incident.create(id: RecordID.random(using: &g), scope: NodeTests.village, author: r.identity.id,
+                                    hlc: try clock.now(wall: now), category: .dispute, priority: .normal,
+                                    location: Location(latitude: 33.4, longitude: 104.9),
+                                    summary: String(repeating: "\(chunk)-\(n) ", count: 500).prefix(500).description,
+                                    reportedAt: Int64(now), reporter: "walk-in")
+                }
+                try r.write(edits, scope: NodeTests.village, priority: .normal, now: now)
+            }
+        }
+        let frozen = Date()
+        let closed = try await DaemonTests.eventually(30) {
+            let (live, running) = (try await Self.live(a), try await Self.running(a))
+            return live.isEmpty && running == 0
+        }
+        #expect(closed, "A's session to a peer that reads nothing is still open")
+        let took = Date().timeIntervalSince(frozen)
+        #expect(took < 20, "closed \(took) s after the peer stopped reading (deadAfter 4 s)")
+        let counters = try await a.node.loop.submit { a.node.connectionCounters }.get()
+        #expect((counters.cut[CutReason.peerGone.rawValue] ?? 0) + (counters.cut[CutReason.tooSlow.rawValue] ?? 0) >= 1, "\(counters)")
+        link.stop()
+        _ = try await a.daemon.shutdown(grace: .seconds(2))
+        _ = try await b.daemon.shutdown(grace: .seconds(2))
+    }
+
+    /// Sets an 8 KB send buffer on this process's TCP sockets connected to 127.0.0.1:`port`.
+    /// - Returns: how many sockets it found.
+    static func shrinkSendBuffers(towardPort port: Int) -> Int {
+        var found = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            guard let fd = Int32(name) else { continue }
+            var addr = sockaddr_in()
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let ok = withUnsafeMutablePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) == 0 }
+            }
+            guard ok, addr.sin_family == sa_family_t(AF_INET), Int(UInt16(bigEndian: addr.sin_port)) == port else { continue }
+            var size: Int32 = 4_096
+            if setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size)) == 0 { found += 1 }
+        }
+        return found
+    }
+
     @Test(.timeLimit(.minutes(1))) func aStoppedPeerEndsTheSessionAndIsReconnectedWhenBack() async throws {
         var pki = NodeTests.PKI()
         let dir = try NodeTests.tempDir()
