@@ -288,6 +288,13 @@ struct SealingRandomness {
 public struct Change: Hashable, Sendable, CanonicalCodable {
     /// Largest payload (16 MiB); larger data goes to attachments.
     public static let maxPayloadLength = 16 << 20
+    /// Largest change that syncs (48 KiB of encoding; Protocols/change.md, "Size"). A change travels in
+    /// one batch message of at most 65,519 bytes of plaintext (Protocols/sync.md §5) together with its
+    /// author's certificates (and, first in a session, every authority certificate): 16 KiB are left for
+    /// those. A larger change could never be sent: every session offering it would fail, and with it the
+    /// sync of everything else between the two nodes. Local writes refuse to seal one, and verification
+    /// rejects one (`invalid`), so that no node stores a change it could not pass on.
+    public static let maxSyncBytes = 49_152
     /// Largest number of key slots.
     public static let maxSlots = 16
     /// The prevHash of seq 1.
@@ -491,6 +498,10 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     }
 
     func verify(author: VerifiedCertificate, trust: TrustStore, now: UInt64, checkRevocation: Bool) throws(ChangeError) {
+        guard encoded.count <= Self.maxSyncBytes else {
+            throw ChangeError(.invalid, "change \(header.author)/\(header.scope)#\(header.seq) is \(encoded.count) bytes, "
+                              + "over the \(Self.maxSyncBytes) bytes a change that syncs may have")
+        }
         let cert = author.certificate
         guard cert.subject == header.author else {
             throw ChangeError(.impersonation, "certificate of \(cert.subject) presented for a change by \(header.author)")

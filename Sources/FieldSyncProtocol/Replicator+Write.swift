@@ -54,6 +54,19 @@ extension Replicator {
     /// Seals one group's edits as the change at `seq` of this device's log in the group's scope.
     /// Draws from `sealingRandomness` when set, from libsodium otherwise.
     private func seal(_ group: WriteGroup, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp, readers: [EpochKey]) throws -> Change {
+        try Self.checkSyncable(try sealUnchecked(group, seq: seq, prevHash: prevHash, hlc: hlc, readers: readers), edits: group.edits.count)
+    }
+
+    /// `change` if it is small enough to sync (`Change.maxSyncBytes`); a clear error otherwise.
+    static func checkSyncable(_ change: Change, edits: Int? = nil) throws -> Change {
+        let size = change.encodedBytes.count
+        guard size > Change.maxSyncBytes else { return change }
+        let what = edits.map { "\($0) edit(s) in one change" } ?? "this change"
+        throw WriteError("\(what) would be \(size) bytes, over the \(Change.maxSyncBytes) bytes a change may have to sync; "
+                         + "write fewer edits at once or shorter text")
+    }
+
+    private func sealUnchecked(_ group: WriteGroup, seq: UInt64, prevHash: [UInt8], hlc: HLCTimestamp, readers: [EpochKey]) throws -> Change {
         let payload = ChangeBody(edits: group.edits).canonicalBytes
         guard let source = sealingRandomness else {
             return try Change.seal(author: identity.signingKey, scope: group.scope, seq: seq, prevHash: prevHash, hlc: hlc,
@@ -159,7 +172,7 @@ extension Replicator {
                         _ make: (UInt64, [UInt8]) throws -> Change) throws -> Change {
         let log = LogID(author: identity.id, scope: scope)
         let head = try ownHead(log, now: now)
-        let change = try make(head.seq + 1, head.hash)
+        let change = try Self.checkSyncable(try make(head.seq + 1, head.hash))
         let report = try ingest([change], now: now)
         guard report.outcomes == [.accepted], report.commit.inserted == 1 else {
             throw WriteError("own change not stored: \(report.outcomes), \(report.commit)")

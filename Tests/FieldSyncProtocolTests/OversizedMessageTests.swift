@@ -18,6 +18,55 @@ import Testing
         #expect(ok.count == NoiseTransport.maxPlaintext + Noise.tagLength)
     }
 
+    /// `count` incidents of about 650 bytes each (a 500-character summary).
+    static func bulky(_ r: Replicator, _ count: Int, from: UInt64 = 0) -> [RecordEdit] {
+        (0..<count).map { n in
+            Incident.create(id: RecordID(ID128(high: 9, low: from + UInt64(n))), scope: TestPKI.village, author: r.identity.id,
+                            hlc: HLCTimestamp(milliseconds: TestPKI.now, counter: UInt16(n)), category: .fire, priority: .normal,
+                            location: Location(latitude: 33.41, longitude: 104.95),
+                            summary: String(repeating: "landslide on the county road ", count: 20).prefix(500).description,
+                            reportedAt: Int64(TestPKI.now), reporter: "import")
+        }
+    }
+
+    /// A change larger than a batch message can carry with its certificates could never be sent: a write
+    /// of 100 bulky edits in one change (66 KB) was accepted, and every later session offering it failed
+    /// with `limitExceeded` (found by a live-session test: the push failed), stopping all sync between the
+    /// two nodes for good. Now the write is refused with an error that says what to do (Protocols/change.md
+    /// §4, Size), and a change that size from elsewhere is rejected by verification, never stored.
+    @Test func aChangeTooLargeToSyncIsRefusedAtWriteAndAtVerification() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let station = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        do {
+            _ = try bp.write(Self.bulky(bp, 100), scope: TestPKI.village, priority: .normal, now: TestPKI.now)
+            Issue.record("a 100-edit change of about 66 KB was written")
+        } catch let e as WriteError {
+            #expect(e.description.contains("\(Change.maxSyncBytes) bytes") && e.description.contains("fewer edits"), "\(e)")
+        }
+        #expect(try bp.store.status().changes == 0, "nothing stored")
+        // 60 of them (about 40 KB) are one change that syncs.
+        let fits = try bp.write(Self.bulky(bp, 60), scope: TestPKI.village, priority: .normal, now: TestPKI.now)
+        #expect(fits.encodedBytes.count > 32_768 && fits.encodedBytes.count <= Change.maxSyncBytes)
+        var link = SessionTests.connect(bp, station)
+        #expect(SessionTests.run(&link))
+        #expect(link.a.isFinished && link.b.isFinished, "\(String(describing: link.a.failure ?? link.b.failure))")
+        #expect(try station.store.records(RecordQuery()).count == 60)
+        // Sealed by hand past the limit (another implementation, a hostile device): not verified, not stored.
+        let big = try Change.seal(author: bp.identity.signingKey, scope: TestPKI.village, seq: 2, prevHash: fits.id,
+                                  hlc: HLCTimestamp(milliseconds: TestPKI.now, counter: 100), priority: .normal,
+                                  payload: ChangeBody(edits: Self.bulky(bp, 100, from: 1_000)).canonicalBytes,
+                                  readers: bp.writingKeys(for: TestPKI.village), archive: nil)
+        #expect(big.encodedBytes.count > Change.maxSyncBytes)
+        let report = try station.ingest([big], now: TestPKI.now)
+        guard case let .rejected(code, why)? = report.outcomes.first else {
+            Issue.record("an oversized change was \(report.outcomes)")
+            return
+        }
+        #expect(code == .invalid && why.contains("\(Change.maxSyncBytes)"), "\(why)")
+        #expect(try station.store.records(RecordQuery()).count == 60)
+    }
+
     @Test func emptyPeerMeetingANodeWithThousandsOfLogsDoesNotStopTheProcess() throws {
         var pki = TestPKI()
         let station = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
