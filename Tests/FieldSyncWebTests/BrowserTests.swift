@@ -236,6 +236,7 @@ final class WebDriver: @unchecked Sendable {
         #expect(try browser.script("return document.querySelectorAll('main img, main script').length;") as? Int == 0)
 
         step("Map, units, a duplicate, reports")
+        let reportPagesStart = Date()
         // The map (server-drawn SVG, stations and the open incidents), the units page.
         try browser.go(base + "/map")
         #expect((try browser.script("return document.querySelectorAll('#map svg circle.station').length;") as? Int ?? 0) > 100)
@@ -263,6 +264,7 @@ final class WebDriver: @unchecked Sendable {
         #expect(WebDriver.wait(5) { (try? browser.url())?.hasSuffix("/reports/file/daily-\(today.text).html") == true })
         #expect(try browser.script("return getComputedStyle(document.body).margin;") as? String == "16px")  // its style applied
         #expect(!browser.alertOpen())
+        print("report pages (map, units, a duplicate, reports): \(Date().timeIntervalSince(reportPagesStart)) s")
 
         try browser.go(base + "/")
         try shot("overview")
