@@ -111,7 +111,7 @@ let package = Package(
         .target(
             name: "FieldSyncWeb",
             dependencies: [
-                "FieldSync", "FieldSyncReports", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "CSodium",
+                "FieldSync", "FieldSyncReports", "FieldSyncGeo", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "CSodium",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

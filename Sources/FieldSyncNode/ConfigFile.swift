@@ -278,8 +278,14 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
         public var sessionMinutes = 480
         /// Set `Secure` on the session cookie: the pages are reached over HTTPS through a reverse proxy.
         public var secureCookies = false
+        /// Minutes of silence after which a unit raises an alarm on the units page (default 1440: a day).
+        public var unitSilentMinutes = 1_440
+        /// The suspected-duplicates rule of the list and detail pages: same category, within this many metres
+        /// (default 500) and minutes (default 30), created by different devices (docs/reports.md).
+        public var duplicateMetres = 500.0, duplicateMinutes = 30
 
-        static let keys: Set<String> = ["listen", "usersFile", "accessLog", "sessionMinutes", "secureCookies"]
+        static let keys: Set<String> = ["listen", "usersFile", "accessLog", "sessionMinutes", "secureCookies", "unitSilentMinutes",
+                                        "duplicateMetres", "duplicateMinutes"]
         public init() {}
 
         public init(from decoder: any Decoder) throws {
@@ -289,6 +295,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
             accessLog = try c.decodeIfPresent(String.self, forKey: AnyKey("accessLog"))
             sessionMinutes = try c.value("sessionMinutes", or: sessionMinutes)
             secureCookies = try c.value("secureCookies", or: secureCookies)
+            unitSilentMinutes = try c.value("unitSilentMinutes", or: unitSilentMinutes)
+            duplicateMetres = try c.value("duplicateMetres", or: duplicateMetres)
+            duplicateMinutes = try c.value("duplicateMinutes", or: duplicateMinutes)
         }
     }
 
@@ -647,6 +656,9 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
                 fail("web.listen", "\"\(web.listen)\" is not HOST:PORT (e.g. \"127.0.0.1:8080\")")
             }
             if !(1...10_080).contains(web.sessionMinutes) { fail("web.sessionMinutes", "must be 1 to 10080 (a week)") }
+            if !(1...525_600).contains(web.unitSilentMinutes) { fail("web.unitSilentMinutes", "must be 1 to 525600 (a year)") }
+            if !(web.duplicateMetres >= 0 && web.duplicateMetres <= 100_000) { fail("web.duplicateMetres", "must be 0 to 100000") }
+            if !(0...10_080).contains(web.duplicateMinutes) { fail("web.duplicateMinutes", "must be 0 to 10080 (a week)") }
         }
         if !Self.logLevels.contains(logLevel) { fail("logLevel", "must be one of \(Self.logLevels.joined(separator: ", ")), not \"\(logLevel)\"") }
         let statusDir = PathText.folder(of: statusPath)
@@ -772,7 +784,8 @@ public struct NodeConfigFile: Sendable, Equatable, Decodable {
           // (null: no daily report).
           "reports": { "daily": null },
           // The command center web UI (docs/command-center.md), e.g. "web": { "listen": "127.0.0.1:8080",
-          // "usersFile": null, "accessLog": null, "sessionMinutes": 480, "secureCookies": false } (null: off).
+          // "usersFile": null, "accessLog": null, "sessionMinutes": 480, "secureCookies": false, "unitSilentMinutes": 1440,
+          // "duplicateMetres": 500, "duplicateMinutes": 30 } (null: off).
           // Loopback only (reach it through a TLS reverse proxy); refused on relays. usersFile defaults to
           // web-users.json beside this file, accessLog to the store path + ".web-access.log".
           "web": null

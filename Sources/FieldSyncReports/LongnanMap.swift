@@ -46,16 +46,20 @@ public struct LongnanMapInput: Sendable {
     public var now: Int64
     /// The title (escaped when drawn).
     public var title: String
+    /// The station scopes drawn (nil: every station of the layout). A reader limited to scopes (a county
+    /// operator) is shown only its own stations: another county's station is not drawn, named or coloured.
+    public var shownStations: Set<String>?
 
     /// Creates an input.
     public init(newestChange: [String: Int64], incidents: [MapIncident], incidentsLeftOff: Int = 0, offMap: [String] = [],
-                now: Int64, title: String) {
+                now: Int64, title: String, shownStations: Set<String>? = nil) {
         self.newestChange = newestChange
         self.incidents = incidents
         self.incidentsLeftOff = incidentsLeftOff
         self.offMap = offMap
         self.now = now
         self.title = title
+        self.shownStations = shownStations
     }
 }
 
@@ -85,12 +89,16 @@ public enum LongnanMap {
 
     /// Gathers the input from the replicator: newest change per station scope (`LogActivity`) and the open
     /// incidents (the store's status index).
+    /// - Parameters:
+    ///   - visible: the scopes the reader may see (nil: everything this node holds). With it, only logs,
+    ///     incidents and stations of scopes it admits are drawn (the command center's scope-limited operators).
     /// - Throws: store errors, `FieldSyncError`.
-    public static func input(_ book: RecordBook, geography: LongnanGeography = .standard, now: Int64) throws -> LongnanMapInput {
+    public static func input(_ book: RecordBook, geography: LongnanGeography = .standard, now: Int64,
+                             visible: ((Scope) -> Bool)? = nil) throws -> LongnanMapInput {
         let activity = try LogActivity.read(book.replicator.store)
         var newest: [String: Int64] = [:]
         for a in activity {
-            guard let t = a.newestAt else { continue }
+            guard let t = a.newestAt, visible?(a.log.scope) ?? true else { continue }
             let s = a.log.scope.segments
             guard s.count >= 3 else { continue }
             let station = s.prefix(3).joined(separator: "/")
@@ -100,14 +108,16 @@ public enum LongnanMap {
         let offMap = newest.keys.filter { !onMap.contains($0) }.sorted()
         let open = try book.records(RecordQuery(kind: .incident, statusLevels: 0...Incident.Status.onScene.rawValue))
         var points: [MapIncident] = []
-        for r in open {
+        for r in open where visible?(r.scope) ?? true {
             guard let i = try? Incident(r), i.location.latitude != 0 || i.location.longitude != 0 else { continue }
             points.append(MapIncident(id: i.id, priority: i.priority, location: GeoPoint(latitude: i.location.latitude, longitude: i.location.longitude),
                                       summary: i.summary))
         }
         let drawn = Array(points.prefix(maxIncidents))  // newest event first
+        let shown = visible.map { v in Set(geography.stations.map(\.scope).filter { (try? Scope($0)).map(v) ?? false }) }
         return LongnanMapInput(newestChange: newest, incidents: drawn, incidentsLeftOff: points.count - drawn.count, offMap: offMap, now: now,
-                               title: "Longnan: stations by staleness, open incidents, \(ReportTimeZone.minute(now)) (UTC+8)")
+                               title: "Longnan: stations by staleness, open incidents, \(ReportTimeZone.minute(now)) (UTC+8)",
+                               shownStations: shown)
     }
 
     static func f(_ x: Double) -> String { String(format: "%.1f", x) }
@@ -145,7 +155,7 @@ public enum LongnanMap {
             }
         }
         s += borders + "</g>\n<g class=\"stations\">\n"
-        for st in stations {
+        for st in stations where input.shownStations?.contains(st.scope) ?? true {
             let stale = input.newestChange[st.scope].map { max(0, input.now - $0) / 60_000 }
             let tip = st.scope + ": " + (stale.map { "newest change \(ReportTimeZone.minute(input.now - $0 * 60_000)), \($0) min ago" } ?? "nothing held")
             s += "<circle class=\"station\" cx=\"\(f(px(st.position.longitude)))\" cy=\"\(f(py(st.position.latitude)))\" r=\"4\" fill=\"\(color(staleMinutes: stale))\" stroke=\"#333\" stroke-width=\"0.5\"><title>\(h(tip))</title></circle>\n"

@@ -73,13 +73,18 @@ public struct UnitsReport: Sendable, Equatable, Codable {
     ///   - silentAfterMinutes: the alarm threshold (default 24 h).
     ///   - status: the daemon's status file, for last sessions (nil: not recorded).
     ///   - includeSelf: list this node's own device too (default false).
+    ///   - visible: the scopes the reader may see (nil: everything). With it, a device is listed only if one of
+    ///     its logs held here or one of its certificate's scopes is visible, and only its visible logs and
+    ///     scopes are counted and shown (a county operator does not learn another county's devices).
     /// - Throws: store errors.
     public static func make(_ replicator: Replicator, now: Int64, silentAfterMinutes: Int64 = 24 * 60, status: DaemonStatus? = nil,
-                            includeSelf: Bool = false) throws -> UnitsReport {
-        let activity = try LogActivity.read(replicator.store)
+                            includeSelf: Bool = false, visible: ((Scope) -> Bool)? = nil) throws -> UnitsReport {
+        let shows = visible ?? { _ in true }
+        let activity = try LogActivity.read(replicator.store).filter { shows($0.log.scope) }
         var byDevice: [DeviceID: [LogActivity]] = [:]
         for a in activity { byDevice[a.log.author, default: []].append(a) }
-        var devices = Set(byDevice.keys).union(replicator.certificates.keys)
+        let certified = replicator.certificates.filter { $0.value.certificate.scopes.contains(where: shows) }.keys
+        var devices = Set(byDevice.keys).union(certified)
         if !includeSelf { devices.remove(replicator.identity.id) }
         var sessions: [String: UInt64] = [:]
         for p in status?.peers ?? [] {
@@ -92,7 +97,7 @@ public struct UnitsReport: Sendable, Equatable, Codable {
             let cert = replicator.certificates[d]?.certificate
             let silent = newest.map { (now - $0) / 60_000 }
             units.append(UnitStatus(
-                device: d.description, role: cert?.role.description, scopes: cert?.scopes.map(\.path) ?? [],
+                device: d.description, role: cert?.role.description, scopes: cert?.scopes.filter(shows).map(\.path) ?? [],
                 lastChange: newest.map(ReportTimeZone.iso), silentMinutes: silent,
                 lastSession: sessions[d.description].map { ReportTimeZone.iso(Int64(clamping: $0)) },
                 changesHeld: logs.reduce(0) { $0 + $1.held }, unreceipted: logs.reduce(0) { $0 + $1.unreceipted },

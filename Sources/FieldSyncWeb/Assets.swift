@@ -68,5 +68,8 @@ enum Assets {
     .actions form { display: inline-block; margin: 0 1em .5em 0; background: #fff; padding: .4em; border-radius: 4px; }
     td.ok { color: #1b5e20; } td.bad { color: #b71c1c; font-weight: bold; }
     table.history ul { margin: 0; padding-left: 1.1em; }
+    .suspect { color: #8a4b00; font-size: .85em; } .suspects form.inline { display: inline; margin: 0; padding: 0; }
+    tr.alarm td { color: #b71c1c; font-weight: bold; } .note { color: #555; font-size: .9em; }
+    .map { background: #fff; display: inline-block; border-radius: 6px; padding: .3em; } .map svg { display: block; max-width: 100%; height: auto; }
     """
 }

@@ -8,6 +8,7 @@ import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
+import FieldSyncReports
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -41,6 +42,18 @@ public struct CommandCenterOptions: Sendable {
     /// connection handlers are child tasks of its run task and inherit it; so do the live streams' tasks.
     /// A process whose cooperative pool may be held by blocking work (a test run) gives it threads of its own.
     public var executor: (any TaskExecutor)?
+    /// The folder `serve` writes the daily reports to (`"reports": {"daily": {"dir": ...}}`), listed at
+    /// /reports; nil: none stored (reports can still be made on demand).
+    public var reportsDirectory: String?
+    /// The county the stored reports are limited to (`reports.daily.county`), nil: every county. Only
+    /// operators who may read all of it see them.
+    public var reportsCounty: String?
+    /// The daemon's status file (`fieldsync status`), for the units page's last sessions; nil: not recorded.
+    public var statusPath: String?
+    /// Units silent longer than this raise an alarm on the units page (minutes; default 24 h).
+    public var unitSilentMinutes: Int64 = 24 * 60
+    /// The suspected-duplicates rule of the list and detail pages.
+    public var duplicateRule: DuplicateRule = .standard
 
     /// Options with the files the server needs.
     public init(usersPath: String, accessLogPath: String) {

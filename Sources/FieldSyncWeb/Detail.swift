@@ -6,6 +6,7 @@ import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
+import FieldSyncReports
 import Foundation
 
 struct HistoryRow: Sendable {
@@ -26,6 +27,8 @@ struct DetailModel: Sendable {
     var timeline: [(at: Int64, status: String, author: String)]
     var history: [HistoryRow]
     var duplicateOfShort: String?
+    /// Suspected duplicate pairs this incident is in (the duplicates rule, among what the operator may see).
+    var suspects: [SuspectRow] = []
 }
 
 /// The dispatch actions.
@@ -93,7 +96,7 @@ enum DetailReads {
         return record
     }
 
-    static func detail(_ book: RecordBook, id: String, op: WebOperator, now: UInt64) throws -> DetailModel {
+    static func detail(_ book: RecordBook, id: String, op: WebOperator, now: UInt64, rule: DuplicateRule) throws -> DetailModel {
         let record = try incident(book, id: id, op: op)
         guard let row = IncidentRow(record) else { throw WebFailure(.notFound, "This incident has not fully arrived yet.") }
         let r = book.replicator
@@ -121,7 +124,13 @@ enum DetailReads {
             }
         }
         let notes = (try? Incident(record))?.notes.map { (Int64($0.id.hlc.milliseconds), String($0.id.author.description.prefix(16)), $0.text) } ?? []
-        return DetailModel(row: row, notes: notes, timeline: timeline, history: history, duplicateOfShort: row.duplicateOf.map { String($0.prefix(8)) })
+        let found = try Suspects.pairs(book, op: op, since: row.reportedAt, until: row.reportedAt, rule: rule)
+        let suspects = found.pairs.compactMap { p -> SuspectRow? in
+            let other = p.earlier.description == row.id ? p.later.description : p.later.description == row.id ? p.earlier.description : nil
+            return other.flatMap { found.rows[$0] }.map { SuspectRow(pair: p, other: $0) }
+        }
+        return DetailModel(row: row, notes: notes, timeline: timeline, history: history, duplicateOfShort: row.duplicateOf.map { String($0.prefix(8)) },
+                           suspects: suspects)
     }
 
     static func describe(_ a: Action, schema: RecordSchema) -> String {
@@ -220,6 +229,27 @@ extension Pages {
             s += "<form method=\"post\" action=\"\(base)/note\">\(csrf)<label>Note <input name=\"text\" required maxlength=\"3900\"></label><button>Add note</button></form>"
             s += "<form method=\"post\" action=\"\(base)/duplicate\">\(csrf)<label>Duplicate of <input name=\"of\" required maxlength=\"32\" placeholder=\"id\"></label><button>Mark duplicate</button></form>"
             s += "</section>"
+        }
+        if !d.suspects.isEmpty {
+            s += "<section class=\"suspects\" id=\"suspects\"><h2>Suspected duplicates</h2><table><thead><tr><th>Incident</th><th>Reported</th>"
+                + "<th>Summary</th><th>Distance</th><th>Apart</th><th></th></tr></thead><tbody>"
+            for x in d.suspects {
+                let o = x.other, p = x.pair
+                s += "<tr><td><a href=\"/incidents/\(HTML.urlComponent(o.id))\">\(String(o.id.prefix(8)).html)</a></td><td>\(t(o.reportedAt))</td>"
+                s += "<td class=\"summary\">\(o.summary.html)</td><td class=\"n\">\(Int(p.distanceMetres.rounded())) m</td>"
+                s += "<td class=\"n\">\(p.intervalMilliseconds / 60_000) min</td><td>"
+                if p.marked {
+                    s += "marked"
+                } else if mayDispatch {
+                    // The later report is marked a duplicate of the earlier one (the model's duplicateOf).
+                    let later = p.later.description, earlier = p.earlier.description
+                    s += "<form method=\"post\" action=\"/incidents/\(HTML.urlComponent(later))/duplicate\" class=\"inline\">"
+                        + "<input type=\"hidden\" name=\"csrf\" value=\"\(op.csrf.html)\"><input type=\"hidden\" name=\"of\" value=\"\(earlier.html)\">"
+                        + "<button class=\"mark-duplicate\">Mark \(String(later.prefix(8)).html) a duplicate of \(String(earlier.prefix(8)).html)</button></form>"
+                }
+                s += "</td></tr>"
+            }
+            s += "</tbody></table></section>"
         }
         s += "<h2>Status timeline</h2><ol class=\"timeline\">" + d.timeline.map { "<li>\(t($0.at)) · \($0.status.html) · <code>\($0.author.html)</code></li>" }.joined() + "</ol>"
         s += "<h2>Notes</h2><ul class=\"notes\">" + d.notes.map { "<li>\(t($0.at)) · <code>\($0.author.html)</code>: \($0.text.html)</li>" }.joined() + "</ul>"

@@ -31,6 +31,8 @@ struct IncidentRow: Sendable, Codable {
     var latitude: Double
     var longitude: Double
     var place: String?
+    /// In an unmarked suspected-duplicate pair (set by the list page; `Suspects`).
+    var suspectedDuplicate = false
 
     init?(_ record: Record) {
         guard let i = try? Incident(record) else { return nil }

@@ -19,7 +19,7 @@ enum Pages {
         if let op {
             let scopes = op.scopes.isEmpty ? "all scopes" : op.scopes.map(\.path).joined(separator: ", ")
             head += """
-                <nav><a href="/">Overview</a><a href="/incidents">Incidents</a></nav>
+                <nav><a href="/">Overview</a><a href="/incidents">Incidents</a><a href="/map">Map</a><a href="/units">Units</a><a href="/reports">Reports</a></nav>
                 <span class="who">\(role.description.html) node · \(op.name.html) (\(scopes.html))</span>
                 <span id="live-state" class="live"></span>
                 <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf" value="\(op.csrf.html)"><button>Log out</button></form>
@@ -67,7 +67,7 @@ enum Pages {
     static func row(_ r: IncidentRow, offset: Int, extra: String = "") -> String {
         var s = "<tr data-id=\"\(r.id.html)\" class=\"p-\(r.priority.html)\"><td>\(TimeText.format(r.reportedAt, offsetMinutes: offset).html)</td>"
         s += "<td><a href=\"/incidents/\(HTML.urlComponent(r.id))\">\(String(r.id.prefix(8)).html)</a>"
-        if r.duplicateOf != nil { s += " <span class=\"dup\">duplicate</span>" }
+        if r.duplicateOf != nil { s += " <span class=\"dup\">duplicate</span>" } else if r.suspectedDuplicate { s += " <span class=\"suspect\">suspected duplicate</span>" }
         s += "</td><td>\(r.county.html)</td><td>\(r.station.html)</td><td>\(r.category.html)</td><td>\(r.priority.html)</td>"
         s += "<td>\(r.status.html)</td><td class=\"summary\">\(r.summary.html)</td><td>\(r.units.joined(separator: ", ").html)</td>"
         if extra == "Deadline" { s += "<td>\(r.feedbackDeadline.map { TimeText.format($0, offsetMinutes: offset) }?.html ?? "")</td>" }

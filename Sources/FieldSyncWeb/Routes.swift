@@ -5,6 +5,7 @@ import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
+import FieldSyncReports
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -45,7 +46,8 @@ struct SecurityMiddleware: RouterMiddleware {
             response = center.html(Pages.error(WebFailure(.internalServerError, "The node could not answer; see its log."), op: op, role: center.role),
                                    status: .internalServerError)
         }
-        response.headers[.contentSecurityPolicy] = Self.csp
+        // A daily report page sets its own (stricter: no script at all; its one style element by hash).
+        if response.headers[.contentSecurityPolicy] == nil { response.headers[.contentSecurityPolicy] = Self.csp }
         response.headers[.xContentTypeOptions] = "nosniff"
         response.headers[.xFrameOptions] = "DENY"
         response.headers[.referrerPolicy] = "no-referrer"
@@ -54,7 +56,8 @@ struct SecurityMiddleware: RouterMiddleware {
         if !path.hasPrefix("/static/") {
             let parts = path.split(separator: "/")
             let record = parts.count >= 2 && parts[0] == "incidents" ? String(parts[1].prefix(32)) : nil
-            let action = request.method == .post ? (parts.count == 3 ? String(parts[2]) : String(parts.last ?? "")) : (path == "/incidents.csv" ? "export" : nil)
+            let action = request.method == .post ? (parts.count == 3 ? String(parts[2]) : String(parts.last ?? ""))
+                : path == "/incidents.csv" ? "export" : path.hasPrefix("/reports/") ? "report" : nil
             center.accessLog.write(AccessLogEntry(at: center.options.clock(), operatorName: op?.name, source: context.source,
                                                   method: request.method.rawValue, path: String(path.prefix(200)),
                                                   record: record, action: action, status: Int(response.status.code)))
@@ -170,8 +173,11 @@ extension CommandCenter {
         router.get("/incidents") { request, _ in
             let op = try self.requireOperator(request)
             let f = try ListFilter(try request.queryPairs(), utcOffsetMinutes: offset)
-            let page = try await self.onLoop {
-                try Reads.incidents($0, f, op: op, root: root, offset: (f.page - 1) * ListFilter.pageSize, limit: ListFilter.pageSize)
+            let rule = self.options.duplicateRule
+            let page = try await self.onLoop { book in
+                var page = try Reads.incidents(book, f, op: op, root: root, offset: (f.page - 1) * ListFilter.pageSize, limit: ListFilter.pageSize)
+                try Suspects.flag(&page, book, op: op, rule: rule)
+                return page
             }
             let live = f.page == 1 ? "/events" + HTML.query(f.pairs) : nil
             return self.html(Pages.layout(title: "Incidents", op: op, role: self.role, live: live, body: Pages.list(page, filter: f, offset: offset)))
@@ -196,7 +202,8 @@ extension CommandCenter {
             let q = try request.queryPairs()
             let id = context.parameters.get("id") ?? ""
             let now = self.options.clock()
-            let model = try await self.onLoop { try DetailReads.detail($0, id: id, op: op, now: now) }
+            let rule = self.options.duplicateRule
+            let model = try await self.onLoop { try DetailReads.detail($0, id: id, op: op, now: now, rule: rule) }
             let flash = q["done"].flatMap { ["assign": "Unit assigned.", "route": "Routed.", "status": "Status set.", "note": "Note added.",
                                              "duplicate": "Marked as duplicate."][$0] }
             return self.html(Pages.layout(title: "Incident \(id.prefix(8))", op: op, role: self.role,
@@ -214,6 +221,7 @@ extension CommandCenter {
             let written = try await self.onLoop { try DetailReads.perform($0, id: id, action: action, op: op) }
             return self.redirect("/incidents/\(HTML.urlComponent(written.record.id.description))?done=\(action.name)")
         }
+        addReportRoutes(router)
         router.get("/events") { request, _ in
             let op = try self.requireOperator(request)
             let f = try ListFilter(try request.queryPairs(), utcOffsetMinutes: offset)

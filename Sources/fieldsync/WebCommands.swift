@@ -5,6 +5,7 @@ import ArgumentParser
 import FieldSync
 import FieldSyncCrypto
 import FieldSyncNode
+import FieldSyncReports
 import FieldSyncWeb
 import Foundation
 import Logging
@@ -123,6 +124,11 @@ enum WebService {
         options.port = address.port
         options.sessionLifetime = UInt64(web.sessionMinutes) * 60_000
         options.secureCookies = web.secureCookies
+        options.reportsDirectory = c.reports.daily?.dir  // the daily reports `serve` writes, listed at /reports
+        options.reportsCounty = c.reports.daily?.county
+        options.statusPath = c.statusPath  // last sessions on the units page
+        options.unitSilentMinutes = Int64(web.unitSilentMinutes)
+        options.duplicateRule = DuplicateRule(distanceMetres: web.duplicateMetres, windowMilliseconds: Int64(web.duplicateMinutes) * 60_000)
         let center: CommandCenter
         do { center = try await CommandCenter(app: app, options: options) } catch { throw CLIError("\(error)") }
         let port = try await center.start(logger: Logger(label: "fieldsync.web"))

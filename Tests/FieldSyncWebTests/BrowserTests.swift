@@ -3,6 +3,7 @@ import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncNode
 import FieldSyncProtocol
+import FieldSyncReports
 import FieldSyncTestSupport
 import FieldSyncWeb
 import Foundation
@@ -129,7 +130,9 @@ final class WebDriver: @unchecked Sendable {
         let backpack = try await FieldSyncApp.open(device: try f.device("bp17", role: .backpack, scopes: [WebFixtures.wudu], keys: [WebFixtures.wuduKey]),
                                                    configuration: WebFixtures.configuration)
         try f.addOperators()
-        let center = try await f.center(station)
+        let reports = f.dir + "/reports"
+        try FileManager.default.createDirectory(atPath: reports, withIntermediateDirectories: true)
+        let center = try await f.center(station, configure: { $0.reportsDirectory = reports })
         let webPort = try #require(center.port)
         try await station.startSync(WebFixtures.syncOptions())
         let syncPort = try #require(await station.listeningPort)
@@ -231,6 +234,37 @@ final class WebDriver: @unchecked Sendable {
         #expect(try browser.text("#summary") == "<script>alert(1)</script><img src=x onerror=alert(2)>")
         #expect(!browser.alertOpen())
         #expect(try browser.script("return document.querySelectorAll('main img, main script').length;") as? Int == 0)
+
+        step("Map, units, a duplicate, reports")
+        let reportPagesStart = Date()
+        // The map (server-drawn SVG, stations and the open incidents), the units page.
+        try browser.go(base + "/map")
+        #expect((try browser.script("return document.querySelectorAll('#map svg circle.station').length;") as? Int ?? 0) > 100)
+        #expect((try browser.script("return document.querySelectorAll('#map svg rect.incident').length;") as? Int ?? 0) >= 3)
+        try shot("map")
+        try browser.go(base + "/units")
+        #expect(try browser.text("h1") == "Units and stations")
+        #expect(try browser.text("#units").contains("backpack"))
+        try shot("units")
+        // The landslide (the backpack's) is a suspected duplicate of incidents written at the station: mark one.
+        try browser.go(base + "/incidents/\(id)")
+        #expect(try browser.text("#suspects").contains("Stray cattle on the county road"))
+        try browser.click("#suspects button.mark-duplicate")
+        #expect(WebDriver.wait(5) { (try? browser.text("#flash")) == "Marked as duplicate." })
+        #expect(try browser.text("main").contains("Duplicate of"))
+        #expect(!browser.alertOpen())
+        // The daily reports: the morning's file listed and opened (its own CSP lets its style in by hash).
+        let nowMs = Int64(FieldSyncApp.wallClock())
+        let today = ReportDay(containing: nowMs)
+        let report = try await station.perform { try DailyReport.make($0, day: today, options: DailyReportOptions(), now: nowMs) }
+        try report.html().write(toFile: "\(reports)/daily-\(today.text).html", atomically: true, encoding: .utf8)
+        try browser.go(base + "/reports")
+        try shot("reports")
+        try browser.click("#stored a")
+        #expect(WebDriver.wait(5) { (try? browser.url())?.hasSuffix("/reports/file/daily-\(today.text).html") == true })
+        #expect(try browser.script("return getComputedStyle(document.body).margin;") as? String == "16px")  // its style applied
+        #expect(!browser.alertOpen())
+        print("report pages (map, units, a duplicate, reports): \(Date().timeIntervalSince(reportPagesStart)) s")
 
         try browser.go(base + "/")
         try shot("overview")

@@ -16,7 +16,7 @@ import Glibc
 /// hostile query strings, dispatch actions and their attribution, the live stream and its end.
 @Suite(.ownThread) struct CommandCenterHTTPTests {
     /// A station app with a command center and two operators; `body` gets the pieces; everything is closed after.
-    static func withCenter(clock: FakeClock? = nil, lifetime: UInt64 = 3_600_000,
+    static func withCenter(clock: FakeClock? = nil, lifetime: UInt64 = 3_600_000, configure: (WebFixtures, inout CommandCenterOptions) -> Void = { _, _ in },
                            _ body: (WebFixtures, FieldSyncApp, CommandCenter, Int) async throws -> Void) async throws {
         var f = try WebFixtures()
         defer { f.remove() }
@@ -24,7 +24,8 @@ import Glibc
         try f.addOperators()
         var read: (@Sendable () -> UInt64)?
         if let clock { read = { clock.read() } }
-        let center = try await f.center(app, clock: read, lifetime: lifetime)
+        let fixtures = f
+        let center = try await f.center(app, clock: read, lifetime: lifetime) { configure(fixtures, &$0) }
         do {
             try await body(f, app, center, center.port ?? 0)
         } catch {

@@ -22,6 +22,17 @@ struct WebConfigTests {
         #expect(throws: ConfigError.self) { try Self.decode("{\(Self.base), \"web\": {\"port\": 8080}}") }
     }
 
+    @Test func theReportPagesSettingsHaveDefaultsAndBounds() throws {
+        let on = try Self.decode("{\(Self.base), \"web\": {}}")
+        #expect(on.web?.unitSilentMinutes == 1_440 && on.web?.duplicateMetres == 500 && on.web?.duplicateMinutes == 30)
+        let set = try Self.decode("{\(Self.base), \"web\": {\"unitSilentMinutes\": 90, \"duplicateMetres\": 250.5, \"duplicateMinutes\": 10}}")
+        #expect(set.web?.unitSilentMinutes == 90 && set.web?.duplicateMetres == 250.5 && set.web?.duplicateMinutes == 10)
+        #expect(!set.check().contains { $0.key?.hasPrefix("web.") == true })
+        let bad = try Self.decode("{\(Self.base), \"web\": {\"unitSilentMinutes\": 0, \"duplicateMetres\": -1, \"duplicateMinutes\": 99999}}")
+        let keys = Set(bad.check().compactMap(\.key))
+        #expect(keys.isSuperset(of: ["web.unitSilentMinutes", "web.duplicateMetres", "web.duplicateMinutes"]))
+    }
+
     @Test func accountsAreHashedWithArgon2idInAFileOnlyTheOwnerReads() throws {
         let path = NSTemporaryDirectory() + "web-users-\(UUID().uuidString).json"
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -88,8 +88,10 @@ struct WebFixtures {
         try a.save(path: usersPath)
     }
 
-    func center(_ app: FieldSyncApp, clock: (@Sendable () -> UInt64)? = nil, lifetime: UInt64 = 3_600_000) async throws -> CommandCenter {
+    func center(_ app: FieldSyncApp, clock: (@Sendable () -> UInt64)? = nil, lifetime: UInt64 = 3_600_000,
+                configure: (inout CommandCenterOptions) -> Void = { _ in }) async throws -> CommandCenter {
         var o = CommandCenterOptions(usersPath: usersPath, accessLogPath: accessLogPath)
+        configure(&o)
         o.port = 0
         o.sessionLifetime = lifetime
         o.executor = OwnThreadExecutor.shared  // not the cooperative pool, which blocking tests hold in a full run
@@ -97,6 +99,27 @@ struct WebFixtures {
         let c = try await CommandCenter(app: app, options: o)
         try await c.start()
         return c
+    }
+
+    /// Hands every change `from`'s own device wrote to `to`, as a sync would (the test needs incidents of two
+    /// devices on one node, without the network).
+    static func deliver(_ from: FieldSyncApp, to: FieldSyncApp) async throws {
+        let (changes, certificate) = try await from.perform { book -> ([Change], Certificate) in
+            let r = book.replicator
+            var out: [Change] = []
+            for log in try r.store.orderedLogs() where log.author == r.identity.id {
+                for range in try r.store.holdings(of: log).ranges { out += try r.store.changes(log, in: range).map { try Change(canonicalBytes: $0.bytes) } }
+            }
+            return (out, r.identity.certificate)
+        }
+        let now = FieldSyncApp.wallClock()
+        try await to.perform { _ = try $0.replicator.ingest(changes, certificates: [certificate], now: now) }
+    }
+
+    /// The access log's lines.
+    func accessLog() throws -> [AccessLogEntry] {
+        try String(contentsOfFile: accessLogPath, encoding: .utf8).split(separator: "\n")
+            .compactMap { try? JSONDecoder().decode(AccessLogEntry.self, from: Data($0.utf8)) }
     }
 
     static func draft(_ summary: String, scope: Scope = wuduVillage, priority: Priority = .normal, reporter: String = "caller") -> IncidentDraft {
