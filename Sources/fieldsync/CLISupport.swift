@@ -1,6 +1,7 @@
 // Shared helpers of the identity subcommands: keystore unlock options, file I/O, JSON output, the clock.
 
 import ArgumentParser
+import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import Foundation
@@ -41,18 +42,8 @@ struct KeystoreOptions: ParsableArguments {
     /// The first line of a passphrase file. Like a key file, a passphrase file that group or others may
     /// access is refused (a pipe, such as `<(pass show fieldsync)`, is accepted: nothing stores it).
     static func readPassphrase(_ passphraseFile: String) throws -> [UInt8] {
-        var st = stat()
-        guard stat(passphraseFile, &st) == 0 else { throw CLIError("cannot read passphrase file \(passphraseFile)") }
-        if (st.st_mode & S_IFMT) == S_IFREG, st.st_mode & 0o077 != 0 {
-            throw CLIError(String(format: "passphrase file %@ has mode %o; it must not be accessible by group or others: run `chmod 600 %@`",
-                                  passphraseFile, Int(st.st_mode & 0o777), passphraseFile))
-        }
-        guard let data = FileManager.default.contents(atPath: passphraseFile) else {
-            throw CLIError("cannot read passphrase file \(passphraseFile)")
-        }
-        let line = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first ?? ""
-        guard !line.isEmpty else { throw CLIError("passphrase file \(passphraseFile) is empty") }
-        return Array(line.utf8)
+        // One rule for the CLI and the app library (`PassphraseFile.read`): mode, pipes, first line.
+        do { return try PassphraseFile.read(passphraseFile) } catch { throw CLIError(error.message) }
     }
 
     /// Protection for a new keystore (creates the key file if it does not exist yet).
