@@ -208,6 +208,8 @@ public enum Swarm {
             ("frames_corrupted", m.linkCorrupted), ("devices_revoked", a.revocations.count), ("revoked_sessions_refused", refusedSessions),
             ("post_revocation_changes_refused", refusedChanges), ("live_nodes_not_informed_of_a_revocation", uninformed),
             ("changes_held_by_relays", relayChanges), ("pairs_missing_no_path_in_time", beyondReach), ("receipts_written", a.receiptsWritten), ("deferred_retries", a.deferredRetries),
+            ("idle_timeout_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.idleTimeout.rawValue] }),
+            ("peer_gone_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.peerGone.rawValue] }),
         ]
         var result = SwarmResult(seed: seed, mix: mix, failures: failures, traceHash: sim.traceHash, counts: counts)
         if keepFiles {
