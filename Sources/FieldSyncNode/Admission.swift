@@ -24,13 +24,16 @@ public enum CutReason: String, Sendable, CaseIterable, Codable {
     case handshakeTimeout = "handshake_timeout"
     /// Fewer bytes than the minimum moved in a progress interval while the session had work to do.
     case tooSlow = "too_slow"
-    /// No bytes in either direction within the idle timeout while the session had work to do.
+    /// No bytes in either direction within the idle timeout while the session had work to do (or, live,
+    /// waited for the rest of a frame of the peer).
     case idle
     /// An unauthenticated connection closed to make room for one from a source with fewer pending
     /// handshakes (the pool was full).
     case evicted
-    /// A live session heard nothing from its peer (not even a keep-alive) for the keep-alive's
-    /// `deadAfter`: the peer is gone or hung, or the connection is half-open.
+    /// A live session heard nothing from its peer (no whole frame, not even a keep-alive: bytes of a
+    /// frame that never completes do not count) for the keep-alive's `deadAfter`: the peer is gone or
+    /// hung, the connection is half-open, or a frame never completes (a corrupted length prefix, a peer
+    /// trickling a large frame).
     case peerGone = "peer_gone"
 }
 

@@ -215,9 +215,12 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let liveIdleMilliseconds: UInt64?
     private var lastTraffic: UInt64 = 0
     private var liveIdleTimer: Scheduled<Void>?
-    /// The keep-alive of the live phase (nil: off), when bytes last left and last arrived, and its timer.
+    /// The keep-alive of the live phase (nil: off), when bytes last left and when the peer was last heard
+    /// (a whole frame arrived: `SyncSession.framesReceived` grew; any byte is no sign of life), and its timer.
     private let keepAlive: KeepAlivePolicy?
     private var lastSent: UInt64 = 0, lastReceived: UInt64 = 0
+    /// `session.framesReceived` when `lastReceived` was last set.
+    private var framesHeard = 0
     private var keepAliveTimer: Scheduled<Void>?
     /// The session's timer (`SessionEvent.needsTimer`): the peer's standing lapsing, deferred changes due.
     private var sessionTimer: Scheduled<Void>?
@@ -298,14 +301,24 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !closing, let bytes = buffer.readBytes(length: buffer.readableBytes), !bytes.isEmpty else { return }
         result.bytesIn += bytes.count
         lastTraffic = clock()
-        lastReceived = lastTraffic
         let wasLive = result.liveSince != nil
         afterInput(session.receive(bytes, now: clock()), context: context, wasLive: wasLive)
+    }
+
+    /// The peer is heard when a whole frame of it was handled (`SyncSession.framesReceived`), not when
+    /// bytes arrive: a frame that never completes (a corrupted length prefix, a peer trickling a large
+    /// frame a byte at a time) must not keep the keep-alive's `deadAfter` from cutting the session.
+    private func noteFramesHeard() {
+        let frames = session.framesReceived
+        guard frames != framesHeard else { return }
+        framesHeard = frames
+        lastReceived = clock()
     }
 
     /// After the session took input (bytes, or a batch prepared elsewhere): batches to prepare, bytes to
     /// send, events, the node's callbacks, reading paused or resumed.
     private func afterInput(_ out: SessionOutput, context: ChannelHandlerContext, wasLive: Bool) {
+        noteFramesHeard()
         act(on: out, context: context)
         if out.changesAccepted > 0 { callbacks.applied(self, out.changesAccepted, wasLive) }
         afterActivity(context: context)
@@ -356,8 +369,9 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
             // An idle live session waits for changes, silently and for as long as it takes; TCP keepalive
-            // notices a peer that is gone. With a batch in flight or queued, silence is a stall.
-            if session.isIdle { return }
+            // notices a peer that is gone. With a batch in flight or queued, or a frame of the peer begun and
+            // not whole (a corrupted length prefix waits for bytes that never come), silence is a stall.
+            if session.isIdle && !session.receivingFrame { return }
             cut(.idle, "stalled: no bytes in either direction within the idle timeout")
             return
         }
@@ -365,7 +379,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// The handshake deadline and the progress check (Limits). An idle live session is exempt from the
-    /// progress check: it waits for changes, silently, for as long as it takes.
+    /// progress check: it waits for changes, silently, for as long as it takes; not while a frame of the
+    /// peer is begun and not whole (a peer that trickles a frame is not idle, it is slow).
     private func startTimers(context: ChannelHandlerContext) {
         let loop = context.eventLoop.assumeIsolated()
         if let deadline = limits.handshakeTimeout {
@@ -385,10 +400,11 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             guard !completed, !closing else { return }
             let moved = result.bytesIn + bytesWritten
             let wasIdle = idleSinceCheck
-            idleSinceCheck = session.isIdle
+            let idle = session.isIdle && !session.receivingFrame
+            idleSinceCheck = idle
             let delta = moved - progressMark
             progressMark = moved
-            if !session.isIdle, !wasIdle, delta < limits.minProgressBytes {
+            if !idle, !wasIdle, delta < limits.minProgressBytes {
                 cut(.tooSlow, "too slow: \(delta) B moved in \(Self.seconds(interval)) (minimum \(limits.minProgressBytes))")
                 return
             }
@@ -475,7 +491,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The keep-alive of the live phase (`LiveSessionRules.keepAlive`, the same rule the simulator's agent
     /// runs): a keep-alive frame after `interval` without writing (`SyncSession.keepAlive`, which
     /// re-checks the peer's standing first), and a cut (`CutReason.peerGone`) after `deadAfter` without
-    /// reading a byte. TCP keepalive notices a host that is gone; this also notices a peer process that
+    /// a whole frame from the peer (bytes of a frame that never completes do not count). TCP keepalive notices a host that is gone; this also notices a peer process that
     /// hangs and a connection left half-open behind a middlebox, and keeps an idle link from being closed.
     private func watchKeepAlive(context: ChannelHandlerContext) {
         guard let policy = keepAlive, keepAliveTimer == nil, !closing, !completed, session.isLive else { return }
@@ -487,7 +503,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             afterActivity(context: context)
             watchKeepAlive(context: context)  // sent now: the rule says when to look again
         case let .peerGone(silent):
-            cut(.peerGone, "no bytes from the peer for \(silent / 1_000) s (keep-alive): it is gone, hung or the connection is half-open")
+            cut(.peerGone, "no whole frame from the peer for \(silent / 1_000) s (keep-alive): it is gone, hung, the connection is half-open or a frame never completes")
         case let .recheck(at):
             let delay = Int64(min(at > now ? at - now : 0, UInt64(Int64.max / 1_000_000)))
             keepAliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { [self] in
@@ -509,7 +525,7 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// After bytes came in or a push went out: a requested close, refused changes to offer again, the
     /// counters.
     private func afterActivity(context: ChannelHandlerContext) {
-        if session.isIdle { idleSinceCheck = true }
+        if session.isIdle && !session.receivingFrame { idleSinceCheck = true }
         watchDeferred(context: context)
         closeIfIdleRequested(context: context)
         reportTraffic()

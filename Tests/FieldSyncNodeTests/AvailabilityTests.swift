@@ -321,6 +321,148 @@ import Glibc
         return (fd, frames)
     }
 
+    // MARK: a live session's peer is heard only when a whole frame arrives
+
+    /// Runs a real session with `port` as the enrolled `identity`, asking for live mode, over a blocking
+    /// socket from 127.0.0.1 until it is live; returns the socket. The session is then left: the caller
+    /// writes raw bytes (a hostile peer does what it likes with its own connection).
+    static func goLive(port: Int, as identity: DeviceIdentity, trust: TrustStore) throws -> Int32 {
+        let replicator = Replicator(identity: identity, trust: trust, store: MemoryStore())
+        var configuration = SessionConfiguration(network: NetworkParameters(networkID: "longnan-police"), salt: Array(repeating: 7, count: 16))
+        configuration.live = true
+        let session = SyncSession(initiator: true, replicator: replicator, configuration: configuration, now: now())
+        guard let fd = connect(port, from: "127.0.0.1") else { throw NodeTestError("cannot connect") }
+        for f in session.start().frames { _ = send(fd, f.bytes) }
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = Date().addingTimeInterval(20)
+        while !session.isLive, !session.isClosed, Date() < deadline {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n > 0 { for f in session.receive(Array(buffer[0..<n]), now: now()).frames { _ = send(fd, f.bytes) } }
+            if n == 0 { break }
+        }
+        guard session.isLive else {
+            close(fd)
+            throw NodeTestError("the hostile session did not go live: \(String(describing: session.closeReason))")
+        }
+        return fd
+    }
+
+    /// Sends the header of a frame announcing 65,535 bytes, then one byte every `every` seconds until the
+    /// node closes the connection or `limit` seconds pass. Returns whether it was closed, and when.
+    static func trickleFrame(_ fd: Int32, every: Double, limit: Double) -> (cut: Bool, took: Double) {
+        let started = Date()
+        guard send(fd, [0xFF, 0xFF]) else { return (true, 0) }
+        while Date().timeIntervalSince(started) < limit {
+            if closedByPeer(fd, within: every) { return (true, Date().timeIntervalSince(started)) }
+            guard send(fd, [0x42]) else { return (true, Date().timeIntervalSince(started)) }
+        }
+        return (false, Date().timeIntervalSince(started))
+    }
+
+    /// Swarm finding 2 and issue 13 item 1: an enrolled peer that opens a live session, sends the header
+    /// of a large frame and then one byte per keep-alive interval used to be heard for ever (the keep-alive
+    /// rule took any byte as a sign of life, so its `deadAfter` never fired, and the idle timeout and the
+    /// progress check exempt an idle live session). Now the peer is heard only when a whole frame arrives
+    /// (`SyncSession.framesReceived`): the session is cut `peer_gone` about `deadAfter` (3 s) after its
+    /// last whole frame, while an honest live session on the same node stays open and carries changes.
+    /// The progress check is off here, so that only the keep-alive rule can cut.
+    @Test(.timeLimit(.minutes(1))) func aTrickledFrameOnALiveSessionIsCutWithinDeadAfter() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keep: (inout NodeConfiguration, inout DaemonOptions) -> Void = { c, _ in
+            c.liveKeepAlive = KeepAlivePolicy(interval: 200, deadAfter: 3_000)  // 15 intervals: no false cut under load
+            c.minProgressBytes = 0
+        }
+        let station = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                  name: "st", tune: keep)
+        let honest = try await DaemonTests.start(try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust, dir: dir,
+                                                 name: "bp", peers: [try await DaemonTests.address(station)], tune: keep)
+        var first: LiveSession?
+        #expect(try await DaemonTests.eventually(20) {
+            first = try await LiveDaemonTests.live(honest).first
+            let atStation = try await LiveDaemonTests.live(station).count
+            return first != nil && atStation == 1
+        })
+        let opened = try #require(first)
+        let port = try #require(await station.daemon.listeningPort)
+        let fd = try Self.goLive(port: port, as: try pki.device(.backpack, scopes: [NodeTests.station]), trust: pki.trust)
+        defer { close(fd) }
+        #expect(try await DaemonTests.eventually(20) { (try await LiveDaemonTests.live(station)).count == 2 })
+        // A byte every keep-alive interval, for up to five times deadAfter.
+        let (cut, took) = Self.trickleFrame(fd, every: 0.2, limit: 15)
+        #expect(cut && took < 12, "the trickling live session was cut after \(took) s (deadAfter 3 s): \(cut)")
+        let counters = try await station.node.loop.submit { station.node.connectionCounters }.get()
+        #expect(counters.cut[CutReason.peerGone.rawValue] == 1, "\(counters)")
+        // The honest live session is the one it was, and still carries changes.
+        #expect(try await LiveDaemonTests.live(honest).first?.since == opened.since)
+        try await NodeTests.write(honest.node, count: 1, tag: "after the trickle")
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(station.node).count == 1 })
+        #expect(try await LiveDaemonTests.live(honest).first?.since == opened.since)
+        _ = try await honest.daemon.shutdown(grace: .seconds(5))
+        _ = try await station.daemon.shutdown(grace: .seconds(5))
+    }
+
+    /// A live node with `limits` and no keep-alive, listening on 127.0.0.1, and an enrolled device's identity
+    /// for the peer.
+    static func liveStation(_ configure: (inout NodeConfiguration) -> Void) async throws
+        -> (station: FieldSyncNode, listener: any Channel, peer: DeviceIdentity, trust: TrustStore) {
+        var pki = NodeTests.PKI()
+        var config = NodeConfiguration(network: NetworkParameters(networkID: "longnan-police"))
+        config.liveSessions = true
+        config.liveKeepAlive = nil
+        config.liveIdleTimeout = .seconds(600)
+        configure(&config)
+        let stationID = try pki.device(.station, scopes: [NodeTests.station])
+        let trust = pki.trust
+        let station = try FieldSyncNode(configuration: config) { Replicator(identity: stationID, trust: trust, store: MemoryStore()) }
+        let listener = try await station.listen(host: "127.0.0.1", port: 0)
+        return (station, listener, try pki.device(.backpack, scopes: [NodeTests.station]), pki.trust)
+    }
+
+    /// Issue 13 item 1 ("a minimum progress rate, not any byte"): the progress check exempted an idle live
+    /// session, even while its peer trickled a frame into it, so a live peer could hold its connection
+    /// with a byte every 100 ms. A live session with a frame of the peer begun and not whole is not idle
+    /// (`SyncSession.receivingFrame`): the check (here 1,024 bytes a second) cuts it as too slow.
+    @Test(.timeLimit(.minutes(1))) func aTrickledFrameOnALiveSessionIsCutAsTooSlow() async throws {
+        let (station, listener, peer, trust) = try await Self.liveStation { c in
+            c.minProgressBytes = 1_024
+            c.progressInterval = .seconds(1)
+        }
+        let fd = try Self.goLive(port: try NodeTests.port(listener), as: peer, trust: trust)
+        defer { close(fd) }
+        let (cut, took) = Self.trickleFrame(fd, every: 0.1, limit: 15)
+        #expect(cut && took < 12, "cut as too slow after \(took) s: \(cut)")
+        let counters = try await station.loop.submit { station.connectionCounters }.get()
+        #expect(counters.cut[CutReason.tooSlow.rawValue] == 1, "\(counters)")
+        try await listener.close()
+        try await station.shutdown()
+    }
+
+    /// Swarm finding 2 on a node: a live session whose peer's frame stops short (a flipped bit in its
+    /// length prefix leaves the node waiting for bytes the peer never sends) was exempt from the idle
+    /// timeout as an idle live session, and stayed wedged until the keep-alives filled the bogus frame.
+    /// Now silence while a frame is begun is a stall: the idle timeout (1 s here) cuts it.
+    @Test(.timeLimit(.minutes(1))) func aLiveSessionWaitingForTheRestOfAFrameIsCutWhenSilent() async throws {
+        let (station, listener, peer, trust) = try await Self.liveStation { c in
+            c.idleTimeout = .seconds(1)
+            c.minProgressBytes = 0
+        }
+        let fd = try Self.goLive(port: try NodeTests.port(listener), as: peer, trust: trust)
+        defer { close(fd) }
+        let started = Date()
+        #expect(Self.send(fd, [0x7F, 0xFF, 1, 2, 3]))  // 32,767 announced, 3 sent, then silence
+        let cut = Self.closedByPeer(fd, within: 15)
+        let took = Date().timeIntervalSince(started)
+        #expect(cut && took < 12, "cut as stalled after \(took) s: \(cut)")
+        let counters = try await station.loop.submit { station.connectionCounters }.get()
+        #expect(counters.cut[CutReason.idle.rawValue] == 1, "\(counters)")
+        try await listener.close()
+        try await station.shutdown()
+    }
+
     // MARK: item 3
 
     final class Lines: @unchecked Sendable {

@@ -51,4 +51,22 @@ import Testing
         #expect(try d.next() == nil)
         #expect(d.pending == 1002)
     }
+
+    /// `holdsPartialFrame`: bytes of a frame not yet whole are held (one byte of a prefix, a prefix, part
+    /// of a body), not whole frames left unread.
+    @Test func holdsPartialFrameOnlyForAFrameNotYetWhole() throws {
+        var d = FrameDecoder()
+        #expect(!d.holdsPartialFrame)
+        d.append([0])
+        #expect(d.holdsPartialFrame)
+        d.append([3, 1, 2])
+        #expect(d.holdsPartialFrame)
+        d.append([3] + FrameDecoder.frame([9]))
+        #expect(!d.holdsPartialFrame, "two whole frames held, unread")
+        #expect(try d.next() == [1, 2, 3])
+        #expect(!d.holdsPartialFrame)
+        #expect(try d.next() == [9])
+        d.append([0x7F])
+        #expect(d.holdsPartialFrame)
+    }
 }

@@ -243,6 +243,37 @@ import Testing
         }
     }
 
+    /// A driver hears its peer when a whole frame was handled (`framesReceived`), not when bytes arrive: a
+    /// keep-alive fed a byte at a time counts once, on its last byte; a frame begun and not whole
+    /// (`receivingFrame`, a corrupted length prefix or a peer trickling) counts nothing however many bytes
+    /// of it come, while the session stays idle on its own side (swarm finding 2).
+    @Test func framesReceivedCountsWholeFramesOnly() throws {
+        var rig = try Rig(live: true)
+        #expect(rig.session.framesReceived == 0 && !rig.session.receivingFrame)
+        _ = try rig.handshake()
+        #expect(rig.session.framesReceived == 2, "handshake messages 1 and 3")
+        _ = try rig.reconcileAsEmptyPeer()
+        _ = try rig.send(.live)
+        _ = try rig.send(.ack(id: 1))
+        #expect(rig.session.isLive && rig.session.isIdle)
+        let before = rig.session.framesReceived
+        var w = ByteWriter()
+        SessionMessage.keepAlive.encode(to: &w)
+        let keepAlive = FrameDecoder.frame(try rig.peer.transport!.seal(w.bytes))
+        for (i, b) in keepAlive.enumerated() {
+            _ = rig.session.receive([b], now: Self.now + 10)
+            let last = i == keepAlive.count - 1
+            #expect(rig.session.framesReceived == before + (last ? 1 : 0) && rig.session.receivingFrame == !last, "byte \(i)")
+        }
+        // The header of a 65,535-byte frame and a trickle of it: bytes, no frame, and the session waits.
+        _ = rig.session.receive([0xFF, 0xFF], now: Self.now + 20)
+        for _ in 0..<100 { _ = rig.session.receive([0x42], now: Self.now + 30) }
+        #expect(rig.session.framesReceived == before + 1)
+        #expect(rig.session.receivingFrame && rig.session.isIdle && !rig.session.isClosed)
+        #expect(!rig.session.connectionClosed().events.isEmpty)
+        #expect(!rig.session.receivingFrame, "a closed session waits for nothing")
+    }
+
     /// The state queries (`isLive`, `isIdle`, `isClosed`, `isFinished`, `hasFailed`, `failure`,
     /// `closeReason`) after every transition of a live session, from `created` to a failed close. Since
     /// issue 14 they read a case tag and flags kept next to every assignment of the state instead of

@@ -260,7 +260,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var closing: [LiveCloseReason?] = []  // per slot: the live pair closes once idle, for this reason
     private var lastTraffic: [SimTime] = []  // per slot: when a frame last left or arrived
     private var lastSent: [SimTime] = []  // per slot and side (2 * slot + side): when that side's last frame left
-    private var lastHeard: [SimTime] = []  // per slot and side: when a frame last arrived at that side
+    private var lastHeard: [SimTime] = []  // per slot and side: when that side last handled a whole frame (`framesReceived` grew)
     private var pairFailed: [Bool] = []  // per slot: the last pair failed (the next start is a reconnect)
     private var pairWentLive: [Bool] = []  // per slot: the `a` side's session went live (its driver was told)
     private var stallWatch: [Bool] = []  // per slot: a corrupted frame reached the pair (it may stall)
@@ -270,6 +270,9 @@ public final class FieldSyncAgent: SyncAgent {
     /// the receiver waiting for bytes its peer never sends, and the peer waiting for an answer. Without
     /// it such a pair stayed open for the rest of the contact, which on an always-up wired link is the
     /// rest of the run (found by the fault swarm: `SwarmTests.corruptedLengthPrefixDoesNotStallALink`).
+    /// A live pair is cut by it too while a side waits for the rest of a frame (`SyncSession.receivingFrame`:
+    /// the node exempts an idle live session only when no frame is begun; finding 2 of the swarm,
+    /// `SwarmTests.corruptedFrameOnALiveSessionIsCut`).
     public static let sessionIdleTimeout: SimTime = 30_000
     /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
     public private(set) var reconnects = 0
@@ -294,8 +297,9 @@ public final class FieldSyncAgent: SyncAgent {
         case contactEnded
         /// A side heard nothing from its peer for `KeepAlivePolicy.deadAfter` and cut the connection.
         case peerGone
-        /// A pair that was not live had no traffic either way for `sessionIdleTimeout` and was cut (the
-        /// node's idle timeout; only after a corrupted frame, the one way a pair stalls in the model).
+        /// A pair that was not live, or was live with a side waiting for the rest of a frame, had no traffic
+        /// either way for `sessionIdleTimeout` and was cut (the node's idle timeout; only after a corrupted
+        /// frame, the one way a pair stalls in the model).
         case idleTimeout
 
         /// Name used in outputs.
@@ -703,10 +707,14 @@ public final class FieldSyncAgent: SyncAgent {
         let sess = here.session
         let me = link.node(side)
         lastTraffic[s] = now
-        lastHeard[2 * s + Int(side.rawValue)] = now
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
-        for e in here.take(sess.receive(message.bytes, now: wall(me, now))) {
+        let framesBefore = sess.framesReceived
+        let events = here.take(sess.receive(message.bytes, now: wall(me, now)))
+        // Heard from the peer only when a whole frame was handled, as on a node (SessionChannelHandler): the
+        // bytes of a frame whose corrupted length prefix made it longer are no sign of life.
+        if sess.framesReceived != framesBefore { lastHeard[2 * s + Int(side.rawValue)] = now }
+        for e in events {
             if case let .refused(r) = e { batchChangeRefused(r, at: me) }
             switch e {
             case let .applied(batch):
@@ -755,16 +763,19 @@ public final class FieldSyncAgent: SyncAgent {
         // Asked once per side (nothing below changes either session before `closePair`). An idle session is
         // a live one.
         let (liveA, liveB) = (a.isLive, b.isLive)
-        if stallWatch[s], !liveA, !liveB, !a.isClosed || !b.isClosed {
-            // The node's idle timeout (`sessionIdleTimeout`): cut once nothing moved either way for that long.
+        // The node's idle timeout (`sessionIdleTimeout`): cut once nothing moved either way for that long, on
+        // a pair that is not live, or a live one with a side waiting for the rest of a frame (a node's idle
+        // live session is exempt only when no frame of the peer is begun: `SyncSession.receivingFrame`).
+        let notLive = !liveA && !liveB
+        if stallWatch[s], !a.isClosed || !b.isClosed, notLive || a.receivingFrame || b.receivingFrame {
             if now - lastTraffic[s] >= Self.sessionIdleTimeout {
                 countEnd(link, .idleTimeout)
                 closePair(s)
                 pairEnded(link, a, b, now: now, effects: &effects)
-            } else {
-                setTimer(link, at: lastTraffic[s] + Self.sessionIdleTimeout, effects: &effects)
+                return
             }
-            return
+            setTimer(link, at: lastTraffic[s] + Self.sessionIdleTimeout, effects: &effects)
+            if notLive { return }
         }
         guard liveA || liveB else { return }
         let (idleA, idleB) = (liveA && a.isIdle, liveB && b.isIdle)

@@ -45,7 +45,11 @@ public struct Oracle {
     }
 
     /// Earliest arrival at every node of something present at `source` from `time`; `Int64.max` = never.
-    public func earliestArrival(from source: NodeIndex, at time: SimTime) -> [SimTime] {
+    /// - Parameter notBefore: per node, the earliest time it accepts the thing (nil: any time). A change
+    ///   dated ahead of a receiver's clock by more than the skew tolerance is refused
+    ///   (`timestampInFuture`) and offered again later: it can arrive at that node only once its clock
+    ///   has caught up, and can be carried on from there only after that (swarm finding 3).
+    public func earliestArrival(from source: NodeIndex, at time: SimTime, notBefore: [SimTime]? = nil) -> [SimTime] {
         var arr = Array(repeating: SimTime.max, count: nodes)
         var done = Array(repeating: false, count: nodes)
         arr[Int(source)] = time
@@ -73,8 +77,8 @@ public struct Oracle {
             if done[Int(u)] { continue }
             done[Int(u)] = true
             for k in offsets[Int(u)]..<offsets[Int(u) + 1] where ends[k] >= t {
-                let a = max(t, starts[k]) + latency[k]
                 let v = peer[k]
+                let a = max(t, starts[k], (notBefore?[Int(v)] ?? 0) - latency[k]) + latency[k]
                 if a <= ends[k] && a < arr[Int(v)] {
                     arr[Int(v)] = a
                     heap.append((a, v))

@@ -95,8 +95,11 @@ public enum Swarm {
     /// 2. no divergence: the live readers of a station that hold all of its changes hold identical records;
     /// 3. nothing lost that was acknowledged, and delivery: a change any live node holds is held by every
     ///    live reader of its station (a change only a lost device held was never acknowledged), unless the
-    ///    run's contacts (`Oracle`) reached that reader less than `slack` before the end (1 h, plus twice the
-    ///    largest clock skew when skew is on: a change dated ahead waits until the receiver's clock passes it);
+    ///    run's contacts (`Oracle`) reached that reader less than 1 h before the end. With clock skew, a node
+    ///    refuses a change dated ahead of its clock (`timestampInFuture`) until its clock passes the change's
+    ///    date: the oracle lets the change reach each node only from then (`notBefore`), and carry on from
+    ///    there only after that (swarm finding 3: a reader whose clock runs behind and whose last contact
+    ///    with a holder came before its clock caught up cannot have the change, whatever the protocol does);
     /// 4. entitlement: no node holds a log its certificate may not hold; the oracle is never beaten;
     /// 5. no relay reads plaintext: relay boxes hold no records (they cannot open what they carry);
     /// 6. trust: each lost (revoked) device then writes a change dated after its revocation; every live
@@ -123,9 +126,10 @@ public enum Swarm {
         if h.oracle.violations > 0 { failures.append("oracle beaten on \(h.oracle.violations) sampled pairs") }
         // 3. Held by a live node => held by every live reader, unless the run's own contacts gave no path
         //    that arrived `slack` before the end (the oracle: earliest arrival over the contacts that ran).
-        let skew = (file.faults?.clockSkewShare ?? 0) > 0 ? 2 * (file.faults?.clockSkewMaxHours ?? 0) : 0
-        let slack = SimTime((1 + skew) * Double(Duration.hour))
+        let slack = SimTime(Duration.hour)
         let oracle = Oracle(contacts: sim.contacts, nodes: world.count)
+        let clocks = sim.context.clockSkew
+        let skewed = clocks.contains { $0 != 0 }
         var missing = 0, beyondReach = 0
         var examples: [String] = []
         for c in 0..<ch.count {
@@ -133,7 +137,14 @@ public enum Swarm {
             guard (0..<world.count).contains(where: { live[$0] && a.holds(ci, at: NodeIndex($0)) }) else { continue }
             var reach: [SimTime]?
             for n in world.readers[Int(ch.domain[c])] where live[Int(n)] && !a.holds(ci, at: n) {
-                if reach == nil { reach = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c]) }
+                if reach == nil {
+                    // The change's date is its author's clock when written (its HLC can run a few minutes
+                    // further ahead, never more than the skew tolerance: taking the receiver's acceptance at
+                    // that date, without the tolerance, errs towards excusing).
+                    let dated = ch.createdAt[c] + clocks[Int(ch.author[c])]
+                    reach = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c],
+                                                   notBefore: skewed ? clocks.map { dated - $0 } : nil)
+                }
                 let at = reach![Int(n)]
                 guard at != SimTime.max, at + slack <= sim.now else {
                     beyondReach += 1
@@ -208,6 +219,8 @@ public enum Swarm {
             ("frames_corrupted", m.linkCorrupted), ("devices_revoked", a.revocations.count), ("revoked_sessions_refused", refusedSessions),
             ("post_revocation_changes_refused", refusedChanges), ("live_nodes_not_informed_of_a_revocation", uninformed),
             ("changes_held_by_relays", relayChanges), ("pairs_missing_no_path_in_time", beyondReach), ("receipts_written", a.receiptsWritten), ("deferred_retries", a.deferredRetries),
+            ("idle_timeout_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.idleTimeout.rawValue] }),
+            ("peer_gone_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.peerGone.rawValue] }),
         ]
         var result = SwarmResult(seed: seed, mix: mix, failures: failures, traceHash: sim.traceHash, counts: counts)
         if keepFiles {

@@ -24,6 +24,19 @@ public struct FrameDecoder: Sendable {
     /// Bytes received but not yet returned as frames.
     public var pending: Int { buffer.count - start }
 
+    /// Whether the bytes held end in a frame not yet whole (a length prefix, or part of one, with less
+    /// than its body behind it): more bytes of the peer are awaited. False when nothing is held or only
+    /// whole frames are (left unread while a session holds its maximum of batches in preparation).
+    public var holdsPartialFrame: Bool {
+        var at = start
+        while buffer.count - at >= 2 {
+            let length = Int(buffer[at]) << 8 | Int(buffer[at + 1])
+            if buffer.count - at < 2 + length { return true }
+            at += 2 + length
+        }
+        return buffer.count > at
+    }
+
     /// Appends received bytes.
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         if start > 0 && start == buffer.count {

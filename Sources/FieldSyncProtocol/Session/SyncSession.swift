@@ -243,6 +243,16 @@ public final class SyncSession {
     public private(set) var forksDetected = 0
     /// Fork proofs sent to and received (verified) from the peer.
     public private(set) var forkProofsSent = 0, forkProofsReceived = 0
+    /// Whole frames of the peer handled so far: handshake messages, then sealed frames that opened (their
+    /// AEAD check passed; a frame that fails it closes the session). A driver's "heard from the peer"
+    /// (the keep-alive's `deadAfter`, `LiveSessionRules.keepAlive`) is the time this last grew, not the
+    /// time any byte arrived: bytes of a frame that never completes (a corrupted length prefix, a hostile
+    /// peer trickling a large frame) are no sign of life (Protocols/sync.md §4.1).
+    public private(set) var framesReceived = 0
+    /// Whether the peer's bytes held end in a frame not yet whole (`FrameDecoder.holdsPartialFrame`): a
+    /// live session waiting for the rest of a frame is not idle for a driver's stall and progress checks,
+    /// although `isIdle` (nothing to send or acknowledge on this side) may hold.
+    public var receivingFrame: Bool { !isClosed && decoder.holdsPartialFrame }
     /// Framed bytes sent, by `SessionFrameKind` (indexed by its raw value).
     public private(set) var bytesSent = [Int](repeating: 0, count: SessionFrameKind.allCases.count)
     /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
@@ -343,7 +353,10 @@ public final class SyncSession {
         lastNow = now
         decoder.append(bytes)
         run(&out) { out in
-            while !isClosed, !preparationBacklogFull, let frame = try decoder.next() { try handle(frame, now: now, &out) }
+            while !isClosed, !preparationBacklogFull, let frame = try decoder.next() {
+                try handle(frame, now: now, &out)
+                framesReceived += 1
+            }
         }
         return out
     }
@@ -382,7 +395,10 @@ public final class SyncSession {
                 try dispatch(next, now: now, &out)
             }
             // Frames left in the decoder while the bound was reached.
-            while !isClosed, !preparationBacklogFull, let frame = try decoder.next() { try handle(frame, now: now, &out) }
+            while !isClosed, !preparationBacklogFull, let frame = try decoder.next() {
+                try handle(frame, now: now, &out)
+                framesReceived += 1
+            }
         }
         return out
     }
