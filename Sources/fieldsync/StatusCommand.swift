@@ -159,6 +159,7 @@ struct StatusCommand: AsyncParsableCommand {
                 if let next = p.nextAttemptAt, DaemonLiveness.alive(d) { line += next > now ? "; next in \((next - now + 999) / 1000) s" : "; due now" }
                 print(line)
             }
+            if let f = d.feed { print(Self.feedLine(f, now: now, alive: DaemonLiveness.alive(d))) }
         } else {
             print("daemon: no status file at \(c.statusPath) (not running with this config, or not started yet)")
         }
@@ -206,6 +207,20 @@ struct StatusCommand: AsyncParsableCommand {
                 print("  \(o.id)  \(o.kind.name)  \(o.scope.path)  \(o.reachedHQ ? "reached HQ" : "waiting (\(o.receipted)/\(o.ownChanges) changes receipted)")")
             }
         }
+    }
+
+    /// The running feed's line, from the `feed` section of the daemon's status file (docs/postgres-feed.md,
+    /// "Status and metrics"): its state and target, the database, the lag in changes and seconds, the changes fed
+    /// since start, and the last error with the next attempt (that only while the daemon runs).
+    static func feedLine(_ f: DaemonStatus.Feed, now: UInt64, alive: Bool) -> String {
+        let changes = f.lagChanges.map { "\($0) change(s)" } ?? "unknown change(s) (the database has not answered since the daemon started)"
+        var line = "feed: \(f.state) into \(f.target); database \(f.database); lag \(changes), \(f.lagSeconds) s; "
+            + "\(f.changesFed) change(s) fed since the daemon started"
+        if let e = f.lastError { line += "; last error: \(e)" }
+        if alive, f.state != "stopped", let at = f.retryAt {
+            line += at > now ? "; next attempt in \((at - now + 999) / 1000) s" : "; next attempt due now"
+        }
+        return line
     }
 
     private func ago(_ now: UInt64, _ at: UInt64) -> String {

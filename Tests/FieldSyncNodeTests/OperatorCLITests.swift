@@ -227,6 +227,32 @@ import Glibc
         #expect(daemon?["alive"] as? Bool == false, "\(json.out)")
     }
 
+    /// Issue 16: the plain-text `status` left out the `feed` section of the daemon's status file (only `--json`
+    /// and `feed status` showed it): the feed's state, the database, the lag in changes and seconds, the last error.
+    @Test func statusShowsTheFeedSectionInText() throws {
+        let dir = try Self.world()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let station = try Station(in: dir)
+        station.stop()  // a status file of a stopped daemon, given the section a feed that lost its database writes
+        let path = dir + "/st.sqlite.status.json"
+        func withFeed(_ feed: [String: Any]) throws {
+            var file = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any] ?? [:]
+            file["feed"] = feed
+            try JSONSerialization.data(withJSONObject: file).write(to: URL(fileURLWithPath: path))
+        }
+        let target = "postgres://fieldsync@db.hq.longnan:5432/police?sslmode=require schema fieldsync"
+        try withFeed(["target": target, "state": "retrying", "database": "down", "lagChanges": 30, "lagSeconds": 12, "changesFed": 20,
+                      "lastError": "PostgreSQL: connectionError (connection refused)", "retryAt": 1_780_000_000_000])
+        let down = try FieldSyncBinary.run(["status"] + Self.st.prefix(6), in: dir)
+        #expect(down.status == 0, "\(down.err)")
+        #expect(down.out.contains("feed: retrying into \(target); database down; lag 30 change(s), 12 s; 20 change(s) fed since the daemon "
+                                  + "started; last error: PostgreSQL: connectionError (connection refused)\n"), "\(down.out)")
+        try withFeed(["target": target, "state": "starting", "database": "unknown", "lagSeconds": 0, "changesFed": 0])
+        let unknown = try FieldSyncBinary.run(["status"] + Self.st.prefix(6), in: dir)
+        #expect(unknown.out.contains("feed: starting into \(target); database unknown; lag unknown change(s) (the database has not answered "
+                                     + "since the daemon started), 0 s; 0 change(s) fed since the daemon started\n"), "\(unknown.out)")
+    }
+
     /// Issue 19 ("Epoch keys"; item 1's README made a second key under `station-017#1`): `keys list` shows every key
     /// a device holds with where it came from, and two different keys under one scope and epoch are flagged (exit 65),
     /// in `status` too.

@@ -303,6 +303,10 @@ struct PostgresFeedTests {
         let down = feed { $0.database == "down" && ($0.lagChanges ?? 0) >= 30 && $0.lagSeconds >= 1 }
         #expect(down?.state == "retrying" && down?.lastError?.isEmpty == false && (down?.lagChanges ?? 0) >= 30 && (down?.lagSeconds ?? 0) >= 1,
                 "\(String(describing: down))")
+        // `status` prints the section as text too (it printed nothing of the feed before).
+        let text = try w.run(["status", "--config", config])
+        #expect(text.out.contains("feed: retrying into \(pg.url(database: "st")) schema fs; database down; lag ")
+                && text.out.contains("; last error: "), "\(text)")
         try pg.startServer()
         let back = feed { $0.state == "caught-up" && $0.lagChanges == 0 && $0.changesFed >= 50 }
         #expect(back?.database == "up" && back?.lastError == nil && back?.lagSeconds == 0, "\(String(describing: back))")
