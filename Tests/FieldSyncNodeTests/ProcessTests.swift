@@ -449,12 +449,28 @@ final class ProcessWorld {
     /// to another test's outgoing connection before the server binds it. (A relay of the lossy chain test
     /// exited 1 once in a parallel run; its log was gone, and this race is the likely cause.) Falls back
     /// to a kernel-chosen port.
+    ///
+    /// Ports are handed out from one counter per test process, never twice: picked at random, two tests
+    /// running at once could both find the same port free before either server bound it. The second
+    /// server then failed to bind, the first one answered in its place, and the test synced with another
+    /// test's world (`unknownAuthority` from a foreign root, in a clean-clone CI run).
     static func freePort() throws -> Int {
         for _ in 0..<64 {
-            if let port = bound(Int.random(in: 20_000..<32_000)) { return port }
+            if let port = bound(nextPort()) { return port }
         }
         guard let port = bound(0) else { throw NodeTestError("cannot bind a loopback port") }
         return port
+    }
+
+    private static let portLock = NSLock()
+    nonisolated(unsafe) private static var lastPort = Int.random(in: 20_000..<26_000)
+
+    /// The next port of this process's sequence in 20,000-31,999 (wrapping).
+    private static func nextPort() -> Int {
+        portLock.withLock {
+            lastPort = lastPort >= 31_999 ? 20_000 : lastPort + 1
+            return lastPort
+        }
     }
 
     /// Binds `port` (0: any) on 127.0.0.1 and closes it again: the port bound, or nil if it was taken.
