@@ -97,7 +97,8 @@ public struct ReportDay: Sendable, Hashable, Comparable, CustomStringConvertible
     public var description: String { text }
     public static func < (a: ReportDay, b: ReportDay) -> Bool { a.daysSinceEpoch < b.daysSinceEpoch }
 
-    static func days(year: Int, month: Int, day: Int) -> Int64 {
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days-from-civil).
+    public static func days(year: Int, month: Int, day: Int) -> Int64 {
         let y = Int64(month <= 2 ? year - 1 : year)
         let era = (y >= 0 ? y : y - 399) / 400
         let yoe = y - era * 400

@@ -5,6 +5,7 @@ import FieldSync
 import FieldSyncCore
 import FieldSyncCrypto
 import FieldSyncProtocol
+import FieldSyncReports
 import Foundation
 
 /// One incident as the pages show it.
@@ -213,37 +214,16 @@ enum TimeText {
         let p = s.split(separator: "-")
         guard s.utf8.count == 10, p.count == 3, let y = Int64(p[0]), let m = Int64(p[1]), let d = Int64(p[2]),
               (1970...2200).contains(y), (1...12).contains(m), (1...31).contains(d) else { return nil }
-        return daysFromCivil(y, m, d) * 86_400_000
-    }
-
-    static func daysFromCivil(_ y0: Int64, _ m: Int64, _ d: Int64) -> Int64 {
-        let y = m <= 2 ? y0 - 1 : y0
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
-
-    static func civil(_ days: Int64) -> (Int64, Int64, Int64) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (m <= 2 ? yoe + era * 400 + 1 : yoe + era * 400, m, d)
+        return ReportDay.days(year: Int(y), month: Int(m), day: Int(d)) * 86_400_000  // the reports' civil calendar
     }
 
     /// `YYYY-MM-DD HH:MM` local.
     static func format(_ ms: Int64, offsetMinutes: Int) -> String {
         let local = ms + Int64(offsetMinutes) * 60_000
         let days = local >= 0 ? local / 86_400_000 : (local - 86_399_999) / 86_400_000
-        let (y, m, d) = civil(days)
+        let (y, m, d) = ReportDay(daysSinceEpoch: days).components
         let minutes = (local - days * 86_400_000) / 60_000
-        return String(format: "%04lld-%02lld-%02lld %02lld:%02lld", y, m, d, minutes / 60, minutes % 60)
+        return String(format: "%04d-%02d-%02d %02lld:%02lld", y, m, d, minutes / 60, minutes % 60)
     }
 
     /// Local midnight (as UTC ms) of the day holding `ms`.
