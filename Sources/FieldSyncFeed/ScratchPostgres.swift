@@ -68,9 +68,13 @@ public final class ScratchPostgres: @unchecked Sendable {
         port = Self.freePort()
     }
 
+    /// A free port in 32,000-32,767: below Linux's ephemeral range (32768-60999), so that no outgoing
+    /// connection takes it before the server binds it, and apart from the 20,000-31,999 the tests hand
+    /// to the nodes they start and restart (a daemon restarted on its port found it held by a cluster
+    /// started meanwhile, when both picked from the same range).
     private static func freePort() -> Int {
         for _ in 0..<64 {
-            let p = Int.random(in: 20_000..<32_000)
+            let p = Int.random(in: 32_000..<32_768)
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
@@ -80,7 +84,7 @@ public final class ScratchPostgres: @unchecked Sendable {
             close(fd)
             if ok { return p }
         }
-        return 25_432
+        return 32_432
     }
 
     /// Runs a server program (as `postgres` when root) and waits for it.
@@ -100,6 +104,7 @@ public final class ScratchPostgres: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o666)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        Self.closeInheritedDescriptors(&actions)
         let cArgs = argv.map { strdup($0) } + [nil]
         defer { for a in cArgs { free(a) } }
         var pid: pid_t = 0
@@ -115,6 +120,18 @@ public final class ScratchPostgres: @unchecked Sendable {
             throw Unavailable(description: "\((program as NSString).lastPathComponent) \(args.joined(separator: " ")) exited \(code): \(text)\n\(log)")
         }
         return (code, text)
+    }
+
+    /// Adds "close every descriptor from 3 up" to `actions` (glibc 2.34's
+    /// `posix_spawn_file_actions_addclosefrom_np`, looked up at run time: Swift's Glibc module does not
+    /// declare it). SwiftNIO opens its sockets without close-on-exec, so the server `pg_ctl start` leaves
+    /// running would otherwise hold every connection its caller had open at that moment, and keep them open
+    /// after the caller closed them: in the test process, a daemon's live session outlived its peer's
+    /// shutdown, and a node's close reached its client only when the cluster stopped.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return }
+        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
     }
 
     private func initialize(durable: Bool) throws {

@@ -405,6 +405,7 @@ struct CLIHostileInputTests {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        Spawn.closeInheritedDescriptors(&actions)  // not the other tests' connections
         let full = [try RecordCLI.binary] + args
         var argv: [UnsafeMutablePointer<CChar>?] = full.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }

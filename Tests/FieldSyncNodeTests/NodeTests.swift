@@ -5,6 +5,7 @@ import FieldSyncNode
 import FieldSyncProtocol
 import FieldSyncStore
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -136,9 +137,14 @@ import Testing
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    /// Reads until the peer closes; records that it did.
+    /// Reads until the peer closes; records when it did, on the connection's event loop.
     final class Sink: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
+        let closedAt = NIOLockedValueBox<Date?>(nil)
+        func channelInactive(context: ChannelHandlerContext) {
+            closedAt.withLockedValue { $0 = Date() }
+            context.fireChannelInactive()
+        }
     }
 
     @Test(.timeLimit(.minutes(1))) func garbageGetsTheConnectionClosed() async throws {
@@ -153,13 +159,19 @@ import Testing
         // 1: a complete frame of random bytes (the handshake fails); 2: a short fragment that promises
         // more and then stalls (the idle timeout cuts it).
         for garbage in [[0x01, 0x00] + (0..<256).map { _ in UInt8.random(in: 0...255) }, [0xFF, 0xFF, 0x42]] {
+            let sink = Sink()
             let raw = try await ClientBootstrap(group: group).channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(Sink()) }
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(sink) }
             }.connect(host: "127.0.0.1", port: try Self.port(listener)).get()
-            try await raw.writeAndFlush(raw.allocator.buffer(bytes: garbage))
-            let started = Date()
+            // Timed on the event loops (the write's completion, the close's arrival), not where this test
+            // resumes: a full parallel run once kept this test from resuming for 37 s after the node had
+            // closed the connection (every test of the process waited about 40 s for a thread then).
+            let started = try await raw.eventLoop.flatSubmit {
+                raw.writeAndFlush(raw.allocator.buffer(bytes: garbage)).map { Date() }
+            }.get()
             try await raw.closeFuture.get()  // closed by the node, not by us
-            #expect(Date().timeIntervalSince(started) < 20)
+            let took = try #require(sink.closedAt.withLockedValue { $0 }).timeIntervalSince(started)
+            #expect(took < 20, "closed \(took) s after the garbage (idle timeout 2 s)")
             let server = await it.next()
             #expect(server?.isFinished == false && server?.peer == nil, "\(String(describing: server))")
         }

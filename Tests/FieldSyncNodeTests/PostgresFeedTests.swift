@@ -129,6 +129,36 @@ struct PostgresFeedTests {
     /// with the store's values, text with quotes, SQL and odd Unicode intact; devices, history with verified
     /// signatures, the daily report; `feed status` shows no lag; `feed rebuild` into an empty schema gives the
     /// same rows and refuses a schema that is not empty.
+    /// The cluster's server does not inherit the caller's connections. It did (`posix_spawn` passes every
+    /// descriptor without close-on-exec, and SwiftNIO's sockets have none): a connection open in the test
+    /// process when a cluster started stayed open in the server after the test closed it, so its peer never
+    /// saw it end. In full parallel runs a daemon's live session outlived its peer's shutdown, and a node's
+    /// close of a garbage connection reached the client 39 s late, when a cluster stopped.
+    @Test(.timeLimit(.minutes(1))) func theServerHoldsNoneOfTheCallersConnections() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = RawSocket.loopback(port: 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) == 0 && getsockname(listener, $0, &len) == 0 }
+        }
+        #expect(bound && listen(listener, 1) == 0)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let client = try #require(RawSocket.connectTo(port))
+        let server = accept(listener, nil, nil)
+        #expect(server >= 0)
+        guard let pg = try Self.cluster() else { return }  // the server starts while both ends are open here
+        defer { pg.destroy() }
+        close(server)
+        // The client sees the end at once (a read of 0 bytes), not when the cluster stops.
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var byte: UInt8 = 0
+        let n = read(client, &byte, 1)
+        close(client)
+        #expect(n == 0, "read returned \(n) (errno \(errno)): the server process still holds the closed end")
+    }
+
     @Test(.timeLimit(.minutes(3))) func recordsFromTwoFieldNodesAppearAsRows() throws {
         guard let pg = try Self.cluster() else { return }
         defer { pg.destroy() }

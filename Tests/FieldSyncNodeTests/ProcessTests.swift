@@ -444,46 +444,9 @@ final class ProcessWorld {
         }
     }
 
-    /// A loopback port that was free a moment ago, for a `fieldsync serve` started next. Picked below
-    /// Linux's ephemeral range (32768-60999): a port the kernel handed out for port 0 could be given again
-    /// to another test's outgoing connection before the server binds it. (A relay of the lossy chain test
-    /// exited 1 once in a parallel run; its log was gone, and this race is the likely cause.) Falls back
-    /// to a kernel-chosen port.
-    ///
-    /// Ports are handed out from one counter per test process, never twice: picked at random, two tests
-    /// running at once could both find the same port free before either server bound it. The second
-    /// server then failed to bind, the first one answered in its place, and the test synced with another
-    /// test's world (`unknownAuthority` from a foreign root, in a clean-clone CI run).
-    static func freePort() throws -> Int {
-        for _ in 0..<64 {
-            if let port = bound(nextPort()) { return port }
-        }
-        guard let port = bound(0) else { throw NodeTestError("cannot bind a loopback port") }
-        return port
-    }
-
-    private static let portLock = NSLock()
-    nonisolated(unsafe) private static var lastPort = Int.random(in: 20_000..<26_000)
-
-    /// The next port of this process's sequence in 20,000-31,999 (wrapping).
-    private static func nextPort() -> Int {
-        portLock.withLock {
-            lastPort = lastPort >= 31_999 ? 20_000 : lastPort + 1
-            return lastPort
-        }
-    }
-
-    /// Binds `port` (0: any) on 127.0.0.1 and closes it again: the port bound, or nil if it was taken.
-    private static func bound(_ port: Int) -> Int? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = RawSocket.loopback(port: port)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        return ok ? Int(UInt16(bigEndian: addr.sin_port)) : nil
-    }
+    /// A loopback port that was free a moment ago, for a `fieldsync serve` started next: see
+    /// `LoopbackPort` (one sequence per test process, below the ephemeral range, apart from PostgreSQL's).
+    static func freePort() throws -> Int { try LoopbackPort.next() }
 }
 
 struct NodeTestError: Error, CustomStringConvertible {

@@ -100,18 +100,6 @@ final class WebDriver: @unchecked Sendable {
     static let chromium = "/usr/bin/chromium"
     static let driver = "/usr/bin/chromedriver"
 
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     @Test(.timeLimit(.minutes(3))) func theCommandCenterInARealBrowser() async throws {
         let fm = FileManager.default
         guard fm.isExecutableFile(atPath: Self.chromium), fm.isExecutableFile(atPath: Self.driver) else {
@@ -147,14 +135,20 @@ final class WebDriver: @unchecked Sendable {
         let cheng = try await station.createIncident(WebFixtures.draft("Cheng: flooded cellar", scope: WebFixtures.cheng, priority: .high))
         _ = try await station.createIncident(WebFixtures.draft("Stray cattle on the county road", priority: .low))
 
-        let driverPort = Self.freePort()
+        let driverPort = try LoopbackPort.next()
         // posix_spawn, not Foundation's Process: its waitUntilExit hung here after a failure.
         var pid: pid_t = 0
         let args: [String] = [Self.driver, "--port=\(driverPort)", "--allowed-ips=127.0.0.1", "--log-path=/dev/null"]
         var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
         argv.append(nil)
         defer { argv.forEach { free($0) } }
-        #expect(posix_spawn(&pid, Self.driver, nil, nil, argv, environ) == 0)
+        // Not inheriting the test process's connections (`Spawn`): chromedriver and the browser would hold
+        // other tests' sessions open after those tests closed them.
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        #expect(Spawn.closeInheritedDescriptors(&actions))
+        #expect(posix_spawn(&pid, Self.driver, &actions, nil, argv, environ) == 0)
         defer {
             kill(pid, SIGTERM)
             var status: Int32 = 0
