@@ -18,6 +18,9 @@ import Testing
             .fullHeads(e),
             .decoded(e + [HeadEntry(tag: 0xFFFF_FFFF_FFFF_FFFF, intervals: [])]),
             .names([LogName(tag: 5, log: makeLog(1)), LogName(tag: 6, log: makeLog(2))]),
+            .fullHeadsPart(e),
+            .decodedPart([HeadEntry(tag: 3, intervals: [])]),
+            .namesPart([LogName(tag: 5, log: makeLog(1))]),
         ]
     }
 
@@ -32,7 +35,9 @@ import Testing
             do { _ = try ReconMessage(canonicalBytes: bytes); return nil } catch { return error.code }
         }
         #expect(code([]) == .truncated)
-        #expect(code([0x09]) == .unknownTag)
+        #expect(code([0x0B]) == .unknownTag)
+        #expect(code([0x09]) == .truncated)                                       // decodedPart, no count
+        #expect(code([0x09, 0x00]) == .invalidValue)                             // an empty part
         #expect(code([0x01, 0x02]) == .unsupportedVersion)
         #expect(code([0x02, 0x03]) == .invalidValue)                              // 8 buckets: below minimum
         #expect(code([0x03, 0x00, 0xFF, 0xFF, 0x03]) == .lengthTooLarge)         // symbol count beyond input

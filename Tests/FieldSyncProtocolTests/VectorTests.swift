@@ -72,6 +72,10 @@ import Testing
             ("fullHeads", .fullHeads(entries)),
             ("decoded", .decoded([entries[0], HeadEntry(tag: entries[1].tag, intervals: [])])),
             ("names", .names(holdings.logs.map { LogName(tag: hasher.tag($0.log), log: $0.log) }.sorted { $0.tag < $1.tag })),
+            // A list in parts (section 6.4): the parts, then the list's final message with the rest.
+            ("fullHeadsPart", .fullHeadsPart(Array(entries.prefix(2)))),
+            ("decodedPart", .decodedPart([entries[0]])),
+            ("namesPart", .namesPart(Array(holdings.logs.map { LogName(tag: hasher.tag($0.log), log: $0.log) }.sorted { $0.tag < $1.tag }.prefix(1)))),
         ]
         out["messages"] = messages.map { ["name": $0.0, "hex": Hex.encode($0.1.canonicalBytes)] }
         out["invalid"] = invalid.map { ["name": $0.0, "hex": $0.1, "error": $0.2.rawValue] }
@@ -80,7 +84,9 @@ import Testing
 
     static let invalid: [(String, String, DecodingError.Code)] = [
         ("empty", "", .truncated),
-        ("unknown type", "08", .unknownTag),
+        ("unknown type", "0b", .unknownTag),
+        ("empty fullHeadsPart", "0800", .invalidValue),
+        ("empty namesPart", "0a00", .invalidValue),
         ("hello version 2", "0102", .unsupportedVersion),
         ("hello truncated digest", "01010a0001", .truncated),
         ("estimate 2^3 buckets", "0203", .invalidValue),

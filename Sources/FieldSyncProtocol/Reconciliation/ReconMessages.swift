@@ -13,6 +13,17 @@ public let maximumSymbolsPerMessage = 65_536
 /// The smallest encoding of one coded symbol: 16-byte sum, 8-byte checksum, 1-byte count.
 let minimumSymbolSize = 25
 
+/// The largest reconciliation message a session carries: the transport's 65,519-byte plaintext
+/// (`NoiseTransport.maxPlaintext`) minus the session message's one-byte tag. A `fullHeads`, `decoded` or
+/// `names` list whose message would be larger is sent in parts (`fullHeadsPart`, `decodedPart`,
+/// `namesPart`, then the final message of the list's own type; Protocols/sync-reconciliation.md §6.4).
+public let maximumReconMessageBytes = 65_518
+
+/// The most entries (or names) one list may have over all its parts: what a peer can make the receiver
+/// hold before the list ends (about 5 MB on the wire at 19 bytes per log; Protocols/sync-reconciliation.md
+/// §6.4). A longer list is `limitExceeded`.
+public let maximumListEntries = 1 << 18
+
 /// Phase 0: what each side sends first, before it has seen the peer's salt.
 public struct Hello: Hashable, Sendable {
     /// Wire-format version; `reconciliationVersion`.
@@ -158,6 +169,13 @@ public enum ReconMessage: Hashable, Sendable {
     case decoded([HeadEntry])
     /// Type 7: names of logs the receiver lacks, by increasing tag.
     case names([LogName])
+    /// Type 8: a part of a `fullHeads` list too large for one message; the list goes on in the next
+    /// message (another part, or the final `fullHeads`), tags increasing across parts. Never empty.
+    case fullHeadsPart([HeadEntry])
+    /// Type 9: a part of a `decoded` list, as `fullHeadsPart`.
+    case decodedPart([HeadEntry])
+    /// Type 10: a part of a `names` list, as `fullHeadsPart`.
+    case namesPart([LogName])
 
     /// The type byte.
     public var typeByte: UInt8 {
@@ -169,7 +187,47 @@ public enum ReconMessage: Hashable, Sendable {
         case .fullHeads: 5
         case .decoded: 6
         case .names: 7
+        case .fullHeadsPart: 8
+        case .decodedPart: 9
+        case .namesPart: 10
         }
+    }
+
+    /// Encoded size of a `fullHeads`, `decoded` or part message holding `entries`.
+    static func listSize(_ entries: [HeadEntry]) -> Int {
+        entries.reduce(1 + varintSize(UInt64(entries.count))) { $0 + entrySize($1) }
+    }
+
+    /// Encoded size of one entry: tag, interval count, and per interval start, end and hash prefix.
+    static func entrySize(_ e: HeadEntry) -> Int {
+        e.intervals.reduce(8 + varintSize(UInt64(e.intervals.count))) { $0 + varintSize(UInt64($1.start)) + varintSize(UInt64($1.end)) + 4 }
+    }
+
+    /// Encoded size of one name: tag and canonical log id.
+    static func nameSize(_ n: LogName) -> Int { 8 + n.log.canonicalBytes.count }
+
+    /// `items` as messages of at most `limit` bytes each: the parts (`part`), then the final message
+    /// (`last`, possibly empty), filled in order. A list that fits is one final message, byte for byte
+    /// what it was before parts existed.
+    /// An item too large for a message alone (a log of thousands of disjoint intervals) goes alone in its
+    /// message, which the transport then refuses (`limitExceeded`: the session fails, the process goes on).
+    static func split<T>(_ items: [T], limit: Int, size: (T) -> Int, part: ([T]) -> ReconMessage, last: ([T]) -> ReconMessage) -> [ReconMessage] {
+        var out: [ReconMessage] = []
+        var current: [T] = []
+        var bytes = 0  // sum of the current items' sizes
+        for item in items {
+            let n = size(item)
+            // Type byte and count (at most 5 bytes of varint) on top of the items.
+            if !current.isEmpty && 1 + varintSize(UInt64(current.count + 1)) + bytes + n > limit {
+                out.append(part(current))
+                current = []
+                bytes = 0
+            }
+            current.append(item)
+            bytes += n
+        }
+        out.append(last(current))
+        return out
     }
 }
 
@@ -201,10 +259,10 @@ extension ReconMessage: CanonicalCodable {
             }
         case let .more(received):
             w.writeVarint(received)
-        case let .fullHeads(entries), let .decoded(entries):
+        case let .fullHeads(entries), let .decoded(entries), let .fullHeadsPart(entries), let .decodedPart(entries):
             w.writeVarint(UInt64(entries.count))
             for e in entries { Self.write(e, to: &w) }
-        case let .names(names):
+        case let .names(names), let .namesPart(names):
             w.writeVarint(UInt64(names.count))
             for n in names {
                 w.writeUInt64BE(n.tag)
@@ -256,6 +314,28 @@ extension ReconMessage: CanonicalCodable {
             out.append(HeadEntry(tag: tag, intervals: intervals))
         }
         return out
+    }
+
+    static func readNames(_ r: inout ByteReader) throws(DecodingError) -> [LogName] {
+        // Smallest name: 8-byte tag, 16-byte author, 2-byte scope.
+        let n = try r.readCount(minElementSize: 26)
+        var names: [LogName] = []
+        names.reserveCapacity(n)
+        for _ in 0..<n {
+            let nAt = r.offset
+            let tag = try r.readUInt64BE()
+            if let last = names.last, last.tag >= tag {
+                throw DecodingError(.nonCanonicalOrder, at: nAt, "name tags must be strictly increasing")
+            }
+            names.append(LogName(tag: tag, log: try LogID(from: &r)))
+        }
+        return names
+    }
+
+    /// A part carries at least one item (only the final message of a list may be empty).
+    static func nonEmpty<T>(_ items: [T], at: Int) throws(DecodingError) -> [T] {
+        guard !items.isEmpty else { throw DecodingError(.invalidValue, at: at, "an empty list part") }
+        return items
     }
 
     /// Reads one message.
@@ -313,19 +393,13 @@ extension ReconMessage: CanonicalCodable {
         case 6:
             self = .decoded(try Self.readEntries(&r, allowEmpty: true))
         case 7:
-            // Smallest name: 8-byte tag, 16-byte author, 2-byte scope.
-            let n = try r.readCount(minElementSize: 26)
-            var names: [LogName] = []
-            names.reserveCapacity(n)
-            for _ in 0..<n {
-                let nAt = r.offset
-                let tag = try r.readUInt64BE()
-                if let last = names.last, last.tag >= tag {
-                    throw DecodingError(.nonCanonicalOrder, at: nAt, "name tags must be strictly increasing")
-                }
-                names.append(LogName(tag: tag, log: try LogID(from: &r)))
-            }
-            self = .names(names)
+            self = .names(try Self.readNames(&r))
+        case 8:
+            self = .fullHeadsPart(try Self.nonEmpty(Self.readEntries(&r, allowEmpty: false), at: at))
+        case 9:
+            self = .decodedPart(try Self.nonEmpty(Self.readEntries(&r, allowEmpty: true), at: at))
+        case 10:
+            self = .namesPart(try Self.nonEmpty(Self.readNames(&r), at: at))
         case let t:
             throw DecodingError(.unknownTag, at: at, "reconciliation message type \(t)")
         }

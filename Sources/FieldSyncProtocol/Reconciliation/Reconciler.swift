@@ -25,6 +25,10 @@ public struct ReconciliationConfiguration: Sendable, Equatable {
     public var growth: Double = 1.5
     /// Smallest batch.
     public var minimumBatch: Int = 4
+    /// Largest message this side sends: a `fullHeads`, `decoded` or `names` list that would be larger
+    /// goes in parts (`maximumReconMessageBytes`, what a session carries; smaller in tests). A sender's
+    /// choice: a receiver accepts any split.
+    public var maximumMessageBytes: Int = maximumReconMessageBytes
 
     /// The default (normative) policy.
     public init() {}
@@ -201,6 +205,24 @@ public struct Reconciler: Sendable {
     private var symbolCap = 0
     private var symbolMessageCap = 0
     private var symbolMessages = 0
+    // A list of the peer's received in parts so far (`fullHeadsPart`, `decodedPart`, `namesPart`), until
+    // its final message.
+    private var pending: PendingList?
+
+    private enum PendingList: Sendable {
+        case heads([HeadEntry])
+        case decoded([HeadEntry])
+        case names([LogName])
+
+        /// The type of the list's final message.
+        var typeByte: UInt8 {
+            switch self {
+            case .heads: 5
+            case .decoded: 6
+            case .names: 7
+            }
+        }
+    }
 
     /// The most coded symbols a responder accepts from an initiator that announced `initiatorCount`
     /// elements when it holds `responderCount` itself (Protocols/sync-reconciliation.md 6.3):
@@ -264,6 +286,38 @@ public struct Reconciler: Sendable {
             throw ReconciliationError(.unexpectedMessage, "type \(message.typeByte) after reconciliation finished")
         }
         state = .failed  // poison until the transition completes
+        // A list in parts: its parts are kept until its final message, which then carries the whole list.
+        var message = message
+        switch message {
+        case let .fullHeadsPart(e):
+            try collect(.heads(e), count: e.count, ordered: e.first.map { ($0.tag, e.last!.tag) }, in: current)
+            state = current
+            return []
+        case let .decodedPart(e):
+            try collect(.decoded(e), count: e.count, ordered: e.first.map { ($0.tag, e.last!.tag) }, in: current)
+            state = current
+            return []
+        case let .namesPart(n):
+            try collect(.names(n), count: n.count, ordered: n.first.map { ($0.tag, n.last!.tag) }, in: current)
+            state = current
+            return []
+        case let .fullHeads(e):
+            if case let .heads(before)? = pending { message = .fullHeads(try Self.joined(before, e, tag: \.tag)) }
+        case let .decoded(e):
+            if case let .decoded(before)? = pending { message = .decoded(try Self.joined(before, e, tag: \.tag)) }
+        case let .names(n):
+            if case let .names(before)? = pending { message = .names(try Self.joined(before, n, tag: \.tag)) }
+        default:
+            break
+        }
+        if let kept = pending {
+            pending = nil
+            switch (kept, message) {
+            case (.heads, .fullHeads), (.decoded, .decoded), (.names, .names): break
+            default: throw ReconciliationError(.unexpectedMessage, "type \(message.typeByte) before the end of a list sent in parts")
+            }
+            try checkListLength(of: message, in: current)
+        }
         switch (current, message) {
         case let (.awaitingHello, .hello(peer)):
             return try receiveHello(peer)
@@ -284,6 +338,90 @@ public struct Reconciler: Sendable {
         default:
             throw ReconciliationError(.unexpectedMessage, "type \(message.typeByte) in state \(current)")
         }
+    }
+
+    // MARK: - Lists in parts
+
+    /// Keeps a part of a list: only in a state that expects that list, after the parts of the same list
+    /// (tags increasing across parts), and within the list's length bound.
+    private mutating func collect(_ part: PendingList, count: Int, ordered: (first: UInt64, last: UInt64)?, in current: State) throws(ReconciliationError) {
+        let expected: Bool
+        switch (part, current) {
+        case (.heads, .awaitingSymbols): expected = role == .responder
+        case (.decoded, .awaitingDecoded), (.decoded, .streaming): expected = role == .initiator
+        case (.names, .awaitingNames): expected = true
+        default: expected = false
+        }
+        guard expected, let ordered else {
+            throw ReconciliationError(.unexpectedMessage, "a list part of type \(part.typeByte) in state \(current)")
+        }
+        var total = count
+        switch (pending, part) {
+        case (nil, _):
+            pending = part
+        case let (.heads(before)?, .heads(more)):
+            guard before.last!.tag < ordered.first else { throw Self.unordered() }
+            total += before.count
+            pending = .heads(before + more)
+        case let (.decoded(before)?, .decoded(more)):
+            guard before.last!.tag < ordered.first else { throw Self.unordered() }
+            total += before.count
+            pending = .decoded(before + more)
+        case let (.names(before)?, .names(more)):
+            guard before.last!.tag < ordered.first else { throw Self.unordered() }
+            total += before.count
+            pending = .names(before + more)
+        default:
+            throw ReconciliationError(.unexpectedMessage, "a list part of type \(part.typeByte) before the end of another list")
+        }
+        try checkListLength(total, of: part, in: current)
+    }
+
+    private static func unordered() -> ReconciliationError {
+        ReconciliationError(.inconsistentDifference, "list parts out of tag order")
+    }
+
+    /// The parts received so far followed by the final message's items, tags increasing across the join.
+    private static func joined<T>(_ before: [T], _ last: [T], tag: (T) -> UInt64) throws(ReconciliationError) -> [T] {
+        if let a = before.last, let b = last.first, tag(a) >= tag(b) { throw unordered() }
+        return before + last
+    }
+
+    /// Length bounds of a list over all its parts: `maximumListEntries`; a `fullHeads` list has at most one
+    /// entry per element the initiator announced; a `names` list names exactly the logs the receiver
+    /// lacks (checked on its end), so no more.
+    private func checkListLength(_ total: Int, of list: PendingList, in current: State) throws(ReconciliationError) {
+        var bound = maximumListEntries
+        if case .heads = list, let announced = peerHello?.elementCount { bound = Int(min(UInt64(bound), announced)) }
+        if case let .awaitingNames(_, unnamed, _) = current, case .names = list { bound = min(bound, unnamed.count) }
+        guard total <= bound else {
+            throw ReconciliationError(.limitExceeded, "a list of more than \(bound) entries (type \(list.typeByte))")
+        }
+    }
+
+    private func checkListLength(of message: ReconMessage, in current: State) throws(ReconciliationError) {
+        switch message {
+        case let .fullHeads(e): try checkListLength(e.count, of: .heads([]), in: current)
+        case let .decoded(e): try checkListLength(e.count, of: .decoded([]), in: current)
+        case let .names(n): try checkListLength(n.count, of: .names([]), in: current)
+        default: break
+        }
+    }
+
+    /// What to send for a list: one message if it fits `maximumMessageBytes`, else parts then the final one.
+    private func sends(fullHeads entries: [HeadEntry]) -> [ReconOutput] {
+        ReconMessage.split(entries, limit: configuration.maximumMessageBytes, size: ReconMessage.entrySize,
+                           part: ReconMessage.fullHeadsPart, last: ReconMessage.fullHeads).map { .send($0) }
+    }
+
+    private func sends(decoded entries: [HeadEntry]) -> [ReconOutput] {
+        ReconMessage.split(entries, limit: configuration.maximumMessageBytes, size: ReconMessage.entrySize,
+                           part: ReconMessage.decodedPart, last: ReconMessage.decoded).map { .send($0) }
+    }
+
+    private func sends(names: [LogName]) -> [ReconOutput] {
+        ReconMessage.split(names, limit: configuration.maximumMessageBytes, size: ReconMessage.nameSize,
+                           part: ReconMessage.namesPart, last: ReconMessage.names).map { .send($0) }
     }
 
     // MARK: - Phase 0
@@ -310,7 +448,7 @@ public struct Reconciler: Sendable {
         case .initiator:
             if fallback {
                 state = .awaitingDecoded(symbols: nil)
-                return [.send(.fullHeads(myEntries()))]
+                return sends(fullHeads: myEntries())
             }
             state = .awaitingEstimate
             return []
@@ -343,7 +481,8 @@ public struct Reconciler: Sendable {
         tags.map { HeadEntry(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map { $0.summary }) }
     }
 
-    /// Encoded size of our `fullHeads` message, the cost cap of the symbol stream.
+    /// Encoded size of our `fullHeads` list (one message, or the sum of its parts without their few bytes
+    /// of headers), the cost cap of the symbol stream.
     private var fullHeadsBytes: Int {
         var total = 1 + varintSize(UInt64(tags.count))
         for t in tags {
@@ -374,10 +513,10 @@ public struct Reconciler: Sendable {
     private mutating func sendBatch(_ encoder: RatelessEncoder, count: Int) -> [ReconOutput] {
         var encoder = encoder
         // Symbols cost at least 25 bytes each: once the stream would outgrow our full head vector,
-        // send the vector instead (it always concludes in one message).
+        // send the vector instead (it always concludes: one message, or parts and a final one).
         if (encoder.produced + count) * minimumSymbolSize > fullHeadsBytes {
             state = .awaitingDecoded(symbols: nil)
-            return [.send(.fullHeads(myEntries()))]
+            return sends(fullHeads: myEntries())
         }
         var out: [ReconOutput] = []
         var remaining = count
@@ -419,7 +558,7 @@ public struct Reconciler: Sendable {
                 unnamed[e.tag] = e.intervals
             }
         }
-        var out: [ReconOutput] = namesForPeer.isEmpty ? [] : [.send(.names(namesForPeer))]
+        var out: [ReconOutput] = namesForPeer.isEmpty ? [] : sends(names: namesForPeer)
         if unnamed.isEmpty {
             state = .done
             out.append(.finished(Self.result(differences, method)))
@@ -526,8 +665,8 @@ public struct Reconciler: Sendable {
                 unnamed[tag] = theirs
             }
         }
-        var out: [ReconOutput] = [.send(.decoded(entries))]
-        if !names.isEmpty { out.append(.send(.names(names))) }
+        var out: [ReconOutput] = sends(decoded: entries)
+        if !names.isEmpty { out += sends(names: names) }
         if unnamed.isEmpty {
             state = .done
             out.append(.finished(Self.result(differences, method)))

@@ -270,9 +270,10 @@ public struct NoiseTransport: Sendable {
     }
 
     /// Encrypts one message (≤ `maxPlaintext` bytes).
-    /// - Throws: `limitExceeded` for a longer message (a session fails; the process does not stop: the
-    ///   size of some reconciliation replies depends on how many logs a node holds, see
-    ///   Protocols/sync-reconciliation.md §9), `protocolViolation` if encryption fails.
+    /// - Throws: `limitExceeded` for a longer message (a session fails; the process does not stop: a
+    ///   reconciliation list too large for one message goes in parts, but one log of thousands of
+    ///   disjoint intervals can still outgrow it, Protocols/sync-reconciliation.md §6.4),
+    ///   `protocolViolation` if encryption fails.
     public mutating func seal(_ plaintext: [UInt8]) throws(SessionError) -> [UInt8] {
         guard plaintext.count <= Self.maxPlaintext else {
             throw SessionError(.limitExceeded, "message of \(plaintext.count) bytes exceeds the transport's \(Self.maxPlaintext)")
