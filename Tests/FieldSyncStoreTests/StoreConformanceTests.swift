@@ -84,6 +84,32 @@ struct ChangeFactory {
         #expect(try store.holdings(of: log).frontier == 4 && store.status().heldBack == 0)
     }
 
+    /// Changes held out of order, with gaps, in several logs, opened in later batches: every read answers
+    /// by seq (the in-memory store keeps a log's changes and opened marks in arrays from the lowest held
+    /// seq, and finds a change by hash through a set of the held changes).
+    @Test(arguments: StoreKind.allCases) func sparseSeqsAndLateOpenedMarks(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let other = ChangeFactory.log(ChangeFactory.station)
+        let cs = (0..<9).map { _ in f.next(log) }
+        let os = (0..<3).map { _ in f.next(other) }
+        _ = try store.commit(CommitBatch(changes: [cs[8], cs[4]]))  // 9 and 5 first, then below them
+        _ = try store.commit(CommitBatch(changes: [cs[1], os[2], cs[0]]))
+        #expect(try store.changes(log, in: 1...9).map(\.seq) == [1, 2, 5, 9])
+        #expect(try store.changes(log, in: 3...4).isEmpty && store.change(log, seq: 3) == nil && store.change(log, seq: 10) == nil)
+        #expect(try store.hash(log, seq: 5) == cs[4].hash && store.hash(other, seq: 3) == os[2].hash)
+        #expect(try Set(store.unopened(in: nil).map(\.hash)) == Set([os[2], cs[0], cs[1], cs[4], cs[8]].map(\.hash)))
+        _ = try store.commit(CommitBatch(opened: [cs[1].hash, cs[8].hash, os[2].hash]))  // opened later (a key learned)
+        #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[4].hash])
+        _ = try store.commit(CommitBatch(changes: [cs[2], cs[3]], opened: [cs[3].hash]))
+        #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[2].hash, cs[4].hash])
+        #expect(try store.changes(log, in: 1...9).map(\.seq) == [1, 2, 3, 4, 5, 9])
+        #expect(try store.status().changes == 7)
+        let again = try store.commit(CommitBatch(changes: [cs[8], os[2], cs[2]]))
+        #expect(again.inserted == 0 && again.duplicates == 3)
+        #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[2].hash, cs[4].hash], "replays keep the marks")
+    }
+
     @Test(arguments: StoreKind.allCases) func forkIsRecordedAndFirstKept(kind: StoreKind) throws {
         let store = try kind.make()
         var f = ChangeFactory()
