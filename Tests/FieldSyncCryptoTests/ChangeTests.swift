@@ -44,9 +44,11 @@ import Testing
     /// replicas share one copy), so spare room in it, or a second copy of the payload or signature, is
     /// paid for every change held. The payload and signature read from the encoding are the sealed ones.
     @Test func encodingHasNoSpareRoomAndPayloadComesFromIt() throws {
-        for size in [0, 30, 200, 700, 3_000] {
+        let village = World.scope("longnan/wudu/station-017/village-0412")
+        for (size, changeScope) in [0, 30, 200, 700, 3_000].flatMap({ n in [(n, scope), (n, village)] }) {
             let plain = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-            let c = try sealed(payload: plain)
+            let c = try Change.seal(author: author.signing, scope: changeScope, seq: 1, prevHash: Change.zeroHash, hlc: hlc,
+                                    priority: .normal, payload: plain, readers: [key])
             let decoded = try Change(canonicalBytes: c.canonicalBytes)
             for x in [c, decoded] {
                 // Malloc rounds a buffer up to its next size class (16 bytes here), never by half a change.

@@ -110,6 +110,31 @@ struct ChangeFactory {
         #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[2].hash, cs[4].hash], "replays keep the marks")
     }
 
+    /// A change whose seq is far beyond the held ones (a signed change of a peer's long log, or a hostile
+    /// one) costs one entry, and its neighbours are found around it.
+    @Test(arguments: StoreKind.allCases) func farSeqsAreHeldWithoutFillingTheGap(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let first = f.next(log)
+        let far: UInt64 = 1 << 40
+        let farHash = f.hash(), belowHash = f.hash()
+        func at(_ seq: UInt64, hash: [UInt8], prev: [UInt8]) -> StoredChange {
+            StoredChange(log: log, seq: seq, hash: hash, prevHash: prev, hlc: HLCTimestamp(milliseconds: 5_000, counter: 0),
+                         contentType: .records, priority: .normal, bytes: [UInt8](repeating: 7, count: 50))
+        }
+        let top = at(far, hash: farHash, prev: belowHash)
+        let below = at(far - 1, hash: belowHash, prev: f.hash())
+        _ = try store.commit(CommitBatch(changes: [first]))
+        #expect(try store.commit(CommitBatch(changes: [top])).inserted == 1)
+        #expect(try store.commit(CommitBatch(changes: [below], opened: [top.hash])).inserted == 1)
+        #expect(try store.changes(log, in: (far - 5)...far).map(\.seq) == [far - 1, far])
+        #expect(try store.changes(log, in: 1...far).map(\.seq) == [1, far - 1, far])
+        #expect(try store.change(log, seq: far)?.hash == farHash && store.change(log, seq: far - 2) == nil)
+        #expect(try store.unopened(in: nil).map(\.seq) == [1, far - 1])
+        #expect(try store.status().changes == 3)
+        #expect(try store.commit(CommitBatch(changes: [top, below, first])).duplicates == 3)
+    }
+
     @Test(arguments: StoreKind.allCases) func forkIsRecordedAndFirstKept(kind: StoreKind) throws {
         let store = try kind.make()
         var f = ChangeFactory()

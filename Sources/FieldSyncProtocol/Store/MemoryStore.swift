@@ -61,74 +61,115 @@ public final class MemoryStore: SyncStore {
     }
 
     /// One log's held changes by seq, with whether each is opened: dense arrays from the lowest held
-    /// seq. Logs are received mostly in order, so this costs 9 bytes a held change where a dictionary per
-    /// log and a set of opened hashes cost about five times that, held by every replica of a simulator.
+    /// seq (9 bytes a slot, the arrays growing by doubling). Logs are received mostly in order, so this
+    /// costs a fraction of a dictionary per log and a set of opened hashes, held by every replica of a
+    /// simulator. A seq far from the dense window (more than `maxSpan` slots from it and more than the
+    /// changes held) goes to a dictionary instead, so that a signed change with a huge seq costs one entry.
     struct LogChanges {
         /// The seq of `boxes[0]` (meaningless while `boxes` is empty).
         private var base: UInt64 = 0
         private var boxes: ContiguousArray<ChangeBox?> = []
         private var opened: ContiguousArray<Bool> = []
-        /// Held changes (slots that are not nil).
+        /// Changes held far from the dense window, with their opened marks.
+        private var far: [UInt64: (box: ChangeBox, opened: Bool)] = [:]
+        /// Held changes (slots that are not nil, and far ones).
         private(set) var count = 0
+        /// Slots the dense window may grow by beyond twice the changes held.
+        static let maxSpan: UInt64 = 4096
 
         subscript(seq: UInt64) -> ChangeBox? {
-            guard !boxes.isEmpty, seq >= base, seq - base < UInt64(boxes.count) else { return nil }
-            return boxes[Int(seq - base)]
+            if let i = index(seq) { return boxes[i] }
+            return far.isEmpty ? nil : far[seq]?.box
         }
 
         /// Stores `box` at `seq` (nil removes it, and its opened mark).
         mutating func set(_ seq: UInt64, _ box: ChangeBox?) {
             guard let box else {
-                guard let i = index(seq), boxes[i] != nil else { return }
-                boxes[i] = nil
-                opened[i] = false
-                count -= 1
+                if let i = index(seq), boxes[i] != nil {
+                    boxes[i] = nil
+                    opened[i] = false
+                    count -= 1
+                } else if far.removeValue(forKey: seq) != nil {
+                    count -= 1
+                }
                 return
             }
-            let i = makeSlot(seq)
-            if boxes[i] == nil { count += 1 }
-            boxes[i] = box
+            var slot = index(seq)
+            if slot == nil { slot = makeSlot(seq) }
+            if let i = slot {
+                if boxes[i] == nil { count += 1 }
+                boxes[i] = box
+            } else {
+                if far[seq] == nil { count += 1 }
+                far[seq] = (box, far[seq]?.opened ?? false)
+            }
         }
 
-        func isOpened(_ seq: UInt64) -> Bool { index(seq).map { opened[$0] } ?? false }
+        func isOpened(_ seq: UInt64) -> Bool {
+            if let i = index(seq) { return opened[i] }
+            return far[seq]?.opened ?? false
+        }
 
         /// Marks the held change at `seq` opened.
         mutating func markOpened(_ seq: UInt64) {
-            if let i = index(seq), boxes[i] != nil { opened[i] = true }
+            if let i = index(seq) {
+                if boxes[i] != nil { opened[i] = true }
+            } else if far[seq] != nil {
+                far[seq]!.opened = true
+            }
+        }
+
+        /// The held seqs in order.
+        var seqs: [UInt64] {
+            let dense = boxes.indices.compactMap { boxes[$0] == nil ? nil : base + UInt64($0) }
+            return far.isEmpty ? dense : (dense + far.keys).sorted()
         }
 
         /// The held changes in seq order.
-        var values: [ChangeBox] { boxes.compactMap { $0 } }
-
-        /// The held seqs in order.
-        var seqs: [UInt64] { boxes.indices.compactMap { boxes[$0] == nil ? nil : base + UInt64($0) } }
+        var values: [ChangeBox] { far.isEmpty ? boxes.compactMap { $0 } : seqs.map { self[$0]! } }
 
         private func index(_ seq: UInt64) -> Int? {
             guard !boxes.isEmpty, seq >= base, seq - base < UInt64(boxes.count) else { return nil }
             return Int(seq - base)
         }
 
-        private mutating func makeSlot(_ seq: UInt64) -> Int {
+        /// Extends the dense window to `seq` and returns its slot, or nil if that would add more than
+        /// `maxSpan` slots beyond twice the changes held.
+        private mutating func makeSlot(_ seq: UInt64) -> Int? {
             if boxes.isEmpty {
                 base = seq
                 boxes.append(nil)
                 opened.append(false)
                 return 0
             }
+            let limit = UInt64(2 * count) + Self.maxSpan
             if seq < base {
+                guard base - seq <= limit else { return nil }
                 let n = Int(base - seq)
                 boxes.insert(contentsOf: repeatElement(nil, count: n), at: 0)
                 opened.insert(contentsOf: repeatElement(false, count: n), at: 0)
                 base = seq
+                absorbFar()
                 return 0
             }
-            let i = Int(seq - base)
-            if i >= boxes.count {
-                let n = i - boxes.count + 1
-                boxes.append(contentsOf: repeatElement(nil, count: n))
-                opened.append(contentsOf: repeatElement(false, count: n))
+            let end = base + UInt64(boxes.count)  // seq >= end here
+            guard seq - end < limit else { return nil }
+            let n = Int(seq - end) + 1
+            boxes.append(contentsOf: repeatElement(nil, count: n))
+            opened.append(contentsOf: repeatElement(false, count: n))
+            absorbFar()
+            return boxes.count - 1
+        }
+
+        /// Moves far changes the dense window now covers into it (each seq is held in one place).
+        private mutating func absorbFar() {
+            guard !far.isEmpty else { return }
+            for (seq, entry) in far {
+                guard let i = index(seq) else { continue }
+                boxes[i] = entry.box
+                opened[i] = entry.opened
+                far[seq] = nil
             }
-            return i
         }
     }
 
