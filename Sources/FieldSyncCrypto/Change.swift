@@ -306,32 +306,57 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     public let payloadNonce: [UInt8]
     /// Key slots (none for control changes).
     public let slots: [KeySlot]
-    /// Sealed payload (ciphertext || tag), or the clear payload of a control change.
-    public let payload: [UInt8]
+    /// Sealed payload (ciphertext || tag), or the clear payload of a control change. Read from the
+    /// encoding (a copy each time): a change keeps its bytes once.
+    public var payload: [UInt8] {
+        let end = encoded.count - signatureLength
+        return Array(encoded[(end - payloadLength)..<end])
+    }
     /// The author's Ed25519 signature over `BLAKE2b-512("fieldsync/v1/change" || 0x00 || everything before it)`.
-    public private(set) var signature: [UInt8]
+    /// Read from the end of the encoding (empty while unsigned).
+    public var signature: [UInt8] { Array(encoded[(encoded.count - signatureLength)...]) }
 
     /// The complete encoding, computed once: the signature digest, the id and the wire form all use
-    /// exactly these bytes.
+    /// exactly these bytes. The payload and the signature are read from it, so that a change held by a
+    /// store, a verification cache and a session costs its bytes once, not twice.
     private var encoded: [UInt8] = []
+    /// Byte counts of the payload (which ends the unsigned part) and of the signature (which ends the
+    /// encoding).
+    private var payloadLength: Int
+    private var signatureLength: Int
 
     /// Memberwise, for the decoder and sealing code (an empty signature makes an unsigned change whose
     /// ``signedDigest`` is what the author signs).
     init(header: ChangeHeader, payloadNonce: [UInt8], slots: [KeySlot], payload: [UInt8], signature: [UInt8]) {
-        self.header = header; self.payloadNonce = payloadNonce; self.slots = slots; self.payload = payload
-        self.signature = signature
+        self.header = header; self.payloadNonce = payloadNonce; self.slots = slots
+        payloadLength = payload.count
+        signatureLength = signature.count
         var w = ByteWriter(capacity: 160 + slots.count * 120 + payload.count)
-        encodeUnsigned(to: &w)
+        encodeUnsigned(to: &w, payload: payload)
         w.writeRaw(signature)
-        encoded = w.bytes
+        encoded = Self.exactCopy(w.bytes)
+    }
+
+    /// `bytes` in a buffer of their own size (a writer's buffer keeps the spare room it grew by).
+    private static func exactCopy(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.capacity > bytes.count else { return bytes }
+        return [UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, count in
+            count = buffer.initialize(fromContentsOf: bytes)
+        }
     }
 
     /// The same change with `signature` (reuses the unsigned encoding).
     private func signed(_ signature: [UInt8]) -> Change {
-        precondition(self.signature.isEmpty, "already signed")
+        precondition(signatureLength == 0, "already signed")
         var c = self
-        c.signature = signature
-        c.encoded.append(contentsOf: signature)
+        c.signatureLength = signature.count
+        // Exactly the bytes needed: appending to the unsigned encoding would double its buffer, and the
+        // encoding is what stores keep (and, in a simulator, what thousands of replicas share).
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(encoded.count + signature.count)
+        bytes.append(contentsOf: encoded)
+        bytes.append(contentsOf: signature)
+        c.encoded = bytes
         return c
     }
 
@@ -414,9 +439,9 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
     }
 
     /// Everything before the signature.
-    var unsignedBytes: ArraySlice<UInt8> { encoded[0..<(encoded.count - signature.count)] }
+    var unsignedBytes: ArraySlice<UInt8> { encoded[0..<(encoded.count - signatureLength)] }
 
-    private func encodeUnsigned(to w: inout ByteWriter) {
+    private func encodeUnsigned(to w: inout ByteWriter, payload: [UInt8]) {
         w.write(header)
         w.writeRaw(payloadNonce)
         w.writeVarint(UInt64(slots.count))

@@ -21,12 +21,22 @@ import FieldSyncCrypto
 /// key per (scope, epoch) in the process, as in the simulator. Certificates checked with
 /// `TrustStore.certified` are cached by their bytes for trust stores of the same root.
 public final class VerificationCache {
-    struct Entry {
+    /// A class, so that the table holds a reference a change (an inline value of about 200 bytes, in a
+    /// table that grows by doubling, cost about twice that per cached change).
+    final class Entry {
         let change: Change
         let hash: [UInt8]
         let certificateSignature: [UInt8]
         var payload: [UInt8]?
         var payloadSlot: KeySlot.Recipient?
+
+        init(change: Change, hash: [UInt8], certificateSignature: [UInt8], payload: [UInt8]?, payloadSlot: KeySlot.Recipient?) {
+            self.change = change
+            self.hash = hash
+            self.certificateSignature = certificateSignature
+            self.payload = payload
+            self.payloadSlot = payloadSlot
+        }
     }
 
     private var entries: [ChangeHashKey: Entry] = [:]
@@ -52,7 +62,7 @@ public final class VerificationCache {
         // An author with several certificates (a renewal) is checked against the one valid at the change's
         // time: not cached.
         if v.renewals[h.author] != nil { return v.prepare(change, now: now) }
-        guard var e = entries[key], e.change.encodedBytes == change.encodedBytes else {
+        guard let e = entries[key], e.change.encodedBytes == change.encodedBytes else {
             misses += 1
             let p = v.prepare(change, now: now)
             if p.outcome == .accepted, let cert = v.certificates[h.author] {
@@ -98,7 +108,6 @@ public final class VerificationCache {
             if e.payload == nil {
                 e.payload = payload
                 e.payloadSlot = slot
-                entries[key] = e
             }
         }
         return PreparedChange(change: shared, outcome: .accepted, hash: e.hash, payload: payload)

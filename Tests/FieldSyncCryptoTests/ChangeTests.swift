@@ -40,6 +40,31 @@ import Testing
         #expect(!c.canonicalBytes.contains(payload))
     }
 
+    /// A change keeps its bytes once, in a buffer of their size: stores keep `encodedBytes` (a simulator's
+    /// replicas share one copy), so spare room in it, or a second copy of the payload or signature, is
+    /// paid for every change held. The payload and signature read from the encoding are the sealed ones.
+    @Test func encodingHasNoSpareRoomAndPayloadComesFromIt() throws {
+        let village = World.scope("longnan/wudu/station-017/village-0412")
+        for (size, changeScope) in [0, 30, 200, 700, 3_000].flatMap({ n in [(n, scope), (n, village)] }) {
+            let plain = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let c = try Change.seal(author: author.signing, scope: changeScope, seq: 1, prevHash: Change.zeroHash, hlc: hlc,
+                                    priority: .normal, payload: plain, readers: [key])
+            let decoded = try Change(canonicalBytes: c.canonicalBytes)
+            for x in [c, decoded] {
+                // Malloc rounds a buffer up to its next size class (16 bytes here), never by half a change.
+                #expect(x.encodedBytes.capacity - x.encodedBytes.count < 32, "payload \(size): \(x.encodedBytes.capacity) for \(x.encodedBytes.count)")
+                #expect(x.encodedBytes.suffix(64).elementsEqual(x.signature) && x.signature.count == 64)
+                #expect(x.payload.count == plain.count + 16 && x.encodedBytes.dropLast(64).suffix(x.payload.count).elementsEqual(x.payload))
+                #expect(try x.open(with: [key]) == plain)
+            }
+        }
+        let rev = try Revocation(certificate: other.certificate, revokedAt: hlc, reason: .lost, note: "", by: w.county)
+        let control = try Change.control(author: author.signing, scope: scope, seq: 1, prevHash: Change.zeroHash, hlc: hlc,
+                                         contentType: .revocation, priority: .urgent, payload: rev.canonicalBytes)
+        #expect(control.payload == rev.canonicalBytes)
+        #expect(control.encodedBytes.capacity - control.encodedBytes.count < 32)
+    }
+
     @Test func archiveSlot() throws {
         let hq = X25519.SecretKey.generate()
         let c = try sealed(archive: hq.publicKey)

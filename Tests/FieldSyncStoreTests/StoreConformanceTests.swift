@@ -84,6 +84,57 @@ struct ChangeFactory {
         #expect(try store.holdings(of: log).frontier == 4 && store.status().heldBack == 0)
     }
 
+    /// Changes held out of order, with gaps, in several logs, opened in later batches: every read answers
+    /// by seq (the in-memory store keeps a log's changes and opened marks in arrays from the lowest held
+    /// seq, and finds a change by hash through a set of the held changes).
+    @Test(arguments: StoreKind.allCases) func sparseSeqsAndLateOpenedMarks(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let other = ChangeFactory.log(ChangeFactory.station)
+        let cs = (0..<9).map { _ in f.next(log) }
+        let os = (0..<3).map { _ in f.next(other) }
+        _ = try store.commit(CommitBatch(changes: [cs[8], cs[4]]))  // 9 and 5 first, then below them
+        _ = try store.commit(CommitBatch(changes: [cs[1], os[2], cs[0]]))
+        #expect(try store.changes(log, in: 1...9).map(\.seq) == [1, 2, 5, 9])
+        #expect(try store.changes(log, in: 3...4).isEmpty && store.change(log, seq: 3) == nil && store.change(log, seq: 10) == nil)
+        #expect(try store.hash(log, seq: 5) == cs[4].hash && store.hash(other, seq: 3) == os[2].hash)
+        #expect(try Set(store.unopened(in: nil).map(\.hash)) == Set([os[2], cs[0], cs[1], cs[4], cs[8]].map(\.hash)))
+        _ = try store.commit(CommitBatch(opened: [cs[1].hash, cs[8].hash, os[2].hash]))  // opened later (a key learned)
+        #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[4].hash])
+        _ = try store.commit(CommitBatch(changes: [cs[2], cs[3]], opened: [cs[3].hash]))
+        #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[2].hash, cs[4].hash])
+        #expect(try store.changes(log, in: 1...9).map(\.seq) == [1, 2, 3, 4, 5, 9])
+        #expect(try store.status().changes == 7)
+        let again = try store.commit(CommitBatch(changes: [cs[8], os[2], cs[2]]))
+        #expect(again.inserted == 0 && again.duplicates == 3)
+        #expect(try store.unopened(in: nil).map(\.hash) == [cs[0].hash, cs[2].hash, cs[4].hash], "replays keep the marks")
+    }
+
+    /// A change whose seq is far beyond the held ones (a signed change of a peer's long log, or a hostile
+    /// one) costs one entry, and its neighbours are found around it.
+    @Test(arguments: StoreKind.allCases) func farSeqsAreHeldWithoutFillingTheGap(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let first = f.next(log)
+        let far: UInt64 = 1 << 40
+        let farHash = f.hash(), belowHash = f.hash()
+        func at(_ seq: UInt64, hash: [UInt8], prev: [UInt8]) -> StoredChange {
+            StoredChange(log: log, seq: seq, hash: hash, prevHash: prev, hlc: HLCTimestamp(milliseconds: 5_000, counter: 0),
+                         contentType: .records, priority: .normal, bytes: [UInt8](repeating: 7, count: 50))
+        }
+        let top = at(far, hash: farHash, prev: belowHash)
+        let below = at(far - 1, hash: belowHash, prev: f.hash())
+        _ = try store.commit(CommitBatch(changes: [first]))
+        #expect(try store.commit(CommitBatch(changes: [top])).inserted == 1)
+        #expect(try store.commit(CommitBatch(changes: [below], opened: [top.hash])).inserted == 1)
+        #expect(try store.changes(log, in: (far - 5)...far).map(\.seq) == [far - 1, far])
+        #expect(try store.changes(log, in: 1...far).map(\.seq) == [1, far - 1, far])
+        #expect(try store.change(log, seq: far)?.hash == farHash && store.change(log, seq: far - 2) == nil)
+        #expect(try store.unopened(in: nil).map(\.seq) == [1, far - 1])
+        #expect(try store.status().changes == 3)
+        #expect(try store.commit(CommitBatch(changes: [top, below, first])).duplicates == 3)
+    }
+
     @Test(arguments: StoreKind.allCases) func forkIsRecordedAndFirstKept(kind: StoreKind) throws {
         let store = try kind.make()
         var f = ChangeFactory()

@@ -1166,16 +1166,24 @@ public final class FieldSyncAgent: SyncAgent {
     /// records and a sum of 64-bit hashes of their canonical encodings (order-independent; compared
     /// within one run only). Equal digests mean identical record state (up to hash collisions).
     public func recordDigests(at node: NodeIndex) -> [Int32: (count: Int, sum: UInt64)] {
-        guard let r = replicators[Int(node)], let recs = try? r.store.records(RecordQuery(includeDeleted: true)) else { return [:] }
+        guard let r = replicators[Int(node)] else { return [:] }
         if domainOfScope.isEmpty { for (d, sc) in domainScopes.enumerated() { domainOfScope[sc] = Int32(d) } }
         var out: [Int32: (count: Int, sum: UInt64)] = [:]
-        for rec in recs {
-            guard let d = domainOfScope[rec.scope] else { continue }
+        func add(_ rec: Record) {  // a sum: the order records come in does not matter
+            guard let d = domainOfScope[rec.scope] else { return }
             var h = Hasher()
             rec.canonicalBytes.withUnsafeBytes { h.combine(bytes: $0) }
             let v = UInt64(bitPattern: Int64(h.finalize()))
             let old = out[d] ?? (0, 0)
             out[d] = (old.count + 1, old.sum &+ v)
+        }
+        // The in-memory store is read in place: an array of HQ's records and their index entries was the
+        // run's peak of memory, at the very end.
+        if let m = r.store as? MemoryStore {
+            m.forEachRecord(add)
+        } else {
+            guard let recs = try? r.store.records(RecordQuery(includeDeleted: true)) else { return [:] }
+            recs.forEach(add)
         }
         return out
     }

@@ -8,6 +8,7 @@ import FieldSyncCrypto
 public final class RecordInterner {
     private var latest: [RecordID: MemoryStore.RecordBox] = [:]
     private var changes: [ChangeHashKey: MemoryStore.ChangeBox] = [:]
+    private var touchedLists: [RecordID: [[UInt8]]] = [:]
     /// Saves answered with an already held equal value.
     public private(set) var shared = 0
 
@@ -22,6 +23,14 @@ public final class RecordInterner {
         let box = MemoryStore.RecordBox(r)
         latest[r.id] = box
         return box
+    }
+
+    /// The list of changes that touched record `id`: one array for every store whose list is equal to the
+    /// last one seen (replicas of a record mostly learn the same edits in the same order).
+    func intern(touched list: [[UInt8]], of id: RecordID) -> [[UInt8]] {
+        if let l = touchedLists[id], l == list { return l }
+        touchedLists[id] = list
+        return list
     }
 
     func intern(_ c: StoredChange) -> MemoryStore.ChangeBox {
@@ -51,15 +60,180 @@ public final class MemoryStore: SyncStore {
         init(_ value: Record) { self.value = value }
     }
 
+    /// One log's held changes by seq, with whether each is opened: dense arrays from the lowest held
+    /// seq (9 bytes a slot, the arrays growing by doubling). Logs are received mostly in order, so this
+    /// costs a fraction of a dictionary per log and a set of opened hashes, held by every replica of a
+    /// simulator. A seq far from the dense window (more than `maxSpan` slots from it and more than the
+    /// changes held) goes to a dictionary instead, so that a signed change with a huge seq costs one entry.
+    struct LogChanges {
+        /// The seq of `boxes[0]` (meaningless while `boxes` is empty).
+        private var base: UInt64 = 0
+        private var boxes: ContiguousArray<ChangeBox?> = []
+        private var opened: ContiguousArray<Bool> = []
+        /// Changes held far from the dense window, with their opened marks.
+        private var far: [UInt64: (box: ChangeBox, opened: Bool)] = [:]
+        /// Held changes (slots that are not nil, and far ones).
+        private(set) var count = 0
+        /// Slots the dense window may grow by beyond twice the changes held.
+        static let maxSpan: UInt64 = 4096
+
+        subscript(seq: UInt64) -> ChangeBox? {
+            if let i = index(seq) { return boxes[i] }
+            return far.isEmpty ? nil : far[seq]?.box
+        }
+
+        /// Stores `box` at `seq` (nil removes it, and its opened mark).
+        mutating func set(_ seq: UInt64, _ box: ChangeBox?) {
+            guard let box else {
+                if let i = index(seq), boxes[i] != nil {
+                    boxes[i] = nil
+                    opened[i] = false
+                    count -= 1
+                } else if far.removeValue(forKey: seq) != nil {
+                    count -= 1
+                }
+                return
+            }
+            var slot = index(seq)
+            if slot == nil { slot = makeSlot(seq) }
+            if let i = slot {
+                if boxes[i] == nil { count += 1 }
+                boxes[i] = box
+            } else {
+                if far[seq] == nil { count += 1 }
+                far[seq] = (box, far[seq]?.opened ?? false)
+            }
+        }
+
+        func isOpened(_ seq: UInt64) -> Bool {
+            if let i = index(seq) { return opened[i] }
+            return far[seq]?.opened ?? false
+        }
+
+        /// Marks the held change at `seq` opened.
+        mutating func markOpened(_ seq: UInt64) {
+            if let i = index(seq) {
+                if boxes[i] != nil { opened[i] = true }
+            } else if far[seq] != nil {
+                far[seq]!.opened = true
+            }
+        }
+
+        /// The held seqs in order.
+        var seqs: [UInt64] {
+            let dense = boxes.indices.compactMap { boxes[$0] == nil ? nil : base + UInt64($0) }
+            return far.isEmpty ? dense : (dense + far.keys).sorted()
+        }
+
+        /// The held changes in seq order.
+        var values: [ChangeBox] { far.isEmpty ? boxes.compactMap { $0 } : seqs.map { self[$0]! } }
+
+        private func index(_ seq: UInt64) -> Int? {
+            guard !boxes.isEmpty, seq >= base, seq - base < UInt64(boxes.count) else { return nil }
+            return Int(seq - base)
+        }
+
+        /// Extends the dense window to `seq` and returns its slot, or nil if that would add more than
+        /// `maxSpan` slots beyond twice the changes held.
+        private mutating func makeSlot(_ seq: UInt64) -> Int? {
+            if boxes.isEmpty {
+                base = seq
+                boxes.append(nil)
+                opened.append(false)
+                return 0
+            }
+            let limit = UInt64(2 * count) + Self.maxSpan
+            if seq < base {
+                guard base - seq <= limit else { return nil }
+                let n = Int(base - seq)
+                boxes.insert(contentsOf: repeatElement(nil, count: n), at: 0)
+                opened.insert(contentsOf: repeatElement(false, count: n), at: 0)
+                base = seq
+                absorbFar()
+                return 0
+            }
+            let end = base + UInt64(boxes.count)  // seq >= end here
+            guard seq - end < limit else { return nil }
+            let n = Int(seq - end) + 1
+            boxes.append(contentsOf: repeatElement(nil, count: n))
+            opened.append(contentsOf: repeatElement(false, count: n))
+            absorbFar()
+            return boxes.count - 1
+        }
+
+        /// Moves far changes the dense window now covers into it (each seq is held in one place).
+        private mutating func absorbFar() {
+            guard !far.isEmpty else { return }
+            for (seq, entry) in far {
+                guard let i = index(seq) else { continue }
+                boxes[i] = entry.box
+                opened[i] = entry.opened
+                far[seq] = nil
+            }
+        }
+    }
+
+    /// The held changes by hash: a set of the boxes themselves, hashed and compared by the hash each
+    /// holds (8 bytes an entry where a dictionary from hash to box took 16), looked up with a probe.
+    struct HashIndex {
+        private enum Entry: Hashable {
+            case held(ChangeBox)
+            case probe([UInt8])
+
+            var hash: [UInt8] {
+                switch self {
+                case let .held(box): box.value.hash
+                case let .probe(hash): hash
+                }
+            }
+
+            // As `ChangeHashKey`: hashes are uniformly random, so their first 8 bytes are enough.
+            func hash(into hasher: inout Hasher) {
+                var head: UInt64 = 0
+                for b in hash.prefix(8) { head = head << 8 | UInt64(b) }
+                hasher.combine(head)
+            }
+
+            static func == (a: Entry, b: Entry) -> Bool { a.hash == b.hash }
+        }
+
+        private var entries: Set<Entry> = []
+
+        /// Changes held.
+        var count: Int { entries.count }
+
+        /// The held change with this hash; setting stores a box whose change has exactly this hash
+        /// (replacing the one held), nil removes it.
+        subscript(key: ChangeHashKey) -> ChangeBox? {
+            get {
+                guard let i = entries.firstIndex(of: .probe(key.bytes)), case let .held(box) = entries[i] else { return nil }
+                return box
+            }
+            set {
+                if let newValue {
+                    precondition(newValue.value.hash == key.bytes, "a box is indexed by its own hash")
+                    entries.update(with: .held(newValue))
+                } else {
+                    entries.remove(.probe(key.bytes))
+                }
+            }
+        }
+    }
+
     struct State {
-        var changes: [LogID: [UInt64: ChangeBox]] = [:]
-        // Keyed by `ChangeHashKey` (hashes 8 bytes of the id; hashing a [UInt8] goes byte by byte).
-        var byHash: [ChangeHashKey: ChangeBox] = [:]
+        var changes: [LogID: LogChanges] = [:]
+        var byHash = HashIndex()
         var evicted: Set<ChangeHashKey> = []
         var intervalsByLog: [LogID: HeldIntervals] = [:]
         var recordsByID: [RecordID: RecordBox] = [:]
         var touched: [RecordID: [[UInt8]]] = [:]
-        var openedHashes: Set<ChangeHashKey> = []
+        /// Hashes marked opened that were not held when marked (kept so that the change counts as opened
+        /// if it is stored later, as a set of opened hashes would); the held ones are marked in `changes`.
+        var openedUnheld: Set<ChangeHashKey> = []
+
+        func isOpened(_ c: StoredChange) -> Bool {
+            changes[c.log]?.isOpened(c.seq) == true || (!openedUnheld.isEmpty && openedUnheld.contains(ChangeHashKey(c.hash)))
+        }
         var forksByLog: [LogID: [ForkEvidence]] = [:]
         var forkCount = 0
         var receipts: [LogID: UInt64] = [:]
@@ -92,6 +266,12 @@ public final class MemoryStore: SyncStore {
         private var base: State { store.state }
 
         func existing(_ log: LogID, seq: UInt64) throws -> StoredChange? { changes[log]?[seq] ?? base.changes[log]?[seq]?.value }
+        func presence(of change: StoredChange) throws -> ChangePresence {
+            // One lookup by position: a hash names its log and seq, so the change is held exactly when the
+            // change at its position has its hash (what the default's lookup by hash answers).
+            guard let kept = try existing(change.log, seq: change.seq) else { return .new }
+            return kept.hash == change.hash ? .duplicate : .conflicting(kept)
+        }
         func holds(hash: [UInt8]) throws -> Bool {
             let key = ChangeHashKey(hash)
             return byHash[key] != nil || base.byHash[key] != nil
@@ -117,7 +297,9 @@ public final class MemoryStore: SyncStore {
             let receiptLogs = Set(base.receipts.keys).union(receipts.keys)
             for log in receiptLogs.sorted() {
                 let upTo = max(base.receipts[log] ?? 0, receipts[log] ?? 0)
-                let held = (base.changes[log] ?? [:]).mapValues(\.value).merging(changes[log] ?? [:]) { $1 }
+                var held: [UInt64: StoredChange] = [:]
+                for box in base.changes[log]?.values ?? [] { held[box.value.seq] = box.value }
+                held.merge(changes[log] ?? [:]) { $1 }
                 // Control changes (grants, revocations, receipts: content type >= 0x80) are small and must
                 // outlive a restart, so they are never evicted.
                 for (seq, c) in held where seq <= upTo && !c.contentType.isControl && !c.bytes.isEmpty && !evicted.contains(c.hash) {
@@ -201,7 +383,7 @@ public final class MemoryStore: SyncStore {
     public func changes(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChange] {
         guard let m = state.changes[log] else { return [] }
         if UInt64(m.count) < seqs.upperBound - seqs.lowerBound {
-            return m.filter { seqs.contains($0.key) && !$0.value.value.bytes.isEmpty }.sorted { $0.key < $1.key }.map(\.value.value)
+            return m.values.map(\.value).filter { seqs.contains($0.seq) && !$0.bytes.isEmpty }
         }
         return seqs.compactMap { m[$0]?.value }.filter { !$0.bytes.isEmpty }
     }
@@ -235,6 +417,13 @@ public final class MemoryStore: SyncStore {
 
     public func record(_ id: RecordID) throws -> Record? { state.recordsByID[id]?.value }
 
+    /// Calls `body` with every materialized record, deleted ones included, in no particular order: what
+    /// `records(RecordQuery(includeDeleted: true))` returns, without building the array (a simulator's
+    /// end-of-run digest of thousands of stores).
+    public func forEachRecord(_ body: (Record) throws -> Void) rethrows {
+        for box in state.recordsByID.values { try body(box.value) }
+    }
+
     public func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID] {
         state.recordsByID.keys.filter(range.contains).sorted()
     }
@@ -253,9 +442,9 @@ public final class MemoryStore: SyncStore {
 
     public func unopened(in scope: Scope?) throws -> [StoredChange] {
         state.changes.keys.sorted().filter { scope?.contains($0.scope) ?? true }.flatMap { log in
-            state.changes[log]!.keys.sorted().compactMap { seq -> StoredChange? in
-                let c = state.changes[log]![seq]!.value
-                return state.openedHashes.contains(ChangeHashKey(c.hash)) || c.bytes.isEmpty ? nil : c
+            state.changes[log]!.values.compactMap { box -> StoredChange? in
+                let c = box.value
+                return state.isOpened(c) || c.bytes.isEmpty ? nil : c
             }
         }
     }
@@ -275,7 +464,7 @@ public final class MemoryStore: SyncStore {
 
     public func changes(by author: DeviceID, after hlc: HLCTimestamp) throws -> [StoredChange] {
         state.changes.keys.filter { $0.author == author }.sorted().flatMap { log in
-            state.changes[log]!.values.map(\.value).filter { $0.hlc > hlc && !$0.bytes.isEmpty }.sorted { $0.seq < $1.seq }
+            state.changes[log]!.values.map(\.value).filter { $0.hlc > hlc && !$0.bytes.isEmpty }
         }
     }
 
@@ -290,7 +479,7 @@ public final class MemoryStore: SyncStore {
         s.records = state.recordsByID.count
         s.forks = state.forkCount
         s.receipted = state.receipts.reduce(0) { acc, kv in
-            acc + (state.changes[kv.key]?.keys.filter { $0 <= kv.value }.count ?? 0)
+            acc + (state.changes[kv.key]?.seqs.filter { $0 <= kv.value }.count ?? 0)
         }
         s.limits = limits
         return s
@@ -302,18 +491,29 @@ extension MemoryStore.State {
         for (log, m) in tx.changes {
             for (seq, c) in m {
                 let box = interner?.intern(c) ?? MemoryStore.ChangeBox(c)
-                changes[log, default: [:]][seq] = box
+                changes[log, default: MemoryStore.LogChanges()].set(seq, box)
                 let key = ChangeHashKey(c.hash)
                 if tx.byHash[key] != nil || byHash[key] != nil { byHash[key] = box }  // new, or evicted in place
+                if !openedUnheld.isEmpty, openedUnheld.remove(key) != nil { changes[log]!.markOpened(seq) }
             }
         }
         evicted.formUnion(tx.evicted.map(ChangeHashKey.init))
         for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
         for (id, (r, hashes)) in tx.records {
             recordsByID[id] = interner?.intern(r) ?? MemoryStore.RecordBox(r)
-            for h in hashes where !(touched[id]?.contains(h) ?? false) { touched[id, default: []].append(h) }
+            var list = touched[id] ?? []
+            let before = list.count
+            for h in hashes where !list.contains(h) { list.append(h) }
+            if list.count > before { touched[id] = interner?.intern(touched: list, of: id) ?? list }
         }
-        openedHashes.formUnion(tx.opened.map(ChangeHashKey.init))
+        for h in tx.opened {
+            let key = ChangeHashKey(h)
+            if let held = byHash[key]?.value, held.hash == h {
+                changes[held.log]!.markOpened(held.seq)
+            } else {
+                openedUnheld.insert(key)
+            }
+        }
         for f in tx.forks {  // CommitLogic recorded each once
             forksByLog[f.log, default: []].append(f)
             forksByLog[f.log]!.sort { $0.seq != $1.seq ? $0.seq < $1.seq : $0.conflicting.hash.lexicographicallyPrecedes($1.conflicting.hash) }
@@ -323,9 +523,9 @@ extension MemoryStore.State {
         for c in tx.certificates where !(certificates[c.subject]?.contains(c) ?? false) { certificates[c.subject, default: []].append(c) }
         for q in tx.revoked {
             let c = q.change, key = ChangeHashKey(c.hash)
-            changes[c.log]?[c.seq] = nil
+            changes[c.log]?.set(c.seq, nil)  // and its opened mark
             byHash[key] = nil
-            openedHashes.remove(key)
+            openedUnheld.remove(key)
             quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
                                                 repaired: false, cause: .revoked, bytes: c.bytes))
         }
