@@ -37,7 +37,7 @@ import Testing
         let (hq, unit, id, _) = try Self.scenario(arrival: d + 13 * h)  // by sync at 13:00, an hour past the deadline
         let r = try DailyReport.make(try RecordBook(replicator: hq, now: UInt64(Self.reportTime)), day: F.day, now: Self.reportTime)
         #expect(r.total.feedbackDue == 1 && r.total.feedbackOverdue == 1 && r.total.overdueRate == 1)
-        #expect(r.overdue.map(\.id) == [id.description])
+        try #require(r.overdue.map(\.id) == [id.description])
         #expect(r.overdue[0].feedbackAt == "2026-12-03T11:00:00+08:00", "written in time")
         #expect(r.overdue[0].feedbackArrivedAt == "2026-12-03T13:00:00+08:00" && r.overdue[0].lateMinutes == 60, "reached HQ an hour late")
         #expect(r.total.feedbackJudgedByWriteTime == 0)
