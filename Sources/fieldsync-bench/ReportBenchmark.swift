@@ -22,10 +22,10 @@ func reportBenchmarks() -> [Benchmark] {
 }
 
 /// The year the synthetic store covers starts here (2026-01-01, UTC+8).
-private let yearStart = try! ReportDay(parsing: "2026-01-01")
+let yearStart = try! ReportDay(parsing: "2026-01-01")
 
 /// Builds (once, cached under /tmp) a store of about `changes` changes over 365 days.
-private func buildYearStore(changes: Int, path: String, sealer: StorageKeySealer) throws {
+func buildYearStore(changes: Int, path: String, sealer: StorageKeySealer) throws {
     if FileManager.default.fileExists(atPath: path) { return }
     let store = try SQLiteStore(path: path + ".tmp", sealer: sealer, syncMode: .normal, checksChanges: false)  // synthetic changes
     let geo = LongnanGeography.standard
@@ -45,6 +45,7 @@ private func buildYearStore(changes: Int, path: String, sealer: StorageKeySealer
         batch.changes.append(StoredChange(log: log, seq: seq, hash: hash, prevHash: [UInt8](repeating: 0, count: 32),
                                           hlc: edit.hlc, contentType: .records, priority: priority, bytes: bytes))
         batch.edits.append((edit, hash))
+        batch.now = UInt64(t)  // arrives when written (a node online all year): the arrival times the reports read
         n += 1
         if batch.changes.count == 5_000 {
             _ = try store.commit(batch)
