@@ -40,6 +40,7 @@ private func buildYearStoreFile(changes: Int, path: String, sealer: StorageKeySe
     let geo = LongnanGeography.standard
     var rng = SeededRandom(seed: 15)
     var seqs: [LogID: UInt64] = [:]
+    var lastHash: [LogID: [UInt8]] = [:]
     var batch = CommitBatch()
     let perDay = max(1, changes / 365)
     // Per day: incidents (two changes each) take 38%, visits 62% (520 x 2 and 1,700 of 2,740).
@@ -51,7 +52,11 @@ private func buildYearStoreFile(changes: Int, path: String, sealer: StorageKeySe
         seqs[log] = seq
         let hash = (0..<32).map { _ in UInt8(truncatingIfNeeded: rng.rng.next()) }
         let bytes = ChangeBody(edits: [edit]).canonicalBytes + [UInt8](repeating: 0, count: 120)  // ~ sealed size
-        batch.changes.append(StoredChange(log: log, seq: seq, hash: hash, prevHash: [UInt8](repeating: 0, count: 32),
+        // Chained like a real log: a change whose prevHash is not its held predecessor's hash is a fork and
+        // is refused at commit (with zero prevHashes most of the year was refused: 5,676 of 9,855 changes held).
+        let prevHash = lastHash[log] ?? [UInt8](repeating: 0, count: 32)
+        lastHash[log] = hash
+        batch.changes.append(StoredChange(log: log, seq: seq, hash: hash, prevHash: prevHash,
                                           hlc: edit.hlc, contentType: .records, priority: priority, bytes: bytes))
         batch.edits.append((edit, hash))
         batch.now = UInt64(t)  // arrives when written (a node online all year): the arrival times the reports read
