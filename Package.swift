@@ -169,6 +169,7 @@ let package = Package(
                 "FieldSyncStore",
                 "FieldSyncNode",
                 "FieldSyncFeed",
+                "FieldSyncWeb",
                 "FieldSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),

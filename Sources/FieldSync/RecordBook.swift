@@ -26,6 +26,25 @@ public struct RecordWrite: Sendable {
     }
 }
 
+/// When one write (a field's current value) was made and when it reached this node (`RecordBook.arrivals(of:in:)`).
+public struct WriteArrival: Sendable, Equatable {
+    /// When it was written: its HLC time (ms since the Unix epoch, the author's clock).
+    public var writtenAt: Int64
+    /// When the change carrying it was first committed on this node (this node's clock, ms); nil when
+    /// unknown (stored before the store kept arrival times: schema version 7 or older).
+    public var arrivedAt: Int64?
+
+    /// Creates an arrival.
+    public init(writtenAt: Int64, arrivedAt: Int64?) {
+        self.writtenAt = writtenAt
+        self.arrivedAt = arrivedAt
+    }
+
+    /// When it reached this node, or, when that is unknown, when it was written (the fallback the reports
+    /// name: docs/reports.md).
+    public var reachedAt: Int64 { arrivedAt ?? writtenAt }
+}
+
 /// Records matching a query, and the matching rows that are damaged on disk (a damaged record does not
 /// hide the others).
 public struct RecordScanResult: Sendable {
@@ -146,6 +165,38 @@ public final class RecordBook {
     /// did (when this device can open it), and whether its signature and author verify now.
     public func history(of id: RecordID) throws(FieldSyncError) -> [AuditEntry] {
         try mappingErrors { try replicator.auditTrail(of: id, now: now) }
+    }
+
+    /// When the write that set `field`'s current value of each record reached this node: the arrival time
+    /// the store kept for the change carrying it (`SyncStore.arrivals(of:)`: the change of the same author
+    /// and HLC as the register's stamp, in the record's history). One indexed read for all the records,
+    /// nothing unsealed. Records whose field holds no value (never set, or cleared) are absent.
+    ///
+    /// ```swift
+    /// let arrivals = try book.arrivals(of: Incident.Field.feedback, in: incidents)
+    /// let late = arrivals[id].map { $0.reachedAt > deadline }
+    /// ```
+    /// - Parameters:
+    ///   - field: a register field (`Incident.Field.feedback`).
+    ///   - records: the records (as read from this node's store).
+    /// - Returns: per record, when the value was written and when it reached this node (nil: unknown, a change
+    ///   stored before the store kept arrival times).
+    /// - Throws: `FieldSyncError` (store errors).
+    public func arrivals(of field: FieldID, in records: [Record]) throws(FieldSyncError) -> [RecordID: WriteArrival] {
+        var stamps: [RecordID: OpID] = [:]
+        for r in records {
+            if let reg = r.registers[field], reg.value != .null { stamps[r.id] = reg.stamp }
+        }
+        guard !stamps.isEmpty else { return [:] }
+        let held = try mappingErrors { try replicator.store.arrivals(of: stamps.keys.sorted()) }
+        var out: [RecordID: WriteArrival] = [:]
+        for (id, stamp) in stamps {
+            // The change carrying the edit: its author and HLC are the edit's (`Replicator.write`). Should two
+            // match, the earliest arrival is the one the value was first held at.
+            let arrived = (held[id] ?? []).filter { $0.log.author == stamp.author && $0.hlc == stamp.hlc }.compactMap(\.arrivedAt).min()
+            out[id] = WriteArrival(writtenAt: Int64(clamping: stamp.hlc.milliseconds), arrivedAt: arrived.map { Int64(clamping: $0) })
+        }
+        return out
     }
 
     // MARK: The write path

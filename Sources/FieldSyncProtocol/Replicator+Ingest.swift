@@ -51,6 +51,7 @@ extension Replicator {
     public func ingest(prepared: [PreparedChange], now: UInt64) throws -> IngestReport {
         var report = IngestReport()
         var batch = CommitBatch()
+        batch.now = now  // the arrival time of every change this commit newly stores
         var keptAuthors: Set<DeviceID> = []
         var newKeys: [EpochKey] = []
         for p in prepared {

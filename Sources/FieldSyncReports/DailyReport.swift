@@ -44,8 +44,12 @@ public struct CountyFigures: Sendable, Equatable, Codable {
     public var closures = 0
     /// Feedback deadlines that fell in the day.
     public var feedbackDue = 0
-    /// Of those, overdue: the feedback was written after the deadline, or none was held when the report was made.
+    /// Of those, overdue: the feedback reached this node after the deadline, or none was held when the
+    /// report was made.
     public var feedbackOverdue = 0
+    /// Of the due ones with a feedback, those whose arrival time this node does not know (the change was
+    /// stored before the store kept arrival times): judged by the time the feedback was written instead.
+    public var feedbackJudgedByWriteTime = 0
     /// `feedbackOverdue / feedbackDue` (nil when nothing was due).
     public var overdueRate: Double?
     /// Suspected duplicate pairs whose later incident was reported in the day.
@@ -68,6 +72,7 @@ public struct CountyFigures: Sendable, Equatable, Codable {
         closures += o.closures
         feedbackDue += o.feedbackDue
         feedbackOverdue += o.feedbackOverdue
+        feedbackJudgedByWriteTime += o.feedbackJudgedByWriteTime
         suspectedDuplicates += o.suspectedDuplicates
         markedDuplicates += o.markedDuplicates
         visits += o.visits
@@ -91,7 +96,11 @@ public struct OverdueFeedback: Sendable, Equatable, Codable {
     public var deadline: String
     /// When the feedback was written (ISO 8601, UTC+8), nil if none is held.
     public var feedbackAt: String?
-    /// Minutes from the deadline to the feedback, or to the report when there is none.
+    /// When the feedback reached this node (ISO 8601, UTC+8); nil if none is held or the arrival is
+    /// unknown (then it was judged by `feedbackAt`).
+    public var feedbackArrivedAt: String?
+    /// Minutes from the deadline to the feedback's arrival (its writing when the arrival is unknown), or
+    /// to the report when there is none.
     public var lateMinutes: Int64
 }
 
@@ -188,13 +197,20 @@ extension DailyReport {
 
         var points: [IncidentPoint] = []
         var reportedInDay: [RecordID: Incident] = [:], windowIncidents: [RecordID: Incident] = [:]
+        var incidents: [Incident] = []
         for record in incidentScan.records {
             guard builder.wanted(record.scope) else { continue }
             guard let incident = try? Incident(record) else {
                 builder.incomplete += 1
                 continue
             }
-            builder.add(incident)
+            incidents.append(incident)
+        }
+        // When each feedback of the window reached this node: one indexed read (docs/reports.md, "The
+        // overdue rate, exactly").
+        let feedback = try book.arrivals(of: Incident.Field.feedback, in: incidents.map(\.record))
+        for incident in incidents {
+            builder.add(incident, feedback: feedback[incident.id])
             if incident.reportedAt >= from - options.duplicates.windowMilliseconds {
                 points.append(IncidentPoint(incident))
                 windowIncidents[incident.id] = incident
@@ -259,7 +275,7 @@ extension DailyReport {
             logs[p.stationScope]![keyPath: count] += 1
         }
 
-        mutating func add(_ i: Incident) {
+        mutating func add(_ i: Incident, feedback arrival: WriteArrival?) {
             let county = Self.place(i.scope).county
             var f = counties[county] ?? CountyFigures(county: county)
             let status = i.status.name
@@ -280,24 +296,24 @@ extension DailyReport {
                 f.closures += 1
                 log(i.scope, entry(Int64(clamping: stamp.hlc.milliseconds), "closed", nil), count: \.closed)
             }
-            var feedbackAt: Int64?
-            if let reg = i.record.registers[Incident.Field.feedback], reg.value != .null {
-                feedbackAt = Int64(clamping: reg.stamp.hlc.milliseconds)
-            }
+            // The feedback is judged by when it reached this node; by when it was written when that is unknown.
+            let feedbackAt = arrival?.writtenAt, reachedAt = arrival?.reachedAt
             if let t = feedbackAt, inDay(t) {
-                let late = i.feedbackDeadline.map { t > $0 } ?? false
+                let late = i.feedbackDeadline.map { reachedAt! > $0 } ?? false
                 log(i.scope, entry(t, "feedback", (late ? "LATE: " : "") + (i.feedback ?? "")), count: \.feedback)
             }
             if let deadline = i.feedbackDeadline, inDay(deadline) {
                 f.feedbackDue += 1
-                let late = feedbackAt.map { $0 > deadline } ?? (now > deadline)
+                if let arrival, arrival.arrivedAt == nil { f.feedbackJudgedByWriteTime += 1 }
+                let late = reachedAt.map { $0 > deadline } ?? (now > deadline)
                 if late {
                     f.feedbackOverdue += 1
                     let p = Self.place(i.scope)
                     overdue.append((deadline, OverdueFeedback(
                         id: i.id.description, scope: i.scope.path, county: p.county, station: p.station, category: i.category.rawValue,
                         priority: i.priority.name, summary: i.summary, deadline: ReportTimeZone.iso(deadline),
-                        feedbackAt: feedbackAt.map(ReportTimeZone.iso), lateMinutes: ((feedbackAt ?? now) - deadline) / 60_000)))
+                        feedbackAt: feedbackAt.map(ReportTimeZone.iso), feedbackArrivedAt: arrival?.arrivedAt.map(ReportTimeZone.iso),
+                        lateMinutes: ((reachedAt ?? now) - deadline) / 60_000)))
                 }
             }
             for note in i.notes where inDay(Int64(clamping: note.id.hlc.milliseconds)) {

@@ -43,6 +43,7 @@ extension DailyReport {
     /// The report as one long CSV table (RFC 4180, CRLF), columns `csvColumns`:
     /// - `figure` rows: `county` (or `all`), `item` the figure (`incidents`, `category:traffic`,
     ///   `priority:urgent`, `stillOpen`, `closures`, `feedbackDue`, `feedbackOverdue`, `overdueRate`,
+    ///   `feedbackJudgedByWriteTime` (due feedback whose arrival this node does not know),
     ///   `suspectedDuplicates`, `markedDuplicates`, `visits`, `visitType:routine`), `value` the number;
     /// - `overdue` rows: `time` the deadline, `record`, `item` the category, `value` minutes late, `text` the summary;
     /// - `duplicate` rows: `time` the later report, `record` the later incident, `item` the earlier one,
@@ -62,6 +63,7 @@ extension DailyReport {
             fig("feedbackDue", "\(f.feedbackDue)")
             fig("feedbackOverdue", "\(f.feedbackOverdue)")
             fig("overdueRate", f.overdueRate.map { String(format: "%.4f", $0) } ?? "")
+            fig("feedbackJudgedByWriteTime", "\(f.feedbackJudgedByWriteTime)")
             fig("suspectedDuplicates", "\(f.suspectedDuplicates)")
             fig("markedDuplicates", "\(f.markedDuplicates)")
             fig("visits", "\(f.visits)")
@@ -120,6 +122,13 @@ extension DailyReport {
             s += "<td>\(f.suspectedDuplicates)</td><td>\(f.markedDuplicates)</td><td>\(f.visits)</td></tr>\n"
         }
         s += "</tbody>\n</table>\n"
+        s += "<p class=\"meta\">Overdue: feedback that reached this node after its deadline (the time its change was first stored "
+            + "here), or none held when the report was made."
+        if total.feedbackJudgedByWriteTime > 0 {
+            s += " \(total.feedbackJudgedByWriteTime) due feedback(s) reached this node before it recorded arrival times (a store of "
+                + "schema version 7 or older): judged by the time they were written instead."
+        }
+        s += "</p>\n"
         s += "<h2>Visits by type</h2>\n<table>\n<thead><tr><th>county</th>"
         for t in Visit.VisitType.allCases { s += "<th>\(h(t.rawValue))</th>" }
         s += "</tr></thead>\n<tbody>\n"
@@ -132,9 +141,10 @@ extension DailyReport {
         // Overdue feedback.
         s += "<h2>Overdue feedback (\(overdue.count))</h2>\n"
         if overdue.isEmpty { s += "<p>None.</p>\n" } else {
-            s += "<table>\n<thead><tr><th>deadline</th><th>feedback</th><th>late (min)</th><th>station</th><th>incident</th><th>category</th><th>priority</th><th>summary</th></tr></thead>\n<tbody>\n"
+            s += "<table>\n<thead><tr><th>deadline</th><th>feedback written</th><th>reached this node</th><th>late (min)</th><th>station</th><th>incident</th><th>category</th><th>priority</th><th>summary</th></tr></thead>\n<tbody>\n"
             for o in overdue {
-                s += "<tr><td>\(h(o.deadline))</td><td>\(h(o.feedbackAt ?? "none"))</td><td>\(o.lateMinutes)</td><td>\(h(o.scope))</td>"
+                let reached = o.feedbackAt == nil ? "–" : o.feedbackArrivedAt ?? "unknown (judged by the time written)"
+                s += "<tr><td>\(h(o.deadline))</td><td>\(h(o.feedbackAt ?? "none"))</td><td>\(h(reached))</td><td>\(o.lateMinutes)</td><td>\(h(o.scope))</td>"
                 s += "<td class=\"id\">\(h(o.id))</td><td>\(h(o.category))</td><td>\(h(o.priority))</td><td>\(h(o.summary))</td></tr>\n"
             }
             s += "</tbody>\n</table>\n"

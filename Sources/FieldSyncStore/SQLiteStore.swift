@@ -333,6 +333,13 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         m.registerMigration("v7-quarantine-cause") { db in
             try db.execute(sql: "ALTER TABLE quarantine ADD COLUMN cause TEXT NOT NULL DEFAULT 'damaged'")
         }
+        // When each change first reached this node: the wall clock (ms since the Unix epoch) of the commit
+        // that stored it (`CommitBatch.now`). The command center judges "feedback that reached this node after
+        // its deadline" by it (docs/reports.md). Changes stored before this migration keep NULL: unknown (the
+        // reports then fall back to the time the change was written, and say so).
+        m.registerMigration("v8-change-arrival") { db in
+            try db.execute(sql: "ALTER TABLE changes ADD COLUMN arrived INTEGER")
+        }
         return m
     }
 
@@ -426,6 +433,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         let (report, commits) = try io {
             try db.write { db in
                 var tx = Tx(db: db, store: self)
+                tx.arrivedAt = batch.now.map { Int64(clamping: $0) }
                 let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
                 try tx.flush()
                 let commits = try Int64.fetchOne(db, sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'commits' RETURNING value") ?? 0
@@ -569,6 +577,35 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 SELECT c.rowid, c.* FROM record_changes rc JOIN changes c ON c.hash = rc.change_hash
                 WHERE rc.record_id = ? ORDER BY c.hlc, c.author, c.scope, c.seq
                 """, arguments: [Data(id.raw.bytes)])
+        }
+    }
+
+    /// One read transaction, 256 records per statement: the `record_changes` links of each record joined
+    /// to the `changes` rows by hash (both indexed), header columns and `arrived` only (no bytes read, so
+    /// nothing to check for damage; evicted changes included).
+    public func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]] {
+        try io {
+            try db.read { db in
+                var out: [RecordID: [ChangeArrival]] = [:]
+                for start in stride(from: 0, to: records.count, by: 256) {
+                    let chunk = records[start..<min(start + 256, records.count)]
+                    let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+                    let rows = try Row.fetchCursor(db, sql: """
+                        SELECT rc.record_id, c.author, c.scope, c.seq, c.hlc, c.arrived FROM record_changes rc
+                        JOIN changes c ON c.hash = rc.change_hash WHERE rc.record_id IN (\(marks))
+                        ORDER BY rc.record_id, c.hlc, c.author, c.scope, c.seq
+                        """, arguments: StatementArguments(chunk.map { Data($0.raw.bytes) }))
+                    while let row = try rows.next() {
+                        guard let raw = ID128(bytes: [UInt8](try row.decode(Data.self, forColumn: "record_id"))) else { continue }
+                        let arrived = try row.decode(Int64?.self, forColumn: "arrived")
+                        out[RecordID(raw), default: []].append(ChangeArrival(
+                            log: try Self.log(row), seq: UInt64(try row.decode(Int64.self, forColumn: "seq")),
+                            hlc: HLCTimestamp(raw: UInt64(bitPattern: try row.decode(Int64.self, forColumn: "hlc"))),
+                            arrivedAt: arrived.map { UInt64(clamping: $0) }))
+                    }
+                }
+                return out
+            }
         }
     }
 
@@ -740,6 +777,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         let store: SQLiteStore
         private var bytesDelta: Int64 = 0
         private var heldBackDelta: Int64 = 0
+        /// The batch's `now` (ms): the `arrived` of every change this transaction stores; nil leaves it NULL.
+        var arrivedAt: Int64?
         /// Records found damaged while loading in this transaction (their rows are not overwritten).
         private let damaged = DamagedIDs()
 
@@ -798,10 +837,11 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
 
         mutating func insert(_ c: StoredChange, opened: Bool) throws {
             try statement("""
-                INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes, arrived)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
-                    Int64(bitPattern: c.hlc.raw), Int(c.contentType.rawValue), Int(c.priority.rawValue), c.bytes.count, opened, Data(c.bytes)])
+                    Int64(bitPattern: c.hlc.raw), Int(c.contentType.rawValue), Int(c.priority.rawValue), c.bytes.count, opened, Data(c.bytes),
+                    arrivedAt])
             bytesDelta += Int64(c.bytes.count)
             // An intact copy of a quarantined change is back: the quarantine entry is repaired.
             try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0 AND cause = 'damaged'")

@@ -98,7 +98,8 @@ enum DetailReads {
 
     static func detail(_ book: RecordBook, id: String, op: WebOperator, now: UInt64, rule: DuplicateRule) throws -> DetailModel {
         let record = try incident(book, id: id, op: op)
-        guard let row = IncidentRow(record) else { throw WebFailure(.notFound, "This incident has not fully arrived yet.") }
+        guard let first = IncidentRow(record) else { throw WebFailure(.notFound, "This incident has not fully arrived yet.") }
+        let row = try IncidentRow.withFeedbackArrivals([(first, record)], book)[0]
         let r = book.replicator
         let isHQ = r.identity.certificate.role == .hq
         let schema = Incident.schema
@@ -208,7 +209,10 @@ extension Pages {
         field("Location", String(format: "%.5f, %.5f", r.latitude, r.longitude).html + (r.place.map { " · " + $0.html } ?? ""))
         field("Units", r.units.joined(separator: ", ").html, id: "units")
         var fb = r.feedback.map { $0.html } ?? "<i>none yet</i>"
-        if let at = r.feedbackAt { fb += " <small>(written \(t(at)))</small>" }
+        if let at = r.feedbackAt {
+            let reached = r.feedbackArrivedAt.map { "reached this node \(t($0))" } ?? (r.feedbackDeadline == nil ? nil : "arrival here unknown")
+            fb += " <small>(written \(t(at))\(reached.map { "; " + $0 } ?? ""))</small>"
+        }
         field("Feedback", fb)
         if let dl = r.feedbackDeadline {
             field("Feedback deadline", t(dl) + (r.feedbackOverdue(now: now) ? " <b class=\"overdue\">OVERDUE</b>" : ""))

@@ -27,6 +27,9 @@ struct IncidentRow: Sendable, Codable {
     var feedbackDeadline: Int64?
     /// When the feedback was written (its register's HLC, ms).
     var feedbackAt: Int64?
+    /// When the feedback reached this node (ms), set by the pages that judge it (`withFeedbackArrivals`); nil:
+    /// not asked, or unknown (a change stored before the store kept arrival times): judged by `feedbackAt`.
+    var feedbackArrivedAt: Int64?
     var duplicateOf: String?
     var lastChange: Int64
     var latitude: Double
@@ -61,11 +64,24 @@ struct IncidentRow: Sendable, Codable {
         place = i.location.placeName.isEmpty ? nil : i.location.placeName
     }
 
-    /// Whether the feedback is overdue at `now`: written after its deadline, or still missing past it.
+    /// Whether the feedback is overdue at `now`: it reached this node after its deadline (when it was
+    /// written, if its arrival is unknown), or it is still missing past the deadline.
     func feedbackOverdue(now: Int64) -> Bool {
         guard let d = feedbackDeadline else { return false }
-        if let at = feedbackAt { return at > d }
+        if let at = feedbackArrivedAt ?? feedbackAt { return at > d }
         return now > d
+    }
+
+    /// `rows` with `feedbackArrivedAt` set for those with a feedback and a deadline (one indexed read of the
+    /// store for all of them; `RecordBook.arrivals(of:in:)`).
+    static func withFeedbackArrivals(_ rows: [(IncidentRow, Record)], _ book: RecordBook) throws -> [IncidentRow] {
+        let judged = rows.filter { $0.0.feedbackDeadline != nil && $0.0.feedbackAt != nil }.map(\.1)
+        let arrivals = try book.arrivals(of: Incident.Field.feedback, in: judged)
+        return rows.map { row, record in
+            var row = row
+            row.feedbackArrivedAt = arrivals[record.id]?.arrivedAt
+            return row
+        }
     }
 }
 

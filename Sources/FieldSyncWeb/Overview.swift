@@ -32,8 +32,12 @@ struct OverviewModel: Sendable {
         let weekStart = today - 6 * 86_400_000
         let scopes: [Scope?] = op.scopes.isEmpty ? [nil] : op.scopes
         for s in scopes {
-            for r in try book.records(RecordQuery(kind: .incident, scope: s, since: weekStart)) {
-                guard let row = IncidentRow(r), op.mayRead(r.scope) else { continue }
+            let week = try book.records(RecordQuery(kind: .incident, scope: s, since: weekStart)).compactMap { r -> (IncidentRow, Record)? in
+                guard let row = IncidentRow(r), op.mayRead(r.scope) else { return nil }
+                return (row, r)
+            }
+            // Feedback is judged by when it reached this node (docs/command-center.md, "Overview").
+            for row in try IncidentRow.withFeedbackArrivals(week, book) {
                 m.week[row.county, default: 0] += 1
                 m.weekTotal += 1
                 m.weekByCategory[row.category, default: 0] += 1

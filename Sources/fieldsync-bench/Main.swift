@@ -62,5 +62,7 @@ struct FieldSyncBench: ParsableCommand {
 
 /// Every benchmark, in the order they run. Later issues append here.
 func allBenchmarks() -> [Benchmark] {
-    coreBenchmarks() + cryptoBenchmarks() + storeBenchmarks() + reconcileBenchmarks() + sessionBenchmarks() + simBenchmarks() + catchupBenchmarks() + attackBenchmarks() + feedBenchmarks() + observeBenchmarks() + reportBenchmarks()
+    let all: [[Benchmark]] = [coreBenchmarks(), cryptoBenchmarks(), storeBenchmarks(), reconcileBenchmarks(), sessionBenchmarks(), simBenchmarks(),
+                              catchupBenchmarks(), attackBenchmarks(), feedBenchmarks(), observeBenchmarks(), reportBenchmarks(), commandCenterBenchmarks()]
+    return all.flatMap { $0 }
 }

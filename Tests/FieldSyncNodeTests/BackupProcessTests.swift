@@ -42,7 +42,7 @@ import Testing
         #expect(lines.first == "fieldsync \(FieldSyncVersion.release)")
         #expect(lines.contains("protocol \(NetworkParameters.protocolVersion) (Protocols/handshake.md)"))
         #expect(lines.contains("store schema \(SQLiteStore.schemaVersion) (\(SQLiteStore.schemaMigration))"))
-        #expect(SQLiteStore.schemaVersion == 7 && SQLiteStore.schemaMigration == "v7-quarantine-cause")
+        #expect(SQLiteStore.schemaVersion == 8 && SQLiteStore.schemaMigration == "v8-change-arrival")
         #expect(lines.contains("backup format 1 (Protocols/backup.md)"))
     }
 

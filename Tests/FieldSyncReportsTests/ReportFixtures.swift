@@ -24,7 +24,7 @@ struct ReportFixtures {
     init() { trust = TrustStore(root: rootKey.publicKey) }
 
     /// A replicator of a new device of `role` in `scopes`, over a memory store, holding every station key.
-    mutating func replicator(_ role: Role, scopes: [Scope], label: String) throws -> Replicator {
+    mutating func replicator(_ role: Role, scopes: [Scope], label: String, store: any SyncStore = MemoryStore()) throws -> Replicator {
         let sk = Ed25519.SecretKey.generate(), xk = X25519.SecretKey.generate()
         let now = UInt64(Self.dayStart) - 30 * 86_400_000
         let req = try EnrollmentRequest(signingKey: sk, agreementKey: xk.publicKey, requestedRole: role, requestedScopes: scopes,
@@ -32,21 +32,21 @@ struct ReportFixtures {
         serial += 1
         let cert = try Authority(root: rootKey).enroll(req, role: role, scopes: scopes, notBefore: now, notAfter: now + 400 * 86_400_000,
                                                        serial: serial)
-        let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust, store: MemoryStore())
+        let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust, store: store)
         for k in keys { r.addKey(k) }
         return r
     }
 
-    /// Every change `from` wrote, ingested by `to` at 07:00 the morning after the day (the time of the
-    /// report: the receiver's clock moves to it).
-    static func deliver(_ from: Replicator, to: Replicator) throws {
+    /// Every change `from` wrote, ingested by `to` at `now`: by default 07:00 the morning after the day (the
+    /// time of the report: the receiver's clock moves to it). What `to` already holds keeps its first arrival.
+    static func deliver(_ from: Replicator, to: Replicator, now: Int64 = dayStart + 31 * hour) throws {
         var changes: [StoredChange] = []
         for log in try from.store.orderedLogs() where log.author == from.identity.id {
             let held = try from.store.holdings(of: log)
             for r in held.ranges { changes += try from.store.changes(log, in: r) }
         }
         let decoded = try changes.map { try Change(canonicalBytes: $0.bytes) }
-        _ = try to.ingest(decoded, certificates: [from.identity.certificate], now: UInt64(dayStart + 31 * hour))
+        _ = try to.ingest(decoded, certificates: [from.identity.certificate], now: UInt64(now))
     }
 
     static func incident(_ book: RecordBook, at: Int64, scope: Scope = wudu17, category: Incident.Category = .traffic,

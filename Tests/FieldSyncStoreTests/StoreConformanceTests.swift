@@ -250,6 +250,34 @@ struct ChangeFactory {
         #expect(try store.unopened(in: nil).map(\.hash) == [upd.hash])
     }
 
+    /// Each change keeps the `now` of the commit that first stored it (its arrival on this node): a replay
+    /// later does not move it, a batch without `now` leaves it unknown; both stores answer the same.
+    @Test(arguments: StoreKind.allCases) func arrivalIsTheFirstCommitsNow(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        let c1 = f.next(log), c2 = f.next(log), c3 = f.next(log)
+        let id = RecordID(ID128(high: 7, low: 1))
+        var first = CommitBatch(changes: [c1], edits: [(Self.incident(1), c1.hash)], opened: [c1.hash])
+        first.now = 10_000
+        _ = try store.commit(first)
+        let rec = try #require(try store.record(id))
+        let update = rec.edit(author: ChangeFactory.author, hlc: HLCTimestamp(milliseconds: 9_000, counter: 0),
+                              [try Incident(rec).advance(to: .dispatched)])
+        var second = CommitBatch(changes: [c1, c2], edits: [(Self.incident(1), c1.hash), (update, c2.hash)], opened: [c1.hash, c2.hash])
+        second.now = 20_000  // c1 again (a replay from another peer): it arrived at 10,000
+        let r = try store.commit(second)
+        #expect(r.inserted == 1 && r.duplicates == 1)
+        let later = rec.edit(author: ChangeFactory.author, hlc: HLCTimestamp(milliseconds: 9_500, counter: 0),
+                             [try Incident(rec).advance(to: .onScene)])
+        _ = try store.commit(CommitBatch(changes: [c3], edits: [(later, c3.hash)], opened: [c3.hash]))  // no `now`: unknown
+        let arrivals = try store.arrivals(of: [id, RecordID(ID128(high: 7, low: 99))])
+        #expect(arrivals.keys.sorted() == [id], "a record with no held change is absent")
+        #expect(arrivals[id] == [ChangeArrival(log: log, seq: 1, hlc: c1.hlc, arrivedAt: 10_000),
+                                 ChangeArrival(log: log, seq: 2, hlc: c2.hlc, arrivedAt: 20_000),
+                                 ChangeArrival(log: log, seq: 3, hlc: c3.hlc, arrivedAt: nil)], "in HLC order, as history(of:)")
+        #expect(try store.history(of: id).map(\.seq) == arrivals[id]!.map(\.seq))
+    }
+
     @Test(arguments: StoreKind.allCases) func batchIsAtomic(kind: StoreKind) throws {
         let store = try kind.make()
         var f = ChangeFactory()

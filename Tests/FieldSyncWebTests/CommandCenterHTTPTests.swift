@@ -201,6 +201,43 @@ import Glibc
         }
     }
 
+    /// The overview's overdue rate and the detail judge a feedback by when it reached this node: one written
+    /// in time on a backpack unit but synced to the station after its deadline is overdue here; one synced
+    /// before its deadline is not.
+    @Test(.timeLimit(.minutes(2))) func feedbackIsOverdueByWhenItReachedThisNode() async throws {
+        try await Self.withCenter { f, app, _, port in
+            var fixtures = f
+            let hour: UInt64 = 3_600_000, minute: UInt64 = 60_000
+            let unitClock = FakeClock(at: FieldSyncApp.wallClock() - 3 * hour)
+            let backpack = try await FieldSyncApp.open(
+                device: try fixtures.device("bp17", role: .backpack, scopes: [WebFixtures.wudu], keys: [WebFixtures.wuduKey]),
+                configuration: WebFixtures.configuration, clock: { unitClock.read() })
+            let t0 = Int64(unitClock.read())
+            var lateDraft = WebFixtures.draft("Feedback given in time, synced after the deadline")
+            lateDraft.reportedAt = t0
+            lateDraft.feedbackDeadline = t0 + Int64(hour)  // two hours before the sync
+            var inTimeDraft = WebFixtures.draft("Feedback synced before its deadline")
+            inTimeDraft.reportedAt = t0
+            inTimeDraft.feedbackDeadline = t0 + Int64(5 * hour)  // two hours after the sync
+            let late = try await backpack.createIncident(lateDraft), inTime = try await backpack.createIncident(inTimeDraft)
+            unitClock.advance(30 * minute)
+            _ = try await backpack.giveFeedback(late.record.id.description, "cleared")
+            _ = try await backpack.giveFeedback(inTime.record.id.description, "done")
+            try await WebFixtures.deliver(backpack, to: app, now: unitClock.read() + 150 * minute)  // the sync, 3 h after t0
+            let c = WebClient(port: port)
+            try c.login("alice")
+            let overview = try c.send("GET", "/")
+            #expect(overview.body.contains("<b id=\"overdue-rate\">50.00 %</b> feedback overdue (1 of 2 due this week)"))
+            let list = String(overview.body.split(separator: "<h2>Overdue feedback</h2>").last ?? "").components(separatedBy: "<h2>")[0]
+            #expect(list.contains(late.record.id.description.prefix(8)) && !list.contains(inTime.record.id.description.prefix(8)))
+            let lateDetail = try c.send("GET", "/incidents/\(late.record.id)")
+            #expect(lateDetail.body.contains("<b class=\"overdue\">OVERDUE</b>") && lateDetail.body.contains("reached this node"))
+            let inTimeDetail = try c.send("GET", "/incidents/\(inTime.record.id)")
+            #expect(inTimeDetail.status == 200 && !inTimeDetail.body.contains("OVERDUE"))
+            await backpack.close(grace: .zero)
+        }
+    }
+
     @Test(.timeLimit(.minutes(2))) func aCountyOperatorCannotSeeAnotherCountysIncidentByListLinkOrGuessedID() async throws {
         try await Self.withCenter { _, app, _, port in
             let wudu = try await app.createIncident(WebFixtures.draft("Wudu: fallen tree"))

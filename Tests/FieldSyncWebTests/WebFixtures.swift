@@ -104,8 +104,8 @@ struct WebFixtures {
     }
 
     /// Hands every change `from`'s own device wrote to `to`, as a sync would (the test needs incidents of two
-    /// devices on one node, without the network).
-    static func deliver(_ from: FieldSyncApp, to: FieldSyncApp) async throws {
+    /// devices on one node, without the network), at `now` (default: the wall clock), the changes' arrival on `to`.
+    static func deliver(_ from: FieldSyncApp, to: FieldSyncApp, now: UInt64? = nil) async throws {
         let (changes, certificate) = try await from.perform { book -> ([Change], Certificate) in
             let r = book.replicator
             var out: [Change] = []
@@ -114,7 +114,7 @@ struct WebFixtures {
             }
             return (out, r.identity.certificate)
         }
-        let now = FieldSyncApp.wallClock()
+        let now = now ?? FieldSyncApp.wallClock()
         try await to.perform { _ = try $0.replicator.ingest(changes, certificates: [certificate], now: now) }
     }
 
@@ -132,7 +132,9 @@ struct WebFixtures {
 
 /// A clock tests move by hand.
 final class FakeClock: Sendable {
-    private let now = NIOLockedValueBox<UInt64>(UInt64(Date().timeIntervalSince1970 * 1000))
+    private let now: NIOLockedValueBox<UInt64>
+    /// A clock at `start` (default: the wall clock now).
+    init(at start: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) { now = NIOLockedValueBox(start) }
     func read() -> UInt64 { now.withLockedValue { $0 } }
     func advance(_ ms: UInt64) { now.withLockedValue { $0 += ms } }
 }

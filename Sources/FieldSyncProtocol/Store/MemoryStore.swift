@@ -242,6 +242,9 @@ public final class MemoryStore: SyncStore {
         var heldBackTotal = 0
         /// Changes quarantined because their author was revoked before their HLC, oldest first, with their bytes.
         var quarantine: [QuarantinedChange] = []
+        /// When each held change was first committed here (`CommitBatch.now`); absent: unknown. Kept beside
+        /// the change, not in its box: boxes are shared between stores (`RecordInterner`), arrivals are not.
+        var arrivals: [ChangeHashKey: UInt64] = [:]
     }
 
     /// A transaction: reads see the store's state overlaid with this transaction's writes; nothing
@@ -262,6 +265,8 @@ public final class MemoryStore: SyncStore {
         var removedRecords: Set<RecordID> = []
         var bytesDelta = 0
         var heldBackDelta = 0
+        /// The batch's `now`: the arrival time of the changes it newly stores.
+        var now: UInt64?
 
         private var base: State { store.state }
 
@@ -390,6 +395,7 @@ public final class MemoryStore: SyncStore {
 
     public func commit(_ batch: CommitBatch) throws -> CommitReport {
         var tx = Tx(store: self)
+        tx.now = batch.now
         let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
         let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }
         for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
@@ -438,6 +444,19 @@ public final class MemoryStore: SyncStore {
     public func history(of id: RecordID) throws -> [StoredChange] {
         (state.touched[id] ?? []).compactMap { h in state.byHash[ChangeHashKey(h)].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
+    }
+
+    public func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]] {
+        var out: [RecordID: [ChangeArrival]] = [:]
+        for id in records {
+            let held = (state.touched[id] ?? []).compactMap { h -> ChangeArrival? in
+                let key = ChangeHashKey(h)
+                guard let c = state.byHash[key]?.value else { return nil }
+                return ChangeArrival(log: c.log, seq: c.seq, hlc: c.hlc, arrivedAt: state.arrivals[key])
+            }
+            if !held.isEmpty { out[id] = held.sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) } }
+        }
+        return out
     }
 
     public func unopened(in scope: Scope?) throws -> [StoredChange] {
@@ -493,7 +512,12 @@ extension MemoryStore.State {
                 let box = interner?.intern(c) ?? MemoryStore.ChangeBox(c)
                 changes[log, default: MemoryStore.LogChanges()].set(seq, box)
                 let key = ChangeHashKey(c.hash)
-                if tx.byHash[key] != nil || byHash[key] != nil { byHash[key] = box }  // new, or evicted in place
+                if tx.byHash[key] != nil {  // new
+                    byHash[key] = box
+                    if let now = tx.now { arrivals[key] = now }
+                } else if byHash[key] != nil {  // evicted in place
+                    byHash[key] = box
+                }
                 if !openedUnheld.isEmpty, openedUnheld.remove(key) != nil { changes[log]!.markOpened(seq) }
             }
         }
@@ -525,6 +549,7 @@ extension MemoryStore.State {
             let c = q.change, key = ChangeHashKey(c.hash)
             changes[c.log]?.set(c.seq, nil)  // and its opened mark
             byHash[key] = nil
+            arrivals[key] = nil
             openedUnheld.remove(key)
             quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
                                                 repaired: false, cause: .revoked, bytes: c.bytes))

@@ -145,6 +145,11 @@ public struct CommitBatch: Sendable {
     /// Records folded again without the changes of `revoked`, written over the held ones in the same
     /// step; nil for a record that no remaining change touches (it is removed).
     public var rebuilt: [RecordID: Record?] = [:]
+    /// The node's wall clock when the batch is committed (ms since the Unix epoch; passed in, never read
+    /// by a store): kept as the **arrival time** of every change the batch newly stores, the time the change
+    /// first reached this node (`SyncStore.arrivals(of:)`). A change already held keeps the time it arrived
+    /// first. nil: unknown (stored without an arrival time, as changes stored before stores kept one).
+    public var now: UInt64?
 
     /// An empty batch.
     public init(changes: [StoredChange] = [], edits: [(edit: RecordEdit, change: [UInt8])] = [], opened: [[UInt8]] = [],
@@ -235,6 +240,28 @@ public struct StoreStatus: Sendable, Equatable {
     public init() {}
 }
 
+/// When one change of a record's history first reached this node (`SyncStore.arrivals(of:)`).
+public struct ChangeArrival: Sendable, Equatable {
+    /// Its log (author, scope).
+    public var log: LogID
+    /// Its seq.
+    public var seq: UInt64
+    /// Its author's HLC (when it was written).
+    public var hlc: HLCTimestamp
+    /// When it was first committed on this node (the node's wall clock, ms since the Unix epoch: the
+    /// commit's `CommitBatch.now`); nil when unknown: stored before the store kept arrival times (an
+    /// SQLite store migrated from schema version 7 or older), or by a batch without `now`.
+    public var arrivedAt: UInt64?
+
+    /// Creates an arrival.
+    public init(log: LogID, seq: UInt64, hlc: HLCTimestamp, arrivedAt: UInt64?) {
+        self.log = log
+        self.seq = seq
+        self.hlc = hlc
+        self.arrivedAt = arrivedAt
+    }
+}
+
 /// A held change taken out of what the store holds: it is no longer served to peers nor counted in
 /// `holdings`. Two causes:
 /// - `.damaged`: found corrupt on disk (its bytes no longer hash to its recorded hash, do not decode,
@@ -318,6 +345,17 @@ extension SyncStore {
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
 
+    /// Default: the changes of each record's `history(of:)`, arrival times unknown (a store that keeps
+    /// them overrides it).
+    public func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]] {
+        var out: [RecordID: [ChangeArrival]] = [:]
+        for id in records {
+            let held = try history(of: id)
+            if !held.isEmpty { out[id] = held.map { ChangeArrival(log: $0.log, seq: $0.seq, hlc: $0.hlc, arrivedAt: nil) } }
+        }
+        return out
+    }
+
     /// Default: built from `holdings(of:)` and `hash(_:seq:)`.
     public func logHoldings(_ log: LogID) throws -> LogHoldings? { try Self.buildLogHoldings(log, in: self) }
 
@@ -368,6 +406,11 @@ public protocol SyncStore: AnyObject {
     func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID]
     /// Every held change whose edits touched the record, in HLC order: its signed edit history.
     func history(of id: RecordID) throws -> [StoredChange]
+    /// For each of `records`, the changes of its history (as `history(of:)`, evicted ones included, without
+    /// their bytes) with the time each first reached this node (`CommitBatch.now` of the commit that
+    /// stored it). What "feedback that reached this node after its deadline" is judged by
+    /// (docs/reports.md). Records with no held change are absent.
+    func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]]
     /// Held changes whose payload this node has not opened, in `scope` or below (nil: all).
     func unopened(in scope: Scope?) throws -> [StoredChange]
     /// Held key grants and revocations (content types 0x80 and 0x81), in HLC order: what a node re-reads
