@@ -38,6 +38,32 @@ import Testing
         #expect(FuzzProbe.changesStored(bySessionInput: seeds[1]) == 3)
     }
 
+    /// No state passes from one session-target execution to the next (the fixture's handshake and A's
+    /// transport keys are made once per process and copied): an input gives the same answer, byte for
+    /// byte, run first and run again after other inputs, seeds and damaged seeds, ran in between.
+    @Test func sessionExecutionsAreIndependent() throws {
+        let seeds = try FuzzSeeds.corpus(for: .session, vectors: Self.vectors)
+        // First an input that brings A nothing (the handshake, then no message from B): its answer
+        // shows A's empty store, so it is run first and again after the seeds stored their changes.
+        let inputs = [[0]] + seeds
+        let first = inputs.map { FuzzProbe.answer(toSessionInput: $0) }
+        #expect(first[0].stored == 0)
+        #expect(first[1].stored == 3)
+        #expect(first[1].sent.count > 2)
+        for s in seeds.reversed() {
+            _ = FuzzProbe.answer(toSessionInput: s)
+            _ = FuzzProbe.answer(toSessionInput: Array(s.prefix(s.count / 2)))
+            var damaged = s
+            damaged[damaged.count / 3] ^= 0x5A
+            _ = FuzzProbe.answer(toSessionInput: damaged)
+        }
+        for (s, before) in zip(inputs, first) {
+            let again = FuzzProbe.answer(toSessionInput: s)
+            #expect(again.sent == before.sent)
+            #expect(again.stored == before.stored)
+        }
+    }
+
     /// Mutated inputs (a few hundred per target, seeded) never trap: a quick stand-in for the long
     /// libFuzzer runs, so a decoder that starts trapping on simple damage fails here first.
     @Test(arguments: FuzzTarget.allCases.filter { $0 != .session })
