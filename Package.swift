@@ -36,8 +36,6 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
-        // The command center's graceful stop (a ServiceGroup around Hummingbird's Application); Hummingbird uses it too.
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // libsodium from Debian (`libsodium-dev`), found through pkg-config.
@@ -116,7 +114,6 @@ let package = Package(
                 "FieldSync", "FieldSyncReports", "FieldSyncGeo", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncProtocol", "FieldSyncNode", "CSodium",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -226,7 +223,7 @@ let package = Package(
         .testTarget(
             name: "FieldSyncWebTests",
             dependencies: ["FieldSyncWeb", "FieldSync", "FieldSyncNode", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
-                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log")]
+                           .product(name: "Hummingbird", package: "hummingbird")]
         ),
         .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncGeo", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),

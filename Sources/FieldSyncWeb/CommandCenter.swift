@@ -15,7 +15,6 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import ServiceLifecycle
 
 /// Settings of a command center.
 public struct CommandCenterOptions: Sendable {
@@ -97,10 +96,8 @@ public final class CommandCenter: Sendable {
     let role: Role
     private struct Running {
         var task: Task<Void, any Error>?
-        var group: ServiceGroup?
         var port: Int?
         var streams = 0
-        var stopping = false
     }
     private let running = NIOLockedValueBox(Running())
 
@@ -145,18 +142,11 @@ public final class CommandCenter: Sendable {
         let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port)),
                               onServerRunning: { channel in cont.yield(channel.localAddress?.port ?? 0); cont.finish() },
                               logger: logger)
-        // In a service group of its own with no signal handlers (`serve` handles its signals): `stop()` triggers
-        // its graceful shutdown.
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task(executorPreference: options.executor) {
             defer { cont.finish() }  // a failed bind ends the wait below
-            try await group.run()
+            try await app.run()
         }
-        running.withLockedValue {
-            $0.task = task
-            $0.group = group
-            $0.stopping = false
-        }
+        running.withLockedValue { $0.task = task }
         var port: Int?
         for await p in bound { port = p }
         guard let port, port > 0 else {
@@ -168,26 +158,12 @@ public final class CommandCenter: Sendable {
         return port
     }
 
-    /// Stops the server gracefully: it stops accepting, idle connections close, open live streams close at
-    /// their next heartbeat (within a second; browsers reconnect when the node is back), and a request being
-    /// answered finishes.
-    /// Whatever is still open after `grace` is cancelled. (Cancelling at once, as before, logged an error
-    /// per open connection, "Waiting on child channel: CancellationError()", at every `serve` stop.)
-    public func stop(grace: Duration = .seconds(5)) async {
-        guard let (task, group) = running.withLockedValue({ r -> (Task<Void, any Error>, ServiceGroup?)? in
-            defer { r.task = nil; r.group = nil }
-            r.stopping = true
-            return r.task.map { ($0, r.group) }
-        }) else { return }
-        await group?.triggerGracefulShutdown()
-        let deadline = DispatchWorkItem { task.cancel() }
-        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(grace.components.seconds * 1_000)), execute: deadline)
+    /// Stops the server (open live streams end).
+    public func stop() async {
+        guard let task = running.withLockedValue({ r -> Task<Void, any Error>? in defer { r.task = nil }; return r.task }) else { return }
+        task.cancel()
         _ = try? await task.value
-        deadline.cancel()
     }
-
-    /// Whether `stop()` was called: live streams end.
-    var isStopping: Bool { running.withLockedValue { $0.stopping } }
 
     func streamOpened() { running.withLockedValue { $0.streams += 1 } }
     func streamClosed() { running.withLockedValue { $0.streams -= 1 } }

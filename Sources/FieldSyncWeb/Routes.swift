@@ -233,7 +233,7 @@ extension CommandCenter {
     /// Server-Sent Events: one `incident` event per changed incident the operator may see and the filter
     /// matches (JSON; the page builds the row with textContent), a comment every second as a heartbeat; the
     /// stream ends (an `end` event) as soon as the session is no longer valid (expired, logged out, account
-    /// removed); when the server stops (`stop()`) it closes at the next heartbeat without one.
+    /// removed) or the server stops.
     func liveStream(op: WebOperator, filter: ListFilter) -> Response {
         let root = options.rootScope
         let changes = app.recordChanges(matching: RecordQuery(kind: .incident), bufferingNewest: 256)
@@ -266,9 +266,6 @@ extension CommandCenter {
                     try await writer.write(ByteBuffer(string: "event: end\ndata: session ended\n\n"))
                     break
                 }
-                // The server stops: the stream just closes (no `end` event, which tells the page the session is
-                // over), and the browser reconnects after `retry` once the node is back.
-                guard !self.isStopping else { break }
                 try await writer.write(ByteBuffer(string: message))
             }
             try await writer.finish(nil)

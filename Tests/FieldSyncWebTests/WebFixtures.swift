@@ -6,7 +6,6 @@ import FieldSyncProtocol
 import FieldSyncTestSupport
 import FieldSyncWeb
 import Foundation
-import Logging
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -90,7 +89,6 @@ struct WebFixtures {
     }
 
     func center(_ app: FieldSyncApp, clock: (@Sendable () -> UInt64)? = nil, lifetime: UInt64 = 3_600_000,
-                logger: Logger = Logger(label: "fieldsync.web"),
                 configure: (inout CommandCenterOptions) -> Void = { _ in }) async throws -> CommandCenter {
         var o = CommandCenterOptions(usersPath: usersPath, accessLogPath: accessLogPath)
         configure(&o)
@@ -99,7 +97,7 @@ struct WebFixtures {
         o.executor = OwnThreadExecutor.shared  // not the cooperative pool, which blocking tests hold in a full run
         if let clock { o.clock = clock }
         let c = try await CommandCenter(app: app, options: o)
-        try await c.start(logger: logger)
+        try await c.start()
         return c
     }
 
