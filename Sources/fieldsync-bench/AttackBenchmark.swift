@@ -412,18 +412,6 @@ private final class NodeProcess: @unchecked Sendable {
     }
 }
 
-/// Runs `body` (async) to completion from synchronous code.
-private func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let done = DispatchSemaphore(value: 0)
-    nonisolated(unsafe) var result: Result<T, any Error>?
-    Task {
-        do { result = .success(try await body()) } catch { result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    return try result!.get()
-}
-
 private struct AttackError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }

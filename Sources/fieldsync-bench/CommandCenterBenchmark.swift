@@ -58,7 +58,7 @@ private func commandCenterBenchmark(changes: Int) throws -> [BenchResult] {
     try accounts.add(name: "bench", password: "a long benchmark password", scopes: [], replace: false, now: 0, cost: .testingOnlyMinimum)
     try accounts.save(path: usersPath)
     let device = FieldSyncDevice(directory: dir + "/hq", key: .keyFile(path: keyFile), storePath: storePath)
-    let (app, center) = try blockingCC {
+    let (app, center) = try blocking {
         let app = try await FieldSyncApp.open(device: device, configuration: NodeConfiguration(network: NetworkParameters(networkID: "bench")),
                                               clock: { now })
         var o = CommandCenterOptions(usersPath: usersPath, accessLogPath: dir + "/access.log")
@@ -68,7 +68,7 @@ private func commandCenterBenchmark(changes: Int) throws -> [BenchResult] {
         try await center.start()
         return (app, center)
     }
-    defer { _ = try? blockingCC { await center.stop(); await app.close(grace: .zero) } }
+    defer { _ = try? blocking { await center.stop(); await app.close(grace: .zero) } }
     let client = BenchHTTP(port: center.port ?? 0)
     try client.login("bench", password: "a long benchmark password")
 
@@ -116,7 +116,7 @@ private func commandCenterBenchmark(changes: Int) throws -> [BenchResult] {
         defer { close(stream) }
         _ = try BenchHTTP.readUntil(stream, contains: ": heartbeat", timeout: 5)
         let start = clock.now
-        let written = try blockingCC {
+        let written = try blocking {
             try await app.createIncident(IncidentDraft(scope: station, category: .traffic, summary: "live \(i)",
                                                        location: Location(latitude: 33.39, longitude: 104.92, placeName: "bench")))
         }
@@ -149,19 +149,6 @@ private func commandCenterBenchmark(changes: Int) throws -> [BenchResult] {
 
 private func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
 
-/// Runs an async body from the synchronous benchmark harness.
-private func blockingCC<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = CCBox<T>()
-    let done = DispatchSemaphore(value: 0)
-    Task.detached {
-        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    return try box.result!.get()
-}
-
-private final class CCBox<T: Sendable>: @unchecked Sendable { var result: Result<T, any Error>? }
 
 /// A minimal HTTP/1.1 client over loopback (one request per connection) with a cookie jar: login and GET.
 private final class BenchHTTP {

@@ -19,8 +19,8 @@ func feedBenchmarks() -> [Benchmark] {
     ]
 }
 
-/// Runs an async body from the synchronous benchmark harness.
-private func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+/// Runs an async body from the synchronous benchmark harness (every entry that needs one uses this).
+func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
     let box = ResultBox<T>()
     let done = DispatchSemaphore(value: 0)
     Task.detached {

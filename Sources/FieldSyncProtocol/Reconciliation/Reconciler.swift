@@ -359,18 +359,24 @@ public struct Reconciler: Sendable {
         switch (pending, part) {
         case (nil, _):
             pending = part
-        case let (.heads(before)?, .heads(more)):
-            guard before.last!.tag < ordered.first else { throw Self.unordered() }
-            total += before.count
-            pending = .heads(before + more)
-        case let (.decoded(before)?, .decoded(more)):
-            guard before.last!.tag < ordered.first else { throw Self.unordered() }
-            total += before.count
-            pending = .decoded(before + more)
-        case let (.names(before)?, .names(more)):
-            guard before.last!.tag < ordered.first else { throw Self.unordered() }
-            total += before.count
-            pending = .names(before + more)
+        case (.heads(var list)?, .heads(let more)):
+            guard list.last!.tag < ordered.first else { throw Self.unordered() }
+            total += list.count
+            pending = nil  // the list held once while it grows (no copy per part)
+            list += more
+            pending = .heads(list)
+        case (.decoded(var list)?, .decoded(let more)):
+            guard list.last!.tag < ordered.first else { throw Self.unordered() }
+            total += list.count
+            pending = nil  // the list held once while it grows (no copy per part)
+            list += more
+            pending = .decoded(list)
+        case (.names(var list)?, .names(let more)):
+            guard list.last!.tag < ordered.first else { throw Self.unordered() }
+            total += list.count
+            pending = nil  // the list held once while it grows (no copy per part)
+            list += more
+            pending = .names(list)
         default:
             throw ReconciliationError(.unexpectedMessage, "a list part of type \(part.typeByte) before the end of another list")
         }
