@@ -65,6 +65,9 @@ import Testing
         var tr = try r.transport()
         let refuseSealed = try tr.seal(wr.bytes)
         // Batch 7 applied, its changes 0 and 3 not stored: relay quota full, held back (Protocols/sync.md §2, tag 8).
+        // The sender's clock at the start of a session (Protocols/sync.md §2 and §4.3, tag 10).
+        var wt = ByteWriter()
+        SessionMessage.clock(milliseconds: now).encode(to: &wt)
         var wq = ByteWriter()
         SessionMessage.ackRefused(id: 7, refused: [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)]).encode(to: &wq)
         return [
@@ -93,6 +96,7 @@ import Testing
             "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
             "plaintext_ack_refused_7_quota_0_held_back_3": Hex.encode(wq.bytes),
             "plaintext_keep_alive": Hex.encode(wk.bytes),
+            "plaintext_clock_1717200000000": Hex.encode(wt.bytes),
         ]
     }
 

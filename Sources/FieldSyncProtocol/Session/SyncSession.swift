@@ -25,6 +25,11 @@ public struct SessionConfiguration: Sendable {
     /// when the driver returns it prepared (`completeBatchPreparation`), in arrival order; messages that
     /// come after it wait for it. False (the default): batches are verified and applied as they arrive.
     public var preparesBatchesElsewhere = false
+    /// Send this side's clock (`SessionMessage.clock`) at the start of the session, so that the peer holds
+    /// back changes dated beyond it plus the tolerance instead of sending them to be refused
+    /// (Protocols/sync.md §4.3). True by default; a network with nodes of a version before tag 10 turns it
+    /// off until every node has one (they fail a session on an unknown tag).
+    public var announcesClock = true
 
     /// Creates a configuration.
     public init(network: NetworkParameters, salt: [UInt8]) {
@@ -104,6 +109,10 @@ public final class SyncSession {
         var authorsCovered: Set<DeviceID> = []
         /// Every known authority certificate went with the first control change.
         var authoritiesSent = false
+        /// The peer's clock as its `clock` message said (`theirs`, clamped to at most `maxPeerClockLag`
+        /// behind this clock) and this node's clock when it arrived (`at`): what `pump` holds back changes
+        /// dated ahead of (Protocols/sync.md §4.3). Nil until the peer sent one (or never: an older peer).
+        var peerClock: (theirs: UInt64, at: UInt64)?
         /// The peer's batches being prepared elsewhere and what came after them (`preparesBatchesElsewhere`).
         var inbound = Inbound()
     }
@@ -258,6 +267,22 @@ public final class SyncSession {
     /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
     /// acceptable (`SessionEvent.deferred`); nil if none was refused.
     public private(set) var deferredUntil: UInt64?
+    /// Changes of the plan (or of a live push) not sent because they are dated beyond the peer's clock
+    /// (its `clock` message, as it runs on since) plus the tolerance: the peer would refuse them as
+    /// `timestampInFuture` (Protocols/sync.md §4.3). Counted each time one is passed over; a live session
+    /// offers them again when they would be accepted (`heldBackUntil`), a one-shot session leaves them to
+    /// the next session.
+    public private(set) var changesHeldBack = 0
+    /// When the earliest change held back as dated ahead of the peer's clock would be accepted (this
+    /// node's clock, ms): a live session pushes it then (`timerFired`). Nil if none is held back.
+    public private(set) var heldBackUntil: UInt64?
+    /// Logs with changes held back as dated ahead of the peer (in order of first hold-back).
+    private var heldBackLogs: [LogID] = []
+    /// How far behind this node's clock a peer's `clock` is believed (24 h): an earlier value counts as
+    /// this much behind. A wrong or hostile clock can so delay what the peer is sent by at most this long
+    /// past the time this node's own clock would accept it, and only on this session (the next session
+    /// reads the clock again). Honest field clocks are off by hours at most (`longnan`: ±6 h).
+    public static let maxPeerClockLag: UInt64 = 24 * 3_600_000
 
     /// Creates a session in its `created` state; `start` begins it.
     /// - Parameter handshake: a handshake to use instead of Noise XX (the simulator's stand-in; real
@@ -462,12 +487,28 @@ public final class SyncSession {
         guard link != nil else { return out }
         lastNow = max(lastNow, now)
         modifyLink(&out) { link throws in try checkStanding(&link, now: now) }
-        guard let link else { return out }
+        guard link != nil else { return out }  // refused for its standing
         if let until = deferredUntil, !deferredReported, now >= until {
             deferredReported = true
             out.events.append(.deferredDue)
         }
-        requestTimer(link, &out)
+        if let due = heldBackUntil, lastNow >= due {
+            // Changes held back as dated ahead of the peer would be accepted now. A live session pushes
+            // them (those still ahead are held back again, with a new time); in the first exchange the
+            // move to live pushes everything the peer is not known to hold, and a one-shot session leaves
+            // them to the next session's reconciliation.
+            heldBackUntil = nil
+            let logs = heldBackLogs
+            heldBackLogs = []
+            if case .live(var l, var o) = state {
+                stage = .modifying; state = .modifying
+                run(&out) { out in
+                    try pushFresh(logs, &l, &o, &out)
+                    setLive(l, o)
+                }
+            }
+        }
+        if let link { requestTimer(link, &out) }
         return out
     }
 
@@ -561,7 +602,7 @@ public final class SyncSession {
     /// reported, if that differs from the pending request.
     private func requestTimer(_ link: Link, _ out: inout SessionOutput) {
         let deferred = deferredReported ? nil : deferredUntil
-        guard let at = [lapse(of: link.peerVerified), deferred].compactMap({ $0 }).min(), at != timerAt else { return }
+        guard let at = [lapse(of: link.peerVerified), deferred, heldBackUntil].compactMap({ $0 }).min(), at != timerAt else { return }
         timerAt = at
         out.events.append(.needsTimer(at: at))
     }
@@ -585,6 +626,7 @@ public final class SyncSession {
         case .ack, .ackRefused: .ack
         case .done, .live, .refuse: .done
         case .keepAlive: .keepAlive
+        case .clock: .clock
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
         let plain = Self.encoded(m)
@@ -729,6 +771,9 @@ public final class SyncSession {
             case .message(.live):
                 try peerEnded(.live, &link)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
+            case let .message(.clock(ms)):
+                noteClock(ms, &link, now: now)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case .message(.ack), .message(.ackRefused), .message(.refuse), .message(.keepAlive):
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
@@ -749,6 +794,8 @@ public final class SyncSession {
                 try peerEnded(.done, &link)
             case .message(.live):
                 try peerEnded(.live, &link)
+            case let .message(.clock(ms)):
+                noteClock(ms, &link, now: now)
             case .message(.keepAlive) where link.peerEnd == .live:
                 break  // the peer is live already (this side still waits for an ack): traffic, nothing to do
             case .message(.recon), .message(.refuse), .message(.keepAlive):
@@ -773,6 +820,15 @@ public final class SyncSession {
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
             case .message(.keepAlive):
                 break  // traffic; its standing was checked when it was opened
+            case let .message(.clock(ms)):
+                // A peer whose clock was set sends it again: what was held back is judged anew.
+                noteClock(ms, &link, now: now)
+                if !heldBackLogs.isEmpty {
+                    let logs = heldBackLogs
+                    heldBackLogs = []
+                    heldBackUntil = nil
+                    try pushFresh(logs, &link, &outbound, &out)
+                }
             case .message(.recon), .message(.done), .message(.live), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message in a live session")
             }
@@ -781,6 +837,27 @@ public final class SyncSession {
             preconditionFailure("SyncSession.dispatch in state \(state)")
         }
     }
+
+    /// The peer's `clock`: kept with this node's time of arrival, clamped to at most `maxPeerClockLag`
+    /// behind this node's clock.
+    private func noteClock(_ ms: UInt64, _ link: inout Link, now: UInt64) {
+        link.peerClock = (theirs: Self.believedPeerClock(ms, now: now), at: now)
+    }
+
+    /// A peer's `clock` reading as this node believes it at `now`: at most `maxPeerClockLag` behind.
+    static func believedPeerClock(_ ms: UInt64, now: UInt64) -> UInt64 {
+        max(ms, now >= maxPeerClockLag ? now - maxPeerClockLag : 0)
+    }
+
+    /// The latest HLC (ms) the peer accepts now by its clock as estimated (`Link.peerClock` run on by the
+    /// time elapsed here since it arrived, plus the tolerance, which a network shares); nil if the peer
+    /// sent no clock.
+    private func peerAcceptLimit(_ link: Link) -> UInt64? {
+        guard let c = link.peerClock else { return nil }
+        return Self.saturating(Self.saturating(c.theirs, lastNow > c.at ? lastNow - c.at : 0), replicator.trust.clockSkewMilliseconds)
+    }
+
+    private static func saturating(_ a: UInt64, _ b: UInt64) -> UInt64 { a > .max - b ? .max : a + b }
 
     /// `done` or `live` from the peer: once per session.
     private func peerEnded(_ end: PeerEnd, _ link: inout Link) throws(SessionError) {
@@ -851,6 +928,8 @@ public final class SyncSession {
         var rec = Reconciler(role: hs.isInitiator ? .initiator : .responder, holdings: holdings,
                              hashing: SipHashReconciliationHashing(sessionKey: key), salt: config.salt)
         requestTimer(link, &out)
+        // This side's clock first (Protocols/sync.md §4.3): the peer plans after reading it.
+        if config.announcesClock { try send(.clock(milliseconds: now), &link, &out) }
         var finished: ReconciliationResult?
         for o in rec.start() {
             switch o {
@@ -1204,13 +1283,32 @@ public final class SyncSession {
     /// Sends batches while the window allows; `done` (or `live`) once everything of the first exchange
     /// was sent and acknowledged.
     private func pump(_ link: inout Link, _ o: inout Outbound, _ out: inout SessionOutput) throws {
+        var heldBackChanged = false
+        defer { if heldBackChanged { requestTimer(link, &out) } }
         while o.inFlight.count < config.window, o.cursor < o.toSend.count {
             var changes: [[UInt8]] = []
             var sent: [(log: LogID, seq: UInt64)] = []
             var sizes: [(log: LogID, seq: UInt64, bytes: Int)] = []
             var certs: [Certificate] = []
             var bytes = 16
+            let acceptLimit = peerAcceptLimit(link)
             while o.cursor < o.toSend.count {
+                if let limit = acceptLimit, o.toSend[o.cursor].key.hlc.milliseconds > limit, let c = link.peerClock {
+                    // Dated beyond the peer's clock plus the tolerance: it would refuse it
+                    // (`timestampInFuture`). Held back until its clock (as estimated) reaches the HLC minus
+                    // the tolerance; live mode: the peer is not known to hold it, so the push then offers it.
+                    let key = o.toSend[o.cursor].key
+                    o.toSend[o.cursor].bytes = .gone
+                    o.cursor += 1
+                    changesHeldBack += 1
+                    let due = Self.saturating(c.at, key.hlc.milliseconds - replicator.trust.clockSkewMilliseconds - c.theirs)
+                    if heldBackUntil.map({ due < $0 }) ?? true { heldBackUntil = due; heldBackChanged = true }
+                    if !heldBackLogs.contains(key.log) { heldBackLogs.append(key.log) }
+                    if let known = link.peerKnown[key.log], known.contains(key.seq) {
+                        link.peerKnown[key.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([key.seq...key.seq])))
+                    }
+                    continue
+                }
                 if case .unread = o.toSend[o.cursor].bytes { try readPage(&o) }
                 let next = o.toSend[o.cursor].key
                 let author = next.log.author
