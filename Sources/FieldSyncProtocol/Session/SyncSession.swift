@@ -113,6 +113,18 @@ public final class SyncSession {
         /// behind this clock) and this node's clock when it arrived (`at`): what `pump` holds back changes
         /// dated ahead of (Protocols/sync.md §4.3). Nil until the peer sent one (or never: an older peer).
         var peerClock: (theirs: UInt64, at: UInt64)?
+        /// Logs both sides may hold that this side held changes of at reconciliation.
+        var ownLogs: [LogID] = []
+        /// Authors of which the peer holds a change (reconciliation showed it): it verified one of their
+        /// certificates and keeps it (stores keep the certificates of the authors of held changes), so a
+        /// batch leaves their certificates out (Protocols/sync.md §Batches, "Certificates the receiver
+        /// holds"), unless the peer asked for them (`certificatesNeeded`).
+        var peerHoldsAuthors: Set<DeviceID> = []
+        /// Authors whose certificates the peer said it lacked (`ack-refused` reason 6): their certificates
+        /// go with their changes for the rest of the session, sent again once.
+        var certificatesNeeded: Set<DeviceID> = []
+        /// Authors of which the peer sent a device certificate in this session.
+        var certificatesReceivedFor: Set<DeviceID> = []
         /// The peer's batches being prepared elsewhere and what came after them (`preparesBatchesElsewhere`).
         var inbound = Inbound()
     }
@@ -273,6 +285,9 @@ public final class SyncSession {
     /// offers them again when they would be accepted (`heldBackUntil`), a one-shot session leaves them to
     /// the next session.
     public private(set) var changesHeldBack = 0
+    /// Certificates left out of batches because the peer holds a change of their author (it verified
+    /// and kept them): Protocols/sync.md §Batches, "Certificates the receiver holds".
+    public private(set) var certificatesOmitted = 0
     /// When the earliest change held back as dated ahead of the peer's clock would be accepted (this
     /// node's clock, ms): a live session pushes it then (`timerFired`). Nil if none is held back.
     public private(set) var heldBackUntil: UInt64?
@@ -785,9 +800,9 @@ public final class SyncSession {
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
-                try acknowledge(id, refused: [], &outbound, &out)
+                try acknowledge(id, refused: [], &link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
-                try acknowledge(id, refused: refused, &outbound, &out)
+                try acknowledge(id, refused: refused, &link, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
             case .message(.done):
@@ -811,10 +826,10 @@ public final class SyncSession {
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
-                try acknowledge(id, refused: [], &outbound, &out)
+                try acknowledge(id, refused: [], &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
-                try acknowledge(id, refused: refused, &outbound, &out)
+                try acknowledge(id, refused: refused, &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
@@ -882,7 +897,8 @@ public final class SyncSession {
 
     /// `ack` or `ack-refused` of a batch in flight: its changes count as acknowledged, except those the
     /// peer says it refused (reported as `refusedByPeer`, counted in `changesRefusedByPeer`).
-    private func acknowledge(_ id: UInt32, refused: [BatchRefusal], _ outbound: inout Outbound, _ out: inout SessionOutput) throws {
+    private func acknowledge(_ id: UInt32, refused: [BatchRefusal], _ link: inout Link, _ outbound: inout Outbound,
+                             _ out: inout SessionOutput) throws {
         guard let sent = outbound.inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
         // Positions are strictly increasing (the decoder checks it), so the last is the largest.
         if let last = refused.last, last.index >= sent.count {
@@ -894,7 +910,29 @@ public final class SyncSession {
             refusedByPeer[r.reason, default: 0] += 1
             let c = sent[r.index]
             out.events.append(.refusedByPeer(RefusedChange(log: c.log, seq: c.seq, reason: r.reason)))
+            guard r.reason == .certificateNeeded else { continue }
+            // The peer lacked its author's certificate (this side left it out, or it was not known there):
+            // the change goes again in this session, with every certificate of its author.
+            let author = c.log.author
+            if !link.certificatesNeeded.contains(author) {
+                link.certificatesNeeded.insert(author)
+                link.authorsCovered.remove(author)
+                let chain = Set(replicator.certificateChain(of: author))
+                link.certificatesSent.subtract(chain)
+            }
+            if let again = try stored({ try replicator.store.changes(c.log, in: c.seq...c.seq) }).first {
+                outbound.toSend.append(Planned(key: StoredChangeKey(again), bytes: .read(again.bytes)))
+            }
         }
+    }
+
+    /// Whether a batch leaves out the certificates of `author` (Protocols/sync.md §Batches, "Certificates
+    /// the receiver holds"): the peer holds a change of it, so it verified and kept its certificate; it is
+    /// of a version that asks for them if not (it sent `clock`); the author has one device certificate
+    /// here (after a renewal the peer may hold only the older one); and the peer did not ask for them.
+    private func omitsCertificates(of author: DeviceID, chain: [Certificate], _ link: Link) -> Bool {
+        link.peerClock != nil && link.peerHoldsAuthors.contains(author) && !link.certificatesNeeded.contains(author)
+            && chain.count(where: { $0.kind == .device }) == 1
     }
 
     private func startReconciliation(_ hs: any SessionHandshaking, now: UInt64, _ out: inout SessionOutput) throws {
@@ -923,6 +961,7 @@ public final class SyncSession {
             for l in logs where l.log.author == replicator.identity.id { witness[l.log] = (peer: 0, own: UInt64(l.intervals.last?.end ?? 0)) }
             fenceWitness = witness
         }
+        link.ownLogs = logs.filter { !$0.intervals.isEmpty }.map(\.log)
         let key = Array(hs.handshakeHash.prefix(32))
         let holdings = Holdings(logs)
         var rec = Reconciler(role: hs.isInitiator ? .initiator : .responder, holdings: holdings,
@@ -957,7 +996,10 @@ public final class SyncSession {
     private func receiveBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], _ link: inout Link, now: UInt64,
                               _ out: inout SessionOutput) throws {
         let changes = try decodeBatch(id, encoded, link)
-        if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+        if !certs.isEmpty {
+            replicator.learn(certificates: certs, now: now)
+            for c in certs where c.kind == .device { link.certificatesReceivedFor.insert(c.subject) }
+        }
         try applyBatch(id, changes, prepared: nil, &link, now: now, &out)
     }
 
@@ -990,7 +1032,10 @@ public final class SyncSession {
     private func holdBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], now: UInt64, _ out: inout SessionOutput) throws {
         let preparation = try withLink { link throws(SessionError) -> BatchPreparation in
             let changes = try decodeBatch(id, encoded, link)
-            if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+            if !certs.isEmpty {
+                replicator.learn(certificates: certs, now: now)
+                for c in certs where c.kind == .device { link.certificatesReceivedFor.insert(c.subject) }
+            }
             let ticket = link.inbound.nextTicket
             link.inbound.nextTicket += 1
             let verifier = replicator.verifier()
@@ -1018,7 +1063,20 @@ public final class SyncSession {
             let log = LogID(author: c.header.author, scope: c.header.scope)
             if applied.logs.last != log && !applied.logs.contains(log) { applied.logs.append(log) }
         }
-        let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
+        // A change whose author's certificate (valid at its HLC) is unknown here, from a peer that sent no
+        // certificate of that author in this session and is of a version that resends them (it sent
+        // `clock`): the peer left the certificates out believing this node held them. Not stored, no
+        // evidence against the peer: `ack-refused` reason 6 asks for them (Protocols/sync.md §Batches).
+        var needsCertificate = [Bool](repeating: false, count: changes.count)
+        if link.peerClock != nil {
+            for (i, (c, o)) in zip(changes, report.outcomes).enumerated() where !link.certificatesReceivedFor.contains(c.header.author) {
+                switch o {
+                case .unknownAuthor, .rejected(.certificateInvalid, _): needsCertificate[i] = true
+                default: continue
+                }
+            }
+        }
+        let unknown = zip(report.outcomes, needsCertificate).filter { $0.0 == .unknownAuthor && !$0.1 }.count
         // Accepted by verification and stored: not refused by the store nor already held.
         let storeRefused = report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count + report.commit.refusedForked.count
         applied.accepted = report.outcomes.filter { $0 == .accepted }.count
@@ -1038,8 +1096,13 @@ public final class SyncSession {
         var refused: [RefusedChange] = []
         var excused = 0
         let deferredBefore = deferredUntil
-        for (c, o) in zip(changes, report.outcomes) {
+        for (i, (c, o)) in zip(changes, report.outcomes).enumerated() {
             let log = LogID(author: c.header.author, scope: c.header.scope)
+            if needsCertificate[i] {
+                if case .rejected = o { excused += 1 }
+                refused.append(RefusedChange(log: log, seq: c.header.seq, reason: .certificateNeeded))
+                continue
+            }
             switch o {
             case .rejected(.revoked, _):
                 excused += 1
@@ -1056,6 +1119,10 @@ public final class SyncSession {
         // What the sender is told (`ack-refused`): each change not stored, by its position in the batch.
         var told: [BatchRefusal] = []
         for (i, o) in report.outcomes.enumerated() {
+            if needsCertificate[i] {
+                told.append(BatchRefusal(index: i, reason: .certificateNeeded))
+                continue
+            }
             switch o {
             case .rejected(.revoked, _): told.append(BatchRefusal(index: i, reason: .revoked))
             case .rejected(.timestampInFuture, _): told.append(BatchRefusal(index: i, reason: .timestampInFuture))
@@ -1089,7 +1156,7 @@ public final class SyncSession {
         }
         if unknown > 0 {
             // Not stored, so not acknowledged: the sender must not believe they were delivered.
-            let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
+            let authors = Set(zip(zip(changes, report.outcomes), needsCertificate).filter { $0.0.1 == .unknownAuthor && !$0.1 }.map { $0.0.0.header.author })
             throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
                                + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
         }
@@ -1120,6 +1187,12 @@ public final class SyncSession {
             }
             fenceWitness = witness
         }
+        // Authors the peer holds a change of: logs that do not differ are held alike; a differing log
+        // shows the peer's intervals.
+        let differing = Set(result.differences.map(\.log))
+        for l in link.ownLogs where !differing.contains(l) { link.peerHoldsAuthors.insert(l.author) }
+        for d in result.differences where !d.remote.isEmpty { link.peerHoldsAuthors.insert(d.log.author) }
+        link.ownLogs = []
         try sendForkProofs(&link, &out)
         // Keys only (no bytes): the order is decided on them, and `pump` reads the changes a page at a
         // time as the batches go out, so the first batch leaves after one page of reading, not after the
@@ -1327,8 +1400,15 @@ public final class SyncSession {
                 var extra = nextBytes.count + 4
                 // Every known certificate of the author (renewals: the one valid at each change's write
                 // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
-                var needed = link.authorsCovered.contains(author) ? []
-                    : replicator.certificateChain(of: author).filter { !link.certificatesSent.contains($0) && !certs.contains($0) }
+                var needed: [Certificate] = []
+                if !link.authorsCovered.contains(author) {
+                    let chain = replicator.certificateChain(of: author)
+                    if omitsCertificates(of: author, chain: chain, link) {
+                        certificatesOmitted += chain.count
+                    } else {
+                        needed = chain.filter { !link.certificatesSent.contains($0) && !certs.contains($0) }
+                    }
+                }
                 if next.contentType.carriesTrust && !link.authoritiesSent {
                     // Key grants and revocations may be signed by a county authority the peer never met
                     // (published through HQ's log): every known authority certificate travels once, first.
