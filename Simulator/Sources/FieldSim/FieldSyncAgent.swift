@@ -328,6 +328,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
     /// on a contact starts a new session (handshake and reconciliation again).
     public let liveSessions: Bool
+    /// Sessions send their `clock` (`SessionConfiguration.announcesClock`, Protocols/sync.md §4.3), so that
+    /// senders hold back changes dated ahead of the receiver's clock. Off: the behaviour before 2026-12-05
+    /// (such changes are sent, refused and sent again by later sessions).
+    public let announcesClock: Bool
     /// Changes sessions delivered that the receiving store already held, and changes it refused (relay
     /// quota, held-back limit).
     public private(set) var duplicatesReceived = 0, refusedReceived = 0
@@ -345,10 +349,11 @@ public final class FieldSyncAgent: SyncAgent {
     /// - Parameter traceDrivers: keep every node driver's inputs and decisions (`driverTrace(of:)`), for
     ///   comparing them with the node daemon's driver fed the same inputs.
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                liveSessions: Bool = true, traceDrivers: Bool = false) {
+                liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true) {
         ctx = context
         self.crypto = crypto
         self.liveSessions = liveSessions
+        self.announcesClock = announcesClock
         self.receiptInterval = receiptInterval
         verificationCache = crypto == .real ? nil : VerificationCache()
         recordInterner = crypto == .real ? nil : RecordInterner()
@@ -539,6 +544,7 @@ public final class FieldSyncAgent: SyncAgent {
     private func configuration() -> SessionConfiguration {
         var c = SessionConfiguration(network: Self.network, salt: salt())
         c.live = liveSessions
+        c.announcesClock = announcesClock
         return c
     }
 
@@ -1231,11 +1237,12 @@ extension SimTime {
 /// with every random draw of the protocol (sealing, handshake ephemeral keys) taken from generators
 /// seeded from `seed` (`Replicator.sealingRandomness`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                         liveSessions: Bool = true, traceDrivers: Bool = false,
+                         liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
-                                                                             liveSessions: liveSessions, traceDrivers: traceDrivers) }
+                                                                             liveSessions: liveSessions, traceDrivers: traceDrivers,
+                                                                             announcesClock: announcesClock) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }
