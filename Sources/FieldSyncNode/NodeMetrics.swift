@@ -77,7 +77,7 @@ public final class NodeMetrics: Sendable {
         changesApplied = CoreMetrics.Counter(label: "fieldsync_changes_applied_total", factory: factory)
         changesRefused = CoreMetrics.Counter(label: "fieldsync_changes_refused_total", factory: factory)
         changesRejected = CoreMetrics.Counter(label: "fieldsync_changes_rejected_total", factory: factory)
-        refusedByPeer = Dictionary(uniqueKeysWithValues: [ChangeRefusal.quota, .heldBack, .timestampInFuture, .revoked, .forked].map {
+        refusedByPeer = Dictionary(uniqueKeysWithValues: [ChangeRefusal.quota, .heldBack, .timestampInFuture, .revoked, .forked, .certificateNeeded].map {
             ($0, CoreMetrics.Counter(label: "fieldsync_changes_refused_by_peer_total", dimensions: [("reason", $0.rawValue)], factory: factory))
         })
         sessionsActive = CoreMetrics.Gauge(label: "fieldsync_sessions_active", factory: factory)

@@ -35,17 +35,25 @@ import Testing
         #expect(json.contains("\"changes_to_relays\": \(b.changesToRelays)") || json.contains("\"changes_to_relays\":\(b.changesToRelays)"))
     }
 
-    /// With devices hours ahead, receivers refuse changes dated ahead of their clock and later sessions send
-    /// them again: those copies move to `changesRefused`, so the reader copies left are the deliveries, and
-    /// the parts still sum to the batch total.
+    /// With devices hours ahead and sessions that do not send their clock (the protocol before 2026-12-05),
+    /// receivers refuse changes dated ahead of their clock and later sessions send them again: those copies
+    /// move to `changesRefused`, so the reader copies left are the deliveries, and the parts still sum to the
+    /// batch total. With the clock sent (the default, Protocols/sync.md §4.3) none is sent to be refused, and
+    /// the same changes reach the same readers.
     @Test func refusedChangesAreTheirOwnPart() throws {
         var (f, path) = try shippedScenario("longnan-small", days: 4)
         f.faults?.clockSkewShare = 0.3
         let scen = try makeScenario(f, seed: 1, path: path)
-        let sim = runFieldSync(scenario: scen, seed: 1, crypto: .standIn, options: RunOptions(oracleSampleEvery: 0))
+        let sim = runFieldSync(scenario: scen, seed: 1, crypto: .standIn, announcesClock: false, options: RunOptions(oracleSampleEvery: 0))
         let b = sim.agent.batchBytes
         #expect(b.refusedChanges > 0 && b.changesRefused > 0 && b.refusedDatedAhead == b.refusedChanges)
         #expect(b.readerChanges == sim.metrics.delivered, "reader copies \(b.readerChanges), delivered \(sim.metrics.delivered)")
         #expect(b.total == sim.agent.bytesByKind[SessionFrameKind.batch.rawValue])
+        let held = runFieldSync(scenario: try makeScenario(f, seed: 1, path: path), seed: 1, crypto: .standIn,
+                                options: RunOptions(oracleSampleEvery: 0))
+        let h = held.agent.batchBytes
+        #expect(h.refusedChanges == 0 && h.changesRefused == 0, "\(h.refusedChanges) copies refused with the clock sent")
+        #expect(held.metrics.delivered == sim.metrics.delivered && h.readerChanges == b.readerChanges)
+        #expect(h.total < b.total && h.total == held.agent.bytesByKind[SessionFrameKind.batch.rawValue])
     }
 }

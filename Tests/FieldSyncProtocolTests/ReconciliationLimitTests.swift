@@ -147,7 +147,11 @@ import Testing
         session.receive(FrameDecoder.frame(try hs.write()), now: now)
         #expect(hs.isComplete)
         var t = try hs.transport()
-        let hello = try SessionMessage.decode(try t.open(try #require(try fromStation().first)))
+        let opening = try fromStation()
+        // The station's clock (Protocols/sync.md §4.3), then its hello.
+        let clock = try SessionMessage.decode(try t.open(try #require(opening.first)))
+        guard case .clock = clock else { Issue.record("expected the station's clock, got \(clock)"); return }
+        let hello = try SessionMessage.decode(try t.open(try #require(opening.dropFirst().first)))
         guard case .recon(.hello) = hello else { Issue.record("expected the station's hello, got \(hello)"); return }
         func send(_ m: SessionMessage) throws {
             var w = ByteWriter()

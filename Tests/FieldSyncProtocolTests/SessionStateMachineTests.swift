@@ -129,14 +129,14 @@ import Testing
 
     // MARK: reconciling
 
-    /// The handshake's end: `authenticated`, a timer for the peer's standing lapse, the first
-    /// reconciliation message.
+    /// The handshake's end: `authenticated`, a timer for the peer's standing lapse, this side's clock
+    /// (Protocols/sync.md §4.3) and the first reconciliation message.
     @Test func authenticationAsksForTheStandingTimer() throws {
         var rig = try Rig()
         let (_, o3) = try rig.handshake()
         let lapse = try #require(rig.session.peerStandingLapsesAt)
         #expect(o3.events == [.authenticated(rig.backpack.id, .backpack), .needsTimer(at: lapse)], "\(o3.events)")
-        #expect(o3.frames.map(\.kind) == [.reconciliation])
+        #expect(o3.frames.map(\.kind) == [.clock, .reconciliation])
         #expect(rig.session.peer == rig.backpack.certificate)
     }
 

@@ -251,7 +251,10 @@ import Testing
         #expect(w.bytes == [8, 7, 2, 0, 1, 3, 2])
         guard case let .ackRefused(id, refused) = try SessionMessage.decode(w.bytes) else { Issue.record("not ack-refused"); return }
         #expect(id == 7 && refused == [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)])
-        for bad: [UInt8] in [[8, 7, 0], [8, 7, 2, 3, 1, 3, 1], [8, 7, 2, 3, 1, 2, 1], [8, 7, 1, 0, 6], [8, 7, 1, 0, 0], [8, 7, 1, 0]] {
+        // Reason 6 (`certificateNeeded`, Protocols/sync.md §Batches) decodes; 7 is unknown.
+        guard case let .ackRefused(_, six) = try SessionMessage.decode([8, 7, 1, 0, 6]) else { Issue.record("not ack-refused"); return }
+        #expect(six == [BatchRefusal(index: 0, reason: .certificateNeeded)])
+        for bad: [UInt8] in [[8, 7, 0], [8, 7, 2, 3, 1, 3, 1], [8, 7, 2, 3, 1, 2, 1], [8, 7, 1, 0, 7], [8, 7, 1, 0, 0], [8, 7, 1, 0]] {
             #expect(throws: DecodingError.self, "\(bad)") { _ = try SessionMessage.decode(bad) }
         }
     }

@@ -65,6 +65,12 @@ import Testing
         var tr = try r.transport()
         let refuseSealed = try tr.seal(wr.bytes)
         // Batch 7 applied, its changes 0 and 3 not stored: relay quota full, held back (Protocols/sync.md §2, tag 8).
+        // The sender's clock at the start of a session (Protocols/sync.md §2 and §4.3, tag 10).
+        var wt = ByteWriter()
+        SessionMessage.clock(milliseconds: now).encode(to: &wt)
+        // Batch 7 applied, its change 1 not stored: the author's certificate is needed (tag 8, reason 6).
+        var wn = ByteWriter()
+        SessionMessage.ackRefused(id: 7, refused: [BatchRefusal(index: 1, reason: .certificateNeeded)]).encode(to: &wn)
         var wq = ByteWriter()
         SessionMessage.ackRefused(id: 7, refused: [BatchRefusal(index: 0, reason: .quota), BatchRefusal(index: 3, reason: .heldBack)]).encode(to: &wq)
         return [
@@ -93,6 +99,8 @@ import Testing
             "plaintext_refuse_certificate_invalid": Hex.encode(wc.bytes),
             "plaintext_ack_refused_7_quota_0_held_back_3": Hex.encode(wq.bytes),
             "plaintext_keep_alive": Hex.encode(wk.bytes),
+            "plaintext_clock_1717200000000": Hex.encode(wt.bytes),
+            "plaintext_ack_refused_7_certificate_needed_1": Hex.encode(wn.bytes),
         ]
     }
 

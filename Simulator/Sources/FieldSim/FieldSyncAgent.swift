@@ -22,6 +22,9 @@ private final class SimSide {
     private(set) var refused = 0
     /// Changes of this side the peer refused for room (`refusedByPeer` events: quota, held back).
     private(set) var refusedByPeer = 0
+    /// The session's own timer (`SessionEvent.needsTimer`, the latest request; on this node's clock), nil
+    /// once fired: the node's channel handler calls `SyncSession.timerFired` then, and so does the agent.
+    var timerAt: UInt64?
 
     init(_ session: SyncSession) {
         self.session = session
@@ -42,6 +45,7 @@ private final class SimSide {
             case let .deferred(until): deferredUntil = until
             case let .refused(change) where change.reason == .quota || change.reason == .heldBack: refused += 1
             case let .refusedByPeer(change) where change.reason == .quota || change.reason == .heldBack: refusedByPeer += 1
+            case let .needsTimer(at): timerAt = at
             default: break
             }
         }
@@ -324,6 +328,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// changes travel on the open session (`SyncSession.push`). When false, each burst of new changes
     /// on a contact starts a new session (handshake and reconciliation again).
     public let liveSessions: Bool
+    /// Sessions send their `clock` (`SessionConfiguration.announcesClock`, Protocols/sync.md §4.3), so that
+    /// senders hold back changes dated ahead of the receiver's clock. Off: the behaviour before 2026-12-05
+    /// (such changes are sent, refused and sent again by later sessions).
+    public let announcesClock: Bool
     /// Changes sessions delivered that the receiving store already held, and changes it refused (relay
     /// quota, held-back limit).
     public private(set) var duplicatesReceived = 0, refusedReceived = 0
@@ -341,10 +349,11 @@ public final class FieldSyncAgent: SyncAgent {
     /// - Parameter traceDrivers: keep every node driver's inputs and decisions (`driverTrace(of:)`), for
     ///   comparing them with the node daemon's driver fed the same inputs.
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                liveSessions: Bool = true, traceDrivers: Bool = false) {
+                liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true) {
         ctx = context
         self.crypto = crypto
         self.liveSessions = liveSessions
+        self.announcesClock = announcesClock
         self.receiptInterval = receiptInterval
         verificationCache = crypto == .real ? nil : VerificationCache()
         recordInterner = crypto == .real ? nil : RecordInterner()
@@ -535,6 +544,7 @@ public final class FieldSyncAgent: SyncAgent {
     private func configuration() -> SessionConfiguration {
         var c = SessionConfiguration(network: Self.network, salt: salt())
         c.live = liveSessions
+        c.announcesClock = announcesClock
         return c
     }
 
@@ -760,6 +770,21 @@ public final class FieldSyncAgent: SyncAgent {
         let s = Int(link.slot)
         guard let sa = sessions[s][0], let sb = sessions[s][1] else { return }
         let (a, b) = (sa.session, sb.session)
+        // The sessions' own timers (`needsTimer`), as the node's channel handler runs them: a live session
+        // pushes then the changes it held back as dated ahead of its peer's clock (Protocols/sync.md §4.3).
+        for k in 0..<2 {
+            let here = k == 0 ? sa : sb
+            guard let at = here.timerAt, at < Self.farFuture, !here.session.isClosed else { continue }
+            let node = link.node(k == 0 ? .a : .b)
+            if wall(node, now) >= at {
+                here.timerAt = nil
+                if !here.take(here.session.timerFired(now: wall(node, now))).isEmpty || here.timerAt != nil {
+                    effects.wake(link.slot, .a)
+                    effects.wake(link.slot, .b)
+                }
+            }
+            if let at = here.timerAt, at < Self.farFuture, !here.session.isClosed { setTimer(link, at: max(now, simTime(node, wall: at)), effects: &effects) }
+        }
         // Asked once per side (nothing below changes either session before `closePair`). An idle session is
         // a live one.
         let (liveA, liveB) = (a.isLive, b.isLive)
@@ -877,6 +902,10 @@ public final class FieldSyncAgent: SyncAgent {
         drivers[Int(node)].handle(.sessionEnded(link.spec.b, finished: finished, device: device), now: t)
         drive(node, now: now, effects: &effects)
     }
+
+    /// Session timers at or after this wall time (ms; about year 2100) are not scheduled (a certificate
+    /// without an end, far beyond any run).
+    private static let farFuture: UInt64 = 4_102_444_800_000
 
     /// Sets the contact's timer for `at` unless an earlier one is pending (one per contact).
     private func setTimer(_ link: LinkHandle, at: SimTime, effects: inout AgentEffects) {
@@ -1208,11 +1237,12 @@ extension SimTime {
 /// with every random draw of the protocol (sealing, handshake ephemeral keys) taken from generators
 /// seeded from `seed` (`Replicator.sealingRandomness`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                         liveSessions: Bool = true, traceDrivers: Bool = false,
+                         liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
-                                                                             liveSessions: liveSessions, traceDrivers: traceDrivers) }
+                                                                             liveSessions: liveSessions, traceDrivers: traceDrivers,
+                                                                             announcesClock: announcesClock) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }

@@ -31,6 +31,11 @@ public enum SessionMessage: Sendable {
     /// §4.1). A live side sends it when it sent nothing for its driver's keep-alive interval; the receiver
     /// counts it as traffic (and re-checks the sender's standing, as on every message). Tag 9.
     case keepAlive
+    /// The sender's clock when it sent this (ms since the Unix epoch), sent once at the start of the
+    /// session, before its first reconciliation message: the receiver does not send it changes dated
+    /// beyond this clock plus the tolerance, which it would refuse as `timestampInFuture`, until they would
+    /// be accepted (Protocols/sync.md §4.3). Tag 10.
+    case clock(milliseconds: UInt64)
 
     func encode(to w: inout ByteWriter) {
         switch self {
@@ -67,6 +72,9 @@ public enum SessionMessage: Sendable {
             }
         case .keepAlive:
             w.writeByte(9)
+        case let .clock(ms):
+            w.writeByte(10)
+            w.writeVarint(ms)
         }
     }
 
@@ -119,6 +127,7 @@ public enum SessionMessage: Sendable {
             }
             m = .ackRefused(id: id, refused: refused)
         case 9: m = .keepAlive
+        case 10: m = .clock(milliseconds: try r.readVarint(as: UInt64.self))
         case let t: throw DecodingError(.unknownTag, at: at, "session message tag \(t)")
         }
         try r.expectEnd()
@@ -189,6 +198,8 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
     case done
     /// A live session's `keepAlive`.
     case keepAlive
+    /// The session's `clock` (one per side, before reconciliation).
+    case clock
 
     /// Name used in reports.
     public var description: String {
@@ -199,6 +210,7 @@ public enum SessionFrameKind: Int, CaseIterable, Sendable, CustomStringConvertib
         case .ack: "ack"
         case .done: "done"
         case .keepAlive: "keep_alive"
+        case .clock: "clock"
         }
     }
 }

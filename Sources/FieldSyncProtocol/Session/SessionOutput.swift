@@ -92,9 +92,13 @@ public enum ChangeRefusal: String, Sendable, Equatable {
     /// It contradicts a log this node holds (a fork, `CommitReport.refusedForked`); not offered again
     /// above the fork by this peer.
     case forked
+    /// Its author's certificate (valid at its HLC) is not known to this node and the batch did not carry
+    /// it: the sender left it out, inferring this node held it (Protocols/sync.md §Batches, "Certificates
+    /// the receiver holds"). The sender sends the change again with every certificate of its author.
+    case certificateNeeded
 
     /// The reason's byte in `ack-refused` (Protocols/sync.md §2): 1 quota, 2 heldBack,
-    /// 3 timestampInFuture, 4 revoked, 5 forked. Normative.
+    /// 3 timestampInFuture, 4 revoked, 5 forked, 6 certificateNeeded. Normative.
     public var wireCode: UInt8 {
         switch self {
         case .quota: 1
@@ -102,6 +106,7 @@ public enum ChangeRefusal: String, Sendable, Equatable {
         case .timestampInFuture: 3
         case .revoked: 4
         case .forked: 5
+        case .certificateNeeded: 6
         }
     }
 
@@ -113,6 +118,7 @@ public enum ChangeRefusal: String, Sendable, Equatable {
         case 3: self = .timestampInFuture
         case 4: self = .revoked
         case 5: self = .forked
+        case 6: self = .certificateNeeded
         default: return nil
         }
     }
@@ -125,6 +131,7 @@ public enum ChangeRefusal: String, Sendable, Equatable {
         case .timestampInFuture: "dated ahead of the peer's clock"
         case .revoked: "author revoked"
         case .forked: "fork: the peer holds another branch"
+        case .certificateNeeded: "the peer lacked the author's certificate (sent again with it)"
         }
     }
 }

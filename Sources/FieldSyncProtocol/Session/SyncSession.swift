@@ -25,6 +25,11 @@ public struct SessionConfiguration: Sendable {
     /// when the driver returns it prepared (`completeBatchPreparation`), in arrival order; messages that
     /// come after it wait for it. False (the default): batches are verified and applied as they arrive.
     public var preparesBatchesElsewhere = false
+    /// Send this side's clock (`SessionMessage.clock`) at the start of the session, so that the peer holds
+    /// back changes dated beyond it plus the tolerance instead of sending them to be refused
+    /// (Protocols/sync.md §4.3). True by default; a network with nodes of a version before tag 10 turns it
+    /// off until every node has one (they fail a session on an unknown tag).
+    public var announcesClock = true
 
     /// Creates a configuration.
     public init(network: NetworkParameters, salt: [UInt8]) {
@@ -104,6 +109,22 @@ public final class SyncSession {
         var authorsCovered: Set<DeviceID> = []
         /// Every known authority certificate went with the first control change.
         var authoritiesSent = false
+        /// The peer's clock as its `clock` message said (`theirs`, clamped to at most `maxPeerClockLag`
+        /// behind this clock) and this node's clock when it arrived (`at`): what `pump` holds back changes
+        /// dated ahead of (Protocols/sync.md §4.3). Nil until the peer sent one (or never: an older peer).
+        var peerClock: (theirs: UInt64, at: UInt64)?
+        /// Logs both sides may hold that this side held changes of at reconciliation.
+        var ownLogs: [LogID] = []
+        /// Authors of which the peer holds a change (reconciliation showed it): it verified one of their
+        /// certificates and keeps it (stores keep the certificates of the authors of held changes), so a
+        /// batch leaves their certificates out (Protocols/sync.md §Batches, "Certificates the receiver
+        /// holds"), unless the peer asked for them (`certificatesNeeded`).
+        var peerHoldsAuthors: Set<DeviceID> = []
+        /// Authors whose certificates the peer said it lacked (`ack-refused` reason 6): their certificates
+        /// go with their changes for the rest of the session, sent again once.
+        var certificatesNeeded: Set<DeviceID> = []
+        /// Authors of which the peer sent a device certificate in this session.
+        var certificatesReceivedFor: Set<DeviceID> = []
         /// The peer's batches being prepared elsewhere and what came after them (`preparesBatchesElsewhere`).
         var inbound = Inbound()
     }
@@ -258,6 +279,25 @@ public final class SyncSession {
     /// When changes this session refused as dated in the future (`timestampInFuture`) start to be
     /// acceptable (`SessionEvent.deferred`); nil if none was refused.
     public private(set) var deferredUntil: UInt64?
+    /// Changes of the plan (or of a live push) not sent because they are dated beyond the peer's clock
+    /// (its `clock` message, as it runs on since) plus the tolerance: the peer would refuse them as
+    /// `timestampInFuture` (Protocols/sync.md §4.3). Counted each time one is passed over; a live session
+    /// offers them again when they would be accepted (`heldBackUntil`), a one-shot session leaves them to
+    /// the next session.
+    public private(set) var changesHeldBack = 0
+    /// Certificates left out of batches because the peer holds a change of their author (it verified
+    /// and kept them): Protocols/sync.md §Batches, "Certificates the receiver holds".
+    public private(set) var certificatesOmitted = 0
+    /// When the earliest change held back as dated ahead of the peer's clock would be accepted (this
+    /// node's clock, ms): a live session pushes it then (`timerFired`). Nil if none is held back.
+    public private(set) var heldBackUntil: UInt64?
+    /// Logs with changes held back as dated ahead of the peer (in order of first hold-back).
+    private var heldBackLogs: [LogID] = []
+    /// How far behind this node's clock a peer's `clock` is believed (24 h): an earlier value counts as
+    /// this much behind. A wrong or hostile clock can so delay what the peer is sent by at most this long
+    /// past the time this node's own clock would accept it, and only on this session (the next session
+    /// reads the clock again). Honest field clocks are off by hours at most (`longnan`: ±6 h).
+    public static let maxPeerClockLag: UInt64 = 24 * 3_600_000
 
     /// Creates a session in its `created` state; `start` begins it.
     /// - Parameter handshake: a handshake to use instead of Noise XX (the simulator's stand-in; real
@@ -462,12 +502,28 @@ public final class SyncSession {
         guard link != nil else { return out }
         lastNow = max(lastNow, now)
         modifyLink(&out) { link throws in try checkStanding(&link, now: now) }
-        guard let link else { return out }
+        guard link != nil else { return out }  // refused for its standing
         if let until = deferredUntil, !deferredReported, now >= until {
             deferredReported = true
             out.events.append(.deferredDue)
         }
-        requestTimer(link, &out)
+        if let due = heldBackUntil, lastNow >= due {
+            // Changes held back as dated ahead of the peer would be accepted now. A live session pushes
+            // them (those still ahead are held back again, with a new time); in the first exchange the
+            // move to live pushes everything the peer is not known to hold, and a one-shot session leaves
+            // them to the next session's reconciliation.
+            heldBackUntil = nil
+            let logs = heldBackLogs
+            heldBackLogs = []
+            if case .live(var l, var o) = state {
+                stage = .modifying; state = .modifying
+                run(&out) { out in
+                    try pushFresh(logs, &l, &o, &out)
+                    setLive(l, o)
+                }
+            }
+        }
+        if let link { requestTimer(link, &out) }
         return out
     }
 
@@ -561,7 +617,7 @@ public final class SyncSession {
     /// reported, if that differs from the pending request.
     private func requestTimer(_ link: Link, _ out: inout SessionOutput) {
         let deferred = deferredReported ? nil : deferredUntil
-        guard let at = [lapse(of: link.peerVerified), deferred].compactMap({ $0 }).min(), at != timerAt else { return }
+        guard let at = [lapse(of: link.peerVerified), deferred, heldBackUntil].compactMap({ $0 }).min(), at != timerAt else { return }
         timerAt = at
         out.events.append(.needsTimer(at: at))
     }
@@ -585,6 +641,7 @@ public final class SyncSession {
         case .ack, .ackRefused: .ack
         case .done, .live, .refuse: .done
         case .keepAlive: .keepAlive
+        case .clock: .clock
         case .fork: .batch  // signed changes too; rare (forks only), so not a kind of its own in reports
         }
         let plain = Self.encoded(m)
@@ -729,6 +786,9 @@ public final class SyncSession {
             case .message(.live):
                 try peerEnded(.live, &link)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
+            case let .message(.clock(ms)):
+                noteClock(ms, &link, now: now)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case .message(.ack), .message(.ackRefused), .message(.refuse), .message(.keepAlive):
                 throw SessionError(.protocolViolation, "unexpected message while reconciling")
             }
@@ -740,15 +800,17 @@ public final class SyncSession {
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
-                try acknowledge(id, refused: [], &outbound, &out)
+                try acknowledge(id, refused: [], &link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
-                try acknowledge(id, refused: refused, &outbound, &out)
+                try acknowledge(id, refused: refused, &link, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
             case .message(.done):
                 try peerEnded(.done, &link)
             case .message(.live):
                 try peerEnded(.live, &link)
+            case let .message(.clock(ms)):
+                noteClock(ms, &link, now: now)
             case .message(.keepAlive) where link.peerEnd == .live:
                 break  // the peer is live already (this side still waits for an ack): traffic, nothing to do
             case .message(.recon), .message(.refuse), .message(.keepAlive):
@@ -764,15 +826,24 @@ public final class SyncSession {
             case let .prepared(id, changes, prepared, verifier):
                 try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
             case let .message(.ack(id)):
-                try acknowledge(id, refused: [], &outbound, &out)
+                try acknowledge(id, refused: [], &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
-                try acknowledge(id, refused: refused, &outbound, &out)
+                try acknowledge(id, refused: refused, &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
             case .message(.keepAlive):
                 break  // traffic; its standing was checked when it was opened
+            case let .message(.clock(ms)):
+                // A peer whose clock was set sends it again: what was held back is judged anew.
+                noteClock(ms, &link, now: now)
+                if !heldBackLogs.isEmpty {
+                    let logs = heldBackLogs
+                    heldBackLogs = []
+                    heldBackUntil = nil
+                    try pushFresh(logs, &link, &outbound, &out)
+                }
             case .message(.recon), .message(.done), .message(.live), .message(.refuse):
                 throw SessionError(.protocolViolation, "unexpected message in a live session")
             }
@@ -781,6 +852,27 @@ public final class SyncSession {
             preconditionFailure("SyncSession.dispatch in state \(state)")
         }
     }
+
+    /// The peer's `clock`: kept with this node's time of arrival, clamped to at most `maxPeerClockLag`
+    /// behind this node's clock.
+    private func noteClock(_ ms: UInt64, _ link: inout Link, now: UInt64) {
+        link.peerClock = (theirs: Self.believedPeerClock(ms, now: now), at: now)
+    }
+
+    /// A peer's `clock` reading as this node believes it at `now`: at most `maxPeerClockLag` behind.
+    static func believedPeerClock(_ ms: UInt64, now: UInt64) -> UInt64 {
+        max(ms, now >= maxPeerClockLag ? now - maxPeerClockLag : 0)
+    }
+
+    /// The latest HLC (ms) the peer accepts now by its clock as estimated (`Link.peerClock` run on by the
+    /// time elapsed here since it arrived, plus the tolerance, which a network shares); nil if the peer
+    /// sent no clock.
+    private func peerAcceptLimit(_ link: Link) -> UInt64? {
+        guard let c = link.peerClock else { return nil }
+        return Self.saturating(Self.saturating(c.theirs, lastNow > c.at ? lastNow - c.at : 0), replicator.trust.clockSkewMilliseconds)
+    }
+
+    private static func saturating(_ a: UInt64, _ b: UInt64) -> UInt64 { a > .max - b ? .max : a + b }
 
     /// `done` or `live` from the peer: once per session.
     private func peerEnded(_ end: PeerEnd, _ link: inout Link) throws(SessionError) {
@@ -805,7 +897,8 @@ public final class SyncSession {
 
     /// `ack` or `ack-refused` of a batch in flight: its changes count as acknowledged, except those the
     /// peer says it refused (reported as `refusedByPeer`, counted in `changesRefusedByPeer`).
-    private func acknowledge(_ id: UInt32, refused: [BatchRefusal], _ outbound: inout Outbound, _ out: inout SessionOutput) throws {
+    private func acknowledge(_ id: UInt32, refused: [BatchRefusal], _ link: inout Link, _ outbound: inout Outbound,
+                             _ out: inout SessionOutput) throws {
         guard let sent = outbound.inFlight.removeValue(forKey: id) else { throw SessionError(.protocolViolation, "ack for unknown batch \(id)") }
         // Positions are strictly increasing (the decoder checks it), so the last is the largest.
         if let last = refused.last, last.index >= sent.count {
@@ -817,7 +910,29 @@ public final class SyncSession {
             refusedByPeer[r.reason, default: 0] += 1
             let c = sent[r.index]
             out.events.append(.refusedByPeer(RefusedChange(log: c.log, seq: c.seq, reason: r.reason)))
+            guard r.reason == .certificateNeeded else { continue }
+            // The peer lacked its author's certificate (this side left it out, or it was not known there):
+            // the change goes again in this session, with every certificate of its author.
+            let author = c.log.author
+            if !link.certificatesNeeded.contains(author) {
+                link.certificatesNeeded.insert(author)
+                link.authorsCovered.remove(author)
+                let chain = Set(replicator.certificateChain(of: author))
+                link.certificatesSent.subtract(chain)
+            }
+            if let again = try stored({ try replicator.store.changes(c.log, in: c.seq...c.seq) }).first {
+                outbound.toSend.append(Planned(key: StoredChangeKey(again), bytes: .read(again.bytes)))
+            }
         }
+    }
+
+    /// Whether a batch leaves out the certificates of `author` (Protocols/sync.md §Batches, "Certificates
+    /// the receiver holds"): the peer holds a change of it, so it verified and kept its certificate; it is
+    /// of a version that asks for them if not (it sent `clock`); the author has one device certificate
+    /// here (after a renewal the peer may hold only the older one); and the peer did not ask for them.
+    private func omitsCertificates(of author: DeviceID, chain: [Certificate], _ link: Link) -> Bool {
+        link.peerClock != nil && link.peerHoldsAuthors.contains(author) && !link.certificatesNeeded.contains(author)
+            && chain.count(where: { $0.kind == .device }) == 1
     }
 
     private func startReconciliation(_ hs: any SessionHandshaking, now: UInt64, _ out: inout SessionOutput) throws {
@@ -846,11 +961,14 @@ public final class SyncSession {
             for l in logs where l.log.author == replicator.identity.id { witness[l.log] = (peer: 0, own: UInt64(l.intervals.last?.end ?? 0)) }
             fenceWitness = witness
         }
+        link.ownLogs = logs.filter { !$0.intervals.isEmpty }.map(\.log)
         let key = Array(hs.handshakeHash.prefix(32))
         let holdings = Holdings(logs)
         var rec = Reconciler(role: hs.isInitiator ? .initiator : .responder, holdings: holdings,
                              hashing: SipHashReconciliationHashing(sessionKey: key), salt: config.salt)
         requestTimer(link, &out)
+        // This side's clock first (Protocols/sync.md §4.3): the peer plans after reading it.
+        if config.announcesClock { try send(.clock(milliseconds: now), &link, &out) }
         var finished: ReconciliationResult?
         for o in rec.start() {
             switch o {
@@ -878,7 +996,10 @@ public final class SyncSession {
     private func receiveBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], _ link: inout Link, now: UInt64,
                               _ out: inout SessionOutput) throws {
         let changes = try decodeBatch(id, encoded, link)
-        if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+        if !certs.isEmpty {
+            replicator.learn(certificates: certs, now: now)
+            for c in certs where c.kind == .device { link.certificatesReceivedFor.insert(c.subject) }
+        }
         try applyBatch(id, changes, prepared: nil, &link, now: now, &out)
     }
 
@@ -911,7 +1032,10 @@ public final class SyncSession {
     private func holdBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], now: UInt64, _ out: inout SessionOutput) throws {
         let preparation = try withLink { link throws(SessionError) -> BatchPreparation in
             let changes = try decodeBatch(id, encoded, link)
-            if !certs.isEmpty { replicator.learn(certificates: certs, now: now) }
+            if !certs.isEmpty {
+                replicator.learn(certificates: certs, now: now)
+                for c in certs where c.kind == .device { link.certificatesReceivedFor.insert(c.subject) }
+            }
             let ticket = link.inbound.nextTicket
             link.inbound.nextTicket += 1
             let verifier = replicator.verifier()
@@ -939,7 +1063,20 @@ public final class SyncSession {
             let log = LogID(author: c.header.author, scope: c.header.scope)
             if applied.logs.last != log && !applied.logs.contains(log) { applied.logs.append(log) }
         }
-        let unknown = report.outcomes.filter { $0 == .unknownAuthor }.count
+        // A change whose author's certificate (valid at its HLC) is unknown here, from a peer that sent no
+        // certificate of that author in this session and is of a version that resends them (it sent
+        // `clock`): the peer left the certificates out believing this node held them. Not stored, no
+        // evidence against the peer: `ack-refused` reason 6 asks for them (Protocols/sync.md §Batches).
+        var needsCertificate = [Bool](repeating: false, count: changes.count)
+        if link.peerClock != nil {
+            for (i, (c, o)) in zip(changes, report.outcomes).enumerated() where !link.certificatesReceivedFor.contains(c.header.author) {
+                switch o {
+                case .unknownAuthor, .rejected(.certificateInvalid, _): needsCertificate[i] = true
+                default: continue
+                }
+            }
+        }
+        let unknown = zip(report.outcomes, needsCertificate).filter { $0.0 == .unknownAuthor && !$0.1 }.count
         // Accepted by verification and stored: not refused by the store nor already held.
         let storeRefused = report.commit.refusedForQuota.count + report.commit.refusedHeldBack.count + report.commit.refusedForked.count
         applied.accepted = report.outcomes.filter { $0 == .accepted }.count
@@ -959,8 +1096,13 @@ public final class SyncSession {
         var refused: [RefusedChange] = []
         var excused = 0
         let deferredBefore = deferredUntil
-        for (c, o) in zip(changes, report.outcomes) {
+        for (i, (c, o)) in zip(changes, report.outcomes).enumerated() {
             let log = LogID(author: c.header.author, scope: c.header.scope)
+            if needsCertificate[i] {
+                if case .rejected = o { excused += 1 }
+                refused.append(RefusedChange(log: log, seq: c.header.seq, reason: .certificateNeeded))
+                continue
+            }
             switch o {
             case .rejected(.revoked, _):
                 excused += 1
@@ -977,6 +1119,10 @@ public final class SyncSession {
         // What the sender is told (`ack-refused`): each change not stored, by its position in the batch.
         var told: [BatchRefusal] = []
         for (i, o) in report.outcomes.enumerated() {
+            if needsCertificate[i] {
+                told.append(BatchRefusal(index: i, reason: .certificateNeeded))
+                continue
+            }
             switch o {
             case .rejected(.revoked, _): told.append(BatchRefusal(index: i, reason: .revoked))
             case .rejected(.timestampInFuture, _): told.append(BatchRefusal(index: i, reason: .timestampInFuture))
@@ -1010,7 +1156,7 @@ public final class SyncSession {
         }
         if unknown > 0 {
             // Not stored, so not acknowledged: the sender must not believe they were delivered.
-            let authors = Set(zip(changes, report.outcomes).filter { $0.1 == .unknownAuthor }.map { $0.0.header.author })
+            let authors = Set(zip(zip(changes, report.outcomes), needsCertificate).filter { $0.0.1 == .unknownAuthor && !$0.1 }.map { $0.0.0.header.author })
             throw SessionError(.badChange, "\(unknown) change(s) of batch \(id) by author(s) whose certificate was not sent and is not known here: "
                                + authors.sorted().prefix(3).map(\.description).joined(separator: ", "))
         }
@@ -1041,6 +1187,12 @@ public final class SyncSession {
             }
             fenceWitness = witness
         }
+        // Authors the peer holds a change of: logs that do not differ are held alike; a differing log
+        // shows the peer's intervals.
+        let differing = Set(result.differences.map(\.log))
+        for l in link.ownLogs where !differing.contains(l) { link.peerHoldsAuthors.insert(l.author) }
+        for d in result.differences where !d.remote.isEmpty { link.peerHoldsAuthors.insert(d.log.author) }
+        link.ownLogs = []
         try sendForkProofs(&link, &out)
         // Keys only (no bytes): the order is decided on them, and `pump` reads the changes a page at a
         // time as the batches go out, so the first batch leaves after one page of reading, not after the
@@ -1204,13 +1356,32 @@ public final class SyncSession {
     /// Sends batches while the window allows; `done` (or `live`) once everything of the first exchange
     /// was sent and acknowledged.
     private func pump(_ link: inout Link, _ o: inout Outbound, _ out: inout SessionOutput) throws {
+        var heldBackChanged = false
+        defer { if heldBackChanged { requestTimer(link, &out) } }
         while o.inFlight.count < config.window, o.cursor < o.toSend.count {
             var changes: [[UInt8]] = []
             var sent: [(log: LogID, seq: UInt64)] = []
             var sizes: [(log: LogID, seq: UInt64, bytes: Int)] = []
             var certs: [Certificate] = []
             var bytes = 16
+            let acceptLimit = peerAcceptLimit(link)
             while o.cursor < o.toSend.count {
+                if let limit = acceptLimit, o.toSend[o.cursor].key.hlc.milliseconds > limit, let c = link.peerClock {
+                    // Dated beyond the peer's clock plus the tolerance: it would refuse it
+                    // (`timestampInFuture`). Held back until its clock (as estimated) reaches the HLC minus
+                    // the tolerance; live mode: the peer is not known to hold it, so the push then offers it.
+                    let key = o.toSend[o.cursor].key
+                    o.toSend[o.cursor].bytes = .gone
+                    o.cursor += 1
+                    changesHeldBack += 1
+                    let due = Self.saturating(c.at, key.hlc.milliseconds - replicator.trust.clockSkewMilliseconds - c.theirs)
+                    if heldBackUntil.map({ due < $0 }) ?? true { heldBackUntil = due; heldBackChanged = true }
+                    if !heldBackLogs.contains(key.log) { heldBackLogs.append(key.log) }
+                    if let known = link.peerKnown[key.log], known.contains(key.seq) {
+                        link.peerKnown[key.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([key.seq...key.seq])))
+                    }
+                    continue
+                }
                 if case .unread = o.toSend[o.cursor].bytes { try readPage(&o) }
                 let next = o.toSend[o.cursor].key
                 let author = next.log.author
@@ -1229,8 +1400,15 @@ public final class SyncSession {
                 var extra = nextBytes.count + 4
                 // Every known certificate of the author (renewals: the one valid at each change's write
                 // time) and its issuing county authority's, once per session (Protocols/sync.md §3).
-                var needed = link.authorsCovered.contains(author) ? []
-                    : replicator.certificateChain(of: author).filter { !link.certificatesSent.contains($0) && !certs.contains($0) }
+                var needed: [Certificate] = []
+                if !link.authorsCovered.contains(author) {
+                    let chain = replicator.certificateChain(of: author)
+                    if omitsCertificates(of: author, chain: chain, link) {
+                        certificatesOmitted += chain.count
+                    } else {
+                        needed = chain.filter { !link.certificatesSent.contains($0) && !certs.contains($0) }
+                    }
+                }
                 if next.contentType.carriesTrust && !link.authoritiesSent {
                     // Key grants and revocations may be signed by a county authority the peer never met
                     // (published through HQ's log): every known authority certificate travels once, first.
