@@ -4,9 +4,10 @@ import FieldSyncProtocol
 import NIOCore
 import NIOPosix
 
-/// Runs `BatchPreparation.prepare()` (signature and certificate checks, opening: the pure half of
-/// ingesting a batch, about half its CPU) on worker threads, so that the node's event loop only
-/// commits, and a second core verifies the next batches meanwhile. The work is values in, values out
+/// Runs `BatchPreparation.prepare()` (decoding the changes, entitlement, signature and certificate
+/// checks, opening, decoding and validating the edits: everything of ingesting a batch that does not need
+/// the store) on worker threads, so that the node's event loop only merges, seals and commits, and a
+/// second core prepares the next batches meanwhile. The work is values in, values out
 /// (`ChangeVerifier` is a snapshot): the replicator and its store stay on the loop. Each session applies
 /// its batches in arrival order whatever order the workers finish in (`SyncSession`), and holds at
 /// most `SyncSession.maxBatchesPreparing` of them, so the queue is bounded by the sessions running.
@@ -24,7 +25,7 @@ final class BatchPreparer: Sendable {
     }
 
     /// Prepares `batch` on a worker; the future completes on `loop`.
-    func prepare(_ batch: BatchPreparation, on loop: any EventLoop) -> EventLoopFuture<[PreparedChange]> {
+    func prepare(_ batch: BatchPreparation, on loop: any EventLoop) -> EventLoopFuture<PreparedBatch> {
         pool.runIfActive(eventLoop: loop) { batch.prepare() }
     }
 }

@@ -46,9 +46,25 @@ public struct PreparedChange: Sendable {
     public let outcome: IngestOutcome
     /// The change id (hash), when accepted.
     public let hash: [UInt8]
-    /// Its opened payload, when it is a records change this node could open. Decoding and validating
-    /// the edits is left to the committing thread, which balances the two cores (docs/benchmarks.md).
+    /// Its opened payload, when it is a records change this node could open.
     public let payload: [UInt8]?
+    /// The payload's edits, decoded and validated for the change's author and scope, when the preparer
+    /// did that too (`prepare(_:now:decodingEdits:)`, the node's worker); nil otherwise, and for a
+    /// payload whose edits are not valid, and then the committing thread decodes `payload` (the store's
+    /// own ingest leaves it to its committing thread, which balances its two threads; docs/benchmarks.md).
+    public var edits: [RecordEdit]? = nil
+
+    init(change: Change, outcome: IngestOutcome, hash: [UInt8], payload: [UInt8]?, edits: [RecordEdit]? = nil) {
+        self.change = change; self.outcome = outcome; self.hash = hash; self.payload = payload; self.edits = edits
+    }
+
+    /// The edits to merge: `edits` if the preparer decoded them, else those of `payload` if it opened and
+    /// every edit is valid (`ChangeVerifier.edits(of:payload:schemas:)`), else nil (held sealed).
+    func editsToMerge(schemas: SchemaRegistry) -> [RecordEdit]? {
+        if let edits { return edits }
+        guard let payload else { return nil }
+        return ChangeVerifier.edits(of: change, payload: payload, schemas: schemas)
+    }
 }
 
 /// Verifies changes with public material only and opens those its keys can read. A value snapshot of
@@ -107,17 +123,21 @@ public struct ChangeVerifier: Sendable {
         return .rejected(error.code, error.description)
     }
 
-    /// `prepare(_:now:)` for every change of a batch, in order: what a driver runs on another thread.
-    public func prepare(_ changes: [Change], now: UInt64) -> [PreparedChange] {
-        changes.map { prepare($0, now: now) }
+    /// `prepare(_:now:decodingEdits:)` for every change of a batch, in order: what a driver runs on
+    /// another thread.
+    public func prepare(_ changes: [Change], now: UInt64, decodingEdits: Bool = false) -> [PreparedChange] {
+        changes.map { prepare($0, now: now, decodingEdits: decodingEdits) }
     }
 
-    /// Verifies `change` and, if accepted and readable, opens and validates its edits.
-    public func prepare(_ change: Change, now: UInt64) -> PreparedChange {
+    /// Verifies `change` and, if accepted and readable, opens it; with `decodingEdits`, also decodes and
+    /// validates its edits (`PreparedChange.edits`), which the committing thread does otherwise. The
+    /// schemas are the replicator's, which never change, so edits validated here are valid at commit.
+    public func prepare(_ change: Change, now: UInt64, decodingEdits: Bool = false) -> PreparedChange {
         let outcome = verify(change, now: now)
         guard outcome == .accepted else { return PreparedChange(change: change, outcome: outcome, hash: [], payload: nil) }
         let payload = change.header.contentType == .records && !keys.isEmpty ? try? change.open(with: keys) : nil
-        return PreparedChange(change: change, outcome: outcome, hash: change.id, payload: payload)
+        let edits = decodingEdits ? payload.flatMap { Self.edits(of: change, payload: $0, schemas: schemas) } : nil
+        return PreparedChange(change: change, outcome: outcome, hash: change.id, payload: payload, edits: edits)
     }
 
     /// The edits of a records change these keys can open and that pass validation, or nil.

@@ -72,7 +72,7 @@ extension Replicator {
             }
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             if h.contentType == .records {
-                if let payload = p.payload, let edits = ChangeVerifier.edits(of: change, payload: payload, schemas: schemas) {
+                if let edits = p.editsToMerge(schemas: schemas) {
                     batch.edits += edits.map { ($0, hash) }
                     batch.opened.append(hash)
                     report.editsMerged += edits.count

@@ -134,6 +134,95 @@ import Testing
         #expect(try st.store.change(log, seq: 1) != nil, "what verified in the same batch is kept, as inline")
     }
 
+    /// A batch prepared elsewhere is decoded by the preparation (the node's worker), not on arrival: a
+    /// change that does not decode fails the session in the batch's turn, after the batches before it
+    /// are applied and acknowledged, exactly as a session that verifies inline fails when the batch
+    /// arrives; nothing of the bad batch is stored. (Before issue 13's last step the batch was decoded on
+    /// arrival, so the session failed with the batches before it still held and never applied.)
+    @Test func undecodableBatchPreparedElsewhereFailsInItsTurnLikeInline() throws {
+        var pki = TestPKI()
+        let bpID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let bp = pki.replicator(bpID)
+        let c1 = try SessionTests.write(bp, 1)
+        let c2 = try SessionTests.write(bp, 2)
+        let log = LogID(author: bp.identity.id, scope: TestPKI.village)
+        // A carrier that holds change 1 and, as change 2, bytes that do not decode (one byte short).
+        let broken = Array(c2.encodedBytes.dropLast())
+        #expect(throws: (any Error).self) { try Change(canonicalBytes: broken) }
+        func carrier() throws -> Replicator {
+            let r = pki.replicator(try pki.device(.relay, scopes: [TestPKI.station]))
+            r.learn(certificates: [bpID.certificate], now: Self.now)
+            _ = try r.store.commit(CommitBatch(changes: [
+                StoredChange(log: log, seq: 1, hash: c1.id, prevHash: Change.zeroHash, hlc: c1.header.hlc, contentType: .records,
+                             priority: .normal, bytes: c1.encodedBytes),
+                StoredChange(log: log, seq: 2, hash: c2.id, prevHash: c1.id, hlc: c2.header.hlc, contentType: .records,
+                             priority: .normal, bytes: broken),
+            ]))
+            return r
+        }
+        // One change per batch (the first batch's limit is below one change; the limit doubles from there).
+        func link(_ station: Replicator, elsewhere: Bool) throws -> SessionTests.Link {
+            var sender = SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 1, count: 16))
+            sender.firstBatchBytes = 1
+            var receiver = SessionConfiguration(network: SessionTests.net, salt: [UInt8](repeating: 2, count: 16))
+            receiver.preparesBatchesElsewhere = elsewhere
+            return SessionTests.Link(a: TestSession(initiator: true, replicator: try carrier(), configuration: sender, now: Self.now),
+                                     b: TestSession(initiator: false, replicator: station, configuration: receiver, now: Self.now))
+        }
+        let inlineStation = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        var inline = try link(inlineStation, elsewhere: false)
+        #expect(!SessionTests.run(&inline))
+        let pipedStation = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        var piped = try link(pipedStation, elsewhere: true)
+        let (finished, mostHeld) = try Self.run(&piped)
+        #expect(!finished)
+        #expect(mostHeld == 2, "both batches arrived before either was prepared (each change is a batch of its own)")
+        #expect(Self.failure(inline.b) == .protocolViolation)
+        #expect(Self.failure(piped.b) == .protocolViolation)
+        #expect(try inlineStation.store.holdings(of: log).frontier == 1)
+        #expect(try pipedStation.store.holdings(of: log).frontier == 1, "the batch before the bad one is applied, as inline")
+        #expect(piped.b.changesReceived == 1)
+    }
+
+    /// The preparation decodes and validates the edits of the changes it opens, so the committing thread
+    /// only merges them; what is merged is what the committing thread would have decoded itself.
+    @Test func preparationDecodesTheEditsTheCommitMerges() throws {
+        var pki = TestPKI()
+        let bpID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let bp = pki.replicator(bpID)
+        let changes = try (UInt64(1)...3).map { try SessionTests.write(bp, $0) }
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        st.learn(certificates: [bpID.certificate], now: Self.now)
+        let v = st.verifier()
+        let onWorker = v.prepare(changes, now: Self.now + 10, decodingEdits: true)
+        let forCommit = v.prepare(changes, now: Self.now + 10)
+        for (w, c) in zip(onWorker, forCommit) {
+            #expect(w.outcome == .accepted && w.payload != nil)
+            let decoded = try #require(w.edits)
+            #expect(c.edits == nil, "the store's own ingest leaves the edits to its committing thread")
+            #expect(decoded == ChangeVerifier.edits(of: c.change, payload: try #require(c.payload), schemas: st.schemas))
+        }
+        let report = try st.ingest(prepared: onWorker, by: v, now: Self.now + 10).report
+        #expect(report.editsMerged == 3 && report.heldSealed == 0)
+        #expect(try SessionTests.state(st) == SessionTests.state(bp))
+        // A change signed by its author whose edits claim another author is not valid: the preparation
+        // decodes no edits for it, and the commit holds it sealed, as inline.
+        let other = try pki.device(.backpack, scopes: [TestPKI.station])
+        let e = Incident.create(id: RecordID(ID128(high: 9, low: 9)), scope: TestPKI.village, author: other.id,
+                                hlc: HLCTimestamp(milliseconds: Self.now + 5, counter: 0), category: .dispute, priority: .normal,
+                                location: Location(latitude: 33.4, longitude: 104.9), summary: "smuggled",
+                                reportedAt: Int64(Self.now), reporter: "r")
+        let keys = st.allKeys
+        let head = try #require(try bp.store.change(LogID(author: bpID.id, scope: TestPKI.village), seq: 3))
+        let smuggled = try Change.seal(author: bpID.signingKey, scope: TestPKI.village, seq: 4, prevHash: head.hash,
+                                       hlc: HLCTimestamp(milliseconds: Self.now + 5, counter: 1), priority: .normal,
+                                       payload: ChangeBody(edits: [e]).canonicalBytes, readers: keys)
+        let p = st.verifier().prepare(smuggled, now: Self.now + 10, decodingEdits: true)
+        #expect(p.outcome == .accepted && p.payload != nil && p.edits == nil)
+        let r2 = try st.ingest(prepared: [p], by: st.verifier(), now: Self.now + 10).report
+        #expect(r2.editsMerged == 0 && r2.heldSealed == 1)
+    }
+
     /// The author's revocation is learned while its changes are being verified elsewhere (they verified
     /// against the snapshot): at commit they are judged again, refused as revoked, and not stored.
     @Test func revocationLearnedDuringPreparationIsAppliedBeforeCommit() throws {

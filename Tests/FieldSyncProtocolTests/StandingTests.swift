@@ -384,9 +384,10 @@ import Testing
     }
 
     /// HQ sends a backpack logs of another station (in the first exchange, or pushed live): the backpack
-    /// refuses the whole batch with `notEntitled` and stores nothing of it.
-    @Test(arguments: [false, true])
-    func unentitledLogsAreRefusedBeforeStoring(live: Bool) throws {
+    /// refuses the whole batch with `notEntitled` and stores nothing of it; also when the backpack prepares
+    /// its batches elsewhere (a node's worker decodes them and checks the logs, `BatchPreparation.prepare()`).
+    @Test(arguments: [false, true], [false, true])
+    func unentitledLogsAreRefusedBeforeStoring(live: Bool, prepared: Bool) throws {
         var pki = TestPKI()
         let other = try Scope("longnan/cheng/station-101")
         let hqID = try pki.device(.hq, scopes: [TestPKI.root])
@@ -401,17 +402,21 @@ import Testing
         var ca = SessionConfiguration(network: SessionTests.net, salt: salt()), cb = SessionConfiguration(network: SessionTests.net, salt: salt())
         ca.live = live
         cb.live = live
+        cb.preparesBatchesElsewhere = prepared
         let lying = LyingHandshake(inner: SessionHandshake(initiator: true, identity: hqID, trust: pki.trust, network: SessionTests.net),
                                    claimed: relayCert)
         var link = SessionTests.Link(a: TestSession(initiator: true, replicator: hq, configuration: ca, now: Self.now, handshake: lying),
                                      b: TestSession(initiator: false, replicator: bp, configuration: cb, now: Self.now))
-        SessionTests.run(&link)
+        func run(now: UInt64) throws {
+            if prepared { try PreparedBatchTests.run(&link, now: now) } else { SessionTests.run(&link, now: now) }
+        }
+        try run(now: Self.now)
         if live {
             #expect(link.a.isLive && link.b.isLive)
             _ = try SessionTests.write(hq, 3, scope: TestPKI.village)
             _ = try SessionTests.write(hq, 4, scope: other)
             link.a.push(now: Self.now + 10)
-            SessionTests.run(&link, now: Self.now + 10)
+            try run(now: Self.now + 10)
         }
         let e = Self.failure(link.b)
         #expect(e?.code == .notEntitled, "\(String(describing: e))")

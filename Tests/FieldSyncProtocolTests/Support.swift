@@ -162,8 +162,8 @@ final class TestSession {
     func connectionClosed() -> SessionOutput { take(session.connectionClosed()) }
 
     @discardableResult
-    func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) -> SessionOutput {
-        take(session.completeBatchPreparation(ticket: ticket, changes, now: now))
+    func completeBatchPreparation(ticket: UInt64, _ batch: PreparedBatch, now: UInt64) -> SessionOutput {
+        take(session.completeBatchPreparation(ticket: ticket, batch, now: now))
     }
 
     func pollBatchPreparation() -> BatchPreparation? { preparations.isEmpty ? nil : preparations.removeFirst() }

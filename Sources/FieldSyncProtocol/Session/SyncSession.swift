@@ -20,10 +20,11 @@ public struct SessionConfiguration: Sendable {
     /// Protocols/sync.md §4.1): later changes travel as batches on it through `push`, without a new
     /// handshake or reconciliation. For links that stay up (wired links, a station's Wi-Fi).
     public var live = false
-    /// Let the driver verify and open the peer's batches elsewhere (another thread): a batch is decoded and
-    /// its certificates learned as it arrives, then handed out (`SessionOutput.preparations`) and applied
-    /// when the driver returns it prepared (`completeBatchPreparation`), in arrival order; messages that
-    /// come after it wait for it. False (the default): batches are verified and applied as they arrive.
+    /// Let the driver decode, verify and open the peer's batches elsewhere (another thread): a batch's
+    /// certificates are learned as it arrives, then it is handed out (`SessionOutput.preparations`) and
+    /// applied when the driver returns it prepared (`completeBatchPreparation`), in arrival order;
+    /// messages that come after it wait for it. False (the default): batches are decoded, verified and
+    /// applied as they arrive.
     public var preparesBatchesElsewhere = false
     /// Send this side's clock (`SessionMessage.clock`) at the start of the session, so that the peer holds
     /// back changes dated beyond it plus the tolerance instead of sending them to be refused
@@ -39,21 +40,61 @@ public struct SessionConfiguration: Sendable {
     }
 }
 
-/// A batch of the peer's changes for a driver to verify and open on another thread
+/// A batch of the peer's changes for a driver to decode, verify and open on another thread
 /// (`SessionConfiguration.preparesBatchesElsewhere`): pure work on values, `Sendable`.
 public struct BatchPreparation: Sendable {
     /// Identifies the batch to `SyncSession.completeBatchPreparation`.
     public let ticket: UInt64
-    /// The batch's changes, decoded, in order.
-    public let changes: [Change]
+    /// The batch's id on the wire.
+    public let id: UInt32
+    /// The batch's changes as they came, in order.
+    public let encoded: [[UInt8]]
+    /// This node's certificate and the peer's (as its handshake presented it): both must be entitled to
+    /// every log of the batch (Protocols/sync.md §3).
+    let own: Certificate
+    let peer: Certificate
     /// A snapshot of the replicator's trust, certificates and keys, taken after the batch's certificates
     /// were learned.
     public let verifier: ChangeVerifier
     /// When the batch arrived (ms since the Unix epoch).
     public let now: UInt64
 
-    /// Verifies and opens the changes (`ChangeVerifier.prepare`): what the other thread runs.
-    public func prepare() -> [PreparedChange] { verifier.prepare(changes, now: now) }
+    /// What the other thread runs: decodes the changes and checks that both sides may hold their logs
+    /// (as a session that prepares its own batches does on arrival), then verifies and opens them and
+    /// decodes and validates their edits (`ChangeVerifier.prepare(_:now:decodingEdits:)`), so that the
+    /// committing thread only merges, seals and commits.
+    public func prepare() -> PreparedBatch {
+        do {
+            let changes = try SyncSession.decodeBatch(id, encoded, own: own, peer: peer)
+            return PreparedBatch(changes: verifier.prepare(changes, now: now, decodingEdits: true))
+        } catch {
+            return PreparedBatch(failure: error)
+        }
+    }
+}
+
+/// A batch prepared elsewhere (`BatchPreparation.prepare()`), for `SyncSession.completeBatchPreparation`.
+public struct PreparedBatch: Sendable {
+    /// The changes, decoded, verified and (where this node may read them) opened, in order; empty when
+    /// the batch is refused whole.
+    public let changes: [PreparedChange]
+    /// Why the batch is refused whole (a change that does not decode: `protocolViolation`; a log one of
+    /// the two sides may not hold: `notEntitled`). The session fails with it when the batch's turn comes,
+    /// after the batches before it, as a session that prepares its own batches does when it arrives, and
+    /// nothing of the batch is stored.
+    public let failure: SessionError?
+
+    /// A prepared batch.
+    public init(changes: [PreparedChange]) {
+        self.changes = changes
+        failure = nil
+    }
+
+    /// A batch refused whole.
+    public init(failure: SessionError) {
+        changes = []
+        self.failure = failure
+    }
 }
 
 /// One sync session between two nodes: handshake, reconciliation of log heads, then streaming of the
@@ -134,18 +175,18 @@ public final class SyncSession {
     private struct Inbound {
         enum Held {
             case message(SessionMessage)
-            /// A decoded batch and the snapshot its preparation runs against.
-            case batch(id: UInt32, changes: [Change], ticket: UInt64, verifier: ChangeVerifier)
+            /// A batch handed out for preparation and the snapshot its preparation runs against.
+            case batch(id: UInt32, ticket: UInt64, verifier: ChangeVerifier)
         }
         var held: [Held] = []
         /// Preparations returned and not applied yet (a later batch's, while an earlier one is out).
-        var prepared: [UInt64: [PreparedChange]] = [:]
+        var prepared: [UInt64: PreparedBatch] = [:]
         var nextTicket: UInt64 = 1
         /// Batches in `held`.
         var batches = 0
 
         func holds(ticket: UInt64) -> Bool {
-            held.contains { if case let .batch(_, _, t, _) = $0 { t == ticket } else { false } }
+            held.contains { if case let .batch(_, t, _) = $0 { t == ticket } else { false } }
         }
     }
 
@@ -153,7 +194,7 @@ public final class SyncSession {
     /// prepared elsewhere.
     private enum Incoming {
         case message(SessionMessage)
-        case prepared(id: UInt32, changes: [Change], prepared: [PreparedChange], verifier: ChangeVerifier)
+        case prepared(id: UInt32, PreparedBatch, verifier: ChangeVerifier)
     }
 
     /// A change of the sending plan: its key (what the order sorts by) and, once read, its bytes. The plan
@@ -409,24 +450,24 @@ public final class SyncSession {
     /// replicator learned anything since the snapshot (a revocation, a key), and re-checks the peer's
     /// standing first: the result is the same as if the batch had been verified and applied when it
     /// arrived, at the time it is applied. An unknown ticket (or a closed session) does nothing.
-    public func completeBatchPreparation(ticket: UInt64, _ changes: [PreparedChange], now: UInt64) -> SessionOutput {
+    public func completeBatchPreparation(ticket: UInt64, _ batch: PreparedBatch, now: UInt64) -> SessionOutput {
         var out = SessionOutput()
         guard let link, link.inbound.holds(ticket: ticket) else { return out }
         lastNow = now
         run(&out) { out in
-            try withLink { $0.inbound.prepared[ticket] = changes }
+            try withLink { $0.inbound.prepared[ticket] = batch }
             drain: while !isClosed, let first = self.link?.inbound.held.first {
                 let next: Incoming
                 switch first {
                 case let .message(m):
                     next = .message(m)
-                case let .batch(id, changes, ticket, verifier):
+                case let .batch(id, ticket, verifier):
                     guard let result = self.link?.inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
-                    next = .prepared(id: id, changes: changes, prepared: result, verifier: verifier)
+                    next = .prepared(id: id, result, verifier: verifier)
                 }
                 try withLink { link in
                     let held = link.inbound.held.removeFirst()
-                    if case let .batch(_, _, t, _) = held {
+                    if case let .batch(_, t, _) = held {
                         link.inbound.prepared[t] = nil
                         link.inbound.batches -= 1
                     }
@@ -774,8 +815,8 @@ public final class SyncSession {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
-            case let .prepared(id, changes, prepared, verifier):
-                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
+            case let .prepared(id, batch, verifier):
+                try applyPrepared(id, batch, verifier, &link, now: now, &out)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
@@ -797,8 +838,8 @@ public final class SyncSession {
             switch incoming {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-            case let .prepared(id, changes, prepared, verifier):
-                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
+            case let .prepared(id, batch, verifier):
+                try applyPrepared(id, batch, verifier, &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, refused: [], &link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
@@ -823,8 +864,8 @@ public final class SyncSession {
             switch incoming {
             case let .message(.batch(id, certs, changes)):
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
-            case let .prepared(id, changes, prepared, verifier):
-                try applyBatch(id, changes, prepared: (prepared, verifier), &link, now: now, &out)
+            case let .prepared(id, batch, verifier):
+                try applyPrepared(id, batch, verifier, &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, refused: [], &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
@@ -995,7 +1036,7 @@ public final class SyncSession {
     /// Applies a batch from the peer and acknowledges it (Protocols/sync.md, Batches).
     private func receiveBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], _ link: inout Link, now: UInt64,
                               _ out: inout SessionOutput) throws {
-        let changes = try decodeBatch(id, encoded, link)
+        let changes = try Self.decodeBatch(id, encoded, own: replicator.identity.certificate, peer: link.peer)
         if !certs.isEmpty {
             replicator.learn(certificates: certs, now: now)
             for c in certs where c.kind == .device { link.certificatesReceivedFor.insert(c.subject) }
@@ -1003,9 +1044,11 @@ public final class SyncSession {
         try applyBatch(id, changes, prepared: nil, &link, now: now, &out)
     }
 
-    /// The changes of a batch, decoded, once the session checked that both sides may hold every log in
-    /// it (§3): a batch with any other log is refused whole, before anything of it is stored.
-    private func decodeBatch(_ id: UInt32, _ encoded: [[UInt8]], _ link: Link) throws(SessionError) -> [Change] {
+    /// The changes of a batch, decoded, once it is checked that both sides (`own`, this node; `peer`, as
+    /// its handshake presented it) may hold every log in it (§3): a batch with any other log is refused
+    /// whole, before anything of it is stored. Pure: a batch prepared elsewhere is decoded there
+    /// (`BatchPreparation.prepare()`).
+    static func decodeBatch(_ id: UInt32, _ encoded: [[UInt8]], own: Certificate, peer: Certificate) throws(SessionError) -> [Change] {
         var changes: [Change] = []
         changes.reserveCapacity(encoded.count)
         for bytes in encoded {
@@ -1013,25 +1056,23 @@ public final class SyncSession {
                 throw SessionError(.protocolViolation, "a change in batch \(id) does not decode: \(error)")
             }
         }
-        let own = replicator.identity.certificate
         for c in changes {
             let log = LogID(author: c.header.author, scope: c.header.scope)
             guard Entitlement.mayHold(own, log) else {
                 throw SessionError(.notEntitled, "batch \(id) carries log \(log), which this node (\(own.role), \(own.scopes.map(\.path))) may not hold")
             }
-            guard Entitlement.mayHold(link.peer, log) else {
+            guard Entitlement.mayHold(peer, log) else {
                 throw SessionError(.notEntitled, "batch \(id) carries log \(log), which the peer may not hold itself")
             }
         }
         return changes
     }
 
-    /// `preparesBatchesElsewhere`: decodes a batch, learns its certificates and hands it out for
-    /// preparation (`SessionOutput.preparations`); it is applied when it comes back
-    /// (`completeBatchPreparation`), after every batch before it.
+    /// `preparesBatchesElsewhere`: learns a batch's certificates and hands it out for preparation
+    /// (`SessionOutput.preparations`: decoding, entitlement, verification, opening); it is applied when it
+    /// comes back (`completeBatchPreparation`), after every batch before it.
     private func holdBatch(_ id: UInt32, _ certs: [Certificate], _ encoded: [[UInt8]], now: UInt64, _ out: inout SessionOutput) throws {
         let preparation = try withLink { link throws(SessionError) -> BatchPreparation in
-            let changes = try decodeBatch(id, encoded, link)
             if !certs.isEmpty {
                 replicator.learn(certificates: certs, now: now)
                 for c in certs where c.kind == .device { link.certificatesReceivedFor.insert(c.subject) }
@@ -1039,11 +1080,20 @@ public final class SyncSession {
             let ticket = link.inbound.nextTicket
             link.inbound.nextTicket += 1
             let verifier = replicator.verifier()
-            link.inbound.held.append(.batch(id: id, changes: changes, ticket: ticket, verifier: verifier))
+            link.inbound.held.append(.batch(id: id, ticket: ticket, verifier: verifier))
             link.inbound.batches += 1
-            return BatchPreparation(ticket: ticket, changes: changes, verifier: verifier, now: now)
+            return BatchPreparation(ticket: ticket, id: id, encoded: encoded, own: replicator.identity.certificate, peer: link.peer,
+                                    verifier: verifier, now: now)
         }
         out.preparations.append(preparation)
+    }
+
+    /// Applies a batch prepared elsewhere in its turn, or fails the session with why it is refused whole
+    /// (then nothing of it is stored, as when a session that prepares its own batches decodes it).
+    private func applyPrepared(_ id: UInt32, _ batch: PreparedBatch, _ verifier: ChangeVerifier, _ link: inout Link, now: UInt64,
+                               _ out: inout SessionOutput) throws {
+        if let failure = batch.failure { throw failure }
+        try applyBatch(id, batch.changes.map(\.change), prepared: (batch.changes, verifier), &link, now: now, &out)
     }
 
     /// Applies a batch of decoded changes, verified and opened here, or prepared elsewhere (`prepared`,
