@@ -98,10 +98,7 @@ public enum LongnanMap {
         let activity = try LogActivity.read(book.replicator.store)
         var newest: [String: Int64] = [:]
         for a in activity {
-            guard let t = a.newestAt, visible?(a.log.scope) ?? true else { continue }
-            let s = a.log.scope.segments
-            guard s.count >= 3 else { continue }
-            let station = s.prefix(3).joined(separator: "/")
+            guard let t = a.newestAt, visible?(a.log.scope) ?? true, let station = stationScope(a.log.scope) else { continue }
             newest[station] = max(newest[station] ?? .min, t)
         }
         let onMap = Set(geography.stations.map(\.scope))
@@ -120,58 +117,50 @@ public enum LongnanMap {
                                shownStations: shown)
     }
 
+    /// The station a scope is in: its first three segments (`longnan/wudu/station-017` of
+    /// `longnan/wudu/station-017/village-0412`), nil above a station. Cut from the path's bytes: splitting
+    /// the paths of a year's 10,000 logs into segments was a sixth of the map's time.
+    static func stationScope(_ scope: Scope) -> String? {
+        guard scope.depth >= 3 else { return nil }
+        let path = scope.path.utf8
+        var slashes = 0
+        for i in path.indices where path[i] == UInt8(ascii: "/") {
+            slashes += 1
+            if slashes == 3 { return String(scope.path[..<i]) }
+        }
+        return scope.path
+    }
+
     static func f(_ x: Double) -> String { String(format: "%.1f", x) }
 
-    /// Draws the map.
-    public static func svg(_ input: LongnanMapInput, geography: LongnanGeography = .standard) -> String {
+    /// Draws the map of another geography (its layout computed for this one map).
+    public static func svg(_ input: LongnanMapInput, geography: LongnanGeography) -> String {
+        svg(input, layout: LongnanMapLayout(geography: geography))
+    }
+
+    /// Draws the map: the geometry from `layout` (computed once per process for the standard geography), the
+    /// stations' colours, the incidents and the legend from `input`.
+    public static func svg(_ input: LongnanMapInput, layout: LongnanMapLayout = .standard) -> String {
         let h = HTMLText.escape
-        let stations = geography.stations
-        let lats = stations.map(\.position.latitude) + geography.counties.map(\.seat.latitude)
-        let lons = stations.map(\.position.longitude) + geography.counties.map(\.seat.longitude)
-        let proj = MapProjection(latitudes: lats, longitudes: lons)
-        let scale = min((width - left - legendWidth) / proj.widthKm, (height - top - bottom) / proj.heightKm)  // px per km
-        let px = { (lon: Double) in left + proj.x(lon) * scale }
-        let py = { (lat: Double) in height - bottom - proj.y(lat) * scale }
+        let stations = layout.geography.stations
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" font-family=\"sans-serif\" font-size=\"12\" role=\"img\">\n"
         s += "<title>\(h(input.title))</title>\n"
         s += "<text x=\"\(f(left))\" y=\"22\" font-size=\"15\" font-weight=\"bold\">\(h(input.title))</text>\n"
-        // County areas: the stations' Voronoi cells within the box plus a margin, tinted by county, a grey
-        // line where cells of two counties meet.
-        let tints = ["#dce6f4", "#f6e0da", "#dcf0d8", "#f5ecd2", "#e6ddf2", "#eadfd6", "#f4dcec", "#e4e4e4", "#ecf0d2", "#d6eef2"]
-        let margin = 6 / scale
-        let box = [(-margin, -margin), (proj.widthKm + margin, -margin), (proj.widthKm + margin, proj.heightKm + margin), (-margin, proj.heightKm + margin)]
-        let sites = stations.map { (proj.x($0.position.longitude), proj.y($0.position.latitude)) }
-        var borders = ""
-        s += "<g class=\"counties\">\n"
-        for (i, st) in stations.enumerated() {
-            let cell = Voronoi.cell(of: i, sites: sites, box: box)
-            guard cell.count >= 3 else { continue }
-            let tint = tints[st.county % tints.count]
-            s += "<polygon class=\"county-area\" points=\"\(cell.map { "\(f(left + $0.0 * scale)),\(f(height - bottom - $0.1 * scale))" }.joined(separator: " "))\" fill=\"\(tint)\" stroke=\"\(tint)\"/>\n"
-            for k in cell.indices {
-                let a = cell[k], b = cell[(k + 1) % cell.count]
-                guard let n = Voronoi.neighbour(across: a, b, of: i, sites: sites), n > i, stations[n].county != st.county else { continue }
-                borders += "<line class=\"county-border\" x1=\"\(f(left + a.0 * scale))\" y1=\"\(f(height - bottom - a.1 * scale))\" x2=\"\(f(left + b.0 * scale))\" y2=\"\(f(height - bottom - b.1 * scale))\" stroke=\"#8c8c8c\" stroke-width=\"0.8\"/>\n"
-            }
-        }
-        s += borders + "</g>\n<g class=\"stations\">\n"
-        for st in stations where input.shownStations?.contains(st.scope) ?? true {
+        s += layout.areas + "<g class=\"stations\">\n"
+        for (k, st) in stations.enumerated() where input.shownStations?.contains(st.scope) ?? true {
             let stale = input.newestChange[st.scope].map { max(0, input.now - $0) / 60_000 }
             let tip = st.scope + ": " + (stale.map { "newest change \(ReportTimeZone.minute(input.now - $0 * 60_000)), \($0) min ago" } ?? "nothing held")
-            s += "<circle class=\"station\" cx=\"\(f(px(st.position.longitude)))\" cy=\"\(f(py(st.position.latitude)))\" r=\"4\" fill=\"\(color(staleMinutes: stale))\" stroke=\"#333\" stroke-width=\"0.5\"><title>\(h(tip))</title></circle>\n"
+            let centre = layout.stationCentres[k]
+            s += "<circle class=\"station\" cx=\"\(centre.x)\" cy=\"\(centre.y)\" r=\"4\" fill=\"\(color(staleMinutes: stale))\" stroke=\"#333\" stroke-width=\"0.5\"><title>\(h(tip))</title></circle>\n"
         }
         s += "</g>\n<g class=\"incidents\">\n"
         for i in input.incidents.reversed() {  // the newest on top
-            let x = px(i.location.longitude), y = py(i.location.latitude)
+            let x = layout.x(i.location.longitude), y = layout.y(i.location.latitude)
             guard x.isFinite, y.isFinite else { continue }
             s += "<rect class=\"incident\" x=\"\(f(x - 2.5))\" y=\"\(f(y - 2.5))\" width=\"5\" height=\"5\" fill=\"\(priorityColors[i.priority] ?? "#000")\"><title>\(h("\(i.priority.name): \(i.summary) (\(i.id))"))</title></rect>\n"
         }
         s += "</g>\n"
-        for c in geography.counties {
-            let x = px(c.seat.longitude), y = py(c.seat.latitude)
-            s += "<circle class=\"seat\" cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"6\" fill=\"none\" stroke=\"black\"/>"
-            s += "<text class=\"county-label\" x=\"\(f(x + 9))\" y=\"\(f(y - 6))\">\(h("\(c.name) \(c.chineseName)"))</text>\n"
-        }
+        s += layout.seats
         // Legend.
         let lx = width - legendWidth + 20
         var y = top + 10
@@ -203,11 +192,82 @@ public enum LongnanMap {
             s += "<text class=\"off-map\" x=\"\(f(lx - 10))\" y=\"\(f(y))\" font-size=\"10\">\(input.offMap.count) station scope(s) not on the map<title>\(h(input.offMap.joined(separator: ", ")))</title></text>\n"
         }
         s += "</g>\n"
-        // Scale bar.
-        let bar = proj.scaleBarKm
-        let bx = left, by = height - bottom + 30
-        s += "<line class=\"scale-bar\" x1=\"\(f(bx))\" y1=\"\(f(by))\" x2=\"\(f(bx + bar * scale))\" y2=\"\(f(by))\" stroke=\"black\" stroke-width=\"2\"/>\n"
-        s += "<text x=\"\(f(bx + bar * scale + 6))\" y=\"\(f(by + 4))\">\(String(format: "%g", bar)) km</text>\n"
+        s += layout.scaleBar
         return s + "</svg>\n"
     }
+}
+
+/// The parts of the map that depend only on the geography, drawn once: the projection and scale, the county
+/// areas (the stations' Voronoi cells, O(n²) in the stations) and borders, the stations' positions, the
+/// county seats and their labels, and the scale bar. `LongnanMap.svg` adds what depends on the store.
+public struct LongnanMapLayout: Sendable {
+    /// The geography drawn.
+    public let geography: LongnanGeography
+    let projection: MapProjection
+    /// Pixels per km.
+    let scale: Double
+    /// The county areas and borders: the whole `counties` group.
+    let areas: String
+    /// Each station's centre (`cx`, `cy` attribute values), in station order.
+    let stationCentres: [(x: String, y: String)]
+    /// The county seats and their labels.
+    let seats: String
+    /// The scale bar and its label.
+    let scaleBar: String
+
+    /// The layout of the standard geography, computed once per process (at its first use).
+    public static let standard = LongnanMapLayout(geography: .standard)
+
+    /// Computes the layout of `geography`.
+    public init(geography: LongnanGeography) {
+        typealias M = LongnanMap
+        let f = M.f, h = HTMLText.escape
+        let (width, height, left, top, bottom, legendWidth) = (M.width, M.height, M.left, M.top, M.bottom, M.legendWidth)
+        self.geography = geography
+        let stations = geography.stations
+        let lats = stations.map(\.position.latitude) + geography.counties.map(\.seat.latitude)
+        let lons = stations.map(\.position.longitude) + geography.counties.map(\.seat.longitude)
+        let proj = MapProjection(latitudes: lats, longitudes: lons)
+        let scale = min((width - left - legendWidth) / proj.widthKm, (height - top - bottom) / proj.heightKm)  // px per km
+        projection = proj
+        self.scale = scale
+        // County areas: the stations' Voronoi cells within the box plus a margin, tinted by county, a grey
+        // line where cells of two counties meet.
+        let tints = ["#dce6f4", "#f6e0da", "#dcf0d8", "#f5ecd2", "#e6ddf2", "#eadfd6", "#f4dcec", "#e4e4e4", "#ecf0d2", "#d6eef2"]
+        let margin = 6 / scale
+        let box = [(-margin, -margin), (proj.widthKm + margin, -margin), (proj.widthKm + margin, proj.heightKm + margin), (-margin, proj.heightKm + margin)]
+        let sites = stations.map { (proj.x($0.position.longitude), proj.y($0.position.latitude)) }
+        var s = "<g class=\"counties\">\n", borders = ""
+        for (i, st) in stations.enumerated() {
+            let cell = Voronoi.cell(of: i, sites: sites, box: box)
+            guard cell.count >= 3 else { continue }
+            let tint = tints[st.county % tints.count]
+            s += "<polygon class=\"county-area\" points=\"\(cell.map { "\(f(left + $0.0 * scale)),\(f(height - bottom - $0.1 * scale))" }.joined(separator: " "))\" fill=\"\(tint)\" stroke=\"\(tint)\"/>\n"
+            for k in cell.indices {
+                let a = cell[k], b = cell[(k + 1) % cell.count]
+                guard let n = Voronoi.neighbour(across: a, b, of: i, sites: sites), n > i, stations[n].county != st.county else { continue }
+                borders += "<line class=\"county-border\" x1=\"\(f(left + a.0 * scale))\" y1=\"\(f(height - bottom - a.1 * scale))\" x2=\"\(f(left + b.0 * scale))\" y2=\"\(f(height - bottom - b.1 * scale))\" stroke=\"#8c8c8c\" stroke-width=\"0.8\"/>\n"
+            }
+        }
+        areas = s + borders + "</g>\n"
+        let px = { (lon: Double) in left + proj.x(lon) * scale }
+        let py = { (lat: Double) in height - bottom - proj.y(lat) * scale }
+        stationCentres = stations.map { (f(px($0.position.longitude)), f(py($0.position.latitude))) }
+        var seats = ""
+        for c in geography.counties {
+            let x = px(c.seat.longitude), y = py(c.seat.latitude)
+            seats += "<circle class=\"seat\" cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"6\" fill=\"none\" stroke=\"black\"/>"
+            seats += "<text class=\"county-label\" x=\"\(f(x + 9))\" y=\"\(f(y - 6))\">\(h("\(c.name) \(c.chineseName)"))</text>\n"
+        }
+        self.seats = seats
+        let bar = proj.scaleBarKm
+        let bx = left, by = height - bottom + 30
+        scaleBar = "<line class=\"scale-bar\" x1=\"\(f(bx))\" y1=\"\(f(by))\" x2=\"\(f(bx + bar * scale))\" y2=\"\(f(by))\" stroke=\"black\" stroke-width=\"2\"/>\n"
+            + "<text x=\"\(f(bx + bar * scale + 6))\" y=\"\(f(by + 4))\">\(String(format: "%g", bar)) km</text>\n"
+    }
+
+    /// The map's x of a longitude, pixels.
+    func x(_ longitude: Double) -> Double { LongnanMap.left + projection.x(longitude) * scale }
+    /// The map's y of a latitude, pixels.
+    func y(_ latitude: Double) -> Double { LongnanMap.height - LongnanMap.bottom - projection.y(latitude) * scale }
 }

@@ -22,19 +22,16 @@ public struct LogActivity: Sendable, Equatable {
     /// Held changes above `receipted`: not receipted by HQ yet.
     public var unreceipted: UInt64
 
-    /// Every log the store holds, in log order.
+    /// Every log the store holds, in log order (`SyncStore.logSummaries()`: one read on a SQLite store).
     /// - Throws: store errors.
     public static func read(_ store: any SyncStore) throws -> [LogActivity] {
-        var out: [LogActivity] = []
-        for (log, intervals) in try store.holdings().sorted(by: { $0.key < $1.key }) {
-            guard let newest = intervals.ranges.last?.upperBound else { continue }
-            let at = try store.changeKeys(log, in: newest...newest).first.map { Int64(clamping: $0.hlc.milliseconds) }
-            let receipted = try store.receipted(log)
+        try store.logSummaries().map { l in
+            let receipted = l.receipted
             var above: UInt64 = 0
-            for r in intervals.ranges where r.upperBound > receipted { above += r.upperBound - max(r.lowerBound, receipted + 1) + 1 }
-            out.append(LogActivity(log: log, held: intervals.count, newestSeq: newest, newestAt: at, receipted: receipted, unreceipted: above))
+            for r in l.held.ranges where r.upperBound > receipted { above += r.upperBound - max(r.lowerBound, receipted + 1) + 1 }
+            return LogActivity(log: l.log, held: l.held.count, newestSeq: l.held.ranges.last?.upperBound ?? 0,
+                               newestAt: l.newest.map { Int64(clamping: $0.hlc.milliseconds) }, receipted: receipted, unreceipted: above)
         }
-        return out
     }
 }
 

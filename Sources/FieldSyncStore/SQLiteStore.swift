@@ -693,6 +693,36 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         }
     }
 
+    /// One read: the logs table, and one seek by `changes_position` (a prepared statement reused) per log for
+    /// its newest change's key.
+    public func logSummaries() throws -> [LogSummary] {
+        try io {
+            try db.read { db in
+                let newest = try db.cachedStatement(sql: """
+                    SELECT hlc, content_type, priority FROM changes WHERE author = ? AND scope = ? AND seq = ? AND evicted = 0
+                    """)
+                var out: [LogSummary] = []
+                for row in try Row.fetchAll(db, sql: "SELECT author, scope, intervals, receipted FROM logs") {
+                    let held = try HeldIntervals(canonicalBytes: [UInt8](try row.decode(Data.self, forColumn: "intervals")))
+                    guard let top = held.ranges.last?.upperBound else { continue }
+                    let log = try Self.log(row)
+                    var key: StoredChangeKey?
+                    if let k = try Row.fetchOne(newest, arguments: [row["author"] as Data, log.scope.path, Int64(bitPattern: top)]) {
+                        let rawPriority = try k.decode(Int.self, atIndex: 2)
+                        guard let priority = UInt8(exactly: rawPriority).flatMap(Priority.init(rawValue:)) else {
+                            throw StoreError(.badDatabase, "priority column \(rawPriority) is not a priority")
+                        }
+                        key = StoredChangeKey(log: log, seq: top, hlc: HLCTimestamp(raw: UInt64(bitPattern: try k.decode(Int64.self, atIndex: 0))),
+                                              contentType: ContentType(rawValue: UInt8(try k.decode(Int.self, atIndex: 1))), priority: priority)
+                    }
+                    out.append(LogSummary(log: log, held: held, newest: key,
+                                          receipted: UInt64(try row.decode(Int64.self, forColumn: "receipted"))))
+                }
+                return out.sorted { $0.log < $1.log }
+            }
+        }
+    }
+
     public func status() throws -> StoreStatus {
         try io {
             try db.read { db in

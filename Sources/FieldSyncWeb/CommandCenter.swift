@@ -139,9 +139,11 @@ public final class CommandCenter: Sendable {
     public func start(logger: Logger = Logger(label: "fieldsync.web")) async throws -> Int {
         let router = buildRouter()
         let (bound, cont) = AsyncStream.makeStream(of: Int.self)
+        var serverLogger = logger
+        serverLogger.handler = StopLineLogHandler(base: logger.handler)
         let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port)),
                               onServerRunning: { channel in cont.yield(channel.localAddress?.port ?? 0); cont.finish() },
-                              logger: logger)
+                              logger: serverLogger)
         let task = Task(executorPreference: options.executor) {
             defer { cont.finish() }  // a failed bind ends the wait below
             try await app.run()
@@ -158,7 +160,10 @@ public final class CommandCenter: Sendable {
         return port
     }
 
-    /// Stops the server (open live streams end).
+    /// Stops the server (open live streams end): cancels its task, at once. The line Hummingbird's server logs
+    /// at error level when its task is cancelled ("Waiting on child channel: CancellationError()") is the stop,
+    /// not a failure: `StopLineLogHandler` logs it at debug level. (A graceful shutdown through a ServiceGroup
+    /// took up to 352 s to return under load, e9aebb2.)
     public func stop() async {
         guard let task = running.withLockedValue({ r -> Task<Void, any Error>? in defer { r.task = nil }; return r.task }) else { return }
         task.cancel()
@@ -167,4 +172,42 @@ public final class CommandCenter: Sendable {
 
     func streamOpened() { running.withLockedValue { $0.streams += 1 } }
     func streamClosed() { running.withLockedValue { $0.streams -= 1 } }
+}
+
+/// The command center's log handler around the caller's: the one line Hummingbird's server writes at error
+/// level when `stop()` cancels it, "Waiting on child channel: CancellationError()" (its accept loop ended by
+/// the cancellation the stop asked for), goes at debug level; everything else passes unchanged.
+struct StopLineLogHandler: LogHandler {
+    var base: any LogHandler
+
+    var metadata: Logger.Metadata {
+        get { base.metadata }
+        set { base.metadata = newValue }
+    }
+    var logLevel: Logger.Level {
+        get { base.logLevel }
+        set { base.logLevel = newValue }
+    }
+    var metadataProvider: Logger.MetadataProvider? {
+        get { base.metadataProvider }
+        set { base.metadataProvider = newValue }
+    }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { base[metadataKey: key] }
+        set { base[metadataKey: key] = newValue }
+    }
+
+    /// Whether `message` at `level` is the line a cancelled server logs at stop.
+    static func isStopLine(_ level: Logger.Level, _ message: Logger.Message) -> Bool {
+        level == .error && message.description == "Waiting on child channel: \(CancellationError())"
+    }
+
+    func log(event: LogEvent) {
+        var event = event
+        if Self.isStopLine(event.level, event.message) {
+            event.level = .debug
+            guard base.logLevel <= .debug else { return }
+        }
+        base.log(event: event)
+    }
 }

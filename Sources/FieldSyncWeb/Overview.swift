@@ -30,9 +30,11 @@ struct OverviewModel: Sendable {
         var m = OverviewModel()
         let today = TimeText.startOfDay(now, offsetMinutes: offsetMinutes)
         let weekStart = today - 6 * 86_400_000
+        // The week ends with today: an incident or visit dated later (a device's clock ahead) is not this week's.
+        let weekEnd = today + 86_400_000
         let scopes: [Scope?] = op.scopes.isEmpty ? [nil] : op.scopes
         for s in scopes {
-            let week = try book.records(RecordQuery(kind: .incident, scope: s, since: weekStart)).compactMap { r -> (IncidentRow, Record)? in
+            let week = try book.records(RecordQuery(kind: .incident, scope: s, since: weekStart, until: weekEnd)).compactMap { r -> (IncidentRow, Record)? in
                 guard let row = IncidentRow(r), op.mayRead(r.scope) else { return nil }
                 return (row, r)
             }
@@ -57,7 +59,7 @@ struct OverviewModel: Sendable {
             let rows = open.compactMap(IncidentRow.init).filter { op.mayRead((try? Scope($0.scope)) ?? .unsafeRoot) }
             m.openCount += rows.count
             m.open += rows
-            for r in try book.records(RecordQuery(kind: .visit, scope: s, since: weekStart)) where op.mayRead(r.scope) {
+            for r in try book.records(RecordQuery(kind: .visit, scope: s, since: weekStart, until: weekEnd)) where op.mayRead(r.scope) {
                 let seg = r.scope.segments
                 let county = seg.count > 1 ? seg[1] : ""
                 m.visits[county, default: 0] += 1

@@ -100,9 +100,9 @@ private func commandCenterBenchmark(changes: Int) throws -> [BenchResult] {
     }
     let weekStart = day.start - 6 * 86_400_000
     let open = "SELECT id, sealed FROM records WHERE kind = 'incident' AND status BETWEEN 0 AND \(Incident.Status.onScene.rawValue) AND deleted = 0 ORDER BY event_time DESC, id DESC LIMIT 5000"
-    let overviewPlain = plain([("SELECT id, sealed FROM records WHERE kind = 'incident' AND event_time >= ? AND deleted = 0", [weekStart]),
+    let overviewPlain = plain([("SELECT id, sealed FROM records WHERE kind = 'incident' AND event_time >= ? AND event_time < ? AND deleted = 0", [weekStart, day.end]),
                                (open, []),
-                               ("SELECT id, sealed FROM records WHERE kind = 'visit' AND event_time >= ? AND deleted = 0", [weekStart])])
+                               ("SELECT id, sealed FROM records WHERE kind = 'visit' AND event_time >= ? AND event_time < ? AND deleted = 0", [weekStart, day.end])])
     let listPlain = plain([("SELECT id, sealed FROM records WHERE kind = 'incident' AND deleted = 0 ORDER BY event_time DESC, id DESC LIMIT 50", [])])
     let lookback = day.start - 14 * 86_400_000
     let reportPlain = plain([("SELECT id, sealed FROM records WHERE kind = 'incident' AND event_time >= ? AND event_time < ? AND deleted = 0", [lookback, day.end]),

@@ -1,5 +1,6 @@
 import FieldSync
 import FieldSyncCore
+import FieldSyncCrypto
 import FieldSyncGeo
 import FieldSyncNode
 import FieldSyncProtocol
@@ -72,6 +73,45 @@ import FoundationXML
         // Well-formed XML: it parses.
         let parser = XMLParser(data: Data(svg.utf8))
         #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+    }
+
+    /// The map's fixed geometry (the county areas: 202 Voronoi cells, O(n²); the borders, seats and scale bar)
+    /// is drawn once per process (`LongnanMapLayout.standard`); a map costs only what depends on the store.
+    /// The output is byte for byte what the map drew when it computed everything on every request (the digest
+    /// below; checked against that code, 5604a29), and five maps cost less than computing the layout once.
+    @Test func theMapsFixedGeometryIsDrawnOnceAndItsOutputIsUnchanged() throws {
+        let geo = LongnanGeography.standard
+        let now: Int64 = 1_780_000_000_000
+        var newest: [String: Int64] = [:]
+        for (k, st) in geo.stations.enumerated() where k % 3 != 0 {
+            newest[st.scope] = now - Int64(k) * 7 * 60_000  // from fresh to about a day stale
+        }
+        var incidents: [MapIncident] = []
+        for k in 0..<40 {
+            let st = geo.stations[(k * 37) % geo.stations.count]
+            incidents.append(MapIncident(id: RecordID(ID128(high: 1, low: UInt64(k))), priority: Priority.allCases[k % Priority.allCases.count],
+                                         location: GeoPoint(latitude: st.position.latitude + 0.01, longitude: st.position.longitude - 0.01),
+                                         summary: "incident \(k) <b>&</b>"))
+        }
+        let all = LongnanMapInput(newestChange: newest, incidents: incidents, incidentsLeftOff: 3, offMap: ["longnan/wudu/station-999"],
+                                  now: now, title: "Longnan: stations by staleness")
+        var wudu = all
+        wudu.shownStations = Set(geo.stations.map(\.scope).filter { $0.hasPrefix("longnan/wudu/") })
+        let drawn = LongnanMap.svg(all) + LongnanMap.svg(wudu)
+        let digest = try BLAKE2b.hash(Array(drawn.utf8)).map { String(format: "%02x", $0) }.joined()
+        #expect(digest == "df7d6791c32692550a2ed96f0125d64d3c913dcd35c064716ee36d25cea6256b", "the map's output changed")
+        // Drawing again costs only the per-request part: five maps, less than one layout.
+        let clock = ContinuousClock()
+        let layoutStart = clock.now
+        let layout = LongnanMapLayout(geography: .standard)
+        let layoutTook = clock.now - layoutStart
+        #expect(LongnanMap.svg(all, layout: layout) == LongnanMap.svg(all))
+        let start = clock.now
+        var bytes = 0
+        for _ in 0..<5 { bytes += LongnanMap.svg(all).utf8.count }
+        let took = clock.now - start
+        #expect(bytes == 5 * LongnanMap.svg(all).utf8.count)
+        #expect(took < layoutTook, "5 maps took \(took), one layout \(layoutTook)")
     }
 
     /// Longitude is scaled by the cosine of the latitude: a kilometre east is as long on the map as a

@@ -55,6 +55,30 @@ import Testing
         }
     }
 
+    /// The map's geometry is drawn once per process (`LongnanMapLayout.standard`), its data on every request: a
+    /// station with nothing held is grey on the first map, and green with its newest change on the next one
+    /// after a change of its scope arrives; a new open incident is drawn too.
+    @Test(.timeLimit(.minutes(2))) func aSecondMapShowsWhatArrivedSinceTheFirst() async throws {
+        try await CommandCenterHTTPTests.withCenter { _, app, _, port in
+            let c = WebClient(port: port)
+            try c.login("alice")
+            func station017(_ svg: String) -> String? {
+                guard let tip = svg.range(of: "<title>longnan/wudu/station-017: "),
+                      let circle = svg[..<tip.lowerBound].range(of: "<circle class=\"station\"", options: .backwards) else { return nil }
+                return String(svg[circle.lowerBound...].prefix { $0 != "\n" })
+            }
+            let before = try c.send("GET", "/map.svg")
+            #expect(before.status == 200)
+            let first = try #require(station017(before.body))
+            #expect(first.contains("fill=\"\(LongnanMap.noneColor)\"") && first.contains("nothing held"), "\(first)")
+            let written = try await app.createIncident(WebFixtures.draft("Rockfall on the road to the station", priority: .high))
+            let after = try c.send("GET", "/map.svg")
+            let second = try #require(station017(after.body))
+            #expect(second.contains("fill=\"#2ca02c\"") && second.contains("newest change"), "\(second)")
+            #expect(!before.body.contains(written.record.id.description) && after.body.contains(written.record.id.description))
+        }
+    }
+
     @Test(.timeLimit(.minutes(2))) func theUnitsPageListsDevicesAndRaisesAlarmsWithinTheOperatorsScopes() async throws {
         let clock = FakeClock()
         try await CommandCenterHTTPTests.withCenter(clock: clock, lifetime: 7 * 86_400_000, configure: { _, o in o.unitSilentMinutes = 120 }) {

@@ -6,6 +6,7 @@ import FieldSyncProtocol
 import FieldSyncTestSupport
 import FieldSyncWeb
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -88,7 +89,7 @@ struct WebFixtures {
         try a.save(path: usersPath)
     }
 
-    func center(_ app: FieldSyncApp, clock: (@Sendable () -> UInt64)? = nil, lifetime: UInt64 = 3_600_000,
+    func center(_ app: FieldSyncApp, clock: (@Sendable () -> UInt64)? = nil, lifetime: UInt64 = 3_600_000, logger: Logger? = nil,
                 configure: (inout CommandCenterOptions) -> Void = { _ in }) async throws -> CommandCenter {
         var o = CommandCenterOptions(usersPath: usersPath, accessLogPath: accessLogPath)
         configure(&o)
@@ -97,7 +98,7 @@ struct WebFixtures {
         o.executor = OwnThreadExecutor.shared  // not the cooperative pool, which blocking tests hold in a full run
         if let clock { o.clock = clock }
         let c = try await CommandCenter(app: app, options: o)
-        try await c.start()
+        if let logger { try await c.start(logger: logger) } else { try await c.start() }
         return c
     }
 

@@ -345,6 +345,16 @@ extension SyncStore {
     /// Default: the keys of `holdings()`, sorted.
     public func orderedLogs() throws -> [LogID] { try holdings().keys.sorted() }
 
+    /// Default: `holdings()`, then `changeKeys(_:in:)` of each log's last held seq and `receipted(_:)`.
+    public func logSummaries() throws -> [LogSummary] {
+        var out: [LogSummary] = []
+        for (log, held) in try holdings().sorted(by: { $0.key < $1.key }) {
+            guard let top = held.ranges.last?.upperBound else { continue }
+            out.append(LogSummary(log: log, held: held, newest: try changeKeys(log, in: top...top).first, receipted: try receipted(log)))
+        }
+        return out
+    }
+
     /// Default: the changes of each record's `history(of:)`, arrival times unknown (a store that keeps
     /// them overrides it).
     public func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]] {
@@ -368,6 +378,27 @@ extension SyncStore {
             intervals.append(HeldInterval(start: UInt32(r.lowerBound), end: UInt32(r.upperBound), endHash: h))
         }
         return intervals.isEmpty ? nil : LogHoldings(log: log, intervals: intervals)
+    }
+}
+
+/// One log as a reading node's pages show it (`LogActivity`: the command center's map and units page): what
+/// is held, the key of the newest held change, HQ's receipt.
+public struct LogSummary: Sendable, Equatable {
+    /// The log.
+    public var log: LogID
+    /// What is held of it (never empty).
+    public var held: HeldIntervals
+    /// The key of the change at the end of `held` (nil if its bytes were evicted).
+    public var newest: StoredChangeKey?
+    /// The highest seq HQ has receipted (0 if none).
+    public var receipted: UInt64
+
+    /// Creates a summary.
+    public init(log: LogID, held: HeldIntervals, newest: StoredChangeKey?, receipted: UInt64) {
+        self.log = log
+        self.held = held
+        self.newest = newest
+        self.receipted = receipted
     }
 }
 
@@ -423,6 +454,11 @@ public protocol SyncStore: AnyObject {
     func forks(of log: LogID) throws -> [ForkEvidence]
     /// The highest seq of `log` HQ has receipted (0 if none).
     func receipted(_ log: LogID) throws -> UInt64
+    /// Every log that holds something, in `LogID` order: its held intervals, the key of its newest held change
+    /// and HQ's receipt (what `holdings()`, `changeKeys(_:in:)` of each log's last seq and `receipted(_:)`
+    /// give, in one read: a year's store at HQ has about 10,000 logs, and a page that asks it log by log
+    /// spends seconds).
+    func logSummaries() throws -> [LogSummary]
     /// Every certificate kept by `commit` (authors of held changes), in no particular order: what a
     /// node re-reads on start (`Replicator.restoreCertificates`) to keep forwarding what it holds.
     func certificates() throws -> [Certificate]
