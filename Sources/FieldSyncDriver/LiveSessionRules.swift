@@ -129,12 +129,12 @@ public struct RefusedRetry: Sendable, Equatable {
     }
 }
 
-/// The keep-alive of live sessions (Protocols/sync.md §4.1, `SessionMessage.keepAlive`): a live side
-/// that sent nothing for `interval` sends a keep-alive (a small sealed frame), so an idle link stays open
-/// instead of being closed and handshaked again, and a side that heard nothing from its peer for
-/// `deadAfter` takes the peer for gone (powered off, out of range, hung, a half-open TCP connection) and
-/// cuts the connection. With both sides sending, a healthy peer is heard at least every `interval` plus
-/// the link's delay.
+/// The keep-alive of live sessions (Protocols/sync.md §4.1, `SessionMessage.keepAlive`): an idle link
+/// carries a keep-alive (a small sealed frame) about every `interval`, so it stays open instead of being
+/// closed and handshaked again, and a side that heard nothing from its peer for `deadAfter` takes the
+/// peer for gone (powered off, out of range, hung, a half-open TCP connection) and cuts the connection.
+/// The two sides take turns (`LiveSessionRules.keepAlive`): one keep-alive per interval on the link, not
+/// one per side, and each side still hears its peer at least every `alone` plus the link's delay.
 public struct KeepAlivePolicy: Sendable, Equatable {
     /// A live side that sent nothing for this long sends a keep-alive (ms).
     public var interval: UInt64
@@ -155,6 +155,18 @@ public struct KeepAlivePolicy: Sendable, Equatable {
     /// keep-alive bytes (5 minutes: 6.5 MB a simulated day of `longnan`, more than the changes' own
     /// minimum), while TCP keepalive already notices a host that is gone within about 2 minutes.
     public static let `default` = KeepAlivePolicy(interval: 600_000, deadAfter: 1_500_000)
+
+    /// A side that sent nothing for this long sends a keep-alive even when it is not its turn (ms): twice
+    /// the interval, but always at least half an interval before `deadAfter` (so a healthy peer taking
+    /// turns is never taken for gone behind a link's delay), and never less than the interval (with
+    /// `deadAfter` below one and a half intervals both sides send every interval, as without turns).
+    /// The default: 20 minutes, 5 before the 25-minute `deadAfter`.
+    public var alone: UInt64 { max(interval, min(2 * interval, deadAfter - interval / 2)) }
+
+    /// How long the side whose turn it is waits after the last frame either way (ms): the interval for the
+    /// side that opened the connection, an eighth more for the other, so that two sides that sent at the
+    /// same moment (frames crossing) fall into turns instead of crossing again every interval.
+    public func turnWait(initiator: Bool) -> UInt64 { initiator ? interval : interval + interval / 8 }
 }
 
 /// What the keep-alive rule says about one live session now.
@@ -176,13 +188,27 @@ extension LiveSessionRules {
     }
 
     /// The keep-alive rule of a live session (`KeepAlivePolicy`). `lastSent` and `lastReceived` are when
-    /// this side last wrote and last read bytes of the session (ms, the caller's clock); a clock that went
-    /// back counts as no time passed.
-    public static func keepAlive(now: UInt64, lastSent: UInt64, lastReceived: UInt64, policy: KeepAlivePolicy) -> KeepAliveDecision {
+    /// this side last wrote and last read a frame of the session (ms, the caller's clock); a clock that
+    /// went back counts as no time passed. `initiator`: this side opened the connection.
+    ///
+    /// The sides take turns: it is this side's turn when the peer's last frame came after (or with) this
+    /// side's last one, and it then sends once the link was quiet both ways for `turnWait`. So on an idle
+    /// link the sides alternate, one keep-alive per interval in all, and each hears the other about every
+    /// two intervals. A side sends regardless of turn after `alone` without sending: a peer that never
+    /// takes its turn (one that sends every interval by the rule without turns, or a frame of ours it has
+    /// not seen yet) still hears from us before its `deadAfter`.
+    public static func keepAlive(now: UInt64, lastSent: UInt64, lastReceived: UInt64, initiator: Bool,
+                                 policy: KeepAlivePolicy) -> KeepAliveDecision {
         let heard = now > lastReceived ? now - lastReceived : 0
         if heard >= policy.deadAfter { return .peerGone(silentFor: heard) }
         let said = now > lastSent ? now - lastSent : 0
-        if said >= policy.interval { return .send }
-        return .recheck(at: min(now + (policy.interval - said), now + (policy.deadAfter - heard)))
+        if said >= policy.alone { return .send }
+        var next = min(now + (policy.alone - said), now + (policy.deadAfter - heard))
+        if lastReceived >= lastSent {
+            let quiet = min(said, heard), wait = policy.turnWait(initiator: initiator)
+            if quiet >= wait { return .send }
+            next = min(next, now + (wait - quiet))
+        }
+        return .recheck(at: next)
     }
 }

@@ -308,11 +308,20 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The peer is heard when a whole frame of it was handled (`SyncSession.framesReceived`), not when
     /// bytes arrive: a frame that never completes (a corrupted length prefix, a peer trickling a large
     /// frame a byte at a time) must not keep the keep-alive's `deadAfter` from cutting the session.
+    /// A frame heard after this side's last one makes it this side's turn to send the next keep-alive
+    /// (`LiveSessionRules.keepAlive`): the keep-alive timer, set for the later time that applied while it
+    /// was the peer's turn, is set again.
     private func noteFramesHeard() {
         let frames = session.framesReceived
         guard frames != framesHeard else { return }
         framesHeard = frames
+        let peersTurn = lastReceived < lastSent
         lastReceived = clock()
+        if peersTurn, lastReceived >= lastSent, let timer = keepAliveTimer, let context {
+            timer.cancel()
+            keepAliveTimer = nil
+            watchKeepAlive(context: context)
+        }
     }
 
     /// After the session took input (bytes, or a batch prepared elsewhere): batches to prepare, bytes to
@@ -496,7 +505,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private func watchKeepAlive(context: ChannelHandlerContext) {
         guard let policy = keepAlive, keepAliveTimer == nil, !closing, !completed, session.isLive else { return }
         let now = clock()
-        switch LiveSessionRules.keepAlive(now: now, lastSent: lastSent, lastReceived: lastReceived, policy: policy) {
+        switch LiveSessionRules.keepAlive(now: now, lastSent: lastSent, lastReceived: lastReceived,
+                                             initiator: initiator, policy: policy) {
         case .send:
             result.keepAlivesSent += 1
             act(on: session.keepAlive(now: now), context: context)

@@ -147,13 +147,14 @@ import Testing
     /// Bug 4, made time-based: the engine calls the hook every 256 events and the CLI decides by the wall
     /// clock. With the hook every 2^14 events, a debug run of the `fieldsync` agent (13.7k events a wall
     /// second on longnan-small with stand-in crypto; slower with real crypto) could redraw at best every
-    /// 1.2 s; this 0.05-day run (1,136 events) got 1 call, at the end; 5 now.
+    /// 1.2 s; this 0.05-day run (1,136 events then, 922 since keep-alives take turns) got 1 call, at the
+    /// end; 3 or more now.
     @Test func fieldSyncRunsCallTheProgressHookEvery256Events() throws {
         let (f, path) = try shippedScenario("longnan-small", days: 0.05)
         nonisolated(unsafe) var calls: [UInt64] = []
         let sim = runFieldSync(scenario: try makeScenario(f, seed: 1, path: path), seed: 1, crypto: .standIn,
                                options: RunOptions(oracleSampleEvery: 0)) { _, events in calls.append(events) }
-        #expect(sim.eventsProcessed > 1_000)
+        #expect(sim.eventsProcessed > 768, "enough events for three calls")
         let gaps = zip(calls.dropFirst(), calls).map { $0 - $1 }
         #expect((gaps.max() ?? .max) <= 256, "\(calls.count) calls for \(sim.eventsProcessed) events")
         #expect(UInt64(calls.count) >= sim.eventsProcessed / 256, "\(calls.count) calls for \(sim.eventsProcessed) events")

@@ -121,24 +121,95 @@ import Testing
         #expect(LiveSessionRules.idle(now: .max / 2, lastTraffic: 0, isIdle: true, limit: nil) == .keep)
     }
 
-    /// The keep-alive (issue 14: idle links were closed and handshaked again every 10 minutes): a side that
-    /// sent nothing for `interval` sends one; a side that heard nothing for `deadAfter` takes the peer for
-    /// gone; otherwise it looks again at the earlier of the two; a clock that went back is no time passed.
+    /// The keep-alive (issue 14: idle links were closed and handshaked again every 10 minutes): the side
+    /// whose turn it is (the peer spoke last) sends once the link was quiet for `interval` (an eighth more
+    /// for the side that did not open the connection); any side sends after `alone` without sending; a side
+    /// that heard nothing for `deadAfter` takes the peer for gone; otherwise it looks again at the earliest
+    /// of these; a clock that went back is no time passed.
     @Test func aLiveSessionSendsKeepAlivesAndCutsAPeerItNoLongerHears() {
         let p = KeepAlivePolicy(interval: 600_000, deadAfter: 1_500_000)
         #expect(DriverPolicy().liveKeepAlive == p, "the node's default")
-        #expect(LiveSessionRules.keepAlive(now: 100_000, lastSent: 0, lastReceived: 0, policy: p) == .recheck(at: 600_000))
-        #expect(LiveSessionRules.keepAlive(now: 600_000, lastSent: 0, lastReceived: 0, policy: p) == .send)
-        // Sent at 600 s, the peer's keep-alive arrived at 610 s: next at 1,200 s (sending), not the deadline.
-        #expect(LiveSessionRules.keepAlive(now: 600_000, lastSent: 600_000, lastReceived: 10_000, policy: p) == .recheck(at: 1_200_000))
-        #expect(LiveSessionRules.keepAlive(now: 1_400_000, lastSent: 1_200_000, lastReceived: 10_000, policy: p) == .recheck(at: 1_510_000),
-                "the deadline comes before the next keep-alive")
-        #expect(LiveSessionRules.keepAlive(now: 1_510_000, lastSent: 1_200_000, lastReceived: 10_000, policy: p) == .peerGone(silentFor: 1_500_000))
-        #expect(LiveSessionRules.keepAlive(now: 5_000, lastSent: 9_000, lastReceived: 9_000, policy: p) == .recheck(at: 605_000),
-                "the clock went back 4 s: a full interval from now")
+        #expect(p.alone == 1_200_000 && p.turnWait(initiator: true) == 600_000 && p.turnWait(initiator: false) == 675_000)
+        func rule(_ now: UInt64, sent: UInt64, heard: UInt64, initiator: Bool = true) -> KeepAliveDecision {
+            LiveSessionRules.keepAlive(now: now, lastSent: sent, lastReceived: heard, initiator: initiator, policy: p)
+        }
+        // Both sides' last frames at 0 (the session went live): each side's turn, the opener's first.
+        #expect(rule(100_000, sent: 0, heard: 0) == .recheck(at: 600_000))
+        #expect(rule(600_000, sent: 0, heard: 0) == .send)
+        #expect(rule(600_000, sent: 0, heard: 0, initiator: false) == .recheck(at: 675_000))
+        // Sent at 600 s, the peer's frame came before it (10 s): the peer's turn; ours again only after
+        // `alone` (1,200 s) unless the peer speaks.
+        #expect(rule(600_000, sent: 600_000, heard: 10_000) == .recheck(at: 1_510_000), "the deadline (10 + 1,500 s) before alone (600 + 1,200 s)")
+        #expect(rule(1_400_000, sent: 1_200_000, heard: 10_000) == .recheck(at: 1_510_000), "the deadline comes before the next keep-alive")
+        #expect(rule(1_510_000, sent: 1_200_000, heard: 10_000) == .peerGone(silentFor: 1_500_000))
+        // The peer's keep-alive came at 1,210 s after ours at 600 s: our turn, at 1,810 s.
+        #expect(rule(1_300_000, sent: 600_000, heard: 1_210_000) == .recheck(at: 1_800_000), "alone (600 + 1,200) comes first")
+        #expect(rule(1_300_000, sent: 1_000_000, heard: 1_210_000) == .recheck(at: 1_810_000))
+        #expect(rule(1_810_000, sent: 1_000_000, heard: 1_210_000) == .send)
+        #expect(rule(5_000, sent: 9_000, heard: 9_000) == .recheck(at: 605_000), "the clock went back 4 s: a full interval from now")
+        // A deadline below one and a half intervals: every side sends every interval, turns or not.
+        let tight = KeepAlivePolicy(interval: 600_000, deadAfter: 800_000)
+        #expect(tight.alone == 600_000)
+        #expect(LiveSessionRules.keepAlive(now: 600_000, lastSent: 0, lastReceived: 500_000, initiator: true, policy: tight) == .send)
         // With keep-alive on, the idle close does not apply; without it, the configured limit does.
         #expect(LiveSessionRules.idleLimit(liveIdle: 600_000, keepAlive: p) == nil)
         #expect(LiveSessionRules.idleLimit(liveIdle: 600_000, keepAlive: nil) == 600_000)
+    }
+
+    /// Two sides running the keep-alive rule over an idle link with a delay, from frames that crossed (both
+    /// sent at the same moment): they fall into turns, one keep-alive per interval on the link in all (the
+    /// rule without turns sent one per side: twice as many), and neither ever takes the other for gone. A
+    /// side facing a peer that sends every interval whatever it hears (a node of the rule without turns)
+    /// still sends at least every `alone`, before that peer's `deadAfter`.
+    @Test func idleSidesTakeTurnsAndNeitherIsTakenForGone() {
+        let p = KeepAlivePolicy.default
+        for delay: UInt64 in [0, 50, 2_000, 30_000] {
+            // side 0 opened the connection; frames in flight as (arrival, to side).
+            var sent: [UInt64] = [0, 0], heard: [UInt64] = [delay, delay], count = [0, 0]
+            var inFlight: [(at: UInt64, to: Int)] = []
+            var now: UInt64 = delay, maxSilence: UInt64 = 0
+            let end: UInt64 = 48 * 3_600_000
+            while now < end {
+                var next = UInt64.max
+                inFlight.sort { $0.at < $1.at }
+                while let f = inFlight.first, f.at <= now {
+                    maxSilence = max(maxSilence, f.at - heard[f.to])
+                    heard[f.to] = f.at
+                    inFlight.removeFirst()
+                }
+                for side in 0..<2 {
+                    switch LiveSessionRules.keepAlive(now: now, lastSent: sent[side], lastReceived: heard[side], initiator: side == 0, policy: p) {
+                    case .send:
+                        sent[side] = now
+                        count[side] += 1
+                        inFlight.append((now + delay, 1 - side))
+                        next = min(next, now + delay)
+                    case .peerGone:
+                        Issue.record("side \(side) took a healthy peer for gone at \(now) (delay \(delay))")
+                        return
+                    case let .recheck(at): next = min(next, at)
+                    }
+                }
+                if let f = inFlight.map(\.at).min() { next = min(next, f) }
+                now = max(now + 1, next)
+            }
+            let intervals = Int(end / p.interval)
+            #expect(count[0] + count[1] <= intervals + 2, "delay \(delay): \(count) keep-alives in \(intervals) intervals")
+            #expect(count[0] >= intervals / 2 - 2 && count[1] >= intervals / 2 - 2, "both sides take turns: \(count)")
+            #expect(maxSilence < p.deadAfter, "delay \(delay): heard at least every \(maxSilence) ms")
+        }
+        // Against a peer that sends every interval whatever it hears: that peer never waits on us, so this
+        // side is never on its turn after a quiet interval; it still sends every `alone`.
+        var sent: UInt64 = 0, now: UInt64 = 0, gaps: [UInt64] = []
+        while now < 24 * 3_600_000 {
+            let peerFrame = now / p.interval * p.interval  // the old rule's peer: a frame every interval
+            switch LiveSessionRules.keepAlive(now: now, lastSent: sent, lastReceived: peerFrame, initiator: false, policy: p) {
+            case .send: gaps.append(now - sent); sent = now
+            case .peerGone: Issue.record("took the old peer for gone"); return
+            case let .recheck(at): now = min(at, (now / p.interval + 1) * p.interval)
+            }
+        }
+        #expect(!gaps.isEmpty && gaps.allSatisfy { $0 <= p.alone && $0 < p.deadAfter }, "\(gaps.prefix(5))")
     }
 
     @Test func newStoreHeadsPushTheLogsThatMoved() throws {

@@ -832,13 +832,14 @@ public final class FieldSyncAgent: SyncAgent {
                     // sending; the connection cut after `deadAfter` without hearing from the peer.
                     let k2 = 2 * s + k
                     var d = LiveSessionRules.keepAlive(now: t, lastSent: wall(node, lastSent[k2]), lastReceived: wall(node, lastHeard[k2]),
-                                                       policy: keep)
+                                                       initiator: k == 0, policy: keep)
                     if d == .send {
                         keepAlivesSent += 1
                         _ = here.take(here.session.keepAlive(now: t))
                         effects.wake(link.slot, side)
                         lastSent[k2] = now  // queued now; the frame leaves at the link's pace
-                        d = LiveSessionRules.keepAlive(now: t, lastSent: t, lastReceived: wall(node, lastHeard[k2]), policy: keep)
+                        d = LiveSessionRules.keepAlive(now: t, lastSent: t, lastReceived: wall(node, lastHeard[k2]),
+                                                       initiator: k == 0, policy: keep)
                     }
                     switch d {
                     case .send: break
