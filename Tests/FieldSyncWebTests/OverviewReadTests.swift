@@ -1,6 +1,7 @@
 import FieldSync
 import FieldSyncCore
 import FieldSyncProtocol
+import FieldSyncReports
 import FieldSyncTestSupport
 @testable import FieldSyncWeb
 import Foundation
@@ -67,5 +68,42 @@ import Testing
             #expect(visits == (op.scopes.isEmpty ? ["wudu": 4, "cheng": 2] : ["wudu": 4]), "\(op.name): the week's visits, none ahead or before")
         }
         await app.close(grace: .zero)
+    }
+}
+
+/// `TimeText.format` writes what `String(format: "%04d-%02d-%02d %02lld:%02lld")` wrote (it was a fifth of the
+/// overview's time), and any `Int64` a device sends (the arithmetic on the extremes trapped: a hostile
+/// `feedbackDeadline` of `Int64.min` in the overdue table, or a `reportedAt` of `Int64.max` at the top of
+/// the list, took the node down).
+@Suite struct TimeTextTests {
+    static func printf(_ ms: Int64, offsetMinutes: Int) -> String {
+        let local = ms + Int64(offsetMinutes) * 60_000
+        let days = local >= 0 ? local / 86_400_000 : (local - 86_399_999) / 86_400_000
+        let (y, m, d) = FieldSyncReports.ReportDay(daysSinceEpoch: days).components
+        let minutes = (local - days * 86_400_000) / 60_000
+        return String(format: "%04d-%02d-%02d %02lld:%02lld", y, m, d, minutes / 60, minutes % 60)
+    }
+
+    @Test func formatIsWhatPrintfWrote() {
+        var rng = SplitMix64(seed: 15)
+        var values: [Int64] = [0, -1, 1, 86_399_999, 86_400_000, -86_400_000, -86_400_001, 1_784_505_600_000, -62_135_596_800_000,
+                               -62_198_755_200_000, -70_000_000_000_000, 253_402_300_799_999, 253_402_300_800_000, 8_000_000_000_000_000]
+        for _ in 0..<20_000 { values.append(Int64(bitPattern: rng.next()) % 8_000_000_000_000_000) }
+        for _ in 0..<20_000 { values.append(Int64(bitPattern: rng.next()) % 4_000_000_000_000) }
+        for v in values {
+            for offset in [0, 480, -300, 345] {
+                #expect(TimeText.format(v, offsetMinutes: offset) == Self.printf(v, offsetMinutes: offset), "\(v) \(offset)")
+            }
+        }
+    }
+
+    @Test func anyDeviceTimeIsShown() {
+        for v in [Int64.min, Int64.min + 1, Int64.max, Int64.max - 1, -8_640_000_000_000_001, 8_640_000_000_000_001] {
+            for offset in [480, -720, Int.max, Int.min] {
+                #expect(!TimeText.format(v, offsetMinutes: offset).isEmpty)
+            }
+        }
+        #expect(TimeText.format(.max, offsetMinutes: 0) == TimeText.format(8_640_000_000_000_000, offsetMinutes: 0))
+        #expect(TimeText.format(.min, offsetMinutes: 0) == TimeText.format(-8_640_000_000_000_000, offsetMinutes: 0))
     }
 }
