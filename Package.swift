@@ -183,7 +183,7 @@ let package = Package(
         ),
         // Shared by the test targets: the trait that keeps blocking tests off the cooperative pool, and the
         // built `fieldsync` binary with one way to run it.
-        .target(name: "FieldSyncTestSupport", path: "Tests/FieldSyncTestSupport"),
+        .target(name: "FieldSyncTestSupport", dependencies: [.product(name: "Logging", package: "swift-log")], path: "Tests/FieldSyncTestSupport"),
         // Fuzz entry points for every decoder of peer bytes and the session after a handshake
         // (docs/fuzzing.md); compiled in every build so the suite replays their corpora.
         .target(

@@ -150,6 +150,13 @@ public final class RecordBook {
         try mappingErrors { try replicator.store.records(query) }
     }
 
+    /// Per scope, how many records match `query` and the newest of their last-modified HLCs, in scope order,
+    /// from the store's clear index columns where it can (`SyncStore.recordTallies(_:)`: on a SQLite store no
+    /// record is opened, and a damaged row is counted like the others; `limit` is not applied).
+    public func tallies(_ query: RecordQuery) throws(FieldSyncError) -> [RecordTally] {
+        try mappingErrors { try replicator.store.recordTallies(query) }
+    }
+
     /// Records matching `query`, newest event first, and the matching rows that are damaged.
     public func scan(_ query: RecordQuery) throws(FieldSyncError) -> RecordScanResult {
         try mappingErrors {

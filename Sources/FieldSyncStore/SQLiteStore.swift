@@ -340,6 +340,13 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         m.registerMigration("v8-change-arrival") { db in
             try db.execute(sql: "ALTER TABLE changes ADD COLUMN arrived INTEGER")
         }
+        // Open records of a kind in every scope (the command center's overview and map at HQ: incidents reported,
+        // dispatched or on scene) by status, then time. With only `(kind, scope, status)` and `(kind, event_time)`
+        // such a query walked every incident of the year and read each row to test its status (100 ms on a
+        // 1,000,000-change store); the open ones are few, and this index finds them directly. Clear columns only.
+        m.registerMigration("v9-record-status-index") { db in
+            try db.execute(sql: "CREATE INDEX records_kind_status_time ON records(kind, status, event_time)")
+        }
         return m
     }
 
@@ -508,7 +515,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     /// index columns; a text filter cannot be applied to a record that does not open, so with a text
     /// filter every damaged row the other filters select is reported).
     public func recordScan(_ query: RecordQuery) throws -> RecordScan {
-        let (sql, args) = Self.sql(for: query)
+        let (sql, args) = Self.sql(for: query, schemas: schemas)
         return try io {
             try db.read { db in
                 var out = RecordScan()
@@ -527,7 +534,18 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     }
 
     /// The SQL a query runs (exposed so tests and `docs/benchmarks.md` can show its plan).
-    public static func sql(for q: RecordQuery) -> (String, StatementArguments) {
+    public static func sql(for q: RecordQuery, schemas: SchemaRegistry = .standard) -> (String, StatementArguments) {
+        let (from, clauses, args) = filter(for: q, schemas: schemas)
+        var sql = "SELECT * FROM " + from
+        if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
+        sql += " ORDER BY event_time DESC, id DESC"
+        if let limit = q.limit, q.text == nil { sql += " LIMIT \(limit)" }
+        return (sql, args)
+    }
+
+    /// The table with the index a query is pinned to, its conditions on the clear columns (all but `text`)
+    /// and their arguments.
+    static func filter(for q: RecordQuery, schemas: SchemaRegistry) -> (from: String, clauses: [String], args: StatementArguments) {
         var clauses: [String] = []
         var args: [any DatabaseValueConvertible] = []
         if let k = q.kind {
@@ -554,16 +572,57 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         if !q.includeDeleted { clauses.append("deleted = 0") }
         // A station's records are a narrow range of (kind, scope): pin that index rather than let the
         // planner walk the time index for the ORDER BY on a store without statistics.
-        var sql = q.kind != nil && q.scope != nil ? "SELECT * FROM records INDEXED BY records_kind_scope_status" : "SELECT * FROM records"
+        if q.kind != nil && q.scope != nil { return ("records INDEXED BY records_kind_scope_status", clauses, StatementArguments(args)) }
+        // Open records in every scope: statuses below the kind's last level (records end there: a year's store
+        // holds few below it) are seeks by status, then sorted by time; the planner, without statistics, would
+        // walk the time index and read every row of the kind. Any other query of a kind (a range holding the
+        // last level, `closed`: most of the table) keeps the time index, which a LIMIT stops early: the planner
+        // would take the status index for a status range of any width (found by
+        // `SQLiteStoreTests.openIncidentsInEveryScopeUseTheStatusIndex`).
+        if let k = q.kind {
+            if let levels = q.statusLevels, let last = lastStatusLevel(of: k, schemas), levels.upperBound < last {
+                return ("records INDEXED BY records_kind_status_time", clauses, StatementArguments(args))
+            }
+            return ("records INDEXED BY records_kind_time", clauses, StatementArguments(args))
+        }
+        return ("records", clauses, StatementArguments(args))
+    }
+
+    /// The highest level of `kind`'s status lattice, if its schema indexes one.
+    static func lastStatusLevel(of kind: RecordKind, _ schemas: SchemaRegistry) -> UInt8? {
+        guard let schema = schemas.schemas[kind], let field = schema.statusField.flatMap(schema.field),
+              case let .lattice(levels) = field.kind, !levels.isEmpty else { return nil }
+        return UInt8(exactly: levels.count - 1)
+    }
+
+    /// Per scope, the records matching `query` counted from the clear index columns (scope, and the greatest
+    /// `updated` HLC) in one grouped read: no record is opened, so a damaged row is counted like the others.
+    /// A query with `text` needs the records opened: it is answered from `records(_:)`. `limit` is not applied.
+    public func recordTallies(_ query: RecordQuery) throws -> [RecordTally] {
+        if query.text != nil {
+            var all = query
+            all.limit = nil
+            return RecordTally.tally(try records(all))
+        }
+        let (from, clauses, args) = Self.filter(for: query, schemas: schemas)
+        var sql = "SELECT scope, count(*), max(updated) FROM " + from
         if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
-        sql += " ORDER BY event_time DESC, id DESC"
-        if let limit = q.limit, q.text == nil { sql += " LIMIT \(limit)" }
-        return (sql, StatementArguments(args))
+        sql += " GROUP BY scope ORDER BY scope"
+        return try io {
+            try db.read { db in
+                try Row.fetchAll(db, sql: sql, arguments: args).map { row in
+                    let path = try row.decode(String.self, atIndex: 0)
+                    guard let scope = try? Scope(path) else { throw StoreError(.badDatabase, "records.scope \"\(path.prefix(80))\" is not a scope") }
+                    return RecordTally(scope: scope, count: try row.decode(Int.self, atIndex: 1),
+                                       newest: HLCTimestamp(raw: UInt64(bitPattern: try row.decode(Int64?.self, atIndex: 2) ?? 0)))
+                }
+            }
+        }
     }
 
     /// SQLite's plan for a query (`EXPLAIN QUERY PLAN`), one line per step.
     public func queryPlan(_ query: RecordQuery) throws -> [String] {
-        let (sql, args) = Self.sql(for: query)
+        let (sql, args) = Self.sql(for: query, schemas: schemas)
         return try io {
             try db.read { db in
                 try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: args).map { $0["detail"] as String }

@@ -42,9 +42,8 @@ struct IncidentRow: Sendable, Codable {
         guard let i = try? Incident(record) else { return nil }
         id = record.id.description
         scope = record.scope.path
-        let seg = record.scope.segments
-        county = seg.count > 1 ? seg[1] : ""
-        station = seg.count > 2 ? seg[2] : ""
+        county = ScopePath.segment(scope, 1)
+        station = ScopePath.segment(scope, 2)
         category = i.category.rawValue
         priority = i.priority.name
         priorityRank = Int(i.priority.rawValue)
@@ -218,6 +217,30 @@ enum Reads {
     }
 }
 
+/// Segments of a scope's path cut from its bytes: the county of `longnan/wudu/station-017/village-0412` is
+/// `wudu`. Splitting each incident's and visit's scope into an array of segments was 8 % of the overview's
+/// time at HQ (as the map's station, `LongnanMap.stationScope`).
+enum ScopePath {
+    /// Segment `n` (0 is the first) of `path`, "" if it has fewer.
+    static func segment(_ path: String, _ n: Int) -> String {
+        let bytes = path.utf8
+        var start = bytes.startIndex, index = 0
+        var i = bytes.startIndex
+        while i < bytes.endIndex {
+            if bytes[i] == UInt8(ascii: "/") {
+                if index == n { return String(path[start..<i]) }
+                index += 1
+                start = bytes.index(after: i)
+            }
+            i = bytes.index(after: i)
+        }
+        return index == n ? String(path[start...]) : ""
+    }
+
+    /// The county: the second segment.
+    static func county(_ path: String) -> String { segment(path, 1) }
+}
+
 extension Scope {
     /// A scope no operator scope contains (used when a stored scope fails to parse, which cannot happen).
     static let unsafeRoot: Scope = try! Scope("-invalid-")
@@ -233,13 +256,26 @@ enum TimeText {
         return ReportDay.days(year: Int(y), month: Int(m), day: Int(d)) * 86_400_000  // the reports' civil calendar
     }
 
-    /// `YYYY-MM-DD HH:MM` local.
+    /// `YYYY-MM-DD HH:MM` local (the year zero-padded to four characters, sign included, as `%04d` does). Built
+    /// without `String(format:)`, which was a fifth of the overview's time at HQ (two times per row of its
+    /// overdue table, about 730 rows). Times come from field devices: any `Int64` is shown, those beyond
+    /// ±8.64e15 ms (ECMAScript's range, ±273,790 years) as its ends; the arithmetic on `Int64.min` or
+    /// `Int64.max` trapped before and took the node down with the page.
     static func format(_ ms: Int64, offsetMinutes: Int) -> String {
-        let local = ms + Int64(offsetMinutes) * 60_000
+        let local = min(max(ms, -timeLimit), timeLimit) + Int64(max(-1_440, min(1_440, offsetMinutes))) * 60_000
         let days = local >= 0 ? local / 86_400_000 : (local - 86_399_999) / 86_400_000
         let (y, m, d) = ReportDay(daysSinceEpoch: days).components
-        let minutes = (local - days * 86_400_000) / 60_000
-        return String(format: "%04d-%02d-%02d %02lld:%02lld", y, m, d, minutes / 60, minutes % 60)
+        let minutes = Int((local - days * 86_400_000) / 60_000)
+        let year = y < 0 ? "-" + padded(-y, 3) : padded(y, 4)
+        return year + "-" + padded(m, 2) + "-" + padded(d, 2) + " " + padded(minutes / 60, 2) + ":" + padded(minutes % 60, 2)
+    }
+
+    static let timeLimit: Int64 = 8_640_000_000_000_000
+
+    /// `v` (not negative) in decimal, zero-padded to `width` digits.
+    private static func padded(_ v: Int, _ width: Int) -> String {
+        let digits = String(v)
+        return digits.utf8.count >= width ? digits : String(repeating: "0", count: width - digits.utf8.count) + digits
     }
 
     /// Local midnight (as UTC ms) of the day holding `ms`.

@@ -465,26 +465,12 @@ import Glibc
 
     // MARK: item 3
 
+    /// The plain lines a node logs through its `log` closure.
     final class Lines: @unchecked Sendable {
         private let lock = NSLock()
         private var lines: [String] = []
         func add(_ l: String) { lock.withLock { lines.append(l) } }
         var all: [String] { lock.withLock { lines } }
-    }
-
-    /// Captures every log record (message and metadata) as one line.
-    struct Capture: LogHandler {
-        let lines: Lines
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-                 function: String, line: UInt) {
-            lines.add("\(message) \(metadata ?? [:])")
-        }
     }
 
     /// Issue 13 item 3: a 65 KB handshake message 1 with a bad version payload used to be logged as a
@@ -493,8 +479,8 @@ import Glibc
     @Test(.timeLimit(.minutes(1))) func peerBytesCannotAmplifyTheLog() async throws {
         let dir = try NodeTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let plain = Lines(), structured = Lines()
-        let logger = Logger(label: "t", factory: { _ in Capture(lines: structured) })
+        let plain = Lines(), structured = CapturedLog()
+        let logger = Logger(label: "t", factory: { _ in CapturedLog.Handler(log: structured) })
         let (station, backpack, listener, port) = try await Self.pair(dir, log: plain.add, logger: logger)
         let message1 = [0xFF, 0xFF] + [UInt8](repeating: 0x09, count: 32) + [UInt8](repeating: 0xFE, count: 65_503)
         let connections = 20
@@ -506,10 +492,10 @@ import Glibc
             close(fd)
         }
         try await TestClock.sleep(for: .milliseconds(200))
-        let bytes = (plain.all + structured.all).map(\.utf8.count)
+        let bytes = (plain.all + structured.lines).map(\.utf8.count)
         let longest = bytes.max() ?? 0
         let total = bytes.reduce(0, +)
-        print("availability: \(connections) bad version messages (\(sent) B sent) wrote \(plain.all.count + structured.all.count) log lines, "
+        print("availability: \(connections) bad version messages (\(sent) B sent) wrote \(plain.all.count + structured.lines.count) log lines, "
               + "\(total) B, longest \(longest) B")
         #expect(longest < 1_500, "a line is bounded: \(longest) B")
         #expect(plain.all.count <= 6, "at most 5 lines per source per minute and a summary: \(plain.all)")

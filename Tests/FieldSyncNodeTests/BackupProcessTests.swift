@@ -42,7 +42,7 @@ import Testing
         #expect(lines.first == "fieldsync \(FieldSyncVersion.release)")
         #expect(lines.contains("protocol \(NetworkParameters.protocolVersion) (Protocols/handshake.md)"))
         #expect(lines.contains("store schema \(SQLiteStore.schemaVersion) (\(SQLiteStore.schemaMigration))"))
-        #expect(SQLiteStore.schemaVersion == 8 && SQLiteStore.schemaMigration == "v8-change-arrival")
+        #expect(SQLiteStore.schemaVersion == 9 && SQLiteStore.schemaMigration == "v9-record-status-index")
         #expect(lines.contains("backup format 1 (Protocols/backup.md)"))
     }
 

@@ -69,6 +69,64 @@ enum TestKeys {
         #expect(!plan.contains("SCAN records"), "plan: \(plan)")
     }
 
+    /// Open incidents in every scope (HQ's overview and map) are seeks on `(kind, status, event_time)`; a status
+    /// range holding `closed` (most of a year's records) keeps the time index, which a LIMIT stops early.
+    @Test func openIncidentsInEveryScopeUseTheStatusIndex() throws {
+        let s = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer)
+        let open = try s.queryPlan(RecordQuery(kind: .incident, statusLevels: 0...Incident.Status.onScene.rawValue, limit: 5_000)).joined(separator: "\n")
+        #expect(open.contains("records_kind_status_time"), "plan: \(open)")
+        #expect(!open.contains("SCAN records"), "plan: \(open)")
+        let resolved = try s.queryPlan(RecordQuery(kind: .incident, statusLevels: 3...3)).joined(separator: "\n")
+        #expect(resolved.contains("records_kind_status_time"), "plan: \(resolved)")
+        let closed = try s.queryPlan(RecordQuery(kind: .incident, statusLevels: 4...4, limit: 51)).joined(separator: "\n")
+        #expect(closed.contains("records_kind_time"), "plan: \(closed)")
+        let week = try s.queryPlan(RecordQuery(kind: .visit, since: 1_000, until: 2_000)).joined(separator: "\n")
+        #expect(week.contains("records_kind_time"), "plan: \(week)")
+        let station = try s.queryPlan(.openIncidents(in: ChangeFactory.station)).joined(separator: "\n")
+        #expect(station.contains("records_kind_scope_status"), "plan: \(station)")
+    }
+
+    /// A store of schema version 8 (the previous release) gains the status index when it is opened, and answers
+    /// the same records through it. The version-8 store is made by taking a store back to version 8 (its
+    /// schema is then checked to be the one `v1` to `v8` make).
+    @Test func aVersion8StoreIsMigratedOnOpen() throws {
+        let path = TestFiles.tempPath()
+        var f = ChangeFactory()
+        let open = RecordQuery(kind: .incident, statusLevels: 0...Incident.Status.onScene.rawValue)
+        let want: [RecordID]
+        do {
+            let s = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+            _ = try s.commit(try StoreConformanceTests.openAndVisitBatch(&f))
+            want = try s.records(open).map(\.id)
+            #expect(want.count == 18)
+        }
+        func schema(_ q: DatabaseQueue) throws -> [String] {
+            try q.read { try String.fetchAll($0, sql: "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'grdb%' ORDER BY name") }
+        }
+        func migrations() throws -> [String] {
+            try DatabaseQueue(path: path).read { try String.fetchAll($0, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid") }
+        }
+        try DatabaseQueue(path: path).write { db in
+            try db.execute(sql: "DROP INDEX records_kind_status_time")
+            try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v9-record-status-index'")
+        }
+        let v8 = try DatabaseQueue()
+        try SQLiteStore.migrator.migrate(v8, upTo: "v8-change-arrival")
+        #expect(try schema(DatabaseQueue(path: path)) == (try schema(v8)), "a version-8 store")
+        #expect(try migrations().count == 8 && (try migrations()).last == "v8-change-arrival")
+        #expect(try !SQLiteStore.sql(for: open).0.isEmpty)
+
+        let s = try SQLiteStore(path: path, sealer: TestKeys.sealer)
+        #expect(try migrations().count == SQLiteStore.schemaVersion && SQLiteStore.schemaVersion == 9)
+        #expect(try migrations().last == "v9-record-status-index")
+        let indexed = try DatabaseQueue(path: path).read {
+            try String.fetchOne($0, sql: "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'records_kind_status_time'")
+        }
+        #expect(indexed == "CREATE INDEX records_kind_status_time ON records(kind, status, event_time)")
+        #expect(try s.queryPlan(open).joined().contains("records_kind_status_time"))
+        #expect(try s.records(open).map(\.id) == want)
+    }
+
     @Test func recordsAreNotStoredInClear() throws {
         let path = TestFiles.tempPath()
         var f = ChangeFactory()

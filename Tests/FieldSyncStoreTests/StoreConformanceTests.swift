@@ -250,6 +250,70 @@ struct ChangeFactory {
         #expect(try store.unopened(in: nil).map(\.hash) == [upd.hash])
     }
 
+    /// Incidents of every status in three scopes and visits in two, over ten days: what the command center's
+    /// overview asks at HQ (open incidents in every scope; visits counted by scope).
+    static func openAndVisitBatch(_ f: inout ChangeFactory) throws -> CommitBatch {
+        let scopes = [ChangeFactory.village, try Scope("longnan/wudu/station-018/village-0001"), try Scope("longnan/cheng/station-101/village-2000")]
+        var batch = CommitBatch()
+        for n in 0..<30 {
+            let scope = scopes[n % 3]
+            let c = f.next(ChangeFactory.log(scope))
+            let status = Incident.Status(rawValue: UInt8(n % 5))!
+            batch.changes.append(c)
+            batch.edits.append((Self.incident(UInt64(100 + n), scope: scope, status: status, reportedAt: 1_000 + Int64(n * 7 % 10) * 86_400_000), c.hash))
+        }
+        for n in 0..<20 {
+            let scope = scopes[n % 2]
+            let c = f.next(ChangeFactory.log(scope))
+            batch.changes.append(c)
+            batch.edits.append((Visit.create(id: RecordID(ID128(high: 9, low: UInt64(n))), scope: scope, author: ChangeFactory.author,
+                                             hlc: HLCTimestamp(milliseconds: 6_000 + UInt64(n * 37 % 20), counter: 0), subject: "household \(n)",
+                                             visitor: "officer", visitType: .routine, visitedAt: 1_000 + Int64(n % 10) * 86_400_000), c.hash))
+        }
+        return batch
+    }
+
+    /// Open incidents in every scope (the query `records_kind_status_time` answers on SQLite) are what the
+    /// query's own criteria select from every record, newest first; tallies per scope are the records the
+    /// query returns, counted (the SQLite store counts them from its index without opening one).
+    @Test(arguments: StoreKind.allCases) func openInEveryScopeAndTalliesMatchTheRecords(kind: StoreKind) throws {
+        let store = try kind.make()
+        var f = ChangeFactory()
+        _ = try store.commit(try Self.openAndVisitBatch(&f))
+        let every = try store.records(RecordQuery(includeDeleted: true))
+        #expect(every.count == 50)
+        func expected(_ q: RecordQuery) -> [RecordID] {
+            every.map { ($0, RecordIndexEntry($0)) }.filter { q.matches($0.0, index: $0.1) }
+                .sorted { ($0.1.eventTime ?? .min, $0.0.id) > ($1.1.eventTime ?? .min, $1.0.id) }.map(\.0.id)
+        }
+        for levels: ClosedRange<UInt8> in [0...2, 0...0, 3...3, 4...4, 0...4] {
+            let q = RecordQuery(kind: .incident, statusLevels: levels)
+            let got = try store.records(q).map(\.id)
+            #expect(got == expected(q), "status \(levels)")
+            #expect(!got.isEmpty)
+            var limited = q
+            limited.limit = 4
+            #expect(try store.records(limited).map(\.id) == Array(expected(q).prefix(4)), "status \(levels), limit 4")
+        }
+        let week = RecordQuery(kind: .visit, since: 1_000 + 3 * 86_400_000, until: 1_000 + 10 * 86_400_000)
+        let visits = try store.records(week)
+        #expect(visits.count == 14)
+        let tallies = try store.recordTallies(week)
+        #expect(tallies == RecordTally.tally(visits))
+        #expect(tallies.map(\.count) == [6, 8] && tallies.allSatisfy { $0.newest.raw != 0 })
+        var limited = week
+        limited.limit = 3
+        #expect(try store.recordTallies(limited) == tallies, "limit is not applied")
+        #expect(try store.recordTallies(RecordQuery(kind: .visit, scope: try Scope("longnan/cheng"), since: week.since, until: week.until)).isEmpty)
+        var text = RecordQuery(kind: .visit, text: "household 1")
+        #expect(try store.recordTallies(text) == RecordTally.tally(try store.records(text)))
+        text.limit = 1
+        #expect(try store.recordTallies(text).map(\.count).reduce(0, +) == 11, "household 1 and 10-19")
+        let byScope = try store.recordTallies(RecordQuery(kind: .incident, scope: try Scope("longnan/wudu")))
+        #expect(byScope.map(\.scope.path) == [ChangeFactory.village.path, "longnan/wudu/station-018/village-0001"])
+        #expect(byScope.map(\.count) == [10, 10])
+    }
+
     /// Each change keeps the `now` of the commit that first stored it (its arrival on this node): a replay
     /// later does not move it, a batch without `now` leaves it unknown; both stores answer the same.
     @Test(arguments: StoreKind.allCases) func arrivalIsTheFirstCommitsNow(kind: StoreKind) throws {

@@ -57,25 +57,6 @@ import Glibc
         }
     }
 
-    /// Every log record of a logger, with its level.
-    final class CapturedLog: @unchecked Sendable {
-        private let lock = NSLock()
-        private var records: [(level: Logger.Level, message: String)] = []
-        var all: [(level: Logger.Level, message: String)] { lock.withLock { records } }
-        func add(_ level: Logger.Level, _ message: String) { lock.withLock { records.append((level, message)) } }
-
-        struct Handler: LogHandler {
-            let log: CapturedLog
-            var metadata: Logger.Metadata = [:]
-            var logLevel: Logger.Level = .trace
-            subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-                get { metadata[key] }
-                set { metadata[key] = newValue }
-            }
-            func log(event: LogEvent) { log.add(event.level, event.message.description) }
-        }
-    }
-
     /// `stop()` with a live stream and a page open ends the server within 2 s and logs nothing at error
     /// level. Cancelling the server task made Hummingbird log "Waiting on child channel: CancellationError()"
     /// at error level at every stop (every `serve` stop, every test); that line is the stop itself and goes at

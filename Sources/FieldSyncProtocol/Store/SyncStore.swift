@@ -355,6 +355,13 @@ extension SyncStore {
         return out
     }
 
+    /// Default: `records(_:)` (every match, `limit` not applied) counted per scope.
+    public func recordTallies(_ query: RecordQuery) throws -> [RecordTally] {
+        var all = query
+        all.limit = nil
+        return RecordTally.tally(try records(all))
+    }
+
     /// Default: the changes of each record's `history(of:)`, arrival times unknown (a store that keeps
     /// them overrides it).
     public func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]] {
@@ -378,6 +385,36 @@ extension SyncStore {
             intervals.append(HeldInterval(start: UInt32(r.lowerBound), end: UInt32(r.upperBound), endHash: h))
         }
         return intervals.isEmpty ? nil : LogHoldings(log: log, intervals: intervals)
+    }
+}
+
+/// How many records of one scope match a query, and the newest of their last-modified HLCs
+/// (`SyncStore.recordTallies(_:)`): what a page that only counts records asks (the command center's visits
+/// by county), from the clear index columns.
+public struct RecordTally: Sendable, Equatable {
+    /// The records' scope.
+    public var scope: Scope
+    /// How many match.
+    public var count: Int
+    /// The greatest `lastModified` HLC among them (raw 0 for records with none).
+    public var newest: HLCTimestamp
+
+    /// Creates a tally.
+    public init(scope: Scope, count: Int, newest: HLCTimestamp) {
+        self.scope = scope
+        self.count = count
+        self.newest = newest
+    }
+
+    /// `records` counted per scope (in scope order), as a store answers from its index columns.
+    public static func tally(_ records: [Record]) -> [RecordTally] {
+        var by: [Scope: RecordTally] = [:]
+        for r in records {
+            let updated = r.lastModified.value?.hlc ?? HLCTimestamp(raw: 0)
+            by[r.scope, default: RecordTally(scope: r.scope, count: 0, newest: HLCTimestamp(raw: 0))].count += 1
+            if updated.raw > by[r.scope]!.newest.raw { by[r.scope]!.newest = updated }
+        }
+        return by.values.sorted { $0.scope.path < $1.scope.path }
     }
 }
 
@@ -431,6 +468,10 @@ public protocol SyncStore: AnyObject {
     func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID>
     /// Records matching a query, newest event first.
     func records(_ query: RecordQuery) throws -> [Record]
+    /// Per scope, how many records match `query` and the newest of their last-modified HLCs, in scope order
+    /// (`limit` not applied): what a page that only counts records asks (the command center's visits by
+    /// county). A store answers it from its clear index columns without opening a record where it can.
+    func recordTallies(_ query: RecordQuery) throws -> [RecordTally]
     /// The ids of the records (deleted and damaged ones included) whose id lies in `range`, in id order:
     /// what a lookup by id prefix asks (`RecordID.prefixRange(_:)`). A store answers it from an index on
     /// the id, not by reading records.
