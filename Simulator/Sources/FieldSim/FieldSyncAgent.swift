@@ -846,6 +846,7 @@ public final class FieldSyncAgent: SyncAgent {
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
         let framesBefore = sess.framesReceived
+        let forksBefore = equivocation != nil && adversaries.pushForkProofsAtOnce ? replicators[Int(me)]?.forksRecorded : nil
         let events = here.take(sess.receive(message.bytes, now: wall(me, now)))
         // Heard from the peer only when a whole frame was handled, as on a node (SessionChannelHandler): the
         // bytes of a frame whose corrupted length prefix made it longer are no sign of life.
@@ -879,6 +880,10 @@ public final class FieldSyncAgent: SyncAgent {
         if wentLive, side == .a, let peer = sess.peer?.subject {
             pairWentLive[s] = true
             drivers[Int(me)].handle(.sessionLive(device: peer, outgoing: link.spec.b), now: wall(me, now))
+        }
+        if let before = forksBefore, let r = replicators[Int(me)], r.forksRecorded > before, let e = equivocation,
+           let d = logPlace[e.log]?.domain {  // what-if (`AdversaryConfig.pushForkProofsAtOnce`): the new proof goes out now
+            touched(me, domains: [d], except: -1, now: now, effects: &effects)
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
