@@ -23,12 +23,15 @@ public struct AdversaryConfig: Sendable, Equatable {
     public var badRelay = false
     /// A backpack unit that floods within its rights: from `start` it writes `floodChangesPerHour` extra changes
     /// of `floodEditsPerChange` visits each in its station's scope (log `<station>/flood`), and on the
-    /// contacts it opens it closes and reopens its session pair every `floodSessionSeconds`.
+    /// contacts it has (whichever side opened them) it closes and reopens the session pair every `floodSessionSeconds`.
     public var flooder = false
     /// When the adversaries start (simulated days; nil: a quarter of the workload).
     public var startDay: Double?
     /// Revoked device: seconds between its reconnects.
     public var revokedRetrySeconds = 60.0
+    /// Revoked device: extra changes an hour it writes after its revocation (one visit each, log
+    /// `<station>/revoked`), besides its workload changes (a backpack may write none for hours).
+    public var revokedWritesPerHour = 6.0
     /// Bad relay: per frame it sends, probability of dropping it, of replaying an old frame first, of holding it.
     public var relayDrop = 0.05, relayReplay = 0.05, relayDelay = 0.2
     /// Bad relay: the longest hold (seconds).
@@ -67,7 +70,7 @@ public struct AdversaryConfig: Sendable, Equatable {
     public var description: String {
         let g = { (d: Double) in String(format: "%.3g", d) }
         var on: [String] = []
-        if revoked { on.append("revoked device (reconnects every \(g(revokedRetrySeconds)) s)") }
+        if revoked { on.append("revoked device (reconnects every \(g(revokedRetrySeconds)) s, \(g(revokedWritesPerHour)) extra changes/h)") }
         if equivocator { on.append("equivocating device") }
         if badRelay { on.append("bad relay (drop \(g(relayDrop)), replay \(g(relayReplay)), delay \(g(relayDelay)) up to \(g(relayDelayMaxSeconds)) s)") }
         if flooder { on.append("flooder (\(g(floodChangesPerHour)) changes/h of \(floodEditsPerChange) visits, sessions restarted every \(g(floodSessionSeconds)) s)") }

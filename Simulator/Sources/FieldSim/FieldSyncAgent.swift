@@ -281,6 +281,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// Flooder: extra changes written, their encoded bytes, session pairs it closed to reopen.
     public private(set) var floodWrites = 0, floodBytes = 0, floodRestarts = 0
     private var nextFloodAt: SimTime
+    private var nextRevokedWriteAt: SimTime
     private var floodCount: UInt64 = 0
     private var advRestartAt: [SimTime?] = []  // per slot: an adversary's forced (re)start of the pair
     private var revokedWatch: [Bool] = []  // per slot: the pair is the revoked device's, after its revocation
@@ -418,6 +419,7 @@ public final class FieldSyncAgent: SyncAgent {
         self.adversaryStart = adversaryStart
         advRandom = SimRandom(seed: seed, 0xADE5_0001)
         nextFloodAt = adversaryStart
+        nextRevokedWriteAt = adversaryStart
         self.crypto = crypto
         self.liveSessions = liveSessions
         self.announcesClock = announcesClock
@@ -657,7 +659,7 @@ public final class FieldSyncAgent: SyncAgent {
                 revokedWatch[s] = true
                 revokedPairs += 1
             }
-            if link.spec.a == flooderNode, now >= adversaryStart {
+            if link.spec.a == flooderNode || link.spec.b == flooderNode, now >= adversaryStart {
                 advRestartAt[s] = now + SimTime(adversaries.floodSessionSeconds * 1_000)
                 setTimer(link, at: advRestartAt[s]!, effects: &effects)
             }
@@ -1044,7 +1046,7 @@ public final class FieldSyncAgent: SyncAgent {
         if node == revokedNode, revokedAt != nil, links[s] != nil {
             advRestartAt[s] = now + SimTime(adversaries.revokedRetrySeconds * 1_000)
             setTimer(link, at: advRestartAt[s]!, effects: &effects)
-        } else if node == flooderNode, now >= adversaryStart, links[s] != nil {
+        } else if link.spec.a == flooderNode || link.spec.b == flooderNode, now >= adversaryStart, links[s] != nil {
             advRestartAt[s] = now + SimTime(adversaries.floodSessionSeconds * 1_000)
             setTimer(link, at: advRestartAt[s]!, effects: &effects)
         }
@@ -1138,6 +1140,17 @@ public final class FieldSyncAgent: SyncAgent {
                 if h == old { continue }
                 seen[Int(node)][log] = h
                 any = true  // a receipt (HQ's control log in this station's scope) travels like a change
+                if let cut = revokedCutoff, let d = revokedNode, node != d, changeOf[log] == nil, log.author == replicators[Int(d)]?.identity.id {
+                    // Trust invariant for the revoked device's extra log (not a workload log: checked here).
+                    let knows = !r.trust.revocations.revocations(of: log.author).isEmpty
+                    for range in Self.newSeqs(h, minus: old) {
+                        let after = ((try? r.store.changes(log, in: range)) ?? []).filter { $0.hlc.milliseconds > cut }.count
+                        if after > 0, knows {
+                            effects.violate("\(ctx.world.nodes[Int(node)].name) holds the revocation of \(ctx.world.nodes[Int(d)].name) but took a change of \(log) dated after it")
+                        }
+                        if !knows { revokedChangesAccepted += after }
+                    }
+                }
                 guard place < Int32.max / 2, let list = changeOf[log] else { continue }
                 for range in Self.newSeqs(h, minus: old) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
@@ -1301,7 +1314,7 @@ public final class FieldSyncAgent: SyncAgent {
                 setTimer(link, at: at, effects: &effects)
             } else {
                 advRestartAt[s] = nil
-                if sessions[s][0] != nil, link.spec.a == flooderNode {  // the flooder drops its pair for a new one
+                if sessions[s][0] != nil, link.spec.a == flooderNode || link.spec.b == flooderNode {  // the flooder drops its pair for a new one
                     let (a, b) = (sessions[s][0]!.session, sessions[s][1]!.session)
                     countEnd(link, .adversaryRestart)
                     floodRestarts += 1
@@ -1449,6 +1462,15 @@ extension FieldSyncAgent {
     func adversaryTick(now: SimTime, effects: inout AgentEffects) {
         guard now >= adversaryStart else { return }
         if revokedNode != nil, revokedAt == nil { revokeAdversary(now: now, effects: &effects) }
+        if let d = revokedNode, revokedAt != nil, adversaries.revokedWritesPerHour > 0, nextRevokedWriteAt <= now {
+            var due = 0
+            while nextRevokedWriteAt <= now {
+                due += 1
+                nextRevokedWriteAt += max(1, SimTime(3_600_000 / adversaries.revokedWritesPerHour))
+            }
+            let n = extraWrite(at: d, suffix: "revoked", count: due, edits: 1, now: now, effects: &effects)
+            revokedChangesWritten += n
+        }
         if flooderNode != nil, nextFloodAt <= now {
             let step = SimTime(3_600_000 / max(adversaries.floodChangesPerHour, 1e-3))
             var due = 0
@@ -1456,7 +1478,8 @@ extension FieldSyncAgent {
                 due += 1
                 nextFloodAt += max(1, step)
             }
-            floodWrite(count: due, now: now, effects: &effects)
+            let n = extraWrite(at: flooderNode!, suffix: "flood", count: due, edits: max(1, adversaries.floodEditsPerChange), now: now, effects: &effects)
+            floodWrites += n
         }
     }
 
@@ -1571,32 +1594,35 @@ extension FieldSyncAgent {
         }
     }
 
-    /// The flooder writes `count` extra changes of `floodEditsPerChange` visits each in its station's
-    /// `flood` sub-scope (within its certificate), and pushes them like any write.
-    private func floodWrite(count: Int, now: SimTime, effects: inout AgentEffects) {
-        guard let f = flooderNode, let r = replicators[Int(f)], let d = ctx.world.carried[Int(f)].first else { return }
-        guard let sc = try? Scope(domainScopes[Int(d)].path + "/flood") else { return }
+    /// An adversary writes `count` extra changes of `edits` visits each in its station's sub-scope `suffix`
+    /// (within its certificate; the flooder's `flood`, the revoked device's `revoked`), pushed like any write.
+    /// Returns how many it wrote.
+    private func extraWrite(at f: NodeIndex, suffix: String, count: Int, edits k: Int, now: SimTime, effects: inout AgentEffects) -> Int {
+        guard let r = replicators[Int(f)], let d = ctx.world.carried[Int(f)].first,
+              let sc = try? Scope(domainScopes[Int(d)].path + "/" + suffix) else { return 0 }
+        var written = 0
         let t = wall(f, now)
         let log = LogID(author: r.identity.id, scope: sc)
         let zh = { (n: Int) in String(repeating: "洪", count: n) }
         for _ in 0..<count {
             floodCount += 1
-            let edits = (0..<max(1, adversaries.floodEditsPerChange)).map { i in
+            let edits = (0..<k).map { i in
                 Visit.create(id: RecordID(ID128(high: 0xF100_D000_0000_0000, low: floodCount << 8 | UInt64(i & 0xFF))), scope: sc,
                              author: r.identity.id, hlc: HLCTimestamp(milliseconds: t, counter: 0), subject: zh(3), visitor: zh(3),
                              visitType: .returningMigrantWorker, visitedAt: Int64(t), location: Location(latitude: 33.4, longitude: 104.9),
                              outcome: zh(50))
             }
-            guard let c = try? r.write(edits, scope: sc, priority: .low, now: t) else { return }
+            guard let c = try? r.write(edits, scope: sc, priority: .low, now: t) else { break }
             if logPlace[log] == nil {  // travels with the station's logs (live pushes, receipts); no workload change of its own
                 logPlace[log] = (d, Int32(domainLogs[Int(d)].count))
                 domainLogs[Int(d)].append(log)
             }
             seen[Int(f)][log, default: HeldIntervals()].insert(c.header.seq)
-            floodWrites += 1
-            floodBytes += c.encodedBytes.count
+            written += 1
+            if f == flooderNode { floodBytes += c.encodedBytes.count }
         }
         touched(f, domains: [d], except: -1, now: now, effects: &effects)
+        return written
     }
 }
 
