@@ -225,7 +225,7 @@ let package = Package(
             dependencies: ["FieldSyncWeb", "FieldSync", "FieldSyncNode", "FieldSyncCore", "FieldSyncCrypto", "FieldSyncTestSupport",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncGeo", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
+        .testTarget(name: "FieldSimTests", dependencies: ["FieldSim", "FieldSyncCore", "FieldSyncProtocol", "FieldSyncGeo", "FieldSyncTestSupport"], path: "Tests/FieldSimTests"),
         .testTarget(name: "FieldSyncFuzzTests", dependencies: ["FieldSyncFuzz", "FieldSyncTestSupport"], exclude: ["Regressions"]),
     ]
 )

@@ -366,7 +366,10 @@ public final class Simulation<Agent: SyncAgent> {
                 var sent = f.size
                 if f.txEnd > now {
                     // Still transmitting: only the bytes that left by now count.
-                    sent = spec.bytesPerSecond == 0 ? f.size : Int(min(Int64(f.size), (now - f.txStart) * spec.bytesPerSecond / 1_000))
+                    // A held frame (`SyncAgent.holdTime`) starts to leave only after its hold.
+                    let leaving = now - f.txStart - Agent.holdTime(of: f.message)
+                    sent = leaving < 0 ? 0 : spec.bytesPerSecond == 0 ? f.size
+                        : Int(min(Int64(f.size), leaving * spec.bytesPerSecond / 1_000))
                     metrics.bytesByLink[Int(spec.linkClass.rawValue)] += Int64(sent)
                     metrics.bytesByType[Int(Agent.messageType(of: f.message).rawValue)] += Int64(sent)
                 }
@@ -396,7 +399,7 @@ public final class Simulation<Agent: SyncAgent> {
         let size = Agent.wireSize(of: m)
         precondition(size >= 0, "negative message size")
         let bw = h.spec.bytesPerSecond
-        let tx: SimTime = bw == 0 ? 0 : (Int64(size) * 1_000 + bw - 1) / bw
+        let tx: SimTime = (bw == 0 ? 0 : (Int64(size) * 1_000 + bw - 1) / bw) + Agent.holdTime(of: m)
         dirQueue[d].append(InFlight(message: m, size: size, txStart: now, txEnd: now + tx))
         dirBusy[d] = true
         if Agent.change(in: m) != nil || Agent.messageType(of: m) == .stateDump { metrics.started += 1 }

@@ -86,6 +86,9 @@ public struct FieldSyncFrame {
     /// The link flipped a bit of it (`LinkFaults.corrupt`): a flipped length prefix can leave the receiver
     /// waiting for bytes that never come (see `FieldSyncAgent.sessionIdleTimeout`).
     public var corrupted = false
+    /// How long the sender sits on the frame before it leaves (`SyncAgent.holdTime`): an adversarial relay's
+    /// delay (`AdversaryConfig.badRelay`); 0 for every honest frame.
+    public var hold: SimTime = 0
 }
 
 /// The bytes of batch frames (`SessionFrameKind.batch`: batches of changes and fork proofs) split by what
@@ -227,6 +230,61 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var receiptLatency = Histogram()
     private let hqNode: NodeIndex?
     private let rootScope: Scope
+    private let seed: UInt64
+    private var epochKeys: [EpochKey] = []  // domain -> the station scope's epoch key
+
+    // MARK: Adversaries (`AdversaryConfig`; docs/simulator.md, "Issue 14: adversaries")
+
+    /// The adversaries of this run (empty: none).
+    public let adversaries: AdversaryConfig
+    /// When they start (simulated time).
+    public let adversaryStart: SimTime
+    /// The node playing each adversary (nil: not in this run).
+    public private(set) var revokedNode: NodeIndex?, equivocatorNode: NodeIndex?, badRelayNode: NodeIndex?, flooderNode: NodeIndex?
+    private var advRandom: SimRandom
+    /// Revoked device: when HQ revoked it (nil: not yet) and the revocation's cut-off (HQ's clock, ms).
+    public private(set) var revokedAt: SimTime?, revokedCutoff: UInt64?
+    /// Revoked device: session pairs with it started after its revocation; of them, those its peer
+    /// authenticated (the peer had not learned the revocation: the device got a session) and those its peer
+    /// refused as `revoked`.
+    public private(set) var revokedPairs = 0, revokedPairsAuthenticated = 0, revokedPairsRefused = 0
+    /// Revoked device: changes it wrote after its revocation, and (node, change) acceptances of them by
+    /// nodes that had not learned the revocation (the exposure window).
+    public private(set) var revokedChangesWritten = 0, revokedChangesAccepted = 0
+    /// An equivocation: the log and seq at which the device signed two changes, the other change's tag,
+    /// when, and per node when its store first held a fork proof of that log.
+    public struct Equivocation {
+        /// The log and the contested seq.
+        public let log: LogID, seq: UInt64
+        /// The first 8 bytes of the id of the change of the other branch (the copy's).
+        public let otherTag: UInt64
+        /// When the device signed the two changes.
+        public let at: SimTime
+        /// Per node: when its store first held a fork proof for the log (nil: never).
+        public var proofAt: [SimTime?]
+        /// The first honest node that held a proof, and when.
+        public var firstDetection: (node: NodeIndex, at: SimTime)?
+    }
+    /// The equivocation of this run (nil: none yet).
+    public private(set) var equivocation: Equivocation?
+    private var twin: Replicator?  // the equivocator's second replicator (same identity, the other branch)
+    private var twinTurn = false
+    /// Per node: a session of it refused a change of the equivocator's log as `forked`.
+    public private(set) var refusedForked: [Bool] = []
+    /// Per change: written by an adversary in a way no honest node may take (the revoked device after its
+    /// revocation; the equivocator from its fork on). Left out of the delivery and divergence checks.
+    private var adversarialChange: [Bool] = []
+    /// Bad relay: frames it dropped, old frames it replayed, frames it held and their total hold (ms).
+    public private(set) var relayDropped = 0, relayReplayed = 0, relayHeld = 0, relayHeldMs: Int64 = 0
+    private var relayRecorded: [(bytes: [UInt8], kind: SessionFrameKind)] = []
+    private var relayStash: [Int: FieldSyncFrame] = [:]  // slot * 2 + side -> frame to send after a replay (lookup only)
+    /// Flooder: extra changes written, their encoded bytes, session pairs it closed to reopen.
+    public private(set) var floodWrites = 0, floodBytes = 0, floodRestarts = 0
+    private var nextFloodAt: SimTime
+    private var nextRevokedWriteAt: SimTime
+    private var floodCount: UInt64 = 0
+    private var advRestartAt: [SimTime?] = []  // per slot: an adversary's forced (re)start of the pair
+    private var revokedWatch: [Bool] = []  // per slot: the pair is the revoked device's, after its revocation
 
     private let ctx: SimContext
     private var rng: SimRandom
@@ -305,6 +363,9 @@ public final class FieldSyncAgent: SyncAgent {
         /// either way for `sessionIdleTimeout` and was cut (the node's idle timeout; only after a corrupted
         /// frame, the one way a pair stalls in the model).
         case idleTimeout
+        /// An adversary (`AdversaryConfig.flooder`) closed the pair to open a new one (only in runs with
+        /// adversaries; left out of the outputs when 0).
+        case adversaryRestart
 
         /// Name used in outputs.
         public var description: String {
@@ -316,6 +377,7 @@ public final class FieldSyncAgent: SyncAgent {
             case .contactEnded: "contact_ended"
             case .peerGone: "peer_gone_cut"
             case .idleTimeout: "idle_timeout_cut"
+            case .adversaryRestart: "adversary_restart"
             }
         }
     }
@@ -349,8 +411,15 @@ public final class FieldSyncAgent: SyncAgent {
     /// - Parameter traceDrivers: keep every node driver's inputs and decisions (`driverTrace(of:)`), for
     ///   comparing them with the node daemon's driver fed the same inputs.
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
-                liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true) {
+                liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
+                adversaries: AdversaryConfig = AdversaryConfig(), adversaryStart: SimTime = 0) {
         ctx = context
+        self.seed = seed
+        self.adversaries = adversaries
+        self.adversaryStart = adversaryStart
+        advRandom = SimRandom(seed: seed, 0xADE5_0001)
+        nextFloodAt = adversaryStart
+        nextRevokedWriteAt = adversaryStart
         self.crypto = crypto
         self.liveSessions = liveSessions
         self.announcesClock = announcesClock
@@ -378,6 +447,7 @@ public final class FieldSyncAgent: SyncAgent {
         let trust = TrustStore(root: root.publicKey)
         domainScopes = w.domainNames.map { try! Scope($0) }
         let keys = domainScopes.map { try! EpochKey(scope: $0, epoch: 1, key: SecretBytes(copying: bytes(32))) }
+        epochKeys = keys
         domainLogs = Array(repeating: [], count: w.domainCount)
         for n in 0..<w.count {
             let node = w.nodes[n]
@@ -414,6 +484,17 @@ public final class FieldSyncAgent: SyncAgent {
         authoredLogs = Array(repeating: [], count: w.count)
         receiptedAt = Array(repeating: [:], count: w.count)
         active = Array(repeating: [], count: w.count)
+        refusedForked = Array(repeating: false, count: w.count)
+        if !adversaries.isEmpty {  // drawn from their own generator: the honest run's draws are unchanged
+            var pool = (0..<w.count).filter { w.nodes[$0].nodeClass == .backpack }
+            func pick() -> NodeIndex? { pool.isEmpty ? nil : NodeIndex(pool.remove(at: advRandom.int(pool.count))) }
+            if adversaries.revoked { revokedNode = pick() }
+            // The equivocator is the first backpack unit that writes after the start (`changeCreated`): one drawn
+            // at random may write nothing in a short run.
+            if adversaries.flooder { flooderNode = pick() }
+            // The bad relay is the first relay box that meets anyone after the start (`contactStarted`): one drawn
+            // at random may sit at a village no patrol visits in the run.
+        }
     }
 
     /// The frame's byte count.
@@ -480,10 +561,22 @@ public final class FieldSyncAgent: SyncAgent {
     /// Writes a real incident or visit edit through the author's `Replicator.write` (signed, sealed
     /// with the station's epoch key, committed to its `MemoryStore`), then resyncs its live contacts.
     public func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        if !adversaries.isEmpty { adversaryTick(now: now, effects: &effects) }
         guard let r = replicators[Int(node)] else { return }
         let t = wall(node, now)
         let sc = scope(of: change)
         let (e, p) = edit(for: change, scope: sc, author: r.identity.id, wall: t)
+        if !adversaries.isEmpty {
+            if adversaries.equivocator, equivocatorNode == nil, now >= adversaryStart, ctx.world.nodes[Int(node)].nodeClass == .backpack,
+               node != revokedNode, node != flooderNode { equivocatorNode = node }
+            if node == equivocatorNode, equivocation == nil, now >= adversaryStart { equivocate(r, scope: sc, change: change, now: now, effects: &effects) }
+            let bad = (node == revokedNode && revokedAt != nil) || (node == equivocatorNode && equivocation != nil)
+            if bad {
+                if adversarialChange.count <= Int(change) { adversarialChange += repeatElement(false, count: Int(change) + 1 - adversarialChange.count) }
+                adversarialChange[Int(change)] = true
+                if node == revokedNode { revokedChangesWritten += 1 }
+            }
+        }
         do {
             let c = try r.write([e], scope: sc, priority: p, now: t)
             let log = LogID(author: r.identity.id, scope: sc)
@@ -525,6 +618,8 @@ public final class FieldSyncAgent: SyncAgent {
             pairFailed.append(false)
             pairWentLive.append(false)
             stallWatch.append(false)
+            advRestartAt.append(nil)
+            revokedWatch.append(false)
         }
     }
 
@@ -550,7 +645,27 @@ public final class FieldSyncAgent: SyncAgent {
 
     private func startSessions(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
-        guard let ra = replicators[Int(link.spec.a)], let rb = replicators[Int(link.spec.b)] else { return }
+        guard var ra = replicators[Int(link.spec.a)], var rb = replicators[Int(link.spec.b)] else { return }
+        if !adversaries.isEmpty, isAdversary(link.spec.a) || isAdversary(link.spec.b) {
+            // An adversary's pair may be (re)started outside the driver: never over one that is open.
+            if sessions[s][0] != nil || sessions[s][1] != nil { return }
+            if let tw = twin {  // the equivocator shows its peers the two branches in turn
+                if link.spec.a == equivocatorNode || link.spec.b == equivocatorNode {
+                    twinTurn.toggle()
+                    if twinTurn { if link.spec.a == equivocatorNode { ra = tw } else { rb = tw } }
+                }
+            }
+            if revokedAt != nil, link.spec.a == revokedNode || link.spec.b == revokedNode {
+                revokedWatch[s] = true
+                revokedPairs += 1
+            }
+            if link.spec.a == flooderNode || link.spec.b == flooderNode, now >= adversaryStart {
+                advRestartAt[s] = now + SimTime(adversaries.floodSessionSeconds * 1_000)
+                setTimer(link, at: advRestartAt[s]!, effects: &effects)
+            }
+            relayStash[2 * s] = nil
+            relayStash[2 * s + 1] = nil
+        }
         sessions[s][0] = SimSide(SyncSession(initiator: true, replicator: ra, configuration: configuration(),
                                              now: wall(link.spec.a, now), handshake: handshake(ra, initiator: true)))
         sessions[s][1] = SimSide(SyncSession(initiator: false, replicator: rb, configuration: configuration(),
@@ -578,6 +693,12 @@ public final class FieldSyncAgent: SyncAgent {
     /// The contact's peer is added to the `a` node's driver (a new peer is due at once: sync on contact),
     /// which opens the session pair (side `a` initiates) with each node's local clock.
     public func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        if !adversaries.isEmpty {
+            adversaryTick(now: now, effects: &effects)
+            if adversaries.badRelay, badRelayNode == nil, now >= adversaryStart {
+                for n in [link.spec.a, link.spec.b] where badRelayNode == nil && ctx.world.nodes[Int(n)].nodeClass == .relay { badRelayNode = n }
+            }
+        }
         ensureSlot(link.slot)
         links[Int(link.slot)] = link
         active[Int(link.spec.a)].append(link.slot)
@@ -627,7 +748,13 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// That side's next frame of its session's outputs.
     public func pollTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
+        if let relay = badRelayNode, link.node(side) == relay, now >= adversaryStart { return badRelayTransmit(link, from: side, now: now) }
         guard let frame = sessions[Int(link.slot)][Int(side.rawValue)]?.next() else { return nil }
+        return outgoing(frame, link, from: side, now: now)
+    }
+
+    /// The accounting of a frame that leaves `side`, and the frame as the engine carries it.
+    private func outgoing(_ frame: SessionFrame, _ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame {
         let (bytes, kind) = (frame.bytes, frame.kind)
         bytesByKind[kind.rawValue] += Int64(bytes.count)
         lastTraffic[Int(link.slot)] = now
@@ -713,6 +840,7 @@ public final class FieldSyncAgent: SyncAgent {
     public func received(_ message: FieldSyncFrame, on link: LinkHandle, at side: LinkSide, now: SimTime,
                          effects: inout AgentEffects) {
         let s = Int(link.slot)
+        if !adversaries.isEmpty { adversaryTick(now: now, effects: &effects) }
         guard let here = sessions[s][Int(side.rawValue)], message.session == sessionGen[s] else { return }
         let sess = here.session
         let me = link.node(side)
@@ -720,12 +848,17 @@ public final class FieldSyncAgent: SyncAgent {
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
         let framesBefore = sess.framesReceived
+        let forksBefore = equivocation != nil && adversaries.pushForkProofsAtOnce ? replicators[Int(me)]?.forksRecorded : nil
         let events = here.take(sess.receive(message.bytes, now: wall(me, now)))
         // Heard from the peer only when a whole frame was handled, as on a node (SessionChannelHandler): the
         // bytes of a frame whose corrupted length prefix made it longer are no sign of life.
         if sess.framesReceived != framesBefore { lastHeard[2 * s + Int(side.rawValue)] = now }
+        if let e = equivocation, e.proofAt[Int(me)] == nil, me != equivocatorNode { noteForkProof(at: me, now: now) }
         for e in events {
-            if case let .refused(r) = e { batchChangeRefused(r, at: me) }
+            if case let .refused(r) = e {
+                batchChangeRefused(r, at: me)
+                if r.reason == .forked, r.log == equivocation?.log { refusedForked[Int(me)] = true }
+            }
             switch e {
             case let .applied(batch):
                 duplicatesReceived += batch.duplicates
@@ -749,6 +882,10 @@ public final class FieldSyncAgent: SyncAgent {
         if wentLive, side == .a, let peer = sess.peer?.subject {
             pairWentLive[s] = true
             drivers[Int(me)].handle(.sessionLive(device: peer, outgoing: link.spec.b), now: wall(me, now))
+        }
+        if let before = forksBefore, let r = replicators[Int(me)], r.forksRecorded > before, let e = equivocation,
+           let d = logPlace[e.log]?.domain {  // what-if (`AdversaryConfig.pushForkProofsAtOnce`): the new proof goes out now
+            touched(me, domains: [d], except: -1, now: now, effects: &effects)
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
@@ -900,7 +1037,20 @@ public final class FieldSyncAgent: SyncAgent {
         let finished = a.isFinished && b.isFinished
         pairFailed[s] = !finished
         closing[s] = nil
+        if revokedWatch[s] {
+            revokedWatch[s] = false
+            let peer = link.spec.a == revokedNode ? b : a
+            if peer.failure?.code == .revoked { revokedPairsRefused += 1 } else if peer.peer != nil { revokedPairsAuthenticated += 1 }
+        }
         drivers[Int(node)].handle(.sessionEnded(link.spec.b, finished: finished, device: device), now: t)
+        // A revoked device or a flooder that opened this pair opens the next one on its own schedule too.
+        if node == revokedNode, revokedAt != nil, links[s] != nil {
+            advRestartAt[s] = now + SimTime(adversaries.revokedRetrySeconds * 1_000)
+            setTimer(link, at: advRestartAt[s]!, effects: &effects)
+        } else if link.spec.a == flooderNode || link.spec.b == flooderNode, now >= adversaryStart, links[s] != nil {
+            advRestartAt[s] = now + SimTime(adversaries.floodSessionSeconds * 1_000)
+            setTimer(link, at: advRestartAt[s]!, effects: &effects)
+        }
         drive(node, now: now, effects: &effects)
     }
 
@@ -991,14 +1141,37 @@ public final class FieldSyncAgent: SyncAgent {
                 if h == old { continue }
                 seen[Int(node)][log] = h
                 any = true  // a receipt (HQ's control log in this station's scope) travels like a change
+                if let cut = revokedCutoff, let d = revokedNode, node != d, changeOf[log] == nil, log.author == replicators[Int(d)]?.identity.id {
+                    // Trust invariant for the revoked device's extra log (not a workload log: checked here).
+                    let knows = !r.trust.revocations.revocations(of: log.author).isEmpty
+                    for range in Self.newSeqs(h, minus: old) {
+                        let after = ((try? r.store.changes(log, in: range)) ?? []).filter { $0.hlc.milliseconds > cut }.count
+                        if after > 0, knows {
+                            effects.violate("\(ctx.world.nodes[Int(node)].name) holds the revocation of \(ctx.world.nodes[Int(d)].name) but took a change of \(log) dated after it")
+                        }
+                        if !knows { revokedChangesAccepted += after }
+                    }
+                }
                 guard place < Int32.max / 2, let list = changeOf[log] else { continue }
                 for range in Self.newSeqs(h, minus: old) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
                         if held[Int(node)][c] != nil { continue }
                         // Invariant: what a replica holds at (log, seq) is exactly what the author wrote.
-                        if Self.tag(try? r.store.hash(log, seq: seq)) != writtenTag[Int(c)] {
+                        let tag = Self.tag(try? r.store.hash(log, seq: seq))
+                        if tag != writtenTag[Int(c)] {
+                            // The other branch of an equivocation: the node keeps the first branch it held.
+                            if let e = equivocation, e.log == log, e.seq == seq, tag == e.otherTag { continue }
                             effects.violate("\(ctx.world.nodes[Int(node)].name) holds a change at \(log)#\(seq) that is not the one its author wrote")
+                        }
+                        // Trust invariant: no node that holds the revocation takes a change of the revoked device
+                        // dated after its cut-off.
+                        if let d = revokedNode, let cut = revokedCutoff, ctx.changes.author[Int(c)] == d, node != d,
+                           let hlc = try? r.store.changes(log, in: seq...seq).first?.hlc, hlc.milliseconds > cut {
+                            if !r.trust.revocations.revocations(of: log.author).isEmpty {
+                                effects.violate("\(ctx.world.nodes[Int(node)].name) holds the revocation of \(ctx.world.nodes[Int(d)].name) but took its change \(log)#\(seq) dated after the revocation")
+                            }
+                            revokedChangesAccepted += 1
                         }
                         let hops = (held[Int(peer)][c] ?? 0).nextHop
                         held[Int(node)][c] = hops
@@ -1052,6 +1225,11 @@ public final class FieldSyncAgent: SyncAgent {
         timerAt[s] = nil
         closing[s] = nil
         pairFailed[s] = false
+        if !adversaries.isEmpty {
+            advRestartAt[s] = nil
+            relayStash[2 * s] = nil
+            relayStash[2 * s + 1] = nil
+        }
         for n in [link.spec.a, link.spec.b] {
             if let i = active[Int(n)].firstIndex(of: link.slot) { active[Int(n)].remove(at: i) }
         }
@@ -1127,10 +1305,26 @@ public final class FieldSyncAgent: SyncAgent {
             }
             if !written.isEmpty { touched(hq, domains: written, except: -1, now: now, effects: &effects) }
         }
+        if !adversaries.isEmpty { adversaryTick(now: now, effects: &effects) }
         guard links[s] != nil, timerAt[s] == now else { return }  // an earlier timer replaced this one
         timerAt[s] = nil
         service(link, now: now, effects: &effects)
         if links[s] != nil { drive(link.spec.a, now: now, effects: &effects) }
+        if !adversaries.isEmpty, links[s] != nil, let at = advRestartAt[s] {
+            if at > now {
+                setTimer(link, at: at, effects: &effects)
+            } else {
+                advRestartAt[s] = nil
+                if sessions[s][0] != nil, link.spec.a == flooderNode || link.spec.b == flooderNode {  // the flooder drops its pair for a new one
+                    let (a, b) = (sessions[s][0]!.session, sessions[s][1]!.session)
+                    countEnd(link, .adversaryRestart)
+                    floodRestarts += 1
+                    closePair(s)
+                    pairEnded(link, a, b, now: now, effects: &effects)
+                }
+                if sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) }
+            }
+        }
     }
 
     /// Nothing: `MemoryStore` commits are atomic and the model treats them as durable; the engine
@@ -1146,8 +1340,10 @@ public final class FieldSyncAgent: SyncAgent {
         pendingRevocations.removeAll { i in
             if revocations[i].learned[Int(node)] == nil, !r.trust.revocations.revocations(of: revocations[i].device).isEmpty {
                 revocations[i].learned[Int(node)] = now
+                if revocations[i].node == revokedNode { forgetQuarantined(at: node, author: revocations[i].node) }
             }
-            return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil }
+            // The revoked device that keeps trying never learns its own revocation (every informed peer refuses it).
+            return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil || $0 == revokedNode.map(Int.init) }
         }
     }
 
@@ -1230,6 +1426,207 @@ public final class FieldSyncAgent: SyncAgent {
     }
 }
 
+// MARK: Adversaries
+
+extension FieldSyncAgent {
+    /// A held frame's hold (an adversarial relay's delay).
+    public static func holdTime(of message: FieldSyncFrame) -> SimTime { message.hold }
+
+    /// Whether `node` plays an adversary in this run.
+    public func isAdversary(_ node: NodeIndex) -> Bool {
+        node == revokedNode || node == equivocatorNode || node == badRelayNode || node == flooderNode
+    }
+
+    /// The adversary nodes of this run, in a fixed order (revoked, equivocator, bad relay, flooder).
+    public var adversaryNodes: [NodeIndex] { [revokedNode, equivocatorNode, badRelayNode, flooderNode].compactMap { $0 } }
+
+    /// Whether `change` was written by an adversary in a way no honest node may take (the revoked device after
+    /// its revocation, the equivocator from its fork on): left out of the delivery and divergence checks.
+    public func isAdversarialChange(_ change: ChangeIndex) -> Bool {
+        Int(change) < adversarialChange.count && adversarialChange[Int(change)]
+    }
+
+    /// Whether `node` holds a change of the revoked device written after its revocation (it has not learned
+    /// the revocation yet: once it does, such changes are quarantined).
+    public func holdsRevokedChanges(_ node: NodeIndex) -> Bool {
+        guard let d = revokedNode, revokedAt != nil, Int(node) < held.count else { return false }
+        for log in authoredLogs[Int(d)] {
+            for c in changeOf[log] ?? [] where isAdversarialChange(c) && held[Int(node)][c] != nil { return true }
+        }
+        return false
+    }
+
+    /// The equivocator's second replicator (same identity, the other branch), once it forked.
+    public var equivocatorCopy: Replicator? { twin }
+
+    /// What starts when its time comes: HQ revokes the revoked device; the flooder's extra writes.
+    func adversaryTick(now: SimTime, effects: inout AgentEffects) {
+        guard now >= adversaryStart else { return }
+        if revokedNode != nil, revokedAt == nil { revokeAdversary(now: now, effects: &effects) }
+        if let d = revokedNode, revokedAt != nil, adversaries.revokedWritesPerHour > 0, nextRevokedWriteAt <= now {
+            var due = 0
+            while nextRevokedWriteAt <= now {
+                due += 1
+                nextRevokedWriteAt += max(1, SimTime(3_600_000 / adversaries.revokedWritesPerHour))
+            }
+            let n = extraWrite(at: d, suffix: "revoked", count: due, edits: 1, now: now, effects: &effects)
+            revokedChangesWritten += n
+        }
+        if flooderNode != nil, nextFloodAt <= now {
+            let step = SimTime(3_600_000 / max(adversaries.floodChangesPerHour, 1e-3))
+            var due = 0
+            while nextFloodAt <= now {
+                due += 1
+                nextFloodAt += max(1, step)
+            }
+            let n = extraWrite(at: flooderNode!, suffix: "flood", count: due, edits: max(1, adversaries.floodEditsPerChange), now: now, effects: &effects)
+            floodWrites += n
+        }
+    }
+
+    /// HQ revokes the revoked device (reason `compromised`, cut-off now on HQ's clock); the device itself goes
+    /// on (it is not lost), and the run tracks who learns the revocation as for lost devices.
+    private func revokeAdversary(now: SimTime, effects: inout AgentEffects) {
+        revokedAt = now
+        guard let d = revokedNode, let hq = hqNode, let hqr = replicators[Int(hq)], let dev = replicators[Int(d)] else { return }
+        let cert = dev.identity.certificate
+        let t = wall(hq, now)
+        guard let rev = try? Revocation(device: cert.subject, serial: cert.serial, revokedAt: HLCTimestamp(milliseconds: t, counter: 0),
+                                        reason: .compromised, note: "device compromised (simulated adversary)", by: authority),
+              (try? hqr.writeControl(.revocation, payload: rev.canonicalBytes, scope: rootScope, now: t)) != nil else { return }
+        revokedCutoff = t
+        var learned = [SimTime?](repeating: nil, count: replicators.count)
+        learned[Int(hq)] = now
+        revocations.append(RevocationTrack(node: d, device: cert.subject, at: now, learned: learned, lostDevice: dev))
+        pendingRevocations.append(revocations.count - 1)
+        touched(hq, domains: [], except: -1, now: now, effects: &effects)
+    }
+
+    /// Drops from `held` the revoked device's changes the node's store quarantined when it learned the
+    /// revocation (`Replicator.quarantineRevokedChanges`), so that `holds` says what the store holds.
+    private func forgetQuarantined(at node: NodeIndex, author: NodeIndex) {
+        guard let r = replicators[Int(node)] else { return }
+        for log in authoredLogs[Int(author)] {
+            guard let h = try? r.store.holdings(of: log), let list = changeOf[log] else { continue }
+            for (i, c) in list.enumerated() where held[Int(node)][c] != nil && !h.contains(UInt64(i + 1)) { held[Int(node)][c] = nil }
+            seen[Int(node)][log] = h
+        }
+    }
+
+    /// The equivocator's fork: a second replicator with its identity and a copy of its own log signs another
+    /// change at the seq the workload change about to be written will take.
+    private func equivocate(_ r: Replicator, scope sc: Scope, change: ChangeIndex, now: SimTime, effects: inout AgentEffects) {
+        guard let node = equivocatorNode else { return }
+        let t = wall(node, now)
+        let log = LogID(author: r.identity.id, scope: sc)
+        let head = UInt64(changeOf[log]?.count ?? 0)
+        let tw = Replicator(identity: r.identity, trust: r.trust, store: MemoryStore(recordInterner: recordInterner))
+        tw.verificationCache = verificationCache
+        tw.sealingRandomness = SimRandom(seed: seed, 0x7A1F_0000, UInt64(node)).rng
+        for d in ctx.world.carried[Int(node)] { tw.addKey(epochKeys[Int(d)]) }
+        do {
+            if head > 0 {
+                let own = try r.store.changes(log, in: 1...head).map { try Change(canonicalBytes: $0.bytes) }
+                _ = try tw.ingest(own, certificates: [r.identity.certificate], now: t)
+            }
+            let id = RecordID(ID128(high: 0xE001_7000_0000_0000, low: UInt64(change)))
+            let other = Visit.create(id: id, scope: sc, author: r.identity.id, hlc: HLCTimestamp(milliseconds: t, counter: 0),
+                                     subject: "other branch", visitor: "equivocator", visitType: .returningMigrantWorker,
+                                     visitedAt: Int64(t), location: Location(latitude: 33.4, longitude: 104.9),
+                                     outcome: "a change signed at the same seq as another")
+            let y = try tw.write([other], scope: sc, priority: .low, now: t)
+            guard y.header.seq == head + 1 else { return }
+            twin = tw
+            equivocation = Equivocation(log: log, seq: head + 1, otherTag: Self.tag(try tw.store.hash(log, seq: head + 1)), at: now,
+                                        proofAt: Array(repeating: nil, count: ctx.world.count))
+            // Its open pairs would push the original's change at once: it drops them and opens new ones, the first
+            // with the copy, so that the peers it meets now get the other branch first.
+            for slot in active[Int(node)] {
+                let s = Int(slot)
+                guard let link = links[s], let sa = sessions[s][0]?.session, let sb = sessions[s][1]?.session else { continue }
+                countEnd(link, .adversaryRestart)
+                closePair(s)
+                pairEnded(link, sa, sb, now: now, effects: &effects)
+                if links[s] != nil, sessions[s][0] == nil { startSessions(link, now: now, effects: &effects) }
+            }
+        } catch {
+            return
+        }
+    }
+
+    /// Records when `node`'s store first holds a fork proof of the equivocator's log.
+    private func noteForkProof(at node: NodeIndex, now: SimTime) {
+        guard let e = equivocation, let r = replicators[Int(node)], let f = try? r.store.forks(of: e.log), !f.isEmpty else { return }
+        equivocation!.proofAt[Int(node)] = now
+        if e.firstDetection == nil { equivocation!.firstDetection = (node, now) }
+    }
+
+    /// The bad relay's side of a link: drops, replays and holds frames of its sessions.
+    private func badRelayTransmit(_ link: LinkHandle, from side: LinkSide, now: SimTime) -> FieldSyncFrame? {
+        let s = Int(link.slot)
+        let k = 2 * s + Int(side.rawValue)
+        if let f = relayStash[k] {
+            relayStash[k] = nil
+            return f
+        }
+        while true {
+            guard let frame = sessions[s][Int(side.rawValue)]?.next() else { return nil }
+            if advRandom.unit() < adversaries.relayDrop {  // never leaves: the peer's next frame fails its check
+                relayDropped += 1
+                continue
+            }
+            var out = outgoing(frame, link, from: side, now: now)
+            if advRandom.unit() < adversaries.relayDelay {
+                out.hold = SimTime(advRandom.uniform(0, adversaries.relayDelayMaxSeconds * 1_000))
+                relayHeld += 1
+                relayHeldMs += Int64(out.hold)
+            }
+            let replay = !relayRecorded.isEmpty && advRandom.unit() < adversaries.relayReplay
+            let old = replay ? relayRecorded[advRandom.int(relayRecorded.count)] : nil
+            relayRecorded.append((frame.bytes, frame.kind))
+            if relayRecorded.count > 32 { relayRecorded.removeFirst() }
+            guard let old else { return out }
+            // An old frame first (of this or an earlier session), the frame itself next.
+            relayReplayed += 1
+            relayStash[k] = out
+            bytesByKind[old.kind.rawValue] += Int64(old.bytes.count)
+            return FieldSyncFrame(bytes: old.bytes, type: old.kind == .handshake ? .summary : .control, kind: old.kind,
+                                  session: sessionGen[s])
+        }
+    }
+
+    /// An adversary writes `count` extra changes of `edits` visits each in its station's sub-scope `suffix`
+    /// (within its certificate; the flooder's `flood`, the revoked device's `revoked`), pushed like any write.
+    /// Returns how many it wrote.
+    private func extraWrite(at f: NodeIndex, suffix: String, count: Int, edits k: Int, now: SimTime, effects: inout AgentEffects) -> Int {
+        guard let r = replicators[Int(f)], let d = ctx.world.carried[Int(f)].first,
+              let sc = try? Scope(domainScopes[Int(d)].path + "/" + suffix) else { return 0 }
+        var written = 0
+        let t = wall(f, now)
+        let log = LogID(author: r.identity.id, scope: sc)
+        let zh = { (n: Int) in String(repeating: "洪", count: n) }
+        for _ in 0..<count {
+            floodCount += 1
+            let edits = (0..<k).map { i in
+                Visit.create(id: RecordID(ID128(high: 0xF100_D000_0000_0000, low: floodCount << 8 | UInt64(i & 0xFF))), scope: sc,
+                             author: r.identity.id, hlc: HLCTimestamp(milliseconds: t, counter: 0), subject: zh(3), visitor: zh(3),
+                             visitType: .returningMigrantWorker, visitedAt: Int64(t), location: Location(latitude: 33.4, longitude: 104.9),
+                             outcome: zh(50))
+            }
+            guard let c = try? r.write(edits, scope: sc, priority: .low, now: t) else { break }
+            if logPlace[log] == nil {  // travels with the station's logs (live pushes, receipts); no workload change of its own
+                logPlace[log] = (d, Int32(domainLogs[Int(d)].count))
+                domainLogs[Int(d)].append(log)
+            }
+            seen[Int(f)][log, default: HeldIntervals()].insert(c.header.seq)
+            written += 1
+            if f == flooderNode { floodBytes += c.encodedBytes.count }
+        }
+        touched(f, domains: [d], except: -1, now: now, effects: &effects)
+        return written
+    }
+}
+
 extension SimTime {
     fileprivate var asMs: UInt64 { UInt64(self) }
 }
@@ -1239,11 +1636,15 @@ extension SimTime {
 /// seeded from `seed` (`Replicator.sealingRandomness`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                          liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
+                         adversaries: AdversaryConfig = AdversaryConfig(),
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
+    // Adversaries start at `startDay`, by default a quarter of the way through the workload.
+    let start = adversaries.startDay.map { SimTime($0 * Double(Duration.day)) } ?? scenario.workloadEnd / 4
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
                                                                              liveSessions: liveSessions, traceDrivers: traceDrivers,
-                                                                             announcesClock: announcesClock) }
+                                                                             announcesClock: announcesClock, adversaries: adversaries,
+                                                                             adversaryStart: start) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }
@@ -1267,7 +1668,8 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         ("live_idle_closes", .int(Int64(a.idleCloses))), ("keep_alives_sent", .int(Int64(a.keepAlivesSent))),
         ("session_pairs_by_link", .object(LinkClass.allCases.filter { a.pairsStartedByLink[Int($0.rawValue)] > 0 }.map { c in
             (c.description, .object([("started", .int(Int64(a.pairsStartedByLink[Int(c.rawValue)])))]
-                + FieldSyncAgent.PairEnd.allCases.map { ($0.description, .int(Int64(a.pairEnds[Int(c.rawValue)][$0.rawValue]))) }))
+                + FieldSyncAgent.PairEnd.allCases.filter { $0 != .adversaryRestart || a.pairEnds[Int(c.rawValue)][$0.rawValue] > 0 }
+                .map { ($0.description, .int(Int64(a.pairEnds[Int(c.rawValue)][$0.rawValue]))) }))
         })),
         ("changes_written", .int(Int64(a.writes))), ("write_errors", .int(Int64(a.writeErrors))),
         ("written_change_bytes", .int(Int64(a.writtenBytes))),
@@ -1290,7 +1692,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
         var lat = Histogram()
         var informed = 0, uninformed = 0
         for t in a.revocations {
-            for (n, l) in t.learned.enumerated() where !sim.isLost(NodeIndex(n)) {
+            for (n, l) in t.learned.enumerated() where !sim.isLost(NodeIndex(n)) && n != Int(t.node) {  // a revoked device that goes on never learns its own
                 if let l { lat.record(l - t.at); informed += 1 } else { uninformed += 1 }
             }
         }
@@ -1347,10 +1749,14 @@ public func divergence(_ sim: Simulation<FieldSyncAgent>) -> (domainsChecked: In
     var checked = 0, compared = 0
     var diverged: [Int32] = []
     for d in 0..<world.domainCount {
-        let readers = world.readers[d].filter { !sim.isLost($0) }
+        // Adversaries (docs/simulator.md, "Issue 14: adversaries"): their nodes are not compared, nor nodes that
+        // hold changes of the revoked device they will drop once they learn the revocation, nor the station of an
+        // equivocator once it forked (nodes keep the branch they held first, so its readers may differ by design).
+        if a.equivocation != nil, let node = a.equivocatorNode, world.reads(Int32(d), at: node) { continue }
+        let readers = world.readers[d].filter { !sim.isLost($0) && !a.isAdversary($0) && !a.holdsRevokedChanges($0) }
         guard readers.count > 1 else { continue }
         var complete = Array(repeating: true, count: readers.count)
-        for c in sim.context.changes.byDomain[d] {
+        for c in sim.context.changes.byDomain[d] where !a.isAdversarialChange(c) {
             let held = readers.map { a.holds(c, at: $0) }
             if held.contains(true) { for (i, h) in held.enumerated() where !h { complete[i] = false } }
         }

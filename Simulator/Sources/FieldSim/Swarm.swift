@@ -15,6 +15,9 @@ public struct SwarmMix: Sendable {
     public var wiredOutagesPer30Days: Double, wiredOutageMeanHours: Double
     /// HQ receipts every this many hours (nil: none).
     public var receiptsEveryHours: Double?
+    /// Adversaries (`fieldsim swarm --adversaries`: `AdversaryConfig(swarmSeed:)`, from a generator of their own,
+    /// so the faults above are the same with and without them); empty otherwise.
+    public var adversaries = AdversaryConfig()
 
     /// Draws the mix of `seed`.
     public init(seed: UInt64) {
@@ -60,6 +63,7 @@ public struct SwarmMix: Sendable {
         if let p = f.linkCorrupt, p > 0 { on.append("corrupt \(g(p))") }
         if wiredOutagesPer30Days > 0 { on.append("wired outages \(g(wiredOutagesPer30Days))/30 days (mean \(g(wiredOutageMeanHours)) h)") }
         if let h = receiptsEveryHours { on.append("receipts every \(g(h)) h") }
+        if !adversaries.isEmpty { on.append("adversaries: \(adversaries.description)") }
         return on.isEmpty ? "no faults" : on.joined(separator: ", ")
     }
 }
@@ -85,56 +89,31 @@ public struct SwarmResult: Sendable {
 /// Running the swarm.
 public enum Swarm {
     /// The command that reproduces seed `seed` (`--days` only when not the default).
-    public static func reproduce(_ seed: UInt64, days: Double?) -> String {
+    public static func reproduce(_ seed: UInt64, days: Double?, adversaries: Bool = false) -> String {
         "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim swarm --seed \(seed)" + (days.map { " --days \(JSON.format($0))" } ?? "")
+            + (adversaries ? " --adversaries" : "")
     }
 
-    /// Runs seed `seed` of the swarm on `base` (normally `longnan-small`) with the `fieldsync` agent and
-    /// stand-in crypto, and checks at the end:
-    /// 1. the engine's per-event invariant (every replica holds at (log, seq) exactly what its author wrote);
-    /// 2. no divergence: the live readers of a station that hold all of its changes hold identical records;
-    /// 3. nothing lost that was acknowledged, and delivery: a change any live node holds is held by every
-    ///    live reader of its station (a change only a lost device held was never acknowledged), unless the
-    ///    run's contacts (`Oracle`) reached that reader less than 1 h before the end. With clock skew, a node
-    ///    refuses a change dated ahead of its clock (`timestampInFuture`) until its clock passes the change's
-    ///    date: the oracle lets the change reach each node only from then (`notBefore`), and carry on from
-    ///    there only after that (swarm finding 3: a reader whose clock runs behind and whose last contact
-    ///    with a holder came before its clock caught up cannot have the change, whatever the protocol does);
-    /// 4. entitlement: no node holds a log its certificate may not hold; the oracle is never beaten;
-    /// 5. no relay reads plaintext: relay boxes hold no records (they cannot open what they carry);
-    /// 6. trust: each lost (revoked) device then writes a change dated after its revocation; every live
-    ///    node that learned the revocation refuses the device's session (`revoked`) and refuses to store
-    ///    that change when it is handed over directly (as a node that had not learned it would forward it).
-    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false) throws -> SwarmResult {
-        let mix = SwarmMix(seed: seed)
-        let file = mix.apply(to: base)
-        try file.validate(file: "\(base.name) (swarm seed \(seed))")
-        let scen = try makeScenario(file, seed: seed, path: path)
-        var options = RunOptions(sampleInterval: Duration.hour, snapshotAt: nil, recordContacts: true, oracleSampleEvery: file.defaultOracleEvery)
-        options.linkFaults = LinkFaults(file.faults, seed: seed)
-        let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
-                               receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, options: options)
-        var failures: [String] = []
-        if let v = sim.invariantViolation { failures.append("engine invariant: \(v)") }
-        let report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
-        let h = report.headline
+    /// Delivery (check 3 of `run`): every change a live node holds is held by every live reader of its station,
+    /// unless the run's contacts reached that reader less than `slack` before the end (the oracle, with each
+    /// node's clock: see `run`). With adversaries, their nodes are not readers that must hold anything, their
+    /// changes no honest node may take are left out, and the oracle uses only the contacts without the
+    /// adversaries from their start (`AdversaryChecks.honestContacts`: liveness is owed only along the other
+    /// paths). Returns the pairs missing, the pairs excused (no path in time) and up to three examples.
+    public static func deliveryCheck(_ sim: Simulation<FieldSyncAgent>, slack: SimTime = SimTime(Duration.hour)) -> (missing: Int, beyondReach: Int, examples: [String]) {
         let world = sim.context.world
         let a = sim.agent
         let ch = sim.context.changes
-        let live = (0..<world.count).map { !sim.isLost(NodeIndex($0)) }
-        if h.divergedStations > 0 { failures.append("divergence: \(h.divergedStations) station(s) whose complete replicas hold different records") }
-        if h.oracle.violations > 0 { failures.append("oracle beaten on \(h.oracle.violations) sampled pairs") }
-        // 3. Held by a live node => held by every live reader, unless the run's own contacts gave no path
-        //    that arrived `slack` before the end (the oracle: earliest arrival over the contacts that ran).
-        let slack = SimTime(Duration.hour)
-        let oracle = Oracle(contacts: sim.contacts, nodes: world.count)
+        let live = (0..<world.count).map { !sim.isLost(NodeIndex($0)) && !a.isAdversary(NodeIndex($0)) }
+        let holders = (0..<world.count).map { !sim.isLost(NodeIndex($0)) }
+        let oracle = Oracle(contacts: a.adversaries.isEmpty ? sim.contacts : AdversaryChecks.honestContacts(sim), nodes: world.count)
         let clocks = sim.context.clockSkew
         let skewed = clocks.contains { $0 != 0 }
         var missing = 0, beyondReach = 0
         var examples: [String] = []
         for c in 0..<ch.count {
             let ci = ChangeIndex(c)
-            guard (0..<world.count).contains(where: { live[$0] && a.holds(ci, at: NodeIndex($0)) }) else { continue }
+            guard !a.isAdversarialChange(ci), (0..<world.count).contains(where: { holders[$0] && a.holds(ci, at: NodeIndex($0)) }) else { continue }
             var reach: [SimTime]?
             for n in world.readers[Int(ch.domain[c])] where live[Int(n)] && !a.holds(ci, at: n) {
                 if reach == nil {
@@ -156,6 +135,54 @@ public enum Swarm {
                 }
             }
         }
+        return (missing, beyondReach, examples)
+    }
+
+    /// Runs seed `seed` of the swarm on `base` (normally `longnan-small`) with the `fieldsync` agent and
+    /// stand-in crypto, and checks at the end:
+    /// 1. the engine's per-event invariant (every replica holds at (log, seq) exactly what its author wrote);
+    /// 2. no divergence: the live readers of a station that hold all of its changes hold identical records;
+    /// 3. nothing lost that was acknowledged, and delivery: a change any live node holds is held by every
+    ///    live reader of its station (a change only a lost device held was never acknowledged), unless the
+    ///    run's contacts (`Oracle`) reached that reader less than 1 h before the end. With clock skew, a node
+    ///    refuses a change dated ahead of its clock (`timestampInFuture`) until its clock passes the change's
+    ///    date: the oracle lets the change reach each node only from then (`notBefore`), and carry on from
+    ///    there only after that (swarm finding 3: a reader whose clock runs behind and whose last contact
+    ///    with a holder came before its clock caught up cannot have the change, whatever the protocol does);
+    /// 4. entitlement: no node holds a log its certificate may not hold; the oracle is never beaten;
+    /// 5. no relay reads plaintext: relay boxes hold no records (they cannot open what they carry);
+    /// 6. trust: each lost (revoked) device then writes a change dated after its revocation; every live
+    ///    node that learned the revocation refuses the device's session (`revoked`) and refuses to store
+    ///    that change when it is handed over directly (as a node that had not learned it would forward it).
+    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false, adversaries: Bool = false,
+                           pushForkProofsAtOnce: Bool = false) throws -> SwarmResult {
+        var mix = SwarmMix(seed: seed)
+        if adversaries {
+            mix.adversaries = AdversaryConfig(swarmSeed: seed)
+            mix.adversaries.pushForkProofsAtOnce = pushForkProofsAtOnce
+        }
+        let file = mix.apply(to: base)
+        try file.validate(file: "\(base.name) (swarm seed \(seed))")
+        let scen = try makeScenario(file, seed: seed, path: path)
+        var options = RunOptions(sampleInterval: Duration.hour, snapshotAt: nil, recordContacts: true, oracleSampleEvery: file.defaultOracleEvery)
+        options.linkFaults = LinkFaults(file.faults, seed: seed)
+        let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
+                               receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, adversaries: mix.adversaries,
+                               options: options)
+        var failures: [String] = []
+        if let v = sim.invariantViolation { failures.append("engine invariant: \(v)") }
+        let report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
+        let h = report.headline
+        let world = sim.context.world
+        let a = sim.agent
+        let ch = sim.context.changes
+        let live = (0..<world.count).map { !sim.isLost(NodeIndex($0)) }
+        if h.divergedStations > 0 { failures.append("divergence: \(h.divergedStations) station(s) whose complete replicas hold different records") }
+        if h.oracle.violations > 0 { failures.append("oracle beaten on \(h.oracle.violations) sampled pairs") }
+        // 3. Held by a live node => held by every live reader, unless the run's own contacts gave no path
+        //    that arrived `slack` before the end (the oracle: earliest arrival over the contacts that ran).
+        let slack = SimTime(Duration.hour)
+        let (missing, beyondReach, examples) = deliveryCheck(sim, slack: slack)
         if missing > 0 { failures.append("not delivered: \(missing) (change, live reader) pairs missing a change a live node holds, though the run's contacts reached the reader at least \(JSON.format(Double(slack) / 3_600_000)) h before the end, e.g. \(examples.joined(separator: "; "))") }
         // 4. Entitlement, every node and every log.
         for n in 0..<world.count where live[n] && !a.holdsOnlyEntitledLogs(NodeIndex(n)) {
@@ -171,7 +198,9 @@ public enum Swarm {
         // 6. Revoked devices.
         var refusedSessions = 0, refusedChanges = 0, uninformed = 0
         let at = FieldSyncAgent.epochMs + UInt64(sim.now) + 60_000
-        for (k, t) in a.revocations.enumerated() {
+        // (The revoked device that keeps going is checked by `AdversaryChecks` on its own changes: its clock may
+        // run ahead of the test change's date below.)
+        for (k, t) in a.revocations.enumerated() where t.node != a.revokedNode {
             let thief = t.lostDevice
             guard let scope = thief.identity.certificate.scopes.first else { continue }
             let id = RecordID(ID128(high: 0x7417_EF00_0000_0000, low: UInt64(k)))
@@ -184,7 +213,7 @@ public enum Swarm {
                 continue
             }
             let log = LogID(author: thief.identity.id, scope: scope)
-            for n in 0..<world.count where live[n] {
+            for n in 0..<world.count where live[n] && n != Int(t.node) {
                 guard t.learned[n] != nil, let honest = a.replicator(at: NodeIndex(n)) else {
                     uninformed += 1
                     continue
@@ -212,6 +241,9 @@ public enum Swarm {
                 }
             }
         }
+        // 7. Adversaries: the trust rules (`AdversaryChecks`).
+        let adv = AdversaryChecks.check(sim, slack: slack)
+        failures += adv.failures
         let m = sim.metrics
         let counts: [(String, Int)] = [
             ("changes", ch.count), ("contacts", h.contacts), ("session_pairs", a.sessionsStarted), ("session_pairs_failed_or_cut", a.sessionsFailed),
@@ -221,7 +253,7 @@ public enum Swarm {
             ("changes_held_by_relays", relayChanges), ("pairs_missing_no_path_in_time", beyondReach), ("receipts_written", a.receiptsWritten), ("deferred_retries", a.deferredRetries),
             ("idle_timeout_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.idleTimeout.rawValue] }),
             ("peer_gone_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.peerGone.rawValue] }),
-        ]
+        ] + (adversaries ? adversaryCounts(adv) : [])
         var result = SwarmResult(seed: seed, mix: mix, failures: failures, traceHash: sim.traceHash, counts: counts)
         if keepFiles {
             result.files = [("summary.json", report.summary.render() + "\n"), ("timeseries.csv", report.seriesCSV)]
@@ -232,15 +264,28 @@ public enum Swarm {
 
     /// Runs seeds `first ..< first + count` on `threads` threads; results in seed order (independent of
     /// the thread count). `done` is called after each seed, under a lock.
-    public static func run(first: UInt64, count: Int, days: Double?, threads: Int, keepFiles: Bool = false,
-                           done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
+    public static func run(first: UInt64, count: Int, days: Double?, threads: Int, keepFiles: Bool = false, adversaries: Bool = false,
+                           pushForkProofsAtOnce: Bool = false, done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
         var base = try ScenarioFile.load(path: ShippedScenarios.resolve("longnan-small"))
         if let d = days { base = base.withDays(d) }
         let path = try ShippedScenarios.resolve("longnan-small")
         let file = base
         return try parallelMap(count, threads: threads) { i in
-            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles)
+            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries,
+                            pushForkProofsAtOnce: pushForkProofsAtOnce)
             return r
         } done: { r in done?(r) }
+    }
+}
+
+extension Swarm {
+    /// The adversary counts of a swarm seed, the same names in every seed (0 for an adversary not drawn), so
+    /// that the swarm's totals add up by position.
+    static func adversaryCounts(_ r: AdversaryReport) -> [(String, Int)] {
+        let names = ["revoked_pairs_after_revocation", "revoked_pairs_authenticated", "revoked_pairs_refused_revoked",
+                     "revoked_changes_written_after", "revoked_changes_taken_by_uninformed_nodes", "fork_detected",
+                     "nodes_holding_fork_proof", "readers_unreached_excused", "relay_frames_dropped", "relay_frames_replayed",
+                     "relay_frames_held", "flood_changes_written", "flood_session_restarts"]
+        return names.map { n in (n, r.counts.first { $0.0 == n }?.1 ?? 0) }
     }
 }

@@ -166,6 +166,10 @@ public protocol SyncAgent {
     /// frame would be sent again); agents with real bytes flip a bit and let their protocol catch it.
     static func corrupted(_ message: Message, random: inout SimRandom) -> Message?
 
+    /// Extra time the sender sits on `message` before it leaves (an adversarial relay that delays what it
+    /// carries): the link direction stays busy for it, so later frames wait behind it. Default 0.
+    static func holdTime(of message: Message) -> SimTime
+
     /// A node wrote `change`.
     mutating func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects)
 
@@ -204,6 +208,9 @@ public protocol SyncAgent {
 extension SyncAgent {
     /// Default: a corrupted frame is sent again intact (see the requirement).
     public static func corrupted(_ message: Message, random: inout SimRandom) -> Message? { message }
+
+    /// Default: no message is held.
+    public static func holdTime(of message: Message) -> SimTime { 0 }
 
     /// Default: agents that set no timers ignore them.
     public mutating func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {}

@@ -31,6 +31,15 @@ struct FieldSimCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "fieldsync agent: keep each contact's session open and push later changes on it (live mode); --no-live-sessions starts a new session (handshake and reconciliation) for each burst of new changes.")
     var liveSessions = true
 
+    @Option(name: .long, help: "fieldsync agent: adversaries, comma-separated: revoked (a backpack HQ revokes that keeps syncing and writing), equivocator (a backpack that signs two changes at one seq and shows peers both branches), bad-relay (a relay box that drops, replays and delays the frames it sends), flooder (a backpack that writes many big changes and restarts its sessions), or all. Trust rules are checked at the end; a breach fails the run. See Simulator/README.md, \"Adversaries\".")
+    var adversaries: String = ""
+
+    @Option(name: .long, help: "With --adversaries: the day they start (default: a quarter of the way through the workload).")
+    var adversaryStartDay: Double?
+
+    @Flag(name: .long, help: "With --adversaries equivocator, a what-if: a node that records a new fork proof pushes it at once on its live sessions and schedules its other peers (the node daemon does not: a proof waits for the next change). docs/simulator.md, \"Issue 14: adversaries\".")
+    var pushForkProofsAtOnce = false
+
     @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
     var out: String?
 
@@ -53,6 +62,11 @@ struct FieldSimCommand: ParsableCommand {
         }
         if let d = days, d <= 0 { throw ValidationError("--days must be positive") }
         if let h = receiptsEveryHours, h <= 0 { throw ValidationError("--receipts-every-hours must be positive") }
+        if !adversaries.isEmpty {
+            do { _ = try AdversaryConfig(kinds: adversaries) } catch { throw ValidationError("\(error)") }
+            if !agentList.contains("fieldsync") { throw ValidationError("--adversaries needs the fieldsync agent") }
+        }
+        if let d = adversaryStartDay, d < 0 { throw ValidationError("--adversary-start-day must not be negative") }
         if CryptoMode(rawValue: crypto) == nil {
             throw ValidationError("unknown --crypto \"\(crypto)\"; known: \(CryptoMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -78,6 +92,13 @@ struct FieldSimCommand: ParsableCommand {
         if agentList.contains("fieldsync") { reproduce += " --crypto \(crypto)" + (liveSessions ? "" : " --no-live-sessions") }
         if let h = receiptsEveryHours { reproduce += " --receipts-every-hours \(JSONFormat.number(h))" }
         if let m = mapDay { reproduce += " --map-day \(JSONFormat.number(m))" }
+        var adversaryConfig = try AdversaryConfig(kinds: adversaries)
+        adversaryConfig.startDay = adversaryStartDay
+        adversaryConfig.pushForkProofsAtOnce = pushForkProofsAtOnce
+        if !adversaryConfig.isEmpty {
+            reproduce += " --adversaries \(adversaries)" + (adversaryStartDay.map { " --adversary-start-day \(JSONFormat.number($0))" } ?? "")
+                + (pushForkProofsAtOnce ? " --push-fork-proofs-at-once" : "")
+        }
         let tty = isatty(STDERR_FILENO) == 1 && !quiet
         for name in agentList {
             let scen: any Scenario
@@ -118,13 +139,41 @@ struct FieldSimCommand: ParsableCommand {
             if name == "fieldsync" {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
                                        receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
-                                       options: options, progress: progress)
+                                       adversaries: adversaryConfig, options: options, progress: progress)
                 engineWall = seconds(clock.now - started)
                 if tty { FileHandle.standardError.write(Data(ProgressLine.erase.utf8)) }  // before anything is printed
                 if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
-                report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived)
+                var rep = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived)
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
                 let a = sim.agent
+                var adversaryFailures: [String] = []
+                if !adversaryConfig.isEmpty {
+                    // The trust rules, and delivery along the paths without the adversaries (Swarm.deliveryCheck).
+                    let adv = AdversaryChecks.check(sim)
+                    let delivery = Swarm.deliveryCheck(sim)
+                    adversaryFailures = adv.failures
+                    if case var .object(fields) = rep.summary {
+                        fields.append(("adversaries", .object([("config", .string(adversaryConfig.description)), ("report", adv.json),
+                                                               ("honest_pairs_missing_with_a_path", .int(Int64(delivery.missing))),
+                                                               ("honest_pairs_missing_no_path", .int(Int64(delivery.beyondReach)))])))
+                        rep.summary = .object(fields)
+                    }
+                    if !quiet {
+                        print("[fieldsync] adversaries: \(adversaryConfig.description); played by \(adv.nodes.map { "\($0.0) \($0.1)" }.joined(separator: ", "))")
+                        print("[fieldsync] adversaries: " + adv.counts.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
+                        let f = { (l: (p50: Double, p95: Double, max: Double, informed: Int, of: Int)?) in
+                            l.map { String(format: "p50 %.0f s, p95 %.0f s, max %.0f s (%d of %d nodes)", $0.p50, $0.p95, $0.max, $0.informed, $0.of) } ?? "none"
+                        }
+                        if a.revokedNode != nil { print("[fieldsync] revocation of the revoked device reached live nodes: \(f(adv.revocationLatency))") }
+                        if a.equivocatorNode != nil { print("[fieldsync] fork proof from first detection to the station's readers: \(f(adv.forkProofLatency))") }
+                        print("[fieldsync] honest delivery: \(delivery.missing) (change, reader) pairs missing though the contacts without the adversaries reached them, \(delivery.beyondReach) without such a path" + (delivery.examples.isEmpty ? "" : ", e.g. \(delivery.examples.joined(separator: "; "))"))
+                        for x in adv.failures { print("[fieldsync] TRUST BREACH: \(x)") }
+                    }
+                }
+                report = rep
+                if !adversaryFailures.isEmpty {
+                    throw SimFailure("[fieldsync] a trust rule was broken with adversaries: \(adversaryFailures.joined(separator: "; ")); reproduce: \(reproduce)")
+                }
                 if !quiet {
                     print("[fieldsync] crypto mode: \(a.crypto.rawValue); bytes by message type: \(a.bytesByMessageType.map { "\($0.0) \($0.1)" }.joined(separator: ", "))")
                     if !a.failures.isEmpty { print("[fieldsync] failed session pairs by cause: \(a.failures.keys.sorted().map { "\($0) \(a.failures[$0]!)" }.joined(separator: ", "))") }

@@ -28,6 +28,12 @@ struct SwarmCommand: ParsableCommand {
     @Option(name: .long, help: "With --seed: write the run's summary.json and CSV series to this directory.")
     var out: String?
 
+    @Flag(name: .long, help: "Also draw adversaries per seed (each of revoked, equivocator, bad-relay, flooder on with probability one half, rates drawn; the fault mix is unchanged) and check the trust rules (Simulator/README.md, \"Adversaries\").")
+    var adversaries = false
+
+    @Flag(name: .long, help: "With --adversaries, a what-if: a node that records a new fork proof pushes it at once (the node daemon waits for the next change).")
+    var pushForkProofsAtOnce = false
+
     @Flag(name: .long, help: "Print a line for every seed, not only the failing ones.")
     var verbose = false
 
@@ -41,16 +47,17 @@ struct SwarmCommand: ParsableCommand {
         let (first, count) = seed.map { ($0, 1) } ?? (firstSeed, seeds)
         let days = self.days
         let verbose = self.verbose || seed != nil
-        print("fieldsim swarm: longnan-small\(days.map { ", \(JSON.format($0)) days" } ?? ""), fieldsync agent, stand-in crypto, seeds \(first)...\(first + UInt64(count) - 1), \(min(jobs, count)) at a time")
+        print("fieldsim swarm: longnan-small\(days.map { ", \(JSON.format($0)) days" } ?? ""), fieldsync agent, stand-in crypto\(adversaries ? ", adversaries" : ""), seeds \(first)...\(first + UInt64(count) - 1), \(min(jobs, count)) at a time")
         let clock = ContinuousClock()
         let started = clock.now
         let results: [SwarmResult]
         do {
-            results = try Swarm.run(first: first, count: count, days: days, threads: jobs, keepFiles: out != nil && seed != nil) { r in
+            results = try Swarm.run(first: first, count: count, days: days, threads: jobs, keepFiles: out != nil && seed != nil,
+                                    adversaries: adversaries, pushForkProofsAtOnce: pushForkProofsAtOnce) { r in
                 if !r.failures.isEmpty {
                     print("FAIL seed \(r.seed) [\(r.mix.description)]:")
                     for f in r.failures { print("  \(f)") }
-                    print("  reproduce: \(Swarm.reproduce(r.seed, days: days))")
+                    print("  reproduce: \(Swarm.reproduce(r.seed, days: days, adversaries: adversaries))")
                 } else if verbose {
                     print("ok seed \(r.seed) [\(r.mix.description)] trace \(String(r.traceHash, radix: 16)): " + r.counts.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
                 }
