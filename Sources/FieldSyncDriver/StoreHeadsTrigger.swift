@@ -29,6 +29,8 @@ public struct StoreHeadsChange: Sendable, Equatable {
 public struct StoreHeadsTrigger: Sendable {
     /// The heads last read (nil before the first reading).
     public private(set) var heads: [LogID: HeldIntervals]?
+    /// The fork proofs recorded when the heads were last read (`Replicator.forksRecorded`).
+    public private(set) var forks = 0
 
     /// Creates the trigger (no reading yet).
     public init() {}
@@ -38,13 +40,20 @@ public struct StoreHeadsTrigger: Sendable {
     ///   - except: the device whose session's changes caused this reading (nil: a poll, or changes from
     ///     several devices).
     ///   - me: this device (a move of its own logs after a session means another process wrote).
-    /// - Returns: nil if nothing moved.
-    public mutating func observe(_ new: [LogID: HeldIntervals], except: DeviceID?, me: DeviceID?) -> StoreHeadsChange? {
+    ///   - forks: the fork proofs this node recorded so far (`Replicator.forksRecorded`). A new proof is a
+    ///     change even when no head moved (the conflicting change is refused, not stored): it is pushed on
+    ///     the live sessions (`SyncSession.push` sends proofs the peer has not had) and the other peers are
+    ///     scheduled, so that it reaches every reader at once rather than with the next change.
+    /// - Returns: nil if nothing moved and no proof is new.
+    public mutating func observe(_ new: [LogID: HeldIntervals], forks: Int = 0, except: DeviceID?, me: DeviceID?) -> StoreHeadsChange? {
         guard let before = heads else {
             heads = new
+            self.forks = forks
             return nil
         }
-        guard before != new else { return nil }
+        let newProof = forks > self.forks
+        self.forks = forks
+        guard before != new || newProof else { return nil }
         heads = new
         let moved = new.filter { before[$0.key] != $0.value }.map(\.key).sorted()
         // A session brings no changes of this device's own logs, so a move of them means the CLI wrote.

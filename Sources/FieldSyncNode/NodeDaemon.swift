@@ -382,15 +382,15 @@ public final class NodeDaemon: Sendable {
     /// new session (debounced) to every other peer but `except`, and refreshes the store gauges (at most
     /// every second when the heads moved, else every 10 s: they count rows, which costs more).
     private func checkStore(except: DeviceID?) {
-        let heads: [LogID: HeldIntervals]
-        do { heads = try node.withReplicatorOnLoop { try $0.store.holdings() } } catch {
+        let heads: [LogID: HeldIntervals], forks: Int
+        do { (heads, forks) = try node.withReplicatorOnLoop { (try $0.store.holdings(), $0.forksRecorded) } } catch {
             logger.error("cannot read the store", metadata: ["sync.error": .string("\(error)")])
             return
         }
         let now = nodeClockMilliseconds()
         let me = try? node.withReplicatorOnLoop { $0.identity.id }
         let first = box.value.heads.heads == nil
-        let change = box.value.heads.observe(heads, except: except, me: me)
+        let change = box.value.heads.observe(heads, forks: forks, except: except, me: me)
         if change != nil { box.value.gaugesStale = true }
         // At most once a second while changes stream in (a catch-up checks the heads after every batch).
         if first || now >= box.value.gaugesAt + (box.value.gaugesStale ? 1_000 : 10_000) {

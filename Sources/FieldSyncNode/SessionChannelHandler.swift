@@ -219,6 +219,8 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     /// (a whole frame arrived: `SyncSession.framesReceived` grew; any byte is no sign of life), and its timer.
     private let keepAlive: KeepAlivePolicy?
     private var lastSent: UInt64 = 0, lastReceived: UInt64 = 0
+    /// `SyncSession.forksDetected` when the node was last told of this session's news.
+    private var forksNoted = 0
     /// `session.framesReceived` when `lastReceived` was last set.
     private var framesHeard = 0
     private var keepAliveTimer: Scheduled<Void>?
@@ -329,7 +331,11 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private func afterInput(_ out: SessionOutput, context: ChannelHandlerContext, wasLive: Bool) {
         noteFramesHeard()
         act(on: out, context: context)
-        if out.changesAccepted > 0 { callbacks.applied(self, out.changesAccepted, wasLive) }
+        // A fork proof recorded from this input (detected in the peer's batch, or the peer's proof) is news
+        // too, though no change was stored: it goes on at once, like changes, not with the next change.
+        let newForks = session.forksDetected != forksNoted
+        forksNoted = session.forksDetected
+        if out.changesAccepted > 0 || newForks { callbacks.applied(self, out.changesAccepted, wasLive) }
         afterActivity(context: context)
         pauseReadingIfBacklogged(context: context)
         if let progress, !completed {

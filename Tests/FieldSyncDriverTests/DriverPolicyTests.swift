@@ -223,6 +223,11 @@ import Testing
         var t = StoreHeadsTrigger()
         #expect(t.observe([mine: held(1)], except: nil, me: me) == nil, "the first reading is the baseline")
         #expect(t.observe([mine: held(1)], except: nil, me: me) == nil, "nothing moved")
+        // A new fork proof moves no head (the conflicting change is refused) but is pushed all the same.
+        #expect(t.observe([mine: held(1)], forks: 1, except: other, me: me) == StoreHeadsChange(moved: [], reload: false, except: other))
+        #expect(t.observe([mine: held(1)], forks: 1, except: other, me: me) == nil, "the same proof count: nothing new")
+        #expect(t.observe([mine: held(1)], forks: 2, except: nil, me: me) == StoreHeadsChange(moved: [], reload: true, except: nil),
+                "a poll that sees a new proof: pushed, and the store reloaded as after any poll's move")
         // Changes from a session: pushed on, not back; no reload (a session brings no changes of our logs).
         #expect(t.observe([mine: held(1), theirs: held(2)], except: other, me: me)
             == StoreHeadsChange(moved: [theirs], reload: false, except: other))

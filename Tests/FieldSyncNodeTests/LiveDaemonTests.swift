@@ -124,6 +124,44 @@ import Testing
         _ = try await b.daemon.shutdown(grace: .seconds(5))
     }
 
+    /// A fork proof goes out at once (issue 14, the simulator's equivocating device): a station records a
+    /// fork when a second copy of a backpack's identity brings another change at the same seq; the proof
+    /// reaches HQ over their live session with no further change. Before, a node pushed on live sessions
+    /// only when its store's heads moved, and a proof moves none: HQ got it with the station's next change.
+    @Test(.timeLimit(.minutes(1))) func aNewForkProofIsPushedOnLiveSessionsAtOnce() async throws {
+        var pki = NodeTests.PKI()
+        let dir = try NodeTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let hqID = try pki.device(.hq, scopes: [try Scope("longnan")])
+        let hq = try await DaemonTests.start(hqID, trust: pki.trust, dir: dir, name: "hq")
+        let st = try await DaemonTests.start(try pki.device(.station, scopes: [NodeTests.station]), trust: pki.trust, dir: dir, name: "st",
+                                             peers: [try await DaemonTests.address(hq)])
+        #expect(try await DaemonTests.eventually(20) { try await Self.live(st).count == 1 }, "the station and HQ are live")
+        let forker = try pki.device(.backpack, scopes: [NodeTests.station])
+        func forks(_ r: DaemonTests.Running) async throws -> Int { try await r.node.withReplicator { try $0.store.forks().count } }
+        // The first branch reaches HQ through the station.
+        let one = try await DaemonTests.start(forker, trust: pki.trust, dir: dir, name: "one", peers: [try await DaemonTests.address(st)], live: false)
+        try await NodeTests.write(one.node, count: 1, tag: "branch one")
+        #expect(try await DaemonTests.eventually(20) { try await NodeTests.state(hq.node).count == 1 }, "branch one at HQ")
+        // HQ's receipt for it comes back to the station (a change of HQ's log): wait for it, so that no change
+        // is on its way when the fork is recorded (a change arriving later would carry the proof out too).
+        #expect(try await DaemonTests.eventually(20) {
+            try await st.node.withReplicator { r in try r.store.holdings().keys.contains { $0.author == hqID.id } }
+        }, "HQ's receipt at the station")
+        try await TestClock.sleep(for: .milliseconds(500))
+        _ = try await one.daemon.shutdown(grace: .seconds(5))
+        // A copy of the same identity with an empty store writes seq 1 again: a fork, detected by the station.
+        let two = try await DaemonTests.start(forker, trust: pki.trust, dir: dir, name: "two", peers: [try await DaemonTests.address(st)], live: false)
+        try await NodeTests.write(two.node, count: 1, tag: "branch two")
+        #expect(try await DaemonTests.eventually(20) { try await forks(st) >= 1 }, "the station recorded the fork")
+        // Nothing else is written: the proof alone travels to HQ on the live session.
+        #expect(try await DaemonTests.eventually(10) { try await forks(hq) >= 1 }, "HQ got the proof without a further change")
+        #expect(try await Self.live(st).count >= 1)
+        _ = try await two.daemon.shutdown(grace: .seconds(5))
+        _ = try await st.daemon.shutdown(grace: .seconds(5))
+        _ = try await hq.daemon.shutdown(grace: .seconds(5))
+    }
+
     /// Keep-alive (issue 14): with keep-alives, an idle live session outlives the live idle limit (before:
     /// closed after it and handshaked again) and keep-alive frames cross it both ways while nothing is written.
     @Test(.timeLimit(.minutes(1))) func keepAlivesKeepAnIdleLiveSessionOpenPastTheLiveIdleLimit() async throws {

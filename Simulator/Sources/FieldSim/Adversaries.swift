@@ -36,10 +36,6 @@ public struct AdversaryConfig: Sendable, Equatable {
     public var relayDrop = 0.05, relayReplay = 0.05, relayDelay = 0.2
     /// Bad relay: the longest hold (seconds).
     public var relayDelayMaxSeconds = 600.0
-    /// What-if, not the node's behaviour: a node that records a new fork proof pushes it at once on its live
-    /// sessions and schedules its other peers, as for a change. The node (`NodeDaemon`) pushes on live sessions
-    /// only when its store's heads move, and a proof moves none: it waits for the next change. Off by default.
-    public var pushForkProofsAtOnce = false
     /// Flooder: extra changes per hour, visits per change, seconds between session restarts.
     public var floodChangesPerHour = 60.0, floodEditsPerChange = 20, floodSessionSeconds = 60.0
 
@@ -75,7 +71,6 @@ public struct AdversaryConfig: Sendable, Equatable {
         if badRelay { on.append("bad relay (drop \(g(relayDrop)), replay \(g(relayReplay)), delay \(g(relayDelay)) up to \(g(relayDelayMaxSeconds)) s)") }
         if flooder { on.append("flooder (\(g(floodChangesPerHour)) changes/h of \(floodEditsPerChange) visits, sessions restarted every \(g(floodSessionSeconds)) s)") }
         if on.isEmpty { return "no adversaries" }
-        if pushForkProofsAtOnce { on.append("fork proofs pushed at once (what-if)") }
         return on.joined(separator: ", ") + (startDay.map { " from day \(g($0))" } ?? " from a quarter of the workload")
     }
 

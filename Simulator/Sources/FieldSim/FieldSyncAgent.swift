@@ -848,7 +848,7 @@ public final class FieldSyncAgent: SyncAgent {
         var applied = false, wentLive = false
         var appliedLogs: [LogID] = []
         let framesBefore = sess.framesReceived
-        let forksBefore = equivocation != nil && adversaries.pushForkProofsAtOnce ? replicators[Int(me)]?.forksRecorded : nil
+        let forksBefore = replicators[Int(me)]?.forksRecorded
         let events = here.take(sess.receive(message.bytes, now: wall(me, now)))
         // Heard from the peer only when a whole frame was handled, as on a node (SessionChannelHandler): the
         // bytes of a frame whose corrupted length prefix made it longer are no sign of life.
@@ -883,9 +883,14 @@ public final class FieldSyncAgent: SyncAgent {
             pairWentLive[s] = true
             drivers[Int(me)].handle(.sessionLive(device: peer, outgoing: link.spec.b), now: wall(me, now))
         }
-        if let before = forksBefore, let r = replicators[Int(me)], r.forksRecorded > before, let e = equivocation,
-           let d = logPlace[e.log]?.domain {  // what-if (`AdversaryConfig.pushForkProofsAtOnce`): the new proof goes out now
-            touched(me, domains: [d], except: -1, now: now, effects: &effects)
+        if let before = forksBefore, let r = replicators[Int(me)], r.forksRecorded > before,
+           let forks = try? r.store.forks() {
+            // The node's rule (`StoreHeadsTrigger`, `forks`): a new fork proof goes out at once on every live
+            // session and to every peer, not with the next change.
+            var domains: [Int32] = []
+            for f in forks { if let d = logPlace[f.log]?.domain, !domains.contains(d) { domains.append(d) } }
+            domains.sort()
+            touched(me, domains: domains, except: -1, now: now, effects: &effects)
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }

@@ -154,12 +154,10 @@ public enum Swarm {
     /// 6. trust: each lost (revoked) device then writes a change dated after its revocation; every live
     ///    node that learned the revocation refuses the device's session (`revoked`) and refuses to store
     ///    that change when it is handed over directly (as a node that had not learned it would forward it).
-    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false, adversaries: Bool = false,
-                           pushForkProofsAtOnce: Bool = false) throws -> SwarmResult {
+    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false, adversaries: Bool = false) throws -> SwarmResult {
         var mix = SwarmMix(seed: seed)
         if adversaries {
             mix.adversaries = AdversaryConfig(swarmSeed: seed)
-            mix.adversaries.pushForkProofsAtOnce = pushForkProofsAtOnce
         }
         let file = mix.apply(to: base)
         try file.validate(file: "\(base.name) (swarm seed \(seed))")
@@ -265,14 +263,13 @@ public enum Swarm {
     /// Runs seeds `first ..< first + count` on `threads` threads; results in seed order (independent of
     /// the thread count). `done` is called after each seed, under a lock.
     public static func run(first: UInt64, count: Int, days: Double?, threads: Int, keepFiles: Bool = false, adversaries: Bool = false,
-                           pushForkProofsAtOnce: Bool = false, done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
+                           done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
         var base = try ScenarioFile.load(path: ShippedScenarios.resolve("longnan-small"))
         if let d = days { base = base.withDays(d) }
         let path = try ShippedScenarios.resolve("longnan-small")
         let file = base
         return try parallelMap(count, threads: threads) { i in
-            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries,
-                            pushForkProofsAtOnce: pushForkProofsAtOnce)
+            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries)
             return r
         } done: { r in done?(r) }
     }

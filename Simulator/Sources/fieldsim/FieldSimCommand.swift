@@ -37,8 +37,6 @@ struct FieldSimCommand: ParsableCommand {
     @Option(name: .long, help: "With --adversaries: the day they start (default: a quarter of the way through the workload).")
     var adversaryStartDay: Double?
 
-    @Flag(name: .long, help: "With --adversaries equivocator, a what-if: a node that records a new fork proof pushes it at once on its live sessions and schedules its other peers (the node daemon does not: a proof waits for the next change). docs/simulator.md, \"Issue 14: adversaries\".")
-    var pushForkProofsAtOnce = false
 
     @Option(name: .long, help: "Output directory (default out/<scenario>-seed<seed>).")
     var out: String?
@@ -94,10 +92,8 @@ struct FieldSimCommand: ParsableCommand {
         if let m = mapDay { reproduce += " --map-day \(JSONFormat.number(m))" }
         var adversaryConfig = try AdversaryConfig(kinds: adversaries)
         adversaryConfig.startDay = adversaryStartDay
-        adversaryConfig.pushForkProofsAtOnce = pushForkProofsAtOnce
         if !adversaryConfig.isEmpty {
             reproduce += " --adversaries \(adversaries)" + (adversaryStartDay.map { " --adversary-start-day \(JSONFormat.number($0))" } ?? "")
-                + (pushForkProofsAtOnce ? " --push-fork-proofs-at-once" : "")
         }
         let tty = isatty(STDERR_FILENO) == 1 && !quiet
         for name in agentList {

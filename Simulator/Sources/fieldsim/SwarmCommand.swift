@@ -31,8 +31,6 @@ struct SwarmCommand: ParsableCommand {
     @Flag(name: .long, help: "Also draw adversaries per seed (each of revoked, equivocator, bad-relay, flooder on with probability one half, rates drawn; the fault mix is unchanged) and check the trust rules (Simulator/README.md, \"Adversaries\").")
     var adversaries = false
 
-    @Flag(name: .long, help: "With --adversaries, a what-if: a node that records a new fork proof pushes it at once (the node daemon waits for the next change).")
-    var pushForkProofsAtOnce = false
 
     @Flag(name: .long, help: "Print a line for every seed, not only the failing ones.")
     var verbose = false
@@ -53,7 +51,7 @@ struct SwarmCommand: ParsableCommand {
         let results: [SwarmResult]
         do {
             results = try Swarm.run(first: first, count: count, days: days, threads: jobs, keepFiles: out != nil && seed != nil,
-                                    adversaries: adversaries, pushForkProofsAtOnce: pushForkProofsAtOnce) { r in
+                                    adversaries: adversaries) { r in
                 if !r.failures.isEmpty {
                     print("FAIL seed \(r.seed) [\(r.mix.description)]:")
                     for f in r.failures { print("  \(f)") }
