@@ -162,7 +162,8 @@ public enum DuplicateFinder {
                     let key = CellKey(category: p.category, row: rr, column: c + dc)
                     guard let list = cells[key] else { continue }
                     var s = start[key] ?? 0
-                    while s < list.count, p.reportedAt - sorted[list[s]].reportedAt > rule.windowMilliseconds { s += 1 }
+                    // Report times are any Int64 a device sent: a difference that overflows is beyond any window.
+                    while s < list.count, Self.apart(p.reportedAt, sorted[list[s]].reportedAt) > rule.windowMilliseconds { s += 1 }
                     start[key] = s
                     for j in list[s...] {
                         let q = sorted[j]
@@ -178,6 +179,13 @@ public enum DuplicateFinder {
             cells[CellKey(category: p.category, row: r, column: column(p.location, row: r)), default: []].append(i)
         }
         return out
+    }
+
+    /// `later - earlier` (`later >= earlier`), or `Int64.max` where that does not fit (report times are any
+    /// Int64 a device sent).
+    static func apart(_ later: Int64, _ earlier: Int64) -> Int64 {
+        let (d, overflow) = later.subtractingReportingOverflow(earlier)
+        return overflow ? .max : d
     }
 
     /// The suspected pairs whose later incident was reported in [`since`, `until`), read from the store

@@ -31,9 +31,15 @@ public enum ReportTimeZone {
         return "\(d.text)T\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60))\(isoSuffix)"
     }
 
-    /// The local day of `ms` and the milliseconds since its midnight.
+    /// The latest and earliest time shown (ms): ±8.64e15, the range of a JavaScript `Date` (about ±275,000
+    /// years). Times come from field devices as any Int64; one beyond this is shown as this, so that
+    /// formatting it cannot overflow (an incident dated `Int64.max` or with a deadline of `Int64.min` made the
+    /// daily report trap and took the node down).
+    public static let timeLimit: Int64 = 8_640_000_000_000_000
+
+    /// The local day of `ms` and the milliseconds since its midnight (`ms` clamped to ±`timeLimit`).
     static func split(_ ms: Int64) -> (ReportDay, Int64) {
-        let local = ms + offsetMilliseconds
+        let local = min(max(ms, -timeLimit), timeLimit) + offsetMilliseconds
         let days = local >= 0 ? local / 86_400_000 : (local - 86_399_999) / 86_400_000
         return (ReportDay(daysSinceEpoch: days), local - days * 86_400_000)
     }

@@ -71,6 +71,22 @@ import Testing
         #expect(abs(d - 111_195) < 1)
     }
 
+    /// Times from field devices are any Int64 (the schema has no range): an incident reported at `Int64.max`
+    /// beside one at -1, or a deadline of `Int64.min`, made the duplicates screen and the report's time text
+    /// overflow and trap, taking the node (and its daily report) down. Now they are shown clamped to ±8.64e15
+    /// ms and never paired.
+    @Test func anyDeviceTimeIsFormattedAndScreened() {
+        for t in [Int64.min, Int64.min + 1, -ReportTimeZone.timeLimit - 1, -1, 0, ReportTimeZone.timeLimit + 1, Int64.max - 1, Int64.max] {
+            #expect(!ReportTimeZone.iso(t).isEmpty && !ReportTimeZone.clock(t).isEmpty && !ReportDay(containing: t).text.isEmpty)
+        }
+        #expect(ReportTimeZone.iso(Int64.max) == ReportTimeZone.iso(ReportTimeZone.timeLimit))
+        let rule = DuplicateRule(distanceMetres: 500, windowMilliseconds: 30 * 60_000)
+        let far = [Self.point(1, at: -1, by: Self.a), Self.point(2, at: .max, by: Self.b), Self.point(3, at: .min, by: Self.b),
+                   Self.point(4, at: .max - 1, by: Self.a)]
+        let pairs = DuplicateFinder.pairs(far, rule: rule)
+        #expect(pairs.count == 1 && pairs[0].intervalMilliseconds == 1, "only the two a millisecond apart: \(pairs)")
+    }
+
     @Test func daysAreUTC8() throws {
         let day = try ReportDay(parsing: "2026-12-03")
         #expect(day.start == 1_796_227_200_000, "2026-12-02T16:00:00Z")
