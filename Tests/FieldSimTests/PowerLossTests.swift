@@ -63,7 +63,6 @@ import Testing
         let delivery = Swarm.deliveryCheck(sim)
         #expect(delivery.missing == 0, "\(delivery.examples)")
         #expect(stillLost + a.changesLost > 0)
-        print("power-loss relays: crashes \(a.crashes), power losses \(a.powerLosses), commits lost \(a.commitsLost), changes lost \(a.changesLost), not back \(stillLost)")
     }
 
     /// Every store `FULL` (the default): crashes lose no commit, and a store that loses one anyway is caught at
@@ -120,7 +119,6 @@ import Testing
         let dur = Swarm.durabilityCheck(sim)
         #expect(dur.failures.isEmpty, "\(dur.failures)")
         for l in dur.lostForGood { #expect(l.onlyAuthor || sim.isLost(sim.context.changes.author[Int(l.change)]), "\(l.why)") }
-        print("power-loss authors: crashes \(a.crashes), power losses \(a.powerLosses), commits lost \(a.commitsLost), changes lost \(a.changesLost), lost for good \(dur.lostForGood.count), forgotten \(a.revocationsForgotten)")
         let delivery = Swarm.deliveryCheck(sim)
         #expect(delivery.missing == 0, "\(delivery.examples)")
     }

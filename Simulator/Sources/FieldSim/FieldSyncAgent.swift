@@ -423,6 +423,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// revoked quarantine). Every other way of losing a change is a bug: the end of a swarm run checks that
     /// the live stores hold each change exactly `holders - losses` times (`Swarm.durabilityCheck`).
     private var holderCount: [Int32] = [], lossCount: [Int32] = []
+    /// With `normal` stores only: per node, when it last came to hold each change (lookup only), and per change
+    /// whether any node lost it on a power loss (the delivery check's paths then start at its holders).
+    private var acquiredAt: [[ChangeIndex: SimTime]] = []
+    private var powerLosers: [ChangeIndex: [NodeIndex]] = [:]  // change -> nodes that lost it on a power loss (lookup only)
     /// Called on the store of a `FULL` node at each of its crashes, before the node restarts from it (tests
     /// only: a planted loss must make the run report an invariant violation).
     public var plantLossOnCrash: ((MemoryStore) -> Void)?
@@ -516,6 +520,7 @@ public final class FieldSyncAgent: SyncAgent {
         held = Array(repeating: [:], count: w.count)
         seen = Array(repeating: [:], count: w.count)
         lostToPower = Array(repeating: [:], count: w.count)
+        acquiredAt = Array(repeating: [:], count: durability.normal.isEmpty ? 0 : w.count)
         controlLogs = Array(repeating: [], count: w.domainCount)
         authoredLogs = Array(repeating: [], count: w.count)
         receiptedAt = Array(repeating: [:], count: w.count)
@@ -634,6 +639,7 @@ public final class FieldSyncAgent: SyncAgent {
                 lossCount += repeatElement(0, count: Int(change) + 1 - lossCount.count)
             }
             holderCount[Int(change)] += 1
+            if !acquiredAt.isEmpty { acquiredAt[Int(node)][change] = now }
             seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
             writtenBytes += c.encodedBytes.count
@@ -936,7 +942,7 @@ public final class FieldSyncAgent: SyncAgent {
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
-            let domains = scan(me, from: link.node(side.other), logs: appliedLogs, effects: &effects)
+            let domains = scan(me, from: link.node(side.other), logs: appliedLogs, now: now, effects: &effects)
             if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, now: now, effects: &effects) }
             if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
@@ -1169,7 +1175,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// Finds the changes `node`'s store holds that it did not before in `logs` (those a session just
     /// stored changes in, `AppliedBatch.logs`) and reports them to the engine, domain by domain
     /// in the node's carried order, logs in creation order. Returns the domains that had any.
-    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], effects: inout AgentEffects) -> [Int32] {
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], now: SimTime, effects: inout AgentEffects) -> [Int32] {
         guard let r = replicators[Int(node)] else { return [] }
         var byDomain: [Int32: [(Int32, LogID)]] = [:]
         for log in logs {
@@ -1221,6 +1227,7 @@ public final class FieldSyncAgent: SyncAgent {
                         }
                         let hops = (held[Int(peer)][c] ?? 0).nextHop
                         held[Int(node)][c] = hops
+                        if !acquiredAt.isEmpty { acquiredAt[Int(node)][c] = now }
                         // A change lost on a power loss that came back was counted when it first arrived.
                         if lostToPower[Int(node)].isEmpty || lostToPower[Int(node)].removeValue(forKey: c) == nil {
                             holderCount[Int(c)] += 1
@@ -1432,6 +1439,7 @@ public final class FieldSyncAgent: SyncAgent {
                         held[n][c] = nil
                         lostToPower[n][c] = now
                         lossCount[Int(c)] += 1
+                        if !(powerLosers[c]?.contains(node) ?? false) { powerLosers[c, default: []].append(node) }
                         lost += 1
                     }
                 }
@@ -1482,6 +1490,18 @@ public final class FieldSyncAgent: SyncAgent {
             }
         }
         return out
+    }
+
+    /// Whether any node lost `change` on a power loss during the run.
+    public func wasLostToPower(_ change: ChangeIndex) -> Bool { powerLosers[change] != nil }
+
+    /// The nodes that lost `change` on a power loss during the run (whether or not they hold it again), in the
+    /// order they first lost it.
+    public func powerLosers(of change: ChangeIndex) -> [NodeIndex] { powerLosers[change] ?? [] }
+
+    /// When `node` last came to hold `change` (runs with `normal` stores only; nil otherwise or if it does not).
+    public func acquired(_ change: ChangeIndex, at node: NodeIndex) -> SimTime? {
+        acquiredAt.isEmpty || held[Int(node)][change] == nil ? nil : acquiredAt[Int(node)][change]
     }
 
     /// When `node` lost `change` on a power loss, if it did and does not hold it again.

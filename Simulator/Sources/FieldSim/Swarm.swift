@@ -129,13 +129,24 @@ public enum Swarm {
                                                    notBefore: skewed ? clocks.map { dated - $0 } : nil)
                 }
                 var at = reach![Int(n)]
-                if let lostAt = a.lostToPowerAt(ci, node: n) {
-                    // The reader had it and lost it on a power loss: it can have it again only along the run's
-                    // contacts from a node that holds it, after the loss.
-                    at = SimTime.max
-                    for h in 0..<world.count where holders[h] && a.holds(ci, at: NodeIndex(h)) {
-                        at = min(at, oracle.earliestArrival(from: NodeIndex(h), at: lostAt)[Int(n)])
+                if a.wasLostToPower(ci) {
+                    // A node lost it on a power loss (one on the paths from the author, or the reader): the paths
+                    // that count start at the nodes that hold it now, when each came to hold it, pass through no
+                    // node that lost it on a power loss (it may have lost it before passing it on), and reach a
+                    // reader that lost it only after it lost it.
+                    let dated = ch.createdAt[c] + clocks[Int(ch.author[c])]
+                    var accept = skewed ? clocks.map { dated - $0 } : [SimTime](repeating: 0, count: world.count)
+                    for k in a.powerLosers(of: ci) where k != n { accept[Int(k)] = .max }
+                    func fromHolders(after: SimTime) -> [SimTime] {
+                        var best = [SimTime](repeating: .max, count: world.count)
+                        for h in 0..<world.count where holders[h] && a.holds(ci, at: NodeIndex(h)) {
+                            guard let t = a.acquired(ci, at: NodeIndex(h)) else { continue }
+                            let arr = oracle.earliestArrival(from: NodeIndex(h), at: max(t, after), notBefore: accept)
+                            for k in 0..<best.count { best[k] = min(best[k], arr[k]) }
+                        }
+                        return best
                     }
+                    at = fromHolders(after: a.lostToPowerAt(ci, node: n) ?? 0)[Int(n)]
                 }
                 guard at != SimTime.max, at + slack <= sim.now else {
                     beyondReach += 1
@@ -143,7 +154,9 @@ public enum Swarm {
                 }
                 missing += 1
                 if examples.count < 3 {
-                    examples.append("change \(c) (by \(world.nodes[Int(ch.author[c])].name), day \(String(format: "%.3f", Double(ch.createdAt[c]) / Double(Duration.day)))) not at \(world.nodes[Int(n)].name), which the contacts reached by day \(String(format: "%.3f", Double(at) / Double(Duration.day)))")
+                    let heldBy = (0..<world.count).filter { holders[$0] && a.holds(ci, at: NodeIndex($0)) }.map { world.nodes[$0].name }
+                    let lostBy = (0..<world.count).filter { a.lostToPowerAt(ci, node: NodeIndex($0)) != nil }.map { world.nodes[$0].name }
+                    examples.append("change \(c) (by \(world.nodes[Int(ch.author[c])].name), day \(String(format: "%.3f", Double(ch.createdAt[c]) / Double(Duration.day)))) not at \(world.nodes[Int(n)].name), which the contacts reached by day \(String(format: "%.3f", Double(at) / Double(Duration.day))) (held by \(heldBy.joined(separator: " ")); lost on power loss by \(lostBy.isEmpty ? "none" : lostBy.joined(separator: " ")))")
                 }
             }
         }
