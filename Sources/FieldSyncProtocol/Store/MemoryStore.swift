@@ -45,7 +45,8 @@ public final class RecordInterner {
 
 /// An in-memory `SyncStore` for the simulator and tests. Same rules as `SQLiteStore` (both apply
 /// batches through `CommitLogic`), no durability: a simulated crash drops it whole or keeps it whole,
-/// as a committed SQLite transaction would.
+/// as a committed SQLite transaction would, or goes back to a `Snapshot` (a power loss of a store whose
+/// last commits were not durable).
 public final class MemoryStore: SyncStore {
     /// A stored change, referenced from the store's indices (one reference per index entry instead of a
     /// copy of the whole value; shared between stores through a `RecordInterner`).
