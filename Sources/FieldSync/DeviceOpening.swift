@@ -82,7 +82,8 @@ public struct FieldSyncDevice: Sendable {
         var fileKeys: [EpochKey] = []
         for f in epochKeyFiles { fileKeys += try EpochKeyFile.read(f) }
         // A relay forwards ciphertext only: it must not start with keys; only a relay takes a quota.
-        try RolePolicy.check(role: certificate.role, epochKeys: contents.epochKeys.count + fileKeys.count, quotaBytes: quotaBytes)
+        try RolePolicy.check(role: certificate.role, epochKeys: contents.epochKeys.count + fileKeys.count, quotaBytes: quotaBytes,
+                             normalSync: syncMode == .normal)
         let sealer = try StorageKeySealer(deviceSigningKey: contents.signingKey)
         // The rollback checkpoint lives in the device directory, beside the keystore, not beside the store
         // (docs/store.md, "Rollback").

@@ -206,4 +206,19 @@ import Testing
             #expect("\(error)".contains("remove `epochKeyFiles`"))
         }
     }
+
+    /// HQ's receipts let relay boxes evict what they name: HQ must not run `store.syncMode = normal`, whose power
+    /// loss takes back the commits since the last WAL checkpoint (issue 14, power loss in the simulator).
+    /// Other roles may (a relay box on a UPS is what `normal` is for).
+    @Test func hqRunsItsStoreFull() throws {
+        do {
+            try RolePolicy.check(role: .hq, epochKeys: 1, quotaBytes: nil, normalSync: true)
+            Issue.record("HQ started with store.syncMode normal")
+        } catch {
+            #expect("\(error)".contains("syncMode"), "\(error)")
+        }
+        try RolePolicy.check(role: .hq, epochKeys: 1, quotaBytes: nil, normalSync: false)
+        try RolePolicy.check(role: .relay, epochKeys: 0, quotaBytes: 1 << 30, normalSync: true)
+        try RolePolicy.check(role: .station, epochKeys: 1, quotaBytes: nil, normalSync: true)
+    }
 }

@@ -224,6 +224,9 @@ public final class FieldSyncAgent: SyncAgent {
     private var controlLogs: [[LogID]] = []  // domain -> HQ's receipt log in that station scope
     private var authoredLogs: [[LogID]] = []  // node -> logs it writes
     private var receiptedAt: [[LogID: UInt64]] = []  // node -> own log -> receipted seq seen
+    /// Per log: the highest seq a receipt HQ wrote names (HQ held the log up to there). Every node that holds
+    /// the receipt may evict those changes under its quota: HQ must never lose them.
+    public private(set) var hqReceipted: [LogID: UInt64] = [:]
     /// Receipts HQ wrote, and changes whose author learned from a receipt that HQ holds them.
     public private(set) var receiptsWritten = 0, changesReceiptedAtAuthor = 0
     /// Time from a change's creation until its author holds HQ's receipt for it (ms).
@@ -400,6 +403,34 @@ public final class FieldSyncAgent: SyncAgent {
     /// Pushes of new changes on live sessions.
     public private(set) var livePushes = 0
 
+    // MARK: Crashes and store durability (docs/simulator.md, "Power loss")
+
+    /// Which node classes run their store with `synchronous = NORMAL`, and their checkpoints.
+    public let durability: StoreDurability
+    private var durablePoints: [DurablePoint?] = []  // per node: its `normal` store's last durable point (nil: FULL)
+    private var headGuards: [MemoryHeadGuard] = []  // per node: the seq guard (a synced file beside the keystore: survives every crash)
+    private var baseTrust: TrustStore  // the keystore's trust anchors, what a node starts from
+    private let traceDrivers: Bool
+    /// Crashes (every one restarts the node from its store), power losses of `normal` stores among them, the
+    /// commits and changes those lost, and revocations a node had learned and forgot with the commits it lost.
+    public private(set) var crashes = 0, powerLosses = 0, commitsLost = 0, changesLost = 0, revocationsForgotten = 0
+    /// Per node: changes it held and lost on a power loss and does not hold again, with when (lookup only; read
+    /// in sorted order). Its readers were counted when they first received the change: one that comes back is
+    /// not counted again.
+    private var lostToPower: [[ChangeIndex: SimTime]] = []
+    /// Per change: how many nodes came to hold it (once per node: one that gets it back after losing it is
+    /// not counted again), and how many of those lost it since (power loss not made good yet, device loss,
+    /// revoked quarantine). Every other way of losing a change is a bug: the end of a swarm run checks that
+    /// the live stores hold each change exactly `holders - losses` times (`Swarm.durabilityCheck`).
+    private var holderCount: [Int32] = [], lossCount: [Int32] = []
+    /// With `normal` stores only: per node, when it last came to hold each change (lookup only), and per change
+    /// whether any node lost it on a power loss (the delivery check's paths then start at its holders).
+    private var acquiredAt: [[ChangeIndex: SimTime]] = []
+    private var powerLosers: [ChangeIndex: [NodeIndex]] = [:]  // change -> nodes that lost it on a power loss (lookup only)
+    /// Called on the store of a `FULL` node at each of its crashes, before the node restarts from it (tests
+    /// only: a planted loss must make the run report an invariant violation).
+    public var plantLossOnCrash: ((MemoryStore) -> Void)?
+
     /// Name used in outputs.
     public var name: String { "fieldsync" }
 
@@ -412,8 +443,11 @@ public final class FieldSyncAgent: SyncAgent {
     ///   comparing them with the node daemon's driver fed the same inputs.
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                 liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
-                adversaries: AdversaryConfig = AdversaryConfig(), adversaryStart: SimTime = 0) {
+                adversaries: AdversaryConfig = AdversaryConfig(), adversaryStart: SimTime = 0,
+                durability: StoreDurability = StoreDurability()) {
         ctx = context
+        self.durability = durability
+        self.traceDrivers = traceDrivers
         self.seed = seed
         self.adversaries = adversaries
         self.adversaryStart = adversaryStart
@@ -445,6 +479,7 @@ public final class FieldSyncAgent: SyncAgent {
         hqNode = hq.map { NodeIndex($0) }
         rootScope = try! Scope(hq.map { w.nodes[$0].scope } ?? w.domainNames[0])
         let trust = TrustStore(root: root.publicKey)
+        baseTrust = trust
         domainScopes = w.domainNames.map { try! Scope($0) }
         let keys = domainScopes.map { try! EpochKey(scope: $0, epoch: 1, key: SecretBytes(copying: bytes(32))) }
         epochKeys = keys
@@ -466,9 +501,13 @@ public final class FieldSyncAgent: SyncAgent {
                                              requestedScopes: [scope], createdAt: Self.epochMs, label: node.name)
             let cert = try! authority.enroll(req, role: role, scopes: [scope], notBefore: Self.epochMs - Duration.day.asMs,
                                              notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
-            let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust,
-                               store: MemoryStore(recordInterner: recordInterner))
+            let store = MemoryStore(recordInterner: recordInterner)
+            let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust, store: store)
             r.verificationCache = verificationCache
+            let headGuard = MemoryHeadGuard()
+            r.headGuard = headGuard
+            headGuards.append(headGuard)
+            durablePoints.append(durability.isNormal(node.nodeClass) ? DurablePoint(store, every: durability.checkpointEveryCommits) : nil)
             r.sealingRandomness = SimRandom(seed: seed, 0x50D1_0000, UInt64(n)).rng  // same seed, same sealed bytes
             if node.nodeClass != .relay {
                 for d in w.carried[n] { r.addKey(keys[Int(d)]) }
@@ -480,6 +519,8 @@ public final class FieldSyncAgent: SyncAgent {
         // the certificate of every author it sends changes of, whether or not the peer knows it).
         held = Array(repeating: [:], count: w.count)
         seen = Array(repeating: [:], count: w.count)
+        lostToPower = Array(repeating: [:], count: w.count)
+        acquiredAt = Array(repeating: [:], count: durability.normal.isEmpty ? 0 : w.count)
         controlLogs = Array(repeating: [], count: w.domainCount)
         authoredLogs = Array(repeating: [], count: w.count)
         receiptedAt = Array(repeating: [:], count: w.count)
@@ -593,6 +634,12 @@ public final class FieldSyncAgent: SyncAgent {
             if writtenSize.count <= Int(change) { writtenSize += repeatElement(0, count: Int(change) + 1 - writtenSize.count) }
             writtenSize[Int(change)] = Int32(c.encodedBytes.count)
             held[Int(node)][change] = 0
+            if holderCount.count <= Int(change) {
+                holderCount += repeatElement(0, count: Int(change) + 1 - holderCount.count)
+                lossCount += repeatElement(0, count: Int(change) + 1 - lossCount.count)
+            }
+            holderCount[Int(change)] += 1
+            if !acquiredAt.isEmpty { acquiredAt[Int(node)][change] = now }
             seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
             writtenBytes += c.encodedBytes.count
@@ -895,7 +942,7 @@ public final class FieldSyncAgent: SyncAgent {
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
-            let domains = scan(me, from: link.node(side.other), logs: appliedLogs, effects: &effects)
+            let domains = scan(me, from: link.node(side.other), logs: appliedLogs, now: now, effects: &effects)
             if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, now: now, effects: &effects) }
             if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
         }
@@ -1128,7 +1175,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// Finds the changes `node`'s store holds that it did not before in `logs` (those a session just
     /// stored changes in, `AppliedBatch.logs`) and reports them to the engine, domain by domain
     /// in the node's carried order, logs in creation order. Returns the domains that had any.
-    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], effects: inout AgentEffects) -> [Int32] {
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], now: SimTime, effects: inout AgentEffects) -> [Int32] {
         guard let r = replicators[Int(node)] else { return [] }
         var byDomain: [Int32: [(Int32, LogID)]] = [:]
         for log in logs {
@@ -1180,7 +1227,14 @@ public final class FieldSyncAgent: SyncAgent {
                         }
                         let hops = (held[Int(peer)][c] ?? 0).nextHop
                         held[Int(node)][c] = hops
-                        effects.accept(c, at: node, hops: hops)
+                        if !acquiredAt.isEmpty { acquiredAt[Int(node)][c] = now }
+                        // A change lost on a power loss that came back was counted when it first arrived.
+                        if lostToPower[Int(node)].isEmpty || lostToPower[Int(node)].removeValue(forKey: c) == nil {
+                            holderCount[Int(c)] += 1
+                            effects.accept(c, at: node, hops: hops)
+                        } else {
+                            lossCount[Int(c)] -= 1
+                        }
                     }
                 }
             }
@@ -1279,6 +1333,7 @@ public final class FieldSyncAgent: SyncAgent {
             controlLogs[Int(d)].append(log)
         }
         seen[Int(hq)][log, default: HeldIntervals()].insert(c.header.seq)
+        for (l, f) in heads where f > hqReceipted[l] ?? 0 { hqReceipted[l] = f }
         receiptsWritten += 1
         return true
     }
@@ -1332,12 +1387,132 @@ public final class FieldSyncAgent: SyncAgent {
         }
     }
 
-    /// Nothing: `MemoryStore` commits are atomic and the model treats them as durable; the engine
-    /// already cut the node's contacts.
-    public func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
+    /// The node's process (and, for a `normal` store, its power) is gone: the engine already cut its contacts
+    /// (their sessions closed). Its store keeps what it committed: all of it with `synchronous = FULL`; with
+    /// `NORMAL` what the last checkpoint made durable (`DurablePoint`: a power loss). Everything else the node
+    /// held in memory is gone, so the node is rebuilt here from its store alone, as `FieldSyncDevice.openRaw`
+    /// and `FieldSyncApp.openRaw` open it when it starts again (nothing runs on a node that is down, so
+    /// rebuilding at the crash or at the restart gives the same node): a new `Replicator` over the store with
+    /// the keystore's trust anchors and epoch keys, the certificates and control state (keys, revocations)
+    /// read back from the store, the seq guard (a synced file, kept) and the clock past its own last change;
+    /// a new driver (no backoffs, peers or live sessions; a new jitter seed, as a daemon draws at start).
+    public func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        let n = Int(node)
+        guard let old = replicators[n], let store = old.store as? MemoryStore else { return }
+        crashes += 1
+        let before = try? store.holdings()
+        if let point = durablePoints[n] {
+            powerLosses += 1
+            commitsLost += point.powerLoss(store)
+        } else {
+            plantLossOnCrash?(store)
+        }
+        let t = wall(node, now)
+        let r = Replicator(identity: old.identity, trust: baseTrust, store: store)
+        r.verificationCache = verificationCache
+        r.sealingRandomness = old.sealingRandomness  // (a node draws from libsodium; the run stays reproducible)
+        if ctx.world.nodes[n].nodeClass != .relay {
+            for d in ctx.world.carried[n] { r.addKey(epochKeys[Int(d)]) }
+        }
+        _ = try? r.restoreCertificates(now: t)
+        _ = try? r.restoreControlState(now: t)
+        r.headGuard = headGuards[n]
+        _ = try? r.syncHeadGuard()
+        try? r.restoreClock()
+        replicators[n] = r
+        var seeds = SimRandom(seed: seed, 0xD21F_E501, UInt64(n), UInt64(crashes))
+        drivers[n] = SyncDriver(policy: policy.schedule, seed: UInt64(seeds.int(Int.max)), tracing: traceDrivers)
+        // What the store lost: the run's view of what the node holds follows its store.
+        guard let after = try? store.holdings() else { return }
+        if durablePoints[n] == nil, let before, before != after {
+            effects.violate("\(ctx.world.nodes[n].name) runs synchronous=FULL but its store lost commits over a crash")
+        }
+        var lost = 0
+        for (log, old) in seen[n] {  // (a dictionary's order: only counts and sets come out of this loop)
+            let kept = after[log] ?? HeldIntervals()
+            guard kept != old else { continue }
+            if let list = changeOf[log] {
+                for range in Self.newSeqs(old, minus: kept) {
+                    for seq in range where seq >= 1 && Int(seq) <= list.count {
+                        let c = list[Int(seq) - 1]
+                        guard held[n][c] != nil else { continue }
+                        held[n][c] = nil
+                        lostToPower[n][c] = now
+                        lossCount[Int(c)] += 1
+                        if !(powerLosers[c]?.contains(node) ?? false) { powerLosers[c, default: []].append(node) }
+                        lost += 1
+                    }
+                }
+            }
+            seen[n][log] = kept.ranges.isEmpty ? nil : kept
+        }
+        changesLost += lost
+        effects.drop(lost)
+        // A revocation the node had learned and whose control change it lost is forgotten until a peer brings
+        // it again: tracked as not learned.
+        for (i, track) in revocations.enumerated() where track.learned[n] != nil && track.node != node {
+            if r.trust.revocations.revocations(of: track.device).isEmpty {
+                revocations[i].learned[n] = nil
+                revocationsForgotten += 1
+                if !pendingRevocations.contains(i) { pendingRevocations.append(i) }
+            }
+        }
+    }
 
-    /// Nothing to recover (see `nodeCrashed`).
+    /// Nothing more: the node was rebuilt from its store at the crash (`nodeCrashed`); the engine starts its
+    /// contacts again, and its new driver syncs on contact.
     public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
+
+    /// How many nodes came to hold `change` and how many of them lost it since (see `holderCount`).
+    public func holderRecord(_ change: ChangeIndex) -> (holders: Int, losses: Int) {
+        Int(change) < holderCount.count ? (Int(holderCount[Int(change)]), Int(lossCount[Int(change)])) : (0, 0)
+    }
+
+    /// The HQ node, if the world has one.
+    public var hq: NodeIndex? { hqNode }
+
+    /// Whether `node`'s store runs `synchronous = NORMAL`.
+    public func isNormalStore(_ node: NodeIndex) -> Bool { durablePoints[Int(node)] != nil }
+
+    /// The changes of each log `node`'s store holds now, read from the store itself (not from the run's mirror
+    /// of it), in no particular order; workload changes only.
+    public func storeHeldChanges(at node: NodeIndex) -> [ChangeIndex] {
+        guard let r = replicators[Int(node)], let h = try? r.store.holdings() else { return [] }
+        var out: [ChangeIndex] = []
+        for (log, iv) in h {
+            guard let list = changeOf[log] else { continue }
+            for range in iv.ranges {
+                for seq in range where seq >= 1 && Int(seq) <= list.count {
+                    // The other branch of an equivocation sits at the same (log, seq): not the workload change.
+                    if let e = equivocation, e.log == log, e.seq == seq, Self.tag(try? r.store.hash(log, seq: seq)) == e.otherTag { continue }
+                    out.append(list[Int(seq) - 1])
+                }
+            }
+        }
+        return out
+    }
+
+    /// Whether any node lost `change` on a power loss during the run.
+    public func wasLostToPower(_ change: ChangeIndex) -> Bool { powerLosers[change] != nil }
+
+    /// The nodes that lost `change` on a power loss during the run (whether or not they hold it again), in the
+    /// order they first lost it.
+    public func powerLosers(of change: ChangeIndex) -> [NodeIndex] { powerLosers[change] ?? [] }
+
+    /// When `node` last came to hold `change` (runs with `normal` stores only; nil otherwise or if it does not).
+    public func acquired(_ change: ChangeIndex, at node: NodeIndex) -> SimTime? {
+        acquiredAt.isEmpty || held[Int(node)][change] == nil ? nil : acquiredAt[Int(node)][change]
+    }
+
+    /// When `node` lost `change` on a power loss, if it did and does not hold it again.
+    public func lostToPowerAt(_ change: ChangeIndex, node: NodeIndex) -> SimTime? {
+        lostToPower[Int(node)].isEmpty ? nil : lostToPower[Int(node)][change]
+    }
+
+    /// The changes `node` lost on a power loss and does not hold again, with when, in change order.
+    public func changesLostToPower(at node: NodeIndex) -> [(change: ChangeIndex, at: SimTime)] {
+        lostToPower[Int(node)].map { ($0.key, $0.value) }.sorted { $0.change < $1.change }
+    }
 
     /// Records which pending revocations `node` has learned (its trust store holds them).
     private func noteRevocations(at node: NodeIndex, now: SimTime) {
@@ -1371,9 +1546,11 @@ public final class FieldSyncAgent: SyncAgent {
             }
         }
         effects.drop(held[Int(node)].count)
+        for c in held[Int(node)].keys { lossCount[Int(c)] += 1 }  // (counts only: the order does not matter)
         replicators[Int(node)] = nil
         held[Int(node)] = [:]
         seen[Int(node)] = [:]
+        lostToPower[Int(node)] = [:]
     }
 
     /// Whether the node's store holds the change (mirrored from its holdings after every applied batch).
@@ -1513,7 +1690,10 @@ extension FieldSyncAgent {
         guard let r = replicators[Int(node)] else { return }
         for log in authoredLogs[Int(author)] {
             guard let h = try? r.store.holdings(of: log), let list = changeOf[log] else { continue }
-            for (i, c) in list.enumerated() where held[Int(node)][c] != nil && !h.contains(UInt64(i + 1)) { held[Int(node)][c] = nil }
+            for (i, c) in list.enumerated() where held[Int(node)][c] != nil && !h.contains(UInt64(i + 1)) {
+                held[Int(node)][c] = nil
+                lossCount[Int(c)] += 1
+            }
             seen[Int(node)][log] = h
         }
     }
@@ -1641,7 +1821,7 @@ extension SimTime {
 /// seeded from `seed` (`Replicator.sealingRandomness`): same seed, same bytes.
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                          liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
-                         adversaries: AdversaryConfig = AdversaryConfig(),
+                         adversaries: AdversaryConfig = AdversaryConfig(), durability: StoreDurability = StoreDurability(),
                          options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     // Adversaries start at `startDay`, by default a quarter of the way through the workload.
@@ -1649,7 +1829,7 @@ public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMod
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
                                                                              liveSessions: liveSessions, traceDrivers: traceDrivers,
                                                                              announcesClock: announcesClock, adversaries: adversaries,
-                                                                             adversaryStart: start) }
+                                                                             adversaryStart: start, durability: durability) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }
@@ -1706,6 +1886,18 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
             ("node_pairs_never_informed", .int(Int64(uninformed))),
             ("latency_p50_s", .number(lat.quantile(0.5) / 1000)), ("latency_p95_s", .number(lat.quantile(0.95) / 1000)),
             ("latency_max_s", .number(lat.count > 0 ? Double(lat.max) / 1000 : .nan)),
+        ])))
+    }
+    if !a.durability.normal.isEmpty {  // (absent with every store FULL, the default: those outputs are unchanged)
+        let world = sim.context.world
+        let notBack = (0..<world.count).reduce(0) { $0 + a.changesLostToPower(at: NodeIndex($1)).count }
+        section.append(("store_durability", .object([
+            ("normal_sync_classes", .array(a.durability.normal.map { .string($0.description) })),
+            ("checkpoint_every_commits", .int(Int64(a.durability.checkpointEveryCommits))),
+            ("crashes", .int(Int64(a.crashes))), ("power_losses", .int(Int64(a.powerLosses))),
+            ("commits_lost", .int(Int64(a.commitsLost))), ("changes_lost_by_a_store", .int(Int64(a.changesLost))),
+            ("changes_lost_not_held_again", .int(Int64(notBack))),
+            ("revocations_forgotten", .int(Int64(a.revocationsForgotten))),
         ])))
     }
     if let c = a.verificationCache {

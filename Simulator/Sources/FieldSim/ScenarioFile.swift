@@ -164,6 +164,12 @@ public struct FaultConfig: Codable, Sendable {
     public var linkReorder: Double?
     /// Probability that a frame arrives with one bit flipped (default 0).
     public var linkCorrupt: Double?
+    /// Node classes whose store runs `synchronous = NORMAL` (`store.syncMode = normal`; default none: every
+    /// store `FULL`, as the real default). A crash of such a node is a power loss that loses its commits
+    /// since the last WAL checkpoint (`StoreDurability`).
+    public var normalSyncClasses: [String]?
+    /// Commits between two WAL checkpoints (durable points) of a `normal` store (default 74).
+    public var walCheckpointCommits: Int?
 }
 
 /// A scenario file.
@@ -289,6 +295,10 @@ public struct ScenarioFile: Codable, Sendable {
             for (key, p) in [("linkDuplicate", f.linkDuplicate), ("linkReorder", f.linkReorder), ("linkCorrupt", f.linkCorrupt)] {
                 if let p, !(0...0.5).contains(p) { throw fail("\"faults.\(key)\" must be a probability in [0, 0.5]") }
             }
+            for c in f.normalSyncClasses ?? [] where !NodeClass.allCases.contains(where: { $0.description == c }) {
+                throw fail("\"faults.normalSyncClasses\" has an unknown node class \"\(c)\" (use \(NodeClass.allCases.map(\.description).joined(separator: ", ")))")
+            }
+            if let k = f.walCheckpointCommits, k < 1 { throw fail("\"faults.walCheckpointCommits\" must be at least 1") }
         }
     }
 }

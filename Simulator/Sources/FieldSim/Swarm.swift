@@ -18,6 +18,9 @@ public struct SwarmMix: Sendable {
     /// Adversaries (`fieldsim swarm --adversaries`: `AdversaryConfig(swarmSeed:)`, from a generator of their own,
     /// so the faults above are the same with and without them); empty otherwise.
     public var adversaries = AdversaryConfig()
+    /// Store durability (`fieldsim swarm --power-loss`: `StoreDurability(swarmSeed:)`, from a generator of its
+    /// own, so the faults above are the same with and without it); every store `FULL` otherwise.
+    public var durability = StoreDurability()
 
     /// Draws the mix of `seed`.
     public init(seed: UInt64) {
@@ -64,6 +67,7 @@ public struct SwarmMix: Sendable {
         if wiredOutagesPer30Days > 0 { on.append("wired outages \(g(wiredOutagesPer30Days))/30 days (mean \(g(wiredOutageMeanHours)) h)") }
         if let h = receiptsEveryHours { on.append("receipts every \(g(h)) h") }
         if !adversaries.isEmpty { on.append("adversaries: \(adversaries.description)") }
+        if !durability.normal.isEmpty { on.append(durability.description) }
         return on.isEmpty ? "no faults" : on.joined(separator: ", ")
     }
 }
@@ -89,9 +93,9 @@ public struct SwarmResult: Sendable {
 /// Running the swarm.
 public enum Swarm {
     /// The command that reproduces seed `seed` (`--days` only when not the default).
-    public static func reproduce(_ seed: UInt64, days: Double?, adversaries: Bool = false) -> String {
+    public static func reproduce(_ seed: UInt64, days: Double?, adversaries: Bool = false, powerLoss: Bool = false) -> String {
         "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim swarm --seed \(seed)" + (days.map { " --days \(JSON.format($0))" } ?? "")
-            + (adversaries ? " --adversaries" : "")
+            + (adversaries ? " --adversaries" : "") + (powerLoss ? " --power-loss" : "")
     }
 
     /// Delivery (check 3 of `run`): every change a live node holds is held by every live reader of its station,
@@ -124,14 +128,35 @@ public enum Swarm {
                     reach = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c],
                                                    notBefore: skewed ? clocks.map { dated - $0 } : nil)
                 }
-                let at = reach![Int(n)]
+                var at = reach![Int(n)]
+                if a.wasLostToPower(ci) {
+                    // A node lost it on a power loss (one on the paths from the author, or the reader): the paths
+                    // that count start at the nodes that hold it now, when each came to hold it, pass through no
+                    // node that lost it on a power loss (it may have lost it before passing it on), and reach a
+                    // reader that lost it only after it lost it.
+                    let dated = ch.createdAt[c] + clocks[Int(ch.author[c])]
+                    var accept = skewed ? clocks.map { dated - $0 } : [SimTime](repeating: 0, count: world.count)
+                    for k in a.powerLosers(of: ci) where k != n { accept[Int(k)] = .max }
+                    func fromHolders(after: SimTime) -> [SimTime] {
+                        var best = [SimTime](repeating: .max, count: world.count)
+                        for h in 0..<world.count where holders[h] && a.holds(ci, at: NodeIndex(h)) {
+                            guard let t = a.acquired(ci, at: NodeIndex(h)) else { continue }
+                            let arr = oracle.earliestArrival(from: NodeIndex(h), at: max(t, after), notBefore: accept)
+                            for k in 0..<best.count { best[k] = min(best[k], arr[k]) }
+                        }
+                        return best
+                    }
+                    at = fromHolders(after: a.lostToPowerAt(ci, node: n) ?? 0)[Int(n)]
+                }
                 guard at != SimTime.max, at + slack <= sim.now else {
                     beyondReach += 1
                     continue
                 }
                 missing += 1
                 if examples.count < 3 {
-                    examples.append("change \(c) (by \(world.nodes[Int(ch.author[c])].name), day \(String(format: "%.3f", Double(ch.createdAt[c]) / Double(Duration.day)))) not at \(world.nodes[Int(n)].name), which the contacts reached by day \(String(format: "%.3f", Double(at) / Double(Duration.day)))")
+                    let heldBy = (0..<world.count).filter { holders[$0] && a.holds(ci, at: NodeIndex($0)) }.map { world.nodes[$0].name }
+                    let lostBy = (0..<world.count).filter { a.lostToPowerAt(ci, node: NodeIndex($0)) != nil }.map { world.nodes[$0].name }
+                    examples.append("change \(c) (by \(world.nodes[Int(ch.author[c])].name), day \(String(format: "%.3f", Double(ch.createdAt[c]) / Double(Duration.day)))) not at \(world.nodes[Int(n)].name), which the contacts reached by day \(String(format: "%.3f", Double(at) / Double(Duration.day))) (held by \(heldBy.joined(separator: " ")); lost on power loss by \(lostBy.isEmpty ? "none" : lostBy.joined(separator: " ")))")
                 }
             }
         }
@@ -154,10 +179,14 @@ public enum Swarm {
     /// 6. trust: each lost (revoked) device then writes a change dated after its revocation; every live
     ///    node that learned the revocation refuses the device's session (`revoked`) and refuses to store
     ///    that change when it is handed over directly (as a node that had not learned it would forward it).
-    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false, adversaries: Bool = false) throws -> SwarmResult {
+    public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false, adversaries: Bool = false,
+                           powerLoss: Bool = false) throws -> SwarmResult {
         var mix = SwarmMix(seed: seed)
         if adversaries {
             mix.adversaries = AdversaryConfig(swarmSeed: seed)
+        }
+        if powerLoss {
+            mix.durability = StoreDurability(swarmSeed: seed)
         }
         let file = mix.apply(to: base)
         try file.validate(file: "\(base.name) (swarm seed \(seed))")
@@ -166,7 +195,7 @@ public enum Swarm {
         options.linkFaults = LinkFaults(file.faults, seed: seed)
         let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
                                receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, adversaries: mix.adversaries,
-                               options: options)
+                               durability: mix.durability, options: options)
         var failures: [String] = []
         if let v = sim.invariantViolation { failures.append("engine invariant: \(v)") }
         let report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
@@ -242,6 +271,11 @@ public enum Swarm {
         // 7. Adversaries: the trust rules (`AdversaryChecks`).
         let adv = AdversaryChecks.check(sim, slack: slack)
         failures += adv.failures
+        // 8. Durability: what each live store holds is what the run says it kept; changes lost for good only where
+        //    every node that held them lost them (power loss of a `normal` store, device loss); nothing HQ
+        //    receipted missing at HQ.
+        let dur = durabilityCheck(sim)
+        failures += dur.failures
         let m = sim.metrics
         let counts: [(String, Int)] = [
             ("changes", ch.count), ("contacts", h.contacts), ("session_pairs", a.sessionsStarted), ("session_pairs_failed_or_cut", a.sessionsFailed),
@@ -252,6 +286,10 @@ public enum Swarm {
             ("idle_timeout_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.idleTimeout.rawValue] }),
             ("peer_gone_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.peerGone.rawValue] }),
         ] + (adversaries ? adversaryCounts(adv) : [])
+            + (powerLoss ? [("crashes", a.crashes), ("power_losses", a.powerLosses), ("commits_lost", a.commitsLost),
+                            ("changes_lost_by_a_store", a.changesLost), ("changes_lost_for_good", dur.lostForGood.count),
+                            ("of_which_only_their_author_held", dur.lostForGood.filter(\.onlyAuthor).count),
+                            ("revocations_forgotten", a.revocationsForgotten)] : [])
         var result = SwarmResult(seed: seed, mix: mix, failures: failures, traceHash: sim.traceHash, counts: counts)
         if keepFiles {
             result.files = [("summary.json", report.summary.render() + "\n"), ("timeseries.csv", report.seriesCSV)]
@@ -263,13 +301,13 @@ public enum Swarm {
     /// Runs seeds `first ..< first + count` on `threads` threads; results in seed order (independent of
     /// the thread count). `done` is called after each seed, under a lock.
     public static func run(first: UInt64, count: Int, days: Double?, threads: Int, keepFiles: Bool = false, adversaries: Bool = false,
-                           done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
+                           powerLoss: Bool = false, done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
         var base = try ScenarioFile.load(path: ShippedScenarios.resolve("longnan-small"))
         if let d = days { base = base.withDays(d) }
         let path = try ShippedScenarios.resolve("longnan-small")
         let file = base
         return try parallelMap(count, threads: threads) { i in
-            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries)
+            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries, powerLoss: powerLoss)
             return r
         } done: { r in done?(r) }
     }
@@ -284,5 +322,88 @@ extension Swarm {
                      "nodes_holding_fork_proof", "readers_unreached_excused", "relay_frames_dropped", "relay_frames_replayed",
                      "relay_frames_held", "flood_changes_written", "flood_session_restarts"]
         return names.map { n in (n, r.counts.first { $0.0 == n }?.1 ?? 0) }
+    }
+}
+
+/// A change no live node holds at the end of a run (`Swarm.durabilityCheck`).
+public struct LostChange: Sendable {
+    /// The change.
+    public var change: ChangeIndex
+    /// Nodes that held it (the author included) and lost it since.
+    public var holders: Int
+    /// Its author was the only node that ever held it (it lost it before any peer took a copy).
+    public var onlyAuthor: Bool
+    /// Why, in words.
+    public var why: String
+}
+
+extension StoreDurability {
+    /// The swarm's durability draw for `seed` (`fieldsim swarm --power-loss`; `SimRandom(seed, 0x5A4A_12D1)`): with
+    /// probability one half, each of relay boxes, vehicles and backpack units runs `synchronous = NORMAL` with
+    /// probability one half (relay boxes when none was drawn), with a checkpoint every 5-300 commits;
+    /// otherwise every store `FULL`.
+    public init(swarmSeed seed: UInt64) {
+        var r = SimRandom(seed: seed, 0x5A4A_12D1)
+        guard r.unit() >= 0.5 else {
+            self.init()
+            return
+        }
+        var classes = [NodeClass.relay, .vehicle, .backpack].filter { _ in r.unit() < 0.5 }
+        if classes.isEmpty { classes = [.relay] }
+        self.init(normal: classes, checkpointEveryCommits: 5 + r.int(296))
+    }
+}
+
+extension Swarm {
+    /// Check 8 of `run`, durability under power loss. "Nothing lost": a change a node acknowledged (stored)
+    /// stays in the run as long as one live node holds it, and reconciliation brings it back to whoever lost
+    /// it (the delivery check covers that); a change is lost for good only when every node that ever held it
+    /// lost it: a `normal` store that lost power before any peer took a copy (above all its author, whose
+    /// seq guard then skips the lost seqs: the log keeps a gap, never a fork), or a lost device. Checked:
+    /// 1. each live store holds each change exactly as often as the run's record says (nodes that took it
+    ///    minus those that lost it: `FieldSyncAgent.holderRecord`), read from the stores themselves, so a
+    ///    store that lost a change any other way (a `FULL` store, an eviction) fails the run;
+    /// 2. nothing HQ receipted is missing from HQ's store (nodes evict receipted changes under their quota);
+    /// 3. lost for good: reported with why (not a failure when the model explains it).
+    public static func durabilityCheck(_ sim: Simulation<FieldSyncAgent>) -> (failures: [String], lostForGood: [LostChange]) {
+        let world = sim.context.world
+        let a = sim.agent
+        let ch = sim.context.changes
+        var count = [Int32](repeating: 0, count: ch.count)
+        for n in 0..<world.count where !sim.isLost(NodeIndex(n)) {
+            for c in a.storeHeldChanges(at: NodeIndex(n)) { count[Int(c)] += 1 }
+        }
+        var failures: [String] = []
+        var mismatched: [String] = []
+        var lost: [LostChange] = []
+        for c in 0..<ch.count where !a.isAdversarialChange(ChangeIndex(c)) {
+            let (holders, losses) = a.holderRecord(ChangeIndex(c))
+            if Int(count[c]) != holders - losses {
+                if mismatched.count < 3 { mismatched.append("change \(c) (by \(world.nodes[Int(ch.author[c])].name)): \(count[c]) live stores hold it, the run's record says \(holders - losses) (\(holders) took it, \(losses) lost it)") }
+                mismatched.append("")
+                continue
+            }
+            guard holders > 0, count[c] == 0 else { continue }
+            let author = ch.author[c]
+            let authorLost = a.lostToPowerAt(ChangeIndex(c), node: author) != nil
+            let onlyAuthor = holders == 1 && authorLost
+            let why = sim.isLost(author) && holders == 1 ? "only its author held it, and the device was lost"
+                : onlyAuthor ? "only its author held it, and lost it on a power loss (synchronous=NORMAL) before any peer took a copy"
+                : "all \(holders) nodes that held it lost it (power loss of NORMAL stores, lost devices)"
+            lost.append(LostChange(change: ChangeIndex(c), holders: holders, onlyAuthor: onlyAuthor, why: why))
+        }
+        let bad = mismatched.filter(\.isEmpty).count
+        if bad > 0 {
+            failures.append("durability: \(bad) change(s) held by a number of live stores other than the run recorded (a store lost or gained a change outside the power-loss model), e.g. \(mismatched.filter { !$0.isEmpty }.joined(separator: "; "))")
+        }
+        if let hq = a.hq, !sim.isLost(hq), let r = a.replicator(at: hq) {
+            var missing: [String] = []
+            for (log, upTo) in a.hqReceipted.sorted(by: { $0.key < $1.key }) {
+                let h = (try? r.store.holdings(of: log)) ?? HeldIntervals()
+                if h.frontier < upTo { missing.append("\(log) held to \(h.frontier), receipted to \(upTo)") }
+            }
+            if !missing.isEmpty { failures.append("receipts: HQ lost changes it had receipted: \(missing.prefix(3).joined(separator: "; "))") }
+        }
+        return (failures, lost)
     }
 }

@@ -135,7 +135,7 @@ struct FieldSimCommand: ParsableCommand {
             if name == "fieldsync" {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
                                        receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
-                                       adversaries: adversaryConfig, options: options, progress: progress)
+                                       adversaries: adversaryConfig, durability: StoreDurability(file.faults), options: options, progress: progress)
                 engineWall = seconds(clock.now - started)
                 if tty { FileHandle.standardError.write(Data(ProgressLine.erase.utf8)) }  // before anything is printed
                 if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }

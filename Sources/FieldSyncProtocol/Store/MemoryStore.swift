@@ -45,7 +45,8 @@ public final class RecordInterner {
 
 /// An in-memory `SyncStore` for the simulator and tests. Same rules as `SQLiteStore` (both apply
 /// batches through `CommitLogic`), no durability: a simulated crash drops it whole or keeps it whole,
-/// as a committed SQLite transaction would.
+/// as a committed SQLite transaction would, or goes back to a `Snapshot` (a power loss of a store whose
+/// last commits were not durable).
 public final class MemoryStore: SyncStore {
     /// A stored change, referenced from the store's indices (one reference per index entry instead of a
     /// copy of the whole value; shared between stores through a `RecordInterner`).
@@ -400,6 +401,7 @@ public final class MemoryStore: SyncStore {
         let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }
         for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
         tx.apply()
+        defer { didCommit?(self) }
         for log in newLogs.sorted() {
             var lo = 0, hi = sortedLogs.count  // first position whose log is not smaller
             while lo < hi {
@@ -410,6 +412,35 @@ public final class MemoryStore: SyncStore {
         }
         return report
     }
+
+    // MARK: Durable points (the simulator's power-loss model)
+
+    /// The store's contents at one moment (`snapshot()`), to go back to with `restore(_:)`: what the
+    /// simulator keeps as the last durable point of a store whose later commits a power loss may lose
+    /// (an SQLite store in WAL mode with `synchronous = NORMAL`: docs/simulator.md, "Power loss").
+    /// Copy-on-write: taking one copies nothing; the first commit after it copies the tables it writes
+    /// (the change bodies and records themselves are shared, never copied).
+    public struct Snapshot {
+        fileprivate let state: State
+        fileprivate let sortedLogs: [LogID]
+        /// Changes held at that moment.
+        public var changes: Int { state.byHash.count - state.evicted.count }
+    }
+
+    /// The contents now, as a `Snapshot`.
+    public func snapshot() -> Snapshot { Snapshot(state: state, sortedLogs: sortedLogs) }
+
+    /// Puts the store back to `snapshot` (every commit since it is gone), as a power loss does to a store
+    /// whose commits since its last durable point were not on disk.
+    public func restore(_ snapshot: Snapshot) {
+        state = snapshot.state
+        sortedLogs = snapshot.sortedLogs
+        logHoldingsCache = [:]
+    }
+
+    /// Called after every successful commit, with the store (simulator only: the power-loss model counts
+    /// commits to place its durable points; nil, the default, costs nothing).
+    public var didCommit: ((MemoryStore) -> Void)?
 
     /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit).
     private var logHoldingsCache: [LogID: LogHoldings?] = [:]

@@ -1,0 +1,82 @@
+// Store durability in the `fieldsync` agent (issue 14, "store crashes that lose unflushed state as SQLite
+// would"): which node classes run their store with `syncMode = normal`, and the power-loss model of such a
+// store (docs/simulator.md, "Power loss").
+
+import FieldSyncProtocol
+
+/// Store durability per node class (`faults.normalSyncClasses`, `faults.walCheckpointCommits`).
+///
+/// A node's `SQLiteStore` runs in WAL mode with `synchronous = FULL` by default (`SyncMode.full`): a
+/// committed batch survives power loss, so a crash loses no commit. With `synchronous = NORMAL`
+/// (`SyncMode.normal`, config `store.syncMode`) SQLite syncs the WAL only before a checkpoint, and a
+/// checkpoint runs when a commit leaves the WAL at `wal_autocheckpoint` pages or more (1,000 by default; the
+/// store does not change it). A power loss then loses the commits since the last checkpoint (the frames
+/// appended after the last sync; SQLite's recovery keeps a prefix of the commits, never a part of one). The
+/// model: every crash of a node of a `normal` class is a power loss, and its store goes back to its state
+/// after the last checkpoint, one every `checkpointEveryCommits` commits (the worst case: the kernel may
+/// have written some later frames, which would keep more).
+public struct StoreDurability: Sendable, Equatable {
+    /// Node classes whose store runs `synchronous = NORMAL` (empty: every store `FULL`, the default).
+    public var normal: [NodeClass] = []
+    /// Commits between two checkpoints (durable points) of a `normal` store. 74 by default: the real store
+    /// appended 13.4 WAL frames per commit of `fieldsync crash-writer` (3 changes with records: 672
+    /// frames after 50 acknowledged commits), so the 1,000-page autocheckpoint runs about every 74 commits.
+    public var checkpointEveryCommits: Int = 74
+
+    /// Every store `FULL` (the real default).
+    public init() {}
+
+    /// `normal` stores for `classes`, a checkpoint every `checkpointEveryCommits` commits.
+    public init(normal classes: [NodeClass], checkpointEveryCommits: Int = 74) {
+        normal = classes.sorted()
+        self.checkpointEveryCommits = max(1, checkpointEveryCommits)
+    }
+
+    /// The scenario's setting (`faults.normalSyncClasses`, class names; `faults.walCheckpointCommits`).
+    public init(_ faults: FaultConfig?) {
+        let names = faults?.normalSyncClasses ?? []
+        self.init(normal: NodeClass.allCases.filter { names.contains($0.description) },
+                  checkpointEveryCommits: faults?.walCheckpointCommits ?? 74)
+    }
+
+    /// Whether `nodeClass` runs `normal`.
+    public func isNormal(_ nodeClass: NodeClass) -> Bool { normal.contains(nodeClass) }
+
+    /// One line for outputs.
+    public var description: String {
+        normal.isEmpty ? "all stores synchronous=FULL"
+            : "synchronous=NORMAL at \(normal.map(\.description).joined(separator: ", ")) (checkpoint every \(checkpointEveryCommits) commits)"
+    }
+}
+
+/// The last durable point of one `normal` store: a `MemoryStore.Snapshot` taken after every
+/// `every`-th commit (the commit that fills the WAL to its autocheckpoint is synced with it).
+final class DurablePoint {
+    let every: Int
+    private(set) var sinceCheckpoint = 0
+    private(set) var snapshot: MemoryStore.Snapshot
+    /// Checkpoints taken.
+    private(set) var checkpoints = 0
+
+    init(_ store: MemoryStore, every: Int) {
+        self.every = every
+        snapshot = store.snapshot()
+        store.didCommit = { [unowned self] s in self.committed(s) }
+    }
+
+    private func committed(_ store: MemoryStore) {
+        sinceCheckpoint += 1
+        guard sinceCheckpoint >= every else { return }
+        snapshot = store.snapshot()
+        sinceCheckpoint = 0
+        checkpoints += 1
+    }
+
+    /// The power loss: the store goes back to the last durable point. Returns the commits lost.
+    func powerLoss(_ store: MemoryStore) -> Int {
+        let lost = sinceCheckpoint
+        store.restore(snapshot)
+        sinceCheckpoint = 0
+        return lost
+    }
+}
