@@ -58,6 +58,12 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     public var damageHandler: (@Sendable (StoreDamage) -> Void)?
     /// Whether changes read are checked against their hash (see `init`).
     public let checksChanges: Bool
+    /// How hard SQLite syncs to disk (see `init`).
+    public let syncMode: SyncMode
+    /// Commits of a `normal` store synced at once because they changed what the node trusts
+    /// (`CommitBatch.mustBeDurable(after:)`): docs/store.md, "Durability".
+    public var trustSyncs: Int { trustSyncCount.withLock { $0 } }
+    private let trustSyncCount = Mutex(0)
     /// Where the rollback checkpoint is kept (nil: none).
     public let checkpointDirectory: String?
     /// The store id, read once (`storeID()`).
@@ -98,6 +104,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         let created = try Self.prepareFile(path, create: create)
         self.path = path
         self.checksChanges = checksChanges
+        self.syncMode = syncMode
         self.checkpointDirectory = checkpointDirectory
         self.sealer = sealer
         self.limits = limits
@@ -447,8 +454,29 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 return (report, commits)
             }
         }
+        if syncMode == .normal && batch.mustBeDurable(after: report) { try syncToDisk() }
         if checkpointDirectory != nil { try writeCheckpoint(commits) }
         return report
+    }
+
+    /// Makes every commit so far durable on a `normal` store, before the one just made is acknowledged:
+    /// a small write transaction committed with `synchronous = FULL` (SQLite refuses to change the level
+    /// inside a transaction, and a commit at FULL syncs the WAL, which holds every earlier commit too). A
+    /// `normal` store that learned a revocation and lost it to a power loss would accept the revoked device
+    /// again until a peer brought the revocation back (found by the simulator's power-loss swarm).
+    func syncToDisk() throws {
+        try io {
+            try db.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+                try db.inTransaction {
+                    // A write that changes a row: SQLite writes nothing for an UPDATE that leaves a row as it was.
+                    try db.execute(sql: "INSERT INTO store_meta(key, value) VALUES ('trust_syncs', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+                    return .commit
+                }
+            }
+        }
+        trustSyncCount.withLock { $0 += 1 }
     }
 
     /// One materialized record.

@@ -50,33 +50,50 @@ public struct StoreDurability: Sendable, Equatable {
 }
 
 /// The last durable point of one `normal` store: a `MemoryStore.Snapshot` taken after every
-/// `every`-th commit (the commit that fills the WAL to its autocheckpoint is synced with it).
+/// `every`-th commit (the commit that fills the WAL to its autocheckpoint is synced with it) and after every
+/// commit that must be durable at once (`CommitBatch.mustBeDurable(after:)`: a revocation, a key grant, fork
+/// evidence, a quarantine for a revocation), which the real store syncs whatever its mode.
 final class DurablePoint {
     let every: Int
+    /// Commits since the last checkpoint (the autocheckpoint's cadence, which a sync does not reset).
     private(set) var sinceCheckpoint = 0
+    /// Commits since the last durable point (checkpoint or sync): what a power loss takes back.
+    private(set) var sinceDurable = 0
     private(set) var snapshot: MemoryStore.Snapshot
     /// Checkpoints taken.
     private(set) var checkpoints = 0
+    /// Commits synced at once because they changed what the node trusts.
+    private(set) var trustSyncs = 0
 
     init(_ store: MemoryStore, every: Int) {
         self.every = every
         snapshot = store.snapshot()
-        store.didCommit = { [unowned self] s in self.committed(s) }
+        store.didCommit = { [unowned self] s, durable in self.committed(s, durable: durable) }
     }
 
-    private func committed(_ store: MemoryStore) {
+    private func committed(_ store: MemoryStore, durable: Bool) {
         sinceCheckpoint += 1
-        guard sinceCheckpoint >= every else { return }
+        sinceDurable += 1
+        if sinceCheckpoint >= every {
+            sinceCheckpoint = 0
+            checkpoints += 1
+        } else if durable {
+            // A commit that changes what the node trusts is synced at once (SQLiteStore's sync barrier), and
+            // syncing the WAL makes every earlier commit durable too.
+            trustSyncs += 1
+        } else {
+            return
+        }
         snapshot = store.snapshot()
-        sinceCheckpoint = 0
-        checkpoints += 1
+        sinceDurable = 0
     }
 
     /// The power loss: the store goes back to the last durable point. Returns the commits lost.
     func powerLoss(_ store: MemoryStore) -> Int {
-        let lost = sinceCheckpoint
+        let lost = sinceDurable
         store.restore(snapshot)
         sinceCheckpoint = 0
+        sinceDurable = 0
         return lost
     }
 }

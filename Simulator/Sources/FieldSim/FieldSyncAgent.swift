@@ -1474,6 +1474,10 @@ public final class FieldSyncAgent: SyncAgent {
     /// Whether `node`'s store runs `synchronous = NORMAL`.
     public func isNormalStore(_ node: NodeIndex) -> Bool { durablePoints[Int(node)] != nil }
 
+    /// Commits of `normal` stores synced at once because they changed what the node trusts (a revocation, a key
+    /// grant, fork evidence: `CommitBatch.mustBeDurable(after:)`), as the real `SQLiteStore` syncs them.
+    public var trustSyncs: Int { durablePoints.reduce(0) { $0 + ($1?.trustSyncs ?? 0) } }
+
     /// The changes of each log `node`'s store holds now, read from the store itself (not from the run's mirror
     /// of it), in no particular order; workload changes only.
     public func storeHeldChanges(at node: NodeIndex) -> [ChangeIndex] {
@@ -1898,6 +1902,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
             ("commits_lost", .int(Int64(a.commitsLost))), ("changes_lost_by_a_store", .int(Int64(a.changesLost))),
             ("changes_lost_not_held_again", .int(Int64(notBack))),
             ("revocations_forgotten", .int(Int64(a.revocationsForgotten))),
+            ("trust_syncs", .int(Int64(a.trustSyncs))),
         ])))
     }
     if let c = a.verificationCache {

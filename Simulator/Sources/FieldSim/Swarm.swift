@@ -273,9 +273,13 @@ public enum Swarm {
         failures += adv.failures
         // 8. Durability: what each live store holds is what the run says it kept; changes lost for good only where
         //    every node that held them lost them (power loss of a `normal` store, device loss); nothing HQ
-        //    receipted missing at HQ.
+        //    receipted missing at HQ; no revocation forgotten over a power loss (a commit that changes what a node
+        //    trusts is synced at once, `CommitBatch.mustBeDurable(after:)`).
         let dur = durabilityCheck(sim)
         failures += dur.failures
+        if a.revocationsForgotten > 0 {
+            failures.append("trust: \(a.revocationsForgotten) revocation(s) forgotten by a node whose store lost them over a power loss")
+        }
         let m = sim.metrics
         let counts: [(String, Int)] = [
             ("changes", ch.count), ("contacts", h.contacts), ("session_pairs", a.sessionsStarted), ("session_pairs_failed_or_cut", a.sessionsFailed),
@@ -289,7 +293,7 @@ public enum Swarm {
             + (powerLoss ? [("crashes", a.crashes), ("power_losses", a.powerLosses), ("commits_lost", a.commitsLost),
                             ("changes_lost_by_a_store", a.changesLost), ("changes_lost_for_good", dur.lostForGood.count),
                             ("of_which_only_their_author_held", dur.lostForGood.filter(\.onlyAuthor).count),
-                            ("revocations_forgotten", a.revocationsForgotten)] : [])
+                            ("revocations_forgotten", a.revocationsForgotten), ("trust_syncs", a.trustSyncs)] : [])
         var result = SwarmResult(seed: seed, mix: mix, failures: failures, traceHash: sim.traceHash, counts: counts)
         if keepFiles {
             result.files = [("summary.json", report.summary.render() + "\n"), ("timeseries.csv", report.seriesCSV)]

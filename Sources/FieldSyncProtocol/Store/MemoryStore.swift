@@ -401,7 +401,7 @@ public final class MemoryStore: SyncStore {
         let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }
         for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
         tx.apply()
-        defer { didCommit?(self) }
+        defer { didCommit?(self, batch.mustBeDurable(after: report)) }
         for log in newLogs.sorted() {
             var lo = 0, hi = sortedLogs.count  // first position whose log is not smaller
             while lo < hi {
@@ -438,9 +438,10 @@ public final class MemoryStore: SyncStore {
         logHoldingsCache = [:]
     }
 
-    /// Called after every successful commit, with the store (simulator only: the power-loss model counts
-    /// commits to place its durable points; nil, the default, costs nothing).
-    public var didCommit: ((MemoryStore) -> Void)?
+    /// Called after every successful commit, with the store and whether the commit must be durable at once
+    /// (`CommitBatch.mustBeDurable(after:)`: a `normal` SQLite store syncs after it). Simulator only: the
+    /// power-loss model places its durable points with it; nil, the default, costs nothing.
+    public var didCommit: ((MemoryStore, _ mustBeDurable: Bool) -> Void)?
 
     /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit).
     private var logHoldingsCache: [LogID: LogHoldings?] = [:]

@@ -163,6 +163,19 @@ public struct CommitBatch: Sendable {
     }
 }
 
+extension CommitBatch {
+    /// Whether this commit must be on disk before it is acknowledged, whatever the store's sync mode: it
+    /// changes what the node trusts. It carries a key grant or a revocation (`ContentType.carriesTrust`),
+    /// fork proofs from a peer, or changes quarantined for a revocation; or the store recorded fork evidence
+    /// found in its changes (`report`). A store that may lose its last commits on power loss (SQLite with
+    /// `synchronous = NORMAL`) syncs after such a commit, so that a node never forgets a revocation it
+    /// learned and goes back to accepting the revoked device (docs/store.md, "Durability").
+    public func mustBeDurable(after report: CommitReport) -> Bool {
+        !forks.isEmpty || !revoked.isEmpty || report.forksRecorded > 0 || report.quarantinedRevoked > 0
+            || changes.contains { $0.contentType.carriesTrust }
+    }
+}
+
 /// What a store did with a batch.
 public struct CommitReport: Sendable, Equatable {
     /// Changes newly stored.
