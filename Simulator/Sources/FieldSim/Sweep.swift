@@ -252,6 +252,7 @@ public enum SweepMetrics {
     public static let common = [
         "delivery_prob", "missing_pairs", "converged", "convergence_after_workload_s", "hq_latency_p50_s",
         "feedback_overdue_rate", "bytes", "bytes_over_minimal", "latency_over_oracle", "overhead_ratio", "changes", "contacts",
+        "feedback_hq_latency_p95_s", "feedback_all_entitled_by_deadline",
     ]
     /// The `fieldsync` agent adds these.
     public static let fieldsync = ["session_pairs", "session_pairs_failed_or_cut", "stations_diverged"]
@@ -261,7 +262,7 @@ public enum SweepMetrics {
     static func values(_ h: RunReport.Headline) -> [Double] {
         [h.deliveryProb, Double(h.missing), h.missing == 0 ? 1 : 0, h.convergence.map { Double($0) / 1000 } ?? .nan,
          h.hqLatencyMedian / 1000, h.overdueRate, Double(h.bytes), h.oracle.bytesRatio, h.oracle.latencyRatio,
-         h.overheadRatio, Double(h.changes), Double(h.contacts)]
+         h.overheadRatio, Double(h.changes), Double(h.contacts), h.feedbackHQLatencyP95 / 1000, h.feedbackAllEntitledByDeadline]
     }
 }
 
