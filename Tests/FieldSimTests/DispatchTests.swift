@@ -193,6 +193,9 @@ import Testing
         bad.longnan!.dispatch = nil
         bad.longnan!.incidentHourWeights = [1, 2]
         #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(bad)) }
+        bad.longnan!.incidentHourWeights = nil
+        bad.longnan!.walkKmPerHour = 0  // a walk time would be infinite: trapped in SimTime(...) before
+        #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(bad)) }
     }
 
     /// `longnan-small`, 2 days, seed 1, ideal epidemic, `dispatch: legacy` without hourly weights: pinned when the

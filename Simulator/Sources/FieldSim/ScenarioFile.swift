@@ -274,6 +274,11 @@ public struct ScenarioFile: Codable, Sendable {
                     throw fail("\"longnan.incidentHourWeights\" needs 24 finite non-negative weights, not all 0")
                 }
             }
+            // Travel times divide by these: 0, negative or non-finite values would trap in the conversion to SimTime.
+            for (key, v) in [("walkKmPerHour", l.walkKmPerHour), ("terrainFactor", l.terrainFactor),
+                             ("driveKmPerHour", l.driveKmPerHour), ("roadFactor", l.roadFactor)] {
+                if let v, !(v > 0 && v.isFinite) { throw fail("\"longnan.\(key)\" must be a finite number > 0") }
+            }
             if let m = l.maxWalkMinutes, !(m >= 0 && m.isFinite) { throw fail("\"longnan.maxWalkMinutes\" must be a finite number >= 0") }
             if let d = l.dispatchMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
                 throw fail("\"longnan.dispatchMinutes\" needs [min, max] with 0 <= min <= max")
