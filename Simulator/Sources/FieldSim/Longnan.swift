@@ -81,6 +81,12 @@ struct PatrolStop {
     var village: Int32
     var arrive: SimTime
     var leave: SimTime
+    /// `nearest` dispatch: the intermittent cellular window `[wStart, wEnd)` of the stop (none if `wEnd <= wStart`),
+    /// drawn with the plan so that the dispatcher's model of when the unit can be reached and the contacts agree.
+    var wStart: SimTime = 0
+    var wEnd: SimTime = 0
+    /// An incident the unit was dispatched to (no visits are written there).
+    var incident = false
 }
 
 /// A backpack unit's plan for one day: a pure function of (seed, unit, day).
@@ -89,6 +95,49 @@ struct PatrolPlan {
     var depart: SimTime
     var stops: [PatrolStop]
     var back: SimTime
+    /// `nearest` dispatch: the unit was back at its station at `.0` and left it again at `.1` for an incident
+    /// (its last stop).
+    var homeBreak: (SimTime, SimTime)? = nil
+}
+
+/// Which kind of unit handles an incident under `nearest` dispatch.
+public enum DispatchUnit: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// A backpack officer of the incident's station on patrol, walking.
+    case backpack = 0
+    /// A county car (a `vehicle` node), driving from the county seat.
+    case vehicle
+    /// The station's duty officers, driving from the station; they write on the station's node on return.
+    case station
+    /// Name used in outputs.
+    public var description: String { ["backpack", "vehicle", "station"][rawValue] }
+}
+
+/// One incident's dispatch under `nearest` dispatch (kept for the day being generated: `dispatchesToday`).
+public struct DispatchRecord: Sendable {
+    /// The incident (`ChangeSpec.subject`).
+    public var subject: Int64
+    /// The village.
+    public var village: Int32
+    /// When it was reported (the station writes the incident).
+    public var reported: SimTime
+    /// When the station wrote the dispatch.
+    public var dispatched: SimTime
+    /// When the unit's device can first hold the dispatch (its first direct contact with its station from
+    /// `dispatched` on: a 4G stop, an intermittent window, the station's Wi-Fi; cars and the station at once).
+    public var received: SimTime
+    /// The unit.
+    public var unit: NodeIndex
+    /// Its kind.
+    public var kind: DispatchUnit
+    /// Straight-line distance from the unit to the village when the dispatch was written, km.
+    public var distanceKm: Double
+    /// Backpack units of the station that were available (on patrol, not busy) at `dispatched`, with their
+    /// distance in km, in station order.
+    public var available: [(NodeIndex, Double)]
+    /// When the unit reached the scene (on-scene status).
+    public var onScene: SimTime
+    /// When the feedback was written.
+    public var feedback: SimTime
 }
 
 /// The Longnan scenario generator.
@@ -135,6 +184,30 @@ public struct LongnanScenario: Scenario {
     private var backpackList: [NodeIndex] = []
     private var backpackOrdinal: [Int] = []  // by station: ordinal of its first backpack
     private var incidentsByCategory = Array(repeating: 0, count: Incident.Category.allCases.count)
+    private var busyUntil: [SimTime] = []  // by backpack ordinal (`nearest` dispatch)
+    /// The dispatches of the day last generated (`nearest` dispatch), in report order.
+    public private(set) var dispatchesToday: [DispatchRecord] = []
+    /// Incidents handled so far by each kind of unit (`DispatchUnit` order).
+    public private(set) var dispatchCounts = Array(repeating: 0, count: DispatchUnit.allCases.count)
+    /// Whether the `legacy` incident model is in use (`LongnanConfig.dispatch`).
+    public var legacyDispatch: Bool { cfg.dispatch == "legacy" }
+
+    /// The default daily profile of incidents for `nearest` dispatch, relative rate per hour from 0 h. An
+    /// assumption (the article gives no hourly figures): few calls from 1 to 5 h, a rise through the morning,
+    /// a plateau over the working day and a peak in the evening (17-21 h), the evening rate 5 x the night's.
+    public static let defaultIncidentHourWeights: [Double] = [
+        0.6, 0.4, 0.3, 0.3, 0.3, 0.4, 0.6, 0.8, 1.0, 1.2, 1.3, 1.3,
+        1.2, 1.2, 1.3, 1.3, 1.4, 1.5, 1.5, 1.6, 1.6, 1.4, 1.1, 0.8,
+    ]
+
+    /// The hourly weights in use: the file's, else the default of the dispatch model (`nil`: legacy's uniform draw).
+    public var incidentHourWeights: [Double]? { cfg.incidentHourWeights ?? (legacyDispatch ? nil : Self.defaultIncidentHourWeights) }
+
+    /// An incident time within the day starting at `dayStart`: an hour drawn by `weights`, uniform within it.
+    static func incidentTime(dayStart: SimTime, weights: [Double], using r: inout SimRandom) -> SimTime {
+        let h = r.weighted(weights)
+        return dayStart + SimTime((Double(h) + r.unit()) * Double(Duration.hour))
+    }
 
     private func param(_ key: String, _ d: Double, _ v: Double?) -> Double { v ?? d }
 
@@ -233,6 +306,7 @@ public struct LongnanScenario: Scenario {
         }
         villages = villageList
         w.places = villageList.map { ($0.lat, $0.lon) }
+        busyUntil = Array(repeating: 0, count: backpackList.count)
 
         // Links.
         let defaults: [LinkClass: LinkParameters] = [
@@ -352,6 +426,12 @@ public struct LongnanScenario: Scenario {
             ("villages (synthetic)", "\(villages.count): 4g=\(byClass[0]) intermittent=\(byClass[1]) none=\(byClass[2]) relays=\(byNode[Int(NodeClass.relay.rawValue)])"),
             ("days", "\(file.days), workload stops at day \(Double(workloadEnd) / Double(Duration.day)), warm-up \(Double(warmup) / Double(Duration.day)) days"),
             ("incidents/day", String(format: "%.1f", (cfg.incidentsPerYear ?? 190_000) / 365)),
+            ("incident model", cfg.dispatch == "legacy"
+                ? "legacy (a backpack in the village writes it, else the station, a county car for urgent/high)"
+                : String(format: "nearest dispatch (backpack within %.0f min walk, else a free county car, else the station's duty officers)",
+                         cfg.maxWalkMinutes ?? 120)),
+            ("incidents by hour", cfg.incidentHourWeights != nil ? "the file's 24 weights"
+                : cfg.dispatch == "legacy" ? "uniform" : "default profile (night 0.3, evening 1.6 relative)"),
             ("visits/day", String(format: "%.1f (%.3f per village stop, %.0f stops/day expected)", (cfg.visitsPerYear ?? 650_000) / 365, visitMean, stopsPerDay)),
             ("change sizes (bytes, incl. \(sizes.envelope) envelope)", "incident-create=\(sizes.incidentCreate) status=\(sizes.status) feedback=\(sizes.feedback) visit=\(sizes.visit)"),
             ("wired outages", "\(outageCount) over \(wiredSpecs.count) links"),
@@ -453,6 +533,10 @@ public struct LongnanScenario: Scenario {
                 for v in list { out.ups.append((0, spec(.vehicleCellular, v, countyNode[Int(world.nodes[Int(v)].county)]))) }
             }
         }
+        if !legacyDispatch {
+            generateNearest(day: day, dayStart: dayStart, into: &out)
+            return
+        }
         // Patrols and their contacts.
         plansToday.removeAll(keepingCapacity: true)
         let iw = cfg.intermittentWindowMinutes ?? [5, 20]
@@ -483,19 +567,32 @@ public struct LongnanScenario: Scenario {
             }
             out.contact(spec(.stationWiFi, node, st), from: p.back, to: max(p.back, nextDeparture(o, after: day)))
         }
-        // Relay uplinks at intermittent villages.
-        let windows = cfg.relayUplinkWindowsPerDay ?? 2
-        let wlen = SimTime((cfg.relayUplinkMinutes ?? 30) * Double(Duration.minute))
-        for (i, v) in villages.enumerated() where v.relay >= 0 && v.connectivity == .intermittent && windows > 0 {
-            var r = SimRandom(seed: seed, 5, UInt64(i), UInt64(day))
-            let slot = Duration.day / SimTime(windows)
-            for k in 0..<windows {
-                let start = dayStart + SimTime(k) * slot + SimTime(r.unit() * Double(max(slot - wlen, 0)))
-                out.contact(spec(.relayUplink, v.relay, stationNode[Int(v.station)]), from: start, to: start + min(wlen, slot))
-            }
-        }
+        relayUplinks(day: day, dayStart: dayStart, into: &out)
         guard dayStart < workloadEnd else { return }
         generateWorkload(day: day, dayStart: dayStart, into: &out)
+    }
+
+    /// Relay uplinks at intermittent villages.
+    private func relayUplinks(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
+        for (i, v) in villages.enumerated() where v.relay >= 0 && v.connectivity == .intermittent {
+            for (start, end) in relayUplinkWindows(village: i, day: day) {
+                out.contact(spec(.relayUplink, v.relay, stationNode[Int(v.station)]), from: start, to: end)
+            }
+        }
+    }
+
+    /// The uplink windows of the relay box of village `i` (at an intermittent village) on `day`.
+    func relayUplinkWindows(village i: Int, day: Int) -> [(SimTime, SimTime)] {
+        let windows = cfg.relayUplinkWindowsPerDay ?? 2
+        guard windows > 0 else { return [] }
+        let wlen = SimTime((cfg.relayUplinkMinutes ?? 30) * Double(Duration.minute))
+        let dayStart = SimTime(day) * Duration.day
+        var r = SimRandom(seed: seed, 5, UInt64(i), UInt64(day))
+        let slot = Duration.day / SimTime(windows)
+        return (0..<windows).map { k in
+            let start = dayStart + SimTime(k) * slot + SimTime(r.unit() * Double(max(slot - wlen, 0)))
+            return (start, start + min(wlen, slot))
+        }
     }
 
     private mutating func generateWorkload(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
@@ -522,8 +619,9 @@ public struct LongnanScenario: Scenario {
         let deadlineH = ["urgent", "high", "normal", "low"].enumerated().map { cfg.feedbackDeadlineHours?[$0.element] ?? [6, 12, 24, 72][$0.offset] }
         let n = r.poisson((cfg.incidentsPerYear ?? 190_000) / 365)
         var incidents: [(SimTime, Int32, Int, Int)] = []  // time, village, priority, ordinal
+        let hourWeights = cfg.incidentHourWeights
         for i in 0..<n {
-            let t = dayStart + SimTime(r.unit() * Double(Duration.day))
+            let t = hourWeights.map { Self.incidentTime(dayStart: dayStart, weights: $0, using: &r) } ?? dayStart + SimTime(r.unit() * Double(Duration.day))
             let v = Int32(r.int(villages.count))
             incidentsByCategory[r.weighted(catShares)] += 1
             incidents.append((t, v, r.weighted(prShares), i))
@@ -583,6 +681,304 @@ public struct LongnanScenario: Scenario {
                 emit(res, change(st, .incidentStatus, sizes.status), &out)
                 emit(res + SimTime(r.uniform(10, 120) * Double(min)), change(st, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
             }
+        }
+    }
+}
+
+// MARK: Nearest dispatch (issue 14, "Model gaps")
+
+extension LongnanScenario {
+    /// A day under `nearest` dispatch: the patrol plans (with their intermittent windows), the incidents and
+    /// their dispatches (which change the plans of the backpack officers sent), then the contacts of the
+    /// final plans, relay uplinks and visits.
+    fileprivate mutating func generateNearest(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
+        plansToday.removeAll(keepingCapacity: true)
+        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
+        let iwp = cfg.intermittentWindowProbability ?? 0.5
+        for o in backpackList.indices {
+            var p = plan(o, day: day)
+            var r = SimRandom(seed: seed, 4, UInt64(o), UInt64(day))
+            for i in p.stops.indices where villages[Int(p.stops[i].village)].connectivity == .intermittent {
+                let stop = p.stops[i]
+                if r.unit() < iwp {
+                    let len = min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), stop.leave - stop.arrive)
+                    let start = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive - len))
+                    p.stops[i].wStart = start
+                    p.stops[i].wEnd = start + len
+                }
+            }
+            plansToday.append(p)
+        }
+        dispatchesToday.removeAll(keepingCapacity: true)
+        let writing = dayStart < workloadEnd
+        if writing { dispatchIncidents(day: day, dayStart: dayStart, into: &out) }
+        // Contacts of the plans as they now are.
+        for (o, node) in backpackList.enumerated() {
+            let p = plansToday[o]
+            let st = stationNode[Int(world.nodes[Int(node)].station)]
+            if day == 0 {
+                let end = p.rest ? nextDeparture(o, after: 0) : p.depart
+                out.contact(spec(.stationWiFi, node, st), from: 0, to: end)
+            }
+            if p.rest { continue }
+            for stop in p.stops {
+                let v = villages[Int(stop.village)]
+                switch v.connectivity {
+                case .usable4G: out.contact(spec(.cellular4G, node, st), from: stop.arrive, to: stop.leave)
+                case .intermittent:
+                    if stop.wEnd > stop.wStart { out.contact(spec(.cellularIntermittent, node, st), from: stop.wStart, to: stop.wEnd) }
+                case .none: break
+                }
+                if v.relay >= 0 && stop.leave > stop.arrive { out.contact(spec(.relayWiFi, node, v.relay), from: stop.arrive, to: stop.leave) }
+            }
+            if let b = p.homeBreak { out.contact(spec(.stationWiFi, node, st), from: b.0, to: b.1) }
+            out.contact(spec(.stationWiFi, node, st), from: p.back, to: Swift.max(p.back, nextDeparture(o, after: day)))
+        }
+        relayUplinks(day: day, dayStart: dayStart, into: &out)
+        guard writing else { return }
+        // Visits at every patrol stop (not at incidents), as the legacy model writes them.
+        var r = SimRandom(seed: seed, 6, UInt64(day))
+        for (o, p) in plansToday.enumerated() where !p.rest {
+            let node = backpackList[o]
+            for stop in p.stops where !stop.incident {
+                let n = r.poisson(visitMean)
+                for _ in 0..<n {
+                    let t = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive))
+                    if t < workloadEnd {
+                        out.changes.append((t, ChangeSpec(author: node, domain: villages[Int(stop.village)].station, place: stop.village,
+                                                          changeClass: .visit, priority: .none, size: sizes.visit)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where backpack `o`'s plan has the officer at `x`: at the station before departure and after return, at
+    /// the village during a stop, on the straight line between two places while walking.
+    func position(_ o: Int, at x: SimTime) -> (Double, Double) {
+        let p = plansToday[o]
+        let node = world.nodes[Int(backpackList[o])]
+        let home = (node.latitude, node.longitude)
+        if p.rest || x <= p.depart { return home }
+        if let b = p.homeBreak, x >= b.0 { return home }  // not asked: such a unit is not available again
+        var here = home
+        var leftAt = p.depart
+        func between(_ a: (Double, Double), _ b: (Double, Double), _ t0: SimTime, _ t1: SimTime) -> (Double, Double) {
+            let f = t1 > t0 ? Double(x - t0) / Double(t1 - t0) : 1
+            return (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f)
+        }
+        for s in p.stops {
+            let v = (villages[Int(s.village)].lat, villages[Int(s.village)].lon)
+            if x < s.arrive { return between(here, v, leftAt, s.arrive) }
+            if x < s.leave { return v }
+            here = v
+            leftAt = s.leave
+        }
+        return x < p.back ? between(here, home, leftAt, p.back) : home
+    }
+
+    /// Where backpack `node`'s plan of the day last generated has the officer at `x` (nil for another node).
+    func backpackPosition(_ node: NodeIndex, at x: SimTime) -> (Double, Double)? {
+        backpackList.firstIndex(of: node).map { position($0, at: x) }
+    }
+
+    /// The county cars (`vehicle` nodes) of each county.
+    public var countyCars: [[NodeIndex]] { vehicles }
+
+    /// When backpack `o`'s device can first hold a change its station writes at `t` (on `day`): from `t` on,
+    /// the first moment of its plan at which it is in a 4G village, in an intermittent window, at a village
+    /// whose relay box has had an uplink window since `t` (the box got the change then and passes it on over
+    /// Wi-Fi), or back at the station's Wi-Fi. Other paths (a relay box fed by another officer, a unit met on
+    /// the way) are not counted: an under-estimate of reachability (docs/simulator.md, "Issue 14: dispatch").
+    func receipt(_ o: Int, after t: SimTime, day: Int) -> SimTime {
+        let p = plansToday[o]
+        for s in p.stops where s.leave > t {
+            let v = villages[Int(s.village)]
+            var first = SimTime.max
+            switch v.connectivity {
+            case .usable4G: first = Swift.max(t, s.arrive)
+            case .intermittent: if s.wEnd > s.wStart && s.wEnd > t { first = Swift.max(t, s.wStart) }
+            case .none: break
+            }
+            if v.relay >= 0 && v.connectivity == .intermittent {
+                for (start, end) in relayUplinkWindows(village: Int(s.village), day: day) + relayUplinkWindows(village: Int(s.village), day: day + 1)
+                where end > t {
+                    let at = Swift.max(t, s.arrive, start)
+                    if at < s.leave { first = Swift.min(first, at) }
+                }
+            }
+            if first < s.leave { return first }
+        }
+        return Swift.max(t, p.back)
+    }
+
+    /// Sends backpack `o`, who holds the dispatch from `tr`, to village `v`: it leaves where it is (cutting a
+    /// stop short), walks there, handles the incident, writes the feedback at the scene, then walks on to the
+    /// stops of its plan it has not begun (same dwell, later) and home. Returns (on scene, feedback written).
+    private mutating func detour(_ o: Int, at tr: SimTime, to v: Int32, using r: inout SimRandom) -> (SimTime, SimTime) {
+        var p = plansToday[o]
+        let node = world.nodes[Int(backpackList[o])]
+        let home = (node.latitude, node.longitude)
+        let speed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
+        func walk(_ a: (Double, Double), _ b: (Double, Double)) -> SimTime { SimTime(Self.distanceKm(a, b) / speed * Double(Duration.hour)) }
+        var here: (Double, Double)
+        var stops: [PatrolStop] = []
+        var later: [PatrolStop] = []
+        if tr >= p.back {
+            here = home
+            stops = p.stops
+            p.homeBreak = (p.back, tr)
+        } else {
+            here = position(o, at: tr)
+            for var s in p.stops {
+                if s.leave <= tr {
+                    stops.append(s)
+                } else if s.arrive < tr {
+                    s.leave = tr
+                    s.wEnd = Swift.min(s.wEnd, tr)
+                    stops.append(s)
+                } else {
+                    later.append(s)
+                }
+            }
+        }
+        let place = villages[Int(v)]
+        let at = (place.lat, place.lon)
+        let onSceneRange = cfg.onSceneMinutes ?? [30, 120]
+        let arrive = tr + walk(here, at)
+        let feedback = arrive + SimTime((r.uniform(onSceneRange[0], onSceneRange[1]) + r.uniform(10, 60)) * Double(Duration.minute))
+        var scene = PatrolStop(village: v, arrive: arrive, leave: feedback + Duration.minute, incident: true)
+        if place.connectivity == .intermittent {
+            let iw = cfg.intermittentWindowMinutes ?? [5, 20]
+            if r.unit() < (cfg.intermittentWindowProbability ?? 0.5) {
+                let len = Swift.min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), scene.leave - scene.arrive)
+                scene.wStart = scene.arrive + SimTime(r.unit() * Double(scene.leave - scene.arrive - len))
+                scene.wEnd = scene.wStart + len
+            }
+        }
+        stops.append(scene)
+        var t = scene.leave
+        here = at
+        for var s in later {
+            let next = (villages[Int(s.village)].lat, villages[Int(s.village)].lon)
+            let shift = t + walk(here, next) - s.arrive
+            s.arrive += shift
+            s.leave += shift
+            s.wStart += shift
+            s.wEnd += shift
+            stops.append(s)
+            t = s.leave
+            here = next
+        }
+        p.stops = stops
+        p.back = Swift.max(t + walk(here, home), t + 1)
+        plansToday[o] = p
+        return (arrive, feedback)
+    }
+
+    /// The incidents of a day: the station writes each and a dispatch; the nearest available unit goes.
+    private mutating func dispatchIncidents(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
+        var r = SimRandom(seed: seed, 8, UInt64(day))
+        let limit = workloadEnd
+        func emit(_ t: SimTime, _ spec: ChangeSpec, _ out: inout ScenarioSchedule) {
+            if t < limit { out.changes.append((t, spec)) }
+        }
+        let catShares = Incident.Category.allCases.map { cfg.categoryShares?[$0.rawValue] ?? 1 }
+        let prShares = ["urgent", "high", "normal", "low"].enumerated().map { cfg.priorityShares?[$0.element] ?? [0.05, 0.15, 0.6, 0.2][$0.offset] }
+        let deadlineH = ["urgent", "high", "normal", "low"].enumerated().map { cfg.feedbackDeadlineHours?[$0.element] ?? [6, 12, 24, 72][$0.offset] }
+        let weights = incidentHourWeights ?? Self.defaultIncidentHourWeights
+        let n = r.poisson((cfg.incidentsPerYear ?? 190_000) / 365)
+        var incidents: [(SimTime, Int32, Int, Int)] = []  // time, village, priority, ordinal
+        for i in 0..<n {
+            let t = Self.incidentTime(dayStart: dayStart, weights: weights, using: &r)
+            let v = Int32(r.int(villages.count))
+            incidentsByCategory[r.weighted(catShares)] += 1
+            incidents.append((t, v, r.weighted(prShares), i))
+        }
+        incidents.sort { ($0.0, $0.3) < ($1.0, $1.3) }
+        let dm = cfg.dispatchMinutes ?? [1, 5]
+        let onScene = cfg.onSceneMinutes ?? [30, 120]
+        let walkSpeed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
+        let maxWalkKm = (cfg.maxWalkMinutes ?? 120) / 60 * walkSpeed
+        let driveSpeed = (cfg.driveKmPerHour ?? 40) / (cfg.roadFactor ?? 1.3)
+        let minute = Duration.minute
+        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
+        let iwp = cfg.intermittentWindowProbability ?? 0.5
+        for (t, v, pr, ordinal) in incidents {
+            let village = villages[Int(v)]
+            let at = (village.lat, village.lon)
+            let s = Int(village.station)
+            let st = stationNode[s]
+            let prio = SimPriority(rawValue: UInt8(pr))!
+            let deadline = t + SimTime(deadlineH[pr] * Double(Duration.hour))
+            let subject = Int64(day) << 24 | Int64(ordinal)
+            func change(_ author: NodeIndex, _ cls: ChangeClass, _ size: Int32, deadline d: SimTime = -1) -> ChangeSpec {
+                ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size, deadline: d, subject: subject)
+            }
+            let td = t + SimTime(r.uniform(dm[0], dm[1]) * Double(minute))
+            emit(t, change(st, .incidentCreate, sizes.incidentCreate), &out)
+            emit(td, change(st, .incidentStatus, sizes.status), &out)
+            // The station's backpack officers on patrol and not busy, by distance from where their plans have them.
+            var available: [(NodeIndex, Double)] = []
+            var best = -1
+            var bestKm = Double.infinity
+            for k in backpacks[s].indices {
+                let o = backpackOrdinal[s] + k
+                let p = plansToday[o]
+                guard !p.rest, p.homeBreak == nil, p.depart <= td, td < p.back, busyUntil[o] <= td else { continue }
+                let km = Self.distanceKm(position(o, at: td), at)
+                available.append((backpackList[o], km))
+                if km < bestKm { best = o; bestKm = km }  // ties: the first in station order
+            }
+            var record = DispatchRecord(subject: subject, village: v, reported: t, dispatched: td, received: td, unit: st, kind: .station,
+                                        distanceKm: 0, available: available, onScene: 0, feedback: 0)
+            let cars = vehicles[Int(stationCounty[s])]
+            let freeCar = cars.first { vehicleFree[vehicleOrdinal[$0]!] <= td }
+            if best >= 0 && bestKm <= maxWalkKm {
+                let tr = receipt(best, after: td, day: day)
+                let (arrive, feedback) = detour(best, at: tr, to: v, using: &r)
+                busyUntil[best] = feedback
+                let unit = backpackList[best]
+                emit(arrive, change(unit, .incidentStatus, sizes.status), &out)
+                emit(feedback, change(unit, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+                (record.unit, record.kind, record.received, record.distanceKm, record.onScene, record.feedback) = (unit, .backpack, tr, bestKm, arrive, feedback)
+            } else if let car = freeCar {
+                let ord = vehicleOrdinal[car]!
+                let county = countyNode[Int(stationCounty[s])]
+                let seat = cfg.counties[Int(stationCounty[s])]
+                let km = Self.distanceKm((seat.lat, seat.lon), at)
+                let drive = SimTime(km / driveSpeed * Double(Duration.hour))
+                let arrive = td + SimTime(r.uniform(1, 5) * Double(minute)) + drive
+                let feedback = arrive + SimTime((r.uniform(onScene[0], onScene[1]) + r.uniform(10, 60)) * Double(minute))
+                let leave = feedback + minute
+                vehicleFree[ord] = leave + drive
+                emit(arrive, change(car, .incidentStatus, sizes.status), &out)
+                emit(feedback, change(car, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+                if village.connectivity != .usable4G {
+                    // Out of 4G at the scene: the car's modem has no link (an intermittent window with the
+                    // backpacks' probability) until it leaves.
+                    out.downs.append((arrive, car, county))
+                    if village.connectivity == .intermittent && r.unit() < iwp {
+                        let len = Swift.min(SimTime(r.uniform(iw[0], iw[1]) * Double(minute)), feedback - arrive)
+                        let start = arrive + SimTime(r.unit() * Double(feedback - arrive - len))
+                        out.contact(spec(.cellularIntermittent, car, county), from: start, to: start + len)
+                    }
+                    out.ups.append((leave, spec(.vehicleCellular, car, county)))
+                }
+                (record.unit, record.kind, record.distanceKm, record.onScene, record.feedback) = (car, .vehicle, km, arrive, feedback)
+            } else {
+                // The station's duty officers drive out and write on the station's node (radio, then on return).
+                let stPos = (world.nodes[Int(st)].latitude, world.nodes[Int(st)].longitude)
+                let km = Self.distanceKm(stPos, at)
+                let drive = SimTime(km / driveSpeed * Double(Duration.hour))
+                let arrive = td + SimTime(r.uniform(5, 15) * Double(minute)) + drive
+                let feedback = arrive + SimTime(r.uniform(onScene[0], onScene[1]) * Double(minute)) + drive + SimTime(r.uniform(10, 60) * Double(minute))
+                emit(arrive, change(st, .incidentStatus, sizes.status), &out)
+                emit(feedback, change(st, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+                (record.distanceKm, record.onScene, record.feedback) = (km, arrive, feedback)
+            }
+            dispatchCounts[record.kind.rawValue] += 1
+            dispatchesToday.append(record)
         }
     }
 }

@@ -100,6 +100,10 @@ public struct RunReport {
         /// Stations whose complete replicas hold different record state at the end (agents with
         /// record state only: the `fieldsync` agent; 0 otherwise).
         public var divergedStations = 0
+        /// 95th percentile of the feedback's latency to HQ over every priority (ms; NaN if none arrived).
+        public var feedbackHQLatencyP95 = Double.nan
+        /// Share of the feedback with a deadline in the run that reached every entitled replica by its deadline.
+        public var feedbackAllEntitledByDeadline = Double.nan
     }
 }
 
@@ -261,9 +265,13 @@ extension Simulation {
                                                bars: LinkClass.allCases.filter { m.bytesByLink[Int($0.rawValue)] > 0 }.map { ($0.description, Double(m.bytesByLink[Int($0.rawValue)])) })),
             ("staleness_map.svg", SVG.stalenessMap(world: world, staleness: m.staleness, at: m.stalenessAt, title: mapTitle.isEmpty ? "Staleness (\(agent.name))" : mapTitle)),
         ]
-        let headline = RunReport.Headline(deliveryProb: deliveryProb, overheadRatio: overhead, missing: conv.missing, convergence: conv.time,
+        var headline = RunReport.Headline(deliveryProb: deliveryProb, overheadRatio: overhead, missing: conv.missing, convergence: conv.time,
                                           bytes: totalBytes, hqLatencyMedian: hqAll.quantile(0.5), overdueRate: overdue, oracle: oracle,
                                           entitlementOK: entitlementOK, changes: ch.count, contacts: m.contactsByLink.reduce(0, +))
+        var feedbackAtHQ = Histogram()
+        for h in m.latencyToHQ[Int(ChangeClass.incidentFeedback.rawValue)] { feedbackAtHQ.merge(h) }
+        headline.feedbackHQLatencyP95 = feedbackAtHQ.count > 0 ? feedbackAtHQ.quantile(0.95) : .nan
+        headline.feedbackAllEntitledByDeadline = withDeadline > 0 ? Double(deliveredByDeadlineAll) / Double(withDeadline) : .nan
         return RunReport(summary: summary, seriesCSV: csv, latencyCSV: lcsv, charts: charts, headline: headline)
     }
 }

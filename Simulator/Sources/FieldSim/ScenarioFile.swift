@@ -112,6 +112,23 @@ public struct LongnanConfig: Codable, Sendable {
     public var priorityShares: [String: Double]?
     /// Feedback deadline after the report by priority, hours.
     public var feedbackDeadlineHours: [String: Double]?
+    /// Who handles an incident (`docs/simulator.md`, "Issue 14: dispatch"): `nearest` (default) — the station
+    /// writes the incident and a dispatch, the nearest available unit (a backpack officer of the station on
+    /// patrol within `maxWalkMinutes`, else a free county car, else the station's duty officers) goes there and
+    /// writes on-scene status and feedback on its own device at the scene; `legacy` — the model before
+    /// 2026-12-05 (a backpack only if one is in the village at that moment, else the station with a county car
+    /// for urgent/high, else the station writes everything), incidents uniform over the day unless
+    /// `incidentHourWeights` is given.
+    public var dispatch: String?
+    /// Relative incident rate of each hour of the day, 24 weights (hour 0 first). Default for `nearest`:
+    /// `LongnanScenario.defaultIncidentHourWeights` (an assumption: the article gives no hourly figures);
+    /// for `legacy`: uniform. 24 equal weights give the uniform day.
+    public var incidentHourWeights: [Double]?
+    /// A backpack officer is dispatched only if the walk from where the patrol plan has them is at most this
+    /// long (minutes, default 120); farther incidents need a car.
+    public var maxWalkMinutes: Double?
+    /// Minutes from the report to the dispatch the station writes: [min, max] (default [1, 5]).
+    public var dispatchMinutes: [Double]?
 }
 
 /// The `randomContacts` section.
@@ -254,6 +271,23 @@ public struct ScenarioFile: Codable, Sendable {
                 }
                 let total = sh.values.reduce(0, +)
                 guard abs(total - 1) < 0.001 else { throw fail("\"longnan.connectivityShares\" must sum to 1, got \(total)") }
+            }
+            if let d = l.dispatch, !["nearest", "legacy"].contains(d) {
+                throw fail("\"longnan.dispatch\" must be \"nearest\" or \"legacy\", got \"\(d)\"")
+            }
+            if let w = l.incidentHourWeights {
+                guard w.count == 24, w.allSatisfy({ $0 >= 0 && $0.isFinite }), w.reduce(0, +) > 0 else {
+                    throw fail("\"longnan.incidentHourWeights\" needs 24 finite non-negative weights, not all 0")
+                }
+            }
+            // Travel times divide by these: 0, negative or non-finite values would trap in the conversion to SimTime.
+            for (key, v) in [("walkKmPerHour", l.walkKmPerHour), ("terrainFactor", l.terrainFactor),
+                             ("driveKmPerHour", l.driveKmPerHour), ("roadFactor", l.roadFactor)] {
+                if let v, !(v > 0 && v.isFinite) { throw fail("\"longnan.\(key)\" must be a finite number > 0") }
+            }
+            if let m = l.maxWalkMinutes, !(m >= 0 && m.isFinite) { throw fail("\"longnan.maxWalkMinutes\" must be a finite number >= 0") }
+            if let d = l.dispatchMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
+                throw fail("\"longnan.dispatchMinutes\" needs [min, max] with 0 <= min <= max")
             }
             if let sh = l.priorityShares {
                 for k in sh.keys.sorted() where !["urgent", "high", "normal", "low"].contains(k) {

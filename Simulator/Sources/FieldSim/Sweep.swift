@@ -10,7 +10,7 @@ import Foundation
 public enum SweepParameter {
     /// The names accepted, in the order `--help` and the docs list them.
     public static var names: [String] {
-        ["days", "relayShare", "bandwidthScale", "patrolDaysPerWeek"]
+        ["days", "relayShare", "coverage", "bandwidthScale", "patrolDaysPerWeek"]
             + longnanDoubles.map { "longnan.\($0.0)" } + longnanInts.map { "longnan.\($0.0)" }
             + ["longnan.relayProbability.<4g|intermittent|none>", "longnan.links.<class>.bytesPerSecond", "longnan.links.<class>.latencyMs"]
             + faultDoubles.map { "faults.\($0.0)" } + ["faults.partition"]
@@ -22,6 +22,7 @@ public enum SweepParameter {
             ("intermittentWindowProbability", \.intermittentWindowProbability), ("relayUplinkMinutes", \.relayUplinkMinutes),
             ("wiredOutagesPer30Days", \.wiredOutagesPer30Days), ("wiredOutageMeanHours", \.wiredOutageMeanHours),
             ("walkKmPerHour", \.walkKmPerHour), ("driveKmPerHour", \.driveKmPerHour), ("departHour", \.departHour),
+            ("maxWalkMinutes", \.maxWalkMinutes),
         ]
     }
     static var longnanInts: [(String, WritableKeyPath<LongnanConfig, Int?>)] {
@@ -41,7 +42,8 @@ public enum SweepParameter {
     /// Sets parameter `name` to `value` in `file`.
     ///
     /// `days` shortens or lengthens the run as `fieldsim --days` does; `relayShare` sets the relay-box
-    /// probability of both intermittent and unconnected villages; `bandwidthScale` multiplies every link
+    /// probability of both intermittent and unconnected villages; `coverage` sets the share of villages with
+    /// usable 4G, the rest split between intermittent and none in the file's proportion; `bandwidthScale` multiplies every link
     /// class's bytes per second given in the file; `patrolDaysPerWeek` is 7 − `restDaysPerWeek`.
     /// - Throws: `ScenarioError` for an unknown name, a value the knob cannot take, or a file without the
     ///   section the knob lives in.
@@ -79,6 +81,16 @@ public enum SweepParameter {
             p["intermittent"] = value
             p["none"] = value
             l.relayProbability = p
+        case 1 where key == "coverage":
+            // The share of villages with usable 4G; the rest split between intermittent and none as in the file.
+            guard (0...1).contains(value) else { throw fail("must be a share in [0, 1]") }
+            var sh = l.connectivityShares ?? ["4g": 0.55, "intermittent": 0.30, "none": 0.15]
+            let other = (sh["intermittent"] ?? 0) + (sh["none"] ?? 0)
+            let iShare = other > 0 ? (sh["intermittent"] ?? 0) / other : 2.0 / 3
+            sh["4g"] = value
+            sh["intermittent"] = (1 - value) * iShare
+            sh["none"] = (1 - value) * (1 - iShare)
+            l.connectivityShares = sh
         case 1 where key == "bandwidthScale":
             guard value > 0 else { throw fail("must be positive") }
             guard var links = l.links, !links.isEmpty else { throw fail("the file gives no link speeds (\"longnan.links\")") }
@@ -240,6 +252,7 @@ public enum SweepMetrics {
     public static let common = [
         "delivery_prob", "missing_pairs", "converged", "convergence_after_workload_s", "hq_latency_p50_s",
         "feedback_overdue_rate", "bytes", "bytes_over_minimal", "latency_over_oracle", "overhead_ratio", "changes", "contacts",
+        "feedback_hq_latency_p95_s", "feedback_all_entitled_by_deadline",
     ]
     /// The `fieldsync` agent adds these.
     public static let fieldsync = ["session_pairs", "session_pairs_failed_or_cut", "stations_diverged"]
@@ -249,7 +262,7 @@ public enum SweepMetrics {
     static func values(_ h: RunReport.Headline) -> [Double] {
         [h.deliveryProb, Double(h.missing), h.missing == 0 ? 1 : 0, h.convergence.map { Double($0) / 1000 } ?? .nan,
          h.hqLatencyMedian / 1000, h.overdueRate, Double(h.bytes), h.oracle.bytesRatio, h.oracle.latencyRatio,
-         h.overheadRatio, Double(h.changes), Double(h.contacts)]
+         h.overheadRatio, Double(h.changes), Double(h.contacts), h.feedbackHQLatencyP95 / 1000, h.feedbackAllEntitledByDeadline]
     }
 }
 
