@@ -192,7 +192,7 @@ import Testing
         let (sim, r) = try CryptoModeTests.runFS(f, path: path, seed: 1, crypto: .standIn, oracleEvery: 12)
         let h = r.headline
         #expect(sim.context.world.count > 1_300)
-        #expect(h.changes > 250)  // 330 with seed 1
+        #expect(h.changes > 150)  // 189 with seed 1 (the hourly incident profile: the first quarter day is night; 330 when incidents were uniform)
         #expect(h.missing == 0 && h.deliveryProb == 1 && h.convergence != nil)
         #expect(h.oracle.violations == 0 && h.oracle.pairs > 20 && h.bytes >= h.oracle.minimalBytes)
         #expect(h.entitlementOK)
