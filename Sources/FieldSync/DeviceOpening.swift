@@ -106,12 +106,9 @@ public struct FieldSyncDevice: Sendable {
         for k in contents.epochKeys + fileKeys { replicator.addKey(k) }
         // A restart must not forget what sync taught: the certificates of the authors of what the node
         // holds (it forwards them with their changes), and the keys granted and revocations learned.
-        try replicator.restoreCertificates(now: now)
-        try replicator.restoreControlState(now: now)
         // The seq guard (attack case 48) lives with the keystore, apart from the store: a store restored
         // from an older copy then continues this device's logs instead of reusing seqs.
-        replicator.headGuard = SeqGuardFile(path: dir + "/" + SeqGuardFile.defaultName, device: identity.id)
-        try replicator.syncHeadGuard()
+        try replicator.restoreFromStore(now: now, headGuard: SeqGuardFile(path: dir + "/" + SeqGuardFile.defaultName, device: identity.id))
         return replicator
     }
 

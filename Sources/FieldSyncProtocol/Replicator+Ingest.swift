@@ -205,6 +205,18 @@ extension Replicator {
         return out
     }
 
+    /// What a node re-reads from its store when it starts, in one place for every way a node starts
+    /// (`FieldSyncDevice.openRaw`, the simulator's restart after a crash): the certificates of the authors of
+    /// what it holds, the keys granted and revocations learned, then its seq guard (`headGuard`, kept apart from
+    /// the store) brought level with the store's own logs.
+    /// - Throws: store errors, or what the guard throws.
+    public func restoreFromStore(now: UInt64, headGuard: (any OwnHeadGuard)?) throws {
+        try restoreCertificates(now: now)
+        try restoreControlState(now: now)
+        self.headGuard = headGuard
+        try syncHeadGuard()
+    }
+
     /// Re-learns, from the store, the certificates of the authors of held changes (kept by `ingest`),
     /// so that a restarted node still verifies what it holds and forwards each change with its author's
     /// certificate: a relay box that reboots must not strand what it carries. Each certificate is

@@ -60,10 +60,6 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
     public let checksChanges: Bool
     /// How hard SQLite syncs to disk (see `init`).
     public let syncMode: SyncMode
-    /// Commits of a `normal` store synced at once because they changed what the node trusts
-    /// (`CommitBatch.mustBeDurable(after:)`): docs/store.md, "Durability".
-    public var trustSyncs: Int { trustSyncCount.withLock { $0 } }
-    private let trustSyncCount = Mutex(0)
     /// Where the rollback checkpoint is kept (nil: none).
     public let checkpointDirectory: String?
     /// The store id, read once (`storeID()`).
@@ -476,7 +472,12 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 }
             }
         }
-        trustSyncCount.withLock { $0 += 1 }
+    }
+
+    /// Commits of this `normal` store synced at once because they changed what the node trusts
+    /// (`CommitBatch.mustBeDurable(after:)`), as counted by the syncs themselves: docs/store.md, "Durability".
+    public func trustSyncs() throws -> Int {
+        try io { try db.read { db in try Int.fetchOne(db, sql: "SELECT value FROM store_meta WHERE key = 'trust_syncs'") ?? 0 } }
     }
 
     /// One materialized record.

@@ -1414,11 +1414,12 @@ public final class FieldSyncAgent: SyncAgent {
         if ctx.world.nodes[n].nodeClass != .relay {
             for d in ctx.world.carried[n] { r.addKey(epochKeys[Int(d)]) }
         }
-        _ = try? r.restoreCertificates(now: t)
-        _ = try? r.restoreControlState(now: t)
-        r.headGuard = headGuards[n]
-        _ = try? r.syncHeadGuard()
-        try? r.restoreClock()
+        do {
+            try r.restoreFromStore(now: t, headGuard: headGuards[n])
+            try r.restoreClock()
+        } catch {
+            effects.violate("\(ctx.world.nodes[n].name) could not start again from its store: \(error)")
+        }
         replicators[n] = r
         var seeds = SimRandom(seed: seed, 0xD21F_E501, UInt64(n), UInt64(crashes))
         drivers[n] = SyncDriver(policy: policy.schedule, seed: UInt64(seeds.int(Int.max)), tracing: traceDrivers)
