@@ -142,6 +142,20 @@ import Testing
         for n in rebuilt { #expect([.backpack, .vehicle, .relay].contains(world.nodes[n].nodeClass)) }
     }
 
+    /// The durability keys of a scenario file are checked: an unknown or misspelt class name (which would
+    /// otherwise leave every store `FULL` without a word) and a checkpoint interval below one commit are refused.
+    @Test func badDurabilityKeysAreRefused() throws {
+        var (f, _) = try shippedScenario("longnan-small")
+        f.faults?.normalSyncClasses = ["relays"]
+        #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(f)) }
+        f.faults?.normalSyncClasses = ["relay"]
+        f.faults?.walCheckpointCommits = 0
+        #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(f)) }
+        f.faults?.walCheckpointCommits = 74
+        let parsed = try ScenarioFile.parse(JSONEncoder().encode(f))
+        #expect(StoreDurability(parsed.faults).isNormal(.relay) && !StoreDurability(parsed.faults).isNormal(.backpack))
+    }
+
     /// A `normal` store never forgets a revocation over a power loss: the commit that brought it is synced at once
     /// (`CommitBatch.mustBeDurable(after:)`, as `SQLiteStore` does), a durable point of the model. Swarm seeds 11
     /// and 12 at two days forgot 8 and 2 (revocation, node) pairs before (a node that lost the revocation would
