@@ -507,10 +507,11 @@ public final class SyncSession {
     /// batches right behind it that may be committed together with it (`Replicator.canCommitTogether`),
     /// in one store transaction; or nil to wait for the next batch, still being prepared, so that it is
     /// committed with them. It waits while the batches ready are fewer than those still being prepared
-    /// behind them: the worker then has as many batches to prepare while the loop commits these as the
-    /// loop has to commit, so both keep busy (a sender's window of 8 gives groups of 4, a window of 4
-    /// groups of 2), and a lone batch, or one whose successor is a message, is committed at once. Nothing
-    /// waits on anything but a batch being prepared, which always comes back (`completeBatchPreparation`).
+    /// behind them, so that the worker still has batches to prepare while the loop commits these (in the
+    /// catch-up benchmark, a window of 8: about two batches per transaction; docs/benchmarks.md, "Batches
+    /// that wait to be committed together", also for what the wait costs); a lone batch, or one whose
+    /// successor is a message, is committed at once. Nothing waits on anything but a batch being
+    /// prepared, which always comes back (`completeBatchPreparation`).
     private func readyGroup(_ head: ReadyBatch, _ inbound: Inbound) -> [ReadyBatch]? {
         guard replicator.canCommitTogether(head.batch.changes, by: head.verifier), head.batch.failure == nil else { return [head] }
         var group = [head]
