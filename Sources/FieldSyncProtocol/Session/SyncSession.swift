@@ -195,6 +195,16 @@ public final class SyncSession {
     private enum Incoming {
         case message(SessionMessage)
         case prepared(id: UInt32, PreparedBatch, verifier: ChangeVerifier)
+        /// Consecutive batches, each prepared and `Replicator.canCommitTogether`, committed in one store
+        /// transaction.
+        case preparedTogether([ReadyBatch])
+    }
+
+    /// A batch prepared elsewhere, in its turn.
+    private struct ReadyBatch {
+        let id: UInt32
+        let batch: PreparedBatch
+        let verifier: ChangeVerifier
     }
 
     /// A change of the sending plan: its key (what the order sorts by) and, once read, its bytes. The plan
@@ -303,6 +313,9 @@ public final class SyncSession {
     public private(set) var changesForked = 0
     /// Fork evidence recorded by this node during the session (from the peer's changes or proofs).
     public private(set) var forksDetected = 0
+    /// The peer's batches applied in store transactions that carried several of them (batches prepared
+    /// elsewhere and ready together, `preparesBatchesElsewhere`), and those transactions.
+    public private(set) var batchesCommittedTogether = 0, groupCommits = 0
     /// Fork proofs sent to and received (verified) from the peer.
     public private(set) var forkProofsSent = 0, forkProofsReceived = 0
     /// Whole frames of the peer handled so far: handshake messages, then sealed frames that opened (their
@@ -456,20 +469,26 @@ public final class SyncSession {
         lastNow = now
         run(&out) { out in
             try withLink { $0.inbound.prepared[ticket] = batch }
-            drain: while !isClosed, let first = self.link?.inbound.held.first {
+            drain: while !isClosed, let inbound = self.link?.inbound, let first = inbound.held.first {
                 let next: Incoming
+                var taken = 1
                 switch first {
                 case let .message(m):
                     next = .message(m)
                 case let .batch(id, ticket, verifier):
-                    guard let result = self.link?.inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
-                    next = .prepared(id: id, result, verifier: verifier)
+                    guard let result = inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
+                    let group = readyGroup(ReadyBatch(id: id, batch: result, verifier: verifier), inbound)
+                    guard let group else { break drain }  // waits for the next batch to commit with it
+                    taken = group.count
+                    next = group.count == 1 ? .prepared(id: id, result, verifier: verifier) : .preparedTogether(group)
                 }
                 try withLink { link in
-                    let held = link.inbound.held.removeFirst()
-                    if case let .batch(_, t, _) = held {
-                        link.inbound.prepared[t] = nil
-                        link.inbound.batches -= 1
+                    for _ in 0..<taken {
+                        let held = link.inbound.held.removeFirst()
+                        if case let .batch(_, t, _) = held {
+                            link.inbound.prepared[t] = nil
+                            link.inbound.batches -= 1
+                        }
                     }
                     try checkStanding(&link, now: now)
                 }
@@ -482,6 +501,28 @@ public final class SyncSession {
             }
         }
         return out
+    }
+
+    /// The batches to commit now, starting with `head` (the first held, prepared): `head` and the prepared
+    /// batches right behind it that may be committed together with it (`Replicator.canCommitTogether`),
+    /// in one store transaction; or nil to wait for the next batch, still being prepared, so that it is
+    /// committed with them. It waits while the batches ready are fewer than those still being prepared
+    /// behind them, so that the worker still has batches to prepare while the loop commits these (in the
+    /// catch-up benchmark, a window of 8: about two batches per transaction; docs/benchmarks.md, "Batches
+    /// that wait to be committed together", also for what the wait costs); a lone batch, or one whose
+    /// successor is a message, is committed at once. Nothing waits on anything but a batch being
+    /// prepared, which always comes back (`completeBatchPreparation`).
+    private func readyGroup(_ head: ReadyBatch, _ inbound: Inbound) -> [ReadyBatch]? {
+        guard replicator.canCommitTogether(head.batch.changes, by: head.verifier), head.batch.failure == nil else { return [head] }
+        var group = [head]
+        var rest = inbound.held.dropFirst()
+        while case let .batch(id, ticket, verifier)? = rest.first, let result = inbound.prepared[ticket] {
+            guard result.failure == nil, replicator.canCommitTogether(result.changes, by: verifier) else { return group }
+            group.append(ReadyBatch(id: id, batch: result, verifier: verifier))
+            rest = rest.dropFirst()
+        }
+        let preparing = rest.prefix { if case let .batch(_, t, _) = $0 { inbound.prepared[t] == nil } else { false } }.count
+        return group.count < preparing ? nil : group
     }
 
     /// Live mode: sends the peer the changes of `logs` (every log when nil) it may hold and is not known
@@ -818,6 +859,9 @@ public final class SyncSession {
             case let .prepared(id, batch, verifier):
                 try applyPrepared(id, batch, verifier, &link, now: now, &out)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
+            case let .preparedTogether(group):
+                try applyTogether(group, &link, now: now, &out)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
@@ -840,6 +884,8 @@ public final class SyncSession {
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
             case let .prepared(id, batch, verifier):
                 try applyPrepared(id, batch, verifier, &link, now: now, &out)
+            case let .preparedTogether(group):
+                try applyTogether(group, &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, refused: [], &link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
@@ -866,6 +912,8 @@ public final class SyncSession {
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
             case let .prepared(id, batch, verifier):
                 try applyPrepared(id, batch, verifier, &link, now: now, &out)
+            case let .preparedTogether(group):
+                try applyTogether(group, &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, refused: [], &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
@@ -1096,17 +1144,51 @@ public final class SyncSession {
         try applyBatch(id, batch.changes.map(\.change), prepared: (batch.changes, verifier), &link, now: now, &out)
     }
 
+    /// Applies batches prepared elsewhere, consecutive and each `Replicator.canCommitTogether`, in one store
+    /// transaction (`Replicator.ingest(preparedTogether:now:)`), then reports, judges and acknowledges each
+    /// in order, as `applyBatch` would one after the other: no acknowledgement leaves before the
+    /// transaction committed. If the transaction fails (nothing of it is stored), each batch is applied on
+    /// its own, so that a failure only one of them causes neither loses nor refuses the others: the
+    /// batches before it are committed and acknowledged, and it fails the session as it would alone.
+    private func applyTogether(_ group: [ReadyBatch], _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
+        let reports: [IngestReport]
+        do {
+            reports = try replicator.ingest(preparedTogether: group.map { ($0.batch.changes, $0.verifier) }, now: now)
+        } catch {
+            for b in group { try applyPrepared(b.id, b.batch, b.verifier, &link, now: now, &out) }
+            return
+        }
+        batchesCommittedTogether += group.count
+        groupCommits += 1
+        for (b, report) in zip(group, reports) {
+            let changes = b.batch.changes.map(\.change)
+            notePeerHolds(changes, &link)
+            try settleBatch(b.id, changes, report, &link, now: now, &out)
+        }
+    }
+
+    /// Live mode: the peer holds what it sends.
+    private func notePeerHolds(_ changes: [Change], _ link: inout Link) {
+        guard config.live else { return }
+        for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
+    }
+
     /// Applies a batch of decoded changes, verified and opened here, or prepared elsewhere (`prepared`,
     /// with the snapshot that prepared it); then reports it, judges the rejections and acknowledges.
     private func applyBatch(_ id: UInt32, _ changes: [Change], prepared: (changes: [PreparedChange], verifier: ChangeVerifier)?,
                             _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
-        if config.live {  // the peer holds what it sends
-            for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
-        }
+        notePeerHolds(changes, &link)
         let report = try stored {
             if let prepared { try replicator.ingest(prepared: prepared.changes, by: prepared.verifier, now: now).report }
             else { try replicator.ingest(changes, now: now) }
         }
+        try settleBatch(id, changes, report, &link, now: now, &out)
+    }
+
+    /// After a batch was committed: reports it, judges its rejections (a forgery fails the session, after
+    /// what verified was committed) and acknowledges it.
+    private func settleBatch(_ id: UInt32, _ changes: [Change], _ report: IngestReport, _ link: inout Link, now: UInt64,
+                             _ out: inout SessionOutput) throws {
         var applied = AppliedBatch()
         applied.changes = changes.count
         for (c, o) in zip(changes, report.outcomes) where o == .accepted {
