@@ -165,6 +165,11 @@ final class TestSession {
     func completeBatchPreparation(ticket: UInt64, _ batch: PreparedBatch, now: UInt64) -> SessionOutput {
         take(session.completeBatchPreparation(ticket: ticket, batch, now: now))
     }
+    /// Several results handed back in one call, as the node does with those that came back together.
+    @discardableResult
+    func completeBatchPreparations(_ results: [(ticket: UInt64, batch: PreparedBatch)], now: UInt64) -> SessionOutput {
+        take(session.completeBatchPreparations(results, now: now))
+    }
 
     func pollBatchPreparation() -> BatchPreparation? { preparations.isEmpty ? nil : preparations.removeFirst() }
     func pollFrame() -> SessionFrame? { frames.isEmpty ? nil : frames.removeFirst() }

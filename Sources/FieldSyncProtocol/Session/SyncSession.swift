@@ -456,19 +456,30 @@ public final class SyncSession {
     }
 
     /// Returns a batch prepared elsewhere (`BatchPreparation.prepare()`, handed out in
-    /// `SessionOutput.preparations`). Batches are applied in the order they arrived, so this applies it
-    /// (and then the messages held behind it) only once every batch before it is back; then it reads the
-    /// frames left unread while `maxBatchesPreparing` were held. Applying commits through
-    /// `Replicator.ingest(prepared:by:now:)`, which prepares the batch again on this thread if the
-    /// replicator learned anything since the snapshot (a revocation, a key), and re-checks the peer's
-    /// standing first: the result is the same as if the batch had been verified and applied when it
-    /// arrived, at the time it is applied. An unknown ticket (or a closed session) does nothing.
+    /// `SessionOutput.preparations`): `completeBatchPreparations` with this one result.
     public func completeBatchPreparation(ticket: UInt64, _ batch: PreparedBatch, now: UInt64) -> SessionOutput {
+        completeBatchPreparations([(ticket, batch)], now: now)
+    }
+
+    /// Returns batches prepared elsewhere (`BatchPreparation.prepare()`, handed out in
+    /// `SessionOutput.preparations`), in any order; a driver passes every result that came back since it
+    /// last called this (the node: all that came back while its loop was busy). Batches are applied in
+    /// the order they arrived, so a batch is applied (and then the messages held behind it) only once
+    /// every batch before it is back; then the frames left unread while `maxBatchesPreparing` were held
+    /// are read. Applying commits through `Replicator.ingest(prepared:by:now:)`, which prepares the batch
+    /// again on this thread if the replicator learned anything since the snapshot (a revocation, a key),
+    /// and re-checks the peer's standing first: the result is the same as if the batch had been verified
+    /// and applied when it arrived, at the time it is applied. Consecutive batches that are ready now and
+    /// that `Replicator.canCommitTogether` accepts are committed in one store transaction (`readyGroup`),
+    /// then reported and acknowledged one by one. Unknown tickets (or a closed session) do nothing.
+    public func completeBatchPreparations(_ results: [(ticket: UInt64, batch: PreparedBatch)], now: UInt64) -> SessionOutput {
         var out = SessionOutput()
-        guard let link, link.inbound.holds(ticket: ticket) else { return out }
+        guard let link else { return out }
+        let known = results.filter { link.inbound.holds(ticket: $0.ticket) }
+        guard !known.isEmpty else { return out }
         lastNow = now
         run(&out) { out in
-            try withLink { $0.inbound.prepared[ticket] = batch }
+            try withLink { link in for r in known { link.inbound.prepared[r.ticket] = r.batch } }
             drain: while !isClosed, let inbound = self.link?.inbound, let first = inbound.held.first {
                 let next: Incoming
                 var taken = 1
@@ -478,7 +489,6 @@ public final class SyncSession {
                 case let .batch(id, ticket, verifier):
                     guard let result = inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
                     let group = readyGroup(ReadyBatch(id: id, batch: result, verifier: verifier), inbound)
-                    guard let group else { break drain }  // waits for the next batch to commit with it
                     taken = group.count
                     next = group.count == 1 ? .prepared(id: id, result, verifier: verifier) : .preparedTogether(group)
                 }
@@ -503,26 +513,23 @@ public final class SyncSession {
         return out
     }
 
-    /// The batches to commit now, starting with `head` (the first held, prepared): `head` and the prepared
-    /// batches right behind it that may be committed together with it (`Replicator.canCommitTogether`),
-    /// in one store transaction; or nil to wait for the next batch, still being prepared, so that it is
-    /// committed with them. It waits while the batches ready are fewer than those still being prepared
-    /// behind them, so that the worker still has batches to prepare while the loop commits these (in the
-    /// catch-up benchmark, a window of 8: about two batches per transaction; docs/benchmarks.md, "Batches
-    /// that wait to be committed together", also for what the wait costs); a lone batch, or one whose
-    /// successor is a message, is committed at once. Nothing waits on anything but a batch being
-    /// prepared, which always comes back (`completeBatchPreparation`).
-    private func readyGroup(_ head: ReadyBatch, _ inbound: Inbound) -> [ReadyBatch]? {
+    /// The batches to commit now, starting with `head` (the first held, prepared): `head` and the batches
+    /// right behind it that are already back and may be committed together with it
+    /// (`Replicator.canCommitTogether`), in one store transaction. It never waits for a batch still being
+    /// prepared: a group forms only when the loop was behind its worker (several came back while it was
+    /// busy), which is when a transaction fewer helps; otherwise the batch is committed at once and the
+    /// worker keeps its queue (a wait left the cores idle: docs/benchmarks.md, "Batches that wait to be
+    /// committed together" and the section after it).
+    private func readyGroup(_ head: ReadyBatch, _ inbound: Inbound) -> [ReadyBatch] {
         guard replicator.canCommitTogether(head.batch.changes, by: head.verifier), head.batch.failure == nil else { return [head] }
         var group = [head]
         var rest = inbound.held.dropFirst()
         while case let .batch(id, ticket, verifier)? = rest.first, let result = inbound.prepared[ticket] {
-            guard result.failure == nil, replicator.canCommitTogether(result.changes, by: verifier) else { return group }
+            guard result.failure == nil, replicator.canCommitTogether(result.changes, by: verifier) else { break }
             group.append(ReadyBatch(id: id, batch: result, verifier: verifier))
             rest = rest.dropFirst()
         }
-        let preparing = rest.prefix { if case let .batch(_, t, _) = $0 { inbound.prepared[t] == nil } else { false } }.count
-        return group.count < preparing ? nil : group
+        return group
     }
 
     /// Live mode: sends the peer the changes of `logs` (every log when nil) it may hold and is not known
