@@ -242,6 +242,11 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
     private let preparer: BatchPreparer?
     /// Whether reading is paused because the session holds its maximum of batches in preparation.
     private var readingPaused = false
+    /// Preparations back from the preparer and not handed to the session yet: they are handed over
+    /// together, one loop task after the first came back, so that the batches the worker finished while
+    /// the loop was busy reach the session at once and are committed in one store transaction
+    /// (`SyncSession.completeBatchPreparations`); none waits for a batch still being prepared.
+    private var preparedBack: [(ticket: UInt64, batch: PreparedBatch)] = []
 
     /// - Parameter progress: called on the loop after every read with the counters so far (the outcome
     ///   is still "not finished"); for a progress display, which should throttle itself.
@@ -359,9 +364,17 @@ final class SessionChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             preparer.prepare(batch, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
                 guard !completed, !closing, let context = self.context else { return }
-                let prepared = (try? outcome.get()) ?? batch.prepare()
-                let wasLive = result.liveSince != nil
-                afterInput(session.completeBatchPreparation(ticket: batch.ticket, prepared, now: clock()), context: context, wasLive: wasLive)
+                preparedBack.append((batch.ticket, (try? outcome.get()) ?? batch.prepare()))
+                guard preparedBack.count == 1 else { return }
+                // Handed over after the loop's tasks already queued, among them the other preparations
+                // that came back meanwhile.
+                context.eventLoop.assumeIsolated().execute { [self] in
+                    let back = preparedBack
+                    preparedBack = []
+                    guard !completed, !closing, let context = self.context else { return }
+                    let wasLive = result.liveSince != nil
+                    afterInput(session.completeBatchPreparations(back, now: clock()), context: context, wasLive: wasLive)
+                }
             }
         }
     }

@@ -49,73 +49,141 @@ extension Replicator {
     /// Ingests changes prepared by a `ChangeVerifier` (in order), committing them in one atomic step.
     /// - Throws: only store errors (the batch is then not applied at all).
     public func ingest(prepared: [PreparedChange], now: UInt64) throws -> IngestReport {
-        var report = IngestReport()
+        var staging = Staging()
+        var staged = stage(prepared, now: now, &staging)
+        staged.report.commit = try store.commit(staged.batch)
+        return try finish([staged], staging, now: now)[0]
+    }
+
+    /// Whether a batch prepared by `verifier` may be committed together with others
+    /// (`ingest(preparedTogether:now:)`): `verifier` is a snapshot of this replicator as it is now, every
+    /// change verified, and none is a control change. Committing such a batch changes nothing a snapshot
+    /// holds (it teaches no key, revocation or certificate), so the batches after it are judged exactly as
+    /// if it had been committed on its own first.
+    public func canCommitTogether(_ prepared: [PreparedChange], by verifier: ChangeVerifier) -> Bool {
+        guard let origin = verifier.origin, origin.replicator == ObjectIdentifier(self), origin.generation == verifierGeneration else {
+            return false
+        }
+        return prepared.allSatisfy { $0.outcome == .accepted && $0.change.header.contentType == .records }
+    }
+
+    /// Commits several batches, each prepared by a snapshot of this replicator, in one store transaction
+    /// (`SyncStore.commit(_: [CommitBatch])`): what a node does with verified batches that are ready
+    /// together, so that it pays for one transaction instead of one per batch. Each batch's report is the
+    /// one `ingest(prepared:by:now:)` would give committing them one after the other. Nothing is learned
+    /// here before the store committed (a failed commit leaves the replicator as it was, but for its
+    /// hybrid clock having seen the changes' timestamps, as a failed `ingest` does).
+    /// - Precondition: `canCommitTogether` holds for every batch.
+    /// - Throws: only store errors (none of the batches is applied then, in a store with transactions).
+    public func ingest(preparedTogether batches: [(prepared: [PreparedChange], verifier: ChangeVerifier)], now: UInt64) throws -> [IngestReport] {
+        var staging = Staging()
+        var staged: [Staged] = []
+        staged.reserveCapacity(batches.count)
+        for b in batches {
+            precondition(canCommitTogether(b.prepared, by: b.verifier), "ingest(preparedTogether:) with a batch that canCommitTogether refuses")
+            staged.append(stage(b.prepared, now: now, &staging))
+        }
+        let reports = try store.commit(staged.map(\.batch))
+        for i in staged.indices { staged[i].report.commit = reports[i] }
+        return try finish(staged, staging, now: now)
+    }
+
+    /// One batch made ready for the store, and what to learn once it is committed.
+    private struct Staged {
         var batch = CommitBatch()
-        batch.now = now  // the arrival time of every change this commit newly stores
-        var keptAuthors: Set<DeviceID> = []
+        var report = IngestReport()
         var newKeys: [EpochKey] = []
+    }
+
+    /// What the batches staged for one store commit add to what the store keeps, learned once it is
+    /// committed (so that a commit that fails changes nothing here).
+    private struct Staging {
+        var certificates: Set<Certificate> = []
+        var authors: Set<DeviceID> = []
+        var authorityCount: Int?
+    }
+
+    /// Builds the store batch of `prepared`: changes, edits of what opened, the certificates the store
+    /// does not keep yet (none twice in one commit), control changes applied.
+    private func stage(_ prepared: [PreparedChange], now: UInt64, _ staging: inout Staging) -> Staged {
+        var out = Staged()
+        out.batch.now = now  // the arrival time of every change this commit newly stores
         for p in prepared {
             let change = p.change
             let h = change.header
-            report.outcomes.append(p.outcome)
+            out.report.outcomes.append(p.outcome)
             guard p.outcome == .accepted, let cert = certificates[h.author]?.certificate else { continue }
             let hash = p.hash
             let stored = StoredChange(log: LogID(author: h.author, scope: h.scope), seq: h.seq, hash: hash,
                                       prevHash: h.prevHash, hlc: h.hlc, contentType: h.contentType,
                                       priority: h.priority, bytes: change.encodedBytes)
-            batch.changes.append(stored)
-            if !fullyKept.contains(h.author) {
-                for c in certificateChain(of: h.author) where !keptCertificates.contains(c) && !batch.certificates.contains(c) {
-                    batch.certificates.append(c)
+            out.batch.changes.append(stored)
+            if !fullyKept.contains(h.author) && !staging.authors.contains(h.author) {
+                for c in certificateChain(of: h.author) where !keptCertificates.contains(c) && !staging.certificates.contains(c) {
+                    out.batch.certificates.append(c)
+                    staging.certificates.insert(c)
                 }
-                keptAuthors.insert(h.author)
+                staging.authors.insert(h.author)
             }
             _ = try? clock.receive(remote: h.hlc, wall: now)  // a far-ahead clock is reported by verify, not adopted
             if h.contentType == .records {
                 if let edits = p.editsToMerge(schemas: schemas) {
-                    batch.edits += edits.map { ($0, hash) }
-                    batch.opened.append(hash)
-                    report.editsMerged += edits.count
+                    out.batch.edits += edits.map { ($0, hash) }
+                    out.batch.opened.append(hash)
+                    out.report.editsMerged += edits.count
                 } else {
-                    report.heldSealed += 1
+                    out.report.heldSealed += 1
                 }
                 continue
             }
             switch applyControl(change, author: cert) {
             case .key(let key, let issuedAt):
-                newKeys.append(key)  // learned once the batch is committed
+                out.newKeys.append(key)  // learned once the batch is committed
                 noteIssued(key, at: issuedAt)
             case .revocation(let new):
-                if new { report.revocationsLearned += 1 }
+                if new { out.report.revocationsLearned += 1 }
             case .receipt(let heads):
-                for (log, seq) in heads { batch.receipts[log] = max(batch.receipts[log] ?? 0, seq) }
+                for (log, seq) in heads { out.batch.receipts[log] = max(out.batch.receipts[log] ?? 0, seq) }
             case .none:
                 break
             case .notControl:
-                report.heldSealed += 1  // unknown types are carried, not interpreted
+                out.report.heldSealed += 1  // unknown types are carried, not interpreted
                 continue
             }
-            batch.opened.append(hash)
+            out.batch.opened.append(hash)
         }
         // Authority certificates learned (from chains, batches or control changes) are kept too, so that
         // a restarted node still verifies county-signed grants and revocations and forwards them.
         let authorityCount = trust.authorityCertificates.values.reduce(0) { $0 + $1.count }
         if authorityCount > keptAuthorityCount {
-            for a in trust.authorityCertificates.values.joined() where !keptCertificates.contains(a) && !batch.certificates.contains(a) {
-                batch.certificates.append(a)
+            for a in trust.authorityCertificates.values.joined() where !keptCertificates.contains(a) && !staging.certificates.contains(a) {
+                out.batch.certificates.append(a)
+                staging.certificates.insert(a)
             }
         }
-        report.commit = try store.commit(batch)
-        forksRecorded += report.commit.forksRecorded
-        keptAuthorityCount = authorityCount
-        keptCertificates.formUnion(batch.certificates)
-        fullyKept.formUnion(keptAuthors)
-        for k in newKeys where addKey(k) { report.keysLearned += 1 }
-        if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
-        // A revocation learned here may date changes this node stored earlier after their author's cut-off.
-        if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
-        notifyCommit(batch, revocationsLearned: report.revocationsLearned)
-        return report
+        staging.authorityCount = authorityCount
+        return out
+    }
+
+    /// After the store committed the staged batches: what they taught this replicator (certificates
+    /// kept, forks, keys, revocations), batch by batch, and the commit observer told; returns their reports.
+    private func finish(_ staged: [Staged], _ staging: Staging, now: UInt64) throws -> [IngestReport] {
+        if let count = staging.authorityCount { keptAuthorityCount = count }
+        keptCertificates.formUnion(staging.certificates)
+        fullyKept.formUnion(staging.authors)
+        var reports: [IngestReport] = []
+        reports.reserveCapacity(staged.count)
+        for s in staged {
+            var report = s.report
+            forksRecorded += report.commit.forksRecorded
+            for k in s.newKeys where addKey(k) { report.keysLearned += 1 }
+            if report.keysLearned > 0 { report.editsMerged += try openHeldChanges(now: now) }
+            // A revocation learned here may date changes this node stored earlier after their author's cut-off.
+            if report.revocationsLearned > 0 { report.quarantinedRevoked = try quarantineRevokedChanges(now: now) }
+            notifyCommit(s.batch, revocationsLearned: report.revocationsLearned)
+            reports.append(report)
+        }
+        return reports
     }
 
     /// Tells `commitObserver` what a commit changed (nothing when no one observes or nothing changed).

@@ -455,6 +455,30 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         return report
     }
 
+    /// Applies the batches in order in one write transaction (one sync to disk, one commit counted): all
+    /// of them or, if any throws, none. Each is applied exactly as `commit(_:)` would after the ones
+    /// before it (`CommitLogic.commit` sees their rows), with its own report.
+    public func commit(_ batches: [CommitBatch]) throws -> [CommitReport] {
+        if batches.count <= 1 { return try batches.map { try commit($0) } }
+        let (reports, commits) = try io {
+            try db.write { db in
+                var tx = Tx(db: db, store: self)
+                var reports: [CommitReport] = []
+                reports.reserveCapacity(batches.count)
+                for batch in batches {
+                    tx.arrivedAt = batch.now.map { Int64(clamping: $0) }
+                    reports.append(try CommitLogic.commit(batch, in: &tx, limits: limits))
+                }
+                try tx.flush()
+                let commits = try Int64.fetchOne(db, sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'commits' RETURNING value") ?? 0
+                return (reports, commits)
+            }
+        }
+        if syncMode == .normal && zip(batches, reports).contains(where: { $0.mustBeDurable(after: $1) }) { try syncToDisk() }
+        if checkpointDirectory != nil { try writeCheckpoint(commits) }
+        return reports
+    }
+
     /// Makes every commit so far durable on a `normal` store, before the one just made is acknowledged:
     /// a small write transaction committed with `synchronous = FULL` (SQLite refuses to change the level
     /// inside a transaction, and a commit at FULL syncs the WAL, which holds every earlier commit too). A
@@ -899,6 +923,15 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
         var arrivedAt: Int64?
         /// Records found damaged while loading in this transaction (their rows are not overwritten).
         private let damaged = DamagedIDs()
+        /// Whether the quarantine holds damaged changes not repaired yet: asked once per transaction (no
+        /// other writer runs during it) and set when this transaction quarantines one. Without any, a
+        /// change stored has no entry to repair, and its `UPDATE quarantine` (one statement per change) is
+        /// skipped.
+        private let repairs = PendingRepairs()
+
+        final class PendingRepairs {
+            var pending: Bool?
+        }
 
         final class DamagedIDs {
             private var ids = Set<RecordID>()
@@ -923,11 +956,12 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             // One statement: the row with this hash or at this position (both indexed).
             guard let row = try Row.fetchOne(statement("""
                 SELECT rowid, * FROM changes WHERE hash = ?1 OR (author = ?2 AND scope = ?3 AND seq = ?4) LIMIT 1
-                """), arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq)]) else { return .new }
+                """), arguments: [Data(c.hash), Data(c.log.author.raw.bytes), c.log.scope.path, Int64(bitPattern: c.seq)]) else { return .new }
             // A held copy damaged on disk is neither a duplicate (the intact copy must replace it) nor fork
             // evidence (it no longer verifies): it is quarantined and the incoming change stored instead.
             if store.checksChanges, let damage = SQLiteStore.damage(of: row) {
                 if let q = try store.quarantine(rowid: (try row.decode(Int64.self, forColumn: "rowid")), reason: damage, in: db) { store.damageHandler?(.change(q)) }
+                repairs.pending = true
                 return .new
             }
             let held = try SQLiteStore.change(row)
@@ -957,13 +991,23 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
             try statement("""
                 INSERT INTO changes(hash, author, scope, seq, prev_hash, hlc, content_type, priority, size, opened, bytes, arrived)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [Data(c.hash)] + logArgs(c.log) + [Int64(bitPattern: c.seq), Data(c.prevHash),
+                """).execute(arguments: [Data(c.hash), Data(c.log.author.raw.bytes), c.log.scope.path, Int64(bitPattern: c.seq), Data(c.prevHash),
                     Int64(bitPattern: c.hlc.raw), Int(c.contentType.rawValue), Int(c.priority.rawValue), c.bytes.count, opened, Data(c.bytes),
                     arrivedAt])
             bytesDelta += Int64(c.bytes.count)
             // An intact copy of a quarantined change is back: the quarantine entry is repaired.
-            try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0 AND cause = 'damaged'")
-                .execute(arguments: logArgs(c.log) + [Int64(bitPattern: c.seq)])
+            if try repairsPending() {
+                try statement("UPDATE quarantine SET repaired = 1 WHERE author = ? AND scope = ? AND seq = ? AND repaired = 0 AND cause = 'damaged'")
+                    .execute(arguments: logArgs(c.log) + [Int64(bitPattern: c.seq)])
+            }
+        }
+
+        /// See `repairs`.
+        private func repairsPending() throws -> Bool {
+            if let known = repairs.pending { return known }
+            let known = try Bool.fetchOne(statement("SELECT EXISTS(SELECT 1 FROM quarantine WHERE repaired = 0 AND cause = 'damaged')")) ?? true
+            repairs.pending = known
+            return known
         }
 
         /// Writes the counters accumulated during the transaction.
@@ -1028,7 +1072,8 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
 
         mutating func saveRecord(_ record: FieldSyncCore.Record, touchedBy hashes: [[UInt8]]) throws {
             let link = try statement("INSERT OR IGNORE INTO record_changes(record_id, change_hash) VALUES (?, ?)")
-            for h in hashes { try link.execute(arguments: [Data(record.id.raw.bytes), Data(h)]) }
+            let id = Data(record.id.raw.bytes)
+            for h in hashes { try link.execute(arguments: [id, Data(h)]) }
             if damaged.contains(record.id) { return }  // left for `doctor --repair`: never overwritten with a partial fold
             let ix = RecordIndexEntry(record, schemas: store.schemas)
             let sealed = try store.sealer.seal(record.canonicalBytes, id: record.id)
@@ -1036,7 +1081,7 @@ public final class SQLiteStore: SyncStore, @unchecked Sendable {
                 INSERT INTO records(id, kind, scope, status, event_time, deleted, updated, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, event_time = excluded.event_time,
                     deleted = excluded.deleted, updated = excluded.updated, sealed = excluded.sealed
-                """).execute(arguments: [Data(record.id.raw.bytes), record.kind.name, record.scope.path, ix.statusLevel.map { Int($0) },
+                """).execute(arguments: [id, record.kind.name, record.scope.path, ix.statusLevel.map { Int($0) },
                                  ix.eventTime, ix.deleted, Int64(bitPattern: ix.updated), Data(sealed)])
         }
 

@@ -410,6 +410,10 @@ extension SQLiteStore {
 extension SQLiteStore {
     private static let checkpointID = RecordID(ID128(high: 0, low: 1))
 
+    /// Write transactions committed over the store's life (one per `commit` call, whether of one batch or
+    /// of several together): with the changes held, how many changes a transaction carried on average.
+    public func commitCount() throws -> UInt64 { try commitState().commits }
+
     /// The store's random id (made by the `v5-quarantine` migration) and its commit counter.
     func commitState() throws -> (id: [UInt8], commits: UInt64) {
         try io {

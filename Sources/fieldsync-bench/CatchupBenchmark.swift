@@ -141,6 +141,12 @@ private func catchup(changes n: Int) throws -> [BenchResult] {
     station1.terminate()
     station1.waitUntilExit()
     let cpuStation = childCPUSeconds() - cpu0 - cpuPush
+    // The station's store transactions: a batch holds at most 60,000 bytes (about 80 of these changes);
+    // batches verified and ready together are committed in one (docs/node.md, "Threading").
+    let stationCommits = try SQLiteStore(path: sinks[0].dir + "/store.sqlite",
+                                         sealer: try StorageKeySealer(deviceSigningKey: sinks[0].identity.signingKey)).commitCount()
+    print(String(format: "  the station's store: %llu write transactions for %d changes (%.1f changes each)",
+                 stationCommits, n, Double(n) / Double(max(1, stationCommits))))
     let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
     print(String(format: "  catch-up: %d changes in %.2f s, %.0f changes/s; the store's ingest of the same changes: %.0f changes/s; ratio %.3f",
                  n, sessionSeconds, Double(n) / sessionSeconds, ingest.rate, Double(n) / sessionSeconds / ingest.rate))

@@ -165,6 +165,11 @@ final class TestSession {
     func completeBatchPreparation(ticket: UInt64, _ batch: PreparedBatch, now: UInt64) -> SessionOutput {
         take(session.completeBatchPreparation(ticket: ticket, batch, now: now))
     }
+    /// Several results handed back in one call, as the node does with those that came back together.
+    @discardableResult
+    func completeBatchPreparations(_ results: [(ticket: UInt64, batch: PreparedBatch)], now: UInt64) -> SessionOutput {
+        take(session.completeBatchPreparations(results, now: now))
+    }
 
     func pollBatchPreparation() -> BatchPreparation? { preparations.isEmpty ? nil : preparations.removeFirst() }
     func pollFrame() -> SessionFrame? { frames.isEmpty ? nil : frames.removeFirst() }
@@ -206,9 +211,26 @@ final class FailingStore: SyncStore {
     func changeKeys(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChangeKey] {
         try read { try inner.changeKeys(log, in: seqs) }.filter { !vanished.contains($0.seq) }
     }
+    /// Throws the error it returns for a batch, from a commit that carries that batch (of one batch or of
+    /// several: then nothing of the group is applied, as a store with transactions rolls it back).
+    var poison: ((CommitBatch) -> (any Error)?)?
+    /// Store transactions: one per `commit` call, of one batch or several (failed ones not counted).
+    private(set) var transactions = 0
+    /// Calls of `commit(_: [CommitBatch])` with several batches, failed ones included.
+    private(set) var groupCommits = 0
     func commit(_ batch: CommitBatch) throws -> CommitReport {
         if let commitError { throw commitError }
+        if let e = poison?(batch) { throw e }
+        transactions += 1
         return try inner.commit(batch)
+    }
+    /// Several batches in one transaction (counted once), all or nothing, as `SQLiteStore` does.
+    func commit(_ batches: [CommitBatch]) throws -> [CommitReport] {
+        if batches.count > 1 { groupCommits += 1 }
+        if let commitError { throw commitError }
+        for b in batches { if let e = poison?(b) { throw e } }
+        transactions += 1
+        return try batches.map { try inner.commit($0) }
     }
     func record(_ id: RecordID) throws -> Record? { try inner.record(id) }
     func heldRecordIDs(_ ids: [RecordID]) throws -> Set<RecordID> { try inner.heldRecordIDs(ids) }

@@ -203,6 +203,81 @@ enum TestKeys {
         #expect(try roomy.commit(CommitBatch(changes: [g.next(log)])).inserted == 1)
     }
 
+    /// `commit(_: [CommitBatch])` (a node's verified batches that are ready together): each batch is
+    /// applied as one commit after another would apply it (same reports, same store), in one transaction
+    /// (the commit counter moves by one), and all or nothing: a group that does not fit leaves nothing.
+    @Test func severalBatchesCommitInOneTransaction() throws {
+        var f = ChangeFactory()
+        let a = f.next(log), b = f.next(log), c = f.next(log)
+        let gap = f.next(log)
+        _ = f.next(log)
+        let after = f.next(log)  // seq 6: held back behind the missing 5
+        let batches = [CommitBatch(changes: [a, b], edits: [(StoreConformanceTests.incident(1), a.hash)]),
+                       CommitBatch(changes: [b, c]),  // b again: a duplicate of the batch before
+                       CommitBatch(changes: [gap, after], edits: [(StoreConformanceTests.incident(2), gap.hash)])]
+        let one = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, checksChanges: false)  // synthetic changes
+        let each = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, checksChanges: false)
+        let before = try one.commitState().commits
+        let together = try one.commit(batches)
+        #expect(try one.commitState().commits == before + 1, "one transaction")
+        let separately = try batches.map { try each.commit($0) }
+        #expect(together == separately)
+        #expect(together.map(\.inserted) == [2, 1, 2] && together[1].duplicates == 1)
+        #expect(try one.holdings(of: log) == each.holdings(of: log))
+        #expect(try one.holdings(of: log).ranges == [1...4, 6...6])
+        #expect(try one.records(RecordQuery(includeDeleted: true)).map(\.canonicalBytes)
+                == each.records(RecordQuery(includeDeleted: true)).map(\.canonicalBytes))
+
+        // All or nothing: groups of three batches until one does not fit on the disk.
+        let small = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, maxFileBytes: 256 * 1024)
+        var g = ChangeFactory(rng: SplitMix64(seed: 7))
+        var committed = 0
+        var failure: StoreError?
+        for _ in 0..<200 {
+            let group = (0..<3).map { _ in CommitBatch(changes: (0..<10).map { _ in g.next(log, size: 2_000) }) }
+            do {
+                _ = try small.commit(group)
+                committed += 30
+            } catch let e as StoreError {
+                failure = e
+                break
+            }
+        }
+        #expect(failure?.detail.contains("disk full") == true, "the cap was reached")
+        #expect(committed > 0)
+        #expect(try small.holdings(of: log).frontier == UInt64(committed), "the group that failed left nothing behind")
+    }
+
+    /// Storing a change runs no `UPDATE quarantine` when no damaged change waits for its intact copy (one
+    /// statement fewer per change stored; issue 13, the catch-up's store work), and still repairs the
+    /// entry when one does (`StoreDamageTests` covers the repairs themselves).
+    @Test func storingChangesSkipsTheQuarantineRepairWhenNoneIsPending() throws {
+        let store = try SQLiteStore(path: TestFiles.tempPath(), sealer: TestKeys.sealer, checksChanges: false)  // synthetic changes
+        final class Statements: @unchecked Sendable {
+            let lock = NSLock()
+            var sql: [String] = []
+        }
+        let seen = Statements()
+        try store.db.writeWithoutTransaction { db in
+            db.trace { e in seen.lock.withLock { seen.sql.append(e.description) } }
+        }
+        var f = ChangeFactory()
+        let batch = CommitBatch(changes: (0..<20).map { _ in f.next(log) })
+        #expect(try store.commit(batch).inserted == 20)
+        let updates = seen.lock.withLock { seen.sql.filter { $0.contains("UPDATE quarantine") }.count }
+        #expect(updates == 0, "\(updates) quarantine updates for 20 changes stored with nothing to repair")
+        // With an entry waiting for repair, each change stored is checked against it.
+        try store.db.write { db in
+            try db.execute(sql: "INSERT INTO quarantine(author, scope, seq, hash, reason, detected, bytes) VALUES (?, ?, 25, x'00', 'test', 0, x'')",
+                           arguments: [Data(log.author.raw.bytes), log.scope.path])
+        }
+        seen.lock.withLock { seen.sql = [] }
+        let next = CommitBatch(changes: (0..<10).map { _ in f.next(log) })
+        #expect(try store.commit(next).inserted == 10)
+        #expect(seen.lock.withLock { seen.sql.filter { $0.contains("UPDATE quarantine") }.count } == 10)
+        #expect(try store.quarantined().first?.repaired == true, "seq 25 stored: its entry is repaired")
+    }
+
     @Test func truncatedWALOpensConsistent() throws {
         let path = TestFiles.tempPath()
         var f = ChangeFactory()

@@ -195,6 +195,16 @@ public final class SyncSession {
     private enum Incoming {
         case message(SessionMessage)
         case prepared(id: UInt32, PreparedBatch, verifier: ChangeVerifier)
+        /// Consecutive batches, each prepared and `Replicator.canCommitTogether`, committed in one store
+        /// transaction.
+        case preparedTogether([ReadyBatch])
+    }
+
+    /// A batch prepared elsewhere, in its turn.
+    private struct ReadyBatch {
+        let id: UInt32
+        let batch: PreparedBatch
+        let verifier: ChangeVerifier
     }
 
     /// A change of the sending plan: its key (what the order sorts by) and, once read, its bytes. The plan
@@ -303,6 +313,9 @@ public final class SyncSession {
     public private(set) var changesForked = 0
     /// Fork evidence recorded by this node during the session (from the peer's changes or proofs).
     public private(set) var forksDetected = 0
+    /// The peer's batches applied in store transactions that carried several of them (batches prepared
+    /// elsewhere and ready together, `preparesBatchesElsewhere`), and those transactions.
+    public private(set) var batchesCommittedTogether = 0, groupCommits = 0
     /// Fork proofs sent to and received (verified) from the peer.
     public private(set) var forkProofsSent = 0, forkProofsReceived = 0
     /// Whole frames of the peer handled so far: handshake messages, then sealed frames that opened (their
@@ -443,33 +456,49 @@ public final class SyncSession {
     }
 
     /// Returns a batch prepared elsewhere (`BatchPreparation.prepare()`, handed out in
-    /// `SessionOutput.preparations`). Batches are applied in the order they arrived, so this applies it
-    /// (and then the messages held behind it) only once every batch before it is back; then it reads the
-    /// frames left unread while `maxBatchesPreparing` were held. Applying commits through
-    /// `Replicator.ingest(prepared:by:now:)`, which prepares the batch again on this thread if the
-    /// replicator learned anything since the snapshot (a revocation, a key), and re-checks the peer's
-    /// standing first: the result is the same as if the batch had been verified and applied when it
-    /// arrived, at the time it is applied. An unknown ticket (or a closed session) does nothing.
+    /// `SessionOutput.preparations`): `completeBatchPreparations` with this one result.
     public func completeBatchPreparation(ticket: UInt64, _ batch: PreparedBatch, now: UInt64) -> SessionOutput {
+        completeBatchPreparations([(ticket, batch)], now: now)
+    }
+
+    /// Returns batches prepared elsewhere (`BatchPreparation.prepare()`, handed out in
+    /// `SessionOutput.preparations`), in any order; a driver passes every result that came back since it
+    /// last called this (the node: all that came back while its loop was busy). Batches are applied in
+    /// the order they arrived, so a batch is applied (and then the messages held behind it) only once
+    /// every batch before it is back; then the frames left unread while `maxBatchesPreparing` were held
+    /// are read. Applying commits through `Replicator.ingest(prepared:by:now:)`, which prepares the batch
+    /// again on this thread if the replicator learned anything since the snapshot (a revocation, a key),
+    /// and re-checks the peer's standing first: the result is the same as if the batch had been verified
+    /// and applied when it arrived, at the time it is applied. Consecutive batches that are ready now and
+    /// that `Replicator.canCommitTogether` accepts are committed in one store transaction (`readyGroup`),
+    /// then reported and acknowledged one by one. Unknown tickets (or a closed session) do nothing.
+    public func completeBatchPreparations(_ results: [(ticket: UInt64, batch: PreparedBatch)], now: UInt64) -> SessionOutput {
         var out = SessionOutput()
-        guard let link, link.inbound.holds(ticket: ticket) else { return out }
+        guard let link else { return out }
+        let known = results.filter { link.inbound.holds(ticket: $0.ticket) }
+        guard !known.isEmpty else { return out }
         lastNow = now
         run(&out) { out in
-            try withLink { $0.inbound.prepared[ticket] = batch }
-            drain: while !isClosed, let first = self.link?.inbound.held.first {
+            try withLink { link in for r in known { link.inbound.prepared[r.ticket] = r.batch } }
+            drain: while !isClosed, let inbound = self.link?.inbound, let first = inbound.held.first {
                 let next: Incoming
+                var taken = 1
                 switch first {
                 case let .message(m):
                     next = .message(m)
                 case let .batch(id, ticket, verifier):
-                    guard let result = self.link?.inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
-                    next = .prepared(id: id, result, verifier: verifier)
+                    guard let result = inbound.prepared[ticket] else { break drain }  // an earlier batch is still out
+                    let group = readyGroup(ReadyBatch(id: id, batch: result, verifier: verifier), inbound)
+                    taken = group.count
+                    next = group.count == 1 ? .prepared(id: id, result, verifier: verifier) : .preparedTogether(group)
                 }
                 try withLink { link in
-                    let held = link.inbound.held.removeFirst()
-                    if case let .batch(_, t, _) = held {
-                        link.inbound.prepared[t] = nil
-                        link.inbound.batches -= 1
+                    for _ in 0..<taken {
+                        let held = link.inbound.held.removeFirst()
+                        if case let .batch(_, t, _) = held {
+                            link.inbound.prepared[t] = nil
+                            link.inbound.batches -= 1
+                        }
                     }
                     try checkStanding(&link, now: now)
                 }
@@ -482,6 +511,25 @@ public final class SyncSession {
             }
         }
         return out
+    }
+
+    /// The batches to commit now, starting with `head` (the first held, prepared): `head` and the batches
+    /// right behind it that are already back and may be committed together with it
+    /// (`Replicator.canCommitTogether`), in one store transaction. It never waits for a batch still being
+    /// prepared: a group forms only when the loop was behind its worker (several came back while it was
+    /// busy), which is when a transaction fewer helps; otherwise the batch is committed at once and the
+    /// worker keeps its queue (a wait left the cores idle: docs/benchmarks.md, "Batches that wait to be
+    /// committed together" and the section after it).
+    private func readyGroup(_ head: ReadyBatch, _ inbound: Inbound) -> [ReadyBatch] {
+        guard replicator.canCommitTogether(head.batch.changes, by: head.verifier), head.batch.failure == nil else { return [head] }
+        var group = [head]
+        var rest = inbound.held.dropFirst()
+        while case let .batch(id, ticket, verifier)? = rest.first, let result = inbound.prepared[ticket] {
+            guard result.failure == nil, replicator.canCommitTogether(result.changes, by: verifier) else { break }
+            group.append(ReadyBatch(id: id, batch: result, verifier: verifier))
+            rest = rest.dropFirst()
+        }
+        return group
     }
 
     /// Live mode: sends the peer the changes of `logs` (every log when nil) it may hold and is not known
@@ -818,6 +866,9 @@ public final class SyncSession {
             case let .prepared(id, batch, verifier):
                 try applyPrepared(id, batch, verifier, &link, now: now, &out)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
+            case let .preparedTogether(group):
+                try applyTogether(group, &link, now: now, &out)
+                stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
             case let .message(.fork(certs, proof)):
                 try receiveForkProof(proof, certificates: certs, &link, now: now)
                 stage = .reconciling; state = .reconciling(link, rec, ownHoldings: own)
@@ -840,6 +891,8 @@ public final class SyncSession {
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
             case let .prepared(id, batch, verifier):
                 try applyPrepared(id, batch, verifier, &link, now: now, &out)
+            case let .preparedTogether(group):
+                try applyTogether(group, &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, refused: [], &link, &outbound, &out)
             case let .message(.ackRefused(id, refused)):
@@ -866,6 +919,8 @@ public final class SyncSession {
                 try receiveBatch(id, certs, changes, &link, now: now, &out)
             case let .prepared(id, batch, verifier):
                 try applyPrepared(id, batch, verifier, &link, now: now, &out)
+            case let .preparedTogether(group):
+                try applyTogether(group, &link, now: now, &out)
             case let .message(.ack(id)):
                 try acknowledge(id, refused: [], &link, &outbound, &out)
                 try pump(&link, &outbound, &out)
@@ -1096,17 +1151,51 @@ public final class SyncSession {
         try applyBatch(id, batch.changes.map(\.change), prepared: (batch.changes, verifier), &link, now: now, &out)
     }
 
+    /// Applies batches prepared elsewhere, consecutive and each `Replicator.canCommitTogether`, in one store
+    /// transaction (`Replicator.ingest(preparedTogether:now:)`), then reports, judges and acknowledges each
+    /// in order, as `applyBatch` would one after the other: no acknowledgement leaves before the
+    /// transaction committed. If the transaction fails (nothing of it is stored), each batch is applied on
+    /// its own, so that a failure only one of them causes neither loses nor refuses the others: the
+    /// batches before it are committed and acknowledged, and it fails the session as it would alone.
+    private func applyTogether(_ group: [ReadyBatch], _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
+        let reports: [IngestReport]
+        do {
+            reports = try replicator.ingest(preparedTogether: group.map { ($0.batch.changes, $0.verifier) }, now: now)
+        } catch {
+            for b in group { try applyPrepared(b.id, b.batch, b.verifier, &link, now: now, &out) }
+            return
+        }
+        batchesCommittedTogether += group.count
+        groupCommits += 1
+        for (b, report) in zip(group, reports) {
+            let changes = b.batch.changes.map(\.change)
+            notePeerHolds(changes, &link)
+            try settleBatch(b.id, changes, report, &link, now: now, &out)
+        }
+    }
+
+    /// Live mode: the peer holds what it sends.
+    private func notePeerHolds(_ changes: [Change], _ link: inout Link) {
+        guard config.live else { return }
+        for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
+    }
+
     /// Applies a batch of decoded changes, verified and opened here, or prepared elsewhere (`prepared`,
     /// with the snapshot that prepared it); then reports it, judges the rejections and acknowledges.
     private func applyBatch(_ id: UInt32, _ changes: [Change], prepared: (changes: [PreparedChange], verifier: ChangeVerifier)?,
                             _ link: inout Link, now: UInt64, _ out: inout SessionOutput) throws {
-        if config.live {  // the peer holds what it sends
-            for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
-        }
+        notePeerHolds(changes, &link)
         let report = try stored {
             if let prepared { try replicator.ingest(prepared: prepared.changes, by: prepared.verifier, now: now).report }
             else { try replicator.ingest(changes, now: now) }
         }
+        try settleBatch(id, changes, report, &link, now: now, &out)
+    }
+
+    /// After a batch was committed: reports it, judges its rejections (a forgery fails the session, after
+    /// what verified was committed) and acknowledges it.
+    private func settleBatch(_ id: UInt32, _ changes: [Change], _ report: IngestReport, _ link: inout Link, now: UInt64,
+                             _ out: inout SessionOutput) throws {
         var applied = AppliedBatch()
         applied.changes = changes.count
         for (c, o) in zip(changes, report.outcomes) where o == .accepted {

@@ -347,6 +347,9 @@ public struct RevokedQuarantine: Sendable, Equatable {
 /// Stores are used from one place at a time (a node's store executor, the simulator's event loop);
 /// `commit` is atomic and durable when it returns.
 extension SyncStore {
+    /// Default: one `commit(_:)` per batch, in order (a failure leaves the batches before it applied).
+    public func commit(_ batches: [CommitBatch]) throws -> [CommitReport] { try batches.map { try commit($0) } }
+
     /// Default: `forks()` filtered.
     public func forks(of log: LogID) throws -> [ForkEvidence] { try forks().filter { $0.log == log } }
 
@@ -474,6 +477,13 @@ public protocol SyncStore: AnyObject {
     func changeKeys(_ log: LogID, in seqs: ClosedRange<UInt64>) throws -> [StoredChangeKey]
     /// Applies a batch atomically (changes, record merges, forks, receipts).
     func commit(_ batch: CommitBatch) throws -> CommitReport
+    /// Applies several batches in order, each exactly as `commit(_:)` would after the ones before it,
+    /// with one report per batch. A store with transactions applies them all in one (`SQLiteStore`: one
+    /// write transaction, one sync to disk; all of them or, if it throws, none), so that a node committing
+    /// several verified batches that are ready together pays for one; the default commits them one by one
+    /// (a failure leaves the batches before it applied). Nothing of any of them may be acknowledged to a
+    /// peer before this returns.
+    func commit(_ batches: [CommitBatch]) throws -> [CommitReport]
     /// One materialized record.
     func record(_ id: RecordID) throws -> Record?
     /// Which of `ids` the store holds a record of (deleted ones included): one query for many ids,
