@@ -94,7 +94,11 @@ public enum FuzzSeeds {
             return [SessionInput.encode(live: false, messages: transcript),
                     SessionInput.encode(live: true, messages: live),
                     SessionInput.encode(live: false, messages: Array(transcript.prefix(1)) + [fork]),
-                    SessionInput.encode(live: true, messages: [[4], [5], [3, 0], [2, 0, 0, 0]])]
+                    SessionInput.encode(live: true, messages: [[4], [5], [3, 0], [2, 0, 0, 0]]),
+                    // Batches prepared elsewhere, as a node does: six batches of one change each, handed
+                    // back together (bit 2) once three are out (bit 3), so some commit in one transaction.
+                    SessionInput.encode(flags: 0b1110, messages: SessionSeeds.transcript(live: false, changes: 6, maxBatchBytes: 1_000)),
+                    SessionInput.encode(flags: 0b0011, messages: live)]
         }
     }
 }
@@ -142,14 +146,15 @@ struct VectorFiles {
 
 /// A recorded sync between the session fixture's two devices, from B's side.
 enum SessionSeeds {
-    /// The plaintexts of B's transport messages in a full sync with A, B holding three incidents of
-    /// the station that A lacks (B's real session; A's side replays the fixture's handshake).
-    static func transcript(live: Bool) -> [[UInt8]] {
+    /// The plaintexts of B's transport messages in a full sync with A, B holding `changes` incidents of
+    /// the station that A lacks (B's real session; A's side replays the fixture's handshake); with
+    /// `maxBatchBytes`, B's batches are that small (about one change each at 1,000).
+    static func transcript(live: Bool, changes: Int = 3, maxBatchBytes: Int? = nil) -> [[UInt8]] {
         let f = SessionFixture.shared
         let now = SessionFixture.now
         let rb = Replicator(identity: f.b, trust: TrustStore(root: f.root.publicKey), store: MemoryStore())
         rb.addKey(f.epochKey)
-        for i in 0..<3 {
+        for i in 0..<changes {
             let id = RecordID(ID128(high: 0xF0, low: UInt64(i)))
             let edit = Incident.create(id: id, scope: SessionFixture.station, author: f.b.id, hlc: HLCTimestamp(milliseconds: now, counter: UInt16(i)),
                                        category: .dispute, priority: .high, location: Location(latitude: 33.39, longitude: 104.93, placeName: "Wudu"),
@@ -158,6 +163,7 @@ enum SessionSeeds {
         }
         var config = SessionConfiguration(network: SessionFixture.network, salt: Array(16..<32))
         config.live = live
+        if let maxBatchBytes { config.maxBatchBytes = maxBatchBytes; config.firstBatchBytes = maxBatchBytes }
         let b = SyncSession(initiator: false, replicator: rb, configuration: config, now: now,
                             handshake: SessionHandshake(initiator: false, identity: f.b, trust: TrustStore(root: f.root.publicKey),
                                                         network: SessionFixture.network,

@@ -85,9 +85,12 @@ final class SessionFixture: @unchecked Sendable {
     }
 
     /// A fresh session for A (the initiator) whose handshake replays the recorded real one.
-    func sessionA(live: Bool, replicator: Replicator? = nil) -> SyncSession {
+    /// - Parameter preparesElsewhere: A hands its batches out for preparation, as a node does
+    ///   (`SessionConfiguration.preparesBatchesElsewhere`), instead of verifying them on the spot.
+    func sessionA(live: Bool, replicator: Replicator? = nil, preparesElsewhere: Bool = false) -> SyncSession {
         var config = SessionConfiguration(network: Self.network, salt: Array(0..<16))
         config.live = live
+        config.preparesBatchesElsewhere = preparesElsewhere
         return SyncSession(initiator: true, replicator: replicator ?? replicatorA(), configuration: config, now: Self.now,
                            handshake: ReplayedHandshake(fixture: self))
     }
@@ -148,12 +151,22 @@ struct ReplayedHandshake: SessionHandshaking {
     }
 }
 
-/// The input of the session target: a flags byte (bit 0: A asks for live mode), then B's messages,
-/// each `u16 big-endian length ‖ plaintext` (a plaintext longer than a transport message allows is cut).
+/// The input of the session target: a flags byte, then B's messages, each `u16 big-endian length ‖
+/// plaintext` (a plaintext longer than a transport message allows is cut). Flags: bit 0, A asks for
+/// live mode; bit 1, A hands its batches out for preparation as a node does (the node's worker is played
+/// by the target: `BatchPreparation.prepare()` on the same thread), and then bit 2, the preparations
+/// out are handed back together in one call, newest first (`completeBatchPreparations`, as a node
+/// whose loop was busy does; else one call each, oldest first), and bit 3, they are handed back only
+/// once three are out or B has no more messages (else after each of B's messages).
 public enum SessionInput {
     /// Encodes B's plaintexts as a session-target input.
     public static func encode(live: Bool, messages: [[UInt8]]) -> [UInt8] {
-        var out: [UInt8] = [live ? 1 : 0]
+        encode(flags: live ? 1 : 0, messages: messages)
+    }
+
+    /// Encodes B's plaintexts as a session-target input with the given flags byte.
+    public static func encode(flags: UInt8, messages: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = [flags]
         for m in messages {
             let n = min(m.count, 0xFFFF)
             out += [UInt8(n >> 8), UInt8(n & 0xFF)]
@@ -173,10 +186,18 @@ public func fuzzSession(_ data: UnsafeRawBufferPointer) {
 /// Runs the session target; returns how many changes A's store holds at the end. `sent` sees every
 /// transport message A sent after the handshake, opened with B's keys.
 func runSession(_ data: UnsafeRawBufferPointer, sent: (([UInt8]) -> Void)? = nil) -> Int {
-    guard let flags = data.first else { return 0 }
+    runSessionProbed(data, sent: sent).stored
+}
+
+/// Runs the session target; returns how many changes A's store holds at the end and how many store
+/// transactions committed more than one batch (`SyncSession.groupCommits`).
+func runSessionProbed(_ data: UnsafeRawBufferPointer, sent: (([UInt8]) -> Void)? = nil) -> (stored: Int, groupCommits: Int) {
+    guard let flags = data.first else { return (0, 0) }
     let fixture = SessionFixture.shared
     let replicator = fixture.replicatorA()
-    let session = fixture.sessionA(live: flags & 1 == 1, replicator: replicator)
+    let elsewhere = flags & 2 != 0, together = flags & 4 != 0, holdBack = flags & 8 != 0
+    let session = fixture.sessionA(live: flags & 1 == 1, replicator: replicator, preparesElsewhere: elsewhere)
+    var outstanding: [BatchPreparation] = []  // handed out for preparation, not back yet
     var bSend = fixture.bTransport
     var bReceive = fixture.bTransport
     var bDecoder = FrameDecoder()
@@ -193,7 +214,24 @@ func runSession(_ data: UnsafeRawBufferPointer, sent: (([UInt8]) -> Void)? = nil
             }
         }
         closes += out.events.filter { if case .closed = $0 { true } else { false } }.count
-        if !out.preparations.isEmpty { FuzzFinding.fail("session", "batches handed out for preparation by a session that prepares them itself") }
+        if !out.preparations.isEmpty {
+            if !elsewhere { FuzzFinding.fail("session", "batches handed out for preparation by a session that prepares them itself") }
+            outstanding += out.preparations
+        }
+    }
+    // The node's worker: prepares what is out and hands it back (what the handing back sends out in turn,
+    // more batches read from held frames among it, is prepared and handed back too).
+    func handBack(now: UInt64) {
+        while !outstanding.isEmpty {
+            let batches = outstanding
+            outstanding = []
+            let results = batches.map { (ticket: $0.ticket, batch: $0.prepare()) }
+            if together {
+                drain(session.completeBatchPreparations(results.reversed(), now: now))
+            } else {
+                for r in results { drain(session.completeBatchPreparation(ticket: r.ticket, r.batch, now: now)) }
+            }
+        }
     }
     // The handshake: A writes message 1 when it starts; B's message 2 completes it on A's side.
     drain(session.start())
@@ -208,14 +246,17 @@ func runSession(_ data: UnsafeRawBufferPointer, sent: (([UInt8]) -> Void)? = nil
         i = end
         guard let sealed = try? bSend.seal(plaintext) else { FuzzFinding.fail("session", "B cannot seal \(plaintext.count) bytes") }
         drain(session.receive(FrameDecoder.frame(sealed), now: now))
+        if !holdBack || outstanding.count >= 3 { handBack(now: now) }
         now += 1_000
         if session.isLive { drain(session.push(now: now)) }
     }
+    handBack(now: now)
     if closes != (session.isClosed ? 1 : 0) { FuzzFinding.fail("session", "\(closes) closed event(s) for a session \(session.isClosed ? "closed" : "open")") }
     drain(session.connectionClosed())
     if closes != 1 { FuzzFinding.fail("session", "\(closes) closed event(s) after the connection closed") }
+    if !outstanding.isEmpty { FuzzFinding.fail("session", "a closed session handed out \(outstanding.count) batch(es) for preparation") }
     let held = (try? replicator.store.holdings()) ?? [:]
-    return Int(held.values.reduce(0) { $0 + $1.count })
+    return (Int(held.values.reduce(0) { $0 + $1.count }), session.groupCommits)
 }
 
 /// What a session-target input does to A, for tests that check the target reaches deep code.
@@ -225,6 +266,14 @@ public enum FuzzProbe {
         var stored = 0
         input.withUnsafeBytes { stored = runSession($0) }
         return stored
+    }
+
+    /// How many changes A's store holds after the input, and in how many store transactions it
+    /// committed more than one batch (flags bits 1 and 2: group commit of batches prepared elsewhere).
+    public static func commits(bySessionInput input: [UInt8]) -> (stored: Int, groupCommits: Int) {
+        var result = (stored: 0, groupCommits: 0)
+        input.withUnsafeBytes { result = runSessionProbed($0) }
+        return result
     }
 
     /// What A sends B in answer to a session-target input: the plaintexts of its transport messages after

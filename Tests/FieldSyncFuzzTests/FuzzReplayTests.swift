@@ -38,6 +38,24 @@ import Testing
         #expect(FuzzProbe.changesStored(bySessionInput: seeds[1]) == 3)
     }
 
+    /// The target also plays a node that prepares batches elsewhere (flags bits 1 to 3): the seed of six
+    /// one-change batches handed back together once three are out reaches the group commit
+    /// (`SyncSession.completeBatchPreparations`, several batches in one store transaction) and stores
+    /// what the inline session stores; handed back one by one after each message, it commits no group.
+    @Test func sessionTargetReachesTheGroupCommit() throws {
+        let seeds = try FuzzSeeds.corpus(for: .session, vectors: Self.vectors)
+        let grouped = seeds[4]
+        #expect(grouped[0] == 0b1110)
+        let together = FuzzProbe.commits(bySessionInput: grouped)
+        #expect(together.stored == 6)
+        #expect(together.groupCommits >= 1)
+        let inline = FuzzProbe.commits(bySessionInput: [0] + grouped.dropFirst())
+        #expect(inline == (stored: 6, groupCommits: 0))
+        let oneByOne = FuzzProbe.commits(bySessionInput: [0b0010] + grouped.dropFirst())
+        #expect(oneByOne == (stored: 6, groupCommits: 0))
+        #expect(FuzzProbe.changesStored(bySessionInput: seeds[5]) == 3)  // live, prepared elsewhere
+    }
+
     /// No state passes from one session-target execution to the next (the fixture's handshake and A's
     /// transport keys are made once per process and copied): an input gives the same answer, byte for
     /// byte, run first and run again after other inputs, seeds and damaged seeds, ran in between.
