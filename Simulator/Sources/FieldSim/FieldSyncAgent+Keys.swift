@@ -108,8 +108,9 @@ extension FieldSyncAgent {
     /// boxes), HQ writes each grant into its log in the station's scope, and every node that carries the
     /// station holds that log from the start (relay boxes hold the sealed grant they cannot open), as a device
     /// synced at HQ when it was enrolled. Dated half a day before the run (the certificates' `notBefore` is one
-    /// day before), so that no device's clock is moved by it. Without an HQ (generic scenarios) the station's
-    /// first reader publishes the grant (`fieldsync publish`).
+    /// day before), so that no device's clock is moved by it. Without an HQ node (the generic scenarios) there is
+    /// no one to publish grants or rotate: every reader gets the key in its keystore (an `epoch-key new` key file),
+    /// as before grants were simulated (a peer's only log, its own in the root scope, carries its workload).
     func enrolmentGrants(_ keys: [EpochKey]) {
         let w = ctx.world
         let t0 = Self.epochMs - UInt64(Duration.day / 2)
@@ -118,9 +119,14 @@ extension FieldSyncAgent {
         latestRotation = Array(repeating: -1, count: w.domainCount)
         exposureCap = Array(repeating: 0, count: w.domainCount)
         exposureRevocation = Array(repeating: -1, count: w.domainCount)
+        guard let publisher = hqNode, let pr = replicators[Int(publisher)] else {
+            for n in 0..<w.count where w.nodes[n].nodeClass != .relay {
+                for d in w.carried[n] { replicators[n]!.addKey(keys[Int(d)]) }
+            }
+            return
+        }
         for d in 0..<w.domainCount {
             let readers = w.readers[d]
-            guard let publisher = hqNode ?? readers.first, let pr = replicators[Int(publisher)] else { continue }
             let grant = try! issue(keys[d], members: readers.map { enrolled[Int($0)] }, at: t0)
             let c = try! pr.writeControl(.keyGrant, payload: grant.canonicalBytes, scope: domainScopes[d], now: t0)
             let log = LogID(author: pr.identity.id, scope: domainScopes[d])

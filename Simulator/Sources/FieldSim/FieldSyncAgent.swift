@@ -657,7 +657,7 @@ public final class FieldSyncAgent: SyncAgent {
                 authoredLogs[Int(node)].append(log)
             }
             changeOf[log, default: []].append(change)
-            precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
+            precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step: \(ctx.world.nodes[Int(node)].name) \(log) seq \(c.header.seq), \(changeOf[log]!.count) written")
             if writtenTag.count <= Int(change) { writtenTag += repeatElement(0, count: Int(change) + 1 - writtenTag.count) }
             writtenTag[Int(change)] = Self.tag(try r.store.hash(log, seq: c.header.seq))
             if writtenSize.count <= Int(change) { writtenSize += repeatElement(0, count: Int(change) + 1 - writtenSize.count) }
@@ -1447,7 +1447,11 @@ public final class FieldSyncAgent: SyncAgent {
         let r = Replicator(identity: old.identity, trust: baseTrust, store: store)
         r.verificationCache = verificationCache
         r.sealingRandomness = old.sealingRandomness  // (a node draws from libsodium; the run stays reproducible)
-        // Its epoch keys come back from the grants its store holds (`restoreControlState`): the keystore holds none.
+        // Its epoch keys come back from the grants its store holds (`restoreControlState`); without an HQ node the
+        // keystore holds them (`enrolmentGrants`).
+        if hqNode == nil, ctx.world.nodes[n].nodeClass != .relay {
+            for k in old.allKeys { r.addKey(k) }
+        }
         do {
             try r.restoreFromStore(now: t, headGuard: headGuards[n])
             try r.restoreClock()
