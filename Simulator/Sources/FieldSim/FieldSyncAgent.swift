@@ -221,7 +221,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// Minimum time between two receipts HQ writes for the same station (nil: no receipts).
     public let receiptInterval: SimTime?
     private var receipts: ReceiptScheduler<Int32>  // when HQ writes each station's receipt (the node's timing)
-    var controlLogs: [[LogID]] = []  // domain -> HQ's receipt log in that station scope
+    var controlLogs: [[LogID]] = []  // domain -> HQ's log in that station scope (key grants, receipts)
     private var authoredLogs: [[LogID]] = []  // node -> logs it writes
     private var receiptedAt: [[LogID: UInt64]] = []  // node -> own log -> receipted seq seen
     /// Per log: the highest seq a receipt HQ wrote names (HQ held the log up to there). Every node that holds
