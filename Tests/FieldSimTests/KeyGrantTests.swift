@@ -131,6 +131,23 @@ import Testing
         }
     }
 
+    /// The `keys` section: a delay that is negative or too large for the simulated clock, and a period of 0, negative or
+    /// too large are refused (they would trap in the conversion to ms or rotate at every event); good values give the
+    /// rotation they say. (JSON has no infinity or NaN.)
+    @Test func badKeysSettingsAreRefused() throws {
+        var (f, _) = try shippedScenario("longnan-small")
+        for bad in [KeysConfig(rotateAfterRevocationSeconds: -1), KeysConfig(rotateAfterRevocationSeconds: 1e300),
+                    KeysConfig(rotateEveryDays: 0), KeysConfig(rotateEveryDays: -2), KeysConfig(rotateEveryDays: 1e9)] {
+            f.keys = bad
+            let json = try JSONEncoder().encode(f)
+            #expect(throws: ScenarioError.self, "\(bad)") { try ScenarioFile.parse(json) }
+        }
+        f.keys = KeysConfig(rotateAfterRevocation: true, rotateAfterRevocationSeconds: 90, rotateEveryDays: 7)
+        let parsed = try ScenarioFile.parse(JSONEncoder().encode(f))
+        #expect(KeyRotation(parsed.keys) == KeyRotation(afterRevocation: true, delay: 90_000, every: 7 * Duration.day))
+        #expect(KeyRotation(nil) == KeyRotation())
+    }
+
     /// The end-of-run check catches a revoked device that holds a key of an epoch issued after its revocation
     /// (planted: the key given to it directly).
     @Test func aPlantedNewKeyAtTheRevokedDeviceIsCaught() throws {
