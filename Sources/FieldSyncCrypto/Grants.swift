@@ -104,8 +104,10 @@ public struct KeyGrant: Hashable, Sendable, CanonicalCodable {
         try issue(epochKey: epochKey, members: members, issuedAt: issuedAt, by: authority, ephemeralSeeds: nil)
     }
 
-    /// `issue` with injected sealed-box ephemeral seeds (one per member, in device-id order) for vectors.
-    static func issue(epochKey: EpochKey, members: [Certificate], issuedAt: UInt64, by authority: Authority,
+    /// `issue` with injected sealed-box ephemeral seeds (one per member, in device-id order), for test vectors
+    /// and the simulator (same seed, same grant bytes). Seeded randomness is not secret: never on a node.
+    @_spi(Seeded)
+    public static func issue(epochKey: EpochKey, members: [Certificate], issuedAt: UInt64, by authority: Authority,
                       ephemeralSeeds: [[UInt8]]?) throws(IdentityError) -> KeyGrant {
         if let own = authority.certificate, !Scope.all([epochKey.scope], within: own.scopes) {
             throw IdentityError(.scopeEscalation, "authority \(authority.keyID) is not responsible for \(epochKey.scope)")

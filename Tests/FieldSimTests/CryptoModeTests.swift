@@ -58,9 +58,11 @@ import Testing
         // Cached crypto leaves the handshake real: every byte is the same.
         #expect(rc.headline.bytes == rr.headline.bytes)
         #expect(cached.traceHash == real.traceHash)
-        // Each change verified once; every other receipt answered by the cache.
+        // Each change verified once (the workload's and HQ's enrolment grants, one per station); every other
+        // receipt answered by the cache.
         let cache = try #require(cached.agent.verificationCache)
-        #expect(cache.misses == cached.agent.writes && cache.hits > cache.misses)
+        #expect(cached.agent.rotations.isEmpty && cached.agent.enrolmentGrants == cached.context.world.domainCount)
+        #expect(cache.misses == cached.agent.writes + cached.agent.enrolmentGrants && cache.hits > cache.misses)
         #expect(rs.summary.render().contains("\"crypto_mode\": \"stand-in\""))
         #expect(rr.summary.render().contains("\"bytes_by_message_type\""))
         #expect(real.agent.verificationCache == nil)

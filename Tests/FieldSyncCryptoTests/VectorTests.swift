@@ -3,7 +3,7 @@ import FieldSyncCore
 import Foundation
 import Testing
 
-@testable import FieldSyncCrypto
+@_spi(Seeded) @testable import FieldSyncCrypto
 
 /// Builds the interoperability vectors of Protocols/vectors/{identity,change}.json from fixed inputs, and
 /// checks the committed files byte for byte. Regenerate (after a deliberate format change only) with

@@ -6,7 +6,7 @@
 // `SyncDriver` per node, `LiveSessionRules`, `RefusedRetry`, `ReceiptScheduler`).
 
 import FieldSyncCore
-import FieldSyncCrypto
+@_spi(Seeded) import FieldSyncCrypto
 import FieldSyncDriver
 import FieldSyncProtocol
 
@@ -217,11 +217,11 @@ public final class FieldSyncAgent: SyncAgent {
     /// Revocations of lost devices, in loss order.
     public private(set) var revocations: [RevocationTrack] = []
     private var pendingRevocations: [Int] = []  // indices into revocations not yet known everywhere
-    private let authority: Authority
+    let authority: Authority
     /// Minimum time between two receipts HQ writes for the same station (nil: no receipts).
     public let receiptInterval: SimTime?
     private var receipts: ReceiptScheduler<Int32>  // when HQ writes each station's receipt (the node's timing)
-    private var controlLogs: [[LogID]] = []  // domain -> HQ's receipt log in that station scope
+    var controlLogs: [[LogID]] = []  // domain -> HQ's log in that station scope (key grants, receipts)
     private var authoredLogs: [[LogID]] = []  // node -> logs it writes
     private var receiptedAt: [[LogID: UInt64]] = []  // node -> own log -> receipted seq seen
     /// Per log: the highest seq a receipt HQ wrote names (HQ held the log up to there). Every node that holds
@@ -231,10 +231,36 @@ public final class FieldSyncAgent: SyncAgent {
     public private(set) var receiptsWritten = 0, changesReceiptedAtAuthor = 0
     /// Time from a change's creation until its author holds HQ's receipt for it (ms).
     public private(set) var receiptLatency = Histogram()
-    private let hqNode: NodeIndex?
+    let hqNode: NodeIndex?
     private let rootScope: Scope
-    private let seed: UInt64
-    private var epochKeys: [EpochKey] = []  // domain -> the station scope's epoch key
+    let seed: UInt64
+
+    // MARK: Key grants and epoch rotation (FieldSyncAgent+Keys.swift; docs/simulator.md, "Key grants and epoch rotation")
+
+    /// When HQ rotates epoch keys (after a revocation, on schedule).
+    public let keyRotation: KeyRotation
+    /// Every epoch rotation HQ issued, in issue order (the enrolment grants of epoch 1 are not rotations).
+    public internal(set) var rotations: [RotationTrack] = []
+    var pendingRotations: [Int] = []  // indices into rotations not yet held by every live member
+    var dueRotations: [(at: SimTime, domain: Int32, revocation: Int)] = []  // rotations after a revocation waiting for their delay, by time
+    var nextKeyEventAt: SimTime = .max  // the earliest due rotation (after a revocation or on schedule); .max: none
+    var lastIssuedAt: [SimTime] = []  // domain -> when HQ issued its newest epoch (scheduled rotation counts from it)
+    var newestEpoch: [UInt32] = []  // domain -> the newest epoch issued
+    var latestRotation: [Int32] = []  // domain -> its newest rotation (index into rotations), -1 none
+    var exposureCap: [UInt32] = []  // domain -> the newest epoch a device revoked since holds (0: none)
+    var exposureRevocation: [Int32] = []  // domain -> the revocation whose exposure later writes count to, -1 none
+    /// Per revocation: changes of the revoked device's scopes its honest members wrote after the revocation
+    /// sealed under an epoch the revoked device holds (before the rotation was issued, and after it by
+    /// members that had not received the new grant yet).
+    public internal(set) var exposedBeforeRotation: [Int] = [], exposedAfterRotation: [Int] = []
+    var revokedKeyCap: [(node: NodeIndex, domain: Int32, epoch: UInt32)] = []  // the newest epoch each revoked device may hold
+    var enrolled: [Certificate] = []  // node -> its certificate (the authority's registry: `epoch-key rotate --member`)
+    var nodeOfDevice: [DeviceID: NodeIndex] = [:]  // (lookup only)
+    var grantRandom: SimRandom  // epoch keys of rotations and the grants' sealed-box ephemeral seeds
+    var grantSeqs: [LogID: [UInt64]] = [:]  // HQ's station log -> the seqs that are grants (lookup only)
+    /// Enrolment grants written (one per station) and their encoded bytes; grants of rotations and their bytes;
+    /// grant changes in batch frames that left a sender, and their bytes (a subset of `batchBytes.controlChanges`).
+    public internal(set) var enrolmentGrants = 0, enrolmentGrantBytes = 0, rotationGrantBytes = 0, grantCopiesSent = 0, grantBytesSent: Int64 = 0
 
     // MARK: Adversaries (`AdversaryConfig`; docs/simulator.md, "Issue 14: adversaries")
 
@@ -289,19 +315,19 @@ public final class FieldSyncAgent: SyncAgent {
     private var advRestartAt: [SimTime?] = []  // per slot: an adversary's forced (re)start of the pair
     private var revokedWatch: [Bool] = []  // per slot: the pair is the revoked device's, after its revocation
 
-    private let ctx: SimContext
+    let ctx: SimContext
     private var rng: SimRandom
-    private var replicators: [Replicator?] = []
+    var replicators: [Replicator?] = []
     private var scopes: [Scope] = []  // node -> certificate scope
-    private var domainScopes: [Scope] = []
+    var domainScopes: [Scope] = []
     private var held: [[ChangeIndex: HopCount]] = []  // node -> change -> hops (lookup only, never iterated)
-    private var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
+    var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var writtenTag: [UInt64] = []  // change -> first 8 bytes of the id its author's store gave it
     private var writtenSize: [Int32] = []  // change -> its encoded size (bytes; accounting of refusals)
     private var domainLogs: [[LogID]] = []  // domain -> logs in creation order
     /// Log -> its domain and its place in `domainLogs` (index ≥ 0) or `controlLogs` (-1 - index).
-    private var logPlace: [LogID: (domain: Int32, index: Int32)] = [:]
+    var logPlace: [LogID: (domain: Int32, index: Int32)] = [:]
     private var statusCount: [Int64: Int] = [:]  // incident -> status edits written (lookup only)
     private var active: [[Int32]] = []  // node -> active slots
     // Per slot.
@@ -444,8 +470,10 @@ public final class FieldSyncAgent: SyncAgent {
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                 liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
                 adversaries: AdversaryConfig = AdversaryConfig(), adversaryStart: SimTime = 0,
-                durability: StoreDurability = StoreDurability()) {
+                durability: StoreDurability = StoreDurability(), keyRotation: KeyRotation = KeyRotation()) {
         ctx = context
+        self.keyRotation = keyRotation
+        grantRandom = SimRandom(seed: seed, 0x6B65_7901)
         self.durability = durability
         self.traceDrivers = traceDrivers
         self.seed = seed
@@ -481,8 +509,8 @@ public final class FieldSyncAgent: SyncAgent {
         let trust = TrustStore(root: root.publicKey)
         baseTrust = trust
         domainScopes = w.domainNames.map { try! Scope($0) }
+        // The epoch-1 keys (drawn here, before the devices' keys, as before grants were simulated).
         let keys = domainScopes.map { try! EpochKey(scope: $0, epoch: 1, key: SecretBytes(copying: bytes(32))) }
-        epochKeys = keys
         domainLogs = Array(repeating: [], count: w.domainCount)
         for n in 0..<w.count {
             let node = w.nodes[n]
@@ -509,10 +537,9 @@ public final class FieldSyncAgent: SyncAgent {
             headGuards.append(headGuard)
             durablePoints.append(durability.isNormal(node.nodeClass) ? DurablePoint(store, every: durability.checkpointEveryCommits) : nil)
             r.sealingRandomness = SimRandom(seed: seed, 0x50D1_0000, UInt64(n)).rng  // same seed, same sealed bytes
-            if node.nodeClass != .relay {
-                for d in w.carried[n] { r.addKey(keys[Int(d)]) }
-            }
             replicators.append(r)
+            enrolled.append(cert)
+            nodeOfDevice[cert.subject] = NodeIndex(n)
             scopes.append(scope)
         }
         // Nodes learn authors' certificates from the batches that carry their changes (a session sends
@@ -526,6 +553,7 @@ public final class FieldSyncAgent: SyncAgent {
         receiptedAt = Array(repeating: [:], count: w.count)
         active = Array(repeating: [], count: w.count)
         refusedForked = Array(repeating: false, count: w.count)
+        enrolmentGrants(keys)
         if !adversaries.isEmpty {  // drawn from their own generator: the honest run's draws are unchanged
             var pool = (0..<w.count).filter { w.nodes[$0].nodeClass == .backpack }
             func pick() -> NodeIndex? { pool.isEmpty ? nil : NodeIndex(pool.remove(at: advRandom.int(pool.count))) }
@@ -548,7 +576,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// The replicator of `node` (nil once the node is lost).
     public func replicator(at node: NodeIndex) -> Replicator? { replicators[Int(node)] }
 
-    private func wall(_ node: NodeIndex, _ now: SimTime) -> UInt64 {
+    func wall(_ node: NodeIndex, _ now: SimTime) -> UInt64 {
         UInt64(max(0, Int64(Self.epochMs) + ctx.localClock(node, at: now)))
     }
 
@@ -602,6 +630,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// Writes a real incident or visit edit through the author's `Replicator.write` (signed, sealed
     /// with the station's epoch key, committed to its `MemoryStore`), then resyncs its live contacts.
     public func changeCreated(_ change: ChangeIndex, at node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        if now >= nextKeyEventAt { keysTick(now: now, effects: &effects) }
         if !adversaries.isEmpty { adversaryTick(now: now, effects: &effects) }
         guard let r = replicators[Int(node)] else { return }
         let t = wall(node, now)
@@ -628,7 +657,7 @@ public final class FieldSyncAgent: SyncAgent {
                 authoredLogs[Int(node)].append(log)
             }
             changeOf[log, default: []].append(change)
-            precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step")
+            precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step: \(ctx.world.nodes[Int(node)].name) \(log) seq \(c.header.seq), \(changeOf[log]!.count) written")
             if writtenTag.count <= Int(change) { writtenTag += repeatElement(0, count: Int(change) + 1 - writtenTag.count) }
             writtenTag[Int(change)] = Self.tag(try r.store.hash(log, seq: c.header.seq))
             if writtenSize.count <= Int(change) { writtenSize += repeatElement(0, count: Int(change) + 1 - writtenSize.count) }
@@ -643,6 +672,8 @@ public final class FieldSyncAgent: SyncAgent {
             seen[Int(node)][log, default: HeldIntervals()].insert(c.header.seq)
             writes += 1
             writtenBytes += c.encodedBytes.count
+            let d = ctx.changes.domain[Int(change)]
+            if newestEpoch[Int(d)] > 1 || exposureCap[Int(d)] > 0 { noteSealed(c, domain: d, by: node) }
             touched(node, domains: [ctx.changes.domain[Int(change)]], except: -1, now: now, effects: &effects)
         } catch {
             writeErrors += 1
@@ -740,6 +771,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// The contact's peer is added to the `a` node's driver (a new peer is due at once: sync on contact),
     /// which opens the session pair (side `a` initiates) with each node's local clock.
     public func contactStarted(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
+        if now >= nextKeyEventAt { keysTick(now: now, effects: &effects) }
         if !adversaries.isEmpty {
             adversaryTick(now: now, effects: &effects)
             if adversaries.badRelay, badRelayNode == nil, now >= adversaryStart {
@@ -855,6 +887,7 @@ public final class FieldSyncAgent: SyncAgent {
             carried += n
             guard let list = changeOf[ch.log], ch.seq >= 1, Int(ch.seq) <= list.count else {
                 p.controlChanges += n; p.controlChangeCount += 1
+                if let g = grantSeqs[ch.log], g.contains(ch.seq) { grantCopiesSent += 1; grantBytesSent += n }
                 continue
             }
             let change = list[Int(ch.seq) - 1]
@@ -887,6 +920,7 @@ public final class FieldSyncAgent: SyncAgent {
     public func received(_ message: FieldSyncFrame, on link: LinkHandle, at side: LinkSide, now: SimTime,
                          effects: inout AgentEffects) {
         let s = Int(link.slot)
+        if now >= nextKeyEventAt { keysTick(now: now, effects: &effects) }
         if !adversaries.isEmpty { adversaryTick(now: now, effects: &effects) }
         guard let here = sessions[s][Int(side.rawValue)], message.session == sessionGen[s] else { return }
         let sess = here.session
@@ -940,6 +974,7 @@ public final class FieldSyncAgent: SyncAgent {
             touched(me, domains: domains, except: -1, now: now, effects: &effects)
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
+        if applied, !rotations.isEmpty, !pendingRotations.isEmpty || me == revokedNode { noteKeys(at: me, now: now, effects: &effects) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
             let domains = scan(me, from: link.node(side.other), logs: appliedLogs, now: now, effects: &effects)
@@ -1145,7 +1180,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// Marks the other live contacts of `node` whose peer may hold changes of one of `domains` as having
     /// something new, restarting idle ones (a session with any other peer would exchange nothing new:
     /// reconciliation covers only logs both sides may hold).
-    private func touched(_ node: NodeIndex, domains: [Int32], except: Int32, now: SimTime, effects: inout AgentEffects) {
+    func touched(_ node: NodeIndex, domains: [Int32], except: Int32, now: SimTime, effects: inout AgentEffects) {
         let w = ctx.world
         // A node that learned a revocation (HQ's root-scope control log) tells every peer.
         let everyone = !pendingRevocations.isEmpty
@@ -1357,6 +1392,7 @@ public final class FieldSyncAgent: SyncAgent {
     /// `a` node's driver (a peer due: start the pair).
     public func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {
         let s = Int(link.slot)
+        if now >= nextKeyEventAt { keysTick(now: now, effects: &effects) }
         if receiptInterval != nil, let hq = hqNode, link.spec.a == hq || link.spec.b == hq {  // no receipts: none waits
             var written: [Int32] = []
             let t = wall(hq, now)
@@ -1393,8 +1429,8 @@ public final class FieldSyncAgent: SyncAgent {
     /// held in memory is gone, so the node is rebuilt here from its store alone, as `FieldSyncDevice.openRaw`
     /// and `FieldSyncApp.openRaw` open it when it starts again (nothing runs on a node that is down, so
     /// rebuilding at the crash or at the restart gives the same node): a new `Replicator` over the store with
-    /// the keystore's trust anchors and epoch keys, the certificates and control state (keys, revocations)
-    /// read back from the store, the seq guard (a synced file, kept) and the clock past its own last change;
+    /// the keystore's trust anchors, the certificates and control state (epoch keys from the grants it holds,
+    /// revocations) read back from the store, the seq guard (a synced file, kept) and the clock past its own last change;
     /// a new driver (no backoffs, peers or live sessions; a new jitter seed, as a daemon draws at start).
     public func nodeCrashed(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
         let n = Int(node)
@@ -1411,8 +1447,10 @@ public final class FieldSyncAgent: SyncAgent {
         let r = Replicator(identity: old.identity, trust: baseTrust, store: store)
         r.verificationCache = verificationCache
         r.sealingRandomness = old.sealingRandomness  // (a node draws from libsodium; the run stays reproducible)
-        if ctx.world.nodes[n].nodeClass != .relay {
-            for d in ctx.world.carried[n] { r.addKey(epochKeys[Int(d)]) }
+        // Its epoch keys come back from the grants its store holds (`restoreControlState`); without an HQ node the
+        // keystore holds them (`enrolmentGrants`).
+        if hqNode == nil, ctx.world.nodes[n].nodeClass != .relay {
+            for k in old.allKeys { r.addKey(k) }
         }
         do {
             try r.restoreFromStore(now: t, headGuard: headGuards[n])
@@ -1548,6 +1586,7 @@ public final class FieldSyncAgent: SyncAgent {
                 pendingRevocations.append(revocations.count - 1)
                 replicators[Int(node)] = nil
                 touched(hq, domains: [], except: -1, now: now, effects: &effects)
+                revoked(node, revocation: revocations.count - 1, now: now, effects: &effects)
             }
         }
         effects.drop(held[Int(node)].count)
@@ -1687,6 +1726,7 @@ extension FieldSyncAgent {
         revocations.append(RevocationTrack(node: d, device: cert.subject, at: now, learned: learned, lostDevice: dev))
         pendingRevocations.append(revocations.count - 1)
         touched(hq, domains: [], except: -1, now: now, effects: &effects)
+        revoked(d, revocation: revocations.count - 1, now: now, effects: &effects)
     }
 
     /// Drops from `held` the revoked device's changes the node's store quarantined when it learned the
@@ -1713,7 +1753,7 @@ extension FieldSyncAgent {
         let tw = Replicator(identity: r.identity, trust: r.trust, store: MemoryStore(recordInterner: recordInterner))
         tw.verificationCache = verificationCache
         tw.sealingRandomness = SimRandom(seed: seed, 0x7A1F_0000, UInt64(node)).rng
-        for d in ctx.world.carried[Int(node)] { tw.addKey(epochKeys[Int(d)]) }
+        for k in r.allKeys { tw.addKey(k) }
         do {
             if head > 0 {
                 let own = try r.store.changes(log, in: 1...head).map { try Change(canonicalBytes: $0.bytes) }
@@ -1827,14 +1867,15 @@ extension SimTime {
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                          liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
                          adversaries: AdversaryConfig = AdversaryConfig(), durability: StoreDurability = StoreDurability(),
-                         options: RunOptions = RunOptions(),
+                         keyRotation: KeyRotation = KeyRotation(), options: RunOptions = RunOptions(),
                          progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     // Adversaries start at `startDay`, by default a quarter of the way through the workload.
     let start = adversaries.startDay.map { SimTime($0 * Double(Duration.day)) } ?? scenario.workloadEnd / 4
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
                                                                              liveSessions: liveSessions, traceDrivers: traceDrivers,
                                                                              announcesClock: announcesClock, adversaries: adversaries,
-                                                                             adversaryStart: start, durability: durability) }
+                                                                             adversaryStart: start, durability: durability,
+                                                                             keyRotation: keyRotation) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }
@@ -1893,6 +1934,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
             ("latency_max_s", .number(lat.count > 0 ? Double(lat.max) / 1000 : .nan)),
         ])))
     }
+    section.append(("key_grants", keyGrantsJSON(sim, keyCheck(sim))))
     if !a.durability.normal.isEmpty {  // (absent with every store FULL, the default: those outputs are unchanged)
         let world = sim.context.world
         let notBack = (0..<world.count).reduce(0) { $0 + a.changesLostToPower(at: NodeIndex($1)).count }

@@ -216,6 +216,8 @@ public struct ScenarioFile: Codable, Sendable {
     public var trace: TraceConfig?
     /// Faults.
     public var faults: FaultConfig?
+    /// Epoch key rotation (`KeyRotation`; docs/simulator.md, "Key grants and epoch rotation").
+    public var keys: KeysConfig?
 
     /// Loads and validates a scenario file.
     /// - Throws: `ScenarioError` naming the file and the problem.
@@ -333,6 +335,11 @@ public struct ScenarioFile: Codable, Sendable {
                 throw fail("\"faults.normalSyncClasses\" has an unknown node class \"\(c)\" (use \(NodeClass.allCases.map(\.description).joined(separator: ", ")))")
             }
             if let k = f.walCheckpointCommits, k < 1 { throw fail("\"faults.walCheckpointCommits\" must be at least 1") }
+        }
+        if let k = keys {
+            // Converted to ms: a negative, non-finite or huge value would trap in the conversion to SimTime.
+            if let s = k.rotateAfterRevocationSeconds, !(s >= 0 && s <= 3.2e8) { throw fail("\"keys.rotateAfterRevocationSeconds\" must be a number of seconds in [0, 3.2e8]") }
+            if let d = k.rotateEveryDays, !(d >= 0.001 && d <= 3_660) { throw fail("\"keys.rotateEveryDays\" must be a number of days in [0.001, 3660]") }
         }
     }
 }

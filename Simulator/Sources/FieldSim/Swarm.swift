@@ -21,6 +21,10 @@ public struct SwarmMix: Sendable {
     /// Store durability (`fieldsim swarm --power-loss`: `StoreDurability(swarmSeed:)`, from a generator of its
     /// own, so the faults above are the same with and without it); every store `FULL` otherwise.
     public var durability = StoreDurability()
+    /// Epoch rotation (scenario section `keys`): after a revocation at once on half the seeds, after up to 6 h on
+    /// the others; on schedule every 0.5-3 days on half the seeds. From a generator of its own, so the faults
+    /// above are the same as before rotation was simulated.
+    public var keys: KeysConfig
 
     /// Draws the mix of `seed`.
     public init(seed: UInt64) {
@@ -41,12 +45,16 @@ public struct SwarmMix: Sendable {
         wiredOutagesPer30Days = maybe(1, 30)
         wiredOutageMeanHours = r.uniform(0.2, 6)
         receiptsEveryHours = r.unit() < 0.5 ? nil : r.uniform(0.5, 6)
+        var k = SimRandom(seed: seed, 0x6B65_7902)
+        keys = KeysConfig(rotateAfterRevocation: true, rotateAfterRevocationSeconds: k.unit() < 0.5 ? 0 : k.uniform(60, 6 * 3_600),
+                          rotateEveryDays: k.unit() < 0.5 ? nil : k.uniform(0.5, 3))
     }
 
     /// The scenario with this mix.
     public func apply(to file: ScenarioFile) -> ScenarioFile {
         var f = file
         f.faults = faults
+        f.keys = keys
         f.longnan?.wiredOutagesPer30Days = wiredOutagesPer30Days
         f.longnan?.wiredOutageMeanHours = wiredOutageMeanHours
         return f
@@ -68,6 +76,7 @@ public struct SwarmMix: Sendable {
         if let h = receiptsEveryHours { on.append("receipts every \(g(h)) h") }
         if !adversaries.isEmpty { on.append("adversaries: \(adversaries.description)") }
         if !durability.normal.isEmpty { on.append(durability.description) }
+        if KeyRotation(keys) != KeyRotation() { on.append(KeyRotation(keys).description) }
         return on.isEmpty ? "no faults" : on.joined(separator: ", ")
     }
 }
@@ -163,6 +172,32 @@ public enum Swarm {
         return (missing, beyondReach, examples)
     }
 
+    /// The members of `keys.behind` that the run's contacts reached from HQ after the newest grant of their station
+    /// at least `slack` before the end (the oracle, with each node's clock, as `deliveryCheck`): they should hold it.
+    /// Returns those (as text) and the number excused (no path in time).
+    public static func keysBehindCheck(_ sim: Simulation<FieldSyncAgent>, _ keys: KeyCheck, slack: SimTime = SimTime(Duration.hour))
+        -> (missing: [String], beyondReach: Int) {
+        let a = sim.agent
+        let world = sim.context.world
+        guard !keys.behind.isEmpty, let hq = a.hq else { return ([], keys.behind.count) }
+        let oracle = Oracle(contacts: a.adversaries.isEmpty ? sim.contacts : AdversaryChecks.honestContacts(sim), nodes: world.count)
+        let clocks = sim.context.clockSkew
+        let skewed = clocks.contains { $0 != 0 }
+        var missing: [String] = []
+        var beyond = 0
+        for b in keys.behind {
+            guard let rot = a.rotations.last(where: { $0.domain == b.domain && $0.epoch == b.newest }) else { continue }
+            let dated = rot.at + clocks[Int(hq)]
+            let at = oracle.earliestArrival(from: hq, at: rot.at, notBefore: skewed ? clocks.map { dated - $0 } : nil)[Int(b.node)]
+            if at != SimTime.max, at + slack <= sim.now {
+                missing.append("\(world.nodes[Int(b.node)].name) holds \(world.domainNames[Int(b.domain)])#\(b.held), not #\(b.newest) (issued at day \(String(format: "%.3f", Double(rot.at) / Double(Duration.day))), reachable by day \(String(format: "%.3f", Double(at) / Double(Duration.day))))")
+            } else {
+                beyond += 1
+            }
+        }
+        return (missing, beyond)
+    }
+
     /// Runs seed `seed` of the swarm on `base` (normally `longnan-small`) with the `fieldsync` agent and
     /// stand-in crypto, and checks at the end:
     /// 1. the engine's per-event invariant (every replica holds at (log, seq) exactly what its author wrote);
@@ -195,7 +230,7 @@ public enum Swarm {
         options.linkFaults = LinkFaults(file.faults, seed: seed)
         let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
                                receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, adversaries: mix.adversaries,
-                               durability: mix.durability, options: options)
+                               durability: mix.durability, keyRotation: KeyRotation(file.keys), options: options)
         var failures: [String] = []
         if let v = sim.invariantViolation { failures.append("engine invariant: \(v)") }
         let report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
@@ -280,6 +315,16 @@ public enum Swarm {
         if a.revocationsForgotten > 0 {
             failures.append("trust: \(a.revocationsForgotten) revocation(s) forgotten by a node whose store lost them over a power loss")
         }
+        // 9. Keys (docs/simulator.md, "Key grants and epoch rotation"): no revoked device holds a key of an epoch
+        //    issued after its revocation; no member holds a change it cannot open while it holds the newest epoch of
+        //    its station; every live member holds the newest epoch of its stations unless the run's contacts gave
+        //    no path from HQ, after the grant, that arrived `slack` before the end.
+        let keys = keyCheck(sim)
+        failures += keys.revokedHoldNewKeys.map { "trust: \($0)" } + keys.unreadableThoughCurrent.map { "keys: \($0)" }
+        let keysBehind = keysBehindCheck(sim, keys, slack: slack)
+        if !keysBehind.missing.isEmpty {
+            failures.append("keys: \(keysBehind.missing.count) (member, station) pair(s) without the newest epoch though the contacts reached the member from HQ in time, e.g. \(keysBehind.missing.prefix(3).joined(separator: "; "))")
+        }
         let m = sim.metrics
         let counts: [(String, Int)] = [
             ("changes", ch.count), ("contacts", h.contacts), ("session_pairs", a.sessionsStarted), ("session_pairs_failed_or_cut", a.sessionsFailed),
@@ -289,6 +334,8 @@ public enum Swarm {
             ("changes_held_by_relays", relayChanges), ("pairs_missing_no_path_in_time", beyondReach), ("receipts_written", a.receiptsWritten), ("deferred_retries", a.deferredRetries),
             ("idle_timeout_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.idleTimeout.rawValue] }),
             ("peer_gone_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.peerGone.rawValue] }),
+            ("key_rotations", a.rotations.count), ("members_behind_newest_epoch_no_path_in_time", keysBehind.beyondReach),
+            ("changes_unreadable_at_members", keys.unreadable),
         ] + (adversaries ? adversaryCounts(adv) : [])
             + (powerLoss ? [("crashes", a.crashes), ("power_losses", a.powerLosses), ("commits_lost", a.commitsLost),
                             ("changes_lost_by_a_store", a.changesLost), ("changes_lost_for_good", dur.lostForGood.count),

@@ -353,7 +353,8 @@ public enum Sweep {
         let hash: UInt64
         if spec.agentName == "fieldsync" {
             let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: spec.crypto ?? "stand-in")!,
-                                   receiptInterval: spec.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, options: options)
+                                   receiptInterval: spec.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, keyRotation: KeyRotation(file.keys),
+                                   options: options)
             if let v = sim.invariantViolation { throw ScenarioError(file: file.name, "set \(set) seed \(seed): invariant violated \(v)") }
             let h = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived).headline
             let a = sim.agent

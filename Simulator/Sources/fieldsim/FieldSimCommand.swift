@@ -135,7 +135,8 @@ struct FieldSimCommand: ParsableCommand {
             if name == "fieldsync" {
                 let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: crypto)!,
                                        receiptInterval: receiptsEveryHours.map { SimTime($0 * 3_600_000) }, liveSessions: liveSessions,
-                                       adversaries: adversaryConfig, durability: StoreDurability(file.faults), options: options, progress: progress)
+                                       adversaries: adversaryConfig, durability: StoreDurability(file.faults), keyRotation: KeyRotation(file.keys),
+                                       options: options, progress: progress)
                 engineWall = seconds(clock.now - started)
                 if tty { FileHandle.standardError.write(Data(ProgressLine.erase.utf8)) }  // before anything is printed
                 if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
@@ -166,7 +167,14 @@ struct FieldSimCommand: ParsableCommand {
                         for x in adv.failures { print("[fieldsync] TRUST BREACH: \(x)") }
                     }
                 }
+                let keys = keyCheck(sim)
+                if !quiet, !a.rotations.isEmpty {
+                    print("[fieldsync] keys: \(a.rotations.count) rotation(s) (\(a.keyRotation.description)); \(keys.behind.count) (member, station) pairs behind the newest epoch, \(keys.unreadable) change(s) a member holds and cannot open")
+                }
                 report = rep
+                if !keys.revokedHoldNewKeys.isEmpty || !keys.unreadableThoughCurrent.isEmpty {
+                    throw SimFailure("[fieldsync] a key rule was broken: \((keys.revokedHoldNewKeys + keys.unreadableThoughCurrent).joined(separator: "; ")); reproduce: \(reproduce)")
+                }
                 if !adversaryFailures.isEmpty {
                     throw SimFailure("[fieldsync] a trust rule was broken with adversaries: \(adversaryFailures.joined(separator: "; ")); reproduce: \(reproduce)")
                 }
