@@ -115,7 +115,10 @@ public struct LongnanConfig: Codable, Sendable {
     /// Who handles an incident (`docs/simulator.md`, "Issue 14: dispatch"): `nearest` (default) — the station
     /// writes the incident and a dispatch, the nearest available unit (a backpack officer of the station on
     /// patrol within `maxWalkMinutes`, else a free county car, else the station's duty officers) goes there and
-    /// writes on-scene status and feedback on its own device at the scene; `legacy` — the model before
+    /// writes on-scene status and feedback on its own device at the scene, a backpack officer from the moment
+    /// its device's store holds the dispatch; `nearest-planned` — the same, but the officer acts at the moment
+    /// the patrol plan says the device can first hold it (direct paths only: the model before the reactive
+    /// dispatch, kept for comparison); `legacy` — the model before
     /// 2026-12-05 (a backpack only if one is in the village at that moment, else the station with a county car
     /// for urgent/high, else the station writes everything), incidents uniform over the day unless
     /// `incidentHourWeights` is given.
@@ -272,8 +275,8 @@ public struct ScenarioFile: Codable, Sendable {
                 let total = sh.values.reduce(0, +)
                 guard abs(total - 1) < 0.001 else { throw fail("\"longnan.connectivityShares\" must sum to 1, got \(total)") }
             }
-            if let d = l.dispatch, !["nearest", "legacy"].contains(d) {
-                throw fail("\"longnan.dispatch\" must be \"nearest\" or \"legacy\", got \"\(d)\"")
+            if let d = l.dispatch, !["nearest", "nearest-planned", "legacy"].contains(d) {
+                throw fail("\"longnan.dispatch\" must be \"nearest\", \"nearest-planned\" or \"legacy\", got \"\(d)\"")
             }
             if let w = l.incidentHourWeights {
                 guard w.count == 24, w.allSatisfy({ $0 >= 0 && $0.isFinite }), w.reduce(0, +) > 0 else {
