@@ -1092,6 +1092,18 @@ extension LongnanScenario {
         return UInt64(UInt32(bitPattern: backpackList[o])) << 32 | UInt64(planCount[o])
     }
 
+    /// `p` moved `d` later, stops, windows and visits with it.
+    private static func shift(_ p: inout PatrolPlan, by d: SimTime) {
+        p.depart += d
+        p.back += d
+        for i in p.stops.indices {
+            p.stops[i].arrive += d
+            p.stops[i].leave += d
+            p.stops[i].wStart += d
+            p.stops[i].wEnd += d
+        }
+    }
+
     /// The plan backpack `o` is following at `x`: today's once it has departed on it, else its latest patrol
     /// of an earlier day (whose station Wi-Fi lasts until the next departure).
     private func planInForce(_ o: Int, at x: SimTime) -> (PatrolPlan, today: Bool) {
@@ -1146,6 +1158,8 @@ extension LongnanScenario {
                 }
             }
             p.day = day
+            // An officer still out on an earlier patrol (a detour ran late) leaves on today's when back.
+            if !p.rest, let q = lastPatrol[o], q.back > p.depart { Self.shift(&p, by: q.back - p.depart) }
             if writing {
                 for i in p.stops.indices {
                     let dwell = Double(p.stops[i].leave - p.stops[i].arrive)
@@ -1242,7 +1256,21 @@ extension LongnanScenario {
         p.tag = nextTag(o)
         let (arrive, feedback, scene) = detour(&p, o, at: tr, to: record.village, using: &r)
         emitPlan(o, p, stops: p.stops[scene...], into: &out)
-        if today { plansToday[o] = p } else { lastPatrol[o] = p }
+        if today {
+            plansToday[o] = p
+        } else {
+            lastPatrol[o] = p
+            // Turned round on an earlier day's patrol that now ends after today's departure: today's patrol
+            // (not begun) leaves when the officer is back.
+            var q = plansToday[o]
+            if !q.rest && p.back > q.depart {
+                out.withdraw(q.tag)
+                Self.shift(&q, by: p.back - q.depart)
+                q.tag = nextTag(o)
+                emitPlan(o, q, stops: q.stops[...], into: &out)
+                plansToday[o] = q
+            }
+        }
         busyUntil[o] = feedback
         let s = villages[Int(record.village)].station
         emit(arrive, ChangeSpec(author: node, domain: s, place: record.village, changeClass: .incidentStatus, priority: prio,
