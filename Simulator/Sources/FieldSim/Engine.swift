@@ -121,7 +121,8 @@ public final class Simulation<Agent: SyncAgent> {
     private var pendingChanges: [ChangeSpec] = []
     private var freePendingChanges: [Int32] = []
 
-    // Contact windows of plans (`ScenarioSchedule.planned`): spec, plan, state (0 not yet up, 1 up, 2 over).
+    // Contact windows of plans (`ScenarioSchedule.planned`): spec, plan, state (0 not yet up, 1 up, 2 over, 3 ended by
+    // a withdrawal, its own down event still to come).
     private var windowSpec: [ContactSpec] = []
     private var windowPlan: [UInt64] = []
     private var windowState: [UInt8] = []
@@ -262,7 +263,7 @@ public final class Simulation<Agent: SyncAgent> {
             agent.timerFired(handle(e.a), now: now, effects: &effects)
             applyEffects()
         case .windowUp: windowUp(e.a)
-        case .windowDown: windowDown(e.a)
+        case .windowDown: windowDown(e.a, early: e.b == 1)
         case .scenarioCall:
             schedule.clear()
             scenario.call(Int64(UInt64(UInt32(bitPattern: e.b)) << 32 | UInt64(UInt32(bitPattern: e.a))), now: now, into: &schedule)
@@ -354,25 +355,32 @@ public final class Simulation<Agent: SyncAgent> {
         contactUp(windowSpec[Int(w)])
     }
 
-    private func windowDown(_ w: Int32) {
-        if windowState[Int(w)] == 1 {
-            let plan = windowPlan[Int(w)]
+    /// A window's down event: its own (`early` false, the last event of the window: its index is then free), or
+    /// the one its plan's withdrawal scheduled (`early`: state 3 afterwards, waiting for its own).
+    private func windowDown(_ w: Int32, early: Bool) {
+        let i = Int(w)
+        if windowState[i] == 1 {
+            let plan = windowPlan[i]
             windowsUp[plan]!.removeAll { $0 == w }
             if windowsUp[plan]!.isEmpty { windowsUp[plan] = nil }
-            contactDown(windowSpec[Int(w)].a, windowSpec[Int(w)].b)
+            windowState[i] = 3
+            contactDown(windowSpec[i].a, windowSpec[i].b)
         }
-        windowState[Int(w)] = 2
-        freeWindows.append(w)  // its one down event has run: the index is free
+        if !early {
+            windowState[i] = 2
+            freeWindows.append(w)
+        }
     }
 
-    /// Withdraws `plan`: its windows up now end now (in the order they came up), the rest never come up, its
-    /// writes not yet made are dropped when due.
+    /// Withdraws `plan`: its windows up now end at this millisecond (after everything else due then, like any
+    /// contact end, so that a window of the same pair the scenario starts now continues the contact, as a
+    /// replay of the recorded contacts would), the rest never come up, its writes not yet made are dropped
+    /// when due.
     private func withdraw(_ plan: UInt64) {
         guard withdrawnPlans.insert(plan).inserted else { return }
-        for w in windowsUp.removeValue(forKey: plan) ?? [] {
-            windowState[Int(w)] = 2
+        for w in windowsUp[plan] ?? [] {
             withdrawnWindows.endedEarly += 1
-            contactDown(windowSpec[Int(w)].a, windowSpec[Int(w)].b)
+            queue.push(Event(time: now, phase: 1, kind: .windowDown, a: w, b: 1))
         }
     }
 
