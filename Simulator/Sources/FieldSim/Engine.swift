@@ -266,7 +266,7 @@ public final class Simulation<Agent: SyncAgent> {
         case .windowDown: windowDown(e.a, early: e.b == 1)
         case .scenarioCall:
             schedule.clear()
-            scenario.call(Int64(UInt64(UInt32(bitPattern: e.b)) << 32 | UInt64(UInt32(bitPattern: e.a))), now: now, into: &schedule)
+            scenario.call(Int64(bitPattern: UInt64(UInt32(bitPattern: e.b)) << 32 | UInt64(UInt32(bitPattern: e.a))), now: now, into: &schedule)
             drainSchedule()
         case .holdNotice:
             holdNotices += 1

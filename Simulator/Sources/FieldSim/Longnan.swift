@@ -151,6 +151,8 @@ public struct DispatchRecord: Sendable {
     public var feedback: SimTime
     /// `nearest`: the class of the contact over which a backpack's store first held the dispatch.
     public var via: LinkClass? = nil
+    /// `nearest`: when the officer turned round (`received` plus the reaction time; -1 before).
+    public var left: SimTime = -1
 }
 
 /// An incident waiting for its dispatch (reactive `nearest` dispatch).
@@ -1199,6 +1201,10 @@ extension LongnanScenario {
     /// available unit on the plans as they stand now. A backpack officer acts when its store holds the
     /// dispatch (`nodeHolds`); a car or the station's duty officers at once, as under `nearest-planned`.
     public mutating func call(_ token: Int64, now td: SimTime, into out: inout ScenarioSchedule) {
+        if token < 0 {
+            turnRound(subject: -1 - token, now: td, into: &out)
+            return
+        }
         guard let inc = pendingIncidents.removeValue(forKey: token) else { return }
         var r = SimRandom(seed: seed, 8, UInt64(inc.day), UInt64(inc.ordinal), 1)
         let v = inc.village
@@ -1241,14 +1247,25 @@ extension LongnanScenario {
 
     /// The dispatched officer's store first holds the dispatch of `subject`, over whatever path brought it (its
     /// station over 4G, an intermittent window or the station's Wi-Fi, a relay box, a peer): the officer turns
-    /// round now. The plan's windows still to come are withdrawn (those up now end now: a stop is cut short)
+    /// round `reactionMinutes` later (`turnRound`). The plan's windows still to come are withdrawn (those up now end now: a stop is cut short)
     /// and the detour (walk to the scene, the stop there with that village's coverage, on-scene status and
     /// feedback on the device, then the stops not yet begun, later, and home) is scheduled from now.
-    public mutating func nodeHolds(_ change: ChangeIndex, subject: Int64, at node: NodeIndex, via: LinkClass?, now tr: SimTime,
+    public mutating func nodeHolds(_ change: ChangeIndex, subject: Int64, at node: NodeIndex, via: LinkClass?, now: SimTime,
                                    into out: inout ScenarioSchedule) {
-        guard let (k, prio, deadline) = awaiting[subject], dispatchLog[k].unit == node,
-              let o = backpackList.firstIndex(of: node) else { return }
+        guard let (k, _, _) = awaiting[subject], dispatchLog[k].unit == node, dispatchLog[k].received < 0 else { return }
+        (dispatchLog[k].received, dispatchLog[k].via) = (now, via)
+        // The officer reads the dispatch and sets off a few minutes later; the device stays where it is meanwhile
+        // (and keeps syncing: its backlog to the station, over Wi-Fi, is not cut off by an instant departure).
+        var r = SimRandom(seed: seed, 8, UInt64(subject >> 24), UInt64(subject & 0xFF_FFFF), 3)
+        let react = cfg.reactionMinutes ?? [1, 5]
+        out.calls.append((now + SimTime(r.uniform(react[0], react[1]) * Double(Duration.minute)), -1 - subject))
+    }
+
+    /// The officer dispatched to `subject`, who holds the dispatch, turns round now (see `nodeHolds`).
+    private mutating func turnRound(subject: Int64, now tr: SimTime, into out: inout ScenarioSchedule) {
+        guard let (k, prio, deadline) = awaiting[subject], let o = backpackList.firstIndex(of: dispatchLog[k].unit) else { return }
         awaiting[subject] = nil
+        let node = dispatchLog[k].unit
         let record = dispatchLog[k]
         var r = SimRandom(seed: seed, 8, UInt64(subject >> 24), UInt64(subject & 0xFF_FFFF), 2)
         var (p, today) = planInForce(o, at: tr)
@@ -1277,7 +1294,7 @@ extension LongnanScenario {
                                 size: sizes.status, subject: subject), &out)
         emit(feedback, ChangeSpec(author: node, domain: s, place: record.village, changeClass: .incidentFeedback, priority: prio,
                                   size: sizes.feedback, deadline: deadline, subject: subject), &out)
-        (dispatchLog[k].received, dispatchLog[k].onScene, dispatchLog[k].feedback, dispatchLog[k].via) = (tr, arrive, feedback, via)
+        (dispatchLog[k].left, dispatchLog[k].onScene, dispatchLog[k].feedback) = (tr, arrive, feedback)
     }
 }
 

@@ -132,6 +132,9 @@ public struct LongnanConfig: Codable, Sendable {
     public var maxWalkMinutes: Double?
     /// Minutes from the report to the dispatch the station writes: [min, max] (default [1, 5]).
     public var dispatchMinutes: [Double]?
+    /// Minutes from the moment a dispatched backpack officer's device holds the dispatch to the officer's
+    /// departure for the scene: [min, max] (default [1, 5]; `dispatch: nearest` only).
+    public var reactionMinutes: [Double]?
 }
 
 /// The `randomContacts` section.
@@ -291,6 +294,9 @@ public struct ScenarioFile: Codable, Sendable {
             if let m = l.maxWalkMinutes, !(m >= 0 && m.isFinite) { throw fail("\"longnan.maxWalkMinutes\" must be a finite number >= 0") }
             if let d = l.dispatchMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
                 throw fail("\"longnan.dispatchMinutes\" needs [min, max] with 0 <= min <= max")
+            }
+            if let d = l.reactionMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
+                throw fail("\"longnan.reactionMinutes\" needs [min, max] with 0 <= min <= max")
             }
             if let sh = l.priorityShares {
                 for k in sh.keys.sorted() where !["urgent", "high", "normal", "low"].contains(k) {
