@@ -35,7 +35,7 @@ import Testing
     /// on patrol and not busy) if within the walk limit, else a free county car, else the station; a unit is
     /// never sent while it is handling another incident.
     @Test func dispatchPicksTheNearestAvailableUnit() throws {
-        let f = try Self.smallFile()
+        let f = try Self.smallFile(dispatch: "nearest-planned")  // the whole day's dispatches are known when it is generated
         let walkKm = 120.0 / 60 * 4 / 1.5
         let driveKmPerMs = 40 / 1.3 / Double(Duration.hour)
         var kinds = Array(repeating: 0, count: DispatchUnit.allCases.count)
@@ -78,7 +78,7 @@ import Testing
     /// own device, at the scene: a backpack officer's plan has them in the village then, and only a village
     /// with 4G gives the device a cellular contact with its station at that moment.
     @Test func feedbackIsAuthoredByTheUnitsDeviceAtTheScene() throws {
-        let f = try Self.smallFile()
+        let f = try Self.smallFile(dispatch: "nearest-planned")
         var checked = [0, 0, 0]
         for seed in [1, 2, 3] as [UInt64] {
         let (scen, out) = try Self.changes(f, seed: seed, day: 1)

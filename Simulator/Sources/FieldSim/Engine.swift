@@ -101,6 +101,8 @@ public final class Simulation<Agent: SyncAgent> {
     public var sampleEvery: Int { options.oracleSampleEvery }
 
     private var scenario: any Scenario
+    /// The scenario as it stands now (a copy: the engine keeps its own; for tests and reports).
+    public var scenarioNow: any Scenario { scenario }
     // Copied out of the existential once: reading a property of `any Scenario` copies the whole value.
     /// The scenario's duration.
     public let duration: SimTime
@@ -118,6 +120,23 @@ public final class Simulation<Agent: SyncAgent> {
     private var freePendingContacts: [Int32] = []
     private var pendingChanges: [ChangeSpec] = []
     private var freePendingChanges: [Int32] = []
+
+    // Contact windows of plans (`ScenarioSchedule.planned`): spec, plan, state (0 not yet up, 1 up, 2 over, 3 ended by
+    // a withdrawal, its own down event still to come).
+    private var windowSpec: [ContactSpec] = []
+    private var windowPlan: [UInt64] = []
+    private var windowState: [UInt8] = []
+    private var freeWindows: [Int32] = []
+    private var windowsUp: [UInt64: [Int32]] = [:]  // by plan, windows up now; lookup only, never iterated
+    private var withdrawnPlans: Set<UInt64> = []  // membership only, never iterated
+    private var watched: [ChangeIndex: NodeIndex] = [:]  // `ChangeSpec.notify`; lookup only, never iterated
+    /// Contact windows of withdrawn plans that never came up, and those a withdrawal ended early.
+    public private(set) var withdrawnWindows = (neverUp: 0, endedEarly: 0)
+    /// Writes of withdrawn plans that were never made.
+    public private(set) var withdrawnWrites = 0
+    /// Notices given to the scenario: a watched node first held its change (`Scenario.nodeHolds`).
+    public private(set) var holdNotices = 0
+    private var arrivingOn: Int32 = -1  // link class of the frame being delivered (`arrival`), else -1
 
     // Contact slots.
     private var slotSpec: [ContactSpec] = []
@@ -243,6 +262,18 @@ public final class Simulation<Agent: SyncAgent> {
             guard slotEffective[i], slotGen[i] == UInt32(bitPattern: e.b) else { return }  // the contact ended meanwhile
             agent.timerFired(handle(e.a), now: now, effects: &effects)
             applyEffects()
+        case .windowUp: windowUp(e.a)
+        case .windowDown: windowDown(e.a, early: e.b == 1)
+        case .scenarioCall:
+            schedule.clear()
+            scenario.call(Int64(bitPattern: UInt64(UInt32(bitPattern: e.b)) << 32 | UInt64(UInt32(bitPattern: e.a))), now: now, into: &schedule)
+            drainSchedule()
+        case .holdNotice:
+            holdNotices += 1
+            schedule.clear()
+            scenario.nodeHolds(e.a, subject: context.changes.subject[Int(e.a)], at: e.b, via: e.c < 0 ? nil : LinkClass(rawValue: UInt8(e.c)),
+                               now: now, into: &schedule)
+            drainSchedule()
         }
     }
 
@@ -251,6 +282,14 @@ public final class Simulation<Agent: SyncAgent> {
     private func dayTick(_ step: Int) {
         schedule.clear()
         scenario.generate(step: step, into: &schedule)
+        drainSchedule()
+        let next = SimTime(step + 1) * generationStep
+        if next < duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(step + 1))) }
+    }
+
+    /// Moves what the scenario just wrote into `schedule` into the queue (withdrawals first).
+    private func drainSchedule() {
+        for plan in schedule.withdrawn { withdraw(plan) }
         for (t, spec) in schedule.ups {
             precondition(t >= now, "scenario scheduled a contact in the past")
             let i: Int32
@@ -277,8 +316,72 @@ public final class Simulation<Agent: SyncAgent> {
             precondition(t >= now, "scenario scheduled a fault in the past")
             queue.push(Event(time: t, kind: kind, a: node))
         }
-        let next = SimTime(step + 1) * generationStep
-        if next < duration { queue.push(Event(time: next, kind: .dayTick, a: Int32(step + 1))) }
+        for (start, end, spec, plan) in schedule.planned {
+            precondition(start >= now && end >= start, "scenario scheduled a contact in the past")
+            let w: Int32
+            if let f = freeWindows.popLast() {
+                w = f
+                windowSpec[Int(w)] = spec.normalized()
+                windowPlan[Int(w)] = plan
+                windowState[Int(w)] = 0
+            } else {
+                w = Int32(windowSpec.count)
+                windowSpec.append(spec.normalized())
+                windowPlan.append(plan)
+                windowState.append(0)
+            }
+            queue.push(Event(time: start, kind: .windowUp, a: w))
+            queue.push(Event(time: end, phase: 1, kind: .windowDown, a: w))
+        }
+        for (t, token) in schedule.calls {
+            precondition(t >= now, "scenario scheduled a call in the past")
+            let u = UInt64(bitPattern: token)
+            queue.push(Event(time: t, kind: .scenarioCall, a: Int32(bitPattern: UInt32(truncatingIfNeeded: u)),
+                             b: Int32(bitPattern: UInt32(truncatingIfNeeded: u >> 32))))
+        }
+    }
+
+    // MARK: Plans
+
+    private func windowUp(_ w: Int32) {
+        let plan = windowPlan[Int(w)]
+        if withdrawnPlans.contains(plan) {
+            windowState[Int(w)] = 2
+            withdrawnWindows.neverUp += 1
+            return
+        }
+        windowState[Int(w)] = 1
+        windowsUp[plan, default: []].append(w)
+        contactUp(windowSpec[Int(w)])
+    }
+
+    /// A window's down event: its own (`early` false, the last event of the window: its index is then free), or
+    /// the one its plan's withdrawal scheduled (`early`: state 3 afterwards, waiting for its own).
+    private func windowDown(_ w: Int32, early: Bool) {
+        let i = Int(w)
+        if windowState[i] == 1 {
+            let plan = windowPlan[i]
+            windowsUp[plan]!.removeAll { $0 == w }
+            if windowsUp[plan]!.isEmpty { windowsUp[plan] = nil }
+            windowState[i] = 3
+            contactDown(windowSpec[i].a, windowSpec[i].b)
+        }
+        if !early {
+            windowState[i] = 2
+            freeWindows.append(w)
+        }
+    }
+
+    /// Withdraws `plan`: its windows up now end at this millisecond (after everything else due then, like any
+    /// contact end, so that a window of the same pair the scenario starts now continues the contact, as a
+    /// replay of the recorded contacts would), the rest never come up, its writes not yet made are dropped
+    /// when due.
+    private func withdraw(_ plan: UInt64) {
+        guard withdrawnPlans.insert(plan).inserted else { return }
+        for w in windowsUp[plan] ?? [] {
+            withdrawnWindows.endedEarly += 1
+            queue.push(Event(time: now, phase: 1, kind: .windowDown, a: w, b: 1))
+        }
     }
 
     // MARK: Contacts
@@ -452,10 +555,12 @@ public final class Simulation<Agent: SyncAgent> {
             message = Agent.corrupted(f.message, random: &faultRandom)
         }
         if let message {
+            arrivingOn = Int32(slotSpec[i].linkClass.rawValue)
             for _ in 0..<copies {
                 agent.received(message, on: handle(s), at: side.other, now: now, effects: &effects)
                 applyEffects()
             }
+            arrivingOn = -1
         }
         poll(s, .a)
         poll(s, .b)
@@ -487,6 +592,10 @@ public final class Simulation<Agent: SyncAgent> {
     // MARK: Changes and deliveries
 
     private func changeCreated(_ spec: ChangeSpec) {
+        if spec.plan != 0 && withdrawnPlans.contains(spec.plan) {
+            withdrawnWrites += 1
+            return
+        }
         guard nodeUp[Int(spec.author)] else {
             metrics.skippedWrites += 1
             return
@@ -505,6 +614,7 @@ public final class Simulation<Agent: SyncAgent> {
             if world.nodes[Int(spec.author)].nodeClass == .hq { hqCount += 1 }
         }
         mix(0xC4A9 ^ UInt64(c))
+        if spec.notify >= 0 { watched[c] = spec.notify }
         agent.changeCreated(c, at: spec.author, now: now, effects: &effects)
         applyEffects()
     }
@@ -517,6 +627,12 @@ public final class Simulation<Agent: SyncAgent> {
         let world = context.world
         if !world.carries(d, at: node), invariantViolation == nil {
             invariantViolation = "at \(now) ms (event \(eventsProcessed)): \(world.nodes[Int(node)].name) holds change \(c) of \(world.domainNames[Int(d)]), which it may not carry"
+        }
+        if !watched.isEmpty, watched[c] == node {
+            // The scenario reacts in an event of its own at this millisecond, after this one: it may end contacts,
+            // which must not happen inside the agent call that reported the delivery.
+            watched[c] = nil
+            queue.push(Event(time: now, kind: .holdNotice, a: c, b: node, c: arrivingOn))
         }
         guard world.reads(d, at: node), node != ch.author[i] else { return }
         let lat = now - ch.createdAt[i]

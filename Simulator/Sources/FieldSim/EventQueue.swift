@@ -49,6 +49,15 @@ public enum EventKind: UInt8, Sendable {
     case snapshot
     /// A timer an agent set on a live contact (`a` = slot, `b` = generation).
     case agentTimer
+    /// A contact window of a plan comes up (`a` = window), unless its plan was withdrawn.
+    case windowUp
+    /// A contact window of a plan goes down (`a` = window), unless it never came up or its plan's withdrawal
+    /// ended it.
+    case windowDown
+    /// A call the scenario scheduled (`a`, `b` = low and high 32 bits of its token).
+    case scenarioCall
+    /// A watched node first holds a change (`a` = change, `b` = node): the scenario is told.
+    case holdNotice
 }
 
 /// One scheduled event: 32 bytes, no references, so the heap never allocates per event.

@@ -87,6 +87,9 @@ struct PatrolStop {
     var wEnd: SimTime = 0
     /// An incident the unit was dispatched to (no visits are written there).
     var incident = false
+    /// Reactive `nearest` dispatch: the visits written at the stop, as offsets from `arrive` (drawn with the plan,
+    /// so that a stop moved later by a detour keeps its visits).
+    var visits: [SimTime] = []
 }
 
 /// A backpack unit's plan for one day: a pure function of (seed, unit, day).
@@ -98,6 +101,11 @@ struct PatrolPlan {
     /// `nearest` dispatch: the unit was back at its station at `.0` and left it again at `.1` for an incident
     /// (its last stop).
     var homeBreak: (SimTime, SimTime)? = nil
+    /// The day of the plan.
+    var day = 0
+    /// Reactive `nearest` dispatch: the plan's tag in the engine (`ScenarioSchedule.withdraw`); a detour gives
+    /// the plan a new one.
+    var tag: UInt64 = 0
 }
 
 /// Which kind of unit handles an incident under `nearest` dispatch.
@@ -112,7 +120,9 @@ public enum DispatchUnit: Int, CaseIterable, Sendable, CustomStringConvertible {
     public var description: String { ["backpack", "vehicle", "station"][rawValue] }
 }
 
-/// One incident's dispatch under `nearest` dispatch (kept for the day being generated: `dispatchesToday`).
+/// One incident's dispatch under `nearest` dispatch (`nearest-planned`: kept for the day being generated,
+/// `dispatchesToday`; `nearest`: for the whole run, `dispatchLog`, completed when the unit's store first holds
+/// the dispatch).
 public struct DispatchRecord: Sendable {
     /// The incident (`ChangeSpec.subject`).
     public var subject: Int64
@@ -122,8 +132,9 @@ public struct DispatchRecord: Sendable {
     public var reported: SimTime
     /// When the station wrote the dispatch.
     public var dispatched: SimTime
-    /// When the unit's device can first hold the dispatch (its first direct contact with its station from
-    /// `dispatched` on: a 4G stop, an intermittent window, the station's Wi-Fi; cars and the station at once).
+    /// When the unit acts on the dispatch. `nearest`: when a backpack's store first held the dispatch change
+    /// (-1 while it has not); `nearest-planned`: the first direct contact with its station from `dispatched` on
+    /// that its plan gives (a 4G stop, an intermittent window, the station's Wi-Fi). Cars and the station at once.
     public var received: SimTime
     /// The unit.
     public var unit: NodeIndex
@@ -134,10 +145,24 @@ public struct DispatchRecord: Sendable {
     /// Backpack units of the station that were available (on patrol, not busy) at `dispatched`, with their
     /// distance in km, in station order.
     public var available: [(NodeIndex, Double)]
-    /// When the unit reached the scene (on-scene status).
+    /// When the unit reached the scene (on-scene status); -1 while a backpack has not received the dispatch.
     public var onScene: SimTime
-    /// When the feedback was written.
+    /// When the feedback was written; -1 while a backpack has not received the dispatch.
     public var feedback: SimTime
+    /// `nearest`: the class of the contact over which a backpack's store first held the dispatch.
+    public var via: LinkClass? = nil
+    /// `nearest`: when the officer turned round (`received` plus the reaction time; -1 before).
+    public var left: SimTime = -1
+}
+
+/// An incident waiting for its dispatch (reactive `nearest` dispatch).
+struct PendingIncident {
+    var reported: SimTime
+    var village: Int32
+    var priority: Int
+    var deadline: SimTime
+    var day: Int
+    var ordinal: Int
 }
 
 /// The Longnan scenario generator.
@@ -191,6 +216,15 @@ public struct LongnanScenario: Scenario {
     public private(set) var dispatchCounts = Array(repeating: 0, count: DispatchUnit.allCases.count)
     /// Whether the `legacy` incident model is in use (`LongnanConfig.dispatch`).
     public var legacyDispatch: Bool { cfg.dispatch == "legacy" }
+    /// Whether a backpack officer acts on a dispatch at the moment a plan computed in advance says the device
+    /// can hold it (`nearest-planned`) rather than when its store really holds it (`nearest`, the default).
+    public var plannedDispatch: Bool { cfg.dispatch == "nearest-planned" }
+    /// Reactive `nearest` dispatch: every dispatch of the run so far, in the order they were written.
+    public private(set) var dispatchLog: [DispatchRecord] = []
+    private var lastPatrol: [PatrolPlan?] = []  // by backpack ordinal: its latest patrol of an earlier day
+    private var planCount: [UInt32] = []  // by backpack ordinal: plans tagged so far
+    private var pendingIncidents: [Int64: PendingIncident] = [:]  // by subject; lookup only, never iterated
+    private var awaiting: [Int64: (log: Int, priority: SimPriority, deadline: SimTime)] = [:]  // by subject; lookup only, never iterated
 
     /// The default daily profile of incidents for `nearest` dispatch, relative rate per hour from 0 h. An
     /// assumption (the article gives no hourly figures): few calls from 1 to 5 h, a rise through the morning,
@@ -307,6 +341,8 @@ public struct LongnanScenario: Scenario {
         villages = villageList
         w.places = villageList.map { ($0.lat, $0.lon) }
         busyUntil = Array(repeating: 0, count: backpackList.count)
+        lastPatrol = Array(repeating: nil, count: backpackList.count)
+        planCount = Array(repeating: 0, count: backpackList.count)
 
         // Links.
         let defaults: [LinkClass: LinkParameters] = [
@@ -428,8 +464,10 @@ public struct LongnanScenario: Scenario {
             ("incidents/day", String(format: "%.1f", (cfg.incidentsPerYear ?? 190_000) / 365)),
             ("incident model", cfg.dispatch == "legacy"
                 ? "legacy (a backpack in the village writes it, else the station, a county car for urgent/high)"
-                : String(format: "nearest dispatch (backpack within %.0f min walk, else a free county car, else the station's duty officers)",
-                         cfg.maxWalkMinutes ?? 120)),
+                : String(format: "nearest dispatch (backpack within %.0f min walk, else a free county car, else the station's duty officers); %@",
+                         cfg.maxWalkMinutes ?? 120,
+                         cfg.dispatch == "nearest-planned" ? "an officer acts when the plan says the device can hold the dispatch"
+                             : "an officer acts when the device's store holds the dispatch")),
             ("incidents by hour", cfg.incidentHourWeights != nil ? "the file's 24 weights"
                 : cfg.dispatch == "legacy" ? "uniform" : "default profile (night 0.3, evening 1.6 relative)"),
             ("visits/day", String(format: "%.1f (%.3f per village stop, %.0f stops/day expected)", (cfg.visitsPerYear ?? 650_000) / 365, visitMean, stopsPerDay)),
@@ -533,8 +571,12 @@ public struct LongnanScenario: Scenario {
                 for v in list { out.ups.append((0, spec(.vehicleCellular, v, countyNode[Int(world.nodes[Int(v)].county)]))) }
             }
         }
-        if !legacyDispatch {
+        if plannedDispatch {
             generateNearest(day: day, dayStart: dayStart, into: &out)
+            return
+        }
+        if !legacyDispatch {
+            generateReactive(day: day, dayStart: dayStart, into: &out)
             return
         }
         // Patrols and their contacts.
@@ -755,8 +797,10 @@ extension LongnanScenario {
 
     /// Where backpack `o`'s plan has the officer at `x`: at the station before departure and after return, at
     /// the village during a stop, on the straight line between two places while walking.
-    func position(_ o: Int, at x: SimTime) -> (Double, Double) {
-        let p = plansToday[o]
+    func position(_ o: Int, at x: SimTime) -> (Double, Double) { position(plansToday[o], o, at: x) }
+
+    /// Where plan `p` of backpack `o` has the officer at `x`.
+    func position(_ p: PatrolPlan, _ o: Int, at x: SimTime) -> (Double, Double) {
         let node = world.nodes[Int(backpackList[o])]
         let home = (node.latitude, node.longitude)
         if p.rest || x <= p.depart { return home }
@@ -817,6 +861,14 @@ extension LongnanScenario {
     /// stops of its plan it has not begun (same dwell, later) and home. Returns (on scene, feedback written).
     private mutating func detour(_ o: Int, at tr: SimTime, to v: Int32, using r: inout SimRandom) -> (SimTime, SimTime) {
         var p = plansToday[o]
+        let (arrive, feedback, _) = detour(&p, o, at: tr, to: v, using: &r)
+        plansToday[o] = p
+        return (arrive, feedback)
+    }
+
+    /// `detour` on plan `p`; also returns the index of the scene's stop in the new plan (the stops from it on are
+    /// the new ones). Visits of a stop moved later move with it; one due at `tr` or before is dropped.
+    private func detour(_ p: inout PatrolPlan, _ o: Int, at tr: SimTime, to v: Int32, using r: inout SimRandom) -> (SimTime, SimTime, Int) {
         let node = world.nodes[Int(backpackList[o])]
         let home = (node.latitude, node.longitude)
         let speed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
@@ -829,7 +881,7 @@ extension LongnanScenario {
             stops = p.stops
             p.homeBreak = (p.back, tr)
         } else {
-            here = position(o, at: tr)
+            here = position(p, o, at: tr)
             for var s in p.stops {
                 if s.leave <= tr {
                     stops.append(s)
@@ -856,11 +908,13 @@ extension LongnanScenario {
                 scene.wEnd = scene.wStart + len
             }
         }
+        let sceneIndex = stops.count
         stops.append(scene)
         var t = scene.leave
         here = at
         for var s in later {
             let next = (villages[Int(s.village)].lat, villages[Int(s.village)].lon)
+            s.visits.removeAll { s.arrive + $0 <= tr }
             let shift = t + walk(here, next) - s.arrive
             s.arrive += shift
             s.leave += shift
@@ -872,20 +926,13 @@ extension LongnanScenario {
         }
         p.stops = stops
         p.back = Swift.max(t + walk(here, home), t + 1)
-        plansToday[o] = p
-        return (arrive, feedback)
+        return (arrive, feedback, sceneIndex)
     }
 
-    /// The incidents of a day: the station writes each and a dispatch; the nearest available unit goes.
-    private mutating func dispatchIncidents(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
-        var r = SimRandom(seed: seed, 8, UInt64(day))
-        let limit = workloadEnd
-        func emit(_ t: SimTime, _ spec: ChangeSpec, _ out: inout ScenarioSchedule) {
-            if t < limit { out.changes.append((t, spec)) }
-        }
+    /// The incidents of a day, drawn from `r` (seed, 8, day): (time, village, priority, ordinal), by time.
+    private mutating func drawIncidents(dayStart: SimTime, using r: inout SimRandom) -> [(SimTime, Int32, Int, Int)] {
         let catShares = Incident.Category.allCases.map { cfg.categoryShares?[$0.rawValue] ?? 1 }
         let prShares = ["urgent", "high", "normal", "low"].enumerated().map { cfg.priorityShares?[$0.element] ?? [0.05, 0.15, 0.6, 0.2][$0.offset] }
-        let deadlineH = ["urgent", "high", "normal", "low"].enumerated().map { cfg.feedbackDeadlineHours?[$0.element] ?? [6, 12, 24, 72][$0.offset] }
         let weights = incidentHourWeights ?? Self.defaultIncidentHourWeights
         let n = r.poisson((cfg.incidentsPerYear ?? 190_000) / 365)
         var incidents: [(SimTime, Int32, Int, Int)] = []  // time, village, priority, ordinal
@@ -896,40 +943,123 @@ extension LongnanScenario {
             incidents.append((t, v, r.weighted(prShares), i))
         }
         incidents.sort { ($0.0, $0.3) < ($1.0, $1.3) }
-        let dm = cfg.dispatchMinutes ?? [1, 5]
+        return incidents
+    }
+
+    /// The feedback deadline of an incident reported at `t` with priority `pr`.
+    private func feedbackDeadline(_ t: SimTime, priority pr: Int) -> SimTime {
+        let deadlineH = ["urgent", "high", "normal", "low"].enumerated().map { cfg.feedbackDeadlineHours?[$0.element] ?? [6, 12, 24, 72][$0.offset] }
+        return t + SimTime(deadlineH[pr] * Double(Duration.hour))
+    }
+
+    /// The backpack officers of station `s` available at `td` (on patrol by `plan`, not at home after a detour,
+    /// not busy), with their distance to `at` from where `plan` has them, in station order; and the nearest
+    /// (ordinal, km; ties: the first in station order; -1 if none).
+    private func availableOfficers(station s: Int, at td: SimTime, to at: (Double, Double), plan: (Int) -> PatrolPlan)
+        -> (available: [(NodeIndex, Double)], best: Int, bestKm: Double) {
+        var available: [(NodeIndex, Double)] = []
+        var best = -1
+        var bestKm = Double.infinity
+        for k in backpacks[s].indices {
+            let o = backpackOrdinal[s] + k
+            let p = plan(o)
+            guard !p.rest, p.homeBreak == nil, p.depart <= td, td < p.back, busyUntil[o] <= td else { continue }
+            let km = Self.distanceKm(position(p, o, at: td), at)
+            available.append((backpackList[o], km))
+            if km < bestKm { best = o; bestKm = km }  // ties: the first in station order
+        }
+        return (available, best, bestKm)
+    }
+
+    /// A county car drives from its seat to village `v` on a dispatch at `td`, writes on-scene status and feedback
+    /// on its device there, and has no county link while at a village without 4G (an intermittent window with
+    /// the backpacks' probability). Returns (km, on scene, feedback).
+    private mutating func sendCar(_ car: NodeIndex, station s: Int, village v: Int32, at td: SimTime,
+                                  change: (NodeIndex, ChangeClass, Int32, SimTime) -> ChangeSpec,
+                                  using r: inout SimRandom, into out: inout ScenarioSchedule) -> (Double, SimTime, SimTime) {
+        let village = villages[Int(v)]
         let onScene = cfg.onSceneMinutes ?? [30, 120]
-        let walkSpeed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
-        let maxWalkKm = (cfg.maxWalkMinutes ?? 120) / 60 * walkSpeed
         let driveSpeed = (cfg.driveKmPerHour ?? 40) / (cfg.roadFactor ?? 1.3)
         let minute = Duration.minute
         let iw = cfg.intermittentWindowMinutes ?? [5, 20]
         let iwp = cfg.intermittentWindowProbability ?? 0.5
+        let ord = vehicleOrdinal[car]!
+        let county = countyNode[Int(stationCounty[s])]
+        let seat = cfg.counties[Int(stationCounty[s])]
+        let km = Self.distanceKm((seat.lat, seat.lon), (village.lat, village.lon))
+        let drive = SimTime(km / driveSpeed * Double(Duration.hour))
+        let arrive = td + SimTime(r.uniform(1, 5) * Double(minute)) + drive
+        let feedback = arrive + SimTime((r.uniform(onScene[0], onScene[1]) + r.uniform(10, 60)) * Double(minute))
+        let leave = feedback + minute
+        vehicleFree[ord] = leave + drive
+        emit(arrive, change(car, .incidentStatus, sizes.status, -1), &out)
+        emit(feedback, change(car, .incidentFeedback, sizes.feedback, -2), &out)
+        if village.connectivity != .usable4G {
+            // Out of 4G at the scene: the car's modem has no link (an intermittent window with the
+            // backpacks' probability) until it leaves.
+            out.downs.append((arrive, car, county))
+            if village.connectivity == .intermittent && r.unit() < iwp {
+                let len = Swift.min(SimTime(r.uniform(iw[0], iw[1]) * Double(minute)), feedback - arrive)
+                let start = arrive + SimTime(r.unit() * Double(feedback - arrive - len))
+                out.contact(spec(.cellularIntermittent, car, county), from: start, to: start + len)
+            }
+            out.ups.append((leave, spec(.vehicleCellular, car, county)))
+        }
+        return (km, arrive, feedback)
+    }
+
+    /// The station's duty officers drive out on a dispatch at `td` and write on the station's node (on-scene by
+    /// radio, the feedback on return). Returns (km, on scene, feedback).
+    private mutating func sendStation(station s: Int, village v: Int32, at td: SimTime,
+                                      change: (NodeIndex, ChangeClass, Int32, SimTime) -> ChangeSpec,
+                                      using r: inout SimRandom, into out: inout ScenarioSchedule) -> (Double, SimTime, SimTime) {
+        let village = villages[Int(v)]
+        let st = stationNode[s]
+        let onScene = cfg.onSceneMinutes ?? [30, 120]
+        let driveSpeed = (cfg.driveKmPerHour ?? 40) / (cfg.roadFactor ?? 1.3)
+        let minute = Duration.minute
+        let stPos = (world.nodes[Int(st)].latitude, world.nodes[Int(st)].longitude)
+        let km = Self.distanceKm(stPos, (village.lat, village.lon))
+        let drive = SimTime(km / driveSpeed * Double(Duration.hour))
+        let arrive = td + SimTime(r.uniform(5, 15) * Double(minute)) + drive
+        let feedback = arrive + SimTime(r.uniform(onScene[0], onScene[1]) * Double(minute)) + drive + SimTime(r.uniform(10, 60) * Double(minute))
+        emit(arrive, change(st, .incidentStatus, sizes.status, -1), &out)
+        emit(feedback, change(st, .incidentFeedback, sizes.feedback, -2), &out)
+        return (km, arrive, feedback)
+    }
+
+    /// Writes `spec` at `t` if the workload is still running then.
+    private func emit(_ t: SimTime, _ spec: ChangeSpec, _ out: inout ScenarioSchedule) {
+        if t < workloadEnd { out.changes.append((t, spec)) }
+    }
+
+    /// The incidents of a day (`nearest-planned`): the station writes each and a dispatch; the nearest available
+    /// unit goes, a backpack officer at the moment its plan says the device can hold the dispatch.
+    private mutating func dispatchIncidents(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
+        var r = SimRandom(seed: seed, 8, UInt64(day))
+        let incidents = drawIncidents(dayStart: dayStart, using: &r)
+        let dm = cfg.dispatchMinutes ?? [1, 5]
+        let walkSpeed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
+        let maxWalkKm = (cfg.maxWalkMinutes ?? 120) / 60 * walkSpeed
+        let minute = Duration.minute
         for (t, v, pr, ordinal) in incidents {
             let village = villages[Int(v)]
             let at = (village.lat, village.lon)
             let s = Int(village.station)
             let st = stationNode[s]
             let prio = SimPriority(rawValue: UInt8(pr))!
-            let deadline = t + SimTime(deadlineH[pr] * Double(Duration.hour))
+            let deadline = feedbackDeadline(t, priority: pr)
             let subject = Int64(day) << 24 | Int64(ordinal)
-            func change(_ author: NodeIndex, _ cls: ChangeClass, _ size: Int32, deadline d: SimTime = -1) -> ChangeSpec {
-                ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size, deadline: d, subject: subject)
+            // deadline -2: the incident's feedback deadline.
+            let change = { (author: NodeIndex, cls: ChangeClass, size: Int32, d: SimTime) in
+                ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size,
+                           deadline: d == -2 ? deadline : d, subject: subject)
             }
             let td = t + SimTime(r.uniform(dm[0], dm[1]) * Double(minute))
-            emit(t, change(st, .incidentCreate, sizes.incidentCreate), &out)
-            emit(td, change(st, .incidentStatus, sizes.status), &out)
+            emit(t, change(st, .incidentCreate, sizes.incidentCreate, -1), &out)
+            emit(td, change(st, .incidentStatus, sizes.status, -1), &out)
             // The station's backpack officers on patrol and not busy, by distance from where their plans have them.
-            var available: [(NodeIndex, Double)] = []
-            var best = -1
-            var bestKm = Double.infinity
-            for k in backpacks[s].indices {
-                let o = backpackOrdinal[s] + k
-                let p = plansToday[o]
-                guard !p.rest, p.homeBreak == nil, p.depart <= td, td < p.back, busyUntil[o] <= td else { continue }
-                let km = Self.distanceKm(position(o, at: td), at)
-                available.append((backpackList[o], km))
-                if km < bestKm { best = o; bestKm = km }  // ties: the first in station order
-            }
+            let (available, best, bestKm) = availableOfficers(station: s, at: td, to: at) { plansToday[$0] }
             var record = DispatchRecord(subject: subject, village: v, reported: t, dispatched: td, received: td, unit: st, kind: .station,
                                         distanceKm: 0, available: available, onScene: 0, feedback: 0)
             let cars = vehicles[Int(stationCounty[s])]
@@ -939,47 +1069,232 @@ extension LongnanScenario {
                 let (arrive, feedback) = detour(best, at: tr, to: v, using: &r)
                 busyUntil[best] = feedback
                 let unit = backpackList[best]
-                emit(arrive, change(unit, .incidentStatus, sizes.status), &out)
-                emit(feedback, change(unit, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+                emit(arrive, change(unit, .incidentStatus, sizes.status, -1), &out)
+                emit(feedback, change(unit, .incidentFeedback, sizes.feedback, -2), &out)
                 (record.unit, record.kind, record.received, record.distanceKm, record.onScene, record.feedback) = (unit, .backpack, tr, bestKm, arrive, feedback)
             } else if let car = freeCar {
-                let ord = vehicleOrdinal[car]!
-                let county = countyNode[Int(stationCounty[s])]
-                let seat = cfg.counties[Int(stationCounty[s])]
-                let km = Self.distanceKm((seat.lat, seat.lon), at)
-                let drive = SimTime(km / driveSpeed * Double(Duration.hour))
-                let arrive = td + SimTime(r.uniform(1, 5) * Double(minute)) + drive
-                let feedback = arrive + SimTime((r.uniform(onScene[0], onScene[1]) + r.uniform(10, 60)) * Double(minute))
-                let leave = feedback + minute
-                vehicleFree[ord] = leave + drive
-                emit(arrive, change(car, .incidentStatus, sizes.status), &out)
-                emit(feedback, change(car, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
-                if village.connectivity != .usable4G {
-                    // Out of 4G at the scene: the car's modem has no link (an intermittent window with the
-                    // backpacks' probability) until it leaves.
-                    out.downs.append((arrive, car, county))
-                    if village.connectivity == .intermittent && r.unit() < iwp {
-                        let len = Swift.min(SimTime(r.uniform(iw[0], iw[1]) * Double(minute)), feedback - arrive)
-                        let start = arrive + SimTime(r.unit() * Double(feedback - arrive - len))
-                        out.contact(spec(.cellularIntermittent, car, county), from: start, to: start + len)
-                    }
-                    out.ups.append((leave, spec(.vehicleCellular, car, county)))
-                }
+                let (km, arrive, feedback) = sendCar(car, station: s, village: v, at: td, change: change, using: &r, into: &out)
                 (record.unit, record.kind, record.distanceKm, record.onScene, record.feedback) = (car, .vehicle, km, arrive, feedback)
             } else {
-                // The station's duty officers drive out and write on the station's node (radio, then on return).
-                let stPos = (world.nodes[Int(st)].latitude, world.nodes[Int(st)].longitude)
-                let km = Self.distanceKm(stPos, at)
-                let drive = SimTime(km / driveSpeed * Double(Duration.hour))
-                let arrive = td + SimTime(r.uniform(5, 15) * Double(minute)) + drive
-                let feedback = arrive + SimTime(r.uniform(onScene[0], onScene[1]) * Double(minute)) + drive + SimTime(r.uniform(10, 60) * Double(minute))
-                emit(arrive, change(st, .incidentStatus, sizes.status), &out)
-                emit(feedback, change(st, .incidentFeedback, sizes.feedback, deadline: deadline), &out)
+                let (km, arrive, feedback) = sendStation(station: s, village: v, at: td, change: change, using: &r, into: &out)
                 (record.distanceKm, record.onScene, record.feedback) = (km, arrive, feedback)
             }
             dispatchCounts[record.kind.rawValue] += 1
             dispatchesToday.append(record)
         }
+    }
+}
+
+// MARK: Reactive nearest dispatch (issue 14: the officer acts when the device holds the dispatch)
+
+extension LongnanScenario {
+    /// A new tag for backpack `o`'s next plan (unique in the run: node and a count).
+    private mutating func nextTag(_ o: Int) -> UInt64 {
+        planCount[o] += 1
+        return UInt64(UInt32(bitPattern: backpackList[o])) << 32 | UInt64(planCount[o])
+    }
+
+    /// `p` moved `d` later, stops, windows and visits with it.
+    private static func shift(_ p: inout PatrolPlan, by d: SimTime) {
+        p.depart += d
+        p.back += d
+        for i in p.stops.indices {
+            p.stops[i].arrive += d
+            p.stops[i].leave += d
+            p.stops[i].wStart += d
+            p.stops[i].wEnd += d
+        }
+    }
+
+    /// The plan backpack `o` is following at `x`: today's once it has departed on it, else its latest patrol
+    /// of an earlier day (whose station Wi-Fi lasts until the next departure).
+    private func planInForce(_ o: Int, at x: SimTime) -> (PatrolPlan, today: Bool) {
+        let p = plansToday[o]
+        if !p.rest && x >= p.depart { return (p, true) }
+        if let q = lastPatrol[o] { return (q, false) }
+        return (p, true)
+    }
+
+    /// Schedules the contacts and visits of `stops` of backpack `o`'s plan `p` (all tagged with the plan), and
+    /// the station's Wi-Fi from its return to its next departure.
+    private func emitPlan(_ o: Int, _ p: PatrolPlan, stops: ArraySlice<PatrolStop>, into out: inout ScenarioSchedule) {
+        let node = backpackList[o]
+        let st = stationNode[Int(world.nodes[Int(node)].station)]
+        for stop in stops {
+            let v = villages[Int(stop.village)]
+            switch v.connectivity {
+            case .usable4G: out.contact(spec(.cellular4G, node, st), from: stop.arrive, to: stop.leave, plan: p.tag)
+            case .intermittent:
+                if stop.wEnd > stop.wStart { out.contact(spec(.cellularIntermittent, node, st), from: stop.wStart, to: stop.wEnd, plan: p.tag) }
+            case .none: break
+            }
+            if v.relay >= 0 && stop.leave > stop.arrive { out.contact(spec(.relayWiFi, node, v.relay), from: stop.arrive, to: stop.leave, plan: p.tag) }
+            for offset in stop.visits where !stop.incident {
+                emit(stop.arrive + offset, ChangeSpec(author: node, domain: v.station, place: stop.village, changeClass: .visit,
+                                                      priority: .none, size: sizes.visit, plan: p.tag), &out)
+            }
+        }
+        out.contact(spec(.stationWiFi, node, st), from: p.back, to: Swift.max(p.back, nextDeparture(o, after: p.day)), plan: p.tag)
+    }
+
+    /// A day under reactive `nearest` dispatch: the patrol plans (with their intermittent windows and visits),
+    /// their contacts tagged per plan, relay uplinks, and the incidents: the station writes each when reported,
+    /// and at the dispatch (`call`) the nearest available unit is chosen on the plans as they then stand.
+    fileprivate mutating func generateReactive(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
+        for o in plansToday.indices where !plansToday[o].rest { lastPatrol[o] = plansToday[o] }
+        plansToday.removeAll(keepingCapacity: true)
+        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
+        let iwp = cfg.intermittentWindowProbability ?? 0.5
+        let writing = dayStart < workloadEnd
+        var rv = SimRandom(seed: seed, 6, UInt64(day))
+        for o in backpackList.indices {
+            var p = plan(o, day: day)
+            var r = SimRandom(seed: seed, 4, UInt64(o), UInt64(day))
+            for i in p.stops.indices where villages[Int(p.stops[i].village)].connectivity == .intermittent {
+                let stop = p.stops[i]
+                if r.unit() < iwp {
+                    let len = min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), stop.leave - stop.arrive)
+                    let start = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive - len))
+                    p.stops[i].wStart = start
+                    p.stops[i].wEnd = start + len
+                }
+            }
+            p.day = day
+            // An officer still out on an earlier patrol (a detour ran late) leaves on today's when back.
+            if !p.rest, let q = lastPatrol[o], q.back > p.depart { Self.shift(&p, by: q.back - p.depart) }
+            if writing {
+                for i in p.stops.indices {
+                    let dwell = Double(p.stops[i].leave - p.stops[i].arrive)
+                    p.stops[i].visits = (0..<rv.poisson(visitMean)).map { _ in SimTime(rv.unit() * dwell) }
+                }
+            }
+            let node = backpackList[o]
+            if day == 0 {
+                let st = stationNode[Int(world.nodes[Int(node)].station)]
+                out.contact(spec(.stationWiFi, node, st), from: 0, to: p.rest ? nextDeparture(o, after: 0) : p.depart)
+            }
+            if !p.rest {
+                p.tag = nextTag(o)
+                emitPlan(o, p, stops: p.stops[...], into: &out)
+            }
+            plansToday.append(p)
+        }
+        relayUplinks(day: day, dayStart: dayStart, into: &out)
+        guard writing else { return }
+        var r = SimRandom(seed: seed, 8, UInt64(day))
+        let dm = cfg.dispatchMinutes ?? [1, 5]
+        for (t, v, pr, ordinal) in drawIncidents(dayStart: dayStart, using: &r) {
+            let s = Int(villages[Int(v)].station)
+            let subject = Int64(day) << 24 | Int64(ordinal)
+            emit(t, ChangeSpec(author: stationNode[s], domain: Int32(s), place: v, changeClass: .incidentCreate,
+                               priority: SimPriority(rawValue: UInt8(pr))!, size: sizes.incidentCreate, subject: subject), &out)
+            var ri = SimRandom(seed: seed, 8, UInt64(day), UInt64(ordinal))
+            let td = t + SimTime(ri.uniform(dm[0], dm[1]) * Double(Duration.minute))
+            guard td < workloadEnd else { continue }  // no dispatch is written: nobody acts
+            pendingIncidents[subject] = PendingIncident(reported: t, village: v, priority: pr, deadline: feedbackDeadline(t, priority: pr),
+                                                        day: day, ordinal: ordinal)
+            out.calls.append((td, subject))
+        }
+    }
+
+    /// The dispatch of incident `token` (its subject) is due: the station writes it and sends the nearest
+    /// available unit on the plans as they stand now. A backpack officer acts when its store holds the
+    /// dispatch (`nodeHolds`); a car or the station's duty officers at once, as under `nearest-planned`.
+    public mutating func call(_ token: Int64, now td: SimTime, into out: inout ScenarioSchedule) {
+        if token < 0 {
+            turnRound(subject: -1 - token, now: td, into: &out)
+            return
+        }
+        guard let inc = pendingIncidents.removeValue(forKey: token) else { return }
+        var r = SimRandom(seed: seed, 8, UInt64(inc.day), UInt64(inc.ordinal), 1)
+        let v = inc.village
+        let village = villages[Int(v)]
+        let s = Int(village.station)
+        let st = stationNode[s]
+        let prio = SimPriority(rawValue: UInt8(inc.priority))!
+        let change = { (author: NodeIndex, cls: ChangeClass, size: Int32, d: SimTime) in
+            ChangeSpec(author: author, domain: Int32(s), place: v, changeClass: cls, priority: prio, size: size,
+                       deadline: d == -2 ? inc.deadline : d, subject: token)
+        }
+        let walkSpeed = (cfg.walkKmPerHour ?? 4) / (cfg.terrainFactor ?? 1.5)
+        let maxWalkKm = (cfg.maxWalkMinutes ?? 120) / 60 * walkSpeed
+        let (available, best, bestKm) = availableOfficers(station: s, at: td, to: (village.lat, village.lon)) { planInForce($0, at: td).0 }
+        var record = DispatchRecord(subject: token, village: v, reported: inc.reported, dispatched: td, received: td, unit: st, kind: .station,
+                                    distanceKm: 0, available: available, onScene: 0, feedback: 0)
+        let cars = vehicles[Int(stationCounty[s])]
+        let freeCar = cars.first { vehicleFree[vehicleOrdinal[$0]!] <= td }
+        if best >= 0 && bestKm <= maxWalkKm {
+            let unit = backpackList[best]
+            var dispatch = change(st, .incidentStatus, sizes.status, -1)
+            dispatch.notify = unit
+            out.changes.append((td, dispatch))
+            busyUntil[best] = .max  // until it has handled this one
+            (record.unit, record.kind, record.received, record.distanceKm, record.onScene, record.feedback) = (unit, .backpack, -1, bestKm, -1, -1)
+            awaiting[token] = (dispatchLog.count, prio, inc.deadline)
+        } else {
+            out.changes.append((td, change(st, .incidentStatus, sizes.status, -1)))
+            if let car = freeCar {
+                let (km, arrive, feedback) = sendCar(car, station: s, village: v, at: td, change: change, using: &r, into: &out)
+                (record.unit, record.kind, record.distanceKm, record.onScene, record.feedback) = (car, .vehicle, km, arrive, feedback)
+            } else {
+                let (km, arrive, feedback) = sendStation(station: s, village: v, at: td, change: change, using: &r, into: &out)
+                (record.distanceKm, record.onScene, record.feedback) = (km, arrive, feedback)
+            }
+        }
+        dispatchCounts[record.kind.rawValue] += 1
+        dispatchLog.append(record)
+    }
+
+    /// The dispatched officer's store first holds the dispatch of `subject`, over whatever path brought it (its
+    /// station over 4G, an intermittent window or the station's Wi-Fi, a relay box, a peer): the officer turns
+    /// round `reactionMinutes` later (`turnRound`). The plan's windows still to come are withdrawn (those up now end now: a stop is cut short)
+    /// and the detour (walk to the scene, the stop there with that village's coverage, on-scene status and
+    /// feedback on the device, then the stops not yet begun, later, and home) is scheduled from now.
+    public mutating func nodeHolds(_ change: ChangeIndex, subject: Int64, at node: NodeIndex, via: LinkClass?, now: SimTime,
+                                   into out: inout ScenarioSchedule) {
+        guard let (k, _, _) = awaiting[subject], dispatchLog[k].unit == node, dispatchLog[k].received < 0 else { return }
+        (dispatchLog[k].received, dispatchLog[k].via) = (now, via)
+        // The officer reads the dispatch and sets off a few minutes later; the device stays where it is meanwhile
+        // (and keeps syncing: its backlog to the station, over Wi-Fi, is not cut off by an instant departure).
+        var r = SimRandom(seed: seed, 8, UInt64(subject >> 24), UInt64(subject & 0xFF_FFFF), 3)
+        let react = cfg.reactionMinutes ?? [1, 5]
+        out.calls.append((now + SimTime(r.uniform(react[0], react[1]) * Double(Duration.minute)), -1 - subject))
+    }
+
+    /// The officer dispatched to `subject`, who holds the dispatch, turns round now (see `nodeHolds`).
+    private mutating func turnRound(subject: Int64, now tr: SimTime, into out: inout ScenarioSchedule) {
+        guard let (k, prio, deadline) = awaiting[subject], let o = backpackList.firstIndex(of: dispatchLog[k].unit) else { return }
+        awaiting[subject] = nil
+        let node = dispatchLog[k].unit
+        let record = dispatchLog[k]
+        var r = SimRandom(seed: seed, 8, UInt64(subject >> 24), UInt64(subject & 0xFF_FFFF), 2)
+        var (p, today) = planInForce(o, at: tr)
+        out.withdraw(p.tag)
+        p.tag = nextTag(o)
+        let (arrive, feedback, scene) = detour(&p, o, at: tr, to: record.village, using: &r)
+        emitPlan(o, p, stops: p.stops[scene...], into: &out)
+        if today {
+            plansToday[o] = p
+        } else {
+            lastPatrol[o] = p
+            // Turned round on an earlier day's patrol that now ends after today's departure: today's patrol
+            // (not begun) leaves when the officer is back.
+            var q = plansToday[o]
+            if !q.rest && p.back > q.depart {
+                out.withdraw(q.tag)
+                Self.shift(&q, by: p.back - q.depart)
+                q.tag = nextTag(o)
+                emitPlan(o, q, stops: q.stops[...], into: &out)
+                plansToday[o] = q
+            }
+        }
+        busyUntil[o] = feedback
+        let s = villages[Int(record.village)].station
+        emit(arrive, ChangeSpec(author: node, domain: s, place: record.village, changeClass: .incidentStatus, priority: prio,
+                                size: sizes.status, subject: subject), &out)
+        emit(feedback, ChangeSpec(author: node, domain: s, place: record.village, changeClass: .incidentFeedback, priority: prio,
+                                  size: sizes.feedback, deadline: deadline, subject: subject), &out)
+        (dispatchLog[k].left, dispatchLog[k].onScene, dispatchLog[k].feedback) = (tr, arrive, feedback)
     }
 }
 

@@ -250,11 +250,21 @@ public struct ChangeSpec: Sendable, Equatable {
     /// The incident a create, status or feedback change belongs to (unique per run), or -1. Lets a real
     /// protocol agent write the follow-ups as edits of the same record.
     public var subject: Int64
+    /// A node whose store the scenario watches for this change: when that node first holds it (the same point at
+    /// which every agent reports a delivery, `AgentEffects.accept`), the engine calls `Scenario.nodeHolds`.
+    /// -1: none.
+    public var notify: NodeIndex
+    /// The plan this write belongs to (`ScenarioSchedule.withdraw`): 0 for none. A write of a withdrawn plan
+    /// that has not happened yet never happens.
+    public var plan: UInt64
 
     /// Creates a spec.
     public init(author: NodeIndex, domain: Int32, place: Int32 = -1, changeClass: ChangeClass,
-                priority: SimPriority, size: Int32, deadline: SimTime = -1, subject: Int64 = -1) {
+                priority: SimPriority, size: Int32, deadline: SimTime = -1, subject: Int64 = -1,
+                notify: NodeIndex = -1, plan: UInt64 = 0) {
         self.subject = subject
+        self.notify = notify
+        self.plan = plan
         self.author = author
         self.domain = domain
         self.place = place
@@ -363,6 +373,13 @@ public struct ScenarioSchedule: Sendable {
     public var changes: [(SimTime, ChangeSpec)] = []
     /// Faults: (time, kind, node) with kind one of `.crash`, `.restart`, `.lose`.
     public var faults: [(SimTime, EventKind, NodeIndex)] = []
+    /// Contact windows of a plan: (start, end, spec, plan), withdrawn with the plan (`withdraw`).
+    public var planned: [(SimTime, SimTime, ContactSpec, UInt64)] = []
+    /// Calls back into the scenario: (time, token): the engine calls `Scenario.call(_:now:into:)` then.
+    public var calls: [(SimTime, Int64)] = []
+    /// Plans withdrawn now: their windows not yet up never come up, those up end now, their writes not yet
+    /// made are never made.
+    public var withdrawn: [UInt64] = []
 
     /// Creates an empty schedule.
     public init() {}
@@ -374,11 +391,24 @@ public struct ScenarioSchedule: Sendable {
         downs.append((end, spec.a, spec.b))
     }
 
+    /// Schedules a contact window `[start, end)` of `plan` (non-zero): withdrawn with it.
+    public mutating func contact(_ spec: ContactSpec, from start: SimTime, to end: SimTime, plan: UInt64) {
+        precondition(end >= start, "contact ends before it starts")
+        precondition(plan != 0, "plan 0 is no plan")
+        planned.append((start, end, spec, plan))
+    }
+
+    /// Withdraws `plan`: what of it has not happened yet never happens, its contacts up now end now.
+    public mutating func withdraw(_ plan: UInt64) { withdrawn.append(plan) }
+
     mutating func clear() {
         ups.removeAll(keepingCapacity: true)
         downs.removeAll(keepingCapacity: true)
         changes.removeAll(keepingCapacity: true)
         faults.removeAll(keepingCapacity: true)
+        planned.removeAll(keepingCapacity: true)
+        calls.removeAll(keepingCapacity: true)
+        withdrawn.removeAll(keepingCapacity: true)
     }
 }
 
@@ -405,9 +435,21 @@ public protocol Scenario {
     /// Writes the events of slice `step`: ups and changes with times in `[step, step + 1) × generationStep`
     /// (downs may be later).
     mutating func generate(step: Int, into schedule: inout ScenarioSchedule)
+    /// A call the scenario scheduled (`ScenarioSchedule.calls`) is due: it may schedule more from `now` on.
+    mutating func call(_ token: Int64, now: SimTime, into schedule: inout ScenarioSchedule)
+    /// `node` first holds `change` (written with `ChangeSpec.notify == node`), received over a contact of class
+    /// `via` (nil: not from a frame): the scenario may react, from `now` on (the notice runs as its own event at
+    /// the delivery's millisecond, after the delivery's event).
+    mutating func nodeHolds(_ change: ChangeIndex, subject: Int64, at node: NodeIndex, via: LinkClass?, now: SimTime,
+                            into schedule: inout ScenarioSchedule)
 }
 
 extension Scenario {
     /// A day.
     public var generationStep: SimTime { Duration.day }
+    /// Default: no calls.
+    public mutating func call(_ token: Int64, now: SimTime, into schedule: inout ScenarioSchedule) {}
+    /// Default: no reaction.
+    public mutating func nodeHolds(_ change: ChangeIndex, subject: Int64, at node: NodeIndex, via: LinkClass?, now: SimTime,
+                                   into schedule: inout ScenarioSchedule) {}
 }

@@ -104,10 +104,35 @@ public struct RunReport {
         public var feedbackHQLatencyP95 = Double.nan
         /// Share of the feedback with a deadline in the run that reached every entitled replica by its deadline.
         public var feedbackAllEntitledByDeadline = Double.nan
+        /// Dispatch-to-scene delay over the incidents (`dispatchToScene`): median and 90th percentile (ms; NaN if
+        /// none).
+        public var dispatchToSceneP50 = Double.nan
+        /// See `dispatchToSceneP50`.
+        public var dispatchToSceneP90 = Double.nan
     }
 }
 
 extension Simulation {
+    /// Dispatch-to-scene delays (ms) of the incidents written after the warm-up, by the class of the node that
+    /// wrote the on-scene status: for each incident (`ChangeTable.subject`), from its first `incident-status`
+    /// change (the dispatch, written by the station) to its second (on-scene, written by the unit), both as
+    /// written in this run. Under `legacy` the first status is the on-scene one of a backpack in the village.
+    public func dispatchToScene() -> [(NodeClass, [SimTime])] {
+        let ch = context.changes
+        var first: [Int64: SimTime] = [:]  // lookup only, never iterated
+        var out: [NodeClass: [SimTime]] = [:]  // read in `NodeClass` order below
+        for i in 0..<ch.count where ch.changeClass[i] == .incidentStatus && ch.subject[i] >= 0 {
+            let subject = ch.subject[i]
+            if let t = first[subject] {
+                if t >= 0 && t >= warmup { out[context.world.nodes[Int(ch.author[i])].nodeClass, default: []].append(ch.createdAt[i] - t) }
+                first[subject] = -1
+            } else {
+                first[subject] = ch.createdAt[i]
+            }
+        }
+        return NodeClass.allCases.compactMap { c in out[c].map { (c, $0.sorted()) } }
+    }
+
     /// Builds the report of a finished run.
     public func report(scenarioName: String, seed: UInt64, derived: [(String, String)], mapTitle: String = "") -> RunReport {
         let m = metrics
@@ -208,6 +233,16 @@ extension Simulation {
                                   ("never_at_hq", .int(Int64(never))), ("overdue_rate", .number(overdue)),
                                   ("all_entitled_by_deadline_fraction", .number(withDeadline > 0 ? Double(deliveredByDeadlineAll) / Double(withDeadline) : .nan))])),
         ]
+        let scene = dispatchToScene()
+        let sceneAll = scene.flatMap(\.1).sorted()
+        func exact(_ xs: [SimTime], _ q: Double) -> Double { xs.isEmpty ? .nan : Double(xs[min(xs.count - 1, Int(q * Double(xs.count)))]) }
+        func sceneJSON(_ xs: [SimTime]) -> JSON {
+            .object([("count", .int(Int64(xs.count))), ("p50_s", sec(exact(xs, 0.5))), ("p90_s", sec(exact(xs, 0.9))),
+                     ("mean_s", sec(xs.isEmpty ? .nan : Double(xs.reduce(0, +)) / Double(xs.count)))])
+        }
+        let part7b: [(String, JSON)] = [
+            ("dispatch_to_scene", .object([("all", sceneJSON(sceneAll))] + scene.map { ($0.0.description, sceneJSON($0.1)) })),
+        ]
         let part8: [(String, JSON)] = [
             ("convergence", .object([("missing_pairs", .int(Int64(conv.missing))), ("converged", .bool(conv.missing == 0)),
                                      ("time_after_workload_s", conv.time.map { sec(Double($0)) } ?? .null)])),
@@ -237,7 +272,7 @@ extension Simulation {
         let part12: [(String, JSON)] = [
             ("entitlement_ok", .bool(entitlementOK)),
         ]
-        let summary: JSON = .object(part0 + part1 + part2 + part3 + part4 + part5 + part6 + part7 + part8 + part9 + part10 + part11 + part12)
+        let summary: JSON = .object(part0 + part1 + part2 + part3 + part4 + part5 + part6 + part7 + part7b + part8 + part9 + part10 + part11 + part12)
         // CSV series.
         var csv = "time_h,changes,targets,delivered,delivered_fraction,at_hq," + LinkClass.allCases.map { "bytes_\($0)" }.joined(separator: ",") + "\n"
         for r in m.series {
@@ -272,6 +307,8 @@ extension Simulation {
         for h in m.latencyToHQ[Int(ChangeClass.incidentFeedback.rawValue)] { feedbackAtHQ.merge(h) }
         headline.feedbackHQLatencyP95 = feedbackAtHQ.count > 0 ? feedbackAtHQ.quantile(0.95) : .nan
         headline.feedbackAllEntitledByDeadline = withDeadline > 0 ? Double(deliveredByDeadlineAll) / Double(withDeadline) : .nan
+        headline.dispatchToSceneP50 = exact(sceneAll, 0.5)
+        headline.dispatchToSceneP90 = exact(sceneAll, 0.9)
         return RunReport(summary: summary, seriesCSV: csv, latencyCSV: lcsv, charts: charts, headline: headline)
     }
 }

@@ -115,7 +115,10 @@ public struct LongnanConfig: Codable, Sendable {
     /// Who handles an incident (`docs/simulator.md`, "Issue 14: dispatch"): `nearest` (default) — the station
     /// writes the incident and a dispatch, the nearest available unit (a backpack officer of the station on
     /// patrol within `maxWalkMinutes`, else a free county car, else the station's duty officers) goes there and
-    /// writes on-scene status and feedback on its own device at the scene; `legacy` — the model before
+    /// writes on-scene status and feedback on its own device at the scene, a backpack officer from the moment
+    /// its device's store holds the dispatch; `nearest-planned` — the same, but the officer acts at the moment
+    /// the patrol plan says the device can first hold it (direct paths only: the model before the reactive
+    /// dispatch, kept for comparison); `legacy` — the model before
     /// 2026-12-05 (a backpack only if one is in the village at that moment, else the station with a county car
     /// for urgent/high, else the station writes everything), incidents uniform over the day unless
     /// `incidentHourWeights` is given.
@@ -129,6 +132,9 @@ public struct LongnanConfig: Codable, Sendable {
     public var maxWalkMinutes: Double?
     /// Minutes from the report to the dispatch the station writes: [min, max] (default [1, 5]).
     public var dispatchMinutes: [Double]?
+    /// Minutes from the moment a dispatched backpack officer's device holds the dispatch to the officer's
+    /// departure for the scene: [min, max] (default [1, 5]; `dispatch: nearest` only).
+    public var reactionMinutes: [Double]?
 }
 
 /// The `randomContacts` section.
@@ -274,8 +280,8 @@ public struct ScenarioFile: Codable, Sendable {
                 let total = sh.values.reduce(0, +)
                 guard abs(total - 1) < 0.001 else { throw fail("\"longnan.connectivityShares\" must sum to 1, got \(total)") }
             }
-            if let d = l.dispatch, !["nearest", "legacy"].contains(d) {
-                throw fail("\"longnan.dispatch\" must be \"nearest\" or \"legacy\", got \"\(d)\"")
+            if let d = l.dispatch, !["nearest", "nearest-planned", "legacy"].contains(d) {
+                throw fail("\"longnan.dispatch\" must be \"nearest\", \"nearest-planned\" or \"legacy\", got \"\(d)\"")
             }
             if let w = l.incidentHourWeights {
                 guard w.count == 24, w.allSatisfy({ $0 >= 0 && $0.isFinite }), w.reduce(0, +) > 0 else {
@@ -290,6 +296,9 @@ public struct ScenarioFile: Codable, Sendable {
             if let m = l.maxWalkMinutes, !(m >= 0 && m.isFinite) { throw fail("\"longnan.maxWalkMinutes\" must be a finite number >= 0") }
             if let d = l.dispatchMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
                 throw fail("\"longnan.dispatchMinutes\" needs [min, max] with 0 <= min <= max")
+            }
+            if let d = l.reactionMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
+                throw fail("\"longnan.reactionMinutes\" needs [min, max] with 0 <= min <= max")
             }
             if let sh = l.priorityShares {
                 for k in sh.keys.sorted() where !["urgent", "high", "normal", "low"].contains(k) {

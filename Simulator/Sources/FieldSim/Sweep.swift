@@ -10,7 +10,7 @@ import Foundation
 public enum SweepParameter {
     /// The names accepted, in the order `--help` and the docs list them.
     public static var names: [String] {
-        ["days", "relayShare", "coverage", "bandwidthScale", "patrolDaysPerWeek"]
+        ["days", "relayShare", "coverage", "bandwidthScale", "patrolDaysPerWeek", "dispatchPlanned"]
             + longnanDoubles.map { "longnan.\($0.0)" } + longnanInts.map { "longnan.\($0.0)" }
             + ["longnan.relayProbability.<4g|intermittent|none>", "longnan.links.<class>.bytesPerSecond", "longnan.links.<class>.latencyMs"]
             + faultDoubles.map { "faults.\($0.0)" } + ["faults.partition"]
@@ -44,7 +44,8 @@ public enum SweepParameter {
     /// `days` shortens or lengthens the run as `fieldsim --days` does; `relayShare` sets the relay-box
     /// probability of both intermittent and unconnected villages; `coverage` sets the share of villages with
     /// usable 4G, the rest split between intermittent and none in the file's proportion; `bandwidthScale` multiplies every link
-    /// class's bytes per second given in the file; `patrolDaysPerWeek` is 7 − `restDaysPerWeek`.
+    /// class's bytes per second given in the file; `patrolDaysPerWeek` is 7 − `restDaysPerWeek`; `dispatchPlanned` 1
+    /// sets `longnan.dispatch` to `nearest-planned`, 0 to `nearest`.
     /// - Throws: `ScenarioError` for an unknown name, a value the knob cannot take, or a file without the
     ///   section the knob lives in.
     public static func apply(_ name: String, _ value: Double, to file: inout ScenarioFile) throws(ScenarioError) {
@@ -96,6 +97,11 @@ public enum SweepParameter {
             guard var links = l.links, !links.isEmpty else { throw fail("the file gives no link speeds (\"longnan.links\")") }
             for k in links.keys.sorted() { links[k]!.bytesPerSecond = Int64((Double(links[k]!.bytesPerSecond) * value).rounded()) }
             l.links = links
+        case 1 where key == "dispatchPlanned":
+            // 1: `dispatch: nearest-planned` (the officer acts when the plan says a direct path could deliver the
+            // dispatch); 0: `nearest` (when the device's store holds it).
+            guard value == 0 || value == 1 else { throw fail("takes 0 (nearest) or 1 (nearest-planned)") }
+            l.dispatch = value == 1 ? "nearest-planned" : "nearest"
         case 1 where key == "patrolDaysPerWeek":
             guard (0...7).contains(value) else { throw fail("must be in [0, 7]") }
             l.restDaysPerWeek = 7 - value
@@ -252,7 +258,7 @@ public enum SweepMetrics {
     public static let common = [
         "delivery_prob", "missing_pairs", "converged", "convergence_after_workload_s", "hq_latency_p50_s",
         "feedback_overdue_rate", "bytes", "bytes_over_minimal", "latency_over_oracle", "overhead_ratio", "changes", "contacts",
-        "feedback_hq_latency_p95_s", "feedback_all_entitled_by_deadline",
+        "feedback_hq_latency_p95_s", "feedback_all_entitled_by_deadline", "dispatch_to_scene_p50_s", "dispatch_to_scene_p90_s",
     ]
     /// The `fieldsync` agent adds these.
     public static let fieldsync = ["session_pairs", "session_pairs_failed_or_cut", "stations_diverged"]
@@ -262,7 +268,8 @@ public enum SweepMetrics {
     static func values(_ h: RunReport.Headline) -> [Double] {
         [h.deliveryProb, Double(h.missing), h.missing == 0 ? 1 : 0, h.convergence.map { Double($0) / 1000 } ?? .nan,
          h.hqLatencyMedian / 1000, h.overdueRate, Double(h.bytes), h.oracle.bytesRatio, h.oracle.latencyRatio,
-         h.overheadRatio, Double(h.changes), Double(h.contacts), h.feedbackHQLatencyP95 / 1000, h.feedbackAllEntitledByDeadline]
+         h.overheadRatio, Double(h.changes), Double(h.contacts), h.feedbackHQLatencyP95 / 1000, h.feedbackAllEntitledByDeadline,
+         h.dispatchToSceneP50 / 1000, h.dispatchToSceneP90 / 1000]
     }
 }
 
