@@ -134,4 +134,20 @@ import Testing
 
     /// `longnan-small`, 2 days, seed 1, 20,000 incidents a year, relay share 0.5, ideal epidemic, reactive dispatch.
     static let reactiveSmallTwoDayHash = "6106f521fb6388c8"
+
+    /// Minute ranges that would overflow the simulated clock's milliseconds when converted (a reaction time,
+    /// a time on scene, a crash's downtime of 1e300 minutes; JSON has no infinity) are refused with the key
+    /// named, not trapped on; a year is accepted.
+    @Test func minuteRangesTooLargeForTheClockAreRefused() throws {
+        var (f, _) = try shippedScenario("longnan")
+        f.longnan?.reactionMinutes = [1, 1e300]
+        #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(f)) }
+        f.longnan?.reactionMinutes = [1, 525_600]
+        _ = try ScenarioFile.parse(JSONEncoder().encode(f))
+        f.longnan?.onSceneMinutes = [30, 1e300]
+        #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(f)) }
+        f.longnan?.onSceneMinutes = nil
+        f.faults = try JSONDecoder().decode(FaultConfig.self, from: Data(#"{"crashDowntimeMinutes": [1, 1e300]}"#.utf8))
+        #expect(throws: ScenarioError.self) { try ScenarioFile.parse(JSONEncoder().encode(f)) }
+    }
 }

@@ -225,6 +225,10 @@ public struct ScenarioFile: Codable, Sendable {
     /// Epoch key rotation (`KeyRotation`; docs/simulator.md, "Key grants and epoch rotation").
     public var keys: KeysConfig?
 
+    /// The largest duration in minutes a `[min, max]` key of minutes may give (a year): larger values would
+    /// overflow the simulated clock's milliseconds when converted.
+    static let maxMinutes: Double = 525_600
+
     /// Loads and validates a scenario file.
     /// - Throws: `ScenarioError` naming the file and the problem.
     public static func load(path: String) throws(ScenarioError) -> ScenarioFile {
@@ -297,8 +301,9 @@ public struct ScenarioFile: Codable, Sendable {
             if let d = l.dispatchMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
                 throw fail("\"longnan.dispatchMinutes\" needs [min, max] with 0 <= min <= max")
             }
-            if let d = l.reactionMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1].isFinite) {
-                throw fail("\"longnan.reactionMinutes\" needs [min, max] with 0 <= min <= max")
+            // Converted to ms: a value too large for the simulated clock would trap in the conversion to SimTime.
+            if let d = l.reactionMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1] <= Self.maxMinutes) {
+                throw fail("\"longnan.reactionMinutes\" needs [min, max] with 0 <= min <= max <= \(Int(Self.maxMinutes)) (a year)")
             }
             if let sh = l.priorityShares {
                 for k in sh.keys.sorted() where !["urgent", "high", "normal", "low"].contains(k) {
@@ -322,7 +327,9 @@ public struct ScenarioFile: Codable, Sendable {
             for (key, r) in [("villagesPerPatrol", l.villagesPerPatrol.map { $0.map(Double.init) }), ("dwellMinutes", l.dwellMinutes),
                              ("villageRadiusKm", l.villageRadiusKm), ("onSceneMinutes", l.onSceneMinutes),
                              ("intermittentWindowMinutes", l.intermittentWindowMinutes)] {
-                if let r, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"longnan.\(key)\" must be [min, max] with 0 <= min <= max") }
+                if let r, r.count != 2 || r[0] > r[1] || r[0] < 0 || !(r[1] <= Self.maxMinutes) {
+                    throw fail("\"longnan.\(key)\" must be [min, max] with 0 <= min <= max <= \(Int(Self.maxMinutes))")
+                }
             }
         case "random-contacts":
             guard let r = randomContacts else { throw fail("kind \"random-contacts\" needs a \"randomContacts\" section") }
@@ -334,7 +341,9 @@ public struct ScenarioFile: Codable, Sendable {
             throw fail("unknown kind \"\(kind)\" (use longnan, random-contacts or trace)")
         }
         if let f = faults {
-            if let r = f.crashDowntimeMinutes, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"faults.crashDowntimeMinutes\" must be [min, max]") }
+            if let r = f.crashDowntimeMinutes, r.count != 2 || r[0] > r[1] || r[0] < 0 || !(r[1] <= Self.maxMinutes) {
+                throw fail("\"faults.crashDowntimeMinutes\" must be [min, max] with 0 <= min <= max <= \(Int(Self.maxMinutes))")
+            }
             if let r = f.partitionDays, r.count != 2 || r[0] > r[1] || r[0] < 0 { throw fail("\"faults.partitionDays\" must be [min, max]") }
             if let s = f.clockSkewShare, !(0...1).contains(s) { throw fail("\"faults.clockSkewShare\" must be in [0, 1]") }
             for (key, p) in [("linkDuplicate", f.linkDuplicate), ("linkReorder", f.linkReorder), ("linkCorrupt", f.linkCorrupt)] {
