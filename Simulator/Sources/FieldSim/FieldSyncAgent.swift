@@ -217,6 +217,9 @@ public final class FieldSyncAgent: SyncAgent {
     /// Revocations of lost devices, in loss order.
     public private(set) var revocations: [RevocationTrack] = []
     private var pendingRevocations: [Int] = []  // indices into revocations not yet known everywhere
+    /// Logs in no domain (HQ's root-scope revocations), in the order first seen: pushed with the touched
+    /// domains' logs while a revocation is pending (`touched`).
+    private var outsideLogs: [LogID] = []
     let authority: Authority
     /// Minimum time between two receipts HQ writes for the same station (nil: no receipts).
     public let receiptInterval: SimTime?
@@ -944,7 +947,10 @@ public final class FieldSyncAgent: SyncAgent {
             case let .applied(batch):
                 duplicatesReceived += batch.duplicates
                 if batch.changes > batch.rejected { applied = true }
-                for log in batch.logs where !appliedLogs.contains(log) { appliedLogs.append(log) }
+                for log in batch.logs where !appliedLogs.contains(log) {
+                    appliedLogs.append(log)
+                    if logPlace[log] == nil, !outsideLogs.contains(log) { outsideLogs.append(log) }
+                }
             case let .refused(change) where change.reason == .quota || change.reason == .heldBack:
                 refusedReceived += 1
             case .live:
@@ -1193,8 +1199,12 @@ public final class FieldSyncAgent: SyncAgent {
             if let side = sessions[s][link.spec.a == node ? 0 : 1], side.session.isLive {
                 // The open session carries the new changes; one not yet live pushes them when it is.
                 livePushes += 1
-                _ = side.take(side.session.push(logs: everyone ? nil : domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] },
-                                                now: wall(node, now)))
+                // The node pushes the logs that moved (`StoreHeadsTrigger`): those of the touched domains, and
+                // while a revocation travels, the logs in no domain that carry it. (Not every log of the
+                // store: a push looks up each log it is given, and HQ holds thousands.)
+                var logs = domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] }
+                if everyone { logs += outsideLogs }
+                _ = side.take(side.session.push(logs: logs, now: wall(node, now)))
                 effects.wake(link.slot, .a)
                 effects.wake(link.slot, .b)
             } else {
@@ -1570,6 +1580,11 @@ public final class FieldSyncAgent: SyncAgent {
         }
     }
 
+    /// Remembers a log that is in no domain (pushed while a revocation is pending).
+    private func noteOutside(_ log: LogID) {
+        if logPlace[log] == nil, !outsideLogs.contains(log) { outsideLogs.append(log) }
+    }
+
     /// Discards the node's replicator and store; HQ revokes the device at once (reason `lost`, a control
     /// change in the root scope that every device may hold), and the run tracks when each node learns it.
     public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
@@ -1580,6 +1595,7 @@ public final class FieldSyncAgent: SyncAgent {
                                          reason: .lost, note: "device reported lost", by: authority),
                (try? hqr.writeControl(.revocation, payload: rev.canonicalBytes, scope: rootScope, now: t)) != nil
             {
+                noteOutside(LogID(author: hqr.identity.id, scope: rootScope))
                 var learned = [SimTime?](repeating: nil, count: replicators.count)
                 learned[Int(hq)] = now
                 revocations.append(RevocationTrack(node: node, device: cert.subject, at: now, learned: learned, lostDevice: lost))
@@ -1720,6 +1736,7 @@ extension FieldSyncAgent {
         guard let rev = try? Revocation(device: cert.subject, serial: cert.serial, revokedAt: HLCTimestamp(milliseconds: t, counter: 0),
                                         reason: .compromised, note: "device compromised (simulated adversary)", by: authority),
               (try? hqr.writeControl(.revocation, payload: rev.canonicalBytes, scope: rootScope, now: t)) != nil else { return }
+        noteOutside(LogID(author: hqr.identity.id, scope: rootScope))
         revokedCutoff = t
         var learned = [SimTime?](repeating: nil, count: replicators.count)
         learned[Int(hq)] = now
