@@ -20,6 +20,11 @@ import FieldSyncCrypto
 /// A payload is reused only for a replicator holding a key for the same slot; the cache assumes one
 /// key per (scope, epoch) in the process, as in the simulator. Certificates checked with
 /// `TrustStore.certified` are cached by their bytes for trust stores of the same root.
+///
+/// The cache holds at most `limit` changes, forgetting the oldest entry first: a change reaches most of
+/// its replicas within days of being written, and an unbounded table kept every opened payload of a
+/// simulated year (about 0.5 KB a change). A change met again after it was forgotten is verified and
+/// opened again, with the same outcome: only the counters below and the CPU time differ.
 public final class VerificationCache {
     /// A class, so that the table holds a reference a change (an inline value of about 200 bytes, in a
     /// table that grows by doubling, cost about twice that per cached change).
@@ -40,16 +45,24 @@ public final class VerificationCache {
     }
 
     private var entries: [ChangeHashKey: Entry] = [:]
+    /// The keys of `entries` in the order they were added (a ring: `oldest` is the next to forget).
+    private var order: [ChangeHashKey] = []
+    private var oldest = 0
+    /// The most changes held (at least 1).
+    public let limit: Int
     private var certified: [[UInt8]: VerifiedCertificate] = [:]  // certificate signature -> checked
     private var certifiedRoot: Ed25519.PublicKey?
 
     /// Lookups answered from the cache, and changes verified for real (then cached if accepted).
     public private(set) var hits = 0, misses = 0
+    /// Entries forgotten to stay within `limit`.
+    public private(set) var forgotten = 0
     /// Payloads opened for real, and reused.
     public private(set) var payloadsOpened = 0, payloadsReused = 0
 
-    /// An empty cache.
-    public init() {}
+    /// An empty cache holding at most `limit` changes (the default, 65,536, is about 17 days of
+    /// `longnan`'s writes).
+    public init(limit: Int = 65_536) { self.limit = max(1, limit) }
 
     /// Changes cached.
     public var count: Int { entries.count }
@@ -67,8 +80,8 @@ public final class VerificationCache {
             let p = v.prepare(change, now: now)
             if p.outcome == .accepted, let cert = v.certificates[h.author] {
                 let slot = p.payload == nil ? nil : Self.slot(of: change, keys: v.keys)
-                entries[key] = Entry(change: change, hash: p.hash, certificateSignature: cert.certificate.signature,
-                                     payload: p.payload, payloadSlot: slot)
+                remember(key, Entry(change: change, hash: p.hash, certificateSignature: cert.certificate.signature,
+                                    payload: p.payload, payloadSlot: slot))
                 if p.payload != nil { payloadsOpened += 1 }
             }
             return p
@@ -111,6 +124,20 @@ public final class VerificationCache {
             }
         }
         return PreparedChange(change: shared, outcome: .accepted, hash: e.hash, payload: payload)
+    }
+
+    /// Adds an entry for a key not held (a miss), forgetting the oldest one when the cache is full. A key
+    /// held with other bytes (a hash collision, or a forgery under a known id) replaces that entry in place.
+    private func remember(_ key: ChangeHashKey, _ entry: Entry) {
+        if entries.updateValue(entry, forKey: key) != nil { return }
+        if order.count < limit {
+            order.append(key)
+            return
+        }
+        entries[order[oldest]] = nil
+        forgotten += 1
+        order[oldest] = key
+        oldest = (oldest + 1) % limit
     }
 
     /// The first epoch slot of `change` that one of `keys` matches (the slot `Change.open` uses).

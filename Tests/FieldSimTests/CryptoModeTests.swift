@@ -68,6 +68,26 @@ import Testing
         #expect(real.agent.verificationCache == nil)
     }
 
+    /// The verification cache holds at most `limit` changes, forgetting the oldest: a cache of 4 forgets
+    /// nearly every entry and verifies those changes again where they arrive later, with the same outcome
+    /// everywhere (the same trace, bytes and record state as the default cache, which forgets none here).
+    @Test func aForgetfulVerificationCacheChangesNoOutcome() throws {
+        let (f, path) = try shippedScenario("longnan-small", days: 1.5)
+        let scen = try makeScenario(f, seed: 7, path: path)
+        let full = runFieldSync(scenario: scen, seed: 7, crypto: .standIn, options: RunOptions(oracleSampleEvery: 1))
+        let small = runFieldSync(scenario: try makeScenario(f, seed: 7, path: path), seed: 7, crypto: .standIn,
+                                 verificationCacheLimit: 4, options: RunOptions(oracleSampleEvery: 1))
+        let (cf, cs) = (try #require(full.agent.verificationCache), try #require(small.agent.verificationCache))
+        #expect(cf.forgotten == 0 && cf.count >= 30, "\(cf.count) cached, \(cf.misses) misses")
+        #expect(cs.limit == 4 && cs.count == 4 && cs.forgotten >= cf.count - 4)
+        #expect(cs.misses > cf.misses)
+        #expect(small.traceHash == full.traceHash)
+        #expect(small.agent.bytesByKind == full.agent.bytesByKind)
+        for n in 0..<small.context.world.count {
+            #expect(small.agent.recordState(at: NodeIndex(n)) == full.agent.recordState(at: NodeIndex(n)))
+        }
+    }
+
     /// Clock skew of hours on field devices: before the fix, changes from a device running ahead failed
     /// every session that carried them (badChange) and some were never delivered; now every change is
     /// delivered and no session fails for it.

@@ -473,7 +473,8 @@ public final class FieldSyncAgent: SyncAgent {
     public init(context: SimContext, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                 liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
                 adversaries: AdversaryConfig = AdversaryConfig(), adversaryStart: SimTime = 0,
-                durability: StoreDurability = StoreDurability(), keyRotation: KeyRotation = KeyRotation()) {
+                durability: StoreDurability = StoreDurability(), keyRotation: KeyRotation = KeyRotation(),
+                verificationCacheLimit: Int = 65_536) {
         ctx = context
         self.keyRotation = keyRotation
         grantRandom = SimRandom(seed: seed, 0x6B65_7901)
@@ -489,7 +490,7 @@ public final class FieldSyncAgent: SyncAgent {
         self.liveSessions = liveSessions
         self.announcesClock = announcesClock
         self.receiptInterval = receiptInterval
-        verificationCache = crypto == .real ? nil : VerificationCache()
+        verificationCache = crypto == .real ? nil : VerificationCache(limit: verificationCacheLimit)
         recordInterner = crypto == .real ? nil : RecordInterner()
         rng = SimRandom(seed: seed, 0x5EED_F5A6)
         var policy = DriverPolicy()
@@ -1884,15 +1885,16 @@ extension SimTime {
 public func runFieldSync(scenario: any Scenario, seed: UInt64, crypto: CryptoMode = .real, receiptInterval: SimTime? = nil,
                          liveSessions: Bool = true, traceDrivers: Bool = false, announcesClock: Bool = true,
                          adversaries: AdversaryConfig = AdversaryConfig(), durability: StoreDurability = StoreDurability(),
-                         keyRotation: KeyRotation = KeyRotation(), options: RunOptions = RunOptions(),
-                         progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
+                         keyRotation: KeyRotation = KeyRotation(), verificationCacheLimit: Int = 65_536,
+                         options: RunOptions = RunOptions(), progressEvery: UInt64 = 1 << 8, progress: ((SimTime, UInt64) -> Void)? = nil) -> Simulation<FieldSyncAgent> {
     // Adversaries start at `startDay`, by default a quarter of the way through the workload.
     let start = adversaries.startDay.map { SimTime($0 * Double(Duration.day)) } ?? scenario.workloadEnd / 4
     let sim = Simulation(scenario: scenario, options: options) { FieldSyncAgent(context: $0, seed: seed, crypto: crypto, receiptInterval: receiptInterval,
                                                                              liveSessions: liveSessions, traceDrivers: traceDrivers,
                                                                              announcesClock: announcesClock, adversaries: adversaries,
                                                                              adversaryStart: start, durability: durability,
-                                                                             keyRotation: keyRotation) }
+                                                                             keyRotation: keyRotation,
+                                                                             verificationCacheLimit: verificationCacheLimit) }
     sim.run(progressEvery: progressEvery, progress: progress)
     return sim
 }
@@ -1968,7 +1970,8 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
     if let c = a.verificationCache {
         section.append(("verification_cache", .object([("changes", .int(Int64(c.count))), ("hits", .int(Int64(c.hits))),
                                                         ("misses", .int(Int64(c.misses))), ("payloads_opened", .int(Int64(c.payloadsOpened))),
-                                                        ("payloads_reused", .int(Int64(c.payloadsReused)))])))
+                                                        ("payloads_reused", .int(Int64(c.payloadsReused))),
+                                                        ("forgotten", .int(Int64(c.forgotten))), ("limit", .int(Int64(c.limit)))])))
     }
     if case var .object(fields) = r.summary {
         fields.append(("fieldsync", .object(section)))

@@ -184,7 +184,7 @@ struct FieldSimCommand: ParsableCommand {
                     if a.receiptInterval != nil {
                         print("[fieldsync] receipts: \(a.receiptsWritten) written by HQ, \(a.changesReceiptedAtAuthor) changes receipted at their author, latency to author p50 \(String(format: "%.0f", a.receiptLatency.quantile(0.5) / 1000)) s, p95 \(String(format: "%.0f", a.receiptLatency.quantile(0.95) / 1000)) s")
                     }
-                    if let c = a.verificationCache { print("[fieldsync] verification cache: \(c.count) changes, \(c.hits) hits, \(c.misses) misses, payloads opened \(c.payloadsOpened), reused \(c.payloadsReused)") }
+                    if let c = a.verificationCache { print("[fieldsync] verification cache: \(c.count) changes, \(c.hits) hits, \(c.misses) misses, payloads opened \(c.payloadsOpened), reused \(c.payloadsReused), \(c.forgotten) forgotten (at most \(c.limit) held)") }
                     print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed (\(a.liveSessions ? "live, \(a.livePushes) pushes" : "one per burst"))")
                 }
             } else {

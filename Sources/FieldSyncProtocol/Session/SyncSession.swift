@@ -539,7 +539,7 @@ public final class SyncSession {
     /// peer revoked or expired by `now` gets nothing. Cost: one holdings lookup per log named.
     public func push(logs: [LogID]? = nil, now: UInt64) -> SessionOutput {
         var out = SessionOutput()
-        guard case .live(var link, var outbound) = state else { return out }
+        guard stage == .live, case .live(var link, var outbound) = takeState() else { return out }
         lastNow = now
         stage = .modifying; state = .modifying
         run(&out) { out in
@@ -557,7 +557,7 @@ public final class SyncSession {
     /// Does nothing unless the session is live.
     public func keepAlive(now: UInt64) -> SessionOutput {
         var out = SessionOutput()
-        guard case .live(var link, let outbound) = state else { return out }
+        guard stage == .live, case .live(var link, let outbound) = takeState() else { return out }
         lastNow = now
         stage = .modifying; state = .modifying
         run(&out) { out in
@@ -604,7 +604,7 @@ public final class SyncSession {
             heldBackUntil = nil
             let logs = heldBackLogs
             heldBackLogs = []
-            if case .live(var l, var o) = state {
+            if stage == .live, case .live(var l, var o) = takeState() {
                 stage = .modifying; state = .modifying
                 run(&out) { out in
                     try pushFresh(logs, &l, &o, &out)
@@ -669,7 +669,8 @@ public final class SyncSession {
 
     /// Runs `body` on the link of the current state, in place.
     private func modifyLink(_ out: inout SessionOutput, _ body: (inout Link) throws -> Void) {
-        switch state {
+        guard stage == .reconciling || stage == .streaming || stage == .live else { return }
+        switch takeState() {
         case .reconciling(var l, let r, let h):
             stage = .modifying; state = .modifying
             run(&out) { _ in try body(&l); stage = .reconciling; state = .reconciling(l, r, ownHoldings: h) }
@@ -682,6 +683,15 @@ public final class SyncSession {
         case .created, .handshaking, .closed, .modifying:
             break
         }
+    }
+
+    /// Moves the state out, leaving `.modifying` (`stage` is left as it was: the caller sets it). Matching
+    /// the stored property instead copies its payload, and with it retains every buffer of the link and
+    /// the plan (released again when the state is reassigned): about 5 % of a simulated year's CPU.
+    private func takeState() -> State {
+        var s = State.modifying
+        swap(&s, &state)
+        return s
     }
 
     /// Enters (or stays in) `live` with `l` and `o`, noting whether this side is idle (`isIdle`).
@@ -769,10 +779,12 @@ public final class SyncSession {
 
     private func handle(_ frame: [UInt8], now: UInt64, _ out: inout SessionOutput) throws {
         // Each case binds its data and sets `.modifying` before mutating it, so that the bound copies are
-        // the only references to the data's arrays (no copy on write).
-        switch state {
-        case var .handshaking(hs):
-            stage = .modifying; state = .modifying
+        // the only references to the data's arrays (no copy on write). Switched on `stage`: a switch on
+        // `state` copied it whole, every buffer of the link retained and released, on every frame.
+        switch stage {
+        case .handshaking:
+            guard case var .handshaking(hs) = takeState() else { preconditionFailure("SyncSession: stage and state disagree") }
+            stage = .modifying
             do { try hs.read(frame, now: now) } catch {
                 // Message 3 was read, so the Noise handshake is complete although its certificate is refused:
                 // an initiator refused as revoked, or outside its (or its issuer's) validity window, is told
@@ -808,14 +820,14 @@ public final class SyncSession {
             }
             try dispatch(.message(message), now: now, &out)
         case .created, .closed, .modifying:
-            preconditionFailure("SyncSession.handle in state \(state)")
+            preconditionFailure("SyncSession.handle in stage \(stage)")
         }
     }
 
     /// Runs `body` on the link of the current state (reconciling, streaming or live), in place. A throw
     /// leaves the state `.modifying`: every throw closes the session (`run`).
     private func withLink<T>(_ body: (inout Link) throws -> T) throws -> T {
-        switch state {
+        switch takeState() {
         case .reconciling(var l, let r, let h):
             stage = .modifying; state = .modifying
             let v = try body(&l)
@@ -832,14 +844,14 @@ public final class SyncSession {
             setLive(l, o)
             return v
         case .created, .handshaking, .closed, .modifying:
-            preconditionFailure("SyncSession.withLink in state \(state)")
+            preconditionFailure("SyncSession.withLink in stage \(stage)")
         }
     }
 
     /// Acts on a message from the peer (opened and its standing checked) or a batch prepared elsewhere,
     /// in the current state.
     private func dispatch(_ incoming: Incoming, now: UInt64, _ out: inout SessionOutput) throws {
-        switch state {
+        switch takeState() {
         case .reconciling(var link, var rec, let own):
             stage = .modifying; state = .modifying
             switch incoming {
@@ -945,7 +957,7 @@ public final class SyncSession {
             }
             setLive(link, outbound)
         case .created, .handshaking, .closed, .modifying:
-            preconditionFailure("SyncSession.dispatch in state \(state)")
+            preconditionFailure("SyncSession.dispatch in stage \(stage)")
         }
     }
 

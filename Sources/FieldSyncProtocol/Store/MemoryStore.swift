@@ -61,8 +61,8 @@ public final class MemoryStore: SyncStore {
         init(_ value: Record) { self.value = value }
     }
 
-    /// One log's held changes by seq, with whether each is opened: dense arrays from the lowest held
-    /// seq (9 bytes a slot, the arrays growing by doubling). Logs are received mostly in order, so this
+    /// One log's held changes by seq, with whether each is opened and when it was first committed here:
+    /// dense arrays from the lowest held seq (17 bytes a slot, the arrays growing by doubling). Logs are received mostly in order, so this
     /// costs a fraction of a dictionary per log and a set of opened hashes, held by every replica of a
     /// simulator. A seq far from the dense window (more than `maxSpan` slots from it and more than the
     /// changes held) goes to a dictionary instead, so that a signed change with a huge seq costs one entry.
@@ -71,8 +71,13 @@ public final class MemoryStore: SyncStore {
         private var base: UInt64 = 0
         private var boxes: ContiguousArray<ChangeBox?> = []
         private var opened: ContiguousArray<Bool> = []
-        /// Changes held far from the dense window, with their opened marks.
-        private var far: [UInt64: (box: ChangeBox, opened: Bool)] = [:]
+        /// When each slot's change was first committed here (`CommitBatch.now`), `unknown` if not said. A
+        /// dictionary by hash cost about 30 bytes a held change; boxes are shared between stores, arrivals
+        /// are not.
+        private var arrived: ContiguousArray<UInt64> = []
+        static let unknown = UInt64.max
+        /// Changes held far from the dense window, with their opened marks and arrivals.
+        private var far: [UInt64: (box: ChangeBox, opened: Bool, arrived: UInt64)] = [:]
         /// Held changes (slots that are not nil, and far ones).
         private(set) var count = 0
         /// Slots the dense window may grow by beyond twice the changes held.
@@ -89,6 +94,7 @@ public final class MemoryStore: SyncStore {
                 if let i = index(seq), boxes[i] != nil {
                     boxes[i] = nil
                     opened[i] = false
+                    arrived[i] = Self.unknown
                     count -= 1
                 } else if far.removeValue(forKey: seq) != nil {
                     count -= 1
@@ -102,13 +108,28 @@ public final class MemoryStore: SyncStore {
                 boxes[i] = box
             } else {
                 if far[seq] == nil { count += 1 }
-                far[seq] = (box, far[seq]?.opened ?? false)
+                far[seq] = (box, far[seq]?.opened ?? false, far[seq]?.arrived ?? Self.unknown)
             }
         }
 
         func isOpened(_ seq: UInt64) -> Bool {
             if let i = index(seq) { return opened[i] }
             return far[seq]?.opened ?? false
+        }
+
+        /// When the held change at `seq` was first committed here (nil: not said, or not held).
+        func arrival(_ seq: UInt64) -> UInt64? {
+            let t = index(seq).map { arrived[$0] } ?? far[seq]?.arrived ?? Self.unknown
+            return t == Self.unknown ? nil : t
+        }
+
+        /// Notes when the held change at `seq` was first committed here.
+        mutating func setArrival(_ seq: UInt64, _ t: UInt64) {
+            if let i = index(seq) {
+                if boxes[i] != nil { arrived[i] = t }
+            } else if far[seq] != nil {
+                far[seq]!.arrived = t
+            }
         }
 
         /// Marks the held change at `seq` opened.
@@ -141,6 +162,7 @@ public final class MemoryStore: SyncStore {
                 base = seq
                 boxes.append(nil)
                 opened.append(false)
+                arrived.append(Self.unknown)
                 return 0
             }
             let limit = UInt64(2 * count) + Self.maxSpan
@@ -149,6 +171,7 @@ public final class MemoryStore: SyncStore {
                 let n = Int(base - seq)
                 boxes.insert(contentsOf: repeatElement(nil, count: n), at: 0)
                 opened.insert(contentsOf: repeatElement(false, count: n), at: 0)
+                arrived.insert(contentsOf: repeatElement(Self.unknown, count: n), at: 0)
                 base = seq
                 absorbFar()
                 return 0
@@ -158,6 +181,7 @@ public final class MemoryStore: SyncStore {
             let n = Int(seq - end) + 1
             boxes.append(contentsOf: repeatElement(nil, count: n))
             opened.append(contentsOf: repeatElement(false, count: n))
+            arrived.append(contentsOf: repeatElement(Self.unknown, count: n))
             absorbFar()
             return boxes.count - 1
         }
@@ -169,6 +193,7 @@ public final class MemoryStore: SyncStore {
                 guard let i = index(seq) else { continue }
                 boxes[i] = entry.box
                 opened[i] = entry.opened
+                arrived[i] = entry.arrived
                 far[seq] = nil
             }
         }
@@ -243,9 +268,7 @@ public final class MemoryStore: SyncStore {
         var heldBackTotal = 0
         /// Changes quarantined because their author was revoked before their HLC, oldest first, with their bytes.
         var quarantine: [QuarantinedChange] = []
-        /// When each held change was first committed here (`CommitBatch.now`); absent: unknown. Kept beside
-        /// the change, not in its box: boxes are shared between stores (`RecordInterner`), arrivals are not.
-        var arrivals: [ChangeHashKey: UInt64] = [:]
+        // When each held change was first committed here: in `changes` (`LogChanges.arrival`).
     }
 
     /// A transaction: reads see the store's state overlaid with this transaction's writes; nothing
@@ -484,7 +507,7 @@ public final class MemoryStore: SyncStore {
             let held = (state.touched[id] ?? []).compactMap { h -> ChangeArrival? in
                 let key = ChangeHashKey(h)
                 guard let c = state.byHash[key]?.value else { return nil }
-                return ChangeArrival(log: c.log, seq: c.seq, hlc: c.hlc, arrivedAt: state.arrivals[key])
+                return ChangeArrival(log: c.log, seq: c.seq, hlc: c.hlc, arrivedAt: state.changes[c.log]?.arrival(c.seq))
             }
             if !held.isEmpty { out[id] = held.sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) } }
         }
@@ -546,7 +569,7 @@ extension MemoryStore.State {
                 let key = ChangeHashKey(c.hash)
                 if tx.byHash[key] != nil {  // new
                     byHash[key] = box
-                    if let now = tx.now { arrivals[key] = now }
+                    if let now = tx.now { changes[log]!.setArrival(seq, now) }
                 } else if byHash[key] != nil {  // evicted in place
                     byHash[key] = box
                 }
@@ -581,7 +604,6 @@ extension MemoryStore.State {
             let c = q.change, key = ChangeHashKey(c.hash)
             changes[c.log]?.set(c.seq, nil)  // and its opened mark
             byHash[key] = nil
-            arrivals[key] = nil
             openedUnheld.remove(key)
             quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
                                                 repaired: false, cause: .revoked, bytes: c.bytes))
