@@ -66,9 +66,15 @@ import Testing
             let scope = try Scope(world.domainNames[Int(d)])
             let station = try #require((0..<world.count).first { world.nodes[$0].nodeClass == .station && world.carried[$0] == [d] })
             let writer = try #require(a.replicator(at: NodeIndex(station)))
-            let log = LogID(author: writer.identity.id, scope: scope)
-            let head = try #require(try writer.store.holdings(of: log).ranges.last?.upperBound)
-            let last = try Change(canonicalBytes: try #require(try writer.store.changes(log, in: head...head).first).bytes)
+            // The station's latest change over its logs in the station's scope (one per village it writes in:
+            // `logScope: "village"`, the default).
+            var latest: Change?
+            for (log, h) in try writer.store.holdings() where log.author == writer.identity.id && scope.contains(log.scope) {
+                guard let head = h.ranges.last?.upperBound else { continue }
+                let c = try Change(canonicalBytes: try #require(try writer.store.changes(log, in: head...head).first).bytes)
+                if latest.map({ c.header.hlc.milliseconds > $0.header.hlc.milliseconds }) ?? true { latest = c }
+            }
+            let last = try #require(latest)
             #expect(throws: Never.self) { _ = try last.open(with: writer.allKeys) }
             let opened = (try? last.open(with: revoked.allKeys)) != nil
             if rotate {

@@ -127,13 +127,21 @@ import Testing
         #expect(sa.dispatchLog.map(\.received) == sb.dispatchLog.map(\.received))
         #expect(sa.dispatchLog.contains { $0.kind == .backpack && $0.received >= 0 })
         #expect(String(a.traceHash, radix: 16) == Self.reactiveSmallTwoDayHash)
+        // Without the officers' meetings (issue 14, "Officers meeting; village-scope logs") the run is the one
+        // before them, hash and all.
+        var nm = f
+        nm.longnan!.backpackMeetings = false
+        #expect(String(try Self.run(nm, path: path, seed: 1).0.traceHash, radix: 16) == Self.reactiveSmallTwoDayHashWithoutMeetings)
         let (p, pp) = try Self.file(days: 2, dispatch: "nearest-planned", relayShare: 0.5)
         let (planned, sp) = try Self.run(p, path: pp, seed: 1)
         #expect(planned.traceHash != a.traceHash && sp.dispatchLog.isEmpty && planned.holdNotices == 0)
     }
 
-    /// `longnan-small`, 2 days, seed 1, 20,000 incidents a year, relay share 0.5, ideal epidemic, reactive dispatch.
-    static let reactiveSmallTwoDayHash = "6106f521fb6388c8"
+    /// `longnan-small`, 2 days, seed 1, 20,000 incidents a year, relay share 0.5, ideal epidemic, reactive dispatch,
+    /// officers meeting (the default since 2026-12-05).
+    static let reactiveSmallTwoDayHash = "9d10b78aa884b4b7"
+    /// The same without the meetings (`backpackMeetings: false`): the hash pinned before them.
+    static let reactiveSmallTwoDayHashWithoutMeetings = "6106f521fb6388c8"
 
     /// Minute ranges that would overflow the simulated clock's milliseconds when converted (a reaction time,
     /// a time on scene, a crash's downtime of 1e300 minutes; JSON has no infinity) are refused with the key

@@ -125,6 +125,7 @@ public final class Simulation<Agent: SyncAgent> {
     // a withdrawal, its own down event still to come).
     private var windowSpec: [ContactSpec] = []
     private var windowPlan: [UInt64] = []
+    private var windowPlan2: [UInt64] = []  // a second plan the window belongs to (a meeting of two officers), or 0
     private var windowState: [UInt8] = []
     private var freeWindows: [Int32] = []
     private var windowsUp: [UInt64: [Int32]] = [:]  // by plan, windows up now; lookup only, never iterated
@@ -132,11 +133,18 @@ public final class Simulation<Agent: SyncAgent> {
     private var watched: [ChangeIndex: NodeIndex] = [:]  // `ChangeSpec.notify`; lookup only, never iterated
     /// Contact windows of withdrawn plans that never came up, and those a withdrawal ended early.
     public private(set) var withdrawnWindows = (neverUp: 0, endedEarly: 0)
+    /// Of those, the windows of two plans (officers meeting, `ScenarioSchedule.contact(_:from:to:plans:_:)`).
+    public private(set) var withdrawnMeetings = (neverUp: 0, endedEarly: 0)
     /// Writes of withdrawn plans that were never made.
     public private(set) var withdrawnWrites = 0
     /// Notices given to the scenario: a watched node first held its change (`Scenario.nodeHolds`).
     public private(set) var holdNotices = 0
     private var arrivingOn: Int32 = -1  // link class of the frame being delivered (`arrival`), else -1
+    /// Per change: whether some node first held it from a frame of a `backpack-direct` contact (two officers who
+    /// met; `LongnanConfig.backpackMeetings`).
+    public private(set) var crossedMeeting: [Bool] = []
+    /// (change, node) deliveries over `backpack-direct` contacts.
+    public private(set) var meetingDeliveries = 0
 
     // Contact slots.
     private var slotSpec: [ContactSpec] = []
@@ -316,18 +324,20 @@ public final class Simulation<Agent: SyncAgent> {
             precondition(t >= now, "scenario scheduled a fault in the past")
             queue.push(Event(time: t, kind: kind, a: node))
         }
-        for (start, end, spec, plan) in schedule.planned {
+        for (start, end, spec, plan, plan2) in schedule.planned {
             precondition(start >= now && end >= start, "scenario scheduled a contact in the past")
             let w: Int32
             if let f = freeWindows.popLast() {
                 w = f
                 windowSpec[Int(w)] = spec.normalized()
                 windowPlan[Int(w)] = plan
+                windowPlan2[Int(w)] = plan2
                 windowState[Int(w)] = 0
             } else {
                 w = Int32(windowSpec.count)
                 windowSpec.append(spec.normalized())
                 windowPlan.append(plan)
+                windowPlan2.append(plan2)
                 windowState.append(0)
             }
             queue.push(Event(time: start, kind: .windowUp, a: w))
@@ -344,14 +354,16 @@ public final class Simulation<Agent: SyncAgent> {
     // MARK: Plans
 
     private func windowUp(_ w: Int32) {
-        let plan = windowPlan[Int(w)]
-        if withdrawnPlans.contains(plan) {
+        let plan = windowPlan[Int(w)], plan2 = windowPlan2[Int(w)]
+        if withdrawnPlans.contains(plan) || (plan2 != 0 && withdrawnPlans.contains(plan2)) {
             windowState[Int(w)] = 2
             withdrawnWindows.neverUp += 1
+            if plan2 != 0 { withdrawnMeetings.neverUp += 1 }
             return
         }
         windowState[Int(w)] = 1
         windowsUp[plan, default: []].append(w)
+        if plan2 != 0 { windowsUp[plan2, default: []].append(w) }
         contactUp(windowSpec[Int(w)])
     }
 
@@ -360,9 +372,10 @@ public final class Simulation<Agent: SyncAgent> {
     private func windowDown(_ w: Int32, early: Bool) {
         let i = Int(w)
         if windowState[i] == 1 {
-            let plan = windowPlan[i]
-            windowsUp[plan]!.removeAll { $0 == w }
-            if windowsUp[plan]!.isEmpty { windowsUp[plan] = nil }
+            for plan in [windowPlan[i], windowPlan2[i]] where plan != 0 {
+                windowsUp[plan]!.removeAll { $0 == w }
+                if windowsUp[plan]!.isEmpty { windowsUp[plan] = nil }
+            }
             windowState[i] = 3
             contactDown(windowSpec[i].a, windowSpec[i].b)
         }
@@ -376,10 +389,13 @@ public final class Simulation<Agent: SyncAgent> {
     /// contact end, so that a window of the same pair the scenario starts now continues the contact, as a
     /// replay of the recorded contacts would), the rest never come up, its writes not yet made are dropped
     /// when due.
+    /// A window of two plans (a meeting) withdrawn with both at one millisecond gets two early down events; the
+    /// second finds it ended (state 3) and does nothing.
     private func withdraw(_ plan: UInt64) {
         guard withdrawnPlans.insert(plan).inserted else { return }
         for w in windowsUp[plan] ?? [] {
             withdrawnWindows.endedEarly += 1
+            if windowPlan2[Int(w)] != 0 { withdrawnMeetings.endedEarly += 1 }
             queue.push(Event(time: now, phase: 1, kind: .windowDown, a: w, b: 1))
         }
     }
@@ -614,6 +630,7 @@ public final class Simulation<Agent: SyncAgent> {
             if world.nodes[Int(spec.author)].nodeClass == .hq { hqCount += 1 }
         }
         mix(0xC4A9 ^ UInt64(c))
+        crossedMeeting.append(false)
         if spec.notify >= 0 { watched[c] = spec.notify }
         agent.changeCreated(c, at: spec.author, now: now, effects: &effects)
         applyEffects()
@@ -633,6 +650,10 @@ public final class Simulation<Agent: SyncAgent> {
             // which must not happen inside the agent call that reported the delivery.
             watched[c] = nil
             queue.push(Event(time: now, kind: .holdNotice, a: c, b: node, c: arrivingOn))
+        }
+        if arrivingOn == Int32(LinkClass.backpackDirect.rawValue), i < crossedMeeting.count {
+            meetingDeliveries += 1
+            crossedMeeting[i] = true
         }
         guard world.reads(d, at: node), node != ch.author[i] else { return }
         let lat = now - ch.createdAt[i]

@@ -322,6 +322,7 @@ public final class FieldSyncAgent: SyncAgent {
     private var rng: SimRandom
     var replicators: [Replicator?] = []
     private var scopes: [Scope] = []  // node -> certificate scope
+    private var placeScopes: [Scope?] = []  // place -> its scope, parsed once (`scope(of:)`)
     var domainScopes: [Scope] = []
     private var held: [[ChangeIndex: HopCount]] = []  // node -> change -> hops (lookup only, never iterated)
     var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
@@ -586,10 +587,17 @@ public final class FieldSyncAgent: SyncAgent {
 
     // MARK: Writing
 
+    /// The scope of change `c`'s record, hence its log: the village's when the world names village scopes
+    /// (`World.placeScopes`: what a real node writes, one log per author and village), else the station's.
     private func scope(of c: ChangeIndex) -> Scope {
-        // Written in the station (domain) scope: one log per author and station. The village is not kept
-        // in the change table, so village-level logs are not simulated.
-        domainScopes[Int(ctx.changes.domain[Int(c)])]
+        let place = Int(ctx.changes.place[Int(c)])
+        guard place >= 0, place < ctx.world.placeScopes.count else { return domainScopes[Int(ctx.changes.domain[Int(c)])] }
+        if placeScopes.count <= place { placeScopes += repeatElement(nil, count: ctx.world.placeScopes.count - placeScopes.count) }
+        if let s = placeScopes[place] { return s }
+        let s = try! Scope(ctx.world.placeScopes[place])
+        precondition(domainScopes[Int(ctx.changes.domain[Int(c)])].contains(s), "village scope \(s) outside its station")
+        placeScopes[place] = s
+        return s
     }
 
     private func edit(for c: ChangeIndex, scope: Scope, author: DeviceID, wall: UInt64) -> (RecordEdit, Priority) {

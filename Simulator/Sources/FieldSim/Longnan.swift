@@ -189,25 +189,25 @@ public struct LongnanScenario: Scenario {
     /// Change sizes in use.
     public let sizes: ChangeSizes
 
-    private let cfg: LongnanConfig
+    let cfg: LongnanConfig
     private var hq: NodeIndex = 0
     private var countyNode: [NodeIndex] = []
     private var stationNode: [NodeIndex] = []
     private var stationCounty: [Int32] = []
     private var stationVillages: [[Int32]] = []
-    private var backpacks: [[NodeIndex]] = []  // by station
+    private(set) var backpacks: [[NodeIndex]] = []  // by station
     private var vehicles: [[NodeIndex]] = []  // by county
     private var vehicleFree: [SimTime] = []  // by vehicle ordinal
     private var vehicleOrdinal: [NodeIndex: Int] = [:]  // lookup only
-    private var links: [LinkClass: ContactSpec] = [:]  // lookup only: template (a, b unset)
+    private(set) var links: [LinkClass: ContactSpec] = [:]  // lookup only: template (a, b unset)
     private var wiredSegments: [(SimTime, SimTime, ContactSpec)] = []  // sorted by start
     private var wiredCursor = 0
     private var faults: [(SimTime, EventKind, NodeIndex)] = []  // sorted
     private var faultCursor = 0
     private var visitMean = 0.0
-    private var plansToday: [PatrolPlan] = []  // by backpack ordinal
-    private var backpackList: [NodeIndex] = []
-    private var backpackOrdinal: [Int] = []  // by station: ordinal of its first backpack
+    private(set) var plansToday: [PatrolPlan] = []  // by backpack ordinal
+    private(set) var backpackList: [NodeIndex] = []
+    private(set) var backpackOrdinal: [Int] = []  // by station: ordinal of its first backpack
     private var incidentsByCategory = Array(repeating: 0, count: Incident.Category.allCases.count)
     private var busyUntil: [SimTime] = []  // by backpack ordinal (`nearest` dispatch)
     /// The dispatches of the day last generated (`nearest` dispatch), in report order.
@@ -221,7 +221,7 @@ public struct LongnanScenario: Scenario {
     public var plannedDispatch: Bool { cfg.dispatch == "nearest-planned" }
     /// Reactive `nearest` dispatch: every dispatch of the run so far, in the order they were written.
     public private(set) var dispatchLog: [DispatchRecord] = []
-    private var lastPatrol: [PatrolPlan?] = []  // by backpack ordinal: its latest patrol of an earlier day
+    private(set) var lastPatrol: [PatrolPlan?] = []  // by backpack ordinal: its latest patrol of an earlier day
     private var planCount: [UInt32] = []  // by backpack ordinal: plans tagged so far
     private var pendingIncidents: [Int64: PendingIncident] = [:]  // by subject; lookup only, never iterated
     private var awaiting: [Int64: (log: Int, priority: SimPriority, deadline: SimTime)] = [:]  // by subject; lookup only, never iterated
@@ -340,6 +340,9 @@ public struct LongnanScenario: Scenario {
         }
         villages = villageList
         w.places = villageList.map { ($0.lat, $0.lon) }
+        if (cfg.logScope ?? "village") == "village" {
+            w.placeScopes = villageList.indices.map { "\(domainNames[Int(villageList[$0].station)])/village-\(String(format: "%04d", $0 + 1))" }
+        }
         busyUntil = Array(repeating: 0, count: backpackList.count)
         lastPatrol = Array(repeating: nil, count: backpackList.count)
         planCount = Array(repeating: 0, count: backpackList.count)
@@ -354,6 +357,7 @@ public struct LongnanScenario: Scenario {
             .relayWiFi: .init(bytesPerSecond: 2_500_000, latencyMs: 5),
             .relayUplink: .init(bytesPerSecond: 64_000, latencyMs: 300),
             .vehicleCellular: .init(bytesPerSecond: 125_000, latencyMs: 100),
+            .backpackDirect: Self.defaultBackpackDirect,
         ]
         for (k, v) in defaults {
             let p = cfg.links?[k.description] ?? v
@@ -477,10 +481,13 @@ public struct LongnanScenario: Scenario {
             ("crashes", "\(crashCount) (field devices, downtime \(down[0])-\(down[1]) min)"),
             ("devices lost", lostNames.isEmpty ? "none" : lostNames.joined(separator: " ")),
             ("clock skew", "\(skewed) devices within ±\(skewMax / Double(Duration.hour)) h"),
+            ("officers meeting", (cfg.backpackMeetings ?? true) && (cfg.dispatch ?? "nearest") == "nearest"
+                ? "backpack-direct contacts for the overlap (\(links[.backpackDirect]!.bytesPerSecond) B/s, \(links[.backpackDirect]!.latency) ms)" : "off"),
+            ("logs", w.placeScopes.isEmpty ? "per author and station" : "per author and village (the record's scope)"),
         ]
     }
 
-    private func spec(_ k: LinkClass, _ x: NodeIndex, _ y: NodeIndex) -> ContactSpec {
+    func spec(_ k: LinkClass, _ x: NodeIndex, _ y: NodeIndex) -> ContactSpec {
         var s = links[k]!
         s.a = min(x, y)
         s.b = max(x, y)
@@ -1179,6 +1186,7 @@ extension LongnanScenario {
             }
             plansToday.append(p)
         }
+        if meetings { dayMeetings(now: dayStart, into: &out) }
         relayUplinks(day: day, dayStart: dayStart, into: &out)
         guard writing else { return }
         var r = SimRandom(seed: seed, 8, UInt64(day))
@@ -1273,6 +1281,7 @@ extension LongnanScenario {
         p.tag = nextTag(o)
         let (arrive, feedback, scene) = detour(&p, o, at: tr, to: record.village, using: &r)
         emitPlan(o, p, stops: p.stops[scene...], into: &out)
+        if meetings { planMeetings(o, p, stops: p.stops[scene...], now: tr, into: &out) }
         if today {
             plansToday[o] = p
         } else {
@@ -1285,6 +1294,7 @@ extension LongnanScenario {
                 Self.shift(&q, by: p.back - q.depart)
                 q.tag = nextTag(o)
                 emitPlan(o, q, stops: q.stops[...], into: &out)
+                if meetings { planMeetings(o, q, stops: q.stops[...], now: tr, into: &out) }
                 plansToday[o] = q
             }
         }

@@ -67,6 +67,9 @@ public enum LinkClass: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case random
     /// A contact replayed from a trace.
     case trace
+    /// Two backpack units at one village at the same time, over Wi-Fi Direct or Bluetooth (`longnan`,
+    /// `backpackMeetings`).
+    case backpackDirect
     /// Name used in outputs.
     public var description: String {
         switch self {
@@ -80,6 +83,7 @@ public enum LinkClass: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .vehicleCellular: "vehicle-cellular"
         case .random: "random"
         case .trace: "trace"
+        case .backpackDirect: "backpack-direct"
         }
     }
 }
@@ -185,6 +189,10 @@ public final class World {
     private var slotTable: [Int32] = []  // node * domainCount + domain -> slot in carried[node], or -1
     /// Places drawn on the staleness map that are not nodes (longnan: the synthetic villages).
     public var places: [(latitude: Double, longitude: Double)] = []
+    /// The scope of each place's log, when changes are written per village as real nodes write them (the
+    /// record's scope, e.g. `longnan/wudu/station-017/village-0412`: `longnan`'s `logScope: "village"`); empty:
+    /// every change goes to its author's log in the station (domain) scope.
+    public var placeScopes: [String] = []
 
     /// Creates an empty world with `domainCount` domains.
     public init(domainCount: Int, domainNames: [String]) {
@@ -295,6 +303,8 @@ public final class ChangeTable {
     public private(set) var deadline: [SimTime] = []
     /// The incident each change belongs to, or -1 (`ChangeSpec.subject`).
     public private(set) var subject: [Int64] = []
+    /// The village (leaf scope) of each change, or -1 (`ChangeSpec.place`).
+    public private(set) var place: [Int32] = []
     /// Changes of each domain, in creation order (local index -> change).
     public private(set) var byDomain: [[ChangeIndex]]
     /// Number of distinct (author, place) logs per domain, for version-vector sizes.
@@ -323,6 +333,7 @@ public final class ChangeTable {
         size.append(spec.size)
         deadline.append(spec.deadline)
         subject.append(spec.subject)
+        place.append(spec.place)
         let logKey = UInt64(UInt32(bitPattern: spec.author)) << 32 | UInt64(UInt32(bitPattern: spec.place))
         if knownLogs.insert(logKey).inserted { logsPerDomain[Int(spec.domain)] += 1 }
         return index
@@ -373,8 +384,9 @@ public struct ScenarioSchedule: Sendable {
     public var changes: [(SimTime, ChangeSpec)] = []
     /// Faults: (time, kind, node) with kind one of `.crash`, `.restart`, `.lose`.
     public var faults: [(SimTime, EventKind, NodeIndex)] = []
-    /// Contact windows of a plan: (start, end, spec, plan), withdrawn with the plan (`withdraw`).
-    public var planned: [(SimTime, SimTime, ContactSpec, UInt64)] = []
+    /// Contact windows of a plan: (start, end, spec, plan, second plan or 0), withdrawn with either plan
+    /// (`withdraw`): a meeting of two officers belongs to both their plans.
+    public var planned: [(SimTime, SimTime, ContactSpec, UInt64, UInt64)] = []
     /// Calls back into the scenario: (time, token): the engine calls `Scenario.call(_:now:into:)` then.
     public var calls: [(SimTime, Int64)] = []
     /// Plans withdrawn now: their windows not yet up never come up, those up end now, their writes not yet
@@ -395,7 +407,15 @@ public struct ScenarioSchedule: Sendable {
     public mutating func contact(_ spec: ContactSpec, from start: SimTime, to end: SimTime, plan: UInt64) {
         precondition(end >= start, "contact ends before it starts")
         precondition(plan != 0, "plan 0 is no plan")
-        planned.append((start, end, spec, plan))
+        planned.append((start, end, spec, plan, 0))
+    }
+
+    /// Schedules a contact window `[start, end)` of two plans (both non-zero, e.g. two officers who meet): it
+    /// never comes up, or ends, when either is withdrawn.
+    public mutating func contact(_ spec: ContactSpec, from start: SimTime, to end: SimTime, plans p: UInt64, _ q: UInt64) {
+        precondition(end >= start, "contact ends before it starts")
+        precondition(p != 0 && q != 0, "plan 0 is no plan")
+        planned.append((start, end, spec, p, q))
     }
 
     /// Withdraws `plan`: what of it has not happened yet never happens, its contacts up now end now.

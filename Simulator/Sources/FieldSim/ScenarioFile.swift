@@ -135,6 +135,14 @@ public struct LongnanConfig: Codable, Sendable {
     /// Minutes from the moment a dispatched backpack officer's device holds the dispatch to the officer's
     /// departure for the scene: [min, max] (default [1, 5]; `dispatch: nearest` only).
     public var reactionMinutes: [Double]?
+    /// Two backpack officers of one station at one village at overlapping times (patrol stops, incident scenes)
+    /// get a `backpack-direct` contact (Wi-Fi Direct or Bluetooth) for the overlap, tagged with both officers'
+    /// plans (default true; `dispatch: nearest` only: docs/simulator.md, "Officers meeting; village-scope logs").
+    public var backpackMeetings: Bool?
+    /// The log a change is written to: `village` (default; what a real node does: the record's scope, e.g.
+    /// `longnan/wudu/station-017/village-0412`, one log per author and village) or `station` (one log per
+    /// author and station, the model before 2026-12-05).
+    public var logScope: String?
 }
 
 /// The `randomContacts` section.
@@ -304,6 +312,12 @@ public struct ScenarioFile: Codable, Sendable {
             // Converted to ms: a value too large for the simulated clock would trap in the conversion to SimTime.
             if let d = l.reactionMinutes, d.count != 2 || !(d[0] >= 0 && d[0] <= d[1] && d[1] <= Self.maxMinutes) {
                 throw fail("\"longnan.reactionMinutes\" needs [min, max] with 0 <= min <= max <= \(Int(Self.maxMinutes)) (a year)")
+            }
+            if let k = l.logScope, !["village", "station"].contains(k) {
+                throw fail("\"longnan.logScope\" must be \"village\" or \"station\", got \"\(k)\"")
+            }
+            if l.backpackMeetings == true, let d = l.dispatch, d != "nearest" {
+                throw fail("\"longnan.backpackMeetings\" needs \"dispatch\": \"nearest\" (the meetings follow the reactive plans)")
             }
             if let sh = l.priorityShares {
                 for k in sh.keys.sorted() where !["urgent", "high", "normal", "low"].contains(k) {

@@ -185,6 +185,7 @@ struct FieldSimCommand: ParsableCommand {
                         print("[fieldsync] receipts: \(a.receiptsWritten) written by HQ, \(a.changesReceiptedAtAuthor) changes receipted at their author, latency to author p50 \(String(format: "%.0f", a.receiptLatency.quantile(0.5) / 1000)) s, p95 \(String(format: "%.0f", a.receiptLatency.quantile(0.95) / 1000)) s")
                     }
                     if let c = a.verificationCache { print("[fieldsync] verification cache: \(c.count) changes, \(c.hits) hits, \(c.misses) misses, payloads opened \(c.payloadsOpened), reused \(c.payloadsReused), \(c.forgotten) forgotten (at most \(c.limit) held)") }
+                    if let line = sim.pathsLine() { print("[fieldsync] paths: \(line)") }
                     print("[fieldsync] real protocol: \(a.writes) changes written (\(a.writtenBytes) bytes encoded, \(a.writeErrors) refused), sessions \(a.sessionsStarted) started / \(a.sessionsFinished) finished / \(a.sessionsFailed) cut or failed (\(a.liveSessions ? "live, \(a.livePushes) pushes" : "one per burst"))")
                 }
             } else {
@@ -193,6 +194,7 @@ struct FieldSimCommand: ParsableCommand {
                 if tty { FileHandle.standardError.write(Data(ProgressLine.erase.utf8)) }
                 if let v = sim.invariantViolation { throw SimFailure("[\(name)] invariant violated \(v); the run stopped there; reproduce: \(reproduce)") }
                 report = baselineReport(sim, scenarioName: file.name, seed: seed, derived: derived)
+                if !quiet, let line = sim.pathsLine() { print("[\(name)] paths: \(line)") }
                 (eventsProcessed, simNow, contacts) = (sim.eventsProcessed, sim.now, sim.contacts)
             }
             let wall = seconds(clock.now - started)
