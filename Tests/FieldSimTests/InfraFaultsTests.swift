@@ -186,6 +186,17 @@ import Testing
         #expect(Swarm.deliveryCheck(sim).missing == 0)
     }
 
+    /// Swarm seed 59 with `--infra` (relay quota 11,496 bytes, field crashes, device losses): a relay box whose full
+    /// quota refused a revocation's change had learned the revocation in memory and forgot it over its next crash
+    /// (`revocations_forgotten` 1 on the release build of b1841c5). The store now keeps what the trust store
+    /// learned (`CommitBatch.trustLearned`).
+    @Test func aRelayWithAFullQuotaKeepsTheRevocationsItLearned() throws {
+        let (f, path) = try shippedScenario("longnan-small")
+        let run = try Swarm.run(seed: 59, base: f, path: path, infra: true)
+        #expect(run.mix.durability.relayQuotaBytes != nil)
+        #expect(!run.failures.contains { $0.contains("revocation(s) forgotten") }, "\(run.failures)")
+    }
+
     /// Settings a run cannot honour are refused, naming the key: a negative, non-finite or huge crash rate; a
     /// downtime range that is not [min, max] or longer than a year; a negative quota; HQ in `normalSyncClasses` (the
     /// node refuses HQ with `store.syncMode = normal`). Written as JSON, so that the test also fails on code that
