@@ -142,6 +142,7 @@ extension Replicator {
                 noteIssued(key, at: issuedAt)
             case .revocation(let new):
                 if new { out.report.revocationsLearned += 1 }
+                out.batch.trustLearned.append(hash)  // in force in memory now: the store must keep it (quota)
             case .receipt(let heads):
                 for (log, seq) in heads { out.batch.receipts[log] = max(out.batch.receipts[log] ?? 0, seq) }
             case .none:

@@ -186,6 +186,26 @@ struct ChangeFactory {
         #expect(try store.status().changeBytes <= 1_000)
     }
 
+    /// A relay store whose quota is full of changes HQ has not receipted refuses what comes in, except a change
+    /// the node's trust store learned from as it verified it (`CommitBatch.trustLearned`: a revocation now in
+    /// force in memory): refusing that one would make the node forget the revocation at its next start. A change
+    /// merely typed as a revocation (not applied by the replicator) gets no exemption. Found by the swarm with
+    /// relay quotas (`fieldsim swarm --infra`, seed 59: a relay box forgot a revocation over a crash).
+    @Test(arguments: StoreKind.allCases) func aRevocationTheNodeLearnedIsKeptOverTheQuota(kind: StoreKind) throws {
+        let store = try kind.make(limits: StoreLimits(quotaBytes: 1_000))
+        var f = ChangeFactory()
+        _ = try store.commit(CommitBatch(changes: (0..<10).map { _ in f.next(log, priority: .low) }))  // 1,000 bytes, none receipted
+        let hq = ChangeFactory.log(ChangeFactory.station, author: DeviceID(hex: "ffeeddccbbaa99887766554433221100")!)
+        let revocation = f.next(hq, priority: .urgent, size: 100, contentType: .revocation)
+        let typedOnly = try store.commit(CommitBatch(changes: [revocation]))
+        #expect(typedOnly.refusedForQuota == [revocation.hash])
+        var batch = CommitBatch(changes: [revocation])
+        batch.trustLearned = [revocation.hash]
+        let learned = try store.commit(batch)
+        #expect(learned.inserted == 1 && learned.refusedForQuota.isEmpty)
+        #expect(try store.controlChanges().map(\.hash) == [revocation.hash])
+    }
+
     @Test(arguments: StoreKind.allCases) func controlChangesAreListedAndNeverEvicted(kind: StoreKind) throws {
         let store = try kind.make(limits: StoreLimits(quotaBytes: 700))
         var f = ChangeFactory()

@@ -139,6 +139,9 @@ public final class Simulation<Agent: SyncAgent> {
     public private(set) var withdrawnWrites = 0
     /// Notices given to the scenario: a watched node first held its change (`Scenario.nodeHolds`).
     public private(set) var holdNotices = 0
+    /// Writes due at an HQ, county or station node while it was down, made when it restarted (in order).
+    public private(set) var writesDeferred = 0
+    private var writesWhileDown: [NodeIndex: [ChangeSpec]] = [:]  // lookup only, never iterated
     private var arrivingOn: Int32 = -1  // link class of the frame being delivered (`arrival`), else -1
     /// Per change: whether some node first held it from a frame of a `backpack-direct` contact (two officers who
     /// met; `LongnanConfig.backpackMeetings`).
@@ -613,7 +616,14 @@ public final class Simulation<Agent: SyncAgent> {
             return
         }
         guard nodeUp[Int(spec.author)] else {
-            metrics.skippedWrites += 1
+            if InfraCrashes.classes.contains(context.world.nodes[Int(spec.author)].nodeClass) {
+                // A fixed node that is down (`faults.crashesPerInfraYear`): its duty officers write the incident,
+                // dispatch or status when it is back (a dispatch is not dropped: its unit would wait for it for ever).
+                writesWhileDown[spec.author, default: []].append(spec)
+                writesDeferred += 1
+            } else {
+                metrics.skippedWrites += 1
+            }
             return
         }
         let c = context.changes.append(spec, at: now)
@@ -708,6 +718,7 @@ public final class Simulation<Agent: SyncAgent> {
             let spec = slotSpec[s]
             if (spec.a == node || spec.b == node) && nodeUp[Int(spec.a)] && nodeUp[Int(spec.b)] { startEffective(Int32(s)) }
         }
+        for spec in writesWhileDown.removeValue(forKey: node) ?? [] { changeCreated(spec) }
     }
 
     /// Whether `node` was lost during the run.

@@ -22,6 +22,9 @@ public struct StoreDurability: Sendable, Equatable {
     /// appended 13.4 WAL frames per commit of `fieldsync crash-writer` (3 changes with records: 672
     /// frames after 50 acknowledged commits), so the 1,000-page autocheckpoint runs about every 74 commits.
     public var checkpointEveryCommits: Int = 74
+    /// Bytes of stored changes a relay box keeps (`faults.relayQuotaBytes`, the node's `relay.quotaBytes`; nil: no
+    /// quota), enforced by the store itself (`StoreLimits.quotaBytes`, `CommitLogic`).
+    public var relayQuotaBytes: Int?
 
     /// Every store `FULL` (the real default).
     public init() {}
@@ -37,6 +40,7 @@ public struct StoreDurability: Sendable, Equatable {
         let names = faults?.normalSyncClasses ?? []
         self.init(normal: NodeClass.allCases.filter { names.contains($0.description) },
                   checkpointEveryCommits: faults?.walCheckpointCommits ?? 74)
+        if let q = faults?.relayQuotaBytes, q > 0 { relayQuotaBytes = q }
     }
 
     /// Whether `nodeClass` runs `normal`.
@@ -44,8 +48,9 @@ public struct StoreDurability: Sendable, Equatable {
 
     /// One line for outputs.
     public var description: String {
-        normal.isEmpty ? "all stores synchronous=FULL"
-            : "synchronous=NORMAL at \(normal.map(\.description).joined(separator: ", ")) (checkpoint every \(checkpointEveryCommits) commits)"
+        (normal.isEmpty ? "all stores synchronous=FULL"
+            : "synchronous=NORMAL at \(normal.map(\.description).joined(separator: ", ")) (checkpoint every \(checkpointEveryCommits) commits)")
+            + (relayQuotaBytes.map { ", relay quota \($0) bytes" } ?? "")
     }
 }
 

@@ -181,7 +181,9 @@ extension FieldSyncAgent {
     }
 
     /// Rotations due by `now` (after a revocation's delay, on schedule), at the first event at or after their time.
+    /// While HQ is down they wait for its restart (`restartedNode`).
     func keysTick(now: SimTime, effects: inout AgentEffects) {
+        guard !hqIsDown else { return }
         while let first = dueRotations.first, first.at <= now {
             dueRotations.removeFirst()
             rotate(first.domain, cause: .revocation(first.revocation), now: now, effects: &effects)

@@ -460,6 +460,14 @@ public final class FieldSyncAgent: SyncAgent {
     /// Called on the store of a `FULL` node at each of its crashes, before the node restarts from it (tests
     /// only: a planted loss must make the run report an invariant violation).
     public var plantLossOnCrash: ((MemoryStore) -> Void)?
+    /// Per node: down (crashed, not restarted yet). See `FieldSyncAgent+Faults.swift`.
+    var nodeDown: [Bool] = []
+    /// Devices reported lost while HQ was down, with their replicators: HQ revokes them when it is back.
+    var lossReportsWhileHQDown: [(NodeIndex, Replicator)] = []
+    /// Changes relay boxes refused for quota (`ChangeRefusal.quota`).
+    public internal(set) var relayQuotaRefusals = 0
+    /// Crashes of HQ, county and station nodes (`faults.crashesPerInfraYear`).
+    public private(set) var infraCrashes = 0
 
     /// Name used in outputs.
     public var name: String { "fieldsync" }
@@ -534,7 +542,9 @@ public final class FieldSyncAgent: SyncAgent {
                                              requestedScopes: [scope], createdAt: Self.epochMs, label: node.name)
             let cert = try! authority.enroll(req, role: role, scopes: [scope], notBefore: Self.epochMs - Duration.day.asMs,
                                              notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
-            let store = MemoryStore(recordInterner: recordInterner)
+            // A relay box's quota goes through the store's limits, as the node's `relay.quotaBytes` does (`DeviceOpening`).
+            let quota = node.nodeClass == .relay ? durability.relayQuotaBytes : nil
+            let store = MemoryStore(limits: StoreLimits(quotaBytes: quota), recordInterner: recordInterner)
             let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust, store: store)
             r.verificationCache = verificationCache
             let headGuard = MemoryHeadGuard()
@@ -556,6 +566,7 @@ public final class FieldSyncAgent: SyncAgent {
         controlLogs = Array(repeating: [], count: w.domainCount)
         authoredLogs = Array(repeating: [], count: w.count)
         receiptedAt = Array(repeating: [:], count: w.count)
+        nodeDown = Array(repeating: false, count: w.count)
         active = Array(repeating: [], count: w.count)
         refusedForked = Array(repeating: false, count: w.count)
         enrolmentGrants(keys)
@@ -962,6 +973,7 @@ public final class FieldSyncAgent: SyncAgent {
                 }
             case let .refused(change) where change.reason == .quota || change.reason == .heldBack:
                 refusedReceived += 1
+                if change.reason == .quota { relayQuotaRefusals += 1 }
             case .live:
                 wentLive = true
             default:
@@ -1455,6 +1467,11 @@ public final class FieldSyncAgent: SyncAgent {
         let n = Int(node)
         guard let old = replicators[n], let store = old.store as? MemoryStore else { return }
         crashes += 1
+        nodeDown[n] = true
+        if InfraCrashes.classes.contains(ctx.world.nodes[n].nodeClass) { infraCrashes += 1 }
+        // HQ's daemon starts with a new `ReceiptScheduler`: a receipt waiting for its timer is gone with the process;
+        // the next changes that come in are receipted (with everything held beyond what is receipted).
+        if node == hqNode { receipts = ReceiptScheduler(policy: policy.receipts) }
         let before = try? store.holdings()
         if let point = durablePoints[n] {
             powerLosses += 1
@@ -1519,7 +1536,10 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// Nothing more: the node was rebuilt from its store at the crash (`nodeCrashed`); the engine starts its
     /// contacts again, and its new driver syncs on contact.
-    public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {}
+    /// HQ writes what was reported or fell due while it was down (`restartedNode`).
+    public func nodeRestarted(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
+        restartedNode(node, now: now, effects: &effects)
+    }
 
     /// How many nodes came to hold `change` and how many of them lost it since (see `holderCount`).
     public func holderRecord(_ change: ChangeIndex) -> (holders: Int, losses: Int) {
@@ -1596,8 +1616,22 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// Discards the node's replicator and store; HQ revokes the device at once (reason `lost`, a control
     /// change in the root scope that every device may hold), and the run tracks when each node learns it.
+    /// While HQ is down, the report waits for HQ's restart (`restartedNode`): nothing is written on a node that is off.
     public func nodeLost(_ node: NodeIndex, now: SimTime, effects: inout AgentEffects) {
-        if let hq = hqNode, hq != node, let hqr = replicators[Int(hq)], let lost = replicators[Int(node)] {
+        if let lost = replicators[Int(node)] {
+            if hqIsDown { lossReportsWhileHQDown.append((node, lost)) } else { revokeLost(node, lost, now: now, effects: &effects) }
+        }
+        effects.drop(held[Int(node)].count)
+        for c in held[Int(node)].keys { lossCount[Int(c)] += 1 }  // (counts only: the order does not matter)
+        replicators[Int(node)] = nil
+        held[Int(node)] = [:]
+        seen[Int(node)] = [:]
+        lostToPower[Int(node)] = [:]
+    }
+
+    /// HQ revokes the lost device `node` (its replicator `lost`, kept for the run's checks).
+    func revokeLost(_ node: NodeIndex, _ lost: Replicator, now: SimTime, effects: inout AgentEffects) {
+        if let hq = hqNode, hq != node, let hqr = replicators[Int(hq)] {
             let cert = lost.identity.certificate
             let t = wall(hq, now)
             if let rev = try? Revocation(device: cert.subject, serial: cert.serial, revokedAt: HLCTimestamp(milliseconds: t, counter: 0),
@@ -1614,12 +1648,6 @@ public final class FieldSyncAgent: SyncAgent {
                 revoked(node, revocation: revocations.count - 1, now: now, effects: &effects)
             }
         }
-        effects.drop(held[Int(node)].count)
-        for c in held[Int(node)].keys { lossCount[Int(c)] += 1 }  // (counts only: the order does not matter)
-        replicators[Int(node)] = nil
-        held[Int(node)] = [:]
-        seen[Int(node)] = [:]
-        lostToPower[Int(node)] = [:]
     }
 
     /// Whether the node's store holds the change (mirrored from its holdings after every applied batch).
@@ -1713,7 +1741,7 @@ extension FieldSyncAgent {
     /// What starts when its time comes: HQ revokes the revoked device; the flooder's extra writes.
     func adversaryTick(now: SimTime, effects: inout AgentEffects) {
         guard now >= adversaryStart else { return }
-        if revokedNode != nil, revokedAt == nil { revokeAdversary(now: now, effects: &effects) }
+        if revokedNode != nil, revokedAt == nil, !hqIsDown { revokeAdversary(now: now, effects: &effects) }
         if let d = revokedNode, revokedAt != nil, adversaries.revokedWritesPerHour > 0, nextRevokedWriteAt <= now {
             var due = 0
             while nextRevokedWriteAt <= now {
@@ -1975,6 +2003,7 @@ public func fieldSyncReport(_ sim: Simulation<FieldSyncAgent>, scenarioName: Str
             ("trust_syncs", .int(Int64(a.trustSyncs))),
         ])))
     }
+    section.append(("relay_stores_and_infra_crashes", infraFaultsJSON(sim)))
     if let c = a.verificationCache {
         section.append(("verification_cache", .object([("changes", .int(Int64(c.count))), ("hits", .int(Int64(c.hits))),
                                                         ("misses", .int(Int64(c.misses))), ("payloads_opened", .int(Int64(c.payloadsOpened))),

@@ -433,6 +433,7 @@ public struct LongnanScenario: Scenario {
                 lostNames.append("\(w.nodes[Int(n)].name)@day\(String(format: "%.2f", Double(t) / Double(Duration.day)))")
             }
         }
+        let infraCrashes = InfraCrashes.draw(world: w, faults: f, seed: seed, duration: duration, into: &faults)
         faults.sort { ($0.0, $0.1.rawValue, $0.2) < ($1.0, $1.1.rawValue, $1.2) }
         clockSkew = Array(repeating: 0, count: w.count)
         let skewShare = f.clockSkewShare ?? 0.05
@@ -485,6 +486,8 @@ public struct LongnanScenario: Scenario {
                 ? "backpack-direct contacts for the overlap (\(links[.backpackDirect]!.bytesPerSecond) B/s, \(links[.backpackDirect]!.latency) ms)" : "off"),
             ("logs", w.placeScopes.isEmpty ? "per author and station" : "per author and village (the record's scope)"),
         ]
+        if let infra = infraCrashes { derivedParameters.append(("crashes of hq, counties, stations", infra.text)) }
+        if let q = f.relayQuotaBytes, q > 0 { derivedParameters.append(("relay quota", "\(q) bytes per relay box")) }
     }
 
     func spec(_ k: LinkClass, _ x: NodeIndex, _ y: NodeIndex) -> ContactSpec {

@@ -201,6 +201,16 @@ public struct FaultConfig: Codable, Sendable {
     public var normalSyncClasses: [String]?
     /// Commits between two WAL checkpoints (durable points) of a `normal` store (default 74).
     public var walCheckpointCommits: Int?
+    /// Crashes per HQ, county and station node per year (default 0: they never crash). Each is a process or
+    /// power loss, a restart or an upgrade: the node's sessions end at once, it is unreachable for the downtime,
+    /// and it restarts from what its store kept (docs/simulator.md, "Crashes of HQ, counties and stations").
+    public var crashesPerInfraYear: Double?
+    /// Downtime after a crash of an HQ, county or station node: [min, max] minutes (default [30, 240]).
+    public var infraCrashDowntimeMinutes: [Double]?
+    /// Bytes of stored changes each relay box keeps (`relay.quotaBytes` of the node's config, through the
+    /// store's `StoreLimits.quotaBytes`; default 0: no quota). Past it the relay evicts changes HQ receipted and
+    /// refuses the least urgent incoming ones.
+    public var relayQuotaBytes: Int?
 }
 
 /// A scenario file.
@@ -367,6 +377,18 @@ public struct ScenarioFile: Codable, Sendable {
                 throw fail("\"faults.normalSyncClasses\" has an unknown node class \"\(c)\" (use \(NodeClass.allCases.map(\.description).joined(separator: ", ")))")
             }
             if let k = f.walCheckpointCommits, k < 1 { throw fail("\"faults.walCheckpointCommits\" must be at least 1") }
+            // The node refuses HQ with `store.syncMode = normal` (`RolePolicy.check`): its receipts let relays evict.
+            if (f.normalSyncClasses ?? []).contains(NodeClass.hq.description) {
+                throw fail("\"faults.normalSyncClasses\" may not name \"hq\": HQ's store must run synchronous=FULL (the node refuses \"normal\" for HQ: a power loss could take back changes its receipts let relay boxes evict)")
+            }
+            // A Poisson draw per node: a negative, non-finite or huge rate would trap or never end.
+            if let c = f.crashesPerInfraYear, !(c >= 0 && c <= 100_000) {
+                throw fail("\"faults.crashesPerInfraYear\" must be a number of crashes per node-year in [0, 100000]")
+            }
+            if let r = f.infraCrashDowntimeMinutes, r.count != 2 || !(r[0] >= 0 && r[0] <= r[1] && r[1] <= Self.maxMinutes) {
+                throw fail("\"faults.infraCrashDowntimeMinutes\" must be [min, max] with 0 <= min <= max <= \(Int(Self.maxMinutes)) (a year)")
+            }
+            if let q = f.relayQuotaBytes, q < 0 { throw fail("\"faults.relayQuotaBytes\" must be a number of bytes >= 0 (0: no quota)") }
         }
         if let k = keys {
             // Converted to ms: a negative, non-finite or huge value would trap in the conversion to SimTime.

@@ -75,7 +75,8 @@ public struct SwarmMix: Sendable {
         if wiredOutagesPer30Days > 0 { on.append("wired outages \(g(wiredOutagesPer30Days))/30 days (mean \(g(wiredOutageMeanHours)) h)") }
         if let h = receiptsEveryHours { on.append("receipts every \(g(h)) h") }
         if !adversaries.isEmpty { on.append("adversaries: \(adversaries.description)") }
-        if !durability.normal.isEmpty { on.append(durability.description) }
+        if !durability.normal.isEmpty { on.append(durability.description) } else if let q = durability.relayQuotaBytes { on.append("relay quota \(q) bytes") }
+        if let c = f.crashesPerInfraYear, c > 0 { on.append("crashes of hq/counties/stations \(g(c))/node-year (down \(g(f.infraCrashDowntimeMinutes![0]))-\(g(f.infraCrashDowntimeMinutes![1])) min)") }
         if KeyRotation(keys) != KeyRotation() { on.append(KeyRotation(keys).description) }
         return on.isEmpty ? "no faults" : on.joined(separator: ", ")
     }
@@ -102,9 +103,9 @@ public struct SwarmResult: Sendable {
 /// Running the swarm.
 public enum Swarm {
     /// The command that reproduces seed `seed` (`--days` only when not the default).
-    public static func reproduce(_ seed: UInt64, days: Double?, adversaries: Bool = false, powerLoss: Bool = false) -> String {
+    public static func reproduce(_ seed: UInt64, days: Double?, adversaries: Bool = false, powerLoss: Bool = false, infra: Bool = false) -> String {
         "SWIFT_DETERMINISTIC_HASHING=1 swift run -c release fieldsim swarm --seed \(seed)" + (days.map { " --days \(JSON.format($0))" } ?? "")
-            + (adversaries ? " --adversaries" : "") + (powerLoss ? " --power-loss" : "")
+            + (adversaries ? " --adversaries" : "") + (powerLoss ? " --power-loss" : "") + (infra ? " --infra" : "")
     }
 
     /// Delivery (check 3 of `run`): every change a live node holds is held by every live reader of its station,
@@ -215,7 +216,7 @@ public enum Swarm {
     ///    node that learned the revocation refuses the device's session (`revoked`) and refuses to store
     ///    that change when it is handed over directly (as a node that had not learned it would forward it).
     public static func run(seed: UInt64, base: ScenarioFile, path: String, keepFiles: Bool = false, adversaries: Bool = false,
-                           powerLoss: Bool = false) throws -> SwarmResult {
+                           powerLoss: Bool = false, infra: Bool = false) throws -> SwarmResult {
         var mix = SwarmMix(seed: seed)
         if adversaries {
             mix.adversaries = AdversaryConfig(swarmSeed: seed)
@@ -223,6 +224,7 @@ public enum Swarm {
         if powerLoss {
             mix.durability = StoreDurability(swarmSeed: seed)
         }
+        if infra { mix.drawInfra(seed: seed) }
         let file = mix.apply(to: base)
         try file.validate(file: "\(base.name) (swarm seed \(seed))")
         let scen = try makeScenario(file, seed: seed, path: path)
@@ -326,7 +328,7 @@ public enum Swarm {
             failures.append("keys: \(keysBehind.missing.count) (member, station) pair(s) without the newest epoch though the contacts reached the member from HQ in time, e.g. \(keysBehind.missing.prefix(3).joined(separator: "; "))")
         }
         let m = sim.metrics
-        let counts: [(String, Int)] = [
+        let base: [(String, Int)] = [
             ("changes", ch.count), ("contacts", h.contacts), ("session_pairs", a.sessionsStarted), ("session_pairs_failed_or_cut", a.sessionsFailed),
             ("contacts_cut_mid_transfer", m.contactsCut), ("frames_duplicated", m.linkDuplicated), ("frames_reordered", m.linkReordered),
             ("frames_corrupted", m.linkCorrupted), ("devices_revoked", a.revocations.count), ("revoked_sessions_refused", refusedSessions),
@@ -337,6 +339,8 @@ public enum Swarm {
             ("key_rotations", a.rotations.count), ("members_behind_newest_epoch_no_path_in_time", keysBehind.beyondReach),
             ("changes_unreadable_at_members", keys.unreadable),
         ] + (adversaries ? adversaryCounts(adv) : [])
+        let infraPart: [(String, Int)] = infra ? infraCounts(sim) : []
+        let counts: [(String, Int)] = base + infraPart
             + (powerLoss ? [("crashes", a.crashes), ("power_losses", a.powerLosses), ("commits_lost", a.commitsLost),
                             ("changes_lost_by_a_store", a.changesLost), ("changes_lost_for_good", dur.lostForGood.count),
                             ("of_which_only_their_author_held", dur.lostForGood.filter(\.onlyAuthor).count),
@@ -352,13 +356,14 @@ public enum Swarm {
     /// Runs seeds `first ..< first + count` on `threads` threads; results in seed order (independent of
     /// the thread count). `done` is called after each seed, under a lock.
     public static func run(first: UInt64, count: Int, days: Double?, threads: Int, keepFiles: Bool = false, adversaries: Bool = false,
-                           powerLoss: Bool = false, done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
+                           powerLoss: Bool = false, infra: Bool = false, done: (@Sendable (SwarmResult) -> Void)? = nil) throws -> [SwarmResult] {
         var base = try ScenarioFile.load(path: ShippedScenarios.resolve("longnan-small"))
         if let d = days { base = base.withDays(d) }
         let path = try ShippedScenarios.resolve("longnan-small")
         let file = base
         return try parallelMap(count, threads: threads) { i in
-            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries, powerLoss: powerLoss)
+            let r = try run(seed: first + UInt64(i), base: file, path: path, keepFiles: keepFiles, adversaries: adversaries, powerLoss: powerLoss,
+                            infra: infra)
             return r
         } done: { r in done?(r) }
     }

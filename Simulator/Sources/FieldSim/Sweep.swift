@@ -33,7 +33,7 @@ public enum SweepParameter {
     }
     static var faultDoubles: [(String, WritableKeyPath<FaultConfig, Double?>)] {
         [
-            ("crashesPerDeviceYear", \.crashesPerDeviceYear), ("deviceLossPerYear", \.deviceLossPerYear),
+            ("crashesPerDeviceYear", \.crashesPerDeviceYear), ("crashesPerInfraYear", \.crashesPerInfraYear), ("deviceLossPerYear", \.deviceLossPerYear),
             ("clockSkewShare", \.clockSkewShare), ("clockSkewMaxHours", \.clockSkewMaxHours),
             ("linkDuplicate", \.linkDuplicate), ("linkReorder", \.linkReorder), ("linkCorrupt", \.linkCorrupt),
         ]
@@ -360,7 +360,7 @@ public enum Sweep {
         let hash: UInt64
         if spec.agentName == "fieldsync" {
             let sim = runFieldSync(scenario: scen, seed: seed, crypto: CryptoMode(rawValue: spec.crypto ?? "stand-in")!,
-                                   receiptInterval: spec.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, keyRotation: KeyRotation(file.keys),
+                                   receiptInterval: spec.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, durability: StoreDurability(file.faults), keyRotation: KeyRotation(file.keys),
                                    options: options)
             if let v = sim.invariantViolation { throw ScenarioError(file: file.name, "set \(set) seed \(seed): invariant violated \(v)") }
             let h = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: derived).headline

@@ -34,6 +34,9 @@ struct SwarmCommand: ParsableCommand {
     @Flag(name: .long, help: "Also draw store durability per seed (with probability one half, relay boxes, vehicles and backpack units each run synchronous=NORMAL with probability one half, a WAL checkpoint every 5-300 commits; the fault mix is unchanged): a crash of such a node is a power loss that loses its commits since the last checkpoint, and every crash restarts the node from its store. Checks that nothing is lost beyond what the model explains (docs/simulator.md, \"Power loss\").")
     var powerLoss = false
 
+    @Flag(name: .long, help: "Also draw crashes of HQ, counties and stations (with probability one half, 20-300 per node-year, down 1 min to 5-360 min) and a relay quota (with probability one half, 4-48 KiB per relay box) per seed, from a generator of their own (the fault mix is unchanged); checks the same invariants (docs/simulator.md, \"Crashes of HQ, counties and stations; relay quotas\").")
+    var infra = false
+
     @Flag(name: .long, help: "Print a line for every seed, not only the failing ones.")
     var verbose = false
 
@@ -47,17 +50,17 @@ struct SwarmCommand: ParsableCommand {
         let (first, count) = seed.map { ($0, 1) } ?? (firstSeed, seeds)
         let days = self.days
         let verbose = self.verbose || seed != nil
-        print("fieldsim swarm: longnan-small\(days.map { ", \(JSON.format($0)) days" } ?? ""), fieldsync agent, stand-in crypto\(adversaries ? ", adversaries" : "")\(powerLoss ? ", power loss" : ""), seeds \(first)...\(first + UInt64(count) - 1), \(min(jobs, count)) at a time")
+        print("fieldsim swarm: longnan-small\(days.map { ", \(JSON.format($0)) days" } ?? ""), fieldsync agent, stand-in crypto\(adversaries ? ", adversaries" : "")\(powerLoss ? ", power loss" : "")\(infra ? ", infra crashes and relay quota" : ""), seeds \(first)...\(first + UInt64(count) - 1), \(min(jobs, count)) at a time")
         let clock = ContinuousClock()
         let started = clock.now
         let results: [SwarmResult]
         do {
             results = try Swarm.run(first: first, count: count, days: days, threads: jobs, keepFiles: out != nil && seed != nil,
-                                    adversaries: adversaries, powerLoss: powerLoss) { r in
+                                    adversaries: adversaries, powerLoss: powerLoss, infra: infra) { r in
                 if !r.failures.isEmpty {
                     print("FAIL seed \(r.seed) [\(r.mix.description)]:")
                     for f in r.failures { print("  \(f)") }
-                    print("  reproduce: \(Swarm.reproduce(r.seed, days: days, adversaries: adversaries, powerLoss: powerLoss))")
+                    print("  reproduce: \(Swarm.reproduce(r.seed, days: days, adversaries: adversaries, powerLoss: powerLoss, infra: infra))")
                 } else if verbose {
                     print("ok seed \(r.seed) [\(r.mix.description)] trace \(String(r.traceHash, radix: 16)): " + r.counts.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
                 }

@@ -125,6 +125,7 @@ public enum CommitLogic {
         let openedNow = Set(batch.opened.map(ChangeHashKey.init))
         var markedAtInsert = Set<ChangeHashKey>()
         var bytes = try tx.bytesTotal()
+        let trustLearned = Set(batch.trustLearned.map(ChangeHashKey.init))  // kept whatever the limits
         var lastInserted: [LogID: (seq: UInt64, hash: [UInt8])] = [:]
         var forkedLogs: [LogID: Bool] = [:]  // whether a log has fork evidence (asked only when it matters)
         func isForked(_ log: LogID) throws -> Bool {
@@ -189,12 +190,13 @@ public enum CommitLogic {
                 continue
             }
             let wouldHoldBack = c.seq > iv.frontier + 1
-            if wouldHoldBack && heldBack >= limits.maxHeldBack {
+            let mustKeep = !trustLearned.isEmpty && trustLearned.contains(ChangeHashKey(c.hash))
+            if wouldHoldBack && heldBack >= limits.maxHeldBack && !mustKeep {
                 report.refusedHeldBack.append(c.hash)
                 refused.insert(ChangeHashKey(c.hash))
                 continue
             }
-            if let quota = limits.quotaBytes, bytes + c.bytes.count > quota {
+            if let quota = limits.quotaBytes, bytes + c.bytes.count > quota, !mustKeep {
                 let freed = try tx.evictReceipted(bytes: bytes + c.bytes.count - quota)
                 report.evicted += freed.count
                 bytes -= freed.freed

@@ -150,6 +150,13 @@ public struct CommitBatch: Sendable {
     /// first reached this node (`SyncStore.arrivals(of:)`). A change already held keeps the time it arrived
     /// first. nil: unknown (stored without an arrival time, as changes stored before stores kept one).
     public var now: UInt64?
+    /// Hashes of the batch's changes this node's trust store learned from as it verified them (a revocation
+    /// the authority signed, now in force in memory). The store keeps them whatever its quota or held-back
+    /// limit: a relay box whose full quota refused the revocation's change would forget the revocation at its
+    /// next start (`restoreControlState` reads the store) and let the revoked device back in. Only changes
+    /// the replicator verified and applied are named here, so nothing a peer sends bypasses the quota by its
+    /// content type alone.
+    public var trustLearned: [[UInt8]] = []
 
     /// An empty batch.
     public init(changes: [StoredChange] = [], edits: [(edit: RecordEdit, change: [UInt8])] = [], opened: [[UInt8]] = [],
