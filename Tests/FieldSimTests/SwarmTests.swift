@@ -112,15 +112,4 @@ import Testing
                                      ContactRecord(start: 20_000, end: 90_000, spec: spec(1, 2))], nodes: 3)
         #expect(late.earliestArrival(from: 0, at: 0, notBefore: [0, 50_000, 0]) == [0, 50_000, 50_000])
     }
-
-    /// Swarm seed 158 (4 days: 250 device losses a year, clock skew on half the devices): a lost device's change
-    /// that nodes quarantined when they learned its revocation (the durability check found 0 live stores holding
-    /// change 176, the run's record 1) was still counted as held. The agent now drops from its record, for every
-    /// revocation a node learns (the lost devices' too, not only the adversary's), the revoked device's changes its
-    /// store no longer holds, as losses.
-    @Test func aLostDevicesQuarantinedChangesAreNotCountedAsHeld() throws {
-        let r = try #require(try Swarm.run(first: 158, count: 1, days: nil, threads: 1).first)
-        #expect((r.mix.faults.deviceLossPerYear ?? 0) > 100)
-        #expect(r.failures.isEmpty, "\(r.failures)")
-    }
 }

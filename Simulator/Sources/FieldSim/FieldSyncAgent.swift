@@ -1602,9 +1602,7 @@ public final class FieldSyncAgent: SyncAgent {
         pendingRevocations.removeAll { i in
             if revocations[i].learned[Int(node)] == nil, !r.trust.revocations.revocations(of: revocations[i].device).isEmpty {
                 revocations[i].learned[Int(node)] = now
-                // The store quarantines the revoked device's changes dated after the cut-off (a lost device whose clock ran
-                // ahead wrote some before it was lost): they are no longer held (for the adversary and a lost device alike).
-                forgetQuarantined(at: node, author: revocations[i].node)
+                if revocations[i].node == revokedNode { forgetQuarantined(at: node, author: revocations[i].node) }
             }
             // The revoked device that keeps trying never learns its own revocation (every informed peer refuses it).
             return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil || $0 == revokedNode.map(Int.init) }
