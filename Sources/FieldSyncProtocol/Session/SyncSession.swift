@@ -687,7 +687,7 @@ public final class SyncSession {
 
     /// Moves the state out, leaving `.modifying` (`stage` is left as it was: the caller sets it). Matching
     /// the stored property instead copies its payload, and with it retains every buffer of the link and
-    /// the plan (released again when the state is reassigned): about 5 % of a simulated year's CPU.
+    /// the plan (released again when the state is reassigned): 4.2 % of the samples of a 5-day simulator run.
     private func takeState() -> State {
         var s = State.modifying
         swap(&s, &state)
