@@ -64,8 +64,9 @@ public final class MemoryStore: SyncStore {
     /// One log's held changes by seq, with whether each is opened and when it was first committed here:
     /// dense arrays from the lowest held seq (17 bytes a slot, the arrays growing by doubling). Logs are
     /// received mostly in order, so this costs a fraction of a dictionary per log and a set of opened
-    /// hashes, held by every replica of a simulator. A seq far from the dense window (more than `maxSpan` slots from it and more than the
-    /// changes held) goes to a dictionary instead, so that a signed change with a huge seq costs one entry.
+    /// hashes, held by every replica of a simulator. A seq far from the dense window (more than `maxSpan`
+    /// slots from it and more than the changes held) goes to a dictionary instead, so that a signed change
+    /// with a huge seq costs one entry.
     struct LogChanges {
         /// The seq of `boxes[0]` (meaningless while `boxes` is empty).
         private var base: UInt64 = 0
