@@ -509,6 +509,25 @@ public struct LongnanScenario: Scenario {
 
     // MARK: Patrols
 
+    /// Officer `ordinal`'s plan for `day` with the intermittent windows of its stops drawn (at an intermittent
+    /// village, a window with probability `intermittentWindowProbability`), as the `nearest` models use it.
+    func planWithWindows(_ ordinal: Int, day: Int) -> PatrolPlan {
+        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
+        let iwp = cfg.intermittentWindowProbability ?? 0.5
+        var p = plan(ordinal, day: day)
+        var r = SimRandom(seed: seed, 4, UInt64(ordinal), UInt64(day))
+        for i in p.stops.indices where villages[Int(p.stops[i].village)].connectivity == .intermittent {
+            let stop = p.stops[i]
+            if r.unit() < iwp {
+                let len = min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), stop.leave - stop.arrive)
+                let start = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive - len))
+                p.stops[i].wStart = start
+                p.stops[i].wEnd = start + len
+            }
+        }
+        return p
+    }
+
     func plan(_ ordinal: Int, day: Int) -> PatrolPlan {
         let node = backpackList[ordinal]
         let s = Int(world.nodes[Int(node)].station)
@@ -745,20 +764,8 @@ extension LongnanScenario {
     /// final plans, relay uplinks and visits.
     fileprivate mutating func generateNearest(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
         plansToday.removeAll(keepingCapacity: true)
-        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
-        let iwp = cfg.intermittentWindowProbability ?? 0.5
         for o in backpackList.indices {
-            var p = plan(o, day: day)
-            var r = SimRandom(seed: seed, 4, UInt64(o), UInt64(day))
-            for i in p.stops.indices where villages[Int(p.stops[i].village)].connectivity == .intermittent {
-                let stop = p.stops[i]
-                if r.unit() < iwp {
-                    let len = min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), stop.leave - stop.arrive)
-                    let start = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive - len))
-                    p.stops[i].wStart = start
-                    p.stops[i].wEnd = start + len
-                }
-            }
+            let p = planWithWindows(o, day: day)
             plansToday.append(p)
         }
         dispatchesToday.removeAll(keepingCapacity: true)
@@ -1153,22 +1160,10 @@ extension LongnanScenario {
     fileprivate mutating func generateReactive(day: Int, dayStart: SimTime, into out: inout ScenarioSchedule) {
         for o in plansToday.indices where !plansToday[o].rest { lastPatrol[o] = plansToday[o] }
         plansToday.removeAll(keepingCapacity: true)
-        let iw = cfg.intermittentWindowMinutes ?? [5, 20]
-        let iwp = cfg.intermittentWindowProbability ?? 0.5
         let writing = dayStart < workloadEnd
         var rv = SimRandom(seed: seed, 6, UInt64(day))
         for o in backpackList.indices {
-            var p = plan(o, day: day)
-            var r = SimRandom(seed: seed, 4, UInt64(o), UInt64(day))
-            for i in p.stops.indices where villages[Int(p.stops[i].village)].connectivity == .intermittent {
-                let stop = p.stops[i]
-                if r.unit() < iwp {
-                    let len = min(SimTime(r.uniform(iw[0], iw[1]) * Double(Duration.minute)), stop.leave - stop.arrive)
-                    let start = stop.arrive + SimTime(r.unit() * Double(stop.leave - stop.arrive - len))
-                    p.stops[i].wStart = start
-                    p.stops[i].wEnd = start + len
-                }
-            }
+            var p = planWithWindows(o, day: day)
             p.day = day
             // An officer still out on an earlier patrol (a detour ran late) leaves on today's when back.
             if !p.rest, let q = lastPatrol[o], q.back > p.depart { Self.shift(&p, by: q.back - p.depart) }
