@@ -697,7 +697,7 @@ public final class FieldSyncAgent: SyncAgent {
             writtenBytes += c.encodedBytes.count
             let d = ctx.changes.domain[Int(change)]
             if newestEpoch[Int(d)] > 1 || exposureCap[Int(d)] > 0 { noteSealed(c, domain: d, by: node) }
-            touched(node, domains: [ctx.changes.domain[Int(change)]], except: -1, now: now, effects: &effects)
+            touched(node, domains: [ctx.changes.domain[Int(change)]], moved: [log], except: -1, now: now, effects: &effects)
         } catch {
             writeErrors += 1
         }
@@ -994,19 +994,20 @@ public final class FieldSyncAgent: SyncAgent {
         if let before = forksBefore, let r = replicators[Int(me)], r.forksRecorded > before,
            let forks = try? r.store.forks() {
             // The node's rule (`StoreHeadsTrigger`, `forks`): a new fork proof goes out at once on every live
-            // session and to every peer, not with the next change.
+            // session (`push` sends the proofs the peer lacks; no head moved) and to every peer, not with the next
+            // change.
             var domains: [Int32] = []
             for f in forks { if let d = logPlace[f.log]?.domain, !domains.contains(d) { domains.append(d) } }
             domains.sort()
-            touched(me, domains: domains, except: -1, now: now, effects: &effects)
+            touched(me, domains: domains, moved: [], except: -1, now: now, effects: &effects)
         }
         if applied, !pendingRevocations.isEmpty { noteRevocations(at: me, now: now) }
         if applied, !rotations.isEmpty, !pendingRotations.isEmpty || me == revokedNode { noteKeys(at: me, now: now, effects: &effects) }
         if applied, receiptInterval != nil, !authoredLogs[Int(me)].isEmpty { noteReceipts(at: me, now: now) }
         if applied {
-            let domains = scan(me, from: link.node(side.other), logs: appliedLogs, now: now, effects: &effects)
+            let (domains, moved) = scan(me, from: link.node(side.other), logs: appliedLogs, now: now, effects: &effects)
             if me == hqNode, receiptInterval != nil, !domains.isEmpty { receiptsFor(domains, now: now, effects: &effects) }
-            if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, except: link.slot, now: now, effects: &effects) }
+            if !domains.isEmpty || !pendingRevocations.isEmpty { touched(me, domains: domains, moved: moved, except: link.slot, now: now, effects: &effects) }
         }
         effects.wake(link.slot, .a)
         effects.wake(link.slot, .b)
@@ -1206,8 +1207,10 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// Marks the other live contacts of `node` whose peer may hold changes of one of `domains` as having
     /// something new, restarting idle ones (a session with any other peer would exchange nothing new:
-    /// reconciliation covers only logs both sides may hold).
-    func touched(_ node: NodeIndex, domains: [Int32], except: Int32, now: SimTime, effects: inout AgentEffects) {
+    /// reconciliation covers only logs both sides may hold). `moved` are the logs whose holdings moved
+    /// (`StoreHeadsChange.moved`): the live sessions push those. Nil: every log of `domains` (HQ's writes,
+    /// a handful of control logs).
+    func touched(_ node: NodeIndex, domains: [Int32], moved: [LogID]? = nil, except: Int32, now: SimTime, effects: inout AgentEffects) {
         let w = ctx.world
         // A node that learned a revocation (HQ's root-scope control log) tells every peer.
         let everyone = !pendingRevocations.isEmpty
@@ -1220,10 +1223,10 @@ public final class FieldSyncAgent: SyncAgent {
             if let side = sessions[s][link.spec.a == node ? 0 : 1], side.session.isLive {
                 // The open session carries the new changes; one not yet live pushes them when it is.
                 livePushes += 1
-                // The node pushes the logs that moved (`StoreHeadsTrigger`): those of the touched domains, and
-                // while a revocation travels, the logs in no domain that carry it. (Not every log of the
-                // store: a push looks up each log it is given, and HQ holds thousands.)
-                var logs = domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] }
+                // The node pushes the logs that moved (`StoreHeadsTrigger`), and while a revocation travels,
+                // the logs in no domain that carry it. (Not every log of the store, nor of the domain: a push
+                // looks up each log it is given, and a station's domain holds a log per officer and village.)
+                var logs = moved ?? domains.flatMap { domainLogs[Int($0)] + controlLogs[Int($0)] }
                 if everyone { logs += outsideLogs }
                 _ = side.take(side.session.push(logs: logs, now: wall(node, now)))
                 effects.wake(link.slot, .a)
@@ -1240,16 +1243,18 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// Finds the changes `node`'s store holds that it did not before in `logs` (those a session just
     /// stored changes in, `AppliedBatch.logs`) and reports them to the engine, domain by domain
-    /// in the node's carried order, logs in creation order. Returns the domains that had any.
-    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], now: SimTime, effects: inout AgentEffects) -> [Int32] {
-        guard let r = replicators[Int(node)] else { return [] }
+    /// in the node's carried order, logs in creation order. Returns the domains that had any, and the logs
+    /// whose holdings moved.
+    private func scan(_ node: NodeIndex, from peer: NodeIndex, logs: [LogID], now: SimTime, effects: inout AgentEffects) -> ([Int32], [LogID]) {
+        guard let r = replicators[Int(node)] else { return ([], []) }
         var byDomain: [Int32: [(Int32, LogID)]] = [:]
         for log in logs {
             guard let p = logPlace[log] else { continue }  // HQ's root-scope revocations: tracked apart
             byDomain[p.domain, default: []].append((p.index >= 0 ? p.index : Int32.max / 2 - p.index, log))
         }
-        guard !byDomain.isEmpty else { return [] }
+        guard !byDomain.isEmpty else { return ([], []) }
         var found: [Int32] = []
+        var moved: [LogID] = []
         for d in ctx.world.carried[Int(node)] {
             guard let list = byDomain[d] else { continue }
             var any = false
@@ -1258,6 +1263,7 @@ public final class FieldSyncAgent: SyncAgent {
                 let old = seen[Int(node)][log] ?? HeldIntervals()
                 if h == old { continue }
                 seen[Int(node)][log] = h
+                moved.append(log)
                 any = true  // a receipt (HQ's control log in this station's scope) travels like a change
                 if let cut = revokedCutoff, let d = revokedNode, node != d, changeOf[log] == nil, log.author == replicators[Int(d)]?.identity.id {
                     // Trust invariant for the revoked device's extra log (not a workload log: checked here).
@@ -1306,7 +1312,7 @@ public final class FieldSyncAgent: SyncAgent {
             }
             if any { found.append(d) }
         }
-        return found
+        return (found, moved)
     }
 
     /// The first 8 bytes of a change id, big-endian (0 for none).
@@ -1906,7 +1912,7 @@ extension FieldSyncAgent {
             written += 1
             if f == flooderNode { floodBytes += c.encodedBytes.count }
         }
-        touched(f, domains: [d], except: -1, now: now, effects: &effects)
+        touched(f, domains: [d], moved: written > 0 ? [log] : [], except: -1, now: now, effects: &effects)
         return written
     }
 }
