@@ -131,6 +131,11 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
     public let path: String
     /// Number of segments.
     public let depth: Int
+    /// The path hashed once, with the process's seeded `Hasher` (so a peer cannot choose paths that
+    /// collide): what `hash(into:)` feeds, and a fast first test of `==`. Stores and sessions look logs up
+    /// by `LogID` per change and per log of every session; an officer writes a log per village, so the
+    /// author alone (or the author and the depth) collided across all of them.
+    private let pathHash: Int
 
     /// Why a scope string is invalid.
     public struct Invalid: Error, Equatable, Sendable, CustomStringConvertible {
@@ -166,7 +171,13 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
         guard depth <= Scope.maxDepth else { throw Invalid(input: path, reason: "more than \(Scope.maxDepth) segments") }
         self.path = path
         self.depth = depth
+        var h = Hasher()
+        h.combine(path)
+        pathHash = h.finalize()
     }
+
+    public static func == (a: Scope, b: Scope) -> Bool { a.pathHash == b.pathHash && a.path == b.path }
+    public func hash(into hasher: inout Hasher) { hasher.combine(pathHash) }
 
     /// The path segments, root first.
     public var segments: [String] { path.split(separator: "/").map(String.init) }
@@ -217,12 +228,12 @@ public struct LogID: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
     }
 
     public static func < (a: LogID, b: LogID) -> Bool { a.author != b.author ? a.author < b.author : a.scope < b.scope }
-    /// Hashes the author's 128 bits and the scope's depth, not the scope's path: an author writes in
-    /// a few scopes, and hashing the path string was most of the cost of every log lookup (stores and
-    /// sessions look logs up per change and per session). Equality still compares the whole id.
+    /// Hashes the author's 128 bits and the scope's path hash (`Scope` hashes its path once, when it is
+    /// made): hashing the path string on every lookup was most of the cost of a log lookup, and the author
+    /// and depth alone collide for an author's many village logs. Equality still compares the whole id.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(author)
-        hasher.combine(scope.depth)
+        hasher.combine(scope)
     }
     public var description: String { "\(author)@\(scope)" }
     public func encode(to writer: inout ByteWriter) {
