@@ -213,6 +213,12 @@ public final class FieldSyncAgent: SyncAgent {
         /// The lost device's replicator as it was (a finder or thief holds it): for checking that
         /// nodes that learned the revocation refuse it.
         public let lostDevice: Replicator
+        /// The revocation's cut-off (HQ's clock when it wrote it): the device's changes with a later HLC are
+        /// refused and quarantined by every node that learns it (`TrustStore.isRevoked`).
+        public var cutoff = HLCTimestamp(milliseconds: 0, counter: 0)
+        /// The device's workload changes written before the revocation but dated after its cut-off (its clock ran
+        /// ahead of HQ's), in change order: the trust rules condemn them too (`datedAfterCutoff`).
+        public var datedAfter: [ChangeIndex] = []
     }
     /// Revocations of lost devices, in loss order.
     public private(set) var revocations: [RevocationTrack] = []
@@ -444,6 +450,9 @@ public final class FieldSyncAgent: SyncAgent {
     /// Crashes (every one restarts the node from its store), power losses of `normal` stores among them, the
     /// commits and changes those lost, and revocations a node had learned and forgot with the commits it lost.
     public private(set) var crashes = 0, powerLosses = 0, commitsLost = 0, changesLost = 0, revocationsForgotten = 0
+    /// Held changes nodes quarantined when they learned a revocation (dated after its cut-off), and those among
+    /// them that were not (must stay 0: a change an honest store should hold never leaves it).
+    public private(set) var quarantinedForRevocation = 0, quarantinedBeforeCutoff = 0
     /// Per node: changes it held and lost on a power loss and does not hold again, with when (lookup only; read
     /// in sorted order). Its readers were counted when they first received the change: one that comes back is
     /// not counted again.
@@ -466,6 +475,8 @@ public final class FieldSyncAgent: SyncAgent {
     var lossReportsWhileHQDown: [(NodeIndex, Replicator)] = []
     /// Changes relay boxes refused for quota (`ChangeRefusal.quota`).
     public internal(set) var relayQuotaRefusals = 0
+    /// Per workload change: the relay boxes whose store refused it for room, with the first refusal (lookup only).
+    private var quotaRefused: [ChangeIndex: [(node: NodeIndex, at: SimTime)]] = [:]
     /// Crashes of HQ, county and station nodes (`faults.crashesPerInfraYear`).
     public private(set) var infraCrashes = 0
 
@@ -973,7 +984,10 @@ public final class FieldSyncAgent: SyncAgent {
                 }
             case let .refused(change) where change.reason == .quota || change.reason == .heldBack:
                 refusedReceived += 1
-                if change.reason == .quota { relayQuotaRefusals += 1 }
+                if change.reason == .quota {
+                    relayQuotaRefusals += 1
+                    noteQuotaRefusal(change, at: me, now: now)
+                }
             case .live:
                 wentLive = true
             default:
@@ -1608,7 +1622,9 @@ public final class FieldSyncAgent: SyncAgent {
         pendingRevocations.removeAll { i in
             if revocations[i].learned[Int(node)] == nil, !r.trust.revocations.revocations(of: revocations[i].device).isEmpty {
                 revocations[i].learned[Int(node)] = now
-                if revocations[i].node == revokedNode { forgetQuarantined(at: node, author: revocations[i].node) }
+                // The store quarantined the device's changes dated after the cut-off it held (a lost device whose
+                // clock ran ahead wrote some before it was lost; the revoked adversary's): they are no longer held.
+                forgetQuarantined(at: node, revocation: i)
             }
             // The revoked device that keeps trying never learns its own revocation (every informed peer refuses it).
             return (0..<replicators.count).allSatisfy { replicators[$0] == nil || revocations[i].learned[$0] != nil || $0 == revokedNode.map(Int.init) }
@@ -1647,9 +1663,11 @@ public final class FieldSyncAgent: SyncAgent {
                 noteOutside(LogID(author: hqr.identity.id, scope: rootScope))
                 var learned = [SimTime?](repeating: nil, count: replicators.count)
                 learned[Int(hq)] = now
-                revocations.append(RevocationTrack(node: node, device: cert.subject, at: now, learned: learned, lostDevice: lost))
+                revocations.append(RevocationTrack(node: node, device: cert.subject, at: now, learned: learned, lostDevice: lost,
+                                                   cutoff: rev.revokedAt, datedAfter: datedAfterCutoff(node, lost, rev.revokedAt)))
                 pendingRevocations.append(revocations.count - 1)
                 replicators[Int(node)] = nil
+                forgetQuarantined(at: hq, revocation: revocations.count - 1)
                 touched(hq, domains: [], except: -1, now: now, effects: &effects)
                 revoked(node, revocation: revocations.count - 1, now: now, effects: &effects)
             }
@@ -1783,24 +1801,88 @@ extension FieldSyncAgent {
         revokedCutoff = t
         var learned = [SimTime?](repeating: nil, count: replicators.count)
         learned[Int(hq)] = now
-        revocations.append(RevocationTrack(node: d, device: cert.subject, at: now, learned: learned, lostDevice: dev))
+        revocations.append(RevocationTrack(node: d, device: cert.subject, at: now, learned: learned, lostDevice: dev,
+                                           cutoff: rev.revokedAt, datedAfter: datedAfterCutoff(d, dev, rev.revokedAt)))
         pendingRevocations.append(revocations.count - 1)
+        forgetQuarantined(at: hq, revocation: revocations.count - 1)
         touched(hq, domains: [], except: -1, now: now, effects: &effects)
         revoked(d, revocation: revocations.count - 1, now: now, effects: &effects)
     }
 
-    /// Drops from `held` the revoked device's changes the node's store quarantined when it learned the
-    /// revocation (`Replicator.quarantineRevokedChanges`), so that `holds` says what the store holds.
-    private func forgetQuarantined(at node: NodeIndex, author: NodeIndex) {
+    /// The revocation (index into `revocations`) whose cut-off dates `change` after it, written before it
+    /// (`RevocationTrack.datedAfter`), if any.
+    public func revocationDating(_ change: ChangeIndex) -> Int? {
+        guard !revocations.isEmpty, Int(change) < ctx.changes.count else { return nil }
+        let author = ctx.changes.author[Int(change)]
+        return revocations.firstIndex { $0.node == author && $0.datedAfter.contains(change) }
+    }
+
+    /// The relay boxes whose store refused `change` for room (`ChangeRefusal.quota`), each with its first refusal.
+    public func quotaRefusals(of change: ChangeIndex) -> [(node: NodeIndex, at: SimTime)] {
+        (quotaRefused[change] ?? []).map { ($0.node, $0.at) }
+    }
+
+    /// Records that `node`'s store refused the workload change at (`log`, `seq`) for room (first time per node).
+    private func noteQuotaRefusal(_ r: RefusedChange, at node: NodeIndex, now: SimTime) {
+        guard let list = changeOf[r.log], r.seq >= 1, Int(r.seq) <= list.count else { return }
+        let c = list[Int(r.seq) - 1]
+        if !(quotaRefused[c]?.contains { $0.node == node } ?? false) { quotaRefused[c, default: []].append((node, now)) }
+    }
+
+    /// The log and seq of workload change `change` (nil if it was never written).
+    func logAndSeq(of change: ChangeIndex) -> (LogID, UInt64)? {
+        let author = Int(ctx.changes.author[Int(change)])
+        for log in authoredLogs[author] {
+            if let i = changeOf[log]?.firstIndex(of: change) { return (log, UInt64(i + 1)) }
+        }
+        return nil
+    }
+
+    /// Drops from `held` the revoked device's changes the node's store quarantined when it learned revocation
+    /// `k` (`Replicator.quarantineRevokedChanges`), so that `holds` says what the store holds, and counts them
+    /// (`quarantinedForRevocation`). Only a change dated after the cut-off may go (one the trust rules condemn): a
+    /// change that left the store otherwise is counted in `quarantinedBeforeCutoff`, a failure of the swarm.
+    private func forgetQuarantined(at node: NodeIndex, revocation k: Int) {
         guard let r = replicators[Int(node)] else { return }
+        let author = revocations[k].node, cutoff = revocations[k].cutoff
         for log in authoredLogs[Int(author)] {
             guard let h = try? r.store.holdings(of: log), let list = changeOf[log] else { continue }
+            var gone: [UInt64] = []
             for (i, c) in list.enumerated() where held[Int(node)][c] != nil && !h.contains(UInt64(i + 1)) {
                 held[Int(node)][c] = nil
                 lossCount[Int(c)] += 1
+                quarantinedForRevocation += 1
+                gone.append(UInt64(i + 1))
             }
-            seen[Int(node)][log] = h
+            if !gone.isEmpty {
+                let quarantined = (try? r.store.quarantined().filter { $0.log == log && $0.cause == .revoked }) ?? []
+                for seq in gone where !quarantined.contains(where: { q in
+                    q.seq == seq && ((try? Change(canonicalBytes: q.bytes))?.header.hlc).map { $0 > cutoff } == true
+                }) { quarantinedBeforeCutoff += 1 }
+            }
+            // What the store no longer holds leaves the scan's baseline; changes of the same batch that the next
+            // `scan` has not counted yet stay new to it (the baseline is not set to the holdings).
+            if var old = seen[Int(node)][log] {
+                for range in Self.newSeqs(old, minus: h) { for seq in range { old.remove(seq) } }
+                seen[Int(node)][log] = old.ranges.isEmpty ? nil : old
+            }
         }
+    }
+
+    /// The workload changes of `node` (the device `device`, revoked with cut-off `cutoff`) dated after the cut-off,
+    /// read from the device's store (or, for a change it lost on a power loss, any store that holds it).
+    private func datedAfterCutoff(_ node: NodeIndex, _ device: Replicator, _ cutoff: HLCTimestamp) -> [ChangeIndex] {
+        var out: [ChangeIndex] = []
+        for log in authoredLogs[Int(node)] {
+            guard let list = changeOf[log] else { continue }
+            for (i, c) in list.enumerated() {
+                let seq = UInt64(i + 1)
+                var hlc = try? device.store.changes(log, in: seq...seq).first?.hlc
+                for r in replicators where hlc == nil { hlc = try? r?.store.changes(log, in: seq...seq).first?.hlc }
+                if let t = hlc, t > cutoff { out.append(c) }
+            }
+        }
+        return out.sorted()
     }
 
     /// The equivocator's fork: a second replicator with its identity and a copy of its own log signs another

@@ -49,7 +49,11 @@ public struct Oracle {
     ///   dated ahead of a receiver's clock by more than the skew tolerance is refused
     ///   (`timestampInFuture`) and offered again later: it can arrive at that node only once its clock
     ///   has caught up, and can be carried on from there only after that (swarm finding 3).
-    public func earliestArrival(from source: NodeIndex, at time: SimTime, notBefore: [SimTime]? = nil) -> [SimTime] {
+    /// - Parameter notAfter: per node, the time from which it no longer takes or passes on the thing (nil: never):
+    ///   a node that learned the revocation of the change's author quarantines and refuses it; a relay box whose
+    ///   store refused it for room (quota) did not take it. A contact carries it from `u` to `v` only if it
+    ///   leaves `u` before `notAfter[u]` and arrives at `v` before `notAfter[v]`.
+    public func earliestArrival(from source: NodeIndex, at time: SimTime, notBefore: [SimTime]? = nil, notAfter: [SimTime]? = nil) -> [SimTime] {
         var arr = Array(repeating: SimTime.max, count: nodes)
         var done = Array(repeating: false, count: nodes)
         arr[Int(source)] = time
@@ -79,6 +83,7 @@ public struct Oracle {
             for k in offsets[Int(u)]..<offsets[Int(u) + 1] where ends[k] >= t {
                 let v = peer[k]
                 let a = max(t, starts[k], (notBefore?[Int(v)] ?? 0) - latency[k]) + latency[k]
+                if let na = notAfter, a - latency[k] >= na[Int(u)] || a >= na[Int(v)] { continue }
                 if a <= ends[k] && a < arr[Int(v)] {
                     arr[Int(v)] = a
                     heap.append((a, v))

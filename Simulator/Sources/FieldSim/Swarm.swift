@@ -113,8 +113,21 @@ public enum Swarm {
     /// node's clock: see `run`). With adversaries, their nodes are not readers that must hold anything, their
     /// changes no honest node may take are left out, and the oracle uses only the contacts without the
     /// adversaries from their start (`AdversaryChecks.honestContacts`: liveness is owed only along the other
-    /// paths). Returns the pairs missing, the pairs excused (no path in time) and up to three examples.
-    public static func deliveryCheck(_ sim: Simulation<FieldSyncAgent>, slack: SimTime = SimTime(Duration.hour)) -> (missing: Int, beyondReach: Int, examples: [String]) {
+    /// paths).
+    ///
+    /// What the trust rules and the stores' limits take out, each pair counted under its reason:
+    /// - `revoked`: a change its author wrote before a revocation but dated after the revocation's cut-off (a clock
+    ///   that ran ahead of HQ's; `FieldSyncAgent.RevocationTrack.datedAfter`) is refused and quarantined by every node
+    ///   that learns the revocation (`TrustStore.isRevoked`): it is not owed to a reader that learned it, and the
+    ///   paths to the others pass only through nodes that had not learned it yet (`Oracle`, `notAfter`);
+    /// - `fullRelay`: a relay box whose store refused the change for room (`ChangeRefusal.quota`) and does not hold it
+    ///   at the end carries it on no path from its first such refusal (a full box takes nothing new until HQ's
+    ///   receipts free room).
+    /// A pair is counted under a reason only if the oracle reaches it in time without that rule and not with it.
+    /// Returns the pairs missing, the pairs excused (no path in time), up to three examples, and the pairs excused by
+    /// each rule above.
+    public static func deliveryCheck(_ sim: Simulation<FieldSyncAgent>, slack: SimTime = SimTime(Duration.hour))
+        -> (missing: Int, beyondReach: Int, examples: [String], revoked: Int, fullRelay: Int) {
         let world = sim.context.world
         let a = sim.agent
         let ch = sim.context.changes
@@ -123,20 +136,34 @@ public enum Swarm {
         let oracle = Oracle(contacts: a.adversaries.isEmpty ? sim.contacts : AdversaryChecks.honestContacts(sim), nodes: world.count)
         let clocks = sim.context.clockSkew
         let skewed = clocks.contains { $0 != 0 }
-        var missing = 0, beyondReach = 0
+        var missing = 0, beyondReach = 0, revokedPairs = 0, fullRelayPairs = 0
         var examples: [String] = []
         for c in 0..<ch.count {
             let ci = ChangeIndex(c)
             guard !a.isAdversarialChange(ci), (0..<world.count).contains(where: { holders[$0] && a.holds(ci, at: NodeIndex($0)) }) else { continue }
             var reach: [SimTime]?
+            // The trust rules' and the quotas' limits on who carries the change (nil: none).
+            let revocation = a.revocationDating(ci).map { a.revocations[$0] }
+            var limits: [SimTime]?
+            if let r = revocation {
+                limits = r.learned.map { $0 ?? .max }
+            }
+            for (node, at) in a.quotaRefusals(of: ci) where !a.holds(ci, at: node) {
+                if limits == nil { limits = [SimTime](repeating: .max, count: world.count) }
+                limits![Int(node)] = min(limits![Int(node)], at)
+            }
             for n in world.readers[Int(ch.domain[c])] where live[Int(n)] && !a.holds(ci, at: n) {
+                if let r = revocation, r.learned[Int(n)] != nil {
+                    revokedPairs += 1  // the reader learned the revocation: it must not hold the change
+                    continue
+                }
                 if reach == nil {
                     // The change's date is its author's clock when written (its HLC can run a few minutes
                     // further ahead, never more than the skew tolerance: taking the receiver's acceptance at
                     // that date, without the tolerance, errs towards excusing).
                     let dated = ch.createdAt[c] + clocks[Int(ch.author[c])]
                     reach = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c],
-                                                   notBefore: skewed ? clocks.map { dated - $0 } : nil)
+                                                   notBefore: skewed ? clocks.map { dated - $0 } : nil, notAfter: limits)
                 }
                 var at = reach![Int(n)]
                 if a.wasLostToPower(ci) {
@@ -151,7 +178,7 @@ public enum Swarm {
                         var best = [SimTime](repeating: .max, count: world.count)
                         for h in 0..<world.count where holders[h] && a.holds(ci, at: NodeIndex(h)) {
                             guard let t = a.acquired(ci, at: NodeIndex(h)) else { continue }
-                            let arr = oracle.earliestArrival(from: NodeIndex(h), at: max(t, after), notBefore: accept)
+                            let arr = oracle.earliestArrival(from: NodeIndex(h), at: max(t, after), notBefore: accept, notAfter: limits)
                             for k in 0..<best.count { best[k] = min(best[k], arr[k]) }
                         }
                         return best
@@ -159,6 +186,16 @@ public enum Swarm {
                     at = fromHolders(after: a.lostToPowerAt(ci, node: n) ?? 0)[Int(n)]
                 }
                 guard at != SimTime.max, at + slack <= sim.now else {
+                    if limits != nil, !a.wasLostToPower(ci) {
+                        // Which rule excused it: without the limits, would the contacts have reached it in time?
+                        let dated = ch.createdAt[c] + clocks[Int(ch.author[c])]
+                        let free = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c],
+                                                          notBefore: skewed ? clocks.map { dated - $0 } : nil)[Int(n)]
+                        if free != SimTime.max, free + slack <= sim.now {
+                            if revocation != nil { revokedPairs += 1 } else { fullRelayPairs += 1 }
+                            continue
+                        }
+                    }
                     beyondReach += 1
                     continue
                 }
@@ -170,7 +207,7 @@ public enum Swarm {
                 }
             }
         }
-        return (missing, beyondReach, examples)
+        return (missing, beyondReach, examples, revokedPairs, fullRelayPairs)
     }
 
     /// The members of `keys.behind` that the run's contacts reached from HQ after the newest grant of their station
@@ -199,6 +236,21 @@ public enum Swarm {
         return (missing, beyond)
     }
 
+    /// Runs `longnan-small` (`base`) under `mix` as seed `seed` of the swarm does, without the checks (`run` checks;
+    /// tests use the simulation to look inside a seed). Returns the simulation, the scenario file with the mix and the scenario.
+    public static func simulate(seed: UInt64, mix: SwarmMix, base: ScenarioFile, path: String) throws
+        -> (sim: Simulation<FieldSyncAgent>, file: ScenarioFile, scenario: any Scenario) {
+        let file = mix.apply(to: base)
+        try file.validate(file: "\(base.name) (swarm seed \(seed))")
+        let scen = try makeScenario(file, seed: seed, path: path)
+        var options = RunOptions(sampleInterval: Duration.hour, snapshotAt: nil, recordContacts: true, oracleSampleEvery: file.defaultOracleEvery)
+        options.linkFaults = LinkFaults(file.faults, seed: seed)
+        let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
+                               receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, adversaries: mix.adversaries,
+                               durability: mix.durability, keyRotation: KeyRotation(file.keys), options: options)
+        return (sim, file, scen)
+    }
+
     /// Runs seed `seed` of the swarm on `base` (normally `longnan-small`) with the `fieldsync` agent and
     /// stand-in crypto, and checks at the end:
     /// 1. the engine's per-event invariant (every replica holds at (log, seq) exactly what its author wrote);
@@ -225,14 +277,7 @@ public enum Swarm {
             mix.durability = StoreDurability(swarmSeed: seed)
         }
         if infra { mix.drawInfra(seed: seed) }
-        let file = mix.apply(to: base)
-        try file.validate(file: "\(base.name) (swarm seed \(seed))")
-        let scen = try makeScenario(file, seed: seed, path: path)
-        var options = RunOptions(sampleInterval: Duration.hour, snapshotAt: nil, recordContacts: true, oracleSampleEvery: file.defaultOracleEvery)
-        options.linkFaults = LinkFaults(file.faults, seed: seed)
-        let sim = runFieldSync(scenario: scen, seed: seed, crypto: .standIn,
-                               receiptInterval: mix.receiptsEveryHours.map { SimTime($0 * 3_600_000) }, adversaries: mix.adversaries,
-                               durability: mix.durability, keyRotation: KeyRotation(file.keys), options: options)
+        let (sim, file, scen) = try simulate(seed: seed, mix: mix, base: base, path: path)
         var failures: [String] = []
         if let v = sim.invariantViolation { failures.append("engine invariant: \(v)") }
         let report = fieldSyncReport(sim, scenarioName: file.name, seed: seed, derived: scen.derivedParameters)
@@ -246,7 +291,7 @@ public enum Swarm {
         // 3. Held by a live node => held by every live reader, unless the run's own contacts gave no path
         //    that arrived `slack` before the end (the oracle: earliest arrival over the contacts that ran).
         let slack = SimTime(Duration.hour)
-        let (missing, beyondReach, examples) = deliveryCheck(sim, slack: slack)
+        let (missing, beyondReach, examples, revokedPairs, fullRelayPairs) = deliveryCheck(sim, slack: slack)
         if missing > 0 { failures.append("not delivered: \(missing) (change, live reader) pairs missing a change a live node holds, though the run's contacts reached the reader at least \(JSON.format(Double(slack) / 3_600_000)) h before the end, e.g. \(examples.joined(separator: "; "))") }
         // 4. Entitlement, every node and every log.
         for n in 0..<world.count where live[n] && !a.holdsOnlyEntitledLogs(NodeIndex(n)) {
@@ -314,6 +359,9 @@ public enum Swarm {
         //    trusts is synced at once, `CommitBatch.mustBeDurable(after:)`).
         let dur = durabilityCheck(sim)
         failures += dur.failures
+        if a.quarantinedBeforeCutoff > 0 {
+            failures.append("trust: \(a.quarantinedBeforeCutoff) held change(s) left a store when it learned a revocation though not dated after its cut-off")
+        }
         if a.revocationsForgotten > 0 {
             failures.append("trust: \(a.revocationsForgotten) revocation(s) forgotten by a node whose store lost them over a power loss")
         }
@@ -338,6 +386,9 @@ public enum Swarm {
             ("peer_gone_cuts", a.pairEnds.reduce(0) { $0 + $1[FieldSyncAgent.PairEnd.peerGone.rawValue] }),
             ("key_rotations", a.rotations.count), ("members_behind_newest_epoch_no_path_in_time", keysBehind.beyondReach),
             ("changes_unreadable_at_members", keys.unreadable),
+            ("changes_dated_after_their_authors_revocation", a.revocations.reduce(0) { $0 + $1.datedAfter.count }),
+            ("held_changes_quarantined_for_a_revocation", a.quarantinedForRevocation),
+            ("pairs_missing_revoked", revokedPairs), ("pairs_missing_only_through_full_relays", fullRelayPairs),
         ] + (adversaries ? adversaryCounts(adv) : [])
         let infraPart: [(String, Int)] = infra ? infraCounts(sim) : []
         let counts: [(String, Int)] = base + infraPart
@@ -443,7 +494,8 @@ extension Swarm {
             let author = ch.author[c]
             let authorLost = a.lostToPowerAt(ChangeIndex(c), node: author) != nil
             let onlyAuthor = holders == 1 && authorLost
-            let why = sim.isLost(author) && holders == 1 ? "only its author held it, and the device was lost"
+            let why = a.revocationDating(ChangeIndex(c)) != nil ? "dated after its author's revocation: quarantined by every live node that held it"
+                : sim.isLost(author) && holders == 1 ? "only its author held it, and the device was lost"
                 : onlyAuthor ? "only its author held it, and lost it on a power loss (synchronous=NORMAL) before any peer took a copy"
                 : "all \(holders) nodes that held it lost it (power loss of NORMAL stores, lost devices)"
             lost.append(LostChange(change: ChangeIndex(c), holders: holders, onlyAuthor: onlyAuthor, why: why))
