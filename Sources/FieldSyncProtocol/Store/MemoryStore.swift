@@ -488,13 +488,16 @@ public final class MemoryStore: SyncStore {
     /// power-loss model places its durable points with it; nil, the default, costs nothing.
     public var didCommit: ((MemoryStore, _ mustBeDurable: Bool) -> Void)?
 
-    /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit).
-    private var logHoldingsCache: [LogID: LogHoldings?] = [:]
+    /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit): each
+    /// log's intervals, empty for a log with none (`logHoldings` nil). The intervals alone, not the
+    /// `LogHoldings`: its copy of the key (a `LogID`, 40 bytes) made an entry twice the size, in every store.
+    private var logHoldingsCache: [LogID: [HeldInterval]] = [:]
 
     public func logHoldings(_ log: LogID) throws -> LogHoldings? {
-        if let cached = logHoldingsCache[log] { return cached }
+        if let cached = logHoldingsCache[log] { return cached.isEmpty ? nil : LogHoldings(log: log, checkedIntervals: cached) }
+        guard state.intervalsByLog[log] != nil else { return nil }  // not held: as cheap as a cache entry, and takes none
         let built = try Self.buildLogHoldings(log, in: self)
-        logHoldingsCache[log] = .some(built)
+        logHoldingsCache[log] = built?.intervals ?? []
         return built
     }
 
