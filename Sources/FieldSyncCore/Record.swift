@@ -242,13 +242,13 @@ public struct Record: CRDT, CustomStringConvertible {
     /// Its scope.
     public let scope: Scope
     /// Last-writer-wins fields.
-    public private(set) var registers: [FieldID: LWWRegister<FieldValue>]
+    public private(set) var registers: FieldTable<LWWRegister<FieldValue>>
     /// Lattice fields.
-    public private(set) var lattices: [FieldID: LatticeRegister]
+    public private(set) var lattices: FieldTable<LatticeRegister>
     /// Observed-remove set fields.
-    public private(set) var sets: [FieldID: ORSet<Token>]
+    public private(set) var sets: FieldTable<ORSet<Token>>
     /// Add-only log fields.
-    public private(set) var logs: [FieldID: AddOnlyLog<String>]
+    public private(set) var logs: FieldTable<AddOnlyLog<String>>
     /// The earliest creating edit seen (nil until one arrives: edits may arrive out of order).
     public private(set) var created: MinOpID
     /// The tombstone: set once any delete is seen; the greatest delete op is kept.
@@ -261,10 +261,10 @@ public struct Record: CRDT, CustomStringConvertible {
         self.id = id
         self.kind = kind
         self.scope = scope
-        registers = [:]
-        lattices = [:]
-        sets = [:]
-        logs = [:]
+        registers = FieldTable()
+        lattices = FieldTable()
+        sets = FieldTable()
+        logs = FieldTable()
         created = MinOpID()
         tombstone = MaxOpID()
         lastModified = MaxOpID()
@@ -292,15 +292,15 @@ public struct Record: CRDT, CustomStringConvertible {
             lastModified.merge(MaxOpID(op))
             switch action {
             case let .set(f, v):
-                if registers[f] == nil { registers[f] = LWWRegister(v, stamp: op) } else { registers[f]!.set(v, stamp: op) }
+                registers.upsert(f, new: { LWWRegister(v, stamp: op) }, update: { $0.set(v, stamp: op) })
             case let .raise(f, p):
-                if lattices[f] == nil { lattices[f] = LatticeRegister(p, stamp: op) } else { lattices[f]!.raise(to: p, stamp: op) }
+                lattices.upsert(f, new: { LatticeRegister(p, stamp: op) }, update: { $0.raise(to: p, stamp: op) })
             case let .add(f, e):
-                sets[f, default: ORSet()].add(e, tag: op)
+                sets.modify(f, default: ORSet()) { $0.add(e, tag: op) }
             case let .remove(f, e, observed):
-                sets[f, default: ORSet()].remove(e, observed: observed)
+                sets.modify(f, default: ORSet()) { $0.remove(e, observed: observed) }
             case let .append(f, t):
-                logs[f, default: AddOnlyLog()].append(t, id: op)
+                logs.modify(f, default: AddOnlyLog()) { $0.append(t, id: op) }
             case .delete:
                 tombstone.merge(MaxOpID(op))
             }
@@ -312,14 +312,10 @@ public struct Record: CRDT, CustomStringConvertible {
     /// Replicas of different records are never merged; doing so is a programming error.
     public mutating func merge(_ other: Record) {
         precondition(other.id == id && other.kind == kind && other.scope == scope, "merging different records")
-        for (f, r) in other.registers {
-            if registers[f] == nil { registers[f] = r } else { registers[f]!.merge(r) }
-        }
-        for (f, l) in other.lattices {
-            if lattices[f] == nil { lattices[f] = l } else { lattices[f]!.merge(l) }
-        }
-        for (f, s) in other.sets { sets[f, default: ORSet()].merge(s) }
-        for (f, l) in other.logs { logs[f, default: AddOnlyLog()].merge(l) }
+        for (f, r) in other.registers { registers.upsert(f, new: { r }, update: { $0.merge(r) }) }
+        for (f, l) in other.lattices { lattices.upsert(f, new: { l }, update: { $0.merge(l) }) }
+        for (f, s) in other.sets { sets.modify(f, default: ORSet()) { $0.merge(s) } }
+        for (f, l) in other.logs { logs.modify(f, default: AddOnlyLog()) { $0.merge(l) } }
         created.merge(other.created)
         tombstone.merge(other.tombstone)
         lastModified.merge(other.lastModified)
@@ -359,25 +355,24 @@ public struct Record: CRDT, CustomStringConvertible {
         lastModified = try MaxOpID(from: &reader)
     }
 
-    private static func encodeMap<V: CanonicalEncodable>(_ map: [FieldID: V], to writer: inout ByteWriter) {
-        let keys = map.keys.sorted()
-        writer.writeVarint(UInt64(keys.count))
-        for k in keys {
+    private static func encodeMap<V: CanonicalEncodable>(_ map: FieldTable<V>, to writer: inout ByteWriter) {
+        writer.writeVarint(UInt64(map.count))
+        for (k, v) in map {  // in increasing field id order
             k.encode(to: &writer)
-            map[k]!.encode(to: &writer)
+            v.encode(to: &writer)
         }
     }
 
-    private static func decodeMap<V: CanonicalDecodable>(from reader: inout ByteReader) throws(DecodingError) -> [FieldID: V] {
+    private static func decodeMap<V: CanonicalDecodable>(from reader: inout ByteReader) throws(DecodingError) -> FieldTable<V> {
         let n = try reader.readCount(minElementSize: 2)
-        var out: [FieldID: V] = [:]
+        var out = FieldTable<V>()  // grown by what parses, not by the count read
         var last: FieldID?
         for _ in 0..<n {
             let at = reader.offset
             let k = try FieldID(from: &reader)
             if let last, !(last < k) { throw DecodingError(.nonCanonicalOrder, at: at, "field ids") }
             last = k
-            out[k] = try V(from: &reader)
+            out.append(k, try V(from: &reader))
         }
         return out
     }

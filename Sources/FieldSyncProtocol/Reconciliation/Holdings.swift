@@ -94,6 +94,12 @@ public struct LogHoldings: Hashable, Sendable {
         self.intervals = intervals
     }
 
+    /// Holdings from intervals that already passed `init(log:intervals:)`'s checks (a store's cache).
+    init(log: LogID, checkedIntervals intervals: [HeldInterval]) {
+        self.log = log
+        self.intervals = intervals
+    }
+
     /// Holdings of the usual shape: the prefix `[1, height]` of the log.
     public init(log: LogID, height: UInt32, headHash: [UInt8]) {
         self.init(log: log, intervals: [HeldInterval(start: 1, end: height, endHash: headHash)])

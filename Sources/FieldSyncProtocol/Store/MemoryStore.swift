@@ -62,40 +62,61 @@ public final class MemoryStore: SyncStore {
     }
 
     /// One log's held changes by seq, with whether each is opened and when it was first committed here:
-    /// dense arrays from the lowest held seq (17 bytes a slot, the arrays growing by doubling). Logs are
+    /// a dense array of slots from the lowest held seq (16 bytes a slot, growing by doubling). Logs are
     /// received mostly in order, so this costs a fraction of a dictionary per log and a set of opened
     /// hashes, held by every replica of a simulator. A seq far from the dense window (more than `maxSpan`
     /// slots from it and more than the changes held) goes to a dictionary instead, so that a signed change
     /// with a huge seq costs one entry.
     struct LogChanges {
-        /// The seq of `boxes[0]` (meaningless while `boxes` is empty).
+        /// A held change (or nil), with its opened mark and its arrival in one word: one array of these
+        /// instead of three (boxes, marks, arrivals) saves two buffers per log, and a store holds thousands
+        /// of logs with a few changes each (village-scope logs).
+        struct Slot {
+            var box: ChangeBox?
+            /// Bit 63: opened. Bits 0-62: when the change was first committed here (`CommitBatch.now`, ms
+            /// since the Unix epoch), `unknownArrival` if not said.
+            private var word: UInt64 = Slot.unknownArrival
+
+            /// The arrival meaning "not said". A time at or after it (2^63 - 1 ms, about 292 million years
+            /// after 1970) is kept as the millisecond before it.
+            static let unknownArrival: UInt64 = (1 << 63) - 1
+
+            init(_ box: ChangeBox?) { self.box = box }
+
+            var opened: Bool {
+                get { word >> 63 == 1 }
+                set { word = (word & Slot.unknownArrival) | (newValue ? 1 << 63 : 0) }
+            }
+
+            var arrived: UInt64? {
+                get { let t = word & Slot.unknownArrival; return t == Slot.unknownArrival ? nil : t }
+                set {
+                    let t = newValue.map { min($0, Slot.unknownArrival - 1) } ?? Slot.unknownArrival
+                    word = (word & (1 << 63)) | t
+                }
+            }
+        }
+
+        /// The seq of `slots[0]` (meaningless while `slots` is empty).
         private var base: UInt64 = 0
-        private var boxes: ContiguousArray<ChangeBox?> = []
-        private var opened: ContiguousArray<Bool> = []
-        /// When each slot's change was first committed here (`CommitBatch.now`), `unknown` if not said. A
-        /// dictionary by hash cost about 30 bytes a held change; boxes are shared between stores, arrivals
-        /// are not.
-        private var arrived: ContiguousArray<UInt64> = []
-        static let unknown = UInt64.max
+        private var slots: ContiguousArray<Slot> = []
         /// Changes held far from the dense window, with their opened marks and arrivals.
-        private var far: [UInt64: (box: ChangeBox, opened: Bool, arrived: UInt64)] = [:]
+        private var far: [UInt64: Slot] = [:]
         /// Held changes (slots that are not nil, and far ones).
         private(set) var count = 0
         /// Slots the dense window may grow by beyond twice the changes held.
         static let maxSpan: UInt64 = 4096
 
         subscript(seq: UInt64) -> ChangeBox? {
-            if let i = index(seq) { return boxes[i] }
+            if let i = index(seq) { return slots[i].box }
             return far.isEmpty ? nil : far[seq]?.box
         }
 
-        /// Stores `box` at `seq` (nil removes it, and its opened mark).
+        /// Stores `box` at `seq` (nil removes it, its opened mark and its arrival).
         mutating func set(_ seq: UInt64, _ box: ChangeBox?) {
             guard let box else {
-                if let i = index(seq), boxes[i] != nil {
-                    boxes[i] = nil
-                    opened[i] = false
-                    arrived[i] = Self.unknown
+                if let i = index(seq), slots[i].box != nil {
+                    slots[i] = Slot(nil)
                     count -= 1
                 } else if far.removeValue(forKey: seq) != nil {
                     count -= 1
@@ -105,29 +126,29 @@ public final class MemoryStore: SyncStore {
             var slot = index(seq)
             if slot == nil { slot = makeSlot(seq) }
             if let i = slot {
-                if boxes[i] == nil { count += 1 }
-                boxes[i] = box
+                if slots[i].box == nil { count += 1 }
+                slots[i].box = box
             } else {
                 if far[seq] == nil { count += 1 }
-                far[seq] = (box, far[seq]?.opened ?? false, far[seq]?.arrived ?? Self.unknown)
+                far[seq, default: Slot(nil)].box = box
             }
         }
 
         func isOpened(_ seq: UInt64) -> Bool {
-            if let i = index(seq) { return opened[i] }
+            if let i = index(seq) { return slots[i].opened }
             return far[seq]?.opened ?? false
         }
 
         /// When the held change at `seq` was first committed here (nil: not said, or not held).
         func arrival(_ seq: UInt64) -> UInt64? {
-            let t = index(seq).map { arrived[$0] } ?? far[seq]?.arrived ?? Self.unknown
-            return t == Self.unknown ? nil : t
+            if let i = index(seq) { return slots[i].arrived }
+            return far[seq]?.arrived
         }
 
         /// Notes when the held change at `seq` was first committed here.
         mutating func setArrival(_ seq: UInt64, _ t: UInt64) {
             if let i = index(seq) {
-                if boxes[i] != nil { arrived[i] = t }
+                if slots[i].box != nil { slots[i].arrived = t }
             } else if far[seq] != nil {
                 far[seq]!.arrived = t
             }
@@ -136,7 +157,7 @@ public final class MemoryStore: SyncStore {
         /// Marks the held change at `seq` opened.
         mutating func markOpened(_ seq: UInt64) {
             if let i = index(seq) {
-                if boxes[i] != nil { opened[i] = true }
+                if slots[i].box != nil { slots[i].opened = true }
             } else if far[seq] != nil {
                 far[seq]!.opened = true
             }
@@ -144,47 +165,39 @@ public final class MemoryStore: SyncStore {
 
         /// The held seqs in order.
         var seqs: [UInt64] {
-            let dense = boxes.indices.compactMap { boxes[$0] == nil ? nil : base + UInt64($0) }
+            let dense = slots.indices.compactMap { slots[$0].box == nil ? nil : base + UInt64($0) }
             return far.isEmpty ? dense : (dense + far.keys).sorted()
         }
 
         /// The held changes in seq order.
-        var values: [ChangeBox] { far.isEmpty ? boxes.compactMap { $0 } : seqs.map { self[$0]! } }
+        var values: [ChangeBox] { far.isEmpty ? slots.compactMap(\.box) : seqs.map { self[$0]! } }
 
         private func index(_ seq: UInt64) -> Int? {
-            guard !boxes.isEmpty, seq >= base, seq - base < UInt64(boxes.count) else { return nil }
+            guard !slots.isEmpty, seq >= base, seq - base < UInt64(slots.count) else { return nil }
             return Int(seq - base)
         }
 
         /// Extends the dense window to `seq` and returns its slot, or nil if that would add more than
         /// `maxSpan` slots beyond twice the changes held.
         private mutating func makeSlot(_ seq: UInt64) -> Int? {
-            if boxes.isEmpty {
+            if slots.isEmpty {
                 base = seq
-                boxes.append(nil)
-                opened.append(false)
-                arrived.append(Self.unknown)
+                slots.append(Slot(nil))
                 return 0
             }
             let limit = UInt64(2 * count) + Self.maxSpan
             if seq < base {
                 guard base - seq <= limit else { return nil }
-                let n = Int(base - seq)
-                boxes.insert(contentsOf: repeatElement(nil, count: n), at: 0)
-                opened.insert(contentsOf: repeatElement(false, count: n), at: 0)
-                arrived.insert(contentsOf: repeatElement(Self.unknown, count: n), at: 0)
+                slots.insert(contentsOf: repeatElement(Slot(nil), count: Int(base - seq)), at: 0)
                 base = seq
                 absorbFar()
                 return 0
             }
-            let end = base + UInt64(boxes.count)  // seq >= end here
+            let end = base + UInt64(slots.count)  // seq >= end here
             guard seq - end < limit else { return nil }
-            let n = Int(seq - end) + 1
-            boxes.append(contentsOf: repeatElement(nil, count: n))
-            opened.append(contentsOf: repeatElement(false, count: n))
-            arrived.append(contentsOf: repeatElement(Self.unknown, count: n))
+            slots.append(contentsOf: repeatElement(Slot(nil), count: Int(seq - end) + 1))
             absorbFar()
-            return boxes.count - 1
+            return slots.count - 1
         }
 
         /// Moves far changes the dense window now covers into it (each seq is held in one place).
@@ -192,9 +205,7 @@ public final class MemoryStore: SyncStore {
             guard !far.isEmpty else { return }
             for (seq, entry) in far {
                 guard let i = index(seq) else { continue }
-                boxes[i] = entry.box
-                opened[i] = entry.opened
-                arrived[i] = entry.arrived
+                slots[i] = entry
                 far[seq] = nil
             }
         }
@@ -247,13 +258,23 @@ public final class MemoryStore: SyncStore {
         }
     }
 
+    /// A record's entry in a store: the materialized record (nil once removed: no held change touches it any
+    /// more) and the hashes of the changes that touched it, in the order they came (`history(of:)`).
+    struct RecordEntry {
+        var box: RecordBox?
+        var touched: [[UInt8]] = []
+    }
+
     struct State {
         var changes: [LogID: LogChanges] = [:]
         var byHash = HashIndex()
         var evicted: Set<ChangeHashKey> = []
         var intervalsByLog: [LogID: HeldIntervals] = [:]
-        var recordsByID: [RecordID: RecordBox] = [:]
-        var touched: [RecordID: [[UInt8]]] = [:]
+        /// Records by id, each with the changes that touched it: one table instead of one for the records and
+        /// one for the lists (a key and a bucket less per record, in every replica of a simulator).
+        var records: [RecordID: RecordEntry] = [:]
+        /// Entries of `records` with a record (a removed record keeps its entry for its history).
+        var recordCount = 0
         /// Hashes marked opened that were not held when marked (kept so that the change counts as opened
         /// if it is stored later, as a set of opened hashes would); the held ones are marked in `changes`.
         var openedUnheld: Set<ChangeHashKey> = []
@@ -354,7 +375,7 @@ public final class MemoryStore: SyncStore {
             return (count, freed)
         }
 
-        func loadRecord(_ id: RecordID) throws -> Record? { records[id]?.0 ?? base.recordsByID[id]?.value }
+        func loadRecord(_ id: RecordID) throws -> Record? { records[id]?.0 ?? base.records[id]?.box?.value }
         mutating func saveRecord(_ record: Record, touchedBy hashes: [[UInt8]]) throws {
             records[record.id] = (record, (records[record.id]?.1 ?? []) + hashes)
         }
@@ -467,45 +488,48 @@ public final class MemoryStore: SyncStore {
     /// power-loss model places its durable points with it; nil, the default, costs nothing.
     public var didCommit: ((MemoryStore, _ mustBeDurable: Bool) -> Void)?
 
-    /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit).
-    private var logHoldingsCache: [LogID: LogHoldings?] = [:]
+    /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit): each
+    /// log's intervals, empty for a log with none (`logHoldings` nil). The intervals alone, not the
+    /// `LogHoldings`: its copy of the key (a `LogID`, 40 bytes) made an entry twice the size, in every store.
+    private var logHoldingsCache: [LogID: [HeldInterval]] = [:]
 
     public func logHoldings(_ log: LogID) throws -> LogHoldings? {
-        if let cached = logHoldingsCache[log] { return cached }
+        if let cached = logHoldingsCache[log] { return cached.isEmpty ? nil : LogHoldings(log: log, checkedIntervals: cached) }
+        guard state.intervalsByLog[log] != nil else { return nil }  // not held: as cheap as a cache entry, and takes none
         let built = try Self.buildLogHoldings(log, in: self)
-        logHoldingsCache[log] = .some(built)
+        logHoldingsCache[log] = built?.intervals ?? []
         return built
     }
 
-    public func record(_ id: RecordID) throws -> Record? { state.recordsByID[id]?.value }
+    public func record(_ id: RecordID) throws -> Record? { state.records[id]?.box?.value }
 
     /// Calls `body` with every materialized record, deleted ones included, in no particular order: what
     /// `records(RecordQuery(includeDeleted: true))` returns, without building the array (a simulator's
     /// end-of-run digest of thousands of stores).
     public func forEachRecord(_ body: (Record) throws -> Void) rethrows {
-        for box in state.recordsByID.values { try body(box.value) }
+        for entry in state.records.values { if let box = entry.box { try body(box.value) } }
     }
 
     public func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID] {
-        state.recordsByID.keys.filter(range.contains).sorted()
+        state.records.compactMap { $0.value.box != nil && range.contains($0.key) ? $0.key : nil }.sorted()
     }
 
     public func records(_ query: RecordQuery) throws -> [Record] {
-        var hits = state.recordsByID.values.map { ($0.value, RecordIndexEntry($0.value, schemas: schemas)) }
+        var hits = state.records.values.compactMap { $0.box.map { ($0.value, RecordIndexEntry($0.value, schemas: schemas)) } }
             .filter { query.matches($0.0, index: $0.1) }
         hits.sort { ($0.1.eventTime ?? .min, $0.0.id) > ($1.1.eventTime ?? .min, $1.0.id) }
         return hits.prefix(query.limit ?? Int.max).map(\.0)
     }
 
     public func history(of id: RecordID) throws -> [StoredChange] {
-        (state.touched[id] ?? []).compactMap { h in state.byHash[ChangeHashKey(h)].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
+        (state.records[id]?.touched ?? []).compactMap { h in state.byHash[ChangeHashKey(h)].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 
     public func arrivals(of records: [RecordID]) throws -> [RecordID: [ChangeArrival]] {
         var out: [RecordID: [ChangeArrival]] = [:]
         for id in records {
-            let held = (state.touched[id] ?? []).compactMap { h -> ChangeArrival? in
+            let held = (state.records[id]?.touched ?? []).compactMap { h -> ChangeArrival? in
                 let key = ChangeHashKey(h)
                 guard let c = state.byHash[key]?.value else { return nil }
                 return ChangeArrival(log: c.log, seq: c.seq, hlc: c.hlc, arrivedAt: state.changes[c.log]?.arrival(c.seq))
@@ -551,7 +575,7 @@ public final class MemoryStore: SyncStore {
         s.changeBytes = state.totalBytes
         s.heldBack = state.heldBackTotal
         s.unopened = try unopened(in: nil).count
-        s.records = state.recordsByID.count
+        s.records = state.recordCount
         s.forks = state.forkCount
         s.receipted = state.receipts.reduce(0) { acc, kv in
             acc + (state.changes[kv.key]?.seqs.filter { $0 <= kv.value }.count ?? 0)
@@ -580,11 +604,14 @@ extension MemoryStore.State {
         evicted.formUnion(tx.evicted.map(ChangeHashKey.init))
         for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
         for (id, (r, hashes)) in tx.records {
-            recordsByID[id] = interner?.intern(r) ?? MemoryStore.RecordBox(r)
-            var list = touched[id] ?? []
+            var entry = records[id] ?? MemoryStore.RecordEntry()
+            if entry.box == nil { recordCount += 1 }
+            entry.box = interner?.intern(r) ?? MemoryStore.RecordBox(r)
+            var list = entry.touched
             let before = list.count
             for h in hashes where !list.contains(h) { list.append(h) }
-            if list.count > before { touched[id] = interner?.intern(touched: list, of: id) ?? list }
+            if list.count > before { entry.touched = interner?.intern(touched: list, of: id) ?? list }
+            records[id] = entry
         }
         for h in tx.opened {
             let key = ChangeHashKey(h)
@@ -609,7 +636,10 @@ extension MemoryStore.State {
             quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
                                                 repaired: false, cause: .revoked, bytes: c.bytes))
         }
-        for id in tx.removedRecords where tx.records[id] == nil { recordsByID[id] = nil }
+        for id in tx.removedRecords where tx.records[id] == nil && records[id]?.box != nil {
+            records[id]!.box = nil
+            recordCount -= 1
+        }
         totalBytes += tx.bytesDelta
         heldBackTotal += tx.heldBackDelta
     }
