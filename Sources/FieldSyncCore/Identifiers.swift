@@ -130,12 +130,13 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
     /// The path, e.g. `longnan/wudu/station-017`.
     public let path: String
     /// Number of segments.
-    public let depth: Int
-    /// The path hashed once, with the process's seeded `Hasher` (so a peer cannot choose paths that
-    /// collide): what `hash(into:)` feeds, and a fast first test of `==`. Stores and sessions look logs up
-    /// by `LogID` per change and per log of every session; an officer writes a log per village, so the
-    /// author alone (or the author and the depth) collided across all of them.
-    private let pathHash: Int
+    public var depth: Int { Int(packed >> 56) }
+    /// The depth in the top 8 bits, and in the low 56 the path hashed once with the process's seeded
+    /// `Hasher` (so a peer cannot choose paths that collide): what `hash(into:)` feeds, and a fast first
+    /// test of `==`. Stores and sessions look logs up by `LogID` per change and per log of every session;
+    /// an officer writes a log per village, so the author and the depth alone collided across all of
+    /// them. One word, as the depth alone was: a `LogID` stays 40 bytes.
+    private let packed: UInt64
 
     /// Why a scope string is invalid.
     public struct Invalid: Error, Equatable, Sendable, CustomStringConvertible {
@@ -170,14 +171,13 @@ public struct Scope: Hashable, Comparable, Sendable, CanonicalCodable, CustomStr
         guard segmentLength > 0 else { throw Invalid(input: path, reason: "empty segment") }
         guard depth <= Scope.maxDepth else { throw Invalid(input: path, reason: "more than \(Scope.maxDepth) segments") }
         self.path = path
-        self.depth = depth
         var h = Hasher()
         h.combine(path)
-        pathHash = h.finalize()
+        packed = UInt64(depth) << 56 | UInt64(UInt(bitPattern: h.finalize())) & (1 << 56 - 1)
     }
 
-    public static func == (a: Scope, b: Scope) -> Bool { a.pathHash == b.pathHash && a.path == b.path }
-    public func hash(into hasher: inout Hasher) { hasher.combine(pathHash) }
+    public static func == (a: Scope, b: Scope) -> Bool { a.packed == b.packed && a.path == b.path }
+    public func hash(into hasher: inout Hasher) { hasher.combine(packed) }
 
     /// The path segments, root first.
     public var segments: [String] { path.split(separator: "/").map(String.init) }
