@@ -33,8 +33,9 @@ import Testing
         #expect(LogID(author: author, scope: a) == LogID(author: author, scope: decoded))
         #expect(LogID(author: author, scope: a) != LogID(author: DeviceID(ID128(high: 1, low: 3)), scope: a))
         #expect(LogID(author: author, scope: a) != LogID(author: author, scope: c))
-        #expect(a.depth == 3 && (try Scope("longnan")).depth == 1)
-        #expect((try Scope((1...8).map { "s\($0)" }.joined(separator: "/"))).depth == 8)
+        let root = try Scope("longnan")
+        let deepest = try Scope((1...8).map { "s\($0)" }.joined(separator: "/"))
+        #expect(a.depth == 3 && root.depth == 1 && deepest.depth == 8)
         #expect(MemoryLayout<Scope>.size == 24 && MemoryLayout<LogID>.size == 40)  // no bigger for the hash
     }
 }
