@@ -1829,15 +1829,6 @@ extension FieldSyncAgent {
         if !(quotaRefused[c]?.contains { $0.node == node } ?? false) { quotaRefused[c, default: []].append((node, now)) }
     }
 
-    /// The log and seq of workload change `change` (nil if it was never written).
-    func logAndSeq(of change: ChangeIndex) -> (LogID, UInt64)? {
-        let author = Int(ctx.changes.author[Int(change)])
-        for log in authoredLogs[author] {
-            if let i = changeOf[log]?.firstIndex(of: change) { return (log, UInt64(i + 1)) }
-        }
-        return nil
-    }
-
     /// Drops from `held` the revoked device's changes the node's store quarantined when it learned revocation
     /// `k` (`Replicator.quarantineRevokedChanges`), so that `holds` says what the store holds, and counts them
     /// (`quarantinedForRevocation`). Only a change dated after the cut-off may go (one the trust rules condemn): a
