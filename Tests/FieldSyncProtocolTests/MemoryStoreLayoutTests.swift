@@ -1,6 +1,7 @@
 import Testing
 @testable import FieldSyncCore
 @testable import FieldSyncProtocol
+import FieldSyncCrypto
 
 /// The in-memory store's per-log and per-record entries, which a simulator holds in every replica
 /// (docs/simulator.md, "Issue 14: memory (session 16)"). What they hold is covered by
@@ -13,6 +14,36 @@ import Testing
         #expect(MemoryLayout<MemoryStore.LogChanges>.stride <= 32)
         #expect(MemoryLayout<MemoryStore.LogChanges.Slot>.stride == 16)
         #expect(MemoryLayout<MemoryStore.RecordEntry>.stride == 16)
+    }
+
+    /// Stores that share an interner (a simulator's replicas) key their tables by one copy of each log id:
+    /// a replica decodes its own copy of every change it receives, and with it its own copy of the scope's
+    /// path (a heap string for every village path), which the store's tables kept as their key, once per
+    /// (store, log). Measured by the path's storage address.
+    @Test func storesSharingAnInternerShareLogIDs() throws {
+        let interner = RecordInterner()
+        let stores = [MemoryStore(recordInterner: interner), MemoryStore(recordInterner: interner)]
+        let author = DeviceID(ID128(high: 7, low: 7))
+        let hash = [UInt8](repeating: 0xAB, count: 32)
+        for store in stores {
+            // Built at run time: each store gets a path string of its own, as a decode makes one.
+            let path = ["longnan", "wudu", "station-017", "village-\(40 + 2)"].joined(separator: "/")
+            let log = LogID(author: author, scope: try Scope(path))
+            let c = StoredChange(log: log, seq: 1, hash: hash, prevHash: [UInt8](repeating: 0, count: 32),
+                                 hlc: HLCTimestamp(milliseconds: 1, counter: 0), contentType: .records, priority: .normal,
+                                 bytes: [1, 2, 3])
+            _ = try store.commit(CommitBatch(changes: [c]))
+        }
+        func storage(_ log: LogID) -> UnsafeRawPointer? {
+            log.scope.path.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil
+        }
+        let ordered = try stores.map { try #require(try $0.orderedLogs().first) }
+        let keyed = try stores.map { try #require(try $0.holdings().keys.first) }
+        #expect(ordered[0] == ordered[1])
+        #expect(storage(ordered[0]) != nil)
+        #expect(storage(ordered[0]) == storage(ordered[1]))
+        #expect(storage(keyed[0]) == storage(keyed[1]))
+        #expect(storage(keyed[1]) == storage(ordered[0]))
     }
 
     /// A slot's opened mark and arrival share one word without touching each other; an arrival too

@@ -9,6 +9,9 @@ public final class RecordInterner {
     private var latest: [RecordID: MemoryStore.RecordBox] = [:]
     private var changes: [ChangeHashKey: MemoryStore.ChangeBox] = [:]
     private var touchedLists: [RecordID: [[UInt8]]] = [:]
+    /// Every log id seen, so that the stores' tables keyed by a log share one copy of its scope's path (each
+    /// replica decodes its own copy of a change, and with it a path string of its own).
+    private var logs: Set<LogID> = []
     /// Saves answered with an already held equal value.
     public private(set) var shared = 0
 
@@ -33,7 +36,12 @@ public final class RecordInterner {
         return list
     }
 
+    /// The log id equal to `log` seen first: the same value, its path's storage shared.
+    func intern(log: LogID) -> LogID { logs.insert(log).memberAfterInsert }
+
     func intern(_ c: StoredChange) -> MemoryStore.ChangeBox {
+        var c = c
+        c.log = intern(log: c.log)
         guard !c.bytes.isEmpty else { return MemoryStore.ChangeBox(c) }  // an evicted copy is this store's own
         let key = ChangeHashKey(c.hash)
         if let held = changes[key], held.value.bytes == c.bytes { return held }
@@ -443,7 +451,7 @@ public final class MemoryStore: SyncStore {
         var tx = Tx(store: self)
         tx.now = batch.now
         let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
-        let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }
+        let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }.map { recordInterner?.intern(log: $0) ?? $0 }
         for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
         tx.apply()
         defer { didCommit?(self, batch.mustBeDurable(after: report)) }
@@ -587,7 +595,8 @@ public final class MemoryStore: SyncStore {
 
 extension MemoryStore.State {
     mutating func apply(_ tx: MemoryStore.Tx, interner: RecordInterner?) {
-        for (log, m) in tx.changes {
+        for (decoded, m) in tx.changes {
+            let log = interner?.intern(log: decoded) ?? decoded  // the key a new entry keeps
             for (seq, c) in m {
                 let box = interner?.intern(c) ?? MemoryStore.ChangeBox(c)
                 changes[log, default: MemoryStore.LogChanges()].set(seq, box)
@@ -602,7 +611,7 @@ extension MemoryStore.State {
             }
         }
         evicted.formUnion(tx.evicted.map(ChangeHashKey.init))
-        for (log, iv) in tx.intervals { intervalsByLog[log] = iv }
+        for (log, iv) in tx.intervals { intervalsByLog[interner?.intern(log: log) ?? log] = iv }
         for (id, (r, hashes)) in tx.records {
             var entry = records[id] ?? MemoryStore.RecordEntry()
             if entry.box == nil { recordCount += 1 }
