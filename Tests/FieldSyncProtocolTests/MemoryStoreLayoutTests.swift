@@ -46,6 +46,55 @@ import FieldSyncCrypto
         #expect(storage(keyed[1]) == storage(ordered[0]))
     }
 
+    /// `logsChanged(since:)`: the logs commits after a generation moved, each once; nil once the journal
+    /// no longer reaches back that far, and for every earlier generation after a `restore`.
+    @Test func holdingsJournalNamesTheLogsThatMoved() throws {
+        let store = MemoryStore()
+        let author = DeviceID(ID128(high: 9, low: 9))
+        let logs = try (0..<3).map { LogID(author: author, scope: try Scope("longnan/wudu/station-017/village-\($0)")) }
+        var heads: [LogID: [UInt8]] = [:]
+        func write(_ log: LogID, _ seq: UInt64) throws {
+            let hash = withUnsafeBytes(of: seq.bigEndian, Array.init) + [UInt8](repeating: 0xEE, count: 23) + [UInt8(logs.firstIndex(of: log)!)]
+            let c = StoredChange(log: log, seq: seq, hash: hash, prevHash: heads[log] ?? [UInt8](repeating: 0, count: 32),
+                                 hlc: HLCTimestamp(milliseconds: seq, counter: 0), contentType: .records, priority: .normal,
+                                 bytes: [1, 2, 3])
+            _ = try store.commit(CommitBatch(changes: [c]))
+            heads[log] = hash
+        }
+        #expect(store.holdingsGeneration == 0)
+        #expect(store.logsChanged(since: 0) == [])
+        try write(logs[0], 1)
+        let g1 = try #require(store.holdingsGeneration)
+        try write(logs[1], 1)
+        try write(logs[1], 2)
+        #expect(Set(try #require(store.logsChanged(since: g1))) == [logs[1]])
+        #expect(store.logsChanged(since: g1)?.count == 1, "each log once")
+        #expect(Set(try #require(store.logsChanged(since: 0))) == [logs[0], logs[1]])
+        #expect(store.logsChanged(since: try #require(store.holdingsGeneration)) == [])
+        #expect(store.logsChanged(since: try #require(store.holdingsGeneration) + 1) == nil, "a generation not reached yet")
+        _ = try store.commit(CommitBatch(changes: []))  // moves nothing
+        #expect(store.logsChanged(since: g1)?.count == 1)
+
+        // Past the journal's capacity the oldest generations are no longer answered; recent ones are.
+        let snapshot = store.snapshot()
+        let before = try #require(store.holdingsGeneration)
+        for seq in UInt64(2)...UInt64(2 + MemoryStore.HoldingsJournal.capacity) { try write(logs[0], seq) }
+        #expect(store.logsChanged(since: g1) == nil)
+        #expect(store.logsChanged(since: before) == nil)
+        let recent = try #require(store.holdingsGeneration)
+        try write(logs[2], 1)
+        #expect(store.logsChanged(since: recent) == [logs[2]])
+
+        // A restore takes holdings back, which no entry says: nothing from before it is answered.
+        store.restore(snapshot)
+        #expect(store.logsChanged(since: recent) == nil)
+        let restored = try #require(store.holdingsGeneration)
+        #expect(store.logsChanged(since: restored) == [])
+        heads[logs[2]] = nil  // gone with the restore
+        try write(logs[2], 1)
+        #expect(store.logsChanged(since: restored) == [logs[2]])
+    }
+
     /// A slot's opened mark and arrival share one word without touching each other; an arrival too
     /// large for 63 bits (292 million years after 1970) is kept as the largest one the slot can say.
     @Test func slotKeepsOpenedMarkAndArrivalApart() {

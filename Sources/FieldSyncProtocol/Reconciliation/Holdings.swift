@@ -83,6 +83,16 @@ public struct LogHoldings: Hashable, Sendable {
     public var log: LogID
     /// Held intervals in increasing order; never empty (a log with nothing held is simply absent).
     public var intervals: [HeldInterval]
+    /// Whether `intervals` are every range the store holds of the log (`SyncStore.holdings(of:)`); false
+    /// when a store's view left one out (above `maximumLogHeight`, or its end change no longer held).
+    /// Not part of the value: equal holdings are equal whatever their store held besides.
+    var coversHeld = true
+
+    public static func == (a: LogHoldings, b: LogHoldings) -> Bool { a.log == b.log && a.intervals == b.intervals }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(log)
+        hasher.combine(intervals)
+    }
 
     /// Creates holdings for one log.
     /// - Precondition: `intervals` is non-empty, sorted, disjoint and not adjacent (adjacent intervals

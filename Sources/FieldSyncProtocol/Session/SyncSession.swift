@@ -140,6 +140,13 @@ public final class SyncSession {
         /// Live mode: what the peer is known to hold of each log both may hold (its holdings as
         /// reconciliation revealed them, plus what either side sent since). What `push` does not resend.
         var peerKnown: [LogID: HeldIntervals] = [:]
+        /// Live mode, until the first exchange ends: the store's `holdingsGeneration` when reconciliation
+        /// read the holdings, and the logs of which the peer may lack a held change that no commit since
+        /// explains (the reconciliation view left some held range out, a fork cut the plan, a change was
+        /// held back or withheld). What the push at the end of the first exchange looks at, with the logs
+        /// that commits since moved, instead of every log (`settleFirstExchange`).
+        var holdingsGeneration: UInt64?
+        var recheck: Set<LogID> = []
         /// Proofs this session sent or received (by their two change ids), so none travels twice.
         var proofsExchanged: Set<[UInt8]> = []
         /// `Replicator.forksRecorded` when this session last sent proofs (live mode sends new ones on push).
@@ -1061,8 +1068,14 @@ public final class SyncSession {
         try checkStanding(&link, now: now)
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
+        if config.live { link.holdingsGeneration = replicator.store.holdingsGeneration }
         for log in try stored({ try replicator.store.orderedLogs() }) where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
-            if let held = try stored({ try replicator.store.logHoldings(log) }) { logs.append(held) }
+            if let held = try stored({ try replicator.store.logHoldings(log) }) {
+                logs.append(held)
+                if !held.coversHeld { link.recheck.insert(log) }
+            } else {
+                link.recheck.insert(log)
+            }
         }
         if (try? replicator.restoreFence()) ?? nil != nil {
             var witness: [LogID: (peer: UInt64, own: UInt64)] = [:]
@@ -1352,6 +1365,7 @@ public final class SyncSession {
         for d in result.differences {
             let forked = try forkedHeights(d)
             if let lowest = forked.first {
+                link.recheck.insert(d.log)
                 for h in forked { plan += try stored { try replicator.store.changeKeys(d.log, in: h...h) } }
                 for r in d.missingAtRemote where UInt64(r.lowerBound) < lowest {
                     plan += try stored { try replicator.store.changeKeys(d.log, in: UInt64(r.lowerBound)...min(UInt64(r.upperBound), lowest - 1)) }
@@ -1398,10 +1412,37 @@ public final class SyncSession {
         }
         var (l, o) = (link, outbound)
         out.events.append(.live)
-        // What this node got while the first exchange ran.
+        // What this node got while the first exchange ran. After the plan the peer is known to hold every
+        // held change of every log except those in `recheck`, as of `holdingsGeneration`: so the logs that
+        // moved since, and those, are all that can have anything to push (every log if the store cannot
+        // say which moved).
         try checkStanding(&l, now: now)
-        try pushFresh(nil, &l, &o, &out)
+        let moved = l.holdingsGeneration.flatMap { replicator.store.logsChanged(since: $0) }
+        let logs = moved.map { Set($0).union(l.recheck).sorted() }
+        l.holdingsGeneration = nil
+        l.recheck = []
+        // Debug builds (every test and debug simulation) check the argument above against every log.
+        assert(logs == nil || (try? logsToPush(nil, l).isSubset(of: Set(logs!))) ?? true,
+               "the push after the first exchange would miss a log that has something to push")
+        try pushFresh(logs, &l, &o, &out)
         setLive(l, o)
+    }
+
+    /// The logs of `logs` (all when nil) of which `pushFresh` would queue a change now. Reads only.
+    private func logsToPush(_ logs: [LogID]?, _ link: Link) throws -> Set<LogID> {
+        let store = replicator.store
+        let own = replicator.identity.certificate
+        var out = Set<LogID>()
+        for log in try logs ?? store.orderedLogs() where Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(own, log) {
+            let held = try store.holdings(of: log)
+            let known = link.peerKnown[log] ?? HeldIntervals()
+            if held == known { continue }
+            for r in HeldIntervals.difference(held, known) where try !store.changes(log, in: r).isEmpty {
+                out.insert(log)
+                break
+            }
+        }
+        return out
     }
 
     /// Queues the changes of `logs` (all when nil) the peer may hold and is not known to hold, and sends
@@ -1530,6 +1571,7 @@ public final class SyncSession {
                     if !heldBackLogs.contains(key.log) { heldBackLogs.append(key.log) }
                     if let known = link.peerKnown[key.log], known.contains(key.seq) {
                         link.peerKnown[key.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([key.seq...key.seq])))
+                        if link.holdingsGeneration != nil { link.recheck.insert(key.log) }
                     }
                     continue
                 }
@@ -1545,6 +1587,7 @@ public final class SyncSession {
                     o.cursor += 1
                     if let known = link.peerKnown[next.log], known.contains(next.seq) {
                         link.peerKnown[next.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq])))
+                        if link.holdingsGeneration != nil { link.recheck.insert(next.log) }
                     }
                     continue
                 }

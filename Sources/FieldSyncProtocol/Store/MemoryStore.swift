@@ -453,6 +453,10 @@ public final class MemoryStore: SyncStore {
         let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
         let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }.map { recordInterner?.intern(log: $0) ?? $0 }
         for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
+        // Every log whose holdings, or the changes `changes(_:in:)` returns of them, this commit moves.
+        var moved = Set(tx.intervals.keys).union(tx.changes.keys)
+        for q in tx.revoked { moved.insert(q.change.log) }
+        journal.record(moved.map { recordInterner?.intern(log: $0) ?? $0 })
         tx.apply()
         defer { didCommit?(self, batch.mustBeDurable(after: report)) }
         for log in newLogs.sorted() {
@@ -489,7 +493,53 @@ public final class MemoryStore: SyncStore {
         state = snapshot.state
         sortedLogs = snapshot.sortedLogs
         logHoldingsCache = [:]
+        journal.forget()
     }
+
+    /// The logs each recent commit changed the holdings of (`logsChanged(since:)`).
+    struct HoldingsJournal {
+        /// Entries kept: beyond this the older half is dropped (a session asking about them looks at every log).
+        static let capacity = 256
+        /// Commits that changed some log's holdings.
+        private(set) var generation: UInt64 = 0
+        /// `logsChanged(since: g)` can answer for every `g` from this one on.
+        private var complete: UInt64 = 0
+        private var entries: [(generation: UInt64, log: LogID)] = []
+
+        mutating func record(_ logs: [LogID]) {
+            guard !logs.isEmpty else { return }
+            generation += 1
+            for log in logs { entries.append((generation, log)) }
+            if entries.count > Self.capacity {
+                let dropped = entries.count - Self.capacity / 2
+                complete = entries[dropped - 1].generation  // every entry after it is kept
+                entries.removeFirst(dropped)
+                while let first = entries.first, first.generation <= complete { entries.removeFirst() }
+            }
+        }
+
+        /// After a `restore`: holdings went back, which no entry says, so no earlier generation is answered.
+        mutating func forget() {
+            generation += 1
+            complete = generation
+            entries = []
+        }
+
+        func logs(since g: UInt64) -> [LogID]? {
+            guard g >= complete, g <= generation else { return nil }
+            var out: [LogID] = []
+            var seen = Set<LogID>()
+            for e in entries.reversed() {
+                if e.generation <= g { break }
+                if seen.insert(e.log).inserted { out.append(e.log) }
+            }
+            return out
+        }
+    }
+
+    private var journal = HoldingsJournal()
+    public var holdingsGeneration: UInt64? { journal.generation }
+    public func logsChanged(since generation: UInt64) -> [LogID]? { journal.logs(since: generation) }
 
     /// Called after every successful commit, with the store and whether the commit must be durable at once
     /// (`CommitBatch.mustBeDurable(after:)`: a `normal` SQLite store syncs after it). Simulator only: the
@@ -505,7 +555,8 @@ public final class MemoryStore: SyncStore {
         if let cached = logHoldingsCache[log] { return cached.isEmpty ? nil : LogHoldings(log: log, checkedIntervals: cached) }
         guard state.intervalsByLog[log] != nil else { return nil }  // not held: as cheap as a cache entry, and takes none
         let built = try Self.buildLogHoldings(log, in: self)
-        logHoldingsCache[log] = built?.intervals ?? []
+        // Only views that cover what is held (`LogHoldings.coversHeld`; the others are rare, and rebuilt).
+        if built?.coversHeld ?? true { logHoldingsCache[log] = built?.intervals ?? [] }
         return built
     }
 

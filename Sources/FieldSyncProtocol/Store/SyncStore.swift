@@ -396,6 +396,11 @@ extension SyncStore {
         return out
     }
 
+    /// Default: no count; every log counts as changed.
+    public var holdingsGeneration: UInt64? { nil }
+    /// Default: cannot say.
+    public func logsChanged(since generation: UInt64) -> [LogID]? { nil }
+
     /// Default: built from `holdings(of:)` and `hash(_:seq:)`.
     public func logHoldings(_ log: LogID) throws -> LogHoldings? { try Self.buildLogHoldings(log, in: self) }
 
@@ -403,11 +408,18 @@ extension SyncStore {
     /// hash of the change at each interval's end; nil if nothing is held.
     static func buildLogHoldings(_ log: LogID, in store: any SyncStore) throws -> LogHoldings? {
         var intervals: [HeldInterval] = []
+        var coversHeld = true
         for r in try store.holdings(of: log).ranges {
-            guard r.upperBound <= UInt64(maximumLogHeight), let h = try store.hash(log, seq: r.upperBound) else { continue }
+            guard r.upperBound <= UInt64(maximumLogHeight), let h = try store.hash(log, seq: r.upperBound) else {
+                coversHeld = false
+                continue
+            }
             intervals.append(HeldInterval(start: UInt32(r.lowerBound), end: UInt32(r.upperBound), endHash: h))
         }
-        return intervals.isEmpty ? nil : LogHoldings(log: log, intervals: intervals)
+        guard !intervals.isEmpty else { return nil }
+        var held = LogHoldings(log: log, intervals: intervals)
+        held.coversHeld = coversHeld
+        return held
     }
 }
 
@@ -472,6 +484,15 @@ public protocol SyncStore: AnyObject {
     /// What one log offers to reconciliation (held intervals with their end hashes), nil if nothing is
     /// held; a store may keep it between commits (every session asks for every log it reconciles).
     func logHoldings(_ log: LogID) throws -> LogHoldings?
+    /// A count of the commits so far that changed what some log holds, for `logsChanged(since:)`; nil if
+    /// the store keeps no such count (then every log counts as changed).
+    var holdingsGeneration: UInt64? { get }
+    /// The logs whose holdings (`holdings(of:)`) commits after `generation` (a `holdingsGeneration` read
+    /// before) may have changed, each once, in no particular order; a superset is allowed. Nil if the store
+    /// cannot say (it keeps no record back that far, or went back to an earlier state since): the caller
+    /// must then treat every log as changed. What lets a session that reconciled every log look again only
+    /// at the logs that moved while it ran.
+    func logsChanged(since generation: UInt64) -> [LogID]?
     /// One change, if held.
     func change(_ log: LogID, seq: UInt64) throws -> StoredChange?
     /// The hash of the change at a position, even if its bytes were evicted (reconciliation heads).
