@@ -82,6 +82,7 @@ import FieldSyncCrypto
         #expect(store.logsChanged(since: g1) == nil)
         #expect(store.logsChanged(since: before) == nil)
         let recent = try #require(store.holdingsGeneration)
+        #expect(store.logsChanged(since: recent - 3) == [logs[0]], "the newest entries, past the ring's wrap")
         try write(logs[2], 1)
         #expect(store.logsChanged(since: recent) == [logs[2]])
 

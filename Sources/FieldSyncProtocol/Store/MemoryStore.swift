@@ -496,25 +496,32 @@ public final class MemoryStore: SyncStore {
         journal.forget()
     }
 
-    /// The logs each recent commit changed the holdings of (`logsChanged(since:)`).
+    /// The logs each recent commit changed the holdings of (`logsChanged(since:)`): a ring of the last
+    /// `capacity` (generation, log) entries, allocated at the first commit (48 bytes an entry, in every
+    /// replica of a simulator).
     struct HoldingsJournal {
-        /// Entries kept: beyond this the older half is dropped (a session asking about them looks at every log).
-        static let capacity = 256
+        /// Entries kept; a session asking about older commits looks at every log.
+        static let capacity = 128
         /// Commits that changed some log's holdings.
         private(set) var generation: UInt64 = 0
         /// `logsChanged(since: g)` can answer for every `g` from this one on.
         private var complete: UInt64 = 0
-        private var entries: [(generation: UInt64, log: LogID)] = []
+        private var ring: [(generation: UInt64, log: LogID)] = []
+        /// Once the ring is full: the position of its oldest entry, the next one written over.
+        private var oldest = 0
 
         mutating func record(_ logs: [LogID]) {
             guard !logs.isEmpty else { return }
             generation += 1
-            for log in logs { entries.append((generation, log)) }
-            if entries.count > Self.capacity {
-                let dropped = entries.count - Self.capacity / 2
-                complete = entries[dropped - 1].generation  // every entry after it is kept
-                entries.removeFirst(dropped)
-                while let first = entries.first, first.generation <= complete { entries.removeFirst() }
+            if ring.isEmpty { ring.reserveCapacity(Self.capacity) }
+            for log in logs {
+                if ring.count < Self.capacity {
+                    ring.append((generation, log))
+                } else {
+                    complete = max(complete, ring[oldest].generation)  // what it said is gone
+                    ring[oldest] = (generation, log)
+                    oldest = (oldest + 1) % Self.capacity
+                }
             }
         }
 
@@ -522,14 +529,16 @@ public final class MemoryStore: SyncStore {
         mutating func forget() {
             generation += 1
             complete = generation
-            entries = []
+            ring = []
+            oldest = 0
         }
 
         func logs(since g: UInt64) -> [LogID]? {
             guard g >= complete, g <= generation else { return nil }
             var out: [LogID] = []
             var seen = Set<LogID>()
-            for e in entries.reversed() {
+            for i in 0..<ring.count {  // newest first
+                let e = ring[(oldest + ring.count - 1 - i) % ring.count]
                 if e.generation <= g { break }
                 if seen.insert(e.log).inserted { out.append(e.log) }
             }
