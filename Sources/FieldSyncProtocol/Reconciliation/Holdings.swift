@@ -120,8 +120,6 @@ public struct LogHoldings: Hashable, Sendable {
 public struct Holdings: Sendable, Equatable {
     /// The logs, in increasing `LogID` order, each at most once.
     public private(set) var logs: [LogHoldings]
-    /// `logs[i].log.canonicalBytes`, computed once.
-    let encodedLogs: [[UInt8]]
 
     /// Creates holdings from logs in any order.
     /// - Precondition: no log appears twice.
@@ -133,8 +131,11 @@ public struct Holdings: Sendable, Equatable {
             precondition(sorted[i - 1].log != sorted[i].log, "log \(sorted[i].log) appears twice")
         }
         self.logs = sorted
-        encodedLogs = sorted.map { $0.log.canonicalBytes }  // a closure, not a key path: this runs per session
     }
+
+    /// `logs[i].log.canonicalBytes`: what the element tags hash. Computed when the hello digests differ,
+    /// not per session (most sessions find the digests equal; a store holds thousands of logs).
+    var encodedLogs: [[UInt8]] { logs.map { $0.log.canonicalBytes } }
 
     /// The canonical encoding that the hello digest covers (Protocols/sync-reconciliation.md, 4.1):
     /// varint log count, then per log: LogID, varint interval count, then per interval varint start,
@@ -142,8 +143,8 @@ public struct Holdings: Sendable, Equatable {
     public var canonicalDigestInput: [UInt8] {
         var w = ByteWriter(capacity: logs.count * 96 + 8)
         w.writeVarint(UInt64(logs.count))
-        for (l, encoded) in zip(logs, encodedLogs) {
-            w.writeRaw(encoded)
+        for l in logs {
+            l.log.encode(to: &w)  // its canonical bytes
             w.writeVarint(UInt64(l.intervals.count))
             for i in l.intervals {
                 w.writeVarint(UInt64(i.start))
