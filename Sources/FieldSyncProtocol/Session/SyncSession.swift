@@ -139,7 +139,7 @@ public final class SyncSession {
         var peerEnd: PeerEnd?
         /// Live mode: what the peer is known to hold of each log both may hold (its holdings as
         /// reconciliation revealed them, plus what either side sent since). What `push` does not resend.
-        var peerKnown: [LogID: HeldIntervals] = [:]
+        var peerKnown = PeerKnowledge()
         /// Live mode, until the first exchange ends: the store's `holdingsGeneration` when reconciliation
         /// read the holdings, and the logs of which the peer may lack a held change that no commit since
         /// explains (the reconciliation view left some held range out, a fork cut the plan, a change was
@@ -175,6 +175,59 @@ public final class SyncSession {
         var certificatesReceivedFor: Set<DeviceID> = []
         /// The peer's batches being prepared elsewhere and what came after them (`preparesBatchesElsewhere`).
         var inbound = Inbound()
+    }
+
+    /// Live mode: what the peer is known to hold of each log. The logs that did not differ at reconciliation
+    /// are read from this side's holdings of then (`agreed`, the array reconciliation used, not copied);
+    /// every other log, and every log known to have changed since, from `changed`. A table entry per log
+    /// and session was most of the cost of starting a live session, and of ending it, at a store of
+    /// thousands of logs.
+    private struct PeerKnowledge {
+        /// This side's holdings at reconciliation, sorted by log.
+        private var agreed: [LogHoldings] = []
+        private var changed: [LogID: HeldIntervals] = [:]
+
+        /// What the peer is known to hold of `log`; nil if nothing is known.
+        subscript(log: LogID) -> HeldIntervals? {
+            if let k = changed[log] { return k }
+            guard let i = Self.position(of: log, in: agreed) else { return nil }
+            return HeldIntervals(sortedRanges: agreed[i].intervals.map { UInt64($0.start)...UInt64($0.end) })
+        }
+
+        mutating func set(_ log: LogID, _ held: HeldIntervals) { changed[log] = held }
+
+        mutating func insert(_ seq: UInt64, of log: LogID) {
+            var k = self[log] ?? HeldIntervals()
+            k.insert(seq)
+            changed[log] = k
+        }
+
+        /// After reconciliation: the peer holds what `own` holds of every log not in `differences`, and
+        /// its revealed intervals (or what it was already known to hold) of those that are.
+        mutating func reconciled(own: Holdings, differences: [LogDifference]) throws(SessionError) {
+            let differing = Set(differences.map(\.log))
+            for log in Array(changed.keys) where !differing.contains(log) && Self.position(of: log, in: own.logs) != nil {
+                changed[log] = nil  // the holdings of then say it
+            }
+            agreed = own.logs
+            for d in differences {
+                if d.remote.isEmpty {
+                    if changed[d.log] == nil { changed[d.log] = HeldIntervals() }  // not what this side held
+                    continue
+                }
+                guard IntervalSummary.isValidHolding(d.remote) else { throw SessionError(.protocolViolation, "peer holdings of \(d.log) are not canonical") }
+                changed[d.log] = HeldIntervals(sortedRanges: d.remote.map { UInt64($0.start)...UInt64($0.end) })
+            }
+        }
+
+        private static func position(of log: LogID, in logs: [LogHoldings]) -> Int? {
+            var lo = 0, hi = logs.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if logs[mid].log < log { lo = mid + 1 } else { hi = mid }
+            }
+            return lo < logs.count && logs[lo].log == log ? lo : nil
+        }
     }
 
     /// `preparesBatchesElsewhere`: the peer's batches handed out for preparation, and the messages that
@@ -1202,7 +1255,7 @@ public final class SyncSession {
     /// Live mode: the peer holds what it sends.
     private func notePeerHolds(_ changes: [Change], _ link: inout Link) {
         guard config.live else { return }
-        for c in changes { link.peerKnown[LogID(author: c.header.author, scope: c.header.scope), default: HeldIntervals()].insert(c.header.seq) }
+        for c in changes { link.peerKnown.insert(c.header.seq, of: LogID(author: c.header.author, scope: c.header.scope)) }
     }
 
     /// Applies a batch of decoded changes, verified and opened here, or prepared elsewhere (`prepared`,
@@ -1379,15 +1432,8 @@ public final class SyncSession {
         plan.sort(by: Self.urgentFirst)
         if let own {
             // Live mode: the peer holds what reconciliation showed, plus everything planned here.
-            let diffs = Dictionary(uniqueKeysWithValues: result.differences.map { ($0.log, $0) })
-            for l in own.logs where diffs[l.log] == nil {
-                link.peerKnown[l.log] = HeldIntervals(sortedRanges: l.intervals.map { UInt64($0.start)...UInt64($0.end) })
-            }
-            for d in result.differences where !d.remote.isEmpty {
-                guard IntervalSummary.isValidHolding(d.remote) else { throw SessionError(.protocolViolation, "peer holdings of \(d.log) are not canonical") }
-                link.peerKnown[d.log] = HeldIntervals(sortedRanges: d.remote.map { UInt64($0.start)...UInt64($0.end) })
-            }
-            for c in plan { link.peerKnown[c.log, default: HeldIntervals()].insert(c.seq) }
+            try link.peerKnown.reconciled(own: own, differences: result.differences)
+            for c in plan { link.peerKnown.insert(c.seq, of: c.log) }
         }
         var outbound = Outbound(toSend: plan.map { Planned(key: $0, bytes: .unread) }, batchLimit: config.firstBatchBytes)
         try pump(&link, &outbound, &out)
@@ -1459,7 +1505,7 @@ public final class SyncSession {
             for r in HeldIntervals.difference(held, known) {
                 let cs = try stored { try store.changes(log, in: r) }
                 fresh += cs
-                for c in cs { link.peerKnown[log, default: HeldIntervals()].insert(c.seq) }
+                for c in cs { link.peerKnown.insert(c.seq, of: log) }
             }
         }
         guard !fresh.isEmpty else { return }
@@ -1570,7 +1616,7 @@ public final class SyncSession {
                     if heldBackUntil.map({ due < $0 }) ?? true { heldBackUntil = due; heldBackChanged = true }
                     if !heldBackLogs.contains(key.log) { heldBackLogs.append(key.log) }
                     if let known = link.peerKnown[key.log], known.contains(key.seq) {
-                        link.peerKnown[key.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([key.seq...key.seq])))
+                        link.peerKnown.set(key.log, HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([key.seq...key.seq]))))
                         if link.holdingsGeneration != nil { link.recheck.insert(key.log) }
                     }
                     continue
@@ -1586,7 +1632,7 @@ public final class SyncSession {
                     if replicator.certificates[author] == nil { changesWithheld += 1 }
                     o.cursor += 1
                     if let known = link.peerKnown[next.log], known.contains(next.seq) {
-                        link.peerKnown[next.log] = HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq])))
+                        link.peerKnown.set(next.log, HeldIntervals(sortedRanges: HeldIntervals.difference(known, HeldIntervals([next.seq...next.seq]))))
                         if link.holdingsGeneration != nil { link.recheck.insert(next.log) }
                     }
                     continue
