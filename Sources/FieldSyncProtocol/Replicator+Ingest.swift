@@ -140,9 +140,15 @@ extension Replicator {
             case .key(let key, let issuedAt):
                 out.newKeys.append(key)  // learned once the batch is committed
                 noteIssued(key, at: issuedAt)
+                out.batch.trustLearned.append(hash)  // read again at every start: kept whatever the quota
             case .revocation(let new):
                 if new { out.report.revocationsLearned += 1 }
                 out.batch.trustLearned.append(hash)  // in force in memory now: the store must keep it (quota)
+            case .grantForOthers:
+                // An authority's grant for other devices (a relay box carrying a rotation): kept over the quota
+                // as a revocation is, or the members behind a full box keep writing under the old epoch,
+                // which after a revocation the revoked device holds.
+                out.batch.trustLearned.append(hash)
             case .receipt(let heads):
                 for (log, seq) in heads { out.batch.receipts[log] = max(out.batch.receipts[log] ?? 0, seq) }
             case .none:
@@ -345,7 +351,7 @@ extension Replicator {
                 if addKey(key) { restored.keys += 1 }
             case .revocation(let new):
                 if new { restored.revocations += 1 }
-            case .receipt, .none, .notControl:
+            case .grantForOthers, .receipt, .none, .notControl:
                 continue
             }
         }
@@ -360,10 +366,12 @@ extension Replicator {
         case key(EpochKey, issuedAt: UInt64)
         /// A revocation, verified and added to the trust store; `new` if it was not held before.
         case revocation(new: Bool)
+        /// A key grant an authority signed (verified against the trust store) for other devices.
+        case grantForOthers
         /// An HQ receipt: per log, the seq HQ holds.
         case receipt([(LogID, UInt64)])
-        /// A control change that teaches nothing here (a grant for others, a receipt not from HQ, a
-        /// payload that does not decode or verify).
+        /// A control change that teaches nothing here (a receipt not from HQ, a payload that does not
+        /// decode or verify).
         case none
         /// Not a known control type (records, or a type this version does not interpret).
         case notControl
@@ -381,9 +389,9 @@ extension Replicator {
     func applyControl(_ change: Change, author: Certificate?) -> ControlEffect {
         switch change.header.contentType {
         case .keyGrant:
-            guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil,
-                  grant.members.contains(where: { $0.device == identity.id }),
-                  let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) else { return .none }
+            guard let grant = try? KeyGrant(canonicalBytes: change.payload), (try? grant.verify(trust: trust)) != nil else { return .none }
+            guard grant.members.contains(where: { $0.device == identity.id }),
+                  let key = try? grant.open(as: identity.id, agreementKey: identity.agreementKey) else { return .grantForOthers }
             return .key(key, issuedAt: grant.issuedAt)
         case .revocation:
             guard let r = try? Revocation(canonicalBytes: change.payload), let new = try? trust.addRevocation(r) else { return .none }

@@ -191,6 +191,35 @@ import Testing
         try hq.writeControl(.keyGrant, payload: grant.canonicalBytes, scope: TestPKI.root, now: ms)
     }
 
+    /// A relay box whose quota is full of changes HQ has not receipted keeps an authority's key grant it
+    /// verified, as it keeps a revocation: refused for room, the rotation after a revocation would not reach
+    /// the members whose only contacts are such boxes, and they would go on writing under the epoch the
+    /// revoked device holds (`fieldsim swarm --infra`, seeds 424, 668 and 781: a member without the newest
+    /// epoch behind a full box). Content gets no exemption (a change only typed as a grant does not verify).
+    @Test func aFullRelayKeepsTheKeyGrantsItVerified() throws {
+        var pki = TestPKI()
+        let hq = pki.replicator(try pki.device(.hq, scopes: [TestPKI.root]))
+        let memberID = try pki.device(.backpack, scopes: [TestPKI.station])
+        let member = pki.replicator(memberID)
+        let relay = pki.replicator(try pki.device(.relay, scopes: [TestPKI.root]), withKey: false,
+                                   store: MemoryStore(limits: StoreLimits(quotaBytes: 1)))
+        let content = try member.write([try ReplicatorTests.incident(member, 1)], scope: TestPKI.village, priority: .normal, now: Self.now)
+        _ = try relay.ingest([content], certificates: [memberID.certificate], now: Self.now + 500)
+        #expect(try relay.store.status().changes == 0, "a quota of 1 byte stores nothing unreceipted")
+        let (_, g2) = try EpochRotation.rotate(current: pki.stationKey, members: [memberID.certificate], removing: [],
+                                               issuedAt: Self.now + 1_000, by: pki.hq)
+        let grant = try Self.grantChange(g2, hq, at: Self.now + 1_000)
+        _ = try relay.ingest([grant], certificates: [hq.identity.certificate], now: Self.now + 2_000)
+        #expect(try relay.store.change(LogID(author: hq.identity.id, scope: TestPKI.root), seq: grant.header.seq) != nil,
+                "the grant is kept over the quota")
+        #expect(try relay.store.status().changes == 1, "the content change is still refused")
+        // The box passes it on: a member that meets only the box learns the new epoch.
+        let late = pki.replicator(memberID, withKey: true, store: MemoryStore())
+        var link = SessionTests.connect(relay, late)
+        #expect(SessionTests.run(&link))
+        #expect(late.writingKey(for: TestPKI.village)?.epoch == 2)
+    }
+
     /// Epoch rollback: after a device learned epoch 2 (a rotation that removed a lost device), the
     /// epoch-1 grant replayed to it (or re-sent by a stale relay) does not make it write under epoch 1,
     /// so the removed device still cannot read what it writes.
