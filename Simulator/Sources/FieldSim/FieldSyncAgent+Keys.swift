@@ -82,6 +82,8 @@ public struct RotationTrack: Sendable {
     public var learned: [SimTime?]
     /// The grant change's encoded bytes.
     public let grantBytes: Int
+    /// The grant change's place: HQ's log in the station's scope, and its seq there.
+    public let log: LogID, seq: UInt64
     /// Changes of the station its members wrote while this was the newest epoch, sealed under an older one
     /// (the writer had not received this grant yet).
     public var staleWrites = 0
@@ -247,7 +249,7 @@ extension FieldSyncAgent {
         let nodes = grant.members.compactMap { nodeOfDevice[$0.device] }
         let learned = nodes.map { n -> SimTime? in holdsEpoch(n, d, key.epoch) ? now : nil }  // HQ, a member, opened it as it wrote it
         rotations.append(RotationTrack(domain: d, epoch: key.epoch, at: now, cause: cause, members: nodes, learned: learned,
-                                       grantBytes: change.encodedBytes.count))
+                                       grantBytes: change.encodedBytes.count, log: log, seq: change.header.seq))
         pendingRotations.append(rotations.count - 1)
         newestEpoch[Int(d)] = key.epoch
         lastIssuedAt[Int(d)] = now

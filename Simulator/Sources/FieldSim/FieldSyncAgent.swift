@@ -475,8 +475,17 @@ public final class FieldSyncAgent: SyncAgent {
     var lossReportsWhileHQDown: [(NodeIndex, Replicator)] = []
     /// Changes relay boxes refused for quota (`ChangeRefusal.quota`).
     public internal(set) var relayQuotaRefusals = 0
-    /// Per workload change: the relay boxes whose store refused it for room, with the first refusal (lookup only).
+    /// Per workload change: the relay boxes whose store refused it for room, each with the time from which its store
+    /// was in the state of its first refusal (`relayStoreSince`; lookup only).
     private var quotaRefused: [ChangeIndex: [(node: NodeIndex, at: SimTime)]] = [:]
+    /// The same for HQ's key grant changes, per (HQ's station log, seq) (lookup only).
+    var grantQuotaRefused: [LogID: [UInt64: [(node: NodeIndex, at: SimTime)]]] = [:]
+    /// Per workload change: the relay boxes whose store evicted its bytes to make room, with the time (lookup only).
+    var quotaEvicted: [ChangeIndex: [(node: NodeIndex, at: SimTime)]] = [:]
+    /// Per node (relay boxes with a quota): when its store last changed what a quota decision depends on (a change
+    /// stored, evicted or quarantined, a power loss), and the changes it held then (`MemoryStore.Snapshot.changes`).
+    var relayStoreChangedAt: [SimTime] = []
+    var relayStoreCount: [Int] = []
     /// Crashes of HQ, county and station nodes (`faults.crashesPerInfraYear`).
     public private(set) var infraCrashes = 0
 
@@ -578,9 +587,11 @@ public final class FieldSyncAgent: SyncAgent {
         authoredLogs = Array(repeating: [], count: w.count)
         receiptedAt = Array(repeating: [:], count: w.count)
         nodeDown = Array(repeating: false, count: w.count)
+        relayStoreChangedAt = Array(repeating: 0, count: w.count)
         active = Array(repeating: [], count: w.count)
         refusedForked = Array(repeating: false, count: w.count)
         enrolmentGrants(keys)
+        relayStoreCount = (0..<w.count).map { (replicators[$0]?.store as? MemoryStore)?.snapshot().changes ?? 0 }
         if !adversaries.isEmpty {  // drawn from their own generator: the honest run's draws are unchanged
             var pool = (0..<w.count).filter { w.nodes[$0].nodeClass == .backpack }
             func pick() -> NodeIndex? { pool.isEmpty ? nil : NodeIndex(pool.remove(at: advRandom.int(pool.count))) }
@@ -965,6 +976,8 @@ public final class FieldSyncAgent: SyncAgent {
         let framesBefore = sess.framesReceived
         let forksBefore = replicators[Int(me)]?.forksRecorded
         let events = here.take(sess.receive(message.bytes, now: wall(me, now)))
+        let fullSince = durability.relayQuotaBytes != nil && ctx.world.nodes[Int(me)].nodeClass == .relay
+            ? relayStoreSince(me, events, now: now) : now
         // Heard from the peer only when a whole frame was handled, as on a node (SessionChannelHandler): the
         // bytes of a frame whose corrupted length prefix made it longer are no sign of life.
         if sess.framesReceived != framesBefore { lastHeard[2 * s + Int(side.rawValue)] = now }
@@ -986,7 +999,7 @@ public final class FieldSyncAgent: SyncAgent {
                 refusedReceived += 1
                 if change.reason == .quota {
                     relayQuotaRefusals += 1
-                    noteQuotaRefusal(change, at: me, now: now)
+                    noteQuotaRefusal(change, at: me, since: fullSince)
                 }
             case .live:
                 wentLive = true
@@ -1496,6 +1509,8 @@ public final class FieldSyncAgent: SyncAgent {
         if let point = durablePoints[n] {
             powerLosses += 1
             commitsLost += point.powerLoss(store)
+            relayStoreChangedAt[n] = now
+            relayStoreCount[n] = store.snapshot().changes
         } else {
             plantLossOnCrash?(store)
         }
@@ -1822,11 +1837,66 @@ extension FieldSyncAgent {
         (quotaRefused[change] ?? []).map { ($0.node, $0.at) }
     }
 
-    /// Records that `node`'s store refused the workload change at (`log`, `seq`) for room (first time per node).
-    private func noteQuotaRefusal(_ r: RefusedChange, at node: NodeIndex, now: SimTime) {
+    /// Records that `node`'s store refused the workload change or HQ's key grant at (`log`, `seq`) for room (first
+    /// time per node), with the time from which the store was in the state that refused it (`relayStoreSince`).
+    private func noteQuotaRefusal(_ r: RefusedChange, at node: NodeIndex, since: SimTime) {
+        if let g = grantSeqs[r.log], g.contains(r.seq) {
+            if !(grantQuotaRefused[r.log]?[r.seq]?.contains { $0.node == node } ?? false) {
+                grantQuotaRefused[r.log, default: [:]][r.seq, default: []].append((node, since))
+            }
+            return
+        }
         guard let list = changeOf[r.log], r.seq >= 1, Int(r.seq) <= list.count else { return }
         let c = list[Int(r.seq) - 1]
-        if !(quotaRefused[c]?.contains { $0.node == node } ?? false) { quotaRefused[c, default: []].append((node, now)) }
+        if !(quotaRefused[c]?.contains { $0.node == node } ?? false) { quotaRefused[c, default: []].append((node, since)) }
+    }
+
+    /// After relay box `node` (with a quota) handled a frame (`events`): the time from which its store has been in
+    /// the state it is in now, for the refusals of this frame. A quota decision depends only on what the store holds
+    /// and what HQ receipted; a commit that stored a change (a receipt included), evicted or quarantined one changes
+    /// that, so the store refused what it refused now at any moment since its last such commit. Evictions found here
+    /// are recorded per change (`quotaEvicted`): from then on the box holds the seq but not the change.
+    func relayStoreSince(_ node: NodeIndex, _ events: [SessionEvent], now: SimTime) -> SimTime {
+        let n = Int(node)
+        guard let store = replicators[n]?.store as? MemoryStore else { return now }
+        var inserted = 0
+        for e in events {
+            switch e {
+            case let .applied(b): inserted += b.accepted - b.duplicates
+            case let .refused(r) where r.reason == .quota || r.reason == .heldBack || r.reason == .forked: inserted -= 1
+            default: break
+            }
+        }
+        let count = store.snapshot().changes
+        let before = relayStoreCount[n]
+        guard count != before || inserted != 0 else { return relayStoreChangedAt[n] }
+        relayStoreCount[n] = count
+        relayStoreChangedAt[n] = now
+        if count < before + inserted, let holdings = try? store.holdings() {  // some left: evicted (or quarantined)
+            for (log, iv) in holdings {
+                guard let list = changeOf[log] else { continue }
+                for range in iv.ranges {
+                    for seq in range where seq >= 1 && Int(seq) <= list.count {
+                        let c = list[Int(seq) - 1]
+                        guard held[n][c] != nil, !(quotaEvicted[c]?.contains { $0.node == node } ?? false),
+                              (try? store.change(log, seq: seq)) == nil else { continue }
+                        quotaEvicted[c, default: []].append((node, now))
+                    }
+                }
+            }
+        }
+        return now
+    }
+
+    /// The relay boxes whose store evicted `change`'s bytes to make room (HQ had receipted it), each with the time.
+    public func quotaEvictions(of change: ChangeIndex) -> [(node: NodeIndex, at: SimTime)] {
+        (quotaEvicted[change] ?? []).map { ($0.node, $0.at) }
+    }
+
+    /// The relay boxes whose store refused HQ's key grant at (`log`, `seq`) for room, each with the time from which
+    /// its store was in the state that refused it.
+    public func grantQuotaRefusals(_ log: LogID, seq: UInt64) -> [(node: NodeIndex, at: SimTime)] {
+        (grantQuotaRefused[log]?[seq] ?? []).map { ($0.node, $0.at) }
     }
 
     /// Drops from `held` the revoked device's changes the node's store quarantined when it learned revocation

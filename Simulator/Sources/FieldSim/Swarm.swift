@@ -121,13 +121,16 @@ public enum Swarm {
     ///   that learns the revocation (`TrustStore.isRevoked`): it is not owed to a reader that learned it, and the
     ///   paths to the others pass only through nodes that had not learned it yet (`Oracle`, `notAfter`);
     /// - `fullRelay`: a relay box whose store refused the change for room (`ChangeRefusal.quota`) and does not hold it
-    ///   at the end carries it on no path from its first such refusal (a full box takes nothing new until HQ's
-    ///   receipts free room).
+    ///   at the end carries it on no path from the moment its store came into the state that refused it first (its
+    ///   last commit before that refusal that stored, evicted or quarantined anything: `relayStoreSince`; a full box
+    ///   takes nothing new until HQ's receipts free room, and would have refused it at any moment since);
+    /// - `evictedRelay`: a relay box whose store evicted the change's bytes to make room (HQ had receipted it) carries
+    ///   it on no path from the eviction (it keeps the seq, not the change).
     /// A pair is counted under a reason only if the oracle reaches it in time without that rule and not with it.
     /// Returns the pairs missing, the pairs excused (no path in time), up to three examples, and the pairs excused by
     /// each rule above.
     public static func deliveryCheck(_ sim: Simulation<FieldSyncAgent>, slack: SimTime = SimTime(Duration.hour))
-        -> (missing: Int, beyondReach: Int, examples: [String], revoked: Int, fullRelay: Int) {
+        -> (missing: Int, beyondReach: Int, examples: [String], revoked: Int, fullRelay: Int, evictedRelay: Int) {
         let world = sim.context.world
         let a = sim.agent
         let ch = sim.context.changes
@@ -136,7 +139,7 @@ public enum Swarm {
         let oracle = Oracle(contacts: a.adversaries.isEmpty ? sim.contacts : AdversaryChecks.honestContacts(sim), nodes: world.count)
         let clocks = sim.context.clockSkew
         let skewed = clocks.contains { $0 != 0 }
-        var missing = 0, beyondReach = 0, revokedPairs = 0, fullRelayPairs = 0
+        var missing = 0, beyondReach = 0, revokedPairs = 0, fullRelayPairs = 0, evictedRelayPairs = 0
         var examples: [String] = []
         for c in 0..<ch.count {
             let ci = ChangeIndex(c)
@@ -149,6 +152,11 @@ public enum Swarm {
                 limits = r.learned.map { $0 ?? .max }
             }
             for (node, at) in a.quotaRefusals(of: ci) where !a.holds(ci, at: node) {
+                if limits == nil { limits = [SimTime](repeating: .max, count: world.count) }
+                limits![Int(node)] = min(limits![Int(node)], at)
+            }
+            let refusalLimits = limits
+            for (node, at) in a.quotaEvictions(of: ci) {
                 if limits == nil { limits = [SimTime](repeating: .max, count: world.count) }
                 limits![Int(node)] = min(limits![Int(node)], at)
             }
@@ -192,7 +200,16 @@ public enum Swarm {
                         let free = oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c],
                                                           notBefore: skewed ? clocks.map { dated - $0 } : nil)[Int(n)]
                         if free != SimTime.max, free + slack <= sim.now {
-                            if revocation != nil { revokedPairs += 1 } else { fullRelayPairs += 1 }
+                            if revocation != nil {
+                                revokedPairs += 1
+                            } else {
+                                // Without the evictions, would the refusals alone have kept it from the reader?
+                                let refusedOnly = refusalLimits.map {
+                                    oracle.earliestArrival(from: ch.author[c], at: ch.createdAt[c],
+                                                           notBefore: skewed ? clocks.map { dated - $0 } : nil, notAfter: $0)[Int(n)]
+                                } ?? free
+                                if refusedOnly != SimTime.max, refusedOnly + slack <= sim.now { evictedRelayPairs += 1 } else { fullRelayPairs += 1 }
+                            }
                             continue
                         }
                     }
@@ -207,33 +224,48 @@ public enum Swarm {
                 }
             }
         }
-        return (missing, beyondReach, examples, revokedPairs, fullRelayPairs)
+        return (missing, beyondReach, examples, revokedPairs, fullRelayPairs, evictedRelayPairs)
     }
 
     /// The members of `keys.behind` that the run's contacts reached from HQ after the newest grant of their station
     /// at least `slack` before the end (the oracle, with each node's clock, as `deliveryCheck`): they should hold it.
-    /// Returns those (as text) and the number excused (no path in time).
+    /// A relay box whose store refused the grant's change for room and does not hold it at the end carries it on no
+    /// path from the moment its store came into the state that refused it first (`deliveryCheck`'s `fullRelay`: grants
+    /// are control changes, never evicted, but refused like any change when the box is full of changes HQ has not
+    /// receipted). Returns those (as text), the number excused (no path in time), and of those the number the
+    /// full-relay rule excused (reached in time without it, not with it).
     public static func keysBehindCheck(_ sim: Simulation<FieldSyncAgent>, _ keys: KeyCheck, slack: SimTime = SimTime(Duration.hour))
-        -> (missing: [String], beyondReach: Int) {
+        -> (missing: [String], beyondReach: Int, fullRelay: Int) {
         let a = sim.agent
         let world = sim.context.world
-        guard !keys.behind.isEmpty, let hq = a.hq else { return ([], keys.behind.count) }
+        guard !keys.behind.isEmpty, let hq = a.hq else { return ([], keys.behind.count, 0) }
         let oracle = Oracle(contacts: a.adversaries.isEmpty ? sim.contacts : AdversaryChecks.honestContacts(sim), nodes: world.count)
         let clocks = sim.context.clockSkew
         let skewed = clocks.contains { $0 != 0 }
         var missing: [String] = []
-        var beyond = 0
+        var beyond = 0, fullRelay = 0
         for b in keys.behind {
             guard let rot = a.rotations.last(where: { $0.domain == b.domain && $0.epoch == b.newest }) else { continue }
             let dated = rot.at + clocks[Int(hq)]
-            let at = oracle.earliestArrival(from: hq, at: rot.at, notBefore: skewed ? clocks.map { dated - $0 } : nil)[Int(b.node)]
+            let accept = skewed ? clocks.map { dated - $0 } : nil
+            var limits: [SimTime]?
+            for (node, since) in a.grantQuotaRefusals(rot.log, seq: rot.seq) {
+                guard (try? a.replicator(at: node)?.store.holdings(of: rot.log).contains(rot.seq)) != true else { continue }
+                if limits == nil { limits = [SimTime](repeating: .max, count: world.count) }
+                limits![Int(node)] = min(limits![Int(node)], since)
+            }
+            let at = oracle.earliestArrival(from: hq, at: rot.at, notBefore: accept, notAfter: limits)[Int(b.node)]
             if at != SimTime.max, at + slack <= sim.now {
                 missing.append("\(world.nodes[Int(b.node)].name) holds \(world.domainNames[Int(b.domain)])#\(b.held), not #\(b.newest) (issued at day \(String(format: "%.3f", Double(rot.at) / Double(Duration.day))), reachable by day \(String(format: "%.3f", Double(at) / Double(Duration.day))))")
             } else {
                 beyond += 1
+                if limits != nil {
+                    let free = oracle.earliestArrival(from: hq, at: rot.at, notBefore: accept)[Int(b.node)]
+                    if free != SimTime.max, free + slack <= sim.now { fullRelay += 1 }
+                }
             }
         }
-        return (missing, beyond)
+        return (missing, beyond, fullRelay)
     }
 
     /// Runs `longnan-small` (`base`) under `mix` as seed `seed` of the swarm does, without the checks (`run` checks;
@@ -291,7 +323,7 @@ public enum Swarm {
         // 3. Held by a live node => held by every live reader, unless the run's own contacts gave no path
         //    that arrived `slack` before the end (the oracle: earliest arrival over the contacts that ran).
         let slack = SimTime(Duration.hour)
-        let (missing, beyondReach, examples, revokedPairs, fullRelayPairs) = deliveryCheck(sim, slack: slack)
+        let (missing, beyondReach, examples, revokedPairs, fullRelayPairs, evictedRelayPairs) = deliveryCheck(sim, slack: slack)
         if missing > 0 { failures.append("not delivered: \(missing) (change, live reader) pairs missing a change a live node holds, though the run's contacts reached the reader at least \(JSON.format(Double(slack) / 3_600_000)) h before the end, e.g. \(examples.joined(separator: "; "))") }
         // 4. Entitlement, every node and every log.
         for n in 0..<world.count where live[n] && !a.holdsOnlyEntitledLogs(NodeIndex(n)) {
@@ -389,6 +421,8 @@ public enum Swarm {
             ("changes_dated_after_their_authors_revocation", a.revocations.reduce(0) { $0 + $1.datedAfter.count }),
             ("held_changes_quarantined_for_a_revocation", a.quarantinedForRevocation),
             ("pairs_missing_revoked", revokedPairs), ("pairs_missing_only_through_full_relays", fullRelayPairs),
+            ("pairs_missing_only_through_relays_that_evicted_it", evictedRelayPairs),
+            ("members_behind_only_through_full_relays", keysBehind.fullRelay),
         ] + (adversaries ? adversaryCounts(adv) : [])
         let infraPart: [(String, Int)] = infra ? infraCounts(sim) : []
         let counts: [(String, Int)] = base + infraPart
