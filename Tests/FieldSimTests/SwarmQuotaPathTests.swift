@@ -10,6 +10,14 @@ import Testing
 @Suite struct SwarmQuotaPathTests {
     private func count(_ r: SwarmResult, _ name: String) -> Int? { r.counts.first { $0.0 == name }?.1 }
 
+    /// The seed's `--infra` run of `longnan-small`, kept for inspection, with the scenario it ran.
+    private func simulateInfra(seed: UInt64) throws -> (Simulation<FieldSyncAgent>, ScenarioFile, String) {
+        let (f, path) = try shippedScenario("longnan-small")
+        var mix = SwarmMix(seed: seed)
+        mix.drawInfra(seed: seed)
+        return (try Swarm.simulate(seed: seed, mix: mix, base: f, path: path).0, f, path)
+    }
+
     private func node(_ sim: Simulation<FieldSyncAgent>, _ name: String) throws -> NodeIndex {
         NodeIndex(try #require(sim.context.world.nodes.firstIndex { $0.name == name }))
     }
@@ -32,10 +40,7 @@ import Testing
     /// `station-002-bp1` met no other carrier after the grant. Now the box keeps it (no refusal of the grant
     /// anywhere) and the member writes under epoch 3.
     @Test func aFullRelayBoxKeepsTheGrantAndTheMemberLearnsTheEpoch() throws {
-        let (f, path) = try shippedScenario("longnan-small")
-        var mix = SwarmMix(seed: 424)
-        mix.drawInfra(seed: 424)
-        let (sim, _, _) = try Swarm.simulate(seed: 424, mix: mix, base: f, path: path)
+        let sim = try simulateInfra(seed: 424).0
         let a = sim.agent
         let relay = try node(sim, "relay-v0023"), member = try node(sim, "station-002-bp1")
         let rot = try #require(a.rotations.last { sim.context.world.domainNames[Int($0.domain)] == "longnan/wudu/station-002" })
@@ -52,10 +57,7 @@ import Testing
     /// path from its eviction; such pairs are counted under that reason. (Since relay boxes keep the grants they
     /// verify, the seed runs differently: 196 still goes this way, 193 now reaches the reader.)
     @Test func aRelayBoxThatEvictedAChangeCarriesItOnNoPath() throws {
-        let (f, path) = try shippedScenario("longnan-small")
-        var mix = SwarmMix(seed: 857)
-        mix.drawInfra(seed: 857)
-        let (sim, _, _) = try Swarm.simulate(seed: 857, mix: mix, base: f, path: path)
+        let (sim, f, path) = try simulateInfra(seed: 857)
         let a = sim.agent
         let relay = try node(sim, "relay-v0023"), reader = try node(sim, "station-002-bp2")
         let contact = try #require(sim.contacts.first { Set([$0.spec.a, $0.spec.b]) == [relay, reader] && $0.start > 89 * SimTime(Duration.hour) })
