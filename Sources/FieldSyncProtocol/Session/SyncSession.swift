@@ -1476,18 +1476,18 @@ public final class SyncSession {
 
     /// The logs of `logs` (all when nil) of which `pushFresh` would queue a change now. Reads only.
     private func logsToPush(_ logs: [LogID]?, _ link: Link) throws -> Set<LogID> {
+        Set(try (logs ?? stored { try replicator.store.orderedLogs() }).filter { try !unknownToPeer($0, link).isEmpty })
+    }
+
+    /// The held changes of `log` the peer may hold (both sides may hold the log) and is not known to hold.
+    private func unknownToPeer(_ log: LogID, _ link: Link) throws -> [StoredChange] {
+        guard Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(replicator.identity.certificate, log) else { return [] }
         let store = replicator.store
-        let own = replicator.identity.certificate
-        var out = Set<LogID>()
-        for log in try logs ?? store.orderedLogs() where Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(own, log) {
-            let held = try store.holdings(of: log)
-            let known = link.peerKnown[log] ?? HeldIntervals()
-            if held == known { continue }
-            for r in HeldIntervals.difference(held, known) where try !store.changes(log, in: r).isEmpty {
-                out.insert(log)
-                break
-            }
-        }
+        let held = try stored { try store.holdings(of: log) }
+        let known = link.peerKnown[log] ?? HeldIntervals()
+        if held == known { return [] }
+        var out: [StoredChange] = []
+        for r in HeldIntervals.difference(held, known) { out += try stored { try store.changes(log, in: r) } }
         return out
     }
 
@@ -1495,18 +1495,11 @@ public final class SyncSession {
     /// what the window allows (live mode).
     private func pushFresh(_ logs: [LogID]?, _ link: inout Link, _ outbound: inout Outbound, _ out: inout SessionOutput) throws {
         if replicator.forksRecorded != link.forksSeen { try sendForkProofs(&link, &out) }
-        let store = replicator.store
-        let own = replicator.identity.certificate
         var fresh: [StoredChange] = []
-        for log in try logs ?? stored({ try store.orderedLogs() }) where Entitlement.mayHold(link.peer, log) && Entitlement.mayHold(own, log) {
-            let held = try stored { try store.holdings(of: log) }
-            let known = link.peerKnown[log] ?? HeldIntervals()
-            if held == known { continue }
-            for r in HeldIntervals.difference(held, known) {
-                let cs = try stored { try store.changes(log, in: r) }
-                fresh += cs
-                for c in cs { link.peerKnown.insert(c.seq, of: log) }
-            }
+        for log in try logs ?? stored({ try replicator.store.orderedLogs() }) {
+            let cs = try unknownToPeer(log, link)
+            fresh += cs
+            for c in cs { link.peerKnown.insert(c.seq, of: log) }
         }
         guard !fresh.isEmpty else { return }
         link.authorsCovered = []  // certificates learned since (a renewal) are sent with the next batches
