@@ -224,7 +224,7 @@ public enum AdversaryChecks {
             var lat: [SimTime] = []
             var unreached = 0, excused = 0
             if let first = e.firstDetection {
-                let reach = Oracle(contacts: honestContacts(sim), nodes: world.count).earliestArrival(from: first.node, at: first.at)
+                let reach = Oracle(contacts: Swarm.checkedContacts(sim), nodes: world.count).earliestArrival(from: first.node, at: first.at)
                 for n in readers {
                     if let p = e.proofAt[Int(n)] {
                         lat.append(p - first.at)

@@ -553,6 +553,7 @@ public final class Simulation<Agent: SyncAgent> {
            faultRandom.unit() < lf.reorder {
             dirQueue[d].swapAt(dirHead[d], dirHead[d] + 1)
             metrics.linkReordered += 1
+            agent.linkFault(dirQueue[d][dirHead[d] + 1].message, on: handle(s), now: now)
             let next = dirQueue[d][dirHead[d]].txEnd + slotSpec[i].latency
             queue.push(Event(time: max(now, next), kind: .arrival, a: s, b: Int32(bitPattern: gen), c: side.rawValue))
             return
@@ -568,10 +569,12 @@ public final class Simulation<Agent: SyncAgent> {
         if lf.duplicate > 0, faultRandom.unit() < lf.duplicate {
             copies = 2
             metrics.linkDuplicated += 1
+            agent.linkFault(f.message, on: handle(s), now: now)
         }
         if lf.corrupt > 0, faultRandom.unit() < lf.corrupt {
             metrics.linkCorrupted += 1
             message = Agent.corrupted(f.message, random: &faultRandom)
+            agent.linkFault(f.message, on: handle(s), now: now)
         }
         if let message {
             arrivingOn = Int32(slotSpec[i].linkClass.rawValue)

@@ -377,6 +377,39 @@ public final class FieldSyncAgent: SyncAgent {
     public static let sessionIdleTimeout: SimTime = 30_000
     /// Session pairs started again after a failure on a contact that stayed up (the driver's backoff).
     public private(set) var reconnects = 0
+    /// A session pair the link faults killed: the engine injected a fault into one of its frames (duplicated,
+    /// corrupted or reordered: each closes a Noise session, whose nonces count frames) and it failed within
+    /// `faultKillWindow` of the first, and the stretch of its contact it stood for: from the end of the pair
+    /// before it (or the contact's start) to the start of the next pair (or the contact's end), each end at most
+    /// `driverWait` from the pair. Anything that reached `a` or `b` in that stretch had only this pair to cross the
+    /// contact, and the faults killed it; the swarm's checks take these stretches out of the oracle's contacts
+    /// (`Swarm.checkedContacts`). What stays in is the protocol's to use: a pair that failed for another reason or
+    /// lingered after the fault (a stall: a session must notice a broken frame within its idle timeout), contact
+    /// time on which the driver opened no pair, and a wait longer than its policy's (a driver that stopped retrying).
+    public struct FaultKilledPair: Sendable, Equatable {
+        /// The contact's ends and link class.
+        public var a: NodeIndex, b: NodeIndex, linkClass: LinkClass
+        /// The stretch of the contact (sim time).
+        public var from: SimTime, to: SimTime
+    }
+    /// The session pairs the link faults killed, in the order they ended.
+    public private(set) var faultKilledPairs: [FaultKilledPair] = []
+    /// A failed pair counts as killed by a fault if it ended within this of the first fault that reached it (twice
+    /// the idle timeout that cuts a pair left waiting for the rest of a frame whose length prefix a flip made longer).
+    public static let faultKillWindow: SimTime = 2 * sessionIdleTimeout
+    /// Whether a pair that ended at `endedAt` (`finished`: both sides finished) counts as killed by the link faults,
+    /// the first of which reached it at `faultAt` (nil: none did).
+    public static func killedByFault(finished: Bool, faultAt: SimTime?, endedAt: SimTime) -> Bool {
+        guard !finished, let f = faultAt else { return false }
+        return endedAt - f <= faultKillWindow
+    }
+    /// The longest the driver waits between pairs on a contact (a retry after a failure, `backoffMax`, or a resync
+    /// after a finished pair, `resyncInterval`, and one tick): the most a killed pair's stretch reaches either side.
+    public var driverWait: SimTime { SimTime(max(policy.schedule.backoffMax, policy.schedule.resyncInterval) + policy.schedule.tick) }
+    private var pairFaultAt: [SimTime] = []  // per slot: when the first injected link fault reached the current pair (-1: none)
+    private var pairStartAt: [SimTime] = []  // per slot: when the current pair started
+    private var stretchStart: [SimTime] = []  // per slot: when the last pair ended, or the contact came up
+    private var openKilled: [Int32] = []  // per slot: the `faultKilledPairs` entry waiting for the next pair's start (-1: none)
     /// Live pairs closed so that changes refused on them (dated ahead of the receiver's clock, or refused by
     /// its store) are offered again by a new reconciliation (`RefusedRetry`).
     public private(set) var deferredRetries = 0
@@ -743,6 +776,10 @@ public final class FieldSyncAgent: SyncAgent {
             stallWatch.append(false)
             advRestartAt.append(nil)
             revokedWatch.append(false)
+            pairFaultAt.append(-1)
+            pairStartAt.append(0)
+            stretchStart.append(0)
+            openKilled.append(-1)
         }
     }
 
@@ -802,6 +839,12 @@ public final class FieldSyncAgent: SyncAgent {
         }
         pairWentLive[s] = false
         stallWatch[s] = false
+        pairFaultAt[s] = -1
+        pairStartAt[s] = now
+        if openKilled[s] >= 0 {
+            faultKilledPairs[Int(openKilled[s])].to = min(faultKilledPairs[Int(openKilled[s])].to, now)
+            openKilled[s] = -1
+        }
         if pairFailed[s] {
             pairFailed[s] = false
             reconnects += 1
@@ -828,6 +871,7 @@ public final class FieldSyncAgent: SyncAgent {
         active[Int(link.spec.a)].append(link.slot)
         active[Int(link.spec.b)].append(link.slot)
         pairFailed[Int(link.slot)] = false
+        stretchStart[Int(link.slot)] = now
         let a = link.spec.a
         peerSlot[Int(a)][link.spec.b] = link.slot
         drivers[Int(a)].handle(.peerAdded(link.spec.b, .static), now: wall(a, now))
@@ -959,6 +1003,13 @@ public final class FieldSyncAgent: SyncAgent {
         m.bytes[random.int(m.bytes.count)] ^= UInt8(1) << UInt8(random.int(8))
         m.corrupted = true
         return m
+    }
+
+    /// Marks the pair on `link` whose frame `message` is as reached by an injected link fault (`faultKilledPairs`).
+    public func linkFault(_ message: FieldSyncFrame, on link: LinkHandle, now: SimTime) {
+        let s = Int(link.slot)
+        guard s < sessions.count, sessions[s][0] != nil, message.session == sessionGen[s], pairFaultAt[s] < 0 else { return }
+        pairFaultAt[s] = now
     }
 
     /// Feeds the bytes to the receiving side's session; reports the changes its store applied.
@@ -1179,6 +1230,13 @@ public final class FieldSyncAgent: SyncAgent {
         let finished = a.isFinished && b.isFinished
         pairFailed[s] = !finished
         closing[s] = nil
+        if Self.killedByFault(finished: finished, faultAt: pairFaultAt[s] >= 0 ? pairFaultAt[s] : nil, endedAt: now) {
+            openKilled[s] = Int32(faultKilledPairs.count)
+            faultKilledPairs.append(FaultKilledPair(a: link.spec.a, b: link.spec.b, linkClass: link.spec.linkClass,
+                                                    from: max(stretchStart[s], pairStartAt[s] - driverWait), to: now + driverWait))
+        }
+        pairFaultAt[s] = -1
+        stretchStart[s] = now
         if revokedWatch[s] {
             revokedWatch[s] = false
             let peer = link.spec.a == revokedNode ? b : a
@@ -1379,6 +1437,10 @@ public final class FieldSyncAgent: SyncAgent {
         // The peer is out of reach: forgotten by the driver until the next contact.
         drivers[Int(link.spec.a)].handle(.peerRemoved(link.spec.b, onlyIf: nil), now: wall(link.spec.a, now))
         peerSlot[Int(link.spec.a)][link.spec.b] = nil
+        if openKilled[s] >= 0 {
+            faultKilledPairs[Int(openKilled[s])].to = min(faultKilledPairs[Int(openKilled[s])].to, now)
+            openKilled[s] = -1
+        }
         links[s] = nil
         timerAt[s] = nil
         closing[s] = nil

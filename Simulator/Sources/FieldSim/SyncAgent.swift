@@ -198,6 +198,11 @@ public protocol SyncAgent {
     /// A timer set with `AgentEffects.setTimer` is due and its contact is still up.
     mutating func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects)
 
+    /// The engine injected a link fault (`LinkFaults`) into `message` on `link`: it arrives twice, or corrupted
+    /// (called as it arrives), or behind the next frame (called as it is held back). For the checks that must
+    /// tell a session the faults killed from one the protocol failed. Default: nothing.
+    mutating func linkFault(_ message: Message, on link: LinkHandle, now: SimTime)
+
     /// Whether `node` holds `change` now (for convergence, staleness and divergence checks).
     func holds(_ change: ChangeIndex, at node: NodeIndex) -> Bool
 
@@ -214,4 +219,7 @@ extension SyncAgent {
 
     /// Default: agents that set no timers ignore them.
     public mutating func timerFired(_ link: LinkHandle, now: SimTime, effects: inout AgentEffects) {}
+
+    /// Default: ignored.
+    public mutating func linkFault(_ message: Message, on link: LinkHandle, now: SimTime) {}
 }
