@@ -151,4 +151,25 @@ import Testing
         #expect(results.contains { !$0.mix.adversaries.isEmpty })
         #expect(SwarmMix(seed: 2).description == (try Swarm.run(first: 2, count: 1, days: 0.25, threads: 1).first?.mix.description))
     }
+
+    /// Swarm seed 882 with adversaries (2 days; docs/simulator.md, "Seed 882: a fork proof dated ahead of the peer's
+    /// clock"): `wudu-car1`, whose clock ran 1.98 h behind, never held the fork proof of `station-004-bp3`'s log,
+    /// though `wudu` held it from day 0.4098 on a live session with the car that lasted the rest of the run: the
+    /// county sent it, the car refused it as dated ahead (`timestampInFuture`), and the session did not send it again.
+    /// Now the county holds it back until the car's clock reaches it (`SyncSession.forkProofsHeldBack`).
+    @Test func aForkProofReachesACarWhoseClockRunsBehind() throws {
+        let (f, path) = try shippedScenario("longnan-small")
+        var mix = SwarmMix(seed: 882)
+        mix.adversaries = AdversaryConfig(swarmSeed: 882)
+        let sim = try Swarm.simulate(seed: 882, mix: mix, base: f.withDays(2), path: path).0
+        let world = sim.context.world
+        let car = NodeIndex(try #require(world.nodes.firstIndex { $0.name == "wudu-car1" }))
+        let e = try #require(sim.agent.equivocation)
+        let first = try #require(e.firstDetection)
+        #expect(sim.context.clockSkew[Int(car)] < -3_600_000, "the car's clock runs more than an hour behind")
+        let at = try #require(e.proofAt[Int(car)], "the car never held the proof")
+        // Its clock reaches the proof's date, less the tolerance, about 1.9 h after the first detection.
+        #expect(at - first.at < 2 * 3_600_000)
+        #expect(AdversaryChecks.check(sim).failures.isEmpty)
+    }
 }

@@ -171,6 +171,50 @@ import Testing
         #expect(live.a.pollTransmit() == nil, "sent once")
     }
 
+    /// Swarm seed 882 with adversaries (docs/simulator.md, "Seed 882: a fork proof dated ahead of the peer's clock"):
+    /// a proof whose newer change is dated beyond the peer's clock plus the tolerance was sent, refused by the peer
+    /// (`timestampInFuture`, silently: no evidence against the sender) and, as sent, never sent again on that live
+    /// session; a county car whose clock ran 2 h behind learned of the fork on none of the 1.6 days its live session
+    /// lasted. Now it is held back as such a change is (Protocols/sync.md §4.3) and the timer pushes it when the
+    /// peer's clock reaches it, on the same session.
+    @Test func aProofDatedAheadOfThePeersClockIsHeldBackThenPushed() throws {
+        var pki = TestPKI()
+        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
+        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
+        let county = pki.replicator(try pki.device(.county, scopes: [try Scope("longnan/wudu")]))
+        for n in UInt64(1)...3 { _ = try S.write(bp, n) }
+        for (x, y) in [(bp, st), (st, county)] {
+            var l = S.connect(x, y)
+            #expect(S.run(&l))
+        }
+        let t = S.now, skew = 2 * ClockHoldBackTests.hour
+        var live = S.connect(st, county, seed: 12, live: (true, true))
+        ClockHoldBackTests.run(&live, nowA: t, nowB: t - skew)
+        #expect(live.a.isLive && live.b.isLive)
+        let restored = try Self.restored(pki, bp, upTo: 2)
+        _ = try S.write(restored, 55)  // seq 3 again: the fork
+        var l = S.connect(restored, st, seed: 13)
+        #expect(S.run(&l))
+        #expect(try st.store.forks().count == 1)
+        live.a.push(now: t)
+        ClockHoldBackTests.run(&live, nowA: t, nowB: t - skew)
+        #expect(live.a.forkProofsSent == 0 && live.a.session.forkProofsHeldBack == 1)
+        #expect(try county.store.forks().isEmpty)
+        let proof = try #require(try st.store.forks().first?.proof())
+        let dated = max(proof.first.header.hlc.milliseconds, proof.second.header.hlc.milliseconds)
+        #expect(dated > t - skew + ClockHoldBackTests.tolerance, "ahead of the county's clock by more than the tolerance")
+        let due = dated - ClockHoldBackTests.tolerance + skew
+        #expect(live.a.session.heldBackUntil == due)
+        live.a.timerFired(now: due - 1_000)
+        ClockHoldBackTests.run(&live, nowA: due - 1_000, nowB: due - 1_000 - skew)
+        #expect(try county.store.forks().isEmpty, "a moment early: nothing goes")
+        live.a.timerFired(now: due)
+        ClockHoldBackTests.run(&live, nowA: due, nowB: due - skew)
+        #expect(live.a.forkProofsSent == 1 && live.b.forkProofsReceived == 1)
+        #expect(try county.store.forks().count == 1)
+        #expect(live.a.isLive && live.b.isLive, "no new session needed")
+    }
+
     /// Malformed fork messages are typed decoding errors (the session then fails with protocolViolation).
     @Test func malformedForkMessagesDoNotDecode() throws {
         var pki = TestPKI()

@@ -378,6 +378,9 @@ public final class SyncSession {
     public private(set) var batchesCommittedTogether = 0, groupCommits = 0
     /// Fork proofs sent to and received (verified) from the peer.
     public private(set) var forkProofsSent = 0, forkProofsReceived = 0
+    /// Fork proofs not sent because a change of theirs is dated beyond the peer's clock plus the tolerance
+    /// (`sendForkProofs`), counted each time one is passed over, as `changesHeldBack`.
+    public private(set) var forkProofsHeldBack = 0
     /// Whole frames of the peer handled so far: handshake messages, then sealed frames that opened (their
     /// AEAD check passed; a frame that fails it closes the session). A driver's "heard from the peer"
     /// (the keep-alive's `deadAfter`, `LiveSessionRules.keepAlive`) is the time this last grew, not the
@@ -1534,13 +1537,29 @@ public final class SyncSession {
         return out.sorted()
     }
 
-    /// Sends the fork proofs held for logs both sides may hold that did not travel in this session yet.
+    /// Sends the fork proofs held for logs both sides may hold that did not travel in this session yet. A proof
+    /// with a change dated beyond the peer's clock plus the tolerance is held back as such a change is
+    /// (`forkProofsHeldBack`): the peer would refuse it (`timestampInFuture`), and this session, having sent it,
+    /// would not send it again (swarm seed 882 with adversaries: a county car whose clock ran 2 h behind never
+    /// learned a fork on a live session that lasted the rest of the run). A live session offers it again when the
+    /// peer's clock reaches it (`heldBackUntil`), a one-shot session leaves it to the next session.
     private func sendForkProofs(_ link: inout Link, _ out: inout SessionOutput) throws {
         link.forksSeen = replicator.forksRecorded
         let own = replicator.identity.certificate
+        let acceptLimit = peerAcceptLimit(link)
+        var heldBackChanged = false
+        defer { if heldBackChanged { requestTimer(link, &out) } }
         for f in try stored({ try replicator.store.forks() }) where Entitlement.mayHold(link.peer, f.log) && Entitlement.mayHold(own, f.log) {
             let key = Self.proofKey(f.kept.hash, f.conflicting.hash)
             guard !link.proofsExchanged.contains(key), let proof = try? f.proof() else { continue }  // evicted bytes: nothing to prove with
+            let dated = max(proof.first.header.hlc.milliseconds, proof.second.header.hlc.milliseconds)
+            if let limit = acceptLimit, dated > limit, let c = link.peerClock {
+                forkProofsHeldBack += 1
+                link.forksSeen = -1  // the next push looks at the proofs again
+                let due = Self.saturating(c.at, dated - replicator.trust.clockSkewMilliseconds - c.theirs)
+                if heldBackUntil.map({ due < $0 }) ?? true { heldBackUntil = due; heldBackChanged = true }
+                continue
+            }
             link.proofsExchanged.insert(key)
             // Every certificate of the author (renewals) and its issuing authority's, once per session.
             let certs = replicator.certificateChain(of: proof.author).filter { !link.certificatesSent.contains($0) }
