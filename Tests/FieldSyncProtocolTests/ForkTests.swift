@@ -144,8 +144,8 @@ import Testing
         #expect(try st.store.forks().isEmpty)
     }
 
-    /// A proof learned from another session while a live session is open goes out at the next push.
-    @Test func aLiveSessionPushesNewProofs() throws {
+    /// A backpack with three changes, its station and the county, the changes synced backpack → station → county.
+    static func backpackStationCounty() throws -> (TestPKI, Replicator, Replicator, Replicator) {
         var pki = TestPKI()
         let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
         let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
@@ -155,6 +155,12 @@ import Testing
             var l = S.connect(x, y)
             #expect(S.run(&l))
         }
+        return (pki, bp, st, county)
+    }
+
+    /// A proof learned from another session while a live session is open goes out at the next push.
+    @Test func aLiveSessionPushesNewProofs() throws {
+        let (pki, bp, st, county) = try Self.backpackStationCounty()
         var live = S.connect(st, county, seed: 12, live: (true, true))
         S.run(&live)
         #expect(live.a.isLive && live.b.isLive)
@@ -178,15 +184,7 @@ import Testing
     /// lasted. Now it is held back as such a change is (Protocols/sync.md §4.3) and the timer pushes it when the
     /// peer's clock reaches it, on the same session.
     @Test func aProofDatedAheadOfThePeersClockIsHeldBackThenPushed() throws {
-        var pki = TestPKI()
-        let bp = pki.replicator(try pki.device(.backpack, scopes: [TestPKI.station]))
-        let st = pki.replicator(try pki.device(.station, scopes: [TestPKI.station]))
-        let county = pki.replicator(try pki.device(.county, scopes: [try Scope("longnan/wudu")]))
-        for n in UInt64(1)...3 { _ = try S.write(bp, n) }
-        for (x, y) in [(bp, st), (st, county)] {
-            var l = S.connect(x, y)
-            #expect(S.run(&l))
-        }
+        let (pki, bp, st, county) = try Self.backpackStationCounty()
         let t = S.now, skew = 2 * ClockHoldBackTests.hour
         var live = S.connect(st, county, seed: 12, live: (true, true))
         ClockHoldBackTests.run(&live, nowA: t, nowB: t - skew)
