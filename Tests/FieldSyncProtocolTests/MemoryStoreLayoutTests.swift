@@ -96,6 +96,59 @@ import FieldSyncCrypto
         #expect(store.logsChanged(since: restored) == [logs[2]])
     }
 
+    /// The reconciliation views a session reads (`orderedLogHoldings`), kept beside the ordered logs, are
+    /// what the store holds after every commit: a log inserted between two held ones, a log that grows, a
+    /// gap in a log (two intervals), a filter, and a `restore` that takes holdings back. Each answer is
+    /// compared with the protocol's default (`orderedLogs` and a view built from `holdings(of:)` and
+    /// `hash(_:seq:)` for each log), asked after the views were read and kept.
+    @Test func orderedViewsFollowEveryCommit() throws {
+        let store = MemoryStore()
+        let author = DeviceID(ID128(high: 5, low: 5))
+        let logs = try [3, 1, 2, 0].map { LogID(author: author, scope: try Scope("longnan/wudu/station-017/village-\($0)")) }
+        func hash(_ log: LogID, _ seq: UInt64) -> [UInt8] {
+            seq == 0 ? [UInt8](repeating: 0, count: 32)
+                : withUnsafeBytes(of: seq.bigEndian, Array.init) + [UInt8](repeating: 0xCD, count: 23) + [UInt8(logs.firstIndex(of: log)!)]
+        }
+        func write(_ log: LogID, _ seq: UInt64) throws {
+            let c = StoredChange(log: log, seq: seq, hash: hash(log, seq), prevHash: hash(log, seq - 1),
+                                 hlc: HLCTimestamp(milliseconds: seq, counter: 0), contentType: .records, priority: .normal,
+                                 bytes: [1, 2, 3])
+            _ = try store.commit(CommitBatch(changes: [c]))
+        }
+        func expected(_ include: (LogID) -> Bool) throws -> [LogHoldings?] {
+            try store.holdings().keys.sorted().filter(include).map { try MemoryStore.buildLogHoldings($0, in: store) }
+        }
+        func check(_ what: Comment) throws {
+            for include in [{ (_: LogID) in true }, { $0 != logs[1] }] {
+                let views = try store.orderedLogHoldings(where: include)
+                #expect(views.map(\.log) == (try store.orderedLogs()).filter(include), what)
+                #expect(views.map(\.holdings) == (try expected(include)), what)
+                for (log, view) in views { #expect(try store.logHoldings(log) == view, what) }
+            }
+        }
+        try check("empty")
+        try write(logs[0], 1)
+        try check("one log")
+        try write(logs[1], 1)
+        try write(logs[2], 1)
+        try check("logs inserted before and between held ones")
+        let snapshot = store.snapshot()
+        try write(logs[2], 2)
+        try check("a log grown")
+        try write(logs[2], 5)
+        try check("a gap: two intervals")
+        #expect(try store.logHoldings(logs[2])?.intervals.map(\.end) == [2, 5])
+        try write(logs[3], 1)
+        try check("the first log in order added")
+        store.restore(snapshot)
+        try check("restored")
+        #expect(try store.logHoldings(logs[3]) == nil, "gone with the restore")
+        #expect(try store.logHoldings(logs[2])?.intervals.map(\.end) == [1])
+        try write(logs[3], 1)
+        try write(logs[2], 2)
+        try check("after the restore")
+    }
+
     /// A slot's opened mark and arrival share one word without touching each other; an arrival too
     /// large for 63 bits (292 million years after 1970) is kept as the largest one the slot can say.
     @Test func slotKeepsOpenedMarkAndArrivalApart() {

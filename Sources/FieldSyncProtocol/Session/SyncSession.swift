@@ -1125,8 +1125,10 @@ public final class SyncSession {
         let own = replicator.identity.certificate
         var logs: [LogHoldings] = []
         if config.live { link.holdingsGeneration = replicator.store.holdingsGeneration }
-        for log in try stored({ try replicator.store.orderedLogs() }) where Entitlement.mayHold(own, log) && Entitlement.mayHold(peerCert, log) {
-            if let held = try stored({ try replicator.store.logHoldings(log) }) {
+        let views = try stored { try replicator.store.orderedLogHoldings { Entitlement.mayHold(own, $0) && Entitlement.mayHold(peerCert, $0) } }
+        logs.reserveCapacity(views.count)
+        for (log, view) in views {
+            if let held = view {
                 logs.append(held)
                 if !held.coversHeld { link.recheck.insert(log) }
             } else {

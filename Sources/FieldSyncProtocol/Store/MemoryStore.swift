@@ -452,7 +452,6 @@ public final class MemoryStore: SyncStore {
         tx.now = batch.now
         let report = try CommitLogic.commit(batch, in: &tx, limits: limits)
         let newLogs = tx.intervals.keys.filter { state.intervalsByLog[$0] == nil }.map { recordInterner?.intern(log: $0) ?? $0 }
-        for log in tx.intervals.keys { logHoldingsCache[log] = nil }  // the only logs whose holdings moved
         // Every log whose holdings, or the changes `changes(_:in:)` returns of them, this commit moves.
         var moved = Set(tx.intervals.keys).union(tx.changes.keys)
         for q in tx.revoked { moved.insert(q.change.log) }
@@ -460,12 +459,14 @@ public final class MemoryStore: SyncStore {
         tx.apply()
         defer { didCommit?(self, batch.mustBeDurable(after: report)) }
         for log in newLogs.sorted() {
-            var lo = 0, hi = sortedLogs.count  // first position whose log is not smaller
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if sortedLogs[mid] < log { lo = mid + 1 } else { hi = mid }
-            }
-            sortedLogs.insert(log, at: lo)
+            let at = firstPosition(notBelow: log)
+            sortedLogs.insert(log, at: at)
+            logViews.insert(nil, at: at)
+        }
+        // The only logs whose holdings moved: their views are built again when next asked for.
+        for log in tx.intervals.keys {
+            let at = firstPosition(notBelow: log)
+            if at < sortedLogs.count, sortedLogs[at] == log { logViews[at] = nil }
         }
         return report
     }
@@ -492,7 +493,7 @@ public final class MemoryStore: SyncStore {
     public func restore(_ snapshot: Snapshot) {
         state = snapshot.state
         sortedLogs = snapshot.sortedLogs
-        logHoldingsCache = [:]
+        logViews = Array(repeating: nil, count: sortedLogs.count)
         journal.forget()
     }
 
@@ -555,18 +556,43 @@ public final class MemoryStore: SyncStore {
     /// power-loss model places its durable points with it; nil, the default, costs nothing.
     public var didCommit: ((MemoryStore, _ mustBeDurable: Bool) -> Void)?
 
-    /// Reconciliation views of logs, kept between commits (a hub answers many sessions per commit): each
-    /// log's intervals, empty for a log with none (`logHoldings` nil). The intervals alone, not the
-    /// `LogHoldings`: its copy of the key (a `LogID`, 40 bytes) made an entry twice the size, in every store.
-    private var logHoldingsCache: [LogID: [HeldInterval]] = [:]
+    /// Reconciliation views of the held logs, kept between commits (a hub answers many sessions per commit):
+    /// `logViews[i]` is the view of `sortedLogs[i]`, its intervals (empty for a log with none: `logHoldings`
+    /// nil), or nil while not built since the log last moved. An array beside the ordered logs, not a table
+    /// keyed by log: a session reads the views in order without a lookup per log (`orderedLogHoldings`), and
+    /// an entry is 8 bytes where a table's bucket repeated the 40-byte `LogID`, in every store.
+    private var logViews: [[HeldInterval]?] = []
+
+    /// The first position in `sortedLogs` whose log is not below `log` (`sortedLogs.count` if none).
+    private func firstPosition(notBelow log: LogID) -> Int {
+        var lo = 0, hi = sortedLogs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sortedLogs[mid] < log { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The view of `sortedLogs[i]`, from `logViews` or built (and kept, if it covers what is held: the others
+    /// are rare, and rebuilt).
+    private func view(at i: Int) throws -> LogHoldings? {
+        let log = sortedLogs[i]
+        if let cached = logViews[i] { return cached.isEmpty ? nil : LogHoldings(log: log, checkedIntervals: cached) }
+        let built = try Self.buildLogHoldings(log, in: self)
+        if built?.coversHeld ?? true { logViews[i] = built?.intervals ?? [] }
+        return built
+    }
 
     public func logHoldings(_ log: LogID) throws -> LogHoldings? {
-        if let cached = logHoldingsCache[log] { return cached.isEmpty ? nil : LogHoldings(log: log, checkedIntervals: cached) }
-        guard state.intervalsByLog[log] != nil else { return nil }  // not held: as cheap as a cache entry, and takes none
-        let built = try Self.buildLogHoldings(log, in: self)
-        // Only views that cover what is held (`LogHoldings.coversHeld`; the others are rare, and rebuilt).
-        if built?.coversHeld ?? true { logHoldingsCache[log] = built?.intervals ?? [] }
-        return built
+        let at = firstPosition(notBelow: log)
+        guard at < sortedLogs.count, sortedLogs[at] == log else { return nil }  // not held
+        return try view(at: at)
+    }
+
+    public func orderedLogHoldings(where include: (LogID) throws -> Bool) throws -> [(log: LogID, holdings: LogHoldings?)] {
+        var out: [(log: LogID, holdings: LogHoldings?)] = []
+        for i in sortedLogs.indices where try include(sortedLogs[i]) { out.append((sortedLogs[i], try view(at: i))) }
+        return out
     }
 
     public func record(_ id: RecordID) throws -> Record? { state.records[id]?.box?.value }

@@ -404,6 +404,13 @@ extension SyncStore {
     /// Default: built from `holdings(of:)` and `hash(_:seq:)`.
     public func logHoldings(_ log: LogID) throws -> LogHoldings? { try Self.buildLogHoldings(log, in: self) }
 
+    /// Default: `orderedLogs()`, then `logHoldings(_:)` of each log `include` accepts.
+    public func orderedLogHoldings(where include: (LogID) throws -> Bool) throws -> [(log: LogID, holdings: LogHoldings?)] {
+        var out: [(log: LogID, holdings: LogHoldings?)] = []
+        for log in try orderedLogs() where try include(log) { out.append((log, try logHoldings(log))) }
+        return out
+    }
+
     /// What one log offers to reconciliation: its held intervals (up to `maximumLogHeight`) with the
     /// hash of the change at each interval's end; nil if nothing is held.
     static func buildLogHoldings(_ log: LogID, in store: any SyncStore) throws -> LogHoldings? {
@@ -484,6 +491,10 @@ public protocol SyncStore: AnyObject {
     /// What one log offers to reconciliation (held intervals with their end hashes), nil if nothing is
     /// held; a store may keep it between commits (every session asks for every log it reconciles).
     func logHoldings(_ log: LogID) throws -> LogHoldings?
+    /// Every held log that `include` accepts, in `LogID` order, each with `logHoldings` of it (nil where that
+    /// is nil): what a session reconciles, read in one pass (a store that keeps its logs in order and their
+    /// views beside them answers without a lookup per log).
+    func orderedLogHoldings(where include: (LogID) throws -> Bool) throws -> [(log: LogID, holdings: LogHoldings?)]
     /// A count of the commits so far that changed what some log holds, for `logsChanged(since:)`; nil if
     /// the store keeps no such count (then every log counts as changed).
     var holdingsGeneration: UInt64? { get }
