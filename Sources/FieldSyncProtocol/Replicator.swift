@@ -115,6 +115,8 @@ public final class Replicator {
     /// replicator, before the call that committed returns. The app library (`FieldSync`) builds its
     /// observers on it; nil (the default) costs nothing.
     public var commitObserver: ((CommitNotice) -> Void)?
+    /// What sessions reconcile, kept per kind of peer between sessions (`ReconciliationViews`).
+    let reconciliationViews = ReconciliationViews()
 
     /// Creates a replicator.
     public init(identity: DeviceIdentity, trust: TrustStore, store: any SyncStore, schemas: SchemaRegistry = .standard,

@@ -24,6 +24,21 @@ import Testing
         }
     }
 
+    /// The session's tags of every log at once (`SipHashElementHasher.tags(of:)`, one reused buffer) are
+    /// each log's `tag(_:)`, which the spec vectors pin (`VectorTests`), for paths of every length.
+    @Test func tagsOfEveryLogAreEachLogsTag() throws {
+        let hasher = SipHashElementHasher(key: (0..<16).map { UInt8($0) })
+        var logs: [LogHoldings] = []
+        for i in 0..<40 {
+            let path = i % 2 == 0 ? "longnan" : "longnan/wudu/station-\(i)/village-" + String(repeating: "x", count: i)
+            let log = LogID(author: DeviceID(ID128(high: UInt64(i % 3), low: UInt64(i))), scope: try Scope(path))
+            logs.append(LogHoldings(log: log, height: UInt32(i + 1), headHash: [UInt8](repeating: UInt8(i), count: 32)))
+        }
+        #expect(hasher.tags(of: logs) == logs.map { hasher.tag($0.log) })
+        #expect(hasher.tags(of: logs) == logs.map { hasher.tag(encodedLogID: $0.log.canonicalBytes) })
+        #expect(hasher.tags(of: []) == [])
+    }
+
     @Test func invalidElementSetsAreRejected() {
         let t: UInt64 = 5
         // Two prefix ends, overlapping intervals, a marker at 1, a marker with a hash, adjacent intervals.

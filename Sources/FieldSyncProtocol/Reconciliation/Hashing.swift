@@ -18,6 +18,13 @@ public protocol ElementHasher: Sendable {
     func tag(encodedLogID: [UInt8]) -> UInt64
     /// The 64-bit keyed checksum of an element. It is also the seed of the element's symbol mapping.
     func checksum(_ element: HeadElement) -> UInt64
+    /// `tag(_:)` of every log, in order (a session tags every log it holds when the hello digests differ).
+    func tags(of logs: [LogHoldings]) -> [UInt64]
+}
+
+extension ElementHasher {
+    /// Default: `tag(_:)` of each log.
+    public func tags(of logs: [LogHoldings]) -> [UInt64] { logs.map { tag($0.log) } }
 }
 
 /// The key schedule of reconciliation: what a session needs from the session key.
@@ -56,6 +63,21 @@ public struct SipHashElementHasher: ElementHasher, Equatable {
         message.append(0x01)
         message.append(contentsOf: encodedLogID)
         return sip.hash(message)
+    }
+
+    /// `SipHash24(key, 0x01 ‖ canonical(log))` of every log, each encoded into one reused buffer (no array
+    /// per log: a store holds thousands).
+    public func tags(of logs: [LogHoldings]) -> [UInt64] {
+        var out: [UInt64] = []
+        out.reserveCapacity(logs.count)
+        var w = ByteWriter(capacity: 128)
+        for l in logs {
+            w.bytes.removeAll(keepingCapacity: true)
+            w.writeByte(0x01)
+            l.log.encode(to: &w)
+            out.append(w.bytes.withUnsafeBufferPointer { sip.hash($0) })
+        }
+        return out
     }
 
     /// `SipHash24(key, 0x02 ‖ element bytes)`.

@@ -65,11 +65,15 @@ public struct HeadElement: Hashable, Comparable, Sendable, CustomStringConvertib
     /// The elements of one log's holdings under `tag`, in increasing order.
     public static func elements(tag: UInt64, intervals: [IntervalSummary]) -> [HeadElement] {
         var out: [HeadElement] = []
-        for i in intervals {
-            out.append(HeadElement(tag: tag, position: i.end, hashPrefix: i.endHashPrefix))
-            if i.start > 1 { out.append(HeadElement(tag: tag, position: startMarkerBit | i.start, hashPrefix: 0)) }
-        }
+        for i in intervals { append(tag: tag, i, to: &out) }
         return out.sorted()
+    }
+
+    /// Appends the elements of one interval under `tag` (its end, and its start marker if it does not start
+    /// at height 1), unsorted: `elements(tag:intervals:)` without its arrays, for a caller that sorts.
+    @inline(__always) static func append(tag: UInt64, _ i: IntervalSummary, to out: inout [HeadElement]) {
+        out.append(HeadElement(tag: tag, position: i.end, hashPrefix: i.endHashPrefix))
+        if i.start > 1 { out.append(HeadElement(tag: tag, position: startMarkerBit | i.start, hashPrefix: 0)) }
     }
 
     /// Rebuilds interval summaries from the complete element set of one log, or returns nil when the

@@ -120,6 +120,19 @@ public struct LogHoldings: Hashable, Sendable {
 public struct Holdings: Sendable, Equatable {
     /// The logs, in increasing `LogID` order, each at most once.
     public private(set) var logs: [LogHoldings]
+    /// `canonicalDigestInput` and `elementCount`, when whoever made these holdings had them already (a kept
+    /// reconciliation view: `ReconciliationViews`). Not part of the value.
+    private var known: (digestInput: [UInt8], elementCount: Int)?
+
+    public static func == (a: Holdings, b: Holdings) -> Bool { a.logs == b.logs }
+
+    /// Holdings already in order, with their digest input and element count.
+    /// - Precondition (checked by the caller, `ReconciliationViews`, in debug builds): `logs` are in
+    ///   increasing `LogID` order, each once, and the two values are theirs.
+    init(ordered logs: [LogHoldings], digestInput: [UInt8], elementCount: Int) {
+        self.logs = logs
+        known = (digestInput, elementCount)
+    }
 
     /// Creates holdings from logs in any order.
     /// - Precondition: no log appears twice.
@@ -133,31 +146,36 @@ public struct Holdings: Sendable, Equatable {
         self.logs = sorted
     }
 
-    /// `logs[i].log.canonicalBytes`: what the element tags hash. Computed when the hello digests differ,
-    /// not per session (most sessions find the digests equal; a store holds thousands of logs).
-    var encodedLogs: [[UInt8]] { logs.map { $0.log.canonicalBytes } }
-
     /// The canonical encoding that the hello digest covers (Protocols/sync-reconciliation.md, 4.1):
     /// varint log count, then per log: LogID, varint interval count, then per interval varint start,
     /// varint end and the 32-byte end hash.
     public var canonicalDigestInput: [UInt8] {
+        if let known { return known.digestInput }
         var w = ByteWriter(capacity: logs.count * 96 + 8)
         w.writeVarint(UInt64(logs.count))
-        for l in logs {
-            l.log.encode(to: &w)  // its canonical bytes
-            w.writeVarint(UInt64(l.intervals.count))
-            for i in l.intervals {
-                w.writeVarint(UInt64(i.start))
-                w.writeVarint(UInt64(i.end))
-                w.writeRaw(i.endHash)
-            }
-        }
+        for l in logs { Self.encodeDigestPart(l, to: &w) }
         return w.bytes
+    }
+
+    /// One log's part of `canonicalDigestInput`: its LogID, varint interval count, then per interval varint
+    /// start, varint end and the 32-byte end hash.
+    static func encodeDigestPart(_ l: LogHoldings, to w: inout ByteWriter) {
+        l.log.encode(to: &w)  // its canonical bytes
+        w.writeVarint(UInt64(l.intervals.count))
+        for i in l.intervals {
+            w.writeVarint(UInt64(i.start))
+            w.writeVarint(UInt64(i.end))
+            w.writeRaw(i.endHash)
+        }
     }
 
     /// The number of head elements these holdings produce (one per interval, plus one start marker
     /// per interval that does not start at height 1).
     public var elementCount: Int {
-        logs.reduce(0) { acc, l in acc + l.intervals.reduce(0) { $0 + ($1.start > 1 ? 2 : 1) } }
+        if let known { return known.elementCount }
+        return logs.reduce(0) { $0 + Self.elementCount(of: $1) }
     }
+
+    /// One log's share of `elementCount`.
+    static func elementCount(of l: LogHoldings) -> Int { l.intervals.reduce(0) { $0 + ($1.start > 1 ? 2 : 1) } }
 }

@@ -443,11 +443,20 @@ public struct Reconciler: Sendable {
             ? hashing.elementHasher(initiatorSalt: salt, responderSalt: peer.salt)
             : hashing.elementHasher(initiatorSalt: peer.salt, responderSalt: salt)
         hasher = h
-        tags = holdings.encodedLogs.enumerated().map { (h.tag(encodedLogID: $0.element), $0.offset) }.sorted { $0.tag < $1.tag }
+        tags = h.tags(of: holdings.logs).enumerated().map { (tag: $0.element, index: $0.offset) }.sorted { $0.tag < $1.tag }
         for i in tags.indices.dropFirst() where tags[i - 1].tag == tags[i].tag {
             throw ReconciliationError(.tagCollision, "\(holdings.logs[tags[i - 1].index].log) and \(holdings.logs[tags[i].index].log)")
         }
-        elements = tags.flatMap { HeadElement.elements(tag: $0.tag, intervals: holdings.logs[$0.index].intervals.map { $0.summary }) }
+        // Each log's elements (`HeadElement.elements(tag:intervals:)`), appended in tag order and sorted within
+        // the log: they share its tag, the high word, so the whole is sorted. No arrays per log.
+        var all: [HeadElement] = []
+        all.reserveCapacity(Int(clamping: hello.elementCount))
+        for t in tags {
+            let first = all.count
+            for i in holdings.logs[t.index].intervals { HeadElement.append(tag: t.tag, i.summary, to: &all) }
+            if all.count - first > 1 { all[first...].sort() }
+        }
+        elements = all
         checksums = elements.map { h.checksum($0) }  // elements are strictly increasing: tags are sorted and unique
         let fallback = useFullHeads(peer.elementCount)
         switch role {

@@ -7,7 +7,21 @@ import FieldSyncCrypto
 public enum Entitlement {
     /// Whether the holder of `certificate` may receive and store changes of `log`.
     public static func mayHold(_ certificate: Certificate, _ log: LogID) -> Bool {
-        if certificate.role == .relay || certificate.role == .hq { return true }
+        if holdsEverything(certificate.role) { return true }
         return certificate.scopes.contains { $0.contains(log.scope) || log.scope.contains($0) }
+    }
+
+    private static func holdsEverything(_ role: Role) -> Bool { role == .relay || role == .hq }
+
+    /// What `mayHold` reads of a certificate: two certificates with equal keys may hold exactly the same
+    /// logs (a station and its backpacks, every relay box). Kept beside `mayHold`, which it must follow.
+    struct Key: Equatable {
+        let holdsEverything: Bool
+        let scopes: [Scope]
+    }
+
+    static func key(_ certificate: Certificate) -> Key {
+        let all = holdsEverything(certificate.role)
+        return Key(holdsEverything: all, scopes: all ? [] : certificate.scopes)
     }
 }

@@ -162,7 +162,7 @@ public final class SyncSession {
         /// dated ahead of (Protocols/sync.md §4.3). Nil until the peer sent one (or never: an older peer).
         var peerClock: (theirs: UInt64, at: UInt64)?
         /// Logs both sides may hold that this side held changes of at reconciliation.
-        var ownLogs: [LogID] = []
+        var ownLogs: [LogHoldings] = []
         /// Authors of which the peer holds a change (reconciliation showed it): it verified one of their
         /// certificates and keeps it (stores keep the certificates of the authors of held changes), so a
         /// batch leaves their certificates out (Protocols/sync.md §Batches, "Certificates the receiver
@@ -1123,26 +1123,18 @@ public final class SyncSession {
         // since (another session, the store) counts from here on.
         try checkStanding(&link, now: now)
         let own = replicator.identity.certificate
-        var logs: [LogHoldings] = []
         if config.live { link.holdingsGeneration = replicator.store.holdingsGeneration }
-        let views = try stored { try replicator.store.orderedLogHoldings { Entitlement.mayHold(own, $0) && Entitlement.mayHold(peerCert, $0) } }
-        logs.reserveCapacity(views.count)
-        for (log, view) in views {
-            if let held = view {
-                logs.append(held)
-                if !held.coversHeld { link.recheck.insert(log) }
-            } else {
-                link.recheck.insert(log)
-            }
-        }
+        // Every log both may hold, as the store holds it now (kept between sessions: `ReconciliationViews`).
+        let view = try stored { try replicator.reconciliationViews.view(own: own, peer: peerCert, store: replicator.store) }
+        let holdings = view.holdings
+        link.recheck.formUnion(view.uncovered)
         if (try? replicator.restoreFence()) ?? nil != nil {
             var witness: [LogID: (peer: UInt64, own: UInt64)] = [:]
-            for l in logs where l.log.author == replicator.identity.id { witness[l.log] = (peer: 0, own: UInt64(l.intervals.last?.end ?? 0)) }
+            for l in holdings.logs where l.log.author == replicator.identity.id { witness[l.log] = (peer: 0, own: UInt64(l.intervals.last?.end ?? 0)) }
             fenceWitness = witness
         }
-        link.ownLogs = logs.filter { !$0.intervals.isEmpty }.map(\.log)
+        link.ownLogs = holdings.logs  // every view holds an interval (`LogHoldings`)
         let key = Array(hs.handshakeHash.prefix(32))
-        let holdings = Holdings(logs)
         var rec = Reconciler(role: hs.isInitiator ? .initiator : .responder, holdings: holdings,
                              hashing: SipHashReconciliationHashing(sessionKey: key), salt: config.salt)
         requestTimer(link, &out)
@@ -1412,7 +1404,7 @@ public final class SyncSession {
         // Authors the peer holds a change of: logs that do not differ are held alike; a differing log
         // shows the peer's intervals.
         let differing = Set(result.differences.map(\.log))
-        for l in link.ownLogs where !differing.contains(l) { link.peerHoldsAuthors.insert(l.author) }
+        for l in link.ownLogs where !differing.contains(l.log) { link.peerHoldsAuthors.insert(l.log.author) }
         for d in result.differences where !d.remote.isEmpty { link.peerHoldsAuthors.insert(d.log.author) }
         link.ownLogs = []
         try sendForkProofs(&link, &out)
