@@ -12,11 +12,11 @@ struct ReconciliationView {
 }
 
 /// Reconciliation views kept between sessions, one per kind of peer (the logs both sides may hold depend
-/// only on what `Entitlement.mayHold` reads of the peer's certificate: `Entitlement.key`), and patched from the store's
-/// journal (`SyncStore.logsChanged(since:)`) instead of rebuilt: a session start walked every log both
-/// sides may hold, filtered it by both certificates, read its view and encoded it into the digest input,
-/// about 17 % of a late-year simulator profile, where a hub's store holds thousands of logs and most
-/// sessions find nothing moved since the last one with the same kind of peer.
+/// only on what `Entitlement.mayHold` reads of the peer's certificate: `Entitlement.key`), and patched from
+/// the store's journal (`SyncStore.logsChanged(since:)`) instead of rebuilt: a session start walked every
+/// log both sides may hold, filtered it by both certificates, read its view and encoded it into the digest
+/// input, about 17 % of a late-year simulator profile, and only a few logs move between two sessions with
+/// the same kind of peer.
 ///
 /// Only for a store that keeps a journal (`holdingsGeneration` not nil: `MemoryStore`); otherwise every
 /// session builds its view. A view equals the one a fresh walk gives (`build`); debug builds check that at
@@ -86,10 +86,6 @@ final class ReconciliationViews {
             && kept.holdings.elementCount == fresh.holdings.elementCount
     }
 
-    /// Forgets every view (the store went back to an earlier state without a journal entry saying so: the
-    /// journal then answers nil anyway; for tests).
-    func removeAll() { entries = [] }
-
     /// A fresh walk of the store: what every session did before views were kept.
     static func build(_ store: any SyncStore, _ include: (LogID) -> Bool) throws -> ReconciliationView {
         var logs: [LogHoldings] = []
@@ -105,7 +101,8 @@ final class ReconciliationViews {
         return ReconciliationView(holdings: Holdings(logs), uncovered: uncovered)
     }
 
-    private static func entry(_ key: Entitlement.Key, _ generation: UInt64, _ store: any SyncStore, _ include: (LogID) -> Bool) throws -> Entry {
+    private static func entry(_ key: Entitlement.Key, _ generation: UInt64, _ store: any SyncStore,
+                              _ include: (LogID) -> Bool) throws -> Entry {
         let fresh = try build(store, include)
         var e = Entry(key: key, generation: generation, logs: fresh.holdings.logs, body: [], offsets: [], elementCount: 0,
                       uncovered: fresh.uncovered)
