@@ -179,3 +179,16 @@ public struct Holdings: Sendable, Equatable {
     /// One log's share of `elementCount`.
     static func elementCount(of l: LogHoldings) -> Int { l.intervals.reduce(0) { $0 + ($1.start > 1 ? 2 : 1) } }
 }
+
+extension RandomAccessCollection where Index == Int {
+    /// In a collection sorted by log, the first index whose element's log is not below `log` (`endIndex` if
+    /// none): a binary search, for the stores' ordered logs and the sessions' ordered holdings.
+    func firstIndex(notBelow log: LogID, by logOf: (Element) -> LogID) -> Int {
+        var lo = startIndex, hi = endIndex
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if logOf(self[mid]) < log { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+}

@@ -123,11 +123,7 @@ final class ReconciliationViews {
         for log in moved.sorted() where include(log) {
             let view = try store.logHoldings(log)
             if view == nil || view?.coversHeld == false { e.uncovered.insert(log) } else { e.uncovered.remove(log) }
-            var lo = 0, hi = e.logs.count  // first position whose log is not below `log`
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if e.logs[mid].log < log { lo = mid + 1 } else { hi = mid }
-            }
+            let lo = e.logs.firstIndex(notBelow: log, by: \.log)
             let present = lo < e.logs.count && e.logs[lo].log == log
             let start = present || lo < e.logs.count ? Int(e.offsets[lo]) : e.body.count
             let end = present ? (lo + 1 < e.logs.count ? Int(e.offsets[lo + 1]) : e.body.count) : start

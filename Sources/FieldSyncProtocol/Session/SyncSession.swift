@@ -221,12 +221,8 @@ public final class SyncSession {
         }
 
         private static func position(of log: LogID, in logs: [LogHoldings]) -> Int? {
-            var lo = 0, hi = logs.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if logs[mid].log < log { lo = mid + 1 } else { hi = mid }
-            }
-            return lo < logs.count && logs[lo].log == log ? lo : nil
+            let at = logs.firstIndex(notBelow: log, by: \.log)
+            return at < logs.count && logs[at].log == log ? at : nil
         }
     }
 
@@ -1127,7 +1123,7 @@ public final class SyncSession {
         // Every log both may hold, as the store holds it now (kept between sessions: `ReconciliationViews`).
         let view = try stored { try replicator.reconciliationViews.view(own: own, peer: peerCert, store: replicator.store) }
         let holdings = view.holdings
-        link.recheck.formUnion(view.uncovered)
+        link.recheck = view.uncovered  // a new link: nothing to recheck before
         if (try? replicator.restoreFence()) ?? nil != nil {
             var witness: [LogID: (peer: UInt64, own: UInt64)] = [:]
             for l in holdings.logs where l.log.author == replicator.identity.id { witness[l.log] = (peer: 0, own: UInt64(l.intervals.last?.end ?? 0)) }

@@ -564,14 +564,7 @@ public final class MemoryStore: SyncStore {
     private var logViews: [[HeldInterval]?] = []
 
     /// The first position in `sortedLogs` whose log is not below `log` (`sortedLogs.count` if none).
-    private func firstPosition(notBelow log: LogID) -> Int {
-        var lo = 0, hi = sortedLogs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if sortedLogs[mid] < log { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
+    private func firstPosition(notBelow log: LogID) -> Int { sortedLogs.firstIndex(notBelow: log) { $0 } }
 
     /// The view of `sortedLogs[i]`, from `logViews` or built (and kept, if it covers what is held: the others
     /// are rare, and rebuilt).
