@@ -240,7 +240,7 @@ public struct Record: CRDT, CustomStringConvertible {
     /// Its kind.
     public let kind: RecordKind
     /// Its scope.
-    public let scope: Scope
+    public private(set) var scope: Scope
     /// Last-writer-wins fields.
     public private(set) var registers: FieldTable<LWWRegister<FieldValue>>
     /// Lattice fields.
@@ -255,6 +255,13 @@ public struct Record: CRDT, CustomStringConvertible {
     public private(set) var tombstone: MaxOpID
     /// The greatest op id applied (for "last modified" displays); a max register.
     public private(set) var lastModified: MaxOpID
+
+    /// Replaces `scope` by an equal value whose path shares its storage with other records' (a process holding
+    /// many records of one scope: a simulator's interner). The record is unchanged.
+    public mutating func shareScope(_ equal: Scope) {
+        precondition(equal == scope, "shareScope takes an equal scope")
+        scope = equal
+    }
 
     /// An empty record.
     public init(id: RecordID, kind: RecordKind, scope: Scope) {

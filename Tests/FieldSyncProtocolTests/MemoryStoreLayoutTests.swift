@@ -46,6 +46,59 @@ import FieldSyncCrypto
         #expect(storage(keyed[1]) == storage(ordered[0]))
     }
 
+    /// Stores that share an interner keep no hash index of their own: a hash names its change's position
+    /// through the interner's table of boxes, which the simulator keeps anyway (8 bytes and the set's slack
+    /// per held change in every replica: 36 MB of a 60-day `longnan` run's heap). What the stores answer by
+    /// hash (opened marks set by hash, before and after the change is held; counts) is what a store alone
+    /// answers. `StoreConformanceTests` runs every store test against a store with an interner too
+    /// (`StoreKind.internedMemory`: histories, arrivals, evictions, quarantines, forks).
+    @Test func storesSharingAnInternerKeepNoHashIndex() throws {
+        let interner = RecordInterner()
+        let alone = MemoryStore()
+        let shared = [MemoryStore(recordInterner: interner), MemoryStore(recordInterner: interner)]
+        let log = LogID(author: DeviceID(ID128(high: 3, low: 3)), scope: try Scope("longnan/wudu/station-017/village-7"))
+        var rng = SplitMix64(seed: 11)
+        var head = [UInt8](repeating: 0, count: 32)
+        let changes = (UInt64(1)...6).map { seq in
+            let h = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            defer { head = h }
+            return StoredChange(log: log, seq: seq, hash: h, prevHash: head, hlc: HLCTimestamp(milliseconds: 1_000 + seq, counter: 0),
+                                contentType: .records, priority: .normal, bytes: [UInt8(seq), 2, 3])
+        }
+        for store in [alone] + shared {
+            // Seqs 1-3, then 1-5 again (duplicates and new ones), seq 6 marked opened before it is held, seq 2 by hash.
+            _ = try store.commit(CommitBatch(changes: Array(changes[0..<3]), opened: [changes[5].hash]))
+            _ = try store.commit(CommitBatch(changes: Array(changes[0..<5]), opened: [changes[1].hash]))
+            _ = try store.commit(CommitBatch(changes: [changes[5]]))
+        }
+        #expect(alone.hashIndexEntries == 6)
+        for store in shared {
+            #expect(store.hashIndexEntries == 0)
+            #expect(try store.status().changes == 6)
+            #expect(store.snapshot().changes == 6)
+            #expect(try store.unopened(in: nil).map(\.seq) == (try alone.unopened(in: nil)).map(\.seq))
+        }
+        #expect(try alone.unopened(in: nil).map(\.seq) == [1, 3, 4, 5], "seq 2 opened when held, seq 6 before")
+    }
+
+    /// Records an interner keeps share one copy of their scope's path: each replica decodes its own copy of
+    /// every edit, and with it a path string (a heap string for a village path) that the record kept, once
+    /// per record version (10.5 MB of a 60-day `longnan` run's heap). The records are unchanged.
+    @Test func recordsAnInternerKeepsShareTheirScopePath() throws {
+        let interner = RecordInterner()
+        // Built at run time: each record gets a path string of its own, as a decode makes one.
+        func scope() throws -> Scope { try Scope(["longnan", "wudu", "station-017", "village-\(40 + 2)"].joined(separator: "/")) }
+        let records = try (UInt64(1)...2).map { Record(id: RecordID(ID128(high: 1, low: $0)), kind: .incident, scope: try scope()) }
+        func storage(_ s: Scope) -> UnsafeRawPointer? {
+            s.path.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil
+        }
+        #expect(storage(records[0].scope) != storage(records[1].scope))
+        let boxes = records.map { interner.intern($0) }
+        #expect(boxes.map(\.value) == records)
+        #expect(storage(boxes[0].value.scope) != nil)
+        #expect(storage(boxes[0].value.scope) == storage(boxes[1].value.scope))
+    }
+
     /// `logsChanged(since:)`: the logs commits after a generation moved, each once; nil once the journal
     /// no longer reaches back that far, and for every earlier generation after a `restore`.
     @Test func holdingsJournalNamesTheLogsThatMoved() throws {

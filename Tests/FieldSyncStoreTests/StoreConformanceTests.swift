@@ -5,14 +5,17 @@ import Foundation
 import Testing
 @testable import FieldSyncStore
 
-/// One conformance suite, run against both `MemoryStore` and `SQLiteStore`.
+/// One conformance suite, run against `MemoryStore` alone, `MemoryStore` with a `RecordInterner` (a simulator's
+/// stores: its hash index keeps no entry per change and looks positions up in the interner instead) and
+/// `SQLiteStore`.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
-    case memory, sqlite
+    case memory, internedMemory, sqlite
     var testDescription: String { rawValue }
 
     func make(limits: StoreLimits = StoreLimits(), path: String? = nil) throws -> any SyncStore {
         switch self {
         case .memory: return MemoryStore(limits: limits)
+        case .internedMemory: return MemoryStore(limits: limits, recordInterner: RecordInterner())
         case .sqlite: return try SQLiteStore(path: path ?? TestFiles.tempPath(), sealer: TestKeys.sealer, limits: limits, checksChanges: false)
         }
     }

@@ -12,6 +12,8 @@ public final class RecordInterner {
     /// Every log id seen, so that the stores' tables keyed by a log share one copy of its scope's path (each
     /// replica decodes its own copy of a change, and with it a path string of its own).
     private var logs: Set<LogID> = []
+    /// Every record scope seen, for the same reason: a village's records share one copy of its path.
+    private var scopes: Set<Scope> = []
     /// Saves answered with an already held equal value.
     public private(set) var shared = 0
 
@@ -23,6 +25,8 @@ public final class RecordInterner {
             shared += 1
             return l
         }
+        var r = r
+        r.shareScope(scopes.insert(r.scope).memberAfterInsert)  // each replica decodes a path of its own
         let box = MemoryStore.RecordBox(r)
         latest[r.id] = box
         return box
@@ -36,8 +40,13 @@ public final class RecordInterner {
         return list
     }
 
-    /// The log id equal to `log` seen first: the same value, its path's storage shared.
-    func intern(log: LogID) -> LogID { logs.insert(log).memberAfterInsert }
+    /// The log id equal to `log` seen first: the same value, its path's storage shared (also for the
+    /// simulator's own tables keyed by log).
+    public func intern(log: LogID) -> LogID { logs.insert(log).memberAfterInsert }
+
+    /// The box of the change with this hash that a store interned first: it names the change's position, which
+    /// a store's hash index looks at instead of keeping an entry per change (`MemoryStore.HashIndex`).
+    func box(hash key: ChangeHashKey) -> MemoryStore.ChangeBox? { changes[key] }
 
     func intern(_ c: StoredChange) -> MemoryStore.ChangeBox {
         var c = c
@@ -219,8 +228,12 @@ public final class MemoryStore: SyncStore {
         }
     }
 
-    /// The held changes by hash: a set of the boxes themselves, hashed and compared by the hash each
-    /// holds (8 bytes an entry where a dictionary from hash to box took 16), looked up with a probe.
+    /// The held changes by hash. Alone, a set of the boxes themselves, hashed and compared by the hash each holds, looked up with a
+    /// probe (8 bytes a held change, and the set's slack). With a
+    /// `RecordInterner` (the simulator's stores), nothing per change: a hash names its change's log and seq, so
+    /// the interner's process-wide table of boxes gives the position, and the store's box at that position is
+    /// the held one exactly when its hash is this hash (every change a store holds went through the interner
+    /// with its bytes, in this store or another, before any eviction emptied them).
     struct HashIndex {
         private enum Entry: Hashable {
             case held(ChangeBox)
@@ -244,25 +257,38 @@ public final class MemoryStore: SyncStore {
         }
 
         private var entries: Set<Entry> = []
+        /// Positions come from here instead of `entries` when set.
+        private let shared: RecordInterner?
 
         /// Changes held.
-        var count: Int { entries.count }
+        private(set) var count = 0
+        /// Entries kept (0 with a `RecordInterner`; tests).
+        var entryCount: Int { entries.count }
 
-        /// The held change with this hash; setting stores a box whose change has exactly this hash
-        /// (replacing the one held), nil removes it.
-        subscript(key: ChangeHashKey) -> ChangeBox? {
-            get {
-                guard let i = entries.firstIndex(of: .probe(key.bytes)), case let .held(box) = entries[i] else { return nil }
-                return box
+        init(shared: RecordInterner?) { self.shared = shared }
+
+        /// The held change with this hash (`changes` is the store's table the index goes with).
+        func box(_ key: ChangeHashKey, in changes: [LogID: LogChanges]) -> ChangeBox? {
+            if let shared {
+                guard let named = shared.box(hash: key), let held = changes[named.value.log]?[named.value.seq],
+                      held.value.hash == key.bytes else { return nil }
+                return held
             }
-            set {
-                if let newValue {
-                    precondition(newValue.value.hash == key.bytes, "a box is indexed by its own hash")
-                    entries.update(with: .held(newValue))
-                } else {
-                    entries.remove(.probe(key.bytes))
-                }
-            }
+            guard let i = entries.firstIndex(of: .probe(key.bytes)), case let .held(box) = entries[i] else { return nil }
+            return box
+        }
+
+        /// Notes that `box`, now at its position in `changes`, is held: a new change, or one whose box was
+        /// replaced in place (`new` false: an evicted copy).
+        mutating func index(_ box: ChangeBox, new: Bool) {
+            if new { count += 1 }
+            if shared == nil { entries.update(with: .held(box)) }
+        }
+
+        /// Notes that the held change with this hash is no longer held (its position is emptied).
+        mutating func remove(_ key: ChangeHashKey) {
+            count -= 1
+            if shared == nil { entries.remove(.probe(key.bytes)) }
         }
     }
 
@@ -275,7 +301,7 @@ public final class MemoryStore: SyncStore {
 
     struct State {
         var changes: [LogID: LogChanges] = [:]
-        var byHash = HashIndex()
+        var byHash: HashIndex
         var evicted: Set<ChangeHashKey> = []
         var intervalsByLog: [LogID: HeldIntervals] = [:]
         /// Records by id, each with the changes that touched it: one table instead of one for the records and
@@ -286,6 +312,11 @@ public final class MemoryStore: SyncStore {
         /// Hashes marked opened that were not held when marked (kept so that the change counts as opened
         /// if it is stored later, as a set of opened hashes would); the held ones are marked in `changes`.
         var openedUnheld: Set<ChangeHashKey> = []
+
+        init(interner: RecordInterner?) { byHash = HashIndex(shared: interner) }
+
+        /// The held change with this hash.
+        func held(_ key: ChangeHashKey) -> ChangeBox? { byHash.box(key, in: changes) }
 
         func isOpened(_ c: StoredChange) -> Bool {
             changes[c.log]?.isOpened(c.seq) == true || (!openedUnheld.isEmpty && openedUnheld.contains(ChangeHashKey(c.hash)))
@@ -333,7 +364,7 @@ public final class MemoryStore: SyncStore {
         }
         func holds(hash: [UInt8]) throws -> Bool {
             let key = ChangeHashKey(hash)
-            return byHash[key] != nil || base.byHash[key] != nil
+            return byHash[key] != nil || base.held(key) != nil
         }
         func intervals(_ log: LogID) throws -> HeldIntervals { intervals[log] ?? base.intervalsByLog[log] ?? HeldIntervals() }
         mutating func setIntervals(_ log: LogID, _ new: HeldIntervals) throws {
@@ -394,7 +425,7 @@ public final class MemoryStore: SyncStore {
         mutating func keepCertificate(_ certificate: Certificate) throws { certificates.append(certificate) }
         mutating func quarantineRevoked(_ entry: RevokedQuarantine) throws -> Bool {
             let key = ChangeHashKey(entry.change.hash)
-            guard let held = base.byHash[key]?.value, !held.bytes.isEmpty, !revoked.contains(where: { $0.change.hash == held.hash }) else {
+            guard let held = base.held(key)?.value, !held.bytes.isEmpty, !revoked.contains(where: { $0.change.hash == held.hash }) else {
                 return false
             }
             revoked.append(RevokedQuarantine(change: held, reason: entry.reason, detectedAt: entry.detectedAt))
@@ -412,7 +443,7 @@ public final class MemoryStore: SyncStore {
         }
     }
 
-    private var state = State()
+    private var state: State
     /// Every held log in order, kept by `commit` (logs are never removed; a new one is inserted in place).
     private var sortedLogs: [LogID] = []
     /// Limits in force.
@@ -427,6 +458,7 @@ public final class MemoryStore: SyncStore {
         self.limits = limits
         self.schemas = schemas
         self.recordInterner = recordInterner
+        state = State(interner: recordInterner)
     }
 
     public func holdings() throws -> [LogID: HeldIntervals] { state.intervalsByLog }
@@ -588,6 +620,9 @@ public final class MemoryStore: SyncStore {
         return out
     }
 
+    /// Entries of the hash index (0 for a store with a `RecordInterner`; tests).
+    var hashIndexEntries: Int { state.byHash.entryCount }
+
     public func record(_ id: RecordID) throws -> Record? { state.records[id]?.box?.value }
 
     /// Calls `body` with every materialized record, deleted ones included, in no particular order: what
@@ -609,7 +644,7 @@ public final class MemoryStore: SyncStore {
     }
 
     public func history(of id: RecordID) throws -> [StoredChange] {
-        (state.records[id]?.touched ?? []).compactMap { h in state.byHash[ChangeHashKey(h)].flatMap { state.changes[$0.value.log]?[$0.value.seq]?.value } }
+        (state.records[id]?.touched ?? []).compactMap { h in state.held(ChangeHashKey(h))?.value }
             .sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) }
     }
 
@@ -618,7 +653,7 @@ public final class MemoryStore: SyncStore {
         for id in records {
             let held = (state.records[id]?.touched ?? []).compactMap { h -> ChangeArrival? in
                 let key = ChangeHashKey(h)
-                guard let c = state.byHash[key]?.value else { return nil }
+                guard let c = state.held(key)?.value else { return nil }
                 return ChangeArrival(log: c.log, seq: c.seq, hlc: c.hlc, arrivedAt: state.changes[c.log]?.arrival(c.seq))
             }
             if !held.isEmpty { out[id] = held.sorted { ($0.hlc, $0.log, $0.seq) < ($1.hlc, $1.log, $1.seq) } }
@@ -681,10 +716,10 @@ extension MemoryStore.State {
                 changes[log, default: MemoryStore.LogChanges()].set(seq, box)
                 let key = ChangeHashKey(c.hash)
                 if tx.byHash[key] != nil {  // new
-                    byHash[key] = box
+                    byHash.index(box, new: true)
                     if let now = tx.now { changes[log]!.setArrival(seq, now) }
-                } else if byHash[key] != nil {  // evicted in place
-                    byHash[key] = box
+                } else if held(key) != nil {  // evicted in place
+                    byHash.index(box, new: false)
                 }
                 if !openedUnheld.isEmpty, openedUnheld.remove(key) != nil { changes[log]!.markOpened(seq) }
             }
@@ -697,13 +732,15 @@ extension MemoryStore.State {
             entry.box = interner?.intern(r) ?? MemoryStore.RecordBox(r)
             var list = entry.touched
             let before = list.count
-            for h in hashes where !list.contains(h) { list.append(h) }
+            // The held box's copy of each hash: the one every store shares through an interner, not this
+            // commit's decoded copy (a 32-byte array of its own in every replica).
+            for h in hashes where !list.contains(h) { list.append(held(ChangeHashKey(h))?.value.hash ?? h) }
             if list.count > before { entry.touched = interner?.intern(touched: list, of: id) ?? list }
             records[id] = entry
         }
         for h in tx.opened {
             let key = ChangeHashKey(h)
-            if let held = byHash[key]?.value, held.hash == h {
+            if let held = held(key)?.value, held.hash == h {
                 changes[held.log]!.markOpened(held.seq)
             } else {
                 openedUnheld.insert(key)
@@ -718,8 +755,8 @@ extension MemoryStore.State {
         for c in tx.certificates where !(certificates[c.subject]?.contains(c) ?? false) { certificates[c.subject, default: []].append(c) }
         for q in tx.revoked {
             let c = q.change, key = ChangeHashKey(c.hash)
+            if held(key) != nil { byHash.remove(key) }
             changes[c.log]?.set(c.seq, nil)  // and its opened mark
-            byHash[key] = nil
             openedUnheld.remove(key)
             quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
                                                 repaired: false, cause: .revoked, bytes: c.bytes))
