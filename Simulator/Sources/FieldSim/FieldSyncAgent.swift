@@ -332,6 +332,7 @@ public final class FieldSyncAgent: SyncAgent {
     var domainScopes: [Scope] = []
     private var held: [[ChangeIndex: HopCount]] = []  // node -> change -> hops (lookup only, never iterated)
     var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
+    private var ownLogIDs: Set<LogID> = []  // `sharedLogID` without an interner
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
     private var writtenTag: [UInt64] = []  // change -> first 8 bytes of the id its author's store gave it
     private var writtenSize: [Int32] = []  // change -> its encoded size (bytes; accounting of refusals)
@@ -1345,9 +1346,12 @@ public final class FieldSyncAgent: SyncAgent {
             var any = false
             for (place, log) in list.sorted(by: { $0.0 < $1.0 }) {
                 guard let h = try? r.store.holdings(of: log) else { continue }
-                let old = seen[Int(node)][log] ?? HeldIntervals()
+                let known = seen[Int(node)][log]
+                let old = known ?? HeldIntervals()
                 if h == old { continue }
-                seen[Int(node)][log] = h
+                // A new key is the shared copy of the log id: `log` is this session's decoded copy, with a
+                // path string of its own, which the table would otherwise keep for every (node, log).
+                seen[Int(node)][known == nil ? sharedLogID(log) : log] = h
                 moved.append(log)
                 any = true  // a receipt (HQ's control log in this station's scope) travels like a change
                 if let cut = revokedCutoff, let d = revokedNode, node != d, changeOf[log] == nil, log.author == replicators[Int(d)]?.identity.id {
@@ -1398,6 +1402,12 @@ public final class FieldSyncAgent: SyncAgent {
             if any { found.append(d) }
         }
         return (found, moved)
+    }
+
+    /// The copy of `log` the stores' tables keep (`RecordInterner.intern(log:)`), or one of the agent's own
+    /// when the stores share no interner (`--crypto real`).
+    private func sharedLogID(_ log: LogID) -> LogID {
+        recordInterner?.intern(log: log) ?? ownLogIDs.insert(log).memberAfterInsert
     }
 
     /// The first 8 bytes of a change id, big-endian (0 for none).
