@@ -104,8 +104,10 @@ final class ReconciliationViews {
     private static func entry(_ key: Entitlement.Key, _ generation: UInt64, _ store: any SyncStore,
                               _ include: (LogID) -> Bool) throws -> Entry {
         let fresh = try build(store, include)
-        var e = Entry(key: key, generation: generation, logs: fresh.holdings.logs, body: [], offsets: [], elementCount: 0,
-                      uncovered: fresh.uncovered)
+        // Exact copies: the walk's array and the writer's buffer kept the room they grew by (every replica
+        // keeps up to `capacity` of these).
+        var e = Entry(key: key, generation: generation, logs: Array(fresh.holdings.logs[...]), body: [], offsets: [],
+                      elementCount: 0, uncovered: fresh.uncovered)
         var w = ByteWriter(capacity: e.logs.count * 96)
         e.offsets.reserveCapacity(e.logs.count)
         for l in e.logs {
@@ -113,8 +115,14 @@ final class ReconciliationViews {
             Holdings.encodeDigestPart(l, to: &w)
             e.elementCount += Holdings.elementCount(of: l)
         }
-        e.body = w.bytes
+        e.body = Array(w.bytes[...])
         return e
+    }
+
+    /// Room for `count` elements in `array`, growing by an eighth when it must grow: an array grown by
+    /// inserting doubles, and these grow by a few logs at a time for the whole run.
+    private static func reserve<T>(_ array: inout [T], _ count: Int) {
+        if array.capacity < count { array.reserveCapacity(count + count / 8) }
     }
 
     /// Brings `e` up to date with the logs commits moved since it was kept: each one's view replaces the
@@ -130,6 +138,7 @@ final class ReconciliationViews {
             var part = ByteWriter(capacity: 96)
             if let view { Holdings.encodeDigestPart(view, to: &part) }
             let shift = part.bytes.count - (end - start)
+            Self.reserve(&e.body, e.body.count + shift)
             e.body.replaceSubrange(start..<end, with: part.bytes)
             if present {
                 e.elementCount -= Holdings.elementCount(of: e.logs[lo])
@@ -140,6 +149,8 @@ final class ReconciliationViews {
                     e.offsets.remove(at: lo)
                 }
             } else if let view {
+                Self.reserve(&e.logs, e.logs.count + 1)
+                Self.reserve(&e.offsets, e.offsets.count + 1)
                 e.logs.insert(view, at: lo)
                 e.offsets.insert(Int32(start), at: lo)
             }
