@@ -330,7 +330,8 @@ public final class FieldSyncAgent: SyncAgent {
     private var scopes: [Scope] = []  // node -> certificate scope
     private var placeScopes: [Scope?] = []  // place -> its scope, parsed once (`scope(of:)`)
     var domainScopes: [Scope] = []
-    private var held: [[ChangeIndex: HopCount]] = []  // node -> change -> hops (lookup only, never iterated)
+    private var held: [HeldChanges] = []  // node -> change -> hops
+    private var changeDomains: ChangeDomainIndex!  // positions of changes in their domains, for `held`
     var seen: [[LogID: HeldIntervals]] = []  // node -> log -> holdings already reported (lookup only)
     private var ownLogIDs: Set<LogID> = []  // `sharedLogID` without an interner
     private var changeOf: [LogID: [ChangeIndex]] = [:]  // log -> change per seq - 1 (lookup only)
@@ -613,7 +614,8 @@ public final class FieldSyncAgent: SyncAgent {
         }
         // Nodes learn authors' certificates from the batches that carry their changes (a session sends
         // the certificate of every author it sends changes of, whether or not the peer knows it).
-        held = Array(repeating: [:], count: w.count)
+        held = w.carried.map { HeldChanges(carried: $0.count) }
+        changeDomains = ChangeDomainIndex(domainCount: w.domainCount) { [unowned changes = ctx.changes] in changes.domain }
         seen = Array(repeating: [:], count: w.count)
         lostToPower = Array(repeating: [:], count: w.count)
         acquiredAt = Array(repeating: [:], count: durability.normal.isEmpty ? 0 : w.count)
@@ -741,7 +743,7 @@ public final class FieldSyncAgent: SyncAgent {
             writtenTag[Int(change)] = Self.tag(try r.store.hash(log, seq: c.header.seq))
             if writtenSize.count <= Int(change) { writtenSize += repeatElement(0, count: Int(change) + 1 - writtenSize.count) }
             writtenSize[Int(change)] = Int32(c.encodedBytes.count)
-            held[Int(node)][change] = 0
+            setHeld(node, change, 0)
             if holderCount.count <= Int(change) {
                 holderCount += repeatElement(0, count: Int(change) + 1 - holderCount.count)
                 lossCount += repeatElement(0, count: Int(change) + 1 - lossCount.count)
@@ -982,7 +984,7 @@ public final class FieldSyncAgent: SyncAgent {
             }
             let change = list[Int(ch.seq) - 1]
             let d = ctx.changes.domain[Int(change)]
-            if held[Int(peer)][change] != nil {
+            if heldHops(peer, change) != nil {
                 p.changesPeerHeld += n; p.peerHeldChanges += 1
             } else if world.reads(d, at: peer) {
                 p.changesToReaders += n; p.readerChanges += 1; p.modelBytesToReaders += Int64(ctx.changes.size[Int(change)])
@@ -1369,7 +1371,7 @@ public final class FieldSyncAgent: SyncAgent {
                 for range in Self.newSeqs(h, minus: old) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
-                        if held[Int(node)][c] != nil { continue }
+                        if heldHops(node, c) != nil { continue }
                         // Invariant: what a replica holds at (log, seq) is exactly what the author wrote.
                         let tag = Self.tag(try? r.store.hash(log, seq: seq))
                         if tag != writtenTag[Int(c)] {
@@ -1386,8 +1388,8 @@ public final class FieldSyncAgent: SyncAgent {
                             }
                             revokedChangesAccepted += 1
                         }
-                        let hops = (held[Int(peer)][c] ?? 0).nextHop
-                        held[Int(node)][c] = hops
+                        let hops = (heldHops(peer, c) ?? 0).nextHop
+                        setHeld(node, c, hops)
                         if !acquiredAt.isEmpty { acquiredAt[Int(node)][c] = now }
                         // A change lost on a power loss that came back was counted when it first arrived.
                         if lostToPower[Int(node)].isEmpty || lostToPower[Int(node)].removeValue(forKey: c) == nil {
@@ -1408,6 +1410,16 @@ public final class FieldSyncAgent: SyncAgent {
     /// when the stores share no interner (`--crypto real`).
     private func sharedLogID(_ log: LogID) -> LogID {
         recordInterner?.intern(log: log) ?? ownLogIDs.insert(log).memberAfterInsert
+    }
+
+    /// The hop count of `c` at `node` if it holds it.
+    private func heldHops(_ node: NodeIndex, _ c: ChangeIndex) -> HopCount? {
+        held[Int(node)].hops(c, slot: ctx.world.slot(of: ctx.changes.domain[Int(c)], at: node), changeDomains)
+    }
+
+    /// Records that `node` holds `c`, reached in `hops` (nil: no longer holds it).
+    private func setHeld(_ node: NodeIndex, _ c: ChangeIndex, _ hops: HopCount?) {
+        held[Int(node)].set(c, hops, slot: ctx.world.slot(of: ctx.changes.domain[Int(c)], at: node), changeDomains)
     }
 
     /// The first 8 bytes of a change id, big-endian (0 for none).
@@ -1617,8 +1629,8 @@ public final class FieldSyncAgent: SyncAgent {
                 for range in Self.newSeqs(old, minus: kept) {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
-                        guard held[n][c] != nil else { continue }
-                        held[n][c] = nil
+                        guard heldHops(node, c) != nil else { continue }
+                        setHeld(node, c, nil)
                         lostToPower[n][c] = now
                         lossCount[Int(c)] += 1
                         if !(powerLosers[c]?.contains(node) ?? false) { powerLosers[c, default: []].append(node) }
@@ -1690,7 +1702,7 @@ public final class FieldSyncAgent: SyncAgent {
 
     /// When `node` last came to hold `change` (runs with `normal` stores only; nil otherwise or if it does not).
     public func acquired(_ change: ChangeIndex, at node: NodeIndex) -> SimTime? {
-        acquiredAt.isEmpty || held[Int(node)][change] == nil ? nil : acquiredAt[Int(node)][change]
+        acquiredAt.isEmpty || heldHops(node, change) == nil ? nil : acquiredAt[Int(node)][change]
     }
 
     /// When `node` lost `change` on a power loss, if it did and does not hold it again.
@@ -1731,9 +1743,9 @@ public final class FieldSyncAgent: SyncAgent {
             if hqIsDown { lossReportsWhileHQDown.append((node, lost)) } else { revokeLost(node, lost, now: now, effects: &effects) }
         }
         effects.drop(held[Int(node)].count)
-        for c in held[Int(node)].keys { lossCount[Int(c)] += 1 }  // (counts only: the order does not matter)
+        held[Int(node)].forEach(carried: ctx.world.carried[Int(node)], changeDomains) { lossCount[Int($0)] += 1 }  // (counts only)
         replicators[Int(node)] = nil
-        held[Int(node)] = [:]
+        held[Int(node)] = HeldChanges(carried: ctx.world.carried[Int(node)].count)
         seen[Int(node)] = [:]
         lostToPower[Int(node)] = [:]
     }
@@ -1762,7 +1774,7 @@ public final class FieldSyncAgent: SyncAgent {
     }
 
     /// Whether the node's store holds the change (mirrored from its holdings after every applied batch).
-    public func holds(_ change: ChangeIndex, at node: NodeIndex) -> Bool { held[Int(node)][change] != nil }
+    public func holds(_ change: ChangeIndex, at node: NodeIndex) -> Bool { heldHops(node, change) != nil }
 
     /// Bytes of changes in the node's store (`StoreStatus.changeBytes`).
     public func storedBytes(at node: NodeIndex) -> Int {
@@ -1841,7 +1853,7 @@ extension FieldSyncAgent {
     public func holdsRevokedChanges(_ node: NodeIndex) -> Bool {
         guard let d = revokedNode, revokedAt != nil, Int(node) < held.count else { return false }
         for log in authoredLogs[Int(d)] {
-            for c in changeOf[log] ?? [] where isAdversarialChange(c) && held[Int(node)][c] != nil { return true }
+            for c in changeOf[log] ?? [] where isAdversarialChange(c) && heldHops(node, c) != nil { return true }
         }
         return false
     }
@@ -1950,7 +1962,7 @@ extension FieldSyncAgent {
                 for range in iv.ranges {
                     for seq in range where seq >= 1 && Int(seq) <= list.count {
                         let c = list[Int(seq) - 1]
-                        guard held[n][c] != nil, !(quotaEvicted[c]?.contains { $0.node == node } ?? false),
+                        guard heldHops(node, c) != nil, !(quotaEvicted[c]?.contains { $0.node == node } ?? false),
                               (try? store.change(log, seq: seq)) == nil else { continue }
                         quotaEvicted[c, default: []].append((node, now))
                     }
@@ -1981,8 +1993,8 @@ extension FieldSyncAgent {
         for log in authoredLogs[Int(author)] {
             guard let h = try? r.store.holdings(of: log), let list = changeOf[log] else { continue }
             var gone: [UInt64] = []
-            for (i, c) in list.enumerated() where held[Int(node)][c] != nil && !h.contains(UInt64(i + 1)) {
-                held[Int(node)][c] = nil
+            for (i, c) in list.enumerated() where heldHops(node, c) != nil && !h.contains(UInt64(i + 1)) {
+                setHeld(node, c, nil)
                 lossCount[Int(c)] += 1
                 quarantinedForRevocation += 1
                 gone.append(UInt64(i + 1))
