@@ -27,6 +27,22 @@ public struct FieldTable<Value: Equatable & Sendable>: Equatable, Sendable, Sequ
     /// The values, in field-id order.
     public var values: [Value] { slots.map(\.value) }
 
+    /// Drops the spare room inserting one field at a time left in the table's array (an array grown by
+    /// inserts doubles): for a record kept for long, as a simulator's interner keeps one copy of each
+    /// version for thousands of replicas. The table is unchanged.
+    public mutating func shrinkToFit() {
+        guard slots.capacity > slots.count else { return }
+        let exact = ContiguousArray<Slot>(unsafeUninitializedCapacity: slots.count) { buffer, count in
+            count = buffer.initialize(fromContentsOf: slots)
+        }
+        slots = exact
+    }
+
+    /// Bytes of the table's array (its capacity; tests).
+    var arrayBytes: Int { slots.capacity * Self.slotStride }
+    /// Bytes of one field in the array (tests).
+    static var slotStride: Int { MemoryLayout<Slot>.stride }
+
     /// The value of `field`, nil if the table has none.
     public subscript(field: FieldID) -> Value? {
         guard let i = slots.firstIndex(where: { $0.field == field }) else { return nil }

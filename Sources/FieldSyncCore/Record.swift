@@ -256,6 +256,14 @@ public struct Record: CRDT, CustomStringConvertible {
     /// The greatest op id applied (for "last modified" displays); a max register.
     public private(set) var lastModified: MaxOpID
 
+    /// Drops the spare room in the field tables (`FieldTable.shrinkToFit`). The record is unchanged.
+    public mutating func shrinkToFit() {
+        registers.shrinkToFit()
+        lattices.shrinkToFit()
+        sets.shrinkToFit()
+        logs.shrinkToFit()
+    }
+
     /// Replaces `scope` by an equal value whose path shares its storage with other records' (a process holding
     /// many records of one scope: a simulator's interner). The record is unchanged.
     public mutating func shareScope(_ equal: Scope) {

@@ -73,6 +73,30 @@ import Glibc
 
     static var canMeasureHeap: Bool { usableSize != nil }
 
+    /// A record built by edits keeps the spare room its tables grew by (an insert doubles an array); after
+    /// `shrinkToFit` each table's array holds its fields and no more (but for malloc's rounding), and the record is equal, field for field and
+    /// byte for byte. A simulator's interner keeps one such copy of each record version for every replica.
+    @Test func shrinkToFitDropsTheSpareRoomAndChangesNothing() throws {
+        var built = try Self.servedIncident()  // eight registers: an array of eight
+        try built.apply(built.edit(author: Self.me, hlc: HLCTimestamp(raw: 5 << 16), [.set(field: 40, value: .int(1))]))  // nine in sixteen
+        func bytes(_ r: Record) -> Int { r.registers.arrayBytes + r.lattices.arrayBytes + r.sets.arrayBytes + r.logs.arrayBytes }
+        func exact(_ r: Record) -> Int {
+            r.registers.count * FieldTable<LWWRegister<FieldValue>>.slotStride + r.lattices.count * FieldTable<LatticeRegister>.slotStride
+                + r.sets.count * FieldTable<ORSet<Token>>.slotStride + r.logs.count * FieldTable<AddOnlyLog<String>>.slotStride
+        }
+        #expect(bytes(built) > exact(built), "built by edits: \(bytes(built)) bytes for \(exact(built))")
+        var shrunk = built
+        shrunk.shrinkToFit()
+        // Exactly the fields, but for what malloc rounds a block up by (less than 24 bytes a table).
+        #expect(bytes(shrunk) - exact(shrunk) < 4 * 24, "shrunk: \(bytes(shrunk)) bytes for \(exact(shrunk))")
+        #expect(bytes(shrunk) < bytes(built))
+        #expect(shrunk == built && shrunk.canonicalBytes == built.canonicalBytes)
+        #expect(Array(shrunk.registers.keys) == Array(built.registers.keys) && shrunk.registers.values == built.registers.values)
+        var again = shrunk
+        try again.apply(again.edit(author: Self.me, hlc: HLCTimestamp(raw: 6 << 16), [.set(field: 41, value: .int(2))]))
+        #expect(again.value(41) == .int(2) && again.registers.count == shrunk.registers.count + 1, "a shrunk record still takes edits")
+    }
+
     /// Lookups, iteration, `keys` and `values` read as a dictionary's did, in field id order; a field
     /// written out of order lands in its place.
     @Test func fieldTableReadsAsADictionary() throws {

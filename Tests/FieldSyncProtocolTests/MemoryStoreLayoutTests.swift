@@ -99,6 +99,21 @@ import FieldSyncCrypto
         #expect(storage(boxes[0].value.scope) == storage(boxes[1].value.scope))
     }
 
+    /// A record the interner keeps (one copy of each version for every replica) has no spare room in its field
+    /// tables: five fields set one edit at a time leave an array of eight; the kept copy holds five, and is
+    /// equal to the record it was given.
+    @Test func recordsAnInternerKeepsHaveNoSpareRoom() throws {
+        let author = DeviceID(ID128(high: 6, low: 6))
+        var r = Record(id: RecordID(ID128(high: 2, low: 2)), kind: .incident, scope: try Scope("longnan/wudu/station-017"))
+        for f in UInt32(1)...5 {
+            try r.apply(r.edit(author: author, hlc: HLCTimestamp(milliseconds: UInt64(f), counter: 0), [.set(field: FieldID(f), value: .int(Int64(f)))]))
+        }
+        #expect(r.registers.arrayBytes >= 8 * FieldTable<LWWRegister<FieldValue>>.slotStride)
+        let kept = RecordInterner().intern(r).value
+        #expect(kept == r)
+        #expect(kept.registers.arrayBytes < 6 * FieldTable<LWWRegister<FieldValue>>.slotStride)
+    }
+
     /// `logsChanged(since:)`: the logs commits after a generation moved, each once; nil once the journal
     /// no longer reaches back that far, and for every earlier generation after a `restore`.
     @Test func holdingsJournalNamesTheLogsThatMoved() throws {

@@ -27,6 +27,7 @@ public final class RecordInterner {
         }
         var r = r
         r.shareScope(scopes.insert(r.scope).memberAfterInsert)  // each replica decodes a path of its own
+        r.shrinkToFit()  // kept for the run: no spare room from the edits that built it
         let box = MemoryStore.RecordBox(r)
         latest[r.id] = box
         return box
@@ -79,7 +80,7 @@ public final class MemoryStore: SyncStore {
     }
 
     /// One log's held changes by seq, with whether each is opened and when it was first committed here:
-    /// a dense array of slots from the lowest held seq (16 bytes a slot, growing by doubling). Logs are
+    /// a dense array of slots from the lowest held seq (16 bytes a slot, growing by an eighth). Logs are
     /// received mostly in order, so this costs a fraction of a dictionary per log and a set of opened
     /// hashes, held by every replica of a simulator. A seq far from the dense window (more than `maxSpan`
     /// slots from it and more than the changes held) goes to a dictionary instead, so that a signed change
@@ -205,6 +206,7 @@ public final class MemoryStore: SyncStore {
             let limit = UInt64(2 * count) + Self.maxSpan
             if seq < base {
                 guard base - seq <= limit else { return nil }
+                reserve(slots.count + Int(base - seq))
                 slots.insert(contentsOf: repeatElement(Slot(nil), count: Int(base - seq)), at: 0)
                 base = seq
                 absorbFar()
@@ -212,9 +214,16 @@ public final class MemoryStore: SyncStore {
             }
             let end = base + UInt64(slots.count)  // seq >= end here
             guard seq - end < limit else { return nil }
+            reserve(slots.count + Int(seq - end) + 1)
             slots.append(contentsOf: repeatElement(Slot(nil), count: Int(seq - end) + 1))
             absorbFar()
             return slots.count - 1
+        }
+
+        /// Room for `count` slots, growing by an eighth when the window must grow: appending doubles, and a
+        /// log's window grows a slot at a time for the whole run, in every replica.
+        private mutating func reserve(_ count: Int) {
+            if slots.capacity < count { slots.reserveCapacity(count + count / 8) }
         }
 
         /// Moves far changes the dense window now covers into it (each seq is held in one place).
