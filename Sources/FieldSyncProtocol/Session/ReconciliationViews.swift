@@ -106,7 +106,7 @@ final class ReconciliationViews {
         let fresh = try build(store, include)
         // Exact copies: the walk's array and the writer's buffer kept the room they grew by (every replica
         // keeps up to `capacity` of these).
-        var e = Entry(key: key, generation: generation, logs: Array(fresh.holdings.logs[...]), body: [], offsets: [],
+        var e = Entry(key: key, generation: generation, logs: fresh.holdings.logs.withoutSpareRoom(), body: [], offsets: [],
                       elementCount: 0, uncovered: fresh.uncovered)
         var w = ByteWriter(capacity: e.logs.count * 96)
         e.offsets.reserveCapacity(e.logs.count)
@@ -115,7 +115,7 @@ final class ReconciliationViews {
             Holdings.encodeDigestPart(l, to: &w)
             e.elementCount += Holdings.elementCount(of: l)
         }
-        e.body = Array(w.bytes[...])
+        e.body = w.bytes.withoutSpareRoom()
         return e
     }
 
@@ -158,5 +158,14 @@ final class ReconciliationViews {
             let after = view == nil ? lo : lo + 1
             if shift != 0 { for i in after..<e.offsets.count { e.offsets[i] += Int32(shift) } }
         }
+    }
+}
+
+extension Array {
+    /// A copy in a buffer of exactly `count` elements (`Array(self[...])` would share this buffer, spare room
+    /// and all), or `self` if it has no spare room.
+    fileprivate func withoutSpareRoom() -> [Element] {
+        guard capacity > count else { return self }
+        return [Element](unsafeUninitializedCapacity: count) { buffer, n in n = buffer.initialize(fromContentsOf: self) }
     }
 }
