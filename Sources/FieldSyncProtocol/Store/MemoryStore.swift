@@ -237,8 +237,8 @@ public final class MemoryStore: SyncStore {
         }
     }
 
-    /// The held changes by hash. Alone, a set of the boxes themselves, hashed and compared by the hash each holds, looked up with a
-    /// probe (8 bytes a held change, and the set's slack). With a
+    /// The held changes by hash. For a store alone, a set of the boxes themselves, hashed and compared by the
+    /// hash each holds, looked up with a probe (8 bytes a held change, and the set's slack). With a
     /// `RecordInterner` (the simulator's stores), nothing per change: a hash names its change's log and seq, so
     /// the interner's process-wide table of boxes gives the position, and the store's box at that position is
     /// the held one exactly when its hash is this hash (every change a store holds went through the interner
