@@ -49,7 +49,8 @@ import Testing
             let c = ChangeIndex(Int.random(in: 0..<domains.count, using: &rng))
             switch Int.random(in: 0..<10, using: &rng) {
             case 0..<5:
-                let hops = HopCount.random(in: 0..<40, using: &rng)
+                // Now and then the saturated count (`nextHop` stops at `HopCount.max`), which a row cannot hold.
+                let hops = Int.random(in: 0..<50, using: &rng) == 0 ? HopCount.max : HopCount.random(in: 0..<40, using: &rng)
                 held.set(c, hops, slot: slot(c), index)
                 model[c] = hops
             case 5..<7:

@@ -30,9 +30,9 @@ final class ChangeDomainIndex {
 
 /// One node's held workload changes and their hop counts: for each domain the node carries, a dense array over
 /// the domain's changes by position (`ChangeDomainIndex`), 2 bytes a change (0: not held, else hops + 1); a table
-/// for changes of domains it does not carry. A node holds nearly every change of the domains it carries, so this
-/// takes 2 bytes a change of those domains where a dictionary from change to hops took about 11 bytes a held
-/// change (docs/simulator.md, "Issue 14: memory of the year (session 20)").
+/// for changes of domains it does not carry and for the saturated hop count. A node holds nearly every change of
+/// the domains it carries, so this takes 2 bytes a change of those domains where a dictionary from change to hops
+/// took about 11 bytes a held change (docs/simulator.md, "Issue 14: memory of the year (session 20)").
 struct HeldChanges {
     /// Carried slot (`World.slot(of:at:)`) -> position -> hops + 1, or 0.
     private var dense: [[UInt16]]
@@ -46,30 +46,33 @@ struct HeldChanges {
 
     /// The hop count of `c` if held; `slot` is the slot of its domain at this node (-1 if not carried).
     func hops(_ c: ChangeIndex, slot: Int32, _ index: ChangeDomainIndex) -> HopCount? {
-        guard slot >= 0 else { return other[c] }
-        let p = index.position(of: c), row = dense[Int(slot)]
-        return p < row.count && row[p] != 0 ? row[p] - 1 : nil
+        if slot >= 0 {
+            let p = index.position(of: c), row = dense[Int(slot)]
+            if p < row.count, row[p] != 0 { return row[p] - 1 }
+        }
+        return other.isEmpty ? nil : other[c]
     }
 
-    /// Sets the hop count of `c` (nil: no longer held).
+    /// Sets the hop count of `c` (nil: no longer held). A hop count of `HopCount.max` (`nextHop` saturates there)
+    /// does not fit a row's `hops + 1`: it goes to the table, as a change of a domain not carried does.
     mutating func set(_ c: ChangeIndex, _ hops: HopCount?, slot: Int32, _ index: ChangeDomainIndex) {
-        let was: Bool
-        if slot < 0 {
-            was = (hops == nil ? other.removeValue(forKey: c) : other.updateValue(hops!, forKey: c)) != nil
-        } else {
-            let p = index.position(of: c)
-            if let hops {
-                precondition(hops < HopCount.max, "hop count out of range")
+        var was = false
+        let p = slot >= 0 ? index.position(of: c) : 0
+        if slot >= 0, p < dense[Int(slot)].count, dense[Int(slot)][p] != 0 {
+            was = true
+            dense[Int(slot)][p] = 0
+        }
+        if !other.isEmpty, other.removeValue(forKey: c) != nil { was = true }
+        if let hops {
+            if slot >= 0, hops < HopCount.max {
                 if dense[Int(slot)].count <= p {
                     let n = p + 1
                     if dense[Int(slot)].capacity < n { dense[Int(slot)].reserveCapacity(n + n / 8) }
                     dense[Int(slot)].append(contentsOf: repeatElement(0, count: n - dense[Int(slot)].count))
                 }
-                was = dense[Int(slot)][p] != 0
                 dense[Int(slot)][p] = hops + 1
             } else {
-                was = p < dense[Int(slot)].count && dense[Int(slot)][p] != 0
-                if was { dense[Int(slot)][p] = 0 }
+                other[c] = hops
             }
         }
         count += (hops != nil ? 1 : 0) - (was ? 1 : 0)
