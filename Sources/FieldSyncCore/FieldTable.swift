@@ -30,13 +30,7 @@ public struct FieldTable<Value: Equatable & Sendable>: Equatable, Sendable, Sequ
     /// Drops the spare room inserting one field at a time left in the table's array (an array grown by
     /// inserts doubles): for a record kept for long, as a simulator's interner keeps one copy of each
     /// version for thousands of replicas. The table is unchanged.
-    public mutating func shrinkToFit() {
-        guard slots.capacity > slots.count else { return }
-        let exact = ContiguousArray<Slot>(unsafeUninitializedCapacity: slots.count) { buffer, count in
-            count = buffer.initialize(fromContentsOf: slots)
-        }
-        slots = exact
-    }
+    public mutating func shrinkToFit() { slots = slots.withoutSpareRoom() }
 
     /// Bytes of the table's array (its capacity; tests).
     var arrayBytes: Int { slots.capacity * Self.slotStride }

@@ -334,15 +334,7 @@ public struct Change: Hashable, Sendable, CanonicalCodable {
         var w = ByteWriter(capacity: 160 + slots.count * 120 + payload.count)
         encodeUnsigned(to: &w, payload: payload)
         w.writeRaw(signature)
-        encoded = Self.exactCopy(w.bytes)
-    }
-
-    /// `bytes` in a buffer of their own size (a writer's buffer keeps the spare room it grew by).
-    private static func exactCopy(_ bytes: [UInt8]) -> [UInt8] {
-        guard bytes.capacity > bytes.count else { return bytes }
-        return [UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, count in
-            count = buffer.initialize(fromContentsOf: bytes)
-        }
+        encoded = w.bytes.withoutSpareRoom()  // a writer's buffer keeps the spare room it grew by
     }
 
     /// The same change with `signature` (reuses the unsigned encoding).

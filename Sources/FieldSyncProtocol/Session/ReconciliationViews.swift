@@ -160,12 +160,3 @@ final class ReconciliationViews {
         }
     }
 }
-
-extension Array {
-    /// A copy in a buffer of exactly `count` elements (`Array(self[...])` would share this buffer, spare room
-    /// and all), or `self` if it has no spare room.
-    fileprivate func withoutSpareRoom() -> [Element] {
-        guard capacity > count else { return self }
-        return [Element](unsafeUninitializedCapacity: count) { buffer, n in n = buffer.initialize(fromContentsOf: self) }
-    }
-}
