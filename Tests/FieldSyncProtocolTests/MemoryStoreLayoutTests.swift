@@ -8,12 +8,80 @@ import FieldSyncCrypto
 /// `StoreConformanceTests` (both stores): sparse and far seqs, opened marks, arrivals, histories.
 @Suite struct MemoryStoreLayoutTests {
     /// A log's entry is at most 32 bytes inline (it was 48 with three slot arrays, one each for the
-    /// boxes, the opened marks and the arrivals), a slot 16 bytes, and a record's entry (the record and
-    /// the changes that touched it, in one table) 16 bytes.
+    /// boxes, the opened marks and the arrivals), a slot 16 bytes, and a record's slot in the records table
+    /// (one reference to the record and the changes that touched it) 8 bytes.
     @Test func entriesAreCompact() {
         #expect(MemoryLayout<MemoryStore.LogChanges>.stride <= 32)
         #expect(MemoryLayout<MemoryStore.LogChanges.Slot>.stride == 16)
-        #expect(MemoryLayout<MemoryStore.RecordEntry>.stride == 16)
+        #expect(MemoryLayout<MemoryStore.RecordEntry?>.stride == 8)
+    }
+
+    /// The records table answers as a dictionary keyed by record id does, over random inserts and replacements
+    /// of ids that share their high half (so that many start at the same slot) and ids that do not; iteration
+    /// gives every entry once; the table is never more than three-quarters full nor, once grown, less than
+    /// half full.
+    @Test func recordTableAnswersAsADictionaryDoes() {
+        var rng = SplitMix64(seed: 21)
+        var table = MemoryStore.RecordTable()
+        var model: [RecordID: MemoryStore.RecordEntry] = [:]
+        #expect(table[RecordID(ID128(high: 1, low: 1))] == nil)
+        for step in 0..<20_000 {
+            let low = UInt64.random(in: 0..<6_000, using: &rng)
+            let id = RecordID(ID128(high: Bool.random(using: &rng) ? 7 : low &* 31, low: low))
+            if Int.random(in: 0..<3, using: &rng) == 0 {
+                #expect(table[id] === model[id], "lookup at step \(step)")
+            } else {
+                let e = MemoryStore.RecordEntry(id: id, box: nil, touched: [[UInt8(truncatingIfNeeded: step)]])
+                table.set(e)
+                model[id] = e
+            }
+            #expect(table.count == model.count)
+            #expect(table.capacity * 3 >= table.count * 4)
+        }
+        #expect(table.count * 2 >= table.capacity - MemoryStore.RecordTable.minimumSlots)
+        var seen: [RecordID: Int] = [:]
+        table.forEach { seen[$0.id, default: 0] += 1; #expect(model[$0.id] === $0) }
+        #expect(seen.count == model.count && seen.values.allSatisfy { $0 == 1 })
+        for id in model.keys { #expect(table[id] === model[id]) }
+    }
+
+    /// Stores that share an interner share one entry for a record whose version and list of changes are
+    /// equal (one reference per record in each store's table, where each store kept its own two-word entry),
+    /// and a record version between entries whose lists differ. Without the interner, each store has its own.
+    @Test func storesSharingAnInternerShareRecordEntries() throws {
+        let interner = RecordInterner()
+        let shared = [MemoryStore(recordInterner: interner), MemoryStore(recordInterner: interner), MemoryStore(recordInterner: interner)]
+        let alone = [MemoryStore(), MemoryStore()]
+        let author = DeviceID(ID128(high: 4, low: 4))
+        let id = RecordID(ID128(high: 8, low: 8))
+        let log = LogID(author: author, scope: try Scope("longnan/wudu/station-017"))
+        let r0 = Record(id: id, kind: .incident, scope: log.scope)
+        let edits = (UInt64(1)...2).map { seq in
+            r0.edit(author: author, hlc: HLCTimestamp(milliseconds: seq, counter: 0), [.set(field: FieldID(UInt32(seq)), value: .int(Int64(seq)))])
+        }
+        let changes = (UInt64(1)...2).map { seq in
+            StoredChange(log: log, seq: seq, hash: [UInt8](repeating: UInt8(seq), count: 32),
+                         prevHash: [UInt8](repeating: UInt8(seq - 1), count: 32), hlc: HLCTimestamp(milliseconds: seq, counter: 0),
+                         contentType: .records, priority: .normal, bytes: [UInt8(seq)])
+        }
+        func deliver(_ i: Int, to stores: [MemoryStore]) throws {
+            for store in stores { _ = try store.commit(CommitBatch(changes: [changes[i]], edits: [(edits[i], changes[i].hash)])) }
+        }
+        // The third shared store gets the second edit first: after the first, it holds an equal record with
+        // another list. The others get each edit in turn, as a change spreads.
+        try deliver(1, to: [shared[2]])
+        try deliver(0, to: [shared[0], shared[1]] + alone + [shared[2]])
+        try deliver(1, to: [shared[0], shared[1]] + alone)
+        let entries = try shared.map { try #require($0.recordEntry(id)) }
+        #expect(entries[0] === entries[1])
+        #expect(entries[2] !== entries[0])
+        #expect(entries[2].box === entries[0].box, "the equal record is shared")
+        #expect(entries[2].touched == [changes[1].hash, changes[0].hash])
+        #expect(try alone[0].recordEntry(id) !== alone[1].recordEntry(id))
+        for store in shared + alone {
+            #expect(try store.record(id) == (try alone[0].record(id)))
+            #expect(try store.history(of: id).map(\.seq) == [1, 2])
+        }
     }
 
     /// Stores that share an interner (a simulator's replicas) key their tables by one copy of each log id:
@@ -93,7 +161,7 @@ import FieldSyncCrypto
             s.path.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil
         }
         #expect(storage(records[0].scope) != storage(records[1].scope))
-        let boxes = records.map { interner.intern($0) }
+        let boxes = records.map { interner.intern($0, touched: []).box! }
         #expect(boxes.map(\.value) == records)
         #expect(storage(boxes[0].value.scope) != nil)
         #expect(storage(boxes[0].value.scope) == storage(boxes[1].value.scope))
@@ -109,7 +177,7 @@ import FieldSyncCrypto
             try r.apply(r.edit(author: author, hlc: HLCTimestamp(milliseconds: UInt64(f), counter: 0), [.set(field: FieldID(f), value: .int(Int64(f)))]))
         }
         #expect(r.registers.arrayBytes >= 8 * FieldTable<LWWRegister<FieldValue>>.slotStride)
-        let kept = RecordInterner().intern(r).value
+        let kept = RecordInterner().intern(r, touched: []).box!.value
         #expect(kept == r)
         #expect(kept.registers.arrayBytes < 6 * FieldTable<LWWRegister<FieldValue>>.slotStride)
     }

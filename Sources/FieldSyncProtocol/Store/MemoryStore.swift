@@ -6,9 +6,10 @@ import FieldSyncCrypto
 /// replaced by that version, and a stored change by the one other stores hold under the same id, so
 /// converged replicas share one copy. Values are unchanged; real nodes do not use it.
 public final class RecordInterner {
-    private var latest: [RecordID: MemoryStore.RecordBox] = [:]
+    /// The last entry interned for each record: its record version and list of changes are what the next
+    /// replica to save the record most likely holds too.
+    private var latest: [RecordID: MemoryStore.RecordEntry] = [:]
     private var changes: [ChangeHashKey: MemoryStore.ChangeBox] = [:]
-    private var touchedLists: [RecordID: [[UInt8]]] = [:]
     /// Every log id seen, so that the stores' tables keyed by a log share one copy of its scope's path (each
     /// replica decodes its own copy of a change, and with it a path string of its own).
     private var logs: Set<LogID> = []
@@ -20,25 +21,26 @@ public final class RecordInterner {
     /// An empty interner.
     public init() {}
 
-    func intern(_ r: Record) -> MemoryStore.RecordBox {
-        if let l = latest[r.id], l.value == r {
+    /// The entry of record `r` touched by the changes `list`: the last one interned for the record if both are
+    /// equal to it (replicas of a record mostly learn the same edits in the same order), else a new one that
+    /// shares whichever of the two is equal.
+    func intern(_ r: Record, touched list: [[UInt8]]) -> MemoryStore.RecordEntry {
+        let l = latest[r.id]
+        let box: MemoryStore.RecordBox
+        if let held = l?.box, held.value == r {
             shared += 1
-            return l
+            box = held
+        } else {
+            var r = r
+            r.shareScope(scopes.insert(r.scope).memberAfterInsert)  // each replica decodes a path of its own
+            r.shrinkToFit()  // kept for the run: no spare room from the edits that built it
+            box = MemoryStore.RecordBox(r)
         }
-        var r = r
-        r.shareScope(scopes.insert(r.scope).memberAfterInsert)  // each replica decodes a path of its own
-        r.shrinkToFit()  // kept for the run: no spare room from the edits that built it
-        let box = MemoryStore.RecordBox(r)
-        latest[r.id] = box
-        return box
-    }
-
-    /// The list of changes that touched record `id`: one array for every store whose list is equal to the
-    /// last one seen (replicas of a record mostly learn the same edits in the same order).
-    func intern(touched list: [[UInt8]], of id: RecordID) -> [[UInt8]] {
-        if let l = touchedLists[id], l == list { return l }
-        touchedLists[id] = list
-        return list
+        let touched = l.map { $0.touched == list ? $0.touched : list } ?? list
+        if let l, l.box === box, l.touched == touched { return l }
+        let entry = MemoryStore.RecordEntry(id: r.id, box: box, touched: touched)
+        latest[r.id] = entry
+        return entry
     }
 
     /// The log id equal to `log` seen first: the same value, its path's storage shared (also for the
@@ -301,21 +303,13 @@ public final class MemoryStore: SyncStore {
         }
     }
 
-    /// A record's entry in a store: the materialized record (nil once removed: no held change touches it any
-    /// more) and the hashes of the changes that touched it, in the order they came (`history(of:)`).
-    struct RecordEntry {
-        var box: RecordBox?
-        var touched: [[UInt8]] = []
-    }
-
     struct State {
         var changes: [LogID: LogChanges] = [:]
         var byHash: HashIndex
         var evicted: Set<ChangeHashKey> = []
         var intervalsByLog: [LogID: HeldIntervals] = [:]
-        /// Records by id, each with the changes that touched it: one table instead of one for the records and
-        /// one for the lists (a key and a bucket less per record, in every replica of a simulator).
-        var records: [RecordID: RecordEntry] = [:]
+        /// Records by id, each with the changes that touched it: one reference per record (`RecordTable`).
+        var records = RecordTable()
         /// Entries of `records` with a record (a removed record keeps its entry for its history).
         var recordCount = 0
         /// Hashes marked opened that were not held when marked (kept so that the change counts as opened
@@ -634,20 +628,28 @@ public final class MemoryStore: SyncStore {
 
     public func record(_ id: RecordID) throws -> Record? { state.records[id]?.box?.value }
 
+    /// The entry of record `id` in the records table (tests).
+    func recordEntry(_ id: RecordID) -> RecordEntry? { state.records[id] }
+
     /// Calls `body` with every materialized record, deleted ones included, in no particular order: what
     /// `records(RecordQuery(includeDeleted: true))` returns, without building the array (a simulator's
     /// end-of-run digest of thousands of stores).
     public func forEachRecord(_ body: (Record) throws -> Void) rethrows {
-        for entry in state.records.values { if let box = entry.box { try body(box.value) } }
+        try state.records.forEach { entry in if let box = entry.box { try body(box.value) } }
     }
 
     public func recordIDs(in range: ClosedRange<RecordID>) throws -> [RecordID] {
-        state.records.compactMap { $0.value.box != nil && range.contains($0.key) ? $0.key : nil }.sorted()
+        var ids: [RecordID] = []
+        state.records.forEach { if $0.box != nil, range.contains($0.id) { ids.append($0.id) } }
+        return ids.sorted()
     }
 
     public func records(_ query: RecordQuery) throws -> [Record] {
-        var hits = state.records.values.compactMap { $0.box.map { ($0.value, RecordIndexEntry($0.value, schemas: schemas)) } }
-            .filter { query.matches($0.0, index: $0.1) }
+        var hits: [(Record, RecordIndexEntry)] = []
+        forEachRecord { r in
+            let index = RecordIndexEntry(r, schemas: schemas)
+            if query.matches(r, index: index) { hits.append((r, index)) }
+        }
         hits.sort { ($0.1.eventTime ?? .min, $0.0.id) > ($1.1.eventTime ?? .min, $1.0.id) }
         return hits.prefix(query.limit ?? Int.max).map(\.0)
     }
@@ -736,16 +738,13 @@ extension MemoryStore.State {
         evicted.formUnion(tx.evicted.map(ChangeHashKey.init))
         for (log, iv) in tx.intervals { intervalsByLog[interner?.intern(log: log) ?? log] = iv }
         for (id, (r, hashes)) in tx.records {
-            var entry = records[id] ?? MemoryStore.RecordEntry()
-            if entry.box == nil { recordCount += 1 }
-            entry.box = interner?.intern(r) ?? MemoryStore.RecordBox(r)
-            var list = entry.touched
-            let before = list.count
+            let old = records[id]
+            if old?.box == nil { recordCount += 1 }
+            var list = old?.touched ?? []
             // The held box's copy of each hash: the one every store shares through an interner, not this
             // commit's decoded copy (a 32-byte array of its own in every replica).
             for h in hashes where !list.contains(h) { list.append(held(ChangeHashKey(h))?.value.hash ?? h) }
-            if list.count > before { entry.touched = interner?.intern(touched: list, of: id) ?? list }
-            records[id] = entry
+            records.set(interner?.intern(r, touched: list) ?? MemoryStore.RecordEntry(id: id, box: MemoryStore.RecordBox(r), touched: list))
         }
         for h in tx.opened {
             let key = ChangeHashKey(h)
@@ -770,8 +769,9 @@ extension MemoryStore.State {
             quarantine.append(QuarantinedChange(log: c.log, seq: c.seq, hash: c.hash, reason: q.reason, detectedAt: q.detectedAt,
                                                 repaired: false, cause: .revoked, bytes: c.bytes))
         }
-        for id in tx.removedRecords where tx.records[id] == nil && records[id]?.box != nil {
-            records[id]!.box = nil
+        for id in tx.removedRecords where tx.records[id] == nil {
+            guard let old = records[id], old.box != nil else { continue }
+            records.set(MemoryStore.RecordEntry(id: id, box: nil, touched: old.touched))
             recordCount -= 1
         }
         totalBytes += tx.bytesDelta
