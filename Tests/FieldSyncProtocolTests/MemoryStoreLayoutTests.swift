@@ -11,9 +11,81 @@ import FieldSyncCrypto
     /// boxes, the opened marks and the arrivals), a slot 16 bytes, and a record's slot in the records table
     /// (one reference to the record and the changes that touched it) 8 bytes.
     @Test func entriesAreCompact() {
-        #expect(MemoryLayout<MemoryStore.LogChanges>.stride <= 32)
+        #expect(MemoryLayout<MemoryStore.LogChanges>.stride <= 48)
         #expect(MemoryLayout<MemoryStore.LogChanges.Slot>.stride == 16)
         #expect(MemoryLayout<MemoryStore.RecordEntry?>.stride == 8)
+    }
+
+    /// A log's held changes answer as a dictionary of (box, opened, arrival) by seq does, over random stores,
+    /// removals, opened marks and arrivals at seqs in order, below the window (it grows at the front), and far
+    /// from it (the far table, later absorbed as the window reaches it).
+    @Test func logChangesAnswerAsADictionaryDoes() throws {
+        var rng = SplitMix64(seed: 5)
+        let log = LogID(author: DeviceID(ID128(high: 1, low: 2)), scope: try Scope("longnan"))
+        let boxes = (0..<8).map { i in
+            MemoryStore.ChangeBox(StoredChange(log: log, seq: UInt64(i), hash: [UInt8(i)], prevHash: [], hlc: .zero,
+                                               contentType: .records, priority: .normal, bytes: [1]))
+        }
+        for round in 0..<40 {
+            var changes = MemoryStore.LogChanges()
+            var model: [UInt64: (box: MemoryStore.ChangeBox, opened: Bool, arrival: UInt64?)] = [:]
+            let origin = UInt64.random(in: 5_000...10_000, using: &rng)
+            for _ in 0..<400 {
+                let seq: UInt64 = switch Int.random(in: 0..<10, using: &rng) {
+                case 0: origin + UInt64.random(in: 20_000...30_000, using: &rng)  // far
+                case 1: origin - UInt64.random(in: 0...4_000, using: &rng)  // below
+                default: origin + UInt64.random(in: 0...300, using: &rng)
+                }
+                switch Int.random(in: 0..<6, using: &rng) {
+                case 0:
+                    changes.set(seq, nil)
+                    model[seq] = nil
+                case 1:
+                    changes.markOpened(seq)
+                    model[seq]?.opened = true
+                case 2:
+                    let t = UInt64.random(in: 0...1_000_000, using: &rng)
+                    changes.setArrival(seq, t)
+                    model[seq]?.arrival = t
+                default:
+                    let box = boxes[Int.random(in: 0..<boxes.count, using: &rng)]
+                    changes.set(seq, box)
+                    model[seq, default: (box, false, nil)].box = box
+                }
+            }
+            #expect(changes.count == model.count, "round \(round)")
+            #expect(changes.seqs == model.keys.sorted(), "round \(round)")
+            #expect(changes.values.map(ObjectIdentifier.init) == model.keys.sorted().map { ObjectIdentifier(model[$0]!.box) })
+            for seq in Set(model.keys).union((0..<50).map { _ in origin + UInt64.random(in: 0...300, using: &rng) }) {
+                #expect(changes[seq] === model[seq]?.box)
+                #expect(changes.isOpened(seq) == (model[seq]?.opened ?? false))
+                #expect(changes.arrival(seq) == model[seq]?.arrival)
+            }
+        }
+    }
+
+    /// A store that keeps no arrivals (a simulator's) holds a log's changes in 9 bytes each (a box and an
+    /// opened mark) where a slot with its arrival took 16; one that keeps them, 17. The window grows by an
+    /// eighth.
+    @Test func aLogsWindowCostsNineBytesAChangeWithoutArrivals() throws {
+        let log = LogID(author: DeviceID(ID128(high: 3, low: 4)), scope: try Scope("longnan/wudu/station-017"))
+        for keeps in [false, true] {
+            let store = MemoryStore(recordInterner: RecordInterner(), keepsArrivals: keeps)
+            var head = [UInt8](repeating: 0, count: 32)
+            for seq in UInt64(1)...1_000 {
+                let hash = withUnsafeBytes(of: seq.bigEndian, Array.init) + [UInt8](repeating: 0x5A, count: 24)
+                var batch = CommitBatch(changes: [StoredChange(log: log, seq: seq, hash: hash, prevHash: head,
+                                                               hlc: HLCTimestamp(milliseconds: seq, counter: 0), contentType: .records,
+                                                               priority: .normal, bytes: [1, 2, 3])], opened: [hash])
+                batch.now = 1_000 + seq
+                _ = try store.commit(batch)
+                head = hash
+            }
+            let perChange = keeps ? 17 : 9
+            let bytes = try #require(store.logWindowBytes(log))
+            #expect(bytes >= 1_000 * perChange && bytes <= 1_000 * perChange * 9 / 8 + 64, "keeps arrivals: \(keeps), \(bytes) bytes")
+            #expect(try store.unopened(in: nil).isEmpty)
+        }
     }
 
     /// The records table answers as a dictionary keyed by record id does, over random inserts and replacements

@@ -599,7 +599,8 @@ public final class FieldSyncAgent: SyncAgent {
                                              notAfter: Self.epochMs + 400 * Duration.day.asMs, serial: UInt64(n + 1))
             // A relay box's quota goes through the store's limits, as the node's `relay.quotaBytes` does (`DeviceOpening`).
             let quota = node.nodeClass == .relay ? durability.relayQuotaBytes : nil
-            let store = MemoryStore(limits: StoreLimits(quotaBytes: quota), recordInterner: recordInterner)
+            let store = MemoryStore(limits: StoreLimits(quotaBytes: quota), recordInterner: recordInterner,
+                                    keepsArrivals: false)  // no one here reads arrivals (node reports do)
             let r = Replicator(identity: DeviceIdentity(signingKey: sk, agreementKey: xk, certificate: cert), trust: trust, store: store)
             r.verificationCache = verificationCache
             let headGuard = MemoryHeadGuard()
@@ -2037,7 +2038,7 @@ extension FieldSyncAgent {
         let t = wall(node, now)
         let log = LogID(author: r.identity.id, scope: sc)
         let head = UInt64(changeOf[log]?.count ?? 0)
-        let tw = Replicator(identity: r.identity, trust: r.trust, store: MemoryStore(recordInterner: recordInterner))
+        let tw = Replicator(identity: r.identity, trust: r.trust, store: MemoryStore(recordInterner: recordInterner, keepsArrivals: false))
         tw.verificationCache = verificationCache
         tw.sealingRandomness = SimRandom(seed: seed, 0x7A1F_0000, UInt64(node)).rng
         for k in r.allKeys { tw.addKey(k) }

@@ -81,16 +81,15 @@ public final class MemoryStore: SyncStore {
         init(_ value: Record) { self.value = value }
     }
 
-    /// One log's held changes by seq, with whether each is opened and when it was first committed here:
-    /// a dense array of slots from the lowest held seq (16 bytes a slot, growing by an eighth). Logs are
-    /// received mostly in order, so this costs a fraction of a dictionary per log and a set of opened
-    /// hashes, held by every replica of a simulator. A seq far from the dense window (more than `maxSpan`
-    /// slots from it and more than the changes held) goes to a dictionary instead, so that a signed change
-    /// with a huge seq costs one entry.
+    /// One log's held changes by seq, with whether each is opened and when it was first committed here: dense
+    /// arrays from the lowest held seq, growing by an eighth. A box a slot (8 bytes); an opened mark a slot (1
+    /// byte) once any change of the log is opened; an arrival a slot (8 bytes) once any is said, which a store
+    /// that keeps no arrivals (`MemoryStore.keepsArrivals`, a simulator's) never does. Logs are received mostly
+    /// in order, so this costs a fraction of a dictionary per log and a set of opened hashes, held by every
+    /// replica of a simulator. A seq far from the dense window (more than `maxSpan` slots from it and more than
+    /// the changes held) goes to a dictionary instead, so that a signed change with a huge seq costs one entry.
     struct LogChanges {
-        /// A held change (or nil), with its opened mark and its arrival in one word: one array of these
-        /// instead of three (boxes, marks, arrivals) saves two buffers per log, and a store holds thousands
-        /// of logs with a few changes each (village-scope logs).
+        /// A change held far from the dense window, with its opened mark and its arrival in one word.
         struct Slot {
             var box: ChangeBox?
             /// Bit 63: opened. Bits 0-62: when the change was first committed here (`CommitBatch.now`, ms
@@ -117,26 +116,34 @@ public final class MemoryStore: SyncStore {
             }
         }
 
-        /// The seq of `slots[0]` (meaningless while `slots` is empty).
+        /// The seq of `boxes[0]` (meaningless while `boxes` is empty).
         private var base: UInt64 = 0
-        private var slots: ContiguousArray<Slot> = []
+        /// The dense window's held changes (nil: not held).
+        private var boxes: ContiguousArray<ChangeBox?> = []
+        /// Whether each of the window's changes is opened: empty while none is, else as long as `boxes`.
+        private var opened: ContiguousArray<Bool> = []
+        /// When each of the window's changes was first committed here (`Slot.unknownArrival`: not said): empty
+        /// while none is said, else as long as `boxes`.
+        private var arrivals: ContiguousArray<UInt64> = []
         /// Changes held far from the dense window, with their opened marks and arrivals.
         private var far: [UInt64: Slot] = [:]
-        /// Held changes (slots that are not nil, and far ones).
+        /// Held changes (window slots that are not nil, and far ones).
         private(set) var count = 0
         /// Slots the dense window may grow by beyond twice the changes held.
         static let maxSpan: UInt64 = 4096
 
         subscript(seq: UInt64) -> ChangeBox? {
-            if let i = index(seq) { return slots[i].box }
+            if let i = index(seq) { return boxes[i] }
             return far.isEmpty ? nil : far[seq]?.box
         }
 
         /// Stores `box` at `seq` (nil removes it, its opened mark and its arrival).
         mutating func set(_ seq: UInt64, _ box: ChangeBox?) {
             guard let box else {
-                if let i = index(seq), slots[i].box != nil {
-                    slots[i] = Slot(nil)
+                if let i = index(seq), boxes[i] != nil {
+                    boxes[i] = nil
+                    if !opened.isEmpty { opened[i] = false }
+                    if !arrivals.isEmpty { arrivals[i] = Slot.unknownArrival }
                     count -= 1
                 } else if far.removeValue(forKey: seq) != nil {
                     count -= 1
@@ -146,8 +153,8 @@ public final class MemoryStore: SyncStore {
             var slot = index(seq)
             if slot == nil { slot = makeSlot(seq) }
             if let i = slot {
-                if slots[i].box == nil { count += 1 }
-                slots[i].box = box
+                if boxes[i] == nil { count += 1 }
+                boxes[i] = box
             } else {
                 if far[seq] == nil { count += 1 }
                 far[seq, default: Slot(nil)].box = box
@@ -155,20 +162,25 @@ public final class MemoryStore: SyncStore {
         }
 
         func isOpened(_ seq: UInt64) -> Bool {
-            if let i = index(seq) { return slots[i].opened }
+            if let i = index(seq) { return !opened.isEmpty && opened[i] }
             return far[seq]?.opened ?? false
         }
 
         /// When the held change at `seq` was first committed here (nil: not said, or not held).
         func arrival(_ seq: UInt64) -> UInt64? {
-            if let i = index(seq) { return slots[i].arrived }
+            if let i = index(seq) {
+                guard !arrivals.isEmpty, arrivals[i] != Slot.unknownArrival else { return nil }
+                return arrivals[i]
+            }
             return far[seq]?.arrived
         }
 
         /// Notes when the held change at `seq` was first committed here.
         mutating func setArrival(_ seq: UInt64, _ t: UInt64) {
             if let i = index(seq) {
-                if slots[i].box != nil { slots[i].arrived = t }
+                guard boxes[i] != nil else { return }
+                if arrivals.isEmpty { arrivals = ContiguousArray(repeating: Slot.unknownArrival, count: boxes.count) }
+                arrivals[i] = min(t, Slot.unknownArrival - 1)
             } else if far[seq] != nil {
                 far[seq]!.arrived = t
             }
@@ -177,7 +189,9 @@ public final class MemoryStore: SyncStore {
         /// Marks the held change at `seq` opened.
         mutating func markOpened(_ seq: UInt64) {
             if let i = index(seq) {
-                if slots[i].box != nil { slots[i].opened = true }
+                guard boxes[i] != nil else { return }
+                if opened.isEmpty { opened = ContiguousArray(repeating: false, count: boxes.count) }
+                opened[i] = true
             } else if far[seq] != nil {
                 far[seq]!.opened = true
             }
@@ -185,47 +199,63 @@ public final class MemoryStore: SyncStore {
 
         /// The held seqs in order.
         var seqs: [UInt64] {
-            let dense = slots.indices.compactMap { slots[$0].box == nil ? nil : base + UInt64($0) }
+            let dense = boxes.indices.compactMap { boxes[$0] == nil ? nil : base + UInt64($0) }
             return far.isEmpty ? dense : (dense + far.keys).sorted()
         }
 
         /// The held changes in seq order.
-        var values: [ChangeBox] { far.isEmpty ? slots.compactMap(\.box) : seqs.map { self[$0]! } }
+        var values: [ChangeBox] { far.isEmpty ? boxes.compactMap { $0 } : seqs.map { self[$0]! } }
+
+        /// Bytes of the window's arrays (their capacities; tests).
+        var windowBytes: Int {
+            boxes.capacity * MemoryLayout<ChangeBox?>.stride + opened.capacity + arrivals.capacity * MemoryLayout<UInt64>.stride
+        }
 
         private func index(_ seq: UInt64) -> Int? {
-            guard !slots.isEmpty, seq >= base, seq - base < UInt64(slots.count) else { return nil }
+            guard !boxes.isEmpty, seq >= base, seq - base < UInt64(boxes.count) else { return nil }
             return Int(seq - base)
         }
 
         /// Extends the dense window to `seq` and returns its slot, or nil if that would add more than
         /// `maxSpan` slots beyond twice the changes held.
         private mutating func makeSlot(_ seq: UInt64) -> Int? {
-            if slots.isEmpty {
+            if boxes.isEmpty {
                 base = seq
-                slots.append(Slot(nil))
+                boxes.append(nil)
                 return 0
             }
             let limit = UInt64(2 * count) + Self.maxSpan
             if seq < base {
                 guard base - seq <= limit else { return nil }
-                reserve(slots.count + Int(base - seq))
-                slots.insert(contentsOf: repeatElement(Slot(nil), count: Int(base - seq)), at: 0)
+                let added = Int(base - seq)
+                Self.grow(&boxes, front: added, nil)
+                if !opened.isEmpty { Self.grow(&opened, front: added, false) }
+                if !arrivals.isEmpty { Self.grow(&arrivals, front: added, Slot.unknownArrival) }
                 base = seq
                 absorbFar()
                 return 0
             }
-            let end = base + UInt64(slots.count)  // seq >= end here
+            let end = base + UInt64(boxes.count)  // seq >= end here
             guard seq - end < limit else { return nil }
-            reserve(slots.count + Int(seq - end) + 1)
-            slots.append(contentsOf: repeatElement(Slot(nil), count: Int(seq - end) + 1))
+            let added = Int(seq - end) + 1
+            Self.grow(&boxes, back: added, nil)
+            if !opened.isEmpty { Self.grow(&opened, back: added, false) }
+            if !arrivals.isEmpty { Self.grow(&arrivals, back: added, Slot.unknownArrival) }
             absorbFar()
-            return slots.count - 1
+            return boxes.count - 1
         }
 
-        /// Room for `count` slots, growing by an eighth when the window must grow: appending doubles, and a
-        /// log's window grows a slot at a time for the whole run, in every replica.
-        private mutating func reserve(_ count: Int) {
-            if slots.capacity < count { slots.reserveCapacity(count + count / 8) }
+        /// Adds `n` copies of `empty` before the array's elements (`front`) or after them (`back`), growing its
+        /// room by an eighth when it must grow: appending doubles, and a log's window grows a slot at a time for
+        /// the whole run, in every replica.
+        private static func grow<T>(_ a: inout ContiguousArray<T>, front n: Int, _ empty: T) {
+            if a.capacity < a.count + n { a.reserveCapacity((a.count + n) + (a.count + n) / 8) }
+            a.insert(contentsOf: repeatElement(empty, count: n), at: 0)
+        }
+
+        private static func grow<T>(_ a: inout ContiguousArray<T>, back n: Int, _ empty: T) {
+            if a.capacity < a.count + n { a.reserveCapacity((a.count + n) + (a.count + n) / 8) }
+            a.append(contentsOf: repeatElement(empty, count: n))
         }
 
         /// Moves far changes the dense window now covers into it (each seq is held in one place).
@@ -233,7 +263,15 @@ public final class MemoryStore: SyncStore {
             guard !far.isEmpty else { return }
             for (seq, entry) in far {
                 guard let i = index(seq) else { continue }
-                slots[i] = entry
+                boxes[i] = entry.box
+                if entry.opened {
+                    if opened.isEmpty { opened = ContiguousArray(repeating: false, count: boxes.count) }
+                    opened[i] = true
+                }
+                if let t = entry.arrived {
+                    if arrivals.isEmpty { arrivals = ContiguousArray(repeating: Slot.unknownArrival, count: boxes.count) }
+                    arrivals[i] = t
+                }
                 far[seq] = nil
             }
         }
@@ -442,7 +480,7 @@ public final class MemoryStore: SyncStore {
 
         /// Writes the transaction into the store's state, in place.
         func apply() {
-            store.state.apply(self, interner: store.recordInterner)
+            store.state.apply(self, interner: store.recordInterner, keepsArrivals: store.keepsArrivals)
         }
     }
 
@@ -455,12 +493,18 @@ public final class MemoryStore: SyncStore {
     public let schemas: SchemaRegistry
     /// Shares equal records with other stores (simulator only; nil by default).
     public let recordInterner: RecordInterner?
+    /// Whether the store notes when each change first arrived (`arrivals(of:)`, what a node's reports read).
+    /// A store that does not answers nil ("not said") there and saves 8 bytes per held change: a simulator,
+    /// which reads no arrivals from its thousands of replicas. True by default, as `SQLiteStore` always does.
+    public let keepsArrivals: Bool
 
     /// An empty store.
-    public init(limits: StoreLimits = StoreLimits(), schemas: SchemaRegistry = .standard, recordInterner: RecordInterner? = nil) {
+    public init(limits: StoreLimits = StoreLimits(), schemas: SchemaRegistry = .standard, recordInterner: RecordInterner? = nil,
+                keepsArrivals: Bool = true) {
         self.limits = limits
         self.schemas = schemas
         self.recordInterner = recordInterner
+        self.keepsArrivals = keepsArrivals
         state = State(interner: recordInterner)
     }
 
@@ -628,6 +672,9 @@ public final class MemoryStore: SyncStore {
 
     public func record(_ id: RecordID) throws -> Record? { state.records[id]?.box?.value }
 
+    /// Bytes of the dense window of `log`'s held changes (tests).
+    func logWindowBytes(_ log: LogID) -> Int? { state.changes[log]?.windowBytes }
+
     /// The entry of record `id` in the records table (tests).
     func recordEntry(_ id: RecordID) -> RecordEntry? { state.records[id] }
 
@@ -719,7 +766,7 @@ public final class MemoryStore: SyncStore {
 }
 
 extension MemoryStore.State {
-    mutating func apply(_ tx: MemoryStore.Tx, interner: RecordInterner?) {
+    mutating func apply(_ tx: MemoryStore.Tx, interner: RecordInterner?, keepsArrivals: Bool) {
         for (decoded, m) in tx.changes {
             let log = interner?.intern(log: decoded) ?? decoded  // the key a new entry keeps
             for (seq, c) in m {
@@ -728,7 +775,7 @@ extension MemoryStore.State {
                 let key = ChangeHashKey(c.hash)
                 if tx.byHash[key] != nil {  // new
                     byHash.index(box, new: true)
-                    if let now = tx.now { changes[log]!.setArrival(seq, now) }
+                    if keepsArrivals, let now = tx.now { changes[log]!.setArrival(seq, now) }
                 } else if held(key) != nil {  // evicted in place
                     byHash.index(box, new: false)
                 }
