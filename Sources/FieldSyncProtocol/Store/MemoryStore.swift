@@ -8,8 +8,9 @@ import FieldSyncCrypto
 public final class RecordInterner {
     /// The last entry interned for each record: its record version and list of changes are what the next
     /// replica to save the record most likely holds too.
-    private var latest: [RecordID: MemoryStore.RecordEntry] = [:]
-    private var changes: [ChangeHashKey: MemoryStore.ChangeBox] = [:]
+    private var latest = MemoryStore.RecordTable()
+    /// The first box interned for each change hash (a table of references: the simulator holds one per change).
+    private var changes = ReferenceTable<MemoryStore.ChangeBox>()
     /// Every log id seen, so that the stores' tables keyed by a log share one copy of its scope's path (each
     /// replica decodes its own copy of a change, and with it a path string of its own).
     private var logs: Set<LogID> = []
@@ -39,7 +40,7 @@ public final class RecordInterner {
         let touched = l.map { $0.touched == list ? $0.touched : list } ?? list
         if let l, l.box === box, l.touched == touched { return l }
         let entry = MemoryStore.RecordEntry(id: r.id, box: box, touched: touched)
-        latest[r.id] = entry
+        latest.set(entry)
         return entry
     }
 
@@ -49,16 +50,15 @@ public final class RecordInterner {
 
     /// The box of the change with this hash that a store interned first: it names the change's position, which
     /// a store's hash index looks at instead of keeping an entry per change (`MemoryStore.HashIndex`).
-    func box(hash key: ChangeHashKey) -> MemoryStore.ChangeBox? { changes[key] }
+    func box(hash key: ChangeHashKey) -> MemoryStore.ChangeBox? { changes[key.bytes] }
 
     func intern(_ c: StoredChange) -> MemoryStore.ChangeBox {
         var c = c
         c.log = intern(log: c.log)
         guard !c.bytes.isEmpty else { return MemoryStore.ChangeBox(c) }  // an evicted copy is this store's own
-        let key = ChangeHashKey(c.hash)
-        if let held = changes[key], held.value.bytes == c.bytes { return held }
+        if let held = changes[c.hash], held.value.bytes == c.bytes { return held }
         let box = MemoryStore.ChangeBox(c)
-        changes[key] = box
+        changes.set(box)
         return box
     }
 }
