@@ -1,3 +1,5 @@
+import FieldSyncCore
+
 // The discrete-event engine: one queue, a virtual clock, contacts as links with bandwidth and latency.
 
 /// A closed contact, as recorded for the oracle and the ONE trace export.
@@ -471,7 +473,7 @@ public final class Simulation<Agent: SyncAgent> {
         let spec = slotSpec[i]
         metrics.contactDuration.record(now - slotStart[i])
         pairLastEnd[ContactSpec.pairKey(spec.a, spec.b)] = now
-        if options.recordContacts { contacts.append(ContactRecord(start: slotStart[i], end: now, spec: spec)) }
+        if options.recordContacts { contacts.appendGrowingByAnEighth(ContactRecord(start: slotStart[i], end: now, spec: spec)) }
         slotEffective[i] = false
     }
 
@@ -633,10 +635,10 @@ public final class Simulation<Agent: SyncAgent> {
         let world = context.world
         var t = Int32(world.readers[Int(spec.domain)].count) - lostReaders[Int(spec.domain)]
         if world.reads(spec.domain, at: spec.author) { t -= 1 }
-        metrics.targets.append(max(t, 0))
-        metrics.reached.append(0)
-        metrics.hqArrival.append(world.nodes[Int(spec.author)].nodeClass == .hq ? now : -1)
-        metrics.lastArrival.append(-1)
+        metrics.targets.appendGrowingByAnEighth(max(t, 0))
+        metrics.reached.appendGrowingByAnEighth(0)
+        metrics.hqArrival.appendGrowingByAnEighth(world.nodes[Int(spec.author)].nodeClass == .hq ? now : -1)
+        metrics.lastArrival.appendGrowingByAnEighth(-1)
         if now >= warmup {
             metrics.created += Int(max(t, 0))
             changesAfterWarmup += 1

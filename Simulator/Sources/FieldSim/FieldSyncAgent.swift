@@ -724,7 +724,7 @@ public final class FieldSyncAgent: SyncAgent {
             if node == equivocatorNode, equivocation == nil, now >= adversaryStart { equivocate(r, scope: sc, change: change, now: now, effects: &effects) }
             let bad = (node == revokedNode && revokedAt != nil) || (node == equivocatorNode && equivocation != nil)
             if bad {
-                if adversarialChange.count <= Int(change) { adversarialChange += repeatElement(false, count: Int(change) + 1 - adversarialChange.count) }
+                if adversarialChange.count <= Int(change) { adversarialChange.appendGrowingByAnEighth(contentsOf: repeatElement(false, count: Int(change) + 1 - adversarialChange.count)) }
                 adversarialChange[Int(change)] = true
                 if node == revokedNode { revokedChangesWritten += 1 }
             }
@@ -740,14 +740,14 @@ public final class FieldSyncAgent: SyncAgent {
             }
             changeOf[log, default: []].append(change)
             precondition(changeOf[log]!.count == Int(c.header.seq), "log sequence out of step: \(ctx.world.nodes[Int(node)].name) \(log) seq \(c.header.seq), \(changeOf[log]!.count) written")
-            if writtenTag.count <= Int(change) { writtenTag += repeatElement(0, count: Int(change) + 1 - writtenTag.count) }
+            if writtenTag.count <= Int(change) { writtenTag.appendGrowingByAnEighth(contentsOf: repeatElement(0, count: Int(change) + 1 - writtenTag.count)) }
             writtenTag[Int(change)] = Self.tag(try r.store.hash(log, seq: c.header.seq))
-            if writtenSize.count <= Int(change) { writtenSize += repeatElement(0, count: Int(change) + 1 - writtenSize.count) }
+            if writtenSize.count <= Int(change) { writtenSize.appendGrowingByAnEighth(contentsOf: repeatElement(0, count: Int(change) + 1 - writtenSize.count)) }
             writtenSize[Int(change)] = Int32(c.encodedBytes.count)
             setHeld(node, change, 0)
             if holderCount.count <= Int(change) {
-                holderCount += repeatElement(0, count: Int(change) + 1 - holderCount.count)
-                lossCount += repeatElement(0, count: Int(change) + 1 - lossCount.count)
+                holderCount.appendGrowingByAnEighth(contentsOf: repeatElement(0, count: Int(change) + 1 - holderCount.count))
+                lossCount.appendGrowingByAnEighth(contentsOf: repeatElement(0, count: Int(change) + 1 - lossCount.count))
             }
             holderCount[Int(change)] += 1
             if !acquiredAt.isEmpty { acquiredAt[Int(node)][change] = now }

@@ -1,3 +1,5 @@
+import FieldSyncCore
+
 // What each node holds of the workload's changes, with each one's hop count, for the `fieldsync` agent.
 
 /// Numbers each workload change within its domain, in creation order (a change's `ChangeTable` index grows with
@@ -20,8 +22,8 @@ final class ChangeDomainIndex {
         if Int(c) >= position.count {
             let d = domains()
             for i in position.count...Int(c) {
-                position.append(Int32(changes[Int(d[i])].count))
-                changes[Int(d[i])].append(ChangeIndex(i))
+                position.appendGrowingByAnEighth(Int32(changes[Int(d[i])].count))
+                changes[Int(d[i])].appendGrowingByAnEighth(ChangeIndex(i))
             }
         }
         return Int(position[Int(c)])

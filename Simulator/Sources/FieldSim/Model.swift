@@ -1,3 +1,5 @@
+import FieldSyncCore
+
 // The simulated world: nodes, entitlement domains, links, changes. Compact, array-based state.
 
 /// Index of a node in `World.nodes`.
@@ -323,17 +325,17 @@ public final class ChangeTable {
     /// Appends a change written at `time`; returns its index.
     public func append(_ spec: ChangeSpec, at time: SimTime) -> ChangeIndex {
         let index = ChangeIndex(createdAt.count)
-        createdAt.append(time)
-        author.append(spec.author)
-        domain.append(spec.domain)
-        localIndex.append(Int32(byDomain[Int(spec.domain)].count))
-        byDomain[Int(spec.domain)].append(index)
-        changeClass.append(spec.changeClass)
-        priority.append(spec.priority)
-        size.append(spec.size)
-        deadline.append(spec.deadline)
-        subject.append(spec.subject)
-        place.append(spec.place)
+        createdAt.appendGrowingByAnEighth(time)
+        author.appendGrowingByAnEighth(spec.author)
+        domain.appendGrowingByAnEighth(spec.domain)
+        localIndex.appendGrowingByAnEighth(Int32(byDomain[Int(spec.domain)].count))
+        byDomain[Int(spec.domain)].appendGrowingByAnEighth(index)
+        changeClass.appendGrowingByAnEighth(spec.changeClass)
+        priority.appendGrowingByAnEighth(spec.priority)
+        size.appendGrowingByAnEighth(spec.size)
+        deadline.appendGrowingByAnEighth(spec.deadline)
+        subject.appendGrowingByAnEighth(spec.subject)
+        place.appendGrowingByAnEighth(spec.place)
         let logKey = UInt64(UInt32(bitPattern: spec.author)) << 32 | UInt64(UInt32(bitPattern: spec.place))
         if knownLogs.insert(logKey).inserted { logsPerDomain[Int(spec.domain)] += 1 }
         return index
