@@ -5,11 +5,11 @@ import FieldSyncCrypto
 
 /// The in-memory store's per-log and per-record entries, which a simulator holds in every replica
 /// (docs/simulator.md, "Issue 14: memory (session 16)"). What they hold is covered by
-/// `StoreConformanceTests` (both stores): sparse and far seqs, opened marks, arrivals, histories.
+/// `StoreConformanceTests` (every kind of store): sparse and far seqs, opened marks, arrivals, histories.
 @Suite struct MemoryStoreLayoutTests {
-    /// A log's entry is at most 32 bytes inline (it was 48 with three slot arrays, one each for the
-    /// boxes, the opened marks and the arrivals), a slot 16 bytes, and a record's slot in the records table
-    /// (one reference to the record and the changes that touched it) 8 bytes.
+    /// A log's entry is at most 48 bytes inline (the window's three arrays: boxes, and the opened marks and
+    /// arrivals, allocated only once needed; a far change's slot is 16 bytes), and a record's slot in the
+    /// records table (one reference to the record and the changes that touched it) 8 bytes.
     @Test func entriesAreCompact() {
         #expect(MemoryLayout<MemoryStore.LogChanges>.stride <= 48)
         #expect(MemoryLayout<MemoryStore.LogChanges.Slot>.stride == 16)
