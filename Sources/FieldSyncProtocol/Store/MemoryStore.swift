@@ -178,9 +178,7 @@ public final class MemoryStore: SyncStore {
         /// Notes when the held change at `seq` was first committed here.
         mutating func setArrival(_ seq: UInt64, _ t: UInt64) {
             if let i = index(seq) {
-                guard boxes[i] != nil else { return }
-                if arrivals.isEmpty { arrivals = ContiguousArray(repeating: Slot.unknownArrival, count: boxes.count) }
-                arrivals[i] = min(t, Slot.unknownArrival - 1)
+                if boxes[i] != nil { setArrival(at: i, t) }
             } else if far[seq] != nil {
                 far[seq]!.arrived = t
             }
@@ -189,9 +187,7 @@ public final class MemoryStore: SyncStore {
         /// Marks the held change at `seq` opened.
         mutating func markOpened(_ seq: UInt64) {
             if let i = index(seq) {
-                guard boxes[i] != nil else { return }
-                if opened.isEmpty { opened = ContiguousArray(repeating: false, count: boxes.count) }
-                opened[i] = true
+                if boxes[i] != nil { markOpened(at: i) }
             } else if far[seq] != nil {
                 far[seq]!.opened = true
             }
@@ -227,35 +223,42 @@ public final class MemoryStore: SyncStore {
             let limit = UInt64(2 * count) + Self.maxSpan
             if seq < base {
                 guard base - seq <= limit else { return nil }
-                let added = Int(base - seq)
-                Self.grow(&boxes, front: added, nil)
-                if !opened.isEmpty { Self.grow(&opened, front: added, false) }
-                if !arrivals.isEmpty { Self.grow(&arrivals, front: added, Slot.unknownArrival) }
+                widen(by: Int(base - seq), at: 0)
                 base = seq
                 absorbFar()
                 return 0
             }
             let end = base + UInt64(boxes.count)  // seq >= end here
             guard seq - end < limit else { return nil }
-            let added = Int(seq - end) + 1
-            Self.grow(&boxes, back: added, nil)
-            if !opened.isEmpty { Self.grow(&opened, back: added, false) }
-            if !arrivals.isEmpty { Self.grow(&arrivals, back: added, Slot.unknownArrival) }
+            widen(by: Int(seq - end) + 1, at: boxes.count)
             absorbFar()
             return boxes.count - 1
         }
 
-        /// Adds `n` copies of `empty` before the array's elements (`front`) or after them (`back`), growing its
-        /// room by an eighth when it must grow: appending doubles, and a log's window grows a slot at a time for
-        /// the whole run, in every replica.
-        private static func grow<T>(_ a: inout ContiguousArray<T>, front n: Int, _ empty: T) {
-            if a.capacity < a.count + n { a.reserveCapacity((a.count + n) + (a.count + n) / 8) }
-            a.insert(contentsOf: repeatElement(empty, count: n), at: 0)
+        /// Adds `n` empty slots to the window at `position` (its start or its end), in each of its arrays.
+        private mutating func widen(by n: Int, at position: Int) {
+            Self.insert(n, nil, at: position, into: &boxes)
+            if !opened.isEmpty { Self.insert(n, false, at: position, into: &opened) }
+            if !arrivals.isEmpty { Self.insert(n, Slot.unknownArrival, at: position, into: &arrivals) }
         }
 
-        private static func grow<T>(_ a: inout ContiguousArray<T>, back n: Int, _ empty: T) {
+        /// Inserts `n` copies of `empty` into `a` at `position`, growing its room by an eighth when it must grow:
+        /// appending doubles, and a log's window grows a slot at a time for the whole run, in every replica.
+        private static func insert<T>(_ n: Int, _ empty: T, at position: Int, into a: inout ContiguousArray<T>) {
             if a.capacity < a.count + n { a.reserveCapacity((a.count + n) + (a.count + n) / 8) }
-            a.append(contentsOf: repeatElement(empty, count: n))
+            a.insert(contentsOf: repeatElement(empty, count: n), at: position)
+        }
+
+        /// Marks the window's slot `i` opened, making the marks' array at the first mark.
+        private mutating func markOpened(at i: Int) {
+            if opened.isEmpty { opened = ContiguousArray(repeating: false, count: boxes.count) }
+            opened[i] = true
+        }
+
+        /// Notes the arrival of the window's slot `i`, making the arrivals' array at the first one said.
+        private mutating func setArrival(at i: Int, _ t: UInt64) {
+            if arrivals.isEmpty { arrivals = ContiguousArray(repeating: Slot.unknownArrival, count: boxes.count) }
+            arrivals[i] = min(t, Slot.unknownArrival - 1)
         }
 
         /// Moves far changes the dense window now covers into it (each seq is held in one place).
@@ -264,14 +267,8 @@ public final class MemoryStore: SyncStore {
             for (seq, entry) in far {
                 guard let i = index(seq) else { continue }
                 boxes[i] = entry.box
-                if entry.opened {
-                    if opened.isEmpty { opened = ContiguousArray(repeating: false, count: boxes.count) }
-                    opened[i] = true
-                }
-                if let t = entry.arrived {
-                    if arrivals.isEmpty { arrivals = ContiguousArray(repeating: Slot.unknownArrival, count: boxes.count) }
-                    arrivals[i] = t
-                }
+                if entry.opened { markOpened(at: i) }
+                if let t = entry.arrived { setArrival(at: i, t) }
                 far[seq] = nil
             }
         }
